@@ -1,0 +1,3 @@
+//! The backup life cycle.
+
+pub mod plan;

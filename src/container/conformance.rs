@@ -1,0 +1,1 @@
+//! The Container conformance suite (stub; filled in by the container work).

@@ -1,0 +1,1 @@
+//! `LocalContainer` (stub; filled in by the container work).

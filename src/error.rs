@@ -1,0 +1,343 @@
+//! The public error types, one per concern.
+//!
+//! Every enum is `#[non_exhaustive]` so variants can be added without a breaking
+//! change. Messages are lower-case, name the bad value or field, and never carry a
+//! secret (passphrase, secret key, environment values).
+
+use std::fmt;
+use std::time::Duration;
+
+/// One problem found while validating configuration: the field and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    /// The field name as the relation spells it (kebab-case), e.g. `bucket`.
+    pub field: String,
+    /// What is wrong with it, e.g. `must be 3 to 63 characters long`.
+    pub message: String,
+}
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Invalid or unreadable configuration (S3 parameters, layout, options).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// One or more fields failed validation; every problem is listed.
+    #[error("invalid configuration: {}", join_problems(.problems))]
+    Invalid {
+        /// Every problem found, each naming its field.
+        problems: Vec<FieldProblem>,
+    },
+    /// The data could not be parsed at all (wrong type, malformed document).
+    #[error("could not parse {what}: {message}")]
+    Parse {
+        /// What was being parsed, e.g. `s3 parameters`.
+        what: String,
+        /// The parser's message (never contains secret values).
+        message: String,
+    },
+}
+
+fn join_problems(problems: &[FieldProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ConfigError {
+    /// The field names that have a problem (empty for [`ConfigError::Parse`]).
+    pub fn fields(&self) -> Vec<&str> {
+        match self {
+            ConfigError::Invalid { problems } => problems.iter().map(|p| p.field.as_str()).collect(),
+            ConfigError::Parse { .. } => Vec::new(),
+        }
+    }
+}
+
+/// A failure talking to S3-compatible storage.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum S3Error {
+    /// The client could not be built from the parameters (e.g. a bad CA certificate).
+    #[error("could not build the s3 client: {0}")]
+    Client(String),
+    /// The object (or bucket) does not exist.
+    #[error("object not found: s3://{bucket}/{key}")]
+    NotFound {
+        /// The bucket.
+        bucket: String,
+        /// The full object key.
+        key: String,
+    },
+    /// The server does not implement this operation (some S3-compatible servers).
+    #[error("{operation} is not implemented by the server")]
+    NotImplemented {
+        /// The S3 operation, e.g. `ListMultipartUploads`.
+        operation: &'static str,
+    },
+    /// A request failed.
+    #[error("{operation} failed for s3://{bucket}/{key}: {message}")]
+    Request {
+        /// The S3 operation, e.g. `HeadObject`.
+        operation: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The key or prefix involved (may be empty).
+        key: String,
+        /// The error as the SDK or server reported it (no credentials).
+        message: String,
+    },
+}
+
+/// A failure of a [`Container`](crate::Container) operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContainerError {
+    /// An argument was rejected before anything ran (relative path, NUL byte, …).
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidArgument {
+        /// What the value is, e.g. `path` or `argument`.
+        what: &'static str,
+        /// The offending value (never a secret: environment values are not checked here).
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The path does not exist.
+    #[error("path not found: {path}")]
+    NotFound {
+        /// The missing path.
+        path: String,
+    },
+    /// The user or group does not exist.
+    #[error("unknown {kind} {name:?}")]
+    UnknownUser {
+        /// `user` or `group`.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// Permission was denied (e.g. switching user without being root).
+    #[error("permission denied for {path}: {reason}")]
+    PermissionDenied {
+        /// The path or command involved.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The command could not be started (missing binary, bad working dir, …).
+    #[error("could not start {command:?}: {source}")]
+    CouldNotStart {
+        /// The program name (`argv[0]`).
+        command: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command ran and exited with a non-zero status (or was killed by a signal).
+    #[error("{command:?} exited with code {exit_code}: {stderr}")]
+    ExitedNonZero {
+        /// The program name (`argv[0]`).
+        command: String,
+        /// The exit code; `-1` when killed by a signal.
+        exit_code: i32,
+        /// Standard error, trimmed to about 1 KiB (its end is kept).
+        stderr: String,
+    },
+    /// The command was killed after running longer than its timeout.
+    #[error("{command:?} timed out after {timeout:?}")]
+    TimedOut {
+        /// The program name (`argv[0]`).
+        command: String,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// A service operation failed.
+    #[error("service {service:?}: {message}")]
+    Service {
+        /// The service name.
+        service: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Any other I/O failure on a path.
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The stage of a backup or restore that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Collecting the paths to back up.
+    Collect,
+    /// Taking the SQLite snapshot.
+    Snapshot,
+    /// Archiving with tar.
+    Tar,
+    /// Encrypting or decrypting with gpg.
+    Gpg,
+    /// Uploading or downloading with the aws CLI.
+    Upload,
+    /// Downloading.
+    Download,
+    /// Checking the uploaded object.
+    Check,
+    /// Writing or reading the manifest.
+    Manifest,
+    /// Extracting into staging.
+    Extract,
+    /// Swapping staged files into place.
+    Swap,
+    /// Stopping or starting the service.
+    Service,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Stage::Collect => "collect",
+            Stage::Snapshot => "snapshot",
+            Stage::Tar => "tar",
+            Stage::Gpg => "gpg",
+            Stage::Upload => "upload",
+            Stage::Download => "download",
+            Stage::Check => "check",
+            Stage::Manifest => "manifest",
+            Stage::Extract => "extract",
+            Stage::Swap => "swap",
+            Stage::Service => "service",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A failure of a backup life-cycle operation (create, verify, restore, …).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// Bad configuration (parameters, layout, homeserver.yaml, passphrase).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An S3 request failed.
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    /// A container operation failed outside the pipeline.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// The passphrase is unusable (empty, or contains a newline or NUL).
+    #[error("invalid passphrase: {0}")]
+    InvalidPassphrase(&'static str),
+    /// There is nothing to back up.
+    #[error("nothing to back up under {root}: no signing key, database or local media found")]
+    NothingToBackUp {
+        /// The layout root searched.
+        root: String,
+    },
+    /// A pipeline stage failed.
+    #[error("{stage} failed (exit code {exit_code}): {stderr}")]
+    StageFailed {
+        /// The failing stage.
+        stage: Stage,
+        /// The stage's exit code.
+        exit_code: i32,
+        /// The stage's trimmed standard error.
+        stderr: String,
+    },
+    /// The backup does not exist.
+    #[error("backup not found: {id}")]
+    NotFound {
+        /// The backup id.
+        id: String,
+    },
+    /// The backup has no manifest, so its integrity cannot be checked.
+    #[error("backup {id} has no manifest")]
+    MissingManifest {
+        /// The backup id.
+        id: String,
+    },
+    /// gpg could not decrypt: wrong passphrase.
+    #[error("wrong passphrase for backup {id}")]
+    WrongPassphrase {
+        /// The backup id.
+        id: String,
+    },
+    /// The object does not match its manifest or failed gpg's integrity check.
+    #[error("backup {id} is corrupted: {reason}")]
+    Corrupted {
+        /// The backup id.
+        id: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// The archive holds a member that would land outside the expected paths.
+    #[error("unsafe archive member {member:?}: {reason}")]
+    UnsafeMember {
+        /// The member name.
+        member: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Not enough free space for the restore.
+    #[error("not enough free space in {path}: need {needed} bytes, {available} available")]
+    InsufficientSpace {
+        /// The directory checked.
+        path: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+}
+
+/// Trims text to at most `max` bytes, keeping its end (where errors usually are).
+pub(crate) fn trim_tail(text: &str, max: usize) -> String {
+    let text = text.trim();
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_tail_keeps_the_end_on_a_char_boundary() {
+        let s = format!("{}é-end", "a".repeat(2000));
+        let t = trim_tail(&s, 6);
+        assert!(t.ends_with("é-end") || t.ends_with("-end"), "{t}");
+        assert!(t.starts_with('…'));
+        assert_eq!(trim_tail("  short \n", 10), "short");
+    }
+
+    #[test]
+    fn invalid_lists_every_field() {
+        let e = ConfigError::Invalid {
+            problems: vec![
+                FieldProblem { field: "bucket".into(), message: "is required".into() },
+                FieldProblem { field: "region".into(), message: "or endpoint must be set".into() },
+            ],
+        };
+        let s = e.to_string();
+        assert!(s.contains("bucket: is required") && s.contains("region: or endpoint"), "{s}");
+        assert_eq!(e.fields(), vec!["bucket", "region"]);
+    }
+}

@@ -1,0 +1,12 @@
+//! Back up and restore a Matrix Synapse homeserver to S3-compatible storage.
+
+pub mod backup;
+pub mod container;
+pub mod error;
+pub mod s3;
+
+pub use container::{Container, ExecOptions, ExecOutput, FileInfo, FileKind, ListOptions, MakeDirOptions, PushOptions};
+#[cfg(any(test, feature = "mock"))]
+pub use container::MockContainer;
+pub use error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
+pub use s3::{AddressingStyle, ObjectHead, ObjectInfo, S3Client, S3Parameters};
