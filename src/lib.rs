@@ -5,6 +5,10 @@ pub mod container;
 pub mod error;
 pub mod s3;
 
+pub use backup::layout::{HomeserverConfig, Layout};
+pub use backup::manifest::Manifest;
+pub use backup::plan::{BackupId, BackupOptions, Compression};
+
 pub use container::{Container, ExecOptions, ExecOutput, FileInfo, FileKind, ListOptions, MakeDirOptions, PushOptions};
 #[cfg(any(test, feature = "mock"))]
 pub use container::MockContainer;

@@ -1,1 +1,593 @@
-//! The pure backup plan.
+//! The pure backup plan: ids, object keys, the constant shell scripts with their
+//! arguments and environment, the aws CLI config. No I/O: unit-tested exactly.
+//!
+//! Nothing variable is ever interpolated into shell text: the scripts are constants,
+//! values go in as environment variables or positional parameters, and the list of
+//! paths goes in as a NUL-separated file read by `tar --null --verbatim-files-from`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+
+use crate::backup::layout::{join, Layout};
+use crate::error::BackupError;
+use crate::s3::S3Parameters;
+
+/// The metadata key our data objects carry (`x-amz-meta-created-by`).
+pub const METADATA_KEY: &str = "created-by";
+/// The suffix of a backup's manifest object.
+pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+/// The value of [`METADATA_KEY`] on objects this crate wrote.
+pub fn metadata_value() -> String {
+    format!("synapse-backup/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A backup id: `backup-` and a UTC timestamp `%Y%m%d%H%M%S` plus microseconds, as the
+/// reference charm names them.
+///
+/// ```
+/// use synapse_backup::BackupId;
+/// let id: BackupId = "backup-20261126071900123456".parse()?;
+/// assert_eq!(id.created().to_rfc3339(), "2026-11-26T07:19:00.123456+00:00");
+/// # Ok::<(), synapse_backup::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackupId(String);
+
+static LAST_ID_MICROS: Mutex<i64> = Mutex::new(0);
+
+impl BackupId {
+    /// A new id for now (UTC), later than every id this process made before, so two
+    /// calls in the same microsecond still get distinct ids.
+    pub fn generate() -> Self {
+        Self::generate_at(Utc::now())
+    }
+
+    pub(crate) fn generate_at(now: DateTime<Utc>) -> Self {
+        let mut last = LAST_ID_MICROS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let micros = now.timestamp_micros().max(*last + 1);
+        *last = micros;
+        Self::from_time(Utc.timestamp_micros(micros).single().unwrap_or(now))
+    }
+
+    /// The id for a given time.
+    pub fn from_time(time: DateTime<Utc>) -> Self {
+        BackupId(format!("backup-{}", time.format("%Y%m%d%H%M%S%6f")))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The time in the id (UTC for ids this crate made; the reference charm may have
+    /// used local time).
+    pub fn created(&self) -> DateTime<Utc> {
+        NaiveDateTime::parse_from_str(&self.0["backup-".len()..], "%Y%m%d%H%M%S%6f")
+            .map(|t| t.and_utc())
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for BackupId {
+    type Err = crate::error::ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let digits = s.strip_prefix("backup-").unwrap_or("");
+        let ok = digits.len() == 20
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && NaiveDateTime::parse_from_str(digits, "%Y%m%d%H%M%S%6f").is_ok();
+        if ok {
+            Ok(BackupId(s.to_string()))
+        } else {
+            Err(crate::error::ConfigError::Invalid {
+                problems: vec![crate::error::FieldProblem {
+                    field: "backup-id".into(),
+                    message: format!("{s:?} is not of the form backup-YYYYMMDDhhmmssffffff"),
+                }],
+            })
+        }
+    }
+}
+
+/// gpg's compression of the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// No compression (the default: media is already compressed, and gpg's zlib is the
+    /// reference pipeline's bottleneck).
+    #[default]
+    None,
+    /// gpg's ZLIB at a level 1-9 (the reference uses gpg's default, ZLIB level 6); worth
+    /// it only for text-heavy deployments, at several times the CPU cost.
+    Zlib(u8),
+}
+
+impl Compression {
+    fn gpg_args(self) -> Vec<String> {
+        match self {
+            Compression::None => vec!["--compress-algo".into(), "none".into()],
+            Compression::Zlib(level) => {
+                vec!["--compress-algo".into(), "zlib".into(), "--compress-level".into(), level.clamp(1, 9).to_string()]
+            }
+        }
+    }
+
+    /// A short name for the manifest, e.g. `none` or `zlib-6`.
+    pub fn name(self) -> String {
+        match self {
+            Compression::None => "none".into(),
+            Compression::Zlib(level) => format!("zlib-{}", level.clamp(1, 9)),
+        }
+    }
+}
+
+/// Tuning for [`create_backup_with`](crate::create_backup_with). `Default` holds the
+/// measured defaults (see the README's benchmark).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupOptions {
+    /// gpg compression.
+    pub compression: Compression,
+    /// The aws CLI's `max_concurrent_requests` (the reference uses 1).
+    pub upload_concurrency: u32,
+    /// The aws CLI's `multipart_chunksize` in MiB; the CLI raises it when
+    /// `--expected-size` would need more than 10,000 parts. Memory in flight is about
+    /// `upload_concurrency × part_size_mib` (plus the queue).
+    pub part_size_mib: u32,
+    /// gpg's S2K iteration count (65011712 is the maximum, the one gpg calibrates to on
+    /// current machines; passing it spares a gpg-agent start per backup).
+    pub s2k_count: u32,
+    /// Kill the pipeline after this long.
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            compression: Compression::None,
+            upload_concurrency: 4,
+            part_size_mib: 16,
+            s2k_count: 65_011_712,
+            timeout: None,
+        }
+    }
+}
+
+/// Checks a passphrase gpg can read whole from a file.
+///
+/// # Errors
+/// [`BackupError::InvalidPassphrase`] when it is empty or has a newline or NUL (gpg
+/// reads only the first line of a passphrase file and would silently truncate it).
+pub fn check_passphrase(passphrase: &str) -> Result<(), BackupError> {
+    if passphrase.is_empty() {
+        Err(BackupError::InvalidPassphrase("it is empty"))
+    } else if passphrase.contains(['\n', '\r']) {
+        Err(BackupError::InvalidPassphrase("it contains a line break (gpg would read only the first line)"))
+    } else if passphrase.contains('\0') {
+        Err(BackupError::InvalidPassphrase("it contains a NUL byte"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The aws CLI config file used for one run instead of `aws configure set`.
+pub fn aws_config_file(params: &S3Parameters, options: &BackupOptions) -> String {
+    let style = match params.addressing_style() {
+        crate::AddressingStyle::Path => "path",
+        crate::AddressingStyle::Virtual => "virtual",
+    };
+    format!(
+        "[default]\nregion = {}\ns3 =\n  addressing_style = {style}\n  max_concurrent_requests = {}\n  multipart_chunksize = {}MB\n  multipart_threshold = {}MB\n",
+        region(params),
+        options.upload_concurrency.max(1),
+        options.part_size_mib.max(5),
+        options.part_size_mib.max(5),
+    )
+}
+
+fn region(params: &S3Parameters) -> String {
+    params.region().filter(|r| !r.is_empty()).unwrap_or("us-east-1").to_string()
+}
+
+/// Files in a run's private work dir (mode 0700, owned by the workload user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkDir {
+    /// The work dir (container path, already under the layout root).
+    pub dir: String,
+}
+
+impl WorkDir {
+    /// The work dir for a run named `name` under the layout's work base.
+    pub fn new(layout: &Layout, name: &str) -> Self {
+        WorkDir { dir: layout.host_path(&join(layout.work_base(), &format!(".synapse-backup-{name}"))) }
+    }
+
+    /// A file in the work dir.
+    pub fn file(&self, name: &str) -> String {
+        join(&self.dir, name)
+    }
+}
+
+/// A command to run in the workload: argv and environment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScriptCall {
+    /// argv: `bash -c <constant script> bash <args…>`.
+    pub argv: Vec<String>,
+    /// Environment (may hold secrets: never logged).
+    pub env: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for ScriptCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptCall")
+            .field("argv", &self.argv)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Takes the SQLite snapshot (when `SB_DB` is set), then writes the total size and
+/// the file listing (`<type> <size> <path>\0` records) into the work dir.
+pub const PREPARE_SCRIPT: &str = r#"set -euo pipefail
+umask 077
+w=$SB_WORK
+: >"$w/snapfiles"
+if [ -n "${SB_DB:-}" ]; then
+  if "$SB_PYTHON" -c 'import sqlite3' >/dev/null 2>&1; then
+    if ! "$SB_PYTHON" - "$SB_DB" "$w/snap.db" <<'PY'
+import sqlite3, sys
+src = sqlite3.connect(sys.argv[1])
+dst = sqlite3.connect(sys.argv[2])
+with dst:
+    src.backup(dst)
+dst.close()
+src.close()
+PY
+    then exit 21; fi
+  elif command -v "$SB_SQLITE3" >/dev/null 2>&1; then
+    (cd "$w" && "$SB_SQLITE3" "$SB_DB" ".backup snap.db") || exit 21
+  else
+    echo "cannot snapshot the SQLite database: neither $SB_PYTHON with its sqlite3 module nor $SB_SQLITE3 was found; install python3 or sqlite3 in the workload" >&2
+    exit 20
+  fi
+  mkdir -p "$w/snap/$(dirname -- "$SB_DB_MEMBER")"
+  mv -- "$w/snap.db" "$w/snap/$SB_DB_MEMBER"
+  printf '%s\0' "$SB_DB_MEMBER" >"$w/snapfiles"
+fi
+total=0
+: >"$w/listing"
+if [ -s "$w/files" ]; then
+  size=$(cd "$SB_ROOT" && du -bsc --files0-from="$w/files" | tail -n 1 | cut -f 1)
+  total=$((total + size))
+  (cd "$SB_ROOT" && find -files0-from "$w/files" -printf '%y %s %p\0') >>"$w/listing"
+fi
+if [ -s "$w/snapfiles" ]; then
+  size=$(cd "$w/snap" && du -bsc --files0-from="$w/snapfiles" | tail -n 1 | cut -f 1)
+  total=$((total + size))
+  (cd "$w/snap" && find -files0-from "$w/snapfiles" -printf '%y %s %p\0') >>"$w/listing"
+fi
+printf '%s\n' "$total" >"$w/size"
+"#;
+
+/// Exit code of [`PREPARE_SCRIPT`] when no SQLite snapshot tool exists.
+pub const EXIT_NO_SNAPSHOT_TOOL: i32 = 20;
+/// Exit code of [`PREPARE_SCRIPT`] when the SQLite snapshot failed.
+pub const EXIT_SNAPSHOT_FAILED: i32 = 21;
+
+/// The backup pipeline: `tar | gpg | tee(sha256, bytes) | aws s3 cp`. Positional
+/// parameters: gpg's extra arguments, `--`, the aws CLI's extra arguments. On failure
+/// it exits `10 + stage` (tar, gpg, tee, upload) or 14 (checksum readers), having
+/// written `<stage> <status>` to `$SB_WORK/failed` and that stage's stderr to its own.
+pub const BACKUP_SCRIPT: &str = r#"set -euo pipefail
+umask 077
+w=$SB_WORK
+gpg_extra=()
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do gpg_extra+=("$1"); shift; done
+[ "$#" -gt 0 ] && shift
+mkfifo "$w/sha.fifo" "$w/len.fifo"
+sha256sum <"$w/sha.fifo" >"$w/sha256" &
+sha_pid=$!
+wc -c <"$w/len.fifo" >"$w/length" &
+len_pid=$!
+tar_args=(--create --null --verbatim-files-from --directory "$SB_ROOT" --files-from "$w/files")
+if [ -s "$w/snapfiles" ]; then tar_args+=(--directory "$w/snap" --files-from "$w/snapfiles"); fi
+set +e
+"$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" |
+  "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
+    --passphrase-file "$w/passphrase" --symmetric --cipher-algo AES256 "${gpg_extra[@]}" \
+    --output - 2>"$w/gpg.err" |
+  tee "$w/sha.fifo" "$w/len.fifo" 2>"$w/tee.err" |
+  "$SB_AWS" s3 cp --only-show-errors --no-progress --expected-size "$SB_EXPECTED_SIZE" "$@" - "$SB_URL" \
+    >"$w/aws.out" 2>"$w/aws.err"
+st=("${PIPESTATUS[@]}")
+exec 3<>"$w/sha.fifo" 4<>"$w/len.fifo"
+exec 3>&- 4>&-
+sha_st=0; wait "$sha_pid" || sha_st=$?
+len_st=0; wait "$len_pid" || len_st=$?
+set -e
+names=(tar gpg tee upload)
+errs=("$w/tar.err" "$w/gpg.err" "$w/tee.err" "$w/aws.err")
+failed=""
+for i in 0 1 2 3; do
+  if [ "${st[$i]}" -ne 0 ] && [ "${st[$i]}" -ne 141 ]; then failed=$i; break; fi
+done
+if [ -z "$failed" ]; then
+  for i in 3 2 1 0; do
+    if [ "${st[$i]}" -ne 0 ]; then failed=$i; break; fi
+  done
+fi
+if [ -n "$failed" ]; then
+  printf '%s %s\n' "${names[$failed]}" "${st[$failed]}" >"$w/failed"
+  tail -c 4096 "${errs[$failed]}" >&2
+  exit $((10 + failed))
+fi
+if [ "$sha_st" -ne 0 ] || [ "$len_st" -ne 0 ]; then
+  echo "the checksum of the encrypted stream could not be computed" >&2
+  exit 14
+fi
+"#;
+
+/// The environment of both scripts: tool paths, work dir, S3 credentials.
+pub fn script_env(layout: &Layout, params: &S3Parameters, work: &WorkDir) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("SB_WORK".into(), work.dir.clone());
+    env.insert("SB_ROOT".into(), layout.root.clone());
+    env.insert("SB_TAR".into(), layout.tar.clone());
+    env.insert("SB_GPG".into(), layout.gpg.clone());
+    env.insert("SB_AWS".into(), layout.aws.clone());
+    env.insert("SB_PYTHON".into(), layout.python3.clone());
+    env.insert("SB_SQLITE3".into(), layout.sqlite3.clone());
+    env.insert("GNUPGHOME".into(), work.file("gnupg"));
+    env.insert("AWS_ACCESS_KEY_ID".into(), params.access_key().into());
+    env.insert("AWS_SECRET_ACCESS_KEY".into(), params.secret_key().into());
+    env.insert("AWS_DEFAULT_REGION".into(), region(params));
+    env.insert("AWS_CONFIG_FILE".into(), work.file("aws-config"));
+    env.insert("AWS_SHARED_CREDENTIALS_FILE".into(), work.file("aws-credentials"));
+    env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
+    env.insert("AWS_RETRY_MODE".into(), "standard".into());
+    if let Some(endpoint) = params.endpoint().filter(|e| !e.is_empty()) {
+        env.insert("AWS_ENDPOINT_URL".into(), endpoint.into());
+    }
+    if !params.tls_ca_chain().is_empty() {
+        env.insert("AWS_CA_BUNDLE".into(), work.file("ca-bundle.pem"));
+    }
+    env
+}
+
+/// The CA bundle file content for `tls-ca-chain`, if any.
+pub fn ca_bundle(params: &S3Parameters) -> Option<String> {
+    if params.tls_ca_chain().is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for pem in params.tls_ca_chain() {
+        out.push_str(pem.trim());
+        out.push('\n');
+    }
+    Some(out)
+}
+
+/// The aws CLI arguments common to every call: `--endpoint-url` (older CLIs ignore
+/// `AWS_ENDPOINT_URL`).
+pub fn aws_common_args(params: &S3Parameters) -> Vec<String> {
+    match params.endpoint().filter(|e| !e.is_empty()) {
+        Some(endpoint) => vec!["--endpoint-url".into(), endpoint.into()],
+        None => Vec::new(),
+    }
+}
+
+/// `s3://bucket/key`.
+pub fn s3_url(params: &S3Parameters, key: &str) -> String {
+    format!("s3://{}/{}", params.bucket(), key)
+}
+
+/// The call that runs [`PREPARE_SCRIPT`]. `db` is the live database (container path)
+/// to snapshot, if any.
+pub fn prepare_call(layout: &Layout, params: &S3Parameters, work: &WorkDir, db: Option<&str>) -> ScriptCall {
+    let mut env = script_env(layout, params, work);
+    if let Some(db) = db {
+        env.insert("SB_DB".into(), layout.host_path(db));
+        env.insert("SB_DB_MEMBER".into(), Layout::member_name(db));
+    }
+    ScriptCall { argv: vec![layout.bash.clone(), "-c".into(), PREPARE_SCRIPT.into(), "bash".into()], env }
+}
+
+/// The call that runs [`BACKUP_SCRIPT`] for the object `key`.
+pub fn backup_call(
+    layout: &Layout,
+    params: &S3Parameters,
+    options: &BackupOptions,
+    work: &WorkDir,
+    key: &str,
+    expected_size: u64,
+) -> ScriptCall {
+    let mut env = script_env(layout, params, work);
+    env.insert("SB_URL".into(), s3_url(params, key));
+    env.insert("SB_EXPECTED_SIZE".into(), expected_size.max(1).to_string());
+    let mut argv = vec![layout.bash.clone(), "-c".into(), BACKUP_SCRIPT.into(), "bash".into()];
+    argv.extend(["--s2k-count".into(), options.s2k_count.to_string()]);
+    argv.extend(options.compression.gpg_args());
+    argv.push("--".into());
+    argv.extend(aws_common_args(params));
+    if let Some(class) = params.storage_class().filter(|c| !c.is_empty()) {
+        argv.extend(["--storage-class".into(), class.into()]);
+    }
+    argv.extend(["--metadata".into(), format!("{{\"{METADATA_KEY}\":\"{}\"}}", metadata_value())]);
+    ScriptCall { argv, env }
+}
+
+/// The NUL-separated member list (relative to the root) for `tar --files-from`.
+pub fn files_list(members: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in members {
+        out.extend_from_slice(m.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Maps the backup script's exit code to the failing stage.
+pub fn backup_stage(exit_code: i32) -> crate::Stage {
+    use crate::Stage;
+    match exit_code {
+        10 => Stage::Tar,
+        11 => Stage::Gpg,
+        12 | 14 => Stage::Check,
+        _ => Stage::Upload,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn params(extra: &[(&str, &str)]) -> S3Parameters {
+        let mut m: HashMap<String, String> = [
+            ("access-key", "AKIDEXAMPLE"),
+            ("secret-key", "s3cr3t-value"),
+            ("bucket", "synapse-backups"),
+            ("endpoint", "http://127.0.0.1:9000"),
+            ("s3-uri-style", "path"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            m.insert(k.to_string(), v.to_string());
+        }
+        S3Parameters::from_relation_data(&m).unwrap()
+    }
+
+    #[test]
+    fn ids_are_formatted_like_the_reference_and_unique() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 26, 7, 19, 0).unwrap();
+        assert_eq!(BackupId::from_time(t).as_str(), "backup-20261126071900000000");
+        let a = BackupId::generate_at(t);
+        let b = BackupId::generate_at(t);
+        assert_ne!(a, b);
+        assert!(b > a);
+        assert_eq!(b.created().timestamp_micros() - a.created().timestamp_micros(), 1);
+        assert!("backup-2026".parse::<BackupId>().is_err());
+        assert!("backup-20261326071900000000".parse::<BackupId>().is_err());
+        let e = "nope".parse::<BackupId>().unwrap_err();
+        assert!(e.to_string().contains("backup-id") && e.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn passphrase_rules() {
+        assert!(check_passphrase("correct horse").is_ok());
+        for bad in ["", "a\nb", "a\rb", "a\0b"] {
+            let e = check_passphrase(bad).unwrap_err();
+            assert!(matches!(e, BackupError::InvalidPassphrase(_)));
+            assert!(!e.to_string().contains(bad) || bad.is_empty());
+        }
+    }
+
+    #[test]
+    fn backup_call_is_exact_and_carries_no_secret_in_argv() {
+        let layout = Layout { root: "/tmp/root".into(), ..Layout::default() };
+        let p = params(&[("storage-class", "STANDARD_IA")]);
+        let work = WorkDir::new(&layout, "backup-1");
+        assert_eq!(work.dir, "/tmp/root/data/.synapse-backup-backup-1");
+        let call = backup_call(&layout, &p, &BackupOptions::default(), &work, "pfx/backup-1", 1234);
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            call.argv[3..],
+            [
+                "bash",
+                "--s2k-count",
+                "65011712",
+                "--compress-algo",
+                "none",
+                "--",
+                "--endpoint-url",
+                "http://127.0.0.1:9000",
+                "--storage-class",
+                "STANDARD_IA",
+                "--metadata",
+                &format!("{{\"created-by\":\"synapse-backup/{version}\"}}"),
+            ]
+        );
+        assert_eq!(call.argv[0], "/usr/bin/bash");
+        assert_eq!(call.argv[2], BACKUP_SCRIPT);
+        for arg in &call.argv {
+            assert!(!arg.contains("s3cr3t-value") && !arg.contains("AKIDEXAMPLE"), "secret in argv: {arg}");
+        }
+        assert_eq!(call.env["SB_URL"], "s3://synapse-backups/pfx/backup-1");
+        assert_eq!(call.env["SB_EXPECTED_SIZE"], "1234");
+        assert_eq!(call.env["AWS_SECRET_ACCESS_KEY"], "s3cr3t-value");
+        assert_eq!(call.env["AWS_ACCESS_KEY_ID"], "AKIDEXAMPLE");
+        assert_eq!(call.env["AWS_ENDPOINT_URL"], "http://127.0.0.1:9000");
+        assert_eq!(call.env["AWS_DEFAULT_REGION"], "us-east-1");
+        assert_eq!(call.env["AWS_CONFIG_FILE"], "/tmp/root/data/.synapse-backup-backup-1/aws-config");
+        assert_eq!(call.env["GNUPGHOME"], "/tmp/root/data/.synapse-backup-backup-1/gnupg");
+        assert!(!call.env.contains_key("AWS_CA_BUNDLE"));
+        let debug = format!("{call:?}");
+        assert!(!debug.contains("s3cr3t-value"), "{debug}");
+    }
+
+    #[test]
+    fn compression_and_options_reach_gpg() {
+        let layout = Layout::default();
+        let p = params(&[]);
+        let work = WorkDir::new(&layout, "x");
+        let opts = BackupOptions { compression: Compression::Zlib(6), s2k_count: 1024, ..BackupOptions::default() };
+        let call = backup_call(&layout, &p, &opts, &work, "k", 0);
+        let sep = call.argv.iter().position(|a| a == "--").unwrap();
+        assert_eq!(call.argv[4..sep], ["--s2k-count", "1024", "--compress-algo", "zlib", "--compress-level", "6"]);
+        assert_eq!(call.env["SB_EXPECTED_SIZE"], "1");
+        assert_eq!(Compression::Zlib(42).name(), "zlib-9");
+    }
+
+    #[test]
+    fn prepare_call_snapshots_the_database_member() {
+        let layout = Layout { root: "/r".into(), ..Layout::default() };
+        let p = params(&[]);
+        let work = WorkDir::new(&layout, "x");
+        let call = prepare_call(&layout, &p, &work, Some("/data/homeserver.db"));
+        assert_eq!(call.argv, ["/usr/bin/bash", "-c", PREPARE_SCRIPT, "bash"]);
+        assert_eq!(call.env["SB_DB"], "/r/data/homeserver.db");
+        assert_eq!(call.env["SB_DB_MEMBER"], "data/homeserver.db");
+        assert!(!prepare_call(&layout, &p, &work, None).env.contains_key("SB_DB"));
+    }
+
+    #[test]
+    fn aws_config_replaces_configure_set() {
+        let p = params(&[]);
+        let text = aws_config_file(&p, &BackupOptions { upload_concurrency: 8, part_size_mib: 64, ..Default::default() });
+        assert_eq!(
+            text,
+            "[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n  max_concurrent_requests = 8\n  multipart_chunksize = 64MB\n  multipart_threshold = 64MB\n"
+        );
+        let v = params(&[("s3-uri-style", "host"), ("region", "eu-west-1")]);
+        let text = aws_config_file(&v, &BackupOptions::default());
+        assert!(text.contains("addressing_style = virtual") && text.contains("region = eu-west-1"), "{text}");
+    }
+
+    #[test]
+    fn files_list_is_nul_separated_and_verbatim() {
+        let members = vec!["data/a b.key".to_string(), "-rf".to_string(), "data/$(touch x)".to_string()];
+        assert_eq!(files_list(&members), b"data/a b.key\0-rf\0data/$(touch x)\0");
+    }
+
+    #[test]
+    fn scripts_take_no_interpolated_data() {
+        for script in [PREPARE_SCRIPT, BACKUP_SCRIPT] {
+            assert!(script.starts_with("set -euo pipefail\n"));
+            assert!(!script.contains("set -x") && !script.contains("pipefail -x"));
+        }
+        assert_eq!(backup_stage(10), crate::Stage::Tar);
+        assert_eq!(backup_stage(11), crate::Stage::Gpg);
+        assert_eq!(backup_stage(13), crate::Stage::Upload);
+    }
+}

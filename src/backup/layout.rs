@@ -1,0 +1,292 @@
+//! Where a Synapse workload keeps its state, and what `homeserver.yaml` says about it.
+//!
+//! Pure code: no I/O. The defaults are the Synapse rock's; every field can be changed so
+//! other charms (or tests, with `root` set to a temp dir) can reuse the crate.
+
+use serde::Deserialize;
+
+use crate::error::{ConfigError, FieldProblem};
+
+/// Where the workload keeps its state and tools. [`Layout::default`] is the Synapse rock.
+///
+/// Container paths (`config_dir`, `data_dir`, `media_store_path` in `homeserver.yaml`)
+/// are resolved under `root`; archive members are stored relative to `root`, so a
+/// backup of `/data/homeserver.db` holds `data/homeserver.db`, as the reference does.
+///
+/// ```
+/// use synapse_backup::Layout;
+/// let layout = Layout { root: "/srv/synapse-root".into(), user: None, group: None, ..Layout::default() };
+/// assert_eq!(layout.host_path("/data/x.key"), "/srv/synapse-root/data/x.key");
+/// assert_eq!(Layout::member_name("/data/x.key"), "data/x.key");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The directory container paths are resolved under (`/` in a real container).
+    pub root: String,
+    /// The config dir holding `homeserver.yaml` and the signing key(s).
+    pub config_dir: String,
+    /// The data dir holding `homeserver.db` (and, by default, `media_store`).
+    pub data_dir: String,
+    /// `homeserver.yaml`; `<config_dir>/homeserver.yaml` when `None`.
+    pub homeserver_config: Option<String>,
+    /// Where private work dirs (passphrase, SQLite snapshot) and restore staging are
+    /// made; `data_dir` when `None` (the same file system as the data).
+    pub work_dir: Option<String>,
+    /// The workload user the pipeline runs as; the container's default when `None`.
+    pub user: Option<String>,
+    /// The workload group.
+    pub group: Option<String>,
+    /// The service stopped around a restore's swap; no service is touched when `None`.
+    pub service: Option<String>,
+    /// bash.
+    pub bash: String,
+    /// GNU tar.
+    pub tar: String,
+    /// gpg (GnuPG 2).
+    pub gpg: String,
+    /// The aws CLI.
+    pub aws: String,
+    /// python3 (its `sqlite3` module takes the database snapshot).
+    pub python3: String,
+    /// The sqlite3 CLI, used when python3 has no `sqlite3` module.
+    pub sqlite3: String,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            root: "/".into(),
+            config_dir: "/data".into(),
+            data_dir: "/data".into(),
+            homeserver_config: None,
+            work_dir: None,
+            user: Some("synapse".into()),
+            group: Some("synapse".into()),
+            service: Some("synapse".into()),
+            bash: "/usr/bin/bash".into(),
+            tar: "tar".into(),
+            gpg: "gpg".into(),
+            aws: "/aws/dist/aws".into(),
+            python3: "python3".into(),
+            sqlite3: "sqlite3".into(),
+        }
+    }
+}
+
+impl Layout {
+    /// The host (container) path of a path as the workload sees it, under `root`.
+    pub fn host_path(&self, container_path: &str) -> String {
+        let rel = container_path.trim_start_matches('/');
+        let root = self.root.trim_end_matches('/');
+        if rel.is_empty() {
+            if root.is_empty() { "/".into() } else { root.into() }
+        } else {
+            format!("{root}/{rel}")
+        }
+    }
+
+    /// The archive member name of a container path (relative to `root`).
+    pub fn member_name(container_path: &str) -> String {
+        normalize(container_path).trim_start_matches('/').to_string()
+    }
+
+    /// The container path of `homeserver.yaml`.
+    pub fn homeserver_config_path(&self) -> String {
+        self.homeserver_config.clone().unwrap_or_else(|| join(&self.config_dir, "homeserver.yaml"))
+    }
+
+    /// The container dir under which work and staging dirs are made.
+    pub fn work_base(&self) -> &str {
+        self.work_dir.as_deref().unwrap_or(&self.data_dir)
+    }
+
+    /// Checks every path field is absolute and free of `..` and NUL.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing each bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut check = |field: &str, value: &str| {
+            if !value.starts_with('/') {
+                problems.push(FieldProblem { field: field.into(), message: format!("{value:?} must be an absolute path") });
+            } else if value.contains('\0') || value.split('/').any(|c| c == "..") {
+                problems.push(FieldProblem { field: field.into(), message: format!("{value:?} must not contain '..' or NUL") });
+            }
+        };
+        check("root", &self.root);
+        check("config_dir", &self.config_dir);
+        check("data_dir", &self.data_dir);
+        if let Some(p) = &self.homeserver_config {
+            check("homeserver_config", p);
+        }
+        if let Some(p) = &self.work_dir {
+            check("work_dir", p);
+        }
+        for (field, value) in [("user", &self.user), ("group", &self.group), ("service", &self.service)] {
+            if let Some(v) = value {
+                if v.is_empty() || v.contains('\0') {
+                    problems.push(FieldProblem { field: field.into(), message: "must be a non-empty name".into() });
+                }
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid { problems }) }
+    }
+}
+
+/// Joins a container dir and a relative path with one `/`.
+pub(crate) fn join(dir: &str, rel: &str) -> String {
+    format!("{}/{}", dir.trim_end_matches('/'), rel.trim_start_matches('/'))
+}
+
+/// Collapses repeated slashes and `.` components (no `..` resolution: those are refused).
+pub(crate) fn normalize(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let body = parts.join("/");
+    if path.starts_with('/') { format!("/{body}") } else { body }
+}
+
+/// Which database Synapse uses, from `homeserver.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// SQLite at this container path.
+    Sqlite(String),
+    /// PostgreSQL (backed up by the PostgreSQL charm, not by this crate).
+    Postgresql,
+}
+
+/// What the backup needs from `homeserver.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeserverConfig {
+    /// `server_name`, recorded in the manifest.
+    pub server_name: Option<String>,
+    /// The media store (container path; Synapse's default `<data_dir>/media_store`).
+    pub media_store_path: String,
+    /// `signing_key_path`, if set (container path).
+    pub signing_key_path: Option<String>,
+    /// The database.
+    pub database: DatabaseKind,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    server_name: Option<String>,
+    media_store_path: Option<String>,
+    signing_key_path: Option<String>,
+    database: Option<RawDatabase>,
+}
+
+#[derive(Deserialize)]
+struct RawDatabase {
+    name: Option<String>,
+    args: Option<RawDatabaseArgs>,
+}
+
+#[derive(Deserialize)]
+struct RawDatabaseArgs {
+    database: Option<String>,
+}
+
+impl HomeserverConfig {
+    /// Parses `homeserver.yaml`; relative paths resolve against `data_dir` (media,
+    /// database) or `config_dir` (signing key).
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] naming `path` when the YAML is invalid or a field has the
+    /// wrong type.
+    pub fn parse(yaml: &str, path: &str, layout: &Layout) -> Result<Self, ConfigError> {
+        let raw: Option<RawConfig> = serde_saphyr::from_str(yaml)
+            .map_err(|e| ConfigError::Parse { what: path.to_string(), message: e.to_string() })?;
+        let raw = raw.unwrap_or(RawConfig {
+            server_name: None,
+            media_store_path: None,
+            signing_key_path: None,
+            database: None,
+        });
+        let resolve = |base: &str, p: &str| if p.starts_with('/') { normalize(p) } else { normalize(&join(base, p)) };
+        let media_store_path = resolve(&layout.data_dir, raw.media_store_path.as_deref().unwrap_or("media_store"));
+        let signing_key_path = raw.signing_key_path.as_deref().map(|p| resolve(&layout.config_dir, p));
+        let database = match raw.database {
+            Some(db) if matches!(db.name.as_deref(), Some("psycopg2" | "postgresql" | "postgres")) => DatabaseKind::Postgresql,
+            Some(RawDatabase { args: Some(RawDatabaseArgs { database: Some(p) }), .. }) if p != ":memory:" => {
+                DatabaseKind::Sqlite(resolve(&layout.data_dir, &p))
+            }
+            _ => DatabaseKind::Sqlite(join(&layout.data_dir, "homeserver.db")),
+        };
+        for (field, value) in [("media_store_path", Some(&media_store_path)), ("signing_key_path", signing_key_path.as_ref())] {
+            if let Some(v) = value {
+                if v.split('/').any(|c| c == "..") || v.contains('\0') {
+                    return Err(ConfigError::Invalid {
+                        problems: vec![FieldProblem { field: field.into(), message: format!("{v:?} in {path} must not contain '..'") }],
+                    });
+                }
+            }
+        }
+        Ok(HomeserverConfig { server_name: raw.server_name, media_store_path, signing_key_path, database })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Layout {
+        Layout { root: "/tmp/r".into(), ..Layout::default() }
+    }
+
+    #[test]
+    fn host_path_and_member_names() {
+        let l = layout();
+        assert_eq!(l.host_path("/data/homeserver.db"), "/tmp/r/data/homeserver.db");
+        assert_eq!(Layout::default().host_path("/data"), "/data");
+        assert_eq!(Layout { root: "/tmp/r/".into(), ..l.clone() }.host_path("data//x"), "/tmp/r/data//x");
+        assert_eq!(Layout::member_name("/data//media_store/./local_content"), "data/media_store/local_content");
+        assert_eq!(l.homeserver_config_path(), "/data/homeserver.yaml");
+        assert_eq!(l.work_base(), "/data");
+    }
+
+    #[test]
+    fn validate_names_every_bad_field() {
+        let l = Layout { config_dir: "data".into(), data_dir: "/a/../b".into(), user: Some(String::new()), ..layout() };
+        let e = l.validate().unwrap_err();
+        assert_eq!(e.fields(), vec!["config_dir", "data_dir", "user"]);
+        assert!(layout().validate().is_ok());
+    }
+
+    #[test]
+    fn parses_media_key_and_database() {
+        let yaml = "server_name: example.org\nmedia_store_path: /media\nsigning_key_path: keys/signing.key\n\
+                    database:\n  name: sqlite3\n  args:\n    database: /data/homeserver.db\n";
+        let c = HomeserverConfig::parse(yaml, "/data/homeserver.yaml", &layout()).unwrap();
+        assert_eq!(c.server_name.as_deref(), Some("example.org"));
+        assert_eq!(c.media_store_path, "/media");
+        assert_eq!(c.signing_key_path.as_deref(), Some("/data/keys/signing.key"));
+        assert_eq!(c.database, DatabaseKind::Sqlite("/data/homeserver.db".into()));
+    }
+
+    #[test]
+    fn defaults_when_keys_are_absent() {
+        let c = HomeserverConfig::parse("server_name: x\n", "/data/homeserver.yaml", &layout()).unwrap();
+        assert_eq!(c.media_store_path, "/data/media_store");
+        assert_eq!(c.signing_key_path, None);
+        assert_eq!(c.database, DatabaseKind::Sqlite("/data/homeserver.db".into()));
+        let empty = HomeserverConfig::parse("", "/data/homeserver.yaml", &layout()).unwrap();
+        assert_eq!(empty.media_store_path, "/data/media_store");
+    }
+
+    #[test]
+    fn postgres_is_recognised() {
+        let yaml = "database:\n  name: psycopg2\n  args:\n    user: synapse\n    database: synapse\n";
+        let c = HomeserverConfig::parse(yaml, "/data/homeserver.yaml", &layout()).unwrap();
+        assert_eq!(c.database, DatabaseKind::Postgresql);
+    }
+
+    #[test]
+    fn invalid_yaml_names_the_file() {
+        let e = HomeserverConfig::parse("media_store_path: [unclosed", "/data/homeserver.yaml", &layout()).unwrap_err();
+        assert!(e.to_string().contains("/data/homeserver.yaml"), "{e}");
+        let e = HomeserverConfig::parse("media_store_path: {a: 1}", "/data/homeserver.yaml", &layout()).unwrap_err();
+        assert!(e.to_string().contains("/data/homeserver.yaml"), "{e}");
+        let e = HomeserverConfig::parse("media_store_path: /a/../etc", "/data/homeserver.yaml", &layout()).unwrap_err();
+        assert_eq!(e.fields(), vec!["media_store_path"]);
+    }
+}

@@ -1,0 +1,182 @@
+//! The manifest: `<key>.manifest.json`, written after the data object. A backup
+//! exists only when its manifest does.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// The manifest format version.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// A path as stored in the manifest: text when it is UTF-8, raw bytes otherwise, so
+/// non-UTF-8 file names are kept losslessly.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ManifestPath {
+    /// A UTF-8 path.
+    Text(String),
+    /// A path that is not valid UTF-8, as its bytes.
+    Bytes(Vec<u8>),
+}
+
+impl ManifestPath {
+    /// From raw bytes (text when they are UTF-8).
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => ManifestPath::Text(s.to_string()),
+            Err(_) => ManifestPath::Bytes(bytes.to_vec()),
+        }
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ManifestPath::Text(s) => s.as_bytes(),
+            ManifestPath::Bytes(b) => b,
+        }
+    }
+}
+
+/// One archived entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// The member name (relative, as in the archive).
+    pub path: ManifestPath,
+    /// `f` file, `d` directory, `l` symlink, as `find -printf %y` says.
+    pub kind: char,
+    /// Size in bytes (files).
+    pub size: u64,
+}
+
+/// Where the archived paths came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestLayout {
+    /// The config dir (container path).
+    pub config_dir: String,
+    /// The data dir (container path).
+    pub data_dir: String,
+    /// The media store (container path).
+    pub media_store_path: String,
+    /// The top-level members handed to tar.
+    pub members: Vec<String>,
+}
+
+/// The manifest of one backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`MANIFEST_FORMAT`].
+    pub format: u32,
+    /// The backup id.
+    pub backup_id: String,
+    /// When the backup was made.
+    pub created: DateTime<Utc>,
+    /// `synapse-backup/<version>`.
+    pub created_by: String,
+    /// Synapse's `server_name`, when `homeserver.yaml` has it.
+    pub server_name: Option<String>,
+    /// Where the data came from.
+    pub layout: ManifestLayout,
+    /// `sqlite` (a consistent snapshot is archived), `postgresql` (backed up by the
+    /// PostgreSQL charm, not here) or `none`.
+    pub database: String,
+    /// Things the operator should know (e.g. a missing media store).
+    pub warnings: Vec<String>,
+    /// Every archived entry.
+    pub files: Vec<ManifestEntry>,
+    /// Sum of the archived file sizes.
+    pub plaintext_bytes: u64,
+    /// Size of the encrypted object.
+    pub ciphertext_bytes: u64,
+    /// SHA-256 of the encrypted object, lower-case hex.
+    pub ciphertext_sha256: String,
+    /// `AES256`.
+    pub cipher: String,
+    /// gpg compression, e.g. `none` or `zlib-6`.
+    pub compression: String,
+}
+
+impl Manifest {
+    /// Serialises to pretty JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Parses a manifest.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] when the JSON is not a manifest.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse { what: "manifest".into(), message: e.to_string() })
+    }
+}
+
+/// Parses `find -printf '%y %s %p\0'` records; `./` prefixes are dropped.
+///
+/// # Errors
+/// [`ConfigError::Parse`] on a malformed record.
+pub fn parse_listing(listing: &[u8]) -> Result<Vec<ManifestEntry>, ConfigError> {
+    let bad = |rec: &[u8]| ConfigError::Parse {
+        what: "file listing".into(),
+        message: format!("malformed record {:?}", String::from_utf8_lossy(rec)),
+    };
+    let mut out = Vec::new();
+    for rec in listing.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let mut parts = rec.splitn(3, |b| *b == b' ');
+        let kind = parts.next().filter(|k| k.len() == 1).ok_or_else(|| bad(rec))?[0] as char;
+        let size = parts
+            .next()
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| bad(rec))?;
+        let path = parts.next().filter(|p| !p.is_empty()).ok_or_else(|| bad(rec))?;
+        let path = path.strip_prefix(b"./").unwrap_or(path);
+        out.push(ManifestEntry { path: ManifestPath::from_bytes(path), kind, size });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_keeps_non_utf8_and_odd_names() {
+        let mut listing = b"d 4096 data/media/local_content\0f 3 data/media/local_content/a b\nc\0".to_vec();
+        listing.extend_from_slice(b"f 7 data/\xff\xfe.bin\0l 4 ./data/link\0");
+        let e = parse_listing(&listing).unwrap();
+        assert_eq!(e.len(), 4);
+        assert_eq!(e[1].path, ManifestPath::Text("data/media/local_content/a b\nc".into()));
+        assert_eq!(e[2].path, ManifestPath::Bytes(b"data/\xff\xfe.bin".to_vec()));
+        assert_eq!(e[3].path.as_bytes(), b"data/link");
+        assert_eq!((e[2].kind, e[2].size), ('f', 7));
+        assert!(parse_listing(b"f x data/a\0").is_err());
+    }
+
+    #[test]
+    fn manifest_round_trips_through_json() {
+        let m = Manifest {
+            format: MANIFEST_FORMAT,
+            backup_id: "backup-20261126071900000000".into(),
+            created: Utc::now(),
+            created_by: "synapse-backup/0.1.0".into(),
+            server_name: Some("example.org".into()),
+            layout: ManifestLayout {
+                config_dir: "/data".into(),
+                data_dir: "/data".into(),
+                media_store_path: "/data/media_store".into(),
+                members: vec!["data/a.key".into()],
+            },
+            database: "sqlite".into(),
+            warnings: vec![],
+            files: parse_listing(b"f 1 data/\xff\0").unwrap(),
+            plaintext_bytes: 1,
+            ciphertext_bytes: 2,
+            ciphertext_sha256: "ab".into(),
+            cipher: "AES256".into(),
+            compression: "none".into(),
+        };
+        assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+        assert!(Manifest::from_json(b"{}").is_err());
+    }
+}
