@@ -9,6 +9,7 @@ pub use backup::layout::{HomeserverConfig, Layout};
 pub use backup::manifest::Manifest;
 pub use backup::plan::{BackupId, BackupOptions, Compression};
 
+pub use container::local::{LocalContainer, ProcessSupervisor, ServiceManager, SystemdServices};
 pub use container::{Container, ExecOptions, ExecOutput, FileInfo, FileKind, ListOptions, MakeDirOptions, PushOptions};
 #[cfg(any(test, feature = "mock"))]
 pub use container::MockContainer;

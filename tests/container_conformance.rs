@@ -1,0 +1,172 @@
+//! The `Container` conformance suite run against `LocalContainer`, one test per check.
+//!
+//! Run alone with `cargo test --all-features --test container_conformance conformance_`.
+//! Needs the `testing` feature (the README's test command uses `--all-features`).
+#![cfg(feature = "testing")]
+
+use std::path::Path;
+use std::time::Duration;
+
+use synapse_backup::container::conformance;
+use synapse_backup::container::local::{LocalContainer, ProcessSupervisor, SystemdServices};
+
+/// The service the supervisor knows: a long-running process.
+const SERVICE: &str = "sleeper";
+
+/// A `LocalContainer` with a supervised service, and a scratch directory removed on drop.
+struct Fixture {
+    container: LocalContainer,
+    scratch: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let supervisor = ProcessSupervisor::new().with_grace_period(Duration::from_secs(2));
+        supervisor.add(SERVICE, ["sleep", "1000"]);
+        let scratch = tempfile::tempdir().expect("could not create a scratch directory");
+        Self {
+            container: LocalContainer::with_services(supervisor),
+            scratch,
+        }
+    }
+
+    fn scratch(&self) -> &str {
+        self.scratch
+            .path()
+            .to_str()
+            .expect("the scratch path is not UTF-8")
+    }
+}
+
+#[tokio::test]
+async fn conformance_exec_output_and_exit_codes() {
+    let f = Fixture::new();
+    conformance::exec_output_and_exit_codes(&f.container).await;
+}
+
+#[tokio::test]
+async fn conformance_exec_could_not_start() {
+    let f = Fixture::new();
+    conformance::exec_could_not_start(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_exec_environment() {
+    let f = Fixture::new();
+    conformance::exec_environment(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_exec_stdin() {
+    let f = Fixture::new();
+    conformance::exec_stdin(&f.container).await;
+}
+
+#[tokio::test]
+async fn conformance_exec_timeout_kills_process_group() {
+    let f = Fixture::new();
+    conformance::exec_timeout_kills_process_group(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_exec_user_switching() {
+    let f = Fixture::new();
+    conformance::exec_user_switching(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_push_modes_and_make_dirs() {
+    let f = Fixture::new();
+    conformance::push_modes_and_make_dirs(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_push_overwrites_atomically() {
+    let f = Fixture::new();
+    conformance::push_overwrites_atomically(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_pull_missing_is_not_found() {
+    let f = Fixture::new();
+    conformance::pull_missing_is_not_found(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_list_files_pattern_and_itself() {
+    let f = Fixture::new();
+    conformance::list_files_pattern_and_itself(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_remove_path_recursive_and_not_found() {
+    let f = Fixture::new();
+    conformance::remove_path_recursive_and_not_found(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_make_dir_semantics() {
+    let f = Fixture::new();
+    conformance::make_dir_semantics(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_exists_checks() {
+    let f = Fixture::new();
+    conformance::exists_checks(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_services_start_stop() {
+    let f = Fixture::new();
+    conformance::services_start_stop(&f.container, SERVICE).await;
+}
+
+/// A fake `systemctl` keeping unit state in files next to it; it knows only `synapse`.
+fn fake_systemctl(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let program = dir.join("systemctl");
+    let script = r#"#!/bin/bash
+set -u
+here=$(dirname "$0")
+verb=$1; shift
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do shift; done
+[ "${1:-}" = "--" ] || { echo "expected -- before the unit" >&2; exit 2; }
+unit=${2:-}
+if [ "$unit" != synapse ]; then
+  if [ "$verb" = show ]; then printf 'LoadState=not-found\nActiveState=inactive\n'; exit 0; fi
+  echo "Unit $unit.service not found." >&2; exit 5
+fi
+case "$verb" in
+  start) touch "$here/active" ;;
+  stop) rm -f "$here/active" ;;
+  show) echo LoadState=loaded
+        if [ -e "$here/active" ]; then echo ActiveState=active; else echo ActiveState=inactive; fi ;;
+  *) echo "unknown verb $verb" >&2; exit 2 ;;
+esac
+"#;
+    std::fs::write(&program, script).expect("could not write the fake systemctl");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the fake systemctl");
+    program
+}
+
+#[tokio::test]
+async fn conformance_services_start_stop_with_systemd() {
+    let dir = tempfile::tempdir().expect("could not create a temporary directory");
+    let container =
+        LocalContainer::with_services(SystemdServices::with_program(fake_systemctl(dir.path())));
+    conformance::services_start_stop(&container, "synapse").await;
+}
+
+#[tokio::test]
+async fn conformance_bad_input_executes_nothing() {
+    let f = Fixture::new();
+    conformance::bad_input_executes_nothing(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_run_all_in_one_scratch_directory() {
+    let f = Fixture::new();
+    conformance::run_all(&f.container, f.scratch(), SERVICE).await;
+}
