@@ -54,7 +54,9 @@ impl ConfigError {
     /// The field names that have a problem (empty for [`ConfigError::Parse`]).
     pub fn fields(&self) -> Vec<&str> {
         match self {
-            ConfigError::Invalid { problems } => problems.iter().map(|p| p.field.as_str()).collect(),
+            ConfigError::Invalid { problems } => {
+                problems.iter().map(|p| p.field.as_str()).collect()
+            }
             ConfigError::Parse { .. } => Vec::new(),
         }
     }
@@ -145,7 +147,8 @@ pub enum ContainerError {
     ExitedNonZero {
         /// The program name (`argv[0]`).
         command: String,
-        /// The exit code; `-1` when killed by a signal.
+        /// The exit code; `128 + signal number` when killed by a signal (as a shell
+        /// reports it, e.g. 137 for `SIGKILL`).
         exit_code: i32,
         /// Standard error, trimmed to about 1 KiB (its end is kept).
         stderr: String,
@@ -332,12 +335,21 @@ mod tests {
     fn invalid_lists_every_field() {
         let e = ConfigError::Invalid {
             problems: vec![
-                FieldProblem { field: "bucket".into(), message: "is required".into() },
-                FieldProblem { field: "region".into(), message: "or endpoint must be set".into() },
+                FieldProblem {
+                    field: "bucket".into(),
+                    message: "is required".into(),
+                },
+                FieldProblem {
+                    field: "region".into(),
+                    message: "or endpoint must be set".into(),
+                },
             ],
         };
         let s = e.to_string();
-        assert!(s.contains("bucket: is required") && s.contains("region: or endpoint"), "{s}");
+        assert!(
+            s.contains("bucket: is required") && s.contains("region: or endpoint"),
+            "{s}"
+        );
         assert_eq!(e.fields(), vec!["bucket", "region"]);
     }
 }

@@ -79,7 +79,11 @@ impl Layout {
         let rel = container_path.trim_start_matches('/');
         let root = self.root.trim_end_matches('/');
         if rel.is_empty() {
-            if root.is_empty() { "/".into() } else { root.into() }
+            if root.is_empty() {
+                "/".into()
+            } else {
+                root.into()
+            }
         } else {
             format!("{root}/{rel}")
         }
@@ -87,12 +91,16 @@ impl Layout {
 
     /// The archive member name of a container path (relative to `root`).
     pub fn member_name(container_path: &str) -> String {
-        normalize(container_path).trim_start_matches('/').to_string()
+        normalize(container_path)
+            .trim_start_matches('/')
+            .to_string()
     }
 
     /// The container path of `homeserver.yaml`.
     pub fn homeserver_config_path(&self) -> String {
-        self.homeserver_config.clone().unwrap_or_else(|| join(&self.config_dir, "homeserver.yaml"))
+        self.homeserver_config
+            .clone()
+            .unwrap_or_else(|| join(&self.config_dir, "homeserver.yaml"))
     }
 
     /// The container dir under which work and staging dirs are made.
@@ -108,9 +116,15 @@ impl Layout {
         let mut problems = Vec::new();
         let mut check = |field: &str, value: &str| {
             if !value.starts_with('/') {
-                problems.push(FieldProblem { field: field.into(), message: format!("{value:?} must be an absolute path") });
+                problems.push(FieldProblem {
+                    field: field.into(),
+                    message: format!("{value:?} must be an absolute path"),
+                });
             } else if value.contains('\0') || value.split('/').any(|c| c == "..") {
-                problems.push(FieldProblem { field: field.into(), message: format!("{value:?} must not contain '..' or NUL") });
+                problems.push(FieldProblem {
+                    field: field.into(),
+                    message: format!("{value:?} must not contain '..' or NUL"),
+                });
             }
         };
         check("root", &self.root);
@@ -122,27 +136,49 @@ impl Layout {
         if let Some(p) = &self.work_dir {
             check("work_dir", p);
         }
-        for (field, value) in [("user", &self.user), ("group", &self.group), ("service", &self.service)] {
-            if let Some(v) = value {
-                if v.is_empty() || v.contains('\0') {
-                    problems.push(FieldProblem { field: field.into(), message: "must be a non-empty name".into() });
-                }
+        for (field, value) in [
+            ("user", &self.user),
+            ("group", &self.group),
+            ("service", &self.service),
+        ] {
+            if let Some(v) = value
+                && (v.is_empty() || v.contains('\0'))
+            {
+                problems.push(FieldProblem {
+                    field: field.into(),
+                    message: "must be a non-empty name".into(),
+                });
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid { problems }) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { problems })
+        }
     }
 }
 
 /// Joins a container dir and a relative path with one `/`.
 pub(crate) fn join(dir: &str, rel: &str) -> String {
-    format!("{}/{}", dir.trim_end_matches('/'), rel.trim_start_matches('/'))
+    format!(
+        "{}/{}",
+        dir.trim_end_matches('/'),
+        rel.trim_start_matches('/')
+    )
 }
 
 /// Collapses repeated slashes and `.` components (no `..` resolution: those are refused).
 pub(crate) fn normalize(path: &str) -> String {
-    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     let body = parts.join("/");
-    if path.starts_with('/') { format!("/{body}") } else { body }
+    if path.starts_with('/') {
+        format!("/{body}")
+    } else {
+        body
+    }
 }
 
 /// Which database Synapse uses, from `homeserver.yaml`.
@@ -194,34 +230,68 @@ impl HomeserverConfig {
     /// [`ConfigError::Parse`] naming `path` when the YAML is invalid or a field has the
     /// wrong type.
     pub fn parse(yaml: &str, path: &str, layout: &Layout) -> Result<Self, ConfigError> {
-        let raw: Option<RawConfig> = serde_saphyr::from_str(yaml)
-            .map_err(|e| ConfigError::Parse { what: path.to_string(), message: e.to_string() })?;
+        let raw: Option<RawConfig> =
+            serde_saphyr::from_str(yaml).map_err(|e| ConfigError::Parse {
+                what: path.to_string(),
+                message: e.to_string(),
+            })?;
         let raw = raw.unwrap_or(RawConfig {
             server_name: None,
             media_store_path: None,
             signing_key_path: None,
             database: None,
         });
-        let resolve = |base: &str, p: &str| if p.starts_with('/') { normalize(p) } else { normalize(&join(base, p)) };
-        let media_store_path = resolve(&layout.data_dir, raw.media_store_path.as_deref().unwrap_or("media_store"));
-        let signing_key_path = raw.signing_key_path.as_deref().map(|p| resolve(&layout.config_dir, p));
-        let database = match raw.database {
-            Some(db) if matches!(db.name.as_deref(), Some("psycopg2" | "postgresql" | "postgres")) => DatabaseKind::Postgresql,
-            Some(RawDatabase { args: Some(RawDatabaseArgs { database: Some(p) }), .. }) if p != ":memory:" => {
-                DatabaseKind::Sqlite(resolve(&layout.data_dir, &p))
+        let resolve = |base: &str, p: &str| {
+            if p.starts_with('/') {
+                normalize(p)
+            } else {
+                normalize(&join(base, p))
             }
+        };
+        let media_store_path = resolve(
+            &layout.data_dir,
+            raw.media_store_path.as_deref().unwrap_or("media_store"),
+        );
+        let signing_key_path = raw
+            .signing_key_path
+            .as_deref()
+            .map(|p| resolve(&layout.config_dir, p));
+        let database = match raw.database {
+            Some(db)
+                if matches!(
+                    db.name.as_deref(),
+                    Some("psycopg2" | "postgresql" | "postgres")
+                ) =>
+            {
+                DatabaseKind::Postgresql
+            }
+            Some(RawDatabase {
+                args: Some(RawDatabaseArgs { database: Some(p) }),
+                ..
+            }) if p != ":memory:" => DatabaseKind::Sqlite(resolve(&layout.data_dir, &p)),
             _ => DatabaseKind::Sqlite(join(&layout.data_dir, "homeserver.db")),
         };
-        for (field, value) in [("media_store_path", Some(&media_store_path)), ("signing_key_path", signing_key_path.as_ref())] {
-            if let Some(v) = value {
-                if v.split('/').any(|c| c == "..") || v.contains('\0') {
-                    return Err(ConfigError::Invalid {
-                        problems: vec![FieldProblem { field: field.into(), message: format!("{v:?} in {path} must not contain '..'") }],
-                    });
-                }
+        for (field, value) in [
+            ("media_store_path", Some(&media_store_path)),
+            ("signing_key_path", signing_key_path.as_ref()),
+        ] {
+            if let Some(v) = value
+                && (v.split('/').any(|c| c == "..") || v.contains('\0'))
+            {
+                return Err(ConfigError::Invalid {
+                    problems: vec![FieldProblem {
+                        field: field.into(),
+                        message: format!("{v:?} in {path} must not contain '..'"),
+                    }],
+                });
             }
         }
-        Ok(HomeserverConfig { server_name: raw.server_name, media_store_path, signing_key_path, database })
+        Ok(HomeserverConfig {
+            server_name: raw.server_name,
+            media_store_path,
+            signing_key_path,
+            database,
+        })
     }
 }
 
@@ -230,23 +300,44 @@ mod tests {
     use super::*;
 
     fn layout() -> Layout {
-        Layout { root: "/tmp/r".into(), ..Layout::default() }
+        Layout {
+            root: "/tmp/r".into(),
+            ..Layout::default()
+        }
     }
 
     #[test]
     fn host_path_and_member_names() {
         let l = layout();
-        assert_eq!(l.host_path("/data/homeserver.db"), "/tmp/r/data/homeserver.db");
+        assert_eq!(
+            l.host_path("/data/homeserver.db"),
+            "/tmp/r/data/homeserver.db"
+        );
         assert_eq!(Layout::default().host_path("/data"), "/data");
-        assert_eq!(Layout { root: "/tmp/r/".into(), ..l.clone() }.host_path("data//x"), "/tmp/r/data//x");
-        assert_eq!(Layout::member_name("/data//media_store/./local_content"), "data/media_store/local_content");
+        assert_eq!(
+            Layout {
+                root: "/tmp/r/".into(),
+                ..l.clone()
+            }
+            .host_path("data//x"),
+            "/tmp/r/data//x"
+        );
+        assert_eq!(
+            Layout::member_name("/data//media_store/./local_content"),
+            "data/media_store/local_content"
+        );
         assert_eq!(l.homeserver_config_path(), "/data/homeserver.yaml");
         assert_eq!(l.work_base(), "/data");
     }
 
     #[test]
     fn validate_names_every_bad_field() {
-        let l = Layout { config_dir: "data".into(), data_dir: "/a/../b".into(), user: Some(String::new()), ..layout() };
+        let l = Layout {
+            config_dir: "data".into(),
+            data_dir: "/a/../b".into(),
+            user: Some(String::new()),
+            ..layout()
+        };
         let e = l.validate().unwrap_err();
         assert_eq!(e.fields(), vec!["config_dir", "data_dir", "user"]);
         assert!(layout().validate().is_ok());
@@ -259,34 +350,60 @@ mod tests {
         let c = HomeserverConfig::parse(yaml, "/data/homeserver.yaml", &layout()).unwrap();
         assert_eq!(c.server_name.as_deref(), Some("example.org"));
         assert_eq!(c.media_store_path, "/media");
-        assert_eq!(c.signing_key_path.as_deref(), Some("/data/keys/signing.key"));
-        assert_eq!(c.database, DatabaseKind::Sqlite("/data/homeserver.db".into()));
+        assert_eq!(
+            c.signing_key_path.as_deref(),
+            Some("/data/keys/signing.key")
+        );
+        assert_eq!(
+            c.database,
+            DatabaseKind::Sqlite("/data/homeserver.db".into())
+        );
     }
 
     #[test]
     fn defaults_when_keys_are_absent() {
-        let c = HomeserverConfig::parse("server_name: x\n", "/data/homeserver.yaml", &layout()).unwrap();
+        let c = HomeserverConfig::parse("server_name: x\n", "/data/homeserver.yaml", &layout())
+            .unwrap();
         assert_eq!(c.media_store_path, "/data/media_store");
         assert_eq!(c.signing_key_path, None);
-        assert_eq!(c.database, DatabaseKind::Sqlite("/data/homeserver.db".into()));
+        assert_eq!(
+            c.database,
+            DatabaseKind::Sqlite("/data/homeserver.db".into())
+        );
         let empty = HomeserverConfig::parse("", "/data/homeserver.yaml", &layout()).unwrap();
         assert_eq!(empty.media_store_path, "/data/media_store");
     }
 
     #[test]
     fn postgres_is_recognised() {
-        let yaml = "database:\n  name: psycopg2\n  args:\n    user: synapse\n    database: synapse\n";
+        let yaml =
+            "database:\n  name: psycopg2\n  args:\n    user: synapse\n    database: synapse\n";
         let c = HomeserverConfig::parse(yaml, "/data/homeserver.yaml", &layout()).unwrap();
         assert_eq!(c.database, DatabaseKind::Postgresql);
     }
 
     #[test]
     fn invalid_yaml_names_the_file() {
-        let e = HomeserverConfig::parse("media_store_path: [unclosed", "/data/homeserver.yaml", &layout()).unwrap_err();
+        let e = HomeserverConfig::parse(
+            "media_store_path: [unclosed",
+            "/data/homeserver.yaml",
+            &layout(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("/data/homeserver.yaml"), "{e}");
-        let e = HomeserverConfig::parse("media_store_path: {a: 1}", "/data/homeserver.yaml", &layout()).unwrap_err();
+        let e = HomeserverConfig::parse(
+            "media_store_path: {a: 1}",
+            "/data/homeserver.yaml",
+            &layout(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("/data/homeserver.yaml"), "{e}");
-        let e = HomeserverConfig::parse("media_store_path: /a/../etc", "/data/homeserver.yaml", &layout()).unwrap_err();
+        let e = HomeserverConfig::parse(
+            "media_store_path: /a/../etc",
+            "/data/homeserver.yaml",
+            &layout(),
+        )
+        .unwrap_err();
         assert_eq!(e.fields(), vec!["media_store_path"]);
     }
 }

@@ -107,7 +107,10 @@ impl Manifest {
     /// # Errors
     /// [`ConfigError::Parse`] when the JSON is not a manifest.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse { what: "manifest".into(), message: e.to_string() })
+        serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse {
+            what: "manifest".into(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -123,15 +126,25 @@ pub fn parse_listing(listing: &[u8]) -> Result<Vec<ManifestEntry>, ConfigError> 
     let mut out = Vec::new();
     for rec in listing.split(|b| *b == 0).filter(|r| !r.is_empty()) {
         let mut parts = rec.splitn(3, |b| *b == b' ');
-        let kind = parts.next().filter(|k| k.len() == 1).ok_or_else(|| bad(rec))?[0] as char;
+        let kind = parts
+            .next()
+            .filter(|k| k.len() == 1)
+            .ok_or_else(|| bad(rec))?[0] as char;
         let size = parts
             .next()
             .and_then(|s| std::str::from_utf8(s).ok())
             .and_then(|s| s.parse::<u64>().ok())
             .ok_or_else(|| bad(rec))?;
-        let path = parts.next().filter(|p| !p.is_empty()).ok_or_else(|| bad(rec))?;
+        let path = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| bad(rec))?;
         let path = path.strip_prefix(b"./").unwrap_or(path);
-        out.push(ManifestEntry { path: ManifestPath::from_bytes(path), kind, size });
+        out.push(ManifestEntry {
+            path: ManifestPath::from_bytes(path),
+            kind,
+            size,
+        });
     }
     Ok(out)
 }
@@ -142,12 +155,19 @@ mod tests {
 
     #[test]
     fn listing_keeps_non_utf8_and_odd_names() {
-        let mut listing = b"d 4096 data/media/local_content\0f 3 data/media/local_content/a b\nc\0".to_vec();
+        let mut listing =
+            b"d 4096 data/media/local_content\0f 3 data/media/local_content/a b\nc\0".to_vec();
         listing.extend_from_slice(b"f 7 data/\xff\xfe.bin\0l 4 ./data/link\0");
         let e = parse_listing(&listing).unwrap();
         assert_eq!(e.len(), 4);
-        assert_eq!(e[1].path, ManifestPath::Text("data/media/local_content/a b\nc".into()));
-        assert_eq!(e[2].path, ManifestPath::Bytes(b"data/\xff\xfe.bin".to_vec()));
+        assert_eq!(
+            e[1].path,
+            ManifestPath::Text("data/media/local_content/a b\nc".into())
+        );
+        assert_eq!(
+            e[2].path,
+            ManifestPath::Bytes(b"data/\xff\xfe.bin".to_vec())
+        );
         assert_eq!(e[3].path.as_bytes(), b"data/link");
         assert_eq!((e[2].kind, e[2].size), ('f', 7));
         assert!(parse_listing(b"f x data/a\0").is_err());

@@ -1,6 +1,20 @@
 //! The backup life cycle, run through a [`Container`](crate::Container): the I/O layer
-//! over the pure [`plan`], [`layout`] and [`manifest`] modules.
+//! over the pure [`plan`], [`restore_plan`], [`layout`] and [`manifest`] modules.
 
+pub mod catalog;
+mod create;
 pub mod layout;
 pub mod manifest;
 pub mod plan;
+mod restore;
+pub mod restore_plan;
+
+pub use catalog::{
+    BackupInfo, BackupStatus, PruneReport, RetentionPolicy, backup_status, delete_backup,
+    exists_backup, list_backups, prune_backups, select_for_pruning,
+};
+pub use create::{BackupReport, create_backup, create_backup_with};
+pub use restore::{
+    RestoreOptions, RestoreReport, VerifyReport, restore_backup, restore_backup_with,
+    verify_backup, verify_backup_with,
+};

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
-use crate::backup::layout::{join, Layout};
+use crate::backup::layout::{Layout, join};
 use crate::error::BackupError;
 use crate::s3::S3Parameters;
 
@@ -34,7 +34,8 @@ pub fn metadata_value() -> String {
 /// assert_eq!(id.created().to_rfc3339(), "2026-11-26T07:19:00.123456+00:00");
 /// # Ok::<(), synapse_backup::ConfigError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct BackupId(String);
 
 static LAST_ID_MICROS: Mutex<i64> = Mutex::new(0);
@@ -47,7 +48,9 @@ impl BackupId {
     }
 
     pub(crate) fn generate_at(now: DateTime<Utc>) -> Self {
-        let mut last = LAST_ID_MICROS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = LAST_ID_MICROS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let micros = now.timestamp_micros().max(*last + 1);
         *last = micros;
         Self::from_time(Utc.timestamp_micros(micros).single().unwrap_or(now))
@@ -117,7 +120,12 @@ impl Compression {
         match self {
             Compression::None => vec!["--compress-algo".into(), "none".into()],
             Compression::Zlib(level) => {
-                vec!["--compress-algo".into(), "zlib".into(), "--compress-level".into(), level.clamp(1, 9).to_string()]
+                vec![
+                    "--compress-algo".into(),
+                    "zlib".into(),
+                    "--compress-level".into(),
+                    level.clamp(1, 9).to_string(),
+                ]
             }
         }
     }
@@ -171,7 +179,9 @@ pub fn check_passphrase(passphrase: &str) -> Result<(), BackupError> {
     if passphrase.is_empty() {
         Err(BackupError::InvalidPassphrase("it is empty"))
     } else if passphrase.contains(['\n', '\r']) {
-        Err(BackupError::InvalidPassphrase("it contains a line break (gpg would read only the first line)"))
+        Err(BackupError::InvalidPassphrase(
+            "it contains a line break (gpg would read only the first line)",
+        ))
     } else if passphrase.contains('\0') {
         Err(BackupError::InvalidPassphrase("it contains a NUL byte"))
     } else {
@@ -195,7 +205,11 @@ pub fn aws_config_file(params: &S3Parameters, options: &BackupOptions) -> String
 }
 
 fn region(params: &S3Parameters) -> String {
-    params.region().filter(|r| !r.is_empty()).unwrap_or("us-east-1").to_string()
+    params
+        .region()
+        .filter(|r| !r.is_empty())
+        .unwrap_or("us-east-1")
+        .to_string()
 }
 
 /// Files in a run's private work dir (mode 0700, owned by the workload user).
@@ -208,7 +222,12 @@ pub struct WorkDir {
 impl WorkDir {
     /// The work dir for a run named `name` under the layout's work base.
     pub fn new(layout: &Layout, name: &str) -> Self {
-        WorkDir { dir: layout.host_path(&join(layout.work_base(), &format!(".synapse-backup-{name}"))) }
+        WorkDir {
+            dir: layout.host_path(&join(
+                layout.work_base(),
+                &format!(".synapse-backup-{name}"),
+            )),
+        }
     }
 
     /// A file in the work dir.
@@ -337,7 +356,11 @@ fi
 "#;
 
 /// The environment of both scripts: tool paths, work dir, S3 credentials.
-pub fn script_env(layout: &Layout, params: &S3Parameters, work: &WorkDir) -> BTreeMap<String, String> {
+pub fn script_env(
+    layout: &Layout,
+    params: &S3Parameters,
+    work: &WorkDir,
+) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert("SB_WORK".into(), work.dir.clone());
     env.insert("SB_ROOT".into(), layout.root.clone());
@@ -351,7 +374,10 @@ pub fn script_env(layout: &Layout, params: &S3Parameters, work: &WorkDir) -> BTr
     env.insert("AWS_SECRET_ACCESS_KEY".into(), params.secret_key().into());
     env.insert("AWS_DEFAULT_REGION".into(), region(params));
     env.insert("AWS_CONFIG_FILE".into(), work.file("aws-config"));
-    env.insert("AWS_SHARED_CREDENTIALS_FILE".into(), work.file("aws-credentials"));
+    env.insert(
+        "AWS_SHARED_CREDENTIALS_FILE".into(),
+        work.file("aws-credentials"),
+    );
     env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
     env.insert("AWS_RETRY_MODE".into(), "standard".into());
     if let Some(endpoint) = params.endpoint().filter(|e| !e.is_empty()) {
@@ -392,13 +418,26 @@ pub fn s3_url(params: &S3Parameters, key: &str) -> String {
 
 /// The call that runs [`PREPARE_SCRIPT`]. `db` is the live database (container path)
 /// to snapshot, if any.
-pub fn prepare_call(layout: &Layout, params: &S3Parameters, work: &WorkDir, db: Option<&str>) -> ScriptCall {
+pub fn prepare_call(
+    layout: &Layout,
+    params: &S3Parameters,
+    work: &WorkDir,
+    db: Option<&str>,
+) -> ScriptCall {
     let mut env = script_env(layout, params, work);
     if let Some(db) = db {
         env.insert("SB_DB".into(), layout.host_path(db));
         env.insert("SB_DB_MEMBER".into(), Layout::member_name(db));
     }
-    ScriptCall { argv: vec![layout.bash.clone(), "-c".into(), PREPARE_SCRIPT.into(), "bash".into()], env }
+    ScriptCall {
+        argv: vec![
+            layout.bash.clone(),
+            "-c".into(),
+            PREPARE_SCRIPT.into(),
+            "bash".into(),
+        ],
+        env,
+    }
 }
 
 /// The call that runs [`BACKUP_SCRIPT`] for the object `key`.
@@ -413,7 +452,12 @@ pub fn backup_call(
     let mut env = script_env(layout, params, work);
     env.insert("SB_URL".into(), s3_url(params, key));
     env.insert("SB_EXPECTED_SIZE".into(), expected_size.max(1).to_string());
-    let mut argv = vec![layout.bash.clone(), "-c".into(), BACKUP_SCRIPT.into(), "bash".into()];
+    let mut argv = vec![
+        layout.bash.clone(),
+        "-c".into(),
+        BACKUP_SCRIPT.into(),
+        "bash".into(),
+    ];
     argv.extend(["--s2k-count".into(), options.s2k_count.to_string()]);
     argv.extend(options.compression.gpg_args());
     argv.push("--".into());
@@ -421,7 +465,10 @@ pub fn backup_call(
     if let Some(class) = params.storage_class().filter(|c| !c.is_empty()) {
         argv.extend(["--storage-class".into(), class.into()]);
     }
-    argv.extend(["--metadata".into(), format!("{{\"{METADATA_KEY}\":\"{}\"}}", metadata_value())]);
+    argv.extend([
+        "--metadata".into(),
+        format!("{{\"{METADATA_KEY}\":\"{}\"}}", metadata_value()),
+    ]);
     ScriptCall { argv, env }
 }
 
@@ -471,12 +518,18 @@ mod tests {
     #[test]
     fn ids_are_formatted_like_the_reference_and_unique() {
         let t = Utc.with_ymd_and_hms(2026, 11, 26, 7, 19, 0).unwrap();
-        assert_eq!(BackupId::from_time(t).as_str(), "backup-20261126071900000000");
+        assert_eq!(
+            BackupId::from_time(t).as_str(),
+            "backup-20261126071900000000"
+        );
         let a = BackupId::generate_at(t);
         let b = BackupId::generate_at(t);
         assert_ne!(a, b);
         assert!(b > a);
-        assert_eq!(b.created().timestamp_micros() - a.created().timestamp_micros(), 1);
+        assert_eq!(
+            b.created().timestamp_micros() - a.created().timestamp_micros(),
+            1
+        );
         assert!("backup-2026".parse::<BackupId>().is_err());
         assert!("backup-20261326071900000000".parse::<BackupId>().is_err());
         let e = "nope".parse::<BackupId>().unwrap_err();
@@ -495,11 +548,21 @@ mod tests {
 
     #[test]
     fn backup_call_is_exact_and_carries_no_secret_in_argv() {
-        let layout = Layout { root: "/tmp/root".into(), ..Layout::default() };
+        let layout = Layout {
+            root: "/tmp/root".into(),
+            ..Layout::default()
+        };
         let p = params(&[("storage-class", "STANDARD_IA")]);
         let work = WorkDir::new(&layout, "backup-1");
         assert_eq!(work.dir, "/tmp/root/data/.synapse-backup-backup-1");
-        let call = backup_call(&layout, &p, &BackupOptions::default(), &work, "pfx/backup-1", 1234);
+        let call = backup_call(
+            &layout,
+            &p,
+            &BackupOptions::default(),
+            &work,
+            "pfx/backup-1",
+            1234,
+        );
         let version = env!("CARGO_PKG_VERSION");
         assert_eq!(
             call.argv[3..],
@@ -521,7 +584,10 @@ mod tests {
         assert_eq!(call.argv[0], "/usr/bin/bash");
         assert_eq!(call.argv[2], BACKUP_SCRIPT);
         for arg in &call.argv {
-            assert!(!arg.contains("s3cr3t-value") && !arg.contains("AKIDEXAMPLE"), "secret in argv: {arg}");
+            assert!(
+                !arg.contains("s3cr3t-value") && !arg.contains("AKIDEXAMPLE"),
+                "secret in argv: {arg}"
+            );
         }
         assert_eq!(call.env["SB_URL"], "s3://synapse-backups/pfx/backup-1");
         assert_eq!(call.env["SB_EXPECTED_SIZE"], "1234");
@@ -529,8 +595,14 @@ mod tests {
         assert_eq!(call.env["AWS_ACCESS_KEY_ID"], "AKIDEXAMPLE");
         assert_eq!(call.env["AWS_ENDPOINT_URL"], "http://127.0.0.1:9000");
         assert_eq!(call.env["AWS_DEFAULT_REGION"], "us-east-1");
-        assert_eq!(call.env["AWS_CONFIG_FILE"], "/tmp/root/data/.synapse-backup-backup-1/aws-config");
-        assert_eq!(call.env["GNUPGHOME"], "/tmp/root/data/.synapse-backup-backup-1/gnupg");
+        assert_eq!(
+            call.env["AWS_CONFIG_FILE"],
+            "/tmp/root/data/.synapse-backup-backup-1/aws-config"
+        );
+        assert_eq!(
+            call.env["GNUPGHOME"],
+            "/tmp/root/data/.synapse-backup-backup-1/gnupg"
+        );
         assert!(!call.env.contains_key("AWS_CA_BUNDLE"));
         let debug = format!("{call:?}");
         assert!(!debug.contains("s3cr3t-value"), "{debug}");
@@ -541,43 +613,81 @@ mod tests {
         let layout = Layout::default();
         let p = params(&[]);
         let work = WorkDir::new(&layout, "x");
-        let opts = BackupOptions { compression: Compression::Zlib(6), s2k_count: 1024, ..BackupOptions::default() };
+        let opts = BackupOptions {
+            compression: Compression::Zlib(6),
+            s2k_count: 1024,
+            ..BackupOptions::default()
+        };
         let call = backup_call(&layout, &p, &opts, &work, "k", 0);
         let sep = call.argv.iter().position(|a| a == "--").unwrap();
-        assert_eq!(call.argv[4..sep], ["--s2k-count", "1024", "--compress-algo", "zlib", "--compress-level", "6"]);
+        assert_eq!(
+            call.argv[4..sep],
+            [
+                "--s2k-count",
+                "1024",
+                "--compress-algo",
+                "zlib",
+                "--compress-level",
+                "6"
+            ]
+        );
         assert_eq!(call.env["SB_EXPECTED_SIZE"], "1");
         assert_eq!(Compression::Zlib(42).name(), "zlib-9");
     }
 
     #[test]
     fn prepare_call_snapshots_the_database_member() {
-        let layout = Layout { root: "/r".into(), ..Layout::default() };
+        let layout = Layout {
+            root: "/r".into(),
+            ..Layout::default()
+        };
         let p = params(&[]);
         let work = WorkDir::new(&layout, "x");
         let call = prepare_call(&layout, &p, &work, Some("/data/homeserver.db"));
         assert_eq!(call.argv, ["/usr/bin/bash", "-c", PREPARE_SCRIPT, "bash"]);
         assert_eq!(call.env["SB_DB"], "/r/data/homeserver.db");
         assert_eq!(call.env["SB_DB_MEMBER"], "data/homeserver.db");
-        assert!(!prepare_call(&layout, &p, &work, None).env.contains_key("SB_DB"));
+        assert!(
+            !prepare_call(&layout, &p, &work, None)
+                .env
+                .contains_key("SB_DB")
+        );
     }
 
     #[test]
     fn aws_config_replaces_configure_set() {
         let p = params(&[]);
-        let text = aws_config_file(&p, &BackupOptions { upload_concurrency: 8, part_size_mib: 64, ..Default::default() });
+        let text = aws_config_file(
+            &p,
+            &BackupOptions {
+                upload_concurrency: 8,
+                part_size_mib: 64,
+                ..Default::default()
+            },
+        );
         assert_eq!(
             text,
             "[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n  max_concurrent_requests = 8\n  multipart_chunksize = 64MB\n  multipart_threshold = 64MB\n"
         );
         let v = params(&[("s3-uri-style", "host"), ("region", "eu-west-1")]);
         let text = aws_config_file(&v, &BackupOptions::default());
-        assert!(text.contains("addressing_style = virtual") && text.contains("region = eu-west-1"), "{text}");
+        assert!(
+            text.contains("addressing_style = virtual") && text.contains("region = eu-west-1"),
+            "{text}"
+        );
     }
 
     #[test]
     fn files_list_is_nul_separated_and_verbatim() {
-        let members = vec!["data/a b.key".to_string(), "-rf".to_string(), "data/$(touch x)".to_string()];
-        assert_eq!(files_list(&members), b"data/a b.key\0-rf\0data/$(touch x)\0");
+        let members = vec![
+            "data/a b.key".to_string(),
+            "-rf".to_string(),
+            "data/$(touch x)".to_string(),
+        ];
+        assert_eq!(
+            files_list(&members),
+            b"data/a b.key\0-rf\0data/$(touch x)\0"
+        );
     }
 
     #[test]

@@ -15,9 +15,9 @@ use async_trait::async_trait;
 
 use crate::error::ContainerError;
 
-pub mod local;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub mod local;
 
 /// Options for [`Container::exec`].
 ///
@@ -46,7 +46,10 @@ impl fmt::Debug for ExecOptions {
             .field("user", &self.user)
             .field("group", &self.group)
             .field("timeout", &self.timeout)
-            .field("stdin", &self.stdin.as_ref().map(|s| format!("<{} bytes>", s.len())))
+            .field(
+                "stdin",
+                &self.stdin.as_ref().map(|s| format!("<{} bytes>", s.len())),
+            )
             .finish()
     }
 }
@@ -149,14 +152,23 @@ pub trait Container: Send + Sync {
     /// [`ContainerError::TimedOut`] when `options.timeout` expires (the whole process
     /// group is killed), [`ContainerError::UnknownUser`] / [`ContainerError::PermissionDenied`]
     /// for a user or group that cannot be used.
-    async fn exec(&self, command: &[String], options: ExecOptions) -> Result<ExecOutput, ContainerError>;
+    async fn exec(
+        &self,
+        command: &[String],
+        options: ExecOptions,
+    ) -> Result<ExecOutput, ContainerError>;
 
     /// Writes `content` to `path` atomically (a reader sees the old file or the new one).
     ///
     /// # Errors
     /// [`ContainerError::NotFound`] when the parent is missing and `make_dirs` is false;
     /// [`ContainerError::InvalidArgument`] for a relative path; I/O and ownership errors.
-    async fn push(&self, path: &str, content: &[u8], options: PushOptions) -> Result<(), ContainerError>;
+    async fn push(
+        &self,
+        path: &str,
+        content: &[u8],
+        options: PushOptions,
+    ) -> Result<(), ContainerError>;
 
     /// Reads the whole file at `path`.
     ///
@@ -169,7 +181,11 @@ pub trait Container: Send + Sync {
     /// # Errors
     /// [`ContainerError::NotFound`] when `path` does not exist;
     /// [`ContainerError::InvalidArgument`] for a bad glob pattern.
-    async fn list_files(&self, path: &str, options: ListOptions) -> Result<Vec<FileInfo>, ContainerError>;
+    async fn list_files(
+        &self,
+        path: &str,
+        options: ListOptions,
+    ) -> Result<Vec<FileInfo>, ContainerError>;
 
     /// Removes a file, or a directory (with its contents when `recursive`).
     ///

@@ -1,26 +1,574 @@
-//! `S3Client` over `aws-sdk-s3` (stub; filled in by the foundation work).
-#![allow(missing_docs)]
+//! [`S3Client`] over `aws-sdk-s3`: the only file in the crate that names the SDK.
 
-use chrono::{DateTime, Utc};
 use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::StorageClass;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use chrono::{DateTime, Utc};
+
+use super::parameters::{AddressingStyle, S3Parameters};
+use crate::error::S3Error;
+
+/// The region used when the relation gives only an endpoint.
+const DEFAULT_REGION: &str = "us-east-1";
+/// How long to wait for a TCP (and TLS) connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One object in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
+    /// The full object key (including the configured prefix).
     pub key: String,
+    /// The size in bytes.
     pub size: u64,
+    /// When the object was last written.
     pub last_modified: DateTime<Utc>,
 }
 
 /// What HeadObject says about an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectHead {
+    /// The full object key.
     pub key: String,
+    /// The size in bytes.
     pub size: u64,
+    /// When the object was last written.
     pub last_modified: DateTime<Utc>,
+    /// User metadata, keys as the server returns them: lower-case and without the
+    /// `x-amz-meta-` prefix.
     pub metadata: HashMap<String, String>,
 }
 
-/// A client for the configured bucket.
-#[derive(Clone, Debug)]
-pub struct S3Client {}
+/// A multipart upload that was started and neither completed nor aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultipartUpload {
+    /// The full object key the upload would create.
+    pub key: String,
+    /// The upload id.
+    pub upload_id: String,
+    /// When the upload was started, if the server says.
+    pub initiated: Option<DateTime<Utc>>,
+}
+
+/// A client for the bucket named by [`S3Parameters`].
+///
+/// Creating it does not touch the network. Requests use the parameters' static
+/// credentials, region (`us-east-1` when only an endpoint is given), endpoint,
+/// addressing style, and the `tls-ca-chain` certificates as trust roots in addition to
+/// the system ones. `Debug` never shows the credentials.
+#[derive(Clone)]
+pub struct S3Client {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    region: String,
+    endpoint: Option<String>,
+    addressing_style: AddressingStyle,
+    storage_class: Option<String>,
+}
+
+impl fmt::Debug for S3Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Client")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("addressing_style", &self.addressing_style)
+            .field("storage_class", &self.storage_class)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Client {
+    /// Builds a client for `params`. No request is sent.
+    ///
+    /// # Errors
+    /// [`S3Error::Client`] when the TLS configuration cannot be built.
+    pub fn new(params: &S3Parameters) -> Result<Self, S3Error> {
+        let region = params.region().unwrap_or(DEFAULT_REGION).to_string();
+        let credentials = Credentials::new(
+            params.access_key(),
+            params.secret_key(),
+            None,
+            None,
+            "s3-relation",
+        );
+        let mut trust = TrustStore::default();
+        for pem in params.tls_ca_chain() {
+            trust = trust.with_pem_certificate(pem.as_bytes());
+        }
+        let tls_context = TlsContext::builder()
+            .with_trust_store(trust)
+            .build()
+            .map_err(|e| S3Error::Client(format!("invalid TLS configuration: {e}")))?;
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .tls_context(tls_context)
+            .build_https();
+        let mut config = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .region(Region::new(region.clone()))
+            .credentials_provider(credentials)
+            .http_client(http_client)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .build(),
+            )
+            // Many S3-compatible servers reject the SDK's newer default checksums.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .force_path_style(params.addressing_style() == AddressingStyle::Path);
+        if let Some(endpoint) = params.endpoint() {
+            config = config.endpoint_url(endpoint);
+        }
+        Ok(S3Client {
+            client: aws_sdk_s3::Client::from_conf(config.build()),
+            bucket: params.bucket().to_string(),
+            prefix: super::normalize_prefix(params.path()),
+            region,
+            endpoint: params.endpoint().map(str::to_string),
+            addressing_style: params.addressing_style(),
+            storage_class: params.storage_class().map(str::to_string),
+        })
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The normalised key prefix (no leading, trailing or repeated slashes; may be
+    /// empty).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The full key of `name` under the configured path (see [`super::object_key`]).
+    pub fn object_key(&self, name: &str) -> String {
+        super::object_key(&self.prefix, name)
+    }
+
+    /// Whether the bucket exists and these credentials may use it (HeadBucket). Any
+    /// failure gives `false`, with the reason logged as a warning (without secrets).
+    pub async fn can_use_bucket(&self) -> bool {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(
+                    bucket = %self.bucket,
+                    endpoint = self.endpoint.as_deref().unwrap_or("(aws)"),
+                    error = %describe(&e),
+                    "cannot use the s3 bucket"
+                );
+                tracing::debug!(error = %DisplayErrorContext(&e), "HeadBucket failed");
+                false
+            }
+        }
+    }
+
+    /// Creates the bucket (in the client's region). An existing bucket owned by these
+    /// credentials is not an error.
+    ///
+    /// # Errors
+    /// [`S3Error::Request`] when the server refuses.
+    pub async fn create_bucket(&self) -> Result<(), S3Error> {
+        let mut request = self.client.create_bucket().bucket(&self.bucket);
+        if self.region != DEFAULT_REGION {
+            let location = aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    self.region.as_str(),
+                ))
+                .build();
+            request = request.create_bucket_configuration(location);
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            Err(e) => Err(self.error("CreateBucket", "", e)),
+        }
+    }
+
+    /// Every object under the configured prefix (`prefix/`, or the whole bucket when the
+    /// path is empty), following pagination. Keys are full keys.
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the bucket does not exist, [`S3Error::Request`]
+    /// otherwise.
+    pub async fn list_objects(&self) -> Result<Vec<ObjectInfo>, S3Error> {
+        let prefix = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        self.list_objects_with_prefix(&prefix).await
+    }
+
+    /// Every object whose full key starts with `key_prefix`, following pagination.
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the bucket does not exist, [`S3Error::Request`]
+    /// otherwise.
+    pub async fn list_objects_with_prefix(
+        &self,
+        key_prefix: &str,
+    ) -> Result<Vec<ObjectInfo>, S3Error> {
+        let mut objects = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut request = self.client.list_objects_v2().bucket(&self.bucket);
+            if !key_prefix.is_empty() {
+                request = request.prefix(key_prefix);
+            }
+            if let Some(t) = &token {
+                request = request.continuation_token(t);
+            }
+            let page = request
+                .send()
+                .await
+                .map_err(|e| self.error("ListObjectsV2", key_prefix, e))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                objects.push(ObjectInfo {
+                    key: key.to_string(),
+                    size: object
+                        .size()
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
+                    last_modified: to_chrono(object.last_modified()),
+                });
+            }
+            match page.next_continuation_token() {
+                Some(next)
+                    if page.is_truncated() == Some(true) && token.as_deref() != Some(next) =>
+                {
+                    token = Some(next.to_string());
+                }
+                _ => break,
+            }
+        }
+        Ok(objects)
+    }
+
+    /// The size, last-modified time and user metadata of the object at the full `key`.
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the object (or bucket) does not exist,
+    /// [`S3Error::Request`] otherwise.
+    pub async fn head_object(&self, key: &str) -> Result<ObjectHead, S3Error> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("HeadObject", key, e))?;
+        Ok(ObjectHead {
+            key: key.to_string(),
+            size: head
+                .content_length()
+                .and_then(|s| u64::try_from(s).ok())
+                .unwrap_or(0),
+            last_modified: to_chrono(head.last_modified()),
+            metadata: head.metadata().cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Downloads the whole object at the full `key` into memory (for small objects such
+    /// as manifests).
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the object (or bucket) does not exist,
+    /// [`S3Error::Request`] otherwise (including a body that breaks off).
+    pub async fn get_object(&self, key: &str) -> Result<Vec<u8>, S3Error> {
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("GetObject", key, e))?;
+        let body = output.body.collect().await.map_err(|e| S3Error::Request {
+            operation: "GetObject",
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            message: format!("reading the body: {}", DisplayErrorContext(&e)),
+        })?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    /// Uploads `body` to the full `key` in one request (for small objects such as
+    /// manifests), with `content_type`, user `metadata` (sent as `x-amz-meta-*`) and the
+    /// configured storage class, if any.
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the bucket does not exist, [`S3Error::Request`]
+    /// otherwise.
+    pub async fn put_object(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), S3Error> {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .content_type(content_type);
+        if !metadata.is_empty() {
+            request = request.set_metadata(Some(metadata.clone()));
+        }
+        if let Some(class) = &self.storage_class {
+            request = request.storage_class(StorageClass::from(class.as_str()));
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| self.error("PutObject", key, e))?;
+        Ok(())
+    }
+
+    /// Deletes the object at the full `key`. Deleting a missing key succeeds (S3
+    /// semantics).
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the bucket does not exist, [`S3Error::Request`]
+    /// otherwise.
+    pub async fn delete_object(&self, key: &str) -> Result<(), S3Error> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("DeleteObject", key, e))?;
+        Ok(())
+    }
+
+    /// The unfinished multipart uploads whose full key starts with `key_prefix`,
+    /// following pagination.
+    ///
+    /// # Errors
+    /// [`S3Error::NotImplemented`] when the server cannot list multipart uploads (some
+    /// S3-compatible servers, such as s3s-fs), [`S3Error::NotFound`] when the bucket
+    /// does not exist, [`S3Error::Request`] otherwise.
+    pub async fn list_multipart_uploads(
+        &self,
+        key_prefix: &str,
+    ) -> Result<Vec<MultipartUpload>, S3Error> {
+        let mut uploads = Vec::new();
+        let mut markers: Option<(String, Option<String>)> = None;
+        loop {
+            let mut request = self.client.list_multipart_uploads().bucket(&self.bucket);
+            if !key_prefix.is_empty() {
+                request = request.prefix(key_prefix);
+            }
+            if let Some((key_marker, upload_id_marker)) = &markers {
+                request = request
+                    .key_marker(key_marker)
+                    .set_upload_id_marker(upload_id_marker.clone());
+            }
+            let page = request
+                .send()
+                .await
+                .map_err(|e| self.error("ListMultipartUploads", key_prefix, e))?;
+            for upload in page.uploads() {
+                let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) else {
+                    continue;
+                };
+                uploads.push(MultipartUpload {
+                    key: key.to_string(),
+                    upload_id: upload_id.to_string(),
+                    initiated: upload.initiated().map(|t| to_chrono(Some(t))),
+                });
+            }
+            let next = page.next_key_marker().filter(|k| !k.is_empty()).map(|k| {
+                (
+                    k.to_string(),
+                    page.next_upload_id_marker().map(str::to_string),
+                )
+            });
+            match next {
+                Some(next)
+                    if page.is_truncated() == Some(true) && markers.as_ref() != Some(&next) =>
+                {
+                    markers = Some(next);
+                }
+                _ => break,
+            }
+        }
+        Ok(uploads)
+    }
+
+    /// Aborts every unfinished multipart upload whose full key starts with
+    /// `key_prefix` and returns how many were aborted. Uploads that vanish meanwhile
+    /// are not counted and not an error.
+    ///
+    /// # Errors
+    /// [`S3Error::NotImplemented`] (operation `ListMultipartUploads`) when the server
+    /// cannot list multipart uploads, [`S3Error::NotFound`] when the bucket does not
+    /// exist, [`S3Error::Request`] otherwise.
+    pub async fn abort_multipart_uploads(&self, key_prefix: &str) -> Result<usize, S3Error> {
+        let mut aborted = 0;
+        for upload in self.list_multipart_uploads(key_prefix).await? {
+            match self
+                .abort_multipart_upload(&upload.key, &upload.upload_id)
+                .await
+            {
+                Ok(()) => aborted += 1,
+                Err(S3Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(aborted)
+    }
+
+    /// Aborts one multipart upload.
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the upload (or bucket) does not exist,
+    /// [`S3Error::Request`] otherwise.
+    pub async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| self.error("AbortMultipartUpload", key, e))?;
+        Ok(())
+    }
+
+    /// Maps an SDK error: 404-like codes to [`S3Error::NotFound`], 501 / `NotImplemented`
+    /// to [`S3Error::NotImplemented`], anything else to [`S3Error::Request`].
+    fn error<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        err: SdkError<E, HttpResponse>,
+    ) -> S3Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code();
+        if matches!(
+            code,
+            Some("NoSuchKey" | "NotFound" | "NoSuchBucket" | "NoSuchUpload")
+        ) || status == Some(404)
+        {
+            return S3Error::NotFound {
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+            };
+        }
+        if code == Some("NotImplemented") || status == Some(501) {
+            return S3Error::NotImplemented { operation };
+        }
+        tracing::debug!(operation, key, error = %DisplayErrorContext(&err), "s3 request failed");
+        S3Error::Request {
+            operation,
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            message: describe(&err),
+        }
+    }
+}
+
+/// A one-line account of an SDK error: `HTTP 403 SignatureDoesNotMatch: <message>` for
+/// an answer from the server, the chain of causes (`dispatch failure: … : connection
+/// refused`) when there was none. Never contains credentials.
+fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if let SdkError::ServiceError(service) = err {
+        let status = service.raw().status().as_u16();
+        let mut text = format!("HTTP {status}");
+        match err.code() {
+            Some(code) => {
+                text.push(' ');
+                text.push_str(code);
+            }
+            // Answers to HEAD requests have no body, hence no code: say what the
+            // status usually means.
+            None => text.push_str(match status {
+                301 | 307 => " (redirected: wrong region or endpoint?)",
+                400 => " (bad request: wrong region or addressing style?)",
+                403 => {
+                    " (forbidden: wrong access key or secret key, or no permission on the bucket)"
+                }
+                404 => " (not found)",
+                _ => "",
+            }),
+        }
+        if let Some(message) = err.message().filter(|m| !m.is_empty()) {
+            text.push_str(": ");
+            text.push_str(message);
+        }
+        return text;
+    }
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+/// An SDK timestamp as chrono (the Unix epoch when absent or out of range).
+fn to_chrono(time: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
+    time.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(path: &str) -> S3Parameters {
+        S3Parameters::builder("AKID", "very-secret-key", "bucket-one")
+            .endpoint("http://127.0.0.1:1")
+            .path(path)
+            .s3_uri_style("path")
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn construction_is_offline_and_debug_hides_secrets() {
+        let client = S3Client::new(&params("/a//b/")).unwrap();
+        assert_eq!(client.prefix(), "a/b");
+        assert_eq!(client.object_key("backup-1"), "a/b/backup-1");
+        assert_eq!(client.region(), "us-east-1");
+        let debug = format!("{client:?}");
+        assert!(
+            !debug.contains("very-secret-key") && !debug.contains("AKID"),
+            "{debug}"
+        );
+    }
+}

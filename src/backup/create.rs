@@ -1,0 +1,706 @@
+//! `create_backup`: collect, snapshot, archive, encrypt, upload, check, manifest.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::layout::{DatabaseKind, HomeserverConfig, Layout, join};
+use super::manifest::{MANIFEST_FORMAT, Manifest, ManifestLayout, parse_listing};
+use super::plan::{self, BackupId, BackupOptions, ScriptCall, WorkDir};
+use crate::container::{Container, ExecOptions, ListOptions, MakeDirOptions, PushOptions};
+use crate::error::{BackupError, ConfigError, ContainerError, S3Error, Stage};
+use crate::s3::{S3Client, S3Parameters};
+
+/// What [`create_backup_with`] did.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    /// The new backup's id.
+    pub id: BackupId,
+    /// The data object's key (the manifest is at `key` + `.manifest.json`).
+    pub key: String,
+    /// The manifest as uploaded.
+    pub manifest: Manifest,
+    /// Wall time of the whole backup.
+    pub duration: Duration,
+}
+
+/// Backs up a Synapse workload laid out as in the Synapse rock ([`Layout::default`])
+/// with the default [`BackupOptions`].
+///
+/// # Errors
+/// See [`create_backup_with`].
+pub async fn create_backup<C: Container + ?Sized>(
+    container: &C,
+    s3_parameters: &S3Parameters,
+    passphrase: &str,
+) -> Result<BackupId, BackupError> {
+    create_backup_with(
+        container,
+        s3_parameters,
+        passphrase,
+        &Layout::default(),
+        &BackupOptions::default(),
+    )
+    .await
+    .map(|report| report.id)
+}
+
+/// Backs up the signing keys, a consistent snapshot of the SQLite database and the
+/// local media of the workload described by `layout`, as one gpg-encrypted tar object,
+/// then writes its manifest. A backup exists only once its manifest does.
+///
+/// On any failure the data object and multipart uploads under its key are removed, and
+/// the private work dir (passphrase file, snapshot) is removed in every case.
+///
+/// # Errors
+/// [`BackupError::InvalidPassphrase`], [`BackupError::Config`] (layout,
+/// `homeserver.yaml`, S3 parameters), [`BackupError::NothingToBackUp`],
+/// [`BackupError::StageFailed`] naming the failing stage (snapshot, tar, gpg, upload,
+/// check) with its trimmed stderr, [`BackupError::Corrupted`] when the uploaded size
+/// differs, [`BackupError::S3`] and [`BackupError::Container`] otherwise.
+pub async fn create_backup_with<C: Container + ?Sized>(
+    container: &C,
+    s3_parameters: &S3Parameters,
+    passphrase: &str,
+    layout: &Layout,
+    options: &BackupOptions,
+) -> Result<BackupReport, BackupError> {
+    let started = Instant::now();
+    plan::check_passphrase(passphrase)?;
+    layout.validate()?;
+    let client = S3Client::new(s3_parameters)?;
+    let collected = collect(container, layout).await?;
+    let id = BackupId::generate();
+    let key = client.object_key(id.as_str());
+    let work = WorkDir::new(layout, id.as_str());
+    tracing::info!(backup_id = %id, members = collected.members.len(), "starting backup");
+    let made = container
+        .make_dir(
+            &work.dir,
+            MakeDirOptions {
+                make_parents: false,
+                permissions: Some(0o700),
+                user: layout.user.clone(),
+                group: layout.group.clone(),
+            },
+        )
+        .await;
+    made?;
+    let mut uploading = false;
+    let result = run_backup(
+        container,
+        &client,
+        s3_parameters,
+        passphrase,
+        layout,
+        options,
+        &collected,
+        &id,
+        &key,
+        &work,
+        &mut uploading,
+    )
+    .await;
+    if let Err(e) = container.remove_path(&work.dir, true).await {
+        tracing::warn!(dir = %work.dir, error = %e, "could not remove the backup work dir");
+    }
+    match result {
+        Ok(manifest) => {
+            let duration = started.elapsed();
+            tracing::info!(backup_id = %id, bytes = manifest.ciphertext_bytes, ?duration, "backup complete");
+            Ok(BackupReport {
+                id,
+                key,
+                manifest,
+                duration,
+            })
+        }
+        Err(e) => {
+            if uploading {
+                remove_partial_upload(&client, &key).await;
+            }
+            tracing::warn!(backup_id = %id, error = %e, "backup failed; nothing was kept");
+            Err(e)
+        }
+    }
+}
+
+/// Deletes a failed run's data object and aborts multipart uploads under its key.
+async fn remove_partial_upload(client: &S3Client, key: &str) {
+    match client.delete_object(key).await {
+        Ok(()) | Err(S3Error::NotFound { .. }) => {}
+        Err(e) => tracing::warn!(key, error = %e, "could not delete the partial backup object"),
+    }
+    match client.abort_multipart_uploads(key).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            key,
+            aborted = n,
+            "aborted multipart uploads of the failed backup"
+        ),
+        Err(S3Error::NotImplemented { operation }) => {
+            tracing::info!(
+                key,
+                operation,
+                "the server cannot list multipart uploads; none aborted"
+            );
+        }
+        Err(e) => tracing::warn!(key, error = %e, "could not abort multipart uploads"),
+    }
+}
+
+/// What will be archived.
+#[derive(Debug, Clone)]
+struct Collected {
+    /// Top-level members relative to the root (keys, other `homeserver.db*`, `local_*`).
+    members: Vec<String>,
+    /// The live SQLite database to snapshot (container path).
+    db: Option<String>,
+    config: HomeserverConfig,
+    warnings: Vec<String>,
+}
+
+async fn list_or_empty<C: Container + ?Sized>(
+    container: &C,
+    dir: &str,
+    pattern: &str,
+) -> Result<Vec<crate::FileInfo>, ContainerError> {
+    let options = ListOptions {
+        pattern: Some(pattern.into()),
+        itself: false,
+    };
+    match container.list_files(dir, options).await {
+        Ok(files) => Ok(files),
+        Err(ContainerError::NotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn split_dir(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(0) => ("/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("/", path),
+    }
+}
+
+async fn collect<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+) -> Result<Collected, BackupError> {
+    let yaml_path = layout.homeserver_config_path();
+    let yaml = match container.pull(&layout.host_path(&yaml_path)).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return Err(ConfigError::Parse {
+                what: yaml_path.clone(),
+                message: format!("cannot read it: {e}"),
+            }
+            .into());
+        }
+    };
+    let yaml = String::from_utf8(yaml).map_err(|_| ConfigError::Parse {
+        what: yaml_path.clone(),
+        message: "not valid UTF-8".into(),
+    })?;
+    let config = HomeserverConfig::parse(&yaml, &yaml_path, layout)?;
+    let mut members: Vec<String> = Vec::new();
+    let mut warnings = Vec::new();
+    let mut add = |container_path: String| {
+        let m = Layout::member_name(&container_path);
+        if !members.contains(&m) {
+            members.push(m);
+        }
+    };
+    for f in list_or_empty(container, &layout.host_path(&layout.config_dir), "*.key").await? {
+        if f.kind == crate::FileKind::File {
+            add(join(&layout.config_dir, &f.name));
+        }
+    }
+    if let Some(key) = &config.signing_key_path {
+        if container.exists(&layout.host_path(key)).await? {
+            add(key.clone());
+        } else {
+            warnings.push(format!("signing_key_path {key} does not exist"));
+        }
+    }
+    let mut db = None;
+    match &config.database {
+        DatabaseKind::Postgresql => {
+            tracing::info!(
+                "homeserver.yaml names a PostgreSQL database: it is backed up by the PostgreSQL charm, not here"
+            );
+            warnings
+                .push("the database is PostgreSQL: back it up with the PostgreSQL charm".into());
+        }
+        DatabaseKind::Sqlite(path) => {
+            let (dir, name) = split_dir(path);
+            for f in list_or_empty(
+                container,
+                &layout.host_path(dir),
+                &format!("{}*", glob::Pattern::escape(name)),
+            )
+            .await?
+            {
+                let suffix = &f.name[name.len().min(f.name.len())..];
+                if f.name == name && f.kind == crate::FileKind::File {
+                    db = Some(path.clone());
+                } else if !["-wal", "-shm", "-journal"].contains(&suffix) {
+                    add(join(dir, &f.name));
+                }
+            }
+        }
+    }
+    let media = &config.media_store_path;
+    if container.exists(&layout.host_path(media)).await? {
+        for f in list_or_empty(container, &layout.host_path(media), "local_*").await? {
+            add(join(media, &f.name));
+        }
+    } else {
+        tracing::warn!(media_store_path = %media, "the media store does not exist: no media backed up");
+        warnings.push(format!(
+            "media store {media} does not exist: no media backed up"
+        ));
+    }
+    if members.is_empty() && db.is_none() {
+        return Err(BackupError::NothingToBackUp {
+            root: layout.root.clone(),
+        });
+    }
+    Ok(Collected {
+        members,
+        db,
+        config,
+        warnings,
+    })
+}
+
+fn exec_options(
+    layout: &Layout,
+    call: &ScriptCall,
+    work: &WorkDir,
+    timeout: Option<Duration>,
+) -> ExecOptions {
+    ExecOptions {
+        environment: call.env.clone(),
+        working_dir: Some(work.dir.clone()),
+        user: layout.user.clone(),
+        group: layout.group.clone(),
+        timeout,
+        stdin: None,
+    }
+}
+
+async fn pull_text<C: Container + ?Sized>(
+    container: &C,
+    path: &str,
+) -> Result<String, BackupError> {
+    Ok(String::from_utf8_lossy(&container.pull(path).await?)
+        .trim()
+        .to_string())
+}
+
+fn stage_error(stage: Stage, e: ContainerError) -> BackupError {
+    match e {
+        ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        } => BackupError::StageFailed {
+            stage,
+            exit_code,
+            stderr,
+        },
+        ContainerError::TimedOut { timeout, .. } => BackupError::StageFailed {
+            stage,
+            exit_code: -1,
+            stderr: format!("timed out after {timeout:?}"),
+        },
+        other => BackupError::Container(other),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_backup<C: Container + ?Sized>(
+    container: &C,
+    client: &S3Client,
+    params: &S3Parameters,
+    passphrase: &str,
+    layout: &Layout,
+    options: &BackupOptions,
+    collected: &Collected,
+    id: &BackupId,
+    key: &str,
+    work: &WorkDir,
+    uploading: &mut bool,
+) -> Result<Manifest, BackupError> {
+    let private = |mode| PushOptions {
+        make_dirs: false,
+        permissions: Some(mode),
+        user: layout.user.clone(),
+        group: layout.group.clone(),
+    };
+    container
+        .push(
+            &work.file("passphrase"),
+            passphrase.as_bytes(),
+            private(0o600),
+        )
+        .await?;
+    container
+        .push(
+            &work.file("files"),
+            &plan::files_list(&collected.members),
+            private(0o600),
+        )
+        .await?;
+    container
+        .push(
+            &work.file("aws-config"),
+            plan::aws_config_file(params, options).as_bytes(),
+            private(0o600),
+        )
+        .await?;
+    if let Some(bundle) = plan::ca_bundle(params) {
+        container
+            .push(
+                &work.file("ca-bundle.pem"),
+                bundle.as_bytes(),
+                private(0o600),
+            )
+            .await?;
+    }
+    container
+        .make_dir(
+            &work.file("gnupg"),
+            MakeDirOptions {
+                make_parents: false,
+                permissions: Some(0o700),
+                user: layout.user.clone(),
+                group: layout.group.clone(),
+            },
+        )
+        .await?;
+
+    let prepare = plan::prepare_call(layout, params, work, collected.db.as_deref());
+    if let Err(e) = container
+        .exec(
+            &prepare.argv,
+            exec_options(layout, &prepare, work, options.timeout),
+        )
+        .await
+    {
+        let stage = match &e {
+            ContainerError::ExitedNonZero { exit_code, .. }
+                if [plan::EXIT_NO_SNAPSHOT_TOOL, plan::EXIT_SNAPSHOT_FAILED]
+                    .contains(exit_code) =>
+            {
+                Stage::Snapshot
+            }
+            _ => Stage::Collect,
+        };
+        return Err(stage_error(stage, e));
+    }
+    let expected_size: u64 = pull_text(container, &work.file("size"))
+        .await?
+        .parse()
+        .unwrap_or(0);
+    let files = parse_listing(&container.pull(&work.file("listing")).await?)?;
+    let plaintext_bytes = files.iter().filter(|f| f.kind == 'f').map(|f| f.size).sum();
+
+    let call = plan::backup_call(layout, params, options, work, key, expected_size);
+    tracing::info!(backup_id = %id, expected_size, "running the backup pipeline");
+    *uploading = true;
+    if let Err(e) = container
+        .exec(
+            &call.argv,
+            exec_options(layout, &call, work, options.timeout),
+        )
+        .await
+    {
+        return Err(match e {
+            ContainerError::ExitedNonZero {
+                exit_code, stderr, ..
+            } if (10..=14).contains(&exit_code) => {
+                let stage = plan::backup_stage(exit_code);
+                let status = pull_text(container, &work.file("failed"))
+                    .await
+                    .ok()
+                    .and_then(|t| t.split_whitespace().nth(1).and_then(|s| s.parse().ok()))
+                    .unwrap_or(exit_code);
+                BackupError::StageFailed {
+                    stage,
+                    exit_code: status,
+                    stderr,
+                }
+            }
+            other => stage_error(Stage::Upload, other),
+        });
+    }
+    let sha = pull_text(container, &work.file("sha256")).await?;
+    let sha = sha
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let length: u64 = pull_text(container, &work.file("length"))
+        .await?
+        .parse()
+        .unwrap_or(0);
+    if sha.len() != 64 || length == 0 {
+        return Err(BackupError::StageFailed {
+            stage: Stage::Check,
+            exit_code: 0,
+            stderr: format!(
+                "the pipeline reported no checksum or size (sha256 {sha:?}, {length} bytes)"
+            ),
+        });
+    }
+    let head = client.head_object(key).await?;
+    if head.size != length {
+        return Err(BackupError::Corrupted {
+            id: id.to_string(),
+            reason: format!(
+                "the uploaded object is {} bytes but the pipeline wrote {length}",
+                head.size
+            ),
+        });
+    }
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        backup_id: id.to_string(),
+        created: Utc::now(),
+        created_by: plan::metadata_value(),
+        server_name: collected.config.server_name.clone(),
+        layout: ManifestLayout {
+            config_dir: layout.config_dir.clone(),
+            data_dir: layout.data_dir.clone(),
+            media_store_path: collected.config.media_store_path.clone(),
+            members: collected
+                .members
+                .iter()
+                .cloned()
+                .chain(collected.db.as_deref().map(Layout::member_name))
+                .collect(),
+        },
+        database: match collected.config.database {
+            DatabaseKind::Postgresql => "postgresql".into(),
+            DatabaseKind::Sqlite(_) if collected.db.is_some() => "sqlite".into(),
+            DatabaseKind::Sqlite(_) => "none".into(),
+        },
+        warnings: collected.warnings.clone(),
+        files,
+        plaintext_bytes,
+        ciphertext_bytes: length,
+        ciphertext_sha256: sha,
+        cipher: "AES256".into(),
+        compression: options.compression.name(),
+    };
+    let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
+    client
+        .put_object(
+            &format!("{key}{}", plan::MANIFEST_SUFFIX),
+            manifest.to_json(),
+            "application/json",
+            &metadata,
+        )
+        .await
+        .map_err(|e| BackupError::StageFailed {
+            stage: Stage::Manifest,
+            exit_code: 0,
+            stderr: e.to_string(),
+        })?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::{ExecOutput, FileInfo, FileKind, MockContainer};
+    use std::sync::{Arc, Mutex};
+
+    fn params() -> S3Parameters {
+        let m: HashMap<String, String> = [
+            ("access-key", "AKIDEXAMPLE"),
+            ("secret-key", "s3cr3t-value"),
+            ("bucket", "bkt"),
+            ("endpoint", "http://127.0.0.1:9"),
+            ("s3-uri-style", "path"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        S3Parameters::from_relation_data(&m).unwrap()
+    }
+
+    fn layout() -> Layout {
+        Layout {
+            root: "/r".into(),
+            ..Layout::default()
+        }
+    }
+
+    type Pushed = Arc<Mutex<Vec<(String, Vec<u8>, PushOptions)>>>;
+
+    /// A workload with one signing key and no database or media, whose pipeline exits
+    /// with `pipeline_exit`.
+    fn workload(
+        pipeline_exit: i32,
+        stage_status: &'static str,
+    ) -> (MockContainer, Pushed, Arc<Mutex<Vec<Vec<String>>>>) {
+        let mut c = MockContainer::new();
+        c.expect_pull().returning(move |p| match p {
+            "/r/data/homeserver.yaml" => Ok(b"server_name: x\n".to_vec()),
+            p if p.ends_with("/size") => Ok(b"10\n".to_vec()),
+            p if p.ends_with("/listing") => Ok(b"f 10 data/x.key\0".to_vec()),
+            p if p.ends_with("/failed") => Ok(stage_status.as_bytes().to_vec()),
+            p => Err(ContainerError::NotFound { path: p.into() }),
+        });
+        c.expect_list_files().returning(|dir, options| {
+            if dir == "/r/data" && options.pattern.as_deref() == Some("*.key") {
+                Ok(vec![FileInfo {
+                    path: "/r/data/x.key".into(),
+                    name: "x.key".into(),
+                    kind: FileKind::File,
+                    size: 10,
+                    permissions: 0o600,
+                }])
+            } else {
+                Ok(vec![])
+            }
+        });
+        c.expect_exists().returning(|_| Ok(false));
+        c.expect_make_dir().returning(|_, _| Ok(()));
+        let pushed: Pushed = Arc::default();
+        let p2 = pushed.clone();
+        c.expect_push().returning(move |path, content, options| {
+            p2.lock()
+                .unwrap()
+                .push((path.to_string(), content.to_vec(), options));
+            Ok(())
+        });
+        let argvs: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let a2 = argvs.clone();
+        c.expect_exec().returning(move |argv, options| {
+            a2.lock().unwrap().push(argv.to_vec());
+            assert_eq!(options.user.as_deref(), Some("synapse"));
+            if argv[2] == plan::PREPARE_SCRIPT {
+                Ok(ExecOutput::default())
+            } else {
+                Err(ContainerError::ExitedNonZero {
+                    command: "bash".into(),
+                    exit_code: pipeline_exit,
+                    stderr: "gpg: fatal".into(),
+                })
+            }
+        });
+        (c, pushed, argvs)
+    }
+
+    #[tokio::test]
+    async fn a_failed_pipeline_names_its_stage_and_removes_the_work_dir() {
+        let (mut c, pushed, argvs) = workload(11, "gpg 2\n");
+        let removed: Arc<Mutex<Vec<String>>> = Arc::default();
+        let r2 = removed.clone();
+        c.expect_remove_path().returning(move |p, recursive| {
+            assert!(recursive);
+            r2.lock().unwrap().push(p.to_string());
+            Ok(())
+        });
+        let e = create_backup_with(
+            &c,
+            &params(),
+            "pass phrase",
+            &layout(),
+            &BackupOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        match e {
+            BackupError::StageFailed {
+                stage,
+                exit_code,
+                stderr,
+            } => {
+                assert_eq!(
+                    (stage, exit_code, stderr.as_str()),
+                    (Stage::Gpg, 2, "gpg: fatal")
+                );
+            }
+            other => panic!("{other}"),
+        }
+        let removed = removed.lock().unwrap().clone();
+        assert_eq!(removed.len(), 1);
+        assert!(
+            removed[0].starts_with("/r/data/.synapse-backup-backup-"),
+            "{removed:?}"
+        );
+        let pushed = pushed.lock().unwrap().clone();
+        let (path, content, options) = pushed
+            .iter()
+            .find(|(p, ..)| p.ends_with("/passphrase"))
+            .unwrap();
+        assert!(path.starts_with(&removed[0]));
+        assert_eq!(content, b"pass phrase");
+        assert_eq!(options.permissions, Some(0o600));
+        assert_eq!(options.user.as_deref(), Some("synapse"));
+        let files = pushed.iter().find(|(p, ..)| p.ends_with("/files")).unwrap();
+        assert_eq!(files.1, b"data/x.key\0");
+        for argv in argvs.lock().unwrap().iter() {
+            for a in argv {
+                assert!(
+                    !a.contains("s3cr3t-value") && !a.contains("pass phrase"),
+                    "secret in argv: {a}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn stages_map_from_the_pipeline_exit_code() {
+        for (exit, status, stage) in [
+            (10, "tar 2\n", Stage::Tar),
+            (13, "upload 1\n", Stage::Upload),
+            (12, "tee 1\n", Stage::Check),
+        ] {
+            let (mut c, _, _) = workload(exit, status);
+            c.expect_remove_path().returning(|_, _| Ok(()));
+            let e = create_backup_with(&c, &params(), "pw", &layout(), &BackupOptions::default())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, BackupError::StageFailed { stage: s, .. } if s == stage),
+                "{exit}: {e}"
+            );
+            assert!(e.to_string().starts_with(&stage.to_string()), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_work_dir_is_removed_even_when_pushing_fails() {
+        let mut c = MockContainer::new();
+        c.expect_pull().returning(|_| Ok(b"{}".to_vec()));
+        c.expect_list_files().returning(|_, _| {
+            Ok(vec![FileInfo {
+                path: "/r/data/k.key".into(),
+                name: "k.key".into(),
+                kind: FileKind::File,
+                size: 1,
+                permissions: 0o600,
+            }])
+        });
+        c.expect_exists().returning(|_| Ok(false));
+        c.expect_make_dir().returning(|_, _| Ok(()));
+        c.expect_push().returning(|p, _, _| {
+            Err(ContainerError::Io {
+                path: p.into(),
+                source: std::io::Error::other("disk full"),
+            })
+        });
+        c.expect_exec().never();
+        c.expect_remove_path().times(1).returning(|_, _| Ok(()));
+        let e = create_backup_with(&c, &params(), "pw", &layout(), &BackupOptions::default())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+    }
+}

@@ -1,0 +1,629 @@
+//! Verifying and restoring backups through a [`Container`].
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::backup::catalog::{BackupStatus, backup_status};
+use crate::backup::layout::{HomeserverConfig, Layout};
+use crate::backup::manifest::Manifest;
+use crate::backup::plan::{self, BackupId, MANIFEST_SUFFIX, ScriptCall, WorkDir};
+use crate::backup::restore_plan::{self, ArchiveMember, RestoreRules, parse_members};
+use crate::container::{Container, ExecOptions, MakeDirOptions, PushOptions};
+use crate::error::{BackupError, ConfigError, ContainerError, S3Error, Stage};
+use crate::s3::{S3Client, S3Parameters};
+
+/// What [`verify_backup`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The backup id.
+    pub id: BackupId,
+    /// Complete (checked against its manifest) or legacy (gpg's check only).
+    pub status: BackupStatus,
+    /// Size of the encrypted object.
+    pub ciphertext_bytes: u64,
+    /// SHA-256 of the encrypted object.
+    pub ciphertext_sha256: String,
+    /// Number of archive members.
+    pub members: usize,
+    /// Things the operator should know.
+    pub warnings: Vec<String>,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// What [`restore_backup_with`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// The backup id.
+    pub id: BackupId,
+    /// Complete or legacy.
+    pub status: BackupStatus,
+    /// The top-level paths replaced (relative to the root).
+    pub restored: Vec<String>,
+    /// Live paths moved out because the archive does not carry them (`-wal`, `-shm`).
+    pub dropped: Vec<String>,
+    /// Size of the encrypted object.
+    pub ciphertext_bytes: u64,
+    /// Things the operator should know.
+    pub warnings: Vec<String>,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// Options for verify and restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Kill the download pipeline after this long.
+    pub timeout: Option<Duration>,
+}
+
+struct Fetched {
+    status: BackupStatus,
+    manifest: Option<Manifest>,
+    key: String,
+    size: u64,
+    warnings: Vec<String>,
+}
+
+/// Finds the backup and its manifest; refuses incomplete ones.
+async fn locate(client: &S3Client, id: &BackupId) -> Result<Fetched, BackupError> {
+    let key = client.object_key(id.as_str());
+    let status = backup_status(client, id)
+        .await?
+        .ok_or_else(|| BackupError::NotFound { id: id.to_string() })?;
+    let head = match client.head_object(&key).await {
+        Ok(h) => h,
+        Err(S3Error::NotFound { .. }) => {
+            return Err(BackupError::Corrupted {
+                id: id.to_string(),
+                reason: "its manifest exists but its data object is missing".into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut warnings = Vec::new();
+    let manifest = match status {
+        BackupStatus::Complete => {
+            let bytes = client
+                .get_object(&format!("{key}{MANIFEST_SUFFIX}"))
+                .await?;
+            let m = Manifest::from_json(&bytes).map_err(|e| BackupError::Corrupted {
+                id: id.to_string(),
+                reason: format!("unreadable manifest: {e}"),
+            })?;
+            if m.ciphertext_bytes != head.size {
+                return Err(BackupError::Corrupted {
+                    id: id.to_string(),
+                    reason: format!(
+                        "the object is {} bytes but its manifest says {} (truncated or replaced)",
+                        head.size, m.ciphertext_bytes
+                    ),
+                });
+            }
+            Some(m)
+        }
+        BackupStatus::Incomplete => {
+            return Err(BackupError::MissingManifest { id: id.to_string() });
+        }
+        BackupStatus::Legacy => {
+            tracing::warn!(backup_id = %id, "legacy backup (no manifest): integrity is checked by gpg only");
+            warnings
+                .push("legacy backup without a manifest: integrity is checked by gpg only".into());
+            None
+        }
+    };
+    Ok(Fetched {
+        status,
+        manifest,
+        key,
+        size: head.size,
+        warnings,
+    })
+}
+
+async fn make_work<C: Container + ?Sized>(
+    container: &C,
+    params: &S3Parameters,
+    passphrase: &str,
+    layout: &Layout,
+    work: &WorkDir,
+) -> Result<(), BackupError> {
+    let dir_options = MakeDirOptions {
+        make_parents: false,
+        permissions: Some(0o700),
+        user: layout.user.clone(),
+        group: layout.group.clone(),
+    };
+    container.make_dir(&work.dir, dir_options.clone()).await?;
+    container.make_dir(&work.file("gnupg"), dir_options).await?;
+    let private = PushOptions {
+        make_dirs: false,
+        permissions: Some(0o600),
+        user: layout.user.clone(),
+        group: layout.group.clone(),
+    };
+    container
+        .push(
+            &work.file("passphrase"),
+            passphrase.as_bytes(),
+            private.clone(),
+        )
+        .await?;
+    let config = plan::aws_config_file(params, &plan::BackupOptions::default());
+    container
+        .push(&work.file("aws-config"), config.as_bytes(), private.clone())
+        .await?;
+    if let Some(bundle) = plan::ca_bundle(params) {
+        container
+            .push(&work.file("ca-bundle.pem"), bundle.as_bytes(), private)
+            .await?;
+    }
+    Ok(())
+}
+
+fn exec_options(
+    layout: &Layout,
+    call: &ScriptCall,
+    work: &WorkDir,
+    timeout: Option<Duration>,
+) -> ExecOptions {
+    ExecOptions {
+        environment: call.env.clone(),
+        working_dir: Some(work.dir.clone()),
+        user: layout.user.clone(),
+        group: layout.group.clone(),
+        timeout,
+        stdin: None,
+    }
+}
+
+async fn pull_text<C: Container + ?Sized>(container: &C, path: &str) -> Option<String> {
+    container
+        .pull(path)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+}
+
+/// Runs the fetch script and turns its outcome into the precise error: wrong
+/// passphrase, corruption (checksum, truncation, gpg's integrity check), no space.
+async fn fetch<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    work: &WorkDir,
+    call: &ScriptCall,
+    id: &BackupId,
+    fetched: &Fetched,
+    timeout: Option<Duration>,
+) -> Result<Vec<ArchiveMember>, BackupError> {
+    let outcome = container
+        .exec(&call.argv, exec_options(layout, call, work, timeout))
+        .await;
+    let sha = pull_text(container, &work.file("sha256"))
+        .await
+        .and_then(|s| s.split_whitespace().next().map(str::to_string));
+    let length: Option<u64> = pull_text(container, &work.file("length"))
+        .await
+        .and_then(|s| s.parse().ok());
+    let checksum_problem = match &fetched.manifest {
+        Some(m) if length.is_some_and(|l| l != m.ciphertext_bytes) => Some(format!(
+            "downloaded {} bytes but the manifest says {} (truncated)",
+            length.unwrap_or(0),
+            m.ciphertext_bytes
+        )),
+        Some(m) if sha.as_deref().is_some_and(|s| s != m.ciphertext_sha256) => {
+            Some("the SHA-256 of the object does not match its manifest".to_string())
+        }
+        _ => None,
+    };
+    let corrupted = |reason: String| BackupError::Corrupted {
+        id: id.to_string(),
+        reason,
+    };
+    match outcome {
+        Ok(_) => {}
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) => {
+            if exit_code == restore_plan::EXIT_NO_SPACE {
+                let available = pull_text(container, &work.file("avail"))
+                    .await
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let needed = call
+                    .env
+                    .get("SB_NEED_BYTES")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                return Err(BackupError::InsufficientSpace {
+                    path: work.dir.clone(),
+                    needed,
+                    available,
+                });
+            }
+            if let Some(reason) = checksum_problem {
+                return Err(corrupted(reason));
+            }
+            return Err(match restore_plan::fetch_stage(exit_code) {
+                "gpg" if stderr.contains("Bad session key") && fetched.manifest.is_some() => {
+                    BackupError::WrongPassphrase { id: id.to_string() }
+                }
+                "gpg" if stderr.contains("Bad session key") => {
+                    BackupError::WrongPassphrase { id: id.to_string() }
+                }
+                "gpg" => corrupted(format!("gpg could not decrypt it: {stderr}")),
+                "tar"
+                    if stderr.contains("contains '..'")
+                        || stderr.contains("Member name contains") =>
+                {
+                    BackupError::UnsafeMember {
+                        member: stderr
+                            .lines()
+                            .find(|l| l.contains("contains"))
+                            .unwrap_or(&stderr)
+                            .to_string(),
+                        reason: "member names with '..' are refused".into(),
+                    }
+                }
+                "tar" => BackupError::StageFailed {
+                    stage: Stage::Extract,
+                    exit_code,
+                    stderr,
+                },
+                "download" => BackupError::StageFailed {
+                    stage: Stage::Download,
+                    exit_code,
+                    stderr,
+                },
+                _ => BackupError::StageFailed {
+                    stage: Stage::Check,
+                    exit_code,
+                    stderr,
+                },
+            });
+        }
+        Err(e @ ContainerError::TimedOut { .. }) => {
+            return Err(BackupError::StageFailed {
+                stage: Stage::Download,
+                exit_code: -1,
+                stderr: e.to_string(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(reason) = checksum_problem {
+        return Err(corrupted(reason));
+    }
+    if fetched.manifest.is_some() && sha.is_none() {
+        return Err(corrupted(
+            "the checksum of the download could not be computed".into(),
+        ));
+    }
+    let listing = container.pull(&work.file("members")).await?;
+    let members = parse_members(&listing);
+    if let Some(m) = &fetched.manifest {
+        let names: BTreeSet<&[u8]> = members.iter().map(|a| a.name.as_slice()).collect();
+        if let Some(missing) = m.files.iter().find(|f| !names.contains(f.path.as_bytes())) {
+            return Err(corrupted(format!(
+                "the archive lacks {:?}, which its manifest lists",
+                String::from_utf8_lossy(missing.path.as_bytes())
+            )));
+        }
+    }
+    Ok(members)
+}
+
+async fn cleanup<C: Container + ?Sized>(container: &C, work: &WorkDir) {
+    if let Err(e) = container.remove_path(&work.dir, true).await {
+        tracing::warn!(dir = %work.dir, error = %e, "could not remove the work dir");
+    }
+}
+
+/// Downloads, decrypts and lists a backup inside the workload (no live file is
+/// touched), and checks it against its manifest: size, SHA-256 and member list.
+///
+/// # Errors
+/// [`BackupError::NotFound`], [`BackupError::MissingManifest`] (our data without a
+/// manifest), [`BackupError::WrongPassphrase`], [`BackupError::Corrupted`] (a flipped
+/// byte, a truncated object, a missing member), [`BackupError::StageFailed`] otherwise.
+pub async fn verify_backup<C: Container + ?Sized>(
+    container: &C,
+    s3_parameters: &S3Parameters,
+    passphrase: &str,
+    id: &BackupId,
+) -> Result<VerifyReport, BackupError> {
+    verify_backup_with(
+        container,
+        s3_parameters,
+        passphrase,
+        id,
+        &Layout::default(),
+        &RestoreOptions::default(),
+    )
+    .await
+}
+
+/// [`verify_backup`] with a layout and options.
+///
+/// # Errors
+/// As [`verify_backup`].
+pub async fn verify_backup_with<C: Container + ?Sized>(
+    container: &C,
+    s3_parameters: &S3Parameters,
+    passphrase: &str,
+    id: &BackupId,
+    layout: &Layout,
+    options: &RestoreOptions,
+) -> Result<VerifyReport, BackupError> {
+    let started = Instant::now();
+    plan::check_passphrase(passphrase)?;
+    layout.validate()?;
+    let client = S3Client::new(s3_parameters)?;
+    let fetched = locate(&client, id).await?;
+    let work = WorkDir::new(layout, &format!("verify-{}", BackupId::generate()));
+    make_work(container, s3_parameters, passphrase, layout, &work).await?;
+    let call = restore_plan::list_call(layout, s3_parameters, &work, &fetched.key);
+    let result = fetch(
+        container,
+        layout,
+        &work,
+        &call,
+        id,
+        &fetched,
+        options.timeout,
+    )
+    .await;
+    let sha = pull_text(container, &work.file("sha256"))
+        .await
+        .and_then(|s| s.split_whitespace().next().map(str::to_string));
+    cleanup(container, &work).await;
+    let members = result?;
+    tracing::info!(backup_id = %id, members = members.len(), "backup verified");
+    Ok(VerifyReport {
+        id: id.clone(),
+        status: fetched.status,
+        ciphertext_bytes: fetched.size,
+        ciphertext_sha256: sha.unwrap_or_default(),
+        members: members.len(),
+        warnings: fetched.warnings,
+        duration: started.elapsed(),
+    })
+}
+
+/// Restores a backup into a workload laid out as in the Synapse rock.
+///
+/// # Errors
+/// See [`restore_backup_with`].
+pub async fn restore_backup<C: Container + ?Sized>(
+    container: &C,
+    s3_parameters: &S3Parameters,
+    passphrase: &str,
+    id: &BackupId,
+) -> Result<RestoreReport, BackupError> {
+    restore_backup_with(
+        container,
+        s3_parameters,
+        passphrase,
+        id,
+        &Layout::default(),
+        &RestoreOptions::default(),
+    )
+    .await
+}
+
+/// Restores a backup safely: download, decrypt and extract into a staging dir beside
+/// the data; only when gpg's integrity check passed, the manifest matches and every
+/// member is a plain file or dir under the restorable paths, stop the service, move
+/// the live paths aside, move the staged ones in, start the service, and drop the
+/// set-aside copies. Any failure before the swap leaves live data untouched; a failure
+/// during the swap, or a service that does not start again, rolls the swap back. A
+/// service that was running before is running after.
+///
+/// # Errors
+/// As [`verify_backup`], plus [`BackupError::InsufficientSpace`],
+/// [`BackupError::UnsafeMember`], [`BackupError::StageFailed`] with
+/// [`Stage::Swap`] or [`Stage::Service`].
+pub async fn restore_backup_with<C: Container + ?Sized>(
+    container: &C,
+    s3_parameters: &S3Parameters,
+    passphrase: &str,
+    id: &BackupId,
+    layout: &Layout,
+    options: &RestoreOptions,
+) -> Result<RestoreReport, BackupError> {
+    let started = Instant::now();
+    plan::check_passphrase(passphrase)?;
+    layout.validate()?;
+    let client = S3Client::new(s3_parameters)?;
+    let yaml_path = layout.homeserver_config_path();
+    let yaml = container
+        .pull(&layout.host_path(&yaml_path))
+        .await
+        .map_err(|e| ConfigError::Parse {
+            what: yaml_path.clone(),
+            message: format!("cannot read it: {e}"),
+        })?;
+    let config = HomeserverConfig::parse(&String::from_utf8_lossy(&yaml), &yaml_path, layout)?;
+    let rules = RestoreRules::new(layout, &config);
+    let fetched = locate(&client, id).await?;
+    let need = 2 * fetched
+        .manifest
+        .as_ref()
+        .map_or(fetched.size, |m| m.plaintext_bytes.max(fetched.size));
+    let work = WorkDir::new(layout, &format!("restore-{}", BackupId::generate()));
+    make_work(container, s3_parameters, passphrase, layout, &work).await?;
+    let result = restore_in(
+        container,
+        s3_parameters,
+        layout,
+        options,
+        &rules,
+        id,
+        &fetched,
+        &work,
+        need,
+    )
+    .await;
+    match result {
+        Ok((restored, dropped)) => {
+            cleanup(container, &work).await;
+            tracing::info!(backup_id = %id, "backup restored");
+            Ok(RestoreReport {
+                id: id.clone(),
+                status: fetched.status,
+                restored,
+                dropped,
+                ciphertext_bytes: fetched.size,
+                warnings: fetched.warnings,
+                duration: started.elapsed(),
+            })
+        }
+        Err((e, keep_work)) => {
+            if keep_work {
+                tracing::error!(dir = %work.dir, "the rollback failed: the set-aside live files are kept there");
+            } else {
+                cleanup(container, &work).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+type RestoreResult = Result<(Vec<String>, Vec<String>), (BackupError, bool)>;
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_in<C: Container + ?Sized>(
+    container: &C,
+    params: &S3Parameters,
+    layout: &Layout,
+    options: &RestoreOptions,
+    rules: &RestoreRules,
+    id: &BackupId,
+    fetched: &Fetched,
+    work: &WorkDir,
+    need: u64,
+) -> RestoreResult {
+    let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
+    let members = fetch(container, layout, work, &call, id, fetched, options.timeout)
+        .await
+        .map_err(|e| (e, false))?;
+    let units = rules
+        .check(&members)
+        .map_err(|(member, reason)| (BackupError::UnsafeMember { member, reason }, false))?;
+    if units.is_empty() {
+        return Err((
+            BackupError::Corrupted {
+                id: id.to_string(),
+                reason: "the archive holds nothing to restore".into(),
+            },
+            false,
+        ));
+    }
+    let drops = rules.drops(&units);
+    let units: Vec<String> = units.into_iter().collect();
+    let private = PushOptions {
+        make_dirs: false,
+        permissions: Some(0o600),
+        user: layout.user.clone(),
+        group: layout.group.clone(),
+    };
+    container
+        .push(
+            &work.file("swap.list"),
+            &plan::files_list(&units),
+            private.clone(),
+        )
+        .await
+        .map_err(|e| (e.into(), false))?;
+    container
+        .push(&work.file("drop.list"), &plan::files_list(&drops), private)
+        .await
+        .map_err(|e| (e.into(), false))?;
+
+    let service = layout.service.clone();
+    let was_running = match &service {
+        Some(s) => container
+            .is_running(s)
+            .await
+            .map_err(|e| (e.into(), false))?,
+        None => false,
+    };
+    // The service to stop around the swap and start again: only one that was running.
+    let running = service
+        .as_deref()
+        .filter(|_| was_running)
+        .map(|s| vec![s.to_string()]);
+    if let Some(svc) = &running
+        && let Err(e) = container.stop(svc).await
+    {
+        let _ = container.start(svc).await;
+        return Err((
+            BackupError::StageFailed {
+                stage: Stage::Service,
+                exit_code: -1,
+                stderr: format!("could not stop {}: {e}", svc[0]),
+            },
+            false,
+        ));
+    }
+    let swap = restore_plan::swap_call(layout, params, work, false);
+    let swapped = container
+        .exec(&swap.argv, exec_options(layout, &swap, work, None))
+        .await;
+    if let Err(e) = swapped {
+        let keep = matches!(&e, ContainerError::ExitedNonZero { exit_code: 31, .. });
+        if let Some(svc) = &running
+            && let Err(se) = container.start(svc).await
+        {
+            tracing::error!(service = %svc[0], error = %se, "could not start the service again after a failed swap");
+        }
+        let (exit_code, stderr) = match e {
+            ContainerError::ExitedNonZero {
+                exit_code, stderr, ..
+            } => (exit_code, stderr),
+            other => (-1, other.to_string()),
+        };
+        return Err((
+            BackupError::StageFailed {
+                stage: Stage::Swap,
+                exit_code,
+                stderr,
+            },
+            keep,
+        ));
+    }
+    if let Some(svc) = &running
+        && let Err(e) = container.start(svc).await
+    {
+        let s = &svc[0];
+        tracing::error!(service = %s, error = %e, "the service did not start on the restored data: rolling back");
+        let back = restore_plan::swap_call(layout, params, work, true);
+        let rolled = container
+            .exec(&back.argv, exec_options(layout, &back, work, None))
+            .await;
+        let restarted = container.start(svc).await;
+        let keep = rolled.is_err();
+        let mut message =
+            format!("{s} did not start on the restored data ({e}); the previous data was put back");
+        if let Err(re) = rolled {
+            message = format!(
+                "{s} did not start on the restored data ({e}) and the rollback failed ({re}); the previous live files are in {}",
+                work.dir
+            );
+        }
+        if let Err(se) = restarted {
+            message.push_str(&format!(
+                "; starting {s} on the previous data failed too: {se}"
+            ));
+        }
+        return Err((
+            BackupError::StageFailed {
+                stage: Stage::Service,
+                exit_code: -1,
+                stderr: message,
+            },
+            keep,
+        ));
+    }
+    Ok((units, drops))
+}

@@ -1,0 +1,566 @@
+//! create_backup against real bash, tar, gpg, the aws CLI and an in-process S3 server.
+
+#[path = "support/env.rs"]
+mod env;
+#[path = "support/faulty.rs"]
+mod faulty;
+#[path = "support/s3_server.rs"]
+mod s3_server;
+#[path = "support/synapse_tree.rs"]
+mod synapse_tree;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use env::{Env, PASSPHRASE, sh};
+use synapse_backup::backup::manifest::ManifestPath;
+use synapse_backup::{
+    BackupError, BackupOptions, LocalContainer, Manifest, S3Client, Stage, create_backup_with,
+};
+use synapse_tree::{TreeSpec, dump_db, walk};
+
+/// Downloads, decrypts (plain gpg) and extracts (plain tar) the object into a new dir.
+fn manual_restore(env: &Env, key: &str) -> PathBuf {
+    let out = env
+        .dir
+        .path()
+        .join(format!("manual-{}", key.replace('/', "_")));
+    fs::create_dir_all(&out).unwrap();
+    let pass = env.dir.path().join("pass");
+    fs::write(&pass, PASSPHRASE).unwrap();
+    sh(
+        r#"aws s3 cp --only-show-errors --endpoint-url "$ENDPOINT" "s3://$1/$2" - |
+           gpg --batch --no-tty --pinentry-mode loopback --passphrase-file "$3" --decrypt 2>/dev/null |
+           tar -x -C "$4""#,
+        env,
+        &[
+            &env.bucket,
+            key,
+            &pass.to_string_lossy(),
+            &out.to_string_lossy(),
+        ],
+    );
+    out
+}
+
+fn files_under(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walk(dir)
+        .into_iter()
+        .map(|p| {
+            (
+                p.strip_prefix(dir).unwrap().to_path_buf(),
+                fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn object_path(env: &Env, key: &str) -> PathBuf {
+    env.bucket_dir().join(key)
+}
+
+fn leftover_work_dirs(env: &Env) -> Vec<PathBuf> {
+    fs::read_dir(&env.tree.data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".synapse-backup-")
+        })
+        .collect()
+}
+
+fn objects_in_bucket(env: &Env) -> Vec<PathBuf> {
+    walk(&env.bucket_dir())
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains(".s3s"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_trip_is_readable_with_plain_aws_gpg_and_tar() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let report = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &env.layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.key.starts_with("synapse/backups/backup-"),
+        "{}",
+        report.key
+    );
+    assert!(
+        leftover_work_dirs(&env).is_empty(),
+        "the work dir (passphrase) must be removed"
+    );
+
+    let out = manual_restore(&env, &report.key);
+    let restored = files_under(&out);
+    let mut expected = env.tree.backed_up_files();
+    // The database is archived as a consistent snapshot under its own member name.
+    let db = restored
+        .get(Path::new("data/homeserver.db"))
+        .expect("homeserver.db in the archive")
+        .clone();
+    fs::write(env.dir.path().join("snap.db"), &db).unwrap();
+    assert_eq!(
+        dump_db(&env.dir.path().join("snap.db")),
+        dump_db(&env.tree.data.join("homeserver.db"))
+    );
+    expected.insert(PathBuf::from("data/homeserver.db"), db);
+    assert_eq!(
+        restored.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(restored, expected, "archived bytes differ from the tree");
+    for p in restored.keys() {
+        let s = p.to_string_lossy();
+        assert!(
+            !s.contains("remote_")
+                && !s.contains("url_cache")
+                && !s.ends_with("-wal")
+                && !s.ends_with("homeserver.yaml"),
+            "{s} must not be archived"
+        );
+    }
+
+    // The manifest matches the object.
+    let manifest_bytes =
+        fs::read(object_path(&env, &format!("{}.manifest.json", report.key))).unwrap();
+    let manifest = Manifest::from_json(&manifest_bytes).unwrap();
+    let object = fs::read(object_path(&env, &report.key)).unwrap();
+    assert_eq!(manifest.ciphertext_bytes, object.len() as u64);
+    let sha = String::from_utf8(sh(
+        "sha256sum \"$1\" | cut -d' ' -f1",
+        &env,
+        &[&object_path(&env, &report.key).to_string_lossy()],
+    ))
+    .unwrap();
+    assert_eq!(manifest.ciphertext_sha256, sha.trim());
+    assert_eq!(manifest.backup_id, report.id.to_string());
+    assert_eq!(manifest.server_name.as_deref(), Some("example.test"));
+    assert_eq!(manifest.database, "sqlite");
+    assert!(
+        manifest
+            .files
+            .iter()
+            .any(|f| f.path.as_bytes() == b"data/homeserver.db")
+    );
+    assert!(
+        manifest
+            .files
+            .iter()
+            .any(|f| f.path.as_bytes() == b"data/example.test.signing.key")
+    );
+
+    // The data object carries our tag.
+    let client = S3Client::new(&env.params).unwrap();
+    let head = client.head_object(&report.key).await.unwrap();
+    assert!(
+        head.metadata
+            .get("created-by")
+            .is_some_and(|v| v.starts_with("synapse-backup/")),
+        "{:?}",
+        head.metadata
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_file_names_are_archived_verbatim_and_nothing_runs() {
+    let env = Env::new(&TreeSpec {
+        media_files: 2,
+        media_bytes: 2048,
+        ..TreeSpec::default()
+    })
+    .await;
+    let dir = env.tree.media.join("local_content").join("hostile");
+    fs::create_dir_all(&dir).unwrap();
+    // File names cannot hold `/`: the markers are relative to wherever a command would
+    // run (the work dir, the data dir, the root), and every dir is searched afterwards.
+    let names: Vec<Vec<u8>> = vec![
+        b"it's".to_vec(),
+        b"say \"hi\"".to_vec(),
+        b"$(touch PWNED)".to_vec(),
+        b"`touch PWNED`".to_vec(),
+        b";touch PWNED;".to_vec(),
+        b"$(cd ..; touch PWNED)".to_vec(),
+        b"$(cd ..; cd ..; touch PWNED)".to_vec(),
+        b"with space".to_vec(),
+        b"new\nline".to_vec(),
+        b"-rf".to_vec(),
+        b"--checkpoint-action=exec=touch x".to_vec(),
+        "unicode-\u{e9}\u{6f22}\u{5b57}".as_bytes().to_vec(),
+        b"not-utf8-\xff\xfe".to_vec(),
+        b"back\\slash".to_vec(),
+    ];
+    for (i, n) in names.iter().enumerate() {
+        fs::write(
+            dir.join(std::ffi::OsStr::from_bytes(n)),
+            format!("content {i}"),
+        )
+        .unwrap();
+    }
+    // A media dir whose own name is hostile too.
+    let odd = env.tree.media.join("local_$(touch x) 'q'");
+    fs::create_dir_all(&odd).unwrap();
+    fs::write(odd.join("f"), "odd").unwrap();
+
+    let pwned = || {
+        let mut found: Vec<PathBuf> = walk(env.dir.path())
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n == "PWNED"))
+            .collect();
+        found.extend(
+            [
+                PathBuf::from("PWNED"),
+                PathBuf::from("/PWNED"),
+                PathBuf::from("/tmp/PWNED"),
+            ]
+            .into_iter()
+            .filter(|p| p.exists()),
+        );
+        found
+    };
+    let c = LocalContainer::new();
+    let report = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &env.layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        pwned().is_empty(),
+        "a file name was executed: {:?}",
+        pwned()
+    );
+    let out = manual_restore(&env, &report.key);
+    for (i, n) in names.iter().enumerate() {
+        let p = out
+            .join("data/media_store/local_content/hostile")
+            .join(std::ffi::OsStr::from_bytes(n));
+        assert_eq!(
+            fs::read(&p).unwrap_or_default(),
+            format!("content {i}").into_bytes(),
+            "{:?}",
+            String::from_utf8_lossy(n)
+        );
+    }
+    assert_eq!(
+        fs::read(out.join("data/media_store/local_$(touch x) 'q'/f")).unwrap(),
+        b"odd"
+    );
+    let paths: Vec<ManifestPath> = report
+        .manifest
+        .files
+        .iter()
+        .map(|f| f.path.clone())
+        .collect();
+    assert!(paths.contains(&ManifestPath::Bytes(
+        b"data/media_store/local_content/hostile/not-utf8-\xff\xfe".to_vec()
+    )));
+    assert!(paths.contains(&ManifestPath::Text(
+        "data/media_store/local_content/hostile/new\nline".into()
+    )));
+    assert!(pwned().is_empty() && !env.tree.root.join("x").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_media_files() {
+    let env = Env::new(&TreeSpec {
+        media_files: 10_000,
+        media_bytes: 10_000 * 200,
+        db_rows: 10,
+        seed: 7,
+    })
+    .await;
+    let c = LocalContainer::new();
+    let report = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &env.layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap();
+    let files = report
+        .manifest
+        .files
+        .iter()
+        .filter(|f| f.kind == 'f')
+        .count();
+    assert!(files >= 10_000 + 2500, "{files} files in the manifest");
+    assert_eq!(
+        report.manifest.plaintext_bytes,
+        report
+            .manifest
+            .files
+            .iter()
+            .filter(|f| f.kind == 'f')
+            .map(|f| f.size)
+            .sum::<u64>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_to_back_up_is_an_error() {
+    let env = Env::new(&TreeSpec {
+        media_files: 1,
+        media_bytes: 1,
+        ..TreeSpec::default()
+    })
+    .await;
+    fs::remove_dir_all(&env.tree.media).unwrap();
+    for f in ["homeserver.db", "example.test.signing.key"] {
+        fs::remove_file(env.tree.data.join(f)).unwrap();
+    }
+    let c = LocalContainer::new();
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &env.layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, BackupError::NothingToBackUp { .. }), "{e}");
+    assert!(objects_in_bucket(&env).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_media_store_is_a_recorded_warning() {
+    let env = Env::new(&TreeSpec {
+        media_files: 1,
+        media_bytes: 1,
+        ..TreeSpec::default()
+    })
+    .await;
+    fs::remove_dir_all(&env.tree.media).unwrap();
+    let c = LocalContainer::new();
+    let report = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &env.layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report
+            .manifest
+            .warnings
+            .iter()
+            .any(|w| w.contains("media store") && w.contains("does not exist")),
+        "{:?}",
+        report.manifest.warnings
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_homeserver_yaml_is_a_clear_error() {
+    let env = Env::new(&TreeSpec {
+        media_files: 1,
+        media_bytes: 1,
+        ..TreeSpec::default()
+    })
+    .await;
+    fs::write(
+        env.tree.data.join("homeserver.yaml"),
+        "media_store_path: [oops",
+    )
+    .unwrap();
+    let c = LocalContainer::new();
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &env.layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, BackupError::Config(_)) && e.to_string().contains("/data/homeserver.yaml"),
+        "{e}"
+    );
+    fs::remove_file(env.tree.data.join("homeserver.yaml")).unwrap();
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &env.layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("/data/homeserver.yaml"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_passphrases_are_refused_before_anything_runs() {
+    let env = Env::new(&TreeSpec {
+        media_files: 1,
+        media_bytes: 1,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    for bad in ["", "two\nlines", "nul\0byte"] {
+        let e = create_backup_with(&c, &env.params, bad, &env.layout, &BackupOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackupError::InvalidPassphrase(_)), "{e}");
+    }
+    assert!(objects_in_bucket(&env).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tar_failing_half_way_leaves_nothing() {
+    let env = Env::new(&TreeSpec {
+        media_files: 20,
+        media_bytes: 4 << 20,
+        ..TreeSpec::default()
+    })
+    .await;
+    // Run the pipeline as `nobody`, who can read everything but one file.
+    fs::remove_file(env.tree.data.join("homeserver.db")).unwrap();
+    sh(
+        "chmod -R a+rX \"$1\" && chmod 0755 \"$2\"",
+        &env,
+        &[
+            &env.tree.root.to_string_lossy(),
+            &env.dir.path().to_string_lossy(),
+        ],
+    );
+    let secret = env.tree.media.join("local_content/zz-unreadable");
+    fs::write(&secret, "no").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    let layout = synapse_backup::Layout {
+        user: Some("nobody".into()),
+        group: Some("nogroup".into()),
+        ..env.layout.clone()
+    };
+    let c = LocalContainer::new();
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    match &e {
+        BackupError::StageFailed {
+            stage: Stage::Tar,
+            stderr,
+            ..
+        } => assert!(stderr.contains("Permission denied"), "{stderr}"),
+        other => panic!("expected a tar failure, got {other}"),
+    }
+    assert!(
+        objects_in_bucket(&env).is_empty(),
+        "{:?}",
+        objects_in_bucket(&env)
+    );
+    assert!(leftover_work_dirs(&env).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gpg_failing_leaves_nothing() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let mut c = faulty::Faulty::new(LocalContainer::new());
+    c.break_passphrase = true;
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &env.layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::StageFailed {
+                stage: Stage::Gpg,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().starts_with("gpg failed"), "{e}");
+    assert!(
+        objects_in_bucket(&env).is_empty(),
+        "{:?}",
+        objects_in_bucket(&env)
+    );
+    assert!(leftover_work_dirs(&env).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_failing_mid_stream_leaves_nothing() {
+    let mut env = Env::new(&TreeSpec {
+        media_files: 64,
+        media_bytes: 256 << 20,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = faulty::Faulty::new(LocalContainer::new());
+    let (finished, go) = c.pause_after_pipeline();
+    let params = env.params.clone();
+    let layout = env.layout.clone();
+    let options = BackupOptions {
+        part_size_mib: 8,
+        upload_concurrency: 2,
+        ..BackupOptions::default()
+    };
+    let c = std::sync::Arc::new(c);
+    let c2 = c.clone();
+    let task = tokio::spawn(async move {
+        create_backup_with(&*c2, &params, PASSPHRASE, &layout, &options).await
+    });
+    // Let the upload start, then stop the server under it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (root, port) = (env.server.root.clone(), env.server.port());
+    env.server.stop().await;
+    finished.await.unwrap();
+    // Back on the same data and port before create_backup checks and cleans up.
+    env.server = s3_server::TestS3Server::start_at(&root, Some(port)).await;
+    go.send(()).unwrap();
+    let e = task.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::StageFailed {
+                stage: Stage::Upload,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        objects_in_bucket(&env).is_empty(),
+        "{:?}",
+        objects_in_bucket(&env)
+    );
+    assert!(leftover_work_dirs(&env).is_empty());
+}

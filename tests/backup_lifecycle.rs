@@ -1,0 +1,412 @@
+//! list, verify, restore, delete and prune against real tools and an S3 server.
+
+#[path = "support/env.rs"]
+mod env;
+#[path = "support/s3_server.rs"]
+mod s3_server;
+#[path = "support/synapse_tree.rs"]
+mod synapse_tree;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use env::{Env, PASSPHRASE, sh};
+use synapse_backup::{
+    BackupError, BackupId, BackupOptions, BackupStatus, Layout, LocalContainer, RestoreOptions,
+    S3Client, create_backup_with, delete_backup, list_backups, restore_backup_with,
+    verify_backup_with,
+};
+use synapse_tree::{TreeSpec, change_db, dump_db, walk};
+
+/// Every file under the data dir except the work dirs, with its bytes.
+fn snapshot(data: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walk(data)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("/.synapse-backup-"))
+        .map(|p| {
+            (
+                p.strip_prefix(data).unwrap().to_path_buf(),
+                fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn backup(env: &Env, c: &LocalContainer) -> BackupId {
+    create_backup_with(
+        c,
+        &env.params,
+        PASSPHRASE,
+        &env.layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+fn work_dirs_left(data: &Path) -> Vec<String> {
+    fs::read_dir(data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".synapse-backup-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_round_trip_restores_byte_for_byte() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let db = env.tree.data.join("homeserver.db");
+    let before_files = env.tree.backed_up_files();
+    let before_db = dump_db(&db);
+    let id = backup(&env, &c).await;
+
+    let client = S3Client::new(&env.params).unwrap();
+    let list = list_backups(&client).await.unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (list[0].id.clone(), list[0].status),
+        (id.clone(), BackupStatus::Complete)
+    );
+    assert!(list[0].size > 0);
+
+    let report = verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.status, BackupStatus::Complete);
+    assert!(report.members > 10);
+
+    // Mutate the live tree: delete media, change the db, add files, leave a stale WAL.
+    fs::remove_dir_all(env.tree.media.join("local_thumbnails")).unwrap();
+    let first_media = walk(&env.tree.media.join("local_content"))[0].clone();
+    fs::write(&first_media, b"overwritten").unwrap();
+    fs::write(
+        env.tree.media.join("local_content/new-file"),
+        b"added after the backup",
+    )
+    .unwrap();
+    change_db(&db);
+    assert_ne!(dump_db(&db), before_db);
+    fs::write(env.tree.data.join("homeserver.db-wal"), b"stale wal").unwrap();
+
+    let restored = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        restored
+            .restored
+            .contains(&"data/homeserver.db".to_string()),
+        "{:?}",
+        restored.restored
+    );
+    assert_eq!(
+        env.tree.backed_up_files(),
+        before_files,
+        "media and keys must be restored byte for byte"
+    );
+    assert!(!env.tree.media.join("local_content/new-file").exists());
+    assert!(
+        !env.tree.data.join("homeserver.db-wal").exists(),
+        "a stale WAL must not sit beside the restored snapshot"
+    );
+    assert_eq!(dump_db(&db), before_db);
+    assert!(
+        env.tree.media.join("remote_content").exists(),
+        "remote media is left alone"
+    );
+    assert!(
+        work_dirs_left(&env.tree.data).is_empty(),
+        "{:?}",
+        work_dirs_left(&env.tree.data)
+    );
+
+    delete_backup(&client, &id).await.unwrap();
+    assert!(list_backups(&client).await.unwrap().is_empty());
+    let e = delete_backup(&client, &id).await.unwrap_err();
+    assert!(matches!(e, BackupError::NotFound { .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reference_made_backup_lists_as_legacy_and_restores() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let before = env.tree.backed_up_files();
+    let before_db = dump_db(&env.tree.data.join("homeserver.db"));
+    // The reference pipeline's shape: tar -c | gpg --symmetric (default compression) |
+    // aws s3 cp -. Its members are `data/...` (tar strips the leading `/` of `/data`).
+    let id = BackupId::generate();
+    let key = format!("synapse/backups/{id}");
+    let pass = env.dir.path().join("ref-pass");
+    fs::write(&pass, PASSPHRASE).unwrap();
+    sh(
+        r#"cd "$1"
+           tar -c data/example.test.signing.key data/homeserver.db data/media_store/local_content data/media_store/local_thumbnails |
+             gpg --batch --no-symkey-cache --pinentry-mode loopback --passphrase-file "$2" --symmetric 2>/dev/null |
+             aws s3 cp --only-show-errors --endpoint-url "$ENDPOINT" - "s3://$3/$4""#,
+        &env,
+        &[
+            &env.tree.root.to_string_lossy(),
+            &pass.to_string_lossy(),
+            &env.bucket,
+            &key,
+        ],
+    );
+    let client = S3Client::new(&env.params).unwrap();
+    let list = list_backups(&client).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].status, BackupStatus::Legacy);
+
+    fs::remove_dir_all(env.tree.media.join("local_content")).unwrap();
+    change_db(&env.tree.data.join("homeserver.db"));
+    let report = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.status, BackupStatus::Legacy);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("legacy")),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(env.tree.backed_up_files(), before);
+    assert_eq!(dump_db(&env.tree.data.join("homeserver.db")), before_db);
+}
+
+/// Restores that must fail leave the live data exactly as it was.
+async fn assert_restore_fails(
+    env: &Env,
+    c: &LocalContainer,
+    id: &BackupId,
+    passphrase: &str,
+    layout: &Layout,
+) -> BackupError {
+    let before = snapshot(&env.tree.data);
+    let e = restore_backup_with(
+        c,
+        &env.params,
+        passphrase,
+        id,
+        layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        snapshot(&env.tree.data),
+        before,
+        "live data changed by a failed restore ({e})"
+    );
+    assert!(
+        work_dirs_left(&env.tree.data).is_empty(),
+        "{:?}",
+        work_dirs_left(&env.tree.data)
+    );
+    e
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_passphrase_flipped_byte_truncation_and_missing_manifest_are_told_apart() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let id = backup(&env, &c).await;
+    let object = env.bucket_dir().join(format!("synapse/backups/{id}"));
+    let original = fs::read(&object).unwrap();
+
+    let e = assert_restore_fails(&env, &c, &id, "not the passphrase", &env.layout).await;
+    assert!(matches!(e, BackupError::WrongPassphrase { .. }), "{e}");
+    let v = verify_backup_with(
+        &c,
+        &env.params,
+        "not the passphrase",
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(v, BackupError::WrongPassphrase { .. }), "{v}");
+
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    fs::write(&object, &flipped).unwrap();
+    let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &env.layout).await;
+    assert!(
+        matches!(&e, BackupError::Corrupted { reason, .. } if reason.contains("SHA-256")),
+        "{e}"
+    );
+    let v = verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(v, BackupError::Corrupted { .. }), "{v}");
+
+    fs::write(&object, &original[..original.len() - 1000]).unwrap();
+    let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &env.layout).await;
+    assert!(
+        matches!(&e, BackupError::Corrupted { reason, .. } if reason.contains("truncated")),
+        "{e}"
+    );
+
+    fs::write(&object, &original).unwrap();
+    verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    fs::remove_file(
+        env.bucket_dir()
+            .join(format!("synapse/backups/{id}.manifest.json")),
+    )
+    .unwrap();
+    let client = S3Client::new(&env.params).unwrap();
+    assert_eq!(
+        list_backups(&client).await.unwrap()[0].status,
+        BackupStatus::Incomplete
+    );
+    let v = verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(v, BackupError::MissingManifest { .. }), "{v}");
+    let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &env.layout).await;
+    assert!(matches!(e, BackupError::MissingManifest { .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_space_for_staging_leaves_live_data() {
+    let env = Env::new(&TreeSpec {
+        media_files: 20,
+        media_bytes: 8 << 20,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    let id = backup(&env, &c).await;
+    // Staging on a 4 MiB tmpfs (the layout's work dir): too small for 8 MiB of media.
+    let small = env.tree.root.join("small");
+    fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount (util-linux) is needed");
+    assert!(
+        mounted.success(),
+        "this test mounts a small tmpfs and must run as root"
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let layout = Layout {
+        work_dir: Some("/small".into()),
+        ..env.layout.clone()
+    };
+    let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &layout).await;
+    assert!(matches!(e, BackupError::InsufficientSpace { .. }), "{e}");
+    assert!(e.to_string().contains("free space"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malicious_archives_are_refused_and_write_nothing_outside_staging() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let client = S3Client::new(&env.params).unwrap();
+    let pass = env.dir.path().join("p");
+    fs::write(&pass, PASSPHRASE).unwrap();
+    let victim = env.dir.path().join("victim");
+    let cases = [
+        // `..` climbing out of the staging dir.
+        (
+            "dotdot",
+            format!(
+                "--transform=s,^payload,data/../../../../../..{},",
+                victim.display()
+            ),
+        ),
+        // An absolute member.
+        ("absolute", "--absolute-names".to_string()),
+    ];
+    for (i, (name, transform)) in cases.iter().enumerate() {
+        let src = env.dir.path().join(format!("evil-{name}"));
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("payload"), b"evil").unwrap();
+        let id = BackupId::generate();
+        let key = format!("synapse/backups/{id}");
+        let member = if *name == "absolute" {
+            victim.to_string_lossy().into_owned()
+        } else {
+            "payload".into()
+        };
+        if *name == "absolute" {
+            fs::copy(src.join("payload"), &victim).unwrap();
+        }
+        sh(
+            r#"cd "$1" && tar -c "$2" "$3" | gpg --batch --pinentry-mode loopback --passphrase-file "$4" --symmetric 2>/dev/null |
+               aws s3 cp --only-show-errors --endpoint-url "$ENDPOINT" - "s3://$5/$6""#,
+            &env,
+            &[
+                &src.to_string_lossy(),
+                transform,
+                &member,
+                &pass.to_string_lossy(),
+                &env.bucket,
+                &key,
+            ],
+        );
+        if *name == "absolute" {
+            fs::remove_file(&victim).unwrap();
+        }
+        let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &env.layout).await;
+        assert!(
+            matches!(e, BackupError::UnsafeMember { .. }),
+            "case {i} {name}: {e}"
+        );
+        assert!(!victim.exists(), "case {name} wrote outside staging");
+    }
+    assert_eq!(list_backups(&client).await.unwrap().len(), 2);
+}

@@ -1,0 +1,123 @@
+//! Shared set-up for the backup integration tests: a synthetic Synapse tree in a temp
+//! dir, an in-process S3 server, parameters, a layout rooted at the tree, and the real
+//! tools found on PATH (the test command puts the aws CLI there).
+//!
+//! Include after `s3_server` and `synapse_tree`:
+//! `#[path = "support/env.rs"] mod env;`
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use synapse_backup::{Layout, S3Parameters};
+
+use crate::s3_server::TestS3Server;
+use crate::synapse_tree::{SynapseTree, TreeSpec};
+
+/// Fails (never skips) with an install hint when a tool is missing.
+pub fn require_tool(tool: &str, hint: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("command -v \"$1\"")
+        .arg("bash")
+        .arg(tool)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{tool} is not on PATH: {hint}");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The aws CLI on PATH.
+pub fn aws() -> PathBuf {
+    require_tool(
+        "aws",
+        "run the tests through ./scripts/test, which installs the aws CLI into a virtualenv, or `pip install awscli`",
+    )
+}
+
+/// A tree, a server with a bucket, parameters and a layout.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub tree: SynapseTree,
+    pub server: TestS3Server,
+    pub params: S3Parameters,
+    pub layout: Layout,
+    pub bucket: String,
+}
+
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+impl Env {
+    pub async fn new(spec: &TreeSpec) -> Env {
+        Self::with_path(spec, "synapse/backups").await
+    }
+
+    pub async fn with_path(spec: &TreeSpec, path: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let tree = SynapseTree::create(&root, spec);
+        let server = TestS3Server::start().await;
+        let bucket = "synapse-backups".to_string();
+        server.create_bucket(&bucket);
+        let mut data = server.relation_data(&bucket);
+        data.insert("path".into(), path.into());
+        let params = S3Parameters::from_relation_data(&data).unwrap();
+        let layout = layout_for(&root);
+        Env {
+            dir,
+            tree,
+            server,
+            params,
+            layout,
+            bucket,
+        }
+    }
+
+    /// The s3s-fs directory of the bucket (objects are files there).
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.server.root.join(&self.bucket)
+    }
+}
+
+/// A layout rooted at `root` that runs as the current user with the tools on PATH.
+pub fn layout_for(root: &Path) -> Layout {
+    Layout {
+        root: root.to_string_lossy().into_owned(),
+        user: None,
+        group: None,
+        service: None,
+        bash: "bash".into(),
+        aws: aws().to_string_lossy().into_owned(),
+        ..Layout::default()
+    }
+}
+
+/// Runs a shell pipeline with S3 credentials in the environment; returns stdout bytes.
+pub fn sh(script: &str, env: &Env, args: &[&str]) -> Vec<u8> {
+    let gnupg = env.dir.path().join("gnupg-test");
+    std::fs::create_dir_all(&gnupg).unwrap();
+    let mut perms = std::fs::metadata(&gnupg).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
+    std::fs::set_permissions(&gnupg, perms).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n{script}"))
+        .arg("bash")
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", &env.server.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &env.server.secret_key)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &env.server.endpoint)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("GNUPGHOME", &gnupg)
+        .env("ENDPOINT", &env.server.endpoint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shell failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
