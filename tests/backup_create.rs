@@ -564,3 +564,121 @@ async fn upload_failing_mid_stream_leaves_nothing() {
     );
     assert!(leftover_work_dirs(&env).is_empty());
 }
+
+/// Against moto, which implements ListMultipartUploads: a pipeline killed mid-upload
+/// leaves a multipart upload behind, and create_backup aborts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_upload_has_its_multipart_upload_aborted() {
+    let moto = tokio::task::spawn_blocking(s3_server::MotoServer::start)
+        .await
+        .unwrap();
+    moto.create_bucket("moto-bucket");
+    let mut data = moto.relation_data("moto-bucket");
+    data.insert("path".into(), "synapse".into());
+    let params = synapse_backup::S3Parameters::from_relation_data(&data).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = synapse_tree::SynapseTree::create(
+        &dir.path().join("root"),
+        &TreeSpec {
+            media_files: 20,
+            media_bytes: 48 << 20,
+            ..TreeSpec::default()
+        },
+    );
+    let layout = env::layout_for(&tree.root);
+    let c = std::sync::Arc::new(faulty::Faulty::new(LocalContainer::new()));
+    let (finished, go) = c.pause_after_pipeline();
+    // Killed (timeout) while parts are being uploaded: 48 MiB at 4 MiB/s take 12 s.
+    let options = BackupOptions {
+        part_size_mib: 5,
+        upload_concurrency: 1,
+        max_bandwidth_mib: Some(4),
+        timeout: Some(std::time::Duration::from_secs(5)),
+        ..BackupOptions::default()
+    };
+    let (c2, p2, l2) = (c.clone(), params.clone(), layout.clone());
+    let task =
+        tokio::spawn(async move { create_backup_with(&*c2, &p2, PASSPHRASE, &l2, &options).await });
+    finished.await.unwrap();
+    let client = S3Client::new(&params).unwrap();
+    let open = client.list_multipart_uploads("synapse/").await.unwrap();
+    assert!(
+        !open.is_empty(),
+        "the killed upload should have left a multipart upload to clean (moto log: {})",
+        moto.log_text()
+    );
+    go.send(()).unwrap();
+    let e = task.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::StageFailed {
+                stage: Stage::Upload,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("timed out"), "{e}");
+    assert!(
+        client
+            .list_multipart_uploads("synapse/")
+            .await
+            .unwrap()
+            .is_empty(),
+        "multipart uploads must be aborted"
+    );
+    assert!(
+        client.list_objects().await.unwrap().is_empty(),
+        "no object may be left"
+    );
+
+    // prune also aborts stale multipart uploads under the path (grace 0 here).
+    let key = client.object_key("backup-20200101000000000000");
+    let out = std::process::Command::new(env::aws())
+        .args([
+            "s3api",
+            "create-multipart-upload",
+            "--bucket",
+            "moto-bucket",
+            "--key",
+            &key,
+            "--endpoint-url",
+            &moto.endpoint,
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        client
+            .list_multipart_uploads("synapse/")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let policy = synapse_backup::RetentionPolicy {
+        grace_period: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let report = synapse_backup::prune_backups(&client, &policy)
+        .await
+        .unwrap();
+    assert_eq!(report.aborted_uploads, 1);
+    assert!(
+        client
+            .list_multipart_uploads("synapse/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

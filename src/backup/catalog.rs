@@ -259,7 +259,7 @@ pub fn select_for_pruning(
     for b in backups {
         let age = now - b.id.created();
         let go = match b.status {
-            BackupStatus::Incomplete => now - b.last_modified > grace,
+            BackupStatus::Incomplete => now - b.id.created().min(b.last_modified) > grace,
             BackupStatus::Complete | BackupStatus::Legacy => {
                 restorable_seen += 1;
                 let protected = Some(&b.id) == newest_complete.as_ref()

@@ -156,6 +156,9 @@ pub struct BackupOptions {
     pub s2k_count: u32,
     /// Kill the pipeline after this long.
     pub timeout: Option<std::time::Duration>,
+    /// Cap the upload at this many MiB/s (the aws CLI's `max_bandwidth`), so a backup
+    /// does not saturate the workload's network; no cap when `None`.
+    pub max_bandwidth_mib: Option<u32>,
 }
 
 impl Default for BackupOptions {
@@ -166,6 +169,7 @@ impl Default for BackupOptions {
             part_size_mib: 16,
             s2k_count: 65_011_712,
             timeout: None,
+            max_bandwidth_mib: None,
         }
     }
 }
@@ -195,13 +199,17 @@ pub fn aws_config_file(params: &S3Parameters, options: &BackupOptions) -> String
         crate::AddressingStyle::Path => "path",
         crate::AddressingStyle::Virtual => "virtual",
     };
-    format!(
+    let mut config = format!(
         "[default]\nregion = {}\ns3 =\n  addressing_style = {style}\n  max_concurrent_requests = {}\n  multipart_chunksize = {}MB\n  multipart_threshold = {}MB\n",
         region(params),
         options.upload_concurrency.max(1),
         options.part_size_mib.max(5),
         options.part_size_mib.max(5),
-    )
+    );
+    if let Some(limit) = options.max_bandwidth_mib {
+        config.push_str(&format!("  max_bandwidth = {}MB/s\n", limit.max(1)));
+    }
+    config
 }
 
 fn region(params: &S3Parameters) -> String {
@@ -669,6 +677,14 @@ mod tests {
             text,
             "[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n  max_concurrent_requests = 8\n  multipart_chunksize = 64MB\n  multipart_threshold = 64MB\n"
         );
+        let capped = aws_config_file(
+            &p,
+            &BackupOptions {
+                max_bandwidth_mib: Some(5),
+                ..Default::default()
+            },
+        );
+        assert!(capped.ends_with("  max_bandwidth = 5MB/s\n"), "{capped}");
         let v = params(&[("s3-uri-style", "host"), ("region", "eu-west-1")]);
         let text = aws_config_file(&v, &BackupOptions::default());
         assert!(
