@@ -682,3 +682,141 @@ async fn a_killed_upload_has_its_multipart_upload_aborted() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgresql_is_recorded_and_no_sqlite_file_is_archived() {
+    let env = Env::new(&TreeSpec {
+        media_files: 2,
+        media_bytes: 1024,
+        ..TreeSpec::default()
+    })
+    .await;
+    fs::write(
+        env.tree.data.join("homeserver.yaml"),
+        "server_name: example.test\nmedia_store_path: /data/media_store\ndatabase:\n  name: psycopg2\n  args:\n    database: synapse\n",
+    )
+    .unwrap();
+    let c = LocalContainer::new();
+    let report = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &env.layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.manifest.database, "postgresql");
+    assert!(
+        report
+            .manifest
+            .warnings
+            .iter()
+            .any(|w| w.contains("PostgreSQL")),
+        "{:?}",
+        report.manifest.warnings
+    );
+    assert!(
+        !report
+            .manifest
+            .files
+            .iter()
+            .any(|f| f.path.as_bytes().starts_with(b"data/homeserver.db"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_snapshot_tool_the_error_says_so() {
+    let env = Env::new(&TreeSpec {
+        media_files: 2,
+        media_bytes: 1024,
+        ..TreeSpec::default()
+    })
+    .await;
+    let layout = synapse_backup::Layout {
+        python3: "/nonexistent/python3".into(),
+        sqlite3: "/nonexistent/sqlite3".into(),
+        ..env.layout.clone()
+    };
+    let c = LocalContainer::new();
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::StageFailed {
+                stage: Stage::Snapshot,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("neither") && e.to_string().contains("sqlite3"),
+        "{e}"
+    );
+    assert!(objects_in_bucket(&env).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_ca_chain_reaches_the_aws_cli() {
+    let server = s3_server::TestS3Server::start_tls_self_signed().await;
+    server.create_bucket("tls-bucket");
+    let data = server.relation_data("tls-bucket");
+    assert!(data.contains_key("tls-ca-chain"));
+    let params = synapse_backup::S3Parameters::from_relation_data(&data).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = synapse_tree::SynapseTree::create(
+        &dir.path().join("root"),
+        &TreeSpec {
+            media_files: 3,
+            media_bytes: 4096,
+            ..TreeSpec::default()
+        },
+    );
+    let c = LocalContainer::new();
+    let report = create_backup_with(
+        &c,
+        &params,
+        PASSPHRASE,
+        &env::layout_for(&tree.root),
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = S3Client::new(&params).unwrap();
+    assert_eq!(
+        client.head_object(&report.key).await.unwrap().size,
+        report.manifest.ciphertext_bytes
+    );
+    // Without the CA, the aws CLI refuses the server's certificate: the upload fails.
+    let mut untrusted = data.clone();
+    untrusted.remove("tls-ca-chain");
+    let params = synapse_backup::S3Parameters::from_relation_data(&untrusted).unwrap();
+    let e = create_backup_with(
+        &c,
+        &params,
+        PASSPHRASE,
+        &env::layout_for(&tree.root),
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::StageFailed {
+                stage: Stage::Upload,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

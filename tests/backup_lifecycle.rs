@@ -60,6 +60,9 @@ async fn full_round_trip_restores_byte_for_byte() {
     let env = Env::new(&TreeSpec::default()).await;
     let c = LocalContainer::new();
     let db = env.tree.data.join("homeserver.db");
+    let key = env.tree.data.join("example.test.signing.key");
+    std::os::unix::fs::chown(&key, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
     let before_files = env.tree.backed_up_files();
     let before_db = dump_db(&db);
     let id = backup(&env, &c).await;
