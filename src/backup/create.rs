@@ -7,8 +7,9 @@ use chrono::Utc;
 
 use super::layout::{DatabaseKind, HomeserverConfig, Layout, join};
 use super::manifest::{MANIFEST_FORMAT, Manifest, ManifestLayout, parse_listing};
-use super::plan::{self, BackupId, BackupOptions, ScriptCall, WorkDir};
-use crate::container::{Container, ExecOptions, ListOptions, MakeDirOptions, PushOptions};
+use super::plan::{self, BackupId, BackupOptions, WorkDir};
+use super::work;
+use crate::container::{Container, ListOptions};
 use crate::error::{BackupError, ConfigError, ContainerError, S3Error, Stage};
 use crate::s3::{S3Client, S3Parameters};
 
@@ -75,18 +76,7 @@ pub async fn create_backup_with<C: Container + ?Sized>(
     let key = client.object_key(id.as_str());
     let work = WorkDir::new(layout, id.as_str());
     tracing::info!(backup_id = %id, members = collected.members.len(), "starting backup");
-    let made = container
-        .make_dir(
-            &work.dir,
-            MakeDirOptions {
-                make_parents: false,
-                permissions: Some(0o700),
-                user: layout.user.clone(),
-                group: layout.group.clone(),
-            },
-        )
-        .await;
-    made?;
+    work::make_work_dir(container, layout, &work).await?;
     let mut uploading = false;
     let result = run_backup(
         container,
@@ -102,9 +92,7 @@ pub async fn create_backup_with<C: Container + ?Sized>(
         &mut uploading,
     )
     .await;
-    if let Err(e) = container.remove_path(&work.dir, true).await {
-        tracing::warn!(dir = %work.dir, error = %e, "could not remove the backup work dir");
-    }
+    work::remove_work_dir(container, &work).await;
     match result {
         Ok(manifest) => {
             let duration = started.elapsed();
@@ -276,31 +264,6 @@ async fn collect<C: Container + ?Sized>(
     })
 }
 
-fn exec_options(
-    layout: &Layout,
-    call: &ScriptCall,
-    work: &WorkDir,
-    timeout: Option<Duration>,
-) -> ExecOptions {
-    ExecOptions {
-        environment: call.env.clone(),
-        working_dir: Some(work.dir.clone()),
-        user: layout.user.clone(),
-        group: layout.group.clone(),
-        timeout,
-        stdin: None,
-    }
-}
-
-async fn pull_text<C: Container + ?Sized>(
-    container: &C,
-    path: &str,
-) -> Result<String, BackupError> {
-    Ok(String::from_utf8_lossy(&container.pull(path).await?)
-        .trim()
-        .to_string())
-}
-
 fn stage_error(stage: Stage, e: ContainerError) -> BackupError {
     match e {
         ContainerError::ExitedNonZero {
@@ -333,51 +296,12 @@ async fn run_backup<C: Container + ?Sized>(
     work: &WorkDir,
     uploading: &mut bool,
 ) -> Result<Manifest, BackupError> {
-    let private = |mode| PushOptions {
-        make_dirs: false,
-        permissions: Some(mode),
-        user: layout.user.clone(),
-        group: layout.group.clone(),
-    };
-    container
-        .push(
-            &work.file("passphrase"),
-            passphrase.as_bytes(),
-            private(0o600),
-        )
-        .await?;
+    work::fill_work_dir(container, params, passphrase, layout, work, options).await?;
     container
         .push(
             &work.file("files"),
             &plan::files_list(&collected.members),
-            private(0o600),
-        )
-        .await?;
-    container
-        .push(
-            &work.file("aws-config"),
-            plan::aws_config_file(params, options).as_bytes(),
-            private(0o600),
-        )
-        .await?;
-    if let Some(bundle) = plan::ca_bundle(params) {
-        container
-            .push(
-                &work.file("ca-bundle.pem"),
-                bundle.as_bytes(),
-                private(0o600),
-            )
-            .await?;
-    }
-    container
-        .make_dir(
-            &work.file("gnupg"),
-            MakeDirOptions {
-                make_parents: false,
-                permissions: Some(0o700),
-                user: layout.user.clone(),
-                group: layout.group.clone(),
-            },
+            work::private_file(layout),
         )
         .await?;
 
@@ -385,7 +309,7 @@ async fn run_backup<C: Container + ?Sized>(
     if let Err(e) = container
         .exec(
             &prepare.argv,
-            exec_options(layout, &prepare, work, options.timeout),
+            work::exec_options(layout, &prepare, work, options.timeout),
         )
         .await
     {
@@ -400,9 +324,9 @@ async fn run_backup<C: Container + ?Sized>(
         };
         return Err(stage_error(stage, e));
     }
-    let expected_size: u64 = pull_text(container, &work.file("size"))
-        .await?
-        .parse()
+    let expected_size: u64 = work::read_text(container, &work.file("size"))
+        .await
+        .and_then(|t| t.parse().ok())
         .unwrap_or(0);
     let files = parse_listing(&container.pull(&work.file("listing")).await?)?;
     let plaintext_bytes = files.iter().filter(|f| f.kind == 'f').map(|f| f.size).sum();
@@ -413,7 +337,7 @@ async fn run_backup<C: Container + ?Sized>(
     if let Err(e) = container
         .exec(
             &call.argv,
-            exec_options(layout, &call, work, options.timeout),
+            work::exec_options(layout, &call, work, options.timeout),
         )
         .await
     {
@@ -422,9 +346,8 @@ async fn run_backup<C: Container + ?Sized>(
                 exit_code, stderr, ..
             } if (10..=14).contains(&exit_code) => {
                 let stage = plan::backup_stage(exit_code);
-                let status = pull_text(container, &work.file("failed"))
+                let status = work::read_text(container, &work.file("failed"))
                     .await
-                    .ok()
                     .and_then(|t| t.split_whitespace().nth(1).and_then(|s| s.parse().ok()))
                     .unwrap_or(exit_code);
                 BackupError::StageFailed {
@@ -436,15 +359,13 @@ async fn run_backup<C: Container + ?Sized>(
             other => stage_error(Stage::Upload, other),
         });
     }
-    let sha = pull_text(container, &work.file("sha256")).await?;
-    let sha = sha
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let length: u64 = pull_text(container, &work.file("length"))
-        .await?
-        .parse()
+    let sha = work::read_text(container, &work.file("sha256"))
+        .await
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
+    let length: u64 = work::read_text(container, &work.file("length"))
+        .await
+        .and_then(|t| t.parse().ok())
         .unwrap_or(0);
     if sha.len() != 64 || length == 0 {
         return Err(BackupError::StageFailed {
@@ -515,7 +436,7 @@ async fn run_backup<C: Container + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::{ExecOutput, FileInfo, FileKind, MockContainer};
+    use crate::container::{ExecOutput, FileInfo, FileKind, MockContainer, PushOptions};
     use std::sync::{Arc, Mutex};
 
     fn params() -> S3Parameters {

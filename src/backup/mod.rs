@@ -8,6 +8,7 @@ pub mod manifest;
 pub mod plan;
 mod restore;
 pub mod restore_plan;
+mod work;
 
 pub use catalog::{
     BackupInfo, BackupStatus, PruneReport, RetentionPolicy, backup_status, delete_backup,

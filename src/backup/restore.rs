@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use crate::backup::catalog::{BackupStatus, backup_status};
 use crate::backup::layout::{HomeserverConfig, Layout};
 use crate::backup::manifest::Manifest;
-use crate::backup::plan::{self, BackupId, MANIFEST_SUFFIX, ScriptCall, WorkDir};
+use crate::backup::plan::{self, BackupId, BackupOptions, MANIFEST_SUFFIX, ScriptCall, WorkDir};
 use crate::backup::restore_plan::{self, ArchiveMember, RestoreRules, parse_members};
-use crate::container::{Container, ExecOptions, MakeDirOptions, PushOptions};
+use crate::backup::work;
+use crate::container::Container;
 use crate::error::{BackupError, ConfigError, ContainerError, S3Error, Stage};
 use crate::s3::{S3Client, S3Parameters};
 
@@ -121,70 +122,6 @@ async fn locate(client: &S3Client, id: &BackupId) -> Result<Fetched, BackupError
     })
 }
 
-async fn make_work<C: Container + ?Sized>(
-    container: &C,
-    params: &S3Parameters,
-    passphrase: &str,
-    layout: &Layout,
-    work: &WorkDir,
-) -> Result<(), BackupError> {
-    let dir_options = MakeDirOptions {
-        make_parents: false,
-        permissions: Some(0o700),
-        user: layout.user.clone(),
-        group: layout.group.clone(),
-    };
-    container.make_dir(&work.dir, dir_options.clone()).await?;
-    container.make_dir(&work.file("gnupg"), dir_options).await?;
-    let private = PushOptions {
-        make_dirs: false,
-        permissions: Some(0o600),
-        user: layout.user.clone(),
-        group: layout.group.clone(),
-    };
-    container
-        .push(
-            &work.file("passphrase"),
-            passphrase.as_bytes(),
-            private.clone(),
-        )
-        .await?;
-    let config = plan::aws_config_file(params, &plan::BackupOptions::default());
-    container
-        .push(&work.file("aws-config"), config.as_bytes(), private.clone())
-        .await?;
-    if let Some(bundle) = plan::ca_bundle(params) {
-        container
-            .push(&work.file("ca-bundle.pem"), bundle.as_bytes(), private)
-            .await?;
-    }
-    Ok(())
-}
-
-fn exec_options(
-    layout: &Layout,
-    call: &ScriptCall,
-    work: &WorkDir,
-    timeout: Option<Duration>,
-) -> ExecOptions {
-    ExecOptions {
-        environment: call.env.clone(),
-        working_dir: Some(work.dir.clone()),
-        user: layout.user.clone(),
-        group: layout.group.clone(),
-        timeout,
-        stdin: None,
-    }
-}
-
-async fn pull_text<C: Container + ?Sized>(container: &C, path: &str) -> Option<String> {
-    container
-        .pull(path)
-        .await
-        .ok()
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-}
-
 /// Runs the fetch script and turns its outcome into the precise error: wrong
 /// passphrase, corruption (checksum, truncation, gpg's integrity check), no space.
 async fn fetch<C: Container + ?Sized>(
@@ -197,12 +134,12 @@ async fn fetch<C: Container + ?Sized>(
     timeout: Option<Duration>,
 ) -> Result<Vec<ArchiveMember>, BackupError> {
     let outcome = container
-        .exec(&call.argv, exec_options(layout, call, work, timeout))
+        .exec(&call.argv, work::exec_options(layout, call, work, timeout))
         .await;
-    let sha = pull_text(container, &work.file("sha256"))
+    let sha = work::read_text(container, &work.file("sha256"))
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
-    let length: Option<u64> = pull_text(container, &work.file("length"))
+    let length: Option<u64> = work::read_text(container, &work.file("length"))
         .await
         .and_then(|s| s.parse().ok());
     let checksum_problem = match &fetched.manifest {
@@ -226,7 +163,7 @@ async fn fetch<C: Container + ?Sized>(
             exit_code, stderr, ..
         }) => {
             if exit_code == restore_plan::EXIT_NO_SPACE {
-                let available = pull_text(container, &work.file("avail"))
+                let available = work::read_text(container, &work.file("avail"))
                     .await
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0);
@@ -245,9 +182,6 @@ async fn fetch<C: Container + ?Sized>(
                 return Err(corrupted(reason));
             }
             return Err(match restore_plan::fetch_stage(exit_code) {
-                "gpg" if stderr.contains("Bad session key") && fetched.manifest.is_some() => {
-                    BackupError::WrongPassphrase { id: id.to_string() }
-                }
                 "gpg" if stderr.contains("Bad session key") => {
                     BackupError::WrongPassphrase { id: id.to_string() }
                 }
@@ -313,12 +247,6 @@ async fn fetch<C: Container + ?Sized>(
     Ok(members)
 }
 
-async fn cleanup<C: Container + ?Sized>(container: &C, work: &WorkDir) {
-    if let Err(e) = container.remove_path(&work.dir, true).await {
-        tracing::warn!(dir = %work.dir, error = %e, "could not remove the work dir");
-    }
-}
-
 /// Downloads, decrypts and lists a backup inside the workload (no live file is
 /// touched), and checks it against its manifest: size, SHA-256 and member list.
 ///
@@ -361,22 +289,36 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     let client = S3Client::new(s3_parameters)?;
     let fetched = locate(&client, id).await?;
     let work = WorkDir::new(layout, &format!("verify-{}", BackupId::generate()));
-    make_work(container, s3_parameters, passphrase, layout, &work).await?;
+    work::make_work_dir(container, layout, &work).await?;
     let call = restore_plan::list_call(layout, s3_parameters, &work, &fetched.key);
-    let result = fetch(
+    let result = match work::fill_work_dir(
         container,
+        s3_parameters,
+        passphrase,
         layout,
         &work,
-        &call,
-        id,
-        &fetched,
-        options.timeout,
+        &BackupOptions::default(),
     )
-    .await;
-    let sha = pull_text(container, &work.file("sha256"))
+    .await
+    {
+        Ok(()) => {
+            fetch(
+                container,
+                layout,
+                &work,
+                &call,
+                id,
+                &fetched,
+                options.timeout,
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    };
+    let sha = work::read_text(container, &work.file("sha256"))
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
-    cleanup(container, &work).await;
+    work::remove_work_dir(container, &work).await;
     let members = result?;
     tracing::info!(backup_id = %id, members = members.len(), "backup verified");
     Ok(VerifyReport {
@@ -451,22 +393,36 @@ pub async fn restore_backup_with<C: Container + ?Sized>(
         .as_ref()
         .map_or(fetched.size, |m| m.plaintext_bytes.max(fetched.size));
     let work = WorkDir::new(layout, &format!("restore-{}", BackupId::generate()));
-    make_work(container, s3_parameters, passphrase, layout, &work).await?;
-    let result = restore_in(
+    work::make_work_dir(container, layout, &work).await?;
+    let result = match work::fill_work_dir(
         container,
         s3_parameters,
+        passphrase,
         layout,
-        options,
-        &rules,
-        id,
-        &fetched,
         &work,
-        need,
+        &BackupOptions::default(),
     )
-    .await;
+    .await
+    {
+        Ok(()) => {
+            restore_in(
+                container,
+                s3_parameters,
+                layout,
+                options,
+                &rules,
+                id,
+                &fetched,
+                &work,
+                need,
+            )
+            .await
+        }
+        Err(e) => Err((e.into(), false)),
+    };
     match result {
         Ok((restored, dropped)) => {
-            cleanup(container, &work).await;
+            work::remove_work_dir(container, &work).await;
             tracing::info!(backup_id = %id, "backup restored");
             Ok(RestoreReport {
                 id: id.clone(),
@@ -482,7 +438,7 @@ pub async fn restore_backup_with<C: Container + ?Sized>(
             if keep_work {
                 tracing::error!(dir = %work.dir, "the rollback failed: the set-aside live files are kept there");
             } else {
-                cleanup(container, &work).await;
+                work::remove_work_dir(container, &work).await;
             }
             Err(e)
         }
@@ -521,24 +477,16 @@ async fn restore_in<C: Container + ?Sized>(
     }
     let drops = rules.drops(&units);
     let units: Vec<String> = units.into_iter().collect();
-    let private = PushOptions {
-        make_dirs: false,
-        permissions: Some(0o600),
-        user: layout.user.clone(),
-        group: layout.group.clone(),
-    };
-    container
-        .push(
-            &work.file("swap.list"),
-            &plan::files_list(&units),
-            private.clone(),
-        )
-        .await
-        .map_err(|e| (e.into(), false))?;
-    container
-        .push(&work.file("drop.list"), &plan::files_list(&drops), private)
-        .await
-        .map_err(|e| (e.into(), false))?;
+    for (name, list) in [("swap.list", &units), ("drop.list", &drops)] {
+        container
+            .push(
+                &work.file(name),
+                &plan::files_list(list),
+                work::private_file(layout),
+            )
+            .await
+            .map_err(|e| (e.into(), false))?;
+    }
 
     let service = layout.service.clone();
     let was_running = match &service {
@@ -568,7 +516,7 @@ async fn restore_in<C: Container + ?Sized>(
     }
     let swap = restore_plan::swap_call(layout, params, work, false);
     let swapped = container
-        .exec(&swap.argv, exec_options(layout, &swap, work, None))
+        .exec(&swap.argv, work::exec_options(layout, &swap, work, None))
         .await;
     if let Err(e) = swapped {
         let keep = matches!(&e, ContainerError::ExitedNonZero { exit_code: 31, .. });
@@ -599,7 +547,7 @@ async fn restore_in<C: Container + ?Sized>(
         tracing::error!(service = %s, error = %e, "the service did not start on the restored data: rolling back");
         let back = restore_plan::swap_call(layout, params, work, true);
         let rolled = container
-            .exec(&back.argv, exec_options(layout, &back, work, None))
+            .exec(&back.argv, work::exec_options(layout, &back, work, None))
             .await;
         let restarted = container.start(svc).await;
         let keep = rolled.is_err();
