@@ -519,8 +519,8 @@ async fn gpg_failing_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upload_failing_mid_stream_leaves_nothing() {
     let mut env = Env::new(&TreeSpec {
-        media_files: 64,
-        media_bytes: 256 << 20,
+        media_files: 32,
+        media_bytes: 96 << 20,
         ..TreeSpec::default()
     })
     .await;
@@ -528,9 +528,11 @@ async fn upload_failing_mid_stream_leaves_nothing() {
     let (finished, go) = c.pause_after_pipeline();
     let params = env.params.clone();
     let layout = env.layout.clone();
+    // 96 MiB at 16 MiB/s: still uploading when the server stops after 1.5 s.
     let options = BackupOptions {
         part_size_mib: 8,
         upload_concurrency: 2,
+        max_bandwidth_mib: Some(16),
         ..BackupOptions::default()
     };
     let c = std::sync::Arc::new(c);
