@@ -10,7 +10,7 @@ use super::manifest::{MANIFEST_FORMAT, Manifest, ManifestLayout, parse_listing};
 use super::plan::{self, BackupId, BackupOptions, WorkDir};
 use super::work;
 use crate::container::{Container, ListOptions};
-use crate::error::{BackupError, ConfigError, ContainerError, S3Error, Stage};
+use crate::error::{BackupError, ContainerError, S3Error, Stage};
 use crate::s3::{S3Client, S3Parameters};
 
 /// What [`create_backup_with`] did.
@@ -177,22 +177,7 @@ async fn collect<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
 ) -> Result<Collected, BackupError> {
-    let yaml_path = layout.homeserver_config_path();
-    let yaml = match container.pull(&layout.host_path(&yaml_path)).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            return Err(ConfigError::Parse {
-                what: yaml_path.clone(),
-                message: format!("cannot read it: {e}"),
-            }
-            .into());
-        }
-    };
-    let yaml = String::from_utf8(yaml).map_err(|_| ConfigError::Parse {
-        what: yaml_path.clone(),
-        message: "not valid UTF-8".into(),
-    })?;
-    let config = HomeserverConfig::parse(&yaml, &yaml_path, layout)?;
+    let config = work::read_homeserver_config(container, layout).await?;
     let mut members: Vec<String> = Vec::new();
     let mut warnings = Vec::new();
     let mut add = |container_path: String| {

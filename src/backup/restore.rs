@@ -4,13 +4,13 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::backup::catalog::{BackupStatus, backup_status};
-use crate::backup::layout::{HomeserverConfig, Layout};
+use crate::backup::layout::Layout;
 use crate::backup::manifest::Manifest;
 use crate::backup::plan::{self, BackupId, BackupOptions, MANIFEST_SUFFIX, ScriptCall, WorkDir};
 use crate::backup::restore_plan::{self, ArchiveMember, RestoreRules, parse_members};
 use crate::backup::work;
 use crate::container::Container;
-use crate::error::{BackupError, ConfigError, ContainerError, S3Error, Stage};
+use crate::error::{BackupError, ContainerError, S3Error, Stage};
 use crate::s3::{S3Client, S3Parameters};
 
 /// What [`verify_backup`] found.
@@ -377,15 +377,7 @@ pub async fn restore_backup_with<C: Container + ?Sized>(
     plan::check_passphrase(passphrase)?;
     layout.validate()?;
     let client = S3Client::new(s3_parameters)?;
-    let yaml_path = layout.homeserver_config_path();
-    let yaml = container
-        .pull(&layout.host_path(&yaml_path))
-        .await
-        .map_err(|e| ConfigError::Parse {
-            what: yaml_path.clone(),
-            message: format!("cannot read it: {e}"),
-        })?;
-    let config = HomeserverConfig::parse(&String::from_utf8_lossy(&yaml), &yaml_path, layout)?;
+    let config = work::read_homeserver_config(container, layout).await?;
     let rules = RestoreRules::new(layout, &config);
     let fetched = locate(&client, id).await?;
     let need = 2 * fetched

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::backup::layout::Layout;
+use crate::backup::layout::{HomeserverConfig, Layout};
 use crate::backup::plan::{self, BackupOptions, ScriptCall, WorkDir};
 use crate::container::{Container, ExecOptions, MakeDirOptions, PushOptions};
-use crate::error::ContainerError;
+use crate::error::{ConfigError, ContainerError};
 use crate::s3::S3Parameters;
 
 /// Options for a file only the workload user may read (mode 0600).
@@ -109,4 +109,22 @@ pub(crate) async fn read_text<C: Container + ?Sized>(container: &C, path: &str) 
         .await
         .ok()
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+}
+
+/// Reads and parses the workload's `homeserver.yaml`.
+pub(crate) async fn read_homeserver_config<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+) -> Result<HomeserverConfig, ConfigError> {
+    let path = layout.homeserver_config_path();
+    let unreadable = |message: String| ConfigError::Parse {
+        what: path.clone(),
+        message,
+    };
+    let bytes = container
+        .pull(&layout.host_path(&path))
+        .await
+        .map_err(|e| unreadable(format!("cannot read it: {e}")))?;
+    let yaml = String::from_utf8(bytes).map_err(|_| unreadable("not valid UTF-8".into()))?;
+    HomeserverConfig::parse(&yaml, &path, layout)
 }
