@@ -1,0 +1,293 @@
+//! What the command line is told: the S3 parameters file, the passphrase, the layout
+//! and the tools. Everything here is checked before anything is sent or changed, and
+//! every message names the file, flag or variable that is wrong, never a secret value.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use synapse_backup::{ConfigError, Layout, S3Parameters};
+
+/// Environment variable that sets (or overrides) `access-key` of the `--s3` file.
+pub const ENV_ACCESS_KEY: &str = "SYNAPSE_BACKUP_ACCESS_KEY";
+/// Environment variable that sets (or overrides) `secret-key` of the `--s3` file.
+pub const ENV_SECRET_KEY: &str = "SYNAPSE_BACKUP_SECRET_KEY";
+/// Environment variable holding the passphrase when `--passphrase-file` is not given.
+pub const ENV_PASSPHRASE: &str = "SYNAPSE_BACKUP_PASSPHRASE";
+
+/// The relation keys the `--s3` file may hold.
+const KNOWN_KEYS: [&str; 12] = [
+    "access-key",
+    "secret-key",
+    "bucket",
+    "region",
+    "endpoint",
+    "path",
+    "s3-uri-style",
+    "storage-class",
+    "tls-ca-chain",
+    "s3-api-version",
+    "attributes",
+    "delete-older-than-days",
+];
+
+/// Reads and validates the `--s3` file (YAML, or JSON when it ends in `.json`), with
+/// `access-key` / `secret-key` taken from [`ENV_ACCESS_KEY`] / [`ENV_SECRET_KEY`]
+/// when those are set and not empty.
+///
+/// # Errors
+/// A message naming the file and, for invalid values, every bad field.
+pub fn load_s3_parameters(path: &Path) -> Result<S3Parameters, String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the s3 parameters file {shown}: {e}"))?;
+    let is_json = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
+    let document: Value = if is_json {
+        serde_json::from_str(&text).map_err(|e| format!("{shown}: malformed JSON: {e}"))?
+    } else {
+        // No snippet: it would quote the offending line, which may hold a secret.
+        let options = serde_saphyr::Options {
+            with_snippet: false,
+            ..serde_saphyr::Options::default()
+        };
+        serde_saphyr::from_str_with_options(&text, options)
+            .map_err(|e| format!("{shown}: malformed YAML: {e}"))?
+    };
+    let mut map = match document {
+        Value::Object(map) => map,
+        Value::Null => {
+            return Err(format!(
+                "{shown} is empty: it must be a map of s3-integrator keys (bucket, endpoint or region, access-key, secret-key, …)"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{shown} must be a map of s3-integrator keys (bucket, endpoint or region, access-key, secret-key, …)"
+            ));
+        }
+    };
+    for key in map.keys() {
+        if !KNOWN_KEYS.contains(&key.as_str()) {
+            tracing::warn!("ignoring unknown key {key:?} in {shown}");
+        }
+    }
+    apply_secret_env(&mut map)?;
+    S3Parameters::deserialize(Value::Object(map)).map_err(|e| format!("{shown}: {e}"))
+}
+
+/// Puts the secrets from the environment into the document.
+fn apply_secret_env(map: &mut Map<String, Value>) -> Result<(), String> {
+    for (var, key) in [
+        (ENV_ACCESS_KEY, "access-key"),
+        (ENV_SECRET_KEY, "secret-key"),
+    ] {
+        if let Some(value) = non_empty_env(var)? {
+            map.insert(key.to_string(), Value::String(value));
+        }
+    }
+    Ok(())
+}
+
+/// A variable's value when it is set and not empty.
+fn non_empty_env(var: &str) -> Result<Option<String>, String> {
+    match std::env::var_os(var) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v
+            .into_string()
+            .map(Some)
+            .map_err(|_: OsString| format!("{var} is not valid UTF-8")),
+    }
+}
+
+/// A passphrase that never shows in `Debug` output.
+pub struct Passphrase(String);
+
+impl Passphrase {
+    /// The passphrase.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Passphrase(******)")
+    }
+}
+
+/// Reads the passphrase from `file` (exactly one trailing `\n` is dropped, as
+/// `echo passphrase > file` writes it) or, without a file, from [`ENV_PASSPHRASE`],
+/// and checks gpg can use it whole.
+///
+/// # Errors
+/// A message naming the file or variable: unreadable, not UTF-8, empty, or holding a
+/// line break or NUL.
+pub fn load_passphrase(file: Option<&Path>) -> Result<Passphrase, String> {
+    let (passphrase, source) = match file {
+        Some(path) => {
+            let shown = path.display();
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read the passphrase file {shown}: {e}"))?;
+            let mut text = String::from_utf8(bytes)
+                .map_err(|_| format!("the passphrase file {shown} is not valid UTF-8"))?;
+            if text.ends_with('\n') {
+                text.pop();
+            }
+            (text, format!("the passphrase file {shown}"))
+        }
+        None => match non_empty_env(ENV_PASSPHRASE)? {
+            Some(text) => (text, ENV_PASSPHRASE.to_string()),
+            None => {
+                return Err(format!(
+                    "a passphrase is needed: pass --passphrase-file FILE or set {ENV_PASSPHRASE}"
+                ));
+            }
+        },
+    };
+    synapse_backup::backup::plan::check_passphrase(&passphrase)
+        .map_err(|e| format!("{source}: {e}"))?;
+    Ok(Passphrase(passphrase))
+}
+
+/// Where the workload lives and which tools to run, as the flags say.
+#[derive(Debug, Clone)]
+pub struct LayoutFlags {
+    /// `--root`.
+    pub root: PathBuf,
+    /// `--config-dir`.
+    pub config_dir: String,
+    /// `--data-dir`.
+    pub data_dir: String,
+    /// `--user`.
+    pub user: Option<String>,
+    /// `--group`.
+    pub group: Option<String>,
+    /// `--service`.
+    pub service: Option<String>,
+    /// `--bash`.
+    pub bash: String,
+    /// `--tar`.
+    pub tar: String,
+    /// `--gpg`.
+    pub gpg: String,
+    /// `--aws`.
+    pub aws: String,
+    /// `--python3`.
+    pub python3: String,
+    /// `--sqlite3`.
+    pub sqlite3: String,
+}
+
+/// Builds and validates the layout: `--root` must be an existing directory (a relative
+/// one is made absolute), every path flag absolute.
+///
+/// # Errors
+/// A message naming each bad flag.
+pub fn layout(flags: &LayoutFlags) -> Result<Layout, String> {
+    let root = std::path::absolute(&flags.root)
+        .map_err(|e| format!("--root {}: {e}", flags.root.display()))?;
+    if !root.is_dir() {
+        return Err(format!("--root {}: no such directory", root.display()));
+    }
+    let root = root
+        .to_str()
+        .ok_or_else(|| format!("--root {}: must be valid UTF-8", root.display()))?
+        .to_string();
+    let layout = Layout {
+        root,
+        config_dir: flags.config_dir.clone(),
+        data_dir: flags.data_dir.clone(),
+        homeserver_config: None,
+        work_dir: None,
+        user: flags.user.clone(),
+        group: flags.group.clone(),
+        service: flags.service.clone(),
+        bash: flags.bash.clone(),
+        tar: flags.tar.clone(),
+        gpg: flags.gpg.clone(),
+        aws: flags.aws.clone(),
+        python3: flags.python3.clone(),
+        sqlite3: flags.sqlite3.clone(),
+    };
+    layout.validate().map_err(|e| describe_layout_error(&e))?;
+    Ok(layout)
+}
+
+/// Names the flags of a layout error (`config_dir` is `--config-dir`).
+fn describe_layout_error(error: &ConfigError) -> String {
+    match error {
+        ConfigError::Invalid { problems } => problems
+            .iter()
+            .map(|p| format!("--{}: {}", p.field.replace('_', "-"), p.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
+/// The tools the backup and restore pipelines run, their flag, and how to install them.
+const TOOLS: [(&str, &str); 4] = [
+    ("bash", "install it with: sudo apt-get install -y bash"),
+    ("tar", "install GNU tar with: sudo apt-get install -y tar"),
+    ("gpg", "install GnuPG with: sudo apt-get install -y gnupg"),
+    (
+        "aws",
+        "install the AWS CLI with `pip install awscli` (in a virtualenv), or run ./scripts/quickstart once to get one under target/tools-venv",
+    ),
+];
+
+/// Finds bash, tar, gpg and the aws CLI (on `PATH` for a bare name), and puts their
+/// absolute paths in the layout.
+///
+/// # Errors
+/// A message naming the missing tool, its flag and how to install it.
+pub fn resolve_tools(layout: &mut Layout) -> Result<(), String> {
+    for (name, hint) in TOOLS {
+        let slot = match name {
+            "bash" => &mut layout.bash,
+            "tar" => &mut layout.tar,
+            "gpg" => &mut layout.gpg,
+            _ => &mut layout.aws,
+        };
+        match find_program(slot) {
+            Some(found) => *slot = found.to_string_lossy().into_owned(),
+            None if slot.contains('/') => {
+                return Err(format!(
+                    "--{name} {slot}: not an executable file; {hint}, or pass --{name} PATH"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "{slot} is not on PATH; {hint}, or pass --{name} PATH"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `program` itself when it holds a `/`, else the first match on `PATH`; only
+/// executable regular files count.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.is_empty() {
+        return None;
+    }
+    if program.contains('/') {
+        let path = std::path::absolute(program).ok()?;
+        return executable(&path).then_some(path);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate))
+}

@@ -1,0 +1,821 @@
+//! The `synapse-backup` binary, run for real (assert_cmd) against an in-process S3
+//! server and a synthetic Synapse tree: every command, the `--json` shape, exit codes,
+//! bad configuration, and no secret in any output.
+
+#[path = "support/env.rs"]
+mod env;
+#[path = "support/s3_server.rs"]
+mod s3_server;
+#[path = "support/synapse_tree.rs"]
+mod synapse_tree;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::cargo::cargo_bin_cmd;
+use s3_server::{ServerOptions, TestS3Server};
+use serde_json::Value;
+use synapse_tree::{SynapseTree, TreeSpec, change_db, dump_db, walk};
+
+const BUCKET: &str = "synapse-backups";
+const PREFIX: &str = "synapse/backups";
+/// Written as `echo` writes it: one trailing newline, which the CLI drops.
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// The variables the CLI reads, removed so the caller's environment cannot leak in.
+const CLI_VARS: [&str; 6] = [
+    "SYNAPSE_BACKUP_ROOT",
+    "SYNAPSE_BACKUP_S3",
+    "SYNAPSE_BACKUP_PASSPHRASE",
+    "SYNAPSE_BACKUP_ACCESS_KEY",
+    "SYNAPSE_BACKUP_SECRET_KEY",
+    "RUST_LOG",
+];
+
+/// A tree, a server with a bucket, an S3 parameters file, a passphrase file, and a
+/// transcript of everything the binary printed.
+struct Fixture {
+    dir: tempfile::TempDir,
+    tree: SynapseTree,
+    server: TestS3Server,
+    s3_file: PathBuf,
+    passphrase_file: PathBuf,
+    transcript: RefCell<String>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        env::aws();
+        let dir = tempfile::tempdir().unwrap();
+        let tree = SynapseTree::create(&dir.path().join("root"), &TreeSpec::default());
+        let server = TestS3Server::start_blocking(ServerOptions::default());
+        server.create_bucket(BUCKET);
+        let s3_file = dir.path().join("s3.yaml");
+        fs::write(
+            &s3_file,
+            format!(
+                "# s3-integrator relation data\naccess-key: {}\nsecret-key: {}\nbucket: {BUCKET}\n\
+                 endpoint: {}\nregion: us-east-1\ns3-uri-style: path\npath: /{PREFIX}/\n",
+                server.access_key, server.secret_key, server.endpoint
+            ),
+        )
+        .unwrap();
+        let passphrase_file = dir.path().join("passphrase");
+        fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
+        Fixture {
+            dir,
+            tree,
+            server,
+            s3_file,
+            passphrase_file,
+            transcript: RefCell::default(),
+        }
+    }
+
+    /// The binary with a clean environment and no flags.
+    fn bare(&self) -> assert_cmd::Command {
+        let mut cmd = cargo_bin_cmd!("synapse-backup");
+        for var in CLI_VARS {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// The binary with `--root`, `--s3` and `--passphrase-file` set.
+    fn cmd(&self) -> assert_cmd::Command {
+        let mut cmd = self.bare();
+        cmd.arg("--root")
+            .arg(&self.tree.root)
+            .arg("--s3")
+            .arg(&self.s3_file)
+            .arg("--passphrase-file")
+            .arg(&self.passphrase_file);
+        cmd
+    }
+
+    /// [`cmd`](Self::cmd) as a `std::process::Command`, to spawn and signal.
+    fn std_cmd(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_synapse-backup"));
+        for var in CLI_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.arg("--root")
+            .arg(&self.tree.root)
+            .arg("--s3")
+            .arg(&self.s3_file)
+            .arg("--passphrase-file")
+            .arg(&self.passphrase_file);
+        cmd
+    }
+
+    /// Runs and records the output.
+    fn run(&self, cmd: &mut assert_cmd::Command) -> Output {
+        let out = cmd.output().expect("run synapse-backup");
+        let mut t = self.transcript.borrow_mut();
+        t.push_str(&String::from_utf8_lossy(&out.stdout));
+        t.push_str(&String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    /// Runs `cmd` with `args` and asserts the exit code.
+    fn expect(&self, code: i32, cmd: &mut assert_cmd::Command, args: &[&str]) -> Output {
+        let out = self.run(cmd.args(args));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "synapse-backup {args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `synapse-backup <args>` with the standard flags, expecting `code`.
+    fn ok(&self, args: &[&str]) -> Output {
+        self.expect(0, &mut self.cmd(), args)
+    }
+
+    fn list_json(&self) -> Vec<Value> {
+        let out = self.ok(&["list", "--json"]);
+        let value: Value = serde_json::from_slice(&out.stdout).expect("list --json is JSON");
+        value.as_array().expect("an array").clone()
+    }
+
+    fn bucket_dir(&self) -> PathBuf {
+        self.server.root.join(BUCKET)
+    }
+
+    /// Every object file in the bucket.
+    fn objects(&self) -> Vec<PathBuf> {
+        walk(&self.bucket_dir())
+    }
+
+    /// No secret anywhere in what the binary printed.
+    fn assert_no_secrets(&self, extra: &[&str]) {
+        let t = self.transcript.borrow();
+        for secret in [
+            self.server.access_key.as_str(),
+            self.server.secret_key.as_str(),
+            PASSPHRASE,
+        ]
+        .iter()
+        .chain(extra)
+        {
+            assert!(!t.contains(secret), "a secret was printed:\n{t}");
+        }
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walk(dir)
+        .into_iter()
+        .map(|p| (p.clone(), fs::read(&p).unwrap()))
+        .collect()
+}
+
+fn is_backup_id(text: &str) -> bool {
+    text.parse::<synapse_backup::BackupId>().is_ok()
+}
+
+#[test]
+fn every_command_through_a_full_life_cycle() {
+    let f = Fixture::new();
+    let db = f.tree.data.join("homeserver.db");
+    let before_files = f.tree.backed_up_files();
+    let before_db = dump_db(&db);
+
+    let out = f.ok(&["check"]);
+    assert!(stdout(&out).starts_with("ok: "), "{}", stdout(&out));
+    assert!(stdout(&out).contains(BUCKET));
+
+    // create: the id alone on stdout, the summary on stderr.
+    let out = f.ok(&["create"]);
+    let text = stdout(&out);
+    let id = text.strip_suffix('\n').expect("one line").to_string();
+    assert!(
+        is_backup_id(&id) && !id.contains('\n'),
+        "stdout must be the id alone: {text:?}"
+    );
+    assert!(
+        stderr(&out).contains(&format!("created {id}")),
+        "{}",
+        stderr(&out)
+    );
+
+    // list: a table with a header and the backup.
+    let out = f.ok(&["list"]);
+    let table = stdout(&out);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    for column in ["ID", "STATUS", "LAST MODIFIED", "SIZE"] {
+        assert!(header.contains(column), "{table}");
+    }
+    let row = lines.next().unwrap();
+    assert!(row.starts_with(&id) && row.contains("complete"), "{table}");
+    assert!(
+        row.contains("MB") || row.contains("kB"),
+        "human size: {table}"
+    );
+
+    // list --json: the stable shape.
+    let list = f.list_json();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let entry = list[0].as_object().unwrap();
+    let keys: BTreeSet<&str> = entry.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["id", "status", "last_modified", "size", "key"])
+    );
+    assert_eq!(entry["id"], id.as_str());
+    assert_eq!(entry["status"], "complete");
+    assert_eq!(entry["key"], format!("{PREFIX}/{id}").as_str());
+    let object = f.bucket_dir().join(PREFIX).join(&id);
+    assert_eq!(
+        entry["size"].as_u64(),
+        Some(fs::metadata(&object).unwrap().len())
+    );
+    let modified = entry["last_modified"].as_str().unwrap();
+    chrono::DateTime::parse_from_rfc3339(modified)
+        .unwrap_or_else(|e| panic!("last_modified {modified:?} is not RFC 3339: {e}"));
+
+    let out = f.ok(&["verify", &id]);
+    assert!(
+        stdout(&out).starts_with(&format!("ok: {id}")),
+        "{}",
+        stdout(&out)
+    );
+
+    // Damage the live tree.
+    fs::remove_dir_all(f.tree.media.join("local_thumbnails")).unwrap();
+    let first = walk(&f.tree.media.join("local_content"))[0].clone();
+    fs::write(&first, b"overwritten").unwrap();
+    change_db(&db);
+    assert_ne!(f.tree.backed_up_files(), before_files);
+    let damaged = snapshot(&f.tree.root);
+
+    // restore without --yes and without a terminal: refused, nothing touched.
+    let out = f.expect(2, &mut f.cmd(), &["restore", &id]);
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert_eq!(
+        snapshot(&f.tree.root),
+        damaged,
+        "a refused restore changed files"
+    );
+
+    let out = f.ok(&["restore", &id, "--yes"]);
+    assert!(
+        stdout(&out).starts_with(&format!("restored {id}")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        f.tree.backed_up_files(),
+        before_files,
+        "keys and media must be restored byte for byte"
+    );
+    assert_eq!(dump_db(&db), before_db, "database rows must be restored");
+
+    // prune: a second backup, then keep only the newest.
+    let second = stdout(&f.ok(&["create"])).trim().to_string();
+    assert!(is_backup_id(&second) && second != id);
+    let out = f.ok(&["prune", "--keep-last", "1", "--dry-run"]);
+    assert!(
+        stdout(&out).contains(&format!("would delete {id}")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(f.list_json().len(), 2, "a dry run deletes nothing");
+    let out = f.ok(&["prune", "--keep-last", "1"]);
+    assert!(
+        stdout(&out).contains(&format!("deleted {id}")),
+        "{}",
+        stdout(&out)
+    );
+    let list = f.list_json();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], second.as_str());
+    // Nothing is old enough for an age-based prune.
+    let out = f.ok(&["prune", "--older-than-days", "30"]);
+    assert!(
+        stdout(&out).contains("deleted 0 backup(s)"),
+        "{}",
+        stdout(&out)
+    );
+
+    // delete, then delete again: not found.
+    let out = f.ok(&["delete", &second]);
+    assert!(stdout(&out).contains(&format!("deleted {second}")));
+    let out = f.expect(1, &mut f.cmd(), &["delete", &second]);
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    assert!(f.list_json().is_empty());
+    let out = f.ok(&["list"]);
+    assert!(stdout(&out).starts_with("no backups"), "{}", stdout(&out));
+    assert!(f.objects().is_empty(), "{:?}", f.objects());
+
+    f.assert_no_secrets(&[]);
+}
+
+#[test]
+fn secrets_can_come_from_the_environment_and_s3_parameters_from_json() {
+    let f = Fixture::new();
+    // The file's keys are wrong; the environment's override them.
+    let json = f.dir.path().join("s3.json");
+    fs::write(
+        &json,
+        serde_json::json!({
+            "access-key": "file-access-key",
+            "secret-key": "file-secret-key-not-the-real-one",
+            "bucket": BUCKET,
+            "endpoint": f.server.endpoint,
+            "s3-uri-style": "path",
+            "path": PREFIX,
+            "delete-older-than-days": 30,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let with_env = || {
+        let mut cmd = f.bare();
+        cmd.arg("--root")
+            .arg(&f.tree.root)
+            .arg("--s3")
+            .arg(&json)
+            .env("SYNAPSE_BACKUP_ACCESS_KEY", &f.server.access_key)
+            .env("SYNAPSE_BACKUP_SECRET_KEY", &f.server.secret_key)
+            .env("SYNAPSE_BACKUP_PASSPHRASE", PASSPHRASE);
+        cmd
+    };
+    f.expect(0, &mut with_env(), &["check"]);
+    let out = f.expect(0, &mut with_env(), &["create"]);
+    let id = stdout(&out).trim().to_string();
+    assert!(is_backup_id(&id), "{id:?}");
+    f.expect(0, &mut with_env(), &["verify", &id]);
+    // The passphrase from a file works on the same backup (the file's newline is dropped).
+    let mut cmd = with_env();
+    cmd.env_remove("SYNAPSE_BACKUP_PASSPHRASE")
+        .arg("--passphrase-file")
+        .arg(&f.passphrase_file);
+    f.expect(0, &mut cmd, &["verify", &id]);
+    // delete-older-than-days from the file is the default retention: nothing is old.
+    let out = f.expect(0, &mut with_env(), &["prune", "--dry-run"]);
+    assert!(
+        stdout(&out).contains("would delete 0 backup(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !stderr(&out).contains("no retention set"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Without the environment, the file's wrong keys are used: the bucket is unusable.
+    let mut cmd = f.bare();
+    cmd.arg("--s3").arg(&json);
+    let out = f.expect(1, &mut cmd, &["check"]);
+    assert!(stderr(&out).contains(BUCKET), "{}", stderr(&out));
+    // And a wrong passphrase is not a usage error but a failed verify.
+    let mut cmd = with_env();
+    cmd.env("SYNAPSE_BACKUP_PASSPHRASE", "not the passphrase");
+    let out = f.expect(1, &mut cmd, &["verify", &id]);
+    assert!(
+        stderr(&out).contains("wrong passphrase"),
+        "{}",
+        stderr(&out)
+    );
+
+    f.assert_no_secrets(&["file-secret-key-not-the-real-one", "not the passphrase"]);
+}
+
+#[test]
+fn check_fails_with_exit_1_for_a_missing_bucket() {
+    let f = Fixture::new();
+    let s3 = f.dir.path().join("other-bucket.yaml");
+    let text = fs::read_to_string(&f.s3_file)
+        .unwrap()
+        .replace(&format!("bucket: {BUCKET}"), "bucket: no-such-bucket");
+    fs::write(&s3, text).unwrap();
+    let mut cmd = f.bare();
+    cmd.arg("--s3").arg(&s3);
+    let out = f.expect(1, &mut cmd, &["check"]);
+    assert!(stderr(&out).contains("no-such-bucket"), "{}", stderr(&out));
+    f.assert_no_secrets(&[]);
+}
+
+#[test]
+fn bad_configuration_exits_2_names_the_problem_and_changes_nothing() {
+    let f = Fixture::new();
+    let dir = f.dir.path();
+    let good = fs::read_to_string(&f.s3_file).unwrap();
+    let without = |key: &str| {
+        good.lines()
+            .filter(|l| !l.starts_with(&format!("{key}:")))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        fs::write(&p, text).unwrap();
+        p
+    };
+    let no_bucket = write("no-bucket.yaml", &without("bucket"));
+    let no_region = write(
+        "no-region.yaml",
+        &without("region").replace(&format!("endpoint: {}\n", f.server.endpoint), ""),
+    );
+    // The secret sits on the malformed line: the error must not quote it.
+    let malformed = write(
+        "malformed.yaml",
+        &format!(
+            "bucket: {BUCKET}\nsecret-key: {}: [unclosed\n",
+            f.server.secret_key
+        ),
+    );
+    let malformed_json = write("malformed.json", "{\"bucket\": \"synapse-backups\",}");
+    let bad_endpoint = write(
+        "bad-endpoint.yaml",
+        &good.replace(&f.server.endpoint, "not a url"),
+    );
+    let two_lines = write("two-lines", "first line\nsecond line\n");
+    let empty = write("empty", "\n");
+    let missing = dir.join("no-such-file");
+    let s3 = f.s3_file.to_str().unwrap();
+    let pass = f.passphrase_file.to_str().unwrap();
+    let root = f.tree.root.to_str().unwrap();
+    let p = |path: &Path| path.to_str().unwrap().to_string();
+
+    let cases: Vec<(&str, Vec<String>, Vec<String>)> = vec![
+        (
+            "missing bucket",
+            svec(&[
+                "--root",
+                root,
+                "--s3",
+                &p(&no_bucket),
+                "--passphrase-file",
+                pass,
+                "create",
+            ]),
+            svec(&["no-bucket.yaml", "bucket"]),
+        ),
+        (
+            "no region and no endpoint",
+            svec(&[
+                "--root",
+                root,
+                "--s3",
+                &p(&no_region),
+                "--passphrase-file",
+                pass,
+                "create",
+            ]),
+            svec(&["no-region.yaml", "region", "endpoint"]),
+        ),
+        (
+            "bad endpoint",
+            svec(&["--s3", &p(&bad_endpoint), "list"]),
+            svec(&["endpoint"]),
+        ),
+        (
+            "malformed yaml",
+            svec(&[
+                "--root",
+                root,
+                "--s3",
+                &p(&malformed),
+                "--passphrase-file",
+                pass,
+                "create",
+            ]),
+            svec(&["malformed.yaml", "line 2"]),
+        ),
+        (
+            "malformed json",
+            svec(&["--s3", &p(&malformed_json), "list"]),
+            svec(&["malformed.json", "line 1"]),
+        ),
+        (
+            "missing s3 file",
+            svec(&["--s3", &p(&missing), "list"]),
+            svec(&["no-such-file"]),
+        ),
+        (
+            "unreadable passphrase file",
+            svec(&[
+                "--root",
+                root,
+                "--s3",
+                s3,
+                "--passphrase-file",
+                &p(&missing),
+                "create",
+            ]),
+            svec(&["passphrase file", "no-such-file"]),
+        ),
+        (
+            "passphrase with two lines",
+            svec(&[
+                "--root",
+                root,
+                "--s3",
+                s3,
+                "--passphrase-file",
+                &p(&two_lines),
+                "create",
+            ]),
+            svec(&["two-lines", "line break"]),
+        ),
+        (
+            "empty passphrase",
+            svec(&[
+                "--root",
+                root,
+                "--s3",
+                s3,
+                "--passphrase-file",
+                &p(&empty),
+                "create",
+            ]),
+            svec(&["empty"]),
+        ),
+        (
+            "no passphrase at all",
+            svec(&["--root", root, "--s3", s3, "create"]),
+            svec(&["--passphrase-file", "SYNAPSE_BACKUP_PASSPHRASE"]),
+        ),
+        (
+            "bad backup id",
+            svec(&[
+                "--s3",
+                s3,
+                "--passphrase-file",
+                pass,
+                "verify",
+                "backup-nope",
+            ]),
+            svec(&["backup-nope", "backup-YYYYMMDDhhmmssffffff"]),
+        ),
+        (
+            "bad backup id for delete",
+            svec(&["--s3", s3, "delete", "../etc"]),
+            svec(&["../etc"]),
+        ),
+        ("no --s3", svec(&["list"]), svec(&["--s3"])),
+        (
+            "root that does not exist",
+            svec(&[
+                "--root",
+                &p(&missing),
+                "--s3",
+                s3,
+                "--passphrase-file",
+                pass,
+                "create",
+            ]),
+            svec(&["--root", "no-such-file"]),
+        ),
+        (
+            "relative config dir",
+            svec(&[
+                "--root",
+                root,
+                "--s3",
+                s3,
+                "--passphrase-file",
+                pass,
+                "--config-dir",
+                "data",
+                "create",
+            ]),
+            svec(&["--config-dir"]),
+        ),
+        (
+            "aws that does not exist",
+            svec(&[
+                "--root",
+                root,
+                "--s3",
+                s3,
+                "--passphrase-file",
+                pass,
+                "--aws",
+                "/no/such/aws",
+                "create",
+            ]),
+            svec(&["--aws", "/no/such/aws", "install"]),
+        ),
+        (
+            "restore without --yes and no terminal",
+            svec(&[
+                "--root",
+                root,
+                "--s3",
+                s3,
+                "--passphrase-file",
+                pass,
+                "restore",
+                "backup-20261126071900123456",
+            ]),
+            svec(&["--yes"]),
+        ),
+        (
+            "prune with zero days",
+            svec(&["--s3", s3, "prune", "--older-than-days", "0"]),
+            svec(&["--older-than-days"]),
+        ),
+        (
+            "unknown command",
+            svec(&["--s3", s3, "backup"]),
+            svec(&["backup"]),
+        ),
+    ];
+
+    let before = snapshot(&f.tree.root);
+    for (name, args, wanted) in cases {
+        let mut cmd = f.bare();
+        let out = f.run(cmd.args(&args));
+        let err = stderr(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{name}: synapse-backup {args:?}\nstdout: {}\nstderr: {err}",
+            stdout(&out)
+        );
+        for w in &wanted {
+            assert!(
+                err.contains(w.as_str()),
+                "{name}: {w:?} not in stderr: {err}"
+            );
+        }
+        assert!(stdout(&out).is_empty(), "{name}: stdout {:?}", stdout(&out));
+        assert!(f.objects().is_empty(), "{name}: {:?}", f.objects());
+        assert_eq!(snapshot(&f.tree.root), before, "{name} changed the tree");
+    }
+    f.assert_no_secrets(&[]);
+}
+
+fn svec(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// An executable script standing in for the aws CLI: it writes its pid to `marker`,
+/// then runs `then`.
+fn fake_aws(dir: &Path, name: &str, marker: &Path, then: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    fs::write(
+        &path,
+        format!(
+            "#!/usr/bin/env bash\necho $$ > '{}'\n{then}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Waits for `marker` and returns the pid written in it.
+fn wait_for_pid(marker: &Path) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(text) = fs::read_to_string(marker)
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipeline never reached the aws CLI"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(") ").next().map(|rest| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn interrupt(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+}
+
+fn work_dirs(data: &Path) -> Vec<String> {
+    fs::read_dir(data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".synapse-backup-"))
+        .collect()
+}
+
+#[test]
+fn ctrl_c_stops_a_create_and_leaves_nothing_behind() {
+    let f = Fixture::new();
+    let marker = f.dir.path().join("aws-pid");
+    let hanging = fake_aws(f.dir.path(), "hanging-aws", &marker, "exec sleep 300");
+    let before = snapshot(&f.tree.root);
+    let mut cmd = f.std_cmd();
+    let child = cmd
+        .arg("--aws")
+        .arg(&hanging)
+        .arg("create")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let aws_pid = wait_for_pid(&marker);
+    assert!(
+        !work_dirs(&f.tree.data).is_empty(),
+        "the work dir exists mid-run"
+    );
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    f.transcript
+        .borrow_mut()
+        .push_str(&format!("{}{}", stdout(&out), stderr(&out)));
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupted") && stderr(&out).contains("removed the work dir"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty(), "no id for a stopped backup");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive(aws_pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipeline (pid {aws_pid}) survived the interrupt"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        work_dirs(&f.tree.data),
+        Vec::<String>::new(),
+        "the work dir (with the passphrase file) must be removed"
+    );
+    assert_eq!(snapshot(&f.tree.root), before);
+    assert!(f.list_json().is_empty());
+    f.assert_no_secrets(&[]);
+}
+
+#[test]
+fn ctrl_c_does_not_stop_a_restore_half_way() {
+    let f = Fixture::new();
+    let before_files = f.tree.backed_up_files();
+    let id = stdout(&f.ok(&["create"])).trim().to_string();
+    fs::remove_dir_all(f.tree.media.join("local_content")).unwrap();
+
+    let marker = f.dir.path().join("aws-pid");
+    let real_aws = env::aws();
+    let slow = fake_aws(
+        f.dir.path(),
+        "slow-aws",
+        &marker,
+        &format!("sleep 2\nexec '{}' \"$@\"", real_aws.display()),
+    );
+    let mut cmd = f.std_cmd();
+    let child = cmd
+        .arg("--aws")
+        .arg(&slow)
+        .args(["restore", &id, "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_pid(&marker);
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    f.transcript
+        .borrow_mut()
+        .push_str(&format!("{}{}", stdout(&out), stderr(&out)));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("interrupt ignored"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(f.tree.backed_up_files(), before_files);
+    assert!(work_dirs(&f.tree.data).is_empty());
+    f.assert_no_secrets(&[]);
+}
