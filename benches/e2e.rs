@@ -1,0 +1,1763 @@
+//! End-to-end benchmark of `create_backup` and `restore_backup` against the reference
+//! pipeline (the Python charm's `tar | gpg --symmetric | aws s3 cp`), on a deterministic
+//! synthetic Synapse tree and one s3s-fs server on 127.0.0.1 that runs in a separate
+//! process (this binary started again with `SYNAPSE_BACKUP_BENCH_SERVE=1`), so that its
+//! CPU and memory are not counted as ours.
+//!
+//! Method. The tree: ~81% incompressible local media with log-normal sizes and
+//! Synapse's sharded paths, ~4% thumbnails, ~10% SQLite (WAL mode, event JSON, a live
+//! `-wal`), ~5% remote media and url cache that must not be backed up. The reference
+//! runs as the Python charm does, in a private `HOME`/`GNUPGHOME`/`AWS_CONFIG_FILE`:
+//! `aws configure set` (addressing style, `max_concurrent_requests 1`), the passphrase
+//! file, `du -bsc`, then `set -euxo pipefail; tar -c … | gpg … --symmetric | aws s3 cp
+//! --expected-size=N - s3://…`; its restore deletes the media dir, then `aws s3 cp … - |
+//! gpg --decrypt | tar -x -C /` (back into the tree: the members carry its absolute
+//! path). Ours is `create_backup_with` / `restore_backup_with` through `LocalContainer`.
+//! Variants alternate A B A B; wall time is the whole operation; CPU is the
+//! `cutime`/`cstime` delta of this process (the pipeline's processes once reaped);
+//! "pipeline peak RSS" is the largest sum of the RSS of this process's descendants
+//! (the S3 server's excepted), sampled from `/proc`; "our RSS" is this process's peak
+//! (VmHWM reset before each run, and sampled). The stage limits pipe their output to
+//! this process, which discards it (GNU tar skips reading files when it writes to
+//! `/dev/null` itself).
+//!
+//! Run it with `./scripts/bench` (or `cargo bench --bench e2e` with the aws CLI on
+//! PATH). Knobs (environment):
+//! - `SYNAPSE_BACKUP_BENCH_BYTES`: tree size, e.g. `256M`, `1G` (default `1G`);
+//! - `SYNAPSE_BACKUP_BENCH_ROUNDS`: rounds of A B alternation (default 3);
+//! - `SYNAPSE_BACKUP_BENCH_SCALE`: media file counts of the scale check (default
+//!   `10000,100000`; `0` skips it);
+//! - `SYNAPSE_BACKUP_BENCH_ONLY`: sections to run among `backup,limits,restore,scale`
+//!   (default all), plus `sweep`;
+//! - `SYNAPSE_BACKUP_BENCH_SWEEP`: `concurrency x part MiB` settings for the sweep
+//!   section, e.g. `1x8,4x8,4x16,8x8` (setting it turns the sweep on);
+//! - `SYNAPSE_BACKUP_BENCH_CONCURRENCY`, `SYNAPSE_BACKUP_BENCH_PART_MIB`,
+//!   `SYNAPSE_BACKUP_BENCH_COMPRESSION` (`none`, `zlib-1` … `zlib-9`): override our
+//!   options (default: `BackupOptions::default()`);
+//! - `SYNAPSE_BACKUP_BENCH_DIR`: where the temp dir goes (default `/dev/shm` when it
+//!   has room for ~10× the tree, else the system temp dir);
+//! - `SYNAPSE_BACKUP_BENCH_TRACE=1`: print the commands alive as they change, with the
+//!   pipeline's RSS, to see where the time goes;
+//! - `SYNAPSE_BACKUP_BENCH_SEED`, `SYNAPSE_BACKUP_BENCH_SAMPLE_MS` (default 25);
+//! - `SYNAPSE_BACKUP_BENCH_LOG`: a tracing filter (e.g. `synapse_backup=debug`) to see
+//!   the library's steps with timestamps on stderr.
+//!
+//! The last line on stdout is `backup speedup: <ratio>x`.
+
+#[path = "../tests/support/s3_server.rs"]
+mod s3_server;
+#[path = "../tests/support/synapse_tree.rs"]
+mod synapse_tree;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use synapse_backup::{
+    BackupId, BackupOptions, Compression, Layout, LocalContainer, RestoreOptions, S3Client,
+    S3Parameters, create_backup_with, delete_backup, restore_backup_with,
+};
+
+use synapse_tree::{Rng, SynapseTree, TreeSpec, write_random};
+
+const SERVE_ENV: &str = "SYNAPSE_BACKUP_BENCH_SERVE";
+const PASSPHRASE: &str = "bench: correct horse battery staple";
+const BUCKET: &str = "synapse-backups";
+const PREFIX: &str = "synapse/backups";
+const MB: f64 = 1_000_000.0;
+
+fn main() {
+    if std::env::var_os(SERVE_ENV).is_some() {
+        serve();
+        return;
+    }
+    if let Some(filter) = env_var("SYNAPSE_BACKUP_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let config = Config::from_env();
+    if let Err(e) = run(&config) {
+        eprintln!("benchmark failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Configuration
+
+struct Config {
+    bytes: u64,
+    rounds: usize,
+    scale: Vec<usize>,
+    sections: Vec<String>,
+    sweep: Vec<(u32, u32)>,
+    options: BackupOptions,
+    dir: Option<PathBuf>,
+    seed: u64,
+    sample: Duration,
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// `1073741824`, `256M`, `1G`, `512K` (binary units).
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&t[..i], t[i..].trim().to_ascii_uppercase()),
+        None => (t, String::new()),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let shift = match unit.trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+impl Config {
+    fn from_env() -> Config {
+        let bytes = env_var("SYNAPSE_BACKUP_BENCH_BYTES")
+            .map(|v| parse_size(&v).expect("SYNAPSE_BACKUP_BENCH_BYTES: a size like 256M or 1G"))
+            .unwrap_or(1 << 30)
+            .max(8 << 20);
+        let rounds = env_var("SYNAPSE_BACKUP_BENCH_ROUNDS")
+            .map(|v| v.parse().expect("SYNAPSE_BACKUP_BENCH_ROUNDS: a number"))
+            .unwrap_or(3usize)
+            .max(1);
+        let scale = env_var("SYNAPSE_BACKUP_BENCH_SCALE")
+            .unwrap_or_else(|| "10000,100000".into())
+            .split(',')
+            .filter_map(|s| s.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .collect();
+        let sweep: Vec<(u32, u32)> = env_var("SYNAPSE_BACKUP_BENCH_SWEEP")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|s| {
+                let (c, p) = s.trim().split_once('x')?;
+                Some((c.trim().parse().ok()?, p.trim().parse().ok()?))
+            })
+            .collect();
+        let mut sections: Vec<String> = env_var("SYNAPSE_BACKUP_BENCH_ONLY")
+            .unwrap_or_else(|| "backup,limits,restore,scale".into())
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect();
+        if !sweep.is_empty() && !sections.iter().any(|s| s == "sweep") {
+            sections.push("sweep".into());
+        }
+        let mut options = BackupOptions::default();
+        if let Some(c) = env_var("SYNAPSE_BACKUP_BENCH_CONCURRENCY") {
+            options.upload_concurrency = c.parse().expect("SYNAPSE_BACKUP_BENCH_CONCURRENCY");
+        }
+        if let Some(c) = env_var("SYNAPSE_BACKUP_BENCH_COMPRESSION") {
+            options.compression = match c.trim() {
+                "none" => Compression::None,
+                z => Compression::Zlib(
+                    z.strip_prefix("zlib-")
+                        .and_then(|l| l.parse().ok())
+                        .expect("SYNAPSE_BACKUP_BENCH_COMPRESSION: none or zlib-1 … zlib-9"),
+                ),
+            };
+        }
+        if let Some(p) = env_var("SYNAPSE_BACKUP_BENCH_PART_MIB") {
+            options.part_size_mib = p.parse().expect("SYNAPSE_BACKUP_BENCH_PART_MIB");
+        }
+        Config {
+            bytes,
+            rounds,
+            scale,
+            sections,
+            sweep,
+            options,
+            dir: env_var("SYNAPSE_BACKUP_BENCH_DIR").map(PathBuf::from),
+            seed: env_var("SYNAPSE_BACKUP_BENCH_SEED")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(7),
+            sample: Duration::from_millis(
+                env_var("SYNAPSE_BACKUP_BENCH_SAMPLE_MS")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(25u64)
+                    .max(5),
+            ),
+        }
+    }
+
+    fn section(&self, name: &str) -> bool {
+        self.sections.iter().any(|s| s == name)
+    }
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn err(message: impl Into<String>) -> BoxError {
+    message.into().into()
+}
+
+// ---------------------------------------------------------------------------------
+// The S3 server process
+
+/// Server mode: an s3s-fs server on 127.0.0.1 with the credentials and root from the
+/// environment; prints its endpoint, then serves until stdin closes (the parent died
+/// or is done).
+fn serve() {
+    let root = PathBuf::from(std::env::var("SYNAPSE_BACKUP_BENCH_S3_ROOT").expect("root"));
+    let access = std::env::var("SYNAPSE_BACKUP_BENCH_S3_ACCESS").expect("access key");
+    let secret = std::env::var("SYNAPSE_BACKUP_BENCH_S3_SECRET").expect("secret key");
+    let server = s3_server::TestS3Server::start_blocking(s3_server::ServerOptions {
+        root: Some(root),
+        credentials: Some((access, secret)),
+        ..s3_server::ServerOptions::default()
+    });
+    server.create_bucket(BUCKET);
+    println!("endpoint {}", server.endpoint);
+    std::io::stdout().flush().expect("stdout");
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    drop(server);
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+struct ServerProcess {
+    child: Child,
+    endpoint: String,
+    access: String,
+    secret: String,
+}
+
+impl ServerProcess {
+    fn start(root: &Path) -> Result<ServerProcess, BoxError> {
+        let access = s3_server::random_hex(20).to_uppercase();
+        let secret = s3_server::random_hex(40);
+        let mut child = Command::new(std::env::current_exe()?)
+            .env(SERVE_ENV, "1")
+            .env("SYNAPSE_BACKUP_BENCH_S3_ROOT", root)
+            .env("SYNAPSE_BACKUP_BENCH_S3_ACCESS", &access)
+            .env("SYNAPSE_BACKUP_BENCH_S3_SECRET", &secret)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().ok_or_else(|| err("no stdout"))?)
+            .read_line(&mut line)?;
+        let endpoint = line
+            .trim()
+            .strip_prefix("endpoint ")
+            .ok_or_else(|| err(format!("the S3 server process said {line:?}")))?
+            .to_string();
+        Ok(ServerProcess {
+            child,
+            endpoint,
+            access,
+            secret,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn relation_data(&self) -> HashMap<String, String> {
+        [
+            ("access-key", self.access.as_str()),
+            ("secret-key", self.secret.as_str()),
+            ("bucket", BUCKET),
+            ("endpoint", self.endpoint.as_str()),
+            ("region", s3_server::REGION),
+            ("s3-uri-style", "path"),
+            ("path", PREFIX),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// /proc sampling: CPU and memory of the pipeline's process tree and of this process
+
+fn page_size() -> u64 {
+    Command::new("getconf")
+        .arg("PAGESIZE")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(4096)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The fields of `/proc/<pid>/stat` used here.
+struct Stat {
+    comm: String,
+    ppid: u32,
+    utime: u64,
+    stime: u64,
+    cutime: u64,
+    cstime: u64,
+    rss_pages: u64,
+}
+
+fn read_stat(pid: &str) -> Option<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_string();
+    let rest: Vec<&str> = text[close + 2..].split(' ').collect();
+    // rest[0] is field 3 (state).
+    let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    Some(Stat {
+        comm,
+        ppid: u32::try_from(field(4)?).ok()?,
+        utime: field(14)?,
+        stime: field(15)?,
+        cutime: field(16)?,
+        cstime: field(17)?,
+        rss_pages: field(24)?,
+    })
+}
+
+fn self_status_kib(key: &str) -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct SampleState {
+    active: bool,
+    peak_tree: u64,
+    peak_self: u64,
+    /// pid → (comm, CPU ticks last seen) of every descendant seen in this phase.
+    cpu: HashMap<u32, (String, u64)>,
+    /// Print the commands alive whenever they change (`SYNAPSE_BACKUP_BENCH_TRACE`).
+    trace: bool,
+    since: Option<Instant>,
+    last_comms: String,
+}
+
+struct Sampler {
+    state: Arc<Mutex<SampleState>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    page: u64,
+    tick: f64,
+    exclude: u32,
+}
+
+/// What one measured run cost.
+#[derive(Clone, Default)]
+struct Cost {
+    wall: f64,
+    user: f64,
+    sys: f64,
+    self_cpu: f64,
+    server_cpu: f64,
+    peak_tree: u64,
+    peak_self: u64,
+    by_command: BTreeMap<String, f64>,
+}
+
+impl Sampler {
+    fn start(exclude: u32, interval: Duration) -> Sampler {
+        let state = Arc::new(Mutex::new(SampleState::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let page = page_size();
+        let (s, st) = (state.clone(), stop.clone());
+        let me = std::process::id();
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                if s.lock().unwrap().active {
+                    sample_once(me, exclude, page, &s);
+                }
+                std::thread::sleep(interval);
+            }
+        });
+        Sampler {
+            state,
+            stop,
+            thread: Some(thread),
+            page,
+            tick: clock_ticks(),
+            exclude,
+        }
+    }
+
+    /// Runs `f`, measuring wall time, the CPU of the children it waited for, the peak
+    /// RSS of this process's descendants (the S3 server's excepted) and of this process.
+    fn measure<T>(&self, f: impl FnOnce() -> T) -> (T, Cost) {
+        // Reset this process's VmHWM (peak RSS) so that it covers this run only.
+        let _ = fs::write("/proc/self/clear_refs", "5");
+        let me = std::process::id().to_string();
+        let server = self.exclude.to_string();
+        let before = read_stat(&me).expect("own stat");
+        let server_before = read_stat(&server).map_or(0, |s| s.utime + s.stime);
+        {
+            let mut s = self.state.lock().unwrap();
+            *s = SampleState {
+                active: true,
+                trace: env_var("SYNAPSE_BACKUP_BENCH_TRACE").is_some(),
+                since: Some(Instant::now()),
+                ..SampleState::default()
+            };
+        }
+        let started = Instant::now();
+        let out = f();
+        let wall = started.elapsed().as_secs_f64();
+        sample_once(std::process::id(), self.exclude, self.page, &self.state);
+        let after = read_stat(&me).expect("own stat");
+        let server_after = read_stat(&server).map_or(0, |s| s.utime + s.stime);
+        let mut s = self.state.lock().unwrap();
+        s.active = false;
+        let ticks = |t: u64| t as f64 / self.tick;
+        let mut by_command = BTreeMap::new();
+        for (comm, t) in s.cpu.values() {
+            *by_command.entry(comm.clone()).or_insert(0.0) += ticks(*t);
+        }
+        let hwm = self_status_kib("VmHWM:") * 1024;
+        let cost = Cost {
+            wall,
+            user: ticks(after.cutime - before.cutime),
+            sys: ticks(after.cstime - before.cstime),
+            self_cpu: ticks(after.utime + after.stime - before.utime - before.stime),
+            server_cpu: ticks(server_after.saturating_sub(server_before)),
+            peak_tree: s.peak_tree,
+            peak_self: s.peak_self.max(hwm),
+            by_command,
+        };
+        (out, cost)
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn sample_once(me: u32, exclude: u32, page: u64, state: &Mutex<SampleState>) {
+    let mut stats: HashMap<u32, Stat> = HashMap::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Ok(pid) = name.parse::<u32>() else {
+            continue;
+        };
+        if let Some(stat) = read_stat(name) {
+            stats.insert(pid, stat);
+        }
+    }
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (pid, s) in &stats {
+        children.entry(s.ppid).or_default().push(*pid);
+    }
+    let mut tree_rss = 0;
+    let mut seen = Vec::new();
+    let mut stack = children.get(&me).cloned().unwrap_or_default();
+    while let Some(pid) = stack.pop() {
+        if pid == exclude {
+            continue;
+        }
+        if let Some(s) = stats.get(&pid) {
+            tree_rss += s.rss_pages * page;
+            seen.push((pid, s.comm.clone(), s.utime + s.stime));
+        }
+        if let Some(c) = children.get(&pid) {
+            stack.extend(c);
+        }
+    }
+    let own = stats.get(&me).map_or(0, |s| s.rss_pages * page);
+    let mut st = state.lock().unwrap();
+    if st.trace {
+        let mut comms: Vec<&str> = seen.iter().map(|(_, c, _)| c.as_str()).collect();
+        comms.sort_unstable();
+        comms.dedup();
+        let now = comms.join(" ");
+        if now != st.last_comms {
+            eprintln!(
+                "[trace] {:7.2} s  {:6.1} MB  {now}",
+                st.since.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+                tree_rss as f64 / MB
+            );
+            st.last_comms = now;
+        }
+    }
+    st.peak_tree = st.peak_tree.max(tree_rss);
+    st.peak_self = st.peak_self.max(own);
+    for (pid, comm, t) in seen {
+        st.cpu.insert(pid, (comm, t));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The synthetic tree
+
+/// What was generated.
+#[derive(Default, Clone)]
+struct TreeFacts {
+    media_files: usize,
+    media_bytes: u64,
+    thumbnails: usize,
+    thumbnail_bytes: u64,
+    db_bytes: u64,
+    remote_files: usize,
+    remote_bytes: u64,
+}
+
+fn uniform(rng: &mut Rng) -> f64 {
+    ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+}
+
+fn normal(rng: &mut Rng) -> f64 {
+    let (u, v) = (uniform(rng), uniform(rng));
+    (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+}
+
+/// A Synapse media id: 24 ASCII letters.
+fn media_id(rng: &mut Rng) -> String {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    (0..24)
+        .map(|_| LETTERS[(rng.next_u64() % LETTERS.len() as u64) as usize] as char)
+        .collect()
+}
+
+fn sharded(base: &Path, id: &str) -> PathBuf {
+    base.join(&id[..2]).join(&id[2..4]).join(&id[4..])
+}
+
+/// Media sizes like a real homeserver's: log-normal around ~160 KiB (mean ~500 KiB),
+/// from 1 KiB to 48 MiB.
+fn media_size(rng: &mut Rng) -> u64 {
+    let s = (160.0 * 1024.0) * (1.45 * normal(rng)).exp();
+    s.clamp(1024.0, 48.0 * 1024.0 * 1024.0) as u64
+}
+
+/// Writes local media (with thumbnails for the images) totalling about `budget` bytes.
+fn write_local_media(media: &Path, budget: u64, rng: &mut Rng, facts: &mut TreeFacts) {
+    let content = media.join("local_content");
+    let thumbs = media.join("local_thumbnails");
+    while facts.media_bytes + facts.thumbnail_bytes < budget {
+        let left = budget - facts.media_bytes - facts.thumbnail_bytes;
+        let mut size = media_size(rng).min(left);
+        if left - size < 1024 {
+            size = left;
+        }
+        let id = media_id(rng);
+        let path = sharded(&content, &id);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_random(&path, size, rng);
+        facts.media_files += 1;
+        facts.media_bytes += size;
+        // Seven in ten uploads are images: Synapse keeps a crop and a scaled thumbnail.
+        if rng.next_u64() % 10 < 7 && facts.media_bytes + facts.thumbnail_bytes < budget {
+            let dir = sharded(&thumbs, &id);
+            fs::create_dir_all(&dir).unwrap();
+            for (name, t) in [
+                ("32-32-image-jpeg-crop", 600 + rng.next_u64() % 2500),
+                (
+                    "320-240-image-jpeg-scale",
+                    (size / 8).clamp(4 << 10, 60 << 10),
+                ),
+            ] {
+                write_random(&dir.join(name), t, rng);
+                facts.thumbnails += 1;
+                facts.thumbnail_bytes += t;
+            }
+        }
+    }
+}
+
+/// Remote media and url cache: present in the tree, never backed up.
+fn write_remote_media(media: &Path, budget: u64, seed: u64) -> (usize, u64) {
+    let mut rng = Rng::new(seed ^ 0x5EED_0F4E_307E);
+    let (mut files, mut bytes) = (0, 0);
+    while bytes < budget {
+        let size = media_size(&mut rng).min(budget - bytes).max(1);
+        let id = media_id(&mut rng);
+        let path = sharded(&media.join("remote_content/matrix.org"), &id);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_random(&path, size, &mut rng);
+        files += 1;
+        bytes += size;
+        if rng.next_u64().is_multiple_of(2) {
+            let dir = sharded(&media.join("remote_thumbnail/matrix.org"), &id);
+            fs::create_dir_all(&dir).unwrap();
+            let t = (size / 8).clamp(2 << 10, 60 << 10);
+            write_random(&dir.join("320-240-image-jpeg-scale"), t, &mut rng);
+            files += 1;
+            bytes += t;
+        }
+    }
+    let cache = media.join("url_cache/2026-11-26");
+    fs::create_dir_all(&cache).unwrap();
+    fs::write(cache.join("aBcDeFgHiJkLmNoPqRsTuVwX"), b"cached page").unwrap();
+    (files, bytes + 11)
+}
+
+/// Fills `homeserver.db` (WAL mode) with Synapse-like event JSON up to `target` bytes
+/// and leaves a live `-wal` tail, as on a running server.
+const MAKE_DB: &str = r#"
+import base64, json, os, random, sqlite3, sys
+path, target, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rnd = random.Random(seed)
+syll = ['ka', 'lo', 'mi', 'ne', 'ru', 'to', 'sa', 'vi', 'de', 'po', 'an', 'el', 'is', 'or', 'um', 'th', 'ch', 'qu', 'be', 'ly']
+words = sorted({''.join(rnd.choices(syll, k=rnd.randint(1, 4))) for _ in range(3000)})
+def b64(n):
+    return base64.urlsafe_b64encode(rnd.randbytes(n)).rstrip(b'=').decode()
+users = ['@%s:example.test' % ''.join(rnd.choices(words, k=2)) for _ in range(400)]
+rooms = ['!%s:example.test' % b64(12) for _ in range(60)]
+c = sqlite3.connect(path)
+c.execute('PRAGMA journal_mode=WAL')
+c.execute('PRAGMA synchronous=OFF')
+c.executescript('''
+CREATE TABLE IF NOT EXISTS event_json (event_id TEXT NOT NULL, room_id TEXT NOT NULL,
+  internal_metadata TEXT NOT NULL, json TEXT NOT NULL, format_version INTEGER, UNIQUE (event_id));
+CREATE TABLE IF NOT EXISTS events_meta (stream_ordering INTEGER PRIMARY KEY, topological_ordering BIGINT,
+  event_id TEXT, type TEXT, room_id TEXT, sender TEXT, origin_server_ts BIGINT, received_ts BIGINT);
+CREATE INDEX IF NOT EXISTS events_room ON events_meta (room_id, topological_ordering);
+''')
+n = 0
+ts = 1700000000000
+def batch(count):
+    global n, ts
+    rows, meta = [], []
+    for _ in range(count):
+        n += 1
+        ts += rnd.randint(100, 60000)
+        eid = '$' + b64(32)
+        room, sender = rnd.choice(rooms), rnd.choice(users)
+        body = ' '.join(rnd.choices(words, k=rnd.randint(4, 90)))
+        ev = {'auth_events': ['$' + b64(32) for _ in range(3)], 'prev_events': ['$' + b64(32)],
+              'type': 'm.room.message', 'room_id': room, 'sender': sender,
+              'content': {'msgtype': 'm.text', 'body': body}, 'depth': n,
+              'origin': 'example.test', 'origin_server_ts': ts, 'hashes': {'sha256': b64(32)},
+              'signatures': {'example.test': {'ed25519:a_abcd': b64(64)}}, 'unsigned': {'age_ts': ts}}
+        rows.append((eid, room, '{"stream_ordering":%d}' % n, json.dumps(ev, separators=(',', ':')), 3))
+        meta.append((n, n, eid, 'm.room.message', room, sender, ts, ts + rnd.randint(1, 900)))
+    c.executemany('INSERT INTO event_json VALUES (?,?,?,?,?)', rows)
+    c.executemany('INSERT INTO events_meta VALUES (?,?,?,?,?,?,?,?)', meta)
+    c.commit()
+while True:
+    batch(2000)
+    pages = c.execute('PRAGMA page_count').fetchone()[0] * c.execute('PRAGMA page_size').fetchone()[0]
+    if pages >= target:
+        break
+c.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+batch(300)
+sys.stdout.flush()
+os._exit(0)
+"#;
+
+fn make_db(path: &Path, target: u64, seed: u64) -> Result<(), BoxError> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(MAKE_DB)
+        .arg(path)
+        .arg(target.to_string())
+        .arg(seed.to_string())
+        .output()
+        .map_err(|e| {
+            err(format!(
+                "python3 is needed to build the SQLite database: {e}"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "building the SQLite database failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// The default tree: ~81% local media, ~4% thumbnails, ~10% SQLite, ~5% remote media.
+fn make_tree(root: &Path, total: u64, seed: u64) -> Result<(SynapseTree, TreeFacts), BoxError> {
+    let tree = SynapseTree::create(
+        root,
+        &TreeSpec {
+            media_files: 0,
+            media_bytes: 0,
+            db_rows: 0,
+            seed,
+        },
+    );
+    make_db(&tree.data.join("homeserver.db"), total / 10, seed)?;
+    let mut facts = TreeFacts::default();
+    let mut rng = Rng::new(seed);
+    write_local_media(&tree.media, total * 85 / 100, &mut rng, &mut facts);
+    let (files, bytes) = write_remote_media(&tree.media, total / 20, seed);
+    facts.remote_files = files;
+    facts.remote_bytes = bytes;
+    facts.db_bytes = ["homeserver.db", "homeserver.db-wal", "homeserver.db-shm"]
+        .iter()
+        .filter_map(|n| fs::metadata(tree.data.join(n)).ok())
+        .map(|m| m.len())
+        .sum();
+    Ok((tree, facts))
+}
+
+/// Restores remote media removed by the reference restore (which deletes the whole
+/// media dir), so that every restore starts from the same tree.
+fn reset_remote_media(tree: &SynapseTree, facts: &TreeFacts, seed: u64) {
+    for d in ["remote_content", "remote_thumbnail", "url_cache"] {
+        let _ = fs::remove_dir_all(tree.media.join(d));
+    }
+    write_remote_media(&tree.media, facts.remote_bytes.saturating_sub(11), seed);
+}
+
+/// The reference's backup set, as absolute paths: `*.key` and `homeserver.db*` in the
+/// data dir, `local_*` in the media store.
+fn reference_paths(tree: &SynapseTree) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut names = |dir: &Path, keep: &dyn Fn(&str) -> bool| {
+        let mut found: Vec<PathBuf> = fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| keep(&e.file_name().to_string_lossy()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        out.extend(found);
+    };
+    names(&tree.data, &|n: &str| {
+        n.ends_with(".key") || n.starts_with("homeserver.db")
+    });
+    names(&tree.media, &|n: &str| n.starts_with("local_"));
+    out
+}
+
+/// Names, sizes and a sample of the content of every local media file and key.
+fn fingerprint(tree: &SynapseTree) -> BTreeMap<PathBuf, (u64, u64)> {
+    use std::hash::{Hash, Hasher};
+    let mut out = BTreeMap::new();
+    for path in synapse_tree::walk(&tree.data) {
+        let rel = path.strip_prefix(&tree.root).unwrap().to_path_buf();
+        let s = rel.to_string_lossy();
+        if !(s.starts_with("data/media_store/local_") || s.ends_with(".key")) {
+            continue;
+        }
+        let mut f = fs::File::open(&path).unwrap();
+        let len = f.metadata().unwrap().len();
+        let mut head = vec![0u8; 4096.min(len as usize)];
+        f.read_exact(&mut head).unwrap();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        head.hash(&mut h);
+        out.insert(rel, (len, h.finish()));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------
+// The variants
+
+struct Bench {
+    options: BackupOptions,
+    base: PathBuf,
+    tree: SynapseTree,
+    facts: TreeFacts,
+    params: S3Parameters,
+    layout: Layout,
+    aws: String,
+    server: ServerProcess,
+    sampler: Sampler,
+    rt: tokio::runtime::Runtime,
+    container: LocalContainer,
+    client: S3Client,
+    ref_home: PathBuf,
+    /// Bytes the backup set holds on disk (`du -bsc` of the reference's paths).
+    source_bytes: u64,
+}
+
+fn which(tool: &str) -> Result<String, BoxError> {
+    let out = Command::new("bash")
+        .args(["-c", "command -v \"$1\"", "bash", tool])
+        .output()?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "{tool} is not on PATH: run ./scripts/bench, which installs the aws CLI (scripts/tools.sh)"
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn check_status(what: &str, out: &std::process::Output) -> Result<(), BoxError> {
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<String>()
+                .chars()
+                .rev()
+                .collect::<String>()
+        )))
+    }
+}
+
+fn make_private_dir(path: &Path) -> Result<(), BoxError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+fn quote(path: &Path) -> String {
+    // The reference wraps each path in single quotes without escaping (a defect this
+    // crate fixes); the bench's own temp paths never hold a quote.
+    let text = path.display().to_string();
+    assert!(!text.contains('\''), "a quote in the bench path {text}");
+    format!("'{text}'")
+}
+
+impl Bench {
+    /// The environment the reference charm gives its commands, with a private HOME.
+    fn reference_command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        let home = &self.ref_home;
+        cmd.env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("LANG", "C.UTF-8")
+            .env("HOME", home)
+            .env("GNUPGHOME", home.join(".gnupg"))
+            .env("AWS_CONFIG_FILE", home.join(".aws/config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.join(".aws/credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", &self.server.access)
+            .env("AWS_SECRET_ACCESS_KEY", &self.server.secret)
+            .env("AWS_ENDPOINT_URL", &self.server.endpoint)
+            .env("AWS_DEFAULT_REGION", s3_server::REGION)
+            .current_dir(home)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// The charm's prepare step: `aws configure set` twice, the passphrase file.
+    fn reference_prepare(&self) -> Result<PathBuf, BoxError> {
+        for (k, v) in [
+            ("default.s3.addressing_style", "path"),
+            ("default.s3.max_concurrent_requests", "1"),
+        ] {
+            let out = self
+                .reference_command(&self.aws)
+                .args(["configure", "set", k, v])
+                .output()?;
+            check_status("aws configure set", &out)?;
+        }
+        let pass = self.ref_home.join(".gpg_backup_passphrase");
+        fs::write(&pass, PASSPHRASE)?;
+        Ok(pass)
+    }
+
+    /// The reference backup; returns (object key, pipeline-only seconds).
+    fn reference_backup(&self, id: &BackupId) -> Result<(String, f64), BoxError> {
+        let pass = self.reference_prepare()?;
+        let paths = reference_paths(&self.tree);
+        let du = self
+            .reference_command("du")
+            .arg("-bsc")
+            .args(&paths)
+            .output()?;
+        check_status("du", &du)?;
+        let total: u64 = String::from_utf8_lossy(&du.stdout)
+            .lines()
+            .last()
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| err("du printed no total"))?;
+        let key = format!("{PREFIX}/{id}");
+        let script = format!(
+            "set -euxo pipefail; tar -c {} | gpg --batch --no-symkey-cache --passphrase-file {} --symmetric | {} s3 cp --expected-size={total} - s3://{BUCKET}/{key}",
+            paths.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" "),
+            quote(&pass),
+            self.aws,
+        );
+        let started = Instant::now();
+        let out = self
+            .reference_command("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()?;
+        let pipeline = started.elapsed().as_secs_f64();
+        check_status("the reference backup pipeline", &out)?;
+        Ok((key, pipeline))
+    }
+
+    fn reference_restore(&self, key: &str) -> Result<f64, BoxError> {
+        let pass = self.reference_prepare()?;
+        let out = self
+            .reference_command("rm")
+            .arg("-rf")
+            .arg(&self.tree.media)
+            .output()?;
+        check_status("rm -rf media", &out)?;
+        let script = format!(
+            "set -euxo pipefail; {} s3 cp s3://{BUCKET}/{key} - | gpg --batch --no-symkey-cache --decrypt --passphrase-file {} | tar -x -C /",
+            self.aws,
+            quote(&pass)
+        );
+        let started = Instant::now();
+        let out = self
+            .reference_command("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()?;
+        let pipeline = started.elapsed().as_secs_f64();
+        check_status("the reference restore pipeline", &out)?;
+        Ok(pipeline)
+    }
+
+    fn ours_backup(
+        &self,
+        options: &BackupOptions,
+    ) -> Result<synapse_backup::BackupReport, BoxError> {
+        Ok(self.rt.block_on(create_backup_with(
+            &self.container,
+            &self.params,
+            PASSPHRASE,
+            &self.layout,
+            options,
+        ))?)
+    }
+
+    fn ours_restore(&self, id: &BackupId) -> Result<(), BoxError> {
+        self.rt.block_on(restore_backup_with(
+            &self.container,
+            &self.params,
+            PASSPHRASE,
+            id,
+            &self.layout,
+            &RestoreOptions::default(),
+        ))?;
+        Ok(())
+    }
+
+    fn object_size(&self, key: &str) -> u64 {
+        fs::metadata(self.server_root().join(BUCKET).join(key)).map_or(0, |m| m.len())
+    }
+
+    fn server_root(&self) -> PathBuf {
+        self.base.join("s3")
+    }
+
+    fn delete_key(&self, key: &str) {
+        if let Err(e) = self.rt.block_on(self.client.delete_object(key)) {
+            eprintln!("could not delete {key}: {e}");
+        }
+    }
+
+    fn delete_ours(&self, id: &BackupId) {
+        if let Err(e) = self.rt.block_on(delete_backup(&self.client, id)) {
+            eprintln!("could not delete {id}: {e}");
+        }
+    }
+
+    /// The relative member list of the reference's paths (for the stage limits).
+    fn members_file(&self) -> Result<PathBuf, BoxError> {
+        let list = self.base.join("members.list");
+        let mut bytes = Vec::new();
+        for p in reference_paths(&self.tree) {
+            let rel = p.strip_prefix(&self.tree.root)?;
+            bytes.extend_from_slice(rel.to_string_lossy().as_bytes());
+            bytes.push(0);
+        }
+        fs::write(&list, bytes)?;
+        Ok(list)
+    }
+
+    /// Runs `cmd` with stdout read and discarded by this process; returns the bytes.
+    fn drain(mut cmd: Command) -> Result<u64, BoxError> {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let mut out = child.stdout.take().ok_or_else(|| err("no stdout"))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = out.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        let output = child.wait_with_output()?;
+        check_status("stage", &output)?;
+        Ok(total)
+    }
+
+    fn tar_alone(&self, list: &Path) -> Result<u64, BoxError> {
+        let mut cmd = Command::new("tar");
+        cmd.args(["--create", "--null", "--verbatim-files-from", "--directory"])
+            .arg(&self.tree.root)
+            .arg("--files-from")
+            .arg(list)
+            .stdin(Stdio::null());
+        Self::drain(cmd)
+    }
+
+    fn tar_gpg(&self, list: &Path) -> Result<u64, BoxError> {
+        let gnupg = self.base.join("limit-gnupg");
+        let _ = fs::remove_dir_all(&gnupg);
+        make_private_dir(&gnupg)?;
+        let pass = self.base.join("limit-passphrase");
+        fs::write(&pass, PASSPHRASE)?;
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(
+                "set -euo pipefail\n\"$SB_TAR\" --create --null --verbatim-files-from --directory \"$1\" --files-from \"$2\" |\n  gpg --batch --no-tty --no-symkey-cache --pinentry-mode loopback --passphrase-file \"$3\" --symmetric --cipher-algo AES256 --s2k-count \"$4\" --compress-algo none --output -",
+            )
+            .arg("bash")
+            .arg(&self.tree.root)
+            .arg(list)
+            .arg(&pass)
+            .arg(self.options.s2k_count.to_string())
+            .env("SB_TAR", "tar")
+            .env("GNUPGHOME", &gnupg)
+            .stdin(Stdio::null());
+        let n = Self::drain(cmd)?;
+        let _ = fs::remove_dir_all(&gnupg);
+        Ok(n)
+    }
+
+    /// Uploads `file` through a pipe with our aws CLI settings (config file, args).
+    fn upload_alone(&self, file: &Path, config: &Path, key: &str) -> Result<(), BoxError> {
+        let size = fs::metadata(file)?.len();
+        let mut child = Command::new(&self.aws)
+            .args([
+                "s3",
+                "cp",
+                "--only-show-errors",
+                "--no-progress",
+                "--expected-size",
+            ])
+            .arg(size.to_string())
+            .args(["--endpoint-url", &self.server.endpoint, "-"])
+            .arg(format!("s3://{BUCKET}/{key}"))
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("HOME", &self.base)
+            .env("AWS_CONFIG_FILE", config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.base.join("none"))
+            .env("AWS_ACCESS_KEY_ID", &self.server.access)
+            .env("AWS_SECRET_ACCESS_KEY", &self.server.secret)
+            .env("AWS_DEFAULT_REGION", s3_server::REGION)
+            .env("AWS_ENDPOINT_URL", &self.server.endpoint)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_RETRY_MODE", "standard")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().ok_or_else(|| err("no stdin"))?;
+        let mut source = fs::File::open(file)?;
+        let feeder = std::thread::spawn(move || std::io::copy(&mut source, &mut stdin));
+        let out = child.wait_with_output()?;
+        let _ = feeder.join();
+        check_status("the upload alone", &out)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Reporting
+
+fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The runs of one variant.
+#[derive(Default, Clone)]
+struct Runs {
+    name: String,
+    costs: Vec<Cost>,
+    objects: Vec<u64>,
+}
+
+impl Runs {
+    fn new(name: &str) -> Runs {
+        Runs {
+            name: name.into(),
+            ..Runs::default()
+        }
+    }
+    fn med(&self, f: impl Fn(&Cost) -> f64) -> f64 {
+        median(&self.costs.iter().map(f).collect::<Vec<_>>())
+    }
+    fn wall(&self) -> f64 {
+        self.med(|c| c.wall)
+    }
+    fn peak_tree(&self) -> f64 {
+        self.costs.iter().map(|c| c.peak_tree).max().unwrap_or(0) as f64 / MB
+    }
+    fn peak_self(&self) -> f64 {
+        self.costs.iter().map(|c| c.peak_self).max().unwrap_or(0) as f64 / MB
+    }
+    fn object(&self) -> f64 {
+        median(&self.objects.iter().map(|o| *o as f64).collect::<Vec<_>>()) / MB
+    }
+    fn by_command(&self) -> String {
+        let mut total: BTreeMap<String, f64> = BTreeMap::new();
+        for c in &self.costs {
+            for (k, v) in &c.by_command {
+                *total.entry(k.clone()).or_insert(0.0) += v / self.costs.len() as f64;
+            }
+        }
+        let mut v: Vec<(String, f64)> = total.into_iter().filter(|(_, s)| *s >= 0.05).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v.iter()
+            .map(|(k, s)| format!("{k} {s:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+const HEADER: &str = "| variant | median wall s | runs s | MB/s | object MB | CPU user s | CPU sys s | pipeline peak RSS MB | our RSS MB | our CPU s | S3 server CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|";
+
+fn row(runs: &Runs, source: u64) -> String {
+    let wall = runs.wall();
+    let all = runs
+        .costs
+        .iter()
+        .map(|c| format!("{:.2}", c.wall))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let object = if runs.objects.is_empty() {
+        "-".to_string()
+    } else {
+        format!("{:.1}", runs.object())
+    };
+    format!(
+        "| {} | {wall:.2} | {all} | {:.1} | {object} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.2} |",
+        runs.name,
+        source as f64 / MB / wall,
+        runs.med(|c| c.user),
+        runs.med(|c| c.sys),
+        runs.peak_tree(),
+        runs.peak_self(),
+        runs.med(|c| c.self_cpu),
+        runs.med(|c| c.server_cpu),
+    )
+}
+
+fn ratio_row(ours: &Runs, reference: &Runs) -> String {
+    let r = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    format!(
+        "| ours/reference | {:.2} | | {:.2}x | {} | {:.2} | {:.2} | {:.2} | | | {:.2} |",
+        r(ours.wall(), reference.wall()),
+        r(reference.wall(), ours.wall()),
+        if ours.objects.is_empty() {
+            "-".into()
+        } else {
+            format!("{:.3}", r(ours.object(), reference.object()))
+        },
+        r(ours.med(|c| c.user), reference.med(|c| c.user)),
+        r(ours.med(|c| c.sys), reference.med(|c| c.sys)),
+        r(ours.peak_tree(), reference.peak_tree()),
+        r(ours.med(|c| c.server_cpu), reference.med(|c| c.server_cpu)),
+    )
+}
+
+fn progress(text: &str) {
+    eprintln!("[bench] {text}");
+}
+
+// ---------------------------------------------------------------------------------
+// The run
+
+/// `/dev/shm` when it is a tmpfs with room for the run (the tree, two kept backups,
+/// multipart parts, a restore's staging copy and the upload stream: ~10× the tree), so
+/// that a busy shared disk does not blur the comparison; else the system temp dir.
+fn default_dir(bytes: u64) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let avail = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(shm)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .last()
+                .and_then(|l| l.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    if avail > bytes.saturating_mul(10) {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+fn run(config: &Config) -> Result<(), BoxError> {
+    let aws = which("aws")?;
+    for tool in ["bash", "tar", "gpg", "python3", "du", "sha256sum"] {
+        which(tool)?;
+    }
+    let base_dir = config
+        .dir
+        .clone()
+        .unwrap_or_else(|| default_dir(config.bytes));
+    fs::create_dir_all(&base_dir)?;
+    let temp = tempfile::Builder::new()
+        .prefix("synapse-backup-bench-")
+        .tempdir_in(&base_dir)?;
+    let base = temp.path().canonicalize()?;
+    progress(&format!("working in {}", base.display()));
+
+    let started = Instant::now();
+    let (tree, facts) = make_tree(&base.join("root"), config.bytes, config.seed)?;
+    progress(&format!(
+        "tree generated in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    let original = fingerprint(&tree);
+
+    let server = ServerProcess::start(&base.join("s3"))?;
+    let params = S3Parameters::from_relation_data(&server.relation_data())?;
+    let layout = Layout {
+        root: tree.root.to_string_lossy().into_owned(),
+        user: None,
+        group: None,
+        service: None,
+        bash: "bash".into(),
+        aws: aws.clone(),
+        ..Layout::default()
+    };
+    let sampler = Sampler::start(server.pid(), config.sample);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let client = S3Client::new(&params)?;
+    let ref_home = base.join("reference-home");
+    make_private_dir(&ref_home)?;
+    make_private_dir(&ref_home.join(".gnupg"))?;
+    let mut bench = Bench {
+        options: config.options.clone(),
+        base: base.clone(),
+        tree,
+        facts,
+        params,
+        layout,
+        aws,
+        server,
+        sampler,
+        rt,
+        container: LocalContainer::new(),
+        client,
+        ref_home,
+        source_bytes: 0,
+    };
+    let du = Command::new("du")
+        .arg("-bsc")
+        .args(reference_paths(&bench.tree))
+        .output()?;
+    bench.source_bytes = String::from_utf8_lossy(&du.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let result = run_sections(&bench, config, &original);
+    // The reference's gpg-agent (started by its gpg in the private GNUPGHOME) outlives
+    // the pipeline: stop it.
+    let _ = Command::new("gpgconf")
+        .args(["--kill", "all"])
+        .env("GNUPGHOME", bench.ref_home.join(".gnupg"))
+        .output();
+    drop(bench);
+    drop(temp);
+    result
+}
+
+fn run_sections(
+    bench: &Bench,
+    config: &Config,
+    original: &BTreeMap<PathBuf, (u64, u64)>,
+) -> Result<(), BoxError> {
+    let f = &bench.facts;
+    let mut out = String::new();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    writeln!(out, "## synapse-backup end-to-end benchmark\n")?;
+    writeln!(
+        out,
+        "tree: {:.1} MB generated (seed {}): {} media files {:.1} MB, {} thumbnails {:.1} MB, SQLite {:.1} MB (WAL mode, live -wal), remote media/url cache {} files {:.1} MB (not backed up)",
+        config.bytes as f64 / MB,
+        config.seed,
+        f.media_files,
+        f.media_bytes as f64 / MB,
+        f.thumbnails,
+        f.thumbnail_bytes as f64 / MB,
+        f.db_bytes as f64 / MB,
+        f.remote_files,
+        f.remote_bytes as f64 / MB,
+    )?;
+    writeln!(
+        out,
+        "source (du -bsc of the backup set): {:.1} MB; {} cpus; {} rounds A B alternating; S3: s3s-fs in a separate process (pid {}) on {}; files in {}",
+        bench.source_bytes as f64 / MB,
+        cpus,
+        config.rounds,
+        bench.server.pid(),
+        bench.server.endpoint,
+        bench.base.display(),
+    )?;
+    writeln!(
+        out,
+        "ours: BackupOptions {{ compression: {:?}, upload_concurrency: {}, part_size_mib: {}, s2k_count: {} }}; reference: gpg default compression (zlib 6), aws max_concurrent_requests 1, default 8 MiB parts\n",
+        config.options.compression,
+        config.options.upload_concurrency,
+        config.options.part_size_mib,
+        config.options.s2k_count,
+    )?;
+    print!("{out}");
+    out.clear();
+    let source = bench.source_bytes;
+
+    let mut speedup = None;
+    let mut ref_backup = Runs::new("reference");
+    let mut ours_backup = Runs::new("ours");
+    let mut ref_pipeline = Vec::new();
+    let mut last_ours: Option<BackupId> = None;
+    let mut last_ref: Option<String> = None;
+    let mut notes: Vec<String> = Vec::new();
+    let mut our_rss = 0.0f64;
+
+    if config.section("backup") || config.section("restore") || config.section("limits") {
+        let rounds = if config.section("backup") {
+            config.rounds
+        } else {
+            1
+        };
+        for round in 1..=rounds {
+            let id = BackupId::generate();
+            let (r, cost) = bench.sampler.measure(|| bench.reference_backup(&id));
+            let (key, pipeline) = r?;
+            progress(&format!(
+                "round {round}: reference backup {:.2} s (pipeline {pipeline:.2} s)",
+                cost.wall
+            ));
+            ref_backup.objects.push(bench.object_size(&key));
+            ref_backup.costs.push(cost);
+            ref_pipeline.push(pipeline);
+            if let Some(old) = last_ref.replace(key) {
+                bench.delete_key(&old);
+            }
+            let (r, cost) = bench.sampler.measure(|| bench.ours_backup(&config.options));
+            let report = r?;
+            progress(&format!(
+                "round {round}: ours backup {:.2} s ({:.2} s in the library)",
+                cost.wall,
+                report.duration.as_secs_f64()
+            ));
+            ours_backup.objects.push(report.manifest.ciphertext_bytes);
+            ours_backup.costs.push(cost);
+            if let Some(old) = last_ours.replace(report.id) {
+                bench.delete_ours(&old);
+            }
+        }
+        if config.section("backup") {
+            writeln!(
+                out,
+                "### backup (median of {rounds}; MB/s of source data)\n"
+            )?;
+            writeln!(out, "{HEADER}")?;
+            writeln!(out, "{}", row(&ref_backup, source))?;
+            writeln!(out, "{}", row(&ours_backup, source))?;
+            writeln!(out, "{}", ratio_row(&ours_backup, &ref_backup))?;
+            writeln!(
+                out,
+                "\nreference pipeline alone (without aws configure set and du): median {:.2} s\nCPU by command (s, mean per run): reference: {}\nours: {}\n",
+                median(&ref_pipeline),
+                ref_backup.by_command(),
+                ours_backup.by_command()
+            )?;
+            print!("{out}");
+            out.clear();
+            speedup = Some(ref_backup.wall() / ours_backup.wall());
+        }
+    }
+
+    let mut upload_limit = None;
+    if config.section("limits") {
+        let list = bench.members_file()?;
+        let mut tar = Runs::new("tar alone");
+        let mut tar_gpg = Runs::new("tar | gpg (ours)");
+        let mut upload = Runs::new("upload alone (ours)");
+        let object = ours_backup.objects.last().copied().unwrap_or(source);
+        let stream = bench.base.join("upload-stream.bin");
+        write_random(&stream, object, &mut Rng::new(config.seed ^ 0xF00D));
+        let aws_config = bench.base.join("upload-aws-config");
+        fs::write(
+            &aws_config,
+            synapse_backup::backup::plan::aws_config_file(&bench.params, &config.options),
+        )?;
+        for round in 1..=config.rounds {
+            let (r, cost) = bench.sampler.measure(|| bench.tar_alone(&list));
+            tar.objects.push(r?);
+            tar.costs.push(cost);
+            let (r, cost) = bench.sampler.measure(|| bench.tar_gpg(&list));
+            tar_gpg.objects.push(r?);
+            tar_gpg.costs.push(cost);
+            let key = format!("limit/upload-{round}");
+            let (r, cost) = bench
+                .sampler
+                .measure(|| bench.upload_alone(&stream, &aws_config, &key));
+            r?;
+            upload.objects.push(bench.object_size(&key));
+            upload.costs.push(cost);
+            bench.delete_key(&key);
+            progress(&format!(
+                "round {round}: tar {:.2} s, tar|gpg {:.2} s, upload {:.2} s",
+                tar.costs[round - 1].wall,
+                tar_gpg.costs[round - 1].wall,
+                upload.costs[round - 1].wall
+            ));
+        }
+        let _ = fs::remove_file(&stream);
+        writeln!(
+            out,
+            "### stage limits (median of {}; MB/s of source data; upload of an equal-sized random stream through a pipe)\n",
+            config.rounds
+        )?;
+        writeln!(out, "{HEADER}")?;
+        for r in [&tar, &tar_gpg, &upload] {
+            writeln!(out, "{}", row(r, source))?;
+        }
+        let limit = tar.wall().max(tar_gpg.wall()).max(upload.wall());
+        upload_limit = Some(upload.wall());
+        if !ours_backup.costs.is_empty() {
+            writeln!(
+                out,
+                "\nours backup = {:.0}% of the slowest single stage ({:.2} s), {:.0}% of the upload-alone limit",
+                100.0 * limit / ours_backup.wall(),
+                limit,
+                100.0 * upload.wall() / ours_backup.wall()
+            )?;
+        }
+        writeln!(
+            out,
+            "CPU by command: upload alone: {}\n",
+            upload.by_command()
+        )?;
+        print!("{out}");
+        out.clear();
+    }
+
+    if config.section("restore") {
+        let (Some(key), Some(id)) = (last_ref.clone(), last_ours.clone()) else {
+            return Err(err("no backups to restore"));
+        };
+        let mut ref_restore = Runs::new("reference");
+        let mut ours_restore = Runs::new("ours");
+        let mut ref_restore_pipeline = Vec::new();
+        for round in 1..=config.rounds {
+            reset_remote_media(&bench.tree, &bench.facts, config.seed);
+            let (r, cost) = bench.sampler.measure(|| bench.reference_restore(&key));
+            ref_restore_pipeline.push(r?);
+            progress(&format!(
+                "round {round}: reference restore {:.2} s",
+                cost.wall
+            ));
+            ref_restore.costs.push(cost);
+            if fingerprint(&bench.tree) != *original {
+                return Err(err("the reference restore did not give back the tree"));
+            }
+            reset_remote_media(&bench.tree, &bench.facts, config.seed);
+            let (r, cost) = bench.sampler.measure(|| bench.ours_restore(&id));
+            r?;
+            progress(&format!("round {round}: ours restore {:.2} s", cost.wall));
+            ours_restore.costs.push(cost);
+            if fingerprint(&bench.tree) != *original {
+                return Err(err("our restore did not give back the tree"));
+            }
+        }
+        writeln!(
+            out,
+            "### restore (median of {}; MB/s of source data; ours includes staging, checks and the swap)\n",
+            config.rounds
+        )?;
+        writeln!(out, "{HEADER}")?;
+        writeln!(out, "{}", row(&ref_restore, source))?;
+        writeln!(out, "{}", row(&ours_restore, source))?;
+        writeln!(out, "{}", ratio_row(&ours_restore, &ref_restore))?;
+        writeln!(
+            out,
+            "\nreference restore pipeline alone: median {:.2} s\nCPU by command: reference: {}\nours: {}\n",
+            median(&ref_restore_pipeline),
+            ref_restore.by_command(),
+            ours_restore.by_command()
+        )?;
+        print!("{out}");
+        out.clear();
+        let r = ref_restore.wall() / ours_restore.wall();
+        notes.push(target_line("restore speedup", r, 2.0, true, "x"));
+        our_rss = our_rss.max(ours_restore.peak_self());
+    }
+    if let Some(old) = last_ref.take() {
+        bench.delete_key(&old);
+    }
+    if let Some(old) = last_ours.take() {
+        bench.delete_ours(&old);
+    }
+
+    if config.section("sweep") {
+        writeln!(
+            out,
+            "### sweep of our upload settings (concurrency x part size; median of {}, settings interleaved)\n",
+            config.rounds
+        )?;
+        writeln!(out, "{HEADER}")?;
+        let mut all: Vec<Runs> = config
+            .sweep
+            .iter()
+            .map(|(c, p)| Runs::new(&format!("{c} x {p} MiB")))
+            .collect();
+        for round in 1..=config.rounds {
+            for ((c, p), runs) in config.sweep.iter().zip(all.iter_mut()) {
+                let options = BackupOptions {
+                    upload_concurrency: *c,
+                    part_size_mib: *p,
+                    ..config.options.clone()
+                };
+                let (r, cost) = bench.sampler.measure(|| bench.ours_backup(&options));
+                let report = r?;
+                progress(&format!(
+                    "round {round}: sweep {c} x {p} MiB {:.2} s",
+                    cost.wall
+                ));
+                runs.objects.push(report.manifest.ciphertext_bytes);
+                runs.costs.push(cost);
+                bench.delete_ours(&report.id);
+            }
+        }
+        for runs in &all {
+            writeln!(out, "{}", row(runs, source))?;
+        }
+        writeln!(out)?;
+        print!("{out}");
+        out.clear();
+    }
+
+    if config.section("scale") && !config.scale.is_empty() {
+        scale_section(bench, config, &mut out)?;
+        print!("{out}");
+        out.clear();
+    }
+
+    if let Some(s) = speedup {
+        writeln!(out, "### targets\n")?;
+        writeln!(
+            out,
+            "- {}",
+            target_line("backup speedup", s, 2.5, true, "x")
+        )?;
+        if let Some(up) = upload_limit {
+            writeln!(
+                out,
+                "- {}",
+                target_line(
+                    "backup vs upload-alone limit",
+                    100.0 * up / ours_backup.wall(),
+                    85.0,
+                    true,
+                    "%"
+                )
+            )?;
+        }
+        for n in &notes {
+            writeln!(out, "- {n}")?;
+        }
+        writeln!(
+            out,
+            "- {}",
+            target_line(
+                "pipeline peak RSS ours/reference",
+                ours_backup.peak_tree() / ref_backup.peak_tree(),
+                1.5,
+                false,
+                "x"
+            )
+        )?;
+        writeln!(
+            out,
+            "- {}",
+            target_line(
+                "our process peak RSS, backup and restore (MB)",
+                our_rss.max(ours_backup.peak_self()),
+                40.0,
+                false,
+                ""
+            )
+        )?;
+        let size = ours_backup.object() / ref_backup.object();
+        writeln!(
+            out,
+            "- object size ours/reference: {size:.3} (target within 15%): {}",
+            if (size - 1.0).abs() <= 0.15 {
+                "holds"
+            } else {
+                "MISSED"
+            }
+        )?;
+        writeln!(out)?;
+        print!("{out}");
+        println!("backup speedup: {s:.2}x");
+    }
+    Ok(())
+}
+
+fn target_line(what: &str, value: f64, target: f64, at_least: bool, unit: &str) -> String {
+    let ok = if at_least {
+        value >= target
+    } else {
+        value <= target
+    };
+    format!(
+        "{what}: {value:.2}{unit} (target {} {target:.2}{unit}): {}",
+        if at_least { "≥" } else { "≤" },
+        if ok { "holds" } else { "MISSED" }
+    )
+}
+
+/// 10k vs 100k small media files: ours only, one run each (time should grow linearly,
+/// memory should not).
+fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), BoxError> {
+    writeln!(
+        out,
+        "### scale: many small media files (ours, default options)\n"
+    )?;
+    writeln!(
+        out,
+        "| media files | source MB | wall s | µs per file | MB/s | object MB | CPU user s | CPU sys s | pipeline peak RSS MB | our RSS MB |\n|---|---|---|---|---|---|---|---|---|---|"
+    )?;
+    let mut first: Option<(usize, f64)> = None;
+    for &n in &config.scale {
+        let root = bench.base.join(format!("scale-{n}"));
+        let tree = SynapseTree::create(
+            &root,
+            &TreeSpec {
+                media_files: 0,
+                media_bytes: 0,
+                db_rows: 0,
+                seed: config.seed,
+            },
+        );
+        let mut rng = Rng::new(config.seed ^ n as u64);
+        let content = tree.media.join("local_content");
+        let mut bytes = 0;
+        for _ in 0..n {
+            let id = media_id(&mut rng);
+            let path = sharded(&content, &id);
+            fs::create_dir_all(path.parent().unwrap())?;
+            let size = 512 + rng.next_u64() % 3584;
+            write_random(&path, size, &mut rng);
+            bytes += size;
+        }
+        let layout = Layout {
+            root: root.to_string_lossy().into_owned(),
+            ..bench.layout.clone()
+        };
+        let (r, cost) = bench.sampler.measure(|| {
+            bench.rt.block_on(create_backup_with(
+                &bench.container,
+                &bench.params,
+                PASSPHRASE,
+                &layout,
+                &config.options,
+            ))
+        });
+        let report = r?;
+        progress(&format!("scale {n}: {:.2} s", cost.wall));
+        writeln!(
+            out,
+            "| {n} | {:.1} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} |",
+            bytes as f64 / MB,
+            cost.wall,
+            cost.wall * 1e6 / n as f64,
+            bytes as f64 / MB / cost.wall,
+            report.manifest.ciphertext_bytes as f64 / MB,
+            cost.user,
+            cost.sys,
+            cost.peak_tree as f64 / MB,
+            cost.peak_self as f64 / MB,
+        )?;
+        bench.delete_ours(&report.id);
+        fs::remove_dir_all(&root)?;
+        match first {
+            None => first = Some((n, cost.wall)),
+            Some((n0, t0)) => writeln!(
+                out,
+                "\n{n} vs {n0} files: {:.1}x the files took {:.1}x the time",
+                n as f64 / n0 as f64,
+                cost.wall / t0
+            )?,
+        }
+    }
+    writeln!(out)?;
+    Ok(())
+}
