@@ -148,8 +148,8 @@ pub struct BackupOptions {
     /// The aws CLI's `max_concurrent_requests` (the reference uses 1).
     pub upload_concurrency: u32,
     /// The aws CLI's `multipart_chunksize` in MiB; the CLI raises it when
-    /// `--expected-size` would need more than 10,000 parts. Memory in flight is about
-    /// `upload_concurrency × part_size_mib` (plus the queue).
+    /// `--expected-size` would need more than 10,000 parts. The CLI reads up to ten parts
+    /// ahead, so its memory is about `10 × part_size_mib` + 45 MB.
     pub part_size_mib: u32,
     /// gpg's S2K iteration count (65011712 is the maximum, the one gpg calibrates to on
     /// current machines; passing it spares a gpg-agent start per backup).
