@@ -330,65 +330,20 @@ pub const EXIT_SNAPSHOT_FAILED: i32 = 21;
 /// parameters: gpg's extra arguments, `--`, the aws CLI's extra arguments. On failure
 /// it exits `10 + stage` (tar, gpg, tee, upload) or 14 (checksum readers), having
 /// written `<stage> <status>` to `$SB_WORK/failed` and that stage's stderr to its own.
-pub const BACKUP_SCRIPT: &str = r#"set -euo pipefail
+pub const BACKUP_SCRIPT: &str = concat!(
+    r#"set -euo pipefail
 umask 077
 w=$SB_WORK
 gpg_extra=()
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do gpg_extra+=("$1"); shift; done
 [ "$#" -gt 0 ] && shift
-# One pass over the encrypted stream: SHA-256 and length in-line (python3), else tee
-# to a hasher and wc on FIFOs that are waited for below.
-hash_py='
-import hashlib, signal, sys
-signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-try:
-    import fcntl
-    for fd in (0, 1):
-        fcntl.fcntl(fd, 1031, 1 << 20)
-except Exception:
-    pass
-src = open(0, "rb", buffering=0, closefd=False)
-out = open(1, "wb", buffering=0, closefd=False)
-h = hashlib.sha256()
-buf = bytearray(1 << 20)
-view = memoryview(buf)
-n = 0
-while True:
-    k = src.readinto(buf)
-    if not k:
-        break
-    h.update(view[:k])
-    done = 0
-    while done < k:
-        done += out.write(view[done:k])
-    n += k
-with open(sys.argv[1], "w") as f:
-    f.write(h.hexdigest() + "  -\n")
-with open(sys.argv[2], "w") as f:
-    f.write("%d\n" % n)
-'
-inline=0
-if "$SB_PYTHON" -I -c 'import fcntl, hashlib, signal' >/dev/null 2>&1; then inline=1; fi
-if [ "$inline" = 0 ]; then
-  mkfifo "$w/sha.fifo" "$w/len.fifo"
-  if command -v openssl >/dev/null 2>&1; then
-    openssl dgst -sha256 -r <"$w/sha.fifo" >"$w/sha256" &
-  else
-    sha256sum <"$w/sha.fifo" >"$w/sha256" &
-  fi
-  sha_pid=$!
-  wc -c <"$w/len.fifo" >"$w/length" &
-  len_pid=$!
-fi
-checksum() {
-  if [ "$inline" = 1 ]; then
-    "$SB_PYTHON" -I -c "$hash_py" "$w/sha256" "$w/length"
-  else
-    tee "$w/sha.fifo" "$w/len.fifo"
-  fi
-}
-tar_args=(--create --null --verbatim-files-from --directory "$SB_ROOT" --files-from "$w/files")
+"#,
+    checksum_stage!(),
+    r#"tar_args=(--create --null --verbatim-files-from --directory "$SB_ROOT" --files-from "$w/files")
 if [ -s "$w/snapfiles" ]; then tar_args+=(--directory "$w/snap" --files-from "$w/snapfiles"); fi
+# Stage names and stderr files, in pipeline order.
+names=(tar gpg tee upload)
+errs=("$w/tar.err" "$w/gpg.err" "$w/tee.err" "$w/aws.err")
 set +e
 "$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" |
   "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
@@ -397,37 +352,9 @@ set +e
   checksum 2>"$w/tee.err" |
   "$SB_AWS" s3 cp --only-show-errors --no-progress --expected-size "$SB_EXPECTED_SIZE" "$@" - "$SB_URL" \
     >"$w/aws.out" 2>"$w/aws.err"
-st=("${PIPESTATUS[@]}")
-sha_st=0
-len_st=0
-if [ "$inline" = 0 ]; then
-  exec 3<>"$w/sha.fifo" 4<>"$w/len.fifo"
-  exec 3>&- 4>&-
-  wait "$sha_pid" || sha_st=$?
-  wait "$len_pid" || len_st=$?
-fi
-set -e
-names=(tar gpg tee upload)
-errs=("$w/tar.err" "$w/gpg.err" "$w/tee.err" "$w/aws.err")
-failed=""
-for i in 0 1 2 3; do
-  if [ "${st[$i]}" -ne 0 ] && [ "${st[$i]}" -ne 141 ]; then failed=$i; break; fi
-done
-if [ -z "$failed" ]; then
-  for i in 3 2 1 0; do
-    if [ "${st[$i]}" -ne 0 ]; then failed=$i; break; fi
-  done
-fi
-if [ -n "$failed" ]; then
-  printf '%s %s\n' "${names[$failed]}" "${st[$failed]}" >"$w/failed"
-  tail -c 4096 "${errs[$failed]}" >&2
-  exit $((10 + failed))
-fi
-if [ "$sha_st" -ne 0 ] || [ "$len_st" -ne 0 ]; then
-  echo "the checksum of the encrypted stream could not be computed" >&2
-  exit 14
-fi
-"#;
+"#,
+    pipeline_status!()
+);
 
 /// The environment of both scripts: tool paths, work dir, S3 credentials.
 pub fn script_env(

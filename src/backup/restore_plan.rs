@@ -12,7 +12,8 @@ use crate::s3::S3Parameters;
 /// to `$SB_WORK/members`. With `SB_NEED_BYTES`, first checks free space in
 /// `SB_SPACE_DIR` (exit 40). On failure exits `10 + stage` (download, tee, gpg, tar)
 /// or 14 (checksum readers), as the backup script does.
-pub const FETCH_SCRIPT: &str = r#"set -euo pipefail
+pub const FETCH_SCRIPT: &str = concat!(
+    r#"set -euo pipefail
 umask 077
 w=$SB_WORK
 if [ -n "${SB_NEED_BYTES:-}" ]; then
@@ -23,100 +24,26 @@ if [ -n "${SB_NEED_BYTES:-}" ]; then
     exit 40
   fi
 fi
-# One pass over the encrypted stream: SHA-256 and length in-line (python3), else tee
-# to a hasher and wc on FIFOs that are waited for below.
-hash_py='
-import hashlib, signal, sys
-signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-try:
-    import fcntl
-    for fd in (0, 1):
-        fcntl.fcntl(fd, 1031, 1 << 20)
-except Exception:
-    pass
-src = open(0, "rb", buffering=0, closefd=False)
-out = open(1, "wb", buffering=0, closefd=False)
-h = hashlib.sha256()
-buf = bytearray(1 << 20)
-view = memoryview(buf)
-n = 0
-while True:
-    k = src.readinto(buf)
-    if not k:
-        break
-    h.update(view[:k])
-    done = 0
-    while done < k:
-        done += out.write(view[done:k])
-    n += k
-with open(sys.argv[1], "w") as f:
-    f.write(h.hexdigest() + "  -\n")
-with open(sys.argv[2], "w") as f:
-    f.write("%d\n" % n)
-'
-inline=0
-if "$SB_PYTHON" -I -c 'import fcntl, hashlib, signal' >/dev/null 2>&1; then inline=1; fi
-if [ "$inline" = 0 ]; then
-  mkfifo "$w/sha.fifo" "$w/len.fifo"
-  if command -v openssl >/dev/null 2>&1; then
-    openssl dgst -sha256 -r <"$w/sha.fifo" >"$w/sha256" &
-  else
-    sha256sum <"$w/sha.fifo" >"$w/sha256" &
-  fi
-  sha_pid=$!
-  wc -c <"$w/len.fifo" >"$w/length" &
-  len_pid=$!
-fi
-checksum() {
-  if [ "$inline" = 1 ]; then
-    "$SB_PYTHON" -I -c "$hash_py" "$w/sha256" "$w/length"
-  else
-    tee "$w/sha.fifo" "$w/len.fifo"
-  fi
-}
-if [ "$SB_MODE" = extract ]; then
+"#,
+    checksum_stage!(),
+    r#"if [ "$SB_MODE" = extract ]; then
   mkdir -m 700 "$w/stage"
   tar_args=(--extract --directory "$w/stage" --preserve-permissions --delay-directory-restore)
 else
   tar_args=(--list)
 fi
+# Stage names and stderr files, in pipeline order.
+names=(download tee gpg tar)
+errs=("$w/aws.err" "$w/tee.err" "$w/gpg.err" "$w/tar.err")
 set +e
 "$SB_AWS" s3 cp --only-show-errors --no-progress "$@" "$SB_URL" - 2>"$w/aws.err" |
   checksum 2>"$w/tee.err" |
   "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
     --passphrase-file "$w/passphrase" --decrypt 2>"$w/gpg.err" |
   LC_ALL=C "$SB_TAR" "${tar_args[@]}" -vv --quoting-style=escape --index-file "$w/members" 2>"$w/tar.err"
-st=("${PIPESTATUS[@]}")
-sha_st=0
-len_st=0
-if [ "$inline" = 0 ]; then
-  exec 3<>"$w/sha.fifo" 4<>"$w/len.fifo"
-  exec 3>&- 4>&-
-  wait "$sha_pid" || sha_st=$?
-  wait "$len_pid" || len_st=$?
-fi
-set -e
-names=(download tee gpg tar)
-errs=("$w/aws.err" "$w/tee.err" "$w/gpg.err" "$w/tar.err")
-failed=""
-for i in 0 1 2 3; do
-  if [ "${st[$i]}" -ne 0 ] && [ "${st[$i]}" -ne 141 ]; then failed=$i; break; fi
-done
-if [ -z "$failed" ]; then
-  for i in 3 2 1 0; do
-    if [ "${st[$i]}" -ne 0 ]; then failed=$i; break; fi
-  done
-fi
-if [ -n "$failed" ]; then
-  printf '%s %s\n' "${names[$failed]}" "${st[$failed]}" >"$w/failed"
-  tail -c 4096 "${errs[$failed]}" >&2
-  exit $((10 + failed))
-fi
-if [ "$sha_st" -ne 0 ] || [ "$len_st" -ne 0 ]; then
-  echo "the checksum of the encrypted stream could not be computed" >&2
-  exit 14
-fi
-"#;
+"#,
+    pipeline_status!()
+);
 
 /// Exit code of [`FETCH_SCRIPT`] when free space is short.
 pub const EXIT_NO_SPACE: i32 = 40;
