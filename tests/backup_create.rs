@@ -87,15 +87,7 @@ fn objects_in_bucket(env: &Env) -> Vec<PathBuf> {
 async fn round_trip_is_readable_with_plain_aws_gpg_and_tar() {
     let env = Env::new(&TreeSpec::default()).await;
     let c = LocalContainer::new();
-    let report = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &env.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = env.create(&c).await.unwrap();
     assert!(
         report.key.starts_with("synapse/backups/backup-"),
         "{}",
@@ -234,15 +226,7 @@ async fn hostile_file_names_are_archived_verbatim_and_nothing_runs() {
         found
     };
     let c = LocalContainer::new();
-    let report = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &env.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = env.create(&c).await.unwrap();
     assert!(
         pwned().is_empty(),
         "a file name was executed: {:?}",
@@ -289,15 +273,7 @@ async fn ten_thousand_media_files() {
     })
     .await;
     let c = LocalContainer::new();
-    let report = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &env.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = env.create(&c).await.unwrap();
     let files = report
         .manifest
         .files
@@ -330,15 +306,7 @@ async fn nothing_to_back_up_is_an_error() {
         fs::remove_file(env.tree.data.join(f)).unwrap();
     }
     let c = LocalContainer::new();
-    let e = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &env.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let e = env.create(&c).await.unwrap_err();
     assert!(matches!(e, BackupError::NothingToBackUp { .. }), "{e}");
     assert!(objects_in_bucket(&env).is_empty());
 }
@@ -353,15 +321,7 @@ async fn missing_media_store_is_a_recorded_warning() {
     .await;
     fs::remove_dir_all(&env.tree.media).unwrap();
     let c = LocalContainer::new();
-    let report = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &env.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = env.create(&c).await.unwrap();
     assert!(
         report
             .manifest
@@ -387,29 +347,13 @@ async fn invalid_homeserver_yaml_is_a_clear_error() {
     )
     .unwrap();
     let c = LocalContainer::new();
-    let e = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &env.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let e = env.create(&c).await.unwrap_err();
     assert!(
         matches!(e, BackupError::Config(_)) && e.to_string().contains("/data/homeserver.yaml"),
         "{e}"
     );
     fs::remove_file(env.tree.data.join("homeserver.yaml")).unwrap();
-    let e = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &env.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let e = env.create(&c).await.unwrap_err();
     assert!(e.to_string().contains("/data/homeserver.yaml"), "{e}");
 }
 
@@ -488,15 +432,7 @@ async fn gpg_failing_leaves_nothing() {
     let env = Env::new(&TreeSpec::default()).await;
     let mut c = faulty::Faulty::new(LocalContainer::new());
     c.break_passphrase = true;
-    let e = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &env.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let e = env.create(&c).await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -699,15 +635,7 @@ async fn postgresql_is_recorded_and_no_sqlite_file_is_archived() {
     )
     .unwrap();
     let c = LocalContainer::new();
-    let report = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &env.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = env.create(&c).await.unwrap();
     assert_eq!(report.manifest.database, "postgresql");
     assert!(
         report

@@ -34,16 +34,7 @@ fn snapshot(data: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 async fn backup(env: &Env, c: &LocalContainer) -> BackupId {
-    create_backup_with(
-        c,
-        &env.params,
-        PASSPHRASE,
-        &env.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap()
-    .id
+    env.create(c).await.unwrap().id
 }
 
 fn work_dirs_left(data: &Path) -> Vec<String> {

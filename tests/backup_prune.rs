@@ -11,10 +11,10 @@ mod synapse_tree;
 use std::collections::HashMap;
 
 use chrono::{Duration, Utc};
-use env::{Env, PASSPHRASE};
+use env::Env;
 use synapse_backup::{
-    BackupId, BackupOptions, BackupStatus, LocalContainer, RetentionPolicy, S3Client, S3Parameters,
-    create_backup_with, list_backups, prune_backups,
+    BackupId, BackupStatus, LocalContainer, RetentionPolicy, S3Client, S3Parameters, list_backups,
+    prune_backups,
 };
 use synapse_tree::TreeSpec;
 
@@ -23,15 +23,7 @@ use synapse_tree::TreeSpec;
 /// incomplete (tagged, no manifest).
 async fn twelve_backups(env: &Env) -> (S3Client, Vec<BackupId>) {
     let c = LocalContainer::new();
-    let report = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &env.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = env.create(&c).await.unwrap();
     let client = S3Client::new(&env.params).unwrap();
     let ours = HashMap::from([("created-by".to_string(), "synapse-backup/test".to_string())]);
     let mut ids = vec![report.id.clone()];

@@ -193,42 +193,37 @@ fn nix_error(path: &Path, errno: nix::errno::Errno) -> ContainerError {
     io_error(path, io::Error::from(errno))
 }
 
-async fn lookup_user(name: &str) -> Result<User, ContainerError> {
-    check_name("user", name)?;
+/// Looks `name` up in the user or group database (`kind`) off the async runtime.
+async fn lookup<T: Send + 'static>(
+    kind: &'static str,
+    name: &str,
+    find: fn(&str) -> nix::Result<Option<T>>,
+) -> Result<T, ContainerError> {
+    check_name(kind, name)?;
     let owned = name.to_string();
-    let found = tokio::task::spawn_blocking(move || User::from_name(&owned))
+    let database = || format!("{kind} database");
+    let found = tokio::task::spawn_blocking(move || find(&owned))
         .await
         .map_err(|e| ContainerError::Io {
-            path: "user database".into(),
+            path: database(),
             source: io::Error::other(e),
         })?
         .map_err(|e| ContainerError::Io {
-            path: "user database".into(),
+            path: database(),
             source: e.into(),
         })?;
     found.ok_or_else(|| ContainerError::UnknownUser {
-        kind: "user",
+        kind,
         name: name.to_string(),
     })
 }
 
+async fn lookup_user(name: &str) -> Result<User, ContainerError> {
+    lookup("user", name, User::from_name).await
+}
+
 async fn lookup_group(name: &str) -> Result<Group, ContainerError> {
-    check_name("group", name)?;
-    let owned = name.to_string();
-    let found = tokio::task::spawn_blocking(move || Group::from_name(&owned))
-        .await
-        .map_err(|e| ContainerError::Io {
-            path: "group database".into(),
-            source: io::Error::other(e),
-        })?
-        .map_err(|e| ContainerError::Io {
-            path: "group database".into(),
-            source: e.into(),
-        })?;
-    found.ok_or_else(|| ContainerError::UnknownUser {
-        kind: "group",
-        name: name.to_string(),
-    })
+    lookup("group", name, Group::from_name).await
 }
 
 /// The uid/gid a command must switch to (`None`: keep the current one).

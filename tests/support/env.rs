@@ -73,6 +73,21 @@ impl Env {
         }
     }
 
+    /// A backup of the tree with the default options.
+    pub async fn create<C: synapse_backup::Container>(
+        &self,
+        container: &C,
+    ) -> Result<synapse_backup::BackupReport, synapse_backup::BackupError> {
+        synapse_backup::create_backup_with(
+            container,
+            &self.params,
+            PASSPHRASE,
+            &self.layout,
+            &synapse_backup::BackupOptions::default(),
+        )
+        .await
+    }
+
     /// The s3s-fs directory of the bucket (objects are files there).
     pub fn bucket_dir(&self) -> PathBuf {
         self.server.root.join(&self.bucket)
