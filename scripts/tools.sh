@@ -7,6 +7,8 @@
 #   old): $SYNAPSE_BACKUP_TOOLS, by default target/tools-venv, or
 #   /opt/synapse-backup-tools when run as root, so that tests that switch to the
 #   `nobody` user can run the aws CLI too.
+# `return` when sourced, `exit` when run: one of the two is always unreachable.
+# shellcheck disable=SC2317
 tools_missing=()
 for tool in bash tar gpg python3 sha256sum mkfifo find du df; do
   command -v "$tool" >/dev/null 2>&1 || tools_missing+=("$tool")

@@ -8,6 +8,7 @@ use chrono::Utc;
 use super::layout::{DatabaseKind, HomeserverConfig, Layout, join};
 use super::manifest::{MANIFEST_FORMAT, Manifest, ManifestLayout, parse_listing};
 use super::plan::{self, BackupId, BackupOptions, WorkDir};
+use super::scripts::{Exit, Pipeline};
 use super::work;
 use crate::container::{Container, ListOptions};
 use crate::error::{BackupError, ContainerError, S3Error, Stage};
@@ -300,8 +301,10 @@ async fn run_backup<C: Container + ?Sized>(
     {
         let stage = match &e {
             ContainerError::ExitedNonZero { exit_code, .. }
-                if [plan::EXIT_NO_SNAPSHOT_TOOL, plan::EXIT_SNAPSHOT_FAILED]
-                    .contains(exit_code) =>
+                if matches!(
+                    Exit::from_code(*exit_code),
+                    Exit::NoSnapshotTool | Exit::SnapshotFailed
+                ) =>
             {
                 Stage::Snapshot
             }
@@ -329,8 +332,15 @@ async fn run_backup<C: Container + ?Sized>(
         return Err(match e {
             ContainerError::ExitedNonZero {
                 exit_code, stderr, ..
-            } if (10..=14).contains(&exit_code) => {
-                let stage = plan::backup_stage(exit_code);
+            } if matches!(
+                Exit::from_code(exit_code),
+                Exit::Stage(_) | Exit::ChecksumReaders
+            ) =>
+            {
+                let stage = match Exit::from_code(exit_code) {
+                    Exit::Stage(position) => Pipeline::Backup.stage(position),
+                    _ => Stage::Check,
+                };
                 let status = work::read_text(container, &work.file("failed"))
                     .await
                     .and_then(|t| t.split_whitespace().nth(1).and_then(|s| s.parse().ok()))
@@ -400,6 +410,7 @@ async fn run_backup<C: Container + ?Sized>(
         ciphertext_sha256: sha,
         cipher: "AES256".into(),
         compression: options.compression.name(),
+        nonce: None,
     };
     let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
     client
@@ -489,7 +500,7 @@ mod tests {
         c.expect_exec().returning(move |argv, options| {
             a2.lock().unwrap().push(argv.to_vec());
             assert_eq!(options.user.as_deref(), Some("synapse"));
-            if argv[2] == plan::PREPARE_SCRIPT {
+            if argv[2] == crate::backup::scripts::PREPARE {
                 Ok(ExecOutput::default())
             } else {
                 Err(ContainerError::ExitedNonZero {

@@ -62,6 +62,63 @@ pub struct ManifestLayout {
     pub members: Vec<String>,
 }
 
+/// The inner manifest's member name: the first member of every archive this crate
+/// writes, inside the encrypted and integrity-protected stream. It is never restored
+/// (plain tools skip it with `tar -x --exclude=.synapse-backup`).
+pub const INNER_MANIFEST_MEMBER: &str = ".synapse-backup/manifest.json";
+
+/// The manifest inside the encrypted stream, written before tar starts: what a backup
+/// claims about itself, authenticated by the passphrase. The external
+/// [`Manifest`] repeats its `nonce` and adds what is known only afterwards (sizes,
+/// checksum, file list); verify and restore check the two against each other and the
+/// inner `backup_id` against the id asked for, so neither a forged external manifest
+/// nor a good backup copied under another id is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InnerManifest {
+    /// [`MANIFEST_FORMAT`].
+    pub format: u32,
+    /// The backup id.
+    pub backup_id: String,
+    /// When the backup was started.
+    pub created: DateTime<Utc>,
+    /// `synapse-backup/<version>`.
+    pub created_by: String,
+    /// Where the data came from.
+    pub layout: ManifestLayout,
+    /// As [`Manifest::database`].
+    pub database: String,
+    /// 32 random bytes, lower-case hex, repeated in the external manifest.
+    pub nonce: String,
+}
+
+impl InnerManifest {
+    /// A fresh random nonce (32 bytes from the OS, hex).
+    ///
+    /// # Errors
+    /// When the OS has no randomness to give.
+    pub fn new_nonce() -> Result<String, std::io::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Serialises to pretty JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// Parses an inner manifest.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] when the JSON is not an inner manifest.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse {
+            what: "inner manifest".into(),
+            message: e.to_string(),
+        })
+    }
+}
+
 /// The manifest of one backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -94,6 +151,9 @@ pub struct Manifest {
     pub cipher: String,
     /// gpg compression, e.g. `none` or `zlib-6`.
     pub compression: String,
+    /// The [`InnerManifest`]'s nonce (absent in manifests written before 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 impl Manifest {
@@ -195,7 +255,9 @@ mod tests {
             ciphertext_sha256: "ab".into(),
             cipher: "AES256".into(),
             compression: "none".into(),
+            nonce: Some(InnerManifest::new_nonce().unwrap()),
         };
+        assert_eq!(m.nonce.as_ref().unwrap().len(), 64);
         assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
         assert!(Manifest::from_json(b"{}").is_err());
     }

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
 use crate::backup::layout::{Layout, join};
+use crate::backup::scripts;
 use crate::error::BackupError;
 use crate::s3::S3Parameters;
 
@@ -269,93 +270,6 @@ impl fmt::Debug for ScriptCall {
     }
 }
 
-/// Takes the SQLite snapshot (when `SB_DB` is set), then writes the total size and
-/// the file listing (`<type> <size> <path>\0` records) into the work dir.
-pub const PREPARE_SCRIPT: &str = r#"set -euo pipefail
-umask 077
-w=$SB_WORK
-: >"$w/snapfiles"
-if [ -n "${SB_DB:-}" ]; then
-  if "$SB_PYTHON" -c 'import sqlite3' >/dev/null 2>&1; then
-    if ! "$SB_PYTHON" - "$SB_DB" "$w/snap.db" <<'PY'
-import sqlite3, sys
-src = sqlite3.connect(sys.argv[1])
-dst = sqlite3.connect(sys.argv[2])
-with dst:
-    src.backup(dst)
-dst.close()
-src.close()
-PY
-    then exit 21; fi
-  elif command -v "$SB_SQLITE3" >/dev/null 2>&1; then
-    (cd "$w" && "$SB_SQLITE3" "$SB_DB" ".backup snap.db") || exit 21
-  else
-    echo "cannot snapshot the SQLite database: neither $SB_PYTHON with its sqlite3 module nor $SB_SQLITE3 was found; install python3 or sqlite3 in the workload" >&2
-    exit 20
-  fi
-  mkdir -p "$w/snap/$(dirname -- "$SB_DB_MEMBER")"
-  mv -- "$w/snap.db" "$w/snap/$SB_DB_MEMBER"
-  printf '%s\0' "$SB_DB_MEMBER" >"$w/snapfiles"
-fi
-# find -files0-from needs findutils 4.9; older workloads (Ubuntu 22.04) lack it.
-list_tree() {
-  local p
-  while IFS= read -r -d '' p; do
-    (cd "$1" && find "./$p" -printf '%y %s %p\0') >>"$w/listing"
-  done <"$2"
-}
-total=0
-: >"$w/listing"
-if [ -s "$w/files" ]; then
-  size=$(cd "$SB_ROOT" && du -bsc --files0-from="$w/files" | tail -n 1 | cut -f 1)
-  total=$((total + size))
-  list_tree "$SB_ROOT" "$w/files"
-fi
-if [ -s "$w/snapfiles" ]; then
-  size=$(cd "$w/snap" && du -bsc --files0-from="$w/snapfiles" | tail -n 1 | cut -f 1)
-  total=$((total + size))
-  list_tree "$w/snap" "$w/snapfiles"
-fi
-printf '%s\n' "$total" >"$w/size"
-"#;
-
-/// Exit code of [`PREPARE_SCRIPT`] when no SQLite snapshot tool exists.
-pub const EXIT_NO_SNAPSHOT_TOOL: i32 = 20;
-/// Exit code of [`PREPARE_SCRIPT`] when the SQLite snapshot failed.
-pub const EXIT_SNAPSHOT_FAILED: i32 = 21;
-
-/// The backup pipeline: `tar | gpg | checksum | aws s3 cp`, where the checksum stage
-/// writes the stream's SHA-256 and length in one pass (python3; else `tee` to FIFOs
-/// read by `openssl dgst`/`sha256sum` and `wc -c`, waited for). Positional
-/// parameters: gpg's extra arguments, `--`, the aws CLI's extra arguments. On failure
-/// it exits `10 + stage` (tar, gpg, tee, upload) or 14 (checksum readers), having
-/// written `<stage> <status>` to `$SB_WORK/failed` and that stage's stderr to its own.
-pub const BACKUP_SCRIPT: &str = concat!(
-    r#"set -euo pipefail
-umask 077
-w=$SB_WORK
-gpg_extra=()
-while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do gpg_extra+=("$1"); shift; done
-[ "$#" -gt 0 ] && shift
-"#,
-    checksum_stage!(),
-    r#"tar_args=(--create --null --verbatim-files-from --directory "$SB_ROOT" --files-from "$w/files")
-if [ -s "$w/snapfiles" ]; then tar_args+=(--directory "$w/snap" --files-from "$w/snapfiles"); fi
-# Stage names and stderr files, in pipeline order.
-names=(tar gpg tee upload)
-errs=("$w/tar.err" "$w/gpg.err" "$w/tee.err" "$w/aws.err")
-set +e
-"$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" |
-  "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
-    --passphrase-file "$w/passphrase" --symmetric --cipher-algo AES256 "${gpg_extra[@]}" \
-    --output - 2>"$w/gpg.err" |
-  checksum 2>"$w/tee.err" |
-  "$SB_AWS" s3 cp --only-show-errors --no-progress --expected-size "$SB_EXPECTED_SIZE" "$@" - "$SB_URL" \
-    >"$w/aws.out" 2>"$w/aws.err"
-"#,
-    pipeline_status!()
-);
-
 /// The environment of both scripts: tool paths, work dir, S3 credentials.
 pub fn script_env(
     layout: &Layout,
@@ -370,6 +284,7 @@ pub fn script_env(
     env.insert("SB_AWS".into(), layout.aws.clone());
     env.insert("SB_PYTHON".into(), layout.python3.clone());
     env.insert("SB_SQLITE3".into(), layout.sqlite3.clone());
+    env.insert("SB_HASH_PY".into(), scripts::HASH_PY.into());
     env.insert("GNUPGHOME".into(), work.file("gnupg"));
     env.insert("AWS_ACCESS_KEY_ID".into(), params.access_key().into());
     env.insert("AWS_SECRET_ACCESS_KEY".into(), params.secret_key().into());
@@ -417,7 +332,7 @@ pub fn s3_url(params: &S3Parameters, key: &str) -> String {
     format!("s3://{}/{}", params.bucket(), key)
 }
 
-/// The call that runs [`PREPARE_SCRIPT`]. `db` is the live database (container path)
+/// The call that runs `prepare.sh`. `db` is the live database (container path)
 /// to snapshot, if any.
 pub fn prepare_call(
     layout: &Layout,
@@ -434,14 +349,14 @@ pub fn prepare_call(
         argv: vec![
             layout.bash.clone(),
             "-c".into(),
-            PREPARE_SCRIPT.into(),
+            scripts::PREPARE.into(),
             "bash".into(),
         ],
         env,
     }
 }
 
-/// The call that runs [`BACKUP_SCRIPT`] for the object `key`.
+/// The call that runs `backup.sh` for the object `key`.
 pub fn backup_call(
     layout: &Layout,
     params: &S3Parameters,
@@ -456,7 +371,7 @@ pub fn backup_call(
     let mut argv = vec![
         layout.bash.clone(),
         "-c".into(),
-        BACKUP_SCRIPT.into(),
+        scripts::BACKUP.into(),
         "bash".into(),
     ];
     argv.extend(["--s2k-count".into(), options.s2k_count.to_string()]);
@@ -481,17 +396,6 @@ pub fn files_list(members: &[String]) -> Vec<u8> {
         out.push(0);
     }
     out
-}
-
-/// Maps the backup script's exit code to the failing stage.
-pub fn backup_stage(exit_code: i32) -> crate::Stage {
-    use crate::Stage;
-    match exit_code {
-        10 => Stage::Tar,
-        11 => Stage::Gpg,
-        12 | 14 => Stage::Check,
-        _ => Stage::Upload,
-    }
 }
 
 #[cfg(test)]
@@ -583,7 +487,7 @@ mod tests {
             ]
         );
         assert_eq!(call.argv[0], "/usr/bin/bash");
-        assert_eq!(call.argv[2], BACKUP_SCRIPT);
+        assert_eq!(call.argv[2], scripts::BACKUP);
         for arg in &call.argv {
             assert!(
                 !arg.contains("s3cr3t-value") && !arg.contains("AKIDEXAMPLE"),
@@ -645,7 +549,7 @@ mod tests {
         let p = params(&[]);
         let work = WorkDir::new(&layout, "x");
         let call = prepare_call(&layout, &p, &work, Some("/data/homeserver.db"));
-        assert_eq!(call.argv, ["/usr/bin/bash", "-c", PREPARE_SCRIPT, "bash"]);
+        assert_eq!(call.argv, ["/usr/bin/bash", "-c", scripts::PREPARE, "bash"]);
         assert_eq!(call.env["SB_DB"], "/r/data/homeserver.db");
         assert_eq!(call.env["SB_DB_MEMBER"], "data/homeserver.db");
         assert!(
@@ -697,16 +601,5 @@ mod tests {
             files_list(&members),
             b"data/a b.key\0-rf\0data/$(touch x)\0"
         );
-    }
-
-    #[test]
-    fn scripts_take_no_interpolated_data() {
-        for script in [PREPARE_SCRIPT, BACKUP_SCRIPT] {
-            assert!(script.starts_with("set -euo pipefail\n"));
-            assert!(!script.contains("set -x") && !script.contains("pipefail -x"));
-        }
-        assert_eq!(backup_stage(10), crate::Stage::Tar);
-        assert_eq!(backup_stage(11), crate::Stage::Gpg);
-        assert_eq!(backup_stage(13), crate::Stage::Upload);
     }
 }

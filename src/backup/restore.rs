@@ -8,6 +8,7 @@ use crate::backup::layout::Layout;
 use crate::backup::manifest::Manifest;
 use crate::backup::plan::{self, BackupId, BackupOptions, MANIFEST_SUFFIX, ScriptCall, WorkDir};
 use crate::backup::restore_plan::{self, ArchiveMember, RestoreRules, parse_members};
+use crate::backup::scripts::{Exit, Pipeline};
 use crate::backup::work;
 use crate::container::Container;
 use crate::error::{BackupError, ContainerError, S3Error, Stage};
@@ -162,7 +163,8 @@ async fn fetch<C: Container + ?Sized>(
         Err(ContainerError::ExitedNonZero {
             exit_code, stderr, ..
         }) => {
-            if exit_code == restore_plan::EXIT_NO_SPACE {
+            let exit = Exit::from_code(exit_code);
+            if exit == Exit::NoSpace {
                 let available = work::read_text(container, &work.file("avail"))
                     .await
                     .and_then(|s| s.parse().ok())
@@ -181,12 +183,16 @@ async fn fetch<C: Container + ?Sized>(
             if let Some(reason) = checksum_problem {
                 return Err(corrupted(reason));
             }
-            return Err(match restore_plan::fetch_stage(exit_code) {
-                "gpg" if stderr.contains("Bad session key") => {
+            let stage = match exit {
+                Exit::Stage(position) => Pipeline::Fetch.stage(position),
+                _ => Stage::Check,
+            };
+            return Err(match stage {
+                Stage::Gpg if stderr.contains("Bad session key") => {
                     BackupError::WrongPassphrase { id: id.to_string() }
                 }
-                "gpg" => corrupted(format!("gpg could not decrypt it: {stderr}")),
-                "tar"
+                Stage::Gpg => corrupted(format!("gpg could not decrypt it: {stderr}")),
+                Stage::Extract
                     if stderr.contains("contains '..'")
                         || stderr.contains("Member name contains") =>
                 {
@@ -199,18 +205,8 @@ async fn fetch<C: Container + ?Sized>(
                         reason: "member names with '..' are refused".into(),
                     }
                 }
-                "tar" => BackupError::StageFailed {
-                    stage: Stage::Extract,
-                    exit_code,
-                    stderr,
-                },
-                "download" => BackupError::StageFailed {
-                    stage: Stage::Download,
-                    exit_code,
-                    stderr,
-                },
-                _ => BackupError::StageFailed {
-                    stage: Stage::Check,
+                stage => BackupError::StageFailed {
+                    stage,
                     exit_code,
                     stderr,
                 },
@@ -234,7 +230,7 @@ async fn fetch<C: Container + ?Sized>(
         ));
     }
     let listing = container.pull(&work.file("members")).await?;
-    let members = parse_members(&listing);
+    let members = parse_members(&listing).map_err(|e| corrupted(e.to_string()))?;
     if let Some(m) = &fetched.manifest {
         let names: BTreeSet<&[u8]> = members.iter().map(|a| a.name.as_slice()).collect();
         if let Some(missing) = m.files.iter().find(|f| !names.contains(f.path.as_bytes())) {
@@ -511,7 +507,8 @@ async fn restore_in<C: Container + ?Sized>(
         .exec(&swap.argv, work::exec_options(layout, &swap, work, None))
         .await;
     if let Err(e) = swapped {
-        let keep = matches!(&e, ContainerError::ExitedNonZero { exit_code: 31, .. });
+        let keep = matches!(&e, ContainerError::ExitedNonZero { exit_code, .. }
+            if Exit::from_code(*exit_code) == Exit::SwapUndoFailed);
         if let Some(svc) = &running
             && let Err(se) = container.start(svc).await
         {

@@ -4,106 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::backup::layout::{DatabaseKind, HomeserverConfig, Layout, join};
+pub use crate::backup::listing::{ArchiveMember, parse_members, unescape};
 use crate::backup::plan::{self, ScriptCall, WorkDir};
+use crate::backup::scripts;
 use crate::s3::S3Parameters;
-
-/// Downloads, checksums and decrypts a backup, then lists it (`SB_MODE=list`) or
-/// extracts it into `$SB_WORK/stage` (`SB_MODE=extract`), writing tar's `-vv` listing
-/// to `$SB_WORK/members`. With `SB_NEED_BYTES`, first checks free space in
-/// `SB_SPACE_DIR` (exit 40). On failure exits `10 + stage` (download, tee, gpg, tar)
-/// or 14 (checksum readers), as the backup script does.
-pub const FETCH_SCRIPT: &str = concat!(
-    r#"set -euo pipefail
-umask 077
-w=$SB_WORK
-if [ -n "${SB_NEED_BYTES:-}" ]; then
-  avail=$(df -B1 --output=avail "$SB_SPACE_DIR" | tail -n 1 | tr -d ' ')
-  printf '%s\n' "$avail" >"$w/avail"
-  if [ "$avail" -lt "$SB_NEED_BYTES" ]; then
-    echo "not enough free space in $SB_SPACE_DIR: need $SB_NEED_BYTES bytes, $avail available" >&2
-    exit 40
-  fi
-fi
-"#,
-    checksum_stage!(),
-    r#"if [ "$SB_MODE" = extract ]; then
-  mkdir -m 700 "$w/stage"
-  tar_args=(--extract --directory "$w/stage" --preserve-permissions --delay-directory-restore)
-else
-  tar_args=(--list)
-fi
-# Stage names and stderr files, in pipeline order.
-names=(download tee gpg tar)
-errs=("$w/aws.err" "$w/tee.err" "$w/gpg.err" "$w/tar.err")
-set +e
-"$SB_AWS" s3 cp --only-show-errors --no-progress "$@" "$SB_URL" - 2>"$w/aws.err" |
-  checksum 2>"$w/tee.err" |
-  "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
-    --passphrase-file "$w/passphrase" --decrypt 2>"$w/gpg.err" |
-  LC_ALL=C "$SB_TAR" "${tar_args[@]}" -vv --quoting-style=escape --index-file "$w/members" 2>"$w/tar.err"
-"#,
-    pipeline_status!()
-);
-
-/// Exit code of [`FETCH_SCRIPT`] when free space is short.
-pub const EXIT_NO_SPACE: i32 = 40;
-
-/// Swaps staged paths into place (`swap`), or undoes a swap (`rollback`).
-///
-/// `swap`: for each member in `$SB_WORK/swap.list` (NUL-separated, relative to the
-/// root) the live path, if any, is moved to `$SB_WORK/aside/<member>` and the staged
-/// one moved in; each member in `drop.list` is moved aside. Every move is logged, and
-/// on the first failure everything done is undone and the script exits 30 (31 when
-/// the undo itself failed: the set-aside copies are then left in place).
-/// `rollback` undoes a completed swap the same way.
-pub const SWAP_SCRIPT: &str = r#"set -euo pipefail
-umask 077
-w=$SB_WORK
-root=$SB_ROOT
-mkdir -p "$w/aside"
-undo() {
-  local ok=0 i placed=() aside=()
-  [ -f "$w/placed.log" ] && mapfile -d '' -t placed <"$w/placed.log"
-  [ -f "$w/aside.log" ] && mapfile -d '' -t aside <"$w/aside.log"
-  for ((i = ${#placed[@]} - 1; i >= 0; i--)); do
-    { mkdir -p "$w/stage/$(dirname -- "${placed[$i]}")" && mv -T -- "$root/${placed[$i]}" "$w/stage/${placed[$i]}"; } || ok=1
-  done
-  for ((i = ${#aside[@]} - 1; i >= 0; i--)); do
-    mv -T -- "$w/aside/${aside[$i]}" "$root/${aside[$i]}" || ok=1
-  done
-  : >"$w/placed.log"
-  : >"$w/aside.log"
-  return "$ok"
-}
-if [ "${1:-swap}" = rollback ]; then
-  undo || exit 31
-  exit 0
-fi
-: >"$w/placed.log"
-: >"$w/aside.log"
-set_aside() {
-  local m=$1
-  if [ -e "$root/$m" ] || [ -L "$root/$m" ]; then
-    mkdir -p "$w/aside/$(dirname -- "$m")" &&
-      mv -T -- "$root/$m" "$w/aside/$m" &&
-      printf '%s\0' "$m" >>"$w/aside.log"
-  fi
-}
-fail() {
-  echo "swap failed at $1" >&2
-  undo || { echo "rollback failed: the live files set aside are in $w/aside" >&2; exit 31; }
-  exit 30
-}
-while IFS= read -r -d '' m; do
-  set_aside "$m" || fail "$m"
-  { mkdir -p "$root/$(dirname -- "$m")" && mv -T -- "$w/stage/$m" "$root/$m" && printf '%s\0' "$m" >>"$w/placed.log"; } || fail "$m"
-done <"$w/swap.list"
-if [ -s "$w/drop.list" ]; then
-  while IFS= read -r -d '' m; do
-    set_aside "$m" || fail "$m"
-  done <"$w/drop.list"
-fi
-"#;
 
 /// The environment shared with the backup script, plus the object URL.
 fn fetch_env(
@@ -124,7 +28,7 @@ pub fn list_call(layout: &Layout, params: &S3Parameters, work: &WorkDir, key: &s
     let mut argv = vec![
         layout.bash.clone(),
         "-c".into(),
-        FETCH_SCRIPT.into(),
+        scripts::FETCH.into(),
         "bash".into(),
     ];
     argv.extend(plan::aws_common_args(params));
@@ -164,116 +68,12 @@ pub fn swap_call(
         argv: vec![
             layout.bash.clone(),
             "-c".into(),
-            SWAP_SCRIPT.into(),
+            scripts::SWAP.into(),
             "bash".into(),
             mode.into(),
         ],
         env,
     }
-}
-
-/// Maps the fetch script's exit code to the failing stage's name.
-pub fn fetch_stage(exit_code: i32) -> &'static str {
-    match exit_code {
-        10 => "download",
-        11 | 14 => "check",
-        12 => "gpg",
-        13 => "tar",
-        EXIT_NO_SPACE => "space",
-        _ => "fetch",
-    }
-}
-
-/// One member of an archive, from tar's `-vv` listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchiveMember {
-    /// The type letter: `-` file, `d` directory, `l` symlink, `h` hard link, `c`/`b`
-    /// devices, `p` FIFO.
-    pub kind: char,
-    /// The name, as bytes (decoded from tar's escaped form), without a trailing `/`.
-    pub name: Vec<u8>,
-}
-
-/// Decodes tar's `--quoting-style=escape` form (C locale) back into bytes.
-pub fn unescape(text: &str) -> Vec<u8> {
-    let b = text.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 1 < b.len() {
-            let c = b[i + 1];
-            let simple = match c {
-                b'\\' => Some(b'\\'),
-                b'n' => Some(b'\n'),
-                b't' => Some(b'\t'),
-                b'r' => Some(b'\r'),
-                b'a' => Some(7),
-                b'b' => Some(8),
-                b'f' => Some(12),
-                b'v' => Some(11),
-                b' ' => Some(b' '),
-                b'"' => Some(b'"'),
-                b'\'' => Some(b'\''),
-                b'?' => Some(b'?'),
-                _ => None,
-            };
-            if let Some(s) = simple {
-                out.push(s);
-                i += 2;
-                continue;
-            }
-            let digits: Vec<u8> = b[i + 1..]
-                .iter()
-                .take(3)
-                .take_while(|d| (b'0'..=b'7').contains(d))
-                .copied()
-                .collect();
-            if !digits.is_empty() {
-                let v = digits
-                    .iter()
-                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-                out.push(u8::try_from(v & 0xff).unwrap_or(0));
-                i += 1 + digits.len();
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
-}
-
-/// Parses tar's `-vv` listing (`perms owner size date time name[ -> target]`),
-/// skipping its "Creating directory:" notes.
-pub fn parse_members(listing: &[u8]) -> Vec<ArchiveMember> {
-    let text = String::from_utf8_lossy(listing);
-    let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let mut rest = line;
-        let mut fields = Vec::new();
-        for _ in 0..5 {
-            rest = rest.trim_start();
-            let end = rest.find(' ').unwrap_or(rest.len());
-            fields.push(&rest[..end]);
-            rest = &rest[end..];
-        }
-        if fields.get(1) == Some(&"Creating") || line.contains(" Creating directory: ") {
-            continue;
-        }
-        let name = rest.strip_prefix(' ').unwrap_or(rest);
-        let kind = fields[0].chars().next().unwrap_or('?');
-        let name = match kind {
-            'l' => name.split(" -> ").next().unwrap_or(name),
-            'h' => name.split(" link to ").next().unwrap_or(name),
-            _ => name,
-        };
-        let mut bytes = unescape(name);
-        while bytes.len() > 1 && bytes.ends_with(b"/") {
-            bytes.pop();
-        }
-        out.push(ArchiveMember { kind, name: bytes });
-    }
-    out
 }
 
 /// Which archive members may be restored, from the live layout and `homeserver.yaml`.
@@ -443,36 +243,11 @@ mod tests {
         ArchiveMember {
             kind,
             name: name.as_bytes().to_vec(),
+            size: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
         }
-    }
-
-    #[test]
-    fn unescapes_tar_names() {
-        assert_eq!(unescape(r"d/u\303\251"), "d/u\u{e9}".as_bytes());
-        assert_eq!(unescape(r"d/nl\nx"), b"d/nl\nx");
-        assert_eq!(unescape(r"d/bs\\x"), b"d/bs\\x");
-        assert_eq!(unescape(r"d/r\377"), b"d/r\xff");
-        assert_eq!(unescape("d/$(touch p) q'\"x"), b"d/$(touch p) q'\"x");
-    }
-
-    #[test]
-    fn parses_verbose_listing() {
-        let listing =
-            b"drwxr-xr-x root/root         0 2026-11-26 07:26 data/media_store/local_content/\n\
--rw-r--r-- root/root         2 2026-11-26 07:26 data/media_store/local_content/a b\n\
-lrwxrwxrwx root/root         0 2026-11-26 07:32 data/l -> /etc\n\
-hrw-r--r-- root/root         0 2026-11-26 07:32 data/h link to data/x\n\
-drwxr-xr-x                  Creating directory: tmp\n";
-        let m = parse_members(listing);
-        assert_eq!(
-            m,
-            vec![
-                member('d', "data/media_store/local_content"),
-                member('-', "data/media_store/local_content/a b"),
-                member('l', "data/l"),
-                member('h', "data/h"),
-            ]
-        );
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use synapse_backup::backup::plan::BACKUP_SCRIPT;
 use synapse_backup::{
     Container, ContainerError, ExecOptions, ExecOutput, FileInfo, ListOptions, MakeDirOptions,
     PushOptions,
@@ -46,8 +45,10 @@ impl<C: Container> Container for Faulty<C> {
         command: &[String],
         options: ExecOptions,
     ) -> Result<ExecOutput, ContainerError> {
+        // The backup pipeline is the one call given an expected upload size.
+        let is_pipeline = options.environment.contains_key("SB_EXPECTED_SIZE");
         let result = self.inner.exec(command, options).await;
-        if command.get(2).map(String::as_str) == Some(BACKUP_SCRIPT) {
+        if is_pipeline {
             let pause = self.after_pipeline.lock().unwrap().take();
             if let Some((done, go)) = pause {
                 let _ = done.send(());

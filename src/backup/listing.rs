@@ -1,0 +1,301 @@
+//! GNU tar's verbose listing (`-vv --numeric-owner --quoting-style=escape`, C locale),
+//! as `tar --list` and `--index-file` write it, parsed strictly: every line is an
+//! archive member or tar's own "Creating directory:" note, and anything else is an
+//! error rather than a line to skip. Pure: no I/O.
+//!
+//! A line is `<mode> <uid>/<gid> <size> <YYYY-MM-DD> <hh:mm> <name>` with the name
+//! escaped (so it holds no newline), `<name> -> <target>` for a symlink and
+//! `<name> link to <target>` for a hard link; devices give `<major>,<minor>` as the
+//! size.
+
+use crate::error::ConfigError;
+
+/// One member of an archive, from tar's verbose listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveMember {
+    /// The type letter: `-` file, `d` directory, `l` symlink, `h` hard link, `c`/`b`
+    /// devices, `p` FIFO, `s` socket, and GNU tar's rarer ones (`C`, `D`, `M`, `N`, `V`).
+    pub kind: char,
+    /// The name, as bytes (decoded from tar's escaped form), without a trailing `/`.
+    pub name: Vec<u8>,
+    /// The size in bytes (0 for devices).
+    pub size: u64,
+    /// The permission bits, set-id and sticky bits included (`0o7777` at most).
+    pub mode: u32,
+    /// The numeric owner.
+    pub uid: u32,
+    /// The numeric group.
+    pub gid: u32,
+}
+
+/// Decodes tar's `--quoting-style=escape` form (C locale) back into bytes.
+pub fn unescape(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            let c = b[i + 1];
+            let simple = match c {
+                b'\\' => Some(b'\\'),
+                b'n' => Some(b'\n'),
+                b't' => Some(b'\t'),
+                b'r' => Some(b'\r'),
+                b'a' => Some(7),
+                b'b' => Some(8),
+                b'f' => Some(12),
+                b'v' => Some(11),
+                b' ' => Some(b' '),
+                b'"' => Some(b'"'),
+                b'\'' => Some(b'\''),
+                b'?' => Some(b'?'),
+                _ => None,
+            };
+            if let Some(s) = simple {
+                out.push(s);
+                i += 2;
+                continue;
+            }
+            let digits: Vec<u8> = b[i + 1..]
+                .iter()
+                .take(3)
+                .take_while(|d| (b'0'..=b'7').contains(d))
+                .copied()
+                .collect();
+            if !digits.is_empty() {
+                let v = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                out.push(u8::try_from(v & 0xff).unwrap_or(0));
+                i += 1 + digits.len();
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Parses a mode string such as `-rwsr-xr-t` into its type letter and bits.
+fn parse_mode(field: &str) -> Option<(char, u32)> {
+    let chars: Vec<char> = field.chars().collect();
+    if chars.len() != 10 {
+        return None;
+    }
+    let kind = chars[0];
+    let mut mode = 0u32;
+    for (who, triple) in chars[1..].chunks(3).enumerate() {
+        let shift = 6 - 3 * u32::try_from(who).ok()?;
+        let (special, special_bit) = match who {
+            0 => ('s', 0o4000),
+            1 => ('s', 0o2000),
+            _ => ('t', 0o1000),
+        };
+        match triple[0] {
+            'r' => mode |= 0o4 << shift,
+            '-' => {}
+            _ => return None,
+        }
+        match triple[1] {
+            'w' => mode |= 0o2 << shift,
+            '-' => {}
+            _ => return None,
+        }
+        match triple[2] {
+            'x' => mode |= 0o1 << shift,
+            '-' => {}
+            c if c == special => mode |= (0o1 << shift) | special_bit,
+            c if c == special.to_ascii_uppercase() => mode |= special_bit,
+            _ => return None,
+        }
+    }
+    Some((kind, mode))
+}
+
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+fn is_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    (b.len() == 5 || b.len() == 8)
+        && b.iter().enumerate().all(|(i, c)| match i {
+            2 | 5 => *c == b':',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Splits off the next space-separated field (leading spaces skipped).
+fn field(rest: &str) -> Option<(&str, &str)> {
+    let rest = rest.trim_start_matches(' ');
+    if rest.is_empty() {
+        return None;
+    }
+    let end = rest.find(' ').unwrap_or(rest.len());
+    Some((&rest[..end], &rest[end..]))
+}
+
+fn parse_line(line: &str) -> Result<Option<ArchiveMember>, String> {
+    let (mode_field, rest) = field(line).ok_or("an empty line")?;
+    let (kind, mode) =
+        parse_mode(mode_field).ok_or_else(|| format!("bad mode string {mode_field:?}"))?;
+    let (owner, rest) = field(rest).ok_or("no owner")?;
+    if owner == "Creating" {
+        // tar's own note, `<mode> Creating directory: <name>`: owners are numeric, so
+        // no member line has this second field. The directory itself is checked where
+        // it is staged.
+        return match rest.strip_prefix(" directory: ") {
+            Some(name) if !name.is_empty() => Ok(None),
+            _ => Err("a malformed \"Creating directory:\" note".into()),
+        };
+    }
+    let (uid, gid) = owner
+        .split_once('/')
+        .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+        .ok_or_else(|| format!("owner {owner:?} is not numeric uid/gid"))?;
+    let (size_field, rest) = field(rest).ok_or("no size")?;
+    let size = match kind {
+        'c' | 'b' => {
+            let (major, minor) = size_field.split_once(',').ok_or("bad device numbers")?;
+            if major.parse::<u64>().is_err() || minor.trim().parse::<u64>().is_err() {
+                return Err(format!("bad device numbers {size_field:?}"));
+            }
+            0
+        }
+        _ => size_field
+            .parse()
+            .map_err(|_| format!("bad size {size_field:?}"))?,
+    };
+    let (date, rest) = field(rest).ok_or("no date")?;
+    let (time, rest) = field(rest).ok_or("no time")?;
+    if !is_date(date) || !is_time(time) {
+        return Err(format!("bad date or time {date:?} {time:?}"));
+    }
+    let name = rest
+        .strip_prefix(' ')
+        .filter(|n| !n.is_empty())
+        .ok_or("no name")?;
+    let name = match kind {
+        'l' => name.split_once(" -> ").map_or(name, |(n, _)| n),
+        'h' => name.split_once(" link to ").map_or(name, |(n, _)| n),
+        _ => name,
+    };
+    let mut bytes = unescape(name);
+    while bytes.len() > 1 && bytes.ends_with(b"/") {
+        bytes.pop();
+    }
+    Ok(Some(ArchiveMember {
+        kind,
+        name: bytes,
+        size,
+        mode,
+        uid,
+        gid,
+    }))
+}
+
+/// Parses tar's verbose listing. Blank lines and tar's "Creating directory:" notes are
+/// the only lines that are not members.
+///
+/// # Errors
+/// [`ConfigError::Parse`] naming the first line that is neither, with its number.
+pub fn parse_members(listing: &[u8]) -> Result<Vec<ArchiveMember>, ConfigError> {
+    let mut out = Vec::new();
+    for (number, line) in listing.split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |message: String| ConfigError::Parse {
+            what: "archive listing".into(),
+            message: format!("line {}: {message}", number + 1),
+        };
+        // With --quoting-style=escape every byte of a name outside printable ASCII is
+        // escaped, so a line that is not UTF-8 is not tar's.
+        let line = std::str::from_utf8(line).map_err(|_| bad("not text".into()))?;
+        if let Some(member) = parse_line(line).map_err(bad)? {
+            out.push(member);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_tar_names() {
+        assert_eq!(unescape(r"d/u\303\251"), "d/u\u{e9}".as_bytes());
+        assert_eq!(unescape(r"d/nl\nx"), b"d/nl\nx");
+        assert_eq!(unescape(r"d/bs\\x"), b"d/bs\\x");
+        assert_eq!(unescape(r"d/r\377"), b"d/r\xff");
+        assert_eq!(unescape("d/$(touch p) q'\"x"), b"d/$(touch p) q'\"x");
+    }
+
+    fn names(m: &[ArchiveMember]) -> Vec<(char, String)> {
+        m.iter()
+            .map(|m| (m.kind, String::from_utf8_lossy(&m.name).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_verbose_listing() {
+        let listing =
+            b"drwxr-xr-x 0/0         0 2026-11-26 07:26 data/media_store/local_content/\n\
+-rw-r--r-- 65534/65534 2 2026-11-26 07:26 data/media_store/local_content/a b\n\
+lrwxrwxrwx 0/0         0 2026-11-26 07:32 data/l -> /etc\n\
+hrw-r--r-- 0/0         0 2026-11-26 07:32 data/h link to data/x\n\
+crw-r--r-- 0/0       1,3 2026-11-26 07:32 data/null\n\
+-rwsr-sr-t 0/0         5 2026-11-26 07:32 data/suid\n\
+drwxr-xr-x                  Creating directory: tmp\n";
+        let m = parse_members(listing).unwrap();
+        assert_eq!(
+            names(&m),
+            [
+                ('d', "data/media_store/local_content".into()),
+                ('-', "data/media_store/local_content/a b".into()),
+                ('l', "data/l".into()),
+                ('h', "data/h".into()),
+                ('c', "data/null".into()),
+                ('-', "data/suid".into()),
+            ]
+        );
+        assert_eq!((m[1].size, m[1].mode, m[1].uid), (2, 0o644, 65534));
+        assert_eq!(m[5].mode, 0o7755);
+        assert_eq!(parse_mode("-rwSr-Sr-T"), Some(('-', 0o7644)));
+    }
+
+    /// A name that contains tar's note text is still a member, checked like any other.
+    #[test]
+    fn a_name_with_the_creating_directory_text_is_a_member() {
+        let listing =
+            b"lrwxrwxrwx 0/0 0 2026-11-26 07:32 data/media_store/local_content/x Creating directory: y -> /etc\n";
+        let m = parse_members(listing).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].kind, 'l');
+    }
+
+    #[test]
+    fn unparseable_lines_are_errors_naming_the_line() {
+        for bad in [
+            &b"-rw-r--r-- root/root 2 2026-11-26 07:26 a\n"[..],
+            b"-rw-r--r-- 0/0 x 2026-11-26 07:26 a\n",
+            b"-rw-r--r-- 0/0 2 -1 07:26 a\n",
+            b"-rw-r--r-- 0/0 2 2026-11-26 07:26\n",
+            b"garbage\n",
+            b"drwxr-xr-x Creating\n",
+            b"-rw-r--r-- 0/0 2 2026-11-26 07:26 \xff\n",
+        ] {
+            let e = parse_members(bad).unwrap_err().to_string();
+            assert!(e.contains("archive listing") && e.contains("line 1"), "{e}");
+        }
+        let e = parse_members(b"-rw-r--r-- 0/0 2 2026-11-26 07:26 a\nbad\n").unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+}

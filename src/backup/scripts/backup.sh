@@ -1,0 +1,35 @@
+# shellcheck shell=bash
+# backup.sh (appended to common.sh): the backup pipeline
+#   tar | gpg --symmetric | checksum | aws s3 cp - URL
+# where the checksum stage writes the encrypted stream's SHA-256 and length.
+#
+# Environment: SB_WORK (work dir: `files`, `snapfiles`, `snap/`, `passphrase`), SB_ROOT,
+# SB_TAR, SB_GPG, SB_AWS, SB_PYTHON, SB_HASH_PY, SB_URL, SB_EXPECTED_SIZE, and the aws
+# CLI's AWS_* variables.
+# Positional parameters: gpg's extra arguments, `--`, the aws CLI's extra arguments.
+# Exit codes: 0; 10 + stage (10 tar, 11 gpg, 12 checksum, 13 upload) for the stage that
+# failed for a reason of its own, with `<stage> <status>` in $SB_WORK/failed and its
+# stderr on ours; 14 when the checksum readers failed.
+set -euo pipefail
+umask 077
+w=$SB_WORK
+gpg_extra=()
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do gpg_extra+=("$1"); shift; done
+[ "$#" -gt 0 ] && shift
+checksum_start
+tar_args=(--create --null --verbatim-files-from --directory "$SB_ROOT" --files-from "$w/files")
+if [ -s "$w/snapfiles" ]; then tar_args+=(--directory "$w/snap" --files-from "$w/snapfiles"); fi
+# Stage names and stderr files, in pipeline order.
+names=(tar gpg tee upload)
+errs=("$w/tar.err" "$w/gpg.err" "$w/tee.err" "$w/aws.err")
+set +e
+"$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" |
+  "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
+    --passphrase-file "$w/passphrase" --symmetric --cipher-algo AES256 "${gpg_extra[@]}" \
+    --output - 2>"$w/gpg.err" |
+  checksum 2>"$w/tee.err" |
+  "$SB_AWS" s3 cp --only-show-errors --no-progress --expected-size "$SB_EXPECTED_SIZE" "$@" - "$SB_URL" \
+    >"$w/aws.out" 2>"$w/aws.err"
+st=("${PIPESTATUS[@]}")
+set -e
+pipeline_finish downstream

@@ -1,0 +1,44 @@
+# shellcheck shell=bash
+# fetch.sh (appended to common.sh): downloads, checksums and decrypts a backup
+#   aws s3 cp URL - | checksum | gpg --decrypt | tar
+# then lists it (SB_MODE=list) or extracts it into $SB_WORK/stage (SB_MODE=extract),
+# writing tar's `-vv` listing to $SB_WORK/members.
+#
+# Environment: SB_WORK (work dir: `passphrase`), SB_MODE, SB_URL, SB_TAR, SB_GPG,
+# SB_AWS, SB_PYTHON, SB_HASH_PY, the aws CLI's AWS_* variables, and optionally
+# SB_NEED_BYTES with SB_SPACE_DIR (free space to check first).
+# Positional parameters: the aws CLI's extra arguments.
+# Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 10 + stage
+# (10 download, 11 checksum, 12 gpg, 13 tar) for the first stage that did not die of
+# SIGPIPE, with `<stage> <status>` in $SB_WORK/failed and its stderr on ours; 14 when
+# the checksum readers failed.
+set -euo pipefail
+umask 077
+w=$SB_WORK
+if [ -n "${SB_NEED_BYTES:-}" ]; then
+  avail=$(df -B1 --output=avail "$SB_SPACE_DIR" | tail -n 1 | tr -d ' ')
+  printf '%s\n' "$avail" >"$w/avail"
+  if [ "$avail" -lt "$SB_NEED_BYTES" ]; then
+    echo "not enough free space in $SB_SPACE_DIR: need $SB_NEED_BYTES bytes, $avail available" >&2
+    exit 40
+  fi
+fi
+checksum_start
+if [ "$SB_MODE" = extract ]; then
+  mkdir -m 700 "$w/stage"
+  tar_args=(--extract --directory "$w/stage" --preserve-permissions --delay-directory-restore)
+else
+  tar_args=(--list)
+fi
+# Stage names and stderr files, in pipeline order.
+names=(download tee gpg tar)
+errs=("$w/aws.err" "$w/tee.err" "$w/gpg.err" "$w/tar.err")
+set +e
+"$SB_AWS" s3 cp --only-show-errors --no-progress "$@" "$SB_URL" - 2>"$w/aws.err" |
+  checksum 2>"$w/tee.err" |
+  "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
+    --passphrase-file "$w/passphrase" --decrypt 2>"$w/gpg.err" |
+  LC_ALL=C "$SB_TAR" "${tar_args[@]}" -vv --numeric-owner --quoting-style=escape --index-file "$w/members" 2>"$w/tar.err"
+st=("${PIPESTATUS[@]}")
+set -e
+pipeline_finish upstream
