@@ -750,3 +750,48 @@ async fn tls_ca_chain_reaches_the_aws_cli() {
         "{e}"
     );
 }
+
+/// Item 8 of the create issue: when the upload dies first, gpg then fails on a broken
+/// pipe (exit 2, "write error") and tar dies of SIGPIPE; the error names the upload, the
+/// stage that failed for a reason of its own, not gpg.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_that_dies_first_is_named_not_gpg_on_its_broken_pipe() {
+    let env = Env::new(&TreeSpec {
+        media_files: 8,
+        media_bytes: 16 << 20,
+        ..TreeSpec::default()
+    })
+    .await;
+    // A real upload stage that fails on its own: it reads a little and exits 1.
+    let aws = env.dir.path().join("aws-that-fails");
+    fs::write(
+        &aws,
+        "#!/usr/bin/env bash\nhead -c 1 >/dev/null\necho 'upload refused by the test' >&2\nexit 1\n",
+    )
+    .unwrap();
+    fs::set_permissions(&aws, fs::Permissions::from_mode(0o755)).unwrap();
+    let layout = synapse_backup::Layout {
+        aws: aws.to_string_lossy().into_owned(),
+        ..env.layout.clone()
+    };
+    let c = LocalContainer::new();
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    match &e {
+        BackupError::StageFailed {
+            stage: Stage::Upload,
+            exit_code: 1,
+            stderr,
+        } => assert!(stderr.contains("upload refused by the test"), "{stderr}"),
+        other => panic!("expected the upload to be named: {other}"),
+    }
+    assert!(objects_in_bucket(&env).is_empty());
+    assert!(leftover_work_dirs(&env).is_empty());
+}
