@@ -460,13 +460,15 @@ mod tests {
 
     /// What the workload saw: every exec (argv, user, stdin), the files written into
     /// the work dir and the dirs removed.
+    /// One exec: argv, user, stdin.
+    type Exec = (Vec<String>, Option<String>, Option<Vec<u8>>);
+
     #[derive(Default)]
     struct Seen {
-        execs: Vec<(Vec<String>, Option<String>, Option<Vec<u8>>)>,
+        execs: Vec<Exec>,
         written: Vec<(String, String, Vec<u8>)>,
         removed: Vec<String>,
     }
-
 
     /// A workload with one signing key and no database or media, whose pipeline exits
     /// with `pipeline_exit`; writing into the work dir fails when `write_fails`.
@@ -522,8 +524,7 @@ mod tests {
                     "write" if write_fails => fail(1, "disk full"),
                     "write" => {
                         let stdin = options.stdin.clone().unwrap_or_default();
-                        seen.written
-                            .push((argv[5].clone(), argv[6].clone(), stdin));
+                        seen.written.push((argv[5].clone(), argv[6].clone(), stdin));
                         ok(b"")
                     }
                     "read" => match argv[5].rsplit('/').next().unwrap() {
@@ -588,10 +589,7 @@ mod tests {
         }
         // The work dir was made by mktemp under the data dir.
         let make = &seen.execs[0].0;
-        assert_eq!(
-            (make[4].as_str(), make[5].as_str()),
-            ("make", "/r/data")
-        );
+        assert_eq!((make[4].as_str(), make[5].as_str()), ("make", "/r/data"));
         assert!(make[6].starts_with(".synapse-backup-backup-"), "{make:?}");
         // The passphrase reached only the pipeline, on its standard input.
         let with_passphrase: Vec<_> = seen
@@ -646,7 +644,10 @@ mod tests {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.removed, vec![made(&seen)]);
         assert!(
-            !seen.execs.iter().any(|(argv, ..)| argv[2] == scripts::PREPARE),
+            !seen
+                .execs
+                .iter()
+                .any(|(argv, ..)| argv[2] == scripts::PREPARE),
             "nothing ran"
         );
     }

@@ -125,6 +125,7 @@ async fn locate(client: &S3Client, id: &BackupId) -> Result<Fetched, BackupError
 
 /// Runs the fetch script and turns its outcome into the precise error: wrong
 /// passphrase, corruption (checksum, truncation, gpg's integrity check), no space.
+#[allow(clippy::too_many_arguments)]
 async fn fetch<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
@@ -462,7 +463,7 @@ async fn restore_in<C: Container + ?Sized>(
         passphrase,
     )
     .await
-        .map_err(|e| (e, false))?;
+    .map_err(|e| (e, false))?;
     let units = rules
         .check(&members)
         .map_err(|(member, reason)| (BackupError::UnsafeMember { member, reason }, false))?;
