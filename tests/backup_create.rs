@@ -386,7 +386,7 @@ async fn tar_failing_half_way_leaves_nothing() {
     // Run the pipeline as `nobody`, who can read everything but one file.
     fs::remove_file(env.tree.data.join("homeserver.db")).unwrap();
     sh(
-        "chmod -R a+rX \"$1\" && chmod 0755 \"$2\"",
+        "chmod -R a+rX \"$1\" && chmod 0755 \"$2\" && chown nobody:nogroup \"$1/data\"",
         &env,
         &[
             &env.tree.root.to_string_lossy(),
@@ -794,4 +794,94 @@ async fn an_upload_that_dies_first_is_named_not_gpg_on_its_broken_pipe() {
     }
     assert!(objects_in_bucket(&env).is_empty());
     assert!(leftover_work_dirs(&env).is_empty());
+}
+
+/// Issue 11 item 1: a process running as the workload user swaps every work dir (or
+/// every file made in one) for a symlink to a root-owned file while root runs backups
+/// as that user. No root-owned file may change owner: privileged code never chowns a
+/// path that user can change.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_workload_user_cannot_win_a_chown_race() {
+    use std::io::BufRead;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    assert!(
+        nix_is_root(),
+        "this test runs as root (it switches to nobody): run the tests as root"
+    );
+    let env = Env::new(&TreeSpec {
+        media_files: 5,
+        ..TreeSpec::default()
+    })
+    .await;
+    sh(
+        "chmod -R a+rX \"$1\" && chmod 0755 \"$2\" && chown -R nobody:nogroup \"$1/data\"",
+        &env,
+        &[
+            &env.tree.root.to_string_lossy(),
+            &env.dir.path().to_string_lossy(),
+        ],
+    );
+    let victim = env.dir.path().join("victim");
+    fs::write(&victim, "root's").unwrap();
+    let layout = synapse_backup::Layout {
+        user: Some("nobody".into()),
+        group: Some("nogroup".into()),
+        ..env.layout.clone()
+    };
+    let c = LocalContainer::new();
+    let swapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripts/swapper.py");
+    for mode in ["dirs", "files"] {
+        let mut child = std::process::Command::new("python3")
+            .arg(&swapper)
+            .arg(&env.tree.data)
+            .arg(&victim)
+            .arg(mode)
+            .uid(65534)
+            .gid(65534)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is needed: sudo apt-get install -y python3");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        for _ in 0..6 {
+            // Most runs fail (their files are swapped away): only ownership matters.
+            let _ = create_backup_with(
+                &c,
+                &env.params,
+                PASSPHRASE,
+                &layout,
+                &BackupOptions::default(),
+            )
+            .await;
+        }
+        nix_terminate(child.id());
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        let _ = child.wait();
+        let swaps: u32 = line.trim().parse().unwrap();
+        assert!(swaps > 0, "{mode}: the swapper never swapped anything");
+        let meta = fs::metadata(&victim).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (0, 0),
+            "{mode}: a root-owned file was given to the workload user ({swaps} swaps)"
+        );
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+}
+
+fn nix_terminate(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
 }

@@ -75,9 +75,9 @@ pub async fn create_backup_with<C: Container + ?Sized>(
     let collected = collect(container, layout).await?;
     let id = BackupId::generate();
     let key = client.object_key(id.as_str());
-    let work = WorkDir::new(layout, id.as_str());
+    work::sweep_dead_work_dirs(container, layout).await;
     tracing::info!(backup_id = %id, members = collected.members.len(), "starting backup");
-    work::make_work_dir(container, layout, &work).await?;
+    let work = work::make_work_dir(container, layout, id.as_str()).await?;
     let mut uploading = false;
     let result = run_backup(
         container,
@@ -93,7 +93,7 @@ pub async fn create_backup_with<C: Container + ?Sized>(
         &mut uploading,
     )
     .await;
-    work::remove_work_dir(container, &work).await;
+    work::remove_work_dir(container, layout, &work).await;
     match result {
         Ok(manifest) => {
             let duration = started.elapsed();
@@ -282,14 +282,15 @@ async fn run_backup<C: Container + ?Sized>(
     work: &WorkDir,
     uploading: &mut bool,
 ) -> Result<Manifest, BackupError> {
-    work::fill_work_dir(container, params, passphrase, layout, work, options).await?;
-    container
-        .push(
-            &work.file("files"),
-            &plan::files_list(&collected.members),
-            work::private_file(layout),
-        )
-        .await?;
+    work::fill_work_dir(container, params, layout, work, options).await?;
+    work::write_file(
+        container,
+        layout,
+        work,
+        "files",
+        &plan::files_list(&collected.members),
+    )
+    .await?;
 
     let prepare = plan::prepare_call(layout, params, work, collected.db.as_deref());
     if let Err(e) = container
@@ -312,11 +313,11 @@ async fn run_backup<C: Container + ?Sized>(
         };
         return Err(stage_error(stage, e));
     }
-    let expected_size: u64 = work::read_text(container, &work.file("size"))
+    let expected_size: u64 = work::read_text(container, layout, &work.file("size"))
         .await
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
-    let files = parse_listing(&container.pull(&work.file("listing")).await?)?;
+    let files = parse_listing(&work::read_file(container, layout, &work.file("listing")).await?)?;
     let plaintext_bytes = files.iter().filter(|f| f.kind == 'f').map(|f| f.size).sum();
 
     let call = plan::backup_call(layout, params, options, work, key, expected_size);
@@ -325,7 +326,7 @@ async fn run_backup<C: Container + ?Sized>(
     if let Err(e) = container
         .exec(
             &call.argv,
-            work::exec_options(layout, &call, work, options.timeout),
+            work::pipeline_options(layout, &call, work, options.timeout, passphrase),
         )
         .await
     {
@@ -341,7 +342,7 @@ async fn run_backup<C: Container + ?Sized>(
                     Exit::Stage(position) => Pipeline::Backup.stage(position),
                     _ => Stage::Check,
                 };
-                let status = work::read_text(container, &work.file("failed"))
+                let status = work::read_text(container, layout, &work.file("failed"))
                     .await
                     .and_then(|t| t.split_whitespace().nth(1).and_then(|s| s.parse().ok()))
                     .unwrap_or(exit_code);
@@ -354,11 +355,11 @@ async fn run_backup<C: Container + ?Sized>(
             other => stage_error(Stage::Upload, other),
         });
     }
-    let sha = work::read_text(container, &work.file("sha256"))
+    let sha = work::read_text(container, layout, &work.file("sha256"))
         .await
         .and_then(|t| t.split_whitespace().next().map(str::to_string))
         .unwrap_or_default();
-    let length: u64 = work::read_text(container, &work.file("length"))
+    let length: u64 = work::read_text(container, layout, &work.file("length"))
         .await
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
@@ -432,7 +433,8 @@ async fn run_backup<C: Container + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::{ExecOutput, FileInfo, FileKind, MockContainer, PushOptions};
+    use crate::backup::scripts;
+    use crate::container::{ExecOutput, FileInfo, FileKind, MockContainer};
     use std::sync::{Arc, Mutex};
 
     fn params() -> S3Parameters {
@@ -456,20 +458,28 @@ mod tests {
         }
     }
 
-    type Pushed = Arc<Mutex<Vec<(String, Vec<u8>, PushOptions)>>>;
+    /// What the workload saw: every exec (argv, user, stdin), the files written into
+    /// the work dir and the dirs removed.
+    /// One exec: argv, user, stdin.
+    type Exec = (Vec<String>, Option<String>, Option<Vec<u8>>);
+
+    #[derive(Default)]
+    struct Seen {
+        execs: Vec<Exec>,
+        written: Vec<(String, String, Vec<u8>)>,
+        removed: Vec<String>,
+    }
 
     /// A workload with one signing key and no database or media, whose pipeline exits
-    /// with `pipeline_exit`.
+    /// with `pipeline_exit`; writing into the work dir fails when `write_fails`.
     fn workload(
         pipeline_exit: i32,
         stage_status: &'static str,
-    ) -> (MockContainer, Pushed, Arc<Mutex<Vec<Vec<String>>>>) {
+        write_fails: bool,
+    ) -> (MockContainer, Arc<Mutex<Seen>>) {
         let mut c = MockContainer::new();
         c.expect_pull().returning(move |p| match p {
             "/r/data/homeserver.yaml" => Ok(b"server_name: x\n".to_vec()),
-            p if p.ends_with("/size") => Ok(b"10\n".to_vec()),
-            p if p.ends_with("/listing") => Ok(b"f 10 data/x.key\0".to_vec()),
-            p if p.ends_with("/failed") => Ok(stage_status.as_bytes().to_vec()),
             p => Err(ContainerError::NotFound { path: p.into() }),
         });
         c.expect_list_files().returning(|dir, options| {
@@ -486,43 +496,68 @@ mod tests {
             }
         });
         c.expect_exists().returning(|_| Ok(false));
-        c.expect_make_dir().returning(|_, _| Ok(()));
-        let pushed: Pushed = Arc::default();
-        let p2 = pushed.clone();
-        c.expect_push().returning(move |path, content, options| {
-            p2.lock()
-                .unwrap()
-                .push((path.to_string(), content.to_vec(), options));
-            Ok(())
-        });
-        let argvs: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
-        let a2 = argvs.clone();
+        c.expect_push().never();
+        c.expect_make_dir().never();
+        c.expect_remove_path().never();
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let s2 = seen.clone();
         c.expect_exec().returning(move |argv, options| {
-            a2.lock().unwrap().push(argv.to_vec());
-            assert_eq!(options.user.as_deref(), Some("synapse"));
-            if argv[2] == crate::backup::scripts::PREPARE {
-                Ok(ExecOutput::default())
-            } else {
+            let mut seen = s2.lock().unwrap();
+            seen.execs
+                .push((argv.to_vec(), options.user.clone(), options.stdin.clone()));
+            let fail = |code: i32, stderr: &str| {
                 Err(ContainerError::ExitedNonZero {
                     command: "bash".into(),
-                    exit_code: pipeline_exit,
-                    stderr: "gpg: fatal".into(),
+                    exit_code: code,
+                    stderr: stderr.into(),
                 })
+            };
+            let ok = |stdout: &[u8]| {
+                Ok(ExecOutput {
+                    stdout: stdout.to_vec(),
+                    ..ExecOutput::default()
+                })
+            };
+            if argv[2] == scripts::WORKDIR {
+                return match argv[4].as_str() {
+                    "make" => ok(format!("{}/{}.AbCdEfGhIj\n", argv[5], argv[6]).as_bytes()),
+                    "write" if write_fails => fail(1, "disk full"),
+                    "write" => {
+                        let stdin = options.stdin.clone().unwrap_or_default();
+                        seen.written.push((argv[5].clone(), argv[6].clone(), stdin));
+                        ok(b"")
+                    }
+                    "read" => match argv[5].rsplit('/').next().unwrap() {
+                        "size" => ok(b"10\n"),
+                        "listing" => ok(b"f 10 data/x.key\0"),
+                        "failed" => ok(stage_status.as_bytes()),
+                        _ => fail(1, "no such file"),
+                    },
+                    "remove" => {
+                        seen.removed.push(argv[5].clone());
+                        ok(b"")
+                    }
+                    other => panic!("{other}"),
+                };
+            }
+            if argv[2] == scripts::PREPARE {
+                ok(b"")
+            } else {
+                fail(pipeline_exit, "gpg: fatal")
             }
         });
-        (c, pushed, argvs)
+        (c, seen)
+    }
+
+    /// The work dir the mock's mktemp made.
+    fn made(seen: &Seen) -> String {
+        let make = &seen.execs[0].0;
+        format!("{}/{}.AbCdEfGhIj", make[5], make[6])
     }
 
     #[tokio::test]
     async fn a_failed_pipeline_names_its_stage_and_removes_the_work_dir() {
-        let (mut c, pushed, argvs) = workload(11, "gpg 2\n");
-        let removed: Arc<Mutex<Vec<String>>> = Arc::default();
-        let r2 = removed.clone();
-        c.expect_remove_path().returning(move |p, recursive| {
-            assert!(recursive);
-            r2.lock().unwrap().push(p.to_string());
-            Ok(())
-        });
+        let (c, seen) = workload(11, "gpg 2\n", false);
         let e = create_backup_with(
             &c,
             &params(),
@@ -545,24 +580,32 @@ mod tests {
             }
             other => panic!("{other}"),
         }
-        let removed = removed.lock().unwrap().clone();
-        assert_eq!(removed.len(), 1);
-        assert!(
-            removed[0].starts_with("/r/data/.synapse-backup-backup-"),
-            "{removed:?}"
-        );
-        let pushed = pushed.lock().unwrap().clone();
-        let (path, content, options) = pushed
+        let seen = seen.lock().unwrap();
+        let work = made(&seen);
+        assert_eq!(seen.removed, vec![work.clone()]);
+        // Every step ran as the workload user.
+        for (argv, user, _) in &seen.execs {
+            assert_eq!(user.as_deref(), Some("synapse"), "{:?}", &argv[3..]);
+        }
+        // The work dir was made by mktemp under the data dir.
+        let make = &seen.execs[0].0;
+        assert_eq!((make[4].as_str(), make[5].as_str()), ("make", "/r/data"));
+        assert!(make[6].starts_with(".synapse-backup-backup-"), "{make:?}");
+        // The passphrase reached only the pipeline, on its standard input.
+        let with_passphrase: Vec<_> = seen
+            .execs
             .iter()
-            .find(|(p, ..)| p.ends_with("/passphrase"))
-            .unwrap();
-        assert!(path.starts_with(&removed[0]));
-        assert_eq!(content, b"pass phrase");
-        assert_eq!(options.permissions, Some(0o600));
-        assert_eq!(options.user.as_deref(), Some("synapse"));
-        let files = pushed.iter().find(|(p, ..)| p.ends_with("/files")).unwrap();
-        assert_eq!(files.1, b"data/x.key\0");
-        for argv in argvs.lock().unwrap().iter() {
+            .filter(|(_, _, stdin)| stdin.as_deref() == Some(b"pass phrase\n"))
+            .collect();
+        assert_eq!(with_passphrase.len(), 1);
+        assert_eq!(with_passphrase[0].0[2], scripts::BACKUP);
+        for (dir, name, content) in &seen.written {
+            assert_eq!(dir, &work);
+            assert!(!content.windows(11).any(|w| w == b"pass phrase"), "{name}");
+        }
+        let files = seen.written.iter().find(|(_, n, _)| n == "files").unwrap();
+        assert_eq!(files.2, b"data/x.key\0");
+        for (argv, ..) in &seen.execs {
             for a in argv {
                 assert!(
                     !a.contains("s3cr3t-value") && !a.contains("pass phrase"),
@@ -579,8 +622,7 @@ mod tests {
             (13, "upload 1\n", Stage::Upload),
             (12, "tee 1\n", Stage::Check),
         ] {
-            let (mut c, _, _) = workload(exit, status);
-            c.expect_remove_path().returning(|_, _| Ok(()));
+            let (c, _) = workload(exit, status, false);
             let e = create_backup_with(&c, &params(), "pw", &layout(), &BackupOptions::default())
                 .await
                 .unwrap_err();
@@ -593,31 +635,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_work_dir_is_removed_even_when_pushing_fails() {
-        let mut c = MockContainer::new();
-        c.expect_pull().returning(|_| Ok(b"{}".to_vec()));
-        c.expect_list_files().returning(|_, _| {
-            Ok(vec![FileInfo {
-                path: "/r/data/k.key".into(),
-                name: "k.key".into(),
-                kind: FileKind::File,
-                size: 1,
-                permissions: 0o600,
-            }])
-        });
-        c.expect_exists().returning(|_| Ok(false));
-        c.expect_make_dir().returning(|_, _| Ok(()));
-        c.expect_push().returning(|p, _, _| {
-            Err(ContainerError::Io {
-                path: p.into(),
-                source: std::io::Error::other("disk full"),
-            })
-        });
-        c.expect_exec().never();
-        c.expect_remove_path().times(1).returning(|_, _| Ok(()));
+    async fn the_work_dir_is_removed_even_when_writing_fails() {
+        let (c, seen) = workload(0, "", true);
         let e = create_backup_with(&c, &params(), "pw", &layout(), &BackupOptions::default())
             .await
             .unwrap_err();
         assert!(e.to_string().contains("disk full"), "{e}");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.removed, vec![made(&seen)]);
+        assert!(
+            !seen
+                .execs
+                .iter()
+                .any(|(argv, ..)| argv[2] == scripts::PREPARE),
+            "nothing ran"
+        );
     }
 }

@@ -236,7 +236,21 @@ pub struct WorkDir {
 }
 
 impl WorkDir {
-    /// The work dir for a run named `name` under the layout's work base.
+    /// The prefix every work dir's name starts with.
+    pub const PREFIX: &'static str = ".synapse-backup-";
+
+    /// The work dir already made at `dir` (a container path, under the layout root).
+    pub fn at(dir: impl Into<String>) -> Self {
+        WorkDir { dir: dir.into() }
+    }
+
+    /// The container path a run's work dir is made in (`mktemp -d` there, as the
+    /// workload user).
+    pub fn base(layout: &Layout) -> String {
+        layout.host_path(layout.work_base())
+    }
+
+    /// A work dir named `name` (without a random part) under the layout's work base.
     pub fn new(layout: &Layout, name: &str) -> Self {
         WorkDir {
             dir: layout.host_path(&join(

@@ -125,6 +125,7 @@ async fn locate(client: &S3Client, id: &BackupId) -> Result<Fetched, BackupError
 
 /// Runs the fetch script and turns its outcome into the precise error: wrong
 /// passphrase, corruption (checksum, truncation, gpg's integrity check), no space.
+#[allow(clippy::too_many_arguments)]
 async fn fetch<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
@@ -133,14 +134,18 @@ async fn fetch<C: Container + ?Sized>(
     id: &BackupId,
     fetched: &Fetched,
     timeout: Option<Duration>,
+    passphrase: &str,
 ) -> Result<Vec<ArchiveMember>, BackupError> {
     let outcome = container
-        .exec(&call.argv, work::exec_options(layout, call, work, timeout))
+        .exec(
+            &call.argv,
+            work::pipeline_options(layout, call, work, timeout, passphrase),
+        )
         .await;
-    let sha = work::read_text(container, &work.file("sha256"))
+    let sha = work::read_text(container, layout, &work.file("sha256"))
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
-    let length: Option<u64> = work::read_text(container, &work.file("length"))
+    let length: Option<u64> = work::read_text(container, layout, &work.file("length"))
         .await
         .and_then(|s| s.parse().ok());
     let checksum_problem = match &fetched.manifest {
@@ -165,7 +170,7 @@ async fn fetch<C: Container + ?Sized>(
         }) => {
             let exit = Exit::from_code(exit_code);
             if exit == Exit::NoSpace {
-                let available = work::read_text(container, &work.file("avail"))
+                let available = work::read_text(container, layout, &work.file("avail"))
                     .await
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0);
@@ -229,7 +234,7 @@ async fn fetch<C: Container + ?Sized>(
             "the checksum of the download could not be computed".into(),
         ));
     }
-    let listing = container.pull(&work.file("members")).await?;
+    let listing = work::read_file(container, layout, &work.file("members")).await?;
     let members = parse_members(&listing).map_err(|e| corrupted(e.to_string()))?;
     if let Some(m) = &fetched.manifest {
         let names: BTreeSet<&[u8]> = members.iter().map(|a| a.name.as_slice()).collect();
@@ -284,13 +289,11 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     layout.validate()?;
     let client = S3Client::new(s3_parameters)?;
     let fetched = locate(&client, id).await?;
-    let work = WorkDir::new(layout, &format!("verify-{}", BackupId::generate()));
-    work::make_work_dir(container, layout, &work).await?;
+    let work = work::make_work_dir(container, layout, "verify").await?;
     let call = restore_plan::list_call(layout, s3_parameters, &work, &fetched.key);
     let result = match work::fill_work_dir(
         container,
         s3_parameters,
-        passphrase,
         layout,
         &work,
         &BackupOptions::default(),
@@ -306,15 +309,16 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
                 id,
                 &fetched,
                 options.timeout,
+                passphrase,
             )
             .await
         }
         Err(e) => Err(e.into()),
     };
-    let sha = work::read_text(container, &work.file("sha256"))
+    let sha = work::read_text(container, layout, &work.file("sha256"))
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
-    work::remove_work_dir(container, &work).await;
+    work::remove_work_dir(container, layout, &work).await;
     let members = result?;
     tracing::info!(backup_id = %id, members = members.len(), "backup verified");
     Ok(VerifyReport {
@@ -380,12 +384,10 @@ pub async fn restore_backup_with<C: Container + ?Sized>(
         .manifest
         .as_ref()
         .map_or(fetched.size, |m| m.plaintext_bytes.max(fetched.size));
-    let work = WorkDir::new(layout, &format!("restore-{}", BackupId::generate()));
-    work::make_work_dir(container, layout, &work).await?;
+    let work = work::make_work_dir(container, layout, "restore").await?;
     let result = match work::fill_work_dir(
         container,
         s3_parameters,
-        passphrase,
         layout,
         &work,
         &BackupOptions::default(),
@@ -403,6 +405,7 @@ pub async fn restore_backup_with<C: Container + ?Sized>(
                 &fetched,
                 &work,
                 need,
+                passphrase,
             )
             .await
         }
@@ -410,7 +413,7 @@ pub async fn restore_backup_with<C: Container + ?Sized>(
     };
     match result {
         Ok((restored, dropped)) => {
-            work::remove_work_dir(container, &work).await;
+            work::remove_work_dir(container, layout, &work).await;
             tracing::info!(backup_id = %id, "backup restored");
             Ok(RestoreReport {
                 id: id.clone(),
@@ -426,7 +429,7 @@ pub async fn restore_backup_with<C: Container + ?Sized>(
             if keep_work {
                 tracing::error!(dir = %work.dir, "the rollback failed: the set-aside live files are kept there");
             } else {
-                work::remove_work_dir(container, &work).await;
+                work::remove_work_dir(container, layout, &work).await;
             }
             Err(e)
         }
@@ -446,11 +449,21 @@ async fn restore_in<C: Container + ?Sized>(
     fetched: &Fetched,
     work: &WorkDir,
     need: u64,
+    passphrase: &str,
 ) -> RestoreResult {
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
-    let members = fetch(container, layout, work, &call, id, fetched, options.timeout)
-        .await
-        .map_err(|e| (e, false))?;
+    let members = fetch(
+        container,
+        layout,
+        work,
+        &call,
+        id,
+        fetched,
+        options.timeout,
+        passphrase,
+    )
+    .await
+    .map_err(|e| (e, false))?;
     let units = rules
         .check(&members)
         .map_err(|(member, reason)| (BackupError::UnsafeMember { member, reason }, false))?;
@@ -466,12 +479,7 @@ async fn restore_in<C: Container + ?Sized>(
     let drops = rules.drops(&units);
     let units: Vec<String> = units.into_iter().collect();
     for (name, list) in [("swap.list", &units), ("drop.list", &drops)] {
-        container
-            .push(
-                &work.file(name),
-                &plan::files_list(list),
-                work::private_file(layout),
-            )
+        work::write_file(container, layout, work, name, &plan::files_list(list))
             .await
             .map_err(|e| (e.into(), false))?;
     }

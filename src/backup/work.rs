@@ -5,82 +5,277 @@ use std::time::Duration;
 
 use crate::backup::layout::{HomeserverConfig, Layout};
 use crate::backup::plan::{self, BackupOptions, ScriptCall, WorkDir};
-use crate::container::{Container, ExecOptions, MakeDirOptions, PushOptions};
+use crate::backup::scripts;
+use crate::container::{Container, ExecOptions, FileKind, ListOptions};
 use crate::error::{ConfigError, ContainerError};
 use crate::s3::S3Parameters;
 
-/// Options for a file only the workload user may read (mode 0600).
-pub(crate) fn private_file(layout: &Layout) -> PushOptions {
-    PushOptions {
-        make_dirs: false,
-        permissions: Some(0o600),
-        user: layout.user.clone(),
-        group: layout.group.clone(),
+/// Who made a work dir: the host, process id and process start time (clock ticks
+/// since boot, with the boot id), so a later run can tell a dead run's dir from a live
+/// one's, even after the pid was reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnerRecord {
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    pub(crate) start: u64,
+    pub(crate) boot: String,
+}
+
+/// The start time (clock ticks since boot) of a process, from `/proc/<pid>/stat`.
+fn process_start(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields resume after
+    // the last `)`, at field 3; the start time is field 22.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+}
+
+impl OwnerRecord {
+    /// This process.
+    pub(crate) fn current() -> Self {
+        OwnerRecord {
+            host: host_name(),
+            pid: std::process::id(),
+            start: process_start("self").unwrap_or(0),
+            boot: boot_id(),
+        }
+    }
+
+    /// The record as written to the work dir's `owner` file.
+    pub(crate) fn to_text(&self) -> String {
+        format!(
+            "host {}\npid {}\nstart {}\nboot {}\n",
+            self.host.replace(['\n', '\r'], " "),
+            self.pid,
+            self.start,
+            self.boot
+        )
+    }
+
+    /// Reads an `owner` file; `None` when it is not one.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let mut host = None;
+        let mut pid = None;
+        let mut start = None;
+        let mut boot = None;
+        for line in text.lines() {
+            let (key, value) = line.split_once(' ')?;
+            match key {
+                "host" => host = Some(value.to_string()),
+                "pid" => pid = Some(value.parse().ok()?),
+                "start" => start = Some(value.parse().ok()?),
+                "boot" => boot = Some(value.to_string()),
+                _ => return None,
+            }
+        }
+        Some(OwnerRecord {
+            host: host?,
+            pid: pid?,
+            start: start?,
+            boot: boot?,
+        })
+    }
+
+    /// Whether the run that wrote this record is certainly gone: it ran on this host
+    /// and either the machine rebooted since or no process with its pid and start time
+    /// exists. A record from another host is never judged dead.
+    pub(crate) fn is_dead_here(&self) -> bool {
+        let here = OwnerRecord::current();
+        if self.host != here.host || self.host.is_empty() {
+            return false;
+        }
+        if self.boot != here.boot {
+            return !self.boot.is_empty() && !here.boot.is_empty();
+        }
+        process_start(&self.pid.to_string()) != Some(self.start)
     }
 }
 
-fn private_dir(layout: &Layout) -> MakeDirOptions {
-    MakeDirOptions {
-        make_parents: false,
-        permissions: Some(0o700),
-        user: layout.user.clone(),
-        group: layout.group.clone(),
-    }
+/// The argv of `workdir.sh` in `mode` with `args`.
+fn workdir_argv(layout: &Layout, mode: &str, args: &[&str]) -> Vec<String> {
+    let mut argv = vec![
+        layout.bash.clone(),
+        "-c".into(),
+        scripts::WORKDIR.into(),
+        "bash".into(),
+        mode.into(),
+    ];
+    argv.extend(args.iter().map(|a| (*a).to_string()));
+    argv
 }
 
-/// Creates the work dir (mode 0700, owned by the workload user). It must not exist:
-/// a run never reuses or removes a dir it did not make.
+/// Runs `workdir.sh` as the workload user.
+async fn workdir_exec<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    mode: &str,
+    args: &[&str],
+    stdin: Option<Vec<u8>>,
+) -> Result<Vec<u8>, ContainerError> {
+    let options = ExecOptions {
+        user: layout.user.clone(),
+        group: layout.group.clone(),
+        stdin,
+        ..ExecOptions::default()
+    };
+    Ok(container
+        .exec(&workdir_argv(layout, mode, args), options)
+        .await?
+        .stdout)
+}
+
+/// Makes this run's private work dir (`mktemp -d`, mode 0700) under the layout's work
+/// base, as the workload user, with an empty `gnupg` dir and the [`OwnerRecord`] of
+/// this process. `purpose` goes in its name (`.synapse-backup-<purpose>.XXXXXXXXXX`).
+/// Nothing is made or chowned by this (possibly privileged) process.
 pub(crate) async fn make_work_dir<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
-    work: &WorkDir,
-) -> Result<(), ContainerError> {
-    container.make_dir(&work.dir, private_dir(layout)).await
+    purpose: &str,
+) -> Result<WorkDir, ContainerError> {
+    let base = WorkDir::base(layout);
+    let prefix = format!("{}{purpose}", WorkDir::PREFIX);
+    let out = workdir_exec(
+        container,
+        layout,
+        "make",
+        &[&base, &prefix],
+        Some(OwnerRecord::current().to_text().into_bytes()),
+    )
+    .await?;
+    let dir = String::from_utf8(out)
+        .ok()
+        .map(|s| s.trim_end_matches('\n').to_string())
+        .filter(|d| {
+            d.strip_prefix(&base)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|name| name.starts_with(&prefix) && !name.contains('/'))
+        })
+        .ok_or_else(|| ContainerError::Io {
+            path: base.clone(),
+            source: std::io::Error::other("mktemp did not print the work dir it made"),
+        })?;
+    Ok(WorkDir::at(dir))
 }
 
-/// Puts the passphrase, the aws CLI config, the CA bundle and a GnuPG home in the work
-/// dir. The caller removes the work dir whatever happens.
+/// Removes the work dirs under the layout's work base that runs now dead left behind
+/// (a killed process, a dropped future): only `backup` and `verify` dirs whose
+/// [`OwnerRecord`] names a process of this host that no longer exists. Dirs of live
+/// runs, of other hosts, without a readable record, and restore dirs (which may hold
+/// set-aside live files) are never touched. Returns the dirs removed.
+pub(crate) async fn sweep_dead_work_dirs<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+) -> Vec<String> {
+    let base = WorkDir::base(layout);
+    let pattern = format!("{}*", WorkDir::PREFIX);
+    let Ok(entries) = container
+        .list_files(
+            &base,
+            ListOptions {
+                pattern: Some(pattern),
+                itself: false,
+            },
+        )
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let sweepable = ["backup-", "verify."]
+            .iter()
+            .any(|p| entry.name[WorkDir::PREFIX.len()..].starts_with(p));
+        if entry.kind != FileKind::Directory || !sweepable {
+            continue;
+        }
+        let work = WorkDir::at(entry.path);
+        let Some(record) = read_text(container, layout, &work.file("owner"))
+            .await
+            .and_then(|t| OwnerRecord::parse(&t))
+        else {
+            continue;
+        };
+        if record.is_dead_here() {
+            tracing::info!(dir = %work.dir, pid = record.pid, "removing the work dir of a run that is gone");
+            remove_work_dir(container, layout, &work).await;
+            removed.push(work.dir);
+        }
+    }
+    removed
+}
+
+/// Writes `content` to the new file `name` in the work dir (mode 0600), as the
+/// workload user (through the exec's standard input).
+pub(crate) async fn write_file<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    work: &WorkDir,
+    name: &str,
+    content: &[u8],
+) -> Result<(), ContainerError> {
+    workdir_exec(
+        container,
+        layout,
+        "write",
+        &[&work.dir, name],
+        Some(content.to_vec()),
+    )
+    .await
+    .map(drop)
+}
+
+/// Reads a file of the work dir as the workload user (so a link that user planted is
+/// followed with that user's rights only).
+///
+/// # Errors
+/// The exec's error: the file is missing or unreadable.
+pub(crate) async fn read_file<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    path: &str,
+) -> Result<Vec<u8>, ContainerError> {
+    workdir_exec(container, layout, "read", &[path], None).await
+}
+
+/// Puts the aws CLI config and the CA bundle in the work dir. The passphrase is never
+/// written anywhere: it reaches gpg on a file descriptor (see [`pipeline_options`]).
+/// The caller removes the work dir whatever happens.
 pub(crate) async fn fill_work_dir<C: Container + ?Sized>(
     container: &C,
     params: &S3Parameters,
-    passphrase: &str,
     layout: &Layout,
     work: &WorkDir,
     options: &BackupOptions,
 ) -> Result<(), ContainerError> {
-    container
-        .make_dir(&work.file("gnupg"), private_dir(layout))
-        .await?;
-    container
-        .push(
-            &work.file("passphrase"),
-            passphrase.as_bytes(),
-            private_file(layout),
-        )
-        .await?;
     let config = plan::aws_config_file(params, options);
-    container
-        .push(
-            &work.file("aws-config"),
-            config.as_bytes(),
-            private_file(layout),
-        )
-        .await?;
+    write_file(container, layout, work, "aws-config", config.as_bytes()).await?;
     if let Some(bundle) = plan::ca_bundle(params) {
-        container
-            .push(
-                &work.file("ca-bundle.pem"),
-                bundle.as_bytes(),
-                private_file(layout),
-            )
-            .await?;
+        write_file(container, layout, work, "ca-bundle.pem", bundle.as_bytes()).await?;
     }
     Ok(())
 }
 
-/// Removes the work dir, logging (not failing) when it cannot.
-pub(crate) async fn remove_work_dir<C: Container + ?Sized>(container: &C, work: &WorkDir) {
-    if let Err(e) = container.remove_path(&work.dir, true).await {
+/// Removes the work dir as the workload user, logging (not failing) when it cannot.
+pub(crate) async fn remove_work_dir<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    work: &WorkDir,
+) {
+    if let Err(e) = workdir_exec(container, layout, "remove", &[&work.dir], None).await {
         tracing::warn!(dir = %work.dir, error = %e, "could not remove the work dir");
     }
 }
@@ -102,10 +297,33 @@ pub(crate) fn exec_options(
     }
 }
 
-/// A small text file a script wrote, trimmed; `None` when it cannot be read.
-pub(crate) async fn read_text<C: Container + ?Sized>(container: &C, path: &str) -> Option<String> {
-    container
-        .pull(path)
+/// How a pipeline script that runs gpg runs: as [`exec_options`], with the passphrase
+/// and a newline on its standard input, which the script keeps on fd 3 for
+/// `gpg --passphrase-fd 3`. The passphrase is never written to a file.
+pub(crate) fn pipeline_options(
+    layout: &Layout,
+    call: &ScriptCall,
+    work: &WorkDir,
+    timeout: Option<Duration>,
+    passphrase: &str,
+) -> ExecOptions {
+    let mut line = Vec::with_capacity(passphrase.len() + 1);
+    line.extend_from_slice(passphrase.as_bytes());
+    line.push(b'\n');
+    ExecOptions {
+        stdin: Some(line),
+        ..exec_options(layout, call, work, timeout)
+    }
+}
+
+/// A small text file a script wrote, trimmed; `None` when it cannot be read. Read as
+/// the workload user.
+pub(crate) async fn read_text<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    path: &str,
+) -> Option<String> {
+    read_file(container, layout, path)
         .await
         .ok()
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())

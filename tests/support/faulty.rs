@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 /// Delegates to `inner`; see the fields for the faults.
 pub struct Faulty<C> {
     pub inner: C,
-    /// Push a directory where the passphrase file should be (gpg cannot read it).
+    /// Give the backup pipeline no passphrase on its standard input (gpg gets none).
     pub break_passphrase: bool,
     /// When the backup pipeline returns, send on the first channel and wait on the second.
     pub after_pipeline: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
@@ -47,6 +47,10 @@ impl<C: Container> Container for Faulty<C> {
     ) -> Result<ExecOutput, ContainerError> {
         // The backup pipeline is the one call given an expected upload size.
         let is_pipeline = options.environment.contains_key("SB_EXPECTED_SIZE");
+        let mut options = options;
+        if is_pipeline && self.break_passphrase {
+            options.stdin = None;
+        }
         let result = self.inner.exec(command, options).await;
         if is_pipeline {
             let pause = self.after_pipeline.lock().unwrap().take();
@@ -63,20 +67,6 @@ impl<C: Container> Container for Faulty<C> {
         content: &[u8],
         options: PushOptions,
     ) -> Result<(), ContainerError> {
-        if self.break_passphrase && path.ends_with("/passphrase") {
-            return self
-                .inner
-                .make_dir(
-                    path,
-                    MakeDirOptions {
-                        make_parents: false,
-                        permissions: Some(0o700),
-                        user: None,
-                        group: None,
-                    },
-                )
-                .await;
-        }
         self.inner.push(path, content, options).await
     }
     async fn pull(&self, path: &str) -> Result<Vec<u8>, ContainerError> {

@@ -3,7 +3,8 @@
 #   tar | gpg --symmetric | checksum | aws s3 cp - URL
 # where the checksum stage writes the encrypted stream's SHA-256 and length.
 #
-# Environment: SB_WORK (work dir: `files`, `snapfiles`, `snap/`, `passphrase`), SB_ROOT,
+# Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk).
+# Environment: SB_WORK (work dir: `files`, `snapfiles`, `snap/`), SB_ROOT,
 # SB_TAR, SB_GPG, SB_AWS, SB_PYTHON, SB_HASH_PY, SB_URL, SB_EXPECTED_SIZE, and the aws
 # CLI's AWS_* variables.
 # Positional parameters: gpg's extra arguments, `--`, the aws CLI's extra arguments.
@@ -12,6 +13,8 @@
 # stderr on ours; 14 when the checksum readers failed.
 set -euo pipefail
 umask 077
+# The passphrase stays in the pipe it came in on: gpg reads it from fd 3.
+exec 3<&0 </dev/null
 w=$SB_WORK
 gpg_extra=()
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do gpg_extra+=("$1"); shift; done
@@ -23,13 +26,13 @@ if [ -s "$w/snapfiles" ]; then tar_args+=(--directory "$w/snap" --files-from "$w
 names=(tar gpg tee upload)
 errs=("$w/tar.err" "$w/gpg.err" "$w/tee.err" "$w/aws.err")
 set +e
-"$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" |
+"$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" 3<&- |
   "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
-    --passphrase-file "$w/passphrase" --symmetric --cipher-algo AES256 "${gpg_extra[@]}" \
+    --passphrase-fd 3 --symmetric --cipher-algo AES256 "${gpg_extra[@]}" \
     --output - 2>"$w/gpg.err" |
-  checksum 2>"$w/tee.err" |
+  checksum 2>"$w/tee.err" 3<&- |
   "$SB_AWS" s3 cp --only-show-errors --no-progress --expected-size "$SB_EXPECTED_SIZE" "$@" - "$SB_URL" \
-    >"$w/aws.out" 2>"$w/aws.err"
+    >"$w/aws.out" 2>"$w/aws.err" 3<&-
 st=("${PIPESTATUS[@]}")
 set -e
 pipeline_finish downstream

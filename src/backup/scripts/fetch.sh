@@ -4,7 +4,8 @@
 # then lists it (SB_MODE=list) or extracts it into $SB_WORK/stage (SB_MODE=extract),
 # writing tar's `-vv` listing to $SB_WORK/members.
 #
-# Environment: SB_WORK (work dir: `passphrase`), SB_MODE, SB_URL, SB_TAR, SB_GPG,
+# Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk).
+# Environment: SB_WORK (work dir), SB_MODE, SB_URL, SB_TAR, SB_GPG,
 # SB_AWS, SB_PYTHON, SB_HASH_PY, the aws CLI's AWS_* variables, and optionally
 # SB_NEED_BYTES with SB_SPACE_DIR (free space to check first).
 # Positional parameters: the aws CLI's extra arguments.
@@ -14,6 +15,8 @@
 # the checksum readers failed.
 set -euo pipefail
 umask 077
+# The passphrase stays in the pipe it came in on: gpg reads it from fd 3.
+exec 3<&0 </dev/null
 w=$SB_WORK
 if [ -n "${SB_NEED_BYTES:-}" ]; then
   avail=$(df -B1 --output=avail "$SB_SPACE_DIR" | tail -n 1 | tr -d ' ')
@@ -37,7 +40,7 @@ set +e
 "$SB_AWS" s3 cp --only-show-errors --no-progress "$@" "$SB_URL" - 2>"$w/aws.err" |
   checksum 2>"$w/tee.err" |
   "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
-    --passphrase-file "$w/passphrase" --decrypt 2>"$w/gpg.err" |
+    --passphrase-fd 3 --decrypt 2>"$w/gpg.err" |
   LC_ALL=C "$SB_TAR" "${tar_args[@]}" -vv --numeric-owner --quoting-style=escape --index-file "$w/members" 2>"$w/tar.err"
 st=("${PIPESTATUS[@]}")
 set -e
