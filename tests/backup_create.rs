@@ -99,7 +99,36 @@ async fn round_trip_is_readable_with_plain_aws_gpg_and_tar() {
     );
 
     let out = manual_restore(&env, &report.key);
-    let restored = files_under(&out);
+    let mut restored = files_under(&out);
+    // The inner manifest is the stream's first member, and the external manifest
+    // repeats its nonce.
+    let inner = restored
+        .remove(Path::new(".synapse-backup/manifest.json"))
+        .expect("the inner manifest in the archive");
+    let inner = synapse_backup::backup::manifest::InnerManifest::from_json(&inner).unwrap();
+    assert_eq!(inner.backup_id, report.id.to_string());
+    assert_eq!(Some(&inner.nonce), report.manifest.nonce.as_ref());
+    assert_eq!(inner.nonce.len(), 64);
+    let first = sh(
+        r#"aws s3 cp --only-show-errors --endpoint-url "$ENDPOINT" "s3://$1/$2" - |
+           gpg --batch --no-tty --pinentry-mode loopback --passphrase-file "$3" --decrypt 2>/dev/null |
+           tar -t | sed -n 1p"#,
+        &env,
+        &[
+            &env.bucket,
+            &report.key,
+            &env.dir.path().join("pass").to_string_lossy(),
+        ],
+    );
+    assert_eq!(first, b".synapse-backup/manifest.json\n");
+    assert!(
+        !report
+            .manifest
+            .files
+            .iter()
+            .any(|f| f.path.as_bytes().starts_with(b".synapse-backup")),
+        "the external file list holds the data members only"
+    );
     let mut expected = env.tree.backed_up_files();
     // The database is archived as a consistent snapshot under its own member name.
     let db = restored

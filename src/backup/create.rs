@@ -6,12 +6,17 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::layout::{DatabaseKind, HomeserverConfig, Layout, join};
-use super::manifest::{MANIFEST_FORMAT, Manifest, ManifestLayout, parse_listing};
-use super::plan::{self, BackupId, BackupOptions, WorkDir};
+use super::listing::parse_members;
+use super::manifest::{
+    INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestLayout,
+    ManifestPath,
+};
+use super::plan::{self, BackupId, BackupOptions, LiveChanges, WorkDir};
+use super::restore_plan::RestoreRules;
 use super::scripts::{Exit, Pipeline};
 use super::work;
 use crate::container::{Container, ListOptions};
-use crate::error::{BackupError, ContainerError, S3Error, Stage};
+use crate::error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
 use crate::s3::{S3Client, S3Parameters};
 
 /// What [`create_backup_with`] did.
@@ -23,6 +28,9 @@ pub struct BackupReport {
     pub key: String,
     /// The manifest as uploaded.
     pub manifest: Manifest,
+    /// What changed in the live tree while tar read it (also in the manifest's
+    /// warnings).
+    pub live_changes: LiveChanges,
     /// Wall time of the whole backup.
     pub duration: Duration,
 }
@@ -95,13 +103,14 @@ pub async fn create_backup_with<C: Container + ?Sized>(
     .await;
     work::remove_work_dir(container, layout, &work).await;
     match result {
-        Ok(manifest) => {
+        Ok((manifest, live_changes)) => {
             let duration = started.elapsed();
             tracing::info!(backup_id = %id, bytes = manifest.ciphertext_bytes, ?duration, "backup complete");
             Ok(BackupReport {
                 id,
                 key,
                 manifest,
+                live_changes,
                 duration,
             })
         }
@@ -142,14 +151,46 @@ async fn remove_partial_upload(client: &S3Client, key: &str) {
 /// What will be archived.
 #[derive(Debug, Clone)]
 struct Collected {
-    /// Top-level members relative to the root (keys, other `homeserver.db*`, `local_*`).
+    /// Top-level members relative to the root archived in place (keys, other
+    /// `homeserver.db*`, `local_*`).
     members: Vec<String>,
+    /// Top-level members that are symlinks to files (a signing key on a mounted secret):
+    /// copied, following the link, into the work dir and archived under their name.
+    links: Vec<String>,
     /// The live SQLite database to snapshot (container path).
     db: Option<String>,
     config: HomeserverConfig,
     warnings: Vec<String>,
 }
 
+impl Collected {
+    /// Every top-level member, as the manifest lists them.
+    fn all_members(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .chain(&self.links)
+            .cloned()
+            .chain(self.db.as_deref().map(Layout::member_name))
+            .collect()
+    }
+
+    /// The top-level `local_*` media members (which a purge may remove mid-backup).
+    fn media_members(&self) -> Vec<String> {
+        let media = Layout::member_name(&self.config.media_store_path);
+        self.members
+            .iter()
+            .filter(|m| {
+                m.strip_prefix(media.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                    .is_some_and(|r| r.starts_with("local_") && !r.contains('/'))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// The entries of the directory `dir` (a host path) matching `pattern`, following `dir`
+/// itself when it is a symlink (a volume mounted elsewhere); empty when it is missing.
 async fn list_or_empty<C: Container + ?Sized>(
     container: &C,
     dir: &str,
@@ -159,9 +200,27 @@ async fn list_or_empty<C: Container + ?Sized>(
         pattern: Some(pattern.into()),
         itself: false,
     };
-    match container.list_files(dir, options).await {
+    // The trailing slash makes the lookup follow a symlinked dir.
+    let followed = format!("{}/", dir.trim_end_matches('/'));
+    match container.list_files(&followed, options).await {
         Ok(files) => Ok(files),
         Err(ContainerError::NotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The kind of the entry at `path` (a host path), not following a final symlink.
+async fn kind_of<C: Container + ?Sized>(
+    container: &C,
+    path: &str,
+) -> Result<Option<crate::FileKind>, ContainerError> {
+    let options = ListOptions {
+        pattern: None,
+        itself: true,
+    };
+    match container.list_files(path, options).await {
+        Ok(files) => Ok(files.first().map(|f| f.kind)),
+        Err(ContainerError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -174,29 +233,54 @@ fn split_dir(path: &str) -> (&str, &str) {
     }
 }
 
+fn symlinked_media(path: &str) -> BackupError {
+    BackupError::Config(ConfigError::Invalid {
+        problems: vec![FieldProblem {
+            field: "media_store_path".into(),
+            message: format!(
+                "{path} is a symbolic link: a local_* media dir must be a real directory (link its parent, media_store_path, instead)"
+            ),
+        }],
+    })
+}
+
 async fn collect<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
 ) -> Result<Collected, BackupError> {
+    use crate::FileKind;
     let config = work::read_homeserver_config(container, layout).await?;
     let mut members: Vec<String> = Vec::new();
+    let mut links: Vec<String> = Vec::new();
     let mut warnings = Vec::new();
-    let mut add = |container_path: String| {
+    let mut add = |container_path: String, kind: FileKind| {
         let m = Layout::member_name(&container_path);
-        if !members.contains(&m) {
-            members.push(m);
+        let list = if kind == FileKind::Symlink {
+            &mut links
+        } else {
+            &mut members
+        };
+        if !list.contains(&m) {
+            list.push(m);
         }
     };
     for f in list_or_empty(container, &layout.host_path(&layout.config_dir), "*.key").await? {
-        if f.kind == crate::FileKind::File {
-            add(join(&layout.config_dir, &f.name));
+        if matches!(f.kind, FileKind::File | FileKind::Symlink) {
+            add(join(&layout.config_dir, &f.name), f.kind);
         }
     }
     if let Some(key) = &config.signing_key_path {
-        if container.exists(&layout.host_path(key)).await? {
-            add(key.clone());
-        } else {
-            warnings.push(format!("signing_key_path {key} does not exist"));
+        match kind_of(container, &layout.host_path(key)).await? {
+            Some(kind @ (FileKind::File | FileKind::Symlink)) => add(key.clone(), kind),
+            Some(_) => {
+                return Err(BackupError::Config(ConfigError::Invalid {
+                    problems: vec![FieldProblem {
+                        field: "signing_key_path".into(),
+                        message: format!("{key} is not a regular file"),
+                    }],
+                }));
+            }
+            None => warnings.push(format!("signing_key_path {key} does not exist")),
         }
     }
     let mut db = None;
@@ -218,32 +302,47 @@ async fn collect<C: Container + ?Sized>(
             .await?
             {
                 let suffix = &f.name[name.len().min(f.name.len())..];
-                if f.name == name && f.kind == crate::FileKind::File {
+                let file_like = matches!(f.kind, FileKind::File | FileKind::Symlink);
+                if f.name == name && file_like {
+                    // SQLite opens it through a symlink: the snapshot follows it.
                     db = Some(path.clone());
-                } else if !["-wal", "-shm", "-journal"].contains(&suffix) {
-                    add(join(dir, &f.name));
+                } else if file_like && !["-wal", "-shm", "-journal"].contains(&suffix) {
+                    add(join(dir, &f.name), f.kind);
                 }
             }
         }
     }
     let media = &config.media_store_path;
-    if container.exists(&layout.host_path(media)).await? {
-        for f in list_or_empty(container, &layout.host_path(media), "local_*").await? {
-            add(join(media, &f.name));
+    let media_host = layout.host_path(media);
+    let media_kind = kind_of(container, &media_host).await?;
+    let media_entries = list_or_empty(container, &media_host, "local_*").await?;
+    if media_kind.is_none() || (media_kind == Some(FileKind::Symlink) && media_entries.is_empty()) {
+        if media_kind.is_some() {
+            // A symlink to nothing (or to an empty dir): say which.
+            tracing::warn!(media_store_path = %media, "the media store is a symlink with no local media behind it");
+        } else {
+            tracing::warn!(media_store_path = %media, "the media store does not exist: no media backed up");
         }
-    } else {
-        tracing::warn!(media_store_path = %media, "the media store does not exist: no media backed up");
+    }
+    if media_kind.is_none() {
         warnings.push(format!(
             "media store {media} does not exist: no media backed up"
         ));
     }
-    if members.is_empty() && db.is_none() {
+    for f in media_entries {
+        match f.kind {
+            FileKind::Symlink => return Err(symlinked_media(&join(media, &f.name))),
+            kind => add(join(media, &f.name), kind),
+        }
+    }
+    if members.is_empty() && links.is_empty() && db.is_none() {
         return Err(BackupError::NothingToBackUp {
             root: layout.root.clone(),
         });
     }
     Ok(Collected {
         members,
+        links,
         db,
         config,
         warnings,
@@ -268,6 +367,14 @@ fn stage_error(stage: Stage, e: ContainerError) -> BackupError {
     }
 }
 
+/// The manifest's kind letter for a tar member kind (`find -printf %y` letters).
+fn entry_kind(kind: char) -> char {
+    match kind {
+        '-' => 'f',
+        other => other,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_backup<C: Container + ?Sized>(
     container: &C,
@@ -281,8 +388,39 @@ async fn run_backup<C: Container + ?Sized>(
     key: &str,
     work: &WorkDir,
     uploading: &mut bool,
-) -> Result<Manifest, BackupError> {
+) -> Result<(Manifest, LiveChanges), BackupError> {
+    let database = match collected.config.database {
+        DatabaseKind::Postgresql => "postgresql",
+        DatabaseKind::Sqlite(_) if collected.db.is_some() => "sqlite",
+        DatabaseKind::Sqlite(_) => "none",
+    };
+    let manifest_layout = ManifestLayout {
+        config_dir: layout.config_dir.clone(),
+        data_dir: layout.data_dir.clone(),
+        media_store_path: collected.config.media_store_path.clone(),
+        members: collected.all_members(),
+    };
+    let inner = InnerManifest {
+        format: MANIFEST_FORMAT,
+        backup_id: id.to_string(),
+        created: Utc::now(),
+        created_by: plan::metadata_value(),
+        layout: manifest_layout.clone(),
+        database: database.into(),
+        nonce: InnerManifest::new_nonce().map_err(|e| ContainerError::Io {
+            path: "getrandom".into(),
+            source: e,
+        })?,
+    };
     work::fill_work_dir(container, params, layout, work, options).await?;
+    work::write_file(
+        container,
+        layout,
+        work,
+        "inner-manifest.json",
+        &inner.to_json(),
+    )
+    .await?;
     work::write_file(
         container,
         layout,
@@ -291,8 +429,22 @@ async fn run_backup<C: Container + ?Sized>(
         &plan::files_list(&collected.members),
     )
     .await?;
+    work::write_file(
+        container,
+        layout,
+        work,
+        "links",
+        &plan::files_list(&collected.links),
+    )
+    .await?;
 
-    let prepare = plan::prepare_call(layout, params, work, collected.db.as_deref());
+    let mut prepare = plan::prepare_call(layout, params, work, collected.db.as_deref());
+    if let Some(limit) = options.snapshot_timeout {
+        prepare.env.insert(
+            "SB_SNAPSHOT_TIMEOUT".into(),
+            limit.as_secs().max(1).to_string(),
+        );
+    }
     if let Err(e) = container
         .exec(
             &prepare.argv,
@@ -317,8 +469,6 @@ async fn run_backup<C: Container + ?Sized>(
         .await
         .and_then(|t| t.parse().ok())
         .unwrap_or(0);
-    let files = parse_listing(&work::read_file(container, layout, &work.file("listing")).await?)?;
-    let plaintext_bytes = files.iter().filter(|f| f.kind == 'f').map(|f| f.size).sum();
 
     let call = plan::backup_call(layout, params, options, work, key, expected_size);
     tracing::info!(backup_id = %id, expected_size, "running the backup pipeline");
@@ -355,6 +505,79 @@ async fn run_backup<C: Container + ?Sized>(
             other => stage_error(Stage::Upload, other),
         });
     }
+    // tar's own verdict: 0, or 1/2 for a live tree (warnings, unless a line says
+    // otherwise).
+    let tar_status: i32 = work::read_text(container, layout, &work.file("tar.status"))
+        .await
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(-1);
+    let mut changes = LiveChanges::default();
+    if tar_status != 0 {
+        let stderr = work::read_text(container, layout, &work.file("tar.err"))
+            .await
+            .unwrap_or_default();
+        changes = plan::read_tar_warnings(tar_status, &stderr, &collected.media_members())
+            .map_err(|line| BackupError::StageFailed {
+                stage: Stage::Tar,
+                exit_code: tar_status,
+                stderr: if line.is_empty() {
+                    crate::error::trim_tail(&stderr, 4096)
+                } else {
+                    line
+                },
+            })?;
+    }
+
+    // The manifest lists what tar archived: its own listing of the stream.
+    let index = work::read_file(container, layout, &work.file("index")).await?;
+    let members = parse_members(&index).map_err(|e| BackupError::StageFailed {
+        stage: Stage::Tar,
+        exit_code: 0,
+        stderr: format!("tar's listing of the archive is unreadable: {e}"),
+    })?;
+    drop(index);
+    let (inner_member, data_members): (Vec<_>, Vec<_>) = members
+        .into_iter()
+        .partition(|m| m.name == INNER_MANIFEST_MEMBER.as_bytes());
+    if inner_member.len() != 1 {
+        return Err(BackupError::StageFailed {
+            stage: Stage::Tar,
+            exit_code: 0,
+            stderr: "the inner manifest is not in the archive".into(),
+        });
+    }
+    // A backup is complete only if restore will accept it: the same rules.
+    RestoreRules::new(layout, &collected.config)
+        .check(&data_members)
+        .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
+    // tar names a dir whose entries changed (a file added) like a changed file.
+    let (dirs, files): (Vec<String>, Vec<String>) = std::mem::take(&mut changes.changed)
+        .into_iter()
+        .partition(|n| {
+            data_members
+                .iter()
+                .any(|m| m.kind == 'd' && m.name == n.trim_end_matches('/').as_bytes())
+        });
+    changes.changed = files;
+    changes.dirs_changed = dirs;
+    let mut plaintext_bytes = 0;
+    let files: Vec<ManifestEntry> = data_members
+        .into_iter()
+        .map(|m| {
+            if m.kind == '-' {
+                plaintext_bytes += m.size;
+            }
+            ManifestEntry {
+                path: match String::from_utf8(m.name) {
+                    Ok(text) => ManifestPath::Text(text),
+                    Err(e) => ManifestPath::Bytes(e.into_bytes()),
+                },
+                kind: entry_kind(m.kind),
+                size: m.size,
+            }
+        })
+        .collect();
+
     let sha = work::read_text(container, layout, &work.file("sha256"))
         .await
         .and_then(|t| t.split_whitespace().next().map(str::to_string))
@@ -382,36 +605,27 @@ async fn run_backup<C: Container + ?Sized>(
             ),
         });
     }
+    let mut warnings = collected.warnings.clone();
+    warnings.extend(changes.warnings());
+    for w in changes.warnings() {
+        tracing::warn!(backup_id = %id, "{w}");
+    }
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         backup_id: id.to_string(),
-        created: Utc::now(),
-        created_by: plan::metadata_value(),
+        created: inner.created,
+        created_by: inner.created_by.clone(),
         server_name: collected.config.server_name.clone(),
-        layout: ManifestLayout {
-            config_dir: layout.config_dir.clone(),
-            data_dir: layout.data_dir.clone(),
-            media_store_path: collected.config.media_store_path.clone(),
-            members: collected
-                .members
-                .iter()
-                .cloned()
-                .chain(collected.db.as_deref().map(Layout::member_name))
-                .collect(),
-        },
-        database: match collected.config.database {
-            DatabaseKind::Postgresql => "postgresql".into(),
-            DatabaseKind::Sqlite(_) if collected.db.is_some() => "sqlite".into(),
-            DatabaseKind::Sqlite(_) => "none".into(),
-        },
-        warnings: collected.warnings.clone(),
+        layout: manifest_layout,
+        database: database.into(),
+        warnings,
         files,
         plaintext_bytes,
         ciphertext_bytes: length,
         ciphertext_sha256: sha,
         cipher: "AES256".into(),
         compression: options.compression.name(),
-        nonce: None,
+        nonce: Some(inner.nonce.clone()),
     };
     let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
     client
@@ -427,7 +641,7 @@ async fn run_backup<C: Container + ?Sized>(
             exit_code: 0,
             stderr: e.to_string(),
         })?;
-    Ok(manifest)
+    Ok((manifest, changes))
 }
 
 #[cfg(test)]
@@ -483,7 +697,8 @@ mod tests {
             p => Err(ContainerError::NotFound { path: p.into() }),
         });
         c.expect_list_files().returning(|dir, options| {
-            if dir == "/r/data" && options.pattern.as_deref() == Some("*.key") {
+            if dir.trim_end_matches('/') == "/r/data" && options.pattern.as_deref() == Some("*.key")
+            {
                 Ok(vec![FileInfo {
                     path: "/r/data/x.key".into(),
                     name: "x.key".into(),

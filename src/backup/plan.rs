@@ -157,10 +157,17 @@ pub struct BackupOptions {
     pub s2k_count: u32,
     /// Kill the pipeline after this long.
     pub timeout: Option<std::time::Duration>,
+    /// Give up the SQLite snapshot after this long (a database another process keeps
+    /// locked would otherwise stall the backup forever); no limit when `None`.
+    pub snapshot_timeout: Option<std::time::Duration>,
     /// Cap the upload at this many MiB/s (the aws CLI's `max_bandwidth`), so a backup
     /// does not saturate the workload's network; no cap when `None`.
     pub max_bandwidth_mib: Option<u32>,
 }
+
+/// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
+/// online backup of a healthy database takes.
+pub const DEFAULT_SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Default for BackupOptions {
     fn default() -> Self {
@@ -177,6 +184,7 @@ impl Default for BackupOptions {
             part_size_mib: 5,
             s2k_count: 65_011_712,
             timeout: None,
+            snapshot_timeout: Some(DEFAULT_SNAPSHOT_TIMEOUT),
             max_bandwidth_mib: None,
         }
     }
@@ -400,6 +408,115 @@ pub fn backup_call(
         format!("{{\"{METADATA_KEY}\":\"{}\"}}", metadata_value()),
     ]);
     ScriptCall { argv, env }
+}
+
+/// What tar said about a live tree that changed while it was archived (GNU tar's exit
+/// 1, or exit 2 for top-level members that vanished).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LiveChanges {
+    /// Files removed after tar listed their directory: left out of the archive.
+    pub removed: u64,
+    /// Files that changed (grew or were rewritten) while tar read them: archived at
+    /// the size tar first saw.
+    pub changed: Vec<String>,
+    /// Files that shrank while tar read them: archived zero-padded to their first
+    /// size, so their content is not what Synapse wrote.
+    pub shrunk: Vec<String>,
+    /// Directories whose entries changed (a file added: it is not in this backup).
+    pub dirs_changed: Vec<String>,
+    /// Top-level media dirs (`local_*`) that vanished before tar reached them.
+    pub vanished: Vec<String>,
+}
+
+impl LiveChanges {
+    /// One warning line per kind of change, for the manifest and the operator.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.removed > 0 {
+            out.push(format!(
+                "{} file(s) were removed while the backup ran and are not in it",
+                self.removed
+            ));
+        }
+        for name in &self.shrunk {
+            out.push(format!(
+                "{name} shrank while it was archived: it was zero-padded to its first size, so its content in this backup is damaged"
+            ));
+        }
+        if !self.changed.is_empty() {
+            out.push(format!(
+                "{} file(s) changed while they were archived (kept at the size first seen): {}",
+                self.changed.len(),
+                self.changed.join(", ")
+            ));
+        }
+        if !self.dirs_changed.is_empty() {
+            out.push(format!(
+                "files were added while the backup ran and are not in it, under: {}",
+                self.dirs_changed.join(", ")
+            ));
+        }
+        for name in &self.vanished {
+            out.push(format!(
+                "{name} vanished while the backup ran and is not in it"
+            ));
+        }
+        out
+    }
+}
+
+/// Reads tar's standard error after it exited with `status` (1 or 2) while creating
+/// an archive of a live tree. `media_members` are the top-level `local_*` members,
+/// which may vanish (a media purge); nothing else may.
+///
+/// # Errors
+/// The first line that is not one of those warnings (a read error, a vanished key):
+/// the backup must fail.
+pub fn read_tar_warnings(
+    status: i32,
+    stderr: &str,
+    media_members: &[String],
+) -> Result<LiveChanges, String> {
+    let mut changes = LiveChanges::default();
+    if status != 1 && status != 2 {
+        return Err(format!("tar exited with status {status}"));
+    }
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        // `<program>: <name>: <message>`, the name escaped (--quoting-style=escape).
+        let Some((_, rest)) = line.split_once(": ") else {
+            return Err(line.to_string());
+        };
+        if rest == "Exiting with failure status due to previous errors" {
+            continue;
+        }
+        let name_of = |suffix: &str| {
+            rest.strip_suffix(suffix)
+                .map(|n| String::from_utf8_lossy(&crate::backup::listing::unescape(n)).into_owned())
+        };
+        if let Some(name) = name_of(": File removed before we read it") {
+            let _ = name;
+            changes.removed += 1;
+        } else if let Some(name) = name_of(": file changed as we read it") {
+            changes.changed.push(name);
+        } else if let Some(name) = name_of(": socket ignored") {
+            let _ = name;
+        } else if let Some(name) = name_of(": Cannot stat: No such file or directory")
+            && status == 2
+            && media_members.contains(&name)
+        {
+            changes.vanished.push(name);
+        } else if let Some((name, _)) = rest.split_once(": File shrank by ")
+            && rest.ends_with(" bytes; padding with zeros")
+        {
+            changes.shrunk.push(
+                String::from_utf8_lossy(&crate::backup::listing::unescape(name)).into_owned(),
+            );
+        } else {
+            return Err(line.to_string());
+        }
+    }
+    Ok(changes)
 }
 
 /// The NUL-separated member list (relative to the root) for `tar --files-from`.

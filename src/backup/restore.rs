@@ -464,6 +464,11 @@ async fn restore_in<C: Container + ?Sized>(
     )
     .await
     .map_err(|e| (e, false))?;
+    // The inner manifest (the stream's first member) describes the backup: never restored.
+    let members: Vec<ArchiveMember> = members
+        .into_iter()
+        .filter(|m| m.name != crate::backup::manifest::INNER_MANIFEST_MEMBER.as_bytes())
+        .collect();
     let units = rules
         .check(&members)
         .map_err(|(member, reason)| (BackupError::UnsafeMember { member, reason }, false))?;

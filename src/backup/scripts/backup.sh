@@ -4,10 +4,12 @@
 # where the checksum stage writes the encrypted stream's SHA-256 and length.
 #
 # Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk).
-# Environment: SB_WORK (work dir: `files`, `snapfiles`, `snap/`), SB_ROOT,
+# Environment: SB_WORK (work dir: `inner/`, `files`, `snapfiles`, `snap/`), SB_ROOT,
 # SB_TAR, SB_GPG, SB_AWS, SB_PYTHON, SB_HASH_PY, SB_URL, SB_EXPECTED_SIZE, and the aws
 # CLI's AWS_* variables.
 # Positional parameters: gpg's extra arguments, `--`, the aws CLI's extra arguments.
+# Output in the work dir: `index` (tar's -vv listing of the archive), `tar.status` and
+# `tar.err` (tar's exit status and stderr: 1 or 2 are left to the caller to judge).
 # Exit codes: 0; 10 + stage (10 tar, 11 gpg, 12 checksum, 13 upload) for the stage that
 # failed for a reason of its own, with `<stage> <status>` in $SB_WORK/failed and its
 # stderr on ours; 14 when the checksum readers failed.
@@ -20,13 +22,18 @@ gpg_extra=()
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do gpg_extra+=("$1"); shift; done
 [ "$#" -gt 0 ] && shift
 checksum_start
-tar_args=(--create --null --verbatim-files-from --directory "$SB_ROOT" --files-from "$w/files")
+# The inner manifest is the stream's first member; tar's own listing of what it
+# archived goes to $w/index; hard links are archived as files.
+tar_args=(--create --sort=name --hard-dereference -vv --numeric-owner --quoting-style=escape
+  --index-file "$w/index"
+  --directory "$w/inner" .synapse-backup/manifest.json
+  --null --verbatim-files-from --directory "$SB_ROOT" --files-from "$w/files")
 if [ -s "$w/snapfiles" ]; then tar_args+=(--directory "$w/snap" --files-from "$w/snapfiles"); fi
 # Stage names and stderr files, in pipeline order.
 names=(tar gpg tee upload)
 errs=("$w/tar.err" "$w/gpg.err" "$w/tee.err" "$w/aws.err")
 set +e
-"$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" 3<&- |
+LC_ALL=C "$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" 3<&- |
   "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
     --passphrase-fd 3 --symmetric --cipher-algo AES256 "${gpg_extra[@]}" \
     --output - 2>"$w/gpg.err" |
@@ -35,4 +42,9 @@ set +e
     >"$w/aws.out" 2>"$w/aws.err" 3<&-
 st=("${PIPESTATUS[@]}")
 set -e
+# GNU tar exits 1 when files changed, appeared or vanished while it read them, and 2
+# for a member it could not read at all; either way the archive is whole. The caller
+# reads tar.err to tell a live tree's warnings from a real failure.
+printf '%s\n' "${st[0]}" >"$w/tar.status"
+if [ "${st[0]}" -eq 1 ] || [ "${st[0]}" -eq 2 ]; then st[0]=0; fi
 pipeline_finish downstream

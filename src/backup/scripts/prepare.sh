@@ -1,20 +1,26 @@
 # shellcheck shell=bash
-# prepare.sh: takes the SQLite snapshot (when SB_DB is set), then writes the total size
-# (`size`) and the file listing (`listing`: `<type> <size> <path>\0` records) into the
-# work dir.
+# prepare.sh: puts the inner manifest where tar archives it first, takes the SQLite
+# snapshot (when SB_DB is set) keeping the live database's mode, then writes the total
+# size (`size`) of what will be archived into the work dir.
 #
 # Environment: SB_WORK (work dir, holding `files`: the NUL-separated members relative
-# to SB_ROOT), SB_ROOT, SB_PYTHON, SB_SQLITE3, and optionally SB_DB (the live database)
-# with SB_DB_MEMBER (its member name).
-# Exit codes: 0; 20 no snapshot tool; 21 the snapshot failed; anything else: a
-# collection step failed (stderr says which).
+# to SB_ROOT, `links`: those of them that are symlinks to files, and
+# `inner-manifest.json`), SB_ROOT, SB_PYTHON, SB_SQLITE3, and optionally
+# SB_DB (the live database) with SB_DB_MEMBER (its member name) and
+# SB_SNAPSHOT_TIMEOUT (seconds the snapshot may take).
+# Exit codes: 0; 20 no snapshot tool; 21 the snapshot failed or timed out (stderr says
+# which); anything else: a collection step failed (stderr says which).
 set -euo pipefail
 umask 077
 w=$SB_WORK
+mkdir -p -- "$w/inner/.synapse-backup"
+mv -- "$w/inner-manifest.json" "$w/inner/.synapse-backup/manifest.json"
 : >"$w/snapfiles"
 if [ -n "${SB_DB:-}" ]; then
+  limit=${SB_SNAPSHOT_TIMEOUT:-0}
+  snap_st=0
   if "$SB_PYTHON" -c 'import sqlite3' >/dev/null 2>&1; then
-    if ! "$SB_PYTHON" - "$SB_DB" "$w/snap.db" <<'PY'
+    timeout --kill-after=5 "$limit" "$SB_PYTHON" - "$SB_DB" "$w/snap.db" <<'PY' || snap_st=$?
 import sqlite3, sys
 src = sqlite3.connect(sys.argv[1])
 dst = sqlite3.connect(sys.argv[2])
@@ -23,34 +29,44 @@ with dst:
 dst.close()
 src.close()
 PY
-    then exit 21; fi
   elif command -v "$SB_SQLITE3" >/dev/null 2>&1; then
-    (cd "$w" && "$SB_SQLITE3" "$SB_DB" ".backup snap.db") || exit 21
+    (cd "$w" && timeout --kill-after=5 "$limit" "$SB_SQLITE3" "$SB_DB" ".backup snap.db") || snap_st=$?
   else
     echo "cannot snapshot the SQLite database: neither $SB_PYTHON with its sqlite3 module nor $SB_SQLITE3 was found; install python3 or sqlite3 in the workload" >&2
     exit 20
   fi
+  if [ "$snap_st" -eq 124 ] || [ "$snap_st" -eq 137 ]; then
+    echo "the snapshot of $SB_DB did not finish within $limit s: the database stays locked by another process (raise the snapshot timeout if it is only busy)" >&2
+    exit 21
+  elif [ "$snap_st" -ne 0 ]; then
+    exit 21
+  fi
+  # The snapshot keeps the live database's mode (umask 077 made it 0600).
+  chmod --reference="$SB_DB" -- "$w/snap.db"
   mkdir -p "$w/snap/$(dirname -- "$SB_DB_MEMBER")"
   mv -- "$w/snap.db" "$w/snap/$SB_DB_MEMBER"
-  printf '%s\0' "$SB_DB_MEMBER" >"$w/snapfiles"
+  printf '%s\0' "$SB_DB_MEMBER" >>"$w/snapfiles"
 fi
-# find -files0-from needs findutils 4.9; older workloads (Ubuntu 22.04) lack it.
-list_tree() {
-  local p
-  while IFS= read -r -d '' p; do
-    (cd "$1" && find "./$p" -printf '%y %s %p\0') >>"$w/listing"
-  done <"$2"
-}
+# Members that are symlinks to files (a signing key on a mounted secret) are copied,
+# following the link, and archived from the copy under their own name.
+if [ -s "$w/links" ]; then
+  while IFS= read -r -d '' m; do
+    if [ ! -f "$SB_ROOT/$m" ]; then
+      echo "$m is a symbolic link to something that is not a readable regular file" >&2
+      exit 3
+    fi
+    mkdir -p -- "$w/snap/$(dirname -- "$m")"
+    cp -L --preserve=mode,timestamps -- "$SB_ROOT/$m" "$w/snap/$m"
+    printf '%s\0' "$m" >>"$w/snapfiles"
+  done <"$w/links"
+fi
 total=0
-: >"$w/listing"
 if [ -s "$w/files" ]; then
-  size=$(cd "$SB_ROOT" && du -bsc --files0-from="$w/files" | tail -n 1 | cut -f 1)
-  total=$((total + size))
-  list_tree "$SB_ROOT" "$w/files"
+  size=$(cd "$SB_ROOT" && du -bsc --files0-from="$w/files" 2>/dev/null | tail -n 1 | cut -f 1) || size=0
+  total=$((total + ${size:-0}))
 fi
 if [ -s "$w/snapfiles" ]; then
   size=$(cd "$w/snap" && du -bsc --files0-from="$w/snapfiles" | tail -n 1 | cut -f 1)
   total=$((total + size))
-  list_tree "$w/snap" "$w/snapfiles"
 fi
 printf '%s\n' "$total" >"$w/size"
