@@ -293,6 +293,41 @@ pub enum BackupError {
         /// Why it is refused.
         reason: String,
     },
+    /// Another operation holds the backup lock (and did not free it within the wait).
+    #[error(
+        "the backup lock {key} is held by {holder} since {}, last refreshed {refreshed_seconds_ago} s ago by the server's clock (it expires {ttl_seconds} s after its last refresh); wait, or if that process is gone remove the lock with `synapse-backup unlock`",
+        .since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )]
+    LockHeld {
+        /// The lock object's key.
+        key: String,
+        /// Who holds it: unit, operation, host and pid.
+        holder: String,
+        /// When the holder took it (the holder's clock).
+        since: chrono::DateTime<chrono::Utc>,
+        /// Seconds since its last refresh, by the server's clock.
+        refreshed_seconds_ago: u64,
+        /// The holder's time to live in seconds.
+        ttl_seconds: u64,
+    },
+    /// The S3 server does not honour conditional writes, so the lock cannot be safe.
+    #[error(
+        "the s3 server does not honour conditional writes, so the backup lock cannot be made safe ({detail}; probed with {key}); on a single-unit deployment turn locking off with LockMode::Off (synapse-backup --no-lock)"
+    )]
+    LockUnsupported {
+        /// The probe object's key.
+        key: String,
+        /// What the probe saw.
+        detail: String,
+    },
+    /// The lock could not be taken or was lost while held.
+    #[error("the backup lock {key} was lost: {reason}")]
+    LockLost {
+        /// The lock object's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// Not enough free space for the restore.
     #[error("not enough free space in {path}: need {needed} bytes, {available} available")]
     InsufficientSpace {

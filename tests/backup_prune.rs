@@ -190,3 +190,58 @@ async fn listing_pages_through_thousands_and_ignores_other_keys() {
     assert!(list.iter().all(|b| b.status == BackupStatus::Complete));
     assert!(list.windows(2).all(|w| w[0].id > w[1].id), "newest first");
 }
+
+/// Three backups made by the Python charm (untagged data, no manifest), all older than
+/// delete-older-than-days: prune keeps the newest, whatever the policy.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_on_a_legacy_only_bucket_keeps_the_newest() {
+    let env = Env::new(&TreeSpec {
+        media_files: 1,
+        media_bytes: 16,
+        ..TreeSpec::default()
+    })
+    .await;
+    let client = S3Client::new(&env.params).unwrap();
+    let mut ids = Vec::new();
+    for days in [40i64, 50, 60] {
+        let id = BackupId::from_time(Utc::now() - Duration::days(days));
+        client
+            .put_object(
+                &client.object_key(id.as_str()),
+                b"gpg data".to_vec(),
+                "application/octet-stream",
+                &HashMap::new(),
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let all = list_backups(&client).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|b| b.status == BackupStatus::Legacy));
+
+    let mut data = env.server.relation_data(&env.bucket);
+    data.insert("path".into(), "synapse/backups".into());
+    data.insert("delete-older-than-days".into(), "30".into());
+    let params = S3Parameters::from_relation_data(&data).unwrap();
+    let mut policy = RetentionPolicy::from_parameters(&params);
+    // The dry run and the report name the backup kept by the rule.
+    policy.dry_run = true;
+    let dry = prune_backups(&client, &policy).await.unwrap();
+    assert_eq!(dry.protected, vec![ids[0].clone()]);
+    assert_eq!(dry.deleted.len(), 2);
+    assert_eq!(list_backups(&client).await.unwrap().len(), 3);
+    policy.dry_run = false;
+    for keep_last in [None, Some(0)] {
+        policy.keep_last = keep_last;
+        let report = prune_backups(&client, &policy).await.unwrap();
+        assert_eq!(report.protected, vec![ids[0].clone()]);
+        assert!(report.kept.contains(&ids[0]));
+        let left = list_backups(&client).await.unwrap();
+        assert_eq!(
+            left.iter().map(|b| b.id.clone()).collect::<Vec<_>>(),
+            vec![ids[0].clone()],
+            "the newest restorable backup must survive ({keep_last:?})"
+        );
+    }
+}

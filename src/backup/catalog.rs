@@ -6,6 +6,7 @@ use std::fmt;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
 
+use crate::backup::lock::{BackupLock, LockMode, LockOptions, LockOwner};
 use crate::backup::plan::{self, BackupId, MANIFEST_SUFFIX};
 use crate::error::{BackupError, S3Error};
 use crate::s3::S3Client;
@@ -55,8 +56,9 @@ struct Seen {
     manifest: Option<crate::ObjectInfo>,
 }
 
-/// Lists every backup under the configured path, newest first. Manifests and
-/// unrelated keys are not listed as backups.
+/// Lists every backup under the configured path, newest first. Manifests, the lock
+/// and its probe object, and unrelated keys are not listed as backups. Does not take
+/// the lock.
 ///
 /// # Errors
 /// [`BackupError::S3`] when listing fails.
@@ -170,11 +172,32 @@ pub async fn exists_backup(client: &S3Client, id: &BackupId) -> Result<bool, Bac
 }
 
 /// Deletes a backup: its manifest first (so it never lists as complete without its
-/// data), then its data.
+/// data), then its data. Takes the backup lock with the default [`LockOptions`] (fails
+/// at once when another operation holds it).
 ///
 /// # Errors
-/// [`BackupError::NotFound`] when neither exists; [`BackupError::S3`] otherwise.
+/// [`BackupError::NotFound`] when neither exists; [`BackupError::LockHeld`] /
+/// [`BackupError::LockUnsupported`] from the lock; [`BackupError::S3`] otherwise.
 pub async fn delete_backup(client: &S3Client, id: &BackupId) -> Result<(), BackupError> {
+    delete_backup_with(client, id, &LockOptions::default()).await
+}
+
+/// [`delete_backup`] with the lock taken as `lock` says.
+///
+/// # Errors
+/// As [`delete_backup`].
+pub async fn delete_backup_with(
+    client: &S3Client,
+    id: &BackupId,
+    lock: &LockOptions,
+) -> Result<(), BackupError> {
+    let guard = BackupLock::acquire(client, &LockOwner::current("delete"), lock).await?;
+    let result = delete_unlocked(client, id).await;
+    let released = guard.release().await;
+    result.and(released)
+}
+
+async fn delete_unlocked(client: &S3Client, id: &BackupId) -> Result<(), BackupError> {
     let key = client.object_key(id.as_str());
     let mut found = false;
     for k in [format!("{key}{MANIFEST_SUFFIX}"), key.clone()] {
@@ -204,7 +227,9 @@ pub struct RetentionPolicy {
     pub keep_last: Option<usize>,
     /// Only report what would be deleted.
     pub dry_run: bool,
-    /// Incomplete backups and multipart uploads older than this are removed.
+    /// Without the lock ([`LockMode::Off`]): incomplete backups and multipart uploads
+    /// older than this are removed. With the lock held no create can be running, so
+    /// every leftover is removed whatever its age.
     pub grace_period: std::time::Duration,
 }
 
@@ -236,40 +261,95 @@ pub struct PruneReport {
     pub deleted: Vec<BackupInfo>,
     /// Backups kept.
     pub kept: Vec<BackupId>,
+    /// Backups kept whatever the policy: the newest restorable one (complete, or
+    /// legacy when no complete one is newer) and the newest complete one.
+    pub protected: Vec<BackupId>,
+    /// Incomplete backups and multipart uploads were left alone because this
+    /// operation holds the lock of a running create (dry run only).
+    pub create_running: Option<String>,
     /// Multipart uploads aborted (or to abort).
     pub aborted_uploads: usize,
     /// Whether this was a dry run.
     pub dry_run: bool,
 }
 
-/// Which backups a policy deletes, from a listing (newest first). Pure.
+/// The backups retention never deletes, from a listing (newest first): the newest
+/// restorable backup (complete, or legacy when no complete one is newer) and the newest
+/// complete one (the same backup unless a legacy one is newer). Pure.
+pub fn protected_backups(backups: &[BackupInfo]) -> Vec<BackupId> {
+    let mut protected = Vec::new();
+    let restorable = backups
+        .iter()
+        .find(|b| matches!(b.status, BackupStatus::Complete | BackupStatus::Legacy));
+    let complete = backups.iter().find(|b| b.status == BackupStatus::Complete);
+    for b in [restorable, complete].into_iter().flatten() {
+        if !protected.contains(&b.id) {
+            protected.push(b.id.clone());
+        }
+    }
+    protected
+}
+
+/// Which incomplete leftovers (backups and multipart uploads) may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leftovers {
+    /// Those older than this (no lock: the grace period guards a running create).
+    OlderThan(ChronoDuration),
+    /// All of them (the lock is held, so no create is running).
+    All,
+    /// None (a create holds the lock).
+    None,
+}
+
+impl Leftovers {
+    fn may_go(self, age: ChronoDuration) -> bool {
+        match self {
+            Leftovers::OlderThan(grace) => age > grace,
+            Leftovers::All => true,
+            Leftovers::None => false,
+        }
+    }
+}
+
+fn grace(policy: &RetentionPolicy) -> ChronoDuration {
+    ChronoDuration::from_std(policy.grace_period).unwrap_or(ChronoDuration::days(1))
+}
+
+/// Which backups a policy deletes, from a listing (newest first), as a prune without
+/// the lock sees it (incomplete backups older than the grace period go): `(delete,
+/// keep)`. The backups of [`protected_backups`] are always kept. Pure.
 pub fn select_for_pruning(
     backups: &[BackupInfo],
     policy: &RetentionPolicy,
     now: DateTime<Utc>,
 ) -> (Vec<BackupInfo>, Vec<BackupId>) {
-    let newest_complete = backups
-        .iter()
-        .find(|b| b.status == BackupStatus::Complete)
-        .map(|b| b.id.clone());
-    let grace = ChronoDuration::from_std(policy.grace_period).unwrap_or(ChronoDuration::days(1));
+    select(backups, policy, now, Leftovers::OlderThan(grace(policy)))
+}
+
+fn select(
+    backups: &[BackupInfo],
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+    leftovers: Leftovers,
+) -> (Vec<BackupInfo>, Vec<BackupId>) {
+    let protected = protected_backups(backups);
     let mut delete = Vec::new();
     let mut keep = Vec::new();
     let mut restorable_seen = 0usize;
     for b in backups {
         let age = now - b.id.created();
         let go = match b.status {
-            BackupStatus::Incomplete => now - b.id.created().min(b.last_modified) > grace,
+            BackupStatus::Incomplete => leftovers.may_go(now - b.id.created().min(b.last_modified)),
             BackupStatus::Complete | BackupStatus::Legacy => {
                 restorable_seen += 1;
-                let protected = Some(&b.id) == newest_complete.as_ref()
+                let kept = protected.contains(&b.id)
                     || policy.keep_last.is_some_and(|n| restorable_seen <= n);
                 let old = policy
                     .older_than_days
                     .is_some_and(|d| age > ChronoDuration::days(i64::from(d)));
                 let beyond_keep = policy.older_than_days.is_none()
                     && policy.keep_last.is_some_and(|n| restorable_seen > n);
-                !protected && (old || beyond_keep)
+                !kept && (old || beyond_keep)
             }
         };
         if go {
@@ -281,40 +361,100 @@ pub fn select_for_pruning(
     (delete, keep)
 }
 
-/// Deletes backups the policy no longer wants, incomplete leftovers older than the
-/// grace period, and multipart uploads under the path older than it. The newest
-/// complete backup is never deleted.
+/// Deletes backups the policy no longer wants, incomplete leftovers and multipart
+/// uploads of backups, holding the backup lock (default [`LockOptions`]). The newest
+/// restorable backup and the newest complete one are never deleted (see
+/// [`protected_backups`]).
+///
+/// Holding the lock, no create can be running, so every incomplete backup and every
+/// multipart upload of a backup key is a leftover (of a failed create, or of one whose
+/// lock expired) and goes whatever its age. A dry run does not take the lock: it
+/// reports leftovers as going unless a live operation holds the lock. With
+/// [`LockMode::Off`], leftovers go once older than the policy's grace period.
 ///
 /// # Errors
+/// [`BackupError::LockHeld`] / [`BackupError::LockUnsupported`] from the lock;
 /// [`BackupError::S3`] when listing or deleting fails.
 pub async fn prune_backups(
     client: &S3Client,
     policy: &RetentionPolicy,
 ) -> Result<PruneReport, BackupError> {
+    prune_backups_with(client, policy, &LockOptions::default()).await
+}
+
+/// [`prune_backups`] with the lock taken as `lock` says.
+///
+/// # Errors
+/// As [`prune_backups`].
+pub async fn prune_backups_with(
+    client: &S3Client,
+    policy: &RetentionPolicy,
+    lock: &LockOptions,
+) -> Result<PruneReport, BackupError> {
+    if lock.mode == LockMode::Off {
+        return prune_unlocked(client, policy, Leftovers::OlderThan(grace(policy)), None).await;
+    }
+    if policy.dry_run {
+        let running = BackupLock::live_holder(client, lock.ttl).await?;
+        let (leftovers, running) = match running {
+            Some(info) => (Leftovers::None, Some(info.holder())),
+            None => (Leftovers::All, None),
+        };
+        return prune_unlocked(client, policy, leftovers, running).await;
+    }
+    let guard = BackupLock::acquire(client, &LockOwner::current("prune"), lock).await?;
+    let result = prune_unlocked(client, policy, Leftovers::All, None).await;
+    let released = guard.release().await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+async fn prune_unlocked(
+    client: &S3Client,
+    policy: &RetentionPolicy,
+    leftovers: Leftovers,
+    create_running: Option<String>,
+) -> Result<PruneReport, BackupError> {
     let now = Utc::now();
     let backups = list_backups(client).await?;
-    let (deleted, kept) = select_for_pruning(&backups, policy, now);
-    let grace = ChronoDuration::from_std(policy.grace_period).unwrap_or(ChronoDuration::days(1));
+    let protected = protected_backups(&backups);
+    let (deleted, kept) = select(&backups, policy, now, leftovers);
     let mut aborted_uploads = 0;
-    let uploads = match client.list_multipart_uploads(&client.object_key("")).await {
+    let prefix = client.object_key("");
+    let uploads = match client.list_multipart_uploads(&prefix).await {
         Ok(u) => u,
         Err(S3Error::NotImplemented { .. }) => Vec::new(),
         Err(e) => return Err(e.into()),
     };
     let stale: Vec<_> = uploads
         .into_iter()
-        .filter(|u| u.initiated.is_some_and(|t| now - t > grace))
+        .filter(|u| {
+            u.key
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|name| name.parse::<BackupId>().is_ok())
+        })
+        .filter(|u| match leftovers {
+            Leftovers::All => true,
+            other => u.initiated.is_some_and(|t| other.may_go(now - t)),
+        })
         .collect();
+    for id in &protected {
+        tracing::info!(backup_id = %id, "kept whatever the policy: the newest restorable or complete backup");
+    }
     if !policy.dry_run {
         for b in &deleted {
-            match delete_backup(client, &b.id).await {
+            match delete_unlocked(client, &b.id).await {
                 Ok(()) | Err(BackupError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
         for u in &stale {
-            client.abort_multipart_upload(&u.key, &u.upload_id).await?;
-            aborted_uploads += 1;
+            match client.abort_multipart_upload(&u.key, &u.upload_id).await {
+                Ok(()) => aborted_uploads += 1,
+                Err(S3Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     } else {
         aborted_uploads = stale.len();
@@ -322,6 +462,8 @@ pub async fn prune_backups(
     Ok(PruneReport {
         deleted,
         kept,
+        protected,
+        create_running,
         aborted_uploads,
         dry_run: policy.dry_run,
     })
@@ -392,7 +534,7 @@ mod tests {
     }
 
     #[test]
-    fn newest_complete_survives_even_behind_legacy_and_incomplete() {
+    fn newest_complete_and_newest_restorable_survive_behind_legacy_and_incomplete() {
         use BackupStatus::*;
         let now = Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap();
         let backups = vec![
@@ -406,12 +548,68 @@ mod tests {
             ..Default::default()
         };
         let (del, keep) = select_for_pruning(&backups, &p, now);
-        assert_eq!(ids(&del), [40, 50, 70]);
-        assert_eq!(keep, vec![backups[2].id.clone()]);
+        assert_eq!(ids(&del), [40, 70]);
+        assert_eq!(keep, vec![backups[1].id.clone(), backups[2].id.clone()]);
+        assert_eq!(
+            protected_backups(&backups),
+            vec![backups[1].id.clone(), backups[2].id.clone()]
+        );
         let fresh = vec![info(0, Incomplete, now)];
         assert!(
             select_for_pruning(&fresh, &p, now).0.is_empty(),
             "incomplete within the grace period is kept"
         );
+    }
+
+    #[test]
+    fn a_legacy_only_bucket_keeps_its_newest_backup_whatever_the_policy() {
+        use BackupStatus::*;
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap();
+        let backups = vec![
+            info(20, Incomplete, now),
+            info(40, Legacy, now),
+            info(50, Legacy, now),
+            info(60, Legacy, now),
+        ];
+        for p in [
+            RetentionPolicy {
+                older_than_days: Some(1),
+                ..Default::default()
+            },
+            RetentionPolicy {
+                older_than_days: Some(1),
+                keep_last: Some(0),
+                ..Default::default()
+            },
+            RetentionPolicy {
+                keep_last: Some(0),
+                ..Default::default()
+            },
+        ] {
+            let (del, keep) = select_for_pruning(&backups, &p, now);
+            // The incomplete one is past its grace period.
+            assert_eq!(ids(&del), [20, 50, 60], "{p:?}");
+            assert_eq!(keep, vec![backups[1].id.clone()]);
+        }
+        assert_eq!(protected_backups(&backups), vec![backups[1].id.clone()]);
+        assert!(protected_backups(&backups[..1]).is_empty());
+    }
+
+    #[test]
+    fn leftovers_go_by_age_all_or_none() {
+        use BackupStatus::*;
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap();
+        let mut fresh = info(0, Incomplete, now);
+        fresh.id = BackupId::from_time(now - ChronoDuration::minutes(5));
+        let backups = vec![fresh, info(3, Incomplete, now), info(4, Complete, now)];
+        let p = RetentionPolicy::default();
+        let by_age = select(&backups, &p, now, Leftovers::OlderThan(grace(&p)));
+        assert_eq!(by_age.0.len(), 1);
+        assert_eq!(by_age.0[0].id, backups[1].id);
+        let all = select(&backups, &p, now, Leftovers::All);
+        assert_eq!(all.0.len(), 2);
+        assert!(all.0.iter().all(|b| b.status == Incomplete));
+        let none = select(&backups, &p, now, Leftovers::None);
+        assert!(none.0.is_empty());
     }
 }

@@ -5,6 +5,7 @@ pub mod catalog;
 mod create;
 pub mod layout;
 mod listing;
+pub mod lock;
 pub mod manifest;
 pub mod plan;
 mod restore;
@@ -14,9 +15,11 @@ mod work;
 
 pub use catalog::{
     BackupInfo, BackupStatus, PruneReport, RetentionPolicy, backup_status, delete_backup,
-    exists_backup, list_backups, prune_backups, select_for_pruning,
+    delete_backup_with, exists_backup, list_backups, protected_backups, prune_backups,
+    prune_backups_with, select_for_pruning,
 };
 pub use create::{BackupReport, create_backup, create_backup_with};
+pub use lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
 pub use restore::{
     RestoreOptions, RestoreReport, VerifyReport, restore_backup, restore_backup_with,
     verify_backup, verify_backup_with,

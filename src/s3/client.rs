@@ -546,6 +546,185 @@ fn to_chrono(time: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+/// The outcome of a conditional write or delete ([`S3Client::put_object_if_none_match`],
+/// [`S3Client::put_object_if_match`], [`S3Client::delete_object_if_match`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Conditional {
+    /// The condition held and the request was carried out. For a write, the new
+    /// object's ETag (as the server sent it, quotes included) when the server gave one.
+    Done {
+        /// The new ETag (writes only; `None` for a delete or a server that sent none).
+        etag: Option<String>,
+    },
+    /// The condition did not hold (HTTP 412 `PreconditionFailed`, or 409
+    /// `ConditionalRequestConflict` when a concurrent conditional write won).
+    PreconditionFailed,
+    /// `If-Match` named an object that does not exist (some servers answer 404
+    /// `NoSuchKey` rather than 412).
+    Missing,
+}
+
+/// An object read whole together with its ETag and last-modified time, as one GET saw
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionedObject {
+    /// The body.
+    pub body: Vec<u8>,
+    /// The ETag (quotes included), empty when the server sent none.
+    pub etag: String,
+    /// When the server last wrote the object, by the server's clock.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// Conditional writes (S3's `If-None-Match: *` and `If-Match: <etag>`), for the backup
+/// lock. These never set a storage class: the objects they write are small and
+/// rewritten often.
+impl S3Client {
+    /// Uploads `body` to the full `key` only if no object exists there
+    /// (`If-None-Match: *`).
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the bucket does not exist, [`S3Error::Request`] when
+    /// the request fails otherwise; a failed condition is
+    /// [`Conditional::PreconditionFailed`], not an error.
+    pub async fn put_object_if_none_match(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Conditional, S3Error> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .content_type(content_type)
+            .if_none_match("*")
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Conditional::Done {
+                etag: out.e_tag().map(str::to_string),
+            }),
+            Err(e) => self.conditional_error("PutObject", key, e),
+        }
+    }
+
+    /// Uploads `body` to the full `key` only if the object there has ETag `etag`
+    /// (`If-Match`).
+    ///
+    /// # Errors
+    /// As [`put_object_if_none_match`](Self::put_object_if_none_match); an object that
+    /// does not exist is [`Conditional::Missing`].
+    pub async fn put_object_if_match(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        etag: &str,
+    ) -> Result<Conditional, S3Error> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .content_type(content_type)
+            .if_match(etag)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Conditional::Done {
+                etag: out.e_tag().map(str::to_string),
+            }),
+            Err(e) => self.conditional_error("PutObject", key, e),
+        }
+    }
+
+    /// Deletes the object at the full `key` only if its ETag is `etag` (`If-Match`).
+    ///
+    /// # Errors
+    /// As [`put_object_if_match`](Self::put_object_if_match).
+    pub async fn delete_object_if_match(
+        &self,
+        key: &str,
+        etag: &str,
+    ) -> Result<Conditional, S3Error> {
+        let result = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_match(etag)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Conditional::Done { etag: None }),
+            Err(e) => self.conditional_error("DeleteObject", key, e),
+        }
+    }
+
+    /// Downloads the whole (small) object at the full `key` with its ETag and
+    /// last-modified time from the same response.
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the object (or bucket) does not exist,
+    /// [`S3Error::Request`] otherwise.
+    pub async fn get_object_versioned(&self, key: &str) -> Result<VersionedObject, S3Error> {
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error("GetObject", key, e))?;
+        let etag = output.e_tag().unwrap_or_default().to_string();
+        let last_modified = to_chrono(output.last_modified());
+        let body = output.body.collect().await.map_err(|e| S3Error::Request {
+            operation: "GetObject",
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            message: format!("reading the body: {}", DisplayErrorContext(&e)),
+        })?;
+        Ok(VersionedObject {
+            body: body.into_bytes().to_vec(),
+            etag,
+            last_modified,
+        })
+    }
+
+    /// Maps the error of a conditional request: 412 and 409 `ConditionalRequestConflict`
+    /// to [`Conditional::PreconditionFailed`], 404 `NoSuchKey` to
+    /// [`Conditional::Missing`], anything else as [`error`](Self::error) does.
+    fn conditional_error<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        err: SdkError<E, HttpResponse>,
+    ) -> Result<Conditional, S3Error>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code();
+        if status == Some(412)
+            || matches!(
+                code,
+                Some("PreconditionFailed" | "ConditionalRequestConflict")
+            )
+        {
+            return Ok(Conditional::PreconditionFailed);
+        }
+        if code == Some("NoSuchKey") || (status == Some(404) && code != Some("NoSuchBucket")) {
+            return Ok(Conditional::Missing);
+        }
+        Err(self.error(operation, key, err))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

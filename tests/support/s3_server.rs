@@ -33,6 +33,9 @@ use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::sync::oneshot;
 
+#[path = "conditional.rs"]
+mod conditional;
+
 /// The region the servers here are used with.
 pub const REGION: &str = "us-east-1";
 
@@ -50,6 +53,9 @@ pub struct ServerOptions {
     pub credentials: Option<(String, String)>,
     /// Serve HTTPS with this identity instead of plain HTTP.
     pub tls: Option<TlsIdentity>,
+    /// Ignore `If-None-Match` / `If-Match` (a server without conditional writes).
+    /// Otherwise they are honoured atomically per key (see `conditional.rs`).
+    pub no_conditional_writes: bool,
 }
 
 /// A PEM server certificate (chain) and its PEM private key.
@@ -492,6 +498,7 @@ async fn serve(
         }
     };
     let service = {
+        let fs = conditional::Conditional::new(fs, !options.no_conditional_writes);
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
         builder.build()

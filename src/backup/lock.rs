@@ -1,0 +1,1015 @@
+//! The backup lock: one object next to the backups (`<path>/.synapse-backup.lock`)
+//! that serialises `create`, `restore`, `delete` and `prune` across units.
+//!
+//! - It is taken with a conditional write (`PUT` with `If-None-Match: *`), refreshed
+//!   while the operation runs and released at the end with `If-Match` on its ETag (the
+//!   released lock stays as a small object marked `released`, which the next operation
+//!   takes over with `If-Match`; no conditional delete is needed, which not every server
+//!   supports).
+//! - It expires when the server's `LastModified` of the lock is older than the holder's
+//!   time-to-live by the server's clock (read from an object written just before, and
+//!   carried forward with the local monotonic clock), never by comparing local wall
+//!   clocks. An expired lock is taken over with `If-Match` on its stale ETag, and the
+//!   takeover is logged.
+//! - Before the first write, [`BackupLock::acquire`] probes that the server honours
+//!   conditional writes: a second `If-None-Match: *` PUT on an existing probe object
+//!   (`<path>/.synapse-backup.lock-probe`) must fail with 412, as must an `If-Match`
+//!   with a wrong ETag. A server that does not gets [`BackupError::LockUnsupported`],
+//!   which names [`LockMode::Off`] (`--no-lock`) for single-unit deployments.
+//!
+//! The decisions (is it expired, take over or wait) are pure functions apart from the
+//! requests, unit-tested below.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::{BackupError, S3Error};
+use crate::s3::S3Client;
+use crate::s3::client::Conditional;
+
+/// The lock object's name under the backup path.
+pub const LOCK_NAME: &str = ".synapse-backup.lock";
+/// The probe object's name under the backup path (written to check conditional writes).
+pub const PROBE_NAME: &str = ".synapse-backup.lock-probe";
+/// What the lock's `LastModified` and the server clock may be off by (both are read with
+/// one-second precision).
+const CLOCK_SLACK: Duration = Duration::from_secs(2);
+/// The format of the lock object.
+const LOCK_FORMAT: u32 = 1;
+const CONTENT_TYPE: &str = "application/json";
+
+/// Whether operations take the lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LockMode {
+    /// Take the lock; fail closed when the server cannot make it safe.
+    #[default]
+    Required,
+    /// No lock (`--no-lock`): for a single unit on a server without conditional writes.
+    /// Prune then protects incomplete backups by their grace period alone.
+    Off,
+}
+
+/// How the lock is taken. `Default`: required, 5 minutes to live (refreshed every
+/// third of that), fail at once when held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockOptions {
+    /// Take the lock or not.
+    pub mode: LockMode,
+    /// How long the lock lives after its last refresh (by the server's clock).
+    pub ttl: Duration,
+    /// How long to wait for a lock held by another operation; zero fails at once with
+    /// [`BackupError::LockHeld`].
+    pub wait: Duration,
+    /// How often to look again while waiting.
+    pub poll: Duration,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            mode: LockMode::Required,
+            ttl: Duration::from_secs(300),
+            wait: Duration::ZERO,
+            poll: Duration::from_secs(5),
+        }
+    }
+}
+
+impl LockOptions {
+    /// The defaults (see the type).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// No lock ([`LockMode::Off`]).
+    pub fn off() -> Self {
+        Self::default().mode(LockMode::Off)
+    }
+
+    /// Sets the mode.
+    #[must_use]
+    pub fn mode(mut self, mode: LockMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the time to live (at least one second).
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Sets how long to wait for a held lock.
+    #[must_use]
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Sets how often to look again while waiting (at least 50 ms).
+    #[must_use]
+    pub fn poll(mut self, poll: Duration) -> Self {
+        self.poll = poll.max(Duration::from_millis(50));
+        self
+    }
+
+    /// How often a held lock is refreshed: a third of its time to live.
+    pub fn refresh_interval(&self) -> Duration {
+        self.ttl / 3
+    }
+}
+
+/// Who holds the lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LockOwner {
+    /// The Juju unit (`JUJU_UNIT_NAME`), else the host name.
+    pub unit: String,
+    /// The host name.
+    pub host: String,
+    /// The process id.
+    pub pid: u32,
+    /// The operation: `create`, `restore`, `delete` or `prune`.
+    pub operation: String,
+}
+
+impl LockOwner {
+    /// This process doing `operation`.
+    pub fn current(operation: &str) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown-host".into());
+        let unit = std::env::var("JUJU_UNIT_NAME")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| host.clone());
+        LockOwner {
+            unit,
+            host,
+            pid: std::process::id(),
+            operation: operation.to_string(),
+        }
+    }
+
+    /// An owner with the given fields.
+    pub fn new(unit: &str, host: &str, pid: u32, operation: &str) -> Self {
+        LockOwner {
+            unit: unit.into(),
+            host: host.into(),
+            pid,
+            operation: operation.into(),
+        }
+    }
+}
+
+impl fmt::Display for LockOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({} on host {}, pid {})",
+            self.unit, self.operation, self.host, self.pid
+        )
+    }
+}
+
+/// The lock object's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LockRecord {
+    format: u32,
+    owner: LockOwner,
+    /// When it was taken, by the holder's clock (for people; expiry uses the server's).
+    since: DateTime<Utc>,
+    /// The holder's time to live, in seconds.
+    ttl_seconds: u64,
+    /// Unique per acquisition, so every write has a new ETag.
+    token: String,
+    /// How many times it was refreshed.
+    refreshes: u64,
+    /// Released: free for the next operation.
+    released: bool,
+}
+
+impl LockRecord {
+    fn new(owner: &LockOwner, ttl: Duration) -> Self {
+        LockRecord {
+            format: LOCK_FORMAT,
+            owner: owner.clone(),
+            since: Utc::now(),
+            ttl_seconds: ttl.as_secs().max(1),
+            token: unique_token(),
+            refreshes: 0,
+            released: false,
+        }
+    }
+
+    fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+}
+
+/// A token unique to this process and moment (not secret: it only makes ETags differ).
+fn unique_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    format!("{:016x}{:08x}", hasher.finish(), std::process::id())
+}
+
+/// The lock as found in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockInfo {
+    /// The lock object's full key.
+    pub key: String,
+    /// Who took it; `None` when the object cannot be read as a lock (it then expires by
+    /// its `LastModified` and the caller's time to live).
+    pub owner: Option<LockOwner>,
+    /// When it was taken, by the holder's clock (its `LastModified` when unreadable).
+    pub since: DateTime<Utc>,
+    /// The server's `LastModified`: the last take or refresh.
+    pub last_modified: DateTime<Utc>,
+    /// The ETag, for `If-Match`.
+    pub etag: String,
+    /// The holder's time to live (`None` when unreadable).
+    pub ttl: Option<Duration>,
+    /// Released by its holder: free.
+    pub released: bool,
+}
+
+impl LockInfo {
+    /// Reads a lock object's body; anything unreadable is a held lock of unknown owner.
+    fn parse(key: &str, body: &[u8], etag: String, last_modified: DateTime<Utc>) -> Self {
+        match serde_json::from_slice::<LockRecord>(body) {
+            Ok(record) => LockInfo {
+                key: key.to_string(),
+                owner: Some(record.owner),
+                since: record.since,
+                last_modified,
+                etag,
+                ttl: Some(Duration::from_secs(record.ttl_seconds.max(1))),
+                released: record.released,
+            },
+            Err(_) => LockInfo {
+                key: key.to_string(),
+                owner: None,
+                since: last_modified,
+                last_modified,
+                etag,
+                ttl: None,
+                released: false,
+            },
+        }
+    }
+
+    /// Who holds it, for messages.
+    pub fn holder(&self) -> String {
+        match &self.owner {
+            Some(owner) => owner.to_string(),
+            None => "an unknown holder (the lock object is not readable as a lock)".into(),
+        }
+    }
+
+    /// How long after its last refresh it expires: its holder's time to live, else
+    /// `fallback`.
+    pub fn ttl_or(&self, fallback: Duration) -> Duration {
+        self.ttl.unwrap_or(fallback)
+    }
+
+    /// How long ago it was last written, by the server's clock `server_now`.
+    pub fn age(&self, server_now: DateTime<Utc>) -> Duration {
+        (server_now - self.last_modified)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Whether it has expired at `server_now` (the server's clock): not written for
+    /// longer than its time to live (else `fallback_ttl`) plus a little slack.
+    pub fn is_expired(&self, server_now: DateTime<Utc>, fallback_ttl: Duration) -> bool {
+        self.age(server_now) > self.ttl_or(fallback_ttl) + CLOCK_SLACK
+    }
+
+    /// Whether an operation holds it now (neither released nor expired).
+    pub fn is_live(&self, server_now: DateTime<Utc>, fallback_ttl: Duration) -> bool {
+        !self.released && !self.is_expired(server_now, fallback_ttl)
+    }
+}
+
+/// What to do about the lock as found. Pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// No lock object: create it with `If-None-Match: *`.
+    Create,
+    /// Released or expired: overwrite it with `If-Match` on this ETag.
+    TakeOver { etag: String, expired: bool },
+    /// Held by a live operation.
+    Held,
+}
+
+fn decide(found: Option<&LockInfo>, server_now: DateTime<Utc>, fallback_ttl: Duration) -> Step {
+    match found {
+        None => Step::Create,
+        Some(info) if info.released => Step::TakeOver {
+            etag: info.etag.clone(),
+            expired: false,
+        },
+        Some(info) if info.is_expired(server_now, fallback_ttl) => Step::TakeOver {
+            etag: info.etag.clone(),
+            expired: true,
+        },
+        Some(_) => Step::Held,
+    }
+}
+
+/// The server's clock: a time the server stamped, carried forward with the monotonic
+/// clock.
+#[derive(Debug, Clone, Copy)]
+struct ServerClock {
+    server: DateTime<Utc>,
+    local: Instant,
+}
+
+impl ServerClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.server
+            + chrono::Duration::from_std(self.local.elapsed()).unwrap_or(chrono::Duration::zero())
+    }
+}
+
+/// The backup lock of one backup path.
+#[derive(Debug, Clone, Copy)]
+pub struct BackupLock;
+
+impl BackupLock {
+    /// The lock object's full key for `client`'s path.
+    pub fn key(client: &S3Client) -> String {
+        client.object_key(LOCK_NAME)
+    }
+
+    /// Takes the lock for `owner` as `options` say, probing first that the server
+    /// honours conditional writes. With [`LockMode::Off`] nothing is sent and the guard
+    /// holds nothing. The guard refreshes the lock in the background (on the current
+    /// tokio runtime) until it is released with [`LockGuard::release`] or dropped.
+    ///
+    /// # Errors
+    /// [`BackupError::LockHeld`] naming the holder when another live operation holds it
+    /// (after waiting `options.wait`), [`BackupError::LockUnsupported`] when the server
+    /// ignores conditional writes, [`BackupError::S3`] when a request fails.
+    pub async fn acquire(
+        client: &S3Client,
+        owner: &LockOwner,
+        options: &LockOptions,
+    ) -> Result<LockGuard, BackupError> {
+        if options.mode == LockMode::Off {
+            tracing::debug!("backup lock off");
+            return Ok(LockGuard { held: None });
+        }
+        let clock = probe(client).await?;
+        let key = Self::key(client);
+        let deadline = Instant::now() + options.wait;
+        let mut races = 0u32;
+        loop {
+            let found = read(client, &key).await?;
+            let record = LockRecord::new(owner, options.ttl);
+            let outcome = match decide(found.as_ref(), clock.now(), options.ttl) {
+                Step::Create => {
+                    client
+                        .put_object_if_none_match(&key, record.to_json(), CONTENT_TYPE)
+                        .await?
+                }
+                Step::TakeOver { etag, expired } => {
+                    let outcome = client
+                        .put_object_if_match(&key, record.to_json(), CONTENT_TYPE, &etag)
+                        .await?;
+                    if expired && matches!(outcome, Conditional::Done { .. }) {
+                        let stale = found.as_ref().expect("a lock to take over");
+                        tracing::warn!(
+                            key,
+                            holder = %stale.holder(),
+                            since = %stale.since,
+                            age_seconds = stale.age(clock.now()).as_secs(),
+                            "took over an expired backup lock"
+                        );
+                    }
+                    outcome
+                }
+                Step::Held => {
+                    let info = found.expect("a held lock");
+                    if Instant::now() >= deadline {
+                        return Err(held_error(&info, clock.now(), options.ttl));
+                    }
+                    tracing::info!(key, holder = %info.holder(), since = %info.since, "waiting for the backup lock");
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(options.poll.min(left)).await;
+                    continue;
+                }
+            };
+            match outcome {
+                Conditional::Done { etag } => {
+                    let etag = match etag {
+                        Some(etag) => etag,
+                        None => match read(client, &key).await? {
+                            Some(info) if info.owner.as_ref() == Some(owner) => info.etag,
+                            _ => String::new(),
+                        },
+                    };
+                    tracing::info!(key, owner = %owner, "backup lock taken");
+                    return Ok(LockGuard::start(client, key, record, etag, options));
+                }
+                // Another operation got there first: look again.
+                Conditional::PreconditionFailed | Conditional::Missing => {
+                    races += 1;
+                    if races > 50 {
+                        return Err(BackupError::LockLost {
+                            key,
+                            reason: "the lock kept changing while it was being taken".into(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(races.min(10)))).await;
+                }
+            }
+        }
+    }
+
+    /// The lock as it is now, without taking it (`None` when there is no lock object).
+    ///
+    /// # Errors
+    /// [`BackupError::S3`] when the request fails.
+    pub async fn inspect(client: &S3Client) -> Result<Option<LockInfo>, BackupError> {
+        Ok(read(client, &Self::key(client)).await?)
+    }
+
+    /// Whether an operation holds the lock now (neither released nor expired), judged by
+    /// the server's clock; for read-only callers that must not take it. Sends one
+    /// conditional-write probe when a lock object exists.
+    ///
+    /// # Errors
+    /// [`BackupError::S3`] when a request fails, [`BackupError::LockUnsupported`] as
+    /// [`acquire`](Self::acquire).
+    pub async fn live_holder(
+        client: &S3Client,
+        fallback_ttl: Duration,
+    ) -> Result<Option<LockInfo>, BackupError> {
+        let Some(info) = Self::inspect(client).await? else {
+            return Ok(None);
+        };
+        if info.released {
+            return Ok(None);
+        }
+        let clock = probe(client).await?;
+        Ok(info.is_live(clock.now(), fallback_ttl).then_some(info))
+    }
+
+    /// Frees the lock `info` (as read by [`inspect`](Self::inspect)) whoever holds it,
+    /// with `If-Match` on its ETag, so a lock taken meanwhile is left alone: for an
+    /// operator removing the lock of a process that is known to be dead. Returns
+    /// `false` when the lock changed since `info` was read.
+    ///
+    /// # Errors
+    /// [`BackupError::S3`] when the request fails.
+    pub async fn force_release(client: &S3Client, info: &LockInfo) -> Result<bool, BackupError> {
+        let mut record = LockRecord::new(
+            info.owner.as_ref().unwrap_or(&LockOwner::current("unlock")),
+            info.ttl_or(Duration::from_secs(1)),
+        );
+        record.since = info.since;
+        record.released = true;
+        let outcome = client
+            .put_object_if_match(&info.key, record.to_json(), CONTENT_TYPE, &info.etag)
+            .await?;
+        let done = matches!(outcome, Conditional::Done { .. });
+        if done {
+            tracing::warn!(key = info.key, holder = %info.holder(), "backup lock removed by an operator");
+        }
+        Ok(done)
+    }
+}
+
+fn held_error(info: &LockInfo, server_now: DateTime<Utc>, fallback_ttl: Duration) -> BackupError {
+    let ttl = info.ttl_or(fallback_ttl);
+    BackupError::LockHeld {
+        key: info.key.clone(),
+        holder: info.holder(),
+        since: info.since,
+        refreshed_seconds_ago: info.age(server_now).as_secs(),
+        ttl_seconds: ttl.as_secs(),
+    }
+}
+
+/// The lock object, or `None` when there is none.
+async fn read(client: &S3Client, key: &str) -> Result<Option<LockInfo>, S3Error> {
+    match client.get_object_versioned(key).await {
+        Ok(object) => Ok(Some(LockInfo::parse(
+            key,
+            &object.body,
+            object.etag,
+            object.last_modified,
+        ))),
+        Err(S3Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks that the server honours conditional writes and reads its clock: the probe
+/// object is written (created with `If-None-Match: *`, or overwritten with `If-Match`
+/// on its ETag), then a second `If-None-Match: *` and an `If-Match` with a wrong ETag
+/// must both fail with 412. The probe's `LastModified` is the server's time.
+async fn probe(client: &S3Client) -> Result<ServerClock, BackupError> {
+    let key = client.object_key(PROBE_NAME);
+    let unsupported = |detail: String| BackupError::LockUnsupported {
+        key: key.clone(),
+        detail,
+    };
+    let map = |e: S3Error| match e {
+        S3Error::NotImplemented { operation } => BackupError::LockUnsupported {
+            key: key.clone(),
+            detail: format!("{operation} with a condition is not implemented"),
+        },
+        other => BackupError::S3(other),
+    };
+    let body = || format!("{{\"probe\":\"{}\"}}", unique_token()).into_bytes();
+    let mut written = false;
+    for _ in 0..20 {
+        match client
+            .put_object_if_none_match(&key, body(), CONTENT_TYPE)
+            .await
+            .map_err(map)?
+        {
+            Conditional::Done { .. } => {
+                written = true;
+                break;
+            }
+            Conditional::PreconditionFailed | Conditional::Missing => {}
+        }
+        let Some(current) = read(client, &key).await? else {
+            continue;
+        };
+        match client
+            .put_object_if_match(&key, body(), CONTENT_TYPE, &current.etag)
+            .await
+            .map_err(map)?
+        {
+            Conditional::Done { .. } => {
+                written = true;
+                break;
+            }
+            // Another prober wrote meanwhile: try again.
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    if !written {
+        return Err(unsupported(
+            "the probe object could not be written with If-None-Match or If-Match".into(),
+        ));
+    }
+    let local = Instant::now();
+    match client
+        .put_object_if_none_match(&key, body(), CONTENT_TYPE)
+        .await
+        .map_err(map)?
+    {
+        Conditional::PreconditionFailed => {}
+        _ => {
+            return Err(unsupported(
+                "a PUT with If-None-Match: * over an existing object succeeded instead of failing with 412".into(),
+            ));
+        }
+    }
+    match client
+        .put_object_if_match(
+            &key,
+            body(),
+            CONTENT_TYPE,
+            "\"0000000000000000000000000000000f\"",
+        )
+        .await
+        .map_err(map)?
+    {
+        Conditional::PreconditionFailed => {}
+        _ => {
+            return Err(unsupported(
+                "a PUT with If-Match on a wrong ETag succeeded instead of failing with 412".into(),
+            ));
+        }
+    }
+    let head = client.head_object(&key).await?;
+    Ok(ServerClock {
+        server: head.last_modified,
+        local,
+    })
+}
+
+/// A held lock (or, with [`LockMode::Off`], nothing). Refreshed in the background while
+/// held; [`release`](Self::release) frees it, and dropping it without releasing frees
+/// it too (blocking briefly), so a failed, panicking or cancelled operation never
+/// leaves it behind; a killed process's lock expires after its time to live.
+#[derive(Debug)]
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct LockGuard {
+    held: Option<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    client: S3Client,
+    key: String,
+    state: Arc<Mutex<HeldState>>,
+    stop: watch::Sender<bool>,
+    refresher: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct HeldState {
+    record: LockRecord,
+    etag: String,
+    /// Why the lock is no longer ours, once it is not.
+    lost: Option<String>,
+}
+
+impl LockGuard {
+    fn start(
+        client: &S3Client,
+        key: String,
+        record: LockRecord,
+        etag: String,
+        options: &LockOptions,
+    ) -> LockGuard {
+        let state = Arc::new(Mutex::new(HeldState {
+            record,
+            etag,
+            lost: None,
+        }));
+        let (stop, stopped) = watch::channel(false);
+        let refresher = tokio::spawn(refresh_loop(
+            client.clone(),
+            key.clone(),
+            Arc::clone(&state),
+            stopped,
+            options.refresh_interval(),
+            options.ttl,
+        ));
+        LockGuard {
+            held: Some(Held {
+                client: client.clone(),
+                key,
+                state,
+                stop,
+                refresher: Some(refresher),
+            }),
+        }
+    }
+
+    /// Whether a lock is held (false with [`LockMode::Off`]).
+    pub fn is_held(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Why the lock was lost (taken over after refreshes failed for longer than its time
+    /// to live), if it was.
+    pub fn lost(&self) -> Option<String> {
+        let held = self.held.as_ref()?;
+        lock_state(&held.state).lost.clone()
+    }
+
+    /// Stops refreshing and frees the lock (`If-Match` on its ETag). A lock that was
+    /// lost meanwhile is left to its new holder.
+    ///
+    /// # Errors
+    /// [`BackupError::S3`] when the request fails (the lock then expires by itself).
+    pub async fn release(mut self) -> Result<(), BackupError> {
+        match self.held.take() {
+            Some(held) => held.release().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Held {
+    async fn release(mut self) -> Result<(), BackupError> {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.refresher.take() {
+            // The refresher finishes its request in flight, so the ETag is current.
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+        release_with(&self.client, &self.key, &self.state).await
+    }
+}
+
+async fn release_with(
+    client: &S3Client,
+    key: &str,
+    state: &Mutex<HeldState>,
+) -> Result<(), BackupError> {
+    let (body, etag) = {
+        let st = lock_state(state);
+        if let Some(reason) = &st.lost {
+            tracing::warn!(key, reason, "the backup lock was lost; not releasing it");
+            return Ok(());
+        }
+        let mut record = st.record.clone();
+        record.released = true;
+        record.refreshes += 1;
+        (record.to_json(), st.etag.clone())
+    };
+    match client
+        .put_object_if_match(key, body, CONTENT_TYPE, &etag)
+        .await?
+    {
+        Conditional::Done { .. } => {
+            tracing::info!(key, "backup lock released");
+        }
+        _ => tracing::warn!(
+            key,
+            "the backup lock changed before it was released; left to its new holder"
+        ),
+    }
+    lock_state(state).lost = Some("released".into());
+    Ok(())
+}
+
+fn lock_state(state: &Mutex<HeldState>) -> std::sync::MutexGuard<'_, HeldState> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn refresh_loop(
+    client: S3Client,
+    key: String,
+    state: Arc<Mutex<HeldState>>,
+    mut stopped: watch::Receiver<bool>,
+    interval: Duration,
+    ttl: Duration,
+) {
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stopped.changed() => return,
+        }
+        if *stopped.borrow() {
+            return;
+        }
+        let (body, etag) = {
+            let mut st = lock_state(&state);
+            st.record.refreshes += 1;
+            (st.record.to_json(), st.etag.clone())
+        };
+        match client
+            .put_object_if_match(&key, body, CONTENT_TYPE, &etag)
+            .await
+        {
+            Ok(Conditional::Done { etag: Some(new) }) => {
+                lock_state(&state).etag = new;
+                last_ok = Instant::now();
+                tracing::debug!(key, "backup lock refreshed");
+            }
+            Ok(Conditional::Done { etag: None }) => {
+                match read(&client, &key).await {
+                    Ok(Some(info)) => lock_state(&state).etag = info.etag,
+                    _ => tracing::warn!(key, "cannot read the refreshed backup lock"),
+                }
+                last_ok = Instant::now();
+            }
+            Ok(_) => {
+                let reason = "another operation took the lock over".to_string();
+                tracing::error!(key, reason, "the backup lock was lost");
+                lock_state(&state).lost = Some(reason);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(key, error = %e, "could not refresh the backup lock");
+                if last_ok.elapsed() > ttl {
+                    let reason = format!("not refreshed for longer than its time to live: {e}");
+                    tracing::error!(key, reason, "the backup lock was lost");
+                    lock_state(&state).lost = Some(reason);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        let _ = held.stop.send(true);
+        if let Some(task) = held.refresher.take() {
+            task.abort();
+        }
+        // Dropped without `release` (a failure path, a panic, a cancelled future): free
+        // the lock now, on a thread of its own so this works inside or outside a runtime.
+        let client = held.client.clone();
+        let key = held.key.clone();
+        let state = Arc::clone(&held.state);
+        let work = move || {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
+                .name("backup-lock-release".into())
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    if let Ok(runtime) = runtime {
+                        let result = runtime.block_on(async {
+                            tokio::time::timeout(
+                                Duration::from_secs(20),
+                                release_with(&client, &key, &state),
+                            )
+                            .await
+                        });
+                        let _ = tx.send(result.is_ok_and(|r| r.is_ok()));
+                    }
+                });
+            if spawned.is_ok() && !rx.recv_timeout(Duration::from_secs(25)).unwrap_or(false) {
+                tracing::warn!("could not release the backup lock; it expires by itself");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(work);
+            }
+            _ => work(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn info(age_secs: i64, ttl: Option<u64>, released: bool) -> (LockInfo, DateTime<Utc>) {
+        let now = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap();
+        let last = now - chrono::Duration::seconds(age_secs);
+        let record = LockRecord {
+            format: 1,
+            owner: LockOwner::new("synapse/0", "host-a", 42, "create"),
+            since: last - chrono::Duration::seconds(100),
+            ttl_seconds: ttl.unwrap_or(0),
+            token: "t".into(),
+            refreshes: 3,
+            released,
+        };
+        let body = if ttl.is_some() {
+            record.to_json()
+        } else {
+            b"not json".to_vec()
+        };
+        (
+            LockInfo::parse("p/.synapse-backup.lock", &body, "\"e1\"".into(), last),
+            now,
+        )
+    }
+
+    #[test]
+    fn no_lock_is_created() {
+        let now = Utc::now();
+        assert_eq!(decide(None, now, Duration::from_secs(60)), Step::Create);
+    }
+
+    #[test]
+    fn a_live_lock_is_held_and_an_expired_one_taken_over() {
+        let ttl = Duration::from_secs(600);
+        let (live, now) = info(30, Some(60), false);
+        assert_eq!(decide(Some(&live), now, ttl), Step::Held);
+        assert!(live.is_live(now, ttl));
+        // Within the slack: still held.
+        let (edge, now) = info(61, Some(60), false);
+        assert_eq!(decide(Some(&edge), now, ttl), Step::Held);
+        // The holder's ttl decides, not the caller's.
+        let (old, now) = info(90, Some(60), false);
+        assert_eq!(
+            decide(Some(&old), now, ttl),
+            Step::TakeOver {
+                etag: "\"e1\"".into(),
+                expired: true
+            }
+        );
+        assert!(!old.is_live(now, ttl));
+    }
+
+    #[test]
+    fn a_released_lock_is_taken_over_without_waiting() {
+        let (released, now) = info(0, Some(600), true);
+        assert_eq!(
+            decide(Some(&released), now, Duration::from_secs(600)),
+            Step::TakeOver {
+                etag: "\"e1\"".into(),
+                expired: false
+            }
+        );
+        assert!(!released.is_live(now, Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn an_unreadable_lock_expires_by_the_callers_ttl() {
+        let (garbage, now) = info(100, None, false);
+        assert_eq!(garbage.owner, None);
+        assert!(garbage.holder().contains("unknown"));
+        assert_eq!(garbage.since, garbage.last_modified);
+        assert_eq!(
+            decide(Some(&garbage), now, Duration::from_secs(300)),
+            Step::Held
+        );
+        assert!(matches!(
+            decide(Some(&garbage), now, Duration::from_secs(10)),
+            Step::TakeOver { expired: true, .. }
+        ));
+    }
+
+    #[test]
+    fn a_lock_from_the_future_is_live() {
+        // The server's LastModified after the probe's: age zero, not negative.
+        let (future, now) = info(-30, Some(60), false);
+        assert_eq!(future.age(now), Duration::ZERO);
+        assert_eq!(
+            decide(Some(&future), now, Duration::from_secs(60)),
+            Step::Held
+        );
+    }
+
+    #[test]
+    fn the_held_error_names_holder_and_since() {
+        let (live, now) = info(30, Some(60), false);
+        let e = held_error(&live, now, Duration::from_secs(600));
+        let text = e.to_string();
+        assert!(
+            text.contains("synapse/0") && text.contains("create"),
+            "{text}"
+        );
+        assert!(text.contains("pid 42") && text.contains("host-a"), "{text}");
+        assert!(text.contains("2026-11-30T11:57:50Z"), "{text}");
+        assert!(text.contains("unlock"), "{text}");
+        match e {
+            BackupError::LockHeld {
+                refreshed_seconds_ago,
+                ttl_seconds,
+                ..
+            } => {
+                assert_eq!(refreshed_seconds_ago, 30);
+                assert_eq!(ttl_seconds, 60);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_tokens_differ() {
+        let owner = LockOwner::new("u", "h", 1, "prune");
+        let a = LockRecord::new(&owner, Duration::from_millis(10));
+        let b = LockRecord::new(&owner, Duration::from_secs(10));
+        assert_ne!(a.token, b.token);
+        assert_eq!(a.ttl_seconds, 1, "at least a second");
+        let parsed: LockRecord = serde_json::from_slice(&a.to_json()).unwrap();
+        assert_eq!(parsed, a);
+        assert_eq!(owner.to_string(), "u (prune on host h, pid 1)");
+    }
+
+    #[test]
+    fn options_clamp_and_refresh_at_a_third() {
+        let o = LockOptions::new()
+            .ttl(Duration::from_millis(1))
+            .poll(Duration::ZERO)
+            .wait(Duration::from_secs(3));
+        assert_eq!(o.ttl, Duration::from_secs(1));
+        assert_eq!(o.poll, Duration::from_millis(50));
+        assert_eq!(
+            LockOptions::default().refresh_interval(),
+            Duration::from_secs(100)
+        );
+        assert_eq!(LockOptions::off().mode, LockMode::Off);
+    }
+
+    #[test]
+    fn the_server_clock_moves_with_the_monotonic_clock() {
+        let start = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap();
+        let clock = ServerClock {
+            server: start,
+            local: Instant::now() - Duration::from_secs(5),
+        };
+        let now = clock.now();
+        assert!(now >= start + chrono::Duration::seconds(5));
+        assert!(now < start + chrono::Duration::seconds(60));
+    }
+}
