@@ -24,11 +24,14 @@ use std::sync::{Arc, Mutex};
 use s3s::dto::*;
 use s3s::{S3, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
+/// One mutex per `(bucket, key)`.
+type KeyLocks = Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>;
+
 /// An s3s service whose conditional writes are atomic per key, or ignored.
 pub struct Conditional<S: S3> {
     inner: S,
     enabled: bool,
-    keys: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    keys: KeyLocks,
 }
 
 impl<S: S3> Conditional<S> {

@@ -1,0 +1,569 @@
+//! The backup lock against real S3 servers: s3s-fs behind the test server's atomic
+//! conditional writes (and with them switched off), and moto. Short lifetimes through
+//! `LockOptions` keep the tests fast; nothing asserts on timing beyond generous bounds.
+
+#[path = "support/env.rs"]
+mod env;
+#[path = "support/s3_server.rs"]
+mod s3_server;
+#[path = "support/synapse_tree.rs"]
+mod synapse_tree;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use s3_server::{MotoServer, ServerOptions, TestS3Server};
+use synapse_backup::s3::client::Conditional;
+use synapse_backup::{
+    BackupError, BackupId, BackupLock, BackupStatus, LockMode, LockOptions, LockOwner,
+    RetentionPolicy, S3Client, S3Parameters, delete_backup, delete_backup_with, list_backups,
+    prune_backups, prune_backups_with,
+};
+
+const BUCKET: &str = "synapse-backups";
+
+fn client_for(data: HashMap<String, String>) -> S3Client {
+    let mut data = data;
+    data.insert("path".into(), "synapse/backups".into());
+    S3Client::new(&S3Parameters::from_relation_data(&data).unwrap()).unwrap()
+}
+
+async fn s3s(options: ServerOptions) -> (TestS3Server, S3Client) {
+    let server = TestS3Server::start_with(options).await;
+    server.create_bucket(BUCKET);
+    let client = client_for(server.relation_data(BUCKET));
+    (server, client)
+}
+
+fn moto() -> (MotoServer, S3Client) {
+    let server = MotoServer::start();
+    server.create_bucket(BUCKET);
+    let client = client_for(server.relation_data(BUCKET));
+    (server, client)
+}
+
+fn owner(unit: &str, operation: &str) -> LockOwner {
+    LockOwner::new(unit, "test-host", 4242, operation)
+}
+
+fn fast() -> LockOptions {
+    LockOptions::new()
+        .ttl(Duration::from_secs(2))
+        .poll(Duration::from_millis(100))
+}
+
+/// Puts a lock object as a process that died would have left it: held, not released,
+/// with a one-second time to live.
+async fn dead_holders_lock(client: &S3Client, operation: &str) {
+    let body = serde_json::json!({
+        "format": 1,
+        "owner": {"unit": "synapse/9", "host": "gone", "pid": 99999, "operation": operation},
+        "since": "2026-01-01T00:00:00Z",
+        "ttl_seconds": 1,
+        "token": "dead",
+        "refreshes": 0,
+        "released": false,
+    });
+    client
+        .put_object(
+            &BackupLock::key(client),
+            serde_json::to_vec(&body).unwrap(),
+            "application/json",
+            &HashMap::new(),
+        )
+        .await
+        .unwrap();
+}
+
+/// A tagged data object without manifest: what a running (or dead) create leaves.
+async fn incomplete_backup(client: &S3Client) -> BackupId {
+    let id = BackupId::generate();
+    let ours = HashMap::from([("created-by".to_string(), "synapse-backup/test".to_string())]);
+    client
+        .put_object(
+            &client.object_key(id.as_str()),
+            b"partial".to_vec(),
+            "application/octet-stream",
+            &ours,
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// Captures this thread's log lines while alive.
+struct Logs {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+struct BufferWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for BufferWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture() -> Logs {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = Arc::clone(&buffer);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || BufferWriter(Arc::clone(&writer)))
+            .finish();
+        Logs {
+            buffer,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lock_is_taken_names_its_holder_and_is_released() {
+    let (_server, client) = s3s(ServerOptions::default()).await;
+    let backup = incomplete_backup(&client).await;
+    let a = BackupLock::acquire(&client, &owner("synapse/0", "create"), &fast())
+        .await
+        .unwrap();
+    assert!(a.is_held());
+    let info = BackupLock::inspect(&client).await.unwrap().expect("a lock");
+    assert_eq!(info.key, "synapse/backups/.synapse-backup.lock");
+    assert_eq!(info.owner, Some(owner("synapse/0", "create")));
+    assert!(!info.released);
+
+    // Neither the lock nor the probe object lists as a backup.
+    let listed = list_backups(&client).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].id, backup);
+    let keys: Vec<_> = client
+        .list_objects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(
+        keys.contains(&"synapse/backups/.synapse-backup.lock-probe".to_string()),
+        "{keys:?}"
+    );
+
+    // A second operation fails at once, naming the holder and since when.
+    let e = BackupLock::acquire(&client, &owner("synapse/1", "restore"), &fast())
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, BackupError::LockHeld { .. }), "{e:?}");
+    assert!(
+        text.contains("synapse/0 (create on host test-host, pid 4242)"),
+        "{text}"
+    );
+    assert!(text.contains(" since 20"), "{text}");
+    // delete and prune take the lock too.
+    assert!(matches!(
+        delete_backup(&client, &backup).await,
+        Err(BackupError::LockHeld { .. })
+    ));
+    assert!(matches!(
+        prune_backups(&client, &RetentionPolicy::default()).await,
+        Err(BackupError::LockHeld { .. })
+    ));
+
+    a.release().await.unwrap();
+    let info = BackupLock::inspect(&client).await.unwrap().expect("a lock");
+    assert!(info.released, "released, not deleted: {info:?}");
+    let b = BackupLock::acquire(&client, &owner("synapse/1", "delete"), &fast())
+        .await
+        .unwrap();
+    assert_eq!(
+        BackupLock::inspect(&client).await.unwrap().unwrap().owner,
+        Some(owner("synapse/1", "delete"))
+    );
+    b.release().await.unwrap();
+    delete_backup(&client, &backup).await.unwrap();
+    assert!(list_backups(&client).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_operation_gets_the_lock_once_it_is_released() {
+    let (_server, client) = s3s(ServerOptions::default()).await;
+    let a = BackupLock::acquire(&client, &owner("synapse/0", "create"), &fast())
+        .await
+        .unwrap();
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            BackupLock::acquire(
+                &client,
+                &owner("synapse/1", "prune"),
+                &fast().wait(Duration::from_secs(120)),
+            )
+            .await
+        })
+    };
+    // Still held by `a` (refreshed every ~0.7 s) while the waiter waits.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the waiter must wait while the lock is held"
+    );
+    a.release().await.unwrap();
+    let b = waiter
+        .await
+        .unwrap()
+        .expect("the waiter takes the released lock");
+    assert_eq!(
+        BackupLock::inspect(&client).await.unwrap().unwrap().owner,
+        Some(owner("synapse/1", "prune"))
+    );
+    b.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refreshed_lock_outlives_its_time_to_live() {
+    let (_server, client) = s3s(ServerOptions::default()).await;
+    let a = BackupLock::acquire(
+        &client,
+        &owner("synapse/0", "create"),
+        &LockOptions::new().ttl(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    // Several lifetimes (and the slack) pass; the refreshes keep it live.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let e = BackupLock::acquire(&client, &owner("synapse/1", "prune"), &fast())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackupError::LockHeld { .. }), "{e}");
+    assert_eq!(a.lost(), None);
+    a.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_lock_is_taken_over_and_the_takeover_logged() {
+    let (_server, client) = s3s(ServerOptions::default()).await;
+    dead_holders_lock(&client, "create").await;
+    let logs = Logs::capture();
+    let e = BackupLock::acquire(&client, &owner("synapse/0", "restore"), &fast())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("synapse/9 (create on host gone, pid 99999)"),
+        "{e}"
+    );
+    let started = Instant::now();
+    let guard = BackupLock::acquire(
+        &client,
+        &owner("synapse/0", "restore"),
+        &fast().wait(Duration::from_secs(120)),
+    )
+    .await
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(120));
+    assert_eq!(
+        BackupLock::inspect(&client).await.unwrap().unwrap().owner,
+        Some(owner("synapse/0", "restore"))
+    );
+    let text = logs.text();
+    assert!(
+        text.contains("took over an expired backup lock") && text.contains("pid 99999"),
+        "{text}"
+    );
+    guard.release().await.unwrap();
+}
+
+/// A guard dropped without `release` (an error path, a panic, a cancelled future)
+/// frees the lock, on a multi-thread runtime ...
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_guard_releases_the_lock() {
+    let (_server, client) = s3s(ServerOptions::default()).await;
+    let work = {
+        let client = client.clone();
+        async move {
+            let _guard = BackupLock::acquire(&client, &owner("synapse/0", "create"), &fast())
+                .await
+                .unwrap();
+            std::future::pending::<()>().await;
+        }
+    };
+    // Cancelled (as the CLI drops a create on Ctrl-C) once the lock is held.
+    let cancelled = tokio::time::timeout(Duration::from_secs(3), work).await;
+    assert!(cancelled.is_err());
+    let info = BackupLock::inspect(&client).await.unwrap().unwrap();
+    assert!(info.released, "{info:?}");
+
+    // A failing operation: the error path drops the guard.
+    let failing = async {
+        let _guard = BackupLock::acquire(&client, &owner("synapse/0", "restore"), &fast()).await?;
+        Err::<(), BackupError>(BackupError::NotFound { id: "x".into() })
+    };
+    assert!(failing.await.is_err());
+    assert!(
+        BackupLock::inspect(&client)
+            .await
+            .unwrap()
+            .unwrap()
+            .released
+    );
+}
+
+/// ... and on a current-thread runtime.
+#[tokio::test]
+async fn a_dropped_guard_releases_the_lock_on_a_current_thread_runtime() {
+    let (_server, client) = s3s(ServerOptions::default()).await;
+    let guard = BackupLock::acquire(&client, &owner("synapse/0", "delete"), &fast())
+        .await
+        .unwrap();
+    drop(guard);
+    assert!(
+        BackupLock::inspect(&client)
+            .await
+            .unwrap()
+            .unwrap()
+            .released
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_conditional_writes_fails_closed() {
+    let (_server, client) = s3s(ServerOptions {
+        no_conditional_writes: true,
+        ..ServerOptions::default()
+    })
+    .await;
+    let id = incomplete_backup(&client).await;
+    let e = BackupLock::acquire(&client, &owner("synapse/0", "create"), &fast())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackupError::LockUnsupported { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("does not honour conditional writes")
+            && text.contains("LockMode::Off")
+            && text.contains("--no-lock"),
+        "{text}"
+    );
+    assert!(matches!(
+        prune_backups(&client, &RetentionPolicy::default()).await,
+        Err(BackupError::LockUnsupported { .. })
+    ));
+    assert!(matches!(
+        delete_backup(&client, &id).await,
+        Err(BackupError::LockUnsupported { .. })
+    ));
+    assert_eq!(list_backups(&client).await.unwrap().len(), 1);
+    // Locking off: the operations run (prune keeps the fresh leftover: grace period).
+    let off = LockOptions::off();
+    let report = prune_backups_with(&client, &RetentionPolicy::default(), &off)
+        .await
+        .unwrap();
+    assert!(report.deleted.is_empty());
+    delete_backup_with(&client, &id, &off).await.unwrap();
+    assert!(list_backups(&client).await.unwrap().is_empty());
+    assert!(
+        BackupLock::inspect(&client).await.unwrap().is_none(),
+        "no lock object without conditional writes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_test_server_makes_conditional_writes_atomic() {
+    let (_server, client) = s3s(ServerOptions::default()).await;
+    let key = client.object_key("race");
+    // Many writers at once with If-None-Match: * — exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let client = client.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .put_object_if_none_match(&key, format!("writer {i}").into_bytes(), "text/plain")
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Conditional::Done { .. } => won += 1,
+            Conditional::PreconditionFailed => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    let current = client.get_object_versioned(&key).await.unwrap();
+    // If-Match: a wrong ETag fails, the right one succeeds, a missing key is Missing.
+    assert_eq!(
+        client
+            .put_object_if_match(&key, b"x".to_vec(), "text/plain", "\"0123\"")
+            .await
+            .unwrap(),
+        Conditional::PreconditionFailed
+    );
+    assert!(matches!(
+        client
+            .put_object_if_match(&key, b"y".to_vec(), "text/plain", &current.etag)
+            .await
+            .unwrap(),
+        Conditional::Done { etag: Some(_) }
+    ));
+    assert_eq!(
+        client
+            .put_object_if_match(
+                &client.object_key("nothing"),
+                b"z".to_vec(),
+                "text/plain",
+                "\"1\""
+            )
+            .await
+            .unwrap(),
+        Conditional::Missing
+    );
+    // DeleteObject with If-Match.
+    assert_eq!(
+        client
+            .delete_object_if_match(&key, &current.etag)
+            .await
+            .unwrap(),
+        Conditional::PreconditionFailed
+    );
+    let now = client.get_object_versioned(&key).await.unwrap();
+    assert_eq!(now.body, b"y");
+    assert_eq!(
+        client
+            .delete_object_if_match(&key, &now.etag)
+            .await
+            .unwrap(),
+        Conditional::Done { etag: None }
+    );
+}
+
+/// Moto honours conditional writes (checked for real), so the lock works there; a
+/// prune while a create holds the lock leaves its multipart upload and data alone, and
+/// once the create's lock has expired prune removes them, however young.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_moto_prune_leaves_a_running_create_alone_and_cleans_up_after_a_dead_one() {
+    let (moto, client) = tokio::task::spawn_blocking(moto).await.unwrap();
+    // The probe passes on moto.
+    let create = BackupLock::acquire(&client, &owner("synapse/0", "create"), &fast())
+        .await
+        .unwrap_or_else(|e| panic!("{e}; moto log: {}", moto.log_text()));
+    let partial = incomplete_backup(&client).await;
+    let upload_key = client.object_key(partial.as_str());
+    let out = std::process::Command::new(env::aws())
+        .args([
+            "s3api",
+            "create-multipart-upload",
+            "--bucket",
+            BUCKET,
+            "--key",
+            &upload_key,
+            "--endpoint-url",
+            &moto.endpoint,
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uploads = || async {
+        client
+            .list_multipart_uploads("synapse/")
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(uploads().await, 1);
+
+    // Even with no grace period, prune does not touch them while the create holds the
+    // lock: it cannot take it, and its dry run says a create is running.
+    let eager = RetentionPolicy {
+        grace_period: Duration::ZERO,
+        ..RetentionPolicy::default()
+    };
+    let e = prune_backups_with(&client, &eager, &fast())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackupError::LockHeld { .. }), "{e}");
+    let dry = prune_backups_with(
+        &client,
+        &RetentionPolicy {
+            dry_run: true,
+            ..eager.clone()
+        },
+        &fast(),
+    )
+    .await
+    .unwrap();
+    assert!(dry.deleted.is_empty(), "{dry:?}");
+    assert_eq!(dry.aborted_uploads, 0);
+    assert!(
+        dry.create_running
+            .as_deref()
+            .unwrap_or("")
+            .contains("synapse/0")
+    );
+    assert_eq!(uploads().await, 1);
+    assert_eq!(
+        list_backups(&client).await.unwrap()[0].status,
+        BackupStatus::Incomplete
+    );
+    create.release().await.unwrap();
+
+    // A create that died: its lock expires, prune takes it over and removes what it
+    // left, although it is far younger than the grace period.
+    dead_holders_lock(&client, "create").await;
+    let report = prune_backups_with(
+        &client,
+        &RetentionPolicy::default(),
+        &fast().wait(Duration::from_secs(120)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.deleted.len(), 1, "{report:?}");
+    assert_eq!(report.deleted[0].id, partial);
+    assert_eq!(report.aborted_uploads, 1);
+    assert_eq!(uploads().await, 0);
+    assert!(list_backups(&client).await.unwrap().is_empty());
+    assert!(
+        BackupLock::inspect(&client)
+            .await
+            .unwrap()
+            .unwrap()
+            .released
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lock_mode_off_sends_nothing() {
+    let (_server, client) = s3s(ServerOptions::default()).await;
+    let guard = BackupLock::acquire(
+        &client,
+        &owner("synapse/0", "create"),
+        &LockOptions::new().mode(LockMode::Off),
+    )
+    .await
+    .unwrap();
+    assert!(!guard.is_held());
+    guard.release().await.unwrap();
+    assert!(client.list_objects().await.unwrap().is_empty());
+}
