@@ -93,6 +93,14 @@ async fn incomplete_backup(client: &S3Client) -> BackupId {
     id
 }
 
+/// No live lock: none, or a released marker.
+async fn is_free(client: &S3Client) -> bool {
+    BackupLock::inspect(client)
+        .await
+        .unwrap()
+        .is_none_or(|info| info.released)
+}
+
 /// Captures this thread's log lines while alive.
 struct Logs {
     buffer: Arc<Mutex<Vec<u8>>>,
@@ -155,10 +163,12 @@ async fn the_lock_is_taken_names_its_holder_and_is_released() {
         .into_iter()
         .map(|o| o.key)
         .collect();
-    assert!(
-        keys.contains(&"synapse/backups/.synapse-backup.lock-probe".to_string()),
-        "{keys:?}"
-    );
+    let mut expected = vec![
+        "synapse/backups/.synapse-backup.lock".to_string(),
+        client.object_key(backup.as_str()),
+    ];
+    expected.sort();
+    assert_eq!(keys, expected, "the probe object is removed again");
 
     // A second operation fails at once, naming the holder and since when.
     let e = BackupLock::acquire(&client, &owner("synapse/1", "restore"), &fast())
@@ -182,8 +192,11 @@ async fn the_lock_is_taken_names_its_holder_and_is_released() {
     ));
 
     a.release().await.unwrap();
-    let info = BackupLock::inspect(&client).await.unwrap().expect("a lock");
-    assert!(info.released, "released, not deleted: {info:?}");
+    assert_eq!(
+        BackupLock::inspect(&client).await.unwrap(),
+        None,
+        "released by a conditional delete"
+    );
     let b = BackupLock::acquire(&client, &owner("synapse/1", "delete"), &fast())
         .await
         .unwrap();
@@ -302,8 +315,7 @@ async fn a_dropped_guard_releases_the_lock() {
     // Cancelled (as the CLI drops a create on Ctrl-C) once the lock is held.
     let cancelled = tokio::time::timeout(Duration::from_secs(3), work).await;
     assert!(cancelled.is_err());
-    let info = BackupLock::inspect(&client).await.unwrap().unwrap();
-    assert!(info.released, "{info:?}");
+    assert!(is_free(&client).await);
 
     // A failing operation: the error path drops the guard.
     let failing = async {
@@ -311,16 +323,10 @@ async fn a_dropped_guard_releases_the_lock() {
         Err::<(), BackupError>(BackupError::NotFound { id: "x".into() })
     };
     assert!(failing.await.is_err());
-    assert!(
-        BackupLock::inspect(&client)
-            .await
-            .unwrap()
-            .unwrap()
-            .released
-    );
+    assert!(is_free(&client).await);
 }
 
-/// ... and on a current-thread runtime.
+/// ... and on a current-thread runtime, in the background.
 #[tokio::test]
 async fn a_dropped_guard_releases_the_lock_on_a_current_thread_runtime() {
     let (_server, client) = s3s(ServerOptions::default()).await;
@@ -328,13 +334,14 @@ async fn a_dropped_guard_releases_the_lock_on_a_current_thread_runtime() {
         .await
         .unwrap();
     drop(guard);
-    assert!(
-        BackupLock::inspect(&client)
-            .await
-            .unwrap()
-            .unwrap()
-            .released
-    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !is_free(&client).await {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped guard's lock was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -377,6 +384,46 @@ async fn a_server_without_conditional_writes_fails_closed() {
         BackupLock::inspect(&client).await.unwrap().is_none(),
         "no lock object without conditional writes"
     );
+}
+
+/// Where DeleteObject ignores `If-Match`, a release leaves a `released` marker that
+/// the next operation takes over; an operator's unlock removes a live lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_conditional_deletes_a_release_leaves_a_released_marker() {
+    let (_server, client) = s3s(ServerOptions {
+        no_conditional_deletes: true,
+        ..ServerOptions::default()
+    })
+    .await;
+    let a = BackupLock::acquire(&client, &owner("synapse/0", "create"), &fast())
+        .await
+        .unwrap();
+    a.release().await.unwrap();
+    let marker = BackupLock::inspect(&client)
+        .await
+        .unwrap()
+        .expect("a marker");
+    assert!(marker.released);
+    assert_eq!(marker.owner, Some(owner("synapse/0", "create")));
+    let b = BackupLock::acquire(&client, &owner("synapse/1", "prune"), &fast())
+        .await
+        .unwrap();
+    let held = BackupLock::inspect(&client).await.unwrap().unwrap();
+    assert!(!held.released);
+    assert_eq!(held.owner, Some(owner("synapse/1", "prune")));
+    drop(b);
+    assert!(is_free(&client).await);
+
+    // unlock: removes the lock it was shown, not one that changed since.
+    let c = BackupLock::acquire(&client, &owner("synapse/2", "restore"), &fast())
+        .await
+        .unwrap();
+    let shown = BackupLock::inspect(&client).await.unwrap().unwrap();
+    assert!(BackupLock::force_release(&client, &shown).await.unwrap());
+    assert_eq!(BackupLock::inspect(&client).await.unwrap(), None);
+    // The holder's own release then leaves the (now absent) lock alone.
+    c.release().await.unwrap();
+    assert_eq!(BackupLock::inspect(&client).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -544,13 +591,7 @@ async fn on_moto_prune_leaves_a_running_create_alone_and_cleans_up_after_a_dead_
     assert_eq!(report.aborted_uploads, 1);
     assert_eq!(uploads().await, 0);
     assert!(list_backups(&client).await.unwrap().is_empty());
-    assert!(
-        BackupLock::inspect(&client)
-            .await
-            .unwrap()
-            .unwrap()
-            .released
-    );
+    assert!(is_free(&client).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::layout::{DatabaseKind, HomeserverConfig, Layout, join};
+use super::lock::{BackupLock, LockOwner};
 use super::listing::parse_members;
 use super::manifest::{
     INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestLayout,
@@ -63,13 +64,34 @@ pub async fn create_backup<C: Container + ?Sized>(
 /// On any failure the data object and multipart uploads under its key are removed, and
 /// the private work dir (passphrase file, snapshot) is removed in every case.
 ///
+/// Holds the backup lock ([`BackupOptions::lock`], see [`crate::BackupLock`]) for the
+/// whole run: refreshed while it runs, released at the end and on every failure.
+///
 /// # Errors
+/// [`BackupError::LockHeld`] / [`BackupError::LockUnsupported`] from the lock,
 /// [`BackupError::InvalidPassphrase`], [`BackupError::Config`] (layout,
 /// `homeserver.yaml`, S3 parameters), [`BackupError::NothingToBackUp`],
 /// [`BackupError::StageFailed`] naming the failing stage (snapshot, tar, gpg, upload,
 /// check) with its trimmed stderr, [`BackupError::Corrupted`] when the uploaded size
 /// differs, [`BackupError::S3`] and [`BackupError::Container`] otherwise.
 pub async fn create_backup_with<C: Container + ?Sized>(
+    container: &C,
+    s3_parameters: &S3Parameters,
+    passphrase: &str,
+    layout: &Layout,
+    options: &BackupOptions,
+) -> Result<BackupReport, BackupError> {
+    plan::check_passphrase(passphrase)?;
+    layout.validate()?;
+    let client = S3Client::new(s3_parameters)?;
+    let owner = LockOwner::current("create");
+    let lock = BackupLock::acquire(&client, &owner, &options.lock).await?;
+    let result = create_locked(container, s3_parameters, passphrase, layout, options).await;
+    lock.finish().await;
+    result
+}
+
+async fn create_locked<C: Container + ?Sized>(
     container: &C,
     s3_parameters: &S3Parameters,
     passphrase: &str,
@@ -651,6 +673,14 @@ mod tests {
     use crate::container::{ExecOutput, FileInfo, FileKind, MockContainer};
     use std::sync::{Arc, Mutex};
 
+    /// No S3 server here: the lock is off.
+    fn unlocked() -> BackupOptions {
+        BackupOptions {
+            lock: crate::LockOptions::off(),
+            ..BackupOptions::default()
+        }
+    }
+
     fn params() -> S3Parameters {
         let m: HashMap<String, String> = [
             ("access-key", "AKIDEXAMPLE"),
@@ -773,15 +803,9 @@ mod tests {
     #[tokio::test]
     async fn a_failed_pipeline_names_its_stage_and_removes_the_work_dir() {
         let (c, seen) = workload(11, "gpg 2\n", false);
-        let e = create_backup_with(
-            &c,
-            &params(),
-            "pass phrase",
-            &layout(),
-            &BackupOptions::default(),
-        )
-        .await
-        .unwrap_err();
+        let e = create_backup_with(&c, &params(), "pass phrase", &layout(), &unlocked())
+            .await
+            .unwrap_err();
         match e {
             BackupError::StageFailed {
                 stage,
@@ -838,7 +862,7 @@ mod tests {
             (12, "tee 1\n", Stage::Check),
         ] {
             let (c, _) = workload(exit, status, false);
-            let e = create_backup_with(&c, &params(), "pw", &layout(), &BackupOptions::default())
+            let e = create_backup_with(&c, &params(), "pw", &layout(), &unlocked())
                 .await
                 .unwrap_err();
             assert!(
@@ -852,7 +876,7 @@ mod tests {
     #[tokio::test]
     async fn the_work_dir_is_removed_even_when_writing_fails() {
         let (c, seen) = workload(0, "", true);
-        let e = create_backup_with(&c, &params(), "pw", &layout(), &BackupOptions::default())
+        let e = create_backup_with(&c, &params(), "pw", &layout(), &unlocked())
             .await
             .unwrap_err();
         assert!(e.to_string().contains("disk full"), "{e}");

@@ -2,10 +2,10 @@
 //! that serialises `create`, `restore`, `delete` and `prune` across units.
 //!
 //! - It is taken with a conditional write (`PUT` with `If-None-Match: *`), refreshed
-//!   while the operation runs and released at the end with `If-Match` on its ETag (the
-//!   released lock stays as a small object marked `released`, which the next operation
-//!   takes over with `If-Match`; no conditional delete is needed, which not every server
-//!   supports).
+//!   while the operation runs and released at the end with `If-Match` on its ETag: a
+//!   `DELETE` with `If-Match` where the server honours that, else a `PUT` with
+//!   `If-Match` that marks it `released` (a small object the next operation takes over
+//!   with `If-Match`).
 //! - It expires when the server's `LastModified` of the lock is older than the holder's
 //!   time-to-live by the server's clock (read from an object written just before, and
 //!   carried forward with the local monotonic clock), never by comparing local wall
@@ -13,8 +13,8 @@
 //!   takeover is logged.
 //! - Before the first write, [`BackupLock::acquire`] probes that the server honours
 //!   conditional writes: a second `If-None-Match: *` PUT on an existing probe object
-//!   (`<path>/.synapse-backup.lock-probe`) must fail with 412, as must an `If-Match`
-//!   with a wrong ETag. A server that does not gets [`BackupError::LockUnsupported`],
+//!   (`<path>/.synapse-backup.lock-probe`, removed again) must fail with 412, as must an
+//!   `If-Match` with a wrong ETag. A server that does not gets [`BackupError::LockUnsupported`],
 //!   which names [`LockMode::Off`] (`--no-lock`) for single-unit deployments.
 //!
 //! The decisions (is it expired, take over or wait) are pure functions apart from the
@@ -43,6 +43,8 @@ const CLOCK_SLACK: Duration = Duration::from_secs(2);
 /// The format of the lock object.
 const LOCK_FORMAT: u32 = 1;
 const CONTENT_TYPE: &str = "application/json";
+/// An ETag no object has (for probing).
+const WRONG_ETAG: &str = "\"0000000000000000000000000000000f\"";
 
 /// Whether operations take the lock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -382,7 +384,8 @@ impl BackupLock {
             tracing::debug!("backup lock off");
             return Ok(LockGuard { held: None });
         }
-        let clock = probe(client).await?;
+        let probed = probe(client).await?;
+        let clock = probed.clock;
         let key = Self::key(client);
         let deadline = Instant::now() + options.wait;
         let mut races = 0u32;
@@ -432,7 +435,14 @@ impl BackupLock {
                         },
                     };
                     tracing::info!(key, owner = %owner, "backup lock taken");
-                    return Ok(LockGuard::start(client, key, record, etag, options));
+                    return Ok(LockGuard::start(
+                        client,
+                        key,
+                        record,
+                        etag,
+                        options,
+                        probed.conditional_delete,
+                    ));
                 }
                 // Another operation got there first: look again.
                 Conditional::PreconditionFailed | Conditional::Missing => {
@@ -474,27 +484,19 @@ impl BackupLock {
         if info.released {
             return Ok(None);
         }
-        let clock = probe(client).await?;
+        let clock = probe(client).await?.clock;
         Ok(info.is_live(clock.now(), fallback_ttl).then_some(info))
     }
 
-    /// Frees the lock `info` (as read by [`inspect`](Self::inspect)) whoever holds it,
-    /// with `If-Match` on its ETag, so a lock taken meanwhile is left alone: for an
-    /// operator removing the lock of a process that is known to be dead. Returns
+    /// Removes the lock `info` (as read by [`inspect`](Self::inspect)) whoever holds it,
+    /// with `If-Match` on its ETag, so a lock refreshed or taken meanwhile is left alone:
+    /// for an operator removing the lock of a process that is known to be gone. Returns
     /// `false` when the lock changed since `info` was read.
     ///
     /// # Errors
     /// [`BackupError::S3`] when the request fails.
     pub async fn force_release(client: &S3Client, info: &LockInfo) -> Result<bool, BackupError> {
-        let mut record = LockRecord::new(
-            info.owner.as_ref().unwrap_or(&LockOwner::current("unlock")),
-            info.ttl_or(Duration::from_secs(1)),
-        );
-        record.since = info.since;
-        record.released = true;
-        let outcome = client
-            .put_object_if_match(&info.key, record.to_json(), CONTENT_TYPE, &info.etag)
-            .await?;
+        let outcome = client.delete_object_if_match(&info.key, &info.etag).await?;
         let done = matches!(outcome, Conditional::Done { .. });
         if done {
             tracing::warn!(key = info.key, holder = %info.holder(), "backup lock removed by an operator");
@@ -528,11 +530,22 @@ async fn read(client: &S3Client, key: &str) -> Result<Option<LockInfo>, S3Error>
     }
 }
 
+/// What the probe found out about the server.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    clock: ServerClock,
+    /// `DeleteObject` honours `If-Match` (else a release leaves a `released` marker).
+    conditional_delete: bool,
+}
+
 /// Checks that the server honours conditional writes and reads its clock: the probe
 /// object is written (created with `If-None-Match: *`, or overwritten with `If-Match`
 /// on its ETag), then a second `If-None-Match: *` and an `If-Match` with a wrong ETag
-/// must both fail with 412. The probe's `LastModified` is the server's time.
-async fn probe(client: &S3Client) -> Result<ServerClock, BackupError> {
+/// must both fail with 412. The probe's `LastModified` is the server's time. Last, a
+/// `DELETE` with a wrong `If-Match` tells whether deletes honour conditions (a server
+/// that ignores them just deletes the probe); otherwise the probe is deleted with
+/// `If-Match` on its ETag.
+async fn probe(client: &S3Client) -> Result<Probe, BackupError> {
     let key = client.object_key(PROBE_NAME);
     let unsupported = |detail: String| BackupError::LockUnsupported {
         key: key.clone(),
@@ -546,18 +559,15 @@ async fn probe(client: &S3Client) -> Result<ServerClock, BackupError> {
         other => BackupError::S3(other),
     };
     let body = || format!("{{\"probe\":\"{}\"}}", unique_token()).into_bytes();
-    let mut written = false;
+    let mut written: Option<Option<String>> = None;
     for _ in 0..20 {
-        match client
+        if let Conditional::Done { etag } = client
             .put_object_if_none_match(&key, body(), CONTENT_TYPE)
             .await
             .map_err(map)?
         {
-            Conditional::Done { .. } => {
-                written = true;
-                break;
-            }
-            Conditional::PreconditionFailed | Conditional::Missing => {}
+            written = Some(etag);
+            break;
         }
         let Some(current) = read(client, &key).await? else {
             continue;
@@ -567,60 +577,66 @@ async fn probe(client: &S3Client) -> Result<ServerClock, BackupError> {
             .await
             .map_err(map)?
         {
-            Conditional::Done { .. } => {
-                written = true;
+            Conditional::Done { etag } => {
+                written = Some(etag);
                 break;
             }
             // Another prober wrote meanwhile: try again.
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            Conditional::PreconditionFailed | Conditional::Missing => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
-    if !written {
+    let Some(etag) = written else {
         return Err(unsupported(
             "the probe object could not be written with If-None-Match or If-Match".into(),
         ));
-    }
+    };
     let local = Instant::now();
-    match client
+    if client
         .put_object_if_none_match(&key, body(), CONTENT_TYPE)
         .await
         .map_err(map)?
+        != Conditional::PreconditionFailed
     {
-        Conditional::PreconditionFailed => {}
-        _ => {
-            return Err(unsupported(
-                "a PUT with If-None-Match: * over an existing object succeeded instead of failing with 412".into(),
-            ));
-        }
+        return Err(unsupported(
+            "a PUT with If-None-Match: * over an existing object succeeded instead of failing with 412".into(),
+        ));
     }
-    match client
-        .put_object_if_match(
-            &key,
-            body(),
-            CONTENT_TYPE,
-            "\"0000000000000000000000000000000f\"",
-        )
+    if client
+        .put_object_if_match(&key, body(), CONTENT_TYPE, WRONG_ETAG)
         .await
         .map_err(map)?
+        != Conditional::PreconditionFailed
     {
-        Conditional::PreconditionFailed => {}
-        _ => {
-            return Err(unsupported(
-                "a PUT with If-Match on a wrong ETag succeeded instead of failing with 412".into(),
-            ));
-        }
+        return Err(unsupported(
+            "a PUT with If-Match on a wrong ETag succeeded instead of failing with 412".into(),
+        ));
     }
     let head = client.head_object(&key).await?;
-    Ok(ServerClock {
+    let clock = ServerClock {
         server: head.last_modified,
         local,
+    };
+    let conditional_delete = matches!(
+        client.delete_object_if_match(&key, WRONG_ETAG).await,
+        Ok(Conditional::PreconditionFailed)
+    );
+    if conditional_delete && let Some(etag) = etag {
+        // Best effort: another prober may have rewritten it (and removes it itself).
+        let _ = client.delete_object_if_match(&key, &etag).await;
+    }
+    Ok(Probe {
+        clock,
+        conditional_delete,
     })
 }
 
 /// A held lock (or, with [`LockMode::Off`], nothing). Refreshed in the background while
 /// held; [`release`](Self::release) frees it, and dropping it without releasing frees
-/// it too (blocking briefly), so a failed, panicking or cancelled operation never
-/// leaves it behind; a killed process's lock expires after its time to live.
+/// it too (blocking briefly; on a current-thread tokio runtime, in the background), so
+/// a failed, panicking or cancelled operation never leaves it behind; a killed
+/// process's lock expires after its time to live.
 #[derive(Debug)]
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct LockGuard {
@@ -640,6 +656,8 @@ struct Held {
 struct HeldState {
     record: LockRecord,
     etag: String,
+    /// Release by deleting with `If-Match` (else by writing a `released` marker).
+    conditional_delete: bool,
     /// Why the lock is no longer ours, once it is not.
     lost: Option<String>,
 }
@@ -651,10 +669,12 @@ impl LockGuard {
         record: LockRecord,
         etag: String,
         options: &LockOptions,
+        conditional_delete: bool,
     ) -> LockGuard {
         let state = Arc::new(Mutex::new(HeldState {
             record,
             etag,
+            conditional_delete,
             lost: None,
         }));
         let (stop, stopped) = watch::channel(false);
@@ -702,6 +722,20 @@ impl LockGuard {
     }
 }
 
+impl LockGuard {
+    /// [`release`](Self::release) at the end of an operation whose own result matters
+    /// more: a failure to release is logged (the lock then expires by itself), as is a
+    /// lock lost while the operation ran.
+    pub async fn finish(self) {
+        if let Some(reason) = self.lost() {
+            tracing::error!(reason, "the backup lock was lost while the operation ran");
+        }
+        if let Err(e) = self.release().await {
+            tracing::warn!(error = %e, "could not release the backup lock; it expires by itself");
+        }
+    }
+}
+
 impl Held {
     async fn release(mut self) -> Result<(), BackupError> {
         let _ = self.stop.send(true);
@@ -718,7 +752,7 @@ async fn release_with(
     key: &str,
     state: &Mutex<HeldState>,
 ) -> Result<(), BackupError> {
-    let (body, etag) = {
+    let (body, etag, delete) = {
         let st = lock_state(state);
         if let Some(reason) = &st.lost {
             tracing::warn!(key, reason, "the backup lock was lost; not releasing it");
@@ -727,16 +761,18 @@ async fn release_with(
         let mut record = st.record.clone();
         record.released = true;
         record.refreshes += 1;
-        (record.to_json(), st.etag.clone())
+        (record.to_json(), st.etag.clone(), st.conditional_delete)
     };
-    match client
-        .put_object_if_match(key, body, CONTENT_TYPE, &etag)
-        .await?
-    {
-        Conditional::Done { .. } => {
-            tracing::info!(key, "backup lock released");
-        }
-        _ => tracing::warn!(
+    let outcome = if delete {
+        client.delete_object_if_match(key, &etag).await?
+    } else {
+        client
+            .put_object_if_match(key, body, CONTENT_TYPE, &etag)
+            .await?
+    };
+    match outcome {
+        Conditional::Done { .. } => tracing::info!(key, "backup lock released"),
+        Conditional::PreconditionFailed | Conditional::Missing => tracing::warn!(
             key,
             "the backup lock changed before it was released; left to its new holder"
         ),
@@ -849,7 +885,17 @@ impl Drop for LockGuard {
             Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(work);
             }
-            _ => work(),
+            // A current-thread runtime cannot be blocked (its connections would stall):
+            // release in the background, as soon as it runs again.
+            Ok(handle) => {
+                let (client, key, state) = (held.client.clone(), held.key.clone(), held.state);
+                handle.spawn(async move {
+                    if let Err(e) = release_with(&client, &key, &state).await {
+                        tracing::warn!(error = %e, "could not release the backup lock; it expires by itself");
+                    }
+                });
+            }
+            Err(_) => work(),
         }
     }
 }

@@ -163,6 +163,8 @@ pub struct BackupOptions {
     /// Cap the upload at this many MiB/s (the aws CLI's `max_bandwidth`), so a backup
     /// does not saturate the workload's network; no cap when `None`.
     pub max_bandwidth_mib: Option<u32>,
+    /// How the backup lock is taken (default: required, fail at once when held).
+    pub lock: crate::backup::lock::LockOptions,
 }
 
 /// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
@@ -186,6 +188,7 @@ impl Default for BackupOptions {
             timeout: None,
             snapshot_timeout: Some(DEFAULT_SNAPSHOT_TIMEOUT),
             max_bandwidth_mib: None,
+            lock: crate::backup::lock::LockOptions::default(),
         }
     }
 }

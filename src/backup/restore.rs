@@ -57,6 +57,8 @@ pub struct RestoreReport {
 pub struct RestoreOptions {
     /// Kill the download pipeline after this long.
     pub timeout: Option<Duration>,
+    /// How a restore takes the backup lock (verify does not take it).
+    pub lock: crate::backup::lock::LockOptions,
 }
 
 struct Fetched {
@@ -361,11 +363,33 @@ pub async fn restore_backup<C: Container + ?Sized>(
 /// during the swap, or a service that does not start again, rolls the swap back. A
 /// service that was running before is running after.
 ///
+/// Holds the backup lock ([`RestoreOptions::lock`], see [`crate::BackupLock`]) for the
+/// whole run: refreshed while it runs, released at the end and on every failure.
+///
 /// # Errors
-/// As [`verify_backup`], plus [`BackupError::InsufficientSpace`],
+/// As [`verify_backup`], plus [`BackupError::LockHeld`] /
+/// [`BackupError::LockUnsupported`] from the lock, [`BackupError::InsufficientSpace`],
 /// [`BackupError::UnsafeMember`], [`BackupError::StageFailed`] with
 /// [`Stage::Swap`] or [`Stage::Service`].
 pub async fn restore_backup_with<C: Container + ?Sized>(
+    container: &C,
+    s3_parameters: &S3Parameters,
+    passphrase: &str,
+    id: &BackupId,
+    layout: &Layout,
+    options: &RestoreOptions,
+) -> Result<RestoreReport, BackupError> {
+    plan::check_passphrase(passphrase)?;
+    layout.validate()?;
+    let client = S3Client::new(s3_parameters)?;
+    let owner = crate::backup::lock::LockOwner::current("restore");
+    let lock = crate::BackupLock::acquire(&client, &owner, &options.lock).await?;
+    let result = restore_locked(container, s3_parameters, passphrase, id, layout, options).await;
+    lock.finish().await;
+    result
+}
+
+async fn restore_locked<C: Container + ?Sized>(
     container: &C,
     s3_parameters: &S3Parameters,
     passphrase: &str,

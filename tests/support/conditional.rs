@@ -13,7 +13,8 @@
 //!
 //! With conditions off ([`Conditional::new`] with `false`), the headers are dropped
 //! before the inner service sees them: the server ignores them like one without
-//! conditional writes.
+//! conditional writes ([`Conditional::conditional_deletes`] with `false`: only on
+//! DeleteObject).
 //!
 //! Included by `s3_server.rs` (`#[path = "conditional.rs"] mod conditional;`).
 #![allow(dead_code)]
@@ -31,6 +32,7 @@ type KeyLocks = Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>;
 pub struct Conditional<S: S3> {
     inner: S,
     enabled: bool,
+    deletes: bool,
     keys: KeyLocks,
 }
 
@@ -40,8 +42,15 @@ impl<S: S3> Conditional<S> {
         Conditional {
             inner,
             enabled,
+            deletes: enabled,
             keys: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `false`: DeleteObject ignores `If-Match` even when writes honour conditions.
+    pub fn conditional_deletes(mut self, deletes: bool) -> Self {
+        self.deletes = self.enabled && deletes;
+        self
     }
 
     /// The mutex of one key (held from the condition check to the answer).
@@ -202,7 +211,7 @@ conditional_impl! {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let _guard = self.lock(&req.input.bucket, &req.input.key).await;
         let if_match = req.input.if_match.take();
-        if self.enabled {
+        if self.deletes {
             let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
             self.check(&req, &bucket, &key, None, if_match.as_ref())
                 .await?;

@@ -56,6 +56,8 @@ pub struct ServerOptions {
     /// Ignore `If-None-Match` / `If-Match` (a server without conditional writes).
     /// Otherwise they are honoured atomically per key (see `conditional.rs`).
     pub no_conditional_writes: bool,
+    /// Ignore `If-Match` on DeleteObject only.
+    pub no_conditional_deletes: bool,
 }
 
 /// A PEM server certificate (chain) and its PEM private key.
@@ -498,7 +500,8 @@ async fn serve(
         }
     };
     let service = {
-        let fs = conditional::Conditional::new(fs, !options.no_conditional_writes);
+        let fs = conditional::Conditional::new(fs, !options.no_conditional_writes)
+            .conditional_deletes(!options.no_conditional_deletes);
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
         builder.build()

@@ -13,10 +13,10 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use synapse_backup::{
-    BackupError, BackupId, BackupOptions, BackupStatus, ConfigError, ContainerError, Layout,
-    LocalContainer, RestoreOptions, RetentionPolicy, S3Client, S3Error, S3Parameters,
-    SystemdServices, backup_status, create_backup_with, delete_backup, list_backups, prune_backups,
-    restore_backup_with, verify_backup_with,
+    BackupError, BackupId, BackupLock, BackupOptions, BackupStatus, ConfigError, ContainerError,
+    Layout, LocalContainer, LockMode, LockOptions, RestoreOptions, RetentionPolicy, S3Client,
+    S3Error, S3Parameters, SystemdServices, backup_status, create_backup_with, delete_backup_with,
+    list_backups, prune_backups_with, restore_backup_with, verify_backup_with,
 };
 
 use crate::config::{ENV_PASSPHRASE, LayoutFlags, Passphrase};
@@ -32,7 +32,11 @@ Environment:
   SYNAPSE_BACKUP_PASSPHRASE   the passphrase when --passphrase-file is not given
   RUST_LOG                    log filter (overrides -v), e.g. synapse_backup=debug
 
-Exit codes: 0 ok, 1 the operation failed, 2 bad usage or configuration (nothing changed).";
+create, restore, delete and prune hold a lock object (<path>/.synapse-backup.lock) so
+that units sharing the bucket never run them at once; list and verify do not take it.
+
+Exit codes: 0 ok, 1 the operation failed, 2 bad usage or configuration (nothing changed),
+3 another operation holds the backup lock (the message names it; nothing changed).";
 
 /// Back up and restore a Matrix Synapse homeserver (signing keys, SQLite database,
 /// local media) to S3-compatible storage as gpg-encrypted tar archives.
@@ -95,6 +99,18 @@ struct GlobalArgs {
     /// The sqlite3 CLI, used when python3 has no sqlite3 module.
     #[arg(long, value_name = "PATH", default_value = "sqlite3", global = true)]
     sqlite3: String,
+    /// Do not take the backup lock: only for a single unit on an S3 server without
+    /// conditional writes (If-None-Match / If-Match).
+    #[arg(long, global = true)]
+    no_lock: bool,
+    /// Wait up to this many seconds for a backup lock held by another operation
+    /// (default: fail at once with exit code 3).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, global = true)]
+    lock_wait: u64,
+    /// How long the lock lives after its last refresh (it is refreshed every third of
+    /// that while held); a killed process's lock expires after it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    lock_ttl: u64,
     /// More logs on stderr: -v progress, -vv debug, -vvv trace.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -136,8 +152,8 @@ enum Command {
         #[arg(value_parser = parse_id)]
         id: BackupId,
     },
-    /// Delete old backups and incomplete leftovers older than a day; the newest
-    /// complete backup is always kept.
+    /// Delete old backups and the leftovers of failed creates; the newest restorable
+    /// backup (and the newest complete one) is always kept.
     Prune {
         /// Always keep this many of the newest restorable backups.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -149,6 +165,13 @@ enum Command {
         /// Only print what would be deleted.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Remove the backup lock left by an operation that is known to be gone (e.g. a
+    /// killed process), after confirmation. A lock otherwise expires by itself.
+    Unlock {
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(short, long)]
+        yes: bool,
     },
 }
 
@@ -172,6 +195,8 @@ enum Failure {
     Failed(String),
     /// Stopped by this signal (after cleaning up): exit 128 + signal.
     Interrupted(i32, String),
+    /// Another operation holds the backup lock: exit 3, nothing was changed.
+    Locked(String),
 }
 
 impl Failure {
@@ -179,19 +204,26 @@ impl Failure {
         match self {
             Failure::Usage(_) => 2,
             Failure::Failed(_) => 1,
+            Failure::Locked(_) => 3,
             Failure::Interrupted(signal, _) => u8::try_from(128 + signal).unwrap_or(1),
         }
     }
 
     fn message(&self) -> &str {
         match self {
-            Failure::Usage(m) | Failure::Failed(m) | Failure::Interrupted(_, m) => m,
+            Failure::Usage(m)
+            | Failure::Failed(m)
+            | Failure::Interrupted(_, m)
+            | Failure::Locked(m) => m,
         }
     }
 }
 
 impl From<BackupError> for Failure {
     fn from(error: BackupError) -> Self {
+        if matches!(error, BackupError::LockHeld { .. }) {
+            return Failure::Locked(error.to_string());
+        }
         let usage = matches!(
             error,
             BackupError::Config(_)
@@ -199,6 +231,7 @@ impl From<BackupError> for Failure {
                 | BackupError::NothingToBackUp { .. }
                 | BackupError::Container(ContainerError::UnknownUser { .. })
                 | BackupError::S3(S3Error::Client(_))
+                | BackupError::LockUnsupported { .. }
         );
         if usage {
             Failure::Usage(error.to_string())
@@ -300,6 +333,19 @@ fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
     Ok(layout)
 }
 
+/// How create, restore, delete and prune take the backup lock.
+fn lock_options(global: &GlobalArgs) -> LockOptions {
+    let mode = if global.no_lock {
+        LockMode::Off
+    } else {
+        LockMode::Required
+    };
+    LockOptions::new()
+        .mode(mode)
+        .ttl(std::time::Duration::from_secs(global.lock_ttl))
+        .wait(std::time::Duration::from_secs(global.lock_wait))
+}
+
 fn passphrase(global: &GlobalArgs) -> Result<Passphrase, Failure> {
     config::load_passphrase(global.passphrase_file.as_deref()).map_err(Failure::Usage)
 }
@@ -329,11 +375,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Restore { id, yes } => restore(global, &id, yes).await,
         Command::Delete { id } => {
             let target = Target::load(global)?;
-            output::with_spinner(format!("deleting {id}"), delete_backup(&target.client, &id))
-                .await?;
+            let lock = lock_options(global);
+            let run = output::with_spinner(
+                format!("deleting {id}"),
+                interrupt::cancellable(delete_backup_with(&target.client, &id, &lock)),
+            )
+            .await;
+            run.map_err(|signal| {
+                Failure::Interrupted(signal, "interrupted: the delete was stopped".into())
+            })??;
             emit(&format!("deleted {id} from {}\n", target.describe()));
             Ok(())
         }
+        Command::Unlock { yes } => unlock(global, yes).await,
         Command::Prune {
             keep_last,
             older_than_days,
@@ -379,7 +433,10 @@ async fn create(global: &GlobalArgs) -> Result<(), Failure> {
             &target.params,
             passphrase.expose(),
             &layout,
-            &BackupOptions::default(),
+            &BackupOptions {
+                lock: lock_options(global),
+                ..BackupOptions::default()
+            },
         )),
     )
     .await;
@@ -522,7 +579,10 @@ async fn restore(global: &GlobalArgs, id: &BackupId, yes: bool) -> Result<(), Fa
                 passphrase.expose(),
                 id,
                 &layout,
-                &RestoreOptions::default(),
+                &RestoreOptions {
+                    lock: lock_options(global),
+                    ..RestoreOptions::default()
+                },
             ),
         ),
         "a restore",
@@ -581,11 +641,15 @@ async fn prune(
             target.s3_file.display()
         );
     }
+    let lock = lock_options(global);
     let report = output::with_spinner(
         format!("pruning {}", target.describe()),
-        prune_backups(&target.client, &policy),
+        interrupt::cancellable(prune_backups_with(&target.client, &policy, &lock)),
     )
-    .await?;
+    .await
+    .map_err(|signal| {
+        Failure::Interrupted(signal, "interrupted: the prune was stopped".into())
+    })??;
     let verb = if dry_run { "would delete" } else { "deleted" };
     let mut text = String::new();
     for b in &report.deleted {
@@ -595,6 +659,16 @@ async fn prune(
             b.status,
             output::size(b.size),
             output::rfc3339(b.last_modified)
+        ));
+    }
+    for id in &report.protected {
+        text.push_str(&format!(
+            "kept {id}: the newest restorable backup is never deleted, whatever the policy\n"
+        ));
+    }
+    if let Some(holder) = &report.create_running {
+        text.push_str(&format!(
+            "incomplete backups and uploads left alone: the lock is held by {holder}\n"
         ));
     }
     let n = report.deleted.len();
@@ -611,4 +685,52 @@ async fn prune(
     }
     emit(&text);
     Ok(())
+}
+
+async fn unlock(global: &GlobalArgs, yes: bool) -> Result<(), Failure> {
+    let target = Target::load(global)?;
+    let info = match BackupLock::inspect(&target.client).await? {
+        Some(info) if !info.released => info,
+        _ => {
+            emit(&format!(
+                "no backup lock is held in {}\n",
+                target.describe()
+            ));
+            return Ok(());
+        }
+    };
+    let held = format!(
+        "the backup lock {} is held by {} since {}, last written {} (server time)",
+        info.key,
+        info.holder(),
+        output::rfc3339(info.since),
+        output::rfc3339(info.last_modified)
+    );
+    if !yes {
+        if !(io::stdin().is_terminal() && io::stderr().is_terminal()) {
+            return Err(Failure::Usage(format!(
+                "{held}; pass --yes to remove it (there is no terminal to ask on)"
+            )));
+        }
+        let question = format!(
+            "{held}.\nRemove it only if that operation is no longer running: a create, \
+             restore, delete or prune could then run at the same time.\nType yes to continue: "
+        );
+        if !confirm(&question) {
+            return Err(Failure::Failed(
+                "unlock cancelled; the lock was left in place".into(),
+            ));
+        }
+    }
+    if BackupLock::force_release(&target.client, &info).await? {
+        emit(&format!(
+            "removed the backup lock held by {}\n",
+            info.holder()
+        ));
+        Ok(())
+    } else {
+        Err(Failure::Failed(
+            "the lock changed while unlocking (refreshed or taken by another operation); nothing was removed".into(),
+        ))
+    }
 }
