@@ -608,3 +608,334 @@ async fn lock_mode_off_sends_nothing() {
     guard.release().await.unwrap();
     assert!(client.list_objects().await.unwrap().is_empty());
 }
+
+// ---------------------------------------------------------------------------------
+// Processes: the `synapse-backup` binary, run for real.
+
+/// A tree, a server, the S3 and passphrase files, and a stand-in for the aws CLI that
+/// writes its pid to a marker and waits for a `go` file before running the real one.
+struct Cli {
+    dir: tempfile::TempDir,
+    tree: synapse_tree::SynapseTree,
+    server: TestS3Server,
+    s3_file: std::path::PathBuf,
+    passphrase_file: std::path::PathBuf,
+    gated_aws: std::path::PathBuf,
+    marker: std::path::PathBuf,
+    go: std::path::PathBuf,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        use std::os::unix::fs::PermissionsExt;
+        let real_aws = env::aws();
+        let dir = tempfile::tempdir().unwrap();
+        let tree = synapse_tree::SynapseTree::create(
+            &dir.path().join("root"),
+            &synapse_tree::TreeSpec::default(),
+        );
+        let server = TestS3Server::start_blocking(ServerOptions::default());
+        server.create_bucket(BUCKET);
+        let s3_file = dir.path().join("s3.yaml");
+        std::fs::write(
+            &s3_file,
+            format!(
+                "access-key: {}\nsecret-key: {}\nbucket: {BUCKET}\nendpoint: {}\n\
+                 region: us-east-1\ns3-uri-style: path\npath: synapse/backups\n",
+                server.access_key, server.secret_key, server.endpoint
+            ),
+        )
+        .unwrap();
+        let passphrase_file = dir.path().join("passphrase");
+        std::fs::write(&passphrase_file, "correct horse battery staple\n").unwrap();
+        let marker = dir.path().join("aws-pid");
+        let go = dir.path().join("go");
+        let gated_aws = dir.path().join("gated-aws");
+        std::fs::write(
+            &gated_aws,
+            format!(
+                "#!/usr/bin/env bash\necho $$ > '{}'\nwhile [ ! -e '{}' ]; do sleep 0.05; done\nexec '{}' \"$@\"\n",
+                marker.display(),
+                go.display(),
+                real_aws.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&gated_aws, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Cli {
+            dir,
+            tree,
+            server,
+            s3_file,
+            passphrase_file,
+            gated_aws,
+            marker,
+            go,
+        }
+    }
+
+    fn cmd(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_synapse-backup"));
+        for var in [
+            "SYNAPSE_BACKUP_ROOT",
+            "SYNAPSE_BACKUP_S3",
+            "SYNAPSE_BACKUP_PASSPHRASE",
+            "SYNAPSE_BACKUP_ACCESS_KEY",
+            "SYNAPSE_BACKUP_SECRET_KEY",
+            "RUST_LOG",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.arg("--root")
+            .arg(&self.tree.root)
+            .arg("--s3")
+            .arg(&self.s3_file)
+            .arg("--passphrase-file")
+            .arg(&self.passphrase_file)
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Runs to the end and checks the exit code.
+    fn run(&self, code: i32, args: &[&str]) -> std::process::Output {
+        let out = self.cmd().args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "synapse-backup {args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Starts a create whose upload waits for [`open_gate`](Self::open_gate), and
+    /// returns once it holds the lock (its pipeline reached the aws CLI).
+    fn start_gated_create(&self, extra: &[&str]) -> (std::process::Child, i32) {
+        let _ = std::fs::remove_file(&self.marker);
+        let child = self
+            .cmd()
+            .args(extra)
+            .arg("--aws")
+            .arg(&self.gated_aws)
+            .arg("create")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let aws_pid = loop {
+            if let Ok(text) = std::fs::read_to_string(&self.marker)
+                && let Ok(pid) = text.trim().parse::<i32>()
+            {
+                break pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the create never reached the aws CLI"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (child, aws_pid)
+    }
+
+    fn open_gate(&self) {
+        std::fs::write(&self.go, "").unwrap();
+    }
+
+    fn client(&self) -> S3Client {
+        client_for(self.server.relation_data(BUCKET))
+    }
+
+    fn lock(&self) -> Option<synapse_backup::LockInfo> {
+        let client = self.client();
+        block_on(async move { BackupLock::inspect(&client).await.unwrap() })
+    }
+
+    fn list(&self) -> Vec<serde_json::Value> {
+        let out = self.run(0, &["list", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+}
+
+#[test]
+fn two_creates_at_once_one_holds_the_other_reports_the_holder_or_waits() {
+    let f = Cli::new();
+    let (a, _) = f.start_gated_create(&[]);
+    let a_pid = a.id();
+    let info = f.lock().expect("the running create holds the lock");
+    let holder = info.owner.clone().unwrap();
+    assert_eq!((holder.pid, holder.operation.as_str()), (a_pid, "create"));
+
+    // A second create fails at once with exit code 3, naming holder and since.
+    let out = f.run(3, &["create"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("held by") && err.contains(&format!("pid {a_pid}")) && err.contains("create"),
+        "{err}"
+    );
+    assert!(err.contains(" since 20"), "{err}");
+    assert!(text(&out.stdout).is_empty());
+    // So do prune, delete and restore; list does not take the lock.
+    f.run(3, &["prune", "--keep-last", "1"]);
+    f.run(3, &["delete", "backup-20260101000000000000"]);
+    f.run(3, &["restore", "backup-20260101000000000000", "--yes"]);
+    assert!(f.list().is_empty());
+
+    // A third create waits for it.
+    let waiter = f
+        .cmd()
+        .args(["--lock-wait", "600", "create"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    f.open_gate();
+    let a = a.wait_with_output().unwrap();
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a.stderr));
+    let waited = waiter.wait_with_output().unwrap();
+    assert_eq!(waited.status.code(), Some(0), "{}", text(&waited.stderr));
+    let list = f.list();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(list.iter().all(|b| b["status"] == "complete"), "{list:?}");
+    assert_eq!(f.lock(), None, "released at the end");
+}
+
+#[test]
+fn a_killed_process_lock_expires_and_is_taken_over() {
+    let f = Cli::new();
+    let (a, aws_pid) = f.start_gated_create(&["--lock-ttl", "2"]);
+    let a_pid = a.id();
+    signal(a_pid as i32, nix::sys::signal::Signal::SIGKILL);
+    let _ = a.wait_with_output();
+    signal(aws_pid, nix::sys::signal::Signal::SIGKILL);
+    let stale = f.lock().expect("a killed process cannot release its lock");
+    assert_eq!(stale.owner.unwrap().pid, a_pid);
+
+    // Until it expires (2 s after its last refresh by the server's clock), it holds.
+    // A waiting operation takes it over once expired, and says so.
+    let out = f.run(0, &["--lock-wait", "600", "prune"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("took over an expired backup lock"), "{err}");
+    assert!(err.contains(&format!("pid {a_pid}")), "{err}");
+    assert_eq!(f.lock(), None);
+    f.run(0, &["create"]);
+    assert_eq!(f.list().len(), 1);
+}
+
+#[test]
+fn unlock_removes_a_dead_processes_lock_after_confirmation() {
+    let f = Cli::new();
+    let (a, aws_pid) = f.start_gated_create(&[]);
+    let a_pid = a.id();
+    signal(a_pid as i32, nix::sys::signal::Signal::SIGKILL);
+    let _ = a.wait_with_output();
+    signal(aws_pid, nix::sys::signal::Signal::SIGKILL);
+    // Five minutes to live: held.
+    let err = text(&f.run(3, &["create"]).stderr);
+    assert!(err.contains("synapse-backup unlock"), "{err}");
+    // No terminal to confirm on: refused, nothing changed.
+    let err = text(&f.run(2, &["unlock"]).stderr);
+    assert!(
+        err.contains("--yes") && err.contains(&format!("pid {a_pid}")),
+        "{err}"
+    );
+    assert!(f.lock().is_some());
+    let out = f.run(0, &["unlock", "--yes"]);
+    assert!(
+        text(&out.stdout).contains("removed the backup lock"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(f.lock(), None);
+    let out = f.run(0, &["unlock", "--yes"]);
+    assert!(
+        text(&out.stdout).contains("no backup lock"),
+        "{}",
+        text(&out.stdout)
+    );
+    f.run(0, &["create"]);
+}
+
+#[test]
+fn the_lock_is_released_on_every_failure_path_of_the_binary() {
+    use nix::sys::signal::Signal;
+    let f = Cli::new();
+    // Interrupted (SIGINT, SIGTERM) creates: cleaned up, lock released.
+    for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+        let (a, _) = f.start_gated_create(&[]);
+        assert!(f.lock().is_some());
+        signal(a.id() as i32, sig);
+        let out = a.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out.stderr));
+        assert_eq!(f.lock(), None, "{sig:?}");
+    }
+    // A failing upload.
+    f.run(1, &["--aws", "/bin/false", "create"]);
+    assert_eq!(f.lock(), None);
+    // A failing restore (no such backup) and delete.
+    f.run(1, &["restore", "backup-20260101000000000000", "--yes"]);
+    assert_eq!(f.lock(), None);
+    f.run(1, &["delete", "backup-20260101000000000000"]);
+    assert_eq!(f.lock(), None);
+    // Nothing to back up.
+    std::fs::remove_dir_all(&f.tree.root).unwrap();
+    std::fs::create_dir_all(f.tree.data.clone()).unwrap();
+    std::fs::write(
+        f.tree.data.join("homeserver.yaml"),
+        "server_name: example.org\n",
+    )
+    .unwrap();
+    let out = f.cmd().arg("create").output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(f.lock(), None, "{}", text(&out.stderr));
+    assert!(f.list().is_empty());
+    let _ = &f.dir;
+}
+
+#[test]
+fn no_lock_runs_against_a_server_without_conditional_writes() {
+    let mut f = Cli::new();
+    let root = f.server.root.clone();
+    let credentials = (f.server.access_key.clone(), f.server.secret_key.clone());
+    let port = f.server.port();
+    f.server.stop_blocking();
+    f.server = TestS3Server::start_blocking(ServerOptions {
+        root: Some(root),
+        port: Some(port),
+        credentials: Some(credentials),
+        no_conditional_writes: true,
+        ..ServerOptions::default()
+    });
+    let err = text(&f.run(2, &["create"]).stderr);
+    assert!(
+        err.contains("does not honour conditional writes") && err.contains("--no-lock"),
+        "{err}"
+    );
+    assert!(f.list().is_empty());
+    f.run(0, &["--no-lock", "create"]);
+    f.run(0, &["--no-lock", "prune", "--keep-last", "1"]);
+    assert_eq!(f.list().len(), 1);
+    assert_eq!(f.lock(), None);
+}
