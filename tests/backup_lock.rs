@@ -781,8 +781,10 @@ fn signal(pid: i32, signal: nix::sys::signal::Signal) {
 #[test]
 fn two_creates_at_once_one_holds_the_other_reports_the_holder_or_waits() {
     let f = Cli::new();
-    let (a, _) = f.start_gated_create(&[]);
+    // A short time to live: the running create keeps its lock by refreshing it.
+    let (a, _) = f.start_gated_create(&["--lock-ttl", "1"]);
     let a_pid = a.id();
+    std::thread::sleep(Duration::from_secs(4));
     let info = f.lock().expect("the running create holds the lock");
     let holder = info.owner.clone().unwrap();
     assert_eq!((holder.pid, holder.operation.as_str()), (a_pid, "create"));
@@ -938,4 +940,115 @@ fn no_lock_runs_against_a_server_without_conditional_writes() {
     f.run(0, &["--no-lock", "prune", "--keep-last", "1"]);
     assert_eq!(f.list().len(), 1);
     assert_eq!(f.lock(), None);
+}
+
+/// On moto (which lists multipart uploads): a create whose upload is half-way (two
+/// parts sent, the rest held back) holds the lock, so a prune started meanwhile leaves
+/// its multipart upload alone, even with leftovers older than nothing; the create then
+/// finishes.
+#[test]
+fn a_prune_started_during_a_create_leaves_its_upload_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let real_aws = env::aws();
+    let moto = MotoServer::start();
+    moto.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let tree = synapse_tree::SynapseTree::create(
+        &dir.path().join("root"),
+        &synapse_tree::TreeSpec {
+            media_files: 6,
+            media_bytes: 30 << 20,
+            ..synapse_tree::TreeSpec::default()
+        },
+    );
+    let s3_file = dir.path().join("s3.yaml");
+    std::fs::write(
+        &s3_file,
+        format!(
+            "access-key: testing\nsecret-key: testing\nbucket: {BUCKET}\nendpoint: {}\n\
+             region: us-east-1\ns3-uri-style: path\npath: synapse/backups\n",
+            moto.endpoint
+        ),
+    )
+    .unwrap();
+    let passphrase_file = dir.path().join("passphrase");
+    std::fs::write(&passphrase_file, "correct horse battery staple\n").unwrap();
+    let go = dir.path().join("go");
+    // The first 12 MiB go through (the upload is multipart with 5 MiB parts), the rest
+    // waits for `go`.
+    let half_way_aws = dir.path().join("half-way-aws");
+    std::fs::write(
+        &half_way_aws,
+        format!(
+            "#!/usr/bin/env bash\n{{ head -c 12582912; while [ ! -e '{}' ]; do sleep 0.05; done; cat; }} | '{}' \"$@\"\n",
+            go.display(),
+            real_aws.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&half_way_aws, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cmd = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_synapse-backup"));
+        cmd.env_remove("RUST_LOG")
+            .env_remove("SYNAPSE_BACKUP_ACCESS_KEY")
+            .env_remove("SYNAPSE_BACKUP_SECRET_KEY")
+            .arg("--root")
+            .arg(&tree.root)
+            .arg("--s3")
+            .arg(&s3_file)
+            .arg("--passphrase-file")
+            .arg(&passphrase_file)
+            .stdin(std::process::Stdio::null());
+        cmd
+    };
+    let create = cmd()
+        .arg("--aws")
+        .arg(&half_way_aws)
+        .arg("create")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = client_for(moto.relation_data(BUCKET));
+    let uploads = || {
+        let client = client.clone();
+        block_on(async move { client.list_multipart_uploads("synapse/").await.unwrap() })
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while uploads().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the create never started its multipart upload; moto log: {}",
+            moto.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = uploads();
+
+    // prune: the lock is held, so it does not run; its dry run leaves the upload alone.
+    let out = cmd().args(["prune", "--keep-last", "1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let out = cmd().args(["prune", "--dry-run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("abort 0 stale upload(s)") && report.contains("left alone"),
+        "{report}"
+    );
+    assert_eq!(
+        uploads(),
+        before,
+        "the running create's upload is untouched"
+    );
+
+    std::fs::write(&go, "").unwrap();
+    let out = create.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(uploads().is_empty());
+    let listed = {
+        let client = client.clone();
+        block_on(async move { list_backups(&client).await.unwrap() })
+    };
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, BackupStatus::Complete);
 }
