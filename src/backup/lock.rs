@@ -255,6 +255,8 @@ pub struct LockInfo {
     pub ttl: Option<Duration>,
     /// Released by its holder: free.
     pub released: bool,
+    /// The holder's token (unique per acquisition).
+    token: Option<String>,
 }
 
 impl LockInfo {
@@ -269,6 +271,7 @@ impl LockInfo {
                 etag,
                 ttl: Some(Duration::from_secs(record.ttl_seconds.max(1))),
                 released: record.released,
+                token: Some(record.token),
             },
             Err(_) => LockInfo {
                 key: key.to_string(),
@@ -278,6 +281,7 @@ impl LockInfo {
                 etag,
                 ttl: None,
                 released: false,
+                token: None,
             },
         }
     }
@@ -752,7 +756,7 @@ async fn release_with(
     key: &str,
     state: &Mutex<HeldState>,
 ) -> Result<(), BackupError> {
-    let (body, etag, delete) = {
+    let (body, mut etag, delete, token) = {
         let st = lock_state(state);
         if let Some(reason) = &st.lost {
             tracing::warn!(key, reason, "the backup lock was lost; not releasing it");
@@ -761,15 +765,31 @@ async fn release_with(
         let mut record = st.record.clone();
         record.released = true;
         record.refreshes += 1;
-        (record.to_json(), st.etag.clone(), st.conditional_delete)
+        (
+            record.to_json(),
+            st.etag.clone(),
+            st.conditional_delete,
+            st.record.token.clone(),
+        )
     };
-    let outcome = if delete {
-        client.delete_object_if_match(key, &etag).await?
-    } else {
-        client
-            .put_object_if_match(key, body, CONTENT_TYPE, &etag)
-            .await?
-    };
+    let mut outcome = Conditional::PreconditionFailed;
+    for _ in 0..2 {
+        outcome = if delete {
+            client.delete_object_if_match(key, &etag).await?
+        } else {
+            client
+                .put_object_if_match(key, body.clone(), CONTENT_TYPE, &etag)
+                .await?
+        };
+        if outcome != Conditional::PreconditionFailed {
+            break;
+        }
+        // A refresh cut short may have landed: still ours under a newer ETag?
+        match still_ours(client, key, &token).await {
+            Some(current) => etag = current,
+            None => break,
+        }
+    }
     match outcome {
         Conditional::Done { .. } => tracing::info!(key, "backup lock released"),
         Conditional::PreconditionFailed | Conditional::Missing => tracing::warn!(
@@ -779,6 +799,15 @@ async fn release_with(
     }
     lock_state(state).lost = Some("released".into());
     Ok(())
+}
+
+/// The lock's current ETag when it is still ours (our token, not released): a write of
+/// ours may have landed although its answer was lost.
+async fn still_ours(client: &S3Client, key: &str, token: &str) -> Option<String> {
+    match read(client, key).await {
+        Ok(Some(info)) if !info.released && info.token.as_deref() == Some(token) => Some(info.etag),
+        _ => None,
+    }
 }
 
 fn lock_state(state: &Mutex<HeldState>) -> std::sync::MutexGuard<'_, HeldState> {
@@ -825,7 +854,14 @@ async fn refresh_loop(
                 }
                 last_ok = Instant::now();
             }
-            Ok(_) => {
+            Ok(Conditional::PreconditionFailed | Conditional::Missing) => {
+                // A refresh whose answer was lost may have landed: still ours?
+                let token = lock_state(&state).record.token.clone();
+                if let Some(current) = still_ours(&client, &key, &token).await {
+                    lock_state(&state).etag = current;
+                    last_ok = Instant::now();
+                    continue;
+                }
                 let reason = "another operation took the lock over".to_string();
                 tracing::error!(key, reason, "the backup lock was lost");
                 lock_state(&state).lost = Some(reason);
