@@ -3,9 +3,11 @@
 
 pub mod client;
 pub mod parameters;
+pub mod sse;
 
 pub use client::{MultipartUpload, ObjectHead, ObjectInfo, S3Client};
 pub use parameters::{AddressingStyle, S3Parameters, S3ParametersBuilder};
+pub use sse::{CustomerKey, ServerSideEncryption};
 
 /// The key prefix for a relation `path`: leading and trailing slashes stripped and
 /// repeated slashes collapsed (`"/a//b/"` → `"a/b"`); empty for the bucket root.
