@@ -797,7 +797,7 @@ fn pem_list(problems: &mut Problems, value: Option<Value>) -> Vec<PemEntry> {
             if s.is_empty() {
                 return Vec::new();
             }
-            if !s.starts_with(['[', '"']) {
+            if !s.starts_with(['[', '"', '{']) {
                 vec![Value::String(s.to_string())]
             } else {
                 match serde_json::from_str::<Value>(s) {
@@ -1213,10 +1213,10 @@ fn check_pem(pem: &str) -> Result<(), String> {
 
 /// A `tls-ca-chain` entry as PEM text: PEM as given, or decoded from base64 (of PEM
 /// text, or of one DER certificate, which is wrapped in PEM).
-fn as_pem(text: &str) -> Result<String, String> {
-    let text = text.trim();
+fn as_pem(given: &str) -> Result<String, String> {
+    let text = given.trim();
     if text.starts_with("-----BEGIN") {
-        return Ok(text.to_string());
+        return Ok(given.to_string());
     }
     let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     let Ok(bytes) = BASE64.decode(compact.as_bytes()) else {
