@@ -198,8 +198,12 @@ fn manifest_like() -> impl Strategy<Value = Vec<u8>> {
         "compression",
         "nonce",
     ]);
-    hash_map(keys, json, 0..22)
-        .prop_map(|m| serde_json::to_vec(&Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())).unwrap())
+    hash_map(keys, json, 0..22).prop_map(|m| {
+        serde_json::to_vec(&Value::Object(
+            m.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        ))
+        .unwrap()
+    })
 }
 
 #[test]
@@ -225,18 +229,43 @@ fn arbitrary_manifests_give_ok_or_a_config_error() {
 fn listing_like() -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
         prop::sample::select(vec![
-            "f", "d", "l", "-rw-r--r--", "drwxr-xr-x", "lrwxrwxrwx", "crw-rw-rw-", "-rwsr-sr-t",
-            "0/0", "1000/1000", "synapse/synapse", "12", "0", "-1", "4,5", "1,", "18446744073709551616",
-            "2026-11-30", "10:00", "10:00:59", "Creating", "directory:", "->", "link to", "./",
-            "data/homeserver.db", "a\\nb", "\\303\\251", "\\", "\\777",
+            "f",
+            "d",
+            "l",
+            "-rw-r--r--",
+            "drwxr-xr-x",
+            "lrwxrwxrwx",
+            "crw-rw-rw-",
+            "-rwsr-sr-t",
+            "0/0",
+            "1000/1000",
+            "synapse/synapse",
+            "12",
+            "0",
+            "-1",
+            "4,5",
+            "1,",
+            "18446744073709551616",
+            "2026-11-30",
+            "10:00",
+            "10:00:59",
+            "Creating",
+            "directory:",
+            "->",
+            "link to",
+            "./",
+            "data/homeserver.db",
+            "a\\nb",
+            "\\303\\251",
+            "\\",
+            "\\777",
         ])
         .prop_map(str::to_string),
         any::<String>(),
     ];
     let line = vec(piece, 0..9).prop_map(|p| p.join(" "));
-    (vec(line, 0..6), any::<bool>()).prop_map(|(lines, nul)| {
-        lines.join(if nul { "\0" } else { "\n" }).into_bytes()
-    })
+    (vec(line, 0..6), any::<bool>())
+        .prop_map(|(lines, nul)| lines.join(if nul { "\0" } else { "\n" }).into_bytes())
 }
 
 #[test]

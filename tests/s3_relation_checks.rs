@@ -50,7 +50,12 @@ fn ca_pem() -> String {
 
 #[test]
 fn a_region_with_a_newline_is_refused_naming_region() {
-    for region in ["us-east-1\nx", "us-east\n-1", "eu-west-1\r\n[profile x]", "a\tb"] {
+    for region in [
+        "us-east-1\nx",
+        "us-east\n-1",
+        "eu-west-1\r\n[profile x]",
+        "a\tb",
+    ] {
         let e = S3Parameters::from_relation_data(&with("region", region)).unwrap_err();
         assert_eq!(e.fields(), vec!["region"], "{region:?}: {e}");
         assert!(e.to_string().contains("region: "), "{e}");
@@ -64,7 +69,14 @@ fn a_region_with_a_newline_is_refused_naming_region() {
         );
     }
     // AWS regions and the names S3-compatible servers use.
-    for region in ["us-east-1", "us-gov-west-1", "fr-par", "nyc3", "auto", "default"] {
+    for region in [
+        "us-east-1",
+        "us-gov-west-1",
+        "fr-par",
+        "nyc3",
+        "auto",
+        "default",
+    ] {
         S3Parameters::from_relation_data(&with("region", region))
             .unwrap_or_else(|e| panic!("{region}: {e}"));
     }
@@ -97,7 +109,10 @@ fn no_field_may_hold_a_control_character() {
     }
     // An attribute value with a control character (a header it would be sent as).
     assert_eq!(
-        refused_fields(&with("attributes", r#"["Cache-Control=max-age=1\r\nX-Evil: 1"]"#)),
+        refused_fields(&with(
+            "attributes",
+            r#"["Cache-Control=max-age=1\r\nX-Evil: 1"]"#
+        )),
         vec!["attributes"]
     );
 }
@@ -136,7 +151,10 @@ fn certificates_the_tls_stack_cannot_load_are_refused() {
         BASE64.encode(&bytes)
     );
     let chain = serde_json::to_string(&[&bad]).unwrap();
-    assert_eq!(refused_fields(&with("tls-ca-chain", &chain)), vec!["tls-ca-chain"]);
+    assert_eq!(
+        refused_fields(&with("tls-ca-chain", &chain)),
+        vec!["tls-ca-chain"]
+    );
     // The good one loads: building the client (and its TLS setup) does not panic.
     let chain = serde_json::to_string(&[&pem]).unwrap();
     let params = S3Parameters::from_relation_data(&with("tls-ca-chain", &chain)).unwrap();
@@ -148,7 +166,11 @@ fn base64_ca_entries_are_accepted_as_the_interface_specifies() {
     let (a, b) = (ca_pem(), ca_pem());
     let a64 = BASE64.encode(a.as_bytes());
     let chain64 = BASE64.encode(format!("{a}{b}").as_bytes());
-    let der64 = BASE64.encode(CertificateDer::from_pem_slice(b.as_bytes()).unwrap().as_ref());
+    let der64 = BASE64.encode(
+        CertificateDer::from_pem_slice(b.as_bytes())
+            .unwrap()
+            .as_ref(),
+    );
     for (value, entries) in [
         (serde_json::to_string(&[&a64]).unwrap(), 1),
         (serde_json::to_string(&[&a64, &der64]).unwrap(), 2),
@@ -170,7 +192,10 @@ fn base64_ca_entries_are_accepted_as_the_interface_specifies() {
         serde_json::to_string(&[BASE64.encode("hello")]).unwrap(),
         "base64-encoded-ca-chain==".to_string(),
     ] {
-        assert_eq!(refused_fields(&with("tls-ca-chain", &bad)), vec!["tls-ca-chain"]);
+        assert_eq!(
+            refused_fields(&with("tls-ca-chain", &bad)),
+            vec!["tls-ca-chain"]
+        );
     }
 }
 

@@ -162,7 +162,10 @@ fn session_tokens_are_accepted_and_never_shown() {
     let p = S3Parameters::from_relation_data_with_secret(&databag, &secret).unwrap();
     assert_eq!(p.session_token(), Some(token));
     let shown = format!("{p:?} {p}");
-    assert!(!shown.contains(token) && shown.contains("session_token"), "{shown}");
+    assert!(
+        !shown.contains(token) && shown.contains("session_token"),
+        "{shown}"
+    );
     let built = S3Parameters::builder(ACCESS, SECRET, "b-1")
         .region("eu-west-1")
         .session_token(token)

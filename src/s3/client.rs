@@ -173,7 +173,9 @@ impl S3Client {
     }
 
     fn customer_key(&self) -> Option<&super::sse::CustomerKey> {
-        self.sse.as_ref().and_then(ServerSideEncryption::customer_key)
+        self.sse
+            .as_ref()
+            .and_then(ServerSideEncryption::customer_key)
     }
 
     /// The full key of `name` under the configured path (see [`super::object_key`]).
@@ -378,9 +380,8 @@ impl S3Client {
                     .set_ssekms_key_id(key_id.clone());
             }
             Some(sse) => {
-                request = request.server_side_encryption(SdkSse::from(
-                    sse.algorithm().unwrap_or(AES256),
-                ));
+                request =
+                    request.server_side_encryption(SdkSse::from(sse.algorithm().unwrap_or(AES256)));
             }
         }
         request

@@ -1,6 +1,7 @@
 //! S3-compatible storage: the relation's parameters ([`S3Parameters`]) and a client
 //! ([`S3Client`]) for the configured bucket.
 
+pub mod aws_cli;
 pub mod client;
 pub mod parameters;
 pub mod sse;

@@ -622,7 +622,9 @@ impl TryFrom<RawS3Parameters> for S3Parameters {
                 "names the juju secret holding access-key and secret-key (s3 interface v1): \
                  read it and pass its content with from_relation_data_with_secret",
             );
-            problems.discarded.extend(["access-key".into(), "secret-key".into()]);
+            problems
+                .discarded
+                .extend(["access-key".into(), "secret-key".into()]);
         }
         let mut sse_problems = Vec::new();
         let server_side_encryption = sse::extract(&mut checked.attributes, &mut sse_problems);
@@ -801,18 +803,18 @@ fn pem_list(problems: &mut Problems, value: Option<Value>) -> Vec<PemEntry> {
                 vec![Value::String(s.to_string())]
             } else {
                 match serde_json::from_str::<Value>(s) {
-                Ok(Value::Array(list)) => list,
-                Ok(Value::String(pem)) => vec![Value::String(pem)],
-                Ok(other) => {
-                    problems.discard(
-                        FIELD,
-                        format!(
-                            "must be a list of PEM certificates, not {}",
-                            type_name(&other)
-                        ),
-                    );
-                    return Vec::new();
-                }
+                    Ok(Value::Array(list)) => list,
+                    Ok(Value::String(pem)) => vec![Value::String(pem)],
+                    Ok(other) => {
+                        problems.discard(
+                            FIELD,
+                            format!(
+                                "must be a list of PEM certificates, not {}",
+                                type_name(&other)
+                            ),
+                        );
+                        return Vec::new();
+                    }
                     Err(_) => {
                         problems.discard(FIELD, "must be a JSON list of PEM certificates");
                         return Vec::new();
@@ -880,7 +882,9 @@ fn attribute_map(problems: &mut Problems, value: Option<Value>) -> BTreeMap<Stri
             out.insert(name, value);
         }
     };
-    let pairs = |problems: &mut Problems, items: Vec<String>, insert: &mut dyn FnMut(&mut Problems, String, String)| {
+    let pairs = |problems: &mut Problems,
+                 items: Vec<String>,
+                 insert: &mut dyn FnMut(&mut Problems, String, String)| {
         for (i, item) in items.iter().enumerate() {
             let item = item.trim();
             if item.is_empty() {
@@ -949,7 +953,10 @@ fn attribute_map(problems: &mut Problems, value: Option<Value>) -> BTreeMap<Stri
         other => {
             problems.discard(
                 FIELD,
-                format!("must be a map or Name=value list, not {}", type_name(&other)),
+                format!(
+                    "must be a map or Name=value list, not {}",
+                    type_name(&other)
+                ),
             );
             return BTreeMap::new();
         }
@@ -1025,7 +1032,9 @@ fn header_safe_secret(value: &str) -> Result<(), ValidationError> {
     if value.chars().all(|c| c.is_ascii_graphic()) {
         Ok(())
     } else {
-        Err(rule("may contain only visible ASCII characters (no spaces)"))
+        Err(rule(
+            "may contain only visible ASCII characters (no spaces)",
+        ))
     }
 }
 
@@ -1053,9 +1062,7 @@ fn region_name(region: &str) -> Result<(), ValidationError> {
     if ok {
         Ok(())
     } else if has_control(region) {
-        Err(rule(format!(
-            "{region:?} is not a region name: {CONTROL}"
-        )))
+        Err(rule(format!("{region:?} is not a region name: {CONTROL}")))
     } else {
         Err(rule(format!(
             "{region:?} is not a region name (like us-east-1: lower-case letters, digits and hyphens)"
@@ -1205,7 +1212,10 @@ fn check_pem(pem: &str) -> Result<(), String> {
     }
     for (i, der) in ders.iter().enumerate() {
         webpki::anchor_from_trusted_cert(der).map_err(|e| {
-            format!("certificate {} is not a valid X.509 certificate ({e})", i + 1)
+            format!(
+                "certificate {} is not a valid X.509 certificate ({e})",
+                i + 1
+            )
         })?;
     }
     Ok(())
@@ -1317,7 +1327,11 @@ mod tests {
 
     #[test]
     fn webpki_rejects_garbage_the_sdk_would_panic_on() {
-        for der in [&b""[..], &[0x30, 0x03, 0x02, 0x01, 0x01], &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]] {
+        for der in [
+            &b""[..],
+            &[0x30, 0x03, 0x02, 0x01, 0x01],
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+        ] {
             let pem = format!(
                 "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
                 BASE64.encode(der)

@@ -108,9 +108,9 @@ impl CustomerKey {
     /// # Errors
     /// A message (without the key) when it is not the base64 of exactly 32 bytes.
     pub fn from_base64(text: &str) -> Result<Self, String> {
-        let bytes = BASE64
-            .decode(text.trim())
-            .map_err(|_| "must be the base64 of a 32-byte (256-bit) key: it is not base64".to_string())?;
+        let bytes = BASE64.decode(text.trim()).map_err(|_| {
+            "must be the base64 of a 32-byte (256-bit) key: it is not base64".to_string()
+        })?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
             format!(
                 "must be the base64 of a 32-byte (256-bit) key, not of {} bytes",
@@ -276,7 +276,10 @@ mod tests {
         assert_eq!(left, 1, "other attributes stay");
         let (sse, p, _) = run(&[
             ("X-Amz-Server-Side-Encryption", "aws:kms"),
-            ("X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id", "alias/backups"),
+            (
+                "X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id",
+                "alias/backups",
+            ),
         ]);
         assert_eq!(
             sse,
@@ -345,7 +348,10 @@ mod tests {
             assert!(sse.is_none());
             let text = problems.join("; ");
             assert!(text.contains(why), "{pairs:?}: {text}");
-            assert!(!text.contains(KEY) && !text.contains("CuStoMerKey"), "{text}");
+            assert!(
+                !text.contains(KEY) && !text.contains("CuStoMerKey"),
+                "{text}"
+            );
         }
     }
 

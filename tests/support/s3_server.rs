@@ -33,6 +33,9 @@ use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::sync::oneshot;
 
+#[path = "sse_c.rs"]
+pub mod sse_c;
+
 /// The region the servers here are used with.
 pub const REGION: &str = "us-east-1";
 
@@ -50,6 +53,9 @@ pub struct ServerOptions {
     pub credentials: Option<(String, String)>,
     /// Serve HTTPS with this identity instead of plain HTTP.
     pub tls: Option<TlsIdentity>,
+    /// What the SSE-C enforcement ([`sse_c::SseC`]) knows and saw; pass a clone to
+    /// inspect it (it survives restarts).
+    pub sse: sse_c::SseState,
 }
 
 /// A PEM server certificate (chain) and its PEM private key.
@@ -338,6 +344,12 @@ impl TestS3Server {
         (server, ready_rx)
     }
 
+    /// The SSE-C enforcement's state: which objects have a customer key, what
+    /// encryption headers each request carried.
+    pub fn sse(&self) -> &sse_c::SseState {
+        &self.options.sse
+    }
+
     /// The port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
@@ -492,7 +504,7 @@ async fn serve(
         }
     };
     let service = {
-        let mut builder = S3ServiceBuilder::new(fs);
+        let mut builder = S3ServiceBuilder::new(sse_c::SseC::new(fs, options.sse.clone()));
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
         builder.build()
     };
