@@ -558,9 +558,11 @@ where
             // status usually means.
             None => text.push_str(match status {
                 301 | 307 => " (redirected: wrong region or endpoint?)",
-                400 => " (bad request: wrong region or addressing style?)",
+                400 => {
+                    " (bad request: wrong region or addressing style, or SSE-C keys that do not match the object's?)"
+                }
                 403 => {
-                    " (forbidden: wrong access key or secret key, or no permission on the bucket)"
+                    " (forbidden: wrong access key, secret key or SSE-C key, or no permission on the bucket)"
                 }
                 404 => " (not found)",
                 _ => "",
