@@ -313,7 +313,7 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
             )
             .await
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     };
     let sha = work::read_text(container, layout, &work.file("sha256"))
         .await
@@ -409,7 +409,7 @@ pub async fn restore_backup_with<C: Container + ?Sized>(
             )
             .await
         }
-        Err(e) => Err((e.into(), false)),
+        Err(e) => Err((e, false)),
     };
     match result {
         Ok((restored, dropped)) => {
