@@ -16,6 +16,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::Value;
 use synapse_backup::backup::manifest::{InnerManifest, Manifest, parse_listing};
 use synapse_backup::backup::restore_plan::parse_members;
+use synapse_backup::s3::aws_cli::{self, Transfer, TransferSettings};
 use synapse_backup::{ConfigError, S3Client, S3Parameters};
 
 const SEED: [u8; 32] = *b"synapse-backup proptest seed 014";
@@ -93,9 +94,21 @@ fn valid() -> HashMap<String, String> {
     .collect()
 }
 
-/// What a caller does with accepted parameters: none of it may panic.
+/// What a caller does with accepted parameters: none of it may panic, and the aws CLI
+/// config file they give always has exactly its seven lines (nothing injected).
 fn use_parameters(runtime: &tokio::runtime::Runtime, params: &S3Parameters) {
     let _ = format!("{params:?} {params}");
+    let config = aws_cli::config_file(params, &TransferSettings::new(4, 8))
+        .expect("accepted parameters give a config file");
+    assert_eq!(config.lines().count(), 7, "{config}");
+    for transfer in [Transfer::Upload, Transfer::Download] {
+        for arg in aws_cli::sse_args(params, transfer, "/work/sse-c.key") {
+            assert!(!arg.chars().any(char::is_control), "{arg:?}");
+        }
+    }
+    for (name, value) in aws_cli::credential_env(params) {
+        assert!(!value.contains('\0'), "{name} holds a NUL");
+    }
     let _guard = runtime.enter();
     let client = S3Client::new(params).expect("accepted parameters build a client");
     let _ = format!("{client:?}");
