@@ -874,65 +874,33 @@ fn scalar(value: &Value) -> Option<String> {
 /// messages (they may hold an SSE-C key).
 fn attribute_map(problems: &mut Problems, value: Option<Value>) -> BTreeMap<String, String> {
     const FIELD: &str = "attributes";
-    let mut out = BTreeMap::new();
-    let mut insert = |problems: &mut Problems, name: String, value: String| {
-        if let Some(old) = out.keys().find(|k: &&String| k.eq_ignore_ascii_case(&name)) {
-            problems.add(FIELD, format!("{old:?} is given more than once"));
-        } else {
-            out.insert(name, value);
-        }
-    };
-    let pairs = |problems: &mut Problems,
-                 items: Vec<String>,
-                 insert: &mut dyn FnMut(&mut Problems, String, String)| {
-        for (i, item) in items.iter().enumerate() {
-            let item = item.trim();
-            if item.is_empty() {
-                continue;
-            }
-            match item.split_once('=') {
-                Some((k, v)) => insert(problems, k.trim().to_string(), v.trim().to_string()),
-                None => problems.add(
-                    FIELD,
-                    format!("entry {} is not of the form Name=value", i + 1),
-                ),
-            }
-        }
-    };
     let value = match value {
         None | Some(Value::Null) => return BTreeMap::new(),
-        Some(Value::String(s)) => {
-            let t = s.trim();
-            if t.starts_with('{') || t.starts_with('[') {
-                match serde_json::from_str::<Value>(t) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        problems.discard(FIELD, "is not valid JSON");
-                        return BTreeMap::new();
-                    }
+        Some(Value::String(s)) if s.trim().starts_with(['{', '[']) => {
+            match serde_json::from_str::<Value>(s.trim()) {
+                Ok(v) => v,
+                Err(_) => {
+                    problems.discard(FIELD, "is not valid JSON");
+                    return BTreeMap::new();
                 }
-            } else {
-                pairs(
-                    problems,
-                    t.split(';').map(str::to_string).collect(),
-                    &mut insert,
-                );
-                return out;
             }
         }
         Some(v) => v,
     };
-    match value {
+    let entries = match value {
+        Value::String(s) => name_value_entries(problems, s.split(';')),
         Value::Object(map) => {
+            let mut entries = Vec::new();
             for (k, v) in map {
                 match scalar(&v) {
-                    Some(s) => insert(problems, k, s),
+                    Some(s) => entries.push((k, s)),
                     None => problems.add(
                         FIELD,
                         format!("the value of {k:?} must be a string, not {}", type_name(&v)),
                     ),
                 }
             }
+            entries
         }
         Value::Array(items) => {
             let mut strings = Vec::new();
@@ -948,7 +916,7 @@ fn attribute_map(problems: &mut Problems, value: Option<Value>) -> BTreeMap<Stri
                     ),
                 }
             }
-            pairs(problems, strings, &mut insert);
+            name_value_entries(problems, strings.iter().map(String::as_str))
         }
         other => {
             problems.discard(
@@ -959,6 +927,37 @@ fn attribute_map(problems: &mut Problems, value: Option<Value>) -> BTreeMap<Stri
                 ),
             );
             return BTreeMap::new();
+        }
+    };
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in entries {
+        if let Some(old) = out.keys().find(|k| k.eq_ignore_ascii_case(&name)) {
+            problems.add(FIELD, format!("{old:?} is given more than once"));
+        } else {
+            out.insert(name, value);
+        }
+    }
+    out
+}
+
+/// `Name=value` entries (blank ones skipped), split at their first `=` and trimmed.
+/// A malformed entry is reported by its position, never echoed.
+fn name_value_entries<'a>(
+    problems: &mut Problems,
+    items: impl Iterator<Item = &'a str>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, item) in items.enumerate() {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        match item.split_once('=') {
+            Some((k, v)) => out.push((k.trim().to_string(), v.trim().to_string())),
+            None => problems.add(
+                "attributes",
+                format!("entry {} is not of the form Name=value", i + 1),
+            ),
         }
     }
     out
