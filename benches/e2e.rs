@@ -1454,7 +1454,8 @@ fn run_sections(
         let aws_config = bench.base.join("upload-aws-config");
         fs::write(
             &aws_config,
-            synapse_backup::backup::plan::aws_config_file(&bench.params, &config.options),
+            synapse_backup::backup::plan::aws_config_file(&bench.params, &config.options)
+                .map_err(|e| e.to_string())?,
         )?;
         for round in 1..=config.rounds {
             let (r, cost) = bench.sampler.measure(|| bench.tar_alone(&list));

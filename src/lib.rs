@@ -73,8 +73,8 @@ pub use container::{
 };
 pub use error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
 pub use s3::{
-    AddressingStyle, MultipartUpload, ObjectHead, ObjectInfo, S3Client, S3Parameters,
-    S3ParametersBuilder,
+    AddressingStyle, CustomerKey, MultipartUpload, ObjectHead, ObjectInfo, S3Client, S3Parameters,
+    S3ParametersBuilder, ServerSideEncryption,
 };
 
 /// The README's examples, compiled and run as doctests.

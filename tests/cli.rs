@@ -26,7 +26,8 @@ const PREFIX: &str = "synapse/backups";
 const PASSPHRASE: &str = "correct horse battery staple";
 
 /// The variables the CLI reads, removed so the caller's environment cannot leak in.
-const CLI_VARS: [&str; 6] = [
+const CLI_VARS: [&str; 7] = [
+    "AWS_SESSION_TOKEN",
     "SYNAPSE_BACKUP_ROOT",
     "SYNAPSE_BACKUP_S3",
     "SYNAPSE_BACKUP_PASSPHRASE",
@@ -397,6 +398,72 @@ fn secrets_can_come_from_the_environment_and_s3_parameters_from_json() {
     );
 
     f.assert_no_secrets(&["file-secret-key-not-the-real-one", "not the passphrase"]);
+}
+
+#[test]
+fn a_v1_s3_file_with_sse_c_and_a_session_token_from_the_environment() {
+    use base64::Engine as _;
+    let f = Fixture::new();
+    let key = "kbdHqFF4TiFej05J2TfqXDRc4QcyvesAQYmfnQvOosY=";
+    let ca = base64::engine::general_purpose::STANDARD
+        .encode(s3_server::TestCertificates::generate().ca_pem);
+    // The s3 interface v1's keys, with the access and secret keys given directly.
+    let v1 = f.dir.path().join("s3-v1.yaml");
+    fs::write(
+        &v1,
+        format!(
+            "bucket: {BUCKET}\nsecret-extra: secret://5f1e7a52/d4kq8m7mp25c76d6bdn0\n\
+             lib-version: \"1.10\"\naccess-key: {}\nsecret-key: {}\nendpoint: {}\n\
+             region: us-east-1\ns3-uri-style: path\npath: {PREFIX}\ns3-api-version: \"4\"\n\
+             tls-ca-chain: '[\"{ca}\"]'\n\
+             attributes: Cache-Control=no-store;X-Amz-Server-Side-Encryption-Customer-Key={key}\n",
+            f.server.access_key, f.server.secret_key, f.server.endpoint
+        ),
+    )
+    .unwrap();
+    let v1_cmd = || {
+        let mut cmd = f.bare();
+        cmd.arg("--root")
+            .arg(&f.tree.root)
+            .arg("--s3")
+            .arg(&v1)
+            .arg("--passphrase-file")
+            .arg(&f.passphrase_file)
+            .env("AWS_SESSION_TOKEN", "cli-session-token");
+        cmd
+    };
+    let out = f.expect(0, &mut v1_cmd(), &["create"]);
+    let id = stdout(&out).trim().to_string();
+    f.expect(0, &mut v1_cmd(), &["verify", &id]);
+    let seen = f.server.sse().seen();
+    assert!(seen.iter().any(|r| r.operation == "GetObject"), "{seen:?}");
+    for request in seen.iter().filter(|r| r.operation != "DeleteObject") {
+        assert!(
+            request.headers.contains(&(
+                "x-amz-server-side-encryption-customer-key".into(),
+                key.into()
+            )) && request
+                .headers
+                .contains(&("x-amz-security-token".into(), "cli-session-token".into())),
+            "{request:?}"
+        );
+    }
+    // The plain file has no customer key: the backup cannot be read with it.
+    f.expect(1, &mut f.cmd(), &["verify", &id]);
+    // A v1 file without the keys names what is missing.
+    let keyless = f.dir.path().join("s3-keyless.yaml");
+    let text: String = fs::read_to_string(&v1)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("access-key") && !l.starts_with("secret-key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&keyless, text).unwrap();
+    let mut cmd = f.bare();
+    cmd.arg("--s3").arg(&keyless);
+    let out = f.expect(2, &mut cmd, &["check"]);
+    assert!(stderr(&out).contains("secret-extra"), "{}", stderr(&out));
+    f.assert_no_secrets(&[key, "cli-session-token"]);
 }
 
 #[test]

@@ -125,7 +125,7 @@ fn every_field_through_relation_data_serde_and_the_builder() {
         ("storage-class", "STANDARD_IA"),
         ("tls-ca-chain", &serde_json::to_string(&[&ca]).unwrap()),
         ("s3-api-version", "4"),
-        ("attributes", "a=1,b=two"),
+        ("attributes", "a=1;b=two"),
         ("delete-older-than-days", "30"),
         ("unknown-key", "ignored"),
     ]);
@@ -392,7 +392,8 @@ fn tls_ca_chain_entries_are_pem_certificates() {
         format!("{}\n{}\n{}\n", lines[0], lines[1], lines[lines.len() - 1])
     };
     let cases: Vec<(String, &str)> = vec![
-        ("not json".into(), "JSON list"),
+        ("not json".into(), "not base64"),
+        ("[not json".into(), "JSON list"),
         ("{\"a\": 1}".into(), "list"),
         (
             serde_json::to_string(&["garbage"]).unwrap(),
@@ -489,6 +490,10 @@ fn delete_older_than_days_is_a_positive_whole_number() {
 
 #[test]
 fn attributes_in_every_shape() {
+    // Entries are separated by ';' (the interface's example); values keep ',' and '='.
+    let p = S3Parameters::from_relation_data(&with(&[("attributes", "a=1,b=2;c=x=y")])).unwrap();
+    assert_eq!(p.attributes().get("a").map(String::as_str), Some("1,b=2"));
+    assert_eq!(p.attributes().get("c").map(String::as_str), Some("x=y"));
     let get = |p: &S3Parameters| {
         p.attributes()
             .iter()
@@ -497,8 +502,8 @@ fn attributes_in_every_shape() {
             .join(",")
     };
     for value in [
-        "a=1,b=x y",
-        " a = 1 , b=x y ,",
+        "a=1;b=x y",
+        " a = 1 ; b=x y ;",
         "{\"a\": \"1\", \"b\": \"x y\"}",
         "{\"a\": 1, \"b\": \"x y\"}",
         "[\"a=1\", \"b=x y\"]",
@@ -522,7 +527,14 @@ fn attributes_in_every_shape() {
         get(&serde_accepts(json_with(json!({ "attributes": ["a=1"] })))),
         "a=1"
     );
-    for bad in ["novalue", "a=1,=2", "{not json", "{\"a\": [1]}"] {
+    for bad in [
+        "novalue",
+        "a=1;=2",
+        "{not json",
+        "{\"a\": [1]}",
+        "a=1;A=2",
+        "bad name=1",
+    ] {
         relation_rejects(&[("attributes", bad)], "attributes");
     }
     serde_rejects(json_with(json!({ "attributes": 3 })), "attributes");

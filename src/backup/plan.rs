@@ -14,8 +14,9 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
 use crate::backup::layout::{Layout, join};
 use crate::backup::scripts;
-use crate::error::BackupError;
+use crate::error::{BackupError, ConfigError};
 use crate::s3::S3Parameters;
+use crate::s3::aws_cli::{self, Transfer, TransferSettings};
 
 /// The metadata key our data objects carry (`x-amz-meta-created-by`).
 pub const METADATA_KEY: &str = "created-by";
@@ -212,24 +213,23 @@ pub fn check_passphrase(passphrase: &str) -> Result<(), BackupError> {
     }
 }
 
-/// The aws CLI config file used for one run instead of `aws configure set`.
-pub fn aws_config_file(params: &S3Parameters, options: &BackupOptions) -> String {
-    let style = match params.addressing_style() {
-        crate::AddressingStyle::Path => "path",
-        crate::AddressingStyle::Virtual => "virtual",
-    };
-    let mut config = format!(
-        "[default]\nregion = {}\ns3 =\n  addressing_style = {style}\n  max_concurrent_requests = {}\n  multipart_chunksize = {}MB\n  multipart_threshold = {}MB\n",
-        region(params),
-        options.upload_concurrency.max(1),
-        options.part_size_mib.max(5),
-        options.part_size_mib.max(5),
-    );
-    if let Some(limit) = options.max_bandwidth_mib {
-        config.push_str(&format!("  max_bandwidth = {}MB/s\n", limit.max(1)));
-    }
-    config
+/// The aws CLI config file used for one run instead of `aws configure set` (see
+/// [`aws_cli::config_file`]: every value checked against the file's syntax).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] when a value cannot be written safely.
+pub fn aws_config_file(
+    params: &S3Parameters,
+    options: &BackupOptions,
+) -> Result<String, ConfigError> {
+    let mut settings = TransferSettings::new(options.upload_concurrency, options.part_size_mib);
+    settings.max_bandwidth_mib = options.max_bandwidth_mib;
+    aws_cli::config_file(params, &settings)
 }
+
+/// The work dir file holding the SSE-C customer key (raw 32 bytes, mode 0600) for the
+/// aws CLI's `--sse-c-key fileb://…`, when the relation asks for SSE-C.
+pub const SSE_C_KEY_FILE: &str = "sse-c.key";
 
 fn region(params: &S3Parameters) -> String {
     params
@@ -311,15 +311,13 @@ pub fn script_env(
     env.insert("SB_SQLITE3".into(), layout.sqlite3.clone());
     env.insert("SB_HASH_PY".into(), scripts::HASH_PY.into());
     env.insert("GNUPGHOME".into(), work.file("gnupg"));
-    env.insert("AWS_ACCESS_KEY_ID".into(), params.access_key().into());
-    env.insert("AWS_SECRET_ACCESS_KEY".into(), params.secret_key().into());
+    env.extend(aws_cli::credential_env(params));
     env.insert("AWS_DEFAULT_REGION".into(), region(params));
     env.insert("AWS_CONFIG_FILE".into(), work.file("aws-config"));
     env.insert(
         "AWS_SHARED_CREDENTIALS_FILE".into(),
         work.file("aws-credentials"),
     );
-    env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
     env.insert("AWS_RETRY_MODE".into(), "standard".into());
     if let Some(endpoint) = params.endpoint().filter(|e| !e.is_empty()) {
         env.insert("AWS_ENDPOINT_URL".into(), endpoint.into());
@@ -403,6 +401,11 @@ pub fn backup_call(
     argv.extend(options.compression.gpg_args());
     argv.push("--".into());
     argv.extend(aws_common_args(params));
+    argv.extend(aws_cli::sse_args(
+        params,
+        Transfer::Upload,
+        &work.file(SSE_C_KEY_FILE),
+    ));
     if let Some(class) = params.storage_class().filter(|c| !c.is_empty()) {
         argv.extend(["--storage-class".into(), class.into()]);
     }
@@ -703,7 +706,8 @@ mod tests {
                 part_size_mib: 64,
                 ..Default::default()
             },
-        );
+        )
+        .unwrap();
         assert_eq!(
             text,
             "[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n  max_concurrent_requests = 8\n  multipart_chunksize = 64MB\n  multipart_threshold = 64MB\n"
@@ -714,10 +718,11 @@ mod tests {
                 max_bandwidth_mib: Some(5),
                 ..Default::default()
             },
-        );
+        )
+        .unwrap();
         assert!(capped.ends_with("  max_bandwidth = 5MB/s\n"), "{capped}");
         let v = params(&[("s3-uri-style", "host"), ("region", "eu-west-1")]);
-        let text = aws_config_file(&v, &BackupOptions::default());
+        let text = aws_config_file(&v, &BackupOptions::default()).unwrap();
         assert!(
             text.contains("addressing_style = virtual") && text.contains("region = eu-west-1"),
             "{text}"

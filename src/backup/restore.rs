@@ -315,7 +315,7 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
             )
             .await
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     };
     let sha = work::read_text(container, layout, &work.file("sha256"))
         .await
@@ -433,7 +433,7 @@ async fn restore_locked<C: Container + ?Sized>(
             )
             .await
         }
-        Err(e) => Err((e.into(), false)),
+        Err(e) => Err((e, false)),
     };
     match result {
         Ok((restored, dropped)) => {

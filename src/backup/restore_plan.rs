@@ -8,6 +8,7 @@ pub use crate::backup::listing::{ArchiveMember, parse_members, unescape};
 use crate::backup::plan::{self, ScriptCall, WorkDir};
 use crate::backup::scripts;
 use crate::s3::S3Parameters;
+use crate::s3::aws_cli::{self, Transfer};
 
 /// The environment shared with the backup script, plus the object URL.
 fn fetch_env(
@@ -32,6 +33,11 @@ pub fn list_call(layout: &Layout, params: &S3Parameters, work: &WorkDir, key: &s
         "bash".into(),
     ];
     argv.extend(plan::aws_common_args(params));
+    argv.extend(aws_cli::sse_args(
+        params,
+        Transfer::Download,
+        &work.file(plan::SSE_C_KEY_FILE),
+    ));
     ScriptCall { argv, env }
 }
 

@@ -7,7 +7,7 @@ use crate::backup::layout::{HomeserverConfig, Layout};
 use crate::backup::plan::{self, BackupOptions, ScriptCall, WorkDir};
 use crate::backup::scripts;
 use crate::container::{Container, ExecOptions, FileKind, ListOptions};
-use crate::error::{ConfigError, ContainerError};
+use crate::error::{BackupError, ConfigError, ContainerError};
 use crate::s3::S3Parameters;
 
 /// Who made a work dir: the host, process id and process start time (clock ticks
@@ -251,7 +251,8 @@ pub(crate) async fn read_file<C: Container + ?Sized>(
     workdir_exec(container, layout, "read", &[path], None).await
 }
 
-/// Puts the aws CLI config and the CA bundle in the work dir. The passphrase is never
+/// Puts the aws CLI config, the CA bundle and, when the relation asks for SSE-C, the
+/// customer key (raw, for `--sse-c-key fileb://`) in the work dir. The passphrase is never
 /// written anywhere: it reaches gpg on a file descriptor (see [`pipeline_options`]).
 /// The caller removes the work dir whatever happens.
 pub(crate) async fn fill_work_dir<C: Container + ?Sized>(
@@ -260,9 +261,12 @@ pub(crate) async fn fill_work_dir<C: Container + ?Sized>(
     layout: &Layout,
     work: &WorkDir,
     options: &BackupOptions,
-) -> Result<(), ContainerError> {
-    let config = plan::aws_config_file(params, options);
+) -> Result<(), BackupError> {
+    let config = plan::aws_config_file(params, options)?;
     write_file(container, layout, work, "aws-config", config.as_bytes()).await?;
+    if let Some(key) = crate::s3::aws_cli::customer_key_file(params) {
+        write_file(container, layout, work, plan::SSE_C_KEY_FILE, key).await?;
+    }
     if let Some(bundle) = plan::ca_bundle(params) {
         write_file(container, layout, work, "ca-bundle.pem", bundle.as_bytes()).await?;
     }

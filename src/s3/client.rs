@@ -8,12 +8,15 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::builders::GetObjectFluentBuilder;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::StorageClass;
+use aws_sdk_s3::types::{ServerSideEncryption as SdkSse, StorageClass};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use chrono::{DateTime, Utc};
 
 use super::parameters::{AddressingStyle, S3Parameters};
+use super::sse::{AES256, ServerSideEncryption};
 use crate::error::S3Error;
 
 /// The region used when the relation gives only an endpoint.
@@ -60,9 +63,14 @@ pub struct MultipartUpload {
 /// A client for the bucket named by [`S3Parameters`].
 ///
 /// Creating it does not touch the network. Requests use the parameters' static
-/// credentials, region (`us-east-1` when only an endpoint is given), endpoint,
-/// addressing style, and the `tls-ca-chain` certificates as trust roots in addition to
-/// the system ones. `Debug` never shows the credentials.
+/// credentials (with the session token, if any), region (`us-east-1` when only an
+/// endpoint is given), endpoint, addressing style, and the `tls-ca-chain` certificates
+/// as trust roots in addition to the system ones. Server-side encryption from the
+/// relation's `attributes` is applied where S3 wants it: SSE-S3 and SSE-KMS headers on
+/// [`put_object`](Self::put_object) only, SSE-C headers on
+/// [`put_object`](Self::put_object), [`get_object`](Self::get_object) and
+/// [`head_object`](Self::head_object). `Debug` never shows the credentials or the
+/// customer key.
 #[derive(Clone)]
 pub struct S3Client {
     client: aws_sdk_s3::Client,
@@ -72,6 +80,7 @@ pub struct S3Client {
     endpoint: Option<String>,
     addressing_style: AddressingStyle,
     storage_class: Option<String>,
+    sse: Option<ServerSideEncryption>,
 }
 
 impl fmt::Debug for S3Client {
@@ -83,6 +92,7 @@ impl fmt::Debug for S3Client {
             .field("endpoint", &self.endpoint)
             .field("addressing_style", &self.addressing_style)
             .field("storage_class", &self.storage_class)
+            .field("sse", &self.sse)
             .finish_non_exhaustive()
     }
 }
@@ -97,7 +107,7 @@ impl S3Client {
         let credentials = Credentials::new(
             params.access_key(),
             params.secret_key(),
-            None,
+            params.session_token().map(str::to_string),
             None,
             "s3-relation",
         );
@@ -139,6 +149,7 @@ impl S3Client {
             endpoint: params.endpoint().map(str::to_string),
             addressing_style: params.addressing_style(),
             storage_class: params.storage_class().map(str::to_string),
+            sse: params.server_side_encryption().cloned(),
         })
     }
 
@@ -156,6 +167,17 @@ impl S3Client {
     /// The region requests are signed for.
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// The server-side encryption applied to requests, if any.
+    pub fn server_side_encryption(&self) -> Option<&ServerSideEncryption> {
+        self.sse.as_ref()
+    }
+
+    fn customer_key(&self) -> Option<&super::sse::CustomerKey> {
+        self.sse
+            .as_ref()
+            .and_then(ServerSideEncryption::customer_key)
     }
 
     /// The full key of `name` under the configured path (see [`super::object_key`]).
@@ -270,11 +292,14 @@ impl S3Client {
     /// [`S3Error::NotFound`] when the object (or bucket) does not exist,
     /// [`S3Error::Request`] otherwise.
     pub async fn head_object(&self, key: &str) -> Result<ObjectHead, S3Error> {
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
+        let mut request = self.client.head_object().bucket(&self.bucket).key(key);
+        if let Some(key) = self.customer_key() {
+            request = request
+                .sse_customer_algorithm(AES256)
+                .sse_customer_key(key.base64())
+                .sse_customer_key_md5(key.md5_base64());
+        }
+        let head = request
             .send()
             .await
             .map_err(|e| self.error("HeadObject", key, e))?;
@@ -296,11 +321,9 @@ impl S3Client {
     /// [`S3Error::NotFound`] when the object (or bucket) does not exist,
     /// [`S3Error::Request`] otherwise (including a body that breaks off).
     pub async fn get_object(&self, key: &str) -> Result<Vec<u8>, S3Error> {
+        let request = self.client.get_object().bucket(&self.bucket).key(key);
         let output = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
+            .read_encryption(request)
             .send()
             .await
             .map_err(|e| self.error("GetObject", key, e))?;
@@ -311,6 +334,36 @@ impl S3Client {
             message: format!("reading the body: {}", DisplayErrorContext(&e)),
         })?;
         Ok(body.into_bytes().to_vec())
+    }
+
+    /// A PutObject with the server-side encryption every write carries: SSE-C with the
+    /// customer key, or SSE-S3 / SSE-KMS.
+    fn write_encryption(&self, request: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
+        match &self.sse {
+            None => request,
+            Some(ServerSideEncryption::CustomerKey(key)) => request
+                .sse_customer_algorithm(AES256)
+                .sse_customer_key(key.base64())
+                .sse_customer_key_md5(key.md5_base64()),
+            Some(sse @ ServerSideEncryption::Kms { key_id, .. }) => request
+                .server_side_encryption(SdkSse::from(sse.algorithm().unwrap_or("aws:kms")))
+                .set_ssekms_key_id(key_id.clone()),
+            Some(sse) => {
+                request.server_side_encryption(SdkSse::from(sse.algorithm().unwrap_or(AES256)))
+            }
+        }
+    }
+
+    /// A GetObject with the SSE-C customer key, when there is one (SSE-S3 and SSE-KMS
+    /// headers are for writes only).
+    fn read_encryption(&self, request: GetObjectFluentBuilder) -> GetObjectFluentBuilder {
+        match self.customer_key() {
+            Some(key) => request
+                .sse_customer_algorithm(AES256)
+                .sse_customer_key(key.base64())
+                .sse_customer_key_md5(key.md5_base64()),
+            None => request,
+        }
     }
 
     /// Uploads `body` to the full `key` in one request (for small objects such as
@@ -340,7 +393,7 @@ impl S3Client {
         if let Some(class) = &self.storage_class {
             request = request.storage_class(StorageClass::from(class.as_str()));
         }
-        request
+        self.write_encryption(request)
             .send()
             .await
             .map_err(|e| self.error("PutObject", key, e))?;
@@ -514,9 +567,11 @@ where
             // status usually means.
             None => text.push_str(match status {
                 301 | 307 => " (redirected: wrong region or endpoint?)",
-                400 => " (bad request: wrong region or addressing style?)",
+                400 => {
+                    " (bad request: wrong region or addressing style, or SSE-C keys that do not match the object's?)"
+                }
                 403 => {
-                    " (forbidden: wrong access key or secret key, or no permission on the bucket)"
+                    " (forbidden: wrong access key, secret key or SSE-C key, or no permission on the bucket)"
                 }
                 404 => " (not found)",
                 _ => "",
@@ -594,16 +649,15 @@ impl S3Client {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<Conditional, S3Error> {
-        let result = self
+        let request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(body))
             .content_type(content_type)
-            .if_none_match("*")
-            .send()
-            .await;
+            .if_none_match("*");
+        let result = self.write_encryption(request).send().await;
         match result {
             Ok(out) => Ok(Conditional::Done {
                 etag: out.e_tag().map(str::to_string),
@@ -625,16 +679,15 @@ impl S3Client {
         content_type: &str,
         etag: &str,
     ) -> Result<Conditional, S3Error> {
-        let result = self
+        let request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(body))
             .content_type(content_type)
-            .if_match(etag)
-            .send()
-            .await;
+            .if_match(etag);
+        let result = self.write_encryption(request).send().await;
         match result {
             Ok(out) => Ok(Conditional::Done {
                 etag: out.e_tag().map(str::to_string),
@@ -673,11 +726,9 @@ impl S3Client {
     /// [`S3Error::NotFound`] when the object (or bucket) does not exist,
     /// [`S3Error::Request`] otherwise.
     pub async fn get_object_versioned(&self, key: &str) -> Result<VersionedObject, S3Error> {
+        let request = self.client.get_object().bucket(&self.bucket).key(key);
         let output = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
+            .read_encryption(request)
             .send()
             .await
             .map_err(|e| self.error("GetObject", key, e))?;

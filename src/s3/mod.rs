@@ -1,11 +1,14 @@
 //! S3-compatible storage: the relation's parameters ([`S3Parameters`]) and a client
 //! ([`S3Client`]) for the configured bucket.
 
+pub mod aws_cli;
 pub mod client;
 pub mod parameters;
+pub mod sse;
 
 pub use client::{MultipartUpload, ObjectHead, ObjectInfo, S3Client};
 pub use parameters::{AddressingStyle, S3Parameters, S3ParametersBuilder};
+pub use sse::{CustomerKey, ServerSideEncryption};
 
 /// The key prefix for a relation `path`: leading and trailing slashes stripped and
 /// repeated slashes collapsed (`"/a//b/"` → `"a/b"`); empty for the bucket root.

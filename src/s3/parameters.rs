@@ -1,38 +1,58 @@
-//! [`S3Parameters`]: the s3-integrator relation data, validated once at construction.
+//! [`S3Parameters`]: the s3 relation data, validated once at construction.
 //!
-//! The relation sends every value as a string, with kebab-case keys:
-//! `access-key`, `secret-key`, `bucket` (required), `region`, `endpoint`, `path`,
-//! `s3-uri-style`, `storage-class`, `tls-ca-chain` (a JSON-encoded list of PEM strings),
-//! `s3-api-version`, `attributes` and `delete-older-than-days` (a number as a string).
-//! The same keys are accepted through serde from JSON or YAML documents, where
-//! `tls-ca-chain` may also be a real list, `delete-older-than-days` a number and
-//! `attributes` a map.
+//! The relation sends every value as a string, with kebab-case keys. Two versions of
+//! the s3 interface are in use (charm-relation-interfaces, `interfaces/s3/v0` and
+//! `v1`):
+//! - **v0** puts `access-key` and `secret-key` in the databag;
+//! - **v1** (s3-integrator 2 and the charm library 1.x) puts them in a Juju secret whose
+//!   URI is in `secret-extra`, and adds `lib-version` (`MAJOR.MINOR`). The charm reads
+//!   the secret with its framework's secret API and passes the content to
+//!   [`S3Parameters::from_relation_data_with_secret`].
+//!
+//! Both carry `bucket` (required), `region`, `endpoint`, `path`, `s3-uri-style`,
+//! `storage-class`, `tls-ca-chain` (a JSON-encoded list; each entry a PEM certificate
+//! chain or the base64 of one), `s3-api-version` (`4`; `2` is refused: there is no
+//! SigV2 signer), `attributes` (HTTP headers: a JSON list of `Name=value` strings, or one
+//! `;`-separated string; server-side encryption is taken from them, see
+//! [`ServerSideEncryption`]) and `delete-older-than-days`. `session-token` (temporary
+//! credentials) is accepted too. The same keys are accepted through serde from JSON or
+//! YAML documents, where lists may be real lists, `attributes` a map and numbers
+//! numbers.
 //!
 //! Construction goes through one validation step ([`validator`]), so an invalid
-//! [`S3Parameters`] cannot exist. Every problem is reported at once in
-//! [`ConfigError::Invalid`], each naming its kebab-case field. Secret values (the
-//! access and secret keys) never appear in `Debug`, `Display` or error messages.
+//! [`S3Parameters`] cannot exist, and nothing the relation sends can panic the crate or
+//! reach a header or a config file unchecked: no field may hold control characters,
+//! `region` must look like a region name, certificates are parsed by the same parser
+//! the TLS stack uses. Every problem is reported at once in [`ConfigError::Invalid`],
+//! each naming its kebab-case field. Secret values (the access and secret keys, the
+//! session token, the SSE-C customer key) never appear in `Debug`, `Display` or error
+//! messages.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_json::Value;
 use validator::{Validate, ValidationError, ValidationErrors};
 
+use super::sse::{self, ServerSideEncryption};
 use crate::error::{ConfigError, FieldProblem};
 
 /// What `Debug` and `Display` print instead of a secret.
 const REDACTED: &str = "******";
 
 /// The field names as the relation spells them, in the order problems are reported.
-const FIELDS: [&str; 12] = [
+const FIELDS: [&str; 15] = [
+    "secret-extra",
     "access-key",
     "secret-key",
+    "session-token",
     "bucket",
     "region",
     "endpoint",
@@ -42,8 +62,12 @@ const FIELDS: [&str; 12] = [
     "tls-ca-chain",
     "s3-api-version",
     "attributes",
+    "lib-version",
     "delete-older-than-days",
 ];
+
+/// The keys a v1 relation's secret (named by `secret-extra`) may hold.
+const SECRET_FIELDS: [&str; 3] = ["access-key", "secret-key", "session-token"];
 
 /// How bucket names are put in request URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +88,12 @@ impl AddressingStyle {
     }
 }
 
-/// The S3 connection parameters from the s3-integrator relation, validated.
+/// The S3 connection parameters from the s3 relation, validated.
 ///
-/// Build it with [`S3Parameters::from_relation_data`], [`S3Parameters::builder`], or
-/// through serde (`Deserialize`, kebab-case keys); each runs the same validation.
+/// Build it with [`S3Parameters::from_relation_data`] (v0 databags),
+/// [`S3Parameters::from_relation_data_with_secret`] (v1 databags and their secret),
+/// [`S3Parameters::builder`], or through serde (`Deserialize`, kebab-case keys); each
+/// runs the same validation.
 ///
 /// ```
 /// use std::collections::HashMap;
@@ -95,6 +121,7 @@ impl AddressingStyle {
 pub struct S3Parameters {
     access_key: String,
     secret_key: String,
+    session_token: Option<String>,
     bucket: String,
     region: Option<String>,
     endpoint: Option<String>,
@@ -104,15 +131,21 @@ pub struct S3Parameters {
     tls_ca_chain: Vec<String>,
     s3_api_version: Option<String>,
     attributes: BTreeMap<String, String>,
+    server_side_encryption: Option<ServerSideEncryption>,
+    lib_version: Option<String>,
     delete_older_than_days: Option<u32>,
 }
 
 impl S3Parameters {
     /// Builds validated parameters from relation data (string keys and values, as the
-    /// s3-integrator relation sends them). Unknown keys are ignored.
+    /// s3 relation sends them). Unknown keys are ignored. A v1 databag (keys in the
+    /// Juju secret named by `secret-extra`) needs
+    /// [`from_relation_data_with_secret`](Self::from_relation_data_with_secret).
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] listing every problem, each with its kebab-case field.
+    /// [`ConfigError::Invalid`] listing every problem, each with its kebab-case field;
+    /// for a v1 databag, a problem with `secret-extra` saying the secret's content is
+    /// needed.
     pub fn from_relation_data(data: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut raw = RawS3Parameters::default();
         for (key, value) in data {
@@ -120,6 +153,57 @@ impl S3Parameters {
                 *slot = Some(Value::String(value.clone()));
             }
         }
+        Self::try_from(raw)
+    }
+
+    /// Builds validated parameters from a v1 databag and the content of the Juju secret
+    /// its `secret-extra` names (`access-key`, `secret-key`, optionally
+    /// `session-token`), as the charm's framework returns it. Values in the secret take
+    /// precedence over the databag; other keys in the secret are ignored. A v0 databag
+    /// works too.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use synapse_backup::S3Parameters;
+    ///
+    /// let owned = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+    ///     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    /// };
+    /// let databag = owned(&[
+    ///     ("bucket", "synapse-backups"),
+    ///     ("endpoint", "https://s3.example.com"),
+    ///     ("secret-extra", "secret://4a1b2c3d/cq9s0e7mp25c76d6bdn0"),
+    ///     ("lib-version", "1.10"),
+    /// ]);
+    /// // In a charm: self.model.get_secret(id=databag["secret-extra"]).get_content()
+    /// let secret = owned(&[("access-key", "AKIDEXAMPLE"), ("secret-key", "wJalrXUtnFEMI")]);
+    /// let params = S3Parameters::from_relation_data_with_secret(&databag, &secret)?;
+    /// assert_eq!(params.access_key(), "AKIDEXAMPLE");
+    /// assert_eq!(params.lib_version(), Some("1.10"));
+    /// assert!(S3Parameters::from_relation_data(&databag).is_err());
+    /// # Ok::<(), synapse_backup::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing every problem, each with its kebab-case field.
+    pub fn from_relation_data_with_secret(
+        data: &HashMap<String, String>,
+        secret: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut raw = RawS3Parameters::default();
+        for (key, value) in data {
+            if let Some(slot) = raw.slot(key) {
+                *slot = Some(Value::String(value.clone()));
+            }
+        }
+        for (key, value) in secret {
+            if SECRET_FIELDS.contains(&key.as_str())
+                && let Some(slot) = raw.slot(key)
+            {
+                *slot = Some(Value::String(value.clone()));
+            }
+        }
+        raw.secret_given = true;
         Self::try_from(raw)
     }
 
@@ -146,6 +230,11 @@ impl S3Parameters {
     /// The secret access key.
     pub fn secret_key(&self) -> &str {
         &self.secret_key
+    }
+
+    /// The session token of temporary credentials (`session-token`), if any.
+    pub fn session_token(&self) -> Option<&str> {
+        self.session_token.as_deref()
     }
 
     /// The bucket name.
@@ -175,19 +264,30 @@ impl S3Parameters {
     }
 
     /// PEM CA certificates to trust in addition to the system roots. Each entry holds
-    /// one or more certificates.
+    /// one or more certificates; entries the relation sent in base64 are decoded.
     pub fn tls_ca_chain(&self) -> &[String] {
         &self.tls_ca_chain
     }
 
-    /// The S3 API version, if set.
+    /// The S3 API (signature) version, if set: always `4`.
     pub fn s3_api_version(&self) -> Option<&str> {
         self.s3_api_version.as_deref()
     }
 
-    /// Extra attributes (`attributes` in the relation).
+    /// The `attributes` (HTTP headers) other than the server-side encryption ones,
+    /// which are in [`server_side_encryption`](Self::server_side_encryption).
     pub fn attributes(&self) -> &BTreeMap<String, String> {
         &self.attributes
+    }
+
+    /// The server-side encryption `attributes` ask for, if any.
+    pub fn server_side_encryption(&self) -> Option<&ServerSideEncryption> {
+        self.server_side_encryption.as_ref()
+    }
+
+    /// The provider's charm library version (`lib-version`, `MAJOR.MINOR`), if sent.
+    pub fn lib_version(&self) -> Option<&str> {
+        self.lib_version.as_deref()
     }
 
     /// Retention in days, if set (always at least 1).
@@ -210,6 +310,10 @@ impl fmt::Debug for S3Parameters {
         f.debug_struct("S3Parameters")
             .field("access_key", &format_args!("{REDACTED}"))
             .field("secret_key", &format_args!("{REDACTED}"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| REDACTED),
+            )
             .field("bucket", &self.bucket)
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
@@ -222,6 +326,8 @@ impl fmt::Debug for S3Parameters {
             )
             .field("s3_api_version", &self.s3_api_version)
             .field("attributes", &self.attributes)
+            .field("server_side_encryption", &self.server_side_encryption)
+            .field("lib_version", &self.lib_version)
             .field("delete_older_than_days", &self.delete_older_than_days)
             .finish()
     }
@@ -244,11 +350,17 @@ impl fmt::Display for S3Parameters {
             ", s3-uri-style {}, access-key {REDACTED}, secret-key {REDACTED}",
             self.addressing_style().as_relation_value()
         )?;
+        if self.session_token.is_some() {
+            write!(f, ", session-token {REDACTED}")?;
+        }
         if let Some(class) = &self.storage_class {
             write!(f, ", storage-class {class}")?;
         }
         if !self.tls_ca_chain.is_empty() {
             write!(f, ", {} tls-ca-chain entries", self.tls_ca_chain.len())?;
+        }
+        if let Some(sse) = &self.server_side_encryption {
+            write!(f, ", {}", sse.kind())?;
         }
         if let Some(days) = self.delete_older_than_days {
             write!(f, ", delete-older-than-days {days}")?;
@@ -292,6 +404,11 @@ impl S3ParametersBuilder {
         self
     }
 
+    /// The session token of temporary credentials (`session-token`).
+    pub fn session_token(self, token: impl Into<String>) -> Self {
+        self.set("session-token", Value::String(token.into()))
+    }
+
     /// The region (`region`).
     pub fn region(self, region: impl Into<String>) -> Self {
         self.set("region", Value::String(region.into()))
@@ -322,7 +439,7 @@ impl S3ParametersBuilder {
         self.set("storage-class", Value::String(class.into()))
     }
 
-    /// PEM CA certificates to trust (`tls-ca-chain`).
+    /// CA certificates to trust (`tls-ca-chain`): PEM, or the base64 of PEM.
     pub fn tls_ca_chain<I, S>(self, pems: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -332,12 +449,13 @@ impl S3ParametersBuilder {
         self.set("tls-ca-chain", Value::Array(list))
     }
 
-    /// The S3 API version (`s3-api-version`).
+    /// The S3 API version (`s3-api-version`): `4`.
     pub fn s3_api_version(self, version: impl Into<String>) -> Self {
         self.set("s3-api-version", Value::String(version.into()))
     }
 
-    /// Extra attributes (`attributes`).
+    /// Extra attributes (`attributes`): HTTP header names and values, server-side
+    /// encryption headers among them.
     pub fn attributes<I, K, V>(self, attributes: I) -> Self
     where
         I: IntoIterator<Item = (K, V)>,
@@ -380,6 +498,8 @@ impl fmt::Debug for S3ParametersBuilder {
 struct RawS3Parameters {
     access_key: Option<Value>,
     secret_key: Option<Value>,
+    session_token: Option<Value>,
+    secret_extra: Option<Value>,
     bucket: Option<Value>,
     region: Option<Value>,
     endpoint: Option<Value>,
@@ -389,7 +509,11 @@ struct RawS3Parameters {
     tls_ca_chain: Option<Value>,
     s3_api_version: Option<Value>,
     attributes: Option<Value>,
+    lib_version: Option<Value>,
     delete_older_than_days: Option<Value>,
+    /// Whether the caller passed the content of the `secret-extra` secret.
+    #[serde(skip)]
+    secret_given: bool,
 }
 
 impl RawS3Parameters {
@@ -397,6 +521,8 @@ impl RawS3Parameters {
         Some(match field {
             "access-key" => &mut self.access_key,
             "secret-key" => &mut self.secret_key,
+            "session-token" => &mut self.session_token,
+            "secret-extra" => &mut self.secret_extra,
             "bucket" => &mut self.bucket,
             "region" => &mut self.region,
             "endpoint" => &mut self.endpoint,
@@ -406,13 +532,14 @@ impl RawS3Parameters {
             "tls-ca-chain" => &mut self.tls_ca_chain,
             "s3-api-version" => &mut self.s3_api_version,
             "attributes" => &mut self.attributes,
+            "lib-version" => &mut self.lib_version,
             "delete-older-than-days" => &mut self.delete_older_than_days,
             _ => return None,
         })
     }
 }
 
-/// One `tls-ca-chain` entry and its 1-based position in the list as given.
+/// One `tls-ca-chain` entry (as PEM) and its 1-based position in the list as given.
 #[derive(serde::Serialize)]
 struct PemEntry {
     position: usize,
@@ -423,12 +550,17 @@ struct PemEntry {
 #[derive(Validate)]
 #[validate(schema(function = "region_or_endpoint", skip_on_field_errors = false))]
 struct Checked {
-    #[validate(custom(function = "required_secret"))]
+    #[validate(custom(function = "access_key_id"))]
     access_key: String,
     #[validate(custom(function = "required_secret"))]
     secret_key: String,
+    #[validate(custom(function = "header_safe_secret"))]
+    session_token: Option<String>,
+    #[validate(custom(function = "secret_uri"))]
+    secret_extra: Option<String>,
     #[validate(custom(function = "bucket_name"))]
     bucket: String,
+    #[validate(custom(function = "region_name"))]
     region: Option<String>,
     #[validate(custom(function = "endpoint_url"))]
     endpoint: Option<String>,
@@ -440,9 +572,12 @@ struct Checked {
     storage_class: Option<String>,
     #[validate(custom(function = "pem_certificates"))]
     tls_ca_chain: Vec<PemEntry>,
+    #[validate(custom(function = "api_version"))]
     s3_api_version: Option<String>,
-    #[validate(custom(function = "attribute_names"))]
+    #[validate(custom(function = "attribute_entries"))]
     attributes: BTreeMap<String, String>,
+    #[validate(custom(function = "major_minor"))]
+    lib_version: Option<String>,
     #[validate(range(
         min = 1,
         max = 4_294_967_295_i64,
@@ -456,9 +591,13 @@ impl TryFrom<RawS3Parameters> for S3Parameters {
 
     fn try_from(raw: RawS3Parameters) -> Result<Self, ConfigError> {
         let mut problems = Problems::default();
-        let checked = Checked {
+        let secret_given = raw.secret_given;
+        let mut checked = Checked {
             access_key: secret(&mut problems, "access-key", raw.access_key),
             secret_key: secret(&mut problems, "secret-key", raw.secret_key),
+            session_token: Some(secret(&mut problems, "session-token", raw.session_token))
+                .filter(|s| !s.is_empty()),
+            secret_extra: string(&mut problems, "secret-extra", raw.secret_extra),
             bucket: string(&mut problems, "bucket", raw.bucket).unwrap_or_default(),
             region: string(&mut problems, "region", raw.region),
             endpoint: string(&mut problems, "endpoint", raw.endpoint),
@@ -467,10 +606,31 @@ impl TryFrom<RawS3Parameters> for S3Parameters {
                 .map(|s| s.to_ascii_lowercase()),
             storage_class: string(&mut problems, "storage-class", raw.storage_class),
             tls_ca_chain: pem_list(&mut problems, raw.tls_ca_chain),
-            s3_api_version: string(&mut problems, "s3-api-version", raw.s3_api_version),
+            s3_api_version: scalar_string(&mut problems, "s3-api-version", raw.s3_api_version),
             attributes: attribute_map(&mut problems, raw.attributes),
+            lib_version: scalar_string(&mut problems, "lib-version", raw.lib_version),
             delete_older_than_days: days(&mut problems, raw.delete_older_than_days),
         };
+        // A v1 databag: the keys are in the secret `secret-extra` names.
+        if checked.secret_extra.is_some()
+            && !secret_given
+            && checked.access_key.is_empty()
+            && checked.secret_key.is_empty()
+        {
+            problems.discard(
+                "secret-extra",
+                "names the juju secret holding access-key and secret-key (s3 interface v1): \
+                 read it and pass its content with from_relation_data_with_secret",
+            );
+            problems
+                .discarded
+                .extend(["access-key".into(), "secret-key".into()]);
+        }
+        let mut sse_problems = Vec::new();
+        let server_side_encryption = sse::extract(&mut checked.attributes, &mut sse_problems);
+        for message in sse_problems {
+            problems.add("attributes", message);
+        }
         if let Err(errors) = checked.validate() {
             problems.add_validation(&errors);
         }
@@ -478,6 +638,7 @@ impl TryFrom<RawS3Parameters> for S3Parameters {
         Ok(S3Parameters {
             access_key: checked.access_key,
             secret_key: checked.secret_key,
+            session_token: checked.session_token,
             bucket: checked.bucket,
             region: checked.region,
             endpoint: checked.endpoint,
@@ -487,6 +648,8 @@ impl TryFrom<RawS3Parameters> for S3Parameters {
             tls_ca_chain: checked.tls_ca_chain.into_iter().map(|e| e.pem).collect(),
             s3_api_version: checked.s3_api_version,
             attributes: checked.attributes,
+            server_side_encryption,
+            lib_version: checked.lib_version,
             delete_older_than_days: checked
                 .delete_older_than_days
                 .and_then(|d| u32::try_from(d).ok()),
@@ -616,8 +779,17 @@ fn path_string(problems: &mut Problems, value: Option<Value>) -> String {
     }
 }
 
-/// `tls-ca-chain`: a JSON-encoded list of PEM strings (as the relation sends it), a real
-/// list, or a bare PEM string.
+/// An optional short value that documents may give as a string or a number
+/// (`s3-api-version: 4`), trimmed; empty means unset.
+fn scalar_string(problems: &mut Problems, field: &str, value: Option<Value>) -> Option<String> {
+    match value {
+        Some(Value::Number(n)) => Some(n.to_string()),
+        other => string(problems, field, other),
+    }
+}
+
+/// `tls-ca-chain`: a JSON-encoded list (as the relation sends it), a real list, or one
+/// bare entry; each entry PEM or the base64 of PEM (or of one DER certificate).
 fn pem_list(problems: &mut Problems, value: Option<Value>) -> Vec<PemEntry> {
     const FIELD: &str = "tls-ca-chain";
     let list = match value {
@@ -627,28 +799,26 @@ fn pem_list(problems: &mut Problems, value: Option<Value>) -> Vec<PemEntry> {
             if s.is_empty() {
                 return Vec::new();
             }
-            if s.starts_with("-----BEGIN") {
-                return vec![PemEntry {
-                    position: 1,
-                    pem: s.to_string(),
-                }];
-            }
-            match serde_json::from_str::<Value>(s) {
-                Ok(Value::Array(list)) => list,
-                Ok(Value::String(pem)) => vec![Value::String(pem)],
-                Ok(other) => {
-                    problems.discard(
-                        FIELD,
-                        format!(
-                            "must be a list of PEM certificates, not {}",
-                            type_name(&other)
-                        ),
-                    );
-                    return Vec::new();
-                }
-                Err(_) => {
-                    problems.discard(FIELD, "must be a JSON list of PEM certificates");
-                    return Vec::new();
+            if !s.starts_with(['[', '"', '{']) {
+                vec![Value::String(s.to_string())]
+            } else {
+                match serde_json::from_str::<Value>(s) {
+                    Ok(Value::Array(list)) => list,
+                    Ok(Value::String(pem)) => vec![Value::String(pem)],
+                    Ok(other) => {
+                        problems.discard(
+                            FIELD,
+                            format!(
+                                "must be a list of PEM certificates, not {}",
+                                type_name(&other)
+                            ),
+                        );
+                        return Vec::new();
+                    }
+                    Err(_) => {
+                        problems.discard(FIELD, "must be a JSON list of PEM certificates");
+                        return Vec::new();
+                    }
                 }
             }
         }
@@ -667,10 +837,13 @@ fn pem_list(problems: &mut Problems, value: Option<Value>) -> Vec<PemEntry> {
     let mut out = Vec::new();
     for (i, item) in list.into_iter().enumerate() {
         match item {
-            Value::String(pem) if !pem.trim().is_empty() => out.push(PemEntry {
-                position: i + 1,
-                pem,
-            }),
+            Value::String(text) if !text.trim().is_empty() => match as_pem(&text) {
+                Ok(pem) => out.push(PemEntry {
+                    position: i + 1,
+                    pem,
+                }),
+                Err(why) => problems.add(FIELD, format!("entry {} {why}", i + 1)),
+            },
             Value::String(_) => problems.add(FIELD, format!("entry {} is empty", i + 1)),
             other => problems.add(
                 FIELD,
@@ -695,62 +868,39 @@ fn scalar(value: &Value) -> Option<String> {
     }
 }
 
-/// `attributes`: a map, a JSON object string, a list of `k=v` strings, or the
-/// s3-integrator's comma-separated `k=v,k2=v2`.
+/// `attributes`: a map, a list of `Name=value` strings (the v1 schema), either of them
+/// JSON-encoded in a string, or one `;`-separated string of `Name=value` entries (the
+/// interface's example). Values may hold `=` and `,`. Entries are never echoed in
+/// messages (they may hold an SSE-C key).
 fn attribute_map(problems: &mut Problems, value: Option<Value>) -> BTreeMap<String, String> {
     const FIELD: &str = "attributes";
-    let mut out = BTreeMap::new();
-    let mut pairs = |problems: &mut Problems, items: Vec<String>| {
-        for item in items {
-            let item = item.trim();
-            if item.is_empty() {
-                continue;
-            }
-            match item.split_once('=') {
-                Some((k, v)) => {
-                    out.insert(k.trim().to_string(), v.trim().to_string());
-                }
-                None => problems.add(
-                    FIELD,
-                    format!("entry {item:?} is not of the form key=value"),
-                ),
-            }
-        }
-    };
     let value = match value {
         None | Some(Value::Null) => return BTreeMap::new(),
-        Some(Value::String(s)) => {
-            let t = s.trim();
-            if t.starts_with('{') || t.starts_with('[') {
-                match serde_json::from_str::<Value>(t) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        problems.discard(FIELD, "is not valid JSON");
-                        return BTreeMap::new();
-                    }
+        Some(Value::String(s)) if s.trim().starts_with(['{', '[']) => {
+            match serde_json::from_str::<Value>(s.trim()) {
+                Ok(v) => v,
+                Err(_) => {
+                    problems.discard(FIELD, "is not valid JSON");
+                    return BTreeMap::new();
                 }
-            } else {
-                pairs(problems, t.split(',').map(str::to_string).collect());
-                return out;
             }
         }
         Some(v) => v,
     };
-    match value {
+    let entries = match value {
+        Value::String(s) => name_value_entries(problems, s.split(';')),
         Value::Object(map) => {
-            let mut out = BTreeMap::new();
+            let mut entries = Vec::new();
             for (k, v) in map {
                 match scalar(&v) {
-                    Some(s) => {
-                        out.insert(k, s);
-                    }
+                    Some(s) => entries.push((k, s)),
                     None => problems.add(
                         FIELD,
                         format!("the value of {k:?} must be a string, not {}", type_name(&v)),
                     ),
                 }
             }
-            out
+            entries
         }
         Value::Array(items) => {
             let mut strings = Vec::new();
@@ -760,23 +910,57 @@ fn attribute_map(problems: &mut Problems, value: Option<Value>) -> BTreeMap<Stri
                     other => problems.add(
                         FIELD,
                         format!(
-                            "entries must be key=value strings, not {}",
+                            "entries must be Name=value strings, not {}",
                             type_name(&other)
                         ),
                     ),
                 }
             }
-            pairs(problems, strings);
-            out
+            name_value_entries(problems, strings.iter().map(String::as_str))
         }
         other => {
             problems.discard(
                 FIELD,
-                format!("must be a map or key=value list, not {}", type_name(&other)),
+                format!(
+                    "must be a map or Name=value list, not {}",
+                    type_name(&other)
+                ),
             );
-            BTreeMap::new()
+            return BTreeMap::new();
+        }
+    };
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in entries {
+        if let Some(old) = out.keys().find(|k| k.eq_ignore_ascii_case(&name)) {
+            problems.add(FIELD, format!("{old:?} is given more than once"));
+        } else {
+            out.insert(name, value);
         }
     }
+    out
+}
+
+/// `Name=value` entries (blank ones skipped), split at their first `=` and trimmed.
+/// A malformed entry is reported by its position, never echoed.
+fn name_value_entries<'a>(
+    problems: &mut Problems,
+    items: impl Iterator<Item = &'a str>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, item) in items.enumerate() {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        match item.split_once('=') {
+            Some((k, v)) => out.push((k.trim().to_string(), v.trim().to_string())),
+            None => problems.add(
+                "attributes",
+                format!("entry {} is not of the form Name=value", i + 1),
+            ),
+        }
+    }
+    out
 }
 
 /// `delete-older-than-days`: a number, or a string holding one; range checked by the
@@ -820,13 +1004,91 @@ fn rule(message: impl Into<Cow<'static, str>>) -> ValidationError {
     ValidationError::new("invalid").with_message(message.into())
 }
 
+const CONTROL: &str = "must not contain control characters";
+
+fn has_control(value: &str) -> bool {
+    value.chars().any(char::is_control)
+}
+
 fn required_secret(value: &str) -> Result<(), ValidationError> {
     if value.trim().is_empty() {
         Err(rule("is required"))
-    } else if value.chars().any(char::is_control) {
-        Err(rule("must not contain control characters"))
+    } else if has_control(value) {
+        Err(rule(CONTROL))
     } else {
         Ok(())
+    }
+}
+
+/// The access key id goes into the `Authorization` header: visible ASCII only.
+fn access_key_id(value: &str) -> Result<(), ValidationError> {
+    required_secret(value)?;
+    header_safe_secret(value)
+}
+
+/// A secret sent in a header (`x-amz-security-token`): visible ASCII, no spaces.
+fn header_safe_secret(value: &str) -> Result<(), ValidationError> {
+    if value.chars().all(|c| c.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(rule(
+            "may contain only visible ASCII characters (no spaces)",
+        ))
+    }
+}
+
+/// A Juju secret URI (`secret:…` or `secret://…`). Not echoed.
+fn secret_uri(value: &str) -> Result<(), ValidationError> {
+    if value.starts_with("secret:") && value.chars().all(|c| c.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(rule(
+            "must be a juju secret uri (secret:…, visible ASCII, no spaces)",
+        ))
+    }
+}
+
+/// A region name as AWS spells them (`us-east-1`, `eu-central-2`), which S3-compatible
+/// servers follow too (`fr-par`, `nyc3`, `auto`): 1 to 63 lower-case letters, digits and
+/// hyphens, starting and ending with a letter or digit. The region goes into request
+/// signatures, host names and the aws CLI's config file.
+fn region_name(region: &str) -> Result<(), ValidationError> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = (1..=63).contains(&region.len())
+        && region.chars().all(|c| allowed(c) || c == '-')
+        && region.chars().next().is_some_and(allowed)
+        && region.chars().last().is_some_and(allowed);
+    if ok {
+        Ok(())
+    } else if has_control(region) {
+        Err(rule(format!("{region:?} is not a region name: {CONTROL}")))
+    } else {
+        Err(rule(format!(
+            "{region:?} is not a region name (like us-east-1: lower-case letters, digits and hyphens)"
+        )))
+    }
+}
+
+/// `s3-api-version`: `4`. `2` (SigV2) is refused: the AWS SDK has no SigV2 signer and
+/// AWS retired it.
+fn api_version(version: &str) -> Result<(), ValidationError> {
+    match version {
+        "4" | "v4" | "s3v4" => Ok(()),
+        "2" | "v2" | "s3v2" => Err(rule(
+            "2 (signature version 2) is not supported: only 4 (SigV4) is",
+        )),
+        other => Err(rule(format!("must be 4, not {other:?}"))),
+    }
+}
+
+/// `lib-version`: `MAJOR.MINOR`.
+fn major_minor(version: &str) -> Result<(), ValidationError> {
+    let digits = |s: &str| !s.is_empty() && s.len() <= 9 && s.chars().all(|c| c.is_ascii_digit());
+    match version.split_once('.') {
+        Some((major, minor)) if digits(major) && digits(minor) => Ok(()),
+        _ => Err(rule(format!(
+            "must be MAJOR.MINOR (like 1.10), not {version:?}"
+        ))),
     }
 }
 
@@ -871,6 +1133,10 @@ fn bucket_name(name: &str) -> Result<(), ValidationError> {
 /// An `http` or `https` URL with a host, no credentials, query or fragment. The URL is
 /// not echoed (it could carry credentials).
 fn endpoint_url(endpoint: &str) -> Result<(), ValidationError> {
+    // The URL parser silently drops tabs and newlines: refuse them first.
+    if has_control(endpoint) {
+        return Err(rule(CONTROL));
+    }
     let url =
         url::Url::parse(endpoint).map_err(|e| rule(format!("must be an http(s) URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -892,8 +1158,8 @@ fn endpoint_url(endpoint: &str) -> Result<(), ValidationError> {
 }
 
 fn key_prefix(path: &str) -> Result<(), ValidationError> {
-    if path.chars().any(char::is_control) {
-        Err(rule("must not contain control characters"))
+    if has_control(path) {
+        Err(rule(CONTROL))
     } else {
         Ok(())
     }
@@ -933,32 +1199,74 @@ fn pem_certificates(chain: &[PemEntry]) -> Result<(), ValidationError> {
     }
 }
 
-/// One `tls-ca-chain` entry: one or more PEM `CERTIFICATE` sections, each holding a
-/// DER certificate whose outer structure is sound.
+/// One `tls-ca-chain` entry (PEM): one or more `CERTIFICATE` sections, each of which
+/// webpki accepts as a trust anchor. These are the very calls the SDK's TLS setup makes
+/// (and unwraps) when it loads the chain, so anything accepted here loads there.
 fn check_pem(pem: &str) -> Result<(), String> {
-    let mut count = 0;
-    for der in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let der = der.map_err(|e| format!("is not valid PEM ({e})"))?;
-        if !der::looks_like_certificate(der.as_ref()) {
-            return Err(format!(
-                "certificate {} is not a valid X.509 certificate",
-                count + 1
-            ));
-        }
-        count += 1;
+    let ders = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("is not valid PEM ({e})"))?;
+    if ders.is_empty() {
+        return Err("holds no PEM certificate".into());
     }
-    if count == 0 {
-        Err("holds no PEM certificate".into())
-    } else {
-        Ok(())
+    for (i, der) in ders.iter().enumerate() {
+        webpki::anchor_from_trusted_cert(der).map_err(|e| {
+            format!(
+                "certificate {} is not a valid X.509 certificate ({e})",
+                i + 1
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// A `tls-ca-chain` entry as PEM text: PEM as given, or decoded from base64 (of PEM
+/// text, or of one DER certificate, which is wrapped in PEM).
+fn as_pem(given: &str) -> Result<String, String> {
+    let text = given.trim();
+    if text.starts_with("-----BEGIN") {
+        return Ok(given.to_string());
+    }
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let Ok(bytes) = BASE64.decode(compact.as_bytes()) else {
+        return Err("holds no PEM certificate and is not base64 of one".into());
+    };
+    match String::from_utf8(bytes) {
+        Ok(pem) if pem.trim_start().starts_with("-----BEGIN") => Ok(pem.trim().to_string()),
+        Ok(_) => Err("is base64 but not of a PEM certificate".into()),
+        Err(e) => {
+            let der = e.into_bytes();
+            let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+            let body = BASE64.encode(&der);
+            for line in body.as_bytes().chunks(64) {
+                pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+                pem.push('\n');
+            }
+            pem.push_str("-----END CERTIFICATE-----");
+            Ok(pem)
+        }
     }
 }
 
-fn attribute_names(attributes: &BTreeMap<String, String>) -> Result<(), ValidationError> {
-    if attributes.keys().any(|k| k.trim().is_empty()) {
-        Err(rule("names must not be empty"))
-    } else {
+/// Attribute names are HTTP header names (RFC 9110 tokens); values hold no control
+/// characters. Values are not echoed.
+fn attribute_entries(attributes: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    let mut broken = Vec::new();
+    for (name, value) in attributes {
+        if name.is_empty() {
+            broken.push("names must not be empty".to_string());
+        } else if !name.chars().all(token) {
+            broken.push(format!("{name:?} is not an HTTP header name"));
+        }
+        if has_control(value) {
+            broken.push(format!("the value of {name:?} {CONTROL}"));
+        }
+    }
+    if broken.is_empty() {
         Ok(())
+    } else {
+        Err(rule(broken.join("; ")))
     }
 }
 
@@ -969,74 +1277,6 @@ fn region_or_endpoint(checked: &Checked) -> Result<(), ValidationError> {
         Err(error)
     } else {
         Ok(())
-    }
-}
-
-/// Just enough DER to reject garbage before the TLS stack sees it (it panics on
-/// certificates it cannot parse): `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE
-/// { [0] version?, serial INTEGER, signature SEQUENCE, issuer SEQUENCE, validity
-/// SEQUENCE, subject SEQUENCE, subjectPublicKeyInfo SEQUENCE, ... }, signatureAlgorithm
-/// SEQUENCE, signatureValue BIT STRING }`.
-mod der {
-    const SEQUENCE: u8 = 0x30;
-    const INTEGER: u8 = 0x02;
-    const BIT_STRING: u8 = 0x03;
-    const VERSION: u8 = 0xa0;
-
-    /// Splits one tag-length-value off `input`: `(tag, content, rest)`.
-    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let (&tag, rest) = input.split_first()?;
-        let (&first, mut rest) = rest.split_first()?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let mut len = 0usize;
-            for &b in &rest[..n] {
-                len = (len << 8) | usize::from(b);
-            }
-            rest = &rest[n..];
-            len
-        };
-        if rest.len() < len {
-            return None;
-        }
-        Some((tag, &rest[..len], &rest[len..]))
-    }
-
-    fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-        match tlv(input)? {
-            (t, content, rest) if t == tag => Some((content, rest)),
-            _ => None,
-        }
-    }
-
-    pub(super) fn looks_like_certificate(der: &[u8]) -> bool {
-        fn check(der: &[u8]) -> Option<()> {
-            let (cert, rest) = expect(der, SEQUENCE)?;
-            if !rest.is_empty() {
-                return None;
-            }
-            let (tbs, rest) = expect(cert, SEQUENCE)?;
-            let (_, rest) = expect(rest, SEQUENCE)?;
-            let (_, rest) = expect(rest, BIT_STRING)?;
-            if !rest.is_empty() {
-                return None;
-            }
-            let mut fields = tbs;
-            if fields.first() == Some(&VERSION) {
-                fields = expect(fields, VERSION)?.1;
-            }
-            let (_, mut fields) = expect(fields, INTEGER)?;
-            for _ in 0..5 {
-                fields = expect(fields, SEQUENCE)?.1;
-            }
-            Some(())
-        }
-        check(der).is_some()
     }
 }
 
@@ -1085,13 +1325,17 @@ mod tests {
     }
 
     #[test]
-    fn der_walker_rejects_garbage() {
-        assert!(!der::looks_like_certificate(b""));
-        assert!(!der::looks_like_certificate(&[
-            0x30, 0x03, 0x02, 0x01, 0x01
-        ]));
-        assert!(!der::looks_like_certificate(&[
-            0x30, 0x84, 0xff, 0xff, 0xff, 0xff
-        ]));
+    fn webpki_rejects_garbage_the_sdk_would_panic_on() {
+        for der in [
+            &b""[..],
+            &[0x30, 0x03, 0x02, 0x01, 0x01],
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+        ] {
+            let pem = format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                BASE64.encode(der)
+            );
+            assert!(check_pem(&pem).is_err(), "{der:?}");
+        }
     }
 }

@@ -35,6 +35,8 @@ use tokio::sync::oneshot;
 
 #[path = "conditional.rs"]
 mod conditional;
+#[path = "sse_c.rs"]
+pub mod sse_c;
 
 /// The region the servers here are used with.
 pub const REGION: &str = "us-east-1";
@@ -58,6 +60,9 @@ pub struct ServerOptions {
     pub no_conditional_writes: bool,
     /// Ignore `If-Match` on DeleteObject only.
     pub no_conditional_deletes: bool,
+    /// What the SSE-C enforcement ([`sse_c::SseC`]) knows and saw; pass a clone to
+    /// inspect it (it survives restarts).
+    pub sse: sse_c::SseState,
 }
 
 /// A PEM server certificate (chain) and its PEM private key.
@@ -346,6 +351,12 @@ impl TestS3Server {
         (server, ready_rx)
     }
 
+    /// The SSE-C enforcement's state: which objects have a customer key, what
+    /// encryption headers each request carried.
+    pub fn sse(&self) -> &sse_c::SseState {
+        &self.options.sse
+    }
+
     /// The port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
@@ -502,7 +513,7 @@ async fn serve(
     let service = {
         let fs = conditional::Conditional::new(fs, !options.no_conditional_writes)
             .conditional_deletes(!options.no_conditional_deletes);
-        let mut builder = S3ServiceBuilder::new(fs);
+        let mut builder = S3ServiceBuilder::new(sse_c::SseC::new(fs, options.sse.clone()));
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
         builder.build()
     };

@@ -14,13 +14,19 @@ use synapse_backup::{ConfigError, Layout, S3Parameters};
 pub const ENV_ACCESS_KEY: &str = "SYNAPSE_BACKUP_ACCESS_KEY";
 /// Environment variable that sets (or overrides) `secret-key` of the `--s3` file.
 pub const ENV_SECRET_KEY: &str = "SYNAPSE_BACKUP_SECRET_KEY";
+/// Environment variable that sets (or overrides) `session-token` of the `--s3` file
+/// (temporary credentials), as the AWS tools name it.
+pub const ENV_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
 /// Environment variable holding the passphrase when `--passphrase-file` is not given.
 pub const ENV_PASSPHRASE: &str = "SYNAPSE_BACKUP_PASSPHRASE";
 
-/// The relation keys the `--s3` file may hold.
-const KNOWN_KEYS: [&str; 12] = [
+/// The relation keys the `--s3` file may hold (s3 interface v0 and v1).
+const KNOWN_KEYS: [&str; 15] = [
     "access-key",
     "secret-key",
+    "session-token",
+    "secret-extra",
+    "lib-version",
     "bucket",
     "region",
     "endpoint",
@@ -34,8 +40,11 @@ const KNOWN_KEYS: [&str; 12] = [
 ];
 
 /// Reads and validates the `--s3` file (YAML, or JSON when it ends in `.json`), with
-/// `access-key` / `secret-key` taken from [`ENV_ACCESS_KEY`] / [`ENV_SECRET_KEY`]
-/// when those are set and not empty.
+/// `access-key` / `secret-key` / `session-token` taken from [`ENV_ACCESS_KEY`] /
+/// [`ENV_SECRET_KEY`] / [`ENV_SESSION_TOKEN`] when those are set and not empty. The
+/// file takes the relation's keys, v0 or v1 (`lib-version`, base64 `tls-ca-chain`,
+/// `;`-separated `attributes`), with the keys given directly: a v1 `secret-extra`
+/// names a Juju secret the CLI cannot read.
 ///
 /// # Errors
 /// A message naming the file and, for invalid values, every bad field.
@@ -76,6 +85,15 @@ pub fn load_s3_parameters(path: &Path) -> Result<S3Parameters, String> {
         }
     }
     apply_secret_env(&mut map)?;
+    if map.contains_key("secret-extra")
+        && !map.contains_key("access-key")
+        && !map.contains_key("secret-key")
+    {
+        return Err(format!(
+            "{shown}: secret-extra names a Juju secret, which the command line cannot read: \
+             put access-key and secret-key in the file, or set {ENV_ACCESS_KEY} and {ENV_SECRET_KEY}"
+        ));
+    }
     S3Parameters::deserialize(Value::Object(map)).map_err(|e| format!("{shown}: {e}"))
 }
 
@@ -84,6 +102,7 @@ fn apply_secret_env(map: &mut Map<String, Value>) -> Result<(), String> {
     for (var, key) in [
         (ENV_ACCESS_KEY, "access-key"),
         (ENV_SECRET_KEY, "secret-key"),
+        (ENV_SESSION_TOKEN, "session-token"),
     ] {
         if let Some(value) = non_empty_env(var)? {
             map.insert(key.to_string(), Value::String(value));
