@@ -1192,3 +1192,132 @@ async fn hard_linked_media_are_restorable() {
         b"the same bytes twice"
     );
 }
+
+/// Issue 11 item 7: a `homeserver.yaml` error names the file, line and problem but never
+/// quotes the file (a line may hold `macaroon_secret_key`); duplicate keys are accepted
+/// as Synapse accepts them, the last one winning.
+#[tokio::test(flavor = "multi_thread")]
+async fn homeserver_yaml_errors_hide_secrets_and_duplicate_keys_are_accepted() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let yaml = env.tree.data.join("homeserver.yaml");
+    let c = LocalContainer::new();
+    let secret = "Zm9vYmFyLXNlY3JldC12YWx1ZQ";
+    for (text, problem_line) in [
+        (
+            format!(
+                "server_name: example.test\nmacaroon_secret_key: \"{secret}\nmedia_store_path: [x\n"
+            ),
+            None,
+        ),
+        (
+            format!(
+                "server_name: example.test\nmacaroon_secret_key: {secret}\nmedia_store_path: [{secret}\n"
+            ),
+            Some(3),
+        ),
+        (
+            format!("server_name: example.test\ndatabase: {secret}\n"),
+            None,
+        ),
+        (
+            format!("server_name: example.test\nmedia_store_path: {{ {secret}: 1 }}\n"),
+            None,
+        ),
+    ] {
+        fs::write(&yaml, &text).unwrap();
+        let e = env.create(&c).await.unwrap_err();
+        let message = e.to_string();
+        assert!(matches!(e, BackupError::Config(_)), "{message}");
+        assert!(!message.contains(secret), "the secret leaked: {message}");
+        assert!(
+            message.contains("homeserver.yaml")
+                || message.contains("database")
+                || message.contains("media_store_path"),
+            "{message}"
+        );
+        if let Some(line) = problem_line {
+            assert!(message.contains(&format!("line {line}")), "{message}");
+        }
+    }
+    // Duplicate keys: the last wins, as with Synapse's loader.
+    let elsewhere = env.tree.data.join("media_elsewhere");
+    fs::create_dir_all(elsewhere.join("local_content")).unwrap();
+    fs::write(elsewhere.join("local_content/only-here"), "x").unwrap();
+    fs::write(
+        &yaml,
+        "server_name: first.test\nmedia_store_path: /data/media_store\nserver_name: example.test\nmedia_store_path: /data/media_elsewhere\n",
+    )
+    .unwrap();
+    let report = env.create(&c).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.manifest.server_name.as_deref(), Some("example.test"));
+    assert_eq!(
+        report.manifest.layout.media_store_path,
+        "/data/media_elsewhere"
+    );
+    assert!(
+        report
+            .manifest
+            .files
+            .iter()
+            .any(|f| f.path.as_bytes() == b"data/media_elsewhere/local_content/only-here")
+    );
+}
+
+/// Issue 11 item 9: a database another process keeps locked fails the snapshot after
+/// the snapshot timeout with a clear error, instead of hanging the backup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanently_locked_database_times_out_with_a_clear_error() {
+    use std::io::BufRead;
+    let env = Env::new(&TreeSpec::default()).await;
+    let db = env.tree.data.join("homeserver.db");
+    let mut holder = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('PRAGMA locking_mode=EXCLUSIVE')\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             c.execute('UPDATE events SET body = body')\n\
+             print('locked', flush=True)\n\
+             time.sleep(3600)\n",
+        )
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed: sudo apt-get install -y python3");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let options = BackupOptions {
+        snapshot_timeout: Some(std::time::Duration::from_secs(3)),
+        ..BackupOptions::default()
+    };
+    let c = LocalContainer::new();
+    // Far longer than the snapshot timeout: only a hang reaches it.
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        create_backup_with(&c, &env.params, PASSPHRASE, &env.layout, &options),
+    )
+    .await;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let e = outcome
+        .expect("create hung on a locked database")
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::StageFailed {
+                stage: Stage::Snapshot,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("did not finish within 3 s"), "{e}");
+    assert!(e.to_string().contains("locked"), "{e}");
+    assert!(objects_in_bucket(&env).is_empty());
+    assert!(leftover_work_dirs(&env).is_empty());
+}
