@@ -99,30 +99,37 @@ async fn create_locked<C: Container + ?Sized>(
     options: &BackupOptions,
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
+    if options.cancel.is_cancelled() {
+        return Err(BackupError::Cancelled);
+    }
     plan::check_passphrase(passphrase)?;
     layout.validate()?;
     let client = S3Client::new(s3_parameters)?;
     let collected = collect(container, layout).await?;
     let id = BackupId::generate();
     let key = client.object_key(id.as_str());
-    work::sweep_dead_work_dirs(container, layout).await;
+    work::sweep_work_dirs(container, layout, false).await;
     tracing::info!(backup_id = %id, members = collected.members.len(), "starting backup");
     let work = work::make_work_dir(container, layout, id.as_str()).await?;
     let mut uploading = false;
-    let result = run_backup(
-        container,
-        &client,
-        s3_parameters,
-        passphrase,
-        layout,
-        options,
-        &collected,
-        &id,
-        &key,
-        &work,
-        &mut uploading,
-    )
-    .await;
+    let result = tokio::select! {
+        result = run_backup(
+            container,
+            &client,
+            s3_parameters,
+            passphrase,
+            layout,
+            options,
+            &collected,
+            &id,
+            &key,
+            &work,
+            &mut uploading,
+        ) => result,
+        // Dropping the run kills the pipeline's process group; then the same clean-up
+        // as any failure, by this run's exact work dir and key.
+        () = options.cancel.cancelled() => Err(BackupError::Cancelled),
+    };
     work::remove_work_dir(container, layout, &work).await;
     match result {
         Ok((manifest, live_changes)) => {
@@ -144,6 +151,20 @@ async fn create_locked<C: Container + ?Sized>(
             Err(e)
         }
     }
+}
+
+/// Removes the work dirs that `create` and `verify` runs left behind when they could
+/// not clean up (a killed process, a dropped future): those whose owner record names
+/// a process of this host that is gone, or this very process (call it only when this
+/// process runs no backup or verification, e.g. after dropping one on a signal).
+/// Restore dirs, which may hold set-aside live files, and other hosts' or live
+/// processes' dirs are never touched; removal runs as the workload user. Returns the
+/// dirs removed.
+pub async fn remove_abandoned_work_dirs<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+) -> Vec<String> {
+    work::sweep_work_dirs(container, layout, true).await
 }
 
 /// Deletes a failed run's data object and aborts multipart uploads under its key.
