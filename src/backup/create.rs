@@ -410,6 +410,15 @@ fn stage_error(stage: Stage, e: ContainerError) -> BackupError {
     }
 }
 
+/// This process's peak resident set size so far (`VmHWM`), for the debug log.
+fn peak_rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// The manifest's kind letter for a tar member kind (`find -printf %y` letters).
 fn entry_kind(kind: char) -> char {
     match kind {
@@ -571,55 +580,68 @@ async fn run_backup<C: Container + ?Sized>(
             })?;
     }
 
-    // The manifest lists what tar archived: its own listing of the stream.
+    // The manifest lists what tar archived: its own listing of the stream, read once
+    // and turned into the file list line by line (no second copy of 100,000 members).
     let index = work::read_file(container, layout, &work.file("index")).await?;
-    let members = parse_members(&index).map_err(|e| BackupError::StageFailed {
-        stage: Stage::Tar,
-        exit_code: 0,
-        stderr: format!("tar's listing of the archive is unreadable: {e}"),
-    })?;
-    drop(index);
-    let (inner_member, data_members): (Vec<_>, Vec<_>) = members
-        .into_iter()
-        .partition(|m| m.name == INNER_MANIFEST_MEMBER.as_bytes());
-    if inner_member.len() != 1 {
-        return Err(BackupError::StageFailed {
+    let rules = RestoreRules::new(layout, &collected.config);
+    let mut inner_members = 0;
+    let mut changed_dirs = Vec::new();
+    let mut plaintext_bytes = 0;
+    // One entry per line: sized once, never regrown (a regrowth holds both copies).
+    let lines = index.iter().filter(|b| **b == b'\n').count();
+    let mut files: Vec<ManifestEntry> = Vec::with_capacity(lines);
+    for (number, line) in index.split(|b| *b == b'\n').enumerate() {
+        let unreadable = |e: String| BackupError::StageFailed {
             stage: Stage::Tar,
             exit_code: 0,
-            stderr: "the inner manifest is not in the archive".into(),
-        });
-    }
-    // A backup is complete only if restore will accept it: the same rules.
-    RestoreRules::new(layout, &collected.config)
-        .check(&data_members)
-        .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
-    // tar names a dir whose entries changed (a file added) like a changed file.
-    let (dirs, files): (Vec<String>, Vec<String>) = std::mem::take(&mut changes.changed)
-        .into_iter()
-        .partition(|n| {
-            data_members
-                .iter()
-                .any(|m| m.kind == 'd' && m.name == n.trim_end_matches('/').as_bytes())
-        });
-    changes.changed = files;
-    changes.dirs_changed = dirs;
-    let mut plaintext_bytes = 0;
-    let files: Vec<ManifestEntry> = data_members
-        .into_iter()
-        .map(|m| {
+            stderr: format!(
+                "tar's listing of the archive is unreadable at line {}: {e}",
+                number + 1
+            ),
+        };
+        for m in parse_members(line).map_err(|e| unreadable(e.to_string()))? {
+            if m.name == INNER_MANIFEST_MEMBER.as_bytes() {
+                inner_members += 1;
+                continue;
+            }
+            // A backup is complete only if restore will accept it: the same rules.
+            rules
+                .check(std::slice::from_ref(&m))
+                .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
+            if m.kind == 'd'
+                && let Some(pos) = changes
+                    .changed
+                    .iter()
+                    .position(|n| n.trim_end_matches('/').as_bytes() == m.name)
+            {
+                // tar names a dir whose entries changed (a file added) like a file.
+                changed_dirs.push(changes.changed.swap_remove(pos));
+            }
             if m.kind == '-' {
                 plaintext_bytes += m.size;
             }
-            ManifestEntry {
+            files.push(ManifestEntry {
                 path: match String::from_utf8(m.name) {
                     Ok(text) => ManifestPath::Text(text),
                     Err(e) => ManifestPath::Bytes(e.into_bytes()),
                 },
                 kind: entry_kind(m.kind),
                 size: m.size,
-            }
-        })
-        .collect();
+            });
+        }
+    }
+    drop(index);
+    files.shrink_to_fit();
+    if inner_members != 1 {
+        return Err(BackupError::StageFailed {
+            stage: Stage::Tar,
+            exit_code: 0,
+            stderr: "the inner manifest is not the archive's one first member".into(),
+        });
+    }
+    changes.changed.sort();
+    changed_dirs.sort();
+    changes.dirs_changed = changed_dirs;
 
     let sha = work::read_text(container, layout, &work.file("sha256"))
         .await
@@ -671,10 +693,16 @@ async fn run_backup<C: Container + ?Sized>(
         nonce: Some(inner.nonce.clone()),
     };
     let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
+    tracing::debug!(
+        backup_id = %id,
+        peak_rss_kib = peak_rss_kib(),
+        "manifest built"
+    );
     client
         .put_object(
             &format!("{key}{}", plan::MANIFEST_SUFFIX),
-            manifest.to_json(),
+            // Compact: a pretty manifest of 100,000 files is a third larger.
+            serde_json::to_vec(&manifest).unwrap_or_default(),
             "application/json",
             &metadata,
         )
