@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::layout::{DatabaseKind, HomeserverConfig, Layout, join};
-use super::lock::{BackupLock, LockOwner};
 use super::listing::parse_members;
+use super::lock::{BackupLock, LockOwner};
 use super::manifest::{
     INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestLayout,
     ManifestPath,

@@ -13,10 +13,10 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use synapse_backup::{
-    BackupError, BackupId, BackupLock, BackupOptions, BackupStatus, CancelToken, ConfigError, ContainerError,
-    Layout, LocalContainer, LockMode, LockOptions, RestoreOptions, RetentionPolicy, S3Client,
-    S3Error, S3Parameters, SystemdServices, backup_status, create_backup_with, delete_backup_with,
-    list_backups, prune_backups_with, restore_backup_with, verify_backup_with,
+    BackupError, BackupId, BackupLock, BackupOptions, BackupStatus, CancelToken, ConfigError,
+    ContainerError, Layout, LocalContainer, LockMode, LockOptions, RestoreOptions, RetentionPolicy,
+    S3Client, S3Error, S3Parameters, SystemdServices, backup_status, create_backup_with,
+    delete_backup_with, list_backups, prune_backups_with, restore_backup_with, verify_backup_with,
 };
 
 use crate::config::{ENV_PASSPHRASE, LayoutFlags, Passphrase};
