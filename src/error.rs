@@ -328,6 +328,12 @@ pub enum BackupError {
         /// Why.
         reason: String,
     },
+    /// The operation was cancelled (see [`CancelToken`](crate::backup::plan::CancelToken));
+    /// its work dir and partial upload were removed.
+    #[error(
+        "cancelled: the backup was stopped, its work dir removed and its partial upload deleted"
+    )]
+    Cancelled,
     /// Not enough free space for the restore.
     #[error("not enough free space in {path}: need {needed} bytes, {available} available")]
     InsufficientSpace {

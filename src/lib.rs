@@ -56,12 +56,13 @@ pub mod s3;
 pub use backup::layout::{HomeserverConfig, Layout};
 pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
 pub use backup::manifest::Manifest;
-pub use backup::plan::{BackupId, BackupOptions, Compression};
+pub use backup::plan::{BackupId, BackupOptions, CancelToken, Compression, LiveChanges};
 pub use backup::{
     BackupInfo, BackupReport, BackupStatus, PruneReport, RestoreOptions, RestoreReport,
     RetentionPolicy, VerifyReport, backup_status, create_backup, create_backup_with, delete_backup,
     delete_backup_with, exists_backup, list_backups, prune_backups, prune_backups_with,
-    restore_backup, restore_backup_with, verify_backup, verify_backup_with,
+    remove_abandoned_work_dirs, restore_backup, restore_backup_with, verify_backup,
+    verify_backup_with,
 };
 
 #[cfg(any(test, feature = "mock"))]

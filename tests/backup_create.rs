@@ -918,3 +918,406 @@ fn nix_terminate(pid: u32) {
         .arg(pid.to_string())
         .status();
 }
+
+/// Verifies and restores a backup; panics with the error.
+async fn verify_and_restore(
+    env: &Env,
+    layout: &synapse_backup::Layout,
+    id: &synapse_backup::BackupId,
+) -> synapse_backup::RestoreReport {
+    let c = LocalContainer::new();
+    let options = synapse_backup::RestoreOptions::default();
+    synapse_backup::verify_backup_with(&c, &env.params, PASSPHRASE, id, layout, &options)
+        .await
+        .unwrap_or_else(|e| panic!("verify refused a complete backup: {e}"));
+    synapse_backup::restore_backup_with(&c, &env.params, PASSPHRASE, id, layout, &options)
+        .await
+        .unwrap_or_else(|e| panic!("restore refused a complete backup: {e}"))
+}
+
+/// A layout whose `tar` is a wrapper that runs `mutate` (a bash script body, with
+/// `$TAR_CHECKPOINT` set) at every 10 KiB record of the archive it creates: a live
+/// homeserver changing files while tar reads them, deterministically (tar waits for
+/// the script).
+fn live_layout(env: &Env, mutate: &str) -> synapse_backup::Layout {
+    let bin = env.dir.path().join("live-bin");
+    fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("mutate");
+    fs::write(&script, format!("#!/bin/bash\nset -eu\n{mutate}\n")).unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let tar = bin.join("tar");
+    fs::write(
+        &tar,
+        format!(
+            "#!/bin/bash\nif [ \"$1\" = --create ]; then exec tar --checkpoint=1 --checkpoint-action=exec='{}' \"$@\"; fi\nexec tar \"$@\"\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&tar, fs::Permissions::from_mode(0o755)).unwrap();
+    synapse_backup::Layout {
+        tar: tar.to_string_lossy().into_owned(),
+        ..env.layout.clone()
+    }
+}
+
+/// Issue 11 items 2 and 3: while tar runs, a file it is reading shrinks, another grows,
+/// one not yet read is deleted, one is added and a whole `local_thumbnails` is purged.
+/// The backup succeeds, says what changed, and verify and restore accept it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_media_store_makes_a_complete_restorable_backup() {
+    let env = Env::new(&TreeSpec {
+        media_files: 4,
+        ..TreeSpec::default()
+    })
+    .await;
+    let content = env.tree.media.join("local_content");
+    let thumbs = env.tree.media.join("local_thumbnails");
+    let mut rng = synapse_tree::Rng::new(7);
+    // Named to sort first: tar (--sort=name) reads them first.
+    fs::create_dir_all(content.join("0")).unwrap();
+    synapse_tree::write_random(&content.join("0/big"), 2 << 20, &mut rng);
+    synapse_tree::write_random(&content.join("0/grow"), 2 << 20, &mut rng);
+    fs::write(content.join("zz-gone"), "deleted mid-backup").unwrap();
+    let layout = live_layout(
+        &env,
+        &format!(
+            r#"c='{}'; t='{}'
+case "$TAR_CHECKPOINT" in
+  50) truncate -s 100000 "$c/0/big"; rm -f "$c/zz-gone"; echo new >"$c/ac-new"; rm -rf "$t" ;;
+  300) head -c 1048576 /dev/zero >>"$c/0/grow" ;;
+esac"#,
+            content.display(),
+            thumbs.display()
+        ),
+    );
+    let c = LocalContainer::new();
+    let report = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("a live tree must not fail the backup: {e}"));
+    let changes = &report.live_changes;
+    assert_eq!(changes.removed, 1, "{changes:?}");
+    assert_eq!(
+        changes.shrunk,
+        ["data/media_store/local_content/0/big"],
+        "{changes:?}"
+    );
+    assert_eq!(
+        changes.changed,
+        ["data/media_store/local_content/0/grow"],
+        "{changes:?}"
+    );
+    assert_eq!(
+        changes.dirs_changed,
+        ["data/media_store/local_content"],
+        "{changes:?}"
+    );
+    assert_eq!(
+        changes.vanished,
+        ["data/media_store/local_thumbnails"],
+        "{changes:?}"
+    );
+    let warnings = report.manifest.warnings.join("\n");
+    assert!(warnings.contains("0/big shrank"), "{warnings}");
+    let names: Vec<String> = report
+        .manifest
+        .files
+        .iter()
+        .map(|f| String::from_utf8_lossy(f.path.as_bytes()).into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with("zz-gone")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains("local_thumbnails")),
+        "{names:?}"
+    );
+    verify_and_restore(&env, &env.layout, &report.id).await;
+    // The archived copies: the shrunk file zero-padded to its first size, the grown
+    // one at the size tar first saw.
+    assert_eq!(fs::metadata(content.join("0/big")).unwrap().len(), 2 << 20);
+    assert_eq!(fs::metadata(content.join("0/grow")).unwrap().len(), 2 << 20);
+    assert!(!content.join("zz-gone").exists());
+}
+
+/// Issue 11 item 3: a media upload (a new file) while tar runs does not fail the backup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_media_upload_during_the_backup_does_not_fail_it() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let content = env.tree.media.join("local_content");
+    let layout = live_layout(
+        &env,
+        &format!(
+            r#"if [ "$TAR_CHECKPOINT" = 3 ]; then mkdir -p '{0}/zz'; echo upload >'{0}/zz/new'; echo upload >'{0}/new-top'; fi"#,
+            content.display()
+        ),
+    );
+    let c = LocalContainer::new();
+    let report = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("an upload during the backup must not fail it: {e}"));
+    assert!(
+        report
+            .manifest
+            .warnings
+            .iter()
+            .any(|w| w.contains("added while the backup ran")),
+        "{:?}",
+        report.manifest.warnings
+    );
+    verify_and_restore(&env, &env.layout, &report.id).await;
+}
+
+/// Issue 11 item 4: a symlinked data dir (holding the database, media and key) and a
+/// symlinked signing key are followed and archived under their configured names, and
+/// the backup restores.
+#[tokio::test(flavor = "multi_thread")]
+async fn symlinked_data_dir_media_store_and_signing_key_are_backed_up() {
+    use std::os::unix::fs::symlink;
+    let env = Env::new(&TreeSpec::default()).await;
+    let before = env.tree.backed_up_files();
+    let db_dump = dump_db(&env.tree.data.join("homeserver.db"));
+    // /data is a volume mounted elsewhere; the media store another volume; the key a
+    // mounted secret.
+    let volumes = env.dir.path().join("volumes");
+    fs::create_dir_all(&volumes).unwrap();
+    fs::rename(&env.tree.data, volumes.join("data")).unwrap();
+    symlink(volumes.join("data"), &env.tree.data).unwrap();
+    fs::rename(
+        env.tree.data.join("media_store"),
+        volumes.join("media_store"),
+    )
+    .unwrap();
+    symlink(
+        volumes.join("media_store"),
+        env.tree.data.join("media_store"),
+    )
+    .unwrap();
+    let key = env.tree.data.join("example.test.signing.key");
+    fs::rename(&key, volumes.join("signing.key")).unwrap();
+    symlink(volumes.join("signing.key"), &key).unwrap();
+
+    let report = env
+        .create(&LocalContainer::new())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<String> = report
+        .manifest
+        .files
+        .iter()
+        .map(|f| String::from_utf8_lossy(f.path.as_bytes()).into_owned())
+        .collect();
+    for want in [
+        "data/homeserver.db",
+        "data/example.test.signing.key",
+        "data/media_store/local_content",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    assert_eq!(report.manifest.database, "sqlite");
+    // The key is archived as the file it points to.
+    let key_entry = report
+        .manifest
+        .files
+        .iter()
+        .find(|f| f.path.as_bytes() == b"data/example.test.signing.key")
+        .unwrap();
+    assert_eq!(key_entry.kind, 'f');
+    let media_files = names
+        .iter()
+        .filter(|n| n.starts_with("data/media_store/local_"))
+        .count();
+    assert!(media_files > 40, "{media_files} media entries");
+
+    let out = manual_restore(&env, &report.key);
+    let mut restored = files_under(&out);
+    restored.remove(Path::new(".synapse-backup/manifest.json"));
+    restored.remove(Path::new("data/homeserver.db"));
+    assert_eq!(restored, before, "archived bytes differ from the tree");
+    verify_and_restore(&env, &env.layout, &report.id).await;
+    assert_eq!(dump_db(&env.tree.data.join("homeserver.db")), db_dump);
+}
+
+/// Issue 11 item 4: a symlinked `local_*` dir is refused with an error naming it, not
+/// silently archived as a link restore would refuse.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlinked_local_media_dir_is_refused_by_name() {
+    use std::os::unix::fs::symlink;
+    let env = Env::new(&TreeSpec::default()).await;
+    let thumbs = env.tree.media.join("local_thumbnails");
+    let elsewhere = env.dir.path().join("thumbs");
+    fs::rename(&thumbs, &elsewhere).unwrap();
+    symlink(&elsewhere, &thumbs).unwrap();
+    let e = env.create(&LocalContainer::new()).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("/data/media_store/local_thumbnails is a symbolic link"),
+        "{e}"
+    );
+    assert!(objects_in_bucket(&env).is_empty());
+}
+
+/// Issue 11 item 4: hard-linked media are archived as files, and the backup restores.
+#[tokio::test(flavor = "multi_thread")]
+async fn hard_linked_media_are_restorable() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let content = env.tree.media.join("local_content");
+    fs::create_dir_all(content.join("hl")).unwrap();
+    fs::write(content.join("hl/original"), "the same bytes twice").unwrap();
+    fs::hard_link(content.join("hl/original"), content.join("hl/linked")).unwrap();
+    let before = env.tree.backed_up_files();
+    let report = env
+        .create(&LocalContainer::new())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        report.manifest.files.iter().all(|f| f.kind != 'h'),
+        "hard links must be archived as files"
+    );
+    verify_and_restore(&env, &env.layout, &report.id).await;
+    let after = env.tree.backed_up_files();
+    assert_eq!(after, before);
+    assert_eq!(
+        fs::read(content.join("hl/linked")).unwrap(),
+        b"the same bytes twice"
+    );
+}
+
+/// Issue 11 item 7: a `homeserver.yaml` error names the file, line and problem but never
+/// quotes the file (a line may hold `macaroon_secret_key`); duplicate keys are accepted
+/// as Synapse accepts them, the last one winning.
+#[tokio::test(flavor = "multi_thread")]
+async fn homeserver_yaml_errors_hide_secrets_and_duplicate_keys_are_accepted() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let yaml = env.tree.data.join("homeserver.yaml");
+    let c = LocalContainer::new();
+    let secret = "Zm9vYmFyLXNlY3JldC12YWx1ZQ";
+    for (text, problem_line) in [
+        (
+            format!(
+                "server_name: example.test\nmacaroon_secret_key: \"{secret}\nmedia_store_path: [x\n"
+            ),
+            None,
+        ),
+        (
+            format!(
+                "server_name: example.test\nmacaroon_secret_key: {secret}\nmedia_store_path: [{secret}\n"
+            ),
+            Some(3),
+        ),
+        (
+            format!("server_name: example.test\ndatabase: {secret}\n"),
+            None,
+        ),
+        (
+            format!("server_name: example.test\nmedia_store_path: {{ {secret}: 1 }}\n"),
+            None,
+        ),
+    ] {
+        fs::write(&yaml, &text).unwrap();
+        let e = env.create(&c).await.unwrap_err();
+        let message = e.to_string();
+        assert!(matches!(e, BackupError::Config(_)), "{message}");
+        assert!(!message.contains(secret), "the secret leaked: {message}");
+        assert!(
+            message.contains("homeserver.yaml")
+                || message.contains("database")
+                || message.contains("media_store_path"),
+            "{message}"
+        );
+        if let Some(line) = problem_line {
+            assert!(message.contains(&format!("line {line}")), "{message}");
+        }
+    }
+    // Duplicate keys: the last wins, as with Synapse's loader.
+    let elsewhere = env.tree.data.join("media_elsewhere");
+    fs::create_dir_all(elsewhere.join("local_content")).unwrap();
+    fs::write(elsewhere.join("local_content/only-here"), "x").unwrap();
+    fs::write(
+        &yaml,
+        "server_name: first.test\nmedia_store_path: /data/media_store\nserver_name: example.test\nmedia_store_path: /data/media_elsewhere\n",
+    )
+    .unwrap();
+    let report = env.create(&c).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.manifest.server_name.as_deref(), Some("example.test"));
+    assert_eq!(
+        report.manifest.layout.media_store_path,
+        "/data/media_elsewhere"
+    );
+    assert!(
+        report
+            .manifest
+            .files
+            .iter()
+            .any(|f| f.path.as_bytes() == b"data/media_elsewhere/local_content/only-here")
+    );
+}
+
+/// Issue 11 item 9: a database another process keeps locked fails the snapshot after
+/// the snapshot timeout with a clear error, instead of hanging the backup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanently_locked_database_times_out_with_a_clear_error() {
+    use std::io::BufRead;
+    let env = Env::new(&TreeSpec::default()).await;
+    let db = env.tree.data.join("homeserver.db");
+    let mut holder = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('PRAGMA locking_mode=EXCLUSIVE')\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             c.execute('UPDATE events SET body = body')\n\
+             print('locked', flush=True)\n\
+             time.sleep(3600)\n",
+        )
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed: sudo apt-get install -y python3");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let options = BackupOptions {
+        snapshot_timeout: Some(std::time::Duration::from_secs(3)),
+        ..BackupOptions::default()
+    };
+    let c = LocalContainer::new();
+    // Far longer than the snapshot timeout: only a hang reaches it.
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        create_backup_with(&c, &env.params, PASSPHRASE, &env.layout, &options),
+    )
+    .await;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let e = outcome
+        .expect("create hung on a locked database")
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::StageFailed {
+                stage: Stage::Snapshot,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("did not finish within 3 s"), "{e}");
+    assert!(e.to_string().contains("locked"), "{e}");
+    assert!(objects_in_bucket(&env).is_empty());
+    assert!(leftover_work_dirs(&env).is_empty());
+}

@@ -886,3 +886,201 @@ fn ctrl_c_does_not_stop_a_restore_half_way() {
     assert!(work_dirs(&f.tree.data).is_empty());
     f.assert_no_secrets(&[]);
 }
+
+/// An executable `tar` that runs the real one, but when creating an archive writes its
+/// pid to `marker` at the 10 KiB record `record` and then hangs there (tar waits for
+/// its checkpoint script): a backup stopped half-way through its upload.
+fn hanging_tar(dir: &Path, marker: &Path, record: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let hang = dir.join("hang-at-checkpoint");
+    fs::write(
+        &hang,
+        format!(
+            "#!/usr/bin/env bash\nif [ \"$TAR_CHECKPOINT\" = {record} ]; then echo $$ > '{}'; exec sleep 300; fi\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&hang, fs::Permissions::from_mode(0o755)).unwrap();
+    let tar = dir.join("hanging-tar");
+    fs::write(
+        &tar,
+        format!(
+            "#!/usr/bin/env bash\nif [ \"$1\" = --create ]; then exec tar --checkpoint=1 --checkpoint-action=exec='{}' \"$@\"; fi\nexec tar \"$@\"\n",
+            hang.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&tar, fs::Permissions::from_mode(0o755)).unwrap();
+    tar
+}
+
+fn send(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+}
+
+/// Issue 11 item 5: SIGHUP (a closed terminal) mid-upload stops the backup and cleans
+/// up like Ctrl-C: the pipeline dies, the work dir goes, no object or multipart upload
+/// is left.
+#[test]
+fn sighup_stops_a_create_mid_upload_and_leaves_nothing() {
+    let f = Fixture::new();
+    let mut rng = synapse_tree::Rng::new(3);
+    fs::create_dir_all(f.tree.media.join("local_content/big")).unwrap();
+    synapse_tree::write_random(
+        &f.tree.media.join("local_content/big/file"),
+        16 << 20,
+        &mut rng,
+    );
+    let marker = f.dir.path().join("tar-pid");
+    // 12 MiB into the archive: the aws CLI has begun a multipart upload.
+    let tar = hanging_tar(f.dir.path(), &marker, 1200);
+    let mut cmd = f.std_cmd();
+    let child = cmd
+        .arg("--tar")
+        .arg(&tar)
+        .arg("create")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let hung = wait_for_pid(&marker);
+    assert_eq!(
+        work_dirs(&f.tree.data).len(),
+        1,
+        "the work dir exists mid-run"
+    );
+    send(&child, nix::sys::signal::Signal::SIGHUP);
+    let out = child.wait_with_output().unwrap();
+    f.transcript
+        .borrow_mut()
+        .push_str(&format!("{}{}", stdout(&out), stderr(&out)));
+    assert_eq!(out.status.code(), Some(129), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "no id for a stopped backup");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while alive(hung) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipeline (pid {hung}) survived SIGHUP"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(work_dirs(&f.tree.data), Vec::<String>::new());
+    assert!(f.objects().is_empty(), "{:?}", f.objects());
+    assert!(f.list_json().is_empty());
+    let params = synapse_backup::S3Parameters::from_relation_data(
+        &[
+            ("access-key", f.server.access_key.as_str()),
+            ("secret-key", f.server.secret_key.as_str()),
+            ("bucket", BUCKET),
+            ("endpoint", f.server.endpoint.as_str()),
+            ("s3-uri-style", "path"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    )
+    .unwrap();
+    let client = synapse_backup::S3Client::new(&params).unwrap();
+    let uploads = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(client.list_multipart_uploads(PREFIX));
+    if let Ok(uploads) = uploads {
+        assert!(uploads.is_empty(), "{uploads:?}");
+    }
+    f.assert_no_secrets(&[]);
+}
+
+/// Issue 11 item 6: Ctrl-C on a `create` removes only its own work dir, never one
+/// another run made meanwhile (here a restore's, holding set-aside live files).
+#[test]
+fn ctrl_c_does_not_remove_another_runs_work_dir() {
+    let f = Fixture::new();
+    let marker = f.dir.path().join("aws-pid");
+    let hanging = fake_aws(f.dir.path(), "hanging-aws", &marker, "exec sleep 300");
+    let mut cmd = f.std_cmd();
+    let child = cmd
+        .arg("--aws")
+        .arg(&hanging)
+        .arg("create")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_pid(&marker);
+    // A concurrent restore's work dir, made after this create started.
+    let other = f.tree.data.join(".synapse-backup-restore.AbCdEfGhIj");
+    fs::create_dir_all(other.join("aside/data")).unwrap();
+    fs::write(other.join("aside/data/homeserver.db"), "the live database").unwrap();
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert_eq!(
+        fs::read(other.join("aside/data/homeserver.db")).unwrap(),
+        b"the live database",
+        "another run's work dir was touched"
+    );
+    assert_eq!(
+        work_dirs(&f.tree.data),
+        [".synapse-backup-restore.AbCdEfGhIj"],
+        "only this run's own work dir is removed"
+    );
+}
+
+/// Issue 11 (d) and the snapshot's mode: run as root without --user, the CLI runs the
+/// pipelines as the owner of the data dir, so the snapshot belongs to that user and
+/// keeps the live database's mode, through a create and a restore.
+#[test]
+fn as_root_the_pipelines_run_as_the_data_dir_owner_and_keep_the_db_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let f = Fixture::new();
+    assert!(nix::unistd::geteuid().is_root(), "run the tests as root");
+    let db = f.tree.data.join("homeserver.db");
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o640)).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("chmod -R a+rX \"$1\" && chmod 0755 \"$2\" && chown -R nobody:nogroup \"$1/data\" && chmod 0640 \"$1/data/homeserver.db\"")
+        .arg("bash")
+        .arg(&f.tree.root)
+        .arg(f.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let id = stdout(&f.ok(&["create"])).trim().to_string();
+    // The archive's database: owned by nobody (65534), mode 0640.
+    let listing = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(
+            r#"set -euo pipefail
+aws s3 cp --only-show-errors --endpoint-url "$1" "s3://$2/$3/$4" - |
+  gpg --batch --no-tty --pinentry-mode loopback --passphrase-file "$5" --decrypt 2>/dev/null |
+  tar -tv --numeric-owner"#,
+        )
+        .arg("bash")
+        .arg(&f.server.endpoint)
+        .arg(BUCKET)
+        .arg(PREFIX)
+        .arg(&id)
+        .arg(&f.passphrase_file)
+        .env("AWS_ACCESS_KEY_ID", &f.server.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &f.server.secret_key)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("GNUPGHOME", f.dir.path())
+        .output()
+        .unwrap();
+    assert!(listing.status.success(), "{}", stderr(&listing));
+    let line = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .find(|l| l.ends_with(" data/homeserver.db"))
+        .map(str::to_string)
+        .expect("the database in the archive");
+    assert!(line.starts_with("-rw-r----- 65534/65534 "), "{line}");
+    f.ok(&["restore", &id, "--yes"]);
+    let meta = fs::metadata(&db).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (65534, 65534, 0o640)
+    );
+    assert!(work_dirs(&f.tree.data).is_empty());
+}

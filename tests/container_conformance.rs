@@ -170,3 +170,9 @@ async fn conformance_run_all_in_one_scratch_directory() {
     let f = Fixture::new();
     conformance::run_all(&f.container, f.scratch(), SERVICE).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_push_with_owner_never_follows_a_symlink() {
+    let f = Fixture::new();
+    conformance::push_with_owner_never_follows_a_symlink(&f.container, f.scratch()).await;
+}

@@ -99,30 +99,37 @@ async fn create_locked<C: Container + ?Sized>(
     options: &BackupOptions,
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
+    if options.cancel.is_cancelled() {
+        return Err(BackupError::Cancelled);
+    }
     plan::check_passphrase(passphrase)?;
     layout.validate()?;
     let client = S3Client::new(s3_parameters)?;
     let collected = collect(container, layout).await?;
     let id = BackupId::generate();
     let key = client.object_key(id.as_str());
-    work::sweep_dead_work_dirs(container, layout).await;
+    work::sweep_work_dirs(container, layout, false).await;
     tracing::info!(backup_id = %id, members = collected.members.len(), "starting backup");
     let work = work::make_work_dir(container, layout, id.as_str()).await?;
     let mut uploading = false;
-    let result = run_backup(
-        container,
-        &client,
-        s3_parameters,
-        passphrase,
-        layout,
-        options,
-        &collected,
-        &id,
-        &key,
-        &work,
-        &mut uploading,
-    )
-    .await;
+    let result = tokio::select! {
+        result = run_backup(
+            container,
+            &client,
+            s3_parameters,
+            passphrase,
+            layout,
+            options,
+            &collected,
+            &id,
+            &key,
+            &work,
+            &mut uploading,
+        ) => result,
+        // Dropping the run kills the pipeline's process group; then the same clean-up
+        // as any failure, by this run's exact work dir and key.
+        () = options.cancel.cancelled() => Err(BackupError::Cancelled),
+    };
     work::remove_work_dir(container, layout, &work).await;
     match result {
         Ok((manifest, live_changes)) => {
@@ -144,6 +151,20 @@ async fn create_locked<C: Container + ?Sized>(
             Err(e)
         }
     }
+}
+
+/// Removes the work dirs that `create` and `verify` runs left behind when they could
+/// not clean up (a killed process, a dropped future): those whose owner record names
+/// a process of this host that is gone, or this very process (call it only when this
+/// process runs no backup or verification, e.g. after dropping one on a signal).
+/// Restore dirs, which may hold set-aside live files, and other hosts' or live
+/// processes' dirs are never touched; removal runs as the workload user. Returns the
+/// dirs removed.
+pub async fn remove_abandoned_work_dirs<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+) -> Vec<String> {
+    work::sweep_work_dirs(container, layout, true).await
 }
 
 /// Deletes a failed run's data object and aborts multipart uploads under its key.
@@ -389,6 +410,15 @@ fn stage_error(stage: Stage, e: ContainerError) -> BackupError {
     }
 }
 
+/// This process's peak resident set size so far (`VmHWM`), for the debug log.
+fn peak_rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// The manifest's kind letter for a tar member kind (`find -printf %y` letters).
 fn entry_kind(kind: char) -> char {
     match kind {
@@ -550,55 +580,68 @@ async fn run_backup<C: Container + ?Sized>(
             })?;
     }
 
-    // The manifest lists what tar archived: its own listing of the stream.
+    // The manifest lists what tar archived: its own listing of the stream, read once
+    // and turned into the file list line by line (no second copy of 100,000 members).
     let index = work::read_file(container, layout, &work.file("index")).await?;
-    let members = parse_members(&index).map_err(|e| BackupError::StageFailed {
-        stage: Stage::Tar,
-        exit_code: 0,
-        stderr: format!("tar's listing of the archive is unreadable: {e}"),
-    })?;
-    drop(index);
-    let (inner_member, data_members): (Vec<_>, Vec<_>) = members
-        .into_iter()
-        .partition(|m| m.name == INNER_MANIFEST_MEMBER.as_bytes());
-    if inner_member.len() != 1 {
-        return Err(BackupError::StageFailed {
+    let rules = RestoreRules::new(layout, &collected.config);
+    let mut inner_members = 0;
+    let mut changed_dirs = Vec::new();
+    let mut plaintext_bytes = 0;
+    // One entry per line: sized once, never regrown (a regrowth holds both copies).
+    let lines = index.iter().filter(|b| **b == b'\n').count();
+    let mut files: Vec<ManifestEntry> = Vec::with_capacity(lines);
+    for (number, line) in index.split(|b| *b == b'\n').enumerate() {
+        let unreadable = |e: String| BackupError::StageFailed {
             stage: Stage::Tar,
             exit_code: 0,
-            stderr: "the inner manifest is not in the archive".into(),
-        });
-    }
-    // A backup is complete only if restore will accept it: the same rules.
-    RestoreRules::new(layout, &collected.config)
-        .check(&data_members)
-        .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
-    // tar names a dir whose entries changed (a file added) like a changed file.
-    let (dirs, files): (Vec<String>, Vec<String>) = std::mem::take(&mut changes.changed)
-        .into_iter()
-        .partition(|n| {
-            data_members
-                .iter()
-                .any(|m| m.kind == 'd' && m.name == n.trim_end_matches('/').as_bytes())
-        });
-    changes.changed = files;
-    changes.dirs_changed = dirs;
-    let mut plaintext_bytes = 0;
-    let files: Vec<ManifestEntry> = data_members
-        .into_iter()
-        .map(|m| {
+            stderr: format!(
+                "tar's listing of the archive is unreadable at line {}: {e}",
+                number + 1
+            ),
+        };
+        for m in parse_members(line).map_err(|e| unreadable(e.to_string()))? {
+            if m.name == INNER_MANIFEST_MEMBER.as_bytes() {
+                inner_members += 1;
+                continue;
+            }
+            // A backup is complete only if restore will accept it: the same rules.
+            rules
+                .check(std::slice::from_ref(&m))
+                .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
+            if m.kind == 'd'
+                && let Some(pos) = changes
+                    .changed
+                    .iter()
+                    .position(|n| n.trim_end_matches('/').as_bytes() == m.name)
+            {
+                // tar names a dir whose entries changed (a file added) like a file.
+                changed_dirs.push(changes.changed.swap_remove(pos));
+            }
             if m.kind == '-' {
                 plaintext_bytes += m.size;
             }
-            ManifestEntry {
+            files.push(ManifestEntry {
                 path: match String::from_utf8(m.name) {
                     Ok(text) => ManifestPath::Text(text),
                     Err(e) => ManifestPath::Bytes(e.into_bytes()),
                 },
                 kind: entry_kind(m.kind),
                 size: m.size,
-            }
-        })
-        .collect();
+            });
+        }
+    }
+    drop(index);
+    files.shrink_to_fit();
+    if inner_members != 1 {
+        return Err(BackupError::StageFailed {
+            stage: Stage::Tar,
+            exit_code: 0,
+            stderr: "the inner manifest is not the archive's one first member".into(),
+        });
+    }
+    changes.changed.sort();
+    changed_dirs.sort();
+    changes.dirs_changed = changed_dirs;
 
     let sha = work::read_text(container, layout, &work.file("sha256"))
         .await
@@ -650,10 +693,16 @@ async fn run_backup<C: Container + ?Sized>(
         nonce: Some(inner.nonce.clone()),
     };
     let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
+    tracing::debug!(
+        backup_id = %id,
+        peak_rss_kib = peak_rss_kib(),
+        "manifest built"
+    );
     client
         .put_object(
             &format!("{key}{}", plan::MANIFEST_SUFFIX),
-            manifest.to_json(),
+            // Compact: a pretty manifest of 100,000 files is a third larger.
+            serde_json::to_vec(&manifest).unwrap_or_default(),
             "application/json",
             &metadata,
         )

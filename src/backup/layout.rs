@@ -3,8 +3,6 @@
 //! Pure code: no I/O. The defaults are the Synapse rock's; every field can be changed so
 //! other charms (or tests, with `root` set to a temp dir) can reuse the crate.
 
-use serde::Deserialize;
-
 use crate::error::{ConfigError, FieldProblem};
 
 /// Where the workload keeps its state and tools. [`Layout::default`] is the Synapse rock.
@@ -203,7 +201,48 @@ pub struct HomeserverConfig {
     pub database: DatabaseKind,
 }
 
-#[derive(Deserialize)]
+/// Describes a YAML syntax error by its kind and place only: the text around it may
+/// hold a secret (`macaroon_secret_key`, `registration_shared_secret`, …).
+fn describe_yaml_error(e: &serde_saphyr::Error) -> String {
+    let what = match e {
+        serde_saphyr::Error::Eof { .. } => "unexpected end of the document",
+        serde_saphyr::Error::Unexpected { expected, .. } => {
+            return match e.location() {
+                Some(l) => format!(
+                    "invalid YAML at line {}, column {}: expected {expected}",
+                    l.line(),
+                    l.column()
+                ),
+                None => format!("invalid YAML: expected {expected}"),
+            };
+        }
+        serde_saphyr::Error::ContainerEndMismatch { .. } => "a bracket or brace is not closed",
+        serde_saphyr::Error::UnknownAnchor { .. } => "an alias names an unknown anchor",
+        serde_saphyr::Error::Budget { .. } => "the document is too large or too deeply nested",
+        _ => "malformed YAML",
+    };
+    match e.location() {
+        Some(l) => format!(
+            "invalid YAML at line {}, column {}: {what}",
+            l.line(),
+            l.column()
+        ),
+        None => format!("invalid YAML: {what}"),
+    }
+}
+
+/// The YAML type of a value, for messages that must not quote it.
+fn type_name(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "a map",
+    }
+}
+
 struct RawConfig {
     server_name: Option<String>,
     media_store_path: Option<String>,
@@ -211,13 +250,11 @@ struct RawConfig {
     database: Option<RawDatabase>,
 }
 
-#[derive(Deserialize)]
 struct RawDatabase {
     name: Option<String>,
     args: Option<RawDatabaseArgs>,
 }
 
-#[derive(Deserialize)]
 struct RawDatabaseArgs {
     database: Option<String>,
 }
@@ -230,17 +267,74 @@ impl HomeserverConfig {
     /// [`ConfigError::Parse`] naming `path` when the YAML is invalid or a field has the
     /// wrong type.
     pub fn parse(yaml: &str, path: &str, layout: &Layout) -> Result<Self, ConfigError> {
-        let raw: Option<RawConfig> =
-            serde_saphyr::from_str(yaml).map_err(|e| ConfigError::Parse {
+        // Duplicate keys are accepted as Synapse's loader accepts them: the last wins.
+        let options = serde_saphyr::Options {
+            with_snippet: false,
+            duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
+            ..serde_saphyr::Options::default()
+        };
+        let doc: serde_json::Value =
+            serde_saphyr::from_str_with_options(yaml, options).map_err(|e| ConfigError::Parse {
                 what: path.to_string(),
-                message: e.to_string(),
+                message: describe_yaml_error(&e),
             })?;
-        let raw = raw.unwrap_or(RawConfig {
-            server_name: None,
-            media_store_path: None,
-            signing_key_path: None,
-            database: None,
-        });
+        let empty = serde_json::Map::new();
+        let top = match &doc {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => &empty,
+            other => {
+                return Err(ConfigError::Parse {
+                    what: path.to_string(),
+                    message: format!("the document is {}, not a map", type_name(other)),
+                });
+            }
+        };
+        let text = |map: &serde_json::Map<String, serde_json::Value>,
+                    field: &str|
+         -> Result<Option<String>, ConfigError> {
+            match map.get(field) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(ConfigError::Invalid {
+                    problems: vec![FieldProblem {
+                        field: field.into(),
+                        message: format!("in {path} must be a string, not {}", type_name(other)),
+                    }],
+                }),
+            }
+        };
+        let sub = |map: &'_ serde_json::Map<String, serde_json::Value>,
+                   field: &str|
+         -> Result<Option<serde_json::Map<String, serde_json::Value>>, ConfigError> {
+            match map.get(field) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::Object(m)) => Ok(Some(m.clone())),
+                Some(other) => Err(ConfigError::Invalid {
+                    problems: vec![FieldProblem {
+                        field: field.into(),
+                        message: format!("in {path} must be a map, not {}", type_name(other)),
+                    }],
+                }),
+            }
+        };
+        let database_map = sub(top, "database")?;
+        let raw = RawConfig {
+            server_name: text(top, "server_name")?,
+            media_store_path: text(top, "media_store_path")?,
+            signing_key_path: text(top, "signing_key_path")?,
+            database: match &database_map {
+                Some(db) => Some(RawDatabase {
+                    name: text(db, "name")?,
+                    args: match sub(db, "args")? {
+                        Some(args) => Some(RawDatabaseArgs {
+                            database: text(&args, "database")?,
+                        }),
+                        None => None,
+                    },
+                }),
+                None => None,
+            },
+        };
         let resolve = |base: &str, p: &str| {
             if p.starts_with('/') {
                 normalize(p)

@@ -18,7 +18,7 @@ pub use catalog::{
     delete_backup_with, exists_backup, list_backups, protected_backups, prune_backups,
     prune_backups_with, select_for_pruning,
 };
-pub use create::{BackupReport, create_backup, create_backup_with};
+pub use create::{BackupReport, create_backup, create_backup_with, remove_abandoned_work_dirs};
 pub use lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
 pub use restore::{
     RestoreOptions, RestoreReport, VerifyReport, restore_backup, restore_backup_with,

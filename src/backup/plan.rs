@@ -141,6 +141,62 @@ impl Compression {
     }
 }
 
+/// Stops a running [`create_backup_with`](crate::create_backup_with) cleanly: once
+/// [`cancel`](Self::cancel) is called, the backup stops its pipeline (killing its
+/// process group), removes its own work dir, deletes its partial upload and returns
+/// [`BackupError::Cancelled`]. Clones share the same state: keep one, pass one in
+/// [`BackupOptions::cancel`], and call `cancel` from a signal handler.
+#[derive(Clone, Default)]
+pub struct CancelToken(std::sync::Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks every operation holding a clone of this token to stop.
+    pub fn cancel(&self) {
+        self.0.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.1.notify_waiters();
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once the token is cancelled.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.0.1.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+/// Two tokens are equal when they are clones of one another.
+impl PartialEq for CancelToken {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CancelToken {}
+
 /// Tuning for [`create_backup_with`](crate::create_backup_with). `Default` holds the
 /// measured defaults (see the README's benchmark).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +217,8 @@ pub struct BackupOptions {
     /// Give up the SQLite snapshot after this long (a database another process keeps
     /// locked would otherwise stall the backup forever); no limit when `None`.
     pub snapshot_timeout: Option<std::time::Duration>,
+    /// Cancels the backup when cancelled (see [`CancelToken`]).
+    pub cancel: CancelToken,
     /// Cap the upload at this many MiB/s (the aws CLI's `max_bandwidth`), so a backup
     /// does not saturate the workload's network; no cap when `None`.
     pub max_bandwidth_mib: Option<u32>,
@@ -188,6 +246,7 @@ impl Default for BackupOptions {
             s2k_count: 65_011_712,
             timeout: None,
             snapshot_timeout: Some(DEFAULT_SNAPSHOT_TIMEOUT),
+            cancel: CancelToken::default(),
             max_bandwidth_mib: None,
             lock: crate::backup::lock::LockOptions::default(),
         }

@@ -176,9 +176,12 @@ pub(crate) async fn make_work_dir<C: Container + ?Sized>(
 /// [`OwnerRecord`] names a process of this host that no longer exists. Dirs of live
 /// runs, of other hosts, without a readable record, and restore dirs (which may hold
 /// set-aside live files) are never touched. Returns the dirs removed.
-pub(crate) async fn sweep_dead_work_dirs<C: Container + ?Sized>(
+/// With `including_own`, this process's own dirs are removed too (its runs were
+/// dropped).
+pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
+    including_own: bool,
 ) -> Vec<String> {
     let base = WorkDir::base(layout);
     let pattern = format!("{}*", WorkDir::PREFIX);
@@ -209,7 +212,7 @@ pub(crate) async fn sweep_dead_work_dirs<C: Container + ?Sized>(
         else {
             continue;
         };
-        if record.is_dead_here() {
+        if record.is_dead_here() || (including_own && record == OwnerRecord::current()) {
             tracing::info!(dir = %work.dir, pid = record.pid, "removing the work dir of a run that is gone");
             remove_work_dir(container, layout, &work).await;
             removed.push(work.dir);

@@ -1313,6 +1313,175 @@ pub async fn bad_input_executes_nothing(c: &dyn Container, scratch: &str) {
     );
 }
 
+/// The workload user's side of a chown race: swaps every entry created in a dir for a
+/// symlink to a victim file, as soon as inotify reports it. Args: dir, victim, stop
+/// file. Writes `ready` in the dir once watching; prints the number of swaps.
+const SWAPPER: &str = r#"
+import ctypes, os, select, struct, sys
+shared, victim, stop = sys.argv[1:4]
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init()
+libc.inotify_add_watch(fd, shared.encode(), 0x100 | 0x80)
+mine = {"ready"}
+open(os.path.join(shared, "ready"), "w").close()
+swaps = 0
+while not os.path.exists(stop):
+    ready, _, _ = select.select([fd], [], [], 0.2)
+    if not ready:
+        continue
+    buf = os.read(fd, 65536)
+    i = 0
+    while i < len(buf):
+        _wd, _mask, _cookie, length = struct.unpack_from("iIII", buf, i)
+        name = buf[i + 16 : i + 16 + length].rstrip(b"\0").decode(errors="replace")
+        i += 16 + length
+        if name in mine or name.endswith(".moved"):
+            continue
+        path = os.path.join(shared, name)
+        try:
+            os.rename(path, path + ".moved")
+            mine.add(name)
+            os.symlink(victim, path)
+            swaps += 1
+        except OSError:
+            pass
+print(swaps)
+"#;
+
+/// Asserts `victim` still holds `ours`, belongs to `owner` and has mode 0644.
+async fn untouched(c: &dyn Container, victim: &str, owner: &str, what: &str) {
+    assert_eq!(
+        c.pull(victim).await.unwrap_or_default(),
+        b"ours",
+        "{what}: the symlink's target was written"
+    );
+    assert_eq!(
+        stat_owner(c, victim).await,
+        owner,
+        "{what}: the symlink's target changed owner"
+    );
+    assert_eq!(
+        info(c, victim).await.permissions,
+        0o644,
+        "{what}: the symlink's target changed mode"
+    );
+}
+
+/// `push` and `make_dir` with an owner never follow a symlink: neither one already at
+/// the target path, nor one that the owner-to-be (who may write to the parent dir)
+/// swaps in while the call runs. A chown or chmod by path would hand a file of the
+/// caller's to that user. The race part runs as root only (it needs a second user,
+/// `nobody`) and needs `python3` in the container.
+pub async fn push_with_owner_never_follows_a_symlink(c: &dyn Container, scratch: &str) {
+    let dir = subdir(c, scratch, "push-symlink").await;
+    let victim = format!("{dir}/victim");
+    c.push(
+        &victim,
+        b"ours",
+        PushOptions {
+            permissions: Some(0o644),
+            ..PushOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("push {victim}: {e}"));
+    let owner = stat_owner(c, &victim).await;
+    let root = is_root(c).await;
+    let user = root.then(|| "nobody".to_string());
+    // A symlink already at the target path is replaced, not followed.
+    let target = format!("{dir}/target");
+    bash(c, r#"ln -s -- "$1" "$2""#, &[&victim, &target]).await;
+    c.push(
+        &target,
+        b"new",
+        PushOptions {
+            permissions: Some(0o600),
+            user: user.clone(),
+            ..PushOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("push over a symlink: {e}"));
+    assert_eq!(info(c, &target).await.kind, FileKind::File);
+    assert_eq!(c.pull(&target).await.unwrap_or_default(), b"new");
+    untouched(c, &victim, &owner, "a symlink at the target").await;
+    if !root {
+        return;
+    }
+
+    // The race: `nobody` owns the parent and swaps every new entry for a symlink.
+    let shared = format!("{dir}/shared");
+    bash(
+        c,
+        r#"chmod a+x -- "$1" "$2" && mkdir -- "$3" && chown nobody: -- "$3""#,
+        &[scratch, &dir, &shared],
+    )
+    .await;
+    let stop = format!("{dir}/stop");
+    let swapper_argv = argv(&["python3", "-c", SWAPPER, &shared, &victim, &stop]);
+    let swapper = c.exec(
+        &swapper_argv,
+        ExecOptions {
+            user: Some("nobody".into()),
+            timeout: Some(Duration::from_secs(300)),
+            ..ExecOptions::default()
+        },
+    );
+    let attacks = async {
+        let ready = format!("{shared}/ready");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !c.exists(&ready).await.unwrap_or(false) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the swapper never started (python3 is needed in the container)"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for i in 0..200 {
+            // Most of these fail once their path is swapped: only the victim matters.
+            let _ = c
+                .push(
+                    &format!("{shared}/f{i}"),
+                    b"x",
+                    PushOptions {
+                        permissions: Some(0o600),
+                        user: user.clone(),
+                        ..PushOptions::default()
+                    },
+                )
+                .await;
+            let _ = c
+                .make_dir(
+                    &format!("{shared}/d{i}"),
+                    MakeDirOptions {
+                        permissions: Some(0o700),
+                        user: user.clone(),
+                        ..MakeDirOptions::default()
+                    },
+                )
+                .await;
+        }
+        c.push(&stop, b"", PushOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("push {stop}: {e}"));
+    };
+    let (swapped, ()) = tokio::join!(swapper, attacks);
+    let swaps: u32 = swapped
+        .unwrap_or_else(|e| panic!("the swapper failed: {e}"))
+        .stdout_text()
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(swaps > 0, "the swapper never swapped anything");
+    untouched(
+        c,
+        &victim,
+        &owner,
+        "a symlink swapped in during push or make_dir",
+    )
+    .await;
+}
+
 /// Runs every check in turn (`scratch` and `service` as for the individual checks).
 pub async fn run_all(c: &dyn Container, scratch: &str, service: &str) {
     exec_output_and_exit_codes(c).await;
@@ -1323,6 +1492,7 @@ pub async fn run_all(c: &dyn Container, scratch: &str, service: &str) {
     exec_user_switching(c, scratch).await;
     push_modes_and_make_dirs(c, scratch).await;
     push_overwrites_atomically(c, scratch).await;
+    push_with_owner_never_follows_a_symlink(c, scratch).await;
     pull_missing_is_not_found(c, scratch).await;
     list_files_pattern_and_itself(c, scratch).await;
     remove_path_recursive_and_not_found(c, scratch).await;

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -329,10 +329,32 @@ fn apply_owner(path: &Path, owner: Owner) -> Result<(), ContainerError> {
     Ok(())
 }
 
-async fn set_mode(path: &Path, mode: u32) -> Result<(), ContainerError> {
-    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .await
-        .map_err(|e| io_error(path, e))
+/// Sets the owner, then the mode, of the directory just made at `path` through a
+/// descriptor opened without following a symlink: whoever can write to its parent may
+/// have swapped it for a link meanwhile, and a chown by path would follow that link.
+fn own_new_dir(path: &Path, mode: u32, owner: Owner) -> Result<(), ContainerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    fd_owner_and_mode(path, &dir, mode, owner)
+}
+
+/// chown (when `owner` names one) then chmod through an open descriptor: never by
+/// path. chown first: it may clear set-id bits.
+fn fd_owner_and_mode(
+    path: &Path,
+    file: &impl std::os::fd::AsFd,
+    mode: u32,
+    owner: Owner,
+) -> Result<(), ContainerError> {
+    if owner.is_some() {
+        nix::unistd::fchown(file, owner.uid, owner.gid).map_err(|e| nix_error(path, e))?;
+    }
+    nix::sys::stat::fchmod(file, nix::sys::stat::Mode::from_bits_truncate(mode))
+        .map_err(|e| nix_error(path, e))
 }
 
 /// Creates `dir` and its missing ancestors with `mode` and `owner` (existing ones are left
@@ -363,8 +385,7 @@ async fn create_dirs(dir: &Path, mode: u32, owner: Owner) -> Result<bool, Contai
             }
             Err(e) => return Err(io_error(p, e)),
         }
-        apply_owner(p, owner)?;
-        set_mode(p, mode).await?;
+        own_new_dir(p, mode, owner)?;
     }
     Ok(created_target)
 }
@@ -735,12 +756,11 @@ async fn write_temp(
         .await
         .map_err(|e| io_error(tmp, e))?;
     file.flush().await.map_err(|e| io_error(tmp, e))?;
-    // chown before chmod: chown may clear set-id bits.
-    apply_owner(tmp, owner)?;
-    file.set_permissions(std::fs::Permissions::from_mode(mode))
-        .await
-        .map_err(|e| io_error(tmp, e))?;
-    file.sync_all().await.map_err(|e| io_error(tmp, e))?;
+    // Through the descriptor, never by path: the temp file's dir may be writable by the
+    // owner-to-be, who could swap the name for a symlink to a file of ours.
+    let std_file = file.into_std().await;
+    fd_owner_and_mode(tmp, &std_file, mode, owner)?;
+    std_file.sync_all().map_err(|e| io_error(tmp, e))?;
     Ok(())
 }
 
@@ -886,8 +906,7 @@ impl Container for LocalContainer {
         tokio::fs::create_dir(target)
             .await
             .map_err(|e| io_error(target, e))?;
-        apply_owner(target, owner)?;
-        set_mode(target, mode).await
+        own_new_dir(target, mode, owner)
     }
 
     async fn exists(&self, path: &str) -> Result<bool, ContainerError> {
@@ -1297,6 +1316,7 @@ impl ServiceManager for SystemdServices {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn argv(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()

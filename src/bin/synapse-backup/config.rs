@@ -217,14 +217,15 @@ pub fn layout(flags: &LayoutFlags) -> Result<Layout, String> {
         .to_str()
         .ok_or_else(|| format!("--root {}: must be valid UTF-8", root.display()))?
         .to_string();
+    let (user, group) = default_owner(flags, &root);
     let layout = Layout {
         root,
         config_dir: flags.config_dir.clone(),
         data_dir: flags.data_dir.clone(),
         homeserver_config: None,
         work_dir: None,
-        user: flags.user.clone(),
-        group: flags.group.clone(),
+        user,
+        group,
         service: flags.service.clone(),
         bash: flags.bash.clone(),
         tar: flags.tar.clone(),
@@ -235,6 +236,41 @@ pub fn layout(flags: &LayoutFlags) -> Result<Layout, String> {
     };
     layout.validate().map_err(|e| describe_layout_error(&e))?;
     Ok(layout)
+}
+
+/// `--user` and `--group`; run as root without them, the owner and group of the data
+/// dir (the workload user), so that every step in the workload runs as that user and
+/// what it writes (the snapshot, restored files) belongs to it. A data dir owned by
+/// root, or missing, keeps root.
+fn default_owner(flags: &LayoutFlags, root: &str) -> (Option<String>, Option<String>) {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() || flags.user.is_some() {
+        return (flags.user.clone(), flags.group.clone());
+    }
+    let data = Path::new(root).join(flags.data_dir.trim_start_matches('/'));
+    let Ok(meta) = std::fs::metadata(&data) else {
+        return (None, flags.group.clone());
+    };
+    if meta.uid() == 0 {
+        return (None, flags.group.clone());
+    }
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+        .ok()
+        .flatten()
+        .map(|u| u.name);
+    let group = flags.group.clone().or_else(|| {
+        nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(meta.gid()))
+            .ok()
+            .flatten()
+            .map(|g| g.name)
+    });
+    match user {
+        Some(user) => {
+            tracing::info!(user, group = ?group, dir = %data.display(), "running the pipelines as the owner of the data dir");
+            (Some(user), group)
+        }
+        None => (None, flags.group.clone()),
+    }
 }
 
 /// Names the flags of a layout error (`config_dir` is `--config-dir`).

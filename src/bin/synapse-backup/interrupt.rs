@@ -1,28 +1,29 @@
-//! Ctrl-C and `SIGTERM`. Without handling, the process would die with its pipeline
-//! still running in its own process group and its private work dir (which holds the
-//! passphrase file) left on disk.
+//! `SIGINT` (Ctrl-C), `SIGTERM` and `SIGHUP` (a closed terminal or SSH session). Without
+//! handling, the process would die with its pipeline still running in its own process
+//! group, its private work dir (the database snapshot) left on disk, and a partial
+//! upload going on.
 //!
-//! - `create` and `verify` are cancellable: the operation is dropped (which kills the
-//!   pipeline's process group), then the work dirs it made are removed and, for
-//!   `create`, a partial backup is deleted.
+//! All three are handled the same way:
+//! - `create` is cancelled through its [`CancelToken`]: the library kills the
+//!   pipeline's process group, removes this run's own work dir (by its exact path) and
+//!   deletes this run's partial upload, then returns.
+//! - `verify` is dropped (which kills its pipeline), then the work dirs this very
+//!   process made are removed (known by their owner record, never by a name pattern or
+//!   by when they appeared: another run's dirs are never touched).
 //! - `restore` is shielded: signals are ignored until it finishes, because stopping it
 //!   half-way through the swap is what its rollback exists to avoid.
 
-use std::collections::BTreeSet;
 use std::future::Future;
-use std::path::PathBuf;
 
-use synapse_backup::{BackupId, BackupStatus, Layout, S3Client, backup_status, delete_backup};
+use synapse_backup::{CancelToken, Container, Layout, remove_abandoned_work_dirs};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-/// The prefix of the library's private work dirs under the layout's work base.
-const WORK_DIR_PREFIX: &str = ".synapse-backup-";
-
-/// `SIGINT` and `SIGTERM`, watched from the moment this is made (so the default
-/// action, dying, no longer applies).
+/// `SIGINT`, `SIGTERM` and `SIGHUP`, watched from the moment this is made (so the
+/// default action, dying, no longer applies).
 struct Signals {
     interrupt: Option<Signal>,
     terminate: Option<Signal>,
+    hangup: Option<Signal>,
 }
 
 impl Signals {
@@ -30,10 +31,11 @@ impl Signals {
         Signals {
             interrupt: signal(SignalKind::interrupt()).ok(),
             terminate: signal(SignalKind::terminate()).ok(),
+            hangup: signal(SignalKind::hangup()).ok(),
         }
     }
 
-    /// The number of the next `SIGINT` or `SIGTERM`.
+    /// The number of the next `SIGINT`, `SIGTERM` or `SIGHUP`.
     async fn next(&mut self) -> i32 {
         async fn recv(stream: &mut Option<Signal>) {
             match stream {
@@ -46,18 +48,60 @@ impl Signals {
         tokio::select! {
             () = recv(&mut self.interrupt) => 2,
             () = recv(&mut self.terminate) => 15,
+            () = recv(&mut self.hangup) => 1,
         }
     }
 }
 
-/// Runs `work` until it finishes (`Ok`) or a signal arrives (`Err(signal number)`),
-/// in which case `work` is dropped.
+/// Runs `work`, which stops by itself once `token` is cancelled; the first signal
+/// cancels `token` and `work` is then awaited to the end of its own clean-up. Returns
+/// the output and the signal that arrived, if any.
+pub async fn cancel_on_signal<F: Future>(work: F, token: &CancelToken) -> (F::Output, Option<i32>) {
+    let mut signals = Signals::watch();
+    tokio::pin!(work);
+    let received = tokio::select! {
+        out = &mut work => return (out, None),
+        signal = signals.next() => signal,
+    };
+    token.cancel();
+    crate::output::warn("stopping: cleaning up this run's work dir and partial upload");
+    (work.await, Some(received))
+}
+
+/// Runs `work` until it finishes (`Ok`) or a signal arrives (`Err(signal number)`), in
+/// which case `work` is dropped. For operations that run nothing in the workload.
 pub async fn cancellable<F: Future>(work: F) -> Result<F::Output, i32> {
     let mut signals = Signals::watch();
     tokio::select! {
         out = work => Ok(out),
         signal = signals.next() => Err(signal),
     }
+}
+
+/// Runs `work` until it finishes (`Ok`) or a signal arrives (`Err(signal number)`), in
+/// which case `work` is dropped (killing its pipeline) and the work dirs this process
+/// made are removed.
+pub async fn cancellable_in_workload<F: Future, C: Container>(
+    work: F,
+    container: &C,
+    layout: &Layout,
+) -> Result<F::Output, (i32, String)> {
+    let mut signals = Signals::watch();
+    let signal = tokio::select! {
+        out = work => return Ok(out),
+        signal = signals.next() => signal,
+    };
+    let removed = remove_abandoned_work_dirs(container, layout).await;
+    let done = if removed.is_empty() {
+        "nothing was left to clean up".to_string()
+    } else {
+        removed
+            .iter()
+            .map(|d| format!("removed the work dir {d}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err((signal, done))
 }
 
 /// Runs `work` to the end whatever signals arrive, saying so on stderr when one does.
@@ -75,65 +119,4 @@ pub async fn shielded<F: Future>(work: F, what: &str) -> F::Output {
     let out = work.await;
     watcher.abort();
     out
-}
-
-/// The library's work dirs now present under the layout's work base.
-pub fn work_dirs(layout: &Layout) -> BTreeSet<PathBuf> {
-    let base = layout.host_path(layout.work_base());
-    std::fs::read_dir(base)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(WORK_DIR_PREFIX))
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// After an interrupted run: removes the work dirs that appeared since `before` and,
-/// when `client` is given (an interrupted `create`), deletes the incomplete backups
-/// they belonged to. Returns what it did, for the error message.
-pub async fn clean_up(
-    layout: &Layout,
-    before: &BTreeSet<PathBuf>,
-    client: Option<&S3Client>,
-) -> String {
-    let mut done = Vec::new();
-    for dir in work_dirs(layout).difference(before) {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => done.push(format!("removed the work dir {}", dir.display())),
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove the work dir")
-            }
-        }
-        let Some(client) = client else { continue };
-        let Some(Ok(id)) = name
-            .strip_prefix(WORK_DIR_PREFIX)
-            .map(str::parse::<BackupId>)
-        else {
-            continue;
-        };
-        // Only what never completed: a backup whose manifest landed is kept.
-        if let Ok(Some(BackupStatus::Incomplete)) = backup_status(client, &id).await
-            && delete_backup(client, &id).await.is_ok()
-        {
-            done.push(format!("deleted the partial backup {id}"));
-        }
-        if let Ok(n @ 1..) = client
-            .abort_multipart_uploads(&client.object_key(id.as_str()))
-            .await
-        {
-            done.push(format!("aborted {n} multipart upload(s)"));
-        }
-    }
-    if done.is_empty() {
-        "nothing was left to clean up".into()
-    } else {
-        done.join(", ")
-    }
 }

@@ -13,10 +13,10 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use synapse_backup::{
-    BackupError, BackupId, BackupLock, BackupOptions, BackupStatus, ConfigError, ContainerError,
-    Layout, LocalContainer, LockMode, LockOptions, RestoreOptions, RetentionPolicy, S3Client,
-    S3Error, S3Parameters, SystemdServices, backup_status, create_backup_with, delete_backup_with,
-    list_backups, prune_backups_with, restore_backup_with, verify_backup_with,
+    BackupError, BackupId, BackupLock, BackupOptions, BackupStatus, CancelToken, ConfigError,
+    ContainerError, Layout, LocalContainer, LockMode, LockOptions, RestoreOptions, RetentionPolicy,
+    S3Client, S3Error, S3Parameters, SystemdServices, backup_status, create_backup_with,
+    delete_backup_with, list_backups, prune_backups_with, restore_backup_with, verify_backup_with,
 };
 
 use crate::config::{ENV_PASSPHRASE, LayoutFlags, Passphrase};
@@ -66,10 +66,11 @@ struct GlobalArgs {
     /// File holding the encryption passphrase (one trailing newline is ignored).
     #[arg(long, value_name = "FILE", global = true)]
     passphrase_file: Option<PathBuf>,
-    /// Run the pipelines as this user (default: the invoking user).
+    /// Run the pipelines as this user (default: run as root, the owner of the data dir;
+    /// otherwise the invoking user).
     #[arg(long, value_name = "USER", global = true)]
     user: Option<String>,
-    /// Run the pipelines with this group.
+    /// Run the pipelines with this group (default: run as root, the data dir's group).
     #[arg(long, value_name = "GROUP", global = true)]
     group: Option<String>,
     /// systemd unit stopped and started around a restore's swap (default: none).
@@ -122,7 +123,12 @@ enum Command {
     Check,
     /// Back up the signing keys, a consistent snapshot of the SQLite database and the
     /// local media; print the new backup id alone on stdout.
-    Create,
+    Create {
+        /// Give up the database snapshot after this many seconds (a database another
+        /// process keeps locked); 0 for no limit.
+        #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+        snapshot_timeout: u64,
+    },
     /// List the backups under the bucket and path, newest first.
     List {
         /// Print a JSON array of {id, status, last_modified, size, key}.
@@ -369,7 +375,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let global = &cli.global;
     match cli.command {
         Command::Check => check(global).await,
-        Command::Create => create(global).await,
+        Command::Create { snapshot_timeout } => {
+            create(global, (snapshot_timeout > 0).then_some(snapshot_timeout)).await
+        }
         Command::List { json } => list(global, json).await,
         Command::Verify { id } => verify(global, &id).await,
         Command::Restore { id, yes } => restore(global, &id, yes).await,
@@ -420,35 +428,47 @@ async fn check(global: &GlobalArgs) -> Result<(), Failure> {
     }
 }
 
-async fn create(global: &GlobalArgs) -> Result<(), Failure> {
+async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
     let layout = pipeline_layout(global)?;
     let container = container(&layout);
-    let before = interrupt::work_dirs(&layout);
-    let run = output::with_spinner(
+    let token = CancelToken::new();
+    let options = BackupOptions {
+        snapshot_timeout: snapshot_timeout.map(std::time::Duration::from_secs),
+        cancel: token.clone(),
+        lock: lock_options(global),
+        ..BackupOptions::default()
+    };
+    let (result, signal) = output::with_spinner(
         format!("backing up {} to {}", layout.root, target.describe()),
-        interrupt::cancellable(create_backup_with(
-            &container,
-            &target.params,
-            passphrase.expose(),
-            &layout,
-            &BackupOptions {
-                lock: lock_options(global),
-                ..BackupOptions::default()
-            },
-        )),
+        interrupt::cancel_on_signal(
+            create_backup_with(
+                &container,
+                &target.params,
+                passphrase.expose(),
+                &layout,
+                &options,
+            ),
+            &token,
+        ),
     )
     .await;
-    let report = match run {
-        Ok(result) => result?,
-        Err(signal) => {
-            let cleaned = interrupt::clean_up(&layout, &before, Some(&target.client)).await;
+    let report = match (result, signal) {
+        (Ok(report), _) => report,
+        (Err(BackupError::Cancelled), Some(signal)) => {
             return Err(Failure::Interrupted(
                 signal,
-                format!("interrupted: the backup was stopped and nothing kept ({cleaned})"),
+                "interrupted: the backup was stopped and nothing kept (removed the work dir and the partial upload)".into(),
             ));
         }
+        (Err(e), Some(signal)) => {
+            return Err(Failure::Interrupted(
+                signal,
+                format!("interrupted: the backup was stopped and nothing kept ({e})"),
+            ));
+        }
+        (Err(e), None) => return Err(e.into()),
     };
     emit(&format!("{}\n", report.id));
     let manifest = &report.manifest;
@@ -490,23 +510,25 @@ async fn verify(global: &GlobalArgs, id: &BackupId) -> Result<(), Failure> {
     let passphrase = passphrase(global)?;
     let layout = pipeline_layout(global)?;
     let container = container(&layout);
-    let before = interrupt::work_dirs(&layout);
     let run = output::with_spinner(
         format!("verifying {id}"),
-        interrupt::cancellable(verify_backup_with(
+        interrupt::cancellable_in_workload(
+            verify_backup_with(
+                &container,
+                &target.params,
+                passphrase.expose(),
+                id,
+                &layout,
+                &RestoreOptions::default(),
+            ),
             &container,
-            &target.params,
-            passphrase.expose(),
-            id,
             &layout,
-            &RestoreOptions::default(),
-        )),
+        ),
     )
     .await;
     let report = match run {
         Ok(result) => result?,
-        Err(signal) => {
-            let cleaned = interrupt::clean_up(&layout, &before, None).await;
+        Err((signal, cleaned)) => {
             return Err(Failure::Interrupted(
                 signal,
                 format!("interrupted: the verification was stopped ({cleaned})"),
