@@ -344,6 +344,15 @@ pub enum BackupError {
         /// Bytes available.
         available: u64,
     },
+    /// The staging file system filled up while a backup of unknown size (a legacy one)
+    /// was extracted; live data was not touched.
+    #[error("no space left in {path} (needed about {needed_about} bytes)")]
+    NoSpaceLeft {
+        /// The directory staging was in.
+        path: String,
+        /// An estimate of the space the backup needs.
+        needed_about: u64,
+    },
 }
 
 /// Trims text to at most `max` bytes, keeping its end (where errors usually are).

@@ -13,7 +13,7 @@ use super::manifest::{
     ManifestPath,
 };
 use super::plan::{self, BackupId, BackupOptions, LiveChanges, WorkDir};
-use super::restore_plan::RestoreRules;
+use super::restore_plan::{MemberSource, RestoreRules};
 use super::scripts::{Exit, Pipeline};
 use super::work;
 use crate::container::{Container, ListOptions};
@@ -606,7 +606,7 @@ async fn run_backup<C: Container + ?Sized>(
             }
             // A backup is complete only if restore will accept it: the same rules.
             rules
-                .check(std::slice::from_ref(&m))
+                .check(std::slice::from_ref(&m), MemberSource::Listing)
                 .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
             if m.kind == 'd'
                 && let Some(pos) = changes

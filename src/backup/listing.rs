@@ -225,6 +225,67 @@ pub fn parse_members(listing: &[u8]) -> Result<Vec<ArchiveMember>, ConfigError> 
     Ok(out)
 }
 
+/// Parses the staged-tree walk: `find -printf '%y %m %n %U %s %P\0'` records (type
+/// letter, octal mode, link count, owner, size, path relative to the staging dir). The
+/// type letters become tar's (`f` is `-`); a file with several links is still a file.
+///
+/// # Errors
+/// [`ConfigError::Parse`] naming the first malformed record.
+pub fn parse_staged(walk: &[u8]) -> Result<Vec<ArchiveMember>, ConfigError> {
+    let mut out = Vec::new();
+    for (number, rec) in walk
+        .split(|b| *b == 0)
+        .filter(|r| !r.is_empty())
+        .enumerate()
+    {
+        let bad = |what: &str| ConfigError::Parse {
+            what: "staged tree".into(),
+            message: format!(
+                "record {}: {what} in {:?}",
+                number + 1,
+                String::from_utf8_lossy(rec)
+            ),
+        };
+        let mut parts = rec.splitn(6, |b| *b == b' ');
+        let mut text = |what: &str| {
+            parts
+                .next()
+                .and_then(|p| std::str::from_utf8(p).ok())
+                .map(str::to_string)
+                .ok_or_else(|| bad(what))
+        };
+        let kind = match text("no type")?.as_str() {
+            "f" => '-',
+            "d" => 'd',
+            "l" => 'l',
+            "b" => 'b',
+            "c" => 'c',
+            "p" => 'p',
+            "s" => 's',
+            _ => '?',
+        };
+        let mode = u32::from_str_radix(&text("no mode")?, 8).map_err(|_| bad("bad mode"))?;
+        let _links: u64 = text("no link count")?
+            .parse()
+            .map_err(|_| bad("bad link count"))?;
+        let uid = text("no owner")?.parse().map_err(|_| bad("bad owner"))?;
+        let size = text("no size")?.parse().map_err(|_| bad("bad size"))?;
+        let name = parts
+            .next()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| bad("no path"))?;
+        out.push(ArchiveMember {
+            kind,
+            name: name.to_vec(),
+            size,
+            mode: mode & 0o7777,
+            uid,
+            gid: 0,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +340,26 @@ drwxr-xr-x                  Creating directory: tmp\n";
         let m = parse_members(listing).unwrap();
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].kind, 'l');
+    }
+
+    #[test]
+    fn parses_the_staged_walk() {
+        let walk = b"d 755 2 65534 4096 data\0f 4755 2 0 5 data/a b\nc\0l 777 1 0 4 data/l\0p 644 1 0 0 data/fifo\0";
+        let m = parse_staged(walk).unwrap();
+        assert_eq!(
+            names(&m),
+            [
+                ('d', "data".into()),
+                ('-', "data/a b\nc".into()),
+                ('l', "data/l".into()),
+                ('p', "data/fifo".into()),
+            ]
+        );
+        assert_eq!((m[0].uid, m[1].mode, m[1].size), (65534, 0o4755, 5));
+        for bad in [&b"f x 1 0 0 a\0"[..], b"f 644 1 0 0\0", b"f 644 1 0 z a\0"] {
+            let e = parse_staged(bad).unwrap_err().to_string();
+            assert!(e.contains("staged tree") && e.contains("record 1"), "{e}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 mod create;
+pub mod decryption;
 pub mod layout;
 mod listing;
 pub mod lock;

@@ -1,13 +1,15 @@
 //! Verifying and restoring backups through a [`Container`].
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::backup::catalog::{BackupStatus, backup_status};
-use crate::backup::layout::Layout;
-use crate::backup::manifest::Manifest;
+use crate::backup::decryption::{Untrusted, check_status};
+use crate::backup::layout::{HomeserverConfig, Layout};
+use crate::backup::manifest::{InnerManifest, Manifest};
 use crate::backup::plan::{self, BackupId, BackupOptions, MANIFEST_SUFFIX, ScriptCall, WorkDir};
-use crate::backup::restore_plan::{self, ArchiveMember, RestoreRules, parse_members};
+use crate::backup::restore_plan::{
+    self, ArchiveMember, MemberSource, RestoreRules, parse_members, parse_staged,
+};
 use crate::backup::scripts::{Exit, Pipeline};
 use crate::backup::work;
 use crate::container::Container;
@@ -16,6 +18,7 @@ use crate::s3::{S3Client, S3Parameters};
 
 /// What [`verify_backup`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// The backup id.
     pub id: BackupId,
@@ -25,9 +28,12 @@ pub struct VerifyReport {
     pub ciphertext_bytes: u64,
     /// SHA-256 of the encrypted object.
     pub ciphertext_sha256: String,
-    /// Number of archive members.
+    /// Number of archive members (the inner manifest not counted).
     pub members: usize,
-    /// Things the operator should know.
+    /// Whether the encrypted stream carries the inner manifest (id and nonce
+    /// authenticated by the passphrase).
+    pub authenticated_manifest: bool,
+    /// Things the operator should know (e.g. modes a restore would strip).
     pub warnings: Vec<String>,
     /// Wall time.
     pub duration: Duration,
@@ -35,6 +41,7 @@ pub struct VerifyReport {
 
 /// What [`restore_backup_with`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RestoreReport {
     /// The backup id.
     pub id: BackupId,
@@ -42,8 +49,17 @@ pub struct RestoreReport {
     pub status: BackupStatus,
     /// The top-level paths replaced (relative to the root).
     pub restored: Vec<String>,
-    /// Live paths moved out because the archive does not carry them (`-wal`, `-shm`).
+    /// Live paths moved out because the restored database replaces them (every
+    /// `homeserver.db-*` sidecar: `-wal`, `-shm`, `-journal`).
     pub dropped: Vec<String>,
+    /// Restored entries whose set-id, sticky or world-writable bits were stripped, as
+    /// `path: archived mode -> restored mode` (octal).
+    pub stripped_modes: Vec<String>,
+    /// Rows removed from the database's `e2e_one_time_keys_json` (one-time keys handed
+    /// out after the backup must never be handed out again); `None` when there is no
+    /// such table, no database was restored, or they were kept
+    /// ([`RestoreOptions::keep_one_time_keys`]).
+    pub one_time_keys_removed: Option<u64>,
     /// Size of the encrypted object.
     pub ciphertext_bytes: u64,
     /// Things the operator should know.
@@ -59,6 +75,25 @@ pub struct RestoreOptions {
     pub timeout: Option<Duration>,
     /// How a restore takes the backup lock (verify does not take it).
     pub lock: crate::backup::lock::LockOptions,
+    /// Keep the restored database's `e2e_one_time_keys_json` rows (by default they are
+    /// removed, as Synapse advises for a restored database).
+    pub keep_one_time_keys: bool,
+}
+
+impl RestoreOptions {
+    /// Kill the download pipeline after `timeout`.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Keep (`true`) or empty (`false`, the default) the restored database's one-time keys.
+    #[must_use]
+    pub fn keep_one_time_keys(mut self, keep: bool) -> Self {
+        self.keep_one_time_keys = keep;
+        self
+    }
 }
 
 struct Fetched {
@@ -66,6 +101,13 @@ struct Fetched {
     manifest: Option<Manifest>,
     key: String,
     size: u64,
+    warnings: Vec<String>,
+}
+
+/// What the fetch pipeline produced and the checks of it found.
+struct Fetch {
+    members: Vec<ArchiveMember>,
+    inner: Option<InnerManifest>,
     warnings: Vec<String>,
 }
 
@@ -125,8 +167,22 @@ async fn locate(client: &S3Client, id: &BackupId) -> Result<Fetched, BackupError
     })
 }
 
+/// The space a restore needs in staging: the archive's plaintext (with an eighth more
+/// for file system overhead) when a manifest says it, else the encrypted size (a lower
+/// bound: gpg may have compressed it; running out is caught while staging). Saturates,
+/// and stays within what the script's shell arithmetic can compare.
+fn staging_need(fetched: &Fetched) -> u64 {
+    let base = fetched
+        .manifest
+        .as_ref()
+        .map_or(fetched.size, |m| m.plaintext_bytes.max(fetched.size));
+    base.saturating_add(base / 8)
+        .min(u64::try_from(i64::MAX).unwrap_or(u64::MAX))
+}
+
 /// Runs the fetch script and turns its outcome into the precise error: wrong
-/// passphrase, corruption (checksum, truncation, gpg's integrity check), no space.
+/// passphrase, corruption (checksum, truncation, gpg's integrity check), data not
+/// encrypted with the passphrase, claims that do not match the stream, no space.
 #[allow(clippy::too_many_arguments)]
 async fn fetch<C: Container + ?Sized>(
     container: &C,
@@ -137,7 +193,7 @@ async fn fetch<C: Container + ?Sized>(
     fetched: &Fetched,
     timeout: Option<Duration>,
     passphrase: &str,
-) -> Result<Vec<ArchiveMember>, BackupError> {
+) -> Result<Fetch, BackupError> {
     let outcome = container
         .exec(
             &call.argv,
@@ -150,6 +206,9 @@ async fn fetch<C: Container + ?Sized>(
     let length: Option<u64> = work::read_text(container, layout, &work.file("length"))
         .await
         .and_then(|s| s.parse().ok());
+    let status = work::read_file(container, layout, &work.file("gpg.status"))
+        .await
+        .unwrap_or_default();
     let checksum_problem = match &fetched.manifest {
         Some(m) if length.is_some_and(|l| l != m.ciphertext_bytes) => Some(format!(
             "downloaded {} bytes but the manifest says {} (truncated)",
@@ -165,12 +224,29 @@ async fn fetch<C: Container + ?Sized>(
         id: id.to_string(),
         reason,
     };
+    let untrusted = |why: Untrusted| match why {
+        Untrusted::BadPassphrase => BackupError::WrongPassphrase { id: id.to_string() },
+        other => corrupted(format!("refused: {other}")),
+    };
     match outcome {
         Ok(_) => {}
         Err(ContainerError::ExitedNonZero {
             exit_code, stderr, ..
         }) => {
             let exit = Exit::from_code(exit_code);
+            if exit == Exit::NoSpace && stderr.contains("while staging") {
+                let listed: u64 = work::read_file(container, layout, &work.file("members"))
+                    .await
+                    .ok()
+                    .and_then(|l| parse_members(&l).ok())
+                    .map_or(0, |m| {
+                        m.iter().fold(0u64, |sum, a| sum.saturating_add(a.size))
+                    });
+                return Err(BackupError::NoSpaceLeft {
+                    path: layout.host_path(layout.work_base()),
+                    needed_about: staging_need(fetched).max(listed),
+                });
+            }
             if exit == Exit::NoSpace {
                 let available = work::read_text(container, layout, &work.file("avail"))
                     .await
@@ -194,11 +270,16 @@ async fn fetch<C: Container + ?Sized>(
                 Exit::Stage(position) => Pipeline::Fetch.stage(position),
                 _ => Stage::Check,
             };
+            if stage == Stage::Gpg {
+                return Err(match check_status(&status) {
+                    Err(why) => untrusted(why),
+                    Ok(()) if stderr.contains("Bad session key") => {
+                        BackupError::WrongPassphrase { id: id.to_string() }
+                    }
+                    Ok(()) => corrupted(format!("gpg could not decrypt it: {stderr}")),
+                });
+            }
             return Err(match stage {
-                Stage::Gpg if stderr.contains("Bad session key") => {
-                    BackupError::WrongPassphrase { id: id.to_string() }
-                }
-                Stage::Gpg => corrupted(format!("gpg could not decrypt it: {stderr}")),
                 Stage::Extract
                     if stderr.contains("contains '..'")
                         || stderr.contains("Member name contains") =>
@@ -236,18 +317,69 @@ async fn fetch<C: Container + ?Sized>(
             "the checksum of the download could not be computed".into(),
         ));
     }
+    // Nothing is trusted, listed or swapped in before gpg's status says the stream was
+    // decrypted with the passphrase and passed its integrity check.
+    check_status(&status).map_err(untrusted)?;
     let listing = work::read_file(container, layout, &work.file("members")).await?;
     let members = parse_members(&listing).map_err(|e| corrupted(e.to_string()))?;
-    if let Some(m) = &fetched.manifest {
-        let names: BTreeSet<&[u8]> = members.iter().map(|a| a.name.as_slice()).collect();
-        if let Some(missing) = m.files.iter().find(|f| !names.contains(f.path.as_bytes())) {
-            return Err(corrupted(format!(
-                "the archive lacks {:?}, which its manifest lists",
-                String::from_utf8_lossy(missing.path.as_bytes())
-            )));
-        }
+    let head = work::read_file(container, layout, &work.file("head"))
+        .await
+        .ok();
+    let (inner, warnings) = restore_plan::check_claims(
+        id.as_str(),
+        &members,
+        head.as_deref(),
+        fetched.manifest.as_ref(),
+    )
+    .map_err(corrupted)?;
+    Ok(Fetch {
+        members,
+        inner,
+        warnings,
+    })
+}
+
+/// Removes the work dir: first, as the workload user, makes every dir in it writable
+/// (an archive may hold read-only dirs), then removes it.
+async fn discard_work_dir<C: Container + ?Sized>(
+    container: &C,
+    params: &S3Parameters,
+    layout: &Layout,
+    work: &WorkDir,
+) {
+    let call = restore_plan::cleanup_call(layout, params, work);
+    if let Err(e) = container
+        .exec(&call.argv, work::exec_options(layout, &call, work, None))
+        .await
+    {
+        tracing::warn!(dir = %work.dir, error = %e, "could not make the work dir writable");
     }
-    Ok(members)
+    work::remove_work_dir(container, layout, work).await;
+}
+
+/// The member rules for a verify: the workload's own when its `homeserver.yaml` can be
+/// read (so that verify accepts what restore accepts), else the layout the backup
+/// recorded (the inner manifest's, authenticated, before the external one's), else the
+/// layout's defaults.
+async fn verify_rules<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    fetched: &Fetched,
+    inner: Option<&InnerManifest>,
+) -> Result<RestoreRules, BackupError> {
+    let path = layout.host_path(&layout.homeserver_config_path());
+    if container.exists(&path).await.unwrap_or(false) {
+        let config = work::read_homeserver_config(container, layout).await?;
+        return Ok(RestoreRules::new(layout, &config));
+    }
+    if let Some(recorded) = inner
+        .map(|i| &i.layout)
+        .or(fetched.manifest.as_ref().map(|m| &m.layout))
+    {
+        return Ok(RestoreRules::from_manifest(recorded));
+    }
+    let config = HomeserverConfig::parse("", &layout.homeserver_config_path(), layout)?;
+    Ok(RestoreRules::new(layout, &config))
 }
 
 /// Downloads, decrypts and lists a backup inside the workload (no live file is
@@ -276,8 +408,12 @@ pub async fn verify_backup<C: Container + ?Sized>(
 
 /// [`verify_backup`] with a layout and options.
 ///
+/// The member rules are those of [`restore_backup_with`] (from the workload's
+/// `homeserver.yaml`, or without one the layout the backup recorded), so a backup that
+/// verifies is one restore accepts.
+///
 /// # Errors
-/// As [`verify_backup`].
+/// As [`verify_backup`], plus [`BackupError::UnsafeMember`].
 pub async fn verify_backup_with<C: Container + ?Sized>(
     container: &C,
     s3_parameters: &S3Parameters,
@@ -320,16 +456,31 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     let sha = work::read_text(container, layout, &work.file("sha256"))
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
-    work::remove_work_dir(container, layout, &work).await;
-    let members = result?;
-    tracing::info!(backup_id = %id, members = members.len(), "backup verified");
+    discard_work_dir(container, s3_parameters, layout, &work).await;
+    let got = result?;
+    let rules = verify_rules(container, layout, &fetched, got.inner.as_ref()).await?;
+    let checked = rules
+        .check(&got.members, MemberSource::Listing)
+        .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
+    let mut warnings = fetched.warnings;
+    warnings.extend(got.warnings);
+    warnings.extend(checked.stripped.iter().map(|(name, mode)| {
+        format!(
+            "a restore strips set-id, sticky and world-writable bits: {}",
+            restore_plan::describe_stripped(name, *mode)
+        )
+    }));
+    let members = got.members.len()
+        - restore_plan::inner_manifest_position(&got.members).map_or(0, |p| p + 1);
+    tracing::info!(backup_id = %id, members, "backup verified");
     Ok(VerifyReport {
         id: id.clone(),
         status: fetched.status,
         ciphertext_bytes: fetched.size,
         ciphertext_sha256: sha.unwrap_or_default(),
-        members: members.len(),
-        warnings: fetched.warnings,
+        members,
+        authenticated_manifest: got.inner.is_some(),
+        warnings,
         duration: started.elapsed(),
     })
 }
@@ -355,13 +506,21 @@ pub async fn restore_backup<C: Container + ?Sized>(
     .await
 }
 
-/// Restores a backup safely: download, decrypt and extract into a staging dir beside
-/// the data; only when gpg's integrity check passed, the manifest matches and every
-/// member is a plain file or dir under the restorable paths, stop the service, move
-/// the live paths aside, move the staged ones in, start the service, and drop the
-/// set-aside copies. Any failure before the swap leaves live data untouched; a failure
-/// during the swap, or a service that does not start again, rolls the swap back. A
-/// service that was running before is running after.
+/// Restores a backup safely, every step in the workload as the workload user: download,
+/// decrypt and extract into a staging dir beside the data; only when gpg's status shows
+/// the stream was decrypted with the passphrase and passed its integrity check, the
+/// inner manifest matches the id asked for and the manifest, every member (in tar's
+/// listing and in the staged tree) is a plain file or dir under the restorable paths,
+/// and the staged database passes `PRAGMA integrity_check`: stop the service, move the
+/// live paths (and every `homeserver.db-*` sidecar) aside, move the staged ones in,
+/// start the service, and drop the set-aside copies. Set-id, sticky and
+/// world-writable bits are stripped (and reported); the archived mode is kept otherwise
+/// and everything is owned by the workload user. The restored database's one-time keys
+/// are removed unless [`RestoreOptions::keep_one_time_keys`].
+///
+/// Any failure before the swap leaves live data untouched; a failure during the swap,
+/// or a service that does not start again, rolls the swap back. A service that was
+/// running before is running after.
 ///
 /// Holds the backup lock ([`RestoreOptions::lock`], see [`crate::BackupLock`]) for the
 /// whole run: refreshed while it runs, released at the end and on every failure.
@@ -369,8 +528,8 @@ pub async fn restore_backup<C: Container + ?Sized>(
 /// # Errors
 /// As [`verify_backup`], plus [`BackupError::LockHeld`] /
 /// [`BackupError::LockUnsupported`] from the lock, [`BackupError::InsufficientSpace`],
-/// [`BackupError::UnsafeMember`], [`BackupError::StageFailed`] with
-/// [`Stage::Swap`] or [`Stage::Service`].
+/// [`BackupError::NoSpaceLeft`], [`BackupError::UnsafeMember`],
+/// [`BackupError::StageFailed`] with [`Stage::Swap`] or [`Stage::Service`].
 pub async fn restore_backup_with<C: Container + ?Sized>(
     container: &C,
     s3_parameters: &S3Parameters,
@@ -404,10 +563,7 @@ async fn restore_locked<C: Container + ?Sized>(
     let config = work::read_homeserver_config(container, layout).await?;
     let rules = RestoreRules::new(layout, &config);
     let fetched = locate(&client, id).await?;
-    let need = 2 * fetched
-        .manifest
-        .as_ref()
-        .map_or(fetched.size, |m| m.plaintext_bytes.max(fetched.size));
+    let need = staging_need(&fetched);
     let work = work::make_work_dir(container, layout, "restore").await?;
     let result = match work::fill_work_dir(
         container,
@@ -436,16 +592,20 @@ async fn restore_locked<C: Container + ?Sized>(
         Err(e) => Err((e, false)),
     };
     match result {
-        Ok((restored, dropped)) => {
-            work::remove_work_dir(container, layout, &work).await;
+        Ok(done) => {
+            discard_work_dir(container, s3_parameters, layout, &work).await;
             tracing::info!(backup_id = %id, "backup restored");
+            let mut warnings = fetched.warnings;
+            warnings.extend(done.warnings);
             Ok(RestoreReport {
                 id: id.clone(),
                 status: fetched.status,
-                restored,
-                dropped,
+                restored: done.restored,
+                dropped: done.dropped,
+                stripped_modes: done.stripped,
+                one_time_keys_removed: done.one_time_keys_removed,
                 ciphertext_bytes: fetched.size,
-                warnings: fetched.warnings,
+                warnings,
                 duration: started.elapsed(),
             })
         }
@@ -453,14 +613,23 @@ async fn restore_locked<C: Container + ?Sized>(
             if keep_work {
                 tracing::error!(dir = %work.dir, "the rollback failed: the set-aside live files are kept there");
             } else {
-                work::remove_work_dir(container, layout, &work).await;
+                discard_work_dir(container, s3_parameters, layout, &work).await;
             }
             Err(e)
         }
     }
 }
 
-type RestoreResult = Result<(Vec<String>, Vec<String>), (BackupError, bool)>;
+/// What the swap did.
+struct Restored {
+    restored: Vec<String>,
+    dropped: Vec<String>,
+    stripped: Vec<String>,
+    one_time_keys_removed: Option<u64>,
+    warnings: Vec<String>,
+}
+
+type RestoreResult = Result<Restored, (BackupError, bool)>;
 
 #[allow(clippy::too_many_arguments)]
 async fn restore_in<C: Container + ?Sized>(
@@ -475,8 +644,18 @@ async fn restore_in<C: Container + ?Sized>(
     need: u64,
     passphrase: &str,
 ) -> RestoreResult {
+    let early = |e: BackupError| (e, false);
+    let corrupted = |reason: String| {
+        (
+            BackupError::Corrupted {
+                id: id.to_string(),
+                reason,
+            },
+            false,
+        )
+    };
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
-    let members = fetch(
+    let got = fetch(
         container,
         layout,
         work,
@@ -487,38 +666,88 @@ async fn restore_in<C: Container + ?Sized>(
         passphrase,
     )
     .await
-    .map_err(|e| (e, false))?;
-    // The inner manifest (the stream's first member) describes the backup: never restored.
-    let members: Vec<ArchiveMember> = members
-        .into_iter()
-        .filter(|m| m.name != crate::backup::manifest::INNER_MANIFEST_MEMBER.as_bytes())
-        .collect();
-    let units = rules
-        .check(&members)
-        .map_err(|(member, reason)| (BackupError::UnsafeMember { member, reason }, false))?;
-    if units.is_empty() {
-        return Err((
-            BackupError::Corrupted {
-                id: id.to_string(),
-                reason: "the archive holds nothing to restore".into(),
-            },
-            false,
+    .map_err(early)?;
+    let unsafe_member =
+        |(member, reason): (String, String)| early(BackupError::UnsafeMember { member, reason });
+    let listed = rules
+        .check(&got.members, MemberSource::Listing)
+        .map_err(unsafe_member)?;
+    // What was actually staged, walked NUL-separated: the same rules, so no name in the
+    // listing can hide what tar made.
+    let walk = work::read_file(container, layout, &work.file("staged"))
+        .await
+        .map_err(|e| early(e.into()))?;
+    let staged_members =
+        parse_staged(&walk).map_err(|e| corrupted(format!("the staged tree: {e}")))?;
+    let staged = rules
+        .check(&staged_members, MemberSource::Staged)
+        .map_err(unsafe_member)?;
+    if staged.units != listed.units || staged.has_inner_manifest != listed.has_inner_manifest {
+        return Err(corrupted(
+            "the staged tree does not match the archive's listing".into(),
         ));
     }
-    let drops = rules.drops(&units);
-    let units: Vec<String> = units.into_iter().collect();
-    for (name, list) in [("swap.list", &units), ("drop.list", &drops)] {
-        work::write_file(container, layout, work, name, &plan::files_list(list))
-            .await
-            .map_err(|e| (e.into(), false))?;
+    let db = rules.database().filter(|db| staged.units.contains(db));
+    // Sidecars are never restored: the database is checked and made self-contained in
+    // staging, and every live sidecar is set aside.
+    let units: Vec<String> = staged
+        .units
+        .iter()
+        .filter(|u| !rules.is_db_sidecar(u))
+        .cloned()
+        .collect();
+    if units.is_empty() {
+        return Err(corrupted("the archive holds nothing to restore".into()));
     }
+    let mut one_time_keys_removed = None;
+    if let Some(db) = &db {
+        let check =
+            restore_plan::check_db_call(layout, params, work, db, options.keep_one_time_keys);
+        match container
+            .exec(&check.argv, work::exec_options(layout, &check, work, None))
+            .await
+        {
+            Ok(out) => {
+                one_time_keys_removed = out
+                    .stdout_text()
+                    .trim()
+                    .strip_prefix("otk ")
+                    .and_then(|n| n.parse::<u64>().ok());
+            }
+            Err(ContainerError::ExitedNonZero {
+                exit_code: 32,
+                stderr,
+                ..
+            }) => {
+                return Err(corrupted(format!(
+                    "the restored database {db} fails SQLite's check: {stderr}"
+                )));
+            }
+            Err(ContainerError::ExitedNonZero {
+                exit_code, stderr, ..
+            }) => {
+                return Err(early(BackupError::StageFailed {
+                    stage: Stage::Check,
+                    exit_code,
+                    stderr,
+                }));
+            }
+            Err(e) => return Err(early(e.into())),
+        }
+    }
+    work::write_file(
+        container,
+        layout,
+        work,
+        "swap.list",
+        &plan::files_list(&units),
+    )
+    .await
+    .map_err(|e| early(e.into()))?;
 
     let service = layout.service.clone();
     let was_running = match &service {
-        Some(s) => container
-            .is_running(s)
-            .await
-            .map_err(|e| (e.into(), false))?,
+        Some(s) => container.is_running(s).await.map_err(|e| early(e.into()))?,
         None => false,
     };
     // The service to stop around the swap and start again: only one that was running.
@@ -530,48 +759,53 @@ async fn restore_in<C: Container + ?Sized>(
         && let Err(e) = container.stop(svc).await
     {
         let _ = container.start(svc).await;
-        return Err((
-            BackupError::StageFailed {
-                stage: Stage::Service,
-                exit_code: -1,
-                stderr: format!("could not stop {}: {e}", svc[0]),
-            },
-            false,
-        ));
+        return Err(early(BackupError::StageFailed {
+            stage: Stage::Service,
+            exit_code: -1,
+            stderr: format!("could not stop {}: {e}", svc[0]),
+        }));
     }
-    let swap = restore_plan::swap_call(layout, params, work, false);
+    let swap = restore_plan::swap_call(layout, params, work, false, db.as_deref());
     let swapped = container
         .exec(&swap.argv, work::exec_options(layout, &swap, work, None))
         .await;
-    if let Err(e) = swapped {
-        let keep = matches!(&e, ContainerError::ExitedNonZero { exit_code, .. }
-            if Exit::from_code(*exit_code) == Exit::SwapUndoFailed);
-        if let Some(svc) = &running
-            && let Err(se) = container.start(svc).await
-        {
-            tracing::error!(service = %svc[0], error = %se, "could not start the service again after a failed swap");
+    let dropped = match swapped {
+        Ok(out) => out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|d| !d.is_empty())
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .collect(),
+        Err(e) => {
+            let keep = matches!(&e, ContainerError::ExitedNonZero { exit_code, .. }
+                if Exit::from_code(*exit_code) == Exit::SwapUndoFailed);
+            if let Some(svc) = &running
+                && let Err(se) = container.start(svc).await
+            {
+                tracing::error!(service = %svc[0], error = %se, "could not start the service again after a failed swap");
+            }
+            let (exit_code, stderr) = match e {
+                ContainerError::ExitedNonZero {
+                    exit_code, stderr, ..
+                } => (exit_code, stderr),
+                other => (-1, other.to_string()),
+            };
+            return Err((
+                BackupError::StageFailed {
+                    stage: Stage::Swap,
+                    exit_code,
+                    stderr,
+                },
+                keep,
+            ));
         }
-        let (exit_code, stderr) = match e {
-            ContainerError::ExitedNonZero {
-                exit_code, stderr, ..
-            } => (exit_code, stderr),
-            other => (-1, other.to_string()),
-        };
-        return Err((
-            BackupError::StageFailed {
-                stage: Stage::Swap,
-                exit_code,
-                stderr,
-            },
-            keep,
-        ));
-    }
+    };
     if let Some(svc) = &running
         && let Err(e) = container.start(svc).await
     {
         let s = &svc[0];
         tracing::error!(service = %s, error = %e, "the service did not start on the restored data: rolling back");
-        let back = restore_plan::swap_call(layout, params, work, true);
+        let back = restore_plan::swap_call(layout, params, work, true, None);
         let rolled = container
             .exec(&back.argv, work::exec_options(layout, &back, work, None))
             .await;
@@ -599,5 +833,27 @@ async fn restore_in<C: Container + ?Sized>(
             keep,
         ));
     }
-    Ok((units, drops))
+    let stripped: Vec<String> = staged
+        .stripped
+        .iter()
+        .filter(|(name, _)| rules.unit(name).is_some_and(|u| units.contains(&u)))
+        .map(|(name, mode)| restore_plan::describe_stripped(name, *mode))
+        .collect();
+    let mut warnings = got.warnings;
+    if !stripped.is_empty() {
+        warnings.push(format!(
+            "set-id, sticky and world-writable bits were stripped from {} restored entries",
+            stripped.len()
+        ));
+    }
+    if let Some(n) = one_time_keys_removed {
+        tracing::info!(rows = n, "removed the restored database's one-time keys");
+    }
+    Ok(Restored {
+        restored: units,
+        dropped,
+        stripped,
+        one_time_keys_removed,
+        warnings,
+    })
 }

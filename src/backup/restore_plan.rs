@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::backup::layout::{DatabaseKind, HomeserverConfig, Layout, join};
-pub use crate::backup::listing::{ArchiveMember, parse_members, unescape};
+pub use crate::backup::listing::{ArchiveMember, parse_members, parse_staged, unescape};
+use crate::backup::manifest::{INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestLayout};
 use crate::backup::plan::{self, ScriptCall, WorkDir};
 use crate::backup::scripts;
 use crate::s3::S3Parameters;
@@ -58,31 +59,80 @@ pub fn extract_call(
     call
 }
 
-/// The call that swaps staged files in (`rollback: false`) or undoes it.
+/// The env of the swap script: the `SB_` part of the shared environment (no secrets).
+fn swap_env(layout: &Layout, params: &S3Parameters, work: &WorkDir) -> BTreeMap<String, String> {
+    plan::script_env(layout, params, work)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("SB_") && k != "SB_HASH_PY")
+        .collect()
+}
+
+fn swap_argv(layout: &Layout, mode: &str) -> Vec<String> {
+    vec![
+        layout.bash.clone(),
+        "-c".into(),
+        scripts::SWAP.into(),
+        "bash".into(),
+        mode.into(),
+    ]
+}
+
+/// The call that swaps staged files in (`rollback: false`) or undoes it. With `db` (the
+/// database's member name), every live `<db>-*` sidecar is set aside too and its name
+/// printed (NUL-terminated).
 pub fn swap_call(
     layout: &Layout,
     params: &S3Parameters,
     work: &WorkDir,
     rollback: bool,
+    db: Option<&str>,
 ) -> ScriptCall {
-    let env = plan::script_env(layout, params, work)
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("SB_"))
-        .collect();
+    let mut env = swap_env(layout, params, work);
+    if let Some(db) = db {
+        env.insert("SB_DB_MEMBER".into(), db.into());
+    }
     let mode = if rollback { "rollback" } else { "swap" };
     ScriptCall {
-        argv: vec![
-            layout.bash.clone(),
-            "-c".into(),
-            scripts::SWAP.into(),
-            "bash".into(),
-            mode.into(),
-        ],
+        argv: swap_argv(layout, mode),
         env,
     }
 }
 
-/// Which archive members may be restored, from the live layout and `homeserver.yaml`.
+/// The call that checks the staged database `db` (member name): `PRAGMA
+/// integrity_check`, one-time keys removed unless `keep_one_time_keys`.
+pub fn check_db_call(
+    layout: &Layout,
+    params: &S3Parameters,
+    work: &WorkDir,
+    db: &str,
+    keep_one_time_keys: bool,
+) -> ScriptCall {
+    let mut env = swap_env(layout, params, work);
+    env.insert("SB_STAGED_DB".into(), join(&work.file("stage"), db));
+    env.insert(
+        "SB_KEEP_OTK".into(),
+        if keep_one_time_keys { "1" } else { "0" }.into(),
+    );
+    ScriptCall {
+        argv: swap_argv(layout, "check-db"),
+        env,
+    }
+}
+
+/// The call that makes every dir in the work dir writable by its owner, so that it can
+/// be removed.
+pub fn cleanup_call(layout: &Layout, params: &S3Parameters, work: &WorkDir) -> ScriptCall {
+    ScriptCall {
+        argv: swap_argv(layout, "cleanup"),
+        env: swap_env(layout, params, work),
+    }
+}
+
+/// Which archive members may be restored, from the live layout and `homeserver.yaml`
+/// (or, for a verify without them, the layout a manifest recorded).
+///
+/// One rule set serves verify (over tar's listing) and restore (over that listing and
+/// the walk of the staged tree), so a backup that verifies is one restore accepts.
 #[derive(Debug, Clone)]
 pub struct RestoreRules {
     config_dir: String,
@@ -90,19 +140,52 @@ pub struct RestoreRules {
     db_dir: Option<String>,
     db_name: Option<String>,
     media: String,
+    /// Further single files a manifest names as archived (e.g. a signing key outside
+    /// the config dir).
+    extra: Vec<String>,
+}
+
+/// Where a member list comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberSource {
+    /// tar's verbose listing, in archive order: the inner manifest may only lead it.
+    Listing,
+    /// The walk of the staged tree (any order).
+    Staged,
+}
+
+/// What [`RestoreRules::check`] found in an acceptable member list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckedMembers {
+    /// The swap units (top-level paths moved as a whole).
+    pub units: BTreeSet<String>,
+    /// Entries whose set-id, sticky or world-writable bits are stripped at restore:
+    /// `(name, archived mode)`.
+    pub stripped: Vec<(String, u32)>,
+    /// Whether the list carries the inner manifest (exempt from the rules, never restored).
+    pub has_inner_manifest: bool,
+}
+
+/// The bits never restored: set-user-id, set-group-id, sticky and world-writable.
+pub const STRIPPED_BITS: u32 = 0o7002;
+
+/// The inner manifest's directory (`.synapse-backup`).
+fn inner_dir() -> &'static str {
+    INNER_MANIFEST_MEMBER
+        .split_once('/')
+        .map_or(INNER_MANIFEST_MEMBER, |(d, _)| d)
+}
+
+/// How a restore reports a stripped mode: `name: 4755 -> 0755`.
+pub fn describe_stripped(name: &str, mode: u32) -> String {
+    format!("{name}: {:04o} -> {:04o}", mode, mode & !STRIPPED_BITS)
 }
 
 impl RestoreRules {
     /// The rules for this workload.
     pub fn new(layout: &Layout, config: &HomeserverConfig) -> Self {
         let (db_dir, db_name) = match &config.database {
-            DatabaseKind::Sqlite(p) => {
-                let m = Layout::member_name(p);
-                match m.rsplit_once('/') {
-                    Some((d, n)) => (Some(d.to_string()), Some(n.to_string())),
-                    None => (Some(String::new()), Some(m)),
-                }
-            }
+            DatabaseKind::Sqlite(p) => split_member(&Layout::member_name(p)),
             DatabaseKind::Postgresql => (None, None),
         };
         RestoreRules {
@@ -111,7 +194,66 @@ impl RestoreRules {
             db_dir,
             db_name,
             media: Layout::member_name(&config.media_store_path),
+            extra: Vec::new(),
         }
+    }
+
+    /// The rules for a backup's recorded layout, when the workload's own
+    /// `homeserver.yaml` cannot be read (a verify on an admin machine): its config dir,
+    /// media store, `<data dir>/homeserver.db` (or the `.db` member it names) and the
+    /// single files it names.
+    pub fn from_manifest(recorded: &ManifestLayout) -> Self {
+        let data_dir = Layout::member_name(&recorded.data_dir);
+        let media = Layout::member_name(&recorded.media_store_path);
+        let db = recorded
+            .members
+            .iter()
+            .find(|m| {
+                m.ends_with(".db") && !m.starts_with(&format!("{media}/")) && !m.contains("/.")
+            })
+            .cloned()
+            .unwrap_or_else(|| {
+                if data_dir.is_empty() {
+                    "homeserver.db".into()
+                } else {
+                    join(&data_dir, "homeserver.db")
+                }
+            });
+        let (db_dir, db_name) = split_member(&db);
+        let mut rules = RestoreRules {
+            config_dir: Layout::member_name(&recorded.config_dir),
+            signing_key: None,
+            db_dir,
+            db_name,
+            media,
+            extra: Vec::new(),
+        };
+        rules.extra = recorded
+            .members
+            .iter()
+            .filter(|m| rules.unit(m).is_none())
+            .cloned()
+            .collect();
+        rules
+    }
+
+    /// The database's member name, when the database is SQLite.
+    pub fn database(&self) -> Option<String> {
+        let (dir, name) = (self.db_dir.as_ref()?, self.db_name.as_ref()?);
+        Some(if dir.is_empty() {
+            name.clone()
+        } else {
+            join(dir, name)
+        })
+    }
+
+    /// Whether `name` is a sidecar of the database (`homeserver.db-wal`, `-shm`,
+    /// `-journal`, …).
+    pub fn is_db_sidecar(&self, name: &str) -> bool {
+        self.database().is_some_and(|db| {
+            name.strip_prefix(db.as_str())
+                .is_some_and(|r| r.starts_with('-'))
+        })
     }
 
     /// The member's swap unit (the top-level path moved as a whole: a key file, a
@@ -120,6 +262,7 @@ impl RestoreRules {
         let (dir, base) = name.rsplit_once('/').unwrap_or(("", name));
         if (dir == self.config_dir && base.ends_with(".key"))
             || self.signing_key.as_deref() == Some(name)
+            || self.extra.iter().any(|e| e == name)
         {
             return Some(name.to_string());
         }
@@ -148,23 +291,48 @@ impl RestoreRules {
         ]
         .into_iter()
         .flatten()
+        .chain(self.signing_key.iter())
+        .chain(self.extra.iter())
         .any(|d| d == name || d.starts_with(&prefix))
     }
 
-    /// Checks every member and returns the swap units.
+    /// Checks every member: only regular files and directories inside the restorable
+    /// paths (signing keys, the database and its sidecars, local media), never absolute,
+    /// never with `..`. The inner manifest (`.synapse-backup/manifest.json`, a regular
+    /// file, and its directory) is exempt and never a unit; from tar's listing only when
+    /// it leads the archive. Set-id, sticky and world-writable bits are not refused but
+    /// reported in [`CheckedMembers::stripped`].
     ///
     /// # Errors
-    /// `(member, reason)` for the first member that is absolute, has `..`, is a link or
-    /// device, or lies outside the restorable paths.
-    pub fn check(&self, members: &[ArchiveMember]) -> Result<BTreeSet<String>, (String, String)> {
-        let mut units = BTreeSet::new();
-        for m in members {
+    /// `(member, reason)` for the first member that is refused.
+    pub fn check(
+        &self,
+        members: &[ArchiveMember],
+        source: MemberSource,
+    ) -> Result<CheckedMembers, (String, String)> {
+        let mut out = CheckedMembers::default();
+        let leading = match source {
+            MemberSource::Listing => inner_manifest_position(members).map_or(0, |p| p + 1),
+            MemberSource::Staged => 0,
+        };
+        for (i, m) in members.iter().enumerate() {
             let text = String::from_utf8_lossy(&m.name).into_owned();
             if m.name.starts_with(b"/") {
                 return Err((text, "absolute member names are refused".into()));
             }
             if m.name.split(|b| *b == b'/').any(|c| c == b"..") {
                 return Err((text, "member names with '..' are refused".into()));
+            }
+            let exempt = match source {
+                MemberSource::Listing => i < leading,
+                MemberSource::Staged => {
+                    (m.name == inner_dir().as_bytes() && m.kind == 'd')
+                        || (m.name == INNER_MANIFEST_MEMBER.as_bytes() && m.kind == '-')
+                }
+            };
+            if exempt {
+                out.has_inner_manifest |= m.name == INNER_MANIFEST_MEMBER.as_bytes();
+                continue;
             }
             match m.kind {
                 '-' | 'd' => {}
@@ -177,54 +345,162 @@ impl RestoreRules {
                     ));
                 }
             }
-            let Ok(name) = std::str::from_utf8(&m.name) else {
-                // Non-UTF-8 names can only be inside a media dir: find its unit by bytes.
-                let lossy = String::from_utf8_lossy(&m.name).into_owned();
-                match self.unit(&lossy) {
-                    Some(u) if u.contains("/local_") => {
-                        units.insert(u);
-                        continue;
+            let unit = match std::str::from_utf8(&m.name) {
+                Ok(name) => match self.unit(name) {
+                    Some(u) => Some(u),
+                    None if m.kind == 'd' && self.is_ancestor(name) => None,
+                    None => {
+                        return Err((
+                            text,
+                            "outside the restorable paths (signing keys, homeserver.db*, local media)"
+                                .into(),
+                        ));
                     }
+                },
+                // Non-UTF-8 names can only be inside a media dir: find its unit by bytes.
+                Err(_) => match self.unit(&text) {
+                    Some(u) if u.contains("/local_") => Some(u),
                     _ => return Err((text, "outside the restorable paths".into())),
-                }
+                },
             };
-            match self.unit(name) {
-                Some(u) => {
-                    units.insert(u);
-                }
-                None if m.kind == 'd' && self.is_ancestor(name) => {}
-                None => {
-                    return Err((
-                        text,
-                        "outside the restorable paths (signing keys, homeserver.db*, local media)"
-                            .into(),
-                    ));
-                }
+            if let Some(u) = unit {
+                out.units.insert(u);
+            }
+            if m.mode & STRIPPED_BITS != 0 {
+                out.stripped.push((text, m.mode));
             }
         }
-        Ok(units)
+        Ok(out)
     }
+}
 
-    /// The live database companions (`-wal`, `-shm`) to move aside when the archive
-    /// does not carry them: a snapshot restored beside an old WAL would be corrupted.
-    pub fn drops(&self, units: &BTreeSet<String>) -> Vec<String> {
-        let (Some(dir), Some(name)) = (&self.db_dir, &self.db_name) else {
-            return Vec::new();
-        };
-        let db = if dir.is_empty() {
-            name.clone()
-        } else {
-            join(dir, name)
-        };
-        if !units.contains(&db) {
-            return Vec::new();
-        }
-        ["-wal", "-shm"]
-            .iter()
-            .map(|s| format!("{db}{s}"))
-            .filter(|p| !units.contains(p))
-            .collect()
+fn split_member(m: &str) -> (Option<String>, Option<String>) {
+    match m.rsplit_once('/') {
+        Some((d, n)) => (Some(d.to_string()), Some(n.to_string())),
+        None => (Some(String::new()), Some(m.to_string())),
     }
+}
+
+/// Where the inner manifest sits in tar's listing: index 0, or 1 after its directory;
+/// `None` when the archive does not start with it.
+pub fn inner_manifest_position(members: &[ArchiveMember]) -> Option<usize> {
+    let is_file = |m: &ArchiveMember| m.kind == '-' && m.name == INNER_MANIFEST_MEMBER.as_bytes();
+    match members {
+        [first, ..] if is_file(first) => Some(0),
+        [dir, second, ..]
+            if dir.kind == 'd' && dir.name == inner_dir().as_bytes() && is_file(second) =>
+        {
+            Some(1)
+        }
+        _ => None,
+    }
+}
+
+/// Checks what a backup claims against what its encrypted stream carries: the inner
+/// manifest (its bytes in `head`, the stream's first file) against the id asked for
+/// and the external manifest's nonce, and the external manifest's file list against the
+/// archive's members, both ways. Returns the inner manifest when there is one, and
+/// warnings.
+///
+/// A stream that carries an inner manifest is never accepted without the external
+/// manifest repeating its nonce (so it is never a `legacy` backup); an external manifest
+/// that names a nonce needs an inner manifest.
+///
+/// # Errors
+/// What does not match.
+pub fn check_claims(
+    id: &str,
+    members: &[ArchiveMember],
+    head: Option<&[u8]>,
+    manifest: Option<&Manifest>,
+) -> Result<(Option<InnerManifest>, Vec<String>), String> {
+    let mut warnings = Vec::new();
+    let inner = match inner_manifest_position(members) {
+        Some(p) => {
+            let size = usize::try_from(members[p].size).unwrap_or(usize::MAX);
+            let head = head.unwrap_or_default();
+            if size > head.len() || size > 65536 {
+                return Err(format!(
+                    "its inner manifest ({} bytes) could not be read whole",
+                    members[p].size
+                ));
+            }
+            let inner = InnerManifest::from_json(&head[..size]).map_err(|e| e.to_string())?;
+            if inner.backup_id != id {
+                return Err(format!(
+                    "it was made as {:?}, not {id:?} (a backup copied under another id)",
+                    inner.backup_id
+                ));
+            }
+            let Some(m) = manifest else {
+                return Err(
+                    "its data carries an inner manifest but it has no manifest: a backup of ours stripped of its manifest is not restored as legacy"
+                        .into(),
+                );
+            };
+            if m.nonce.as_deref() != Some(inner.nonce.as_str()) {
+                return Err("its manifest does not belong to its data (the nonces differ)".into());
+            }
+            Some(inner)
+        }
+        None => {
+            if let Some(m) = manifest {
+                if m.nonce.is_some() {
+                    return Err(
+                        "its manifest names an inner manifest that its data does not carry".into(),
+                    );
+                }
+                warnings.push(
+                    "made before backups carried an inner manifest: its id and manifest are not authenticated"
+                        .into(),
+                );
+            }
+            None
+        }
+    };
+    if let Some(m) = manifest {
+        if m.backup_id != id {
+            return Err(format!("its manifest names {:?}, not {id:?}", m.backup_id));
+        }
+        let skip = inner_manifest_position(members).map_or(0, |p| p + 1);
+        let kind = |k: char| match k {
+            'f' => '-',
+            other => other,
+        };
+        let archived: BTreeMap<&[u8], char> = members[skip..]
+            .iter()
+            .map(|a| (a.name.as_slice(), a.kind))
+            .collect();
+        let listed: BTreeMap<&[u8], char> = m
+            .files
+            .iter()
+            .filter(|f| {
+                let p = f.path.as_bytes();
+                p != INNER_MANIFEST_MEMBER.as_bytes() && p != inner_dir().as_bytes()
+            })
+            .map(|f| (f.path.as_bytes(), kind(f.kind)))
+            .collect();
+        if let Some((name, _)) = listed.iter().find(|(n, _)| !archived.contains_key(*n)) {
+            return Err(format!(
+                "the archive lacks {:?}, which its manifest lists",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if let Some((name, _)) = archived.iter().find(|(n, _)| !listed.contains_key(*n)) {
+            return Err(format!(
+                "the archive holds {:?}, which its manifest does not list",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if let Some((name, k)) = listed.iter().find(|(n, k)| archived.get(*n) != Some(*k)) {
+            return Err(format!(
+                "{:?} is a {k:?} in the manifest but a {:?} in the archive",
+                String::from_utf8_lossy(name),
+                archived.get(name).copied().unwrap_or('?')
+            ));
+        }
+    }
+    Ok((inner, warnings))
 }
 
 #[cfg(test)]
@@ -267,7 +543,7 @@ mod tests {
             member('-', "data/media_store/local_thumbnails/x"),
             member('d', "data"),
         ];
-        let units = r.check(&members).unwrap();
+        let units = r.check(&members, MemberSource::Listing).unwrap().units;
         assert_eq!(
             units.into_iter().collect::<Vec<_>>(),
             [
@@ -292,26 +568,242 @@ mod tests {
             (member('-', "data/media_store/remote_content/x"), "outside"),
             (member('-', "etc/passwd"), "outside"),
         ] {
-            let (name, reason) = r.check(std::slice::from_ref(&m)).unwrap_err();
-            assert!(reason.contains(why), "{name}: {reason}");
+            for source in [MemberSource::Listing, MemberSource::Staged] {
+                let (name, reason) = r.check(std::slice::from_ref(&m), source).unwrap_err();
+                assert!(reason.contains(why), "{name}: {reason}");
+            }
         }
     }
 
     #[test]
-    fn wal_and_shm_dropped_only_when_not_carried() {
+    fn sidecars_are_known_by_the_database_name() {
         let r = rules();
-        let units: BTreeSet<String> = ["data/homeserver.db".to_string()].into();
+        assert_eq!(r.database().as_deref(), Some("data/homeserver.db"));
+        for s in [
+            "data/homeserver.db-wal",
+            "data/homeserver.db-shm",
+            "data/homeserver.db-journal",
+            "data/homeserver.db-mj1A2B",
+        ] {
+            assert!(r.is_db_sidecar(s), "{s}");
+        }
+        for s in ["data/homeserver.db", "data/homeserver.dbx", "data/x.db-wal"] {
+            assert!(!r.is_db_sidecar(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn the_inner_manifest_is_exempt_only_where_it_belongs() {
+        let r = rules();
+        let inner = member('-', INNER_MANIFEST_MEMBER);
+        let dir = member('d', ".synapse-backup");
+        let key = member('-', "data/signing.key");
+        for list in [
+            vec![inner.clone(), key.clone()],
+            vec![dir.clone(), inner.clone(), key.clone()],
+        ] {
+            let c = r.check(&list, MemberSource::Listing).unwrap();
+            assert!(c.has_inner_manifest);
+            assert_eq!(
+                c.units.into_iter().collect::<Vec<_>>(),
+                ["data/signing.key"]
+            );
+        }
+        // Anywhere else in the listing it is outside the restorable paths.
+        let (name, _) = r
+            .check(&[key.clone(), inner.clone()], MemberSource::Listing)
+            .unwrap_err();
+        assert_eq!(name, INNER_MANIFEST_MEMBER);
+        // In the staged tree, order does not matter, but the kind does.
+        let c = r
+            .check(
+                &[key.clone(), inner.clone(), dir.clone()],
+                MemberSource::Staged,
+            )
+            .unwrap();
+        assert!(c.has_inner_manifest);
+        let link = member('l', INNER_MANIFEST_MEMBER);
+        assert!(r.check(&[dir.clone(), link], MemberSource::Staged).is_err());
+        let other = member('-', ".synapse-backup/other");
+        assert!(r.check(&[dir, other], MemberSource::Staged).is_err());
+    }
+
+    #[test]
+    fn special_bits_are_reported_not_refused() {
+        let r = rules();
+        let mut suid = member('-', "data/media_store/local_content/x");
+        suid.mode = 0o4755;
+        let mut open = member('d', "data/media_store/local_content");
+        open.mode = 0o1777;
+        let c = r.check(&[open, suid], MemberSource::Staged).unwrap();
         assert_eq!(
-            r.drops(&units),
-            ["data/homeserver.db-wal", "data/homeserver.db-shm"]
+            c.stripped
+                .iter()
+                .map(|(n, m)| describe_stripped(n, *m))
+                .collect::<Vec<_>>(),
+            [
+                "data/media_store/local_content: 1777 -> 0775",
+                "data/media_store/local_content/x: 4755 -> 0755"
+            ]
         );
-        let legacy: BTreeSet<String> = [
-            "data/homeserver.db".to_string(),
-            "data/homeserver.db-wal".to_string(),
-        ]
-        .into();
-        assert_eq!(r.drops(&legacy), ["data/homeserver.db-shm"]);
-        assert!(r.drops(&BTreeSet::new()).is_empty());
+    }
+
+    #[test]
+    fn rules_from_a_recorded_layout() {
+        let recorded = ManifestLayout {
+            config_dir: "/conf".into(),
+            data_dir: "/var/lib/synapse".into(),
+            media_store_path: "/media".into(),
+            members: vec![
+                "conf/a.key".into(),
+                "keys/signing.key".into(),
+                "media/local_content".into(),
+                "var/lib/synapse/homeserver.db".into(),
+            ],
+        };
+        let r = RestoreRules::from_manifest(&recorded);
+        for (name, unit) in [
+            ("conf/a.key", Some("conf/a.key")),
+            ("keys/signing.key", Some("keys/signing.key")),
+            ("media/local_content/x", Some("media/local_content")),
+            (
+                "var/lib/synapse/homeserver.db",
+                Some("var/lib/synapse/homeserver.db"),
+            ),
+            ("var/lib/synapse/homeserver.yaml", None),
+            ("media/remote_content/x", None),
+        ] {
+            assert_eq!(r.unit(name).as_deref(), unit, "{name}");
+        }
+    }
+
+    fn inner_json(id: &str, nonce: &str) -> Vec<u8> {
+        InnerManifest {
+            format: crate::backup::manifest::MANIFEST_FORMAT,
+            backup_id: id.into(),
+            created: chrono::Utc::now(),
+            created_by: "synapse-backup/test".into(),
+            layout: ManifestLayout {
+                config_dir: "/data".into(),
+                data_dir: "/data".into(),
+                media_store_path: "/data/media_store".into(),
+                members: vec![],
+            },
+            database: "sqlite".into(),
+            nonce: nonce.into(),
+        }
+        .to_json()
+    }
+
+    fn external(id: &str, nonce: Option<&str>, files: &[(&str, char)]) -> Manifest {
+        Manifest {
+            format: crate::backup::manifest::MANIFEST_FORMAT,
+            backup_id: id.into(),
+            created: chrono::Utc::now(),
+            created_by: "synapse-backup/test".into(),
+            server_name: None,
+            layout: ManifestLayout {
+                config_dir: "/data".into(),
+                data_dir: "/data".into(),
+                media_store_path: "/data/media_store".into(),
+                members: vec![],
+            },
+            database: "sqlite".into(),
+            warnings: vec![],
+            files: files
+                .iter()
+                .map(|(p, k)| crate::backup::manifest::ManifestEntry {
+                    path: crate::backup::manifest::ManifestPath::Text((*p).into()),
+                    kind: *k,
+                    size: 0,
+                })
+                .collect(),
+            plaintext_bytes: 0,
+            ciphertext_bytes: 0,
+            ciphertext_sha256: String::new(),
+            cipher: "AES256".into(),
+            compression: "none".into(),
+            nonce: nonce.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn claims_are_checked_against_the_stream() {
+        let id = "backup-20261126071900000000";
+        let json = inner_json(id, "n1");
+        let mut inner = member('-', INNER_MANIFEST_MEMBER);
+        inner.size = json.len() as u64;
+        let key = member('-', "data/signing.key");
+        let members = vec![inner, key];
+        let files = [("data/signing.key", 'f')];
+        let good = external(id, Some("n1"), &files);
+        let (got, warnings) = check_claims(id, &members, Some(&json), Some(&good)).unwrap();
+        assert_eq!(got.unwrap().nonce, "n1");
+        assert!(warnings.is_empty());
+        // The inner manifest may be listed by the external one too.
+        let listed = external(
+            id,
+            Some("n1"),
+            &[
+                ("data/signing.key", 'f'),
+                (INNER_MANIFEST_MEMBER, 'f'),
+                (".synapse-backup", 'd'),
+            ],
+        );
+        assert!(check_claims(id, &members, Some(&json), Some(&listed)).is_ok());
+        for (asked, head, manifest, why) in [
+            (
+                "backup-20261126071900000001",
+                &json,
+                Some(external("backup-20261126071900000001", Some("n1"), &files)),
+                "another id",
+            ),
+            (
+                id,
+                &json,
+                Some(external(id, Some("n2"), &files)),
+                "nonces differ",
+            ),
+            (id, &json, Some(external(id, None, &files)), "nonces differ"),
+            (id, &json, None, "not restored as legacy"),
+            (
+                id,
+                &json,
+                Some(external(id, Some("n1"), &[])),
+                "does not list",
+            ),
+            (
+                id,
+                &json,
+                Some(external(
+                    id,
+                    Some("n1"),
+                    &[("data/signing.key", 'f'), ("data/x.key", 'f')],
+                )),
+                "lacks",
+            ),
+            (
+                id,
+                &json,
+                Some(external(id, Some("n1"), &[("data/signing.key", 'd')])),
+                "in the archive",
+            ),
+            (id, &json[..10].to_vec(), Some(good.clone()), "read whole"),
+        ] {
+            let e = check_claims(asked, &members, Some(head), manifest.as_ref()).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+        // Without an inner manifest: a manifest naming a nonce is refused, one without
+        // is accepted with a warning, and legacy needs nothing.
+        let plain = vec![member('-', "data/signing.key")];
+        let e = check_claims(id, &plain, None, Some(&good)).unwrap_err();
+        assert!(e.contains("does not carry"), "{e}");
+        let (none, w) = check_claims(id, &plain, None, Some(&external(id, None, &files))).unwrap();
+        assert!(
+            none.is_none() && w[0].contains("not authenticated"),
+            "{w:?}"
+        );
+        assert!(check_claims(id, &plain, None, None).unwrap().0.is_none());
     }
 
     #[test]
@@ -337,7 +829,7 @@ mod tests {
             (ex.env["SB_MODE"].as_str(), ex.env["SB_NEED_BYTES"].as_str()),
             ("extract", "99")
         );
-        let swap = swap_call(&layout, &p, &work, true);
+        let swap = swap_call(&layout, &p, &work, true, None);
         assert_eq!(swap.argv.last().unwrap(), "rollback");
         assert!(!swap.env.contains_key("AWS_SECRET_ACCESS_KEY"));
     }

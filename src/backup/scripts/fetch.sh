@@ -2,16 +2,28 @@
 # fetch.sh (appended to common.sh): downloads, checksums and decrypts a backup
 #   aws s3 cp URL - | checksum | gpg --decrypt | tar
 # then lists it (SB_MODE=list) or extracts it into $SB_WORK/stage (SB_MODE=extract),
-# writing tar's `-vv` listing to $SB_WORK/members.
+# writing tar's `-vv` listing to $SB_WORK/members and gpg's status lines to
+# $SB_WORK/gpg.status (the caller trusts nothing before reading them).
+#
+# list: tar reads every member (`--extract --to-stdout`: nothing is written to disk) and
+#   the first 64 KiB of the members' contents go to $SB_WORK/head: the inner manifest,
+#   when the archive starts with one.
+# extract: members are extracted with their archived modes and owned by whoever runs
+#   this (never the archived owner); then the staged tree is walked into
+#   $SB_WORK/staged (`<type> <octal mode> <links> <uid> <size> <path>\0` records, as
+#   `find -printf` writes them), the inner manifest's first 64 KiB copied to
+#   $SB_WORK/head, and set-id, sticky and world-writable bits stripped from every
+#   staged file and directory.
 #
 # Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk).
 # Environment: SB_WORK (work dir), SB_MODE, SB_URL, SB_TAR, SB_GPG,
 # SB_AWS, SB_PYTHON, SB_HASH_PY, the aws CLI's AWS_* variables, and optionally
 # SB_NEED_BYTES with SB_SPACE_DIR (free space to check first).
 # Positional parameters: the aws CLI's extra arguments.
-# Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 10 + stage
-# (10 download, 11 checksum, 12 gpg, 13 tar) for the first stage that did not die of
-# SIGPIPE, with `<stage> <status>` in $SB_WORK/failed and its stderr on ours; 14 when
+# Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail), or the
+# staging file system filled up while extracting (stderr says "while staging"); 10 +
+# stage (10 download, 11 checksum, 12 gpg, 13 tar) for the first stage that did not die
+# of SIGPIPE, with `<stage> <status>` in $SB_WORK/failed and its stderr on ours; 14 when
 # the checksum readers failed.
 set -euo pipefail
 umask 077
@@ -27,12 +39,23 @@ if [ -n "${SB_NEED_BYTES:-}" ]; then
   fi
 fi
 checksum_start
+tar_common=(-vv --numeric-owner --quoting-style=escape --index-file "$w/members")
 if [ "$SB_MODE" = extract ]; then
   mkdir -m 700 "$w/stage"
-  tar_args=(--extract --directory "$w/stage" --preserve-permissions --delay-directory-restore)
+  tar_args=(--extract --directory "$w/stage" --preserve-permissions --no-same-owner
+    --delay-directory-restore "${tar_common[@]}")
 else
-  tar_args=(--list)
+  tar_args=(--extract --to-stdout "${tar_common[@]}")
 fi
+# untar: the pipeline's last stage. In list mode the members' contents are read to the
+# end (so tar never sees a broken pipe) and only their first 64 KiB kept.
+untar() {
+  if [ "$SB_MODE" = extract ]; then
+    LC_ALL=C "$SB_TAR" "${tar_args[@]}"
+  else
+    LC_ALL=C "$SB_TAR" "${tar_args[@]}" | { head -c 65536 >"$w/head"; cat >/dev/null; }
+  fi
+}
 # Stage names and stderr files, in pipeline order.
 names=(download tee gpg tar)
 errs=("$w/aws.err" "$w/tee.err" "$w/gpg.err" "$w/tar.err")
@@ -40,8 +63,19 @@ set +e
 "$SB_AWS" s3 cp --only-show-errors --no-progress "$@" "$SB_URL" - 2>"$w/aws.err" |
   checksum 2>"$w/tee.err" |
   "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
-    --passphrase-fd 3 --decrypt 2>"$w/gpg.err" |
-  LC_ALL=C "$SB_TAR" "${tar_args[@]}" -vv --numeric-owner --quoting-style=escape --index-file "$w/members" 2>"$w/tar.err"
+    --passphrase-fd 3 --status-file "$w/gpg.status" --decrypt 2>"$w/gpg.err" |
+  untar 2>"$w/tar.err"
 st=("${PIPESTATUS[@]}")
 set -e
+if [ "$SB_MODE" = extract ] && grep -qs 'No space left on device' "$w/tar.err"; then
+  echo "no space left on device while staging in $w" >&2
+  exit 40
+fi
 pipeline_finish upstream
+if [ "$SB_MODE" = extract ]; then
+  find "$w/stage" -mindepth 1 -printf '%y %m %n %U %s %P\0' >"$w/staged"
+  inner="$w/stage/.synapse-backup/manifest.json"
+  if [ -f "$inner" ] && [ ! -L "$inner" ]; then head -c 65536 -- "$inner" >"$w/head"; fi
+  find "$w/stage" -mindepth 1 \( -type f -o -type d \) -perm /7002 \
+    -exec chmod u-s,g-s,o-t,o-w -- {} +
+fi

@@ -1,18 +1,78 @@
 # shellcheck shell=bash
-# swap.sh MODE: swaps staged paths into place (MODE `swap`, the default), or undoes a
-# completed swap (MODE `rollback`).
+# swap.sh MODE: the restore's steps that touch staged or live files, all run as the
+# workload user.
 #
-# swap: for each member in $SB_WORK/swap.list (NUL-separated, relative to SB_ROOT) the
-# live path, if any, is moved to $SB_WORK/aside/<member> and the staged one
-# ($SB_WORK/stage/<member>) moved in; each member in drop.list is moved aside. Every
-# move is logged (placed.log, aside.log) so it can be undone.
-# Environment: SB_WORK, SB_ROOT.
+# swap (the default): for each member in $SB_WORK/swap.list (NUL-separated, relative to
+# SB_ROOT) the live path, if any, is moved to $SB_WORK/aside/<member> and the staged one
+# ($SB_WORK/stage/<member>) moved in; with SB_DB_MEMBER, every live `$SB_DB_MEMBER-*`
+# (the database's -wal, -shm, -journal, ...) is moved aside too and its member name
+# printed, NUL-terminated. Every move is logged (placed.log, aside.log) so it can be
+# undone.
+# rollback: undoes a completed swap.
+# check-db: checks the staged database $SB_STAGED_DB (PRAGMA integrity_check), empties
+# its e2e_one_time_keys_json table unless SB_KEEP_OTK=1, checkpoints it so that it is
+# one self-contained file, and prints `otk <rows removed>` (-1: no such table or kept).
+# cleanup: makes every directory under $SB_WORK writable and searchable by its owner,
+# so the work dir can be removed even when the archive held read-only directories.
+# Environment: SB_WORK, SB_ROOT; SB_DB_MEMBER for swap; SB_STAGED_DB, SB_KEEP_OTK, SB_PYTHON, SB_SQLITE3 for
+# check-db.
 # Exit codes: 0; 30 a move failed and everything done was undone; 31 the undo itself
-# failed (the set-aside live files are left in $SB_WORK/aside).
+# failed (the set-aside live files are left in $SB_WORK/aside); 32 the staged database
+# failed its check (stderr says how); 33 no tool to check it with.
 set -euo pipefail
 umask 077
 w=$SB_WORK
 root=$SB_ROOT
+case "${1:-swap}" in
+  cleanup)
+    # Pre-order, one directory at a time, so find can then descend into it.
+    find "$w" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \;
+    exit 0
+    ;;
+  check-db)
+    db=$SB_STAGED_DB
+    if "$SB_PYTHON" -c 'import sqlite3' >/dev/null 2>&1; then
+      "$SB_PYTHON" - "$db" "${SB_KEEP_OTK:-0}" <<'PY' || exit 32
+import sqlite3, sys
+path, keep = sys.argv[1], sys.argv[2] == "1"
+try:
+    c = sqlite3.connect(path, isolation_level=None)
+    rows = [r[0] for r in c.execute("PRAGMA integrity_check").fetchall()]
+    if rows != ["ok"]:
+        sys.stderr.write("integrity_check: " + "; ".join(str(r) for r in rows[:5]) + "\n")
+        sys.exit(1)
+    removed = -1
+    has = c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'e2e_one_time_keys_json'").fetchone()
+    if has and not keep:
+        removed = c.execute("DELETE FROM e2e_one_time_keys_json").rowcount
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    c.close()
+except sqlite3.Error as e:
+    sys.stderr.write("%s\n" % e)
+    sys.exit(1)
+print("otk %d" % removed)
+PY
+    elif command -v "$SB_SQLITE3" >/dev/null 2>&1; then
+      out=$("$SB_SQLITE3" -batch "$db" 'PRAGMA integrity_check;') || { echo "$out" >&2; exit 32; }
+      if [ "$out" != ok ]; then echo "integrity_check: $out" >&2; exit 32; fi
+      removed=-1
+      if [ "${SB_KEEP_OTK:-0}" != 1 ] && [ -n "$("$SB_SQLITE3" -batch "$db" "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'e2e_one_time_keys_json';")" ]; then
+        removed=$("$SB_SQLITE3" -batch "$db" 'DELETE FROM e2e_one_time_keys_json; SELECT changes();') || exit 32
+      fi
+      "$SB_SQLITE3" -batch "$db" 'PRAGMA wal_checkpoint(TRUNCATE);' >/dev/null || exit 32
+      printf 'otk %s\n' "$removed"
+    else
+      echo "cannot check the restored SQLite database: neither $SB_PYTHON with its sqlite3 module nor $SB_SQLITE3 was found; install python3 or sqlite3 in the workload" >&2
+      exit 33
+    fi
+    if [ -s "$db-wal" ]; then
+      echo "the staged database still has a write-ahead log after a checkpoint" >&2
+      exit 32
+    fi
+    rm -f -- "$db-wal" "$db-shm" "$db-journal"
+    exit 0
+    ;;
+esac
 mkdir -p "$w/aside"
 undo() {
   local ok=0 i placed=() aside=()
@@ -51,8 +111,11 @@ while IFS= read -r -d '' m; do
   set_aside "$m" || fail "$m"
   { mkdir -p "$root/$(dirname -- "$m")" && mv -T -- "$w/stage/$m" "$root/$m" && printf '%s\0' "$m" >>"$w/placed.log"; } || fail "$m"
 done <"$w/swap.list"
-if [ -s "$w/drop.list" ]; then
-  while IFS= read -r -d '' m; do
+if [ -n "${SB_DB_MEMBER:-}" ]; then
+  shopt -s nullglob
+  for p in "$root/$SB_DB_MEMBER"-*; do
+    m=${p#"$root/"}
     set_aside "$m" || fail "$m"
-  done <"$w/drop.list"
+    printf '%s\0' "$m"
+  done
 fi

@@ -1,0 +1,212 @@
+//! What gpg's `--status-file` says about a decryption, read strictly. Pure: no I/O.
+//!
+//! `gpg --decrypt` also prints data that was never encrypted (a literal data packet, as
+//! `gpg --store` makes, needs no passphrase) and exits 0, so its exit code alone does
+//! not say the data came from the passphrase holder. Only the status lines do: the one
+//! and only `PLAINTEXT` must come after `BEGIN_DECRYPTION`, and be followed by
+//! `DECRYPTION_OKAY`, `GOODMDC` (the modification detection code, gpg 2.2's integrity
+//! check) and `END_DECRYPTION`, with no `ERROR`, `FAILURE`, `DECRYPTION_FAILED` or
+//! `BADMDC` anywhere and no public-key packet (`ENC_TO`): our backups are symmetric.
+
+use std::fmt;
+
+/// Why a decryption is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Untrusted {
+    /// No `BEGIN_DECRYPTION` before the data: it was not encrypted at all.
+    NotEncrypted,
+    /// The data was encrypted to a public key, not with the passphrase.
+    PublicKey,
+    /// gpg reported the passphrase as wrong.
+    BadPassphrase,
+    /// gpg reported an error or a failed decryption (the status line).
+    Failed(String),
+    /// More than one plaintext (e.g. a literal packet before the encrypted one).
+    ExtraPlaintext,
+    /// A required line is missing or out of order (its keyword).
+    Missing(&'static str),
+    /// The data has no integrity protection (no `GOODMDC`).
+    NoIntegrity,
+}
+
+impl fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Untrusted::NotEncrypted => f.write_str(
+                "it is not encrypted with the passphrase (gpg found plain OpenPGP data)",
+            ),
+            Untrusted::PublicKey => f.write_str(
+                "it is encrypted to a public key, not with the passphrase (not a backup of ours)",
+            ),
+            Untrusted::BadPassphrase => f.write_str("gpg says the passphrase is wrong"),
+            Untrusted::Failed(line) => write!(f, "gpg reported {line:?}"),
+            Untrusted::ExtraPlaintext => {
+                f.write_str("it holds more than one plaintext (data outside the encrypted packet)")
+            }
+            Untrusted::Missing(keyword) => {
+                write!(f, "gpg's status has no {keyword} where one is required")
+            }
+            Untrusted::NoIntegrity => f.write_str(
+                "it has no integrity protection (no modification detection code): refused",
+            ),
+        }
+    }
+}
+
+/// The keywords, in the order a trusted decryption reports them.
+const ORDER: [&str; 5] = [
+    "BEGIN_DECRYPTION",
+    "PLAINTEXT",
+    "DECRYPTION_OKAY",
+    "GOODMDC",
+    "END_DECRYPTION",
+];
+
+/// Checks gpg's status output (the `[GNUPG:] KEYWORD args` lines) of one
+/// `gpg --decrypt` run that exited 0.
+///
+/// # Errors
+/// The first reason the decryption is not trusted.
+pub fn check_status(status: &[u8]) -> Result<(), Untrusted> {
+    let text = String::from_utf8_lossy(status);
+    let mut seen: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("[GNUPG:] ") else {
+            continue;
+        };
+        let keyword = rest.split(' ').next().unwrap_or("");
+        match keyword {
+            "ENC_TO" | "NO_SECKEY" | "PUBKEY_ENC_FAILED" => return Err(Untrusted::PublicKey),
+            "ERROR" if rest.contains("BAD_PASSPHRASE") || rest.contains("Bad session key") => {
+                return Err(Untrusted::BadPassphrase);
+            }
+            "BAD_PASSPHRASE" => return Err(Untrusted::BadPassphrase),
+            "ERROR" | "FAILURE" | "DECRYPTION_FAILED" | "BADMDC" => {
+                return Err(Untrusted::Failed(rest.to_string()));
+            }
+            _ => {}
+        }
+        if ORDER.contains(&keyword) {
+            seen.push(keyword);
+        }
+    }
+    let first_plaintext = seen.iter().position(|k| *k == "PLAINTEXT");
+    let begin = seen.iter().position(|k| *k == "BEGIN_DECRYPTION");
+    match (begin, first_plaintext) {
+        (_, None) => return Err(Untrusted::Missing("PLAINTEXT")),
+        (None, Some(_)) => return Err(Untrusted::NotEncrypted),
+        (Some(b), Some(p)) if p < b => return Err(Untrusted::ExtraPlaintext),
+        _ => {}
+    }
+    if seen.iter().filter(|k| **k == "PLAINTEXT").count() > 1 {
+        return Err(Untrusted::ExtraPlaintext);
+    }
+    if !seen.contains(&"GOODMDC") {
+        return Err(Untrusted::NoIntegrity);
+    }
+    // Exactly the five, once each, in order.
+    if seen != ORDER {
+        let missing = ORDER
+            .iter()
+            .zip(seen.iter().map(Some).chain(std::iter::repeat(None)))
+            .find(|(want, got)| got.is_none_or(|g| g != *want))
+            .map_or("END_DECRYPTION", |(want, _)| *want);
+        return Err(Untrusted::Missing(missing));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "[GNUPG:] NEED_PASSPHRASE_SYM 9 3 2\n[GNUPG:] BEGIN_DECRYPTION\n\
+[GNUPG:] DECRYPTION_INFO 2 9 0\n[GNUPG:] PLAINTEXT 62 1796035501 a.tar\n\
+[GNUPG:] PLAINTEXT_LENGTH 10240\n[GNUPG:] DECRYPTION_OKAY\n[GNUPG:] GOODMDC\n\
+[GNUPG:] END_DECRYPTION\n";
+
+    #[test]
+    fn a_symmetric_decryption_with_mdc_is_trusted() {
+        assert_eq!(check_status(GOOD.as_bytes()), Ok(()));
+        // Unknown lines and other text around are ignored.
+        let noisy = format!("gpg: note\n[GNUPG:] KEY_CONSIDERED x\n{GOOD}[GNUPG:] NEWSIG\n");
+        assert_eq!(check_status(noisy.as_bytes()), Ok(()));
+    }
+
+    #[test]
+    fn a_literal_packet_is_not_encrypted() {
+        let store = "[GNUPG:] PLAINTEXT 62 1796035501 a.tar\n[GNUPG:] PLAINTEXT_LENGTH 10240\n";
+        assert_eq!(check_status(store.as_bytes()), Err(Untrusted::NotEncrypted));
+        // A literal packet before a real encrypted one.
+        let both = format!("[GNUPG:] PLAINTEXT 62 1 a.tar\n{GOOD}");
+        assert_eq!(
+            check_status(both.as_bytes()),
+            Err(Untrusted::ExtraPlaintext)
+        );
+        let twice = GOOD.replace(
+            "[GNUPG:] DECRYPTION_OKAY",
+            "[GNUPG:] PLAINTEXT 62 1 b\n[GNUPG:] DECRYPTION_OKAY",
+        );
+        assert_eq!(
+            check_status(twice.as_bytes()),
+            Err(Untrusted::ExtraPlaintext)
+        );
+        assert_eq!(check_status(b""), Err(Untrusted::Missing("PLAINTEXT")));
+    }
+
+    #[test]
+    fn failures_errors_and_missing_mdc_are_refused() {
+        let no_mdc = "[GNUPG:] BEGIN_DECRYPTION\n[GNUPG:] DECRYPTION_INFO 0 3 0\n\
+[GNUPG:] PLAINTEXT 62 1 a.tar\n[GNUPG:] ERROR nomdc_with_legacy_cipher 152\n\
+[GNUPG:] DECRYPTION_FAILED\n[GNUPG:] END_DECRYPTION\n";
+        assert!(matches!(
+            check_status(no_mdc.as_bytes()),
+            Err(Untrusted::Failed(l)) if l.contains("nomdc")
+        ));
+        let ignored_mdc = GOOD.replace("[GNUPG:] GOODMDC\n", "");
+        assert_eq!(
+            check_status(ignored_mdc.as_bytes()),
+            Err(Untrusted::NoIntegrity)
+        );
+        let bad = "[GNUPG:] BEGIN_DECRYPTION\n[GNUPG:] ERROR symkey_decrypt.maybe_error 11_BAD_PASSPHRASE\n\
+[GNUPG:] DECRYPTION_FAILED\n[GNUPG:] END_DECRYPTION\n";
+        assert_eq!(check_status(bad.as_bytes()), Err(Untrusted::BadPassphrase));
+        let pk = "[GNUPG:] ENC_TO BCFFDD144D209B8E 1 0\n[GNUPG:] NO_SECKEY BCFFDD144D209B8E\n\
+[GNUPG:] BEGIN_DECRYPTION\n[GNUPG:] DECRYPTION_FAILED\n[GNUPG:] END_DECRYPTION\n";
+        assert_eq!(check_status(pk.as_bytes()), Err(Untrusted::PublicKey));
+        let badmdc = GOOD.replace("GOODMDC", "BADMDC");
+        assert!(matches!(
+            check_status(badmdc.as_bytes()),
+            Err(Untrusted::Failed(_))
+        ));
+        let failure = format!("{GOOD}[GNUPG:] FAILURE decrypt 1\n");
+        assert!(matches!(
+            check_status(failure.as_bytes()),
+            Err(Untrusted::Failed(_))
+        ));
+    }
+
+    #[test]
+    fn order_and_count_matter() {
+        let no_end = GOOD.replace("[GNUPG:] END_DECRYPTION\n", "");
+        assert_eq!(
+            check_status(no_end.as_bytes()),
+            Err(Untrusted::Missing("END_DECRYPTION"))
+        );
+        let no_okay = GOOD.replace("[GNUPG:] DECRYPTION_OKAY\n", "");
+        assert_eq!(
+            check_status(no_okay.as_bytes()),
+            Err(Untrusted::Missing("DECRYPTION_OKAY"))
+        );
+        let swapped = GOOD.replace("[GNUPG:] GOODMDC\n", "").replace(
+            "[GNUPG:] DECRYPTION_OKAY",
+            "[GNUPG:] GOODMDC\n[GNUPG:] DECRYPTION_OKAY",
+        );
+        assert_eq!(
+            check_status(swapped.as_bytes()),
+            Err(Untrusted::Missing("DECRYPTION_OKAY"))
+        );
+        let two_begins = format!("[GNUPG:] BEGIN_DECRYPTION\n{GOOD}");
+        assert!(check_status(two_begins.as_bytes()).is_err());
+    }
+}
