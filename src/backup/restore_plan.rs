@@ -296,8 +296,8 @@ impl RestoreRules {
         .any(|d| d == name || d.starts_with(&prefix))
     }
 
-    /// Checks every member: only regular files and directories inside the restorable
-    /// paths (signing keys, the database and its sidecars, local media), never absolute,
+    /// Checks every member: only regular files (a hard link to another member counts
+    /// as one) and directories inside the restorable paths (signing keys, the database and its sidecars, local media), never absolute,
     /// never with `..`. The inner manifest (`.synapse-backup/manifest.json`, a regular
     /// file, and its directory) is exempt and never a unit; from tar's listing only when
     /// it leads the archive. Set-id, sticky and world-writable bits are not refused but
@@ -335,9 +335,10 @@ impl RestoreRules {
                 continue;
             }
             match m.kind {
-                '-' | 'd' => {}
+                // A hard link to another member is a file with several links once
+                // staged: its target is a member too, checked by these same rules.
+                '-' | 'd' | 'h' => {}
                 'l' => return Err((text, "symbolic links are refused".into())),
-                'h' => return Err((text, "hard links are refused".into())),
                 _ => {
                     return Err((
                         text,
@@ -464,12 +465,12 @@ pub fn check_claims(
         }
         let skip = inner_manifest_position(members).map_or(0, |p| p + 1);
         let kind = |k: char| match k {
-            'f' => '-',
+            'f' | 'h' => '-',
             other => other,
         };
         let archived: BTreeMap<&[u8], char> = members[skip..]
             .iter()
-            .map(|a| (a.name.as_slice(), a.kind))
+            .map(|a| (a.name.as_slice(), kind(a.kind)))
             .collect();
         let listed: BTreeMap<&[u8], char> = m
             .files
@@ -562,7 +563,6 @@ mod tests {
             (member('-', "/etc/x"), "absolute"),
             (member('-', "data/../../etc/x"), ".."),
             (member('l', "data/media_store/local_content/l"), "symbolic"),
-            (member('h', "data/media_store/local_content/h"), "hard"),
             (member('c', "data/media_store/local_content/dev"), "devices"),
             (member('-', "data/homeserver.yaml"), "outside"),
             (member('-', "data/media_store/remote_content/x"), "outside"),

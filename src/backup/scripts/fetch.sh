@@ -67,9 +67,15 @@ set +e
   untar 2>"$w/tar.err"
 st=("${PIPESTATUS[@]}")
 set -e
-if [ "$SB_MODE" = extract ] && grep -qs 'No space left on device' "$w/tar.err"; then
-  echo "no space left on device while staging in $w" >&2
-  exit 40
+# A full staging file system: tar says so, unless its stderr file could not be written
+# either (it is on the same file system), so a failed tar beside almost no free space
+# counts too.
+if [ "$SB_MODE" = extract ] && [ "${st[3]}" -ne 0 ]; then
+  left=$(df -B1 --output=avail "$w" 2>/dev/null | tail -n 1 | tr -d ' ') || left=""
+  if grep -qs 'No space left on device' "$w/tar.err" || { [ -n "$left" ] && [ "$left" -lt 1048576 ]; }; then
+    echo "no space left on device while staging in $w" >&2
+    exit 40
+  fi
 fi
 pipeline_finish upstream
 if [ "$SB_MODE" = extract ]; then
