@@ -119,7 +119,12 @@ impl InnerManifest {
     }
 }
 
-/// The manifest of one backup.
+/// The manifest of one backup: `<key>.manifest.json`, beside the data object.
+///
+/// It is an **index**: anyone who can write to the bucket can write one, so listing and
+/// the catalog read it only to list. Nothing in it is trusted until `verify` or
+/// `restore` has authenticated it against the encrypted stream (gpg's status, the
+/// [`InnerManifest`]'s id and nonce, the file list against the archive's members).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// [`MANIFEST_FORMAT`].
