@@ -795,6 +795,59 @@ async fn space_checks_never_overflow_and_name_a_full_staging_dir() {
     assert_eq!(fs::read_dir(&small).unwrap().count(), 0, "work dir left");
 }
 
+/// The CLI's `--s3` and `--passphrase-file` files, readable by anyone (the test's own).
+fn cli_files(env: &Env) -> (PathBuf, PathBuf) {
+    let s3 = env.dir.path().join("s3.yaml");
+    let data = env.server.relation_data(&env.bucket);
+    fs::write(
+        &s3,
+        format!(
+            "access-key: {}\nsecret-key: {}\nbucket: {}\nendpoint: {}\nregion: us-east-1\ns3-uri-style: path\npath: synapse/backups\n",
+            data["access-key"], data["secret-key"], env.bucket, data["endpoint"]
+        ),
+    )
+    .unwrap();
+    let pass = env.dir.path().join("pass-cli");
+    fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+    for f in [&s3, &pass] {
+        fs::set_permissions(f, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    (s3, pass)
+}
+
+/// Runs the CLI on the env's tree, as `nobody` (through `setpriv`) or as this (root)
+/// process, with no `--user`.
+fn cli(env: &Env, as_nobody: bool, args: &[&str]) -> std::process::Output {
+    let (s3, pass) = cli_files(env);
+    let bin = env!("CARGO_BIN_EXE_synapse-backup");
+    let mut cmd = if as_nobody {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            bin,
+        ]);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.arg("--root")
+        .arg(&env.tree.root)
+        .arg("--s3")
+        .arg(&s3)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .args(args)
+        .env_remove("SYNAPSE_BACKUP_ROOT")
+        .env_remove("SYNAPSE_BACKUP_S3")
+        .env_remove("SYNAPSE_BACKUP_PASSPHRASE")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("setpriv (util-linux) is needed")
+}
+
 /// Item 8: a restore run by a non-root user (the CLI as `nobody`) of an archive holding
 /// a read-only directory removes its work dir.
 #[test]
@@ -820,37 +873,8 @@ fn a_read_only_directory_from_the_archive_does_not_outlive_the_restore() {
     let id = BackupId::generate();
     upload(&env, &object, &key_of(&id));
     give_tree_to_nobody(&env);
-    let s3 = env.dir.path().join("s3.yaml");
-    let data = env.server.relation_data(&env.bucket);
-    fs::write(
-        &s3,
-        format!(
-            "access-key: {}\nsecret-key: {}\nbucket: {}\nendpoint: {}\nregion: us-east-1\ns3-uri-style: path\npath: synapse/backups\n",
-            data["access-key"], data["secret-key"], env.bucket, data["endpoint"]
-        ),
-    )
-    .unwrap();
-    let pass = env.dir.path().join("pass-cli");
-    fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
-    for f in [&s3, &pass] {
-        fs::set_permissions(f, fs::Permissions::from_mode(0o644)).unwrap();
-    }
     let before = snapshot(&env.tree.data);
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_synapse-backup"))
-        .arg("--root")
-        .arg(&env.tree.root)
-        .arg("--s3")
-        .arg(&s3)
-        .arg("--passphrase-file")
-        .arg(&pass)
-        .args(["restore", id.as_str(), "--yes"])
-        .env_remove("SYNAPSE_BACKUP_ROOT")
-        .env_remove("SYNAPSE_BACKUP_S3")
-        .env_remove("SYNAPSE_BACKUP_PASSPHRASE")
-        .output()
-        .expect("setpriv (util-linux) is needed");
+    let out = cli(&env, true, &["restore", id.as_str(), "--yes"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("homeserver.yaml"), "{stderr}");
