@@ -79,6 +79,10 @@ async fn full_round_trip_restores_byte_for_byte() {
     .unwrap();
     assert_eq!(report.status, BackupStatus::Complete);
     assert!(report.members > 10);
+    assert!(
+        report.authenticated_manifest,
+        "a backup of ours carries its inner manifest"
+    );
 
     // Mutate the live tree: delete media, change the db, add files, leave a stale WAL.
     fs::remove_dir_all(env.tree.media.join("local_thumbnails")).unwrap();

@@ -381,6 +381,29 @@ async fn a_good_backup_replayed_under_another_id_is_refused() {
     assert!(is_refusal(&e, "not restored as legacy"), "{e}");
 }
 
+/// Item 1, with a backup made by `create`: copied under another id (data and manifest,
+/// the manifest edited to the new id), it is refused; the original verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_created_backup_copied_under_another_id_is_refused() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let id = env.create(&c).await.unwrap().id;
+    let other = BackupId::generate();
+    let object = env.dir.path().join("copy.gpg");
+    fs::copy(object_path(&env, &id), &object).unwrap();
+    upload(&env, &object, &key_of(&other));
+    let mut m = Manifest::from_json(&fs::read(manifest_path(&env, &id)).unwrap()).unwrap();
+    m.backup_id = other.to_string();
+    let mfile = env.dir.path().join("copy.json");
+    fs::write(&mfile, m.to_json()).unwrap();
+    upload(&env, &mfile, &format!("{}.manifest.json", key_of(&other)));
+    let v = verify(&env, &c, &other).await.unwrap_err();
+    assert!(is_refusal(&v, "another id"), "{v}");
+    let e = refused(&env, &c, &other).await;
+    assert!(is_refusal(&e, "another id"), "{e}");
+    verify(&env, &c, &id).await.unwrap();
+}
+
 /// Pins: data encrypted to a public key, and data without integrity protection
 /// (`--rfc2440 --cipher-algo CAST5`), are refused.
 #[tokio::test(flavor = "multi_thread")]
