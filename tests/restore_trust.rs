@@ -909,3 +909,42 @@ fn a_read_only_directory_from_the_archive_does_not_outlive_the_restore() {
     );
     drop(rt);
 }
+
+/// Item 4, as the README's CLI examples run it: `create` and `restore` by the CLI as
+/// root with no `--user`, for a tree owned by `nobody`: the restored database is still
+/// nobody's, mode 0644 (it was root's, 0600).
+#[test]
+fn the_cli_as_root_restores_as_the_owner_of_the_data_dir() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(Env::new(&TreeSpec::default()));
+    let db = env.tree.data.join("homeserver.db");
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
+    give_tree_to_nobody(&env);
+    let out = cli(&env, false, &["create"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = S3Client::new(&env.params).unwrap();
+    let id = rt.block_on(list_backups(&client)).unwrap()[0].id.clone();
+    change_db(&db);
+    let out = cli(&env, false, &["restore", id.as_str(), "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = fs::metadata(&db).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o7777),
+        (65534, 0o644),
+        "the database must stay nobody's, mode 0644"
+    );
+    for p in walk(&env.tree.data) {
+        if !p.to_string_lossy().contains("/.synapse-backup-") {
+            assert_eq!(fs::metadata(&p).unwrap().uid(), 65534, "{}", p.display());
+        }
+    }
+    drop(rt);
+}
