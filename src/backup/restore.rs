@@ -715,10 +715,8 @@ async fn restore_in<C: Container + ?Sized>(
                     .and_then(|n| n.parse::<u64>().ok());
             }
             Err(ContainerError::ExitedNonZero {
-                exit_code: 32,
-                stderr,
-                ..
-            }) => {
+                exit_code, stderr, ..
+            }) if Exit::from_code(exit_code) == Exit::DatabaseCheckFailed => {
                 return Err(corrupted(format!(
                     "the restored database {db} fails SQLite's check: {stderr}"
                 )));

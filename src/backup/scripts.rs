@@ -80,6 +80,11 @@ pub(crate) enum Exit {
     SwapUndone,
     /// 31 (`swap.sh`): the undo failed too; the set-aside live files are in the work dir.
     SwapUndoFailed,
+    /// 32 (`swap.sh check-db`): the staged database fails SQLite's integrity check (or
+    /// could not be opened, cleaned or checkpointed).
+    DatabaseCheckFailed,
+    /// 33 (`swap.sh check-db`): neither python3's sqlite3 nor the sqlite3 CLI exists.
+    NoDatabaseTool,
     /// 40 (`fetch.sh`): not enough free space for staging.
     NoSpace,
     /// Any other code: the script failed outside its protocol (bash itself, a signal).
@@ -102,6 +107,8 @@ impl Exit {
             21 => Exit::SnapshotFailed,
             30 => Exit::SwapUndone,
             31 => Exit::SwapUndoFailed,
+            32 => Exit::DatabaseCheckFailed,
+            33 => Exit::NoDatabaseTool,
             40 => Exit::NoSpace,
             c => Exit::Other(c),
         }
@@ -118,6 +125,8 @@ impl Exit {
             Exit::SnapshotFailed => 21,
             Exit::SwapUndone => 30,
             Exit::SwapUndoFailed => 31,
+            Exit::DatabaseCheckFailed => 32,
+            Exit::NoDatabaseTool => 33,
             Exit::NoSpace => 40,
             Exit::Other(c) => c,
         }
@@ -130,7 +139,9 @@ mod tests {
 
     #[test]
     fn exit_codes_read_back_both_ways() {
-        for code in [0, 10, 11, 12, 13, 14, 20, 21, 30, 31, 40, 1, 2, 141, -1] {
+        for code in [
+            0, 10, 11, 12, 13, 14, 20, 21, 30, 31, 32, 33, 40, 1, 2, 141, -1,
+        ] {
             assert_eq!(Exit::from_code(code).code(), code, "{code}");
         }
         assert_eq!(Exit::from_code(13), Exit::Stage(3));
