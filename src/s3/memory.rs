@@ -83,11 +83,16 @@ impl MemoryStore {
         self.state().now = now.trunc_subsecs(0);
     }
 
-    /// Moves the store's clock forward by `by`.
+    /// Moves the store's clock forward by `by` (saturating at the latest time chrono
+    /// can hold).
     pub fn advance(&self, by: std::time::Duration) {
         let by = Duration::from_std(by).unwrap_or(Duration::MAX);
         let mut state = self.state();
-        state.now = (state.now + by).trunc_subsecs(0);
+        state.now = state
+            .now
+            .checked_add_signed(by)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+            .trunc_subsecs(0);
     }
 
     /// `false` plays a server that ignores `If-None-Match` and `If-Match`: conditional
@@ -126,7 +131,11 @@ impl MemoryStore {
 impl State {
     /// Stores `body` at `key` stamped with the clock and returns its ETag.
     fn write(&mut self, key: &str, body: Vec<u8>, metadata: &HashMap<String, String>) -> String {
-        let etag = format!("\"{:x}\"", Md5::digest(&body));
+        let digest: String = Md5::digest(&body)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let etag = format!("\"{digest}\"");
         let metadata = metadata
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))

@@ -1,13 +1,11 @@
 //! [`ObjectStore`]: the storage seam. What the catalog (list, status, delete, prune) and
 //! the backup lock need from a bucket, as one dyn-compatible trait, in the style of the
-//! `object_store` crate: [`S3Client`] is the real backend, [`MemoryStore`] (feature
-//! `testing`) an in-memory one, and [`conformance`] the checks both pass.
+//! `object_store` crate: [`S3Client`] is the real backend, `MemoryStore` (feature
+//! `testing`) an in-memory one, and `s3::conformance` (feature `testing`) the checks
+//! both pass.
 //!
 //! Keys are full keys (the configured prefix included), as [`ObjectStore::object_key`]
 //! builds them.
-//!
-//! [`MemoryStore`]: crate::s3::memory::MemoryStore
-//! [`conformance`]: crate::s3::conformance
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -38,9 +36,8 @@ impl<T: ObjectStore + Clone + 'static> CloneStore for T {
 /// The object storage the catalog and the backup lock use: one bucket, one key prefix.
 ///
 /// Dyn-compatible (`&dyn ObjectStore` and `Arc<dyn ObjectStore>` work); the catalog's
-/// functions take `&(impl ObjectStore + ?Sized)`, so an [`S3Client`], a
-/// [`MemoryStore`](crate::s3::memory::MemoryStore) or a charm's own backend can be
-/// passed. Errors follow S3: a missing object or bucket is [`S3Error::NotFound`], an
+/// functions take `&(impl ObjectStore + ?Sized)`, so an [`S3Client`], a `MemoryStore`
+/// (feature `testing`) or a charm's own backend can be passed. Errors follow S3: a missing object or bucket is [`S3Error::NotFound`], an
 /// operation the server lacks [`S3Error::NotImplemented`], anything else
 /// [`S3Error::Request`]; a failed condition is a [`Conditional`] outcome, not an error.
 ///
