@@ -46,7 +46,8 @@
 //!
 //! Crate features: `cli` (default: the `synapse-backup` operator command), `mock`
 //! ([`MockContainer`] for downstream unit tests), `testing` (the [`Container`]
-//! conformance suite in [`container::conformance`]).
+//! conformance suite in [`container::conformance`], the in-memory [`ObjectStore`]
+//! `MemoryStore` and its conformance suite in `s3::conformance`).
 
 pub mod backup;
 pub mod container;
@@ -73,9 +74,12 @@ pub use container::{
     PushOptions,
 };
 pub use error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
+#[cfg(any(test, feature = "testing"))]
+pub use s3::MemoryStore;
 pub use s3::{
-    AddressingStyle, CustomerKey, MultipartUpload, ObjectHead, ObjectInfo, S3Client, S3Parameters,
-    S3ParametersBuilder, ServerSideEncryption,
+    AddressingStyle, CloneStore, Conditional, CustomerKey, MultipartUpload, ObjectHead, ObjectInfo,
+    ObjectStore, S3Client, S3Parameters, S3ParametersBuilder, ServerSideEncryption,
+    VersionedObject,
 };
 
 /// The README's examples, compiled and run as doctests.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::backup::lock::{BackupLock, LockMode, LockOptions, LockOwner};
 use crate::backup::plan::{self, BackupId, MANIFEST_SUFFIX};
 use crate::error::{BackupError, S3Error};
-use crate::s3::S3Client;
+use crate::s3::ObjectStore;
 
 /// Whether a backup can be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -62,10 +62,12 @@ struct Seen {
 ///
 /// # Errors
 /// [`BackupError::S3`] when listing fails.
-pub async fn list_backups(client: &S3Client) -> Result<Vec<BackupInfo>, BackupError> {
-    let prefix = client.object_key("");
+pub async fn list_backups(
+    store: &(impl ObjectStore + ?Sized),
+) -> Result<Vec<BackupInfo>, BackupError> {
+    let prefix = store.object_key("");
     let mut seen: BTreeMap<BackupId, Seen> = BTreeMap::new();
-    for object in client.list_objects().await? {
+    for object in store.list_objects().await? {
         let Some(name) = object.key.strip_prefix(prefix.as_str()) else {
             continue;
         };
@@ -83,7 +85,7 @@ pub async fn list_backups(client: &S3Client) -> Result<Vec<BackupInfo>, BackupEr
     }
     let mut out = Vec::with_capacity(seen.len());
     for (id, s) in seen {
-        let key = client.object_key(id.as_str());
+        let key = store.object_key(id.as_str());
         let info = match (s.data, s.manifest) {
             (Some(d), Some(_)) => BackupInfo {
                 id,
@@ -100,7 +102,7 @@ pub async fn list_backups(client: &S3Client) -> Result<Vec<BackupInfo>, BackupEr
                 status: BackupStatus::Incomplete,
             },
             (Some(d), None) => {
-                let status = if is_ours(client, &d.key).await? {
+                let status = if is_ours(store, &d.key).await? {
                     BackupStatus::Incomplete
                 } else {
                     BackupStatus::Legacy
@@ -122,8 +124,8 @@ pub async fn list_backups(client: &S3Client) -> Result<Vec<BackupInfo>, BackupEr
 }
 
 /// Whether the data object carries our metadata tag.
-async fn is_ours(client: &S3Client, key: &str) -> Result<bool, S3Error> {
-    match client.head_object(key).await {
+async fn is_ours(store: &(impl ObjectStore + ?Sized), key: &str) -> Result<bool, S3Error> {
+    match store.head_object(key).await {
         Ok(head) => Ok(head.metadata.contains_key(plan::METADATA_KEY)),
         Err(S3Error::NotFound { .. }) => Ok(false),
         Err(e) => Err(e),
@@ -135,16 +137,16 @@ async fn is_ours(client: &S3Client, key: &str) -> Result<bool, S3Error> {
 /// # Errors
 /// [`BackupError::S3`] when a request fails.
 pub async fn backup_status(
-    client: &S3Client,
+    store: &(impl ObjectStore + ?Sized),
     id: &BackupId,
 ) -> Result<Option<BackupStatus>, BackupError> {
-    let key = client.object_key(id.as_str());
-    let data = match client.head_object(&key).await {
+    let key = store.object_key(id.as_str());
+    let data = match store.head_object(&key).await {
         Ok(h) => Some(h),
         Err(S3Error::NotFound { .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    let manifest = match client.head_object(&format!("{key}{MANIFEST_SUFFIX}")).await {
+    let manifest = match store.head_object(&format!("{key}{MANIFEST_SUFFIX}")).await {
         Ok(_) => true,
         Err(S3Error::NotFound { .. }) => false,
         Err(e) => return Err(e.into()),
@@ -164,9 +166,12 @@ pub async fn backup_status(
 ///
 /// # Errors
 /// [`BackupError::S3`] when a request fails.
-pub async fn exists_backup(client: &S3Client, id: &BackupId) -> Result<bool, BackupError> {
+pub async fn exists_backup(
+    store: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+) -> Result<bool, BackupError> {
     Ok(matches!(
-        backup_status(client, id).await?,
+        backup_status(store, id).await?,
         Some(BackupStatus::Complete | BackupStatus::Legacy)
     ))
 }
@@ -178,8 +183,11 @@ pub async fn exists_backup(client: &S3Client, id: &BackupId) -> Result<bool, Bac
 /// # Errors
 /// [`BackupError::NotFound`] when neither exists; [`BackupError::LockHeld`] /
 /// [`BackupError::LockUnsupported`] from the lock; [`BackupError::S3`] otherwise.
-pub async fn delete_backup(client: &S3Client, id: &BackupId) -> Result<(), BackupError> {
-    delete_backup_with(client, id, &LockOptions::default()).await
+pub async fn delete_backup(
+    store: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+) -> Result<(), BackupError> {
+    delete_backup_with(store, id, &LockOptions::default()).await
 }
 
 /// [`delete_backup`] with the lock taken as `lock` says.
@@ -187,23 +195,26 @@ pub async fn delete_backup(client: &S3Client, id: &BackupId) -> Result<(), Backu
 /// # Errors
 /// As [`delete_backup`].
 pub async fn delete_backup_with(
-    client: &S3Client,
+    store: &(impl ObjectStore + ?Sized),
     id: &BackupId,
     lock: &LockOptions,
 ) -> Result<(), BackupError> {
-    let guard = BackupLock::acquire(client, &LockOwner::current("delete"), lock).await?;
-    let result = delete_unlocked(client, id).await;
+    let guard = BackupLock::acquire(store, &LockOwner::current("delete"), lock).await?;
+    let result = delete_unlocked(store, id).await;
     let released = guard.release().await;
     result.and(released)
 }
 
-async fn delete_unlocked(client: &S3Client, id: &BackupId) -> Result<(), BackupError> {
-    let key = client.object_key(id.as_str());
+async fn delete_unlocked(
+    store: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+) -> Result<(), BackupError> {
+    let key = store.object_key(id.as_str());
     let mut found = false;
     for k in [format!("{key}{MANIFEST_SUFFIX}"), key.clone()] {
-        match client.head_object(&k).await {
+        match store.head_object(&k).await {
             Ok(_) => {
-                client.delete_object(&k).await?;
+                store.delete_object(&k).await?;
                 found = true;
             }
             Err(S3Error::NotFound { .. }) => {}
@@ -376,10 +387,10 @@ fn select(
 /// [`BackupError::LockHeld`] / [`BackupError::LockUnsupported`] from the lock;
 /// [`BackupError::S3`] when listing or deleting fails.
 pub async fn prune_backups(
-    client: &S3Client,
+    store: &(impl ObjectStore + ?Sized),
     policy: &RetentionPolicy,
 ) -> Result<PruneReport, BackupError> {
-    prune_backups_with(client, policy, &LockOptions::default()).await
+    prune_backups_with(store, policy, &LockOptions::default()).await
 }
 
 /// [`prune_backups`] with the lock taken as `lock` says.
@@ -387,23 +398,23 @@ pub async fn prune_backups(
 /// # Errors
 /// As [`prune_backups`].
 pub async fn prune_backups_with(
-    client: &S3Client,
+    store: &(impl ObjectStore + ?Sized),
     policy: &RetentionPolicy,
     lock: &LockOptions,
 ) -> Result<PruneReport, BackupError> {
     if lock.mode == LockMode::Off {
-        return prune_unlocked(client, policy, Leftovers::OlderThan(grace(policy)), None).await;
+        return prune_unlocked(store, policy, Leftovers::OlderThan(grace(policy)), None).await;
     }
     if policy.dry_run {
-        let running = BackupLock::live_holder(client, lock.ttl).await?;
+        let running = BackupLock::live_holder(store, lock.ttl).await?;
         let (leftovers, running) = match running {
             Some(info) => (Leftovers::None, Some(info.holder())),
             None => (Leftovers::All, None),
         };
-        return prune_unlocked(client, policy, leftovers, running).await;
+        return prune_unlocked(store, policy, leftovers, running).await;
     }
-    let guard = BackupLock::acquire(client, &LockOwner::current("prune"), lock).await?;
-    let result = prune_unlocked(client, policy, Leftovers::All, None).await;
+    let guard = BackupLock::acquire(store, &LockOwner::current("prune"), lock).await?;
+    let result = prune_unlocked(store, policy, Leftovers::All, None).await;
     let released = guard.release().await;
     let report = result?;
     released?;
@@ -411,18 +422,18 @@ pub async fn prune_backups_with(
 }
 
 async fn prune_unlocked(
-    client: &S3Client,
+    store: &(impl ObjectStore + ?Sized),
     policy: &RetentionPolicy,
     leftovers: Leftovers,
     create_running: Option<String>,
 ) -> Result<PruneReport, BackupError> {
     let now = Utc::now();
-    let backups = list_backups(client).await?;
+    let backups = list_backups(store).await?;
     let protected = protected_backups(&backups);
     let (deleted, kept) = select(&backups, policy, now, leftovers);
     let mut aborted_uploads = 0;
-    let prefix = client.object_key("");
-    let uploads = match client.list_multipart_uploads(&prefix).await {
+    let prefix = store.object_key("");
+    let uploads = match store.list_multipart_uploads(&prefix).await {
         Ok(u) => u,
         Err(S3Error::NotImplemented { .. }) => Vec::new(),
         Err(e) => return Err(e.into()),
@@ -444,13 +455,13 @@ async fn prune_unlocked(
     }
     if !policy.dry_run {
         for b in &deleted {
-            match delete_unlocked(client, &b.id).await {
+            match delete_unlocked(store, &b.id).await {
                 Ok(()) | Err(BackupError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
         for u in &stale {
-            match client.abort_multipart_upload(&u.key, &u.upload_id).await {
+            match store.abort_multipart_upload(&u.key, &u.upload_id).await {
                 Ok(()) => aborted_uploads += 1,
                 Err(S3Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -611,5 +622,242 @@ mod tests {
         assert!(all.0.iter().all(|b| b.status == Incomplete));
         let none = select(&backups, &p, now, Leftovers::None);
         assert!(none.0.is_empty());
+    }
+}
+
+/// The catalog over [`MemoryStore`](crate::s3::MemoryStore): no server, no sleeping.
+#[cfg(test)]
+mod store_tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::BackupError;
+    use crate::backup::lock::{LOCK_NAME, PROBE_NAME};
+    use crate::s3::MemoryStore;
+
+    const PATH: &str = "synapse/backups";
+
+    fn ours() -> HashMap<String, String> {
+        HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())])
+    }
+
+    fn id_aged(store: &MemoryStore, days: i64) -> BackupId {
+        BackupId::from_time(store.now() - ChronoDuration::days(days))
+    }
+
+    async fn put(store: &MemoryStore, name: &str, metadata: &HashMap<String, String>) {
+        store
+            .put_object(
+                &store.object_key(name),
+                b"data".to_vec(),
+                "application/octet-stream",
+                metadata,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Tagged data and a manifest.
+    async fn complete(store: &MemoryStore, id: &BackupId) {
+        put(store, id.as_str(), &ours()).await;
+        put(store, &format!("{id}{MANIFEST_SUFFIX}"), &HashMap::new()).await;
+    }
+
+    /// Untagged data without manifest (the Python charm's).
+    async fn legacy(store: &MemoryStore, id: &BackupId) {
+        put(store, id.as_str(), &HashMap::new()).await;
+    }
+
+    /// Tagged data without manifest (a failed or running create).
+    async fn incomplete(store: &MemoryStore, id: &BackupId) {
+        put(store, id.as_str(), &ours()).await;
+    }
+
+    fn statuses(backups: &[BackupInfo]) -> Vec<(BackupId, BackupStatus)> {
+        backups.iter().map(|b| (b.id.clone(), b.status)).collect()
+    }
+
+    #[tokio::test]
+    async fn list_classifies_backups_and_hides_everything_else() {
+        use BackupStatus::*;
+        let store = MemoryStore::new(PATH);
+        let (a, b, c, d) = (
+            id_aged(&store, 1),
+            id_aged(&store, 2),
+            id_aged(&store, 3),
+            id_aged(&store, 4),
+        );
+        complete(&store, &a).await;
+        incomplete(&store, &b).await;
+        legacy(&store, &c).await;
+        // A manifest whose data is gone.
+        put(&store, &format!("{d}{MANIFEST_SUFFIX}"), &HashMap::new()).await;
+        // Not backups: the lock, its probe, unrelated names, nested and foreign keys.
+        for name in [LOCK_NAME, PROBE_NAME, "notes.txt", &format!("sub/{a}")] {
+            put(&store, name, &ours()).await;
+        }
+        store
+            .put_object(
+                &format!("synapse/other/{a}"),
+                b"x".to_vec(),
+                "text/plain",
+                &ours(),
+            )
+            .await
+            .unwrap();
+
+        let backups = list_backups(&store).await.unwrap();
+        assert_eq!(
+            statuses(&backups),
+            [
+                (a.clone(), Complete),
+                (b.clone(), Incomplete),
+                (c.clone(), Legacy),
+                (d.clone(), Incomplete),
+            ]
+        );
+        assert_eq!(backups[0].key, format!("{PATH}/{a}"));
+        assert_eq!(backups[0].size, 4);
+        assert_eq!(backups[3].size, 0, "no data");
+    }
+
+    #[tokio::test]
+    async fn status_and_exists_follow_the_objects() {
+        let store = MemoryStore::new(PATH);
+        let (a, b, c, missing) = (
+            id_aged(&store, 1),
+            id_aged(&store, 2),
+            id_aged(&store, 3),
+            id_aged(&store, 4),
+        );
+        complete(&store, &a).await;
+        incomplete(&store, &b).await;
+        legacy(&store, &c).await;
+        for (id, status, restorable) in [
+            (&a, Some(BackupStatus::Complete), true),
+            (&b, Some(BackupStatus::Incomplete), false),
+            (&c, Some(BackupStatus::Legacy), true),
+            (&missing, None, false),
+        ] {
+            assert_eq!(backup_status(&store, id).await.unwrap(), status, "{id}");
+            assert_eq!(exists_backup(&store, id).await.unwrap(), restorable, "{id}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delete_removes_manifest_and_data_and_a_missing_backup_is_not_found() {
+        let store = MemoryStore::new(PATH);
+        let (a, b) = (id_aged(&store, 1), id_aged(&store, 2));
+        complete(&store, &a).await;
+        legacy(&store, &b).await;
+        delete_backup(&store, &a).await.unwrap();
+        assert_eq!(store.keys(), [format!("{PATH}/{b}")], "lock released too");
+        assert!(matches!(
+            delete_backup(&store, &a).await,
+            Err(BackupError::NotFound { .. })
+        ));
+    }
+
+    /// Legacy at 40 days (the newest restorable), complete at 50 (the newest complete)
+    /// and 60 days, an old incomplete one and a multipart upload of a backup key.
+    async fn aged_bucket(store: &MemoryStore) -> [BackupId; 4] {
+        let ids = [
+            id_aged(store, 3),
+            id_aged(store, 40),
+            id_aged(store, 50),
+            id_aged(store, 60),
+        ];
+        incomplete(store, &ids[0]).await;
+        legacy(store, &ids[1]).await;
+        complete(store, &ids[2]).await;
+        complete(store, &ids[3]).await;
+        store.start_multipart_upload(&store.object_key(ids[0].as_str()));
+        ids
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prune_keeps_the_newest_restorable_and_complete_and_a_dry_run_changes_nothing() {
+        let store = MemoryStore::new(PATH);
+        let [fresh, legacy_40, complete_50, complete_60] = aged_bucket(&store).await;
+        let before = store.keys();
+        let policy = RetentionPolicy {
+            older_than_days: Some(30),
+            dry_run: true,
+            ..RetentionPolicy::default()
+        };
+
+        let dry = prune_backups(&store, &policy).await.unwrap();
+        assert!(dry.dry_run);
+        let deleted: Vec<_> = dry.deleted.iter().map(|b| b.id.clone()).collect();
+        assert_eq!(deleted, [fresh.clone(), complete_60.clone()]);
+        assert_eq!(dry.protected, [legacy_40.clone(), complete_50.clone()]);
+        assert_eq!(dry.aborted_uploads, 1);
+        assert_eq!(dry.create_running, None);
+        assert_eq!(store.keys(), before, "a dry run deletes nothing");
+        assert_eq!(store.list_multipart_uploads("").await.unwrap().len(), 1);
+
+        let policy = RetentionPolicy {
+            dry_run: false,
+            ..policy
+        };
+        let done = prune_backups(&store, &policy).await.unwrap();
+        assert_eq!(done.deleted, dry.deleted);
+        assert_eq!(done.aborted_uploads, 1);
+        let left: Vec<_> = list_backups(&store)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(left, [legacy_40, complete_50.clone()]);
+        assert!(store.list_multipart_uploads("").await.unwrap().is_empty());
+        assert!(
+            store
+                .keys()
+                .iter()
+                .all(|k| !k.contains(".synapse-backup.lock")),
+            "lock and probe removed: {:?}",
+            store.keys()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prune_leaves_leftovers_of_a_running_create_alone() {
+        let store = MemoryStore::new(PATH);
+        let [fresh, ..] = aged_bucket(&store).await;
+        let create = BackupLock::acquire(
+            &store,
+            &LockOwner::new("synapse/1", "host-b", 7, "create"),
+            &LockOptions::default(),
+        )
+        .await
+        .unwrap();
+        let policy = RetentionPolicy {
+            older_than_days: Some(30),
+            dry_run: true,
+            ..RetentionPolicy::default()
+        };
+        let dry = prune_backups(&store, &policy).await.unwrap();
+        assert!(
+            dry.create_running
+                .as_deref()
+                .is_some_and(|h| h.contains("synapse/1")),
+            "{dry:?}"
+        );
+        assert!(dry.deleted.iter().all(|b| b.id != fresh), "{dry:?}");
+        assert_eq!(dry.aborted_uploads, 0);
+        let refused = prune_backups(
+            &store,
+            &RetentionPolicy {
+                dry_run: false,
+                ..policy
+            },
+        )
+        .await;
+        assert!(
+            matches!(refused, Err(BackupError::LockHeld { .. })),
+            "{refused:?}"
+        );
+        create.release().await.unwrap();
     }
 }

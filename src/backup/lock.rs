@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::{BackupError, S3Error};
-use crate::s3::S3Client;
+use crate::s3::ObjectStore;
 use crate::s3::client::Conditional;
 
 /// The lock object's name under the backup path.
@@ -365,9 +365,9 @@ impl ServerClock {
 pub struct BackupLock;
 
 impl BackupLock {
-    /// The lock object's full key for `client`'s path.
-    pub fn key(client: &S3Client) -> String {
-        client.object_key(LOCK_NAME)
+    /// The lock object's full key for `store`'s path.
+    pub fn key(store: &(impl ObjectStore + ?Sized)) -> String {
+        store.object_key(LOCK_NAME)
     }
 
     /// Takes the lock for `owner` as `options` say, probing first that the server
@@ -380,7 +380,7 @@ impl BackupLock {
     /// (after waiting `options.wait`), [`BackupError::LockUnsupported`] when the server
     /// ignores conditional writes, [`BackupError::S3`] when a request fails.
     pub async fn acquire(
-        client: &S3Client,
+        store: &(impl ObjectStore + ?Sized),
         owner: &LockOwner,
         options: &LockOptions,
     ) -> Result<LockGuard, BackupError> {
@@ -388,22 +388,22 @@ impl BackupLock {
             tracing::debug!("backup lock off");
             return Ok(LockGuard { held: None });
         }
-        let probed = probe(client).await?;
+        let probed = probe(store).await?;
         let clock = probed.clock;
-        let key = Self::key(client);
+        let key = Self::key(store);
         let deadline = Instant::now() + options.wait;
         let mut races = 0u32;
         loop {
-            let found = read(client, &key).await?;
+            let found = read(store, &key).await?;
             let record = LockRecord::new(owner, options.ttl);
             let outcome = match decide(found.as_ref(), clock.now(), options.ttl) {
                 Step::Create => {
-                    client
+                    store
                         .put_object_if_none_match(&key, record.to_json(), CONTENT_TYPE)
                         .await?
                 }
                 Step::TakeOver { etag, expired } => {
-                    let outcome = client
+                    let outcome = store
                         .put_object_if_match(&key, record.to_json(), CONTENT_TYPE, &etag)
                         .await?;
                     if expired && matches!(outcome, Conditional::Done { .. }) {
@@ -433,14 +433,14 @@ impl BackupLock {
                 Conditional::Done { etag } => {
                     let etag = match etag {
                         Some(etag) => etag,
-                        None => match read(client, &key).await? {
+                        None => match read(store, &key).await? {
                             Some(info) if info.owner.as_ref() == Some(owner) => info.etag,
                             _ => String::new(),
                         },
                     };
                     tracing::info!(key, owner = %owner, "backup lock taken");
                     return Ok(LockGuard::start(
-                        client,
+                        store,
                         key,
                         record,
                         etag,
@@ -467,8 +467,10 @@ impl BackupLock {
     ///
     /// # Errors
     /// [`BackupError::S3`] when the request fails.
-    pub async fn inspect(client: &S3Client) -> Result<Option<LockInfo>, BackupError> {
-        Ok(read(client, &Self::key(client)).await?)
+    pub async fn inspect(
+        store: &(impl ObjectStore + ?Sized),
+    ) -> Result<Option<LockInfo>, BackupError> {
+        Ok(read(store, &Self::key(store)).await?)
     }
 
     /// Whether an operation holds the lock now (neither released nor expired), judged by
@@ -479,16 +481,16 @@ impl BackupLock {
     /// [`BackupError::S3`] when a request fails, [`BackupError::LockUnsupported`] as
     /// [`acquire`](Self::acquire).
     pub async fn live_holder(
-        client: &S3Client,
+        store: &(impl ObjectStore + ?Sized),
         fallback_ttl: Duration,
     ) -> Result<Option<LockInfo>, BackupError> {
-        let Some(info) = Self::inspect(client).await? else {
+        let Some(info) = Self::inspect(store).await? else {
             return Ok(None);
         };
         if info.released {
             return Ok(None);
         }
-        let clock = probe(client).await?.clock;
+        let clock = probe(store).await?.clock;
         Ok(info.is_live(clock.now(), fallback_ttl).then_some(info))
     }
 
@@ -499,8 +501,11 @@ impl BackupLock {
     ///
     /// # Errors
     /// [`BackupError::S3`] when the request fails.
-    pub async fn force_release(client: &S3Client, info: &LockInfo) -> Result<bool, BackupError> {
-        let outcome = client.delete_object_if_match(&info.key, &info.etag).await?;
+    pub async fn force_release(
+        store: &(impl ObjectStore + ?Sized),
+        info: &LockInfo,
+    ) -> Result<bool, BackupError> {
+        let outcome = store.delete_object_if_match(&info.key, &info.etag).await?;
         let done = matches!(outcome, Conditional::Done { .. });
         if done {
             tracing::warn!(key = info.key, holder = %info.holder(), "backup lock removed by an operator");
@@ -521,8 +526,8 @@ fn held_error(info: &LockInfo, server_now: DateTime<Utc>, fallback_ttl: Duration
 }
 
 /// The lock object, or `None` when there is none.
-async fn read(client: &S3Client, key: &str) -> Result<Option<LockInfo>, S3Error> {
-    match client.get_object_versioned(key).await {
+async fn read(store: &(impl ObjectStore + ?Sized), key: &str) -> Result<Option<LockInfo>, S3Error> {
+    match store.get_object_versioned(key).await {
         Ok(object) => Ok(Some(LockInfo::parse(
             key,
             &object.body,
@@ -549,8 +554,8 @@ struct Probe {
 /// `DELETE` with a wrong `If-Match` tells whether deletes honour conditions (a server
 /// that ignores them just deletes the probe); otherwise the probe is deleted with
 /// `If-Match` on its ETag.
-async fn probe(client: &S3Client) -> Result<Probe, BackupError> {
-    let key = client.object_key(PROBE_NAME);
+async fn probe(store: &(impl ObjectStore + ?Sized)) -> Result<Probe, BackupError> {
+    let key = store.object_key(PROBE_NAME);
     let unsupported = |detail: String| BackupError::LockUnsupported {
         key: key.clone(),
         detail,
@@ -565,7 +570,7 @@ async fn probe(client: &S3Client) -> Result<Probe, BackupError> {
     let body = || format!("{{\"probe\":\"{}\"}}", unique_token()).into_bytes();
     let mut written: Option<Option<String>> = None;
     for _ in 0..20 {
-        if let Conditional::Done { etag } = client
+        if let Conditional::Done { etag } = store
             .put_object_if_none_match(&key, body(), CONTENT_TYPE)
             .await
             .map_err(map)?
@@ -573,10 +578,10 @@ async fn probe(client: &S3Client) -> Result<Probe, BackupError> {
             written = Some(etag);
             break;
         }
-        let Some(current) = read(client, &key).await? else {
+        let Some(current) = read(store, &key).await? else {
             continue;
         };
-        match client
+        match store
             .put_object_if_match(&key, body(), CONTENT_TYPE, &current.etag)
             .await
             .map_err(map)?
@@ -597,7 +602,7 @@ async fn probe(client: &S3Client) -> Result<Probe, BackupError> {
         ));
     };
     let local = Instant::now();
-    if client
+    if store
         .put_object_if_none_match(&key, body(), CONTENT_TYPE)
         .await
         .map_err(map)?
@@ -607,7 +612,7 @@ async fn probe(client: &S3Client) -> Result<Probe, BackupError> {
             "a PUT with If-None-Match: * over an existing object succeeded instead of failing with 412".into(),
         ));
     }
-    if client
+    if store
         .put_object_if_match(&key, body(), CONTENT_TYPE, WRONG_ETAG)
         .await
         .map_err(map)?
@@ -617,18 +622,18 @@ async fn probe(client: &S3Client) -> Result<Probe, BackupError> {
             "a PUT with If-Match on a wrong ETag succeeded instead of failing with 412".into(),
         ));
     }
-    let head = client.head_object(&key).await?;
+    let head = store.head_object(&key).await?;
     let clock = ServerClock {
         server: head.last_modified,
         local,
     };
     let conditional_delete = matches!(
-        client.delete_object_if_match(&key, WRONG_ETAG).await,
+        store.delete_object_if_match(&key, WRONG_ETAG).await,
         Ok(Conditional::PreconditionFailed)
     );
     if conditional_delete && let Some(etag) = etag {
         // Best effort: another prober may have rewritten it (and removes it itself).
-        let _ = client.delete_object_if_match(&key, &etag).await;
+        let _ = store.delete_object_if_match(&key, &etag).await;
     }
     Ok(Probe {
         clock,
@@ -649,7 +654,7 @@ pub struct LockGuard {
 
 #[derive(Debug)]
 struct Held {
-    client: S3Client,
+    store: Arc<dyn ObjectStore>,
     key: String,
     state: Arc<Mutex<HeldState>>,
     stop: watch::Sender<bool>,
@@ -668,7 +673,7 @@ struct HeldState {
 
 impl LockGuard {
     fn start(
-        client: &S3Client,
+        store: &(impl ObjectStore + ?Sized),
         key: String,
         record: LockRecord,
         etag: String,
@@ -682,8 +687,9 @@ impl LockGuard {
             lost: None,
         }));
         let (stop, stopped) = watch::channel(false);
+        let store = store.clone_store();
         let refresher = tokio::spawn(refresh_loop(
-            client.clone(),
+            Arc::clone(&store),
             key.clone(),
             Arc::clone(&state),
             stopped,
@@ -692,7 +698,7 @@ impl LockGuard {
         ));
         LockGuard {
             held: Some(Held {
-                client: client.clone(),
+                store,
                 key,
                 state,
                 stop,
@@ -747,12 +753,12 @@ impl Held {
             // The refresher finishes its request in flight, so the ETag is current.
             let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         }
-        release_with(&self.client, &self.key, &self.state).await
+        release_with(&*self.store, &self.key, &self.state).await
     }
 }
 
 async fn release_with(
-    client: &S3Client,
+    store: &(impl ObjectStore + ?Sized),
     key: &str,
     state: &Mutex<HeldState>,
 ) -> Result<(), BackupError> {
@@ -775,9 +781,9 @@ async fn release_with(
     let mut outcome = Conditional::PreconditionFailed;
     for _ in 0..2 {
         outcome = if delete {
-            client.delete_object_if_match(key, &etag).await?
+            store.delete_object_if_match(key, &etag).await?
         } else {
-            client
+            store
                 .put_object_if_match(key, body.clone(), CONTENT_TYPE, &etag)
                 .await?
         };
@@ -785,7 +791,7 @@ async fn release_with(
             break;
         }
         // A refresh cut short may have landed: still ours under a newer ETag?
-        match still_ours(client, key, &token).await {
+        match still_ours(store, key, &token).await {
             Some(current) => etag = current,
             None => break,
         }
@@ -803,8 +809,8 @@ async fn release_with(
 
 /// The lock's current ETag when it is still ours (our token, not released): a write of
 /// ours may have landed although its answer was lost.
-async fn still_ours(client: &S3Client, key: &str, token: &str) -> Option<String> {
-    match read(client, key).await {
+async fn still_ours(store: &(impl ObjectStore + ?Sized), key: &str, token: &str) -> Option<String> {
+    match read(store, key).await {
         Ok(Some(info)) if !info.released && info.token.as_deref() == Some(token) => Some(info.etag),
         _ => None,
     }
@@ -817,7 +823,7 @@ fn lock_state(state: &Mutex<HeldState>) -> std::sync::MutexGuard<'_, HeldState> 
 }
 
 async fn refresh_loop(
-    client: S3Client,
+    store: Arc<dyn ObjectStore>,
     key: String,
     state: Arc<Mutex<HeldState>>,
     mut stopped: watch::Receiver<bool>,
@@ -838,7 +844,7 @@ async fn refresh_loop(
             st.record.refreshes += 1;
             (st.record.to_json(), st.etag.clone())
         };
-        match client
+        match store
             .put_object_if_match(&key, body, CONTENT_TYPE, &etag)
             .await
         {
@@ -848,7 +854,7 @@ async fn refresh_loop(
                 tracing::debug!(key, "backup lock refreshed");
             }
             Ok(Conditional::Done { etag: None }) => {
-                match read(&client, &key).await {
+                match read(&*store, &key).await {
                     Ok(Some(info)) => lock_state(&state).etag = info.etag,
                     _ => tracing::warn!(key, "cannot read the refreshed backup lock"),
                 }
@@ -857,7 +863,7 @@ async fn refresh_loop(
             Ok(Conditional::PreconditionFailed | Conditional::Missing) => {
                 // A refresh whose answer was lost may have landed: still ours?
                 let token = lock_state(&state).record.token.clone();
-                if let Some(current) = still_ours(&client, &key, &token).await {
+                if let Some(current) = still_ours(&*store, &key, &token).await {
                     lock_state(&state).etag = current;
                     last_ok = Instant::now();
                     continue;
@@ -891,7 +897,7 @@ impl Drop for LockGuard {
         }
         // Dropped without `release` (a failure path, a panic, a cancelled future): free
         // the lock now, on a thread of its own so this works inside or outside a runtime.
-        let client = held.client.clone();
+        let store = held.store.clone();
         let key = held.key.clone();
         let state = Arc::clone(&held.state);
         let work = move || {
@@ -906,7 +912,7 @@ impl Drop for LockGuard {
                         let result = runtime.block_on(async {
                             tokio::time::timeout(
                                 Duration::from_secs(20),
-                                release_with(&client, &key, &state),
+                                release_with(&*store, &key, &state),
                             )
                             .await
                         });
@@ -924,9 +930,9 @@ impl Drop for LockGuard {
             // A current-thread runtime cannot be blocked (its connections would stall):
             // release in the background, as soon as it runs again.
             Ok(handle) => {
-                let (client, key, state) = (held.client.clone(), held.key.clone(), held.state);
+                let (store, key, state) = (held.store.clone(), held.key.clone(), held.state);
                 handle.spawn(async move {
-                    if let Err(e) = release_with(&client, &key, &state).await {
+                    if let Err(e) = release_with(&*store, &key, &state).await {
                         tracing::warn!(error = %e, "could not release the backup lock; it expires by itself");
                     }
                 });
@@ -1093,5 +1099,137 @@ mod tests {
         let now = clock.now();
         assert!(now >= start + chrono::Duration::seconds(5));
         assert!(now < start + chrono::Duration::seconds(60));
+    }
+}
+
+/// The lock over [`MemoryStore`](crate::s3::MemoryStore): expiry by the store's clock,
+/// without sleeping.
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+    use crate::s3::MemoryStore;
+
+    fn owner(unit: &str) -> LockOwner {
+        LockOwner::new(unit, "test-host", 4242, "create")
+    }
+
+    fn minute() -> LockOptions {
+        LockOptions::new().ttl(Duration::from_secs(60))
+    }
+
+    async fn holder(store: &MemoryStore) -> Option<LockOwner> {
+        BackupLock::inspect(store)
+            .await
+            .unwrap()
+            .filter(|i| !i.released)
+            .and_then(|i| i.owner)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_lock_is_held_until_released() {
+        let store = MemoryStore::new("synapse/backups");
+        let a = BackupLock::acquire(&store, &owner("synapse/0"), &minute())
+            .await
+            .unwrap();
+        assert!(a.is_held());
+        assert_eq!(holder(&store).await, Some(owner("synapse/0")));
+        // Within its time to live by the store's clock: still held.
+        store.advance(Duration::from_secs(50));
+        let refused = BackupLock::acquire(&store, &owner("synapse/1"), &minute()).await;
+        match refused {
+            Err(BackupError::LockHeld { holder, .. }) => {
+                assert!(holder.contains("synapse/0"), "{holder}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            BackupLock::live_holder(&store, Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        a.release().await.unwrap();
+        assert_eq!(holder(&store).await, None);
+        let b = BackupLock::acquire(&store, &owner("synapse/1"), &minute())
+            .await
+            .unwrap();
+        assert_eq!(holder(&store).await, Some(owner("synapse/1")));
+        b.release().await.unwrap();
+        assert_eq!(
+            store.keys(),
+            Vec::<String>::new(),
+            "lock and probe are removed"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_lock_is_taken_over_and_its_old_guard_leaves_it_alone() {
+        let store = MemoryStore::new("synapse/backups");
+        let stale = BackupLock::acquire(&store, &owner("synapse/0"), &minute())
+            .await
+            .unwrap();
+        // Not refreshed for two minutes by the server's clock (a stuck or dead holder).
+        store.advance(Duration::from_secs(120));
+        assert!(
+            BackupLock::live_holder(&store, Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let fresh = BackupLock::acquire(&store, &owner("synapse/1"), &minute())
+            .await
+            .unwrap();
+        assert_eq!(holder(&store).await, Some(owner("synapse/1")));
+        // The old holder's release fails its If-Match and leaves the new lock in place.
+        stale.release().await.unwrap();
+        assert_eq!(holder(&store).await, Some(owner("synapse/1")));
+        fresh.release().await.unwrap();
+        assert_eq!(holder(&store).await, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_conditional_writes_the_lock_fails_closed() {
+        let store = MemoryStore::new("synapse/backups");
+        store.set_conditional_writes(false);
+        let refused = BackupLock::acquire(&store, &owner("synapse/0"), &minute()).await;
+        assert!(
+            matches!(refused, Err(BackupError::LockUnsupported { .. })),
+            "{refused:?}"
+        );
+        assert!(
+            !store.keys().contains(&BackupLock::key(&store)),
+            "no lock written: {:?}",
+            store.keys()
+        );
+        let refused = crate::prune_backups(&store, &crate::RetentionPolicy::default()).await;
+        assert!(
+            matches!(refused, Err(BackupError::LockUnsupported { .. })),
+            "{refused:?}"
+        );
+        let off = BackupLock::acquire(&store, &owner("synapse/0"), &LockOptions::off())
+            .await
+            .unwrap();
+        assert!(!off.is_held());
+        crate::prune_backups_with(
+            &store,
+            &crate::RetentionPolicy::default(),
+            &LockOptions::off(),
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_guard_frees_the_lock() {
+        let store = MemoryStore::new("");
+        let guard = BackupLock::acquire(&store, &owner("synapse/0"), &minute())
+            .await
+            .unwrap();
+        drop(guard);
+        assert_eq!(holder(&store).await, None);
+        let again = BackupLock::acquire(&store, &owner("synapse/1"), &minute())
+            .await
+            .unwrap();
+        again.release().await.unwrap();
     }
 }

@@ -1,14 +1,24 @@
-//! S3-compatible storage: the relation's parameters ([`S3Parameters`]) and a client
-//! ([`S3Client`]) for the configured bucket.
+//! S3-compatible storage: the relation's parameters ([`S3Parameters`]), a client
+//! ([`S3Client`]) for the configured bucket, and the storage seam the catalog and the
+//! lock use ([`ObjectStore`], with the in-memory [`MemoryStore`] and the
+//! [`conformance`] suite under the `testing` feature).
 
 pub mod aws_cli;
 pub mod client;
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
 pub mod parameters;
 pub mod sse;
+pub mod store;
 
-pub use client::{MultipartUpload, ObjectHead, ObjectInfo, S3Client};
+pub use client::{Conditional, MultipartUpload, ObjectHead, ObjectInfo, S3Client, VersionedObject};
+#[cfg(any(test, feature = "testing"))]
+pub use memory::MemoryStore;
 pub use parameters::{AddressingStyle, S3Parameters, S3ParametersBuilder};
 pub use sse::{CustomerKey, ServerSideEncryption};
+pub use store::{CloneStore, ObjectStore};
 
 /// The key prefix for a relation `path`: leading and trailing slashes stripped and
 /// repeated slashes collapsed (`"/a//b/"` → `"a/b"`); empty for the bucket root.

@@ -1,0 +1,279 @@
+//! The [`ObjectStore`] conformance suite: the behaviour the catalog and the backup lock
+//! rely on, checked the same way against every implementation (compiled with the
+//! `testing` feature, and in this crate's own tests). It runs against
+//! [`MemoryStore`](crate::s3::memory::MemoryStore) in the unit tests and against
+//! [`S3Client`](crate::S3Client) on a real S3 server in `tests/store_conformance.rs`,
+//! so the fake cannot drift from the real thing.
+//!
+//! ```no_run
+//! # async fn demo(store: &synapse_backup::MemoryStore) {
+//! synapse_backup::s3::conformance::run(store).await;
+//! # }
+//! ```
+//!
+//! Requirements on the store under test: nothing under its prefix, conditional writes
+//! and deletes honoured. The checks write, then delete, objects under the prefix (and,
+//! with a non-empty prefix, one object beside it). They panic with a message saying
+//! what went wrong.
+
+use std::collections::HashMap;
+
+use super::client::Conditional;
+use super::store::ObjectStore;
+use crate::error::S3Error;
+
+/// Runs every check in turn (see the module documentation).
+pub async fn run(store: &(impl ObjectStore + ?Sized)) {
+    keys_and_listing(store).await;
+    reads_and_writes(store).await;
+    conditional_writes(store).await;
+    conditional_deletes(store).await;
+    multipart_uploads(store).await;
+}
+
+/// `object_key` puts names under the prefix with one slash; the listing holds exactly
+/// the objects under `prefix/`, with their sizes.
+pub async fn keys_and_listing(store: &(impl ObjectStore + ?Sized)) {
+    let prefix = store.prefix().to_string();
+    let key = store.object_key("conformance-listed");
+    let want = if prefix.is_empty() {
+        "conformance-listed".to_string()
+    } else {
+        format!("{prefix}/conformance-listed")
+    };
+    assert_eq!(key, want, "object_key under prefix {prefix:?}");
+    let listed = store.list_objects().await.expect("listing an empty prefix");
+    assert!(
+        listed.is_empty(),
+        "the store under test must start empty under {prefix:?}: {listed:?}"
+    );
+    put(store, &key, b"12345").await;
+    let beside = format!("{prefix}-beside/conformance");
+    if !prefix.is_empty() {
+        put(store, &beside, b"x").await;
+    }
+    let listed = store.list_objects().await.expect("listing");
+    let keys: Vec<_> = listed.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [key.as_str()],
+        "only keys under {prefix:?}/ are listed"
+    );
+    assert_eq!(listed[0].size, 5, "listed size");
+    store.delete_object(&key).await.expect("delete");
+    if !prefix.is_empty() {
+        store.delete_object(&beside).await.expect("delete beside");
+    }
+    assert!(
+        store.list_objects().await.expect("listing").is_empty(),
+        "deleted objects are not listed"
+    );
+}
+
+/// Put, head, get and versioned get agree; metadata keys come back lower-case; missing
+/// objects are [`S3Error::NotFound`]; deleting a missing object succeeds.
+pub async fn reads_and_writes(store: &(impl ObjectStore + ?Sized)) {
+    let key = store.object_key("conformance-object");
+    let metadata = HashMap::from([("created-by".to_string(), "conformance".to_string())]);
+    store
+        .put_object(
+            &key,
+            b"hello".to_vec(),
+            "application/octet-stream",
+            &metadata,
+        )
+        .await
+        .expect("put");
+    let head = store.head_object(&key).await.expect("head");
+    assert_eq!(head.key, key);
+    assert_eq!(head.size, 5, "head size");
+    assert_eq!(
+        head.metadata.get("created-by").map(String::as_str),
+        Some("conformance"),
+        "metadata as written: {:?}",
+        head.metadata
+    );
+    assert_eq!(store.get_object(&key).await.expect("get"), b"hello");
+    let versioned = store
+        .get_object_versioned(&key)
+        .await
+        .expect("versioned get");
+    assert_eq!(versioned.body, b"hello");
+    assert!(!versioned.etag.is_empty(), "a versioned get has an ETag");
+    assert_eq!(
+        versioned.last_modified, head.last_modified,
+        "get and head see the same LastModified"
+    );
+    store.delete_object(&key).await.expect("delete");
+    let missing = store.object_key("conformance-missing");
+    assert!(
+        matches!(
+            store.head_object(&missing).await,
+            Err(S3Error::NotFound { .. })
+        ),
+        "head of a missing object is NotFound"
+    );
+    assert!(
+        matches!(
+            store.get_object(&missing).await,
+            Err(S3Error::NotFound { .. })
+        ),
+        "get of a missing object is NotFound"
+    );
+    assert!(
+        matches!(
+            store.get_object_versioned(&missing).await,
+            Err(S3Error::NotFound { .. })
+        ),
+        "versioned get of a missing object is NotFound"
+    );
+    store
+        .delete_object(&missing)
+        .await
+        .expect("deleting a missing object succeeds");
+}
+
+/// `If-None-Match: *` creates once; `If-Match` writes only over its ETag, and on a
+/// missing object is [`Conditional::Missing`].
+pub async fn conditional_writes(store: &(impl ObjectStore + ?Sized)) {
+    let key = store.object_key("conformance-conditional");
+    let created = store
+        .put_object_if_none_match(&key, b"one".to_vec(), "application/json")
+        .await
+        .expect("create");
+    assert!(
+        matches!(created, Conditional::Done { .. }),
+        "If-None-Match on a new key: {created:?}"
+    );
+    let again = store
+        .put_object_if_none_match(&key, b"two".to_vec(), "application/json")
+        .await
+        .expect("create again");
+    assert_eq!(
+        again,
+        Conditional::PreconditionFailed,
+        "If-None-Match on an existing key"
+    );
+    let current = store.get_object_versioned(&key).await.expect("read").etag;
+    if let Conditional::Done { etag: Some(etag) } = &created {
+        assert_eq!(
+            etag, &current,
+            "the ETag a write returns is the one read back"
+        );
+    }
+    let wrong = store
+        .put_object_if_match(
+            &key,
+            b"three".to_vec(),
+            "application/json",
+            "\"0000000000000000000000000000000f\"",
+        )
+        .await
+        .expect("If-Match wrong");
+    assert_eq!(
+        wrong,
+        Conditional::PreconditionFailed,
+        "If-Match on a wrong ETag"
+    );
+    assert_eq!(store.get_object(&key).await.expect("read"), b"one");
+    let right = store
+        .put_object_if_match(&key, b"four".to_vec(), "application/json", &current)
+        .await
+        .expect("If-Match right");
+    assert!(
+        matches!(right, Conditional::Done { .. }),
+        "If-Match on the current ETag: {right:?}"
+    );
+    let after = store.get_object_versioned(&key).await.expect("read");
+    assert_eq!(after.body, b"four");
+    assert_ne!(after.etag, current, "a new body has a new ETag");
+    let stale = store
+        .put_object_if_match(&key, b"five".to_vec(), "application/json", &current)
+        .await
+        .expect("If-Match stale");
+    assert_eq!(
+        stale,
+        Conditional::PreconditionFailed,
+        "If-Match on a stale ETag"
+    );
+    store.delete_object(&key).await.expect("delete");
+    let missing = store
+        .put_object_if_match(&key, b"six".to_vec(), "application/json", &current)
+        .await
+        .expect("If-Match missing");
+    assert_eq!(missing, Conditional::Missing, "If-Match on a missing key");
+    assert!(
+        matches!(store.head_object(&key).await, Err(S3Error::NotFound { .. })),
+        "a failed If-Match writes nothing"
+    );
+}
+
+/// A delete with `If-Match` removes the object only on its current ETag.
+pub async fn conditional_deletes(store: &(impl ObjectStore + ?Sized)) {
+    let key = store.object_key("conformance-delete");
+    put(store, &key, b"lock").await;
+    let etag = store.get_object_versioned(&key).await.expect("read").etag;
+    let wrong = store
+        .delete_object_if_match(&key, "\"0000000000000000000000000000000f\"")
+        .await
+        .expect("delete If-Match wrong");
+    assert_eq!(
+        wrong,
+        Conditional::PreconditionFailed,
+        "delete on a wrong ETag"
+    );
+    assert!(store.head_object(&key).await.is_ok(), "still there");
+    let right = store
+        .delete_object_if_match(&key, &etag)
+        .await
+        .expect("delete If-Match right");
+    assert!(
+        matches!(right, Conditional::Done { .. }),
+        "delete on the current ETag: {right:?}"
+    );
+    assert!(
+        matches!(store.head_object(&key).await, Err(S3Error::NotFound { .. })),
+        "deleted"
+    );
+    let missing = store
+        .delete_object_if_match(&key, &etag)
+        .await
+        .expect("delete If-Match missing");
+    assert_eq!(
+        missing,
+        Conditional::Missing,
+        "delete If-Match on a missing key"
+    );
+}
+
+/// Listing multipart uploads under an empty prefix finds none, and aborting an unknown
+/// upload is [`S3Error::NotFound`] (prune relies on it when an upload vanishes); a
+/// backend that cannot list uploads says [`S3Error::NotImplemented`] (prune then skips
+/// them) and its abort is not checked.
+pub async fn multipart_uploads(store: &(impl ObjectStore + ?Sized)) {
+    let prefix = store.object_key("");
+    match store.list_multipart_uploads(&prefix).await {
+        Ok(uploads) => assert!(uploads.is_empty(), "no uploads were started: {uploads:?}"),
+        Err(S3Error::NotImplemented { .. }) => return,
+        Err(e) => panic!("listing multipart uploads: {e}"),
+    }
+    let key = store.object_key("conformance-upload");
+    // UUID-shaped: some servers reject other upload ids as malformed.
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    match store.abort_multipart_upload(&key, unknown).await {
+        Err(S3Error::NotFound { .. }) => {}
+        other => panic!("aborting an unknown upload: {other:?}"),
+    }
+}
+
+async fn put(store: &(impl ObjectStore + ?Sized), key: &str, body: &[u8]) {
+    store
+        .put_object(
+            key,
+            body.to_vec(),
+            "application/octet-stream",
+            &HashMap::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e}"));
+}

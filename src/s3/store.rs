@@ -1,0 +1,332 @@
+//! [`ObjectStore`]: the storage seam. What the catalog (list, status, delete, prune) and
+//! the backup lock need from a bucket, as one dyn-compatible trait, in the style of the
+//! `object_store` crate: [`S3Client`] is the real backend, `MemoryStore` (feature
+//! `testing`) an in-memory one, and `s3::conformance` (feature `testing`) the checks
+//! both pass.
+//!
+//! Keys are full keys (the configured prefix included), as [`ObjectStore::object_key`]
+//! builds them.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::client::{Conditional, MultipartUpload, ObjectHead, ObjectInfo, VersionedObject};
+use crate::error::S3Error;
+use crate::s3::S3Client;
+
+/// An owned, shared handle to a store, for work that outlives a borrow (the lock's
+/// background refresh and its release on drop).
+///
+/// Implemented for every `ObjectStore + Clone + 'static` type; implement it by hand
+/// only for a store that is not `Clone` (e.g. by keeping it in an `Arc`).
+pub trait CloneStore {
+    /// A new shared handle to the same store (the same bucket and objects).
+    fn clone_store(&self) -> Arc<dyn ObjectStore>;
+}
+
+impl<T: ObjectStore + Clone + 'static> CloneStore for T {
+    fn clone_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::new(self.clone())
+    }
+}
+
+/// The object storage the catalog and the backup lock use: one bucket, one key prefix.
+///
+/// Dyn-compatible (`&dyn ObjectStore` and `Arc<dyn ObjectStore>` work); the catalog's
+/// functions take `&(impl ObjectStore + ?Sized)`, so an [`S3Client`], a `MemoryStore`
+/// (feature `testing`) or a charm's own backend can be passed. Errors follow S3: a missing object or bucket is [`S3Error::NotFound`], an
+/// operation the server lacks [`S3Error::NotImplemented`], anything else
+/// [`S3Error::Request`]; a failed condition is a [`Conditional`] outcome, not an error.
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), synapse_backup::BackupError> {
+/// use std::collections::HashMap;
+/// use synapse_backup::{BackupId, BackupStatus, MemoryStore, ObjectStore, list_backups};
+///
+/// let store = MemoryStore::new("synapse/backups");
+/// let id = BackupId::from_time(store.now());
+/// let key = store.object_key(id.as_str());
+/// assert_eq!(key, format!("synapse/backups/{id}"));
+/// store.put_object(&key, b"ciphertext".to_vec(), "application/octet-stream", &HashMap::new()).await?;
+///
+/// // An untagged data object without manifest: a backup of the Python charm.
+/// let backups = list_backups(&store).await?;
+/// assert_eq!(backups[0].status, BackupStatus::Legacy);
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
+#[async_trait]
+pub trait ObjectStore: CloneStore + Debug + Send + Sync {
+    /// The normalised key prefix (no leading, trailing or repeated slashes; empty for the
+    /// bucket root).
+    fn prefix(&self) -> &str;
+
+    /// The full key of `name` under the prefix (see [`crate::s3::object_key`]).
+    fn object_key(&self, name: &str) -> String {
+        super::object_key(self.prefix(), name)
+    }
+
+    /// Every object under the prefix (`prefix/`, or the whole bucket when the prefix
+    /// is empty), with full keys, in any order.
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the bucket does not exist, [`S3Error::Request`]
+    /// otherwise.
+    async fn list_objects(&self) -> Result<Vec<ObjectInfo>, S3Error>;
+
+    /// The size, last-modified time and user metadata of the object at `key`.
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the object (or bucket) does not exist,
+    /// [`S3Error::Request`] otherwise.
+    async fn head_object(&self, key: &str) -> Result<ObjectHead, S3Error>;
+
+    /// The whole (small) object at `key`.
+    ///
+    /// # Errors
+    /// As [`head_object`](Self::head_object).
+    async fn get_object(&self, key: &str) -> Result<Vec<u8>, S3Error>;
+
+    /// The whole (small) object at `key` with its ETag and the server's last-modified
+    /// time, as one read saw them.
+    ///
+    /// # Errors
+    /// As [`head_object`](Self::head_object).
+    async fn get_object_versioned(&self, key: &str) -> Result<VersionedObject, S3Error>;
+
+    /// Writes `body` to `key` with `content_type` and user `metadata` (lower-case keys,
+    /// without `x-amz-meta-`), replacing any object there.
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the bucket does not exist, [`S3Error::Request`]
+    /// otherwise.
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), S3Error>;
+
+    /// Writes `body` to `key` only if no object exists there (`If-None-Match: *`),
+    /// atomically.
+    ///
+    /// # Errors
+    /// As [`put_object`](Self::put_object); an existing object is
+    /// [`Conditional::PreconditionFailed`], not an error.
+    async fn put_object_if_none_match(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Conditional, S3Error>;
+
+    /// Writes `body` to `key` only if the object there has ETag `etag` (`If-Match`),
+    /// atomically.
+    ///
+    /// # Errors
+    /// As [`put_object`](Self::put_object); another ETag is
+    /// [`Conditional::PreconditionFailed`] and a missing object
+    /// [`Conditional::Missing`], not errors.
+    async fn put_object_if_match(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        etag: &str,
+    ) -> Result<Conditional, S3Error>;
+
+    /// Deletes the object at `key`; a missing object is not an error (S3 semantics).
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the bucket does not exist, [`S3Error::Request`]
+    /// otherwise.
+    async fn delete_object(&self, key: &str) -> Result<(), S3Error>;
+
+    /// Deletes the object at `key` only if its ETag is `etag` (`If-Match`).
+    ///
+    /// # Errors
+    /// As [`put_object_if_match`](Self::put_object_if_match).
+    async fn delete_object_if_match(&self, key: &str, etag: &str) -> Result<Conditional, S3Error>;
+
+    /// The unfinished multipart uploads whose full key starts with `key_prefix`.
+    ///
+    /// # Errors
+    /// [`S3Error::NotImplemented`] when the backend cannot list them,
+    /// [`S3Error::NotFound`] when the bucket does not exist, [`S3Error::Request`]
+    /// otherwise.
+    async fn list_multipart_uploads(
+        &self,
+        key_prefix: &str,
+    ) -> Result<Vec<MultipartUpload>, S3Error>;
+
+    /// Aborts one multipart upload.
+    ///
+    /// # Errors
+    /// [`S3Error::NotFound`] when the upload (or bucket) does not exist,
+    /// [`S3Error::Request`] otherwise.
+    async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), S3Error>;
+}
+
+/// The real backend: every method is the [`S3Client`] method of the same name.
+#[async_trait]
+impl ObjectStore for S3Client {
+    fn prefix(&self) -> &str {
+        S3Client::prefix(self)
+    }
+
+    fn object_key(&self, name: &str) -> String {
+        S3Client::object_key(self, name)
+    }
+
+    async fn list_objects(&self) -> Result<Vec<ObjectInfo>, S3Error> {
+        S3Client::list_objects(self).await
+    }
+
+    async fn head_object(&self, key: &str) -> Result<ObjectHead, S3Error> {
+        S3Client::head_object(self, key).await
+    }
+
+    async fn get_object(&self, key: &str) -> Result<Vec<u8>, S3Error> {
+        S3Client::get_object(self, key).await
+    }
+
+    async fn get_object_versioned(&self, key: &str) -> Result<VersionedObject, S3Error> {
+        S3Client::get_object_versioned(self, key).await
+    }
+
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), S3Error> {
+        S3Client::put_object(self, key, body, content_type, metadata).await
+    }
+
+    async fn put_object_if_none_match(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Conditional, S3Error> {
+        S3Client::put_object_if_none_match(self, key, body, content_type).await
+    }
+
+    async fn put_object_if_match(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        etag: &str,
+    ) -> Result<Conditional, S3Error> {
+        S3Client::put_object_if_match(self, key, body, content_type, etag).await
+    }
+
+    async fn delete_object(&self, key: &str) -> Result<(), S3Error> {
+        S3Client::delete_object(self, key).await
+    }
+
+    async fn delete_object_if_match(&self, key: &str, etag: &str) -> Result<Conditional, S3Error> {
+        S3Client::delete_object_if_match(self, key, etag).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        key_prefix: &str,
+    ) -> Result<Vec<MultipartUpload>, S3Error> {
+        S3Client::list_multipart_uploads(self, key_prefix).await
+    }
+
+    async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
+        S3Client::abort_multipart_upload(self, key, upload_id).await
+    }
+}
+
+/// A shared store is a store (so `Arc<dyn ObjectStore>` can be passed wherever an
+/// `&impl ObjectStore` is wanted).
+#[async_trait]
+impl<T: ObjectStore + ?Sized + 'static> ObjectStore for Arc<T> {
+    fn prefix(&self) -> &str {
+        (**self).prefix()
+    }
+
+    fn object_key(&self, name: &str) -> String {
+        (**self).object_key(name)
+    }
+
+    async fn list_objects(&self) -> Result<Vec<ObjectInfo>, S3Error> {
+        (**self).list_objects().await
+    }
+
+    async fn head_object(&self, key: &str) -> Result<ObjectHead, S3Error> {
+        (**self).head_object(key).await
+    }
+
+    async fn get_object(&self, key: &str) -> Result<Vec<u8>, S3Error> {
+        (**self).get_object(key).await
+    }
+
+    async fn get_object_versioned(&self, key: &str) -> Result<VersionedObject, S3Error> {
+        (**self).get_object_versioned(key).await
+    }
+
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), S3Error> {
+        (**self).put_object(key, body, content_type, metadata).await
+    }
+
+    async fn put_object_if_none_match(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Conditional, S3Error> {
+        (**self)
+            .put_object_if_none_match(key, body, content_type)
+            .await
+    }
+
+    async fn put_object_if_match(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        etag: &str,
+    ) -> Result<Conditional, S3Error> {
+        (**self)
+            .put_object_if_match(key, body, content_type, etag)
+            .await
+    }
+
+    async fn delete_object(&self, key: &str) -> Result<(), S3Error> {
+        (**self).delete_object(key).await
+    }
+
+    async fn delete_object_if_match(&self, key: &str, etag: &str) -> Result<Conditional, S3Error> {
+        (**self).delete_object_if_match(key, etag).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        key_prefix: &str,
+    ) -> Result<Vec<MultipartUpload>, S3Error> {
+        (**self).list_multipart_uploads(key_prefix).await
+    }
+
+    async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
+        (**self).abort_multipart_upload(key, upload_id).await
+    }
+}
