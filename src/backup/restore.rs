@@ -14,7 +14,7 @@ use crate::backup::scripts::{Exit, Pipeline};
 use crate::backup::work;
 use crate::container::Container;
 use crate::error::{BackupError, ContainerError, S3Error, Stage};
-use crate::s3::{S3Client, S3Parameters};
+use crate::s3::{ObjectStore, S3Client, S3Parameters};
 
 /// What [`verify_backup`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +112,10 @@ struct Fetch {
 }
 
 /// Finds the backup and its manifest; refuses incomplete ones.
-async fn locate(client: &S3Client, id: &BackupId) -> Result<Fetched, BackupError> {
+async fn locate(
+    client: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+) -> Result<Fetched, BackupError> {
     let key = client.object_key(id.as_str());
     let status = backup_status(client, id)
         .await?
