@@ -43,7 +43,7 @@ Environment:
 
 Wherever a backup id is taken, `latest` names the newest complete backup.
 With --json, every command prints JSON on stdout, and a failure prints
-{"error": {"kind", "message", "exit_code"}}.
+{\"error\": {\"kind\", \"message\", \"exit_code\"}}.
 
 create, restore, delete and prune hold a lock object (<path>/.synapse-backup.lock) so
 that units sharing the bucket never run them at once; list and verify do not take it.
@@ -989,13 +989,13 @@ async fn prune(
         policy.keep_last = Some(usize::try_from(n).unwrap_or(usize::MAX));
     }
     policy.dry_run = dry_run;
+    target.check_bucket().await?;
     if policy.older_than_days.is_none() && policy.keep_last.is_none() {
         eprintln!(
             "note: no retention set (--older-than-days, --keep-at-least, or delete-older-than-days in {}): only incomplete leftovers are removed",
             target.s3_file.display()
         );
     }
-    target.check_bucket().await?;
     let lock = lock_options(global);
     let report = output::with_spinner(
         format!("pruning {}", target.describe()),
