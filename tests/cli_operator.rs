@@ -186,7 +186,10 @@ fn a_missing_bucket_is_named_by_check_list_and_create_before_any_pipeline() {
             "{command}: {line}"
         );
         assert!(line.contains(&f.server.endpoint), "{command}: {line}");
-        assert!(line.contains("missing.yaml"), "names the file to fix: {line}");
+        assert!(
+            line.contains("missing.yaml"),
+            "names the file to fix: {line}"
+        );
         f.assert_no_secrets(&out);
     }
     assert!(
@@ -220,7 +223,10 @@ fn tls_to_a_plain_http_port_says_so() {
     let out = expect(1, &mut f.with_s3(&s3), &["check"]);
     let line = only_error(&out);
     assert!(line.contains("TLS"), "{line}");
-    assert!(line.contains(&f.server.endpoint), "suggests http://: {line}");
+    assert!(
+        line.contains(&f.server.endpoint),
+        "suggests http://: {line}"
+    );
 }
 
 #[test]
@@ -247,7 +253,10 @@ fn a_missing_data_dir_mentions_root_and_data_dir() {
     let f = Fixture::new();
     let empty = f.dir.path().join("empty-root");
     fs::create_dir(&empty).unwrap();
-    for args in [vec!["create"], vec!["verify", "backup-20261126071900123456"]] {
+    for args in [
+        vec!["create"],
+        vec!["verify", "backup-20261126071900123456"],
+    ] {
         let mut cmd = f.bare();
         cmd.arg("--root")
             .arg(&empty)
@@ -308,7 +317,11 @@ fn the_passphrase_file_can_come_from_the_environment() {
 fn latest_is_accepted_wherever_an_id_is() {
     let f = Fixture::new();
     let out = expect(1, &mut f.cmd(), &["verify", "latest"]);
-    assert!(stderr(&out).contains("no complete backup"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no complete backup"),
+        "{}",
+        stderr(&out)
+    );
     let first = stdout(&f.ok(&["create"])).trim().to_string();
     let second = stdout(&f.ok(&["create"])).trim().to_string();
     assert_ne!(first, second);
@@ -348,7 +361,10 @@ fn json_is_a_global_flag_every_command_honours_errors_included() {
     let created = json(&f.ok(&["create", "--json"]));
     let id = created["id"].as_str().expect("id").to_string();
     assert!(created["files"].as_u64().unwrap() > 0, "{created}");
-    assert!(created["ciphertext_bytes"].as_u64().unwrap() > 0, "{created}");
+    assert!(
+        created["ciphertext_bytes"].as_u64().unwrap() > 0,
+        "{created}"
+    );
 
     let list = json(&f.ok(&["--json", "list"]));
     assert_eq!(list[0]["id"], id.as_str(), "{list}");
@@ -362,7 +378,10 @@ fn json_is_a_global_flag_every_command_honours_errors_included() {
 
     let restored = json(&f.ok(&["--json", "restore", &id, "--yes"]));
     assert_eq!(restored["id"], id.as_str(), "{restored}");
-    assert!(restored["restored"].as_array().unwrap().len() > 1, "{restored}");
+    assert!(
+        restored["restored"].as_array().unwrap().len() > 1,
+        "{restored}"
+    );
 
     let pruned = json(&f.ok(&["--json", "prune", "--dry-run", "--keep-at-least", "1"]));
     assert_eq!(pruned["dry_run"], true, "{pruned}");
@@ -417,9 +436,14 @@ fn prune_dry_run_lists_each_backup_and_why_and_keep_at_least_is_named_so() {
         assert!(line.contains("--keep-at-least 1"), "why: {line}");
     }
     let line = text.lines().find(|l| l.contains(leftover)).expect(&text);
-    assert!(line.starts_with("would delete") && line.contains("incomplete"), "{line}");
     assert!(
-        !text.lines().any(|l| l.starts_with("would delete") && l.contains(&third)),
+        line.starts_with("would delete") && line.contains("incomplete"),
+        "{line}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("would delete") && l.contains(&third)),
         "{text}"
     );
     let out = f.ok(&["prune", "--dry-run", "--older-than-days", "1"]);
@@ -433,7 +457,10 @@ fn prune_dry_run_lists_each_backup_and_why_and_keep_at_least_is_named_so() {
     f.ok(&["prune", "--dry-run", "--keep-last", "1"]);
     let help = stdout(&f.ok(&["prune", "--help"]));
     assert!(help.contains("--keep-at-least"), "{help}");
-    assert!(!help.contains("--keep-last"), "the old name is hidden: {help}");
+    assert!(
+        !help.contains("--keep-last"),
+        "the old name is hidden: {help}"
+    );
 }
 
 #[test]
@@ -479,7 +506,10 @@ fn a_declined_restore_prompt_has_its_own_exit_code() {
         .expect("run script (util-linux: sudo apt-get install -y bsdutils)");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Type yes to continue"), "{text}");
-    assert!(text.contains("exit=4"), "a declined prompt exits 4:\n{text}");
+    assert!(
+        text.contains("exit=4"),
+        "a declined prompt exits 4:\n{text}"
+    );
     assert!(text.contains("nothing was changed"), "{text}");
 }
 
@@ -500,5 +530,9 @@ fn restore_does_not_report_removing_files_that_did_not_exist() {
         "{}",
         stdout(&out)
     );
-    assert!(!stdout(&out).contains("homeserver.db-wal"), "{}", stdout(&out));
+    assert!(
+        !stdout(&out).contains("homeserver.db-wal"),
+        "{}",
+        stdout(&out)
+    );
 }

@@ -81,7 +81,9 @@ pub fn classify(error: &S3Error, listing: bool) -> Option<S3Problem> {
         return Some(S3Problem::Unreachable("timed out".into()));
     }
     if has("dns error") || has("failed to lookup") || has("name or service not known") {
-        return Some(S3Problem::Unreachable("the host name does not resolve".into()));
+        return Some(S3Problem::Unreachable(
+            "the host name does not resolve".into(),
+        ));
     }
     if has("dispatch failure") || has("connection reset") || has("io error") {
         return Some(S3Problem::Unreachable(last_cause(message)));
@@ -179,7 +181,9 @@ mod tests {
         ));
         assert_eq!(
             classify(
-                &request("dispatch failure: io error: tcp connect error: Connection refused (os error 111)"),
+                &request(
+                    "dispatch failure: io error: tcp connect error: Connection refused (os error 111)"
+                ),
                 false
             ),
             Some(S3Problem::Unreachable("connection refused".into()))

@@ -785,7 +785,10 @@ fn live_entries(layout: &Layout) -> (BTreeSet<String>, BTreeSet<String>) {
             continue;
         };
         for entry in read.flatten() {
-            entries.insert(format!("{relative}/{}", entry.file_name().to_string_lossy()));
+            entries.insert(format!(
+                "{relative}/{}",
+                entry.file_name().to_string_lossy()
+            ));
         }
         dirs.insert(relative);
     }
@@ -964,9 +967,9 @@ fn prune_reason(backup: &BackupInfo, policy: &RetentionPolicy, age: &AgeSource) 
                 output::rfc3339(backup.id.created())
             )
         }
-        (None, Some(n)) => format!(
-            "not among the {n} newest restorable backups kept by --keep-at-least {n}"
-        ),
+        (None, Some(n)) => {
+            format!("not among the {n} newest restorable backups kept by --keep-at-least {n}")
+        }
         (None, None) => "the retention policy".into(),
     }
 }
@@ -1023,7 +1026,11 @@ async fn prune(
                 })
             })
             .collect();
-        let ids = |ids: &[BackupId]| ids.iter().map(|i| i.as_str().to_string()).collect::<Vec<_>>();
+        let ids = |ids: &[BackupId]| {
+            ids.iter()
+                .map(|i| i.as_str().to_string())
+                .collect::<Vec<_>>()
+        };
         emit_json(&json!({
             "dry_run": dry_run,
             "deleted": deleted,
