@@ -799,7 +799,8 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
     let layout = pipeline_layout(global)?;
-    if !yes && !(io::stdin().is_terminal() && io::stderr().is_terminal()) {
+    let can_ask = io::stdin().is_terminal() && io::stderr().is_terminal();
+    if !yes && !can_ask {
         return Err(Failure::usage(format!(
             "restore replaces the live data under {}; pass --yes to confirm (there is no terminal to ask on)",
             layout.root
