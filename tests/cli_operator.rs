@@ -526,7 +526,8 @@ fn restore_does_not_report_removing_files_that_did_not_exist() {
     fs::write(f.tree.data.join("homeserver.db-shm"), b"stale").unwrap();
     let out = f.ok(&["restore", &id, "--yes"]);
     assert!(
-        stdout(&out).contains("removed data/homeserver.db-shm (not in the backup)"),
+        stdout(&out)
+            .contains("removed data/homeserver.db-shm (a sidecar of the replaced database)"),
         "{}",
         stdout(&out)
     );

@@ -8,7 +8,6 @@ mod diagnose;
 mod interrupt;
 mod output;
 
-use std::collections::BTreeSet;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -773,28 +772,6 @@ async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The entries of the config and data dirs (as `data/name`, relative to the root),
-/// and those dirs, to tell which of the paths a restore moves aside existed.
-fn live_entries(layout: &Layout) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut dirs = BTreeSet::new();
-    let mut entries = BTreeSet::new();
-    for dir in [&layout.config_dir, &layout.data_dir] {
-        let relative = dir.trim_matches('/').to_string();
-        let full = Path::new(&layout.root).join(&relative);
-        let Ok(read) = std::fs::read_dir(&full) else {
-            continue;
-        };
-        for entry in read.flatten() {
-            entries.insert(format!(
-                "{relative}/{}",
-                entry.file_name().to_string_lossy()
-            ));
-        }
-        dirs.insert(relative);
-    }
-    (dirs, entries)
-}
-
 async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
@@ -839,7 +816,6 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
             ));
         }
     }
-    let (scanned, existed) = live_entries(&layout);
     let container = container(&layout);
     let report = interrupt::shielded(
         output::with_spinner(
@@ -863,23 +839,13 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
     for warning in &report.warnings {
         output::warn(warning);
     }
-    // The report lists every companion file a restore moves aside, present or not:
-    // only those that were there are worth saying.
-    let removed: Vec<&String> = report
-        .dropped
-        .iter()
-        .filter(|path| {
-            let parent = path.rsplit_once('/').map_or("", |(dir, _)| dir);
-            existed.contains(path.as_str()) || !scanned.contains(parent)
-        })
-        .collect();
     if global.json {
         emit_json(&json!({
             "id": id.as_str(),
             "status": report.status,
             "root": layout.root,
             "restored": report.restored,
-            "removed": removed,
+            "removed": report.dropped,
             "ciphertext_bytes": report.ciphertext_bytes,
             "duration_seconds": report.duration.as_secs_f64(),
             "warnings": report.warnings,
@@ -897,8 +863,10 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
     for path in &report.restored {
         text.push_str(&format!("  replaced {path}\n"));
     }
-    for path in removed {
-        text.push_str(&format!("  removed {path} (not in the backup)\n"));
+    for path in &report.dropped {
+        text.push_str(&format!(
+            "  removed {path} (a sidecar of the replaced database)\n"
+        ));
     }
     emit(&text);
     Ok(())
