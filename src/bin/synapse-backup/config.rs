@@ -19,6 +19,8 @@ pub const ENV_SECRET_KEY: &str = "SYNAPSE_BACKUP_SECRET_KEY";
 pub const ENV_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
 /// Environment variable holding the passphrase when `--passphrase-file` is not given.
 pub const ENV_PASSPHRASE: &str = "SYNAPSE_BACKUP_PASSPHRASE";
+/// Environment variable naming the passphrase file (what `--passphrase-file` gives).
+pub const ENV_PASSPHRASE_FILE: &str = "SYNAPSE_BACKUP_PASSPHRASE_FILE";
 
 /// The relation keys the `--s3` file may hold (s3 interface v0 and v1).
 const KNOWN_KEYS: [&str; 15] = [
@@ -94,7 +96,16 @@ pub fn load_s3_parameters(path: &Path) -> Result<S3Parameters, String> {
              put access-key and secret-key in the file, or set {ENV_ACCESS_KEY} and {ENV_SECRET_KEY}"
         ));
     }
-    S3Parameters::deserialize(Value::Object(map)).map_err(|e| format!("{shown}: {e}"))
+    let missing_keys = !map.contains_key("access-key") || !map.contains_key("secret-key");
+    S3Parameters::deserialize(Value::Object(map)).map_err(|e| {
+        if missing_keys {
+            format!(
+                "{shown}: {e} (put access-key and secret-key in the file, or set {ENV_ACCESS_KEY} and {ENV_SECRET_KEY})"
+            )
+        } else {
+            format!("{shown}: {e}")
+        }
+    })
 }
 
 /// Puts the secrets from the environment into the document.
@@ -163,7 +174,7 @@ pub fn load_passphrase(file: Option<&Path>) -> Result<Passphrase, String> {
             Some(text) => (text, ENV_PASSPHRASE.to_string()),
             None => {
                 return Err(format!(
-                    "a passphrase is needed: pass --passphrase-file FILE or set {ENV_PASSPHRASE}"
+                    "a passphrase is needed: pass --passphrase-file FILE, or set {ENV_PASSPHRASE_FILE} (a file) or {ENV_PASSPHRASE}"
                 ));
             }
         },

@@ -4,22 +4,26 @@
 //! `synapse-backup --help` for the flags, environment variables and exit codes.
 
 mod config;
+mod diagnose;
 mod interrupt;
 mod output;
 
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use serde_json::json;
 use synapse_backup::{
-    BackupError, BackupId, BackupLock, BackupOptions, BackupStatus, CancelToken, ConfigError,
-    ContainerError, Layout, LocalContainer, LockMode, LockOptions, RestoreOptions, RetentionPolicy,
-    S3Client, S3Error, S3Parameters, SystemdServices, backup_status, create_backup_with,
-    delete_backup_with, list_backups, prune_backups_with, restore_backup_with, verify_backup_with,
+    BackupError, BackupId, BackupInfo, BackupLock, BackupOptions, BackupStatus, CancelToken,
+    ConfigError, ContainerError, Layout, LocalContainer, LockMode, LockOptions, RestoreOptions,
+    RetentionPolicy, S3Client, S3Error, S3Parameters, SystemdServices, backup_status,
+    create_backup_with, delete_backup_with, list_backups, prune_backups_with, restore_backup_with,
+    verify_backup_with,
 };
 
 use crate::config::{ENV_PASSPHRASE, LayoutFlags, Passphrase};
+use crate::diagnose::S3Problem;
 
 const AFTER_HELP: &str = "\
 The --s3 file holds the s3-integrator relation keys (YAML, or JSON when it ends in .json):
@@ -27,16 +31,30 @@ The --s3 file holds the s3-integrator relation keys (YAML, or JSON when it ends 
   path, s3-uri-style (path|host), tls-ca-chain, storage-class, delete-older-than-days.
 
 Environment:
-  SYNAPSE_BACKUP_ACCESS_KEY   access-key (overrides the --s3 file)
-  SYNAPSE_BACKUP_SECRET_KEY   secret-key (overrides the --s3 file)
-  SYNAPSE_BACKUP_PASSPHRASE   the passphrase when --passphrase-file is not given
-  RUST_LOG                    log filter (overrides -v), e.g. synapse_backup=debug
+  SYNAPSE_BACKUP_ACCESS_KEY        access-key (overrides the --s3 file)
+  SYNAPSE_BACKUP_SECRET_KEY        secret-key (overrides the --s3 file)
+  AWS_SESSION_TOKEN                session-token (temporary credentials)
+  SYNAPSE_BACKUP_S3                the --s3 file
+  SYNAPSE_BACKUP_ROOT              --root
+  SYNAPSE_BACKUP_PASSPHRASE_FILE   the --passphrase-file
+  SYNAPSE_BACKUP_PASSPHRASE        the passphrase itself, when no passphrase file is given
+  RUST_LOG                         log filter (overrides -v), e.g. synapse_backup=debug
+
+Wherever a backup id is taken, `latest` names the newest complete backup.
+With --json, every command prints JSON on stdout, and a failure prints
+{\"error\": {\"kind\", \"message\", \"exit_code\"}}.
 
 create, restore, delete and prune hold a lock object (<path>/.synapse-backup.lock) so
 that units sharing the bucket never run them at once; list and verify do not take it.
 
-Exit codes: 0 ok, 1 the operation failed, 2 bad usage or configuration (nothing changed),
-3 another operation holds the backup lock (the message names it; nothing changed).";
+Exit codes:
+  0    ok
+  1    the operation failed (the message says why: e.g. missing bucket, unreachable
+       endpoint, refused credentials, backup not found)
+  2    bad usage or configuration (nothing changed)
+  3    another operation holds the backup lock (the message names it; nothing changed)
+  4    declined at the confirmation prompt (nothing changed)
+  129  stopped by SIGHUP, 130 by SIGINT (Ctrl-C), 143 by SIGTERM, after cleaning up";
 
 /// Back up and restore a Matrix Synapse homeserver (signing keys, SQLite database,
 /// local media) to S3-compatible storage as gpg-encrypted tar archives.
@@ -64,7 +82,12 @@ struct GlobalArgs {
     #[arg(long, value_name = "FILE", global = true, env = "SYNAPSE_BACKUP_S3")]
     s3: Option<PathBuf>,
     /// File holding the encryption passphrase (one trailing newline is ignored).
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(
+        long,
+        value_name = "FILE",
+        global = true,
+        env = "SYNAPSE_BACKUP_PASSPHRASE_FILE"
+    )]
     passphrase_file: Option<PathBuf>,
     /// Run the pipelines as this user (default: run as root, the owner of the data dir;
     /// otherwise the invoking user).
@@ -115,6 +138,10 @@ struct GlobalArgs {
     /// More logs on stderr: -v progress, -vv debug, -vvv trace.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Print the result as JSON on stdout, and a failure as {"error": {"kind",
+    /// "message", "exit_code"}}.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -129,46 +156,49 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 600)]
         snapshot_timeout: u64,
     },
-    /// List the backups under the bucket and path, newest first.
-    List {
-        /// Print a JSON array of {id, status, last_modified, size, key}.
-        #[arg(long)]
-        json: bool,
-    },
+    /// List the backups under the bucket and path, newest first (with --json, an
+    /// array of {id, status, last_modified, size, key}).
+    List,
     /// Download and decrypt a backup without touching live data, and check it
     /// against its manifest.
     Verify {
-        /// The backup id, e.g. backup-20261126071900123456.
+        /// The backup id, e.g. backup-20261126071900123456, or `latest`.
         #[arg(value_parser = parse_id)]
-        id: BackupId,
+        id: IdArg,
     },
     /// Restore a backup over the live data, safely: it is downloaded, decrypted and
     /// checked before anything live is touched.
     Restore {
-        /// The backup id.
+        /// The backup id, or `latest` (the newest complete backup).
         #[arg(value_parser = parse_id)]
-        id: BackupId,
+        id: IdArg,
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(short, long)]
         yes: bool,
     },
     /// Delete a backup (its manifest, then its data).
     Delete {
-        /// The backup id.
+        /// The backup id, or `latest` (the newest complete backup).
         #[arg(value_parser = parse_id)]
-        id: BackupId,
+        id: IdArg,
     },
     /// Delete old backups and the leftovers of failed creates; the newest restorable
     /// backup (and the newest complete one) is always kept.
     Prune {
-        /// Always keep this many of the newest restorable backups.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-        keep_last: Option<u64>,
+        /// Keep at least the N newest restorable backups, however old. Without
+        /// --older-than-days (or delete-older-than-days), the older ones are deleted.
+        #[arg(
+            long,
+            alias = "keep-last",
+            value_name = "N",
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
+        keep_at_least: Option<u64>,
         /// Delete backups older than this (default: delete-older-than-days from the
         /// --s3 file).
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
         older_than_days: Option<u32>,
-        /// Only print what would be deleted.
+        /// Only print each backup that would be deleted, and why.
         #[arg(long)]
         dry_run: bool,
     },
@@ -181,102 +211,189 @@ enum Command {
     },
 }
 
-fn parse_id(text: &str) -> Result<BackupId, String> {
-    text.parse().map_err(|e: ConfigError| match e {
-        ConfigError::Invalid { problems } => problems
-            .into_iter()
-            .map(|p| p.message)
-            .collect::<Vec<_>>()
-            .join("; "),
-        other => other.to_string(),
+/// A backup id as given: an id, or `latest`.
+#[derive(Clone, Debug)]
+enum IdArg {
+    /// The newest complete backup.
+    Latest,
+    /// This backup.
+    Id(BackupId),
+}
+
+fn parse_id(text: &str) -> Result<IdArg, String> {
+    if text == "latest" {
+        return Ok(IdArg::Latest);
+    }
+    text.parse().map(IdArg::Id).map_err(|e: ConfigError| {
+        let problem = match e {
+            ConfigError::Invalid { problems } => problems
+                .into_iter()
+                .map(|p| p.message)
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        };
+        format!("{problem} (or `latest` for the newest complete backup)")
     })
 }
 
-/// Why the command failed, and so its exit code.
+/// Why the command failed: its kind (named in `--json` errors, and the exit code) and
+/// the message.
 #[derive(Debug)]
-enum Failure {
+struct Failure {
+    kind: Kind,
+    message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
     /// Bad usage or configuration: exit 2, nothing was changed.
-    Usage(String),
+    Usage,
     /// The operation failed: exit 1.
-    Failed(String),
-    /// Stopped by this signal (after cleaning up): exit 128 + signal.
-    Interrupted(i32, String),
+    Failed,
+    /// The backup does not exist: exit 1.
+    NotFound,
+    /// A common S3 mistake (missing bucket, unreachable endpoint, …): exit 1.
+    S3(&'static str),
     /// Another operation holds the backup lock: exit 3, nothing was changed.
-    Locked(String),
+    Locked,
+    /// The operator answered no at the prompt: exit 4, nothing was changed.
+    Declined,
+    /// Stopped by this signal (after cleaning up): exit 128 + signal.
+    Interrupted(i32),
 }
 
 impl Failure {
-    fn code(&self) -> u8 {
-        match self {
-            Failure::Usage(_) => 2,
-            Failure::Failed(_) => 1,
-            Failure::Locked(_) => 3,
-            Failure::Interrupted(signal, _) => u8::try_from(128 + signal).unwrap_or(1),
+    fn new(kind: Kind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
         }
     }
 
-    fn message(&self) -> &str {
-        match self {
-            Failure::Usage(m)
-            | Failure::Failed(m)
-            | Failure::Interrupted(_, m)
-            | Failure::Locked(m) => m,
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure::new(Kind::Usage, message)
+    }
+
+    fn failed(message: impl Into<String>) -> Failure {
+        Failure::new(Kind::Failed, message)
+    }
+
+    fn code(&self) -> u8 {
+        match self.kind {
+            Kind::Usage => 2,
+            Kind::Failed | Kind::NotFound | Kind::S3(_) => 1,
+            Kind::Locked => 3,
+            Kind::Declined => 4,
+            Kind::Interrupted(signal) => u8::try_from(128 + signal).unwrap_or(1),
         }
+    }
+
+    /// The kind named in `--json` errors.
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Usage => "usage",
+            Kind::Failed => "failed",
+            Kind::NotFound => "not-found",
+            Kind::S3(kind) => kind,
+            Kind::Locked => "locked",
+            Kind::Declined => "declined",
+            Kind::Interrupted(_) => "interrupted",
+        }
+    }
+
+    /// Prints the failure (stderr, and with `--json` a JSON object on stdout) and
+    /// gives the exit code.
+    fn report(&self, json: bool) -> ExitCode {
+        eprintln!("error: {}", self.message);
+        if json {
+            emit_json(&json!({
+                "error": {
+                    "kind": self.kind_name(),
+                    "message": self.message,
+                    "exit_code": self.code(),
+                }
+            }));
+        }
+        ExitCode::from(self.code())
     }
 }
 
 impl From<BackupError> for Failure {
     fn from(error: BackupError) -> Self {
-        if matches!(error, BackupError::LockHeld { .. }) {
-            return Failure::Locked(error.to_string());
-        }
-        let usage = matches!(
-            error,
+        let kind = match &error {
+            BackupError::LockHeld { .. } => Kind::Locked,
+            BackupError::NotFound { .. } => Kind::NotFound,
             BackupError::Config(_)
-                | BackupError::InvalidPassphrase(_)
-                | BackupError::NothingToBackUp { .. }
-                | BackupError::Container(ContainerError::UnknownUser { .. })
-                | BackupError::S3(S3Error::Client(_))
-                | BackupError::LockUnsupported { .. }
-        );
-        if usage {
-            Failure::Usage(error.to_string())
-        } else {
-            Failure::Failed(error.to_string())
-        }
+            | BackupError::InvalidPassphrase(_)
+            | BackupError::NothingToBackUp { .. }
+            | BackupError::Container(ContainerError::UnknownUser { .. })
+            | BackupError::S3(S3Error::Client(_))
+            | BackupError::LockUnsupported { .. } => Kind::Usage,
+            _ => Kind::Failed,
+        };
+        Failure::new(kind, error.to_string())
     }
 }
 
+/// Whether `--json` is among the arguments, for errors found before they are parsed.
+fn json_requested() -> bool {
+    std::env::args_os()
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
+/// A command-line error (exit 2): clap's own text, or with `--json` a JSON error.
+fn usage_exit(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !json_requested() {
+        error.exit();
+    }
+    let text = error.render().to_string();
+    let message = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("bad usage")
+        .trim_start_matches("error: ")
+        .to_string();
+    Failure::usage(message).report(true)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_exit(e),
+    };
     if cli.global.s3.is_none() {
-        Cli::command()
-            .error(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                "the following required argument was not provided: --s3 <FILE>\n\n\
-                 It is a YAML or JSON file with the s3-integrator keys (bucket, endpoint or region, …).",
-            )
-            .exit();
+        return usage_exit(Cli::command().error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "the following required argument was not provided: --s3 <FILE>\n\n\
+             It is a YAML or JSON file with the s3-integrator keys (bucket, endpoint or region, …).",
+        ));
     }
     output::init_logging(cli.global.verbose);
+    let json = cli.global.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return Failure::failed(format!("cannot start the async runtime: {e}")).report(json);
         }
     };
     let result = runtime.block_on(run(cli));
     drop(runtime);
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("error: {}", failure.message());
-            ExitCode::from(failure.code())
-        }
+        Err(failure) => failure.report(json),
     }
 }
 
@@ -290,9 +407,9 @@ struct Target {
 impl Target {
     fn load(global: &GlobalArgs) -> Result<Target, Failure> {
         let s3_file = global.s3.clone().unwrap_or_default();
-        let params = config::load_s3_parameters(&s3_file).map_err(Failure::Usage)?;
+        let params = config::load_s3_parameters(&s3_file).map_err(Failure::usage)?;
         let client = S3Client::new(&params)
-            .map_err(|e| Failure::Usage(format!("{}: {e}", s3_file.display())))?;
+            .map_err(|e| Failure::usage(format!("{}: {e}", s3_file.display())))?;
         Ok(Target {
             params,
             client,
@@ -311,6 +428,67 @@ impl Target {
         match self.params.endpoint() {
             Some(endpoint) => format!("{location} at {endpoint}"),
             None => format!("{location} in {}", self.client.region()),
+        }
+    }
+
+    /// The failure for `error`: the common S3 mistakes named with their fix (see
+    /// [`diagnose`]), anything else as it is. `listing` says the failed request listed
+    /// the bucket.
+    fn failure(&self, error: BackupError, listing: bool) -> Failure {
+        let problem = match &error {
+            BackupError::S3(e) => diagnose::classify(e, listing),
+            _ => None,
+        };
+        match problem {
+            Some(problem) => self.s3_failure(&problem),
+            None => error.into(),
+        }
+    }
+
+    fn s3_failure(&self, problem: &S3Problem) -> Failure {
+        let file = self.s3_file.display().to_string();
+        let cx = diagnose::Context {
+            bucket: self.client.bucket(),
+            endpoint: self.params.endpoint(),
+            region: self.client.region(),
+            s3_file: &file,
+        };
+        Failure::new(Kind::S3(problem.kind()), problem.message(&cx))
+    }
+
+    /// Checks that the bucket exists and these credentials can list it (one small
+    /// listing), before anything else is done.
+    async fn check_bucket(&self) -> Result<(), Failure> {
+        let probe = self.client.object_key(".synapse-backup-check");
+        self.client
+            .list_objects_with_prefix(&probe)
+            .await
+            .map(drop)
+            .map_err(|e| self.failure(e.into(), true))
+    }
+
+    /// The backup `id` names: itself, or for `latest` the newest complete backup.
+    async fn resolve(&self, id: &IdArg) -> Result<BackupId, Failure> {
+        match id {
+            IdArg::Id(id) => Ok(id.clone()),
+            IdArg::Latest => {
+                let backups = list_backups(&self.client)
+                    .await
+                    .map_err(|e| self.failure(e, true))?;
+                backups
+                    .into_iter()
+                    .find(|b| b.status == BackupStatus::Complete)
+                    .map(|b| b.id)
+                    .ok_or_else(|| {
+                        Failure::new(
+                            Kind::NotFound,
+                            format!(
+                                "no complete backup in {}, so `latest` names none",
+                                self.describe()
+                            ),
+                        )
+                    })
+            }
         }
     }
 }
@@ -332,10 +510,26 @@ fn layout_flags(global: &GlobalArgs) -> LayoutFlags {
     }
 }
 
-/// The layout with its tools resolved, for the commands that run pipelines.
+/// The layout with its tools resolved, for the commands that run pipelines; its
+/// config and data dirs must exist.
 fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
-    let mut layout = config::layout(&layout_flags(global)).map_err(Failure::Usage)?;
-    config::resolve_tools(&mut layout).map_err(Failure::Usage)?;
+    let mut layout = config::layout(&layout_flags(global)).map_err(Failure::usage)?;
+    for (flag, dir) in [
+        ("--config-dir", &layout.config_dir),
+        ("--data-dir", &layout.data_dir),
+    ] {
+        let full = Path::new(&layout.root).join(dir.trim_start_matches('/'));
+        if !full.is_dir() {
+            return Err(Failure::usage(format!(
+                "no Synapse tree here: {flag} {dir} does not exist under --root {} ({} is missing); \
+                 pass --root DIR where the tree is (e.g. a mounted volume), or --data-dir / \
+                 --config-dir where this one keeps its files",
+                layout.root,
+                full.display()
+            )));
+        }
+    }
+    config::resolve_tools(&mut layout).map_err(Failure::usage)?;
     Ok(layout)
 }
 
@@ -353,7 +547,7 @@ fn lock_options(global: &GlobalArgs) -> LockOptions {
 }
 
 fn passphrase(global: &GlobalArgs) -> Result<Passphrase, Failure> {
-    config::load_passphrase(global.passphrase_file.as_deref()).map_err(Failure::Usage)
+    config::load_passphrase(global.passphrase_file.as_deref()).map_err(Failure::usage)
 }
 
 /// This host; with `--service`, its systemd units.
@@ -371,6 +565,12 @@ fn emit(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
+/// Writes `value` as pretty JSON and a newline to stdout.
+fn emit_json(value: &serde_json::Value) {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+    emit(&format!("{text}\n"));
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let global = &cli.global;
     match cli.command {
@@ -378,29 +578,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Create { snapshot_timeout } => {
             create(global, (snapshot_timeout > 0).then_some(snapshot_timeout)).await
         }
-        Command::List { json } => list(global, json).await,
+        Command::List => list(global).await,
         Command::Verify { id } => verify(global, &id).await,
         Command::Restore { id, yes } => restore(global, &id, yes).await,
-        Command::Delete { id } => {
-            let target = Target::load(global)?;
-            let lock = lock_options(global);
-            let run = output::with_spinner(
-                format!("deleting {id}"),
-                interrupt::cancellable(delete_backup_with(&target.client, &id, &lock)),
-            )
-            .await;
-            run.map_err(|signal| {
-                Failure::Interrupted(signal, "interrupted: the delete was stopped".into())
-            })??;
-            emit(&format!("deleted {id} from {}\n", target.describe()));
-            Ok(())
-        }
+        Command::Delete { id } => delete(global, &id).await,
         Command::Unlock { yes } => unlock(global, yes).await,
         Command::Prune {
-            keep_last,
+            keep_at_least,
             older_than_days,
             dry_run,
-        } => prune(global, keep_last, older_than_days, dry_run).await,
+        } => prune(global, keep_at_least, older_than_days, dry_run).await,
     }
 }
 
@@ -412,26 +599,30 @@ async fn check(global: &GlobalArgs) -> Result<(), Failure> {
     if has_passphrase {
         passphrase(global)?;
     }
-    let usable = output::with_spinner(
+    output::with_spinner(
         format!("checking {}", target.describe()),
-        target.client.can_use_bucket(),
+        target.check_bucket(),
     )
-    .await;
-    if usable {
-        emit(&format!("ok: {} is usable\n", target.describe()));
-        Ok(())
+    .await?;
+    if global.json {
+        emit_json(&json!({
+            "ok": true,
+            "bucket": target.client.bucket(),
+            "path": target.client.prefix(),
+            "endpoint": target.params.endpoint(),
+            "region": target.client.region(),
+        }));
     } else {
-        Err(Failure::Failed(format!(
-            "{} cannot be used (the warning above says why)",
-            target.describe()
-        )))
+        emit(&format!("ok: {} is usable\n", target.describe()));
     }
+    Ok(())
 }
 
 async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
     let layout = pipeline_layout(global)?;
+    target.check_bucket().await?;
     let container = container(&layout);
     let token = CancelToken::new();
     let options = BackupOptions {
@@ -457,25 +648,36 @@ async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<()
     let report = match (result, signal) {
         (Ok(report), _) => report,
         (Err(BackupError::Cancelled), Some(signal)) => {
-            return Err(Failure::Interrupted(
-                signal,
-                "interrupted: the backup was stopped and nothing kept (removed the work dir and the partial upload)".into(),
+            return Err(Failure::new(
+                Kind::Interrupted(signal),
+                "interrupted: the backup was stopped and nothing kept (removed the work dir and the partial upload)",
             ));
         }
         (Err(e), Some(signal)) => {
-            return Err(Failure::Interrupted(
-                signal,
+            return Err(Failure::new(
+                Kind::Interrupted(signal),
                 format!("interrupted: the backup was stopped and nothing kept ({e})"),
             ));
         }
-        (Err(e), None) => return Err(e.into()),
+        (Err(e), None) => return Err(target.failure(e, false)),
     };
-    emit(&format!("{}\n", report.id));
     let manifest = &report.manifest;
     for warning in &manifest.warnings {
         output::warn(warning);
     }
     let files = manifest.files.iter().filter(|f| f.kind == 'f').count();
+    if global.json {
+        emit_json(&json!({
+            "id": report.id.as_str(),
+            "files": files,
+            "plaintext_bytes": manifest.plaintext_bytes,
+            "ciphertext_bytes": manifest.ciphertext_bytes,
+            "duration_seconds": report.duration.as_secs_f64(),
+            "warnings": manifest.warnings,
+        }));
+    } else {
+        emit(&format!("{}\n", report.id));
+    }
     eprintln!(
         "created {} in {}: {files} files, {} archived, {} stored, in {} ({})",
         report.id,
@@ -488,14 +690,15 @@ async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<()
     Ok(())
 }
 
-async fn list(global: &GlobalArgs, json: bool) -> Result<(), Failure> {
+async fn list(global: &GlobalArgs) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let backups = output::with_spinner(
         format!("listing {}", target.describe()),
         list_backups(&target.client),
     )
-    .await?;
-    if json {
+    .await
+    .map_err(|e| target.failure(e, true))?;
+    if global.json {
         emit(&format!("{}\n", output::backups_json(&backups)));
     } else if backups.is_empty() {
         emit(&format!("no backups in {}\n", target.describe()));
@@ -505,10 +708,12 @@ async fn list(global: &GlobalArgs, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn verify(global: &GlobalArgs, id: &BackupId) -> Result<(), Failure> {
+async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
     let layout = pipeline_layout(global)?;
+    target.check_bucket().await?;
+    let id = &target.resolve(id).await?;
     let container = container(&layout);
     let run = output::with_spinner(
         format!("verifying {id}"),
@@ -527,16 +732,29 @@ async fn verify(global: &GlobalArgs, id: &BackupId) -> Result<(), Failure> {
     )
     .await;
     let report = match run {
-        Ok(result) => result?,
+        Ok(result) => result.map_err(|e| target.failure(e, false))?,
         Err((signal, cleaned)) => {
-            return Err(Failure::Interrupted(
-                signal,
+            return Err(Failure::new(
+                Kind::Interrupted(signal),
                 format!("interrupted: the verification was stopped ({cleaned})"),
             ));
         }
     };
     for warning in &report.warnings {
         output::warn(warning);
+    }
+    if global.json {
+        emit_json(&json!({
+            "id": id.as_str(),
+            "status": report.status,
+            "manifest_checked": report.status == BackupStatus::Complete,
+            "members": report.members,
+            "ciphertext_bytes": report.ciphertext_bytes,
+            "ciphertext_sha256": report.ciphertext_sha256,
+            "duration_seconds": report.duration.as_secs_f64(),
+            "warnings": report.warnings,
+        }));
+        return Ok(());
     }
     let checked = match report.status {
         BackupStatus::Complete => "decrypted and matches its manifest",
@@ -554,21 +772,27 @@ async fn verify(global: &GlobalArgs, id: &BackupId) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn restore(global: &GlobalArgs, id: &BackupId, yes: bool) -> Result<(), Failure> {
+async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
     let layout = pipeline_layout(global)?;
+    let can_ask = io::stdin().is_terminal() && io::stderr().is_terminal();
+    if !yes && !can_ask {
+        return Err(Failure::usage(format!(
+            "restore replaces the live data under {}; pass --yes to confirm (there is no terminal to ask on)",
+            layout.root
+        )));
+    }
+    target.check_bucket().await?;
+    let id = &target.resolve(id).await?;
     if !yes {
-        if !(io::stdin().is_terminal() && io::stderr().is_terminal()) {
-            return Err(Failure::Usage(format!(
-                "restore replaces the live data under {}; pass --yes to confirm (there is no terminal to ask on)",
-                layout.root
-            )));
-        }
-        match backup_status(&target.client, id).await? {
+        match backup_status(&target.client, id)
+            .await
+            .map_err(|e| target.failure(e, false))?
+        {
             None => return Err(BackupError::NotFound { id: id.to_string() }.into()),
             Some(BackupStatus::Incomplete) => {
-                return Err(Failure::Failed(format!(
+                return Err(Failure::failed(format!(
                     "backup {id} is incomplete (no manifest or no data) and cannot be restored"
                 )));
             }
@@ -586,8 +810,9 @@ async fn restore(global: &GlobalArgs, id: &BackupId, yes: bool) -> Result<(), Fa
             layout.root
         );
         if !confirm(&question) {
-            return Err(Failure::Failed(
-                "restore cancelled; nothing was changed".into(),
+            return Err(Failure::new(
+                Kind::Declined,
+                "restore cancelled at the prompt; nothing was changed",
             ));
         }
     }
@@ -609,9 +834,23 @@ async fn restore(global: &GlobalArgs, id: &BackupId, yes: bool) -> Result<(), Fa
         ),
         "a restore",
     )
-    .await?;
+    .await
+    .map_err(|e| target.failure(e, false))?;
     for warning in &report.warnings {
         output::warn(warning);
+    }
+    if global.json {
+        emit_json(&json!({
+            "id": id.as_str(),
+            "status": report.status,
+            "root": layout.root,
+            "restored": report.restored,
+            "removed": report.dropped,
+            "ciphertext_bytes": report.ciphertext_bytes,
+            "duration_seconds": report.duration.as_secs_f64(),
+            "warnings": report.warnings,
+        }));
+        return Ok(());
     }
     let mut text = format!(
         "restored {id} ({}) into {}: {} encrypted, in {} ({})\n",
@@ -625,9 +864,36 @@ async fn restore(global: &GlobalArgs, id: &BackupId, yes: bool) -> Result<(), Fa
         text.push_str(&format!("  replaced {path}\n"));
     }
     for path in &report.dropped {
-        text.push_str(&format!("  removed {path} (not in the backup)\n"));
+        text.push_str(&format!(
+            "  removed {path} (a sidecar of the replaced database)\n"
+        ));
     }
     emit(&text);
+    Ok(())
+}
+
+async fn delete(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
+    let target = Target::load(global)?;
+    target.check_bucket().await?;
+    let id = &target.resolve(id).await?;
+    let lock = lock_options(global);
+    let run = output::with_spinner(
+        format!("deleting {id}"),
+        interrupt::cancellable(delete_backup_with(&target.client, id, &lock)),
+    )
+    .await;
+    run.map_err(|signal| {
+        Failure::new(
+            Kind::Interrupted(signal),
+            "interrupted: the delete was stopped",
+        )
+    })?
+    .map_err(|e| target.failure(e, false))?;
+    if global.json {
+        emit_json(&json!({ "deleted": id.as_str() }));
+    } else {
+        emit(&format!("deleted {id} from {}\n", target.describe()));
+    }
     Ok(())
 }
 
@@ -642,24 +908,63 @@ fn confirm(question: &str) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "yes" | "y")
 }
 
+/// Where the age limit of a prune comes from, to name it in the reasons.
+enum AgeSource {
+    Flag,
+    File(PathBuf),
+}
+
+/// Why a prune deletes `backup`, as the policy says.
+fn prune_reason(backup: &BackupInfo, policy: &RetentionPolicy, age: &AgeSource) -> String {
+    if backup.status == BackupStatus::Incomplete {
+        return "incomplete (no manifest or no data: a failed or interrupted create), not restorable"
+            .into();
+    }
+    match (policy.older_than_days, policy.keep_last) {
+        (Some(days), keep) => {
+            let source = match age {
+                AgeSource::Flag => format!("--older-than-days {days}"),
+                AgeSource::File(file) => {
+                    format!("delete-older-than-days: {days} in {}", file.display())
+                }
+            };
+            let beyond = keep.map_or(String::new(), |n| {
+                format!(" and not among the {n} newest kept by --keep-at-least {n}")
+            });
+            format!(
+                "made {}, older than {days} days ({source}){beyond}",
+                output::rfc3339(backup.id.created())
+            )
+        }
+        (None, Some(n)) => {
+            format!("not among the {n} newest restorable backups kept by --keep-at-least {n}")
+        }
+        (None, None) => "the retention policy".into(),
+    }
+}
+
 async fn prune(
     global: &GlobalArgs,
-    keep_last: Option<u64>,
+    keep_at_least: Option<u64>,
     older_than_days: Option<u32>,
     dry_run: bool,
 ) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let mut policy = RetentionPolicy::from_parameters(&target.params);
-    if older_than_days.is_some() {
+    let age = if older_than_days.is_some() {
         policy.older_than_days = older_than_days;
-    }
-    if let Some(n) = keep_last {
+        AgeSource::Flag
+    } else {
+        AgeSource::File(target.s3_file.clone())
+    };
+    if let Some(n) = keep_at_least {
         policy.keep_last = Some(usize::try_from(n).unwrap_or(usize::MAX));
     }
     policy.dry_run = dry_run;
+    target.check_bucket().await?;
     if policy.older_than_days.is_none() && policy.keep_last.is_none() {
         eprintln!(
-            "note: no retention set (--older-than-days, --keep-last, or delete-older-than-days in {}): only incomplete leftovers older than a day are removed",
+            "note: no retention set (--older-than-days, --keep-at-least, or delete-older-than-days in {}): only incomplete leftovers are removed",
             target.s3_file.display()
         );
     }
@@ -670,17 +975,51 @@ async fn prune(
     )
     .await
     .map_err(|signal| {
-        Failure::Interrupted(signal, "interrupted: the prune was stopped".into())
-    })??;
+        Failure::new(
+            Kind::Interrupted(signal),
+            "interrupted: the prune was stopped",
+        )
+    })?
+    .map_err(|e| target.failure(e, true))?;
+    if global.json {
+        let deleted: Vec<serde_json::Value> = report
+            .deleted
+            .iter()
+            .map(|b| {
+                json!({
+                    "id": b.id.as_str(),
+                    "status": b.status,
+                    "size": b.size,
+                    "last_modified": output::rfc3339(b.last_modified),
+                    "reason": prune_reason(b, &policy, &age),
+                })
+            })
+            .collect();
+        let ids = |ids: &[BackupId]| {
+            ids.iter()
+                .map(|i| i.as_str().to_string())
+                .collect::<Vec<_>>()
+        };
+        emit_json(&json!({
+            "dry_run": dry_run,
+            "deleted": deleted,
+            "kept": ids(&report.kept),
+            "protected": ids(&report.protected),
+            "aborted_uploads": report.aborted_uploads,
+            "create_running": report.create_running,
+        }));
+        return Ok(());
+    }
     let verb = if dry_run { "would delete" } else { "deleted" };
     let mut text = String::new();
     for b in &report.deleted {
         text.push_str(&format!(
-            "{verb} {} ({}, {}, {})\n",
+            "{verb} {} ({}, {}, {}): {}\n",
             b.id,
             b.status,
             output::size(b.size),
-            output::rfc3339(b.last_modified)
+            output::rfc3339(b.last_modified),
+            prune_reason(b, &policy, &age),
         ));
     }
     for id in &report.protected {
@@ -711,13 +1050,21 @@ async fn prune(
 
 async fn unlock(global: &GlobalArgs, yes: bool) -> Result<(), Failure> {
     let target = Target::load(global)?;
-    let info = match BackupLock::inspect(&target.client).await? {
+    target.check_bucket().await?;
+    let info = match BackupLock::inspect(&target.client)
+        .await
+        .map_err(|e| target.failure(e, false))?
+    {
         Some(info) if !info.released => info,
         _ => {
-            emit(&format!(
-                "no backup lock is held in {}\n",
-                target.describe()
-            ));
+            if global.json {
+                emit_json(&json!({ "removed": false, "held": false }));
+            } else {
+                emit(&format!(
+                    "no backup lock is held in {}\n",
+                    target.describe()
+                ));
+            }
             return Ok(());
         }
     };
@@ -730,7 +1077,7 @@ async fn unlock(global: &GlobalArgs, yes: bool) -> Result<(), Failure> {
     );
     if !yes {
         if !(io::stdin().is_terminal() && io::stderr().is_terminal()) {
-            return Err(Failure::Usage(format!(
+            return Err(Failure::usage(format!(
                 "{held}; pass --yes to remove it (there is no terminal to ask on)"
             )));
         }
@@ -739,20 +1086,28 @@ async fn unlock(global: &GlobalArgs, yes: bool) -> Result<(), Failure> {
              restore, delete or prune could then run at the same time.\nType yes to continue: "
         );
         if !confirm(&question) {
-            return Err(Failure::Failed(
-                "unlock cancelled; the lock was left in place".into(),
+            return Err(Failure::new(
+                Kind::Declined,
+                "unlock cancelled at the prompt; the lock was left in place",
             ));
         }
     }
-    if BackupLock::force_release(&target.client, &info).await? {
-        emit(&format!(
-            "removed the backup lock held by {}\n",
-            info.holder()
-        ));
+    if BackupLock::force_release(&target.client, &info)
+        .await
+        .map_err(|e| target.failure(e, false))?
+    {
+        if global.json {
+            emit_json(&json!({ "removed": true, "held": true, "holder": info.holder() }));
+        } else {
+            emit(&format!(
+                "removed the backup lock held by {}\n",
+                info.holder()
+            ));
+        }
         Ok(())
     } else {
-        Err(Failure::Failed(
-            "the lock changed while unlocking (refreshed or taken by another operation); nothing was removed".into(),
+        Err(Failure::failed(
+            "the lock changed while unlocking (refreshed or taken by another operation); nothing was removed",
         ))
     }
 }
