@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/test and scripts/quickstart: puts the tools the pipeline and the
 # tests use on PATH, installing what is missing without touching the system.
 # - bash, tar, gpg, python3 (with sqlite3), coreutils: checked; the exact install

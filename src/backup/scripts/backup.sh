@@ -29,8 +29,10 @@ tar_args=(--create --sort=name --hard-dereference -vv --numeric-owner --quoting-
   --directory "$w/inner" .synapse-backup/manifest.json
   --null --verbatim-files-from --directory "$SB_ROOT" --files-from "$w/files")
 if [ -s "$w/snapfiles" ]; then tar_args+=(--directory "$w/snap" --files-from "$w/snapfiles"); fi
-# Stage names and stderr files, in pipeline order.
+# Stage names and stderr files, in pipeline order (read by common.sh's pipeline_finish).
+# shellcheck disable=SC2034
 names=(tar gpg tee upload)
+# shellcheck disable=SC2034
 errs=("$w/tar.err" "$w/gpg.err" "$w/tee.err" "$w/aws.err")
 set +e
 LC_ALL=C "$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" 3<&- |

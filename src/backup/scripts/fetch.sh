@@ -56,8 +56,10 @@ untar() {
     LC_ALL=C "$SB_TAR" "${tar_args[@]}" | { head -c 65536 >"$w/head"; cat >/dev/null; }
   fi
 }
-# Stage names and stderr files, in pipeline order.
+# Stage names and stderr files, in pipeline order (read by common.sh's pipeline_finish).
+# shellcheck disable=SC2034
 names=(download tee gpg tar)
+# shellcheck disable=SC2034
 errs=("$w/aws.err" "$w/tee.err" "$w/gpg.err" "$w/tar.err")
 set +e
 "$SB_AWS" s3 cp --only-show-errors --no-progress "$@" "$SB_URL" - 2>"$w/aws.err" |
