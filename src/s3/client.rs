@@ -649,21 +649,8 @@ impl S3Client {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<Conditional, S3Error> {
-        let request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(body))
-            .content_type(content_type)
-            .if_none_match("*");
-        let result = self.write_encryption(request).send().await;
-        match result {
-            Ok(out) => Ok(Conditional::Done {
-                etag: out.e_tag().map(str::to_string),
-            }),
-            Err(e) => self.conditional_error("PutObject", key, e),
-        }
+        self.put_object_on(key, body, content_type, |r| r.if_none_match("*"))
+            .await
     }
 
     /// Uploads `body` to the full `key` only if the object there has ETag `etag`
@@ -679,16 +666,26 @@ impl S3Client {
         content_type: &str,
         etag: &str,
     ) -> Result<Conditional, S3Error> {
+        self.put_object_on(key, body, content_type, |r| r.if_match(etag))
+            .await
+    }
+
+    /// A PutObject (with the writes' encryption) under the condition `condition` adds.
+    async fn put_object_on(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        condition: impl FnOnce(PutObjectFluentBuilder) -> PutObjectFluentBuilder,
+    ) -> Result<Conditional, S3Error> {
         let request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(body))
-            .content_type(content_type)
-            .if_match(etag);
-        let result = self.write_encryption(request).send().await;
-        match result {
+            .content_type(content_type);
+        match self.write_encryption(condition(request)).send().await {
             Ok(out) => Ok(Conditional::Done {
                 etag: out.e_tag().map(str::to_string),
             }),
