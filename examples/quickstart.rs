@@ -183,7 +183,7 @@ async fn life_cycle(
     .await
     .map_err(|e| format!("create: {e}"))?;
     let m = &report.manifest;
-    let archived_files = m.files.iter().filter(|f| f.kind == 'f').count();
+    let archived_files = report.files;
     step(
         5,
         "create",

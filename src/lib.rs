@@ -62,7 +62,7 @@ pub use backup::{
     BackupInfo, BackupReport, BackupStatus, PruneReport, RestoreOptions, RestoreReport,
     RetentionPolicy, VerifyReport, backup_status, create_backup, create_backup_with, delete_backup,
     delete_backup_with, exists_backup, list_backups, prune_backups, prune_backups_with,
-    remove_abandoned_work_dirs, restore_backup, restore_backup_with, verify_backup,
+    read_manifest, remove_abandoned_work_dirs, restore_backup, restore_backup_with, verify_backup,
     verify_backup_with,
 };
 

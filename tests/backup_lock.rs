@@ -1097,3 +1097,46 @@ fn a_prune_started_during_a_create_leaves_its_upload_alone() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].status, BackupStatus::Complete);
 }
+
+/// A create waiting for a held lock stops at once when cancelled (Ctrl-C while it
+/// waits), instead of waiting out `--lock-wait` and only then seeing the cancel.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_waiting_for_the_lock_is_cancelled_at_once() {
+    let env = env::Env::new(&synapse_tree::TreeSpec::default()).await;
+    let client = S3Client::new(&env.params).unwrap();
+    let held = BackupLock::acquire(&client, &owner("unit/1", "restore"), &fast())
+        .await
+        .unwrap();
+    let cancel = synapse_backup::CancelToken::new();
+    let options = synapse_backup::BackupOptions {
+        lock: fast().wait(Duration::from_secs(600)),
+        cancel: cancel.clone(),
+        ..synapse_backup::BackupOptions::default()
+    };
+    let container = synapse_backup::LocalContainer::new();
+    let create = synapse_backup::create_backup_with(
+        &container,
+        &env.params,
+        env::PASSPHRASE,
+        &env.layout,
+        &options,
+    );
+    let canceller = async {
+        // The create is waiting on the held lock by now, or will see the cancel first.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cancel.cancel();
+    };
+    let (result, ()) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(create, canceller)
+    })
+    .await
+    .expect("the cancelled create returned long before its ten-minute lock wait");
+    assert!(matches!(result, Err(BackupError::Cancelled)), "{result:?}");
+    assert_eq!(
+        BackupLock::inspect(&client).await.unwrap().unwrap().owner,
+        Some(owner("unit/1", "restore")),
+        "the other holder keeps the lock"
+    );
+    held.release().await.unwrap();
+    assert!(list_backups(&client).await.unwrap().is_empty());
+}

@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
 
 use crate::backup::lock::{BackupLock, LockMode, LockOptions, LockOwner};
+use crate::backup::manifest::Manifest;
 use crate::backup::plan::{self, BackupId, MANIFEST_SUFFIX};
 use crate::error::{BackupError, S3Error};
 use crate::s3::ObjectStore;
@@ -159,6 +160,35 @@ pub async fn backup_status(
         }
         (Some(_), false) => Some(BackupStatus::Legacy),
         (None, false) => None,
+    })
+}
+
+/// Reads a backup's manifest (`<key>.manifest.json`): its file list, sizes and
+/// checksum.
+///
+/// The manifest is an index that anyone with write access to the bucket could have
+/// written: nothing in it is authenticated until [`crate::verify_backup`] has checked
+/// it against the encrypted stream.
+///
+/// # Errors
+/// [`BackupError::MissingManifest`] when the backup has none (incomplete or legacy),
+/// [`BackupError::Corrupted`] when it is not a manifest, [`BackupError::S3`] when a
+/// request fails.
+pub async fn read_manifest(
+    store: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+) -> Result<Manifest, BackupError> {
+    let key = format!("{}{MANIFEST_SUFFIX}", store.object_key(id.as_str()));
+    let bytes = match store.get_object(&key).await {
+        Ok(bytes) => bytes,
+        Err(S3Error::NotFound { .. }) => {
+            return Err(BackupError::MissingManifest { id: id.to_string() });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Manifest::from_json(&bytes).map_err(|e| BackupError::Corrupted {
+        id: id.to_string(),
+        reason: format!("unreadable manifest: {e}"),
     })
 }
 

@@ -1,19 +1,20 @@
 //! `create_backup`: collect, snapshot, archive, encrypt, upload, check, manifest.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
 use super::layout::{DatabaseKind, HomeserverConfig, Layout, join};
 use super::listing::parse_members;
-use super::lock::{BackupLock, LockOwner};
 use super::manifest::{
-    INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestLayout,
-    ManifestPath,
+    INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestJson,
+    ManifestLayout, ManifestPath,
 };
 use super::plan::{self, BackupId, BackupOptions, LiveChanges, WorkDir};
 use super::restore_plan::{MemberSource, RestoreRules};
+use super::run::Run;
 use super::scripts::{Exit, Pipeline};
 use super::work;
 use crate::container::{Container, ListOptions};
@@ -22,13 +23,18 @@ use crate::s3::{S3Client, S3Parameters};
 
 /// What [`create_backup_with`] did.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BackupReport {
     /// The new backup's id.
     pub id: BackupId,
     /// The data object's key (the manifest is at `key` + `.manifest.json`).
     pub key: String,
-    /// The manifest as uploaded.
+    /// The manifest as uploaded, without its file list (`files` is empty: the list
+    /// is streamed to the bucket, not held; read it back with
+    /// [`crate::read_manifest`]).
     pub manifest: Manifest,
+    /// How many regular files the archive holds.
+    pub files: u64,
     /// What changed in the live tree while tar read it (also in the manifest's
     /// warnings).
     pub live_changes: LiveChanges,
@@ -81,71 +87,62 @@ pub async fn create_backup_with<C: Container + ?Sized>(
     layout: &Layout,
     options: &BackupOptions,
 ) -> Result<BackupReport, BackupError> {
-    plan::check_passphrase(passphrase)?;
-    layout.validate()?;
-    let client = S3Client::new(s3_parameters)?;
-    let owner = LockOwner::current("create");
-    let lock = BackupLock::acquire(&client, &owner, &options.lock).await?;
-    let result = create_locked(container, s3_parameters, passphrase, layout, options).await;
-    lock.finish().await;
-    result
+    let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    run.locked(
+        "create",
+        &options.lock,
+        &options.cancel,
+        create_locked(&run, options),
+    )
+    .await
 }
 
 async fn create_locked<C: Container + ?Sized>(
-    container: &C,
-    s3_parameters: &S3Parameters,
-    passphrase: &str,
-    layout: &Layout,
+    run: &Run<'_, C>,
     options: &BackupOptions,
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
-    if options.cancel.is_cancelled() {
-        return Err(BackupError::Cancelled);
-    }
-    plan::check_passphrase(passphrase)?;
-    layout.validate()?;
-    let client = S3Client::new(s3_parameters)?;
-    let collected = collect(container, layout).await?;
+    let collected = collect(run.container, run.layout).await?;
     let id = BackupId::generate();
-    let key = client.object_key(id.as_str());
-    work::sweep_work_dirs(container, layout, false).await;
+    let key = run.client.object_key(id.as_str());
+    work::sweep_work_dirs(run.container, run.layout, false).await;
     tracing::info!(backup_id = %id, members = collected.members.len(), "starting backup");
-    let work = work::make_work_dir(container, layout, id.as_str()).await?;
-    let mut uploading = false;
+    let work = run.work_dir(id.as_str(), options, false).await?;
+    let backup = BackupRun {
+        run,
+        options,
+        collected,
+        id,
+        key,
+        work: work.dir(),
+        uploading: AtomicBool::new(false),
+    };
     let result = tokio::select! {
-        result = run_backup(
-            container,
-            &client,
-            s3_parameters,
-            passphrase,
-            layout,
-            options,
-            &collected,
-            &id,
-            &key,
-            &work,
-            &mut uploading,
-        ) => result,
+        result = backup.execute() => result,
         // Dropping the run kills the pipeline's process group; then the same clean-up
         // as any failure, by this run's exact work dir and key.
         () = options.cancel.cancelled() => Err(BackupError::Cancelled),
     };
-    work::remove_work_dir(container, layout, &work).await;
+    let BackupRun {
+        id, key, uploading, ..
+    } = backup;
+    work.finish().await;
     match result {
-        Ok((manifest, live_changes)) => {
+        Ok((manifest, live_changes, files)) => {
             let duration = started.elapsed();
             tracing::info!(backup_id = %id, bytes = manifest.ciphertext_bytes, ?duration, "backup complete");
             Ok(BackupReport {
                 id,
                 key,
                 manifest,
+                files,
                 live_changes,
                 duration,
             })
         }
         Err(e) => {
-            if uploading {
-                remove_partial_upload(&client, &key).await;
+            if uploading.into_inner() {
+                remove_partial_upload(&run.client, &key).await;
             }
             tracing::warn!(backup_id = %id, error = %e, "backup failed; nothing was kept");
             Err(e)
@@ -427,200 +424,358 @@ fn entry_kind(kind: char) -> char {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_backup<C: Container + ?Sized>(
-    container: &C,
-    client: &S3Client,
-    params: &S3Parameters,
-    passphrase: &str,
-    layout: &Layout,
-    options: &BackupOptions,
-    collected: &Collected,
-    id: &BackupId,
-    key: &str,
-    work: &WorkDir,
-    uploading: &mut bool,
-) -> Result<(Manifest, LiveChanges), BackupError> {
-    let database = match collected.config.database {
-        DatabaseKind::Postgresql => "postgresql",
-        DatabaseKind::Sqlite(_) if collected.db.is_some() => "sqlite",
-        DatabaseKind::Sqlite(_) => "none",
-    };
-    let manifest_layout = ManifestLayout {
-        config_dir: layout.config_dir.clone(),
-        data_dir: layout.data_dir.clone(),
-        media_store_path: collected.config.media_store_path.clone(),
-        members: collected.all_members(),
-    };
-    let inner = InnerManifest {
-        format: MANIFEST_FORMAT,
-        backup_id: id.to_string(),
-        created: Utc::now(),
-        created_by: plan::metadata_value(),
-        layout: manifest_layout.clone(),
-        database: database.into(),
-        nonce: InnerManifest::new_nonce().map_err(|e| ContainerError::Io {
-            path: "getrandom".into(),
-            source: e,
-        })?,
-    };
-    work::fill_work_dir(container, params, layout, work, options).await?;
-    work::write_file(
-        container,
-        layout,
-        work,
-        "inner-manifest.json",
-        &inner.to_json(),
-    )
-    .await?;
-    work::write_file(
-        container,
-        layout,
-        work,
-        "files",
-        &plan::files_list(&collected.members),
-    )
-    .await?;
-    work::write_file(
-        container,
-        layout,
-        work,
-        "links",
-        &plan::files_list(&collected.links),
-    )
-    .await?;
+/// One backup in progress: what it archives, where, and whether its upload started
+/// (then a failure removes the partial object and multipart uploads).
+struct BackupRun<'r, 'a, C: Container + ?Sized> {
+    run: &'r Run<'a, C>,
+    options: &'r BackupOptions,
+    collected: Collected,
+    id: BackupId,
+    key: String,
+    work: &'r WorkDir,
+    uploading: AtomicBool,
+}
 
-    let mut prepare = plan::prepare_call(layout, params, work, collected.db.as_deref());
-    if let Some(limit) = options.snapshot_timeout {
-        prepare.env.insert(
-            "SB_SNAPSHOT_TIMEOUT".into(),
-            limit.as_secs().max(1).to_string(),
+impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
+    async fn execute(&self) -> Result<(Manifest, LiveChanges, u64), BackupError> {
+        let run = self.run;
+        let (container, client, params, passphrase, layout) = (
+            run.container,
+            &run.client,
+            run.params,
+            run.passphrase,
+            run.layout,
         );
-    }
-    if let Err(e) = container
-        .exec(
-            &prepare.argv,
-            work::exec_options(layout, &prepare, work, options.timeout),
-        )
-        .await
-    {
-        let stage = match &e {
-            ContainerError::ExitedNonZero { exit_code, .. }
-                if matches!(
-                    Exit::from_code(*exit_code),
-                    Exit::NoSnapshotTool | Exit::SnapshotFailed
-                ) =>
-            {
-                Stage::Snapshot
-            }
-            _ => Stage::Collect,
+        let (options, collected, id, key, work) = (
+            self.options,
+            &self.collected,
+            &self.id,
+            self.key.as_str(),
+            self.work,
+        );
+        let database = match collected.config.database {
+            DatabaseKind::Postgresql => "postgresql",
+            DatabaseKind::Sqlite(_) if collected.db.is_some() => "sqlite",
+            DatabaseKind::Sqlite(_) => "none",
         };
-        return Err(stage_error(stage, e));
-    }
-    let expected_size: u64 = work::read_text(container, layout, &work.file("size"))
-        .await
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-
-    let call = plan::backup_call(layout, params, options, work, key, expected_size);
-    tracing::info!(backup_id = %id, expected_size, "running the backup pipeline");
-    *uploading = true;
-    if let Err(e) = container
-        .exec(
-            &call.argv,
-            work::pipeline_options(layout, &call, work, options.timeout, passphrase),
+        let manifest_layout = ManifestLayout {
+            config_dir: layout.config_dir.clone(),
+            data_dir: layout.data_dir.clone(),
+            media_store_path: collected.config.media_store_path.clone(),
+            members: collected.all_members(),
+        };
+        let inner = InnerManifest {
+            format: MANIFEST_FORMAT,
+            backup_id: id.to_string(),
+            created: Utc::now(),
+            created_by: plan::metadata_value(),
+            layout: manifest_layout.clone(),
+            database: database.into(),
+            nonce: InnerManifest::new_nonce().map_err(|e| ContainerError::Io {
+                path: "getrandom".into(),
+                source: e,
+            })?,
+        };
+        work::write_file(
+            container,
+            layout,
+            work,
+            "inner-manifest.json",
+            &inner.to_json(),
         )
-        .await
-    {
-        return Err(match e {
-            ContainerError::ExitedNonZero {
-                exit_code, stderr, ..
-            } if matches!(
-                Exit::from_code(exit_code),
-                Exit::Stage(_) | Exit::ChecksumReaders
-            ) =>
-            {
-                let stage = match Exit::from_code(exit_code) {
-                    Exit::Stage(position) => Pipeline::Backup.stage(position),
-                    _ => Stage::Check,
-                };
-                let status = work::read_text(container, layout, &work.file("failed"))
-                    .await
-                    .and_then(|t| t.split_whitespace().nth(1).and_then(|s| s.parse().ok()))
-                    .unwrap_or(exit_code);
-                BackupError::StageFailed {
-                    stage,
-                    exit_code: status,
-                    stderr,
-                }
-            }
-            other => stage_error(Stage::Upload, other),
-        });
-    }
-    // tar's own verdict: 0, or 1/2 for a live tree (warnings, unless a line says
-    // otherwise).
-    let tar_status: i32 = work::read_text(container, layout, &work.file("tar.status"))
-        .await
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(-1);
-    let mut changes = LiveChanges::default();
-    if tar_status != 0 {
-        let stderr = work::read_text(container, layout, &work.file("tar.err"))
+        .await?;
+        work::write_file(
+            container,
+            layout,
+            work,
+            "files",
+            &plan::files_list(&collected.members),
+        )
+        .await?;
+        work::write_file(
+            container,
+            layout,
+            work,
+            "links",
+            &plan::files_list(&collected.links),
+        )
+        .await?;
+
+        let mut prepare = plan::prepare_call(layout, params, work, collected.db.as_deref());
+        if let Some(limit) = options.snapshot_timeout {
+            prepare.env.insert(
+                "SB_SNAPSHOT_TIMEOUT".into(),
+                limit.as_secs().max(1).to_string(),
+            );
+        }
+        if let Err(e) = container
+            .exec(
+                &prepare.argv,
+                work::exec_options(layout, &prepare, work, options.timeout),
+            )
             .await
+        {
+            let stage = match &e {
+                ContainerError::ExitedNonZero { exit_code, .. }
+                    if matches!(
+                        Exit::from_code(*exit_code),
+                        Exit::NoSnapshotTool | Exit::SnapshotFailed
+                    ) =>
+                {
+                    Stage::Snapshot
+                }
+                _ => Stage::Collect,
+            };
+            return Err(stage_error(stage, e));
+        }
+        let expected_size: u64 = work::read_text(container, layout, &work.file("size"))
+            .await
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+
+        let call = plan::backup_call(layout, params, options, work, key, expected_size);
+        tracing::info!(backup_id = %id, expected_size, "running the backup pipeline");
+        self.uploading.store(true, Ordering::SeqCst);
+        if let Err(e) = container
+            .exec(
+                &call.argv,
+                work::pipeline_options(layout, &call, work, options.timeout, passphrase),
+            )
+            .await
+        {
+            return Err(match e {
+                ContainerError::ExitedNonZero {
+                    exit_code, stderr, ..
+                } if matches!(
+                    Exit::from_code(exit_code),
+                    Exit::Stage(_) | Exit::ChecksumReaders
+                ) =>
+                {
+                    let stage = match Exit::from_code(exit_code) {
+                        Exit::Stage(position) => Pipeline::Backup.stage(position),
+                        _ => Stage::Check,
+                    };
+                    let status = work::read_text(container, layout, &work.file("failed"))
+                        .await
+                        .and_then(|t| t.split_whitespace().nth(1).and_then(|s| s.parse().ok()))
+                        .unwrap_or(exit_code);
+                    BackupError::StageFailed {
+                        stage,
+                        exit_code: status,
+                        stderr,
+                    }
+                }
+                other => stage_error(Stage::Upload, other),
+            });
+        }
+        // tar's own verdict: 0, or 1/2 for a live tree (warnings, unless a line says
+        // otherwise).
+        let tar_status: i32 = work::read_text(container, layout, &work.file("tar.status"))
+            .await
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(-1);
+        let mut changes = LiveChanges::default();
+        if tar_status != 0 {
+            let stderr = work::read_text(container, layout, &work.file("tar.err"))
+                .await
+                .unwrap_or_default();
+            changes = plan::read_tar_warnings(tar_status, &stderr, &collected.media_members())
+                .map_err(|line| BackupError::StageFailed {
+                    stage: Stage::Tar,
+                    exit_code: tar_status,
+                    stderr: if line.is_empty() {
+                        crate::error::trim_tail(&stderr, 4096)
+                    } else {
+                        line
+                    },
+                })?;
+        }
+
+        // The manifest lists what tar archived: its own listing of the stream, read in
+        // chunks and turned into the manifest's JSON line by line, so 100,000 members
+        // are held once, as JSON.
+        let rules = RestoreRules::new(layout, &collected.config);
+        let index_path = work.file("index");
+        let capacity = work::file_size(container, layout, &index_path)
+            .await
+            .unwrap_or(0);
+        let mut index = IndexReader::new(&rules, &mut changes.changed, capacity);
+        let mut offset = 0;
+        let mut carry: Vec<u8> = Vec::new();
+        loop {
+            let chunk =
+                work::read_range(container, layout, &index_path, offset, INDEX_CHUNK).await?;
+            offset += chunk.len() as u64;
+            let last = (chunk.len() as u64) < INDEX_CHUNK;
+            carry.extend_from_slice(&chunk);
+            drop(chunk);
+            let complete = if last {
+                carry.len()
+            } else {
+                carry.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1)
+            };
+            for line in carry[..complete].split_inclusive(|b| *b == b'\n') {
+                index.line(line.strip_suffix(b"\n").unwrap_or(line))?;
+            }
+            carry.drain(..complete);
+            if last {
+                break;
+            }
+        }
+        drop(carry);
+        let archived = index.finish()?;
+        changes.changed.sort();
+        changes.dirs_changed = archived.changed_dirs;
+
+        let sha = work::read_text(container, layout, &work.file("sha256"))
+            .await
+            .and_then(|t| t.split_whitespace().next().map(str::to_string))
             .unwrap_or_default();
-        changes = plan::read_tar_warnings(tar_status, &stderr, &collected.media_members())
-            .map_err(|line| BackupError::StageFailed {
-                stage: Stage::Tar,
-                exit_code: tar_status,
-                stderr: if line.is_empty() {
-                    crate::error::trim_tail(&stderr, 4096)
-                } else {
-                    line
-                },
+        let length: u64 = work::read_text(container, layout, &work.file("length"))
+            .await
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        if sha.len() != 64 || length == 0 {
+            return Err(BackupError::StageFailed {
+                stage: Stage::Check,
+                exit_code: 0,
+                stderr: format!(
+                    "the pipeline reported no checksum or size (sha256 {sha:?}, {length} bytes)"
+                ),
+            });
+        }
+        let head = client.head_object(key).await?;
+        if head.size != length {
+            return Err(BackupError::Corrupted {
+                id: id.to_string(),
+                reason: format!(
+                    "the uploaded object is {} bytes but the pipeline wrote {length}",
+                    head.size
+                ),
+            });
+        }
+        let mut warnings = collected.warnings.clone();
+        warnings.extend(changes.warnings());
+        for w in changes.warnings() {
+            tracing::warn!(backup_id = %id, "{w}");
+        }
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            backup_id: id.to_string(),
+            created: inner.created,
+            created_by: inner.created_by.clone(),
+            server_name: collected.config.server_name.clone(),
+            layout: manifest_layout,
+            database: database.into(),
+            warnings,
+            files: Vec::new(),
+            plaintext_bytes: archived.plaintext_bytes,
+            ciphertext_bytes: length,
+            ciphertext_sha256: sha,
+            cipher: "AES256".into(),
+            compression: options.compression.name(),
+            nonce: Some(inner.nonce.clone()),
+        };
+        let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
+        tracing::debug!(
+            backup_id = %id,
+            peak_rss_kib = peak_rss_kib(),
+            "manifest built"
+        );
+        client
+            .put_object(
+                &format!("{key}{}", plan::MANIFEST_SUFFIX),
+                // Compact: a pretty manifest of 100,000 files is a third larger.
+                archived.files.finish(&manifest),
+                "application/json",
+                &metadata,
+            )
+            .await
+            .map_err(|e| BackupError::StageFailed {
+                stage: Stage::Manifest,
+                exit_code: 0,
+                stderr: e.to_string(),
             })?;
+        Ok((manifest, changes, archived.regular_files))
+    }
+}
+
+/// How much of tar's listing is read at a time.
+const INDEX_CHUNK: u64 = 1 << 20;
+
+/// What the listing says was archived.
+struct Archived {
+    files: ManifestJson,
+    plaintext_bytes: u64,
+    regular_files: u64,
+    changed_dirs: Vec<String>,
+}
+
+/// tar's `-vv` listing of the stream, turned line by line into the manifest's file
+/// list, each member checked with the rules restore applies (pure: fed by the chunked
+/// read in [`BackupRun::execute`]).
+struct IndexReader<'r> {
+    rules: &'r RestoreRules,
+    /// What tar said changed; dirs named there move to `archived.changed_dirs` (tar
+    /// names a dir whose entries changed, a file added, like a file).
+    changed: &'r mut Vec<String>,
+    archived: Archived,
+    inner_members: u32,
+    lines: usize,
+}
+
+impl<'r> IndexReader<'r> {
+    fn new(rules: &'r RestoreRules, changed: &'r mut Vec<String>, capacity: u64) -> Self {
+        IndexReader {
+            rules,
+            changed,
+            archived: Archived {
+                // The JSON of an entry is shorter than its listing line: one allocation.
+                files: ManifestJson::with_capacity(
+                    usize::try_from(capacity).unwrap_or(0).saturating_add(64),
+                ),
+                plaintext_bytes: 0,
+                regular_files: 0,
+                changed_dirs: Vec::new(),
+            },
+            inner_members: 0,
+            lines: 0,
+        }
     }
 
-    // The manifest lists what tar archived: its own listing of the stream, read once
-    // and turned into the file list line by line (no second copy of 100,000 members).
-    let index = work::read_file(container, layout, &work.file("index")).await?;
-    let rules = RestoreRules::new(layout, &collected.config);
-    let mut inner_members = 0;
-    let mut changed_dirs = Vec::new();
-    let mut plaintext_bytes = 0;
-    // One entry per line: sized once, never regrown (a regrowth holds both copies).
-    let lines = index.iter().filter(|b| **b == b'\n').count();
-    let mut files: Vec<ManifestEntry> = Vec::with_capacity(lines);
-    for (number, line) in index.split(|b| *b == b'\n').enumerate() {
-        let unreadable = |e: String| BackupError::StageFailed {
+    /// One line of the listing (without its newline).
+    fn line(&mut self, line: &[u8]) -> Result<(), BackupError> {
+        self.lines += 1;
+        let number = self.lines;
+        let members = parse_members(line).map_err(|e| BackupError::StageFailed {
             stage: Stage::Tar,
             exit_code: 0,
-            stderr: format!(
-                "tar's listing of the archive is unreadable at line {}: {e}",
-                number + 1
-            ),
-        };
-        for m in parse_members(line).map_err(|e| unreadable(e.to_string()))? {
+            stderr: format!("tar's listing of the archive is unreadable at line {number}: {e}"),
+        })?;
+        for m in members {
             if m.name == INNER_MANIFEST_MEMBER.as_bytes() {
-                inner_members += 1;
+                self.inner_members += 1;
                 continue;
             }
             // A backup is complete only if restore will accept it: the same rules.
-            rules
+            self.rules
                 .check(std::slice::from_ref(&m), MemberSource::Listing)
                 .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
             if m.kind == 'd'
-                && let Some(pos) = changes
+                && let Some(pos) = self
                     .changed
                     .iter()
                     .position(|n| n.trim_end_matches('/').as_bytes() == m.name)
             {
-                // tar names a dir whose entries changed (a file added) like a file.
-                changed_dirs.push(changes.changed.swap_remove(pos));
+                self.archived
+                    .changed_dirs
+                    .push(self.changed.swap_remove(pos));
             }
             if m.kind == '-' {
-                plaintext_bytes += m.size;
+                self.archived.plaintext_bytes += m.size;
+                self.archived.regular_files += 1;
             }
-            files.push(ManifestEntry {
+            self.archived.files.push(&ManifestEntry {
                 path: match String::from_utf8(m.name) {
                     Ok(text) => ManifestPath::Text(text),
                     Err(e) => ManifestPath::Bytes(e.into_bytes()),
@@ -629,90 +784,26 @@ async fn run_backup<C: Container + ?Sized>(
                 size: m.size,
             });
         }
+        Ok(())
     }
-    drop(index);
-    files.shrink_to_fit();
-    if inner_members != 1 {
-        return Err(BackupError::StageFailed {
-            stage: Stage::Tar,
-            exit_code: 0,
-            stderr: "the inner manifest is not the archive's one first member".into(),
-        });
-    }
-    changes.changed.sort();
-    changed_dirs.sort();
-    changes.dirs_changed = changed_dirs;
 
-    let sha = work::read_text(container, layout, &work.file("sha256"))
-        .await
-        .and_then(|t| t.split_whitespace().next().map(str::to_string))
-        .unwrap_or_default();
-    let length: u64 = work::read_text(container, layout, &work.file("length"))
-        .await
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    if sha.len() != 64 || length == 0 {
-        return Err(BackupError::StageFailed {
-            stage: Stage::Check,
-            exit_code: 0,
-            stderr: format!(
-                "the pipeline reported no checksum or size (sha256 {sha:?}, {length} bytes)"
-            ),
-        });
+    /// The archived entries, once the whole listing was read.
+    ///
+    /// # Errors
+    /// [`BackupError::StageFailed`] (tar) when the inner manifest is not the
+    /// archive's one member of its name.
+    fn finish(self) -> Result<Archived, BackupError> {
+        if self.inner_members != 1 {
+            return Err(BackupError::StageFailed {
+                stage: Stage::Tar,
+                exit_code: 0,
+                stderr: "the inner manifest is not the archive's one first member".into(),
+            });
+        }
+        let mut archived = self.archived;
+        archived.changed_dirs.sort();
+        Ok(archived)
     }
-    let head = client.head_object(key).await?;
-    if head.size != length {
-        return Err(BackupError::Corrupted {
-            id: id.to_string(),
-            reason: format!(
-                "the uploaded object is {} bytes but the pipeline wrote {length}",
-                head.size
-            ),
-        });
-    }
-    let mut warnings = collected.warnings.clone();
-    warnings.extend(changes.warnings());
-    for w in changes.warnings() {
-        tracing::warn!(backup_id = %id, "{w}");
-    }
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        backup_id: id.to_string(),
-        created: inner.created,
-        created_by: inner.created_by.clone(),
-        server_name: collected.config.server_name.clone(),
-        layout: manifest_layout,
-        database: database.into(),
-        warnings,
-        files,
-        plaintext_bytes,
-        ciphertext_bytes: length,
-        ciphertext_sha256: sha,
-        cipher: "AES256".into(),
-        compression: options.compression.name(),
-        nonce: Some(inner.nonce.clone()),
-    };
-    let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
-    tracing::debug!(
-        backup_id = %id,
-        peak_rss_kib = peak_rss_kib(),
-        "manifest built"
-    );
-    client
-        .put_object(
-            &format!("{key}{}", plan::MANIFEST_SUFFIX),
-            // Compact: a pretty manifest of 100,000 files is a third larger.
-            serde_json::to_vec(&manifest).unwrap_or_default(),
-            "application/json",
-            &metadata,
-        )
-        .await
-        .map_err(|e| BackupError::StageFailed {
-            stage: Stage::Manifest,
-            exit_code: 0,
-            stderr: e.to_string(),
-        })?;
-    Ok((manifest, changes))
 }
 
 #[cfg(test)]

@@ -144,7 +144,10 @@ pub struct Manifest {
     pub database: String,
     /// Things the operator should know (e.g. a missing media store).
     pub warnings: Vec<String>,
-    /// Every archived entry.
+    /// Every archived entry. (Empty in [`crate::BackupReport::manifest`]: `create`
+    /// streams the list into the uploaded manifest without holding it; read it back
+    /// from the bucket.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<ManifestEntry>,
     /// Sum of the archived file sizes.
     pub plaintext_bytes: u64,
@@ -176,6 +179,49 @@ impl Manifest {
             what: "manifest".into(),
             message: e.to_string(),
         })
+    }
+}
+
+/// A manifest's JSON with its file list streamed in one entry at a time, so a list of
+/// 100,000 files is held once, already as JSON: `{"files":[...],` then the other fields
+/// (a JSON object's keys have no order).
+pub(crate) struct ManifestJson {
+    buf: Vec<u8>,
+    entries: u64,
+}
+
+impl ManifestJson {
+    /// An empty file list with room for `capacity` bytes of JSON.
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.extend_from_slice(b"{\"files\":[");
+        ManifestJson { buf, entries: 0 }
+    }
+
+    /// Appends one entry.
+    pub(crate) fn push(&mut self, entry: &ManifestEntry) {
+        if self.entries > 0 {
+            self.buf.push(b',');
+        }
+        self.entries += 1;
+        // Writing into a Vec cannot fail, and an entry always serialises.
+        let _ = serde_json::to_writer(&mut self.buf, entry);
+    }
+
+    /// The whole manifest: the streamed files and `manifest`'s other fields (its own
+    /// `files` must be empty).
+    pub(crate) fn finish(mut self, manifest: &Manifest) -> Vec<u8> {
+        debug_assert!(manifest.files.is_empty());
+        let rest = serde_json::to_vec(manifest).unwrap_or_default();
+        self.buf.push(b']');
+        // `rest` is `{"format":...}`: its fields follow the file list.
+        if let Some(fields) = rest.strip_prefix(b"{").filter(|f| *f != b"}") {
+            self.buf.push(b',');
+            self.buf.extend_from_slice(fields);
+        } else {
+            self.buf.push(b'}');
+        }
+        self.buf
     }
 }
 
@@ -265,5 +311,30 @@ mod tests {
         assert_eq!(m.nonce.as_ref().unwrap().len(), 64);
         assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
         assert!(Manifest::from_json(b"{}").is_err());
+
+        // Streamed: the same manifest, whatever the entries' names.
+        let mut streamed = ManifestJson::with_capacity(16);
+        let mut files = m.files.clone();
+        files.push(ManifestEntry {
+            path: ManifestPath::Text("data/\"files\":[],\u{1}".into()),
+            kind: 'f',
+            size: 3,
+        });
+        for f in &files {
+            streamed.push(f);
+        }
+        let json = streamed.finish(&Manifest {
+            files: Vec::new(),
+            ..m.clone()
+        });
+        assert_eq!(
+            Manifest::from_json(&json).unwrap(),
+            Manifest { files, ..m.clone() }
+        );
+        let empty = ManifestJson::with_capacity(0).finish(&Manifest {
+            files: Vec::new(),
+            ..m
+        });
+        assert!(Manifest::from_json(&empty).unwrap().files.is_empty());
     }
 }

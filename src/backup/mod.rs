@@ -11,13 +11,14 @@ pub mod manifest;
 pub mod plan;
 mod restore;
 pub mod restore_plan;
+mod run;
 mod scripts;
 mod work;
 
 pub use catalog::{
     BackupInfo, BackupStatus, PruneReport, RetentionPolicy, backup_status, delete_backup,
     delete_backup_with, exists_backup, list_backups, protected_backups, prune_backups,
-    prune_backups_with, select_for_pruning,
+    prune_backups_with, read_manifest, select_for_pruning,
 };
 pub use create::{BackupReport, create_backup, create_backup_with, remove_abandoned_work_dirs};
 pub use lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};

@@ -6,15 +6,18 @@ use crate::backup::catalog::{BackupStatus, backup_status};
 use crate::backup::decryption::{Untrusted, check_status};
 use crate::backup::layout::{HomeserverConfig, Layout};
 use crate::backup::manifest::{InnerManifest, Manifest};
-use crate::backup::plan::{self, BackupId, BackupOptions, MANIFEST_SUFFIX, ScriptCall, WorkDir};
+use crate::backup::plan::{
+    self, BackupId, BackupOptions, CancelToken, MANIFEST_SUFFIX, ScriptCall, WorkDir,
+};
 use crate::backup::restore_plan::{
     self, ArchiveMember, MemberSource, RestoreRules, parse_members, parse_staged,
 };
+use crate::backup::run::{Run, WorkGuard};
 use crate::backup::scripts::{Exit, Pipeline};
 use crate::backup::work;
 use crate::container::Container;
 use crate::error::{BackupError, ContainerError, S3Error, Stage};
-use crate::s3::{ObjectStore, S3Client, S3Parameters};
+use crate::s3::{ObjectStore, S3Parameters};
 
 /// What [`verify_backup`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,17 +189,15 @@ fn staging_need(fetched: &Fetched) -> u64 {
 /// Runs the fetch script and turns its outcome into the precise error: wrong
 /// passphrase, corruption (checksum, truncation, gpg's integrity check), data not
 /// encrypted with the passphrase, claims that do not match the stream, no space.
-#[allow(clippy::too_many_arguments)]
 async fn fetch<C: Container + ?Sized>(
-    container: &C,
-    layout: &Layout,
+    run: &Run<'_, C>,
     work: &WorkDir,
     call: &ScriptCall,
     id: &BackupId,
     fetched: &Fetched,
     timeout: Option<Duration>,
-    passphrase: &str,
 ) -> Result<Fetch, BackupError> {
+    let (container, layout, passphrase) = (run.container, run.layout, run.passphrase);
     let outcome = container
         .exec(
             &call.argv,
@@ -342,24 +343,6 @@ async fn fetch<C: Container + ?Sized>(
     })
 }
 
-/// Removes the work dir: first, as the workload user, makes every dir in it writable
-/// (an archive may hold read-only dirs), then removes it.
-async fn discard_work_dir<C: Container + ?Sized>(
-    container: &C,
-    params: &S3Parameters,
-    layout: &Layout,
-    work: &WorkDir,
-) {
-    let call = restore_plan::cleanup_call(layout, params, work);
-    if let Err(e) = container
-        .exec(&call.argv, work::exec_options(layout, &call, work, None))
-        .await
-    {
-        tracing::warn!(dir = %work.dir, error = %e, "could not make the work dir writable");
-    }
-    work::remove_work_dir(container, layout, work).await;
-}
-
 /// The member rules for a verify: the workload's own when its `homeserver.yaml` can be
 /// read (so that verify accepts what restore accepts), else the layout the backup
 /// recorded (the inner manifest's, authenticated, before the external one's), else the
@@ -426,40 +409,17 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     options: &RestoreOptions,
 ) -> Result<VerifyReport, BackupError> {
     let started = Instant::now();
-    plan::check_passphrase(passphrase)?;
-    layout.validate()?;
-    let client = S3Client::new(s3_parameters)?;
-    let fetched = locate(&client, id).await?;
-    let work = work::make_work_dir(container, layout, "verify").await?;
-    let call = restore_plan::list_call(layout, s3_parameters, &work, &fetched.key);
-    let result = match work::fill_work_dir(
-        container,
-        s3_parameters,
-        layout,
-        &work,
-        &BackupOptions::default(),
-    )
-    .await
-    {
-        Ok(()) => {
-            fetch(
-                container,
-                layout,
-                &work,
-                &call,
-                id,
-                &fetched,
-                options.timeout,
-                passphrase,
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
-    let sha = work::read_text(container, layout, &work.file("sha256"))
+    let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    let fetched = locate(&run.client, id).await?;
+    let work = run
+        .work_dir("verify", &BackupOptions::default(), true)
+        .await?;
+    let call = restore_plan::list_call(layout, s3_parameters, work.dir(), &fetched.key);
+    let result = fetch(&run, work.dir(), &call, id, &fetched, options.timeout).await;
+    let sha = work::read_text(container, layout, &work.dir().file("sha256"))
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
-    discard_work_dir(container, s3_parameters, layout, &work).await;
+    work.finish().await;
     let got = result?;
     let rules = verify_rules(container, layout, &fetched, got.inner.as_ref()).await?;
     let checked = rules
@@ -541,86 +501,47 @@ pub async fn restore_backup_with<C: Container + ?Sized>(
     layout: &Layout,
     options: &RestoreOptions,
 ) -> Result<RestoreReport, BackupError> {
-    plan::check_passphrase(passphrase)?;
-    layout.validate()?;
-    let client = S3Client::new(s3_parameters)?;
-    let owner = crate::backup::lock::LockOwner::current("restore");
-    let lock = crate::BackupLock::acquire(&client, &owner, &options.lock).await?;
-    let result = restore_locked(container, s3_parameters, passphrase, id, layout, options).await;
-    lock.finish().await;
-    result
+    let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    let cancel = CancelToken::new();
+    run.locked(
+        "restore",
+        &options.lock,
+        &cancel,
+        restore_locked(&run, id, options),
+    )
+    .await
 }
 
 async fn restore_locked<C: Container + ?Sized>(
-    container: &C,
-    s3_parameters: &S3Parameters,
-    passphrase: &str,
+    run: &Run<'_, C>,
     id: &BackupId,
-    layout: &Layout,
     options: &RestoreOptions,
 ) -> Result<RestoreReport, BackupError> {
     let started = Instant::now();
-    plan::check_passphrase(passphrase)?;
-    layout.validate()?;
-    let client = S3Client::new(s3_parameters)?;
-    let config = work::read_homeserver_config(container, layout).await?;
-    let rules = RestoreRules::new(layout, &config);
-    let fetched = locate(&client, id).await?;
+    let config = work::read_homeserver_config(run.container, run.layout).await?;
+    let rules = RestoreRules::new(run.layout, &config);
+    let fetched = locate(&run.client, id).await?;
     let need = staging_need(&fetched);
-    let work = work::make_work_dir(container, layout, "restore").await?;
-    let result = match work::fill_work_dir(
-        container,
-        s3_parameters,
-        layout,
-        &work,
-        &BackupOptions::default(),
-    )
-    .await
-    {
-        Ok(()) => {
-            restore_in(
-                container,
-                s3_parameters,
-                layout,
-                options,
-                &rules,
-                id,
-                &fetched,
-                &work,
-                need,
-                passphrase,
-            )
-            .await
-        }
-        Err(e) => Err((e, false)),
-    };
-    match result {
-        Ok(done) => {
-            discard_work_dir(container, s3_parameters, layout, &work).await;
-            tracing::info!(backup_id = %id, "backup restored");
-            let mut warnings = fetched.warnings;
-            warnings.extend(done.warnings);
-            Ok(RestoreReport {
-                id: id.clone(),
-                status: fetched.status,
-                restored: done.restored,
-                dropped: done.dropped,
-                stripped_modes: done.stripped,
-                one_time_keys_removed: done.one_time_keys_removed,
-                ciphertext_bytes: fetched.size,
-                warnings,
-                duration: started.elapsed(),
-            })
-        }
-        Err((e, keep_work)) => {
-            if keep_work {
-                tracing::error!(dir = %work.dir, "the rollback failed: the set-aside live files are kept there");
-            } else {
-                discard_work_dir(container, s3_parameters, layout, &work).await;
-            }
-            Err(e)
-        }
-    }
+    let work = run
+        .work_dir("restore", &BackupOptions::default(), true)
+        .await?;
+    let result = restore_in(run, &work, options, &rules, id, &fetched, need).await;
+    work.finish().await;
+    let done = result?;
+    tracing::info!(backup_id = %id, "backup restored");
+    let mut warnings = fetched.warnings;
+    warnings.extend(done.warnings);
+    Ok(RestoreReport {
+        id: id.clone(),
+        status: fetched.status,
+        restored: done.restored,
+        dropped: done.dropped,
+        stripped_modes: done.stripped,
+        one_time_keys_removed: done.one_time_keys_removed,
+        ciphertext_bytes: fetched.size,
+        warnings,
+        duration: started.elapsed(),
+    })
 }
 
 /// What the swap did.
@@ -632,46 +553,26 @@ struct Restored {
     warnings: Vec<String>,
 }
 
-type RestoreResult = Result<Restored, (BackupError, bool)>;
-
-#[allow(clippy::too_many_arguments)]
+/// Fetches, checks and swaps in. A failed rollback keeps the work dir (it holds the
+/// set-aside live files): [`WorkGuard::keep`].
 async fn restore_in<C: Container + ?Sized>(
-    container: &C,
-    params: &S3Parameters,
-    layout: &Layout,
+    run: &Run<'_, C>,
+    guard: &WorkGuard<'_, '_, C>,
     options: &RestoreOptions,
     rules: &RestoreRules,
     id: &BackupId,
     fetched: &Fetched,
-    work: &WorkDir,
     need: u64,
-    passphrase: &str,
-) -> RestoreResult {
-    let early = |e: BackupError| (e, false);
-    let corrupted = |reason: String| {
-        (
-            BackupError::Corrupted {
-                id: id.to_string(),
-                reason,
-            },
-            false,
-        )
+) -> Result<Restored, BackupError> {
+    let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
+    let corrupted = |reason: String| BackupError::Corrupted {
+        id: id.to_string(),
+        reason,
     };
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
-    let got = fetch(
-        container,
-        layout,
-        work,
-        &call,
-        id,
-        fetched,
-        options.timeout,
-        passphrase,
-    )
-    .await
-    .map_err(early)?;
+    let got = fetch(run, work, &call, id, fetched, options.timeout).await?;
     let unsafe_member =
-        |(member, reason): (String, String)| early(BackupError::UnsafeMember { member, reason });
+        |(member, reason): (String, String)| BackupError::UnsafeMember { member, reason };
     let listed = rules
         .check(&got.members, MemberSource::Listing)
         .map_err(unsafe_member)?;
@@ -679,7 +580,7 @@ async fn restore_in<C: Container + ?Sized>(
     // listing can hide what tar made.
     let walk = work::read_file(container, layout, &work.file("staged"))
         .await
-        .map_err(|e| early(e.into()))?;
+        .map_err(BackupError::from)?;
     let staged_members =
         parse_staged(&walk).map_err(|e| corrupted(format!("the staged tree: {e}")))?;
     let staged = rules
@@ -727,13 +628,13 @@ async fn restore_in<C: Container + ?Sized>(
             Err(ContainerError::ExitedNonZero {
                 exit_code, stderr, ..
             }) => {
-                return Err(early(BackupError::StageFailed {
+                return Err(BackupError::StageFailed {
                     stage: Stage::Check,
                     exit_code,
                     stderr,
-                }));
+                });
             }
-            Err(e) => return Err(early(e.into())),
+            Err(e) => return Err(e.into()),
         }
     }
     work::write_file(
@@ -744,11 +645,11 @@ async fn restore_in<C: Container + ?Sized>(
         &plan::files_list(&units),
     )
     .await
-    .map_err(|e| early(e.into()))?;
+    .map_err(BackupError::from)?;
 
     let service = layout.service.clone();
     let was_running = match &service {
-        Some(s) => container.is_running(s).await.map_err(|e| early(e.into()))?,
+        Some(s) => container.is_running(s).await.map_err(BackupError::from)?,
         None => false,
     };
     // The service to stop around the swap and start again: only one that was running.
@@ -760,11 +661,11 @@ async fn restore_in<C: Container + ?Sized>(
         && let Err(e) = container.stop(svc).await
     {
         let _ = container.start(svc).await;
-        return Err(early(BackupError::StageFailed {
+        return Err(BackupError::StageFailed {
             stage: Stage::Service,
             exit_code: -1,
             stderr: format!("could not stop {}: {e}", svc[0]),
-        }));
+        });
     }
     let swap = restore_plan::swap_call(layout, params, work, false, db.as_deref());
     let swapped = container
@@ -778,8 +679,11 @@ async fn restore_in<C: Container + ?Sized>(
             .map(|d| String::from_utf8_lossy(d).into_owned())
             .collect(),
         Err(e) => {
-            let keep = matches!(&e, ContainerError::ExitedNonZero { exit_code, .. }
-                if Exit::from_code(*exit_code) == Exit::SwapUndoFailed);
+            if matches!(&e, ContainerError::ExitedNonZero { exit_code, .. }
+                if Exit::from_code(*exit_code) == Exit::SwapUndoFailed)
+            {
+                guard.keep();
+            }
             if let Some(svc) = &running
                 && let Err(se) = container.start(svc).await
             {
@@ -791,14 +695,11 @@ async fn restore_in<C: Container + ?Sized>(
                 } => (exit_code, stderr),
                 other => (-1, other.to_string()),
             };
-            return Err((
-                BackupError::StageFailed {
-                    stage: Stage::Swap,
-                    exit_code,
-                    stderr,
-                },
-                keep,
-            ));
+            return Err(BackupError::StageFailed {
+                stage: Stage::Swap,
+                exit_code,
+                stderr,
+            });
         }
     };
     if let Some(svc) = &running
@@ -811,7 +712,9 @@ async fn restore_in<C: Container + ?Sized>(
             .exec(&back.argv, work::exec_options(layout, &back, work, None))
             .await;
         let restarted = container.start(svc).await;
-        let keep = rolled.is_err();
+        if rolled.is_err() {
+            guard.keep();
+        }
         let mut message =
             format!("{s} did not start on the restored data ({e}); the previous data was put back");
         if let Err(re) = rolled {
@@ -825,14 +728,11 @@ async fn restore_in<C: Container + ?Sized>(
                 "; starting {s} on the previous data failed too: {se}"
             ));
         }
-        return Err((
-            BackupError::StageFailed {
-                stage: Stage::Service,
-                exit_code: -1,
-                stderr: message,
-            },
-            keep,
-        ));
+        return Err(BackupError::StageFailed {
+            stage: Stage::Service,
+            exit_code: -1,
+            stderr: message,
+        });
     }
     let stripped: Vec<String> = staged
         .stripped

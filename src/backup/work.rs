@@ -254,6 +254,40 @@ pub(crate) async fn read_file<C: Container + ?Sized>(
     workdir_exec(container, layout, "read", &[path], None).await
 }
 
+/// Reads up to `length` bytes of a work dir file from byte `offset`, as [`read_file`]
+/// does: a short read means the end of the file.
+///
+/// # Errors
+/// The exec's error: the file is missing or unreadable.
+pub(crate) async fn read_range<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    path: &str,
+    offset: u64,
+    length: u64,
+) -> Result<Vec<u8>, ContainerError> {
+    workdir_exec(
+        container,
+        layout,
+        "read",
+        &[path, &offset.to_string(), &length.to_string()],
+        None,
+    )
+    .await
+}
+
+/// The size of a work dir file, read as the workload user; `None` when unknown.
+pub(crate) async fn file_size<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    path: &str,
+) -> Option<u64> {
+    let out = workdir_exec(container, layout, "size", &[path], None)
+        .await
+        .ok()?;
+    String::from_utf8(out).ok()?.trim().parse().ok()
+}
+
 /// Puts the aws CLI config, the CA bundle and, when the relation asks for SSE-C, the
 /// customer key (raw, for `--sse-c-key fileb://`) in the work dir. The passphrase is never
 /// written anywhere: it reaches gpg on a file descriptor (see [`pipeline_options`]).

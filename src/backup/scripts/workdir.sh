@@ -6,7 +6,9 @@
 #                      0700) with an empty `gnupg` dir, writes stdin (the owner record)
 #                      to its `owner` file and prints its path.
 #   write DIR NAME     writes stdin to the new file DIR/NAME (mode 0600); NAME has no `/`.
-#   read FILE          prints FILE.
+#   read FILE [OFFSET LENGTH]
+#                      prints FILE, or LENGTH bytes of it from byte OFFSET (0-based).
+#   size FILE          prints FILE's size in bytes.
 #   remove DIR         removes DIR and everything in it.
 # Exit codes: 0; anything else: the step failed (stderr says why).
 set -euo pipefail
@@ -24,7 +26,14 @@ case "$1" in
     cat >"$2/$3"
     ;;
   read)
-    cat -- "$2"
+    if [ "$#" -eq 4 ]; then
+      dd if="$2" iflag=skip_bytes,count_bytes skip="$3" count="$4" bs=1M status=none
+    else
+      cat -- "$2"
+    fi
+    ;;
+  size)
+    stat -c %s -- "$2"
     ;;
   remove)
     rm -rf -- "$2"

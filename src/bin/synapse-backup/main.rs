@@ -665,7 +665,7 @@ async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<()
     for warning in &manifest.warnings {
         output::warn(warning);
     }
-    let files = manifest.files.iter().filter(|f| f.kind == 'f').count();
+    let files = report.files;
     if global.json {
         emit_json(&json!({
             "id": report.id.as_str(),

@@ -1,0 +1,167 @@
+//! The run context create, verify and restore share: the checks every operation starts
+//! with, the S3 client, the backup lock, and the work dir's life cycle.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::layout::Layout;
+use super::lock::{BackupLock, LockOptions, LockOwner};
+use super::plan::{self, BackupOptions, CancelToken, WorkDir};
+use super::restore_plan;
+use super::work;
+use crate::container::Container;
+use crate::error::BackupError;
+use crate::s3::{S3Client, S3Parameters};
+
+/// One operation's context, built once by [`Run::new`]: the passphrase and the layout
+/// are checked and the S3 client is made before anything runs in the workload.
+pub(crate) struct Run<'a, C: Container + ?Sized> {
+    pub(crate) container: &'a C,
+    pub(crate) params: &'a S3Parameters,
+    pub(crate) layout: &'a Layout,
+    pub(crate) passphrase: &'a str,
+    pub(crate) client: S3Client,
+}
+
+impl<'a, C: Container + ?Sized> Run<'a, C> {
+    /// Checks the passphrase and the layout and makes the S3 client.
+    ///
+    /// # Errors
+    /// [`BackupError::InvalidPassphrase`], [`BackupError::Config`].
+    pub(crate) fn new(
+        container: &'a C,
+        params: &'a S3Parameters,
+        layout: &'a Layout,
+        passphrase: &'a str,
+    ) -> Result<Self, BackupError> {
+        plan::check_passphrase(passphrase)?;
+        layout.validate()?;
+        Ok(Run {
+            container,
+            params,
+            layout,
+            passphrase,
+            client: S3Client::new(params)?,
+        })
+    }
+
+    /// Runs `operation` holding the backup lock, taken as `options` say (a wait for it
+    /// ends when `cancel` is cancelled) and released whatever the outcome.
+    ///
+    /// # Errors
+    /// [`BackupError::LockHeld`] / [`BackupError::LockUnsupported`] from the lock,
+    /// [`BackupError::Cancelled`] when cancelled while waiting, else the operation's.
+    pub(crate) async fn locked<T>(
+        &self,
+        name: &str,
+        options: &LockOptions,
+        cancel: &CancelToken,
+        operation: impl Future<Output = Result<T, BackupError>>,
+    ) -> Result<T, BackupError> {
+        if cancel.is_cancelled() {
+            return Err(BackupError::Cancelled);
+        }
+        let owner = LockOwner::current(name);
+        let lock = tokio::select! {
+            lock = BackupLock::acquire(&self.client, &owner, options) => lock?,
+            () = cancel.cancelled() => return Err(BackupError::Cancelled),
+        };
+        let result = operation.await;
+        lock.finish().await;
+        result
+    }
+
+    /// Makes this run's private work dir (`.synapse-backup-<purpose>.XXXXXXXXXX`, as the
+    /// workload user) and puts the aws CLI config, CA bundle and SSE-C key in it. When
+    /// filling it fails, it is removed before the error is returned. `extracts` says
+    /// that archives are unpacked in it (their dirs are made writable before removal).
+    ///
+    /// # Errors
+    /// [`BackupError::Container`] when it cannot be made or written.
+    pub(crate) async fn work_dir(
+        &self,
+        purpose: &str,
+        options: &BackupOptions,
+        extracts: bool,
+    ) -> Result<WorkGuard<'_, 'a, C>, BackupError> {
+        let dir = work::make_work_dir(self.container, self.layout, purpose).await?;
+        let guard = WorkGuard {
+            run: self,
+            dir,
+            keep: AtomicBool::new(false),
+            extracts,
+            finished: false,
+        };
+        match work::fill_work_dir(
+            self.container,
+            self.params,
+            self.layout,
+            &guard.dir,
+            options,
+        )
+        .await
+        {
+            Ok(()) => Ok(guard),
+            Err(e) => {
+                guard.finish().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A run's work dir. [`WorkGuard::finish`] removes it (for one that extracts, after
+/// making every dir in it writable: an archive may hold read-only ones) unless [`WorkGuard::keep`]
+/// was called; each operation calls it on every path. A guard dropped unfinished (a
+/// dropped future) leaves the dir to the owner-record sweep of the next run.
+pub(crate) struct WorkGuard<'r, 'a, C: Container + ?Sized> {
+    run: &'r Run<'a, C>,
+    dir: WorkDir,
+    keep: AtomicBool,
+    extracts: bool,
+    finished: bool,
+}
+
+impl<C: Container + ?Sized> WorkGuard<'_, '_, C> {
+    /// The work dir.
+    pub(crate) fn dir(&self) -> &WorkDir {
+        &self.dir
+    }
+
+    /// Keeps the dir when the run finishes: it holds what a person must see (the live
+    /// files a failed rollback set aside).
+    pub(crate) fn keep(&self) {
+        self.keep.store(true, Ordering::SeqCst);
+    }
+
+    /// Removes the work dir as the workload user (unless kept), logging a failure.
+    pub(crate) async fn finish(mut self) {
+        self.finished = true;
+        let run = self.run;
+        if self.keep.load(Ordering::SeqCst) {
+            tracing::error!(dir = %self.dir.dir, "the rollback failed: the set-aside live files are kept there");
+            return;
+        }
+        if self.extracts {
+            let call = restore_plan::cleanup_call(run.layout, run.params, &self.dir);
+            if let Err(e) = run
+                .container
+                .exec(
+                    &call.argv,
+                    work::exec_options(run.layout, &call, &self.dir, None),
+                )
+                .await
+            {
+                tracing::warn!(dir = %self.dir.dir, error = %e, "could not make the work dir writable");
+            }
+        }
+        work::remove_work_dir(run.container, run.layout, &self.dir).await;
+    }
+}
+
+impl<C: Container + ?Sized> Drop for WorkGuard<'_, '_, C> {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::debug!(dir = %self.dir.dir, "work dir left to the next run's sweep (the run was dropped)");
+        }
+    }
+}
