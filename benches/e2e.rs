@@ -1278,15 +1278,13 @@ fn run(config: &Config) -> Result<(), BoxError> {
 
     let server = ServerProcess::start(&base.join("s3"))?;
     let params = S3Parameters::from_relation_data(&server.relation_data())?;
-    let layout = Layout {
-        root: tree.root.to_string_lossy().into_owned(),
-        user: None,
-        group: None,
-        service: None,
-        bash: "bash".into(),
-        aws: aws.clone(),
-        ..Layout::default()
-    };
+    let layout = Layout::default()
+        .root(tree.root.to_string_lossy().into_owned())
+        .user(None)
+        .group(None)
+        .service(None)
+        .bash("bash")
+        .aws(aws.clone());
     let sampler = Sampler::start(server.pid(), config.sample);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1580,11 +1578,11 @@ fn run_sections(
             .collect();
         for round in 1..=config.rounds {
             for ((c, p), runs) in config.sweep.iter().zip(all.iter_mut()) {
-                let options = BackupOptions {
-                    upload_concurrency: *c,
-                    part_size_mib: *p,
-                    ..config.options.clone()
-                };
+                let options = config
+                    .options
+                    .clone()
+                    .upload_concurrency(*c)
+                    .part_size_mib(*p);
                 let (r, cost) = bench.sampler.measure(|| bench.ours_backup(&options));
                 let report = r?;
                 progress(&format!(
@@ -1719,10 +1717,10 @@ fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(),
             write_random(&path, size, &mut rng);
             bytes += size;
         }
-        let layout = Layout {
-            root: root.to_string_lossy().into_owned(),
-            ..bench.layout.clone()
-        };
+        let layout = bench
+            .layout
+            .clone()
+            .root(root.to_string_lossy().into_owned());
         let (r, cost) = bench.sampler.measure(|| {
             bench.rt.block_on(create_backup_with(
                 &bench.container,

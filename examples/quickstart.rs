@@ -125,18 +125,16 @@ fn run() -> Result<String, String> {
     let mut data = server.relation_data(BUCKET);
     data.insert("path".into(), PATH.into());
     let params = S3Parameters::from_relation_data(&data).map_err(|e| e.to_string())?;
-    let layout = Layout {
-        root: root.to_string_lossy().into_owned(),
-        user: None,
-        group: None,
-        service: None,
-        bash: tool(&tools, "bash"),
-        tar: tool(&tools, "tar"),
-        gpg: tool(&tools, "gpg"),
-        aws: tool(&tools, "aws"),
-        python3: tool(&tools, "python3"),
-        ..Layout::default()
-    };
+    let layout = Layout::default()
+        .root(root.to_string_lossy().into_owned())
+        .user(None)
+        .group(None)
+        .service(None)
+        .bash(tool(&tools, "bash"))
+        .tar(tool(&tools, "tar"))
+        .gpg(tool(&tools, "gpg"))
+        .aws(tool(&tools, "aws"))
+        .python3(tool(&tools, "python3"));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -32,7 +32,7 @@
 //! // The workload: this host, with the Synapse tree under `root` (in the Synapse rock,
 //! // `Layout::default()` and plain `create_backup(&container, &params, passphrase)`).
 //! let container = LocalContainer::new();
-//! let layout = Layout { root, user: None, group: None, service: None, bash: "bash".into(), aws: "aws".into(), ..Layout::default() };
+//! let layout = Layout::default().root(root).user(None).group(None).service(None).bash("bash").aws("aws");
 //! let passphrase = "a long random passphrase kept in a Juju secret";
 //!
 //! let report = synapse_backup::create_backup_with(&container, &params, passphrase, &layout, &BackupOptions::default()).await?;

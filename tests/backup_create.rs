@@ -421,11 +421,11 @@ async fn tar_failing_half_way_leaves_nothing() {
     let secret = env.tree.media.join("local_content/zz-unreadable");
     fs::write(&secret, "no").unwrap();
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
-    let layout = synapse_backup::Layout {
-        user: Some("nobody".into()),
-        group: Some("nogroup".into()),
-        ..env.layout.clone()
-    };
+    let layout = env
+        .layout
+        .clone()
+        .user(Some("nobody".into()))
+        .group(Some("nogroup".into()));
     let c = LocalContainer::new();
     let e = create_backup_with(
         &c,
@@ -490,12 +490,10 @@ async fn upload_failing_mid_stream_leaves_nothing() {
     let params = env.params.clone();
     let layout = env.layout.clone();
     // 96 MiB at 16 MiB/s: still uploading when the server stops after 1.5 s.
-    let options = BackupOptions {
-        part_size_mib: 8,
-        upload_concurrency: 2,
-        max_bandwidth_mib: Some(16),
-        ..BackupOptions::default()
-    };
+    let options = BackupOptions::default()
+        .part_size_mib(8)
+        .upload_concurrency(2)
+        .max_bandwidth_mib(Some(16));
     let c = std::sync::Arc::new(c);
     let c2 = c.clone();
     let task = tokio::spawn(async move {
@@ -552,13 +550,11 @@ async fn a_killed_upload_has_its_multipart_upload_aborted() {
     let c = std::sync::Arc::new(faulty::Faulty::new(LocalContainer::new()));
     let (finished, go) = c.pause_after_pipeline();
     // Killed (timeout) while parts are being uploaded: 48 MiB at 4 MiB/s take 12 s.
-    let options = BackupOptions {
-        part_size_mib: 5,
-        upload_concurrency: 1,
-        max_bandwidth_mib: Some(4),
-        timeout: Some(std::time::Duration::from_secs(5)),
-        ..BackupOptions::default()
-    };
+    let options = BackupOptions::default()
+        .part_size_mib(5)
+        .upload_concurrency(1)
+        .max_bandwidth_mib(Some(4))
+        .timeout(Some(std::time::Duration::from_secs(5)));
     let (c2, p2, l2) = (c.clone(), params.clone(), layout.clone());
     let task =
         tokio::spawn(async move { create_backup_with(&*c2, &p2, PASSPHRASE, &l2, &options).await });
@@ -687,11 +683,11 @@ async fn without_a_snapshot_tool_the_error_says_so() {
         ..TreeSpec::default()
     })
     .await;
-    let layout = synapse_backup::Layout {
-        python3: "/nonexistent/python3".into(),
-        sqlite3: "/nonexistent/sqlite3".into(),
-        ..env.layout.clone()
-    };
+    let layout = env
+        .layout
+        .clone()
+        .python3("/nonexistent/python3")
+        .sqlite3("/nonexistent/sqlite3");
     let c = LocalContainer::new();
     let e = create_backup_with(
         &c,
@@ -760,10 +756,7 @@ async fn tls_ca_chain_reaches_the_aws_cli() {
         &params,
         PASSPHRASE,
         &env::layout_for(&tree.root),
-        &BackupOptions {
-            lock: synapse_backup::LockOptions::off(),
-            ..BackupOptions::default()
-        },
+        &BackupOptions::default().lock(synapse_backup::LockOptions::off()),
     )
     .await
     .unwrap_err();
@@ -798,10 +791,7 @@ async fn an_upload_that_dies_first_is_named_not_gpg_on_its_broken_pipe() {
     )
     .unwrap();
     fs::set_permissions(&aws, fs::Permissions::from_mode(0o755)).unwrap();
-    let layout = synapse_backup::Layout {
-        aws: aws.to_string_lossy().into_owned(),
-        ..env.layout.clone()
-    };
+    let layout = env.layout.clone().aws(aws.to_string_lossy().into_owned());
     let c = LocalContainer::new();
     let e = create_backup_with(
         &c,
@@ -852,11 +842,11 @@ async fn the_workload_user_cannot_win_a_chown_race() {
     );
     let victim = env.dir.path().join("victim");
     fs::write(&victim, "root's").unwrap();
-    let layout = synapse_backup::Layout {
-        user: Some("nobody".into()),
-        group: Some("nogroup".into()),
-        ..env.layout.clone()
-    };
+    let layout = env
+        .layout
+        .clone()
+        .user(Some("nobody".into()))
+        .group(Some("nogroup".into()));
     let c = LocalContainer::new();
     let swapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripts/swapper.py");
     for mode in ["dirs", "files"] {
@@ -950,10 +940,7 @@ fn live_layout(env: &Env, mutate: &str) -> synapse_backup::Layout {
     )
     .unwrap();
     fs::set_permissions(&tar, fs::Permissions::from_mode(0o755)).unwrap();
-    synapse_backup::Layout {
-        tar: tar.to_string_lossy().into_owned(),
-        ..env.layout.clone()
-    }
+    env.layout.clone().tar(tar.to_string_lossy().into_owned())
 }
 
 /// Issue 11 items 2 and 3: while tar runs, a file it is reading shrinks, another grows,
@@ -1289,10 +1276,8 @@ async fn a_permanently_locked_database_times_out_with_a_clear_error() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "locked");
-    let options = BackupOptions {
-        snapshot_timeout: Some(std::time::Duration::from_secs(3)),
-        ..BackupOptions::default()
-    };
+    let options =
+        BackupOptions::default().snapshot_timeout(Some(std::time::Duration::from_secs(3)));
     let c = LocalContainer::new();
     // Far longer than the snapshot timeout: only a hang reaches it.
     let outcome = tokio::time::timeout(

@@ -340,10 +340,7 @@ async fn no_space_for_staging_leaves_live_data() {
         }
     }
     let _guard = Unmount(small.clone());
-    let layout = Layout {
-        work_dir: Some("/small".into()),
-        ..env.layout.clone()
-    };
+    let layout = env.layout.clone().work_dir(Some("/small".into()));
     let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &layout).await;
     assert!(matches!(e, BackupError::InsufficientSpace { .. }), "{e}");
     assert!(e.to_string().contains("free space"), "{e}");
@@ -426,10 +423,7 @@ fn with_service(env: &Env) -> (LocalContainer, Layout, PathBuf) {
             pidfile.to_string_lossy().into_owned(),
         ],
     );
-    let layout = Layout {
-        service: Some("synapse".into()),
-        ..env.layout.clone()
-    };
+    let layout = env.layout.clone().service(Some("synapse".into()));
     (LocalContainer::with_services(supervisor), layout, pidfile)
 }
 

@@ -1108,11 +1108,9 @@ async fn a_create_waiting_for_the_lock_is_cancelled_at_once() {
         .await
         .unwrap();
     let cancel = synapse_backup::CancelToken::new();
-    let options = synapse_backup::BackupOptions {
-        lock: fast().wait(Duration::from_secs(600)),
-        cancel: cancel.clone(),
-        ..synapse_backup::BackupOptions::default()
-    };
+    let options = synapse_backup::BackupOptions::default()
+        .lock(fast().wait(Duration::from_secs(600)))
+        .cancel(cancel.clone());
     let container = synapse_backup::LocalContainer::new();
     let create = synapse_backup::create_backup_with(
         &container,

@@ -545,10 +545,7 @@ async fn a_restore_as_root_keeps_the_workload_owner_and_the_database_mode() {
     let db = env.tree.data.join("homeserver.db");
     fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
     give_tree_to_nobody(&env);
-    let layout = Layout {
-        user: Some("nobody".into()),
-        ..env.layout.clone()
-    };
+    let layout = env.layout.clone().user(Some("nobody".into()));
     let id = synapse_backup::create_backup_with(
         &c,
         &env.params,
@@ -799,10 +796,7 @@ async fn space_checks_never_overflow_and_name_a_full_staging_dir() {
     let legacy = BackupId::generate();
     upload(&env, &object, &key_of(&legacy));
     let _mount = small_tmpfs(&env, "small", "4m");
-    let layout = Layout {
-        work_dir: Some("/small".into()),
-        ..env.layout.clone()
-    };
+    let layout = env.layout.clone().work_dir(Some("/small".into()));
     let before = snapshot(&env.tree.data);
     let e = restore(&env, &c, &legacy, &layout).await.unwrap_err();
     assert_eq!(snapshot(&env.tree.data), before);

@@ -13,11 +13,16 @@ use crate::error::{ConfigError, FieldProblem};
 ///
 /// ```
 /// use synapse_backup::Layout;
-/// let layout = Layout { root: "/srv/synapse-root".into(), user: None, group: None, ..Layout::default() };
+/// let layout = Layout::default()
+///     .root("/srv/synapse-root")
+///     .user(None)
+///     .group(None);
 /// assert_eq!(layout.host_path("/data/x.key"), "/srv/synapse-root/data/x.key");
 /// assert_eq!(Layout::member_name("/data/x.key"), "data/x.key");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, derive_setters::Setters)]
+#[non_exhaustive]
+#[setters(prefix = "", generate = true, into)]
 pub struct Layout {
     /// The directory container paths are resolved under (`/` in a real container).
     pub root: String,

@@ -198,8 +198,21 @@ impl PartialEq for CancelToken {
 impl Eq for CancelToken {}
 
 /// Tuning for [`create_backup_with`](crate::create_backup_with). `Default` holds the
-/// measured defaults (see the README's benchmark).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// measured defaults (see the README's benchmark); a setter per field changes one:
+///
+/// ```
+/// use std::time::Duration;
+/// use synapse_backup::{BackupOptions, Compression};
+///
+/// let options = BackupOptions::default()
+///     .compression(Compression::Zlib(1))
+///     .max_bandwidth_mib(Some(50))
+///     .timeout(Some(Duration::from_secs(4 * 3600)));
+/// assert_eq!(options.max_bandwidth_mib, Some(50));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, derive_setters::Setters)]
+#[non_exhaustive]
+#[setters(prefix = "", generate = true)]
 pub struct BackupOptions {
     /// gpg compression.
     pub compression: Compression,

@@ -71,32 +71,29 @@ pub struct RestoreReport {
     pub duration: Duration,
 }
 
-/// Options for verify and restore.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Options for verify and restore, changed with a setter per field:
+///
+/// ```
+/// use std::time::Duration;
+/// use synapse_backup::{LockOptions, RestoreOptions};
+///
+/// let options = RestoreOptions::default()
+///     .timeout(Some(Duration::from_secs(3600)))
+///     .lock(LockOptions::new().wait(Duration::from_secs(60)))
+///     .keep_one_time_keys(true);
+/// assert!(options.keep_one_time_keys);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, derive_setters::Setters)]
+#[non_exhaustive]
+#[setters(prefix = "", generate = true)]
 pub struct RestoreOptions {
     /// Kill the download pipeline after this long.
     pub timeout: Option<Duration>,
     /// How a restore takes the backup lock (verify does not take it).
     pub lock: crate::backup::lock::LockOptions,
-    /// Keep the restored database's `e2e_one_time_keys_json` rows (by default they are
-    /// removed, as Synapse advises for a restored database).
+    /// Keep (`true`) the restored database's `e2e_one_time_keys_json` rows; by default
+    /// they are removed, as Synapse advises for a restored database.
     pub keep_one_time_keys: bool,
-}
-
-impl RestoreOptions {
-    /// Kill the download pipeline after `timeout`.
-    #[must_use]
-    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Keep (`true`) or empty (`false`, the default) the restored database's one-time keys.
-    #[must_use]
-    pub fn keep_one_time_keys(mut self, keep: bool) -> Self {
-        self.keep_one_time_keys = keep;
-        self
-    }
 }
 
 struct Fetched {

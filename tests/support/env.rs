@@ -96,15 +96,13 @@ impl Env {
 
 /// A layout rooted at `root` that runs as the current user with the tools on PATH.
 pub fn layout_for(root: &Path) -> Layout {
-    Layout {
-        root: root.to_string_lossy().into_owned(),
-        user: None,
-        group: None,
-        service: None,
-        bash: "bash".into(),
-        aws: aws().to_string_lossy().into_owned(),
-        ..Layout::default()
-    }
+    Layout::default()
+        .root(root.to_string_lossy().into_owned())
+        .user(None)
+        .group(None)
+        .service(None)
+        .bash("bash")
+        .aws(aws().to_string_lossy().into_owned())
 }
 
 /// Runs a shell pipeline with S3 credentials in the environment; returns stdout bytes.

@@ -229,22 +229,19 @@ pub fn layout(flags: &LayoutFlags) -> Result<Layout, String> {
         .ok_or_else(|| format!("--root {}: must be valid UTF-8", root.display()))?
         .to_string();
     let (user, group) = default_owner(flags, &root);
-    let layout = Layout {
-        root,
-        config_dir: flags.config_dir.clone(),
-        data_dir: flags.data_dir.clone(),
-        homeserver_config: None,
-        work_dir: None,
-        user,
-        group,
-        service: flags.service.clone(),
-        bash: flags.bash.clone(),
-        tar: flags.tar.clone(),
-        gpg: flags.gpg.clone(),
-        aws: flags.aws.clone(),
-        python3: flags.python3.clone(),
-        sqlite3: flags.sqlite3.clone(),
-    };
+    let layout = Layout::default()
+        .root(root)
+        .config_dir(flags.config_dir.clone())
+        .data_dir(flags.data_dir.clone())
+        .user(user)
+        .group(group)
+        .service(flags.service.clone())
+        .bash(flags.bash.clone())
+        .tar(flags.tar.clone())
+        .gpg(flags.gpg.clone())
+        .aws(flags.aws.clone())
+        .python3(flags.python3.clone())
+        .sqlite3(flags.sqlite3.clone());
     layout.validate().map_err(|e| describe_layout_error(&e))?;
     Ok(layout)
 }

@@ -625,12 +625,10 @@ async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<()
     target.check_bucket().await?;
     let container = container(&layout);
     let token = CancelToken::new();
-    let options = BackupOptions {
-        snapshot_timeout: snapshot_timeout.map(std::time::Duration::from_secs),
-        cancel: token.clone(),
-        lock: lock_options(global),
-        ..BackupOptions::default()
-    };
+    let options = BackupOptions::default()
+        .snapshot_timeout(snapshot_timeout.map(std::time::Duration::from_secs))
+        .cancel(token.clone())
+        .lock(lock_options(global));
     let (result, signal) = output::with_spinner(
         format!("backing up {} to {}", layout.root, target.describe()),
         interrupt::cancel_on_signal(
@@ -826,10 +824,7 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
                 passphrase.expose(),
                 id,
                 &layout,
-                &RestoreOptions {
-                    lock: lock_options(global),
-                    ..RestoreOptions::default()
-                },
+                &RestoreOptions::default().lock(lock_options(global)),
             ),
         ),
         "a restore",
