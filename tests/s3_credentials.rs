@@ -387,9 +387,14 @@ fn relation_data_without_keys_still_names_the_missing_fields() {
         &params(&[("session-token", "t")]),
     )
     .unwrap_err();
-    assert!(with_secret.fields().contains(&"access-key"), "{with_secret}");
+    assert!(
+        with_secret.fields().contains(&"access-key"),
+        "{with_secret}"
+    );
     let document = serde_json::json!({"bucket": BUCKET, "region": "us-east-1"});
-    let err = S3Parameters::deserialize(&document).unwrap_err().to_string();
+    let err = S3Parameters::deserialize(&document)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("access-key") && err.contains("secret-key"),
         "{err}"
@@ -397,7 +402,10 @@ fn relation_data_without_keys_still_names_the_missing_fields() {
 
     let ambient = || AmbientCredentials::new([("AWS_PROFILE", "p")], None).unwrap();
     let ok = S3Parameters::deserialize_with_ambient_credentials(&document, ambient()).unwrap();
-    assert!(matches!(ok.credential_source(), CredentialSource::Ambient(_)));
+    assert!(matches!(
+        ok.credential_source(),
+        CredentialSource::Ambient(_)
+    ));
     assert_eq!(ok.access_key(), "");
     // One key given: not the chain, and the other key is named.
     let half = serde_json::json!({"bucket": BUCKET, "region": "us-east-1", "access-key": "AK"});
@@ -417,4 +425,76 @@ fn relation_data_without_keys_still_names_the_missing_fields() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("secret-extra"), "{err}");
+}
+
+/// The per-run config file, read by the aws CLI's own botocore (the interpreter of the
+/// `aws` on PATH): the selected profile has our s3 settings and keeps the user's
+/// others, every other profile is as the user wrote it. Old code: no ambient source
+/// (does not compile); the old per-run file held only `[default]`, so botocore found
+/// no `ops` profile at all.
+#[test]
+fn botocore_reads_the_users_profiles_and_our_s3_settings() {
+    let aws = env::aws();
+    let script = fs::read_to_string(&aws).unwrap();
+    let python = script
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("#!"))
+        .expect("the aws CLI is a python script")
+        .trim()
+        .to_string();
+    let user = "[default]\nregion = eu-west-1\n\n[profile base]\naws_access_key_id = AKIDBASE\n\
+                [profile ops]\nrole_arn = arn:aws:iam::123456789012:role/backup\n\
+                source_profile = base\ns3 =\n  addressing_style = virtual\n  \
+                use_accelerate_endpoint = true\n";
+    let ambient = AmbientCredentials::new([("AWS_PROFILE", "ops")], Some(user.into())).unwrap();
+    let chain = S3Parameters::ambient_builder(BUCKET, ambient)
+        .endpoint("http://127.0.0.1:9000")
+        .s3_uri_style("path")
+        .build()
+        .unwrap();
+    let mut options = BackupOptions::default();
+    options.upload_concurrency = 3;
+    options.part_size_mib = 16;
+    let text = plan::aws_config_file(&chain, &options).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("aws-config");
+    fs::write(&file, &text).unwrap();
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(
+            "import json, botocore.session\n\
+             s = botocore.session.Session()\n\
+             p = s.full_config['profiles']\n\
+             print(json.dumps({'ops': p['ops'], 'base': p['base'], 'default': p['default']}, sort_keys=True))",
+        )
+        .env("AWS_CONFIG_FILE", &file)
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({
+            "ops": {
+                "role_arn": "arn:aws:iam::123456789012:role/backup",
+                "source_profile": "base",
+                "s3": {
+                    "addressing_style": "path",
+                    "max_concurrent_requests": "3",
+                    "multipart_chunksize": "16MB",
+                    "multipart_threshold": "16MB",
+                    "use_accelerate_endpoint": "true",
+                },
+            },
+            "base": {"aws_access_key_id": "AKIDBASE"},
+            "default": {"region": "eu-west-1"},
+        }),
+        "{text}"
+    );
 }

@@ -285,12 +285,7 @@ fn section_profile(header: &str) -> Option<&str> {
 /// comment and blank lines are transparent, a line indented deeper than the current
 /// option continues it, `[…]` starts a section, anything else is an option (its name
 /// before the first `=` or `:`, lower-cased).
-fn merge_profile_config(
-    user: &str,
-    profile: &str,
-    region: &str,
-    s3: &[(&str, String)],
-) -> String {
+fn merge_profile_config(user: &str, profile: &str, region: &str, s3: &[(&str, String)]) -> String {
     let ours = |line: &str| {
         let key = line.trim().split('=').next().unwrap_or("").trim();
         s3.iter().any(|(k, _)| k.eq_ignore_ascii_case(key))
@@ -450,6 +445,59 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(credential_env(&p)["AWS_SESSION_TOKEN"], "tok");
+    }
+
+    const S3: &str = "s3 =\n  addressing_style = path\n  max_concurrent_requests = 8\n  multipart_chunksize = 64MB\n  multipart_threshold = 64MB\n";
+
+    fn merged(user: &str, profile: &str) -> String {
+        let s3 = [
+            ("addressing_style", "path".to_string()),
+            ("max_concurrent_requests", "8".to_string()),
+            ("multipart_chunksize", "64MB".to_string()),
+            ("multipart_threshold", "64MB".to_string()),
+        ];
+        merge_profile_config(user, profile, "us-east-1", &s3)
+    }
+
+    #[test]
+    fn the_users_profiles_are_kept_with_our_s3_settings_in_the_selected_one() {
+        // No file: our own section, as with static keys.
+        assert_eq!(
+            merged("", "default"),
+            format!("[default]\nregion = us-east-1\n{S3}")
+        );
+        assert_eq!(
+            merged("[default]\nregion = eu-west-1", "ops"),
+            format!("[default]\nregion = eu-west-1\n[profile ops]\nregion = us-east-1\n{S3}")
+        );
+        // The section exists without s3: ours at its end, before the next section.
+        let user = "# mine\n[profile ops]\nrole_arn = arn:x\n  ; note\nsource_profile = base\n\n[profile base]\ns3 =\n  addressing_style = virtual\n";
+        assert_eq!(
+            merged(user, "ops"),
+            format!(
+                "# mine\n[profile ops]\nrole_arn = arn:x\n  ; note\nsource_profile = base\n\n{S3}[profile base]\ns3 =\n  addressing_style = virtual\n"
+            )
+        );
+        // The section has s3: ours replace the same keys, the user's others stay.
+        let user = "[profile \"ops\"]\nS3 =\n    addressing_style = virtual\n    use_accelerate_endpoint = true\n    max_concurrent_requests = 99\nregion = eu-west-1\n";
+        assert_eq!(
+            merged(user, "ops"),
+            format!(
+                "[profile \"ops\"]\n{S3}    use_accelerate_endpoint = true\nregion = eu-west-1\n"
+            )
+        );
+        // `[profile default]` is the default profile too; `[ops]` is no profile in the
+        // config file; `[profilex]` neither.
+        let user = "[ops]\nregion = a\n[profilex]\nregion = b\n[profile default]\nregion = c";
+        assert_eq!(
+            merged(user, "default"),
+            format!(
+                "[ops]\nregion = a\n[profilex]\nregion = b\n[profile default]\nregion = c\n{S3}"
+            )
+        );
+        // Indented options stay options; a deeper line continues them.
+        let user = "[default]\n  region = a\n    more\n";
+        assert_eq!(merged(user, "default"), format!("{user}{S3}"));
     }
 
     #[test]

@@ -228,16 +228,26 @@ impl S3Client {
         let Some(provider) = &self.ambient else {
             return Ok(());
         };
-        provider
-            .provide_credentials()
-            .await
-            .map(drop)
-            .map_err(|e| {
-                S3Error::Client(format!(
-                    "no credentials from the AWS chain: {}",
-                    DisplayErrorContext(&e)
-                ))
-            })
+        provider.provide_credentials().await.map(drop).map_err(|e| {
+            // Each cause once, on one line (the chain lists its attempts on lines).
+            let mut causes: Vec<String> = Vec::new();
+            let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(cause) = next {
+                let text = cause
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if !causes.iter().any(|c| c.contains(&text)) {
+                    causes.push(text);
+                }
+                next = cause.source();
+            }
+            S3Error::Client(format!(
+                "no credentials from the AWS chain: {}",
+                causes.join(": ")
+            ))
+        })
     }
 
     /// The bucket name.

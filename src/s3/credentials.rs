@@ -215,12 +215,15 @@ impl AmbientCredentials {
             .get("AWS_PROFILE")
             .cloned()
             .unwrap_or_else(|| DEFAULT_PROFILE.to_string());
-        if !profile.chars().all(|c| {
-            !c.is_control() && !c.is_whitespace() && !matches!(c, '[' | ']' | '"' | '\'')
-        }) {
+        if !profile
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && !matches!(c, '[' | ']' | '"' | '\''))
+        {
             problems.push(FieldProblem {
                 field: "AWS_PROFILE".into(),
-                message: "must be a profile name without blanks, quotes, brackets or control characters".into(),
+                message:
+                    "must be a profile name without blanks, quotes, brackets or control characters"
+                        .into(),
             });
         }
         if !problems.is_empty() {

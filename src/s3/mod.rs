@@ -15,8 +15,8 @@ pub mod parameters;
 pub mod sse;
 pub mod store;
 
-pub use credentials::{AmbientCredentials, CredentialSource};
 pub use client::{Conditional, MultipartUpload, ObjectHead, ObjectInfo, S3Client, VersionedObject};
+pub use credentials::{AmbientCredentials, CredentialSource};
 #[cfg(any(test, feature = "testing"))]
 pub use memory::MemoryStore;
 pub use parameters::{AddressingStyle, S3Parameters, S3ParametersBuilder};

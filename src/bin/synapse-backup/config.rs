@@ -94,7 +94,13 @@ pub fn load_s3_parameters(path: &Path) -> Result<S3Parameters, String> {
             tracing::warn!("ignoring unknown key {key:?} in {shown}");
         }
     }
-    apply_secret_env(&mut map, [(ENV_ACCESS_KEY, "access-key"), (ENV_SECRET_KEY, "secret-key")])?;
+    apply_secret_env(
+        &mut map,
+        [
+            (ENV_ACCESS_KEY, "access-key"),
+            (ENV_SECRET_KEY, "secret-key"),
+        ],
+    )?;
     if map.contains_key("secret-extra")
         && !map.contains_key("access-key")
         && !map.contains_key("secret-key")
@@ -159,7 +165,10 @@ fn check_credentials(params: &S3Parameters) -> Result<(), String> {
                     .map_err(|e| format!("cannot start the async runtime: {e}"))?;
                 runtime
                     .block_on(client.check_credentials())
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| match e {
+                        synapse_backup::S3Error::Client(message) => message,
+                        other => other.to_string(),
+                    })
             })
             .join()
             .unwrap_or_else(|_| Err("the credential check panicked".into()))
