@@ -500,3 +500,55 @@ fn botocore_reads_the_users_profiles_and_our_s3_settings() {
         "{text}"
     );
 }
+
+/// Run as root, the pipeline runs as the data dir's owner (`nobody` here), whose `HOME`
+/// is not the caller's: it still finds the caller's profile (its config file, readable
+/// by root only, reaches it as the per-run copy in its private work dir) and the
+/// caller's `~/.aws/credentials` (given as an absolute path). Old code: exit 2,
+/// access-key is required.
+#[test]
+fn as_root_the_pipeline_user_finds_the_callers_profile() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    assert!(nix::unistd::geteuid().is_root(), "run the tests as root");
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(
+            "chmod -R a+rX \"$1\" && chmod 0755 \"$2\" \"$3\" && \
+             chown -R nobody:nogroup \"$1/data\"",
+        )
+        .arg("bash")
+        .arg(&f.tree.root)
+        .arg(f.dir.path())
+        .arg(&f.home)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let aws_dir = f.home.join(".aws");
+    fs::create_dir(&aws_dir).unwrap();
+    fs::set_permissions(&aws_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let config = aws_dir.join("config");
+    fs::write(&config, "[profile backups]\nregion = eu-west-1\n").unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    let credentials = aws_dir.join("credentials");
+    fs::write(
+        &credentials,
+        format!(
+            "[backups]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            f.server.access_key, f.server.secret_key
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&credentials, fs::Permissions::from_mode(0o644)).unwrap();
+    f.round_trip(&[("AWS_PROFILE", "backups".into())]);
+    let leftovers: Vec<_> = fs::read_dir(&f.tree.data)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".synapse-backup-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

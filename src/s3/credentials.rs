@@ -111,7 +111,9 @@ impl fmt::Debug for AmbientCredentials {
 impl AmbientCredentials {
     /// The chain as this process sees it: the set, non-empty [`CHAIN_VARS`], the shared
     /// credentials file made absolute (`AWS_SHARED_CREDENTIALS_FILE`, else
-    /// `$HOME/.aws/credentials` when it exists), and the text of the shared config
+    /// `$HOME/.aws/credentials` when it exists; the pipeline may run with another
+    /// `HOME` and runs in its work dir), the token files made absolute, and the text of
+    /// the shared config
     /// file (`AWS_CONFIG_FILE`, else `$HOME/.aws/config`), if it exists. A leading `~/`
     /// in either variable is `$HOME`, as the AWS tools read it.
     ///
@@ -163,6 +165,17 @@ impl AmbientCredentials {
                 "AWS_SHARED_CREDENTIALS_FILE".into(),
                 path.to_string_lossy().into_owned(),
             );
+        }
+        // The pipeline runs in its work dir: relative paths would point there.
+        for name in [
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        ] {
+            if let Some(path) = vars.get_mut(name)
+                && let Ok(absolute) = std::path::absolute(&*path)
+            {
+                *path = absolute.to_string_lossy().into_owned();
+            }
         }
         let config = match config_path {
             Some(path) => read_config(&path)?,
