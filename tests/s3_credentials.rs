@@ -433,8 +433,6 @@ fn relation_data_without_keys_still_names_the_missing_fields() {
 /// (does not compile); the old per-run file held only `[default]`, so botocore found
 /// no `ops` profile at all.
 #[test]
-// BackupOptions becomes #[non_exhaustive]: no struct literal, whatever clippy says now.
-#[allow(clippy::field_reassign_with_default)]
 fn botocore_reads_the_users_profiles_and_our_s3_settings() {
     let aws = env::aws();
     let script = fs::read_to_string(&aws).unwrap();
@@ -455,9 +453,11 @@ fn botocore_reads_the_users_profiles_and_our_s3_settings() {
         .s3_uri_style("path")
         .build()
         .unwrap();
-    let mut options = BackupOptions::default();
-    options.upload_concurrency = 3;
-    options.part_size_mib = 16;
+    let options = BackupOptions {
+        upload_concurrency: 3,
+        part_size_mib: 16,
+        ..BackupOptions::default()
+    };
     let text = plan::aws_config_file(&chain, &options).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("aws-config");
