@@ -82,6 +82,8 @@ impl Fixture {
         for var in CLI_VARS {
             cmd.env_remove(var);
         }
+        // A file without keys falls back to the AWS chain: never ask 169.254.169.254.
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true");
         cmd
     }
 
@@ -103,6 +105,8 @@ impl Fixture {
         for var in CLI_VARS {
             cmd.env_remove(var);
         }
+        // A file without keys falls back to the AWS chain: never ask 169.254.169.254.
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true");
         cmd.arg("--root")
             .arg(&self.tree.root)
             .arg("--s3")

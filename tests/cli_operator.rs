@@ -81,6 +81,8 @@ impl Fixture {
         for var in CLI_VARS {
             cmd.env_remove(var);
         }
+        // A file without keys falls back to the AWS chain: never ask 169.254.169.254.
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true");
         cmd
     }
 
@@ -492,6 +494,7 @@ fn a_declined_restore_prompt_has_its_own_exit_code() {
     for var in CLI_VARS {
         cmd.env_remove(var);
     }
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true");
     let out = cmd
         .args(["-q", "-e", "-c", &inner, "/dev/null"])
         .stdin(std::process::Stdio::piped())

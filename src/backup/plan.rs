@@ -367,7 +367,9 @@ impl fmt::Debug for ScriptCall {
     }
 }
 
-/// The environment of both scripts: tool paths, work dir, S3 credentials.
+/// The environment of both scripts: tool paths, work dir, S3 credentials (see
+/// [`aws_cli::credential_env`]: static keys, or the AWS chain's variables), the region,
+/// the endpoint and the per-run aws CLI config file.
 pub fn script_env(
     layout: &Layout,
     params: &S3Parameters,
@@ -383,13 +385,15 @@ pub fn script_env(
     env.insert("SB_SQLITE3".into(), layout.sqlite3.clone());
     env.insert("SB_HASH_PY".into(), scripts::HASH_PY.into());
     env.insert("GNUPGHOME".into(), work.file("gnupg"));
-    env.extend(aws_cli::credential_env(params));
-    env.insert("AWS_DEFAULT_REGION".into(), region(params));
-    env.insert("AWS_CONFIG_FILE".into(), work.file("aws-config"));
+    // No credentials file of the workload user's: static keys, or the AWS chain's own
+    // (its absolute path in credential_env).
     env.insert(
         "AWS_SHARED_CREDENTIALS_FILE".into(),
         work.file("aws-credentials"),
     );
+    env.extend(aws_cli::credential_env(params));
+    env.insert("AWS_DEFAULT_REGION".into(), region(params));
+    env.insert("AWS_CONFIG_FILE".into(), work.file("aws-config"));
     env.insert("AWS_RETRY_MODE".into(), "standard".into());
     if let Some(endpoint) = params.endpoint().filter(|e| !e.is_empty()) {
         env.insert("AWS_ENDPOINT_URL".into(), endpoint.into());

@@ -4,6 +4,12 @@
 //! [`customer_key_file`]) and a per-run config file ([`config_file`]) whose every value
 //! is checked against the config file's syntax. Pure functions: no I/O.
 //!
+//! With static keys the aws CLI gets them in its environment and nothing else: no
+//! profile, no instance metadata. With the AWS chain
+//! ([`CredentialSource::Ambient`]) it gets no key from us: it resolves (and refreshes,
+//! during an upload of hours) its own credentials from the chain's variables and the
+//! user's profiles, which the per-run config file repeats (see [`config_file`]).
+//!
 //! ```
 //! use synapse_backup::S3Parameters;
 //! use synapse_backup::s3::aws_cli::{self, Transfer, TransferSettings};
@@ -29,6 +35,7 @@
 
 use std::collections::BTreeMap;
 
+use super::credentials::{CredentialSource, DEFAULT_PROFILE};
 use super::parameters::{AddressingStyle, S3Parameters};
 use super::sse::{AES256, ServerSideEncryption};
 use crate::error::{ConfigError, FieldProblem};
@@ -51,19 +58,35 @@ pub fn region(params: &S3Parameters) -> &str {
     params.region().unwrap_or(DEFAULT_REGION)
 }
 
-/// The credential environment of the aws CLI: `AWS_ACCESS_KEY_ID`,
-/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` (temporary credentials only) and
-/// `AWS_EC2_METADATA_DISABLED=true` (static keys need no instance metadata; it also
-/// saves a slow probe off EC2). Secrets: pass them in the environment, never in argv.
+/// The credential environment of the aws CLI. Secrets: pass it in the environment,
+/// never in argv.
+///
+/// - Static keys: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`
+///   (temporary credentials only) and `AWS_EC2_METADATA_DISABLED=true` (static keys
+///   need no instance metadata; it also saves a slow probe off EC2).
+/// - The AWS chain: the chain's variables as captured
+///   ([`AmbientCredentials::env`](super::AmbientCredentials::env): keys from the
+///   environment, `AWS_PROFILE`, the absolute `AWS_SHARED_CREDENTIALS_FILE`, web
+///   identity and container variables, …), so the aws CLI resolves and refreshes the
+///   credentials itself. `AWS_EC2_METADATA_DISABLED` only when the caller had it.
 pub fn credential_env(params: &S3Parameters) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    env.insert("AWS_ACCESS_KEY_ID".into(), params.access_key().into());
-    env.insert("AWS_SECRET_ACCESS_KEY".into(), params.secret_key().into());
-    if let Some(token) = params.session_token() {
-        env.insert("AWS_SESSION_TOKEN".into(), token.into());
+    match params.credential_source() {
+        CredentialSource::Ambient(ambient) => ambient.env().clone(),
+        CredentialSource::Static {
+            access_key,
+            secret_key,
+            session_token,
+        } => {
+            let mut env = BTreeMap::new();
+            env.insert("AWS_ACCESS_KEY_ID".into(), access_key.into());
+            env.insert("AWS_SECRET_ACCESS_KEY".into(), secret_key.into());
+            if let Some(token) = session_token {
+                env.insert("AWS_SESSION_TOKEN".into(), token.into());
+            }
+            env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
+            env
+        }
     }
-    env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
-    env
 }
 
 /// The aws CLI's server-side encryption arguments for one `aws s3 cp`:
@@ -145,12 +168,40 @@ impl TransferSettings {
 
 /// The per-run aws CLI config file (`AWS_CONFIG_FILE`; the replacement for
 /// `aws configure set`): the region, the addressing style and the transfer settings
-/// in the `[default]` profile.
+/// (the `s3` section) in the `[default]` profile.
+///
+/// With the AWS chain ([`CredentialSource::Ambient`]) it is the user's shared config
+/// file (as captured: every profile, so `source_profile`, `role_arn`,
+/// `web_identity_token_file`, `credential_process`, … keep working) with the `s3`
+/// transfer settings set in the selected profile: added to its `s3` section (the
+/// user's other `s3` settings kept) or as a new `s3` section, or in a new profile
+/// section when the file has none for it. The region comes from
+/// `AWS_DEFAULT_REGION`, which the aws CLI prefers to the file's.
 ///
 /// Every value is checked against the config file's syntax (one line, no control
 /// characters, no leading or trailing blanks, nothing the INI parser reads as a
 /// section, comment or continuation), so relation data can never add sections or
 /// options, whatever validation it went through before.
+///
+/// ```
+/// use synapse_backup::S3Parameters;
+/// use synapse_backup::s3::AmbientCredentials;
+/// use synapse_backup::s3::aws_cli::{self, TransferSettings};
+///
+/// let user = "[profile backups]\nrole_arn = arn:aws:iam::123456789012:role/b\n\
+///             source_profile = base\ns3 =\n  addressing_style = virtual\n  \
+///             use_accelerate_endpoint = true\n[profile base]\nregion = eu-west-1\n";
+/// let ambient = AmbientCredentials::new([("AWS_PROFILE", "backups")], Some(user.into()))?;
+/// let params = S3Parameters::ambient_builder("synapse-backups", ambient)
+///     .endpoint("http://127.0.0.1:9000")
+///     .s3_uri_style("path")
+///     .build()?;
+/// let config = aws_cli::config_file(&params, &TransferSettings::new(4, 8))?;
+/// assert!(config.contains("source_profile = base\ns3 =\n  addressing_style = path\n"));
+/// assert!(config.contains("  use_accelerate_endpoint = true\n[profile base]\n"));
+/// assert!(!config.contains("addressing_style = virtual"));
+/// # Ok::<(), synapse_backup::ConfigError>(())
+/// ```
 ///
 /// # Errors
 /// [`ConfigError::Invalid`] naming the field whose value cannot be written safely.
@@ -174,14 +225,146 @@ pub fn config_file(
         return Err(ConfigError::Invalid { problems });
     }
     let part = settings.part_size_mib.max(5);
-    let mut config = format!(
-        "[default]\nregion = {region}\ns3 =\n  addressing_style = {style}\n  max_concurrent_requests = {}\n  multipart_chunksize = {part}MB\n  multipart_threshold = {part}MB\n",
-        settings.max_concurrent_requests.max(1),
-    );
+    let mut s3 = vec![
+        ("addressing_style", style.to_string()),
+        (
+            "max_concurrent_requests",
+            settings.max_concurrent_requests.max(1).to_string(),
+        ),
+        ("multipart_chunksize", format!("{part}MB")),
+        ("multipart_threshold", format!("{part}MB")),
+    ];
     if let Some(limit) = settings.max_bandwidth_mib {
-        config.push_str(&format!("  max_bandwidth = {}MB/s\n", limit.max(1)));
+        s3.push(("max_bandwidth", format!("{}MB/s", limit.max(1))));
     }
-    Ok(config)
+    match params.credential_source() {
+        CredentialSource::Ambient(ambient) => Ok(merge_profile_config(
+            ambient.config().unwrap_or(""),
+            ambient.profile(),
+            region,
+            &s3,
+        )),
+        CredentialSource::Static { .. } => {
+            let mut config = format!("[default]\nregion = {region}\n");
+            push_s3_section(&mut config, "", &s3);
+            Ok(config)
+        }
+    }
+}
+
+/// Appends `s3 =` and its nested settings, the option indented by `indent`.
+fn push_s3_section(config: &mut String, indent: &str, s3: &[(&str, String)]) {
+    config.push_str(indent);
+    config.push_str("s3 =\n");
+    for (key, value) in s3 {
+        config.push_str(&format!("{indent}  {key} = {value}\n"));
+    }
+}
+
+/// The profile a config file section header (between the brackets) defines, as
+/// botocore reads them: `default`, or `profile NAME` (NAME possibly quoted).
+fn section_profile(header: &str) -> Option<&str> {
+    let header = header.trim();
+    if header == DEFAULT_PROFILE {
+        return Some(header);
+    }
+    let rest = header.strip_prefix("profile")?;
+    if !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let name = rest.trim();
+    let name = ['"', '\'']
+        .iter()
+        .find_map(|q| name.strip_prefix(*q).and_then(|n| n.strip_suffix(*q)))
+        .unwrap_or(name);
+    (!name.is_empty() && !name.contains(char::is_whitespace)).then_some(name)
+}
+
+/// The user's config file `user` with the `s3` settings set in `profile`'s sections.
+/// Lines are classified as Python's configparser (which botocore uses) reads them:
+/// comment and blank lines are transparent, a line indented deeper than the current
+/// option continues it, `[…]` starts a section, anything else is an option (its name
+/// before the first `=` or `:`, lower-cased).
+fn merge_profile_config(user: &str, profile: &str, region: &str, s3: &[(&str, String)]) -> String {
+    let ours = |line: &str| {
+        let key = line.trim().split('=').next().unwrap_or("").trim();
+        s3.iter().any(|(k, _)| k.eq_ignore_ascii_case(key))
+    };
+    let mut out = String::with_capacity(user.len() + 256);
+    let ensure_newline = |out: &mut String| {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+    };
+    let mut found = false;
+    let mut in_target = false;
+    let mut target_has_s3 = false;
+    let mut in_option = false;
+    let mut in_s3 = false;
+    let mut indent_level = 0;
+    for line in user.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let stripped = body.trim();
+        if stripped.is_empty() || stripped.starts_with(['#', ';']) {
+            out.push_str(line);
+            continue;
+        }
+        let indent = body.len() - body.trim_start().len();
+        if in_option && indent > indent_level {
+            // A continuation line; in the target's `s3`, ours replace the same keys.
+            if !(in_s3 && ours(stripped)) {
+                out.push_str(line);
+            }
+            continue;
+        }
+        indent_level = indent;
+        if let Some(header) = stripped
+            .strip_prefix('[')
+            .and_then(|h| h.rfind(']').map(|end| &h[..end]))
+        {
+            if in_target && !target_has_s3 {
+                ensure_newline(&mut out);
+                push_s3_section(&mut out, "", s3);
+            }
+            in_target = section_profile(header) == Some(profile);
+            found |= in_target;
+            target_has_s3 = false;
+            in_option = false;
+            in_s3 = false;
+            out.push_str(line);
+            continue;
+        }
+        let name = stripped
+            .split(['=', ':'])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        in_option = true;
+        in_s3 = in_target && name == "s3";
+        if in_s3 {
+            target_has_s3 = true;
+            ensure_newline(&mut out);
+            push_s3_section(&mut out, &body[..indent], s3);
+        } else {
+            out.push_str(line);
+        }
+    }
+    if in_target && !target_has_s3 {
+        ensure_newline(&mut out);
+        push_s3_section(&mut out, "", s3);
+    }
+    if !found {
+        ensure_newline(&mut out);
+        if profile == DEFAULT_PROFILE {
+            out.push_str("[default]\n");
+        } else {
+            out.push_str(&format!("[profile {profile}]\n"));
+        }
+        out.push_str(&format!("region = {region}\n"));
+        push_s3_section(&mut out, "", s3);
+    }
+    out
 }
 
 /// Whether `value` can be the value of an option in the aws CLI's config file (an INI
@@ -262,6 +445,59 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(credential_env(&p)["AWS_SESSION_TOKEN"], "tok");
+    }
+
+    const S3: &str = "s3 =\n  addressing_style = path\n  max_concurrent_requests = 8\n  multipart_chunksize = 64MB\n  multipart_threshold = 64MB\n";
+
+    fn merged(user: &str, profile: &str) -> String {
+        let s3 = [
+            ("addressing_style", "path".to_string()),
+            ("max_concurrent_requests", "8".to_string()),
+            ("multipart_chunksize", "64MB".to_string()),
+            ("multipart_threshold", "64MB".to_string()),
+        ];
+        merge_profile_config(user, profile, "us-east-1", &s3)
+    }
+
+    #[test]
+    fn the_users_profiles_are_kept_with_our_s3_settings_in_the_selected_one() {
+        // No file: our own section, as with static keys.
+        assert_eq!(
+            merged("", "default"),
+            format!("[default]\nregion = us-east-1\n{S3}")
+        );
+        assert_eq!(
+            merged("[default]\nregion = eu-west-1", "ops"),
+            format!("[default]\nregion = eu-west-1\n[profile ops]\nregion = us-east-1\n{S3}")
+        );
+        // The section exists without s3: ours at its end, before the next section.
+        let user = "# mine\n[profile ops]\nrole_arn = arn:x\n  ; note\nsource_profile = base\n\n[profile base]\ns3 =\n  addressing_style = virtual\n";
+        assert_eq!(
+            merged(user, "ops"),
+            format!(
+                "# mine\n[profile ops]\nrole_arn = arn:x\n  ; note\nsource_profile = base\n\n{S3}[profile base]\ns3 =\n  addressing_style = virtual\n"
+            )
+        );
+        // The section has s3: ours replace the same keys, the user's others stay.
+        let user = "[profile \"ops\"]\nS3 =\n    addressing_style = virtual\n    use_accelerate_endpoint = true\n    max_concurrent_requests = 99\nregion = eu-west-1\n";
+        assert_eq!(
+            merged(user, "ops"),
+            format!(
+                "[profile \"ops\"]\n{S3}    use_accelerate_endpoint = true\nregion = eu-west-1\n"
+            )
+        );
+        // `[profile default]` is the default profile too; `[ops]` is no profile in the
+        // config file; `[profilex]` neither.
+        let user = "[ops]\nregion = a\n[profilex]\nregion = b\n[profile default]\nregion = c";
+        assert_eq!(
+            merged(user, "default"),
+            format!(
+                "[ops]\nregion = a\n[profilex]\nregion = b\n[profile default]\nregion = c\n{S3}"
+            )
+        );
+        // Indented options stay options; a deeper line continues them.
+        let user = "[default]\n  region = a\n    more\n";
+        assert_eq!(merged(user, "default"), format!("{user}{S3}"));
     }
 
     #[test]

@@ -4,6 +4,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_config::provider_config::ProviderConfig;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
@@ -15,6 +18,7 @@ use aws_sdk_s3::types::{ServerSideEncryption as SdkSse, StorageClass};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use chrono::{DateTime, Utc};
 
+use super::credentials::CredentialSource;
 use super::parameters::{AddressingStyle, S3Parameters};
 use super::sse::{AES256, ServerSideEncryption};
 use crate::error::S3Error;
@@ -23,6 +27,42 @@ use crate::error::S3Error;
 const DEFAULT_REGION: &str = "us-east-1";
 /// How long to wait for a TCP (and TLS) connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SDK's standard credential chain, for [`CredentialSource::Ambient`]. Building it
+/// is async, so it is built on the first request; the client's identity cache then
+/// keeps its credentials and asks again before temporary ones expire. Its own requests
+/// (STS, instance metadata, containers) go through the S3 client's HTTP client, and
+/// STS is asked in the S3 region, as the aws CLI of the pipeline does.
+#[derive(Debug)]
+struct AmbientProvider {
+    conf: ProviderConfig,
+    region: Region,
+    chain: tokio::sync::OnceCell<DefaultCredentialsChain>,
+}
+
+impl ProvideCredentials for AmbientProvider {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            let chain = self
+                .chain
+                .get_or_init(|| {
+                    DefaultCredentialsChain::builder()
+                        .configure(self.conf.clone())
+                        .region(self.region.clone())
+                        .build()
+                })
+                .await;
+            chain.provide_credentials().await
+        })
+    }
+
+    fn fallback_on_interrupt(&self) -> Option<Credentials> {
+        self.chain.get().and_then(|c| c.fallback_on_interrupt())
+    }
+}
 
 /// One object in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +103,11 @@ pub struct MultipartUpload {
 /// A client for the bucket named by [`S3Parameters`].
 ///
 /// Creating it does not touch the network. Requests use the parameters' static
-/// credentials (with the session token, if any), region (`us-east-1` when only an
+/// credentials (with the session token, if any) or, for
+/// [`CredentialSource::Ambient`], the SDK's standard chain
+/// ([`DefaultCredentialsChain`]: environment, profile, web identity, container,
+/// instance metadata; built on the first request, cached and refreshed before
+/// temporary credentials expire), region (`us-east-1` when only an
 /// endpoint is given), endpoint, addressing style, and the `tls-ca-chain` certificates
 /// as trust roots in addition to the system ones. Server-side encryption from the
 /// relation's `attributes` is applied where S3 wants it: SSE-S3 and SSE-KMS headers on
@@ -81,6 +125,8 @@ pub struct S3Client {
     addressing_style: AddressingStyle,
     storage_class: Option<String>,
     sse: Option<ServerSideEncryption>,
+    /// The AWS chain, for [`CredentialSource::Ambient`].
+    ambient: Option<SharedCredentialsProvider>,
 }
 
 impl fmt::Debug for S3Client {
@@ -93,6 +139,7 @@ impl fmt::Debug for S3Client {
             .field("addressing_style", &self.addressing_style)
             .field("storage_class", &self.storage_class)
             .field("sse", &self.sse)
+            .field("ambient_credentials", &self.ambient.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -104,13 +151,6 @@ impl S3Client {
     /// [`S3Error::Client`] when the TLS configuration cannot be built.
     pub fn new(params: &S3Parameters) -> Result<Self, S3Error> {
         let region = params.region().unwrap_or(DEFAULT_REGION).to_string();
-        let credentials = Credentials::new(
-            params.access_key(),
-            params.secret_key(),
-            params.session_token().map(str::to_string),
-            None,
-            "s3-relation",
-        );
         let mut trust = TrustStore::default();
         for pem in params.tls_ca_chain() {
             trust = trust.with_pem_certificate(pem.as_bytes());
@@ -125,10 +165,35 @@ impl S3Client {
             ))
             .tls_context(tls_context)
             .build_https();
-        let mut config = aws_sdk_s3::Config::builder()
+        let mut config = aws_sdk_s3::Config::builder();
+        let mut ambient = None;
+        match params.credential_source() {
+            CredentialSource::Ambient(_) => {
+                let provider = SharedCredentialsProvider::new(AmbientProvider {
+                    conf: ProviderConfig::without_region().with_http_client(http_client.clone()),
+                    region: Region::new(region.clone()),
+                    chain: tokio::sync::OnceCell::new(),
+                });
+                config.set_credentials_provider(Some(provider.clone()));
+                ambient = Some(provider);
+            }
+            CredentialSource::Static {
+                access_key,
+                secret_key,
+                session_token,
+            } => {
+                config = config.credentials_provider(Credentials::new(
+                    access_key,
+                    secret_key,
+                    session_token.map(str::to_string),
+                    None,
+                    "s3-relation",
+                ));
+            }
+        }
+        let mut config = config
             .behavior_version_latest()
             .region(Region::new(region.clone()))
-            .credentials_provider(credentials)
             .http_client(http_client)
             .timeout_config(
                 TimeoutConfig::builder()
@@ -150,6 +215,38 @@ impl S3Client {
             addressing_style: params.addressing_style(),
             storage_class: params.storage_class().map(str::to_string),
             sse: params.server_side_encryption().cloned(),
+            ambient,
+        })
+    }
+
+    /// Resolves the credentials once (a no-op for static keys), so that a missing or
+    /// broken AWS chain is reported before anything else is done.
+    ///
+    /// # Errors
+    /// [`S3Error::Client`] with the chain's reason when it yields no credentials.
+    pub async fn check_credentials(&self) -> Result<(), S3Error> {
+        let Some(provider) = &self.ambient else {
+            return Ok(());
+        };
+        provider.provide_credentials().await.map(drop).map_err(|e| {
+            // Each cause once, on one line (the chain lists its attempts on lines).
+            let mut causes: Vec<String> = Vec::new();
+            let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(cause) = next {
+                let text = cause
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if !causes.iter().any(|c| c.contains(&text)) {
+                    causes.push(text);
+                }
+                next = cause.source();
+            }
+            S3Error::Client(format!(
+                "no credentials from the AWS chain: {}",
+                causes.join(": ")
+            ))
         })
     }
 

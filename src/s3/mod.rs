@@ -1,4 +1,5 @@
-//! S3-compatible storage: the relation's parameters ([`S3Parameters`]), a client
+//! S3-compatible storage: the relation's parameters ([`S3Parameters`]) and where their
+//! credentials come from ([`CredentialSource`]), a client
 //! ([`S3Client`]) for the configured bucket, and the storage seam the catalog and the
 //! lock use ([`ObjectStore`], with the in-memory [`MemoryStore`] and the
 //! [`conformance`] suite under the `testing` feature).
@@ -7,6 +8,7 @@ pub mod aws_cli;
 pub mod client;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub mod credentials;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod parameters;
@@ -14,6 +16,7 @@ pub mod sse;
 pub mod store;
 
 pub use client::{Conditional, MultipartUpload, ObjectHead, ObjectInfo, S3Client, VersionedObject};
+pub use credentials::{AmbientCredentials, CredentialSource};
 #[cfg(any(test, feature = "testing"))]
 pub use memory::MemoryStore;
 pub use parameters::{AddressingStyle, S3Parameters, S3ParametersBuilder};

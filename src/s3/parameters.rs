@@ -27,6 +27,12 @@
 //! each naming its kebab-case field. Secret values (the access and secret keys, the
 //! session token, the SSE-C customer key) never appear in `Debug`, `Display` or error
 //! messages.
+//!
+//! Relation data always carries keys (v0) or the secret holding them (v1). Only a
+//! caller that opts in ([`S3Parameters::deserialize_with_ambient_credentials`],
+//! [`S3Parameters::ambient_builder`]: the command line, when its file and environment
+//! give no keys) gets parameters whose credentials come from the standard AWS chain
+//! ([`CredentialSource::Ambient`]).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +47,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use validator::{Validate, ValidationError, ValidationErrors};
 
+use super::credentials::{AmbientCredentials, CredentialSource};
 use super::sse::{self, ServerSideEncryption};
 use crate::error::{ConfigError, FieldProblem};
 
@@ -134,6 +141,7 @@ pub struct S3Parameters {
     server_side_encryption: Option<ServerSideEncryption>,
     lib_version: Option<String>,
     delete_older_than_days: Option<u32>,
+    ambient: Option<AmbientCredentials>,
 }
 
 impl S3Parameters {
@@ -222,12 +230,75 @@ impl S3Parameters {
         S3ParametersBuilder { raw }
     }
 
-    /// The access key id.
+    /// Deserialises parameters from a document (the same keys and validation as
+    /// `Deserialize`) where the keys may be left out: when `access-key`, `secret-key`
+    /// and `session-token` are all absent (or empty) and no `secret-extra` names a Juju
+    /// secret, the credentials come from the standard AWS chain described by `ambient`
+    /// ([`CredentialSource::Ambient`]). Relation data never goes through here: for it,
+    /// missing keys stay an error.
+    ///
+    /// ```
+    /// use serde::Deserialize as _;
+    /// use synapse_backup::S3Parameters;
+    /// use synapse_backup::s3::{AmbientCredentials, CredentialSource};
+    ///
+    /// let document = serde_json::json!({"bucket": "synapse-backups", "region": "eu-west-1"});
+    /// let ambient = AmbientCredentials::new([("AWS_PROFILE", "backups")], None)?;
+    /// let params = S3Parameters::deserialize_with_ambient_credentials(&document, ambient)?;
+    /// assert!(matches!(params.credential_source(), CredentialSource::Ambient(a) if a.profile() == "backups"));
+    /// assert!(S3Parameters::deserialize(&document).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The deserialiser's error, carrying the [`ConfigError`] message that lists every
+    /// problem with its kebab-case field (`access-key` or `secret-key` when only one of
+    /// them is given, `session-token` when it is given without them).
+    pub fn deserialize_with_ambient_credentials<'de, D>(
+        deserializer: D,
+        ambient: AmbientCredentials,
+    ) -> Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        let mut raw = RawS3Parameters::deserialize(deserializer)?;
+        raw.ambient = Some(ambient);
+        Self::try_from(raw).map_err(serde::de::Error::custom)
+    }
+
+    /// Starts building parameters whose credentials come from the standard AWS chain
+    /// described by `ambient`; [`S3ParametersBuilder::build`] validates them.
+    pub fn ambient_builder(
+        bucket: impl Into<String>,
+        ambient: AmbientCredentials,
+    ) -> S3ParametersBuilder {
+        let raw = RawS3Parameters {
+            bucket: Some(Value::String(bucket.into())),
+            ambient: Some(ambient),
+            ..RawS3Parameters::default()
+        };
+        S3ParametersBuilder { raw }
+    }
+
+    /// Where the credentials come from: static keys, or the AWS chain.
+    pub fn credential_source(&self) -> CredentialSource<'_> {
+        match &self.ambient {
+            Some(ambient) => CredentialSource::Ambient(ambient),
+            None => CredentialSource::Static {
+                access_key: &self.access_key,
+                secret_key: &self.secret_key,
+                session_token: self.session_token.as_deref(),
+            },
+        }
+    }
+
+    /// The access key id (empty when the credentials come from the AWS chain, see
+    /// [`credential_source`](Self::credential_source)).
     pub fn access_key(&self) -> &str {
         &self.access_key
     }
 
-    /// The secret access key.
+    /// The secret access key (empty when the credentials come from the AWS chain).
     pub fn secret_key(&self) -> &str {
         &self.secret_key
     }
@@ -308,12 +379,7 @@ impl S3Parameters {
 impl fmt::Debug for S3Parameters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Parameters")
-            .field("access_key", &format_args!("{REDACTED}"))
-            .field("secret_key", &format_args!("{REDACTED}"))
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| REDACTED),
-            )
+            .field("credentials", &self.credential_source())
             .field("bucket", &self.bucket)
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
@@ -347,9 +413,17 @@ impl fmt::Display for S3Parameters {
         }
         write!(
             f,
-            ", s3-uri-style {}, access-key {REDACTED}, secret-key {REDACTED}",
+            ", s3-uri-style {}",
             self.addressing_style().as_relation_value()
         )?;
+        match &self.ambient {
+            Some(ambient) => write!(
+                f,
+                ", credentials from the AWS chain (profile {})",
+                ambient.profile()
+            )?,
+            None => write!(f, ", access-key {REDACTED}, secret-key {REDACTED}")?,
+        }
         if self.session_token.is_some() {
             write!(f, ", session-token {REDACTED}")?;
         }
@@ -514,6 +588,9 @@ struct RawS3Parameters {
     /// Whether the caller passed the content of the `secret-extra` secret.
     #[serde(skip)]
     secret_given: bool,
+    /// The AWS chain to use when no keys are given (the caller opted in).
+    #[serde(skip)]
+    ambient: Option<AmbientCredentials>,
 }
 
 impl RawS3Parameters {
@@ -592,6 +669,23 @@ impl TryFrom<RawS3Parameters> for S3Parameters {
     fn try_from(raw: RawS3Parameters) -> Result<Self, ConfigError> {
         let mut problems = Problems::default();
         let secret_given = raw.secret_given;
+        let absent = |v: &Option<Value>| match v {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => s.is_empty(),
+            Some(_) => false,
+        };
+        // The AWS chain, when the caller opted in and nothing names keys.
+        let ambient = raw.ambient.filter(|_| {
+            absent(&raw.access_key)
+                && absent(&raw.secret_key)
+                && absent(&raw.session_token)
+                && absent(&raw.secret_extra)
+        });
+        if ambient.is_some() {
+            problems
+                .discarded
+                .extend(["access-key".into(), "secret-key".into()]);
+        }
         let mut checked = Checked {
             access_key: secret(&mut problems, "access-key", raw.access_key),
             secret_key: secret(&mut problems, "secret-key", raw.secret_key),
@@ -653,6 +747,7 @@ impl TryFrom<RawS3Parameters> for S3Parameters {
             delete_older_than_days: checked
                 .delete_older_than_days
                 .and_then(|d| u32::try_from(d).ok()),
+            ambient,
         })
     }
 }

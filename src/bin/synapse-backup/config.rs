@@ -8,14 +8,17 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use synapse_backup::{ConfigError, Layout, S3Parameters};
+use synapse_backup::s3::AmbientCredentials;
+use synapse_backup::{ConfigError, Layout, S3Client, S3Parameters};
 
 /// Environment variable that sets (or overrides) `access-key` of the `--s3` file.
 pub const ENV_ACCESS_KEY: &str = "SYNAPSE_BACKUP_ACCESS_KEY";
 /// Environment variable that sets (or overrides) `secret-key` of the `--s3` file.
 pub const ENV_SECRET_KEY: &str = "SYNAPSE_BACKUP_SECRET_KEY";
 /// Environment variable that sets (or overrides) `session-token` of the `--s3` file
-/// (temporary credentials), as the AWS tools name it.
+/// (temporary credentials), as the AWS tools name it. Without keys in the file or
+/// [`ENV_ACCESS_KEY`] / [`ENV_SECRET_KEY`], it is the AWS chain's (with
+/// `AWS_ACCESS_KEY_ID`).
 pub const ENV_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
 /// Environment variable holding the passphrase when `--passphrase-file` is not given.
 pub const ENV_PASSPHRASE: &str = "SYNAPSE_BACKUP_PASSPHRASE";
@@ -47,6 +50,11 @@ const KNOWN_KEYS: [&str; 15] = [
 /// file takes the relation's keys, v0 or v1 (`lib-version`, base64 `tls-ca-chain`,
 /// `;`-separated `attributes`), with the keys given directly: a v1 `secret-extra`
 /// names a Juju secret the CLI cannot read.
+///
+/// When neither the file nor [`ENV_ACCESS_KEY`] / [`ENV_SECRET_KEY`] give a key (nor a
+/// `session-token`, nor a `secret-extra`), the credentials come from the standard AWS
+/// chain (see [`AmbientCredentials::from_process_env`]), resolved once here so that
+/// an empty chain is a usage error naming every way to give keys.
 ///
 /// # Errors
 /// A message naming the file and, for invalid values, every bad field.
@@ -86,7 +94,13 @@ pub fn load_s3_parameters(path: &Path) -> Result<S3Parameters, String> {
             tracing::warn!("ignoring unknown key {key:?} in {shown}");
         }
     }
-    apply_secret_env(&mut map)?;
+    apply_secret_env(
+        &mut map,
+        [
+            (ENV_ACCESS_KEY, "access-key"),
+            (ENV_SECRET_KEY, "secret-key"),
+        ],
+    )?;
     if map.contains_key("secret-extra")
         && !map.contains_key("access-key")
         && !map.contains_key("secret-key")
@@ -96,6 +110,13 @@ pub fn load_s3_parameters(path: &Path) -> Result<S3Parameters, String> {
              put access-key and secret-key in the file, or set {ENV_ACCESS_KEY} and {ENV_SECRET_KEY}"
         ));
     }
+    if ["access-key", "secret-key", "session-token", "secret-extra"]
+        .iter()
+        .all(|key| !map.contains_key(*key))
+    {
+        return ambient_parameters(path, map);
+    }
+    apply_secret_env(&mut map, [(ENV_SESSION_TOKEN, "session-token")])?;
     let missing_keys = !map.contains_key("access-key") || !map.contains_key("secret-key");
     S3Parameters::deserialize(Value::Object(map)).map_err(|e| {
         if missing_keys {
@@ -108,13 +129,58 @@ pub fn load_s3_parameters(path: &Path) -> Result<S3Parameters, String> {
     })
 }
 
-/// Puts the secrets from the environment into the document.
-fn apply_secret_env(map: &mut Map<String, Value>) -> Result<(), String> {
-    for (var, key) in [
-        (ENV_ACCESS_KEY, "access-key"),
-        (ENV_SECRET_KEY, "secret-key"),
-        (ENV_SESSION_TOKEN, "session-token"),
-    ] {
+/// The parameters of a file without keys: credentials from the AWS chain, checked
+/// once.
+fn ambient_parameters(path: &Path, map: Map<String, Value>) -> Result<S3Parameters, String> {
+    let shown = path.display();
+    let ways = format!(
+        "put access-key and secret-key in the file, set {ENV_ACCESS_KEY} and {ENV_SECRET_KEY}, \
+         or give the AWS credential chain keys (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+         a profile with AWS_PROFILE, web identity, or instance metadata)"
+    );
+    let ambient = AmbientCredentials::from_process_env().map_err(|e| {
+        format!("{shown} holds no access-key or secret-key, and the AWS credential chain cannot be used: {e}")
+    })?;
+    let params = S3Parameters::deserialize_with_ambient_credentials(Value::Object(map), ambient)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    check_credentials(&params).map_err(|why| {
+        format!(
+            "{shown} holds no access-key or secret-key, and the AWS credential chain found none ({why}): {ways}"
+        )
+    })?;
+    tracing::info!("no keys in {shown}: using the AWS credential chain");
+    Ok(params)
+}
+
+/// Resolves the AWS chain's credentials once, on a thread of its own (callers may be
+/// inside an async runtime).
+fn check_credentials(params: &S3Parameters) -> Result<(), String> {
+    let client = S3Client::new(params).map_err(|e| e.to_string())?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+                runtime
+                    .block_on(client.check_credentials())
+                    .map_err(|e| match e {
+                        synapse_backup::S3Error::Client(message) => message,
+                        other => other.to_string(),
+                    })
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the credential check panicked".into()))
+    })
+}
+
+/// Puts the secrets from the environment variables `vars` into the document.
+fn apply_secret_env<const N: usize>(
+    map: &mut Map<String, Value>,
+    vars: [(&str, &str); N],
+) -> Result<(), String> {
+    for (var, key) in vars {
         if let Some(value) = non_empty_env(var)? {
             map.insert(key.to_string(), Value::String(value));
         }
