@@ -166,3 +166,66 @@ fn malformed_yaml_in_the_s3_file_is_placed_but_never_quoted() {
         assert!(!err.contains("TOPSECRETVALUE"), "quotes the secret: {err}");
     }
 }
+
+#[test]
+fn ls_prints_a_backups_contents_from_its_manifest() {
+    let f = Fixture::new();
+    let first = f.create();
+    let text = stdout(&f.ok(&["ls", &first]));
+    let files = f.tree.backed_up_files();
+    assert!(!files.is_empty());
+    for (path, bytes) in &files {
+        let path = path.to_str().unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.ends_with(&format!(" {path}")))
+            .unwrap_or_else(|| panic!("{path} not listed:\n{text}"));
+        assert!(line.starts_with("file "), "{line}");
+        if bytes.len() < 1000 {
+            assert!(line.contains(&format!(" {} B ", bytes.len())), "{line}");
+        }
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("dir ") && l.ends_with(" data/media_store/local_content")),
+        "{text}"
+    );
+    assert!(text.contains(" data/homeserver.db\n"), "{text}");
+    assert!(
+        !text.contains(".synapse-backup"),
+        "the inner manifest is not content:\n{text}"
+    );
+    assert!(!text.contains("remote_content"), "{text}");
+
+    // `latest`, and --json: an array of {path, kind, size}.
+    let second = f.create();
+    let listed = json(&f.ok(&["--json", "ls", "latest"]));
+    let entries = listed.as_array().expect("an array");
+    assert_eq!(entries.len(), text.lines().count(), "{listed}");
+    let key = entries
+        .iter()
+        .find(|e| e["path"] == "data/example.test.signing.key")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(key["kind"], "file", "{key}");
+    let key_bytes = &files[Path::new("data/example.test.signing.key")];
+    assert_eq!(key["size"], key_bytes.len() as u64, "{key}");
+
+    // A manifest copied from another backup is refused (it names that backup).
+    let manifest = |id: &str| f.object(&format!("{id}.manifest.json"));
+    fs::copy(manifest(&first), manifest(&second)).unwrap();
+    let out = expect(1, &mut f.cmd(), &["ls", &second]);
+    assert!(stderr(&out).contains(&first), "{}", stderr(&out));
+    // No backup, and a backup without a manifest: errors that say so.
+    let out = expect(1, &mut f.cmd(), &["ls", "backup-20200101000000000000"]);
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+    fs::remove_file(manifest(&first)).unwrap();
+    let out = expect(1, &mut f.cmd(), &["ls", &first]);
+    assert!(stderr(&out).contains("no manifest"), "{}", stderr(&out));
+
+    // The help says what the listing is and what checks it.
+    let help = stdout(&f.ok(&["ls", "--help"]));
+    assert!(
+        help.contains("manifest") && help.contains("verify"),
+        "{help}"
+    );
+}

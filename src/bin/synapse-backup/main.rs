@@ -4,6 +4,7 @@
 //! `synapse-backup --help` for the flags, environment variables and exit codes.
 
 mod config;
+mod contents;
 mod diagnose;
 mod interrupt;
 mod output;
@@ -18,8 +19,8 @@ use synapse_backup::{
     BackupError, BackupId, BackupInfo, BackupLock, BackupOptions, BackupStatus, CancelToken,
     ConfigError, ContainerError, Layout, LocalContainer, LockMode, LockOptions, RestoreOptions,
     RetentionPolicy, S3Client, S3Error, S3Parameters, SystemdServices, backup_status,
-    create_backup_with, delete_backup_with, list_backups, prune_backups_with, restore_backup_with,
-    verify_backup_with,
+    create_backup_with, delete_backup_with, list_backups, prune_backups_with, read_manifest,
+    restore_backup_with, verify_backup_with,
 };
 
 use crate::config::{ENV_PASSPHRASE, LayoutFlags, Passphrase};
@@ -159,6 +160,18 @@ enum Command {
     /// List the backups under the bucket and path, newest first (with --json, an
     /// array of {id, status, last_modified, size, key}).
     List,
+    /// Print a backup's contents (kind, size, path) as its manifest lists them (with
+    /// --json, an array of {path, kind, size}).
+    ///
+    /// The manifest is an index beside the encrypted data: `ls` checks that it names
+    /// this backup and that the data object has the size it states, but only
+    /// `verify ID` (a download and decryption) checks that the archive holds exactly
+    /// what it lists.
+    Ls {
+        /// The backup id, or `latest` (the newest complete backup).
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
+    },
     /// Download and decrypt a backup without touching live data, and check it
     /// against its manifest.
     Verify {
@@ -579,6 +592,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             create(global, (snapshot_timeout > 0).then_some(snapshot_timeout)).await
         }
         Command::List => list(global).await,
+        Command::Ls { id } => ls(global, &id).await,
         Command::Verify { id } => verify(global, &id).await,
         Command::Restore { id, yes } => restore(global, &id, yes).await,
         Command::Delete { id } => delete(global, &id).await,
@@ -704,6 +718,30 @@ async fn list(global: &GlobalArgs) -> Result<(), Failure> {
         emit(&format!("no backups in {}\n", target.describe()));
     } else {
         emit(&output::backups_table(&backups));
+    }
+    Ok(())
+}
+
+async fn ls(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
+    let target = Target::load(global)?;
+    target.check_bucket().await?;
+    let id = &target.resolve(id).await?;
+    let manifest = match read_manifest(&target.client, id).await {
+        Ok(manifest) => manifest,
+        Err(BackupError::MissingManifest { .. }) => {
+            return Err(Failure::failed(format!(
+                "backup {id} has no manifest, so there is no listing of it: an incomplete \
+                 backup is not restorable, and a legacy one's contents are known only by \
+                 downloading it (`verify {id}` does)"
+            )));
+        }
+        Err(e) => return Err(target.failure(e, false)),
+    };
+    let entries = contents::entries(&manifest);
+    if global.json {
+        emit_json(&contents::to_json(&entries));
+    } else {
+        emit(&contents::table(&entries));
     }
     Ok(())
 }
