@@ -229,3 +229,74 @@ fn ls_prints_a_backups_contents_from_its_manifest() {
         "{help}"
     );
 }
+
+/// Flips one byte in the middle of a stored object.
+fn flip_a_byte(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn verify_all_checks_every_backup_newest_first_one_line_each() {
+    let f = Fixture::with_spec(&TreeSpec {
+        media_files: 4,
+        media_bytes: 64 << 10,
+        db_rows: 20,
+        seed: 7,
+    });
+    let first = f.create();
+    let second = f.create();
+    let third = f.create();
+    let out = f.ok(&["verify", "--all"]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "one line each:\n{text}");
+    for (line, id) in lines.iter().zip([&third, &second, &first]) {
+        assert!(
+            line.starts_with(&format!("{id} ok")),
+            "newest first:\n{text}"
+        );
+    }
+
+    // A corrupted backup fails, the others are still checked, and the exit code is 1.
+    flip_a_byte(&f.object(&second));
+    // A leftover of a failed create (a manifest without data) is not a backup: skipped.
+    let leftover = "backup-20200101000000000000";
+    fs::write(f.object(&format!("{leftover}.manifest.json")), b"{}").unwrap();
+    let out = expect(1, &mut f.cmd(), &["verify", "--all"]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with(&format!("{third} ok")), "{text}");
+    assert!(lines[1].starts_with(&format!("{second} FAILED")), "{text}");
+    assert!(lines[1].contains("SHA-256"), "the reason: {text}");
+    assert!(lines[2].starts_with(&format!("{first} ok")), "{text}");
+    assert!(
+        lines[3].starts_with(&format!("{leftover} skipped")),
+        "{text}"
+    );
+    assert!(lines[3].contains("incomplete"), "{text}");
+
+    // --json: an array, one object each, and still exit 1.
+    let out = expect(1, &mut f.cmd(), &["--json", "verify", "--all"]);
+    let results = json(&out);
+    let results = results.as_array().expect("an array");
+    assert_eq!(results.len(), 4, "{results:?}");
+    assert_eq!(results[0]["id"], third.as_str());
+    assert_eq!(results[0]["result"], "ok");
+    assert_eq!(results[0]["status"], "complete");
+    assert!(results[0]["members"].as_u64().unwrap() > 0);
+    assert_eq!(results[1]["id"], second.as_str());
+    assert_eq!(results[1]["result"], "failed");
+    assert!(
+        results[1]["reason"].as_str().unwrap().contains("SHA-256"),
+        "{results:?}"
+    );
+    assert_eq!(results[3]["result"], "skipped");
+
+    // An id and --all do not go together; neither is a usage error.
+    expect(2, &mut f.cmd(), &["verify", "--all", &first]);
+    expect(2, &mut f.cmd(), &["verify"]);
+}

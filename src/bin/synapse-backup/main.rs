@@ -18,7 +18,7 @@ use serde_json::json;
 use synapse_backup::{
     BackupError, BackupId, BackupInfo, BackupLock, BackupOptions, BackupStatus, CancelToken,
     ConfigError, ContainerError, Layout, LocalContainer, LockMode, LockOptions, RestoreOptions,
-    RetentionPolicy, S3Client, S3Error, S3Parameters, SystemdServices, backup_status,
+    RetentionPolicy, S3Client, S3Error, S3Parameters, SystemdServices, VerifyReport, backup_status,
     create_backup_with, delete_backup_with, list_backups, prune_backups_with, read_manifest,
     restore_backup_with, verify_backup_with,
 };
@@ -176,8 +176,13 @@ enum Command {
     /// against its manifest.
     Verify {
         /// The backup id, e.g. backup-20261126071900123456, or `latest`.
-        #[arg(value_parser = parse_id)]
-        id: IdArg,
+        #[arg(value_parser = parse_id, required_unless_present = "all")]
+        id: Option<IdArg>,
+        /// Verify every backup, newest first: one line each (id, ok / FAILED and why,
+        /// or skipped for the incomplete leftovers of failed creates); exit code 1 when
+        /// any failed. With --json, an array of {id, status, result, reason, …}.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
     },
     /// Restore a backup over the live data, safely: it is downloaded, decrypted and
     /// checked before anything live is touched.
@@ -264,6 +269,9 @@ enum Kind {
     Usage,
     /// The operation failed: exit 1.
     Failed,
+    /// The operation failed and its output (e.g. `verify --all`'s results) already says
+    /// how: exit 1, and no JSON error object after that output.
+    Reported,
     /// The backup does not exist: exit 1.
     NotFound,
     /// A common S3 mistake (missing bucket, unreachable endpoint, …): exit 1.
@@ -295,7 +303,7 @@ impl Failure {
     fn code(&self) -> u8 {
         match self.kind {
             Kind::Usage => 2,
-            Kind::Failed | Kind::NotFound | Kind::S3(_) => 1,
+            Kind::Failed | Kind::Reported | Kind::NotFound | Kind::S3(_) => 1,
             Kind::Locked => 3,
             Kind::Declined => 4,
             Kind::Interrupted(signal) => u8::try_from(128 + signal).unwrap_or(1),
@@ -306,7 +314,7 @@ impl Failure {
     fn kind_name(&self) -> &'static str {
         match self.kind {
             Kind::Usage => "usage",
-            Kind::Failed => "failed",
+            Kind::Failed | Kind::Reported => "failed",
             Kind::NotFound => "not-found",
             Kind::S3(kind) => kind,
             Kind::Locked => "locked",
@@ -319,7 +327,7 @@ impl Failure {
     /// gives the exit code.
     fn report(&self, json: bool) -> ExitCode {
         eprintln!("error: {}", self.message);
-        if json {
+        if json && self.kind != Kind::Reported {
             emit_json(&json!({
                 "error": {
                     "kind": self.kind_name(),
@@ -593,7 +601,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::List => list(global).await,
         Command::Ls { id } => ls(global, &id).await,
-        Command::Verify { id } => verify(global, &id).await,
+        Command::Verify { id: Some(id), .. } => verify(global, &id).await,
+        Command::Verify { id: None, .. } => verify_all(global).await,
         Command::Restore { id, yes } => restore(global, &id, yes).await,
         Command::Delete { id } => delete(global, &id).await,
         Command::Unlock { yes } => unlock(global, yes).await,
@@ -746,13 +755,14 @@ async fn ls(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
-    let target = Target::load(global)?;
-    let passphrase = passphrase(global)?;
-    let layout = pipeline_layout(global)?;
-    target.check_bucket().await?;
-    let id = &target.resolve(id).await?;
-    let container = container(&layout);
+/// Verifies one backup; an interruption is a failure of its own.
+async fn verify_one(
+    target: &Target,
+    layout: &Layout,
+    passphrase: &Passphrase,
+    id: &BackupId,
+) -> Result<Result<VerifyReport, BackupError>, Failure> {
+    let container = container(layout);
     let run = output::with_spinner(
         format!("verifying {id}"),
         interrupt::cancellable_in_workload(
@@ -761,23 +771,31 @@ async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
                 &target.params,
                 passphrase.expose(),
                 id,
-                &layout,
+                layout,
                 &RestoreOptions::default(),
             ),
             &container,
-            &layout,
+            layout,
         ),
     )
     .await;
-    let report = match run {
-        Ok(result) => result.map_err(|e| target.failure(e, false))?,
-        Err((signal, cleaned)) => {
-            return Err(Failure::new(
-                Kind::Interrupted(signal),
-                format!("interrupted: the verification was stopped ({cleaned})"),
-            ));
-        }
-    };
+    run.map_err(|(signal, cleaned)| {
+        Failure::new(
+            Kind::Interrupted(signal),
+            format!("interrupted: the verification was stopped ({cleaned})"),
+        )
+    })
+}
+
+async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
+    let target = Target::load(global)?;
+    let passphrase = passphrase(global)?;
+    let layout = pipeline_layout(global)?;
+    target.check_bucket().await?;
+    let id = &target.resolve(id).await?;
+    let report = verify_one(&target, &layout, &passphrase, id)
+        .await?
+        .map_err(|e| target.failure(e, false))?;
     for warning in &report.warnings {
         output::warn(warning);
     }
@@ -807,6 +825,92 @@ async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
         output::seconds(report.duration),
         output::rate(report.ciphertext_bytes, report.duration),
     ));
+    Ok(())
+}
+
+async fn verify_all(global: &GlobalArgs) -> Result<(), Failure> {
+    let target = Target::load(global)?;
+    let passphrase = passphrase(global)?;
+    let layout = pipeline_layout(global)?;
+    target.check_bucket().await?;
+    let backups = list_backups(&target.client)
+        .await
+        .map_err(|e| target.failure(e, true))?;
+    let mut results = Vec::with_capacity(backups.len());
+    let (mut ok, mut failed, mut skipped) = (0usize, 0usize, 0usize);
+    for backup in &backups {
+        let id = &backup.id;
+        let (line, value) = if backup.status == BackupStatus::Incomplete {
+            skipped += 1;
+            let reason = "incomplete (no manifest or no data: a failed, interrupted or \
+                          running create), not restorable; prune removes leftovers";
+            (
+                format!("{id} skipped: {reason}\n"),
+                json!({ "id": id.as_str(), "status": backup.status, "result": "skipped", "reason": reason }),
+            )
+        } else {
+            match verify_one(&target, &layout, &passphrase, id).await? {
+                Ok(report) => {
+                    ok += 1;
+                    for warning in &report.warnings {
+                        output::warn(&format!("{id}: {warning}"));
+                    }
+                    (
+                        format!(
+                            "{id} ok ({}): {} archive members, {} encrypted\n",
+                            report.status,
+                            report.members,
+                            output::size(report.ciphertext_bytes)
+                        ),
+                        json!({
+                            "id": id.as_str(),
+                            "status": report.status,
+                            "result": "ok",
+                            "members": report.members,
+                            "ciphertext_bytes": report.ciphertext_bytes,
+                            "ciphertext_sha256": report.ciphertext_sha256,
+                            "duration_seconds": report.duration.as_secs_f64(),
+                            "warnings": report.warnings,
+                        }),
+                    )
+                }
+                Err(e) => {
+                    failed += 1;
+                    let failure = target.failure(e, false);
+                    (
+                        format!("{id} FAILED: {}\n", failure.message),
+                        json!({
+                            "id": id.as_str(),
+                            "status": backup.status,
+                            "result": "failed",
+                            "kind": failure.kind_name(),
+                            "reason": failure.message,
+                        }),
+                    )
+                }
+            }
+        };
+        if !global.json {
+            emit(&line);
+        }
+        results.push(value);
+    }
+    if global.json {
+        emit_json(&serde_json::Value::Array(results));
+    } else if backups.is_empty() {
+        emit(&format!("no backups in {}\n", target.describe()));
+    }
+    let counts = format!("{ok} ok, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        return Err(Failure::new(
+            Kind::Reported,
+            format!(
+                "{failed} of {} backup(s) failed verification ({counts})",
+                ok + failed
+            ),
+        ));
+    }
+    eprintln!("verified {} backup(s): {counts}", ok + failed);
     Ok(())
 }
 
