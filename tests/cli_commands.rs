@@ -300,3 +300,74 @@ fn verify_all_checks_every_backup_newest_first_one_line_each() {
     expect(2, &mut f.cmd(), &["verify", "--all", &first]);
     expect(2, &mut f.cmd(), &["verify"]);
 }
+
+/// An aws CLI that appends the per-run config file it is given to `record`, then runs
+/// the real one.
+fn recording_aws(dir: &Path, record: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = env::aws();
+    let path = dir.join("recording-aws");
+    fs::write(
+        &path,
+        format!(
+            "#!/usr/bin/env bash\ncat \"$AWS_CONFIG_FILE\" >>'{}'\nexec '{}' \"$@\"\n",
+            record.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn limit_upload_and_download_cap_the_aws_cli_and_the_runs_still_work() {
+    let f = Fixture::with_spec(&TreeSpec {
+        media_files: 4,
+        media_bytes: 256 << 10,
+        db_rows: 20,
+        seed: 3,
+    });
+    let record = f.dir.path().join("aws-configs");
+    let aws = recording_aws(f.dir.path(), &record);
+    // Runs `args` with the recording aws CLI; gives stdout and every config it saw.
+    let run = |args: &[&str]| -> (String, String) {
+        let _ = fs::remove_file(&record);
+        let mut cmd = f.cmd();
+        cmd.arg("--aws").arg(&aws);
+        let out = expect(0, &mut cmd, args);
+        let configs = fs::read_to_string(&record).expect("the aws CLI ran");
+        (stdout(&out), configs)
+    };
+    let (out, configs) = run(&["create"]);
+    let id = out.trim().to_string();
+    assert!(
+        !configs.contains("max_bandwidth"),
+        "no cap unless asked:\n{configs}"
+    );
+
+    let (_, configs) = run(&["create", "--limit-upload", "50"]);
+    assert!(configs.contains("max_bandwidth = 50MB/s\n"), "{configs}");
+    let (out, configs) = run(&["verify", &id, "--limit-download", "40"]);
+    assert!(out.starts_with(&format!("ok: {id}")), "{out}");
+    assert!(configs.contains("max_bandwidth = 40MB/s\n"), "{configs}");
+    let (out, configs) = run(&["--limit-download", "30", "restore", &id, "--yes"]);
+    assert!(out.starts_with(&format!("restored {id}")), "{out}");
+    assert!(configs.contains("max_bandwidth = 30MB/s\n"), "{configs}");
+    let (_, configs) = run(&["verify", "--all", "--limit-download", "20"]);
+    assert_eq!(
+        configs.matches("max_bandwidth = 20MB/s\n").count(),
+        2,
+        "every download of verify --all is capped:\n{configs}"
+    );
+
+    // A cap of 0 is a usage error, not "unlimited".
+    let out = expect(2, &mut f.cmd(), &["create", "--limit-upload", "0"]);
+    assert!(stderr(&out).contains("--limit-upload"), "{}", stderr(&out));
+    let help = stdout(&f.ok(&["--help"]));
+    assert!(
+        help.contains("--limit-upload") && help.contains("--limit-download"),
+        "{help}"
+    );
+    assert!(help.contains("MiB/s"), "{help}");
+}

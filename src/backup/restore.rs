@@ -81,6 +81,9 @@ pub struct RestoreOptions {
     /// Keep the restored database's `e2e_one_time_keys_json` rows (by default they are
     /// removed, as Synapse advises for a restored database).
     pub keep_one_time_keys: bool,
+    /// Cap the download at this many MiB/s (the aws CLI's `max_bandwidth`); no cap
+    /// when `None`.
+    pub max_bandwidth_mib: Option<u32>,
 }
 
 impl RestoreOptions {
@@ -89,6 +92,21 @@ impl RestoreOptions {
     pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// Cap the download at `mib` MiB/s (`None`: no cap).
+    #[must_use]
+    pub fn with_max_bandwidth_mib(mut self, mib: Option<u32>) -> Self {
+        self.max_bandwidth_mib = mib;
+        self
+    }
+
+    /// The aws CLI settings of the download (the per-run config file).
+    fn transfer(&self) -> BackupOptions {
+        BackupOptions {
+            max_bandwidth_mib: self.max_bandwidth_mib,
+            ..BackupOptions::default()
+        }
     }
 
     /// Keep (`true`) or empty (`false`, the default) the restored database's one-time keys.
@@ -411,9 +429,7 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     let started = Instant::now();
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
     let fetched = locate(&run.client, id).await?;
-    let work = run
-        .work_dir("verify", &BackupOptions::default(), true)
-        .await?;
+    let work = run.work_dir("verify", &options.transfer(), true).await?;
     let call = restore_plan::list_call(layout, s3_parameters, work.dir(), &fetched.key);
     let result = fetch(&run, work.dir(), &call, id, &fetched, options.timeout).await;
     let sha = work::read_text(container, layout, &work.dir().file("sha256"))
@@ -522,9 +538,7 @@ async fn restore_locked<C: Container + ?Sized>(
     let rules = RestoreRules::new(run.layout, &config);
     let fetched = locate(&run.client, id).await?;
     let need = staging_need(&fetched);
-    let work = run
-        .work_dir("restore", &BackupOptions::default(), true)
-        .await?;
+    let work = run.work_dir("restore", &options.transfer(), true).await?;
     let result = restore_in(run, &work, options, &rules, id, &fetched, need).await;
     work.finish().await;
     let done = result?;

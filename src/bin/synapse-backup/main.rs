@@ -136,6 +136,13 @@ struct GlobalArgs {
     /// that while held); a killed process's lock expires after it.
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     lock_ttl: u64,
+    /// Cap create's upload at this many MiB/s (the aws CLI's max_bandwidth), so a
+    /// backup does not saturate the network (default: no cap).
+    #[arg(long, value_name = "MiB/s", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    limit_upload: Option<u32>,
+    /// Cap the download of verify and restore at this many MiB/s (default: no cap).
+    #[arg(long, value_name = "MiB/s", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    limit_download: Option<u32>,
     /// More logs on stderr: -v progress, -vv debug, -vvv trace.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -652,6 +659,7 @@ async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<()
         snapshot_timeout: snapshot_timeout.map(std::time::Duration::from_secs),
         cancel: token.clone(),
         lock: lock_options(global),
+        max_bandwidth_mib: global.limit_upload,
         ..BackupOptions::default()
     };
     let (result, signal) = output::with_spinner(
@@ -757,6 +765,7 @@ async fn ls(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
 
 /// Verifies one backup; an interruption is a failure of its own.
 async fn verify_one(
+    global: &GlobalArgs,
     target: &Target,
     layout: &Layout,
     passphrase: &Passphrase,
@@ -772,7 +781,7 @@ async fn verify_one(
                 passphrase.expose(),
                 id,
                 layout,
-                &RestoreOptions::default(),
+                &RestoreOptions::default().with_max_bandwidth_mib(global.limit_download),
             ),
             &container,
             layout,
@@ -793,7 +802,7 @@ async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
     let layout = pipeline_layout(global)?;
     target.check_bucket().await?;
     let id = &target.resolve(id).await?;
-    let report = verify_one(&target, &layout, &passphrase, id)
+    let report = verify_one(global, &target, &layout, &passphrase, id)
         .await?
         .map_err(|e| target.failure(e, false))?;
     for warning in &report.warnings {
@@ -849,7 +858,7 @@ async fn verify_all(global: &GlobalArgs) -> Result<(), Failure> {
                 json!({ "id": id.as_str(), "status": backup.status, "result": "skipped", "reason": reason }),
             )
         } else {
-            match verify_one(&target, &layout, &passphrase, id).await? {
+            match verify_one(global, &target, &layout, &passphrase, id).await? {
                 Ok(report) => {
                     ok += 1;
                     for warning in &report.warnings {
@@ -971,7 +980,8 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
                 &RestoreOptions {
                     lock: lock_options(global),
                     ..RestoreOptions::default()
-                },
+                }
+                .with_max_bandwidth_mib(global.limit_download),
             ),
         ),
         "a restore",
