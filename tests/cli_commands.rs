@@ -371,3 +371,72 @@ fn limit_upload_and_download_cap_the_aws_cli_and_the_runs_still_work() {
     );
     assert!(help.contains("MiB/s"), "{help}");
 }
+
+/// Runs python3 on the database at `db`; gives its stdout.
+fn sqlite(db: &Path, script: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n{script}"
+        ))
+        .arg(db)
+        .output()
+        .expect("python3 (apt-get install -y python3)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn restore_reports_removed_one_time_keys_and_stripped_modes_and_keeps_keys_on_request() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let db = f.tree.data.join("homeserver.db");
+    sqlite(
+        &db,
+        "c.execute('CREATE TABLE e2e_one_time_keys_json (user_id TEXT, key_id TEXT, key_json TEXT)')\n\
+         c.executemany('INSERT INTO e2e_one_time_keys_json VALUES (?, ?, ?)', [('@u:x', 'k%d' % i, '{}') for i in range(3)])\n\
+         c.commit()",
+    );
+    let count = "print(c.execute('SELECT count(*) FROM e2e_one_time_keys_json').fetchone()[0])";
+    // A world-writable media file: a restore strips the bit and says so.
+    let (file, _) = f
+        .tree
+        .backed_up_files()
+        .into_iter()
+        .find(|(p, _)| p.starts_with("data/media_store/local_content"))
+        .unwrap();
+    let full = f.tree.root.join(&file);
+    fs::set_permissions(&full, fs::Permissions::from_mode(0o666)).unwrap();
+    let id = f.create();
+    let file = file.to_str().unwrap();
+
+    let out = f.ok(&["restore", &id, "--yes"]);
+    let text = stdout(&out);
+    assert!(text.contains("removed 3 one-time keys"), "{text}");
+    assert!(text.contains(&format!("{file}: 0666 -> 0664")), "{text}");
+    assert_eq!(sqlite(&db, count), "0");
+    assert_eq!(
+        fs::metadata(&full).unwrap().permissions().mode() & 0o7777,
+        0o664
+    );
+
+    let restored = json(&f.ok(&["--json", "restore", &id, "--yes"]));
+    assert_eq!(restored["one_time_keys_removed"], 3, "{restored}");
+    assert_eq!(
+        restored["stripped_modes"],
+        serde_json::json!([format!("{file}: 0666 -> 0664")]),
+        "{restored}"
+    );
+
+    let out = f.ok(&["restore", &id, "--yes", "--keep-one-time-keys"]);
+    let text = stdout(&out);
+    assert!(!text.contains("removed 3 one-time keys"), "{text}");
+    assert!(text.contains("one-time keys kept"), "{text}");
+    assert_eq!(sqlite(&db, count), "3", "kept on request");
+    let help = stdout(&f.ok(&["restore", "--help"]));
+    assert!(help.contains("--keep-one-time-keys"), "{help}");
+}

@@ -200,6 +200,11 @@ enum Command {
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(short, long)]
         yes: bool,
+        /// Keep the restored database's one-time keys (e2e_one_time_keys_json). By
+        /// default they are removed, as Synapse advises: keys handed out after the
+        /// backup was made must never be handed out again.
+        #[arg(long)]
+        keep_one_time_keys: bool,
     },
     /// Delete a backup (its manifest, then its data).
     Delete {
@@ -610,7 +615,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ls { id } => ls(global, &id).await,
         Command::Verify { id: Some(id), .. } => verify(global, &id).await,
         Command::Verify { id: None, .. } => verify_all(global).await,
-        Command::Restore { id, yes } => restore(global, &id, yes).await,
+        Command::Restore {
+            id,
+            yes,
+            keep_one_time_keys,
+        } => restore(global, &id, yes, keep_one_time_keys).await,
         Command::Delete { id } => delete(global, &id).await,
         Command::Unlock { yes } => unlock(global, yes).await,
         Command::Prune {
@@ -923,7 +932,12 @@ async fn verify_all(global: &GlobalArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failure> {
+async fn restore(
+    global: &GlobalArgs,
+    id: &IdArg,
+    yes: bool,
+    keep_one_time_keys: bool,
+) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
     let layout = pipeline_layout(global)?;
@@ -981,7 +995,8 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
                     lock: lock_options(global),
                     ..RestoreOptions::default()
                 }
-                .with_max_bandwidth_mib(global.limit_download),
+                .with_max_bandwidth_mib(global.limit_download)
+                .keep_one_time_keys(keep_one_time_keys),
             ),
         ),
         "a restore",
@@ -998,6 +1013,9 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
             "root": layout.root,
             "restored": report.restored,
             "removed": report.dropped,
+            "stripped_modes": report.stripped_modes,
+            "one_time_keys_removed": report.one_time_keys_removed,
+            "one_time_keys_kept": keep_one_time_keys,
             "ciphertext_bytes": report.ciphertext_bytes,
             "duration_seconds": report.duration.as_secs_f64(),
             "warnings": report.warnings,
@@ -1019,6 +1037,21 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
         text.push_str(&format!(
             "  removed {path} (a sidecar of the replaced database)\n"
         ));
+    }
+    for entry in &report.stripped_modes {
+        text.push_str(&format!(
+            "  stripped set-id, sticky and world-writable bits: {entry}\n"
+        ));
+    }
+    match report.one_time_keys_removed {
+        Some(n) => text.push_str(&format!(
+            "  removed {n} one-time key{} from the restored database (--keep-one-time-keys keeps them)\n",
+            if n == 1 { "" } else { "s" }
+        )),
+        None if keep_one_time_keys => {
+            text.push_str("  one-time keys kept (--keep-one-time-keys)\n");
+        }
+        None => {}
     }
     emit(&text);
     Ok(())
