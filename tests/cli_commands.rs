@@ -440,3 +440,294 @@ fn restore_reports_removed_one_time_keys_and_stripped_modes_and_keeps_keys_on_re
     let help = stdout(&f.ok(&["restore", "--help"]));
     assert!(help.contains("--keep-one-time-keys"), "{help}");
 }
+
+/// An aws CLI that appends the per-run config file's path to `record`, then runs the
+/// real one.
+fn work_dir_recording_aws(dir: &Path, record: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = env::aws();
+    let path = dir.join("where-aws");
+    fs::write(
+        &path,
+        format!(
+            "#!/usr/bin/env bash\nprintf '%s\\n' \"$AWS_CONFIG_FILE\" >>'{}'\nexec '{}' \"$@\"\n",
+            record.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Every entry under `dir`, relative, sorted.
+fn entries_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = walkdir(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap().to_path_buf())
+        .collect();
+    out.sort();
+    out
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn verify_works_where_no_synapse_tree_exists_and_in_a_temp_dir_on_request() {
+    let f = Fixture::new();
+    let id = f.create();
+    let record = f.dir.path().join("work-dirs");
+    let aws = work_dir_recording_aws(f.dir.path(), &record);
+
+    // An admin machine: --root names an empty dir (no /data).
+    let empty = f.dir.path().join("admin-machine");
+    fs::create_dir(&empty).unwrap();
+    let mut cmd = f.at(&empty);
+    cmd.arg("--aws").arg(&aws);
+    let out = expect(0, &mut cmd, &["verify", &id]);
+    assert!(
+        stdout(&out).starts_with(&format!("ok: {id}")),
+        "{}",
+        stdout(&out)
+    );
+    let mut cmd = f.at(&empty);
+    cmd.arg("--aws").arg(&aws);
+    expect(0, &mut cmd, &["verify", "--all"]);
+    assert!(
+        entries_under(&empty).is_empty(),
+        "nothing made under --root"
+    );
+    let used = fs::read_to_string(&record).unwrap();
+    for config in used.lines() {
+        let work = Path::new(config).parent().unwrap();
+        assert!(
+            work.starts_with("/tmp") && !work.starts_with(f.dir.path()),
+            "a private temp dir: {config}"
+        );
+        let name = work.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(".synapse-backup-verify."), "{name}");
+        assert!(!work.exists(), "removed afterwards: {}", work.display());
+    }
+    assert_eq!(used.lines().count(), 2, "{used}");
+
+    // With the tree, the work dir is beside the data; --temp-work-dir asks for a temp dir.
+    let _ = fs::remove_file(&record);
+    let mut cmd = f.cmd();
+    cmd.arg("--aws").arg(&aws);
+    expect(0, &mut cmd, &["verify", &id]);
+    let mut cmd = f.cmd();
+    cmd.arg("--aws").arg(&aws);
+    expect(0, &mut cmd, &["verify", &id, "--temp-work-dir"]);
+    let used = fs::read_to_string(&record).unwrap();
+    let dirs: Vec<&Path> = used
+        .lines()
+        .map(|l| Path::new(l).parent().unwrap())
+        .collect();
+    assert_eq!(dirs.len(), 2, "{used}");
+    assert!(dirs[0].starts_with(&f.tree.data), "{used}");
+    assert!(
+        dirs[1].starts_with("/tmp") && !dirs[1].starts_with(&f.tree.root),
+        "{used}"
+    );
+}
+
+/// A `systemctl` that records every call and says the unit is running.
+fn fake_systemctl(dir: &Path, record: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("fake-bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::write(
+        bin.join("systemctl"),
+        format!(
+            "#!/usr/bin/env bash\nprintf '%s\\n' \"$*\" >>'{}'\n\
+             if [ \"$1\" = show ]; then printf 'LoadState=loaded\\nActiveState=active\\n'; fi\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(bin.join("systemctl"), fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn restore_target_extracts_without_touching_live_data_or_services() {
+    let f = Fixture::new();
+    let original = f.tree.backed_up_files();
+    let original_db = synapse_tree::dump_db(&f.tree.data.join("homeserver.db"));
+    let id = f.create();
+    // The live data moves on after the backup.
+    let key = f.tree.data.join("example.test.signing.key");
+    fs::write(&key, "the live key, changed\n").unwrap();
+    synapse_tree::change_db(&f.tree.data.join("homeserver.db"));
+    let live_before = f.tree.backed_up_files();
+    let live_db = synapse_tree::dump_db(&f.tree.data.join("homeserver.db"));
+    let live_entries = entries_under(&f.tree.root);
+
+    let calls = f.dir.path().join("systemctl-calls");
+    let bin = fake_systemctl(f.dir.path(), &calls);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let with_service = || {
+        let mut cmd = f.cmd();
+        cmd.env("PATH", &path).args(["--service", "matrix-synapse"]);
+        cmd
+    };
+
+    let target = f.dir.path().join("extracted");
+    let out = expect(
+        0,
+        &mut with_service(),
+        &["restore", &id, "--target", target.to_str().unwrap()],
+    );
+    assert!(
+        stdout(&out).contains(target.to_str().unwrap()),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !calls.exists(),
+        "the service was touched: {:?}",
+        fs::read_to_string(&calls)
+    );
+    assert_eq!(
+        f.tree.backed_up_files(),
+        live_before,
+        "live files untouched"
+    );
+    assert_eq!(
+        synapse_tree::dump_db(&f.tree.data.join("homeserver.db")),
+        live_db
+    );
+    assert_eq!(
+        entries_under(&f.tree.root),
+        live_entries,
+        "nothing made or left in the tree"
+    );
+    for (rel, bytes) in &original {
+        let got = fs::read(target.join(rel)).unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
+        assert!(got == *bytes, "{} differs", rel.display());
+    }
+    assert_eq!(
+        synapse_tree::dump_db(&target.join("data/homeserver.db")),
+        original_db
+    );
+    assert!(
+        entries_under(&target).iter().all(|p| p.starts_with("data")),
+        "only the backup's files, no work dir: {:?}",
+        entries_under(&target)
+    );
+
+    // --include: only those paths (relative to the root, or as the workload sees them).
+    let some = f.dir.path().join("some");
+    expect(
+        0,
+        &mut f.cmd(),
+        &[
+            "restore",
+            &id,
+            "--target",
+            some.to_str().unwrap(),
+            "--include",
+            "data/example.test.signing.key",
+            "--include",
+            "/data/media_store/local_thumbnails",
+        ],
+    );
+    let got = entries_under(&some);
+    assert!(
+        got.contains(&PathBuf::from("data/example.test.signing.key")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|p| p.starts_with("data/media_store/local_thumbnails/")),
+        "{got:?}"
+    );
+    assert!(
+        !got.iter()
+            .any(|p| p.starts_with("data/media_store/local_content")),
+        "{got:?}"
+    );
+    assert!(
+        !got.contains(&PathBuf::from("data/homeserver.db")),
+        "{got:?}"
+    );
+    assert_eq!(
+        fs::read(some.join("data/example.test.signing.key")).unwrap(),
+        original[Path::new("data/example.test.signing.key")]
+    );
+
+    // An include that names nothing in the backup, and a target that is not empty,
+    // are refused; --include needs --target.
+    let none = f.dir.path().join("none");
+    let out = expect(
+        1,
+        &mut f.cmd(),
+        &[
+            "restore",
+            &id,
+            "--target",
+            none.to_str().unwrap(),
+            "--include",
+            "data/nope",
+        ],
+    );
+    assert!(stderr(&out).contains("data/nope"), "{}", stderr(&out));
+    let out = expect(
+        2,
+        &mut f.cmd(),
+        &["restore", &id, "--target", target.to_str().unwrap()],
+    );
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    expect(
+        2,
+        &mut f.cmd(),
+        &[
+            "restore",
+            &id,
+            "--yes",
+            "--include",
+            "data/example.test.signing.key",
+        ],
+    );
+
+    // Where no Synapse tree exists (an admin machine), and with --json.
+    let empty = f.dir.path().join("admin-machine");
+    fs::create_dir(&empty).unwrap();
+    let elsewhere = f.dir.path().join("elsewhere");
+    let done = json(&expect(
+        0,
+        &mut f.at(&empty),
+        &[
+            "--json",
+            "restore",
+            "latest",
+            "--target",
+            elsewhere.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(done["id"], id.as_str(), "{done}");
+    assert_eq!(done["target"], elsewhere.to_str().unwrap(), "{done}");
+    assert!(entries_under(&empty).is_empty());
+    assert_eq!(
+        fs::read(elsewhere.join("data/example.test.signing.key")).unwrap(),
+        original[Path::new("data/example.test.signing.key")]
+    );
+
+    // The control: a real restore with the same fake service does stop and start it.
+    expect(0, &mut with_service(), &["restore", &id, "--yes"]);
+    let seen = fs::read_to_string(&calls).expect("a restore calls systemctl");
+    assert!(seen.contains("stop") && seen.contains("start"), "{seen}");
+}
