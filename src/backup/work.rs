@@ -137,19 +137,6 @@ async fn workdir_exec<C: Container + ?Sized>(
         .stdout)
 }
 
-/// Makes this run's private work dir (`mktemp -d`, mode 0700) under the layout's work
-/// base, as the workload user, with an empty `gnupg` dir and the [`OwnerRecord`] of
-/// this process. `purpose` goes in its name (`.synapse-backup-<purpose>.XXXXXXXXXX`).
-/// Nothing is made or chowned by this (possibly privileged) process.
-pub(crate) async fn make_work_dir<C: Container + ?Sized>(
-    container: &C,
-    layout: &Layout,
-    purpose: &str,
-) -> Result<WorkDir, ContainerError> {
-    let base = WorkDir::base(layout);
-    make_dir_with(container, layout, WorkPlace::Under(&base), purpose).await
-}
-
 /// Where [`make_dir_with`] makes a work dir.
 #[derive(Clone, Copy)]
 pub(crate) enum WorkPlace<'a> {
@@ -161,7 +148,10 @@ pub(crate) enum WorkPlace<'a> {
     EmptyDir(&'a str),
 }
 
-/// As [`make_work_dir`], in `place`.
+/// Makes this run's private work dir (`mktemp -d`, mode 0700) in `place`, as the
+/// workload user, with an empty `gnupg` dir and the [`OwnerRecord`] of this process.
+/// `purpose` goes in its name (`.synapse-backup-<purpose>.XXXXXXXXXX`). Nothing is
+/// made or chowned by this (possibly privileged) process.
 ///
 /// # Errors
 /// The exec's error; for [`WorkPlace::EmptyDir`] a dir that is not empty is

@@ -17,10 +17,10 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::json;
 use synapse_backup::{
     BackupError, BackupId, BackupInfo, BackupLock, BackupOptions, BackupStatus, CancelToken,
-    ConfigError, ContainerError, Layout, LocalContainer, LockMode, LockOptions, RestoreOptions,
-    RetentionPolicy, S3Client, S3Error, S3Parameters, SystemdServices, VerifyReport, backup_status,
-    create_backup_with, delete_backup_with, list_backups, prune_backups_with, read_manifest,
-    restore_backup_with, verify_backup_with,
+    ConfigError, ContainerError, ExtractTarget, Layout, LocalContainer, LockMode, LockOptions,
+    RestoreOptions, RetentionPolicy, S3Client, S3Error, S3Parameters, SystemdServices,
+    VerifyReport, backup_status, create_backup_with, delete_backup_with, extract_backup_with,
+    list_backups, prune_backups_with, read_manifest, restore_backup_with, verify_backup_with,
 };
 
 use crate::config::{ENV_PASSPHRASE, LayoutFlags, Passphrase};
@@ -46,7 +46,8 @@ With --json, every command prints JSON on stdout, and a failure prints
 {\"error\": {\"kind\", \"message\", \"exit_code\"}}.
 
 create, restore, delete and prune hold a lock object (<path>/.synapse-backup.lock) so
-that units sharing the bucket never run them at once; list and verify do not take it.
+that units sharing the bucket never run them at once; list, ls, verify and
+restore --target (which change nothing in the bucket) do not take it.
 
 Exit codes:
   0    ok
@@ -190,6 +191,11 @@ enum Command {
         /// any failed. With --json, an array of {id, status, result, reason, …}.
         #[arg(long, conflicts_with = "id")]
         all: bool,
+        /// Make the work dir in the temp dir ($TMPDIR or /tmp) instead of beside the
+        /// data (the default where there is no Synapse tree under --root). Verify keeps
+        /// only small files there: the archive is read, not written.
+        #[arg(long)]
+        temp_work_dir: bool,
     },
     /// Restore a backup over the live data, safely: it is downloaded, decrypted and
     /// checked before anything live is touched.
@@ -205,6 +211,16 @@ enum Command {
         /// backup was made must never be handed out again.
         #[arg(long)]
         keep_one_time_keys: bool,
+        /// Extract the backup into DIR instead (made when missing; it must be empty),
+        /// with the same download, decryption and checks: no live file, service or lock
+        /// is touched, and no Synapse tree is needed under --root.
+        #[arg(long, value_name = "DIR")]
+        target: Option<PathBuf>,
+        /// With --target, extract only PATH: a file or a directory (and everything
+        /// under it) as `ls` names them, e.g. data/homeserver.db or
+        /// /data/media_store/local_content. Repeatable.
+        #[arg(long, value_name = "PATH", requires = "target")]
+        include: Vec<String>,
     },
     /// Delete a backup (its manifest, then its data).
     Delete {
@@ -362,7 +378,8 @@ impl From<BackupError> for Failure {
             | BackupError::NothingToBackUp { .. }
             | BackupError::Container(ContainerError::UnknownUser { .. })
             | BackupError::S3(S3Error::Client(_))
-            | BackupError::LockUnsupported { .. } => Kind::Usage,
+            | BackupError::LockUnsupported { .. }
+            | BackupError::TargetNotEmpty { .. } => Kind::Usage,
             _ => Kind::Failed,
         };
         Failure::new(kind, error.to_string())
@@ -543,10 +560,27 @@ fn layout_flags(global: &GlobalArgs) -> LayoutFlags {
     }
 }
 
-/// The layout with its tools resolved, for the commands that run pipelines; its
-/// config and data dirs must exist.
+/// The layout with its tools resolved, for the commands that run pipelines over a
+/// Synapse tree (create, restore): its config and data dirs must exist.
 fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
     let mut layout = config::layout(&layout_flags(global)).map_err(Failure::usage)?;
+    check_tree(&layout)?;
+    config::resolve_tools(&mut layout).map_err(Failure::usage)?;
+    Ok(layout)
+}
+
+/// The layout with its tools resolved, for the commands that touch no live data
+/// (verify, restore --target): without a Synapse tree under --root, their work dir is
+/// made in the temp dir.
+fn reader_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
+    let mut layout = config::layout(&layout_flags(global)).map_err(Failure::usage)?;
+    config::resolve_tools(&mut layout).map_err(Failure::usage)?;
+    Ok(layout)
+}
+
+/// Fails, naming --root, --data-dir and --config-dir, when the config or data dir is
+/// missing.
+fn check_tree(layout: &Layout) -> Result<(), Failure> {
     for (flag, dir) in [
         ("--config-dir", &layout.config_dir),
         ("--data-dir", &layout.data_dir),
@@ -562,8 +596,7 @@ fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
             )));
         }
     }
-    config::resolve_tools(&mut layout).map_err(Failure::usage)?;
-    Ok(layout)
+    Ok(())
 }
 
 /// How create, restore, delete and prune take the backup lock.
@@ -613,12 +646,28 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::List => list(global).await,
         Command::Ls { id } => ls(global, &id).await,
-        Command::Verify { id: Some(id), .. } => verify(global, &id).await,
-        Command::Verify { id: None, .. } => verify_all(global).await,
+        Command::Verify {
+            id: Some(id),
+            temp_work_dir,
+            ..
+        } => verify(global, &id, temp_work_dir).await,
+        Command::Verify {
+            id: None,
+            temp_work_dir,
+            ..
+        } => verify_all(global, temp_work_dir).await,
+        Command::Restore {
+            id,
+            target: Some(dir),
+            include,
+            keep_one_time_keys,
+            ..
+        } => extract(global, &id, &dir, include, keep_one_time_keys).await,
         Command::Restore {
             id,
             yes,
             keep_one_time_keys,
+            ..
         } => restore(global, &id, yes, keep_one_time_keys).await,
         Command::Delete { id } => delete(global, &id).await,
         Command::Unlock { yes } => unlock(global, yes).await,
@@ -779,6 +828,7 @@ async fn verify_one(
     layout: &Layout,
     passphrase: &Passphrase,
     id: &BackupId,
+    temp_work_dir: bool,
 ) -> Result<Result<VerifyReport, BackupError>, Failure> {
     let container = container(layout);
     let run = output::with_spinner(
@@ -790,7 +840,9 @@ async fn verify_one(
                 passphrase.expose(),
                 id,
                 layout,
-                &RestoreOptions::default().with_max_bandwidth_mib(global.limit_download),
+                &RestoreOptions::default()
+                    .with_max_bandwidth_mib(global.limit_download)
+                    .temp_work_dir(temp_work_dir),
             ),
             &container,
             layout,
@@ -805,13 +857,13 @@ async fn verify_one(
     })
 }
 
-async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
+async fn verify(global: &GlobalArgs, id: &IdArg, temp_work_dir: bool) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
-    let layout = pipeline_layout(global)?;
+    let layout = reader_layout(global)?;
     target.check_bucket().await?;
     let id = &target.resolve(id).await?;
-    let report = verify_one(global, &target, &layout, &passphrase, id)
+    let report = verify_one(global, &target, &layout, &passphrase, id, temp_work_dir)
         .await?
         .map_err(|e| target.failure(e, false))?;
     for warning in &report.warnings {
@@ -846,10 +898,10 @@ async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn verify_all(global: &GlobalArgs) -> Result<(), Failure> {
+async fn verify_all(global: &GlobalArgs, temp_work_dir: bool) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
-    let layout = pipeline_layout(global)?;
+    let layout = reader_layout(global)?;
     target.check_bucket().await?;
     let backups = list_backups(&target.client)
         .await
@@ -867,7 +919,7 @@ async fn verify_all(global: &GlobalArgs) -> Result<(), Failure> {
                 json!({ "id": id.as_str(), "status": backup.status, "result": "skipped", "reason": reason }),
             )
         } else {
-            match verify_one(global, &target, &layout, &passphrase, id).await? {
+            match verify_one(global, &target, &layout, &passphrase, id, temp_work_dir).await? {
                 Ok(report) => {
                     ok += 1;
                     for warning in &report.warnings {
@@ -1052,6 +1104,92 @@ async fn restore(
             text.push_str("  one-time keys kept (--keep-one-time-keys)\n");
         }
         None => {}
+    }
+    emit(&text);
+    Ok(())
+}
+
+/// `restore --target`: the backup extracted into a directory, nothing live touched.
+async fn extract(
+    global: &GlobalArgs,
+    id: &IdArg,
+    dir: &Path,
+    include: Vec<String>,
+    keep_one_time_keys: bool,
+) -> Result<(), Failure> {
+    let target = Target::load(global)?;
+    let passphrase = passphrase(global)?;
+    let layout = reader_layout(global)?;
+    let dir = std::path::absolute(dir)
+        .map_err(|e| Failure::usage(format!("--target {}: {e}", dir.display())))?;
+    let dir = dir
+        .to_str()
+        .ok_or_else(|| Failure::usage(format!("--target {}: must be valid UTF-8", dir.display())))?
+        .to_string();
+    target.check_bucket().await?;
+    let id = &target.resolve(id).await?;
+    let container = container(&layout);
+    let mut into = ExtractTarget::new(dir.clone());
+    for path in include {
+        into = into.include(path);
+    }
+    let report = interrupt::shielded(
+        output::with_spinner(
+            format!("extracting {id} into {dir}"),
+            extract_backup_with(
+                &container,
+                &target.params,
+                passphrase.expose(),
+                id,
+                &layout,
+                &into,
+                &RestoreOptions::default()
+                    .with_max_bandwidth_mib(global.limit_download)
+                    .keep_one_time_keys(keep_one_time_keys),
+            ),
+        ),
+        "an extraction",
+    )
+    .await
+    .map_err(|e| target.failure(e, false))?;
+    for warning in &report.warnings {
+        output::warn(warning);
+    }
+    if global.json {
+        emit_json(&json!({
+            "id": id.as_str(),
+            "status": report.status,
+            "target": dir,
+            "extracted": report.extracted,
+            "stripped_modes": report.stripped_modes,
+            "one_time_keys_removed": report.one_time_keys_removed,
+            "one_time_keys_kept": keep_one_time_keys,
+            "ciphertext_bytes": report.ciphertext_bytes,
+            "duration_seconds": report.duration.as_secs_f64(),
+            "warnings": report.warnings,
+        }));
+        return Ok(());
+    }
+    let mut text = format!(
+        "extracted {id} ({}) into {dir}: {} encrypted, in {} ({})\n",
+        report.status,
+        output::size(report.ciphertext_bytes),
+        output::seconds(report.duration),
+        output::rate(report.ciphertext_bytes, report.duration),
+    );
+    for path in &report.extracted {
+        text.push_str(&format!("  extracted {path}\n"));
+    }
+    for entry in &report.stripped_modes {
+        text.push_str(&format!(
+            "  stripped set-id, sticky and world-writable bits: {entry}\n"
+        ));
+    }
+    if let Some(n) = report.one_time_keys_removed {
+        text.push_str(&format!(
+            "  removed {n} one-time key{} from the extracted database (--keep-one-time-keys keeps them)\n",
+            if n == 1 { "" } else { "s" }
+        ));
     }
     emit(&text);
     Ok(())
