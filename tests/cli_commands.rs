@@ -672,9 +672,12 @@ fn restore_target_extracts_without_touching_live_data_or_services() {
     // An include that names nothing in the backup, and a target that is not empty,
     // are refused; --include needs --target.
     let none = f.dir.path().join("none");
+    let ran = f.dir.path().join("aws-ran");
+    let mut cmd = f.cmd();
+    cmd.arg("--aws").arg(recording_aws(f.dir.path(), &ran));
     let out = expect(
         1,
-        &mut f.cmd(),
+        &mut cmd,
         &[
             "restore",
             &id,
@@ -685,6 +688,8 @@ fn restore_target_extracts_without_touching_live_data_or_services() {
         ],
     );
     assert!(stderr(&out).contains("data/nope"), "{}", stderr(&out));
+    assert!(!ran.exists(), "refused from the manifest, before any download");
+    assert!(!none.exists(), "and before the target was made");
     let out = expect(
         2,
         &mut f.cmd(),

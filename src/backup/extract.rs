@@ -7,7 +7,7 @@ use crate::backup::catalog::BackupStatus;
 use crate::backup::layout::Layout;
 use crate::backup::plan::{self, BackupId};
 use crate::backup::restore::{self, RestoreOptions};
-use crate::backup::restore_plan::{self, MemberSource, parse_staged};
+use crate::backup::restore_plan::{self, ArchiveMember, MemberSource, parse_staged};
 use crate::backup::run::{Run, WorkGuard};
 use crate::backup::work::{self, WorkPlace};
 use crate::container::Container;
@@ -125,6 +125,30 @@ pub async fn extract_backup_with<C: Container + ?Sized>(
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
     check_target(&target.dir)?;
     let fetched = restore::locate(&run.client, id).await?;
+    // An include the manifest does not list is refused before the download (the
+    // listing of the archive decides again after it).
+    if let Some(manifest) = &fetched.manifest
+        && !target.include.is_empty()
+    {
+        let listed: Vec<ArchiveMember> = manifest
+            .files
+            .iter()
+            .map(|f| ArchiveMember {
+                kind: f.kind,
+                name: f.path.as_bytes().to_vec(),
+                size: f.size,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+            })
+            .collect();
+        restore_plan::select_includes(&listed, &[], &target.include, |_| false).map_err(
+            |reason| BackupError::NotInBackup {
+                id: id.to_string(),
+                reason,
+            },
+        )?;
+    }
     let need = restore::staging_need(&fetched);
     let work = match run
         .work_dir_in(
