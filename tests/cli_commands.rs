@@ -688,7 +688,10 @@ fn restore_target_extracts_without_touching_live_data_or_services() {
         ],
     );
     assert!(stderr(&out).contains("data/nope"), "{}", stderr(&out));
-    assert!(!ran.exists(), "refused from the manifest, before any download");
+    assert!(
+        !ran.exists(),
+        "refused from the manifest, before any download"
+    );
     assert!(!none.exists(), "and before the target was made");
     let out = expect(
         2,
