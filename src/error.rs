@@ -344,6 +344,21 @@ pub enum BackupError {
         /// Bytes available.
         available: u64,
     },
+    /// The directory a backup is extracted into is not empty (an extraction never
+    /// replaces files; see [`crate::extract_backup_with`]).
+    #[error("{path} is not empty: extract into a new or empty directory")]
+    TargetNotEmpty {
+        /// The target directory.
+        path: String,
+    },
+    /// What an extraction was asked to include is not in the backup.
+    #[error("cannot extract from backup {id}: {reason}")]
+    NotInBackup {
+        /// The backup id.
+        id: String,
+        /// Which path, and why.
+        reason: String,
+    },
     /// The staging file system filled up while a backup of unknown size (a legacy one)
     /// was extracted; live data was not touched.
     #[error("no space left in {path} (needed about {needed_about} bytes)")]

@@ -59,11 +59,11 @@ pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, L
 pub use backup::manifest::Manifest;
 pub use backup::plan::{BackupId, BackupOptions, CancelToken, Compression, LiveChanges};
 pub use backup::{
-    BackupInfo, BackupReport, BackupStatus, PruneReport, RestoreOptions, RestoreReport,
-    RetentionPolicy, VerifyReport, backup_status, create_backup, create_backup_with, delete_backup,
-    delete_backup_with, exists_backup, list_backups, prune_backups, prune_backups_with,
-    read_manifest, remove_abandoned_work_dirs, restore_backup, restore_backup_with, verify_backup,
-    verify_backup_with,
+    BackupInfo, BackupReport, BackupStatus, ExtractReport, ExtractTarget, PruneReport,
+    RestoreOptions, RestoreReport, RetentionPolicy, VerifyReport, backup_status, create_backup,
+    create_backup_with, delete_backup, delete_backup_with, exists_backup, extract_backup_with,
+    list_backups, prune_backups, prune_backups_with, read_manifest, remove_abandoned_work_dirs,
+    restore_backup, restore_backup_with, verify_backup, verify_backup_with,
 };
 
 #[cfg(any(test, feature = "mock"))]

@@ -255,9 +255,10 @@ fn a_missing_data_dir_mentions_root_and_data_dir() {
     let f = Fixture::new();
     let empty = f.dir.path().join("empty-root");
     fs::create_dir(&empty).unwrap();
+    // (verify needs no tree: it makes its work dir in the temp dir, see cli_commands.rs)
     for args in [
         vec!["create"],
-        vec!["verify", "backup-20261126071900123456"],
+        vec!["restore", "backup-20261126071900123456", "--yes"],
     ] {
         let mut cmd = f.bare();
         cmd.arg("--root")

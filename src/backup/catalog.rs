@@ -163,35 +163,6 @@ pub async fn backup_status(
     })
 }
 
-/// Reads a backup's manifest (`<key>.manifest.json`): its file list, sizes and
-/// checksum.
-///
-/// The manifest is an index that anyone with write access to the bucket could have
-/// written: nothing in it is authenticated until [`crate::verify_backup`] has checked
-/// it against the encrypted stream.
-///
-/// # Errors
-/// [`BackupError::MissingManifest`] when the backup has none (incomplete or legacy),
-/// [`BackupError::Corrupted`] when it is not a manifest, [`BackupError::S3`] when a
-/// request fails.
-pub async fn read_manifest(
-    store: &(impl ObjectStore + ?Sized),
-    id: &BackupId,
-) -> Result<Manifest, BackupError> {
-    let key = format!("{}{MANIFEST_SUFFIX}", store.object_key(id.as_str()));
-    let bytes = match store.get_object(&key).await {
-        Ok(bytes) => bytes,
-        Err(S3Error::NotFound { .. }) => {
-            return Err(BackupError::MissingManifest { id: id.to_string() });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    Manifest::from_json(&bytes).map_err(|e| BackupError::Corrupted {
-        id: id.to_string(),
-        reason: format!("unreadable manifest: {e}"),
-    })
-}
-
 /// Whether a restorable backup (complete or legacy) with this id exists.
 ///
 /// # Errors
@@ -204,6 +175,71 @@ pub async fn exists_backup(
         backup_status(store, id).await?,
         Some(BackupStatus::Complete | BackupStatus::Legacy)
     ))
+}
+
+/// Reads a backup's manifest (`<key>.manifest.json`): its file list, sizes and
+/// checksum (e.g. to list its contents, as the CLI's `ls` does).
+///
+/// The manifest is an **index**: anyone with write access to the bucket could have
+/// written it, and only downloading and decrypting the backup
+/// ([`crate::verify_backup_with`]) checks it against the encrypted stream. This reads
+/// it with the checks that need no download: it parses, it names `id`, and the data
+/// object exists with the size it states. Does not take the lock.
+///
+/// # Errors
+/// [`BackupError::NotFound`] when nothing of the backup exists;
+/// [`BackupError::MissingManifest`] when it has none (incomplete, or a legacy backup
+/// whose contents are known only by downloading it); [`BackupError::Corrupted`] when
+/// the manifest is unreadable, names another backup, or its data object is missing or
+/// of another size; [`BackupError::S3`] when a request fails.
+pub async fn read_manifest(
+    store: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+) -> Result<Manifest, BackupError> {
+    let corrupted = |reason: String| BackupError::Corrupted {
+        id: id.to_string(),
+        reason,
+    };
+    match backup_status(store, id).await? {
+        None => return Err(BackupError::NotFound { id: id.to_string() }),
+        Some(BackupStatus::Complete) => {}
+        Some(BackupStatus::Incomplete | BackupStatus::Legacy) => {
+            return Err(BackupError::MissingManifest { id: id.to_string() });
+        }
+    }
+    let key = store.object_key(id.as_str());
+    let bytes = match store.get_object(&format!("{key}{MANIFEST_SUFFIX}")).await {
+        Ok(bytes) => bytes,
+        Err(S3Error::NotFound { .. }) => {
+            return Err(BackupError::MissingManifest { id: id.to_string() });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let manifest =
+        Manifest::from_json(&bytes).map_err(|e| corrupted(format!("unreadable manifest: {e}")))?;
+    if manifest.backup_id != id.as_str() {
+        return Err(corrupted(format!(
+            "its manifest names {:?}, not {:?}",
+            manifest.backup_id,
+            id.as_str()
+        )));
+    }
+    let size = match store.head_object(&key).await {
+        Ok(head) => head.size,
+        Err(S3Error::NotFound { .. }) => {
+            return Err(corrupted(
+                "its manifest exists but its data object is missing".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if size != manifest.ciphertext_bytes {
+        return Err(corrupted(format!(
+            "the object is {size} bytes but its manifest says {} (truncated or replaced)",
+            manifest.ciphertext_bytes
+        )));
+    }
+    Ok(manifest)
 }
 
 /// Deletes a backup: its manifest first (so it never lists as complete without its

@@ -273,10 +273,10 @@ impl HomeserverConfig {
     /// wrong type.
     pub fn parse(yaml: &str, path: &str, layout: &Layout) -> Result<Self, ConfigError> {
         // Duplicate keys are accepted as Synapse's loader accepts them: the last wins.
-        let options = serde_saphyr::Options {
+        // No snippet: the text around an error may hold a secret.
+        let options = serde_saphyr::options! {
             with_snippet: false,
             duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
-            ..serde_saphyr::Options::default()
         };
         let doc: serde_json::Value =
             serde_saphyr::from_str_with_options(yaml, options).map_err(|e| ConfigError::Parse {

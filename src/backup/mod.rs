@@ -4,6 +4,7 @@
 pub mod catalog;
 mod create;
 pub mod decryption;
+mod extract;
 pub mod layout;
 mod listing;
 pub mod lock;
@@ -21,6 +22,7 @@ pub use catalog::{
     prune_backups_with, read_manifest, select_for_pruning,
 };
 pub use create::{BackupReport, create_backup, create_backup_with, remove_abandoned_work_dirs};
+pub use extract::{ExtractReport, ExtractTarget, extract_backup_with};
 pub use lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
 pub use restore::{
     RestoreOptions, RestoreReport, VerifyReport, restore_backup, restore_backup_with,

@@ -14,7 +14,7 @@ use crate::backup::restore_plan::{
 };
 use crate::backup::run::{Run, WorkGuard};
 use crate::backup::scripts::{Exit, Pipeline};
-use crate::backup::work;
+use crate::backup::work::{self, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, ContainerError, S3Error, Stage};
 use crate::s3::{ObjectStore, S3Parameters};
@@ -94,25 +94,40 @@ pub struct RestoreOptions {
     /// Keep (`true`) the restored database's `e2e_one_time_keys_json` rows; by default
     /// they are removed, as Synapse advises for a restored database.
     pub keep_one_time_keys: bool,
+    /// Cap the download at this many MiB/s (the aws CLI's `max_bandwidth`); no cap
+    /// when `None`.
+    pub max_bandwidth_mib: Option<u32>,
+    /// Make verify's work dir in the workload's temp dir (`$TMPDIR` or `/tmp`, with
+    /// `mktemp -d` as the workload user) instead of under the layout's work base.
+    /// Verify does so anyway when the work base does not exist (no Synapse tree there);
+    /// it keeps only small files in it. A restore stages beside the data and ignores it.
+    pub temp_work_dir: bool,
 }
 
-struct Fetched {
-    status: BackupStatus,
-    manifest: Option<Manifest>,
-    key: String,
-    size: u64,
-    warnings: Vec<String>,
+impl RestoreOptions {
+    /// The aws CLI settings of the download (the per-run config file).
+    pub(super) fn transfer(&self) -> BackupOptions {
+        BackupOptions::default().max_bandwidth_mib(self.max_bandwidth_mib)
+    }
+}
+
+pub(super) struct Fetched {
+    pub(super) status: BackupStatus,
+    pub(super) manifest: Option<Manifest>,
+    pub(super) key: String,
+    pub(super) size: u64,
+    pub(super) warnings: Vec<String>,
 }
 
 /// What the fetch pipeline produced and the checks of it found.
-struct Fetch {
-    members: Vec<ArchiveMember>,
-    inner: Option<InnerManifest>,
-    warnings: Vec<String>,
+pub(super) struct Fetch {
+    pub(super) members: Vec<ArchiveMember>,
+    pub(super) inner: Option<InnerManifest>,
+    pub(super) warnings: Vec<String>,
 }
 
 /// Finds the backup and its manifest; refuses incomplete ones.
-async fn locate(
+pub(super) async fn locate(
     client: &(impl ObjectStore + ?Sized),
     id: &BackupId,
 ) -> Result<Fetched, BackupError> {
@@ -174,7 +189,7 @@ async fn locate(
 /// for file system overhead) when a manifest says it, else the encrypted size (a lower
 /// bound: gpg may have compressed it; running out is caught while staging). Saturates,
 /// and stays within what the script's shell arithmetic can compare.
-fn staging_need(fetched: &Fetched) -> u64 {
+pub(super) fn staging_need(fetched: &Fetched) -> u64 {
     let base = fetched
         .manifest
         .as_ref()
@@ -186,7 +201,7 @@ fn staging_need(fetched: &Fetched) -> u64 {
 /// Runs the fetch script and turns its outcome into the precise error: wrong
 /// passphrase, corruption (checksum, truncation, gpg's integrity check), data not
 /// encrypted with the passphrase, claims that do not match the stream, no space.
-async fn fetch<C: Container + ?Sized>(
+pub(super) async fn fetch<C: Container + ?Sized>(
     run: &Run<'_, C>,
     work: &WorkDir,
     call: &ScriptCall,
@@ -344,7 +359,7 @@ async fn fetch<C: Container + ?Sized>(
 /// read (so that verify accepts what restore accepts), else the layout the backup
 /// recorded (the inner manifest's, authenticated, before the external one's), else the
 /// layout's defaults.
-async fn verify_rules<C: Container + ?Sized>(
+pub(super) async fn verify_rules<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
     fetched: &Fetched,
@@ -408,8 +423,14 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     let started = Instant::now();
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
     let fetched = locate(&run.client, id).await?;
+    let base = WorkDir::base(layout);
+    let place = if options.temp_work_dir || !container.exists(&base).await.unwrap_or(false) {
+        WorkPlace::Temp
+    } else {
+        WorkPlace::Under(&base)
+    };
     let work = run
-        .work_dir("verify", &BackupOptions::default(), true)
+        .work_dir_in(place, "verify", &options.transfer(), true)
         .await?;
     let call = restore_plan::list_call(layout, s3_parameters, work.dir(), &fetched.key);
     let result = fetch(&run, work.dir(), &call, id, &fetched, options.timeout).await;
@@ -519,9 +540,7 @@ async fn restore_locked<C: Container + ?Sized>(
     let rules = RestoreRules::new(run.layout, &config);
     let fetched = locate(&run.client, id).await?;
     let need = staging_need(&fetched);
-    let work = run
-        .work_dir("restore", &BackupOptions::default(), true)
-        .await?;
+    let work = run.work_dir("restore", &options.transfer(), true).await?;
     let result = restore_in(run, &work, options, &rules, id, &fetched, need).await;
     work.finish().await;
     let done = result?;
@@ -539,6 +558,46 @@ async fn restore_locked<C: Container + ?Sized>(
         warnings,
         duration: started.elapsed(),
     })
+}
+
+/// Checks the staged database `db` (member name): `PRAGMA integrity_check`, its
+/// one-time keys removed unless `keep_one_time_keys`, made one self-contained file.
+/// Gives the number of one-time keys removed.
+pub(super) async fn check_staged_db<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    id: &BackupId,
+    db: &str,
+    keep_one_time_keys: bool,
+) -> Result<Option<u64>, BackupError> {
+    let (container, layout) = (run.container, run.layout);
+    let check = restore_plan::check_db_call(layout, run.params, work, db, keep_one_time_keys);
+    match container
+        .exec(&check.argv, work::exec_options(layout, &check, work, None))
+        .await
+    {
+        Ok(out) => Ok(out
+            .stdout_text()
+            .trim()
+            .strip_prefix("otk ")
+            .and_then(|n| n.parse::<u64>().ok())),
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) if Exit::from_code(exit_code) == Exit::DatabaseCheckFailed => {
+            Err(BackupError::Corrupted {
+                id: id.to_string(),
+                reason: format!("the restored database {db} fails SQLite's check: {stderr}"),
+            })
+        }
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) => Err(BackupError::StageFailed {
+            stage: Stage::Check,
+            exit_code,
+            stderr,
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What the swap did.
@@ -600,40 +659,10 @@ async fn restore_in<C: Container + ?Sized>(
     if units.is_empty() {
         return Err(corrupted("the archive holds nothing to restore".into()));
     }
-    let mut one_time_keys_removed = None;
-    if let Some(db) = &db {
-        let check =
-            restore_plan::check_db_call(layout, params, work, db, options.keep_one_time_keys);
-        match container
-            .exec(&check.argv, work::exec_options(layout, &check, work, None))
-            .await
-        {
-            Ok(out) => {
-                one_time_keys_removed = out
-                    .stdout_text()
-                    .trim()
-                    .strip_prefix("otk ")
-                    .and_then(|n| n.parse::<u64>().ok());
-            }
-            Err(ContainerError::ExitedNonZero {
-                exit_code, stderr, ..
-            }) if Exit::from_code(exit_code) == Exit::DatabaseCheckFailed => {
-                return Err(corrupted(format!(
-                    "the restored database {db} fails SQLite's check: {stderr}"
-                )));
-            }
-            Err(ContainerError::ExitedNonZero {
-                exit_code, stderr, ..
-            }) => {
-                return Err(BackupError::StageFailed {
-                    stage: Stage::Check,
-                    exit_code,
-                    stderr,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let one_time_keys_removed = match &db {
+        Some(db) => check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
+        None => None,
+    };
     work::write_file(
         container,
         layout,

@@ -128,6 +128,78 @@ pub fn cleanup_call(layout: &Layout, params: &S3Parameters, work: &WorkDir) -> S
     }
 }
 
+/// The call that moves the staged paths listed in the work dir's `place.list` into
+/// `target` (an extraction: nothing live is touched).
+pub fn place_call(
+    layout: &Layout,
+    params: &S3Parameters,
+    work: &WorkDir,
+    target: &str,
+) -> ScriptCall {
+    let mut env = swap_env(layout, params, work);
+    env.insert("SB_TARGET".into(), target.into());
+    ScriptCall {
+        argv: swap_argv(layout, "place"),
+        env,
+    }
+}
+
+/// The paths an extraction places, relative to the root: every unit when `include` is
+/// empty, else each include (a leading `/` and trailing `/` dropped) that is a member
+/// of the archive or a directory above one, without those inside another include.
+/// `members` is the archive's listing without the inner manifest; `never` says which
+/// members are never restored (the database's sidecars).
+///
+/// # Errors
+/// The include that names nothing in the archive, or is not a plain relative path.
+pub fn select_includes(
+    members: &[ArchiveMember],
+    units: &[String],
+    include: &[String],
+    never: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, String> {
+    if include.is_empty() {
+        return Ok(units.to_vec());
+    }
+    let mut chosen: Vec<String> = Vec::new();
+    for raw in include {
+        let path = raw.trim_start_matches('/').trim_end_matches('/');
+        if path.is_empty()
+            || path.contains('\0')
+            || path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(format!(
+                "--include {raw:?}: not a path in the backup (e.g. data/homeserver.db)"
+            ));
+        }
+        if never(path) {
+            return Err(format!(
+                "--include {raw:?}: a sidecar of the database, which is never restored (the database is made self-contained)"
+            ));
+        }
+        let below = format!("{path}/");
+        let found = members
+            .iter()
+            .any(|m| m.name == path.as_bytes() || m.name.starts_with(below.as_bytes()));
+        if !found {
+            return Err(format!(
+                "--include {raw:?}: the backup holds nothing at {path}"
+            ));
+        }
+        chosen.push(path.to_string());
+    }
+    chosen.sort();
+    chosen.dedup();
+    let all = chosen.clone();
+    chosen.retain(|p| {
+        !all.iter()
+            .any(|other| other != p && p.starts_with(&format!("{other}/")))
+    });
+    Ok(chosen)
+}
+
 /// Which archive members may be restored, from the live layout and `homeserver.yaml`
 /// (or, for a verify without them, the layout a manifest recorded).
 ///
@@ -832,5 +904,64 @@ mod tests {
         let swap = swap_call(&layout, &p, &work, true, None);
         assert_eq!(swap.argv.last().unwrap(), "rollback");
         assert!(!swap.env.contains_key("AWS_SECRET_ACCESS_KEY"));
+    }
+
+    #[test]
+    fn includes_name_members_or_dirs_above_them() {
+        let members = vec![
+            member('-', "data/signing.key"),
+            member('-', "data/homeserver.db"),
+            member('d', "data/media_store/local_content"),
+            member('-', "data/media_store/local_content/ab/cd/x"),
+        ];
+        let units = vec!["data/signing.key".to_string(), "data/homeserver.db".into()];
+        let never = |p: &str| p.starts_with("data/homeserver.db-");
+        let pick = |include: &[&str]| {
+            let include: Vec<String> = include.iter().map(|s| s.to_string()).collect();
+            select_includes(&members, &units, &include, never)
+        };
+        assert_eq!(pick(&[]).unwrap(), units);
+        assert_eq!(
+            pick(&["/data/signing.key", "data/media_store/"]).unwrap(),
+            ["data/media_store", "data/signing.key"]
+        );
+        // One inside another is placed with it.
+        assert_eq!(
+            pick(&["data/media_store/local_content/ab", "data/media_store"]).unwrap(),
+            ["data/media_store"]
+        );
+        assert!(pick(&["data/nope"]).unwrap_err().contains("data/nope"));
+        assert!(
+            pick(&["data/sign"]).is_err(),
+            "a prefix of a name is not a dir above it"
+        );
+        for bad in ["", "/", "data/../etc", "./data", "data//x"] {
+            assert!(pick(&[bad]).is_err(), "{bad:?}");
+        }
+        assert!(
+            pick(&["data/homeserver.db-wal"])
+                .unwrap_err()
+                .contains("sidecar")
+        );
+    }
+
+    #[test]
+    fn place_runs_swap_sh_in_place_mode_with_the_target() {
+        let layout = Layout::default();
+        let m: std::collections::HashMap<String, String> = [
+            ("access-key", "a"),
+            ("secret-key", "b"),
+            ("bucket", "bkt"),
+            ("region", "us-east-1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let p = S3Parameters::from_relation_data(&m).unwrap();
+        let work = WorkDir::at("/t/.synapse-backup-extract.x");
+        let call = place_call(&layout, &p, &work, "/t");
+        assert_eq!(call.argv.last().unwrap(), "place");
+        assert_eq!(call.env["SB_TARGET"], "/t");
+        assert!(!call.env.contains_key("AWS_SECRET_ACCESS_KEY"));
     }
 }

@@ -7,7 +7,7 @@ use super::layout::Layout;
 use super::lock::{BackupLock, LockOptions, LockOwner};
 use super::plan::{self, BackupOptions, CancelToken, WorkDir};
 use super::restore_plan;
-use super::work;
+use super::work::{self, WorkPlace};
 use crate::container::Container;
 use crate::error::BackupError;
 use crate::s3::{S3Client, S3Parameters};
@@ -83,7 +83,23 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
         options: &BackupOptions,
         extracts: bool,
     ) -> Result<WorkGuard<'_, 'a, C>, BackupError> {
-        let dir = work::make_work_dir(self.container, self.layout, purpose).await?;
+        let base = WorkDir::base(self.layout);
+        self.work_dir_in(WorkPlace::Under(&base), purpose, options, extracts)
+            .await
+    }
+
+    /// As [`Run::work_dir`], made in `place` (the temp dir, an extraction's target).
+    ///
+    /// # Errors
+    /// As [`Run::work_dir`].
+    pub(crate) async fn work_dir_in(
+        &self,
+        place: WorkPlace<'_>,
+        purpose: &str,
+        options: &BackupOptions,
+        extracts: bool,
+    ) -> Result<WorkGuard<'_, 'a, C>, BackupError> {
+        let dir = work::make_dir_with(self.container, self.layout, place, purpose).await?;
         let guard = WorkGuard {
             run: self,
             dir,

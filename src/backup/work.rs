@@ -137,42 +137,81 @@ async fn workdir_exec<C: Container + ?Sized>(
         .stdout)
 }
 
-/// Makes this run's private work dir (`mktemp -d`, mode 0700) under the layout's work
-/// base, as the workload user, with an empty `gnupg` dir and the [`OwnerRecord`] of
-/// this process. `purpose` goes in its name (`.synapse-backup-<purpose>.XXXXXXXXXX`).
-/// Nothing is made or chowned by this (possibly privileged) process.
-pub(crate) async fn make_work_dir<C: Container + ?Sized>(
+/// Where [`make_dir_with`] makes a work dir.
+#[derive(Clone, Copy)]
+pub(crate) enum WorkPlace<'a> {
+    /// In this dir (a container path), which exists.
+    Under(&'a str),
+    /// In the workload's temp dir (`${TMPDIR:-/tmp}`).
+    Temp,
+    /// In this dir (a container path), made first if missing; it must be empty.
+    EmptyDir(&'a str),
+}
+
+/// Makes this run's private work dir (`mktemp -d`, mode 0700) in `place`, as the
+/// workload user, with an empty `gnupg` dir and the [`OwnerRecord`] of this process.
+/// `purpose` goes in its name (`.synapse-backup-<purpose>.XXXXXXXXXX`). Nothing is
+/// made or chowned by this (possibly privileged) process.
+///
+/// # Errors
+/// The exec's error; for [`WorkPlace::EmptyDir`] a dir that is not empty is
+/// [`ContainerError::ExitedNonZero`] with exit code 3.
+pub(crate) async fn make_dir_with<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
+    place: WorkPlace<'_>,
     purpose: &str,
 ) -> Result<WorkDir, ContainerError> {
-    let base = WorkDir::base(layout);
     let prefix = format!("{}{purpose}", WorkDir::PREFIX);
+    let (mode, args, base) = match place {
+        WorkPlace::Under(base) => ("make", vec![base, prefix.as_str()], Some(base)),
+        WorkPlace::Temp => ("make-temp", vec![prefix.as_str()], None),
+        WorkPlace::EmptyDir(dir) => ("make-in", vec![dir, prefix.as_str()], Some(dir)),
+    };
     let out = workdir_exec(
         container,
         layout,
-        "make",
-        &[&base, &prefix],
+        mode,
+        &args,
         Some(OwnerRecord::current().to_text().into_bytes()),
     )
     .await?;
-    let dir = String::from_utf8(out)
+    let shown = base.unwrap_or("the temp dir").to_string();
+    String::from_utf8(out)
         .ok()
         .map(|s| s.trim_end_matches('\n').to_string())
-        .filter(|d| {
-            d.strip_prefix(&base)
-                .and_then(|rest| rest.strip_prefix('/'))
-                .is_some_and(|name| name.starts_with(&prefix) && !name.contains('/'))
-        })
+        .filter(|d| is_made_dir(d, base, &prefix))
+        .map(WorkDir::at)
         .ok_or_else(|| ContainerError::Io {
-            path: base.clone(),
+            path: shown,
             source: std::io::Error::other("mktemp did not print the work dir it made"),
-        })?;
-    Ok(WorkDir::at(dir))
+        })
 }
 
-/// Removes the work dirs under the layout's work base that runs now dead left behind
-/// (a killed process, a dropped future): only `backup` and `verify` dirs whose
+/// Whether `dir` (as `workdir.sh` printed it) is a dir named `<prefix>.…` directly in
+/// `base` (any absolute dir free of `..` when `None`).
+fn is_made_dir(dir: &str, base: Option<&str>, prefix: &str) -> bool {
+    let Some((parent, name)) = dir.rsplit_once('/') else {
+        return false;
+    };
+    let parent_ok = match base {
+        Some(base) => parent == base.trim_end_matches('/'),
+        None => {
+            dir.starts_with('/')
+                && !parent.split('/').any(|c| c == ".." || c == ".")
+                && !dir.contains('\0')
+        }
+    };
+    parent_ok && name.starts_with(prefix) && name.len() > prefix.len()
+}
+
+/// The temp dir [`WorkPlace::Temp`] work dirs are swept from: `/tmp`, the workload's
+/// temp dir when `TMPDIR` is not set (as in [`LocalContainer`](crate::LocalContainer)'s
+/// clean environment).
+pub(crate) const TEMP_BASE: &str = "/tmp";
+
+/// Removes the work dirs under the layout's work base (and [`TEMP_BASE`]) that runs now
+/// dead left behind (a killed process, a dropped future): only `backup` and `verify` dirs whose
 /// [`OwnerRecord`] names a process of this host that no longer exists. Dirs of live
 /// runs, of other hosts, without a readable record, and restore dirs (which may hold
 /// set-aside live files) are never touched. Returns the dirs removed.
@@ -185,18 +224,26 @@ pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
 ) -> Vec<String> {
     let base = WorkDir::base(layout);
     let pattern = format!("{}*", WorkDir::PREFIX);
-    let Ok(entries) = container
-        .list_files(
-            &base,
-            ListOptions {
-                pattern: Some(pattern),
-                itself: false,
-            },
-        )
-        .await
-    else {
-        return Vec::new();
+    let mut entries = Vec::new();
+    let bases = if base == TEMP_BASE {
+        vec![base]
+    } else {
+        vec![base, TEMP_BASE.to_string()]
     };
+    for dir in bases {
+        if let Ok(found) = container
+            .list_files(
+                &dir,
+                ListOptions {
+                    pattern: Some(pattern.clone()),
+                    itself: false,
+                },
+            )
+            .await
+        {
+            entries.extend(found);
+        }
+    }
     let mut removed = Vec::new();
     for entry in entries {
         let sweepable = ["backup-", "verify."]
@@ -386,4 +433,39 @@ pub(crate) async fn read_homeserver_config<C: Container + ?Sized>(
         .map_err(|e| unreadable(format!("cannot read it: {e}")))?;
     let yaml = String::from_utf8(bytes).map_err(|_| unreadable("not valid UTF-8".into()))?;
     HomeserverConfig::parse(&yaml, &path, layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_dir_named_by_the_prefix_directly_in_the_base_is_accepted() {
+        let p = ".synapse-backup-verify";
+        let made = "/r/data/.synapse-backup-verify.Ab3";
+        assert!(is_made_dir(made, Some("/r/data"), p));
+        assert!(is_made_dir(made, Some("/r/data/"), p));
+        assert!(!is_made_dir(made, Some("/r"), p));
+        assert!(!is_made_dir(
+            "/r/data/x/.synapse-backup-verify.A",
+            Some("/r/data"),
+            p
+        ));
+        assert!(!is_made_dir(
+            "/r/data/.synapse-backup-verify",
+            Some("/r/data"),
+            p
+        ));
+        assert!(!is_made_dir("/r/data/other.A", Some("/r/data"), p));
+        // In the temp dir: any absolute dir without `..`.
+        assert!(is_made_dir("/tmp/.synapse-backup-verify.Q1", None, p));
+        assert!(is_made_dir("/var/tmp/u/.synapse-backup-verify.Q1", None, p));
+        assert!(!is_made_dir("tmp/.synapse-backup-verify.Q1", None, p));
+        assert!(!is_made_dir(
+            "/tmp/../etc/.synapse-backup-verify.Q1",
+            None,
+            p
+        ));
+        assert!(!is_made_dir("", None, p));
+    }
 }

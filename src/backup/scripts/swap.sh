@@ -12,11 +12,14 @@
 # check-db: checks the staged database $SB_STAGED_DB (PRAGMA integrity_check), empties
 # its e2e_one_time_keys_json table unless SB_KEEP_OTK=1, checkpoints it so that it is
 # one self-contained file, and prints `otk <rows removed>` (-1: no such table or kept).
+# place: an extraction: moves each member in $SB_WORK/place.list (NUL-separated) from
+# $SB_WORK/stage/<member> to $SB_TARGET/<member>, making its parent dirs; nothing live
+# is touched, and an existing destination is an error (the target was empty).
 # cleanup: makes every directory under $SB_WORK writable and searchable by its owner,
 # so the work dir can be removed even when the archive held read-only directories.
 # Environment: SB_WORK, SB_ROOT; SB_DB_MEMBER for swap; SB_STAGED_DB, SB_KEEP_OTK, SB_PYTHON, SB_SQLITE3 for
-# check-db.
-# Exit codes: 0; 30 a move failed and everything done was undone; 31 the undo itself
+# check-db; SB_TARGET for place.
+# Exit codes: 0 (place: 1 when a move failed, stderr names it); 30 a move failed and everything done was undone; 31 the undo itself
 # failed (the set-aside live files are left in $SB_WORK/aside); 32 the staged database
 # failed its check (stderr says how); 33 no tool to check it with.
 set -euo pipefail
@@ -27,6 +30,18 @@ case "${1:-swap}" in
   cleanup)
     # Pre-order, one directory at a time, so find can then descend into it.
     find "$w" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \;
+    exit 0
+    ;;
+  place)
+    while IFS= read -r -d '' m; do
+      dest="$SB_TARGET/$m"
+      if [ -e "$dest" ] || [ -L "$dest" ]; then
+        echo "cannot place $m: $dest exists" >&2
+        exit 1
+      fi
+      mkdir -p -- "$(dirname -- "$dest")"
+      mv -T -- "$w/stage/$m" "$dest"
+    done <"$w/place.list"
     exit 0
     ;;
   check-db)

@@ -5,20 +5,41 @@
 #   make BASE PREFIX   makes a private dir `BASE/PREFIX.XXXXXXXXXX` (mktemp -d, mode
 #                      0700) with an empty `gnupg` dir, writes stdin (the owner record)
 #                      to its `owner` file and prints its path.
+#   make-temp PREFIX   as make, in the workload's temp dir (${TMPDIR:-/tmp}): for a run
+#                      that needs no space beside the data (verify), or where there is
+#                      no data dir.
+#   make-in DIR PREFIX as make, in DIR, which it first makes (`mkdir -p`) and which
+#                      must be empty (exit 3 otherwise): an extraction's target.
 #   write DIR NAME     writes stdin to the new file DIR/NAME (mode 0600); NAME has no `/`.
 #   read FILE [OFFSET LENGTH]
 #                      prints FILE, or LENGTH bytes of it from byte OFFSET (0-based).
 #   size FILE          prints FILE's size in bytes.
 #   remove DIR         removes DIR and everything in it.
-# Exit codes: 0; anything else: the step failed (stderr says why).
+# Exit codes: 0; 3 (make-in) DIR is not empty; anything else: the step failed (stderr
+# says why).
 set -euo pipefail
 umask 077
+make() {
+  local d
+  d=$(mktemp -d -p "$1" -- "$2.XXXXXXXXXX")
+  mkdir -- "$d/gnupg"
+  cat >"$d/owner"
+  printf '%s\n' "$d"
+}
 case "$1" in
   make)
-    d=$(mktemp -d -p "$2" -- "$3.XXXXXXXXXX")
-    mkdir -- "$d/gnupg"
-    cat >"$d/owner"
-    printf '%s\n' "$d"
+    make "$2" "$3"
+    ;;
+  make-temp)
+    make "${TMPDIR:-/tmp}" "$2"
+    ;;
+  make-in)
+    mkdir -p -- "$2"
+    if [ -n "$(ls -A -- "$2")" ]; then
+      echo "$2 is not empty" >&2
+      exit 3
+    fi
+    make "$2" "$3"
     ;;
   write)
     case "$3" in */* | '' | . | ..) echo "bad work file name" >&2; exit 2 ;; esac

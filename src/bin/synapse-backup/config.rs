@@ -69,10 +69,7 @@ pub fn load_s3_parameters(path: &Path) -> Result<S3Parameters, String> {
         serde_json::from_str(&text).map_err(|e| format!("{shown}: malformed JSON: {e}"))?
     } else {
         // No snippet: it would quote the offending line, which may hold a secret.
-        let options = serde_saphyr::Options {
-            with_snippet: false,
-            ..serde_saphyr::Options::default()
-        };
+        let options = serde_saphyr::options! { with_snippet: false };
         serde_saphyr::from_str_with_options(&text, options)
             .map_err(|e| format!("{shown}: malformed YAML: {e}"))?
     };

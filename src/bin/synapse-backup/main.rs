@@ -4,6 +4,7 @@
 //! `synapse-backup --help` for the flags, environment variables and exit codes.
 
 mod config;
+mod contents;
 mod diagnose;
 mod interrupt;
 mod output;
@@ -16,10 +17,10 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::json;
 use synapse_backup::{
     BackupError, BackupId, BackupInfo, BackupLock, BackupOptions, BackupStatus, CancelToken,
-    ConfigError, ContainerError, Layout, LocalContainer, LockMode, LockOptions, RestoreOptions,
-    RetentionPolicy, S3Client, S3Error, S3Parameters, SystemdServices, backup_status,
-    create_backup_with, delete_backup_with, list_backups, prune_backups_with, restore_backup_with,
-    verify_backup_with,
+    ConfigError, ContainerError, ExtractTarget, Layout, LocalContainer, LockMode, LockOptions,
+    RestoreOptions, RetentionPolicy, S3Client, S3Error, S3Parameters, SystemdServices,
+    VerifyReport, backup_status, create_backup_with, delete_backup_with, extract_backup_with,
+    list_backups, prune_backups_with, read_manifest, restore_backup_with, verify_backup_with,
 };
 
 use crate::config::{ENV_PASSPHRASE, LayoutFlags, Passphrase};
@@ -45,7 +46,8 @@ With --json, every command prints JSON on stdout, and a failure prints
 {\"error\": {\"kind\", \"message\", \"exit_code\"}}.
 
 create, restore, delete and prune hold a lock object (<path>/.synapse-backup.lock) so
-that units sharing the bucket never run them at once; list and verify do not take it.
+that units sharing the bucket never run them at once; list, ls, verify and
+restore --target (which change nothing in the bucket) do not take it.
 
 Exit codes:
   0    ok
@@ -135,6 +137,13 @@ struct GlobalArgs {
     /// that while held); a killed process's lock expires after it.
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
     lock_ttl: u64,
+    /// Cap create's upload at this many MiB/s (the aws CLI's max_bandwidth), so a
+    /// backup does not saturate the network (default: no cap).
+    #[arg(long, value_name = "MiB/s", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    limit_upload: Option<u32>,
+    /// Cap the download of verify and restore at this many MiB/s (default: no cap).
+    #[arg(long, value_name = "MiB/s", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    limit_download: Option<u32>,
     /// More logs on stderr: -v progress, -vv debug, -vvv trace.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -159,12 +168,34 @@ enum Command {
     /// List the backups under the bucket and path, newest first (with --json, an
     /// array of {id, status, last_modified, size, key}).
     List,
+    /// Print a backup's contents (kind, size, path) as its manifest lists them (with
+    /// --json, an array of {path, kind, size}).
+    ///
+    /// The manifest is an index beside the encrypted data: `ls` checks that it names
+    /// this backup and that the data object has the size it states, but only
+    /// `verify ID` (a download and decryption) checks that the archive holds exactly
+    /// what it lists.
+    Ls {
+        /// The backup id, or `latest` (the newest complete backup).
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
+    },
     /// Download and decrypt a backup without touching live data, and check it
     /// against its manifest.
     Verify {
         /// The backup id, e.g. backup-20261126071900123456, or `latest`.
-        #[arg(value_parser = parse_id)]
-        id: IdArg,
+        #[arg(value_parser = parse_id, required_unless_present = "all")]
+        id: Option<IdArg>,
+        /// Verify every backup, newest first: one line each (id, ok / FAILED and why,
+        /// or skipped for the incomplete leftovers of failed creates); exit code 1 when
+        /// any failed. With --json, an array of {id, status, result, reason, …}.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Make the work dir in the temp dir ($TMPDIR or /tmp) instead of beside the
+        /// data (the default where there is no Synapse tree under --root). Verify keeps
+        /// only small files there: the archive is read, not written.
+        #[arg(long)]
+        temp_work_dir: bool,
     },
     /// Restore a backup over the live data, safely: it is downloaded, decrypted and
     /// checked before anything live is touched.
@@ -175,6 +206,21 @@ enum Command {
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(short, long)]
         yes: bool,
+        /// Keep the restored database's one-time keys (e2e_one_time_keys_json). By
+        /// default they are removed, as Synapse advises: keys handed out after the
+        /// backup was made must never be handed out again.
+        #[arg(long)]
+        keep_one_time_keys: bool,
+        /// Extract the backup into DIR instead (made when missing; it must be empty),
+        /// with the same download, decryption and checks: no live file, service or lock
+        /// is touched, and no Synapse tree is needed under --root.
+        #[arg(long, value_name = "DIR")]
+        target: Option<PathBuf>,
+        /// With --target, extract only PATH: a file or a directory (and everything
+        /// under it) as `ls` names them, e.g. data/homeserver.db or
+        /// /data/media_store/local_content. Repeatable.
+        #[arg(long, value_name = "PATH", requires = "target")]
+        include: Vec<String>,
     },
     /// Delete a backup (its manifest, then its data).
     Delete {
@@ -251,6 +297,9 @@ enum Kind {
     Usage,
     /// The operation failed: exit 1.
     Failed,
+    /// The operation failed and its output (e.g. `verify --all`'s results) already says
+    /// how: exit 1, and no JSON error object after that output.
+    Reported,
     /// The backup does not exist: exit 1.
     NotFound,
     /// A common S3 mistake (missing bucket, unreachable endpoint, …): exit 1.
@@ -282,7 +331,7 @@ impl Failure {
     fn code(&self) -> u8 {
         match self.kind {
             Kind::Usage => 2,
-            Kind::Failed | Kind::NotFound | Kind::S3(_) => 1,
+            Kind::Failed | Kind::Reported | Kind::NotFound | Kind::S3(_) => 1,
             Kind::Locked => 3,
             Kind::Declined => 4,
             Kind::Interrupted(signal) => u8::try_from(128 + signal).unwrap_or(1),
@@ -293,7 +342,7 @@ impl Failure {
     fn kind_name(&self) -> &'static str {
         match self.kind {
             Kind::Usage => "usage",
-            Kind::Failed => "failed",
+            Kind::Failed | Kind::Reported => "failed",
             Kind::NotFound => "not-found",
             Kind::S3(kind) => kind,
             Kind::Locked => "locked",
@@ -306,7 +355,7 @@ impl Failure {
     /// gives the exit code.
     fn report(&self, json: bool) -> ExitCode {
         eprintln!("error: {}", self.message);
-        if json {
+        if json && self.kind != Kind::Reported {
             emit_json(&json!({
                 "error": {
                     "kind": self.kind_name(),
@@ -329,7 +378,8 @@ impl From<BackupError> for Failure {
             | BackupError::NothingToBackUp { .. }
             | BackupError::Container(ContainerError::UnknownUser { .. })
             | BackupError::S3(S3Error::Client(_))
-            | BackupError::LockUnsupported { .. } => Kind::Usage,
+            | BackupError::LockUnsupported { .. }
+            | BackupError::TargetNotEmpty { .. } => Kind::Usage,
             _ => Kind::Failed,
         };
         Failure::new(kind, error.to_string())
@@ -510,10 +560,27 @@ fn layout_flags(global: &GlobalArgs) -> LayoutFlags {
     }
 }
 
-/// The layout with its tools resolved, for the commands that run pipelines; its
-/// config and data dirs must exist.
+/// The layout with its tools resolved, for the commands that run pipelines over a
+/// Synapse tree (create, restore): its config and data dirs must exist.
 fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
     let mut layout = config::layout(&layout_flags(global)).map_err(Failure::usage)?;
+    check_tree(&layout)?;
+    config::resolve_tools(&mut layout).map_err(Failure::usage)?;
+    Ok(layout)
+}
+
+/// The layout with its tools resolved, for the commands that touch no live data
+/// (verify, restore --target): without a Synapse tree under --root, their work dir is
+/// made in the temp dir.
+fn reader_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
+    let mut layout = config::layout(&layout_flags(global)).map_err(Failure::usage)?;
+    config::resolve_tools(&mut layout).map_err(Failure::usage)?;
+    Ok(layout)
+}
+
+/// Fails, naming --root, --data-dir and --config-dir, when the config or data dir is
+/// missing.
+fn check_tree(layout: &Layout) -> Result<(), Failure> {
     for (flag, dir) in [
         ("--config-dir", &layout.config_dir),
         ("--data-dir", &layout.data_dir),
@@ -529,8 +596,7 @@ fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
             )));
         }
     }
-    config::resolve_tools(&mut layout).map_err(Failure::usage)?;
-    Ok(layout)
+    Ok(())
 }
 
 /// How create, restore, delete and prune take the backup lock.
@@ -579,8 +645,30 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             create(global, (snapshot_timeout > 0).then_some(snapshot_timeout)).await
         }
         Command::List => list(global).await,
-        Command::Verify { id } => verify(global, &id).await,
-        Command::Restore { id, yes } => restore(global, &id, yes).await,
+        Command::Ls { id } => ls(global, &id).await,
+        Command::Verify {
+            id: Some(id),
+            temp_work_dir,
+            ..
+        } => verify(global, &id, temp_work_dir).await,
+        Command::Verify {
+            id: None,
+            temp_work_dir,
+            ..
+        } => verify_all(global, temp_work_dir).await,
+        Command::Restore {
+            id,
+            target: Some(dir),
+            include,
+            keep_one_time_keys,
+            ..
+        } => extract(global, &id, &dir, include, keep_one_time_keys).await,
+        Command::Restore {
+            id,
+            yes,
+            keep_one_time_keys,
+            ..
+        } => restore(global, &id, yes, keep_one_time_keys).await,
         Command::Delete { id } => delete(global, &id).await,
         Command::Unlock { yes } => unlock(global, yes).await,
         Command::Prune {
@@ -628,7 +716,8 @@ async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<()
     let options = BackupOptions::default()
         .snapshot_timeout(snapshot_timeout.map(std::time::Duration::from_secs))
         .cancel(token.clone())
-        .lock(lock_options(global));
+        .lock(lock_options(global))
+        .max_bandwidth_mib(global.limit_upload);
     let (result, signal) = output::with_spinner(
         format!("backing up {} to {}", layout.root, target.describe()),
         interrupt::cancel_on_signal(
@@ -706,13 +795,40 @@ async fn list(global: &GlobalArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
+async fn ls(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
     let target = Target::load(global)?;
-    let passphrase = passphrase(global)?;
-    let layout = pipeline_layout(global)?;
     target.check_bucket().await?;
     let id = &target.resolve(id).await?;
-    let container = container(&layout);
+    let manifest = match read_manifest(&target.client, id).await {
+        Ok(manifest) => manifest,
+        Err(BackupError::MissingManifest { .. }) => {
+            return Err(Failure::failed(format!(
+                "backup {id} has no manifest, so there is no listing of it: an incomplete \
+                 backup is not restorable, and a legacy one's contents are known only by \
+                 downloading it (`verify {id}` does)"
+            )));
+        }
+        Err(e) => return Err(target.failure(e, false)),
+    };
+    let entries = contents::entries(&manifest);
+    if global.json {
+        emit_json(&contents::to_json(&entries));
+    } else {
+        emit(&contents::table(&entries));
+    }
+    Ok(())
+}
+
+/// Verifies one backup; an interruption is a failure of its own.
+async fn verify_one(
+    global: &GlobalArgs,
+    target: &Target,
+    layout: &Layout,
+    passphrase: &Passphrase,
+    id: &BackupId,
+    temp_work_dir: bool,
+) -> Result<Result<VerifyReport, BackupError>, Failure> {
+    let container = container(layout);
     let run = output::with_spinner(
         format!("verifying {id}"),
         interrupt::cancellable_in_workload(
@@ -721,23 +837,33 @@ async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
                 &target.params,
                 passphrase.expose(),
                 id,
-                &layout,
-                &RestoreOptions::default(),
+                layout,
+                &RestoreOptions::default()
+                    .max_bandwidth_mib(global.limit_download)
+                    .temp_work_dir(temp_work_dir),
             ),
             &container,
-            &layout,
+            layout,
         ),
     )
     .await;
-    let report = match run {
-        Ok(result) => result.map_err(|e| target.failure(e, false))?,
-        Err((signal, cleaned)) => {
-            return Err(Failure::new(
-                Kind::Interrupted(signal),
-                format!("interrupted: the verification was stopped ({cleaned})"),
-            ));
-        }
-    };
+    run.map_err(|(signal, cleaned)| {
+        Failure::new(
+            Kind::Interrupted(signal),
+            format!("interrupted: the verification was stopped ({cleaned})"),
+        )
+    })
+}
+
+async fn verify(global: &GlobalArgs, id: &IdArg, temp_work_dir: bool) -> Result<(), Failure> {
+    let target = Target::load(global)?;
+    let passphrase = passphrase(global)?;
+    let layout = reader_layout(global)?;
+    target.check_bucket().await?;
+    let id = &target.resolve(id).await?;
+    let report = verify_one(global, &target, &layout, &passphrase, id, temp_work_dir)
+        .await?
+        .map_err(|e| target.failure(e, false))?;
     for warning in &report.warnings {
         output::warn(warning);
     }
@@ -770,7 +896,98 @@ async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failure> {
+async fn verify_all(global: &GlobalArgs, temp_work_dir: bool) -> Result<(), Failure> {
+    let target = Target::load(global)?;
+    let passphrase = passphrase(global)?;
+    let layout = reader_layout(global)?;
+    target.check_bucket().await?;
+    let backups = list_backups(&target.client)
+        .await
+        .map_err(|e| target.failure(e, true))?;
+    let mut results = Vec::with_capacity(backups.len());
+    let (mut ok, mut failed, mut skipped) = (0usize, 0usize, 0usize);
+    for backup in &backups {
+        let id = &backup.id;
+        let (line, value) = if backup.status == BackupStatus::Incomplete {
+            skipped += 1;
+            let reason = "incomplete (no manifest or no data: a failed, interrupted or \
+                          running create), not restorable; prune removes leftovers";
+            (
+                format!("{id} skipped: {reason}\n"),
+                json!({ "id": id.as_str(), "status": backup.status, "result": "skipped", "reason": reason }),
+            )
+        } else {
+            match verify_one(global, &target, &layout, &passphrase, id, temp_work_dir).await? {
+                Ok(report) => {
+                    ok += 1;
+                    for warning in &report.warnings {
+                        output::warn(&format!("{id}: {warning}"));
+                    }
+                    (
+                        format!(
+                            "{id} ok ({}): {} archive members, {} encrypted\n",
+                            report.status,
+                            report.members,
+                            output::size(report.ciphertext_bytes)
+                        ),
+                        json!({
+                            "id": id.as_str(),
+                            "status": report.status,
+                            "result": "ok",
+                            "members": report.members,
+                            "ciphertext_bytes": report.ciphertext_bytes,
+                            "ciphertext_sha256": report.ciphertext_sha256,
+                            "duration_seconds": report.duration.as_secs_f64(),
+                            "warnings": report.warnings,
+                        }),
+                    )
+                }
+                Err(e) => {
+                    failed += 1;
+                    let failure = target.failure(e, false);
+                    (
+                        format!("{id} FAILED: {}\n", failure.message),
+                        json!({
+                            "id": id.as_str(),
+                            "status": backup.status,
+                            "result": "failed",
+                            "kind": failure.kind_name(),
+                            "reason": failure.message,
+                        }),
+                    )
+                }
+            }
+        };
+        if !global.json {
+            emit(&line);
+        }
+        results.push(value);
+    }
+    if global.json {
+        emit_json(&serde_json::Value::Array(results));
+    } else if backups.is_empty() {
+        emit(&format!("no backups in {}\n", target.describe()));
+    }
+    let counts = format!("{ok} ok, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        return Err(Failure::new(
+            Kind::Reported,
+            format!(
+                "{failed} of {} backup(s) failed verification ({counts})",
+                ok + failed
+            ),
+        ));
+    }
+    eprintln!("verified {} backup(s): {counts}", ok + failed);
+    Ok(())
+}
+
+async fn restore(
+    global: &GlobalArgs,
+    id: &IdArg,
+    yes: bool,
+    keep_one_time_keys: bool,
+) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
     let layout = pipeline_layout(global)?;
@@ -824,7 +1041,10 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
                 passphrase.expose(),
                 id,
                 &layout,
-                &RestoreOptions::default().lock(lock_options(global)),
+                &RestoreOptions::default()
+                    .lock(lock_options(global))
+                    .max_bandwidth_mib(global.limit_download)
+                    .keep_one_time_keys(keep_one_time_keys),
             ),
         ),
         "a restore",
@@ -841,6 +1061,9 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
             "root": layout.root,
             "restored": report.restored,
             "removed": report.dropped,
+            "stripped_modes": report.stripped_modes,
+            "one_time_keys_removed": report.one_time_keys_removed,
+            "one_time_keys_kept": keep_one_time_keys,
             "ciphertext_bytes": report.ciphertext_bytes,
             "duration_seconds": report.duration.as_secs_f64(),
             "warnings": report.warnings,
@@ -861,6 +1084,107 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
     for path in &report.dropped {
         text.push_str(&format!(
             "  removed {path} (a sidecar of the replaced database)\n"
+        ));
+    }
+    for entry in &report.stripped_modes {
+        text.push_str(&format!(
+            "  stripped set-id, sticky and world-writable bits: {entry}\n"
+        ));
+    }
+    match report.one_time_keys_removed {
+        Some(n) => text.push_str(&format!(
+            "  removed {n} one-time key{} from the restored database (--keep-one-time-keys keeps them)\n",
+            if n == 1 { "" } else { "s" }
+        )),
+        None if keep_one_time_keys => {
+            text.push_str("  one-time keys kept (--keep-one-time-keys)\n");
+        }
+        None => {}
+    }
+    emit(&text);
+    Ok(())
+}
+
+/// `restore --target`: the backup extracted into a directory, nothing live touched.
+async fn extract(
+    global: &GlobalArgs,
+    id: &IdArg,
+    dir: &Path,
+    include: Vec<String>,
+    keep_one_time_keys: bool,
+) -> Result<(), Failure> {
+    let target = Target::load(global)?;
+    let passphrase = passphrase(global)?;
+    let layout = reader_layout(global)?;
+    let dir = std::path::absolute(dir)
+        .map_err(|e| Failure::usage(format!("--target {}: {e}", dir.display())))?;
+    let dir = dir
+        .to_str()
+        .ok_or_else(|| Failure::usage(format!("--target {}: must be valid UTF-8", dir.display())))?
+        .to_string();
+    target.check_bucket().await?;
+    let id = &target.resolve(id).await?;
+    let container = container(&layout);
+    let mut into = ExtractTarget::new(dir.clone());
+    for path in include {
+        into = into.include(path);
+    }
+    let report = interrupt::shielded(
+        output::with_spinner(
+            format!("extracting {id} into {dir}"),
+            extract_backup_with(
+                &container,
+                &target.params,
+                passphrase.expose(),
+                id,
+                &layout,
+                &into,
+                &RestoreOptions::default()
+                    .max_bandwidth_mib(global.limit_download)
+                    .keep_one_time_keys(keep_one_time_keys),
+            ),
+        ),
+        "an extraction",
+    )
+    .await
+    .map_err(|e| target.failure(e, false))?;
+    for warning in &report.warnings {
+        output::warn(warning);
+    }
+    if global.json {
+        emit_json(&json!({
+            "id": id.as_str(),
+            "status": report.status,
+            "target": dir,
+            "extracted": report.extracted,
+            "stripped_modes": report.stripped_modes,
+            "one_time_keys_removed": report.one_time_keys_removed,
+            "one_time_keys_kept": keep_one_time_keys,
+            "ciphertext_bytes": report.ciphertext_bytes,
+            "duration_seconds": report.duration.as_secs_f64(),
+            "warnings": report.warnings,
+        }));
+        return Ok(());
+    }
+    let mut text = format!(
+        "extracted {id} ({}) into {dir}: {} encrypted, in {} ({})\n",
+        report.status,
+        output::size(report.ciphertext_bytes),
+        output::seconds(report.duration),
+        output::rate(report.ciphertext_bytes, report.duration),
+    );
+    for path in &report.extracted {
+        text.push_str(&format!("  extracted {path}\n"));
+    }
+    for entry in &report.stripped_modes {
+        text.push_str(&format!(
+            "  stripped set-id, sticky and world-writable bits: {entry}\n"
+        ));
+    }
+    if let Some(n) = report.one_time_keys_removed {
+        text.push_str(&format!(
+            "  removed {n} one-time key{} from the extracted database (--keep-one-time-keys keeps them)\n",
+            if n == 1 { "" } else { "s" }
         ));
     }
     emit(&text);

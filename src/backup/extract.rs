@@ -1,0 +1,318 @@
+//! Extracting a backup into a directory (`restore --target`): restore's download,
+//! decryption and checks, without the lock, the service or the swap.
+
+use std::time::{Duration, Instant};
+
+use crate::backup::catalog::BackupStatus;
+use crate::backup::layout::Layout;
+use crate::backup::plan::{self, BackupId};
+use crate::backup::restore::{self, RestoreOptions};
+use crate::backup::restore_plan::{self, ArchiveMember, MemberSource, parse_staged};
+use crate::backup::run::{Run, WorkGuard};
+use crate::backup::work::{self, WorkPlace};
+use crate::container::Container;
+use crate::error::{BackupError, ConfigError, ContainerError, FieldProblem, Stage};
+use crate::s3::S3Parameters;
+
+/// Where [`extract_backup_with`] puts a backup, and which of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExtractTarget {
+    /// The directory, a path in the container taken as it is (not under
+    /// [`Layout::root`]). It is made (mode 0700) when missing and must be empty.
+    pub dir: String,
+    /// Only these paths: member names relative to the root, as the manifest lists them
+    /// (`data/homeserver.db`; a leading `/` is accepted), each a file or a directory with
+    /// everything under it. Everything restorable when empty.
+    pub include: Vec<String>,
+}
+
+impl ExtractTarget {
+    /// Everything restorable, into `dir`.
+    pub fn new(dir: impl Into<String>) -> Self {
+        ExtractTarget {
+            dir: dir.into(),
+            include: Vec::new(),
+        }
+    }
+
+    /// Adds `path` to the paths extracted (see [`ExtractTarget::include`]).
+    #[must_use]
+    pub fn include(mut self, path: impl Into<String>) -> Self {
+        self.include.push(path.into());
+        self
+    }
+}
+
+/// What [`extract_backup_with`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExtractReport {
+    /// The backup id.
+    pub id: BackupId,
+    /// Complete or legacy.
+    pub status: BackupStatus,
+    /// The directory extracted into.
+    pub target: String,
+    /// The paths placed in it (relative to it, as member names).
+    pub extracted: Vec<String>,
+    /// Extracted entries whose set-id, sticky or world-writable bits were stripped, as
+    /// `path: archived mode -> extracted mode` (octal).
+    pub stripped_modes: Vec<String>,
+    /// Rows removed from the extracted database's `e2e_one_time_keys_json`, as a
+    /// restore removes them; `None` when no database was extracted, it has no such
+    /// table, or they were kept ([`RestoreOptions::keep_one_time_keys`]).
+    pub one_time_keys_removed: Option<u64>,
+    /// Size of the encrypted object.
+    pub ciphertext_bytes: u64,
+    /// Things the operator should know.
+    pub warnings: Vec<String>,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+fn check_target(dir: &str) -> Result<(), ConfigError> {
+    let problem = if !dir.starts_with('/') {
+        Some("must be an absolute path")
+    } else if dir.split('/').any(|c| c == "..") {
+        Some("must not contain `..`")
+    } else if dir.contains('\0') {
+        Some("must not contain a NUL byte")
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(message) => Err(ConfigError::Invalid {
+            problems: vec![FieldProblem {
+                field: "target".into(),
+                message: format!("{dir:?} {message}"),
+            }],
+        }),
+    }
+}
+
+/// Extracts a backup (all of it, or [`ExtractTarget::include`]) into a directory, with
+/// the checks of [`restore_backup_with`](crate::restore_backup_with): nothing is placed
+/// before gpg's status shows the stream was decrypted with the passphrase and passed its
+/// integrity check, the inner manifest matches the id and the manifest, and every member
+/// (in tar's listing and in the staged tree) is a plain file or dir under the
+/// restorable paths; an extracted database passes `PRAGMA integrity_check` and loses its
+/// one-time keys unless [`RestoreOptions::keep_one_time_keys`]. Set-id, sticky and
+/// world-writable bits are stripped.
+///
+/// No live file, no service and no lock is touched (the bucket is not changed), and no
+/// Synapse tree is needed: the member rules come from the workload's `homeserver.yaml`
+/// when there is one, else from the layout the backup recorded. Every step runs in the
+/// workload as the workload user; the work dir (staging) is made inside the target, so
+/// placing the files is a rename.
+///
+/// # Errors
+/// As [`verify_backup`](crate::verify_backup), plus [`BackupError::TargetNotEmpty`],
+/// [`BackupError::NotInBackup`] for an include that names nothing in the archive,
+/// [`BackupError::InsufficientSpace`], [`BackupError::NoSpaceLeft`],
+/// [`BackupError::UnsafeMember`], [`BackupError::StageFailed`].
+pub async fn extract_backup_with<C: Container + ?Sized>(
+    container: &C,
+    s3_parameters: &S3Parameters,
+    passphrase: &str,
+    id: &BackupId,
+    layout: &Layout,
+    target: &ExtractTarget,
+    options: &RestoreOptions,
+) -> Result<ExtractReport, BackupError> {
+    let started = Instant::now();
+    let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    check_target(&target.dir)?;
+    let fetched = restore::locate(&run.client, id).await?;
+    // An include the manifest does not list is refused before the download (the
+    // listing of the archive decides again after it).
+    if let Some(manifest) = &fetched.manifest
+        && !target.include.is_empty()
+    {
+        let listed: Vec<ArchiveMember> = manifest
+            .files
+            .iter()
+            .map(|f| ArchiveMember {
+                kind: f.kind,
+                name: f.path.as_bytes().to_vec(),
+                size: f.size,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+            })
+            .collect();
+        restore_plan::select_includes(&listed, &[], &target.include, |_| false).map_err(
+            |reason| BackupError::NotInBackup {
+                id: id.to_string(),
+                reason,
+            },
+        )?;
+    }
+    let need = restore::staging_need(&fetched);
+    let work = match run
+        .work_dir_in(
+            WorkPlace::EmptyDir(&target.dir),
+            "extract",
+            &options.transfer(),
+            true,
+        )
+        .await
+    {
+        Err(BackupError::Container(ContainerError::ExitedNonZero { exit_code: 3, .. })) => {
+            return Err(BackupError::TargetNotEmpty {
+                path: target.dir.clone(),
+            });
+        }
+        other => other?,
+    };
+    let result = extract_in(&run, &work, options, target, id, &fetched, need).await;
+    work.finish().await;
+    let done = result?;
+    tracing::info!(backup_id = %id, target = %target.dir, "backup extracted");
+    let mut warnings = fetched.warnings;
+    warnings.extend(done.warnings);
+    Ok(ExtractReport {
+        id: id.clone(),
+        status: fetched.status,
+        target: target.dir.clone(),
+        extracted: done.placed,
+        stripped_modes: done.stripped,
+        one_time_keys_removed: done.one_time_keys_removed,
+        ciphertext_bytes: fetched.size,
+        warnings,
+        duration: started.elapsed(),
+    })
+}
+
+struct Extracted {
+    placed: Vec<String>,
+    stripped: Vec<String>,
+    one_time_keys_removed: Option<u64>,
+    warnings: Vec<String>,
+}
+
+async fn extract_in<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    guard: &WorkGuard<'_, '_, C>,
+    options: &RestoreOptions,
+    target: &ExtractTarget,
+    id: &BackupId,
+    fetched: &restore::Fetched,
+    need: u64,
+) -> Result<Extracted, BackupError> {
+    let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
+    let corrupted = |reason: String| BackupError::Corrupted {
+        id: id.to_string(),
+        reason,
+    };
+    let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
+    let got = restore::fetch(run, work, &call, id, fetched, options.timeout).await?;
+    let rules = restore::verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
+    let unsafe_member =
+        |(member, reason): (String, String)| BackupError::UnsafeMember { member, reason };
+    let listed = rules
+        .check(&got.members, MemberSource::Listing)
+        .map_err(unsafe_member)?;
+    let walk = work::read_file(container, layout, &work.file("staged"))
+        .await
+        .map_err(BackupError::from)?;
+    let staged_members =
+        parse_staged(&walk).map_err(|e| corrupted(format!("the staged tree: {e}")))?;
+    let staged = rules
+        .check(&staged_members, MemberSource::Staged)
+        .map_err(unsafe_member)?;
+    if staged.units != listed.units || staged.has_inner_manifest != listed.has_inner_manifest {
+        return Err(corrupted(
+            "the staged tree does not match the archive's listing".into(),
+        ));
+    }
+    let units: Vec<String> = staged
+        .units
+        .iter()
+        .filter(|u| !rules.is_db_sidecar(u))
+        .cloned()
+        .collect();
+    if units.is_empty() {
+        return Err(corrupted("the archive holds nothing to restore".into()));
+    }
+    let skip = restore_plan::inner_manifest_position(&got.members).map_or(0, |p| p + 1);
+    let placed =
+        restore_plan::select_includes(&got.members[skip..], &units, &target.include, |p| {
+            rules.is_db_sidecar(p)
+        })
+        .map_err(|reason| BackupError::NotInBackup {
+            id: id.to_string(),
+            reason,
+        })?;
+    let under = |path: &str| {
+        placed
+            .iter()
+            .any(|p| path == p || path.starts_with(&format!("{p}/")))
+    };
+    let db = rules
+        .database()
+        .filter(|db| staged.units.contains(db) && under(db));
+    let one_time_keys_removed = match &db {
+        Some(db) => restore::check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
+        None => None,
+    };
+    work::write_file(
+        container,
+        layout,
+        work,
+        "place.list",
+        &plan::files_list(&placed),
+    )
+    .await?;
+    let place = restore_plan::place_call(layout, params, work, &target.dir);
+    if let Err(e) = container
+        .exec(&place.argv, work::exec_options(layout, &place, work, None))
+        .await
+    {
+        let (exit_code, stderr) = match e {
+            ContainerError::ExitedNonZero {
+                exit_code, stderr, ..
+            } => (exit_code, stderr),
+            other => (-1, other.to_string()),
+        };
+        return Err(BackupError::StageFailed {
+            stage: Stage::Extract,
+            exit_code,
+            stderr,
+        });
+    }
+    let stripped: Vec<String> = staged
+        .stripped
+        .iter()
+        .filter(|(name, _)| under(name))
+        .map(|(name, mode)| restore_plan::describe_stripped(name, *mode))
+        .collect();
+    let mut warnings = got.warnings;
+    if !stripped.is_empty() {
+        warnings.push(format!(
+            "set-id, sticky and world-writable bits were stripped from {} extracted entries",
+            stripped.len()
+        ));
+    }
+    Ok(Extracted {
+        placed,
+        stripped,
+        one_time_keys_removed,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_must_be_a_plain_absolute_path() {
+        assert!(check_target("/srv/extracted").is_ok());
+        for bad in ["relative", "/a/../b", "/a\0b", ""] {
+            let e = check_target(bad).unwrap_err();
+            assert_eq!(e.fields(), vec!["target"], "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `ls`: a backup's contents as its manifest lists them, as a table or JSON.
+
+use serde::Serialize;
+use serde_json::json;
+use synapse_backup::Manifest;
+use synapse_backup::backup::manifest::{INNER_MANIFEST_MEMBER, ManifestPath};
+
+use crate::output;
+
+/// One entry of a backup, as `ls` prints it.
+pub struct Entry<'a> {
+    path: &'a ManifestPath,
+    kind: char,
+    size: u64,
+}
+
+/// The entries of `manifest`, in its order, without the inner manifest (which is
+/// never restored).
+pub fn entries(manifest: &Manifest) -> Vec<Entry<'_>> {
+    let inner_dir = INNER_MANIFEST_MEMBER
+        .rsplit_once('/')
+        .map_or("", |(dir, _)| dir);
+    manifest
+        .files
+        .iter()
+        .filter(|f| {
+            let p = f.path.as_bytes();
+            p != INNER_MANIFEST_MEMBER.as_bytes() && p != inner_dir.as_bytes()
+        })
+        .map(|f| Entry {
+            path: &f.path,
+            kind: f.kind,
+            size: f.size,
+        })
+        .collect()
+}
+
+/// `file`, `dir`, `symlink`, or the manifest's letter for anything else.
+fn kind_name(kind: char) -> String {
+    match kind {
+        'f' => "file".into(),
+        'd' => "dir".into(),
+        'l' => "symlink".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The path for a line of text: as it is when it is UTF-8 without control characters
+/// (which could fake lines), else quoted with escapes.
+fn shown(path: &ManifestPath) -> String {
+    match path {
+        ManifestPath::Text(text) if !text.chars().any(char::is_control) => text.clone(),
+        other => format!("{:?}", String::from_utf8_lossy(other.as_bytes())),
+    }
+}
+
+/// One line per entry: kind, size (files), path.
+pub fn table(entries: &[Entry<'_>]) -> String {
+    let mut out = String::new();
+    for e in entries {
+        let size = if e.kind == 'f' {
+            output::size(e.size)
+        } else {
+            "-".into()
+        };
+        out.push_str(&format!(
+            "{:<7} {size:>9}  {}\n",
+            kind_name(e.kind),
+            shown(e.path)
+        ));
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct JsonEntry {
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_bytes: Option<Vec<u8>>,
+    kind: String,
+    size: u64,
+}
+
+/// An array of `{path, kind, size}`; a path that is not UTF-8 is given lossily in
+/// `path` and exactly in `path_bytes`.
+pub fn to_json(entries: &[Entry<'_>]) -> serde_json::Value {
+    let entries: Vec<JsonEntry> = entries
+        .iter()
+        .map(|e| JsonEntry {
+            path: String::from_utf8_lossy(e.path.as_bytes()).into_owned(),
+            path_bytes: match e.path {
+                ManifestPath::Bytes(bytes) => Some(bytes.clone()),
+                ManifestPath::Text(_) => None,
+            },
+            kind: kind_name(e.kind),
+            size: e.size,
+        })
+        .collect();
+    serde_json::to_value(entries).unwrap_or_else(|_| json!([]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_paths_cannot_fake_lines() {
+        let newline = ManifestPath::Text("data/a\nfile 1 B data/b".into());
+        let bytes = ManifestPath::Bytes(b"data/\xff".to_vec());
+        let plain = ManifestPath::Text("data/c d".into());
+        let entries = [
+            Entry {
+                path: &newline,
+                kind: 'f',
+                size: 1,
+            },
+            Entry {
+                path: &bytes,
+                kind: 'f',
+                size: 2,
+            },
+            Entry {
+                path: &plain,
+                kind: 'd',
+                size: 4096,
+            },
+        ];
+        let text = table(&entries);
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.contains("\"data/a\\nfile 1 B data/b\""), "{text}");
+        assert!(text.ends_with("dir             -  data/c d\n"), "{text:?}");
+        let value = to_json(&entries);
+        assert_eq!(value[1]["path_bytes"], json!([100, 97, 116, 97, 47, 255]));
+        assert!(value[0].get("path_bytes").is_none());
+        assert_eq!(value[2]["kind"], "dir");
+    }
+}
