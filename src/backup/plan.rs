@@ -237,6 +237,18 @@ pub struct BackupOptions {
     pub max_bandwidth_mib: Option<u32>,
     /// How the backup lock is taken (default: required, fail at once when held).
     pub lock: crate::backup::lock::LockOptions,
+    /// Receives the pipeline's progress (see [`crate::backup::progress`]); none when
+    /// `None`.
+    pub progress: Option<crate::backup::progress::ProgressCallback>,
+}
+
+impl BackupOptions {
+    /// Reports the backup's progress to `callback` while the pipeline runs.
+    #[must_use]
+    pub fn with_progress(mut self, callback: crate::backup::progress::ProgressCallback) -> Self {
+        self.progress = Some(callback);
+        self
+    }
 }
 
 /// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
@@ -262,6 +274,7 @@ impl Default for BackupOptions {
             cancel: CancelToken::default(),
             max_bandwidth_mib: None,
             lock: crate::backup::lock::LockOptions::default(),
+            progress: None,
         }
     }
 }
