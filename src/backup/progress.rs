@@ -90,8 +90,9 @@ pub struct Progress {
     /// Recent throughput in bytes per second (over the last
     /// [`ProgressMeter::WINDOW`]); `None` before any time has passed.
     pub bytes_per_second: Option<f64>,
-    /// Time left at the recent rate; `None` without a total, without a rate, or once
-    /// the count has reached an estimated total before the end.
+    /// Time left at the recent rate; `None` without a total, without a rate, before
+    /// [`ProgressMeter::ETA_AFTER`] bytes (a pipeline starting up has no useful rate
+    /// yet), or once the count has reached an estimated total before the end.
     pub eta: Option<Duration>,
     /// This is the final report: the pipeline finished successfully.
     pub finished: bool,
@@ -172,8 +173,9 @@ pub(crate) fn human_rate(bytes_per_second: f64) -> String {
     format!("{}/s", human_bytes(whole))
 }
 
-/// A duration for people: `45 s`, `2 min`, `1 h 5 min` (minutes rounded up past the
-/// first one, so `2 min left` is never an underestimate by a minute).
+/// A duration for people: `45 s`, `2 min`, `1 h 5 min`, `more than 99 h` (minutes
+/// rounded up past the first one, so `2 min left` is never an underestimate by a
+/// minute).
 pub(crate) fn human_duration(duration: Duration) -> String {
     let secs = duration.as_secs();
     if secs < 60 {
@@ -184,7 +186,9 @@ pub(crate) fn human_duration(duration: Duration) -> String {
         return format!("{minutes} min");
     }
     let (h, m) = (minutes / 60, minutes % 60);
-    if m == 0 {
+    if h >= 100 {
+        "more than 99 h".into()
+    } else if m == 0 {
         format!("{h} h")
     } else {
         format!("{h} h {m} min")
@@ -209,6 +213,8 @@ pub struct ProgressMeter {
 impl ProgressMeter {
     /// How far back the rate looks.
     pub const WINDOW: Duration = Duration::from_secs(10);
+    /// The bytes done before a time left is estimated (1 MiB).
+    pub const ETA_AFTER: u64 = 1 << 20;
 
     /// A meter for `stage` with the expected total, if known; its first sample is 0
     /// bytes at time zero.
@@ -251,7 +257,9 @@ impl ProgressMeter {
         let span = elapsed.saturating_sub(t0).as_secs_f64();
         let rate = (span > 0.0).then(|| (bytes - b0) as f64 / span);
         let eta = match (self.total, rate) {
-            (Some(total), Some(rate)) if !finished && rate > 0.0 && total > bytes => {
+            (Some(total), Some(rate))
+                if !finished && rate > 0.0 && total > bytes && bytes >= Self::ETA_AFTER =>
+            {
                 Duration::try_from_secs_f64((total - bytes) as f64 / rate).ok()
             }
             _ => None,
@@ -467,6 +475,10 @@ mod tests {
         assert_eq!(p.eta, Some(secs(40)));
         assert_eq!(p.elapsed, secs(24));
         assert!(!p.finished);
+        // No estimate from the first few bytes of a pipeline starting up.
+        let mut m = ProgressMeter::new(ProgressStage::Backup, Some(100 * MB));
+        let p = m.sample(secs(2), 15);
+        assert_eq!((p.bytes_per_second, p.eta), (Some(7.5), None));
     }
 
     #[test]
@@ -530,9 +542,13 @@ mod tests {
     #[test]
     fn huge_times_left_do_not_panic() {
         let mut m = ProgressMeter::new(ProgressStage::Backup, Some(u64::MAX));
-        let p = m.sample(Duration::from_nanos(1), 1);
-        assert!(p.eta.is_some_and(|e| e > secs(1 << 40)) || p.eta.is_none());
-        assert!(!p.to_string().is_empty());
+        // 2 MiB in 1,000,000 s: about 9e18 s left, within a Duration.
+        let p = m.sample(secs(1_000_000), 2 << 20);
+        assert!(p.eta.is_some_and(|e| e > secs(1 << 60)), "{p:?}");
+        assert!(p.to_string().ends_with(", more than 99 h left"), "{p}");
+        // Under a byte a second: more than a Duration holds, so no estimate.
+        let mut m = ProgressMeter::new(ProgressStage::Backup, Some(u64::MAX));
+        assert_eq!(m.sample(secs(10_000_000), 1 << 20).eta, None);
     }
 
     #[test]
@@ -545,6 +561,8 @@ mod tests {
         assert_eq!(human_duration(secs(120)), "2 min");
         assert_eq!(human_duration(secs(3600)), "1 h");
         assert_eq!(human_duration(secs(3901)), "1 h 6 min");
+        assert_eq!(human_duration(secs(99 * 3600 + 60)), "99 h 1 min");
+        assert_eq!(human_duration(secs(100 * 3600)), "more than 99 h");
     }
 
     #[test]

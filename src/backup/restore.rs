@@ -9,6 +9,7 @@ use crate::backup::manifest::{InnerManifest, Manifest};
 use crate::backup::plan::{
     self, BackupId, BackupOptions, CancelToken, MANIFEST_SUFFIX, ScriptCall, WorkDir,
 };
+use crate::backup::progress::{self, ProgressStage};
 use crate::backup::restore_plan::{
     self, ArchiveMember, MemberSource, RestoreRules, parse_members, parse_staged,
 };
@@ -94,6 +95,20 @@ pub struct RestoreOptions {
     /// Keep (`true`) the restored database's `e2e_one_time_keys_json` rows; by default
     /// they are removed, as Synapse advises for a restored database.
     pub keep_one_time_keys: bool,
+    /// Cap the download at this many MiB/s (the aws CLI's `max_bandwidth`); no cap when
+    /// `None`.
+    pub max_bandwidth_mib: Option<u32>,
+    /// Receives the download's progress (see [`crate::backup::progress`]); none when
+    /// `None`.
+    pub progress: Option<crate::backup::progress::ProgressCallback>,
+}
+
+impl RestoreOptions {
+    /// The aws CLI settings of the download (the default transfer settings, with the
+    /// bandwidth cap).
+    fn transfer_options(&self) -> BackupOptions {
+        BackupOptions::default().max_bandwidth_mib(self.max_bandwidth_mib)
+    }
 }
 
 struct Fetched {
@@ -192,15 +207,21 @@ async fn fetch<C: Container + ?Sized>(
     call: &ScriptCall,
     id: &BackupId,
     fetched: &Fetched,
-    timeout: Option<Duration>,
+    options: &RestoreOptions,
+    stage: ProgressStage,
 ) -> Result<Fetch, BackupError> {
     let (container, layout, passphrase) = (run.container, run.layout, run.passphrase);
-    let outcome = container
-        .exec(
-            &call.argv,
-            work::pipeline_options(layout, call, work, timeout, passphrase),
-        )
-        .await;
+    let outcome = progress::exec_with_progress(
+        container,
+        layout,
+        work,
+        &call.argv,
+        work::pipeline_options(layout, call, work, options.timeout, passphrase),
+        options.progress.as_ref(),
+        stage,
+        Some(fetched.size),
+    )
+    .await;
     let sha = work::read_text(container, layout, &work.file("sha256"))
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
@@ -409,10 +430,19 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
     let fetched = locate(&run.client, id).await?;
     let work = run
-        .work_dir("verify", &BackupOptions::default(), true)
+        .work_dir("verify", &options.transfer_options(), true)
         .await?;
     let call = restore_plan::list_call(layout, s3_parameters, work.dir(), &fetched.key);
-    let result = fetch(&run, work.dir(), &call, id, &fetched, options.timeout).await;
+    let result = fetch(
+        &run,
+        work.dir(),
+        &call,
+        id,
+        &fetched,
+        options,
+        ProgressStage::Verify,
+    )
+    .await;
     let sha = work::read_text(container, layout, &work.dir().file("sha256"))
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
@@ -520,7 +550,7 @@ async fn restore_locked<C: Container + ?Sized>(
     let fetched = locate(&run.client, id).await?;
     let need = staging_need(&fetched);
     let work = run
-        .work_dir("restore", &BackupOptions::default(), true)
+        .work_dir("restore", &options.transfer_options(), true)
         .await?;
     let result = restore_in(run, &work, options, &rules, id, &fetched, need).await;
     work.finish().await;
@@ -567,7 +597,16 @@ async fn restore_in<C: Container + ?Sized>(
         reason,
     };
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
-    let got = fetch(run, work, &call, id, fetched, options.timeout).await?;
+    let got = fetch(
+        run,
+        work,
+        &call,
+        id,
+        fetched,
+        options,
+        ProgressStage::Restore,
+    )
+    .await?;
     let unsafe_member =
         |(member, reason): (String, String)| BackupError::UnsafeMember { member, reason };
     let listed = rules
