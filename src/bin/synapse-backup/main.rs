@@ -38,6 +38,8 @@ Environment:
   SYNAPSE_BACKUP_ROOT              --root
   SYNAPSE_BACKUP_PASSPHRASE_FILE   the --passphrase-file
   SYNAPSE_BACKUP_PASSPHRASE        the passphrase itself, when no passphrase file is given
+  SYNAPSE_BACKUP_PROGRESS_EVERY    seconds between progress lines on stderr when it is not a
+                                   terminal or with --json (default 30; 0: every report)
   RUST_LOG                         log filter (overrides -v), e.g. synapse_backup=debug
 
 Wherever a backup id is taken, `latest` names the newest complete backup.
@@ -625,13 +627,17 @@ async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<()
     target.check_bucket().await?;
     let container = container(&layout);
     let token = CancelToken::new();
+    let view = output::ProgressView::new(
+        format!("backing up {} to {}", layout.root, target.describe()),
+        global.json,
+    );
     let options = BackupOptions::default()
         .snapshot_timeout(snapshot_timeout.map(std::time::Duration::from_secs))
         .cancel(token.clone())
-        .lock(lock_options(global));
-    let (result, signal) = output::with_spinner(
-        format!("backing up {} to {}", layout.root, target.describe()),
-        interrupt::cancel_on_signal(
+        .lock(lock_options(global))
+        .progress(Some(view.callback()));
+    let (result, signal) = view
+        .run(interrupt::cancel_on_signal(
             create_backup_with(
                 &container,
                 &target.params,
@@ -640,9 +646,8 @@ async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<()
                 &options,
             ),
             &token,
-        ),
-    )
-    .await;
+        ))
+        .await;
     let report = match (result, signal) {
         (Ok(report), _) => report,
         (Err(BackupError::Cancelled), Some(signal)) => {
@@ -713,22 +718,22 @@ async fn verify(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
     target.check_bucket().await?;
     let id = &target.resolve(id).await?;
     let container = container(&layout);
-    let run = output::with_spinner(
-        format!("verifying {id}"),
-        interrupt::cancellable_in_workload(
+    let view = output::ProgressView::new(format!("verifying {id}"), global.json);
+    let options = RestoreOptions::default().progress(Some(view.callback()));
+    let run = view
+        .run(interrupt::cancellable_in_workload(
             verify_backup_with(
                 &container,
                 &target.params,
                 passphrase.expose(),
                 id,
                 &layout,
-                &RestoreOptions::default(),
+                &options,
             ),
             &container,
             &layout,
-        ),
-    )
-    .await;
+        ))
+        .await;
     let report = match run {
         Ok(result) => result.map_err(|e| target.failure(e, false))?,
         Err((signal, cleaned)) => {
@@ -815,18 +820,20 @@ async fn restore(global: &GlobalArgs, id: &IdArg, yes: bool) -> Result<(), Failu
         }
     }
     let container = container(&layout);
+    let view =
+        output::ProgressView::new(format!("restoring {id} into {}", layout.root), global.json);
+    let options = RestoreOptions::default()
+        .lock(lock_options(global))
+        .progress(Some(view.callback()));
     let report = interrupt::shielded(
-        output::with_spinner(
-            format!("restoring {id} into {}", layout.root),
-            restore_backup_with(
-                &container,
-                &target.params,
-                passphrase.expose(),
-                id,
-                &layout,
-                &RestoreOptions::default().lock(lock_options(global)),
-            ),
-        ),
+        view.run(restore_backup_with(
+            &container,
+            &target.params,
+            passphrase.expose(),
+            id,
+            &layout,
+            &options,
+        )),
         "a restore",
     )
     .await
