@@ -565,6 +565,84 @@ mod tests {
         assert_eq!(human_duration(secs(100 * 3600)), "more than 99 h");
     }
 
+    /// Through a mock workload: the pipeline is told where to write its count, every
+    /// read of the count or the length is `workdir.sh read` as the workload user (never
+    /// a `pull` by this process), and the final report carries the length; without a
+    /// callback the exec is left alone and nothing is read.
+    #[tokio::test]
+    async fn counts_are_read_as_the_workload_user_and_the_end_carries_the_length() {
+        use crate::container::MockContainer;
+        let layout = Layout {
+            root: "/r".into(),
+            ..Layout::default()
+        };
+        let work = WorkDir::at("/r/data/.synapse-backup-backup-1.x");
+        let argv = vec!["bash".to_string(), "-c".into(), "pipeline".into()];
+        let mut c = MockContainer::new();
+        c.expect_pull().never();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = Arc::clone(&seen);
+        c.expect_exec().returning(move |argv, options| {
+            s2.lock().unwrap().push((argv.to_vec(), options.clone()));
+            let stdout = if argv[2] == crate::backup::scripts::WORKDIR {
+                assert_eq!(argv[4], "read");
+                assert_eq!(argv[5], "/r/data/.synapse-backup-backup-1.x/length");
+                b"4242\n".to_vec()
+            } else {
+                Vec::new()
+            };
+            Ok(ExecOutput {
+                stdout,
+                ..ExecOutput::default()
+            })
+        });
+        let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let r2 = Arc::clone(&reports);
+        let callback = ProgressCallback::new(move |p| r2.lock().unwrap().push(p.clone()));
+        exec_with_progress(
+            &c,
+            &layout,
+            &work,
+            &argv,
+            ExecOptions::default(),
+            Some(&callback),
+            ProgressStage::Restore,
+            Some(5000),
+        )
+        .await
+        .unwrap();
+        let execs = seen.lock().unwrap().clone();
+        assert_eq!(execs.len(), 2, "{execs:?}");
+        assert_eq!(execs[0].0, argv);
+        assert_eq!(
+            execs[0].1.environment[PROGRESS_ENV],
+            "/r/data/.synapse-backup-backup-1.x/progress"
+        );
+        assert_eq!(execs[1].1.user.as_deref(), Some("synapse"));
+        let reports = reports.lock().unwrap().clone();
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        assert_eq!((reports[0].bytes_done, reports[0].finished), (0, false));
+        assert_eq!((reports[1].bytes_done, reports[1].finished), (4242, true));
+        assert!(reports.iter().all(|p| p.stage == ProgressStage::Restore));
+
+        seen.lock().unwrap().clear();
+        exec_with_progress(
+            &c,
+            &layout,
+            &work,
+            &argv,
+            ExecOptions::default(),
+            None,
+            ProgressStage::Restore,
+            None,
+        )
+        .await
+        .unwrap();
+        let execs = seen.lock().unwrap().clone();
+        assert_eq!(execs.len(), 1);
+        assert!(execs[0].1.environment.is_empty());
+    }
+
     #[test]
     fn the_callback_is_debuggable_comparable_and_survives_a_panic() {
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
