@@ -268,3 +268,85 @@ async fn the_cli_logs_progress_lines_on_stderr_without_a_terminal() {
         "{stderr}"
     );
 }
+
+/// Text as a terminal shows it, one line per `\r` or `\n`, without escape sequences.
+fn screen_lines(raw: &str) -> Vec<String> {
+    let mut out = String::new();
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for f in chars.by_ref() {
+                    if ('@'..='~').contains(&f) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out.split(['\r', '\n'])
+        .map(|l| l.trim_end().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The CLI on an 80-column terminal (`script`): the bar, with its percentage, and every
+/// line it draws fit 80 columns.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_draws_a_bar_that_fits_80_columns_on_a_terminal() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let s3_file = env.dir.path().join("s3.yaml");
+    std::fs::write(
+        &s3_file,
+        format!(
+            "access-key: {}\nsecret-key: {}\nbucket: {}\nendpoint: {}\nregion: us-east-1\n\
+             s3-uri-style: path\npath: synapse/backups\n",
+            env.server.access_key, env.server.secret_key, env.bucket, env.server.endpoint
+        ),
+    )
+    .unwrap();
+    let passphrase_file = env.dir.path().join("passphrase");
+    std::fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
+    // Every value reaches the inner shell in the environment, never in its text.
+    let inner = "stty cols 80 rows 24; \"$SB_BIN\" --root \"$SB_ROOT\" --s3 \"$SB_S3\" \
+                 --passphrase-file \"$SB_PASS\" create; echo \"exit=$?\"";
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("script")
+            .args(["-q", "-e", "-c", inner, "/dev/null"])
+            .env_remove("RUST_LOG")
+            .env("SB_BIN", env!("CARGO_BIN_EXE_synapse-backup"))
+            .env("SB_ROOT", &env.tree.root)
+            .env("SB_S3", &s3_file)
+            .env("SB_PASS", &passphrase_file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run script (util-linux: sudo apt-get install -y bsdutils)")
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("exit=0"), "{text}");
+    let lines = screen_lines(&text);
+    let bars: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("backing up [") && l.contains('%'))
+        .collect();
+    assert!(
+        !bars.is_empty(),
+        "no progress bar drawn:\n{}",
+        lines.join("\n")
+    );
+    for line in &lines {
+        // The summary and the id are plain lines; everything drawn fits 80 columns.
+        if line.starts_with("created ") || line.starts_with("backup-") || line.starts_with("exit=")
+        {
+            continue;
+        }
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line:?}",
+            line.chars().count()
+        );
+    }
+}
