@@ -183,15 +183,26 @@ async fn progress_is_reported_several_times_during_capped_create_verify_and_rest
 
 /// Without python3 the checksum stage is `tee` to `sha256sum`/`openssl` and `wc -c`,
 /// which count nothing along the way (as the docs say): reports stay at 0 bytes until
-/// the final one, which carries the whole length.
+/// the final one, which carries the whole length. The workload's python3 here fails
+/// the checksum stage's probe (`python3 -I`) and still takes the database snapshot,
+/// so no sqlite3 CLI is needed.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_python3_progress_arrives_at_the_end() {
+    use std::os::unix::fs::PermissionsExt;
     let env = Env::new(&TreeSpec::default()).await;
+    let python = env::require_tool("python3", "sudo apt-get install -y python3");
+    let wrapper = env.dir.path().join("python3-without-isolated-mode");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = -I ] && exit 1\nexec '{}' \"$@\"\n",
+            python.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut layout = env.layout.clone();
-    layout.python3 = "/nonexistent/python3".into();
-    layout.sqlite3 = env::require_tool("sqlite3", "sudo apt-get install -y sqlite3")
-        .to_string_lossy()
-        .into_owned();
+    layout.python3 = wrapper.to_string_lossy().into_owned();
     let (callback, seen) = recorder();
     let options = BackupOptions::default().progress(Some(callback));
     let report = create_backup_with(
