@@ -242,15 +242,6 @@ pub struct BackupOptions {
     pub progress: Option<crate::backup::progress::ProgressCallback>,
 }
 
-impl BackupOptions {
-    /// Reports the backup's progress to `callback` while the pipeline runs.
-    #[must_use]
-    pub fn with_progress(mut self, callback: crate::backup::progress::ProgressCallback) -> Self {
-        self.progress = Some(callback);
-        self
-    }
-}
-
 /// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
 /// online backup of a healthy database takes.
 pub const DEFAULT_SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);

@@ -277,8 +277,8 @@ impl ProgressMeter {
 }
 
 /// Receives [`Progress`] reports while create, verify or restore runs: set it with
-/// [`BackupOptions::with_progress`](crate::BackupOptions::with_progress) or
-/// [`RestoreOptions::with_progress`](crate::RestoreOptions::with_progress).
+/// the `progress` setter of [`BackupOptions`](crate::BackupOptions) or
+/// [`RestoreOptions`](crate::RestoreOptions).
 ///
 /// The function is called on the task that drives the operation: once when the
 /// pipeline starts (0 bytes), every [`interval`](Self::interval) while it runs, and
@@ -296,7 +296,7 @@ impl ProgressMeter {
 /// let status = Arc::new(Mutex::new(String::new()));
 /// let shown = Arc::clone(&status);
 /// let options = BackupOptions::default()
-///     .with_progress(ProgressCallback::new(move |p| *shown.lock().unwrap() = p.to_string()));
+///     .progress(Some(ProgressCallback::new(move |p| *shown.lock().unwrap() = p.to_string())));
 /// assert!(options.progress.is_some());
 /// ```
 #[derive(Clone)]
