@@ -58,6 +58,7 @@ pub use backup::layout::{HomeserverConfig, Layout};
 pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
 pub use backup::manifest::Manifest;
 pub use backup::plan::{BackupId, BackupOptions, CancelToken, Compression, LiveChanges};
+pub use backup::progress::{Progress, ProgressCallback, ProgressMeter, ProgressStage};
 pub use backup::{
     BackupInfo, BackupReport, BackupStatus, ExtractReport, ExtractTarget, PruneReport,
     RestoreOptions, RestoreReport, RetentionPolicy, VerifyReport, backup_status, create_backup,

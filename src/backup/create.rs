@@ -13,6 +13,7 @@ use super::manifest::{
     ManifestLayout, ManifestPath,
 };
 use super::plan::{self, BackupId, BackupOptions, LiveChanges, WorkDir};
+use super::progress::{self, ProgressStage};
 use super::restore_plan::{MemberSource, RestoreRules};
 use super::run::Run;
 use super::scripts::{Exit, Pipeline};
@@ -536,12 +537,17 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         let call = plan::backup_call(layout, params, options, work, key, expected_size);
         tracing::info!(backup_id = %id, expected_size, "running the backup pipeline");
         self.uploading.store(true, Ordering::SeqCst);
-        if let Err(e) = container
-            .exec(
-                &call.argv,
-                work::pipeline_options(layout, &call, work, options.timeout, passphrase),
-            )
-            .await
+        if let Err(e) = progress::exec_with_progress(
+            container,
+            layout,
+            work,
+            &call.argv,
+            work::pipeline_options(layout, &call, work, options.timeout, passphrase),
+            options.progress.as_ref(),
+            ProgressStage::Backup,
+            Some(expected_size),
+        )
+        .await
         {
             return Err(match e {
                 ContainerError::ExitedNonZero {

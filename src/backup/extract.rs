@@ -207,7 +207,16 @@ async fn extract_in<C: Container + ?Sized>(
         reason,
     };
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
-    let got = restore::fetch(run, work, &call, id, fetched, options.timeout).await?;
+    let got = restore::fetch(
+        run,
+        work,
+        &call,
+        id,
+        fetched,
+        options,
+        crate::backup::progress::ProgressStage::Restore,
+    )
+    .await?;
     let rules = restore::verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
     let unsafe_member =
         |(member, reason): (String, String)| BackupError::UnsafeMember { member, reason };

@@ -10,6 +10,7 @@ mod listing;
 pub mod lock;
 pub mod manifest;
 pub mod plan;
+pub mod progress;
 mod restore;
 pub mod restore_plan;
 mod run;

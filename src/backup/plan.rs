@@ -237,6 +237,9 @@ pub struct BackupOptions {
     pub max_bandwidth_mib: Option<u32>,
     /// How the backup lock is taken (default: required, fail at once when held).
     pub lock: crate::backup::lock::LockOptions,
+    /// Receives the pipeline's progress (see [`crate::backup::progress`]); none when
+    /// `None`.
+    pub progress: Option<crate::backup::progress::ProgressCallback>,
 }
 
 /// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
@@ -262,6 +265,7 @@ impl Default for BackupOptions {
             cancel: CancelToken::default(),
             max_bandwidth_mib: None,
             lock: crate::backup::lock::LockOptions::default(),
+            progress: None,
         }
     }
 }

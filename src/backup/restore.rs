@@ -9,6 +9,7 @@ use crate::backup::manifest::{InnerManifest, Manifest};
 use crate::backup::plan::{
     self, BackupId, BackupOptions, CancelToken, MANIFEST_SUFFIX, ScriptCall, WorkDir,
 };
+use crate::backup::progress::{self, ProgressStage};
 use crate::backup::restore_plan::{
     self, ArchiveMember, MemberSource, RestoreRules, parse_members, parse_staged,
 };
@@ -102,6 +103,9 @@ pub struct RestoreOptions {
     /// Verify does so anyway when the work base does not exist (no Synapse tree there);
     /// it keeps only small files in it. A restore stages beside the data and ignores it.
     pub temp_work_dir: bool,
+    /// Receives the download's progress (see [`crate::backup::progress`]); none when
+    /// `None`.
+    pub progress: Option<crate::backup::progress::ProgressCallback>,
 }
 
 impl RestoreOptions {
@@ -207,15 +211,21 @@ pub(super) async fn fetch<C: Container + ?Sized>(
     call: &ScriptCall,
     id: &BackupId,
     fetched: &Fetched,
-    timeout: Option<Duration>,
+    options: &RestoreOptions,
+    stage: ProgressStage,
 ) -> Result<Fetch, BackupError> {
     let (container, layout, passphrase) = (run.container, run.layout, run.passphrase);
-    let outcome = container
-        .exec(
-            &call.argv,
-            work::pipeline_options(layout, call, work, timeout, passphrase),
-        )
-        .await;
+    let outcome = progress::exec_with_progress(
+        container,
+        layout,
+        work,
+        &call.argv,
+        work::pipeline_options(layout, call, work, options.timeout, passphrase),
+        options.progress.as_ref(),
+        stage,
+        Some(fetched.size),
+    )
+    .await;
     let sha = work::read_text(container, layout, &work.file("sha256"))
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
@@ -433,7 +443,16 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
         .work_dir_in(place, "verify", &options.transfer(), true)
         .await?;
     let call = restore_plan::list_call(layout, s3_parameters, work.dir(), &fetched.key);
-    let result = fetch(&run, work.dir(), &call, id, &fetched, options.timeout).await;
+    let result = fetch(
+        &run,
+        work.dir(),
+        &call,
+        id,
+        &fetched,
+        options,
+        ProgressStage::Verify,
+    )
+    .await;
     let sha = work::read_text(container, layout, &work.dir().file("sha256"))
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
@@ -626,7 +645,16 @@ async fn restore_in<C: Container + ?Sized>(
         reason,
     };
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
-    let got = fetch(run, work, &call, id, fetched, options.timeout).await?;
+    let got = fetch(
+        run,
+        work,
+        &call,
+        id,
+        fetched,
+        options,
+        ProgressStage::Restore,
+    )
+    .await?;
     let unsafe_member =
         |(member, reason): (String, String)| BackupError::UnsafeMember { member, reason };
     let listed = rules

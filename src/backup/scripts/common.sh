@@ -4,7 +4,9 @@
 #
 # Globals the including script sets: w (its work dir), names and errs (stage names and
 # stderr files, in pipeline order), st (a copy of PIPESTATUS).
-# Environment: SB_PYTHON (python3), SB_HASH_PY (the text of hash.py).
+# Environment: SB_PYTHON (python3), SB_HASH_PY (the text of hash.py), and optionally
+# SB_PROGRESS (a file in the work dir for the running byte count; hash.py only: the
+# tee fallback counts nothing before the end).
 # shellcheck disable=SC2154
 
 # checksum_start: chooses how the checksum stage runs. With python3, one pass in-line
@@ -27,10 +29,11 @@ checksum_start() {
 }
 
 # checksum: the checksum stage of the pipeline (stdin to stdout), writing the stream's
-# SHA-256 to $w/sha256 and its length to $w/length.
+# SHA-256 to $w/sha256 and its length to $w/length (and, with hash.py, the running
+# count to $SB_PROGRESS when set).
 checksum() {
   if [ "$inline" = 1 ]; then
-    "$SB_PYTHON" -I -c "$SB_HASH_PY" "$w/sha256" "$w/length"
+    "$SB_PYTHON" -I -c "$SB_HASH_PY" "$w/sha256" "$w/length" "${SB_PROGRESS:-}"
   else
     tee "$w/sha.fifo" "$w/len.fifo"
   fi

@@ -39,6 +39,8 @@ Environment:
   SYNAPSE_BACKUP_ROOT              --root
   SYNAPSE_BACKUP_PASSPHRASE_FILE   the --passphrase-file
   SYNAPSE_BACKUP_PASSPHRASE        the passphrase itself, when no passphrase file is given
+  SYNAPSE_BACKUP_PROGRESS_EVERY    seconds between progress lines on stderr when it is not a
+                                   terminal or with --json (default 30; 0: every report)
   RUST_LOG                         log filter (overrides -v), e.g. synapse_backup=debug
 
 Wherever a backup id is taken, `latest` names the newest complete backup.
@@ -713,14 +715,18 @@ async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<()
     target.check_bucket().await?;
     let container = container(&layout);
     let token = CancelToken::new();
+    let view = output::ProgressView::new(
+        format!("backing up {} to {}", layout.root, target.describe()),
+        global.json,
+    );
     let options = BackupOptions::default()
         .snapshot_timeout(snapshot_timeout.map(std::time::Duration::from_secs))
         .cancel(token.clone())
         .lock(lock_options(global))
-        .max_bandwidth_mib(global.limit_upload);
-    let (result, signal) = output::with_spinner(
-        format!("backing up {} to {}", layout.root, target.describe()),
-        interrupt::cancel_on_signal(
+        .max_bandwidth_mib(global.limit_upload)
+        .progress(Some(view.callback()));
+    let (result, signal) = view
+        .run(interrupt::cancel_on_signal(
             create_backup_with(
                 &container,
                 &target.params,
@@ -729,9 +735,8 @@ async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<()
                 &options,
             ),
             &token,
-        ),
-    )
-    .await;
+        ))
+        .await;
     let report = match (result, signal) {
         (Ok(report), _) => report,
         (Err(BackupError::Cancelled), Some(signal)) => {
@@ -829,24 +834,25 @@ async fn verify_one(
     temp_work_dir: bool,
 ) -> Result<Result<VerifyReport, BackupError>, Failure> {
     let container = container(layout);
-    let run = output::with_spinner(
-        format!("verifying {id}"),
-        interrupt::cancellable_in_workload(
+    let view = output::ProgressView::new(format!("verifying {id}"), global.json);
+    let options = RestoreOptions::default()
+        .max_bandwidth_mib(global.limit_download)
+        .temp_work_dir(temp_work_dir)
+        .progress(Some(view.callback()));
+    let run = view
+        .run(interrupt::cancellable_in_workload(
             verify_backup_with(
                 &container,
                 &target.params,
                 passphrase.expose(),
                 id,
                 layout,
-                &RestoreOptions::default()
-                    .max_bandwidth_mib(global.limit_download)
-                    .temp_work_dir(temp_work_dir),
+                &options,
             ),
             &container,
             layout,
-        ),
-    )
-    .await;
+        ))
+        .await;
     run.map_err(|(signal, cleaned)| {
         Failure::new(
             Kind::Interrupted(signal),
@@ -1032,21 +1038,22 @@ async fn restore(
         }
     }
     let container = container(&layout);
+    let view =
+        output::ProgressView::new(format!("restoring {id} into {}", layout.root), global.json);
+    let options = RestoreOptions::default()
+        .lock(lock_options(global))
+        .max_bandwidth_mib(global.limit_download)
+        .keep_one_time_keys(keep_one_time_keys)
+        .progress(Some(view.callback()));
     let report = interrupt::shielded(
-        output::with_spinner(
-            format!("restoring {id} into {}", layout.root),
-            restore_backup_with(
-                &container,
-                &target.params,
-                passphrase.expose(),
-                id,
-                &layout,
-                &RestoreOptions::default()
-                    .lock(lock_options(global))
-                    .max_bandwidth_mib(global.limit_download)
-                    .keep_one_time_keys(keep_one_time_keys),
-            ),
-        ),
+        view.run(restore_backup_with(
+            &container,
+            &target.params,
+            passphrase.expose(),
+            id,
+            &layout,
+            &options,
+        )),
         "a restore",
     )
     .await
@@ -1129,21 +1136,21 @@ async fn extract(
     for path in include {
         into = into.include(path);
     }
+    let view = output::ProgressView::new(format!("extracting {id} into {dir}"), global.json);
+    let options = RestoreOptions::default()
+        .max_bandwidth_mib(global.limit_download)
+        .keep_one_time_keys(keep_one_time_keys)
+        .progress(Some(view.callback()));
     let report = interrupt::shielded(
-        output::with_spinner(
-            format!("extracting {id} into {dir}"),
-            extract_backup_with(
-                &container,
-                &target.params,
-                passphrase.expose(),
-                id,
-                &layout,
-                &into,
-                &RestoreOptions::default()
-                    .max_bandwidth_mib(global.limit_download)
-                    .keep_one_time_keys(keep_one_time_keys),
-            ),
-        ),
+        view.run(extract_backup_with(
+            &container,
+            &target.params,
+            passphrase.expose(),
+            id,
+            &layout,
+            &into,
+            &options,
+        )),
         "an extraction",
     )
     .await
