@@ -1452,7 +1452,7 @@ fn run_sections(
         let aws_config = bench.base.join("upload-aws-config");
         fs::write(
             &aws_config,
-            synapse_backup::backup::plan::aws_config_file(&bench.params, &config.options)
+            synapse_backup::testing::internals::aws_config_file(&bench.params, &config.options)
                 .map_err(|e| e.to_string())?,
         )?;
         for round in 1..=config.rounds {

@@ -46,27 +46,35 @@
 //!
 //! Crate features: `cli` (default: the `synapse-backup` operator command), `mock`
 //! ([`MockContainer`] for downstream unit tests), `testing` (the [`Container`]
-//! conformance suite in [`container::conformance`], the in-memory [`ObjectStore`]
-//! `MemoryStore` and its conformance suite in `s3::conformance`).
+//! conformance suite in `testing::container_conformance`, the in-memory [`ObjectStore`]
+//! `testing::MemoryStore` and its conformance suite in `testing::store_conformance`).
 
-pub mod backup;
-pub mod container;
-pub mod error;
-pub mod s3;
+mod backup;
+mod container;
+mod error;
+mod s3;
 
-pub use backup::layout::{HomeserverConfig, Layout};
+pub use backup::catalog::{BackupInfo, BackupStatus, PruneReport, RetentionPolicy};
+pub use backup::catalog::{
+    backup_status, delete_backup, delete_backup_with, exists_backup, list_backups,
+    protected_backups, prune_backups, prune_backups_with, read_manifest, select_for_pruning,
+};
+pub use backup::layout::{DatabaseKind, HomeserverConfig, Layout};
 pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
-pub use backup::manifest::Manifest;
-pub use backup::plan::{BackupId, BackupOptions, CancelToken, Compression, LiveChanges};
+pub use backup::manifest::{
+    INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestLayout,
+    ManifestPath,
+};
+pub use backup::plan::{
+    BackupId, BackupOptions, CancelToken, Compression, DEFAULT_SNAPSHOT_TIMEOUT, LiveChanges,
+    check_passphrase,
+};
 pub use backup::progress::{Progress, ProgressCallback, ProgressMeter, ProgressStage};
 pub use backup::{
-    BackupInfo, BackupReport, BackupStatus, ExtractReport, ExtractTarget, PruneReport,
-    RestoreOptions, RestoreReport, RetentionPolicy, VerifyReport, backup_status, create_backup,
-    create_backup_with, delete_backup, delete_backup_with, exists_backup, extract_backup_with,
-    list_backups, prune_backups, prune_backups_with, read_manifest, remove_abandoned_work_dirs,
+    BackupReport, ExtractReport, ExtractTarget, RestoreOptions, RestoreReport, VerifyReport,
+    create_backup, create_backup_with, extract_backup_with, remove_abandoned_work_dirs,
     restore_backup, restore_backup_with, verify_backup, verify_backup_with,
 };
-
 #[cfg(any(test, feature = "mock"))]
 pub use container::MockContainer;
 pub use container::local::{LocalContainer, ProcessSupervisor, ServiceManager, SystemdServices};
@@ -75,13 +83,31 @@ pub use container::{
     PushOptions,
 };
 pub use error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
-#[cfg(any(test, feature = "testing"))]
-pub use s3::MemoryStore;
 pub use s3::{
-    AddressingStyle, CloneStore, Conditional, CustomerKey, MultipartUpload, ObjectHead, ObjectInfo,
-    ObjectStore, S3Client, S3Parameters, S3ParametersBuilder, ServerSideEncryption,
-    VersionedObject,
+    AddressingStyle, AmbientCredentials, CloneStore, Conditional, CredentialSource, CustomerKey,
+    MultipartUpload, ObjectHead, ObjectInfo, ObjectStore, S3Client, S3Parameters,
+    S3ParametersBuilder, ServerSideEncryption, VersionedObject,
 };
+
+/// Test support (feature `testing`): the conformance suites that an implementation of
+/// [`Container`] or [`ObjectStore`] should pass, and [`MemoryStore`](testing::MemoryStore),
+/// an in-memory [`ObjectStore`] for fast tests of code over the catalog.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    pub use crate::container::conformance as container_conformance;
+    pub use crate::s3::MemoryStore;
+    pub use crate::s3::conformance as store_conformance;
+
+    /// Internals that this crate's own tests and benchmark reach (the per-run aws CLI
+    /// config, the archive listing parsers): no stability promise.
+    pub mod internals {
+        pub use crate::backup::plan::{WorkDir, aws_config_file, ca_bundle, script_env};
+        pub use crate::backup::restore_plan::parse_members;
+        pub use crate::s3::aws_cli::{
+            Transfer, TransferSettings, config_file, credential_env, customer_key_file, sse_args,
+        };
+    }
+}
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(all(doctest, feature = "mock"))]

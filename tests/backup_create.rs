@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use env::{Env, PASSPHRASE, sh};
-use synapse_backup::backup::manifest::ManifestPath;
+use synapse_backup::ManifestPath;
 use synapse_backup::{
     BackupError, BackupOptions, LocalContainer, Manifest, S3Client, Stage, create_backup_with,
 };
@@ -105,7 +105,7 @@ async fn round_trip_is_readable_with_plain_aws_gpg_and_tar() {
     let inner = restored
         .remove(Path::new(".synapse-backup/manifest.json"))
         .expect("the inner manifest in the archive");
-    let inner = synapse_backup::backup::manifest::InnerManifest::from_json(&inner).unwrap();
+    let inner = synapse_backup::InnerManifest::from_json(&inner).unwrap();
     assert_eq!(inner.backup_id, report.id.to_string());
     assert_eq!(Some(&inner.nonce), report.manifest.nonce.as_ref());
     assert_eq!(inner.nonce.len(), 64);
@@ -1310,7 +1310,7 @@ async fn a_permanently_locked_database_times_out_with_a_clear_error() {
 async fn files_of(
     env: &Env,
     report: &synapse_backup::BackupReport,
-) -> Vec<synapse_backup::backup::manifest::ManifestEntry> {
+) -> Vec<synapse_backup::ManifestEntry> {
     let client = synapse_backup::S3Client::new(&env.params).unwrap();
     synapse_backup::read_manifest(&client, &report.id)
         .await

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use s3_server::{MotoServer, ServerOptions, TestS3Server};
-use synapse_backup::s3::client::Conditional;
+use synapse_backup::Conditional;
 use synapse_backup::{
     BackupError, BackupId, BackupLock, BackupStatus, LockMode, LockOptions, LockOwner,
     RetentionPolicy, S3Client, S3Parameters, delete_backup, delete_backup_with, list_backups,

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use synapse_backup::container::conformance;
-use synapse_backup::container::local::{LocalContainer, ProcessSupervisor, SystemdServices};
+use synapse_backup::testing::container_conformance as conformance;
+use synapse_backup::{LocalContainer, ProcessSupervisor, SystemdServices};
 
 /// The service the supervisor knows: a long-running process.
 const SERVICE: &str = "sleeper";

@@ -17,13 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use env::{Env, PASSPHRASE, sh};
-use synapse_backup::backup::manifest::{
-    INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestLayout,
-    ManifestPath,
-};
 use synapse_backup::{
     BackupError, BackupId, BackupStatus, Layout, LocalContainer, RestoreOptions, RestoreReport,
     S3Client, list_backups, restore_backup_with, verify_backup_with,
+};
+use synapse_backup::{
+    INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestLayout,
+    ManifestPath,
 };
 use synapse_tree::{TreeSpec, change_db, dump_db, walk};
 

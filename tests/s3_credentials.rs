@@ -23,8 +23,8 @@ use std::process::Output;
 use assert_cmd::cargo::cargo_bin_cmd;
 use s3_server::{ServerOptions, TestS3Server};
 use serde::Deserialize as _;
-use synapse_backup::backup::plan::{self, WorkDir};
-use synapse_backup::s3::{AmbientCredentials, CredentialSource};
+use synapse_backup::testing::internals::{self as plan, WorkDir};
+use synapse_backup::{AmbientCredentials, CredentialSource};
 use synapse_backup::{BackupOptions, Layout, S3Parameters};
 use synapse_tree::{SynapseTree, TreeSpec};
 

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 use s3_server::TestS3Server;
 use s3_server::sse_c::SeenRequest;
-use synapse_backup::s3::aws_cli::{self, Transfer, TransferSettings};
+use synapse_backup::testing::internals::{self as aws_cli, Transfer, TransferSettings};
 use synapse_backup::{S3Client, S3Error, S3Parameters};
 
 const KEY_A: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use s3_server::TestS3Server;
-use synapse_backup::backup::plan::ca_bundle;
-use synapse_backup::s3::aws_cli::{self, TransferSettings};
+use synapse_backup::testing::internals::ca_bundle;
+use synapse_backup::testing::internals::{self as aws_cli, TransferSettings};
 use synapse_backup::{S3Client, S3Parameters};
 
 fn aws_binary() -> String {

@@ -7,7 +7,7 @@
 mod s3_server;
 
 use s3_server::TestS3Server;
-use synapse_backup::s3::conformance;
+use synapse_backup::testing::store_conformance as conformance;
 use synapse_backup::{ObjectStore, S3Client, S3Parameters};
 
 const BUCKET: &str = "synapse-backups";

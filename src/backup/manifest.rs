@@ -225,64 +225,9 @@ impl ManifestJson {
     }
 }
 
-/// Parses `find -printf '%y %s %p\0'` records; `./` prefixes are dropped.
-///
-/// # Errors
-/// [`ConfigError::Parse`] on a malformed record.
-pub fn parse_listing(listing: &[u8]) -> Result<Vec<ManifestEntry>, ConfigError> {
-    let bad = |rec: &[u8]| ConfigError::Parse {
-        what: "file listing".into(),
-        message: format!("malformed record {:?}", String::from_utf8_lossy(rec)),
-    };
-    let mut out = Vec::new();
-    for rec in listing.split(|b| *b == 0).filter(|r| !r.is_empty()) {
-        let mut parts = rec.splitn(3, |b| *b == b' ');
-        let kind = parts
-            .next()
-            .filter(|k| k.len() == 1)
-            .ok_or_else(|| bad(rec))?[0] as char;
-        let size = parts
-            .next()
-            .and_then(|s| std::str::from_utf8(s).ok())
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| bad(rec))?;
-        let path = parts
-            .next()
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| bad(rec))?;
-        let path = path.strip_prefix(b"./").unwrap_or(path);
-        out.push(ManifestEntry {
-            path: ManifestPath::from_bytes(path),
-            kind,
-            size,
-        });
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listing_keeps_non_utf8_and_odd_names() {
-        let mut listing =
-            b"d 4096 data/media/local_content\0f 3 data/media/local_content/a b\nc\0".to_vec();
-        listing.extend_from_slice(b"f 7 data/\xff\xfe.bin\0l 4 ./data/link\0");
-        let e = parse_listing(&listing).unwrap();
-        assert_eq!(e.len(), 4);
-        assert_eq!(
-            e[1].path,
-            ManifestPath::Text("data/media/local_content/a b\nc".into())
-        );
-        assert_eq!(
-            e[2].path,
-            ManifestPath::Bytes(b"data/\xff\xfe.bin".to_vec())
-        );
-        assert_eq!(e[3].path.as_bytes(), b"data/link");
-        assert_eq!((e[2].kind, e[2].size), ('f', 7));
-        assert!(parse_listing(b"f x data/a\0").is_err());
-    }
 
     #[test]
     fn manifest_round_trips_through_json() {
@@ -300,7 +245,11 @@ mod tests {
             },
             database: "sqlite".into(),
             warnings: vec![],
-            files: parse_listing(b"f 1 data/\xff\0").unwrap(),
+            files: vec![ManifestEntry {
+                path: ManifestPath::from_bytes(b"data/\xff"),
+                kind: 'f',
+                size: 1,
+            }],
             plaintext_bytes: 1,
             ciphertext_bytes: 2,
             ciphertext_sha256: "ab".into(),

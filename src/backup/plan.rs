@@ -237,7 +237,7 @@ pub struct BackupOptions {
     pub max_bandwidth_mib: Option<u32>,
     /// How the backup lock is taken (default: required, fail at once when held).
     pub lock: crate::backup::lock::LockOptions,
-    /// Receives the pipeline's progress (see [`crate::backup::progress`]); none when
+    /// Receives the pipeline's progress (see [`Progress`](crate::Progress)); none when
     /// `None`.
     pub progress: Option<crate::backup::progress::ProgressCallback>,
 }
@@ -338,6 +338,7 @@ impl WorkDir {
     }
 
     /// A work dir named `name` (without a random part) under the layout's work base.
+    #[cfg(test)]
     pub fn new(layout: &Layout, name: &str) -> Self {
         WorkDir {
             dir: layout.host_path(&join(

@@ -103,7 +103,7 @@ pub struct RestoreOptions {
     /// Verify does so anyway when the work base does not exist (no Synapse tree there);
     /// it keeps only small files in it. A restore stages beside the data and ignores it.
     pub temp_work_dir: bool,
-    /// Receives the download's progress (see [`crate::backup::progress`]); none when
+    /// Receives the download's progress (see [`Progress`](crate::Progress)); none when
     /// `None`.
     pub progress: Option<crate::backup::progress::ProgressCallback>,
 }

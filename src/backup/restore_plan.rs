@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::backup::layout::{DatabaseKind, HomeserverConfig, Layout, join};
-pub use crate::backup::listing::{ArchiveMember, parse_members, parse_staged, unescape};
+pub use crate::backup::listing::{ArchiveMember, parse_members, parse_staged};
 use crate::backup::manifest::{INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestLayout};
 use crate::backup::plan::{self, ScriptCall, WorkDir};
 use crate::backup::scripts;

@@ -6,8 +6,8 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use synapse_backup::container::conformance;
-//! use synapse_backup::container::local::LocalContainer;
+//! use synapse_backup::testing::container_conformance as conformance;
+//! use synapse_backup::LocalContainer;
 //!
 //! let container = LocalContainer::new();
 //! let scratch = tempfile::tempdir().unwrap();

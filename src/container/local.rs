@@ -1013,7 +1013,7 @@ impl Drop for SupervisorState {
 /// ```no_run
 /// # async fn demo() -> Result<(), synapse_backup::ContainerError> {
 /// use synapse_backup::Container;
-/// use synapse_backup::container::local::{LocalContainer, ProcessSupervisor};
+/// use synapse_backup::{LocalContainer, ProcessSupervisor};
 ///
 /// let supervisor = ProcessSupervisor::new();
 /// supervisor.add("synapse", ["python3", "-m", "synapse.app.homeserver"]);

@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use synapse_backup::S3Parameters;
-//! use synapse_backup::s3::aws_cli::{self, Transfer, TransferSettings};
+//! use synapse_backup::testing::internals::{self as aws_cli, Transfer, TransferSettings};
 //!
 //! let params = S3Parameters::builder("AKIDEXAMPLE", "secret", "synapse-backups")
 //!     .region("eu-west-1")
@@ -160,6 +160,7 @@ impl TransferSettings {
     }
 
     /// Limits the bandwidth to `mib` MiB/s.
+    #[cfg(test)]
     pub fn max_bandwidth_mib(mut self, mib: u32) -> Self {
         self.max_bandwidth_mib = Some(mib);
         self
@@ -185,8 +186,8 @@ impl TransferSettings {
 ///
 /// ```
 /// use synapse_backup::S3Parameters;
-/// use synapse_backup::s3::AmbientCredentials;
-/// use synapse_backup::s3::aws_cli::{self, TransferSettings};
+/// use synapse_backup::AmbientCredentials;
+/// use synapse_backup::testing::internals::{self as aws_cli, TransferSettings};
 ///
 /// let user = "[profile backups]\nrole_arn = arn:aws:iam::123456789012:role/b\n\
 ///             source_profile = base\ns3 =\n  addressing_style = virtual\n  \

@@ -277,7 +277,7 @@ impl S3Client {
             .and_then(ServerSideEncryption::customer_key)
     }
 
-    /// The full key of `name` under the configured path (see [`super::object_key`]).
+    /// The full key of `name` under the configured path: the prefix, a `/`, then `name`.
     pub fn object_key(&self, name: &str) -> String {
         super::object_key(&self.prefix, name)
     }

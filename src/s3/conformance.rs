@@ -6,8 +6,8 @@
 //! so the fake cannot drift from the real thing.
 //!
 //! ```no_run
-//! # async fn demo(store: &synapse_backup::MemoryStore) {
-//! synapse_backup::s3::conformance::run(store).await;
+//! # async fn demo(store: &synapse_backup::testing::MemoryStore) {
+//! synapse_backup::testing::store_conformance::run(store).await;
 //! # }
 //! ```
 //!

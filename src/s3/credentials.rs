@@ -7,7 +7,7 @@
 //! With the chain, neither the SDK client nor the aws CLI of the pipeline is handed a
 //! snapshot of credentials: each resolves (and refreshes) them itself. What the aws
 //! CLI needs for that is captured once, from the process that opted in:
-//! - the chain's environment variables ([`CHAIN_VARS`]), passed to the pipeline's
+//! - the chain's environment variables (`CHAIN_VARS`), passed to the pipeline's
 //!   environment, never to argv;
 //! - the shared config file's text (`AWS_CONFIG_FILE`, else `~/.aws/config`), which
 //!   the pipeline's per-run config file repeats with its own `s3` transfer settings
@@ -109,7 +109,7 @@ impl fmt::Debug for AmbientCredentials {
 }
 
 impl AmbientCredentials {
-    /// The chain as this process sees it: the set, non-empty [`CHAIN_VARS`], the shared
+    /// The chain as this process sees it: the set, non-empty AWS chain variables, the shared
     /// credentials file made absolute (`AWS_SHARED_CREDENTIALS_FILE`, else
     /// `$HOME/.aws/credentials` when it exists; the pipeline may run with another
     /// `HOME` and runs in its work dir), the token files made absolute, and the text of
@@ -184,12 +184,12 @@ impl AmbientCredentials {
         Self::new(vars, config)
     }
 
-    /// The chain from explicit values: the environment variables (only [`CHAIN_VARS`]
+    /// The chain from explicit values: the environment variables (only AWS chain variables
     /// are kept; the profile is `AWS_PROFILE`, else `default`) and the shared config
     /// file's text, if any. Nothing is read.
     ///
     /// ```
-    /// use synapse_backup::s3::AmbientCredentials;
+    /// use synapse_backup::AmbientCredentials;
     ///
     /// let ambient = AmbientCredentials::new(
     ///     [("AWS_PROFILE", "backups"), ("AWS_REGION", "eu-west-1")],

@@ -53,7 +53,7 @@ struct Stored {
 
 impl MemoryStore {
     /// An empty bucket whose keys live under the relation `path` (normalised as
-    /// [`crate::s3::normalize_prefix`] does), with conditional writes on and the clock
+    /// `normalize_prefix` does), with conditional writes on and the clock
     /// at the current time.
     pub fn new(path: &str) -> Self {
         MemoryStore {

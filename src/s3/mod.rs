@@ -35,14 +35,8 @@ pub fn normalize_prefix(path: &str) -> String {
 /// The object key for `name` under the relation `path`: the normalised prefix (see
 /// [`normalize_prefix`]), one `/`, then `name` (its leading slashes dropped). An empty
 /// path puts the key at the bucket root, with no leading `/`. This is the key layout
-/// the reference charm and MinIO-compatible servers use.
-///
-/// ```
-/// use synapse_backup::s3::object_key;
-///
-/// assert_eq!(object_key("/synapse//backups/", "backup-1"), "synapse/backups/backup-1");
-/// assert_eq!(object_key("", "backup-1"), "backup-1");
-/// ```
+/// the reference charm and MinIO-compatible servers use (tested below, and public as
+/// [`S3Client::object_key`](crate::S3Client::object_key)).
 pub fn object_key(path: &str, name: &str) -> String {
     let prefix = normalize_prefix(path);
     let name = name.trim_start_matches('/');

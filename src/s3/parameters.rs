@@ -240,7 +240,7 @@ impl S3Parameters {
     /// ```
     /// use serde::Deserialize as _;
     /// use synapse_backup::S3Parameters;
-    /// use synapse_backup::s3::{AmbientCredentials, CredentialSource};
+    /// use synapse_backup::{AmbientCredentials, CredentialSource};
     ///
     /// let document = serde_json::json!({"bucket": "synapse-backups", "region": "eu-west-1"});
     /// let ambient = AmbientCredentials::new([("AWS_PROFILE", "backups")], None)?;
@@ -323,7 +323,7 @@ impl S3Parameters {
         self.endpoint.as_deref()
     }
 
-    /// The key prefix as given (may be empty). See [`crate::s3::object_key`] for how
+    /// The key prefix as given (may be empty). See [`S3Client::object_key`](crate::S3Client::object_key) for how
     /// keys are built from it.
     pub fn path(&self) -> &str {
         &self.path

@@ -1,7 +1,7 @@
 //! [`ObjectStore`]: the storage seam. What the catalog (list, status, delete, prune) and
 //! the backup lock need from a bucket, as one dyn-compatible trait, in the style of the
 //! `object_store` crate: [`S3Client`] is the real backend, `MemoryStore` (feature
-//! `testing`) an in-memory one, and `s3::conformance` (feature `testing`) the checks
+//! `testing`) an in-memory one, and `testing::store_conformance` (feature `testing`) the checks
 //! both pass.
 //!
 //! Keys are full keys (the configured prefix included), as [`ObjectStore::object_key`]
@@ -46,7 +46,8 @@ impl<T: ObjectStore + Clone + 'static> CloneStore for T {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), synapse_backup::BackupError> {
 /// use std::collections::HashMap;
-/// use synapse_backup::{BackupId, BackupStatus, MemoryStore, ObjectStore, list_backups};
+/// use synapse_backup::testing::MemoryStore;
+/// use synapse_backup::{BackupId, BackupStatus, ObjectStore, list_backups};
 ///
 /// let store = MemoryStore::new("synapse/backups");
 /// let id = BackupId::from_time(store.now());
@@ -67,7 +68,7 @@ pub trait ObjectStore: CloneStore + Debug + Send + Sync {
     /// bucket root).
     fn prefix(&self) -> &str;
 
-    /// The full key of `name` under the prefix (see [`crate::s3::object_key`]).
+    /// The full key of `name` under the prefix (the prefix, a `/`, then the name).
     fn object_key(&self, name: &str) -> String {
         super::object_key(self.prefix(), name)
     }

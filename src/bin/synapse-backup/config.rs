@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use synapse_backup::s3::AmbientCredentials;
+use synapse_backup::AmbientCredentials;
 use synapse_backup::{ConfigError, Layout, S3Client, S3Parameters};
 
 /// Environment variable that sets (or overrides) `access-key` of the `--s3` file.
@@ -242,8 +242,7 @@ pub fn load_passphrase(file: Option<&Path>) -> Result<Passphrase, String> {
             }
         },
     };
-    synapse_backup::backup::plan::check_passphrase(&passphrase)
-        .map_err(|e| format!("{source}: {e}"))?;
+    synapse_backup::check_passphrase(&passphrase).map_err(|e| format!("{source}: {e}"))?;
     Ok(Passphrase(passphrase))
 }
 

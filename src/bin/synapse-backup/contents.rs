@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::json;
 use synapse_backup::Manifest;
-use synapse_backup::backup::manifest::{INNER_MANIFEST_MEMBER, ManifestPath};
+use synapse_backup::{INNER_MANIFEST_MEMBER, ManifestPath};
 
 use crate::output;
 
