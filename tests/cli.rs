@@ -737,6 +737,47 @@ fn bad_configuration_exits_2_names_the_problem_and_changes_nothing() {
     f.assert_no_secrets(&[]);
 }
 
+/// A bad layout flag is named as the flag (`--data-dir`), not as the library's field
+/// (`data_dir`), and nothing is sent or changed.
+#[test]
+fn layout_errors_name_the_flag() {
+    let f = Fixture::new();
+    let s3 = f.s3_file.to_str().unwrap();
+    let pass = f.passphrase_file.to_str().unwrap();
+    let root = f.tree.root.to_str().unwrap();
+    let cases = [
+        ("--data-dir", "/data/../etc", "data_dir", "must not contain '..'"),
+        ("--work-dir", "work", "work_dir", "must be an absolute path"),
+        (
+            "--homeserver-config",
+            "homeserver.yaml",
+            "homeserver_config",
+            "must be an absolute path",
+        ),
+    ];
+    let before = snapshot(&f.tree.root);
+    for (flag, value, field, problem) in cases {
+        for command in ["create", "verify"] {
+            let mut cmd = f.bare();
+            let mut args = vec!["--root", root, "--s3", s3, "--passphrase-file", pass];
+            args.extend([flag, value, command]);
+            if command == "verify" {
+                args.push("latest");
+            }
+            let out = f.run(cmd.args(&args));
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(
+                err.contains(&format!("{flag}: {value:?} {problem}")),
+                "{args:?}: {flag} and {problem:?} not in stderr: {err}"
+            );
+            assert!(!err.contains(field), "{args:?}: {field} in stderr: {err}");
+            assert!(f.objects().is_empty(), "{args:?}: {:?}", f.objects());
+        }
+    }
+    assert_eq!(snapshot(&f.tree.root), before);
+}
+
 fn svec(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
