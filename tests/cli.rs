@@ -746,7 +746,12 @@ fn layout_errors_name_the_flag() {
     let pass = f.passphrase_file.to_str().unwrap();
     let root = f.tree.root.to_str().unwrap();
     let cases = [
-        ("--data-dir", "/data/../etc", "data_dir", "must not contain '..'"),
+        (
+            "--data-dir",
+            "/data/../etc",
+            "data_dir",
+            "must not contain '..'",
+        ),
         ("--work-dir", "work", "work_dir", "must be an absolute path"),
         (
             "--homeserver-config",

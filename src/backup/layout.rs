@@ -622,7 +622,9 @@ mod tests {
             .map(|a| {
                 (
                     a.get_id().to_string(),
-                    a.get_long().expect("every Layout field is a long flag").to_string(),
+                    a.get_long()
+                        .expect("every Layout field is a long flag")
+                        .to_string(),
                 )
             })
             .collect();
@@ -630,9 +632,16 @@ mod tests {
         let debug = format!("{:?}", Layout::default());
         for (field, long) in &flags {
             assert_eq!(long, &field.replace('_', "-"));
-            assert!(debug.contains(&format!("{field}: ")), "{field} not in {debug}");
+            assert!(
+                debug.contains(&format!("{field}: ")),
+                "{field} not in {debug}"
+            );
         }
-        assert_eq!(flags.len(), debug.matches(": ").count(), "{flags:?} vs {debug}");
+        assert_eq!(
+            flags.len(),
+            debug.matches(": ").count(),
+            "{flags:?} vs {debug}"
+        );
         // Every field the validation checks is bad here, so each is named.
         let bad = Layout {
             root: "r".into(),
@@ -661,7 +670,10 @@ mod tests {
             ]
         );
         for field in named {
-            assert!(flags.contains_key(field), "{field} is no Layout field: {flags:?}");
+            assert!(
+                flags.contains_key(field),
+                "{field} is no Layout field: {flags:?}"
+            );
         }
     }
 
@@ -674,8 +686,9 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.fields(), vec!["database.args.database"]);
-        let e = HomeserverConfig::parse("database:\n  args: 3\n", "/data/homeserver.yaml", &layout())
-            .unwrap_err();
+        let e =
+            HomeserverConfig::parse("database:\n  args: 3\n", "/data/homeserver.yaml", &layout())
+                .unwrap_err();
         assert_eq!(e.fields(), vec!["database.args"]);
         let e = HomeserverConfig::parse("database: []\n", "/data/homeserver.yaml", &layout())
             .unwrap_err();

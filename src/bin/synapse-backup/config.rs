@@ -258,7 +258,11 @@ pub fn layout(flags: &Layout) -> Result<Layout, String> {
     let root = std::path::absolute(&flags.root)
         .map_err(|e| format!("{} {}: {e}", flag("root"), flags.root))?;
     if !root.is_dir() {
-        return Err(format!("{} {}: no such directory", flag("root"), root.display()));
+        return Err(format!(
+            "{} {}: no such directory",
+            flag("root"),
+            root.display()
+        ));
     }
     let root = root
         .to_str()
