@@ -783,6 +783,56 @@ fn layout_errors_name_the_flag() {
     assert_eq!(snapshot(&f.tree.root), before);
 }
 
+/// `--homeserver-config` and `--work-dir` (the `Layout` fields of the same names) are
+/// honoured: a `homeserver.yaml` outside the config dir is read, and the work dir is
+/// made where `--work-dir` says (a missing one is named).
+#[test]
+fn homeserver_config_and_work_dir_flags_are_honoured() {
+    let f = Fixture::new();
+    let root = &f.tree.root;
+    let elsewhere = root.join("etc/synapse");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::rename(
+        root.join("data/homeserver.yaml"),
+        elsewhere.join("homeserver.yaml"),
+    )
+    .unwrap();
+    fs::create_dir_all(root.join("scratch")).unwrap();
+
+    let out = f.run(f.cmd().arg("create"));
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "create found no homeserver.yaml"
+    );
+    assert!(stderr(&out).contains("homeserver.yaml"), "{}", stderr(&out));
+
+    let out = f.run(f.cmd().args([
+        "--homeserver-config",
+        "/etc/synapse/homeserver.yaml",
+        "--work-dir",
+        "/no-such-work-dir",
+        "create",
+    ]));
+    assert_ne!(out.status.code(), Some(0), "create made its work dir");
+    let err = stderr(&out);
+    assert!(
+        err.contains("no-such-work-dir/.synapse-backup-backup-"),
+        "the work dir is not made under --work-dir: {err}"
+    );
+
+    let out = f.ok(&[
+        "--homeserver-config",
+        "/etc/synapse/homeserver.yaml",
+        "--work-dir",
+        "/scratch",
+        "create",
+    ]);
+    assert!(is_backup_id(stdout(&out).trim()), "{}", stdout(&out));
+    assert_eq!(fs::read_dir(root.join("scratch")).unwrap().count(), 0);
+    f.assert_no_secrets(&[]);
+}
+
 fn svec(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
