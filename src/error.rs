@@ -10,7 +10,19 @@ use std::time::Duration;
 /// One problem found while validating configuration: the field and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldProblem {
-    /// The field name as the relation spells it (kebab-case), e.g. `bucket`.
+    /// The field, named as the input that held it spells it:
+    ///
+    /// - a key of the S3 relation data (or of a file holding it): the relation key,
+    ///   kebab-case, e.g. `bucket`, `access-key`, `s3-uri-style`;
+    /// - a key of `homeserver.yaml`: the YAML key, dotted below the top level, e.g.
+    ///   `media_store_path`, `database.args.database`;
+    /// - an environment variable: its name, e.g. `AWS_PROFILE`;
+    /// - a value given through this crate's API (a [`Layout`](crate::Layout) field, an
+    ///   argument such as [`extract_backup_with`](crate::extract_backup_with)'s `target`, a [`BackupId`](crate::BackupId)):
+    ///   its Rust name, snake_case, e.g. `data_dir`, `target`, `backup_id`.
+    ///
+    /// A program that takes these values from elsewhere (the CLI's `--data-dir`) maps the
+    /// names to its own in one place.
     pub field: String,
     /// What is wrong with it, e.g. `must be 3 to 63 characters long`.
     pub message: String,

@@ -737,6 +737,102 @@ fn bad_configuration_exits_2_names_the_problem_and_changes_nothing() {
     f.assert_no_secrets(&[]);
 }
 
+/// A bad layout flag is named as the flag (`--data-dir`), not as the library's field
+/// (`data_dir`), and nothing is sent or changed.
+#[test]
+fn layout_errors_name_the_flag() {
+    let f = Fixture::new();
+    let s3 = f.s3_file.to_str().unwrap();
+    let pass = f.passphrase_file.to_str().unwrap();
+    let root = f.tree.root.to_str().unwrap();
+    let cases = [
+        (
+            "--data-dir",
+            "/data/../etc",
+            "data_dir",
+            "must not contain '..'",
+        ),
+        ("--work-dir", "work", "work_dir", "must be an absolute path"),
+        (
+            "--homeserver-config",
+            "homeserver.yaml",
+            "homeserver_config",
+            "must be an absolute path",
+        ),
+    ];
+    let before = snapshot(&f.tree.root);
+    for (flag, value, field, problem) in cases {
+        for command in ["create", "verify"] {
+            let mut cmd = f.bare();
+            let mut args = vec!["--root", root, "--s3", s3, "--passphrase-file", pass];
+            args.extend([flag, value, command]);
+            if command == "verify" {
+                args.push("latest");
+            }
+            let out = f.run(cmd.args(&args));
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(
+                err.contains(&format!("{flag}: {value:?} {problem}")),
+                "{args:?}: {flag} and {problem:?} not in stderr: {err}"
+            );
+            assert!(!err.contains(field), "{args:?}: {field} in stderr: {err}");
+            assert!(f.objects().is_empty(), "{args:?}: {:?}", f.objects());
+        }
+    }
+    assert_eq!(snapshot(&f.tree.root), before);
+}
+
+/// `--homeserver-config` and `--work-dir` (the `Layout` fields of the same names) are
+/// honoured: a `homeserver.yaml` outside the config dir is read, and the work dir is
+/// made where `--work-dir` says (a missing one is named).
+#[test]
+fn homeserver_config_and_work_dir_flags_are_honoured() {
+    let f = Fixture::new();
+    let root = &f.tree.root;
+    let elsewhere = root.join("etc/synapse");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::rename(
+        root.join("data/homeserver.yaml"),
+        elsewhere.join("homeserver.yaml"),
+    )
+    .unwrap();
+    fs::create_dir_all(root.join("scratch")).unwrap();
+
+    let out = f.run(f.cmd().arg("create"));
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "create found no homeserver.yaml"
+    );
+    assert!(stderr(&out).contains("homeserver.yaml"), "{}", stderr(&out));
+
+    let out = f.run(f.cmd().args([
+        "--homeserver-config",
+        "/etc/synapse/homeserver.yaml",
+        "--work-dir",
+        "/no-such-work-dir",
+        "create",
+    ]));
+    assert_ne!(out.status.code(), Some(0), "create made its work dir");
+    let err = stderr(&out);
+    assert!(
+        err.contains("no-such-work-dir/.synapse-backup-backup-"),
+        "the work dir is not made under --work-dir: {err}"
+    );
+
+    let out = f.ok(&[
+        "--homeserver-config",
+        "/etc/synapse/homeserver.yaml",
+        "--work-dir",
+        "/scratch",
+        "create",
+    ]);
+    assert!(is_backup_id(stdout(&out).trim()), "{}", stdout(&out));
+    assert_eq!(fs::read_dir(root.join("scratch")).unwrap().count(), 0);
+    f.assert_no_secrets(&[]);
+}
+
 fn svec(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }

@@ -20,38 +20,195 @@ use crate::error::{ConfigError, FieldProblem};
 /// assert_eq!(layout.host_path("/data/x.key"), "/srv/synapse-root/data/x.key");
 /// assert_eq!(Layout::member_name("/data/x.key"), "data/x.key");
 /// ```
+///
+/// Under the `cli` feature it is also the command line's description of the workload
+/// (`clap::Args`): each field is the flag of the same name (`data_dir` is `--data-dir`),
+/// global to every subcommand. The command line's defaults are not
+/// [`Layout::default`]'s: it runs the tools found on `PATH` and, unless told, runs the
+/// pipelines as the invoking user (as root: the data dir's owner) with no service.
 #[derive(Debug, Clone, PartialEq, Eq, derive_setters::Setters)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 #[non_exhaustive]
 #[setters(prefix = "", generate = true, into)]
 pub struct Layout {
     /// The directory container paths are resolved under (`/` in a real container).
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "DIR",
+            default_value = "/",
+            global = true,
+            env = "SYNAPSE_BACKUP_ROOT",
+            help = "Directory the workload's paths (/data, media_store_path) resolve under",
+            long_help = None
+        )
+    )]
     pub root: String,
     /// The config dir holding `homeserver.yaml` and the signing key(s).
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "DIR",
+            default_value = "/data",
+            global = true,
+            help = "Synapse's config dir (homeserver.yaml, signing key), under --root",
+            long_help = None
+        )
+    )]
     pub config_dir: String,
     /// The data dir holding `homeserver.db` (and, by default, `media_store`).
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "DIR",
+            default_value = "/data",
+            global = true,
+            help = "Synapse's data dir (homeserver.db, media_store), under --root",
+            long_help = None
+        )
+    )]
     pub data_dir: String,
     /// `homeserver.yaml`; `<config_dir>/homeserver.yaml` when `None`.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "PATH",
+            global = true,
+            help = "Synapse's homeserver.yaml, under --root (default: homeserver.yaml in --config-dir)",
+            long_help = None
+        )
+    )]
     pub homeserver_config: Option<String>,
     /// Where private work dirs (passphrase, SQLite snapshot) and restore staging are
     /// made; `data_dir` when `None` (the same file system as the data).
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "DIR",
+            global = true,
+            help = "Where work dirs (database snapshot) and restore staging are made, under --root (default: --data-dir, the data's file system)",
+            long_help = None
+        )
+    )]
     pub work_dir: Option<String>,
     /// The workload user the pipeline runs as; the container's default when `None`.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "USER",
+            global = true,
+            help = "Run the pipelines as this user (default: run as root, the owner of the data dir; otherwise the invoking user)",
+            long_help = None
+        )
+    )]
     pub user: Option<String>,
     /// The workload group.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "GROUP",
+            global = true,
+            help = "Run the pipelines with this group (default: run as root, the data dir's group)",
+            long_help = None
+        )
+    )]
     pub group: Option<String>,
     /// The service stopped around a restore's swap; no service is touched when `None`.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "NAME",
+            global = true,
+            help = "systemd unit stopped and started around a restore's swap (default: none)",
+            long_help = None
+        )
+    )]
     pub service: Option<String>,
     /// bash.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "PATH",
+            default_value = "bash",
+            global = true,
+            help = "bash to run the pipelines with",
+            long_help = None
+        )
+    )]
     pub bash: String,
     /// GNU tar.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "PATH",
+            default_value = "tar",
+            global = true,
+            help = "GNU tar",
+            long_help = None
+        )
+    )]
     pub tar: String,
     /// gpg (GnuPG 2).
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "PATH",
+            default_value = "gpg",
+            global = true,
+            help = "gpg (GnuPG 2)",
+            long_help = None
+        )
+    )]
     pub gpg: String,
     /// The aws CLI.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "PATH",
+            default_value = "aws",
+            global = true,
+            help = "The aws CLI",
+            long_help = None
+        )
+    )]
     pub aws: String,
     /// python3 (its `sqlite3` module takes the database snapshot).
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "PATH",
+            default_value = "python3",
+            global = true,
+            help = "python3 with its sqlite3 module (the database snapshot)",
+            long_help = None
+        )
+    )]
     pub python3: String,
     /// The sqlite3 CLI, used when python3 has no `sqlite3` module.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "PATH",
+            default_value = "sqlite3",
+            global = true,
+            help = "The sqlite3 CLI, used when python3 has no sqlite3 module",
+            long_help = None
+        )
+    )]
     pub sqlite3: String,
 }
 
@@ -294,7 +451,16 @@ impl HomeserverConfig {
                 });
             }
         };
+        // A nested key is named by its dotted path (`database.args.database`).
+        let key = |parent: &str, field: &str| {
+            if parent.is_empty() {
+                field.to_string()
+            } else {
+                format!("{parent}.{field}")
+            }
+        };
         let text = |map: &serde_json::Map<String, serde_json::Value>,
+                    parent: &str,
                     field: &str|
          -> Result<Option<String>, ConfigError> {
             match map.get(field) {
@@ -302,13 +468,14 @@ impl HomeserverConfig {
                 Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
                 Some(other) => Err(ConfigError::Invalid {
                     problems: vec![FieldProblem {
-                        field: field.into(),
+                        field: key(parent, field),
                         message: format!("in {path} must be a string, not {}", type_name(other)),
                     }],
                 }),
             }
         };
         let sub = |map: &'_ serde_json::Map<String, serde_json::Value>,
+                   parent: &str,
                    field: &str|
          -> Result<Option<serde_json::Map<String, serde_json::Value>>, ConfigError> {
             match map.get(field) {
@@ -316,23 +483,23 @@ impl HomeserverConfig {
                 Some(serde_json::Value::Object(m)) => Ok(Some(m.clone())),
                 Some(other) => Err(ConfigError::Invalid {
                     problems: vec![FieldProblem {
-                        field: field.into(),
+                        field: key(parent, field),
                         message: format!("in {path} must be a map, not {}", type_name(other)),
                     }],
                 }),
             }
         };
-        let database_map = sub(top, "database")?;
+        let database_map = sub(top, "", "database")?;
         let raw = RawConfig {
-            server_name: text(top, "server_name")?,
-            media_store_path: text(top, "media_store_path")?,
-            signing_key_path: text(top, "signing_key_path")?,
+            server_name: text(top, "", "server_name")?,
+            media_store_path: text(top, "", "media_store_path")?,
+            signing_key_path: text(top, "", "signing_key_path")?,
             database: match &database_map {
                 Some(db) => Some(RawDatabase {
-                    name: text(db, "name")?,
-                    args: match sub(db, "args")? {
+                    name: text(db, "database", "name")?,
+                    args: match sub(db, "database", "args")? {
                         Some(args) => Some(RawDatabaseArgs {
-                            database: text(&args, "database")?,
+                            database: text(&args, "database.args", "database")?,
                         }),
                         None => None,
                     },
@@ -440,6 +607,92 @@ mod tests {
         let e = l.validate().unwrap_err();
         assert_eq!(e.fields(), vec!["config_dir", "data_dir", "user"]);
         assert!(layout().validate().is_ok());
+    }
+
+    /// Every field [`Layout::validate`] can name is a field of `Layout`, spelled as in
+    /// Rust (the `FieldProblem::field` rule), so that a program mapping the fields to
+    /// its own names (the CLI's flags, derived from the same fields) finds each one.
+    #[cfg(feature = "cli")]
+    #[test]
+    fn validate_names_layout_fields_that_are_flags() {
+        use clap::Args;
+        let command = Layout::augment_args(clap::Command::new("t"));
+        let flags: std::collections::BTreeMap<String, String> = command
+            .get_arguments()
+            .map(|a| {
+                (
+                    a.get_id().to_string(),
+                    a.get_long()
+                        .expect("every Layout field is a long flag")
+                        .to_string(),
+                )
+            })
+            .collect();
+        // Every field is a flag named after it.
+        let debug = format!("{:?}", Layout::default());
+        for (field, long) in &flags {
+            assert_eq!(long, &field.replace('_', "-"));
+            assert!(
+                debug.contains(&format!("{field}: ")),
+                "{field} not in {debug}"
+            );
+        }
+        assert_eq!(
+            flags.len(),
+            debug.matches(": ").count(),
+            "{flags:?} vs {debug}"
+        );
+        // Every field the validation checks is bad here, so each is named.
+        let bad = Layout {
+            root: "r".into(),
+            config_dir: "c".into(),
+            data_dir: "/a/../b".into(),
+            homeserver_config: Some("h".into()),
+            work_dir: Some("/w\0".into()),
+            user: Some(String::new()),
+            group: Some("g\0".into()),
+            service: Some(String::new()),
+            ..Layout::default()
+        };
+        let e = bad.validate().unwrap_err();
+        let named = e.fields();
+        assert_eq!(
+            named,
+            vec![
+                "root",
+                "config_dir",
+                "data_dir",
+                "homeserver_config",
+                "work_dir",
+                "user",
+                "group",
+                "service"
+            ]
+        );
+        for field in named {
+            assert!(
+                flags.contains_key(field),
+                "{field} is no Layout field: {flags:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn nested_homeserver_keys_are_named_by_their_path() {
+        let e = HomeserverConfig::parse(
+            "database:\n  name: sqlite3\n  args:\n    database: [1]\n",
+            "/data/homeserver.yaml",
+            &layout(),
+        )
+        .unwrap_err();
+        assert_eq!(e.fields(), vec!["database.args.database"]);
+        let e =
+            HomeserverConfig::parse("database:\n  args: 3\n", "/data/homeserver.yaml", &layout())
+                .unwrap_err();
+        assert_eq!(e.fields(), vec!["database.args"]);
+        let e = HomeserverConfig::parse("database: []\n", "/data/homeserver.yaml", &layout())
+            .unwrap_err();
+        assert_eq!(e.fields(), vec!["database"]);
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl FromStr for BackupId {
         } else {
             Err(crate::error::ConfigError::Invalid {
                 problems: vec![crate::error::FieldProblem {
-                    field: "backup-id".into(),
+                    field: "backup_id".into(),
                     message: format!("{s:?} is not of the form backup-YYYYMMDDhhmmssffffff"),
                 }],
             })
@@ -656,7 +656,7 @@ mod tests {
         assert!("backup-2026".parse::<BackupId>().is_err());
         assert!("backup-20261326071900000000".parse::<BackupId>().is_err());
         let e = "nope".parse::<BackupId>().unwrap_err();
-        assert!(e.to_string().contains("backup-id") && e.to_string().contains("nope"));
+        assert!(e.to_string().contains("backup_id") && e.to_string().contains("nope"));
     }
 
     #[test]

@@ -246,64 +246,29 @@ pub fn load_passphrase(file: Option<&Path>) -> Result<Passphrase, String> {
     Ok(Passphrase(passphrase))
 }
 
-/// Where the workload lives and which tools to run, as the flags say.
-#[derive(Debug, Clone)]
-pub struct LayoutFlags {
-    /// `--root`.
-    pub root: PathBuf,
-    /// `--config-dir`.
-    pub config_dir: String,
-    /// `--data-dir`.
-    pub data_dir: String,
-    /// `--user`.
-    pub user: Option<String>,
-    /// `--group`.
-    pub group: Option<String>,
-    /// `--service`.
-    pub service: Option<String>,
-    /// `--bash`.
-    pub bash: String,
-    /// `--tar`.
-    pub tar: String,
-    /// `--gpg`.
-    pub gpg: String,
-    /// `--aws`.
-    pub aws: String,
-    /// `--python3`.
-    pub python3: String,
-    /// `--sqlite3`.
-    pub sqlite3: String,
-}
-
-/// Builds and validates the layout: `--root` must be an existing directory (a relative
-/// one is made absolute), every path flag absolute.
+/// Checks the layout the flags give and fills in what the flags leave to the host:
+/// `--root` must be an existing directory (a relative one is made absolute), every
+/// path flag absolute; run as root without `--user`, the pipelines run as the data
+/// dir's owner.
 ///
 /// # Errors
 /// A message naming each bad flag.
-pub fn layout(flags: &LayoutFlags) -> Result<Layout, String> {
+pub fn layout(flags: &Layout) -> Result<Layout, String> {
     let root = std::path::absolute(&flags.root)
-        .map_err(|e| format!("--root {}: {e}", flags.root.display()))?;
+        .map_err(|e| format!("{} {}: {e}", flag("root"), flags.root))?;
     if !root.is_dir() {
-        return Err(format!("--root {}: no such directory", root.display()));
+        return Err(format!(
+            "{} {}: no such directory",
+            flag("root"),
+            root.display()
+        ));
     }
     let root = root
         .to_str()
-        .ok_or_else(|| format!("--root {}: must be valid UTF-8", root.display()))?
+        .ok_or_else(|| format!("{} {}: must be valid UTF-8", flag("root"), root.display()))?
         .to_string();
     let (user, group) = default_owner(flags, &root);
-    let layout = Layout::default()
-        .root(root)
-        .config_dir(flags.config_dir.clone())
-        .data_dir(flags.data_dir.clone())
-        .user(user)
-        .group(group)
-        .service(flags.service.clone())
-        .bash(flags.bash.clone())
-        .tar(flags.tar.clone())
-        .gpg(flags.gpg.clone())
-        .aws(flags.aws.clone())
-        .python3(flags.python3.clone())
-        .sqlite3(flags.sqlite3.clone());
+    let layout = flags.clone().root(root).user(user).group(group);
     layout.validate().map_err(|e| describe_layout_error(&e))?;
     Ok(layout)
 }
@@ -312,7 +277,7 @@ pub fn layout(flags: &LayoutFlags) -> Result<Layout, String> {
 /// dir (the workload user), so that every step in the workload runs as that user and
 /// what it writes (the snapshot, restored files) belongs to it. A data dir owned by
 /// root, or missing, keeps root.
-fn default_owner(flags: &LayoutFlags, root: &str) -> (Option<String>, Option<String>) {
+fn default_owner(flags: &Layout, root: &str) -> (Option<String>, Option<String>) {
     use std::os::unix::fs::MetadataExt;
     if !nix::unistd::geteuid().is_root() || flags.user.is_some() {
         return (flags.user.clone(), flags.group.clone());
@@ -343,12 +308,24 @@ fn default_owner(flags: &LayoutFlags, root: &str) -> (Option<String>, Option<Str
     }
 }
 
+/// The flag that sets a [`Layout`] field (`data_dir` is `--data-dir`), as clap derives
+/// it from `Layout`: the one place a [`FieldProblem`](synapse_backup::FieldProblem)'s
+/// field name becomes a flag. A name that is no field stays as it is.
+pub fn flag(field: &str) -> String {
+    use clap::Args;
+    Layout::augment_args(clap::Command::new("layout"))
+        .get_arguments()
+        .find(|arg| arg.get_id() == field)
+        .and_then(|arg| arg.get_long())
+        .map_or_else(|| field.to_string(), |long| format!("--{long}"))
+}
+
 /// Names the flags of a layout error (`config_dir` is `--config-dir`).
 fn describe_layout_error(error: &ConfigError) -> String {
     match error {
         ConfigError::Invalid { problems } => problems
             .iter()
-            .map(|p| format!("--{}: {}", p.field.replace('_', "-"), p.message))
+            .map(|p| format!("{}: {}", flag(&p.field), p.message))
             .collect::<Vec<_>>()
             .join("; "),
         other => other.to_string(),
@@ -382,13 +359,15 @@ pub fn resolve_tools(layout: &mut Layout) -> Result<(), String> {
         match find_program(slot) {
             Some(found) => *slot = found.to_string_lossy().into_owned(),
             None if slot.contains('/') => {
+                let flag = flag(name);
                 return Err(format!(
-                    "--{name} {slot}: not an executable file; {hint}, or pass --{name} PATH"
+                    "{flag} {slot}: not an executable file; {hint}, or pass {flag} PATH"
                 ));
             }
             None => {
                 return Err(format!(
-                    "{slot} is not on PATH; {hint}, or pass --{name} PATH"
+                    "{slot} is not on PATH; {hint}, or pass {} PATH",
+                    flag(name)
                 ));
             }
         }

@@ -23,7 +23,7 @@ use synapse_backup::{
     list_backups, prune_backups_with, read_manifest, restore_backup_with, verify_backup_with,
 };
 
-use crate::config::{ENV_PASSPHRASE, LayoutFlags, Passphrase};
+use crate::config::{ENV_PASSPHRASE, Passphrase};
 use crate::diagnose::S3Problem;
 
 const AFTER_HELP: &str = "\
@@ -73,15 +73,9 @@ struct Cli {
 
 #[derive(Args)]
 struct GlobalArgs {
-    /// Directory the workload's paths (/data, media_store_path) resolve under.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/",
-        global = true,
-        env = "SYNAPSE_BACKUP_ROOT"
-    )]
-    root: PathBuf,
+    // Where the workload lives and which tools run: --root, --data-dir, --bash, ….
+    #[command(flatten)]
+    layout: Layout,
     /// S3 parameters: a YAML or JSON file with the s3-integrator relation keys [required].
     #[arg(long, value_name = "FILE", global = true, env = "SYNAPSE_BACKUP_S3")]
     s3: Option<PathBuf>,
@@ -93,40 +87,6 @@ struct GlobalArgs {
         env = "SYNAPSE_BACKUP_PASSPHRASE_FILE"
     )]
     passphrase_file: Option<PathBuf>,
-    /// Run the pipelines as this user (default: run as root, the owner of the data dir;
-    /// otherwise the invoking user).
-    #[arg(long, value_name = "USER", global = true)]
-    user: Option<String>,
-    /// Run the pipelines with this group (default: run as root, the data dir's group).
-    #[arg(long, value_name = "GROUP", global = true)]
-    group: Option<String>,
-    /// systemd unit stopped and started around a restore's swap (default: none).
-    #[arg(long, value_name = "NAME", global = true)]
-    service: Option<String>,
-    /// Synapse's config dir (homeserver.yaml, signing key), under --root.
-    #[arg(long, value_name = "DIR", default_value = "/data", global = true)]
-    config_dir: String,
-    /// Synapse's data dir (homeserver.db, media_store), under --root.
-    #[arg(long, value_name = "DIR", default_value = "/data", global = true)]
-    data_dir: String,
-    /// bash to run the pipelines with.
-    #[arg(long, value_name = "PATH", default_value = "bash", global = true)]
-    bash: String,
-    /// GNU tar.
-    #[arg(long, value_name = "PATH", default_value = "tar", global = true)]
-    tar: String,
-    /// gpg (GnuPG 2).
-    #[arg(long, value_name = "PATH", default_value = "gpg", global = true)]
-    gpg: String,
-    /// The aws CLI.
-    #[arg(long, value_name = "PATH", default_value = "aws", global = true)]
-    aws: String,
-    /// python3 with its sqlite3 module (the database snapshot).
-    #[arg(long, value_name = "PATH", default_value = "python3", global = true)]
-    python3: String,
-    /// The sqlite3 CLI, used when python3 has no sqlite3 module.
-    #[arg(long, value_name = "PATH", default_value = "sqlite3", global = true)]
-    sqlite3: String,
     /// Do not take the backup lock: only for a single unit on an S3 server without
     /// conditional writes (If-None-Match / If-Match).
     #[arg(long, global = true)]
@@ -545,27 +505,10 @@ impl Target {
     }
 }
 
-fn layout_flags(global: &GlobalArgs) -> LayoutFlags {
-    LayoutFlags {
-        root: global.root.clone(),
-        config_dir: global.config_dir.clone(),
-        data_dir: global.data_dir.clone(),
-        user: global.user.clone(),
-        group: global.group.clone(),
-        service: global.service.clone(),
-        bash: global.bash.clone(),
-        tar: global.tar.clone(),
-        gpg: global.gpg.clone(),
-        aws: global.aws.clone(),
-        python3: global.python3.clone(),
-        sqlite3: global.sqlite3.clone(),
-    }
-}
-
 /// The layout with its tools resolved, for the commands that run pipelines over a
 /// Synapse tree (create, restore): its config and data dirs must exist.
 fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
-    let mut layout = config::layout(&layout_flags(global)).map_err(Failure::usage)?;
+    let mut layout = config::layout(&global.layout).map_err(Failure::usage)?;
     check_tree(&layout)?;
     config::resolve_tools(&mut layout).map_err(Failure::usage)?;
     Ok(layout)
@@ -575,7 +518,7 @@ fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
 /// (verify, restore --target): without a Synapse tree under --root, their work dir is
 /// made in the temp dir.
 fn reader_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
-    let mut layout = config::layout(&layout_flags(global)).map_err(Failure::usage)?;
+    let mut layout = config::layout(&global.layout).map_err(Failure::usage)?;
     config::resolve_tools(&mut layout).map_err(Failure::usage)?;
     Ok(layout)
 }
@@ -583,10 +526,11 @@ fn reader_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
 /// Fails, naming --root, --data-dir and --config-dir, when the config or data dir is
 /// missing.
 fn check_tree(layout: &Layout) -> Result<(), Failure> {
-    for (flag, dir) in [
-        ("--config-dir", &layout.config_dir),
-        ("--data-dir", &layout.data_dir),
+    for (field, dir) in [
+        ("config_dir", &layout.config_dir),
+        ("data_dir", &layout.data_dir),
     ] {
+        let flag = config::flag(field);
         let full = Path::new(&layout.root).join(dir.trim_start_matches('/'));
         if !full.is_dir() {
             return Err(Failure::usage(format!(
