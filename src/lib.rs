@@ -56,7 +56,7 @@ pub mod s3;
 
 pub use backup::layout::{HomeserverConfig, Layout};
 pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
-pub use backup::manifest::Manifest;
+pub use backup::manifest::{Cipher, DatabaseSnapshot, EntryKind, Manifest};
 pub use backup::plan::{BackupId, BackupOptions, CancelToken, Compression, LiveChanges};
 pub use backup::progress::{Progress, ProgressCallback, ProgressMeter, ProgressStage};
 pub use backup::{
