@@ -1107,7 +1107,10 @@ async fn symlinked_data_dir_media_store_and_signing_key_are_backed_up() {
     ] {
         assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
     }
-    assert_eq!(report.manifest.database, synapse_backup::DatabaseSnapshot::Sqlite);
+    assert_eq!(
+        report.manifest.database,
+        synapse_backup::DatabaseSnapshot::Sqlite
+    );
     // The key is archived as the file it points to.
     let files = files_of(&env, &report).await;
     let key_entry = files
@@ -1174,7 +1177,8 @@ async fn hard_linked_media_are_restorable() {
             && manifest
                 .files
                 .iter()
-                .all(|f| f.kind == synapse_backup::EntryKind::File || f.kind == synapse_backup::EntryKind::Dir),
+                .all(|f| f.kind == synapse_backup::EntryKind::File
+                    || f.kind == synapse_backup::EntryKind::Dir),
         "hard links must be archived as files"
     );
     verify_and_restore(&env, &env.layout, &report.id).await;

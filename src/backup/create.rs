@@ -417,7 +417,6 @@ fn peak_rss_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-
 /// One backup in progress: what it archives, where, and whether its upload started
 /// (then a failure removes the partial object and multipart uploads).
 struct BackupRun<'r, 'a, C: Container + ?Sized> {

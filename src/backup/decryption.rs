@@ -257,10 +257,8 @@ mod tests {
             "ERROR decrypt Bad session key",
             "ERROR symkey_decrypt.maybe_error",
         ] {
-            let status = captured::WRONG_PASSPHRASE.replace(
-                "ERROR symkey_decrypt.maybe_error 11_BAD_PASSPHRASE",
-                line,
-            );
+            let status = captured::WRONG_PASSPHRASE
+                .replace("ERROR symkey_decrypt.maybe_error 11_BAD_PASSPHRASE", line);
             assert_eq!(
                 check_status(status.as_bytes()),
                 Err(Untrusted::Failed(line.into())),

@@ -546,7 +546,10 @@ mod tests {
         );
         for level in 1..=9u8 {
             let name = format!("zlib-{level}");
-            assert_eq!(name.parse::<Compression>().unwrap(), Compression::Zlib(level));
+            assert_eq!(
+                name.parse::<Compression>().unwrap(),
+                Compression::Zlib(level)
+            );
             assert_eq!(Compression::Zlib(level).to_string(), name);
         }
     }
@@ -577,7 +580,9 @@ mod tests {
         ] {
             let json = TODAY.replacen(from, to, 1);
             assert_ne!(json, TODAY, "{from}");
-            let e = Manifest::from_json(json.as_bytes()).unwrap_err().to_string();
+            let e = Manifest::from_json(json.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.starts_with(&format!("could not parse manifest: {field}: ")),
                 "{to}: {e}"
@@ -587,7 +592,9 @@ mod tests {
         }
         // The inner manifest's fields too.
         let inner = r#"{"format":1,"backup_id":"backup-x","created":"2026-11-26T07:19:00Z","created_by":"x","layout":{"config_dir":"/d","data_dir":"/d","media_store_path":"/d/m","members":[]},"database":"sqlite","nonce":"00"}"#;
-        let e = InnerManifest::from_json(inner.as_bytes()).unwrap_err().to_string();
+        let e = InnerManifest::from_json(inner.as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("could not parse inner manifest: backup_id: ") && e.contains("backup-x"),
             "{e}"
