@@ -165,14 +165,10 @@ impl Config {
             options.upload_concurrency = c.parse().expect("SYNAPSE_BACKUP_BENCH_CONCURRENCY");
         }
         if let Some(c) = env_var("SYNAPSE_BACKUP_BENCH_COMPRESSION") {
-            options.compression = match c.trim() {
-                "none" => Compression::None,
-                z => Compression::Zlib(
-                    z.strip_prefix("zlib-")
-                        .and_then(|l| l.parse().ok())
-                        .expect("SYNAPSE_BACKUP_BENCH_COMPRESSION: none or zlib-1 … zlib-9"),
-                ),
-            };
+            options.compression = c
+                .trim()
+                .parse::<Compression>()
+                .expect("SYNAPSE_BACKUP_BENCH_COMPRESSION: none or zlib-1 … zlib-9");
         }
         if let Some(p) = env_var("SYNAPSE_BACKUP_BENCH_PART_MIB") {
             options.part_size_mib = p.parse().expect("SYNAPSE_BACKUP_BENCH_PART_MIB");

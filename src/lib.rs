@@ -62,8 +62,8 @@ pub use backup::catalog::{
 pub use backup::layout::{DatabaseKind, HomeserverConfig, Layout};
 pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
 pub use backup::manifest::{
-    INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestLayout,
-    ManifestPath,
+    Cipher, DatabaseSnapshot, EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT,
+    Manifest, ManifestEntry, ManifestLayout, ManifestPath,
 };
 pub use backup::plan::{
     BackupId, BackupOptions, CancelToken, Compression, DEFAULT_SNAPSHOT_TIMEOUT, LiveChanges,

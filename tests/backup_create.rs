@@ -106,7 +106,7 @@ async fn round_trip_is_readable_with_plain_aws_gpg_and_tar() {
         .remove(Path::new(".synapse-backup/manifest.json"))
         .expect("the inner manifest in the archive");
     let inner = synapse_backup::InnerManifest::from_json(&inner).unwrap();
-    assert_eq!(inner.backup_id, report.id.to_string());
+    assert_eq!(inner.backup_id, report.id);
     assert_eq!(Some(&inner.nonce), report.manifest.nonce.as_ref());
     assert_eq!(inner.nonce.len(), 64);
     let first = sh(
@@ -169,9 +169,9 @@ async fn round_trip_is_readable_with_plain_aws_gpg_and_tar() {
     ))
     .unwrap();
     assert_eq!(manifest.ciphertext_sha256, sha.trim());
-    assert_eq!(manifest.backup_id, report.id.to_string());
+    assert_eq!(manifest.backup_id, report.id);
     assert_eq!(manifest.server_name.as_deref(), Some("example.test"));
-    assert_eq!(manifest.database, "sqlite");
+    assert_eq!(manifest.database, synapse_backup::DatabaseSnapshot::Sqlite);
     assert!(
         manifest
             .files
@@ -304,7 +304,7 @@ async fn ten_thousand_media_files() {
     let files = files_of(&env, &report)
         .await
         .iter()
-        .filter(|f| f.kind == 'f')
+        .filter(|f| f.kind == synapse_backup::EntryKind::File)
         .count();
     assert!(files >= 10_000 + 2500, "{files} files in the manifest");
     assert_eq!(
@@ -312,7 +312,7 @@ async fn ten_thousand_media_files() {
         files_of(&env, &report)
             .await
             .iter()
-            .filter(|f| f.kind == 'f')
+            .filter(|f| f.kind == synapse_backup::EntryKind::File)
             .map(|f| f.size)
             .sum::<u64>()
     );
@@ -657,7 +657,10 @@ async fn postgresql_is_recorded_and_no_sqlite_file_is_archived() {
     .unwrap();
     let c = LocalContainer::new();
     let report = env.create(&c).await.unwrap();
-    assert_eq!(report.manifest.database, "postgresql");
+    assert_eq!(
+        report.manifest.database,
+        synapse_backup::DatabaseSnapshot::Postgresql
+    );
     assert!(
         report
             .manifest
@@ -1104,14 +1107,17 @@ async fn symlinked_data_dir_media_store_and_signing_key_are_backed_up() {
     ] {
         assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
     }
-    assert_eq!(report.manifest.database, "sqlite");
+    assert_eq!(
+        report.manifest.database,
+        synapse_backup::DatabaseSnapshot::Sqlite
+    );
     // The key is archived as the file it points to.
     let files = files_of(&env, &report).await;
     let key_entry = files
         .iter()
         .find(|f| f.path.as_bytes() == b"data/example.test.signing.key")
         .unwrap();
-    assert_eq!(key_entry.kind, 'f');
+    assert_eq!(key_entry.kind, synapse_backup::EntryKind::File);
     let media_files = names
         .iter()
         .filter(|n| n.starts_with("data/media_store/local_"))
@@ -1168,7 +1174,11 @@ async fn hard_linked_media_are_restorable() {
             .files
             .iter()
             .any(|f| f.path.as_bytes().ends_with(b"hl/linked"))
-            && manifest.files.iter().all(|f| f.kind != 'h'),
+            && manifest
+                .files
+                .iter()
+                .all(|f| f.kind == synapse_backup::EntryKind::File
+                    || f.kind == synapse_backup::EntryKind::Dir),
         "hard links must be archived as files"
     );
     verify_and_restore(&env, &env.layout, &report.id).await;

@@ -38,7 +38,7 @@ async fn twelve_backups(env: &Env) -> (S3Client, Vec<BackupId>) {
             .unwrap();
         if i != 5 && i != 7 {
             let mut m = report.manifest.clone();
-            m.backup_id = id.to_string();
+            m.backup_id = id.clone();
             m.created = when;
             client
                 .put_object(

@@ -237,6 +237,67 @@ fn arbitrary_manifests_give_ok_or_a_config_error() {
         .unwrap();
 }
 
+/// A manifest as 0.2 writes it.
+const GOOD_MANIFEST: &str = r#"{"files":[{"path":"data/a.key","kind":"f","size":3}],"format":1,"backup_id":"backup-20261126071900123456","created":"2026-11-26T07:19:00Z","created_by":"synapse-backup/0.2.0","server_name":null,"layout":{"config_dir":"/data","data_dir":"/data","media_store_path":"/data/media_store","members":[]},"database":"sqlite","warnings":[],"plaintext_bytes":3,"ciphertext_bytes":9,"ciphertext_sha256":"ab","cipher":"AES256","compression":"none"}"#;
+
+#[test]
+fn unknown_typed_values_are_errors_naming_their_field() {
+    let valid = |field: &str, text: &str| match field {
+        "backup_id" => text.parse::<synapse_backup::BackupId>().is_ok(),
+        "database" => ["sqlite", "postgresql", "none"].contains(&text),
+        "cipher" => text == "AES256",
+        "compression" => {
+            text == "none"
+                || text
+                    .strip_prefix("zlib-")
+                    .is_some_and(|l| l.len() == 1 && ("1"..="9").contains(&l))
+        }
+        _ => ["f", "d", "l", "p", "s", "b", "c"].contains(&text),
+    };
+    let strategy = (
+        prop::sample::select(vec![
+            "backup_id",
+            "database",
+            "cipher",
+            "compression",
+            "files[0].kind",
+        ]),
+        prop_oneof![
+            any::<String>(),
+            "backup-[0-9]{18,22}",
+            "zlib-[0-9]{1,2}",
+            "[a-zA-Z0-9]{1,2}",
+            Just("SQLITE".to_string()),
+            Just("aes256".to_string()),
+        ],
+    );
+    assert!(Manifest::from_json(GOOD_MANIFEST.as_bytes()).is_ok());
+    runner()
+        .run(&strategy, |(field, text)| {
+            let mut json: Value = serde_json::from_str(GOOD_MANIFEST).unwrap();
+            let slot = match field {
+                "files[0].kind" => &mut json["files"][0]["kind"],
+                other => &mut json[other],
+            };
+            *slot = Value::from(text.clone());
+            let bytes = serde_json::to_vec(&json).unwrap();
+            match Manifest::from_json(&bytes) {
+                Ok(m) => prop_assert!(valid(field, &text), "{field} {text:?} accepted: {m:?}"),
+                Err(ConfigError::Parse { what, message }) => {
+                    prop_assert!(!valid(field, &text), "{field} {text:?}: {message}");
+                    prop_assert_eq!(what, "manifest");
+                    prop_assert!(
+                        message.starts_with(&format!("{field}: ")),
+                        "{field} {text:?}: {message}"
+                    );
+                }
+                Err(e) => prop_assert!(false, "{e:?}"),
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
 /// Lines shaped like `find -printf '%y %s %p\0'` records and `tar -tvv` lines, with
 /// their fields drawn from plausible and implausible pieces.
 fn listing_like() -> impl Strategy<Value = Vec<u8>> {

@@ -198,11 +198,11 @@ fn craft_complete(env: &Env, id: &BackupId) -> Manifest {
     let nonce = InnerManifest::new_nonce().unwrap();
     let inner = InnerManifest {
         format: MANIFEST_FORMAT,
-        backup_id: id.to_string(),
+        backup_id: id.clone(),
         created: chrono::Utc::now(),
         created_by: "synapse-backup/test".into(),
         layout: layout.clone(),
-        database: "none".into(),
+        database: synapse_backup::DatabaseSnapshot::None,
         nonce: nonce.clone(),
     };
     fs::write(src.join(INNER_MANIFEST_MEMBER), inner.to_json()).unwrap();
@@ -219,23 +219,23 @@ fn craft_complete(env: &Env, id: &BackupId) -> Manifest {
         .len();
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
-        backup_id: id.to_string(),
+        backup_id: id.clone(),
         created: chrono::Utc::now(),
         created_by: "synapse-backup/test".into(),
         server_name: None,
         layout,
-        database: "none".into(),
+        database: synapse_backup::DatabaseSnapshot::None,
         warnings: vec![],
         files: vec![ManifestEntry {
             path: ManifestPath::Text("data/example.test.signing.key".into()),
-            kind: 'f',
+            kind: synapse_backup::EntryKind::File,
             size: key_size,
         }],
         plaintext_bytes: key_size,
         ciphertext_bytes: fs::metadata(&object).unwrap().len(),
         ciphertext_sha256: sha256(&object),
-        cipher: "AES256".into(),
-        compression: "zlib-6".into(),
+        cipher: synapse_backup::Cipher::Aes256,
+        compression: synapse_backup::Compression::Zlib(6),
         nonce: Some(nonce),
     };
     upload(env, &object, &key_of(id));
@@ -319,7 +319,7 @@ async fn a_complete_backup_with_data_and_manifest_replaced_is_refused() {
     m.nonce = None;
     m.files = vec![ManifestEntry {
         path: ManifestPath::Text("data/example.test.signing.key".into()),
-        kind: 'f',
+        kind: synapse_backup::EntryKind::File,
         size: 24,
     }];
     let mfile = env.dir.path().join("evil.json");
@@ -347,7 +347,7 @@ async fn a_good_backup_replayed_under_another_id_is_refused() {
         if with_manifest {
             let mut m = Manifest::from_json(&fs::read(manifest_path(&env, &id)).unwrap()).unwrap();
             if edit {
-                m.backup_id = new.to_string();
+                m.backup_id = new.clone();
             }
             fs::write(manifest_path(&env, new), m.to_json()).unwrap();
         }
@@ -393,7 +393,7 @@ async fn a_created_backup_copied_under_another_id_is_refused() {
     fs::copy(object_path(&env, &id), &object).unwrap();
     upload(&env, &object, &key_of(&other));
     let mut m = Manifest::from_json(&fs::read(manifest_path(&env, &id)).unwrap()).unwrap();
-    m.backup_id = other.to_string();
+    m.backup_id = other.clone();
     let mfile = env.dir.path().join("copy.json");
     fs::write(&mfile, m.to_json()).unwrap();
     upload(&env, &mfile, &format!("{}.manifest.json", key_of(&other)));

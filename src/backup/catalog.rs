@@ -217,10 +217,10 @@ pub async fn read_manifest(
     };
     let manifest =
         Manifest::from_json(&bytes).map_err(|e| corrupted(format!("unreadable manifest: {e}")))?;
-    if manifest.backup_id != id.as_str() {
+    if manifest.backup_id != *id {
         return Err(corrupted(format!(
             "its manifest names {:?}, not {:?}",
-            manifest.backup_id,
+            manifest.backup_id.as_str(),
             id.as_str()
         )));
     }

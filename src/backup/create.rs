@@ -9,8 +9,8 @@ use chrono::Utc;
 use super::layout::{DatabaseKind, HomeserverConfig, Layout, join};
 use super::listing::parse_members;
 use super::manifest::{
-    INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestJson,
-    ManifestLayout, ManifestPath,
+    Cipher, DatabaseSnapshot, EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT,
+    Manifest, ManifestEntry, ManifestJson, ManifestLayout, ManifestPath,
 };
 use super::plan::{self, BackupId, BackupOptions, LiveChanges, WorkDir};
 use super::progress::{self, ProgressStage};
@@ -417,14 +417,6 @@ fn peak_rss_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// The manifest's kind letter for a tar member kind (`find -printf %y` letters).
-fn entry_kind(kind: char) -> char {
-    match kind {
-        '-' => 'f',
-        other => other,
-    }
-}
-
 /// One backup in progress: what it archives, where, and whether its upload started
 /// (then a failure removes the partial object and multipart uploads).
 struct BackupRun<'r, 'a, C: Container + ?Sized> {
@@ -455,9 +447,9 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             self.work,
         );
         let database = match collected.config.database {
-            DatabaseKind::Postgresql => "postgresql",
-            DatabaseKind::Sqlite(_) if collected.db.is_some() => "sqlite",
-            DatabaseKind::Sqlite(_) => "none",
+            DatabaseKind::Postgresql => DatabaseSnapshot::Postgresql,
+            DatabaseKind::Sqlite(_) if collected.db.is_some() => DatabaseSnapshot::Sqlite,
+            DatabaseKind::Sqlite(_) => DatabaseSnapshot::None,
         };
         let manifest_layout = ManifestLayout {
             config_dir: layout.config_dir.clone(),
@@ -467,11 +459,11 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         };
         let inner = InnerManifest {
             format: MANIFEST_FORMAT,
-            backup_id: id.to_string(),
+            backup_id: id.clone(),
             created: Utc::now(),
             created_by: plan::metadata_value(),
             layout: manifest_layout.clone(),
-            database: database.into(),
+            database,
             nonce: InnerManifest::new_nonce().map_err(|e| ContainerError::Io {
                 path: "getrandom".into(),
                 source: e,
@@ -667,19 +659,19 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         }
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
-            backup_id: id.to_string(),
+            backup_id: id.clone(),
             created: inner.created,
             created_by: inner.created_by.clone(),
             server_name: collected.config.server_name.clone(),
             layout: manifest_layout,
-            database: database.into(),
+            database,
             warnings,
             files: Vec::new(),
             plaintext_bytes: archived.plaintext_bytes,
             ciphertext_bytes: length,
             ciphertext_sha256: sha,
-            cipher: "AES256".into(),
-            compression: options.compression.name(),
+            cipher: Cipher::Aes256,
+            compression: options.compression,
             nonce: Some(inner.nonce.clone()),
         };
         let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
@@ -781,12 +773,19 @@ impl<'r> IndexReader<'r> {
                 self.archived.plaintext_bytes += m.size;
                 self.archived.regular_files += 1;
             }
+            // The rules above refused every kind but files, hard links (archived
+            // dereferenced) and directories.
+            let kind =
+                EntryKind::from_tar_letter(m.kind).ok_or_else(|| BackupError::UnsafeMember {
+                    member: String::from_utf8_lossy(&m.name).into_owned(),
+                    reason: format!("tar archived it as an unknown kind {:?}", m.kind),
+                })?;
             self.archived.files.push(&ManifestEntry {
                 path: match String::from_utf8(m.name) {
                     Ok(text) => ManifestPath::Text(text),
                     Err(e) => ManifestPath::Bytes(e.into_bytes()),
                 },
-                kind: entry_kind(m.kind),
+                kind,
                 size: m.size,
             });
         }

@@ -62,6 +62,26 @@ const ORDER: [&str; 5] = [
     "END_DECRYPTION",
 ];
 
+/// gpg error codes that say the passphrase is wrong: `GPG_ERR_BAD_PASSPHRASE` (11,
+/// which gpg reports for a symmetric decryption as `ERROR symkey_decrypt.maybe_error
+/// 11_BAD_PASSPHRASE`) and `GPG_ERR_BAD_KEY` (19, "Bad session key": the key the
+/// passphrase derives opened nothing). A corrupted stream gives `BADMDC` or
+/// `DECRYPTION_FAILED` instead (a flipped byte in the packet that holds the salt looks
+/// like a wrong passphrase: gpg cannot tell them apart either).
+const PASSPHRASE_CODES: [u32; 2] = [11, 19];
+
+/// The gpg error code of an `ERROR <location> <code>` status line (`rest` is the line
+/// after `[GNUPG:] `): the code's leading digits, whose low 16 bits are the error code
+/// (the bits above name its source), with or without the `_NAME` gpg may append.
+fn error_code(rest: &str) -> Option<u32> {
+    let code = rest.split(' ').nth(2)?;
+    let digits = code.split('_').next()?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u32>().ok().map(|n| n & 0xffff)
+}
+
 /// Checks gpg's status output (the `[GNUPG:] KEYWORD args` lines) of one
 /// `gpg --decrypt` run that exited 0.
 ///
@@ -77,7 +97,7 @@ pub fn check_status(status: &[u8]) -> Result<(), Untrusted> {
         let keyword = rest.split(' ').next().unwrap_or("");
         match keyword {
             "ENC_TO" | "NO_SECKEY" | "PUBKEY_ENC_FAILED" => return Err(Untrusted::PublicKey),
-            "ERROR" if rest.contains("BAD_PASSPHRASE") || rest.contains("Bad session key") => {
+            "ERROR" if error_code(rest).is_some_and(|c| PASSPHRASE_CODES.contains(&c)) => {
                 return Err(Untrusted::BadPassphrase);
             }
             "BAD_PASSPHRASE" => return Err(Untrusted::BadPassphrase),
@@ -184,6 +204,67 @@ mod tests {
             check_status(failure.as_bytes()),
             Err(Untrusted::Failed(_))
         ));
+    }
+
+    /// `gpg --decrypt --batch --status-file` of gpg 2.2.40 on an object made with
+    /// `gpg --symmetric --cipher-algo AES256 --compress-algo none`, captured.
+    mod captured {
+        pub const WRONG_PASSPHRASE: &str = "[GNUPG:] NEED_PASSPHRASE_SYM 9 3 2\n\
+[GNUPG:] BEGIN_DECRYPTION\n[GNUPG:] DECRYPTION_INFO 2 9 0\n\
+[GNUPG:] ERROR symkey_decrypt.maybe_error 11_BAD_PASSPHRASE\n\
+[GNUPG:] DECRYPTION_FAILED\n[GNUPG:] END_DECRYPTION\n";
+        /// A byte flipped in the middle: the MDC does not match.
+        pub const FLIPPED: &str = "[GNUPG:] NEED_PASSPHRASE_SYM 9 3 2\n\
+[GNUPG:] BEGIN_DECRYPTION\n[GNUPG:] DECRYPTION_INFO 2 9 0\n\
+[GNUPG:] PLAINTEXT 62 1796050119 big\n[GNUPG:] PLAINTEXT_LENGTH 300000\n\
+[GNUPG:] BADMDC\n[GNUPG:] DECRYPTION_FAILED\n[GNUPG:] END_DECRYPTION\n";
+        /// Cut in half.
+        pub const TRUNCATED: &str = "[GNUPG:] NEED_PASSPHRASE_SYM 9 3 2\n\
+[GNUPG:] BEGIN_DECRYPTION\n[GNUPG:] DECRYPTION_INFO 2 9 0\n\
+[GNUPG:] PLAINTEXT 62 1796050119 big\n[GNUPG:] PLAINTEXT_LENGTH 300000\n\
+[GNUPG:] DECRYPTION_FAILED\n[GNUPG:] END_DECRYPTION\n";
+    }
+
+    #[test]
+    fn a_wrong_passphrase_is_told_from_corruption_by_status_lines_alone() {
+        assert_eq!(
+            check_status(captured::WRONG_PASSPHRASE.as_bytes()),
+            Err(Untrusted::BadPassphrase)
+        );
+        assert_eq!(
+            check_status(captured::FLIPPED.as_bytes()),
+            Err(Untrusted::Failed("BADMDC".into()))
+        );
+        assert_eq!(
+            check_status(captured::TRUNCATED.as_bytes()),
+            Err(Untrusted::Failed("DECRYPTION_FAILED".into()))
+        );
+        // The error code is read as a number (gpg's code in its low 16 bits, its source
+        // above), with or without the name gpg appends: 11 is GPG_ERR_BAD_PASSPHRASE,
+        // 19 GPG_ERR_BAD_KEY ("Bad session key": the passphrase's key opened nothing).
+        for code in ["11", "11_BAD_PASSPHRASE", "33554443", "19", "33554451"] {
+            let status = captured::WRONG_PASSPHRASE.replace("11_BAD_PASSPHRASE", code);
+            assert_eq!(
+                check_status(status.as_bytes()),
+                Err(Untrusted::BadPassphrase),
+                "{code}"
+            );
+        }
+        // Not the words: another code is a failure whatever the text around it says.
+        for line in [
+            "ERROR symkey_decrypt.maybe_error 58_Bad_session_key",
+            "ERROR BAD_PASSPHRASE 58",
+            "ERROR decrypt Bad session key",
+            "ERROR symkey_decrypt.maybe_error",
+        ] {
+            let status = captured::WRONG_PASSPHRASE
+                .replace("ERROR symkey_decrypt.maybe_error 11_BAD_PASSPHRASE", line);
+            assert_eq!(
+                check_status(status.as_bytes()),
+                Err(Untrusted::Failed(line.into())),
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::backup::catalog::BackupStatus;
 use crate::backup::layout::Layout;
+use crate::backup::manifest::EntryKind;
 use crate::backup::plan::{self, BackupId};
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::restore_plan::{self, ArchiveMember, MemberSource, parse_staged};
@@ -134,7 +135,10 @@ pub async fn extract_backup_with<C: Container + ?Sized>(
             .files
             .iter()
             .map(|f| ArchiveMember {
-                kind: f.kind,
+                kind: match f.kind {
+                    EntryKind::File => '-',
+                    other => other.letter(),
+                },
                 name: f.path.as_bytes().to_vec(),
                 size: f.size,
                 mode: 0,

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::backup::plan::{BackupId, Compression};
 use crate::error::ConfigError;
 
 /// The manifest format version.
@@ -38,13 +39,145 @@ impl ManifestPath {
     }
 }
 
+/// What an archived entry is: in the manifest, the letter `find -printf %y` prints
+/// (`f`, `d`, `l`; manifests written before 0.2 came from `find` and may also hold its
+/// letters for special files). Any other letter is a parse error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EntryKind {
+    /// A regular file (`f`; hard links are archived as files).
+    #[serde(rename = "f")]
+    File,
+    /// A directory (`d`).
+    #[serde(rename = "d")]
+    Dir,
+    /// A symbolic link (`l`).
+    #[serde(rename = "l")]
+    Symlink,
+    /// A named pipe (`p`).
+    #[serde(rename = "p")]
+    Fifo,
+    /// A socket (`s`).
+    #[serde(rename = "s")]
+    Socket,
+    /// A block device (`b`).
+    #[serde(rename = "b")]
+    BlockDevice,
+    /// A character device (`c`).
+    #[serde(rename = "c")]
+    CharDevice,
+}
+
+impl EntryKind {
+    /// The kind for a `find -printf %y` letter.
+    pub fn from_find_letter(letter: char) -> Option<Self> {
+        Some(match letter {
+            'f' => EntryKind::File,
+            'd' => EntryKind::Dir,
+            'l' => EntryKind::Symlink,
+            'p' => EntryKind::Fifo,
+            's' => EntryKind::Socket,
+            'b' => EntryKind::BlockDevice,
+            'c' => EntryKind::CharDevice,
+            _ => return None,
+        })
+    }
+
+    /// The kind for a GNU tar listing's type letter (`-` file, `h` hard link, which a
+    /// restore stages as a file, `d`, `l`, `p`, `s`, `b`, `c`); `None` for tar's others.
+    pub fn from_tar_letter(letter: char) -> Option<Self> {
+        match letter {
+            '-' | 'h' => Some(EntryKind::File),
+            'f' => None,
+            other => Self::from_find_letter(other),
+        }
+    }
+
+    /// The manifest's letter (`find -printf %y`'s).
+    pub fn letter(self) -> char {
+        match self {
+            EntryKind::File => 'f',
+            EntryKind::Dir => 'd',
+            EntryKind::Symlink => 'l',
+            EntryKind::Fifo => 'p',
+            EntryKind::Socket => 's',
+            EntryKind::BlockDevice => 'b',
+            EntryKind::CharDevice => 'c',
+        }
+    }
+}
+
+impl std::fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "directory",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Fifo => "fifo",
+            EntryKind::Socket => "socket",
+            EntryKind::BlockDevice => "block device",
+            EntryKind::CharDevice => "character device",
+        })
+    }
+}
+
+/// What a backup holds of Synapse's database (`database` in the manifest, as lower-case
+/// text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum DatabaseSnapshot {
+    /// `sqlite`: a consistent snapshot of `homeserver.db` is archived.
+    Sqlite,
+    /// `postgresql`: Synapse uses PostgreSQL, which the PostgreSQL charm backs up, not
+    /// this crate.
+    Postgresql,
+    /// `none`: SQLite is configured but there was no database file to archive.
+    None,
+}
+
+impl DatabaseSnapshot {
+    /// The manifest's text: `sqlite`, `postgresql` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatabaseSnapshot::Sqlite => "sqlite",
+            DatabaseSnapshot::Postgresql => "postgresql",
+            DatabaseSnapshot::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for DatabaseSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The cipher of the encrypted object (`cipher` in the manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Cipher {
+    /// `AES256`: gpg's `--cipher-algo AES256`, the only cipher this crate writes.
+    #[default]
+    #[serde(rename = "AES256")]
+    Aes256,
+}
+
+impl std::fmt::Display for Cipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cipher::Aes256 => "AES256",
+        })
+    }
+}
+
 /// One archived entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEntry {
     /// The member name (relative, as in the archive).
     pub path: ManifestPath,
-    /// `f` file, `d` directory, `l` symlink, as `find -printf %y` says.
-    pub kind: char,
+    /// What the entry is.
+    pub kind: EntryKind,
     /// Size in bytes (files).
     pub size: u64,
 }
@@ -78,7 +211,7 @@ pub struct InnerManifest {
     /// [`MANIFEST_FORMAT`].
     pub format: u32,
     /// The backup id.
-    pub backup_id: String,
+    pub backup_id: BackupId,
     /// When the backup was started.
     pub created: DateTime<Utc>,
     /// `synapse-backup/<version>`.
@@ -86,7 +219,7 @@ pub struct InnerManifest {
     /// Where the data came from.
     pub layout: ManifestLayout,
     /// As [`Manifest::database`].
-    pub database: String,
+    pub database: DatabaseSnapshot,
     /// 32 random bytes, lower-case hex, repeated in the external manifest.
     pub nonce: String,
 }
@@ -112,10 +245,7 @@ impl InnerManifest {
     /// # Errors
     /// [`ConfigError::Parse`] when the JSON is not an inner manifest.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse {
-            what: "inner manifest".into(),
-            message: e.to_string(),
-        })
+        from_json(bytes, "inner manifest")
     }
 }
 
@@ -130,7 +260,7 @@ pub struct Manifest {
     /// [`MANIFEST_FORMAT`].
     pub format: u32,
     /// The backup id.
-    pub backup_id: String,
+    pub backup_id: BackupId,
     /// When the backup was made.
     pub created: DateTime<Utc>,
     /// `synapse-backup/<version>`.
@@ -139,9 +269,8 @@ pub struct Manifest {
     pub server_name: Option<String>,
     /// Where the data came from.
     pub layout: ManifestLayout,
-    /// `sqlite` (a consistent snapshot is archived), `postgresql` (backed up by the
-    /// PostgreSQL charm, not here) or `none`.
-    pub database: String,
+    /// What the backup holds of the database.
+    pub database: DatabaseSnapshot,
     /// Things the operator should know (e.g. a missing media store).
     pub warnings: Vec<String>,
     /// Every archived entry. (Empty in [`crate::BackupReport::manifest`]: `create`
@@ -155,10 +284,10 @@ pub struct Manifest {
     pub ciphertext_bytes: u64,
     /// SHA-256 of the encrypted object, lower-case hex.
     pub ciphertext_sha256: String,
-    /// `AES256`.
-    pub cipher: String,
-    /// gpg compression, e.g. `none` or `zlib-6`.
-    pub compression: String,
+    /// The cipher (`AES256`).
+    pub cipher: Cipher,
+    /// gpg's compression (`none`, `zlib-6`).
+    pub compression: Compression,
     /// The [`InnerManifest`]'s nonce (absent in manifests written before 0.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
@@ -175,11 +304,26 @@ impl Manifest {
     /// # Errors
     /// [`ConfigError::Parse`] when the JSON is not a manifest.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse {
-            what: "manifest".into(),
-            message: e.to_string(),
-        })
+        from_json(bytes, "manifest")
     }
+}
+
+/// Parses JSON, naming the field at fault (e.g. `files[3].kind: unknown variant`).
+fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ConfigError> {
+    let bad = |message: String| ConfigError::Parse {
+        what: what.into(),
+        message,
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." => bad(e.into_inner().to_string()),
+            _ => bad(format!("{path}: {}", e.into_inner())),
+        }
+    })?;
+    de.end().map_err(|e| bad(e.to_string()))?;
+    Ok(value)
 }
 
 /// A manifest's JSON with its file list streamed in one entry at a time, so a list of
@@ -233,7 +377,7 @@ mod tests {
     fn manifest_round_trips_through_json() {
         let m = Manifest {
             format: MANIFEST_FORMAT,
-            backup_id: "backup-20261126071900000000".into(),
+            backup_id: "backup-20261126071900000000".parse().unwrap(),
             created: Utc::now(),
             created_by: "synapse-backup/0.1.0".into(),
             server_name: Some("example.org".into()),
@@ -243,18 +387,18 @@ mod tests {
                 media_store_path: "/data/media_store".into(),
                 members: vec!["data/a.key".into()],
             },
-            database: "sqlite".into(),
+            database: DatabaseSnapshot::Sqlite,
             warnings: vec![],
             files: vec![ManifestEntry {
                 path: ManifestPath::from_bytes(b"data/\xff"),
-                kind: 'f',
+                kind: EntryKind::File,
                 size: 1,
             }],
             plaintext_bytes: 1,
             ciphertext_bytes: 2,
             ciphertext_sha256: "ab".into(),
-            cipher: "AES256".into(),
-            compression: "none".into(),
+            cipher: Cipher::Aes256,
+            compression: Compression::Zlib(6),
             nonce: Some(InnerManifest::new_nonce().unwrap()),
         };
         assert_eq!(m.nonce.as_ref().unwrap().len(), 64);
@@ -266,7 +410,7 @@ mod tests {
         let mut files = m.files.clone();
         files.push(ManifestEntry {
             path: ManifestPath::Text("data/\"files\":[],\u{1}".into()),
-            kind: 'f',
+            kind: EntryKind::File,
             size: 3,
         });
         for f in &files {
@@ -285,5 +429,123 @@ mod tests {
             ..m
         });
         assert!(Manifest::from_json(&empty).unwrap().files.is_empty());
+    }
+
+    /// A manifest as 0.2 writes it (compact, file list first), and as 0.1 wrote it
+    /// (pretty, no nonce, kinds from `find`): both still parse, to the same types.
+    const TODAY: &str = r#"{"files":[{"path":".synapse-backup","kind":"d","size":0},{"path":"data/a.key","kind":"f","size":3},{"path":"data/media/local_content/l","kind":"l","size":0},{"path":[100,97,116,97,47,255],"kind":"f","size":1}],"format":1,"backup_id":"backup-20261126071900123456","created":"2026-11-26T07:19:00.123456Z","created_by":"synapse-backup/0.2.0","server_name":"example.org","layout":{"config_dir":"/data","data_dir":"/data","media_store_path":"/data/media_store","members":["data/a.key"]},"database":"sqlite","warnings":["w"],"plaintext_bytes":4,"ciphertext_bytes":99,"ciphertext_sha256":"ab","cipher":"AES256","compression":"zlib-6","nonce":"00ff"}"#;
+
+    #[test]
+    fn manifests_in_todays_format_parse_to_types() {
+        let m = Manifest::from_json(TODAY.as_bytes()).unwrap();
+        assert_eq!(m.backup_id.as_str(), "backup-20261126071900123456");
+        assert_eq!(m.database, DatabaseSnapshot::Sqlite);
+        assert_eq!(m.cipher, Cipher::Aes256);
+        assert_eq!(m.compression, Compression::Zlib(6));
+        let kinds: Vec<EntryKind> = m.files.iter().map(|f| f.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EntryKind::Dir,
+                EntryKind::File,
+                EntryKind::Symlink,
+                EntryKind::File
+            ]
+        );
+        assert_eq!(m.files[3].path, ManifestPath::Bytes(b"data/\xff".to_vec()));
+        // Written back, the JSON is the same (as values: keys have no order).
+        let back: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+        let before: serde_json::Value = serde_json::from_str(TODAY).unwrap();
+        assert_eq!(back, before);
+
+        let old = r#"{
+  "format": 1,
+  "backup_id": "backup-20261120010203000004",
+  "created": "2026-11-20T01:02:03.000004Z",
+  "created_by": "synapse-backup/0.1.0",
+  "server_name": null,
+  "layout": {"config_dir": "/data", "data_dir": "/data",
+             "media_store_path": "/data/media_store", "members": []},
+  "database": "postgresql",
+  "warnings": [],
+  "files": [{"path": "data/media_store/local_content/fifo", "kind": "p", "size": 0}],
+  "plaintext_bytes": 0,
+  "ciphertext_bytes": 1,
+  "ciphertext_sha256": "cd",
+  "cipher": "AES256",
+  "compression": "none"
+}"#;
+        let m = Manifest::from_json(old.as_bytes()).unwrap();
+        assert_eq!(
+            (m.database, m.compression, m.files[0].kind, m.nonce),
+            (
+                DatabaseSnapshot::Postgresql,
+                Compression::None,
+                EntryKind::Fifo,
+                None
+            )
+        );
+        let none = old.replace("\"postgresql\"", "\"none\"");
+        assert_eq!(
+            Manifest::from_json(none.as_bytes()).unwrap().database,
+            DatabaseSnapshot::None
+        );
+        for level in 1..=9u8 {
+            let name = format!("zlib-{level}");
+            assert_eq!(
+                name.parse::<Compression>().unwrap(),
+                Compression::Zlib(level)
+            );
+            assert_eq!(Compression::Zlib(level).to_string(), name);
+        }
+    }
+
+    #[test]
+    fn unknown_values_are_errors_naming_the_field() {
+        for (from, to, field) in [
+            (
+                "\"backup-20261126071900123456\"",
+                "\"backup-2026\"",
+                "backup_id",
+            ),
+            (
+                "\"backup-20261126071900123456\"",
+                "\"../../etc\"",
+                "backup_id",
+            ),
+            ("\"sqlite\"", "\"mysql\"", "database"),
+            ("\"sqlite\"", "\"SQLite\"", "database"),
+            ("\"AES256\"", "\"AES128\"", "cipher"),
+            ("\"zlib-6\"", "\"zlib-0\"", "compression"),
+            ("\"zlib-6\"", "\"zlib-10\"", "compression"),
+            ("\"zlib-6\"", "\"bzip2\"", "compression"),
+            ("\"zlib-6\"", "6", "compression"),
+            ("\"kind\":\"l\"", "\"kind\":\"h\"", "files[2].kind"),
+            ("\"kind\":\"l\"", "\"kind\":\"file\"", "files[2].kind"),
+            ("\"kind\":\"l\"", "\"kind\":\"\"", "files[2].kind"),
+        ] {
+            let json = TODAY.replacen(from, to, 1);
+            assert_ne!(json, TODAY, "{from}");
+            let e = Manifest::from_json(json.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("could not parse manifest: {field}: ")),
+                "{to}: {e}"
+            );
+            let shown = to.trim_start_matches("\"kind\":");
+            assert!(e.contains(shown.trim_matches('"')), "{to}: {e}");
+        }
+        // The inner manifest's fields too.
+        let inner = r#"{"format":1,"backup_id":"backup-x","created":"2026-11-26T07:19:00Z","created_by":"x","layout":{"config_dir":"/d","data_dir":"/d","media_store_path":"/d/m","members":[]},"database":"sqlite","nonce":"00"}"#;
+        let e = InnerManifest::from_json(inner.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("could not parse inner manifest: backup_id: ") && e.contains("backup-x"),
+            "{e}"
+        );
+        // Trailing bytes are still refused.
+        assert!(Manifest::from_json(format!("{TODAY} x").as_bytes()).is_err());
     }
 }

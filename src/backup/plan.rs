@@ -36,9 +36,23 @@ pub fn metadata_value() -> String {
 /// assert_eq!(id.created().to_rfc3339(), "2026-11-26T07:19:00.123456+00:00");
 /// # Ok::<(), synapse_backup::ConfigError>(())
 /// ```
+///
+/// In a manifest it is the same string; deserialising checks the form, so a manifest
+/// naming a malformed id fails to parse rather than being listed or restored.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(transparent)]
 pub struct BackupId(String);
+
+impl<'de> serde::Deserialize<'de> for BackupId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a backup id of the form backup-YYYYMMDDhhmmssffffff"
+            ))
+        })
+    }
+}
 
 static LAST_ID_MICROS: Mutex<i64> = Mutex::new(0);
 
@@ -105,6 +119,9 @@ impl FromStr for BackupId {
 }
 
 /// gpg's compression of the archive.
+///
+/// In a manifest it is its [`name`](Self::name) (`none`, `zlib-6`); deserialising
+/// accepts exactly those names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Compression {
@@ -138,6 +155,49 @@ impl Compression {
             Compression::None => "none".into(),
             Compression::Zlib(level) => format!("zlib-{}", level.clamp(1, 9)),
         }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl FromStr for Compression {
+    type Err = ConfigError;
+
+    /// Parses a [`name`](Self::name): `none` or `zlib-1` to `zlib-9`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "none" {
+            return Ok(Compression::None);
+        }
+        s.strip_prefix("zlib-")
+            .filter(|l| l.len() == 1)
+            .and_then(|l| l.parse::<u8>().ok())
+            .filter(|l| (1..=9).contains(l))
+            .map(Compression::Zlib)
+            .ok_or_else(|| ConfigError::Parse {
+                what: "compression".into(),
+                message: format!("{s:?} is not none or zlib-1 to zlib-9"),
+            })
+    }
+}
+
+impl serde::Serialize for Compression {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Compression {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse::<Compression>()
+            .map_err(|e| match e {
+                ConfigError::Parse { message, .. } => serde::de::Error::custom(message),
+                other => serde::de::Error::custom(other),
+            })
     }
 }
 

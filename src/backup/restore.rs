@@ -297,15 +297,16 @@ pub(super) async fn fetch<C: Container + ?Sized>(
                 _ => Stage::Check,
             };
             if stage == Stage::Gpg {
+                // gpg's status lines alone tell a wrong passphrase from corruption.
                 return Err(match check_status(&status) {
                     Err(why) => untrusted(why),
-                    Ok(()) if stderr.contains("Bad session key") => {
-                        BackupError::WrongPassphrase { id: id.to_string() }
-                    }
                     Ok(()) => corrupted(format!("gpg could not decrypt it: {stderr}")),
                 });
             }
             return Err(match stage {
+                // GNU tar skips a member named with `..` and exits 2 like for any other
+                // error; it has no status output and leaves the member out of its
+                // listing, so its (C locale) message is the only sign.
                 Stage::Extract
                     if stderr.contains("contains '..'")
                         || stderr.contains("Member name contains") =>

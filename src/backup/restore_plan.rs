@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::backup::layout::{DatabaseKind, HomeserverConfig, Layout, join};
 pub use crate::backup::listing::{ArchiveMember, parse_members, parse_staged};
-use crate::backup::manifest::{INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestLayout};
+use crate::backup::manifest::{
+    EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestLayout,
+};
 use crate::backup::plan::{self, ScriptCall, WorkDir};
 use crate::backup::scripts;
 use crate::s3::S3Parameters;
@@ -499,7 +501,7 @@ pub fn check_claims(
                 ));
             }
             let inner = InnerManifest::from_json(&head[..size]).map_err(|e| e.to_string())?;
-            if inner.backup_id != id {
+            if inner.backup_id.as_str() != id {
                 return Err(format!(
                     "it was made as {:?}, not {id:?} (a backup copied under another id)",
                     inner.backup_id
@@ -532,26 +534,27 @@ pub fn check_claims(
         }
     };
     if let Some(m) = manifest {
-        if m.backup_id != id {
+        if m.backup_id.as_str() != id {
             return Err(format!("its manifest names {:?}, not {id:?}", m.backup_id));
         }
         let skip = inner_manifest_position(members).map_or(0, |p| p + 1);
-        let kind = |k: char| match k {
-            'f' | 'h' => '-',
-            other => other,
-        };
-        let archived: BTreeMap<&[u8], char> = members[skip..]
+        // A tar type letter with no manifest kind (e.g. GNU tar's rare ones) is told as
+        // itself and matches nothing the manifest lists.
+        let archived: BTreeMap<&[u8], Result<EntryKind, char>> = members[skip..]
             .iter()
-            .map(|a| (a.name.as_slice(), kind(a.kind)))
+            .map(|a| {
+                let kind = EntryKind::from_tar_letter(a.kind).ok_or(a.kind);
+                (a.name.as_slice(), kind)
+            })
             .collect();
-        let listed: BTreeMap<&[u8], char> = m
+        let listed: BTreeMap<&[u8], EntryKind> = m
             .files
             .iter()
             .filter(|f| {
                 let p = f.path.as_bytes();
                 p != INNER_MANIFEST_MEMBER.as_bytes() && p != inner_dir().as_bytes()
             })
-            .map(|f| (f.path.as_bytes(), kind(f.kind)))
+            .map(|f| (f.path.as_bytes(), f.kind))
             .collect();
         if let Some((name, _)) = listed.iter().find(|(n, _)| !archived.contains_key(*n)) {
             return Err(format!(
@@ -565,11 +568,18 @@ pub fn check_claims(
                 String::from_utf8_lossy(name)
             ));
         }
-        if let Some((name, k)) = listed.iter().find(|(n, k)| archived.get(*n) != Some(*k)) {
+        if let Some((name, k)) = listed
+            .iter()
+            .find(|(n, k)| archived.get(*n) != Some(&Ok(**k)))
+        {
+            let in_archive = match archived.get(name) {
+                Some(Ok(kind)) => kind.to_string(),
+                Some(Err(letter)) => format!("member of tar type {letter:?}"),
+                None => "missing member".into(),
+            };
             return Err(format!(
-                "{:?} is a {k:?} in the manifest but a {:?} in the archive",
+                "{:?} is a {k} in the manifest but a {in_archive} in the archive",
                 String::from_utf8_lossy(name),
-                archived.get(name).copied().unwrap_or('?')
             ));
         }
     }
@@ -752,7 +762,7 @@ mod tests {
     fn inner_json(id: &str, nonce: &str) -> Vec<u8> {
         InnerManifest {
             format: crate::backup::manifest::MANIFEST_FORMAT,
-            backup_id: id.into(),
+            backup_id: id.parse().unwrap(),
             created: chrono::Utc::now(),
             created_by: "synapse-backup/test".into(),
             layout: ManifestLayout {
@@ -761,7 +771,7 @@ mod tests {
                 media_store_path: "/data/media_store".into(),
                 members: vec![],
             },
-            database: "sqlite".into(),
+            database: crate::backup::manifest::DatabaseSnapshot::Sqlite,
             nonce: nonce.into(),
         }
         .to_json()
@@ -770,7 +780,7 @@ mod tests {
     fn external(id: &str, nonce: Option<&str>, files: &[(&str, char)]) -> Manifest {
         Manifest {
             format: crate::backup::manifest::MANIFEST_FORMAT,
-            backup_id: id.into(),
+            backup_id: id.parse().unwrap(),
             created: chrono::Utc::now(),
             created_by: "synapse-backup/test".into(),
             server_name: None,
@@ -780,21 +790,21 @@ mod tests {
                 media_store_path: "/data/media_store".into(),
                 members: vec![],
             },
-            database: "sqlite".into(),
+            database: crate::backup::manifest::DatabaseSnapshot::Sqlite,
             warnings: vec![],
             files: files
                 .iter()
                 .map(|(p, k)| crate::backup::manifest::ManifestEntry {
                     path: crate::backup::manifest::ManifestPath::Text((*p).into()),
-                    kind: *k,
+                    kind: EntryKind::from_find_letter(*k).unwrap(),
                     size: 0,
                 })
                 .collect(),
             plaintext_bytes: 0,
             ciphertext_bytes: 0,
             ciphertext_sha256: String::new(),
-            cipher: "AES256".into(),
-            compression: "none".into(),
+            cipher: crate::backup::manifest::Cipher::Aes256,
+            compression: crate::backup::plan::Compression::None,
             nonce: nonce.map(str::to_string),
         }
     }

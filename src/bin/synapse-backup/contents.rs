@@ -3,14 +3,14 @@
 use serde::Serialize;
 use serde_json::json;
 use synapse_backup::Manifest;
-use synapse_backup::{INNER_MANIFEST_MEMBER, ManifestPath};
+use synapse_backup::{EntryKind, INNER_MANIFEST_MEMBER, ManifestPath};
 
 use crate::output;
 
 /// One entry of a backup, as `ls` prints it.
 pub struct Entry<'a> {
     path: &'a ManifestPath,
-    kind: char,
+    kind: EntryKind,
     size: u64,
 }
 
@@ -36,12 +36,12 @@ pub fn entries(manifest: &Manifest) -> Vec<Entry<'_>> {
 }
 
 /// `file`, `dir`, `symlink`, or the manifest's letter for anything else.
-fn kind_name(kind: char) -> String {
+fn kind_name(kind: EntryKind) -> String {
     match kind {
-        'f' => "file".into(),
-        'd' => "dir".into(),
-        'l' => "symlink".into(),
-        other => other.to_string(),
+        EntryKind::File => "file".into(),
+        EntryKind::Dir => "dir".into(),
+        EntryKind::Symlink => "symlink".into(),
+        other => other.letter().to_string(),
     }
 }
 
@@ -58,7 +58,7 @@ fn shown(path: &ManifestPath) -> String {
 pub fn table(entries: &[Entry<'_>]) -> String {
     let mut out = String::new();
     for e in entries {
-        let size = if e.kind == 'f' {
+        let size = if e.kind == EntryKind::File {
             output::size(e.size)
         } else {
             "-".into()
@@ -111,17 +111,17 @@ mod tests {
         let entries = [
             Entry {
                 path: &newline,
-                kind: 'f',
+                kind: EntryKind::File,
                 size: 1,
             },
             Entry {
                 path: &bytes,
-                kind: 'f',
+                kind: EntryKind::File,
                 size: 2,
             },
             Entry {
                 path: &plain,
-                kind: 'd',
+                kind: EntryKind::Dir,
                 size: 4096,
             },
         ];
