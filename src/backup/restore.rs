@@ -260,7 +260,7 @@ pub(super) async fn fetch<C: Container + ?Sized>(
             exit_code, stderr, ..
         }) => {
             let exit = Exit::from_code(exit_code);
-            if exit == Exit::NoSpace && stderr.contains("while staging") {
+            if exit == Exit::FilledWhileStaging {
                 let listed: u64 = work::read_file(container, layout, &work.file("members"))
                     .await
                     .ok()

@@ -87,6 +87,8 @@ pub(crate) enum Exit {
     NoDatabaseTool,
     /// 40 (`fetch.sh`): not enough free space for staging.
     NoSpace,
+    /// 41 (`fetch.sh`): the staging file system filled up while extracting.
+    FilledWhileStaging,
     /// Any other code: the script failed outside its protocol (bash itself, a signal).
     Other(i32),
 }
@@ -110,6 +112,7 @@ impl Exit {
             32 => Exit::DatabaseCheckFailed,
             33 => Exit::NoDatabaseTool,
             40 => Exit::NoSpace,
+            41 => Exit::FilledWhileStaging,
             c => Exit::Other(c),
         }
     }
@@ -128,6 +131,7 @@ impl Exit {
             Exit::DatabaseCheckFailed => 32,
             Exit::NoDatabaseTool => 33,
             Exit::NoSpace => 40,
+            Exit::FilledWhileStaging => 41,
             Exit::Other(c) => c,
         }
     }
@@ -140,7 +144,7 @@ mod tests {
     #[test]
     fn exit_codes_read_back_both_ways() {
         for code in [
-            0, 10, 11, 12, 13, 14, 20, 21, 30, 31, 32, 33, 40, 1, 2, 141, -1,
+            0, 10, 11, 12, 13, 14, 20, 21, 30, 31, 32, 33, 40, 41, 1, 2, 141, -1,
         ] {
             assert_eq!(Exit::from_code(code).code(), code, "{code}");
         }

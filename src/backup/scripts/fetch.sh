@@ -20,8 +20,8 @@
 # SB_AWS, SB_PYTHON, SB_HASH_PY, the aws CLI's AWS_* variables, and optionally
 # SB_NEED_BYTES with SB_SPACE_DIR (free space to check first).
 # Positional parameters: the aws CLI's extra arguments.
-# Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail), or the
-# staging file system filled up while extracting (stderr says "while staging"); 10 +
+# Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 41 the
+# staging file system filled up while extracting; 10 +
 # stage (10 download, 11 checksum, 12 gpg, 13 tar) for the first stage that did not die
 # of SIGPIPE, with `<stage> <status>` in $SB_WORK/failed and its stderr on ours; 14 when
 # the checksum readers failed.
@@ -76,7 +76,7 @@ if [ "$SB_MODE" = extract ] && [ "${st[3]}" -ne 0 ]; then
   left=$(df -B1 --output=avail "$w" 2>/dev/null | tail -n 1 | tr -d ' ') || left=""
   if grep -qs 'No space left on device' "$w/tar.err" || { [ -n "$left" ] && [ "$left" -lt 1048576 ]; }; then
     echo "no space left on device while staging in $w" >&2
-    exit 40
+    exit 41
   fi
 fi
 pipeline_finish upstream
