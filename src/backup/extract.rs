@@ -8,7 +8,7 @@ use crate::backup::layout::Layout;
 use crate::backup::manifest::EntryKind;
 use crate::backup::plan::{self, BackupId};
 use crate::backup::restore::{self, RestoreOptions};
-use crate::backup::restore_plan::{self, ArchiveMember, MemberSource, parse_staged};
+use crate::backup::restore_plan::{self, ArchiveMember};
 use crate::backup::run::{Run, WorkGuard};
 use crate::backup::work::{self, WorkPlace};
 use crate::container::Container;
@@ -206,10 +206,6 @@ async fn extract_in<C: Container + ?Sized>(
     need: u64,
 ) -> Result<Extracted, BackupError> {
     let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
-    let corrupted = |reason: String| BackupError::Corrupted {
-        id: id.to_string(),
-        reason,
-    };
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
     let got = restore::fetch(
         run,
@@ -222,33 +218,8 @@ async fn extract_in<C: Container + ?Sized>(
     )
     .await?;
     let rules = restore::verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
-    let unsafe_member =
-        |(member, reason): (String, String)| BackupError::UnsafeMember { member, reason };
-    let listed = rules
-        .check(&got.members, MemberSource::Listing)
-        .map_err(unsafe_member)?;
-    let walk = work::read_file(container, layout, &work.file("staged"))
-        .await
-        .map_err(BackupError::from)?;
-    let staged_members =
-        parse_staged(&walk).map_err(|e| corrupted(format!("the staged tree: {e}")))?;
-    let staged = rules
-        .check(&staged_members, MemberSource::Staged)
-        .map_err(unsafe_member)?;
-    if staged.units != listed.units || staged.has_inner_manifest != listed.has_inner_manifest {
-        return Err(corrupted(
-            "the staged tree does not match the archive's listing".into(),
-        ));
-    }
-    let units: Vec<String> = staged
-        .units
-        .iter()
-        .filter(|u| !rules.is_db_sidecar(u))
-        .cloned()
-        .collect();
-    if units.is_empty() {
-        return Err(corrupted("the archive holds nothing to restore".into()));
-    }
+    let restore::Staged { staged, units } =
+        restore::check_staged(run, work, id, &rules, &got).await?;
     let skip = restore_plan::inner_manifest_position(&got.members).map_or(0, |p| p + 1);
     let placed =
         restore_plan::select_includes(&got.members[skip..], &units, &target.include, |p| {

@@ -11,7 +11,7 @@ use crate::backup::plan::{
 };
 use crate::backup::progress::{self, ProgressStage};
 use crate::backup::restore_plan::{
-    self, ArchiveMember, MemberSource, RestoreRules, parse_members, parse_staged,
+    self, ArchiveMember, CheckedMembers, MemberSource, RestoreRules, parse_members, parse_staged,
 };
 use crate::backup::run::{Run, WorkGuard};
 use crate::backup::scripts::{Exit, Pipeline};
@@ -629,6 +629,62 @@ struct Restored {
     warnings: Vec<String>,
 }
 
+/// What [`check_staged`] found in staging.
+pub(super) struct Staged {
+    /// The staged tree's members, checked.
+    pub(super) staged: CheckedMembers,
+    /// The units to restore: the staged ones without database sidecars (the database
+    /// is checked and made self-contained in staging, and every live sidecar is set
+    /// aside).
+    pub(super) units: Vec<String>,
+}
+
+/// The checks between a fetch and anything placed: every member of tar's listing and
+/// of the staged tree (walked NUL-separated, so no name in the listing can hide what
+/// tar made) passes `rules`, the two agree, and something is left to restore.
+///
+/// # Errors
+/// [`BackupError::UnsafeMember`], [`BackupError::Corrupted`], or the container's error
+/// reading the walk.
+pub(super) async fn check_staged<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    id: &BackupId,
+    rules: &RestoreRules,
+    got: &Fetch,
+) -> Result<Staged, BackupError> {
+    let corrupted = |reason: &str| BackupError::Corrupted {
+        id: id.to_string(),
+        reason: reason.to_string(),
+    };
+    let unsafe_member =
+        |(member, reason): (String, String)| BackupError::UnsafeMember { member, reason };
+    let listed = rules
+        .check(&got.members, MemberSource::Listing)
+        .map_err(unsafe_member)?;
+    let walk = work::read_file(run.container, run.layout, &work.file("staged")).await?;
+    let staged_members =
+        parse_staged(&walk).map_err(|e| corrupted(&format!("the staged tree: {e}")))?;
+    let staged = rules
+        .check(&staged_members, MemberSource::Staged)
+        .map_err(unsafe_member)?;
+    if staged.units != listed.units || staged.has_inner_manifest != listed.has_inner_manifest {
+        return Err(corrupted(
+            "the staged tree does not match the archive's listing",
+        ));
+    }
+    let units: Vec<String> = staged
+        .units
+        .iter()
+        .filter(|u| !rules.is_db_sidecar(u))
+        .cloned()
+        .collect();
+    if units.is_empty() {
+        return Err(corrupted("the archive holds nothing to restore"));
+    }
+    Ok(Staged { staged, units })
+}
+
 /// Fetches, checks and swaps in. A failed rollback keeps the work dir (it holds the
 /// set-aside live files): [`WorkGuard::keep`].
 async fn restore_in<C: Container + ?Sized>(
@@ -641,10 +697,6 @@ async fn restore_in<C: Container + ?Sized>(
     need: u64,
 ) -> Result<Restored, BackupError> {
     let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
-    let corrupted = |reason: String| BackupError::Corrupted {
-        id: id.to_string(),
-        reason,
-    };
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
     let got = fetch(
         run,
@@ -656,38 +708,8 @@ async fn restore_in<C: Container + ?Sized>(
         ProgressStage::Restore,
     )
     .await?;
-    let unsafe_member =
-        |(member, reason): (String, String)| BackupError::UnsafeMember { member, reason };
-    let listed = rules
-        .check(&got.members, MemberSource::Listing)
-        .map_err(unsafe_member)?;
-    // What was actually staged, walked NUL-separated: the same rules, so no name in the
-    // listing can hide what tar made.
-    let walk = work::read_file(container, layout, &work.file("staged"))
-        .await
-        .map_err(BackupError::from)?;
-    let staged_members =
-        parse_staged(&walk).map_err(|e| corrupted(format!("the staged tree: {e}")))?;
-    let staged = rules
-        .check(&staged_members, MemberSource::Staged)
-        .map_err(unsafe_member)?;
-    if staged.units != listed.units || staged.has_inner_manifest != listed.has_inner_manifest {
-        return Err(corrupted(
-            "the staged tree does not match the archive's listing".into(),
-        ));
-    }
+    let Staged { staged, units } = check_staged(run, work, id, rules, &got).await?;
     let db = rules.database().filter(|db| staged.units.contains(db));
-    // Sidecars are never restored: the database is checked and made self-contained in
-    // staging, and every live sidecar is set aside.
-    let units: Vec<String> = staged
-        .units
-        .iter()
-        .filter(|u| !rules.is_db_sidecar(u))
-        .cloned()
-        .collect();
-    if units.is_empty() {
-        return Err(corrupted("the archive holds nothing to restore".into()));
-    }
     let one_time_keys_removed = match &db {
         Some(db) => check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
         None => None,
