@@ -4,6 +4,8 @@
 //! `verify` without a Synapse tree, `restore --target` (with `--include`), and the s3
 //! file's YAML errors.
 
+#[path = "support/cli_fixture.rs"]
+mod cli_fixture;
 #[path = "support/env.rs"]
 mod env;
 #[path = "support/s3_server.rs"]
@@ -13,131 +15,9 @@ mod synapse_tree;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use assert_cmd::cargo::cargo_bin_cmd;
-use s3_server::{ServerOptions, TestS3Server};
-use serde_json::Value;
-use synapse_tree::{SynapseTree, TreeSpec};
-
-const BUCKET: &str = "synapse-backups";
-const PREFIX: &str = "synapse/backups";
-const PASSPHRASE: &str = "correct horse battery staple";
-
-/// The variables the CLI reads, removed so the caller's environment cannot leak in.
-const CLI_VARS: [&str; 8] = [
-    "AWS_SESSION_TOKEN",
-    "SYNAPSE_BACKUP_ROOT",
-    "SYNAPSE_BACKUP_S3",
-    "SYNAPSE_BACKUP_PASSPHRASE",
-    "SYNAPSE_BACKUP_PASSPHRASE_FILE",
-    "SYNAPSE_BACKUP_ACCESS_KEY",
-    "SYNAPSE_BACKUP_SECRET_KEY",
-    "RUST_LOG",
-];
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    tree: SynapseTree,
-    server: TestS3Server,
-    s3_file: PathBuf,
-    passphrase_file: PathBuf,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        Fixture::with_spec(&TreeSpec::default())
-    }
-
-    fn with_spec(spec: &TreeSpec) -> Fixture {
-        env::aws();
-        let dir = tempfile::tempdir().unwrap();
-        let tree = SynapseTree::create(&dir.path().join("root"), spec);
-        let server = TestS3Server::start_blocking(ServerOptions::default());
-        server.create_bucket(BUCKET);
-        let passphrase_file = dir.path().join("passphrase");
-        fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
-        let s3_file = dir.path().join("s3.yaml");
-        fs::write(
-            &s3_file,
-            format!(
-                "access-key: {}\nsecret-key: {}\nbucket: {BUCKET}\nendpoint: {}\n\
-                 region: us-east-1\ns3-uri-style: path\npath: /{PREFIX}/\n",
-                server.access_key, server.secret_key, server.endpoint
-            ),
-        )
-        .unwrap();
-        Fixture {
-            dir,
-            tree,
-            server,
-            s3_file,
-            passphrase_file,
-        }
-    }
-
-    fn bare(&self) -> assert_cmd::Command {
-        let mut cmd = cargo_bin_cmd!("synapse-backup");
-        for var in CLI_VARS {
-            cmd.env_remove(var);
-        }
-        cmd
-    }
-
-    /// The binary with `--root ROOT`, `--s3` and `--passphrase-file`.
-    fn at(&self, root: &Path) -> assert_cmd::Command {
-        let mut cmd = self.bare();
-        cmd.arg("--root")
-            .arg(root)
-            .arg("--s3")
-            .arg(&self.s3_file)
-            .arg("--passphrase-file")
-            .arg(&self.passphrase_file);
-        cmd
-    }
-
-    fn cmd(&self) -> assert_cmd::Command {
-        self.at(&self.tree.root)
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        expect(0, &mut self.cmd(), args)
-    }
-
-    fn create(&self) -> String {
-        stdout(&self.ok(&["create"])).trim().to_string()
-    }
-
-    /// The stored object of `key` under the prefix.
-    fn object(&self, key: &str) -> PathBuf {
-        self.server.object_path(BUCKET, &format!("{PREFIX}/{key}"))
-    }
-}
-
-fn expect(code: i32, cmd: &mut assert_cmd::Command, args: &[&str]) -> Output {
-    let out = cmd.args(args).output().expect("run synapse-backup");
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "synapse-backup {args:?}\nstdout: {}\nstderr: {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(out)))
-}
+use cli_fixture::{Fixture, expect, json, stderr, stdout};
+use synapse_tree::TreeSpec;
 
 #[test]
 fn malformed_yaml_in_the_s3_file_is_placed_but_never_quoted() {

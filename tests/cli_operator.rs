@@ -4,6 +4,8 @@
 //! `--json` (errors included), `SYNAPSE_BACKUP_PASSPHRASE_FILE`, `prune --dry-run`
 //! reasons, `--keep-at-least`, the exit codes in `--help`, and restore's report.
 
+#[path = "support/cli_fixture.rs"]
+mod cli_fixture;
 #[path = "support/env.rs"]
 mod env;
 #[path = "support/s3_server.rs"]
@@ -15,128 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use assert_cmd::cargo::cargo_bin_cmd;
-use s3_server::{ServerOptions, TestS3Server};
-use serde_json::Value;
-use synapse_tree::{SynapseTree, TreeSpec};
-
-const BUCKET: &str = "synapse-backups";
-const PREFIX: &str = "synapse/backups";
-const PASSPHRASE: &str = "correct horse battery staple";
-
-/// The variables the CLI reads, removed so the caller's environment cannot leak in.
-const CLI_VARS: [&str; 8] = [
-    "AWS_SESSION_TOKEN",
-    "SYNAPSE_BACKUP_ROOT",
-    "SYNAPSE_BACKUP_S3",
-    "SYNAPSE_BACKUP_PASSPHRASE",
-    "SYNAPSE_BACKUP_PASSPHRASE_FILE",
-    "SYNAPSE_BACKUP_ACCESS_KEY",
-    "SYNAPSE_BACKUP_SECRET_KEY",
-    "RUST_LOG",
-];
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    tree: SynapseTree,
-    server: TestS3Server,
-    s3_file: PathBuf,
-    passphrase_file: PathBuf,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        env::aws();
-        let dir = tempfile::tempdir().unwrap();
-        let tree = SynapseTree::create(&dir.path().join("root"), &TreeSpec::default());
-        let server = TestS3Server::start_blocking(ServerOptions::default());
-        server.create_bucket(BUCKET);
-        let passphrase_file = dir.path().join("passphrase");
-        fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
-        let mut f = Fixture {
-            dir,
-            tree,
-            server,
-            s3_file: PathBuf::new(),
-            passphrase_file,
-        };
-        f.s3_file = f.s3_with("s3.yaml", |text| text);
-        f
-    }
-
-    /// An s3 file like the good one, changed by `edit`.
-    fn s3_with(&self, name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
-        let text = format!(
-            "access-key: {}\nsecret-key: {}\nbucket: {BUCKET}\nendpoint: {}\n\
-             region: us-east-1\ns3-uri-style: path\npath: /{PREFIX}/\n",
-            self.server.access_key, self.server.secret_key, self.server.endpoint
-        );
-        let path = self.dir.path().join(name);
-        fs::write(&path, edit(text)).unwrap();
-        path
-    }
-
-    fn bare(&self) -> assert_cmd::Command {
-        let mut cmd = cargo_bin_cmd!("synapse-backup");
-        for var in CLI_VARS {
-            cmd.env_remove(var);
-        }
-        // A file without keys falls back to the AWS chain: never ask 169.254.169.254.
-        cmd.env("AWS_EC2_METADATA_DISABLED", "true");
-        cmd
-    }
-
-    /// The binary with `--root`, `--s3 s3` and `--passphrase-file`.
-    fn with_s3(&self, s3: &Path) -> assert_cmd::Command {
-        let mut cmd = self.bare();
-        cmd.arg("--root")
-            .arg(&self.tree.root)
-            .arg("--s3")
-            .arg(s3)
-            .arg("--passphrase-file")
-            .arg(&self.passphrase_file);
-        cmd
-    }
-
-    fn cmd(&self) -> assert_cmd::Command {
-        self.with_s3(&self.s3_file)
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        expect(0, &mut self.cmd(), args)
-    }
-
-    fn assert_no_secrets(&self, out: &Output) {
-        let text = format!("{}{}", stdout(out), stderr(out));
-        for secret in [
-            self.server.access_key.as_str(),
-            self.server.secret_key.as_str(),
-            PASSPHRASE,
-        ] {
-            assert!(!text.contains(secret), "a secret was printed:\n{text}");
-        }
-    }
-}
-
-fn expect(code: i32, cmd: &mut assert_cmd::Command, args: &[&str]) -> Output {
-    let out = cmd.args(args).output().expect("run synapse-backup");
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "synapse-backup {args:?}\nstdout: {}\nstderr: {}",
-        stdout(&out),
-        stderr(&out)
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use cli_fixture::{BUCKET, CLI_VARS, Fixture, PREFIX, expect, json, stderr, stdout};
 
 /// The error line alone: nothing else on stderr repeats or precedes it (no WARN line).
 fn only_error(out: &Output) -> String {
@@ -347,11 +228,6 @@ fn latest_is_accepted_wherever_an_id_is() {
     // Not a misspelt id: still a clear usage error.
     let out = expect(2, &mut f.cmd(), &["verify", "lastest"]);
     assert!(stderr(&out).contains("latest"), "{}", stderr(&out));
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(out)))
 }
 
 #[test]
