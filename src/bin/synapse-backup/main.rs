@@ -1037,23 +1037,33 @@ async fn restore(
             "  removed {path} (a sidecar of the replaced database)\n"
         ));
     }
-    for entry in &report.stripped_modes {
+    push_modes_and_keys(
+        &mut text,
+        &report.stripped_modes,
+        report.one_time_keys_removed,
+        "restored",
+    );
+    if report.one_time_keys_removed.is_none() && keep_one_time_keys {
+        text.push_str("  one-time keys kept (--keep-one-time-keys)\n");
+    }
+    emit(&text);
+    Ok(())
+}
+
+/// The report lines restore and extract share: the entries whose modes were stripped,
+/// and the one-time keys removed from the `done` (restored, extracted) database.
+fn push_modes_and_keys(text: &mut String, stripped: &[String], removed: Option<u64>, done: &str) {
+    for entry in stripped {
         text.push_str(&format!(
             "  stripped set-id, sticky and world-writable bits: {entry}\n"
         ));
     }
-    match report.one_time_keys_removed {
-        Some(n) => text.push_str(&format!(
-            "  removed {n} one-time key{} from the restored database (--keep-one-time-keys keeps them)\n",
+    if let Some(n) = removed {
+        text.push_str(&format!(
+            "  removed {n} one-time key{} from the {done} database (--keep-one-time-keys keeps them)\n",
             if n == 1 { "" } else { "s" }
-        )),
-        None if keep_one_time_keys => {
-            text.push_str("  one-time keys kept (--keep-one-time-keys)\n");
-        }
-        None => {}
+        ));
     }
-    emit(&text);
-    Ok(())
 }
 
 /// `restore --target`: the backup extracted into a directory, nothing live touched.
@@ -1127,17 +1137,12 @@ async fn extract(
     for path in &report.extracted {
         text.push_str(&format!("  extracted {path}\n"));
     }
-    for entry in &report.stripped_modes {
-        text.push_str(&format!(
-            "  stripped set-id, sticky and world-writable bits: {entry}\n"
-        ));
-    }
-    if let Some(n) = report.one_time_keys_removed {
-        text.push_str(&format!(
-            "  removed {n} one-time key{} from the extracted database (--keep-one-time-keys keeps them)\n",
-            if n == 1 { "" } else { "s" }
-        ));
-    }
+    push_modes_and_keys(
+        &mut text,
+        &report.stripped_modes,
+        report.one_time_keys_removed,
+        "extracted",
+    );
     emit(&text);
     Ok(())
 }
