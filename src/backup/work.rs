@@ -381,7 +381,7 @@ pub(crate) fn exec_options(
         user: layout.user.clone(),
         group: layout.group.clone(),
         timeout,
-        stdin: None,
+        ..ExecOptions::default()
     }
 }
 
