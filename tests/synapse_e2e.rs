@@ -241,6 +241,13 @@ async fn live_backup_restores_a_consistent_homeserver() {
         }
     });
     tokio::time::sleep(Duration::from_millis(700)).await;
+    // Synapse runs SQLite in WAL mode: the latest writes are only in the WAL, which the
+    // snapshot must read.
+    let wal = std::fs::metadata(hs.data.join("homeserver.db-wal")).map(|m| m.len());
+    assert!(
+        wal.as_ref().is_ok_and(|len| *len > 0),
+        "Synapse has no live WAL: {wal:?}"
+    );
     let create_started = Instant::now();
     let report = create_backup_with(
         &hs.container,
