@@ -199,9 +199,18 @@ impl Homeserver {
     /// Writes `homeserver.yaml` and its log config, generates the signing key (as
     /// [`USER`], with `install`), and registers the service; Synapse is not started.
     pub fn generate(install: &Install, aws: &Path) -> Homeserver {
+        Self::generate_in(install, aws, &std::env::temp_dir())
+    }
+
+    /// [`Homeserver::generate`] in a temp dir under `parent` (which [`USER`] must be
+    /// able to traverse).
+    pub fn generate_in(install: &Install, aws: &Path, parent: &Path) -> Homeserver {
         require_root();
         let (uid, gid) = ensure_user();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("synapse-e2e-")
+            .tempdir_in(parent)
+            .unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let data = dir.path().join("data");
         let log_dir = dir.path().join("log");
@@ -859,4 +868,68 @@ pub fn image(install: &Install, format: &str, seed: u32, width: u32, height: u32
             height.to_string(),
         ]);
     run_checked(cmd, "Pillow image")
+}
+
+/// Sends messages one after another over one keep-alive HTTP connection and times each
+/// (from the request to the end of the response, in Python's `time.perf_counter`),
+/// until its standard input closes or `limit` messages were sent.
+const PROBE_PY: &str = r#"import http.client, json, sys, threading, time, urllib.parse
+host, port, room, tag, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+token = sys.stdin.readline().strip()
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+conn = http.client.HTTPConnection(host, port, timeout=120)
+path = "/_matrix/client/v3/rooms/%s/send/m.room.message/" % urllib.parse.quote(room, safe="")
+headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+latencies = []
+while not stop.is_set() and len(latencies) < limit:
+    i = len(latencies)
+    body = json.dumps({"msgtype": "m.text", "body": "probe %s %d" % (tag, i)})
+    started = time.perf_counter()
+    conn.request("PUT", path + "probe-%s-%d" % (tag, i), body, headers)
+    response = conn.getresponse()
+    response.read()
+    if response.status != 200:
+        sys.exit("send failed with HTTP %d" % response.status)
+    latencies.append((time.perf_counter() - started) * 1000.0)
+print(json.dumps(latencies))
+"#;
+
+/// A client that keeps sending messages and times each (see [`SendProbe::start`]).
+pub struct SendProbe {
+    child: std::process::Child,
+}
+
+impl SendProbe {
+    /// Starts sending to `room` as `user` (`tag` makes the transaction ids unique),
+    /// at most `limit` messages.
+    pub fn start(hs: &Homeserver, user: &User, room: &str, tag: &str, limit: usize) -> SendProbe {
+        use std::io::Write;
+        let port = hs.base.rsplit(':').next().unwrap().to_string();
+        let mut child = Command::new(&hs.install.python)
+            .arg("-c")
+            .arg(PROBE_PY)
+            .args(["127.0.0.1", &port, room, tag, &limit.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the send probe starts");
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{}", user.token).unwrap();
+        stdin.flush().unwrap();
+        SendProbe { child }
+    }
+
+    /// Stops sending (or waits for the limit when `stop` is false); each send's latency
+    /// in milliseconds.
+    pub fn finish(mut self, stop: bool) -> Vec<f64> {
+        let stdin = self.child.stdin.take();
+        if stop {
+            drop(stdin);
+        }
+        let out = self.child.wait_with_output().unwrap();
+        assert!(out.status.success(), "the send probe failed: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
 }
