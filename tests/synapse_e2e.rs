@@ -25,9 +25,7 @@ use synapse_backup::{
 
 use env::PASSPHRASE;
 use s3_server::TestS3Server;
-use synapse_server::{
-    Client, Homeserver, Install, Release, User, content_path, install, thumbnail_dir,
-};
+use synapse_server::{Client, Homeserver, Release, User, content_path, install, thumbnail_dir};
 
 /// An S3 server with a bucket, and the parameters for it.
 async fn bucket() -> (TestS3Server, S3Parameters) {
@@ -66,23 +64,11 @@ async fn message(client: &Client, user: &User, room: &str, body: String) -> Op {
     }
 }
 
-/// Uploads an image (PNG for even seeds, JPEG for odd); the operation.
-async fn media(client: &Client, user: &User, install: &Install, seed: u32) -> Op {
-    let (format, content_type, ext) = if seed.is_multiple_of(2) {
-        ("PNG", "image/png", "png")
-    } else {
-        ("JPEG", "image/jpeg", "jpg")
-    };
-    let bytes = synapse_server::image(
-        install,
-        format,
-        seed,
-        120 + seed % 7 * 10,
-        90 + seed % 5 * 10,
-    );
+/// Uploads an image (`(content type, name, bytes)`); the operation.
+async fn media(client: &Client, user: &User, image: &(String, String, Vec<u8>)) -> Op {
     let started = Instant::now();
     let id = client
-        .upload(user, content_type, &format!("image-{seed}.{ext}"), bytes)
+        .upload(user, &image.0, &image.1, image.2.clone())
         .await;
     Op {
         made: Made::Media(id),
@@ -187,14 +173,20 @@ async fn live_backup_restores_a_consistent_homeserver() {
         .await;
 
     // Before the backup: history, images (thumbnails are made at upload) and keys.
+    // Every image the test uploads (made in one Python process): four before the
+    // backup, up to 80 while it runs, one after.
+    let seeds: Vec<u32> = (0..85).collect();
+    let mut pool = synapse_server::images(&current, &seeds).into_iter();
     let mut ops = Vec::new();
     for i in 0..10 {
         let sender = if i % 2 == 0 { &alice } else { &bob };
         ops.push(message(&client, sender, &room, format!("before {i}")).await);
     }
-    for seed in 0..4 {
-        ops.push(media(&client, &alice, &current, seed).await);
+    for image in pool.by_ref().take(4) {
+        ops.push(media(&client, &alice, &image).await);
     }
+    let after_image = pool.next().unwrap();
+    let live_images: Vec<_> = pool.collect();
     let first_image = match &ops[10].made {
         Made::Media(id) => id.clone(),
         Made::Message(_) => unreachable!(),
@@ -219,19 +211,16 @@ async fn live_backup_restores_a_consistent_homeserver() {
     // While the backup runs: a sender keeps writing messages and images.
     let stop = Arc::new(AtomicBool::new(false));
     let live = tokio::spawn({
-        let (client, alice, room, current, stop) = (
-            client.clone(),
-            alice.clone(),
-            room.clone(),
-            current.clone(),
-            stop.clone(),
-        );
+        let (client, alice, room, stop) =
+            (client.clone(), alice.clone(), room.clone(), stop.clone());
         async move {
             let mut ops = Vec::new();
+            let mut images = live_images.iter();
             let mut i = 0u32;
             while !stop.load(Ordering::SeqCst) && i < 2000 {
-                if i % 3 == 2 {
-                    ops.push(media(&client, &alice, &current, 100 + i).await);
+                let image = if i % 3 == 2 { images.next() } else { None };
+                if let Some(image) = image {
+                    ops.push(media(&client, &alice, image).await);
                 } else {
                     ops.push(message(&client, &alice, &room, format!("live {i}")).await);
                 }
@@ -276,7 +265,7 @@ async fn live_backup_restores_a_consistent_homeserver() {
     for i in 0..3 {
         ops.push(message(&client, &bob, &room, format!("after {i}")).await);
     }
-    ops.push(media(&client, &bob, &current, 1000).await);
+    ops.push(media(&client, &bob, &after_image).await);
     client.upload_one_time_keys(&alice, 3).await;
     // What the backup may hold: everything in the media store when it finished (media
     // files are written once and never changed).
@@ -461,9 +450,9 @@ async fn backup_from_an_older_release_restores_and_migrates_forward() {
             .await;
         bodies.push(body);
     }
-    let png = synapse_server::image(&previous, "PNG", 7, 160, 120);
+    let (content_type, name, png) = synapse_server::images(&previous, &[8]).remove(0);
     let media_id = client
-        .upload(&alice, "image/png", "old.png", png.clone())
+        .upload(&alice, &content_type, &name, png.clone())
         .await;
     let media_before: BTreeMap<String, Vec<u8>> = hs.local_media_files();
     let signing_key = hs.signing_key();

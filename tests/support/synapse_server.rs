@@ -848,26 +848,45 @@ impl Client {
     }
 }
 
-/// A real image (`PNG` or `JPEG`), `width`×`height`, drawn from `seed` with Pillow in
-/// the Synapse virtualenv.
-pub fn image(install: &Install, format: &str, seed: u32, width: u32, height: u32) -> Vec<u8> {
+/// Real images drawn with Pillow in the Synapse virtualenv, one per seed, in one
+/// Python process: PNG for even seeds, JPEG for odd ones, of sizes that vary with it.
+/// Each is `(content type, file name, bytes)`.
+pub fn images(install: &Install, seeds: &[u32]) -> Vec<(String, String, Vec<u8>)> {
     let mut cmd = Command::new(&install.python);
     cmd.arg("-c")
         .arg(
-            "import sys\n\
+            "import io, struct, sys\n\
              from PIL import Image\n\
-             fmt, seed, w, h = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])\n\
-             im = Image.new('RGB', (w, h))\n\
-             im.putdata([((x * 7 + seed * 31) % 256, (y * 5 + seed * 17) % 256, (x * y + seed) % 256) for y in range(h) for x in range(w)])\n\
-             im.save(sys.stdout.buffer, fmt)\n",
+             for seed in map(int, sys.argv[1:]):\n\
+             \x20   w, h = 120 + seed % 7 * 10, 90 + seed % 5 * 10\n\
+             \x20   im = Image.new('RGB', (w, h))\n\
+             \x20   im.putdata([((x * 7 + seed * 31) % 256, (y * 5 + seed * 17) % 256, (x * y + seed) % 256) for y in range(h) for x in range(w)])\n\
+             \x20   out = io.BytesIO()\n\
+             \x20   im.save(out, 'PNG' if seed % 2 == 0 else 'JPEG')\n\
+             \x20   sys.stdout.buffer.write(struct.pack('>Q', len(out.getvalue())) + out.getvalue())\n",
         )
-        .args([
-            format.to_string(),
-            seed.to_string(),
-            width.to_string(),
-            height.to_string(),
-        ]);
-    run_checked(cmd, "Pillow image")
+        .args(seeds.iter().map(u32::to_string));
+    let out = run_checked(cmd, "Pillow images");
+    let mut rest = out.as_slice();
+    seeds
+        .iter()
+        .map(|seed| {
+            let (len, tail) = rest.split_at(8);
+            let len = u64::from_be_bytes(len.try_into().unwrap()) as usize;
+            let (bytes, tail) = tail.split_at(len);
+            rest = tail;
+            let (content_type, ext) = if seed.is_multiple_of(2) {
+                ("image/png", "png")
+            } else {
+                ("image/jpeg", "jpg")
+            };
+            (
+                content_type.to_string(),
+                format!("image-{seed}.{ext}"),
+                bytes.to_vec(),
+            )
+        })
+        .collect()
 }
 
 /// Sends messages one after another over one keep-alive HTTP connection and times each
