@@ -145,8 +145,9 @@ fn assert_no_errors(hs: &Homeserver, when: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_backup_restores_a_consistent_homeserver() {
     let current = install(Release::Current);
-    let hs = Homeserver::generate(&current, &env::aws());
+    // The S3 server first: Synapse's port is picked free after it holds its own.
     let (_s3, params) = bucket().await;
+    let hs = Homeserver::generate(&current, &env::aws());
     hs.start().await;
     let client = hs.client();
     let alice = client.register("alice").await;
@@ -436,8 +437,9 @@ async fn backup_from_an_older_release_restores_and_migrates_forward() {
         previous.version,
         current.version
     );
-    let hs = Homeserver::generate(&previous, &env::aws());
+    // The S3 server first: Synapse's port is picked free after it holds its own.
     let (_s3, params) = bucket().await;
+    let hs = Homeserver::generate(&previous, &env::aws());
     hs.start().await;
     let client = hs.client();
     let alice = client.register("alice").await;
