@@ -27,8 +27,18 @@
 //! - `SYNAPSE_BACKUP_BENCH_ROUNDS`: rounds of A B alternation (default 3);
 //! - `SYNAPSE_BACKUP_BENCH_SCALE`: media file counts of the scale check (default
 //!   `10000,100000`; `0` skips it);
-//! - `SYNAPSE_BACKUP_BENCH_ONLY`: sections to run among `backup,limits,restore,scale`
-//!   (default all), plus `sweep`;
+//! - `SYNAPSE_BACKUP_BENCH_ONLY`: sections to run among
+//!   `backup,limits,restore,scale,synapse` (default all), plus `sweep`;
+//! - `SYNAPSE_BACKUP_BENCH_PROBES`: messages sent per idle measurement of the `synapse`
+//!   section (default 300).
+//!
+//! The `synapse` section (as root, with the Synapse `scripts/synapse.sh` installs) runs a
+//! real homeserver as its own user, with a media store of the tree's size, and measures
+//! the client API's latency (sending a message over one keep-alive connection, median
+//! and p99) while idle and while a backup of it runs: with the default options, with the
+//! pipeline at the lowest CPU and I/O priority (`nice 19`, `ionice` idle, set on this
+//! process's threads, which the pipeline inherits), and with the upload capped
+//! (`BackupOptions::max_bandwidth_mib`).
 //! - `SYNAPSE_BACKUP_BENCH_SWEEP`: `concurrency x part MiB` settings for the sweep
 //!   section, e.g. `1x8,4x8,4x16,8x8` (setting it turns the sweep on);
 //! - `SYNAPSE_BACKUP_BENCH_CONCURRENCY`, `SYNAPSE_BACKUP_BENCH_PART_MIB`,
@@ -46,6 +56,8 @@
 
 #[path = "../tests/support/s3_server.rs"]
 mod s3_server;
+#[path = "../tests/support/synapse_server.rs"]
+mod synapse_server;
 #[path = "../tests/support/synapse_tree.rs"]
 mod synapse_tree;
 
@@ -153,7 +165,7 @@ impl Config {
             })
             .collect();
         let mut sections: Vec<String> = env_var("SYNAPSE_BACKUP_BENCH_ONLY")
-            .unwrap_or_else(|| "backup,limits,restore,scale".into())
+            .unwrap_or_else(|| "backup,limits,restore,scale,synapse".into())
             .split(',')
             .map(|s| s.trim().to_string())
             .collect();
@@ -1604,6 +1616,12 @@ fn run_sections(
         out.clear();
     }
 
+    if config.section("synapse") {
+        synapse_section(bench, config, &mut out)?;
+        print!("{out}");
+        out.clear();
+    }
+
     if let Some(s) = speedup {
         writeln!(out, "### targets\n")?;
         writeln!(
@@ -1754,5 +1772,211 @@ fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(),
         }
     }
     writeln!(out)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// A live Synapse: client-API latency while a backup runs
+
+/// The `p`-th percentile (nearest rank) of `values`.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v: Vec<f64> = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// Sets the CPU nice value and I/O class of every thread of this process (children,
+/// such as the pipeline, inherit them from the thread that starts them).
+fn set_priority(nice: i32, io_class: u8) -> Result<(), BoxError> {
+    let tids: Vec<String> = fs::read_dir("/proc/self/task")?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let out = Command::new("renice")
+        .args(["-n", &nice.to_string(), "-p"])
+        .args(&tids)
+        .output()?;
+    check_status("renice", &out)?;
+    let out = Command::new("ionice")
+        .args(["-c", &io_class.to_string(), "-p"])
+        .args(&tids)
+        .output()?;
+    check_status("ionice", &out)
+}
+
+/// One measured condition: the latencies of its sends, and the backup's wall time.
+struct Latencies {
+    name: String,
+    sends: Vec<f64>,
+    backups: Vec<f64>,
+}
+
+impl Latencies {
+    fn row(&self) -> String {
+        let backup = if self.backups.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.1}", median(&self.backups))
+        };
+        format!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {backup} |",
+            self.name,
+            self.sends.len(),
+            median(&self.sends),
+            percentile(&self.sends, 99.0),
+            percentile(&self.sends, 100.0),
+        )
+    }
+}
+
+fn synapse_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), BoxError> {
+    writeln!(
+        out,
+        "### a live Synapse: client-API latency while a backup runs\n"
+    )?;
+    if !nix::unistd::geteuid().is_root() {
+        writeln!(
+            out,
+            "not measured: the section runs Synapse as its own system user, which needs root\n"
+        )?;
+        return Ok(());
+    }
+    let install = synapse_server::install(synapse_server::Release::Current);
+    // The bench's own temp dir is private; the homeserver's must be reachable by its user.
+    let parent = bench.base.parent().unwrap_or(Path::new("/tmp"));
+    let hs = synapse_server::Homeserver::generate_in(&install, Path::new(&bench.aws), parent);
+    let mut facts = TreeFacts::default();
+    let budget = (config.bytes as f64 * 0.85) as u64;
+    write_local_media(
+        &hs.media,
+        budget,
+        &mut Rng::new(config.seed ^ 0x5E_17A9),
+        &mut facts,
+    );
+    let chown = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", synapse_server::USER, synapse_server::USER))
+        .arg(&hs.media)
+        .output()?;
+    check_status("chown", &chown)?;
+    let probes: usize = env_var("SYNAPSE_BACKUP_BENCH_PROBES")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+        .max(10);
+    let (user, room) = bench.rt.block_on(async {
+        hs.start().await;
+        let client = hs.client();
+        let user = client.register("bench").await;
+        let room = client.create_room(&user, "latency").await;
+        (user, room)
+    });
+    // Warm up (caches, the room's first events).
+    synapse_server::SendProbe::start(&hs, &user, &room, "warm", 30).finish(false);
+    progress(&format!(
+        "synapse {}: {} media files, {:.1} MB in its store",
+        install.version,
+        facts.media_files + facts.thumbnails,
+        (facts.media_bytes + facts.thumbnail_bytes) as f64 / MB
+    ));
+    let capped = 40u32;
+    let mut idle = Latencies {
+        name: "idle".into(),
+        sends: Vec::new(),
+        backups: Vec::new(),
+    };
+    let names = [
+        "backup, default options".to_string(),
+        "backup, pipeline at nice 19 + ionice idle".to_string(),
+        format!("backup, upload capped at {capped} MiB/s"),
+    ];
+    let mut during: Vec<Latencies> = names
+        .iter()
+        .map(|n| Latencies {
+            name: n.clone(),
+            sends: Vec::new(),
+            backups: Vec::new(),
+        })
+        .collect();
+    let mut tag = 0;
+    for round in 1..=config.rounds {
+        tag += 1;
+        idle.sends.extend(
+            synapse_server::SendProbe::start(&hs, &user, &room, &format!("idle{tag}"), probes)
+                .finish(false),
+        );
+        for (i, variant) in during.iter_mut().enumerate() {
+            tag += 1;
+            let options = if i == 2 {
+                config.options.clone().max_bandwidth_mib(Some(capped))
+            } else {
+                config.options.clone()
+            };
+            let probe = synapse_server::SendProbe::start(
+                &hs,
+                &user,
+                &room,
+                &format!("busy{tag}"),
+                usize::MAX >> 1,
+            );
+            if i == 1 {
+                set_priority(19, 3)?;
+            }
+            let started = Instant::now();
+            let result = bench.rt.block_on(create_backup_with(
+                &hs.container,
+                &bench.params,
+                PASSPHRASE,
+                &hs.layout,
+                &options,
+            ));
+            let wall = started.elapsed().as_secs_f64();
+            if i == 1 {
+                set_priority(0, 0)?;
+            }
+            let sends = probe.finish(true);
+            let report = result?;
+            progress(&format!(
+                "round {round}: {} in {wall:.1} s, {} sends, median {:.1} ms, p99 {:.1} ms",
+                variant.name,
+                sends.len(),
+                median(&sends),
+                percentile(&sends, 99.0)
+            ));
+            variant.sends.extend(sends);
+            variant.backups.push(wall);
+            bench.delete_ours(&report.id);
+        }
+    }
+    let errors = hs.log_errors();
+    bench.rt.block_on(hs.stop());
+    writeln!(
+        out,
+        "Synapse {} (SQLite, as its own user, loopback), {} media files / {:.1} MB in its store; one client sends messages one after another over a keep-alive connection; {} rounds, sends pooled\n",
+        install.version,
+        facts.media_files + facts.thumbnails,
+        (facts.media_bytes + facts.thumbnail_bytes) as f64 / MB,
+        config.rounds
+    )?;
+    writeln!(
+        out,
+        "| condition | sends | median ms | p99 ms | max ms | backup wall s |\n|---|---|---|---|---|---|"
+    )?;
+    writeln!(out, "{}", idle.row())?;
+    for variant in &during {
+        writeln!(out, "{}", variant.row())?;
+    }
+    writeln!(out)?;
+    if !errors.is_empty() {
+        writeln!(
+            out,
+            "Synapse logged {} error(s), the first: {}\n",
+            errors.len(),
+            errors[0]
+        )?;
+    }
     Ok(())
 }
