@@ -275,7 +275,7 @@ async fn a_release_after_a_lost_answer_still_frees_the_lock() {
         .unwrap();
     let key = BackupLock::key(&client);
     let mut record: serde_json::Value =
-        serde_json::from_slice(&client.get_object(&key).await.unwrap()).unwrap();
+        serde_json::from_slice(&client.get_object(&key, 1 << 20).await.unwrap()).unwrap();
     record["refreshes"] = serde_json::json!(100);
     client
         .put_object(
@@ -294,7 +294,7 @@ async fn a_release_after_a_lost_answer_still_frees_the_lock() {
         .await
         .unwrap();
     let mut record: serde_json::Value =
-        serde_json::from_slice(&client.get_object(&key).await.unwrap()).unwrap();
+        serde_json::from_slice(&client.get_object(&key, 1 << 20).await.unwrap()).unwrap();
     record["token"] = serde_json::json!("someone else");
     client
         .put_object(
@@ -496,7 +496,7 @@ async fn the_test_server_makes_conditional_writes_atomic() {
         }
     }
     assert_eq!(won, 1);
-    let current = client.get_object_versioned(&key).await.unwrap();
+    let current = client.get_object_versioned(&key, 1 << 20).await.unwrap();
     // If-Match: a wrong ETag fails, the right one succeeds, a missing key is Missing.
     assert_eq!(
         client
@@ -532,7 +532,7 @@ async fn the_test_server_makes_conditional_writes_atomic() {
             .unwrap(),
         Conditional::PreconditionFailed
     );
-    let now = client.get_object_versioned(&key).await.unwrap();
+    let now = client.get_object_versioned(&key, 1 << 20).await.unwrap();
     assert_eq!(now.body, b"y");
     assert_eq!(
         client

@@ -57,7 +57,10 @@ async fn wrong_credentials_are_refused_by_the_signature_check() {
     assert!(!client_for(&wrong_access).can_use_bucket().await);
 
     // The error of a refused request names the operation but never the secret.
-    let e = client_for(&wrong_secret).get_object("x").await.unwrap_err();
+    let e = client_for(&wrong_secret)
+        .get_object("x", 1 << 20)
+        .await
+        .unwrap_err();
     let text = format!("{e} {e:?}");
     assert!(
         matches!(
@@ -163,7 +166,7 @@ async fn path_and_virtual_style_on_an_ip_endpoint() {
     assert_eq!(params.addressing_style(), AddressingStyle::Virtual);
     let virtual_client = S3Client::new(&params).unwrap();
     assert!(virtual_client.can_use_bucket().await);
-    assert_eq!(virtual_client.get_object("k").await.unwrap(), b"v");
+    assert_eq!(virtual_client.get_object("k", 1 << 20).await.unwrap(), b"v");
 
     // With a host name instead, virtual style would send requests to
     // `synapse-backups.<host>`, which needs wildcard DNS and a server set up for virtual
@@ -212,14 +215,14 @@ async fn put_head_get_delete_and_not_found() {
             .abs()
             < 600
     );
-    assert_eq!(client.get_object(&key).await.unwrap(), body);
+    assert_eq!(client.get_object(&key, 1 << 20).await.unwrap(), body);
 
     client.delete_object(&key).await.unwrap();
     assert!(
         matches!(client.head_object(&key).await, Err(S3Error::NotFound { key: k, .. }) if k == key)
     );
     assert!(matches!(
-        client.get_object(&key).await,
+        client.get_object(&key, 1 << 20).await,
         Err(S3Error::NotFound { .. })
     ));
     client
@@ -286,7 +289,7 @@ async fn a_stopped_server_is_not_usable_and_a_restart_keeps_data_and_keys() {
     );
     assert_eq!(restarted.endpoint, data["endpoint"]);
     assert!(client.can_use_bucket().await);
-    assert_eq!(client.get_object("kept").await.unwrap(), b"data");
+    assert_eq!(client.get_object("kept", 1 << 20).await.unwrap(), b"data");
 }
 
 #[tokio::test]
@@ -312,7 +315,7 @@ async fn tls_needs_the_ca_from_tls_ca_chain() {
         .await
         .unwrap();
     assert_eq!(
-        client.get_object("over-tls").await.unwrap(),
+        client.get_object("over-tls", 1 << 20).await.unwrap(),
         b"secret bytes"
     );
 
