@@ -2,6 +2,8 @@
 //! SigV4 signatures), over HTTP and over TLS with a CA made in the test, and moto for
 //! multipart uploads (s3s-fs does not implement ListMultipartUploads).
 
+#[path = "support/faulty.rs"]
+mod faulty;
 #[path = "support/s3_server.rs"]
 mod s3_server;
 
@@ -418,4 +420,133 @@ async fn multipart_uploads_under_a_key_are_listed_and_aborted_on_moto() {
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].key, "other/backup-2");
     assert_eq!(client.abort_multipart_uploads(&key).await.unwrap(), 0);
+}
+
+// A hostile or broken endpoint: every request ends, nothing is read without bound.
+
+use faulty::endpoint::{Behaviour, HostileEndpoint};
+use std::time::Duration;
+use synapse_backup::{BackupError, BackupLock};
+
+/// What the old code did forever (hang, loop, read 64 GiB) fails here within a minute.
+const NO_HANG: Duration = Duration::from_secs(60);
+
+fn hostile_client(endpoint: &HostileEndpoint, timeout: Duration) -> S3Client {
+    init_logs();
+    let params = S3Parameters::from_relation_data(&endpoint.relation_data(BUCKET))
+        .expect("valid parameters")
+        .with_request_timeout(timeout);
+    S3Client::new(&params).expect("client")
+}
+
+#[tokio::test]
+async fn an_endpoint_that_never_answers_fails_within_the_request_deadline() {
+    let endpoint = HostileEndpoint::start(Behaviour::NeverAnswers).await;
+    let client = hostile_client(&endpoint, Duration::from_secs(2));
+    let listed = tokio::time::timeout(NO_HANG, client.list_objects())
+        .await
+        .expect("the listing ends (before: it waited forever)");
+    let e = listed.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            S3Error::TimedOut {
+                operation: "ListObjectsV2",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("no answer within 2 s"), "{e}");
+    let head = tokio::time::timeout(NO_HANG, client.head_object("k"))
+        .await
+        .expect("head ends");
+    assert!(matches!(head, Err(S3Error::TimedOut { .. })), "{head:?}");
+    assert!(
+        !tokio::time::timeout(NO_HANG, client.can_use_bucket())
+            .await
+            .expect("check ends")
+    );
+}
+
+#[tokio::test]
+async fn the_request_deadline_defaults_to_two_minutes_and_is_at_least_a_second() {
+    let (_server, data) = server_with_bucket().await;
+    let params = S3Parameters::from_relation_data(&data).unwrap();
+    assert_eq!(params.request_timeout(), Duration::from_secs(120));
+    let short = params.with_request_timeout(Duration::ZERO);
+    assert_eq!(short.request_timeout(), Duration::from_secs(1));
+    assert_eq!(
+        S3Client::new(&short).unwrap().request_timeout(),
+        Duration::from_secs(1)
+    );
+}
+
+#[tokio::test]
+async fn continuation_tokens_that_cycle_end_the_listing_with_an_error() {
+    let endpoint =
+        HostileEndpoint::start(Behaviour::CyclingTokens(vec!["A".into(), "B".into()])).await;
+    let client = hostile_client(&endpoint, Duration::from_secs(10));
+    let listed = tokio::time::timeout(NO_HANG, client.list_objects())
+        .await
+        .expect("the listing ends (before: A, B, A, … forever)");
+    let e = listed.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            S3Error::Listing {
+                operation: "ListObjectsV2",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(text.contains("\"A\"") && text.contains("cycle"), "{text}");
+    assert!(
+        endpoint.requests.load(std::sync::atomic::Ordering::SeqCst) <= 3,
+        "A, B, then A again is the end"
+    );
+}
+
+#[tokio::test]
+async fn a_listing_with_new_tokens_forever_stops_at_the_page_bound() {
+    let endpoint = HostileEndpoint::start(Behaviour::EndlessTokens).await;
+    let client = hostile_client(&endpoint, Duration::from_secs(10));
+    let listed = tokio::time::timeout(Duration::from_secs(300), client.list_objects())
+        .await
+        .expect("the listing ends");
+    let e = listed.unwrap_err();
+    assert!(
+        matches!(&e, S3Error::Listing { .. }) && e.to_string().contains("10000 pages"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_lock_object_is_refused_without_reading_it_whole() {
+    for behaviour in [
+        Behaviour::HugeObject(64 << 30),
+        Behaviour::EndlessChunkedObject,
+    ] {
+        let endpoint = HostileEndpoint::start(behaviour.clone()).await;
+        let client = hostile_client(&endpoint, Duration::from_secs(10));
+        let read = tokio::time::timeout(NO_HANG, BackupLock::inspect(&client))
+            .await
+            .unwrap_or_else(|_| panic!("{behaviour:?}: the read ends (before: it read 64 GiB)"));
+        match read {
+            Err(BackupError::S3(S3Error::TooLarge { limit, key, .. })) => {
+                assert_eq!(limit, 64 * 1024);
+                assert_eq!(key, ".synapse-backup.lock");
+            }
+            other => panic!("{behaviour:?}: {other:?}"),
+        }
+        let manifest = tokio::time::timeout(NO_HANG, client.get_object("m.json", 1 << 20))
+            .await
+            .expect("ends");
+        assert!(
+            matches!(manifest, Err(S3Error::TooLarge { limit: 1048576, .. })),
+            "{manifest:?}"
+        );
+    }
 }
