@@ -95,6 +95,11 @@ impl Default for LockOptions {
 }
 
 impl LockOptions {
+    /// The longest time to live ([`MAX_TTL`], a day).
+    pub const MAX_TTL: Duration = MAX_TTL;
+    /// The longest wait ([`MAX_WAIT`], a week).
+    pub const MAX_WAIT: Duration = MAX_WAIT;
+
     /// The defaults (see the type).
     pub fn new() -> Self {
         Self::default()

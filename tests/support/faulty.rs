@@ -18,6 +18,9 @@ pub struct Faulty<C> {
     pub break_passphrase: bool,
     /// When the backup pipeline returns, send on the first channel and wait on the second.
     pub after_pipeline: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    /// When a call whose environment has this variable returns, send on the first
+    /// channel and wait on the second (once).
+    pub after_exec_with: Mutex<Option<(String, oneshot::Sender<()>, oneshot::Receiver<()>)>>,
 }
 
 impl<C> Faulty<C> {
@@ -26,7 +29,16 @@ impl<C> Faulty<C> {
             inner,
             break_passphrase: false,
             after_pipeline: Mutex::new(None),
+            after_exec_with: Mutex::new(None),
         }
+    }
+
+    /// Returns (the call with `variable` in its environment finished, go on).
+    pub fn pause_after_exec_with(&self, variable: &str) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (done_tx, done_rx) = oneshot::channel();
+        let (go_tx, go_rx) = oneshot::channel();
+        *self.after_exec_with.lock().unwrap() = Some((variable.to_string(), done_tx, go_rx));
+        (done_rx, go_tx)
     }
 
     /// Returns (pipeline finished, go on).
@@ -47,11 +59,25 @@ impl<C: Container> Container for Faulty<C> {
     ) -> Result<ExecOutput, ContainerError> {
         // The backup pipeline is the one call given an expected upload size.
         let is_pipeline = options.environment.contains_key("SB_EXPECTED_SIZE");
+        let pause_here = {
+            let mut slot = self.after_exec_with.lock().unwrap();
+            match slot.take() {
+                Some((var, done, go)) if options.environment.contains_key(&var) => Some((done, go)),
+                other => {
+                    *slot = other;
+                    None
+                }
+            }
+        };
         let mut options = options;
         if is_pipeline && self.break_passphrase {
             options.stdin = None;
         }
         let result = self.inner.exec(command, options).await;
+        if let Some((done, go)) = pause_here {
+            let _ = done.send(());
+            let _ = go.await;
+        }
         if is_pipeline {
             let pause = self.after_pipeline.lock().unwrap().take();
             if let Some((done, go)) = pause {
