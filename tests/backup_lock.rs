@@ -1328,10 +1328,15 @@ impl synapse_backup::ObjectStore for LosesTheLock {
     fn prefix(&self) -> &str {
         self.inner.prefix()
     }
-    async fn list_objects(&self) -> Result<Vec<synapse_backup::ObjectInfo>, synapse_backup::S3Error> {
+    async fn list_objects(
+        &self,
+    ) -> Result<Vec<synapse_backup::ObjectInfo>, synapse_backup::S3Error> {
         self.inner.list_objects().await
     }
-    async fn head_object(&self, key: &str) -> Result<synapse_backup::ObjectHead, synapse_backup::S3Error> {
+    async fn head_object(
+        &self,
+        key: &str,
+    ) -> Result<synapse_backup::ObjectHead, synapse_backup::S3Error> {
         if key.contains("backup-") && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             take_the_lock_away(&self.inner).await;
         }
@@ -1354,7 +1359,9 @@ impl synapse_backup::ObjectStore for LosesTheLock {
         content_type: &str,
         metadata: &HashMap<String, String>,
     ) -> Result<(), synapse_backup::S3Error> {
-        self.inner.put_object(key, body, content_type, metadata).await
+        self.inner
+            .put_object(key, body, content_type, metadata)
+            .await
     }
     async fn put_object_if_none_match(
         &self,
@@ -1362,7 +1369,9 @@ impl synapse_backup::ObjectStore for LosesTheLock {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<Conditional, synapse_backup::S3Error> {
-        self.inner.put_object_if_none_match(key, body, content_type).await
+        self.inner
+            .put_object_if_none_match(key, body, content_type)
+            .await
     }
     async fn put_object_if_match(
         &self,
@@ -1371,12 +1380,18 @@ impl synapse_backup::ObjectStore for LosesTheLock {
         content_type: &str,
         etag: &str,
     ) -> Result<Conditional, synapse_backup::S3Error> {
-        self.inner.put_object_if_match(key, body, content_type, etag).await
+        self.inner
+            .put_object_if_match(key, body, content_type, etag)
+            .await
     }
     async fn delete_object(&self, key: &str) -> Result<(), synapse_backup::S3Error> {
         self.inner.delete_object(key).await
     }
-    async fn delete_object_if_match(&self, key: &str, etag: &str) -> Result<Conditional, synapse_backup::S3Error> {
+    async fn delete_object_if_match(
+        &self,
+        key: &str,
+        etag: &str,
+    ) -> Result<Conditional, synapse_backup::S3Error> {
         self.inner.delete_object_if_match(key, etag).await
     }
     async fn list_multipart_uploads(
@@ -1385,7 +1400,11 @@ impl synapse_backup::ObjectStore for LosesTheLock {
     ) -> Result<Vec<synapse_backup::MultipartUpload>, synapse_backup::S3Error> {
         self.inner.list_multipart_uploads(key_prefix).await
     }
-    async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), synapse_backup::S3Error> {
+    async fn abort_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), synapse_backup::S3Error> {
         self.inner.abort_multipart_upload(key, upload_id).await
     }
 }
@@ -1401,7 +1420,10 @@ async fn a_delete_whose_lock_was_lost_deletes_nothing() {
     let result = delete_backup_with(&store, &id, &fast()).await;
     match &result {
         Err(BackupError::LockLost { reason, .. }) => {
-            assert!(reason.contains("deleting") && reason.contains(id.as_str()), "{reason}");
+            assert!(
+                reason.contains("deleting") && reason.contains(id.as_str()),
+                "{reason}"
+            );
         }
         other => panic!("before: deleted anyway: {other:?}"),
     }

@@ -34,7 +34,10 @@ impl<C> Faulty<C> {
     }
 
     /// Returns (the call with `variable` in its environment finished, go on).
-    pub fn pause_after_exec_with(&self, variable: &str) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+    pub fn pause_after_exec_with(
+        &self,
+        variable: &str,
+    ) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
         let (done_tx, done_rx) = oneshot::channel();
         let (go_tx, go_rx) = oneshot::channel();
         *self.after_exec_with.lock().unwrap() = Some((variable.to_string(), done_tx, go_rx));

@@ -93,11 +93,11 @@ struct GlobalArgs {
     no_lock: bool,
     /// Wait up to this many seconds for a backup lock held by another operation
     /// (default: fail at once with exit code 3).
-    #[arg(long, value_name = "SECONDS", default_value_t = 0, global = true)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=604_800), global = true)]
     lock_wait: u64,
     /// How long the lock lives after its last refresh (it is refreshed every third of
     /// that while held); a killed process's lock expires after it.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     lock_ttl: u64,
     /// Cap create's upload at this many MiB/s (the aws CLI's max_bandwidth), so a
     /// backup does not saturate the network (default: no cap).
