@@ -572,6 +572,28 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    #[test]
+    fn the_manifest_cap_admits_a_backup_of_a_million_files() {
+        use crate::backup::manifest::{EntryKind, ManifestEntry, ManifestPath};
+        // Paths of 200 bytes (a Synapse's media paths are about 60 to 100) and sizes
+        // of ten digits, as create writes them: compact, one comma apart.
+        let entry = ManifestEntry {
+            path: ManifestPath::Text(format!(
+                "data/media_store/local_content/{}",
+                "x".repeat(169)
+            )),
+            kind: EntryKind::File,
+            size: 9_999_999_999,
+        };
+        assert_eq!(entry.path.as_bytes().len(), 200);
+        let per_entry = serde_json::to_vec(&entry).unwrap().len() as u64 + 1;
+        let million = 1_000_000 * per_entry + 64 * 1024;
+        assert!(
+            million < MAX_MANIFEST_BYTES,
+            "{million} bytes for a million files, cap {MAX_MANIFEST_BYTES}"
+        );
+    }
+
     fn info(days_ago: i64, status: BackupStatus, now: DateTime<Utc>) -> BackupInfo {
         let t = now - ChronoDuration::days(days_ago);
         BackupInfo {
