@@ -11,6 +11,9 @@ use synapse_backup::{
 };
 use tokio::sync::oneshot;
 
+/// A pause after a call: the variable that marks it, then (finished, go on).
+pub type PauseAfter = (String, oneshot::Sender<()>, oneshot::Receiver<()>);
+
 /// Delegates to `inner`; see the fields for the faults.
 pub struct Faulty<C> {
     pub inner: C,
@@ -20,7 +23,7 @@ pub struct Faulty<C> {
     pub after_pipeline: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
     /// When a call whose environment has this variable returns, send on the first
     /// channel and wait on the second (once).
-    pub after_exec_with: Mutex<Option<(String, oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    pub after_exec_with: Mutex<Option<PauseAfter>>,
 }
 
 impl<C> Faulty<C> {
