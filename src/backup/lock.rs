@@ -95,9 +95,9 @@ impl Default for LockOptions {
 }
 
 impl LockOptions {
-    /// The longest time to live ([`MAX_TTL`], a day).
+    /// The longest time to live: a day.
     pub const MAX_TTL: Duration = MAX_TTL;
-    /// The longest wait ([`MAX_WAIT`], a week).
+    /// The longest wait: a week.
     pub const MAX_WAIT: Duration = MAX_WAIT;
 
     /// The defaults (see the type).
@@ -117,14 +117,14 @@ impl LockOptions {
         self
     }
 
-    /// Sets the time to live (at least one second, at most [`MAX_TTL`]).
+    /// Sets the time to live (at least one second, at most [`Self::MAX_TTL`]).
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl.clamp(Duration::from_secs(1), MAX_TTL);
         self
     }
 
-    /// Sets how long to wait for a held lock (at most [`MAX_WAIT`]).
+    /// Sets how long to wait for a held lock (at most [`Self::MAX_WAIT`]).
     #[must_use]
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = wait.min(MAX_WAIT);
@@ -132,7 +132,7 @@ impl LockOptions {
     }
 
     /// Sets how often to look again while waiting (at least 50 ms, at most
-    /// [`MAX_WAIT`]).
+    /// [`Self::MAX_WAIT`]).
     #[must_use]
     pub fn poll(mut self, poll: Duration) -> Self {
         self.poll = poll.clamp(Duration::from_millis(50), MAX_WAIT);
@@ -329,7 +329,7 @@ impl LockInfo {
     }
 
     /// How long after its last refresh it expires: its holder's time to live, else
-    /// `fallback` (either at most [`MAX_TTL`]).
+    /// `fallback` (either at most [`LockOptions::MAX_TTL`]).
     pub fn ttl_or(&self, fallback: Duration) -> Duration {
         self.ttl.unwrap_or(fallback).min(MAX_TTL)
     }

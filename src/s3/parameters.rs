@@ -154,7 +154,7 @@ impl S3Parameters {
     /// ([`S3Client`](crate::S3Client)): a request without an answer by then fails with
     /// [`S3Error::TimedOut`](crate::S3Error::TimedOut) (each attempt gets it, and all
     /// attempts together three times it), and a body that stops flowing for that long
-    /// is given up. Default [`DEFAULT_REQUEST_TIMEOUT`] (2 minutes); at least one
+    /// is given up. Default 2 minutes; at least one
     /// second. Not relation data: the program sets it.
     #[must_use]
     pub fn with_request_timeout(mut self, timeout: std::time::Duration) -> Self {
