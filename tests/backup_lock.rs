@@ -373,7 +373,7 @@ async fn a_dropped_guard_releases_the_lock() {
     assert!(is_free(&client).await);
 }
 
-/// ... and on a current-thread runtime, in the background.
+/// ... and on a current-thread runtime, before the drop returns.
 #[tokio::test]
 async fn a_dropped_guard_releases_the_lock_on_a_current_thread_runtime() {
     let (_server, client) = s3s(ServerOptions::default()).await;

@@ -4,6 +4,8 @@
 
 #[path = "support/env.rs"]
 mod env;
+#[path = "support/faulty.rs"]
+mod faulty;
 #[path = "support/s3_server.rs"]
 mod s3_server;
 #[path = "support/synapse_tree.rs"]
@@ -1300,4 +1302,44 @@ fn an_endless_lock_wait_or_ttl_is_a_usage_error_naming_the_value() {
         );
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// An endpoint that accepts connections and never answers: `check` fails within the
+/// request deadline (`--s3-timeout`) naming it, instead of hanging for ever.
+#[test]
+fn check_against_an_endpoint_that_never_answers_fails_within_the_s3_timeout() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let endpoint = runtime.block_on(faulty::endpoint::HostileEndpoint::start(
+        faulty::endpoint::Behaviour::NeverAnswers,
+    ));
+    let f = Fixture::new();
+    let file = f.dir.path().join("silent.yaml");
+    let data = endpoint.relation_data(BUCKET);
+    fs::write(
+        &file,
+        format!(
+            "access-key: {}\nsecret-key: {}\nbucket: {BUCKET}\nendpoint: {}\nregion: us-east-1\ns3-uri-style: path\n",
+            data["access-key"], data["secret-key"], data["endpoint"]
+        ),
+    )
+    .unwrap();
+    let out = f.run(
+        f.bare()
+            .args(["--s3", file.to_str().unwrap(), "--s3-timeout", "1", "list"])
+            .timeout(std::time::Duration::from_secs(60)),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no answer within 1 s"), "{err}");
+    let out = f.run(
+        f.bare()
+            .args(["--s3", file.to_str().unwrap(), "--s3-timeout", "1", "check"])
+            .timeout(std::time::Duration::from_secs(60)),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    drop(endpoint);
 }

@@ -95,6 +95,11 @@ struct GlobalArgs {
     /// (default: fail at once with exit code 3).
     #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=604_800), global = true)]
     lock_wait: u64,
+    /// Give up an S3 request without an answer after this many seconds (each attempt;
+    /// all attempts together get three times it), so an endpoint that never answers
+    /// cannot hang a command.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true, env = "SYNAPSE_BACKUP_S3_TIMEOUT")]
+    s3_timeout: u64,
     /// How long the lock lives after its last refresh (it is refreshed every third of
     /// that while held); a killed process's lock expires after it.
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
@@ -419,7 +424,9 @@ struct Target {
 impl Target {
     fn load(global: &GlobalArgs) -> Result<Target, Failure> {
         let s3_file = global.s3.clone().unwrap_or_default();
-        let params = config::load_s3_parameters(&s3_file).map_err(Failure::usage)?;
+        let params = config::load_s3_parameters(&s3_file)
+            .map_err(Failure::usage)?
+            .with_request_timeout(std::time::Duration::from_secs(global.s3_timeout));
         let client = S3Client::new(&params)
             .map_err(|e| Failure::usage(format!("{}: {e}", s3_file.display())))?;
         Ok(Target {
