@@ -30,6 +30,7 @@ const AFTER_HELP: &str = "\
 The --s3 file holds the s3-integrator relation keys (YAML, or JSON when it ends in .json):
   bucket (required), endpoint and/or region (one is required), access-key, secret-key,
   path, s3-uri-style (path|host), tls-ca-chain, storage-class, delete-older-than-days.
+  Any other key is an error. The passphrase file must not be writable by others.
 
 Environment:
   SYNAPSE_BACKUP_ACCESS_KEY        access-key (overrides the --s3 file)
@@ -39,6 +40,7 @@ Environment:
   SYNAPSE_BACKUP_ROOT              --root
   SYNAPSE_BACKUP_PASSPHRASE_FILE   the --passphrase-file
   SYNAPSE_BACKUP_PASSPHRASE        the passphrase itself, when no passphrase file is given
+  SYNAPSE_BACKUP_S3_TIMEOUT        --s3-timeout
   SYNAPSE_BACKUP_PROGRESS_EVERY    seconds between progress lines on stderr when it is not a
                                    terminal or with --json (default 30; 0: every report)
   RUST_LOG                         log filter (overrides -v), e.g. synapse_backup=debug
