@@ -52,7 +52,9 @@ pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// The longest wait for a held lock ([`LockOptions::wait`] is cut to this).
 pub const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// The largest lock object read (a lock this crate writes is a few hundred bytes); a
-/// larger one is refused with [`S3Error::TooLarge`] without being read whole.
+/// larger one is not read past that: it is a lock of unknown holder (as any unreadable
+/// lock object), which expires by the caller's time to live and is taken over with
+/// `If-Match` on its ETag (from a `HEAD`).
 pub const MAX_LOCK_BYTES: u64 = 64 * 1024;
 
 /// Whether operations take the lock.
@@ -574,6 +576,18 @@ async fn read(store: &(impl ObjectStore + ?Sized), key: &str) -> Result<Option<L
             object.last_modified,
         ))),
         Err(S3Error::NotFound { .. }) => Ok(None),
+        // Not a lock this crate wrote, and not read whole: unreadable, with the ETag
+        // and time a HEAD gives, so it expires and is taken over like any other.
+        Err(S3Error::TooLarge { .. }) => match store.head_object(key).await {
+            Ok(head) => Ok(Some(LockInfo::parse(
+                key,
+                b"",
+                head.etag,
+                head.last_modified,
+            ))),
+            Err(S3Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     }
 }
@@ -1365,6 +1379,30 @@ mod store_tests {
         )
         .await
         .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_oversized_lock_object_is_an_unknown_holder_taken_over_once_expired() {
+        use std::collections::HashMap;
+        let store = MemoryStore::new("synapse/backups");
+        let key = BackupLock::key(&store);
+        let huge = vec![b'x'; usize::try_from(MAX_LOCK_BYTES).unwrap() + 1];
+        store
+            .put_object(&key, huge, CONTENT_TYPE, &HashMap::new())
+            .await
+            .unwrap();
+        let info = BackupLock::inspect(&store).await.unwrap().unwrap();
+        assert_eq!(info.owner, None);
+        assert!(matches!(
+            BackupLock::acquire(&store, &owner("synapse/0"), &minute()).await,
+            Err(BackupError::LockHeld { .. })
+        ));
+        store.advance(Duration::from_secs(120));
+        let guard = BackupLock::acquire(&store, &owner("synapse/0"), &minute())
+            .await
+            .unwrap();
+        assert_eq!(holder(&store).await, Some(owner("synapse/0")));
+        guard.release().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,8 @@ pub struct ObjectHead {
     /// User metadata, keys as the server returns them: lower-case and without the
     /// `x-amz-meta-` prefix.
     pub metadata: HashMap<String, String>,
+    /// The ETag (quotes included), empty when the server sent none.
+    pub etag: String,
 }
 
 /// A multipart upload that was started and neither completed nor aborted.
@@ -439,6 +441,7 @@ impl S3Client {
                 .unwrap_or(0),
             last_modified: to_chrono(head.last_modified()),
             metadata: head.metadata().cloned().unwrap_or_default(),
+            etag: head.e_tag().unwrap_or_default().to_string(),
         })
     }
 

@@ -87,6 +87,7 @@ pub async fn reads_and_writes(store: &(impl ObjectStore + ?Sized)) {
     let head = store.head_object(&key).await.expect("head");
     assert_eq!(head.key, key);
     assert_eq!(head.size, 5, "head size");
+    assert!(!head.etag.is_empty(), "a head has an ETag");
     assert_eq!(
         head.metadata.get("created-by").map(String::as_str),
         Some("conformance"),

@@ -199,6 +199,7 @@ impl ObjectStore for MemoryStore {
             size: stored.body.len() as u64,
             last_modified: stored.last_modified,
             metadata: stored.metadata.clone(),
+            etag: stored.etag.clone(),
         })
     }
 

@@ -327,6 +327,9 @@ pub mod endpoint {
                 Behaviour::EndlessChunkedObject => {
                     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nETag: \"e\"\r\nLast-Modified: Thu, 01 Jan 2026 00:00:00 GMT\r\nTransfer-Encoding: chunked\r\n\r\n";
                     stream.write_all(head.as_bytes()).await?;
+                    if method == "HEAD" {
+                        continue;
+                    }
                     let mut chunk = format!("{:x}\r\n", 64 * 1024).into_bytes();
                     chunk.extend(vec![b'{'; 64 * 1024]);
                     chunk.extend_from_slice(b"\r\n");
