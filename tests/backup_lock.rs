@@ -1433,3 +1433,39 @@ async fn a_delete_whose_lock_was_lost_deletes_nothing() {
         "the backup is still there"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_whose_lock_was_lost_writes_no_manifest() {
+    let env = env::Env::new(&synapse_tree::TreeSpec::default()).await;
+    let container = faulty::Faulty::new(synapse_backup::LocalContainer::new());
+    let client = S3Client::new(&env.params).unwrap();
+    // The upload finishes; then the lock is lost before the manifest is written.
+    let (uploaded, go_on) = container.pause_after_pipeline();
+    let options = synapse_backup::BackupOptions::default().lock(fast());
+    let create = synapse_backup::create_backup_with(
+        &container,
+        &env.params,
+        env::PASSPHRASE,
+        &env.layout,
+        &options,
+    );
+    let thief = async {
+        uploaded.await.unwrap();
+        take_the_lock_away(&client).await;
+        go_on.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(create, thief);
+    match &result {
+        Err(e @ BackupError::LockLost { reason, .. }) => {
+            assert!(reason.contains("the manifest write was not done"), "{e}");
+        }
+        other => panic!("before: the manifest was written anyway: {other:?}"),
+    }
+    let complete = list_backups(&client)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.status == BackupStatus::Complete)
+        .count();
+    assert_eq!(complete, 0, "no backup came to exist");
+}
