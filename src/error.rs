@@ -107,6 +107,48 @@ pub enum S3Error {
         /// The error as the SDK or server reported it (no credentials).
         message: String,
     },
+    /// An object read whole (a lock object, a manifest) is longer than the most this
+    /// crate reads of such an object; it was not read past that.
+    #[error(
+        "s3://{bucket}/{key} is larger than {limit} bytes, the most read of such an object: not one this crate wrote (remove or replace it)"
+    )]
+    TooLarge {
+        /// The bucket.
+        bucket: String,
+        /// The full object key.
+        key: String,
+        /// The cap, in bytes.
+        limit: u64,
+    },
+    /// A listing was given up: the server sent continuation tokens that repeat (a
+    /// cycle) or more pages or objects than any bucket of backups holds.
+    #[error("{operation} of s3://{bucket}/{prefix} was given up: {reason}")]
+    Listing {
+        /// The S3 operation, e.g. `ListObjectsV2`.
+        operation: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The key prefix listed (may be empty).
+        prefix: String,
+        /// What the server did, e.g. `continuation token "b" was sent twice (a cycle)`.
+        reason: String,
+    },
+    /// The server did not answer within the per-request deadline
+    /// ([`S3Parameters::with_request_timeout`](crate::S3Parameters::with_request_timeout)).
+    #[error(
+        "{operation} of s3://{bucket}/{key} got no answer within {} s (the per-request deadline; is the endpoint up and reachable?)",
+        .timeout.as_secs()
+    )]
+    TimedOut {
+        /// The S3 operation, e.g. `HeadBucket`.
+        operation: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The key or prefix involved (may be empty).
+        key: String,
+        /// The deadline that passed.
+        timeout: Duration,
+    },
 }
 
 /// A failure of a [`Container`](crate::Container) operation.

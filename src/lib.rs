@@ -106,6 +106,9 @@ pub mod testing {
         pub use crate::s3::aws_cli::{
             Transfer, TransferSettings, config_file, credential_env, customer_key_file, sse_args,
         };
+        pub use crate::s3::client::{
+            MAX_LIST_OBJECTS, MAX_LIST_PAGES, check_next_page, check_objects,
+        };
     }
 }
 

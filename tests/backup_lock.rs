@@ -4,6 +4,8 @@
 
 #[path = "support/env.rs"]
 mod env;
+#[path = "support/faulty.rs"]
+mod faulty;
 #[path = "support/s3_server.rs"]
 mod s3_server;
 #[path = "support/synapse_tree.rs"]
@@ -275,7 +277,7 @@ async fn a_release_after_a_lost_answer_still_frees_the_lock() {
         .unwrap();
     let key = BackupLock::key(&client);
     let mut record: serde_json::Value =
-        serde_json::from_slice(&client.get_object(&key).await.unwrap()).unwrap();
+        serde_json::from_slice(&client.get_object(&key, 1 << 20).await.unwrap()).unwrap();
     record["refreshes"] = serde_json::json!(100);
     client
         .put_object(
@@ -294,7 +296,7 @@ async fn a_release_after_a_lost_answer_still_frees_the_lock() {
         .await
         .unwrap();
     let mut record: serde_json::Value =
-        serde_json::from_slice(&client.get_object(&key).await.unwrap()).unwrap();
+        serde_json::from_slice(&client.get_object(&key, 1 << 20).await.unwrap()).unwrap();
     record["token"] = serde_json::json!("someone else");
     client
         .put_object(
@@ -371,7 +373,7 @@ async fn a_dropped_guard_releases_the_lock() {
     assert!(is_free(&client).await);
 }
 
-/// ... and on a current-thread runtime, in the background.
+/// ... and on a current-thread runtime, before the drop returns.
 #[tokio::test]
 async fn a_dropped_guard_releases_the_lock_on_a_current_thread_runtime() {
     let (_server, client) = s3s(ServerOptions::default()).await;
@@ -496,7 +498,7 @@ async fn the_test_server_makes_conditional_writes_atomic() {
         }
     }
     assert_eq!(won, 1);
-    let current = client.get_object_versioned(&key).await.unwrap();
+    let current = client.get_object_versioned(&key, 1 << 20).await.unwrap();
     // If-Match: a wrong ETag fails, the right one succeeds, a missing key is Missing.
     assert_eq!(
         client
@@ -532,7 +534,7 @@ async fn the_test_server_makes_conditional_writes_atomic() {
             .unwrap(),
         Conditional::PreconditionFailed
     );
-    let now = client.get_object_versioned(&key).await.unwrap();
+    let now = client.get_object_versioned(&key, 1 << 20).await.unwrap();
     assert_eq!(now.body, b"y");
     assert_eq!(
         client
@@ -1137,4 +1139,333 @@ async fn a_create_waiting_for_the_lock_is_cancelled_at_once() {
     );
     held.release().await.unwrap();
     assert!(list_backups(&client).await.unwrap().is_empty());
+}
+
+// Values from the bucket are bounded; the lock is confirmed before every irreversible
+// step; a panic does not leave it held.
+
+/// Puts a live lock of another holder whose time to live is `ttl_seconds` (anything:
+/// whoever can write to the bucket can put one).
+async fn lock_with_ttl(client: &S3Client, ttl_seconds: u64) {
+    let body = serde_json::json!({
+        "format": 1,
+        "owner": {"unit": "synapse/7", "host": "elsewhere", "pid": 7, "operation": "create"},
+        "since": "2026-01-01T00:00:00Z",
+        "ttl_seconds": ttl_seconds,
+        "token": "theirs",
+        "refreshes": 0,
+        "released": false,
+    });
+    client
+        .put_object(
+            &BackupLock::key(client),
+            serde_json::to_vec(&body).unwrap(),
+            "application/json",
+            &HashMap::new(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_object_with_an_endless_ttl_is_held_for_a_day_at_most_and_never_panics() {
+    let (_server, client) = s3s(ServerOptions::default()).await;
+    lock_with_ttl(&client, u64::MAX).await;
+    let info = BackupLock::inspect(&client).await.unwrap().unwrap();
+    assert_eq!(info.ttl, Some(LockOptions::MAX_TTL));
+    let now = chrono::Utc::now();
+    assert!(!info.is_expired(now, Duration::from_secs(60)));
+    assert!(info.is_expired(now + chrono::Duration::days(2), Duration::MAX));
+    // Before: "overflow when adding durations" in is_expired, from acquire.
+    match BackupLock::acquire(&client, &owner("synapse/0", "prune"), &fast()).await {
+        Err(BackupError::LockHeld { ttl_seconds, .. }) => assert_eq!(ttl_seconds, 86_400),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        BackupLock::live_holder(&client, Duration::MAX)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_lock_wait_is_clamped_instead_of_panicking() {
+    let (_server, client) = s3s(ServerOptions::default()).await;
+    let mut options = fast().wait(Duration::MAX);
+    assert_eq!(options.wait, LockOptions::MAX_WAIT);
+    assert_eq!(
+        LockOptions::new().ttl(Duration::MAX).ttl,
+        LockOptions::MAX_TTL
+    );
+    // The fields are public: set past the clamp, they are clamped where used.
+    // Before: "overflow when adding a duration to an instant" in acquire.
+    options.wait = Duration::from_secs(u64::MAX);
+    options.ttl = Duration::MAX;
+    let guard = BackupLock::acquire(&client, &owner("synapse/0", "create"), &options)
+        .await
+        .unwrap();
+    guard.release().await.unwrap();
+}
+
+/// A panic inside an operation (a charm's unit test whose `MockContainer` misses an
+/// expectation) on the single-threaded runtime `#[tokio::test]` uses frees the lock
+/// before the panic leaves the runtime, which then never runs again.
+#[test]
+fn a_panic_inside_an_operation_on_a_current_thread_runtime_frees_the_lock() {
+    let server = TestS3Server::start_blocking(ServerOptions::default());
+    server.create_bucket(BUCKET);
+    let mut data = server.relation_data(BUCKET);
+    data.insert("path".into(), "synapse/backups".into());
+    let params = S3Parameters::from_relation_data(&data).unwrap();
+    let client = S3Client::new(&params).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let layout = env::layout_for(root.path());
+    let panicked = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                // No expectation at all: the first call into the container panics.
+                let container = synapse_backup::MockContainer::new();
+                synapse_backup::create_backup_with(
+                    &container,
+                    &params,
+                    "a passphrase",
+                    &layout,
+                    &synapse_backup::BackupOptions::default(),
+                )
+                .await
+            })
+    })
+    .join();
+    assert!(panicked.is_err(), "the operation panicked: {panicked:?}");
+    // Before: the release was spawned on the dead runtime; the lock stayed held for
+    // its five minutes.
+    assert!(
+        block_on(is_free(&client)),
+        "the lock was released before the panic left the runtime"
+    );
+    block_on(async {
+        BackupLock::acquire(&client, &owner("synapse/1", "create"), &fast())
+            .await
+            .unwrap()
+            .release()
+            .await
+            .unwrap();
+    });
+}
+
+/// Takes the lock over as another unit would once it was removed (`unlock`).
+async fn take_the_lock_away(client: &S3Client) {
+    if let Some(info) = BackupLock::inspect(client).await.unwrap() {
+        assert!(BackupLock::force_release(client, &info).await.unwrap());
+    }
+    let other = BackupLock::acquire(client, &owner("synapse/9", "prune"), &fast())
+        .await
+        .unwrap();
+    // Left held (by a refresher that stops here): the lock is theirs now.
+    std::mem::forget(other);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_whose_lock_was_lost_stops_before_the_swap() {
+    let env = env::Env::new(&synapse_tree::TreeSpec::default()).await;
+    let container = faulty::Faulty::new(synapse_backup::LocalContainer::new());
+    let id = env.create(&container).await.unwrap().id;
+    let key_file = env.tree.data.join("example.test.signing.key");
+    let live = std::fs::read(&key_file).unwrap_or_default();
+    std::fs::write(&key_file, b"changed after the backup").unwrap_or_default();
+    let client = S3Client::new(&env.params).unwrap();
+    // The download (the extract pipeline) finishes; then the lock is lost.
+    let (downloaded, go_on) = container.pause_after_exec_with("SB_NEED_BYTES");
+    let options = synapse_backup::RestoreOptions::default().lock(fast());
+    let restore = synapse_backup::restore_backup_with(
+        &container,
+        &env.params,
+        env::PASSPHRASE,
+        &id,
+        &env.layout,
+        &options,
+    );
+    let thief = async {
+        downloaded.await.unwrap();
+        take_the_lock_away(&client).await;
+        go_on.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(restore, thief);
+    match &result {
+        Err(e @ BackupError::LockLost { reason, .. }) => {
+            assert!(reason.contains("the swap was not done"), "{e}");
+            assert!(e.to_string().contains(".synapse-backup.lock"), "{e}");
+        }
+        other => panic!("before: the restore swapped anyway: {other:?}"),
+    }
+    let _ = live;
+    assert_eq!(
+        std::fs::read(&key_file).unwrap_or_default(),
+        b"changed after the backup",
+        "live data untouched"
+    );
+    assert_eq!(
+        BackupLock::inspect(&client).await.unwrap().unwrap().owner,
+        Some(owner("synapse/9", "prune")),
+        "the new holder keeps the lock"
+    );
+}
+
+/// Delegates to an `S3Client`; the first HeadObject of a backup's object runs
+/// `take_the_lock_away` first (the lock is lost while a delete or prune runs).
+#[derive(Debug, Clone)]
+struct LosesTheLock {
+    inner: S3Client,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl synapse_backup::ObjectStore for LosesTheLock {
+    fn prefix(&self) -> &str {
+        self.inner.prefix()
+    }
+    async fn list_objects(
+        &self,
+    ) -> Result<Vec<synapse_backup::ObjectInfo>, synapse_backup::S3Error> {
+        self.inner.list_objects().await
+    }
+    async fn head_object(
+        &self,
+        key: &str,
+    ) -> Result<synapse_backup::ObjectHead, synapse_backup::S3Error> {
+        if key.contains("backup-") && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            take_the_lock_away(&self.inner).await;
+        }
+        self.inner.head_object(key).await
+    }
+    async fn get_object(&self, key: &str, max: u64) -> Result<Vec<u8>, synapse_backup::S3Error> {
+        self.inner.get_object(key, max).await
+    }
+    async fn get_object_versioned(
+        &self,
+        key: &str,
+        max: u64,
+    ) -> Result<synapse_backup::VersionedObject, synapse_backup::S3Error> {
+        self.inner.get_object_versioned(key, max).await
+    }
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), synapse_backup::S3Error> {
+        self.inner
+            .put_object(key, body, content_type, metadata)
+            .await
+    }
+    async fn put_object_if_none_match(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Conditional, synapse_backup::S3Error> {
+        self.inner
+            .put_object_if_none_match(key, body, content_type)
+            .await
+    }
+    async fn put_object_if_match(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        etag: &str,
+    ) -> Result<Conditional, synapse_backup::S3Error> {
+        self.inner
+            .put_object_if_match(key, body, content_type, etag)
+            .await
+    }
+    async fn delete_object(&self, key: &str) -> Result<(), synapse_backup::S3Error> {
+        self.inner.delete_object(key).await
+    }
+    async fn delete_object_if_match(
+        &self,
+        key: &str,
+        etag: &str,
+    ) -> Result<Conditional, synapse_backup::S3Error> {
+        self.inner.delete_object_if_match(key, etag).await
+    }
+    async fn list_multipart_uploads(
+        &self,
+        key_prefix: &str,
+    ) -> Result<Vec<synapse_backup::MultipartUpload>, synapse_backup::S3Error> {
+        self.inner.list_multipart_uploads(key_prefix).await
+    }
+    async fn abort_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), synapse_backup::S3Error> {
+        self.inner.abort_multipart_upload(key, upload_id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_whose_lock_was_lost_deletes_nothing() {
+    let (_server, client) = s3s(ServerOptions::default()).await;
+    let id = incomplete_backup(&client).await;
+    let store = LosesTheLock {
+        inner: client.clone(),
+        armed: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    };
+    let result = delete_backup_with(&store, &id, &fast()).await;
+    match &result {
+        Err(BackupError::LockLost { reason, .. }) => {
+            assert!(
+                reason.contains("deleting") && reason.contains(id.as_str()),
+                "{reason}"
+            );
+        }
+        other => panic!("before: deleted anyway: {other:?}"),
+    }
+    assert_eq!(
+        list_backups(&client).await.unwrap().len(),
+        1,
+        "the backup is still there"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_whose_lock_was_lost_writes_no_manifest() {
+    let env = env::Env::new(&synapse_tree::TreeSpec::default()).await;
+    let container = faulty::Faulty::new(synapse_backup::LocalContainer::new());
+    let client = S3Client::new(&env.params).unwrap();
+    // The upload finishes; then the lock is lost before the manifest is written.
+    let (uploaded, go_on) = container.pause_after_pipeline();
+    let options = synapse_backup::BackupOptions::default().lock(fast());
+    let create = synapse_backup::create_backup_with(
+        &container,
+        &env.params,
+        env::PASSPHRASE,
+        &env.layout,
+        &options,
+    );
+    let thief = async {
+        uploaded.await.unwrap();
+        take_the_lock_away(&client).await;
+        go_on.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(create, thief);
+    match &result {
+        Err(e @ BackupError::LockLost { reason, .. }) => {
+            assert!(reason.contains("the manifest write was not done"), "{e}");
+        }
+        other => panic!("before: the manifest was written anyway: {other:?}"),
+    }
+    let complete = list_backups(&client)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.status == BackupStatus::Complete)
+        .count();
+    assert_eq!(complete, 0, "no backup came to exist");
 }

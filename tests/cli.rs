@@ -4,6 +4,8 @@
 
 #[path = "support/env.rs"]
 mod env;
+#[path = "support/faulty.rs"]
+mod faulty;
 #[path = "support/s3_server.rs"]
 mod s3_server;
 #[path = "support/synapse_tree.rs"]
@@ -66,6 +68,12 @@ impl Fixture {
         .unwrap();
         let passphrase_file = dir.path().join("passphrase");
         fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
+        // Private, as the CLI asks of a passphrase file (else it warns).
+        fs::set_permissions(
+            &passphrase_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         Fixture {
             dir,
             tree,
@@ -1183,4 +1191,155 @@ aws s3 cp --only-show-errors --endpoint-url "$1" "s3://$2/$3/$4" - |
         (65534, 65534, 0o640)
     );
     assert!(work_dirs(&f.tree.data).is_empty());
+}
+
+/// A misspelt key in the s3 file (a file a person writes) is an error naming the
+/// nearest known key, before any request: it must not fall back to a default (for
+/// `endpiont`, AWS's public endpoint). Relation data from Juju keeps ignoring unknown
+/// keys.
+#[test]
+fn a_misspelt_key_in_the_s3_file_exits_2_naming_the_nearest_key() {
+    let f = Fixture::new();
+    let good = fs::read_to_string(&f.s3_file).unwrap();
+    // Before: a warning, then us-east-1 instead, and exit 0.
+    for (typo, right, replaced) in [
+        ("regoin", "region", good.replace("region:", "regoin:")),
+        (
+            "endpiont",
+            "endpoint",
+            good.replace("endpoint:", "endpiont:"),
+        ),
+        (
+            "S3_URI_STYLE",
+            "s3-uri-style",
+            good.replace("s3-uri-style:", "S3_URI_STYLE:"),
+        ),
+    ] {
+        assert_ne!(replaced, good, "{typo}");
+        let file = f.dir.path().join(format!("{typo}.yaml"));
+        fs::write(&file, replaced).unwrap();
+        let out = f.run(f.bare().args(["--s3", file.to_str().unwrap(), "check"]));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{typo}: {err}");
+        assert!(
+            err.contains(&format!(
+                "unknown key \"{typo}\" (did you mean \"{right}\"?)"
+            )) && err.contains(&format!("{typo}.yaml")),
+            "{err}"
+        );
+    }
+    // Far from every key: named, without a guess.
+    let file = f.dir.path().join("far.yaml");
+    fs::write(&file, format!("{good}colour: blue\n")).unwrap();
+    let out = f.run(f.bare().args(["--s3", file.to_str().unwrap(), "check"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown key \"colour\";"), "{err}");
+    // Relation data: unknown keys are still ignored.
+    let mut data = f.server.relation_data(BUCKET);
+    data.insert("endpiont".into(), "http://elsewhere".into());
+    assert!(synapse_backup::S3Parameters::from_relation_data(&data).is_ok());
+}
+
+/// A passphrase file others can write is refused (whoever can change it chooses the
+/// next backups' passphrase); one its group or others can read is used with a warning
+/// naming the file and `chmod 600`.
+#[test]
+fn a_passphrase_file_others_can_read_warns_and_one_they_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let pass = f.passphrase_file.to_str().unwrap();
+    let s3 = f.s3_file.to_str().unwrap();
+    let check = |mode: u32| {
+        fs::set_permissions(&f.passphrase_file, fs::Permissions::from_mode(mode)).unwrap();
+        f.run(
+            f.bare()
+                .args(["--s3", s3, "--passphrase-file", pass, "check"]),
+        )
+    };
+    // Before: used silently.
+    let out = check(0o644);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning") || err.contains("WARN"),
+        "a warning: {err}"
+    );
+    assert!(
+        err.contains(pass) && err.contains("readable by others") && err.contains("chmod 600"),
+        "{err}"
+    );
+    let out = check(0o666);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(pass) && err.contains("writable by others") && err.contains("chmod 600"),
+        "{err}"
+    );
+    let out = check(0o600);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("passphrase file"), "no warning: {err}");
+}
+
+/// A lock wait or time to live past its bound is a usage error naming the value
+/// (before: `--lock-wait 18446744073709551615` panicked adding it to the clock).
+#[test]
+fn an_endless_lock_wait_or_ttl_is_a_usage_error_naming_the_value() {
+    let f = Fixture::new();
+    for (flag, bound) in [("--lock-wait", "604800"), ("--lock-ttl", "86400")] {
+        let out = f.run(f.cmd().args([
+            flag,
+            "18446744073709551615",
+            "delete",
+            "backup-20260101000000000000",
+        ]));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert!(
+            err.contains("18446744073709551615") && err.contains(flag) && err.contains(bound),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+/// An endpoint that accepts connections and never answers: `check` fails within the
+/// request deadline (`--s3-timeout`) naming it, instead of hanging for ever.
+#[test]
+fn check_against_an_endpoint_that_never_answers_fails_within_the_s3_timeout() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let endpoint = runtime.block_on(faulty::endpoint::HostileEndpoint::start(
+        faulty::endpoint::Behaviour::NeverAnswers,
+    ));
+    let f = Fixture::new();
+    let file = f.dir.path().join("silent.yaml");
+    let data = endpoint.relation_data(BUCKET);
+    fs::write(
+        &file,
+        format!(
+            "access-key: {}\nsecret-key: {}\nbucket: {BUCKET}\nendpoint: {}\nregion: us-east-1\ns3-uri-style: path\n",
+            data["access-key"], data["secret-key"], data["endpoint"]
+        ),
+    )
+    .unwrap();
+    let out = f.run(
+        f.bare()
+            .args(["--s3", file.to_str().unwrap(), "--s3-timeout", "1", "list"])
+            .timeout(std::time::Duration::from_secs(60)),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no answer within 1 s"), "{err}");
+    let out = f.run(
+        f.bare()
+            .args(["--s3", file.to_str().unwrap(), "--s3-timeout", "1", "check"])
+            .timeout(std::time::Duration::from_secs(60)),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    drop(endpoint);
 }

@@ -5,6 +5,12 @@
 //! or a `ConfigError`, never a panic. Accepted relation data must also build a client
 //! and render without panicking.
 //!
+//! Values read from S3 too: any lock object (bytes, or JSON shaped like a lock with
+//! any time to live and times) read, judged and competed for at any server time;
+//! any continuation tokens a listing is sent (cycles, repeats, endless new ones), any
+//! keys and times a listing holds: `Ok` or an error, never a panic, a hang or
+//! unbounded memory.
+//!
 //! Fixed seed and case count, so CI runs the same cases every time; no failure
 //! persistence files are written.
 
@@ -350,6 +356,195 @@ fn arbitrary_listings_give_ok_or_a_config_error() {
             if let Err(e) = parse_members(&bytes) {
                 prop_assert!(matches!(e, ConfigError::Parse { .. }), "{e:?}");
             }
+            Ok(())
+        })
+        .unwrap();
+}
+
+// Values read from S3.
+
+use std::time::Duration;
+
+use synapse_backup::testing::MemoryStore;
+use synapse_backup::testing::internals::{
+    MAX_LIST_OBJECTS, MAX_LIST_PAGES, check_next_page, check_objects,
+};
+use synapse_backup::{BackupError, BackupLock, LockOptions, LockOwner, ObjectStore};
+
+/// Lock objects: any bytes, or JSON shaped like a lock with any values.
+fn lock_like() -> impl Strategy<Value = Vec<u8>> {
+    let json = (
+        any::<u64>(),
+        prop_oneof![
+            Just("2026-01-01T00:00:00Z".to_string()),
+            Just("+262142-12-31T23:59:59Z".to_string()),
+            Just("-262143-01-01T00:00:00Z".to_string()),
+            any::<String>(),
+        ],
+        any::<bool>(),
+        any::<u64>(),
+        any::<String>(),
+        any::<u32>(),
+    )
+        .prop_map(|(ttl, since, released, refreshes, unit, pid)| {
+            serde_json::to_vec(&serde_json::json!({
+                "format": 1,
+                "owner": {"unit": unit, "host": "h", "pid": pid, "operation": "create"},
+                "since": since,
+                "ttl_seconds": ttl,
+                "token": "t",
+                "refreshes": refreshes,
+                "released": released,
+            }))
+            .unwrap()
+        });
+    prop_oneof![json, vec(any::<u8>(), 0..300)]
+}
+
+/// Server times from the earliest to the latest chrono can hold.
+fn server_time() -> impl Strategy<Value = chrono::DateTime<chrono::Utc>> {
+    prop_oneof![
+        Just(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+        Just(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+        (0i64..4_102_444_800).prop_map(|s| chrono::DateTime::from_timestamp(s, 0).unwrap()),
+    ]
+}
+
+#[test]
+fn any_lock_object_at_any_server_time_gives_ok_or_an_error() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let strategy = (
+        lock_like(),
+        server_time(),
+        server_time(),
+        any::<u64>(),
+        any::<u64>(),
+    );
+    runner()
+        .run(&strategy, |(body, written, now, fallback, wait)| {
+            runtime.block_on(async {
+                let store = MemoryStore::new("p");
+                store.set_now(written);
+                store
+                    .put_object(
+                        &BackupLock::key(&store),
+                        body,
+                        "application/json",
+                        &HashMap::new(),
+                    )
+                    .await
+                    .unwrap();
+                store.set_now(now);
+                let info = BackupLock::inspect(&store).await.unwrap().unwrap();
+                let _ = (info.holder(), info.age(now), info.ttl_or(Duration::MAX));
+                let _ = info.is_expired(now, Duration::from_secs(fallback));
+                let _ = info.is_live(now, Duration::MAX);
+                let mut options = LockOptions::new().ttl(Duration::from_secs(fallback));
+                // Public fields, set past their clamps: still no overflow. (A short
+                // real wait: the held case then fails at once or after 50 ms polls.)
+                options.wait = Duration::from_millis(wait % 120);
+                let taken = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    BackupLock::acquire(&store, &LockOwner::new("u", "h", 1, "prune"), &options),
+                )
+                .await
+                .expect("acquire ends");
+                match taken {
+                    Ok(guard) => guard.release().await.unwrap(),
+                    Err(BackupError::LockHeld { ttl_seconds, .. }) => {
+                        assert!(ttl_seconds <= LockOptions::MAX_TTL.as_secs());
+                    }
+                    Err(other) => panic!("{other:?}"),
+                }
+            });
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Continuation tokens: short alphabets so that repeats (cycles) are common, and long
+/// random runs of new ones.
+fn tokens() -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![
+        vec("[ab]{0,2}", 0..40),
+        vec("[a-c]{1,3}", 0..40),
+        vec(any::<String>(), 0..40),
+    ]
+}
+
+#[test]
+fn any_continuation_tokens_end_the_listing_at_a_repeat_or_the_bound() {
+    runner()
+        .run(&tokens(), |sequence| {
+            let mut seen = std::collections::HashSet::new();
+            let mut bytes = 0;
+            let mut followed = Vec::new();
+            for token in &sequence {
+                match check_next_page(&mut seen, &mut bytes, token) {
+                    Ok(()) => followed.push(token.clone()),
+                    Err(reason) => {
+                        prop_assert!(!reason.is_empty());
+                        prop_assert!(
+                            token.is_empty() || followed.contains(token),
+                            "stopped at a new token: {reason}"
+                        );
+                        break;
+                    }
+                }
+            }
+            let distinct: std::collections::HashSet<_> = followed.iter().collect();
+            prop_assert_eq!(distinct.len(), followed.len(), "no token followed twice");
+            Ok(())
+        })
+        .unwrap();
+    // Endless new tokens stop at the page bound, with memory bounded by it.
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0;
+    let followed = (0..)
+        .take_while(|n| check_next_page(&mut seen, &mut bytes, &format!("t{n}")).is_ok())
+        .count();
+    assert!(followed < MAX_LIST_PAGES, "{followed}");
+    assert!(check_objects(MAX_LIST_OBJECTS - 1, 1).is_ok());
+    assert!(check_objects(MAX_LIST_OBJECTS, 1).is_err());
+    assert!(check_objects(usize::MAX, usize::MAX).is_err());
+}
+
+#[test]
+fn any_listing_gives_backups_or_an_error() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = prop_oneof![
+        "backup-[0-9]{20}(\\.manifest\\.json)?",
+        "backup-[0-9]{0,30}[a-z.]{0,12}",
+        ".synapse-backup[a-z.\\-]{0,12}",
+        any::<String>(),
+    ];
+    let strategy = vec((key, vec(any::<u8>(), 0..64), server_time()), 0..12);
+    runner()
+        .run(&strategy, |objects| {
+            runtime.block_on(async {
+                let store = MemoryStore::new("synapse/backups");
+                for (name, body, time) in objects {
+                    store.set_now(time);
+                    let key = store.object_key(&name);
+                    store
+                        .put_object(&key, body, "application/octet-stream", &HashMap::new())
+                        .await
+                        .unwrap();
+                }
+                if let Ok(backups) = synapse_backup::list_backups(&store).await {
+                    for b in backups {
+                        let _ = synapse_backup::backup_status(&store, &b.id).await;
+                        let _ = synapse_backup::read_manifest(&store, &b.id).await;
+                    }
+                }
+            });
             Ok(())
         })
         .unwrap();

@@ -2,6 +2,8 @@
 //! SigV4 signatures), over HTTP and over TLS with a CA made in the test, and moto for
 //! multipart uploads (s3s-fs does not implement ListMultipartUploads).
 
+#[path = "support/faulty.rs"]
+mod faulty;
 #[path = "support/s3_server.rs"]
 mod s3_server;
 
@@ -57,7 +59,10 @@ async fn wrong_credentials_are_refused_by_the_signature_check() {
     assert!(!client_for(&wrong_access).can_use_bucket().await);
 
     // The error of a refused request names the operation but never the secret.
-    let e = client_for(&wrong_secret).get_object("x").await.unwrap_err();
+    let e = client_for(&wrong_secret)
+        .get_object("x", 1 << 20)
+        .await
+        .unwrap_err();
     let text = format!("{e} {e:?}");
     assert!(
         matches!(
@@ -163,7 +168,7 @@ async fn path_and_virtual_style_on_an_ip_endpoint() {
     assert_eq!(params.addressing_style(), AddressingStyle::Virtual);
     let virtual_client = S3Client::new(&params).unwrap();
     assert!(virtual_client.can_use_bucket().await);
-    assert_eq!(virtual_client.get_object("k").await.unwrap(), b"v");
+    assert_eq!(virtual_client.get_object("k", 1 << 20).await.unwrap(), b"v");
 
     // With a host name instead, virtual style would send requests to
     // `synapse-backups.<host>`, which needs wildcard DNS and a server set up for virtual
@@ -212,14 +217,14 @@ async fn put_head_get_delete_and_not_found() {
             .abs()
             < 600
     );
-    assert_eq!(client.get_object(&key).await.unwrap(), body);
+    assert_eq!(client.get_object(&key, 1 << 20).await.unwrap(), body);
 
     client.delete_object(&key).await.unwrap();
     assert!(
         matches!(client.head_object(&key).await, Err(S3Error::NotFound { key: k, .. }) if k == key)
     );
     assert!(matches!(
-        client.get_object(&key).await,
+        client.get_object(&key, 1 << 20).await,
         Err(S3Error::NotFound { .. })
     ));
     client
@@ -286,7 +291,7 @@ async fn a_stopped_server_is_not_usable_and_a_restart_keeps_data_and_keys() {
     );
     assert_eq!(restarted.endpoint, data["endpoint"]);
     assert!(client.can_use_bucket().await);
-    assert_eq!(client.get_object("kept").await.unwrap(), b"data");
+    assert_eq!(client.get_object("kept", 1 << 20).await.unwrap(), b"data");
 }
 
 #[tokio::test]
@@ -312,7 +317,7 @@ async fn tls_needs_the_ca_from_tls_ca_chain() {
         .await
         .unwrap();
     assert_eq!(
-        client.get_object("over-tls").await.unwrap(),
+        client.get_object("over-tls", 1 << 20).await.unwrap(),
         b"secret bytes"
     );
 
@@ -415,4 +420,144 @@ async fn multipart_uploads_under_a_key_are_listed_and_aborted_on_moto() {
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].key, "other/backup-2");
     assert_eq!(client.abort_multipart_uploads(&key).await.unwrap(), 0);
+}
+
+// A hostile or broken endpoint: every request ends, nothing is read without bound.
+
+use faulty::endpoint::{Behaviour, HostileEndpoint};
+use std::time::Duration;
+use synapse_backup::BackupLock;
+
+/// What the old code did forever (hang, loop, read 64 GiB) fails here within a minute.
+const NO_HANG: Duration = Duration::from_secs(60);
+
+fn hostile_client(endpoint: &HostileEndpoint, timeout: Duration) -> S3Client {
+    init_logs();
+    let params = S3Parameters::from_relation_data(&endpoint.relation_data(BUCKET))
+        .expect("valid parameters")
+        .with_request_timeout(timeout);
+    S3Client::new(&params).expect("client")
+}
+
+#[tokio::test]
+async fn an_endpoint_that_never_answers_fails_within_the_request_deadline() {
+    let endpoint = HostileEndpoint::start(Behaviour::NeverAnswers).await;
+    let client = hostile_client(&endpoint, Duration::from_secs(2));
+    let listed = tokio::time::timeout(NO_HANG, client.list_objects())
+        .await
+        .expect("the listing ends (before: it waited forever)");
+    let e = listed.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            S3Error::TimedOut {
+                operation: "ListObjectsV2",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("no answer within 2 s"), "{e}");
+    let head = tokio::time::timeout(NO_HANG, client.head_object("k"))
+        .await
+        .expect("head ends");
+    assert!(matches!(head, Err(S3Error::TimedOut { .. })), "{head:?}");
+    assert!(
+        !tokio::time::timeout(NO_HANG, client.can_use_bucket())
+            .await
+            .expect("check ends")
+    );
+}
+
+#[tokio::test]
+async fn the_request_deadline_defaults_to_two_minutes_and_is_at_least_a_second() {
+    let (_server, data) = server_with_bucket().await;
+    let params = S3Parameters::from_relation_data(&data).unwrap();
+    assert_eq!(params.request_timeout(), Duration::from_secs(120));
+    let short = params.with_request_timeout(Duration::ZERO);
+    assert_eq!(short.request_timeout(), Duration::from_secs(1));
+    assert_eq!(
+        S3Client::new(&short).unwrap().request_timeout(),
+        Duration::from_secs(1)
+    );
+}
+
+#[tokio::test]
+async fn continuation_tokens_that_cycle_end_the_listing_with_an_error() {
+    let endpoint =
+        HostileEndpoint::start(Behaviour::CyclingTokens(vec!["A".into(), "B".into()])).await;
+    let client = hostile_client(&endpoint, Duration::from_secs(10));
+    let listed = tokio::time::timeout(NO_HANG, client.list_objects())
+        .await
+        .expect("the listing ends (before: A, B, A, … forever)");
+    let e = listed.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            S3Error::Listing {
+                operation: "ListObjectsV2",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(text.contains("\"A\"") && text.contains("cycle"), "{text}");
+    assert!(
+        endpoint.requests.load(std::sync::atomic::Ordering::SeqCst) <= 3,
+        "A, B, then A again is the end"
+    );
+}
+
+#[tokio::test]
+async fn a_listing_with_new_tokens_forever_stops_at_the_page_bound() {
+    let endpoint = HostileEndpoint::start(Behaviour::EndlessTokens).await;
+    let client = hostile_client(&endpoint, Duration::from_secs(10));
+    let listed = tokio::time::timeout(Duration::from_secs(300), client.list_objects())
+        .await
+        .expect("the listing ends");
+    let e = listed.unwrap_err();
+    assert!(
+        matches!(&e, S3Error::Listing { .. }) && e.to_string().contains("10000 pages"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_lock_object_is_refused_without_reading_it_whole() {
+    for behaviour in [
+        Behaviour::HugeObject(64 << 30),
+        Behaviour::EndlessChunkedObject,
+    ] {
+        let endpoint = HostileEndpoint::start(behaviour.clone()).await;
+        let client = hostile_client(&endpoint, Duration::from_secs(10));
+        let key = BackupLock::key(&client);
+        let read = tokio::time::timeout(NO_HANG, client.get_object_versioned(&key, 64 * 1024))
+            .await
+            .unwrap_or_else(|_| panic!("{behaviour:?}: the read ends (before: it read 64 GiB)"));
+        match read {
+            Err(S3Error::TooLarge { limit, key, .. }) => {
+                assert_eq!(limit, 64 * 1024);
+                assert_eq!(key, ".synapse-backup.lock");
+            }
+            other => panic!("{behaviour:?}: {other:?}"),
+        }
+        // The lock reads it as a lock of unknown holder (it expires and is taken over
+        // like any unreadable lock object), never as a reason to fail for ever.
+        let info = tokio::time::timeout(NO_HANG, BackupLock::inspect(&client))
+            .await
+            .expect("ends")
+            .unwrap()
+            .expect("a lock");
+        assert_eq!(info.owner, None, "{behaviour:?}");
+        assert_eq!(info.etag, "\"e\"");
+        assert!(info.holder().contains("unknown"));
+        let manifest = tokio::time::timeout(NO_HANG, client.get_object("m.json", 1 << 20))
+            .await
+            .expect("ends");
+        assert!(
+            matches!(manifest, Err(S3Error::TooLarge { limit: 1048576, .. })),
+            "{manifest:?}"
+        );
+    }
 }

@@ -429,7 +429,8 @@ fn relation_data_without_keys_still_names_the_missing_fields() {
 
 /// The per-run config file, read by the aws CLI's own botocore (the interpreter of the
 /// `aws` on PATH): the selected profile has our s3 settings and keeps the user's
-/// others, every other profile is as the user wrote it. Old code: no ambient source
+/// others, the profile it sources from is as the user wrote it, and no other profile
+/// (nor its secrets) is there. Old code: no ambient source
 /// (does not compile); the old per-run file held only `[default]`, so botocore found
 /// no `ops` profile at all.
 #[test]
@@ -446,7 +447,8 @@ fn botocore_reads_the_users_profiles_and_our_s3_settings() {
     let user = "[default]\nregion = eu-west-1\n\n[profile base]\naws_access_key_id = AKIDBASE\n\
                 [profile ops]\nrole_arn = arn:aws:iam::123456789012:role/backup\n\
                 source_profile = base\ns3 =\n  addressing_style = virtual\n  \
-                use_accelerate_endpoint = true\n";
+                use_accelerate_endpoint = true\n\
+                [profile other]\naws_access_key_id = AKIDOTHER\naws_secret_access_key = OTHERSECRET\n";
     let ambient = AmbientCredentials::new([("AWS_PROFILE", "ops")], Some(user.into())).unwrap();
     let chain = S3Parameters::ambient_builder(BUCKET, ambient)
         .endpoint("http://127.0.0.1:9000")
@@ -466,7 +468,7 @@ fn botocore_reads_the_users_profiles_and_our_s3_settings() {
             "import json, botocore.session\n\
              s = botocore.session.Session()\n\
              p = s.full_config['profiles']\n\
-             print(json.dumps({'ops': p['ops'], 'base': p['base'], 'default': p['default']}, sort_keys=True))",
+             print(json.dumps({'ops': p['ops'], 'base': p['base'], 'others': sorted(set(p) - {'ops', 'base'})}, sort_keys=True))",
         )
         .env("AWS_CONFIG_FILE", &file)
         .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
@@ -493,8 +495,14 @@ fn botocore_reads_the_users_profiles_and_our_s3_settings() {
                 },
             },
             "base": {"aws_access_key_id": "AKIDBASE"},
-            "default": {"region": "eu-west-1"},
+            // Only what `ops` leads to reaches the workload user: not `default`, not
+            // `other` and its secret (before: every profile of the caller's file).
+            "others": [],
         }),
+        "{text}"
+    );
+    assert!(
+        !text.contains("OTHERSECRET") && !text.contains("eu-west-1"),
         "{text}"
     );
 }

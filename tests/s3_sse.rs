@@ -80,7 +80,7 @@ async fn the_sdk_client_sends_sse_c_on_put_get_and_head() {
         with_key.head_object("m.json").await.unwrap().size,
         body.len() as u64
     );
-    assert_eq!(with_key.get_object("m.json").await.unwrap(), body);
+    assert_eq!(with_key.get_object("m.json", 1 << 20).await.unwrap(), body);
     for operation in ["PutObject", "HeadObject", "GetObject"] {
         let requests = seen(&server, operation);
         assert!(!requests.is_empty(), "no {operation}");
@@ -97,7 +97,7 @@ async fn the_sdk_client_sends_sse_c_on_put_get_and_head() {
     for client in [&without, &other] {
         let e = client.head_object("m.json").await.unwrap_err();
         assert!(matches!(e, S3Error::Request { .. }), "{e:?}");
-        let e = client.get_object("m.json").await.unwrap_err();
+        let e = client.get_object("m.json", 1 << 20).await.unwrap_err();
         assert!(matches!(e, S3Error::Request { .. }), "{e:?}");
     }
     // A missing object is still "not found" with the key.
@@ -132,7 +132,7 @@ async fn the_sdk_client_sends_sse_kms_and_sse_s3_on_writes_only() {
             .await
             .unwrap();
         client.head_object("o").await.unwrap();
-        client.get_object("o").await.unwrap();
+        client.get_object("o", 1 << 20).await.unwrap();
         let put = &seen(&server, "PutObject")[0];
         assert_eq!(value(put, SSE), Some(algorithm), "{put:?}");
         assert_eq!(value(put, KMS_KEY_ID), key_id, "{put:?}");

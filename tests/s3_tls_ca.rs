@@ -102,7 +102,10 @@ async fn pem_and_base64_ca_chains_work_against_the_tls_server() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(
-            client.get_object(&format!("object-{i}")).await.unwrap(),
+            client
+                .get_object(&format!("object-{i}"), 1 << 20)
+                .await
+                .unwrap(),
             b"over tls"
         );
     }

@@ -6,11 +6,17 @@ use std::fmt;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
 
-use crate::backup::lock::{BackupLock, LockMode, LockOptions, LockOwner};
+use crate::backup::lock::{BackupLock, LockConfirmer, LockMode, LockOptions, LockOwner};
 use crate::backup::manifest::Manifest;
 use crate::backup::plan::{self, BackupId, MANIFEST_SUFFIX};
 use crate::error::{BackupError, S3Error};
 use crate::s3::ObjectStore;
+
+/// The largest manifest read (256 MiB). A manifest is compact JSON of about 40 bytes
+/// plus the path per archived entry: 1,000,000 files with paths of 200 bytes are
+/// about 240 MB (tested below), far more than a Synapse's media paths need. Anything
+/// larger was not written by this crate and is refused without being read whole.
+pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 
 /// Whether a backup can be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -208,7 +214,10 @@ pub async fn read_manifest(
         }
     }
     let key = store.object_key(id.as_str());
-    let bytes = match store.get_object(&format!("{key}{MANIFEST_SUFFIX}")).await {
+    let bytes = match store
+        .get_object(&format!("{key}{MANIFEST_SUFFIX}"), MAX_MANIFEST_BYTES)
+        .await
+    {
         Ok(bytes) => bytes,
         Err(S3Error::NotFound { .. }) => {
             return Err(BackupError::MissingManifest { id: id.to_string() });
@@ -266,7 +275,7 @@ pub async fn delete_backup_with(
     lock: &LockOptions,
 ) -> Result<(), BackupError> {
     let guard = BackupLock::acquire(store, &LockOwner::current("delete"), lock).await?;
-    let result = delete_unlocked(store, id).await;
+    let result = delete_unlocked(store, id, &guard.confirmer()).await;
     let released = guard.release().await;
     result.and(released)
 }
@@ -274,12 +283,14 @@ pub async fn delete_backup_with(
 async fn delete_unlocked(
     store: &(impl ObjectStore + ?Sized),
     id: &BackupId,
+    lock: &LockConfirmer,
 ) -> Result<(), BackupError> {
     let key = store.object_key(id.as_str());
     let mut found = false;
     for k in [format!("{key}{MANIFEST_SUFFIX}"), key.clone()] {
         match store.head_object(&k).await {
             Ok(_) => {
+                lock.confirm(&format!("deleting {k}")).await?;
                 store.delete_object(&k).await?;
                 found = true;
             }
@@ -469,7 +480,14 @@ pub async fn prune_backups_with(
     lock: &LockOptions,
 ) -> Result<PruneReport, BackupError> {
     if lock.mode == LockMode::Off {
-        return prune_unlocked(store, policy, Leftovers::OlderThan(grace(policy)), None).await;
+        return prune_unlocked(
+            store,
+            policy,
+            Leftovers::OlderThan(grace(policy)),
+            None,
+            &LockConfirmer::default(),
+        )
+        .await;
     }
     if policy.dry_run {
         let running = BackupLock::live_holder(store, lock.ttl).await?;
@@ -477,10 +495,10 @@ pub async fn prune_backups_with(
             Some(info) => (Leftovers::None, Some(info.holder())),
             None => (Leftovers::All, None),
         };
-        return prune_unlocked(store, policy, leftovers, running).await;
+        return prune_unlocked(store, policy, leftovers, running, &LockConfirmer::default()).await;
     }
     let guard = BackupLock::acquire(store, &LockOwner::current("prune"), lock).await?;
-    let result = prune_unlocked(store, policy, Leftovers::All, None).await;
+    let result = prune_unlocked(store, policy, Leftovers::All, None, &guard.confirmer()).await;
     let released = guard.release().await;
     let report = result?;
     released?;
@@ -492,6 +510,7 @@ async fn prune_unlocked(
     policy: &RetentionPolicy,
     leftovers: Leftovers,
     create_running: Option<String>,
+    lock: &LockConfirmer,
 ) -> Result<PruneReport, BackupError> {
     let now = Utc::now();
     let backups = list_backups(store).await?;
@@ -521,12 +540,14 @@ async fn prune_unlocked(
     }
     if !policy.dry_run {
         for b in &deleted {
-            match delete_unlocked(store, &b.id).await {
+            match delete_unlocked(store, &b.id, lock).await {
                 Ok(()) | Err(BackupError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
         for u in &stale {
+            lock.confirm(&format!("aborting the upload of {}", u.key))
+                .await?;
             match store.abort_multipart_upload(&u.key, &u.upload_id).await {
                 Ok(()) => aborted_uploads += 1,
                 Err(S3Error::NotFound { .. }) => {}
@@ -550,6 +571,28 @@ async fn prune_unlocked(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn the_manifest_cap_admits_a_backup_of_a_million_files() {
+        use crate::backup::manifest::{EntryKind, ManifestEntry, ManifestPath};
+        // Paths of 200 bytes (a Synapse's media paths are about 60 to 100) and sizes
+        // of ten digits, as create writes them: compact, one comma apart.
+        let entry = ManifestEntry {
+            path: ManifestPath::Text(format!(
+                "data/media_store/local_content/{}",
+                "x".repeat(169)
+            )),
+            kind: EntryKind::File,
+            size: 9_999_999_999,
+        };
+        assert_eq!(entry.path.as_bytes().len(), 200);
+        let per_entry = serde_json::to_vec(&entry).unwrap().len() as u64 + 1;
+        let million = 1_000_000 * per_entry + 64 * 1024;
+        assert!(
+            million < MAX_MANIFEST_BYTES,
+            "{million} bytes for a million files, cap {MAX_MANIFEST_BYTES}"
+        );
+    }
 
     fn info(days_ago: i64, status: BackupStatus, now: DateTime<Utc>) -> BackupInfo {
         let t = now - ChronoDuration::days(days_ago);

@@ -680,6 +680,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             peak_rss_kib = peak_rss_kib(),
             "manifest built"
         );
+        self.run.confirm_lock("the manifest write").await?;
         client
             .put_object(
                 &format!("{key}{}", plan::MANIFEST_SUFFIX),

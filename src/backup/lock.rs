@@ -45,6 +45,17 @@ const LOCK_FORMAT: u32 = 1;
 const CONTENT_TYPE: &str = "application/json";
 /// An ETag no object has (for probing).
 const WRONG_ETAG: &str = "\"0000000000000000000000000000000f\"";
+/// The longest time to live a lock has: a longer one, given in [`LockOptions`] or read
+/// from a lock object in the bucket (where anyone with write access could put one), is
+/// cut to this, so no lock outlives a day without refreshes.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest wait for a held lock ([`LockOptions::wait`] is cut to this).
+pub const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// The largest lock object read (a lock this crate writes is a few hundred bytes); a
+/// larger one is not read past that: it is a lock of unknown holder (as any unreadable
+/// lock object), which expires by the caller's time to live and is taken over with
+/// `If-Match` on its ETag (from a `HEAD`).
+pub const MAX_LOCK_BYTES: u64 = 64 * 1024;
 
 /// Whether operations take the lock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -86,6 +97,11 @@ impl Default for LockOptions {
 }
 
 impl LockOptions {
+    /// The longest time to live: a day.
+    pub const MAX_TTL: Duration = MAX_TTL;
+    /// The longest wait: a week.
+    pub const MAX_WAIT: Duration = MAX_WAIT;
+
     /// The defaults (see the type).
     pub fn new() -> Self {
         Self::default()
@@ -103,30 +119,47 @@ impl LockOptions {
         self
     }
 
-    /// Sets the time to live (at least one second).
+    /// Sets the time to live (at least one second, at most [`Self::MAX_TTL`]).
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl.max(Duration::from_secs(1));
+        self.ttl = ttl.clamp(Duration::from_secs(1), MAX_TTL);
         self
     }
 
-    /// Sets how long to wait for a held lock.
+    /// Sets how long to wait for a held lock (at most [`Self::MAX_WAIT`]).
     #[must_use]
     pub fn wait(mut self, wait: Duration) -> Self {
-        self.wait = wait;
+        self.wait = wait.min(MAX_WAIT);
         self
     }
 
-    /// Sets how often to look again while waiting (at least 50 ms).
+    /// Sets how often to look again while waiting (at least 50 ms, at most
+    /// [`Self::MAX_WAIT`]).
     #[must_use]
     pub fn poll(mut self, poll: Duration) -> Self {
-        self.poll = poll.max(Duration::from_millis(50));
+        self.poll = poll.clamp(Duration::from_millis(50), MAX_WAIT);
         self
     }
 
     /// How often a held lock is refreshed: a third of its time to live.
     pub fn refresh_interval(&self) -> Duration {
-        self.ttl / 3
+        self.effective_ttl() / 3
+    }
+
+    /// The time to live as used: the field clamped as [`ttl`](Self::ttl) does (the
+    /// fields are public, so they are clamped again where they are used).
+    fn effective_ttl(&self) -> Duration {
+        self.ttl.clamp(Duration::from_secs(1), MAX_TTL)
+    }
+
+    /// The wait as used (at most [`MAX_WAIT`]).
+    fn effective_wait(&self) -> Duration {
+        self.wait.min(MAX_WAIT)
+    }
+
+    /// The poll interval as used.
+    fn effective_poll(&self) -> Duration {
+        self.poll.clamp(Duration::from_millis(50), MAX_WAIT)
     }
 }
 
@@ -208,7 +241,7 @@ impl LockRecord {
             format: LOCK_FORMAT,
             owner: owner.clone(),
             since: Utc::now(),
-            ttl_seconds: ttl.as_secs().max(1),
+            ttl_seconds: ttl.as_secs().clamp(1, MAX_TTL.as_secs()),
             token: unique_token(),
             refreshes: 0,
             released: false,
@@ -269,7 +302,10 @@ impl LockInfo {
                 since: record.since,
                 last_modified,
                 etag,
-                ttl: Some(Duration::from_secs(record.ttl_seconds.max(1))),
+                // Read from the bucket: any value, so clamped (no overflow later).
+                ttl: Some(Duration::from_secs(
+                    record.ttl_seconds.clamp(1, MAX_TTL.as_secs()),
+                )),
                 released: record.released,
                 token: Some(record.token),
             },
@@ -295,9 +331,9 @@ impl LockInfo {
     }
 
     /// How long after its last refresh it expires: its holder's time to live, else
-    /// `fallback`.
+    /// `fallback` (either at most [`LockOptions::MAX_TTL`]).
     pub fn ttl_or(&self, fallback: Duration) -> Duration {
-        self.ttl.unwrap_or(fallback)
+        self.ttl.unwrap_or(fallback).min(MAX_TTL)
     }
 
     /// How long ago it was last written, by the server's clock `server_now`.
@@ -310,7 +346,7 @@ impl LockInfo {
     /// Whether it has expired at `server_now` (the server's clock): not written for
     /// longer than its time to live (else `fallback_ttl`) plus a little slack.
     pub fn is_expired(&self, server_now: DateTime<Utc>, fallback_ttl: Duration) -> bool {
-        self.age(server_now) > self.ttl_or(fallback_ttl) + CLOCK_SLACK
+        self.age(server_now) > self.ttl_or(fallback_ttl).saturating_add(CLOCK_SLACK)
     }
 
     /// Whether an operation holds it now (neither released nor expired).
@@ -355,8 +391,11 @@ struct ServerClock {
 
 impl ServerClock {
     fn now(&self) -> DateTime<Utc> {
-        self.server
-            + chrono::Duration::from_std(self.local.elapsed()).unwrap_or(chrono::Duration::zero())
+        // The server's time may be anything a hostile server sends: no overflow.
+        chrono::Duration::from_std(self.local.elapsed())
+            .ok()
+            .and_then(|elapsed| self.server.checked_add_signed(elapsed))
+            .unwrap_or(self.server)
     }
 }
 
@@ -391,12 +430,14 @@ impl BackupLock {
         let probed = probe(store).await?;
         let clock = probed.clock;
         let key = Self::key(store);
-        let deadline = Instant::now() + options.wait;
+        let ttl = options.effective_ttl();
+        let start = Instant::now();
+        let deadline = start.checked_add(options.effective_wait()).unwrap_or(start);
         let mut races = 0u32;
         loop {
             let found = read(store, &key).await?;
-            let record = LockRecord::new(owner, options.ttl);
-            let outcome = match decide(found.as_ref(), clock.now(), options.ttl) {
+            let record = LockRecord::new(owner, ttl);
+            let outcome = match decide(found.as_ref(), clock.now(), ttl) {
                 Step::Create => {
                     store
                         .put_object_if_none_match(&key, record.to_json(), CONTENT_TYPE)
@@ -421,11 +462,11 @@ impl BackupLock {
                 Step::Held => {
                     let info = found.expect("a held lock");
                     if Instant::now() >= deadline {
-                        return Err(held_error(&info, clock.now(), options.ttl));
+                        return Err(held_error(&info, clock.now(), ttl));
                     }
                     tracing::info!(key, holder = %info.holder(), since = %info.since, "waiting for the backup lock");
                     let left = deadline.saturating_duration_since(Instant::now());
-                    tokio::time::sleep(options.poll.min(left)).await;
+                    tokio::time::sleep(options.effective_poll().min(left)).await;
                     continue;
                 }
             };
@@ -527,7 +568,7 @@ fn held_error(info: &LockInfo, server_now: DateTime<Utc>, fallback_ttl: Duration
 
 /// The lock object, or `None` when there is none.
 async fn read(store: &(impl ObjectStore + ?Sized), key: &str) -> Result<Option<LockInfo>, S3Error> {
-    match store.get_object_versioned(key).await {
+    match store.get_object_versioned(key, MAX_LOCK_BYTES).await {
         Ok(object) => Ok(Some(LockInfo::parse(
             key,
             &object.body,
@@ -535,6 +576,18 @@ async fn read(store: &(impl ObjectStore + ?Sized), key: &str) -> Result<Option<L
             object.last_modified,
         ))),
         Err(S3Error::NotFound { .. }) => Ok(None),
+        // Not a lock this crate wrote, and not read whole: unreadable, with the ETag
+        // and time a HEAD gives, so it expires and is taken over like any other.
+        Err(S3Error::TooLarge { .. }) => match store.head_object(key).await {
+            Ok(head) => Ok(Some(LockInfo::parse(
+                key,
+                b"",
+                head.etag,
+                head.last_modified,
+            ))),
+            Err(S3Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     }
 }
@@ -642,10 +695,12 @@ async fn probe(store: &(impl ObjectStore + ?Sized)) -> Result<Probe, BackupError
 }
 
 /// A held lock (or, with [`LockMode::Off`], nothing). Refreshed in the background while
-/// held; [`release`](Self::release) frees it, and dropping it without releasing frees
-/// it too (blocking briefly; on a current-thread tokio runtime, in the background), so
-/// a failed, panicking or cancelled operation never leaves it behind; a killed
-/// process's lock expires after its time to live.
+/// held; [`confirm`](Self::confirm) checks it is still held right before an
+/// irreversible step; [`release`](Self::release) frees it, and dropping it without
+/// releasing frees it too, before the drop returns (blocking briefly, on any tokio
+/// runtime or none, through [`ObjectStore::independent_store`]), so a failed,
+/// panicking or cancelled operation never leaves it behind; a killed process's lock
+/// expires after its time to live.
 #[derive(Debug)]
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct LockGuard {
@@ -657,6 +712,8 @@ struct Held {
     store: Arc<dyn ObjectStore>,
     key: String,
     state: Arc<Mutex<HeldState>>,
+    /// Held across each write of the lock (refresh, confirm), so they never race.
+    writing: Arc<tokio::sync::Mutex<()>>,
     stop: watch::Sender<bool>,
     refresher: Option<tokio::task::JoinHandle<()>>,
 }
@@ -688,21 +745,52 @@ impl LockGuard {
         }));
         let (stop, stopped) = watch::channel(false);
         let store = store.clone_store();
+        let writing = Arc::new(tokio::sync::Mutex::new(()));
         let refresher = tokio::spawn(refresh_loop(
             Arc::clone(&store),
             key.clone(),
             Arc::clone(&state),
+            Arc::clone(&writing),
             stopped,
             options.refresh_interval(),
-            options.ttl,
+            options.effective_ttl(),
         ));
         LockGuard {
             held: Some(Held {
                 store,
                 key,
                 state,
+                writing,
                 stop,
                 refresher: Some(refresher),
+            }),
+        }
+    }
+
+    /// Confirms that the lock is still this operation's, right before an irreversible
+    /// `step` (a swap, a manifest write, a deletion; the text names it in the error):
+    /// the lock object is rewritten with `If-Match` on the ETag this guard last wrote,
+    /// which fails when another operation took it over or it was removed (`unlock`).
+    /// A lost lock is then given up for good. With [`LockMode::Off`] it does nothing.
+    ///
+    /// # Errors
+    /// [`BackupError::LockLost`] naming the lock, why, and the step not taken: when the
+    /// lock was lost (now or earlier) or could not be confirmed (a failed request).
+    pub async fn confirm(&self, step: &str) -> Result<(), BackupError> {
+        self.confirmer().confirm(step).await
+    }
+
+    /// A handle that confirms this lock ([`confirm`](Self::confirm)) from code that
+    /// does not hold the guard (the operation run inside the lock).
+    pub(crate) fn confirmer(&self) -> LockConfirmer {
+        LockConfirmer {
+            held: self.held.as_ref().map(|h| {
+                (
+                    Arc::clone(&h.store),
+                    h.key.clone(),
+                    Arc::clone(&h.state),
+                    Arc::clone(&h.writing),
+                )
             }),
         }
     }
@@ -807,6 +895,73 @@ async fn release_with(
     Ok(())
 }
 
+/// Confirms a held lock from wherever the operation is (see [`LockGuard::confirm`]);
+/// holds nothing with [`LockMode::Off`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LockConfirmer {
+    #[allow(clippy::type_complexity)]
+    held: Option<(
+        Arc<dyn ObjectStore>,
+        String,
+        Arc<Mutex<HeldState>>,
+        Arc<tokio::sync::Mutex<()>>,
+    )>,
+}
+
+impl LockConfirmer {
+    /// As [`LockGuard::confirm`].
+    ///
+    /// # Errors
+    /// As [`LockGuard::confirm`].
+    pub(crate) async fn confirm(&self, step: &str) -> Result<(), BackupError> {
+        let Some((store, key, state, writing)) = &self.held else {
+            return Ok(());
+        };
+        let lost = |reason: String| BackupError::LockLost {
+            key: key.clone(),
+            reason: format!("{reason}; {step} was not done"),
+        };
+        let _writing = writing.lock().await;
+        let (body, etag, token) = {
+            let mut st = lock_state(state);
+            if let Some(reason) = &st.lost {
+                return Err(lost(reason.clone()));
+            }
+            st.record.refreshes += 1;
+            (
+                st.record.to_json(),
+                st.etag.clone(),
+                st.record.token.clone(),
+            )
+        };
+        let outcome = store
+            .put_object_if_match(key, body, CONTENT_TYPE, &etag)
+            .await
+            .map_err(|e| lost(format!("it could not be confirmed ({e})")))?;
+        let current = match outcome {
+            Conditional::Done { etag: Some(new) } => Some(new),
+            // No ETag in the answer, or the condition failed: a write of ours whose
+            // answer was lost may have landed, so only our token, not released, counts.
+            Conditional::Done { etag: None }
+            | Conditional::PreconditionFailed
+            | Conditional::Missing => still_ours(&**store, key, &token).await,
+        };
+        match current {
+            Some(etag) => {
+                lock_state(state).etag = etag;
+                tracing::debug!(key, step, "backup lock confirmed");
+                Ok(())
+            }
+            None => {
+                let reason = "another operation took the lock over, or it was removed (unlock)";
+                tracing::error!(key, step, reason, "the backup lock was lost");
+                lock_state(state).lost = Some(reason.to_string());
+                Err(lost(reason.to_string()))
+            }
+        }
+    }
+}
+
 /// The lock's current ETag when it is still ours (our token, not released): a write of
 /// ours may have landed although its answer was lost.
 async fn still_ours(store: &(impl ObjectStore + ?Sized), key: &str, token: &str) -> Option<String> {
@@ -826,6 +981,7 @@ async fn refresh_loop(
     store: Arc<dyn ObjectStore>,
     key: String,
     state: Arc<Mutex<HeldState>>,
+    writing: Arc<tokio::sync::Mutex<()>>,
     mut stopped: watch::Receiver<bool>,
     interval: Duration,
     ttl: Duration,
@@ -839,8 +995,12 @@ async fn refresh_loop(
         if *stopped.borrow() {
             return;
         }
+        let _writing = writing.lock().await;
         let (body, etag) = {
             let mut st = lock_state(&state);
+            if st.lost.is_some() {
+                return;
+            }
             st.record.refreshes += 1;
             (st.record.to_json(), st.etag.clone())
         };
@@ -896,8 +1056,11 @@ impl Drop for LockGuard {
             task.abort();
         }
         // Dropped without `release` (a failure path, a panic, a cancelled future): free
-        // the lock now, on a thread of its own so this works inside or outside a runtime.
-        let store = held.store.clone();
+        // the lock now, before the drop returns, on a thread of its own with its own
+        // runtime and a store that shares no connection with this runtime's (whose
+        // tasks may never run again: a panic on a current-thread runtime, as
+        // `#[tokio::test]` uses, unwinds out of `block_on` and drops the runtime).
+        let store = held.store.independent_store();
         let key = held.key.clone();
         let state = Arc::clone(&held.state);
         let work = move || {
@@ -911,7 +1074,7 @@ impl Drop for LockGuard {
                     if let Ok(runtime) = runtime {
                         let result = runtime.block_on(async {
                             tokio::time::timeout(
-                                Duration::from_secs(20),
+                                RELEASE_ON_DROP_TIMEOUT,
                                 release_with(&*store, &key, &state),
                             )
                             .await
@@ -919,7 +1082,11 @@ impl Drop for LockGuard {
                         let _ = tx.send(result.is_ok_and(|r| r.is_ok()));
                     }
                 });
-            if spawned.is_ok() && !rx.recv_timeout(Duration::from_secs(25)).unwrap_or(false) {
+            let released = spawned.is_ok()
+                && rx
+                    .recv_timeout(RELEASE_ON_DROP_TIMEOUT + Duration::from_secs(5))
+                    .unwrap_or(false);
+            if !released {
                 tracing::warn!("could not release the backup lock; it expires by itself");
             }
         };
@@ -927,20 +1094,15 @@ impl Drop for LockGuard {
             Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(work);
             }
-            // A current-thread runtime cannot be blocked (its connections would stall):
-            // release in the background, as soon as it runs again.
-            Ok(handle) => {
-                let (store, key, state) = (held.store.clone(), held.key.clone(), held.state);
-                handle.spawn(async move {
-                    if let Err(e) = release_with(&*store, &key, &state).await {
-                        tracing::warn!(error = %e, "could not release the backup lock; it expires by itself");
-                    }
-                });
-            }
-            Err(_) => work(),
+            // A current-thread runtime (or none): block this thread until the release
+            // is done; the release needs nothing from this runtime.
+            _ => work(),
         }
     }
 }
+
+/// How long a guard dropped without release waits for the lock's release.
+const RELEASE_ON_DROP_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[cfg(test)]
 mod tests {
@@ -1217,6 +1379,30 @@ mod store_tests {
         )
         .await
         .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_oversized_lock_object_is_an_unknown_holder_taken_over_once_expired() {
+        use std::collections::HashMap;
+        let store = MemoryStore::new("synapse/backups");
+        let key = BackupLock::key(&store);
+        let huge = vec![b'x'; usize::try_from(MAX_LOCK_BYTES).unwrap() + 1];
+        store
+            .put_object(&key, huge, CONTENT_TYPE, &HashMap::new())
+            .await
+            .unwrap();
+        let info = BackupLock::inspect(&store).await.unwrap().unwrap();
+        assert_eq!(info.owner, None);
+        assert!(matches!(
+            BackupLock::acquire(&store, &owner("synapse/0"), &minute()).await,
+            Err(BackupError::LockHeld { .. })
+        ));
+        store.advance(Duration::from_secs(120));
+        let guard = BackupLock::acquire(&store, &owner("synapse/0"), &minute())
+            .await
+            .unwrap();
+        assert_eq!(holder(&store).await, Some(owner("synapse/0")));
+        guard.release().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

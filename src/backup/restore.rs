@@ -153,7 +153,10 @@ pub(super) async fn locate(
     let manifest = match status {
         BackupStatus::Complete => {
             let bytes = client
-                .get_object(&format!("{key}{MANIFEST_SUFFIX}"))
+                .get_object(
+                    &format!("{key}{MANIFEST_SUFFIX}"),
+                    crate::backup::catalog::MAX_MANIFEST_BYTES,
+                )
                 .await?;
             let m = Manifest::from_json(&bytes).map_err(|e| BackupError::Corrupted {
                 id: id.to_string(),
@@ -724,6 +727,7 @@ async fn restore_in<C: Container + ?Sized>(
     .await
     .map_err(BackupError::from)?;
 
+    run.confirm_lock("the swap").await?;
     let service = layout.service.clone();
     let was_running = match &service {
         Some(s) => container.is_running(s).await.map_err(BackupError::from)?,

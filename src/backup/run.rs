@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::layout::Layout;
-use super::lock::{BackupLock, LockOptions, LockOwner};
+use super::lock::{BackupLock, LockConfirmer, LockOptions, LockOwner};
 use super::plan::{self, BackupOptions, CancelToken, WorkDir};
 use super::restore_plan;
 use super::work::{self, WorkPlace};
@@ -20,6 +20,8 @@ pub(crate) struct Run<'a, C: Container + ?Sized> {
     pub(crate) layout: &'a Layout,
     pub(crate) passphrase: &'a str,
     pub(crate) client: S3Client,
+    /// Confirms the lock [`Run::locked`] holds (nothing before, or without a lock).
+    lock: std::sync::Mutex<LockConfirmer>,
 }
 
 impl<'a, C: Container + ?Sized> Run<'a, C> {
@@ -41,6 +43,7 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
             layout,
             passphrase,
             client: S3Client::new(params)?,
+            lock: std::sync::Mutex::default(),
         })
     }
 
@@ -65,9 +68,27 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
             lock = BackupLock::acquire(&self.client, &owner, options) => lock?,
             () = cancel.cancelled() => return Err(BackupError::Cancelled),
         };
+        *self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = lock.confirmer();
         let result = operation.await;
         lock.finish().await;
         result
+    }
+
+    /// Confirms the lock [`Run::locked`] holds right before the irreversible `step`
+    /// (see [`LockGuard::confirm`](super::lock::LockGuard::confirm)).
+    ///
+    /// # Errors
+    /// [`BackupError::LockLost`] when the lock is no longer this run's.
+    pub(crate) async fn confirm_lock(&self, step: &str) -> Result<(), BackupError> {
+        let confirmer = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        confirmer.confirm(step).await
     }
 
     /// Makes this run's private work dir (`.synapse-backup-<purpose>.XXXXXXXXXX`, as the

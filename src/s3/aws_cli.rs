@@ -171,10 +171,13 @@ impl TransferSettings {
 /// `aws configure set`): the region, the addressing style and the transfer settings
 /// (the `s3` section) in the `[default]` profile.
 ///
-/// With the AWS chain ([`CredentialSource::Ambient`]) it is the user's shared config
-/// file (as captured: every profile, so `source_profile`, `role_arn`,
-/// `web_identity_token_file`, `credential_process`, … keep working) with the `s3`
-/// transfer settings set in the selected profile: added to its `s3` section (the
+/// With the AWS chain ([`CredentialSource::Ambient`]) it is what the selected profile
+/// needs of the user's shared config file (as captured): its own section and, by
+/// their names, the sections it leads to (`source_profile`, again from there,
+/// `sso_session` and `services`), so `role_arn`, `web_identity_token_file`,
+/// `credential_process`, … keep working; no other profile reaches the workload user
+/// (another profile's keys stay with the caller). The `s3`
+/// transfer settings are set in the selected profile: added to its `s3` section (the
 /// user's other `s3` settings kept) or as a new `s3` section, or in a new profile
 /// section when the file has none for it. The region comes from
 /// `AWS_DEFAULT_REGION`, which the aws CLI prefers to the file's.
@@ -240,7 +243,7 @@ pub fn config_file(
     }
     match params.credential_source() {
         CredentialSource::Ambient(ambient) => Ok(merge_profile_config(
-            ambient.config().unwrap_or(""),
+            &needed_sections(ambient.config().unwrap_or(""), ambient.profile()),
             ambient.profile(),
             region,
             &s3,
@@ -251,6 +254,97 @@ pub fn config_file(
             Ok(config)
         }
     }
+}
+
+/// What of the config file `user` the profile `profile` needs, in the file's order:
+/// its sections, then (transitively) those its `source_profile`, `sso_session` and
+/// `services` options name. Lines before the first section and every other section
+/// are left out. Lines are classified as in [`merge_profile_config`].
+fn needed_sections(user: &str, profile: &str) -> String {
+    /// What a section header defines: a profile, an sso-session or a services block.
+    fn section_id(header: &str) -> Option<(&'static str, String)> {
+        if let Some(name) = section_profile(header) {
+            return Some(("profile", name.to_string()));
+        }
+        let header = header.trim();
+        for kind in ["sso-session", "services"] {
+            if let Some(rest) = header.strip_prefix(kind)
+                && rest.starts_with(char::is_whitespace)
+            {
+                return Some((kind, rest.trim().to_string()));
+            }
+        }
+        None
+    }
+    // The sections: (id, text, references).
+    type Section = (
+        Option<(&'static str, String)>,
+        String,
+        Vec<(&'static str, String)>,
+    );
+    let mut sections: Vec<Section> = Vec::new();
+    let mut in_option = false;
+    let mut indent_level = 0;
+    for line in user.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let stripped = body.trim();
+        let blank = stripped.is_empty() || stripped.starts_with(['#', ';']);
+        let indent = body.len() - body.trim_start().len();
+        if blank || (in_option && indent > indent_level) {
+            if let Some(section) = sections.last_mut() {
+                section.1.push_str(line);
+            }
+            continue;
+        }
+        indent_level = indent;
+        if let Some(header) = stripped
+            .strip_prefix('[')
+            .and_then(|h| h.rfind(']').map(|end| &h[..end]))
+        {
+            sections.push((section_id(header), line.to_string(), Vec::new()));
+            in_option = false;
+            continue;
+        }
+        in_option = true;
+        let Some(section) = sections.last_mut() else {
+            continue;
+        };
+        section.1.push_str(line);
+        if let Some((name, value)) = stripped.split_once(['=', ':']) {
+            let kind = match name.trim().to_ascii_lowercase().as_str() {
+                "source_profile" => "profile",
+                "sso_session" => "sso-session",
+                "services" => "services",
+                _ => continue,
+            };
+            section.2.push((kind, value.trim().to_string()));
+        }
+    }
+    let mut needed: Vec<(&'static str, String)> = vec![("profile", profile.to_string())];
+    let mut next = 0;
+    while next < needed.len() {
+        let wanted = needed[next].clone();
+        next += 1;
+        for (id, _, references) in &sections {
+            if id.as_ref() == Some(&wanted) {
+                for reference in references {
+                    if !needed.contains(reference) {
+                        needed.push(reference.clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    for (id, text, _) in &sections {
+        if id.as_ref().is_some_and(|id| needed.contains(id)) {
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(text);
+        }
+    }
+    out
 }
 
 /// Appends `s3 =` and its nested settings, the option indented by `indent`.
@@ -499,6 +593,58 @@ mod tests {
         // Indented options stay options; a deeper line continues them.
         let user = "[default]\n  region = a\n    more\n";
         assert_eq!(merged(user, "default"), format!("{user}{S3}"));
+    }
+
+    #[test]
+    fn only_the_selected_profile_and_what_it_leads_to_reach_the_workload() {
+        let user = "# root's notes\n[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = DEFAULTSECRET\n\
+                    [profile other]\naws_secret_access_key = OTHERSECRET\n\
+                    [profile ops]\nrole_arn = arn:x\nsource_profile = base\nsso_session = corp\nservices = local\n\
+                    [profile base]\nsource_profile = root-keys\n  ; a note\n\
+                    [profile root-keys]\ncredential_process = /usr/bin/keys\n\
+                    [sso-session corp]\nsso_region = eu-west-1\n[sso-session elsewhere]\nsso_region = x\n\
+                    [services local]\ns3 =\n  endpoint_url = http://127.0.0.1:9000\n[services unused]\ns3 =\n  endpoint_url = http://x\n";
+        let kept = needed_sections(user, "ops");
+        assert_eq!(
+            kept,
+            "[profile ops]\nrole_arn = arn:x\nsource_profile = base\nsso_session = corp\nservices = local\n\
+             [profile base]\nsource_profile = root-keys\n  ; a note\n\
+             [profile root-keys]\ncredential_process = /usr/bin/keys\n\
+             [sso-session corp]\nsso_region = eu-west-1\n\
+             [services local]\ns3 =\n  endpoint_url = http://127.0.0.1:9000\n"
+        );
+        let ambient = crate::s3::credentials::AmbientCredentials::new(
+            [("AWS_PROFILE", "ops")],
+            Some(user.into()),
+        )
+        .unwrap();
+        let params = S3Parameters::ambient_builder("bucket-one", ambient)
+            .endpoint("http://127.0.0.1:9000")
+            .build()
+            .unwrap();
+        let text = config_file(&params, &TransferSettings::new(4, 8)).unwrap();
+        assert!(
+            text.starts_with("[profile ops]\nrole_arn = arn:x\n"),
+            "{text}"
+        );
+        for secret in [
+            "OTHERSECRET",
+            "DEFAULTSECRET",
+            "root's notes",
+            "elsewhere",
+            "unused",
+        ] {
+            assert!(!text.contains(secret), "{secret}: {text}");
+        }
+        // The default profile: `[default]` or `[profile default]`, nothing else.
+        assert_eq!(
+            needed_sections(user, "default"),
+            "[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = DEFAULTSECRET\n"
+        );
+        // A cycle of source profiles ends.
+        let cycle = "[profile a]\nsource_profile = b\n[profile b]\nsource_profile = a\n";
+        assert_eq!(needed_sections(cycle, "a"), cycle);
+        assert_eq!(needed_sections("", "a"), "");
     }
 
     #[test]

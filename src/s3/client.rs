@@ -27,6 +27,13 @@ use crate::error::S3Error;
 const DEFAULT_REGION: &str = "us-east-1";
 /// How long to wait for a TCP (and TLS) connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most pages one listing follows: 10,000,000 objects at S3's 1,000 a page, and
+/// far more than a server that sends a few objects a page needs for any bucket of
+/// backups. An endpoint sending new continuation tokens forever is stopped here.
+pub const MAX_LIST_PAGES: usize = 10_000;
+/// The most objects (or multipart uploads) one listing collects: each backup is two
+/// objects, so this is half a million backups.
+pub const MAX_LIST_OBJECTS: usize = 1_000_000;
 
 /// The SDK's standard credential chain, for [`CredentialSource::Ambient`]. Building it
 /// is async, so it is built on the first request; the client's identity cache then
@@ -87,6 +94,8 @@ pub struct ObjectHead {
     /// User metadata, keys as the server returns them: lower-case and without the
     /// `x-amz-meta-` prefix.
     pub metadata: HashMap<String, String>,
+    /// The ETag (quotes included), empty when the server sent none.
+    pub etag: String,
 }
 
 /// A multipart upload that was started and neither completed nor aborted.
@@ -127,6 +136,10 @@ pub struct S3Client {
     sse: Option<ServerSideEncryption>,
     /// The AWS chain, for [`CredentialSource::Ambient`].
     ambient: Option<SharedCredentialsProvider>,
+    /// What it was made from (for [`S3Client::independent`]).
+    params: std::sync::Arc<S3Parameters>,
+    /// The per-request deadline.
+    timeout: Duration,
 }
 
 impl fmt::Debug for S3Client {
@@ -197,7 +210,11 @@ impl S3Client {
             .http_client(http_client)
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
+                    .connect_timeout(CONNECT_TIMEOUT.min(params.request_timeout()))
+                    // Every attempt, and all of them with their retries, end: an
+                    // endpoint that accepts and never answers cannot hang a command.
+                    .operation_attempt_timeout(params.request_timeout())
+                    .operation_timeout(params.request_timeout().saturating_mul(3))
                     .build(),
             )
             // Many S3-compatible servers reject the SDK's newer default checksums.
@@ -216,7 +233,22 @@ impl S3Client {
             storage_class: params.storage_class().map(str::to_string),
             sse: params.server_side_encryption().cloned(),
             ambient,
+            params: std::sync::Arc::new(params.clone()),
+            timeout: params.request_timeout(),
         })
+    }
+
+    /// A client for the same bucket that shares no connection with this one (a new
+    /// HTTP client and connection pool), for another thread's runtime (see
+    /// [`ObjectStore::independent_store`](crate::ObjectStore::independent_store)).
+    pub fn independent(&self) -> S3Client {
+        S3Client::new(&self.params).unwrap_or_else(|_| self.clone())
+    }
+
+    /// The per-request deadline
+    /// ([`S3Parameters::with_request_timeout`](crate::S3Parameters::with_request_timeout)).
+    pub fn request_timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Resolves the credentials once (a no-op for static keys), so that a missing or
@@ -348,6 +380,7 @@ impl S3Client {
     ) -> Result<Vec<ObjectInfo>, S3Error> {
         let mut objects = Vec::new();
         let mut token: Option<String> = None;
+        let mut bound = ListingBound::new(self, "ListObjectsV2", key_prefix);
         loop {
             let mut request = self.client.list_objects_v2().bucket(&self.bucket);
             if !key_prefix.is_empty() {
@@ -360,6 +393,7 @@ impl S3Client {
                 .send()
                 .await
                 .map_err(|e| self.error("ListObjectsV2", key_prefix, e))?;
+            bound.objects(objects.len(), page.contents().len())?;
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
                 objects.push(ObjectInfo {
@@ -372,9 +406,8 @@ impl S3Client {
                 });
             }
             match page.next_continuation_token() {
-                Some(next)
-                    if page.is_truncated() == Some(true) && token.as_deref() != Some(next) =>
-                {
+                Some(next) if page.is_truncated() == Some(true) => {
+                    bound.next_page(next)?;
                     token = Some(next.to_string());
                 }
                 _ => break,
@@ -408,29 +441,75 @@ impl S3Client {
                 .unwrap_or(0),
             last_modified: to_chrono(head.last_modified()),
             metadata: head.metadata().cloned().unwrap_or_default(),
+            etag: head.e_tag().unwrap_or_default().to_string(),
         })
     }
 
     /// Downloads the whole object at the full `key` into memory (for small objects such
-    /// as manifests).
+    /// as manifests), at most `max_bytes`: a longer object (by its `Content-Length`,
+    /// or by what arrives) is refused as soon as that shows, without reading the rest.
     ///
     /// # Errors
     /// [`S3Error::NotFound`] when the object (or bucket) does not exist,
-    /// [`S3Error::Request`] otherwise (including a body that breaks off).
-    pub async fn get_object(&self, key: &str) -> Result<Vec<u8>, S3Error> {
-        let request = self.client.get_object().bucket(&self.bucket).key(key);
-        let output = self
-            .read_encryption(request)
-            .send()
-            .await
-            .map_err(|e| self.error("GetObject", key, e))?;
-        let body = output.body.collect().await.map_err(|e| S3Error::Request {
+    /// [`S3Error::TooLarge`] when it is longer than `max_bytes`, [`S3Error::TimedOut`]
+    /// when the body stops flowing for the request timeout, [`S3Error::Request`]
+    /// otherwise (including a body that breaks off).
+    pub async fn get_object(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, S3Error> {
+        Ok(self.get_object_versioned(key, max_bytes).await?.body)
+    }
+
+    /// Reads `body` to its end, refusing more than `max_bytes` (whatever the
+    /// `Content-Length` said) and a body that stops flowing for the request timeout.
+    async fn read_capped(
+        &self,
+        key: &str,
+        declared: Option<i64>,
+        mut body: ByteStream,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, S3Error> {
+        let too_large = || S3Error::TooLarge {
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            limit: max_bytes,
+        };
+        let declared = declared.and_then(|n| u64::try_from(n).ok());
+        if declared.is_some_and(|n| n > max_bytes) {
+            return Err(too_large());
+        }
+        let failed = |message: String| S3Error::Request {
             operation: "GetObject",
             bucket: self.bucket.clone(),
             key: key.to_string(),
-            message: format!("reading the body: {}", DisplayErrorContext(&e)),
-        })?;
-        Ok(body.into_bytes().to_vec())
+            message,
+        };
+        // Never more than the cap ahead of time, whatever the header says.
+        let expected = declared.unwrap_or(0).min(max_bytes).min(1 << 20);
+        let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+        loop {
+            let chunk = match tokio::time::timeout(self.timeout, body.next()).await {
+                Err(_) => {
+                    return Err(S3Error::TimedOut {
+                        operation: "GetObject",
+                        bucket: self.bucket.clone(),
+                        key: key.to_string(),
+                        timeout: self.timeout,
+                    });
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(failed(format!(
+                        "reading the body: {}",
+                        DisplayErrorContext(&e)
+                    )));
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            if (out.len() as u64).saturating_add(chunk.len() as u64) > max_bytes {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
     }
 
     /// A PutObject with the server-side encryption every write carries: SSE-C with the
@@ -527,6 +606,7 @@ impl S3Client {
     ) -> Result<Vec<MultipartUpload>, S3Error> {
         let mut uploads = Vec::new();
         let mut markers: Option<(String, Option<String>)> = None;
+        let mut bound = ListingBound::new(self, "ListMultipartUploads", key_prefix);
         loop {
             let mut request = self.client.list_multipart_uploads().bucket(&self.bucket);
             if !key_prefix.is_empty() {
@@ -541,6 +621,7 @@ impl S3Client {
                 .send()
                 .await
                 .map_err(|e| self.error("ListMultipartUploads", key_prefix, e))?;
+            bound.objects(uploads.len(), page.uploads().len())?;
             for upload in page.uploads() {
                 let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) else {
                     continue;
@@ -558,9 +639,12 @@ impl S3Client {
                 )
             });
             match next {
-                Some(next)
-                    if page.is_truncated() == Some(true) && markers.as_ref() != Some(&next) =>
-                {
+                Some(next) if page.is_truncated() == Some(true) => {
+                    bound.next_page(&format!(
+                        "{}\u{0}{}",
+                        next.0,
+                        next.1.as_deref().unwrap_or_default()
+                    ))?;
                     markers = Some(next);
                 }
                 _ => break,
@@ -635,6 +719,14 @@ impl S3Client {
         if code == Some("NotImplemented") || status == Some(501) {
             return S3Error::NotImplemented { operation };
         }
+        if matches!(err, SdkError::TimeoutError(_)) {
+            return S3Error::TimedOut {
+                operation,
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                timeout: self.timeout,
+            };
+        }
         tracing::debug!(operation, key, error = %DisplayErrorContext(&err), "s3 request failed");
         S3Error::Request {
             operation,
@@ -642,6 +734,114 @@ impl S3Client {
             key: key.to_string(),
             message: describe(&err),
         }
+    }
+}
+
+/// The bounds of one listing: no continuation token twice (a cycle), at most
+/// [`MAX_LIST_PAGES`] pages and [`MAX_LIST_OBJECTS`] entries.
+pub(crate) struct ListingBound<'a> {
+    client: &'a S3Client,
+    operation: &'static str,
+    prefix: &'a str,
+    seen: std::collections::HashSet<String>,
+    /// The tokens' total length, bounded too (a server could send huge tokens).
+    seen_bytes: usize,
+}
+
+impl<'a> ListingBound<'a> {
+    fn new(client: &'a S3Client, operation: &'static str, prefix: &'a str) -> Self {
+        ListingBound {
+            client,
+            operation,
+            prefix,
+            seen: std::collections::HashSet::new(),
+            seen_bytes: 0,
+        }
+    }
+
+    fn give_up(&self, reason: String) -> S3Error {
+        tracing::error!(
+            operation = self.operation,
+            prefix = self.prefix,
+            reason,
+            "listing given up"
+        );
+        S3Error::Listing {
+            operation: self.operation,
+            bucket: self.client.bucket.clone(),
+            prefix: self.prefix.to_string(),
+            reason,
+        }
+    }
+
+    /// Checks the next page's token (or markers) before following it.
+    fn next_page(&mut self, token: &str) -> Result<(), S3Error> {
+        check_next_page(&mut self.seen, &mut self.seen_bytes, token).map_err(|r| self.give_up(r))
+    }
+
+    /// Checks that `have` entries plus a page of `more` stay within the bound.
+    fn objects(&self, have: usize, more: usize) -> Result<(), S3Error> {
+        check_objects(have, more).map_err(|r| self.give_up(r))
+    }
+}
+
+/// The most bytes of continuation tokens one listing remembers.
+const MAX_TOKEN_BYTES: usize = 64 << 20;
+
+/// Whether a listing may follow `token` after the tokens `seen` (of `seen_bytes`
+/// together); records it. Pure, for the listings of any backend.
+///
+/// # Errors
+/// Why not: a token seen before (a cycle), too many pages, or too many token bytes.
+pub fn check_next_page(
+    seen: &mut std::collections::HashSet<String>,
+    seen_bytes: &mut usize,
+    token: &str,
+) -> Result<(), String> {
+    if token.is_empty() {
+        return Err(
+            "the server said the listing goes on but sent an empty continuation token".into(),
+        );
+    }
+    if seen.contains(token) {
+        return Err(format!(
+            "the server sent continuation token {:?} a second time (the pages go round in a cycle)",
+            shorten(token)
+        ));
+    }
+    if seen.len() + 1 >= MAX_LIST_PAGES {
+        return Err(format!(
+            "the server sent more than {MAX_LIST_PAGES} pages (the most a listing follows)"
+        ));
+    }
+    *seen_bytes = seen_bytes.saturating_add(token.len());
+    if *seen_bytes > MAX_TOKEN_BYTES {
+        return Err(format!(
+            "the server's continuation tokens add up to more than {MAX_TOKEN_BYTES} bytes"
+        ));
+    }
+    seen.insert(token.to_string());
+    Ok(())
+}
+
+/// Whether `have` entries plus a page of `more` stay within [`MAX_LIST_OBJECTS`].
+///
+/// # Errors
+/// Why not.
+pub fn check_objects(have: usize, more: usize) -> Result<(), String> {
+    if have.saturating_add(more) > MAX_LIST_OBJECTS {
+        return Err(format!(
+            "the server listed more than {MAX_LIST_OBJECTS} entries (the most a listing collects)"
+        ));
+    }
+    Ok(())
+}
+
+/// A token for a message: at most 64 characters.
+fn shorten(token: &str) -> String {
+    match token.char_indices().nth(64) {
+        Some((end, _)) => format!("{}…", &token[..end]),
+        None => token.to_string(),
     }
 }
 
@@ -814,12 +1014,16 @@ impl S3Client {
     }
 
     /// Downloads the whole (small) object at the full `key` with its ETag and
-    /// last-modified time from the same response.
+    /// last-modified time from the same response, at most `max_bytes` (as
+    /// [`get_object`](Self::get_object)).
     ///
     /// # Errors
-    /// [`S3Error::NotFound`] when the object (or bucket) does not exist,
-    /// [`S3Error::Request`] otherwise.
-    pub async fn get_object_versioned(&self, key: &str) -> Result<VersionedObject, S3Error> {
+    /// As [`get_object`](Self::get_object).
+    pub async fn get_object_versioned(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<VersionedObject, S3Error> {
         let request = self.client.get_object().bucket(&self.bucket).key(key);
         let output = self
             .read_encryption(request)
@@ -828,14 +1032,12 @@ impl S3Client {
             .map_err(|e| self.error("GetObject", key, e))?;
         let etag = output.e_tag().unwrap_or_default().to_string();
         let last_modified = to_chrono(output.last_modified());
-        let body = output.body.collect().await.map_err(|e| S3Error::Request {
-            operation: "GetObject",
-            bucket: self.bucket.clone(),
-            key: key.to_string(),
-            message: format!("reading the body: {}", DisplayErrorContext(&e)),
-        })?;
+        let declared = output.content_length();
+        let body = self
+            .read_capped(key, declared, output.body, max_bytes)
+            .await?;
         Ok(VersionedObject {
-            body: body.into_bytes().to_vec(),
+            body,
             etag,
             last_modified,
         })

@@ -87,17 +87,30 @@ pub async fn reads_and_writes(store: &(impl ObjectStore + ?Sized)) {
     let head = store.head_object(&key).await.expect("head");
     assert_eq!(head.key, key);
     assert_eq!(head.size, 5, "head size");
+    assert!(!head.etag.is_empty(), "a head has an ETag");
     assert_eq!(
         head.metadata.get("created-by").map(String::as_str),
         Some("conformance"),
         "metadata as written: {:?}",
         head.metadata
     );
-    assert_eq!(store.get_object(&key).await.expect("get"), b"hello");
+    assert_eq!(
+        store.get_object(&key, 1 << 20).await.expect("get"),
+        b"hello"
+    );
     let versioned = store
-        .get_object_versioned(&key)
+        .get_object_versioned(&key, 5)
         .await
-        .expect("versioned get");
+        .expect("versioned get (exactly at the cap)");
+    for result in [
+        store.get_object(&key, 4).await.map(drop),
+        store.get_object_versioned(&key, 4).await.map(drop),
+    ] {
+        assert!(
+            matches!(result, Err(S3Error::TooLarge { limit: 4, .. })),
+            "an object over the cap is TooLarge: {result:?}"
+        );
+    }
     assert_eq!(versioned.body, b"hello");
     assert!(!versioned.etag.is_empty(), "a versioned get has an ETag");
     assert_eq!(
@@ -115,14 +128,14 @@ pub async fn reads_and_writes(store: &(impl ObjectStore + ?Sized)) {
     );
     assert!(
         matches!(
-            store.get_object(&missing).await,
+            store.get_object(&missing, 1 << 20).await,
             Err(S3Error::NotFound { .. })
         ),
         "get of a missing object is NotFound"
     );
     assert!(
         matches!(
-            store.get_object_versioned(&missing).await,
+            store.get_object_versioned(&missing, 1 << 20).await,
             Err(S3Error::NotFound { .. })
         ),
         "versioned get of a missing object is NotFound"
@@ -154,7 +167,11 @@ pub async fn conditional_writes(store: &(impl ObjectStore + ?Sized)) {
         Conditional::PreconditionFailed,
         "If-None-Match on an existing key"
     );
-    let current = store.get_object_versioned(&key).await.expect("read").etag;
+    let current = store
+        .get_object_versioned(&key, 1 << 20)
+        .await
+        .expect("read")
+        .etag;
     if let Conditional::Done { etag: Some(etag) } = &created {
         assert_eq!(
             etag, &current,
@@ -175,7 +192,7 @@ pub async fn conditional_writes(store: &(impl ObjectStore + ?Sized)) {
         Conditional::PreconditionFailed,
         "If-Match on a wrong ETag"
     );
-    assert_eq!(store.get_object(&key).await.expect("read"), b"one");
+    assert_eq!(store.get_object(&key, 1 << 20).await.expect("read"), b"one");
     let right = store
         .put_object_if_match(&key, b"four".to_vec(), "application/json", &current)
         .await
@@ -184,7 +201,10 @@ pub async fn conditional_writes(store: &(impl ObjectStore + ?Sized)) {
         matches!(right, Conditional::Done { .. }),
         "If-Match on the current ETag: {right:?}"
     );
-    let after = store.get_object_versioned(&key).await.expect("read");
+    let after = store
+        .get_object_versioned(&key, 1 << 20)
+        .await
+        .expect("read");
     assert_eq!(after.body, b"four");
     assert_ne!(after.etag, current, "a new body has a new ETag");
     let stale = store
@@ -212,7 +232,11 @@ pub async fn conditional_writes(store: &(impl ObjectStore + ?Sized)) {
 pub async fn conditional_deletes(store: &(impl ObjectStore + ?Sized)) {
     let key = store.object_key("conformance-delete");
     put(store, &key, b"lock").await;
-    let etag = store.get_object_versioned(&key).await.expect("read").etag;
+    let etag = store
+        .get_object_versioned(&key, 1 << 20)
+        .await
+        .expect("read")
+        .etag;
     let wrong = store
         .delete_object_if_match(&key, "\"0000000000000000000000000000000f\"")
         .await

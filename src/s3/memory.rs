@@ -199,16 +199,28 @@ impl ObjectStore for MemoryStore {
             size: stored.body.len() as u64,
             last_modified: stored.last_modified,
             metadata: stored.metadata.clone(),
+            etag: stored.etag.clone(),
         })
     }
 
-    async fn get_object(&self, key: &str) -> Result<Vec<u8>, S3Error> {
-        Ok(self.get_object_versioned(key).await?.body)
+    async fn get_object(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, S3Error> {
+        Ok(self.get_object_versioned(key, max_bytes).await?.body)
     }
 
-    async fn get_object_versioned(&self, key: &str) -> Result<VersionedObject, S3Error> {
+    async fn get_object_versioned(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<VersionedObject, S3Error> {
         let state = self.state();
         let stored = state.objects.get(key).ok_or_else(|| self.not_found(key))?;
+        if stored.body.len() as u64 > max_bytes {
+            return Err(S3Error::TooLarge {
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                limit: max_bytes,
+            });
+        }
         Ok(VersionedObject {
             body: stored.body.clone(),
             etag: stored.etag.clone(),
@@ -348,7 +360,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(outcome, Conditional::Done { .. }), "{outcome:?}");
-        assert_eq!(store.get_object("k").await.unwrap(), b"y");
+        assert_eq!(store.get_object("k", 1024).await.unwrap(), b"y");
     }
 
     #[tokio::test]

@@ -142,9 +142,31 @@ pub struct S3Parameters {
     lib_version: Option<String>,
     delete_older_than_days: Option<u32>,
     ambient: Option<AmbientCredentials>,
+    /// Not relation data: set by the program ([`S3Parameters::with_request_timeout`]).
+    request_timeout: std::time::Duration,
 }
 
+/// The default per-request deadline of [`S3Parameters::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl S3Parameters {
+    /// Sets the overall deadline of every S3 request the crate's client sends
+    /// ([`S3Client`](crate::S3Client)): a request without an answer by then fails with
+    /// [`S3Error::TimedOut`](crate::S3Error::TimedOut) (each attempt gets it, and all
+    /// attempts together three times it), and a body that stops flowing for that long
+    /// is given up. Default 2 minutes; at least one
+    /// second. Not relation data: the program sets it.
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.request_timeout = timeout.max(std::time::Duration::from_secs(1));
+        self
+    }
+
+    /// The per-request deadline (see [`with_request_timeout`](Self::with_request_timeout)).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        self.request_timeout
+    }
+
     /// Builds validated parameters from relation data (string keys and values, as the
     /// s3 relation sends them). Unknown keys are ignored. A v1 databag (keys in the
     /// Juju secret named by `secret-extra`) needs
@@ -748,6 +770,7 @@ impl TryFrom<RawS3Parameters> for S3Parameters {
                 .delete_older_than_days
                 .and_then(|d| u32::try_from(d).ok()),
             ambient,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         })
     }
 }

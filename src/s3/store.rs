@@ -88,18 +88,36 @@ pub trait ObjectStore: CloneStore + Debug + Send + Sync {
     /// [`S3Error::Request`] otherwise.
     async fn head_object(&self, key: &str) -> Result<ObjectHead, S3Error>;
 
-    /// The whole (small) object at `key`.
+    /// The whole (small) object at `key`, at most `max_bytes` long: a larger one is
+    /// refused without being read whole (the bucket may hold anything).
     ///
     /// # Errors
-    /// As [`head_object`](Self::head_object).
-    async fn get_object(&self, key: &str) -> Result<Vec<u8>, S3Error>;
+    /// As [`head_object`](Self::head_object); [`S3Error::TooLarge`] when the object is
+    /// longer than `max_bytes`.
+    async fn get_object(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, S3Error>;
 
     /// The whole (small) object at `key` with its ETag and the server's last-modified
-    /// time, as one read saw them.
+    /// time, as one read saw them; at most `max_bytes` long, as
+    /// [`get_object`](Self::get_object).
     ///
     /// # Errors
-    /// As [`head_object`](Self::head_object).
-    async fn get_object_versioned(&self, key: &str) -> Result<VersionedObject, S3Error>;
+    /// As [`get_object`](Self::get_object).
+    async fn get_object_versioned(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<VersionedObject, S3Error>;
+
+    /// A handle to the same bucket that shares no connection (nor anything else tied
+    /// to the current async runtime) with this one, for use on another thread's
+    /// runtime: the backup lock releases itself through it when its guard is dropped,
+    /// even while the current runtime cannot run (a panic on a current-thread
+    /// runtime). The default is [`clone_store`](CloneStore::clone_store), right for a
+    /// store whose requests need no runtime of their own (such as `MemoryStore`);
+    /// [`S3Client`] builds a new client.
+    fn independent_store(&self) -> Arc<dyn ObjectStore> {
+        self.clone_store()
+    }
 
     /// Writes `body` to `key` with `content_type` and user `metadata` (lower-case keys,
     /// without `x-amz-meta-`), replacing any object there.
@@ -194,12 +212,20 @@ impl ObjectStore for S3Client {
         S3Client::head_object(self, key).await
     }
 
-    async fn get_object(&self, key: &str) -> Result<Vec<u8>, S3Error> {
-        S3Client::get_object(self, key).await
+    async fn get_object(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, S3Error> {
+        S3Client::get_object(self, key, max_bytes).await
     }
 
-    async fn get_object_versioned(&self, key: &str) -> Result<VersionedObject, S3Error> {
-        S3Client::get_object_versioned(self, key).await
+    async fn get_object_versioned(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<VersionedObject, S3Error> {
+        S3Client::get_object_versioned(self, key, max_bytes).await
+    }
+
+    fn independent_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::new(S3Client::independent(self))
     }
 
     async fn put_object(
@@ -271,12 +297,20 @@ impl<T: ObjectStore + ?Sized + 'static> ObjectStore for Arc<T> {
         (**self).head_object(key).await
     }
 
-    async fn get_object(&self, key: &str) -> Result<Vec<u8>, S3Error> {
-        (**self).get_object(key).await
+    async fn get_object(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, S3Error> {
+        (**self).get_object(key, max_bytes).await
     }
 
-    async fn get_object_versioned(&self, key: &str) -> Result<VersionedObject, S3Error> {
-        (**self).get_object_versioned(key).await
+    async fn get_object_versioned(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<VersionedObject, S3Error> {
+        (**self).get_object_versioned(key, max_bytes).await
+    }
+
+    fn independent_store(&self) -> Arc<dyn ObjectStore> {
+        (**self).independent_store()
     }
 
     async fn put_object(

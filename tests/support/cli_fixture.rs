@@ -53,6 +53,12 @@ impl Fixture {
         server.create_bucket(BUCKET);
         let passphrase_file = dir.path().join("passphrase");
         fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
+        // Private, as the CLI asks of a passphrase file (else it warns).
+        fs::set_permissions(
+            &passphrase_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let mut f = Fixture {
             dir,
             tree,

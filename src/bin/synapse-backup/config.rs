@@ -86,10 +86,24 @@ pub fn load_s3_parameters(path: &Path) -> Result<S3Parameters, String> {
             ));
         }
     };
-    for key in map.keys() {
-        if !KNOWN_KEYS.contains(&key.as_str()) {
-            tracing::warn!("ignoring unknown key {key:?} in {shown}");
-        }
+    // A file a person writes: a misspelt key (`endpiont`) must not fall back to a
+    // default (AWS's public endpoint). Relation data from Juju is the library's, which
+    // keeps ignoring keys it does not know.
+    let unknown: Vec<String> = map
+        .keys()
+        .filter(|key| !KNOWN_KEYS.contains(&key.as_str()))
+        .map(|key| match nearest_key(key) {
+            Some(near) => format!("{key:?} (did you mean {near:?}?)"),
+            None => format!("{key:?}"),
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "{shown}: unknown key{} {}; the keys are: {}",
+            if unknown.len() == 1 { "" } else { "s" },
+            unknown.join(", "),
+            KNOWN_KEYS.join(", ")
+        ));
     }
     apply_secret_env(
         &mut map,
@@ -172,6 +186,17 @@ fn check_credentials(params: &S3Parameters) -> Result<(), String> {
     })
 }
 
+/// The known key closest to `key` (a typo, another case, `_` for `-`), if one is close.
+fn nearest_key(key: &str) -> Option<&'static str> {
+    let normalised = key.trim().to_ascii_lowercase().replace('_', "-");
+    KNOWN_KEYS
+        .iter()
+        .map(|known| (strsim::damerau_levenshtein(&normalised, known), *known))
+        .filter(|(distance, known)| *distance <= (known.len() / 3).max(2))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, known)| known)
+}
+
 /// Puts the secrets from the environment variables `vars` into the document.
 fn apply_secret_env<const N: usize>(
     map: &mut Map<String, Value>,
@@ -224,8 +249,7 @@ pub fn load_passphrase(file: Option<&Path>) -> Result<Passphrase, String> {
     let (passphrase, source) = match file {
         Some(path) => {
             let shown = path.display();
-            let bytes = std::fs::read(path)
-                .map_err(|e| format!("cannot read the passphrase file {shown}: {e}"))?;
+            let bytes = read_private_file(path)?;
             let mut text = String::from_utf8(bytes)
                 .map_err(|_| format!("the passphrase file {shown} is not valid UTF-8"))?;
             if text.ends_with('\n') {
@@ -244,6 +268,56 @@ pub fn load_passphrase(file: Option<&Path>) -> Result<Passphrase, String> {
     };
     synapse_backup::check_passphrase(&passphrase).map_err(|e| format!("{source}: {e}"))?;
     Ok(Passphrase(passphrase))
+}
+
+/// Reads the passphrase file, checking its mode on the file opened (no race with a
+/// rename): writable by others is refused (whoever can change it chooses the
+/// passphrase of the next backups); readable by its group or others, or writable by
+/// its group, is used with a warning naming the file and the fix, as ssh and restic
+/// warn about such key files (a group-writable file is common under umask 002).
+fn read_private_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let cannot = |e: std::io::Error| format!("cannot read the passphrase file {shown}: {e}");
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(format!("the passphrase file {shown} is not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o002 != 0 {
+        return Err(format!(
+            "the passphrase file {shown} is writable by others (mode {mode:04o}): whoever can change it chooses the passphrase of the next backups; make it private with `chmod 600 {shown}`"
+        ));
+    }
+    if mode & 0o066 != 0 {
+        let mut who = Vec::new();
+        if mode & 0o040 != 0 {
+            who.push("readable by its group");
+        }
+        if mode & 0o004 != 0 {
+            who.push("readable by others");
+        }
+        if mode & 0o020 != 0 {
+            who.push("writable by its group");
+        }
+        tracing::warn!(
+            "the passphrase file {shown} is {} (mode {mode:04o}): anyone who can read it can decrypt the backups, and whoever can change it chooses the next backups' passphrase; make it private with `chmod 600 {shown}`",
+            who.join(" and ")
+        );
+    }
+    // A passphrase is a line: anything much longer is not a passphrase file.
+    let mut bytes = Vec::new();
+    file.take(64 * 1024 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() > 64 * 1024 {
+        return Err(format!(
+            "the passphrase file {shown} is larger than 64 KiB: not a passphrase file"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Checks the layout the flags give and fills in what the flags leave to the host:

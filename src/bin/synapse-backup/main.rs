@@ -30,6 +30,7 @@ const AFTER_HELP: &str = "\
 The --s3 file holds the s3-integrator relation keys (YAML, or JSON when it ends in .json):
   bucket (required), endpoint and/or region (one is required), access-key, secret-key,
   path, s3-uri-style (path|host), tls-ca-chain, storage-class, delete-older-than-days.
+  Any other key is an error. The passphrase file must not be writable by others.
 
 Environment:
   SYNAPSE_BACKUP_ACCESS_KEY        access-key (overrides the --s3 file)
@@ -39,6 +40,7 @@ Environment:
   SYNAPSE_BACKUP_ROOT              --root
   SYNAPSE_BACKUP_PASSPHRASE_FILE   the --passphrase-file
   SYNAPSE_BACKUP_PASSPHRASE        the passphrase itself, when no passphrase file is given
+  SYNAPSE_BACKUP_S3_TIMEOUT        --s3-timeout
   SYNAPSE_BACKUP_PROGRESS_EVERY    seconds between progress lines on stderr when it is not a
                                    terminal or with --json (default 30; 0: every report)
   RUST_LOG                         log filter (overrides -v), e.g. synapse_backup=debug
@@ -93,11 +95,16 @@ struct GlobalArgs {
     no_lock: bool,
     /// Wait up to this many seconds for a backup lock held by another operation
     /// (default: fail at once with exit code 3).
-    #[arg(long, value_name = "SECONDS", default_value_t = 0, global = true)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=604_800), global = true)]
     lock_wait: u64,
+    /// Give up an S3 request without an answer after this many seconds (each attempt;
+    /// all attempts together get three times it), so an endpoint that never answers
+    /// cannot hang a command.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true, env = "SYNAPSE_BACKUP_S3_TIMEOUT")]
+    s3_timeout: u64,
     /// How long the lock lives after its last refresh (it is refreshed every third of
     /// that while held); a killed process's lock expires after it.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     lock_ttl: u64,
     /// Cap create's upload at this many MiB/s (the aws CLI's max_bandwidth), so a
     /// backup does not saturate the network (default: no cap).
@@ -419,7 +426,9 @@ struct Target {
 impl Target {
     fn load(global: &GlobalArgs) -> Result<Target, Failure> {
         let s3_file = global.s3.clone().unwrap_or_default();
-        let params = config::load_s3_parameters(&s3_file).map_err(Failure::usage)?;
+        let params = config::load_s3_parameters(&s3_file)
+            .map_err(Failure::usage)?
+            .with_request_timeout(std::time::Duration::from_secs(global.s3_timeout));
         let client = S3Client::new(&params)
             .map_err(|e| Failure::usage(format!("{}: {e}", s3_file.display())))?;
         Ok(Target {
