@@ -59,6 +59,10 @@ pub use backup::catalog::{
     backup_status, delete_backup, delete_backup_with, exists_backup, list_backups,
     protected_backups, prune_backups, prune_backups_with, read_manifest, select_for_pruning,
 };
+pub use backup::prune_plan::{
+    ClockSource, ID_TIME_AHEAD_TOLERANCE, ID_TIME_BEHIND_TOLERANCE, LeftoverRule, PlanContext,
+    PlannedBackup, PruneAction, PrunePlan, PruneReason, StaleUpload, plan_prune,
+};
 pub use backup::layout::{DatabaseKind, HomeserverConfig, Layout};
 pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
 pub use backup::manifest::{

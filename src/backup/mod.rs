@@ -11,6 +11,7 @@ pub(crate) mod lock;
 pub(crate) mod manifest;
 pub(crate) mod plan;
 pub(crate) mod progress;
+pub(crate) mod prune_plan;
 mod restore;
 pub(crate) mod restore_plan;
 mod run;

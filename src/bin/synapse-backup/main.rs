@@ -1207,8 +1207,8 @@ fn prune_reason(backup: &BackupInfo, policy: &RetentionPolicy, age: &AgeSource) 
                 format!(" and not among the {n} newest kept by --keep-at-least {n}")
             });
             format!(
-                "made {}, older than {days} days ({source}){beyond}",
-                output::rfc3339(backup.id.created())
+                "stored {} (the server's time), older than {days} days ({source}){beyond}",
+                output::rfc3339(backup.last_modified)
             )
         }
         (None, Some(n)) => {
@@ -1282,11 +1282,16 @@ async fn prune(
             "protected": ids(&report.protected),
             "aborted_uploads": report.aborted_uploads,
             "create_running": report.create_running,
+            "warnings": report.plan.warnings,
+            "plan": report.plan,
         }));
         return Ok(());
     }
     let verb = if dry_run { "would delete" } else { "deleted" };
     let mut text = String::new();
+    for warning in &report.plan.warnings {
+        text.push_str(&format!("warning: {warning}\n"));
+    }
     for b in &report.deleted {
         text.push_str(&format!(
             "{verb} {} ({}, {}, {}): {}\n",
