@@ -59,10 +59,7 @@ pub use backup::catalog::{
     backup_status, delete_backup, delete_backup_with, exists_backup, list_backups,
     protected_backups, prune_backups, prune_backups_with, read_manifest, select_for_pruning,
 };
-pub use backup::prune_plan::{
-    ClockSource, ID_TIME_AHEAD_TOLERANCE, ID_TIME_BEHIND_TOLERANCE, LeftoverRule, PlanContext,
-    PlannedBackup, PruneAction, PrunePlan, PruneReason, StaleUpload, plan_prune,
-};
+pub use backup::handle::{Backups, CreateOptions, VerifyOptions};
 pub use backup::layout::{DatabaseKind, HomeserverConfig, Layout};
 pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
 pub use backup::manifest::{
@@ -74,6 +71,10 @@ pub use backup::plan::{
     check_passphrase,
 };
 pub use backup::progress::{Progress, ProgressCallback, ProgressMeter, ProgressStage};
+pub use backup::prune_plan::{
+    ClockSource, ID_TIME_AHEAD_TOLERANCE, ID_TIME_BEHIND_TOLERANCE, LeftoverRule, PlanContext,
+    PlannedBackup, PruneAction, PrunePlan, PruneReason, StaleUpload, plan_prune,
+};
 pub use backup::{
     BackupReport, ExtractReport, ExtractTarget, RestoreOptions, RestoreReport, VerifyReport,
     create_backup, create_backup_with, extract_backup_with, remove_abandoned_work_dirs,

@@ -202,7 +202,8 @@ async fn listing_pages_through_thousands_and_ignores_other_keys() {
     assert_eq!(list.len(), 1100);
     assert!(list.iter().all(|b| b.status == BackupStatus::Complete));
     assert!(
-        list.windows(2).all(|w| w[0].last_modified >= w[1].last_modified),
+        list.windows(2)
+            .all(|w| w[0].last_modified >= w[1].last_modified),
         "newest first by the server's time"
     );
 }
@@ -363,7 +364,16 @@ async fn backups_are_aged_by_the_server_time_not_the_time_in_their_id() {
     let mut late = Vec::new();
     for hours in [2i64, 3, 4] {
         let stored = now - Duration::hours(hours);
-        late.push(fabricate(&env, &client, &real.manifest, stored - Duration::days(100), stored).await);
+        late.push(
+            fabricate(
+                &env,
+                &client,
+                &real.manifest,
+                stored - Duration::days(100),
+                stored,
+            )
+            .await,
+        );
     }
     let policy = RetentionPolicy {
         older_than_days: Some(30),

@@ -310,8 +310,10 @@ async fn delete_unlocked(
     }
 }
 
-/// What [`prune_backups`] deletes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What [`prune_backups`] deletes, with a setter per field
+/// (`RetentionPolicy::default().keep_last(Some(7))`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, derive_setters::Setters)]
+#[setters(prefix = "", generate = true)]
 pub struct RetentionPolicy {
     /// Delete complete and legacy backups older than this many days.
     pub older_than_days: Option<u32>,
@@ -421,7 +423,9 @@ pub(crate) const CLOCK_NAME: &str = ".synapse-backup.clock";
 ///
 /// # Errors
 /// Never: a failure falls back to the local clock, which the plan then reports.
-pub(crate) async fn server_now(store: &(impl ObjectStore + ?Sized)) -> (DateTime<Utc>, ClockSource) {
+pub(crate) async fn server_now(
+    store: &(impl ObjectStore + ?Sized),
+) -> (DateTime<Utc>, ClockSource) {
     let key = store.object_key(CLOCK_NAME);
     let written = store
         .put_object(
@@ -794,9 +798,9 @@ mod store_tests {
 
     use super::*;
     use crate::BackupError;
-    use chrono::Duration as ChronoDuration;
     use crate::backup::lock::{LOCK_NAME, PROBE_NAME};
     use crate::s3::MemoryStore;
+    use chrono::Duration as ChronoDuration;
 
     const PATH: &str = "synapse/backups";
 
@@ -837,7 +841,13 @@ mod store_tests {
     /// Tagged data and a manifest.
     async fn complete(store: &MemoryStore, id: &BackupId) {
         put_at_id_time(store, id, id.as_str(), &ours()).await;
-        put_at_id_time(store, id, &format!("{id}{MANIFEST_SUFFIX}"), &HashMap::new()).await;
+        put_at_id_time(
+            store,
+            id,
+            &format!("{id}{MANIFEST_SUFFIX}"),
+            &HashMap::new(),
+        )
+        .await;
     }
 
     /// Untagged data without manifest (the Python charm's).
@@ -868,7 +878,13 @@ mod store_tests {
         incomplete(&store, &b).await;
         legacy(&store, &c).await;
         // A manifest whose data is gone.
-        put_at_id_time(&store, &d, &format!("{d}{MANIFEST_SUFFIX}"), &HashMap::new()).await;
+        put_at_id_time(
+            &store,
+            &d,
+            &format!("{d}{MANIFEST_SUFFIX}"),
+            &HashMap::new(),
+        )
+        .await;
         // Not backups: the lock, its probe, unrelated names, nested and foreign keys.
         for name in [LOCK_NAME, PROBE_NAME, "notes.txt", &format!("sub/{a}")] {
             put(&store, name, &ours()).await;

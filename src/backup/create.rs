@@ -89,6 +89,7 @@ pub async fn create_backup_with<C: Container + ?Sized>(
     options: &BackupOptions,
 ) -> Result<BackupReport, BackupError> {
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    super::passphrase::before_create(&run, options).await?;
     run.locked(
         "create",
         &options.lock,

@@ -243,7 +243,9 @@ impl PrunePlan {
 
     /// The backups kept.
     pub fn to_keep(&self) -> impl Iterator<Item = &PlannedBackup> {
-        self.backups.iter().filter(|b| b.action == PruneAction::Keep)
+        self.backups
+            .iter()
+            .filter(|b| b.action == PruneAction::Keep)
     }
 
     /// The backups kept whatever the policy (see [`PruneReason::protects`]).
@@ -393,9 +395,7 @@ pub fn plan_prune(
                 .filter(|&d| age > ChronoDuration::days(i64::from(d)));
             let delete_reason = match (policy.older_than_days, policy.keep_last) {
                 (Some(_), _) => too_old.map(|days| PruneReason::OlderThan { days }),
-                (None, Some(n)) if within_keep.is_none() => {
-                    Some(PruneReason::BeyondKeepLast { n })
-                }
+                (None, Some(n)) if within_keep.is_none() => Some(PruneReason::BeyondKeepLast { n }),
                 _ => None,
             };
             let protected = reasons.iter().any(PruneReason::protects);
@@ -481,7 +481,13 @@ mod tests {
     }
 
     fn context() -> PlanContext {
-        PlanContext::new(now(), LeftoverRule::OlderThan { grace_seconds: 86_400 }, "p/")
+        PlanContext::new(
+            now(),
+            LeftoverRule::OlderThan {
+                grace_seconds: 86_400,
+            },
+            "p/",
+        )
     }
 
     fn deleted(plan: &PrunePlan) -> Vec<BackupId> {
@@ -552,7 +558,10 @@ mod tests {
             ..RetentionPolicy::default()
         };
         let plan = plan_prune(&backups, &[], &policy, &context());
-        assert_eq!(deleted(&plan), [backups[4].id.clone(), backups[5].id.clone()]);
+        assert_eq!(
+            deleted(&plan),
+            [backups[4].id.clone(), backups[5].id.clone()]
+        );
         assert_eq!(
             plan.get(&backups[3].id).unwrap().reasons,
             [PruneReason::KeepLast { n: 4 }]
@@ -601,10 +610,7 @@ mod tests {
         );
         // Every backup the plan without a passphrase keeps, the plan with one keeps.
         for kept in without.to_keep() {
-            assert_eq!(
-                with.get(&kept.backup.id).unwrap().action,
-                PruneAction::Keep
-            );
+            assert_eq!(with.get(&kept.backup.id).unwrap().action, PruneAction::Keep);
         }
     }
 
@@ -657,7 +663,10 @@ mod tests {
         let json = serde_json::to_value(&plan).unwrap();
         assert_eq!(json["backups"][0]["action"], "keep");
         assert_eq!(json["backups"][0]["status"], "complete");
-        assert_eq!(json["backups"][0]["reasons"][0]["reason"], "newest_restorable");
+        assert_eq!(
+            json["backups"][0]["reasons"][0]["reason"],
+            "newest_restorable"
+        );
         assert_eq!(json["leftovers"]["rule"], "older_than");
         assert_eq!(json["clock"], "server");
     }
