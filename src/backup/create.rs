@@ -819,10 +819,11 @@ mod tests {
     use crate::container::{ExecOutput, FileInfo, FileKind, MockContainer};
     use std::sync::{Arc, Mutex};
 
-    /// No S3 server here: the lock is off.
+    /// No S3 server here: the lock is off, and no passphrase check (which lists).
     fn unlocked() -> BackupOptions {
         BackupOptions {
             lock: crate::LockOptions::off(),
+            new_passphrase: true,
             ..BackupOptions::default()
         }
     }

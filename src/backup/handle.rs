@@ -10,10 +10,12 @@ use crate::backup::extract::{self, ExtractReport, ExtractTarget};
 use crate::backup::layout::Layout;
 use crate::backup::lock::LockOptions;
 use crate::backup::manifest::Manifest;
+use crate::backup::passphrase;
 use crate::backup::plan::{BackupId, BackupOptions, CancelToken};
 use crate::backup::progress::ProgressCallback;
 use crate::backup::prune_plan::PrunePlan;
 use crate::backup::restore::{self, RestoreOptions, RestoreReport, VerifyReport};
+use crate::backup::run::Run;
 use crate::container::Container;
 use crate::error::BackupError;
 use crate::s3::{ObjectStore, S3Client, S3Parameters};
@@ -234,8 +236,7 @@ impl<C: Container> Backups<C> {
         id: &BackupId,
         options: &RestoreOptions,
     ) -> Result<RestoreReport, BackupError> {
-        crate::backup::passphrase::local_preconditions(&self.container, &self.layout, passphrase)
-            .await?;
+        passphrase::local_preconditions(&self.container, &self.layout, passphrase).await?;
         restore::restore_backup_with(
             &self.container,
             &self.params,
@@ -313,6 +314,27 @@ impl<C: Container> Backups<C> {
     /// the lock probe.
     pub async fn prune_plan(&self, policy: &RetentionPolicy) -> Result<PrunePlan, BackupError> {
         catalog::plan_pruning(&*self.store, policy, &self.lock, None).await
+    }
+
+    /// As [`Backups::prune_plan`], and the newest backup that `passphrase` opens is kept
+    /// whatever the policy ([`PruneReason::OpensWithPassphrase`](crate::PruneReason::OpensWithPassphrase)):
+    /// a passphrase only ever protects more, never less. Each of the ten newest
+    /// restorable backups is tried in turn (a ranged read of its head, decrypted in the
+    /// workload's temp dir); a backup that cannot be checked is simply not protected
+    /// by it.
+    ///
+    /// # Errors
+    /// As [`Backups::prune_plan`], and [`BackupError::InvalidPassphrase`],
+    /// [`BackupError::Container`] when the check cannot run in the workload.
+    pub async fn prune_plan_opening(
+        &self,
+        policy: &RetentionPolicy,
+        passphrase: &str,
+    ) -> Result<PrunePlan, BackupError> {
+        let run = Run::new(&self.container, &self.params, &self.layout, passphrase)?;
+        let backups = catalog::list_backups(&*self.store).await?;
+        let opens = passphrase::newest_opening(&run, &backups).await?;
+        catalog::plan_pruning(&*self.store, policy, &self.lock, opens).await
     }
 
     /// Carries out `plan`, holding the lock: the bucket is planned again under the lock

@@ -126,6 +126,12 @@ enum Command {
         /// process keeps locked); 0 for no limit.
         #[arg(long, value_name = "SECONDS", default_value_t = 600)]
         snapshot_timeout: u64,
+        /// The passphrase is new on purpose. Without it, create refuses a passphrase
+        /// that does not open the newest backup (a mistyped one would make backups
+        /// nobody can restore); the backup made with it becomes the newest, so later
+        /// creates check against the new passphrase.
+        #[arg(long)]
+        new_passphrase: bool,
     },
     /// List the backups under the bucket and path, newest first (with --json, an
     /// array of {id, status, last_modified, size, key}).
@@ -587,8 +593,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let global = &cli.global;
     match cli.command {
         Command::Check => check(global).await,
-        Command::Create { snapshot_timeout } => {
-            create(global, (snapshot_timeout > 0).then_some(snapshot_timeout)).await
+        Command::Create {
+            snapshot_timeout,
+            new_passphrase,
+        } => {
+            create(
+                global,
+                (snapshot_timeout > 0).then_some(snapshot_timeout),
+                new_passphrase,
+            )
+            .await
         }
         Command::List => list(global).await,
         Command::Ls { id } => ls(global, &id).await,
@@ -652,7 +666,11 @@ async fn check(global: &GlobalArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<(), Failure> {
+async fn create(
+    global: &GlobalArgs,
+    snapshot_timeout: Option<u64>,
+    new_passphrase: bool,
+) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
     let layout = pipeline_layout(global)?;
@@ -668,6 +686,7 @@ async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<()
         .cancel(token.clone())
         .lock(lock_options(global))
         .max_bandwidth_mib(global.limit_upload)
+        .new_passphrase(new_passphrase)
         .progress(Some(view.callback()));
     let (result, signal) = view
         .run(interrupt::cancel_on_signal(
