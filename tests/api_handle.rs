@@ -254,3 +254,85 @@ async fn a_prune_deletes_only_what_both_its_plan_and_the_bucket_now_allow() {
         .collect();
     assert_eq!(left, [new, mid]);
 }
+
+/// Every report serializes (for an action's results and the CLI's `--json`).
+#[test]
+fn every_report_is_serialize() {
+    fn serialize<T: serde::Serialize>() {}
+    serialize::<synapse_backup::BackupReport>();
+    serialize::<synapse_backup::VerifyReport>();
+    serialize::<synapse_backup::RestoreReport>();
+    serialize::<synapse_backup::ExtractReport>();
+    serialize::<synapse_backup::PruneReport>();
+    serialize::<synapse_backup::PrunePlan>();
+}
+
+/// A forwarding wrapper: the whole implementation of `Container` a charm needs, with
+/// the re-exported attribute (no `async-trait` dependency of its own).
+struct Logged<C>(C);
+
+#[synapse_backup::async_trait]
+impl<C: synapse_backup::Container> synapse_backup::Container for Logged<C> {
+    async fn exec(
+        &self,
+        command: &[String],
+        options: synapse_backup::ExecOptions,
+    ) -> Result<synapse_backup::ExecOutput, ContainerError> {
+        self.0.exec(command, options).await
+    }
+    async fn push(
+        &self,
+        path: &str,
+        content: &[u8],
+        options: synapse_backup::PushOptions,
+    ) -> Result<(), ContainerError> {
+        self.0.push(path, content, options).await
+    }
+    async fn pull(&self, path: &str) -> Result<Vec<u8>, ContainerError> {
+        self.0.pull(path).await
+    }
+    async fn list_files(
+        &self,
+        path: &str,
+        options: synapse_backup::ListOptions,
+    ) -> Result<Vec<synapse_backup::FileInfo>, ContainerError> {
+        self.0.list_files(path, options).await
+    }
+    async fn remove_path(&self, path: &str, recursive: bool) -> Result<(), ContainerError> {
+        self.0.remove_path(path, recursive).await
+    }
+    async fn make_dir(
+        &self,
+        path: &str,
+        options: synapse_backup::MakeDirOptions,
+    ) -> Result<(), ContainerError> {
+        self.0.make_dir(path, options).await
+    }
+    async fn exists(&self, path: &str) -> Result<bool, ContainerError> {
+        self.0.exists(path).await
+    }
+    async fn start(&self, services: &[String]) -> Result<(), ContainerError> {
+        self.0.start(services).await
+    }
+    async fn stop(&self, services: &[String]) -> Result<(), ContainerError> {
+        self.0.stop(services).await
+    }
+    async fn is_running(&self, service: &str) -> Result<bool, ContainerError> {
+        self.0.is_running(service).await
+    }
+}
+
+#[tokio::test]
+async fn a_forwarding_container_works_with_the_reexported_attribute() {
+    let backups = Backups::new(
+        Logged(workload_without_config()),
+        unreachable_bucket(),
+        Layout::default(),
+    )
+    .unwrap();
+    let e = backups
+        .create("a passphrase", &Default::default())
+        .await
+        .unwrap_err();
+    assert!(is_missing_config(&e), "{e}");
+}

@@ -23,7 +23,7 @@ use crate::error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Err
 use crate::s3::{S3Client, S3Parameters};
 
 /// What [`create_backup_with`] did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 #[non_exhaustive]
 pub struct BackupReport {
     /// The new backup's id.

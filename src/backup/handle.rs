@@ -91,7 +91,7 @@ impl VerifyOptions {
 /// The catalog operations (`list`, `status`, `read_manifest`, `delete`, `prune_plan`,
 /// `prune`) go through the handle's [`ObjectStore`] (an [`S3Client`] made from the
 /// parameters, or the store given to [`Backups::with_store`], e.g. a
-/// [`MemoryStore`](crate::testing::MemoryStore)); the operations that run the pipeline
+/// `MemoryStore` (feature `testing`)); the operations that run the pipeline
 /// in the workload (`create`, `verify`, `restore`, `extract`) move the data with the
 /// workload's aws CLI and use an [`S3Client`] made from the parameters for their own
 /// requests.
@@ -127,7 +127,7 @@ impl<C: Container> Backups<C> {
     }
 
     /// As [`Backups::new`], with the catalog operations on `store` (e.g. a
-    /// [`MemoryStore`](crate::testing::MemoryStore) in a unit test).
+    /// `MemoryStore` (feature `testing`) in a unit test).
     ///
     /// # Errors
     /// [`BackupError::Config`] when the layout is invalid.

@@ -5,6 +5,8 @@ pub(crate) mod catalog;
 mod create;
 pub(crate) mod decryption;
 mod extract;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod fake;
 pub(crate) mod handle;
 pub(crate) mod layout;
 mod listing;

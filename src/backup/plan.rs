@@ -566,7 +566,7 @@ pub fn backup_call(
 
 /// What tar said about a live tree that changed while it was archived (GNU tar's exit
 /// 1, or exit 2 for top-level members that vanished).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct LiveChanges {
     /// Files removed after tar listed their directory: left out of the archive.
