@@ -760,6 +760,14 @@ async fn list(global: &GlobalArgs) -> Result<(), Failure> {
     } else {
         emit(&output::backups_table(&backups));
     }
+    for b in backups.iter().filter(|b| b.id_time_disagrees()) {
+        eprintln!(
+            "warning: {}: its id says {} but the server stored it at {} (a wrong clock on the host that made it); backups are ordered and aged by the server's time",
+            b.id,
+            output::rfc3339(b.id.created()),
+            output::rfc3339(b.last_modified)
+        );
+    }
     Ok(())
 }
 
@@ -1309,7 +1317,7 @@ async fn prune(
     let verb = if dry_run { "would delete" } else { "deleted" };
     let mut text = String::new();
     for warning in &report.plan.warnings {
-        text.push_str(&format!("warning: {warning}\n"));
+        eprintln!("warning: {warning}");
     }
     for b in &report.deleted {
         text.push_str(&format!(
