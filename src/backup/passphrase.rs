@@ -56,9 +56,10 @@ pub(crate) async fn local_preconditions<C: Container + ?Sized>(
 /// bucket), then that the passphrase opens the newest backup.
 ///
 /// # Errors
-/// As [`local_preconditions`]; [`BackupError::PassphraseMismatch`] when the passphrase
-/// does not open the newest backup; [`BackupError::S3`] when listing fails,
-/// [`BackupError::StageFailed`] when its head cannot be downloaded.
+/// As [`local_preconditions`]; [`BackupError::PassphraseMismatch`] when gpg says the
+/// passphrase does not open the newest backup. A check that cannot be made (the
+/// listing or the download fails, the head is damaged) warns and lets the create run:
+/// only a definite "wrong passphrase" refuses.
 pub(crate) async fn before_create<C: Container + ?Sized>(
     run: &Run<'_, C>,
     options: &BackupOptions,
@@ -70,7 +71,13 @@ pub(crate) async fn before_create<C: Container + ?Sized>(
         );
         return Ok(());
     }
-    let backups = catalog::list_backups(&run.client).await?;
+    let backups = match catalog::list_backups(&run.client).await {
+        Ok(backups) => backups,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list the bucket to check the passphrase; creating anyway");
+            return Ok(());
+        }
+    };
     let newest = backups
         .iter()
         .find(|b| b.status == BackupStatus::Complete)
@@ -82,7 +89,10 @@ pub(crate) async fn before_create<C: Container + ?Sized>(
         return Ok(());
     };
     let legacy = newest.status == BackupStatus::Legacy;
-    match opens(run, &newest.id, &newest.key, legacy).await? {
+    let judged = opens(run, &newest.id, &newest.key, legacy)
+        .await
+        .unwrap_or_else(|e| Opens::Unknown(e.to_string()));
+    match judged {
         Opens::Yes => Ok(()),
         Opens::No => Err(BackupError::PassphraseMismatch {
             id: newest.id.to_string(),
