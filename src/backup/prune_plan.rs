@@ -25,9 +25,12 @@ pub const ID_TIME_BEHIND_TOLERANCE: ChronoDuration = ChronoDuration::days(7);
 /// Whether a backup's id names a time far from when the server stored it (the host
 /// that made it had a wrong clock); see [`ID_TIME_AHEAD_TOLERANCE`].
 pub fn id_time_disagrees(backup: &BackupInfo) -> bool {
-    let named = backup.id.created();
-    named > backup.last_modified + ID_TIME_AHEAD_TOLERANCE
-        || named + ID_TIME_BEHIND_TOLERANCE < backup.last_modified
+    // `LastModified` comes from the server: checked arithmetic, whatever it says.
+    let gap = backup
+        .id
+        .created()
+        .signed_duration_since(backup.last_modified);
+    gap > ID_TIME_AHEAD_TOLERANCE || -gap > ID_TIME_BEHIND_TOLERANCE
 }
 
 /// Orders a listing newest first by the server's time (`LastModified`), then by id.
@@ -669,5 +672,89 @@ mod tests {
         );
         assert_eq!(json["leftovers"]["rule"], "older_than");
         assert_eq!(json["clock"], "server");
+    }
+
+    /// Any listing (server times anywhere in chrono's range, any statuses, any policy)
+    /// plans without a panic, and the plan keeps its promises: every backup once, the
+    /// newest complete and newest restorable kept, a passphrase only protects more.
+    #[test]
+    fn any_listing_plans_and_keeps_the_promises() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let status = prop_oneof![
+            Just(BackupStatus::Complete),
+            Just(BackupStatus::Incomplete),
+            Just(BackupStatus::Legacy),
+        ];
+        let time = prop_oneof![
+            (-8_334_601_228_800i64..8_210_266_876_799i64),
+            (1_700_000_000i64..1_800_000_000i64),
+        ];
+        let backup = (time.clone(), 0u32..1_000_000u32, status);
+        let strategy = (
+            proptest::collection::vec(backup, 0..12),
+            proptest::option::of(0u32..5000),
+            proptest::option::of(0usize..6),
+            time,
+            any::<prop::sample::Index>(),
+        );
+        let mut runner = TestRunner::new(Config {
+            cases: 256,
+            ..Config::default()
+        });
+        runner
+            .run(&strategy, |(listing, days, keep, now, pick)| {
+                let now = DateTime::from_timestamp(now, 0).unwrap();
+                let backups: Vec<BackupInfo> = listing
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (secs, micros, status))| BackupInfo {
+                        id: format!(
+                            "backup-2026{:02}{:02}000000{:06}",
+                            1 + i % 12,
+                            1 + i,
+                            micros
+                        )
+                        .parse()
+                        .unwrap(),
+                        key: String::new(),
+                        last_modified: DateTime::from_timestamp(*secs, 0).unwrap(),
+                        size: 1,
+                        status: *status,
+                    })
+                    .collect();
+                let policy = RetentionPolicy {
+                    older_than_days: days,
+                    keep_last: keep,
+                    ..RetentionPolicy::default()
+                };
+                let ctx = PlanContext::new(now, LeftoverRule::All, "");
+                let plan = plan_prune(&backups, &[], &policy, &ctx);
+                prop_assert_eq!(plan.backups.len(), backups.len());
+                let mut ordered = backups.clone();
+                order_by_server_time(&mut ordered);
+                for kind in [BackupStatus::Complete, BackupStatus::Legacy] {
+                    let newest = ordered
+                        .iter()
+                        .find(|b| b.status == BackupStatus::Complete || b.status == kind);
+                    if let Some(newest) = newest {
+                        prop_assert_eq!(plan.get(&newest.id).unwrap().action, PruneAction::Keep);
+                    }
+                }
+                if !backups.is_empty() {
+                    let mut with = ctx.clone();
+                    with.opens_with_passphrase =
+                        Some(backups[pick.index(backups.len())].id.clone());
+                    let protected = plan_prune(&backups, &[], &policy, &with);
+                    for kept in plan.to_keep() {
+                        prop_assert_eq!(
+                            protected.get(&kept.backup.id).unwrap().action,
+                            PruneAction::Keep
+                        );
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }
