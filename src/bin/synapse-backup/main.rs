@@ -343,6 +343,7 @@ impl From<BackupError> for Failure {
             BackupError::NotFound { .. } => Kind::NotFound,
             BackupError::Config(_)
             | BackupError::InvalidPassphrase(_)
+            | BackupError::PassphraseMismatch { .. }
             | BackupError::NothingToBackUp { .. }
             | BackupError::Container(ContainerError::UnknownUser { .. })
             | BackupError::S3(S3Error::Client(_))
