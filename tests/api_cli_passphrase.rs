@@ -18,13 +18,13 @@ use cli_fixture::{Fixture, expect, stderr, stdout};
 fn create_with_a_changed_passphrase_needs_new_passphrase() {
     let f = Fixture::new();
     let first = f.create();
-    fs::write(&f.passphrase_file, "a mistyped passphrase\n").unwrap();
+    fs::write(&f.passphrase_file, "typo horse battery staple\n").unwrap();
     let out = expect(2, &mut f.cmd(), &["create"]);
     let text = stderr(&out);
     assert!(text.contains(&first), "names the backup: {text}");
     assert!(text.contains("--new-passphrase"), "{text}");
     f.assert_no_secrets(&out);
-    assert!(!text.contains("a mistyped passphrase"), "{text}");
+    assert!(!text.contains("typo horse"), "{text}");
     let listed = stdout(&f.ok(&["list"]));
     assert_eq!(
         listed.matches("backup-").count(),
