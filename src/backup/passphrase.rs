@@ -66,9 +66,7 @@ pub(crate) async fn before_create<C: Container + ?Sized>(
 ) -> Result<(), BackupError> {
     local_preconditions(run.container, run.layout, run.passphrase).await?;
     if options.new_passphrase {
-        tracing::warn!(
-            "a new passphrase, as asked: not checked against the existing backups; later creates check against it"
-        );
+        tracing::warn!("a new passphrase, as asked: later creates check against this backup");
         return Ok(());
     }
     let backups = match catalog::list_backups(&run.client).await {
@@ -83,9 +81,7 @@ pub(crate) async fn before_create<C: Container + ?Sized>(
         .find(|b| b.status == BackupStatus::Complete)
         .or_else(|| backups.iter().find(|b| b.status == BackupStatus::Legacy));
     let Some(newest) = newest else {
-        tracing::warn!(
-            "the bucket holds no backup yet: this first backup sets the passphrase, and every later create must use the same one"
-        );
+        tracing::warn!("an empty bucket: this first backup sets the passphrase for later creates");
         return Ok(());
     };
     let legacy = newest.status == BackupStatus::Legacy;
