@@ -331,6 +331,15 @@ pub enum BackupError {
         /// The backup id.
         id: String,
     },
+    /// A create's passphrase does not open the newest backup: refused, unless the
+    /// change is intended ([`BackupOptions::new_passphrase`](crate::BackupOptions::new_passphrase)).
+    #[error(
+        "the passphrase does not open the newest backup {id}: a mistyped passphrase would make backups nobody can restore; if the new passphrase is intended, create with --new-passphrase (BackupOptions::new_passphrase)"
+    )]
+    PassphraseMismatch {
+        /// The newest backup, which the passphrase does not open.
+        id: String,
+    },
     /// The object does not match its manifest or failed gpg's integrity check.
     #[error("backup {id} is corrupted: {reason}")]
     Corrupted {

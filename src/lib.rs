@@ -9,45 +9,70 @@
 //! that stage, check, then swap with rollback. Everything runs through a
 //! [`Container`] (shaped like `ops.Container`), so a charm framework plugs in its own.
 //!
+//! One handle, [`Backups`], carries the life cycle: make it once with the workload and
+//! the s3 relation's parameters, then `create`, `list`, `verify`, `restore`, `extract`,
+//! `status`, `delete`, `prune_plan` (an inspectable [`PrunePlan`]: what goes, what stays
+//! and why) and `prune`. This compiles as copied (it needs `tokio` with its `macros` and
+//! `rt-multi-thread` features):
+//!
+//! ```no_run
+//! use std::collections::HashMap;
+//!
+//! use synapse_backup::{
+//!     Backups, CreateOptions, Layout, LocalContainer, RestoreOptions, RetentionPolicy,
+//!     S3Parameters, VerifyOptions,
+//! };
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // The s3-integrator relation data (interface v0: the keys in the databag; for v1
+//!     // use `S3Parameters::from_relation_data_with_secret`).
+//!     let relation_data: HashMap<String, String> = [
+//!         ("access-key", "AKIAIOSFODNN7EXAMPLE"),
+//!         ("secret-key", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+//!         ("bucket", "synapse-backups"),
+//!         ("endpoint", "https://s3.example.com"),
+//!         ("region", "us-east-1"),
+//!         ("path", "synapse"),
+//!     ]
+//!     .into_iter()
+//!     .map(|(k, v)| (k.to_string(), v.to_string()))
+//!     .collect();
+//!     let params = S3Parameters::from_relation_data(&relation_data)?;
+//!
+//!     // The workload: this host, laid out as in the Synapse rock (config and data in
+//!     // /data, user synapse). A Kubernetes charm passes its Pebble-backed `Container`.
+//!     let backups = Backups::new(LocalContainer::new(), params, Layout::default())?;
+//!     let passphrase = "a long random passphrase kept in a Juju secret";
+//!
+//!     let report = backups.create(passphrase, &CreateOptions::default()).await?;
+//!     assert_eq!(backups.list().await?[0].id, report.id);
+//!     backups.verify(passphrase, &report.id, &VerifyOptions::default()).await?;
+//!     backups.restore(passphrase, &report.id, &RestoreOptions::default()).await?;
+//!
+//!     let plan = backups.prune_plan(&RetentionPolicy::default().keep_last(Some(7))).await?;
+//!     for planned in plan.to_delete() {
+//!         println!("deleting {}: {:?}", planned.backup.id, planned.reasons);
+//!     }
+//!     backups.prune(&plan).await?;
+//!     Ok(())
+//! }
 //! ```
-//! # #[path = "../tests/support/s3_server.rs"]
-//! # mod s3_server;
-//! # #[path = "../tests/support/synapse_tree.rs"]
-//! # mod synapse_tree;
-//! # #[tokio::main(flavor = "multi_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let server = s3_server::TestS3Server::start().await;
-//! # server.create_bucket("synapse-backups");
-//! # let relation_data = server.relation_data("synapse-backups");
-//! # let dir = tempfile::tempdir()?;
-//! # synapse_tree::SynapseTree::create(&dir.path().join("root"), &Default::default());
-//! # let root = dir.path().join("root").to_string_lossy().into_owned();
-//! use synapse_backup::{BackupOptions, Layout, LocalContainer, RestoreOptions, S3Client, S3Parameters};
 //!
-//! // The s3-integrator relation data: access-key, secret-key, bucket, endpoint, ...
-//! let params = S3Parameters::from_relation_data(&relation_data)?;
-//! let client = S3Client::new(&params)?;
-//! assert!(client.can_use_bucket().await);
-//!
-//! // The workload: this host, with the Synapse tree under `root` (in the Synapse rock,
-//! // `Layout::default()` and plain `create_backup(&container, &params, passphrase)`).
-//! let container = LocalContainer::new();
-//! let layout = Layout::default().root(root).user(None).group(None).service(None).bash("bash").aws("aws");
-//! let passphrase = "a long random passphrase kept in a Juju secret";
-//!
-//! let report = synapse_backup::create_backup_with(&container, &params, passphrase, &layout, &BackupOptions::default()).await?;
-//! let backups = synapse_backup::list_backups(&client).await?;
-//! assert_eq!(backups[0].id, report.id);
-//! let options = RestoreOptions::default();
-//! synapse_backup::verify_backup_with(&container, &params, passphrase, &report.id, &layout, &options).await?;
-//! synapse_backup::restore_backup_with(&container, &params, passphrase, &report.id, &layout, &options).await?;
-//! # Ok(()) }
-//! ```
+//! The card-shaped functions stay as thin wrappers over the same internals, for an
+//! action that needs one call: [`create_backup`]`(&container, &params, passphrase)`
+//! returns the new [`BackupId`]; [`verify_backup`], [`restore_backup`],
+//! [`list_backups`], [`delete_backup`] and [`prune_backups`] likewise.
 //!
 //! Crate features: `cli` (default: the `synapse-backup` operator command), `mock`
-//! ([`MockContainer`] for downstream unit tests), `testing` (the [`Container`]
+//! (`MockContainer` for downstream unit tests), `testing` (the [`Container`]
 //! conformance suite in `testing::container_conformance`, the in-memory [`ObjectStore`]
 //! `testing::MemoryStore` and its conformance suite in `testing::store_conformance`).
+
+/// The attribute an implementation of [`Container`] or [`ObjectStore`] needs,
+/// re-exported so that it needs no dependency of its own:
+/// `#[synapse_backup::async_trait] impl Container for MyWorkload { … }`.
+pub use async_trait::async_trait;
 
 mod backup;
 mod container;
@@ -59,6 +84,7 @@ pub use backup::catalog::{
     backup_status, delete_backup, delete_backup_with, exists_backup, list_backups,
     protected_backups, prune_backups, prune_backups_with, read_manifest, select_for_pruning,
 };
+pub use backup::handle::{Backups, CreateOptions, VerifyOptions};
 pub use backup::layout::{DatabaseKind, HomeserverConfig, Layout};
 pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
 pub use backup::manifest::{
@@ -70,6 +96,10 @@ pub use backup::plan::{
     check_passphrase,
 };
 pub use backup::progress::{Progress, ProgressCallback, ProgressMeter, ProgressStage};
+pub use backup::prune_plan::{
+    ClockSource, ID_TIME_AHEAD_TOLERANCE, ID_TIME_BEHIND_TOLERANCE, LeftoverRule, PlanContext,
+    PlannedBackup, PruneAction, PrunePlan, PruneReason, StaleUpload, plan_prune,
+};
 pub use backup::{
     BackupReport, ExtractReport, ExtractTarget, RestoreOptions, RestoreReport, VerifyReport,
     create_backup, create_backup_with, extract_backup_with, remove_abandoned_work_dirs,
@@ -94,6 +124,7 @@ pub use s3::{
 /// an in-memory [`ObjectStore`] for fast tests of code over the catalog.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing {
+    pub use crate::backup::fake::put_backup;
     pub use crate::container::conformance as container_conformance;
     pub use crate::s3::MemoryStore;
     pub use crate::s3::conformance as store_conformance;
@@ -113,6 +144,6 @@ pub mod testing {
 }
 
 /// The README's examples, compiled and run as doctests.
-#[cfg(all(doctest, feature = "mock"))]
+#[cfg(all(doctest, feature = "mock", feature = "testing"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -1,5 +1,6 @@
 //! Retention: 12 backups with faked ages, policy combinations and dry runs, against a
-//! real S3 server.
+//! real S3 server. Ages are the server's: the fabricated objects' `LastModified` (file
+//! times in the s3s-fs root) are set back, as a server would have stamped them.
 
 #[path = "support/env.rs"]
 mod env;
@@ -9,6 +10,7 @@ mod s3_server;
 mod synapse_tree;
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use chrono::{Duration, Utc};
 use env::Env;
@@ -17,6 +19,15 @@ use synapse_backup::{
     prune_backups,
 };
 use synapse_tree::TreeSpec;
+
+/// Sets the server's `LastModified` of `key` (a file in the s3s-fs root) to `when`.
+fn stamp(env: &Env, key: &str, when: chrono::DateTime<Utc>) {
+    let file = std::fs::File::options()
+        .write(true)
+        .open(env.bucket_dir().join(key))
+        .unwrap();
+    file.set_modified(SystemTime::from(when)).unwrap();
+}
 
 /// One real backup (newest) and 11 fabricated ones aged 10, 20, … days: complete ones
 /// (data tagged as ours + manifest), one legacy (untagged, no manifest) and one
@@ -36,6 +47,7 @@ async fn twelve_backups(env: &Env) -> (S3Client, Vec<BackupId>) {
             .put_object(&key, b"data".to_vec(), "application/octet-stream", &tagged)
             .await
             .unwrap();
+        stamp(env, &key, when);
         if i != 5 && i != 7 {
             let mut m = report.manifest.clone();
             m.backup_id = id.clone();
@@ -49,6 +61,7 @@ async fn twelve_backups(env: &Env) -> (S3Client, Vec<BackupId>) {
                 )
                 .await
                 .unwrap();
+            stamp(env, &format!("{key}.manifest.json"), when);
         }
         ids.push(id);
     }
@@ -188,7 +201,11 @@ async fn listing_pages_through_thousands_and_ignores_other_keys() {
     let list = list_backups(&client).await.unwrap();
     assert_eq!(list.len(), 1100);
     assert!(list.iter().all(|b| b.status == BackupStatus::Complete));
-    assert!(list.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert!(
+        list.windows(2)
+            .all(|w| w[0].last_modified >= w[1].last_modified),
+        "newest first by the server's time"
+    );
 }
 
 /// Three backups made by the Python charm (untagged data, no manifest), all older than
@@ -204,7 +221,8 @@ async fn prune_on_a_legacy_only_bucket_keeps_the_newest() {
     let client = S3Client::new(&env.params).unwrap();
     let mut ids = Vec::new();
     for days in [40i64, 50, 60] {
-        let id = BackupId::from_time(Utc::now() - Duration::days(days));
+        let when = Utc::now() - Duration::days(days);
+        let id = BackupId::from_time(when);
         client
             .put_object(
                 &client.object_key(id.as_str()),
@@ -214,6 +232,7 @@ async fn prune_on_a_legacy_only_bucket_keeps_the_newest() {
             )
             .await
             .unwrap();
+        stamp(&env, &client.object_key(id.as_str()), when);
         ids.push(id);
     }
     let all = list_backups(&client).await.unwrap();
@@ -244,4 +263,124 @@ async fn prune_on_a_legacy_only_bucket_keeps_the_newest() {
             "the newest restorable backup must survive ({keep_last:?})"
         );
     }
+}
+
+/// A complete backup whose id and manifest name `named`, stored by the server at
+/// `stored`: what a host with a wrong clock uploads.
+async fn fabricate(
+    env: &Env,
+    client: &S3Client,
+    template: &synapse_backup::Manifest,
+    named: chrono::DateTime<Utc>,
+    stored: chrono::DateTime<Utc>,
+) -> BackupId {
+    let ours = HashMap::from([("created-by".to_string(), "synapse-backup/test".to_string())]);
+    let id = BackupId::from_time(named);
+    let key = client.object_key(id.as_str());
+    client
+        .put_object(&key, b"data".to_vec(), "application/octet-stream", &ours)
+        .await
+        .unwrap();
+    let mut m = template.clone();
+    m.backup_id = id.clone();
+    m.created = named;
+    let manifest_key = format!("{key}.manifest.json");
+    client
+        .put_object(&manifest_key, m.to_json(), "application/json", &ours)
+        .await
+        .unwrap();
+    stamp(env, &key, stored);
+    stamp(env, &manifest_key, stored);
+    id
+}
+
+/// A backup made yesterday by a host whose clock was a year ahead names a time in the
+/// future: it must not list as the newest, and `keep_last 1` keeps today's real backup
+/// and deletes it. (Ordered by id, it listed first and the prune deleted the real
+/// newest backup.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_named_a_year_ahead_does_not_become_the_newest() {
+    let env = Env::new(&TreeSpec {
+        media_files: 1,
+        media_bytes: 16,
+        ..TreeSpec::default()
+    })
+    .await;
+    let real = env.create(&LocalContainer::new()).await.unwrap();
+    let client = S3Client::new(&env.params).unwrap();
+    let yesterday = Utc::now() - Duration::days(1);
+    let skewed = fabricate(
+        &env,
+        &client,
+        &real.manifest,
+        yesterday + Duration::days(365),
+        yesterday,
+    )
+    .await;
+    let list = list_backups(&client).await.unwrap();
+    assert_eq!(list[0].id, real.id, "newest by the server's time");
+    assert!(list[1].id_time_disagrees(), "{:?}", list[1]);
+    assert!(!list[0].id_time_disagrees());
+
+    let policy = RetentionPolicy {
+        keep_last: Some(1),
+        ..RetentionPolicy::default()
+    };
+    let report = prune_backups(&client, &policy).await.unwrap();
+    let deleted: Vec<_> = report.deleted.iter().map(|b| b.id.clone()).collect();
+    assert_eq!(deleted, std::slice::from_ref(&skewed));
+    assert!(
+        report
+            .plan
+            .warnings
+            .iter()
+            .any(|w| w.contains(skewed.as_str())),
+        "the disagreement is reported: {:?}",
+        report.plan.warnings
+    );
+    let left: Vec<_> = list_backups(&client)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(left, [real.id]);
+}
+
+/// Backups stored today by a host whose clock was 100 days late name old times: an
+/// age limit of 30 days keeps them all, for the server stored them today. (Aged by
+/// their ids, all but the protected newest went.)
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_are_aged_by_the_server_time_not_the_time_in_their_id() {
+    let env = Env::new(&TreeSpec {
+        media_files: 1,
+        media_bytes: 16,
+        ..TreeSpec::default()
+    })
+    .await;
+    let real = env.create(&LocalContainer::new()).await.unwrap();
+    let client = S3Client::new(&env.params).unwrap();
+    let now = Utc::now();
+    let mut late = Vec::new();
+    for hours in [2i64, 3, 4] {
+        let stored = now - Duration::hours(hours);
+        late.push(
+            fabricate(
+                &env,
+                &client,
+                &real.manifest,
+                stored - Duration::days(100),
+                stored,
+            )
+            .await,
+        );
+    }
+    let policy = RetentionPolicy {
+        older_than_days: Some(30),
+        ..RetentionPolicy::default()
+    };
+    let report = prune_backups(&client, &policy).await.unwrap();
+    assert!(report.deleted.is_empty(), "{:?}", report.deleted);
+    assert_eq!(list_backups(&client).await.unwrap().len(), 4);
+    assert_eq!(report.plan.warnings.len(), 3, "{:?}", report.plan.warnings);
 }

@@ -110,12 +110,16 @@ fn ls_prints_a_backups_contents_from_its_manifest() {
     );
 }
 
-/// Flips one byte in the middle of a stored object.
+/// Flips one byte in the middle of a stored object, keeping its `LastModified` (the
+/// file's time in the s3s-fs root): backups are listed by the server's time.
 fn flip_a_byte(path: &Path) {
+    let stored = fs::metadata(path).unwrap().modified().unwrap();
     let mut bytes = fs::read(path).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x55;
     fs::write(path, bytes).unwrap();
+    let file = fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(stored).unwrap();
 }
 
 #[test]
@@ -144,7 +148,12 @@ fn verify_all_checks_every_backup_newest_first_one_line_each() {
     flip_a_byte(&f.object(&second));
     // A leftover of a failed create (a manifest without data) is not a backup: skipped.
     let leftover = "backup-20200101000000000000";
-    fs::write(f.object(&format!("{leftover}.manifest.json")), b"{}").unwrap();
+    let path = f.object(&format!("{leftover}.manifest.json"));
+    fs::write(&path, b"{}").unwrap();
+    // Stored when its id says (backups are listed by the server's time).
+    let file = fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800))
+        .unwrap();
     let out = expect(1, &mut f.cmd(), &["verify", "--all"]);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();

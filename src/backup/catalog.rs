@@ -3,12 +3,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::backup::lock::{BackupLock, LockConfirmer, LockMode, LockOptions, LockOwner};
 use crate::backup::manifest::Manifest;
 use crate::backup::plan::{self, BackupId, MANIFEST_SUFFIX};
+use crate::backup::prune_plan::{
+    ClockSource, LeftoverRule, PlanContext, PruneAction, PrunePlan, PruneReason,
+    order_by_server_time, plan_prune,
+};
 use crate::error::{BackupError, S3Error};
 use crate::s3::ObjectStore;
 
@@ -57,13 +61,24 @@ pub struct BackupInfo {
     pub status: BackupStatus,
 }
 
+impl BackupInfo {
+    /// Whether the time in the id is far from when the server stored the backup (the
+    /// host that made it had a wrong clock): listings and prunes order and age backups
+    /// by the server's time.
+    pub fn id_time_disagrees(&self) -> bool {
+        crate::backup::prune_plan::id_time_disagrees(self)
+    }
+}
+
 #[derive(Default)]
 struct Seen {
     data: Option<crate::ObjectInfo>,
     manifest: Option<crate::ObjectInfo>,
 }
 
-/// Lists every backup under the configured path, newest first. Manifests, the lock
+/// Lists every backup under the configured path, newest first by the server's time
+/// (the objects' `LastModified`, never the time in the id: a host with a wrong clock
+/// names its backups wrongly, see [`BackupInfo::id_time_disagrees`]). Manifests, the lock
 /// and its probe object, and unrelated keys are not listed as backups. Does not take
 /// the lock.
 ///
@@ -126,7 +141,7 @@ pub async fn list_backups(
         };
         out.push(info);
     }
-    out.sort_by(|a, b| b.id.cmp(&a.id).then(b.last_modified.cmp(&a.last_modified)));
+    order_by_server_time(&mut out);
     Ok(out)
 }
 
@@ -306,8 +321,10 @@ async fn delete_unlocked(
     }
 }
 
-/// What [`prune_backups`] deletes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What [`prune_backups`] deletes, with a setter per field
+/// (`RetentionPolicy::default().keep_last(Some(7))`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, derive_setters::Setters)]
+#[setters(prefix = "", generate = true)]
 pub struct RetentionPolicy {
     /// Delete complete and legacy backups older than this many days.
     pub older_than_days: Option<u32>,
@@ -318,7 +335,12 @@ pub struct RetentionPolicy {
     /// Without the lock ([`LockMode::Off`]): incomplete backups and multipart uploads
     /// older than this are removed. With the lock held no create can be running, so
     /// every leftover is removed whatever its age.
+    #[serde(rename = "grace_period_seconds", serialize_with = "seconds")]
     pub grace_period: std::time::Duration,
+}
+
+fn seconds<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
 }
 
 impl Default for RetentionPolicy {
@@ -343,7 +365,8 @@ impl RetentionPolicy {
 }
 
 /// What [`prune_backups`] did (or, in a dry run, would do).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct PruneReport {
     /// Backups deleted (or to delete), with their status.
     pub deleted: Vec<BackupInfo>,
@@ -359,6 +382,30 @@ pub struct PruneReport {
     pub aborted_uploads: usize,
     /// Whether this was a dry run.
     pub dry_run: bool,
+    /// The plan carried out (for a real prune, the one made under the lock): every
+    /// backup with keep or delete and why.
+    pub plan: PrunePlan,
+}
+
+impl PruneReport {
+    fn from_plan(plan: PrunePlan, aborted_uploads: usize, dry_run: bool) -> Self {
+        PruneReport {
+            deleted: plan.to_delete().map(|b| b.backup.clone()).collect(),
+            kept: plan.to_keep().map(|b| b.backup.id.clone()).collect(),
+            protected: plan.protected(),
+            create_running: match &plan.leftovers {
+                LeftoverRule::NoneWhileHeld { holder } => Some(holder.clone()),
+                _ => None,
+            },
+            aborted_uploads: if dry_run {
+                plan.uploads.len()
+            } else {
+                aborted_uploads
+            },
+            dry_run,
+            plan,
+        }
+    }
 }
 
 /// The backups retention never deletes, from a listing (newest first): the newest
@@ -378,81 +425,72 @@ pub fn protected_backups(backups: &[BackupInfo]) -> Vec<BackupId> {
     protected
 }
 
-/// Which incomplete leftovers (backups and multipart uploads) may go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Leftovers {
-    /// Those older than this (no lock: the grace period guards a running create).
-    OlderThan(ChronoDuration),
-    /// All of them (the lock is held, so no create is running).
-    All,
-    /// None (a create holds the lock).
-    None,
-}
+/// The object written to read the server's clock (its `LastModified`), then removed.
+pub(crate) const CLOCK_NAME: &str = ".synapse-backup.clock";
 
-impl Leftovers {
-    fn may_go(self, age: ChronoDuration) -> bool {
-        match self {
-            Leftovers::OlderThan(grace) => age > grace,
-            Leftovers::All => true,
-            Leftovers::None => false,
+/// The server's time: the `LastModified` of a small object written for it (then
+/// removed), or this host's clock ([`ClockSource::Local`]) when it cannot be written
+/// (read-only credentials).
+///
+/// # Errors
+/// Never: a failure falls back to the local clock, which the plan then reports.
+pub(crate) async fn server_now(
+    store: &(impl ObjectStore + ?Sized),
+) -> (DateTime<Utc>, ClockSource) {
+    let key = store.object_key(CLOCK_NAME);
+    let written = store
+        .put_object(
+            &key,
+            b"{\"clock\":true}".to_vec(),
+            "application/json",
+            &std::collections::HashMap::new(),
+        )
+        .await;
+    let read = match written {
+        Ok(_) => store.head_object(&key).await.map(|h| h.last_modified),
+        Err(e) => Err(e),
+    };
+    let _ = store.delete_object(&key).await;
+    match read {
+        Ok(now) => (now, ClockSource::Server),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "could not read the server's clock; using this host's");
+            (Utc::now(), ClockSource::Local)
         }
     }
 }
 
-fn grace(policy: &RetentionPolicy) -> ChronoDuration {
-    ChronoDuration::from_std(policy.grace_period).unwrap_or(ChronoDuration::days(1))
+fn grace_seconds(policy: &RetentionPolicy) -> u64 {
+    policy.grace_period.as_secs()
 }
 
-/// Which backups a policy deletes, from a listing (newest first), as a prune without
-/// the lock sees it (incomplete backups older than the grace period go): `(delete,
-/// keep)`. The backups of [`protected_backups`] are always kept. Pure.
+/// Which backups a policy deletes, from a listing, as a prune without the lock sees it
+/// at `now` (incomplete backups older than the grace period go): `(delete, keep)`,
+/// newest first by the server's time. The backups of [`protected_backups`] are always
+/// kept. Pure; [`plan_prune`] says why.
 pub fn select_for_pruning(
     backups: &[BackupInfo],
     policy: &RetentionPolicy,
     now: DateTime<Utc>,
 ) -> (Vec<BackupInfo>, Vec<BackupId>) {
-    select(backups, policy, now, Leftovers::OlderThan(grace(policy)))
-}
-
-fn select(
-    backups: &[BackupInfo],
-    policy: &RetentionPolicy,
-    now: DateTime<Utc>,
-    leftovers: Leftovers,
-) -> (Vec<BackupInfo>, Vec<BackupId>) {
-    let protected = protected_backups(backups);
-    let mut delete = Vec::new();
-    let mut keep = Vec::new();
-    let mut restorable_seen = 0usize;
-    for b in backups {
-        let age = now - b.id.created();
-        let go = match b.status {
-            BackupStatus::Incomplete => leftovers.may_go(now - b.id.created().min(b.last_modified)),
-            BackupStatus::Complete | BackupStatus::Legacy => {
-                restorable_seen += 1;
-                let kept = protected.contains(&b.id)
-                    || policy.keep_last.is_some_and(|n| restorable_seen <= n);
-                let old = policy
-                    .older_than_days
-                    .is_some_and(|d| age > ChronoDuration::days(i64::from(d)));
-                let beyond_keep = policy.older_than_days.is_none()
-                    && policy.keep_last.is_some_and(|n| restorable_seen > n);
-                !kept && (old || beyond_keep)
-            }
-        };
-        if go {
-            delete.push(b.clone())
-        } else {
-            keep.push(b.id.clone())
-        }
-    }
-    (delete, keep)
+    let context = PlanContext::new(
+        now,
+        LeftoverRule::OlderThan {
+            grace_seconds: grace_seconds(policy),
+        },
+        "",
+    );
+    let plan = plan_prune(backups, &[], policy, &context);
+    (
+        plan.to_delete().map(|b| b.backup.clone()).collect(),
+        plan.to_keep().map(|b| b.backup.id.clone()).collect(),
+    )
 }
 
 /// Deletes backups the policy no longer wants, incomplete leftovers and multipart
 /// uploads of backups, holding the backup lock (default [`LockOptions`]). The newest
 /// restorable backup and the newest complete one are never deleted (see
-/// [`protected_backups`]).
+/// [`protected_backups`]). Backups are ordered and aged by the server's time.
 ///
 /// Holding the lock, no create can be running, so every incomplete backup and every
 /// multipart upload of a backup key is a leftover (of a failed create, or of one whose
@@ -479,97 +517,171 @@ pub async fn prune_backups_with(
     policy: &RetentionPolicy,
     lock: &LockOptions,
 ) -> Result<PruneReport, BackupError> {
-    if lock.mode == LockMode::Off {
-        return prune_unlocked(
-            store,
-            policy,
-            Leftovers::OlderThan(grace(policy)),
-            None,
-            &LockConfirmer::default(),
-        )
-        .await;
-    }
     if policy.dry_run {
-        let running = BackupLock::live_holder(store, lock.ttl).await?;
-        let (leftovers, running) = match running {
-            Some(info) => (Leftovers::None, Some(info.holder())),
-            None => (Leftovers::All, None),
-        };
-        return prune_unlocked(store, policy, leftovers, running, &LockConfirmer::default()).await;
+        let plan = plan_pruning(store, policy, lock, None).await?;
+        return Ok(PruneReport::from_plan(plan, 0, true));
     }
+    prune_locked(store, policy, lock, None).await
+}
+
+/// Plans a prune without taking the lock and without deleting anything (see
+/// [`plan_prune`]): the listing, the server's clock, the multipart uploads, and whether
+/// a live operation holds the lock (then incomplete leftovers stay). With
+/// [`LockMode::Off`], leftovers go once older than the policy's grace period.
+/// `opens_with_passphrase` is the newest backup the prune's passphrase opens, kept
+/// whatever the policy.
+///
+/// # Errors
+/// [`BackupError::S3`] when a request fails, [`BackupError::LockUnsupported`] from the
+/// lock probe.
+pub(crate) async fn plan_pruning(
+    store: &(impl ObjectStore + ?Sized),
+    policy: &RetentionPolicy,
+    lock: &LockOptions,
+    opens_with_passphrase: Option<BackupId>,
+) -> Result<PrunePlan, BackupError> {
+    let leftovers = if lock.mode == LockMode::Off {
+        LeftoverRule::OlderThan {
+            grace_seconds: grace_seconds(policy),
+        }
+    } else {
+        match BackupLock::live_holder(store, lock.ttl).await? {
+            Some(info) => LeftoverRule::NoneWhileHeld {
+                holder: info.holder(),
+            },
+            None => LeftoverRule::All,
+        }
+    };
+    let mut context = PlanContext::new(Utc::now(), leftovers, store.object_key(""));
+    context.opens_with_passphrase = opens_with_passphrase;
+    read_plan(store, policy, context).await
+}
+
+/// Lists the bucket and its uploads, reads the server's clock and plans.
+async fn read_plan(
+    store: &(impl ObjectStore + ?Sized),
+    policy: &RetentionPolicy,
+    mut context: PlanContext,
+) -> Result<PrunePlan, BackupError> {
+    let backups = list_backups(store).await?;
+    let uploads = match store.list_multipart_uploads(&context.prefix).await {
+        Ok(u) => u,
+        Err(S3Error::NotImplemented { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    (context.now, context.clock) = server_now(store).await;
+    Ok(plan_prune(&backups, &uploads, policy, &context))
+}
+
+/// Carries out `given` (a plan from [`plan_pruning`]), or plans afresh when `None`,
+/// holding the lock: the bucket is planned again under the lock and only what both
+/// plans delete is deleted, so a plan made earlier never deletes what has since become
+/// the newest, and never less is protected than `given` protects.
+///
+/// # Errors
+/// As [`prune_backups`].
+pub(crate) async fn prune_locked(
+    store: &(impl ObjectStore + ?Sized),
+    policy: &RetentionPolicy,
+    lock: &LockOptions,
+    given: Option<&PrunePlan>,
+) -> Result<PruneReport, BackupError> {
     let guard = BackupLock::acquire(store, &LockOwner::current("prune"), lock).await?;
-    let result = prune_unlocked(store, policy, Leftovers::All, None, &guard.confirmer()).await;
+    let result = prune_held(store, policy, lock, given, &guard.confirmer()).await;
     let released = guard.release().await;
     let report = result?;
     released?;
     Ok(report)
 }
 
-async fn prune_unlocked(
+async fn prune_held(
     store: &(impl ObjectStore + ?Sized),
     policy: &RetentionPolicy,
-    leftovers: Leftovers,
-    create_running: Option<String>,
-    lock: &LockConfirmer,
+    lock: &LockOptions,
+    given: Option<&PrunePlan>,
+    confirmer: &LockConfirmer,
 ) -> Result<PruneReport, BackupError> {
-    let now = Utc::now();
-    let backups = list_backups(store).await?;
-    let protected = protected_backups(&backups);
-    let (deleted, kept) = select(&backups, policy, now, leftovers);
-    let mut aborted_uploads = 0;
-    let prefix = store.object_key("");
-    let uploads = match store.list_multipart_uploads(&prefix).await {
-        Ok(u) => u,
-        Err(S3Error::NotImplemented { .. }) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    let stale: Vec<_> = uploads
-        .into_iter()
-        .filter(|u| {
-            u.key
-                .strip_prefix(prefix.as_str())
-                .is_some_and(|name| name.parse::<BackupId>().is_ok())
-        })
-        .filter(|u| match leftovers {
-            Leftovers::All => true,
-            other => u.initiated.is_some_and(|t| other.may_go(now - t)),
-        })
-        .collect();
-    for id in &protected {
-        tracing::info!(backup_id = %id, "kept whatever the policy: the newest restorable or complete backup");
-    }
-    if !policy.dry_run {
-        for b in &deleted {
-            match delete_unlocked(store, &b.id, lock).await {
-                Ok(()) | Err(BackupError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        for u in &stale {
-            lock.confirm(&format!("aborting the upload of {}", u.key))
-                .await?;
-            match store.abort_multipart_upload(&u.key, &u.upload_id).await {
-                Ok(()) => aborted_uploads += 1,
-                Err(S3Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+    let leftovers = if lock.mode == LockMode::Off {
+        LeftoverRule::OlderThan {
+            grace_seconds: grace_seconds(policy),
         }
     } else {
-        aborted_uploads = stale.len();
+        LeftoverRule::All
+    };
+    let mut context = PlanContext::new(Utc::now(), leftovers, store.object_key(""));
+    if let Some(given) = given {
+        for b in &given.backups {
+            for reason in &b.reasons {
+                match reason {
+                    PruneReason::OpensWithPassphrase => {
+                        context.opens_with_passphrase = Some(b.backup.id.clone());
+                    }
+                    PruneReason::NeededBy { id } => {
+                        context.needed.push((b.backup.id.clone(), id.clone()));
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
-    Ok(PruneReport {
-        deleted,
-        kept,
-        protected,
-        create_running,
-        aborted_uploads,
-        dry_run: policy.dry_run,
-    })
+    let mut plan = read_plan(store, policy, context).await?;
+    if let Some(given) = given {
+        restrict_to(&mut plan, given);
+    }
+    let aborted = execute_plan(store, &plan, confirmer).await?;
+    Ok(PruneReport::from_plan(plan, aborted, false))
+}
+
+/// Keeps every backup and upload of `plan` that `given` does not delete.
+fn restrict_to(plan: &mut PrunePlan, given: &PrunePlan) {
+    for b in &mut plan.backups {
+        let also = given
+            .get(&b.backup.id)
+            .is_some_and(|g| g.action == PruneAction::Delete);
+        if b.action == PruneAction::Delete && !also {
+            b.action = PruneAction::Keep;
+        }
+    }
+    plan.uploads.retain(|u| {
+        given
+            .uploads
+            .iter()
+            .any(|g| g.key == u.key && g.upload_id == u.upload_id)
+    });
+}
+
+/// Deletes what `plan` deletes and aborts its uploads; returns how many were aborted.
+async fn execute_plan(
+    store: &(impl ObjectStore + ?Sized),
+    plan: &PrunePlan,
+    lock: &LockConfirmer,
+) -> Result<usize, BackupError> {
+    for id in plan.protected() {
+        tracing::info!(backup_id = %id, "kept whatever the policy: the newest restorable or complete backup");
+    }
+    for b in plan.to_delete() {
+        match delete_unlocked(store, &b.backup.id, lock).await {
+            Ok(()) | Err(BackupError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut aborted = 0;
+    for u in &plan.uploads {
+        lock.confirm(&format!("aborting the upload of {}", u.key))
+            .await?;
+        match store.abort_multipart_upload(&u.key, &u.upload_id).await {
+            Ok(()) => aborted += 1,
+            Err(S3Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(aborted)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Duration as ChronoDuration;
     use chrono::TimeZone;
 
     #[test]
@@ -714,24 +826,6 @@ mod tests {
         assert_eq!(protected_backups(&backups), vec![backups[1].id.clone()]);
         assert!(protected_backups(&backups[..1]).is_empty());
     }
-
-    #[test]
-    fn leftovers_go_by_age_all_or_none() {
-        use BackupStatus::*;
-        let now = Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap();
-        let mut fresh = info(0, Incomplete, now);
-        fresh.id = BackupId::from_time(now - ChronoDuration::minutes(5));
-        let backups = vec![fresh, info(3, Incomplete, now), info(4, Complete, now)];
-        let p = RetentionPolicy::default();
-        let by_age = select(&backups, &p, now, Leftovers::OlderThan(grace(&p)));
-        assert_eq!(by_age.0.len(), 1);
-        assert_eq!(by_age.0[0].id, backups[1].id);
-        let all = select(&backups, &p, now, Leftovers::All);
-        assert_eq!(all.0.len(), 2);
-        assert!(all.0.iter().all(|b| b.status == Incomplete));
-        let none = select(&backups, &p, now, Leftovers::None);
-        assert!(none.0.is_empty());
-    }
 }
 
 /// The catalog over [`MemoryStore`](crate::s3::MemoryStore): no server, no sleeping.
@@ -743,6 +837,7 @@ mod store_tests {
     use crate::BackupError;
     use crate::backup::lock::{LOCK_NAME, PROBE_NAME};
     use crate::s3::MemoryStore;
+    use chrono::Duration as ChronoDuration;
 
     const PATH: &str = "synapse/backups";
 
@@ -766,20 +861,40 @@ mod store_tests {
             .unwrap();
     }
 
+    /// Writes with the server's clock at the time the id names, as a create on a host
+    /// with a right clock would.
+    async fn put_at_id_time(
+        store: &MemoryStore,
+        id: &BackupId,
+        name: &str,
+        metadata: &HashMap<String, String>,
+    ) {
+        let now = store.now();
+        store.set_now(id.created());
+        put(store, name, metadata).await;
+        store.set_now(now);
+    }
+
     /// Tagged data and a manifest.
     async fn complete(store: &MemoryStore, id: &BackupId) {
-        put(store, id.as_str(), &ours()).await;
-        put(store, &format!("{id}{MANIFEST_SUFFIX}"), &HashMap::new()).await;
+        put_at_id_time(store, id, id.as_str(), &ours()).await;
+        put_at_id_time(
+            store,
+            id,
+            &format!("{id}{MANIFEST_SUFFIX}"),
+            &HashMap::new(),
+        )
+        .await;
     }
 
     /// Untagged data without manifest (the Python charm's).
     async fn legacy(store: &MemoryStore, id: &BackupId) {
-        put(store, id.as_str(), &HashMap::new()).await;
+        put_at_id_time(store, id, id.as_str(), &HashMap::new()).await;
     }
 
     /// Tagged data without manifest (a failed or running create).
     async fn incomplete(store: &MemoryStore, id: &BackupId) {
-        put(store, id.as_str(), &ours()).await;
+        put_at_id_time(store, id, id.as_str(), &ours()).await;
     }
 
     fn statuses(backups: &[BackupInfo]) -> Vec<(BackupId, BackupStatus)> {
@@ -800,7 +915,13 @@ mod store_tests {
         incomplete(&store, &b).await;
         legacy(&store, &c).await;
         // A manifest whose data is gone.
-        put(&store, &format!("{d}{MANIFEST_SUFFIX}"), &HashMap::new()).await;
+        put_at_id_time(
+            &store,
+            &d,
+            &format!("{d}{MANIFEST_SUFFIX}"),
+            &HashMap::new(),
+        )
+        .await;
         // Not backups: the lock, its probe, unrelated names, nested and foreign keys.
         for name in [LOCK_NAME, PROBE_NAME, "notes.txt", &format!("sub/{a}")] {
             put(&store, name, &ours()).await;

@@ -23,7 +23,7 @@ use crate::error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Err
 use crate::s3::{S3Client, S3Parameters};
 
 /// What [`create_backup_with`] did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 #[non_exhaustive]
 pub struct BackupReport {
     /// The new backup's id.
@@ -89,6 +89,7 @@ pub async fn create_backup_with<C: Container + ?Sized>(
     options: &BackupOptions,
 ) -> Result<BackupReport, BackupError> {
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    super::passphrase::before_create(&run, options).await?;
     run.locked(
         "create",
         &options.lock,
@@ -819,10 +820,11 @@ mod tests {
     use crate::container::{ExecOutput, FileInfo, FileKind, MockContainer};
     use std::sync::{Arc, Mutex};
 
-    /// No S3 server here: the lock is off.
+    /// No S3 server here: the lock is off, and no passphrase check (which lists).
     fn unlocked() -> BackupOptions {
         BackupOptions {
             lock: crate::LockOptions::off(),
+            new_passphrase: true,
             ..BackupOptions::default()
         }
     }

@@ -46,7 +46,7 @@ impl ExtractTarget {
 }
 
 /// What [`extract_backup_with`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ExtractReport {
     /// The backup id.

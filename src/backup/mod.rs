@@ -5,12 +5,17 @@ pub(crate) mod catalog;
 mod create;
 pub(crate) mod decryption;
 mod extract;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod fake;
+pub(crate) mod handle;
 pub(crate) mod layout;
 mod listing;
 pub(crate) mod lock;
 pub(crate) mod manifest;
+mod passphrase;
 pub(crate) mod plan;
 pub(crate) mod progress;
+pub(crate) mod prune_plan;
 mod restore;
 pub(crate) mod restore_plan;
 mod run;

@@ -300,6 +300,12 @@ pub struct BackupOptions {
     /// Receives the pipeline's progress (see [`Progress`](crate::Progress)); none when
     /// `None`.
     pub progress: Option<crate::backup::progress::ProgressCallback>,
+    /// The passphrase is new on purpose: do not refuse it when it does not open the
+    /// newest backup (the backup made becomes the newest, so later creates check
+    /// against it). By default a create refuses a passphrase that does not open the
+    /// newest complete backup (or, on a bucket of legacy backups only, the newest
+    /// legacy one): a mistyped passphrase would make backups nobody can restore.
+    pub new_passphrase: bool,
 }
 
 /// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
@@ -326,6 +332,7 @@ impl Default for BackupOptions {
             max_bandwidth_mib: None,
             lock: crate::backup::lock::LockOptions::default(),
             progress: None,
+            new_passphrase: false,
         }
     }
 }
@@ -559,7 +566,7 @@ pub fn backup_call(
 
 /// What tar said about a live tree that changed while it was archived (GNU tar's exit
 /// 1, or exit 2 for top-level members that vanished).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct LiveChanges {
     /// Files removed after tar listed their directory: left out of the archive.

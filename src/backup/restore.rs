@@ -21,7 +21,7 @@ use crate::error::{BackupError, ContainerError, S3Error, Stage};
 use crate::s3::{ObjectStore, S3Parameters};
 
 /// What [`verify_backup`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct VerifyReport {
     /// The backup id.
@@ -44,7 +44,7 @@ pub struct VerifyReport {
 }
 
 /// What [`restore_backup_with`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RestoreReport {
     /// The backup id.

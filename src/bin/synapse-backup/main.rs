@@ -133,6 +133,12 @@ enum Command {
         /// process keeps locked); 0 for no limit.
         #[arg(long, value_name = "SECONDS", default_value_t = 600)]
         snapshot_timeout: u64,
+        /// The passphrase is new on purpose. Without it, create refuses a passphrase
+        /// that does not open the newest backup (a mistyped one would make backups
+        /// nobody can restore); the backup made with it becomes the newest, so later
+        /// creates check against the new passphrase.
+        #[arg(long)]
+        new_passphrase: bool,
     },
     /// List the backups under the bucket and path, newest first (with --json, an
     /// array of {id, status, last_modified, size, key}).
@@ -344,6 +350,7 @@ impl From<BackupError> for Failure {
             BackupError::NotFound { .. } => Kind::NotFound,
             BackupError::Config(_)
             | BackupError::InvalidPassphrase(_)
+            | BackupError::PassphraseMismatch { .. }
             | BackupError::NothingToBackUp { .. }
             | BackupError::Container(ContainerError::UnknownUser { .. })
             | BackupError::S3(S3Error::Client(_))
@@ -596,8 +603,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let global = &cli.global;
     match cli.command {
         Command::Check => check(global).await,
-        Command::Create { snapshot_timeout } => {
-            create(global, (snapshot_timeout > 0).then_some(snapshot_timeout)).await
+        Command::Create {
+            snapshot_timeout,
+            new_passphrase,
+        } => {
+            create(
+                global,
+                (snapshot_timeout > 0).then_some(snapshot_timeout),
+                new_passphrase,
+            )
+            .await
         }
         Command::List => list(global).await,
         Command::Ls { id } => ls(global, &id).await,
@@ -661,7 +676,11 @@ async fn check(global: &GlobalArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<(), Failure> {
+async fn create(
+    global: &GlobalArgs,
+    snapshot_timeout: Option<u64>,
+    new_passphrase: bool,
+) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
     let layout = pipeline_layout(global)?;
@@ -677,6 +696,7 @@ async fn create(global: &GlobalArgs, snapshot_timeout: Option<u64>) -> Result<()
         .cancel(token.clone())
         .lock(lock_options(global))
         .max_bandwidth_mib(global.limit_upload)
+        .new_passphrase(new_passphrase)
         .progress(Some(view.callback()));
     let (result, signal) = view
         .run(interrupt::cancel_on_signal(
@@ -749,6 +769,14 @@ async fn list(global: &GlobalArgs) -> Result<(), Failure> {
         emit(&format!("no backups in {}\n", target.describe()));
     } else {
         emit(&output::backups_table(&backups));
+    }
+    for b in backups.iter().filter(|b| b.id_time_disagrees()) {
+        eprintln!(
+            "warning: {}: its id says {} but the server stored it at {} (a wrong clock on the host that made it); backups are ordered and aged by the server's time",
+            b.id,
+            output::rfc3339(b.id.created()),
+            output::rfc3339(b.last_modified)
+        );
     }
     Ok(())
 }
@@ -1216,8 +1244,8 @@ fn prune_reason(backup: &BackupInfo, policy: &RetentionPolicy, age: &AgeSource) 
                 format!(" and not among the {n} newest kept by --keep-at-least {n}")
             });
             format!(
-                "made {}, older than {days} days ({source}){beyond}",
-                output::rfc3339(backup.id.created())
+                "stored {} (the server's time), older than {days} days ({source}){beyond}",
+                output::rfc3339(backup.last_modified)
             )
         }
         (None, Some(n)) => {
@@ -1291,11 +1319,16 @@ async fn prune(
             "protected": ids(&report.protected),
             "aborted_uploads": report.aborted_uploads,
             "create_running": report.create_running,
+            "warnings": report.plan.warnings,
+            "plan": report.plan,
         }));
         return Ok(());
     }
     let verb = if dry_run { "would delete" } else { "deleted" };
     let mut text = String::new();
+    for warning in &report.plan.warnings {
+        eprintln!("warning: {warning}");
+    }
     for b in &report.deleted {
         text.push_str(&format!(
             "{verb} {} ({}, {}, {}): {}\n",

@@ -1,0 +1,353 @@
+//! [`Backups`]: one handle over the backup life cycle of one workload and one bucket.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backup::catalog::{self, BackupInfo, BackupStatus, PruneReport, RetentionPolicy};
+use crate::backup::create::{self, BackupReport};
+use crate::backup::extract::{self, ExtractReport, ExtractTarget};
+use crate::backup::layout::Layout;
+use crate::backup::lock::LockOptions;
+use crate::backup::manifest::Manifest;
+use crate::backup::passphrase;
+use crate::backup::plan::{BackupId, BackupOptions, CancelToken};
+use crate::backup::progress::ProgressCallback;
+use crate::backup::prune_plan::PrunePlan;
+use crate::backup::restore::{self, RestoreOptions, RestoreReport, VerifyReport};
+use crate::backup::run::Run;
+use crate::container::Container;
+use crate::error::BackupError;
+use crate::s3::{ObjectStore, S3Client, S3Parameters};
+
+/// Options of [`Backups::create`]: the tuning of [`BackupOptions`] (compression, part
+/// size, bandwidth, timeouts, cancellation, the lock, progress), with a setter per field.
+pub type CreateOptions = BackupOptions;
+
+/// Options of [`Backups::verify`], with a setter per field:
+///
+/// ```
+/// use std::time::Duration;
+/// use synapse_backup::{CancelToken, VerifyOptions};
+///
+/// let cancel = CancelToken::new();
+/// let options = VerifyOptions::default()
+///     .timeout(Some(Duration::from_secs(3600)))
+///     .cancel(cancel.clone());
+/// assert_eq!(options.timeout, Some(Duration::from_secs(3600)));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, derive_setters::Setters)]
+#[non_exhaustive]
+#[setters(prefix = "", generate = true)]
+pub struct VerifyOptions {
+    /// Kill the download pipeline after this long.
+    pub timeout: Option<Duration>,
+    /// Cap the download at this many MiB/s; no cap when `None`.
+    pub max_bandwidth_mib: Option<u32>,
+    /// Make the work dir in the workload's temp dir (see
+    /// [`RestoreOptions::temp_work_dir`]).
+    pub temp_work_dir: bool,
+    /// Receives the download's progress; none when `None`.
+    pub progress: Option<ProgressCallback>,
+    /// Cancels the verification when cancelled: the pipeline is killed and
+    /// [`BackupError::Cancelled`] returned (its work dir, holding no secret, is removed by
+    /// the next run's sweep).
+    pub cancel: CancelToken,
+}
+
+impl VerifyOptions {
+    fn restore_options(&self) -> RestoreOptions {
+        RestoreOptions::default()
+            .timeout(self.timeout)
+            .max_bandwidth_mib(self.max_bandwidth_mib)
+            .temp_work_dir(self.temp_work_dir)
+            .progress(self.progress.clone())
+    }
+}
+
+/// The backup life cycle of one workload (a [`Container`] and its [`Layout`]) and one
+/// bucket (its [`S3Parameters`]), in the shape of `rustic_core`'s repository: make it
+/// once, then `create`, `list`, `verify`, `restore`, `extract`, `status`, `delete`,
+/// `prune_plan` and `prune`.
+///
+/// ```no_run
+/// use synapse_backup::{Backups, CreateOptions, Layout, RetentionPolicy, S3Parameters};
+/// # type PebbleLike = synapse_backup::LocalContainer;
+/// # async fn action(container: PebbleLike, relation_data: std::collections::HashMap<String, String>, passphrase: &str) -> Result<(), Box<dyn std::error::Error>> {
+/// let params = S3Parameters::from_relation_data(&relation_data)?;
+/// let backups = Backups::new(container, params, Layout::default())?;
+/// let report = backups.create(passphrase, &CreateOptions::default()).await?;
+/// let plan = backups.prune_plan(&RetentionPolicy::default().keep_last(Some(7))).await?;
+/// for planned in plan.to_delete() {
+///     println!("{} goes: {:?}", planned.backup.id, planned.reasons);
+/// }
+/// backups.prune(&plan).await?;
+/// # let _ = report; Ok(()) }
+/// ```
+///
+/// Local preconditions (the passphrase, the layout, the workload's `homeserver.yaml`
+/// and its database kind) are checked before the first request to the bucket.
+///
+/// The catalog operations (`list`, `status`, `read_manifest`, `delete`, `prune_plan`,
+/// `prune`) go through the handle's [`ObjectStore`] (an [`S3Client`] made from the
+/// parameters, or the store given to [`Backups::with_store`], e.g. a
+/// `MemoryStore` (feature `testing`)); the operations that run the pipeline
+/// in the workload (`create`, `verify`, `restore`, `extract`) move the data with the
+/// workload's aws CLI and use an [`S3Client`] made from the parameters for their own
+/// requests.
+pub struct Backups<C> {
+    container: C,
+    params: S3Parameters,
+    layout: Layout,
+    store: Arc<dyn ObjectStore>,
+    lock: LockOptions,
+}
+
+impl<C> fmt::Debug for Backups<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backups")
+            .field("params", &self.params)
+            .field("layout", &self.layout)
+            .field("store", &self.store)
+            .field("lock", &self.lock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Container> Backups<C> {
+    /// A handle on `container` laid out as `layout`, backing up to the bucket of
+    /// `params` (it makes the [`S3Client`]; nothing is sent yet).
+    ///
+    /// # Errors
+    /// [`BackupError::Config`] when the layout or the parameters are invalid,
+    /// [`BackupError::S3`] when the client cannot be made.
+    pub fn new(container: C, params: S3Parameters, layout: Layout) -> Result<Self, BackupError> {
+        let client = S3Client::new(&params)?;
+        Self::with_store(container, client, params, layout)
+    }
+
+    /// As [`Backups::new`], with the catalog operations on `store` (e.g. a
+    /// `MemoryStore` (feature `testing`) in a unit test).
+    ///
+    /// # Errors
+    /// [`BackupError::Config`] when the layout is invalid.
+    pub fn with_store(
+        container: C,
+        store: impl ObjectStore + 'static,
+        params: S3Parameters,
+        layout: Layout,
+    ) -> Result<Self, BackupError> {
+        layout.validate()?;
+        Ok(Backups {
+            container,
+            params,
+            layout,
+            store: Arc::new(store),
+            lock: LockOptions::default(),
+        })
+    }
+
+    /// How `delete`, `prune` (and, unless their options say otherwise, nothing else)
+    /// take the backup lock; default [`LockOptions::default`].
+    #[must_use]
+    pub fn lock_options(mut self, lock: LockOptions) -> Self {
+        self.lock = lock;
+        self
+    }
+
+    /// The workload.
+    pub fn container(&self) -> &C {
+        &self.container
+    }
+
+    /// The bucket's parameters.
+    pub fn params(&self) -> &S3Parameters {
+        &self.params
+    }
+
+    /// The workload's layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The store of the catalog operations.
+    pub fn store(&self) -> &dyn ObjectStore {
+        &*self.store
+    }
+
+    /// Backs up the workload (see [`create_backup_with`](crate::create_backup_with)).
+    ///
+    /// # Errors
+    /// As [`create_backup_with`](crate::create_backup_with).
+    pub async fn create(
+        &self,
+        passphrase: &str,
+        options: &CreateOptions,
+    ) -> Result<BackupReport, BackupError> {
+        create::create_backup_with(
+            &self.container,
+            &self.params,
+            passphrase,
+            &self.layout,
+            options,
+        )
+        .await
+    }
+
+    /// Downloads, decrypts and checks a backup in the workload, touching no live file
+    /// (see [`verify_backup_with`](crate::verify_backup_with)).
+    ///
+    /// # Errors
+    /// As [`verify_backup_with`](crate::verify_backup_with), and
+    /// [`BackupError::Cancelled`].
+    pub async fn verify(
+        &self,
+        passphrase: &str,
+        id: &BackupId,
+        options: &VerifyOptions,
+    ) -> Result<VerifyReport, BackupError> {
+        if options.cancel.is_cancelled() {
+            return Err(BackupError::Cancelled);
+        }
+        let restore_options = options.restore_options();
+        let verify = restore::verify_backup_with(
+            &self.container,
+            &self.params,
+            passphrase,
+            id,
+            &self.layout,
+            &restore_options,
+        );
+        tokio::select! {
+            result = verify => result,
+            () = options.cancel.cancelled() => Err(BackupError::Cancelled),
+        }
+    }
+
+    /// Restores a backup over the live data, with rollback (see
+    /// [`restore_backup_with`](crate::restore_backup_with)).
+    ///
+    /// # Errors
+    /// As [`restore_backup_with`](crate::restore_backup_with); a missing or unreadable
+    /// `homeserver.yaml` is reported before anything is asked of the bucket.
+    pub async fn restore(
+        &self,
+        passphrase: &str,
+        id: &BackupId,
+        options: &RestoreOptions,
+    ) -> Result<RestoreReport, BackupError> {
+        passphrase::local_preconditions(&self.container, &self.layout, passphrase).await?;
+        restore::restore_backup_with(
+            &self.container,
+            &self.params,
+            passphrase,
+            id,
+            &self.layout,
+            options,
+        )
+        .await
+    }
+
+    /// Extracts a backup (or part of it) into a directory (see
+    /// [`extract_backup_with`](crate::extract_backup_with)).
+    ///
+    /// # Errors
+    /// As [`extract_backup_with`](crate::extract_backup_with).
+    pub async fn extract(
+        &self,
+        passphrase: &str,
+        id: &BackupId,
+        target: &ExtractTarget,
+        options: &RestoreOptions,
+    ) -> Result<ExtractReport, BackupError> {
+        extract::extract_backup_with(
+            &self.container,
+            &self.params,
+            passphrase,
+            id,
+            &self.layout,
+            target,
+            options,
+        )
+        .await
+    }
+
+    /// Every backup, newest first by the server's time (see
+    /// [`list_backups`](crate::list_backups)).
+    ///
+    /// # Errors
+    /// [`BackupError::S3`] when listing fails.
+    pub async fn list(&self) -> Result<Vec<BackupInfo>, BackupError> {
+        catalog::list_backups(&*self.store).await
+    }
+
+    /// The status of one backup, or `None` when nothing of it exists.
+    ///
+    /// # Errors
+    /// [`BackupError::S3`] when a request fails.
+    pub async fn status(&self, id: &BackupId) -> Result<Option<BackupStatus>, BackupError> {
+        catalog::backup_status(&*self.store, id).await
+    }
+
+    /// A backup's manifest (see [`read_manifest`](crate::read_manifest)).
+    ///
+    /// # Errors
+    /// As [`read_manifest`](crate::read_manifest).
+    pub async fn read_manifest(&self, id: &BackupId) -> Result<Manifest, BackupError> {
+        catalog::read_manifest(&*self.store, id).await
+    }
+
+    /// Deletes a backup, holding the lock (see [`delete_backup`](crate::delete_backup)).
+    ///
+    /// # Errors
+    /// As [`delete_backup`](crate::delete_backup).
+    pub async fn delete(&self, id: &BackupId) -> Result<(), BackupError> {
+        catalog::delete_backup_with(&*self.store, id, &self.lock).await
+    }
+
+    /// Plans a prune without deleting anything or taking the lock: every backup with
+    /// keep or delete and why, ordered and aged by the server's time (see
+    /// [`PrunePlan`]). `policy.dry_run` is ignored: a plan is a dry run.
+    ///
+    /// # Errors
+    /// [`BackupError::S3`] when a request fails, [`BackupError::LockUnsupported`] from
+    /// the lock probe.
+    pub async fn prune_plan(&self, policy: &RetentionPolicy) -> Result<PrunePlan, BackupError> {
+        catalog::plan_pruning(&*self.store, policy, &self.lock, None).await
+    }
+
+    /// As [`Backups::prune_plan`], and the newest backup that `passphrase` opens is kept
+    /// whatever the policy ([`PruneReason::OpensWithPassphrase`](crate::PruneReason::OpensWithPassphrase)):
+    /// a passphrase only ever protects more, never less. Each of the ten newest
+    /// restorable backups is tried in turn (a ranged read of its head, decrypted in the
+    /// workload's temp dir); a backup that cannot be checked is simply not protected
+    /// by it.
+    ///
+    /// # Errors
+    /// As [`Backups::prune_plan`], and [`BackupError::InvalidPassphrase`],
+    /// [`BackupError::Container`] when the check cannot run in the workload.
+    pub async fn prune_plan_opening(
+        &self,
+        policy: &RetentionPolicy,
+        passphrase: &str,
+    ) -> Result<PrunePlan, BackupError> {
+        let run = Run::new(&self.container, &self.params, &self.layout, passphrase)?;
+        let backups = catalog::list_backups(&*self.store).await?;
+        let opens = passphrase::newest_opening(&run, &backups).await?;
+        catalog::plan_pruning(&*self.store, policy, &self.lock, opens).await
+    }
+
+    /// Carries out `plan`, holding the lock: the bucket is planned again under the lock
+    /// and only what both plans delete goes; what `plan` protects stays protected.
+    ///
+    /// # Errors
+    /// [`BackupError::LockHeld`] / [`BackupError::LockUnsupported`] from the lock,
+    /// [`BackupError::S3`] when listing or deleting fails.
+    pub async fn prune(&self, plan: &PrunePlan) -> Result<PruneReport, BackupError> {
+        let policy = RetentionPolicy {
+            dry_run: false,
+            ..plan.policy.clone()
+        };
+        catalog::prune_locked(&*self.store, &policy, &self.lock, Some(plan)).await
+    }
+}

@@ -1,0 +1,353 @@
+//! What `create` checks before it takes the lock: the local preconditions (the
+//! passphrase, the layout, the workload's `homeserver.yaml` and its database kind), then
+//! that the passphrase opens the newest backup, so a mistyped passphrase never makes
+//! backups that nobody can restore.
+//!
+//! The newest complete backup (or, on a bucket holding only legacy backups, the newest
+//! of those) is the reference: its head is read (a ranged `GET` in the workload, see
+//! `scripts/passcheck.sh`) and decrypted as far as it goes; the inner manifest is the
+//! archive's first member, so a few KiB say whether the passphrase opens it. A change of
+//! passphrase is made on purpose with [`BackupOptions::new_passphrase`]: the backup it
+//! makes becomes the newest, so later creates check against the new passphrase.
+
+use std::time::Duration;
+
+use super::catalog::{self, BackupInfo, BackupStatus};
+use super::decryption::{Untrusted, check_status};
+use super::layout::{HomeserverConfig, Layout};
+use super::manifest::{INNER_MANIFEST_MEMBER, InnerManifest};
+use super::plan::{self, BackupId, BackupOptions, ScriptCall, WorkDir};
+use super::run::Run;
+use super::work::{self, WorkPlace};
+use crate::container::Container;
+use crate::error::{BackupError, ContainerError, Stage};
+use crate::s3::S3Parameters;
+use crate::s3::aws_cli::{self, Transfer};
+
+/// The shell side of the check.
+const PASSCHECK: &str = include_str!("scripts/passcheck.sh");
+
+/// How much of the object's head is read: the encryption packets and the inner
+/// manifest fit many times over.
+const HEAD_BYTES: u64 = 1024 * 1024;
+
+/// The check gives up after this long (a head of 1 MiB).
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The local preconditions of an operation on the live tree: a passphrase gpg can read,
+/// a valid layout, and a readable `homeserver.yaml` whose database kind is known. No
+/// request goes to the bucket.
+///
+/// # Errors
+/// [`BackupError::InvalidPassphrase`], [`BackupError::Config`] naming the layout field
+/// or the `homeserver.yaml` path and what is wrong with it.
+pub(crate) async fn local_preconditions<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    passphrase: &str,
+) -> Result<HomeserverConfig, BackupError> {
+    plan::check_passphrase(passphrase)?;
+    layout.validate()?;
+    Ok(work::read_homeserver_config(container, layout).await?)
+}
+
+/// Everything `create` checks before it takes the lock: the local preconditions first
+/// (so that a missing `homeserver.yaml` is reported as such, never as an error of the
+/// bucket), then that the passphrase opens the newest backup.
+///
+/// # Errors
+/// As [`local_preconditions`]; [`BackupError::PassphraseMismatch`] when gpg says the
+/// passphrase does not open the newest backup. A check that cannot be made (the
+/// listing or the download fails, the head is damaged) warns and lets the create run:
+/// only a definite "wrong passphrase" refuses.
+pub(crate) async fn before_create<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    options: &BackupOptions,
+) -> Result<(), BackupError> {
+    local_preconditions(run.container, run.layout, run.passphrase).await?;
+    if options.new_passphrase {
+        tracing::warn!("a new passphrase, as asked: later creates check against this backup");
+        return Ok(());
+    }
+    let backups = match catalog::list_backups(&run.client).await {
+        Ok(backups) => backups,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list the bucket to check the passphrase; creating anyway");
+            return Ok(());
+        }
+    };
+    let newest = backups
+        .iter()
+        .find(|b| b.status == BackupStatus::Complete)
+        .or_else(|| backups.iter().find(|b| b.status == BackupStatus::Legacy));
+    let Some(newest) = newest else {
+        tracing::warn!("an empty bucket: this first backup sets the passphrase for later creates");
+        return Ok(());
+    };
+    let legacy = newest.status == BackupStatus::Legacy;
+    let judged = opens(run, &newest.id, &newest.key, legacy)
+        .await
+        .unwrap_or_else(|e| Opens::Unknown(e.to_string()));
+    match judged {
+        Opens::Yes => Ok(()),
+        Opens::No => Err(BackupError::PassphraseMismatch {
+            id: newest.id.to_string(),
+        }),
+        Opens::Unknown(why) => {
+            tracing::warn!(backup_id = %newest.id, why, "could not tell whether the passphrase opens the newest backup; creating anyway");
+            Ok(())
+        }
+    }
+}
+
+/// How many restorable backups, newest first, [`newest_opening`] tries.
+const MAX_TRIES: usize = 10;
+
+/// The newest restorable backup of `backups` that the run's passphrase opens (trying
+/// the ten newest restorable ones), for a prune that protects it. A failed or
+/// inconclusive check protects nothing more: a prune never deletes on a passphrase
+/// judgement.
+///
+/// # Errors
+/// [`BackupError::Container`] when the work dir cannot be made.
+pub(crate) async fn newest_opening<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    backups: &[BackupInfo],
+) -> Result<Option<BackupId>, BackupError> {
+    let mut ordered = backups.to_vec();
+    crate::backup::prune_plan::order_by_server_time(&mut ordered);
+    for b in ordered
+        .iter()
+        .filter(|b| matches!(b.status, BackupStatus::Complete | BackupStatus::Legacy))
+        .take(MAX_TRIES)
+    {
+        match opens(run, &b.id, &b.key, b.status == BackupStatus::Legacy).await {
+            Ok(Opens::Yes) => return Ok(Some(b.id.clone())),
+            Ok(_) => {}
+            Err(e @ BackupError::Container(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(backup_id = %b.id, error = %e, "could not check the passphrase against it")
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// What the head of a backup says about a passphrase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Opens {
+    /// gpg decrypted it (and, for a backup of ours, its inner manifest names it).
+    Yes,
+    /// gpg says the passphrase is wrong.
+    No,
+    /// Neither (a damaged object, a backup copied under another id): why.
+    Unknown(String),
+}
+
+/// Runs the check in the workload and judges its outputs.
+async fn opens<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    key: &str,
+    legacy: bool,
+) -> Result<Opens, BackupError> {
+    // In the workload's temp dir: a prune may run where no Synapse tree is.
+    let guard = run
+        .work_dir_in(WorkPlace::Temp, "verify", &BackupOptions::default(), false)
+        .await?;
+    let work = guard.dir().clone();
+    let call = passcheck_call(run.layout, run.params, &work, key);
+    let outcome = run
+        .container
+        .exec(
+            &call.argv,
+            work::pipeline_options(run.layout, &call, &work, Some(TIMEOUT), run.passphrase),
+        )
+        .await;
+    let status = work::read_file(run.container, run.layout, &work.file("gpg.status"))
+        .await
+        .unwrap_or_default();
+    let head = work::read_file(run.container, run.layout, &work.file("head"))
+        .await
+        .unwrap_or_default();
+    guard.finish().await;
+    match outcome {
+        Ok(_) => Ok(judge(&status, &head, id, legacy)),
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) => Err(BackupError::StageFailed {
+            stage: Stage::Download,
+            exit_code,
+            stderr,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The call: `passcheck.sh` with the aws CLI's arguments (`s3api` spells the SSE-C
+/// options its own way).
+fn passcheck_call(layout: &Layout, params: &S3Parameters, work: &WorkDir, key: &str) -> ScriptCall {
+    let mut env = plan::script_env(layout, params, work);
+    env.insert("SB_BUCKET".into(), params.bucket().into());
+    env.insert("SB_KEY".into(), key.into());
+    env.insert("SB_HEAD_BYTES".into(), HEAD_BYTES.to_string());
+    env.insert("SB_MEMBER".into(), INNER_MANIFEST_MEMBER.into());
+    let mut argv = vec![
+        layout.bash.clone(),
+        "-c".into(),
+        PASSCHECK.into(),
+        "bash".into(),
+    ];
+    argv.extend(plan::aws_common_args(params));
+    argv.extend(
+        aws_cli::sse_args(params, Transfer::Download, &work.file(plan::SSE_C_KEY_FILE))
+            .into_iter()
+            .map(|arg| match arg.as_str() {
+                "--sse-c" => "--sse-customer-algorithm".to_string(),
+                "--sse-c-key" => "--sse-customer-key".to_string(),
+                _ => arg,
+            }),
+    );
+    ScriptCall { argv, env }
+}
+
+/// Judges gpg's status lines and the first member's head of a cut stream. Pure.
+fn judge(status: &[u8], head: &[u8], id: &BackupId, legacy: bool) -> Opens {
+    if check_status(status) == Err(Untrusted::BadPassphrase) {
+        return Opens::No;
+    }
+    let text = String::from_utf8_lossy(status);
+    let keywords: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("[GNUPG:] "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let begin = keywords.iter().position(|k| *k == "BEGIN_DECRYPTION");
+    let plaintext = keywords.iter().position(|k| *k == "PLAINTEXT");
+    match (begin, plaintext) {
+        (Some(b), Some(p)) if b < p => {}
+        _ => {
+            return Opens::Unknown(
+                "gpg decrypted nothing of its head (not a symmetric gpg stream?)".into(),
+            );
+        }
+    }
+    if legacy {
+        return Opens::Yes;
+    }
+    match InnerManifest::from_json(head) {
+        Ok(inner) if &inner.backup_id == id => Opens::Yes,
+        Ok(inner) => Opens::Unknown(format!(
+            "its inner manifest names {}, not {id}",
+            inner.backup_id
+        )),
+        Err(e) => Opens::Unknown(format!("its inner manifest could not be read: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPENED: &str = "[GNUPG:] NEED_PASSPHRASE_SYM 9 3 2\n[GNUPG:] BEGIN_DECRYPTION\n[GNUPG:] DECRYPTION_INFO 2 9 0\n[GNUPG:] PLAINTEXT 62 0 \n[GNUPG:] ERROR proc_pkt.plaintext 89_UNEXPECTED_EOF\n";
+    const WRONG: &str = "[GNUPG:] NEED_PASSPHRASE_SYM 9 3 2\n[GNUPG:] BEGIN_DECRYPTION\n[GNUPG:] ERROR symkey_decrypt.maybe_error 11_BAD_PASSPHRASE\n[GNUPG:] DECRYPTION_FAILED\n[GNUPG:] END_DECRYPTION\n";
+
+    fn inner(id: &BackupId) -> Vec<u8> {
+        use crate::backup::manifest::{DatabaseSnapshot, MANIFEST_FORMAT, ManifestLayout};
+        InnerManifest {
+            format: MANIFEST_FORMAT,
+            backup_id: id.clone(),
+            created: chrono::Utc::now(),
+            created_by: "synapse-backup/test".into(),
+            layout: ManifestLayout {
+                config_dir: "/data".into(),
+                data_dir: "/data".into(),
+                media_store_path: "/data/media_store".into(),
+                members: vec!["data".into()],
+            },
+            database: DatabaseSnapshot::Sqlite,
+            nonce: "00".into(),
+        }
+        .to_json()
+    }
+
+    #[test]
+    fn a_cut_stream_that_decrypts_to_the_inner_manifest_opens() {
+        let id = BackupId::generate();
+        let head = inner(&id);
+        assert_eq!(judge(OPENED.as_bytes(), &head, &id, false), Opens::Yes);
+        assert_eq!(judge(OPENED.as_bytes(), b"", &id, true), Opens::Yes);
+        assert!(matches!(
+            judge(
+                OPENED.as_bytes(),
+                &inner(&BackupId::from_time(
+                    chrono::Utc::now() - chrono::Duration::days(1)
+                )),
+                &id,
+                false
+            ),
+            Opens::Unknown(_)
+        ));
+        assert!(matches!(
+            judge(OPENED.as_bytes(), b"", &id, false),
+            Opens::Unknown(_)
+        ));
+    }
+
+    #[test]
+    fn a_wrong_passphrase_is_told_and_nothing_else_is_taken_for_one() {
+        let id = BackupId::generate();
+        assert_eq!(judge(WRONG.as_bytes(), b"", &id, false), Opens::No);
+        assert_eq!(judge(WRONG.as_bytes(), b"", &id, true), Opens::No);
+        let plain = "[GNUPG:] PLAINTEXT 62 0 \n";
+        assert!(matches!(
+            judge(plain.as_bytes(), b"", &id, true),
+            Opens::Unknown(_)
+        ));
+        assert!(matches!(judge(b"", b"", &id, true), Opens::Unknown(_)));
+    }
+
+    /// The script as it runs passes shellcheck and keeps the pipeline rules.
+    #[test]
+    fn the_check_script_passes_shellcheck() {
+        assert!(PASSCHECK.contains("\nset -euo pipefail\n"));
+        assert!(!PASSCHECK.contains("set -x"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passcheck.sh");
+        std::fs::write(&path, PASSCHECK).unwrap();
+        let out = std::process::Command::new("shellcheck")
+            .args(["--shell=bash", "--severity=style"])
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run shellcheck ({e}); install it with: sudo apt-get install -y shellcheck")
+            });
+        assert!(
+            out.status.success(),
+            "shellcheck passcheck.sh:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    /// The call puts the passphrase nowhere but stdin, and spells SSE-C as `s3api` does.
+    #[test]
+    fn the_call_has_no_secret_in_argv() {
+        let layout = Layout::default();
+        let work = WorkDir::at("/data/.synapse-backup-verify.x");
+        let data: std::collections::HashMap<String, String> = [
+            ("access-key", "AKIDEXAMPLE"),
+            ("secret-key", "s3cr3t-value"),
+            ("bucket", "bkt"),
+            ("endpoint", "http://127.0.0.1:9"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        let params = S3Parameters::from_relation_data(&data).unwrap();
+        let call = passcheck_call(&layout, &params, &work, "p/backup-1");
+        assert!(call.argv.iter().all(|a| !a.contains("s3cr3t")));
+        assert_eq!(call.env["SB_KEY"], "p/backup-1");
+        assert_eq!(call.env["SB_BUCKET"], "bkt");
+        assert_eq!(call.env["SB_MEMBER"], INNER_MANIFEST_MEMBER);
+        assert!(call.argv.contains(&"--endpoint-url".to_string()));
+    }
+}
