@@ -41,4 +41,6 @@ if ! "$SYNAPSE_BACKUP_TOOLS/bin/aws" --version >/dev/null 2>&1 ||
   }
 fi
 export PATH="$SYNAPSE_BACKUP_TOOLS/bin:$PATH"
+# shellcheck source=scripts/pebble.sh
+source "$tools_root/scripts/pebble.sh" || { return 1 2>/dev/null || exit 1; }
 unset tools_missing tools_root tools_python

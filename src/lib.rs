@@ -78,6 +78,8 @@ pub use backup::{
 #[cfg(any(test, feature = "mock"))]
 pub use container::MockContainer;
 pub use container::local::{LocalContainer, ProcessSupervisor, ServiceManager, SystemdServices};
+#[cfg(feature = "pebble")]
+pub use container::pebble::PebbleContainer;
 pub use container::{
     Container, ExecOptions, ExecOutput, FileInfo, FileKind, ListOptions, MakeDirOptions,
     PushOptions,
