@@ -113,6 +113,21 @@ check!(
 check!(pebble_make_dir_semantics, make_dir_semantics, scratch);
 check!(pebble_exists_checks, exists_checks, scratch);
 check!(
+    pebble_list_files_itself_on_a_symlink,
+    list_files_itself_on_a_symlink,
+    scratch
+);
+check!(
+    pebble_make_dir_ignores_a_planted_mkdir_new_link,
+    make_dir_ignores_a_planted_mkdir_new_link,
+    scratch
+);
+check!(
+    pebble_group_without_user_works,
+    group_without_user_works,
+    scratch
+);
+check!(
     pebble_bad_input_executes_nothing,
     bad_input_executes_nothing,
     scratch
