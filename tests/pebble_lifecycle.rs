@@ -163,7 +163,7 @@ async fn the_whole_life_cycle_runs_through_pebble_as_the_workload_user() {
             .iter()
             .map(|b| b.id.clone())
             .collect::<Vec<_>>(),
-        [first.id.clone()],
+        [first.id],
         "{pruned:?}"
     );
     let left = list_backups(&client).await.unwrap();
