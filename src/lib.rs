@@ -112,6 +112,6 @@ pub mod testing {
 }
 
 /// The README's examples, compiled and run as doctests.
-#[cfg(all(doctest, feature = "mock"))]
+#[cfg(all(doctest, feature = "mock", feature = "pebble"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
