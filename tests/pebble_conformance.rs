@@ -256,3 +256,34 @@ async fn a_failing_service_is_a_service_error() {
         other => panic!("expected a Service error, got {other:?}"),
     }
 }
+
+/// A service that Pebble is restarting by itself (`backoff`) counts as running, and stop
+/// stops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_in_backoff_counts_as_running() {
+    let layer = r#"services:
+  flaky:
+    override: replace
+    command: bash -c "sleep 1.5; exit 1"
+    startup: disabled
+    backoff-delay: 30s
+"#;
+    let daemon = PebbleDaemon::start_with(layer, false);
+    let c = PebbleContainer::new(daemon.socket());
+    let flaky = ["flaky".to_string()];
+    c.start(&flaky).await.expect("it runs for its first second");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon
+        .get("/v1/services?names=flaky")
+        .contains("\"current\":\"backoff\"")
+    {
+        assert!(Instant::now() < deadline, "flaky never went into backoff");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        c.is_running("flaky").await.unwrap(),
+        "a service in backoff counts as running"
+    );
+    c.stop(&flaky).await.expect("stop a service in backoff");
+    assert!(!c.is_running("flaky").await.unwrap());
+}
