@@ -287,3 +287,80 @@ async fn a_service_in_backoff_counts_as_running() {
     c.stop(&flaky).await.expect("stop a service in backoff");
     assert!(!c.is_running("flaky").await.unwrap());
 }
+
+/// A fake daemon: answers `POST /v1/exec` as Pebble does, then `answer(request line)` for
+/// everything else (`None`: close the connection at once, as a websocket closed early).
+async fn fake_daemon(
+    socket: &std::path::Path,
+    answer: fn(&str) -> Option<String>,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let line = text.lines().next().unwrap_or("").to_string();
+                let body = if line.starts_with("POST /v1/exec") {
+                    Some(
+                        r#"{"type":"async","status-code":202,"status":"Accepted","change":"1","result":{"task-id":"1"}}"#
+                            .to_string(),
+                    )
+                } else {
+                    answer(&line)
+                };
+                let Some(body) = body else { return };
+                let (status, body) = body.split_once('|').unwrap_or(("200 OK", &body));
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    })
+}
+
+/// Websockets that close at once, and an HTTP error whose body is not Pebble's JSON:
+/// each a ContainerError naming what failed, in bounded time.
+#[tokio::test]
+async fn a_websocket_closed_early_or_a_bad_error_body_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fake.socket");
+    let server = fake_daemon(&socket, |_| None).await;
+    let c = PebbleContainer::new(&socket);
+    let started = Instant::now();
+    let err = c
+        .exec(&["true".to_string()], ExecOptions::default())
+        .await
+        .expect_err("the websockets close at once");
+    let text = err.to_string();
+    assert!(
+        text.contains("websocket") && text.contains("task 1"),
+        "the error names the websocket and the task: {text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    server.abort();
+
+    let socket = dir.path().join("bad-body.socket");
+    let server = fake_daemon(&socket, |_| {
+        Some("502 Bad Gateway|<html>upstream went away</html>".to_string())
+    })
+    .await;
+    let c = PebbleContainer::new(&socket);
+    let err = c.is_running("synapse").await.expect_err("a bad answer");
+    let text = err.to_string();
+    assert!(
+        text.contains("502") && text.contains("upstream went away"),
+        "the error names the status and shows the body: {text}"
+    );
+    server.abort();
+}
