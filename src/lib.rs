@@ -108,6 +108,8 @@ pub use backup::{
 #[cfg(any(test, feature = "mock"))]
 pub use container::MockContainer;
 pub use container::local::{LocalContainer, ProcessSupervisor, ServiceManager, SystemdServices};
+#[cfg(feature = "pebble")]
+pub use container::pebble::PebbleContainer;
 pub use container::{
     Container, ExecOptions, ExecOutput, FileInfo, FileKind, ListOptions, MakeDirOptions,
     PushOptions,
@@ -144,6 +146,6 @@ pub mod testing {
 }
 
 /// The README's examples, compiled and run as doctests.
-#[cfg(all(doctest, feature = "mock", feature = "testing"))]
+#[cfg(all(doctest, feature = "mock", feature = "testing", feature = "pebble"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -200,3 +200,21 @@ async fn conformance_push_with_owner_never_follows_a_symlink() {
     let f = Fixture::new();
     conformance::push_with_owner_never_follows_a_symlink(&f.container, f.scratch()).await;
 }
+
+#[tokio::test]
+async fn conformance_list_files_itself_on_a_symlink() {
+    let f = Fixture::new();
+    conformance::list_files_itself_on_a_symlink(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_make_dir_ignores_a_planted_mkdir_new_link() {
+    let f = Fixture::new();
+    conformance::make_dir_ignores_a_planted_mkdir_new_link(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_group_without_user_works() {
+    let f = Fixture::new();
+    conformance::group_without_user_works(&f.container, f.scratch()).await;
+}

@@ -1750,6 +1750,159 @@ pub async fn push_with_owner_never_follows_a_symlink(c: &dyn Container, scratch:
     .await;
 }
 
+/// `list_files` of a symlink (with or without `itself`) lists the link itself as a
+/// [`FileKind::Symlink`], never its target, also when the link dangles.
+pub async fn list_files_itself_on_a_symlink(c: &dyn Container, scratch: &str) {
+    let dir = subdir(c, scratch, "list-symlink").await;
+    bash(
+        c,
+        r#"mkdir "$1/target" && ln -s "$1/target" "$1/to-dir" && ln -s "$1/nowhere" "$1/dangling""#,
+        &[&dir],
+    )
+    .await;
+    for name in ["to-dir", "dangling"] {
+        let path = format!("{dir}/{name}");
+        let me = info(c, &path).await;
+        assert_eq!(
+            (me.kind, me.name.as_str(), me.path.as_str()),
+            (FileKind::Symlink, name, path.as_str()),
+            "list_files({path}, itself) must list the link, not its target: {me:?}"
+        );
+        let plain = c
+            .list_files(&path, ListOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("list_files({path}): {e}"));
+        assert_eq!(
+            plain.iter().map(|f| f.kind).collect::<Vec<_>>(),
+            [FileKind::Symlink],
+            "list_files({path}) lists the link itself: {plain:?}"
+        );
+    }
+}
+
+/// `make_dir` (and `push` with `make_dirs`) with an owner never follow a link that the
+/// owner-to-be planted beside the new directory, such as Pebble's predictable
+/// `<path>.mkdir-new`. Root only (it needs a second user, `nobody`).
+pub async fn make_dir_ignores_a_planted_mkdir_new_link(c: &dyn Container, scratch: &str) {
+    if !is_root(c).await {
+        return;
+    }
+    let dir = subdir(c, scratch, "mkdir-new").await;
+    let victim = format!("{dir}/victim");
+    c.push(
+        &victim,
+        b"ours",
+        PushOptions {
+            permissions: Some(0o644),
+            ..PushOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("push {victim}: {e}"));
+    let owner = stat_owner(c, &victim).await;
+    let shared = format!("{dir}/shared");
+    bash(
+        c,
+        r#"chmod a+x -- "$1" "$2" && mkdir -- "$3" && chown nobody: -- "$3""#,
+        &[scratch, &dir, &shared],
+    )
+    .await;
+    // `nobody` plants the links, as the workload user would.
+    for name in ["made", "deep", "pushed-dir"] {
+        let out = run(
+            c,
+            &["ln", "-s", &victim, &format!("{shared}/{name}.mkdir-new")],
+            ExecOptions {
+                user: Some("nobody".into()),
+                ..quick()
+            },
+        )
+        .await;
+        assert_eq!(out.exit_code, 0);
+    }
+    let as_nobody = |make_parents| MakeDirOptions {
+        make_parents,
+        permissions: Some(0o700),
+        user: Some("nobody".into()),
+        group: None,
+    };
+    c.make_dir(&format!("{shared}/made"), as_nobody(false))
+        .await
+        .unwrap_or_else(|e| panic!("make_dir made: {e}"));
+    c.make_dir(&format!("{shared}/deep/er"), as_nobody(true))
+        .await
+        .unwrap_or_else(|e| panic!("make_dir deep/er: {e}"));
+    c.push(
+        &format!("{shared}/pushed-dir/file"),
+        b"x",
+        PushOptions {
+            make_dirs: true,
+            user: Some("nobody".into()),
+            ..PushOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("push pushed-dir/file: {e}"));
+    assert_eq!(
+        info(c, &format!("{shared}/made")).await.kind,
+        FileKind::Directory
+    );
+    untouched(c, &victim, &owner, "a planted .mkdir-new link").await;
+}
+
+/// A group without a user works for exec, push and make_dir: the current user keeps
+/// running (or owning), with that group.
+pub async fn group_without_user_works(c: &dyn Container, scratch: &str) {
+    let dir = subdir(c, scratch, "group-only").await;
+    let me = bash(c, "id -un", &[]).await;
+    let group = if is_root(c).await {
+        bash(c, "id -gn nobody", &[]).await
+    } else {
+        bash(c, "id -gn", &[]).await
+    };
+    let out = run(
+        c,
+        &["bash", "-c", "id -un; id -gn"],
+        ExecOptions {
+            group: Some(group.clone()),
+            ..quick()
+        },
+    )
+    .await;
+    assert_eq!(
+        out.stdout_text(),
+        format!("{me}\n{group}\n"),
+        "exec with a group alone"
+    );
+    let file = format!("{dir}/file");
+    c.push(
+        &file,
+        b"g",
+        PushOptions {
+            group: Some(group.clone()),
+            ..PushOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("push with a group alone: {e}"));
+    assert_eq!(stat_owner(c, &file).await, format!("{me}:{group}"), "push");
+    let sub = format!("{dir}/sub");
+    c.make_dir(
+        &sub,
+        MakeDirOptions {
+            group: Some(group.clone()),
+            ..MakeDirOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("make_dir with a group alone: {e}"));
+    assert_eq!(
+        stat_owner(c, &sub).await,
+        format!("{me}:{group}"),
+        "make_dir"
+    );
+}
+
 /// Runs every check in turn (`scratch` and `service` as for the individual checks).
 pub async fn run_all(c: &dyn Container, scratch: &str, service: &str) {
     exec_output_and_exit_codes(c).await;
@@ -1770,6 +1923,9 @@ pub async fn run_all(c: &dyn Container, scratch: &str, service: &str) {
     remove_path_recursive_and_not_found(c, scratch).await;
     make_dir_semantics(c, scratch).await;
     exists_checks(c, scratch).await;
+    list_files_itself_on_a_symlink(c, scratch).await;
+    make_dir_ignores_a_planted_mkdir_new_link(c, scratch).await;
+    group_without_user_works(c, scratch).await;
     services_start_stop(c, service).await;
     bad_input_executes_nothing(c, scratch).await;
 }

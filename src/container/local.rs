@@ -142,7 +142,10 @@ fn invalid(what: &'static str, value: &str, reason: &str) -> ContainerError {
 }
 
 /// Checks that `path` is absolute and has no NUL byte.
-fn check_path<'a>(what: &'static str, path: &'a str) -> Result<&'a Path, ContainerError> {
+pub(crate) fn check_path<'a>(
+    what: &'static str,
+    path: &'a str,
+) -> Result<&'a Path, ContainerError> {
     if path.contains('\0') {
         return Err(invalid(what, path, "contains a NUL byte"));
     }
@@ -567,7 +570,10 @@ fn private_home(uid: Option<u32>, gid: Option<u32>) -> Result<tempfile::TempDir,
     Ok(dir)
 }
 
-fn validate_exec(command: &[String], options: &ExecOptions) -> Result<(), ContainerError> {
+pub(crate) fn validate_exec(
+    command: &[String],
+    options: &ExecOptions,
+) -> Result<(), ContainerError> {
     let Some(program) = command.first() else {
         return Err(invalid("command", "", "is empty (no program given)"));
     };

@@ -18,6 +18,8 @@ use crate::error::ContainerError;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod local;
+#[cfg(feature = "pebble")]
+pub mod pebble;
 
 /// Options for [`Container::exec`].
 ///
