@@ -1327,3 +1327,98 @@ async fn files_of(
         .unwrap()
         .files
 }
+
+/// Gives the tree to `nobody` (reachable by it) and returns a layout that runs as it.
+fn as_nobody(env: &Env) -> synapse_backup::Layout {
+    assert!(
+        nix_is_root(),
+        "this test runs as root (it switches to nobody): run the tests as root"
+    );
+    sh(
+        "chmod -R a+rX \"$1\" && chmod 0755 \"$2\" && chown -R nobody:nogroup \"$1/data\"",
+        &env,
+        &[
+            &env.tree.root.to_string_lossy(),
+            &env.dir.path().to_string_lossy(),
+        ],
+    );
+    env.layout
+        .clone()
+        .user(Some("nobody".into()))
+        .group(Some("nogroup".into()))
+}
+
+/// The workload user replaces `homeserver.yaml` with a symlink to a root-only YAML file
+/// (or the media store with one to a root-only dir): a backup run by root as that user
+/// reads neither, so nothing of them lands in the manifest or the bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn workload_paths_are_read_as_the_workload_user_never_as_root() {
+    let env = Env::new(&TreeSpec {
+        media_files: 5,
+        ..TreeSpec::default()
+    })
+    .await;
+    let layout = as_nobody(&env);
+    let secret = env.dir.path().join("root-only.yaml");
+    fs::write(
+        &secret,
+        "server_name: root-secret.example\nmedia_store_path: /data/media_store\n",
+    )
+    .unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = env.tree.data.join("homeserver.yaml");
+    fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink(&secret, &config).unwrap();
+    let c = LocalContainer::new();
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, BackupError::Config(_)) && e.to_string().contains("homeserver.yaml"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("root-secret"), "{e}");
+    assert!(
+        objects_in_bucket(&env).is_empty(),
+        "{:?}",
+        objects_in_bucket(&env)
+    );
+
+    // The media store a symlink to a dir only root may list: its names are not read.
+    fs::remove_file(&config).unwrap();
+    fs::write(
+        &config,
+        "server_name: example.test\nmedia_store_path: /data/media_store\n",
+    )
+    .unwrap();
+    let hidden = env.dir.path().join("root-only-media");
+    fs::create_dir_all(hidden.join("local_root_secret_name")).unwrap();
+    fs::set_permissions(&hidden, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::rename(&env.tree.media, env.dir.path().join("old-media")).unwrap();
+    std::os::unix::fs::symlink(&hidden, &env.tree.media).unwrap();
+    let outcome = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await;
+    match outcome {
+        Err(e) => assert!(!e.to_string().contains("local_root_secret_name"), "{e}"),
+        Ok(report) => {
+            let manifest = fs::read_to_string(
+                env.bucket_dir()
+                    .join(format!("{}.manifest.json", report.key)),
+            )
+            .unwrap();
+            assert!(!manifest.contains("local_root_secret_name"), "{manifest}");
+        }
+    }
+}

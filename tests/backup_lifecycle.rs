@@ -562,3 +562,58 @@ async fn a_failing_swap_is_rolled_back() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_copy_beside_the_database_is_restored_not_dropped_as_a_sidecar() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let copy = env.tree.data.join("homeserver.db-before-upgrade");
+    fs::write(&copy, b"the user's copy before an upgrade").unwrap();
+    let id = backup(&env, &c).await;
+    fs::write(&copy, b"changed after the backup").unwrap();
+    // SQLite's own sidecars are still set aside.
+    fs::write(
+        env.tree.data.join("homeserver.db-journal"),
+        b"stale journal",
+    )
+    .unwrap();
+    fs::write(
+        env.tree.data.join("homeserver.db-mj1A2B3C9D4"),
+        b"stale super-journal",
+    )
+    .unwrap();
+    let restored = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fs::read(&copy).ok().as_deref(),
+        Some(&b"the user's copy before an upgrade"[..]),
+        "restored: {:?}, dropped: {:?}",
+        restored.restored,
+        restored.dropped
+    );
+    assert!(
+        restored
+            .restored
+            .contains(&"data/homeserver.db-before-upgrade".to_string()),
+        "{:?}",
+        restored.restored
+    );
+    let mut dropped = restored.dropped.clone();
+    dropped.sort();
+    assert_eq!(
+        dropped,
+        vec![
+            "data/homeserver.db-journal".to_string(),
+            "data/homeserver.db-mj1A2B3C9D4".to_string()
+        ]
+    );
+    assert!(!env.tree.data.join("homeserver.db-journal").exists());
+}

@@ -942,3 +942,72 @@ fn the_cli_as_root_restores_as_the_owner_of_the_data_dir() {
     }
     drop(rt);
 }
+
+/// Overwrites 4 KiB in the middle of a SQLite file with junk.
+fn damage(db: &Path) {
+    let mut bytes = fs::read(db).unwrap();
+    let len = bytes.len();
+    for b in &mut bytes[len / 2..len / 2 + 4096] {
+        *b = 0x5a;
+    }
+    fs::write(db, bytes).unwrap();
+}
+
+/// A live database that fails `PRAGMA integrity_check` is not backed up (restore would
+/// refuse it), and verify runs restore's database check: a backup holding a damaged
+/// database does not verify.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_database_is_refused_by_create_and_fails_verify() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let good = env.create(&c).await.unwrap().id;
+    verify(&env, &c, &good).await.unwrap();
+
+    damage(&env.tree.data.join("homeserver.db"));
+    let e = env.create(&c).await.unwrap_err();
+    assert!(
+        matches!(&e, BackupError::StageFailed { stage: synapse_backup::Stage::Snapshot, stderr, .. }
+            if stderr.contains("integrity_check")),
+        "{e}"
+    );
+    let client = S3Client::new(&env.params).unwrap();
+    assert_eq!(
+        list_backups(&client).await.unwrap().len(),
+        1,
+        "nothing kept"
+    );
+    assert!(
+        work_dirs_left(&env).is_empty(),
+        "{:?}",
+        work_dirs_left(&env)
+    );
+
+    let src = env.dir.path().join("damaged");
+    fs::create_dir_all(src.join("data")).unwrap();
+    fs::copy(
+        env.tree.data.join("homeserver.db"),
+        src.join("data/homeserver.db"),
+    )
+    .unwrap();
+    let object = env.dir.path().join("damaged.gpg");
+    make_object(&env, &src, &["data/homeserver.db"], ENCRYPT, &object);
+    let id = BackupId::generate();
+    upload(&env, &object, &key_of(&id));
+    let v = verify(&env, &c, &id).await.unwrap_err();
+    assert!(
+        matches!(&v, BackupError::Corrupted { reason, .. } if reason.contains("SQLite")),
+        "{v}"
+    );
+    assert!(
+        work_dirs_left(&env).is_empty(),
+        "{:?}",
+        work_dirs_left(&env)
+    );
+    // Without a live tree (no homeserver.yaml), verify stages it in the temp dir.
+    fs::remove_file(env.tree.data.join("homeserver.yaml")).unwrap();
+    let v = verify(&env, &c, &id).await.unwrap_err();
+    assert!(
+        matches!(&v, BackupError::Corrupted { reason, .. } if reason.contains("SQLite")),
+        "{v}"
+    );
+}

@@ -327,6 +327,18 @@ pub(crate) fn join(dir: &str, rel: &str) -> String {
     )
 }
 
+/// Whether `suffix`, what follows a SQLite database's file name, names one of SQLite's
+/// own sidecar files: the write-ahead log (`-wal`), its shared memory (`-shm`), the
+/// rollback journal (`-journal`) or a super-journal (`-mj` and SQLite's random
+/// letters). Anything else beside the database (`homeserver.db-before-upgrade`, a
+/// user's copy) is a file of its own.
+pub(crate) fn is_sqlite_sidecar_suffix(suffix: &str) -> bool {
+    matches!(suffix, "-wal" | "-shm" | "-journal")
+        || suffix
+            .strip_prefix("-mj")
+            .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// Collapses repeated slashes and `.` components (no `..` resolution: those are refused).
 pub(crate) fn normalize(path: &str) -> String {
     let parts: Vec<&str> = path

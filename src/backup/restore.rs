@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::backup::catalog::{BackupStatus, backup_status};
 use crate::backup::decryption::{Untrusted, check_status};
-use crate::backup::layout::{HomeserverConfig, Layout};
+use crate::backup::layout::{HomeserverConfig, Layout, join};
 use crate::backup::manifest::{InnerManifest, Manifest};
 use crate::backup::plan::{
     self, BackupId, BackupOptions, CancelToken, MANIFEST_SUFFIX, ScriptCall, WorkDir,
@@ -54,7 +54,7 @@ pub struct RestoreReport {
     /// The top-level paths replaced (relative to the root).
     pub restored: Vec<String>,
     /// Live paths moved out because the restored database replaces them (every
-    /// `homeserver.db-*` sidecar: `-wal`, `-shm`, `-journal`).
+    /// SQLite sidecar of the database: `-wal`, `-shm`, `-journal`, `-mj…`).
     pub dropped: Vec<String>,
     /// Restored entries whose set-id, sticky or world-writable bits were stripped, as
     /// `path: archived mode -> restored mode` (octal).
@@ -443,7 +443,27 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     let work = run
         .work_dir_in(place, "verify", &options.transfer(), true)
         .await?;
-    let call = restore_plan::list_call(layout, s3_parameters, work.dir(), &fetched.key);
+    // The database is staged (alone) in the work dir for restore's own check of it.
+    let db = verify_rules(container, layout, &fetched, None)
+        .await?
+        .database();
+    let mut call = restore_plan::list_call(layout, s3_parameters, work.dir(), &fetched.key);
+    if let Some(db) = &db {
+        call.env.insert("SB_VERIFY_DB".into(), db.clone());
+        if let Some(size) = fetched.manifest.as_ref().and_then(|m| {
+            m.files
+                .iter()
+                .find(|f| f.path.as_bytes() == db.as_bytes())
+                .map(|f| f.size)
+        }) {
+            call.env.insert(
+                "SB_NEED_BYTES".into(),
+                size.saturating_add(size / 8).to_string(),
+            );
+            call.env
+                .insert("SB_SPACE_DIR".into(), work.dir().dir.clone());
+        }
+    }
     let result = fetch(
         &run,
         work.dir(),
@@ -457,9 +477,27 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     let sha = work::read_text(container, layout, &work.dir().file("sha256"))
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
+    let result = match result {
+        Ok(got) => verify_db(&run, work.dir(), id, db.as_deref(), &got)
+            .await
+            .map(|()| got),
+        Err(e) => Err(e),
+    };
     work.finish().await;
     let got = result?;
     let rules = verify_rules(container, layout, &fetched, got.inner.as_ref()).await?;
+    if rules.database() != db
+        && let Some(other) = rules.database()
+        && got.members.iter().any(|m| m.name == other.as_bytes())
+    {
+        return Err(BackupError::Corrupted {
+            id: id.to_string(),
+            reason: format!(
+                "the backup's own manifest names the database {other}, not the {} verify checked",
+                db.as_deref().unwrap_or("none")
+            ),
+        });
+    }
     let checked = rules
         .check(&got.members, MemberSource::Listing)
         .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
@@ -484,6 +522,41 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
         warnings,
         duration: started.elapsed(),
     })
+}
+
+/// Runs restore's check of the database ([`check_staged_db`]: `PRAGMA
+/// integrity_check`) on the copy the list pass staged in the work dir, when the
+/// archive holds the database `db` (member name).
+async fn verify_db<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    id: &BackupId,
+    db: Option<&str>,
+    got: &Fetch,
+) -> Result<(), BackupError> {
+    let Some(db) = db else { return Ok(()) };
+    if !got
+        .members
+        .iter()
+        .any(|m| m.name == db.as_bytes() && m.kind == '-')
+    {
+        return Ok(());
+    }
+    let staged = join(&work.file("stage"), db);
+    if work::file_size(run.container, run.layout, &staged)
+        .await
+        .is_none()
+    {
+        let why = work::read_text(run.container, run.layout, &work.file("dbtar.err"))
+            .await
+            .unwrap_or_default();
+        return Err(BackupError::StageFailed {
+            stage: Stage::Check,
+            exit_code: 0,
+            stderr: format!("the database {db} could not be staged for its check: {why}"),
+        });
+    }
+    check_staged_db(run, work, id, db, true).await.map(drop)
 }
 
 /// Restores a backup into a workload laid out as in the Synapse rock.
@@ -513,7 +586,7 @@ pub async fn restore_backup<C: Container + ?Sized>(
 /// inner manifest matches the id asked for and the manifest, every member (in tar's
 /// listing and in the staged tree) is a plain file or dir under the restorable paths,
 /// and the staged database passes `PRAGMA integrity_check`: stop the service, move the
-/// live paths (and every `homeserver.db-*` sidecar) aside, move the staged ones in,
+/// live paths (and SQLite's own `homeserver.db-wal`, `-shm`, `-journal`, `-mj…`) aside, move the staged ones in,
 /// start the service, and drop the set-aside copies. Set-id, sticky and
 /// world-writable bits are stripped (and reported); the archived mode is kept otherwise
 /// and everything is owned by the workload user. The restored database's one-time keys

@@ -80,7 +80,7 @@ fn swap_argv(layout: &Layout, mode: &str) -> Vec<String> {
 }
 
 /// The call that swaps staged files in (`rollback: false`) or undoes it. With `db` (the
-/// database's member name), every live `<db>-*` sidecar is set aside too and its name
+/// database's member name), every live SQLite sidecar of it (`<db>-wal`, `-shm`, `-journal`, `-mj…`) is set aside too and its name
 /// printed (NUL-terminated).
 pub fn swap_call(
     layout: &Layout,
@@ -321,12 +321,13 @@ impl RestoreRules {
         })
     }
 
-    /// Whether `name` is a sidecar of the database (`homeserver.db-wal`, `-shm`,
-    /// `-journal`, …).
+    /// Whether `name` is one of SQLite's own sidecars of the database
+    /// (`homeserver.db-wal`, `-shm`, `-journal`, a super-journal `-mj…`); a user's
+    /// `homeserver.db-before-upgrade` is not one.
     pub fn is_db_sidecar(&self, name: &str) -> bool {
         self.database().is_some_and(|db| {
             name.strip_prefix(db.as_str())
-                .is_some_and(|r| r.starts_with('-'))
+                .is_some_and(crate::backup::layout::is_sqlite_sidecar_suffix)
         })
     }
 
@@ -669,7 +670,15 @@ mod tests {
         ] {
             assert!(r.is_db_sidecar(s), "{s}");
         }
-        for s in ["data/homeserver.db", "data/homeserver.dbx", "data/x.db-wal"] {
+        for s in [
+            "data/homeserver.db",
+            "data/homeserver.dbx",
+            "data/x.db-wal",
+            "data/homeserver.db-before-upgrade",
+            "data/homeserver.db-mj",
+            "data/homeserver.db-wal.bak",
+            "data/homeserver.db-",
+        ] {
             assert!(!r.is_db_sidecar(s), "{s}");
         }
     }

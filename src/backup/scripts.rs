@@ -76,6 +76,8 @@ pub(crate) enum Exit {
     NoSnapshotTool,
     /// 21 (`prepare.sh`): the SQLite snapshot failed.
     SnapshotFailed,
+    /// 22 (`prepare.sh`): the snapshot fails SQLite's `PRAGMA integrity_check`.
+    SnapshotCorrupt,
     /// 30 (`swap.sh`): a move failed and everything done was undone.
     SwapUndone,
     /// 31 (`swap.sh`): the undo failed too; the set-aside live files are in the work dir.
@@ -85,7 +87,8 @@ pub(crate) enum Exit {
     DatabaseCheckFailed,
     /// 33 (`swap.sh check-db`): neither python3's sqlite3 nor the sqlite3 CLI exists.
     NoDatabaseTool,
-    /// 40 (`fetch.sh`): not enough free space for staging.
+    /// 40 (`fetch.sh`, `prepare.sh`): not enough free space for staging or the
+    /// database snapshot.
     NoSpace,
     /// 41 (`fetch.sh`): the staging file system filled up while extracting.
     FilledWhileStaging,
@@ -107,6 +110,7 @@ impl Exit {
             14 => Exit::ChecksumReaders,
             20 => Exit::NoSnapshotTool,
             21 => Exit::SnapshotFailed,
+            22 => Exit::SnapshotCorrupt,
             30 => Exit::SwapUndone,
             31 => Exit::SwapUndoFailed,
             32 => Exit::DatabaseCheckFailed,
@@ -126,6 +130,7 @@ impl Exit {
             Exit::ChecksumReaders => 14,
             Exit::NoSnapshotTool => 20,
             Exit::SnapshotFailed => 21,
+            Exit::SnapshotCorrupt => 22,
             Exit::SwapUndone => 30,
             Exit::SwapUndoFailed => 31,
             Exit::DatabaseCheckFailed => 32,
@@ -144,7 +149,7 @@ mod tests {
     #[test]
     fn exit_codes_read_back_both_ways() {
         for code in [
-            0, 10, 11, 12, 13, 14, 20, 21, 30, 31, 32, 33, 40, 41, 1, 2, 141, -1,
+            0, 10, 11, 12, 13, 14, 20, 21, 22, 30, 31, 32, 33, 40, 41, 1, 2, 141, -1,
         ] {
             assert_eq!(Exit::from_code(code).code(), code, "{code}");
         }

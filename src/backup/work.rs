@@ -335,6 +335,70 @@ pub(crate) async fn file_size<C: Container + ?Sized>(
     String::from_utf8(out).ok()?.trim().parse().ok()
 }
 
+/// One entry of [`list_dir`]: its kind (a symlink not followed) and name.
+pub(crate) type Entry = (FileKind, String);
+
+fn kind_from_letter(letter: &[u8]) -> FileKind {
+    match letter {
+        b"f" => FileKind::File,
+        b"d" => FileKind::Directory,
+        b"l" => FileKind::Symlink,
+        _ => FileKind::Other,
+    }
+}
+
+/// The entries of the workload dir `dir` (a host path, followed when it is a symlink)
+/// whose names match the glob `pattern`, listed as the workload user (so a link that
+/// user planted leads only where that user may look); `None` when `dir` does not
+/// exist. Names that are not UTF-8 are left out (with a warning).
+///
+/// # Errors
+/// The exec's error: `dir` is not a directory or cannot be read by the workload user.
+pub(crate) async fn list_dir<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    dir: &str,
+    pattern: &str,
+) -> Result<Option<Vec<Entry>>, ContainerError> {
+    let out = match workdir_exec(container, layout, "list", &[dir, pattern], None).await {
+        Ok(out) => out,
+        Err(ContainerError::ExitedNonZero { exit_code: 4, .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut entries = Vec::new();
+    for record in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let Some((letter, name)) = record.split_first_chunk::<2>() else {
+            continue;
+        };
+        match std::str::from_utf8(name) {
+            Ok(name) => entries.push((kind_from_letter(&letter[..1]), name.to_string())),
+            Err(_) => tracing::warn!(
+                dir,
+                name = %String::from_utf8_lossy(name),
+                "skipping an entry whose name is not UTF-8"
+            ),
+        }
+    }
+    Ok(Some(entries))
+}
+
+/// The kind of the workload path `path` (a host path, a final symlink not followed),
+/// looked up as the workload user; `None` when it does not exist.
+///
+/// # Errors
+/// The exec's error: the workload user cannot look there.
+pub(crate) async fn kind_of<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    path: &str,
+) -> Result<Option<FileKind>, ContainerError> {
+    match workdir_exec(container, layout, "kind", &[path], None).await {
+        Ok(out) => Ok(Some(kind_from_letter(&out))),
+        Err(ContainerError::ExitedNonZero { exit_code: 4, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Puts the aws CLI config, the CA bundle and, when the relation asks for SSE-C, the
 /// customer key (raw, for `--sse-c-key fileb://`) in the work dir. The passphrase is never
 /// written anywhere: it reaches gpg on a file descriptor (see [`pipeline_options`]).
@@ -417,7 +481,12 @@ pub(crate) async fn read_text<C: Container + ?Sized>(
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
 }
 
-/// Reads and parses the workload's `homeserver.yaml`.
+/// The largest `homeserver.yaml` read (Synapse's own are a few KiB).
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Reads and parses the workload's `homeserver.yaml`, as the workload user: a
+/// symlink that user planted never makes a privileged caller read a file the workload
+/// user could not (through any [`Container`]: the read is an exec, not the file API).
 pub(crate) async fn read_homeserver_config<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
@@ -427,10 +496,20 @@ pub(crate) async fn read_homeserver_config<C: Container + ?Sized>(
         what: path.clone(),
         message,
     };
-    let bytes = container
-        .pull(&layout.host_path(&path))
-        .await
-        .map_err(|e| unreadable(format!("cannot read it: {e}")))?;
+    let bytes = read_range(
+        container,
+        layout,
+        &layout.host_path(&path),
+        0,
+        MAX_CONFIG_BYTES + 1,
+    )
+    .await
+    .map_err(|e| unreadable(format!("cannot read it as the workload user: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(unreadable(format!(
+            "it is larger than {MAX_CONFIG_BYTES} bytes"
+        )));
+    }
     let yaml = String::from_utf8(bytes).map_err(|_| unreadable("not valid UTF-8".into()))?;
     HomeserverConfig::parse(&yaml, &path, layout)
 }

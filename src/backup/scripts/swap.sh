@@ -4,9 +4,9 @@
 #
 # swap (the default): for each member in $SB_WORK/swap.list (NUL-separated, relative to
 # SB_ROOT) the live path, if any, is moved to $SB_WORK/aside/<member> and the staged one
-# ($SB_WORK/stage/<member>) moved in; with SB_DB_MEMBER, every live `$SB_DB_MEMBER-*`
-# (the database's -wal, -shm, -journal, ...) is moved aside too and its member name
-# printed, NUL-terminated. Every move is logged (placed.log, aside.log) so it can be
+# ($SB_WORK/stage/<member>) moved in; with SB_DB_MEMBER, every live SQLite sidecar of
+# it (`$SB_DB_MEMBER-wal`, `-shm`, `-journal`, `-mj…`) is moved aside too and its member
+# name printed, NUL-terminated. Every move is logged (placed.log, aside.log) so it can be
 # undone.
 # rollback: undoes a completed swap.
 # check-db: checks the staged database $SB_STAGED_DB (PRAGMA integrity_check), empties
@@ -130,6 +130,14 @@ if [ -n "${SB_DB_MEMBER:-}" ]; then
   shopt -s nullglob
   for p in "$root/$SB_DB_MEMBER"-*; do
     m=${p#"$root/"}
+    # Only SQLite's own sidecars (see layout.rs is_sqlite_sidecar_suffix): a user's
+    # `homeserver.db-before-upgrade` is a file of its own, restored or left alone.
+    case ${m#"$SB_DB_MEMBER"} in
+      -wal | -shm | -journal) ;;
+      -mj*[!A-Za-z0-9]* | -mj) continue ;;
+      -mj*) ;;
+      *) continue ;;
+    esac
     set_aside "$m" || fail "$m"
     printf '%s\0' "$m"
   done

@@ -14,9 +14,14 @@
 #   read FILE [OFFSET LENGTH]
 #                      prints FILE, or LENGTH bytes of it from byte OFFSET (0-based).
 #   size FILE          prints FILE's size in bytes.
+#   list DIR PATTERN   prints `<type> <name>\0` (find's %y: f, d, l, ...) for each entry
+#                      of DIR whose name matches the glob PATTERN; exit 4 when DIR does
+#                      not exist, 5 when it is not a directory.
+#   kind PATH          prints PATH's type letter (find's %y, a symlink not followed);
+#                      exit 4 when it does not exist.
 #   remove DIR         removes DIR and everything in it.
-# Exit codes: 0; 3 (make-in) DIR is not empty; anything else: the step failed (stderr
-# says why).
+# Exit codes: 0; 3 (make-in) DIR is not empty; 4 (list, kind) no such path; anything
+# else: the step failed (stderr says why).
 set -euo pipefail
 umask 077
 make() {
@@ -55,6 +60,17 @@ case "$1" in
     ;;
   size)
     stat -c %s -- "$2"
+    ;;
+  list)
+    # DIR may be a symlink to a dir (a volume mounted elsewhere): the trailing slash
+    # follows it; its entries are not followed.
+    if [ ! -e "$2" ]; then exit 4; fi
+    if [ ! -d "$2" ]; then echo "$2 is not a directory" >&2; exit 5; fi
+    find "${2%/}/" -mindepth 1 -maxdepth 1 -name "$3" -printf '%y %f\0'
+    ;;
+  kind)
+    if [ ! -e "$2" ] && [ ! -L "$2" ]; then exit 4; fi
+    find "$2" -maxdepth 0 -printf '%y'
     ;;
   remove)
     rm -rf -- "$2"
