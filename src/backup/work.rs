@@ -399,6 +399,56 @@ pub(crate) async fn kind_of<C: Container + ?Sized>(
     }
 }
 
+/// Checks an extraction's target dir as the workload user and makes what is missing of
+/// it (`workdir.sh target`): every existing component owned by root or that user and
+/// not writable by others (sticky ancestors excepted, never the target itself).
+/// Gives the topmost dir it made, for [`unmake_target`] after a failure.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] (field `target`) when the target is refused; the exec's
+/// error otherwise.
+pub(crate) async fn prepare_target<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    dir: &str,
+) -> Result<Option<String>, BackupError> {
+    match workdir_exec(container, layout, "target", &[dir], None).await {
+        Ok(out) => {
+            let top = String::from_utf8_lossy(&out)
+                .trim_end_matches('\n')
+                .to_string();
+            Ok((!top.is_empty()).then_some(top))
+        }
+        Err(ContainerError::ExitedNonZero {
+            exit_code: 6,
+            stderr,
+            ..
+        }) => Err(BackupError::Config(ConfigError::Invalid {
+            problems: vec![crate::error::FieldProblem {
+                field: "target".into(),
+                message: format!(
+                    "{dir:?} is refused: {}: the restored signing key and database must not be readable or movable by another user",
+                    stderr.trim()
+                ),
+            }],
+        })),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the dirs [`prepare_target`] made (`dir` and its parents up to `top`) while
+/// they are empty, as the workload user; logs a failure.
+pub(crate) async fn unmake_target<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    dir: &str,
+    top: &str,
+) {
+    if let Err(e) = workdir_exec(container, layout, "unmake", &[dir, top], None).await {
+        tracing::warn!(dir, error = %e, "could not remove the target dir this run made");
+    }
+}
+
 /// Puts the aws CLI config, the CA bundle and, when the relation asks for SSE-C, the
 /// customer key (raw, for `--sse-c-key fileb://`) in the work dir. The passphrase is never
 /// written anywhere: it reaches gpg on a file descriptor (see [`pipeline_options`]).

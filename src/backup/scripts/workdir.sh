@@ -10,6 +10,12 @@
 #                      no data dir.
 #   make-in DIR PREFIX as make, in DIR, which it first makes (`mkdir -p`) and which
 #                      must be empty (exit 3 otherwise): an extraction's target.
+#   target DIR         checks an extraction's target DIR (absolute): every existing
+#                      component owned by root or this user and not writable by others
+#                      (sticky ancestors, as /tmp, excepted; never DIR itself); exit 6
+#                      (stderr says which) otherwise. Makes what is missing (0700) and
+#                      prints the topmost dir it made (an empty line: none).
+#   unmake DIR TOP     removes DIR and its parents up to TOP while they are empty.
 #   write DIR NAME     writes stdin to the new file DIR/NAME (mode 0600); NAME has no `/`.
 #   read FILE [OFFSET LENGTH]
 #                      prints FILE, or LENGTH bytes of it from byte OFFSET (0-based).
@@ -20,7 +26,8 @@
 #   kind PATH          prints PATH's type letter (find's %y, a symlink not followed);
 #                      exit 4 when it does not exist.
 #   remove DIR         removes DIR and everything in it.
-# Exit codes: 0; 3 (make-in) DIR is not empty; 4 (list, kind) no such path; anything
+# Exit codes: 0; 3 (make-in) DIR is not empty; 4 (list, kind) no such path; 6 (target)
+# the target is refused; anything
 # else: the step failed (stderr says why).
 set -euo pipefail
 umask 077
@@ -45,6 +52,47 @@ case "$1" in
       exit 3
     fi
     make "$2" "$3"
+    ;;
+  target)
+    # An extraction's target: every existing component of DIR must be owned by root or
+    # the user running this, and none writable by others (unless sticky, as /tmp; the
+    # target itself never), so nobody else can read what is placed there or swap a
+    # component. The missing part is then made (mode 0700) and its top printed.
+    me=$(id -u)
+    d=$2
+    top=""
+    while [ ! -e "$d" ] && [ ! -L "$d" ]; do
+      top=$d
+      d=$(dirname -- "$d")
+    done
+    check=$d
+    while :; do
+      if [ -L "$check" ]; then echo "$check is a symbolic link" >&2; exit 6; fi
+      read -r owner mode < <(stat -c '%u %a' -- "$check")
+      if [ "$owner" != 0 ] && [ "$owner" != "$me" ]; then
+        echo "$check is owned by uid $owner, neither root nor the workload user" >&2
+        exit 6
+      fi
+      if [ $((8#$mode & 8#022)) -ne 0 ]; then
+        if [ "$check" = "$2" ] || [ $((8#$mode & 8#1000)) -eq 0 ]; then
+          echo "$check is writable by other users (mode $mode)" >&2
+          exit 6
+        fi
+      fi
+      if [ "$check" = / ]; then break; fi
+      check=$(dirname -- "$check")
+    done
+    if [ -e "$d" ] && [ ! -d "$d" ]; then echo "$d is not a directory" >&2; exit 6; fi
+    mkdir -p -- "$2"
+    printf '%s\n' "$top"
+    ;;
+  unmake)
+    # Removes the empty dirs `target` made: DIR and its parents up to TOP.
+    d=$2
+    while rmdir -- "$d" 2>/dev/null; do
+      if [ "$d" = "$3" ]; then break; fi
+      d=$(dirname -- "$d")
+    done
     ;;
   write)
     case "$3" in */* | '' | . | ..) echo "bad work file name" >&2; exit 2 ;; esac
