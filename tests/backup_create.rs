@@ -1422,3 +1422,148 @@ async fn workload_paths_are_read_as_the_workload_user_never_as_root() {
         }
     }
 }
+
+/// The processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(needle) {
+                found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// A backup cancelled (Ctrl-C) while the snapshot waits for a locked database leaves
+/// no snapshot process running: `timeout` stays in the run's process group, which the
+/// cancellation kills.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_cancelled_during_the_snapshot_leaves_no_snapshot_running() {
+    use std::io::BufRead;
+    let env = Env::new(&TreeSpec::default()).await;
+    let db = env.tree.data.join("homeserver.db");
+    let mut holder = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('PRAGMA locking_mode=EXCLUSIVE')\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             c.execute('UPDATE events SET body = body')\n\
+             print('locked', flush=True)\n\
+             time.sleep(3600)\n",
+        )
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed: sudo apt-get install -y python3");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let options = BackupOptions::default().snapshot_timeout(None);
+    let cancel = options.cancel.clone();
+    let c = LocalContainer::new();
+    let needle = format!("{} ", db.display());
+    let run = create_backup_with(&c, &env.params, PASSPHRASE, &env.layout, &options);
+    let watcher = async {
+        // Cancel once the snapshot is running.
+        for _ in 0..600 {
+            if processes_mentioning(&needle)
+                .iter()
+                .any(|p| p.contains("snap.db"))
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        cancel.cancel();
+    };
+    let (outcome, ()) = tokio::join!(run, watcher);
+    let e = outcome.unwrap_err();
+    assert!(matches!(e, BackupError::Cancelled), "{e}");
+    let mut left = Vec::new();
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = processes_mentioning(&needle)
+            .into_iter()
+            .filter(|p| p.contains("snap.db"))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+    }
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(left.is_empty(), "still running: {left:?}");
+    assert!(objects_in_bucket(&env).is_empty());
+}
+
+struct Unmount(PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` at `<root>/<name>`.
+fn small_tmpfs(env: &Env, name: &str, size: &str) -> Unmount {
+    let small = env.tree.root.join(name);
+    fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount (util-linux) is needed");
+    assert!(
+        mounted.success(),
+        "this test mounts a small tmpfs and must run as root"
+    );
+    Unmount(small)
+}
+
+/// The database snapshot never fills the volume it is written to: with less free
+/// space than the database needs, create says so before writing anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_snapshot_is_refused_when_it_would_fill_the_volume() {
+    let env = Env::new(&TreeSpec {
+        media_files: 2,
+        db_rows: 4000,
+        ..TreeSpec::default()
+    })
+    .await;
+    let db_bytes = fs::metadata(env.tree.data.join("homeserver.db"))
+        .unwrap()
+        .len();
+    assert!(db_bytes > 3 << 20, "{db_bytes}");
+    let _mount = small_tmpfs(&env, "small", "2m");
+    let layout = env.layout.clone().work_dir(Some("/small".into()));
+    let c = LocalContainer::new();
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    match &e {
+        BackupError::InsufficientSpace {
+            path,
+            needed,
+            available,
+        } => {
+            assert!(path.contains("/small/"), "{e}");
+            assert!(*needed >= db_bytes && *available < *needed, "{e}");
+        }
+        other => panic!("expected InsufficientSpace, got {other}"),
+    }
+    assert!(objects_in_bucket(&env).is_empty());
+    let small = env.tree.root.join("small");
+    assert_eq!(fs::read_dir(&small).unwrap().count(), 0, "work dir left");
+}
