@@ -1567,3 +1567,112 @@ async fn the_snapshot_is_refused_when_it_would_fill_the_volume() {
     let small = env.tree.root.join("small");
     assert_eq!(fs::read_dir(&small).unwrap().count(), 0, "work dir left");
 }
+
+/// The CLI is killed (SIGKILL) while its upload runs: the pipeline does not outlive it
+/// (the workload script's watchdog kills the pipeline's process group), and the next
+/// run's sweep removes the work dir it left.
+#[test]
+fn a_killed_cli_leaves_no_pipeline_running_and_the_next_run_sweeps_its_work_dir() {
+    use std::time::{Duration, Instant};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(Env::new(&TreeSpec {
+        media_files: 4,
+        ..TreeSpec::default()
+    }));
+    let s3 = env.dir.path().join("s3.yaml");
+    let data = env.server.relation_data(&env.bucket);
+    fs::write(
+        &s3,
+        format!(
+            "access-key: {}\nsecret-key: {}\nbucket: {}\nendpoint: {}\nregion: us-east-1\ns3-uri-style: path\npath: synapse/backups\n",
+            data["access-key"], data["secret-key"], env.bucket, data["endpoint"]
+        ),
+    )
+    .unwrap();
+    let pass = env.dir.path().join("pass");
+    fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+    fs::set_permissions(&pass, fs::Permissions::from_mode(0o600)).unwrap();
+    // An aws CLI that records its pid and never uploads (the upload "runs" forever).
+    let marker = env.dir.path().join("aws-pid");
+    let stuck_aws = env.dir.path().join("stuck-aws");
+    fs::write(
+        &stuck_aws,
+        format!(
+            "#!/usr/bin/env bash\necho $$ > '{}'\nwhile :; do sleep 0.05; done\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&stuck_aws, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_synapse-backup"))
+        .arg("--root")
+        .arg(&env.tree.root)
+        .arg("--s3")
+        .arg(&s3)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("--aws")
+        .arg(&stuck_aws)
+        .arg("create")
+        .env_remove("SYNAPSE_BACKUP_ROOT")
+        .env_remove("SYNAPSE_BACKUP_S3")
+        .env_remove("SYNAPSE_BACKUP_PASSPHRASE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let aws_pid: i32 = loop {
+        if let Ok(text) = fs::read_to_string(&marker)
+            && let Ok(pid) = text.trim().parse()
+        {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the create never reached the aws CLI"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    let alive = |pid: i32| {
+        Path::new(&format!("/proc/{pid}")).exists() && {
+            // A zombie waiting for its reaper is gone too.
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    !s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(false)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(aws_pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let still = alive(aws_pid);
+    if still {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &aws_pid.to_string()])
+            .status();
+    }
+    assert!(!still, "the upload outlived the killed CLI");
+    assert!(
+        !leftover_work_dirs(&env).is_empty(),
+        "the killed run's dir is there"
+    );
+    let layout = env.layout.clone();
+    let c = LocalContainer::new();
+    let removed = rt.block_on(synapse_backup::remove_abandoned_work_dirs(&c, &layout));
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(
+        leftover_work_dirs(&env).is_empty(),
+        "{:?}",
+        leftover_work_dirs(&env)
+    );
+}

@@ -4,20 +4,29 @@
 //! command), included here as constants: `bash -c <script> bash <args…>` with every
 //! variable value in the environment or the positional parameters, never in the text.
 //! `backup.sh` and `fetch.sh` are appended to `common.sh` (the checksum stage and the
-//! failing-stage rule they share). Each file's header states its inputs and exit codes;
+//! failing-stage rule they share), and the long-running scripts (`prepare.sh`,
+//! `backup.sh`, `fetch.sh`) to `watchdog.sh`, which kills their process group as soon
+//! as the shell that runs them is gone or has lost its parent (the caller was killed). Each file's header states its inputs and exit codes;
 //! [`Exit`] is the one Rust reading of those codes.
 
 use crate::error::Stage;
 
-/// `prepare.sh`: the SQLite snapshot, the total size and the file listing.
-pub(crate) const PREPARE: &str = include_str!("scripts/prepare.sh");
-/// `common.sh` + `backup.sh`: `tar | gpg | checksum | aws s3 cp`.
+/// `watchdog.sh` + `prepare.sh`: the SQLite snapshot, the total size and the file
+/// listing.
+pub(crate) const PREPARE: &str = concat!(
+    include_str!("scripts/watchdog.sh"),
+    include_str!("scripts/prepare.sh")
+);
+/// `watchdog.sh` + `common.sh` + `backup.sh`: `tar | gpg | checksum | aws s3 cp`.
 pub(crate) const BACKUP: &str = concat!(
+    include_str!("scripts/watchdog.sh"),
     include_str!("scripts/common.sh"),
     include_str!("scripts/backup.sh")
 );
-/// `common.sh` + `fetch.sh`: `aws s3 cp | checksum | gpg --decrypt | tar`.
+/// `watchdog.sh` + `common.sh` + `fetch.sh`: `aws s3 cp | checksum | gpg --decrypt |
+/// tar`.
 pub(crate) const FETCH: &str = concat!(
+    include_str!("scripts/watchdog.sh"),
     include_str!("scripts/common.sh"),
     include_str!("scripts/fetch.sh")
 );
