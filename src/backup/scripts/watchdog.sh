@@ -8,7 +8,8 @@
 # that is installed). A background watchdog then kills the whole group as soon as the
 # script's shell is gone (Pebble SIGKILLs only its direct child when the client drops)
 # or has lost the parent that started it (the caller was killed: the shell was
-# reparented). The shell's normal end ends the watchdog too. Nothing here reads or
+# reparented). The shell's own exit ends the watchdog (an EXIT trap: the including
+# script sets none). Nothing here reads or
 # writes the positional parameters; the including script sees them unchanged.
 # Environment: SB_SUPERVISED (set here: the re-executed shell does not re-execute).
 set -euo pipefail
@@ -21,6 +22,9 @@ if [ "$sb_pgid" = "$$" ]; then
   sb_leader=$$
   read -r _ _ _ sb_parent _ </proc/$$/stat
   (
+    # Out of the work dir (which may be a mount point a caller unmounts) and off the
+    # caller's pipes.
+    cd /
     exec </dev/null >/dev/null 2>&1 3>&- 4>&-
     while sleep 1; do
       sb_state=""
@@ -30,4 +34,7 @@ if [ "$sb_pgid" = "$$" ]; then
     done
     kill -KILL -- "-$sb_leader" 2>/dev/null || true
   ) &
+  sb_watchdog=$!
+  # The shell's own end (any exit status) ends the watchdog at once.
+  trap 'kill -TERM "$sb_watchdog" 2>/dev/null || true' EXIT
 fi
