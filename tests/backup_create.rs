@@ -1336,7 +1336,7 @@ fn as_nobody(env: &Env) -> synapse_backup::Layout {
     );
     sh(
         "chmod -R a+rX \"$1\" && chmod 0755 \"$2\" && chown -R nobody:nogroup \"$1/data\"",
-        &env,
+        env,
         &[
             &env.tree.root.to_string_lossy(),
             &env.dir.path().to_string_lossy(),

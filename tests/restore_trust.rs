@@ -1117,3 +1117,63 @@ async fn a_failed_extraction_removes_the_target_dirs_it_made() {
     assert!(existing.is_dir(), "a dir that was there stays");
     assert_eq!(fs::read_dir(&existing).unwrap().count(), 0);
 }
+
+/// A read-only media store (0555) and a workload user that is not root: the swap could
+/// not move the live media aside, so verify fails as restore would, and restore says so
+/// before anything is stopped or moved.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_fails_where_the_swap_could_not_move_the_live_files() {
+    let env = Env::new(&TreeSpec {
+        media_files: 4,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    give_tree_to_nobody(&env);
+    let layout = env.layout.clone().user(Some("nobody".into()));
+    let id = synapse_backup::create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &synapse_backup::BackupOptions::default(),
+    )
+    .await
+    .unwrap()
+    .id;
+    fs::set_permissions(&env.tree.media, fs::Permissions::from_mode(0o555)).unwrap();
+    let v = verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&v, BackupError::StageFailed { stage: synapse_backup::Stage::Swap, stderr, .. }
+            if stderr.contains("not writable") && stderr.contains("media_store")),
+        "{v}"
+    );
+    let before = snapshot(&env.tree.data);
+    let e = restore(&env, &c, &id, &layout).await.unwrap_err();
+    assert!(
+        matches!(&e, BackupError::StageFailed { stage: synapse_backup::Stage::Swap, stderr, .. }
+            if stderr.contains("the swap would fail")),
+        "{e}"
+    );
+    assert_eq!(snapshot(&env.tree.data), before);
+    fs::set_permissions(&env.tree.media, fs::Permissions::from_mode(0o755)).unwrap();
+    verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+}

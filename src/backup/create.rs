@@ -106,6 +106,7 @@ async fn create_locked<C: Container + ?Sized>(
     let collected = collect(run.container, run.layout).await?;
     let id = BackupId::generate();
     let key = run.client.object_key(id.as_str());
+    // A dead restore's kept dir is reported (error level) by the sweep itself.
     work::sweep_work_dirs(run.container, run.layout, false).await;
     tracing::info!(backup_id = %id, members = collected.members.len(), "starting backup");
     let work = run.work_dir(id.as_str(), options, false).await?;
@@ -151,18 +152,19 @@ async fn create_locked<C: Container + ?Sized>(
     }
 }
 
-/// Removes the work dirs that `create` and `verify` runs left behind when they could
-/// not clean up (a killed process, a dropped future): those whose owner record names
-/// a process of this host that is gone, or this very process (call it only when this
-/// process runs no backup or verification, e.g. after dropping one on a signal).
-/// Restore dirs, which may hold set-aside live files, and other hosts' or live
-/// processes' dirs are never touched; removal runs as the workload user. Returns the
-/// dirs removed.
+/// Removes the work dirs that runs left behind when they could not clean up (a killed
+/// process, a dropped future): those whose owner record names a process of this host
+/// that is gone, or this very process (call it only when this process runs no
+/// operation, e.g. after dropping one on a signal). A restore's dir whose swap had
+/// begun keeps the live files it set aside (the only copy of the previous data) and
+/// its swap logs, and loses its keys, aws config and staging; how to roll back is
+/// logged at error level. Other hosts' or live processes' dirs are never touched;
+/// everything runs as the workload user. Returns the dirs removed.
 pub async fn remove_abandoned_work_dirs<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
 ) -> Vec<String> {
-    work::sweep_work_dirs(container, layout, true).await
+    work::sweep_work_dirs(container, layout, true).await.removed
 }
 
 /// Deletes a failed run's data object and aborts multipart uploads under its key.

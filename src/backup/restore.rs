@@ -478,14 +478,11 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
     let result = match result {
-        Ok(got) => verify_db(&run, work.dir(), id, db.as_deref(), &got)
-            .await
-            .map(|()| got),
+        Ok(got) => verify_checks(&run, work.dir(), id, db.as_deref(), &fetched, got).await,
         Err(e) => Err(e),
     };
     work.finish().await;
-    let got = result?;
-    let rules = verify_rules(container, layout, &fetched, got.inner.as_ref()).await?;
+    let (got, rules, checked) = result?;
     if rules.database() != db
         && let Some(other) = rules.database()
         && got.members.iter().any(|m| m.name == other.as_bytes())
@@ -498,9 +495,6 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
             ),
         });
     }
-    let checked = rules
-        .check(&got.members, MemberSource::Listing)
-        .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
     let mut warnings = fetched.warnings;
     warnings.extend(got.warnings);
     warnings.extend(checked.stripped.iter().map(|(name, mode)| {
@@ -522,6 +516,103 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
         warnings,
         duration: started.elapsed(),
     })
+}
+
+/// Checks, before anything is stopped or moved, what swapping `units` in needs (`swap.sh
+/// preflight`): the workload user may write where each is set aside and placed, and
+/// there is room where a move crosses file systems (a media store on another volume),
+/// with `staging` bytes of staging still to come in the layout's work base.
+///
+/// # Errors
+/// [`BackupError::StageFailed`] ([`Stage::Swap`]) naming a path that is not writable,
+/// [`BackupError::InsufficientSpace`].
+pub(super) async fn preflight<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    rules: &RestoreRules,
+    members: &[ArchiveMember],
+    units: &[String],
+    staging: u64,
+) -> Result<(), BackupError> {
+    let (container, layout) = (run.container, run.layout);
+    work::write_file(
+        container,
+        layout,
+        work,
+        "swap.sizes",
+        &restore_plan::unit_sizes(rules, members, units),
+    )
+    .await?;
+    let call =
+        restore_plan::preflight_call(layout, run.params, work, &WorkDir::base(layout), staging);
+    match container
+        .exec(&call.argv, work::exec_options(layout, &call, work, None))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) if Exit::from_code(exit_code) == Exit::SwapNoSpace => {
+            let text = work::read_text(container, layout, &work.file("preflight"))
+                .await
+                .unwrap_or_default();
+            let mut parts = text.splitn(3, ' ');
+            let needed = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let available = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let path = parts.next().map_or(stderr, str::to_string);
+            Err(BackupError::InsufficientSpace {
+                path,
+                needed,
+                available,
+            })
+        }
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) => Err(BackupError::StageFailed {
+            stage: Stage::Swap,
+            exit_code,
+            stderr: format!("the swap would fail: {stderr}"),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Verify's checks of what the list pass found, in its work dir: restore's database
+/// check, restore's member rules, and, where the live tree is (its `homeserver.yaml`
+/// exists), what the swap would need ([`preflight`]).
+async fn verify_checks<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    id: &BackupId,
+    db: Option<&str>,
+    fetched: &Fetched,
+    got: Fetch,
+) -> Result<(Fetch, RestoreRules, CheckedMembers), BackupError> {
+    let (container, layout) = (run.container, run.layout);
+    verify_db(run, work, id, db, &got).await?;
+    let rules = verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
+    let checked = rules
+        .check(&got.members, MemberSource::Listing)
+        .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
+    let live = layout.host_path(&layout.homeserver_config_path());
+    if container.exists(&live).await.unwrap_or(false) {
+        let units: Vec<String> = checked
+            .units
+            .iter()
+            .filter(|u| !rules.is_db_sidecar(u))
+            .cloned()
+            .collect();
+        preflight(
+            run,
+            work,
+            &rules,
+            &got.members,
+            &units,
+            staging_need(fetched),
+        )
+        .await?;
+    }
+    Ok((got, rules, checked))
 }
 
 /// Runs restore's check of the database ([`check_staged_db`]: `PRAGMA
@@ -633,12 +724,16 @@ async fn restore_locked<C: Container + ?Sized>(
     let rules = RestoreRules::new(run.layout, &config);
     let fetched = locate(&run.client, id).await?;
     let need = staging_need(&fetched);
+    // What killed runs left: a killed restore's keys and staging go; the live files a
+    // half-done swap set aside stay, and this report says how to roll back.
+    let swept = work::sweep_work_dirs(run.container, run.layout, false).await;
     let work = run.work_dir("restore", &options.transfer(), true).await?;
     let result = restore_in(run, &work, options, &rules, id, &fetched, need).await;
     work.finish().await;
     let done = result?;
     tracing::info!(backup_id = %id, "backup restored");
     let mut warnings = fetched.warnings;
+    warnings.extend(swept.kept);
     warnings.extend(done.warnings);
     Ok(RestoreReport {
         id: id.clone(),
@@ -787,6 +882,7 @@ async fn restore_in<C: Container + ?Sized>(
         Some(db) => check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
         None => None,
     };
+    preflight(run, work, rules, &got.members, &units, 0).await?;
     work::write_file(
         container,
         layout,

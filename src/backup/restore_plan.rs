@@ -121,6 +121,50 @@ pub fn check_db_call(
     }
 }
 
+/// The call that checks what the swap of the units in the work dir's `swap.sizes` needs
+/// (write access, and space where a move crosses file systems), with staging in
+/// `stage_base` still to come for `staging` bytes (0 when staged already).
+pub fn preflight_call(
+    layout: &Layout,
+    params: &S3Parameters,
+    work: &WorkDir,
+    stage_base: &str,
+    staging: u64,
+) -> ScriptCall {
+    let mut env = swap_env(layout, params, work);
+    env.insert("SB_STAGE_BASE".into(), stage_base.into());
+    // Within what the script's shell arithmetic adds to without overflowing.
+    env.insert(
+        "SB_PREFLIGHT_STAGING".into(),
+        staging.min(1 << 60).to_string(),
+    );
+    ScriptCall {
+        argv: swap_argv(layout, "preflight"),
+        env,
+    }
+}
+
+/// The `swap.sizes` file of [`preflight_call`]: each of `units` and the bytes of the
+/// regular files of `members` under it, as NUL-separated pairs.
+pub fn unit_sizes(rules: &RestoreRules, members: &[ArchiveMember], units: &[String]) -> Vec<u8> {
+    let mut sizes: BTreeMap<&str, u64> = units.iter().map(|u| (u.as_str(), 0)).collect();
+    for m in members.iter().filter(|m| m.kind == '-') {
+        if let Some(unit) = rules.unit(&String::from_utf8_lossy(&m.name))
+            && let Some(total) = sizes.get_mut(unit.as_str())
+        {
+            *total = total.saturating_add(m.size);
+        }
+    }
+    let mut out = Vec::new();
+    for (unit, size) in sizes {
+        out.extend_from_slice(unit.as_bytes());
+        out.push(0);
+        out.extend_from_slice(size.to_string().as_bytes());
+        out.push(0);
+    }
+    out
+}
+
 /// The call that makes every dir in the work dir writable by its owner, so that it can
 /// be removed.
 pub fn cleanup_call(layout: &Layout, params: &S3Parameters, work: &WorkDir) -> ScriptCall {

@@ -96,6 +96,10 @@ pub(crate) enum Exit {
     DatabaseCheckFailed,
     /// 33 (`swap.sh check-db`): neither python3's sqlite3 nor the sqlite3 CLI exists.
     NoDatabaseTool,
+    /// 34 (`swap.sh preflight`): a path the swap must change is not writable.
+    SwapNotWritable,
+    /// 35 (`swap.sh preflight`): not enough space for what the swap copies.
+    SwapNoSpace,
     /// 40 (`fetch.sh`, `prepare.sh`): not enough free space for staging or the
     /// database snapshot.
     NoSpace,
@@ -124,6 +128,8 @@ impl Exit {
             31 => Exit::SwapUndoFailed,
             32 => Exit::DatabaseCheckFailed,
             33 => Exit::NoDatabaseTool,
+            34 => Exit::SwapNotWritable,
+            35 => Exit::SwapNoSpace,
             40 => Exit::NoSpace,
             41 => Exit::FilledWhileStaging,
             c => Exit::Other(c),
@@ -144,6 +150,8 @@ impl Exit {
             Exit::SwapUndoFailed => 31,
             Exit::DatabaseCheckFailed => 32,
             Exit::NoDatabaseTool => 33,
+            Exit::SwapNotWritable => 34,
+            Exit::SwapNoSpace => 35,
             Exit::NoSpace => 40,
             Exit::FilledWhileStaging => 41,
             Exit::Other(c) => c,
@@ -158,7 +166,7 @@ mod tests {
     #[test]
     fn exit_codes_read_back_both_ways() {
         for code in [
-            0, 10, 11, 12, 13, 14, 20, 21, 22, 30, 31, 32, 33, 40, 41, 1, 2, 141, -1,
+            0, 10, 11, 12, 13, 14, 20, 21, 22, 30, 31, 32, 33, 34, 35, 40, 41, 1, 2, 141, -1,
         ] {
             assert_eq!(Exit::from_code(code).code(), code, "{code}");
         }

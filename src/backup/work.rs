@@ -210,18 +210,36 @@ fn is_made_dir(dir: &str, base: Option<&str>, prefix: &str) -> bool {
 /// clean environment).
 pub(crate) const TEMP_BASE: &str = "/tmp";
 
-/// Removes the work dirs under the layout's work base (and [`TEMP_BASE`]) that runs now
-/// dead left behind (a killed process, a dropped future): only `backup` and `verify` dirs whose
-/// [`OwnerRecord`] names a process of this host that no longer exists. Dirs of live
-/// runs, of other hosts, without a readable record, and restore dirs (which may hold
-/// set-aside live files) are never touched. Returns the dirs removed.
-/// With `including_own`, this process's own dirs are removed too (its runs were
+/// What [`sweep_work_dirs`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Swept {
+    /// The dirs removed.
+    pub(crate) removed: Vec<String>,
+    /// For each dead restore whose swap had begun: what is left and how to roll back.
+    pub(crate) kept: Vec<String>,
+}
+
+/// What a person must know about a dead restore's dir kept by the sweep.
+fn rollback_advice(dir: &str, root: &str) -> String {
+    format!(
+        "a restore was killed during its swap: the live files it had set aside (the only copy of the previous data) are kept in {dir}/aside, listed in {dir}/aside.log, and the files it had already put in place are listed in {dir}/placed.log; its keys and staging were removed. To roll back, stop Synapse, remove each path of placed.log from {root} and move each path of aside.log from {dir}/aside back to the same path under {root}; then remove {dir}"
+    )
+}
+
+/// Sweeps the work dirs under the layout's work base (and [`TEMP_BASE`]) that runs now
+/// dead left behind (a killed process, a dropped future): only dirs whose
+/// [`OwnerRecord`] names a process of this host that no longer exists. `backup` and
+/// `verify` dirs are removed; a dead restore's dir is removed too, unless its swap had
+/// begun: then its keys, aws config and staging are removed and the set-aside live
+/// files and the swap's logs kept (reported in [`Swept::kept`], with how to roll back).
+/// Dirs of live runs, of other hosts and without a readable record are never touched.
+/// With `including_own`, this process's own dirs are swept too (its runs were
 /// dropped).
 pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
     including_own: bool,
-) -> Vec<String> {
+) -> Swept {
     let base = WorkDir::base(layout);
     let pattern = format!("{}*", WorkDir::PREFIX);
     let mut entries = Vec::new();
@@ -244,11 +262,14 @@ pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
             entries.extend(found);
         }
     }
-    let mut removed = Vec::new();
+    let mut swept = Swept::default();
     for entry in entries {
-        let sweepable = ["backup-", "verify."]
-            .iter()
-            .any(|p| entry.name[WorkDir::PREFIX.len()..].starts_with(p));
+        let purpose = &entry.name[WorkDir::PREFIX.len()..];
+        let restore = purpose.starts_with("restore.");
+        let sweepable = restore
+            || ["backup-", "verify."]
+                .iter()
+                .any(|p| purpose.starts_with(p));
         if entry.kind != FileKind::Directory || !sweepable {
             continue;
         }
@@ -259,13 +280,31 @@ pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
         else {
             continue;
         };
-        if record.is_dead_here() || (including_own && record == OwnerRecord::current()) {
+        if !(record.is_dead_here() || (including_own && record == OwnerRecord::current())) {
+            continue;
+        }
+        if !restore {
             tracing::info!(dir = %work.dir, pid = record.pid, "removing the work dir of a run that is gone");
             remove_work_dir(container, layout, &work).await;
-            removed.push(work.dir);
+            swept.removed.push(work.dir);
+            continue;
+        }
+        match workdir_exec(container, layout, "sweep", &[&work.dir], None).await {
+            Ok(out) if out.starts_with(b"kept") => {
+                let advice = rollback_advice(&work.dir, &layout.host_path("/"));
+                tracing::error!(dir = %work.dir, pid = record.pid, "{advice}");
+                swept.kept.push(advice);
+            }
+            Ok(_) => {
+                tracing::info!(dir = %work.dir, pid = record.pid, "removed the work dir of a restore that is gone");
+                swept.removed.push(work.dir);
+            }
+            Err(e) => {
+                tracing::warn!(dir = %work.dir, error = %e, "could not sweep the work dir of a restore that is gone");
+            }
         }
     }
-    removed
+    swept
 }
 
 /// Writes `content` to the new file `name` in the work dir (mode 0600), as the

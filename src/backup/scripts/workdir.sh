@@ -26,6 +26,9 @@
 #   kind PATH          prints PATH's type letter (find's %y, a symlink not followed);
 #                      exit 4 when it does not exist.
 #   remove DIR         removes DIR and everything in it.
+#   sweep DIR          a dead restore's work dir: prints `kept` after removing all but
+#                      `aside/`, `aside.log`, `placed.log`, `swap.list` and `owner` when
+#                      its swap had begun, else removes it and prints `removed`.
 # Exit codes: 0; 3 (make-in) DIR is not empty; 4 (list, kind) no such path; 6 (target)
 # the target is refused; anything
 # else: the step failed (stderr says why).
@@ -121,7 +124,23 @@ case "$1" in
     find "$2" -maxdepth 0 -printf '%y'
     ;;
   remove)
+    # Staging may hold read-only dirs (from an archive): make them removable first.
+    find "$2" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \;
     rm -rf -- "$2"
+    ;;
+  sweep)
+    # A dead restore's dir: when its swap had begun (something set aside or placed),
+    # only what the swap log and the set-aside live files need is kept (`kept`);
+    # else all of it goes (`removed`). Keys, the aws config and staging never stay.
+    find "$2" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \;
+    if [ -s "$2/aside.log" ] || [ -s "$2/placed.log" ] || [ -n "$(ls -A -- "$2/aside" 2>/dev/null)" ]; then
+      find "$2" -mindepth 1 -maxdepth 1 ! -name aside ! -name aside.log ! -name placed.log \
+        ! -name owner ! -name swap.list -exec rm -rf -- {} +
+      echo kept
+    else
+      rm -rf -- "$2"
+      echo removed
+    fi
     ;;
   *)
     echo "unknown mode" >&2
