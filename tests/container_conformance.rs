@@ -69,6 +69,30 @@ async fn conformance_exec_timeout_kills_process_group() {
 }
 
 #[tokio::test]
+async fn conformance_exec_timeout_kills_a_setpgid_grandchild() {
+    let f = Fixture::new();
+    conformance::exec_timeout_kills_a_setpgid_grandchild(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_exec_dropped_future_kills_everything() {
+    let f = Fixture::new();
+    conformance::exec_dropped_future_kills_everything(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
+async fn conformance_exec_environment_is_exact() {
+    let f = Fixture::new();
+    conformance::exec_environment_is_exact(&f.container).await;
+}
+
+#[tokio::test]
+async fn conformance_exec_user_ids() {
+    let f = Fixture::new();
+    conformance::exec_user_ids(&f.container, f.scratch()).await;
+}
+
+#[tokio::test]
 async fn conformance_exec_user_switching() {
     let f = Fixture::new();
     conformance::exec_user_switching(&f.container, f.scratch()).await;

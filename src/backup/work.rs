@@ -534,7 +534,7 @@ pub(crate) fn exec_options(
         user: layout.user.clone(),
         group: layout.group.clone(),
         timeout,
-        stdin: None,
+        ..ExecOptions::default()
     }
 }
 

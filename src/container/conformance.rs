@@ -475,6 +475,255 @@ pub async fn exec_timeout_kills_process_group(c: &dyn Container, scratch: &str) 
     }
 }
 
+/// Reads the pid in `pid_file` (inside the container) once it is written.
+async fn read_pid(c: &dyn Container, pid_file: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(bytes) = c.pull(pid_file).await {
+            let pid = String::from_utf8_lossy(&bytes).trim().to_string();
+            if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+                return pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the command never wrote its pid to {pid_file}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts that the process `pid` is gone within 5 s (`what` says which one it is).
+async fn assert_gone(c: &dyn Container, pid: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gone(c, pid).await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} (pid {pid}) survived: not every process of the command was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts a background child, and one that moved to a process group of its own
+/// (`set -m`: bash gives each background job its own group, as `setpgid` does), writes
+/// their pids to `$1` and `$2`, then sleeps.
+const TWO_CHILDREN: &str =
+    r#"sleep 60 & echo $! > "$1"; set -m; sleep 60 & echo $! > "$2"; set +m; sleep 60; wait"#;
+
+/// On timeout every process of the command is killed, also a grandchild that moved to a
+/// process group of its own (`setpgid`): the call ends quickly with
+/// [`ContainerError::TimedOut`] and neither child survives.
+pub async fn exec_timeout_kills_a_setpgid_grandchild(c: &dyn Container, scratch: &str) {
+    let dir = subdir(c, scratch, "timeout-setpgid").await;
+    let plain = format!("{dir}/plain.pid");
+    let own_group = format!("{dir}/own-group.pid");
+    let timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let result = c
+        .exec(
+            &argv(&["bash", "-c", TWO_CHILDREN, "bash", &plain, &own_group]),
+            ExecOptions {
+                timeout: Some(timeout),
+                ..ExecOptions::default()
+            },
+        )
+        .await;
+    let elapsed = started.elapsed();
+    match result {
+        Err(ContainerError::TimedOut { command, .. }) => assert_eq!(command, "bash"),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    assert!(
+        elapsed < Duration::from_secs(12),
+        "a 2 s timeout took {elapsed:?}: something kept the call waiting"
+    );
+    let plain_pid = read_pid(c, &plain).await;
+    let own_pid = read_pid(c, &own_group).await;
+    assert_gone(c, &plain_pid, "after a timeout, the background child").await;
+    assert_gone(
+        c,
+        &own_pid,
+        "after a timeout, the child in a process group of its own",
+    )
+    .await;
+}
+
+/// Dropping the `exec` future before the command finished kills every process of the
+/// command: a background child and one in a process group of its own.
+pub async fn exec_dropped_future_kills_everything(c: &dyn Container, scratch: &str) {
+    let dir = subdir(c, scratch, "dropped").await;
+    let plain = format!("{dir}/plain.pid");
+    let own_group = format!("{dir}/own-group.pid");
+    let command = argv(&["bash", "-c", TWO_CHILDREN, "bash", &plain, &own_group]);
+    let run = c.exec(
+        &command,
+        ExecOptions {
+            timeout: Some(Duration::from_secs(120)),
+            ..ExecOptions::default()
+        },
+    );
+    let (plain_pid, own_pid) = tokio::select! {
+        result = run => panic!("the command should still be running, got {result:?}"),
+        pids = async { (read_pid(c, &plain).await, read_pid(c, &own_group).await) } => pids,
+    };
+    // The exec future is dropped here, with the command still running.
+    assert_gone(c, &plain_pid, "after a dropped exec, the background child").await;
+    assert_gone(
+        c,
+        &own_pid,
+        "after a dropped exec, the child in a process group of its own",
+    )
+    .await;
+}
+
+/// The command sees exactly `PATH`, `HOME`, `LANG` and the variables asked for: nothing
+/// of the caller's (or a daemon's) own environment.
+pub async fn exec_environment_is_exact(c: &dyn Container) {
+    let mut environment = BTreeMap::new();
+    environment.insert("SYNAPSE_BACKUP_ONE".to_string(), "1".to_string());
+    environment.insert(
+        "AWS_SECRET_ACCESS_KEY".to_string(),
+        "not-logged".to_string(),
+    );
+    let out = run(
+        c,
+        &["env", "-0"],
+        ExecOptions {
+            environment,
+            ..quick()
+        },
+    )
+    .await;
+    let mut names: Vec<String> = out
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let text = String::from_utf8_lossy(entry);
+            text.split_once('=')
+                .map_or_else(|| text.to_string(), |(k, _)| k.to_string())
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "AWS_SECRET_ACCESS_KEY",
+            "HOME",
+            "LANG",
+            "PATH",
+            "SYNAPSE_BACKUP_ONE"
+        ],
+        "the command's environment must be exactly the base plus the variables asked for"
+    );
+}
+
+/// Numeric ids: as root, `user_id` alone, `user_id` with the matching name, a uid
+/// without a passwd entry with a `group_id` (and a writable `HOME`); a name and an id
+/// that disagree, or a bare uid without a group, are [`ContainerError::InvalidArgument`]
+/// naming the id, with nothing executed. Not root: its own uid works, another is refused.
+pub async fn exec_user_ids(c: &dyn Container, scratch: &str) {
+    let dir = subdir(c, scratch, "user-ids").await;
+    let marker = format!("{dir}/marker");
+    let my_uid: u32 = bash(c, "id -u", &[])
+        .await
+        .parse()
+        .unwrap_or_else(|e| panic!("id -u: {e}"));
+    let id_options = |user_id: Option<u32>, group_id: Option<u32>| ExecOptions {
+        user_id,
+        group_id,
+        ..quick()
+    };
+    let out = run(c, &["id", "-u"], id_options(Some(my_uid), None)).await;
+    assert_eq!(out.stdout_text().trim(), my_uid.to_string(), "own uid");
+    if my_uid != 0 {
+        match c
+            .exec(&argv(&["touch", &marker]), id_options(Some(0), None))
+            .await
+        {
+            Err(ContainerError::PermissionDenied { .. }) => {}
+            other => panic!("not root: expected PermissionDenied for uid 0, got {other:?}"),
+        }
+        assert!(
+            !c.exists(&marker).await.unwrap_or(true),
+            "a refused command ran"
+        );
+        return;
+    }
+    let nobody_uid: u32 = bash(c, "id -u nobody", &[]).await.parse().unwrap_or(65534);
+    let nobody_gid: u32 = bash(c, "id -g nobody", &[]).await.parse().unwrap_or(65534);
+    let out = run(c, &["id", "-un"], id_options(Some(nobody_uid), None)).await;
+    assert_eq!(out.stdout_text().trim(), "nobody", "user_id alone");
+    let out = run(c, &["id", "-g"], id_options(Some(nobody_uid), None)).await;
+    assert_eq!(
+        out.stdout_text().trim(),
+        nobody_gid.to_string(),
+        "user_id alone: the user's primary group"
+    );
+    let both = ExecOptions {
+        user: Some("nobody".into()),
+        ..id_options(Some(nobody_uid), Some(nobody_gid))
+    };
+    let out = run(c, &["id", "-u"], both).await;
+    assert_eq!(
+        out.stdout_text().trim(),
+        nobody_uid.to_string(),
+        "name and id"
+    );
+
+    // A uid and gid that no passwd or group entry names.
+    let bare = 54_321;
+    let home_check = r#"id -u; id -g; test -n "${HOME:-}" && test -d "$HOME" && test -w "$HOME" && touch "$HOME/.probe" && rm "$HOME/.probe" && echo home-ok"#;
+    let out = run(
+        c,
+        &["bash", "-c", home_check],
+        id_options(Some(bare), Some(bare)),
+    )
+    .await;
+    assert_eq!(
+        out.stdout_text().trim(),
+        format!("{bare}\n{bare}\nhome-ok"),
+        "a bare uid and gid, with a writable HOME"
+    );
+
+    for (what, options, value) in [
+        (
+            "a user name with another uid",
+            ExecOptions {
+                user: Some("nobody".into()),
+                ..id_options(Some(0), None)
+            },
+            "0",
+        ),
+        (
+            "a group name with another gid",
+            ExecOptions {
+                user: Some("nobody".into()),
+                group: Some(bash(c, "id -gn nobody", &[]).await),
+                ..id_options(None, Some(0))
+            },
+            "0",
+        ),
+        (
+            "a bare uid without a group",
+            id_options(Some(bare), None),
+            "54321",
+        ),
+    ] {
+        match c.exec(&argv(&["touch", &marker]), options).await {
+            Err(ContainerError::InvalidArgument { value: v, .. }) => {
+                assert_eq!(v, value, "{what}: InvalidArgument names the id")
+            }
+            other => panic!("{what}: expected InvalidArgument, got {other:?}"),
+        }
+        assert!(
+            !c.exists(&marker).await.unwrap_or(true),
+            "{what}: the command ran"
+        );
+    }
+}
+
 /// Running as a named user: as root, `nobody` (`id -un`, its primary group, no
 /// supplementary groups left over from root, a writable `HOME`), a group alone, and the
 /// current user by name; unknown users and groups are [`ContainerError::UnknownUser`] with
@@ -1116,8 +1365,9 @@ pub async fn exists_checks(c: &dyn Container, scratch: &str) {
 }
 
 /// Services: `service` (one the implementation knows, running a long-lived process)
-/// starts, reports running, starts again harmlessly, stops, reports stopped, stops again
-/// harmlessly; an unknown service is [`ContainerError::Service`] for all three calls.
+/// starts, reports running, starts again harmlessly, restarts (running, and stopped),
+/// stops, reports stopped, stops again harmlessly; an unknown service is
+/// [`ContainerError::Service`] for every call.
 pub async fn services_start_stop(c: &dyn Container, service: &str) {
     let services = vec![service.to_string()];
     c.stop(&services)
@@ -1143,6 +1393,13 @@ pub async fn services_start_stop(c: &dyn Container, service: &str) {
         c.is_running(service).await.unwrap_or(false),
         "{service} should still run"
     );
+    c.restart(&services)
+        .await
+        .unwrap_or_else(|e| panic!("restart a running {service}: {e}"));
+    assert!(
+        c.is_running(service).await.unwrap_or(false),
+        "{service} should run after restart"
+    );
     c.stop(&services)
         .await
         .unwrap_or_else(|e| panic!("stop {service}: {e}"));
@@ -1150,6 +1407,16 @@ pub async fn services_start_stop(c: &dyn Container, service: &str) {
         !c.is_running(service).await.unwrap_or(true),
         "{service} should be stopped after stop"
     );
+    c.restart(&services)
+        .await
+        .unwrap_or_else(|e| panic!("restart a stopped {service}: {e}"));
+    assert!(
+        c.is_running(service).await.unwrap_or(false),
+        "restarting a stopped {service} starts it"
+    );
+    c.stop(&services)
+        .await
+        .unwrap_or_else(|e| panic!("stop {service} after restart: {e}"));
     c.stop(&services)
         .await
         .unwrap_or_else(|e| panic!("stopping a stopped {service} must be harmless: {e}"));
@@ -1159,6 +1426,7 @@ pub async fn services_start_stop(c: &dyn Container, service: &str) {
     for (call, result) in [
         ("start", c.start(&names).await),
         ("stop", c.stop(&names).await),
+        ("restart", c.restart(&names).await),
         ("is_running", c.is_running(&unknown).await.map(|_| ())),
     ] {
         match result {
@@ -1489,7 +1757,11 @@ pub async fn run_all(c: &dyn Container, scratch: &str, service: &str) {
     exec_environment(c, scratch).await;
     exec_stdin(c).await;
     exec_timeout_kills_process_group(c, scratch).await;
+    exec_timeout_kills_a_setpgid_grandchild(c, scratch).await;
+    exec_dropped_future_kills_everything(c, scratch).await;
+    exec_environment_is_exact(c).await;
     exec_user_switching(c, scratch).await;
+    exec_user_ids(c, scratch).await;
     push_modes_and_make_dirs(c, scratch).await;
     push_overwrites_atomically(c, scratch).await;
     push_with_owner_never_follows_a_symlink(c, scratch).await;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::{Gid, Group, Pid, Uid, User, getegid, geteuid};
+use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessSession};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
@@ -64,21 +65,25 @@ pub trait ServiceManager: Send + Sync {
 /// (`tokio::fs`).
 ///
 /// # Commands
-/// Each command runs in its own process group with a minimal environment: `PATH` (this
-/// process's), `LANG=C.UTF-8` and `HOME` (this process's, or the switched user's, see
-/// below), then [`ExecOptions::environment`] on top. Without
-/// a working directory it inherits this process's. On timeout, or when the `exec` future
-/// is dropped before the command finished, the whole process group gets `SIGKILL`.
+/// Each command runs as the leader of a new session (`setsid`, through the
+/// `process-wrap` crate) with a minimal environment: `PATH` (this process's),
+/// `LANG=C.UTF-8` and `HOME` (this process's, or the switched user's, see below), then
+/// [`ExecOptions::environment`] on top. Without a working directory it inherits this
+/// process's. On timeout, or when the `exec` future is dropped before the command
+/// finished, every process of the session (found in `/proc` by its session id, until
+/// none is left) gets `SIGKILL`, also one that moved to a process group of its own.
 /// A command killed by a signal reports exit code `128 + signal` (as a shell does).
 /// `exec` waits for standard output and error to close, so a background child that keeps
 /// them open keeps `exec` waiting (until the timeout, if any).
 ///
 /// # Users
-/// When this process runs as root, [`ExecOptions::user`] / [`ExecOptions::group`] switch
-/// user and group (the user's primary group unless a group is given). Supplementary
+/// When this process runs as root, [`ExecOptions::user`] / [`ExecOptions::user_id`] and
+/// [`ExecOptions::group`] / [`ExecOptions::group_id`] switch user and group (the user's
+/// primary group unless a group is given; a uid without a passwd entry needs a group). Supplementary
 /// groups are dropped, not set to the user's (the standard library offers no safe
 /// `initgroups`). `HOME` is the user's home directory when it exists and is writable by
-/// them, else a private directory created for the call and removed afterwards. When not
+/// them, else (and always for a uid without a passwd entry) a private directory owned by
+/// the user, created for the call and removed afterwards. When not
 /// root, asking for another user or group fails with [`ContainerError::PermissionDenied`].
 ///
 /// # Files
@@ -433,26 +438,70 @@ fn file_info(path: &Path, name: String, meta: &std::fs::Metadata) -> FileInfo {
 // exec
 // ---------------------------------------------------------------------------------------
 
-/// Kills a process group with `SIGKILL` when dropped while armed (the `exec` future was
-/// dropped or timed out), so no descendant of a cancelled command survives it.
-struct GroupGuard {
-    pgid: Option<Pid>,
+/// The live (not zombie) processes whose session id is `sid`, read from `/proc`.
+fn session_members(sid: i32) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // /proc/PID/stat: "pid (comm) state ppid pgrp session …"; comm may hold
+            // spaces and parentheses, so split after its last ')'.
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let Some((_, rest)) = stat.rsplit_once(')') else {
+                    return false;
+                };
+                let mut fields = rest.split_whitespace();
+                let state = fields.next();
+                let session = fields.nth(2).and_then(|f| f.parse::<i32>().ok());
+                state != Some("Z") && session == Some(sid)
+            })
+        })
+        .map(Pid::from_raw)
+        .collect()
 }
 
-impl GroupGuard {
+/// Sends `SIGKILL` to every process of the session `sid`, again and again until none is
+/// left alive (a process may fork between the scan and the kill), for at most ~2 s.
+fn kill_session(sid: Pid) {
+    for _ in 0..1000 {
+        let members = session_members(sid.as_raw());
+        if members.is_empty() {
+            return;
+        }
+        for pid in members {
+            // ESRCH: it is already gone.
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Kills every process of a session with `SIGKILL` when dropped while armed (the `exec`
+/// future was dropped or timed out), so no descendant of a cancelled command survives
+/// it, not even one that moved to a process group of its own.
+///
+/// The session id is the leader's pid: it stays ours (and is not reused) until the
+/// leader is reaped, which happens only after the kill.
+struct SessionGuard {
+    sid: Option<Pid>,
+}
+
+impl SessionGuard {
     fn kill(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            // ESRCH: the group is already gone.
-            let _ = killpg(pgid, Signal::SIGKILL);
+        if let Some(sid) = self.sid.take() {
+            kill_session(sid);
         }
     }
 
     fn disarm(&mut self) {
-        self.pgid = None;
+        self.sid = None;
     }
 }
 
-impl Drop for GroupGuard {
+impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.kill();
     }
@@ -566,39 +615,131 @@ struct Prepared {
     _home: Option<tempfile::TempDir>,
 }
 
+/// The user a command runs as: its passwd entry when it has one.
+enum RunAs {
+    Known(User),
+    /// A uid with no passwd entry.
+    Bare(u32),
+}
+
+impl RunAs {
+    fn uid(&self) -> u32 {
+        match self {
+            RunAs::Known(u) => u.uid.as_raw(),
+            RunAs::Bare(uid) => *uid,
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            RunAs::Known(u) => u.name.clone(),
+            RunAs::Bare(uid) => format!("uid {uid}"),
+        }
+    }
+}
+
+/// Resolves [`ExecOptions::user`] / [`ExecOptions::user_id`] (they must agree).
+async fn resolve_user(options: &ExecOptions) -> Result<Option<RunAs>, ContainerError> {
+    match (&options.user, options.user_id) {
+        (None, None) => Ok(None),
+        (Some(name), id) => {
+            let user = lookup_user(name).await?;
+            if let Some(id) = id
+                && id != user.uid.as_raw()
+            {
+                return Err(invalid(
+                    "user_id",
+                    &id.to_string(),
+                    &format!("does not match user {name:?} (uid {})", user.uid),
+                ));
+            }
+            Ok(Some(RunAs::Known(user)))
+        }
+        (None, Some(id)) => {
+            let found = tokio::task::spawn_blocking(move || User::from_uid(Uid::from_raw(id)))
+                .await
+                .map_err(|e| ContainerError::Io {
+                    path: "user database".into(),
+                    source: io::Error::other(e),
+                })?
+                .map_err(|e| ContainerError::Io {
+                    path: "user database".into(),
+                    source: e.into(),
+                })?;
+            Ok(Some(found.map_or(RunAs::Bare(id), RunAs::Known)))
+        }
+    }
+}
+
+/// Resolves [`ExecOptions::group`] / [`ExecOptions::group_id`] (they must agree) to a
+/// label and a gid.
+async fn resolve_group(options: &ExecOptions) -> Result<Option<(String, u32)>, ContainerError> {
+    match (&options.group, options.group_id) {
+        (None, None) => Ok(None),
+        (Some(name), id) => {
+            let group = lookup_group(name).await?;
+            if let Some(id) = id
+                && id != group.gid.as_raw()
+            {
+                return Err(invalid(
+                    "group_id",
+                    &id.to_string(),
+                    &format!("does not match group {name:?} (gid {})", group.gid),
+                ));
+            }
+            Ok(Some((group.name, group.gid.as_raw())))
+        }
+        (None, Some(id)) => Ok(Some((format!("gid {id}"), id))),
+    }
+}
+
 async fn prepare(command: &[String], options: &ExecOptions) -> Result<Prepared, ContainerError> {
     validate_exec(command, options)?;
     let program = &command[0];
-    let user = match &options.user {
-        Some(name) => Some(lookup_user(name).await?),
-        None => None,
+    let user = resolve_user(options).await?;
+    let group = resolve_group(options).await?;
+    // A uid without a passwd entry has no primary group: it needs one given.
+    let primary_gid = match (&user, &group) {
+        (Some(RunAs::Known(u)), _) => Some(u.gid.as_raw()),
+        (Some(RunAs::Bare(_)), Some((_, gid))) => Some(*gid),
+        (Some(RunAs::Bare(uid)), None) => {
+            return Err(invalid(
+                "user_id",
+                &uid.to_string(),
+                "has no passwd entry, so it has no primary group: give a group or group_id too",
+            ));
+        }
+        (None, _) => None,
     };
-    let group = match &options.group {
-        Some(name) => Some(lookup_group(name).await?),
-        None => None,
-    };
+    let label = user.as_ref().map(RunAs::label);
     let switch = decide_switch(
         geteuid().as_raw(),
         getegid().as_raw(),
         program,
         user.as_ref()
-            .map(|u| (u.name.as_str(), u.uid.as_raw(), u.gid.as_raw())),
-        group.as_ref().map(|g| (g.name.as_str(), g.gid.as_raw())),
+            .zip(label.as_deref())
+            .zip(primary_gid)
+            .map(|((u, name), gid)| (name, u.uid(), gid)),
+        group.as_ref().map(|(name, gid)| (name.as_str(), *gid)),
     )?;
 
     let mut private = None;
+    let mut private_home_path = || -> Result<PathBuf, ContainerError> {
+        let dir = private_home(switch.uid, switch.gid)?;
+        let path = dir.path().to_path_buf();
+        private = Some(dir);
+        Ok(path)
+    };
     let home: Option<PathBuf> = match &user {
-        Some(u) => {
+        Some(RunAs::Known(u)) => {
             let gid = switch.gid.unwrap_or(u.gid.as_raw());
             if writable_dir(&u.dir, u.uid.as_raw(), gid).await {
                 Some(u.dir.clone())
             } else {
-                let dir = private_home(switch.uid, switch.gid)?;
-                let path = dir.path().to_path_buf();
-                private = Some(dir);
-                Some(path)
+                Some(private_home_path()?)
             }
         }
+        Some(RunAs::Bare(_)) => Some(private_home_path()?),
         None => match std::env::var_os("HOME") {
             Some(h) if !h.is_empty() => Some(PathBuf::from(h)),
             _ => User::from_uid(geteuid()).ok().flatten().map(|u| u.dir),
@@ -617,10 +758,11 @@ async fn prepare(command: &[String], options: &ExecOptions) -> Result<Prepared, 
     }
 
     let mut cmd = Command::new(program);
+    // No process_group(0): the command becomes a session leader at spawn (setsid fails
+    // for a process that already leads a group).
     cmd.args(&command[1..])
         .env_clear()
         .envs(env)
-        .process_group(0)
         .kill_on_drop(true)
         .stdin(if options.stdin.is_some() {
             Stdio::piped()
@@ -647,27 +789,30 @@ async fn prepare(command: &[String], options: &ExecOptions) -> Result<Prepared, 
 
 async fn run(
     program: &str,
-    mut prepared: Prepared,
+    prepared: Prepared,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
 ) -> Result<ExecOutput, ContainerError> {
-    let mut child: Child =
-        prepared
-            .command
+    let Prepared { command, _home } = prepared;
+    let mut wrapped = CommandWrap::from(command);
+    wrapped.wrap(ProcessSession);
+    let mut child: Box<dyn ChildWrapper> =
+        wrapped
             .spawn()
             .map_err(|source| ContainerError::CouldNotStart {
                 command: program.to_string(),
                 source,
             })?;
-    let mut guard = GroupGuard {
-        pgid: child
+    // Declared after `child`, so dropped (and the session killed) before it.
+    let mut guard = SessionGuard {
+        sid: child
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw),
     };
 
     // Feed stdin from a task so a large input cannot deadlock against a full stdout pipe.
-    let _feeder = match (child.stdin.take(), stdin) {
+    let _feeder = match (child.stdin().take(), stdin) {
         (Some(mut pipe), Some(bytes)) => Some(AbortOnDrop(tokio::spawn(async move {
             // A command that exits without reading everything gives EPIPE: not our error.
             let _ = pipe.write_all(&bytes).await;
@@ -675,8 +820,8 @@ async fn run(
         }))),
         _ => None,
     };
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
+    let stdout = child.stdout().take();
+    let stderr = child.stderr().take();
 
     let finished = async {
         let (status, out, err) = tokio::join!(child.wait(), read_all(stdout), read_all(stderr));
@@ -954,6 +1099,25 @@ impl Container for LocalContainer {
         first_error.map_or(Ok(()), Err)
     }
 
+    async fn restart(&self, services: &[String]) -> Result<(), ContainerError> {
+        // Each service is stopped then started; every one is tried, the first failure
+        // is reported.
+        let mut first_error = None;
+        for service in services {
+            let result = match self.service_manager(service) {
+                Ok(manager) => match manager.stop(service).await {
+                    Ok(()) => manager.start(service).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     async fn is_running(&self, service: &str) -> Result<bool, ContainerError> {
         self.service_manager(service)?.is_running(service).await
     }
@@ -1202,7 +1366,8 @@ impl ServiceManager for ProcessSupervisor {
 ///
 /// Runs `systemctl start -- <unit>`, `systemctl stop -- <unit>` and
 /// `systemctl show --property=LoadState,ActiveState -- <unit>` (a unit whose `LoadState`
-/// is `not-found` is unknown; `active`, `reloading` and `refreshing` count as running).
+/// is `not-found` is unknown; `active`, `reloading`, `refreshing` and `activating`, which
+/// includes systemd restarting the unit by itself, count as running).
 /// The program is configurable so tests can use a fake.
 #[derive(Debug, Clone)]
 pub struct SystemdServices {
@@ -1304,7 +1469,10 @@ impl ServiceManager for SystemdServices {
             return Err(unknown_service(service));
         }
         match property("ActiveState") {
-            Some(state) => Ok(matches!(state, "active" | "reloading" | "refreshing")),
+            Some(state) => Ok(matches!(
+                state,
+                "active" | "reloading" | "refreshing" | "activating"
+            )),
             None => Err(service_error(
                 service,
                 "systemctl show printed no ActiveState",
@@ -1395,54 +1563,6 @@ mod tests {
         assert_eq!(
             format!("{:?}", LocalContainer::new()),
             "LocalContainer { has_service_manager: false }"
-        );
-    }
-
-    #[tokio::test]
-    async fn the_environment_is_minimal() {
-        // cargo sets CARGO_* for the test process: none of it may leak into the command.
-        assert!(
-            std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
-            "expected cargo to set CARGO_MANIFEST_DIR"
-        );
-        let out = LocalContainer::new()
-            .exec(&argv(&["env"]), ExecOptions::default())
-            .await
-            .unwrap();
-        let mut names: Vec<String> = out
-            .stdout_text()
-            .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_string()))
-            .collect();
-        names.sort();
-        assert_eq!(names, ["HOME", "LANG", "PATH"], "{}", out.stdout_text());
-    }
-
-    #[tokio::test]
-    async fn a_dropped_exec_kills_its_process_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let pid_file = dir.path().join("bg.pid");
-        let script = r#"sleep 30 & echo $! > "$1"; wait"#;
-        let c = LocalContainer::new();
-        let command = argv(&["bash", "-c", script, "bash", pid_file.to_str().unwrap()]);
-        let run = c.exec(&command, ExecOptions::default());
-        // Drop the future once the background child has written its pid.
-        tokio::select! {
-            _ = run => panic!("the command should still be running"),
-            _ = async {
-                while tokio::fs::metadata(&pid_file).await.map(|m| m.len()).unwrap_or(0) == 0 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            } => {}
-        }
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert!(
-            wait_gone(pid).await,
-            "background child {pid} survived the dropped exec future"
         );
     }
 

@@ -28,11 +28,18 @@ pub struct ExecOptions {
     pub environment: BTreeMap<String, String>,
     /// Working directory (absolute); the implementation's default when `None`.
     pub working_dir: Option<String>,
-    /// User to run as (name); the current user when `None`.
+    /// User to run as (name); the current user when `None` (and no `user_id`).
     pub user: Option<String>,
-    /// Group to run as (name); the user's primary group when `None`.
+    /// User to run as (numeric id), alone or with `user`; with both, they must name
+    /// the same user, else [`ContainerError::InvalidArgument`]. A uid with no passwd
+    /// entry works, given a `group` or `group_id` (its primary group is unknown).
+    pub user_id: Option<u32>,
+    /// Group to run as (name); the user's primary group when `None` (and no `group_id`).
     pub group: Option<String>,
-    /// Kill the command (and its process group) after this long.
+    /// Group to run as (numeric id), alone or with `group`; with both, they must name
+    /// the same group, else [`ContainerError::InvalidArgument`].
+    pub group_id: Option<u32>,
+    /// Kill the command (and every process of its session) after this long.
     pub timeout: Option<Duration>,
     /// Bytes written to the command's standard input (closed afterwards).
     pub stdin: Option<Vec<u8>>,
@@ -44,7 +51,9 @@ impl fmt::Debug for ExecOptions {
             .field("environment", &self.environment.keys().collect::<Vec<_>>())
             .field("working_dir", &self.working_dir)
             .field("user", &self.user)
+            .field("user_id", &self.user_id)
             .field("group", &self.group)
+            .field("group_id", &self.group_id)
             .field("timeout", &self.timeout)
             .field(
                 "stdin",
@@ -145,13 +154,26 @@ pub struct FileInfo {
 pub trait Container: Send + Sync {
     /// Runs `command` (argv, no shell) and waits for it.
     ///
+    /// The command sees exactly the environment described by [`ExecOptions::environment`]
+    /// on top of the implementation's documented base (`PATH`, `HOME`, `LANG`), nothing
+    /// else; `HOME` is a writable directory (a private one when the user has none).
+    ///
+    /// The command runs as the leader of a new session. When `options.timeout` expires,
+    /// or when the returned future is dropped before the command finished, every process
+    /// of that session is killed, including descendants that moved to a process group of
+    /// their own (`setpgid`): none is left behind. A descendant that starts a session of
+    /// its own (`setsid`) has left the command and is out of reach. After a normal exit,
+    /// descendants that closed standard output and error are left alone.
+    ///
     /// # Errors
     /// [`ContainerError::InvalidArgument`] for an empty command or a NUL byte,
     /// [`ContainerError::CouldNotStart`] when the program cannot be started,
     /// [`ContainerError::ExitedNonZero`] when it exits non-zero (with its trimmed stderr),
-    /// [`ContainerError::TimedOut`] when `options.timeout` expires (the whole process
-    /// group is killed), [`ContainerError::UnknownUser`] / [`ContainerError::PermissionDenied`]
-    /// for a user or group that cannot be used.
+    /// [`ContainerError::TimedOut`] when `options.timeout` expires (the whole session is
+    /// killed), [`ContainerError::UnknownUser`] / [`ContainerError::PermissionDenied`]
+    /// for a user or group that cannot be used, [`ContainerError::InvalidArgument`] when a
+    /// user (or group) name and id disagree, or a uid without a passwd entry comes with no
+    /// group.
     async fn exec(
         &self,
         command: &[String],
@@ -220,7 +242,22 @@ pub trait Container: Send + Sync {
     /// [`ContainerError::Service`] when a service is unknown or fails to stop.
     async fn stop(&self, services: &[String]) -> Result<(), ContainerError>;
 
+    /// Restarts the named services: stops each one (when running), then starts it.
+    ///
+    /// The default implementation calls [`Container::stop`] then [`Container::start`].
+    ///
+    /// # Errors
+    /// [`ContainerError::Service`] when a service is unknown or fails to stop or start.
+    async fn restart(&self, services: &[String]) -> Result<(), ContainerError> {
+        self.stop(services).await?;
+        self.start(services).await
+    }
+
     /// Whether the named service is running.
+    ///
+    /// A service that the service manager is restarting by itself after it exited
+    /// (Pebble's `backoff` state, systemd's `activating` after a failure) counts as
+    /// running: it is not stopped, and [`Container::stop`] is what stops it.
     ///
     /// # Errors
     /// [`ContainerError::Service`] when the service is unknown.
