@@ -1177,3 +1177,60 @@ async fn verify_fails_where_the_swap_could_not_move_the_live_files() {
     .await
     .unwrap();
 }
+
+/// The data dir owned by a uid with no passwd name (common in containers): the CLI run
+/// as root runs every step as that uid (not as root), so the restored database and
+/// media stay that uid's.
+#[test]
+fn the_cli_as_root_runs_as_a_data_dir_owner_with_no_name() {
+    const UID: u32 = 47231;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(Env::new(&TreeSpec {
+        media_files: 4,
+        ..TreeSpec::default()
+    }));
+    let named = Command::new("getent")
+        .args(["passwd", &UID.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        !named.status.success(),
+        "uid {UID} must have no passwd entry here"
+    );
+    let db = env.tree.data.join("homeserver.db");
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let status = Command::new("chown")
+        .args(["-R", &format!("{UID}:{UID}")])
+        .arg(&env.tree.root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = cli(&env, false, &["create"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = S3Client::new(&env.params).unwrap();
+    let id = rt.block_on(list_backups(&client)).unwrap()[0].id.clone();
+    change_db(&db);
+    let out = cli(&env, false, &["restore", id.as_str(), "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = fs::metadata(&db).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (UID, UID, 0o640),
+        "the database must stay uid {UID}'s, mode 0640"
+    );
+    for p in walk(&env.tree.data) {
+        if !p.to_string_lossy().contains("/.synapse-backup-") {
+            assert_eq!(fs::metadata(&p).unwrap().uid(), UID, "{}", p.display());
+        }
+    }
+    drop(rt);
+}

@@ -120,6 +120,16 @@ pub struct Layout {
         )
     )]
     pub group: Option<String>,
+    /// The workload user as a numeric id: alone for a uid with no passwd entry (common
+    /// in containers), or with `user` (they must then agree); see
+    /// [`ExecOptions::user_id`](crate::ExecOptions::user_id). The command line sets it
+    /// to the data dir's owner when that uid has no name.
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub user_id: Option<u32>,
+    /// The workload group as a numeric id, alone or with `group` (see
+    /// [`ExecOptions::group_id`](crate::ExecOptions::group_id)).
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub group_id: Option<u32>,
     /// The service stopped around a restore's swap; no service is touched when `None`.
     #[cfg_attr(
         feature = "cli",
@@ -222,6 +232,8 @@ impl Default for Layout {
             work_dir: None,
             user: Some("synapse".into()),
             group: Some("synapse".into()),
+            user_id: None,
+            group_id: None,
             service: Some("synapse".into()),
             bash: "/usr/bin/bash".into(),
             tar: "tar".into(),

@@ -127,7 +127,9 @@ async fn workdir_exec<C: Container + ?Sized>(
 ) -> Result<Vec<u8>, ContainerError> {
     let options = ExecOptions {
         user: layout.user.clone(),
+        user_id: layout.user_id,
         group: layout.group.clone(),
+        group_id: layout.group_id,
         stdin,
         ..ExecOptions::default()
     };
@@ -532,7 +534,9 @@ pub(crate) fn exec_options(
         environment: call.env.clone(),
         working_dir: Some(work.dir.clone()),
         user: layout.user.clone(),
+        user_id: layout.user_id,
         group: layout.group.clone(),
+        group_id: layout.group_id,
         timeout,
         ..ExecOptions::default()
     }
