@@ -122,13 +122,32 @@ pub struct Layout {
     pub group: Option<String>,
     /// The workload user as a numeric id: alone for a uid with no passwd entry (common
     /// in containers), or with `user` (they must then agree); see
-    /// [`ExecOptions::user_id`](crate::ExecOptions::user_id). The command line sets it
-    /// to the data dir's owner when that uid has no name.
-    #[cfg_attr(feature = "cli", arg(skip))]
+    /// [`ExecOptions::user_id`](crate::ExecOptions::user_id). The command line's
+    /// `--user-id`; run as root without `--user`/`--user-id`, the command line sets it to
+    /// the data dir's owner when that uid has no name.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "UID",
+            global = true,
+            help = "Run the pipelines as this numeric uid, also one with no passwd entry (default: as root, the data dir's owner)",
+            long_help = None
+        )
+    )]
     pub user_id: Option<u32>,
     /// The workload group as a numeric id, alone or with `group` (see
     /// [`ExecOptions::group_id`](crate::ExecOptions::group_id)).
-    #[cfg_attr(feature = "cli", arg(skip))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "GID",
+            global = true,
+            help = "Run the pipelines with this numeric gid (default: as root, the data dir's group)",
+            long_help = None
+        )
+    )]
     pub group_id: Option<u32>,
     /// The service stopped around a restore's swap; no service is touched when `None`.
     #[cfg_attr(

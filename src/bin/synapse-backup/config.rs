@@ -286,7 +286,7 @@ fn default_owner(
     root: &str,
 ) -> (Option<String>, Option<String>, Option<(u32, u32)>) {
     use std::os::unix::fs::MetadataExt;
-    if !nix::unistd::geteuid().is_root() || flags.user.is_some() {
+    if !nix::unistd::geteuid().is_root() || flags.user.is_some() || flags.user_id.is_some() {
         return (flags.user.clone(), flags.group.clone(), None);
     }
     let data = Path::new(root).join(flags.data_dir.trim_start_matches('/'));
