@@ -419,10 +419,19 @@ pub async fn verify_backup<C: Container + ?Sized>(
 ///
 /// The member rules are those of [`restore_backup_with`] (from the workload's
 /// `homeserver.yaml`, or without one the layout the backup recorded), so a backup that
-/// verifies is one restore accepts.
+/// verifies is one restore accepts. Restore's database check runs too: the database
+/// alone is staged in verify's work dir (under the layout's work base, or in the
+/// workload's temp dir when there is no live tree or with
+/// [`RestoreOptions::temp_work_dir`]) and must pass `PRAGMA integrity_check`. Where the
+/// live tree is (its `homeserver.yaml` exists), what the swap would need is checked as
+/// restore checks it before stopping anything: write access to every path it moves,
+/// and space where a move crosses file systems. Without a live tree, the backup alone
+/// is checked.
 ///
 /// # Errors
-/// As [`verify_backup`], plus [`BackupError::UnsafeMember`].
+/// As [`verify_backup`], plus [`BackupError::UnsafeMember`], [`BackupError::Corrupted`]
+/// for a database that fails SQLite's check, [`BackupError::StageFailed`]
+/// ([`Stage::Swap`]) and [`BackupError::InsufficientSpace`] from the swap's check.
 pub async fn verify_backup_with<C: Container + ?Sized>(
     container: &C,
     s3_parameters: &S3Parameters,
