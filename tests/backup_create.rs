@@ -1327,3 +1327,352 @@ async fn files_of(
         .unwrap()
         .files
 }
+
+/// Gives the tree to `nobody` (reachable by it) and returns a layout that runs as it.
+fn as_nobody(env: &Env) -> synapse_backup::Layout {
+    assert!(
+        nix_is_root(),
+        "this test runs as root (it switches to nobody): run the tests as root"
+    );
+    sh(
+        "chmod -R a+rX \"$1\" && chmod 0755 \"$2\" && chown -R nobody:nogroup \"$1/data\"",
+        env,
+        &[
+            &env.tree.root.to_string_lossy(),
+            &env.dir.path().to_string_lossy(),
+        ],
+    );
+    env.layout
+        .clone()
+        .user(Some("nobody".into()))
+        .group(Some("nogroup".into()))
+}
+
+/// The workload user replaces `homeserver.yaml` with a symlink to a root-only YAML file
+/// (or the media store with one to a root-only dir): a backup run by root as that user
+/// reads neither, so nothing of them lands in the manifest or the bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn workload_paths_are_read_as_the_workload_user_never_as_root() {
+    let env = Env::new(&TreeSpec {
+        media_files: 5,
+        ..TreeSpec::default()
+    })
+    .await;
+    let layout = as_nobody(&env);
+    let secret = env.dir.path().join("root-only.yaml");
+    fs::write(
+        &secret,
+        "server_name: root-secret.example\nmedia_store_path: /data/media_store\n",
+    )
+    .unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = env.tree.data.join("homeserver.yaml");
+    fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink(&secret, &config).unwrap();
+    let c = LocalContainer::new();
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, BackupError::Config(_)) && e.to_string().contains("homeserver.yaml"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("root-secret"), "{e}");
+    assert!(
+        objects_in_bucket(&env).is_empty(),
+        "{:?}",
+        objects_in_bucket(&env)
+    );
+
+    // The media store a symlink to a dir only root may list: its names are not read.
+    fs::remove_file(&config).unwrap();
+    fs::write(
+        &config,
+        "server_name: example.test\nmedia_store_path: /data/media_store\n",
+    )
+    .unwrap();
+    let hidden = env.dir.path().join("root-only-media");
+    fs::create_dir_all(hidden.join("local_root_secret_name")).unwrap();
+    fs::set_permissions(&hidden, fs::Permissions::from_mode(0o700)).unwrap();
+    fs::rename(&env.tree.media, env.dir.path().join("old-media")).unwrap();
+    std::os::unix::fs::symlink(&hidden, &env.tree.media).unwrap();
+    let outcome = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await;
+    match outcome {
+        Err(e) => assert!(!e.to_string().contains("local_root_secret_name"), "{e}"),
+        Ok(report) => {
+            let manifest = fs::read_to_string(
+                env.bucket_dir()
+                    .join(format!("{}.manifest.json", report.key)),
+            )
+            .unwrap();
+            assert!(!manifest.contains("local_root_secret_name"), "{manifest}");
+        }
+    }
+}
+
+/// The processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(needle) {
+                found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// A backup cancelled (Ctrl-C) while the snapshot waits for a locked database leaves
+/// no snapshot process running: `timeout` stays in the run's process group, which the
+/// cancellation kills.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_cancelled_during_the_snapshot_leaves_no_snapshot_running() {
+    use std::io::BufRead;
+    let env = Env::new(&TreeSpec::default()).await;
+    let db = env.tree.data.join("homeserver.db");
+    let mut holder = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('PRAGMA locking_mode=EXCLUSIVE')\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             c.execute('UPDATE events SET body = body')\n\
+             print('locked', flush=True)\n\
+             time.sleep(3600)\n",
+        )
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed: sudo apt-get install -y python3");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let options = BackupOptions::default().snapshot_timeout(None);
+    let cancel = options.cancel.clone();
+    let c = LocalContainer::new();
+    let needle = format!("{} ", db.display());
+    let run = create_backup_with(&c, &env.params, PASSPHRASE, &env.layout, &options);
+    let watcher = async {
+        // Cancel once the snapshot is running.
+        for _ in 0..600 {
+            if processes_mentioning(&needle)
+                .iter()
+                .any(|p| p.contains("snap.db"))
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        cancel.cancel();
+    };
+    let (outcome, ()) = tokio::join!(run, watcher);
+    let e = outcome.unwrap_err();
+    assert!(matches!(e, BackupError::Cancelled), "{e}");
+    let mut left = Vec::new();
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = processes_mentioning(&needle)
+            .into_iter()
+            .filter(|p| p.contains("snap.db"))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+    }
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(left.is_empty(), "still running: {left:?}");
+    assert!(objects_in_bucket(&env).is_empty());
+}
+
+struct Unmount(PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` at `<root>/<name>`.
+fn small_tmpfs(env: &Env, name: &str, size: &str) -> Unmount {
+    let small = env.tree.root.join(name);
+    fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount (util-linux) is needed");
+    assert!(
+        mounted.success(),
+        "this test mounts a small tmpfs and must run as root"
+    );
+    Unmount(small)
+}
+
+/// The database snapshot never fills the volume it is written to: with less free
+/// space than the database needs, create says so before writing anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_snapshot_is_refused_when_it_would_fill_the_volume() {
+    let env = Env::new(&TreeSpec {
+        media_files: 2,
+        db_rows: 4000,
+        ..TreeSpec::default()
+    })
+    .await;
+    let db_bytes = fs::metadata(env.tree.data.join("homeserver.db"))
+        .unwrap()
+        .len();
+    assert!(db_bytes > 3 << 20, "{db_bytes}");
+    let _mount = small_tmpfs(&env, "small", "2m");
+    let layout = env.layout.clone().work_dir(Some("/small".into()));
+    let c = LocalContainer::new();
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    match &e {
+        BackupError::InsufficientSpace {
+            path,
+            needed,
+            available,
+        } => {
+            assert!(path.contains("/small/"), "{e}");
+            assert!(*needed >= db_bytes && *available < *needed, "{e}");
+        }
+        other => panic!("expected InsufficientSpace, got {other}"),
+    }
+    assert!(objects_in_bucket(&env).is_empty());
+    let small = env.tree.root.join("small");
+    assert_eq!(fs::read_dir(&small).unwrap().count(), 0, "work dir left");
+}
+
+/// The CLI is killed (SIGKILL) while its upload runs: the pipeline does not outlive it
+/// (the workload script's watchdog kills the pipeline's process group), and the next
+/// run's sweep removes the work dir it left.
+#[test]
+fn a_killed_cli_leaves_no_pipeline_running_and_the_next_run_sweeps_its_work_dir() {
+    use std::time::{Duration, Instant};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(Env::new(&TreeSpec {
+        media_files: 4,
+        ..TreeSpec::default()
+    }));
+    let s3 = env.dir.path().join("s3.yaml");
+    let data = env.server.relation_data(&env.bucket);
+    fs::write(
+        &s3,
+        format!(
+            "access-key: {}\nsecret-key: {}\nbucket: {}\nendpoint: {}\nregion: us-east-1\ns3-uri-style: path\npath: synapse/backups\n",
+            data["access-key"], data["secret-key"], env.bucket, data["endpoint"]
+        ),
+    )
+    .unwrap();
+    let pass = env.dir.path().join("pass");
+    fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+    fs::set_permissions(&pass, fs::Permissions::from_mode(0o600)).unwrap();
+    // An aws CLI that records its pid and never uploads (the upload "runs" forever).
+    let marker = env.dir.path().join("aws-pid");
+    let stuck_aws = env.dir.path().join("stuck-aws");
+    fs::write(
+        &stuck_aws,
+        format!(
+            "#!/usr/bin/env bash\necho $$ > '{}'\nwhile :; do sleep 0.05; done\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&stuck_aws, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_synapse-backup"))
+        .arg("--root")
+        .arg(&env.tree.root)
+        .arg("--s3")
+        .arg(&s3)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("--aws")
+        .arg(&stuck_aws)
+        .arg("create")
+        .env_remove("SYNAPSE_BACKUP_ROOT")
+        .env_remove("SYNAPSE_BACKUP_S3")
+        .env_remove("SYNAPSE_BACKUP_PASSPHRASE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let aws_pid: i32 = loop {
+        if let Ok(text) = fs::read_to_string(&marker)
+            && let Ok(pid) = text.trim().parse()
+        {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the create never reached the aws CLI"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    let alive = |pid: i32| {
+        Path::new(&format!("/proc/{pid}")).exists() && {
+            // A zombie waiting for its reaper is gone too.
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    !s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(false)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(aws_pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let still = alive(aws_pid);
+    if still {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &aws_pid.to_string()])
+            .status();
+    }
+    assert!(!still, "the upload outlived the killed CLI");
+    assert!(
+        !leftover_work_dirs(&env).is_empty(),
+        "the killed run's dir is there"
+    );
+    let layout = env.layout.clone();
+    let c = LocalContainer::new();
+    let removed = rt.block_on(synapse_backup::remove_abandoned_work_dirs(&c, &layout));
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(
+        leftover_work_dirs(&env).is_empty(),
+        "{:?}",
+        leftover_work_dirs(&env)
+    );
+}

@@ -562,3 +562,223 @@ async fn a_failing_swap_is_rolled_back() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_copy_beside_the_database_is_restored_not_dropped_as_a_sidecar() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let copy = env.tree.data.join("homeserver.db-before-upgrade");
+    fs::write(&copy, b"the user's copy before an upgrade").unwrap();
+    let id = backup(&env, &c).await;
+    fs::write(&copy, b"changed after the backup").unwrap();
+    // SQLite's own sidecars are still set aside.
+    fs::write(
+        env.tree.data.join("homeserver.db-journal"),
+        b"stale journal",
+    )
+    .unwrap();
+    fs::write(
+        env.tree.data.join("homeserver.db-mj1A2B3C9D4"),
+        b"stale super-journal",
+    )
+    .unwrap();
+    let restored = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fs::read(&copy).ok().as_deref(),
+        Some(&b"the user's copy before an upgrade"[..]),
+        "restored: {:?}, dropped: {:?}",
+        restored.restored,
+        restored.dropped
+    );
+    assert!(
+        restored
+            .restored
+            .contains(&"data/homeserver.db-before-upgrade".to_string()),
+        "{:?}",
+        restored.restored
+    );
+    let mut dropped = restored.dropped.clone();
+    dropped.sort();
+    assert_eq!(
+        dropped,
+        vec![
+            "data/homeserver.db-journal".to_string(),
+            "data/homeserver.db-mj1A2B3C9D4".to_string()
+        ]
+    );
+    assert!(!env.tree.data.join("homeserver.db-journal").exists());
+}
+
+/// A work dir as a killed restore (a process now gone) leaves it: its owner record, an
+/// SSE-C key file, the aws config and decrypted staging; with `swap_begun`, the live
+/// signing key it had set aside and the swap's logs.
+fn killed_restore_dir(env: &Env, name: &str, swap_begun: bool) -> PathBuf {
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let host = String::from_utf8(
+        std::process::Command::new("hostname")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let dir = env
+        .tree
+        .data
+        .join(format!(".synapse-backup-restore.{name}"));
+    fs::create_dir_all(dir.join("stage/data")).unwrap();
+    fs::create_dir_all(dir.join("gnupg")).unwrap();
+    fs::write(
+        dir.join("owner"),
+        format!(
+            "host {}\npid {pid}\nstart 1\nboot {}\n",
+            host.trim(),
+            boot.trim()
+        ),
+    )
+    .unwrap();
+    fs::write(dir.join("sse-c.key"), [7u8; 32]).unwrap();
+    fs::write(dir.join("aws-config"), "[default]\n").unwrap();
+    fs::write(dir.join("stage/data/homeserver.db"), "decrypted database").unwrap();
+    if swap_begun {
+        fs::create_dir_all(dir.join("aside/data")).unwrap();
+        fs::write(
+            dir.join("aside/data/example.test.signing.key"),
+            "the previous live key",
+        )
+        .unwrap();
+        fs::write(dir.join("aside.log"), "data/example.test.signing.key\0").unwrap();
+        fs::write(dir.join("placed.log"), "").unwrap();
+    }
+    // A read-only dir from the archive must not stop the sweep.
+    fs::create_dir_all(dir.join("stage/data/media_store/local_content/ro")).unwrap();
+    fs::set_permissions(
+        dir.join("stage/data/media_store/local_content/ro"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o555),
+    )
+    .unwrap();
+    dir
+}
+
+/// The next restore sweeps what killed restores left: a dir with nothing set aside goes
+/// entirely; one whose swap had begun loses its SSE-C key, aws config and decrypted
+/// staging but keeps the set-aside live files (the only copy of the previous data) and
+/// its logs, and the report says how to roll back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_restore_sweeps_a_killed_restores_keys_and_staging_and_keeps_what_it_set_aside() {
+    let env = Env::new(&TreeSpec {
+        media_files: 4,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    let id = backup(&env, &c).await;
+    let plain = killed_restore_dir(&env, "Plain00000", false);
+    let half = killed_restore_dir(&env, "Half000000", true);
+    let report = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(!plain.exists(), "nothing set aside: removed");
+    for gone in ["sse-c.key", "aws-config", "stage", "gnupg"] {
+        assert!(!half.join(gone).exists(), "{gone} is left");
+    }
+    assert_eq!(
+        fs::read_to_string(half.join("aside/data/example.test.signing.key")).unwrap(),
+        "the previous live key"
+    );
+    assert!(half.join("aside.log").exists() && half.join("owner").exists());
+    let advice = report
+        .warnings
+        .iter()
+        .find(|w| w.contains(&format!("{}/aside", half.display())))
+        .unwrap_or_else(|| panic!("no roll-back advice: {:?}", report.warnings));
+    assert!(advice.contains("roll back"), "{advice}");
+    // Only the kept dir remains, and a later run keeps it too.
+    assert_eq!(
+        work_dirs_left(&env.tree.data),
+        vec![half.file_name().unwrap().to_string_lossy().into_owned()]
+    );
+    env.create(&c).await.unwrap();
+    assert!(half.join("aside/data/example.test.signing.key").exists());
+}
+
+struct Unmount(PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The data dir on a small volume of its own and the media store a symlink to another
+/// volume: staging fits, but setting the live media aside is a copy onto the data
+/// volume, which does not. The restore says so before anything is stopped or moved.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_media_store_on_another_volume_counts_the_set_aside_copy() {
+    let env = Env::new(&TreeSpec {
+        media_files: 16,
+        media_bytes: 8 << 20,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    let elsewhere = env.tree.root.join("media-volume");
+    fs::rename(&env.tree.media, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &env.tree.media).unwrap();
+    let id = backup(&env, &c).await;
+    // Now put the data dir (with the symlink) on a 14 MiB volume.
+    let saved = env.tree.root.join("data.saved");
+    fs::rename(&env.tree.data, &saved).unwrap();
+    fs::create_dir(&env.tree.data).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=14m", "tmpfs"])
+        .arg(&env.tree.data)
+        .status()
+        .expect("mount (util-linux) is needed");
+    assert!(
+        mounted.success(),
+        "this test mounts a small tmpfs and must run as root"
+    );
+    let _unmount = Unmount(env.tree.data.clone());
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", saved.display()))
+        .arg(&env.tree.data)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let before = snapshot(&env.tree.data);
+    let e = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, BackupError::InsufficientSpace { path, .. } if path.ends_with("/data")),
+        "{e}"
+    );
+    assert_eq!(snapshot(&env.tree.data), before, "live data untouched");
+    assert!(work_dirs_left(&env.tree.data).is_empty());
+}

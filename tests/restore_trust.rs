@@ -942,3 +942,295 @@ fn the_cli_as_root_restores_as_the_owner_of_the_data_dir() {
     }
     drop(rt);
 }
+
+/// Overwrites 4 KiB in the middle of a SQLite file with junk.
+fn damage(db: &Path) {
+    let mut bytes = fs::read(db).unwrap();
+    let len = bytes.len();
+    for b in &mut bytes[len / 2..len / 2 + 4096] {
+        *b = 0x5a;
+    }
+    fs::write(db, bytes).unwrap();
+}
+
+/// A live database that fails `PRAGMA integrity_check` is not backed up (restore would
+/// refuse it), and verify runs restore's database check: a backup holding a damaged
+/// database does not verify.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_database_is_refused_by_create_and_fails_verify() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let good = env.create(&c).await.unwrap().id;
+    verify(&env, &c, &good).await.unwrap();
+
+    damage(&env.tree.data.join("homeserver.db"));
+    let e = env.create(&c).await.unwrap_err();
+    assert!(
+        matches!(&e, BackupError::StageFailed { stage: synapse_backup::Stage::Snapshot, stderr, .. }
+            if stderr.contains("integrity_check")),
+        "{e}"
+    );
+    let client = S3Client::new(&env.params).unwrap();
+    assert_eq!(
+        list_backups(&client).await.unwrap().len(),
+        1,
+        "nothing kept"
+    );
+    assert!(
+        work_dirs_left(&env).is_empty(),
+        "{:?}",
+        work_dirs_left(&env)
+    );
+
+    let src = env.dir.path().join("damaged");
+    fs::create_dir_all(src.join("data")).unwrap();
+    fs::copy(
+        env.tree.data.join("homeserver.db"),
+        src.join("data/homeserver.db"),
+    )
+    .unwrap();
+    let object = env.dir.path().join("damaged.gpg");
+    make_object(&env, &src, &["data/homeserver.db"], ENCRYPT, &object);
+    let id = BackupId::generate();
+    upload(&env, &object, &key_of(&id));
+    let v = verify(&env, &c, &id).await.unwrap_err();
+    assert!(
+        matches!(&v, BackupError::Corrupted { reason, .. } if reason.contains("SQLite")),
+        "{v}"
+    );
+    assert!(
+        work_dirs_left(&env).is_empty(),
+        "{:?}",
+        work_dirs_left(&env)
+    );
+    // Without a live tree (no homeserver.yaml), verify stages it in the temp dir.
+    fs::remove_file(env.tree.data.join("homeserver.yaml")).unwrap();
+    let v = verify(&env, &c, &id).await.unwrap_err();
+    assert!(
+        matches!(&v, BackupError::Corrupted { reason, .. } if reason.contains("SQLite")),
+        "{v}"
+    );
+}
+
+async fn extract_into(
+    env: &Env,
+    c: &LocalContainer,
+    id: &BackupId,
+    passphrase: &str,
+    dir: &Path,
+) -> Result<synapse_backup::ExtractReport, BackupError> {
+    synapse_backup::extract_backup_with(
+        c,
+        &env.params,
+        passphrase,
+        id,
+        &env.layout,
+        &synapse_backup::ExtractTarget::new(dir.to_string_lossy().into_owned()),
+        &RestoreOptions::default(),
+    )
+    .await
+}
+
+fn refused_target(e: &BackupError) -> bool {
+    matches!(e, BackupError::Config(c) if c.fields() == vec!["target"])
+}
+
+/// An extraction never places the signing key and the database where another local
+/// user reads them: a target that user made (an empty 0777 dir), a root-owned one
+/// others may write to, or one under a dir of theirs is refused, and nothing is put
+/// in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_extraction_refuses_a_target_another_user_owns_or_may_write() {
+    let env = Env::new(&TreeSpec {
+        media_files: 4,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    let id = env.create(&c).await.unwrap().id;
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+
+    let theirs = env.dir.path().join("made-by-nobody");
+    fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
+    let e = extract_into(&env, &c, &id, PASSPHRASE, &theirs)
+        .await
+        .unwrap_err();
+    assert!(refused_target(&e), "{e}");
+    assert!(e.to_string().contains("65534"), "{e}");
+    assert_eq!(fs::read_dir(&theirs).unwrap().count(), 0);
+
+    let open = env.dir.path().join("root-but-open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let e = extract_into(&env, &c, &id, PASSPHRASE, &open)
+        .await
+        .unwrap_err();
+    assert!(refused_target(&e), "{e}");
+    assert!(e.to_string().contains("writable by other users"), "{e}");
+    assert_eq!(fs::read_dir(&open).unwrap().count(), 0);
+
+    // Under a dir of theirs (they could move the target away and read it).
+    let home = env.dir.path().join("nobody-home");
+    fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let below = home.join("restore/here");
+    let e = extract_into(&env, &c, &id, PASSPHRASE, &below)
+        .await
+        .unwrap_err();
+    assert!(refused_target(&e), "{e}");
+    assert!(!home.join("restore").exists());
+
+    // A private dir of root's is fine.
+    let mine = env.dir.path().join("mine/extracted");
+    extract_into(&env, &c, &id, PASSPHRASE, &mine)
+        .await
+        .unwrap();
+    assert!(mine.join("data/homeserver.db").exists());
+}
+
+/// A failed extraction (a wrong passphrase) leaves no empty dir it made behind; a dir
+/// that existed before stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_extraction_removes_the_target_dirs_it_made() {
+    let env = Env::new(&TreeSpec {
+        media_files: 4,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    let id = env.create(&c).await.unwrap().id;
+    let made = env.dir.path().join("new");
+    let e = extract_into(&env, &c, &id, "not the passphrase", &made.join("deeper"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackupError::WrongPassphrase { .. }), "{e}");
+    assert!(!made.exists(), "the dirs the run made are removed");
+
+    let existing = env.dir.path().join("existing");
+    fs::create_dir(&existing).unwrap();
+    let e = extract_into(&env, &c, &id, "not the passphrase", &existing)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackupError::WrongPassphrase { .. }), "{e}");
+    assert!(existing.is_dir(), "a dir that was there stays");
+    assert_eq!(fs::read_dir(&existing).unwrap().count(), 0);
+}
+
+/// A read-only media store (0555) and a workload user that is not root: the swap could
+/// not move the live media aside, so verify fails as restore would, and restore says so
+/// before anything is stopped or moved.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_fails_where_the_swap_could_not_move_the_live_files() {
+    let env = Env::new(&TreeSpec {
+        media_files: 4,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    give_tree_to_nobody(&env);
+    let layout = env.layout.clone().user(Some("nobody".into()));
+    let id = synapse_backup::create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &synapse_backup::BackupOptions::default(),
+    )
+    .await
+    .unwrap()
+    .id;
+    fs::set_permissions(&env.tree.media, fs::Permissions::from_mode(0o555)).unwrap();
+    let v = verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&v, BackupError::StageFailed { stage: synapse_backup::Stage::Swap, stderr, .. }
+            if stderr.contains("not writable") && stderr.contains("media_store")),
+        "{v}"
+    );
+    let before = snapshot(&env.tree.data);
+    let e = restore(&env, &c, &id, &layout).await.unwrap_err();
+    assert!(
+        matches!(&e, BackupError::StageFailed { stage: synapse_backup::Stage::Swap, stderr, .. }
+            if stderr.contains("the swap would fail")),
+        "{e}"
+    );
+    assert_eq!(snapshot(&env.tree.data), before);
+    fs::set_permissions(&env.tree.media, fs::Permissions::from_mode(0o755)).unwrap();
+    verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+}
+
+/// The data dir owned by a uid with no passwd name (common in containers): the CLI run
+/// as root runs every step as that uid (not as root), so the restored database and
+/// media stay that uid's.
+#[test]
+fn the_cli_as_root_runs_as_a_data_dir_owner_with_no_name() {
+    const UID: u32 = 47231;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(Env::new(&TreeSpec {
+        media_files: 4,
+        ..TreeSpec::default()
+    }));
+    let named = Command::new("getent")
+        .args(["passwd", &UID.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        !named.status.success(),
+        "uid {UID} must have no passwd entry here"
+    );
+    let db = env.tree.data.join("homeserver.db");
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let status = Command::new("chown")
+        .args(["-R", &format!("{UID}:{UID}")])
+        .arg(&env.tree.root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = cli(&env, false, &["create"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = S3Client::new(&env.params).unwrap();
+    let id = rt.block_on(list_backups(&client)).unwrap()[0].id.clone();
+    change_db(&db);
+    let out = cli(&env, false, &["restore", id.as_str(), "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta = fs::metadata(&db).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (UID, UID, 0o640),
+        "the database must stay uid {UID}'s, mode 0640"
+    );
+    for p in walk(&env.tree.data) {
+        if !p.to_string_lossy().contains("/.synapse-backup-") {
+            assert_eq!(fs::metadata(&p).unwrap().uid(), UID, "{}", p.display());
+        }
+    }
+    drop(rt);
+}

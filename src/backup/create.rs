@@ -18,7 +18,7 @@ use super::restore_plan::{MemberSource, RestoreRules};
 use super::run::Run;
 use super::scripts::{Exit, Pipeline};
 use super::work;
-use crate::container::{Container, ListOptions};
+use crate::container::Container;
 use crate::error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
 use crate::s3::{S3Client, S3Parameters};
 
@@ -107,6 +107,7 @@ async fn create_locked<C: Container + ?Sized>(
     let collected = collect(run.container, run.layout).await?;
     let id = BackupId::generate();
     let key = run.client.object_key(id.as_str());
+    // A dead restore's kept dir is reported (error level) by the sweep itself.
     work::sweep_work_dirs(run.container, run.layout, false).await;
     tracing::info!(backup_id = %id, members = collected.members.len(), "starting backup");
     let work = run.work_dir(id.as_str(), options, false).await?;
@@ -152,18 +153,19 @@ async fn create_locked<C: Container + ?Sized>(
     }
 }
 
-/// Removes the work dirs that `create` and `verify` runs left behind when they could
-/// not clean up (a killed process, a dropped future): those whose owner record names
-/// a process of this host that is gone, or this very process (call it only when this
-/// process runs no backup or verification, e.g. after dropping one on a signal).
-/// Restore dirs, which may hold set-aside live files, and other hosts' or live
-/// processes' dirs are never touched; removal runs as the workload user. Returns the
-/// dirs removed.
+/// Removes the work dirs that runs left behind when they could not clean up (a killed
+/// process, a dropped future): those whose owner record names a process of this host
+/// that is gone, or this very process (call it only when this process runs no
+/// operation, e.g. after dropping one on a signal). A restore's dir whose swap had
+/// begun keeps the live files it set aside (the only copy of the previous data) and
+/// its swap logs, and loses its keys, aws config and staging; how to roll back is
+/// logged at error level. Other hosts' or live processes' dirs are never touched;
+/// everything runs as the workload user. Returns the dirs removed.
 pub async fn remove_abandoned_work_dirs<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
 ) -> Vec<String> {
-    work::sweep_work_dirs(container, layout, true).await
+    work::sweep_work_dirs(container, layout, true).await.removed
 }
 
 /// Deletes a failed run's data object and aborts multipart uploads under its key.
@@ -233,38 +235,16 @@ impl Collected {
 
 /// The entries of the directory `dir` (a host path) matching `pattern`, following `dir`
 /// itself when it is a symlink (a volume mounted elsewhere); empty when it is missing.
+/// Listed as the workload user.
 async fn list_or_empty<C: Container + ?Sized>(
     container: &C,
+    layout: &Layout,
     dir: &str,
     pattern: &str,
-) -> Result<Vec<crate::FileInfo>, ContainerError> {
-    let options = ListOptions {
-        pattern: Some(pattern.into()),
-        itself: false,
-    };
-    // The trailing slash makes the lookup follow a symlinked dir.
-    let followed = format!("{}/", dir.trim_end_matches('/'));
-    match container.list_files(&followed, options).await {
-        Ok(files) => Ok(files),
-        Err(ContainerError::NotFound { .. }) => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
-/// The kind of the entry at `path` (a host path), not following a final symlink.
-async fn kind_of<C: Container + ?Sized>(
-    container: &C,
-    path: &str,
-) -> Result<Option<crate::FileKind>, ContainerError> {
-    let options = ListOptions {
-        pattern: None,
-        itself: true,
-    };
-    match container.list_files(path, options).await {
-        Ok(files) => Ok(files.first().map(|f| f.kind)),
-        Err(ContainerError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+) -> Result<Vec<work::Entry>, ContainerError> {
+    Ok(work::list_dir(container, layout, dir, pattern)
+        .await?
+        .unwrap_or_default())
 }
 
 fn split_dir(path: &str) -> (&str, &str) {
@@ -306,13 +286,20 @@ async fn collect<C: Container + ?Sized>(
             list.push(m);
         }
     };
-    for f in list_or_empty(container, &layout.host_path(&layout.config_dir), "*.key").await? {
-        if matches!(f.kind, FileKind::File | FileKind::Symlink) {
-            add(join(&layout.config_dir, &f.name), f.kind);
+    for (kind, name) in list_or_empty(
+        container,
+        layout,
+        &layout.host_path(&layout.config_dir),
+        "*.key",
+    )
+    .await?
+    {
+        if matches!(kind, FileKind::File | FileKind::Symlink) {
+            add(join(&layout.config_dir, &name), kind);
         }
     }
     if let Some(key) = &config.signing_key_path {
-        match kind_of(container, &layout.host_path(key)).await? {
+        match work::kind_of(container, layout, &layout.host_path(key)).await? {
             Some(kind @ (FileKind::File | FileKind::Symlink)) => add(key.clone(), kind),
             Some(_) => {
                 return Err(BackupError::Config(ConfigError::Invalid {
@@ -336,28 +323,29 @@ async fn collect<C: Container + ?Sized>(
         }
         DatabaseKind::Sqlite(path) => {
             let (dir, name) = split_dir(path);
-            for f in list_or_empty(
+            for (kind, entry) in list_or_empty(
                 container,
+                layout,
                 &layout.host_path(dir),
                 &format!("{}*", glob::Pattern::escape(name)),
             )
             .await?
             {
-                let suffix = &f.name[name.len().min(f.name.len())..];
-                let file_like = matches!(f.kind, FileKind::File | FileKind::Symlink);
-                if f.name == name && file_like {
+                let suffix = &entry[name.len().min(entry.len())..];
+                let file_like = matches!(kind, FileKind::File | FileKind::Symlink);
+                if entry == name && file_like {
                     // SQLite opens it through a symlink: the snapshot follows it.
                     db = Some(path.clone());
-                } else if file_like && !["-wal", "-shm", "-journal"].contains(&suffix) {
-                    add(join(dir, &f.name), f.kind);
+                } else if file_like && !super::layout::is_sqlite_sidecar_suffix(suffix) {
+                    add(join(dir, &entry), kind);
                 }
             }
         }
     }
     let media = &config.media_store_path;
     let media_host = layout.host_path(media);
-    let media_kind = kind_of(container, &media_host).await?;
-    let media_entries = list_or_empty(container, &media_host, "local_*").await?;
+    let media_kind = work::kind_of(container, layout, &media_host).await?;
+    let media_entries = list_or_empty(container, layout, &media_host, "local_*").await?;
     if media_kind.is_none() || (media_kind == Some(FileKind::Symlink) && media_entries.is_empty()) {
         if media_kind.is_some() {
             // A symlink to nothing (or to an empty dir): say which.
@@ -371,10 +359,10 @@ async fn collect<C: Container + ?Sized>(
             "media store {media} does not exist: no media backed up"
         ));
     }
-    for f in media_entries {
-        match f.kind {
-            FileKind::Symlink => return Err(symlinked_media(&join(media, &f.name))),
-            kind => add(join(media, &f.name), kind),
+    for (kind, name) in media_entries {
+        match kind {
+            FileKind::Symlink => return Err(symlinked_media(&join(media, &name))),
+            kind => add(join(media, &name), kind),
         }
     }
     if members.is_empty() && links.is_empty() && db.is_none() {
@@ -431,6 +419,47 @@ struct BackupRun<'r, 'a, C: Container + ?Sized> {
 }
 
 impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
+    /// The error of a failed `prepare.sh`: no room for the snapshot, a damaged
+    /// database, the snapshot or a collection step.
+    async fn prepare_error(&self, e: ContainerError) -> BackupError {
+        let (container, layout, work) = (self.run.container, self.run.layout, self.work);
+        let exit = match &e {
+            ContainerError::ExitedNonZero { exit_code, .. } => Exit::from_code(*exit_code),
+            _ => Exit::Other(-1),
+        };
+        match exit {
+            Exit::NoSpace => {
+                let number = |name: &'static str| async move {
+                    work::read_text(container, layout, &work.file(name))
+                        .await
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0)
+                };
+                BackupError::InsufficientSpace {
+                    path: work.dir.clone(),
+                    needed: number("need").await,
+                    available: number("avail").await,
+                }
+            }
+            Exit::SnapshotCorrupt => {
+                let detail = match e {
+                    ContainerError::ExitedNonZero { stderr, .. } => stderr,
+                    other => other.to_string(),
+                };
+                let db = self.collected.db.as_deref().unwrap_or("the database");
+                BackupError::StageFailed {
+                    stage: Stage::Snapshot,
+                    exit_code: 22,
+                    stderr: format!(
+                        "{db} is damaged: its snapshot fails SQLite's PRAGMA integrity_check, so a restore would refuse it; nothing was uploaded ({detail})"
+                    ),
+                }
+            }
+            Exit::NoSnapshotTool | Exit::SnapshotFailed => stage_error(Stage::Snapshot, e),
+            _ => stage_error(Stage::Collect, e),
+        }
+    }
+
     async fn execute(&self) -> Result<(Manifest, LiveChanges, u64), BackupError> {
         let run = self.run;
         let (container, client, params, passphrase, layout) = (
@@ -509,18 +538,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             )
             .await
         {
-            let stage = match &e {
-                ContainerError::ExitedNonZero { exit_code, .. }
-                    if matches!(
-                        Exit::from_code(*exit_code),
-                        Exit::NoSnapshotTool | Exit::SnapshotFailed
-                    ) =>
-                {
-                    Stage::Snapshot
-                }
-                _ => Stage::Collect,
-            };
-            return Err(stage_error(stage, e));
+            return Err(self.prepare_error(e).await);
         }
         let expected_size: u64 = work::read_text(container, layout, &work.file("size"))
             .await
@@ -817,7 +835,7 @@ impl<'r> IndexReader<'r> {
 mod tests {
     use super::*;
     use crate::backup::scripts;
-    use crate::container::{ExecOutput, FileInfo, FileKind, MockContainer};
+    use crate::container::{ExecOutput, MockContainer};
     use std::sync::{Arc, Mutex};
 
     /// No S3 server here: the lock is off, and no passphrase check (which lists).
@@ -870,24 +888,9 @@ mod tests {
         write_fails: bool,
     ) -> (MockContainer, Arc<Mutex<Seen>>) {
         let mut c = MockContainer::new();
-        c.expect_pull().returning(move |p| match p {
-            "/r/data/homeserver.yaml" => Ok(b"server_name: x\n".to_vec()),
-            p => Err(ContainerError::NotFound { path: p.into() }),
-        });
-        c.expect_list_files().returning(|dir, options| {
-            if dir.trim_end_matches('/') == "/r/data" && options.pattern.as_deref() == Some("*.key")
-            {
-                Ok(vec![FileInfo {
-                    path: "/r/data/x.key".into(),
-                    name: "x.key".into(),
-                    kind: FileKind::File,
-                    size: 10,
-                    permissions: 0o600,
-                }])
-            } else {
-                Ok(vec![])
-            }
-        });
+        // Every workload path is read and listed through exec, as the workload user.
+        c.expect_pull().never();
+        c.expect_list_files().returning(|_, _| Ok(vec![]));
         c.expect_exists().returning(|_| Ok(false));
         c.expect_push().never();
         c.expect_make_dir().never();
@@ -920,7 +923,12 @@ mod tests {
                         seen.written.push((argv[5].clone(), argv[6].clone(), stdin));
                         ok(b"")
                     }
+                    "list" if argv[5].trim_end_matches('/') == "/r/data" && argv[6] == "*.key" => {
+                        ok(b"f x.key\0")
+                    }
+                    "list" | "kind" => fail(4, ""),
                     "read" => match argv[5].rsplit('/').next().unwrap() {
+                        "homeserver.yaml" => ok(b"server_name: x\n"),
                         "size" => ok(b"10\n"),
                         "listing" => ok(b"f 10 data/x.key\0"),
                         "failed" => ok(stage_status.as_bytes()),
@@ -942,9 +950,19 @@ mod tests {
         (c, seen)
     }
 
+    /// The argv of the exec that made the work dir.
+    fn make_call(seen: &Seen) -> &Vec<String> {
+        &seen
+            .execs
+            .iter()
+            .find(|(argv, ..)| argv[2] == scripts::WORKDIR && argv[4] == "make")
+            .expect("a work dir was made")
+            .0
+    }
+
     /// The work dir the mock's mktemp made.
     fn made(seen: &Seen) -> String {
-        let make = &seen.execs[0].0;
+        let make = make_call(seen);
         format!("{}/{}.AbCdEfGhIj", make[5], make[6])
     }
 
@@ -975,7 +993,7 @@ mod tests {
             assert_eq!(user.as_deref(), Some("synapse"), "{:?}", &argv[3..]);
         }
         // The work dir was made by mktemp under the data dir.
-        let make = &seen.execs[0].0;
+        let make = make_call(&seen);
         assert_eq!((make[4].as_str(), make[5].as_str()), ("make", "/r/data"));
         assert!(make[6].starts_with(".synapse-backup-backup-"), "{make:?}");
         // The passphrase reached only the pipeline, on its standard input.

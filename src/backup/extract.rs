@@ -20,7 +20,10 @@ use crate::s3::S3Parameters;
 #[non_exhaustive]
 pub struct ExtractTarget {
     /// The directory, a path in the container taken as it is (not under
-    /// [`Layout::root`]). It is made (mode 0700) when missing and must be empty.
+    /// [`Layout::root`]). It is made (mode 0700) when missing and must be empty; it and
+    /// every dir above it must be owned by root or the workload user and not writable
+    /// by other users (a sticky ancestor such as `/tmp` excepted), and none of them a
+    /// symbolic link. A failed extraction removes the dirs it made.
     pub dir: String,
     /// Only these paths: member names relative to the root, as the manifest lists them
     /// (`data/homeserver.db`; a leading `/` is accepted), each a file or a directory with
@@ -109,7 +112,8 @@ fn check_target(dir: &str) -> Result<(), ConfigError> {
 /// placing the files is a rename.
 ///
 /// # Errors
-/// As [`verify_backup`](crate::verify_backup), plus [`BackupError::TargetNotEmpty`],
+/// As [`verify_backup`](crate::verify_backup), plus [`BackupError::Config`] (field
+/// `target`) for a target another user owns or may write to, [`BackupError::TargetNotEmpty`],
 /// [`BackupError::NotInBackup`] for an include that names nothing in the archive,
 /// [`BackupError::InsufficientSpace`], [`BackupError::NoSpaceLeft`],
 /// [`BackupError::UnsafeMember`], [`BackupError::StageFailed`].
@@ -154,6 +158,40 @@ pub async fn extract_backup_with<C: Container + ?Sized>(
         )?;
     }
     let need = restore::staging_need(&fetched);
+    let made = work::prepare_target(container, layout, &target.dir).await?;
+    let result = extract_into(&run, options, target, id, &fetched, need).await;
+    if result.is_err()
+        && let Some(top) = &made
+    {
+        // A failed extraction leaves no empty dir of its own behind.
+        work::unmake_target(container, layout, &target.dir, top).await;
+    }
+    let done = result?;
+    tracing::info!(backup_id = %id, target = %target.dir, "backup extracted");
+    let mut warnings = fetched.warnings;
+    warnings.extend(done.warnings);
+    Ok(ExtractReport {
+        id: id.clone(),
+        status: fetched.status,
+        target: target.dir.clone(),
+        extracted: done.placed,
+        stripped_modes: done.stripped,
+        one_time_keys_removed: done.one_time_keys_removed,
+        ciphertext_bytes: fetched.size,
+        warnings,
+        duration: started.elapsed(),
+    })
+}
+
+/// The work dir in the target, the extraction, and the work dir's removal.
+async fn extract_into<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    options: &RestoreOptions,
+    target: &ExtractTarget,
+    id: &BackupId,
+    fetched: &restore::Fetched,
+    need: u64,
+) -> Result<Extracted, BackupError> {
     let work = match run
         .work_dir_in(
             WorkPlace::EmptyDir(&target.dir),
@@ -170,23 +208,9 @@ pub async fn extract_backup_with<C: Container + ?Sized>(
         }
         other => other?,
     };
-    let result = extract_in(&run, &work, options, target, id, &fetched, need).await;
+    let result = extract_in(run, &work, options, target, id, fetched, need).await;
     work.finish().await;
-    let done = result?;
-    tracing::info!(backup_id = %id, target = %target.dir, "backup extracted");
-    let mut warnings = fetched.warnings;
-    warnings.extend(done.warnings);
-    Ok(ExtractReport {
-        id: id.clone(),
-        status: fetched.status,
-        target: target.dir.clone(),
-        extracted: done.placed,
-        stripped_modes: done.stripped,
-        one_time_keys_removed: done.one_time_keys_removed,
-        ciphertext_bytes: fetched.size,
-        warnings,
-        duration: started.elapsed(),
-    })
+    result
 }
 
 struct Extracted {

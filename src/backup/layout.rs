@@ -120,6 +120,35 @@ pub struct Layout {
         )
     )]
     pub group: Option<String>,
+    /// The workload user as a numeric id: alone for a uid with no passwd entry (common
+    /// in containers), or with `user` (they must then agree); see
+    /// [`ExecOptions::user_id`](crate::ExecOptions::user_id). The command line's
+    /// `--user-id`; run as root without `--user`/`--user-id`, the command line sets it to
+    /// the data dir's owner when that uid has no name.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "UID",
+            global = true,
+            help = "Run the pipelines as this numeric uid, also one with no passwd entry (default: as root, the data dir's owner)",
+            long_help = None
+        )
+    )]
+    pub user_id: Option<u32>,
+    /// The workload group as a numeric id, alone or with `group` (see
+    /// [`ExecOptions::group_id`](crate::ExecOptions::group_id)).
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "GID",
+            global = true,
+            help = "Run the pipelines with this numeric gid (default: as root, the data dir's group)",
+            long_help = None
+        )
+    )]
+    pub group_id: Option<u32>,
     /// The service stopped around a restore's swap; no service is touched when `None`.
     #[cfg_attr(
         feature = "cli",
@@ -222,6 +251,8 @@ impl Default for Layout {
             work_dir: None,
             user: Some("synapse".into()),
             group: Some("synapse".into()),
+            user_id: None,
+            group_id: None,
             service: Some("synapse".into()),
             bash: "/usr/bin/bash".into(),
             tar: "tar".into(),
@@ -325,6 +356,18 @@ pub(crate) fn join(dir: &str, rel: &str) -> String {
         dir.trim_end_matches('/'),
         rel.trim_start_matches('/')
     )
+}
+
+/// Whether `suffix`, what follows a SQLite database's file name, names one of SQLite's
+/// own sidecar files: the write-ahead log (`-wal`), its shared memory (`-shm`), the
+/// rollback journal (`-journal`) or a super-journal (`-mj` and SQLite's random
+/// letters). Anything else beside the database (`homeserver.db-before-upgrade`, a
+/// user's copy) is a file of its own.
+pub(crate) fn is_sqlite_sidecar_suffix(suffix: &str) -> bool {
+    matches!(suffix, "-wal" | "-shm" | "-journal")
+        || suffix
+            .strip_prefix("-mj")
+            .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// Collapses repeated slashes and `.` components (no `..` resolution: those are refused).

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::backup::catalog::{BackupStatus, backup_status};
 use crate::backup::decryption::{Untrusted, check_status};
-use crate::backup::layout::{HomeserverConfig, Layout};
+use crate::backup::layout::{HomeserverConfig, Layout, join};
 use crate::backup::manifest::{InnerManifest, Manifest};
 use crate::backup::plan::{
     self, BackupId, BackupOptions, CancelToken, MANIFEST_SUFFIX, ScriptCall, WorkDir,
@@ -54,7 +54,7 @@ pub struct RestoreReport {
     /// The top-level paths replaced (relative to the root).
     pub restored: Vec<String>,
     /// Live paths moved out because the restored database replaces them (every
-    /// `homeserver.db-*` sidecar: `-wal`, `-shm`, `-journal`).
+    /// SQLite sidecar of the database: `-wal`, `-shm`, `-journal`, `-mj…`).
     pub dropped: Vec<String>,
     /// Restored entries whose set-id, sticky or world-writable bits were stripped, as
     /// `path: archived mode -> restored mode` (octal).
@@ -422,10 +422,19 @@ pub async fn verify_backup<C: Container + ?Sized>(
 ///
 /// The member rules are those of [`restore_backup_with`] (from the workload's
 /// `homeserver.yaml`, or without one the layout the backup recorded), so a backup that
-/// verifies is one restore accepts.
+/// verifies is one restore accepts. Restore's database check runs too: the database
+/// alone is staged in verify's work dir (under the layout's work base, or in the
+/// workload's temp dir when there is no live tree or with
+/// [`RestoreOptions::temp_work_dir`]) and must pass `PRAGMA integrity_check`. Where the
+/// live tree is (its `homeserver.yaml` exists), what the swap would need is checked as
+/// restore checks it before stopping anything: write access to every path it moves,
+/// and space where a move crosses file systems. Without a live tree, the backup alone
+/// is checked.
 ///
 /// # Errors
-/// As [`verify_backup`], plus [`BackupError::UnsafeMember`].
+/// As [`verify_backup`], plus [`BackupError::UnsafeMember`], [`BackupError::Corrupted`]
+/// for a database that fails SQLite's check, [`BackupError::StageFailed`]
+/// ([`Stage::Swap`]) and [`BackupError::InsufficientSpace`] from the swap's check.
 pub async fn verify_backup_with<C: Container + ?Sized>(
     container: &C,
     s3_parameters: &S3Parameters,
@@ -446,7 +455,27 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     let work = run
         .work_dir_in(place, "verify", &options.transfer(), true)
         .await?;
-    let call = restore_plan::list_call(layout, s3_parameters, work.dir(), &fetched.key);
+    // The database is staged (alone) in the work dir for restore's own check of it.
+    let db = verify_rules(container, layout, &fetched, None)
+        .await?
+        .database();
+    let mut call = restore_plan::list_call(layout, s3_parameters, work.dir(), &fetched.key);
+    if let Some(db) = &db {
+        call.env.insert("SB_VERIFY_DB".into(), db.clone());
+        if let Some(size) = fetched.manifest.as_ref().and_then(|m| {
+            m.files
+                .iter()
+                .find(|f| f.path.as_bytes() == db.as_bytes())
+                .map(|f| f.size)
+        }) {
+            call.env.insert(
+                "SB_NEED_BYTES".into(),
+                size.saturating_add(size / 8).to_string(),
+            );
+            call.env
+                .insert("SB_SPACE_DIR".into(), work.dir().dir.clone());
+        }
+    }
     let result = fetch(
         &run,
         work.dir(),
@@ -460,12 +489,24 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     let sha = work::read_text(container, layout, &work.dir().file("sha256"))
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
+    let result = match result {
+        Ok(got) => verify_checks(&run, work.dir(), id, db.as_deref(), &fetched, got).await,
+        Err(e) => Err(e),
+    };
     work.finish().await;
-    let got = result?;
-    let rules = verify_rules(container, layout, &fetched, got.inner.as_ref()).await?;
-    let checked = rules
-        .check(&got.members, MemberSource::Listing)
-        .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
+    let (got, rules, checked) = result?;
+    if rules.database() != db
+        && let Some(other) = rules.database()
+        && got.members.iter().any(|m| m.name == other.as_bytes())
+    {
+        return Err(BackupError::Corrupted {
+            id: id.to_string(),
+            reason: format!(
+                "the backup's own manifest names the database {other}, not the {} verify checked",
+                db.as_deref().unwrap_or("none")
+            ),
+        });
+    }
     let mut warnings = fetched.warnings;
     warnings.extend(got.warnings);
     warnings.extend(checked.stripped.iter().map(|(name, mode)| {
@@ -487,6 +528,138 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
         warnings,
         duration: started.elapsed(),
     })
+}
+
+/// Checks, before anything is stopped or moved, what swapping `units` in needs (`swap.sh
+/// preflight`): the workload user may write where each is set aside and placed, and
+/// there is room where a move crosses file systems (a media store on another volume),
+/// with `staging` bytes of staging still to come in the layout's work base.
+///
+/// # Errors
+/// [`BackupError::StageFailed`] ([`Stage::Swap`]) naming a path that is not writable,
+/// [`BackupError::InsufficientSpace`].
+pub(super) async fn preflight<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    rules: &RestoreRules,
+    members: &[ArchiveMember],
+    units: &[String],
+    staging: u64,
+) -> Result<(), BackupError> {
+    let (container, layout) = (run.container, run.layout);
+    work::write_file(
+        container,
+        layout,
+        work,
+        "swap.sizes",
+        &restore_plan::unit_sizes(rules, members, units),
+    )
+    .await?;
+    let call =
+        restore_plan::preflight_call(layout, run.params, work, &WorkDir::base(layout), staging);
+    match container
+        .exec(&call.argv, work::exec_options(layout, &call, work, None))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) if Exit::from_code(exit_code) == Exit::SwapNoSpace => {
+            let text = work::read_text(container, layout, &work.file("preflight"))
+                .await
+                .unwrap_or_default();
+            let mut parts = text.splitn(3, ' ');
+            let needed = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let available = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let path = parts.next().map_or(stderr, str::to_string);
+            Err(BackupError::InsufficientSpace {
+                path,
+                needed,
+                available,
+            })
+        }
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) => Err(BackupError::StageFailed {
+            stage: Stage::Swap,
+            exit_code,
+            stderr: format!("the swap would fail: {stderr}"),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Verify's checks of what the list pass found, in its work dir: restore's database
+/// check, restore's member rules, and, where the live tree is (its `homeserver.yaml`
+/// exists), what the swap would need ([`preflight`]).
+async fn verify_checks<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    id: &BackupId,
+    db: Option<&str>,
+    fetched: &Fetched,
+    got: Fetch,
+) -> Result<(Fetch, RestoreRules, CheckedMembers), BackupError> {
+    let (container, layout) = (run.container, run.layout);
+    verify_db(run, work, id, db, &got).await?;
+    let rules = verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
+    let checked = rules
+        .check(&got.members, MemberSource::Listing)
+        .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
+    let live = layout.host_path(&layout.homeserver_config_path());
+    if container.exists(&live).await.unwrap_or(false) {
+        let units: Vec<String> = checked
+            .units
+            .iter()
+            .filter(|u| !rules.is_db_sidecar(u))
+            .cloned()
+            .collect();
+        preflight(
+            run,
+            work,
+            &rules,
+            &got.members,
+            &units,
+            staging_need(fetched),
+        )
+        .await?;
+    }
+    Ok((got, rules, checked))
+}
+
+/// Runs restore's check of the database ([`check_staged_db`]: `PRAGMA
+/// integrity_check`) on the copy the list pass staged in the work dir, when the
+/// archive holds the database `db` (member name).
+async fn verify_db<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    id: &BackupId,
+    db: Option<&str>,
+    got: &Fetch,
+) -> Result<(), BackupError> {
+    let Some(db) = db else { return Ok(()) };
+    if !got
+        .members
+        .iter()
+        .any(|m| m.name == db.as_bytes() && m.kind == '-')
+    {
+        return Ok(());
+    }
+    let staged = join(&work.file("stage"), db);
+    if work::file_size(run.container, run.layout, &staged)
+        .await
+        .is_none()
+    {
+        let why = work::read_text(run.container, run.layout, &work.file("dbtar.err"))
+            .await
+            .unwrap_or_default();
+        return Err(BackupError::StageFailed {
+            stage: Stage::Check,
+            exit_code: 0,
+            stderr: format!("the database {db} could not be staged for its check: {why}"),
+        });
+    }
+    check_staged_db(run, work, id, db, true).await.map(drop)
 }
 
 /// Restores a backup into a workload laid out as in the Synapse rock.
@@ -516,7 +689,7 @@ pub async fn restore_backup<C: Container + ?Sized>(
 /// inner manifest matches the id asked for and the manifest, every member (in tar's
 /// listing and in the staged tree) is a plain file or dir under the restorable paths,
 /// and the staged database passes `PRAGMA integrity_check`: stop the service, move the
-/// live paths (and every `homeserver.db-*` sidecar) aside, move the staged ones in,
+/// live paths (and SQLite's own `homeserver.db-wal`, `-shm`, `-journal`, `-mj…`) aside, move the staged ones in,
 /// start the service, and drop the set-aside copies. Set-id, sticky and
 /// world-writable bits are stripped (and reported); the archived mode is kept otherwise
 /// and everything is owned by the workload user. The restored database's one-time keys
@@ -563,12 +736,16 @@ async fn restore_locked<C: Container + ?Sized>(
     let rules = RestoreRules::new(run.layout, &config);
     let fetched = locate(&run.client, id).await?;
     let need = staging_need(&fetched);
+    // What killed runs left: a killed restore's keys and staging go; the live files a
+    // half-done swap set aside stay, and this report says how to roll back.
+    let swept = work::sweep_work_dirs(run.container, run.layout, false).await;
     let work = run.work_dir("restore", &options.transfer(), true).await?;
     let result = restore_in(run, &work, options, &rules, id, &fetched, need).await;
     work.finish().await;
     let done = result?;
     tracing::info!(backup_id = %id, "backup restored");
     let mut warnings = fetched.warnings;
+    warnings.extend(swept.kept);
     warnings.extend(done.warnings);
     Ok(RestoreReport {
         id: id.clone(),
@@ -717,6 +894,7 @@ async fn restore_in<C: Container + ?Sized>(
         Some(db) => check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
         None => None,
     };
+    preflight(run, work, rules, &got.members, &units, 0).await?;
     work::write_file(
         container,
         layout,

@@ -80,7 +80,7 @@ fn swap_argv(layout: &Layout, mode: &str) -> Vec<String> {
 }
 
 /// The call that swaps staged files in (`rollback: false`) or undoes it. With `db` (the
-/// database's member name), every live `<db>-*` sidecar is set aside too and its name
+/// database's member name), every live SQLite sidecar of it (`<db>-wal`, `-shm`, `-journal`, `-mj…`) is set aside too and its name
 /// printed (NUL-terminated).
 pub fn swap_call(
     layout: &Layout,
@@ -119,6 +119,50 @@ pub fn check_db_call(
         argv: swap_argv(layout, "check-db"),
         env,
     }
+}
+
+/// The call that checks what the swap of the units in the work dir's `swap.sizes` needs
+/// (write access, and space where a move crosses file systems), with staging in
+/// `stage_base` still to come for `staging` bytes (0 when staged already).
+pub fn preflight_call(
+    layout: &Layout,
+    params: &S3Parameters,
+    work: &WorkDir,
+    stage_base: &str,
+    staging: u64,
+) -> ScriptCall {
+    let mut env = swap_env(layout, params, work);
+    env.insert("SB_STAGE_BASE".into(), stage_base.into());
+    // Within what the script's shell arithmetic adds to without overflowing.
+    env.insert(
+        "SB_PREFLIGHT_STAGING".into(),
+        staging.min(1 << 60).to_string(),
+    );
+    ScriptCall {
+        argv: swap_argv(layout, "preflight"),
+        env,
+    }
+}
+
+/// The `swap.sizes` file of [`preflight_call`]: each of `units` and the bytes of the
+/// regular files of `members` under it, as NUL-separated pairs.
+pub fn unit_sizes(rules: &RestoreRules, members: &[ArchiveMember], units: &[String]) -> Vec<u8> {
+    let mut sizes: BTreeMap<&str, u64> = units.iter().map(|u| (u.as_str(), 0)).collect();
+    for m in members.iter().filter(|m| m.kind == '-') {
+        if let Some(unit) = rules.unit(&String::from_utf8_lossy(&m.name))
+            && let Some(total) = sizes.get_mut(unit.as_str())
+        {
+            *total = total.saturating_add(m.size);
+        }
+    }
+    let mut out = Vec::new();
+    for (unit, size) in sizes {
+        out.extend_from_slice(unit.as_bytes());
+        out.push(0);
+        out.extend_from_slice(size.to_string().as_bytes());
+        out.push(0);
+    }
+    out
 }
 
 /// The call that makes every dir in the work dir writable by its owner, so that it can
@@ -321,12 +365,13 @@ impl RestoreRules {
         })
     }
 
-    /// Whether `name` is a sidecar of the database (`homeserver.db-wal`, `-shm`,
-    /// `-journal`, …).
+    /// Whether `name` is one of SQLite's own sidecars of the database
+    /// (`homeserver.db-wal`, `-shm`, `-journal`, a super-journal `-mj…`); a user's
+    /// `homeserver.db-before-upgrade` is not one.
     pub fn is_db_sidecar(&self, name: &str) -> bool {
         self.database().is_some_and(|db| {
             name.strip_prefix(db.as_str())
-                .is_some_and(|r| r.starts_with('-'))
+                .is_some_and(crate::backup::layout::is_sqlite_sidecar_suffix)
         })
     }
 
@@ -669,7 +714,15 @@ mod tests {
         ] {
             assert!(r.is_db_sidecar(s), "{s}");
         }
-        for s in ["data/homeserver.db", "data/homeserver.dbx", "data/x.db-wal"] {
+        for s in [
+            "data/homeserver.db",
+            "data/homeserver.dbx",
+            "data/x.db-wal",
+            "data/homeserver.db-before-upgrade",
+            "data/homeserver.db-mj",
+            "data/homeserver.db-wal.bak",
+            "data/homeserver.db-",
+        ] {
             assert!(!r.is_db_sidecar(s), "{s}");
         }
     }

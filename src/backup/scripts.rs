@@ -4,20 +4,29 @@
 //! command), included here as constants: `bash -c <script> bash <args…>` with every
 //! variable value in the environment or the positional parameters, never in the text.
 //! `backup.sh` and `fetch.sh` are appended to `common.sh` (the checksum stage and the
-//! failing-stage rule they share). Each file's header states its inputs and exit codes;
+//! failing-stage rule they share), and the long-running scripts (`prepare.sh`,
+//! `backup.sh`, `fetch.sh`) to `watchdog.sh`, which kills their process group as soon
+//! as the shell that runs them is gone or has lost its parent (the caller was killed). Each file's header states its inputs and exit codes;
 //! [`Exit`] is the one Rust reading of those codes.
 
 use crate::error::Stage;
 
-/// `prepare.sh`: the SQLite snapshot, the total size and the file listing.
-pub(crate) const PREPARE: &str = include_str!("scripts/prepare.sh");
-/// `common.sh` + `backup.sh`: `tar | gpg | checksum | aws s3 cp`.
+/// `watchdog.sh` + `prepare.sh`: the SQLite snapshot, the total size and the file
+/// listing.
+pub(crate) const PREPARE: &str = concat!(
+    include_str!("scripts/watchdog.sh"),
+    include_str!("scripts/prepare.sh")
+);
+/// `watchdog.sh` + `common.sh` + `backup.sh`: `tar | gpg | checksum | aws s3 cp`.
 pub(crate) const BACKUP: &str = concat!(
+    include_str!("scripts/watchdog.sh"),
     include_str!("scripts/common.sh"),
     include_str!("scripts/backup.sh")
 );
-/// `common.sh` + `fetch.sh`: `aws s3 cp | checksum | gpg --decrypt | tar`.
+/// `watchdog.sh` + `common.sh` + `fetch.sh`: `aws s3 cp | checksum | gpg --decrypt |
+/// tar`.
 pub(crate) const FETCH: &str = concat!(
+    include_str!("scripts/watchdog.sh"),
     include_str!("scripts/common.sh"),
     include_str!("scripts/fetch.sh")
 );
@@ -76,6 +85,8 @@ pub(crate) enum Exit {
     NoSnapshotTool,
     /// 21 (`prepare.sh`): the SQLite snapshot failed.
     SnapshotFailed,
+    /// 22 (`prepare.sh`): the snapshot fails SQLite's `PRAGMA integrity_check`.
+    SnapshotCorrupt,
     /// 30 (`swap.sh`): a move failed and everything done was undone.
     SwapUndone,
     /// 31 (`swap.sh`): the undo failed too; the set-aside live files are in the work dir.
@@ -85,7 +96,12 @@ pub(crate) enum Exit {
     DatabaseCheckFailed,
     /// 33 (`swap.sh check-db`): neither python3's sqlite3 nor the sqlite3 CLI exists.
     NoDatabaseTool,
-    /// 40 (`fetch.sh`): not enough free space for staging.
+    /// 34 (`swap.sh preflight`): a path the swap must change is not writable.
+    SwapNotWritable,
+    /// 35 (`swap.sh preflight`): not enough space for what the swap copies.
+    SwapNoSpace,
+    /// 40 (`fetch.sh`, `prepare.sh`): not enough free space for staging or the
+    /// database snapshot.
     NoSpace,
     /// 41 (`fetch.sh`): the staging file system filled up while extracting.
     FilledWhileStaging,
@@ -107,10 +123,13 @@ impl Exit {
             14 => Exit::ChecksumReaders,
             20 => Exit::NoSnapshotTool,
             21 => Exit::SnapshotFailed,
+            22 => Exit::SnapshotCorrupt,
             30 => Exit::SwapUndone,
             31 => Exit::SwapUndoFailed,
             32 => Exit::DatabaseCheckFailed,
             33 => Exit::NoDatabaseTool,
+            34 => Exit::SwapNotWritable,
+            35 => Exit::SwapNoSpace,
             40 => Exit::NoSpace,
             41 => Exit::FilledWhileStaging,
             c => Exit::Other(c),
@@ -126,10 +145,13 @@ impl Exit {
             Exit::ChecksumReaders => 14,
             Exit::NoSnapshotTool => 20,
             Exit::SnapshotFailed => 21,
+            Exit::SnapshotCorrupt => 22,
             Exit::SwapUndone => 30,
             Exit::SwapUndoFailed => 31,
             Exit::DatabaseCheckFailed => 32,
             Exit::NoDatabaseTool => 33,
+            Exit::SwapNotWritable => 34,
+            Exit::SwapNoSpace => 35,
             Exit::NoSpace => 40,
             Exit::FilledWhileStaging => 41,
             Exit::Other(c) => c,
@@ -144,7 +166,7 @@ mod tests {
     #[test]
     fn exit_codes_read_back_both_ways() {
         for code in [
-            0, 10, 11, 12, 13, 14, 20, 21, 30, 31, 32, 33, 40, 41, 1, 2, 141, -1,
+            0, 10, 11, 12, 13, 14, 20, 21, 22, 30, 31, 32, 33, 34, 35, 40, 41, 1, 2, 141, -1,
         ] {
             assert_eq!(Exit::from_code(code).code(), code, "{code}");
         }

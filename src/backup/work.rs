@@ -127,7 +127,9 @@ async fn workdir_exec<C: Container + ?Sized>(
 ) -> Result<Vec<u8>, ContainerError> {
     let options = ExecOptions {
         user: layout.user.clone(),
+        user_id: layout.user_id,
         group: layout.group.clone(),
+        group_id: layout.group_id,
         stdin,
         ..ExecOptions::default()
     };
@@ -210,18 +212,36 @@ fn is_made_dir(dir: &str, base: Option<&str>, prefix: &str) -> bool {
 /// clean environment).
 pub(crate) const TEMP_BASE: &str = "/tmp";
 
-/// Removes the work dirs under the layout's work base (and [`TEMP_BASE`]) that runs now
-/// dead left behind (a killed process, a dropped future): only `backup` and `verify` dirs whose
-/// [`OwnerRecord`] names a process of this host that no longer exists. Dirs of live
-/// runs, of other hosts, without a readable record, and restore dirs (which may hold
-/// set-aside live files) are never touched. Returns the dirs removed.
-/// With `including_own`, this process's own dirs are removed too (its runs were
+/// What [`sweep_work_dirs`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Swept {
+    /// The dirs removed.
+    pub(crate) removed: Vec<String>,
+    /// For each dead restore whose swap had begun: what is left and how to roll back.
+    pub(crate) kept: Vec<String>,
+}
+
+/// What a person must know about a dead restore's dir kept by the sweep.
+fn rollback_advice(dir: &str, root: &str) -> String {
+    format!(
+        "a restore was killed during its swap: the live files it had set aside (the only copy of the previous data) are kept in {dir}/aside, listed in {dir}/aside.log, and the files it had already put in place are listed in {dir}/placed.log; its keys and staging were removed. To roll back, stop Synapse, remove each path of placed.log from {root} and move each path of aside.log from {dir}/aside back to the same path under {root}; then remove {dir}"
+    )
+}
+
+/// Sweeps the work dirs under the layout's work base (and [`TEMP_BASE`]) that runs now
+/// dead left behind (a killed process, a dropped future): only dirs whose
+/// [`OwnerRecord`] names a process of this host that no longer exists. `backup` and
+/// `verify` dirs are removed; a dead restore's dir is removed too, unless its swap had
+/// begun: then its keys, aws config and staging are removed and the set-aside live
+/// files and the swap's logs kept (reported in [`Swept::kept`], with how to roll back).
+/// Dirs of live runs, of other hosts and without a readable record are never touched.
+/// With `including_own`, this process's own dirs are swept too (its runs were
 /// dropped).
 pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
     including_own: bool,
-) -> Vec<String> {
+) -> Swept {
     let base = WorkDir::base(layout);
     let pattern = format!("{}*", WorkDir::PREFIX);
     let mut entries = Vec::new();
@@ -244,11 +264,14 @@ pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
             entries.extend(found);
         }
     }
-    let mut removed = Vec::new();
+    let mut swept = Swept::default();
     for entry in entries {
-        let sweepable = ["backup-", "verify."]
-            .iter()
-            .any(|p| entry.name[WorkDir::PREFIX.len()..].starts_with(p));
+        let purpose = &entry.name[WorkDir::PREFIX.len()..];
+        let restore = purpose.starts_with("restore.");
+        let sweepable = restore
+            || ["backup-", "verify."]
+                .iter()
+                .any(|p| purpose.starts_with(p));
         if entry.kind != FileKind::Directory || !sweepable {
             continue;
         }
@@ -259,13 +282,31 @@ pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
         else {
             continue;
         };
-        if record.is_dead_here() || (including_own && record == OwnerRecord::current()) {
+        if !(record.is_dead_here() || (including_own && record == OwnerRecord::current())) {
+            continue;
+        }
+        if !restore {
             tracing::info!(dir = %work.dir, pid = record.pid, "removing the work dir of a run that is gone");
             remove_work_dir(container, layout, &work).await;
-            removed.push(work.dir);
+            swept.removed.push(work.dir);
+            continue;
+        }
+        match workdir_exec(container, layout, "sweep", &[&work.dir], None).await {
+            Ok(out) if out.starts_with(b"kept") => {
+                let advice = rollback_advice(&work.dir, &layout.host_path("/"));
+                tracing::error!(dir = %work.dir, pid = record.pid, "{advice}");
+                swept.kept.push(advice);
+            }
+            Ok(_) => {
+                tracing::info!(dir = %work.dir, pid = record.pid, "removed the work dir of a restore that is gone");
+                swept.removed.push(work.dir);
+            }
+            Err(e) => {
+                tracing::warn!(dir = %work.dir, error = %e, "could not sweep the work dir of a restore that is gone");
+            }
         }
     }
-    removed
+    swept
 }
 
 /// Writes `content` to the new file `name` in the work dir (mode 0600), as the
@@ -335,6 +376,120 @@ pub(crate) async fn file_size<C: Container + ?Sized>(
     String::from_utf8(out).ok()?.trim().parse().ok()
 }
 
+/// One entry of [`list_dir`]: its kind (a symlink not followed) and name.
+pub(crate) type Entry = (FileKind, String);
+
+fn kind_from_letter(letter: &[u8]) -> FileKind {
+    match letter {
+        b"f" => FileKind::File,
+        b"d" => FileKind::Directory,
+        b"l" => FileKind::Symlink,
+        _ => FileKind::Other,
+    }
+}
+
+/// The entries of the workload dir `dir` (a host path, followed when it is a symlink)
+/// whose names match the glob `pattern`, listed as the workload user (so a link that
+/// user planted leads only where that user may look); `None` when `dir` does not
+/// exist. Names that are not UTF-8 are left out (with a warning).
+///
+/// # Errors
+/// The exec's error: `dir` is not a directory or cannot be read by the workload user.
+pub(crate) async fn list_dir<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    dir: &str,
+    pattern: &str,
+) -> Result<Option<Vec<Entry>>, ContainerError> {
+    let out = match workdir_exec(container, layout, "list", &[dir, pattern], None).await {
+        Ok(out) => out,
+        Err(ContainerError::ExitedNonZero { exit_code: 4, .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut entries = Vec::new();
+    for record in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let Some((letter, name)) = record.split_first_chunk::<2>() else {
+            continue;
+        };
+        match std::str::from_utf8(name) {
+            Ok(name) => entries.push((kind_from_letter(&letter[..1]), name.to_string())),
+            Err(_) => tracing::warn!(
+                dir,
+                name = %String::from_utf8_lossy(name),
+                "skipping an entry whose name is not UTF-8"
+            ),
+        }
+    }
+    Ok(Some(entries))
+}
+
+/// The kind of the workload path `path` (a host path, a final symlink not followed),
+/// looked up as the workload user; `None` when it does not exist.
+///
+/// # Errors
+/// The exec's error: the workload user cannot look there.
+pub(crate) async fn kind_of<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    path: &str,
+) -> Result<Option<FileKind>, ContainerError> {
+    match workdir_exec(container, layout, "kind", &[path], None).await {
+        Ok(out) => Ok(Some(kind_from_letter(&out))),
+        Err(ContainerError::ExitedNonZero { exit_code: 4, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks an extraction's target dir as the workload user and makes what is missing of
+/// it (`workdir.sh target`): every existing component owned by root or that user and
+/// not writable by others (sticky ancestors excepted, never the target itself).
+/// Gives the topmost dir it made, for [`unmake_target`] after a failure.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] (field `target`) when the target is refused; the exec's
+/// error otherwise.
+pub(crate) async fn prepare_target<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    dir: &str,
+) -> Result<Option<String>, BackupError> {
+    match workdir_exec(container, layout, "target", &[dir], None).await {
+        Ok(out) => {
+            let top = String::from_utf8_lossy(&out)
+                .trim_end_matches('\n')
+                .to_string();
+            Ok((!top.is_empty()).then_some(top))
+        }
+        Err(ContainerError::ExitedNonZero {
+            exit_code: 6,
+            stderr,
+            ..
+        }) => Err(BackupError::Config(ConfigError::Invalid {
+            problems: vec![crate::error::FieldProblem {
+                field: "target".into(),
+                message: format!(
+                    "{dir:?} is refused: {}: the restored signing key and database must not be readable or movable by another user",
+                    stderr.trim()
+                ),
+            }],
+        })),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the dirs [`prepare_target`] made (`dir` and its parents up to `top`) while
+/// they are empty, as the workload user; logs a failure.
+pub(crate) async fn unmake_target<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    dir: &str,
+    top: &str,
+) {
+    if let Err(e) = workdir_exec(container, layout, "unmake", &[dir, top], None).await {
+        tracing::warn!(dir, error = %e, "could not remove the target dir this run made");
+    }
+}
+
 /// Puts the aws CLI config, the CA bundle and, when the relation asks for SSE-C, the
 /// customer key (raw, for `--sse-c-key fileb://`) in the work dir. The passphrase is never
 /// written anywhere: it reaches gpg on a file descriptor (see [`pipeline_options`]).
@@ -379,7 +534,9 @@ pub(crate) fn exec_options(
         environment: call.env.clone(),
         working_dir: Some(work.dir.clone()),
         user: layout.user.clone(),
+        user_id: layout.user_id,
         group: layout.group.clone(),
+        group_id: layout.group_id,
         timeout,
         ..ExecOptions::default()
     }
@@ -417,7 +574,12 @@ pub(crate) async fn read_text<C: Container + ?Sized>(
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
 }
 
-/// Reads and parses the workload's `homeserver.yaml`.
+/// The largest `homeserver.yaml` read (Synapse's own are a few KiB).
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Reads and parses the workload's `homeserver.yaml`, as the workload user: a
+/// symlink that user planted never makes a privileged caller read a file the workload
+/// user could not (through any [`Container`]: the read is an exec, not the file API).
 pub(crate) async fn read_homeserver_config<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
@@ -427,10 +589,20 @@ pub(crate) async fn read_homeserver_config<C: Container + ?Sized>(
         what: path.clone(),
         message,
     };
-    let bytes = container
-        .pull(&layout.host_path(&path))
-        .await
-        .map_err(|e| unreadable(format!("cannot read it: {e}")))?;
+    let bytes = read_range(
+        container,
+        layout,
+        &layout.host_path(&path),
+        0,
+        MAX_CONFIG_BYTES + 1,
+    )
+    .await
+    .map_err(|e| unreadable(format!("cannot read it as the workload user: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(unreadable(format!(
+            "it is larger than {MAX_CONFIG_BYTES} bytes"
+        )));
+    }
     let yaml = String::from_utf8(bytes).map_err(|_| unreadable("not valid UTF-8".into()))?;
     HomeserverConfig::parse(&yaml, &path, layout)
 }

@@ -7,7 +7,8 @@
 #
 # list: tar reads every member (`--extract --to-stdout`: nothing is written to disk) and
 #   the first 64 KiB of the members' contents go to $SB_WORK/head: the inner manifest,
-#   when the archive starts with one.
+#   when the archive starts with one. With SB_VERIFY_DB, that one member (the database)
+#   and its -wal are extracted into $SB_WORK/stage for the caller to check.
 # extract: members are extracted with their archived modes and owned by whoever runs
 #   this (never the archived owner); then the staged tree is walked into
 #   $SB_WORK/staged (`<type> <octal mode> <links> <uid> <size> <path>\0` records, as
@@ -18,7 +19,7 @@
 # Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk).
 # Environment: SB_WORK (work dir), SB_MODE, SB_URL, SB_TAR, SB_GPG,
 # SB_AWS, SB_PYTHON, SB_HASH_PY, the aws CLI's AWS_* variables, and optionally
-# SB_NEED_BYTES with SB_SPACE_DIR (free space to check first).
+# SB_NEED_BYTES with SB_SPACE_DIR (free space to check first) and SB_VERIFY_DB (list).
 # Positional parameters: the aws CLI's extra arguments.
 # Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 41 the
 # staging file system filled up while extracting; 10 +
@@ -47,11 +48,29 @@ if [ "$SB_MODE" = extract ]; then
 else
   tar_args=(--extract --to-stdout "${tar_common[@]}")
 fi
+# In list mode with SB_VERIFY_DB (the database's member name), a second tar reads a
+# copy of the decrypted stream and extracts only that member (and its -wal) into
+# $w/stage, so that the caller can run restore's database check on it; it drains its
+# input to the end, so the copy never sees a broken pipe.
+db_pid=""
+if [ "$SB_MODE" = list ] && [ -n "${SB_VERIFY_DB:-}" ]; then
+  mkdir -m 700 "$w/stage"
+  mkfifo "$w/db.fifo"
+  {
+    LC_ALL=C "$SB_TAR" --extract --directory "$w/stage" --no-same-owner \
+      --no-wildcards -- "$SB_VERIFY_DB" "$SB_VERIFY_DB-wal" >/dev/null 2>"$w/dbtar.err"
+    cat >/dev/null
+  } <"$w/db.fifo" &
+  db_pid=$!
+fi
 # untar: the pipeline's last stage. In list mode the members' contents are read to the
 # end (so tar never sees a broken pipe) and only their first 64 KiB kept.
 untar() {
   if [ "$SB_MODE" = extract ]; then
     LC_ALL=C "$SB_TAR" "${tar_args[@]}"
+  elif [ -n "$db_pid" ]; then
+    tee -- "$w/db.fifo" | LC_ALL=C "$SB_TAR" "${tar_args[@]}" |
+      { head -c 65536 >"$w/head"; cat >/dev/null; }
   else
     LC_ALL=C "$SB_TAR" "${tar_args[@]}" | { head -c 65536 >"$w/head"; cat >/dev/null; }
   fi
@@ -68,6 +87,7 @@ set +e
     --passphrase-fd 3 --status-file "$w/gpg.status" --decrypt 2>"$w/gpg.err" |
   untar 2>"$w/tar.err"
 st=("${PIPESTATUS[@]}")
+if [ -n "$db_pid" ]; then wait "$db_pid" || true; fi
 set -e
 # A full staging file system: tar says so, unless its stderr file could not be written
 # either (it is on the same file system), so a failed tar beside almost no free space

@@ -9,7 +9,10 @@
 # SB_DB (the live database) with SB_DB_MEMBER (its member name) and
 # SB_SNAPSHOT_TIMEOUT (seconds the snapshot may take).
 # Exit codes: 0; 20 no snapshot tool; 21 the snapshot failed or timed out (stderr says
-# which); anything else: a collection step failed (stderr says which).
+# which); 22 the snapshot fails SQLite's `PRAGMA integrity_check` (the live database is
+# damaged; stderr has the check's first lines); 40 not enough free space for the
+# snapshot (the free bytes in $SB_WORK/avail, the need in $SB_WORK/need); anything else:
+# a collection step failed (stderr says which).
 set -euo pipefail
 umask 077
 w=$SB_WORK
@@ -17,10 +20,27 @@ mkdir -p -- "$w/inner/.synapse-backup"
 mv -- "$w/inner-manifest.json" "$w/inner/.synapse-backup/manifest.json"
 : >"$w/snapfiles"
 if [ -n "${SB_DB:-}" ]; then
+  # The snapshot is at most the database and its write-ahead log: check that much
+  # (and an eighth more, the rule restore's staging has) is free where it is written,
+  # so it never fills the data volume.
+  db_bytes=0
+  for f in "$SB_DB" "$SB_DB-wal"; do
+    if [ -f "$f" ]; then db_bytes=$((db_bytes + $(stat -L -c %s -- "$f"))); fi
+  done
+  need=$((db_bytes + db_bytes / 8))
+  avail=$(df -B1 --output=avail -- "$w" | tail -n 1 | tr -d ' ')
+  printf '%s\n' "$avail" >"$w/avail"
+  printf '%s\n' "$need" >"$w/need"
+  if [ "$avail" -lt "$need" ]; then
+    echo "not enough free space in $w for the database snapshot: need $need bytes, $avail available" >&2
+    exit 40
+  fi
   limit=${SB_SNAPSHOT_TIMEOUT:-0}
   snap_st=0
   if "$SB_PYTHON" -c 'import sqlite3' >/dev/null 2>&1; then
-    timeout --kill-after=5 "$limit" "$SB_PYTHON" - "$SB_DB" "$w/snap.db" <<'PY' || snap_st=$?
+    # --foreground: timeout stays in this process group, so a signal to the run's
+    # group (Ctrl-C, a dropped run) reaches the snapshot too.
+    timeout --foreground --kill-after=5 "$limit" "$SB_PYTHON" - "$SB_DB" "$w/snap.db" <<'PY' || snap_st=$?
 import sqlite3, sys
 src = sqlite3.connect(sys.argv[1])
 dst = sqlite3.connect(sys.argv[2])
@@ -30,7 +50,7 @@ dst.close()
 src.close()
 PY
   elif command -v "$SB_SQLITE3" >/dev/null 2>&1; then
-    (cd "$w" && timeout --kill-after=5 "$limit" "$SB_SQLITE3" "$SB_DB" ".backup snap.db") || snap_st=$?
+    (cd "$w" && timeout --foreground --kill-after=5 "$limit" "$SB_SQLITE3" "$SB_DB" ".backup snap.db") || snap_st=$?
   else
     echo "cannot snapshot the SQLite database: neither $SB_PYTHON with its sqlite3 module nor $SB_SQLITE3 was found; install python3 or sqlite3 in the workload" >&2
     exit 20
@@ -40,6 +60,25 @@ PY
     exit 21
   elif [ "$snap_st" -ne 0 ]; then
     exit 21
+  fi
+  # A database SQLite itself finds damaged is refused: restore would refuse it.
+  if "$SB_PYTHON" -c 'import sqlite3' >/dev/null 2>&1; then
+    "$SB_PYTHON" - "$w/snap.db" <<'PY' || exit 22
+import sqlite3, sys
+try:
+    c = sqlite3.connect(sys.argv[1])
+    rows = [r[0] for r in c.execute("PRAGMA integrity_check").fetchall()]
+    c.close()
+except sqlite3.Error as e:
+    sys.stderr.write("integrity_check: %s\n" % e)
+    sys.exit(1)
+if rows != ["ok"]:
+    sys.stderr.write("integrity_check: " + "; ".join(str(r) for r in rows[:5]) + "\n")
+    sys.exit(1)
+PY
+  else
+    out=$("$SB_SQLITE3" -batch "$w/snap.db" 'PRAGMA integrity_check;' 2>&1) || { echo "integrity_check: $out" >&2; exit 22; }
+    if [ "$out" != ok ]; then echo "integrity_check: $out" >&2; exit 22; fi
   fi
   # The snapshot keeps the live database's mode (umask 077 made it 0600).
   chmod --reference="$SB_DB" -- "$w/snap.db"

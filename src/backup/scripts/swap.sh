@@ -4,9 +4,9 @@
 #
 # swap (the default): for each member in $SB_WORK/swap.list (NUL-separated, relative to
 # SB_ROOT) the live path, if any, is moved to $SB_WORK/aside/<member> and the staged one
-# ($SB_WORK/stage/<member>) moved in; with SB_DB_MEMBER, every live `$SB_DB_MEMBER-*`
-# (the database's -wal, -shm, -journal, ...) is moved aside too and its member name
-# printed, NUL-terminated. Every move is logged (placed.log, aside.log) so it can be
+# ($SB_WORK/stage/<member>) moved in; with SB_DB_MEMBER, every live SQLite sidecar of
+# it (`$SB_DB_MEMBER-wal`, `-shm`, `-journal`, `-mj…`) is moved aside too and its member
+# name printed, NUL-terminated. Every move is logged (placed.log, aside.log) so it can be
 # undone.
 # rollback: undoes a completed swap.
 # check-db: checks the staged database $SB_STAGED_DB (PRAGMA integrity_check), empties
@@ -15,13 +15,22 @@
 # place: an extraction: moves each member in $SB_WORK/place.list (NUL-separated) from
 # $SB_WORK/stage/<member> to $SB_TARGET/<member>, making its parent dirs; nothing live
 # is touched, and an existing destination is an error (the target was empty).
+# preflight: checks, before anything is stopped or moved, what the swap of the units in
+# $SB_WORK/swap.sizes (NUL-separated `member`, `bytes` pairs) needs: the workload user
+# may write where each is set aside and placed (a live dir moved aside must itself be
+# writable), and there is room where a move crosses file systems (it is a copy): in
+# SB_STAGE_BASE for SB_PREFLIGHT_STAGING bytes plus the live files set aside from
+# another file system, and on that file system for the files placed there.
 # cleanup: makes every directory under $SB_WORK writable and searchable by its owner,
 # so the work dir can be removed even when the archive held read-only directories.
-# Environment: SB_WORK, SB_ROOT; SB_DB_MEMBER for swap; SB_STAGED_DB, SB_KEEP_OTK, SB_PYTHON, SB_SQLITE3 for
+# Environment: SB_WORK, SB_ROOT; SB_DB_MEMBER for swap; SB_STAGE_BASE and
+# SB_PREFLIGHT_STAGING for preflight; SB_STAGED_DB, SB_KEEP_OTK, SB_PYTHON, SB_SQLITE3 for
 # check-db; SB_TARGET for place.
 # Exit codes: 0 (place: 1 when a move failed, stderr names it); 30 a move failed and everything done was undone; 31 the undo itself
 # failed (the set-aside live files are left in $SB_WORK/aside); 32 the staged database
-# failed its check (stderr says how); 33 no tool to check it with.
+# failed its check (stderr says how); 33 no tool to check it with; 34 (preflight) a
+# path the swap must change is not writable (stderr names it); 35 (preflight) not
+# enough space (`<need> <available> <path>` in $SB_WORK/preflight).
 set -euo pipefail
 umask 077
 w=$SB_WORK
@@ -42,6 +51,54 @@ case "${1:-swap}" in
       mkdir -p -- "$(dirname -- "$dest")"
       mv -T -- "$w/stage/$m" "$dest"
     done <"$w/place.list"
+    exit 0
+    ;;
+  preflight)
+    # What the swap needs, checked before anything is stopped or moved: write access
+    # where each unit is moved aside and placed, and space wherever a move crosses file
+    # systems (a media store on another volume: setting aside and placing are copies).
+    sdev=$(stat -L -c %d -- "$SB_STAGE_BASE")
+    aside=0
+    declare -A incoming=() freed=() where=()
+    while IFS= read -r -d '' m && IFS= read -r -d '' size; do
+      p=$root/$m
+      probe=$(dirname -- "$p")
+      while [ ! -e "$probe" ]; do probe=$(dirname -- "$probe"); done
+      if [ ! -w "$probe" ] || [ ! -x "$probe" ]; then
+        echo "cannot replace $m: $probe is not writable by the workload user" >&2
+        exit 34
+      fi
+      if [ -d "$p" ] && [ ! -L "$p" ] && [ ! -w "$p" ]; then
+        echo "cannot replace $m: the directory $p is not writable by the workload user, so it cannot be moved aside" >&2
+        exit 34
+      fi
+      ldev=$(stat -L -c %d -- "$probe")
+      if [ "$ldev" != "$sdev" ]; then
+        old=0
+        if [ -e "$p" ]; then old=$(du -sb -- "$p" | cut -f 1); fi
+        aside=$((aside + old))
+        freed[$ldev]=$((${freed[$ldev]:-0} + old))
+        incoming[$ldev]=$((${incoming[$ldev]:-0} + size))
+        where[$ldev]=$probe
+      fi
+    done <"$w/swap.sizes"
+    need=$((${SB_PREFLIGHT_STAGING:-0} + aside + aside / 8))
+    avail=$(df -B1 --output=avail -- "$SB_STAGE_BASE" | tail -n 1 | tr -d ' ')
+    if [ "$avail" -lt "$need" ]; then
+      printf '%s %s %s\n' "$need" "$avail" "$SB_STAGE_BASE" >"$w/preflight"
+      echo "not enough free space in $SB_STAGE_BASE for staging and for the live files set aside from another file system: need $need bytes, $avail available" >&2
+      exit 35
+    fi
+    for dev in "${!incoming[@]}"; do
+      in=${incoming[$dev]}
+      need=$((in + in / 8))
+      avail=$(df -B1 --output=avail -- "${where[$dev]}" | tail -n 1 | tr -d ' ')
+      if [ $((avail + ${freed[$dev]})) -lt "$need" ]; then
+        printf '%s %s %s\n' "$need" "$((avail + ${freed[$dev]}))" "${where[$dev]}" >"$w/preflight"
+        echo "not enough free space in ${where[$dev]} (another file system) for the restored files: need $need bytes, $((avail + ${freed[$dev]})) available once the live ones are set aside" >&2
+        exit 35
+      fi
+    done
     exit 0
     ;;
   check-db)
@@ -130,6 +187,14 @@ if [ -n "${SB_DB_MEMBER:-}" ]; then
   shopt -s nullglob
   for p in "$root/$SB_DB_MEMBER"-*; do
     m=${p#"$root/"}
+    # Only SQLite's own sidecars (see layout.rs is_sqlite_sidecar_suffix): a user's
+    # `homeserver.db-before-upgrade` is a file of its own, restored or left alone.
+    case ${m#"$SB_DB_MEMBER"} in
+      -wal | -shm | -journal) ;;
+      -mj*[!A-Za-z0-9]* | -mj) continue ;;
+      -mj*) ;;
+      *) continue ;;
+    esac
     set_aside "$m" || fail "$m"
     printf '%s\0' "$m"
   done

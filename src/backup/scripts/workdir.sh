@@ -10,13 +10,28 @@
 #                      no data dir.
 #   make-in DIR PREFIX as make, in DIR, which it first makes (`mkdir -p`) and which
 #                      must be empty (exit 3 otherwise): an extraction's target.
+#   target DIR         checks an extraction's target DIR (absolute): every existing
+#                      component owned by root or this user and not writable by others
+#                      (sticky ancestors, as /tmp, excepted; never DIR itself); exit 6
+#                      (stderr says which) otherwise. Makes what is missing (0700) and
+#                      prints the topmost dir it made (an empty line: none).
+#   unmake DIR TOP     removes DIR and its parents up to TOP while they are empty.
 #   write DIR NAME     writes stdin to the new file DIR/NAME (mode 0600); NAME has no `/`.
 #   read FILE [OFFSET LENGTH]
 #                      prints FILE, or LENGTH bytes of it from byte OFFSET (0-based).
 #   size FILE          prints FILE's size in bytes.
+#   list DIR PATTERN   prints `<type> <name>\0` (find's %y: f, d, l, ...) for each entry
+#                      of DIR whose name matches the glob PATTERN; exit 4 when DIR does
+#                      not exist, 5 when it is not a directory.
+#   kind PATH          prints PATH's type letter (find's %y, a symlink not followed);
+#                      exit 4 when it does not exist.
 #   remove DIR         removes DIR and everything in it.
-# Exit codes: 0; 3 (make-in) DIR is not empty; anything else: the step failed (stderr
-# says why).
+#   sweep DIR          a dead restore's work dir: prints `kept` after removing all but
+#                      `aside/`, `aside.log`, `placed.log`, `swap.list` and `owner` when
+#                      its swap had begun, else removes it and prints `removed`.
+# Exit codes: 0; 3 (make-in) DIR is not empty; 4 (list, kind) no such path; 6 (target)
+# the target is refused; anything
+# else: the step failed (stderr says why).
 set -euo pipefail
 umask 077
 make() {
@@ -41,6 +56,47 @@ case "$1" in
     fi
     make "$2" "$3"
     ;;
+  target)
+    # An extraction's target: every existing component of DIR must be owned by root or
+    # the user running this, and none writable by others (unless sticky, as /tmp; the
+    # target itself never), so nobody else can read what is placed there or swap a
+    # component. The missing part is then made (mode 0700) and its top printed.
+    me=$(id -u)
+    d=$2
+    top=""
+    while [ ! -e "$d" ] && [ ! -L "$d" ]; do
+      top=$d
+      d=$(dirname -- "$d")
+    done
+    check=$d
+    while :; do
+      if [ -L "$check" ]; then echo "$check is a symbolic link" >&2; exit 6; fi
+      read -r owner mode < <(stat -c '%u %a' -- "$check")
+      if [ "$owner" != 0 ] && [ "$owner" != "$me" ]; then
+        echo "$check is owned by uid $owner, neither root nor the workload user" >&2
+        exit 6
+      fi
+      if [ $((8#$mode & 8#022)) -ne 0 ]; then
+        if [ "$check" = "$2" ] || [ $((8#$mode & 8#1000)) -eq 0 ]; then
+          echo "$check is writable by other users (mode $mode)" >&2
+          exit 6
+        fi
+      fi
+      if [ "$check" = / ]; then break; fi
+      check=$(dirname -- "$check")
+    done
+    if [ -e "$d" ] && [ ! -d "$d" ]; then echo "$d is not a directory" >&2; exit 6; fi
+    mkdir -p -- "$2"
+    printf '%s\n' "$top"
+    ;;
+  unmake)
+    # Removes the empty dirs `target` made: DIR and its parents up to TOP.
+    d=$2
+    while rmdir -- "$d" 2>/dev/null; do
+      if [ "$d" = "$3" ]; then break; fi
+      d=$(dirname -- "$d")
+    done
+    ;;
   write)
     case "$3" in */* | '' | . | ..) echo "bad work file name" >&2; exit 2 ;; esac
     set -o noclobber
@@ -56,8 +112,35 @@ case "$1" in
   size)
     stat -c %s -- "$2"
     ;;
+  list)
+    # DIR may be a symlink to a dir (a volume mounted elsewhere): the trailing slash
+    # follows it; its entries are not followed.
+    if [ ! -e "$2" ]; then exit 4; fi
+    if [ ! -d "$2" ]; then echo "$2 is not a directory" >&2; exit 5; fi
+    find "${2%/}/" -mindepth 1 -maxdepth 1 -name "$3" -printf '%y %f\0'
+    ;;
+  kind)
+    if [ ! -e "$2" ] && [ ! -L "$2" ]; then exit 4; fi
+    find "$2" -maxdepth 0 -printf '%y'
+    ;;
   remove)
+    # Staging may hold read-only dirs (from an archive): make them removable first.
+    find "$2" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \;
     rm -rf -- "$2"
+    ;;
+  sweep)
+    # A dead restore's dir: when its swap had begun (something set aside or placed),
+    # only what the swap log and the set-aside live files need is kept (`kept`);
+    # else all of it goes (`removed`). Keys, the aws config and staging never stay.
+    find "$2" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \;
+    if [ -s "$2/aside.log" ] || [ -s "$2/placed.log" ] || [ -n "$(ls -A -- "$2/aside" 2>/dev/null)" ]; then
+      find "$2" -mindepth 1 -maxdepth 1 ! -name aside ! -name aside.log ! -name placed.log \
+        ! -name owner ! -name swap.list -exec rm -rf -- {} +
+      echo kept
+    else
+      rm -rf -- "$2"
+      echo removed
+    fi
     ;;
   *)
     echo "unknown mode" >&2

@@ -341,8 +341,11 @@ pub fn layout(flags: &Layout) -> Result<Layout, String> {
         .to_str()
         .ok_or_else(|| format!("{} {}: must be valid UTF-8", flag("root"), root.display()))?
         .to_string();
-    let (user, group) = default_owner(flags, &root);
-    let layout = flags.clone().root(root).user(user).group(group);
+    let (user, group, ids) = default_owner(flags, &root);
+    let mut layout = flags.clone().root(root).user(user).group(group);
+    if let Some((uid, gid)) = ids {
+        layout = layout.user_id(Some(uid)).group_id(Some(gid));
+    }
     layout.validate().map_err(|e| describe_layout_error(&e))?;
     Ok(layout)
 }
@@ -350,18 +353,22 @@ pub fn layout(flags: &Layout) -> Result<Layout, String> {
 /// `--user` and `--group`; run as root without them, the owner and group of the data
 /// dir (the workload user), so that every step in the workload runs as that user and
 /// what it writes (the snapshot, restored files) belongs to it. A data dir owned by
-/// root, or missing, keeps root.
-fn default_owner(flags: &Layout, root: &str) -> (Option<String>, Option<String>) {
+/// root, or missing, keeps root. An owner with no passwd name (common in containers)
+/// is run as by its numeric ids (the third value: uid and gid).
+fn default_owner(
+    flags: &Layout,
+    root: &str,
+) -> (Option<String>, Option<String>, Option<(u32, u32)>) {
     use std::os::unix::fs::MetadataExt;
-    if !nix::unistd::geteuid().is_root() || flags.user.is_some() {
-        return (flags.user.clone(), flags.group.clone());
+    if !nix::unistd::geteuid().is_root() || flags.user.is_some() || flags.user_id.is_some() {
+        return (flags.user.clone(), flags.group.clone(), None);
     }
     let data = Path::new(root).join(flags.data_dir.trim_start_matches('/'));
     let Ok(meta) = std::fs::metadata(&data) else {
-        return (None, flags.group.clone());
+        return (None, flags.group.clone(), None);
     };
     if meta.uid() == 0 {
-        return (None, flags.group.clone());
+        return (None, flags.group.clone(), None);
     }
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
         .ok()
@@ -376,9 +383,12 @@ fn default_owner(flags: &Layout, root: &str) -> (Option<String>, Option<String>)
     match user {
         Some(user) => {
             tracing::info!(user, group = ?group, dir = %data.display(), "running the pipelines as the owner of the data dir");
-            (Some(user), group)
+            (Some(user), group, None)
         }
-        None => (None, flags.group.clone()),
+        None => {
+            tracing::info!(uid = meta.uid(), gid = meta.gid(), dir = %data.display(), "running the pipelines as the owner of the data dir (a uid with no name)");
+            (None, None, Some((meta.uid(), meta.gid())))
+        }
     }
 }
 
