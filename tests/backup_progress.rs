@@ -242,6 +242,12 @@ async fn the_cli_logs_progress_lines_on_stderr_without_a_terminal() {
     .unwrap();
     let passphrase_file = env.dir.path().join("passphrase");
     std::fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
+    // Private, as the CLI asks (a readable one is warned about on stderr).
+    std::fs::set_permissions(
+        &passphrase_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_synapse-backup"));
         cmd.env_remove("RUST_LOG")
@@ -321,6 +327,12 @@ async fn the_cli_draws_a_bar_that_fits_80_columns_on_a_terminal() {
     .unwrap();
     let passphrase_file = env.dir.path().join("passphrase");
     std::fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
+    // Private, as the CLI asks (a readable one is warned about on stderr).
+    std::fs::set_permissions(
+        &passphrase_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     // Every value reaches the inner shell in the environment, never in its text.
     let inner = "stty cols 80 rows 24; \"$SB_BIN\" --root \"$SB_ROOT\" --s3 \"$SB_S3\" \
                  --passphrase-file \"$SB_PASS\" create; echo \"exit=$?\"";
