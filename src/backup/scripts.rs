@@ -34,14 +34,17 @@ pub(crate) const FETCH: &str = concat!(
 pub(crate) const SWAP: &str = include_str!("scripts/swap.sh");
 /// `workdir.sh`: makes, writes, reads and removes the work dir as the workload user.
 pub(crate) const WORKDIR: &str = include_str!("scripts/workdir.sh");
+/// `passcheck.sh`: a ranged read of a backup's head, decrypted with the passphrase.
+pub(crate) const PASSCHECK: &str = include_str!("scripts/passcheck.sh");
 /// `hash.py`: the checksum stage's one pass (SHA-256 and length), passed to the
 /// pipelines in `SB_HASH_PY`.
 pub(crate) const HASH_PY: &str = include_str!("scripts/hash.py");
 
 /// Every script with its file name, for the shellcheck test.
 #[cfg(test)]
-pub(crate) const ALL: [(&str, &str); 5] = [
+pub(crate) const ALL: [(&str, &str); 6] = [
     ("prepare.sh", PREPARE),
+    ("passcheck.sh", PASSCHECK),
     ("workdir.sh", WORKDIR),
     ("backup.sh", BACKUP),
     ("fetch.sh", FETCH),
