@@ -350,6 +350,17 @@ pub fn layout(flags: &Layout) -> Result<Layout, String> {
     Ok(layout)
 }
 
+/// Checks the layout the flags give for a workload reached through `--pebble`: every
+/// path flag (`--root` too) absolute, as the workload sees it, nothing checked on this
+/// host; the default owner is read from the workload by the caller.
+///
+/// # Errors
+/// A message naming each bad flag.
+pub fn workload_layout(flags: &Layout) -> Result<Layout, String> {
+    flags.validate().map_err(|e| describe_layout_error(&e))?;
+    Ok(flags.clone())
+}
+
 /// `--user` and `--group`; run as root without them, the owner and group of the data
 /// dir (the workload user), so that every step in the workload runs as that user and
 /// what it writes (the snapshot, restored files) belongs to it. A data dir owned by

@@ -81,7 +81,7 @@ pub async fn cancellable<F: Future>(work: F) -> Result<F::Output, i32> {
 /// Runs `work` until it finishes (`Ok`) or a signal arrives (`Err(signal number)`), in
 /// which case `work` is dropped (killing its pipeline) and the work dirs this process
 /// made are removed.
-pub async fn cancellable_in_workload<F: Future, C: Container>(
+pub async fn cancellable_in_workload<F: Future, C: Container + ?Sized>(
     work: F,
     container: &C,
     layout: &Layout,

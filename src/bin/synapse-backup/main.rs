@@ -1,6 +1,7 @@
 //! `synapse-backup`: back up and restore a Matrix Synapse homeserver to S3-compatible
 //! storage from the command line. It drives [`LocalContainer`] (this host, or a tree
-//! elsewhere with `--root`) with the same code a charm uses. Run
+//! elsewhere with `--root`), or with `--pebble SOCKET` a Pebble-managed workload through
+//! [`PebbleContainer`], with the same code a charm uses. Run
 //! `synapse-backup --help` for the flags, environment variables and exit codes.
 
 mod config;
@@ -17,10 +18,11 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::json;
 use synapse_backup::{
     BackupError, BackupId, BackupInfo, BackupLock, BackupOptions, BackupStatus, CancelToken,
-    ConfigError, ContainerError, ExtractTarget, Layout, LocalContainer, LockMode, LockOptions,
-    RestoreOptions, RetentionPolicy, S3Client, S3Error, S3Parameters, SystemdServices,
-    VerifyReport, backup_status, create_backup_with, delete_backup_with, extract_backup_with,
-    list_backups, prune_backups_with, read_manifest, restore_backup_with, verify_backup_with,
+    ConfigError, Container, ContainerError, ExecOptions, ExtractTarget, Layout, LocalContainer,
+    LockMode, LockOptions, PebbleContainer, RestoreOptions, RetentionPolicy, S3Client, S3Error,
+    S3Parameters, SystemdServices, VerifyReport, backup_status, create_backup_with,
+    delete_backup_with, extract_backup_with, list_backups, prune_backups_with, read_manifest,
+    restore_backup_with, verify_backup_with,
 };
 
 use crate::config::{ENV_PASSPHRASE, Passphrase};
@@ -38,6 +40,7 @@ Environment:
   AWS_SESSION_TOKEN                session-token (temporary credentials)
   SYNAPSE_BACKUP_S3                the --s3 file
   SYNAPSE_BACKUP_ROOT              --root
+  SYNAPSE_BACKUP_PEBBLE            --pebble (the Pebble daemon's socket)
   SYNAPSE_BACKUP_PASSPHRASE_FILE   the --passphrase-file
   SYNAPSE_BACKUP_PASSPHRASE        the passphrase itself, when no passphrase file is given
   SYNAPSE_BACKUP_S3_TIMEOUT        --s3-timeout
@@ -78,6 +81,17 @@ struct GlobalArgs {
     // Where the workload lives and which tools run: --root, --data-dir, --bash, ….
     #[command(flatten)]
     layout: Layout,
+    /// Run everything in a Pebble-managed workload through the Pebble daemon's socket
+    /// (e.g. /charm/containers/synapse/pebble.socket): the paths, --user and the tools
+    /// are the workload's, --service names a Pebble service, and the default owner is the
+    /// data dir's owner in the workload.
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        global = true,
+        env = "SYNAPSE_BACKUP_PEBBLE"
+    )]
+    pebble: Option<PathBuf>,
     /// S3 parameters: a YAML or JSON file with the s3-integrator relation keys [required].
     #[arg(long, value_name = "FILE", global = true, env = "SYNAPSE_BACKUP_S3")]
     s3: Option<PathBuf>,
@@ -523,20 +537,31 @@ impl Target {
 
 /// The layout with its tools resolved, for the commands that run pipelines over a
 /// Synapse tree (create, restore): its config and data dirs must exist.
-fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
-    let mut layout = config::layout(&global.layout).map_err(Failure::usage)?;
-    check_tree(&layout)?;
-    config::resolve_tools(&mut layout).map_err(Failure::usage)?;
-    Ok(layout)
+async fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
+    let Some(socket) = &global.pebble else {
+        let mut layout = config::layout(&global.layout).map_err(Failure::usage)?;
+        check_tree(&layout)?;
+        config::resolve_tools(&mut layout).map_err(Failure::usage)?;
+        return Ok(layout);
+    };
+    let layout = config::workload_layout(&global.layout).map_err(Failure::usage)?;
+    let workload = PebbleContainer::new(socket.clone());
+    check_workload_tree(&workload, &layout, socket).await?;
+    workload_owner(&workload, layout, socket).await
 }
 
 /// The layout with its tools resolved, for the commands that touch no live data
 /// (verify, restore --target): without a Synapse tree under --root, their work dir is
 /// made in the temp dir.
-fn reader_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
-    let mut layout = config::layout(&global.layout).map_err(Failure::usage)?;
-    config::resolve_tools(&mut layout).map_err(Failure::usage)?;
-    Ok(layout)
+async fn reader_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
+    let Some(socket) = &global.pebble else {
+        let mut layout = config::layout(&global.layout).map_err(Failure::usage)?;
+        config::resolve_tools(&mut layout).map_err(Failure::usage)?;
+        return Ok(layout);
+    };
+    let layout = config::workload_layout(&global.layout).map_err(Failure::usage)?;
+    let workload = PebbleContainer::new(socket.clone());
+    workload_owner(&workload, layout, socket).await
 }
 
 /// Fails, naming --root, --data-dir and --config-dir, when the config or data dir is
@@ -561,6 +586,138 @@ fn check_tree(layout: &Layout) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A workload path under the layout's root.
+fn in_root(layout: &Layout, dir: &str) -> String {
+    format!(
+        "{}/{}",
+        layout.root.trim_end_matches('/'),
+        dir.trim_start_matches('/')
+    )
+}
+
+/// A container error on the `--pebble` workload: a failure naming the socket.
+fn workload_failure(socket: &Path, error: &ContainerError) -> Failure {
+    let shown = socket.display().to_string();
+    let message = error.to_string();
+    if message.contains(&shown) {
+        Failure::failed(message)
+    } else {
+        Failure::failed(format!("the Pebble workload at {shown}: {message}"))
+    }
+}
+
+/// [`check_tree`] in the Pebble workload: the config and data dirs must exist there.
+async fn check_workload_tree(
+    workload: &PebbleContainer,
+    layout: &Layout,
+    socket: &Path,
+) -> Result<(), Failure> {
+    for (field, dir) in [
+        ("config_dir", &layout.config_dir),
+        ("data_dir", &layout.data_dir),
+    ] {
+        let full = in_root(layout, dir);
+        let found = workload
+            .exists(&full)
+            .await
+            .map_err(|e| workload_failure(socket, &e))?;
+        if !found {
+            let flag = config::flag(field);
+            return Err(Failure::usage(format!(
+                "no Synapse tree in the Pebble workload at {}: {flag} {dir} does not exist under \
+                 --root {} ({full} is missing); pass --data-dir / --config-dir where it keeps \
+                 its files",
+                socket.display(),
+                layout.root,
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The layout with, when `--user` is not given, the owner and group of the data dir in
+/// the workload (read there with `stat`, never from this host's file system), as
+/// [`config::layout`] does for a local tree: a data dir owned by root, or missing, keeps
+/// the daemon's user. An owner with no name in the workload's passwd is an error asking
+/// for `--user` (the layout names its user).
+async fn workload_owner(
+    workload: &PebbleContainer,
+    layout: Layout,
+    socket: &Path,
+) -> Result<Layout, Failure> {
+    if layout.user.is_some() {
+        return Ok(layout);
+    }
+    let data = in_root(&layout, &layout.data_dir);
+    if !workload
+        .exists(&data)
+        .await
+        .map_err(|e| workload_failure(socket, &e))?
+    {
+        return Ok(layout);
+    }
+    // `stat` without -L: a link at the data dir is reported as itself, never followed.
+    let argv: Vec<String> = ["stat", "-c", "%u:%g:%U:%G", "--", &data]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let options = ExecOptions {
+        working_dir: Some("/".into()),
+        timeout: Some(std::time::Duration::from_secs(60)),
+        ..ExecOptions::default()
+    };
+    let out = workload
+        .exec(&argv, options)
+        .await
+        .map_err(|e| workload_failure(socket, &e))?;
+    let text = out.stdout_text();
+    let owner = parse_owner(text.trim()).ok_or_else(|| {
+        Failure::failed(format!(
+            "the Pebble workload at {}: cannot read the owner of {data} from `stat` \
+             (it printed {:?}); pass --user and --group",
+            socket.display(),
+            text.trim()
+        ))
+    })?;
+    if owner.uid == 0 {
+        return Ok(layout);
+    }
+    let Some(user) = owner.user else {
+        return Err(Failure::usage(format!(
+            "the data dir {data} in the Pebble workload at {} belongs to uid {}, which has no \
+             name in the workload; pass --user NAME and --group NAME",
+            socket.display(),
+            owner.uid
+        )));
+    };
+    let group = layout.group.clone().or(owner.group);
+    tracing::info!(user, group = ?group, dir = %data, "running the pipelines as the owner of the data dir in the workload");
+    Ok(layout.user(Some(user)).group(group))
+}
+
+/// The data dir's owner as `stat -c %u:%g:%U:%G` prints it.
+#[derive(Debug, PartialEq, Eq)]
+struct Owner {
+    uid: u32,
+    user: Option<String>,
+    group: Option<String>,
+}
+
+/// Parses `uid:gid:user:group`; `UNKNOWN` (stat's word for an id without a name) is
+/// no name.
+fn parse_owner(text: &str) -> Option<Owner> {
+    let mut fields = text.split(':');
+    let uid = fields.next()?.parse().ok()?;
+    let _gid: u32 = fields.next()?.parse().ok()?;
+    let name = |field: &str| (!field.is_empty() && field != "UNKNOWN").then(|| field.to_string());
+    let user = name(fields.next()?);
+    let group = name(fields.next()?);
+    fields
+        .next()
+        .is_none()
+        .then_some(Owner { uid, user, group })
+}
+
 /// How create, restore, delete and prune take the backup lock.
 fn lock_options(global: &GlobalArgs) -> LockOptions {
     let mode = if global.no_lock {
@@ -578,12 +735,15 @@ fn passphrase(global: &GlobalArgs) -> Result<Passphrase, Failure> {
     config::load_passphrase(global.passphrase_file.as_deref()).map_err(Failure::usage)
 }
 
-/// This host; with `--service`, its systemd units.
-fn container(layout: &Layout) -> LocalContainer {
-    if layout.service.is_some() {
-        LocalContainer::with_services(SystemdServices::new())
+/// The workload: with `--pebble`, the Pebble daemon's workload (and `--service` a Pebble
+/// service); otherwise this host, and with `--service` its systemd units.
+fn container(global: &GlobalArgs, layout: &Layout) -> Box<dyn Container> {
+    if let Some(socket) = &global.pebble {
+        Box::new(PebbleContainer::new(socket.clone()))
+    } else if layout.service.is_some() {
+        Box::new(LocalContainer::with_services(SystemdServices::new()))
     } else {
-        LocalContainer::new()
+        Box::new(LocalContainer::new())
     }
 }
 
@@ -657,6 +817,14 @@ async fn check(global: &GlobalArgs) -> Result<(), Failure> {
     if has_passphrase {
         passphrase(global)?;
     }
+    // With --pebble, the daemon must answer too (a wrong socket fails here, not in create).
+    if let Some(socket) = &global.pebble {
+        let layout = config::workload_layout(&global.layout).map_err(Failure::usage)?;
+        PebbleContainer::new(socket.clone())
+            .exists(&layout.root)
+            .await
+            .map_err(|e| workload_failure(socket, &e))?;
+    }
     output::with_spinner(
         format!("checking {}", target.describe()),
         target.check_bucket(),
@@ -683,9 +851,9 @@ async fn create(
 ) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
-    let layout = pipeline_layout(global)?;
+    let layout = pipeline_layout(global).await?;
     target.check_bucket().await?;
-    let container = container(&layout);
+    let container = container(global, &layout);
     let token = CancelToken::new();
     let view = output::ProgressView::new(
         format!("backing up {} to {}", layout.root, target.describe()),
@@ -701,7 +869,7 @@ async fn create(
     let (result, signal) = view
         .run(interrupt::cancel_on_signal(
             create_backup_with(
-                &container,
+                &*container,
                 &target.params,
                 passphrase.expose(),
                 &layout,
@@ -814,7 +982,7 @@ async fn verify_one(
     id: &BackupId,
     temp_work_dir: bool,
 ) -> Result<Result<VerifyReport, BackupError>, Failure> {
-    let container = container(layout);
+    let container = container(global, layout);
     let view = output::ProgressView::new(format!("verifying {id}"), global.json);
     let options = RestoreOptions::default()
         .max_bandwidth_mib(global.limit_download)
@@ -823,14 +991,14 @@ async fn verify_one(
     let run = view
         .run(interrupt::cancellable_in_workload(
             verify_backup_with(
-                &container,
+                &*container,
                 &target.params,
                 passphrase.expose(),
                 id,
                 layout,
                 &options,
             ),
-            &container,
+            &*container,
             layout,
         ))
         .await;
@@ -845,7 +1013,7 @@ async fn verify_one(
 async fn verify(global: &GlobalArgs, id: &IdArg, temp_work_dir: bool) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
-    let layout = reader_layout(global)?;
+    let layout = reader_layout(global).await?;
     target.check_bucket().await?;
     let id = &target.resolve(id).await?;
     let report = verify_one(global, &target, &layout, &passphrase, id, temp_work_dir)
@@ -886,7 +1054,7 @@ async fn verify(global: &GlobalArgs, id: &IdArg, temp_work_dir: bool) -> Result<
 async fn verify_all(global: &GlobalArgs, temp_work_dir: bool) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
-    let layout = reader_layout(global)?;
+    let layout = reader_layout(global).await?;
     target.check_bucket().await?;
     let backups = list_backups(&target.client)
         .await
@@ -977,7 +1145,7 @@ async fn restore(
 ) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
-    let layout = pipeline_layout(global)?;
+    let layout = pipeline_layout(global).await?;
     let can_ask = io::stdin().is_terminal() && io::stderr().is_terminal();
     if !yes && !can_ask {
         return Err(Failure::usage(format!(
@@ -1018,7 +1186,7 @@ async fn restore(
             ));
         }
     }
-    let container = container(&layout);
+    let container = container(global, &layout);
     let view =
         output::ProgressView::new(format!("restoring {id} into {}", layout.root), global.json);
     let options = RestoreOptions::default()
@@ -1028,7 +1196,7 @@ async fn restore(
         .progress(Some(view.callback()));
     let report = interrupt::shielded(
         view.run(restore_backup_with(
-            &container,
+            &*container,
             &target.params,
             passphrase.expose(),
             id,
@@ -1113,7 +1281,7 @@ async fn extract(
 ) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
-    let layout = reader_layout(global)?;
+    let layout = reader_layout(global).await?;
     let dir = std::path::absolute(dir)
         .map_err(|e| Failure::usage(format!("--target {}: {e}", dir.display())))?;
     let dir = dir
@@ -1122,7 +1290,7 @@ async fn extract(
         .to_string();
     target.check_bucket().await?;
     let id = &target.resolve(id).await?;
-    let container = container(&layout);
+    let container = container(global, &layout);
     let mut into = ExtractTarget::new(dir.clone());
     for path in include {
         into = into.include(path);
@@ -1134,7 +1302,7 @@ async fn extract(
         .progress(Some(view.callback()));
     let report = interrupt::shielded(
         view.run(extract_backup_with(
-            &container,
+            &*container,
             &target.params,
             passphrase.expose(),
             id,
@@ -1426,5 +1594,33 @@ async fn unlock(global: &GlobalArgs, yes: bool) -> Result<(), Failure> {
         Err(Failure::failed(
             "the lock changed while unlocking (refreshed or taken by another operation); nothing was removed",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Owner, parse_owner};
+
+    #[test]
+    fn the_workload_owner_is_read_from_stat_with_unknown_names_as_none() {
+        assert_eq!(
+            parse_owner("65534:65534:nobody:nogroup"),
+            Some(Owner {
+                uid: 65534,
+                user: Some("nobody".into()),
+                group: Some("nogroup".into()),
+            })
+        );
+        assert_eq!(
+            parse_owner("1234:5678:UNKNOWN:UNKNOWN"),
+            Some(Owner {
+                uid: 1234,
+                user: None,
+                group: None,
+            })
+        );
+        for bad in ["", "x:1:a:b", "1:x:a:b", "1:2:a:b:c", "1:2"] {
+            assert_eq!(parse_owner(bad), None, "{bad:?}");
+        }
     }
 }
