@@ -50,6 +50,23 @@ fn layer(command: &[String]) -> String {
     )
 }
 
+/// The real uids of the processes whose command line names `config` (Synapse's
+/// `homeserver.yaml`).
+fn synapse_uids(config: &std::path::Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let config = config.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&config))
+        })
+        .filter_map(|e| std::fs::metadata(e.path()).ok().map(|m| m.uid()))
+        .collect()
+}
+
 /// One message and when it was sent.
 struct Sent {
     body: String,
@@ -81,6 +98,12 @@ async fn synapse_as_a_pebble_service_is_backed_up_live_and_restored_through_pebb
         .unwrap_or_else(|e| panic!("pebble did not start synapse: {e}\n{}", hs.log_text()));
     hs.wait_serving().await;
     assert_eq!(daemon.service_status(SERVICE), "active");
+    let config = hs.data.join("homeserver.yaml");
+    assert_eq!(
+        synapse_uids(&config),
+        [hs.uid],
+        "pebble runs synapse as {USER}"
+    );
 
     let client = hs.client();
     let alice = client.register("alice").await;
@@ -213,6 +236,11 @@ async fn synapse_as_a_pebble_service_is_backed_up_live_and_restored_through_pebb
     );
     assert_eq!(daemon.service_status(SERVICE), "active", "{}", daemon.log());
     assert!(pebble.is_running(SERVICE).await.unwrap());
+    assert_eq!(
+        synapse_uids(&config),
+        [hs.uid],
+        "pebble runs synapse as {USER}"
+    );
     hs.wait_serving().await;
     let errors = hs.log_errors();
     assert!(
