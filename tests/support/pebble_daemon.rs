@@ -119,6 +119,19 @@ impl PebbleDaemon {
         answer
     }
 
+    /// The `current` status Pebble reports for the service `name` (`active`,
+    /// `inactive`, `backoff`, `error`), from `/v1/services`.
+    pub fn service_status(&self, name: &str) -> String {
+        let answer = self.get(&format!("/v1/services?names={name}"));
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("pebble's /v1/services answer is not JSON ({e}): {answer}"));
+        v["result"][0]["current"]
+            .as_str()
+            .unwrap_or_else(|| panic!("pebble knows no service {name}: {answer}"))
+            .to_string()
+    }
+
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

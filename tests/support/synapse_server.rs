@@ -345,6 +345,42 @@ impl Homeserver {
         self.supervisor.add(SERVICE, command);
     }
 
+    /// The command line (program first, no user switch) that runs `install` on this
+    /// homeserver's config: what a Pebble layer's service `command` runs as [`USER`].
+    pub fn command(&self, install: &Install) -> Vec<String> {
+        vec![
+            install.python.to_string_lossy().into_owned(),
+            "-m".into(),
+            "synapse.app.homeserver".into(),
+            "--config-path".into(),
+            self.data
+                .join("homeserver.yaml")
+                .to_string_lossy()
+                .into_owned(),
+        ]
+    }
+
+    /// Waits (up to 60 s) until `/_matrix/client/versions` answers 200, whoever runs
+    /// Synapse (not only this homeserver's supervisor).
+    pub async fn wait_serving(&self) {
+        let client = self.client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, _)) = client
+                .try_request("GET", "/_matrix/client/versions", None, None, Vec::new())
+                .await
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "synapse did not answer within 60 s:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Starts the service and waits until the client API answers.
     pub async fn start(&self) {
         self.container
