@@ -189,3 +189,68 @@ fn a_pebble_socket_that_does_not_exist_is_an_error_naming_it() {
         stderr(&out)
     );
 }
+
+/// A data dir owned by a uid with no name in the workload (common in containers): the
+/// pipelines run as that uid and gid, so the restored files are theirs, never root's.
+#[test]
+fn a_data_dir_owner_with_no_name_in_the_workload_is_run_as_by_its_ids() {
+    const UID: u32 = 47_233;
+    const GID: u32 = 47_233;
+    assert!(
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(UID))
+            .unwrap()
+            .is_none(),
+        "uid {UID} must have no passwd entry for this test"
+    );
+    let daemon = PebbleDaemon::start();
+    let f = Fixture::new();
+    let out = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{UID}:{GID}"))
+        .arg(&f.tree.root)
+        .output()
+        .expect("run chown");
+    assert!(out.status.success(), "chown: {out:?}");
+    fs::set_permissions(
+        f.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let socket = daemon.socket();
+    let aws = env::aws();
+    let cli = || {
+        let mut cmd = f.cmd();
+        cmd.arg("--pebble")
+            .arg(&socket)
+            .arg("--aws")
+            .arg(&aws)
+            .env("RUST_LOG", "synapse_backup=info");
+        cmd
+    };
+    let out = expect(0, &mut cli(), &["create"]);
+    f.assert_no_secrets(&out);
+    assert!(
+        stderr(&out).contains("a uid with no name"),
+        "the owner's ids come from the workload: {}",
+        stderr(&out)
+    );
+    let before = f.tree.backed_up_files();
+    fs::remove_file(
+        walk(&f.tree.media)
+            .into_iter()
+            .find(|p| p.is_file())
+            .unwrap(),
+    )
+    .unwrap();
+    expect(0, &mut cli(), &["restore", "latest", "--yes"]);
+    assert_eq!(f.tree.backed_up_files(), before, "the tree is restored");
+    for path in walk(&f.tree.data) {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (UID, GID),
+            "{} belongs to the workload's uid after the restore",
+            path.display()
+        );
+    }
+}

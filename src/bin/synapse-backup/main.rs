@@ -638,14 +638,14 @@ async fn check_workload_tree(
 /// The layout with, when `--user` is not given, the owner and group of the data dir in
 /// the workload (read there with `stat`, never from this host's file system), as
 /// [`config::layout`] does for a local tree: a data dir owned by root, or missing, keeps
-/// the daemon's user. An owner with no name in the workload's passwd is an error asking
-/// for `--user` (the layout names its user).
+/// the daemon's user. An owner with no name in the workload's passwd is run as by its
+/// numeric ids (`Layout::user_id`/`group_id`).
 async fn workload_owner(
     workload: &PebbleContainer,
     layout: Layout,
     socket: &Path,
 ) -> Result<Layout, Failure> {
-    if layout.user.is_some() {
+    if layout.user.is_some() || layout.user_id.is_some() {
         return Ok(layout);
     }
     let data = in_root(&layout, &layout.data_dir);
@@ -683,12 +683,12 @@ async fn workload_owner(
         return Ok(layout);
     }
     let Some(user) = owner.user else {
-        return Err(Failure::usage(format!(
-            "the data dir {data} in the Pebble workload at {} belongs to uid {}, which has no \
-             name in the workload; pass --user NAME and --group NAME",
-            socket.display(),
-            owner.uid
-        )));
+        tracing::info!(uid = owner.uid, gid = owner.gid, dir = %data, "running the pipelines as the owner of the data dir in the workload (a uid with no name)");
+        return Ok(layout
+            .user(None)
+            .group(None)
+            .user_id(Some(owner.uid))
+            .group_id(Some(owner.gid)));
     };
     let group = layout.group.clone().or(owner.group);
     tracing::info!(user, group = ?group, dir = %data, "running the pipelines as the owner of the data dir in the workload");
@@ -699,6 +699,7 @@ async fn workload_owner(
 #[derive(Debug, PartialEq, Eq)]
 struct Owner {
     uid: u32,
+    gid: u32,
     user: Option<String>,
     group: Option<String>,
 }
@@ -708,14 +709,16 @@ struct Owner {
 fn parse_owner(text: &str) -> Option<Owner> {
     let mut fields = text.split(':');
     let uid = fields.next()?.parse().ok()?;
-    let _gid: u32 = fields.next()?.parse().ok()?;
+    let gid = fields.next()?.parse().ok()?;
     let name = |field: &str| (!field.is_empty() && field != "UNKNOWN").then(|| field.to_string());
     let user = name(fields.next()?);
     let group = name(fields.next()?);
-    fields
-        .next()
-        .is_none()
-        .then_some(Owner { uid, user, group })
+    fields.next().is_none().then_some(Owner {
+        uid,
+        gid,
+        user,
+        group,
+    })
 }
 
 /// How create, restore, delete and prune take the backup lock.
@@ -1607,6 +1610,7 @@ mod tests {
             parse_owner("65534:65534:nobody:nogroup"),
             Some(Owner {
                 uid: 65534,
+                gid: 65534,
                 user: Some("nobody".into()),
                 group: Some("nogroup".into()),
             })
@@ -1615,6 +1619,7 @@ mod tests {
             parse_owner("1234:5678:UNKNOWN:UNKNOWN"),
             Some(Owner {
                 uid: 1234,
+                gid: 5678,
                 user: None,
                 group: None,
             })
