@@ -156,7 +156,7 @@ pub struct Layout {
             long,
             value_name = "NAME",
             global = true,
-            help = "systemd unit stopped and started around a restore's swap (default: none)",
+            help = "Service stopped and started around a restore's swap: a systemd unit, or with --pebble a Pebble service (default: none)",
             long_help = None
         )
     )]
