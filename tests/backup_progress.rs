@@ -20,12 +20,14 @@ use synapse_backup::{
 };
 use synapse_tree::TreeSpec;
 
-/// A callback that records every report, polling every 50 ms.
+/// A callback that records every report, polling every 50 ms (a local workload: execs
+/// are cheap, so the minimum read interval is lowered too).
 fn recorder() -> (ProgressCallback, Arc<Mutex<Vec<Progress>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
     let callback = ProgressCallback::new(move |p| sink.lock().unwrap().push(p.clone()))
-        .with_interval(Duration::from_millis(50));
+        .with_interval(Duration::from_millis(50))
+        .with_min_read_interval(Duration::from_millis(50));
     (callback, seen)
 }
 

@@ -281,8 +281,10 @@ impl ProgressMeter {
 /// [`RestoreOptions`](crate::RestoreOptions).
 ///
 /// The function is called on the task that drives the operation: once when the
-/// pipeline starts (0 bytes), every [`interval`](Self::interval) while it runs, and
-/// once at the end when it succeeded ([`Progress::finished`]). It should return
+/// pipeline starts (0 bytes), every [`interval`](Self::interval) while it runs (but
+/// never more often than [`min_read_interval`](Self::min_read_interval): each report
+/// reads the count with an exec in the workload, and through Pebble every exec is a
+/// change, of which Pebble keeps a bounded number), and once at the end when it succeeded ([`Progress::finished`]). It should return
 /// quickly (hand the report to a channel, set a status); a panic in it is caught and
 /// logged, and the operation goes on without further reports.
 ///
@@ -303,6 +305,7 @@ impl ProgressMeter {
 pub struct ProgressCallback {
     function: Arc<dyn Fn(&Progress) + Send + Sync>,
     interval: Duration,
+    min_read_interval: Duration,
     broken: Arc<AtomicBool>,
 }
 
@@ -311,12 +314,15 @@ impl ProgressCallback {
     pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
     /// The shortest time between reports (each one reads a file in the workload).
     pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+    /// The default shortest time between two reads of the count in the workload.
+    pub const DEFAULT_MIN_READ_INTERVAL: Duration = Duration::from_secs(5);
 
     /// Calls `function` with each report, every [`DEFAULT_INTERVAL`](Self::DEFAULT_INTERVAL).
     pub fn new(function: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
         ProgressCallback {
             function: Arc::new(function),
             interval: Self::DEFAULT_INTERVAL,
+            min_read_interval: Self::DEFAULT_MIN_READ_INTERVAL,
             broken: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -328,9 +334,31 @@ impl ProgressCallback {
         self
     }
 
-    /// The time between reports while a pipeline runs.
+    /// The time between reports while a pipeline runs, as asked for.
     pub fn interval(&self) -> Duration {
         self.interval
+    }
+
+    /// Reads the count in the workload (an exec each time) at most once every
+    /// `interval` (at least [`MIN_INTERVAL`](Self::MIN_INTERVAL); default
+    /// [`DEFAULT_MIN_READ_INTERVAL`](Self::DEFAULT_MIN_READ_INTERVAL)), so reports come
+    /// every `max(interval, min_read_interval)`. Lower it only for a workload where an
+    /// exec is cheap (a local one), never for Pebble's, which keeps every exec as a
+    /// change.
+    #[must_use]
+    pub fn with_min_read_interval(mut self, interval: Duration) -> Self {
+        self.min_read_interval = interval.max(Self::MIN_INTERVAL);
+        self
+    }
+
+    /// The shortest time between two reads of the count in the workload.
+    pub fn min_read_interval(&self) -> Duration {
+        self.min_read_interval
+    }
+
+    /// The time between reports (and reads) while a pipeline runs.
+    fn poll_period(&self) -> Duration {
+        self.interval.max(self.min_read_interval)
     }
 
     /// Calls the function with `progress`, unless an earlier call panicked.
@@ -350,13 +378,16 @@ impl fmt::Debug for ProgressCallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProgressCallback")
             .field("interval", &self.interval)
+            .field("min_read_interval", &self.min_read_interval)
             .finish_non_exhaustive()
     }
 }
 
 impl PartialEq for ProgressCallback {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.function, &other.function) && self.interval == other.interval
+        Arc::ptr_eq(&self.function, &other.function)
+            && self.interval == other.interval
+            && self.min_read_interval == other.min_read_interval
     }
 }
 
@@ -373,7 +404,7 @@ async fn read_count<C: Container + ?Sized>(
         .and_then(|t| t.parse().ok())
 }
 
-/// Reads the pipeline's byte count every interval and reports it; never returns.
+/// Reads the pipeline's byte count every poll period and reports it; never returns.
 async fn poll<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
@@ -382,7 +413,7 @@ async fn poll<C: Container + ?Sized>(
     meter: &mut ProgressMeter,
     started: Instant,
 ) -> Infallible {
-    let period = callback.interval();
+    let period = callback.poll_period();
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::from_std(started) + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -641,6 +672,93 @@ mod tests {
         let execs = seen.lock().unwrap().clone();
         assert_eq!(execs.len(), 1);
         assert!(execs[0].1.environment.is_empty());
+    }
+
+    /// Polls the count through a mock workload for `run` and returns how many reads
+    /// (execs) and reports it made.
+    async fn polls_in(
+        callback_interval: Duration,
+        min_read: Option<Duration>,
+        run: Duration,
+    ) -> (usize, usize) {
+        use crate::container::MockContainer;
+        use std::sync::atomic::AtomicUsize;
+        let layout = Layout {
+            root: "/r".into(),
+            ..Layout::default()
+        };
+        let reads = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&reads);
+        let mut c = MockContainer::new();
+        c.expect_exec().returning(move |argv, _| {
+            assert_eq!(argv[2], crate::backup::scripts::WORKDIR);
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            Ok(ExecOutput {
+                stdout: format!("{n}\n").into_bytes(),
+                ..ExecOutput::default()
+            })
+        });
+        let reports = Arc::new(AtomicUsize::new(0));
+        let r2 = Arc::clone(&reports);
+        let mut callback = ProgressCallback::new(move |_| {
+            r2.fetch_add(1, Ordering::SeqCst);
+        })
+        .with_interval(callback_interval);
+        if let Some(min_read) = min_read {
+            callback = callback.with_min_read_interval(min_read);
+        }
+        let mut meter = ProgressMeter::new(ProgressStage::Backup, None);
+        let polled = tokio::time::timeout(
+            run,
+            poll(
+                &c,
+                &layout,
+                "/r/w/progress",
+                &callback,
+                &mut meter,
+                Instant::now(),
+            ),
+        )
+        .await;
+        assert!(polled.is_err(), "the poll never ends by itself");
+        (reads.load(Ordering::SeqCst), reports.load(Ordering::SeqCst))
+    }
+
+    /// Each read of the count is an exec, and through Pebble every exec is a change (of
+    /// which it keeps a bounded number): however short the report interval, the count
+    /// is read at most once per minimum read interval (5 s by default, configurable).
+    /// Counted over a run, an upper bound only (a slow machine reads less, never more).
+    #[tokio::test]
+    async fn progress_reads_are_throttled_to_the_minimum_read_interval() {
+        assert_eq!(
+            ProgressCallback::new(|_| {}).min_read_interval(),
+            ProgressCallback::DEFAULT_MIN_READ_INTERVAL
+        );
+        assert_eq!(
+            ProgressCallback::DEFAULT_MIN_READ_INTERVAL,
+            Duration::from_secs(5)
+        );
+        // Asked for a report every 10 ms, for 1 s: without the throttle about 100 execs;
+        // with the default one none (the first read would come at 5 s).
+        let (reads, reports) =
+            polls_in(Duration::from_millis(10), None, Duration::from_secs(1)).await;
+        assert_eq!((reads, reports), (0, 0));
+        // With it lowered to 100 ms: at most 10 in 1 s, and one report per read.
+        let (reads, reports) = polls_in(
+            Duration::from_millis(10),
+            Some(Duration::from_millis(100)),
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(reads <= 10, "{reads} reads in 1 s, at most one per 100 ms");
+        assert_eq!(reports, reads);
+        // Never below MIN_INTERVAL.
+        assert_eq!(
+            ProgressCallback::new(|_| {})
+                .with_min_read_interval(Duration::ZERO)
+                .min_read_interval(),
+            ProgressCallback::MIN_INTERVAL
+        );
     }
 
     #[test]

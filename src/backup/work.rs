@@ -12,14 +12,25 @@ use crate::s3::S3Parameters;
 
 /// Who made a work dir: the host, process id and process start time (clock ticks
 /// since boot, with the boot id), so a later run can tell a dead run's dir from a live
-/// one's, even after the pid was reused.
+/// one's, even after the pid was reused; and the PID namespace the pid belongs to, since
+/// the containers of one pod share a host name and a boot id but not their pids (a CLI
+/// in the workload must never judge the charm's live run dead by a pid it cannot see).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OwnerRecord {
     pub(crate) host: String,
     pub(crate) pid: u32,
     pub(crate) start: u64,
     pub(crate) boot: String,
+    /// `readlink /proc/self/ns/pid` of the owner (`pid:[4026531836]`); empty in a
+    /// record written before it was recorded, or where it cannot be read.
+    pub(crate) pid_ns: String,
 }
+
+/// How long a run in another PID namespace (whose pid cannot be checked from here) is
+/// presumed alive after it started: far beyond any backup or restore, so a live run is
+/// never swept, while a dir left by a run killed in a container that is gone (a pod
+/// restarted on the same node) is still removed in the end.
+pub(crate) const FOREIGN_NAMESPACE_RUN_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The start time (clock ticks since boot) of a process, from `/proc/<pid>/stat`.
 fn process_start(pid: &str) -> Option<u64> {
@@ -43,6 +54,51 @@ fn host_name() -> String {
         .unwrap_or_default()
 }
 
+/// This process's PID namespace, as `readlink /proc/self/ns/pid` prints it.
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|p| p.into_os_string().into_string().ok())
+        .unwrap_or_default()
+}
+
+/// The time since boot, in clock ticks (the unit of a process's start time).
+fn uptime_ticks() -> Option<u64> {
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let seconds: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .unwrap_or(100);
+    Some((seconds * per_second as f64) as u64)
+}
+
+/// What the sweep knows of where it runs, for [`OwnerRecord::is_dead_given`].
+#[derive(Debug, Clone)]
+pub(crate) struct Here {
+    /// This process's record (host, boot id, PID namespace).
+    pub(crate) record: OwnerRecord,
+    /// Clock ticks since boot now; `None` when unknown.
+    pub(crate) now_ticks: Option<u64>,
+    /// Clock ticks per second.
+    pub(crate) ticks_per_second: u64,
+}
+
+impl Here {
+    fn current() -> Self {
+        Here {
+            record: OwnerRecord::current(),
+            now_ticks: uptime_ticks(),
+            ticks_per_second: nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+                .ok()
+                .flatten()
+                .filter(|t| *t > 0)
+                .map_or(100, |t| t as u64),
+        }
+    }
+}
+
 impl OwnerRecord {
     /// This process.
     pub(crate) fn current() -> Self {
@@ -51,18 +107,26 @@ impl OwnerRecord {
             pid: std::process::id(),
             start: process_start("self").unwrap_or(0),
             boot: boot_id(),
+            pid_ns: pid_namespace(),
         }
     }
 
     /// The record as written to the work dir's `owner` file.
     pub(crate) fn to_text(&self) -> String {
-        format!(
+        let mut text = format!(
             "host {}\npid {}\nstart {}\nboot {}\n",
             self.host.replace(['\n', '\r'], " "),
             self.pid,
             self.start,
             self.boot
-        )
+        );
+        if !self.pid_ns.is_empty() {
+            text.push_str(&format!(
+                "pidns {}\n",
+                self.pid_ns.replace(['\n', '\r'], " ")
+            ));
+        }
+        text
     }
 
     /// Reads an `owner` file; `None` when it is not one.
@@ -71,6 +135,7 @@ impl OwnerRecord {
         let mut pid = None;
         let mut start = None;
         let mut boot = None;
+        let mut pid_ns = String::new();
         for line in text.lines() {
             let (key, value) = line.split_once(' ')?;
             match key {
@@ -78,6 +143,7 @@ impl OwnerRecord {
                 "pid" => pid = Some(value.parse().ok()?),
                 "start" => start = Some(value.parse().ok()?),
                 "boot" => boot = Some(value.to_string()),
+                "pidns" => pid_ns = value.to_string(),
                 _ => return None,
             }
         }
@@ -86,21 +152,44 @@ impl OwnerRecord {
             pid: pid?,
             start: start?,
             boot: boot?,
+            pid_ns,
         })
     }
 
-    /// Whether the run that wrote this record is certainly gone: it ran on this host
-    /// and either the machine rebooted since or no process with its pid and start time
-    /// exists. A record from another host is never judged dead.
+    /// Whether the run that wrote this record is certainly gone, judged from this
+    /// process (see [`OwnerRecord::is_dead_given`]).
     pub(crate) fn is_dead_here(&self) -> bool {
-        let here = OwnerRecord::current();
-        if self.host != here.host || self.host.is_empty() {
+        self.is_dead_given(&Here::current(), |pid| process_start(&pid.to_string()))
+    }
+
+    /// Whether the run that wrote this record is certainly gone, seen from `here`, with
+    /// `start_of` giving the start time of a pid in this PID namespace:
+    /// - a record from another host is never judged dead;
+    /// - on this host, one from before the last reboot (another boot id) is dead;
+    /// - in this PID namespace (or a record that does not name one: written before it
+    ///   was recorded, always by a process that judged pids in its own namespace), it is
+    ///   dead when no process with its pid and start time exists;
+    /// - in another PID namespace (another container of the pod: its pids mean nothing
+    ///   here) it is never judged dead by pid, only when it started more than
+    ///   [`FOREIGN_NAMESPACE_RUN_LIFETIME`] ago (start times count from the shared
+    ///   boot), and never when the age is unknown.
+    pub(crate) fn is_dead_given(&self, here: &Here, start_of: impl Fn(u32) -> Option<u64>) -> bool {
+        if self.host != here.record.host || self.host.is_empty() {
             return false;
         }
-        if self.boot != here.boot {
-            return !self.boot.is_empty() && !here.boot.is_empty();
+        if self.boot != here.record.boot {
+            return !self.boot.is_empty() && !here.record.boot.is_empty();
         }
-        process_start(&self.pid.to_string()) != Some(self.start)
+        if !self.pid_ns.is_empty() && self.pid_ns != here.record.pid_ns {
+            let Some(now) = here.now_ticks else {
+                return false;
+            };
+            let bound = FOREIGN_NAMESPACE_RUN_LIFETIME
+                .as_secs()
+                .saturating_mul(here.ticks_per_second);
+            return now.saturating_sub(self.start) > bound;
+        }
+        start_of(self.pid) != Some(self.start)
     }
 }
 
@@ -610,6 +699,82 @@ pub(crate) async fn read_homeserver_config<C: Container + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn here(pid_ns: &str, now_ticks: Option<u64>) -> Here {
+        Here {
+            record: OwnerRecord {
+                host: "synapse-0".into(),
+                pid: 1,
+                start: 50,
+                boot: "b00t".into(),
+                pid_ns: pid_ns.into(),
+            },
+            now_ticks,
+            ticks_per_second: 100,
+        }
+    }
+
+    fn record(pid_ns: &str, start: u64) -> OwnerRecord {
+        OwnerRecord {
+            host: "synapse-0".into(),
+            pid: 4242,
+            start,
+            boot: "b00t".into(),
+            pid_ns: pid_ns.into(),
+        }
+    }
+
+    const NO_SUCH_PID: fn(u32) -> Option<u64> = |_| None;
+
+    #[test]
+    fn a_run_in_another_pid_namespace_is_not_judged_dead_by_a_pid_missing_here() {
+        let here = here("pid:[1]", Some(1_000_000));
+        // The charm container's live run: its pid does not exist in the workload's
+        // namespace; it must not be swept.
+        assert!(!record("pid:[2]", 900_000).is_dead_given(&here, NO_SUCH_PID));
+        // Nor when a process of ours happens to hold that pid with another start.
+        assert!(!record("pid:[2]", 900_000).is_dead_given(&here, |_| Some(7)));
+        // Unknown uptime: never dead.
+        assert!(
+            !record("pid:[2]", 0).is_dead_given(&super::tests::here("pid:[1]", None), NO_SUCH_PID)
+        );
+    }
+
+    #[test]
+    fn a_run_in_another_pid_namespace_is_dead_once_older_than_the_bound() {
+        let bound = FOREIGN_NAMESPACE_RUN_LIFETIME.as_secs() * 100;
+        let now = bound + 10_000;
+        let here = here("pid:[1]", Some(now));
+        assert!(record("pid:[2]", 9_999).is_dead_given(&here, NO_SUCH_PID));
+        assert!(!record("pid:[2]", 10_000).is_dead_given(&here, NO_SUCH_PID));
+    }
+
+    #[test]
+    fn a_run_in_this_pid_namespace_or_an_unnamed_one_is_judged_by_its_pid() {
+        let here = here("pid:[1]", Some(1_000_000));
+        for ns in ["pid:[1]", ""] {
+            assert!(record(ns, 900_000).is_dead_given(&here, NO_SUCH_PID));
+            assert!(record(ns, 900_000).is_dead_given(&here, |_| Some(5)));
+            assert!(!record(ns, 900_000).is_dead_given(&here, |_| Some(900_000)));
+        }
+        // Another host or an unknown one: never; another boot: always.
+        let mut other = record("pid:[1]", 1);
+        other.host = "elsewhere".into();
+        assert!(!other.is_dead_given(&here, NO_SUCH_PID));
+        let mut rebooted = record("pid:[2]", 1);
+        rebooted.boot = "earlier".into();
+        assert!(rebooted.is_dead_given(&here, |_| Some(1)));
+    }
+
+    #[test]
+    fn the_owner_record_carries_the_pid_namespace_through_its_text() {
+        let me = OwnerRecord::current();
+        assert!(me.pid_ns.starts_with("pid:["), "{me:?}");
+        assert_eq!(OwnerRecord::parse(&me.to_text()), Some(me.clone()));
+        // A record written before the namespace was recorded still parses.
+        let legacy = OwnerRecord::parse("host h\npid 3\nstart 4\nboot b\n").unwrap();
+        assert_eq!(legacy.pid_ns, "");
+    }
 
     #[test]
     fn only_a_dir_named_by_the_prefix_directly_in_the_base_is_accepted() {
