@@ -20,7 +20,7 @@ use super::scripts::{Exit, Pipeline};
 use super::work;
 use crate::container::Container;
 use crate::error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
-use crate::s3::{S3Client, S3Parameters};
+use crate::s3::{ObjectStore, S3Parameters};
 
 /// What [`create_backup_with`] did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -89,12 +89,21 @@ pub async fn create_backup_with<C: Container + ?Sized>(
     options: &BackupOptions,
 ) -> Result<BackupReport, BackupError> {
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
-    super::passphrase::before_create(&run, options).await?;
+    create_in(&run, options).await
+}
+
+/// As [`create_backup_with`], in the context `run` (its store takes every bucket
+/// request).
+pub(crate) async fn create_in<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    options: &BackupOptions,
+) -> Result<BackupReport, BackupError> {
+    super::passphrase::before_create(run, options).await?;
     run.locked(
         "create",
         &options.lock,
         &options.cancel,
-        create_locked(&run, options),
+        create_locked(run, options),
     )
     .await
 }
@@ -145,7 +154,7 @@ async fn create_locked<C: Container + ?Sized>(
         }
         Err(e) => {
             if uploading.into_inner() {
-                remove_partial_upload(&run.client, &key).await;
+                remove_partial_upload(&*run.client, &key).await;
             }
             tracing::warn!(backup_id = %id, error = %e, "backup failed; nothing was kept");
             Err(e)
@@ -169,12 +178,12 @@ pub async fn remove_abandoned_work_dirs<C: Container + ?Sized>(
 }
 
 /// Deletes a failed run's data object and aborts multipart uploads under its key.
-async fn remove_partial_upload(client: &S3Client, key: &str) {
+async fn remove_partial_upload(client: &dyn ObjectStore, key: &str) {
     match client.delete_object(key).await {
         Ok(()) | Err(S3Error::NotFound { .. }) => {}
         Err(e) => tracing::warn!(key, error = %e, "could not delete the partial backup object"),
     }
-    match client.abort_multipart_uploads(key).await {
+    match abort_multipart_uploads(client, key).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             key,
@@ -190,6 +199,26 @@ async fn remove_partial_upload(client: &S3Client, key: &str) {
         }
         Err(e) => tracing::warn!(key, error = %e, "could not abort multipart uploads"),
     }
+}
+
+/// Aborts every unfinished multipart upload whose key starts with `key_prefix` (one
+/// already gone counts as done); returns how many it aborted.
+async fn abort_multipart_uploads(
+    client: &dyn ObjectStore,
+    key_prefix: &str,
+) -> Result<usize, S3Error> {
+    let mut aborted = 0;
+    for upload in client.list_multipart_uploads(key_prefix).await? {
+        match client
+            .abort_multipart_upload(&upload.key, &upload.upload_id)
+            .await
+        {
+            Ok(()) => aborted += 1,
+            Err(S3Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(aborted)
 }
 
 /// What will be archived.
@@ -464,7 +493,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         let run = self.run;
         let (container, client, params, passphrase, layout) = (
             run.container,
-            &run.client,
+            &*run.client,
             run.params,
             run.passphrase,
             run.layout,

@@ -91,10 +91,10 @@ impl VerifyOptions {
 /// The catalog operations (`list`, `status`, `read_manifest`, `delete`, `prune_plan`,
 /// `prune`) go through the handle's [`ObjectStore`] (an [`S3Client`] made from the
 /// parameters, or the store given to [`Backups::with_store`], e.g. a
-/// `MemoryStore` (feature `testing`)); the operations that run the pipeline
-/// in the workload (`create`, `verify`, `restore`, `extract`) move the data with the
-/// workload's aws CLI and use an [`S3Client`] made from the parameters for their own
-/// requests.
+/// `MemoryStore` (feature `testing`)), and so does every bucket request of `create`
+/// (the lock, the HEADs, the manifest, a failed run's clean-up), whose data moves with
+/// the workload's aws CLI; `verify`, `restore` and `extract` use an [`S3Client`] made
+/// from the parameters for their own requests.
 pub struct Backups<C> {
     container: C,
     params: S3Parameters,
@@ -126,7 +126,7 @@ impl<C: Container> Backups<C> {
         Self::with_store(container, client, params, layout)
     }
 
-    /// As [`Backups::new`], with the catalog operations on `store` (e.g. a
+    /// As [`Backups::new`], with the catalog operations and `create`'s bucket requests on `store` (e.g. a
     /// `MemoryStore` (feature `testing`) in a unit test).
     ///
     /// # Errors
@@ -170,7 +170,7 @@ impl<C: Container> Backups<C> {
         &self.layout
     }
 
-    /// The store of the catalog operations.
+    /// The store of the catalog operations and of `create`'s bucket requests.
     pub fn store(&self) -> &dyn ObjectStore {
         &*self.store
     }
@@ -184,14 +184,14 @@ impl<C: Container> Backups<C> {
         passphrase: &str,
         options: &CreateOptions,
     ) -> Result<BackupReport, BackupError> {
-        create::create_backup_with(
+        let run = Run::with_store(
             &self.container,
             &self.params,
-            passphrase,
             &self.layout,
-            options,
-        )
-        .await
+            passphrase,
+            Arc::clone(&self.store),
+        )?;
+        create::create_in(&run, options).await
     }
 
     /// Downloads, decrypts and checks a backup in the workload, touching no live file

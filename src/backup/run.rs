@@ -1,6 +1,7 @@
 //! The run context create, verify and restore share: the checks every operation starts
 //! with, the S3 client, the backup lock, and the work dir's life cycle.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::layout::Layout;
@@ -10,22 +11,25 @@ use super::restore_plan;
 use super::work::{self, WorkPlace};
 use crate::container::Container;
 use crate::error::BackupError;
-use crate::s3::{S3Client, S3Parameters};
+use crate::s3::{ObjectStore, S3Client, S3Parameters};
 
 /// One operation's context, built once by [`Run::new`]: the passphrase and the layout
-/// are checked and the S3 client is made before anything runs in the workload.
+/// are checked and the store is made before anything runs in the workload.
 pub(crate) struct Run<'a, C: Container + ?Sized> {
     pub(crate) container: &'a C,
     pub(crate) params: &'a S3Parameters,
     pub(crate) layout: &'a Layout,
     pub(crate) passphrase: &'a str,
-    pub(crate) client: S3Client,
+    /// Every bucket request of the run (the lock, HEADs, the manifest, the clean-up)
+    /// goes through it: an [`S3Client`] made from `params`, or the handle's store (a
+    /// `MemoryStore` in a unit test). The data itself moves with the workload's aws CLI.
+    pub(crate) client: Arc<dyn ObjectStore>,
     /// Confirms the lock [`Run::locked`] holds (nothing before, or without a lock).
     lock: std::sync::Mutex<LockConfirmer>,
 }
 
 impl<'a, C: Container + ?Sized> Run<'a, C> {
-    /// Checks the passphrase and the layout and makes the S3 client.
+    /// Checks the passphrase and the layout and makes the S3 client from `params`.
     ///
     /// # Errors
     /// [`BackupError::InvalidPassphrase`], [`BackupError::Config`].
@@ -37,12 +41,29 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
     ) -> Result<Self, BackupError> {
         plan::check_passphrase(passphrase)?;
         layout.validate()?;
+        let client: Arc<dyn ObjectStore> = Arc::new(S3Client::new(params)?);
+        Self::with_store(container, params, layout, passphrase, client)
+    }
+
+    /// As [`Run::new`], with every bucket request on `store` (the handle's).
+    ///
+    /// # Errors
+    /// [`BackupError::InvalidPassphrase`], [`BackupError::Config`].
+    pub(crate) fn with_store(
+        container: &'a C,
+        params: &'a S3Parameters,
+        layout: &'a Layout,
+        passphrase: &'a str,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<Self, BackupError> {
+        plan::check_passphrase(passphrase)?;
+        layout.validate()?;
         Ok(Run {
             container,
             params,
             layout,
             passphrase,
-            client: S3Client::new(params)?,
+            client: store,
             lock: std::sync::Mutex::default(),
         })
     }
@@ -65,7 +86,7 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
         }
         let owner = LockOwner::current(name);
         let lock = tokio::select! {
-            lock = BackupLock::acquire(&self.client, &owner, options) => lock?,
+            lock = BackupLock::acquire(&*self.client, &owner, options) => lock?,
             () = cancel.cancelled() => return Err(BackupError::Cancelled),
         };
         *self
