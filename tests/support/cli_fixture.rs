@@ -13,8 +13,8 @@ use std::process::Output;
 use assert_cmd::cargo::cargo_bin_cmd;
 use serde_json::Value;
 
-use crate::s3_server::{ServerOptions, TestS3Server};
-use crate::synapse_tree::{SynapseTree, TreeSpec};
+use super::s3_server::{ServerOptions, TestS3Server};
+use super::synapse_tree::{SynapseTree, TreeSpec};
 
 pub const BUCKET: &str = "synapse-backups";
 pub const PREFIX: &str = "synapse/backups";
@@ -46,7 +46,7 @@ impl Fixture {
     }
 
     pub fn with_spec(spec: &TreeSpec) -> Fixture {
-        crate::env::aws();
+        super::env::aws();
         let dir = tempfile::tempdir().unwrap();
         let tree = SynapseTree::create(&dir.path().join("root"), spec);
         let server = TestS3Server::start_blocking(ServerOptions::default());

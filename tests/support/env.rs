@@ -11,8 +11,8 @@ use std::process::Command;
 
 use synapse_backup::{Layout, S3Parameters};
 
-use crate::s3_server::TestS3Server;
-use crate::synapse_tree::{SynapseTree, TreeSpec};
+use super::s3_server::TestS3Server;
+use super::synapse_tree::{SynapseTree, TreeSpec};
 
 /// Fails (never skips) with an install hint when a tool is missing.
 pub fn require_tool(tool: &str, hint: &str) -> PathBuf {

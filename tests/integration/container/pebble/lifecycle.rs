@@ -1,0 +1,225 @@
+//! The whole life cycle through `PebbleContainer` and a real Pebble daemon: create, list,
+//! verify, restore (the `synapse` service stopped and started by Pebble), extract and
+//! prune, the pipelines running as the non-root workload user `nobody`, against the
+//! in-process S3 server; and no secret in Pebble's change records or state file.
+//!
+//! Needs `pebble` on PATH: `source scripts/pebble.sh` installs it
+//! (`go install github.com/canonical/pebble/cmd/pebble@v1.32.1`).
+#![cfg(feature = "pebble")]
+
+use crate::support::{env, pebble_daemon, synapse_tree};
+
+use std::fs;
+
+use env::{Env, PASSPHRASE, sh};
+use pebble_daemon::{LAYER, PebbleDaemon};
+use synapse_backup::{
+    BackupStatus, Container, ExtractTarget, Layout, PebbleContainer, RestoreOptions,
+    RetentionPolicy, S3Client, create_backup_with, extract_backup_with, list_backups,
+    prune_backups, restore_backup_with, verify_backup_with,
+};
+use synapse_tree::{TreeSpec, walk};
+
+/// The tree handed to `nobody` (the workload user) and a layout running as them, with
+/// Pebble's `synapse` service.
+fn workload(env: &Env) -> Layout {
+    sh(
+        r#"chown -R nobody:nogroup "$1" && chmod 0755 "$2""#,
+        env,
+        &[
+            &env.tree.root.to_string_lossy(),
+            &env.dir.path().to_string_lossy(),
+        ],
+    );
+    env.layout
+        .clone()
+        .user(Some("nobody".into()))
+        .group(Some("nogroup".into()))
+        .service(Some("synapse".into()))
+}
+
+fn work_dirs_left(env: &Env) -> Vec<String> {
+    fs::read_dir(&env.tree.data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".synapse-backup-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_whole_life_cycle_runs_through_pebble_as_the_workload_user() {
+    let daemon = PebbleDaemon::start();
+    let c = PebbleContainer::new(daemon.socket());
+    let env = Env::new(&TreeSpec::default()).await;
+    let layout = workload(&env);
+    let before = env.tree.backed_up_files();
+
+    let first = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &synapse_backup::BackupOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create through pebble: {e}"));
+    let client = S3Client::new(&env.params).unwrap();
+    let listed = list_backups(&client).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].status, BackupStatus::Complete);
+
+    let verified = verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &first.id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("verify through pebble: {e}"));
+    assert_eq!(verified.status, BackupStatus::Complete);
+
+    // Synapse runs (under Pebble); the tree changes; restore stops it, swaps, starts it.
+    let synapse = ["synapse".to_string()];
+    c.start(&synapse).await.unwrap();
+    let media = walk(&env.tree.media.join("local_content"))[0].clone();
+    fs::write(&media, b"changed after the backup").unwrap();
+    let restored = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &first.id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("restore through pebble: {e}"));
+    assert!(!restored.restored.is_empty(), "{restored:?}");
+    assert_eq!(env.tree.backed_up_files(), before, "restored byte for byte");
+    assert!(
+        c.is_running("synapse").await.unwrap(),
+        "restore starts the service it stopped"
+    );
+    assert!(
+        daemon
+            .get("/v1/changes?select=all")
+            .contains("\"kind\":\"stop\""),
+        "Pebble stopped the service during the restore"
+    );
+
+    let out = env.dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
+    let target = out.join("extracted");
+    let extracted = extract_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &first.id,
+        &layout,
+        &ExtractTarget::new(target.to_string_lossy().into_owned()),
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("extract through pebble: {e}"));
+    let _ = extracted;
+    assert!(
+        !walk(&target).is_empty(),
+        "extract wrote the backup's files under {}",
+        target.display()
+    );
+
+    let second = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &synapse_backup::BackupOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("second create: {e}"));
+    let pruned = prune_backups(
+        &client,
+        &RetentionPolicy {
+            keep_last: Some(1),
+            older_than_days: Some(0),
+            ..RetentionPolicy::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        pruned
+            .deleted
+            .iter()
+            .map(|b| b.id.clone())
+            .collect::<Vec<_>>(),
+        [first.id],
+        "{pruned:?}"
+    );
+    let left = list_backups(&client).await.unwrap();
+    assert_eq!(
+        left.iter().map(|b| b.id.clone()).collect::<Vec<_>>(),
+        [second.id]
+    );
+    assert!(
+        work_dirs_left(&env).is_empty(),
+        "{:?}",
+        work_dirs_left(&env)
+    );
+    c.stop(&synapse).await.unwrap();
+}
+
+/// With Pebble's persistence on, neither the passphrase nor the S3 secret key appears in
+/// its state file or in any change or task record after a create and a restore.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_stay_out_of_pebbles_records_and_state() {
+    let daemon = PebbleDaemon::start_with(LAYER, true);
+    let c = PebbleContainer::new(daemon.socket());
+    let env = Env::new(&TreeSpec::default()).await;
+    let layout = workload(&env);
+    let report = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &synapse_backup::BackupOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create through pebble: {e}"));
+    restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &report.id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("restore through pebble: {e}"));
+    let secret_key = env.server.secret_key.clone();
+    let changes = daemon.get("/v1/changes?select=all");
+    assert!(changes.contains("\"kind\":\"exec\""), "{changes}");
+    // Pebble checkpoints its state file on every state change while persisting.
+    let state_path = daemon.dir().join(".pebble.state");
+    let log = daemon.log();
+    let state = fs::read_to_string(&state_path)
+        .unwrap_or_else(|e| panic!("no state file {} ({e})", state_path.display()));
+    assert!(state.contains("exec"), "the state file records the execs");
+    for (what, secret) in [
+        ("passphrase", PASSPHRASE),
+        ("secret key", secret_key.as_str()),
+    ] {
+        assert!(
+            !changes.contains(secret),
+            "the {what} is in Pebble's changes"
+        );
+        assert!(
+            !state.contains(secret),
+            "the {what} is in Pebble's state file"
+        );
+        assert!(!log.contains(secret), "the {what} is in Pebble's log");
+    }
+}

@@ -1,0 +1,782 @@
+//! list, verify, restore, delete and prune against real tools and an S3 server.
+
+#[cfg(feature = "cli")]
+mod trust;
+
+use crate::support::{env, synapse_tree};
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use env::{Env, PASSPHRASE, sh};
+use synapse_backup::{
+    BackupError, BackupId, BackupOptions, BackupStatus, Layout, LocalContainer, RestoreOptions,
+    S3Client, create_backup_with, delete_backup, list_backups, restore_backup_with,
+    verify_backup_with,
+};
+use synapse_tree::{TreeSpec, change_db, dump_db, walk};
+
+/// Every file under the data dir except the work dirs, with its bytes.
+fn snapshot(data: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walk(data)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("/.synapse-backup-"))
+        .map(|p| {
+            (
+                p.strip_prefix(data).unwrap().to_path_buf(),
+                fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn backup(env: &Env, c: &LocalContainer) -> BackupId {
+    env.create(c).await.unwrap().id
+}
+
+fn work_dirs_left(data: &Path) -> Vec<String> {
+    fs::read_dir(data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".synapse-backup-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_round_trip_restores_byte_for_byte() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let db = env.tree.data.join("homeserver.db");
+    let key = env.tree.data.join("example.test.signing.key");
+    std::os::unix::fs::chown(&key, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let before_files = env.tree.backed_up_files();
+    let before_db = dump_db(&db);
+    let id = backup(&env, &c).await;
+
+    let client = S3Client::new(&env.params).unwrap();
+    let list = list_backups(&client).await.unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (list[0].id.clone(), list[0].status),
+        (id.clone(), BackupStatus::Complete)
+    );
+    assert!(list[0].size > 0);
+
+    let report = verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.status, BackupStatus::Complete);
+    assert!(report.members > 10);
+    assert!(
+        report.authenticated_manifest,
+        "a backup of ours carries its inner manifest"
+    );
+
+    // Mutate the live tree: delete media, change the db, add files, leave a stale WAL.
+    fs::remove_dir_all(env.tree.media.join("local_thumbnails")).unwrap();
+    let first_media = walk(&env.tree.media.join("local_content"))[0].clone();
+    fs::write(&first_media, b"overwritten").unwrap();
+    fs::write(
+        env.tree.media.join("local_content/new-file"),
+        b"added after the backup",
+    )
+    .unwrap();
+    change_db(&db);
+    assert_ne!(dump_db(&db), before_db);
+    fs::write(env.tree.data.join("homeserver.db-wal"), b"stale wal").unwrap();
+
+    let restored = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        restored
+            .restored
+            .contains(&"data/homeserver.db".to_string()),
+        "{:?}",
+        restored.restored
+    );
+    assert_eq!(
+        env.tree.backed_up_files(),
+        before_files,
+        "media and keys must be restored byte for byte"
+    );
+    assert!(!env.tree.media.join("local_content/new-file").exists());
+    assert!(
+        !env.tree.data.join("homeserver.db-wal").exists(),
+        "a stale WAL must not sit beside the restored snapshot"
+    );
+    assert_eq!(dump_db(&db), before_db);
+    assert!(
+        env.tree.media.join("remote_content").exists(),
+        "remote media is left alone"
+    );
+    assert!(
+        work_dirs_left(&env.tree.data).is_empty(),
+        "{:?}",
+        work_dirs_left(&env.tree.data)
+    );
+
+    delete_backup(&client, &id).await.unwrap();
+    assert!(list_backups(&client).await.unwrap().is_empty());
+    let e = delete_backup(&client, &id).await.unwrap_err();
+    assert!(matches!(e, BackupError::NotFound { .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reference_made_backup_lists_as_legacy_and_restores() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let before = env.tree.backed_up_files();
+    let before_db = dump_db(&env.tree.data.join("homeserver.db"));
+    // The reference pipeline's shape: tar -c | gpg --symmetric (default compression) |
+    // aws s3 cp -. Its members are `data/...` (tar strips the leading `/` of `/data`).
+    let id = BackupId::generate();
+    let key = format!("synapse/backups/{id}");
+    let pass = env.dir.path().join("ref-pass");
+    fs::write(&pass, PASSPHRASE).unwrap();
+    sh(
+        r#"cd "$1"
+           tar -c data/example.test.signing.key data/homeserver.db data/media_store/local_content data/media_store/local_thumbnails |
+             gpg --batch --no-symkey-cache --pinentry-mode loopback --passphrase-file "$2" --symmetric 2>/dev/null |
+             aws s3 cp --only-show-errors --endpoint-url "$ENDPOINT" - "s3://$3/$4""#,
+        &env,
+        &[
+            &env.tree.root.to_string_lossy(),
+            &pass.to_string_lossy(),
+            &env.bucket,
+            &key,
+        ],
+    );
+    let client = S3Client::new(&env.params).unwrap();
+    let list = list_backups(&client).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].status, BackupStatus::Legacy);
+
+    fs::remove_dir_all(env.tree.media.join("local_content")).unwrap();
+    change_db(&env.tree.data.join("homeserver.db"));
+    let report = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.status, BackupStatus::Legacy);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("legacy")),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(env.tree.backed_up_files(), before);
+    assert_eq!(dump_db(&env.tree.data.join("homeserver.db")), before_db);
+}
+
+/// Restores that must fail leave the live data exactly as it was.
+async fn assert_restore_fails(
+    env: &Env,
+    c: &LocalContainer,
+    id: &BackupId,
+    passphrase: &str,
+    layout: &Layout,
+) -> BackupError {
+    let before = snapshot(&env.tree.data);
+    let e = restore_backup_with(
+        c,
+        &env.params,
+        passphrase,
+        id,
+        layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        snapshot(&env.tree.data),
+        before,
+        "live data changed by a failed restore ({e})"
+    );
+    assert!(
+        work_dirs_left(&env.tree.data).is_empty(),
+        "{:?}",
+        work_dirs_left(&env.tree.data)
+    );
+    e
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_passphrase_flipped_byte_truncation_and_missing_manifest_are_told_apart() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let id = backup(&env, &c).await;
+    let object = env.bucket_dir().join(format!("synapse/backups/{id}"));
+    let original = fs::read(&object).unwrap();
+
+    let e = assert_restore_fails(&env, &c, &id, "not the passphrase", &env.layout).await;
+    assert!(matches!(e, BackupError::WrongPassphrase { .. }), "{e}");
+    let v = verify_backup_with(
+        &c,
+        &env.params,
+        "not the passphrase",
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(v, BackupError::WrongPassphrase { .. }), "{v}");
+
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    fs::write(&object, &flipped).unwrap();
+    let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &env.layout).await;
+    assert!(
+        matches!(&e, BackupError::Corrupted { reason, .. } if reason.contains("SHA-256")),
+        "{e}"
+    );
+    let v = verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(v, BackupError::Corrupted { .. }), "{v}");
+
+    fs::write(&object, &original[..original.len() - 1000]).unwrap();
+    let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &env.layout).await;
+    assert!(
+        matches!(&e, BackupError::Corrupted { reason, .. } if reason.contains("truncated")),
+        "{e}"
+    );
+
+    fs::write(&object, &original).unwrap();
+    verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    fs::remove_file(
+        env.bucket_dir()
+            .join(format!("synapse/backups/{id}.manifest.json")),
+    )
+    .unwrap();
+    let client = S3Client::new(&env.params).unwrap();
+    assert_eq!(
+        list_backups(&client).await.unwrap()[0].status,
+        BackupStatus::Incomplete
+    );
+    let v = verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(v, BackupError::MissingManifest { .. }), "{v}");
+    let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &env.layout).await;
+    assert!(matches!(e, BackupError::MissingManifest { .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_space_for_staging_leaves_live_data() {
+    let env = Env::new(&TreeSpec {
+        media_files: 20,
+        media_bytes: 8 << 20,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    let id = backup(&env, &c).await;
+    // Staging on a 4 MiB tmpfs (the layout's work dir): too small for 8 MiB of media.
+    let small = env.tree.root.join("small");
+    fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("mount (util-linux) is needed");
+    assert!(
+        mounted.success(),
+        "this test mounts a small tmpfs and must run as root"
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let layout = env.layout.clone().work_dir(Some("/small".into()));
+    let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &layout).await;
+    assert!(matches!(e, BackupError::InsufficientSpace { .. }), "{e}");
+    assert!(e.to_string().contains("free space"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malicious_archives_are_refused_and_write_nothing_outside_staging() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let client = S3Client::new(&env.params).unwrap();
+    let pass = env.dir.path().join("p");
+    fs::write(&pass, PASSPHRASE).unwrap();
+    let victim = env.dir.path().join("victim");
+    let cases = [
+        // `..` climbing out of the staging dir.
+        (
+            "dotdot",
+            format!(
+                "--transform=s,^payload,data/../../../../../..{},",
+                victim.display()
+            ),
+        ),
+        // An absolute member.
+        ("absolute", "--absolute-names".to_string()),
+    ];
+    for (i, (name, transform)) in cases.iter().enumerate() {
+        let src = env.dir.path().join(format!("evil-{name}"));
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("payload"), b"evil").unwrap();
+        let id = BackupId::generate();
+        let key = format!("synapse/backups/{id}");
+        let member = if *name == "absolute" {
+            victim.to_string_lossy().into_owned()
+        } else {
+            "payload".into()
+        };
+        if *name == "absolute" {
+            fs::copy(src.join("payload"), &victim).unwrap();
+        }
+        sh(
+            r#"cd "$1" && tar -c "$2" "$3" | gpg --batch --pinentry-mode loopback --passphrase-file "$4" --symmetric 2>/dev/null |
+               aws s3 cp --only-show-errors --endpoint-url "$ENDPOINT" - "s3://$5/$6""#,
+            &env,
+            &[
+                &src.to_string_lossy(),
+                transform,
+                &member,
+                &pass.to_string_lossy(),
+                &env.bucket,
+                &key,
+            ],
+        );
+        if *name == "absolute" {
+            fs::remove_file(&victim).unwrap();
+        }
+        let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &env.layout).await;
+        assert!(
+            matches!(e, BackupError::UnsafeMember { .. }),
+            "case {i} {name}: {e}"
+        );
+        assert!(!victim.exists(), "case {name} wrote outside staging");
+    }
+    assert_eq!(list_backups(&client).await.unwrap().len(), 2);
+}
+
+/// A container whose `synapse` service is a real process that refuses to start when
+/// `data/zz.key` says `poison`, and records its pid.
+fn with_service(env: &Env) -> (LocalContainer, Layout, PathBuf) {
+    let pidfile = env.dir.path().join("service.pid");
+    let supervisor = synapse_backup::ProcessSupervisor::new()
+        .with_grace_period(std::time::Duration::from_secs(2));
+    supervisor.add(
+        "synapse",
+        vec![
+            "bash".to_string(),
+            "-c".into(),
+            r#"[ "$(cat "$1")" != poison ] || exit 1; echo $$ >"$2"; exec sleep 600"#.into(),
+            "bash".into(),
+            env.tree.data.join("zz.key").to_string_lossy().into_owned(),
+            pidfile.to_string_lossy().into_owned(),
+        ],
+    );
+    let layout = env.layout.clone().service(Some("synapse".into()));
+    (LocalContainer::with_services(supervisor), layout, pidfile)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_service_is_stopped_for_the_swap_and_started_again() {
+    use synapse_backup::Container;
+    let env = Env::new(&TreeSpec::default()).await;
+    fs::write(env.tree.data.join("zz.key"), "fine").unwrap();
+    let (c, layout, pidfile) = with_service(&env);
+    let svc = ["synapse".to_string()];
+    let id = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap()
+    .id;
+    c.start(&svc).await.unwrap();
+    let pid_before = fs::read_to_string(&pidfile).unwrap();
+    restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        c.is_running("synapse").await.unwrap(),
+        "the service must run after the restore"
+    );
+    assert_ne!(
+        fs::read_to_string(&pidfile).unwrap(),
+        pid_before,
+        "the service must have been restarted"
+    );
+    // A stopped service stays stopped.
+    c.stop(&svc).await.unwrap();
+    restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(!c.is_running("synapse").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_that_fails_on_the_restored_data_gets_the_old_data_back_and_runs() {
+    use synapse_backup::{Container, Stage};
+    let env = Env::new(&TreeSpec::default()).await;
+    // The backup carries a key the service refuses to start with.
+    fs::write(env.tree.data.join("zz.key"), "poison").unwrap();
+    let (c, layout, _) = with_service(&env);
+    let id = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap()
+    .id;
+    fs::write(env.tree.data.join("zz.key"), "fine").unwrap();
+    change_db(&env.tree.data.join("homeserver.db"));
+    c.start(&["synapse".to_string()]).await.unwrap();
+    let before = snapshot(&env.tree.data);
+    let e = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            BackupError::StageFailed {
+                stage: Stage::Service,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("did not start") && e.to_string().contains("put back"),
+        "{e}"
+    );
+    assert_eq!(
+        snapshot(&env.tree.data),
+        before,
+        "the previous live data must be back"
+    );
+    assert!(
+        c.is_running("synapse").await.unwrap(),
+        "the service must run again on the previous data"
+    );
+    assert!(work_dirs_left(&env.tree.data).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_swap_is_rolled_back() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let id = backup(&env, &c).await;
+    // The media store's parent cannot take the staged dirs: make `local_thumbnails`
+    // un-replaceable by putting an immutable-ish obstacle: a non-empty dir where the
+    // swap must create the parent of a unit. Simplest real fault: remove the media
+    // store and put a regular file in its place, so `mkdir -p` of the parent fails
+    // after the keys and database were already swapped.
+    fs::remove_dir_all(&env.tree.media).unwrap();
+    fs::write(&env.tree.media, b"not a dir").unwrap();
+    change_db(&env.tree.data.join("homeserver.db"));
+    let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &env.layout).await;
+    assert!(
+        matches!(
+            &e,
+            BackupError::StageFailed {
+                stage: synapse_backup::Stage::Swap,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_users_copy_beside_the_database_is_restored_not_dropped_as_a_sidecar() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let copy = env.tree.data.join("homeserver.db-before-upgrade");
+    fs::write(&copy, b"the user's copy before an upgrade").unwrap();
+    let id = backup(&env, &c).await;
+    fs::write(&copy, b"changed after the backup").unwrap();
+    // SQLite's own sidecars are still set aside.
+    fs::write(
+        env.tree.data.join("homeserver.db-journal"),
+        b"stale journal",
+    )
+    .unwrap();
+    fs::write(
+        env.tree.data.join("homeserver.db-mj1A2B3C9D4"),
+        b"stale super-journal",
+    )
+    .unwrap();
+    let restored = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fs::read(&copy).ok().as_deref(),
+        Some(&b"the user's copy before an upgrade"[..]),
+        "restored: {:?}, dropped: {:?}",
+        restored.restored,
+        restored.dropped
+    );
+    assert!(
+        restored
+            .restored
+            .contains(&"data/homeserver.db-before-upgrade".to_string()),
+        "{:?}",
+        restored.restored
+    );
+    let mut dropped = restored.dropped.clone();
+    dropped.sort();
+    assert_eq!(
+        dropped,
+        vec![
+            "data/homeserver.db-journal".to_string(),
+            "data/homeserver.db-mj1A2B3C9D4".to_string()
+        ]
+    );
+    assert!(!env.tree.data.join("homeserver.db-journal").exists());
+}
+
+/// A work dir as a killed restore (a process now gone) leaves it: its owner record, an
+/// SSE-C key file, the aws config and decrypted staging; with `swap_begun`, the live
+/// signing key it had set aside and the swap's logs.
+fn killed_restore_dir(env: &Env, name: &str, swap_begun: bool) -> PathBuf {
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let host = String::from_utf8(
+        std::process::Command::new("hostname")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let dir = env
+        .tree
+        .data
+        .join(format!(".synapse-backup-restore.{name}"));
+    fs::create_dir_all(dir.join("stage/data")).unwrap();
+    fs::create_dir_all(dir.join("gnupg")).unwrap();
+    fs::write(
+        dir.join("owner"),
+        format!(
+            "host {}\npid {pid}\nstart 1\nboot {}\n",
+            host.trim(),
+            boot.trim()
+        ),
+    )
+    .unwrap();
+    fs::write(dir.join("sse-c.key"), [7u8; 32]).unwrap();
+    fs::write(dir.join("aws-config"), "[default]\n").unwrap();
+    fs::write(dir.join("stage/data/homeserver.db"), "decrypted database").unwrap();
+    if swap_begun {
+        fs::create_dir_all(dir.join("aside/data")).unwrap();
+        fs::write(
+            dir.join("aside/data/example.test.signing.key"),
+            "the previous live key",
+        )
+        .unwrap();
+        fs::write(dir.join("aside.log"), "data/example.test.signing.key\0").unwrap();
+        fs::write(dir.join("placed.log"), "").unwrap();
+    }
+    // A read-only dir from the archive must not stop the sweep.
+    fs::create_dir_all(dir.join("stage/data/media_store/local_content/ro")).unwrap();
+    fs::set_permissions(
+        dir.join("stage/data/media_store/local_content/ro"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o555),
+    )
+    .unwrap();
+    dir
+}
+
+/// The next restore sweeps what killed restores left: a dir with nothing set aside goes
+/// entirely; one whose swap had begun loses its SSE-C key, aws config and decrypted
+/// staging but keeps the set-aside live files (the only copy of the previous data) and
+/// its logs, and the report says how to roll back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_restore_sweeps_a_killed_restores_keys_and_staging_and_keeps_what_it_set_aside() {
+    let env = Env::new(&TreeSpec {
+        media_files: 4,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    let id = backup(&env, &c).await;
+    let plain = killed_restore_dir(&env, "Plain00000", false);
+    let half = killed_restore_dir(&env, "Half000000", true);
+    let report = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(!plain.exists(), "nothing set aside: removed");
+    for gone in ["sse-c.key", "aws-config", "stage", "gnupg"] {
+        assert!(!half.join(gone).exists(), "{gone} is left");
+    }
+    assert_eq!(
+        fs::read_to_string(half.join("aside/data/example.test.signing.key")).unwrap(),
+        "the previous live key"
+    );
+    assert!(half.join("aside.log").exists() && half.join("owner").exists());
+    let advice = report
+        .warnings
+        .iter()
+        .find(|w| w.contains(&format!("{}/aside", half.display())))
+        .unwrap_or_else(|| panic!("no roll-back advice: {:?}", report.warnings));
+    assert!(advice.contains("roll back"), "{advice}");
+    // Only the kept dir remains, and a later run keeps it too.
+    assert_eq!(
+        work_dirs_left(&env.tree.data),
+        vec![half.file_name().unwrap().to_string_lossy().into_owned()]
+    );
+    env.create(&c).await.unwrap();
+    assert!(half.join("aside/data/example.test.signing.key").exists());
+}
+
+struct Unmount(PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The data dir on a small volume of its own and the media store a symlink to another
+/// volume: staging fits, but setting the live media aside is a copy onto the data
+/// volume, which does not. The restore says so before anything is stopped or moved.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_media_store_on_another_volume_counts_the_set_aside_copy() {
+    let env = Env::new(&TreeSpec {
+        media_files: 16,
+        media_bytes: 8 << 20,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    let elsewhere = env.tree.root.join("media-volume");
+    fs::rename(&env.tree.media, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &env.tree.media).unwrap();
+    let id = backup(&env, &c).await;
+    // Now put the data dir (with the symlink) on a 14 MiB volume.
+    let saved = env.tree.root.join("data.saved");
+    fs::rename(&env.tree.data, &saved).unwrap();
+    fs::create_dir(&env.tree.data).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=14m", "tmpfs"])
+        .arg(&env.tree.data)
+        .status()
+        .expect("mount (util-linux) is needed");
+    assert!(
+        mounted.success(),
+        "this test mounts a small tmpfs and must run as root"
+    );
+    let _unmount = Unmount(env.tree.data.clone());
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", saved.display()))
+        .arg(&env.tree.data)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let before = snapshot(&env.tree.data);
+    let e = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, BackupError::InsufficientSpace { path, .. } if path.ends_with("/data")),
+        "{e}"
+    );
+    assert_eq!(snapshot(&env.tree.data), before, "live data untouched");
+    assert!(work_dirs_left(&env.tree.data).is_empty());
+}
