@@ -1936,7 +1936,7 @@ mod tests {
     use crate::container::local::{LocalContainer, ProcessSupervisor};
 
     /// The whole suite against `LocalContainer` from inside the crate (the per-check tests
-    /// live in `tests/container_conformance.rs`).
+    /// live in `tests/integration/container/conformance.rs`).
     #[tokio::test]
     async fn local_container_passes_the_whole_suite() {
         let scratch = tempfile::tempdir().expect("a temporary directory");

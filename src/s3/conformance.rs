@@ -2,7 +2,7 @@
 //! rely on, checked the same way against every implementation (compiled with the
 //! `testing` feature, and in this crate's own tests). It runs against
 //! [`MemoryStore`](crate::s3::memory::MemoryStore) in the unit tests and against
-//! [`S3Client`](crate::S3Client) on a real S3 server in `tests/store_conformance.rs`,
+//! [`S3Client`](crate::S3Client) on a real S3 server in `tests/integration/s3/store_conformance.rs`,
 //! so the fake cannot drift from the real thing.
 //!
 //! ```no_run

@@ -1,9 +1,6 @@
-//! Shared set-up for the CLI tests of issue 15 (`cli_operator.rs`, `cli_commands.rs`): a
+//! Shared set-up for the CLI tests (`cli/operator.rs`, `cli/commands.rs`, …): a
 //! synthetic Synapse tree, an in-process S3 server, a good s3 file and passphrase file,
 //! and the binary with a clean environment.
-//!
-//! Include after `env`, `s3_server` and `synapse_tree`:
-//! `#[path = "support/cli_fixture.rs"] mod cli_fixture;`
 #![allow(dead_code)]
 
 use std::fs;

@@ -1,9 +1,6 @@
 //! Shared set-up for the backup integration tests: a synthetic Synapse tree in a temp
 //! dir, an in-process S3 server, parameters, a layout rooted at the tree, and the real
 //! tools found on PATH (the test command puts the aws CLI there).
-//!
-//! Include after `s3_server` and `synapse_tree`:
-//! `#[path = "support/env.rs"] mod env;`
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -12,7 +9,7 @@ use std::process::Command;
 use synapse_backup::{Layout, S3Parameters};
 
 use super::s3_server::TestS3Server;
-use super::synapse_tree::{SynapseTree, TreeSpec};
+use super::synapse_tree::{SynapseTree, TreeSpec, walk};
 
 /// Fails (never skips) with an install hint when a tool is missing.
 pub fn require_tool(tool: &str, hint: &str) -> PathBuf {
@@ -92,6 +89,69 @@ impl Env {
     pub fn bucket_dir(&self) -> PathBuf {
         self.server.root.join(&self.bucket)
     }
+
+    /// The s3s-fs file of the object `key`.
+    pub fn object_path(&self, key: &str) -> PathBuf {
+        self.bucket_dir().join(key)
+    }
+
+    /// Every object file in the bucket (s3s-fs's own metadata left out).
+    pub fn objects_in_bucket(&self) -> Vec<PathBuf> {
+        walk(&self.bucket_dir())
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().contains(".s3s"))
+            .collect()
+    }
+
+    /// The work dirs (`.synapse-backup-*`) left in the data dir, by name.
+    pub fn work_dirs_left(&self) -> Vec<String> {
+        std::fs::read_dir(&self.tree.data)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".synapse-backup-"))
+            .collect()
+    }
+
+    /// The environment's relation data (with its `path`) and `extra` keys, parsed.
+    pub fn params_with(&self, extra: &[(&str, &str)]) -> S3Parameters {
+        let mut data = self.server.relation_data(&self.bucket);
+        data.insert("path".into(), "synapse/backups".into());
+        for (k, v) in extra {
+            data.insert(k.to_string(), v.to_string());
+        }
+        S3Parameters::from_relation_data(&data).unwrap()
+    }
+
+    /// A tmpfs of `size` (`4m`) mounted at `<root>/<name>` until the guard drops.
+    pub fn small_tmpfs(&self, name: &str, size: &str) -> Unmount {
+        let small = self.tree.root.join(name);
+        std::fs::create_dir_all(&small).unwrap();
+        mount_tmpfs(&small, size)
+    }
+}
+
+/// Unmounts its path when dropped.
+pub struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` at the existing dir `at` until the guard drops (as root).
+pub fn mount_tmpfs(at: &Path, size: &str) -> Unmount {
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(at)
+        .status()
+        .expect("mount (util-linux) is needed");
+    assert!(
+        mounted.success(),
+        "this test mounts a small tmpfs and must run as root"
+    );
+    Unmount(at.to_path_buf())
 }
 
 /// A layout rooted at `root` that runs as the current user with the tools on PATH.

@@ -189,6 +189,21 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Every file under `dir` (work dirs, `.synapse-backup-*`, left out) by its path
+/// relative to `dir`, with its bytes.
+pub fn files_under(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("/.synapse-backup-"))
+        .map(|p| {
+            (
+                p.strip_prefix(dir).unwrap().to_path_buf(),
+                fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn python(script: &str, args: &[&str]) -> std::process::Output {
     let out = Command::new("python3")
         .arg("-c")

@@ -1,4 +1,4 @@
-//! Issue 15, the commands a restic user reaches for, against a real in-process S3
+//! The commands a restic user reaches for, against a real in-process S3
 //! server: `ls`, `verify --all`, `--limit-upload` / `--limit-download`,
 //! `restore --keep-one-time-keys` and restore's report of what it changed,
 //! `verify` without a Synapse tree, `restore --target` (with `--include`), and the s3

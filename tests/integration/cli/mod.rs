@@ -1024,7 +1024,7 @@ fn send(child: &std::process::Child, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
 }
 
-/// Issue 11 item 5: SIGHUP (a closed terminal) mid-upload stops the backup and cleans
+/// SIGHUP (a closed terminal) mid-upload stops the backup and cleans
 /// up like Ctrl-C: the pipeline dies, the work dir goes, no object or multipart upload
 /// is left.
 #[test]
@@ -1097,7 +1097,7 @@ fn sighup_stops_a_create_mid_upload_and_leaves_nothing() {
     f.assert_no_secrets(&[]);
 }
 
-/// Issue 11 item 6: Ctrl-C on a `create` removes only its own work dir, never one
+/// Ctrl-C on a `create` removes only its own work dir, never one
 /// another run made meanwhile (here a restore's, holding set-aside live files).
 #[test]
 fn ctrl_c_does_not_remove_another_runs_work_dir() {
@@ -1133,7 +1133,7 @@ fn ctrl_c_does_not_remove_another_runs_work_dir() {
     );
 }
 
-/// Issue 11 (d) and the snapshot's mode: run as root without --user, the CLI runs the
+/// The pipelines' user and the snapshot's mode: run as root without --user, the CLI runs the
 /// pipelines as the owner of the data dir, so the snapshot belongs to that user and
 /// keeps the live database's mode, through a create and a restore.
 #[test]

@@ -1,4 +1,4 @@
-//! Issue 15, the command line as an operator meets it, against a real in-process S3
+//! The command line as an operator meets it, against a real in-process S3
 //! server: errors that name the cause and the fix (missing bucket, dead port, TLS to a
 //! plain-HTTP port, wrong keys, missing data dir), `latest` as an id, the global
 //! `--json` (errors included), `SYNAPSE_BACKUP_PASSPHRASE_FILE`, `prune --dry-run`

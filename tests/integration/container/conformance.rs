@@ -1,6 +1,6 @@
 //! The `Container` conformance suite run against `LocalContainer`, one test per check.
 //!
-//! Run alone with `cargo test --all-features --test container_conformance conformance_`.
+//! Run alone with `cargo test --all-features --test integration container::conformance`.
 //! Needs the `testing` feature (the README's test command uses `--all-features`).
 #![cfg(feature = "testing")]
 

@@ -4,7 +4,6 @@ mod sse;
 
 use crate::support::{env, faulty, s3_server, synapse_tree};
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -15,7 +14,7 @@ use synapse_backup::ManifestPath;
 use synapse_backup::{
     BackupError, BackupOptions, LocalContainer, Manifest, S3Client, Stage, create_backup_with,
 };
-use synapse_tree::{TreeSpec, dump_db, walk};
+use synapse_tree::{TreeSpec, dump_db, files_under, walk};
 
 /// Downloads, decrypts (plain gpg) and extracts (plain tar) the object into a new dir.
 fn manual_restore(env: &Env, key: &str) -> PathBuf {
@@ -41,43 +40,6 @@ fn manual_restore(env: &Env, key: &str) -> PathBuf {
     out
 }
 
-fn files_under(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    walk(dir)
-        .into_iter()
-        .map(|p| {
-            (
-                p.strip_prefix(dir).unwrap().to_path_buf(),
-                fs::read(&p).unwrap(),
-            )
-        })
-        .collect()
-}
-
-fn object_path(env: &Env, key: &str) -> PathBuf {
-    env.bucket_dir().join(key)
-}
-
-fn leftover_work_dirs(env: &Env) -> Vec<PathBuf> {
-    fs::read_dir(&env.tree.data)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".synapse-backup-")
-        })
-        .collect()
-}
-
-fn objects_in_bucket(env: &Env) -> Vec<PathBuf> {
-    walk(&env.bucket_dir())
-        .into_iter()
-        .filter(|p| !p.to_string_lossy().contains(".s3s"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn round_trip_is_readable_with_plain_aws_gpg_and_tar() {
     let env = Env::new(&TreeSpec::default()).await;
@@ -89,7 +51,7 @@ async fn round_trip_is_readable_with_plain_aws_gpg_and_tar() {
         report.key
     );
     assert!(
-        leftover_work_dirs(&env).is_empty(),
+        env.work_dirs_left().is_empty(),
         "the work dir (passphrase) must be removed"
     );
 
@@ -153,14 +115,14 @@ async fn round_trip_is_readable_with_plain_aws_gpg_and_tar() {
 
     // The manifest matches the object.
     let manifest_bytes =
-        fs::read(object_path(&env, &format!("{}.manifest.json", report.key))).unwrap();
+        fs::read(env.object_path(&format!("{}.manifest.json", report.key))).unwrap();
     let manifest = Manifest::from_json(&manifest_bytes).unwrap();
-    let object = fs::read(object_path(&env, &report.key)).unwrap();
+    let object = fs::read(env.object_path(&report.key)).unwrap();
     assert_eq!(manifest.ciphertext_bytes, object.len() as u64);
     let sha = String::from_utf8(sh(
         "sha256sum \"$1\" | cut -d' ' -f1",
         &env,
-        &[&object_path(&env, &report.key).to_string_lossy()],
+        &[&env.object_path(&report.key).to_string_lossy()],
     ))
     .unwrap();
     assert_eq!(manifest.ciphertext_sha256, sha.trim());
@@ -328,7 +290,7 @@ async fn nothing_to_back_up_is_an_error() {
     let c = LocalContainer::new();
     let e = env.create(&c).await.unwrap_err();
     assert!(matches!(e, BackupError::NothingToBackUp { .. }), "{e}");
-    assert!(objects_in_bucket(&env).is_empty());
+    assert!(env.objects_in_bucket().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,7 +354,7 @@ async fn bad_passphrases_are_refused_before_anything_runs() {
             .unwrap_err();
         assert!(matches!(e, BackupError::InvalidPassphrase(_)), "{e}");
     }
-    assert!(objects_in_bucket(&env).is_empty());
+    assert!(env.objects_in_bucket().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -440,11 +402,11 @@ async fn tar_failing_half_way_leaves_nothing() {
         other => panic!("expected a tar failure, got {other}"),
     }
     assert!(
-        objects_in_bucket(&env).is_empty(),
+        env.objects_in_bucket().is_empty(),
         "{:?}",
-        objects_in_bucket(&env)
+        env.objects_in_bucket()
     );
-    assert!(leftover_work_dirs(&env).is_empty());
+    assert!(env.work_dirs_left().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -465,11 +427,11 @@ async fn gpg_failing_leaves_nothing() {
     );
     assert!(e.to_string().starts_with("gpg failed"), "{e}");
     assert!(
-        objects_in_bucket(&env).is_empty(),
+        env.objects_in_bucket().is_empty(),
         "{:?}",
-        objects_in_bucket(&env)
+        env.objects_in_bucket()
     );
-    assert!(leftover_work_dirs(&env).is_empty());
+    assert!(env.work_dirs_left().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -514,11 +476,11 @@ async fn upload_failing_mid_stream_leaves_nothing() {
         "{e}"
     );
     assert!(
-        objects_in_bucket(&env).is_empty(),
+        env.objects_in_bucket().is_empty(),
         "{:?}",
-        objects_in_bucket(&env)
+        env.objects_in_bucket()
     );
-    assert!(leftover_work_dirs(&env).is_empty());
+    assert!(env.work_dirs_left().is_empty());
 }
 
 /// Against moto, which implements ListMultipartUploads: a pipeline killed mid-upload
@@ -710,7 +672,7 @@ async fn without_a_snapshot_tool_the_error_says_so() {
         e.to_string().contains("neither") && e.to_string().contains("sqlite3"),
         "{e}"
     );
-    assert!(objects_in_bucket(&env).is_empty());
+    assert!(env.objects_in_bucket().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -770,7 +732,7 @@ async fn tls_ca_chain_reaches_the_aws_cli() {
     );
 }
 
-/// Item 8 of the create issue: when the upload dies first, gpg then fails on a broken
+/// When the upload dies first, gpg then fails on a broken
 /// pipe (exit 2, "write error") and tar dies of SIGPIPE; the error names the upload, the
 /// stage that failed for a reason of its own, not gpg.
 #[tokio::test(flavor = "multi_thread")]
@@ -808,11 +770,11 @@ async fn an_upload_that_dies_first_is_named_not_gpg_on_its_broken_pipe() {
         } => assert!(stderr.contains("upload refused by the test"), "{stderr}"),
         other => panic!("expected the upload to be named: {other}"),
     }
-    assert!(objects_in_bucket(&env).is_empty());
-    assert!(leftover_work_dirs(&env).is_empty());
+    assert!(env.objects_in_bucket().is_empty());
+    assert!(env.work_dirs_left().is_empty());
 }
 
-/// Issue 11 item 1: a process running as the workload user swaps every work dir (or
+/// A process running as the workload user swaps every work dir (or
 /// every file made in one) for a symlink to a root-owned file while root runs backups
 /// as that user. No root-owned file may change owner: privileged code never chowns a
 /// path that user can change.
@@ -941,7 +903,7 @@ fn live_layout(env: &Env, mutate: &str) -> synapse_backup::Layout {
     env.layout.clone().tar(tar.to_string_lossy().into_owned())
 }
 
-/// Issue 11 items 2 and 3: while tar runs, a file it is reading shrinks, another grows,
+/// While tar runs, a file it is reading shrinks, another grows,
 /// one not yet read is deleted, one is added and a whole `local_thumbnails` is purged.
 /// The backup succeeds, says what changed, and verify and restore accept it.
 #[tokio::test(flavor = "multi_thread")]
@@ -1023,7 +985,7 @@ esac"#,
     assert!(!content.join("zz-gone").exists());
 }
 
-/// Issue 11 item 3: a media upload (a new file) while tar runs does not fail the backup.
+/// A media upload (a new file) while tar runs does not fail the backup.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_media_upload_during_the_backup_does_not_fail_it() {
     let env = Env::new(&TreeSpec::default()).await;
@@ -1057,7 +1019,7 @@ async fn a_media_upload_during_the_backup_does_not_fail_it() {
     verify_and_restore(&env, &env.layout, &report.id).await;
 }
 
-/// Issue 11 item 4: a symlinked data dir (holding the database, media and key) and a
+/// A symlinked data dir (holding the database, media and key) and a
 /// symlinked signing key are followed and archived under their configured names, and
 /// the backup restores.
 #[tokio::test(flavor = "multi_thread")]
@@ -1128,7 +1090,7 @@ async fn symlinked_data_dir_media_store_and_signing_key_are_backed_up() {
     assert_eq!(dump_db(&env.tree.data.join("homeserver.db")), db_dump);
 }
 
-/// Issue 11 item 4: a symlinked `local_*` dir is refused with an error naming it, not
+/// A symlinked `local_*` dir is refused with an error naming it, not
 /// silently archived as a link restore would refuse.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_symlinked_local_media_dir_is_refused_by_name() {
@@ -1144,10 +1106,10 @@ async fn a_symlinked_local_media_dir_is_refused_by_name() {
             .contains("/data/media_store/local_thumbnails is a symbolic link"),
         "{e}"
     );
-    assert!(objects_in_bucket(&env).is_empty());
+    assert!(env.objects_in_bucket().is_empty());
 }
 
-/// Issue 11 item 4: hard-linked media are archived as files, and the backup restores.
+/// Hard-linked media are archived as files, and the backup restores.
 #[tokio::test(flavor = "multi_thread")]
 async fn hard_linked_media_are_restorable() {
     let env = Env::new(&TreeSpec::default()).await;
@@ -1185,7 +1147,7 @@ async fn hard_linked_media_are_restorable() {
     );
 }
 
-/// Issue 11 item 7: a `homeserver.yaml` error names the file, line and problem but never
+/// A `homeserver.yaml` error names the file, line and problem but never
 /// quotes the file (a line may hold `macaroon_secret_key`); duplicate keys are accepted
 /// as Synapse accepts them, the last one winning.
 #[tokio::test(flavor = "multi_thread")]
@@ -1254,7 +1216,7 @@ async fn homeserver_yaml_errors_hide_secrets_and_duplicate_keys_are_accepted() {
     );
 }
 
-/// Issue 11 item 9: a database another process keeps locked fails the snapshot after
+/// A database another process keeps locked fails the snapshot after
 /// the snapshot timeout with a clear error, instead of hanging the backup.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permanently_locked_database_times_out_with_a_clear_error() {
@@ -1307,8 +1269,8 @@ async fn a_permanently_locked_database_times_out_with_a_clear_error() {
     );
     assert!(e.to_string().contains("did not finish within 3 s"), "{e}");
     assert!(e.to_string().contains("locked"), "{e}");
-    assert!(objects_in_bucket(&env).is_empty());
-    assert!(leftover_work_dirs(&env).is_empty());
+    assert!(env.objects_in_bucket().is_empty());
+    assert!(env.work_dirs_left().is_empty());
 }
 
 /// The file list of the manifest `create` uploaded (the report does not hold it).
@@ -1380,9 +1342,9 @@ async fn workload_paths_are_read_as_the_workload_user_never_as_root() {
     );
     assert!(!e.to_string().contains("root-secret"), "{e}");
     assert!(
-        objects_in_bucket(&env).is_empty(),
+        env.objects_in_bucket().is_empty(),
         "{:?}",
-        objects_in_bucket(&env)
+        env.objects_in_bucket()
     );
 
     // The media store a symlink to a dir only root may list: its names are not read.
@@ -1495,30 +1457,7 @@ async fn a_backup_cancelled_during_the_snapshot_leaves_no_snapshot_running() {
     let _ = holder.kill();
     let _ = holder.wait();
     assert!(left.is_empty(), "still running: {left:?}");
-    assert!(objects_in_bucket(&env).is_empty());
-}
-
-struct Unmount(PathBuf);
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// Mounts a tmpfs of `size` at `<root>/<name>`.
-fn small_tmpfs(env: &Env, name: &str, size: &str) -> Unmount {
-    let small = env.tree.root.join(name);
-    fs::create_dir_all(&small).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(&small)
-        .status()
-        .expect("mount (util-linux) is needed");
-    assert!(
-        mounted.success(),
-        "this test mounts a small tmpfs and must run as root"
-    );
-    Unmount(small)
+    assert!(env.objects_in_bucket().is_empty());
 }
 
 /// The database snapshot never fills the volume it is written to: with less free
@@ -1535,7 +1474,7 @@ async fn the_snapshot_is_refused_when_it_would_fill_the_volume() {
         .unwrap()
         .len();
     assert!(db_bytes > 3 << 20, "{db_bytes}");
-    let _mount = small_tmpfs(&env, "small", "2m");
+    let _mount = env.small_tmpfs("small", "2m");
     let layout = env.layout.clone().work_dir(Some("/small".into()));
     let c = LocalContainer::new();
     let e = create_backup_with(
@@ -1558,7 +1497,7 @@ async fn the_snapshot_is_refused_when_it_would_fill_the_volume() {
         }
         other => panic!("expected InsufficientSpace, got {other}"),
     }
-    assert!(objects_in_bucket(&env).is_empty());
+    assert!(env.objects_in_bucket().is_empty());
     let small = env.tree.root.join("small");
     assert_eq!(fs::read_dir(&small).unwrap().count(), 0, "work dir left");
 }
@@ -1658,7 +1597,7 @@ fn a_killed_cli_leaves_no_pipeline_running_and_the_next_run_sweeps_its_work_dir(
     }
     assert!(!still, "the upload outlived the killed CLI");
     assert!(
-        !leftover_work_dirs(&env).is_empty(),
+        !env.work_dirs_left().is_empty(),
         "the killed run's dir is there"
     );
     let layout = env.layout.clone();
@@ -1666,8 +1605,8 @@ fn a_killed_cli_leaves_no_pipeline_running_and_the_next_run_sweeps_its_work_dir(
     let removed = rt.block_on(synapse_backup::remove_abandoned_work_dirs(&c, &layout));
     assert_eq!(removed.len(), 1, "{removed:?}");
     assert!(
-        leftover_work_dirs(&env).is_empty(),
+        env.work_dirs_left().is_empty(),
         "{:?}",
-        leftover_work_dirs(&env)
+        env.work_dirs_left()
     );
 }

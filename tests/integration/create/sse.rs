@@ -6,36 +6,16 @@
 use crate::support::{env, synapse_tree};
 
 use std::fs;
-use std::path::Path;
 
 use env::{Env, PASSPHRASE};
 use synapse_backup::{
-    BackupStatus, LocalContainer, RestoreOptions, S3Client, S3Parameters, list_backups,
-    restore_backup_with, verify_backup_with,
+    BackupStatus, LocalContainer, RestoreOptions, S3Client, list_backups, restore_backup_with,
+    verify_backup_with,
 };
 use synapse_tree::{TreeSpec, walk};
 
 const CUSTOMER_KEY: &str = "kbdHqFF4TiFej05J2TfqXDRc4QcyvesAQYmfnQvOosY=";
 const TOKEN: &str = "pipeline-session-token";
-
-/// The environment's relation data with extra keys.
-fn params_with(env: &Env, extra: &[(&str, &str)]) -> S3Parameters {
-    let mut data = env.server.relation_data(&env.bucket);
-    data.insert("path".into(), "synapse/backups".into());
-    for (k, v) in extra {
-        data.insert(k.to_string(), v.to_string());
-    }
-    S3Parameters::from_relation_data(&data).unwrap()
-}
-
-fn work_dirs_left(data: &Path) -> Vec<String> {
-    fs::read_dir(data)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".synapse-backup-"))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sse_c_backups_are_created_listed_verified_and_restored_with_the_key_only() {
@@ -45,18 +25,15 @@ async fn sse_c_backups_are_created_listed_verified_and_restored_with_the_key_onl
         ..TreeSpec::default()
     };
     let mut env = Env::new(&spec).await;
-    env.params = params_with(
-        &env,
-        &[
-            (
-                "attributes",
-                &format!(
-                    "Cache-Control=no-store;X-Amz-Server-Side-Encryption-Customer-Key={CUSTOMER_KEY}"
-                ),
+    env.params = env.params_with(&[
+        (
+            "attributes",
+            &format!(
+                "Cache-Control=no-store;X-Amz-Server-Side-Encryption-Customer-Key={CUSTOMER_KEY}"
             ),
-            ("session-token", TOKEN),
-        ],
-    );
+        ),
+        ("session-token", TOKEN),
+    ]);
     let c = LocalContainer::new();
     let before = env.tree.backed_up_files();
     let id = env.create(&c).await.unwrap().id;
@@ -111,7 +88,7 @@ async fn sse_c_backups_are_created_listed_verified_and_restored_with_the_key_onl
     }
 
     // Without the key nothing can be read: verify fails.
-    let without = params_with(&env, &[]);
+    let without = env.params_with(&[]);
     let e = verify_backup_with(
         &c,
         &without,
@@ -139,18 +116,16 @@ async fn sse_c_backups_are_created_listed_verified_and_restored_with_the_key_onl
     .unwrap();
     assert_eq!(env.tree.backed_up_files(), before, "restored byte for byte");
     assert!(
-        work_dirs_left(&env.tree.data).is_empty(),
+        env.work_dirs_left().is_empty(),
         "work dirs (and the key file in them) left: {:?}",
-        work_dirs_left(&env.tree.data)
+        env.work_dirs_left()
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sse_kms_headers_are_sent_on_writes_and_never_on_reads() {
     let mut env = Env::new(&TreeSpec::default()).await;
-    env.params = params_with(
-        &env,
-        &[(
+    env.params = env.params_with(&[(
             "attributes",
             r#"["X-Amz-Server-Side-Encryption=aws:kms", "X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id=alias/synapse"]"#,
         )],

@@ -5,43 +5,19 @@ mod trust;
 
 use crate::support::{env, synapse_tree};
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use env::{Env, PASSPHRASE, sh};
+use env::{Env, PASSPHRASE, mount_tmpfs, sh};
 use synapse_backup::{
     BackupError, BackupId, BackupOptions, BackupStatus, Layout, LocalContainer, RestoreOptions,
     S3Client, create_backup_with, delete_backup, list_backups, restore_backup_with,
     verify_backup_with,
 };
-use synapse_tree::{TreeSpec, change_db, dump_db, walk};
-
-/// Every file under the data dir except the work dirs, with its bytes.
-fn snapshot(data: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    walk(data)
-        .into_iter()
-        .filter(|p| !p.to_string_lossy().contains("/.synapse-backup-"))
-        .map(|p| {
-            (
-                p.strip_prefix(data).unwrap().to_path_buf(),
-                fs::read(&p).unwrap(),
-            )
-        })
-        .collect()
-}
+use synapse_tree::{TreeSpec, change_db, dump_db, files_under, walk};
 
 async fn backup(env: &Env, c: &LocalContainer) -> BackupId {
     env.create(c).await.unwrap().id
-}
-
-fn work_dirs_left(data: &Path) -> Vec<String> {
-    fs::read_dir(data)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".synapse-backup-"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -128,9 +104,9 @@ async fn full_round_trip_restores_byte_for_byte() {
         "remote media is left alone"
     );
     assert!(
-        work_dirs_left(&env.tree.data).is_empty(),
+        env.work_dirs_left().is_empty(),
         "{:?}",
-        work_dirs_left(&env.tree.data)
+        env.work_dirs_left()
     );
 
     delete_backup(&client, &id).await.unwrap();
@@ -199,7 +175,7 @@ async fn assert_restore_fails(
     passphrase: &str,
     layout: &Layout,
 ) -> BackupError {
-    let before = snapshot(&env.tree.data);
+    let before = files_under(&env.tree.data);
     let e = restore_backup_with(
         c,
         &env.params,
@@ -211,14 +187,14 @@ async fn assert_restore_fails(
     .await
     .unwrap_err();
     assert_eq!(
-        snapshot(&env.tree.data),
+        files_under(&env.tree.data),
         before,
         "live data changed by a failed restore ({e})"
     );
     assert!(
-        work_dirs_left(&env.tree.data).is_empty(),
+        env.work_dirs_left().is_empty(),
         "{:?}",
-        work_dirs_left(&env.tree.data)
+        env.work_dirs_left()
     );
     e
 }
@@ -320,24 +296,7 @@ async fn no_space_for_staging_leaves_live_data() {
     let c = LocalContainer::new();
     let id = backup(&env, &c).await;
     // Staging on a 4 MiB tmpfs (the layout's work dir): too small for 8 MiB of media.
-    let small = env.tree.root.join("small");
-    fs::create_dir_all(&small).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .expect("mount (util-linux) is needed");
-    assert!(
-        mounted.success(),
-        "this test mounts a small tmpfs and must run as root"
-    );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(small.clone());
+    let _guard = env.small_tmpfs("small", "4m");
     let layout = env.layout.clone().work_dir(Some("/small".into()));
     let e = assert_restore_fails(&env, &c, &id, PASSPHRASE, &layout).await;
     assert!(matches!(e, BackupError::InsufficientSpace { .. }), "{e}");
@@ -498,7 +457,7 @@ async fn a_service_that_fails_on_the_restored_data_gets_the_old_data_back_and_ru
     fs::write(env.tree.data.join("zz.key"), "fine").unwrap();
     change_db(&env.tree.data.join("homeserver.db"));
     c.start(&["synapse".to_string()]).await.unwrap();
-    let before = snapshot(&env.tree.data);
+    let before = files_under(&env.tree.data);
     let e = restore_backup_with(
         &c,
         &env.params,
@@ -524,7 +483,7 @@ async fn a_service_that_fails_on_the_restored_data_gets_the_old_data_back_and_ru
         "{e}"
     );
     assert_eq!(
-        snapshot(&env.tree.data),
+        files_under(&env.tree.data),
         before,
         "the previous live data must be back"
     );
@@ -532,7 +491,7 @@ async fn a_service_that_fails_on_the_restored_data_gets_the_old_data_back_and_ru
         c.is_running("synapse").await.unwrap(),
         "the service must run again on the previous data"
     );
-    assert!(work_dirs_left(&env.tree.data).is_empty());
+    assert!(env.work_dirs_left().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -711,18 +670,11 @@ async fn the_next_restore_sweeps_a_killed_restores_keys_and_staging_and_keeps_wh
     assert!(advice.contains("roll back"), "{advice}");
     // Only the kept dir remains, and a later run keeps it too.
     assert_eq!(
-        work_dirs_left(&env.tree.data),
+        env.work_dirs_left(),
         vec![half.file_name().unwrap().to_string_lossy().into_owned()]
     );
     env.create(&c).await.unwrap();
     assert!(half.join("aside/data/example.test.signing.key").exists());
-}
-
-struct Unmount(PathBuf);
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 /// The data dir on a small volume of its own and the media store a symlink to another
@@ -745,16 +697,7 @@ async fn a_media_store_on_another_volume_counts_the_set_aside_copy() {
     let saved = env.tree.root.join("data.saved");
     fs::rename(&env.tree.data, &saved).unwrap();
     fs::create_dir(&env.tree.data).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=14m", "tmpfs"])
-        .arg(&env.tree.data)
-        .status()
-        .expect("mount (util-linux) is needed");
-    assert!(
-        mounted.success(),
-        "this test mounts a small tmpfs and must run as root"
-    );
-    let _unmount = Unmount(env.tree.data.clone());
+    let _unmount = mount_tmpfs(&env.tree.data, "14m");
     let copied = std::process::Command::new("cp")
         .arg("-a")
         .arg(format!("{}/.", saved.display()))
@@ -762,7 +705,7 @@ async fn a_media_store_on_another_volume_counts_the_set_aside_copy() {
         .status()
         .unwrap();
     assert!(copied.success());
-    let before = snapshot(&env.tree.data);
+    let before = files_under(&env.tree.data);
     let e = restore_backup_with(
         &c,
         &env.params,
@@ -777,6 +720,6 @@ async fn a_media_store_on_another_volume_counts_the_set_aside_copy() {
         matches!(&e, BackupError::InsufficientSpace { path, .. } if path.ends_with("/data")),
         "{e}"
     );
-    assert_eq!(snapshot(&env.tree.data), before, "live data untouched");
-    assert!(work_dirs_left(&env.tree.data).is_empty());
+    assert_eq!(files_under(&env.tree.data), before, "live data untouched");
+    assert!(env.work_dirs_left().is_empty());
 }

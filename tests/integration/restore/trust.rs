@@ -1,4 +1,4 @@
-//! Restore trust (issue 10): only what the passphrase holder made is restored or
+//! Restore trust: only what the passphrase holder made is restored or
 //! verified, verify accepts exactly what restore accepts, and a restore leaves a working
 //! server. Real tar, gpg, the aws CLI and an S3 server; attackers write to the bucket
 //! without the passphrase.
@@ -50,15 +50,6 @@ fn snapshot(data: &Path) -> BTreeMap<PathBuf, (u32, u32, Vec<u8>)> {
     out
 }
 
-fn work_dirs_left(env: &Env) -> Vec<String> {
-    fs::read_dir(&env.tree.data)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".synapse-backup-"))
-        .collect()
-}
-
 async fn verify(env: &Env, c: &LocalContainer, id: &BackupId) -> Result<(), BackupError> {
     verify_backup_with(
         c,
@@ -98,7 +89,11 @@ async fn refused(env: &Env, c: &LocalContainer, id: &BackupId) -> BackupError {
         before,
         "live data changed by a refused restore ({e})"
     );
-    assert!(work_dirs_left(env).is_empty(), "{:?}", work_dirs_left(env));
+    assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
     e
 }
 
@@ -244,7 +239,7 @@ fn is_refusal(e: &BackupError, why: &str) -> bool {
     matches!(e, BackupError::Corrupted { reason, .. } if reason.contains(why))
 }
 
-/// Item 1: an unencrypted OpenPGP object (`gpg --store`: a literal data packet, no
+/// An unencrypted OpenPGP object (`gpg --store`: a literal data packet, no
 /// passphrase needed) and a literal packet concatenated before a real encrypted backup
 /// are neither verified nor restored.
 #[tokio::test(flavor = "multi_thread")]
@@ -297,7 +292,7 @@ async fn unencrypted_legacy_objects_are_refused() {
     );
 }
 
-/// Item 1: a complete backup whose data and manifest are both replaced by someone
+/// A complete backup whose data and manifest are both replaced by someone
 /// without the passphrase (the manifest's size and SHA-256 fixed up to match).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_complete_backup_with_data_and_manifest_replaced_is_refused() {
@@ -326,7 +321,7 @@ async fn a_complete_backup_with_data_and_manifest_replaced_is_refused() {
     assert!(is_refusal(&e, "not encrypted"), "{e}");
 }
 
-/// Item 1: a good backup copied under another id (with or without its manifest edited
+/// A good backup copied under another id (with or without its manifest edited
 /// to the new id) is refused, and a stream carrying our inner manifest is never
 /// restored as legacy; the original still restores.
 #[tokio::test(flavor = "multi_thread")]
@@ -376,8 +371,8 @@ async fn a_good_backup_replayed_under_another_id_is_refused() {
     assert!(is_refusal(&e, "not restored as legacy"), "{e}");
 }
 
-/// Item 1, with a backup made by `create`: copied under another id (data and manifest,
-/// the manifest edited to the new id), it is refused; the original verifies.
+/// A backup made by `create` and copied under another id (data and manifest, the
+/// manifest edited to the new id) is refused; the original verifies.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_created_backup_copied_under_another_id_is_refused() {
     let env = Env::new(&TreeSpec::default()).await;
@@ -439,7 +434,7 @@ async fn public_key_and_unprotected_data_are_refused() {
     }
 }
 
-/// Item 2: a symlink (or FIFO) whose name holds tar's "Creating directory:" note text
+/// A symlink (or FIFO) whose name holds tar's "Creating directory:" note text
 /// is checked like every member, in tar's listing and in the staged tree.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_symlink_named_like_a_tar_note_is_refused() {
@@ -480,7 +475,7 @@ async fn a_symlink_named_like_a_tar_note_is_refused() {
     );
 }
 
-/// Item 3: set-id, sticky and world-writable bits are stripped (and reported), the
+/// Set-id, sticky and world-writable bits are stripped (and reported), the
 /// rest of the archived mode kept.
 #[tokio::test(flavor = "multi_thread")]
 async fn setuid_sticky_and_world_writable_modes_are_stripped() {
@@ -531,7 +526,7 @@ fn give_tree_to_nobody(env: &Env) {
     assert!(status.success());
 }
 
-/// Item 4: restored as root for a workload owned by another user (`nobody`), every
+/// Restored as root for a workload owned by another user (`nobody`), every
 /// restored entry is that user's and the database keeps its mode.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_as_root_keeps_the_workload_owner_and_the_database_mode() {
@@ -598,7 +593,7 @@ fn hot_journal_beside(db: &Path) {
     fs::remove_file(&copy).unwrap();
 }
 
-/// Item 5: a stale `homeserver.db-journal` left by a crash is set aside with every other
+/// A stale `homeserver.db-journal` left by a crash is set aside with every other
 /// sidecar, the staged database is checked, and one-time keys are removed (reported).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_journal_is_set_aside_and_the_database_checked() {
@@ -661,7 +656,7 @@ async fn a_stale_journal_is_set_aside_and_the_database_checked() {
     assert_eq!(kept.one_time_keys_removed, None);
 }
 
-/// Item 5: a staged database that fails `PRAGMA integrity_check` is refused before the
+/// A staged database that fails `PRAGMA integrity_check` is refused before the
 /// service is touched.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_database_in_the_archive_is_refused() {
@@ -686,7 +681,7 @@ async fn a_corrupt_database_in_the_archive_is_refused() {
     );
 }
 
-/// Item 6: verify applies restore's member rules: a symlinked signing key fails both;
+/// Verify applies restore's member rules: a symlinked signing key fails both;
 /// hard-linked media passes both (a file with several links once staged).
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_accepts_exactly_what_restore_accepts() {
@@ -738,29 +733,7 @@ async fn verify_accepts_exactly_what_restore_accepts() {
     }
 }
 
-struct Unmount(PathBuf);
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-fn small_tmpfs(env: &Env, name: &str, size: &str) -> Unmount {
-    let small = env.tree.root.join(name);
-    fs::create_dir_all(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(&small)
-        .status()
-        .expect("mount (util-linux) is needed");
-    assert!(
-        mounted.success(),
-        "this test mounts a small tmpfs and must run as root"
-    );
-    Unmount(small)
-}
-
-/// Item 7: a manifest's size is never multiplied into an overflow (a panic in a debug
+/// A manifest's size is never multiplied into an overflow (a panic in a debug
 /// build, a disabled check in release), and a legacy backup whose plaintext outgrows
 /// the staging file system is reported as such, live data untouched.
 #[tokio::test(flavor = "multi_thread")]
@@ -790,7 +763,7 @@ async fn space_checks_never_overflow_and_name_a_full_staging_dir() {
     assert!(fs::metadata(&object).unwrap().len() < 1 << 20);
     let legacy = BackupId::generate();
     upload(&env, &object, &key_of(&legacy));
-    let _mount = small_tmpfs(&env, "small", "4m");
+    let _mount = env.small_tmpfs("small", "4m");
     let layout = env.layout.clone().work_dir(Some("/small".into()));
     let before = snapshot(&env.tree.data);
     let e = restore(&env, &c, &legacy, &layout).await.unwrap_err();
@@ -860,7 +833,7 @@ fn cli(env: &Env, as_nobody: bool, args: &[&str]) -> std::process::Output {
         .expect("setpriv (util-linux) is needed")
 }
 
-/// Item 8: a restore run by a non-root user (the CLI as `nobody`) of an archive holding
+/// A restore run by a non-root user (the CLI as `nobody`) of an archive holding
 /// a read-only directory removes its work dir.
 #[test]
 fn a_read_only_directory_from_the_archive_does_not_outlive_the_restore() {
@@ -892,16 +865,16 @@ fn a_read_only_directory_from_the_archive_does_not_outlive_the_restore() {
     assert!(stderr.contains("homeserver.yaml"), "{stderr}");
     assert_eq!(snapshot(&env.tree.data), before);
     assert!(
-        work_dirs_left(&env).is_empty(),
+        env.work_dirs_left().is_empty(),
         "{:?}",
-        work_dirs_left(&env)
+        env.work_dirs_left()
     );
     drop(rt);
 }
 
-/// Item 4, as the README's CLI examples run it: `create` and `restore` by the CLI as
-/// root with no `--user`, for a tree owned by `nobody`: the restored database is still
-/// nobody's, mode 0644 (it was root's, 0600).
+/// A restore as root for another user's workload, as the README's CLI examples run
+/// it: `create` and `restore` by the CLI as root with no `--user`, for a tree owned by
+/// `nobody`: the restored database is still nobody's, mode 0644 (it was root's, 0600).
 #[test]
 fn the_cli_as_root_restores_as_the_owner_of_the_data_dir() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -972,9 +945,9 @@ async fn a_damaged_database_is_refused_by_create_and_fails_verify() {
         "nothing kept"
     );
     assert!(
-        work_dirs_left(&env).is_empty(),
+        env.work_dirs_left().is_empty(),
         "{:?}",
-        work_dirs_left(&env)
+        env.work_dirs_left()
     );
 
     let src = env.dir.path().join("damaged");
@@ -994,9 +967,9 @@ async fn a_damaged_database_is_refused_by_create_and_fails_verify() {
         "{v}"
     );
     assert!(
-        work_dirs_left(&env).is_empty(),
+        env.work_dirs_left().is_empty(),
         "{:?}",
-        work_dirs_left(&env)
+        env.work_dirs_left()
     );
     // Without a live tree (no homeserver.yaml), verify stages it in the temp dir.
     fs::remove_file(env.tree.data.join("homeserver.yaml")).unwrap();

@@ -1,5 +1,5 @@
 """Swaps every entry created under a work base for a symlink to a victim file, as fast
-as inotify reports it: the workload user's side of the chown race (issue 11 item 1).
+as inotify reports it: the workload user's side of the chown race.
 
 usage: swapper.py BASE VICTIM MODE   (MODE: `dirs` swaps work dirs, `files` the files
 made in them). Prints `ready` once watching; on SIGTERM prints the number of swaps.
