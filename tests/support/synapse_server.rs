@@ -988,3 +988,192 @@ impl SendProbe {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
+
+/// One write through the client API (a message, an upload) and when it ran.
+#[derive(Debug, Clone)]
+pub struct Timed<T> {
+    pub made: T,
+    pub started: Instant,
+    pub finished: Instant,
+}
+
+impl<T> Timed<T> {
+    /// Runs `write` and records when.
+    pub async fn of(write: impl std::future::Future<Output = T>) -> Timed<T> {
+        let started = Instant::now();
+        let made = write.await;
+        Timed {
+            made,
+            started,
+            finished: Instant::now(),
+        }
+    }
+}
+
+/// A backup made while writes kept arriving: its report, when it ran, and every write
+/// of the traffic around it.
+pub struct LiveBackup<T> {
+    pub report: synapse_backup::BackupReport,
+    pub started: Instant,
+    pub finished: Instant,
+    pub writes: Vec<Timed<T>>,
+}
+
+impl<T: std::fmt::Debug> LiveBackup<T> {
+    /// How many writes overlapped the backup.
+    pub fn during(&self) -> usize {
+        self.writes
+            .iter()
+            .filter(|w| w.finished > self.started && w.started < self.finished)
+            .count()
+    }
+
+    /// Asserts that `present` (whether each write, in order, is in the restored server)
+    /// is a prefix of the writes: all made before the backup started, none made after
+    /// it finished, nothing torn. Returns where the restored history ends.
+    pub fn assert_restored_prefix(&self, present: &[bool]) -> usize {
+        assert_eq!(present.len(), self.writes.len());
+        let cut = present.iter().take_while(|p| **p).count();
+        eprintln!(
+            "{} writes, {} while the {:?} backup {} ran; restored up to #{cut}; live changes {:?}",
+            self.writes.len(),
+            self.during(),
+            self.finished - self.started,
+            self.report.id,
+            self.report.live_changes
+        );
+        assert!(
+            present[cut..].iter().all(|p| !p),
+            "the restored server holds a torn history: {:?}",
+            self.writes
+                .iter()
+                .zip(present)
+                .map(|(w, p)| format!("{:?}={p}", w.made))
+                .collect::<Vec<_>>()
+        );
+        for (w, p) in self.writes.iter().zip(present) {
+            if w.finished < self.started {
+                assert!(
+                    p,
+                    "{:?} was made before the backup started but is missing",
+                    w.made
+                );
+            }
+            if w.started > self.finished {
+                assert!(
+                    !p,
+                    "{:?} was made after the backup finished but is restored",
+                    w.made
+                );
+            }
+        }
+        cut
+    }
+}
+
+/// A backup of `hs` through `container` (the supervisor's `LocalContainer`, a
+/// `PebbleContainer`, …) while `write(i)` keeps running against it (from before the
+/// backup until after it, at most 2000 writes); `writes` are the ones made before,
+/// kept first in the result. Synapse runs SQLite in WAL mode, so the latest writes are
+/// only in the WAL when the backup starts: the snapshot must read it. Fails unless some
+/// write ran while the backup did.
+pub async fn backup_under_traffic<C, T, W, F>(
+    hs: &Homeserver,
+    container: &C,
+    params: &synapse_backup::S3Parameters,
+    passphrase: &str,
+    mut writes: Vec<Timed<T>>,
+    mut write: W,
+) -> LiveBackup<T>
+where
+    C: Container,
+    T: std::fmt::Debug + Send + 'static,
+    W: FnMut(u32) -> F + Send + 'static,
+    F: std::future::Future<Output = Timed<T>> + Send,
+{
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let live = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut made = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 2000 {
+                made.push(write(i).await);
+                i += 1;
+            }
+            made
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let wal = fs::metadata(hs.data.join("homeserver.db-wal")).map(|m| m.len());
+    assert!(
+        wal.as_ref().is_ok_and(|len| *len > 0),
+        "Synapse has no live WAL: {wal:?}"
+    );
+    let started = Instant::now();
+    let report = synapse_backup::create_backup_with(
+        container,
+        params,
+        passphrase,
+        &hs.layout,
+        &synapse_backup::BackupOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("live backup failed: {e}\n{}", hs.log_text()));
+    let finished = Instant::now();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writes.extend(live.await.unwrap());
+    let backup = LiveBackup {
+        report,
+        started,
+        finished,
+        writes,
+    };
+    assert!(
+        backup.during() > 0,
+        "nothing was written while the backup ran ({:?})",
+        finished - started
+    );
+    backup
+}
+
+/// What a restore must keep: the signing key and the keys the server publishes.
+pub struct Keys {
+    signing_key: Vec<u8>,
+    verify_keys: Value,
+}
+
+impl Homeserver {
+    /// The keys a restore must keep, as they are now.
+    pub async fn keys(&self) -> Keys {
+        Keys {
+            signing_key: self.signing_key(),
+            verify_keys: self.client().verify_keys().await,
+        }
+    }
+
+    /// Fails with the log's errors if Synapse logged any (`when`: "after the restore").
+    pub fn assert_no_errors(&self, when: &str) {
+        let errors = self.log_errors();
+        assert!(
+            errors.is_empty(),
+            "Synapse logged errors {when}:\n{}",
+            errors.join("\n")
+        );
+    }
+
+    /// After a restore that did not keep one-time keys: the same `keys`, no one-time
+    /// key (for `user` or in the database), and every file owned by [`USER`].
+    pub async fn assert_restored_keys(&self, user: &User, keys: &Keys) {
+        let client = self.client();
+        assert_eq!(self.signing_key(), keys.signing_key);
+        assert_eq!(client.verify_keys().await, keys.verify_keys);
+        assert_eq!(client.one_time_key_count(user).await, 0);
+        assert_eq!(
+            self.query("SELECT count(*) FROM e2e_one_time_keys_json")[0][0],
+            0
+        );
+        assert_eq!(self.not_owned_by_user(), Vec::<String>::new());
+    }
+}

@@ -11,9 +11,6 @@ mod pebble;
 use crate::support::{env, s3_server, synapse_server};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use synapse_backup::{
     BackupOptions, RestoreOptions, S3Parameters, create_backup_with, restore_backup_with,
@@ -21,7 +18,10 @@ use synapse_backup::{
 
 use env::PASSPHRASE;
 use s3_server::TestS3Server;
-use synapse_server::{Client, Homeserver, Release, User, content_path, install, thumbnail_dir};
+use synapse_server::{
+    Client, Homeserver, Release, Timed, User, backup_under_traffic, content_path, install,
+    thumbnail_dir,
+};
 
 /// An S3 server with a bucket, and the parameters for it.
 async fn bucket() -> (TestS3Server, S3Parameters) {
@@ -40,37 +40,29 @@ enum Made {
 }
 
 /// One operation and when it ran.
-#[derive(Debug, Clone)]
-struct Op {
-    made: Made,
-    started: Instant,
-    finished: Instant,
-}
+type Op = Timed<Made>;
 
 /// Sends a message; the operation.
 async fn message(client: &Client, user: &User, room: &str, body: String) -> Op {
-    let started = Instant::now();
-    client
-        .send_text(user, room, &format!("txn-{body}"), &body)
-        .await;
-    Op {
-        made: Made::Message(body),
-        started,
-        finished: Instant::now(),
-    }
+    Timed::of(async {
+        client
+            .send_text(user, room, &format!("txn-{body}"), &body)
+            .await;
+        Made::Message(body)
+    })
+    .await
 }
 
 /// Uploads an image (`(content type, name, bytes)`); the operation.
 async fn media(client: &Client, user: &User, image: &(String, String, Vec<u8>)) -> Op {
-    let started = Instant::now();
-    let id = client
-        .upload(user, &image.0, &image.1, image.2.clone())
-        .await;
-    Op {
-        made: Made::Media(id),
-        started,
-        finished: Instant::now(),
-    }
+    Timed::of(async {
+        Made::Media(
+            client
+                .upload(user, &image.0, &image.1, image.2.clone())
+                .await,
+        )
+    })
+    .await
 }
 
 /// Whether each operation's effect is in the restored server: messages through the
@@ -123,15 +115,6 @@ fn thumbnail_rows(hs: &Homeserver) -> BTreeSet<String> {
 fn media_id_of(path: &str) -> String {
     let parts: Vec<&str> = path.split('/').collect();
     format!("{}{}{}", parts[1], parts[2], parts[3])
-}
-
-fn assert_no_errors(hs: &Homeserver, when: &str) {
-    let errors = hs.log_errors();
-    assert!(
-        errors.is_empty(),
-        "Synapse logged errors {when}:\n{}",
-        errors.join("\n")
-    );
 }
 
 /// A live backup while messages and media keep arriving, restored in place through the
@@ -194,8 +177,7 @@ async fn live_backup_restores_a_consistent_homeserver() {
         client.upload_one_time_keys(&alice, 5).await["curve25519"],
         5
     );
-    let signing_key = hs.signing_key();
-    let verify_keys = client.verify_keys().await;
+    let keys = hs.keys().await;
     let media_before = hs.local_media_files();
     assert!(
         media_before
@@ -206,57 +188,25 @@ async fn live_backup_restores_a_consistent_homeserver() {
     );
 
     // While the backup runs: a sender keeps writing messages and images.
-    let stop = Arc::new(AtomicBool::new(false));
-    let live = tokio::spawn({
-        let (client, alice, room, stop) =
-            (client.clone(), alice.clone(), room.clone(), stop.clone());
-        async move {
-            let mut ops = Vec::new();
-            let mut images = live_images.iter();
-            let mut i = 0u32;
-            while !stop.load(Ordering::SeqCst) && i < 2000 {
-                let image = if i % 3 == 2 { images.next() } else { None };
-                if let Some(image) = image {
-                    ops.push(media(&client, &alice, image).await);
-                } else {
-                    ops.push(message(&client, &alice, &room, format!("live {i}")).await);
+    let live = {
+        let (client, alice, room) = (client.clone(), alice.clone(), room.clone());
+        move |i: u32| {
+            let (client, alice, room) = (client.clone(), alice.clone(), room.clone());
+            let image = (i % 3 == 2)
+                .then(|| live_images.get((i / 3) as usize).cloned())
+                .flatten();
+            async move {
+                match image {
+                    Some(image) => media(&client, &alice, &image).await,
+                    None => message(&client, &alice, &room, format!("live {i}")).await,
                 }
-                i += 1;
             }
-            ops
         }
-    });
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    // Synapse runs SQLite in WAL mode: the latest writes are only in the WAL, which the
-    // snapshot must read.
-    let wal = std::fs::metadata(hs.data.join("homeserver.db-wal")).map(|m| m.len());
-    assert!(
-        wal.as_ref().is_ok_and(|len| *len > 0),
-        "Synapse has no live WAL: {wal:?}"
-    );
-    let create_started = Instant::now();
-    let report = create_backup_with(
-        &hs.container,
-        &params,
-        PASSPHRASE,
-        &hs.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("live backup failed: {e}\n{}", hs.log_text()));
-    let create_finished = Instant::now();
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    stop.store(true, Ordering::SeqCst);
-    ops.extend(live.await.unwrap());
-    let during = ops
-        .iter()
-        .filter(|op| op.finished > create_started && op.started < create_finished)
-        .count();
-    assert!(
-        during > 0,
-        "nothing was written while the backup ran ({:?})",
-        create_finished - create_started
-    );
+    };
+    let mut backup = backup_under_traffic(&hs, &hs.container, &params, PASSPHRASE, ops, live).await;
+    let (create_started, create_finished) = (backup.started, backup.finished);
+    let id = backup.report.id.clone();
+    let ops = &mut backup.writes;
 
     // After the backup: more history, media and keys that a restore must undo.
     for i in 0..3 {
@@ -272,7 +222,7 @@ async fn live_backup_restores_a_consistent_homeserver() {
         &hs.container,
         &params,
         PASSPHRASE,
-        &report.id,
+        &id,
         &hs.layout,
         &RestoreOptions::default(),
     )
@@ -283,43 +233,13 @@ async fn live_backup_restores_a_consistent_homeserver() {
         "restore restarts the Synapse it stopped"
     );
     hs.wait_ready().await;
-    assert_no_errors(&hs, "after the restore");
+    hs.assert_no_errors("after the restore");
     assert_eq!(restored.one_time_keys_removed, Some(5), "{restored:?}");
 
     // History and media: what was committed up to one point, and nothing after it.
-    let present = present(&hs, &alice, &room, &ops).await;
-    let cut = present.iter().take_while(|p| **p).count();
-    eprintln!(
-        "{} operations, {during} while the {:?} backup ran ({:?}); restored up to #{cut}; live changes {:?}",
-        ops.len(),
-        create_finished - create_started,
-        report.id,
-        report.live_changes
-    );
-    assert!(
-        present[cut..].iter().all(|p| !p),
-        "the restored server holds a torn history: {:?}",
-        ops.iter()
-            .zip(&present)
-            .map(|(op, p)| format!("{:?}={p}", op.made))
-            .collect::<Vec<_>>()
-    );
-    for (op, p) in ops.iter().zip(&present) {
-        if op.finished < create_started {
-            assert!(
-                p,
-                "{:?} was made before the backup started but is missing",
-                op.made
-            );
-        }
-        if op.started > create_finished {
-            assert!(
-                !p,
-                "{:?} was made after the backup finished but is restored",
-                op.made
-            );
-        }
-    }
+    let present = present(&hs, &alice, &room, &backup.writes).await;
+    backup.assert_restored_prefix(&present);
+    let ops = &backup.writes;
 
     // Media rows and files: every row has its file; a file without a row is only one
     // uploaded while the backup ran (its file archived after the database snapshot).
@@ -385,21 +305,14 @@ async fn live_backup_restores_a_consistent_homeserver() {
     assert_eq!(client.download(&bob, &first_image).await, download_before);
 
     // The same signing key, no one-time keys, everything owned by the Synapse user.
-    assert_eq!(hs.signing_key(), signing_key);
-    assert_eq!(client.verify_keys().await, verify_keys);
-    assert_eq!(client.one_time_key_count(&alice).await, 0);
-    assert_eq!(
-        hs.query("SELECT count(*) FROM e2e_one_time_keys_json")[0][0],
-        0
-    );
-    assert_eq!(hs.not_owned_by_user(), Vec::<String>::new());
+    hs.assert_restored_keys(&alice, &keys).await;
 
     // Kept on request: the backup's five one-time keys are back.
     let kept = restore_backup_with(
         &hs.container,
         &params,
         PASSPHRASE,
-        &report.id,
+        &id,
         &hs.layout,
         &RestoreOptions::default().keep_one_time_keys(true),
     )
@@ -409,7 +322,7 @@ async fn live_backup_restores_a_consistent_homeserver() {
     hs.wait_ready().await;
     assert_eq!(client.one_time_key_count(&alice).await, 5);
     assert_eq!(hs.local_media_files(), files);
-    assert_no_errors(&hs, "after the second restore");
+    hs.assert_no_errors("after the second restore");
     assert_eq!(hs.not_owned_by_user(), Vec::<String>::new());
 }
 
@@ -465,7 +378,7 @@ async fn backup_from_an_older_release_restores_and_migrates_forward() {
     .unwrap_or_else(|e| panic!("backup failed: {e}"));
     let deltas_before = applied_deltas(&hs);
     hs.stop().await;
-    assert_no_errors(&hs, &format!("under {}", previous.version));
+    hs.assert_no_errors(&format!("under {}", previous.version));
 
     // The host moves to the current release; its data is lost and restored.
     std::fs::remove_dir_all(&hs.media).unwrap();
@@ -485,7 +398,7 @@ async fn backup_from_an_older_release_restores_and_migrates_forward() {
     .unwrap_or_else(|e| panic!("restore failed: {e}"));
     assert!(!hs.is_running().await, "a stopped Synapse stays stopped");
     hs.start().await;
-    assert_no_errors(&hs, &format!("under {} after the upgrade", current.version));
+    hs.assert_no_errors(&format!("under {} after the upgrade", current.version));
     let deltas_after = applied_deltas(&hs);
     assert!(
         deltas_after.is_superset(&deltas_before) && deltas_after.len() > deltas_before.len(),

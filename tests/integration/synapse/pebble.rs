@@ -12,19 +12,17 @@
 use crate::support::{env, pebble_daemon, s3_server, synapse_server};
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use synapse_backup::{
-    BackupOptions, Container, PebbleContainer, RestoreOptions, S3Parameters, create_backup_with,
-    restore_backup_with,
+    Container, PebbleContainer, RestoreOptions, S3Parameters, restore_backup_with,
 };
 
 use env::PASSPHRASE;
 use pebble_daemon::PebbleDaemon;
 use s3_server::TestS3Server;
-use synapse_server::{Homeserver, Release, SERVICE, USER, content_path, install};
+use synapse_server::{
+    Homeserver, Release, SERVICE, Timed, USER, backup_under_traffic, content_path, install,
+};
 
 /// The Pebble layer that runs `command` as the service `synapse`, as [`USER`].
 fn layer(command: &[String]) -> String {
@@ -56,13 +54,6 @@ fn synapse_uids(config: &std::path::Path) -> Vec<u32> {
         })
         .filter_map(|e| std::fs::metadata(e.path()).ok().map(|m| m.uid()))
         .collect()
-}
-
-/// One message and when it was sent.
-struct Sent {
-    body: String,
-    started: Instant,
-    finished: Instant,
 }
 
 /// A backup through `PebbleContainer` while Synapse (a Pebble service) keeps receiving
@@ -104,17 +95,12 @@ async fn synapse_as_a_pebble_service_is_backed_up_live_and_restored_through_pebb
         let (client, alice, room) = (client.clone(), alice.clone(), room.clone());
         move |body: String| {
             let (client, alice, room) = (client.clone(), alice.clone(), room.clone());
-            async move {
-                let started = Instant::now();
+            Timed::of(async move {
                 client
                     .send_text(&alice, &room, &format!("txn-{body}"), &body)
                     .await;
-                Sent {
-                    body,
-                    started,
-                    finished: Instant::now(),
-                }
-            }
+                body
+            })
         }
     };
     for i in 0..10 {
@@ -142,8 +128,7 @@ async fn synapse_as_a_pebble_service_is_backed_up_live_and_restored_through_pebb
         client.upload_one_time_keys(&alice, 5).await["curve25519"],
         5
     );
-    let signing_key = hs.signing_key();
-    let verify_keys = client.verify_keys().await;
+    let keys = hs.keys().await;
     let media_before = hs.local_media_files();
     assert!(
         media_before
@@ -154,48 +139,15 @@ async fn synapse_as_a_pebble_service_is_backed_up_live_and_restored_through_pebb
     );
 
     // While the backup runs: messages keep arriving.
-    let stop = Arc::new(AtomicBool::new(false));
-    let live = tokio::spawn({
-        let stop = stop.clone();
+    let live = {
         let send = send.clone();
-        async move {
-            let mut sent = Vec::new();
-            let mut i = 0u32;
-            while !stop.load(Ordering::SeqCst) && i < 2000 {
-                sent.push(send(format!("live {i}")).await);
-                i += 1;
-            }
-            sent
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let create_started = Instant::now();
-    let report = create_backup_with(
-        &pebble,
-        &params,
-        PASSPHRASE,
-        &hs.layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("live backup through pebble failed: {e}\n{}", hs.log_text()));
-    let create_finished = Instant::now();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::SeqCst);
-    sent.extend(live.await.unwrap());
-    let during = sent
-        .iter()
-        .filter(|s| s.finished > create_started && s.started < create_finished)
-        .count();
-    assert!(
-        during > 0,
-        "no message was sent while the backup ran ({:?})",
-        create_finished - create_started
-    );
+        move |i: u32| send(format!("live {i}"))
+    };
+    let mut backup = backup_under_traffic(&hs, &pebble, &params, PASSPHRASE, sent, live).await;
 
     // After the backup: history, media and keys the restore must undo.
     for i in 0..3 {
-        sent.push(send(format!("after {i}")).await);
+        backup.writes.push(send(format!("after {i}")).await);
     }
     let after_id = client
         .upload(
@@ -211,7 +163,7 @@ async fn synapse_as_a_pebble_service_is_backed_up_live_and_restored_through_pebb
         &pebble,
         &params,
         PASSPHRASE,
-        &report.id,
+        &backup.report.id,
         &hs.layout,
         &RestoreOptions::default(),
     )
@@ -233,12 +185,7 @@ async fn synapse_as_a_pebble_service_is_backed_up_live_and_restored_through_pebb
         "pebble runs synapse as {USER}"
     );
     hs.wait_serving().await;
-    let errors = hs.log_errors();
-    assert!(
-        errors.is_empty(),
-        "Synapse logged errors:\n{}",
-        errors.join("\n")
-    );
+    hs.assert_no_errors("after the restore");
 
     // History: everything up to one point, at least all sent before the backup started
     // and nothing sent after it finished.
@@ -247,29 +194,12 @@ async fn synapse_as_a_pebble_service_is_backed_up_live_and_restored_through_pebb
         .await
         .into_iter()
         .collect();
-    let present: Vec<bool> = sent.iter().map(|s| bodies.contains(&s.body)).collect();
-    let cut = present.iter().take_while(|p| **p).count();
-    eprintln!(
-        "{} messages, {during} while the {:?} backup ran; restored up to #{cut}",
-        sent.len(),
-        create_finished - create_started
-    );
-    assert!(
-        present[cut..].iter().all(|p| !p),
-        "the restored history is torn: {:?}",
-        sent.iter()
-            .zip(&present)
-            .map(|(s, p)| format!("{}={p}", s.body))
-            .collect::<Vec<_>>()
-    );
-    for (s, p) in sent.iter().zip(&present) {
-        if s.finished < create_started {
-            assert!(p, "{:?}, sent before the backup, is missing", s.body);
-        }
-        if s.started > create_finished {
-            assert!(!p, "{:?}, sent after the backup, is restored", s.body);
-        }
-    }
+    let present: Vec<bool> = backup
+        .writes
+        .iter()
+        .map(|s| bodies.contains(&s.made))
+        .collect();
+    backup.assert_restored_prefix(&present);
 
     // Media and thumbnails byte for byte, in the store and through the client API; the
     // upload after the backup is gone.
@@ -300,21 +230,9 @@ async fn synapse_as_a_pebble_service_is_backed_up_live_and_restored_through_pebb
     );
 
     // The same signing key, no one-time keys, everything owned by the Synapse user.
-    assert_eq!(hs.signing_key(), signing_key);
-    assert_eq!(client.verify_keys().await, verify_keys);
-    assert_eq!(client.one_time_key_count(&alice).await, 0);
-    assert_eq!(
-        hs.query("SELECT count(*) FROM e2e_one_time_keys_json")[0][0],
-        0
-    );
-    assert_eq!(hs.not_owned_by_user(), Vec::<String>::new());
+    hs.assert_restored_keys(&alice, &keys).await;
 
     pebble.stop(&synapse).await.unwrap();
     assert_eq!(daemon.service_status(SERVICE), "inactive");
-    let errors = hs.log_errors();
-    assert!(
-        errors.is_empty(),
-        "Synapse logged errors:\n{}",
-        errors.join("\n")
-    );
+    hs.assert_no_errors("after pebble stopped it");
 }
