@@ -227,24 +227,8 @@ async fn without_python3_progress_arrives_at_the_end() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_logs_progress_lines_on_stderr_without_a_terminal() {
     let env = Env::new(&TreeSpec::default()).await;
-    let s3_file = env.dir.path().join("s3.yaml");
-    std::fs::write(
-        &s3_file,
-        format!(
-            "access-key: {}\nsecret-key: {}\nbucket: {}\nendpoint: {}\nregion: us-east-1\n\
-             s3-uri-style: path\npath: synapse/backups\n",
-            env.server.access_key, env.server.secret_key, env.bucket, env.server.endpoint
-        ),
-    )
-    .unwrap();
-    let passphrase_file = env.dir.path().join("passphrase");
-    std::fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
-    // Private, as the CLI asks (a readable one is warned about on stderr).
-    std::fs::set_permissions(
-        &passphrase_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    // The passphrase file private, as the CLI asks (a readable one is warned about).
+    let (s3_file, passphrase_file) = env.cli_files();
     let run = |args: &[&str]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_synapse-backup"));
         cmd.env_remove("RUST_LOG")
@@ -312,24 +296,8 @@ fn screen_lines(raw: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_draws_a_bar_that_fits_80_columns_on_a_terminal() {
     let env = Env::new(&TreeSpec::default()).await;
-    let s3_file = env.dir.path().join("s3.yaml");
-    std::fs::write(
-        &s3_file,
-        format!(
-            "access-key: {}\nsecret-key: {}\nbucket: {}\nendpoint: {}\nregion: us-east-1\n\
-             s3-uri-style: path\npath: synapse/backups\n",
-            env.server.access_key, env.server.secret_key, env.bucket, env.server.endpoint
-        ),
-    )
-    .unwrap();
-    let passphrase_file = env.dir.path().join("passphrase");
-    std::fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
-    // Private, as the CLI asks (a readable one is warned about on stderr).
-    std::fs::set_permissions(
-        &passphrase_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    // The passphrase file private, as the CLI asks (a readable one is warned about).
+    let (s3_file, passphrase_file) = env.cli_files();
     // Every value reaches the inner shell in the environment, never in its text.
     let inner = "stty cols 80 rows 24; \"$SB_BIN\" --root \"$SB_ROOT\" --s3 \"$SB_S3\" \
                  --passphrase-file \"$SB_PASS\" create; echo \"exit=$?\"";

@@ -123,6 +123,26 @@ impl Env {
         S3Parameters::from_relation_data(&data).unwrap()
     }
 
+    /// The CLI's `--s3` file (`s3.yaml`) and `--passphrase-file` (`passphrase`, 0600)
+    /// for this environment, written into its temp dir.
+    pub fn cli_files(&self) -> (PathBuf, PathBuf) {
+        let s3 = self.dir.path().join("s3.yaml");
+        std::fs::write(
+            &s3,
+            format!(
+                "access-key: {}\nsecret-key: {}\nbucket: {}\nendpoint: {}\nregion: us-east-1\n\
+                 s3-uri-style: path\npath: synapse/backups\n",
+                self.server.access_key, self.server.secret_key, self.bucket, self.server.endpoint
+            ),
+        )
+        .unwrap();
+        let pass = self.dir.path().join("passphrase");
+        std::fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+        std::fs::set_permissions(&pass, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        (s3, pass)
+    }
+
     /// A tmpfs of `size` (`4m`) mounted at `<root>/<name>` until the guard drops.
     pub fn small_tmpfs(&self, name: &str, size: &str) -> Unmount {
         let small = self.tree.root.join(name);

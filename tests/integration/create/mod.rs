@@ -1513,19 +1513,7 @@ fn a_killed_cli_leaves_no_pipeline_running_and_the_next_run_sweeps_its_work_dir(
         media_files: 4,
         ..TreeSpec::default()
     }));
-    let s3 = env.dir.path().join("s3.yaml");
-    let data = env.server.relation_data(&env.bucket);
-    fs::write(
-        &s3,
-        format!(
-            "access-key: {}\nsecret-key: {}\nbucket: {}\nendpoint: {}\nregion: us-east-1\ns3-uri-style: path\npath: synapse/backups\n",
-            data["access-key"], data["secret-key"], env.bucket, data["endpoint"]
-        ),
-    )
-    .unwrap();
-    let pass = env.dir.path().join("pass");
-    fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
-    fs::set_permissions(&pass, fs::Permissions::from_mode(0o600)).unwrap();
+    let (s3, pass) = env.cli_files();
     // An aws CLI that records its pid and never uploads (the upload "runs" forever).
     let marker = env.dir.path().join("aws-pid");
     let stuck_aws = env.dir.path().join("stuck-aws");

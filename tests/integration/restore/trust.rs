@@ -782,18 +782,7 @@ async fn space_checks_never_overflow_and_name_a_full_staging_dir() {
 
 /// The CLI's `--s3` and `--passphrase-file` files, readable by anyone (the test's own).
 fn cli_files(env: &Env) -> (PathBuf, PathBuf) {
-    let s3 = env.dir.path().join("s3.yaml");
-    let data = env.server.relation_data(&env.bucket);
-    fs::write(
-        &s3,
-        format!(
-            "access-key: {}\nsecret-key: {}\nbucket: {}\nendpoint: {}\nregion: us-east-1\ns3-uri-style: path\npath: synapse/backups\n",
-            data["access-key"], data["secret-key"], env.bucket, data["endpoint"]
-        ),
-    )
-    .unwrap();
-    let pass = env.dir.path().join("pass-cli");
-    fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+    let (s3, pass) = env.cli_files();
     for f in [&s3, &pass] {
         fs::set_permissions(f, fs::Permissions::from_mode(0o644)).unwrap();
     }
