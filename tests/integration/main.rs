@@ -16,6 +16,7 @@ mod api;
 mod cli;
 mod container;
 mod create;
+mod extract;
 #[cfg(all(feature = "cli", feature = "mock"))]
 mod lock;
 #[cfg(feature = "testing")]

@@ -135,7 +135,11 @@ impl PebbleDaemon {
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if self.socket().exists() && self.get("/v1/health").contains("\"healthy\":true") {
+            // The socket file exists a moment before the daemon listens on it: a
+            // refused connection is "not yet", not a failure.
+            if UnixStream::connect(self.socket()).is_ok()
+                && self.get("/v1/health").contains("\"healthy\":true")
+            {
                 return;
             }
             assert!(

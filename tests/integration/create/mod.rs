@@ -506,12 +506,13 @@ async fn a_killed_upload_has_its_multipart_upload_aborted() {
     let layout = env::layout_for(&tree.root);
     let c = std::sync::Arc::new(faulty::Faulty::new(LocalContainer::new()));
     let (finished, go) = c.pause_after_pipeline();
-    // Killed (timeout) while parts are being uploaded: 48 MiB at 4 MiB/s take 12 s.
+    // Killed (timeout) while parts are being uploaded: 48 MiB at 4 MiB/s take 12 s; 8 s
+    // leave a loaded machine time to reach the first part (5 s did not, once).
     let options = BackupOptions::default()
         .part_size_mib(5)
         .upload_concurrency(1)
         .max_bandwidth_mib(Some(4))
-        .timeout(Some(std::time::Duration::from_secs(5)));
+        .timeout(Some(std::time::Duration::from_secs(8)));
     let (c2, p2, l2) = (c.clone(), params.clone(), layout.clone());
     let task =
         tokio::spawn(async move { create_backup_with(&*c2, &p2, PASSPHRASE, &l2, &options).await });
