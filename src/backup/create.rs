@@ -560,6 +560,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 limit.as_secs().max(1).to_string(),
             );
         }
+        options.priority.apply(&mut prepare.env);
         if let Err(e) = container
             .exec(
                 &prepare.argv,
@@ -574,7 +575,8 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             .and_then(|t| t.parse().ok())
             .unwrap_or(0);
 
-        let call = plan::backup_call(layout, params, options, work, key, expected_size);
+        let mut call = plan::backup_call(layout, params, options, work, key, expected_size);
+        options.priority.apply(&mut call.env);
         tracing::info!(backup_id = %id, expected_size, "running the backup pipeline");
         self.uploading.store(true, Ordering::SeqCst);
         if let Err(e) = progress::exec_with_progress(

@@ -53,6 +53,9 @@ pub struct VerifyOptions {
     /// [`BackupError::Cancelled`] returned (its work dir, holding no secret, is removed by
     /// the next run's sweep).
     pub cancel: CancelToken,
+    /// The CPU and I/O priority of the download pipeline (see
+    /// [`BackupOptions::priority`](crate::BackupOptions::priority)).
+    pub priority: crate::backup::priority::Priority,
 }
 
 impl VerifyOptions {
@@ -62,6 +65,7 @@ impl VerifyOptions {
             .max_bandwidth_mib(self.max_bandwidth_mib)
             .temp_work_dir(self.temp_work_dir)
             .progress(self.progress.clone())
+            .priority(self.priority)
     }
 }
 

@@ -14,6 +14,7 @@ pub(crate) mod lock;
 pub(crate) mod manifest;
 mod passphrase;
 pub(crate) mod plan;
+pub(crate) mod priority;
 pub(crate) mod progress;
 pub(crate) mod prune_plan;
 mod restore;

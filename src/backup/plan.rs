@@ -306,6 +306,9 @@ pub struct BackupOptions {
     /// newest complete backup (or, on a bucket of legacy backups only, the newest
     /// legacy one): a mistyped passphrase would make backups nobody can restore.
     pub new_passphrase: bool,
+    /// The CPU and I/O priority of the snapshot and the pipeline (default: `nice 10`,
+    /// best-effort I/O at level 7; [`Priority::inherit`] for the caller's own).
+    pub priority: crate::backup::priority::Priority,
 }
 
 /// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
@@ -333,6 +336,7 @@ impl Default for BackupOptions {
             lock: crate::backup::lock::LockOptions::default(),
             progress: None,
             new_passphrase: false,
+            priority: crate::backup::priority::Priority::default(),
         }
     }
 }

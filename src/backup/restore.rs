@@ -106,6 +106,9 @@ pub struct RestoreOptions {
     /// Receives the download's progress (see [`Progress`](crate::Progress)); none when
     /// `None`.
     pub progress: Option<crate::backup::progress::ProgressCallback>,
+    /// The CPU and I/O priority of the download pipeline (see
+    /// [`BackupOptions::priority`]).
+    pub priority: crate::backup::priority::Priority,
 }
 
 impl RestoreOptions {
@@ -218,12 +221,14 @@ pub(super) async fn fetch<C: Container + ?Sized>(
     stage: ProgressStage,
 ) -> Result<Fetch, BackupError> {
     let (container, layout, passphrase) = (run.container, run.layout, run.passphrase);
+    let mut exec = work::pipeline_options(layout, call, work, options.timeout, passphrase);
+    options.priority.apply(&mut exec.environment);
     let outcome = progress::exec_with_progress(
         container,
         layout,
         work,
         &call.argv,
-        work::pipeline_options(layout, call, work, options.timeout, passphrase),
+        exec,
         options.progress.as_ref(),
         stage,
         Some(fetched.size),
