@@ -1983,19 +1983,19 @@ fn synapse_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(
             config.options.clone().priority(Priority::inherit()),
         ),
         (
-            format!("backup, default priority ({})", Priority::default()),
-            config.options.clone().priority(Priority::default()),
+            format!("backup, gentle priority ({})", Priority::gentle()),
+            config.options.clone().priority(Priority::gentle()),
         ),
         (
             format!("backup, lowest priority ({lowest})"),
             config.options.clone().priority(lowest),
         ),
         (
-            format!("backup, default priority, upload capped at {capped} MiB/s"),
+            format!("backup, gentle priority, upload capped at {capped} MiB/s"),
             config
                 .options
                 .clone()
-                .priority(Priority::default())
+                .priority(Priority::gentle())
                 .max_bandwidth_mib(Some(capped)),
         ),
     ];

@@ -125,7 +125,7 @@ async fn create_and_restore_run_their_pipelines_at_the_asked_priority() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_default_is_gentle_and_inherit_changes_nothing() {
+async fn gentle_is_nice_10_and_the_default_changes_nothing() {
     let env = Env::new(&TreeSpec {
         media_files: 2,
         ..TreeSpec::default()
@@ -138,7 +138,7 @@ async fn the_default_is_gentle_and_inherit_changes_nothing() {
         &env.params,
         PASSPHRASE,
         &layout,
-        &BackupOptions::default(),
+        &BackupOptions::default().priority(Priority::gentle()),
     )
     .await
     .unwrap();
@@ -159,7 +159,7 @@ async fn the_default_is_gentle_and_inherit_changes_nothing() {
         &env.params,
         PASSPHRASE,
         &layout,
-        &BackupOptions::default().priority(Priority::inherit()),
+        &BackupOptions::default(),
     )
     .await
     .unwrap();

@@ -306,8 +306,8 @@ pub struct BackupOptions {
     /// newest complete backup (or, on a bucket of legacy backups only, the newest
     /// legacy one): a mistyped passphrase would make backups nobody can restore.
     pub new_passphrase: bool,
-    /// The CPU and I/O priority of the snapshot and the pipeline (default: `nice 10`,
-    /// best-effort I/O at level 7; [`Priority::inherit`] for the caller's own).
+    /// The CPU and I/O priority of the snapshot and the pipeline (default: the
+    /// caller's own; [`Priority::gentle`] yields to the homeserver).
     pub priority: crate::backup::priority::Priority,
 }
 
@@ -336,7 +336,7 @@ impl Default for BackupOptions {
             lock: crate::backup::lock::LockOptions::default(),
             progress: None,
             new_passphrase: false,
-            priority: crate::backup::priority::Priority::default(),
+            priority: crate::backup::priority::Priority::inherit(),
         }
     }
 }

@@ -29,16 +29,17 @@ pub enum IoPriority {
 /// and the download side of verify, restore and extract), so that a backup taken while
 /// Synapse serves leaves it responsive.
 ///
-/// The default, `nice 10` and best-effort I/O at level 7, costs a backup on an idle
-/// machine nothing measurable, and hands the CPU back to Synapse whenever it wants
-/// it (the README's benchmark section has the figures).
+/// The default is the caller's own priority (no `nice`, no `ionice`), until the
+/// benchmark's `synapse` section has been run on a quiet machine to choose a gentler
+/// one; [`Priority::gentle`] (`nice 10`, best-effort I/O at level 7) is what it compares.
 ///
 /// ```
 /// use synapse_backup::{IoPriority, Priority};
 ///
 /// let gentle = Priority::new(19, IoPriority::Idle)?;
 /// assert_eq!(gentle.nice(), 19);
-/// assert_eq!("10,best-effort:7".parse::<Priority>()?, Priority::default());
+/// assert_eq!("10,best-effort:7".parse::<Priority>()?, Priority::gentle());
+/// assert_eq!(Priority::default(), Priority::inherit());
 /// assert!(Priority::new(20, IoPriority::Inherit).is_err());
 /// # Ok::<(), synapse_backup::ConfigError>(())
 /// ```
@@ -50,10 +51,7 @@ pub struct Priority {
 
 impl Default for Priority {
     fn default() -> Self {
-        Self {
-            nice: 10,
-            io: IoPriority::BestEffort(7),
-        }
+        Self::inherit()
     }
 }
 
@@ -75,6 +73,15 @@ impl Priority {
         Self {
             nice: 0,
             io: IoPriority::Inherit,
+        }
+    }
+
+    /// `nice 10` and best-effort I/O at level 7: yields the CPU and the disk to the
+    /// homeserver whenever it wants them.
+    pub const fn gentle() -> Self {
+        Self {
+            nice: 10,
+            io: IoPriority::BestEffort(7),
         }
     }
 
@@ -140,7 +147,7 @@ impl FromStr for Priority {
     type Err = ConfigError;
 
     /// `NICE[,IO]`, IO one of `inherit`, `idle`, `best-effort:LEVEL`; `normal` is
-    /// `0,inherit`. A bare `NICE` keeps the default I/O class.
+    /// `0,inherit`. A bare `NICE` keeps the caller's I/O class.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("normal") {
@@ -153,7 +160,7 @@ impl FromStr for Priority {
             ))
         })?;
         let io = match io.trim() {
-            "" => Self::default().io,
+            "" => IoPriority::Inherit,
             "inherit" => IoPriority::Inherit,
             "idle" => IoPriority::Idle,
             other => match other.strip_prefix("best-effort:").map(str::parse::<u8>) {
@@ -186,10 +193,7 @@ mod tests {
             assert_eq!(p.to_string(), text);
         }
         assert_eq!("normal".parse::<Priority>().unwrap(), Priority::inherit());
-        assert_eq!(
-            "12".parse::<Priority>().unwrap().io(),
-            Priority::default().io()
-        );
+        assert_eq!("12".parse::<Priority>().unwrap().io(), IoPriority::Inherit);
     }
 
     #[test]
@@ -215,6 +219,8 @@ mod tests {
         Priority::inherit().apply(&mut env);
         assert!(env.is_empty());
         Priority::default().apply(&mut env);
+        assert!(env.is_empty());
+        Priority::gentle().apply(&mut env);
         assert_eq!(env["SB_NICE"], "10");
         assert_eq!(env["SB_IONICE"], "-c 2 -n 7");
         let mut env = BTreeMap::new();
