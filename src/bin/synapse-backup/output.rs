@@ -2,7 +2,7 @@
 //! output carries only results (a backup id, a table, JSON).
 
 use std::future::Future;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -347,6 +347,29 @@ pub fn backups_table(backups: &[BackupInfo]) -> String {
         out.push_str(&line([&row[0], &row[1], &row[2], &row[3]]));
     }
     out
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+pub(crate) fn emit(text: &str) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Writes `value` as pretty JSON and a newline to stdout.
+pub(crate) fn emit_json(value: &serde_json::Value) {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+    emit(&format!("{text}\n"));
+}
+
+/// Asks on the terminal; only `yes` or `y` agrees.
+pub(crate) fn confirm(question: &str) -> bool {
+    eprint!("{question}");
+    let _ = io::stderr().flush();
+    let mut answer = String::new();
+    if io::stdin().lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "yes" | "y")
 }
 
 #[cfg(test)]

@@ -2,10 +2,38 @@
 
 use serde::Serialize;
 use serde_json::json;
-use synapse_backup::Manifest;
-use synapse_backup::{EntryKind, INNER_MANIFEST_MEMBER, ManifestPath};
+use synapse_backup::{
+    BackupError, EntryKind, INNER_MANIFEST_MEMBER, Manifest, ManifestPath, read_manifest,
+};
 
-use crate::output;
+use crate::cli::{GlobalArgs, IdArg};
+use crate::failure::Failure;
+use crate::output::{self, emit, emit_json};
+use crate::target::Target;
+
+pub(crate) async fn ls(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
+    let target = Target::load(global)?;
+    target.check_bucket().await?;
+    let id = &target.resolve(id).await?;
+    let manifest = match read_manifest(&target.client, id).await {
+        Ok(manifest) => manifest,
+        Err(BackupError::MissingManifest { .. }) => {
+            return Err(Failure::failed(format!(
+                "backup {id} has no manifest, so there is no listing of it: an incomplete \
+                 backup is not restorable, and a legacy one's contents are known only by \
+                 downloading it (`verify {id}` does)"
+            )));
+        }
+        Err(e) => return Err(target.failure(e, false)),
+    };
+    let entries = entries(&manifest);
+    if global.json {
+        emit_json(&to_json(&entries));
+    } else {
+        emit(&table(&entries));
+    }
+    Ok(())
+}
 
 /// One entry of a backup, as `ls` prints it.
 pub struct Entry<'a> {

@@ -1,0 +1,251 @@
+//! The command line as clap parses it: the global flags, the subcommands and their
+//! flags, and the help text after them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use synapse_backup::{BackupId, ConfigError, Layout};
+
+pub(crate) const AFTER_HELP: &str = "\
+The --s3 file holds the s3-integrator relation keys (YAML, or JSON when it ends in .json):
+  bucket (required), endpoint and/or region (one is required), access-key, secret-key,
+  path, s3-uri-style (path|host), tls-ca-chain, storage-class, delete-older-than-days.
+  Any other key is an error. The passphrase file must not be writable by others.
+
+Environment:
+  SYNAPSE_BACKUP_ACCESS_KEY        access-key (overrides the --s3 file)
+  SYNAPSE_BACKUP_SECRET_KEY        secret-key (overrides the --s3 file)
+  AWS_SESSION_TOKEN                session-token (temporary credentials)
+  SYNAPSE_BACKUP_S3                the --s3 file
+  SYNAPSE_BACKUP_ROOT              --root
+  SYNAPSE_BACKUP_PEBBLE            --pebble (the Pebble daemon's socket)
+  SYNAPSE_BACKUP_PASSPHRASE_FILE   the --passphrase-file
+  SYNAPSE_BACKUP_PASSPHRASE        the passphrase itself, when no passphrase file is given
+  SYNAPSE_BACKUP_S3_TIMEOUT        --s3-timeout
+  SYNAPSE_BACKUP_PROGRESS_EVERY    seconds between progress lines on stderr when it is not a
+                                   terminal or with --json (default 30; 0: every report)
+  RUST_LOG                         log filter (overrides -v), e.g. synapse_backup=debug
+
+Wherever a backup id is taken, `latest` names the newest complete backup.
+With --json, every command prints JSON on stdout, and a failure prints
+{\"error\": {\"kind\", \"message\", \"exit_code\"}}.
+
+create, restore, delete and prune hold a lock object (<path>/.synapse-backup.lock) so
+that units sharing the bucket never run them at once; list, ls, verify and
+restore --target (which change nothing in the bucket) do not take it.
+
+Exit codes:
+  0    ok
+  1    the operation failed (the message says why: e.g. missing bucket, unreachable
+       endpoint, refused credentials, backup not found)
+  2    bad usage or configuration (nothing changed)
+  3    another operation holds the backup lock (the message names it; nothing changed)
+  4    declined at the confirmation prompt (nothing changed)
+  129  stopped by SIGHUP, 130 by SIGINT (Ctrl-C), 143 by SIGTERM, after cleaning up";
+
+/// Back up and restore a Matrix Synapse homeserver (signing keys, SQLite database,
+/// local media) to S3-compatible storage as gpg-encrypted tar archives.
+#[derive(Parser)]
+#[command(name = "synapse-backup", version, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Args)]
+pub(crate) struct GlobalArgs {
+    // Where the workload lives and which tools run: --root, --data-dir, --bash, ….
+    #[command(flatten)]
+    pub(crate) layout: Layout,
+    /// Run everything in a Pebble-managed workload through the Pebble daemon's socket
+    /// (e.g. /charm/containers/synapse/pebble.socket): the paths, --user and the tools
+    /// are the workload's, --service names a Pebble service, and the default owner is the
+    /// data dir's owner in the workload.
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        global = true,
+        env = "SYNAPSE_BACKUP_PEBBLE"
+    )]
+    pub(crate) pebble: Option<PathBuf>,
+    /// S3 parameters: a YAML or JSON file with the s3-integrator relation keys [required].
+    #[arg(long, value_name = "FILE", global = true, env = "SYNAPSE_BACKUP_S3")]
+    pub(crate) s3: Option<PathBuf>,
+    /// File holding the encryption passphrase (one trailing newline is ignored).
+    #[arg(
+        long,
+        value_name = "FILE",
+        global = true,
+        env = "SYNAPSE_BACKUP_PASSPHRASE_FILE"
+    )]
+    pub(crate) passphrase_file: Option<PathBuf>,
+    /// Do not take the backup lock: only for a single unit on an S3 server without
+    /// conditional writes (If-None-Match / If-Match).
+    #[arg(long, global = true)]
+    pub(crate) no_lock: bool,
+    /// Wait up to this many seconds for a backup lock held by another operation
+    /// (default: fail at once with exit code 3).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=604_800), global = true)]
+    pub(crate) lock_wait: u64,
+    /// Give up an S3 request without an answer after this many seconds (each attempt;
+    /// all attempts together get three times it), so an endpoint that never answers
+    /// cannot hang a command.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true, env = "SYNAPSE_BACKUP_S3_TIMEOUT")]
+    pub(crate) s3_timeout: u64,
+    /// How long the lock lives after its last refresh (it is refreshed every third of
+    /// that while held); a killed process's lock expires after it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub(crate) lock_ttl: u64,
+    /// Cap create's upload at this many MiB/s (the aws CLI's max_bandwidth), so a
+    /// backup does not saturate the network (default: no cap).
+    #[arg(long, value_name = "MiB/s", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub(crate) limit_upload: Option<u32>,
+    /// Cap the download of verify and restore at this many MiB/s (default: no cap).
+    #[arg(long, value_name = "MiB/s", value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub(crate) limit_download: Option<u32>,
+    /// More logs on stderr: -v progress, -vv debug, -vvv trace.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    /// Print the result as JSON on stdout, and a failure as {"error": {"kind",
+    /// "message", "exit_code"}}.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Check that the bucket exists and the credentials can use it.
+    Check,
+    /// Back up the signing keys, a consistent snapshot of the SQLite database and the
+    /// local media; print the new backup id alone on stdout.
+    Create {
+        /// Give up the database snapshot after this many seconds (a database another
+        /// process keeps locked); 0 for no limit.
+        #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+        snapshot_timeout: u64,
+        /// The passphrase is new on purpose. Without it, create refuses a passphrase
+        /// that does not open the newest backup (a mistyped one would make backups
+        /// nobody can restore); the backup made with it becomes the newest, so later
+        /// creates check against the new passphrase.
+        #[arg(long)]
+        new_passphrase: bool,
+    },
+    /// List the backups under the bucket and path, newest first (with --json, an
+    /// array of {id, status, last_modified, size, key}).
+    List,
+    /// Print a backup's contents (kind, size, path) as its manifest lists them (with
+    /// --json, an array of {path, kind, size}).
+    ///
+    /// The manifest is an index beside the encrypted data: `ls` checks that it names
+    /// this backup and that the data object has the size it states, but only
+    /// `verify ID` (a download and decryption) checks that the archive holds exactly
+    /// what it lists.
+    Ls {
+        /// The backup id, or `latest` (the newest complete backup).
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
+    },
+    /// Download and decrypt a backup without touching live data, and check it
+    /// against its manifest.
+    Verify {
+        /// The backup id, e.g. backup-20261126071900123456, or `latest`.
+        #[arg(value_parser = parse_id, required_unless_present = "all")]
+        id: Option<IdArg>,
+        /// Verify every backup, newest first: one line each (id, ok / FAILED and why,
+        /// or skipped for the incomplete leftovers of failed creates); exit code 1 when
+        /// any failed. With --json, an array of {id, status, result, reason, …}.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Make the work dir in the temp dir ($TMPDIR or /tmp) instead of beside the
+        /// data (the default where there is no Synapse tree under --root). Verify keeps
+        /// only small files there: the archive is read, not written.
+        #[arg(long)]
+        temp_work_dir: bool,
+    },
+    /// Restore a backup over the live data, safely: it is downloaded, decrypted and
+    /// checked before anything live is touched.
+    Restore {
+        /// The backup id, or `latest` (the newest complete backup).
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(short, long)]
+        yes: bool,
+        /// Keep the restored database's one-time keys (e2e_one_time_keys_json). By
+        /// default they are removed, as Synapse advises: keys handed out after the
+        /// backup was made must never be handed out again.
+        #[arg(long)]
+        keep_one_time_keys: bool,
+        /// Extract the backup into DIR instead (made when missing; it must be empty),
+        /// with the same download, decryption and checks: no live file, service or lock
+        /// is touched, and no Synapse tree is needed under --root.
+        #[arg(long, value_name = "DIR")]
+        target: Option<PathBuf>,
+        /// With --target, extract only PATH: a file or a directory (and everything
+        /// under it) as `ls` names them, e.g. data/homeserver.db or
+        /// /data/media_store/local_content. Repeatable.
+        #[arg(long, value_name = "PATH", requires = "target")]
+        include: Vec<String>,
+    },
+    /// Delete a backup (its manifest, then its data).
+    Delete {
+        /// The backup id, or `latest` (the newest complete backup).
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
+    },
+    /// Delete old backups and the leftovers of failed creates; the newest restorable
+    /// backup (and the newest complete one) is always kept.
+    Prune {
+        /// Keep at least the N newest restorable backups, however old. Without
+        /// --older-than-days (or delete-older-than-days), the older ones are deleted.
+        #[arg(
+            long,
+            alias = "keep-last",
+            value_name = "N",
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
+        keep_at_least: Option<u64>,
+        /// Delete backups older than this (default: delete-older-than-days from the
+        /// --s3 file).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+        older_than_days: Option<u32>,
+        /// Only print each backup that would be deleted, and why.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove the backup lock left by an operation that is known to be gone (e.g. a
+    /// killed process), after confirmation. A lock otherwise expires by itself.
+    Unlock {
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(short, long)]
+        yes: bool,
+    },
+}
+
+/// A backup id as given: an id, or `latest`.
+#[derive(Clone, Debug)]
+pub(crate) enum IdArg {
+    /// The newest complete backup.
+    Latest,
+    /// This backup.
+    Id(BackupId),
+}
+
+pub(crate) fn parse_id(text: &str) -> Result<IdArg, String> {
+    if text == "latest" {
+        return Ok(IdArg::Latest);
+    }
+    text.parse().map(IdArg::Id).map_err(|e: ConfigError| {
+        let problem = match e {
+            ConfigError::Invalid { problems } => problems
+                .into_iter()
+                .map(|p| p.message)
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        };
+        format!("{problem} (or `latest` for the newest complete backup)")
+    })
+}
