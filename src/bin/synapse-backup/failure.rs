@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use serde_json::json;
+use serde::Serialize;
 use synapse_backup::{BackupError, ContainerError, S3Error};
 
 use crate::output::emit_json;
@@ -81,16 +81,30 @@ impl Failure {
     pub(crate) fn report(&self, json: bool) -> ExitCode {
         eprintln!("error: {}", self.message);
         if json && self.kind != Kind::Reported {
-            emit_json(&json!({
-                "error": {
-                    "kind": self.kind_name(),
-                    "message": self.message,
-                    "exit_code": self.code(),
-                }
-            }));
+            emit_json(&ErrorJson {
+                error: ErrorBody {
+                    kind: self.kind_name(),
+                    message: &self.message,
+                    exit_code: self.code(),
+                },
+            });
         }
         ExitCode::from(self.code())
     }
+}
+
+/// A failure with `--json`: `{"error": {"kind", "message", "exit_code"}}`.
+#[derive(Serialize)]
+struct ErrorJson<'a> {
+    error: ErrorBody<'a>,
+}
+
+/// The inside of [`ErrorJson`].
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    kind: &'static str,
+    message: &'a str,
+    exit_code: u8,
 }
 
 impl From<BackupError> for Failure {
@@ -131,13 +145,36 @@ pub(crate) fn usage_exit(error: clap::Error) -> ExitCode {
     if informational || !json_requested() {
         error.exit();
     }
-    let text = error.render().to_string();
-    let message = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
+    Failure::usage(usage_message(&error.render().to_string())).report(true)
+}
+
+/// clap's error as one line: its first line, and its tips (`a similar argument exists:
+/// '--dry-run'`) after it; not the usage and `--help` lines.
+fn usage_message(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut message = lines
+        .next()
         .unwrap_or("bad usage")
         .trim_start_matches("error: ")
         .to_string();
-    Failure::usage(message).report(true)
+    for tip in lines.filter(|l| l.starts_with("tip: ")) {
+        message.push_str("; ");
+        message.push_str(tip);
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage_message;
+
+    #[test]
+    fn a_usage_error_keeps_clap_s_tips() {
+        let text = "error: unexpected argument '--dry-rn' found\n\n  tip: a similar argument exists: '--dry-run'\n\nUsage: synapse-backup prune --dry-run\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_message(text),
+            "unexpected argument '--dry-rn' found; tip: a similar argument exists: '--dry-run'"
+        );
+        assert_eq!(usage_message(""), "bad usage");
+    }
 }

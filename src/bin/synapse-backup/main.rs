@@ -37,7 +37,7 @@ fn main() -> ExitCode {
              It is a YAML or JSON file with the s3-integrator keys (bucket, endpoint or region, …).",
         ));
     }
-    output::init_logging(cli.global.verbose);
+    output::init(cli.global.verbose, cli.global.quiet, cli.global.json);
     let json = cli.global.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,6 +1,6 @@
 //! `check`: the bucket exists and the credentials can use it (and, given, the passphrase and the Pebble daemon).
 
-use serde_json::json;
+use serde::Serialize;
 use synapse_backup::{Container, PebbleContainer};
 
 use crate::cli::GlobalArgs;
@@ -10,6 +10,17 @@ use crate::output::{self, emit, emit_json};
 use crate::target::{Target, passphrase};
 use crate::workload::workload_failure;
 
+/// `check --json`: where the backups go.
+#[derive(Serialize)]
+struct Checked<'a> {
+    ok: bool,
+    bucket: &'a str,
+    path: &'a str,
+    endpoint: Option<&'a str>,
+    region: &'a str,
+}
+
+/// `check`: one small listing of the bucket, after the configuration is read.
 pub(crate) async fn check(global: &GlobalArgs) -> Result<(), Failure> {
     let target = Target::load(global)?;
     // A passphrase given is checked too, so `check` catches every config mistake.
@@ -32,13 +43,13 @@ pub(crate) async fn check(global: &GlobalArgs) -> Result<(), Failure> {
     )
     .await?;
     if global.json {
-        emit_json(&json!({
-            "ok": true,
-            "bucket": target.client.bucket(),
-            "path": target.client.prefix(),
-            "endpoint": target.params.endpoint(),
-            "region": target.client.region(),
-        }));
+        emit_json(&Checked {
+            ok: true,
+            bucket: target.client.bucket(),
+            path: target.client.prefix(),
+            endpoint: target.params.endpoint(),
+            region: target.client.region(),
+        });
     } else {
         emit(&format!("ok: {} is usable\n", target.describe()));
     }

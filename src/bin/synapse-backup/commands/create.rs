@@ -1,7 +1,7 @@
 //! `create`: a new backup, its id alone on stdout.
 
-use serde_json::json;
-use synapse_backup::{BackupError, BackupOptions, CancelToken, create_backup_with};
+use serde::Serialize;
+use synapse_backup::{BackupError, BackupOptions, BackupReport, CancelToken, create_backup_with};
 
 use crate::cli::GlobalArgs;
 use crate::failure::{Failure, Kind};
@@ -10,6 +10,20 @@ use crate::output::{self, emit, emit_json};
 use crate::target::{Target, container, lock_options, passphrase};
 use crate::workload::pipeline_layout;
 
+/// `create --json`: the library's report, with the manifest's totals and warnings at
+/// the top as before.
+#[derive(Serialize)]
+struct Created<'a> {
+    #[serde(flatten)]
+    report: &'a BackupReport,
+    plaintext_bytes: u64,
+    ciphertext_bytes: u64,
+    duration_seconds: f64,
+    warnings: &'a [String],
+}
+
+/// `create`: backs up, stopping cleanly (nothing kept) on `SIGINT`, `SIGTERM` or
+/// `SIGHUP`.
 pub(crate) async fn create(
     global: &GlobalArgs,
     snapshot_timeout: Option<u64>,
@@ -21,15 +35,16 @@ pub(crate) async fn create(
     target.check_bucket().await?;
     let container = container(global, &layout);
     let token = CancelToken::new();
-    let view = output::ProgressView::new(
-        format!("backing up {} to {}", layout.root, target.describe()),
-        global.json,
-    );
+    let view = output::ProgressView::new(format!(
+        "backing up {} to {}",
+        layout.root,
+        target.describe()
+    ));
     let options = BackupOptions::default()
         .snapshot_timeout(snapshot_timeout.map(std::time::Duration::from_secs))
         .cancel(token.clone())
         .lock(lock_options(global))
-        .max_bandwidth_mib(global.limit_upload)
+        .max_bandwidth_mib(global.limit_upload_mib())
         .new_passphrase(new_passphrase)
         .progress(Some(view.callback()));
     let (result, signal) = view
@@ -64,27 +79,26 @@ pub(crate) async fn create(
     for warning in &manifest.warnings {
         output::warn(warning);
     }
-    let files = report.files;
     if global.json {
-        emit_json(&json!({
-            "id": report.id.as_str(),
-            "files": files,
-            "plaintext_bytes": manifest.plaintext_bytes,
-            "ciphertext_bytes": manifest.ciphertext_bytes,
-            "duration_seconds": report.duration.as_secs_f64(),
-            "warnings": manifest.warnings,
-        }));
+        emit_json(&Created {
+            report: &report,
+            plaintext_bytes: manifest.plaintext_bytes,
+            ciphertext_bytes: manifest.ciphertext_bytes,
+            duration_seconds: report.duration.as_secs_f64(),
+            warnings: &manifest.warnings,
+        });
     } else {
         emit(&format!("{}\n", report.id));
     }
-    eprintln!(
-        "created {} in {}: {files} files, {} archived, {} stored, in {} ({})",
+    output::info(&format!(
+        "created {} in {}: {} files, {} archived, {} stored, in {} ({})",
         report.id,
         target.describe(),
+        report.files,
         output::size(manifest.plaintext_bytes),
         output::size(manifest.ciphertext_bytes),
         output::seconds(report.duration),
         output::rate(manifest.plaintext_bytes, report.duration),
-    );
+    ));
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `delete`: one backup, manifest first.
 
-use serde_json::json;
-use synapse_backup::delete_backup_with;
+use serde::Serialize;
+use synapse_backup::{BackupId, delete_backup_with};
 
 use crate::cli::{GlobalArgs, IdArg};
 use crate::failure::{Failure, Kind};
@@ -9,6 +9,13 @@ use crate::interrupt;
 use crate::output::{self, emit, emit_json};
 use crate::target::{Target, lock_options};
 
+/// `delete --json`.
+#[derive(Serialize)]
+struct Deleted<'a> {
+    deleted: &'a BackupId,
+}
+
+/// `delete ID`: the manifest, then the data, under the lock.
 pub(crate) async fn delete(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
     let target = Target::load(global)?;
     target.check_bucket().await?;
@@ -27,7 +34,7 @@ pub(crate) async fn delete(global: &GlobalArgs, id: &IdArg) -> Result<(), Failur
     })?
     .map_err(|e| target.failure(e, false))?;
     if global.json {
-        emit_json(&json!({ "deleted": id.as_str() }));
+        emit_json(&Deleted { deleted: id });
     } else {
         emit(&format!("deleted {id} from {}\n", target.describe()));
     }

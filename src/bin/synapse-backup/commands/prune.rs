@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use serde_json::json;
-use synapse_backup::{BackupId, BackupInfo, BackupStatus, RetentionPolicy, prune_backups_with};
+use serde::Serialize;
+use synapse_backup::{BackupInfo, BackupStatus, PruneReport, RetentionPolicy, prune_backups_with};
 
 use crate::cli::GlobalArgs;
 use crate::failure::{Failure, Kind};
@@ -11,18 +11,23 @@ use crate::interrupt;
 use crate::output::{self, emit, emit_json};
 use crate::target::{Target, lock_options};
 
+/// `prune --json`: the library's report (with its plan: every backup, keep or delete,
+/// and why), and the plan's warnings at the top as before.
+#[derive(Serialize)]
+struct Pruned<'a> {
+    #[serde(flatten)]
+    report: &'a PruneReport,
+    warnings: &'a [String],
+}
+
 /// Where the age limit of a prune comes from, to name it in the reasons.
-pub(crate) enum AgeSource {
+enum AgeSource {
     Flag,
     File(PathBuf),
 }
 
 /// Why a prune deletes `backup`, as the policy says.
-pub(crate) fn prune_reason(
-    backup: &BackupInfo,
-    policy: &RetentionPolicy,
-    age: &AgeSource,
-) -> String {
+fn prune_reason(backup: &BackupInfo, policy: &RetentionPolicy, age: &AgeSource) -> String {
     if backup.status == BackupStatus::Incomplete {
         return "incomplete (no manifest or no data: a failed or interrupted create), not restorable"
             .into();
@@ -50,6 +55,7 @@ pub(crate) fn prune_reason(
     }
 }
 
+/// `prune`: deletes (or with `--dry-run` lists) what the retention policy lets go.
 pub(crate) async fn prune(
     global: &GlobalArgs,
     keep_at_least: Option<u64>,
@@ -70,10 +76,10 @@ pub(crate) async fn prune(
     policy.dry_run = dry_run;
     target.check_bucket().await?;
     if policy.older_than_days.is_none() && policy.keep_last.is_none() {
-        eprintln!(
+        output::info(&format!(
             "note: no retention set (--older-than-days, --keep-at-least, or delete-older-than-days in {}): only incomplete leftovers are removed",
             target.s3_file.display()
-        );
+        ));
     }
     let lock = lock_options(global);
     let report = output::with_spinner(
@@ -89,41 +95,25 @@ pub(crate) async fn prune(
     })?
     .map_err(|e| target.failure(e, true))?;
     if global.json {
-        let deleted: Vec<serde_json::Value> = report
-            .deleted
-            .iter()
-            .map(|b| {
-                json!({
-                    "id": b.id.as_str(),
-                    "status": b.status,
-                    "size": b.size,
-                    "last_modified": output::rfc3339(b.last_modified),
-                    "reason": prune_reason(b, &policy, &age),
-                })
-            })
-            .collect();
-        let ids = |ids: &[BackupId]| {
-            ids.iter()
-                .map(|i| i.as_str().to_string())
-                .collect::<Vec<_>>()
-        };
-        emit_json(&json!({
-            "dry_run": dry_run,
-            "deleted": deleted,
-            "kept": ids(&report.kept),
-            "protected": ids(&report.protected),
-            "aborted_uploads": report.aborted_uploads,
-            "create_running": report.create_running,
-            "warnings": report.plan.warnings,
-            "plan": report.plan,
-        }));
+        emit_json(&Pruned {
+            report: &report,
+            warnings: &report.plan.warnings,
+        });
         return Ok(());
     }
+    for warning in &report.plan.warnings {
+        output::warn(warning);
+    }
+    emit(&pruned_text(&report, &policy, &age));
+    Ok(())
+}
+
+/// The report of a prune, for a person: each backup deleted and why, the ones kept
+/// whatever the policy, and the counts.
+fn pruned_text(report: &PruneReport, policy: &RetentionPolicy, age: &AgeSource) -> String {
+    let dry_run = report.dry_run;
     let verb = if dry_run { "would delete" } else { "deleted" };
     let mut text = String::new();
-    for warning in &report.plan.warnings {
-        eprintln!("warning: {warning}");
-    }
     for b in &report.deleted {
         text.push_str(&format!(
             "{verb} {} ({}, {}, {}): {}\n",
@@ -131,7 +121,7 @@ pub(crate) async fn prune(
             b.status,
             output::size(b.size),
             output::rfc3339(b.last_modified),
-            prune_reason(b, &policy, &age),
+            prune_reason(b, policy, age),
         ));
     }
     for id in &report.protected {
@@ -156,6 +146,5 @@ pub(crate) async fn prune(
             "deleted {n} backup(s), aborted {uploads} stale upload(s); {kept} kept\n"
         ));
     }
-    emit(&text);
-    Ok(())
+    text
 }

@@ -3,10 +3,10 @@
 use std::io::{self, IsTerminal};
 use std::path::Path;
 
-use serde_json::json;
+use serde::Serialize;
 use synapse_backup::{
-    BackupError, BackupStatus, ExtractTarget, RestoreOptions, backup_status, extract_backup_with,
-    restore_backup_with,
+    BackupError, BackupId, BackupStatus, ExtractReport, ExtractTarget, Layout, RestoreOptions,
+    RestoreReport, backup_status, extract_backup_with, restore_backup_with,
 };
 
 use crate::cli::{GlobalArgs, IdArg};
@@ -16,6 +16,35 @@ use crate::output::{self, confirm, emit, emit_json};
 use crate::target::{Target, container, lock_options, passphrase};
 use crate::workload::{pipeline_layout, reader_layout};
 
+/// What an in-place restore without `--service` says, in its prompt and its report.
+const NO_SERVICE: &str = "no service was stopped (no --service): if Synapse is running, \
+                          it still has the replaced database open; restart it now";
+
+/// `restore --json`: the library's report, with what the command line adds.
+#[derive(Serialize)]
+struct Restored<'a> {
+    #[serde(flatten)]
+    report: &'a RestoreReport,
+    /// The root the live data was restored under.
+    root: &'a str,
+    /// The service stopped and started around the swap (`--service`), if any.
+    service: Option<&'a str>,
+    /// `--keep-one-time-keys`.
+    one_time_keys_kept: bool,
+    duration_seconds: f64,
+}
+
+/// `restore --target --json`: the library's report, with what the command line adds.
+#[derive(Serialize)]
+struct Extracted<'a> {
+    #[serde(flatten)]
+    report: &'a ExtractReport,
+    /// `--keep-one-time-keys`.
+    one_time_keys_kept: bool,
+    duration_seconds: f64,
+}
+
+/// `restore ID`: the backup over the live data, after confirmation.
 pub(crate) async fn restore(
     global: &GlobalArgs,
     id: &IdArg,
@@ -35,42 +64,13 @@ pub(crate) async fn restore(
     target.check_bucket().await?;
     let id = &target.resolve(id).await?;
     if !yes {
-        match backup_status(&target.client, id)
-            .await
-            .map_err(|e| target.failure(e, false))?
-        {
-            None => return Err(BackupError::NotFound { id: id.to_string() }.into()),
-            Some(BackupStatus::Incomplete) => {
-                return Err(Failure::failed(format!(
-                    "backup {id} is incomplete (no manifest or no data) and cannot be restored"
-                )));
-            }
-            Some(_) => {}
-        }
-        let service = match &layout.service {
-            Some(s) => format!(" The service {s} is stopped and started around the swap."),
-            None => String::new(),
-        };
-        let question = format!(
-            "Restore {id} from {} over the live data under {}?\n\
-             The signing keys, the database and the local media are replaced once the backup \
-             has been downloaded and checked.{service}\nType yes to continue: ",
-            target.describe(),
-            layout.root
-        );
-        if !confirm(&question) {
-            return Err(Failure::new(
-                Kind::Declined,
-                "restore cancelled at the prompt; nothing was changed",
-            ));
-        }
+        ask(&target, &layout, id).await?;
     }
     let container = container(global, &layout);
-    let view =
-        output::ProgressView::new(format!("restoring {id} into {}", layout.root), global.json);
+    let view = output::ProgressView::new(format!("restoring {id} into {}", layout.root));
     let options = RestoreOptions::default()
         .lock(lock_options(global))
-        .max_bandwidth_mib(global.limit_download)
+        .max_bandwidth_mib(global.limit_download_mib())
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
     let report = interrupt::shielded(
@@ -90,23 +90,65 @@ pub(crate) async fn restore(
         output::warn(warning);
     }
     if global.json {
-        emit_json(&json!({
-            "id": id.as_str(),
-            "status": report.status,
-            "root": layout.root,
-            "restored": report.restored,
-            "removed": report.dropped,
-            "stripped_modes": report.stripped_modes,
-            "one_time_keys_removed": report.one_time_keys_removed,
-            "one_time_keys_kept": keep_one_time_keys,
-            "ciphertext_bytes": report.ciphertext_bytes,
-            "duration_seconds": report.duration.as_secs_f64(),
-            "warnings": report.warnings,
-        }));
-        return Ok(());
+        emit_json(&Restored {
+            report: &report,
+            root: &layout.root,
+            service: layout.service.as_deref(),
+            one_time_keys_kept: keep_one_time_keys,
+            duration_seconds: report.duration.as_secs_f64(),
+        });
+    } else {
+        emit(&restored_text(&report, &layout, keep_one_time_keys));
     }
+    if global.json && layout.service.is_none() {
+        // Standard output is the JSON: the operator still reads this on stderr.
+        output::warn(NO_SERVICE);
+    }
+    Ok(())
+}
+
+/// Asks before the live data is replaced, once the backup is known to be restorable.
+async fn ask(target: &Target, layout: &Layout, id: &BackupId) -> Result<(), Failure> {
+    match backup_status(&target.client, id)
+        .await
+        .map_err(|e| target.failure(e, false))?
+    {
+        None => return Err(BackupError::NotFound { id: id.to_string() }.into()),
+        Some(BackupStatus::Incomplete) => {
+            return Err(Failure::failed(format!(
+                "backup {id} is incomplete (no manifest or no data) and cannot be restored"
+            )));
+        }
+        Some(_) => {}
+    }
+    let service = match &layout.service {
+        Some(s) => format!("The service {s} is stopped and started around the swap."),
+        None => "No service is stopped (no --service): stop Synapse first, or pass \
+                 --service NAME; a running Synapse keeps the replaced database open."
+            .to_string(),
+    };
+    let question = format!(
+        "Restore {id} from {} over the live data under {}?\n\
+         The signing keys, the database and the local media are replaced once the backup \
+         has been downloaded and checked. {service}\nType yes to continue: ",
+        target.describe(),
+        layout.root
+    );
+    if confirm(&question) {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            Kind::Declined,
+            "restore cancelled at the prompt; nothing was changed",
+        ))
+    }
+}
+
+/// The report of an in-place restore, for a person.
+fn restored_text(report: &RestoreReport, layout: &Layout, keep_one_time_keys: bool) -> String {
     let mut text = format!(
-        "restored {id} ({}) into {}: {} encrypted, in {} ({})\n",
+        "restored {} ({}) into {}: {} encrypted, in {} ({})\n",
+        report.id,
         report.status,
         layout.root,
         output::size(report.ciphertext_bytes),
@@ -130,18 +172,18 @@ pub(crate) async fn restore(
     if report.one_time_keys_removed.is_none() && keep_one_time_keys {
         text.push_str("  one-time keys kept (--keep-one-time-keys)\n");
     }
-    emit(&text);
-    Ok(())
+    match &layout.service {
+        Some(service) => {
+            text.push_str(&format!("  stopped and started the service {service}\n"));
+        }
+        None => text.push_str(&format!("  {NO_SERVICE}\n")),
+    }
+    text
 }
 
 /// The report lines restore and extract share: the entries whose modes were stripped,
 /// and the one-time keys removed from the `done` (restored, extracted) database.
-pub(crate) fn push_modes_and_keys(
-    text: &mut String,
-    stripped: &[String],
-    removed: Option<u64>,
-    done: &str,
-) {
+fn push_modes_and_keys(text: &mut String, stripped: &[String], removed: Option<u64>, done: &str) {
     for entry in stripped {
         text.push_str(&format!(
             "  stripped set-id, sticky and world-writable bits: {entry}\n"
@@ -155,7 +197,8 @@ pub(crate) fn push_modes_and_keys(
     }
 }
 
-/// `restore --target`: the backup extracted into a directory, nothing live touched.
+/// `restore ID --target DIR`: the backup extracted into a directory, nothing live
+/// touched.
 pub(crate) async fn extract(
     global: &GlobalArgs,
     id: &IdArg,
@@ -179,9 +222,9 @@ pub(crate) async fn extract(
     for path in include {
         into = into.include(path);
     }
-    let view = output::ProgressView::new(format!("extracting {id} into {dir}"), global.json);
+    let view = output::ProgressView::new(format!("extracting {id} into {dir}"));
     let options = RestoreOptions::default()
-        .max_bandwidth_mib(global.limit_download)
+        .max_bandwidth_mib(global.limit_download_mib())
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
     let report = interrupt::shielded(
@@ -202,23 +245,24 @@ pub(crate) async fn extract(
         output::warn(warning);
     }
     if global.json {
-        emit_json(&json!({
-            "id": id.as_str(),
-            "status": report.status,
-            "target": dir,
-            "extracted": report.extracted,
-            "stripped_modes": report.stripped_modes,
-            "one_time_keys_removed": report.one_time_keys_removed,
-            "one_time_keys_kept": keep_one_time_keys,
-            "ciphertext_bytes": report.ciphertext_bytes,
-            "duration_seconds": report.duration.as_secs_f64(),
-            "warnings": report.warnings,
-        }));
-        return Ok(());
+        emit_json(&Extracted {
+            report: &report,
+            one_time_keys_kept: keep_one_time_keys,
+            duration_seconds: report.duration.as_secs_f64(),
+        });
+    } else {
+        emit(&extracted_text(&report));
     }
+    Ok(())
+}
+
+/// The report of an extraction, for a person.
+fn extracted_text(report: &ExtractReport) -> String {
     let mut text = format!(
-        "extracted {id} ({}) into {dir}: {} encrypted, in {} ({})\n",
+        "extracted {} ({}) into {}: {} encrypted, in {} ({})\n",
+        report.id,
         report.status,
+        report.target,
         output::size(report.ciphertext_bytes),
         output::seconds(report.duration),
         output::rate(report.ciphertext_bytes, report.duration),
@@ -232,6 +276,5 @@ pub(crate) async fn extract(
         report.one_time_keys_removed,
         "extracted",
     );
-    emit(&text);
-    Ok(())
+    text
 }

@@ -2,7 +2,7 @@
 
 use std::io::{self, IsTerminal};
 
-use serde_json::json;
+use serde::Serialize;
 use synapse_backup::BackupLock;
 
 use crate::cli::GlobalArgs;
@@ -10,6 +10,16 @@ use crate::failure::{Failure, Kind};
 use crate::output::{self, confirm, emit, emit_json};
 use crate::target::Target;
 
+/// `unlock --json`: whether a lock was held and removed, and whose.
+#[derive(Serialize)]
+struct Unlocked<'a> {
+    removed: bool,
+    held: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holder: Option<&'a str>,
+}
+
+/// `unlock`: removes a held lock after confirmation.
 pub(crate) async fn unlock(global: &GlobalArgs, yes: bool) -> Result<(), Failure> {
     let target = Target::load(global)?;
     target.check_bucket().await?;
@@ -20,7 +30,11 @@ pub(crate) async fn unlock(global: &GlobalArgs, yes: bool) -> Result<(), Failure
         Some(info) if !info.released => info,
         _ => {
             if global.json {
-                emit_json(&json!({ "removed": false, "held": false }));
+                emit_json(&Unlocked {
+                    removed: false,
+                    held: false,
+                    holder: None,
+                });
             } else {
                 emit(&format!(
                     "no backup lock is held in {}\n",
@@ -59,7 +73,11 @@ pub(crate) async fn unlock(global: &GlobalArgs, yes: bool) -> Result<(), Failure
         .map_err(|e| target.failure(e, false))?
     {
         if global.json {
-            emit_json(&json!({ "removed": true, "held": true, "holder": info.holder() }));
+            emit_json(&Unlocked {
+                removed: true,
+                held: true,
+                holder: Some(&info.holder()),
+            });
         } else {
             emit(&format!(
                 "removed the backup lock held by {}\n",
