@@ -96,7 +96,7 @@ pub use backup::plan::{
     check_passphrase,
 };
 pub use backup::priority::{IoPriority, Priority};
-pub use backup::progress::{Progress, ProgressCallback, ProgressMeter, ProgressStage};
+pub use backup::progress::{Progress, ProgressCallback, ProgressMeter, ProgressStage, human_bytes};
 pub use backup::prune_plan::{
     ClockSource, ID_TIME_AHEAD_TOLERANCE, ID_TIME_BEHIND_TOLERANCE, LeftoverRule, PlanContext,
     PlannedBackup, PruneAction, PrunePlan, PruneReason, StaleUpload, plan_prune,

@@ -156,7 +156,12 @@ async fn create_locked<C: Container + ?Sized>(
             if uploading.into_inner() {
                 remove_partial_upload(&*run.client, &key).await;
             }
-            tracing::warn!(backup_id = %id, error = %e, "backup failed; nothing was kept");
+            if matches!(e, BackupError::Cancelled) {
+                // The caller asked for it, and says so itself.
+                tracing::info!(backup_id = %id, "backup cancelled; nothing was kept");
+            } else {
+                tracing::warn!(backup_id = %id, error = %e, "backup failed; nothing was kept");
+            }
             Err(e)
         }
     }

@@ -150,8 +150,14 @@ impl fmt::Display for Progress {
     }
 }
 
-/// Bytes in decimal units: `512 B`, `4.2 MB`, `1.1 GB`.
-pub(crate) fn human_bytes(bytes: u64) -> String {
+/// Bytes in decimal units with one decimal, as progress lines and the command line
+/// print them: `512 B`, `4.2 MB`, `1.1 GB`.
+///
+/// ```
+/// assert_eq!(synapse_backup::human_bytes(999), "999 B");
+/// assert_eq!(synapse_backup::human_bytes(4_200_000), "4.2 MB");
+/// ```
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
     if bytes < 1000 {
         return format!("{bytes} B");

@@ -150,6 +150,16 @@ pub struct S3Parameters {
 pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl S3Parameters {
+    /// The relation keys the parameters are read from (s3 interface v0 and v1), as the
+    /// relation spells them: a tool that reads them from a file a person writes can
+    /// refuse any other key (a misspelt `endpiont`) instead of ignoring it.
+    ///
+    /// ```
+    /// use synapse_backup::S3Parameters;
+    /// assert!(S3Parameters::RELATION_KEYS.contains(&"delete-older-than-days"));
+    /// ```
+    pub const RELATION_KEYS: &'static [&'static str] = &FIELDS;
+
     /// Sets the overall deadline of every S3 request the crate's client sends
     /// ([`S3Client`](crate::S3Client)): a request without an answer by then fails with
     /// [`S3Error::TimedOut`](crate::S3Error::TimedOut) (each attempt gets it, and all
