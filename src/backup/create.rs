@@ -16,8 +16,8 @@ use super::plan::{self, BackupId, BackupOptions, LiveChanges, WorkDir};
 use super::progress::{self, ProgressStage};
 use super::restore_plan::{MemberSource, RestoreRules};
 use super::run::Run;
-use super::scripts::{Exit, Pipeline};
-use super::work;
+use super::scripts::{Exit, Pipeline, WorkFile};
+use super::work::{self, Outputs};
 use crate::container::Container;
 use crate::error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
 use crate::s3::{ObjectStore, S3Parameters};
@@ -426,6 +426,37 @@ fn stage_error(stage: Stage, e: ContainerError) -> BackupError {
     }
 }
 
+/// The error of a failed `backup.sh`: the stage that failed, with its own status (from
+/// the work dir's `failed`: `<stage> <status>`).
+async fn pipeline_error<C: Container + ?Sized>(
+    e: ContainerError,
+    outputs: &Outputs<'_, C>,
+) -> BackupError {
+    match (Exit::of(&e), e) {
+        (Some(Exit::Stage(position)), ContainerError::ExitedNonZero { stderr, .. }) => {
+            match outputs.field(WorkFile::Failed, 1).await {
+                Ok(status) => BackupError::StageFailed {
+                    stage: Pipeline::Backup.stage(position),
+                    exit_code: status,
+                    stderr,
+                },
+                Err(read) => read.into(),
+            }
+        }
+        (
+            Some(Exit::ChecksumReaders),
+            ContainerError::ExitedNonZero {
+                exit_code, stderr, ..
+            },
+        ) => BackupError::StageFailed {
+            stage: Stage::Check,
+            exit_code,
+            stderr,
+        },
+        (_, other) => stage_error(Stage::Upload, other),
+    }
+}
+
 /// This process's peak resident set size so far (`VmHWM`), for the debug log.
 fn peak_rss_kib() -> Option<u64> {
     std::fs::read_to_string("/proc/self/status")
@@ -451,23 +482,23 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     /// The error of a failed `prepare.sh`: no room for the snapshot, a damaged
     /// database, the snapshot or a collection step.
     async fn prepare_error(&self, e: ContainerError) -> BackupError {
-        let (container, layout, work) = (self.run.container, self.run.layout, self.work);
-        let exit = match &e {
-            ContainerError::ExitedNonZero { exit_code, .. } => Exit::from_code(*exit_code),
-            _ => Exit::Other(-1),
-        };
-        match exit {
-            Exit::NoSpace => {
-                let number = |name: &'static str| async move {
-                    work::read_text(container, layout, &work.file(name))
-                        .await
-                        .and_then(|t| t.parse().ok())
-                        .unwrap_or(0)
+        let work = self.work;
+        let outputs = Outputs::new(self.run.container, self.run.layout, work);
+        match Exit::of(&e).unwrap_or(Exit::Other(-1)) {
+            Exit::SnapshotNoSpace => {
+                let space = async {
+                    Ok::<_, ContainerError>((
+                        outputs.field(WorkFile::Need, 0).await?,
+                        outputs.field(WorkFile::Avail, 0).await?,
+                    ))
                 };
-                BackupError::InsufficientSpace {
-                    path: work.dir.clone(),
-                    needed: number("need").await,
-                    available: number("avail").await,
+                match space.await {
+                    Ok((needed, available)) => BackupError::InsufficientSpace {
+                        path: work.dir.clone(),
+                        needed,
+                        available,
+                    },
+                    Err(read) => read.into(),
                 }
             }
             Exit::SnapshotCorrupt => {
@@ -478,7 +509,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 let db = self.collected.db.as_deref().unwrap_or("the database");
                 BackupError::StageFailed {
                     stage: Stage::Snapshot,
-                    exit_code: 22,
+                    exit_code: Exit::SnapshotCorrupt.code(),
                     stderr: format!(
                         "{db} is damaged: its snapshot fails SQLite's PRAGMA integrity_check, so a restore would refuse it; nothing was uploaded ({detail})"
                     ),
@@ -532,7 +563,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             container,
             layout,
             work,
-            "inner-manifest.json",
+            WorkFile::InnerManifest,
             &inner.to_json(),
         )
         .await?;
@@ -540,7 +571,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             container,
             layout,
             work,
-            "files",
+            WorkFile::Files,
             &plan::files_list(&collected.members),
         )
         .await?;
@@ -548,7 +579,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             container,
             layout,
             work,
-            "links",
+            WorkFile::Links,
             &plan::files_list(&collected.links),
         )
         .await?;
@@ -569,10 +600,8 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         {
             return Err(self.prepare_error(e).await);
         }
-        let expected_size: u64 = work::read_text(container, layout, &work.file("size"))
-            .await
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0);
+        let outputs = Outputs::new(container, layout, work);
+        let expected_size: u64 = outputs.field(WorkFile::Size, 0).await?;
 
         let call = plan::backup_call(layout, params, options, work, key, expected_size);
         tracing::info!(backup_id = %id, expected_size, "running the backup pipeline");
@@ -589,42 +618,14 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         )
         .await
         {
-            return Err(match e {
-                ContainerError::ExitedNonZero {
-                    exit_code, stderr, ..
-                } if matches!(
-                    Exit::from_code(exit_code),
-                    Exit::Stage(_) | Exit::ChecksumReaders
-                ) =>
-                {
-                    let stage = match Exit::from_code(exit_code) {
-                        Exit::Stage(position) => Pipeline::Backup.stage(position),
-                        _ => Stage::Check,
-                    };
-                    let status = work::read_text(container, layout, &work.file("failed"))
-                        .await
-                        .and_then(|t| t.split_whitespace().nth(1).and_then(|s| s.parse().ok()))
-                        .unwrap_or(exit_code);
-                    BackupError::StageFailed {
-                        stage,
-                        exit_code: status,
-                        stderr,
-                    }
-                }
-                other => stage_error(Stage::Upload, other),
-            });
+            return Err(pipeline_error(e, &outputs).await);
         }
         // tar's own verdict: 0, or 1/2 for a live tree (warnings, unless a line says
         // otherwise).
-        let tar_status: i32 = work::read_text(container, layout, &work.file("tar.status"))
-            .await
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(-1);
+        let tar_status: i32 = outputs.field(WorkFile::TarStatus, 0).await?;
         let mut changes = LiveChanges::default();
         if tar_status != 0 {
-            let stderr = work::read_text(container, layout, &work.file("tar.err"))
-                .await
-                .unwrap_or_default();
+            let stderr = outputs.text(WorkFile::TarErr).await?;
             changes = plan::read_tar_warnings(tar_status, &stderr, &collected.media_members())
                 .map_err(|line| BackupError::StageFailed {
                     stage: Stage::Tar,
@@ -641,16 +642,15 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         // chunks and turned into the manifest's JSON line by line, so 100,000 members
         // are held once, as JSON.
         let rules = RestoreRules::new(layout, &collected.config);
-        let index_path = work.file("index");
-        let capacity = work::file_size(container, layout, &index_path)
+        // The size is a capacity hint only.
+        let capacity = work::file_size(container, layout, &work.path(WorkFile::Index))
             .await
             .unwrap_or(0);
         let mut index = IndexReader::new(&rules, &mut changes.changed, capacity);
         let mut offset = 0;
         let mut carry: Vec<u8> = Vec::new();
         loop {
-            let chunk =
-                work::read_range(container, layout, &index_path, offset, INDEX_CHUNK).await?;
+            let chunk = outputs.chunk(WorkFile::Index, offset, INDEX_CHUNK).await?;
             offset += chunk.len() as u64;
             let last = (chunk.len() as u64) < INDEX_CHUNK;
             carry.extend_from_slice(&chunk);
@@ -673,14 +673,8 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         changes.changed.sort();
         changes.dirs_changed = archived.changed_dirs;
 
-        let sha = work::read_text(container, layout, &work.file("sha256"))
-            .await
-            .and_then(|t| t.split_whitespace().next().map(str::to_string))
-            .unwrap_or_default();
-        let length: u64 = work::read_text(container, layout, &work.file("length"))
-            .await
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0);
+        let sha: String = outputs.field(WorkFile::Sha256, 0).await?;
+        let length: u64 = outputs.field(WorkFile::Length, 0).await?;
         if sha.len() != 64 || length == 0 {
             return Err(BackupError::StageFailed {
                 stage: Stage::Check,
@@ -955,13 +949,13 @@ mod tests {
                     "list" if argv[5].trim_end_matches('/') == "/r/data" && argv[6] == "*.key" => {
                         ok(b"f x.key\0")
                     }
-                    "list" | "kind" => fail(4, ""),
+                    "list" | "kind" => fail(Exit::NoSuchPath.code(), ""),
                     "read" => match argv[5].rsplit('/').next().unwrap() {
                         "homeserver.yaml" => ok(b"server_name: x\n"),
                         "size" => ok(b"10\n"),
                         "listing" => ok(b"f 10 data/x.key\0"),
                         "failed" => ok(stage_status.as_bytes()),
-                        _ => fail(1, "no such file"),
+                        _ => fail(Exit::NoSuchPath.code(), "no such file"),
                     },
                     "remove" => {
                         seen.removed.push(argv[5].clone());

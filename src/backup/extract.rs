@@ -10,6 +10,7 @@ use crate::backup::plan::{self, BackupId};
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::restore_plan::{self, ArchiveMember};
 use crate::backup::run::{Run, WorkGuard};
+use crate::backup::scripts::{Exit, WorkFile};
 use crate::backup::work::{self, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, ConfigError, ContainerError, FieldProblem, Stage};
@@ -201,7 +202,7 @@ async fn extract_into<C: Container + ?Sized>(
         )
         .await
     {
-        Err(BackupError::Container(ContainerError::ExitedNonZero { exit_code: 3, .. })) => {
+        Err(BackupError::Container(e)) if Exit::of(&e) == Some(Exit::DirNotEmpty) => {
             return Err(BackupError::TargetNotEmpty {
                 path: target.dir.clone(),
             });
@@ -269,7 +270,7 @@ async fn extract_in<C: Container + ?Sized>(
         container,
         layout,
         work,
-        "place.list",
+        WorkFile::PlaceList,
         &plan::files_list(&placed),
     )
     .await?;

@@ -14,8 +14,8 @@ use crate::backup::restore_plan::{
     self, ArchiveMember, CheckedMembers, MemberSource, RestoreRules, parse_members, parse_staged,
 };
 use crate::backup::run::{Run, WorkGuard};
-use crate::backup::scripts::{Exit, Pipeline};
-use crate::backup::work::{self, WorkPlace};
+use crate::backup::scripts::{Exit, Pipeline, WorkFile};
+use crate::backup::work::{self, Outputs, WorkPlace, parse_field};
 use crate::container::Container;
 use crate::error::{BackupError, ContainerError, S3Error, Stage};
 use crate::s3::{ObjectStore, S3Parameters};
@@ -125,6 +125,8 @@ pub(super) struct Fetched {
 
 /// What the fetch pipeline produced and the checks of it found.
 pub(super) struct Fetch {
+    /// The SHA-256 of the encrypted stream, as the pipeline computed it.
+    pub(super) sha256: String,
     pub(super) members: Vec<ArchiveMember>,
     pub(super) inner: Option<InnerManifest>,
     pub(super) warnings: Vec<String>,
@@ -229,14 +231,19 @@ pub(super) async fn fetch<C: Container + ?Sized>(
         Some(fetched.size),
     )
     .await;
-    let sha = work::read_text(container, layout, &work.file("sha256"))
-        .await
-        .and_then(|s| s.split_whitespace().next().map(str::to_string));
-    let length: Option<u64> = work::read_text(container, layout, &work.file("length"))
-        .await
-        .and_then(|s| s.parse().ok());
-    let status = work::read_file(container, layout, &work.file("gpg.status"))
-        .await
+    // A failed run may have stopped before the checksum and gpg wrote theirs.
+    let outputs = Outputs::new(container, layout, work);
+    let sha = outputs
+        .text_if_written(WorkFile::Sha256)
+        .await?
+        .and_then(|s| parse_field::<String>(&s, 0));
+    let length: Option<u64> = outputs
+        .text_if_written(WorkFile::Length)
+        .await?
+        .and_then(|s| parse_field(&s, 0));
+    let status = outputs
+        .read_if_written(WorkFile::GpgStatus)
+        .await?
         .unwrap_or_default();
     let checksum_problem = match &fetched.manifest {
         Some(m) if length.is_some_and(|l| l != m.ciphertext_bytes) => Some(format!(
@@ -264,9 +271,10 @@ pub(super) async fn fetch<C: Container + ?Sized>(
         }) => {
             let exit = Exit::from_code(exit_code);
             if exit == Exit::FilledWhileStaging {
-                let listed: u64 = work::read_file(container, layout, &work.file("members"))
-                    .await
-                    .ok()
+                // tar's listing up to where the space ran out, when tar got that far.
+                let listed: u64 = outputs
+                    .read_if_written(WorkFile::Members)
+                    .await?
                     .and_then(|l| parse_members(&l).ok())
                     .map_or(0, |m| {
                         m.iter().fold(0u64, |sum, a| sum.saturating_add(a.size))
@@ -277,10 +285,7 @@ pub(super) async fn fetch<C: Container + ?Sized>(
                 });
             }
             if exit == Exit::NoSpace {
-                let available = work::read_text(container, layout, &work.file("avail"))
-                    .await
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
+                let available = outputs.field(WorkFile::Avail, 0).await?;
                 let needed = call
                     .env
                     .get("SB_NEED_BYTES")
@@ -347,14 +352,18 @@ pub(super) async fn fetch<C: Container + ?Sized>(
             "the checksum of the download could not be computed".into(),
         ));
     }
+    // The pipeline succeeded: its checksum is there (else the error names the file).
+    let sha256 = match sha {
+        Some(sha) => sha,
+        None => outputs.field(WorkFile::Sha256, 0).await?,
+    };
     // Nothing is trusted, listed or swapped in before gpg's status says the stream was
     // decrypted with the passphrase and passed its integrity check.
     check_status(&status).map_err(untrusted)?;
-    let listing = work::read_file(container, layout, &work.file("members")).await?;
+    let listing = outputs.read(WorkFile::Members).await?;
     let members = parse_members(&listing).map_err(|e| corrupted(e.to_string()))?;
-    let head = work::read_file(container, layout, &work.file("head"))
-        .await
-        .ok();
+    // Only an archive that starts with an inner manifest has a head to keep.
+    let head = outputs.read_if_written(WorkFile::Head).await?;
     let (inner, warnings) = restore_plan::check_claims(
         id.as_str(),
         &members,
@@ -363,6 +372,7 @@ pub(super) async fn fetch<C: Container + ?Sized>(
     )
     .map_err(corrupted)?;
     Ok(Fetch {
+        sha256,
         members,
         inner,
         warnings,
@@ -486,9 +496,6 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
         ProgressStage::Verify,
     )
     .await;
-    let sha = work::read_text(container, layout, &work.dir().file("sha256"))
-        .await
-        .and_then(|s| s.split_whitespace().next().map(str::to_string));
     let result = match result {
         Ok(got) => verify_checks(&run, work.dir(), id, db.as_deref(), &fetched, got).await,
         Err(e) => Err(e),
@@ -522,7 +529,7 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
         id: id.clone(),
         status: fetched.status,
         ciphertext_bytes: fetched.size,
-        ciphertext_sha256: sha.unwrap_or_default(),
+        ciphertext_sha256: got.sha256,
         members,
         authenticated_manifest: got.inner.is_some(),
         warnings,
@@ -551,7 +558,7 @@ pub(super) async fn preflight<C: Container + ?Sized>(
         container,
         layout,
         work,
-        "swap.sizes",
+        WorkFile::SwapSizes,
         &restore_plan::unit_sizes(rules, members, units),
     )
     .await?;
@@ -565,13 +572,12 @@ pub(super) async fn preflight<C: Container + ?Sized>(
         Err(ContainerError::ExitedNonZero {
             exit_code, stderr, ..
         }) if Exit::from_code(exit_code) == Exit::SwapNoSpace => {
-            let text = work::read_text(container, layout, &work.file("preflight"))
-                .await
-                .unwrap_or_default();
-            let mut parts = text.splitn(3, ' ');
-            let needed = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            let available = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            let path = parts.next().map_or(stderr, str::to_string);
+            // `<need> <available> <path>`: the path may hold spaces.
+            let outputs = Outputs::new(container, layout, work);
+            let needed = outputs.field(WorkFile::Preflight, 0).await?;
+            let available = outputs.field(WorkFile::Preflight, 1).await?;
+            let text = outputs.text(WorkFile::Preflight).await?;
+            let path = text.splitn(3, ' ').nth(2).map_or(stderr, str::to_string);
             Err(BackupError::InsufficientSpace {
                 path,
                 needed,
@@ -645,14 +651,14 @@ async fn verify_db<C: Container + ?Sized>(
     {
         return Ok(());
     }
-    let staged = join(&work.file("stage"), db);
+    let staged = join(&work.path(WorkFile::Stage), db);
     if work::file_size(run.container, run.layout, &staged)
         .await
         .is_none()
     {
-        let why = work::read_text(run.container, run.layout, &work.file("dbtar.err"))
-            .await
-            .unwrap_or_default();
+        let why = Outputs::new(run.container, run.layout, work)
+            .text(WorkFile::DbTarErr)
+            .await?;
         return Err(BackupError::StageFailed {
             stage: Stage::Check,
             exit_code: 0,
@@ -842,7 +848,9 @@ pub(super) async fn check_staged<C: Container + ?Sized>(
     let listed = rules
         .check(&got.members, MemberSource::Listing)
         .map_err(unsafe_member)?;
-    let walk = work::read_file(run.container, run.layout, &work.file("staged")).await?;
+    let walk = Outputs::new(run.container, run.layout, work)
+        .read(WorkFile::Staged)
+        .await?;
     let staged_members =
         parse_staged(&walk).map_err(|e| corrupted(&format!("the staged tree: {e}")))?;
     let staged = rules
@@ -899,7 +907,7 @@ async fn restore_in<C: Container + ?Sized>(
         container,
         layout,
         work,
-        "swap.list",
+        WorkFile::SwapList,
         &plan::files_list(&units),
     )
     .await

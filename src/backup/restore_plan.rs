@@ -9,7 +9,7 @@ use crate::backup::manifest::{
     EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestLayout,
 };
 use crate::backup::plan::{self, ScriptCall, WorkDir};
-use crate::backup::scripts;
+use crate::backup::scripts::{self, WorkFile};
 use crate::s3::S3Parameters;
 use crate::s3::aws_cli::{self, Transfer};
 
@@ -39,7 +39,7 @@ pub fn list_call(layout: &Layout, params: &S3Parameters, work: &WorkDir, key: &s
     argv.extend(aws_cli::sse_args(
         params,
         Transfer::Download,
-        &work.file(plan::SSE_C_KEY_FILE),
+        &work.path(WorkFile::SseCKey),
     ));
     ScriptCall { argv, env }
 }
@@ -110,7 +110,7 @@ pub fn check_db_call(
     keep_one_time_keys: bool,
 ) -> ScriptCall {
     let mut env = swap_env(layout, params, work);
-    env.insert("SB_STAGED_DB".into(), join(&work.file("stage"), db));
+    env.insert("SB_STAGED_DB".into(), join(&work.path(WorkFile::Stage), db));
     env.insert(
         "SB_KEEP_OTK".into(),
         if keep_one_time_keys { "1" } else { "0" }.into(),
