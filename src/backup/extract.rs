@@ -170,7 +170,7 @@ pub(crate) async fn extract_with_run<C: Container + ?Sized>(
     }
     let need = restore::staging_need(&fetched);
     let made = work::prepare_target(container, layout, &target.dir).await?;
-    let result = extract_into(&run, options, target, id, &fetched, need).await;
+    let result = extract_into(run, options, target, id, &fetched, need).await;
     if result.is_err()
         && let Some(top) = &made
     {

@@ -487,7 +487,7 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
         }
     }
     let result = fetch(
-        &run,
+        run,
         work.dir(),
         &call,
         id,
@@ -500,7 +500,7 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
         .await
         .and_then(|s| s.split_whitespace().next().map(str::to_string));
     let result = match result {
-        Ok(got) => verify_checks(&run, work.dir(), id, db.as_deref(), &fetched, got).await,
+        Ok(got) => verify_checks(run, work.dir(), id, db.as_deref(), &fetched, got).await,
         Err(e) => Err(e),
     };
     work.finish().await;
