@@ -127,8 +127,19 @@ pub async fn extract_backup_with<C: Container + ?Sized>(
     target: &ExtractTarget,
     options: &RestoreOptions,
 ) -> Result<ExtractReport, BackupError> {
-    let started = Instant::now();
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    extract_with_run(&run, id, target, options).await
+}
+
+/// As [`extract_backup_with`], in the context `run` (its store takes every bucket request).
+pub(crate) async fn extract_with_run<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    target: &ExtractTarget,
+    options: &RestoreOptions,
+) -> Result<ExtractReport, BackupError> {
+    let (container, layout) = (run.container, run.layout);
+    let started = Instant::now();
     check_target(&target.dir)?;
     let fetched = restore::locate(&run.client, id).await?;
     // An include the manifest does not list is refused before the download (the
@@ -160,7 +171,7 @@ pub async fn extract_backup_with<C: Container + ?Sized>(
     }
     let need = restore::staging_need(&fetched);
     let made = work::prepare_target(container, layout, &target.dir).await?;
-    let result = extract_into(&run, options, target, id, &fetched, need).await;
+    let result = extract_into(run, options, target, id, &fetched, need).await;
     if result.is_err()
         && let Some(top) = &made
     {

@@ -453,8 +453,18 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     layout: &Layout,
     options: &RestoreOptions,
 ) -> Result<VerifyReport, BackupError> {
-    let started = Instant::now();
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    verify_in(&run, id, options).await
+}
+
+/// As [`verify_backup_with`], in the context `run` (its store takes every bucket request).
+pub(crate) async fn verify_in<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    options: &RestoreOptions,
+) -> Result<VerifyReport, BackupError> {
+    let (container, s3_parameters, layout) = (run.container, run.params, run.layout);
+    let started = Instant::now();
     let fetched = locate(&run.client, id).await?;
     let base = WorkDir::base(layout);
     let place = if options.temp_work_dir || !container.exists(&base).await.unwrap_or(false) {
@@ -487,7 +497,7 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
         }
     }
     let result = fetch(
-        &run,
+        run,
         work.dir(),
         &call,
         id,
@@ -497,7 +507,7 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     )
     .await;
     let result = match result {
-        Ok(got) => verify_checks(&run, work.dir(), id, db.as_deref(), &fetched, got).await,
+        Ok(got) => verify_checks(run, work.dir(), id, db.as_deref(), &fetched, got).await,
         Err(e) => Err(e),
     };
     work.finish().await;
@@ -722,12 +732,21 @@ pub async fn restore_backup_with<C: Container + ?Sized>(
     options: &RestoreOptions,
 ) -> Result<RestoreReport, BackupError> {
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    restore_with_run(&run, id, options).await
+}
+
+/// As [`restore_backup_with`], in the context `run` (its store takes every bucket request).
+pub(crate) async fn restore_with_run<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    options: &RestoreOptions,
+) -> Result<RestoreReport, BackupError> {
     let cancel = CancelToken::new();
     run.locked(
         "restore",
         &options.lock,
         &cancel,
-        restore_locked(&run, id, options),
+        restore_locked(run, id, options),
     )
     .await
 }
