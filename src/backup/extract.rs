@@ -4,10 +4,11 @@
 use std::time::{Duration, Instant};
 
 use crate::backup::catalog::BackupStatus;
+use crate::backup::fetch;
 use crate::backup::layout::Layout;
 use crate::backup::manifest::EntryKind;
 use crate::backup::plan::{self, BackupId};
-use crate::backup::restore::{self, RestoreOptions};
+use crate::backup::restore::RestoreOptions;
 use crate::backup::restore_plan::{self, ArchiveMember};
 use crate::backup::run::{Run, WorkGuard};
 use crate::backup::scripts::{Exit, WorkFile};
@@ -141,7 +142,7 @@ pub(crate) async fn extract_with_run<C: Container + ?Sized>(
     let (container, layout) = (run.container, run.layout);
     let started = Instant::now();
     check_target(&target.dir)?;
-    let fetched = restore::locate(&run.client, id).await?;
+    let fetched = fetch::locate(&run.client, id).await?;
     // An include the manifest does not list is refused before the download (the
     // listing of the archive decides again after it).
     if let Some(manifest) = &fetched.manifest
@@ -169,7 +170,7 @@ pub(crate) async fn extract_with_run<C: Container + ?Sized>(
             },
         )?;
     }
-    let need = restore::staging_need(&fetched);
+    let need = fetch::staging_need(&fetched);
     let made = work::prepare_target(container, layout, &target.dir).await?;
     let result = extract_into(run, options, target, id, &fetched, need).await;
     if result.is_err()
@@ -201,7 +202,7 @@ async fn extract_into<C: Container + ?Sized>(
     options: &RestoreOptions,
     target: &ExtractTarget,
     id: &BackupId,
-    fetched: &restore::Fetched,
+    fetched: &fetch::Fetched,
     need: u64,
 ) -> Result<Extracted, BackupError> {
     let work = match run
@@ -238,12 +239,12 @@ async fn extract_in<C: Container + ?Sized>(
     options: &RestoreOptions,
     target: &ExtractTarget,
     id: &BackupId,
-    fetched: &restore::Fetched,
+    fetched: &fetch::Fetched,
     need: u64,
 ) -> Result<Extracted, BackupError> {
     let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
-    let got = restore::fetch(
+    let got = fetch::fetch(
         run,
         work,
         &call,
@@ -253,9 +254,8 @@ async fn extract_in<C: Container + ?Sized>(
         crate::backup::progress::ProgressStage::Restore,
     )
     .await?;
-    let rules = restore::verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
-    let restore::Staged { staged, units } =
-        restore::check_staged(run, work, id, &rules, &got).await?;
+    let rules = fetch::verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
+    let fetch::Staged { staged, units } = fetch::check_staged(run, work, id, &rules, &got).await?;
     let skip = restore_plan::inner_manifest_position(&got.members).map_or(0, |p| p + 1);
     let placed =
         restore_plan::select_includes(&got.members[skip..], &units, &target.include, |p| {
@@ -274,7 +274,7 @@ async fn extract_in<C: Container + ?Sized>(
         .database()
         .filter(|db| staged.units.contains(db) && under(db));
     let one_time_keys_removed = match &db {
-        Some(db) => restore::check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
+        Some(db) => fetch::check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
         None => None,
     };
     work::write_file(

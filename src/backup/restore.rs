@@ -2,23 +2,23 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backup::catalog::{BackupStatus, backup_status};
-use crate::backup::decryption::{Untrusted, check_status};
-use crate::backup::layout::{HomeserverConfig, Layout, join};
-use crate::backup::manifest::{InnerManifest, Manifest};
-use crate::backup::plan::{
-    self, BackupId, BackupOptions, CancelToken, MANIFEST_SUFFIX, ScriptCall, WorkDir,
+use crate::backup::catalog::BackupStatus;
+use crate::backup::fetch::{
+    Fetch, Fetched, Staged, check_staged, check_staged_db, fetch, locate, staging_need,
+    verify_rules,
 };
-use crate::backup::progress::{self, ProgressStage};
+use crate::backup::layout::{Layout, join};
+use crate::backup::plan::{self, BackupId, BackupOptions, CancelToken, WorkDir};
+use crate::backup::progress::ProgressStage;
 use crate::backup::restore_plan::{
-    self, ArchiveMember, CheckedMembers, MemberSource, RestoreRules, parse_members, parse_staged,
+    self, ArchiveMember, CheckedMembers, MemberSource, RestoreRules,
 };
 use crate::backup::run::{Run, WorkGuard};
-use crate::backup::scripts::{Exit, Pipeline, WorkFile};
-use crate::backup::work::{self, Outputs, WorkPlace, parse_field};
+use crate::backup::scripts::{Exit, WorkFile};
+use crate::backup::work::{self, Outputs, WorkPlace};
 use crate::container::Container;
-use crate::error::{BackupError, ContainerError, S3Error, Stage};
-use crate::s3::{ObjectStore, S3Parameters};
+use crate::error::{BackupError, ContainerError, Stage};
+use crate::s3::S3Parameters;
 
 /// What [`verify_backup`] found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -113,295 +113,6 @@ impl RestoreOptions {
     pub(super) fn transfer(&self) -> BackupOptions {
         BackupOptions::default().max_bandwidth_mib(self.max_bandwidth_mib)
     }
-}
-
-pub(super) struct Fetched {
-    pub(super) status: BackupStatus,
-    pub(super) manifest: Option<Manifest>,
-    pub(super) key: String,
-    pub(super) size: u64,
-    pub(super) warnings: Vec<String>,
-}
-
-/// What the fetch pipeline produced and the checks of it found.
-pub(super) struct Fetch {
-    /// The SHA-256 of the encrypted stream, as the pipeline computed it.
-    pub(super) sha256: String,
-    pub(super) members: Vec<ArchiveMember>,
-    pub(super) inner: Option<InnerManifest>,
-    pub(super) warnings: Vec<String>,
-}
-
-/// Finds the backup and its manifest; refuses incomplete ones.
-pub(super) async fn locate(
-    client: &(impl ObjectStore + ?Sized),
-    id: &BackupId,
-) -> Result<Fetched, BackupError> {
-    let key = client.object_key(id.as_str());
-    let status = backup_status(client, id)
-        .await?
-        .ok_or_else(|| BackupError::NotFound { id: id.to_string() })?;
-    let head = match client.head_object(&key).await {
-        Ok(h) => h,
-        Err(S3Error::NotFound { .. }) => {
-            return Err(BackupError::Corrupted {
-                id: id.to_string(),
-                reason: "its manifest exists but its data object is missing".into(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut warnings = Vec::new();
-    let manifest = match status {
-        BackupStatus::Complete => {
-            let bytes = client
-                .get_object(
-                    &format!("{key}{MANIFEST_SUFFIX}"),
-                    crate::backup::catalog::MAX_MANIFEST_BYTES,
-                )
-                .await?;
-            let m = Manifest::from_json(&bytes).map_err(|e| BackupError::Corrupted {
-                id: id.to_string(),
-                reason: format!("unreadable manifest: {e}"),
-            })?;
-            if m.ciphertext_bytes != head.size {
-                return Err(BackupError::Corrupted {
-                    id: id.to_string(),
-                    reason: format!(
-                        "the object is {} bytes but its manifest says {} (truncated or replaced)",
-                        head.size, m.ciphertext_bytes
-                    ),
-                });
-            }
-            Some(m)
-        }
-        BackupStatus::Incomplete => {
-            return Err(BackupError::MissingManifest { id: id.to_string() });
-        }
-        BackupStatus::Legacy => {
-            tracing::warn!(backup_id = %id, "legacy backup (no manifest): integrity is checked by gpg only");
-            warnings
-                .push("legacy backup without a manifest: integrity is checked by gpg only".into());
-            None
-        }
-    };
-    Ok(Fetched {
-        status,
-        manifest,
-        key,
-        size: head.size,
-        warnings,
-    })
-}
-
-/// The space a restore needs in staging: the archive's plaintext (with an eighth more
-/// for file system overhead) when a manifest says it, else the encrypted size (a lower
-/// bound: gpg may have compressed it; running out is caught while staging). Saturates,
-/// and stays within what the script's shell arithmetic can compare.
-pub(super) fn staging_need(fetched: &Fetched) -> u64 {
-    let base = fetched
-        .manifest
-        .as_ref()
-        .map_or(fetched.size, |m| m.plaintext_bytes.max(fetched.size));
-    base.saturating_add(base / 8)
-        .min(u64::try_from(i64::MAX).unwrap_or(u64::MAX))
-}
-
-/// Runs the fetch script and turns its outcome into the precise error: wrong
-/// passphrase, corruption (checksum, truncation, gpg's integrity check), data not
-/// encrypted with the passphrase, claims that do not match the stream, no space.
-pub(super) async fn fetch<C: Container + ?Sized>(
-    run: &Run<'_, C>,
-    work: &WorkDir,
-    call: &ScriptCall,
-    id: &BackupId,
-    fetched: &Fetched,
-    options: &RestoreOptions,
-    stage: ProgressStage,
-) -> Result<Fetch, BackupError> {
-    let (container, layout, passphrase) = (run.container, run.layout, run.passphrase);
-    let outcome = progress::exec_with_progress(
-        container,
-        layout,
-        work,
-        &call.argv,
-        work::pipeline_options(layout, call, work, options.timeout, passphrase),
-        options.progress.as_ref(),
-        stage,
-        Some(fetched.size),
-    )
-    .await;
-    // A failed run may have stopped before the checksum and gpg wrote theirs.
-    let outputs = Outputs::new(container, layout, work);
-    let sha = outputs
-        .text_if_written(WorkFile::Sha256)
-        .await?
-        .and_then(|s| parse_field::<String>(&s, 0));
-    let length: Option<u64> = outputs
-        .text_if_written(WorkFile::Length)
-        .await?
-        .and_then(|s| parse_field(&s, 0));
-    let status = outputs
-        .read_if_written(WorkFile::GpgStatus)
-        .await?
-        .unwrap_or_default();
-    let checksum_problem = match &fetched.manifest {
-        Some(m) if length.is_some_and(|l| l != m.ciphertext_bytes) => Some(format!(
-            "downloaded {} bytes but the manifest says {} (truncated)",
-            length.unwrap_or(0),
-            m.ciphertext_bytes
-        )),
-        Some(m) if sha.as_deref().is_some_and(|s| s != m.ciphertext_sha256) => {
-            Some("the SHA-256 of the object does not match its manifest".to_string())
-        }
-        _ => None,
-    };
-    let corrupted = |reason: String| BackupError::Corrupted {
-        id: id.to_string(),
-        reason,
-    };
-    let untrusted = |why: Untrusted| match why {
-        Untrusted::BadPassphrase => BackupError::WrongPassphrase { id: id.to_string() },
-        other => corrupted(format!("refused: {other}")),
-    };
-    match outcome {
-        Ok(_) => {}
-        Err(ContainerError::ExitedNonZero {
-            exit_code, stderr, ..
-        }) => {
-            let exit = Exit::from_code(exit_code);
-            if exit == Exit::FilledWhileStaging {
-                // tar's listing up to where the space ran out, when tar got that far.
-                let listed: u64 = outputs
-                    .read_if_written(WorkFile::Members)
-                    .await?
-                    .and_then(|l| parse_members(&l).ok())
-                    .map_or(0, |m| {
-                        m.iter().fold(0u64, |sum, a| sum.saturating_add(a.size))
-                    });
-                return Err(BackupError::NoSpaceLeft {
-                    path: layout.host_path(layout.work_base()),
-                    needed_about: staging_need(fetched).max(listed),
-                });
-            }
-            if exit == Exit::NoSpace {
-                let available = outputs.field(WorkFile::Avail, 0).await?;
-                let needed = call
-                    .env
-                    .get("SB_NEED_BYTES")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                return Err(BackupError::InsufficientSpace {
-                    path: work.dir.clone(),
-                    needed,
-                    available,
-                });
-            }
-            if let Some(reason) = checksum_problem {
-                return Err(corrupted(reason));
-            }
-            let stage = match exit {
-                Exit::Stage(position) => Pipeline::Fetch.stage(position),
-                _ => Stage::Check,
-            };
-            if stage == Stage::Gpg {
-                // gpg's status lines alone tell a wrong passphrase from corruption.
-                return Err(match check_status(&status) {
-                    Err(why) => untrusted(why),
-                    Ok(()) => corrupted(format!("gpg could not decrypt it: {stderr}")),
-                });
-            }
-            return Err(match stage {
-                // GNU tar skips a member named with `..` and exits 2 like for any other
-                // error; it has no status output and leaves the member out of its
-                // listing, so its (C locale) message is the only sign.
-                Stage::Extract
-                    if stderr.contains("contains '..'")
-                        || stderr.contains("Member name contains") =>
-                {
-                    BackupError::UnsafeMember {
-                        member: stderr
-                            .lines()
-                            .find(|l| l.contains("contains"))
-                            .unwrap_or(&stderr)
-                            .to_string(),
-                        reason: "member names with '..' are refused".into(),
-                    }
-                }
-                stage => BackupError::StageFailed {
-                    stage,
-                    exit_code,
-                    stderr,
-                },
-            });
-        }
-        Err(e @ ContainerError::TimedOut { .. }) => {
-            return Err(BackupError::StageFailed {
-                stage: Stage::Download,
-                exit_code: -1,
-                stderr: e.to_string(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    }
-    if let Some(reason) = checksum_problem {
-        return Err(corrupted(reason));
-    }
-    if fetched.manifest.is_some() && sha.is_none() {
-        return Err(corrupted(
-            "the checksum of the download could not be computed".into(),
-        ));
-    }
-    // The pipeline succeeded: its checksum is there (else the error names the file).
-    let sha256 = match sha {
-        Some(sha) => sha,
-        None => outputs.field(WorkFile::Sha256, 0).await?,
-    };
-    // Nothing is trusted, listed or swapped in before gpg's status says the stream was
-    // decrypted with the passphrase and passed its integrity check.
-    check_status(&status).map_err(untrusted)?;
-    let listing = outputs.read(WorkFile::Members).await?;
-    let members = parse_members(&listing).map_err(|e| corrupted(e.to_string()))?;
-    // Only an archive that starts with an inner manifest has a head to keep.
-    let head = outputs.read_if_written(WorkFile::Head).await?;
-    let (inner, warnings) = restore_plan::check_claims(
-        id.as_str(),
-        &members,
-        head.as_deref(),
-        fetched.manifest.as_ref(),
-    )
-    .map_err(corrupted)?;
-    Ok(Fetch {
-        sha256,
-        members,
-        inner,
-        warnings,
-    })
-}
-
-/// The member rules for a verify: the workload's own when its `homeserver.yaml` can be
-/// read (so that verify accepts what restore accepts), else the layout the backup
-/// recorded (the inner manifest's, authenticated, before the external one's), else the
-/// layout's defaults.
-pub(super) async fn verify_rules<C: Container + ?Sized>(
-    container: &C,
-    layout: &Layout,
-    fetched: &Fetched,
-    inner: Option<&InnerManifest>,
-) -> Result<RestoreRules, BackupError> {
-    let path = layout.host_path(&layout.homeserver_config_path());
-    if container.exists(&path).await.unwrap_or(false) {
-        let config = work::read_homeserver_config(container, layout).await?;
-        return Ok(RestoreRules::new(layout, &config));
-    }
-    if let Some(recorded) = inner
-        .map(|i| &i.layout)
-        .or(fetched.manifest.as_ref().map(|m| &m.layout))
-    {
-        return Ok(RestoreRules::from_manifest(recorded));
-    }
-    let config = HomeserverConfig::parse("", &layout.homeserver_config_path(), layout)?;
-    Ok(RestoreRules::new(layout, &config))
 }
 
 /// Downloads, decrypts and lists a backup inside the workload (no live file is
@@ -785,46 +496,6 @@ async fn restore_locked<C: Container + ?Sized>(
     })
 }
 
-/// Checks the staged database `db` (member name): `PRAGMA integrity_check`, its
-/// one-time keys removed unless `keep_one_time_keys`, made one self-contained file.
-/// Gives the number of one-time keys removed.
-pub(super) async fn check_staged_db<C: Container + ?Sized>(
-    run: &Run<'_, C>,
-    work: &WorkDir,
-    id: &BackupId,
-    db: &str,
-    keep_one_time_keys: bool,
-) -> Result<Option<u64>, BackupError> {
-    let (container, layout) = (run.container, run.layout);
-    let check = restore_plan::check_db_call(layout, run.params, work, db, keep_one_time_keys);
-    match container
-        .exec(&check.argv, work::exec_options(layout, &check, work, None))
-        .await
-    {
-        Ok(out) => Ok(out
-            .stdout_text()
-            .trim()
-            .strip_prefix("otk ")
-            .and_then(|n| n.parse::<u64>().ok())),
-        Err(ContainerError::ExitedNonZero {
-            exit_code, stderr, ..
-        }) if Exit::from_code(exit_code) == Exit::DatabaseCheckFailed => {
-            Err(BackupError::Corrupted {
-                id: id.to_string(),
-                reason: format!("the restored database {db} fails SQLite's check: {stderr}"),
-            })
-        }
-        Err(ContainerError::ExitedNonZero {
-            exit_code, stderr, ..
-        }) => Err(BackupError::StageFailed {
-            stage: Stage::Check,
-            exit_code,
-            stderr,
-        }),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// What the swap did.
 struct Restored {
     restored: Vec<String>,
@@ -832,64 +503,6 @@ struct Restored {
     stripped: Vec<String>,
     one_time_keys_removed: Option<u64>,
     warnings: Vec<String>,
-}
-
-/// What [`check_staged`] found in staging.
-pub(super) struct Staged {
-    /// The staged tree's members, checked.
-    pub(super) staged: CheckedMembers,
-    /// The units to restore: the staged ones without database sidecars (the database
-    /// is checked and made self-contained in staging, and every live sidecar is set
-    /// aside).
-    pub(super) units: Vec<String>,
-}
-
-/// The checks between a fetch and anything placed: every member of tar's listing and
-/// of the staged tree (walked NUL-separated, so no name in the listing can hide what
-/// tar made) passes `rules`, the two agree, and something is left to restore.
-///
-/// # Errors
-/// [`BackupError::UnsafeMember`], [`BackupError::Corrupted`], or the container's error
-/// reading the walk.
-pub(super) async fn check_staged<C: Container + ?Sized>(
-    run: &Run<'_, C>,
-    work: &WorkDir,
-    id: &BackupId,
-    rules: &RestoreRules,
-    got: &Fetch,
-) -> Result<Staged, BackupError> {
-    let corrupted = |reason: &str| BackupError::Corrupted {
-        id: id.to_string(),
-        reason: reason.to_string(),
-    };
-    let unsafe_member =
-        |(member, reason): (String, String)| BackupError::UnsafeMember { member, reason };
-    let listed = rules
-        .check(&got.members, MemberSource::Listing)
-        .map_err(unsafe_member)?;
-    let walk = Outputs::new(run.container, run.layout, work)
-        .read(WorkFile::Staged)
-        .await?;
-    let staged_members =
-        parse_staged(&walk).map_err(|e| corrupted(&format!("the staged tree: {e}")))?;
-    let staged = rules
-        .check(&staged_members, MemberSource::Staged)
-        .map_err(unsafe_member)?;
-    if staged.units != listed.units || staged.has_inner_manifest != listed.has_inner_manifest {
-        return Err(corrupted(
-            "the staged tree does not match the archive's listing",
-        ));
-    }
-    let units: Vec<String> = staged
-        .units
-        .iter()
-        .filter(|u| !rules.is_db_sidecar(u))
-        .cloned()
-        .collect();
-    if units.is_empty() {
-        return Err(corrupted("the archive holds nothing to restore"));
-    }
-    Ok(Staged { staged, units })
 }
 
 /// Fetches, checks and swaps in. A failed rollback keeps the work dir (it holds the

@@ -687,6 +687,11 @@ impl<'a, C: Container + ?Sized> Outputs<'a, C> {
         }
     }
 
+    /// The work dir read.
+    pub(crate) fn work(&self) -> &WorkDir {
+        self.work
+    }
+
     /// The one read: the whole file, or `length` bytes of it from byte `offset`;
     /// `None` when it does not exist.
     async fn read_part(
