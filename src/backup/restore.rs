@@ -8,7 +8,7 @@ use crate::backup::fetch::{
     verify_rules,
 };
 use crate::backup::layout::{Layout, join};
-use crate::backup::plan::{self, BackupId, BackupOptions, CancelToken, WorkDir};
+use crate::backup::plan::{self, BackupId, BackupOptions, CancelToken, ScriptCall, WorkDir};
 use crate::backup::progress::ProgressStage;
 use crate::backup::restore_plan::{
     self, ArchiveMember, CheckedMembers, MemberSource, RestoreRules,
@@ -174,7 +174,7 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
     id: &BackupId,
     options: &RestoreOptions,
 ) -> Result<VerifyReport, BackupError> {
-    let (container, s3_parameters, layout) = (run.container, run.params, run.layout);
+    let (container, layout) = (run.container, run.layout);
     let started = Instant::now();
     let fetched = locate(&run.client, id).await?;
     let base = WorkDir::base(layout);
@@ -190,23 +190,7 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
     let db = verify_rules(container, layout, &fetched, None)
         .await?
         .database();
-    let mut call = restore_plan::list_call(layout, s3_parameters, work.dir(), &fetched.key);
-    if let Some(db) = &db {
-        call.env.insert("SB_VERIFY_DB".into(), db.clone());
-        if let Some(size) = fetched.manifest.as_ref().and_then(|m| {
-            m.files
-                .iter()
-                .find(|f| f.path.as_bytes() == db.as_bytes())
-                .map(|f| f.size)
-        }) {
-            call.env.insert(
-                "SB_NEED_BYTES".into(),
-                size.saturating_add(size / 8).to_string(),
-            );
-            call.env
-                .insert("SB_SPACE_DIR".into(), work.dir().dir.clone());
-        }
-    }
+    let call = verify_call(run, work.dir(), &fetched, db.as_deref());
     let result = fetch(
         run,
         work.dir(),
@@ -256,6 +240,32 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
         warnings,
         duration: started.elapsed(),
     })
+}
+
+/// The list pass of a verify: with the database `db` (member name) staged alone for
+/// its check, and room for it checked first when the manifest gives its size.
+fn verify_call<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    fetched: &Fetched,
+    db: Option<&str>,
+) -> ScriptCall {
+    let mut call = restore_plan::list_call(run.layout, run.params, work, &fetched.key);
+    let Some(db) = db else { return call };
+    call.env.insert("SB_VERIFY_DB".into(), db.to_string());
+    if let Some(size) = fetched.manifest.as_ref().and_then(|m| {
+        m.files
+            .iter()
+            .find(|f| f.path.as_bytes() == db.as_bytes())
+            .map(|f| f.size)
+    }) {
+        call.env.insert(
+            "SB_NEED_BYTES".into(),
+            size.saturating_add(size / 8).to_string(),
+        );
+        call.env.insert("SB_SPACE_DIR".into(), work.dir.clone());
+    }
+    call
 }
 
 /// Checks, before anything is stopped or moved, what swapping `units` in needs (`swap.sh
@@ -516,7 +526,68 @@ async fn restore_in<C: Container + ?Sized>(
     fetched: &Fetched,
     need: u64,
 ) -> Result<Restored, BackupError> {
-    let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
+    let ready = stage_checked(run, guard.dir(), options, rules, id, fetched, need).await?;
+    run.confirm_lock("the swap").await?;
+    let running = stop_service(run).await?;
+    let dropped = swap_in(run, guard, ready.db.as_deref(), running.as_deref()).await?;
+    start_or_roll_back(run, guard, running.as_deref()).await?;
+    Ok(ready.restored(rules, dropped))
+}
+
+/// What is staged and checked, ready to swap in.
+struct Ready {
+    got: Fetch,
+    staged: CheckedMembers,
+    units: Vec<String>,
+    /// The database's member name, when the backup restores it.
+    db: Option<String>,
+    one_time_keys_removed: Option<u64>,
+}
+
+impl Ready {
+    /// The report of the swap that put these units in place (`dropped`: the live
+    /// database sidecars set aside).
+    fn restored(self, rules: &RestoreRules, dropped: Vec<String>) -> Restored {
+        let units = self.units;
+        let stripped: Vec<String> = self
+            .staged
+            .stripped
+            .iter()
+            .filter(|(name, _)| rules.unit(name).is_some_and(|u| units.contains(&u)))
+            .map(|(name, mode)| restore_plan::describe_stripped(name, *mode))
+            .collect();
+        let mut warnings = self.got.warnings;
+        if !stripped.is_empty() {
+            warnings.push(format!(
+                "set-id, sticky and world-writable bits were stripped from {} restored entries",
+                stripped.len()
+            ));
+        }
+        if let Some(n) = self.one_time_keys_removed {
+            tracing::info!(rows = n, "removed the restored database's one-time keys");
+        }
+        Restored {
+            restored: units,
+            dropped,
+            stripped,
+            one_time_keys_removed: self.one_time_keys_removed,
+            warnings,
+        }
+    }
+}
+
+/// Fetches into staging and checks it all before anything live is touched: the staged
+/// tree, the database, what the swap needs; writes the swap's list.
+async fn stage_checked<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    options: &RestoreOptions,
+    rules: &RestoreRules,
+    id: &BackupId,
+    fetched: &Fetched,
+    need: u64,
+) -> Result<Ready, BackupError> {
+    let (container, params, layout) = (run.container, run.params, run.layout);
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
     let got = fetch(
         run,
@@ -544,9 +615,22 @@ async fn restore_in<C: Container + ?Sized>(
     )
     .await
     .map_err(BackupError::from)?;
+    Ok(Ready {
+        got,
+        staged,
+        units,
+        db,
+        one_time_keys_removed,
+    })
+}
 
-    run.confirm_lock("the swap").await?;
-    let service = layout.service.clone();
+/// Stops the layout's service around the swap when it is running; gives the service
+/// to start again (`None`: none was running).
+async fn stop_service<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+) -> Result<Option<Vec<String>>, BackupError> {
+    let container = run.container;
+    let service = run.layout.service.clone();
     let was_running = match &service {
         Some(s) => container.is_running(s).await.map_err(BackupError::from)?,
         None => false,
@@ -566,24 +650,34 @@ async fn restore_in<C: Container + ?Sized>(
             stderr: format!("could not stop {}: {e}", svc[0]),
         });
     }
-    let swap = restore_plan::swap_call(layout, params, work, false, db.as_deref());
+    Ok(running)
+}
+
+/// Runs the swap; gives the live database sidecars it set aside. On failure the
+/// service `running` is started again on the data the swap left (its own undo's).
+async fn swap_in<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    guard: &WorkGuard<'_, '_, C>,
+    db: Option<&str>,
+    running: Option<&[String]>,
+) -> Result<Vec<String>, BackupError> {
+    let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
+    let swap = restore_plan::swap_call(layout, params, work, false, db);
     let swapped = container
         .exec(&swap.argv, work::exec_options(layout, &swap, work, None))
         .await;
-    let dropped = match swapped {
-        Ok(out) => out
+    match swapped {
+        Ok(out) => Ok(out
             .stdout
             .split(|b| *b == 0)
             .filter(|d| !d.is_empty())
             .map(|d| String::from_utf8_lossy(d).into_owned())
-            .collect(),
+            .collect()),
         Err(e) => {
-            if matches!(&e, ContainerError::ExitedNonZero { exit_code, .. }
-                if Exit::from_code(*exit_code) == Exit::SwapUndoFailed)
-            {
+            if Exit::of(&e) == Some(Exit::SwapUndoFailed) {
                 guard.keep();
             }
-            if let Some(svc) = &running
+            if let Some(svc) = running
                 && let Err(se) = container.start(svc).await
             {
                 tracing::error!(service = %svc[0], error = %se, "could not start the service again after a failed swap");
@@ -594,66 +688,53 @@ async fn restore_in<C: Container + ?Sized>(
                 } => (exit_code, stderr),
                 other => (-1, other.to_string()),
             };
-            return Err(BackupError::StageFailed {
+            Err(BackupError::StageFailed {
                 stage: Stage::Swap,
                 exit_code,
                 stderr,
-            });
+            })
         }
-    };
-    if let Some(svc) = &running
-        && let Err(e) = container.start(svc).await
-    {
-        let s = &svc[0];
-        tracing::error!(service = %s, error = %e, "the service did not start on the restored data: rolling back");
-        let back = restore_plan::swap_call(layout, params, work, true, None);
-        let rolled = container
-            .exec(&back.argv, work::exec_options(layout, &back, work, None))
-            .await;
-        let restarted = container.start(svc).await;
-        if rolled.is_err() {
-            guard.keep();
-        }
-        let mut message =
-            format!("{s} did not start on the restored data ({e}); the previous data was put back");
-        if let Err(re) = rolled {
-            message = format!(
-                "{s} did not start on the restored data ({e}) and the rollback failed ({re}); the previous live files are in {}",
-                work.dir
-            );
-        }
-        if let Err(se) = restarted {
-            message.push_str(&format!(
-                "; starting {s} on the previous data failed too: {se}"
-            ));
-        }
-        return Err(BackupError::StageFailed {
-            stage: Stage::Service,
-            exit_code: -1,
-            stderr: message,
-        });
     }
-    let stripped: Vec<String> = staged
-        .stripped
-        .iter()
-        .filter(|(name, _)| rules.unit(name).is_some_and(|u| units.contains(&u)))
-        .map(|(name, mode)| restore_plan::describe_stripped(name, *mode))
-        .collect();
-    let mut warnings = got.warnings;
-    if !stripped.is_empty() {
-        warnings.push(format!(
-            "set-id, sticky and world-writable bits were stripped from {} restored entries",
-            stripped.len()
+}
+
+/// Starts the service `running` again on the restored data; when it does not start,
+/// rolls the swap back and starts it on the previous data.
+async fn start_or_roll_back<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    guard: &WorkGuard<'_, '_, C>,
+    running: Option<&[String]>,
+) -> Result<(), BackupError> {
+    let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
+    let Some(svc) = running else { return Ok(()) };
+    let Err(e) = container.start(svc).await else {
+        return Ok(());
+    };
+    let s = &svc[0];
+    tracing::error!(service = %s, error = %e, "the service did not start on the restored data: rolling back");
+    let back = restore_plan::swap_call(layout, params, work, true, None);
+    let rolled = container
+        .exec(&back.argv, work::exec_options(layout, &back, work, None))
+        .await;
+    let restarted = container.start(svc).await;
+    if rolled.is_err() {
+        guard.keep();
+    }
+    let mut message =
+        format!("{s} did not start on the restored data ({e}); the previous data was put back");
+    if let Err(re) = rolled {
+        message = format!(
+            "{s} did not start on the restored data ({e}) and the rollback failed ({re}); the previous live files are in {}",
+            work.dir
+        );
+    }
+    if let Err(se) = restarted {
+        message.push_str(&format!(
+            "; starting {s} on the previous data failed too: {se}"
         ));
     }
-    if let Some(n) = one_time_keys_removed {
-        tracing::info!(rows = n, "removed the restored database's one-time keys");
-    }
-    Ok(Restored {
-        restored: units,
-        dropped,
-        stripped,
-        one_time_keys_removed,
-        warnings,
+    Err(BackupError::StageFailed {
+        stage: Stage::Service,
+        exit_code: -1,
+        stderr: message,
     })
 }
