@@ -520,71 +520,72 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         }
     }
 
+    /// The backup's stages: the inner manifest and the pipeline's inputs, `prepare.sh`,
+    /// the upload, tar's verdict and listing, the upload's check, the manifest.
     async fn execute(&self) -> Result<(Manifest, LiveChanges, u64), BackupError> {
-        let run = self.run;
-        let (container, client, params, passphrase, layout) = (
-            run.container,
-            &*run.client,
-            run.params,
-            run.passphrase,
-            run.layout,
-        );
-        let (options, collected, id, key, work) = (
-            self.options,
-            &self.collected,
-            &self.id,
-            self.key.as_str(),
-            self.work,
-        );
+        let inner = self.inner_manifest()?;
+        self.write_inputs(&inner).await?;
+        let expected_size = self.prepare().await?;
+        let outputs = Outputs::new(self.run.container, self.run.layout, self.work);
+        self.upload(&outputs, expected_size).await?;
+        let mut changes = self.live_changes(&outputs).await?;
+        let mut archived = self.read_index(&outputs, &mut changes.changed).await?;
+        changes.changed.sort();
+        changes.dirs_changed = std::mem::take(&mut archived.changed_dirs);
+        let (sha, length) = self.check_upload(&outputs).await?;
+        let manifest = self.manifest(inner, &changes, archived.plaintext_bytes, sha, length);
+        self.put_manifest(&manifest, archived.files).await?;
+        Ok((manifest, changes, archived.regular_files))
+    }
+
+    /// The manifest the stream carries first (id, layout, nonce).
+    fn inner_manifest(&self) -> Result<InnerManifest, BackupError> {
+        let (layout, collected) = (self.run.layout, &self.collected);
         let database = match collected.config.database {
             DatabaseKind::Postgresql => DatabaseSnapshot::Postgresql,
             DatabaseKind::Sqlite(_) if collected.db.is_some() => DatabaseSnapshot::Sqlite,
             DatabaseKind::Sqlite(_) => DatabaseSnapshot::None,
         };
-        let manifest_layout = ManifestLayout {
-            config_dir: layout.config_dir.clone(),
-            data_dir: layout.data_dir.clone(),
-            media_store_path: collected.config.media_store_path.clone(),
-            members: collected.all_members(),
-        };
-        let inner = InnerManifest {
+        Ok(InnerManifest {
             format: MANIFEST_FORMAT,
-            backup_id: id.clone(),
+            backup_id: self.id.clone(),
             created: Utc::now(),
             created_by: plan::metadata_value(),
-            layout: manifest_layout.clone(),
+            layout: ManifestLayout {
+                config_dir: layout.config_dir.clone(),
+                data_dir: layout.data_dir.clone(),
+                media_store_path: collected.config.media_store_path.clone(),
+                members: collected.all_members(),
+            },
             database,
             nonce: InnerManifest::new_nonce().map_err(|e| ContainerError::Io {
                 path: "getrandom".into(),
                 source: e,
             })?,
-        };
-        work::write_file(
-            container,
-            layout,
-            work,
-            WorkFile::InnerManifest,
-            &inner.to_json(),
-        )
-        .await?;
-        work::write_file(
-            container,
-            layout,
-            work,
-            WorkFile::Files,
-            &plan::files_list(&collected.members),
-        )
-        .await?;
-        work::write_file(
-            container,
-            layout,
-            work,
-            WorkFile::Links,
-            &plan::files_list(&collected.links),
-        )
-        .await?;
+        })
+    }
 
-        let mut prepare = plan::prepare_call(layout, params, work, collected.db.as_deref());
+    /// Writes what `prepare.sh` and `backup.sh` read: the inner manifest, the members
+    /// and the members that are symlinks.
+    async fn write_inputs(&self, inner: &InnerManifest) -> Result<(), BackupError> {
+        let (container, layout, work) = (self.run.container, self.run.layout, self.work);
+        let collected = &self.collected;
+        for (file, content) in [
+            (WorkFile::InnerManifest, inner.to_json()),
+            (WorkFile::Files, plan::files_list(&collected.members)),
+            (WorkFile::Links, plan::files_list(&collected.links)),
+        ] {
+            work::write_file(container, layout, work, file, &content).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `prepare.sh` (the snapshot, the total size); gives the size to archive.
+    async fn prepare(&self) -> Result<u64, BackupError> {
+        let (container, layout, work) = (self.run.container, self.run.layout, self.work);
+        let options = self.options;
+        let mut prepare =
+            plan::prepare_call(layout, self.run.params, work, self.collected.db.as_deref());
         if let Some(limit) = options.snapshot_timeout {
             prepare.env.insert(
                 "SB_SNAPSHOT_TIMEOUT".into(),
@@ -600,53 +601,75 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         {
             return Err(self.prepare_error(e).await);
         }
-        let outputs = Outputs::new(container, layout, work);
-        let expected_size: u64 = outputs.field(WorkFile::Size, 0).await?;
+        Ok(Outputs::new(container, layout, work)
+            .field(WorkFile::Size, 0)
+            .await?)
+    }
 
-        let call = plan::backup_call(layout, params, options, work, key, expected_size);
-        tracing::info!(backup_id = %id, expected_size, "running the backup pipeline");
+    /// Runs the backup pipeline (from here on, a failure removes the partial upload).
+    async fn upload(
+        &self,
+        outputs: &Outputs<'_, C>,
+        expected_size: u64,
+    ) -> Result<(), BackupError> {
+        let (run, options, work) = (self.run, self.options, self.work);
+        let (container, layout) = (run.container, run.layout);
+        let call = plan::backup_call(layout, run.params, options, work, &self.key, expected_size);
+        tracing::info!(backup_id = %self.id, expected_size, "running the backup pipeline");
         self.uploading.store(true, Ordering::SeqCst);
         if let Err(e) = progress::exec_with_progress(
             container,
             layout,
             work,
             &call.argv,
-            work::pipeline_options(layout, &call, work, options.timeout, passphrase),
+            work::pipeline_options(layout, &call, work, options.timeout, run.passphrase),
             options.progress.as_ref(),
             ProgressStage::Backup,
             Some(expected_size),
         )
         .await
         {
-            return Err(pipeline_error(e, &outputs).await);
+            return Err(pipeline_error(e, outputs).await);
         }
-        // tar's own verdict: 0, or 1/2 for a live tree (warnings, unless a line says
-        // otherwise).
-        let tar_status: i32 = outputs.field(WorkFile::TarStatus, 0).await?;
-        let mut changes = LiveChanges::default();
-        if tar_status != 0 {
-            let stderr = outputs.text(WorkFile::TarErr).await?;
-            changes = plan::read_tar_warnings(tar_status, &stderr, &collected.media_members())
-                .map_err(|line| BackupError::StageFailed {
-                    stage: Stage::Tar,
-                    exit_code: tar_status,
-                    stderr: if line.is_empty() {
-                        crate::error::trim_tail(&stderr, 4096)
-                    } else {
-                        line
-                    },
-                })?;
-        }
+        Ok(())
+    }
 
-        // The manifest lists what tar archived: its own listing of the stream, read in
-        // chunks and turned into the manifest's JSON line by line, so 100,000 members
-        // are held once, as JSON.
-        let rules = RestoreRules::new(layout, &collected.config);
+    /// tar's own verdict: 0, or 1/2 for a live tree (warnings, unless a line says
+    /// otherwise).
+    async fn live_changes(&self, outputs: &Outputs<'_, C>) -> Result<LiveChanges, BackupError> {
+        let tar_status: i32 = outputs.field(WorkFile::TarStatus, 0).await?;
+        if tar_status == 0 {
+            return Ok(LiveChanges::default());
+        }
+        let stderr = outputs.text(WorkFile::TarErr).await?;
+        plan::read_tar_warnings(tar_status, &stderr, &self.collected.media_members()).map_err(
+            |line| BackupError::StageFailed {
+                stage: Stage::Tar,
+                exit_code: tar_status,
+                stderr: if line.is_empty() {
+                    crate::error::trim_tail(&stderr, 4096)
+                } else {
+                    line
+                },
+            },
+        )
+    }
+
+    /// What tar archived: its own listing of the stream, read in chunks and turned
+    /// into the manifest's JSON line by line, so 100,000 members are held once, as
+    /// JSON. Dirs named in `changed` move to the result's `changed_dirs`.
+    async fn read_index(
+        &self,
+        outputs: &Outputs<'_, C>,
+        changed: &mut Vec<String>,
+    ) -> Result<Archived, BackupError> {
+        let (container, layout) = (self.run.container, self.run.layout);
+        let rules = RestoreRules::new(layout, &self.collected.config);
         // The size is a capacity hint only.
-        let capacity = work::file_size(container, layout, &work.path(WorkFile::Index))
+        let capacity = work::file_size(container, layout, &self.work.path(WorkFile::Index))
             .await
             .unwrap_or(0);
-        let mut index = IndexReader::new(&rules, &mut changes.changed, capacity);
+        let mut index = IndexReader::new(&rules, changed, capacity);
         let mut offset = 0;
         let mut carry: Vec<u8> = Vec::new();
         loop {
@@ -669,10 +692,12 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             }
         }
         drop(carry);
-        let archived = index.finish()?;
-        changes.changed.sort();
-        changes.dirs_changed = archived.changed_dirs;
+        index.finish()
+    }
 
+    /// The stream's checksum and length as the pipeline computed them, checked
+    /// against the uploaded object's size.
+    async fn check_upload(&self, outputs: &Outputs<'_, C>) -> Result<(String, u64), BackupError> {
         let sha: String = outputs.field(WorkFile::Sha256, 0).await?;
         let length: u64 = outputs.field(WorkFile::Length, 0).await?;
         if sha.len() != 64 || length == 0 {
@@ -684,50 +709,72 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 ),
             });
         }
-        let head = client.head_object(key).await?;
+        let head = self.run.client.head_object(&self.key).await?;
         if head.size != length {
             return Err(BackupError::Corrupted {
-                id: id.to_string(),
+                id: self.id.to_string(),
                 reason: format!(
                     "the uploaded object is {} bytes but the pipeline wrote {length}",
                     head.size
                 ),
             });
         }
+        Ok((sha, length))
+    }
+
+    /// The external manifest (its file list apart, written by [`ManifestJson`]).
+    fn manifest(
+        &self,
+        inner: InnerManifest,
+        changes: &LiveChanges,
+        plaintext_bytes: u64,
+        sha: String,
+        length: u64,
+    ) -> Manifest {
+        let collected = &self.collected;
         let mut warnings = collected.warnings.clone();
         warnings.extend(changes.warnings());
         for w in changes.warnings() {
-            tracing::warn!(backup_id = %id, "{w}");
+            tracing::warn!(backup_id = %self.id, "{w}");
         }
-        let manifest = Manifest {
+        Manifest {
             format: MANIFEST_FORMAT,
-            backup_id: id.clone(),
+            backup_id: self.id.clone(),
             created: inner.created,
-            created_by: inner.created_by.clone(),
+            created_by: inner.created_by,
             server_name: collected.config.server_name.clone(),
-            layout: manifest_layout,
-            database,
+            layout: inner.layout,
+            database: inner.database,
             warnings,
             files: Vec::new(),
-            plaintext_bytes: archived.plaintext_bytes,
+            plaintext_bytes,
             ciphertext_bytes: length,
             ciphertext_sha256: sha,
             cipher: Cipher::Aes256,
-            compression: options.compression,
-            nonce: Some(inner.nonce.clone()),
-        };
+            compression: self.options.compression,
+            nonce: Some(inner.nonce),
+        }
+    }
+
+    /// Writes the manifest beside the data: the backup exists from here on.
+    async fn put_manifest(
+        &self,
+        manifest: &Manifest,
+        files: ManifestJson,
+    ) -> Result<(), BackupError> {
         let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
         tracing::debug!(
-            backup_id = %id,
+            backup_id = %self.id,
             peak_rss_kib = peak_rss_kib(),
             "manifest built"
         );
         self.run.confirm_lock("the manifest write").await?;
-        client
+        self.run
+            .client
             .put_object(
-                &format!("{key}{}", plan::MANIFEST_SUFFIX),
+                &format!("{}{}", self.key, plan::MANIFEST_SUFFIX),
                 // Compact: a pretty manifest of 100,000 files is a third larger.
-                archived.files.finish(&manifest),
+                files.finish(manifest),
                 "application/json",
                 &metadata,
             )
@@ -737,7 +784,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 exit_code: 0,
                 stderr: e.to_string(),
             })?;
-        Ok((manifest, changes, archived.regular_files))
+        Ok(())
     }
 }
 
@@ -754,7 +801,7 @@ struct Archived {
 
 /// tar's `-vv` listing of the stream, turned line by line into the manifest's file
 /// list, each member checked with the rules restore applies (pure: fed by the chunked
-/// read in [`BackupRun::execute`]).
+/// read in [`BackupRun::read_index`]).
 struct IndexReader<'r> {
     rules: &'r RestoreRules,
     /// What tar said changed; dirs named there move to `archived.changed_dirs` (tar
