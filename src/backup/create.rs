@@ -295,26 +295,61 @@ fn symlinked_media(path: &str) -> BackupError {
     })
 }
 
-async fn collect<C: Container + ?Sized>(
-    container: &C,
-    layout: &Layout,
-) -> Result<Collected, BackupError> {
-    use crate::FileKind;
-    let config = work::read_homeserver_config(container, layout).await?;
-    let mut members: Vec<String> = Vec::new();
-    let mut links: Vec<String> = Vec::new();
-    let mut warnings = Vec::new();
-    let mut add = |container_path: String, kind: FileKind| {
-        let m = Layout::member_name(&container_path);
-        let list = if kind == FileKind::Symlink {
-            &mut links
+/// The members found so far: plain ones and symlinks (to files), each once.
+#[derive(Default)]
+struct Found {
+    members: Vec<String>,
+    links: Vec<String>,
+}
+
+impl Found {
+    /// Adds the container path `path` of this kind.
+    fn add(&mut self, path: &str, kind: crate::FileKind) {
+        let m = Layout::member_name(path);
+        let list = if kind == crate::FileKind::Symlink {
+            &mut self.links
         } else {
-            &mut members
+            &mut self.members
         };
         if !list.contains(&m) {
             list.push(m);
         }
-    };
+    }
+}
+
+async fn collect<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+) -> Result<Collected, BackupError> {
+    let config = work::read_homeserver_config(container, layout).await?;
+    let mut found = Found::default();
+    let mut warnings = Vec::new();
+    collect_keys(container, layout, &config, &mut found, &mut warnings).await?;
+    let db = collect_database(container, layout, &config, &mut found, &mut warnings).await?;
+    collect_media(container, layout, &config, &mut found, &mut warnings).await?;
+    if found.members.is_empty() && found.links.is_empty() && db.is_none() {
+        return Err(BackupError::NothingToBackUp {
+            root: layout.root.clone(),
+        });
+    }
+    Ok(Collected {
+        members: found.members,
+        links: found.links,
+        db,
+        config,
+        warnings,
+    })
+}
+
+/// The signing keys: every `*.key` of the config dir and `signing_key_path`.
+async fn collect_keys<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    config: &HomeserverConfig,
+    found: &mut Found,
+    warnings: &mut Vec<String>,
+) -> Result<(), BackupError> {
+    use crate::FileKind;
     for (kind, name) in list_or_empty(
         container,
         layout,
@@ -324,12 +359,12 @@ async fn collect<C: Container + ?Sized>(
     .await?
     {
         if matches!(kind, FileKind::File | FileKind::Symlink) {
-            add(join(&layout.config_dir, &name), kind);
+            found.add(&join(&layout.config_dir, &name), kind);
         }
     }
     if let Some(key) = &config.signing_key_path {
         match work::kind_of(container, layout, &layout.host_path(key)).await? {
-            Some(kind @ (FileKind::File | FileKind::Symlink)) => add(key.clone(), kind),
+            Some(kind @ (FileKind::File | FileKind::Symlink)) => found.add(key, kind),
             Some(_) => {
                 return Err(BackupError::Config(ConfigError::Invalid {
                     problems: vec![FieldProblem {
@@ -341,36 +376,61 @@ async fn collect<C: Container + ?Sized>(
             None => warnings.push(format!("signing_key_path {key} does not exist")),
         }
     }
-    let mut db = None;
-    match &config.database {
+    Ok(())
+}
+
+/// The SQLite database (snapshotted, so given apart) and the files beside it that
+/// share its name and are not its sidecars; nothing for PostgreSQL.
+async fn collect_database<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    config: &HomeserverConfig,
+    found: &mut Found,
+    warnings: &mut Vec<String>,
+) -> Result<Option<String>, BackupError> {
+    use crate::FileKind;
+    let path = match &config.database {
         DatabaseKind::Postgresql => {
             tracing::info!(
                 "homeserver.yaml names a PostgreSQL database: it is backed up by the PostgreSQL charm, not here"
             );
             warnings
                 .push("the database is PostgreSQL: back it up with the PostgreSQL charm".into());
+            return Ok(None);
         }
-        DatabaseKind::Sqlite(path) => {
-            let (dir, name) = split_dir(path);
-            for (kind, entry) in list_or_empty(
-                container,
-                layout,
-                &layout.host_path(dir),
-                &format!("{}*", glob::Pattern::escape(name)),
-            )
-            .await?
-            {
-                let suffix = &entry[name.len().min(entry.len())..];
-                let file_like = matches!(kind, FileKind::File | FileKind::Symlink);
-                if entry == name && file_like {
-                    // SQLite opens it through a symlink: the snapshot follows it.
-                    db = Some(path.clone());
-                } else if file_like && !super::layout::is_sqlite_sidecar_suffix(suffix) {
-                    add(join(dir, &entry), kind);
-                }
-            }
+        DatabaseKind::Sqlite(path) => path,
+    };
+    let mut db = None;
+    let (dir, name) = split_dir(path);
+    for (kind, entry) in list_or_empty(
+        container,
+        layout,
+        &layout.host_path(dir),
+        &format!("{}*", glob::Pattern::escape(name)),
+    )
+    .await?
+    {
+        let suffix = &entry[name.len().min(entry.len())..];
+        let file_like = matches!(kind, FileKind::File | FileKind::Symlink);
+        if entry == name && file_like {
+            // SQLite opens it through a symlink: the snapshot follows it.
+            db = Some(path.clone());
+        } else if file_like && !super::layout::is_sqlite_sidecar_suffix(suffix) {
+            found.add(&join(dir, &entry), kind);
         }
     }
+    Ok(db)
+}
+
+/// The local media: every `local_*` dir of the media store (none may be a symlink).
+async fn collect_media<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    config: &HomeserverConfig,
+    found: &mut Found,
+    warnings: &mut Vec<String>,
+) -> Result<(), BackupError> {
+    use crate::FileKind;
     let media = &config.media_store_path;
     let media_host = layout.host_path(media);
     let media_kind = work::kind_of(container, layout, &media_host).await?;
@@ -391,21 +451,10 @@ async fn collect<C: Container + ?Sized>(
     for (kind, name) in media_entries {
         match kind {
             FileKind::Symlink => return Err(symlinked_media(&join(media, &name))),
-            kind => add(join(media, &name), kind),
+            kind => found.add(&join(media, &name), kind),
         }
     }
-    if members.is_empty() && links.is_empty() && db.is_none() {
-        return Err(BackupError::NothingToBackUp {
-            root: layout.root.clone(),
-        });
-    }
-    Ok(Collected {
-        members,
-        links,
-        db,
-        config,
-        warnings,
-    })
+    Ok(())
 }
 
 fn stage_error(stage: Stage, e: ContainerError) -> BackupError {

@@ -7,7 +7,7 @@ use crate::backup::catalog::BackupStatus;
 use crate::backup::fetch;
 use crate::backup::layout::Layout;
 use crate::backup::manifest::EntryKind;
-use crate::backup::plan::{self, BackupId};
+use crate::backup::plan::{self, BackupId, WorkDir};
 use crate::backup::restore::RestoreOptions;
 use crate::backup::restore_plan::{self, ArchiveMember};
 use crate::backup::run::{Run, WorkGuard};
@@ -233,6 +233,43 @@ struct Extracted {
     warnings: Vec<String>,
 }
 
+/// Moves the `placed` members from staging into the target (`swap.sh place`).
+async fn place_into<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    target: &ExtractTarget,
+    placed: &[String],
+) -> Result<(), BackupError> {
+    let (container, layout) = (run.container, run.layout);
+    work::write_file(
+        container,
+        layout,
+        work,
+        WorkFile::PlaceList,
+        &plan::files_list(placed),
+    )
+    .await?;
+    let place = restore_plan::place_call(layout, run.params, work, &target.dir);
+    match container
+        .exec(&place.argv, work::exec_options(layout, &place, work, None))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) => Err(BackupError::StageFailed {
+            stage: Stage::Extract,
+            exit_code,
+            stderr,
+        }),
+        Err(other) => Err(BackupError::StageFailed {
+            stage: Stage::Extract,
+            exit_code: -1,
+            stderr: other.to_string(),
+        }),
+    }
+}
+
 async fn extract_in<C: Container + ?Sized>(
     run: &Run<'_, C>,
     guard: &WorkGuard<'_, '_, C>,
@@ -277,31 +314,7 @@ async fn extract_in<C: Container + ?Sized>(
         Some(db) => fetch::check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
         None => None,
     };
-    work::write_file(
-        container,
-        layout,
-        work,
-        WorkFile::PlaceList,
-        &plan::files_list(&placed),
-    )
-    .await?;
-    let place = restore_plan::place_call(layout, params, work, &target.dir);
-    if let Err(e) = container
-        .exec(&place.argv, work::exec_options(layout, &place, work, None))
-        .await
-    {
-        let (exit_code, stderr) = match e {
-            ContainerError::ExitedNonZero {
-                exit_code, stderr, ..
-            } => (exit_code, stderr),
-            other => (-1, other.to_string()),
-        };
-        return Err(BackupError::StageFailed {
-            stage: Stage::Extract,
-            exit_code,
-            stderr,
-        });
-    }
+    place_into(run, work, target, &placed).await?;
     let stripped: Vec<String> = staged
         .stripped
         .iter()
