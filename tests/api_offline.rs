@@ -70,9 +70,9 @@ async fn a_create_failing_at_its_upload_leaves_nothing_in_the_handles_store() {
     let store = MemoryStore::new(PATH);
     let backups = Backups::with_store(
         LocalContainer::new(),
-        store.clone(),
         unreachable_bucket(),
         layout_for(&root),
+        store.clone(),
     )
     .unwrap();
     let e = backups
@@ -205,7 +205,7 @@ async fn a_create_into_the_handles_store_lists_as_complete() {
     };
     let layout = layout_for(&root).aws(fake_aws.to_string_lossy().into_owned());
     let backups =
-        Backups::with_store(workload, store.clone(), unreachable_bucket(), layout).unwrap();
+        Backups::with_store(workload, unreachable_bucket(), layout, store.clone()).unwrap();
     let report = backups
         .create("correct horse battery staple", &CreateOptions::default())
         .await

@@ -7,6 +7,7 @@ pub(crate) mod decryption;
 mod extract;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) mod fake;
+mod fetch;
 pub(crate) mod handle;
 pub(crate) mod layout;
 mod listing;

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
 use crate::backup::layout::{Layout, join};
-use crate::backup::scripts;
+use crate::backup::scripts::{self, WorkFile};
 use crate::error::{BackupError, ConfigError};
 use crate::s3::S3Parameters;
 use crate::s3::aws_cli::{self, Transfer, TransferSettings};
@@ -374,10 +374,6 @@ pub fn aws_config_file(
     aws_cli::config_file(params, &settings)
 }
 
-/// The work dir file holding the SSE-C customer key (raw 32 bytes, mode 0600) for the
-/// aws CLI's `--sse-c-key fileb://…`, when the relation asks for SSE-C.
-pub const SSE_C_KEY_FILE: &str = "sse-c.key";
-
 fn region(params: &S3Parameters) -> String {
     params
         .region()
@@ -460,22 +456,22 @@ pub fn script_env(
     env.insert("SB_PYTHON".into(), layout.python3.clone());
     env.insert("SB_SQLITE3".into(), layout.sqlite3.clone());
     env.insert("SB_HASH_PY".into(), scripts::HASH_PY.into());
-    env.insert("GNUPGHOME".into(), work.file("gnupg"));
+    env.insert("GNUPGHOME".into(), work.path(WorkFile::Gnupg));
     // No credentials file of the workload user's: static keys, or the AWS chain's own
     // (its absolute path in credential_env).
     env.insert(
         "AWS_SHARED_CREDENTIALS_FILE".into(),
-        work.file("aws-credentials"),
+        work.path(WorkFile::AwsCredentials),
     );
     env.extend(aws_cli::credential_env(params));
     env.insert("AWS_DEFAULT_REGION".into(), region(params));
-    env.insert("AWS_CONFIG_FILE".into(), work.file("aws-config"));
+    env.insert("AWS_CONFIG_FILE".into(), work.path(WorkFile::AwsConfig));
     env.insert("AWS_RETRY_MODE".into(), "standard".into());
     if let Some(endpoint) = params.endpoint().filter(|e| !e.is_empty()) {
         env.insert("AWS_ENDPOINT_URL".into(), endpoint.into());
     }
     if !params.tls_ca_chain().is_empty() {
-        env.insert("AWS_CA_BUNDLE".into(), work.file("ca-bundle.pem"));
+        env.insert("AWS_CA_BUNDLE".into(), work.path(WorkFile::CaBundle));
     }
     env
 }
@@ -556,7 +552,7 @@ pub fn backup_call(
     argv.extend(aws_cli::sse_args(
         params,
         Transfer::Upload,
-        &work.file(SSE_C_KEY_FILE),
+        &work.path(WorkFile::SseCKey),
     ));
     if let Some(class) = params.storage_class().filter(|c| !c.is_empty()) {
         argv.extend(["--storage-class".into(), class.into()]);
