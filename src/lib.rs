@@ -114,7 +114,9 @@ pub use container::{
     Container, ExecOptions, ExecOutput, FileInfo, FileKind, ListOptions, MakeDirOptions,
     PushOptions,
 };
-pub use error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
+pub use error::{
+    BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage, Transport,
+};
 pub use s3::{
     AddressingStyle, AmbientCredentials, CloneStore, Conditional, CredentialSource, CustomerKey,
     MultipartUpload, ObjectHead, ObjectInfo, ObjectStore, S3Client, S3Parameters,
