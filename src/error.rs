@@ -110,11 +110,11 @@ pub enum S3Error {
         status: Option<u16>,
         /// The service's error code (e.g. `AccessDenied`, `SignatureDoesNotMatch`,
         /// `NoSuchBucket`); `None` when the answer had none (a HEAD's has no body).
-        code: Option<String>,
+        code: Option<Box<str>>,
         /// Why no answer came (refused, TLS, …); `None` when the server answered.
         transport: Option<Transport>,
         /// The error as the SDK or server reported it (no credentials), for people.
-        message: String,
+        message: Box<str>,
         /// The SDK's error, whose chain leads to the cause.
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,

@@ -484,7 +484,7 @@ impl S3Client {
                 status: None,
                 code: None,
                 transport: Some(crate::error::Transport::of(&source)),
-                message,
+                message: message.into(),
                 source: Some(Box::new(source)),
             };
         // Never more than the cap ahead of time, whatever the header says.
@@ -737,9 +737,9 @@ impl S3Client {
             bucket: self.bucket.clone(),
             key: key.to_string(),
             status,
-            code: code.map(str::to_string),
+            code: code.map(Into::into),
             transport: (!answered).then(|| crate::error::Transport::of(&err)),
-            message: describe(&err),
+            message: describe(&err).into(),
             source: Some(Box::new(err)),
         }
     }

@@ -53,9 +53,9 @@ pub fn classify(error: &S3Error, listing: bool) -> Option<S3Problem> {
     match (code.as_deref(), status) {
         (Some("NoSuchBucket"), _) => return Some(S3Problem::BucketMissing),
         (Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied"), _)
-        | (_, Some(403)) => return Some(S3Problem::Credentials(message.clone())),
+        | (_, Some(403)) => return Some(S3Problem::Credentials(message.to_string())),
         (Some("PermanentRedirect" | "AuthorizationHeaderMalformed"), _) | (_, Some(301 | 307)) => {
-            return Some(S3Problem::WrongRegion(message.clone()));
+            return Some(S3Problem::WrongRegion(message.to_string()));
         }
         _ => {}
     }
@@ -141,7 +141,7 @@ mod tests {
             bucket: "b".into(),
             key: String::new(),
             status,
-            code: code.map(str::to_string),
+            code: code.map(Into::into),
             transport,
             message: "dispatch failure: io error: the cause".into(),
             source: None,
