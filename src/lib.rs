@@ -115,7 +115,9 @@ pub use container::{
     Container, ExecOptions, ExecOutput, FileInfo, FileKind, ListOptions, MakeDirOptions,
     PushOptions,
 };
-pub use error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
+pub use error::{
+    BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage, Transport,
+};
 pub use s3::{
     AddressingStyle, AmbientCredentials, CloneStore, Conditional, CredentialSource, CustomerKey,
     MultipartUpload, ObjectHead, ObjectInfo, ObjectStore, S3Client, S3Parameters,
@@ -127,7 +129,9 @@ pub use s3::{
 /// an in-memory [`ObjectStore`] for fast tests of code over the catalog.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing {
-    pub use crate::backup::fake::put_backup;
+    pub use crate::backup::fake::{
+        FAKE_CIPHERTEXT_HEADER, FAKE_HOMESERVER_YAML, FakeWorkload, put_backup,
+    };
     pub use crate::container::conformance as container_conformance;
     pub use crate::s3::MemoryStore;
     pub use crate::s3::conformance as store_conformance;

@@ -206,8 +206,22 @@ impl<'de> serde::Deserialize<'de> for Compression {
 /// process group), removes its own work dir, deletes its partial upload and returns
 /// [`BackupError::Cancelled`]. Clones share the same state: keep one, pass one in
 /// [`BackupOptions::cancel`], and call `cancel` from a signal handler.
+///
+/// A thin wrapper over [`tokio_util::sync::CancellationToken`]: made from one
+/// (`CancelToken::from(token)`, e.g. a child of the charm's own), it is cancelled with
+/// it; [`as_cancellation_token`](Self::as_cancellation_token) gives it back.
+///
+/// ```
+/// use synapse_backup::CancelToken;
+/// use tokio_util::sync::CancellationToken;
+///
+/// let charm = CancellationToken::new();
+/// let cancel = CancelToken::from(charm.child_token());
+/// charm.cancel();
+/// assert!(cancel.is_cancelled());
+/// ```
 #[derive(Clone, Default)]
-pub struct CancelToken(std::sync::Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>);
+pub struct CancelToken(std::sync::Arc<tokio_util::sync::CancellationToken>);
 
 impl CancelToken {
     /// A token that is not cancelled.
@@ -217,26 +231,28 @@ impl CancelToken {
 
     /// Asks every operation holding a clone of this token to stop.
     pub fn cancel(&self) {
-        self.0.0.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.0.1.notify_waiters();
+        self.0.cancel();
     }
 
     /// Whether [`cancel`](Self::cancel) was called.
     pub fn is_cancelled(&self) -> bool {
-        self.0.0.load(std::sync::atomic::Ordering::SeqCst)
+        self.0.is_cancelled()
     }
 
     /// Resolves once the token is cancelled.
     pub async fn cancelled(&self) {
-        loop {
-            let notified = self.0.1.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
+        self.0.cancelled().await;
+    }
+
+    /// The `CancellationToken` this wraps (cancelling either cancels both).
+    pub fn as_cancellation_token(&self) -> &tokio_util::sync::CancellationToken {
+        &self.0
+    }
+}
+
+impl From<tokio_util::sync::CancellationToken> for CancelToken {
+    fn from(token: tokio_util::sync::CancellationToken) -> Self {
+        CancelToken(std::sync::Arc::new(token))
     }
 }
 
