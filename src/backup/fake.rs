@@ -451,7 +451,7 @@ impl FakeState {
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, ContainerError> {
         let arg = |i: usize| argv.get(5 + i).map_or("", String::as_str);
-        let missing = |path: &str| exited(argv, 1, &format!("{path}: No such file or directory"));
+        let missing = |path: &str| exited(argv, 52, &format!("{path} does not exist"));
         match argv.get(4).map_or("", String::as_str) {
             "make" => self.make(argv, arg(0), arg(1), stdin),
             "make-temp" => self.make(argv, "/tmp", arg(0), stdin),
@@ -499,7 +499,7 @@ impl FakeState {
             }
             "list" => self.list(argv, arg(0), arg(1)),
             "kind" => match self.tree.get(&normal(arg(0))) {
-                None => Err(exited(argv, 4, "")),
+                None => Err(exited(argv, 52, "")),
                 Some(content) => output(if content.is_some() { "f" } else { "d" }),
             },
             "remove" => {
@@ -510,7 +510,7 @@ impl FakeState {
                 self.remove(&normal(arg(0)));
                 output("removed\n")
             }
-            other => Err(exited(argv, 2, &format!("unknown mode {other:?}"))),
+            other => Err(exited(argv, 50, &format!("unknown mode {other:?}"))),
         }
     }
 
@@ -524,7 +524,7 @@ impl FakeState {
         let dir = normal(dir);
         self.make_parents(&format!("{dir}/x"));
         if !self.children(&dir).is_empty() {
-            return Err(exited(argv, 3, &format!("{dir} is not empty")));
+            return Err(exited(argv, 51, &format!("{dir} is not empty")));
         }
         self.make(argv, &dir, prefix, stdin)
     }
@@ -539,7 +539,7 @@ impl FakeState {
             d = parent(p);
         }
         if matches!(self.tree.get(&dir), Some(Some(_))) {
-            return Err(exited(argv, 6, &format!("{dir} is not a directory")));
+            return Err(exited(argv, 54, &format!("{dir} is not a directory")));
         }
         self.make_parents(&format!("{dir}/x"));
         output(format!("{top}\n"))
@@ -566,8 +566,8 @@ impl FakeState {
     ) -> Result<ExecOutput, ContainerError> {
         let dir = normal(dir);
         match self.tree.get(&dir) {
-            None => return Err(exited(argv, 4, "")),
-            Some(Some(_)) => return Err(exited(argv, 5, &format!("{dir} is not a directory"))),
+            None => return Err(exited(argv, 52, "")),
+            Some(Some(_)) => return Err(exited(argv, 53, &format!("{dir} is not a directory"))),
             Some(None) => {}
         }
         let pattern = glob::Pattern::new(pattern).map_err(|e| exited(argv, 1, &e.to_string()))?;
