@@ -323,7 +323,7 @@ pub struct BackupOptions {
     /// legacy one): a mistyped passphrase would make backups nobody can restore.
     pub new_passphrase: bool,
     /// The CPU and I/O priority of the snapshot and the pipeline (default: the
-    /// caller's own; [`Priority::gentle`] yields to the homeserver).
+    /// caller's own; [`Priority::gentle`](crate::Priority::gentle) yields to the homeserver).
     pub priority: crate::backup::priority::Priority,
 }
 
