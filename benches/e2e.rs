@@ -28,17 +28,21 @@
 //! - `SYNAPSE_BACKUP_BENCH_SCALE`: media file counts of the scale check (default
 //!   `10000,100000`; `0` skips it);
 //! - `SYNAPSE_BACKUP_BENCH_ONLY`: sections to run among
-//!   `backup,limits,restore,scale,synapse` (default all), plus `sweep`;
+//!   `backup,limits,restore,scale,pebble,synapse` (default all), plus `sweep`;
 //! - `SYNAPSE_BACKUP_BENCH_PROBES`: messages sent per idle measurement of the `synapse`
 //!   section (default 300).
+//!
+//! The `pebble` section (as root, with the daemon `scripts/pebble.sh` installs) runs
+//! create and restore through `PebbleContainer` and through `LocalContainer`, alternating,
+//! at least 5 rounds each, on the same tree and server: the data never crosses Pebble's
+//! socket, so the two should take the same time.
 //!
 //! The `synapse` section (as root, with the Synapse `scripts/synapse.sh` installs) runs a
 //! real homeserver as its own user, with a media store of the tree's size, and measures
 //! the client API's latency (sending a message over one keep-alive connection, median
-//! and p99) while idle and while a backup of it runs: with the default options, with the
-//! pipeline at the lowest CPU and I/O priority (`nice 19`, `ionice` idle, set on this
-//! process's threads, which the pipeline inherits), and with the upload capped
-//! (`BackupOptions::max_bandwidth_mib`).
+//! and p99) while idle and while a backup of it runs, at each [`Priority`] worth
+//! comparing (`BackupOptions::priority`: the caller's own, the default, the lowest) and
+//! with the upload capped (`BackupOptions::max_bandwidth_mib`).
 //! - `SYNAPSE_BACKUP_BENCH_SWEEP`: `concurrency x part MiB` settings for the sweep
 //!   section, e.g. `1x8,4x8,4x16,8x8` (setting it turns the sweep on);
 //! - `SYNAPSE_BACKUP_BENCH_CONCURRENCY`, `SYNAPSE_BACKUP_BENCH_PART_MIB`,
@@ -54,6 +58,8 @@
 //!
 //! The last line on stdout is `backup speedup: <ratio>x`.
 
+#[path = "../tests/support/pebble_daemon.rs"]
+mod pebble_daemon;
 #[path = "../tests/support/s3_server.rs"]
 mod s3_server;
 #[path = "../tests/support/synapse_server.rs"]
@@ -72,8 +78,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use synapse_backup::{
-    BackupId, BackupOptions, Compression, Layout, LocalContainer, RestoreOptions, S3Client,
-    S3Parameters, create_backup_with, delete_backup, restore_backup_with,
+    BackupId, BackupOptions, Compression, IoPriority, Layout, LocalContainer, Priority,
+    RestoreOptions, S3Client, S3Parameters, create_backup_with, delete_backup, restore_backup_with,
 };
 
 use synapse_tree::{Rng, SynapseTree, TreeSpec, write_random};
@@ -165,7 +171,7 @@ impl Config {
             })
             .collect();
         let mut sections: Vec<String> = env_var("SYNAPSE_BACKUP_BENCH_ONLY")
-            .unwrap_or_else(|| "backup,limits,restore,scale,synapse".into())
+            .unwrap_or_else(|| "backup,limits,restore,scale,pebble,synapse".into())
             .split(',')
             .map(|s| s.trim().to_string())
             .collect();
@@ -1616,6 +1622,12 @@ fn run_sections(
         out.clear();
     }
 
+    if config.section("pebble") {
+        pebble_section(bench, config, &mut out)?;
+        print!("{out}");
+        out.clear();
+    }
+
     if config.section("synapse") {
         synapse_section(bench, config, &mut out)?;
         print!("{out}");
@@ -1791,21 +1803,97 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 
 /// Sets the CPU nice value and I/O class of every thread of this process (children,
 /// such as the pipeline, inherit them from the thread that starts them).
-fn set_priority(nice: i32, io_class: u8) -> Result<(), BoxError> {
-    let tids: Vec<String> = fs::read_dir("/proc/self/task")?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    let out = Command::new("renice")
-        .args(["-n", &nice.to_string(), "-p"])
-        .args(&tids)
+/// Create and restore through Pebble against `LocalContainer`, alternating.
+fn pebble_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), BoxError> {
+    writeln!(
+        out,
+        "### through Pebble: PebbleContainer against LocalContainer\n"
+    )?;
+    if !nix::unistd::geteuid().is_root() {
+        writeln!(
+            out,
+            "not measured: the section starts the Pebble daemon, which needs root\n"
+        )?;
+        return Ok(());
+    }
+    let daemon = pebble_daemon::PebbleDaemon::start();
+    let pebble = synapse_backup::PebbleContainer::new(daemon.socket());
+    let rounds = config.rounds.max(5);
+    // [create local, create pebble, restore local, restore pebble]
+    let mut walls: [Vec<f64>; 4] = Default::default();
+    for round in 1..=rounds {
+        // Alternate which goes first, so neither always meets a warmer cache.
+        let order: [bool; 2] = if round % 2 == 1 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for through_pebble in order {
+            let started = Instant::now();
+            let report = if through_pebble {
+                bench.rt.block_on(create_backup_with(
+                    &pebble,
+                    &bench.params,
+                    PASSPHRASE,
+                    &bench.layout,
+                    &config.options,
+                ))?
+            } else {
+                bench.ours_backup(&config.options)?
+            };
+            let create = started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            if through_pebble {
+                bench.rt.block_on(restore_backup_with(
+                    &pebble,
+                    &bench.params,
+                    PASSPHRASE,
+                    &report.id,
+                    &bench.layout,
+                    &RestoreOptions::default(),
+                ))?;
+            } else {
+                bench.ours_restore(&report.id)?;
+            }
+            let restore = started.elapsed().as_secs_f64();
+            let i = usize::from(through_pebble);
+            walls[i].push(create);
+            walls[2 + i].push(restore);
+            progress(&format!(
+                "round {round}: {} create {create:.2} s, restore {restore:.2} s",
+                if through_pebble { "pebble" } else { "local" }
+            ));
+            bench.delete_ours(&report.id);
+        }
+    }
+    let spread = |v: &[f64]| {
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(0.0, f64::max);
+        format!("{:.2} ({min:.2}–{max:.2})", median(v))
+    };
+    let version = Command::new(pebble_daemon::pebble_binary())
+        .args(["version", "--client"])
         .output()?;
-    check_status("renice", &out)?;
-    let out = Command::new("ionice")
-        .args(["-c", &io_class.to_string(), "-p"])
-        .args(&tids)
-        .output()?;
-    check_status("ionice", &out)
+    writeln!(
+        out,
+        "median wall s (min–max) of {rounds} alternating rounds; {}\n",
+        String::from_utf8_lossy(&version.stdout).trim()
+    )?;
+    writeln!(
+        out,
+        "| | LocalContainer | PebbleContainer | Pebble ÷ local (target ≤ 1.10) |\n|---|---|---|---|"
+    )?;
+    for (name, local, through) in [("create", 0, 1), ("restore", 2, 3)] {
+        writeln!(
+            out,
+            "| {name} | {} | {} | {:.3} |",
+            spread(&walls[local]),
+            spread(&walls[through]),
+            median(&walls[through]) / median(&walls[local])
+        )?;
+    }
+    writeln!(out)?;
+    Ok(())
 }
 
 /// One measured condition: the latencies of its sends, and the backup's wall time.
@@ -1888,14 +1976,32 @@ fn synapse_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(
         sends: Vec::new(),
         backups: Vec::new(),
     };
-    let names = [
-        "backup, default options".to_string(),
-        "backup, pipeline at nice 19 + ionice idle".to_string(),
-        format!("backup, upload capped at {capped} MiB/s"),
+    let lowest = Priority::new(19, IoPriority::Idle)?;
+    let variants = [
+        (
+            "backup at the caller's priority (`normal`)".to_string(),
+            config.options.clone().priority(Priority::inherit()),
+        ),
+        (
+            format!("backup, gentle priority ({})", Priority::gentle()),
+            config.options.clone().priority(Priority::gentle()),
+        ),
+        (
+            format!("backup, lowest priority ({lowest})"),
+            config.options.clone().priority(lowest),
+        ),
+        (
+            format!("backup, gentle priority, upload capped at {capped} MiB/s"),
+            config
+                .options
+                .clone()
+                .priority(Priority::gentle())
+                .max_bandwidth_mib(Some(capped)),
+        ),
     ];
-    let mut during: Vec<Latencies> = names
+    let mut during: Vec<Latencies> = variants
         .iter()
-        .map(|n| Latencies {
+        .map(|(n, _)| Latencies {
             name: n.clone(),
             sends: Vec::new(),
             backups: Vec::new(),
@@ -1910,11 +2016,7 @@ fn synapse_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(
         );
         for (i, variant) in during.iter_mut().enumerate() {
             tag += 1;
-            let options = if i == 2 {
-                config.options.clone().max_bandwidth_mib(Some(capped))
-            } else {
-                config.options.clone()
-            };
+            let options = &variants[i].1;
             let probe = synapse_server::SendProbe::start(
                 &hs,
                 &user,
@@ -1922,21 +2024,15 @@ fn synapse_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(
                 &format!("busy{tag}"),
                 usize::MAX >> 1,
             );
-            if i == 1 {
-                set_priority(19, 3)?;
-            }
             let started = Instant::now();
             let result = bench.rt.block_on(create_backup_with(
                 &hs.container,
                 &bench.params,
                 PASSPHRASE,
                 &hs.layout,
-                &options,
+                options,
             ));
             let wall = started.elapsed().as_secs_f64();
-            if i == 1 {
-                set_priority(0, 0)?;
-            }
             let sends = probe.finish(true);
             let report = result?;
             progress(&format!(

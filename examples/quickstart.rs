@@ -405,15 +405,7 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn size(bytes: u64) -> String {
-    if bytes < 1000 {
-        format!("{bytes} B")
-    } else if bytes < 1_000_000 {
-        format!("{:.1} kB", bytes as f64 / 1e3)
-    } else if bytes < 1_000_000_000 {
-        format!("{:.1} MB", bytes as f64 / 1e6)
-    } else {
-        format!("{:.2} GB", bytes as f64 / 1e9)
-    }
+    synapse_backup::human_bytes(bytes)
 }
 
 fn seconds(d: Duration) -> String {

@@ -95,7 +95,9 @@ pub enum S3Error {
         /// The S3 operation, e.g. `ListMultipartUploads`.
         operation: &'static str,
     },
-    /// A request failed.
+    /// A request failed. Match its fields, not its text: `status` and `code` when the
+    /// server answered, `transport` when no answer came, and the SDK's error as the
+    /// `source` (its chain down to the I/O or TLS error).
     #[error("{operation} failed for s3://{bucket}/{key}: {message}")]
     Request {
         /// The S3 operation, e.g. `HeadObject`.
@@ -104,8 +106,18 @@ pub enum S3Error {
         bucket: String,
         /// The key or prefix involved (may be empty).
         key: String,
-        /// The error as the SDK or server reported it (no credentials).
-        message: String,
+        /// The HTTP status of the server's answer; `None` when no answer came.
+        status: Option<u16>,
+        /// The service's error code (e.g. `AccessDenied`, `SignatureDoesNotMatch`,
+        /// `NoSuchBucket`); `None` when the answer had none (a HEAD's has no body).
+        code: Option<Box<str>>,
+        /// Why no answer came (refused, TLS, …); `None` when the server answered.
+        transport: Option<Transport>,
+        /// The error as the SDK or server reported it (no credentials), for people.
+        message: Box<str>,
+        /// The SDK's error, whose chain leads to the cause.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// An object read whole (a lock object, a manifest) is longer than the most this
     /// crate reads of such an object; it was not read past that.
@@ -149,6 +161,69 @@ pub enum S3Error {
         /// The deadline that passed.
         timeout: Duration,
     },
+}
+
+/// Why an S3 request got no answer ([`S3Error::Request::transport`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Nothing listens at the endpoint: the connection was refused.
+    ConnectionRefused,
+    /// The connection or the answer did not come in time.
+    TimedOut,
+    /// The server's TLS certificate is not trusted (unknown issuer, wrong name, expired).
+    UntrustedCertificate,
+    /// The server does not speak TLS (e.g. `https://` to a plain-HTTP port).
+    NotTls,
+    /// Anything else (a name that does not resolve, a reset connection, …): the
+    /// `source` chain says what.
+    Other,
+}
+
+impl Transport {
+    /// Classifies a request's error by its chain (the I/O and TLS errors in it).
+    pub(crate) fn of(error: &(dyn std::error::Error + 'static)) -> Transport {
+        // An io::Error's `source` skips the error it wraps (`get_ref`), and TLS errors
+        // come wrapped twice: both ways down are walked, and a TLS error anywhere wins
+        // over the I/O error kinds around it.
+        let mut found = Transport::Other;
+        let mut pending = vec![error];
+        let mut seen = 0;
+        while let Some(e) = pending.pop() {
+            seen += 1;
+            if seen > 64 {
+                break;
+            }
+            match Self::of_one(e) {
+                Some(kind @ (Transport::UntrustedCertificate | Transport::NotTls)) => return kind,
+                Some(kind) => found = kind,
+                None => {}
+            }
+            if let Some(inner) = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                pending.push(inner);
+            }
+            pending.extend(e.source());
+        }
+        found
+    }
+
+    fn of_one(e: &(dyn std::error::Error + 'static)) -> Option<Transport> {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return match tls {
+                rustls::Error::InvalidCertificate(_) => Some(Transport::UntrustedCertificate),
+                rustls::Error::InvalidMessage(_) => Some(Transport::NotTls),
+                _ => None,
+            };
+        }
+        match e.downcast_ref::<std::io::Error>()?.kind() {
+            std::io::ErrorKind::ConnectionRefused => Some(Transport::ConnectionRefused),
+            std::io::ErrorKind::TimedOut => Some(Transport::TimedOut),
+            _ => None,
+        }
+    }
 }
 
 /// A failure of a [`Container`](crate::Container) operation.

@@ -95,7 +95,8 @@ pub use backup::plan::{
     BackupId, BackupOptions, CancelToken, Compression, DEFAULT_SNAPSHOT_TIMEOUT, LiveChanges,
     check_passphrase,
 };
-pub use backup::progress::{Progress, ProgressCallback, ProgressMeter, ProgressStage};
+pub use backup::priority::{IoPriority, Priority};
+pub use backup::progress::{Progress, ProgressCallback, ProgressMeter, ProgressStage, human_bytes};
 pub use backup::prune_plan::{
     ClockSource, ID_TIME_AHEAD_TOLERANCE, ID_TIME_BEHIND_TOLERANCE, LeftoverRule, PlanContext,
     PlannedBackup, PruneAction, PrunePlan, PruneReason, StaleUpload, plan_prune,
@@ -114,7 +115,9 @@ pub use container::{
     Container, ExecOptions, ExecOutput, FileInfo, FileKind, ListOptions, MakeDirOptions,
     PushOptions,
 };
-pub use error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
+pub use error::{
+    BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage, Transport,
+};
 pub use s3::{
     AddressingStyle, AmbientCredentials, CloneStore, Conditional, CredentialSource, CustomerKey,
     MultipartUpload, ObjectHead, ObjectInfo, ObjectStore, S3Client, S3Parameters,
@@ -126,7 +129,9 @@ pub use s3::{
 /// an in-memory [`ObjectStore`] for fast tests of code over the catalog.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing {
-    pub use crate::backup::fake::put_backup;
+    pub use crate::backup::fake::{
+        FAKE_CIPHERTEXT_HEADER, FAKE_HOMESERVER_YAML, FakeWorkload, put_backup,
+    };
     pub use crate::container::conformance as container_conformance;
     pub use crate::s3::MemoryStore;
     pub use crate::s3::conformance as store_conformance;

@@ -16,8 +16,8 @@ use super::plan::{self, BackupId, BackupOptions, LiveChanges, WorkDir};
 use super::progress::{self, ProgressStage};
 use super::restore_plan::{MemberSource, RestoreRules};
 use super::run::Run;
-use super::scripts::{Exit, Pipeline};
-use super::work;
+use super::scripts::{Exit, Pipeline, WorkFile};
+use super::work::{self, Outputs};
 use crate::container::Container;
 use crate::error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
 use crate::s3::{ObjectStore, S3Parameters};
@@ -156,7 +156,12 @@ async fn create_locked<C: Container + ?Sized>(
             if uploading.into_inner() {
                 remove_partial_upload(&*run.client, &key).await;
             }
-            tracing::warn!(backup_id = %id, error = %e, "backup failed; nothing was kept");
+            if matches!(e, BackupError::Cancelled) {
+                // The caller asked for it, and says so itself.
+                tracing::info!(backup_id = %id, "backup cancelled; nothing was kept");
+            } else {
+                tracing::warn!(backup_id = %id, error = %e, "backup failed; nothing was kept");
+            }
             Err(e)
         }
     }
@@ -295,26 +300,61 @@ fn symlinked_media(path: &str) -> BackupError {
     })
 }
 
-async fn collect<C: Container + ?Sized>(
-    container: &C,
-    layout: &Layout,
-) -> Result<Collected, BackupError> {
-    use crate::FileKind;
-    let config = work::read_homeserver_config(container, layout).await?;
-    let mut members: Vec<String> = Vec::new();
-    let mut links: Vec<String> = Vec::new();
-    let mut warnings = Vec::new();
-    let mut add = |container_path: String, kind: FileKind| {
-        let m = Layout::member_name(&container_path);
-        let list = if kind == FileKind::Symlink {
-            &mut links
+/// The members found so far: plain ones and symlinks (to files), each once.
+#[derive(Default)]
+struct Found {
+    members: Vec<String>,
+    links: Vec<String>,
+}
+
+impl Found {
+    /// Adds the container path `path` of this kind.
+    fn add(&mut self, path: &str, kind: crate::FileKind) {
+        let m = Layout::member_name(path);
+        let list = if kind == crate::FileKind::Symlink {
+            &mut self.links
         } else {
-            &mut members
+            &mut self.members
         };
         if !list.contains(&m) {
             list.push(m);
         }
-    };
+    }
+}
+
+async fn collect<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+) -> Result<Collected, BackupError> {
+    let config = work::read_homeserver_config(container, layout).await?;
+    let mut found = Found::default();
+    let mut warnings = Vec::new();
+    collect_keys(container, layout, &config, &mut found, &mut warnings).await?;
+    let db = collect_database(container, layout, &config, &mut found, &mut warnings).await?;
+    collect_media(container, layout, &config, &mut found, &mut warnings).await?;
+    if found.members.is_empty() && found.links.is_empty() && db.is_none() {
+        return Err(BackupError::NothingToBackUp {
+            root: layout.root.clone(),
+        });
+    }
+    Ok(Collected {
+        members: found.members,
+        links: found.links,
+        db,
+        config,
+        warnings,
+    })
+}
+
+/// The signing keys: every `*.key` of the config dir and `signing_key_path`.
+async fn collect_keys<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    config: &HomeserverConfig,
+    found: &mut Found,
+    warnings: &mut Vec<String>,
+) -> Result<(), BackupError> {
+    use crate::FileKind;
     for (kind, name) in list_or_empty(
         container,
         layout,
@@ -324,12 +364,12 @@ async fn collect<C: Container + ?Sized>(
     .await?
     {
         if matches!(kind, FileKind::File | FileKind::Symlink) {
-            add(join(&layout.config_dir, &name), kind);
+            found.add(&join(&layout.config_dir, &name), kind);
         }
     }
     if let Some(key) = &config.signing_key_path {
         match work::kind_of(container, layout, &layout.host_path(key)).await? {
-            Some(kind @ (FileKind::File | FileKind::Symlink)) => add(key.clone(), kind),
+            Some(kind @ (FileKind::File | FileKind::Symlink)) => found.add(key, kind),
             Some(_) => {
                 return Err(BackupError::Config(ConfigError::Invalid {
                     problems: vec![FieldProblem {
@@ -341,36 +381,61 @@ async fn collect<C: Container + ?Sized>(
             None => warnings.push(format!("signing_key_path {key} does not exist")),
         }
     }
-    let mut db = None;
-    match &config.database {
+    Ok(())
+}
+
+/// The SQLite database (snapshotted, so given apart) and the files beside it that
+/// share its name and are not its sidecars; nothing for PostgreSQL.
+async fn collect_database<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    config: &HomeserverConfig,
+    found: &mut Found,
+    warnings: &mut Vec<String>,
+) -> Result<Option<String>, BackupError> {
+    use crate::FileKind;
+    let path = match &config.database {
         DatabaseKind::Postgresql => {
             tracing::info!(
                 "homeserver.yaml names a PostgreSQL database: it is backed up by the PostgreSQL charm, not here"
             );
             warnings
                 .push("the database is PostgreSQL: back it up with the PostgreSQL charm".into());
+            return Ok(None);
         }
-        DatabaseKind::Sqlite(path) => {
-            let (dir, name) = split_dir(path);
-            for (kind, entry) in list_or_empty(
-                container,
-                layout,
-                &layout.host_path(dir),
-                &format!("{}*", glob::Pattern::escape(name)),
-            )
-            .await?
-            {
-                let suffix = &entry[name.len().min(entry.len())..];
-                let file_like = matches!(kind, FileKind::File | FileKind::Symlink);
-                if entry == name && file_like {
-                    // SQLite opens it through a symlink: the snapshot follows it.
-                    db = Some(path.clone());
-                } else if file_like && !super::layout::is_sqlite_sidecar_suffix(suffix) {
-                    add(join(dir, &entry), kind);
-                }
-            }
+        DatabaseKind::Sqlite(path) => path,
+    };
+    let mut db = None;
+    let (dir, name) = split_dir(path);
+    for (kind, entry) in list_or_empty(
+        container,
+        layout,
+        &layout.host_path(dir),
+        &format!("{}*", glob::Pattern::escape(name)),
+    )
+    .await?
+    {
+        let suffix = &entry[name.len().min(entry.len())..];
+        let file_like = matches!(kind, FileKind::File | FileKind::Symlink);
+        if entry == name && file_like {
+            // SQLite opens it through a symlink: the snapshot follows it.
+            db = Some(path.clone());
+        } else if file_like && !super::layout::is_sqlite_sidecar_suffix(suffix) {
+            found.add(&join(dir, &entry), kind);
         }
     }
+    Ok(db)
+}
+
+/// The local media: every `local_*` dir of the media store (none may be a symlink).
+async fn collect_media<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    config: &HomeserverConfig,
+    found: &mut Found,
+    warnings: &mut Vec<String>,
+) -> Result<(), BackupError> {
+    use crate::FileKind;
     let media = &config.media_store_path;
     let media_host = layout.host_path(media);
     let media_kind = work::kind_of(container, layout, &media_host).await?;
@@ -391,21 +456,10 @@ async fn collect<C: Container + ?Sized>(
     for (kind, name) in media_entries {
         match kind {
             FileKind::Symlink => return Err(symlinked_media(&join(media, &name))),
-            kind => add(join(media, &name), kind),
+            kind => found.add(&join(media, &name), kind),
         }
     }
-    if members.is_empty() && links.is_empty() && db.is_none() {
-        return Err(BackupError::NothingToBackUp {
-            root: layout.root.clone(),
-        });
-    }
-    Ok(Collected {
-        members,
-        links,
-        db,
-        config,
-        warnings,
-    })
+    Ok(())
 }
 
 fn stage_error(stage: Stage, e: ContainerError) -> BackupError {
@@ -423,6 +477,37 @@ fn stage_error(stage: Stage, e: ContainerError) -> BackupError {
             stderr: format!("timed out after {timeout:?}"),
         },
         other => BackupError::Container(other),
+    }
+}
+
+/// The error of a failed `backup.sh`: the stage that failed, with its own status (from
+/// the work dir's `failed`: `<stage> <status>`).
+async fn pipeline_error<C: Container + ?Sized>(
+    e: ContainerError,
+    outputs: &Outputs<'_, C>,
+) -> BackupError {
+    match (Exit::of(&e), e) {
+        (Some(Exit::Stage(position)), ContainerError::ExitedNonZero { stderr, .. }) => {
+            match outputs.field(WorkFile::Failed, 1).await {
+                Ok(status) => BackupError::StageFailed {
+                    stage: Pipeline::Backup.stage(position),
+                    exit_code: status,
+                    stderr,
+                },
+                Err(read) => read.into(),
+            }
+        }
+        (
+            Some(Exit::ChecksumReaders),
+            ContainerError::ExitedNonZero {
+                exit_code, stderr, ..
+            },
+        ) => BackupError::StageFailed {
+            stage: Stage::Check,
+            exit_code,
+            stderr,
+        },
+        (_, other) => stage_error(Stage::Upload, other),
     }
 }
 
@@ -451,23 +536,23 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     /// The error of a failed `prepare.sh`: no room for the snapshot, a damaged
     /// database, the snapshot or a collection step.
     async fn prepare_error(&self, e: ContainerError) -> BackupError {
-        let (container, layout, work) = (self.run.container, self.run.layout, self.work);
-        let exit = match &e {
-            ContainerError::ExitedNonZero { exit_code, .. } => Exit::from_code(*exit_code),
-            _ => Exit::Other(-1),
-        };
-        match exit {
-            Exit::NoSpace => {
-                let number = |name: &'static str| async move {
-                    work::read_text(container, layout, &work.file(name))
-                        .await
-                        .and_then(|t| t.parse().ok())
-                        .unwrap_or(0)
+        let work = self.work;
+        let outputs = Outputs::new(self.run.container, self.run.layout, work);
+        match Exit::of(&e).unwrap_or(Exit::Other(-1)) {
+            Exit::SnapshotNoSpace => {
+                let space = async {
+                    Ok::<_, ContainerError>((
+                        outputs.field(WorkFile::Need, 0).await?,
+                        outputs.field(WorkFile::Avail, 0).await?,
+                    ))
                 };
-                BackupError::InsufficientSpace {
-                    path: work.dir.clone(),
-                    needed: number("need").await,
-                    available: number("avail").await,
+                match space.await {
+                    Ok((needed, available)) => BackupError::InsufficientSpace {
+                        path: work.dir.clone(),
+                        needed,
+                        available,
+                    },
+                    Err(read) => read.into(),
                 }
             }
             Exit::SnapshotCorrupt => {
@@ -478,7 +563,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 let db = self.collected.db.as_deref().unwrap_or("the database");
                 BackupError::StageFailed {
                     stage: Stage::Snapshot,
-                    exit_code: 22,
+                    exit_code: Exit::SnapshotCorrupt.code(),
                     stderr: format!(
                         "{db} is damaged: its snapshot fails SQLite's PRAGMA integrity_check, so a restore would refuse it; nothing was uploaded ({detail})"
                     ),
@@ -489,77 +574,79 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         }
     }
 
+    /// The backup's stages: the inner manifest and the pipeline's inputs, `prepare.sh`,
+    /// the upload, tar's verdict and listing, the upload's check, the manifest.
     async fn execute(&self) -> Result<(Manifest, LiveChanges, u64), BackupError> {
-        let run = self.run;
-        let (container, client, params, passphrase, layout) = (
-            run.container,
-            &*run.client,
-            run.params,
-            run.passphrase,
-            run.layout,
-        );
-        let (options, collected, id, key, work) = (
-            self.options,
-            &self.collected,
-            &self.id,
-            self.key.as_str(),
-            self.work,
-        );
+        let inner = self.inner_manifest()?;
+        self.write_inputs(&inner).await?;
+        let expected_size = self.prepare().await?;
+        let outputs = Outputs::new(self.run.container, self.run.layout, self.work);
+        self.upload(&outputs, expected_size).await?;
+        let mut changes = self.live_changes(&outputs).await?;
+        let mut archived = self.read_index(&outputs, &mut changes.changed).await?;
+        changes.changed.sort();
+        changes.dirs_changed = std::mem::take(&mut archived.changed_dirs);
+        let (sha, length) = self.check_upload(&outputs).await?;
+        let manifest = self.manifest(inner, &changes, archived.plaintext_bytes, sha, length);
+        self.put_manifest(&manifest, archived.files).await?;
+        Ok((manifest, changes, archived.regular_files))
+    }
+
+    /// The manifest the stream carries first (id, layout, nonce).
+    fn inner_manifest(&self) -> Result<InnerManifest, BackupError> {
+        let (layout, collected) = (self.run.layout, &self.collected);
         let database = match collected.config.database {
             DatabaseKind::Postgresql => DatabaseSnapshot::Postgresql,
             DatabaseKind::Sqlite(_) if collected.db.is_some() => DatabaseSnapshot::Sqlite,
             DatabaseKind::Sqlite(_) => DatabaseSnapshot::None,
         };
-        let manifest_layout = ManifestLayout {
-            config_dir: layout.config_dir.clone(),
-            data_dir: layout.data_dir.clone(),
-            media_store_path: collected.config.media_store_path.clone(),
-            members: collected.all_members(),
-        };
-        let inner = InnerManifest {
+        Ok(InnerManifest {
             format: MANIFEST_FORMAT,
-            backup_id: id.clone(),
+            backup_id: self.id.clone(),
             created: Utc::now(),
             created_by: plan::metadata_value(),
-            layout: manifest_layout.clone(),
+            layout: ManifestLayout {
+                config_dir: layout.config_dir.clone(),
+                data_dir: layout.data_dir.clone(),
+                media_store_path: collected.config.media_store_path.clone(),
+                members: collected.all_members(),
+            },
             database,
             nonce: InnerManifest::new_nonce().map_err(|e| ContainerError::Io {
                 path: "getrandom".into(),
                 source: e,
             })?,
-        };
-        work::write_file(
-            container,
-            layout,
-            work,
-            "inner-manifest.json",
-            &inner.to_json(),
-        )
-        .await?;
-        work::write_file(
-            container,
-            layout,
-            work,
-            "files",
-            &plan::files_list(&collected.members),
-        )
-        .await?;
-        work::write_file(
-            container,
-            layout,
-            work,
-            "links",
-            &plan::files_list(&collected.links),
-        )
-        .await?;
+        })
+    }
 
-        let mut prepare = plan::prepare_call(layout, params, work, collected.db.as_deref());
+    /// Writes what `prepare.sh` and `backup.sh` read: the inner manifest, the members
+    /// and the members that are symlinks.
+    async fn write_inputs(&self, inner: &InnerManifest) -> Result<(), BackupError> {
+        let (container, layout, work) = (self.run.container, self.run.layout, self.work);
+        let collected = &self.collected;
+        for (file, content) in [
+            (WorkFile::InnerManifest, inner.to_json()),
+            (WorkFile::Files, plan::files_list(&collected.members)),
+            (WorkFile::Links, plan::files_list(&collected.links)),
+        ] {
+            work::write_file(container, layout, work, file, &content).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `prepare.sh` (the snapshot, the total size); gives the size to archive.
+    async fn prepare(&self) -> Result<u64, BackupError> {
+        let (container, layout, work) = (self.run.container, self.run.layout, self.work);
+        let options = self.options;
+        let mut prepare =
+            plan::prepare_call(layout, self.run.params, work, self.collected.db.as_deref());
         if let Some(limit) = options.snapshot_timeout {
             prepare.env.insert(
                 "SB_SNAPSHOT_TIMEOUT".into(),
                 limit.as_secs().max(1).to_string(),
             );
         }
+        options.priority.apply(&mut prepare.env);
         if let Err(e) = container
             .exec(
                 &prepare.argv,
@@ -569,88 +656,81 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         {
             return Err(self.prepare_error(e).await);
         }
-        let expected_size: u64 = work::read_text(container, layout, &work.file("size"))
-            .await
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0);
+        Ok(Outputs::new(container, layout, work)
+            .field(WorkFile::Size, 0)
+            .await?)
+    }
 
-        let call = plan::backup_call(layout, params, options, work, key, expected_size);
-        tracing::info!(backup_id = %id, expected_size, "running the backup pipeline");
+    /// Runs the backup pipeline (from here on, a failure removes the partial upload).
+    async fn upload(
+        &self,
+        outputs: &Outputs<'_, C>,
+        expected_size: u64,
+    ) -> Result<(), BackupError> {
+        let (run, options, work) = (self.run, self.options, self.work);
+        let (container, layout) = (run.container, run.layout);
+        let mut call =
+            plan::backup_call(layout, run.params, options, work, &self.key, expected_size);
+        options.priority.apply(&mut call.env);
+        tracing::info!(backup_id = %self.id, expected_size, "running the backup pipeline");
         self.uploading.store(true, Ordering::SeqCst);
         if let Err(e) = progress::exec_with_progress(
             container,
             layout,
             work,
             &call.argv,
-            work::pipeline_options(layout, &call, work, options.timeout, passphrase),
+            work::pipeline_options(layout, &call, work, options.timeout, run.passphrase),
             options.progress.as_ref(),
             ProgressStage::Backup,
             Some(expected_size),
         )
         .await
         {
-            return Err(match e {
-                ContainerError::ExitedNonZero {
-                    exit_code, stderr, ..
-                } if matches!(
-                    Exit::from_code(exit_code),
-                    Exit::Stage(_) | Exit::ChecksumReaders
-                ) =>
-                {
-                    let stage = match Exit::from_code(exit_code) {
-                        Exit::Stage(position) => Pipeline::Backup.stage(position),
-                        _ => Stage::Check,
-                    };
-                    let status = work::read_text(container, layout, &work.file("failed"))
-                        .await
-                        .and_then(|t| t.split_whitespace().nth(1).and_then(|s| s.parse().ok()))
-                        .unwrap_or(exit_code);
-                    BackupError::StageFailed {
-                        stage,
-                        exit_code: status,
-                        stderr,
-                    }
-                }
-                other => stage_error(Stage::Upload, other),
-            });
+            return Err(pipeline_error(e, outputs).await);
         }
-        // tar's own verdict: 0, or 1/2 for a live tree (warnings, unless a line says
-        // otherwise).
-        let tar_status: i32 = work::read_text(container, layout, &work.file("tar.status"))
-            .await
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(-1);
-        let mut changes = LiveChanges::default();
-        if tar_status != 0 {
-            let stderr = work::read_text(container, layout, &work.file("tar.err"))
-                .await
-                .unwrap_or_default();
-            changes = plan::read_tar_warnings(tar_status, &stderr, &collected.media_members())
-                .map_err(|line| BackupError::StageFailed {
-                    stage: Stage::Tar,
-                    exit_code: tar_status,
-                    stderr: if line.is_empty() {
-                        crate::error::trim_tail(&stderr, 4096)
-                    } else {
-                        line
-                    },
-                })?;
-        }
+        Ok(())
+    }
 
-        // The manifest lists what tar archived: its own listing of the stream, read in
-        // chunks and turned into the manifest's JSON line by line, so 100,000 members
-        // are held once, as JSON.
-        let rules = RestoreRules::new(layout, &collected.config);
-        let index_path = work.file("index");
-        let capacity = work::file_size(container, layout, &index_path)
+    /// tar's own verdict: 0, or 1/2 for a live tree (warnings, unless a line says
+    /// otherwise).
+    async fn live_changes(&self, outputs: &Outputs<'_, C>) -> Result<LiveChanges, BackupError> {
+        let tar_status: i32 = outputs.field(WorkFile::TarStatus, 0).await?;
+        if tar_status == 0 {
+            return Ok(LiveChanges::default());
+        }
+        let stderr = outputs.text(WorkFile::TarErr).await?;
+        plan::read_tar_warnings(tar_status, &stderr, &self.collected.media_members()).map_err(
+            |line| BackupError::StageFailed {
+                stage: Stage::Tar,
+                exit_code: tar_status,
+                stderr: if line.is_empty() {
+                    crate::error::trim_tail(&stderr, 4096)
+                } else {
+                    line
+                },
+            },
+        )
+    }
+
+    /// What tar archived: its own listing of the stream, read in chunks and turned
+    /// into the manifest's JSON line by line, so 100,000 members are held once, as
+    /// JSON. Dirs named in `changed` move to the result's `changed_dirs`.
+    async fn read_index(
+        &self,
+        outputs: &Outputs<'_, C>,
+        changed: &mut Vec<String>,
+    ) -> Result<Archived, BackupError> {
+        let (container, layout) = (self.run.container, self.run.layout);
+        let rules = RestoreRules::new(layout, &self.collected.config);
+        // The size is a capacity hint only.
+        let capacity = work::file_size(container, layout, &self.work.path(WorkFile::Index))
             .await
             .unwrap_or(0);
-        let mut index = IndexReader::new(&rules, &mut changes.changed, capacity);
+        let mut index = IndexReader::new(&rules, changed, capacity);
         let mut offset = 0;
         let mut carry: Vec<u8> = Vec::new();
         loop {
-            let chunk =
-                work::read_range(container, layout, &index_path, offset, INDEX_CHUNK).await?;
+            let chunk = outputs.chunk(WorkFile::Index, offset, INDEX_CHUNK).await?;
             offset += chunk.len() as u64;
             let last = (chunk.len() as u64) < INDEX_CHUNK;
             carry.extend_from_slice(&chunk);
@@ -669,18 +749,14 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             }
         }
         drop(carry);
-        let archived = index.finish()?;
-        changes.changed.sort();
-        changes.dirs_changed = archived.changed_dirs;
+        index.finish()
+    }
 
-        let sha = work::read_text(container, layout, &work.file("sha256"))
-            .await
-            .and_then(|t| t.split_whitespace().next().map(str::to_string))
-            .unwrap_or_default();
-        let length: u64 = work::read_text(container, layout, &work.file("length"))
-            .await
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0);
+    /// The stream's checksum and length as the pipeline computed them, checked
+    /// against the uploaded object's size.
+    async fn check_upload(&self, outputs: &Outputs<'_, C>) -> Result<(String, u64), BackupError> {
+        let sha: String = outputs.field(WorkFile::Sha256, 0).await?;
+        let length: u64 = outputs.field(WorkFile::Length, 0).await?;
         if sha.len() != 64 || length == 0 {
             return Err(BackupError::StageFailed {
                 stage: Stage::Check,
@@ -690,50 +766,72 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 ),
             });
         }
-        let head = client.head_object(key).await?;
+        let head = self.run.client.head_object(&self.key).await?;
         if head.size != length {
             return Err(BackupError::Corrupted {
-                id: id.to_string(),
+                id: self.id.to_string(),
                 reason: format!(
                     "the uploaded object is {} bytes but the pipeline wrote {length}",
                     head.size
                 ),
             });
         }
+        Ok((sha, length))
+    }
+
+    /// The external manifest (its file list apart, written by [`ManifestJson`]).
+    fn manifest(
+        &self,
+        inner: InnerManifest,
+        changes: &LiveChanges,
+        plaintext_bytes: u64,
+        sha: String,
+        length: u64,
+    ) -> Manifest {
+        let collected = &self.collected;
         let mut warnings = collected.warnings.clone();
         warnings.extend(changes.warnings());
         for w in changes.warnings() {
-            tracing::warn!(backup_id = %id, "{w}");
+            tracing::warn!(backup_id = %self.id, "{w}");
         }
-        let manifest = Manifest {
+        Manifest {
             format: MANIFEST_FORMAT,
-            backup_id: id.clone(),
+            backup_id: self.id.clone(),
             created: inner.created,
-            created_by: inner.created_by.clone(),
+            created_by: inner.created_by,
             server_name: collected.config.server_name.clone(),
-            layout: manifest_layout,
-            database,
+            layout: inner.layout,
+            database: inner.database,
             warnings,
             files: Vec::new(),
-            plaintext_bytes: archived.plaintext_bytes,
+            plaintext_bytes,
             ciphertext_bytes: length,
             ciphertext_sha256: sha,
             cipher: Cipher::Aes256,
-            compression: options.compression,
-            nonce: Some(inner.nonce.clone()),
-        };
+            compression: self.options.compression,
+            nonce: Some(inner.nonce),
+        }
+    }
+
+    /// Writes the manifest beside the data: the backup exists from here on.
+    async fn put_manifest(
+        &self,
+        manifest: &Manifest,
+        files: ManifestJson,
+    ) -> Result<(), BackupError> {
         let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
         tracing::debug!(
-            backup_id = %id,
+            backup_id = %self.id,
             peak_rss_kib = peak_rss_kib(),
             "manifest built"
         );
         self.run.confirm_lock("the manifest write").await?;
-        client
+        self.run
+            .client
             .put_object(
-                &format!("{key}{}", plan::MANIFEST_SUFFIX),
+                &format!("{}{}", self.key, plan::MANIFEST_SUFFIX),
                 // Compact: a pretty manifest of 100,000 files is a third larger.
-                archived.files.finish(&manifest),
+                files.finish(manifest),
                 "application/json",
                 &metadata,
             )
@@ -743,7 +841,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 exit_code: 0,
                 stderr: e.to_string(),
             })?;
-        Ok((manifest, changes, archived.regular_files))
+        Ok(())
     }
 }
 
@@ -760,7 +858,7 @@ struct Archived {
 
 /// tar's `-vv` listing of the stream, turned line by line into the manifest's file
 /// list, each member checked with the rules restore applies (pure: fed by the chunked
-/// read in [`BackupRun::execute`]).
+/// read in [`BackupRun::read_index`]).
 struct IndexReader<'r> {
     rules: &'r RestoreRules,
     /// What tar said changed; dirs named there move to `archived.changed_dirs` (tar
@@ -955,13 +1053,13 @@ mod tests {
                     "list" if argv[5].trim_end_matches('/') == "/r/data" && argv[6] == "*.key" => {
                         ok(b"f x.key\0")
                     }
-                    "list" | "kind" => fail(4, ""),
+                    "list" | "kind" => fail(Exit::NoSuchPath.code(), ""),
                     "read" => match argv[5].rsplit('/').next().unwrap() {
                         "homeserver.yaml" => ok(b"server_name: x\n"),
                         "size" => ok(b"10\n"),
                         "listing" => ok(b"f 10 data/x.key\0"),
                         "failed" => ok(stage_status.as_bytes()),
-                        _ => fail(1, "no such file"),
+                        _ => fail(Exit::NoSuchPath.code(), "no such file"),
                     },
                     "remove" => {
                         seen.removed.push(argv[5].clone());

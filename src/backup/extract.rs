@@ -4,12 +4,14 @@
 use std::time::{Duration, Instant};
 
 use crate::backup::catalog::BackupStatus;
+use crate::backup::fetch;
 use crate::backup::layout::Layout;
 use crate::backup::manifest::EntryKind;
-use crate::backup::plan::{self, BackupId};
-use crate::backup::restore::{self, RestoreOptions};
+use crate::backup::plan::{self, BackupId, WorkDir};
+use crate::backup::restore::RestoreOptions;
 use crate::backup::restore_plan::{self, ArchiveMember};
 use crate::backup::run::{Run, WorkGuard};
+use crate::backup::scripts::{Exit, WorkFile};
 use crate::backup::work::{self, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, ConfigError, ContainerError, FieldProblem, Stage};
@@ -126,10 +128,21 @@ pub async fn extract_backup_with<C: Container + ?Sized>(
     target: &ExtractTarget,
     options: &RestoreOptions,
 ) -> Result<ExtractReport, BackupError> {
-    let started = Instant::now();
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    extract_with_run(&run, id, target, options).await
+}
+
+/// As [`extract_backup_with`], in the context `run` (its store takes every bucket request).
+pub(crate) async fn extract_with_run<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    target: &ExtractTarget,
+    options: &RestoreOptions,
+) -> Result<ExtractReport, BackupError> {
+    let (container, layout) = (run.container, run.layout);
+    let started = Instant::now();
     check_target(&target.dir)?;
-    let fetched = restore::locate(&run.client, id).await?;
+    let fetched = fetch::locate(&run.client, id).await?;
     // An include the manifest does not list is refused before the download (the
     // listing of the archive decides again after it).
     if let Some(manifest) = &fetched.manifest
@@ -157,9 +170,9 @@ pub async fn extract_backup_with<C: Container + ?Sized>(
             },
         )?;
     }
-    let need = restore::staging_need(&fetched);
+    let need = fetch::staging_need(&fetched);
     let made = work::prepare_target(container, layout, &target.dir).await?;
-    let result = extract_into(&run, options, target, id, &fetched, need).await;
+    let result = extract_into(run, options, target, id, &fetched, need).await;
     if result.is_err()
         && let Some(top) = &made
     {
@@ -189,7 +202,7 @@ async fn extract_into<C: Container + ?Sized>(
     options: &RestoreOptions,
     target: &ExtractTarget,
     id: &BackupId,
-    fetched: &restore::Fetched,
+    fetched: &fetch::Fetched,
     need: u64,
 ) -> Result<Extracted, BackupError> {
     let work = match run
@@ -201,7 +214,7 @@ async fn extract_into<C: Container + ?Sized>(
         )
         .await
     {
-        Err(BackupError::Container(ContainerError::ExitedNonZero { exit_code: 3, .. })) => {
+        Err(BackupError::Container(e)) if Exit::of(&e) == Some(Exit::DirNotEmpty) => {
             return Err(BackupError::TargetNotEmpty {
                 path: target.dir.clone(),
             });
@@ -220,18 +233,55 @@ struct Extracted {
     warnings: Vec<String>,
 }
 
+/// Moves the `placed` members from staging into the target (`swap.sh place`).
+async fn place_into<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    target: &ExtractTarget,
+    placed: &[String],
+) -> Result<(), BackupError> {
+    let (container, layout) = (run.container, run.layout);
+    work::write_file(
+        container,
+        layout,
+        work,
+        WorkFile::PlaceList,
+        &plan::files_list(placed),
+    )
+    .await?;
+    let place = restore_plan::place_call(layout, run.params, work, &target.dir);
+    match container
+        .exec(&place.argv, work::exec_options(layout, &place, work, None))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) => Err(BackupError::StageFailed {
+            stage: Stage::Extract,
+            exit_code,
+            stderr,
+        }),
+        Err(other) => Err(BackupError::StageFailed {
+            stage: Stage::Extract,
+            exit_code: -1,
+            stderr: other.to_string(),
+        }),
+    }
+}
+
 async fn extract_in<C: Container + ?Sized>(
     run: &Run<'_, C>,
     guard: &WorkGuard<'_, '_, C>,
     options: &RestoreOptions,
     target: &ExtractTarget,
     id: &BackupId,
-    fetched: &restore::Fetched,
+    fetched: &fetch::Fetched,
     need: u64,
 ) -> Result<Extracted, BackupError> {
     let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
-    let got = restore::fetch(
+    let got = fetch::fetch(
         run,
         work,
         &call,
@@ -241,9 +291,8 @@ async fn extract_in<C: Container + ?Sized>(
         crate::backup::progress::ProgressStage::Restore,
     )
     .await?;
-    let rules = restore::verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
-    let restore::Staged { staged, units } =
-        restore::check_staged(run, work, id, &rules, &got).await?;
+    let rules = fetch::verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
+    let fetch::Staged { staged, units } = fetch::check_staged(run, work, id, &rules, &got).await?;
     let skip = restore_plan::inner_manifest_position(&got.members).map_or(0, |p| p + 1);
     let placed =
         restore_plan::select_includes(&got.members[skip..], &units, &target.include, |p| {
@@ -262,34 +311,10 @@ async fn extract_in<C: Container + ?Sized>(
         .database()
         .filter(|db| staged.units.contains(db) && under(db));
     let one_time_keys_removed = match &db {
-        Some(db) => restore::check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
+        Some(db) => fetch::check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
         None => None,
     };
-    work::write_file(
-        container,
-        layout,
-        work,
-        "place.list",
-        &plan::files_list(&placed),
-    )
-    .await?;
-    let place = restore_plan::place_call(layout, params, work, &target.dir);
-    if let Err(e) = container
-        .exec(&place.argv, work::exec_options(layout, &place, work, None))
-        .await
-    {
-        let (exit_code, stderr) = match e {
-            ContainerError::ExitedNonZero {
-                exit_code, stderr, ..
-            } => (exit_code, stderr),
-            other => (-1, other.to_string()),
-        };
-        return Err(BackupError::StageFailed {
-            stage: Stage::Extract,
-            exit_code,
-            stderr,
-        });
-    }
+    place_into(run, work, target, &placed).await?;
     let stripped: Vec<String> = staged
         .stripped
         .iter()

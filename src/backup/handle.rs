@@ -53,6 +53,9 @@ pub struct VerifyOptions {
     /// [`BackupError::Cancelled`] returned (its work dir, holding no secret, is removed by
     /// the next run's sweep).
     pub cancel: CancelToken,
+    /// The CPU and I/O priority of the download pipeline (see
+    /// [`BackupOptions::priority`](crate::BackupOptions::priority)).
+    pub priority: crate::backup::priority::Priority,
 }
 
 impl VerifyOptions {
@@ -62,6 +65,7 @@ impl VerifyOptions {
             .max_bandwidth_mib(self.max_bandwidth_mib)
             .temp_work_dir(self.temp_work_dir)
             .progress(self.progress.clone())
+            .priority(self.priority)
     }
 }
 
@@ -88,13 +92,13 @@ impl VerifyOptions {
 /// Local preconditions (the passphrase, the layout, the workload's `homeserver.yaml`
 /// and its database kind) are checked before the first request to the bucket.
 ///
-/// The catalog operations (`list`, `status`, `read_manifest`, `delete`, `prune_plan`,
-/// `prune`) go through the handle's [`ObjectStore`] (an [`S3Client`] made from the
-/// parameters, or the store given to [`Backups::with_store`], e.g. a
-/// `MemoryStore` (feature `testing`)), and so does every bucket request of `create`
-/// (the lock, the HEADs, the manifest, a failed run's clean-up), whose data moves with
-/// the workload's aws CLI; `verify`, `restore` and `extract` use an [`S3Client`] made
-/// from the parameters for their own requests.
+/// Every bucket request of every operation goes through the handle's [`ObjectStore`]
+/// (an [`S3Client`] made from the parameters, or the store given to
+/// [`Backups::with_store`], e.g. a `MemoryStore` (feature `testing`)): the catalog
+/// operations (`list`, `status`, `read_manifest`, `delete`, `prune_plan`, `prune`), and
+/// the lock, HEADs, manifest reads and writes and clean-up of `create`, `verify`,
+/// `restore` and `extract`. Only the data itself moves with the workload's aws CLI (to
+/// the bucket of the parameters).
 pub struct Backups<C> {
     container: C,
     params: S3Parameters,
@@ -123,19 +127,20 @@ impl<C: Container> Backups<C> {
     /// [`BackupError::S3`] when the client cannot be made.
     pub fn new(container: C, params: S3Parameters, layout: Layout) -> Result<Self, BackupError> {
         let client = S3Client::new(&params)?;
-        Self::with_store(container, client, params, layout)
+        Self::with_store(container, params, layout, client)
     }
 
-    /// As [`Backups::new`], with the catalog operations and `create`'s bucket requests on `store` (e.g. a
-    /// `MemoryStore` (feature `testing`) in a unit test).
+    /// As [`Backups::new`], with every bucket request of every operation on `store`
+    /// (e.g. a `MemoryStore` (feature `testing`) in a unit test: no request then leaves
+    /// the process; only the workload's pipeline moves data, with its aws CLI).
     ///
     /// # Errors
     /// [`BackupError::Config`] when the layout is invalid.
     pub fn with_store(
         container: C,
-        store: impl ObjectStore + 'static,
         params: S3Parameters,
         layout: Layout,
+        store: impl ObjectStore + 'static,
     ) -> Result<Self, BackupError> {
         layout.validate()?;
         Ok(Backups {
@@ -170,9 +175,21 @@ impl<C: Container> Backups<C> {
         &self.layout
     }
 
-    /// The store of the catalog operations and of `create`'s bucket requests.
+    /// The store every bucket request goes through.
     pub fn store(&self) -> &dyn ObjectStore {
         &*self.store
+    }
+
+    /// An operation's context on the handle's store (the passphrase and the layout
+    /// checked; nothing sent).
+    fn run<'a>(&'a self, passphrase: &'a str) -> Result<Run<'a, C>, BackupError> {
+        Run::with_store(
+            &self.container,
+            &self.params,
+            &self.layout,
+            passphrase,
+            Arc::clone(&self.store),
+        )
     }
 
     /// Backs up the workload (see [`create_backup_with`](crate::create_backup_with)).
@@ -184,13 +201,7 @@ impl<C: Container> Backups<C> {
         passphrase: &str,
         options: &CreateOptions,
     ) -> Result<BackupReport, BackupError> {
-        let run = Run::with_store(
-            &self.container,
-            &self.params,
-            &self.layout,
-            passphrase,
-            Arc::clone(&self.store),
-        )?;
+        let run = self.run(passphrase)?;
         create::create_in(&run, options).await
     }
 
@@ -210,14 +221,8 @@ impl<C: Container> Backups<C> {
             return Err(BackupError::Cancelled);
         }
         let restore_options = options.restore_options();
-        let verify = restore::verify_backup_with(
-            &self.container,
-            &self.params,
-            passphrase,
-            id,
-            &self.layout,
-            &restore_options,
-        );
+        let run = self.run(passphrase)?;
+        let verify = restore::verify_in(&run, id, &restore_options);
         tokio::select! {
             result = verify => result,
             () = options.cancel.cancelled() => Err(BackupError::Cancelled),
@@ -237,15 +242,8 @@ impl<C: Container> Backups<C> {
         options: &RestoreOptions,
     ) -> Result<RestoreReport, BackupError> {
         passphrase::local_preconditions(&self.container, &self.layout, passphrase).await?;
-        restore::restore_backup_with(
-            &self.container,
-            &self.params,
-            passphrase,
-            id,
-            &self.layout,
-            options,
-        )
-        .await
+        let run = self.run(passphrase)?;
+        restore::restore_with_run(&run, id, options).await
     }
 
     /// Extracts a backup (or part of it) into a directory (see
@@ -260,16 +258,8 @@ impl<C: Container> Backups<C> {
         target: &ExtractTarget,
         options: &RestoreOptions,
     ) -> Result<ExtractReport, BackupError> {
-        extract::extract_backup_with(
-            &self.container,
-            &self.params,
-            passphrase,
-            id,
-            &self.layout,
-            target,
-            options,
-        )
-        .await
+        let run = self.run(passphrase)?;
+        extract::extract_with_run(&run, id, target, options).await
     }
 
     /// Every backup, newest first by the server's time (see
@@ -331,7 +321,7 @@ impl<C: Container> Backups<C> {
         policy: &RetentionPolicy,
         passphrase: &str,
     ) -> Result<PrunePlan, BackupError> {
-        let run = Run::new(&self.container, &self.params, &self.layout, passphrase)?;
+        let run = self.run(passphrase)?;
         let backups = catalog::list_backups(&*self.store).await?;
         let opens = passphrase::newest_opening(&run, &backups).await?;
         catalog::plan_pruning(&*self.store, policy, &self.lock, opens).await

@@ -472,84 +472,7 @@ impl HomeserverConfig {
     /// [`ConfigError::Parse`] naming `path` when the YAML is invalid or a field has the
     /// wrong type.
     pub fn parse(yaml: &str, path: &str, layout: &Layout) -> Result<Self, ConfigError> {
-        // Duplicate keys are accepted as Synapse's loader accepts them: the last wins.
-        // No snippet: the text around an error may hold a secret.
-        let options = serde_saphyr::options! {
-            with_snippet: false,
-            duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
-        };
-        let doc: serde_json::Value =
-            serde_saphyr::from_str_with_options(yaml, options).map_err(|e| ConfigError::Parse {
-                what: path.to_string(),
-                message: describe_yaml_error(&e),
-            })?;
-        let empty = serde_json::Map::new();
-        let top = match &doc {
-            serde_json::Value::Object(map) => map,
-            serde_json::Value::Null => &empty,
-            other => {
-                return Err(ConfigError::Parse {
-                    what: path.to_string(),
-                    message: format!("the document is {}, not a map", type_name(other)),
-                });
-            }
-        };
-        // A nested key is named by its dotted path (`database.args.database`).
-        let key = |parent: &str, field: &str| {
-            if parent.is_empty() {
-                field.to_string()
-            } else {
-                format!("{parent}.{field}")
-            }
-        };
-        let text = |map: &serde_json::Map<String, serde_json::Value>,
-                    parent: &str,
-                    field: &str|
-         -> Result<Option<String>, ConfigError> {
-            match map.get(field) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(ConfigError::Invalid {
-                    problems: vec![FieldProblem {
-                        field: key(parent, field),
-                        message: format!("in {path} must be a string, not {}", type_name(other)),
-                    }],
-                }),
-            }
-        };
-        let sub = |map: &'_ serde_json::Map<String, serde_json::Value>,
-                   parent: &str,
-                   field: &str|
-         -> Result<Option<serde_json::Map<String, serde_json::Value>>, ConfigError> {
-            match map.get(field) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::Object(m)) => Ok(Some(m.clone())),
-                Some(other) => Err(ConfigError::Invalid {
-                    problems: vec![FieldProblem {
-                        field: key(parent, field),
-                        message: format!("in {path} must be a map, not {}", type_name(other)),
-                    }],
-                }),
-            }
-        };
-        let database_map = sub(top, "", "database")?;
-        let raw = RawConfig {
-            server_name: text(top, "", "server_name")?,
-            media_store_path: text(top, "", "media_store_path")?,
-            signing_key_path: text(top, "", "signing_key_path")?,
-            database: match &database_map {
-                Some(db) => Some(RawDatabase {
-                    name: text(db, "database", "name")?,
-                    args: match sub(db, "database", "args")? {
-                        Some(args) => Some(RawDatabaseArgs {
-                            database: text(&args, "database.args", "database")?,
-                        }),
-                        None => None,
-                    },
-                }),
-                None => None,
-            },
-        };
+        let raw = RawConfig::parse(yaml, path)?;
         let resolve = |base: &str, p: &str| {
             if p.starts_with('/') {
                 normalize(p)
@@ -597,6 +520,109 @@ impl HomeserverConfig {
         }
         Ok(HomeserverConfig {
             server_name: raw.server_name,
+            media_store_path,
+            signing_key_path,
+            database,
+        })
+    }
+}
+
+/// A map of a YAML document, as JSON.
+type YamlMap = serde_json::Map<String, serde_json::Value>;
+
+/// A nested key of `homeserver.yaml`, named by its dotted path (`database.args.database`).
+fn dotted(parent: &str, field: &str) -> String {
+    if parent.is_empty() {
+        field.to_string()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+/// The string `field` of `map` (under `parent`) in the file `path`; `None` when absent
+/// or null.
+fn yaml_text(
+    map: &YamlMap,
+    parent: &str,
+    field: &str,
+    path: &str,
+) -> Result<Option<String>, ConfigError> {
+    match map.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ConfigError::Invalid {
+            problems: vec![FieldProblem {
+                field: dotted(parent, field),
+                message: format!("in {path} must be a string, not {}", type_name(other)),
+            }],
+        }),
+    }
+}
+
+/// The map `field` of `map` (under `parent`) in the file `path`; `None` when absent or
+/// null.
+fn yaml_map(
+    map: &YamlMap,
+    parent: &str,
+    field: &str,
+    path: &str,
+) -> Result<Option<YamlMap>, ConfigError> {
+    match map.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(m)) => Ok(Some(m.clone())),
+        Some(other) => Err(ConfigError::Invalid {
+            problems: vec![FieldProblem {
+                field: dotted(parent, field),
+                message: format!("in {path} must be a map, not {}", type_name(other)),
+            }],
+        }),
+    }
+}
+
+impl RawConfig {
+    /// The fields this crate reads of `homeserver.yaml` (the file `path`), as written.
+    fn parse(yaml: &str, path: &str) -> Result<Self, ConfigError> {
+        // Duplicate keys are accepted as Synapse's loader accepts them: the last wins.
+        // No snippet: the text around an error may hold a secret.
+        let options = serde_saphyr::options! {
+            with_snippet: false,
+            duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
+        };
+        let doc: serde_json::Value =
+            serde_saphyr::from_str_with_options(yaml, options).map_err(|e| ConfigError::Parse {
+                what: path.to_string(),
+                message: describe_yaml_error(&e),
+            })?;
+        let empty = serde_json::Map::new();
+        let top = match &doc {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => &empty,
+            other => {
+                return Err(ConfigError::Parse {
+                    what: path.to_string(),
+                    message: format!("the document is {}, not a map", type_name(other)),
+                });
+            }
+        };
+        let text = |map: &YamlMap, parent: &str, field: &str| yaml_text(map, parent, field, path);
+        let database_map = yaml_map(top, "", "database", path)?;
+        let server_name = text(top, "", "server_name")?;
+        let media_store_path = text(top, "", "media_store_path")?;
+        let signing_key_path = text(top, "", "signing_key_path")?;
+        let database = match database_map {
+            Some(db) => Some(RawDatabase {
+                name: text(&db, "database", "name")?,
+                args: match yaml_map(&db, "database", "args", path)? {
+                    Some(args) => Some(RawDatabaseArgs {
+                        database: text(&args, "database.args", "database")?,
+                    }),
+                    None => None,
+                },
+            }),
+            None => None,
+        };
+        Ok(RawConfig {
+            server_name,
             media_store_path,
             signing_key_path,
             database,

@@ -600,42 +600,46 @@ struct Probe {
     conditional_delete: bool,
 }
 
-/// Checks that the server honours conditional writes and reads its clock: the probe
-/// object is written (created with `If-None-Match: *`, or overwritten with `If-Match`
-/// on its ETag), then a second `If-None-Match: *` and an `If-Match` with a wrong ETag
-/// must both fail with 412. The probe's `LastModified` is the server's time. Last, a
-/// `DELETE` with a wrong `If-Match` tells whether deletes honour conditions (a server
-/// that ignores them just deletes the probe); otherwise the probe is deleted with
-/// `If-Match` on its ETag.
-async fn probe(store: &(impl ObjectStore + ?Sized)) -> Result<Probe, BackupError> {
-    let key = store.object_key(PROBE_NAME);
-    let unsupported = |detail: String| BackupError::LockUnsupported {
-        key: key.clone(),
-        detail,
-    };
-    let map = |e: S3Error| match e {
+/// What a failed conditional request of the probe means.
+fn probe_error(key: &str, e: S3Error) -> BackupError {
+    match e {
         S3Error::NotImplemented { operation } => BackupError::LockUnsupported {
-            key: key.clone(),
+            key: key.to_string(),
             detail: format!("{operation} with a condition is not implemented"),
         },
         other => BackupError::S3(other),
-    };
-    let body = || format!("{{\"probe\":\"{}\"}}", unique_token()).into_bytes();
+    }
+}
+
+/// A fresh probe object's body.
+fn probe_body() -> Vec<u8> {
+    format!("{{\"probe\":\"{}\"}}", unique_token()).into_bytes()
+}
+
+/// Writes the probe object (created with `If-None-Match: *`, or overwritten with
+/// `If-Match` on its ETag); gives its ETag (`Some(None)`: the server named none),
+/// `None` when neither write went through in 20 tries.
+async fn write_probe(
+    store: &(impl ObjectStore + ?Sized),
+    key: &str,
+) -> Result<Option<Option<String>>, BackupError> {
+    let map = |e: S3Error| probe_error(key, e);
+    let body = probe_body;
     let mut written: Option<Option<String>> = None;
     for _ in 0..20 {
         if let Conditional::Done { etag } = store
-            .put_object_if_none_match(&key, body(), CONTENT_TYPE)
+            .put_object_if_none_match(key, body(), CONTENT_TYPE)
             .await
             .map_err(map)?
         {
             written = Some(etag);
             break;
         }
-        let Some(current) = read(store, &key).await? else {
+        let Some(current) = read(store, key).await? else {
             continue;
         };
         match store
-            .put_object_if_match(&key, body(), CONTENT_TYPE, &current.etag)
+            .put_object_if_match(key, body(), CONTENT_TYPE, &current.etag)
             .await
             .map_err(map)?
         {
@@ -649,7 +653,25 @@ async fn probe(store: &(impl ObjectStore + ?Sized)) -> Result<Probe, BackupError
             }
         }
     }
-    let Some(etag) = written else {
+    Ok(written)
+}
+
+/// Checks that the server honours conditional writes and reads its clock: the probe
+/// object is written (created with `If-None-Match: *`, or overwritten with `If-Match`
+/// on its ETag), then a second `If-None-Match: *` and an `If-Match` with a wrong ETag
+/// must both fail with 412. The probe's `LastModified` is the server's time. Last, a
+/// `DELETE` with a wrong `If-Match` tells whether deletes honour conditions (a server
+/// that ignores them just deletes the probe); otherwise the probe is deleted with
+/// `If-Match` on its ETag.
+async fn probe(store: &(impl ObjectStore + ?Sized)) -> Result<Probe, BackupError> {
+    let key = store.object_key(PROBE_NAME);
+    let unsupported = |detail: String| BackupError::LockUnsupported {
+        key: key.clone(),
+        detail,
+    };
+    let map = |e: S3Error| probe_error(&key, e);
+    let body = probe_body;
+    let Some(etag) = write_probe(store, &key).await? else {
         return Err(unsupported(
             "the probe object could not be written with If-None-Match or If-Match".into(),
         ));

@@ -7,6 +7,7 @@ pub(crate) mod decryption;
 mod extract;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) mod fake;
+mod fetch;
 pub(crate) mod handle;
 pub(crate) mod layout;
 mod listing;
@@ -14,6 +15,7 @@ pub(crate) mod lock;
 pub(crate) mod manifest;
 mod passphrase;
 pub(crate) mod plan;
+pub(crate) mod priority;
 pub(crate) mod progress;
 pub(crate) mod prune_plan;
 mod restore;

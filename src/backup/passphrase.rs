@@ -18,8 +18,8 @@ use super::layout::{HomeserverConfig, Layout};
 use super::manifest::{INNER_MANIFEST_MEMBER, InnerManifest};
 use super::plan::{self, BackupId, BackupOptions, ScriptCall, WorkDir};
 use super::run::Run;
-use super::scripts::PASSCHECK;
-use super::work::{self, WorkPlace};
+use super::scripts::{PASSCHECK, WorkFile};
+use super::work::{self, Outputs, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, ContainerError, Stage};
 use crate::s3::S3Parameters;
@@ -162,15 +162,18 @@ async fn opens<C: Container + ?Sized>(
             work::pipeline_options(run.layout, &call, &work, Some(TIMEOUT), run.passphrase),
         )
         .await;
-    let status = work::read_file(run.container, run.layout, &work.file("gpg.status"))
-        .await
-        .unwrap_or_default();
-    let head = work::read_file(run.container, run.layout, &work.file("head"))
-        .await
-        .unwrap_or_default();
+    // gpg and tar fail at the cut end of the stream, but the script made both files.
+    let outputs = Outputs::new(run.container, run.layout, &work);
+    let read = match outcome {
+        Ok(_) => Ok(read_judged(&outputs).await),
+        Err(e) => Err(e),
+    };
     guard.finish().await;
-    match outcome {
-        Ok(_) => Ok(judge(&status, &head, id, legacy)),
+    match read {
+        Ok(read) => {
+            let (status, head) = read?;
+            Ok(judge(&status, &head, id, legacy))
+        }
         Err(ContainerError::ExitedNonZero {
             exit_code, stderr, ..
         }) => Err(BackupError::StageFailed {
@@ -180,6 +183,16 @@ async fn opens<C: Container + ?Sized>(
         }),
         Err(e) => Err(e.into()),
     }
+}
+
+/// What [`judge`] reads: gpg's status lines and the head of the first member.
+async fn read_judged<C: Container + ?Sized>(
+    outputs: &Outputs<'_, C>,
+) -> Result<(Vec<u8>, Vec<u8>), ContainerError> {
+    Ok((
+        outputs.read(WorkFile::GpgStatus).await?,
+        outputs.read(WorkFile::Head).await?,
+    ))
 }
 
 /// The call: `passcheck.sh` with the aws CLI's arguments (`s3api` spells the SSE-C
@@ -198,7 +211,7 @@ fn passcheck_call(layout: &Layout, params: &S3Parameters, work: &WorkDir, key: &
     ];
     argv.extend(plan::aws_common_args(params));
     argv.extend(
-        aws_cli::sse_args(params, Transfer::Download, &work.file(plan::SSE_C_KEY_FILE))
+        aws_cli::sse_args(params, Transfer::Download, &work.path(WorkFile::SseCKey))
             .into_iter()
             .map(|arg| match arg.as_str() {
                 "--sse-c" => "--sse-customer-algorithm".to_string(),

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
 use crate::backup::layout::{Layout, join};
-use crate::backup::scripts;
+use crate::backup::scripts::{self, WorkFile};
 use crate::error::{BackupError, ConfigError};
 use crate::s3::S3Parameters;
 use crate::s3::aws_cli::{self, Transfer, TransferSettings};
@@ -206,8 +206,22 @@ impl<'de> serde::Deserialize<'de> for Compression {
 /// process group), removes its own work dir, deletes its partial upload and returns
 /// [`BackupError::Cancelled`]. Clones share the same state: keep one, pass one in
 /// [`BackupOptions::cancel`], and call `cancel` from a signal handler.
+///
+/// A thin wrapper over [`tokio_util::sync::CancellationToken`]: made from one
+/// (`CancelToken::from(token)`, e.g. a child of the charm's own), it is cancelled with
+/// it; [`as_cancellation_token`](Self::as_cancellation_token) gives it back.
+///
+/// ```
+/// use synapse_backup::CancelToken;
+/// use tokio_util::sync::CancellationToken;
+///
+/// let charm = CancellationToken::new();
+/// let cancel = CancelToken::from(charm.child_token());
+/// charm.cancel();
+/// assert!(cancel.is_cancelled());
+/// ```
 #[derive(Clone, Default)]
-pub struct CancelToken(std::sync::Arc<(std::sync::atomic::AtomicBool, tokio::sync::Notify)>);
+pub struct CancelToken(std::sync::Arc<tokio_util::sync::CancellationToken>);
 
 impl CancelToken {
     /// A token that is not cancelled.
@@ -217,26 +231,28 @@ impl CancelToken {
 
     /// Asks every operation holding a clone of this token to stop.
     pub fn cancel(&self) {
-        self.0.0.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.0.1.notify_waiters();
+        self.0.cancel();
     }
 
     /// Whether [`cancel`](Self::cancel) was called.
     pub fn is_cancelled(&self) -> bool {
-        self.0.0.load(std::sync::atomic::Ordering::SeqCst)
+        self.0.is_cancelled()
     }
 
     /// Resolves once the token is cancelled.
     pub async fn cancelled(&self) {
-        loop {
-            let notified = self.0.1.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
+        self.0.cancelled().await;
+    }
+
+    /// The `CancellationToken` this wraps (cancelling either cancels both).
+    pub fn as_cancellation_token(&self) -> &tokio_util::sync::CancellationToken {
+        &self.0
+    }
+}
+
+impl From<tokio_util::sync::CancellationToken> for CancelToken {
+    fn from(token: tokio_util::sync::CancellationToken) -> Self {
+        CancelToken(std::sync::Arc::new(token))
     }
 }
 
@@ -306,6 +322,9 @@ pub struct BackupOptions {
     /// newest complete backup (or, on a bucket of legacy backups only, the newest
     /// legacy one): a mistyped passphrase would make backups nobody can restore.
     pub new_passphrase: bool,
+    /// The CPU and I/O priority of the snapshot and the pipeline (default: the
+    /// caller's own; [`Priority::gentle`](crate::Priority::gentle) yields to the homeserver).
+    pub priority: crate::backup::priority::Priority,
 }
 
 /// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
@@ -333,6 +352,7 @@ impl Default for BackupOptions {
             lock: crate::backup::lock::LockOptions::default(),
             progress: None,
             new_passphrase: false,
+            priority: crate::backup::priority::Priority::inherit(),
         }
     }
 }
@@ -369,10 +389,6 @@ pub fn aws_config_file(
     settings.max_bandwidth_mib = options.max_bandwidth_mib;
     aws_cli::config_file(params, &settings)
 }
-
-/// The work dir file holding the SSE-C customer key (raw 32 bytes, mode 0600) for the
-/// aws CLI's `--sse-c-key fileb://…`, when the relation asks for SSE-C.
-pub const SSE_C_KEY_FILE: &str = "sse-c.key";
 
 fn region(params: &S3Parameters) -> String {
     params
@@ -456,22 +472,22 @@ pub fn script_env(
     env.insert("SB_PYTHON".into(), layout.python3.clone());
     env.insert("SB_SQLITE3".into(), layout.sqlite3.clone());
     env.insert("SB_HASH_PY".into(), scripts::HASH_PY.into());
-    env.insert("GNUPGHOME".into(), work.file("gnupg"));
+    env.insert("GNUPGHOME".into(), work.path(WorkFile::Gnupg));
     // No credentials file of the workload user's: static keys, or the AWS chain's own
     // (its absolute path in credential_env).
     env.insert(
         "AWS_SHARED_CREDENTIALS_FILE".into(),
-        work.file("aws-credentials"),
+        work.path(WorkFile::AwsCredentials),
     );
     env.extend(aws_cli::credential_env(params));
     env.insert("AWS_DEFAULT_REGION".into(), region(params));
-    env.insert("AWS_CONFIG_FILE".into(), work.file("aws-config"));
+    env.insert("AWS_CONFIG_FILE".into(), work.path(WorkFile::AwsConfig));
     env.insert("AWS_RETRY_MODE".into(), "standard".into());
     if let Some(endpoint) = params.endpoint().filter(|e| !e.is_empty()) {
         env.insert("AWS_ENDPOINT_URL".into(), endpoint.into());
     }
     if !params.tls_ca_chain().is_empty() {
-        env.insert("AWS_CA_BUNDLE".into(), work.file("ca-bundle.pem"));
+        env.insert("AWS_CA_BUNDLE".into(), work.path(WorkFile::CaBundle));
     }
     env
 }
@@ -552,7 +568,7 @@ pub fn backup_call(
     argv.extend(aws_cli::sse_args(
         params,
         Transfer::Upload,
-        &work.file(SSE_C_KEY_FILE),
+        &work.path(WorkFile::SseCKey),
     ));
     if let Some(class) = params.storage_class().filter(|c| !c.is_empty()) {
         argv.extend(["--storage-class".into(), class.into()]);

@@ -32,12 +32,10 @@ use std::time::{Duration, Instant};
 
 use crate::backup::layout::Layout;
 use crate::backup::plan::WorkDir;
-use crate::backup::work;
+use crate::backup::scripts::WorkFile;
+use crate::backup::work::{Outputs, parse_field};
 use crate::container::{Container, ExecOptions, ExecOutput};
 use crate::error::ContainerError;
-
-/// The work dir file the checksum stage writes its running byte count to.
-pub(crate) const PROGRESS_FILE: &str = "progress";
 
 /// The environment variable that tells the pipeline where to write its byte count.
 pub(crate) const PROGRESS_ENV: &str = "SB_PROGRESS";
@@ -150,8 +148,14 @@ impl fmt::Display for Progress {
     }
 }
 
-/// Bytes in decimal units: `512 B`, `4.2 MB`, `1.1 GB`.
-pub(crate) fn human_bytes(bytes: u64) -> String {
+/// Bytes in decimal units with one decimal, as progress lines and the command line
+/// print them: `512 B`, `4.2 MB`, `1.1 GB`.
+///
+/// ```
+/// assert_eq!(synapse_backup::human_bytes(999), "999 B");
+/// assert_eq!(synapse_backup::human_bytes(4_200_000), "4.2 MB");
+/// ```
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
     if bytes < 1000 {
         return format!("{bytes} B");
@@ -393,22 +397,23 @@ impl PartialEq for ProgressCallback {
 
 impl Eq for ProgressCallback {}
 
-/// Reads a byte count the pipeline wrote (as the workload user).
+/// Reads a byte count the pipeline wrote (as the workload user); `None` while there
+/// is none yet (or it cannot be read: progress is never worth failing a run for).
 async fn read_count<C: Container + ?Sized>(
-    container: &C,
-    layout: &Layout,
-    path: &str,
+    outputs: &Outputs<'_, C>,
+    file: WorkFile,
 ) -> Option<u64> {
-    work::read_text(container, layout, path)
+    outputs
+        .text_if_written(file)
         .await
-        .and_then(|t| t.parse().ok())
+        .ok()
+        .flatten()
+        .and_then(|t| parse_field(&t, 0))
 }
 
 /// Reads the pipeline's byte count every poll period and reports it; never returns.
 async fn poll<C: Container + ?Sized>(
-    container: &C,
-    layout: &Layout,
-    path: &str,
+    outputs: &Outputs<'_, C>,
     callback: &ProgressCallback,
     meter: &mut ProgressMeter,
     started: Instant,
@@ -420,7 +425,7 @@ async fn poll<C: Container + ?Sized>(
     let mut bytes = 0;
     loop {
         ticker.tick().await;
-        if let Some(count) = read_count(container, layout, path).await {
+        if let Some(count) = read_count(outputs, WorkFile::Progress).await {
             bytes = count;
         }
         callback.report(&meter.sample(started.elapsed(), bytes));
@@ -449,21 +454,21 @@ pub(crate) async fn exec_with_progress<C: Container + ?Sized>(
     let Some(callback) = callback else {
         return container.exec(argv, options).await;
     };
-    let path = work.file(PROGRESS_FILE);
     options
         .environment
-        .insert(PROGRESS_ENV.into(), path.clone());
+        .insert(PROGRESS_ENV.into(), work.path(WorkFile::Progress));
+    let outputs = Outputs::new(container, layout, work);
     let started = Instant::now();
     let mut meter = ProgressMeter::new(stage, total);
     callback.report(&meter.sample(Duration::ZERO, 0));
     let outcome = tokio::select! {
         outcome = container.exec(argv, options) => outcome,
-        never = poll(container, layout, &path, callback, &mut meter, started) => match never {},
+        never = poll(&outputs, callback, &mut meter, started) => match never {},
     };
     if outcome.is_ok() {
-        let length = match read_count(container, layout, &work.file("length")).await {
+        let length = match read_count(&outputs, WorkFile::Length).await {
             Some(n) => Some(n),
-            None => read_count(container, layout, &path).await,
+            None => read_count(&outputs, WorkFile::Progress).await,
         };
         let bytes = length.unwrap_or(meter.last);
         callback.report(&meter.finish(started.elapsed(), bytes));
@@ -711,9 +716,7 @@ mod tests {
         let polled = tokio::time::timeout(
             run,
             poll(
-                &c,
-                &layout,
-                "/r/w/progress",
+                &Outputs::new(&c, &layout, &WorkDir::at("/r/w")),
                 &callback,
                 &mut meter,
                 Instant::now(),

@@ -310,6 +310,122 @@ fn leftover_may_go(rule: &LeftoverRule, age: ChronoDuration) -> bool {
     }
 }
 
+/// What happens to an incomplete backup `age` old under the leftover rule; its
+/// reason goes to `reasons`.
+fn incomplete_action(
+    leftovers: &LeftoverRule,
+    age: ChronoDuration,
+    reasons: &mut Vec<PruneReason>,
+) -> PruneAction {
+    if leftover_may_go(leftovers, age) {
+        reasons.push(PruneReason::IncompleteLeftover);
+        return PruneAction::Delete;
+    }
+    reasons.push(match leftovers {
+        LeftoverRule::NoneWhileHeld { holder } => PruneReason::LockHeld {
+            holder: holder.clone(),
+        },
+        LeftoverRule::OlderThan { grace_seconds } => PruneReason::IncompleteWithinGrace {
+            grace_seconds: *grace_seconds,
+        },
+        LeftoverRule::All => PruneReason::IncompleteLeftover,
+    });
+    PruneAction::Keep
+}
+
+/// What decides the fate of a restorable (complete or legacy) backup.
+struct Rules<'a> {
+    policy: &'a RetentionPolicy,
+    context: &'a PlanContext,
+    newest_restorable: Option<BackupId>,
+    newest_complete: Option<BackupId>,
+}
+
+impl Rules<'_> {
+    /// What happens to the restorable backup `id`, the `seen`-th newest, `age` old;
+    /// every reason goes to `reasons`.
+    fn restorable_action(
+        &self,
+        id: &BackupId,
+        seen: usize,
+        age: ChronoDuration,
+        reasons: &mut Vec<PruneReason>,
+    ) -> PruneAction {
+        let (policy, context) = (self.policy, self.context);
+        if self.newest_restorable.as_ref() == Some(id) {
+            reasons.push(PruneReason::NewestRestorable);
+        }
+        if self.newest_complete.as_ref() == Some(id) {
+            reasons.push(PruneReason::NewestComplete);
+        }
+        if context.opens_with_passphrase.as_ref() == Some(id) {
+            reasons.push(PruneReason::OpensWithPassphrase);
+        }
+        for (needed, by) in &context.needed {
+            if needed == id {
+                reasons.push(PruneReason::NeededBy { id: by.clone() });
+            }
+        }
+        let within_keep = policy.keep_last.filter(|&n| seen <= n);
+        if let Some(n) = within_keep {
+            reasons.push(PruneReason::KeepLast { n });
+        }
+        let too_old = policy
+            .older_than_days
+            .filter(|&d| age > ChronoDuration::days(i64::from(d)));
+        let delete_reason = match (policy.older_than_days, policy.keep_last) {
+            (Some(_), _) => too_old.map(|days| PruneReason::OlderThan { days }),
+            (None, Some(n)) if within_keep.is_none() => Some(PruneReason::BeyondKeepLast { n }),
+            _ => None,
+        };
+        let protected = reasons.iter().any(PruneReason::protects);
+        match delete_reason {
+            Some(why) if !protected && within_keep.is_none() => {
+                reasons.push(why);
+                if let (Some(_), Some(n)) = (policy.older_than_days, policy.keep_last) {
+                    reasons.push(PruneReason::BeyondKeepLast { n });
+                }
+                PruneAction::Delete
+            }
+            _ => {
+                if let Some(days) = policy.older_than_days
+                    && too_old.is_none()
+                {
+                    reasons.push(PruneReason::WithinAge { days });
+                }
+                if reasons.is_empty() {
+                    reasons.push(PruneReason::NoRetention);
+                }
+                PruneAction::Keep
+            }
+        }
+    }
+}
+
+/// The multipart uploads of backups (keys of this prefix named by a backup id) that
+/// the leftover rule lets go.
+fn stale_uploads(uploads: &[MultipartUpload], context: &PlanContext) -> Vec<StaleUpload> {
+    uploads
+        .iter()
+        .filter(|u| {
+            u.key
+                .strip_prefix(context.prefix.as_str())
+                .is_some_and(|name| name.parse::<BackupId>().is_ok())
+        })
+        .filter(|u| match &context.leftovers {
+            LeftoverRule::All => true,
+            other => u
+                .initiated
+                .is_some_and(|t| leftover_may_go(other, context.now - t)),
+        })
+        .map(|u| StaleUpload {
+            key: u.key.clone(),
+            upload_id: u.upload_id.clone(),
+            initiated: u.initiated,
+        })
+        .collect()
+}
+
 /// Plans a prune: every backup of the listing (in any order) with keep or delete and
 /// why, newest first by the server's time; ages are `context.now - LastModified`.
 ///
@@ -327,14 +443,18 @@ pub fn plan_prune(
 ) -> PrunePlan {
     let mut backups = listing.to_vec();
     order_by_server_time(&mut backups);
-    let newest_restorable = backups
-        .iter()
-        .find(|b| matches!(b.status, BackupStatus::Complete | BackupStatus::Legacy))
-        .map(|b| b.id.clone());
-    let newest_complete = backups
-        .iter()
-        .find(|b| b.status == BackupStatus::Complete)
-        .map(|b| b.id.clone());
+    let rules = Rules {
+        policy,
+        context,
+        newest_restorable: backups
+            .iter()
+            .find(|b| matches!(b.status, BackupStatus::Complete | BackupStatus::Legacy))
+            .map(|b| b.id.clone()),
+        newest_complete: backups
+            .iter()
+            .find(|b| b.status == BackupStatus::Complete)
+            .map(|b| b.id.clone()),
+    };
     let mut warnings = Vec::new();
     if context.clock == ClockSource::Local {
         warnings.push(
@@ -356,72 +476,10 @@ pub fn plan_prune(
         }
         let mut reasons = Vec::new();
         let action = if b.status == BackupStatus::Incomplete {
-            if leftover_may_go(&context.leftovers, age) {
-                reasons.push(PruneReason::IncompleteLeftover);
-                PruneAction::Delete
-            } else {
-                reasons.push(match &context.leftovers {
-                    LeftoverRule::NoneWhileHeld { holder } => PruneReason::LockHeld {
-                        holder: holder.clone(),
-                    },
-                    LeftoverRule::OlderThan { grace_seconds } => {
-                        PruneReason::IncompleteWithinGrace {
-                            grace_seconds: *grace_seconds,
-                        }
-                    }
-                    LeftoverRule::All => PruneReason::IncompleteLeftover,
-                });
-                PruneAction::Keep
-            }
+            incomplete_action(&context.leftovers, age, &mut reasons)
         } else {
             restorable_seen += 1;
-            if newest_restorable.as_ref() == Some(&b.id) {
-                reasons.push(PruneReason::NewestRestorable);
-            }
-            if newest_complete.as_ref() == Some(&b.id) {
-                reasons.push(PruneReason::NewestComplete);
-            }
-            if context.opens_with_passphrase.as_ref() == Some(&b.id) {
-                reasons.push(PruneReason::OpensWithPassphrase);
-            }
-            for (needed, by) in &context.needed {
-                if needed == &b.id {
-                    reasons.push(PruneReason::NeededBy { id: by.clone() });
-                }
-            }
-            let within_keep = policy.keep_last.filter(|&n| restorable_seen <= n);
-            if let Some(n) = within_keep {
-                reasons.push(PruneReason::KeepLast { n });
-            }
-            let too_old = policy
-                .older_than_days
-                .filter(|&d| age > ChronoDuration::days(i64::from(d)));
-            let delete_reason = match (policy.older_than_days, policy.keep_last) {
-                (Some(_), _) => too_old.map(|days| PruneReason::OlderThan { days }),
-                (None, Some(n)) if within_keep.is_none() => Some(PruneReason::BeyondKeepLast { n }),
-                _ => None,
-            };
-            let protected = reasons.iter().any(PruneReason::protects);
-            match delete_reason {
-                Some(why) if !protected && within_keep.is_none() => {
-                    reasons.push(why);
-                    if let (Some(_), Some(n)) = (policy.older_than_days, policy.keep_last) {
-                        reasons.push(PruneReason::BeyondKeepLast { n });
-                    }
-                    PruneAction::Delete
-                }
-                _ => {
-                    if let Some(days) = policy.older_than_days
-                        && too_old.is_none()
-                    {
-                        reasons.push(PruneReason::WithinAge { days });
-                    }
-                    if reasons.is_empty() {
-                        reasons.push(PruneReason::NoRetention);
-                    }
-                    PruneAction::Keep
-                }
-            }
+            rules.restorable_action(&b.id, restorable_seen, age, &mut reasons)
         };
         planned.push(PlannedBackup {
             backup: b,
@@ -431,25 +489,7 @@ pub fn plan_prune(
             id_time_disagrees: disagrees,
         });
     }
-    let uploads = uploads
-        .iter()
-        .filter(|u| {
-            u.key
-                .strip_prefix(context.prefix.as_str())
-                .is_some_and(|name| name.parse::<BackupId>().is_ok())
-        })
-        .filter(|u| match &context.leftovers {
-            LeftoverRule::All => true,
-            other => u
-                .initiated
-                .is_some_and(|t| leftover_may_go(other, context.now - t)),
-        })
-        .map(|u| StaleUpload {
-            key: u.key.clone(),
-            upload_id: u.upload_id.clone(),
-            initiated: u.initiated,
-        })
-        .collect();
+    let uploads = stale_uploads(uploads, context);
     PrunePlan {
         policy: policy.clone(),
         now: context.now,

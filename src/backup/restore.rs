@@ -2,23 +2,23 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backup::catalog::{BackupStatus, backup_status};
-use crate::backup::decryption::{Untrusted, check_status};
-use crate::backup::layout::{HomeserverConfig, Layout, join};
-use crate::backup::manifest::{InnerManifest, Manifest};
-use crate::backup::plan::{
-    self, BackupId, BackupOptions, CancelToken, MANIFEST_SUFFIX, ScriptCall, WorkDir,
+use crate::backup::catalog::BackupStatus;
+use crate::backup::fetch::{
+    Fetch, Fetched, Staged, check_staged, check_staged_db, fetch, locate, staging_need,
+    verify_rules,
 };
-use crate::backup::progress::{self, ProgressStage};
+use crate::backup::layout::{Layout, join};
+use crate::backup::plan::{self, BackupId, BackupOptions, CancelToken, ScriptCall, WorkDir};
+use crate::backup::progress::ProgressStage;
 use crate::backup::restore_plan::{
-    self, ArchiveMember, CheckedMembers, MemberSource, RestoreRules, parse_members, parse_staged,
+    self, ArchiveMember, CheckedMembers, MemberSource, RestoreRules,
 };
 use crate::backup::run::{Run, WorkGuard};
-use crate::backup::scripts::{Exit, Pipeline};
-use crate::backup::work::{self, WorkPlace};
+use crate::backup::scripts::{Exit, WorkFile};
+use crate::backup::work::{self, Outputs, WorkPlace};
 use crate::container::Container;
-use crate::error::{BackupError, ContainerError, S3Error, Stage};
-use crate::s3::{ObjectStore, S3Parameters};
+use crate::error::{BackupError, ContainerError, Stage};
+use crate::s3::S3Parameters;
 
 /// What [`verify_backup`] found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -106,6 +106,9 @@ pub struct RestoreOptions {
     /// Receives the download's progress (see [`Progress`](crate::Progress)); none when
     /// `None`.
     pub progress: Option<crate::backup::progress::ProgressCallback>,
+    /// The CPU and I/O priority of the download pipeline (see
+    /// [`BackupOptions::priority`]).
+    pub priority: crate::backup::priority::Priority,
 }
 
 impl RestoreOptions {
@@ -113,285 +116,6 @@ impl RestoreOptions {
     pub(super) fn transfer(&self) -> BackupOptions {
         BackupOptions::default().max_bandwidth_mib(self.max_bandwidth_mib)
     }
-}
-
-pub(super) struct Fetched {
-    pub(super) status: BackupStatus,
-    pub(super) manifest: Option<Manifest>,
-    pub(super) key: String,
-    pub(super) size: u64,
-    pub(super) warnings: Vec<String>,
-}
-
-/// What the fetch pipeline produced and the checks of it found.
-pub(super) struct Fetch {
-    pub(super) members: Vec<ArchiveMember>,
-    pub(super) inner: Option<InnerManifest>,
-    pub(super) warnings: Vec<String>,
-}
-
-/// Finds the backup and its manifest; refuses incomplete ones.
-pub(super) async fn locate(
-    client: &(impl ObjectStore + ?Sized),
-    id: &BackupId,
-) -> Result<Fetched, BackupError> {
-    let key = client.object_key(id.as_str());
-    let status = backup_status(client, id)
-        .await?
-        .ok_or_else(|| BackupError::NotFound { id: id.to_string() })?;
-    let head = match client.head_object(&key).await {
-        Ok(h) => h,
-        Err(S3Error::NotFound { .. }) => {
-            return Err(BackupError::Corrupted {
-                id: id.to_string(),
-                reason: "its manifest exists but its data object is missing".into(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut warnings = Vec::new();
-    let manifest = match status {
-        BackupStatus::Complete => {
-            let bytes = client
-                .get_object(
-                    &format!("{key}{MANIFEST_SUFFIX}"),
-                    crate::backup::catalog::MAX_MANIFEST_BYTES,
-                )
-                .await?;
-            let m = Manifest::from_json(&bytes).map_err(|e| BackupError::Corrupted {
-                id: id.to_string(),
-                reason: format!("unreadable manifest: {e}"),
-            })?;
-            if m.ciphertext_bytes != head.size {
-                return Err(BackupError::Corrupted {
-                    id: id.to_string(),
-                    reason: format!(
-                        "the object is {} bytes but its manifest says {} (truncated or replaced)",
-                        head.size, m.ciphertext_bytes
-                    ),
-                });
-            }
-            Some(m)
-        }
-        BackupStatus::Incomplete => {
-            return Err(BackupError::MissingManifest { id: id.to_string() });
-        }
-        BackupStatus::Legacy => {
-            tracing::warn!(backup_id = %id, "legacy backup (no manifest): integrity is checked by gpg only");
-            warnings
-                .push("legacy backup without a manifest: integrity is checked by gpg only".into());
-            None
-        }
-    };
-    Ok(Fetched {
-        status,
-        manifest,
-        key,
-        size: head.size,
-        warnings,
-    })
-}
-
-/// The space a restore needs in staging: the archive's plaintext (with an eighth more
-/// for file system overhead) when a manifest says it, else the encrypted size (a lower
-/// bound: gpg may have compressed it; running out is caught while staging). Saturates,
-/// and stays within what the script's shell arithmetic can compare.
-pub(super) fn staging_need(fetched: &Fetched) -> u64 {
-    let base = fetched
-        .manifest
-        .as_ref()
-        .map_or(fetched.size, |m| m.plaintext_bytes.max(fetched.size));
-    base.saturating_add(base / 8)
-        .min(u64::try_from(i64::MAX).unwrap_or(u64::MAX))
-}
-
-/// Runs the fetch script and turns its outcome into the precise error: wrong
-/// passphrase, corruption (checksum, truncation, gpg's integrity check), data not
-/// encrypted with the passphrase, claims that do not match the stream, no space.
-pub(super) async fn fetch<C: Container + ?Sized>(
-    run: &Run<'_, C>,
-    work: &WorkDir,
-    call: &ScriptCall,
-    id: &BackupId,
-    fetched: &Fetched,
-    options: &RestoreOptions,
-    stage: ProgressStage,
-) -> Result<Fetch, BackupError> {
-    let (container, layout, passphrase) = (run.container, run.layout, run.passphrase);
-    let outcome = progress::exec_with_progress(
-        container,
-        layout,
-        work,
-        &call.argv,
-        work::pipeline_options(layout, call, work, options.timeout, passphrase),
-        options.progress.as_ref(),
-        stage,
-        Some(fetched.size),
-    )
-    .await;
-    let sha = work::read_text(container, layout, &work.file("sha256"))
-        .await
-        .and_then(|s| s.split_whitespace().next().map(str::to_string));
-    let length: Option<u64> = work::read_text(container, layout, &work.file("length"))
-        .await
-        .and_then(|s| s.parse().ok());
-    let status = work::read_file(container, layout, &work.file("gpg.status"))
-        .await
-        .unwrap_or_default();
-    let checksum_problem = match &fetched.manifest {
-        Some(m) if length.is_some_and(|l| l != m.ciphertext_bytes) => Some(format!(
-            "downloaded {} bytes but the manifest says {} (truncated)",
-            length.unwrap_or(0),
-            m.ciphertext_bytes
-        )),
-        Some(m) if sha.as_deref().is_some_and(|s| s != m.ciphertext_sha256) => {
-            Some("the SHA-256 of the object does not match its manifest".to_string())
-        }
-        _ => None,
-    };
-    let corrupted = |reason: String| BackupError::Corrupted {
-        id: id.to_string(),
-        reason,
-    };
-    let untrusted = |why: Untrusted| match why {
-        Untrusted::BadPassphrase => BackupError::WrongPassphrase { id: id.to_string() },
-        other => corrupted(format!("refused: {other}")),
-    };
-    match outcome {
-        Ok(_) => {}
-        Err(ContainerError::ExitedNonZero {
-            exit_code, stderr, ..
-        }) => {
-            let exit = Exit::from_code(exit_code);
-            if exit == Exit::FilledWhileStaging {
-                let listed: u64 = work::read_file(container, layout, &work.file("members"))
-                    .await
-                    .ok()
-                    .and_then(|l| parse_members(&l).ok())
-                    .map_or(0, |m| {
-                        m.iter().fold(0u64, |sum, a| sum.saturating_add(a.size))
-                    });
-                return Err(BackupError::NoSpaceLeft {
-                    path: layout.host_path(layout.work_base()),
-                    needed_about: staging_need(fetched).max(listed),
-                });
-            }
-            if exit == Exit::NoSpace {
-                let available = work::read_text(container, layout, &work.file("avail"))
-                    .await
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                let needed = call
-                    .env
-                    .get("SB_NEED_BYTES")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                return Err(BackupError::InsufficientSpace {
-                    path: work.dir.clone(),
-                    needed,
-                    available,
-                });
-            }
-            if let Some(reason) = checksum_problem {
-                return Err(corrupted(reason));
-            }
-            let stage = match exit {
-                Exit::Stage(position) => Pipeline::Fetch.stage(position),
-                _ => Stage::Check,
-            };
-            if stage == Stage::Gpg {
-                // gpg's status lines alone tell a wrong passphrase from corruption.
-                return Err(match check_status(&status) {
-                    Err(why) => untrusted(why),
-                    Ok(()) => corrupted(format!("gpg could not decrypt it: {stderr}")),
-                });
-            }
-            return Err(match stage {
-                // GNU tar skips a member named with `..` and exits 2 like for any other
-                // error; it has no status output and leaves the member out of its
-                // listing, so its (C locale) message is the only sign.
-                Stage::Extract
-                    if stderr.contains("contains '..'")
-                        || stderr.contains("Member name contains") =>
-                {
-                    BackupError::UnsafeMember {
-                        member: stderr
-                            .lines()
-                            .find(|l| l.contains("contains"))
-                            .unwrap_or(&stderr)
-                            .to_string(),
-                        reason: "member names with '..' are refused".into(),
-                    }
-                }
-                stage => BackupError::StageFailed {
-                    stage,
-                    exit_code,
-                    stderr,
-                },
-            });
-        }
-        Err(e @ ContainerError::TimedOut { .. }) => {
-            return Err(BackupError::StageFailed {
-                stage: Stage::Download,
-                exit_code: -1,
-                stderr: e.to_string(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    }
-    if let Some(reason) = checksum_problem {
-        return Err(corrupted(reason));
-    }
-    if fetched.manifest.is_some() && sha.is_none() {
-        return Err(corrupted(
-            "the checksum of the download could not be computed".into(),
-        ));
-    }
-    // Nothing is trusted, listed or swapped in before gpg's status says the stream was
-    // decrypted with the passphrase and passed its integrity check.
-    check_status(&status).map_err(untrusted)?;
-    let listing = work::read_file(container, layout, &work.file("members")).await?;
-    let members = parse_members(&listing).map_err(|e| corrupted(e.to_string()))?;
-    let head = work::read_file(container, layout, &work.file("head"))
-        .await
-        .ok();
-    let (inner, warnings) = restore_plan::check_claims(
-        id.as_str(),
-        &members,
-        head.as_deref(),
-        fetched.manifest.as_ref(),
-    )
-    .map_err(corrupted)?;
-    Ok(Fetch {
-        members,
-        inner,
-        warnings,
-    })
-}
-
-/// The member rules for a verify: the workload's own when its `homeserver.yaml` can be
-/// read (so that verify accepts what restore accepts), else the layout the backup
-/// recorded (the inner manifest's, authenticated, before the external one's), else the
-/// layout's defaults.
-pub(super) async fn verify_rules<C: Container + ?Sized>(
-    container: &C,
-    layout: &Layout,
-    fetched: &Fetched,
-    inner: Option<&InnerManifest>,
-) -> Result<RestoreRules, BackupError> {
-    let path = layout.host_path(&layout.homeserver_config_path());
-    if container.exists(&path).await.unwrap_or(false) {
-        let config = work::read_homeserver_config(container, layout).await?;
-        return Ok(RestoreRules::new(layout, &config));
-    }
-    if let Some(recorded) = inner
-        .map(|i| &i.layout)
-        .or(fetched.manifest.as_ref().map(|m| &m.layout))
-    {
-        return Ok(RestoreRules::from_manifest(recorded));
-    }
-    let config = HomeserverConfig::parse("", &layout.homeserver_config_path(), layout)?;
-    Ok(RestoreRules::new(layout, &config))
 }
 
 /// Downloads, decrypts and lists a backup inside the workload (no live file is
@@ -443,8 +167,18 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     layout: &Layout,
     options: &RestoreOptions,
 ) -> Result<VerifyReport, BackupError> {
-    let started = Instant::now();
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    verify_in(&run, id, options).await
+}
+
+/// As [`verify_backup_with`], in the context `run` (its store takes every bucket request).
+pub(crate) async fn verify_in<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    options: &RestoreOptions,
+) -> Result<VerifyReport, BackupError> {
+    let (container, layout) = (run.container, run.layout);
+    let started = Instant::now();
     let fetched = locate(&run.client, id).await?;
     let base = WorkDir::base(layout);
     let place = if options.temp_work_dir || !container.exists(&base).await.unwrap_or(false) {
@@ -459,25 +193,9 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     let db = verify_rules(container, layout, &fetched, None)
         .await?
         .database();
-    let mut call = restore_plan::list_call(layout, s3_parameters, work.dir(), &fetched.key);
-    if let Some(db) = &db {
-        call.env.insert("SB_VERIFY_DB".into(), db.clone());
-        if let Some(size) = fetched.manifest.as_ref().and_then(|m| {
-            m.files
-                .iter()
-                .find(|f| f.path.as_bytes() == db.as_bytes())
-                .map(|f| f.size)
-        }) {
-            call.env.insert(
-                "SB_NEED_BYTES".into(),
-                size.saturating_add(size / 8).to_string(),
-            );
-            call.env
-                .insert("SB_SPACE_DIR".into(), work.dir().dir.clone());
-        }
-    }
+    let call = verify_call(run, work.dir(), &fetched, db.as_deref());
     let result = fetch(
-        &run,
+        run,
         work.dir(),
         &call,
         id,
@@ -486,11 +204,8 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
         ProgressStage::Verify,
     )
     .await;
-    let sha = work::read_text(container, layout, &work.dir().file("sha256"))
-        .await
-        .and_then(|s| s.split_whitespace().next().map(str::to_string));
     let result = match result {
-        Ok(got) => verify_checks(&run, work.dir(), id, db.as_deref(), &fetched, got).await,
+        Ok(got) => verify_checks(run, work.dir(), id, db.as_deref(), &fetched, got).await,
         Err(e) => Err(e),
     };
     work.finish().await;
@@ -522,12 +237,38 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
         id: id.clone(),
         status: fetched.status,
         ciphertext_bytes: fetched.size,
-        ciphertext_sha256: sha.unwrap_or_default(),
+        ciphertext_sha256: got.sha256,
         members,
         authenticated_manifest: got.inner.is_some(),
         warnings,
         duration: started.elapsed(),
     })
+}
+
+/// The list pass of a verify: with the database `db` (member name) staged alone for
+/// its check, and room for it checked first when the manifest gives its size.
+fn verify_call<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    fetched: &Fetched,
+    db: Option<&str>,
+) -> ScriptCall {
+    let mut call = restore_plan::list_call(run.layout, run.params, work, &fetched.key);
+    let Some(db) = db else { return call };
+    call.env.insert("SB_VERIFY_DB".into(), db.to_string());
+    if let Some(size) = fetched.manifest.as_ref().and_then(|m| {
+        m.files
+            .iter()
+            .find(|f| f.path.as_bytes() == db.as_bytes())
+            .map(|f| f.size)
+    }) {
+        call.env.insert(
+            "SB_NEED_BYTES".into(),
+            size.saturating_add(size / 8).to_string(),
+        );
+        call.env.insert("SB_SPACE_DIR".into(), work.dir.clone());
+    }
+    call
 }
 
 /// Checks, before anything is stopped or moved, what swapping `units` in needs (`swap.sh
@@ -551,7 +292,7 @@ pub(super) async fn preflight<C: Container + ?Sized>(
         container,
         layout,
         work,
-        "swap.sizes",
+        WorkFile::SwapSizes,
         &restore_plan::unit_sizes(rules, members, units),
     )
     .await?;
@@ -565,13 +306,12 @@ pub(super) async fn preflight<C: Container + ?Sized>(
         Err(ContainerError::ExitedNonZero {
             exit_code, stderr, ..
         }) if Exit::from_code(exit_code) == Exit::SwapNoSpace => {
-            let text = work::read_text(container, layout, &work.file("preflight"))
-                .await
-                .unwrap_or_default();
-            let mut parts = text.splitn(3, ' ');
-            let needed = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            let available = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-            let path = parts.next().map_or(stderr, str::to_string);
+            // `<need> <available> <path>`: the path may hold spaces.
+            let outputs = Outputs::new(container, layout, work);
+            let needed = outputs.field(WorkFile::Preflight, 0).await?;
+            let available = outputs.field(WorkFile::Preflight, 1).await?;
+            let text = outputs.text(WorkFile::Preflight).await?;
+            let path = text.splitn(3, ' ').nth(2).map_or(stderr, str::to_string);
             Err(BackupError::InsufficientSpace {
                 path,
                 needed,
@@ -645,14 +385,14 @@ async fn verify_db<C: Container + ?Sized>(
     {
         return Ok(());
     }
-    let staged = join(&work.file("stage"), db);
+    let staged = join(&work.path(WorkFile::Stage), db);
     if work::file_size(run.container, run.layout, &staged)
         .await
         .is_none()
     {
-        let why = work::read_text(run.container, run.layout, &work.file("dbtar.err"))
-            .await
-            .unwrap_or_default();
+        let why = Outputs::new(run.container, run.layout, work)
+            .text(WorkFile::DbTarErr)
+            .await?;
         return Err(BackupError::StageFailed {
             stage: Stage::Check,
             exit_code: 0,
@@ -716,12 +456,21 @@ pub async fn restore_backup_with<C: Container + ?Sized>(
     options: &RestoreOptions,
 ) -> Result<RestoreReport, BackupError> {
     let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    restore_with_run(&run, id, options).await
+}
+
+/// As [`restore_backup_with`], in the context `run` (its store takes every bucket request).
+pub(crate) async fn restore_with_run<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    options: &RestoreOptions,
+) -> Result<RestoreReport, BackupError> {
     let cancel = CancelToken::new();
     run.locked(
         "restore",
         &options.lock,
         &cancel,
-        restore_locked(&run, id, options),
+        restore_locked(run, id, options),
     )
     .await
 }
@@ -760,46 +509,6 @@ async fn restore_locked<C: Container + ?Sized>(
     })
 }
 
-/// Checks the staged database `db` (member name): `PRAGMA integrity_check`, its
-/// one-time keys removed unless `keep_one_time_keys`, made one self-contained file.
-/// Gives the number of one-time keys removed.
-pub(super) async fn check_staged_db<C: Container + ?Sized>(
-    run: &Run<'_, C>,
-    work: &WorkDir,
-    id: &BackupId,
-    db: &str,
-    keep_one_time_keys: bool,
-) -> Result<Option<u64>, BackupError> {
-    let (container, layout) = (run.container, run.layout);
-    let check = restore_plan::check_db_call(layout, run.params, work, db, keep_one_time_keys);
-    match container
-        .exec(&check.argv, work::exec_options(layout, &check, work, None))
-        .await
-    {
-        Ok(out) => Ok(out
-            .stdout_text()
-            .trim()
-            .strip_prefix("otk ")
-            .and_then(|n| n.parse::<u64>().ok())),
-        Err(ContainerError::ExitedNonZero {
-            exit_code, stderr, ..
-        }) if Exit::from_code(exit_code) == Exit::DatabaseCheckFailed => {
-            Err(BackupError::Corrupted {
-                id: id.to_string(),
-                reason: format!("the restored database {db} fails SQLite's check: {stderr}"),
-            })
-        }
-        Err(ContainerError::ExitedNonZero {
-            exit_code, stderr, ..
-        }) => Err(BackupError::StageFailed {
-            stage: Stage::Check,
-            exit_code,
-            stderr,
-        }),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// What the swap did.
 struct Restored {
     restored: Vec<String>,
@@ -807,62 +516,6 @@ struct Restored {
     stripped: Vec<String>,
     one_time_keys_removed: Option<u64>,
     warnings: Vec<String>,
-}
-
-/// What [`check_staged`] found in staging.
-pub(super) struct Staged {
-    /// The staged tree's members, checked.
-    pub(super) staged: CheckedMembers,
-    /// The units to restore: the staged ones without database sidecars (the database
-    /// is checked and made self-contained in staging, and every live sidecar is set
-    /// aside).
-    pub(super) units: Vec<String>,
-}
-
-/// The checks between a fetch and anything placed: every member of tar's listing and
-/// of the staged tree (walked NUL-separated, so no name in the listing can hide what
-/// tar made) passes `rules`, the two agree, and something is left to restore.
-///
-/// # Errors
-/// [`BackupError::UnsafeMember`], [`BackupError::Corrupted`], or the container's error
-/// reading the walk.
-pub(super) async fn check_staged<C: Container + ?Sized>(
-    run: &Run<'_, C>,
-    work: &WorkDir,
-    id: &BackupId,
-    rules: &RestoreRules,
-    got: &Fetch,
-) -> Result<Staged, BackupError> {
-    let corrupted = |reason: &str| BackupError::Corrupted {
-        id: id.to_string(),
-        reason: reason.to_string(),
-    };
-    let unsafe_member =
-        |(member, reason): (String, String)| BackupError::UnsafeMember { member, reason };
-    let listed = rules
-        .check(&got.members, MemberSource::Listing)
-        .map_err(unsafe_member)?;
-    let walk = work::read_file(run.container, run.layout, &work.file("staged")).await?;
-    let staged_members =
-        parse_staged(&walk).map_err(|e| corrupted(&format!("the staged tree: {e}")))?;
-    let staged = rules
-        .check(&staged_members, MemberSource::Staged)
-        .map_err(unsafe_member)?;
-    if staged.units != listed.units || staged.has_inner_manifest != listed.has_inner_manifest {
-        return Err(corrupted(
-            "the staged tree does not match the archive's listing",
-        ));
-    }
-    let units: Vec<String> = staged
-        .units
-        .iter()
-        .filter(|u| !rules.is_db_sidecar(u))
-        .cloned()
-        .collect();
-    if units.is_empty() {
-        return Err(corrupted("the archive holds nothing to restore"));
-    }
-    Ok(Staged { staged, units })
 }
 
 /// Fetches, checks and swaps in. A failed rollback keeps the work dir (it holds the
@@ -876,7 +529,68 @@ async fn restore_in<C: Container + ?Sized>(
     fetched: &Fetched,
     need: u64,
 ) -> Result<Restored, BackupError> {
-    let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
+    let ready = stage_checked(run, guard.dir(), options, rules, id, fetched, need).await?;
+    run.confirm_lock("the swap").await?;
+    let running = stop_service(run).await?;
+    let dropped = swap_in(run, guard, ready.db.as_deref(), running.as_deref()).await?;
+    start_or_roll_back(run, guard, running.as_deref()).await?;
+    Ok(ready.restored(rules, dropped))
+}
+
+/// What is staged and checked, ready to swap in.
+struct Ready {
+    got: Fetch,
+    staged: CheckedMembers,
+    units: Vec<String>,
+    /// The database's member name, when the backup restores it.
+    db: Option<String>,
+    one_time_keys_removed: Option<u64>,
+}
+
+impl Ready {
+    /// The report of the swap that put these units in place (`dropped`: the live
+    /// database sidecars set aside).
+    fn restored(self, rules: &RestoreRules, dropped: Vec<String>) -> Restored {
+        let units = self.units;
+        let stripped: Vec<String> = self
+            .staged
+            .stripped
+            .iter()
+            .filter(|(name, _)| rules.unit(name).is_some_and(|u| units.contains(&u)))
+            .map(|(name, mode)| restore_plan::describe_stripped(name, *mode))
+            .collect();
+        let mut warnings = self.got.warnings;
+        if !stripped.is_empty() {
+            warnings.push(format!(
+                "set-id, sticky and world-writable bits were stripped from {} restored entries",
+                stripped.len()
+            ));
+        }
+        if let Some(n) = self.one_time_keys_removed {
+            tracing::info!(rows = n, "removed the restored database's one-time keys");
+        }
+        Restored {
+            restored: units,
+            dropped,
+            stripped,
+            one_time_keys_removed: self.one_time_keys_removed,
+            warnings,
+        }
+    }
+}
+
+/// Fetches into staging and checks it all before anything live is touched: the staged
+/// tree, the database, what the swap needs; writes the swap's list.
+async fn stage_checked<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    options: &RestoreOptions,
+    rules: &RestoreRules,
+    id: &BackupId,
+    fetched: &Fetched,
+    need: u64,
+) -> Result<Ready, BackupError> {
+    let (container, params, layout) = (run.container, run.params, run.layout);
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
     let got = fetch(
         run,
@@ -899,14 +613,27 @@ async fn restore_in<C: Container + ?Sized>(
         container,
         layout,
         work,
-        "swap.list",
+        WorkFile::SwapList,
         &plan::files_list(&units),
     )
     .await
     .map_err(BackupError::from)?;
+    Ok(Ready {
+        got,
+        staged,
+        units,
+        db,
+        one_time_keys_removed,
+    })
+}
 
-    run.confirm_lock("the swap").await?;
-    let service = layout.service.clone();
+/// Stops the layout's service around the swap when it is running; gives the service
+/// to start again (`None`: none was running).
+async fn stop_service<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+) -> Result<Option<Vec<String>>, BackupError> {
+    let container = run.container;
+    let service = run.layout.service.clone();
     let was_running = match &service {
         Some(s) => container.is_running(s).await.map_err(BackupError::from)?,
         None => false,
@@ -926,24 +653,34 @@ async fn restore_in<C: Container + ?Sized>(
             stderr: format!("could not stop {}: {e}", svc[0]),
         });
     }
-    let swap = restore_plan::swap_call(layout, params, work, false, db.as_deref());
+    Ok(running)
+}
+
+/// Runs the swap; gives the live database sidecars it set aside. On failure the
+/// service `running` is started again on the data the swap left (its own undo's).
+async fn swap_in<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    guard: &WorkGuard<'_, '_, C>,
+    db: Option<&str>,
+    running: Option<&[String]>,
+) -> Result<Vec<String>, BackupError> {
+    let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
+    let swap = restore_plan::swap_call(layout, params, work, false, db);
     let swapped = container
         .exec(&swap.argv, work::exec_options(layout, &swap, work, None))
         .await;
-    let dropped = match swapped {
-        Ok(out) => out
+    match swapped {
+        Ok(out) => Ok(out
             .stdout
             .split(|b| *b == 0)
             .filter(|d| !d.is_empty())
             .map(|d| String::from_utf8_lossy(d).into_owned())
-            .collect(),
+            .collect()),
         Err(e) => {
-            if matches!(&e, ContainerError::ExitedNonZero { exit_code, .. }
-                if Exit::from_code(*exit_code) == Exit::SwapUndoFailed)
-            {
+            if Exit::of(&e) == Some(Exit::SwapUndoFailed) {
                 guard.keep();
             }
-            if let Some(svc) = &running
+            if let Some(svc) = running
                 && let Err(se) = container.start(svc).await
             {
                 tracing::error!(service = %svc[0], error = %se, "could not start the service again after a failed swap");
@@ -954,66 +691,53 @@ async fn restore_in<C: Container + ?Sized>(
                 } => (exit_code, stderr),
                 other => (-1, other.to_string()),
             };
-            return Err(BackupError::StageFailed {
+            Err(BackupError::StageFailed {
                 stage: Stage::Swap,
                 exit_code,
                 stderr,
-            });
+            })
         }
-    };
-    if let Some(svc) = &running
-        && let Err(e) = container.start(svc).await
-    {
-        let s = &svc[0];
-        tracing::error!(service = %s, error = %e, "the service did not start on the restored data: rolling back");
-        let back = restore_plan::swap_call(layout, params, work, true, None);
-        let rolled = container
-            .exec(&back.argv, work::exec_options(layout, &back, work, None))
-            .await;
-        let restarted = container.start(svc).await;
-        if rolled.is_err() {
-            guard.keep();
-        }
-        let mut message =
-            format!("{s} did not start on the restored data ({e}); the previous data was put back");
-        if let Err(re) = rolled {
-            message = format!(
-                "{s} did not start on the restored data ({e}) and the rollback failed ({re}); the previous live files are in {}",
-                work.dir
-            );
-        }
-        if let Err(se) = restarted {
-            message.push_str(&format!(
-                "; starting {s} on the previous data failed too: {se}"
-            ));
-        }
-        return Err(BackupError::StageFailed {
-            stage: Stage::Service,
-            exit_code: -1,
-            stderr: message,
-        });
     }
-    let stripped: Vec<String> = staged
-        .stripped
-        .iter()
-        .filter(|(name, _)| rules.unit(name).is_some_and(|u| units.contains(&u)))
-        .map(|(name, mode)| restore_plan::describe_stripped(name, *mode))
-        .collect();
-    let mut warnings = got.warnings;
-    if !stripped.is_empty() {
-        warnings.push(format!(
-            "set-id, sticky and world-writable bits were stripped from {} restored entries",
-            stripped.len()
+}
+
+/// Starts the service `running` again on the restored data; when it does not start,
+/// rolls the swap back and starts it on the previous data.
+async fn start_or_roll_back<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    guard: &WorkGuard<'_, '_, C>,
+    running: Option<&[String]>,
+) -> Result<(), BackupError> {
+    let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
+    let Some(svc) = running else { return Ok(()) };
+    let Err(e) = container.start(svc).await else {
+        return Ok(());
+    };
+    let s = &svc[0];
+    tracing::error!(service = %s, error = %e, "the service did not start on the restored data: rolling back");
+    let back = restore_plan::swap_call(layout, params, work, true, None);
+    let rolled = container
+        .exec(&back.argv, work::exec_options(layout, &back, work, None))
+        .await;
+    let restarted = container.start(svc).await;
+    if rolled.is_err() {
+        guard.keep();
+    }
+    let mut message =
+        format!("{s} did not start on the restored data ({e}); the previous data was put back");
+    if let Err(re) = rolled {
+        message = format!(
+            "{s} did not start on the restored data ({e}) and the rollback failed ({re}); the previous live files are in {}",
+            work.dir
+        );
+    }
+    if let Err(se) = restarted {
+        message.push_str(&format!(
+            "; starting {s} on the previous data failed too: {se}"
         ));
     }
-    if let Some(n) = one_time_keys_removed {
-        tracing::info!(rows = n, "removed the restored database's one-time keys");
-    }
-    Ok(Restored {
-        restored: units,
-        dropped,
-        stripped,
-        one_time_keys_removed,
-        warnings,
+    Err(BackupError::StageFailed {
+        stage: Stage::Service,
+        exit_code: -1,
+        stderr: message,
     })
 }

@@ -9,7 +9,7 @@ use crate::backup::manifest::{
     EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestLayout,
 };
 use crate::backup::plan::{self, ScriptCall, WorkDir};
-use crate::backup::scripts;
+use crate::backup::scripts::{self, WorkFile};
 use crate::s3::S3Parameters;
 use crate::s3::aws_cli::{self, Transfer};
 
@@ -39,7 +39,7 @@ pub fn list_call(layout: &Layout, params: &S3Parameters, work: &WorkDir, key: &s
     argv.extend(aws_cli::sse_args(
         params,
         Transfer::Download,
-        &work.file(plan::SSE_C_KEY_FILE),
+        &work.path(WorkFile::SseCKey),
     ));
     ScriptCall { argv, env }
 }
@@ -110,7 +110,7 @@ pub fn check_db_call(
     keep_one_time_keys: bool,
 ) -> ScriptCall {
     let mut env = swap_env(layout, params, work);
-    env.insert("SB_STAGED_DB".into(), join(&work.file("stage"), db));
+    env.insert("SB_STAGED_DB".into(), join(&work.path(WorkFile::Stage), db));
     env.insert(
         "SB_KEEP_OTK".into(),
         if keep_one_time_keys { "1" } else { "0" }.into(),
@@ -579,56 +579,63 @@ pub fn check_claims(
         }
     };
     if let Some(m) = manifest {
-        if m.backup_id.as_str() != id {
-            return Err(format!("its manifest names {:?}, not {id:?}", m.backup_id));
-        }
-        let skip = inner_manifest_position(members).map_or(0, |p| p + 1);
-        // A tar type letter with no manifest kind (e.g. GNU tar's rare ones) is told as
-        // itself and matches nothing the manifest lists.
-        let archived: BTreeMap<&[u8], Result<EntryKind, char>> = members[skip..]
-            .iter()
-            .map(|a| {
-                let kind = EntryKind::from_tar_letter(a.kind).ok_or(a.kind);
-                (a.name.as_slice(), kind)
-            })
-            .collect();
-        let listed: BTreeMap<&[u8], EntryKind> = m
-            .files
-            .iter()
-            .filter(|f| {
-                let p = f.path.as_bytes();
-                p != INNER_MANIFEST_MEMBER.as_bytes() && p != inner_dir().as_bytes()
-            })
-            .map(|f| (f.path.as_bytes(), f.kind))
-            .collect();
-        if let Some((name, _)) = listed.iter().find(|(n, _)| !archived.contains_key(*n)) {
-            return Err(format!(
-                "the archive lacks {:?}, which its manifest lists",
-                String::from_utf8_lossy(name)
-            ));
-        }
-        if let Some((name, _)) = archived.iter().find(|(n, _)| !listed.contains_key(*n)) {
-            return Err(format!(
-                "the archive holds {:?}, which its manifest does not list",
-                String::from_utf8_lossy(name)
-            ));
-        }
-        if let Some((name, k)) = listed
-            .iter()
-            .find(|(n, k)| archived.get(*n) != Some(&Ok(**k)))
-        {
-            let in_archive = match archived.get(name) {
-                Some(Ok(kind)) => kind.to_string(),
-                Some(Err(letter)) => format!("member of tar type {letter:?}"),
-                None => "missing member".into(),
-            };
-            return Err(format!(
-                "{:?} is a {k} in the manifest but a {in_archive} in the archive",
-                String::from_utf8_lossy(name),
-            ));
-        }
+        check_listed(id, members, m)?;
     }
     Ok((inner, warnings))
+}
+
+/// The external manifest `m` against the archive's `members`: its id, and every
+/// member listed with its kind, none missing, none extra.
+fn check_listed(id: &str, members: &[ArchiveMember], m: &Manifest) -> Result<(), String> {
+    if m.backup_id.as_str() != id {
+        return Err(format!("its manifest names {:?}, not {id:?}", m.backup_id));
+    }
+    let skip = inner_manifest_position(members).map_or(0, |p| p + 1);
+    // A tar type letter with no manifest kind (e.g. GNU tar's rare ones) is told as
+    // itself and matches nothing the manifest lists.
+    let archived: BTreeMap<&[u8], Result<EntryKind, char>> = members[skip..]
+        .iter()
+        .map(|a| {
+            let kind = EntryKind::from_tar_letter(a.kind).ok_or(a.kind);
+            (a.name.as_slice(), kind)
+        })
+        .collect();
+    let listed: BTreeMap<&[u8], EntryKind> = m
+        .files
+        .iter()
+        .filter(|f| {
+            let p = f.path.as_bytes();
+            p != INNER_MANIFEST_MEMBER.as_bytes() && p != inner_dir().as_bytes()
+        })
+        .map(|f| (f.path.as_bytes(), f.kind))
+        .collect();
+    if let Some((name, _)) = listed.iter().find(|(n, _)| !archived.contains_key(*n)) {
+        return Err(format!(
+            "the archive lacks {:?}, which its manifest lists",
+            String::from_utf8_lossy(name)
+        ));
+    }
+    if let Some((name, _)) = archived.iter().find(|(n, _)| !listed.contains_key(*n)) {
+        return Err(format!(
+            "the archive holds {:?}, which its manifest does not list",
+            String::from_utf8_lossy(name)
+        ));
+    }
+    if let Some((name, k)) = listed
+        .iter()
+        .find(|(n, k)| archived.get(*n) != Some(&Ok(**k)))
+    {
+        let in_archive = match archived.get(name) {
+            Some(Ok(kind)) => kind.to_string(),
+            Some(Err(letter)) => format!("member of tar type {letter:?}"),
+            None => "missing member".into(),
+        };
+        return Err(format!(
+            "{:?} is a {k} in the manifest but a {in_archive} in the archive",
+            String::from_utf8_lossy(name),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::backup::layout::{HomeserverConfig, Layout};
 use crate::backup::plan::{self, BackupOptions, ScriptCall, WorkDir};
-use crate::backup::scripts;
+use crate::backup::scripts::{self, Exit, WorkFile};
 use crate::container::{Container, ExecOptions, FileKind, ListOptions};
 use crate::error::{BackupError, ConfigError, ContainerError};
 use crate::s3::S3Parameters;
@@ -246,7 +246,7 @@ pub(crate) enum WorkPlace<'a> {
 ///
 /// # Errors
 /// The exec's error; for [`WorkPlace::EmptyDir`] a dir that is not empty is
-/// [`ContainerError::ExitedNonZero`] with exit code 3.
+/// [`ContainerError::ExitedNonZero`] with [`Exit::DirNotEmpty`]'s code.
 pub(crate) async fn make_dir_with<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
@@ -312,8 +312,9 @@ pub(crate) struct Swept {
 
 /// What a person must know about a dead restore's dir kept by the sweep.
 fn rollback_advice(dir: &str, root: &str) -> String {
+    let (aside, aside_log, placed_log) = (WorkFile::Aside, WorkFile::AsideLog, WorkFile::PlacedLog);
     format!(
-        "a restore was killed during its swap: the live files it had set aside (the only copy of the previous data) are kept in {dir}/aside, listed in {dir}/aside.log, and the files it had already put in place are listed in {dir}/placed.log; its keys and staging were removed. To roll back, stop Synapse, remove each path of placed.log from {root} and move each path of aside.log from {dir}/aside back to the same path under {root}; then remove {dir}"
+        "a restore was killed during its swap: the live files it had set aside (the only copy of the previous data) are kept in {dir}/{aside}, listed in {dir}/{aside_log}, and the files it had already put in place are listed in {dir}/{placed_log}; its keys and staging were removed. To roll back, stop Synapse, remove each path of {placed_log} from {root} and move each path of {aside_log} from {dir}/{aside} back to the same path under {root}; then remove {dir}"
     )
 }
 
@@ -365,8 +366,12 @@ pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
             continue;
         }
         let work = WorkDir::at(entry.path);
-        let Some(record) = read_text(container, layout, &work.file("owner"))
+        // A dir without a readable record is never touched.
+        let Some(record) = Outputs::new(container, layout, &work)
+            .text_if_written(WorkFile::Owner)
             .await
+            .ok()
+            .flatten()
             .and_then(|t| OwnerRecord::parse(&t))
         else {
             continue;
@@ -398,41 +403,29 @@ pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
     swept
 }
 
-/// Writes `content` to the new file `name` in the work dir (mode 0600), as the
-/// workload user (through the exec's standard input).
+/// Writes `content` to the new work file `file` (mode 0600), as the workload user
+/// (through the exec's standard input).
 pub(crate) async fn write_file<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
     work: &WorkDir,
-    name: &str,
+    file: WorkFile,
     content: &[u8],
 ) -> Result<(), ContainerError> {
     workdir_exec(
         container,
         layout,
         "write",
-        &[&work.dir, name],
+        &[&work.dir, file.name()],
         Some(content.to_vec()),
     )
     .await
     .map(drop)
 }
 
-/// Reads a file of the work dir as the workload user (so a link that user planted is
-/// followed with that user's rights only).
-///
-/// # Errors
-/// The exec's error: the file is missing or unreadable.
-pub(crate) async fn read_file<C: Container + ?Sized>(
-    container: &C,
-    layout: &Layout,
-    path: &str,
-) -> Result<Vec<u8>, ContainerError> {
-    workdir_exec(container, layout, "read", &[path], None).await
-}
-
-/// Reads up to `length` bytes of a work dir file from byte `offset`, as [`read_file`]
-/// does: a short read means the end of the file.
+/// Reads up to `length` bytes of a workload file from byte `offset`, as the workload
+/// user (so a link that user planted is followed with that user's rights only): a
+/// short read means the end of the file. Work files are read through [`Outputs`].
 ///
 /// # Errors
 /// The exec's error: the file is missing or unreadable.
@@ -492,7 +485,7 @@ pub(crate) async fn list_dir<C: Container + ?Sized>(
 ) -> Result<Option<Vec<Entry>>, ContainerError> {
     let out = match workdir_exec(container, layout, "list", &[dir, pattern], None).await {
         Ok(out) => out,
-        Err(ContainerError::ExitedNonZero { exit_code: 4, .. }) => return Ok(None),
+        Err(e) if Exit::of(&e) == Some(Exit::NoSuchPath) => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut entries = Vec::new();
@@ -524,7 +517,7 @@ pub(crate) async fn kind_of<C: Container + ?Sized>(
 ) -> Result<Option<FileKind>, ContainerError> {
     match workdir_exec(container, layout, "kind", &[path], None).await {
         Ok(out) => Ok(Some(kind_from_letter(&out))),
-        Err(ContainerError::ExitedNonZero { exit_code: 4, .. }) => Ok(None),
+        Err(e) if Exit::of(&e) == Some(Exit::NoSuchPath) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -550,18 +543,18 @@ pub(crate) async fn prepare_target<C: Container + ?Sized>(
             Ok((!top.is_empty()).then_some(top))
         }
         Err(ContainerError::ExitedNonZero {
-            exit_code: 6,
-            stderr,
-            ..
-        }) => Err(BackupError::Config(ConfigError::Invalid {
-            problems: vec![crate::error::FieldProblem {
-                field: "target".into(),
-                message: format!(
-                    "{dir:?} is refused: {}: the restored signing key and database must not be readable or movable by another user",
-                    stderr.trim()
-                ),
-            }],
-        })),
+            exit_code, stderr, ..
+        }) if Exit::from_code(exit_code) == Exit::TargetRefused => {
+            Err(BackupError::Config(ConfigError::Invalid {
+                problems: vec![crate::error::FieldProblem {
+                    field: "target".into(),
+                    message: format!(
+                        "{dir:?} is refused: {}: the restored signing key and database must not be readable or movable by another user",
+                        stderr.trim()
+                    ),
+                }],
+            }))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -591,12 +584,26 @@ pub(crate) async fn fill_work_dir<C: Container + ?Sized>(
     options: &BackupOptions,
 ) -> Result<(), BackupError> {
     let config = plan::aws_config_file(params, options)?;
-    write_file(container, layout, work, "aws-config", config.as_bytes()).await?;
+    write_file(
+        container,
+        layout,
+        work,
+        WorkFile::AwsConfig,
+        config.as_bytes(),
+    )
+    .await?;
     if let Some(key) = crate::s3::aws_cli::customer_key_file(params) {
-        write_file(container, layout, work, plan::SSE_C_KEY_FILE, key).await?;
+        write_file(container, layout, work, WorkFile::SseCKey, key).await?;
     }
     if let Some(bundle) = plan::ca_bundle(params) {
-        write_file(container, layout, work, "ca-bundle.pem", bundle.as_bytes()).await?;
+        write_file(
+            container,
+            layout,
+            work,
+            WorkFile::CaBundle,
+            bundle.as_bytes(),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -650,17 +657,164 @@ pub(crate) fn pipeline_options(
     }
 }
 
-/// A small text file a script wrote, trimmed; `None` when it cannot be read. Read as
-/// the workload user.
-pub(crate) async fn read_text<C: Container + ?Sized>(
-    container: &C,
-    layout: &Layout,
-    path: &str,
-) -> Option<String> {
-    read_file(container, layout, path)
-        .await
-        .ok()
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+/// What a run's scripts wrote in its work dir, read as the workload user (so a link
+/// that user planted is followed with that user's rights only). Every read of a work
+/// file goes through [`Outputs::read_part`]: a file the protocol says is there and is
+/// missing is an error naming it, never a silent default; a file a failed script may
+/// not have reached is read with the `_if_written` forms, which say so in the type.
+pub(crate) struct Outputs<'a, C: Container + ?Sized> {
+    container: &'a C,
+    layout: &'a Layout,
+    work: &'a WorkDir,
+}
+
+/// The error of a work file that is missing, unreadable or not what its script
+/// writes: names the file.
+fn output_error(path: String, kind: std::io::ErrorKind, message: String) -> ContainerError {
+    ContainerError::Io {
+        path,
+        source: std::io::Error::new(kind, message),
+    }
+}
+
+impl<'a, C: Container + ?Sized> Outputs<'a, C> {
+    /// The outputs in `work`.
+    pub(crate) fn new(container: &'a C, layout: &'a Layout, work: &'a WorkDir) -> Self {
+        Outputs {
+            container,
+            layout,
+            work,
+        }
+    }
+
+    /// The work dir read.
+    pub(crate) fn work(&self) -> &WorkDir {
+        self.work
+    }
+
+    /// The one read: the whole file, or `length` bytes of it from byte `offset`;
+    /// `None` when it does not exist.
+    async fn read_part(
+        &self,
+        file: WorkFile,
+        range: Option<(u64, u64)>,
+    ) -> Result<Option<Vec<u8>>, ContainerError> {
+        let path = self.work.path(file);
+        let bounds = range.map(|(offset, length)| [offset.to_string(), length.to_string()]);
+        let mut args = vec![path.as_str()];
+        if let Some([offset, length]) = &bounds {
+            args.extend([offset.as_str(), length.as_str()]);
+        }
+        match workdir_exec(self.container, self.layout, "read", &args, None).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if Exit::of(&e) == Some(Exit::NoSuchPath) => Ok(None),
+            Err(e) => Err(output_error(
+                path,
+                std::io::ErrorKind::Other,
+                format!("cannot read the work file {file}: {e}"),
+            )),
+        }
+    }
+
+    /// The missing file's error.
+    fn missing(&self, file: WorkFile) -> ContainerError {
+        output_error(
+            self.work.path(file),
+            std::io::ErrorKind::NotFound,
+            format!("the work file {file} is missing: the script that writes it did not"),
+        )
+    }
+
+    /// A work file, whole.
+    ///
+    /// # Errors
+    /// The file is missing or cannot be read (the error names it).
+    pub(crate) async fn read(&self, file: WorkFile) -> Result<Vec<u8>, ContainerError> {
+        self.read_part(file, None)
+            .await?
+            .ok_or_else(|| self.missing(file))
+    }
+
+    /// A work file a failed script may not have written; `None` when it is missing.
+    ///
+    /// # Errors
+    /// The file exists and cannot be read.
+    pub(crate) async fn read_if_written(
+        &self,
+        file: WorkFile,
+    ) -> Result<Option<Vec<u8>>, ContainerError> {
+        self.read_part(file, None).await
+    }
+
+    /// Up to `length` bytes of a work file from byte `offset`: a short read means the
+    /// end of the file.
+    ///
+    /// # Errors
+    /// As [`Outputs::read`].
+    pub(crate) async fn chunk(
+        &self,
+        file: WorkFile,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, ContainerError> {
+        self.read_part(file, Some((offset, length)))
+            .await?
+            .ok_or_else(|| self.missing(file))
+    }
+
+    /// A small text file, trimmed.
+    ///
+    /// # Errors
+    /// As [`Outputs::read`].
+    pub(crate) async fn text(&self, file: WorkFile) -> Result<String, ContainerError> {
+        Ok(trimmed(&self.read(file).await?))
+    }
+
+    /// A small text file a failed script may not have written, trimmed; `None` when it
+    /// is missing.
+    ///
+    /// # Errors
+    /// The file exists and cannot be read.
+    pub(crate) async fn text_if_written(
+        &self,
+        file: WorkFile,
+    ) -> Result<Option<String>, ContainerError> {
+        Ok(self.read_if_written(file).await?.map(|b| trimmed(&b)))
+    }
+
+    /// The whitespace-separated field `index` of a small text file, parsed (`0` for
+    /// a file of one number).
+    ///
+    /// # Errors
+    /// As [`Outputs::read`], and a field that is missing or does not parse (the
+    /// error names the file and what it holds).
+    pub(crate) async fn field<T: std::str::FromStr>(
+        &self,
+        file: WorkFile,
+        index: usize,
+    ) -> Result<T, ContainerError> {
+        let text = self.text(file).await?;
+        parse_field(&text, index).ok_or_else(|| {
+            output_error(
+                self.work.path(file),
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the work file {file} holds {:?}, not what its script writes",
+                    crate::error::trim_tail(&text, 200)
+                ),
+            )
+        })
+    }
+}
+
+/// A work file's bytes as trimmed text.
+fn trimmed(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_string()
+}
+
+/// The whitespace-separated field `index` of `text`, parsed.
+pub(crate) fn parse_field<T: std::str::FromStr>(text: &str, index: usize) -> Option<T> {
+    text.split_whitespace().nth(index)?.parse().ok()
 }
 
 /// The largest `homeserver.yaml` read (Synapse's own are a few KiB).
@@ -699,6 +853,99 @@ pub(crate) async fn read_homeserver_config<C: Container + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::{ExecOutput, MockContainer};
+
+    /// A workload whose work dir `/r/w` holds `size` ("10"), `failed` ("gpg x") and an
+    /// unreadable `head`; every other file is missing (`workdir.sh read` exits with
+    /// [`Exit::NoSuchPath`]'s code).
+    fn workload() -> MockContainer {
+        let mut c = MockContainer::new();
+        c.expect_exec().returning(|argv, _| {
+            assert_eq!(
+                (argv[2].as_str(), argv[4].as_str()),
+                (scripts::WORKDIR, "read")
+            );
+            let fail = |code: i32| {
+                Err(ContainerError::ExitedNonZero {
+                    command: "bash".into(),
+                    exit_code: code,
+                    stderr: "cat: denied".into(),
+                })
+            };
+            let ok = |text: &str| {
+                Ok(ExecOutput {
+                    stdout: text.as_bytes().to_vec(),
+                    ..ExecOutput::default()
+                })
+            };
+            match argv[5].as_str() {
+                "/r/w/size" => ok("10\n"),
+                "/r/w/failed" => ok("gpg x\n"),
+                "/r/w/head" => fail(1),
+                _ => fail(Exit::NoSuchPath.code()),
+            }
+        });
+        c
+    }
+
+    #[tokio::test]
+    async fn an_output_is_read_as_text_or_a_field() {
+        let (c, layout, work) = (workload(), Layout::default(), WorkDir::at("/r/w"));
+        let outputs = Outputs::new(&c, &layout, &work);
+        assert_eq!(outputs.field::<u64>(WorkFile::Size, 0).await.unwrap(), 10);
+        assert_eq!(outputs.text(WorkFile::Failed).await.unwrap(), "gpg x");
+        assert_eq!(outputs.read(WorkFile::Size).await.unwrap(), b"10\n");
+        assert_eq!(
+            outputs.text_if_written(WorkFile::Size).await.unwrap(),
+            Some("10".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_output_is_an_error_naming_the_file() {
+        let (c, layout, work) = (workload(), Layout::default(), WorkDir::at("/r/w"));
+        let outputs = Outputs::new(&c, &layout, &work);
+        for e in [
+            outputs.read(WorkFile::Sha256).await.unwrap_err(),
+            outputs.text(WorkFile::Sha256).await.unwrap_err(),
+            outputs.field::<u64>(WorkFile::Sha256, 0).await.unwrap_err(),
+            outputs.chunk(WorkFile::Sha256, 0, 8).await.unwrap_err(),
+        ] {
+            let shown = e.to_string();
+            assert!(
+                shown.contains("/r/w/sha256") && shown.contains("sha256 is missing"),
+                "{shown}"
+            );
+        }
+        // Where a failed script may not have written it, a missing file is `None`.
+        assert_eq!(
+            outputs.read_if_written(WorkFile::Sha256).await.unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_or_malformed_output_is_an_error_naming_the_file() {
+        let (c, layout, work) = (workload(), Layout::default(), WorkDir::at("/r/w"));
+        let outputs = Outputs::new(&c, &layout, &work);
+        // Unreadable: an error even where the file may be missing.
+        let e = outputs.read_if_written(WorkFile::Head).await.unwrap_err();
+        assert!(
+            e.to_string().contains("cannot read the work file head"),
+            "{e}"
+        );
+        // Not a number, or no such field.
+        let e = outputs.field::<u64>(WorkFile::Failed, 0).await.unwrap_err();
+        assert!(
+            e.to_string().contains("/r/w/failed") && e.to_string().contains("\"gpg x\""),
+            "{e}"
+        );
+        assert!(outputs.field::<String>(WorkFile::Failed, 2).await.is_err());
+        assert_eq!(
+            outputs.field::<String>(WorkFile::Failed, 1).await.unwrap(),
+            "x"
+        );
+    }
 
     fn here(pid_ns: &str, now_ticks: Option<u64>) -> Here {
         Here {

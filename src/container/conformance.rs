@@ -184,7 +184,12 @@ pub async fn exec_output_and_exit_codes(c: &dyn Container) {
         "a b|'q'|$(x)||",
         "arguments must reach the command verbatim"
     );
+    exec_failures_are_reported(c).await;
+}
 
+/// The failure half of [`exec_output_and_exit_codes`]: exit codes, trimmed stderr, a
+/// killed command, and a timeout that does not expire.
+async fn exec_failures_are_reported(c: &dyn Container) {
     match c
         .exec(
             &argv(&["bash", "-c", "echo doing; echo 'it broke' >&2; exit 3"]),
@@ -511,18 +516,64 @@ async fn assert_gone(c: &dyn Container, pid: &str, what: &str) {
 const TWO_CHILDREN: &str =
     r#"sleep 60 & echo $! > "$1"; set -m; sleep 60 & echo $! > "$2"; set +m; sleep 60; wait"#;
 
+/// The set-up the timeout and dropped-future checks share: a dir for the pid files and
+/// the command that starts [`TWO_CHILDREN`] writing them there.
+struct TwoChildren {
+    /// `bash -c TWO_CHILDREN bash <plain.pid> <own-group.pid>`.
+    command: Vec<String>,
+    /// Where the background child's pid is written.
+    plain: String,
+    /// Where the pid of the child in a process group of its own is written.
+    own_group: String,
+}
+
+impl TwoChildren {
+    /// Makes the dir `name` under `scratch` for the pid files.
+    async fn new(c: &dyn Container, scratch: &str, name: &str) -> Self {
+        let dir = subdir(c, scratch, name).await;
+        let plain = format!("{dir}/plain.pid");
+        let own_group = format!("{dir}/own-group.pid");
+        TwoChildren {
+            command: argv(&["bash", "-c", TWO_CHILDREN, "bash", &plain, &own_group]),
+            plain,
+            own_group,
+        }
+    }
+
+    /// The two children's pids, once both are written.
+    async fn pids(&self, c: &dyn Container) -> (String, String) {
+        (
+            read_pid(c, &self.plain).await,
+            read_pid(c, &self.own_group).await,
+        )
+    }
+
+    /// Asserts that both children are gone (`after` says after what).
+    async fn assert_both_gone(
+        c: &dyn Container,
+        (plain, own_group): (String, String),
+        after: &str,
+    ) {
+        assert_gone(c, &plain, &format!("after {after}, the background child")).await;
+        assert_gone(
+            c,
+            &own_group,
+            &format!("after {after}, the child in a process group of its own"),
+        )
+        .await;
+    }
+}
+
 /// On timeout every process of the command is killed, also a grandchild that moved to a
 /// process group of its own (`setpgid`): the call ends quickly with
 /// [`ContainerError::TimedOut`] and neither child survives.
 pub async fn exec_timeout_kills_a_setpgid_grandchild(c: &dyn Container, scratch: &str) {
-    let dir = subdir(c, scratch, "timeout-setpgid").await;
-    let plain = format!("{dir}/plain.pid");
-    let own_group = format!("{dir}/own-group.pid");
+    let children = TwoChildren::new(c, scratch, "timeout-setpgid").await;
     let timeout = Duration::from_secs(2);
     let started = Instant::now();
     let result = c
         .exec(
-            &argv(&["bash", "-c", TWO_CHILDREN, "bash", &plain, &own_group]),
+            &children.command,
             ExecOptions {
                 timeout: Some(timeout),
                 ..ExecOptions::default()
@@ -538,43 +589,26 @@ pub async fn exec_timeout_kills_a_setpgid_grandchild(c: &dyn Container, scratch:
         elapsed < Duration::from_secs(12),
         "a 2 s timeout took {elapsed:?}: something kept the call waiting"
     );
-    let plain_pid = read_pid(c, &plain).await;
-    let own_pid = read_pid(c, &own_group).await;
-    assert_gone(c, &plain_pid, "after a timeout, the background child").await;
-    assert_gone(
-        c,
-        &own_pid,
-        "after a timeout, the child in a process group of its own",
-    )
-    .await;
+    TwoChildren::assert_both_gone(c, children.pids(c).await, "a timeout").await;
 }
 
 /// Dropping the `exec` future before the command finished kills every process of the
 /// command: a background child and one in a process group of its own.
 pub async fn exec_dropped_future_kills_everything(c: &dyn Container, scratch: &str) {
-    let dir = subdir(c, scratch, "dropped").await;
-    let plain = format!("{dir}/plain.pid");
-    let own_group = format!("{dir}/own-group.pid");
-    let command = argv(&["bash", "-c", TWO_CHILDREN, "bash", &plain, &own_group]);
+    let children = TwoChildren::new(c, scratch, "dropped").await;
     let run = c.exec(
-        &command,
+        &children.command,
         ExecOptions {
             timeout: Some(Duration::from_secs(120)),
             ..ExecOptions::default()
         },
     );
-    let (plain_pid, own_pid) = tokio::select! {
+    let pids = tokio::select! {
         result = run => panic!("the command should still be running, got {result:?}"),
-        pids = async { (read_pid(c, &plain).await, read_pid(c, &own_group).await) } => pids,
+        pids = children.pids(c) => pids,
     };
     // The exec future is dropped here, with the command still running.
-    assert_gone(c, &plain_pid, "after a dropped exec, the background child").await;
-    assert_gone(
-        c,
-        &own_pid,
-        "after a dropped exec, the child in a process group of its own",
-    )
-    .await;
+    TwoChildren::assert_both_gone(c, pids, "a dropped exec").await;
 }
 
 /// The command sees exactly `PATH`, `HOME`, `LANG` and the variables asked for: nothing
@@ -630,11 +664,6 @@ pub async fn exec_user_ids(c: &dyn Container, scratch: &str) {
         .await
         .parse()
         .unwrap_or_else(|e| panic!("id -u: {e}"));
-    let id_options = |user_id: Option<u32>, group_id: Option<u32>| ExecOptions {
-        user_id,
-        group_id,
-        ..quick()
-    };
     let out = run(c, &["id", "-u"], id_options(Some(my_uid), None)).await;
     assert_eq!(out.stdout_text().trim(), my_uid.to_string(), "own uid");
     if my_uid != 0 {
@@ -671,7 +700,21 @@ pub async fn exec_user_ids(c: &dyn Container, scratch: &str) {
         nobody_uid.to_string(),
         "name and id"
     );
+    exec_bare_and_mismatched_ids(c, &marker).await;
+}
 
+/// Quick options with these ids.
+fn id_options(user_id: Option<u32>, group_id: Option<u32>) -> ExecOptions {
+    ExecOptions {
+        user_id,
+        group_id,
+        ..quick()
+    }
+}
+
+/// The root half of [`exec_user_ids`] with ids no entry names, or that disagree with a
+/// name: `marker` is a path no refused command may create.
+async fn exec_bare_and_mismatched_ids(c: &dyn Container, marker: &str) {
     // A uid and gid that no passwd or group entry names.
     let bare = 54_321;
     let home_check = r#"id -u; id -g; test -n "${HOME:-}" && test -d "$HOME" && test -w "$HOME" && touch "$HOME/.probe" && rm "$HOME/.probe" && echo home-ok"#;
@@ -711,14 +754,14 @@ pub async fn exec_user_ids(c: &dyn Container, scratch: &str) {
             "54321",
         ),
     ] {
-        match c.exec(&argv(&["touch", &marker]), options).await {
+        match c.exec(&argv(&["touch", marker]), options).await {
             Err(ContainerError::InvalidArgument { value: v, .. }) => {
                 assert_eq!(v, value, "{what}: InvalidArgument names the id")
             }
             other => panic!("{what}: expected InvalidArgument, got {other:?}"),
         }
         assert!(
-            !c.exists(&marker).await.unwrap_or(true),
+            !c.exists(marker).await.unwrap_or(true),
             "{what}: the command ran"
         );
     }
@@ -747,11 +790,6 @@ pub async fn exec_user_switching(c: &dyn Container, scratch: &str) {
         "running as the current user by name must work"
     );
 
-    let as_user = |user: &str, group: Option<&str>| ExecOptions {
-        user: Some(user.to_string()),
-        group: group.map(str::to_string),
-        ..quick()
-    };
     for (user, group, kind, name) in [
         ("no-such-user-7c1e", None, "user", "no-such-user-7c1e"),
         (
@@ -796,7 +834,21 @@ pub async fn exec_user_switching(c: &dyn Container, scratch: &str) {
         );
         return;
     }
+    exec_as_nobody_and_a_group(c).await;
+}
 
+/// Quick options running as `user`, in `group` when given.
+fn as_user(user: &str, group: Option<&str>) -> ExecOptions {
+    ExecOptions {
+        user: Some(user.to_string()),
+        group: group.map(str::to_string),
+        ..quick()
+    }
+}
+
+/// The root half of [`exec_user_switching`]: as `nobody` (its groups and `HOME`), and
+/// a group alone.
+async fn exec_as_nobody_and_a_group(c: &dyn Container) {
     let primary = bash(c, "id -gn nobody", &[]).await;
     let primary_gid = bash(c, "id -g nobody", &[]).await;
     let out = run(c, &["id", "-un"], as_user("nobody", None)).await;
@@ -921,7 +973,13 @@ pub async fn push_modes_and_make_dirs(c: &dyn Container, scratch: &str) {
         info(c, &format!("{dir}/a/b")).await.kind,
         FileKind::Directory
     );
+    push_with_owners(c, &dir).await;
+}
 
+/// The owner half of [`push_modes_and_make_dirs`], in `dir`: as root a file given to
+/// `nobody` or to a group; otherwise giving one to root is refused; an unknown owner
+/// never.
+async fn push_with_owners(c: &dyn Container, dir: &str) {
     let owned = format!("{dir}/owned/key");
     let nobody = PushOptions {
         make_dirs: true,
@@ -1132,11 +1190,16 @@ pub async fn list_files_pattern_and_itself(c: &dyn Container, scratch: &str) {
         .await
         .unwrap_or_else(|e| panic!("list {dir} local_*: {e}"));
     assert!(none.is_empty(), "nothing matches local_*: {none:?}");
+    list_files_itself_and_errors(c, &dir).await;
+}
 
-    let me = info(c, &dir).await;
+/// The second half of [`list_files_pattern_and_itself`], in the `dir` it filled: the
+/// dir and a file list as themselves; a missing path and a bad pattern are errors.
+async fn list_files_itself_and_errors(c: &dyn Container, dir: &str) {
+    let me = info(c, dir).await;
     assert_eq!(
         (me.path.as_str(), me.kind),
-        (dir.as_str(), FileKind::Directory),
+        (dir, FileKind::Directory),
         "itself: {me:?}"
     );
     assert_eq!(Some(me.name.as_str()), dir.rsplit('/').next());
@@ -1155,7 +1218,7 @@ pub async fn list_files_pattern_and_itself(c: &dyn Container, scratch: &str) {
     }
     match c
         .list_files(
-            &dir,
+            dir,
             ListOptions {
                 pattern: Some("[".into()),
                 itself: false,
@@ -1276,7 +1339,12 @@ pub async fn make_dir_semantics(c: &dyn Container, scratch: &str) {
         0o700,
         "an existing directory is left as it is"
     );
+    make_dir_parents_and_owners(c, &dir).await;
+}
 
+/// The second half of [`make_dir_semantics`], in `dir`: parents, an existing file,
+/// owners and an unknown group.
+async fn make_dir_parents_and_owners(c: &dyn Container, dir: &str) {
     let deep = format!("{dir}/p/q/r");
     expect_not_found(
         "make_dir without make_parents",
@@ -1445,19 +1513,7 @@ pub async fn bad_input_executes_nothing(c: &dyn Container, scratch: &str) {
     let dir = subdir(c, scratch, "bad-input").await;
     let marker = format!("{dir}/marker");
     let touch = argv(&["touch", &marker]);
-    let assert_nothing_ran = |what: &'static str| {
-        let marker = marker.clone();
-        async move {
-            let ran = c
-                .exists(&marker)
-                .await
-                .unwrap_or_else(|e| panic!("exists({marker}): {e}"));
-            assert!(
-                !ran,
-                "{what}: the command ran although its input was refused"
-            );
-        }
-    };
+    let assert_nothing_ran = |what: &'static str| assert_nothing_ran(c, &marker, what);
 
     let with_nul = argv(&["touch", &marker, "x\0y"]);
     expect_invalid(
@@ -1531,7 +1587,24 @@ pub async fn bad_input_executes_nothing(c: &dyn Container, scratch: &str) {
         other => panic!("expected UnknownUser, got {other:?}"),
     }
     assert_nothing_ran("unknown user").await;
+    bad_paths_are_refused(c, &dir, &marker).await;
+}
 
+/// Asserts that the command that creates `marker` did not run (`what` was refused).
+async fn assert_nothing_ran(c: &dyn Container, marker: &str, what: &str) {
+    let ran = c
+        .exists(marker)
+        .await
+        .unwrap_or_else(|e| panic!("exists({marker}): {e}"));
+    assert!(
+        !ran,
+        "{what}: the command ran although its input was refused"
+    );
+}
+
+/// The path half of [`bad_input_executes_nothing`], in `dir`: relative, empty and NUL
+/// paths are refused by every file operation, which leaves nothing behind.
+async fn bad_paths_are_refused(c: &dyn Container, dir: &str, marker: &str) {
     for path in ["relative/file", "", "./file"] {
         expect_invalid(
             "push",
@@ -1570,9 +1643,9 @@ pub async fn bad_input_executes_nothing(c: &dyn Container, scratch: &str) {
         c.remove_path(&nul_path, false).await,
         &nul_path,
     );
-    assert_nothing_ran("NUL in a path").await;
+    assert_nothing_ran(c, marker, "NUL in a path").await;
     let names = c
-        .list_files(&dir, ListOptions::default())
+        .list_files(dir, ListOptions::default())
         .await
         .unwrap_or_else(|e| panic!("list {dir}: {e}"));
     assert!(
@@ -1673,20 +1746,30 @@ pub async fn push_with_owner_never_follows_a_symlink(c: &dyn Container, scratch:
     assert_eq!(info(c, &target).await.kind, FileKind::File);
     assert_eq!(c.pull(&target).await.unwrap_or_default(), b"new");
     untouched(c, &victim, &owner, "a symlink at the target").await;
-    if !root {
-        return;
+    if root {
+        owner_race_with_a_swapper(c, scratch, &dir, &victim, &owner).await;
     }
+}
 
-    // The race: `nobody` owns the parent and swaps every new entry for a symlink.
+/// The race of [`push_with_owner_never_follows_a_symlink`] (as root): `nobody` owns the
+/// parent and swaps every new entry for a symlink to `victim`.
+async fn owner_race_with_a_swapper(
+    c: &dyn Container,
+    scratch: &str,
+    dir: &str,
+    victim: &str,
+    owner: &str,
+) {
+    let user = Some("nobody".to_string());
     let shared = format!("{dir}/shared");
     bash(
         c,
         r#"chmod a+x -- "$1" "$2" && mkdir -- "$3" && chown nobody: -- "$3""#,
-        &[scratch, &dir, &shared],
+        &[scratch, dir, &shared],
     )
     .await;
     let stop = format!("{dir}/stop");
-    let swapper_argv = argv(&["python3", "-c", SWAPPER, &shared, &victim, &stop]);
+    let swapper_argv = argv(&["python3", "-c", SWAPPER, &shared, victim, &stop]);
     let swapper = c.exec(
         &swapper_argv,
         ExecOptions {
@@ -1743,8 +1826,8 @@ pub async fn push_with_owner_never_follows_a_symlink(c: &dyn Container, scratch:
     assert!(swaps > 0, "the swapper never swapped anything");
     untouched(
         c,
-        &victim,
-        &owner,
+        victim,
+        owner,
         "a symlink swapped in during push or make_dir",
     )
     .await;

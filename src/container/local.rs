@@ -728,35 +728,58 @@ async fn prepare(command: &[String], options: &ExecOptions) -> Result<Prepared, 
             .map(|((u, name), gid)| (name, u.uid(), gid)),
         group.as_ref().map(|(name, gid)| (name.as_str(), *gid)),
     )?;
+    let (home, private) = home_for(user.as_ref(), &switch).await?;
+    Ok(Prepared {
+        command: command_for(command, options, home.as_deref(), &switch),
+        _home: private,
+    })
+}
 
-    let mut private = None;
-    let mut private_home_path = || -> Result<PathBuf, ContainerError> {
+/// The `HOME` of a command run as `user` (`None`: as this process): the user's own
+/// when it can write there, else a private one made for the call (kept alive by the
+/// second value).
+async fn home_for(
+    user: Option<&RunAs>,
+    switch: &Switch,
+) -> Result<(Option<PathBuf>, Option<tempfile::TempDir>), ContainerError> {
+    let private = || -> Result<_, ContainerError> {
         let dir = private_home(switch.uid, switch.gid)?;
-        let path = dir.path().to_path_buf();
-        private = Some(dir);
-        Ok(path)
+        Ok((Some(dir.path().to_path_buf()), Some(dir)))
     };
-    let home: Option<PathBuf> = match &user {
+    match user {
         Some(RunAs::Known(u)) => {
             let gid = switch.gid.unwrap_or(u.gid.as_raw());
             if writable_dir(&u.dir, u.uid.as_raw(), gid).await {
-                Some(u.dir.clone())
+                Ok((Some(u.dir.clone()), None))
             } else {
-                Some(private_home_path()?)
+                private()
             }
         }
-        Some(RunAs::Bare(_)) => Some(private_home_path()?),
-        None => match std::env::var_os("HOME") {
-            Some(h) if !h.is_empty() => Some(PathBuf::from(h)),
-            _ => User::from_uid(geteuid()).ok().flatten().map(|u| u.dir),
-        },
-    };
+        Some(RunAs::Bare(_)) => private(),
+        None => Ok((
+            match std::env::var_os("HOME") {
+                Some(h) if !h.is_empty() => Some(PathBuf::from(h)),
+                _ => User::from_uid(geteuid()).ok().flatten().map(|u| u.dir),
+            },
+            None,
+        )),
+    }
+}
 
+/// The command to spawn: its exact environment (`PATH`, `LANG`, `HOME` and the
+/// variables asked for), working dir, ids and pipes.
+fn command_for(
+    command: &[String],
+    options: &ExecOptions,
+    home: Option<&std::path::Path>,
+    switch: &Switch,
+) -> Command {
+    let program = &command[0];
     let mut env: BTreeMap<&OsStr, &OsStr> = BTreeMap::new();
     let path_var = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
     env.insert(OsStr::new("PATH"), &path_var);
     env.insert(OsStr::new("LANG"), OsStr::new("C.UTF-8"));
-    if let Some(h) = &home {
+    if let Some(h) = home {
         env.insert(OsStr::new("HOME"), h.as_os_str());
     }
     for (k, v) in &options.environment {
@@ -787,10 +810,7 @@ async fn prepare(command: &[String], options: &ExecOptions) -> Result<Prepared, 
         // std drops root's supplementary groups (setgroups(0)) before setuid.
         cmd.uid(uid);
     }
-    Ok(Prepared {
-        command: cmd,
-        _home: private,
-    })
+    cmd
 }
 
 async fn run(

@@ -476,12 +476,17 @@ impl S3Client {
         if declared.is_some_and(|n| n > max_bytes) {
             return Err(too_large());
         }
-        let failed = |message: String| S3Error::Request {
-            operation: "GetObject",
-            bucket: self.bucket.clone(),
-            key: key.to_string(),
-            message,
-        };
+        let failed =
+            |message: String, source: aws_sdk_s3::primitives::ByteStreamError| S3Error::Request {
+                operation: "GetObject",
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                status: None,
+                code: None,
+                transport: Some(crate::error::Transport::of(&source)),
+                message: message.into(),
+                source: Some(Box::new(source)),
+            };
         // Never more than the cap ahead of time, whatever the header says.
         let expected = declared.unwrap_or(0).min(max_bytes).min(1 << 20);
         let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
@@ -497,10 +502,8 @@ impl S3Client {
                 }
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    return Err(failed(format!(
-                        "reading the body: {}",
-                        DisplayErrorContext(&e)
-                    )));
+                    let message = format!("reading the body: {}", DisplayErrorContext(&e));
+                    return Err(failed(message, e));
                 }
                 Ok(Some(Ok(chunk))) => chunk,
             };
@@ -702,7 +705,7 @@ impl S3Client {
         err: SdkError<E, HttpResponse>,
     ) -> S3Error
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code();
@@ -728,11 +731,16 @@ impl S3Client {
             };
         }
         tracing::debug!(operation, key, error = %DisplayErrorContext(&err), "s3 request failed");
+        let answered = matches!(err, SdkError::ServiceError(_) | SdkError::ResponseError(_));
         S3Error::Request {
             operation,
             bucket: self.bucket.clone(),
             key: key.to_string(),
-            message: describe(&err),
+            status,
+            code: code.map(Into::into),
+            transport: (!answered).then(|| crate::error::Transport::of(&err)),
+            message: describe(&err).into(),
+            source: Some(Box::new(err)),
         }
     }
 }
@@ -1053,7 +1061,7 @@ impl S3Client {
         err: SdkError<E, HttpResponse>,
     ) -> Result<Conditional, S3Error>
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code();

@@ -19,7 +19,7 @@
 //! YAML documents, where lists may be real lists, `attributes` a map and numbers
 //! numbers.
 //!
-//! Construction goes through one validation step ([`validator`]), so an invalid
+//! Construction goes through one validation step (`Checked::problems`), so an invalid
 //! [`S3Parameters`] cannot exist, and nothing the relation sends can panic the crate or
 //! reach a header or a config file unchecked: no field may hold control characters,
 //! `region` must look like a region name, certificates are parsed by the same parser
@@ -45,7 +45,6 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_json::Value;
-use validator::{Validate, ValidationError, ValidationErrors};
 
 use super::credentials::{AmbientCredentials, CredentialSource};
 use super::sse::{self, ServerSideEncryption};
@@ -150,6 +149,16 @@ pub struct S3Parameters {
 pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl S3Parameters {
+    /// The relation keys the parameters are read from (s3 interface v0 and v1), as the
+    /// relation spells them: a tool that reads them from a file a person writes can
+    /// refuse any other key (a misspelt `endpiont`) instead of ignoring it.
+    ///
+    /// ```
+    /// use synapse_backup::S3Parameters;
+    /// assert!(S3Parameters::RELATION_KEYS.contains(&"delete-older-than-days"));
+    /// ```
+    pub const RELATION_KEYS: &'static [&'static str] = &FIELDS;
+
     /// Sets the overall deadline of every S3 request the crate's client sends
     /// ([`S3Client`](crate::S3Client)): a request without an answer by then fails with
     /// [`S3Error::TimedOut`](crate::S3Error::TimedOut) (each attempt gets it, and all
@@ -645,44 +654,74 @@ struct PemEntry {
     pem: String,
 }
 
-/// Values coerced to their types, ready for the `validator` rules.
-#[derive(Validate)]
-#[validate(schema(function = "region_or_endpoint", skip_on_field_errors = false))]
+/// Values coerced to their types, ready for the rules ([`Checked::problems`]).
 struct Checked {
-    #[validate(custom(function = "access_key_id"))]
     access_key: String,
-    #[validate(custom(function = "required_secret"))]
     secret_key: String,
-    #[validate(custom(function = "header_safe_secret"))]
     session_token: Option<String>,
-    #[validate(custom(function = "secret_uri"))]
     secret_extra: Option<String>,
-    #[validate(custom(function = "bucket_name"))]
     bucket: String,
-    #[validate(custom(function = "region_name"))]
     region: Option<String>,
-    #[validate(custom(function = "endpoint_url"))]
     endpoint: Option<String>,
-    #[validate(custom(function = "key_prefix"))]
     path: String,
-    #[validate(custom(function = "uri_style"))]
     s3_uri_style: Option<String>,
-    #[validate(custom(function = "storage_class_name"))]
     storage_class: Option<String>,
-    #[validate(custom(function = "pem_certificates"))]
     tls_ca_chain: Vec<PemEntry>,
-    #[validate(custom(function = "api_version"))]
     s3_api_version: Option<String>,
-    #[validate(custom(function = "attribute_entries"))]
     attributes: BTreeMap<String, String>,
-    #[validate(custom(function = "major_minor"))]
     lib_version: Option<String>,
-    #[validate(range(
-        min = 1,
-        max = 4_294_967_295_i64,
-        message = "must be a positive whole number of days"
-    ))]
     delete_older_than_days: Option<i64>,
+}
+
+impl Checked {
+    /// What breaks a rule, each with its field: every field's own rule (on a value that
+    /// is present), then the rules across fields.
+    fn problems(&self) -> Vec<FieldProblem> {
+        let optional = |value: &Option<String>, check: fn(&str) -> Result<(), Rule>| {
+            value.as_deref().map_or(Ok(()), check)
+        };
+        let days = match self.delete_older_than_days {
+            Some(d) if !(1..=i64::from(u32::MAX)).contains(&d) => {
+                Err(rule("must be a positive whole number of days"))
+            }
+            _ => Ok(()),
+        };
+        [
+            ("access-key", access_key_id(&self.access_key)),
+            ("secret-key", required_secret(&self.secret_key)),
+            (
+                "session-token",
+                optional(&self.session_token, header_safe_secret),
+            ),
+            ("secret-extra", optional(&self.secret_extra, secret_uri)),
+            ("bucket", bucket_name(&self.bucket)),
+            ("region", optional(&self.region, region_name)),
+            ("endpoint", optional(&self.endpoint, endpoint_url)),
+            ("path", key_prefix(&self.path)),
+            ("s3-uri-style", optional(&self.s3_uri_style, uri_style)),
+            (
+                "storage-class",
+                optional(&self.storage_class, storage_class_name),
+            ),
+            ("tls-ca-chain", pem_certificates(&self.tls_ca_chain)),
+            (
+                "s3-api-version",
+                optional(&self.s3_api_version, api_version),
+            ),
+            ("attributes", attribute_entries(&self.attributes)),
+            ("lib-version", optional(&self.lib_version, major_minor)),
+            ("delete-older-than-days", days),
+            ("region", region_or_endpoint(self)),
+        ]
+        .into_iter()
+        .filter_map(|(field, result)| {
+            result.err().map(|Rule(message)| FieldProblem {
+                field: field.into(),
+                message: message.into_owned(),
+            })
+        })
+        .collect()
+    }
 }
 
 impl TryFrom<RawS3Parameters> for S3Parameters {
@@ -747,9 +786,7 @@ impl TryFrom<RawS3Parameters> for S3Parameters {
         for message in sse_problems {
             problems.add("attributes", message);
         }
-        if let Err(errors) = checked.validate() {
-            problems.add_validation(&errors);
-        }
+        problems.add_rules(checked.problems());
         problems.into_result()?;
         Ok(S3Parameters {
             access_key: checked.access_key,
@@ -797,22 +834,8 @@ impl Problems {
         self.add(field, message);
     }
 
-    fn add_validation(&mut self, errors: &ValidationErrors) {
-        let mut found = Vec::new();
-        for (name, list) in errors.field_errors() {
-            for error in list {
-                let field = match error.params.get("field").and_then(Value::as_str) {
-                    Some(field) => field.to_string(),
-                    None => name.replace('_', "-"),
-                };
-                let message = error
-                    .message
-                    .as_deref()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("is invalid ({})", error.code));
-                found.push(FieldProblem { field, message });
-            }
-        }
+    /// The rules' problems, except on fields whose value was already discarded.
+    fn add_rules(&mut self, found: Vec<FieldProblem>) {
         for problem in found {
             if !self.discarded.contains(&problem.field) {
                 self.found.push(problem);
@@ -1118,8 +1141,11 @@ fn days(problems: &mut Problems, value: Option<Value>) -> Option<i64> {
     }
 }
 
-fn rule(message: impl Into<Cow<'static, str>>) -> ValidationError {
-    ValidationError::new("invalid").with_message(message.into())
+/// A broken rule: what is wrong with the value (its field is named by the caller).
+struct Rule(Cow<'static, str>);
+
+fn rule(message: impl Into<Cow<'static, str>>) -> Rule {
+    Rule(message.into())
 }
 
 const CONTROL: &str = "must not contain control characters";
@@ -1128,7 +1154,7 @@ fn has_control(value: &str) -> bool {
     value.chars().any(char::is_control)
 }
 
-fn required_secret(value: &str) -> Result<(), ValidationError> {
+fn required_secret(value: &str) -> Result<(), Rule> {
     if value.trim().is_empty() {
         Err(rule("is required"))
     } else if has_control(value) {
@@ -1139,13 +1165,13 @@ fn required_secret(value: &str) -> Result<(), ValidationError> {
 }
 
 /// The access key id goes into the `Authorization` header: visible ASCII only.
-fn access_key_id(value: &str) -> Result<(), ValidationError> {
+fn access_key_id(value: &str) -> Result<(), Rule> {
     required_secret(value)?;
     header_safe_secret(value)
 }
 
 /// A secret sent in a header (`x-amz-security-token`): visible ASCII, no spaces.
-fn header_safe_secret(value: &str) -> Result<(), ValidationError> {
+fn header_safe_secret(value: &str) -> Result<(), Rule> {
     if value.chars().all(|c| c.is_ascii_graphic()) {
         Ok(())
     } else {
@@ -1156,7 +1182,7 @@ fn header_safe_secret(value: &str) -> Result<(), ValidationError> {
 }
 
 /// A Juju secret URI (`secret:…` or `secret://…`). Not echoed.
-fn secret_uri(value: &str) -> Result<(), ValidationError> {
+fn secret_uri(value: &str) -> Result<(), Rule> {
     if value.starts_with("secret:") && value.chars().all(|c| c.is_ascii_graphic()) {
         Ok(())
     } else {
@@ -1170,7 +1196,7 @@ fn secret_uri(value: &str) -> Result<(), ValidationError> {
 /// servers follow too (`fr-par`, `nyc3`, `auto`): 1 to 63 lower-case letters, digits and
 /// hyphens, starting and ending with a letter or digit. The region goes into request
 /// signatures, host names and the aws CLI's config file.
-fn region_name(region: &str) -> Result<(), ValidationError> {
+fn region_name(region: &str) -> Result<(), Rule> {
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     let ok = (1..=63).contains(&region.len())
         && region.chars().all(|c| allowed(c) || c == '-')
@@ -1189,7 +1215,7 @@ fn region_name(region: &str) -> Result<(), ValidationError> {
 
 /// `s3-api-version`: `4`. `2` (SigV2) is refused: the AWS SDK has no SigV2 signer and
 /// AWS retired it.
-fn api_version(version: &str) -> Result<(), ValidationError> {
+fn api_version(version: &str) -> Result<(), Rule> {
     match version {
         "4" | "v4" | "s3v4" => Ok(()),
         "2" | "v2" | "s3v2" => Err(rule(
@@ -1200,7 +1226,7 @@ fn api_version(version: &str) -> Result<(), ValidationError> {
 }
 
 /// `lib-version`: `MAJOR.MINOR`.
-fn major_minor(version: &str) -> Result<(), ValidationError> {
+fn major_minor(version: &str) -> Result<(), Rule> {
     let digits = |s: &str| !s.is_empty() && s.len() <= 9 && s.chars().all(|c| c.is_ascii_digit());
     match version.split_once('.') {
         Some((major, minor)) if digits(major) && digits(minor) => Ok(()),
@@ -1211,7 +1237,7 @@ fn major_minor(version: &str) -> Result<(), ValidationError> {
 }
 
 /// S3 bucket naming rules (general purpose buckets).
-fn bucket_name(name: &str) -> Result<(), ValidationError> {
+fn bucket_name(name: &str) -> Result<(), Rule> {
     if name.is_empty() {
         return Err(rule("is required"));
     }
@@ -1250,7 +1276,7 @@ fn bucket_name(name: &str) -> Result<(), ValidationError> {
 
 /// An `http` or `https` URL with a host, no credentials, query or fragment. The URL is
 /// not echoed (it could carry credentials).
-fn endpoint_url(endpoint: &str) -> Result<(), ValidationError> {
+fn endpoint_url(endpoint: &str) -> Result<(), Rule> {
     // The URL parser silently drops tabs and newlines: refuse them first.
     if has_control(endpoint) {
         return Err(rule(CONTROL));
@@ -1275,7 +1301,7 @@ fn endpoint_url(endpoint: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-fn key_prefix(path: &str) -> Result<(), ValidationError> {
+fn key_prefix(path: &str) -> Result<(), Rule> {
     if has_control(path) {
         Err(rule(CONTROL))
     } else {
@@ -1283,14 +1309,14 @@ fn key_prefix(path: &str) -> Result<(), ValidationError> {
     }
 }
 
-fn uri_style(style: &str) -> Result<(), ValidationError> {
+fn uri_style(style: &str) -> Result<(), Rule> {
     match style {
         "path" | "host" => Ok(()),
         other => Err(rule(format!("must be \"path\" or \"host\", not {other:?}"))),
     }
 }
 
-fn storage_class_name(class: &str) -> Result<(), ValidationError> {
+fn storage_class_name(class: &str) -> Result<(), Rule> {
     if class
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -1303,7 +1329,7 @@ fn storage_class_name(class: &str) -> Result<(), ValidationError> {
     }
 }
 
-fn pem_certificates(chain: &[PemEntry]) -> Result<(), ValidationError> {
+fn pem_certificates(chain: &[PemEntry]) -> Result<(), Rule> {
     let mut broken = Vec::new();
     for entry in chain {
         if let Err(why) = check_pem(&entry.pem) {
@@ -1368,7 +1394,7 @@ fn as_pem(given: &str) -> Result<String, String> {
 
 /// Attribute names are HTTP header names (RFC 9110 tokens); values hold no control
 /// characters. Values are not echoed.
-fn attribute_entries(attributes: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+fn attribute_entries(attributes: &BTreeMap<String, String>) -> Result<(), Rule> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     let mut broken = Vec::new();
     for (name, value) in attributes {
@@ -1388,11 +1414,9 @@ fn attribute_entries(attributes: &BTreeMap<String, String>) -> Result<(), Valida
     }
 }
 
-fn region_or_endpoint(checked: &Checked) -> Result<(), ValidationError> {
+fn region_or_endpoint(checked: &Checked) -> Result<(), Rule> {
     if checked.region.is_none() && checked.endpoint.is_none() {
-        let mut error = rule("region or endpoint must be set");
-        error.add_param(Cow::Borrowed("field"), &"region");
-        Err(error)
+        Err(rule("region or endpoint must be set"))
     } else {
         Ok(())
     }
@@ -1412,6 +1436,65 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+    }
+
+    /// Every field's rule is run, and each broken one is reported once under its own
+    /// field (the rules once ran through `validator`'s derive; now plain code).
+    #[test]
+    fn every_rule_names_its_field() {
+        let mut data = base();
+        data.remove("region");
+        for (k, v) in [
+            ("access-key", "A K"),
+            ("secret-key", " "),
+            ("session-token", "t\u{7}"),
+            ("bucket", "B"),
+            ("path", "a\u{1}b"),
+            ("s3-uri-style", "sideways"),
+            ("storage-class", "a/b"),
+            ("tls-ca-chain", "not a certificate"),
+            ("s3-api-version", "x"),
+            ("attributes", "a=b\u{1}"),
+            ("lib-version", "one"),
+            ("delete-older-than-days", "0"),
+        ] {
+            data.insert(k.into(), v.into());
+        }
+        let e = S3Parameters::from_relation_data(&data).unwrap_err();
+        let mut fields = e.fields();
+        fields.sort_unstable();
+        let mut expected = vec![
+            "access-key",
+            "attributes",
+            "bucket",
+            "delete-older-than-days",
+            "lib-version",
+            "path",
+            "region",
+            "s3-api-version",
+            "s3-uri-style",
+            "secret-key",
+            "session-token",
+            "storage-class",
+            "tls-ca-chain",
+        ];
+        expected.sort_unstable();
+        assert_eq!(fields, expected, "{e}");
+        let text = e.to_string();
+        assert!(text.contains("region or endpoint must be set"), "{text}");
+        assert!(
+            text.contains("must be a positive whole number of days"),
+            "{text}"
+        );
+
+        let mut data = base();
+        data.insert("region".into(), "eu west".into());
+        data.insert("endpoint".into(), "ftp://x".into());
+        data.insert("secret-extra".into(), "not a secret uri\n".into());
+        let e = S3Parameters::from_relation_data_with_secret(&data, &HashMap::new()).unwrap_err();
+        let mut fields = e.fields();
+        fields.sort_unstable();
+        assert_eq!(fields, ["endpoint", "region", "secret-extra"], "{e}");
     }
 
     #[test]

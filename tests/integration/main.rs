@@ -22,6 +22,7 @@ mod lock;
 #[cfg(feature = "testing")]
 mod parsers;
 mod passphrase;
+mod priority;
 mod progress;
 mod prune;
 mod quickstart;

@@ -11,7 +11,7 @@
 # Environment: SB_WORK (work dir), SB_BUCKET, SB_KEY, SB_HEAD_BYTES, SB_MEMBER (the
 # inner manifest's member name), SB_TAR, SB_GPG, SB_AWS, the aws CLI's AWS_* variables.
 # Positional parameters: the aws CLI's extra arguments.
-# Exit codes: 0 (whatever gpg and tar said); 10 the download failed (aws's stderr on
+# Exit codes: 0 (whatever gpg and tar said); 15 the download failed (aws's stderr on
 # ours).
 set -euo pipefail
 umask 077
@@ -21,7 +21,7 @@ w=$SB_WORK
 if ! "$SB_AWS" s3api get-object "$@" --bucket "$SB_BUCKET" --key "$SB_KEY" \
   --range "bytes=0-$((SB_HEAD_BYTES - 1))" "$w/part" >/dev/null 2>"$w/aws.err"; then
   cat -- "$w/aws.err" >&2
-  exit 10
+  exit 15
 fi
 set +e
 "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \

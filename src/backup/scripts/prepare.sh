@@ -10,9 +10,10 @@
 # SB_SNAPSHOT_TIMEOUT (seconds the snapshot may take).
 # Exit codes: 0; 20 no snapshot tool; 21 the snapshot failed or timed out (stderr says
 # which); 22 the snapshot fails SQLite's `PRAGMA integrity_check` (the live database is
-# damaged; stderr has the check's first lines); 40 not enough free space for the
-# snapshot (the free bytes in $SB_WORK/avail, the need in $SB_WORK/need); anything else:
-# a collection step failed (stderr says which).
+# damaged; stderr has the check's first lines); 23 not enough free space for the
+# snapshot (the free bytes in $SB_WORK/avail, the need in $SB_WORK/need); 24 a member
+# that is a symlink does not lead to a regular file; anything else: a collection step
+# failed (stderr says which). The codes are the table in src/backup/scripts.rs.
 set -euo pipefail
 umask 077
 w=$SB_WORK
@@ -33,7 +34,7 @@ if [ -n "${SB_DB:-}" ]; then
   printf '%s\n' "$need" >"$w/need"
   if [ "$avail" -lt "$need" ]; then
     echo "not enough free space in $w for the database snapshot: need $need bytes, $avail available" >&2
-    exit 40
+    exit 23
   fi
   limit=${SB_SNAPSHOT_TIMEOUT:-0}
   snap_st=0
@@ -92,7 +93,7 @@ if [ -s "$w/links" ]; then
   while IFS= read -r -d '' m; do
     if [ ! -f "$SB_ROOT/$m" ]; then
       echo "$m is a symbolic link to something that is not a readable regular file" >&2
-      exit 3
+      exit 24
     fi
     mkdir -p -- "$w/snap/$(dirname -- "$m")"
     cp -L --preserve=mode,timestamps -- "$SB_ROOT/$m" "$w/snap/$m"

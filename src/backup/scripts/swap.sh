@@ -26,11 +26,12 @@
 # Environment: SB_WORK, SB_ROOT; SB_DB_MEMBER for swap; SB_STAGE_BASE and
 # SB_PREFLIGHT_STAGING for preflight; SB_STAGED_DB, SB_KEEP_OTK, SB_PYTHON, SB_SQLITE3 for
 # check-db; SB_TARGET for place.
-# Exit codes: 0 (place: 1 when a move failed, stderr names it); 30 a move failed and everything done was undone; 31 the undo itself
+# Exit codes: 0; 30 a move failed and everything done was undone; 31 the undo itself
 # failed (the set-aside live files are left in $SB_WORK/aside); 32 the staged database
 # failed its check (stderr says how); 33 no tool to check it with; 34 (preflight) a
 # path the swap must change is not writable (stderr names it); 35 (preflight) not
-# enough space (`<need> <available> <path>` in $SB_WORK/preflight).
+# enough space (`<need> <available> <path>` in $SB_WORK/preflight); 36 (place) a
+# destination exists (stderr names it). The codes are the table in src/backup/scripts.rs.
 set -euo pipefail
 umask 077
 w=$SB_WORK
@@ -46,7 +47,7 @@ case "${1:-swap}" in
       dest="$SB_TARGET/$m"
       if [ -e "$dest" ] || [ -L "$dest" ]; then
         echo "cannot place $m: $dest exists" >&2
-        exit 1
+        exit 36
       fi
       mkdir -p -- "$(dirname -- "$dest")"
       mv -T -- "$w/stage/$m" "$dest"

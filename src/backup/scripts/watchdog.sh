@@ -12,7 +12,28 @@
 # script sets none). Nothing here reads or
 # writes the positional parameters; the including script sees them unchanged.
 # Environment: SB_SUPERVISED (set here: the re-executed shell does not re-execute).
+#
+# First, the priority the caller asked for (src/backup/priority.rs): the script
+# re-executes itself once (same process, so same group) under `nice -n SB_NICE` and
+# `ionice SB_IONICE` (e.g. `-c 2 -n 7`), each only when set and its tool installed
+# (`ionice` is util-linux's: without it only the CPU priority changes). Everything the
+# script starts inherits both. Environment: SB_NICE, SB_IONICE, SB_PRIORITISED (set here).
 set -euo pipefail
+if [ -z "${SB_PRIORITISED:-}" ] && [ -n "${SB_NICE:-}${SB_IONICE:-}" ]; then
+  export SB_PRIORITISED=1
+  sb_wrap=()
+  if [ -n "${SB_IONICE:-}" ] && command -v ionice >/dev/null 2>&1; then
+    # Two or four words, made by this crate: split on purpose.
+    # shellcheck disable=SC2206
+    sb_wrap+=(ionice -t $SB_IONICE)
+  fi
+  if [ -n "${SB_NICE:-}" ] && command -v nice >/dev/null 2>&1; then
+    sb_wrap+=(nice -n "$SB_NICE")
+  fi
+  if [ "${#sb_wrap[@]}" -gt 0 ]; then
+    exec "${sb_wrap[@]}" "$BASH" -c "$BASH_EXECUTION_STRING" "$0" "$@"
+  fi
+fi
 read -r _ _ _ _ sb_pgid _ </proc/$$/stat
 if [ "$sb_pgid" != "$$" ] && [ -z "${SB_SUPERVISED:-}" ] && command -v setsid >/dev/null 2>&1; then
   export SB_SUPERVISED=1

@@ -9,29 +9,31 @@
 #                      that needs no space beside the data (verify), or where there is
 #                      no data dir.
 #   make-in DIR PREFIX as make, in DIR, which it first makes (`mkdir -p`) and which
-#                      must be empty (exit 3 otherwise): an extraction's target.
+#                      must be empty (exit 51 otherwise): an extraction's target.
 #   target DIR         checks an extraction's target DIR (absolute): every existing
 #                      component owned by root or this user and not writable by others
-#                      (sticky ancestors, as /tmp, excepted; never DIR itself); exit 6
+#                      (sticky ancestors, as /tmp, excepted; never DIR itself); exit 54
 #                      (stderr says which) otherwise. Makes what is missing (0700) and
 #                      prints the topmost dir it made (an empty line: none).
 #   unmake DIR TOP     removes DIR and its parents up to TOP while they are empty.
 #   write DIR NAME     writes stdin to the new file DIR/NAME (mode 0600); NAME has no `/`.
 #   read FILE [OFFSET LENGTH]
-#                      prints FILE, or LENGTH bytes of it from byte OFFSET (0-based).
-#   size FILE          prints FILE's size in bytes.
+#                      prints FILE, or LENGTH bytes of it from byte OFFSET (0-based);
+#                      exit 52 when FILE does not exist.
+#   size FILE          prints FILE's size in bytes; exit 52 when FILE does not exist.
 #   list DIR PATTERN   prints `<type> <name>\0` (find's %y: f, d, l, ...) for each entry
-#                      of DIR whose name matches the glob PATTERN; exit 4 when DIR does
-#                      not exist, 5 when it is not a directory.
+#                      of DIR whose name matches the glob PATTERN; exit 52 when DIR does
+#                      not exist, 53 when it is not a directory.
 #   kind PATH          prints PATH's type letter (find's %y, a symlink not followed);
-#                      exit 4 when it does not exist.
+#                      exit 52 when it does not exist.
 #   remove DIR         removes DIR and everything in it.
 #   sweep DIR          a dead restore's work dir: prints `kept` after removing all but
 #                      `aside/`, `aside.log`, `placed.log`, `swap.list` and `owner` when
 #                      its swap had begun, else removes it and prints `removed`.
-# Exit codes: 0; 3 (make-in) DIR is not empty; 4 (list, kind) no such path; 6 (target)
-# the target is refused; anything
-# else: the step failed (stderr says why).
+# Exit codes: 0; 50 an unknown mode or a bad work file name; 51 (make-in) DIR is not
+# empty; 52 (list, kind, read, size) no such path; 53 (list) not a directory; 54
+# (target) the target is refused; anything else: the step failed (stderr says why).
+# The codes are the table in src/backup/scripts.rs.
 set -euo pipefail
 umask 077
 make() {
@@ -52,7 +54,7 @@ case "$1" in
     mkdir -p -- "$2"
     if [ -n "$(ls -A -- "$2")" ]; then
       echo "$2 is not empty" >&2
-      exit 3
+      exit 51
     fi
     make "$2" "$3"
     ;;
@@ -70,22 +72,22 @@ case "$1" in
     done
     check=$d
     while :; do
-      if [ -L "$check" ]; then echo "$check is a symbolic link" >&2; exit 6; fi
+      if [ -L "$check" ]; then echo "$check is a symbolic link" >&2; exit 54; fi
       read -r owner mode < <(stat -c '%u %a' -- "$check")
       if [ "$owner" != 0 ] && [ "$owner" != "$me" ]; then
         echo "$check is owned by uid $owner, neither root nor the workload user" >&2
-        exit 6
+        exit 54
       fi
       if [ $((8#$mode & 8#022)) -ne 0 ]; then
         if [ "$check" = "$2" ] || [ $((8#$mode & 8#1000)) -eq 0 ]; then
           echo "$check is writable by other users (mode $mode)" >&2
-          exit 6
+          exit 54
         fi
       fi
       if [ "$check" = / ]; then break; fi
       check=$(dirname -- "$check")
     done
-    if [ -e "$d" ] && [ ! -d "$d" ]; then echo "$d is not a directory" >&2; exit 6; fi
+    if [ -e "$d" ] && [ ! -d "$d" ]; then echo "$d is not a directory" >&2; exit 54; fi
     mkdir -p -- "$2"
     printf '%s\n' "$top"
     ;;
@@ -98,11 +100,12 @@ case "$1" in
     done
     ;;
   write)
-    case "$3" in */* | '' | . | ..) echo "bad work file name" >&2; exit 2 ;; esac
+    case "$3" in */* | '' | . | ..) echo "bad work file name" >&2; exit 50 ;; esac
     set -o noclobber
     cat >"$2/$3"
     ;;
   read)
+    if [ ! -e "$2" ]; then echo "$2 does not exist" >&2; exit 52; fi
     if [ "$#" -eq 4 ]; then
       dd if="$2" iflag=skip_bytes,count_bytes skip="$3" count="$4" bs=1M status=none
     else
@@ -110,17 +113,18 @@ case "$1" in
     fi
     ;;
   size)
+    if [ ! -e "$2" ]; then echo "$2 does not exist" >&2; exit 52; fi
     stat -c %s -- "$2"
     ;;
   list)
     # DIR may be a symlink to a dir (a volume mounted elsewhere): the trailing slash
     # follows it; its entries are not followed.
-    if [ ! -e "$2" ]; then exit 4; fi
-    if [ ! -d "$2" ]; then echo "$2 is not a directory" >&2; exit 5; fi
+    if [ ! -e "$2" ]; then exit 52; fi
+    if [ ! -d "$2" ]; then echo "$2 is not a directory" >&2; exit 53; fi
     find "${2%/}/" -mindepth 1 -maxdepth 1 -name "$3" -printf '%y %f\0'
     ;;
   kind)
-    if [ ! -e "$2" ] && [ ! -L "$2" ]; then exit 4; fi
+    if [ ! -e "$2" ] && [ ! -L "$2" ]; then exit 52; fi
     find "$2" -maxdepth 0 -printf '%y'
     ;;
   remove)
@@ -144,6 +148,6 @@ case "$1" in
     ;;
   *)
     echo "unknown mode" >&2
-    exit 2
+    exit 50
     ;;
 esac

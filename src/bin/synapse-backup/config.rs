@@ -25,24 +25,8 @@ pub const ENV_PASSPHRASE: &str = "SYNAPSE_BACKUP_PASSPHRASE";
 /// Environment variable naming the passphrase file (what `--passphrase-file` gives).
 pub const ENV_PASSPHRASE_FILE: &str = "SYNAPSE_BACKUP_PASSPHRASE_FILE";
 
-/// The relation keys the `--s3` file may hold (s3 interface v0 and v1).
-const KNOWN_KEYS: [&str; 15] = [
-    "access-key",
-    "secret-key",
-    "session-token",
-    "secret-extra",
-    "lib-version",
-    "bucket",
-    "region",
-    "endpoint",
-    "path",
-    "s3-uri-style",
-    "storage-class",
-    "tls-ca-chain",
-    "s3-api-version",
-    "attributes",
-    "delete-older-than-days",
-];
+/// The relation keys the `--s3` file may hold (s3 interface v0 and v1): the library's.
+const KNOWN_KEYS: &[&str] = S3Parameters::RELATION_KEYS;
 
 /// Reads and validates the `--s3` file (YAML, or JSON when it ends in `.json`), with
 /// `access-key` / `secret-key` / `session-token` taken from [`ENV_ACCESS_KEY`] /

@@ -1,8 +1,8 @@
 //! What an S3 failure means for the operator, and what to do about it: the one place
-//! where the command line reads [`S3Error`]s (the SDK's account of a failure is text,
-//! so this is also the one place that looks into that text).
+//! where the command line reads [`S3Error`]s, by their fields (status, service error
+//! code, transport failure), never by their text.
 
-use synapse_backup::S3Error;
+use synapse_backup::{S3Error, Transport};
 
 use crate::config::{ENV_ACCESS_KEY, ENV_SECRET_KEY};
 
@@ -39,56 +39,33 @@ pub struct Context<'a> {
 /// What `error` means. `listing` says the request was a listing of the bucket, where
 /// "not found" can only mean the bucket.
 pub fn classify(error: &S3Error, listing: bool) -> Option<S3Problem> {
-    let message = match error {
-        S3Error::NotFound { .. } if listing => return Some(S3Problem::BucketMissing),
-        S3Error::Request { message, .. } => message,
-        _ => return None,
+    let S3Error::Request {
+        status,
+        code,
+        transport,
+        message,
+        ..
+    } = error
+    else {
+        return matches!(error, S3Error::NotFound { .. } if listing)
+            .then_some(S3Problem::BucketMissing);
     };
-    let lower = message.to_ascii_lowercase();
-    let has = |needle: &str| lower.contains(needle);
-    if has("nosuchbucket") {
-        return Some(S3Problem::BucketMissing);
+    match (code.as_deref(), status) {
+        (Some("NoSuchBucket"), _) => return Some(S3Problem::BucketMissing),
+        (Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied"), _)
+        | (_, Some(403)) => return Some(S3Problem::Credentials(message.to_string())),
+        (Some("PermanentRedirect" | "AuthorizationHeaderMalformed"), _) | (_, Some(301 | 307)) => {
+            return Some(S3Problem::WrongRegion(message.to_string()));
+        }
+        _ => {}
     }
-    if lower.starts_with("http 403")
-        || has("invalidaccesskeyid")
-        || has("signaturedoesnotmatch")
-        || has("accessdenied")
-    {
-        return Some(S3Problem::Credentials(message.clone()));
-    }
-    if lower.starts_with("http 301")
-        || lower.starts_with("http 307")
-        || has("permanentredirect")
-        || has("authorizationheadermalformed")
-    {
-        return Some(S3Problem::WrongRegion(message.clone()));
-    }
-    if has("certificate") || has("unknownissuer") {
-        return Some(S3Problem::UntrustedCertificate(last_cause(message)));
-    }
-    if has("invalidcontenttype")
-        || has("corrupt message")
-        || has("wrong version number")
-        || has("invalid message")
-        || (has("tls") && has("handshake"))
-    {
-        return Some(S3Problem::TlsToPlainHttp);
-    }
-    if has("connection refused") {
-        return Some(S3Problem::Unreachable("connection refused".into()));
-    }
-    if has("timed out") || has("timeout") {
-        return Some(S3Problem::Unreachable("timed out".into()));
-    }
-    if has("dns error") || has("failed to lookup") || has("name or service not known") {
-        return Some(S3Problem::Unreachable(
-            "the host name does not resolve".into(),
-        ));
-    }
-    if has("dispatch failure") || has("connection reset") || has("io error") {
-        return Some(S3Problem::Unreachable(last_cause(message)));
-    }
-    None
+    Some(match (*transport)? {
+        Transport::UntrustedCertificate => S3Problem::UntrustedCertificate(last_cause(message)),
+        Transport::NotTls => S3Problem::TlsToPlainHttp,
+        Transport::ConnectionRefused => S3Problem::Unreachable("connection refused".into()),
+        Transport::TimedOut => S3Problem::Unreachable("timed out".into()),
+        _ => S3Problem::Unreachable(last_cause(message)),
+    })
 }
 
 /// The innermost cause of a `a: b: c` chain.
@@ -158,12 +135,16 @@ impl S3Problem {
 mod tests {
     use super::*;
 
-    fn request(message: &str) -> S3Error {
+    fn request(status: Option<u16>, code: Option<&str>, transport: Option<Transport>) -> S3Error {
         S3Error::Request {
             operation: "ListObjectsV2",
             bucket: "b".into(),
             key: String::new(),
-            message: message.into(),
+            status,
+            code: code.map(Into::into),
+            transport,
+            message: "dispatch failure: io error: the cause".into(),
+            source: None,
         }
     }
 
@@ -176,25 +157,49 @@ mod tests {
         assert_eq!(classify(&missing, true), Some(S3Problem::BucketMissing));
         assert_eq!(classify(&missing, false), None);
         assert!(matches!(
-            classify(&request("HTTP 403 SignatureDoesNotMatch: no"), false),
+            classify(
+                &request(Some(403), Some("SignatureDoesNotMatch"), None),
+                false
+            ),
+            Some(S3Problem::Credentials(_))
+        ));
+        assert!(matches!(
+            classify(&request(Some(403), None, None), false),
             Some(S3Problem::Credentials(_))
         ));
         assert_eq!(
+            classify(&request(Some(404), Some("NoSuchBucket"), None), false),
+            Some(S3Problem::BucketMissing)
+        );
+        assert!(matches!(
+            classify(&request(Some(301), None, None), false),
+            Some(S3Problem::WrongRegion(_))
+        ));
+        assert_eq!(
             classify(
-                &request(
-                    "dispatch failure: io error: tcp connect error: Connection refused (os error 111)"
-                ),
+                &request(None, None, Some(Transport::ConnectionRefused)),
                 false
             ),
             Some(S3Problem::Unreachable("connection refused".into()))
         );
         assert_eq!(
-            classify(
-                &request("dispatch failure: received corrupt message of type InvalidContentType"),
-                false
-            ),
+            classify(&request(None, None, Some(Transport::NotTls)), false),
             Some(S3Problem::TlsToPlainHttp)
         );
-        assert_eq!(classify(&request("HTTP 500 InternalError"), false), None);
+        assert_eq!(
+            classify(
+                &request(None, None, Some(Transport::UntrustedCertificate)),
+                false
+            ),
+            Some(S3Problem::UntrustedCertificate("the cause".into()))
+        );
+        assert_eq!(
+            classify(&request(None, None, Some(Transport::Other)), false),
+            Some(S3Problem::Unreachable("the cause".into()))
+        );
+        assert_eq!(
+            classify(&request(Some(500), Some("InternalError"), None), false),
+            None
+        );
     }
 }

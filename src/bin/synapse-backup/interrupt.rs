@@ -63,8 +63,8 @@ pub async fn cancel_on_signal<F: Future>(work: F, token: &CancelToken) -> (F::Ou
         out = &mut work => return (out, None),
         signal = signals.next() => signal,
     };
+    // The command's failure says what was stopped and cleaned up: one message.
     token.cancel();
-    crate::output::warn("stopping: cleaning up this run's work dir and partial upload");
     (work.await, Some(received))
 }
 

@@ -1,16 +1,25 @@
-//! Logs, progress and formatting. Logs and progress go to standard error; standard
-//! output carries only results (a backup id, a table, JSON).
+//! What the commands share for printing: logs, progress, informational lines and
+//! formatting. Logs, progress and notes go to standard error; standard output carries
+//! only results (a backup id, a table, JSON). `--quiet` silences the progress and the
+//! informational lines; warnings and errors are always printed.
 
 use std::future::Future;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use synapse_backup::{BackupInfo, BackupStatus, Progress, ProgressCallback};
+use synapse_backup::{BackupInfo, Progress, ProgressCallback};
 use tracing_subscriber::EnvFilter;
+
+/// `--quiet`: no progress and no informational lines.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `--json`: progress as log lines, never a bar (standard output is the JSON).
+static JSON: AtomicBool = AtomicBool::new(false);
 
 /// The spinner or bar on screen, if any: log lines are written around it.
 static PROGRESS: Mutex<Option<ProgressBar>> = Mutex::new(None);
@@ -51,11 +60,23 @@ pub fn warn(text: &str) {
     let _ = LogWriter.write_all(format!("warning: {text}\n").as_bytes());
 }
 
-/// Logs to standard error: `RUST_LOG` when set, else warnings, and with `-v` this
-/// crate's progress (`-vv` debug, `-vvv` trace).
-pub fn init_logging(verbose: u8) {
+/// Prints `text` and a newline on standard error, around the spinner if one is shown,
+/// unless `--quiet`: a note on what was done, not a result and not a warning.
+pub fn info(text: &str) {
+    if !QUIET.load(Ordering::Relaxed) {
+        let _ = LogWriter.write_all(format!("{text}\n").as_bytes());
+    }
+}
+
+/// Sets how the command prints (`--json`, `--quiet`) and starts the logs on standard
+/// error: `RUST_LOG` when set, else warnings and the progress lines, and with `-v` this
+/// crate's progress (`-vv` debug, `-vvv` trace); with `--quiet` warnings and errors only.
+pub fn init(verbose: u8, quiet: bool, json: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+    JSON.store(json, Ordering::Relaxed);
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::new(spec),
+        _ if quiet => EnvFilter::new("warn,aws_config=error"),
         _ => EnvFilter::new(match verbose {
             // aws_config warns with a debug dump when the credential chain's instance
             // metadata probe fails off EC2; the chain's own error says what is missing.
@@ -81,7 +102,7 @@ pub fn init_logging(verbose: u8) {
 /// Runs `work` with a spinner and the elapsed time on standard error when it is a
 /// terminal; silently otherwise.
 pub async fn with_spinner<F: Future>(message: impl Into<String>, work: F) -> F::Output {
-    if !io::stderr().is_terminal() {
+    if QUIET.load(Ordering::Relaxed) || !io::stderr().is_terminal() {
         return work.await;
     }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -105,7 +126,7 @@ pub async fn with_spinner<F: Future>(message: impl Into<String>, work: F) -> F::
 /// How a long operation shows its progress on standard error: on a terminal (without
 /// `--json`) a spinner until the pipeline reports, then a bar that fits 80 columns
 /// (stage, bar, percentage, bytes done and total, rate, time left); otherwise a log
-/// line every [`PROGRESS_EVERY`] (nothing on standard output).
+/// line every [`PROGRESS_EVERY`] (nothing on standard output); nothing with `--quiet`.
 pub struct ProgressView {
     message: String,
     bar: Option<ProgressBar>,
@@ -118,9 +139,16 @@ const BAR_TEMPLATE: &str = "{prefix:10} [{bar:20}] {msg}";
 
 impl ProgressView {
     /// A view for an operation described by `message` (shown until the first report).
-    pub fn new(message: impl Into<String>, json: bool) -> Self {
+    pub fn new(message: impl Into<String>) -> Self {
         let message = message.into();
-        if json || !io::stderr().is_terminal() {
+        if QUIET.load(Ordering::Relaxed) {
+            return ProgressView {
+                message,
+                bar: None,
+                callback: ProgressCallback::new(|_| {}),
+            };
+        }
+        if JSON.load(Ordering::Relaxed) || !io::stderr().is_terminal() {
             let every = std::env::var(ENV_PROGRESS_EVERY)
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
@@ -253,19 +281,10 @@ impl ProgressLog {
     }
 }
 
-/// Bytes in decimal units: `512 B`, `4.2 MB`, `1.1 GB`.
+/// Bytes in decimal units: `512 B`, `4.2 MB`, `1.1 GB` (the library's
+/// [`human_bytes`](synapse_backup::human_bytes), as its progress lines print them).
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1000.0;
-    let mut unit = 0;
-    while value >= 999.95 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
+    synapse_backup::human_bytes(bytes)
 }
 
 /// Seconds with one decimal: `1.3 s`.
@@ -282,31 +301,6 @@ pub fn rate(bytes: u64, duration: Duration) -> String {
 /// RFC 3339 in UTC with a `Z`: `2026-11-26T07:19:00Z`.
 pub fn rfc3339(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-/// One backup in `list --json`: a stable shape for scripts.
-#[derive(Serialize)]
-struct ListEntry<'a> {
-    id: &'a str,
-    status: BackupStatus,
-    last_modified: String,
-    size: u64,
-    key: &'a str,
-}
-
-/// `list --json`: an array of `{id, status, last_modified, size, key}`, newest first.
-pub fn backups_json(backups: &[BackupInfo]) -> String {
-    let entries: Vec<ListEntry<'_>> = backups
-        .iter()
-        .map(|b| ListEntry {
-            id: b.id.as_str(),
-            status: b.status,
-            last_modified: rfc3339(b.last_modified),
-            size: b.size,
-            key: &b.key,
-        })
-        .collect();
-    serde_json::to_string_pretty(&entries).unwrap_or_else(|_| "[]".into())
 }
 
 /// `list`: a table with a header, newest first.
@@ -347,6 +341,30 @@ pub fn backups_table(backups: &[BackupInfo]) -> String {
         out.push_str(&line([&row[0], &row[1], &row[2], &row[3]]));
     }
     out
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+pub fn emit(text: &str) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Writes `value` (a library report, through its `Serialize`) as pretty JSON and a
+/// newline to stdout.
+pub fn emit_json<T: Serialize + ?Sized>(value: &T) {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+    emit(&format!("{text}\n"));
+}
+
+/// Asks on the terminal; only `yes` or `y` agrees.
+pub fn confirm(question: &str) -> bool {
+    eprint!("{question}");
+    let _ = io::stderr().flush();
+    let mut answer = String::new();
+    if io::stdin().lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "yes" | "y")
 }
 
 #[cfg(test)]

@@ -298,55 +298,7 @@ pub(crate) async fn pull(client: &Client, path: &str) -> Result<Vec<u8>, Contain
             let answer = decode(&what, status, &body)?;
             return Err(answer_file_error(path, &answer, &what));
         }
-        let boundary = multer::parse_boundary(&content_type)
-            .map_err(|e| failed(&what, format!("bad multipart answer: {e}")))?;
-        let stream =
-            http_body_util::BodyStream::new(response.into_body()).filter_map(|frame| async {
-                match frame {
-                    Ok(frame) => frame.into_data().ok().map(Ok::<Bytes, hyper::Error>),
-                    Err(e) => Some(Err(e)),
-                }
-            });
-        let mut multipart = multer::Multipart::new(stream, boundary);
-        let mut content: Option<Vec<u8>> = None;
-        let mut checked = false;
-        while let Some(mut field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| failed(&what, format!("bad multipart answer: {e}")))?
-        {
-            match field.name() {
-                Some("files") => {
-                    let mut buf = Vec::new();
-                    while let Some(chunk) = field
-                        .chunk()
-                        .await
-                        .map_err(|e| failed(&what, format!("bad multipart answer: {e}")))?
-                    {
-                        buf.extend_from_slice(&chunk);
-                    }
-                    content = Some(buf);
-                }
-                Some("response") => {
-                    let bytes = field
-                        .bytes()
-                        .await
-                        .map_err(|e| failed(&what, format!("bad multipart answer: {e}")))?;
-                    let answer = decode(&what, StatusCode::OK, &bytes)?;
-                    if answer.is_error() {
-                        return Err(answer_file_error(path, &answer, &what));
-                    }
-                    check_results(&answer.result, &what)?;
-                    checked = true;
-                }
-                _ => {}
-            }
-        }
-        match (checked, content) {
-            (true, Some(content)) => Ok(content),
-            (false, _) => Err(failed(&what, "the answer has no response part")),
-            (true, None) => Err(failed(&what, "the answer has no file part")),
-        }
+        read_answer(response, &content_type, path, &what).await
     };
     match tokio::time::timeout(TRANSFER_TIMEOUT, call).await {
         Ok(result) => result,
@@ -354,6 +306,64 @@ pub(crate) async fn pull(client: &Client, path: &str) -> Result<Vec<u8>, Contain
             &what,
             format!("not done within {TRANSFER_TIMEOUT:?}"),
         )),
+    }
+}
+
+/// The file in a read's multipart answer (of `content_type`), once its response part
+/// says the read succeeded.
+async fn read_answer(
+    response: hyper::Response<hyper::body::Incoming>,
+    content_type: &str,
+    path: &str,
+    what: &str,
+) -> Result<Vec<u8>, ContainerError> {
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| failed(what, format!("bad multipart answer: {e}")))?;
+    let stream = http_body_util::BodyStream::new(response.into_body()).filter_map(|frame| async {
+        match frame {
+            Ok(frame) => frame.into_data().ok().map(Ok::<Bytes, hyper::Error>),
+            Err(e) => Some(Err(e)),
+        }
+    });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut content: Option<Vec<u8>> = None;
+    let mut checked = false;
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| failed(what, format!("bad multipart answer: {e}")))?
+    {
+        match field.name() {
+            Some("files") => {
+                let mut buf = Vec::new();
+                while let Some(chunk) = field
+                    .chunk()
+                    .await
+                    .map_err(|e| failed(what, format!("bad multipart answer: {e}")))?
+                {
+                    buf.extend_from_slice(&chunk);
+                }
+                content = Some(buf);
+            }
+            Some("response") => {
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| failed(what, format!("bad multipart answer: {e}")))?;
+                let answer = decode(what, StatusCode::OK, &bytes)?;
+                if answer.is_error() {
+                    return Err(answer_file_error(path, &answer, what));
+                }
+                check_results(&answer.result, what)?;
+                checked = true;
+            }
+            _ => {}
+        }
+    }
+    match (checked, content) {
+        (true, Some(content)) => Ok(content),
+        (false, _) => Err(failed(what, "the answer has no response part")),
+        (true, None) => Err(failed(what, "the answer has no file part")),
     }
 }
 

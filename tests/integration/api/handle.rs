@@ -101,9 +101,9 @@ async fn create_refuses_an_unusable_passphrase_first() {
 async fn a_cancelled_verify_runs_nothing() {
     let backups = Backups::with_store(
         MockContainer::new(),
-        MemoryStore::new(PATH),
         unreachable_bucket(),
         Layout::default(),
+        MemoryStore::new(PATH),
     )
     .unwrap();
     let cancel = CancelToken::new();
@@ -151,9 +151,9 @@ async fn the_catalog_through_the_handle_over_a_memory_store() {
     }
     let backups = Backups::with_store(
         MockContainer::new(),
-        store.clone(),
         unreachable_bucket(),
         Layout::default(),
+        store.clone(),
     )
     .unwrap();
     let listed: Vec<_> = backups
@@ -216,9 +216,9 @@ async fn a_prune_deletes_only_what_both_its_plan_and_the_bucket_now_allow() {
     put_complete(&store, &mid).await;
     let backups = Backups::with_store(
         MockContainer::new(),
-        store.clone(),
         unreachable_bucket(),
         Layout::default(),
+        store.clone(),
     )
     .unwrap();
     let plan = backups
@@ -335,4 +335,108 @@ async fn a_forwarding_container_works_with_the_reexported_attribute() {
         .await
         .unwrap_err();
     assert!(is_missing_config(&e), "{e}");
+}
+
+const HOMESERVER_YAML: &str = "server_name: example.test\nmedia_store_path: /data/media_store\n\
+    database:\n  name: sqlite3\n  args:\n    database: /data/homeserver.db\n";
+
+/// A workload whose `homeserver.yaml` reads (through `workdir.sh read`, as the workload
+/// user) and where every other command fails: an operation that gets past its bucket
+/// requests stops at the first thing it asks of the workload.
+fn workload_with_config() -> MockContainer {
+    let mut mock = MockContainer::new();
+    mock.expect_exists().returning(|_| Ok(false));
+    mock.expect_list_files().returning(|_, _| Ok(Vec::new()));
+    mock.expect_exec().returning(|argv, _| {
+        if argv.get(4).map(String::as_str) == Some("read")
+            && argv.get(5).is_some_and(|p| p.ends_with("homeserver.yaml"))
+        {
+            return Ok(synapse_backup::ExecOutput {
+                exit_code: 0,
+                stdout: HOMESERVER_YAML.as_bytes().to_vec(),
+                stderr: Vec::new(),
+            });
+        }
+        Err(ContainerError::ExitedNonZero {
+            command: argv[0].clone(),
+            exit_code: 97,
+            stderr: "the workload is a mock".into(),
+        })
+    });
+    mock
+}
+
+/// Restore, verify and extract through a handle over a `MemoryStore` send their bucket
+/// requests (the lock, the HEADs, the manifest) to the store: the parameters' endpoint
+/// has no server, so a request to it would fail with an S3 error. Before, they made
+/// their own `S3Client`, and restore failed with "connection refused" on its lock.
+#[tokio::test]
+async fn restore_verify_and_extract_ask_only_the_handles_store() {
+    let store = MemoryStore::new(PATH);
+    let id = BackupId::from_time(store.now());
+    synapse_backup::testing::put_backup(&store, &id, BackupStatus::Complete, b"ciphertext")
+        .await
+        .unwrap();
+    let backups = Backups::with_store(
+        workload_with_config(),
+        unreachable_bucket(),
+        Layout::default(),
+        store.clone(),
+    )
+    .unwrap();
+
+    // restore's decision path: preconditions, the lock, the backup located in the store;
+    // then it needs the workload (its work dir), which the mock refuses.
+    let e = backups
+        .restore("a passphrase", &id, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            BackupError::Container(ContainerError::ExitedNonZero { exit_code: 97, .. })
+        ),
+        "{e:?}"
+    );
+    assert!(
+        store.keys().iter().all(|k| !k.contains(".synapse-backup.")),
+        "the lock is released: {:?}",
+        store.keys()
+    );
+
+    // verify and extract locate the backup in the store, then need the workload.
+    let e = backups
+        .verify("a passphrase", &id, &VerifyOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, BackupError::Container(_)), "{e:?}");
+    let target = synapse_backup::ExtractTarget::new("/tmp/extracted");
+    let e = backups
+        .extract("a passphrase", &id, &target, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, BackupError::Container(_)), "{e:?}");
+
+    // A backup the store does not have: NotFound naming the id, from each operation.
+    let missing = BackupId::from_time(store.now() - chrono::Duration::days(1));
+    let named =
+        |e: &BackupError| matches!(e, BackupError::NotFound { id } if *id == missing.to_string());
+    let e = backups
+        .restore("a passphrase", &missing, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(named(&e), "{e:?}");
+    assert!(e.to_string().contains(missing.as_str()), "{e}");
+    let e = backups
+        .verify("a passphrase", &missing, &VerifyOptions::default())
+        .await
+        .unwrap_err();
+    assert!(named(&e), "{e:?}");
+    let e = backups
+        .extract("a passphrase", &missing, &target, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(named(&e), "{e:?}");
+    assert_eq!(backups.status(&missing).await.unwrap(), None);
+    assert!(store.keys().iter().all(|k| !k.contains(".synapse-backup.")));
 }

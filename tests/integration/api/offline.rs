@@ -69,9 +69,9 @@ async fn a_create_failing_at_its_upload_leaves_nothing_in_the_handles_store() {
     let store = MemoryStore::new(PATH);
     let backups = Backups::with_store(
         LocalContainer::new(),
-        store.clone(),
         unreachable_bucket(),
         layout_for(&root),
+        store.clone(),
     )
     .unwrap();
     let e = backups
@@ -204,7 +204,7 @@ async fn a_create_into_the_handles_store_lists_as_complete() {
     };
     let layout = layout_for(&root).aws(fake_aws.to_string_lossy().into_owned());
     let backups =
-        Backups::with_store(workload, store.clone(), unreachable_bucket(), layout).unwrap();
+        Backups::with_store(workload, unreachable_bucket(), layout, store.clone()).unwrap();
     let report = backups
         .create("correct horse battery staple", &CreateOptions::default())
         .await
@@ -220,4 +220,181 @@ async fn a_create_into_the_handles_store_lists_as_complete() {
         "a lock was left: {:?}",
         store.keys()
     );
+}
+
+/// Parameters whose endpoint nothing serves, for the fake workload's tests (any request
+/// to them fails to connect).
+fn fake_bucket() -> S3Parameters {
+    unreachable_bucket()
+}
+
+/// The crate's scripted workload: a create runs with no tool and no server, its upload
+/// lands in the store with the pipeline's checksum and length, and it lists as complete
+/// with what the fake archived; no lock and no work dir are left.
+#[tokio::test]
+async fn a_create_on_the_fake_workload_lists_as_complete() {
+    use synapse_backup::testing::{FAKE_CIPHERTEXT_HEADER, FakeWorkload};
+    let store = MemoryStore::new(PATH);
+    let backups = Backups::with_store(
+        FakeWorkload::synapse(store.clone()),
+        fake_bucket(),
+        Layout::default(),
+        store.clone(),
+    )
+    .unwrap();
+    let report = backups
+        .create("correct horse battery staple", &CreateOptions::default())
+        .await
+        .unwrap();
+    let listed = backups.list().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (&listed[0].id, listed[0].status),
+        (&report.id, BackupStatus::Complete)
+    );
+    let manifest = backups.read_manifest(&report.id).await.unwrap();
+    let mut files: Vec<_> = manifest
+        .files
+        .iter()
+        .filter(|f| f.kind == synapse_backup::EntryKind::File)
+        .map(|f| String::from_utf8_lossy(f.path.as_bytes()).into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "data/example.test.signing.key",
+            "data/homeserver.db",
+            "data/media_store/local_content/ab/cd/efghijklmnop",
+        ]
+    );
+    let key = store.object_key(report.id.as_str());
+    let object = store.get_object(&key, 1 << 20).await.unwrap();
+    assert!(object.starts_with(FAKE_CIPHERTEXT_HEADER));
+    assert_eq!(manifest.ciphertext_bytes, object.len() as u64);
+    assert_eq!(
+        backups
+            .store()
+            .head_object(&key)
+            .await
+            .unwrap()
+            .metadata
+            .get("created-by")
+            .map(|v| v.starts_with("synapse-backup/")),
+        Some(true),
+        "the upload carries the pipeline's metadata"
+    );
+    assert!(store.keys().iter().all(|k| !k.contains(".synapse-backup.")));
+    let workload = backups.container();
+    assert_eq!(workload.scripts_run(), ["prepare", "backup"]);
+    assert!(
+        workload
+            .paths()
+            .iter()
+            .all(|p| !p.contains(".synapse-backup-")),
+        "a work dir was left: {:?}",
+        workload.paths()
+    );
+}
+
+/// A pipeline failing at any stage leaves no manifest, no data object and no lock, and
+/// the error names the stage; the next create (its passphrase check skipped: the fake
+/// reads no backup back) succeeds.
+#[tokio::test]
+async fn a_failing_pipeline_on_the_fake_workload_leaves_no_manifest_and_no_lock() {
+    use synapse_backup::testing::FakeWorkload;
+    let store = MemoryStore::new(PATH);
+    let backups = Backups::with_store(
+        FakeWorkload::synapse(store.clone()),
+        fake_bucket(),
+        Layout::default(),
+        store.clone(),
+    )
+    .unwrap();
+    for stage in [Stage::Tar, Stage::Gpg, Stage::Check, Stage::Upload] {
+        backups.container().fail_at(Some(stage));
+        let e = backups
+            .create("correct horse battery staple", &CreateOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, BackupError::StageFailed { stage: s, .. } if *s == stage),
+            "{stage:?}: {e}"
+        );
+        assert!(store.keys().is_empty(), "{stage:?}: {:?}", store.keys());
+        assert!(backups.list().await.unwrap().is_empty());
+    }
+    backups.container().fail_at(None);
+    backups
+        .create("correct horse battery staple", &CreateOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        backups.list().await.unwrap()[0].status,
+        BackupStatus::Complete
+    );
+}
+
+/// restore's decision path on the fake workload: a missing backup is `NotFound` naming
+/// it; an existing one passes the local checks, the lock and the bucket's answers and
+/// stops at its download, releasing the lock.
+#[tokio::test]
+async fn restore_on_the_fake_workload_stops_at_its_download() {
+    use synapse_backup::testing::FakeWorkload;
+    let store = MemoryStore::new(PATH);
+    let backups = Backups::with_store(
+        FakeWorkload::synapse(store.clone()),
+        fake_bucket(),
+        Layout::default(),
+        store.clone(),
+    )
+    .unwrap();
+    let id = backups
+        .create("correct horse battery staple", &CreateOptions::default())
+        .await
+        .unwrap()
+        .id;
+    let missing = synapse_backup::BackupId::from_time(store.now() - chrono::Duration::days(1));
+    let e = backups
+        .restore(
+            "correct horse battery staple",
+            &missing,
+            &Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, BackupError::NotFound { id } if *id == missing.to_string()),
+        "{e}"
+    );
+    let e = backups
+        .restore("correct horse battery staple", &id, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::StageFailed {
+                stage: Stage::Download,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(store.keys().iter().all(|k| !k.contains(".synapse-backup.")));
+    assert_eq!(
+        backups.container().scripts_run(),
+        ["prepare", "backup", "fetch", "swap cleanup"],
+        "the restore stopped at its download: nothing was swapped"
+    );
+    assert!(
+        backups
+            .container()
+            .paths()
+            .iter()
+            .all(|p| !p.contains(".synapse-backup-")),
+        "a work dir was left: {:?}",
+        backups.container().paths()
+    );
+    assert!(backups.container().is_running("synapse").await.unwrap());
 }

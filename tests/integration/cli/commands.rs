@@ -621,3 +621,77 @@ fn restore_target_extracts_without_touching_live_data_or_services() {
     let seen = fs::read_to_string(&calls).expect("a restore calls systemctl");
     assert!(seen.contains("stop") && seen.contains("start"), "{seen}");
 }
+
+/// The long flags of one `--help` text: the first tokens of each option line.
+fn help_flags(help: &str) -> std::collections::BTreeSet<String> {
+    let mut flags = std::collections::BTreeSet::new();
+    for line in help.lines() {
+        let line = line.trim_start();
+        if !line.starts_with('-') {
+            continue;
+        }
+        for token in line.split_whitespace() {
+            if !(token.starts_with('-') || token.starts_with('<')) {
+                break;
+            }
+            // `-v, --verbose...` (a counted flag), `--s3 <FILE>`.
+            let token = token.trim_end_matches(',').trim_end_matches("...");
+            if let Some(flag) = token.strip_prefix("--") {
+                flags.insert(format!("--{flag}"));
+            }
+        }
+    }
+    flags
+}
+
+#[test]
+fn the_readme_documents_every_flag_the_help_shows() {
+    let f = Fixture::new();
+    let mut known = help_flags(&stdout(&expect(0, &mut f.bare(), &["--help"])));
+    for command in [
+        "check", "create", "list", "ls", "verify", "restore", "delete", "prune", "unlock",
+    ] {
+        known.extend(help_flags(&stdout(&expect(
+            0,
+            &mut f.bare(),
+            &[command, "--help"],
+        ))));
+    }
+    assert!(known.contains("--older-than-days"), "{known:?}");
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split_once("\n### Flags\n")
+        .expect("the README has a `### Flags` section")
+        .1;
+    let section = section.split("\n#").next().unwrap();
+    // Each bullet (with its continuation lines) names its flags before the first ": ".
+    let mut bullets: Vec<String> = Vec::new();
+    for line in section.lines() {
+        if line.starts_with("- ") {
+            bullets.push(line.to_string());
+        } else if line.starts_with("  ")
+            && let Some(last) = bullets.last_mut()
+        {
+            last.push(' ');
+            last.push_str(line.trim());
+        }
+    }
+    let mut documented = std::collections::BTreeSet::new();
+    for bullet in bullets.iter().filter(|b| b.starts_with("- `")) {
+        let head = bullet.split(": ").next().unwrap();
+        for part in head.split('`').skip(1).step_by(2) {
+            for token in part.split([' ', ',']) {
+                if token.starts_with("--") {
+                    documented.insert(token.to_string());
+                }
+            }
+        }
+    }
+    let missing: Vec<_> = known.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&known).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "README's Flags section and --help disagree: not in the README {missing:?}; not a flag {unknown:?}"
+    );
+}

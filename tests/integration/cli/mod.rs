@@ -952,6 +952,41 @@ fn ctrl_c_stops_a_create_and_leaves_nothing_behind() {
 }
 
 #[test]
+fn ctrl_c_prints_one_message() {
+    let f = Fixture::new();
+    let marker = f.dir.path().join("aws-pid");
+    let hanging = fake_aws(f.dir.path(), "hanging-aws", &marker, "exec sleep 300");
+    let mut cmd = f.std_cmd();
+    let child = cmd
+        .arg("--aws")
+        .arg(&hanging)
+        .arg("create")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_pid(&marker);
+    interrupt(&child);
+    let out = child.wait_with_output().unwrap();
+    f.transcript
+        .borrow_mut()
+        .push_str(&format!("{}{}", stdout(&out), stderr(&out)));
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let err = stderr(&out);
+    // The first backup of a bucket says so before the signal; nothing else is printed.
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("an empty bucket"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one message for a Ctrl-C:\n{err}");
+    assert!(
+        lines[0].starts_with("error: interrupted") && lines[0].contains("removed the work dir"),
+        "{err}"
+    );
+    assert!(work_dirs(&f.tree.data).is_empty());
+}
+
+#[test]
 fn ctrl_c_does_not_stop_a_restore_half_way() {
     let f = Fixture::new();
     let before_files = f.tree.backed_up_files();

@@ -410,3 +410,211 @@ fn restore_does_not_report_removing_files_that_did_not_exist() {
         stdout(&out)
     );
 }
+
+/// Runs `cmd` on a terminal (through `script`), typing `input`; returns its exit code
+/// and everything it printed.
+fn on_a_terminal(cmd: &assert_cmd::Command, input: &str) -> (Option<i32>, String) {
+    let std = cmd.get_program();
+    let mut line = shell_quote(&std.to_string_lossy());
+    for arg in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&shell_quote(&arg.to_string_lossy()));
+    }
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    let mut child = script
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run script (util-linux)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        // The prompt comes after the bucket check: give it time before answering.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+#[test]
+fn an_in_place_restore_without_service_says_no_service_was_stopped() {
+    let f = Fixture::new();
+    let id = f.create();
+    // The prompt, on a terminal: answered no, nothing changes (exit 4).
+    let mut cmd = f.cmd();
+    cmd.args(["restore", &id]);
+    let (code, text) = on_a_terminal(&cmd, "no\n");
+    assert_eq!(code, Some(4), "{text}");
+    assert!(
+        text.contains("No service is stopped (no --service)"),
+        "the prompt says no service is stopped: {text}"
+    );
+    // The report.
+    let out = f.ok(&["restore", &id, "--yes"]);
+    assert!(
+        stdout(&out).contains("no service was stopped (no --service)"),
+        "{}",
+        stdout(&out)
+    );
+    let restored = json(&f.ok(&["--json", "restore", &id, "--yes"]));
+    assert_eq!(restored["service"], serde_json::Value::Null, "{restored}");
+    assert_eq!(restored["id"], id.as_str(), "{restored}");
+    let out = f.ok(&["--json", "restore", &id, "--yes"]);
+    assert!(
+        stderr(&out).contains("no service was stopped"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn quiet_prints_no_progress_and_no_notes_but_still_the_errors() {
+    let f = Fixture::new();
+    // Without -q, create prints progress lines and its summary.
+    let mut cmd = f.cmd();
+    cmd.env("SYNAPSE_BACKUP_PROGRESS_EVERY", "0");
+    let out = expect(0, &mut cmd, &["create"]);
+    assert!(stderr(&out).contains("created "), "{}", stderr(&out));
+    assert!(stderr(&out).contains("backing up"), "{}", stderr(&out));
+    // With it, nothing (the first backup's warning is behind us).
+    let mut cmd = f.cmd();
+    cmd.env("SYNAPSE_BACKUP_PROGRESS_EVERY", "0");
+    let out = expect(0, &mut cmd, &["-q", "create"]);
+    let id = stdout(&out).trim().to_string();
+    assert!(id.starts_with("backup-"), "the result is unchanged: {id}");
+    assert_eq!(stderr(&out), "", "nothing on stderr with -q");
+    for args in [
+        vec!["--quiet", "verify", "--all"],
+        vec!["prune", "--quiet", "--dry-run"],
+        vec!["-q", "list"],
+    ] {
+        let out = expect(0, &mut f.cmd(), &args);
+        assert_eq!(stderr(&out), "", "{args:?}");
+        assert!(
+            !stdout(&out).is_empty(),
+            "{args:?}: the result is still printed"
+        );
+    }
+    let out = expect(
+        1,
+        &mut f.cmd(),
+        &["-q", "verify", "backup-20200101000000000000"],
+    );
+    assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    // -q and -v contradict each other.
+    expect(2, &mut f.cmd(), &["-q", "-v", "list"]);
+}
+
+#[test]
+fn a_subcommand_help_shows_its_own_flags_first_and_the_global_ones_under_a_heading() {
+    let f = Fixture::new();
+    for (command, own) in [
+        (
+            "prune",
+            ["--keep-at-least", "--older-than-days", "--dry-run"].as_slice(),
+        ),
+        (
+            "restore",
+            ["--yes", "--keep-one-time-keys", "--target", "--include"].as_slice(),
+        ),
+        (
+            "create",
+            ["--snapshot-timeout", "--new-passphrase"].as_slice(),
+        ),
+    ] {
+        let help = stdout(&expect(0, &mut f.bare(), &[command, "--help"]));
+        let heading = help
+            .find("\nGlobal options:")
+            .unwrap_or_else(|| panic!("{command} --help has no Global options heading:\n{help}"));
+        let options = help.find("\nOptions:").expect("an Options heading");
+        assert!(options < heading, "{help}");
+        // Where the option line of `flag` starts (`--dry-run`, or `-y, --yes`).
+        let option = |flag: &str| {
+            let mut at = 0;
+            for line in help.split_inclusive('\n') {
+                let names = line.trim_start().split("  ").next().unwrap_or("");
+                if names.split([',', ' ']).any(|name| name == flag) {
+                    return at;
+                }
+                at += line.len();
+            }
+            panic!("{command} --help has no option line for {flag}:\n{help}")
+        };
+        for flag in own {
+            assert!(
+                option(flag) < heading,
+                "{command}: {flag} is not among its own flags:\n{help}"
+            );
+        }
+        for global in [
+            "--s3",
+            "--json",
+            "--quiet",
+            "--limit-upload",
+            "--root",
+            "--service",
+        ] {
+            assert!(
+                option(global) > heading,
+                "{command}: {global} is before the heading:\n{help}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bandwidth_limits_take_units_and_a_bad_one_names_the_flag_and_the_value() {
+    let f = Fixture::new();
+    let help = stdout(&expect(0, &mut f.bare(), &["create", "--help"]));
+    assert!(help.contains("a bare number is MiB/s"), "{help}");
+    let out = expect(0, &mut f.cmd(), &["--limit-upload", "10M", "create"]);
+    let id = stdout(&out).trim().to_string();
+    expect(0, &mut f.cmd(), &["--limit-download", "1g", "verify", &id]);
+    expect(
+        0,
+        &mut f.cmd(),
+        &["--limit-download", "20MiB/s", "verify", &id],
+    );
+    for (flag, value, why) in [
+        ("--limit-upload", "fast", "not a rate"),
+        ("--limit-upload", "10X", "unknown unit"),
+        ("--limit-download", "500K", "whole number of MiB/s"),
+        ("--limit-download", "0", "more than 0"),
+    ] {
+        let out = expect(2, &mut f.cmd(), &[flag, value, "verify", &id]);
+        let err = stderr(&out);
+        assert!(
+            err.contains(flag) && err.contains(value) && err.contains(why),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_json_usage_error_keeps_clap_s_similar_argument_tip() {
+    let f = Fixture::new();
+    let out = expect(2, &mut f.cmd(), &["--json", "prune", "--dry-rn"]);
+    let error = json(&out);
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("a similar argument exists") && message.contains("--dry-run"),
+        "{error}"
+    );
+    assert!(stderr(&out).contains("--dry-run"), "{}", stderr(&out));
+}

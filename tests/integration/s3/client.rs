@@ -558,3 +558,102 @@ async fn a_huge_lock_object_is_refused_without_reading_it_whole() {
         );
     }
 }
+
+/// An `S3Error::Request` carries what callers match on: the server's HTTP status and
+/// error code when it answered, the transport failure when nothing answered, and the
+/// SDK's error as its source (never just text).
+#[tokio::test]
+async fn a_failed_request_carries_its_status_code_transport_and_source() {
+    use std::error::Error as _;
+    use synapse_backup::Transport;
+
+    let (server, data) = server_with_bucket().await;
+    let mut wrong_secret = data.clone();
+    wrong_secret.insert("secret-key".into(), format!("{}x", server.secret_key));
+    let e = client_for(&wrong_secret)
+        .get_object("x", 1 << 20)
+        .await
+        .unwrap_err();
+    let S3Error::Request {
+        status,
+        code,
+        transport,
+        ..
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(*status, Some(403), "{e:?}");
+    assert_eq!(code.as_deref(), Some("SignatureDoesNotMatch"), "{e:?}");
+    assert_eq!(*transport, None);
+    assert!(e.source().is_some(), "the SDK's error is the source");
+
+    // Nothing listens on port 1: no status, no code, a refused connection, and an I/O
+    // error down the source chain.
+    let mut closed = data.clone();
+    closed.insert("endpoint".into(), "http://127.0.0.1:1".into());
+    let e = client_for(&closed).head_object("x").await.unwrap_err();
+    let S3Error::Request {
+        status,
+        code,
+        transport,
+        ..
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!((*status, code.as_deref()), (None, None), "{e:?}");
+    assert_eq!(*transport, Some(Transport::ConnectionRefused), "{e:?}");
+    let mut cause = e.source();
+    let mut io = false;
+    while let Some(c) = cause {
+        io |= c.downcast_ref::<std::io::Error>().is_some();
+        cause = c.source();
+    }
+    assert!(io, "an io::Error in the chain: {e:?}");
+
+    // TLS: an untrusted certificate, and https to a plain-HTTP port.
+    let tls = TestS3Server::start_tls_self_signed().await;
+    tls.create_bucket(BUCKET);
+    let mut untrusted = tls.relation_data(BUCKET);
+    untrusted.remove("tls-ca-chain");
+    let e = client_for(&untrusted).head_object("x").await.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            S3Error::Request {
+                transport: Some(Transport::UntrustedCertificate),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let mut plain = data.clone();
+    plain.insert(
+        "endpoint".into(),
+        data["endpoint"].replacen("http://", "https://", 1),
+    );
+    let e = client_for(&plain).head_object("x").await.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            S3Error::Request {
+                transport: Some(Transport::NotTls),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// A `MemoryStore`'s missing object is the structured `NotFound`, naming the key.
+#[tokio::test]
+async fn a_memory_store_miss_is_not_found_with_its_key() {
+    use synapse_backup::ObjectStore;
+    let store = synapse_backup::testing::MemoryStore::new("p");
+    let e = store.head_object("p/absent").await.unwrap_err();
+    assert!(
+        matches!(&e, S3Error::NotFound { key, .. } if key == "p/absent"),
+        "{e:?}"
+    );
+}

@@ -1,11 +1,39 @@
 //! `ls`: a backup's contents as its manifest lists them, as a table or JSON.
 
 use serde::Serialize;
-use serde_json::json;
-use synapse_backup::Manifest;
-use synapse_backup::{EntryKind, INNER_MANIFEST_MEMBER, ManifestPath};
+use synapse_backup::{
+    BackupError, EntryKind, INNER_MANIFEST_MEMBER, Manifest, ManifestPath, read_manifest,
+};
 
-use crate::output;
+use crate::cli::{GlobalArgs, IdArg};
+use crate::failure::Failure;
+use crate::output::{self, emit, emit_json};
+use crate::target::Target;
+
+/// `ls ID`: the backup's entries as its manifest lists them.
+pub(crate) async fn ls(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
+    let target = Target::load(global)?;
+    target.check_bucket().await?;
+    let id = &target.resolve(id).await?;
+    let manifest = match read_manifest(&target.client, id).await {
+        Ok(manifest) => manifest,
+        Err(BackupError::MissingManifest { .. }) => {
+            return Err(Failure::failed(format!(
+                "backup {id} has no manifest, so there is no listing of it: an incomplete \
+                 backup is not restorable, and a legacy one's contents are known only by \
+                 downloading it (`verify {id}` does)"
+            )));
+        }
+        Err(e) => return Err(target.failure(e, false)),
+    };
+    let entries = entries(&manifest);
+    if global.json {
+        emit_json(&to_json(&entries));
+    } else {
+        emit(&table(&entries));
+    }
+    Ok(())
+}
 
 /// One entry of a backup, as `ls` prints it.
 pub struct Entry<'a> {
@@ -83,8 +111,8 @@ struct JsonEntry {
 
 /// An array of `{path, kind, size}`; a path that is not UTF-8 is given lossily in
 /// `path` and exactly in `path_bytes`.
-pub fn to_json(entries: &[Entry<'_>]) -> serde_json::Value {
-    let entries: Vec<JsonEntry> = entries
+fn to_json(entries: &[Entry<'_>]) -> Vec<JsonEntry> {
+    entries
         .iter()
         .map(|e| JsonEntry {
             path: String::from_utf8_lossy(e.path.as_bytes()).into_owned(),
@@ -95,8 +123,7 @@ pub fn to_json(entries: &[Entry<'_>]) -> serde_json::Value {
             kind: kind_name(e.kind),
             size: e.size,
         })
-        .collect();
-    serde_json::to_value(entries).unwrap_or_else(|_| json!([]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -129,8 +156,11 @@ mod tests {
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(text.contains("\"data/a\\nfile 1 B data/b\""), "{text}");
         assert!(text.ends_with("dir             -  data/c d\n"), "{text:?}");
-        let value = to_json(&entries);
-        assert_eq!(value[1]["path_bytes"], json!([100, 97, 116, 97, 47, 255]));
+        let value = serde_json::to_value(to_json(&entries)).unwrap();
+        assert_eq!(
+            value[1]["path_bytes"],
+            serde_json::json!([100, 97, 116, 97, 47, 255])
+        );
         assert!(value[0].get("path_bytes").is_none());
         assert_eq!(value[2]["kind"], "dir");
     }

@@ -1,0 +1,484 @@
+//! The fetch side of reading a backup back, shared by verify, restore and extract:
+//! find the backup and its manifest ([`locate`]), download, decrypt and list or stage
+//! it in the workload ([`fetch`]), and check what was staged ([`check_staged`],
+//! [`check_staged_db`]) before anything live is touched.
+
+use crate::backup::catalog::{BackupStatus, backup_status};
+use crate::backup::decryption::{Untrusted, check_status};
+use crate::backup::layout::{HomeserverConfig, Layout};
+use crate::backup::manifest::{InnerManifest, Manifest};
+use crate::backup::plan::{BackupId, MANIFEST_SUFFIX, ScriptCall, WorkDir};
+use crate::backup::progress::{self, ProgressStage};
+use crate::backup::restore::RestoreOptions;
+use crate::backup::restore_plan::{
+    self, ArchiveMember, CheckedMembers, MemberSource, RestoreRules, parse_members, parse_staged,
+};
+use crate::backup::run::Run;
+use crate::backup::scripts::{Exit, Pipeline, WorkFile};
+use crate::backup::work::{self, Outputs, parse_field};
+use crate::container::Container;
+use crate::error::{BackupError, ContainerError, S3Error, Stage};
+use crate::s3::ObjectStore;
+
+/// A backup found in the bucket: its status, manifest (when complete), key and size.
+pub(crate) struct Fetched {
+    pub(crate) status: BackupStatus,
+    pub(crate) manifest: Option<Manifest>,
+    pub(crate) key: String,
+    pub(crate) size: u64,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// What the fetch pipeline produced and the checks of it found.
+pub(crate) struct Fetch {
+    /// The SHA-256 of the encrypted stream, as the pipeline computed it.
+    pub(crate) sha256: String,
+    pub(crate) members: Vec<ArchiveMember>,
+    pub(crate) inner: Option<InnerManifest>,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Finds the backup and its manifest; refuses incomplete ones.
+pub(crate) async fn locate(
+    client: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+) -> Result<Fetched, BackupError> {
+    let key = client.object_key(id.as_str());
+    let status = backup_status(client, id)
+        .await?
+        .ok_or_else(|| BackupError::NotFound { id: id.to_string() })?;
+    let head = match client.head_object(&key).await {
+        Ok(h) => h,
+        Err(S3Error::NotFound { .. }) => {
+            return Err(BackupError::Corrupted {
+                id: id.to_string(),
+                reason: "its manifest exists but its data object is missing".into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut warnings = Vec::new();
+    let manifest = match status {
+        BackupStatus::Complete => {
+            let bytes = client
+                .get_object(
+                    &format!("{key}{MANIFEST_SUFFIX}"),
+                    crate::backup::catalog::MAX_MANIFEST_BYTES,
+                )
+                .await?;
+            let m = Manifest::from_json(&bytes).map_err(|e| BackupError::Corrupted {
+                id: id.to_string(),
+                reason: format!("unreadable manifest: {e}"),
+            })?;
+            if m.ciphertext_bytes != head.size {
+                return Err(BackupError::Corrupted {
+                    id: id.to_string(),
+                    reason: format!(
+                        "the object is {} bytes but its manifest says {} (truncated or replaced)",
+                        head.size, m.ciphertext_bytes
+                    ),
+                });
+            }
+            Some(m)
+        }
+        BackupStatus::Incomplete => {
+            return Err(BackupError::MissingManifest { id: id.to_string() });
+        }
+        BackupStatus::Legacy => {
+            tracing::warn!(backup_id = %id, "legacy backup (no manifest): integrity is checked by gpg only");
+            warnings
+                .push("legacy backup without a manifest: integrity is checked by gpg only".into());
+            None
+        }
+    };
+    Ok(Fetched {
+        status,
+        manifest,
+        key,
+        size: head.size,
+        warnings,
+    })
+}
+
+/// The space a restore needs in staging: the archive's plaintext (with an eighth more
+/// for file system overhead) when a manifest says it, else the encrypted size (a lower
+/// bound: gpg may have compressed it; running out is caught while staging). Saturates,
+/// and stays within what the script's shell arithmetic can compare.
+pub(crate) fn staging_need(fetched: &Fetched) -> u64 {
+    let base = fetched
+        .manifest
+        .as_ref()
+        .map_or(fetched.size, |m| m.plaintext_bytes.max(fetched.size));
+    base.saturating_add(base / 8)
+        .min(u64::try_from(i64::MAX).unwrap_or(u64::MAX))
+}
+
+/// What the fetch pipeline left in the work dir whatever its outcome: a failed run may
+/// have stopped before the checksum and gpg wrote theirs.
+struct Written {
+    /// The encrypted stream's SHA-256.
+    sha: Option<String>,
+    /// The encrypted stream's length.
+    length: Option<u64>,
+    /// gpg's status lines (empty when gpg never ran).
+    status: Vec<u8>,
+}
+
+impl Written {
+    async fn read<C: Container + ?Sized>(outputs: &Outputs<'_, C>) -> Result<Self, BackupError> {
+        Ok(Written {
+            sha: outputs
+                .text_if_written(WorkFile::Sha256)
+                .await?
+                .and_then(|s| parse_field::<String>(&s, 0)),
+            length: outputs
+                .text_if_written(WorkFile::Length)
+                .await?
+                .and_then(|s| parse_field(&s, 0)),
+            status: outputs
+                .read_if_written(WorkFile::GpgStatus)
+                .await?
+                .unwrap_or_default(),
+        })
+    }
+
+    /// How the download differs from what its manifest says, if it does.
+    fn checksum_problem(&self, fetched: &Fetched) -> Option<String> {
+        match &fetched.manifest {
+            Some(m) if self.length.is_some_and(|l| l != m.ciphertext_bytes) => Some(format!(
+                "downloaded {} bytes but the manifest says {} (truncated)",
+                self.length.unwrap_or(0),
+                m.ciphertext_bytes
+            )),
+            Some(m)
+                if self
+                    .sha
+                    .as_deref()
+                    .is_some_and(|s| s != m.ciphertext_sha256) =>
+            {
+                Some("the SHA-256 of the object does not match its manifest".to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The backup `id` is corrupted: `reason`.
+fn corrupted(id: &BackupId, reason: String) -> BackupError {
+    BackupError::Corrupted {
+        id: id.to_string(),
+        reason,
+    }
+}
+
+/// What gpg's status says when it does not vouch for the stream.
+fn untrusted(id: &BackupId, why: Untrusted) -> BackupError {
+    match why {
+        Untrusted::BadPassphrase => BackupError::WrongPassphrase { id: id.to_string() },
+        other => corrupted(id, format!("refused: {other}")),
+    }
+}
+
+/// Runs the fetch script and turns its outcome into the precise error: wrong
+/// passphrase, corruption (checksum, truncation, gpg's integrity check), data not
+/// encrypted with the passphrase, claims that do not match the stream, no space.
+pub(crate) async fn fetch<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    call: &ScriptCall,
+    id: &BackupId,
+    fetched: &Fetched,
+    options: &RestoreOptions,
+    stage: ProgressStage,
+) -> Result<Fetch, BackupError> {
+    let (container, layout, passphrase) = (run.container, run.layout, run.passphrase);
+    let mut exec = work::pipeline_options(layout, call, work, options.timeout, passphrase);
+    options.priority.apply(&mut exec.environment);
+    let outcome = progress::exec_with_progress(
+        container,
+        layout,
+        work,
+        &call.argv,
+        exec,
+        options.progress.as_ref(),
+        stage,
+        Some(fetched.size),
+    )
+    .await;
+    let outputs = Outputs::new(container, layout, work);
+    let written = Written::read(&outputs).await?;
+    let failure = Failure {
+        outputs: &outputs,
+        layout,
+        call,
+        id,
+        fetched,
+        written: &written,
+    };
+    match outcome {
+        Ok(_) => checked(&outputs, id, fetched, written).await,
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) => Err(failure.exited(exit_code, stderr).await),
+        Err(e @ ContainerError::TimedOut { .. }) => Err(BackupError::StageFailed {
+            stage: Stage::Download,
+            exit_code: -1,
+            stderr: e.to_string(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A failed fetch, and what is needed to tell why.
+struct Failure<'a, 'o, C: Container + ?Sized> {
+    outputs: &'a Outputs<'o, C>,
+    layout: &'a Layout,
+    call: &'a ScriptCall,
+    id: &'a BackupId,
+    fetched: &'a Fetched,
+    written: &'a Written,
+}
+
+impl<C: Container + ?Sized> Failure<'_, '_, C> {
+    /// The error of a fetch script that exited with `exit_code`: no space, a download
+    /// that does not match its manifest, gpg's verdict, an unsafe member, a stage.
+    async fn exited(&self, exit_code: i32, stderr: String) -> BackupError {
+        let id = self.id;
+        let exit = Exit::from_code(exit_code);
+        if matches!(exit, Exit::FilledWhileStaging | Exit::NoSpace) {
+            return self.no_space(exit).await.unwrap_or_else(BackupError::from);
+        }
+        if let Some(reason) = self.written.checksum_problem(self.fetched) {
+            return corrupted(id, reason);
+        }
+        let stage = match exit {
+            Exit::Stage(position) => Pipeline::Fetch.stage(position),
+            _ => Stage::Check,
+        };
+        match stage {
+            // gpg's status lines alone tell a wrong passphrase from corruption.
+            Stage::Gpg => match check_status(&self.written.status) {
+                Err(why) => untrusted(id, why),
+                Ok(()) => corrupted(id, format!("gpg could not decrypt it: {stderr}")),
+            },
+            // GNU tar skips a member named with `..` and exits 2 like for any other
+            // error; it has no status output and leaves the member out of its
+            // listing, so its (C locale) message is the only sign.
+            Stage::Extract
+                if stderr.contains("contains '..'") || stderr.contains("Member name contains") =>
+            {
+                BackupError::UnsafeMember {
+                    member: stderr
+                        .lines()
+                        .find(|l| l.contains("contains"))
+                        .unwrap_or(&stderr)
+                        .to_string(),
+                    reason: "member names with '..' are refused".into(),
+                }
+            }
+            stage => BackupError::StageFailed {
+                stage,
+                exit_code,
+                stderr,
+            },
+        }
+    }
+
+    /// The error of a fetch that ran out of space (`exit`: before staging or while).
+    async fn no_space(&self, exit: Exit) -> Result<BackupError, ContainerError> {
+        let (outputs, layout) = (self.outputs, self.layout);
+        if exit == Exit::FilledWhileStaging {
+            // tar's listing up to where the space ran out, when tar got that far.
+            let listed: u64 = outputs
+                .read_if_written(WorkFile::Members)
+                .await?
+                .and_then(|l| parse_members(&l).ok())
+                .map_or(0, |m| {
+                    m.iter().fold(0u64, |sum, a| sum.saturating_add(a.size))
+                });
+            return Ok(BackupError::NoSpaceLeft {
+                path: layout.host_path(layout.work_base()),
+                needed_about: staging_need(self.fetched).max(listed),
+            });
+        }
+        let available = outputs.field(WorkFile::Avail, 0).await?;
+        let needed = self
+            .call
+            .env
+            .get("SB_NEED_BYTES")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Ok(BackupError::InsufficientSpace {
+            path: outputs.work().dir.clone(),
+            needed,
+            available,
+        })
+    }
+}
+
+/// The checks of a fetch that succeeded: the checksum against the manifest, gpg's
+/// verdict, then tar's listing and the claims of the inner manifest.
+async fn checked<C: Container + ?Sized>(
+    outputs: &Outputs<'_, C>,
+    id: &BackupId,
+    fetched: &Fetched,
+    written: Written,
+) -> Result<Fetch, BackupError> {
+    if let Some(reason) = written.checksum_problem(fetched) {
+        return Err(corrupted(id, reason));
+    }
+    if fetched.manifest.is_some() && written.sha.is_none() {
+        return Err(corrupted(
+            id,
+            "the checksum of the download could not be computed".into(),
+        ));
+    }
+    // The pipeline succeeded: its checksum is there (else the error names the file).
+    let sha256 = match written.sha {
+        Some(sha) => sha,
+        None => outputs.field(WorkFile::Sha256, 0).await?,
+    };
+    // Nothing is trusted, listed or swapped in before gpg's status says the stream was
+    // decrypted with the passphrase and passed its integrity check.
+    check_status(&written.status).map_err(|why| untrusted(id, why))?;
+    let listing = outputs.read(WorkFile::Members).await?;
+    let members = parse_members(&listing).map_err(|e| corrupted(id, e.to_string()))?;
+    // Only an archive that starts with an inner manifest has a head to keep.
+    let head = outputs.read_if_written(WorkFile::Head).await?;
+    let (inner, warnings) = restore_plan::check_claims(
+        id.as_str(),
+        &members,
+        head.as_deref(),
+        fetched.manifest.as_ref(),
+    )
+    .map_err(|reason| corrupted(id, reason))?;
+    Ok(Fetch {
+        sha256,
+        members,
+        inner,
+        warnings,
+    })
+}
+
+/// The member rules for a verify: the workload's own when its `homeserver.yaml` can be
+/// read (so that verify accepts what restore accepts), else the layout the backup
+/// recorded (the inner manifest's, authenticated, before the external one's), else the
+/// layout's defaults.
+pub(crate) async fn verify_rules<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    fetched: &Fetched,
+    inner: Option<&InnerManifest>,
+) -> Result<RestoreRules, BackupError> {
+    let path = layout.host_path(&layout.homeserver_config_path());
+    if container.exists(&path).await.unwrap_or(false) {
+        let config = work::read_homeserver_config(container, layout).await?;
+        return Ok(RestoreRules::new(layout, &config));
+    }
+    if let Some(recorded) = inner
+        .map(|i| &i.layout)
+        .or(fetched.manifest.as_ref().map(|m| &m.layout))
+    {
+        return Ok(RestoreRules::from_manifest(recorded));
+    }
+    let config = HomeserverConfig::parse("", &layout.homeserver_config_path(), layout)?;
+    Ok(RestoreRules::new(layout, &config))
+}
+
+/// Checks the staged database `db` (member name): `PRAGMA integrity_check`, its
+/// one-time keys removed unless `keep_one_time_keys`, made one self-contained file.
+/// Gives the number of one-time keys removed.
+pub(crate) async fn check_staged_db<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    id: &BackupId,
+    db: &str,
+    keep_one_time_keys: bool,
+) -> Result<Option<u64>, BackupError> {
+    let (container, layout) = (run.container, run.layout);
+    let check = restore_plan::check_db_call(layout, run.params, work, db, keep_one_time_keys);
+    match container
+        .exec(&check.argv, work::exec_options(layout, &check, work, None))
+        .await
+    {
+        Ok(out) => Ok(out
+            .stdout_text()
+            .trim()
+            .strip_prefix("otk ")
+            .and_then(|n| n.parse::<u64>().ok())),
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) if Exit::from_code(exit_code) == Exit::DatabaseCheckFailed => {
+            Err(BackupError::Corrupted {
+                id: id.to_string(),
+                reason: format!("the restored database {db} fails SQLite's check: {stderr}"),
+            })
+        }
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) => Err(BackupError::StageFailed {
+            stage: Stage::Check,
+            exit_code,
+            stderr,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What [`check_staged`] found in staging.
+pub(crate) struct Staged {
+    /// The staged tree's members, checked.
+    pub(crate) staged: CheckedMembers,
+    /// The units to restore: the staged ones without database sidecars (the database
+    /// is checked and made self-contained in staging, and every live sidecar is set
+    /// aside).
+    pub(crate) units: Vec<String>,
+}
+
+/// The checks between a fetch and anything placed: every member of tar's listing and
+/// of the staged tree (walked NUL-separated, so no name in the listing can hide what
+/// tar made) passes `rules`, the two agree, and something is left to restore.
+///
+/// # Errors
+/// [`BackupError::UnsafeMember`], [`BackupError::Corrupted`], or the container's error
+/// reading the walk.
+pub(crate) async fn check_staged<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    id: &BackupId,
+    rules: &RestoreRules,
+    got: &Fetch,
+) -> Result<Staged, BackupError> {
+    let corrupted = |reason: &str| BackupError::Corrupted {
+        id: id.to_string(),
+        reason: reason.to_string(),
+    };
+    let unsafe_member =
+        |(member, reason): (String, String)| BackupError::UnsafeMember { member, reason };
+    let listed = rules
+        .check(&got.members, MemberSource::Listing)
+        .map_err(unsafe_member)?;
+    let walk = Outputs::new(run.container, run.layout, work)
+        .read(WorkFile::Staged)
+        .await?;
+    let staged_members =
+        parse_staged(&walk).map_err(|e| corrupted(&format!("the staged tree: {e}")))?;
+    let staged = rules
+        .check(&staged_members, MemberSource::Staged)
+        .map_err(unsafe_member)?;
+    if staged.units != listed.units || staged.has_inner_manifest != listed.has_inner_manifest {
+        return Err(corrupted(
+            "the staged tree does not match the archive's listing",
+        ));
+    }
+    let units: Vec<String> = staged
+        .units
+        .iter()
+        .filter(|u| !rules.is_db_sidecar(u))
+        .cloned()
+        .collect();
+    if units.is_empty() {
+        return Err(corrupted("the archive holds nothing to restore"));
+    }
+    Ok(Staged { staged, units })
+}

@@ -1,0 +1,348 @@
+//! The command line as clap parses it: the global flags, the subcommands and their
+//! flags, and the help text after them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use synapse_backup::{BackupId, ConfigError, Layout};
+
+pub(crate) const AFTER_HELP: &str = "\
+The --s3 file holds the s3-integrator relation keys (YAML, or JSON when it ends in .json):
+  bucket (required), endpoint and/or region (one is required), access-key, secret-key,
+  path, s3-uri-style (path|host), tls-ca-chain, storage-class, delete-older-than-days.
+  Any other key is an error. The passphrase file must not be writable by others.
+
+Environment:
+  SYNAPSE_BACKUP_ACCESS_KEY        access-key (overrides the --s3 file)
+  SYNAPSE_BACKUP_SECRET_KEY        secret-key (overrides the --s3 file)
+  AWS_SESSION_TOKEN                session-token (temporary credentials)
+  SYNAPSE_BACKUP_S3                the --s3 file
+  SYNAPSE_BACKUP_ROOT              --root
+  SYNAPSE_BACKUP_PEBBLE            --pebble (the Pebble daemon's socket)
+  SYNAPSE_BACKUP_PASSPHRASE_FILE   the --passphrase-file
+  SYNAPSE_BACKUP_PASSPHRASE        the passphrase itself, when no passphrase file is given
+  SYNAPSE_BACKUP_S3_TIMEOUT        --s3-timeout
+  SYNAPSE_BACKUP_PROGRESS_EVERY    seconds between progress lines on stderr when it is not a
+                                   terminal or with --json (default 30; 0: every report)
+  RUST_LOG                         log filter (overrides -v), e.g. synapse_backup=debug
+
+Wherever a backup id is taken, `latest` names the newest complete backup.
+With --json, every command prints JSON on stdout, and a failure prints
+{\"error\": {\"kind\", \"message\", \"exit_code\"}}.
+
+create, restore, delete and prune hold a lock object (<path>/.synapse-backup.lock) so
+that units sharing the bucket never run them at once; list, ls, verify and
+restore --target (which change nothing in the bucket) do not take it.
+
+Exit codes:
+  0    ok
+  1    the operation failed (the message says why: e.g. missing bucket, unreachable
+       endpoint, refused credentials, backup not found)
+  2    bad usage or configuration (nothing changed)
+  3    another operation holds the backup lock (the message names it; nothing changed)
+  4    declined at the confirmation prompt (nothing changed)
+  129  stopped by SIGHUP, 130 by SIGINT (Ctrl-C), 143 by SIGTERM, after cleaning up";
+
+/// Back up and restore a Matrix Synapse homeserver (signing keys, SQLite database,
+/// local media) to S3-compatible storage as gpg-encrypted tar archives.
+#[derive(Parser)]
+#[command(name = "synapse-backup", version, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The flags every subcommand takes, shown after a subcommand's own flags in its
+/// `--help`, under their own headings.
+#[derive(Args)]
+#[command(next_help_heading = "Global options")]
+pub(crate) struct GlobalArgs {
+    /// Run everything in a Pebble-managed workload through the Pebble daemon's socket
+    /// (e.g. /charm/containers/synapse/pebble.socket): the paths, --user and the tools
+    /// are the workload's, --service names a Pebble service, and the default owner is the
+    /// data dir's owner in the workload.
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        global = true,
+        env = "SYNAPSE_BACKUP_PEBBLE"
+    )]
+    pub(crate) pebble: Option<PathBuf>,
+    /// S3 parameters: a YAML or JSON file with the s3-integrator relation keys [required].
+    #[arg(long, value_name = "FILE", global = true, env = "SYNAPSE_BACKUP_S3")]
+    pub(crate) s3: Option<PathBuf>,
+    /// File holding the encryption passphrase (one trailing newline is ignored).
+    #[arg(
+        long,
+        value_name = "FILE",
+        global = true,
+        env = "SYNAPSE_BACKUP_PASSPHRASE_FILE"
+    )]
+    pub(crate) passphrase_file: Option<PathBuf>,
+    /// Do not take the backup lock: only for a single unit on an S3 server without
+    /// conditional writes (If-None-Match / If-Match).
+    #[arg(long, global = true)]
+    pub(crate) no_lock: bool,
+    /// Wait up to this many seconds for a backup lock held by another operation
+    /// (default: fail at once with exit code 3).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(..=604_800), global = true)]
+    pub(crate) lock_wait: u64,
+    /// Give up an S3 request without an answer after this many seconds (each attempt;
+    /// all attempts together get three times it), so an endpoint that never answers
+    /// cannot hang a command.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true, env = "SYNAPSE_BACKUP_S3_TIMEOUT")]
+    pub(crate) s3_timeout: u64,
+    /// How long the lock lives after its last refresh (it is refreshed every third of
+    /// that while held); a killed process's lock expires after it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub(crate) lock_ttl: u64,
+    /// Cap create's upload at RATE (the aws CLI's max_bandwidth), so a backup does not
+    /// saturate the network: a bare number is MiB/s; or with a unit K, M or G, any
+    /// case, 1K = 1024 bytes/s (500K, 10M, 1G, 10MiB/s); whole MiB/s (default: no cap).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, global = true)]
+    pub(crate) limit_upload: Option<Rate>,
+    /// Cap the download of verify and restore at RATE, as --limit-upload (a bare
+    /// number is MiB/s; default: no cap).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, global = true)]
+    pub(crate) limit_download: Option<Rate>,
+    /// More logs on stderr: -v progress, -vv debug, -vvv trace.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    /// No progress and no informational lines on stderr; warnings and errors are still
+    /// printed, and the result on stdout is unchanged.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+    /// Print the result as JSON on stdout, and a failure as {"error": {"kind",
+    /// "message", "exit_code"}}.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    // Where the workload lives and which tools run: --root, --data-dir, --bash, …;
+    // last, as its heading holds for the flags after it.
+    #[command(flatten, next_help_heading = "Workload options (global)")]
+    pub(crate) layout: Layout,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Check that the bucket exists and the credentials can use it.
+    Check,
+    /// Back up the signing keys, a consistent snapshot of the SQLite database and the
+    /// local media; print the new backup id alone on stdout.
+    Create {
+        /// Give up the database snapshot after this many seconds (a database another
+        /// process keeps locked); 0 for no limit.
+        #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+        snapshot_timeout: u64,
+        /// The passphrase is new on purpose. Without it, create refuses a passphrase
+        /// that does not open the newest backup (a mistyped one would make backups
+        /// nobody can restore); the backup made with it becomes the newest, so later
+        /// creates check against the new passphrase.
+        #[arg(long)]
+        new_passphrase: bool,
+    },
+    /// List the backups under the bucket and path, newest first (with --json, an
+    /// array of {id, status, last_modified, size, key}).
+    List,
+    /// Print a backup's contents (kind, size, path) as its manifest lists them (with
+    /// --json, an array of {path, kind, size}).
+    ///
+    /// The manifest is an index beside the encrypted data: `ls` checks that it names
+    /// this backup and that the data object has the size it states, but only
+    /// `verify ID` (a download and decryption) checks that the archive holds exactly
+    /// what it lists.
+    Ls {
+        /// The backup id, or `latest` (the newest complete backup).
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
+    },
+    /// Download and decrypt a backup without touching live data, and check it
+    /// against its manifest.
+    Verify {
+        /// The backup id, e.g. backup-20261126071900123456, or `latest`.
+        #[arg(value_parser = parse_id, required_unless_present = "all")]
+        id: Option<IdArg>,
+        /// Verify every backup, newest first: one line each (id, ok / FAILED and why,
+        /// or skipped for the incomplete leftovers of failed creates); exit code 1 when
+        /// any failed. With --json, an array of {id, status, result, reason, …}.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Make the work dir in the temp dir ($TMPDIR or /tmp) instead of beside the
+        /// data (the default where there is no Synapse tree under --root). Verify keeps
+        /// only small files there: the archive is read, not written.
+        #[arg(long)]
+        temp_work_dir: bool,
+    },
+    /// Restore a backup over the live data, safely: it is downloaded, decrypted and
+    /// checked before anything live is touched.
+    Restore {
+        /// The backup id, or `latest` (the newest complete backup).
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(short, long)]
+        yes: bool,
+        /// Keep the restored database's one-time keys (e2e_one_time_keys_json). By
+        /// default they are removed, as Synapse advises: keys handed out after the
+        /// backup was made must never be handed out again.
+        #[arg(long)]
+        keep_one_time_keys: bool,
+        /// Extract the backup into DIR instead (made when missing; it must be empty),
+        /// with the same download, decryption and checks: no live file, service or lock
+        /// is touched, and no Synapse tree is needed under --root.
+        #[arg(long, value_name = "DIR")]
+        target: Option<PathBuf>,
+        /// With --target, extract only PATH: a file or a directory (and everything
+        /// under it) as `ls` names them, e.g. data/homeserver.db or
+        /// /data/media_store/local_content. Repeatable.
+        #[arg(long, value_name = "PATH", requires = "target")]
+        include: Vec<String>,
+    },
+    /// Delete a backup (its manifest, then its data).
+    Delete {
+        /// The backup id, or `latest` (the newest complete backup).
+        #[arg(value_parser = parse_id)]
+        id: IdArg,
+    },
+    /// Delete old backups and the leftovers of failed creates; the newest restorable
+    /// backup (and the newest complete one) is always kept.
+    Prune {
+        /// Keep at least the N newest restorable backups, however old. Without
+        /// --older-than-days (or delete-older-than-days), the older ones are deleted.
+        #[arg(
+            long,
+            alias = "keep-last",
+            value_name = "N",
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
+        keep_at_least: Option<u64>,
+        /// Delete backups older than this (default: delete-older-than-days from the
+        /// --s3 file).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+        older_than_days: Option<u32>,
+        /// Only print each backup that would be deleted, and why.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove the backup lock left by an operation that is known to be gone (e.g. a
+    /// killed process), after confirmation. A lock otherwise expires by itself.
+    Unlock {
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(short, long)]
+        yes: bool,
+    },
+}
+
+/// A backup id as given: an id, or `latest`.
+#[derive(Clone, Debug)]
+pub(crate) enum IdArg {
+    /// The newest complete backup.
+    Latest,
+    /// This backup.
+    Id(BackupId),
+}
+
+pub(crate) fn parse_id(text: &str) -> Result<IdArg, String> {
+    if text == "latest" {
+        return Ok(IdArg::Latest);
+    }
+    text.parse().map(IdArg::Id).map_err(|e: ConfigError| {
+        let problem = match e {
+            ConfigError::Invalid { problems } => problems
+                .into_iter()
+                .map(|p| p.message)
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        };
+        format!("{problem} (or `latest` for the newest complete backup)")
+    })
+}
+
+impl GlobalArgs {
+    /// `--limit-upload` in whole MiB/s, as the library takes it.
+    pub(crate) fn limit_upload_mib(&self) -> Option<u32> {
+        self.limit_upload.map(|r| r.mib)
+    }
+
+    /// `--limit-download` in whole MiB/s, as the library takes it.
+    pub(crate) fn limit_download_mib(&self) -> Option<u32> {
+        self.limit_download.map(|r| r.mib)
+    }
+}
+
+/// A bandwidth cap, in whole MiB/s (what the aws CLI is given).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Rate {
+    /// MiB per second, at least 1.
+    pub(crate) mib: u32,
+}
+
+/// Parses a rate: a bare number is MiB/s; a number with a unit `K`, `M` or `G` (any
+/// case; binary, 1K = 1024 bytes/s, as the aws CLI counts), optionally followed by `B`
+/// or `iB` and `/s`. The aws CLI is given whole MiB/s, so the rate must be one.
+/// clap names the flag and the value in front of the message.
+pub(crate) fn parse_rate(text: &str) -> Result<Rate, String> {
+    const FORMS: &str = "a number of MiB/s, or with a unit: 500K, 10M, 1G, 10MiB/s";
+    let trimmed = text.trim();
+    let lower = trimmed.to_ascii_lowercase();
+    let unit_part = lower.strip_suffix("/s").unwrap_or(&lower);
+    let digits_end = unit_part
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(unit_part.len());
+    let (number, unit) = unit_part.split_at(digits_end);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("not a rate ({FORMS})"))?;
+    let scale: u64 = match unit {
+        "" if lower.ends_with("/s") => return Err(format!("the unit is missing ({FORMS})")),
+        "" | "m" | "mb" | "mib" => 1 << 20,
+        "k" | "kb" | "kib" => 1 << 10,
+        "g" | "gb" | "gib" => 1 << 30,
+        "b" => 1,
+        _ => return Err(format!("unknown unit {unit:?} ({FORMS})")),
+    };
+    let bytes = value
+        .checked_mul(scale)
+        .ok_or_else(|| "too large".to_string())?;
+    if bytes == 0 {
+        return Err("must be more than 0 (leave the flag out for no cap)".into());
+    }
+    if bytes % (1 << 20) != 0 {
+        return Err(format!(
+            "{bytes} bytes/s is not a whole number of MiB/s, which is what the aws CLI is given (1M = 1024K = 1048576 bytes/s at least)"
+        ));
+    }
+    let mib = u32::try_from(bytes >> 20).map_err(|_| "too large".to_string())?;
+    Ok(Rate { mib })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Rate, parse_rate};
+
+    #[test]
+    fn rates_take_units_in_any_case_and_a_bare_number_is_mib() {
+        let mib = |n| Ok(Rate { mib: n });
+        assert_eq!(parse_rate("10"), mib(10));
+        assert_eq!(parse_rate("10M"), mib(10));
+        assert_eq!(parse_rate("10m"), mib(10));
+        assert_eq!(parse_rate("10MiB/s"), mib(10));
+        assert_eq!(parse_rate("10mb/s"), mib(10));
+        assert_eq!(parse_rate("1G"), mib(1024));
+        assert_eq!(parse_rate("2048K"), mib(2));
+        assert_eq!(parse_rate("1048576B"), mib(1));
+        for bad in [
+            "", "fast", "10X", "-1", "0", "0M", "500K", "1.5M", "M", "/s", "10/s",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(
+            parse_rate("500K")
+                .unwrap_err()
+                .contains("whole number of MiB/s")
+        );
+        assert!(parse_rate("10X").unwrap_err().contains("unknown unit"));
+    }
+}

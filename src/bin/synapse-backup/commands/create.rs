@@ -1,0 +1,104 @@
+//! `create`: a new backup, its id alone on stdout.
+
+use serde::Serialize;
+use synapse_backup::{BackupError, BackupOptions, BackupReport, CancelToken, create_backup_with};
+
+use crate::cli::GlobalArgs;
+use crate::failure::{Failure, Kind};
+use crate::interrupt;
+use crate::output::{self, emit, emit_json};
+use crate::target::{Target, container, lock_options, passphrase};
+use crate::workload::pipeline_layout;
+
+/// `create --json`: the library's report, with the manifest's totals and warnings at
+/// the top as before.
+#[derive(Serialize)]
+struct Created<'a> {
+    #[serde(flatten)]
+    report: &'a BackupReport,
+    plaintext_bytes: u64,
+    ciphertext_bytes: u64,
+    duration_seconds: f64,
+    warnings: &'a [String],
+}
+
+/// `create`: backs up, stopping cleanly (nothing kept) on `SIGINT`, `SIGTERM` or
+/// `SIGHUP`.
+pub(crate) async fn create(
+    global: &GlobalArgs,
+    snapshot_timeout: Option<u64>,
+    new_passphrase: bool,
+) -> Result<(), Failure> {
+    let target = Target::load(global)?;
+    let passphrase = passphrase(global)?;
+    let layout = pipeline_layout(global).await?;
+    target.check_bucket().await?;
+    let container = container(global, &layout);
+    let token = CancelToken::new();
+    let view = output::ProgressView::new(format!(
+        "backing up {} to {}",
+        layout.root,
+        target.describe()
+    ));
+    let options = BackupOptions::default()
+        .snapshot_timeout(snapshot_timeout.map(std::time::Duration::from_secs))
+        .cancel(token.clone())
+        .lock(lock_options(global))
+        .max_bandwidth_mib(global.limit_upload_mib())
+        .new_passphrase(new_passphrase)
+        .progress(Some(view.callback()));
+    let (result, signal) = view
+        .run(interrupt::cancel_on_signal(
+            create_backup_with(
+                &*container,
+                &target.params,
+                passphrase.expose(),
+                &layout,
+                &options,
+            ),
+            &token,
+        ))
+        .await;
+    let report = match (result, signal) {
+        (Ok(report), _) => report,
+        (Err(BackupError::Cancelled), Some(signal)) => {
+            return Err(Failure::new(
+                Kind::Interrupted(signal),
+                "interrupted: the backup was stopped and nothing kept (removed the work dir and the partial upload)",
+            ));
+        }
+        (Err(e), Some(signal)) => {
+            return Err(Failure::new(
+                Kind::Interrupted(signal),
+                format!("interrupted: the backup was stopped and nothing kept ({e})"),
+            ));
+        }
+        (Err(e), None) => return Err(target.failure(e, false)),
+    };
+    let manifest = &report.manifest;
+    for warning in &manifest.warnings {
+        output::warn(warning);
+    }
+    if global.json {
+        emit_json(&Created {
+            report: &report,
+            plaintext_bytes: manifest.plaintext_bytes,
+            ciphertext_bytes: manifest.ciphertext_bytes,
+            duration_seconds: report.duration.as_secs_f64(),
+            warnings: &manifest.warnings,
+        });
+    } else {
+        emit(&format!("{}\n", report.id));
+    }
+    output::info(&format!(
+        "created {} in {}: {} files, {} archived, {} stored, in {} ({})",
+        report.id,
+        target.describe(),
+        report.files,
+        output::size(manifest.plaintext_bytes),
+        output::size(manifest.ciphertext_bytes),
+        output::seconds(report.duration),
+        output::rate(manifest.plaintext_bytes, report.duration),
+    ));
+    Ok(())
+}
