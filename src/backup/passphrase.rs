@@ -67,7 +67,12 @@ pub(crate) async fn before_create<C: Container + ?Sized>(
         tracing::warn!("a new passphrase, as asked: later creates check against this backup");
         return Ok(());
     }
-    let backups = match catalog::list_backups(&run.client).await {
+    let cancel = &options.cancel;
+    let listed = tokio::select! {
+        listed = catalog::list_backups(&run.client) => listed,
+        () = cancel.cancelled() => return Err(BackupError::Cancelled),
+    };
+    let backups = match listed {
         Ok(backups) => backups,
         Err(e) => {
             tracing::warn!(error = %e, "could not list the bucket to check the passphrase; creating anyway");
@@ -83,9 +88,11 @@ pub(crate) async fn before_create<C: Container + ?Sized>(
         return Ok(());
     };
     let legacy = newest.status == BackupStatus::Legacy;
-    let judged = opens(run, &newest.id, &newest.key, legacy)
-        .await
-        .unwrap_or_else(|e| Opens::Unknown(e.to_string()));
+    let judged = match opens(run, &newest.id, &newest.key, legacy, cancel).await {
+        Ok(judged) => judged,
+        Err(BackupError::Cancelled) => return Err(BackupError::Cancelled),
+        Err(e) => Opens::Unknown(e.to_string()),
+    };
     match judged {
         Opens::Yes => Ok(()),
         Opens::No => Err(BackupError::PassphraseMismatch {
@@ -119,7 +126,8 @@ pub(crate) async fn newest_opening<C: Container + ?Sized>(
         .filter(|b| matches!(b.status, BackupStatus::Complete | BackupStatus::Legacy))
         .take(MAX_TRIES)
     {
-        match opens(run, &b.id, &b.key, b.status == BackupStatus::Legacy).await {
+        let legacy = b.status == BackupStatus::Legacy;
+        match opens(run, &b.id, &b.key, legacy, &plan::CancelToken::new()).await {
             Ok(Opens::Yes) => return Ok(Some(b.id.clone())),
             Ok(_) => {}
             Err(e @ BackupError::Container(_)) => return Err(e),
@@ -148,6 +156,7 @@ async fn opens<C: Container + ?Sized>(
     id: &BackupId,
     key: &str,
     legacy: bool,
+    cancel: &plan::CancelToken,
 ) -> Result<Opens, BackupError> {
     // In the workload's temp dir: a prune may run where no Synapse tree is.
     let guard = run
@@ -155,13 +164,15 @@ async fn opens<C: Container + ?Sized>(
         .await?;
     let work = guard.dir().clone();
     let call = passcheck_call(run.layout, run.params, &work, key);
-    let outcome = run
-        .container
-        .exec(
-            &call.argv,
-            work::pipeline_options(run.layout, &call, &work, Some(TIMEOUT), run.passphrase),
-        )
-        .await;
+    let options = work::pipeline_options(run.layout, &call, &work, Some(TIMEOUT), run.passphrase);
+    // Dropping the exec kills the check's process group; the dir goes as on any path.
+    let outcome = tokio::select! {
+        outcome = run.container.exec(&call.argv, options) => outcome,
+        () = cancel.cancelled() => {
+            guard.finish().await;
+            return Err(BackupError::Cancelled);
+        }
+    };
     // gpg and tar fail at the cut end of the stream, but the script made both files.
     let outputs = Outputs::new(run.container, run.layout, &work);
     let read = match outcome {

@@ -146,3 +146,85 @@ fn plain_with_same_clock(
     }
     p
 }
+
+/// Cancelling a create while its passphrase check runs stops the check at once: its
+/// process group is killed, its work dir is gone, and nothing is uploaded. (Before, the
+/// check ran on until its own five-minute limit: a Ctrl-C there was not obeyed.)
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_during_the_passphrase_check_stops_it_and_cleans_up() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    let env = small_env().await;
+    handle(&env)
+        .create(PASSPHRASE, &BackupOptions::default())
+        .await
+        .expect("the first backup");
+    // A gpg that, asked to decrypt (only the check does), records its work dir and pid,
+    // then hangs.
+    let seen = env.dir.path().join("check-seen");
+    let gpg = env.dir.path().join("hanging-gpg");
+    std::fs::write(
+        &gpg,
+        format!(
+            "#!/bin/bash\nfor a in \"$@\"; do if [ \"$a\" = --decrypt ]; then\n  echo \"$$ $SB_WORK\" >'{seen}.tmp'; mv '{seen}.tmp' '{seen}'; exec sleep 600\nfi; done\nexec gpg \"$@\"\n",
+            seen = seen.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&gpg, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let backups = Backups::new(
+        LocalContainer::new(),
+        env.params.clone(),
+        env.layout.clone().gpg(gpg.to_string_lossy().into_owned()),
+    )
+    .unwrap();
+
+    let options = BackupOptions::default();
+    let cancel = options.cancel.clone();
+    let watcher = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while !seen.exists() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            cancel.cancel();
+        })
+    };
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        backups.create(PASSPHRASE, &options),
+    )
+    .await
+    .expect("the create stopped when cancelled, not at the check's own time limit");
+    watcher.await.unwrap();
+    assert!(matches!(result, Err(BackupError::Cancelled)), "{result:?}");
+
+    let seen = std::fs::read_to_string(&seen).unwrap();
+    let (pid, work) = seen.trim().split_once(' ').unwrap();
+    // Gone, or a zombie left to a parent that is gone too.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(") ")
+                .next()
+                .is_some_and(|s| !s.starts_with('Z'))
+        })
+    };
+    for _ in 0..100 {
+        if !running() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!running(), "the check's process {pid} was killed");
+    assert!(
+        !std::path::Path::new(work).exists(),
+        "the check's work dir {work} was removed"
+    );
+    let client = S3Client::new(&env.params).unwrap();
+    assert_eq!(
+        list_backups(&client).await.unwrap().len(),
+        1,
+        "nothing uploaded"
+    );
+}
