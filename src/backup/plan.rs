@@ -322,8 +322,9 @@ pub struct BackupOptions {
     /// newest complete backup (or, on a bucket of legacy backups only, the newest
     /// legacy one): a mistyped passphrase would make backups nobody can restore.
     pub new_passphrase: bool,
-    /// The CPU and I/O priority of the snapshot and the pipeline (default: the
-    /// caller's own; [`Priority::gentle`](crate::Priority::gentle) yields to the homeserver).
+    /// The CPU and I/O priority of the snapshot and the pipeline (default:
+    /// [`Priority::gentle`](crate::Priority::gentle), which yields to the homeserver;
+    /// [`Priority::inherit`](crate::Priority::inherit) keeps the caller's own).
     pub priority: crate::backup::priority::Priority,
 }
 
@@ -352,7 +353,7 @@ impl Default for BackupOptions {
             lock: crate::backup::lock::LockOptions::default(),
             progress: None,
             new_passphrase: false,
-            priority: crate::backup::priority::Priority::inherit(),
+            priority: crate::backup::priority::Priority::gentle(),
         }
     }
 }

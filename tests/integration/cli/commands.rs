@@ -695,3 +695,67 @@ fn the_readme_documents_every_flag_the_help_shows() {
         "README's Flags section and --help disagree: not in the README {missing:?}; not a flag {unknown:?}"
     );
 }
+
+/// `--priority` reaches the pipelines of create and verify (seen from the aws CLI they
+/// run), and a bad value is a usage error naming the flag.
+#[test]
+fn priority_sets_the_pipelines_nice_and_io_class() {
+    use std::os::unix::fs::PermissionsExt;
+    env::require_tool("ionice", "sudo apt-get install -y util-linux");
+    let f = Fixture::with_spec(&TreeSpec {
+        media_files: 2,
+        media_bytes: 4 << 10,
+        db_rows: 5,
+        seed: 4,
+    });
+    let record = f.dir.path().join("priorities");
+    let aws = f.dir.path().join("priority-aws");
+    fs::write(
+        &aws,
+        format!(
+            "#!/usr/bin/env bash\nread -r -a stat </proc/$$/stat\necho \"${{stat[18]}} $(ionice -p $$)\" >>'{}'\nexec '{}' \"$@\"\n",
+            record.display(),
+            env::aws().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&aws, fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |args: &[&str]| -> (String, Vec<String>) {
+        let _ = fs::remove_file(&record);
+        let mut cmd = f.cmd();
+        cmd.arg("--aws").arg(&aws);
+        let out = expect(0, &mut cmd, args);
+        let seen = fs::read_to_string(&record).expect("the aws CLI ran");
+        (stdout(&out), seen.lines().map(str::to_string).collect())
+    };
+    let (out, seen) = run(&["--priority", "19,idle", "create"]);
+    let id = out.trim().to_string();
+    assert!(!seen.is_empty());
+    for line in &seen {
+        assert!(
+            line.starts_with("19 idle"),
+            "create's aws at 19,idle: {line}"
+        );
+    }
+    // `nice -n` adds to the caller's own value (this test's, when run under nice).
+    let own: i32 = fs::read_to_string("/proc/self/stat")
+        .unwrap()
+        .rsplit(") ")
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(16)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let gentle = format!("{} best-effort: prio 7", (own + 10).min(19));
+    let (_, seen) = run(&["verify", &id, "--priority", "gentle"]);
+    assert!(!seen.is_empty());
+    for line in &seen {
+        assert!(line.starts_with(&gentle), "verify's aws at gentle: {line}");
+    }
+
+    let out = expect(2, &mut f.cmd(), &["create", "--priority", "fast"]);
+    let err = stderr(&out);
+    assert!(err.contains("--priority") && err.contains("fast"), "{err}");
+}

@@ -45,6 +45,7 @@ pub(crate) async fn create(
         .cancel(token.clone())
         .lock(lock_options(global))
         .max_bandwidth_mib(global.limit_upload_mib())
+        .priority(global.priority.unwrap_or_default())
         .new_passphrase(new_passphrase)
         .progress(Some(view.callback()));
     let (result, signal) = view

@@ -71,6 +71,7 @@ pub(crate) async fn restore(
     let options = RestoreOptions::default()
         .lock(lock_options(global))
         .max_bandwidth_mib(global.limit_download_mib())
+        .priority(global.priority.unwrap_or_default())
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
     let report = interrupt::shielded(
@@ -225,6 +226,7 @@ pub(crate) async fn extract(
     let view = output::ProgressView::new(format!("extracting {id} into {dir}"));
     let options = RestoreOptions::default()
         .max_bandwidth_mib(global.limit_download_mib())
+        .priority(global.priority.unwrap_or_default())
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
     let report = interrupt::shielded(
