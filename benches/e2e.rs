@@ -58,6 +58,11 @@
 //!
 //! The last line on stdout is `backup speedup: <ratio>x`.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "the 80-line rule is for the library; a scenario here reads top to bottom"
+)]
+
 #[path = "../tests/support/pebble_daemon.rs"]
 mod pebble_daemon;
 #[path = "../tests/support/s3_server.rs"]

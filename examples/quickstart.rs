@@ -15,6 +15,11 @@
 //! cargo run --release --example quickstart
 //! ```
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "the 80-line rule is for the library; a scenario here reads top to bottom"
+)]
+
 #[path = "../tests/support/s3_server.rs"]
 mod s3_server;
 #[path = "../tests/support/synapse_tree.rs"]

@@ -256,32 +256,32 @@ pub fn config_file(
     }
 }
 
-/// What of the config file `user` the profile `profile` needs, in the file's order:
-/// its sections, then (transitively) those its `source_profile`, `sso_session` and
-/// `services` options name. Lines before the first section and every other section
-/// are left out. Lines are classified as in [`merge_profile_config`].
-fn needed_sections(user: &str, profile: &str) -> String {
-    /// What a section header defines: a profile, an sso-session or a services block.
-    fn section_id(header: &str) -> Option<(&'static str, String)> {
-        if let Some(name) = section_profile(header) {
-            return Some(("profile", name.to_string()));
-        }
-        let header = header.trim();
-        for kind in ["sso-session", "services"] {
-            if let Some(rest) = header.strip_prefix(kind)
-                && rest.starts_with(char::is_whitespace)
-            {
-                return Some((kind, rest.trim().to_string()));
-            }
-        }
-        None
+/// What a section header defines: a profile, an sso-session or a services block.
+type SectionId = (&'static str, String);
+
+/// A section of a config file: what it defines, its text, and what it refers to.
+type Section = (Option<SectionId>, String, Vec<SectionId>);
+
+/// What a section header defines, if it is a profile, an sso-session or a services block.
+fn section_id(header: &str) -> Option<SectionId> {
+    if let Some(name) = section_profile(header) {
+        return Some(("profile", name.to_string()));
     }
-    // The sections: (id, text, references).
-    type Section = (
-        Option<(&'static str, String)>,
-        String,
-        Vec<(&'static str, String)>,
-    );
+    let header = header.trim();
+    for kind in ["sso-session", "services"] {
+        if let Some(rest) = header.strip_prefix(kind)
+            && rest.starts_with(char::is_whitespace)
+        {
+            return Some((kind, rest.trim().to_string()));
+        }
+    }
+    None
+}
+
+/// The sections of the config file `user`, each with the references its
+/// `source_profile`, `sso_session` and `services` options make. Lines before the first
+/// section are left out. Lines are classified as in [`merge_profile_config`].
+fn split_sections(user: &str) -> Vec<Section> {
     let mut sections: Vec<Section> = Vec::new();
     let mut in_option = false;
     let mut indent_level = 0;
@@ -320,7 +320,16 @@ fn needed_sections(user: &str, profile: &str) -> String {
             section.2.push((kind, value.trim().to_string()));
         }
     }
-    let mut needed: Vec<(&'static str, String)> = vec![("profile", profile.to_string())];
+    sections
+}
+
+/// What of the config file `user` the profile `profile` needs, in the file's order:
+/// its sections, then (transitively) those its `source_profile`, `sso_session` and
+/// `services` options name. Lines before the first section and every other section
+/// are left out.
+fn needed_sections(user: &str, profile: &str) -> String {
+    let sections = split_sections(user);
+    let mut needed: Vec<SectionId> = vec![("profile", profile.to_string())];
     let mut next = 0;
     while next < needed.len() {
         let wanted = needed[next].clone();

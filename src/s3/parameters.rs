@@ -674,6 +674,30 @@ struct Checked {
 }
 
 impl Checked {
+    /// The values of `raw` coerced to their types; a value of the wrong type is a
+    /// problem and is dropped.
+    fn coerce(raw: RawS3Parameters, problems: &mut Problems) -> Checked {
+        Checked {
+            access_key: secret(problems, "access-key", raw.access_key),
+            secret_key: secret(problems, "secret-key", raw.secret_key),
+            session_token: Some(secret(problems, "session-token", raw.session_token))
+                .filter(|s| !s.is_empty()),
+            secret_extra: string(problems, "secret-extra", raw.secret_extra),
+            bucket: string(problems, "bucket", raw.bucket).unwrap_or_default(),
+            region: string(problems, "region", raw.region),
+            endpoint: string(problems, "endpoint", raw.endpoint),
+            path: path_string(problems, raw.path),
+            s3_uri_style: string(problems, "s3-uri-style", raw.s3_uri_style)
+                .map(|s| s.to_ascii_lowercase()),
+            storage_class: string(problems, "storage-class", raw.storage_class),
+            tls_ca_chain: pem_list(problems, raw.tls_ca_chain),
+            s3_api_version: scalar_string(problems, "s3-api-version", raw.s3_api_version),
+            attributes: attribute_map(problems, raw.attributes),
+            lib_version: scalar_string(problems, "lib-version", raw.lib_version),
+            delete_older_than_days: days(problems, raw.delete_older_than_days),
+        }
+    }
+
     /// What breaks a rule, each with its field: every field's own rule (on a value that
     /// is present), then the rules across fields.
     fn problems(&self) -> Vec<FieldProblem> {
@@ -727,7 +751,7 @@ impl Checked {
 impl TryFrom<RawS3Parameters> for S3Parameters {
     type Error = ConfigError;
 
-    fn try_from(raw: RawS3Parameters) -> Result<Self, ConfigError> {
+    fn try_from(mut raw: RawS3Parameters) -> Result<Self, ConfigError> {
         let mut problems = Problems::default();
         let secret_given = raw.secret_given;
         let absent = |v: &Option<Value>| match v {
@@ -736,7 +760,7 @@ impl TryFrom<RawS3Parameters> for S3Parameters {
             Some(_) => false,
         };
         // The AWS chain, when the caller opted in and nothing names keys.
-        let ambient = raw.ambient.filter(|_| {
+        let ambient = raw.ambient.take().filter(|_| {
             absent(&raw.access_key)
                 && absent(&raw.secret_key)
                 && absent(&raw.session_token)
@@ -747,25 +771,7 @@ impl TryFrom<RawS3Parameters> for S3Parameters {
                 .discarded
                 .extend(["access-key".into(), "secret-key".into()]);
         }
-        let mut checked = Checked {
-            access_key: secret(&mut problems, "access-key", raw.access_key),
-            secret_key: secret(&mut problems, "secret-key", raw.secret_key),
-            session_token: Some(secret(&mut problems, "session-token", raw.session_token))
-                .filter(|s| !s.is_empty()),
-            secret_extra: string(&mut problems, "secret-extra", raw.secret_extra),
-            bucket: string(&mut problems, "bucket", raw.bucket).unwrap_or_default(),
-            region: string(&mut problems, "region", raw.region),
-            endpoint: string(&mut problems, "endpoint", raw.endpoint),
-            path: path_string(&mut problems, raw.path),
-            s3_uri_style: string(&mut problems, "s3-uri-style", raw.s3_uri_style)
-                .map(|s| s.to_ascii_lowercase()),
-            storage_class: string(&mut problems, "storage-class", raw.storage_class),
-            tls_ca_chain: pem_list(&mut problems, raw.tls_ca_chain),
-            s3_api_version: scalar_string(&mut problems, "s3-api-version", raw.s3_api_version),
-            attributes: attribute_map(&mut problems, raw.attributes),
-            lib_version: scalar_string(&mut problems, "lib-version", raw.lib_version),
-            delete_older_than_days: days(&mut problems, raw.delete_older_than_days),
-        };
+        let mut checked = Checked::coerce(raw, &mut problems);
         // A v1 databag: the keys are in the secret `secret-extra` names.
         if checked.secret_extra.is_some()
             && !secret_given

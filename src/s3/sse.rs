@@ -169,6 +169,29 @@ pub(crate) fn extract(
             "{name} is not supported (the aws CLI cannot send an SSE-KMS encryption context)"
         ));
     }
+    let managed = managed(sse, kms_key_id, problems);
+    let customer = customer(algorithm.as_ref(), key.as_ref(), key_md5.as_ref(), problems);
+    if managed.is_some() && (customer.is_some() || key.is_some()) {
+        problems.push(
+            "X-Amz-Server-Side-Encryption and X-Amz-Server-Side-Encryption-Customer-Key cannot be combined: choose S3-managed, KMS or customer keys"
+                .into(),
+        );
+    }
+    if problems.len() > before {
+        return None;
+    }
+    customer.map(ServerSideEncryption::CustomerKey).or(managed)
+}
+
+/// An entry taken out of the attributes: its name as given, and its value.
+type Taken = Option<(String, String)>;
+
+/// S3- or KMS-managed encryption from `X-Amz-Server-Side-Encryption` and the KMS key id.
+fn managed(
+    sse: Taken,
+    kms_key_id: Taken,
+    problems: &mut Vec<String>,
+) -> Option<ServerSideEncryption> {
     let managed = match &sse {
         None => None,
         Some((_, v)) if v == AES256 => Some(ServerSideEncryption::S3),
@@ -183,7 +206,7 @@ pub(crate) fn extract(
             None
         }
     };
-    let managed = match (managed, kms_key_id) {
+    match (managed, kms_key_id) {
         (Some(ServerSideEncryption::Kms { dsse, .. }), Some((name, id))) => {
             if id.is_empty() || !id.chars().all(|c| c.is_ascii_graphic()) {
                 problems.push(format!(
@@ -202,9 +225,17 @@ pub(crate) fn extract(
             None
         }
         (managed, None) => managed,
-    };
+    }
+}
 
-    let customer = match (&algorithm, &key) {
+/// A customer key (SSE-C) from its algorithm, key and key MD5 headers.
+fn customer(
+    algorithm: Option<&(String, String)>,
+    key: Option<&(String, String)>,
+    key_md5: Option<&(String, String)>,
+    problems: &mut Vec<String>,
+) -> Option<CustomerKey> {
+    match (algorithm, key) {
         (None, None) => {
             if let Some((name, _)) = &key_md5 {
                 problems.push(format!(
@@ -240,17 +271,7 @@ pub(crate) fn extract(
                 }
             }
         }
-    };
-    if managed.is_some() && (customer.is_some() || key.is_some()) {
-        problems.push(
-            "X-Amz-Server-Side-Encryption and X-Amz-Server-Side-Encryption-Customer-Key cannot be combined: choose S3-managed, KMS or customer keys"
-                .into(),
-        );
     }
-    if problems.len() > before {
-        return None;
-    }
-    customer.map(ServerSideEncryption::CustomerKey).or(managed)
 }
 
 #[cfg(test)]

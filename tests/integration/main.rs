@@ -7,6 +7,11 @@
 //! default ones are compiled only with it; the README's test command uses
 //! `--all-features`.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "the 80-line rule is for the library; a scenario here reads top to bottom"
+)]
+
 #[path = "../support/mod.rs"]
 mod support;
 
