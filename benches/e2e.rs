@@ -42,7 +42,7 @@
 //! the client API's latency (sending a message over one keep-alive connection, median
 //! and p99) while idle and while a backup of it runs, at each [`Priority`] worth
 //! comparing (`BackupOptions::priority`: the caller's own, the default, the lowest) and
-//! with the upload capped (`BackupOptions::max_bandwidth_mib`).
+//! with the upload capped (`BackupOptions::max_bandwidth`).
 //! - `SYNAPSE_BACKUP_BENCH_SWEEP`: `concurrency x part MiB` settings for the sweep
 //!   section, e.g. `1x8,4x8,4x16,8x8` (setting it turns the sweep on);
 //! - `SYNAPSE_BACKUP_BENCH_CONCURRENCY`, `SYNAPSE_BACKUP_BENCH_PART_MIB`,
@@ -2001,7 +2001,7 @@ fn synapse_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(
                 .options
                 .clone()
                 .priority(Priority::gentle())
-                .max_bandwidth_mib(Some(capped)),
+                .max_bandwidth(Some(synapse_backup::Bandwidth::mib(capped))),
         ),
     ];
     let mut during: Vec<Latencies> = variants

@@ -79,6 +79,7 @@ mod container;
 mod error;
 mod s3;
 
+pub use backup::bandwidth::Bandwidth;
 pub use backup::catalog::{BackupInfo, BackupStatus, PruneReport, RetentionPolicy};
 pub use backup::catalog::{
     backup_status, delete_backup, delete_backup_with, exists_backup, list_backups,

@@ -42,8 +42,8 @@ pub type CreateOptions = BackupOptions;
 pub struct VerifyOptions {
     /// Kill the download pipeline after this long.
     pub timeout: Option<Duration>,
-    /// Cap the download at this many MiB/s; no cap when `None`.
-    pub max_bandwidth_mib: Option<u32>,
+    /// Cap the download; no cap when `None`.
+    pub max_bandwidth: Option<crate::Bandwidth>,
     /// Make the work dir in the workload's temp dir (see
     /// [`RestoreOptions::temp_work_dir`]).
     pub temp_work_dir: bool,
@@ -62,7 +62,7 @@ impl VerifyOptions {
     fn restore_options(&self) -> RestoreOptions {
         RestoreOptions::default()
             .timeout(self.timeout)
-            .max_bandwidth_mib(self.max_bandwidth_mib)
+            .max_bandwidth(self.max_bandwidth)
             .temp_work_dir(self.temp_work_dir)
             .progress(self.progress.clone())
             .priority(self.priority)

@@ -1,6 +1,7 @@
 //! The backup life cycle, run through a [`Container`](crate::Container): the I/O layer
 //! over the pure [`plan`], [`restore_plan`], [`layout`] and [`manifest`] modules.
 
+pub(crate) mod bandwidth;
 pub(crate) mod catalog;
 mod create;
 pub(crate) mod decryption;

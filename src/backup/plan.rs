@@ -278,13 +278,14 @@ impl Eq for CancelToken {}
 ///
 /// ```
 /// use std::time::Duration;
-/// use synapse_backup::{BackupOptions, Compression};
+/// use synapse_backup::{BackupOptions, Bandwidth, Compression};
 ///
 /// let options = BackupOptions::default()
 ///     .compression(Compression::Zlib(1))
-///     .max_bandwidth_mib(Some(50))
+///     .max_bandwidth(Some("500K".parse::<Bandwidth>()?))
 ///     .timeout(Some(Duration::from_secs(4 * 3600)));
-/// assert_eq!(options.max_bandwidth_mib, Some(50));
+/// assert_eq!(options.max_bandwidth, Some(Bandwidth::kib(500)));
+/// # Ok::<(), synapse_backup::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, derive_setters::Setters)]
 #[non_exhaustive]
@@ -308,9 +309,9 @@ pub struct BackupOptions {
     pub snapshot_timeout: Option<std::time::Duration>,
     /// Cancels the backup when cancelled (see [`CancelToken`]).
     pub cancel: CancelToken,
-    /// Cap the upload at this many MiB/s (the aws CLI's `max_bandwidth`), so a backup
-    /// does not saturate the workload's network; no cap when `None`.
-    pub max_bandwidth_mib: Option<u32>,
+    /// Cap the upload (the aws CLI's `max_bandwidth`), so a backup does not saturate
+    /// the workload's network; no cap when `None`.
+    pub max_bandwidth: Option<crate::Bandwidth>,
     /// How the backup lock is taken (default: required, fail at once when held).
     pub lock: crate::backup::lock::LockOptions,
     /// Receives the pipeline's progress (see [`Progress`](crate::Progress)); none when
@@ -349,7 +350,7 @@ impl Default for BackupOptions {
             timeout: None,
             snapshot_timeout: Some(DEFAULT_SNAPSHOT_TIMEOUT),
             cancel: CancelToken::default(),
-            max_bandwidth_mib: None,
+            max_bandwidth: None,
             lock: crate::backup::lock::LockOptions::default(),
             progress: None,
             new_passphrase: false,
@@ -387,7 +388,7 @@ pub fn aws_config_file(
     options: &BackupOptions,
 ) -> Result<String, ConfigError> {
     let mut settings = TransferSettings::new(options.upload_concurrency, options.part_size_mib);
-    settings.max_bandwidth_mib = options.max_bandwidth_mib;
+    settings.max_bandwidth = options.max_bandwidth;
     aws_cli::config_file(params, &settings)
 }
 
@@ -880,7 +881,7 @@ mod tests {
         let capped = aws_config_file(
             &p,
             &BackupOptions {
-                max_bandwidth_mib: Some(5),
+                max_bandwidth: Some(crate::Bandwidth::mib(5)),
                 ..Default::default()
             },
         )

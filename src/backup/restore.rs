@@ -95,9 +95,8 @@ pub struct RestoreOptions {
     /// Keep (`true`) the restored database's `e2e_one_time_keys_json` rows; by default
     /// they are removed, as Synapse advises for a restored database.
     pub keep_one_time_keys: bool,
-    /// Cap the download at this many MiB/s (the aws CLI's `max_bandwidth`); no cap
-    /// when `None`.
-    pub max_bandwidth_mib: Option<u32>,
+    /// Cap the download (the aws CLI's `max_bandwidth`); no cap when `None`.
+    pub max_bandwidth: Option<crate::Bandwidth>,
     /// Make verify's work dir in the workload's temp dir (`$TMPDIR` or `/tmp`, with
     /// `mktemp -d` as the workload user) instead of under the layout's work base.
     /// Verify does so anyway when the work base does not exist (no Synapse tree there);
@@ -114,7 +113,7 @@ pub struct RestoreOptions {
 impl RestoreOptions {
     /// The aws CLI settings of the download (the per-run config file).
     pub(super) fn transfer(&self) -> BackupOptions {
-        BackupOptions::default().max_bandwidth_mib(self.max_bandwidth_mib)
+        BackupOptions::default().max_bandwidth(self.max_bandwidth)
     }
 }
 

@@ -144,8 +144,8 @@ pub struct TransferSettings {
     /// `multipart_chunksize` and `multipart_threshold`, in MiB (at least 5, S3's
     /// minimum part size).
     pub part_size_mib: u32,
-    /// `max_bandwidth`, in MiB/s, if limited.
-    pub max_bandwidth_mib: Option<u32>,
+    /// `max_bandwidth`, if limited.
+    pub max_bandwidth: Option<crate::Bandwidth>,
 }
 
 impl TransferSettings {
@@ -155,14 +155,14 @@ impl TransferSettings {
         TransferSettings {
             max_concurrent_requests,
             part_size_mib,
-            max_bandwidth_mib: None,
+            max_bandwidth: None,
         }
     }
 
-    /// Limits the bandwidth to `mib` MiB/s.
+    /// Limits the bandwidth to `cap`.
     #[cfg(test)]
-    pub fn max_bandwidth_mib(mut self, mib: u32) -> Self {
-        self.max_bandwidth_mib = Some(mib);
+    pub fn max_bandwidth(mut self, cap: crate::Bandwidth) -> Self {
+        self.max_bandwidth = Some(cap);
         self
     }
 }
@@ -238,8 +238,8 @@ pub fn config_file(
         ("multipart_chunksize", format!("{part}MB")),
         ("multipart_threshold", format!("{part}MB")),
     ];
-    if let Some(limit) = settings.max_bandwidth_mib {
-        s3.push(("max_bandwidth", format!("{}MB/s", limit.max(1))));
+    if let Some(limit) = settings.max_bandwidth {
+        s3.push(("max_bandwidth", limit.aws_value()));
     }
     match params.credential_source() {
         CredentialSource::Ambient(ambient) => Ok(merge_profile_config(
@@ -665,13 +665,13 @@ mod tests {
         );
         let capped = config_file(
             &params(&[]),
-            &TransferSettings::new(0, 1).max_bandwidth_mib(0),
+            &TransferSettings::new(0, 1).max_bandwidth(crate::Bandwidth::kib(500)),
         )
         .unwrap();
         assert!(
             capped.contains("max_concurrent_requests = 1\n")
                 && capped.contains("multipart_chunksize = 5MB\n")
-                && capped.contains("max_bandwidth = 1MB/s\n"),
+                && capped.contains("max_bandwidth = 500KB/s\n"),
             "{capped}"
         );
         for bad in ["", "a\nb", "a\r", " a", "a ", "[x]", "#x", ";x", "a\u{0}"] {

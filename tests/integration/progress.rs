@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use env::{Env, PASSPHRASE};
 use synapse_backup::{
-    BackupOptions, LocalContainer, Progress, ProgressCallback, ProgressStage, RestoreOptions,
-    create_backup_with, restore_backup_with, verify_backup_with,
+    BackupOptions, Bandwidth, LocalContainer, Progress, ProgressCallback, ProgressStage,
+    RestoreOptions, create_backup_with, restore_backup_with, verify_backup_with,
 };
 use synapse_tree::TreeSpec;
 
@@ -111,7 +111,7 @@ async fn progress_is_reported_several_times_during_capped_create_verify_and_rest
     let (callback, seen) = recorder();
     let options = BackupOptions::default()
         .progress(Some(callback))
-        .max_bandwidth_mib(Some(UPLOAD_CAP))
+        .max_bandwidth(Some(Bandwidth::mib(UPLOAD_CAP)))
         .upload_concurrency(1);
     let report = create_backup_with(&c, &env.params, PASSPHRASE, &env.layout, &options)
         .await
@@ -134,7 +134,7 @@ async fn progress_is_reported_several_times_during_capped_create_verify_and_rest
     // verify and restore: the object as it is downloaded, out of its known size.
     let (callback, seen) = recorder();
     let options = RestoreOptions::default()
-        .max_bandwidth_mib(Some(DOWNLOAD_CAP))
+        .max_bandwidth(Some(Bandwidth::mib(DOWNLOAD_CAP)))
         .progress(Some(callback));
     let verified = verify_backup_with(
         &c,
@@ -157,7 +157,7 @@ async fn progress_is_reported_several_times_during_capped_create_verify_and_rest
 
     let (callback, seen) = recorder();
     let options = RestoreOptions::default()
-        .max_bandwidth_mib(Some(DOWNLOAD_CAP))
+        .max_bandwidth(Some(Bandwidth::mib(DOWNLOAD_CAP)))
         .progress(Some(callback));
     restore_backup_with(
         &c,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use synapse_backup::{BackupId, ConfigError, Layout};
+use synapse_backup::{BackupId, Bandwidth, ConfigError, Layout};
 
 pub(crate) const AFTER_HELP: &str = "\
 The --s3 file holds the s3-integrator relation keys (YAML, or JSON when it ends in .json):
@@ -100,13 +100,13 @@ pub(crate) struct GlobalArgs {
     pub(crate) lock_ttl: u64,
     /// Cap create's upload at RATE (the aws CLI's max_bandwidth), so a backup does not
     /// saturate the network: a bare number is MiB/s; or with a unit K, M or G, any
-    /// case, 1K = 1024 bytes/s (500K, 10M, 1G, 10MiB/s); whole MiB/s (default: no cap).
+    /// case, 1K = 1024 bytes/s (500K, 10M, 1G, 10MiB/s); whole KiB/s (default: no cap).
     #[arg(long, value_name = "RATE", value_parser = parse_rate, global = true)]
-    pub(crate) limit_upload: Option<Rate>,
+    pub(crate) limit_upload: Option<Bandwidth>,
     /// Cap the download of verify and restore at RATE, as --limit-upload (a bare
     /// number is MiB/s; default: no cap).
     #[arg(long, value_name = "RATE", value_parser = parse_rate, global = true)]
-    pub(crate) limit_download: Option<Rate>,
+    pub(crate) limit_download: Option<Bandwidth>,
     /// The CPU and I/O priority of the pipelines create, verify, restore and extract run
     /// in the workload: `gentle` (10,best-effort:7, the default), `normal` (this
     /// command's own) or `NICE[,IO]` with IO `inherit`, `idle` or `best-effort:0..7`
@@ -271,89 +271,35 @@ pub(crate) fn parse_id(text: &str) -> Result<IdArg, String> {
     })
 }
 
-impl GlobalArgs {
-    /// `--limit-upload` in whole MiB/s, as the library takes it.
-    pub(crate) fn limit_upload_mib(&self) -> Option<u32> {
-        self.limit_upload.map(|r| r.mib)
-    }
-
-    /// `--limit-download` in whole MiB/s, as the library takes it.
-    pub(crate) fn limit_download_mib(&self) -> Option<u32> {
-        self.limit_download.map(|r| r.mib)
-    }
-}
-
-/// A bandwidth cap, in whole MiB/s (what the aws CLI is given).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Rate {
-    /// MiB per second, at least 1.
-    pub(crate) mib: u32,
-}
-
-/// Parses a rate: a bare number is MiB/s; a number with a unit `K`, `M` or `G` (any
-/// case; binary, 1K = 1024 bytes/s, as the aws CLI counts), optionally followed by `B`
-/// or `iB` and `/s`. The aws CLI is given whole MiB/s, so the rate must be one.
-/// clap names the flag and the value in front of the message.
-pub(crate) fn parse_rate(text: &str) -> Result<Rate, String> {
-    const FORMS: &str = "a number of MiB/s, or with a unit: 500K, 10M, 1G, 10MiB/s";
-    let trimmed = text.trim();
-    let lower = trimmed.to_ascii_lowercase();
-    let unit_part = lower.strip_suffix("/s").unwrap_or(&lower);
-    let digits_end = unit_part
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(unit_part.len());
-    let (number, unit) = unit_part.split_at(digits_end);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("not a rate ({FORMS})"))?;
-    let scale: u64 = match unit {
-        "" if lower.ends_with("/s") => return Err(format!("the unit is missing ({FORMS})")),
-        "" | "m" | "mb" | "mib" => 1 << 20,
-        "k" | "kb" | "kib" => 1 << 10,
-        "g" | "gb" | "gib" => 1 << 30,
-        "b" => 1,
-        _ => return Err(format!("unknown unit {unit:?} ({FORMS})")),
-    };
-    let bytes = value
-        .checked_mul(scale)
-        .ok_or_else(|| "too large".to_string())?;
-    if bytes == 0 {
-        return Err("must be more than 0 (leave the flag out for no cap)".into());
-    }
-    if bytes % (1 << 20) != 0 {
-        return Err(format!(
-            "{bytes} bytes/s is not a whole number of MiB/s, which is what the aws CLI is given (1M = 1024K = 1048576 bytes/s at least)"
-        ));
-    }
-    let mib = u32::try_from(bytes >> 20).map_err(|_| "too large".to_string())?;
-    Ok(Rate { mib })
+/// `--limit-upload` / `--limit-download`: the library's [`Bandwidth`] text, the error
+/// without the field name (clap names the flag).
+pub(crate) fn parse_rate(text: &str) -> Result<Bandwidth, String> {
+    text.parse::<Bandwidth>().map_err(|e| match e {
+        ConfigError::Invalid { problems, .. } => problems
+            .into_iter()
+            .map(|p| p.message)
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Rate, parse_rate};
+    use super::parse_rate;
+    use synapse_backup::Bandwidth;
 
     #[test]
     fn rates_take_units_in_any_case_and_a_bare_number_is_mib() {
-        let mib = |n| Ok(Rate { mib: n });
-        assert_eq!(parse_rate("10"), mib(10));
-        assert_eq!(parse_rate("10M"), mib(10));
-        assert_eq!(parse_rate("10m"), mib(10));
-        assert_eq!(parse_rate("10MiB/s"), mib(10));
-        assert_eq!(parse_rate("10mb/s"), mib(10));
-        assert_eq!(parse_rate("1G"), mib(1024));
-        assert_eq!(parse_rate("2048K"), mib(2));
-        assert_eq!(parse_rate("1048576B"), mib(1));
+        assert_eq!(parse_rate("10"), Ok(Bandwidth::mib(10)));
+        assert_eq!(parse_rate("10MiB/s"), Ok(Bandwidth::mib(10)));
+        assert_eq!(parse_rate("500K"), Ok(Bandwidth::kib(500)));
         for bad in [
-            "", "fast", "10X", "-1", "0", "0M", "500K", "1.5M", "M", "/s", "10/s",
+            "", "fast", "10X", "-1", "0", "0M", "1.5M", "M", "/s", "10/s", "100B",
         ] {
-            assert!(parse_rate(bad).is_err(), "{bad:?} was accepted");
+            let err = parse_rate(bad).unwrap_err();
+            assert!(!err.contains("bandwidth:"), "clap names the flag: {err}");
         }
-        assert!(
-            parse_rate("500K")
-                .unwrap_err()
-                .contains("whole number of MiB/s")
-        );
         assert!(parse_rate("10X").unwrap_err().contains("unknown unit"));
     }
 }

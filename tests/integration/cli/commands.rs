@@ -230,6 +230,8 @@ fn limit_upload_and_download_cap_the_aws_cli_and_the_runs_still_work() {
 
     let (_, configs) = run(&["create", "--limit-upload", "50"]);
     assert!(configs.contains("max_bandwidth = 50MB/s\n"), "{configs}");
+    let (_, configs) = run(&["verify", &id, "--limit-download", "500K"]);
+    assert!(configs.contains("max_bandwidth = 500KB/s\n"), "{configs}");
     let (out, configs) = run(&["verify", &id, "--limit-download", "40"]);
     assert!(out.starts_with(&format!("ok: {id}")), "{out}");
     assert!(configs.contains("max_bandwidth = 40MB/s\n"), "{configs}");

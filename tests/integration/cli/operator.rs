@@ -585,6 +585,12 @@ fn bandwidth_limits_take_units_and_a_bad_one_names_the_flag_and_the_value() {
     assert!(help.contains("a bare number is MiB/s"), "{help}");
     let out = expect(0, &mut f.cmd(), &["--limit-upload", "10M", "create"]);
     let id = stdout(&out).trim().to_string();
+    // Below 1 MiB/s too: the aws CLI takes whole KiB/s.
+    expect(
+        0,
+        &mut f.cmd(),
+        &["--limit-download", "500K", "verify", &id],
+    );
     expect(0, &mut f.cmd(), &["--limit-download", "1g", "verify", &id]);
     expect(
         0,
@@ -594,7 +600,7 @@ fn bandwidth_limits_take_units_and_a_bad_one_names_the_flag_and_the_value() {
     for (flag, value, why) in [
         ("--limit-upload", "fast", "not a rate"),
         ("--limit-upload", "10X", "unknown unit"),
-        ("--limit-download", "500K", "whole number of MiB/s"),
+        ("--limit-download", "1000B", "whole number of KiB/s"),
         ("--limit-download", "0", "more than 0"),
     ] {
         let out = expect(2, &mut f.cmd(), &[flag, value, "verify", &id]);

@@ -450,7 +450,7 @@ async fn upload_failing_mid_stream_leaves_nothing() {
     let options = BackupOptions::default()
         .part_size_mib(8)
         .upload_concurrency(2)
-        .max_bandwidth_mib(Some(16));
+        .max_bandwidth(Some(synapse_backup::Bandwidth::mib(16)));
     let c = std::sync::Arc::new(c);
     let c2 = c.clone();
     let task = tokio::spawn(async move {
@@ -511,7 +511,7 @@ async fn a_killed_upload_has_its_multipart_upload_aborted() {
     let options = BackupOptions::default()
         .part_size_mib(5)
         .upload_concurrency(1)
-        .max_bandwidth_mib(Some(4))
+        .max_bandwidth(Some(synapse_backup::Bandwidth::mib(4)))
         .timeout(Some(std::time::Duration::from_secs(8)));
     let (c2, p2, l2) = (c.clone(), params.clone(), layout.clone());
     let task =

@@ -44,7 +44,7 @@ pub(crate) async fn create(
         .snapshot_timeout(snapshot_timeout.map(std::time::Duration::from_secs))
         .cancel(token.clone())
         .lock(lock_options(global))
-        .max_bandwidth_mib(global.limit_upload_mib())
+        .max_bandwidth(global.limit_upload)
         .priority(global.priority.unwrap_or_default())
         .new_passphrase(new_passphrase)
         .progress(Some(view.callback()));

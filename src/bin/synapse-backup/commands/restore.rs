@@ -70,7 +70,7 @@ pub(crate) async fn restore(
     let view = output::ProgressView::new(format!("restoring {id} into {}", layout.root));
     let options = RestoreOptions::default()
         .lock(lock_options(global))
-        .max_bandwidth_mib(global.limit_download_mib())
+        .max_bandwidth(global.limit_download)
         .priority(global.priority.unwrap_or_default())
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
@@ -225,7 +225,7 @@ pub(crate) async fn extract(
     }
     let view = output::ProgressView::new(format!("extracting {id} into {dir}"));
     let options = RestoreOptions::default()
-        .max_bandwidth_mib(global.limit_download_mib())
+        .max_bandwidth(global.limit_download)
         .priority(global.priority.unwrap_or_default())
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));

@@ -74,7 +74,7 @@ async fn verify_one(
     let container = container(global, layout);
     let view = output::ProgressView::new(format!("verifying {id}"));
     let options = RestoreOptions::default()
-        .max_bandwidth_mib(global.limit_download_mib())
+        .max_bandwidth(global.limit_download)
         .priority(global.priority.unwrap_or_default())
         .temp_work_dir(temp_work_dir)
         .progress(Some(view.callback()));
