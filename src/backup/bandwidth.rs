@@ -76,7 +76,7 @@ impl Bandwidth {
 
     /// The aws CLI's `max_bandwidth` value: `NMB/s` when whole MiB/s, else `NKB/s`.
     pub(crate) fn aws_value(&self) -> String {
-        if self.kib % 1024 == 0 {
+        if self.kib.is_multiple_of(1024) {
             format!("{}MB/s", self.kib / 1024)
         } else {
             format!("{}KB/s", self.kib)
@@ -86,7 +86,7 @@ impl Bandwidth {
 
 impl fmt::Display for Bandwidth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.kib % 1024 == 0 {
+        if self.kib.is_multiple_of(1024) {
             write!(f, "{} MiB/s", self.kib / 1024)
         } else {
             write!(f, "{} KiB/s", self.kib)
@@ -131,7 +131,7 @@ impl FromStr for Bandwidth {
         if bytes == 0 {
             return Err(invalid(text, "must be more than 0 (no cap is no value)"));
         }
-        if bytes % 1024 != 0 {
+        if !bytes.is_multiple_of(1024) {
             return Err(invalid(
                 text,
                 format_args!(
