@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
 
 use crate::backup::lock::{BackupLock, LockConfirmer, LockMode, LockOptions, LockOwner};
@@ -76,6 +77,10 @@ struct Seen {
     manifest: Option<crate::ObjectInfo>,
 }
 
+/// How many HEADs [`list_backups`] has in flight at once (one per data object without
+/// a manifest: legacy backups and failed runs).
+pub const LIST_HEAD_CONCURRENCY: usize = 16;
+
 /// Lists every backup under the configured path, newest first by the server's time
 /// (the objects' `LastModified`, never the time in the id: a host with a wrong clock
 /// names its backups wrongly, see [`BackupInfo::id_time_disagrees`]). Manifests, the lock
@@ -105,6 +110,19 @@ pub async fn list_backups(
             seen.entry(id).or_default().data = Some(object);
         }
     }
+    // Data without a manifest needs a HEAD each (ours, failed, or legacy): made
+    // concurrently, at most LIST_HEAD_CONCURRENCY at a time, in the listing's order.
+    let unmanifested: Vec<String> = seen
+        .values()
+        .filter(|s| s.manifest.is_none())
+        .filter_map(|s| s.data.as_ref().map(|d| d.key.clone()))
+        .collect();
+    let heads: Vec<bool> = stream::iter(unmanifested)
+        .map(|key| async move { is_ours(store, &key).await })
+        .buffered(LIST_HEAD_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut heads = heads.into_iter();
     let mut out = Vec::with_capacity(seen.len());
     for (id, s) in seen {
         let key = store.object_key(id.as_str());
@@ -124,7 +142,7 @@ pub async fn list_backups(
                 status: BackupStatus::Incomplete,
             },
             (Some(d), None) => {
-                let status = if is_ours(store, &d.key).await? {
+                let status = if heads.next().unwrap_or(false) {
                     BackupStatus::Incomplete
                 } else {
                     BackupStatus::Legacy
@@ -899,6 +917,40 @@ mod store_tests {
 
     fn statuses(backups: &[BackupInfo]) -> Vec<(BackupId, BackupStatus)> {
         backups.iter().map(|b| (b.id.clone(), b.status)).collect()
+    }
+
+    /// Many data objects without a manifest (legacy and failed runs, mixed with
+    /// complete backups) are told apart by HEADs made concurrently: every status is the
+    /// one a HEAD at a time gives, newest first.
+    #[tokio::test]
+    async fn many_legacy_backups_list_as_one_head_at_a_time_would() {
+        let store = MemoryStore::new(PATH);
+        let mut expected = Vec::new();
+        for n in 0..(3 * LIST_HEAD_CONCURRENCY as i64 + 5) {
+            let id = BackupId::from_time(store.now() - ChronoDuration::minutes(n + 1));
+            let status = match n % 3 {
+                0 => {
+                    legacy(&store, &id).await;
+                    BackupStatus::Legacy
+                }
+                1 => {
+                    incomplete(&store, &id).await;
+                    BackupStatus::Incomplete
+                }
+                _ => {
+                    complete(&store, &id).await;
+                    BackupStatus::Complete
+                }
+            };
+            expected.push((id, status));
+        }
+        let listed = list_backups(&store).await.unwrap();
+        assert_eq!(statuses(&listed), expected);
+        // The same, one HEAD at a time.
+        for (info, (id, status)) in listed.iter().zip(&expected) {
+            assert_eq!(backup_status(&store, id).await.unwrap(), Some(*status));
+            assert_eq!(info.size, 4);
+        }
     }
 
     #[tokio::test]

@@ -343,6 +343,8 @@ async fn checked<C: Container + ?Sized>(
     check_status(&written.status).map_err(|why| untrusted(id, why))?;
     let listing = outputs.read(WorkFile::Members).await?;
     let members = parse_members(&listing).map_err(|e| corrupted(id, e.to_string()))?;
+    // The listing's text is as large as the members parsed from it: not kept beside them.
+    drop(listing);
     // Only an archive that starts with an inner manifest has a head to keep.
     let head = outputs.read_if_written(WorkFile::Head).await?;
     let (inner, warnings) = restore_plan::check_claims(
@@ -463,6 +465,7 @@ pub(crate) async fn check_staged<C: Container + ?Sized>(
         .await?;
     let staged_members =
         parse_staged(&walk).map_err(|e| corrupted(&format!("the staged tree: {e}")))?;
+    drop(walk);
     let staged = rules
         .check(&staged_members, MemberSource::Staged)
         .map_err(unsafe_member)?;

@@ -36,7 +36,7 @@ pub type CreateOptions = BackupOptions;
 ///     .cancel(cancel.clone());
 /// assert_eq!(options.timeout, Some(Duration::from_secs(3600)));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, derive_setters::Setters)]
+#[derive(Debug, Clone, PartialEq, Eq, derive_setters::Setters)]
 #[non_exhaustive]
 #[setters(prefix = "", generate = true)]
 pub struct VerifyOptions {
@@ -56,11 +56,35 @@ pub struct VerifyOptions {
     /// The CPU and I/O priority of the download pipeline (see
     /// [`BackupOptions::priority`](crate::BackupOptions::priority)).
     pub priority: crate::backup::priority::Priority,
+    /// The size of the download's ranged GETs in MiB (see
+    /// [`RestoreOptions::download_chunk_mib`]).
+    pub download_chunk_mib: u32,
+    /// How many ranges are downloaded at once (see
+    /// [`RestoreOptions::download_concurrency`]).
+    pub download_concurrency: u32,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        let restore = RestoreOptions::default();
+        VerifyOptions {
+            timeout: None,
+            max_bandwidth: None,
+            temp_work_dir: false,
+            progress: None,
+            cancel: CancelToken::default(),
+            priority: crate::backup::priority::Priority::default(),
+            download_chunk_mib: restore.download_chunk_mib,
+            download_concurrency: restore.download_concurrency,
+        }
+    }
 }
 
 impl VerifyOptions {
     fn restore_options(&self) -> RestoreOptions {
         RestoreOptions::default()
+            .download_chunk_mib(self.download_chunk_mib)
+            .download_concurrency(self.download_concurrency)
             .timeout(self.timeout)
             .max_bandwidth(self.max_bandwidth)
             .temp_work_dir(self.temp_work_dir)

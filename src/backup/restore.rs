@@ -84,7 +84,11 @@ pub struct RestoreReport {
 ///     .keep_one_time_keys(true);
 /// assert!(options.keep_one_time_keys);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, derive_setters::Setters)]
+///
+/// The download has its own transfer settings, apart from the upload's
+/// ([`BackupOptions::part_size_mib`]): [`download_chunk_mib`](Self::download_chunk_mib)
+/// and [`download_concurrency`](Self::download_concurrency).
+#[derive(Debug, Clone, PartialEq, Eq, derive_setters::Setters)]
 #[non_exhaustive]
 #[setters(prefix = "", generate = true)]
 pub struct RestoreOptions {
@@ -108,12 +112,59 @@ pub struct RestoreOptions {
     /// The CPU and I/O priority of the download pipeline (see
     /// [`BackupOptions::priority`]).
     pub priority: crate::backup::priority::Priority,
+    /// The size of the download's ranged GETs in MiB (the aws CLI's
+    /// `multipart_chunksize` and `multipart_threshold` of the download's config file;
+    /// an object no larger than this is fetched with one streamed GET). Default
+    /// [`DEFAULT_DOWNLOAD_CHUNK_MIB`]. Each range is a request, and servers that re-read
+    /// the object for every range (moto) or sit across a real network pay for every
+    /// one, so fewer, larger ranges cost less. At least 5; best a multiple of the
+    /// upload's part size ([`BackupOptions::part_size_mib`]), so a range never spans
+    /// more parts than it needs.
+    pub download_chunk_mib: u32,
+    /// How many ranges are downloaded at once (the aws CLI's `max_concurrent_requests`
+    /// of the download). Default [`DEFAULT_DOWNLOAD_CONCURRENCY`]. Ranges that arrive
+    /// out of order wait in the CLI's memory (up to about
+    /// `download_concurrency × download_chunk_mib`, capped by the CLI near 256 MiB),
+    /// so raise it together with a smaller `download_chunk_mib`, for a server far
+    /// away, not with large ranges.
+    pub download_concurrency: u32,
+}
+
+/// The default [`RestoreOptions::download_chunk_mib`]: 1024 MiB, so a backup of up to
+/// 1 GiB is one streamed GET and a larger one a few sequential ranges. Measured on moto
+/// (README, Benchmark): a 1 GiB object in 4.1 s as one GET, 20.4 s in 2 × 64 MiB ranges;
+/// 256 MiB in 1.7–3.0 s against 16.5–18.9 s in the upload's 5 MiB ranges.
+pub const DEFAULT_DOWNLOAD_CHUNK_MIB: u32 = 1024;
+
+/// The default [`RestoreOptions::download_concurrency`]: 1, one range at a time, so
+/// the download never holds out-of-order ranges in memory (61 MB peak RSS of the aws
+/// CLI for 1 GiB, against 140 MB with 2 × 64 MiB ranges).
+pub const DEFAULT_DOWNLOAD_CONCURRENCY: u32 = 1;
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            timeout: None,
+            lock: crate::backup::lock::LockOptions::default(),
+            keep_one_time_keys: false,
+            max_bandwidth: None,
+            temp_work_dir: false,
+            progress: None,
+            priority: crate::backup::priority::Priority::default(),
+            download_chunk_mib: DEFAULT_DOWNLOAD_CHUNK_MIB,
+            download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
+        }
+    }
 }
 
 impl RestoreOptions {
-    /// The aws CLI settings of the download (the per-run config file).
+    /// The aws CLI settings of the download (the per-run config file): the download's
+    /// own range size and concurrency, never the upload's part size.
     pub(super) fn transfer(&self) -> BackupOptions {
-        BackupOptions::default().max_bandwidth(self.max_bandwidth)
+        BackupOptions::default()
+            .max_bandwidth(self.max_bandwidth)
+            .part_size_mib(self.download_chunk_mib.max(5))
+            .upload_concurrency(self.download_concurrency.max(1))
     }
 }
 
@@ -739,4 +790,64 @@ async fn start_or_roll_back<C: Container + ?Sized>(
         exit_code: -1,
         stderr: message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> S3Parameters {
+        S3Parameters::builder("AKIDEXAMPLE", "secret", "backups")
+            .endpoint("http://127.0.0.1:9000")
+            .build()
+            .unwrap()
+    }
+
+    /// The download's config file carries the download's range size and concurrency,
+    /// never the upload's 5 MiB parts.
+    #[test]
+    fn downloads_have_their_own_transfer_settings() {
+        let config =
+            plan::aws_config_file(&params(), &RestoreOptions::default().transfer()).unwrap();
+        assert!(
+            config.contains("  multipart_chunksize = 1024MB\n"),
+            "{config}"
+        );
+        assert!(
+            config.contains("  multipart_threshold = 1024MB\n"),
+            "{config}"
+        );
+        assert!(
+            config.contains("  max_concurrent_requests = 1\n"),
+            "{config}"
+        );
+        let options = RestoreOptions::default()
+            .download_chunk_mib(64)
+            .download_concurrency(2)
+            .max_bandwidth(Some(crate::Bandwidth::mib(30)));
+        let config = plan::aws_config_file(&params(), &options.transfer()).unwrap();
+        assert!(
+            config.contains("  multipart_chunksize = 64MB\n"),
+            "{config}"
+        );
+        assert!(
+            config.contains("  max_concurrent_requests = 2\n"),
+            "{config}"
+        );
+        assert!(config.contains("  max_bandwidth = 30MB/s\n"), "{config}");
+        // Out-of-range values are raised to what the aws CLI accepts.
+        let tiny = RestoreOptions::default()
+            .download_chunk_mib(1)
+            .download_concurrency(0);
+        let config = plan::aws_config_file(&params(), &tiny.transfer()).unwrap();
+        assert!(config.contains("  multipart_chunksize = 5MB\n"), "{config}");
+        assert!(
+            config.contains("  max_concurrent_requests = 1\n"),
+            "{config}"
+        );
+        assert_ne!(
+            RestoreOptions::default().transfer().part_size_mib,
+            BackupOptions::default().part_size_mib
+        );
+    }
 }

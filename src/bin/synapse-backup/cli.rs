@@ -179,6 +179,10 @@ pub(crate) enum Command {
         /// any failed. With --json, an array of {id, status, result, reason, …}.
         #[arg(long, conflicts_with = "id")]
         all: bool,
+        /// With --all, how many backups are verified at once (each runs its own
+        /// download pipeline in the workload); results are still printed newest first.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), requires = "all")]
+        jobs: u16,
         /// Make the work dir in the temp dir ($TMPDIR or /tmp) instead of beside the
         /// data (the default where there is no Synapse tree under --root). Verify keeps
         /// only small files there: the archive is read, not written.

@@ -82,8 +82,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Verify {
             id: None,
             temp_work_dir,
+            jobs,
             ..
-        } => commands::verify::verify_all(global, temp_work_dir).await,
+        } => commands::verify::verify_all(global, temp_work_dir, usize::from(jobs)).await,
         Command::Restore {
             id,
             target: Some(dir),

@@ -160,6 +160,21 @@ fn verify_all_checks_every_backup_newest_first_one_line_each() {
         "{text}"
     );
     assert!(lines[3].contains("incomplete"), "{text}");
+    // Verified several at once or one at a time: the same results, in the same order.
+    for jobs in ["1", "4"] {
+        let out = expect(1, &mut f.cmd(), &["verify", "--all", "--jobs", jobs]);
+        let with_jobs = stdout(&out);
+        let firsts = |t: &str| -> Vec<String> {
+            t.lines()
+                .map(|l| l.split(':').next().unwrap_or("").to_string())
+                .collect()
+        };
+        assert_eq!(
+            firsts(&with_jobs),
+            firsts(&text),
+            "--jobs {jobs}:\n{with_jobs}"
+        );
+    }
 
     // --json: an array, one object each, and still exit 1.
     let out = expect(1, &mut f.cmd(), &["--json", "verify", "--all"]);
@@ -181,6 +196,7 @@ fn verify_all_checks_every_backup_newest_first_one_line_each() {
     // An id and --all do not go together; neither is a usage error.
     expect(2, &mut f.cmd(), &["verify", "--all", &first]);
     expect(2, &mut f.cmd(), &["verify"]);
+    expect(2, &mut f.cmd(), &["verify", "--all", "--jobs", "0"]);
 }
 
 /// An aws CLI that appends the per-run config file it is given to `record`, then runs

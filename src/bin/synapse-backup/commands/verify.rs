@@ -1,6 +1,7 @@
 //! `verify`: download and decrypt a backup (or `--all` of them) and check it against its
 //! manifest, touching no live data.
 
+use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use synapse_backup::{
     BackupError, BackupId, BackupInfo, BackupStatus, Layout, RestoreOptions, VerifyReport,
@@ -145,8 +146,13 @@ struct Tally {
     skipped: usize,
 }
 
-/// `verify --all`: every backup, newest first, one line (or JSON entry) each.
-pub(crate) async fn verify_all(global: &GlobalArgs, temp_work_dir: bool) -> Result<(), Failure> {
+/// `verify --all`: every backup, newest first, one line (or JSON entry) each; `jobs`
+/// of them verified at once, their results printed in the listing's order.
+pub(crate) async fn verify_all(
+    global: &GlobalArgs,
+    temp_work_dir: bool,
+    jobs: usize,
+) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
     let layout = reader_layout(global).await?;
@@ -154,28 +160,39 @@ pub(crate) async fn verify_all(global: &GlobalArgs, temp_work_dir: bool) -> Resu
     let backups = list_backups(&target.client)
         .await
         .map_err(|e| target.failure(e, true))?;
+    let (target, layout, passphrase) = (&target, &layout, &passphrase);
+    let mut verified = stream::iter(&backups)
+        .map(|backup| async move {
+            if backup.status == BackupStatus::Incomplete {
+                return Ok(None);
+            }
+            verify_one(
+                global,
+                target,
+                layout,
+                passphrase,
+                &backup.id,
+                temp_work_dir,
+            )
+            .await
+            .map(|r| Some(r.map_err(|e| target.failure(e, false))))
+        })
+        .buffered(jobs.max(1));
     let mut tally = Tally::default();
     let mut results = Vec::with_capacity(backups.len());
     for backup in &backups {
-        let result = if backup.status == BackupStatus::Incomplete {
-            tally.skipped += 1;
-            None
-        } else {
-            let id = &backup.id;
-            let result = verify_one(global, &target, &layout, &passphrase, id, temp_work_dir)
-                .await?
-                .map_err(|e| target.failure(e, false));
-            match &result {
-                Ok(_) => tally.ok += 1,
-                Err(_) => tally.failed += 1,
-            }
-            Some(result)
-        };
+        let result = verified.next().await.transpose()?.flatten();
+        match &result {
+            None => tally.skipped += 1,
+            Some(Ok(_)) => tally.ok += 1,
+            Some(Err(_)) => tally.failed += 1,
+        }
         if !global.json {
             emit(&line(backup, result.as_ref()));
         }
         results.push(result);
     }
+    drop(verified);
     if global.json {
         let outcomes: Vec<Outcome<'_>> = backups
             .iter()
