@@ -85,6 +85,12 @@ pub use backup::catalog::{
     protected_backups, prune_backups, prune_backups_with, read_manifest, select_for_pruning,
 };
 pub use backup::handle::{Backups, CreateOptions, VerifyOptions};
+pub use backup::incremental::{
+    BackupKind, BaseState, ChainLink, ChainPolicy, DEFAULT_FULL_EVERY,
+    DEFAULT_MAX_SUPERSEDED_PERCENT, FullReason, IncrementalPlan, IndexEntry, IndexReader,
+    IndexSummary, IndexWriter, PackChain, TreeFile, TreeListing, Usage, choose_base,
+    full_after_plan, members_of, plan_incremental,
+};
 pub use backup::layout::{DatabaseKind, HomeserverConfig, Layout};
 pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
 pub use backup::manifest::{
@@ -116,7 +122,7 @@ pub use container::{
     PushOptions,
 };
 pub use error::{
-    BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage, Transport,
+    BackupError, ConfigError, ContainerError, FieldProblem, IndexError, S3Error, Stage, Transport,
 };
 pub use s3::{
     AddressingStyle, AmbientCredentials, CloneStore, Conditional, CredentialSource, CustomerKey,

@@ -204,6 +204,7 @@ fn craft_complete(env: &Env, id: &BackupId) -> Manifest {
         layout: layout.clone(),
         database: synapse_backup::DatabaseSnapshot::None,
         nonce: nonce.clone(),
+        chain: None,
     };
     fs::write(src.join(INNER_MANIFEST_MEMBER), inner.to_json()).unwrap();
     let object = env.dir.path().join(format!("craft-{id}.gpg"));

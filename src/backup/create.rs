@@ -616,6 +616,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 path: "getrandom".into(),
                 source: e,
             })?,
+            chain: None,
         })
     }
 

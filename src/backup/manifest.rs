@@ -222,6 +222,11 @@ pub struct InnerManifest {
     pub database: DatabaseSnapshot,
     /// 32 random bytes, lower-case hex, repeated in the external manifest.
     pub nonce: String,
+    /// For a pack of a chain (an incremental backup, or a full one written with its
+    /// file index so that increments can build on it): the SHA-256 of the backup's
+    /// full file index and the older packs it needs. Absent in other full backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<crate::backup::incremental::PackChain>,
 }
 
 impl InnerManifest {

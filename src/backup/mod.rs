@@ -9,6 +9,7 @@ mod extract;
 pub(crate) mod fake;
 mod fetch;
 pub(crate) mod handle;
+pub(crate) mod incremental;
 pub(crate) mod layout;
 mod listing;
 pub(crate) mod lock;

@@ -278,6 +278,7 @@ mod tests {
             },
             database: DatabaseSnapshot::Sqlite,
             nonce: "00".into(),
+            chain: None,
         }
         .to_json()
     }
