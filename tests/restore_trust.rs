@@ -238,6 +238,7 @@ fn craft_complete(env: &Env, id: &BackupId) -> Manifest {
         cipher: synapse_backup::Cipher::Aes256,
         compression: synapse_backup::Compression::Zlib(6),
         nonce: Some(nonce),
+        chain: None,
     };
     upload(env, &object, &key_of(id));
     let mfile = env.dir.path().join(format!("craft-{id}.json"));

@@ -42,7 +42,7 @@ pub const DEFAULT_MAX_SUPERSEDED_PERCENT: u8 = 30;
 /// When an incremental create makes a full backup anyway.
 #[derive(Debug, Clone, PartialEq, Eq, Setters)]
 #[non_exhaustive]
-#[setters(prefix = "with_")]
+#[setters(prefix = "", generate = true)]
 pub struct ChainPolicy {
     /// A chain holds at most this many packs (its full base included): the backup that
     /// would be the next one is full. 1 makes every backup full.
@@ -425,7 +425,7 @@ fn parse_mtime(text: &str) -> Option<i64> {
 
 /// Reads the live tree's regular files from a listing of NUL-terminated records
 /// `SIZE MTIME PATH` (what `find … -type f -printf '%s %T@ %P\0'` prints, prefixed
-/// with the member's directory, sorted with `LC_ALL=C sort -z`), one at a time.
+/// sorted by path with `LC_ALL=C sort -z -t ' ' -k 3`), one at a time.
 pub struct TreeListing<R: BufRead> {
     input: R,
     order: Order,
@@ -647,7 +647,7 @@ pub enum BaseState {
 }
 
 /// Why a backup is full.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FullReason {
@@ -717,7 +717,7 @@ impl std::fmt::Display for FullReason {
 }
 
 /// What a backup is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum BackupKind {

@@ -2,6 +2,7 @@
 //! over the pure [`plan`], [`restore_plan`], [`layout`] and [`manifest`] modules.
 
 pub(crate) mod catalog;
+mod chain;
 mod create;
 pub(crate) mod decryption;
 mod extract;

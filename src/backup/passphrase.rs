@@ -142,6 +142,25 @@ enum Opens {
     Unknown(String),
 }
 
+/// The inner manifest at the head of backup `id` (an incremental create's base), as
+/// far as a cut stream tells it: decrypted with the passphrase and naming `id`. (Its
+/// integrity check is at the end of the stream: a restore of the chain checks it.)
+///
+/// # Errors
+/// Why it cannot be read, in words.
+pub(crate) async fn read_inner<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    key: &str,
+) -> Result<InnerManifest, String> {
+    let (status, head) = read_head(run, key).await.map_err(|e| e.to_string())?;
+    match judge(&status, &head, id, false) {
+        Opens::Yes => InnerManifest::from_json(&head).map_err(|e| e.to_string()),
+        Opens::No => Err("the passphrase does not open it".into()),
+        Opens::Unknown(why) => Err(why),
+    }
+}
+
 /// Runs the check in the workload and judges its outputs.
 async fn opens<C: Container + ?Sized>(
     run: &Run<'_, C>,
@@ -149,6 +168,15 @@ async fn opens<C: Container + ?Sized>(
     key: &str,
     legacy: bool,
 ) -> Result<Opens, BackupError> {
+    let (status, head) = read_head(run, key).await?;
+    Ok(judge(&status, &head, id, legacy))
+}
+
+/// Runs `passcheck.sh` on `key`: gpg's status lines and the first member's head.
+async fn read_head<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    key: &str,
+) -> Result<(Vec<u8>, Vec<u8>), BackupError> {
     // In the workload's temp dir: a prune may run where no Synapse tree is.
     let guard = run
         .work_dir_in(WorkPlace::Temp, "verify", &BackupOptions::default(), false)
@@ -170,10 +198,7 @@ async fn opens<C: Container + ?Sized>(
     };
     guard.finish().await;
     match read {
-        Ok(read) => {
-            let (status, head) = read?;
-            Ok(judge(&status, &head, id, legacy))
-        }
+        Ok(read) => Ok(read?),
         Err(ContainerError::ExitedNonZero {
             exit_code, stderr, ..
         }) => Err(BackupError::StageFailed {

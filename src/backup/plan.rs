@@ -325,6 +325,15 @@ pub struct BackupOptions {
     /// The CPU and I/O priority of the snapshot and the pipeline (default: the
     /// caller's own; [`Priority::gentle`](crate::Priority::gentle) yields to the homeserver).
     pub priority: crate::backup::priority::Priority,
+    /// Make an incremental backup: a pack of the keys, the database and only the media
+    /// files no pack of the newest backup's chain holds with the same path, size and
+    /// modification time, the rest referenced through the backup's file index. Full
+    /// anyway (with the reason logged and in [`BackupReport::kind`](crate::BackupReport))
+    /// on a first backup, a base without an index or that does not check, a legacy
+    /// base, [`Self::new_passphrase`], or when [`Self::chain`] says so. Default: full.
+    pub incremental: bool,
+    /// When an incremental create makes a full backup anyway.
+    pub chain: crate::backup::incremental::ChainPolicy,
 }
 
 /// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
@@ -353,6 +362,8 @@ impl Default for BackupOptions {
             progress: None,
             new_passphrase: false,
             priority: crate::backup::priority::Priority::inherit(),
+            incremental: false,
+            chain: crate::backup::incremental::ChainPolicy::default(),
         }
     }
 }

@@ -876,6 +876,7 @@ mod tests {
             cipher: crate::backup::manifest::Cipher::Aes256,
             compression: crate::backup::plan::Compression::None,
             nonce: nonce.map(str::to_string),
+            chain: None,
         }
     }
 

@@ -454,7 +454,7 @@ fn the_base_decides_first_and_every_full_backup_says_why() {
             true,
             false,
             &usable(1),
-            &ChainPolicy::default().with_full_every(1)
+            &ChainPolicy::default().full_every(1)
         ),
         Err(FullReason::ChainLength {
             packs: 2,
@@ -569,7 +569,7 @@ fn too_much_superseded_in_the_chain_forces_a_full_backup() {
         full_after_plan(
             &p,
             &chain,
-            &ChainPolicy::default().with_max_superseded_percent(60)
+            &ChainPolicy::default().max_superseded_percent(60)
         ),
         None
     );
@@ -618,9 +618,17 @@ fn a_chain_extends_with_its_base_and_the_kind_serialises_with_its_reason() {
         serde_json::to_value(&kind).unwrap(),
         serde_json::json!({"kind": "full", "reason": "chain_length", "packs": 15, "full_every": 14})
     );
+    assert_eq!(
+        serde_json::from_value::<BackupKind>(serde_json::to_value(&kind).unwrap()).unwrap(),
+        kind
+    );
     let kind = BackupKind::Incremental { base: id(1) };
     assert_eq!(
         serde_json::to_value(&kind).unwrap(),
         serde_json::json!({"kind": "incremental", "base": id(1).as_str()})
+    );
+    assert_eq!(
+        serde_json::from_value::<BackupKind>(serde_json::to_value(&kind).unwrap()).unwrap(),
+        kind
     );
 }

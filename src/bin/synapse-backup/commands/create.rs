@@ -1,7 +1,9 @@
 //! `create`: a new backup, its id alone on stdout.
 
 use serde::Serialize;
-use synapse_backup::{BackupError, BackupOptions, BackupReport, CancelToken, create_backup_with};
+use synapse_backup::{
+    BackupError, BackupKind, BackupOptions, BackupReport, CancelToken, create_backup_with,
+};
 
 use crate::cli::GlobalArgs;
 use crate::failure::{Failure, Kind};
@@ -22,13 +24,19 @@ struct Created<'a> {
     warnings: &'a [String],
 }
 
+/// `create`'s own flags.
+pub(crate) struct CreateFlags {
+    /// `--snapshot-timeout` (`None` for no limit).
+    pub(crate) snapshot_timeout: Option<u64>,
+    /// `--new-passphrase`.
+    pub(crate) new_passphrase: bool,
+    /// `--incremental`.
+    pub(crate) incremental: bool,
+}
+
 /// `create`: backs up, stopping cleanly (nothing kept) on `SIGINT`, `SIGTERM` or
 /// `SIGHUP`.
-pub(crate) async fn create(
-    global: &GlobalArgs,
-    snapshot_timeout: Option<u64>,
-    new_passphrase: bool,
-) -> Result<(), Failure> {
+pub(crate) async fn create(global: &GlobalArgs, flags: &CreateFlags) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
     let layout = pipeline_layout(global).await?;
@@ -41,11 +49,12 @@ pub(crate) async fn create(
         target.describe()
     ));
     let options = BackupOptions::default()
-        .snapshot_timeout(snapshot_timeout.map(std::time::Duration::from_secs))
+        .snapshot_timeout(flags.snapshot_timeout.map(std::time::Duration::from_secs))
         .cancel(token.clone())
         .lock(lock_options(global))
         .max_bandwidth_mib(global.limit_upload_mib())
-        .new_passphrase(new_passphrase)
+        .new_passphrase(flags.new_passphrase)
+        .incremental(flags.incremental)
         .progress(Some(view.callback()));
     let (result, signal) = view
         .run(interrupt::cancel_on_signal(
@@ -78,6 +87,13 @@ pub(crate) async fn create(
     let manifest = &report.manifest;
     for warning in &manifest.warnings {
         output::warn(warning);
+    }
+    if flags.incremental {
+        output::info(&match &report.kind {
+            BackupKind::Incremental { base } => format!("an incremental backup on top of {base}"),
+            BackupKind::Full { reason } => format!("a full backup: {reason}"),
+            _ => "a backup".to_string(),
+        });
     }
     if global.json {
         emit_json(&Created {
