@@ -394,6 +394,15 @@ pub enum BackupError {
         /// The backup id.
         id: String,
     },
+    /// The backup is a pack other backups need (incremental backups built on it):
+    /// deleting it would break their chains.
+    #[error("backup {id} is needed by {}: delete those first (newest first), or keep it", .dependents.join(", "))]
+    NeededByOthers {
+        /// The backup id.
+        id: String,
+        /// The backups that need it, newest first.
+        dependents: Vec<String>,
+    },
     /// The backup has no manifest, so its integrity cannot be checked.
     #[error("backup {id} has no manifest")]
     MissingManifest {

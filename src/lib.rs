@@ -88,8 +88,8 @@ pub use backup::handle::{Backups, CreateOptions, VerifyOptions};
 pub use backup::incremental::{
     BackupKind, BaseState, ChainLink, ChainPolicy, DEFAULT_FULL_EVERY,
     DEFAULT_MAX_SUPERSEDED_PERCENT, FullReason, IncrementalPlan, IndexEntry, IndexReader,
-    IndexSummary, IndexWriter, PackChain, TreeFile, TreeListing, Usage, choose_base,
-    full_after_plan, members_of, plan_incremental,
+    IndexSummary, IndexWriter, PackChain, TreeFile, TreeListing, Usage, chain_of, choose_base,
+    full_after_plan, index_suffix, members_of, parse_index_name, plan_incremental,
 };
 pub use backup::layout::{DatabaseKind, HomeserverConfig, Layout};
 pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};

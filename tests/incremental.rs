@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 
 use env::{Env, PASSPHRASE, require_tool, sh};
 use synapse_backup::{
+    BackupError, PruneAction, PruneReason, RetentionPolicy, delete_backup, prune_backups,
+};
+use synapse_backup::{
     BackupId, BackupKind, BackupOptions, BackupReport, ChainPolicy, FullReason, LocalContainer,
     Manifest, RestoreOptions, S3Client, create_backup_with, read_manifest, verify_backup_with,
 };
@@ -294,8 +297,11 @@ async fn a_swapped_base_index_is_never_referenced() {
     assert!(matches!(second.kind, BackupKind::Incremental { .. }));
     // Put the first backup's index where the second's is.
     let bucket = env.bucket_dir().join("synapse/backups");
-    let index = |id: &BackupId| bucket.join(format!("{id}.index.ndjson"));
-    fs::copy(index(&first.id), index(&second.id)).unwrap();
+    fs::copy(
+        bucket.join(format!("{}.index.ndjson", first.id)),
+        bucket.join(format!("{}.on-{}.index.ndjson", second.id, first.id)),
+    )
+    .unwrap();
 
     let third = incremental(&env, &c).await;
     match &third.kind {
@@ -378,4 +384,69 @@ async fn a_base_without_an_index_or_a_new_passphrase_means_full() {
         matches!(kinds[2], BackupKind::Incremental { .. }),
         "{kinds:?}"
     );
+}
+
+/// Prune keeps every pack a kept backup needs, says which backup keeps it alive and
+/// how many bytes the deletions free; `delete` of a needed pack refuses, naming the
+/// backups that need it, until they are gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_and_delete_never_break_a_chain() {
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    let store = S3Client::new(&env.params).unwrap();
+    let lone = env.create(&c).await.unwrap();
+    let mut rng = Rng::new(11);
+    let dir = media_files(&env)[0].parent().unwrap().to_path_buf();
+    let lax = ChainPolicy::default().max_superseded_percent(90);
+    let mut chain = Vec::new();
+    for n in 0..3 {
+        write_random(&dir.join(format!("more{n}")), 3000, &mut rng);
+        chain.push(incremental_with(&env, &c, lax.clone()).await);
+    }
+    let ids: Vec<BackupId> = chain.iter().map(|r| r.id.clone()).collect();
+    assert!(matches!(chain[0].kind, BackupKind::Full { .. }));
+    assert!(matches!(chain[2].kind, BackupKind::Incremental { .. }));
+
+    // keep_last 1 keeps the newest, and its chain because it needs it.
+    let policy = RetentionPolicy::default().keep_last(Some(1));
+    let report = prune_backups(&store, &policy).await.unwrap();
+    let deleted: Vec<BackupId> = report.deleted.iter().map(|b| b.id.clone()).collect();
+    assert_eq!(deleted, std::slice::from_ref(&lone.id));
+    assert_eq!(report.plan.freed_bytes, lone.manifest.ciphertext_bytes);
+    let newest = report.plan.get(&ids[2]).unwrap();
+    assert_eq!(newest.packs, [ids[0].clone(), ids[1].clone()]);
+    for pack in &ids[..2] {
+        let planned = report.plan.get(pack).unwrap();
+        assert_eq!(planned.action, PruneAction::Keep, "{pack}");
+        assert!(
+            planned
+                .reasons
+                .contains(&PruneReason::NeededBy { id: ids[2].clone() }),
+            "{pack}: {:?}",
+            planned.reasons
+        );
+    }
+    let json = serde_json::to_value(&report.plan).unwrap();
+    assert_eq!(json["freed_bytes"], lone.manifest.ciphertext_bytes);
+
+    // delete of the base refuses, naming its dependents newest first.
+    let e = delete_backup(&store, &ids[0]).await.unwrap_err();
+    assert!(
+        matches!(&e, BackupError::NeededByOthers { dependents, .. }
+            if *dependents == [ids[2].to_string(), ids[1].to_string()]),
+        "{e}"
+    );
+    assert!(e.to_string().contains("delete those first"), "{e}");
+    // Newest first, each goes with its index.
+    let bucket = env.bucket_dir().join("synapse/backups");
+    for id in ids.iter().rev() {
+        delete_backup(&store, id).await.unwrap();
+        let left: Vec<String> = fs::read_dir(&bucket)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(id.as_str()))
+            .collect();
+        assert!(left.is_empty(), "{id}: {left:?}");
+    }
 }

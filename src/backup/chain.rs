@@ -7,16 +7,13 @@
 use super::catalog::{self, BackupInfo, BackupStatus};
 use super::incremental::{
     BackupKind, BaseState, ChainLink, FullReason, IncrementalPlan, IndexReader, IndexWriter,
-    PackChain, TreeListing, choose_base, full_after_plan, plan_incremental,
+    PackChain, TreeListing, choose_base, full_after_plan, index_suffix, plan_incremental,
 };
 use super::manifest::{InnerManifest, Manifest, ManifestChain};
 use super::plan::{BackupId, BackupOptions};
 use super::run::Run;
 use crate::container::Container;
 use crate::error::{BackupError, IndexError, Stage};
-
-/// The index object's key: the data object's key and this suffix.
-pub(crate) const INDEX_SUFFIX: &str = ".index.ndjson";
 
 /// The largest index read back (about four million files).
 const MAX_INDEX_BYTES: u64 = 512 << 20;
@@ -47,12 +44,20 @@ pub(crate) struct Planned {
 }
 
 impl Planned {
+    /// The index object's key suffix ([`index_suffix`]).
+    pub(crate) fn index_suffix(&self) -> String {
+        match &self.kind {
+            BackupKind::Incremental { base } => index_suffix(Some(base)),
+            _ => index_suffix(None),
+        }
+    }
+
     /// The external manifest's record, once the pack's own size is known.
     pub(crate) fn manifest_chain(&self, ciphertext_bytes: u64) -> ManifestChain {
         ManifestChain {
             kind: self.kind.clone(),
             packs: self.chain.links.iter().map(|l| l.id.clone()).collect(),
-            index: INDEX_SUFFIX.into(),
+            index: self.index_suffix(),
             index_sha256: self.chain.index_sha256.clone(),
             indexed_files: self.plan.index.total.files,
             indexed_bytes: self.plan.index.total.bytes,
@@ -227,8 +232,20 @@ async fn load_base<C: Container + ?Sized>(
     let manifest = catalog::read_manifest(&run.client, &info.id)
         .await
         .map_err(|e| e.to_string())?;
-    if manifest.chain.is_none() {
+    let Some(listed) = &manifest.chain else {
         return Err("it has no file index (a full backup made without --incremental)".into());
+    };
+    let base_in_key = match &listed.kind {
+        BackupKind::Incremental { base } => Some(base),
+        _ => None,
+    };
+    // Only the two names create writes: a manifest cannot send the read elsewhere.
+    let suffix = index_suffix(base_in_key);
+    if listed.index != suffix {
+        return Err(format!(
+            "its manifest names the index {:?}, not {suffix:?}",
+            listed.index
+        ));
     }
     let inner = super::passphrase::read_inner(run, &info.id, &info.key).await?;
     if manifest.nonce.as_deref() != Some(inner.nonce.as_str()) {
@@ -240,7 +257,7 @@ async fn load_base<C: Container + ?Sized>(
         .ok_or("its inner manifest records no file index")?;
     let index = run
         .client
-        .get_object(&format!("{}{INDEX_SUFFIX}", info.key), MAX_INDEX_BYTES)
+        .get_object(&format!("{}{suffix}", info.key), MAX_INDEX_BYTES)
         .await
         .map_err(|e| format!("its file index could not be read: {e}"))?;
     let mut packs: Vec<BackupId> = chain.links.iter().map(|l| l.id.clone()).collect();

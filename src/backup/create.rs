@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use super::chain::{INDEX_SUFFIX, Planned};
+use super::chain::Planned;
 use super::incremental::{BackupKind, FullReason};
 use super::layout::{DatabaseKind, HomeserverConfig, Layout, join};
 use super::listing::parse_members;
@@ -133,6 +133,7 @@ async fn create_locked<C: Container + ?Sized>(
         key,
         work: work.dir(),
         uploading: AtomicBool::new(false),
+        index_key: std::sync::Mutex::new(None),
     };
     let result = tokio::select! {
         result = backup.execute() => result,
@@ -141,7 +142,11 @@ async fn create_locked<C: Container + ?Sized>(
         () = options.cancel.cancelled() => Err(BackupError::Cancelled),
     };
     let BackupRun {
-        id, key, uploading, ..
+        id,
+        key,
+        uploading,
+        index_key,
+        ..
     } = backup;
     work.finish().await;
     match result {
@@ -167,8 +172,10 @@ async fn create_locked<C: Container + ?Sized>(
         Err(e) => {
             if uploading.into_inner() {
                 remove_partial_upload(&*run.client, &key).await;
-                if options.incremental {
-                    let index = format!("{key}{INDEX_SUFFIX}");
+                if let Some(index) = index_key
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                {
                     match run.client.delete_object(&index).await {
                         Ok(()) | Err(S3Error::NotFound { .. }) => {}
                         Err(e) => {
@@ -551,6 +558,8 @@ struct BackupRun<'r, 'a, C: Container + ?Sized> {
     key: String,
     work: &'r WorkDir,
     uploading: AtomicBool,
+    /// The index object's key, once its upload started (a failure removes it too).
+    index_key: std::sync::Mutex<Option<String>>,
 }
 
 impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
@@ -726,10 +735,15 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     /// only once that is written).
     async fn put_index(&self, planned: &Planned) -> Result<(), BackupError> {
         let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
+        let key = format!("{}{}", self.key, planned.index_suffix());
+        *self
+            .index_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(key.clone());
         self.run
             .client
             .put_object(
-                &format!("{}{INDEX_SUFFIX}", self.key),
+                &key,
                 planned.index.clone(),
                 "application/x-ndjson",
                 &metadata,

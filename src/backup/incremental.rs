@@ -813,5 +813,43 @@ where
     Ok(usage)
 }
 
+/// The index object's key suffix (after the data object's key): `.index.ndjson` for a
+/// full backup, `.on-<base id>.index.ndjson` for an incremental one, so that a listing
+/// of the bucket tells each backup's kind and base without reading anything.
+pub fn index_suffix(base: Option<&BackupId>) -> String {
+    match base {
+        None => ".index.ndjson".into(),
+        Some(base) => format!(".on-{base}.index.ndjson"),
+    }
+}
+
+/// An object name (the key after the backups' prefix) read as an index object: the
+/// backup and its base (`None` for a full backup).
+pub fn parse_index_name(name: &str) -> Option<(BackupId, Option<BackupId>)> {
+    let stem = name.strip_suffix(".index.ndjson")?;
+    match stem.split_once(".on-") {
+        None => Some((stem.parse().ok()?, None)),
+        Some((id, base)) => Some((id.parse().ok()?, Some(base.parse().ok()?))),
+    }
+}
+
+/// The older packs backup `id` needs, the full one first, by following each backup's
+/// base in `bases` (from [`parse_index_name`]). A base missing from `bases`, or one
+/// not older than its backup, ends the chain there (a broken chain: what is listed is
+/// still kept).
+pub fn chain_of(bases: &BTreeMap<BackupId, Option<BackupId>>, id: &BackupId) -> Vec<BackupId> {
+    let mut chain = Vec::new();
+    let mut at = id;
+    while let Some(Some(base)) = bases.get(at) {
+        if base >= at {
+            break;
+        }
+        chain.push(base.clone());
+        at = base;
+    }
+    chain.reverse();
+    chain
+}
+
 #[cfg(test)]
 mod tests;

@@ -632,3 +632,40 @@ fn a_chain_extends_with_its_base_and_the_kind_serialises_with_its_reason() {
         kind
     );
 }
+
+#[test]
+fn index_keys_name_the_base_and_chains_follow_them() {
+    assert_eq!(index_suffix(None), ".index.ndjson");
+    let on = index_suffix(Some(&id(1)));
+    assert_eq!(on, format!(".on-{}.index.ndjson", id(1)));
+    assert_eq!(
+        parse_index_name(&format!("{}{on}", id(2))),
+        Some((id(2), Some(id(1))))
+    );
+    assert_eq!(
+        parse_index_name(&format!("{}.index.ndjson", id(1))),
+        Some((id(1), None))
+    );
+    for name in [
+        format!("{}", id(1)),
+        format!("{}.manifest.json", id(1)),
+        format!("{}.on-x.index.ndjson", id(1)),
+        "x.index.ndjson".to_string(),
+    ] {
+        assert_eq!(parse_index_name(&name), None, "{name}");
+    }
+    let bases: BTreeMap<BackupId, Option<BackupId>> = [
+        (id(1), None),
+        (id(2), Some(id(1))),
+        (id(3), Some(id(2))),
+        (id(5), Some(id(4))),
+        (id(6), Some(id(7))),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(chain_of(&bases, &id(3)), [id(1), id(2)]);
+    assert_eq!(chain_of(&bases, &id(1)), Vec::<BackupId>::new());
+    // A base that is gone ends the chain; one newer than its backup is refused.
+    assert_eq!(chain_of(&bases, &id(5)), [id(4)]);
+    assert_eq!(chain_of(&bases, &id(6)), Vec::<BackupId>::new());
+}
