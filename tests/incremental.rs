@@ -450,3 +450,113 @@ async fn prune_and_delete_never_break_a_chain() {
         assert!(left.is_empty(), "{id}: {left:?}");
     }
 }
+
+/// The CLI is killed (SIGKILL) while an incremental create uploads: the chain before
+/// it stays whole (the next incremental create builds on its newest backup, and that
+/// backup restores byte for byte with the README's recipe).
+#[test]
+fn a_killed_incremental_create_leaves_the_previous_chain_usable() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+    require_tool("jq", "apt-get install jq");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(Env::new(&spec()));
+    let c = LocalContainer::new();
+    let first = rt.block_on(incremental(&env, &c));
+    let mut rng = Rng::new(3);
+    let dir = media_files(&env)[0].parent().unwrap().to_path_buf();
+    write_random(&dir.join("before-kill"), 5000, &mut rng);
+    let second = rt.block_on(incremental(&env, &c));
+    assert!(matches!(second.kind, BackupKind::Incremental { .. }));
+    let state = expected(&env);
+
+    write_random(&dir.join("during-kill"), 5000, &mut rng);
+    let s3 = env.dir.path().join("s3.yaml");
+    let data = env.server.relation_data(&env.bucket);
+    fs::write(
+        &s3,
+        format!(
+            "access-key: {}\nsecret-key: {}\nbucket: {}\nendpoint: {}\nregion: us-east-1\ns3-uri-style: path\npath: synapse/backups\n",
+            data["access-key"], data["secret-key"], env.bucket, data["endpoint"]
+        ),
+    )
+    .unwrap();
+    let pass = env.dir.path().join("pass");
+    fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+    fs::set_permissions(&pass, fs::Permissions::from_mode(0o600)).unwrap();
+    // The real aws CLI, except that the upload records its pid and never ends.
+    let marker = env.dir.path().join("aws-pid");
+    let aws = env.dir.path().join("aws-stuck-upload");
+    fs::write(
+        &aws,
+        format!(
+            "#!/usr/bin/env bash\nif [ \"$1\" = s3 ] && [ \"$2\" = cp ]; then\n  echo $$ > '{}'\n  while :; do sleep 0.05; done\nfi\nexec '{}' \"$@\"\n",
+            marker.display(),
+            env::aws().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&aws, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_synapse-backup"))
+        .arg("--root")
+        .arg(&env.tree.root)
+        .arg("--s3")
+        .arg(&s3)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("--aws")
+        .arg(&aws)
+        .args(["create", "--incremental"])
+        .env_remove("SYNAPSE_BACKUP_ROOT")
+        .env_remove("SYNAPSE_BACKUP_S3")
+        .env_remove("SYNAPSE_BACKUP_PASSPHRASE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fs::read_to_string(&marker).map_or(true, |t| t.trim().is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "the create never reached the upload"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    // Let the watchdog stop the orphaned pipeline, then sweep the killed run's dir.
+    std::thread::sleep(Duration::from_secs(2));
+    rt.block_on(synapse_backup::remove_abandoned_work_dirs(&c, &env.layout));
+    // The operator removes the dead run's lock (as `unlock` does).
+    rt.block_on(async {
+        let store = S3Client::new(&env.params).unwrap();
+        let info = synapse_backup::BackupLock::inspect(&store)
+            .await
+            .unwrap()
+            .expect("the killed run's lock");
+        assert!(
+            synapse_backup::BackupLock::force_release(&store, &info)
+                .await
+                .unwrap()
+        );
+    });
+
+    // The chain before the kill restores as it was.
+    let restored = without_db(restore_by_recipe(&env, &second.id, 0));
+    assert!(
+        restored == state,
+        "the previous chain's newest backup differs"
+    );
+    // The next incremental create builds on it, archiving only what is new since.
+    let third = rt.block_on(incremental(&env, &c));
+    assert_eq!(
+        third.kind,
+        BackupKind::Incremental {
+            base: second.id.clone()
+        }
+    );
+    let chain = rt.block_on(manifest(&env, &third.id)).chain.unwrap();
+    assert_eq!(chain.own_files, 1);
+    assert_eq!(chain.packs, [first.id.clone(), second.id.clone()]);
+}

@@ -671,8 +671,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     async fn write_inputs(&self, inner: &InnerManifest) -> Result<(), BackupError> {
         let (container, layout, work) = (self.run.container, self.run.layout, self.work);
         let collected = &self.collected;
-        let mut inputs = vec![(WorkFile::Links, plan::files_list(&collected.links))];
-        if self.options.incremental {
+        let inputs = if self.options.incremental {
             let media = collected.media_members();
             let rest: Vec<String> = collected
                 .members
@@ -680,12 +679,18 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 .filter(|m| !media.contains(m))
                 .cloned()
                 .collect();
-            inputs.push((WorkFile::Files, plan::files_list(&rest)));
-            inputs.push((WorkFile::Media, plan::files_list(&media)));
+            vec![
+                (WorkFile::Files, plan::files_list(&rest)),
+                (WorkFile::Links, plan::files_list(&collected.links)),
+                (WorkFile::Media, plan::files_list(&media)),
+            ]
         } else {
-            inputs.push((WorkFile::Files, plan::files_list(&collected.members)));
-            inputs.push((WorkFile::InnerManifest, inner.to_json()));
-        }
+            vec![
+                (WorkFile::InnerManifest, inner.to_json()),
+                (WorkFile::Files, plan::files_list(&collected.members)),
+                (WorkFile::Links, plan::files_list(&collected.links)),
+            ]
+        };
         for (file, content) in inputs {
             work::write_file(container, layout, work, file, &content).await?;
         }

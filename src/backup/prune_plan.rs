@@ -664,6 +664,48 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_backup_keeps_its_chain_and_the_plan_says_what_is_freed() {
+        use BackupStatus::*;
+        // Newest first: an increment on a full pack, an old lone full backup.
+        let backups: Vec<_> = [1, 2, 3, 40]
+            .into_iter()
+            .map(|d| stored(d, 0, Complete))
+            .collect();
+        let policy = RetentionPolicy {
+            keep_last: Some(1),
+            ..RetentionPolicy::default()
+        };
+        let mut ctx = context();
+        // backups[0] needs [2] and [1] (full first); [1] needs [2].
+        ctx.chains.insert(
+            backups[0].id.clone(),
+            vec![backups[2].id.clone(), backups[1].id.clone()],
+        );
+        ctx.chains
+            .insert(backups[1].id.clone(), vec![backups[2].id.clone()]);
+        let plan = plan_prune(&backups, &[], &policy, &ctx);
+        assert_eq!(deleted(&plan), [backups[3].id.clone()]);
+        assert_eq!((plan.freed_bytes, plan.freed()), (1, 1));
+        for pack in [&backups[1], &backups[2]] {
+            assert!(
+                plan.get(&pack.id)
+                    .unwrap()
+                    .reasons
+                    .contains(&PruneReason::NeededBy {
+                        id: backups[0].id.clone()
+                    }),
+                "{}",
+                pack.id
+            );
+        }
+        assert_eq!(plan.get(&backups[0].id).unwrap().packs.len(), 2);
+        // Without the chains, the same policy deletes the packs.
+        let plain = plan_prune(&backups, &[], &policy, &context());
+        assert_eq!(deleted(&plain).len(), 3);
+        assert_eq!(plain.freed_bytes, 3);
+    }
+
+    #[test]
     fn a_passphrase_and_a_dependency_only_protect_more() {
         use BackupStatus::*;
         let backups: Vec<_> = (0..4).map(|d| stored(d * 10 + 40, 0, Complete)).collect();
