@@ -394,6 +394,15 @@ pub enum BackupError {
         /// The backup id.
         id: String,
     },
+    /// The backup is a pack other backups need (incremental backups built on it):
+    /// deleting it would break their chains.
+    #[error("backup {id} is needed by {}: delete those first (newest first), or keep it", .dependents.join(", "))]
+    NeededByOthers {
+        /// The backup id.
+        id: String,
+        /// The backups that need it, newest first.
+        dependents: Vec<String>,
+    },
     /// The backup has no manifest, so its integrity cannot be checked.
     #[error("backup {id} has no manifest")]
     MissingManifest {
@@ -519,6 +528,74 @@ pub(crate) fn trim_tail(text: &str, max: usize) -> String {
         start += 1;
     }
     format!("…{}", &text[start..])
+}
+
+/// A file index or tree listing of an incremental backup that cannot be used (see
+/// [`crate::IndexEntry`]). Every variant names where: the list and its line (record).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// A line (record) does not parse.
+    #[error("{what} line {line}: {message}")]
+    Malformed {
+        /// Which list: `file index` or `tree listing`.
+        what: &'static str,
+        /// The 1-based line (record) number.
+        line: u64,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A path is not after the one before it in byte order (lists are sorted, each path
+    /// once, so they are compared in one pass without being held).
+    #[error(
+        "{what} line {line}: {path:?} does not sort after {previous:?} (paths must be in byte order, each once)"
+    )]
+    Unsorted {
+        /// Which list.
+        what: &'static str,
+        /// The 1-based line (record) number.
+        line: u64,
+        /// The path out of order (lossy UTF-8).
+        path: String,
+        /// The path before it.
+        previous: String,
+    },
+    /// An index entry names a pack that is not in the backup's chain.
+    #[error(
+        "file index line {line}: {path:?} names pack {pack}, which is not in the chain ({chain})"
+    )]
+    UnknownPack {
+        /// The 1-based line number.
+        line: u64,
+        /// The entry's path (lossy UTF-8).
+        path: String,
+        /// The pack it names.
+        pack: String,
+        /// The chain's packs, comma-separated.
+        chain: String,
+    },
+    /// The index read is not the one the pack's inner manifest authenticates.
+    #[error(
+        "the file index of {id} has SHA-256 {actual} but its pack's inner manifest records {expected}: the index was altered or swapped"
+    )]
+    Mismatch {
+        /// The backup whose index it is.
+        id: String,
+        /// The SHA-256 the inner manifest records.
+        expected: String,
+        /// The SHA-256 of what was read.
+        actual: String,
+    },
+    /// Reading or writing a list failed.
+    #[error("could not {action} the {what}: {source}")]
+    Io {
+        /// `read` or `write`.
+        action: &'static str,
+        /// Which list.
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]

@@ -86,11 +86,17 @@ pub use backup::catalog::{
     protected_backups, prune_backups, prune_backups_with, read_manifest, select_for_pruning,
 };
 pub use backup::handle::{Backups, CreateOptions, VerifyOptions};
+pub use backup::incremental::{
+    BackupKind, BaseState, ChainLink, ChainPolicy, DEFAULT_FULL_EVERY,
+    DEFAULT_MAX_SUPERSEDED_PERCENT, FullReason, IncrementalPlan, IndexEntry, IndexReader,
+    IndexSummary, IndexWriter, PackChain, TreeFile, TreeListing, Usage, chain_of, choose_base,
+    full_after_plan, index_suffix, members_of, parse_index_name, plan_incremental,
+};
 pub use backup::layout::{DatabaseKind, HomeserverConfig, Layout};
 pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
 pub use backup::manifest::{
     Cipher, DatabaseSnapshot, EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT,
-    Manifest, ManifestEntry, ManifestLayout, ManifestPath,
+    Manifest, ManifestChain, ManifestEntry, ManifestLayout, ManifestPath,
 };
 pub use backup::plan::{
     BackupId, BackupOptions, CancelToken, Compression, DEFAULT_SNAPSHOT_TIMEOUT, LiveChanges,
@@ -118,7 +124,7 @@ pub use container::{
     PushOptions,
 };
 pub use error::{
-    BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage, Transport,
+    BackupError, ConfigError, ContainerError, FieldProblem, IndexError, S3Error, Stage, Transport,
 };
 pub use s3::{
     AddressingStyle, AmbientCredentials, CloneStore, Conditional, CredentialSource, CustomerKey,

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
 
+use crate::backup::incremental::{chain_of, index_suffix, parse_index_name};
 use crate::backup::lock::{BackupLock, LockConfirmer, LockMode, LockOptions, LockOwner};
 use crate::backup::manifest::Manifest;
 use crate::backup::plan::{self, BackupId, MANIFEST_SUFFIX};
@@ -285,10 +286,12 @@ pub async fn read_manifest(
 }
 
 /// Deletes a backup: its manifest first (so it never lists as complete without its
-/// data), then its data. Takes the backup lock with the default [`LockOptions`] (fails
-/// at once when another operation holds it).
+/// data), then its data and its file index. Takes the backup lock with the default
+/// [`LockOptions`] (fails at once when another operation holds it). A backup that an
+/// incremental backup's chain needs is not deleted.
 ///
 /// # Errors
+/// [`BackupError::NeededByOthers`] naming the backups whose chains need it;
 /// [`BackupError::NotFound`] when neither exists; [`BackupError::LockHeld`] /
 /// [`BackupError::LockUnsupported`] from the lock; [`BackupError::S3`] otherwise.
 pub async fn delete_backup(
@@ -313,14 +316,88 @@ pub async fn delete_backup_with(
     result.and(released)
 }
 
+/// The backups with an index object and their bases, from the objects' names
+/// ([`parse_index_name`]), in one listing.
+pub(crate) struct Bases {
+    /// Every backup with an index object, with its base (`None`: full).
+    pub(crate) all: BTreeMap<BackupId, Option<BackupId>>,
+    /// Those that are complete (the index of a create that never finished names no
+    /// chain).
+    pub(crate) complete: BTreeMap<BackupId, Option<BackupId>>,
+}
+
+impl Bases {
+    /// Every complete backup whose chain needs `id`, newest first.
+    pub(crate) fn dependents(&self, id: &BackupId) -> Vec<String> {
+        self.complete
+            .keys()
+            .rev()
+            .filter(|other| chain_of(&self.complete, other).contains(id))
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Each complete incremental backup's older packs.
+    pub(crate) fn chains(&self) -> BTreeMap<BackupId, Vec<BackupId>> {
+        self.complete
+            .keys()
+            .map(|id| (id.clone(), chain_of(&self.complete, id)))
+            .filter(|(_, chain)| !chain.is_empty())
+            .collect()
+    }
+}
+
+/// Lists the index objects ([`Bases`]).
+///
+/// # Errors
+/// [`BackupError::S3`] when listing fails.
+pub(crate) async fn list_bases(store: &(impl ObjectStore + ?Sized)) -> Result<Bases, BackupError> {
+    let prefix = store.object_key("");
+    let mut manifests = std::collections::BTreeSet::new();
+    let mut bases = BTreeMap::new();
+    for object in store.list_objects().await? {
+        let Some(name) = object.key.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
+        if let Some(id) = name
+            .strip_suffix(MANIFEST_SUFFIX)
+            .and_then(|n| n.parse::<BackupId>().ok())
+        {
+            manifests.insert(id);
+        } else if let Some((id, base)) = parse_index_name(name) {
+            bases.insert(id, base);
+        }
+    }
+    let mut complete = bases.clone();
+    complete.retain(|id, _| manifests.contains(id));
+    Ok(Bases {
+        all: bases,
+        complete,
+    })
+}
+
+/// Deletes backup `id` (manifest, data, index): refused while a complete backup's
+/// chain needs it.
 async fn delete_unlocked(
     store: &(impl ObjectStore + ?Sized),
     id: &BackupId,
     lock: &LockConfirmer,
 ) -> Result<(), BackupError> {
+    let bases = list_bases(store).await?;
+    let needing = bases.dependents(id);
+    if !needing.is_empty() {
+        return Err(BackupError::NeededByOthers {
+            id: id.to_string(),
+            dependents: needing,
+        });
+    }
     let key = store.object_key(id.as_str());
     let mut found = false;
-    for k in [format!("{key}{MANIFEST_SUFFIX}"), key.clone()] {
+    let index = format!(
+        "{key}{}",
+        index_suffix(bases.all.get(id).and_then(Option::as_ref))
+    );
+    for k in [format!("{key}{MANIFEST_SUFFIX}"), key.clone(), index] {
         match store.head_object(&k).await {
             Ok(_) => {
                 lock.confirm(&format!("deleting {k}")).await?;
@@ -587,6 +664,7 @@ async fn read_plan(
         Err(S3Error::NotImplemented { .. }) => Vec::new(),
         Err(e) => return Err(e.into()),
     };
+    context.chains = list_bases(store).await?.chains();
     (context.now, context.clock) = server_now(store).await;
     Ok(plan_prune(&backups, &uploads, policy, &context))
 }
@@ -660,6 +738,7 @@ fn restrict_to(plan: &mut PrunePlan, given: &PrunePlan) {
             b.action = PruneAction::Keep;
         }
     }
+    plan.freed_bytes = plan.freed();
     plan.uploads.retain(|u| {
         given
             .uploads

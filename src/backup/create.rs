@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use super::chain::Planned;
+use super::incremental::{BackupKind, FullReason};
 use super::layout::{DatabaseKind, HomeserverConfig, Layout, join};
 use super::listing::parse_members;
 use super::manifest::{
@@ -41,6 +43,9 @@ pub struct BackupReport {
     pub live_changes: LiveChanges,
     /// Wall time of the whole backup.
     pub duration: Duration,
+    /// Full (and, when an incremental one was asked for, why) or incremental (with
+    /// its base).
+    pub kind: BackupKind,
 }
 
 /// Backs up a Synapse workload laid out as in the Synapse rock ([`Layout::default`])
@@ -128,6 +133,7 @@ async fn create_locked<C: Container + ?Sized>(
         key,
         work: work.dir(),
         uploading: AtomicBool::new(false),
+        index_key: std::sync::Mutex::new(None),
     };
     let result = tokio::select! {
         result = backup.execute() => result,
@@ -136,14 +142,25 @@ async fn create_locked<C: Container + ?Sized>(
         () = options.cancel.cancelled() => Err(BackupError::Cancelled),
     };
     let BackupRun {
-        id, key, uploading, ..
+        id,
+        key,
+        uploading,
+        index_key,
+        ..
     } = backup;
     work.finish().await;
     match result {
         Ok((manifest, live_changes, files)) => {
             let duration = started.elapsed();
             tracing::info!(backup_id = %id, bytes = manifest.ciphertext_bytes, ?duration, "backup complete");
+            let kind = manifest.chain.as_ref().map_or(
+                BackupKind::Full {
+                    reason: FullReason::NotRequested,
+                },
+                |c| c.kind.clone(),
+            );
             Ok(BackupReport {
+                kind,
                 id,
                 key,
                 manifest,
@@ -155,6 +172,17 @@ async fn create_locked<C: Container + ?Sized>(
         Err(e) => {
             if uploading.into_inner() {
                 remove_partial_upload(&*run.client, &key).await;
+                if let Some(index) = index_key
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                {
+                    match run.client.delete_object(&index).await {
+                        Ok(()) | Err(S3Error::NotFound { .. }) => {}
+                        Err(e) => {
+                            tracing::warn!(key = index, error = %e, "could not delete the failed backup's index")
+                        }
+                    }
+                }
             }
             if matches!(e, BackupError::Cancelled) {
                 // The caller asked for it, and says so itself.
@@ -530,6 +558,8 @@ struct BackupRun<'r, 'a, C: Container + ?Sized> {
     key: String,
     work: &'r WorkDir,
     uploading: AtomicBool,
+    /// The index object's key, once its upload started (a failure removes it too).
+    index_key: std::sync::Mutex<Option<String>>,
 }
 
 impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
@@ -577,17 +607,31 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     /// The backup's stages: the inner manifest and the pipeline's inputs, `prepare.sh`,
     /// the upload, tar's verdict and listing, the upload's check, the manifest.
     async fn execute(&self) -> Result<(Manifest, LiveChanges, u64), BackupError> {
-        let inner = self.inner_manifest()?;
+        let mut inner = self.inner_manifest()?;
         self.write_inputs(&inner).await?;
-        let expected_size = self.prepare().await?;
+        let mut expected_size = self.prepare().await?;
         let outputs = Outputs::new(self.run.container, self.run.layout, self.work);
+        let planned = if self.options.incremental {
+            let planned = self.plan_pack(&outputs, &mut inner).await?;
+            expected_size += planned.plan.new.bytes + 1024 * planned.plan.new.files;
+            Some(planned)
+        } else {
+            None
+        };
         self.upload(&outputs, expected_size).await?;
+        if planned.is_some() {
+            self.tar_exactly(&outputs).await?;
+        }
         let mut changes = self.live_changes(&outputs).await?;
         let mut archived = self.read_index(&outputs, &mut changes.changed).await?;
         changes.changed.sort();
         changes.dirs_changed = std::mem::take(&mut archived.changed_dirs);
         let (sha, length) = self.check_upload(&outputs).await?;
-        let manifest = self.manifest(inner, &changes, archived.plaintext_bytes, sha, length);
+        let mut manifest = self.manifest(inner, &changes, archived.plaintext_bytes, sha, length);
+        if let Some(planned) = planned {
+            self.put_index(&planned).await?;
+            manifest.chain = Some(planned.manifest_chain(length));
+        }
         self.put_manifest(&manifest, archived.files).await?;
         Ok((manifest, changes, archived.regular_files))
     }
@@ -616,22 +660,105 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 path: "getrandom".into(),
                 source: e,
             })?,
+            chain: None,
         })
     }
 
     /// Writes what `prepare.sh` and `backup.sh` read: the inner manifest, the members
-    /// and the members that are symlinks.
+    /// and the members that are symlinks. For an incremental backup, the media members
+    /// go to `prepare.sh`'s listing instead, and the inner manifest is written once the
+    /// pack is planned ([`Self::plan_pack`]).
     async fn write_inputs(&self, inner: &InnerManifest) -> Result<(), BackupError> {
         let (container, layout, work) = (self.run.container, self.run.layout, self.work);
         let collected = &self.collected;
-        for (file, content) in [
-            (WorkFile::InnerManifest, inner.to_json()),
-            (WorkFile::Files, plan::files_list(&collected.members)),
-            (WorkFile::Links, plan::files_list(&collected.links)),
-        ] {
+        let inputs = if self.options.incremental {
+            let media = collected.media_members();
+            let rest: Vec<String> = collected
+                .members
+                .iter()
+                .filter(|m| !media.contains(m))
+                .cloned()
+                .collect();
+            vec![
+                (WorkFile::Files, plan::files_list(&rest)),
+                (WorkFile::Links, plan::files_list(&collected.links)),
+                (WorkFile::Media, plan::files_list(&media)),
+            ]
+        } else {
+            vec![
+                (WorkFile::InnerManifest, inner.to_json()),
+                (WorkFile::Files, plan::files_list(&collected.members)),
+                (WorkFile::Links, plan::files_list(&collected.links)),
+            ]
+        };
+        for (file, content) in inputs {
             work::write_file(container, layout, work, file, &content).await?;
         }
         Ok(())
+    }
+
+    /// Plans an incremental backup's pack from `prepare.sh`'s media listing, then
+    /// writes the inner manifest (with the chain) and the media the pack archives.
+    async fn plan_pack(
+        &self,
+        outputs: &Outputs<'_, C>,
+        inner: &mut InnerManifest,
+    ) -> Result<Planned, BackupError> {
+        let (container, layout, work) = (self.run.container, self.run.layout, self.work);
+        let tree = outputs.read(WorkFile::Tree).await?;
+        let planned = super::chain::plan_pack(self.run, self.options, &self.id, &tree).await?;
+        drop(tree);
+        inner.chain = Some(planned.chain.clone());
+        for (file, content) in [
+            (WorkFile::InnerManifest, inner.to_json()),
+            (WorkFile::NewMedia, planned.members.clone()),
+        ] {
+            work::write_file(container, layout, work, file, &content).await?;
+        }
+        Ok(planned)
+    }
+
+    /// An incremental pack must hold exactly the media its index assigns to it: a
+    /// media file that vanished or changed while tar read it fails the backup.
+    async fn tar_exactly(&self, outputs: &Outputs<'_, C>) -> Result<(), BackupError> {
+        let tar_status: i32 = outputs.field(WorkFile::TarStatus, 0).await?;
+        if tar_status == 0 {
+            return Ok(());
+        }
+        let stderr = outputs.text(WorkFile::TarErr).await?;
+        Err(BackupError::StageFailed {
+            stage: Stage::Tar,
+            exit_code: tar_status,
+            stderr: format!(
+                "a file changed or vanished while the incremental backup read it, so its pack would not hold what its index says; nothing was kept, run it again ({})",
+                crate::error::trim_tail(&stderr, 4096)
+            ),
+        })
+    }
+
+    /// Uploads the file index beside the data (before the manifest: the backup exists
+    /// only once that is written).
+    async fn put_index(&self, planned: &Planned) -> Result<(), BackupError> {
+        let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
+        let key = format!("{}{}", self.key, planned.index_suffix());
+        *self
+            .index_key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(key.clone());
+        self.run
+            .client
+            .put_object(
+                &key,
+                planned.index.clone(),
+                "application/x-ndjson",
+                &metadata,
+            )
+            .await
+            .map_err(|e| BackupError::StageFailed {
+                stage: Stage::Manifest,
+                exit_code: 0,
+                stderr: format!("the file index could not be uploaded: {e}"),
+            })
     }
 
     /// Runs `prepare.sh` (the snapshot, the total size); gives the size to archive.
@@ -810,6 +937,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             cipher: Cipher::Aes256,
             compression: self.options.compression,
             nonce: Some(inner.nonce),
+            chain: None,
         }
     }
 

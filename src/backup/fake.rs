@@ -88,6 +88,7 @@ pub async fn put_backup(
             cipher: Cipher::Aes256,
             compression: Compression::None,
             nonce: None,
+            chain: None,
         };
         store
             .put_object(

@@ -222,6 +222,11 @@ pub struct InnerManifest {
     pub database: DatabaseSnapshot,
     /// 32 random bytes, lower-case hex, repeated in the external manifest.
     pub nonce: String,
+    /// For a pack of a chain (an incremental backup, or a full one written with its
+    /// file index so that increments can build on it): the SHA-256 of the backup's
+    /// full file index and the older packs it needs. Absent in other full backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<crate::backup::incremental::PackChain>,
 }
 
 impl InnerManifest {
@@ -291,6 +296,36 @@ pub struct Manifest {
     /// The [`InnerManifest`]'s nonce (absent in manifests written before 0.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// For a backup made with a file index (an incremental create): what it is, the
+    /// packs it needs and its index. Absent for other full backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ManifestChain>,
+}
+
+/// What the external manifest says of a backup made with a file index (listing only:
+/// the inner manifest's [`PackChain`](crate::PackChain) is what verify and restore trust).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestChain {
+    /// Full or incremental (with its base), and why full.
+    pub kind: crate::backup::incremental::BackupKind,
+    /// The older packs a restore reads, the full backup first, the base last (empty
+    /// for a full backup).
+    pub packs: Vec<BackupId>,
+    /// The index object's key suffix (`.index.ndjson`, beside the data object).
+    pub index: String,
+    /// SHA-256 of the index object, lower-case hex.
+    pub index_sha256: String,
+    /// How many media files the index names, and their bytes.
+    pub indexed_files: u64,
+    /// The bytes of those files.
+    pub indexed_bytes: u64,
+    /// The media files this pack archives itself, and their bytes.
+    pub own_files: u64,
+    /// The bytes of those files.
+    pub own_bytes: u64,
+    /// The encrypted bytes of every pack a restore reads (the older ones as their
+    /// manifests said when this backup was made, and this one).
+    pub total_ciphertext_bytes: u64,
 }
 
 impl Manifest {
@@ -400,6 +435,7 @@ mod tests {
             cipher: Cipher::Aes256,
             compression: Compression::Zlib(6),
             nonce: Some(InnerManifest::new_nonce().unwrap()),
+            chain: None,
         };
         assert_eq!(m.nonce.as_ref().unwrap().len(), 64);
         assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);

@@ -3,6 +3,7 @@
 
 pub(crate) mod bandwidth;
 pub(crate) mod catalog;
+mod chain;
 mod create;
 pub(crate) mod decryption;
 mod extract;
@@ -10,6 +11,7 @@ mod extract;
 pub(crate) mod fake;
 mod fetch;
 pub(crate) mod handle;
+pub(crate) mod incremental;
 pub(crate) mod layout;
 mod listing;
 pub(crate) mod lock;

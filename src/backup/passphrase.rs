@@ -150,6 +150,29 @@ enum Opens {
     Unknown(String),
 }
 
+/// The inner manifest at the head of backup `id` (an incremental create's base), as
+/// far as a cut stream tells it: decrypted with the passphrase and naming `id`. (Its
+/// integrity check is at the end of the stream: a restore of the chain checks it.)
+///
+/// # Errors
+/// Why it cannot be read, in words.
+pub(crate) async fn read_inner<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    key: &str,
+) -> Result<InnerManifest, String> {
+    // Create's own cancel drops the whole stage around this call.
+    let never = plan::CancelToken::new();
+    let (status, head) = read_head(run, key, &never)
+        .await
+        .map_err(|e| e.to_string())?;
+    match judge(&status, &head, id, false) {
+        Opens::Yes => InnerManifest::from_json(&head).map_err(|e| e.to_string()),
+        Opens::No => Err("the passphrase does not open it".into()),
+        Opens::Unknown(why) => Err(why),
+    }
+}
+
 /// Runs the check in the workload and judges its outputs.
 async fn opens<C: Container + ?Sized>(
     run: &Run<'_, C>,
@@ -158,6 +181,16 @@ async fn opens<C: Container + ?Sized>(
     legacy: bool,
     cancel: &plan::CancelToken,
 ) -> Result<Opens, BackupError> {
+    let (status, head) = read_head(run, key, cancel).await?;
+    Ok(judge(&status, &head, id, legacy))
+}
+
+/// Runs `passcheck.sh` on `key`: gpg's status lines and the first member's head.
+async fn read_head<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    key: &str,
+    cancel: &plan::CancelToken,
+) -> Result<(Vec<u8>, Vec<u8>), BackupError> {
     // In the workload's temp dir: a prune may run where no Synapse tree is.
     let guard = run
         .work_dir_in(WorkPlace::Temp, "verify", &BackupOptions::default(), false)
@@ -181,10 +214,7 @@ async fn opens<C: Container + ?Sized>(
     };
     guard.finish().await;
     match read {
-        Ok(read) => {
-            let (status, head) = read?;
-            Ok(judge(&status, &head, id, legacy))
-        }
+        Ok(read) => Ok(read?),
         Err(ContainerError::ExitedNonZero {
             exit_code, stderr, ..
         }) => Err(BackupError::StageFailed {
@@ -289,6 +319,7 @@ mod tests {
             },
             database: DatabaseSnapshot::Sqlite,
             nonce: "00".into(),
+            chain: None,
         }
         .to_json()
     }

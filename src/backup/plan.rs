@@ -327,6 +327,15 @@ pub struct BackupOptions {
     /// [`Priority::gentle`](crate::Priority::gentle), which yields to the homeserver;
     /// [`Priority::inherit`](crate::Priority::inherit) keeps the caller's own).
     pub priority: crate::backup::priority::Priority,
+    /// Make an incremental backup: a pack of the keys, the database and only the media
+    /// files no pack of the newest backup's chain holds with the same path, size and
+    /// modification time, the rest referenced through the backup's file index. Full
+    /// anyway (with the reason logged and in [`BackupReport::kind`](crate::BackupReport))
+    /// on a first backup, a base without an index or that does not check, a legacy
+    /// base, [`Self::new_passphrase`], or when [`Self::chain`] says so. Default: full.
+    pub incremental: bool,
+    /// When an incremental create makes a full backup anyway.
+    pub chain: crate::backup::incremental::ChainPolicy,
 }
 
 /// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
@@ -355,6 +364,8 @@ impl Default for BackupOptions {
             progress: None,
             new_passphrase: false,
             priority: crate::backup::priority::Priority::gentle(),
+            incremental: false,
+            chain: crate::backup::incremental::ChainPolicy::default(),
         }
     }
 }

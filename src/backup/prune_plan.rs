@@ -6,6 +6,7 @@
 //! never by the time in their id: a host with a bad clock names its backups with a
 //! wrong time, but the server stamps them with its own.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -197,6 +198,10 @@ pub struct PlannedBackup {
     /// The time in its id is far from when the server stored it (see
     /// [`ID_TIME_AHEAD_TOLERANCE`]); it is ordered and aged by the server's time.
     pub id_time_disagrees: bool,
+    /// The older packs it needs (an incremental backup's chain, base last): kept
+    /// alive as long as it is kept. Empty for a full backup.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub packs: Vec<BackupId>,
 }
 
 /// A multipart upload of a backup key that the plan aborts.
@@ -234,9 +239,16 @@ pub struct PrunePlan {
     /// Things the operator should know (ids whose time disagrees with the server's,
     /// a clock that is not the server's).
     pub warnings: Vec<String>,
+    /// The encrypted bytes the deletions free, as planned (see [`PrunePlan::freed`]).
+    pub freed_bytes: u64,
 }
 
 impl PrunePlan {
+    /// The encrypted bytes the deletions free (the data objects' sizes).
+    pub fn freed(&self) -> u64 {
+        self.to_delete().map(|b| b.backup.size).sum()
+    }
+
     /// The backups to delete.
     pub fn to_delete(&self) -> impl Iterator<Item = &PlannedBackup> {
         self.backups
@@ -284,6 +296,9 @@ pub struct PlanContext {
     /// Backups another backup needs, with the one that needs them: kept whatever the
     /// policy.
     pub needed: Vec<(BackupId, BackupId)>,
+    /// Each incremental backup's older packs (its chain, base last): a backup the plan
+    /// keeps keeps every one of them (as [`PruneReason::NeededBy`]).
+    pub chains: BTreeMap<BackupId, Vec<BackupId>>,
 }
 
 impl PlanContext {
@@ -296,6 +311,7 @@ impl PlanContext {
             prefix: prefix.into(),
             opens_with_passphrase: None,
             needed: Vec::new(),
+            chains: BTreeMap::new(),
         }
     }
 }
@@ -441,6 +457,28 @@ pub fn plan_prune(
     policy: &RetentionPolicy,
     context: &PlanContext,
 ) -> PrunePlan {
+    let first = plan_once(listing, uploads, policy, context);
+    if context.chains.is_empty() {
+        return first;
+    }
+    // Every pack a kept backup's chain names is kept, needed by it. A pack kept this
+    // way is older in the same chain, so its own chain is already covered: one more
+    // pass suffices.
+    let mut chained = context.clone();
+    for kept in first.to_keep() {
+        for pack in context.chains.get(&kept.backup.id).into_iter().flatten() {
+            chained.needed.push((pack.clone(), kept.backup.id.clone()));
+        }
+    }
+    plan_once(listing, uploads, policy, &chained)
+}
+
+fn plan_once(
+    listing: &[BackupInfo],
+    uploads: &[MultipartUpload],
+    policy: &RetentionPolicy,
+    context: &PlanContext,
+) -> PrunePlan {
     let mut backups = listing.to_vec();
     order_by_server_time(&mut backups);
     let rules = Rules {
@@ -481,7 +519,9 @@ pub fn plan_prune(
             restorable_seen += 1;
             rules.restorable_action(&b.id, restorable_seen, age, &mut reasons)
         };
+        let packs = context.chains.get(&b.id).cloned().unwrap_or_default();
         planned.push(PlannedBackup {
+            packs,
             backup: b,
             action,
             reasons,
@@ -495,6 +535,11 @@ pub fn plan_prune(
         now: context.now,
         clock: context.clock,
         leftovers: context.leftovers.clone(),
+        freed_bytes: planned
+            .iter()
+            .filter(|b| b.action == PruneAction::Delete)
+            .map(|b| b.backup.size)
+            .sum(),
         backups: planned,
         uploads,
         warnings,
@@ -616,6 +661,48 @@ mod tests {
                 PruneReason::BeyondKeepLast { n: 4 }
             ]
         );
+    }
+
+    #[test]
+    fn a_kept_backup_keeps_its_chain_and_the_plan_says_what_is_freed() {
+        use BackupStatus::*;
+        // Newest first: an increment on a full pack, an old lone full backup.
+        let backups: Vec<_> = [1, 2, 3, 40]
+            .into_iter()
+            .map(|d| stored(d, 0, Complete))
+            .collect();
+        let policy = RetentionPolicy {
+            keep_last: Some(1),
+            ..RetentionPolicy::default()
+        };
+        let mut ctx = context();
+        // backups[0] needs [2] and [1] (full first); [1] needs [2].
+        ctx.chains.insert(
+            backups[0].id.clone(),
+            vec![backups[2].id.clone(), backups[1].id.clone()],
+        );
+        ctx.chains
+            .insert(backups[1].id.clone(), vec![backups[2].id.clone()]);
+        let plan = plan_prune(&backups, &[], &policy, &ctx);
+        assert_eq!(deleted(&plan), [backups[3].id.clone()]);
+        assert_eq!((plan.freed_bytes, plan.freed()), (1, 1));
+        for pack in [&backups[1], &backups[2]] {
+            assert!(
+                plan.get(&pack.id)
+                    .unwrap()
+                    .reasons
+                    .contains(&PruneReason::NeededBy {
+                        id: backups[0].id.clone()
+                    }),
+                "{}",
+                pack.id
+            );
+        }
+        assert_eq!(plan.get(&backups[0].id).unwrap().packs.len(), 2);
+        // Without the chains, the same policy deletes the packs.
+        let plain = plan_prune(&backups, &[], &policy, &context());
+        assert_eq!(deleted(&plain).len(), 3);
+        assert_eq!(plain.freed_bytes, 3);
     }
 
     #[test]

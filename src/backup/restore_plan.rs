@@ -561,6 +561,15 @@ pub fn check_claims(
             if m.nonce.as_deref() != Some(inner.nonce.as_str()) {
                 return Err("its manifest does not belong to its data (the nonces differ)".into());
             }
+            if let Some(base) = inner.chain.as_ref().and_then(|c| c.base()) {
+                // Its pack alone is not the backup: never restore part of a chain as if
+                // it were whole.
+                return Err(format!(
+                    "it is an incremental backup on top of {} ({} packs): this version verifies and restores only full backups (restore it with the README's plain-tools recipe)",
+                    base.id,
+                    inner.chain.as_ref().map_or(1, |c| c.packs())
+                ));
+            }
             Some(inner)
         }
         None => {
@@ -833,6 +842,7 @@ mod tests {
             },
             database: crate::backup::manifest::DatabaseSnapshot::Sqlite,
             nonce: nonce.into(),
+            chain: None,
         }
         .to_json()
     }
@@ -866,6 +876,49 @@ mod tests {
             cipher: crate::backup::manifest::Cipher::Aes256,
             compression: crate::backup::plan::Compression::None,
             nonce: nonce.map(str::to_string),
+            chain: None,
+        }
+    }
+
+    #[test]
+    fn a_pack_of_a_chain_is_refused_naming_its_base() {
+        let id = "backup-20261126071900000000";
+        let json = inner_json(id, "n1");
+        let mut inner = member('-', INNER_MANIFEST_MEMBER);
+        inner.size = json.len() as u64;
+        let members = vec![inner, member('-', "data/signing.key")];
+        let good = external(id, Some("n1"), &[("data/signing.key", 'f')]);
+        // A pack of a chain is refused, naming its base; a full one starting a chain
+        // (its index, no older packs) is restored as any full backup.
+        for (links, refused) in [(0, false), (2, true)] {
+            let mut parsed = InnerManifest::from_json(&json).unwrap();
+            parsed.chain = Some(crate::backup::incremental::PackChain {
+                index_sha256: "ab".into(),
+                links: (0..links)
+                    .map(|n| crate::backup::incremental::ChainLink {
+                        id: format!("backup-2026112607180000000{n}").parse().unwrap(),
+                        nonce: "00".into(),
+                        object_sha256: "cd".into(),
+                        bytes: 1,
+                    })
+                    .collect(),
+                own_bytes: 1,
+            });
+            let chained = parsed.to_json();
+            let mut members = members.clone();
+            members[0].size = chained.len() as u64;
+            let got = check_claims(id, &members, Some(&chained), Some(&good));
+            if refused {
+                let e = got.unwrap_err();
+                assert!(
+                    e.contains(
+                        "incremental backup on top of backup-20261126071800000001 (3 packs)"
+                    ),
+                    "{e}"
+                );
+            } else {
+                assert_eq!(got.unwrap().0.unwrap().chain, parsed.chain);
+            }
         }
     }
 

@@ -259,6 +259,12 @@ pub(crate) enum WorkFile {
     Files,
     /// The members that are symlinks to files (Rust, for `prepare.sh`).
     Links,
+    /// An incremental backup's media members to list (Rust, for `prepare.sh`).
+    Media,
+    /// The listing of those media files (`prepare.sh`, for Rust's plan).
+    Tree,
+    /// The media files an incremental pack archives (Rust, for `backup.sh`).
+    NewMedia,
     /// The dir tar archives the inner manifest from (`prepare.sh`).
     Inner,
     /// The dir of the snapshot and the copied link targets (`prepare.sh`).
@@ -333,7 +339,7 @@ pub(crate) enum WorkFile {
 impl WorkFile {
     /// Every work file.
     #[cfg(test)]
-    pub(crate) const ALL: [WorkFile; 44] = [
+    pub(crate) const ALL: [WorkFile; 47] = [
         WorkFile::Owner,
         WorkFile::Gnupg,
         WorkFile::AwsConfig,
@@ -344,6 +350,9 @@ impl WorkFile {
         WorkFile::InnerManifest,
         WorkFile::Files,
         WorkFile::Links,
+        WorkFile::Media,
+        WorkFile::Tree,
+        WorkFile::NewMedia,
         WorkFile::Inner,
         WorkFile::Snap,
         WorkFile::SnapDb,
@@ -393,6 +402,9 @@ impl WorkFile {
             WorkFile::InnerManifest => "inner-manifest.json",
             WorkFile::Files => "files",
             WorkFile::Links => "links",
+            WorkFile::Media => "media",
+            WorkFile::Tree => "tree",
+            WorkFile::NewMedia => "newmedia",
             WorkFile::Inner => "inner",
             WorkFile::Snap => "snap",
             WorkFile::SnapDb => "snap.db",

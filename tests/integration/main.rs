@@ -22,6 +22,7 @@ mod cli;
 mod container;
 mod create;
 mod extract;
+mod incremental;
 #[cfg(all(feature = "cli", feature = "mock"))]
 mod lock;
 #[cfg(feature = "testing")]

@@ -4,7 +4,9 @@
 # where the checksum stage writes the encrypted stream's SHA-256 and length.
 #
 # Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk).
-# Environment: SB_WORK (work dir: `inner/`, `files`, `snapfiles`, `snap/`), SB_ROOT,
+# Environment: SB_WORK (work dir: `inner/`, `files`, `snapfiles`, `snap/`, and for an
+# incremental backup `inner-manifest.json` to move into `inner/` and `newmedia`: the
+# NUL-separated media files its pack archives, without recursion), SB_ROOT,
 # SB_TAR, SB_GPG, SB_AWS, SB_PYTHON, SB_HASH_PY, SB_URL, SB_EXPECTED_SIZE, and the aws
 # CLI's AWS_* variables.
 # Positional parameters: gpg's extra arguments, `--`, the aws CLI's extra arguments.
@@ -21,6 +23,10 @@ w=$SB_WORK
 gpg_extra=()
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do gpg_extra+=("$1"); shift; done
 [ "$#" -gt 0 ] && shift
+if [ -e "$w/inner-manifest.json" ]; then
+  mkdir -p -- "$w/inner/.synapse-backup"
+  mv -- "$w/inner-manifest.json" "$w/inner/.synapse-backup/manifest.json"
+fi
 checksum_start
 # The inner manifest is the stream's first member; tar's own listing of what it
 # archived goes to $w/index; hard links are archived as files.
@@ -28,6 +34,8 @@ tar_args=(--create --sort=name --hard-dereference -vv --numeric-owner --quoting-
   --index-file "$w/index"
   --directory "$w/inner" .synapse-backup/manifest.json
   --null --verbatim-files-from --directory "$SB_ROOT" --files-from "$w/files")
+# An incremental pack's media: exactly the files its plan names, no directories.
+if [ -e "$w/newmedia" ]; then tar_args+=(--no-recursion --files-from "$w/newmedia" --recursion); fi
 if [ -s "$w/snapfiles" ]; then tar_args+=(--directory "$w/snap" --files-from "$w/snapfiles"); fi
 # Stage names and stderr files, in pipeline order (read by common.sh's pipeline_finish).
 # shellcheck disable=SC2034

@@ -4,10 +4,15 @@
 # size (`size`) of what will be archived into the work dir.
 #
 # Environment: SB_WORK (work dir, holding `files`: the NUL-separated members relative
-# to SB_ROOT, `links`: those of them that are symlinks to files, and
-# `inner-manifest.json`), SB_ROOT, SB_PYTHON, SB_SQLITE3, and optionally
+# to SB_ROOT, `links`: those of them that are symlinks to files,
+# `inner-manifest.json` (absent for an incremental backup, whose inner manifest is
+# written once its pack is planned, and moved into place by backup.sh) and, for an
+# incremental backup, `media`: the NUL-separated media members to list), SB_ROOT, SB_PYTHON, SB_SQLITE3, and optionally
 # SB_DB (the live database) with SB_DB_MEMBER (its member name) and
 # SB_SNAPSHOT_TIMEOUT (seconds the snapshot may take).
+# Output for an incremental backup: `tree`, its media files as NUL-terminated
+# `SIZE MTIME MEMBER` records in the byte order of MEMBER (find's %s %T@ %p, then
+# LC_ALL=C sort -z on the third field to the end).
 # Exit codes: 0; 20 no snapshot tool; 21 the snapshot failed or timed out (stderr says
 # which); 22 the snapshot fails SQLite's `PRAGMA integrity_check` (the live database is
 # damaged; stderr has the check's first lines); 23 not enough free space for the
@@ -18,7 +23,9 @@ set -euo pipefail
 umask 077
 w=$SB_WORK
 mkdir -p -- "$w/inner/.synapse-backup"
-mv -- "$w/inner-manifest.json" "$w/inner/.synapse-backup/manifest.json"
+if [ -e "$w/inner-manifest.json" ]; then
+  mv -- "$w/inner-manifest.json" "$w/inner/.synapse-backup/manifest.json"
+fi
 : >"$w/snapfiles"
 if [ -n "${SB_DB:-}" ]; then
   # The snapshot is at most the database and its write-ahead log: check that much
@@ -99,6 +106,13 @@ if [ -s "$w/links" ]; then
     cp -L --preserve=mode,timestamps -- "$SB_ROOT/$m" "$w/snap/$m"
     printf '%s\0' "$m" >>"$w/snapfiles"
   done <"$w/links"
+fi
+# An incremental backup's media listing: every regular file under the media members,
+# relative to SB_ROOT, sorted by bytes (the order the index is compared in).
+if [ -e "$w/media" ]; then
+  while IFS= read -r -d '' m; do
+    (cd "$SB_ROOT" && find "$m" -type f -printf '%s %T@ %p\0')
+  done <"$w/media" | LC_ALL=C sort -z -t ' ' -k 3 >"$w/tree"
 fi
 total=0
 if [ -s "$w/files" ]; then

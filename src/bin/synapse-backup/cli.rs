@@ -152,6 +152,15 @@ pub(crate) enum Command {
         /// creates check against the new passphrase.
         #[arg(long)]
         new_passphrase: bool,
+        /// Archive only the media no pack of the newest backup's chain holds (same
+        /// path, size and modification time) and reference the rest through the
+        /// backup's file index. Full anyway, said so on stderr, on a first backup, a
+        /// base without an index, a legacy base, --new-passphrase, every 14th backup of
+        /// a chain or when 30 % of what the chain holds is gone from the tree.
+        /// Preview: `verify` and `restore` do not read chains yet (they refuse an
+        /// incremental backup, naming its base); the README's recipe restores one.
+        #[arg(long)]
+        incremental: bool,
     },
     /// List the backups under the bucket and path, newest first (with --json, an
     /// array of {id, status, last_modified, size, key}).

@@ -64,13 +64,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Create {
             snapshot_timeout,
             new_passphrase,
+            incremental,
         } => {
-            commands::create::create(
-                global,
-                (snapshot_timeout > 0).then_some(snapshot_timeout),
+            let options = commands::create::CreateFlags {
+                snapshot_timeout: (snapshot_timeout > 0).then_some(snapshot_timeout),
                 new_passphrase,
-            )
-            .await
+                incremental,
+            };
+            commands::create::create(global, &options).await
         }
         Command::List => commands::list::list(global).await,
         Command::Ls { id } => commands::ls::ls(global, &id).await,

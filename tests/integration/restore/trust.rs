@@ -194,6 +194,7 @@ fn craft_complete(env: &Env, id: &BackupId) -> Manifest {
         layout: layout.clone(),
         database: synapse_backup::DatabaseSnapshot::None,
         nonce: nonce.clone(),
+        chain: None,
     };
     fs::write(src.join(INNER_MANIFEST_MEMBER), inner.to_json()).unwrap();
     let object = env.dir.path().join(format!("craft-{id}.gpg"));
@@ -227,6 +228,7 @@ fn craft_complete(env: &Env, id: &BackupId) -> Manifest {
         cipher: synapse_backup::Cipher::Aes256,
         compression: synapse_backup::Compression::Zlib(6),
         nonce: Some(nonce),
+        chain: None,
     };
     upload(env, &object, &key_of(id));
     let mfile = env.dir.path().join(format!("craft-{id}.json"));

@@ -1,7 +1,9 @@
 //! `create`: a new backup, its id alone on stdout.
 
 use serde::Serialize;
-use synapse_backup::{BackupError, BackupOptions, BackupReport, CancelToken, create_backup_with};
+use synapse_backup::{
+    BackupError, BackupKind, BackupOptions, BackupReport, CancelToken, create_backup_with,
+};
 
 use crate::cli::GlobalArgs;
 use crate::failure::{Failure, Kind};
@@ -22,13 +24,19 @@ struct Created<'a> {
     warnings: &'a [String],
 }
 
+/// `create`'s own flags.
+pub(crate) struct CreateFlags {
+    /// `--snapshot-timeout` (`None` for no limit).
+    pub(crate) snapshot_timeout: Option<u64>,
+    /// `--new-passphrase`.
+    pub(crate) new_passphrase: bool,
+    /// `--incremental`.
+    pub(crate) incremental: bool,
+}
+
 /// `create`: backs up, stopping cleanly (nothing kept) on `SIGINT`, `SIGTERM` or
 /// `SIGHUP`.
-pub(crate) async fn create(
-    global: &GlobalArgs,
-    snapshot_timeout: Option<u64>,
-    new_passphrase: bool,
-) -> Result<(), Failure> {
+pub(crate) async fn create(global: &GlobalArgs, flags: &CreateFlags) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
     let layout = pipeline_layout(global).await?;
@@ -41,12 +49,13 @@ pub(crate) async fn create(
         target.describe()
     ));
     let options = BackupOptions::default()
-        .snapshot_timeout(snapshot_timeout.map(std::time::Duration::from_secs))
+        .snapshot_timeout(flags.snapshot_timeout.map(std::time::Duration::from_secs))
         .cancel(token.clone())
         .lock(lock_options(global))
         .max_bandwidth(global.limit_upload)
         .priority(global.priority.unwrap_or_default())
-        .new_passphrase(new_passphrase)
+        .new_passphrase(flags.new_passphrase)
+        .incremental(flags.incremental)
         .progress(Some(view.callback()));
     let (result, signal) = view
         .run(interrupt::cancel_on_signal(
@@ -76,13 +85,27 @@ pub(crate) async fn create(
         }
         (Err(e), None) => return Err(target.failure(e, false)),
     };
+    print_report(global, flags, &target, &report);
+    Ok(())
+}
+
+/// Prints what `create` made: its warnings, its kind (with `--incremental`), its id (or
+/// JSON) on stdout and the summary line.
+fn print_report(global: &GlobalArgs, flags: &CreateFlags, target: &Target, report: &BackupReport) {
     let manifest = &report.manifest;
     for warning in &manifest.warnings {
         output::warn(warning);
     }
+    if flags.incremental {
+        output::info(&match &report.kind {
+            BackupKind::Incremental { base } => format!("an incremental backup on top of {base}"),
+            BackupKind::Full { reason } => format!("a full backup: {reason}"),
+            _ => "a backup".to_string(),
+        });
+    }
     if global.json {
         emit_json(&Created {
-            report: &report,
+            report,
             plaintext_bytes: manifest.plaintext_bytes,
             ciphertext_bytes: manifest.ciphertext_bytes,
             duration_seconds: report.duration.as_secs_f64(),
@@ -101,5 +124,4 @@ pub(crate) async fn create(
         output::seconds(report.duration),
         output::rate(manifest.plaintext_bytes, report.duration),
     ));
-    Ok(())
 }

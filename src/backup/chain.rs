@@ -1,0 +1,276 @@
+//! An incremental create's I/O around the pure [`incremental`](super::incremental)
+//! module: the base (the newest complete backup: its manifest, the inner manifest at
+//! the head of its stream and its file index, checked against each other before
+//! anything in it is referenced), the plan of the new pack from the workload's media
+//! listing, and the index object beside the data.
+
+use super::catalog::{self, BackupInfo, BackupStatus};
+use super::incremental::{
+    BackupKind, BaseState, ChainLink, FullReason, IncrementalPlan, IndexReader, IndexWriter,
+    PackChain, TreeListing, choose_base, full_after_plan, index_suffix, plan_incremental,
+};
+use super::manifest::{InnerManifest, Manifest, ManifestChain};
+use super::plan::{BackupId, BackupOptions};
+use super::run::Run;
+use crate::container::Container;
+use crate::error::{BackupError, IndexError, Stage};
+
+/// The largest index read back (about four million files).
+const MAX_INDEX_BYTES: u64 = 512 << 20;
+
+/// The newest complete backup, checked: its manifest, inner manifest and index agree.
+struct Base {
+    id: BackupId,
+    inner: InnerManifest,
+    chain: PackChain,
+    manifest: Manifest,
+    index: Vec<u8>,
+}
+
+/// The new pack, planned.
+pub(crate) struct Planned {
+    /// Full (and why) or incremental (on which base).
+    pub kind: BackupKind,
+    /// What the inner manifest carries.
+    pub chain: PackChain,
+    /// The new index (NDJSON).
+    pub index: Vec<u8>,
+    /// The NUL-terminated media files the pack archives.
+    pub members: Vec<u8>,
+    /// What is archived, referenced and superseded.
+    pub plan: IncrementalPlan,
+    /// The encrypted bytes of the older packs.
+    pub older_ciphertext: u64,
+}
+
+impl Planned {
+    /// The index object's key suffix ([`index_suffix`]).
+    pub(crate) fn index_suffix(&self) -> String {
+        match &self.kind {
+            BackupKind::Incremental { base } => index_suffix(Some(base)),
+            _ => index_suffix(None),
+        }
+    }
+
+    /// The external manifest's record, once the pack's own size is known.
+    pub(crate) fn manifest_chain(&self, ciphertext_bytes: u64) -> ManifestChain {
+        ManifestChain {
+            kind: self.kind.clone(),
+            packs: self.chain.links.iter().map(|l| l.id.clone()).collect(),
+            index: self.index_suffix(),
+            index_sha256: self.chain.index_sha256.clone(),
+            indexed_files: self.plan.index.total.files,
+            indexed_bytes: self.plan.index.total.bytes,
+            own_files: self.plan.new.files,
+            own_bytes: self.plan.new.bytes,
+            total_ciphertext_bytes: self.older_ciphertext + ciphertext_bytes,
+        }
+    }
+}
+
+fn collect_error(e: &IndexError) -> BackupError {
+    BackupError::StageFailed {
+        stage: Stage::Collect,
+        exit_code: 0,
+        stderr: e.to_string(),
+    }
+}
+
+/// Plans the pack of backup `id` from the media listing `tree` (what `prepare.sh`
+/// wrote): incremental on the newest complete backup when it can be a base and the
+/// policy allows, full (with the reason, logged) otherwise.
+///
+/// # Errors
+/// [`BackupError::S3`] when the bucket cannot be listed; [`BackupError::StageFailed`]
+/// (collect) when the listing is malformed.
+pub(crate) async fn plan_pack<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    options: &BackupOptions,
+    id: &BackupId,
+    tree: &[u8],
+) -> Result<Planned, BackupError> {
+    let (state, base) = find_base(run).await?;
+    let reason = match (
+        choose_base(true, options.new_passphrase, &state, &options.chain),
+        base,
+    ) {
+        (Ok(_), Some(base)) => {
+            let links = base.chain.extend(
+                &base.id,
+                &base.inner.nonce,
+                &base.manifest.ciphertext_sha256,
+            );
+            let mut packs: Vec<BackupId> = links.iter().map(|l| l.id.clone()).collect();
+            packs.push(id.clone());
+            let older = IndexReader::new(&base.index[..]).with_packs(packs);
+            let (plan, index, members) = run_plan(older, tree, id)?;
+            match full_after_plan(&plan, &links, &options.chain) {
+                None => {
+                    let older_ciphertext = base
+                        .manifest
+                        .chain
+                        .as_ref()
+                        .map_or(base.manifest.ciphertext_bytes, |c| c.total_ciphertext_bytes);
+                    return Ok(planned(
+                        BackupKind::Incremental { base: base.id },
+                        links,
+                        (plan, index, members),
+                        older_ciphertext,
+                    ));
+                }
+                Some(reason) => reason,
+            }
+        }
+        (Ok(base_id), None) => FullReason::BaseUnreadable {
+            base: base_id,
+            detail: "it was not read".into(),
+        },
+        (Err(reason), _) => reason,
+    };
+    tracing::info!(backup_id = %id, %reason, "making a full backup");
+    let planned_full = run_plan(std::iter::empty(), tree, id)?;
+    Ok(planned(
+        BackupKind::Full { reason },
+        Vec::new(),
+        planned_full,
+        0,
+    ))
+}
+
+fn planned(
+    kind: BackupKind,
+    links: Vec<ChainLink>,
+    (plan, index, members): (IncrementalPlan, Vec<u8>, Vec<u8>),
+    older_ciphertext: u64,
+) -> Planned {
+    if let BackupKind::Incremental { base } = &kind {
+        tracing::info!(
+            %base,
+            packs = links.len() + 1,
+            new_files = plan.new.files,
+            new_bytes = plan.new.bytes,
+            referenced_files = plan.referenced.files,
+            "making an incremental backup"
+        );
+    }
+    Planned {
+        kind,
+        chain: PackChain {
+            index_sha256: plan.index.sha256.clone(),
+            links,
+            own_bytes: plan.new.bytes,
+        },
+        index,
+        members,
+        plan,
+        older_ciphertext,
+    }
+}
+
+/// Plans over `base`'s entries and the listing: the plan (with the new index's
+/// summary), the index and the member list.
+fn run_plan<B>(
+    base: B,
+    tree: &[u8],
+    id: &BackupId,
+) -> Result<(IncrementalPlan, Vec<u8>, Vec<u8>), BackupError>
+where
+    B: IntoIterator<Item = Result<super::incremental::IndexEntry, IndexError>>,
+{
+    let mut index = IndexWriter::new(Vec::new());
+    let mut members = Vec::new();
+    let mut plan = plan_incremental(base, TreeListing::new(tree), id, &mut index, &mut members)
+        .map_err(|e| collect_error(&e))?;
+    let (summary, bytes) = index.finish().map_err(|e| collect_error(&e))?;
+    plan.index = summary;
+    Ok((plan, bytes, members))
+}
+
+/// The newest restorable backup and, when it is a complete one that checks, it as a
+/// base.
+async fn find_base<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+) -> Result<(BaseState, Option<Base>), BackupError> {
+    let backups = catalog::list_backups(&run.client).await?;
+    let Some(newest) = backups
+        .iter()
+        .find(|b| matches!(b.status, BackupStatus::Complete | BackupStatus::Legacy))
+    else {
+        return Ok((BaseState::None, None));
+    };
+    if newest.status == BackupStatus::Legacy {
+        return Ok((BaseState::Legacy(newest.id.clone()), None));
+    }
+    match load_base(run, newest).await {
+        Ok(base) => Ok((
+            BaseState::Usable {
+                id: base.id.clone(),
+                packs: base.chain.packs(),
+            },
+            Some(base),
+        )),
+        Err(reason) => {
+            tracing::warn!(backup_id = %newest.id, reason, "the newest backup cannot be a base");
+            Ok((
+                BaseState::Unreadable {
+                    id: newest.id.clone(),
+                    reason,
+                },
+                None,
+            ))
+        }
+    }
+}
+
+/// Reads and checks `info` as a base: its manifest, the inner manifest at the head of
+/// its stream (decrypted with the passphrase, naming it, with the manifest's nonce),
+/// and its index against the SHA-256 and packs that inner manifest records.
+async fn load_base<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    info: &BackupInfo,
+) -> Result<Base, String> {
+    let manifest = catalog::read_manifest(&run.client, &info.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(listed) = &manifest.chain else {
+        return Err("it has no file index (a full backup made without --incremental)".into());
+    };
+    let base_in_key = match &listed.kind {
+        BackupKind::Incremental { base } => Some(base),
+        _ => None,
+    };
+    // Only the two names create writes: a manifest cannot send the read elsewhere.
+    let suffix = index_suffix(base_in_key);
+    if listed.index != suffix {
+        return Err(format!(
+            "its manifest names the index {:?}, not {suffix:?}",
+            listed.index
+        ));
+    }
+    let inner = super::passphrase::read_inner(run, &info.id, &info.key).await?;
+    if manifest.nonce.as_deref() != Some(inner.nonce.as_str()) {
+        return Err("its manifest does not belong to its data (the nonces differ)".into());
+    }
+    let chain = inner
+        .chain
+        .clone()
+        .ok_or("its inner manifest records no file index")?;
+    let index = run
+        .client
+        .get_object(&format!("{}{suffix}", info.key), MAX_INDEX_BYTES)
+        .await
+        .map_err(|e| format!("its file index could not be read: {e}"))?;
+    let mut packs: Vec<BackupId> = chain.links.iter().map(|l| l.id.clone()).collect();
+    packs.push(info.id.clone());
+    IndexReader::new(&index[..])
+        .with_packs(packs)
+        .verify(&info.id, &chain.index_sha256)
+        .map_err(|e| e.to_string())?;
+    Ok(Base {
+        id: info.id.clone(),
+        inner,
+        chain,
+        manifest,
+        index,
+    })
+}

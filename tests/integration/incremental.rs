@@ -1,0 +1,557 @@
+//! Incremental backups: a chain of packs made by real tar, gpg and the aws CLI against
+//! an in-process S3 server, every state of the chain restored byte for byte by the
+//! README's plain-tools recipe (run as written), and a base whose index was swapped
+//! never referenced.
+
+use crate::support::{env, synapse_tree};
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use env::{Env, PASSPHRASE, require_tool, sh};
+use synapse_backup::{
+    BackupError, PruneAction, PruneReason, RetentionPolicy, delete_backup, prune_backups,
+};
+use synapse_backup::{
+    BackupId, BackupKind, BackupOptions, BackupReport, ChainPolicy, FullReason, LocalContainer,
+    Manifest, RestoreOptions, S3Client, create_backup_with, read_manifest, verify_backup_with,
+};
+use synapse_tree::{Rng, TreeSpec, walk, write_random};
+
+fn spec() -> TreeSpec {
+    TreeSpec {
+        media_files: 12,
+        media_bytes: 600 << 10,
+        db_rows: 20,
+        seed: 7,
+    }
+}
+
+async fn incremental(env: &Env, c: &LocalContainer) -> BackupReport {
+    incremental_with(env, c, ChainPolicy::default()).await
+}
+
+async fn incremental_with(env: &Env, c: &LocalContainer, policy: ChainPolicy) -> BackupReport {
+    create_backup_with(
+        c,
+        &env.params,
+        PASSPHRASE,
+        &env.layout,
+        &BackupOptions::default().incremental(true).chain(policy),
+    )
+    .await
+    .unwrap()
+}
+
+async fn manifest(env: &Env, id: &BackupId) -> Manifest {
+    let store = S3Client::new(&env.params).unwrap();
+    read_manifest(&store, id).await.unwrap()
+}
+
+/// The media files under the tree, sorted.
+fn media_files(env: &Env) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = walk(&env.tree.media)
+        .into_iter()
+        .filter(|p| {
+            p.strip_prefix(&env.tree.media)
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("local_")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The README's incremental recipe, exactly as written (the first `sh` block of its
+/// "Incremental backups" section).
+fn readme_recipe() -> String {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("### Incremental backups")
+        .nth(1)
+        .expect("the README has an Incremental backups section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the section has a sh block");
+    block.to_string()
+}
+
+/// Restores backup `id` into a new dir with the README's recipe; the restored files.
+fn restore_by_recipe(env: &Env, id: &BackupId, n: usize) -> BTreeMap<PathBuf, Vec<u8>> {
+    let work = env.dir.path().join(format!("recipe-{n}"));
+    let dest = env.dir.path().join(format!("restored-{n}"));
+    fs::create_dir_all(&work).unwrap();
+    fs::create_dir_all(&dest).unwrap();
+    fs::write(work.join("passphrase.txt"), PASSPHRASE).unwrap();
+    let script = format!(
+        "cd \"$1\"; ID=$2; DEST=$3; BUCKET=$4; PATH_PREFIX=$5\n{}",
+        readme_recipe()
+    );
+    sh(
+        &script,
+        env,
+        &[
+            work.to_str().unwrap(),
+            id.as_str(),
+            dest.to_str().unwrap(),
+            &env.bucket,
+            "synapse/backups",
+        ],
+    );
+    walk(&dest)
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p.strip_prefix(&dest).unwrap().to_path_buf(), bytes)
+        })
+        .collect()
+}
+
+/// What a restore of the tree as it is now must give: the keys and every local media
+/// file, byte for byte (the database is checked apart: it is a snapshot).
+fn expected(env: &Env) -> BTreeMap<PathBuf, Vec<u8>> {
+    env.tree.backed_up_files()
+}
+
+fn without_db(mut files: BTreeMap<PathBuf, Vec<u8>>) -> BTreeMap<PathBuf, Vec<u8>> {
+    files.retain(|p, _| {
+        let s = p.to_string_lossy();
+        s.starts_with("data/media_store/local_") || s.ends_with(".key")
+    });
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_restores_every_state_byte_for_byte_with_the_readme_recipe() {
+    require_tool("jq", "apt-get install jq");
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    let mut rng = Rng::new(99);
+    let mut states = Vec::new();
+    // Room for the changes below; the default's 30 % is checked at the end.
+    let lax = ChainPolicy::default().max_superseded_percent(90);
+
+    // 1: the first incremental create is full, with an index.
+    let first = incremental(&env, &c).await;
+    assert_eq!(
+        first.kind,
+        BackupKind::Full {
+            reason: FullReason::FirstBackup
+        }
+    );
+    states.push((first.id.clone(), expected(&env)));
+
+    // 2: three new media files.
+    let media = media_files(&env);
+    let dir = media[0].parent().unwrap().to_path_buf();
+    for n in 0..3 {
+        write_random(&dir.join(format!("new{n}")), 20_000 + n, &mut rng);
+    }
+    let second = incremental_with(&env, &c, lax.clone()).await;
+    assert_eq!(
+        second.kind,
+        BackupKind::Incremental {
+            base: first.id.clone()
+        }
+    );
+    let m2 = manifest(&env, &second.id).await;
+    let chain = m2.chain.clone().unwrap();
+    assert_eq!((chain.own_files, chain.own_bytes), (3, 60_003));
+    assert_eq!(chain.packs, vec![first.id.clone()]);
+    assert!(
+        m2.ciphertext_bytes * 4 < first.manifest.ciphertext_bytes,
+        "the pack holds the new media only: {} vs {}",
+        m2.ciphertext_bytes,
+        first.manifest.ciphertext_bytes
+    );
+    assert_eq!(
+        chain.total_ciphertext_bytes,
+        first.manifest.ciphertext_bytes + m2.ciphertext_bytes
+    );
+    states.push((second.id.clone(), expected(&env)));
+
+    // 3: two files deleted, one rewritten with other bytes and size, one new file in a
+    // new directory with a name that needs quoting.
+    fs::remove_file(&media[1]).unwrap();
+    fs::remove_file(&media[2]).unwrap();
+    write_random(&media[3], 777, &mut rng);
+    let odd = env
+        .tree
+        .media
+        .join("local_content/zz/yy/with space\nand newline");
+    fs::create_dir_all(odd.parent().unwrap()).unwrap();
+    write_random(&odd, 4321, &mut rng);
+    let third = incremental_with(&env, &c, lax.clone()).await;
+    assert_eq!(
+        third.kind,
+        BackupKind::Incremental {
+            base: second.id.clone()
+        }
+    );
+    let chain = manifest(&env, &third.id).await.chain.unwrap();
+    assert_eq!(
+        (chain.own_files, chain.own_bytes),
+        (2, 777 + 4321),
+        "only the changed and the new file"
+    );
+    assert_eq!(chain.packs, vec![first.id.clone(), second.id.clone()]);
+    states.push((third.id.clone(), expected(&env)));
+
+    // 4: nothing changed but a file's modification time.
+    let touched = fs::File::options().write(true).open(&media[4]).unwrap();
+    touched
+        .set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1))
+        .unwrap();
+    drop(touched);
+    let fourth = incremental_with(&env, &c, lax.clone()).await;
+    let chain = manifest(&env, &fourth.id).await.chain.unwrap();
+    assert_eq!(chain.own_files, 1, "a new modification time is a change");
+    assert_eq!(chain.packs.len(), 3);
+    states.push((fourth.id.clone(), expected(&env)));
+
+    // 5: half the media purged: with the default policy, what the chain holds is now
+    // mostly dead, so the backup is full, said so.
+    for f in media_files(&env).iter().step_by(2) {
+        fs::remove_file(f).unwrap();
+    }
+    let fifth = incremental(&env, &c).await;
+    assert!(
+        matches!(
+            fifth.kind,
+            BackupKind::Full {
+                reason: FullReason::Superseded { max_percent: 30, percent }
+            } if percent > 30
+        ),
+        "{:?}",
+        fifth.kind
+    );
+    states.push((fifth.id.clone(), expected(&env)));
+
+    // Every state, restored from its chain by the README's recipe, byte for byte:
+    // nothing from a newer or an older state.
+    for (n, (id, files)) in states.iter().enumerate() {
+        let restored = without_db(restore_by_recipe(&env, id, n));
+        assert_eq!(
+            restored.keys().collect::<Vec<_>>(),
+            files.keys().collect::<Vec<_>>(),
+            "state {n} ({id})"
+        );
+        assert!(restored == *files, "state {n} ({id}): bytes differ");
+    }
+
+    // The tool verifies the full backup that starts the chain, and refuses a pack of
+    // a chain rather than take it for the whole backup.
+    let options = RestoreOptions::default();
+    verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &first.id,
+        &env.layout,
+        &options,
+    )
+    .await
+    .unwrap();
+    let e = verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &third.id,
+        &env.layout,
+        &options,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "incremental backup on top of {} (3 packs)",
+            second.id
+        )),
+        "{e}"
+    );
+}
+
+/// Someone with write access to the bucket but not the passphrase swaps the base's
+/// index (here: for the index of another backup, a well-formed one): the next
+/// incremental create refuses to reference anything in it and makes a full backup,
+/// saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swapped_base_index_is_never_referenced() {
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    let first = incremental(&env, &c).await;
+    let mut rng = Rng::new(5);
+    let dir = media_files(&env)[0].parent().unwrap().to_path_buf();
+    write_random(&dir.join("extra"), 1000, &mut rng);
+    let second = incremental(&env, &c).await;
+    assert!(matches!(second.kind, BackupKind::Incremental { .. }));
+    // Put the first backup's index where the second's is.
+    let bucket = env.bucket_dir().join("synapse/backups");
+    fs::copy(
+        bucket.join(format!("{}.index.ndjson", first.id)),
+        bucket.join(format!("{}.on-{}.index.ndjson", second.id, first.id)),
+    )
+    .unwrap();
+
+    let third = incremental(&env, &c).await;
+    match &third.kind {
+        BackupKind::Full {
+            reason: FullReason::BaseUnreadable { base, detail },
+        } => {
+            assert_eq!(base, &second.id);
+            assert!(
+                detail.contains("the index was altered or swapped"),
+                "{detail}"
+            );
+        }
+        other => panic!("expected a full backup, got {other:?}"),
+    }
+    // It archives every media file itself.
+    let chain = manifest(&env, &third.id).await.chain.unwrap();
+    assert!(chain.packs.is_empty());
+    assert_eq!(chain.own_files, media_files(&env).len() as u64);
+}
+
+/// A full backup made without --incremental has no index: the next incremental create
+/// is full (with an index), said so; a new passphrase is full too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_without_an_index_or_a_new_passphrase_means_full() {
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    let plain = env.create(&c).await.unwrap();
+    assert!(plain.manifest.chain.is_none());
+    let next = incremental(&env, &c).await;
+    match &next.kind {
+        BackupKind::Full {
+            reason: FullReason::BaseUnreadable { base, detail },
+        } => {
+            assert_eq!(base, &plain.id);
+            assert!(detail.contains("no file index"), "{detail}");
+        }
+        other => panic!("expected a full backup, got {other:?}"),
+    }
+    let renewed = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &env.layout,
+        &BackupOptions::default()
+            .incremental(true)
+            .new_passphrase(true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        renewed.kind,
+        BackupKind::Full {
+            reason: FullReason::NewPassphrase
+        }
+    );
+    // A chain of at most 2 packs: the third backup is full again.
+    let policy = synapse_backup::ChainPolicy::default().full_every(2);
+    let options = BackupOptions::default().incremental(true).chain(policy);
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let r = create_backup_with(&c, &env.params, PASSPHRASE, &env.layout, &options)
+            .await
+            .unwrap();
+        kinds.push(r.kind);
+    }
+    assert!(
+        matches!(kinds[0], BackupKind::Incremental { .. }),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds[1],
+        BackupKind::Full {
+            reason: FullReason::ChainLength {
+                packs: 3,
+                full_every: 2
+            }
+        }
+    );
+    assert!(
+        matches!(kinds[2], BackupKind::Incremental { .. }),
+        "{kinds:?}"
+    );
+}
+
+/// Prune keeps every pack a kept backup needs, says which backup keeps it alive and
+/// how many bytes the deletions free; `delete` of a needed pack refuses, naming the
+/// backups that need it, until they are gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_and_delete_never_break_a_chain() {
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    let store = S3Client::new(&env.params).unwrap();
+    let lone = env.create(&c).await.unwrap();
+    let mut rng = Rng::new(11);
+    let dir = media_files(&env)[0].parent().unwrap().to_path_buf();
+    let lax = ChainPolicy::default().max_superseded_percent(90);
+    let mut chain = Vec::new();
+    for n in 0..3 {
+        write_random(&dir.join(format!("more{n}")), 3000, &mut rng);
+        chain.push(incremental_with(&env, &c, lax.clone()).await);
+    }
+    let ids: Vec<BackupId> = chain.iter().map(|r| r.id.clone()).collect();
+    assert!(matches!(chain[0].kind, BackupKind::Full { .. }));
+    assert!(matches!(chain[2].kind, BackupKind::Incremental { .. }));
+
+    // keep_last 1 keeps the newest, and its chain because it needs it.
+    let policy = RetentionPolicy::default().keep_last(Some(1));
+    let report = prune_backups(&store, &policy).await.unwrap();
+    let deleted: Vec<BackupId> = report.deleted.iter().map(|b| b.id.clone()).collect();
+    assert_eq!(deleted, std::slice::from_ref(&lone.id));
+    assert_eq!(report.plan.freed_bytes, lone.manifest.ciphertext_bytes);
+    let newest = report.plan.get(&ids[2]).unwrap();
+    assert_eq!(newest.packs, [ids[0].clone(), ids[1].clone()]);
+    for pack in &ids[..2] {
+        let planned = report.plan.get(pack).unwrap();
+        assert_eq!(planned.action, PruneAction::Keep, "{pack}");
+        assert!(
+            planned
+                .reasons
+                .contains(&PruneReason::NeededBy { id: ids[2].clone() }),
+            "{pack}: {:?}",
+            planned.reasons
+        );
+    }
+    let json = serde_json::to_value(&report.plan).unwrap();
+    assert_eq!(json["freed_bytes"], lone.manifest.ciphertext_bytes);
+
+    // delete of the base refuses, naming its dependents newest first.
+    let e = delete_backup(&store, &ids[0]).await.unwrap_err();
+    assert!(
+        matches!(&e, BackupError::NeededByOthers { dependents, .. }
+            if *dependents == [ids[2].to_string(), ids[1].to_string()]),
+        "{e}"
+    );
+    assert!(e.to_string().contains("delete those first"), "{e}");
+    // Newest first, each goes with its index.
+    let bucket = env.bucket_dir().join("synapse/backups");
+    for id in ids.iter().rev() {
+        delete_backup(&store, id).await.unwrap();
+        let left: Vec<String> = fs::read_dir(&bucket)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(id.as_str()))
+            .collect();
+        assert!(left.is_empty(), "{id}: {left:?}");
+    }
+}
+
+/// The CLI is killed (SIGKILL) while an incremental create uploads: the chain before
+/// it stays whole (the next incremental create builds on its newest backup, and that
+/// backup restores byte for byte with the README's recipe).
+#[test]
+fn a_killed_incremental_create_leaves_the_previous_chain_usable() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+    require_tool("jq", "apt-get install jq");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(Env::new(&spec()));
+    let c = LocalContainer::new();
+    let first = rt.block_on(incremental(&env, &c));
+    let mut rng = Rng::new(3);
+    let dir = media_files(&env)[0].parent().unwrap().to_path_buf();
+    write_random(&dir.join("before-kill"), 5000, &mut rng);
+    let second = rt.block_on(incremental(&env, &c));
+    assert!(matches!(second.kind, BackupKind::Incremental { .. }));
+    let state = expected(&env);
+
+    write_random(&dir.join("during-kill"), 5000, &mut rng);
+    let s3 = env.dir.path().join("s3.yaml");
+    let data = env.server.relation_data(&env.bucket);
+    fs::write(
+        &s3,
+        format!(
+            "access-key: {}\nsecret-key: {}\nbucket: {}\nendpoint: {}\nregion: us-east-1\ns3-uri-style: path\npath: synapse/backups\n",
+            data["access-key"], data["secret-key"], env.bucket, data["endpoint"]
+        ),
+    )
+    .unwrap();
+    let pass = env.dir.path().join("pass");
+    fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+    fs::set_permissions(&pass, fs::Permissions::from_mode(0o600)).unwrap();
+    // The real aws CLI, except that the upload records its pid and never ends.
+    let marker = env.dir.path().join("aws-pid");
+    let aws = env.dir.path().join("aws-stuck-upload");
+    fs::write(
+        &aws,
+        format!(
+            "#!/usr/bin/env bash\nif [ \"$1\" = s3 ] && [ \"$2\" = cp ]; then\n  echo $$ > '{}'\n  while :; do sleep 0.05; done\nfi\nexec '{}' \"$@\"\n",
+            marker.display(),
+            env::aws().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&aws, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_synapse-backup"))
+        .arg("--root")
+        .arg(&env.tree.root)
+        .arg("--s3")
+        .arg(&s3)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("--aws")
+        .arg(&aws)
+        .args(["create", "--incremental"])
+        .env_remove("SYNAPSE_BACKUP_ROOT")
+        .env_remove("SYNAPSE_BACKUP_S3")
+        .env_remove("SYNAPSE_BACKUP_PASSPHRASE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fs::read_to_string(&marker).map_or(true, |t| t.trim().is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "the create never reached the upload"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    // Let the watchdog stop the orphaned pipeline, then sweep the killed run's dir.
+    std::thread::sleep(Duration::from_secs(2));
+    rt.block_on(synapse_backup::remove_abandoned_work_dirs(&c, &env.layout));
+    // The operator removes the dead run's lock (as `unlock` does).
+    rt.block_on(async {
+        let store = S3Client::new(&env.params).unwrap();
+        let info = synapse_backup::BackupLock::inspect(&store)
+            .await
+            .unwrap()
+            .expect("the killed run's lock");
+        assert!(
+            synapse_backup::BackupLock::force_release(&store, &info)
+                .await
+                .unwrap()
+        );
+    });
+
+    // The chain before the kill restores as it was.
+    let restored = without_db(restore_by_recipe(&env, &second.id, 0));
+    assert!(
+        restored == state,
+        "the previous chain's newest backup differs"
+    );
+    // The next incremental create builds on it, archiving only what is new since.
+    let third = rt.block_on(incremental(&env, &c));
+    assert_eq!(
+        third.kind,
+        BackupKind::Incremental {
+            base: second.id.clone()
+        }
+    );
+    let chain = rt.block_on(manifest(&env, &third.id)).chain.unwrap();
+    assert_eq!(chain.own_files, 1);
+    assert_eq!(chain.packs, [first.id.clone(), second.id.clone()]);
+}
