@@ -289,6 +289,7 @@ async fn extract_in<C: Container + ?Sized>(
         fetched,
         options,
         crate::backup::progress::ProgressStage::Restore,
+        restore_plan::Part::Whole,
     )
     .await?;
     let rules = fetch::verify_rules(container, layout, fetched, got.inner.as_ref()).await?;

@@ -11,7 +11,8 @@ use crate::backup::plan::{BackupId, MANIFEST_SUFFIX, ScriptCall, WorkDir};
 use crate::backup::progress::{self, ProgressStage};
 use crate::backup::restore::RestoreOptions;
 use crate::backup::restore_plan::{
-    self, ArchiveMember, CheckedMembers, MemberSource, RestoreRules, parse_members, parse_staged,
+    self, ArchiveMember, CheckedMembers, MemberSource, Part, RestoreRules, parse_members,
+    parse_staged,
 };
 use crate::backup::run::Run;
 use crate::backup::scripts::{Exit, Pipeline, WorkFile};
@@ -190,6 +191,7 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
     fetched: &Fetched,
     options: &RestoreOptions,
     stage: ProgressStage,
+    part: Part,
 ) -> Result<Fetch, BackupError> {
     let (container, layout, passphrase) = (run.container, run.layout, run.passphrase);
     let mut exec = work::pipeline_options(layout, call, work, options.timeout, passphrase);
@@ -216,7 +218,7 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
         written: &written,
     };
     match outcome {
-        Ok(_) => checked(&outputs, id, fetched, written).await,
+        Ok(_) => checked(&outputs, id, fetched, written, part).await,
         Err(ContainerError::ExitedNonZero {
             exit_code, stderr, ..
         }) => Err(failure.exited(exit_code, stderr).await),
@@ -323,6 +325,7 @@ async fn checked<C: Container + ?Sized>(
     id: &BackupId,
     fetched: &Fetched,
     written: Written,
+    part: Part,
 ) -> Result<Fetch, BackupError> {
     if let Some(reason) = written.checksum_problem(fetched) {
         return Err(corrupted(id, reason));
@@ -352,6 +355,7 @@ async fn checked<C: Container + ?Sized>(
         &members,
         head.as_deref(),
         fetched.manifest.as_ref(),
+        part,
     )
     .map_err(|reason| corrupted(id, reason))?;
     Ok(Fetch {

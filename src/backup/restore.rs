@@ -252,6 +252,7 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
         &fetched,
         options,
         ProgressStage::Verify,
+        restore_plan::Part::Whole,
     )
     .await;
     let result = match result {
@@ -650,6 +651,7 @@ async fn stage_checked<C: Container + ?Sized>(
         fetched,
         options,
         ProgressStage::Restore,
+        restore_plan::Part::Whole,
     )
     .await?;
     let Staged { staged, units } = check_staged(run, work, id, rules, &got).await?;

@@ -524,7 +524,9 @@ pub fn inner_manifest_position(members: &[ArchiveMember]) -> Option<usize> {
 ///
 /// A stream that carries an inner manifest is never accepted without the external
 /// manifest repeating its nonce (so it is never a `legacy` backup); an external manifest
-/// that names a nonce needs an inner manifest.
+/// that names a nonce needs an inner manifest. `part` says what the stream is read as:
+/// a whole backup (a pack of a chain is refused), the own pack of a chain, or an older
+/// pack read for some of its members (its listing is checked by the caller).
 ///
 /// # Errors
 /// What does not match.
@@ -533,6 +535,7 @@ pub fn check_claims(
     members: &[ArchiveMember],
     head: Option<&[u8]>,
     manifest: Option<&Manifest>,
+    part: Part,
 ) -> Result<(Option<InnerManifest>, Vec<String>), String> {
     let mut warnings = Vec::new();
     let inner = match inner_manifest_position(members) {
@@ -561,7 +564,9 @@ pub fn check_claims(
             if m.nonce.as_deref() != Some(inner.nonce.as_str()) {
                 return Err("its manifest does not belong to its data (the nonces differ)".into());
             }
-            if let Some(base) = inner.chain.as_ref().and_then(|c| c.base()) {
+            if part == Part::Whole
+                && let Some(base) = inner.chain.as_ref().and_then(|c| c.base())
+            {
                 // Its pack alone is not the backup: never restore part of a chain as if
                 // it were whole.
                 return Err(format!(
@@ -588,9 +593,27 @@ pub fn check_claims(
         }
     };
     if let Some(m) = manifest {
-        check_listed(id, members, m)?;
+        if part == Part::Older {
+            if m.backup_id.as_str() != id {
+                return Err(format!("its manifest names {:?}, not {id:?}", m.backup_id));
+            }
+        } else {
+            check_listed(id, members, m)?;
+        }
     }
     Ok((inner, warnings))
+}
+
+/// What a stream is read as, for [`check_claims`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// A whole backup: a pack of a chain is refused.
+    Whole,
+    /// The backup's own pack of a chain, read whole.
+    Own,
+    /// An older pack of a chain, read for the members its backup's index assigns to it:
+    /// its listing is a part of its manifest's, checked by the caller.
+    Older,
 }
 
 /// The external manifest `m` against the archive's `members`: its id, and every
@@ -907,7 +930,7 @@ mod tests {
             let chained = parsed.to_json();
             let mut members = members.clone();
             members[0].size = chained.len() as u64;
-            let got = check_claims(id, &members, Some(&chained), Some(&good));
+            let got = check_claims(id, &members, Some(&chained), Some(&good), Part::Whole);
             if refused {
                 let e = got.unwrap_err();
                 assert!(
@@ -919,6 +942,32 @@ mod tests {
             } else {
                 assert_eq!(got.unwrap().0.unwrap().chain, parsed.chain);
             }
+            // Read as the own pack of its chain, it is checked as a whole backup is.
+            let own = check_claims(id, &members, Some(&chained), Some(&good), Part::Own);
+            assert_eq!(own.unwrap().0.unwrap().chain, parsed.chain);
+            let lacking = external(
+                id,
+                Some("n1"),
+                &[("data/signing.key", 'f'), ("data/other", 'f')],
+            );
+            let e = check_claims(id, &members, Some(&chained), Some(&lacking), Part::Own);
+            assert!(e.unwrap_err().contains("lacks"));
+            // Read as an older pack (a part of its members), its listing is the
+            // caller's to check; its id and nonce are checked still.
+            assert!(
+                check_claims(id, &members, Some(&chained), Some(&lacking), Part::Older).is_ok()
+            );
+            let other = external(id, Some("n2"), &[]);
+            let e = check_claims(id, &members, Some(&chained), Some(&other), Part::Older);
+            assert!(e.unwrap_err().contains("nonces differ"));
+            let e = check_claims(
+                "backup-20261126071900000001",
+                &members,
+                Some(&chained),
+                Some(&good),
+                Part::Older,
+            );
+            assert!(e.unwrap_err().contains("not"));
         }
     }
 
@@ -932,7 +981,8 @@ mod tests {
         let members = vec![inner, key];
         let files = [("data/signing.key", 'f')];
         let good = external(id, Some("n1"), &files);
-        let (got, warnings) = check_claims(id, &members, Some(&json), Some(&good)).unwrap();
+        let (got, warnings) =
+            check_claims(id, &members, Some(&json), Some(&good), Part::Whole).unwrap();
         assert_eq!(got.unwrap().nonce, "n1");
         assert!(warnings.is_empty());
         // The inner manifest may be listed by the external one too.
@@ -945,7 +995,7 @@ mod tests {
                 (".synapse-backup", 'd'),
             ],
         );
-        assert!(check_claims(id, &members, Some(&json), Some(&listed)).is_ok());
+        assert!(check_claims(id, &members, Some(&json), Some(&listed), Part::Whole).is_ok());
         for (asked, head, manifest, why) in [
             (
                 "backup-20261126071900000001",
@@ -985,20 +1035,33 @@ mod tests {
             ),
             (id, &json[..10].to_vec(), Some(good.clone()), "read whole"),
         ] {
-            let e = check_claims(asked, &members, Some(head), manifest.as_ref()).unwrap_err();
+            let e = check_claims(asked, &members, Some(head), manifest.as_ref(), Part::Whole)
+                .unwrap_err();
             assert!(e.contains(why), "{why}: {e}");
         }
         // Without an inner manifest: a manifest naming a nonce is refused, one without
         // is accepted with a warning, and legacy needs nothing.
         let plain = vec![member('-', "data/signing.key")];
-        let e = check_claims(id, &plain, None, Some(&good)).unwrap_err();
+        let e = check_claims(id, &plain, None, Some(&good), Part::Whole).unwrap_err();
         assert!(e.contains("does not carry"), "{e}");
-        let (none, w) = check_claims(id, &plain, None, Some(&external(id, None, &files))).unwrap();
+        let (none, w) = check_claims(
+            id,
+            &plain,
+            None,
+            Some(&external(id, None, &files)),
+            Part::Whole,
+        )
+        .unwrap();
         assert!(
             none.is_none() && w[0].contains("not authenticated"),
             "{w:?}"
         );
-        assert!(check_claims(id, &plain, None, None).unwrap().0.is_none());
+        assert!(
+            check_claims(id, &plain, None, None, Part::Whole)
+                .unwrap()
+                .0
+                .is_none()
+        );
     }
 
     #[test]

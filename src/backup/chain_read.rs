@@ -1,0 +1,296 @@
+//! Reading a backup of a chain back (verify, restore, extract), the pure part: which
+//! members each pack gives (from the backup's file index, streamed once and checked
+//! against the SHA-256 its pack's inner manifest records), and the checks that tie
+//! every older pack to the chain the backup's inner manifest records (object SHA-256,
+//! id and nonce), so that a pack spliced in, substituted or re-uploaded under its key
+//! is named and refused before anything it holds is used.
+//!
+//! The order of a read: the backup's own inner manifest (authenticated by the
+//! passphrase) gives the [`PackChain`]; [`check_record`] holds the external manifest's
+//! chain record to it; [`split_index`] reads the index into one member list per pack;
+//! each older pack is checked before its download ([`check_older_manifest`]) and after
+//! ([`check_older_pack`], [`check_partial_listing`]); the backup's own pack is checked
+//! with today's rules and [`check_own_listing`].
+
+use std::collections::BTreeSet;
+use std::io::BufRead;
+
+use crate::backup::incremental::{ChainLink, IndexReader, PackChain, Usage, index_suffix};
+use crate::backup::manifest::{
+    EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestChain,
+};
+use crate::backup::plan::BackupId;
+use crate::backup::restore_plan::{ArchiveMember, inner_manifest_position};
+use crate::error::IndexError;
+
+/// What one pack of a chain gives a restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PackPart {
+    /// The pack's backup id.
+    pub id: BackupId,
+    /// The chain link that identifies it (`None` for the backup's own pack).
+    pub link: Option<ChainLink>,
+    /// The media files the index assigns to it, NUL-terminated, in index order.
+    pub members: Vec<u8>,
+    /// How many files and bytes those are.
+    pub usage: Usage,
+}
+
+impl PackPart {
+    /// The member list an older pack is read with: its inner manifest first (so that it
+    /// is checked as in any pack), then the files the index assigns to it.
+    pub(crate) fn tar_list(&self) -> Vec<u8> {
+        let mut list = Vec::with_capacity(INNER_MANIFEST_MEMBER.len() + 1 + self.members.len());
+        list.extend_from_slice(INNER_MANIFEST_MEMBER.as_bytes());
+        list.push(0);
+        list.extend_from_slice(&self.members);
+        list
+    }
+
+    /// The member names, without their NULs.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &[u8]> {
+        self.members
+            .split(|b| *b == 0)
+            .filter(|name| !name.is_empty())
+    }
+}
+
+/// Checks the external manifest's chain record of backup `id` against `chain`, the one
+/// its pack's inner manifest records: the same older packs in the same order, the same
+/// index SHA-256, and the index named as create names it. Gives the index object's key
+/// suffix.
+///
+/// # Errors
+/// What differs, in words (a spliced chain, a swapped manifest).
+pub(crate) fn check_record(
+    id: &BackupId,
+    chain: &PackChain,
+    listed: Option<&ManifestChain>,
+) -> Result<String, String> {
+    let ids = |ids: &mut dyn Iterator<Item = &BackupId>| {
+        ids.map(BackupId::as_str).collect::<Vec<_>>().join(", ")
+    };
+    let Some(base) = chain.base() else {
+        return Err(format!("{id} is a full backup, not a pack of a chain"));
+    };
+    let Some(listed) = listed else {
+        return Err(format!(
+            "the manifest of {id} has no chain, but its data needs {} older packs ({})",
+            chain.links.len(),
+            ids(&mut chain.links.iter().map(|l| &l.id))
+        ));
+    };
+    if !listed.packs.iter().eq(chain.links.iter().map(|l| &l.id)) {
+        return Err(format!(
+            "the manifest of {id} lists the packs [{}] but its data records the chain [{}] (a spliced chain)",
+            ids(&mut listed.packs.iter()),
+            ids(&mut chain.links.iter().map(|l| &l.id))
+        ));
+    }
+    if listed.index_sha256 != chain.index_sha256 {
+        return Err(format!(
+            "the manifest of {id} names another file index than its data records"
+        ));
+    }
+    let suffix = index_suffix(Some(&base.id));
+    if listed.index != suffix {
+        return Err(format!(
+            "the manifest of {id} names the index {:?}, not {suffix:?}",
+            listed.index
+        ));
+    }
+    Ok(suffix)
+}
+
+/// Reads the file index of backup `id` (whose pack's inner manifest records `chain`)
+/// in one pass, into one member list per pack: the older packs in chain order, then
+/// `id`'s own. Every entry must name a pack of the chain, the paths must be sorted and
+/// unique, and the bytes read must have the SHA-256 `chain` records; nothing is given
+/// before the whole index checks.
+///
+/// # Errors
+/// The index's first error, [`IndexError::Mismatch`] for another index.
+pub(crate) fn split_index<R: BufRead>(
+    index: R,
+    id: &BackupId,
+    chain: &PackChain,
+) -> Result<Vec<PackPart>, IndexError> {
+    let mut parts: Vec<PackPart> = chain
+        .links
+        .iter()
+        .map(|l| (l.id.clone(), Some(l.clone())))
+        .chain(std::iter::once((id.clone(), None)))
+        .map(|(id, link)| PackPart {
+            id,
+            link,
+            members: Vec::new(),
+            usage: Usage::default(),
+        })
+        .collect();
+    let packs: Vec<BackupId> = parts.iter().map(|p| p.id.clone()).collect();
+    let mut reader = IndexReader::new(index).with_packs(packs);
+    for entry in reader.by_ref() {
+        let entry = entry?;
+        // The reader refuses a pack outside the chain: this one is there.
+        if let Some(part) = parts.iter_mut().find(|p| p.id == entry.pack) {
+            part.members.extend_from_slice(entry.path.as_bytes());
+            part.members.push(0);
+            part.usage.files += 1;
+            part.usage.bytes += entry.size;
+        }
+    }
+    let summary = reader.finish();
+    if summary.sha256 != chain.index_sha256 {
+        return Err(IndexError::Mismatch {
+            id: id.to_string(),
+            expected: chain.index_sha256.clone(),
+            actual: summary.sha256,
+        });
+    }
+    Ok(parts)
+}
+
+/// Checks an older pack's external manifest (`None`: it has none) against the `link`
+/// that names it, before anything is downloaded: the same nonce and object SHA-256.
+///
+/// # Errors
+/// What differs, in words.
+pub(crate) fn check_older_manifest(
+    link: &ChainLink,
+    manifest: Option<&Manifest>,
+) -> Result<(), String> {
+    let Some(m) = manifest else {
+        return Err("it has no manifest (a pack of a chain always has one)".into());
+    };
+    if m.nonce.as_deref() != Some(link.nonce.as_str()) {
+        return Err(
+            "its manifest is not the one of the pack the chain was made on (the nonces differ: a substituted pack)"
+                .into(),
+        );
+    }
+    if m.ciphertext_sha256 != link.object_sha256 {
+        return Err(
+            "its manifest's SHA-256 is not the one of the pack the chain was made on (a substituted or re-uploaded pack)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Checks an older pack as read: the SHA-256 of its encrypted object and its inner
+/// manifest (its id and nonce) against the `link` that names it.
+///
+/// # Errors
+/// What differs, in words.
+pub(crate) fn check_older_pack(
+    link: &ChainLink,
+    object_sha256: &str,
+    inner: Option<&InnerManifest>,
+) -> Result<(), String> {
+    if object_sha256 != link.object_sha256 {
+        return Err(
+            "its SHA-256 is not the one of the pack the chain was made on (a substituted or re-uploaded pack)"
+                .into(),
+        );
+    }
+    let Some(inner) = inner else {
+        return Err("it carries no inner manifest".into());
+    };
+    if inner.backup_id != link.id || inner.nonce != link.nonce {
+        return Err(format!(
+            "its inner manifest names {} with another nonce than the chain records",
+            inner.backup_id
+        ));
+    }
+    Ok(())
+}
+
+/// Checks tar's listing of an older pack read with [`PackPart::tar_list`]: its inner
+/// manifest first, then exactly the files `part` names (each a regular file, each
+/// once), each listed as a file by the pack's own `manifest`.
+///
+/// # Errors
+/// What differs, in words.
+pub(crate) fn check_partial_listing(
+    part: &PackPart,
+    members: &[ArchiveMember],
+    manifest: &Manifest,
+) -> Result<(), String> {
+    let Some(position) = inner_manifest_position(members) else {
+        return Err("its inner manifest is not its first member".into());
+    };
+    let lossy = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
+    let wanted: BTreeSet<&[u8]> = part.names().collect();
+    let mut seen = BTreeSet::new();
+    for m in &members[position + 1..] {
+        if m.kind != '-' || !wanted.contains(m.name.as_slice()) {
+            return Err(format!(
+                "it gave {:?}, which the index does not assign to it as a file",
+                lossy(&m.name)
+            ));
+        }
+        if !seen.insert(m.name.as_slice()) {
+            return Err(format!("it holds {:?} twice", lossy(&m.name)));
+        }
+    }
+    if let Some(missing) = wanted.iter().find(|n| !seen.contains(*n)) {
+        return Err(format!(
+            "it lacks {:?}, which the index assigns to it",
+            lossy(missing)
+        ));
+    }
+    let files: BTreeSet<&[u8]> = manifest
+        .files
+        .iter()
+        .filter(|f| f.kind == EntryKind::File)
+        .map(|f| f.path.as_bytes())
+        .collect();
+    if let Some(unlisted) = seen.iter().find(|n| !files.contains(*n)) {
+        return Err(format!(
+            "its manifest does not list {:?} as a file",
+            lossy(unlisted)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks tar's listing of the backup's own pack against the index's `parts` (the
+/// last one its own): every file the index assigns to it is a file member, and no
+/// file member is one the index assigns to an older pack (so no pack's file replaces
+/// another's, and nothing of another state is restored).
+///
+/// # Errors
+/// What differs, in words.
+pub(crate) fn check_own_listing(
+    parts: &[PackPart],
+    members: &[ArchiveMember],
+) -> Result<(), String> {
+    let lossy = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
+    let files: BTreeSet<&[u8]> = members
+        .iter()
+        .filter(|m| m.kind == '-')
+        .map(|m| m.name.as_slice())
+        .collect();
+    let Some((own, older)) = parts.split_last() else {
+        return Ok(());
+    };
+    if let Some(missing) = own.names().find(|n| !files.contains(n)) {
+        return Err(format!(
+            "its pack lacks {:?}, which its index assigns to it",
+            lossy(missing)
+        ));
+    }
+    for part in older {
+        if let Some(both) = part.names().find(|n| files.contains(n)) {
+            return Err(format!(
+                "its pack holds {:?}, which its index assigns to the older pack {}",
+                lossy(both),
+                part.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,288 @@
+use super::*;
+use crate::backup::incremental::{BackupKind, IndexEntry, IndexWriter};
+use crate::backup::manifest::{ManifestEntry, ManifestLayout, ManifestPath};
+
+fn id(n: u32) -> BackupId {
+    format!("backup-2026120301{n:02}00000000").parse().unwrap()
+}
+
+fn link(n: u32) -> ChainLink {
+    ChainLink {
+        id: id(n),
+        nonce: format!("nonce{n}"),
+        object_sha256: format!("sha{n}"),
+        bytes: 10,
+    }
+}
+
+fn entry(path: &[u8], size: u64, pack: u32) -> IndexEntry {
+    IndexEntry {
+        path: ManifestPath::from_bytes(path),
+        size,
+        mtime_ns: 1,
+        pack: id(pack),
+    }
+}
+
+/// An index of `entries` and the chain of backup 3 on packs 1 and 2 that records it.
+fn index(entries: &[IndexEntry]) -> (Vec<u8>, PackChain) {
+    let mut w = IndexWriter::new(Vec::new());
+    for e in entries {
+        w.push(e).unwrap();
+    }
+    let (summary, bytes) = w.finish().unwrap();
+    let chain = PackChain {
+        index_sha256: summary.sha256,
+        links: vec![link(1), link(2)],
+        own_bytes: 0,
+    };
+    (bytes, chain)
+}
+
+fn entries() -> Vec<IndexEntry> {
+    vec![
+        entry(b"m/local_content/a", 1, 1),
+        entry(b"m/local_content/b", 2, 3),
+        entry(b"m/local_content/c\nd e", 3, 1),
+        entry(b"m/local_content/f\xff", 4, 2),
+    ]
+}
+
+fn member(kind: char, name: &[u8]) -> ArchiveMember {
+    ArchiveMember {
+        kind,
+        name: name.to_vec(),
+        size: 0,
+        mode: 0o600,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+fn manifest(files: &[&[u8]]) -> Manifest {
+    Manifest {
+        format: crate::backup::manifest::MANIFEST_FORMAT,
+        backup_id: id(1),
+        created: chrono::Utc::now(),
+        created_by: "synapse-backup/test".into(),
+        server_name: None,
+        layout: ManifestLayout {
+            config_dir: "/data".into(),
+            data_dir: "/data".into(),
+            media_store_path: "/data/media_store".into(),
+            members: vec![],
+        },
+        database: crate::backup::manifest::DatabaseSnapshot::Sqlite,
+        warnings: vec![],
+        files: files
+            .iter()
+            .map(|p| ManifestEntry {
+                path: ManifestPath::from_bytes(p),
+                kind: EntryKind::File,
+                size: 0,
+            })
+            .collect(),
+        plaintext_bytes: 0,
+        ciphertext_bytes: 0,
+        ciphertext_sha256: "sha1".into(),
+        cipher: crate::backup::manifest::Cipher::Aes256,
+        compression: crate::backup::plan::Compression::None,
+        nonce: Some("nonce1".into()),
+        chain: None,
+    }
+}
+
+#[test]
+fn the_index_splits_into_one_member_list_per_pack_in_chain_order() {
+    let (bytes, chain) = index(&entries());
+    let parts = split_index(&bytes[..], &id(3), &chain).unwrap();
+    let ids: Vec<_> = parts.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(ids, vec![id(1), id(2), id(3)]);
+    assert_eq!(
+        parts[0].members,
+        b"m/local_content/a\0m/local_content/c\nd e\0".to_vec()
+    );
+    assert_eq!(parts[0].link, Some(link(1)));
+    assert_eq!((parts[0].usage.files, parts[0].usage.bytes), (2, 4));
+    assert_eq!(parts[1].members, b"m/local_content/f\xff\0".to_vec());
+    assert_eq!(parts[2].members, b"m/local_content/b\0".to_vec());
+    assert_eq!(parts[2].link, None);
+    assert_eq!(
+        parts[0].names().collect::<Vec<_>>(),
+        vec![&b"m/local_content/a"[..], b"m/local_content/c\nd e"]
+    );
+    // An older pack is read with its inner manifest first.
+    let list = parts[1].tar_list();
+    assert_eq!(
+        list,
+        [
+            INNER_MANIFEST_MEMBER.as_bytes(),
+            b"\0m/local_content/f\xff\0"
+        ]
+        .concat()
+    );
+    // A pack with nothing in the index gets an empty list.
+    let (bytes, chain) = index(&[entry(b"x", 1, 3)]);
+    let parts = split_index(&bytes[..], &id(3), &chain).unwrap();
+    assert!(parts[0].members.is_empty() && parts[0].names().next().is_none());
+}
+
+#[test]
+fn a_swapped_or_redirected_index_is_refused() {
+    let (bytes, chain) = index(&entries());
+    // Another index (one file redirected to another pack of the chain): its SHA-256.
+    let mut redirected = entries();
+    redirected[1].pack = id(2);
+    let (other, _) = index(&redirected);
+    let e = split_index(&other[..], &id(3), &chain).unwrap_err();
+    assert!(matches!(e, IndexError::Mismatch { .. }), "{e}");
+    // An entry naming a pack outside the chain.
+    let mut outside = entries();
+    outside[0].pack = id(9);
+    let (outside, mut chain9) = index(&outside);
+    chain9.links = chain.links.clone();
+    let e = split_index(&outside[..], &id(3), &chain9).unwrap_err();
+    assert!(matches!(e, IndexError::UnknownPack { .. }), "{e}");
+    // A cut index.
+    let e = split_index(&bytes[..bytes.len() - 1], &id(3), &chain).unwrap_err();
+    assert!(matches!(e, IndexError::Malformed { .. }), "{e}");
+    // The whole index, as recorded, passes.
+    assert!(split_index(&bytes[..], &id(3), &chain).is_ok());
+}
+
+fn record(chain: &PackChain) -> ManifestChain {
+    ManifestChain {
+        kind: BackupKind::Incremental { base: id(2) },
+        packs: vec![id(1), id(2)],
+        index: index_suffix(Some(&id(2))),
+        index_sha256: chain.index_sha256.clone(),
+        indexed_files: 0,
+        indexed_bytes: 0,
+        own_files: 0,
+        own_bytes: 0,
+        total_ciphertext_bytes: 0,
+    }
+}
+
+#[test]
+fn the_manifest_chain_record_must_be_the_one_the_data_records() {
+    let (_, chain) = index(&entries());
+    let good = record(&chain);
+    assert_eq!(
+        check_record(&id(3), &chain, Some(&good)).unwrap(),
+        format!(".on-{}.index.ndjson", id(2))
+    );
+    let mut spliced = good.clone();
+    spliced.packs = vec![id(2)];
+    let e = check_record(&id(3), &chain, Some(&spliced)).unwrap_err();
+    assert!(e.contains("a spliced chain"), "{e}");
+    let mut reordered = good.clone();
+    reordered.packs = vec![id(2), id(1)];
+    assert!(check_record(&id(3), &chain, Some(&reordered)).is_err());
+    let mut other_index = good.clone();
+    other_index.index_sha256 = "00".into();
+    let e = check_record(&id(3), &chain, Some(&other_index)).unwrap_err();
+    assert!(e.contains("another file index"), "{e}");
+    let mut elsewhere = good.clone();
+    elsewhere.index = ".on-x/../../y.index.ndjson".into();
+    let e = check_record(&id(3), &chain, Some(&elsewhere)).unwrap_err();
+    assert!(e.contains("names the index"), "{e}");
+    let e = check_record(&id(3), &chain, None).unwrap_err();
+    assert!(e.contains("has no chain"), "{e}");
+    let full = PackChain::default();
+    assert!(check_record(&id(3), &full, Some(&good)).is_err());
+}
+
+#[test]
+fn an_older_pack_must_be_the_object_the_chain_was_made_on() {
+    let l = link(1);
+    let m = manifest(&[]);
+    assert!(check_older_manifest(&l, Some(&m)).is_ok());
+    assert!(check_older_manifest(&l, None).is_err());
+    let mut other_nonce = m.clone();
+    other_nonce.nonce = Some("nonce9".into());
+    let e = check_older_manifest(&l, Some(&other_nonce)).unwrap_err();
+    assert!(e.contains("substituted"), "{e}");
+    let mut other_sha = m.clone();
+    other_sha.ciphertext_sha256 = "sha9".into();
+    let e = check_older_manifest(&l, Some(&other_sha)).unwrap_err();
+    assert!(e.contains("re-uploaded"), "{e}");
+
+    let inner = |backup: u32, nonce: &str| InnerManifest {
+        format: crate::backup::manifest::MANIFEST_FORMAT,
+        backup_id: id(backup),
+        created: chrono::Utc::now(),
+        created_by: "synapse-backup/test".into(),
+        layout: m.layout.clone(),
+        database: crate::backup::manifest::DatabaseSnapshot::Sqlite,
+        nonce: nonce.into(),
+        chain: None,
+    };
+    assert!(check_older_pack(&l, "sha1", Some(&inner(1, "nonce1"))).is_ok());
+    let e = check_older_pack(&l, "sha9", Some(&inner(1, "nonce1"))).unwrap_err();
+    assert!(e.contains("SHA-256"), "{e}");
+    assert!(check_older_pack(&l, "sha1", Some(&inner(2, "nonce1"))).is_err());
+    assert!(check_older_pack(&l, "sha1", Some(&inner(1, "nonce2"))).is_err());
+    assert!(check_older_pack(&l, "sha1", None).is_err());
+}
+
+#[test]
+fn an_older_pack_gives_exactly_what_the_index_assigns_to_it() {
+    let (bytes, chain) = index(&entries());
+    let parts = split_index(&bytes[..], &id(3), &chain).unwrap();
+    let first = &parts[0];
+    let m = manifest(&[b"m/local_content/a", b"m/local_content/c\nd e"]);
+    let inner = member('-', INNER_MANIFEST_MEMBER.as_bytes());
+    let good = vec![
+        inner.clone(),
+        member('-', b"m/local_content/a"),
+        member('-', b"m/local_content/c\nd e"),
+    ];
+    check_partial_listing(first, &good, &m).unwrap();
+    // A missing member, an extra one, one twice, a directory, no inner manifest first.
+    let cases: Vec<(Vec<ArchiveMember>, &str)> = vec![
+        (good[..2].to_vec(), "lacks"),
+        (
+            [good.clone(), vec![member('-', b"m/local_content/b")]].concat(),
+            "does not assign",
+        ),
+        (
+            [good.clone(), vec![member('-', b"m/local_content/a")]].concat(),
+            "twice",
+        ),
+        (
+            vec![
+                inner.clone(),
+                member('d', b"m/local_content/a"),
+                good[2].clone(),
+            ],
+            "does not assign",
+        ),
+        (good[1..].to_vec(), "inner manifest"),
+    ];
+    for (members, why) in cases {
+        let e = check_partial_listing(first, &members, &m).unwrap_err();
+        assert!(e.contains(why), "{why}: {e}");
+    }
+    // Its own manifest must list what it gave.
+    let e = check_partial_listing(first, &good, &manifest(&[b"m/local_content/a"])).unwrap_err();
+    assert!(e.contains("does not list"), "{e}");
+}
+
+#[test]
+fn the_own_pack_holds_its_files_and_none_of_the_older_packs() {
+    let (bytes, chain) = index(&entries());
+    let parts = split_index(&bytes[..], &id(3), &chain).unwrap();
+    let own = vec![
+        member('-', INNER_MANIFEST_MEMBER.as_bytes()),
+        member('-', b"data/signing.key"),
+        member('d', b"m/local_content"),
+        member('-', b"m/local_content/b"),
+    ];
+    check_own_listing(&parts, &own).unwrap();
+    let e = check_own_listing(&parts, &own[..3]).unwrap_err();
+    assert!(e.contains("lacks \"m/local_content/b\""), "{e}");
+    let stale = [own.clone(), vec![member('-', b"m/local_content/a")]].concat();
+    let e = check_own_listing(&parts, &stale).unwrap_err();
+    assert!(e.contains(&format!("the older pack {}", id(1))), "{e}");
+}
