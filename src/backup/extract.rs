@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::backup::catalog::BackupStatus;
+use crate::backup::chain_fetch::{self, Backup};
 use crate::backup::fetch;
 use crate::backup::layout::Layout;
 use crate::backup::manifest::EntryKind;
@@ -143,10 +144,13 @@ pub(crate) async fn extract_with_run<C: Container + ?Sized>(
     let started = Instant::now();
     check_target(&target.dir)?;
     let fetched = fetch::locate(&run.client, id).await?;
+    let chain = chain_fetch::plan(run, id, &fetched).await?;
     // An include the manifest does not list is refused before the download (the
-    // listing of the archive decides again after it).
+    // listing of the archive decides again after it). The manifest of a backup of a
+    // chain lists its own pack only: the listing of every pack decides.
     if let Some(manifest) = &fetched.manifest
         && !target.include.is_empty()
+        && chain.is_none()
     {
         let listed: Vec<ArchiveMember> = manifest
             .files
@@ -170,9 +174,13 @@ pub(crate) async fn extract_with_run<C: Container + ?Sized>(
             },
         )?;
     }
-    let need = fetch::staging_need(&fetched);
+    let backup = Backup {
+        id,
+        fetched: &fetched,
+        chain: chain.as_ref(),
+    };
     let made = work::prepare_target(container, layout, &target.dir).await?;
-    let result = extract_into(run, options, target, id, &fetched, need).await;
+    let result = extract_into(run, options, target, &backup).await;
     if result.is_err()
         && let Some(top) = &made
     {
@@ -201,9 +209,7 @@ async fn extract_into<C: Container + ?Sized>(
     run: &Run<'_, C>,
     options: &RestoreOptions,
     target: &ExtractTarget,
-    id: &BackupId,
-    fetched: &fetch::Fetched,
-    need: u64,
+    backup: &Backup<'_>,
 ) -> Result<Extracted, BackupError> {
     let work = match run
         .work_dir_in(
@@ -221,7 +227,7 @@ async fn extract_into<C: Container + ?Sized>(
         }
         other => other?,
     };
-    let result = extract_in(run, &work, options, target, id, fetched, need).await;
+    let result = extract_in(run, &work, options, target, backup).await;
     work.finish().await;
     result
 }
@@ -275,23 +281,15 @@ async fn extract_in<C: Container + ?Sized>(
     guard: &WorkGuard<'_, '_, C>,
     options: &RestoreOptions,
     target: &ExtractTarget,
-    id: &BackupId,
-    fetched: &fetch::Fetched,
-    need: u64,
+    backup: &Backup<'_>,
 ) -> Result<Extracted, BackupError> {
     let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
+    let (id, fetched) = (backup.id, backup.fetched);
+    let need = fetch::staging_need(fetched);
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
-    let got = fetch::fetch(
-        run,
-        work,
-        &call,
-        id,
-        fetched,
-        options,
-        crate::backup::progress::ProgressStage::Restore,
-        restore_plan::Part::Whole,
-    )
-    .await?;
+    let got = backup
+        .read(run, work, call, options, chain_fetch::Read::Extract)
+        .await?;
     let rules = fetch::verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
     let fetch::Staged { staged, units } = fetch::check_staged(run, work, id, &rules, &got).await?;
     let skip = restore_plan::inner_manifest_position(&got.members).map_or(0, |p| p + 1);

@@ -183,6 +183,8 @@ fn untrusted(id: &BackupId, why: Untrusted) -> BackupError {
 /// Runs the fetch script and turns its outcome into the precise error: wrong
 /// passphrase, corruption (checksum, truncation, gpg's integrity check), data not
 /// encrypted with the passphrase, claims that do not match the stream, no space.
+/// `part` says what the stream is read as ([`Part`]).
+#[allow(clippy::too_many_arguments)] // the pieces of one read, each from its own place
 pub(crate) async fn fetch<C: Container + ?Sized>(
     run: &Run<'_, C>,
     work: &WorkDir,

@@ -4,8 +4,7 @@
 pub(crate) mod bandwidth;
 pub(crate) mod catalog;
 mod chain;
-// Used by verify, restore and extract of a chain (being wired in).
-#[allow(dead_code)]
+mod chain_fetch;
 mod chain_read;
 mod create;
 pub(crate) mod decryption;

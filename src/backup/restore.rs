@@ -3,13 +3,12 @@
 use std::time::{Duration, Instant};
 
 use crate::backup::catalog::BackupStatus;
+use crate::backup::chain_fetch::{self, Backup};
 use crate::backup::fetch::{
-    Fetch, Fetched, Staged, check_staged, check_staged_db, fetch, locate, staging_need,
-    verify_rules,
+    Fetch, Fetched, Staged, check_staged, check_staged_db, locate, staging_need, verify_rules,
 };
 use crate::backup::layout::{Layout, join};
 use crate::backup::plan::{self, BackupId, BackupOptions, CancelToken, ScriptCall, WorkDir};
-use crate::backup::progress::ProgressStage;
 use crate::backup::restore_plan::{
     self, ArchiveMember, CheckedMembers, MemberSource, RestoreRules,
 };
@@ -230,6 +229,7 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
     let (container, layout) = (run.container, run.layout);
     let started = Instant::now();
     let fetched = locate(&run.client, id).await?;
+    let chain = chain_fetch::plan(run, id, &fetched).await?;
     let base = WorkDir::base(layout);
     let place = if options.temp_work_dir || !container.exists(&base).await.unwrap_or(false) {
         WorkPlace::Temp
@@ -244,17 +244,14 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
         .await?
         .database();
     let call = verify_call(run, work.dir(), &fetched, db.as_deref());
-    let result = fetch(
-        run,
-        work.dir(),
-        &call,
+    let backup = Backup {
         id,
-        &fetched,
-        options,
-        ProgressStage::Verify,
-        restore_plan::Part::Whole,
-    )
-    .await;
+        fetched: &fetched,
+        chain: chain.as_ref(),
+    };
+    let result = backup
+        .read(run, work.dir(), call, options, chain_fetch::Read::List)
+        .await;
     let result = match result {
         Ok(got) => verify_checks(run, work.dir(), id, db.as_deref(), &fetched, got).await,
         Err(e) => Err(e),
@@ -535,12 +532,17 @@ async fn restore_locked<C: Container + ?Sized>(
     let config = work::read_homeserver_config(run.container, run.layout).await?;
     let rules = RestoreRules::new(run.layout, &config);
     let fetched = locate(&run.client, id).await?;
-    let need = staging_need(&fetched);
+    let chain = chain_fetch::plan(run, id, &fetched).await?;
+    let backup = Backup {
+        id,
+        fetched: &fetched,
+        chain: chain.as_ref(),
+    };
     // What killed runs left: a killed restore's keys and staging go; the live files a
     // half-done swap set aside stay, and this report says how to roll back.
     let swept = work::sweep_work_dirs(run.container, run.layout, false).await;
     let work = run.work_dir("restore", &options.transfer(), true).await?;
-    let result = restore_in(run, &work, options, &rules, id, &fetched, need).await;
+    let result = restore_in(run, &work, options, &rules, &backup).await;
     work.finish().await;
     let done = result?;
     tracing::info!(backup_id = %id, "backup restored");
@@ -576,11 +578,9 @@ async fn restore_in<C: Container + ?Sized>(
     guard: &WorkGuard<'_, '_, C>,
     options: &RestoreOptions,
     rules: &RestoreRules,
-    id: &BackupId,
-    fetched: &Fetched,
-    need: u64,
+    backup: &Backup<'_>,
 ) -> Result<Restored, BackupError> {
-    let ready = stage_checked(run, guard.dir(), options, rules, id, fetched, need).await?;
+    let ready = stage_checked(run, guard.dir(), options, rules, backup).await?;
     run.confirm_lock("the swap").await?;
     let running = stop_service(run).await?;
     let dropped = swap_in(run, guard, ready.db.as_deref(), running.as_deref()).await?;
@@ -637,23 +637,15 @@ async fn stage_checked<C: Container + ?Sized>(
     work: &WorkDir,
     options: &RestoreOptions,
     rules: &RestoreRules,
-    id: &BackupId,
-    fetched: &Fetched,
-    need: u64,
+    backup: &Backup<'_>,
 ) -> Result<Ready, BackupError> {
     let (container, params, layout) = (run.container, run.params, run.layout);
+    let (id, fetched) = (backup.id, backup.fetched);
+    let need = staging_need(fetched);
     let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
-    let got = fetch(
-        run,
-        work,
-        &call,
-        id,
-        fetched,
-        options,
-        ProgressStage::Restore,
-        restore_plan::Part::Whole,
-    )
-    .await?;
+    let got = backup
+        .read(run, work, call, options, chain_fetch::Read::Extract)
+        .await?;
     let Staged { staged, units } = check_staged(run, work, id, rules, &got).await?;
     let db = rules.database().filter(|db| staged.units.contains(db));
     let one_time_keys_removed = match &db {

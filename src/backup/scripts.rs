@@ -328,6 +328,9 @@ pub(crate) enum WorkFile {
     Preflight,
     /// The members an extraction places (Rust, for `swap.sh place`).
     PlaceList,
+    /// The members read from an older pack of a chain, NUL-separated (Rust, for
+    /// `fetch.sh`).
+    PackMembers,
     /// The live files set aside (`swap.sh`).
     Aside,
     /// The members set aside, NUL-separated (`swap.sh`).
@@ -339,7 +342,7 @@ pub(crate) enum WorkFile {
 impl WorkFile {
     /// Every work file.
     #[cfg(test)]
-    pub(crate) const ALL: [WorkFile; 47] = [
+    pub(crate) const ALL: [WorkFile; 48] = [
         WorkFile::Owner,
         WorkFile::Gnupg,
         WorkFile::AwsConfig,
@@ -384,6 +387,7 @@ impl WorkFile {
         WorkFile::SwapSizes,
         WorkFile::Preflight,
         WorkFile::PlaceList,
+        WorkFile::PackMembers,
         WorkFile::Aside,
         WorkFile::AsideLog,
         WorkFile::PlacedLog,
@@ -436,6 +440,7 @@ impl WorkFile {
             WorkFile::SwapSizes => "swap.sizes",
             WorkFile::Preflight => "preflight",
             WorkFile::PlaceList => "place.list",
+            WorkFile::PackMembers => "pack.members",
             WorkFile::Aside => "aside",
             WorkFile::AsideLog => "aside.log",
             WorkFile::PlacedLog => "placed.log",

@@ -1,7 +1,8 @@
 //! Incremental backups: a chain of packs made by real tar, gpg and the aws CLI against
 //! an in-process S3 server, every state of the chain restored byte for byte by the
-//! README's plain-tools recipe (run as written), and a base whose index was swapped
-//! never referenced.
+//! README's plain-tools recipe (run as written) and through the library (verify,
+//! restore, extract), a base whose index was swapped never referenced, and a
+//! substituted or spliced pack refused with nothing live touched.
 
 use crate::support::{env, synapse_tree};
 
@@ -14,8 +15,9 @@ use synapse_backup::{
     BackupError, PruneAction, PruneReason, RetentionPolicy, delete_backup, prune_backups,
 };
 use synapse_backup::{
-    BackupId, BackupKind, BackupOptions, BackupReport, ChainPolicy, FullReason, LocalContainer,
-    Manifest, RestoreOptions, S3Client, create_backup_with, read_manifest, verify_backup_with,
+    BackupId, BackupKind, BackupOptions, BackupReport, ChainPolicy, ExtractTarget, FullReason,
+    LocalContainer, Manifest, RestoreOptions, S3Client, create_backup_with, extract_backup_with,
+    read_manifest, restore_backup_with, verify_backup_with,
 };
 use synapse_tree::{Rng, TreeSpec, walk, write_random};
 
@@ -244,20 +246,195 @@ async fn a_chain_restores_every_state_byte_for_byte_with_the_readme_recipe() {
         assert!(restored == *files, "state {n} ({id}): bytes differ");
     }
 
-    // The tool verifies the full backup that starts the chain, and refuses a pack of
-    // a chain rather than take it for the whole backup.
+    // Through the library: every state verifies, and restores over the live tree,
+    // pack by pack, byte for byte (nothing from a newer or an older state).
     let options = RestoreOptions::default();
-    verify_backup_with(
+    for (n, (id, files)) in states.iter().enumerate() {
+        let report = verify_backup_with(&c, &env.params, PASSPHRASE, id, &env.layout, &options)
+            .await
+            .unwrap();
+        assert!(report.authenticated_manifest, "state {n}");
+        restore_backup_with(&c, &env.params, PASSPHRASE, id, &env.layout, &options)
+            .await
+            .unwrap();
+        let live = expected(&env);
+        assert_eq!(
+            live.keys().collect::<Vec<_>>(),
+            files.keys().collect::<Vec<_>>(),
+            "state {n} ({id}) restored by the library"
+        );
+        assert!(live == *files, "state {n} ({id}): bytes differ");
+    }
+
+    // An extract of the fourth state takes a file from the first pack, and only it.
+    let (id, files) = &states[3];
+    let rel = media[0].strip_prefix(&env.tree.root).unwrap().to_path_buf();
+    let dest = env.dir.path().join("extracted");
+    extract_backup_with(
         &c,
         &env.params,
         PASSPHRASE,
-        &first.id,
+        id,
         &env.layout,
+        &ExtractTarget::new(dest.to_string_lossy().into_owned())
+            .include(rel.to_string_lossy().into_owned()),
         &options,
     )
     .await
     .unwrap();
-    let e = verify_backup_with(
+    let extracted: Vec<PathBuf> = walk(&dest)
+        .into_iter()
+        .map(|p| p.strip_prefix(&dest).unwrap().to_path_buf())
+        .collect();
+    assert_eq!(extracted, vec![rel.clone()]);
+    assert!(fs::read(dest.join(&rel)).unwrap() == files[&rel]);
+}
+
+/// The live tree's files a restore replaces, and the database's bytes.
+fn live_state(env: &Env) -> (BTreeMap<PathBuf, Vec<u8>>, Vec<u8>) {
+    (
+        env.tree.backed_up_files(),
+        fs::read(env.tree.data.join("homeserver.db")).unwrap(),
+    )
+}
+
+/// Someone with write access to the bucket but not the passphrase substitutes an
+/// older pack of a chain (another backup's object under its key, its manifest fitted
+/// to it, or both copied), splices the chain (a manifest naming other packs) or swaps
+/// the index: verify and restore refuse, naming what is wrong, and nothing live is
+/// touched. Put back, the chain restores.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_substituted_or_spliced_pack_is_refused_and_nothing_live_is_touched() {
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    let lax = ChainPolicy::default().max_superseded_percent(90);
+    let first = incremental(&env, &c).await;
+    let mut rng = Rng::new(11);
+    let dir = media_files(&env)[0].parent().unwrap().to_path_buf();
+    write_random(&dir.join("second"), 5000, &mut rng);
+    let second = incremental_with(&env, &c, lax.clone()).await;
+    write_random(&dir.join("third"), 6000, &mut rng);
+    let third = incremental_with(&env, &c, lax).await;
+    assert_eq!(
+        manifest(&env, &third.id).await.chain.unwrap().packs,
+        vec![first.id.clone(), second.id.clone()]
+    );
+    // Another backup made with the passphrase: what the attacker copies.
+    write_random(&dir.join("other"), 7000, &mut rng);
+    let other = env.create(&c).await.unwrap();
+    let live = live_state(&env);
+
+    let object = |id: &BackupId| env.object_path(&format!("synapse/backups/{id}"));
+    let manifest_file =
+        |id: &BackupId| env.object_path(&format!("synapse/backups/{id}.manifest.json"));
+    let index_file = |id: &BackupId, base: &BackupId| {
+        env.object_path(&format!("synapse/backups/{id}.on-{base}.index.ndjson"))
+    };
+    let saved: Vec<(PathBuf, Vec<u8>)> = [
+        object(&first.id),
+        manifest_file(&first.id),
+        manifest_file(&third.id),
+        index_file(&third.id, &second.id),
+    ]
+    .into_iter()
+    .map(|p| {
+        let bytes = fs::read(&p).unwrap();
+        (p, bytes)
+    })
+    .collect();
+    let put_back = || {
+        for (p, bytes) in &saved {
+            fs::write(p, bytes).unwrap();
+        }
+    };
+    let edit_manifest = |id: &BackupId, edit: &dyn Fn(&mut serde_json::Value)| {
+        let path = manifest_file(id);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        edit(&mut json);
+        fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    };
+    let other_size = fs::metadata(object(&other.id)).unwrap().len();
+
+    type Attack<'a> = (&'a str, Box<dyn Fn() + 'a>, String);
+    let attacks: Vec<Attack<'_>> = vec![
+        (
+            "another object under the first pack's key, its manifest's size fitted",
+            Box::new(|| {
+                fs::copy(object(&other.id), object(&first.id)).unwrap();
+                edit_manifest(&first.id, &|m| {
+                    m["ciphertext_bytes"] = other_size.into();
+                });
+            }),
+            format!("the pack {} of its chain", first.id),
+        ),
+        (
+            "another backup's object and manifest under the first pack's key",
+            Box::new(|| {
+                fs::copy(object(&other.id), object(&first.id)).unwrap();
+                fs::copy(manifest_file(&other.id), manifest_file(&first.id)).unwrap();
+            }),
+            format!("the pack {} of its chain", first.id),
+        ),
+        (
+            "a manifest that splices the first pack out",
+            Box::new(|| {
+                let second = second.id.to_string();
+                edit_manifest(&third.id, &move |m| {
+                    m["chain"]["packs"] = serde_json::json!([second.clone()]);
+                });
+            }),
+            "a spliced chain".to_string(),
+        ),
+        (
+            "the second backup's index as the third's",
+            Box::new(|| {
+                fs::copy(
+                    env.object_path(&format!(
+                        "synapse/backups/{}.on-{}.index.ndjson",
+                        second.id, first.id
+                    )),
+                    index_file(&third.id, &second.id),
+                )
+                .unwrap();
+            }),
+            "its file index".to_string(),
+        ),
+    ];
+    let options = RestoreOptions::default();
+    for (what, attack, named) in &attacks {
+        attack();
+        let e = verify_backup_with(
+            &c,
+            &env.params,
+            PASSPHRASE,
+            &third.id,
+            &env.layout,
+            &options,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, BackupError::Corrupted { id, .. } if id == third.id.as_str()),
+            "{what}: {e}"
+        );
+        assert!(e.to_string().contains(named.as_str()), "{what}: {e}");
+        let e = restore_backup_with(
+            &c,
+            &env.params,
+            PASSPHRASE,
+            &third.id,
+            &env.layout,
+            &options,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains(named.as_str()), "{what}: {e}");
+        assert!(live_state(&env) == live, "{what}: live data was touched");
+        put_back();
+    }
+    // Put back, the chain restores the third state.
+    restore_backup_with(
         &c,
         &env.params,
         PASSPHRASE,
@@ -266,14 +443,10 @@ async fn a_chain_restores_every_state_byte_for_byte_with_the_readme_recipe() {
         &options,
     )
     .await
-    .unwrap_err();
-    assert!(
-        e.to_string().contains(&format!(
-            "incremental backup on top of {} (3 packs)",
-            second.id
-        )),
-        "{e}"
-    );
+    .unwrap();
+    let restored = env.tree.backed_up_files();
+    assert!(!restored.keys().any(|p| p.ends_with("other")));
+    assert!(restored.keys().any(|p| p.ends_with("third")));
 }
 
 /// Someone with write access to the bucket but not the passphrase swaps the base's

@@ -16,10 +16,18 @@
 #   $SB_WORK/head, and set-id, sticky and world-writable bits stripped from every
 #   staged file and directory.
 #
+# A pack of an incremental backup's chain is read by one run each, in one work dir:
+# with SB_PACK_MEMBERS, tar reads only the members named (NUL-separated, verbatim, no
+# pattern, no recursion) in $SB_WORK/pack.members, an older pack's inner manifest and
+# the files its backup's index assigns to it; with SB_STAGE_APPEND, extract mode adds
+# to the stage an earlier run made. Each run starts by removing the outputs of the
+# one before.
+#
 # Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk).
 # Environment: SB_WORK (work dir), SB_MODE, SB_URL, SB_TAR, SB_GPG,
 # SB_AWS, SB_PYTHON, SB_HASH_PY, the aws CLI's AWS_* variables, and optionally
-# SB_NEED_BYTES with SB_SPACE_DIR (free space to check first) and SB_VERIFY_DB (list).
+# SB_NEED_BYTES with SB_SPACE_DIR (free space to check first), SB_VERIFY_DB (list),
+# SB_PACK_MEMBERS and SB_STAGE_APPEND.
 # Positional parameters: the aws CLI's extra arguments.
 # Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 41 the
 # staging file system filled up while extracting; 10 +
@@ -31,6 +39,8 @@ umask 077
 # The passphrase stays in the pipe it came in on: gpg reads it from fd 3.
 exec 3<&0 </dev/null
 w=$SB_WORK
+rm -f -- "$w/members" "$w/gpg.status" "$w/sha256" "$w/length" "$w/head" "$w/failed" \
+  "$w/staged" "$w/avail" "$w/aws.err" "$w/tee.err" "$w/gpg.err" "$w/tar.err"
 if [ -n "${SB_NEED_BYTES:-}" ]; then
   avail=$(df -B1 --output=avail "$SB_SPACE_DIR" | tail -n 1 | tr -d ' ')
   printf '%s\n' "$avail" >"$w/avail"
@@ -41,8 +51,12 @@ if [ -n "${SB_NEED_BYTES:-}" ]; then
 fi
 checksum_start
 tar_common=(-vv --numeric-owner --quoting-style=escape --index-file "$w/members")
+if [ -n "${SB_PACK_MEMBERS:-}" ]; then
+  tar_common+=(--no-wildcards --no-recursion --no-unquote --null --verbatim-files-from
+    --files-from "$w/pack.members")
+fi
 if [ "$SB_MODE" = extract ]; then
-  mkdir -m 700 "$w/stage"
+  if [ -z "${SB_STAGE_APPEND:-}" ]; then mkdir -m 700 "$w/stage"; fi
   tar_args=(--extract --directory "$w/stage" --preserve-permissions --no-same-owner
     --delay-directory-restore "${tar_common[@]}")
 else
@@ -87,6 +101,8 @@ set +e
     --passphrase-fd 3 --status-file "$w/gpg.status" --decrypt 2>"$w/gpg.err" |
   untar 2>"$w/tar.err"
 st=("${PIPESTATUS[@]}")
+# The next pack's list is written where this one was.
+rm -f -- "$w/pack.members"
 if [ -n "$db_pid" ]; then wait "$db_pid" || true; fi
 set -e
 # A full staging file system: tar says so, unless its stderr file could not be written

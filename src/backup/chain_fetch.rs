@@ -1,0 +1,348 @@
+//! Reading a backup of a chain back, the I/O around [`chain_read`](super::chain_read):
+//! its own inner manifest read ahead (the chain it records), its file index fetched
+//! and checked, each older pack located and checked against the chain, then read
+//! (listed or extracted) for exactly the members the index assigns to it, in the one
+//! work dir the backup's own pack is read into last.
+
+use crate::backup::chain_read::{
+    PackPart, check_older_manifest, check_older_pack, check_own_listing, check_partial_listing,
+    check_record, split_index,
+};
+use crate::backup::fetch::{Fetch, Fetched, fetch, locate};
+use crate::backup::incremental::BackupKind;
+use crate::backup::manifest::InnerManifest;
+use crate::backup::plan::{BackupId, ScriptCall, WorkDir};
+use crate::backup::progress::ProgressStage;
+use crate::backup::restore::RestoreOptions;
+use crate::backup::restore_plan::{self, ArchiveMember, Part, inner_manifest_position};
+use crate::backup::run::Run;
+use crate::backup::scripts::WorkFile;
+use crate::backup::work;
+use crate::container::Container;
+use crate::error::{BackupError, S3Error, Stage};
+
+/// The largest file index read (about four million files).
+const MAX_INDEX_BYTES: u64 = 512 << 20;
+
+/// A backup of a chain, planned: what each pack gives, the older packs located and
+/// checked against the chain, and the inner manifest its own pack starts with.
+pub(crate) struct Chain {
+    /// The packs, the older ones in chain order, the backup's own last.
+    parts: Vec<PackPart>,
+    /// The older packs as found in the bucket (in the order of `parts`).
+    older: Vec<Fetched>,
+    /// The backup's own inner manifest, as read ahead (checked again when its pack is
+    /// read whole).
+    inner: InnerManifest,
+}
+
+/// How an older pack is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Listed (verify).
+    List,
+    /// Extracted into the work dir's stage (restore, extract).
+    Extract,
+}
+
+/// Backup `id` is corrupted: `reason`.
+fn corrupted(id: &BackupId, reason: impl Into<String>) -> BackupError {
+    BackupError::Corrupted {
+        id: id.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Plans the read of backup `id` (found as `fetched`) when its manifest says it is an
+/// incremental one: `None` for any other backup, which is read as a whole (and
+/// refused there if its data says it is a pack of a chain after all).
+///
+/// # Errors
+/// [`BackupError::Corrupted`] naming what is missing, damaged, spliced or
+/// substituted (the backup's index, or one of its older packs by id);
+/// [`BackupError::S3`] when the bucket cannot be read.
+pub(crate) async fn plan<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    fetched: &Fetched,
+) -> Result<Option<Chain>, BackupError> {
+    let Some(manifest) = &fetched.manifest else {
+        return Ok(None);
+    };
+    let Some(record) = manifest
+        .chain
+        .as_ref()
+        .filter(|c| matches!(c.kind, BackupKind::Incremental { .. }))
+    else {
+        return Ok(None);
+    };
+    // The chain as the passphrase vouches for it, before anything else is read.
+    let inner = super::passphrase::read_inner(run, id, &fetched.key)
+        .await
+        .map_err(|why| corrupted(id, format!("its inner manifest: {why}")))?;
+    if manifest.nonce.as_deref() != Some(inner.nonce.as_str()) {
+        return Err(corrupted(
+            id,
+            "its manifest does not belong to its data (the nonces differ)",
+        ));
+    }
+    let chain = inner
+        .chain
+        .clone()
+        .filter(|c| c.base().is_some())
+        .ok_or_else(|| {
+            corrupted(
+                id,
+                "its manifest says it is incremental, but its data records no older packs",
+            )
+        })?;
+    let suffix = check_record(id, &chain, Some(record)).map_err(|why| corrupted(id, why))?;
+    let index_key = format!("{}{suffix}", fetched.key);
+    let index = match run.client.get_object(&index_key, MAX_INDEX_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(S3Error::NotFound { .. }) => {
+            return Err(corrupted(
+                id,
+                format!("its file index {index_key} is missing"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let parts = split_index(&index[..], id, &chain)
+        .map_err(|e| corrupted(id, format!("its file index {index_key}: {e}")))?;
+    drop(index);
+    let mut older = Vec::new();
+    for part in &parts[..parts.len() - 1] {
+        let Some(link) = part.link.as_ref() else {
+            continue;
+        };
+        let found = match locate(&run.client, &part.id).await {
+            Ok(found) => found,
+            Err(BackupError::S3(e)) => return Err(BackupError::S3(e)),
+            Err(e) => {
+                return Err(corrupted(
+                    id,
+                    format!("the pack {} of its chain: {e}", part.id),
+                ));
+            }
+        };
+        check_older_manifest(link, found.manifest.as_ref())
+            .map_err(|why| corrupted(id, format!("the pack {} of its chain: {why}", part.id)))?;
+        older.push(found);
+    }
+    Ok(Some(Chain {
+        parts,
+        older,
+        inner,
+    }))
+}
+
+impl Chain {
+    /// How many older packs a read fetches (those the index assigns files to).
+    pub(crate) fn older_read(&self) -> usize {
+        self.parts[..self.parts.len() - 1]
+            .iter()
+            .filter(|p| p.usage.files > 0)
+            .count()
+    }
+
+    /// Reads every older pack the index assigns files to (others give nothing), into
+    /// the work dir `work` (`how`: listed, or extracted into its stage, the first one
+    /// making it): each checked against its manifest and the chain (object SHA-256,
+    /// id and nonce), with gpg's status, its inner manifest and a listing of exactly
+    /// its files. Gives their members (without their inner manifests).
+    ///
+    /// # Errors
+    /// [`BackupError::Corrupted`] naming the pack and what is wrong with it, or the
+    /// fetch's error.
+    pub(crate) async fn read_older<C: Container + ?Sized>(
+        &self,
+        run: &Run<'_, C>,
+        work: &WorkDir,
+        id: &BackupId,
+        options: &RestoreOptions,
+        how: Read,
+    ) -> Result<Vec<ArchiveMember>, BackupError> {
+        let mut members = Vec::new();
+        let mut staged = false;
+        for (part, found) in self.parts.iter().zip(&self.older) {
+            if part.usage.files == 0 {
+                continue;
+            }
+            let Some(link) = part.link.as_ref() else {
+                continue;
+            };
+            work::write_file(
+                run.container,
+                run.layout,
+                work,
+                WorkFile::PackMembers,
+                &part.tar_list(),
+            )
+            .await?;
+            let call = pack_call(run, work, found, part, how, staged);
+            staged |= how == Read::Extract;
+            let stage = match how {
+                Read::List => ProgressStage::Verify,
+                Read::Extract => ProgressStage::Restore,
+            };
+            let got = fetch(
+                run,
+                work,
+                &call,
+                &part.id,
+                found,
+                options,
+                stage,
+                Part::Older,
+            )
+            .await
+            .map_err(|e| in_chain(id, &part.id, e))?;
+            let named =
+                |why: String| corrupted(id, format!("the pack {} of its chain: {why}", part.id));
+            check_older_pack(link, &got.sha256, got.inner.as_ref()).map_err(named)?;
+            // Checked above: a pack of a chain always has a manifest.
+            if let Some(manifest) = &found.manifest {
+                check_partial_listing(part, &got.members, manifest).map_err(named)?;
+            }
+            let skip = inner_manifest_position(&got.members).map_or(0, |p| p + 1);
+            members.extend(got.members.into_iter().skip(skip));
+        }
+        Ok(members)
+    }
+
+    /// Checks the backup's own pack, read whole as `got`, against the chain: the inner
+    /// manifest read ahead, the files its index assigns to it and to the older packs;
+    /// then gives the whole backup's read: its members followed by the older packs'
+    /// `older` members.
+    ///
+    /// # Errors
+    /// [`BackupError::Corrupted`].
+    pub(crate) fn join(
+        &self,
+        id: &BackupId,
+        mut got: Fetch,
+        older: Vec<ArchiveMember>,
+    ) -> Result<Fetch, BackupError> {
+        if got.inner.as_ref() != Some(&self.inner) {
+            return Err(corrupted(
+                id,
+                "its pack is not the one its chain was read from (it changed while it was read)",
+            ));
+        }
+        check_own_listing(&self.parts, &got.members).map_err(|why| corrupted(id, why))?;
+        got.members.extend(older);
+        Ok(got)
+    }
+}
+
+/// A backup to read: its id, where it was found and, for a backup of a chain, its
+/// chain ([`plan`]).
+pub(crate) struct Backup<'a> {
+    /// The backup.
+    pub(crate) id: &'a BackupId,
+    /// Its data object and manifest.
+    pub(crate) fetched: &'a Fetched,
+    /// Its chain, when it is incremental.
+    pub(crate) chain: Option<&'a Chain>,
+}
+
+impl Backup<'_> {
+    /// Reads the backup into the work dir `work` (`how`: listed or extracted), `call`
+    /// being the fetch of its own data object: a whole backup is read with today's
+    /// checks (a pack of a chain refused); a backup of a chain reads every older pack
+    /// it needs first ([`Chain::read_older`]), then its own pack (into the stage they
+    /// made), checked with the same rules and against the chain ([`Chain::join`]).
+    ///
+    /// # Errors
+    /// The fetch's errors; [`BackupError::Corrupted`] naming a pack that does not
+    /// check.
+    pub(crate) async fn read<C: Container + ?Sized>(
+        &self,
+        run: &Run<'_, C>,
+        work: &WorkDir,
+        mut call: ScriptCall,
+        options: &RestoreOptions,
+        how: Read,
+    ) -> Result<Fetch, BackupError> {
+        let stage = match how {
+            Read::List => ProgressStage::Verify,
+            Read::Extract => ProgressStage::Restore,
+        };
+        let Some(chain) = self.chain else {
+            return fetch(
+                run,
+                work,
+                &call,
+                self.id,
+                self.fetched,
+                options,
+                stage,
+                Part::Whole,
+            )
+            .await;
+        };
+        let older = chain.read_older(run, work, self.id, options, how).await?;
+        if how == Read::Extract && chain.older_read() > 0 {
+            call.env.insert("SB_STAGE_APPEND".into(), "1".into());
+        }
+        let got = fetch(
+            run,
+            work,
+            &call,
+            self.id,
+            self.fetched,
+            options,
+            stage,
+            Part::Own,
+        )
+        .await?;
+        chain.join(self.id, got, older)
+    }
+}
+
+/// The fetch call of an older pack `part` (found as `found`): listed or extracted (into
+/// the stage an earlier pack made when `staged`), only its members.
+fn pack_call<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    found: &Fetched,
+    part: &PackPart,
+    how: Read,
+    staged: bool,
+) -> ScriptCall {
+    let mut call = match how {
+        Read::List => restore_plan::list_call(run.layout, run.params, work, &found.key),
+        Read::Extract => {
+            let need = part.usage.bytes.saturating_add(part.usage.bytes / 8);
+            restore_plan::extract_call(run.layout, run.params, work, &found.key, need)
+        }
+    };
+    call.env.insert("SB_PACK_MEMBERS".into(), "1".into());
+    if staged {
+        call.env.insert("SB_STAGE_APPEND".into(), "1".into());
+    }
+    call
+}
+
+/// An older pack's read error, told as the backup's: a corrupted or incomplete pack
+/// names the pack and the backup that needs it.
+fn in_chain(id: &BackupId, pack: &BackupId, e: BackupError) -> BackupError {
+    match e {
+        BackupError::Corrupted { reason, .. } => {
+            corrupted(id, format!("the pack {pack} of its chain: {reason}"))
+        }
+        BackupError::StageFailed {
+            stage: Stage::Extract,
+            stderr,
+            ..
+        } if stderr.contains("Not found in archive") => corrupted(
+            id,
+            format!(
+                "the pack {pack} of its chain lacks files its index assigns to it: {}",
+                stderr.lines().next().unwrap_or_default()
+            ),
+        ),
+        other => other,
+    }
+}
