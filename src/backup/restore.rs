@@ -168,7 +168,8 @@ impl RestoreOptions {
 }
 
 /// Downloads, decrypts and lists a backup inside the workload (no live file is
-/// touched), and checks it against its manifest: size, SHA-256 and member list.
+/// touched), and checks it against its manifest: size, SHA-256 and member list. An
+/// incremental backup is checked pack by pack, as [`restore_backup_with`] reads it.
 ///
 /// # Errors
 /// [`BackupError::NotFound`], [`BackupError::MissingManifest`] (our data without a
@@ -482,6 +483,11 @@ pub async fn restore_backup<C: Container + ?Sized>(
 /// world-writable bits are stripped (and reported); the archived mode is kept otherwise
 /// and everything is owned by the workload user. The restored database's one-time keys
 /// are removed unless [`RestoreOptions::keep_one_time_keys`].
+///
+/// An incremental backup is read pack by pack: its index and every older pack its
+/// index assigns files to are checked against the chain its own (authenticated) inner
+/// manifest records, each older pack gives exactly those files, and its own pack the
+/// rest, every pack with the checks above (README, "Incremental backups").
 ///
 /// Any failure before the swap leaves live data untouched; a failure during the swap,
 /// or a service that does not start again, rolls the swap back. A service that was

@@ -570,7 +570,7 @@ pub fn check_claims(
                 // Its pack alone is not the backup: never restore part of a chain as if
                 // it were whole.
                 return Err(format!(
-                    "it is an incremental backup on top of {} ({} packs): this version verifies and restores only full backups (restore it with the README's plain-tools recipe)",
+                    "it is an incremental backup on top of {} ({} packs), but its manifest records no chain (altered or stripped): it is not restored as if it were whole",
                     base.id,
                     inner.chain.as_ref().map_or(1, |c| c.packs())
                 ));
@@ -971,6 +971,16 @@ mod tests {
         }
     }
 
+    /// [`check_claims`] of a whole backup.
+    fn whole(
+        id: &str,
+        members: &[ArchiveMember],
+        head: Option<&[u8]>,
+        manifest: Option<&Manifest>,
+    ) -> Result<(Option<InnerManifest>, Vec<String>), String> {
+        check_claims(id, members, head, manifest, Part::Whole)
+    }
+
     #[test]
     fn claims_are_checked_against_the_stream() {
         let id = "backup-20261126071900000000";
@@ -981,8 +991,7 @@ mod tests {
         let members = vec![inner, key];
         let files = [("data/signing.key", 'f')];
         let good = external(id, Some("n1"), &files);
-        let (got, warnings) =
-            check_claims(id, &members, Some(&json), Some(&good), Part::Whole).unwrap();
+        let (got, warnings) = whole(id, &members, Some(&json), Some(&good)).unwrap();
         assert_eq!(got.unwrap().nonce, "n1");
         assert!(warnings.is_empty());
         // The inner manifest may be listed by the external one too.
@@ -995,7 +1004,7 @@ mod tests {
                 (".synapse-backup", 'd'),
             ],
         );
-        assert!(check_claims(id, &members, Some(&json), Some(&listed), Part::Whole).is_ok());
+        assert!(whole(id, &members, Some(&json), Some(&listed)).is_ok());
         for (asked, head, manifest, why) in [
             (
                 "backup-20261126071900000001",
@@ -1035,33 +1044,20 @@ mod tests {
             ),
             (id, &json[..10].to_vec(), Some(good.clone()), "read whole"),
         ] {
-            let e = check_claims(asked, &members, Some(head), manifest.as_ref(), Part::Whole)
-                .unwrap_err();
+            let e = whole(asked, &members, Some(head), manifest.as_ref()).unwrap_err();
             assert!(e.contains(why), "{why}: {e}");
         }
         // Without an inner manifest: a manifest naming a nonce is refused, one without
         // is accepted with a warning, and legacy needs nothing.
         let plain = vec![member('-', "data/signing.key")];
-        let e = check_claims(id, &plain, None, Some(&good), Part::Whole).unwrap_err();
+        let e = whole(id, &plain, None, Some(&good)).unwrap_err();
         assert!(e.contains("does not carry"), "{e}");
-        let (none, w) = check_claims(
-            id,
-            &plain,
-            None,
-            Some(&external(id, None, &files)),
-            Part::Whole,
-        )
-        .unwrap();
+        let (none, w) = whole(id, &plain, None, Some(&external(id, None, &files))).unwrap();
         assert!(
             none.is_none() && w[0].contains("not authenticated"),
             "{w:?}"
         );
-        assert!(
-            check_claims(id, &plain, None, None, Part::Whole)
-                .unwrap()
-                .0
-                .is_none()
-        );
+        assert!(whole(id, &plain, None, None).unwrap().0.is_none());
     }
 
     #[test]

@@ -387,6 +387,15 @@ async fn a_substituted_or_spliced_pack_is_refused_and_nothing_live_is_touched() 
             "a spliced chain".to_string(),
         ),
         (
+            "a manifest stripped of its chain",
+            Box::new(|| {
+                edit_manifest(&third.id, &|m| {
+                    m.as_object_mut().unwrap().remove("chain");
+                });
+            }),
+            "its manifest records no chain".to_string(),
+        ),
+        (
             "the second backup's index as the third's",
             Box::new(|| {
                 fs::copy(

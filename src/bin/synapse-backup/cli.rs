@@ -157,8 +157,9 @@ pub(crate) enum Command {
         /// backup's file index. Full anyway, said so on stderr, on a first backup, a
         /// base without an index, a legacy base, --new-passphrase, every 14th backup of
         /// a chain or when 30 % of what the chain holds is gone from the tree.
-        /// Preview: `verify` and `restore` do not read chains yet (they refuse an
-        /// incremental backup, naming its base); the README's recipe restores one.
+        /// `verify`, `restore` and `restore --target` read the whole chain, every pack
+        /// checked against the one the backup's authenticated chain names; the
+        /// README's recipe restores one with plain tools too.
         #[arg(long)]
         incremental: bool,
     },
