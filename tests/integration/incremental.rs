@@ -300,9 +300,9 @@ fn live_state(env: &Env) -> (BTreeMap<PathBuf, Vec<u8>>, Vec<u8>) {
 
 /// Someone with write access to the bucket but not the passphrase substitutes an
 /// older pack of a chain (another backup's object under its key, its manifest fitted
-/// to it, or both copied), splices the chain (a manifest naming other packs) or swaps
-/// the index: verify and restore refuse, naming what is wrong, and nothing live is
-/// touched. Put back, the chain restores.
+/// to it, or both copied), deletes or damages one, splices the chain (a manifest
+/// naming other packs, or none) or swaps the index: verify and restore refuse, naming
+/// what is wrong, and nothing live is touched. Put back, the chain restores.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_substituted_or_spliced_pack_is_refused_and_nothing_live_is_touched() {
     let env = Env::new(&spec()).await;
@@ -385,6 +385,24 @@ async fn a_substituted_or_spliced_pack_is_refused_and_nothing_live_is_touched() 
                 });
             }),
             "a spliced chain".to_string(),
+        ),
+        (
+            "the first pack deleted",
+            Box::new(|| {
+                fs::remove_file(object(&first.id)).unwrap();
+                fs::remove_file(manifest_file(&first.id)).unwrap();
+            }),
+            format!("the pack {} of its chain", first.id),
+        ),
+        (
+            "a byte of the first pack flipped",
+            Box::new(|| {
+                let mut bytes = fs::read(object(&first.id)).unwrap();
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0x01;
+                fs::write(object(&first.id), bytes).unwrap();
+            }),
+            format!("the pack {} of its chain", first.id),
         ),
         (
             "a manifest stripped of its chain",
