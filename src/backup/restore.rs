@@ -91,7 +91,8 @@ pub struct RestoreReport {
 #[non_exhaustive]
 #[setters(prefix = "", generate = true)]
 pub struct RestoreOptions {
-    /// Kill the download pipeline after this long.
+    /// Kill the download pipeline after this long (each pack's, for an incremental
+    /// backup, which is read one pack at a time).
     pub timeout: Option<Duration>,
     /// How a restore takes the backup lock (verify does not take it).
     pub lock: crate::backup::lock::LockOptions,
