@@ -36,6 +36,9 @@ pub struct VerifyReport {
     /// Whether the encrypted stream carries the inner manifest (id and nonce
     /// authenticated by the passphrase).
     pub authenticated_manifest: bool,
+    /// How many packs were read: 1 for a full backup; for an incremental one, its
+    /// own and every older pack its index assigns files to.
+    pub packs: usize,
     /// Things the operator should know (e.g. modes a restore would strip).
     pub warnings: Vec<String>,
     /// Wall time.
@@ -65,6 +68,8 @@ pub struct RestoreReport {
     pub one_time_keys_removed: Option<u64>,
     /// Size of the encrypted object.
     pub ciphertext_bytes: u64,
+    /// How many packs were read (see [`VerifyReport::packs`]).
+    pub packs: usize,
     /// Things the operator should know.
     pub warnings: Vec<String>,
     /// Wall time.
@@ -290,6 +295,7 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
         ciphertext_sha256: got.sha256,
         members,
         authenticated_manifest: got.inner.is_some(),
+        packs: chain.as_ref().map_or(1, |c| c.older_read() + 1),
         warnings,
         duration: started.elapsed(),
     })
@@ -564,6 +570,7 @@ async fn restore_locked<C: Container + ?Sized>(
         stripped_modes: done.stripped,
         one_time_keys_removed: done.one_time_keys_removed,
         ciphertext_bytes: fetched.size,
+        packs: chain.as_ref().map_or(1, |c| c.older_read() + 1),
         warnings,
         duration: started.elapsed(),
     })
