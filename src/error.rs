@@ -72,6 +72,16 @@ impl ConfigError {
             ConfigError::Parse { .. } => Vec::new(),
         }
     }
+
+    /// One problem with one field.
+    pub(crate) fn field(field: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            problems: vec![FieldProblem {
+                field: field.into(),
+                message: message.into(),
+            }],
+        }
+    }
 }
 
 /// A failure talking to S3-compatible storage.

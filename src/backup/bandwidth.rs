@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{ConfigError, FieldProblem};
+use crate::error::ConfigError;
 
 /// A cap on the upload (create) or the download (verify, restore, extract), given to
 /// the aws CLI in the workload as its `max_bandwidth`, so that a backup does not
@@ -46,12 +46,7 @@ const FIELD: &str = "bandwidth";
 const FORMS: &str = "a number of MiB/s, or with a unit: 500K, 10M, 1G, 10MiB/s";
 
 fn invalid(text: &str, problem: impl fmt::Display) -> ConfigError {
-    ConfigError::Invalid {
-        problems: vec![FieldProblem {
-            field: FIELD.into(),
-            message: format!("{text:?}: {problem}"),
-        }],
-    }
+    ConfigError::field(FIELD, format!("{text:?}: {problem}"))
 }
 
 impl Bandwidth {

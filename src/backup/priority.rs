@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{ConfigError, FieldProblem};
+use crate::error::ConfigError;
 
 /// The I/O scheduling class of a pipeline (`ionice`): honoured by the BFQ and CFQ
 /// schedulers, ignored by `none` and `mq-deadline` (where only the CPU priority acts).
@@ -62,12 +62,7 @@ impl Default for Priority {
 const FIELD: &str = "priority";
 
 fn invalid(problem: String) -> ConfigError {
-    ConfigError::Invalid {
-        problems: vec![FieldProblem {
-            field: FIELD.into(),
-            message: problem,
-        }],
-    }
+    ConfigError::field(FIELD, problem)
 }
 
 impl Priority {
