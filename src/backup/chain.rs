@@ -10,7 +10,7 @@ use super::incremental::{
     PackChain, TreeListing, choose_base, full_after_plan, index_suffix, plan_incremental,
 };
 use super::manifest::{InnerManifest, Manifest, ManifestChain};
-use super::plan::{BackupId, BackupOptions};
+use super::plan::{BackupId, BackupOptions, WorkDir};
 use super::run::Run;
 use crate::container::Container;
 use crate::error::{BackupError, IndexError, Stage};
@@ -88,8 +88,9 @@ pub(crate) async fn plan_pack<C: Container + ?Sized>(
     options: &BackupOptions,
     id: &BackupId,
     tree: &[u8],
+    work: &WorkDir,
 ) -> Result<Planned, BackupError> {
-    let (state, base) = find_base(run).await?;
+    let (state, base) = find_base(run, work).await?;
     let reason = match (
         choose_base(true, options.new_passphrase, &state, &options.chain),
         base,
@@ -187,9 +188,10 @@ where
 }
 
 /// The newest restorable backup and, when it is a complete one that checks, it as a
-/// base.
+/// base. The base's check runs in a dir inside `work` (the create's own work dir).
 async fn find_base<C: Container + ?Sized>(
     run: &Run<'_, C>,
+    work: &WorkDir,
 ) -> Result<(BaseState, Option<Base>), BackupError> {
     let backups = catalog::list_backups(&run.client).await?;
     let Some(newest) = backups
@@ -201,7 +203,7 @@ async fn find_base<C: Container + ?Sized>(
     if newest.status == BackupStatus::Legacy {
         return Ok((BaseState::Legacy(newest.id.clone()), None));
     }
-    match load_base(run, newest).await {
+    match load_base(run, newest, work).await {
         Ok(base) => Ok((
             BaseState::Usable {
                 id: base.id.clone(),
@@ -228,6 +230,7 @@ async fn find_base<C: Container + ?Sized>(
 async fn load_base<C: Container + ?Sized>(
     run: &Run<'_, C>,
     info: &BackupInfo,
+    work: &WorkDir,
 ) -> Result<Base, String> {
     let manifest = catalog::read_manifest(&run.client, &info.id)
         .await
@@ -247,7 +250,7 @@ async fn load_base<C: Container + ?Sized>(
             listed.index
         ));
     }
-    let inner = super::passphrase::read_inner(run, &info.id, &info.key).await?;
+    let inner = super::passphrase::read_inner_within(run, &info.id, &info.key, work).await?;
     if manifest.nonce.as_deref() != Some(inner.nonce.as_str()) {
         return Err("its manifest does not belong to its data (the nonces differ)".into());
     }

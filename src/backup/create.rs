@@ -706,7 +706,8 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     ) -> Result<Planned, BackupError> {
         let (container, layout, work) = (self.run.container, self.run.layout, self.work);
         let tree = outputs.read(WorkFile::Tree).await?;
-        let planned = super::chain::plan_pack(self.run, self.options, &self.id, &tree).await?;
+        let planned =
+            super::chain::plan_pack(self.run, self.options, &self.id, &tree, self.work).await?;
         drop(tree);
         inner.chain = Some(planned.chain.clone());
         for (file, content) in [

@@ -161,9 +161,33 @@ pub(crate) async fn read_inner<C: Container + ?Sized>(
     id: &BackupId,
     key: &str,
 ) -> Result<InnerManifest, String> {
-    // Create's own cancel drops the whole stage around this call.
+    read_inner_in(run, id, key, WorkPlace::Temp).await
+}
+
+/// [`read_inner`] with the check's work dir made inside `within`: a create's own work
+/// dir. Create's cancel drops the whole stage around this call, this check's exec and
+/// work dir guard with it; the create removes its own dir on every path, so a dropped
+/// check leaves nothing behind (no SSE-C key file in the temp dir).
+///
+/// # Errors
+/// As [`read_inner`].
+pub(crate) async fn read_inner_within<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    key: &str,
+    within: &WorkDir,
+) -> Result<InnerManifest, String> {
+    read_inner_in(run, id, key, WorkPlace::Under(&within.dir)).await
+}
+
+async fn read_inner_in<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    key: &str,
+    place: WorkPlace<'_>,
+) -> Result<InnerManifest, String> {
     let never = plan::CancelToken::new();
-    let (status, head) = read_head(run, key, &never)
+    let (status, head) = read_head(run, key, &never, place)
         .await
         .map_err(|e| e.to_string())?;
     match judge(&status, &head, id, false) {
@@ -181,19 +205,21 @@ async fn opens<C: Container + ?Sized>(
     legacy: bool,
     cancel: &plan::CancelToken,
 ) -> Result<Opens, BackupError> {
-    let (status, head) = read_head(run, key, cancel).await?;
+    // In the workload's temp dir: a prune may run where no Synapse tree is.
+    let (status, head) = read_head(run, key, cancel, WorkPlace::Temp).await?;
     Ok(judge(&status, &head, id, legacy))
 }
 
-/// Runs `passcheck.sh` on `key`: gpg's status lines and the first member's head.
+/// Runs `passcheck.sh` on `key`, in a work dir made in `place`: gpg's status lines and
+/// the first member's head.
 async fn read_head<C: Container + ?Sized>(
     run: &Run<'_, C>,
     key: &str,
     cancel: &plan::CancelToken,
+    place: WorkPlace<'_>,
 ) -> Result<(Vec<u8>, Vec<u8>), BackupError> {
-    // In the workload's temp dir: a prune may run where no Synapse tree is.
     let guard = run
-        .work_dir_in(WorkPlace::Temp, "verify", &BackupOptions::default(), false)
+        .work_dir_in(place, "verify", &BackupOptions::default(), false)
         .await?;
     let work = guard.dir().clone();
     let call = passcheck_call(run.layout, run.params, &work, key);

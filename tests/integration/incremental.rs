@@ -759,3 +759,69 @@ fn a_killed_incremental_create_leaves_the_previous_chain_usable() {
     assert_eq!(chain.own_files, 1);
     assert_eq!(chain.packs, [first.id.clone(), second.id.clone()]);
 }
+
+/// Cancelling an incremental create while it checks its base (gpg decrypting the base's
+/// head) stops it, and the check leaves no work dir behind (it held the run's SSE-C
+/// key file and gpg's home). Before, the check made its dir in the workload's temp dir
+/// and a cancel dropped it there, for the next run's sweep to find.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_cancelled_while_it_checks_its_base_leaves_no_work_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    let base = incremental(&env, &c).await;
+    // A gpg that lets the first decrypt (the passphrase check) through and, on the
+    // second (the base's check), records its work dir, then hangs.
+    let count = env.dir.path().join("decrypts");
+    let seen = env.dir.path().join("check-seen");
+    let gpg = env.dir.path().join("hanging-gpg");
+    fs::write(
+        &gpg,
+        format!(
+            "#!/bin/bash\nfor a in \"$@\"; do if [ \"$a\" = --decrypt ]; then\n  if [ -e '{count}' ]; then echo \"$SB_WORK\" >'{seen}.tmp'; mv '{seen}.tmp' '{seen}'; exec sleep 600; fi\n  : >'{count}'\nfi; done\nexec gpg \"$@\"\n",
+            count = count.display(),
+            seen = seen.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&gpg, fs::Permissions::from_mode(0o755)).unwrap();
+    let layout = env.layout.clone().gpg(gpg.to_string_lossy().into_owned());
+
+    let options = BackupOptions::default().incremental(true);
+    let cancel = options.cancel.clone();
+    let watcher = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while !seen.exists() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            cancel.cancel();
+        })
+    };
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        create_backup_with(&c, &env.params, PASSPHRASE, &layout, &options),
+    )
+    .await
+    .expect("the create stopped when cancelled");
+    watcher.await.unwrap();
+    assert!(matches!(result, Err(BackupError::Cancelled)), "{result:?}");
+    let work = fs::read_to_string(&seen).unwrap();
+    let work = Path::new(work.trim());
+    assert!(
+        !work.exists(),
+        "the base check's work dir {} was removed",
+        work.display()
+    );
+    assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
+    let store = S3Client::new(&env.params).unwrap();
+    let listed = synapse_backup::list_backups(&store).await.unwrap();
+    assert_eq!(listed.len(), 1, "nothing but the base: {listed:?}");
+    assert_eq!(listed[0].id, base.id);
+}
