@@ -825,3 +825,66 @@ async fn a_create_cancelled_while_it_checks_its_base_leaves_no_work_dir() {
     assert_eq!(listed.len(), 1, "nothing but the base: {listed:?}");
     assert_eq!(listed[0].id, base.id);
 }
+
+/// Every directory under the media store, with its permission bits.
+fn media_dir_modes(env: &Env) -> BTreeMap<PathBuf, u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dirs = BTreeMap::new();
+    let mut todo = vec![env.tree.media.clone()];
+    while let Some(dir) = todo.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let meta = fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                let rel = entry
+                    .path()
+                    .strip_prefix(&env.tree.media)
+                    .unwrap()
+                    .to_path_buf();
+                dirs.insert(rel, meta.permissions().mode() & 0o7777);
+                todo.push(entry.path());
+            }
+        }
+    }
+    dirs
+}
+
+/// An incremental pack archives files, not directories, so a restore of a chain makes
+/// the media directories itself: they come back 0755 (as Synapse makes them), not
+/// 0700 (the pipeline's umask, which left every media dir closed to anyone but the
+/// workload user, unlike the tree that was backed up).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_restore_makes_media_dirs_as_synapse_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    // The tree as Synapse (umask 022) makes it.
+    for dir in media_dir_modes(&env).keys() {
+        fs::set_permissions(env.tree.media.join(dir), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    incremental(&env, &c).await;
+    let media = media_files(&env);
+    let mut rng = Rng::new(3);
+    write_random(&media[0].parent().unwrap().join("added"), 5000, &mut rng);
+    let fresh = env.tree.media.join("local_content/qq/rr");
+    fs::create_dir_all(&fresh).unwrap();
+    write_random(&fresh.join("new"), 3000, &mut rng);
+    for dir in media_dir_modes(&env).keys() {
+        fs::set_permissions(env.tree.media.join(dir), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let second = incremental(&env, &c).await;
+    assert!(matches!(second.kind, BackupKind::Incremental { .. }));
+    let before = media_dir_modes(&env);
+    assert!(before.values().all(|m| *m == 0o755), "{before:?}");
+
+    restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &second.id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(media_dir_modes(&env), before);
+}

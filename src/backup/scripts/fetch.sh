@@ -81,6 +81,11 @@ fi
 # end (so tar never sees a broken pipe) and only their first 64 KiB kept.
 untar() {
   if [ "$SB_MODE" = extract ]; then
+    # Directories the archive does not hold (an incremental pack archives files, no
+    # directories) are made 0755, as Synapse (umask 022) makes its media dirs; every
+    # archived member keeps its own mode (--preserve-permissions), and the stage
+    # itself is 0700.
+    umask 022
     LC_ALL=C "$SB_TAR" "${tar_args[@]}"
   elif [ -n "$db_pid" ]; then
     tee -- "$w/db.fifo" | LC_ALL=C "$SB_TAR" "${tar_args[@]}" |
