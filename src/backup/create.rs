@@ -21,7 +21,7 @@ use super::run::Run;
 use super::scripts::{Exit, Pipeline, WorkFile};
 use super::work::{self, Outputs};
 use crate::container::Container;
-use crate::error::{BackupError, ConfigError, ContainerError, FieldProblem, S3Error, Stage};
+use crate::error::{BackupError, ConfigError, ContainerError, S3Error, Stage};
 use crate::s3::{ObjectStore, S3Parameters};
 
 /// What [`create_backup_with`] did.
@@ -318,14 +318,12 @@ fn split_dir(path: &str) -> (&str, &str) {
 }
 
 fn symlinked_media(path: &str) -> BackupError {
-    BackupError::Config(ConfigError::Invalid {
-        problems: vec![FieldProblem {
-            field: "media_store_path".into(),
-            message: format!(
-                "{path} is a symbolic link: a local_* media dir must be a real directory (link its parent, media_store_path, instead)"
-            ),
-        }],
-    })
+    BackupError::Config(ConfigError::field(
+        "media_store_path",
+        format!(
+            "{path} is a symbolic link: a local_* media dir must be a real directory (link its parent, media_store_path, instead)"
+        ),
+    ))
 }
 
 /// The members found so far: plain ones and symlinks (to files), each once.
@@ -399,12 +397,10 @@ async fn collect_keys<C: Container + ?Sized>(
         match work::kind_of(container, layout, &layout.host_path(key)).await? {
             Some(kind @ (FileKind::File | FileKind::Symlink)) => found.add(key, kind),
             Some(_) => {
-                return Err(BackupError::Config(ConfigError::Invalid {
-                    problems: vec![FieldProblem {
-                        field: "signing_key_path".into(),
-                        message: format!("{key} is not a regular file"),
-                    }],
-                }));
+                return Err(BackupError::Config(ConfigError::field(
+                    "signing_key_path",
+                    format!("{key} is not a regular file"),
+                )));
             }
             None => warnings.push(format!("signing_key_path {key} does not exist")),
         }

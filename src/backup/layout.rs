@@ -510,12 +510,10 @@ impl HomeserverConfig {
             if let Some(v) = value
                 && (v.split('/').any(|c| c == "..") || v.contains('\0'))
             {
-                return Err(ConfigError::Invalid {
-                    problems: vec![FieldProblem {
-                        field: field.into(),
-                        message: format!("{v:?} in {path} must not contain '..'"),
-                    }],
-                });
+                return Err(ConfigError::field(
+                    field,
+                    format!("{v:?} in {path} must not contain '..'"),
+                ));
             }
         }
         Ok(HomeserverConfig {
@@ -550,12 +548,10 @@ fn yaml_text(
     match map.get(field) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(ConfigError::Invalid {
-            problems: vec![FieldProblem {
-                field: dotted(parent, field),
-                message: format!("in {path} must be a string, not {}", type_name(other)),
-            }],
-        }),
+        Some(other) => Err(ConfigError::field(
+            &dotted(parent, field),
+            format!("in {path} must be a string, not {}", type_name(other)),
+        )),
     }
 }
 
@@ -570,12 +566,10 @@ fn yaml_map(
     match map.get(field) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Object(m)) => Ok(Some(m.clone())),
-        Some(other) => Err(ConfigError::Invalid {
-            problems: vec![FieldProblem {
-                field: dotted(parent, field),
-                message: format!("in {path} must be a map, not {}", type_name(other)),
-            }],
-        }),
+        Some(other) => Err(ConfigError::field(
+            &dotted(parent, field),
+            format!("in {path} must be a map, not {}", type_name(other)),
+        )),
     }
 }
 

@@ -108,12 +108,10 @@ impl FromStr for BackupId {
         if ok {
             Ok(BackupId(s.to_string()))
         } else {
-            Err(crate::error::ConfigError::Invalid {
-                problems: vec![crate::error::FieldProblem {
-                    field: "backup_id".into(),
-                    message: format!("{s:?} is not of the form backup-YYYYMMDDhhmmssffffff"),
-                }],
-            })
+            Err(crate::error::ConfigError::field(
+                "backup_id",
+                format!("{s:?} is not of the form backup-YYYYMMDDhhmmssffffff"),
+            ))
         }
     }
 }

@@ -545,15 +545,13 @@ pub(crate) async fn prepare_target<C: Container + ?Sized>(
         Err(ContainerError::ExitedNonZero {
             exit_code, stderr, ..
         }) if Exit::from_code(exit_code) == Exit::TargetRefused => {
-            Err(BackupError::Config(ConfigError::Invalid {
-                problems: vec![crate::error::FieldProblem {
-                    field: "target".into(),
-                    message: format!(
-                        "{dir:?} is refused: {}: the restored signing key and database must not be readable or movable by another user",
-                        stderr.trim()
-                    ),
-                }],
-            }))
+            Err(BackupError::Config(ConfigError::field(
+                "target",
+                format!(
+                    "{dir:?} is refused: {}: the restored signing key and database must not be readable or movable by another user",
+                    stderr.trim()
+                ),
+            )))
         }
         Err(e) => Err(e.into()),
     }

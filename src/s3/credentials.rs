@@ -267,12 +267,7 @@ impl AmbientCredentials {
 }
 
 fn read_config(path: &Path) -> Result<Option<String>, ConfigError> {
-    let problem = |message: String| ConfigError::Invalid {
-        problems: vec![FieldProblem {
-            field: "AWS_CONFIG_FILE".into(),
-            message,
-        }],
-    };
+    let problem = |message: String| ConfigError::field("AWS_CONFIG_FILE", message);
     match std::fs::read(path) {
         Ok(bytes) => String::from_utf8(bytes)
             .map(Some)
