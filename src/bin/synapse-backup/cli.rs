@@ -108,16 +108,16 @@ pub(crate) struct GlobalArgs {
     #[arg(long, value_name = "RATE", value_parser = parse_rate, global = true)]
     pub(crate) limit_download: Option<Bandwidth>,
     /// The CPU and I/O priority of the pipelines create, verify, restore and extract run
-    /// in the workload: `gentle` (10,best-effort:7, the default), `normal` (this
-    /// command's own) or `NICE[,IO]` with IO `inherit`, `idle` or `best-effort:0..7`
-    /// (e.g. `19,idle`).
+    /// in the workload: `gentle` (10,best-effort:7), `normal` (this command's own) or
+    /// `NICE[,IO]` with IO `inherit`, `idle` or `best-effort:0..7` (e.g. `19,idle`).
     #[arg(
         long,
         value_name = "PRIORITY",
         global = true,
-        env = "SYNAPSE_BACKUP_PRIORITY"
+        env = "SYNAPSE_BACKUP_PRIORITY",
+        default_value = "gentle"
     )]
-    pub(crate) priority: Option<synapse_backup::Priority>,
+    pub(crate) priority: synapse_backup::Priority,
     /// More logs on stderr: -v progress, -vv debug, -vvv trace.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,

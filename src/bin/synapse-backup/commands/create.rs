@@ -53,7 +53,7 @@ pub(crate) async fn create(global: &GlobalArgs, flags: &CreateFlags) -> Result<(
         .cancel(token.clone())
         .lock(lock_options(global))
         .max_bandwidth(global.limit_upload)
-        .priority(global.priority.unwrap_or_default())
+        .priority(global.priority)
         .new_passphrase(flags.new_passphrase)
         .incremental(flags.incremental)
         .progress(Some(view.callback()));

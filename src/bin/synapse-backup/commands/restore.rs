@@ -71,7 +71,7 @@ pub(crate) async fn restore(
     let options = RestoreOptions::default()
         .lock(lock_options(global))
         .max_bandwidth(global.limit_download)
-        .priority(global.priority.unwrap_or_default())
+        .priority(global.priority)
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
     let report = interrupt::shielded(
@@ -226,7 +226,7 @@ pub(crate) async fn extract(
     let view = output::ProgressView::new(format!("extracting {id} into {dir}"));
     let options = RestoreOptions::default()
         .max_bandwidth(global.limit_download)
-        .priority(global.priority.unwrap_or_default())
+        .priority(global.priority)
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
     let report = interrupt::shielded(

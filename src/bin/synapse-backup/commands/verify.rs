@@ -76,7 +76,7 @@ async fn verify_one(
     let view = output::ProgressView::new(format!("verifying {id}"));
     let options = RestoreOptions::default()
         .max_bandwidth(global.limit_download)
-        .priority(global.priority.unwrap_or_default())
+        .priority(global.priority)
         .temp_work_dir(temp_work_dir)
         .progress(Some(view.callback()));
     let run = view
