@@ -28,7 +28,7 @@
 //! - `SYNAPSE_BACKUP_BENCH_SCALE`: media file counts of the scale check (default
 //!   `10000,100000`; `0` skips it);
 //! - `SYNAPSE_BACKUP_BENCH_ONLY`: sections to run among
-//!   `backup,limits,restore,scale,pebble,synapse` (default all), plus `sweep`;
+//!   `backup,limits,restore,scale,pebble,synapse,transfer` (default all), plus `sweep`;
 //! - `SYNAPSE_BACKUP_BENCH_PROBES`: messages sent per idle measurement of the `synapse`
 //!   section (default 300).
 //!
@@ -71,6 +71,8 @@ mod s3_server;
 mod synapse_server;
 #[path = "../tests/support/synapse_tree.rs"]
 mod synapse_tree;
+#[path = "e2e/transfer.rs"]
+mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -176,7 +178,7 @@ impl Config {
             })
             .collect();
         let mut sections: Vec<String> = env_var("SYNAPSE_BACKUP_BENCH_ONLY")
-            .unwrap_or_else(|| "backup,limits,restore,scale,pebble,synapse".into())
+            .unwrap_or_else(|| "backup,limits,restore,scale,pebble,synapse,transfer".into())
             .split(',')
             .map(|s| s.trim().to_string())
             .collect();
@@ -1072,8 +1074,16 @@ impl Bench {
 
     fn tar_gpg(&self, list: &Path) -> Result<u64, BoxError> {
         let gnupg = self.base.join("limit-gnupg");
+        let n = Self::drain(self.tar_gpg_command(list, &gnupg)?)?;
         let _ = fs::remove_dir_all(&gnupg);
-        make_private_dir(&gnupg)?;
+        Ok(n)
+    }
+
+    /// `tar -c <list> | gpg --symmetric` as our pipeline runs them, to stdout, with a
+    /// fresh `gnupg` home (the caller removes it).
+    fn tar_gpg_command(&self, list: &Path, gnupg: &Path) -> Result<Command, BoxError> {
+        let _ = fs::remove_dir_all(gnupg);
+        make_private_dir(gnupg)?;
         let pass = self.base.join("limit-passphrase");
         fs::write(&pass, PASSPHRASE)?;
         let mut cmd = Command::new("bash");
@@ -1087,11 +1097,9 @@ impl Bench {
             .arg(&pass)
             .arg(self.options.s2k_count.to_string())
             .env("SB_TAR", "tar")
-            .env("GNUPGHOME", &gnupg)
+            .env("GNUPGHOME", gnupg)
             .stdin(Stdio::null());
-        let n = Self::drain(cmd)?;
-        let _ = fs::remove_dir_all(&gnupg);
-        Ok(n)
+        Ok(cmd)
     }
 
     /// Uploads `file` through a pipe with our aws CLI settings (config file, args).
@@ -1635,6 +1643,12 @@ fn run_sections(
 
     if config.section("synapse") {
         synapse_section(bench, config, &mut out)?;
+        print!("{out}");
+        out.clear();
+    }
+
+    if config.section("transfer") {
+        transfer::section(bench, config, &mut out)?;
         print!("{out}");
         out.clear();
     }

@@ -791,15 +791,7 @@ async fn a_create_cancelled_while_it_checks_its_base_leaves_no_work_dir() {
 
     let options = BackupOptions::default().incremental(true);
     let cancel = options.cancel.clone();
-    let watcher = {
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            while !seen.exists() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            cancel.cancel();
-        })
-    };
+    let watcher = env::cancel_when_exists(&seen, cancel);
     let result = tokio::time::timeout(
         Duration::from_secs(60),
         create_backup_with(&c, &env.params, PASSPHRASE, &layout, &options),

@@ -214,3 +214,18 @@ pub fn sh(script: &str, env: &Env, args: &[&str]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Cancels `cancel` as soon as the file `seen` exists (a fake tool writes it when it
+/// starts hanging), polling every 50 ms.
+pub fn cancel_when_exists(
+    seen: &Path,
+    cancel: synapse_backup::CancelToken,
+) -> tokio::task::JoinHandle<()> {
+    let seen = seen.to_path_buf();
+    tokio::spawn(async move {
+        while !seen.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        cancel.cancel();
+    })
+}

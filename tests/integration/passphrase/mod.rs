@@ -182,15 +182,7 @@ async fn cancel_during_the_passphrase_check_stops_it_and_cleans_up() {
 
     let options = BackupOptions::default();
     let cancel = options.cancel.clone();
-    let watcher = {
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            while !seen.exists() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            cancel.cancel();
-        })
-    };
+    let watcher = env::cancel_when_exists(&seen, cancel);
     let result = tokio::time::timeout(
         Duration::from_secs(60),
         backups.create(PASSPHRASE, &options),
