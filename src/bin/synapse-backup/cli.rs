@@ -224,11 +224,17 @@ pub(crate) enum Command {
         #[arg(long, value_name = "PATH", requires = "target")]
         include: Vec<String>,
     },
-    /// Delete a backup (its manifest, then its data).
+    /// Delete a backup (its manifest, then its data and index). A backup that an
+    /// incremental backup's chain needs is refused, naming those backups, unless
+    /// --with-dependents is given.
     Delete {
         /// The backup id, or `latest` (the newest complete backup).
         #[arg(value_parser = parse_id)]
         id: IdArg,
+        /// Also delete every backup whose chain needs it, newest first (so a chain is
+        /// never left broken, even if stopped half-way), printing each deleted id.
+        #[arg(long)]
+        with_dependents: bool,
     },
     /// Delete old backups and the leftovers of failed creates; the newest restorable
     /// backup (and the newest complete one) is always kept.
