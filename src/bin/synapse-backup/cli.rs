@@ -163,11 +163,13 @@ pub(crate) enum Command {
         #[arg(long)]
         incremental: bool,
     },
-    /// List the backups under the bucket and path, newest first (with --json, an
-    /// array of {id, status, last_modified, size, key}).
+    /// List the backups under the bucket and path, newest first, with each one's kind
+    /// (full, incremental on BASE, legacy or unknown; with --json, an array of {id,
+    /// status, last_modified, size, key, kind, base}).
     List,
-    /// Print a backup's contents (kind, size, path) as its manifest lists them (with
-    /// --json, an array of {path, kind, size}).
+    /// Print a backup's kind, chain and own and total size (from the listing), then
+    /// its contents (kind, size, path) as its manifest lists them (with --json, an
+    /// object {id, kind, base, size, total_size, packs, entries: [{path, kind, size}]}).
     ///
     /// The manifest is an index beside the encrypted data: `ls` checks that it names
     /// this backup and that the data object has the size it states, but only
