@@ -52,11 +52,13 @@ pub(crate) async fn delete(
     .await;
     let deleted = run
         .map_err(|signal| {
-            Failure::new(
-                Kind::Interrupted(signal),
-                "interrupted: the delete was stopped (the backups printed as deleted are gone; \
-                 no chain was left broken)",
-            )
+            let message = if with_dependents {
+                "interrupted: the delete was stopped (the backups printed as deleted are \
+                 gone, newest first: no chain was left broken)"
+            } else {
+                "interrupted: the delete was stopped"
+            };
+            Failure::new(Kind::Interrupted(signal), message)
         })?
         .map_err(|e| match e {
             BackupError::NeededByOthers { id, dependents } => Failure::failed(format!(
