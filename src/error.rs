@@ -405,8 +405,11 @@ pub enum BackupError {
         id: String,
     },
     /// The backup is a pack other backups need (incremental backups built on it):
-    /// deleting it would break their chains.
-    #[error("backup {id} is needed by {}: delete those first (newest first), or keep it", .dependents.join(", "))]
+    /// deleting it alone would break their chains. Delete those first (newest first),
+    /// or all of them with [`delete_backup_with_dependents`](crate::delete_backup_with_dependents)
+    /// ([`Backups::delete_with_dependents`](crate::Backups::delete_with_dependents), the
+    /// CLI's `delete ID --with-dependents`).
+    #[error("backup {id} is needed by {}: delete those first (newest first), or delete it with its dependents (--with-dependents), or keep it", .dependents.join(", "))]
     NeededByOthers {
         /// The backup id.
         id: String,

@@ -80,10 +80,13 @@ mod error;
 mod s3;
 
 pub use backup::bandwidth::Bandwidth;
-pub use backup::catalog::{BackupInfo, BackupStatus, PruneReport, RetentionPolicy};
 pub use backup::catalog::{
-    backup_status, delete_backup, delete_backup_with, exists_backup, list_backups,
-    protected_backups, prune_backups, prune_backups_with, read_manifest, select_for_pruning,
+    BackupChain, BackupInfo, BackupStatus, ListedKind, PruneReport, RetentionPolicy,
+};
+pub use backup::catalog::{
+    backup_status, chain_in, delete_backup, delete_backup_with, delete_backup_with_dependents,
+    describe_backup, exists_backup, list_backups, protected_backups, prune_backups,
+    prune_backups_with, read_manifest, select_for_pruning,
 };
 pub use backup::handle::{Backups, CreateOptions, VerifyOptions};
 pub use backup::incremental::{

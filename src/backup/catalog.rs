@@ -48,8 +48,71 @@ impl fmt::Display for BackupStatus {
     }
 }
 
+/// What a backup is, as the bucket's listing tells from the objects' names alone (no
+/// request per backup): the index object `<key>.index.ndjson` is a full backup's,
+/// `<key>.on-<base>.index.ndjson` an incremental one's ([`parse_index_name`]).
+///
+/// A backup without an index object is `Full` when it is ours and complete (a backup
+/// made without `--incremental`, or before indexes existed: one pack holding
+/// everything), `Legacy` when it is not ours (made by the Python charm: one gpg stream,
+/// no manifest), and `Unknown` when it is incomplete (a create that failed or is still
+/// running before it wrote its index: not restorable either way).
+///
+/// Serialized flat into [`BackupInfo`]: `"kind": "full" | "incremental" | "legacy" |
+/// "unknown"`, with `"base"` for an incremental backup.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ListedKind {
+    /// One pack holding everything.
+    Full,
+    /// A pack of what changed since `base`, which (with `base`'s own chain) it needs.
+    Incremental {
+        /// The backup it was made on.
+        base: BackupId,
+    },
+    /// Made by the Python charm (no manifest, no index): one pack.
+    Legacy,
+    /// Incomplete and without an index object: what it would have been is not known.
+    Unknown,
+}
+
+impl ListedKind {
+    /// The base of an incremental backup.
+    pub fn base(&self) -> Option<&BackupId> {
+        match self {
+            ListedKind::Incremental { base } => Some(base),
+            _ => None,
+        }
+    }
+
+    /// The kind from the listing: the index object's base (`Some(None)`: a full
+    /// backup's index; `None`: no index object) and the backup's status. Pure.
+    pub fn from_listing(index: Option<Option<BackupId>>, status: BackupStatus) -> ListedKind {
+        match (index, status) {
+            (Some(Some(base)), _) => ListedKind::Incremental { base },
+            (Some(None), _) | (None, BackupStatus::Complete) => ListedKind::Full,
+            (None, BackupStatus::Legacy) => ListedKind::Legacy,
+            (None, BackupStatus::Incomplete) => ListedKind::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for ListedKind {
+    /// `full`, `incremental on <base>`, `legacy` or `unknown`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListedKind::Full => f.write_str("full"),
+            ListedKind::Incremental { base } => write!(f, "incremental on {base}"),
+            ListedKind::Legacy => f.write_str("legacy"),
+            ListedKind::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
 /// One backup in the bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct BackupInfo {
     /// The backup id.
     pub id: BackupId,
@@ -61,6 +124,10 @@ pub struct BackupInfo {
     pub size: u64,
     /// Complete, incomplete or legacy.
     pub status: BackupStatus,
+    /// Full, incremental on a base, legacy or unknown ([`ListedKind`]), from the same
+    /// listing. Serialized flat: `"kind"`, and `"base"` for an incremental backup.
+    #[serde(flatten)]
+    pub kind: ListedKind,
 }
 
 impl BackupInfo {
@@ -72,10 +139,76 @@ impl BackupInfo {
     }
 }
 
+/// A backup with the older packs its chain needs, from one listing ([`chain_in`],
+/// [`describe_backup`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BackupChain {
+    /// The backup.
+    pub backup: BackupInfo,
+    /// The older packs it needs, the full one first (empty for a full or legacy
+    /// backup).
+    pub packs: Vec<BackupInfo>,
+    /// The first base the listing does not hold as a complete backup (deleted or
+    /// damaged): the chain is broken there and the backup is not restorable. `packs`
+    /// holds what was found up to it.
+    pub broken_at: Option<BackupId>,
+    /// The backup's own size plus its older packs' sizes (bytes of the data objects):
+    /// what the bucket holds for it.
+    pub total_size: u64,
+}
+
+/// Backup `id` and the older packs of its chain, following each backup's base in
+/// `backups` (one listing, [`list_backups`]); `None` when `id` is not listed. A base
+/// that is not listed as complete, or is not older than its backup, ends the chain
+/// there ([`BackupChain::broken_at`]). Pure.
+pub fn chain_in(backups: &[BackupInfo], id: &BackupId) -> Option<BackupChain> {
+    let backup = backups.iter().find(|b| b.id == *id)?;
+    let mut packs = Vec::new();
+    let mut broken_at = None;
+    let mut at = backup;
+    while let Some(base) = at.kind.base() {
+        match backups.iter().find(|b| b.id == *base) {
+            Some(found) if *base < at.id && found.status == BackupStatus::Complete => {
+                packs.push(found.clone());
+                at = found;
+            }
+            _ => {
+                broken_at = Some(base.clone());
+                break;
+            }
+        }
+    }
+    packs.reverse();
+    let total_size = backup.size + packs.iter().map(|p| p.size).sum::<u64>();
+    Some(BackupChain {
+        backup: backup.clone(),
+        packs,
+        broken_at,
+        total_size,
+    })
+}
+
+/// Backup `id` with its kind, its chain's older packs and its total size, from one
+/// listing ([`list_backups`], [`chain_in`]). Does not take the lock.
+///
+/// # Errors
+/// [`BackupError::NotFound`] when the listing has no such backup; [`BackupError::S3`]
+/// when listing fails.
+pub async fn describe_backup(
+    store: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+) -> Result<BackupChain, BackupError> {
+    let backups = list_backups(store).await?;
+    chain_in(&backups, id).ok_or_else(|| BackupError::NotFound { id: id.to_string() })
+}
+
 #[derive(Default)]
 struct Seen {
     data: Option<crate::ObjectInfo>,
     manifest: Option<crate::ObjectInfo>,
+    /// The index object's base (`Some(None)`: a full backup's index).
+    index: Option<Option<BackupId>>,
 }
 
 /// How many HEADs [`list_backups`] has in flight at once (one per data object without
@@ -107,15 +240,18 @@ pub async fn list_backups(
             .and_then(|n| n.parse::<BackupId>().ok())
         {
             seen.entry(id).or_default().manifest = Some(object);
+        } else if let Some((id, base)) = parse_index_name(name) {
+            seen.entry(id).or_default().index = Some(base);
         } else if let Ok(id) = name.parse::<BackupId>() {
             seen.entry(id).or_default().data = Some(object);
         }
     }
-    // Data without a manifest needs a HEAD each (ours, failed, or legacy): made
-    // concurrently, at most LIST_HEAD_CONCURRENCY at a time, in the listing's order.
+    // Data without a manifest (ours, failed, or legacy) needs a HEAD each, unless an
+    // index object says it is ours: made concurrently, at most LIST_HEAD_CONCURRENCY at
+    // a time, in the listing's order.
     let unmanifested: Vec<String> = seen
         .values()
-        .filter(|s| s.manifest.is_none())
+        .filter(|s| s.manifest.is_none() && s.index.is_none())
         .filter_map(|s| s.data.as_ref().map(|d| d.key.clone()))
         .collect();
     let heads: Vec<bool> = stream::iter(unmanifested)
@@ -126,39 +262,28 @@ pub async fn list_backups(
     let mut heads = heads.into_iter();
     let mut out = Vec::with_capacity(seen.len());
     for (id, s) in seen {
-        let key = store.object_key(id.as_str());
-        let info = match (s.data, s.manifest) {
-            (Some(d), Some(_)) => BackupInfo {
-                id,
-                key,
-                last_modified: d.last_modified,
-                size: d.size,
-                status: BackupStatus::Complete,
-            },
-            (None, Some(m)) => BackupInfo {
-                id,
-                key,
-                last_modified: m.last_modified,
-                size: 0,
-                status: BackupStatus::Incomplete,
-            },
+        let (object, status) = match (s.data, s.manifest) {
+            (Some(d), Some(_)) => (d, BackupStatus::Complete),
+            (None, Some(m)) => (crate::ObjectInfo { size: 0, ..m }, BackupStatus::Incomplete),
             (Some(d), None) => {
-                let status = if heads.next().unwrap_or(false) {
+                let ours = s.index.is_some() || heads.next().unwrap_or(false);
+                let status = if ours {
                     BackupStatus::Incomplete
                 } else {
                     BackupStatus::Legacy
                 };
-                BackupInfo {
-                    id,
-                    key,
-                    last_modified: d.last_modified,
-                    size: d.size,
-                    status,
-                }
+                (d, status)
             }
             (None, None) => continue,
         };
-        out.push(info);
+        out.push(BackupInfo {
+            key: store.object_key(id.as_str()),
+            id,
+            last_modified: object.last_modified,
+            size: object.size,
+            status,
+            kind: ListedKind::from_listing(s.index, status),
+        });
     }
     order_by_server_time(&mut out);
     Ok(out)
@@ -314,6 +439,60 @@ pub async fn delete_backup_with(
     let result = delete_unlocked(store, id, &guard.confirmer()).await;
     let released = guard.release().await;
     result.and(released)
+}
+
+/// Deletes backup `id` and every complete backup whose chain needs it (its
+/// dependents), newest first, so that a chain is never left broken even when this is
+/// stopped half-way: what is left is always a set of whole chains. Each deleted backup
+/// is deleted as [`delete_backup`] deletes one (manifest first, then data and index)
+/// and reported to `on_deleted` as soon as it is gone, `id` last. Takes the lock once,
+/// as `lock` says, for all of them.
+///
+/// # Errors
+/// [`BackupError::NotFound`] when nothing of `id` exists (nothing is deleted);
+/// [`BackupError::LockHeld`] / [`BackupError::LockUnsupported`] from the lock;
+/// [`BackupError::S3`] otherwise (what was deleted before it was reported).
+pub async fn delete_backup_with_dependents(
+    store: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+    lock: &LockOptions,
+    on_deleted: &mut (dyn FnMut(&BackupId) + Send),
+) -> Result<Vec<BackupId>, BackupError> {
+    let guard = BackupLock::acquire(store, &LockOwner::current("delete"), lock).await?;
+    let result = delete_chain_unlocked(store, id, &guard.confirmer(), on_deleted).await;
+    let released = guard.release().await;
+    let deleted = result?;
+    released?;
+    Ok(deleted)
+}
+
+/// [`delete_backup_with_dependents`] under the lock.
+async fn delete_chain_unlocked(
+    store: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+    lock: &LockConfirmer,
+    on_deleted: &mut (dyn FnMut(&BackupId) + Send),
+) -> Result<Vec<BackupId>, BackupError> {
+    if backup_status(store, id).await?.is_none() {
+        return Err(BackupError::NotFound { id: id.to_string() });
+    }
+    let dependents = newest_first(list_bases(store).await?.dependents(id));
+    let mut deleted = Vec::with_capacity(dependents.len() + 1);
+    for backup in dependents.iter().chain(std::iter::once(id)) {
+        // Each deletion checks again that nothing still needs it: a dependent is
+        // always newer than what it needs, so newest first nothing does.
+        delete_unlocked(store, backup, lock).await?;
+        on_deleted(backup);
+        deleted.push(backup.clone());
+    }
+    Ok(deleted)
+}
+
+/// The ids [`Bases::dependents`] gives (newest first), parsed back.
+fn newest_first(ids: Vec<String>) -> Vec<BackupId> {
+    let mut ids: Vec<BackupId> = ids.into_iter().filter_map(|i| i.parse().ok()).collect();
+    ids.sort_by(|a, b| b.cmp(a));
+    ids
 }
 
 /// The backups with an index object and their bases, from the objects' names
@@ -811,6 +990,7 @@ mod tests {
             last_modified: t,
             size: 1,
             status,
+            kind: ListedKind::from_listing(None, status),
         }
     }
 
@@ -1117,6 +1297,251 @@ mod store_tests {
             delete_backup(&store, &a).await,
             Err(BackupError::NotFound { .. })
         ));
+    }
+
+    /// An index object for `id` on `base` (`None`: a full backup's).
+    async fn index(store: &MemoryStore, id: &BackupId, base: Option<&BackupId>) {
+        put_at_id_time(store, id, &format!("{id}{}", index_suffix(base)), &ours()).await;
+    }
+
+    /// A complete backup with its index object.
+    async fn indexed(store: &MemoryStore, id: &BackupId, base: Option<&BackupId>) {
+        complete(store, id).await;
+        index(store, id, base).await;
+    }
+
+    fn kinds(backups: &[BackupInfo]) -> Vec<(BackupId, ListedKind)> {
+        backups
+            .iter()
+            .map(|b| (b.id.clone(), b.kind.clone()))
+            .collect()
+    }
+
+    /// The kind comes from the index objects' names in the same listing; without an
+    /// index, a complete backup is full, a legacy one legacy and an incomplete one
+    /// unknown. An index makes data without a manifest ours (incomplete), without the
+    /// HEAD that would otherwise tell.
+    #[tokio::test]
+    async fn list_gives_each_backups_kind_from_the_index_names() {
+        use ListedKind::*;
+        let store = MemoryStore::new(PATH);
+        let ids: Vec<BackupId> = (0..7).rev().map(|d| id_aged(&store, d + 1)).collect();
+        let [
+            full,
+            on_full,
+            on_on,
+            plain,
+            old_legacy,
+            failed,
+            failed_indexed,
+        ] = <[BackupId; 7]>::try_from(ids).unwrap();
+        indexed(&store, &full, None).await;
+        indexed(&store, &on_full, Some(&full)).await;
+        indexed(&store, &on_on, Some(&on_full)).await;
+        complete(&store, &plain).await;
+        legacy(&store, &old_legacy).await;
+        incomplete(&store, &failed).await;
+        // Untagged data with an incremental index: the index says it is ours.
+        put_at_id_time(
+            &store,
+            &failed_indexed,
+            failed_indexed.as_str(),
+            &HashMap::new(),
+        )
+        .await;
+        index(&store, &failed_indexed, Some(&plain)).await;
+
+        let listed = list_backups(&store).await.unwrap();
+        let mut expected = vec![
+            (full.clone(), Full),
+            (on_full.clone(), Incremental { base: full.clone() }),
+            (
+                on_on.clone(),
+                Incremental {
+                    base: on_full.clone(),
+                },
+            ),
+            (plain.clone(), Full),
+            (old_legacy.clone(), Legacy),
+            (failed.clone(), Unknown),
+            (
+                failed_indexed.clone(),
+                Incremental {
+                    base: plain.clone(),
+                },
+            ),
+        ];
+        expected.reverse();
+        assert_eq!(kinds(&listed), expected);
+        assert_eq!(listed[0].status, BackupStatus::Incomplete, "{listed:?}");
+        let json = serde_json::to_value(&listed).unwrap();
+        assert_eq!(json[0]["kind"], "incremental");
+        assert_eq!(json[0]["base"], plain.as_str());
+        assert_eq!(json[2]["kind"], "legacy");
+        assert!(json[2].get("base").is_none(), "{json}");
+        assert_eq!(
+            Incremental { base: full.clone() }.to_string(),
+            format!("incremental on {full}")
+        );
+    }
+
+    fn sized(id: &BackupId, size: u64, kind: ListedKind, status: BackupStatus) -> BackupInfo {
+        BackupInfo {
+            id: id.clone(),
+            key: String::new(),
+            last_modified: id.created(),
+            size,
+            status,
+            kind,
+        }
+    }
+
+    /// A backup's chain and total size from a listing; a missing, incomplete or newer
+    /// base breaks it there.
+    #[test]
+    fn chain_in_follows_the_bases_and_says_where_a_chain_is_broken() {
+        use BackupStatus::{Complete, Incomplete};
+        use ListedKind::{Full, Incremental, Unknown};
+        let id = |n: u32| {
+            BackupId::from_time(DateTime::from_timestamp(1_800_000_000 + i64::from(n), 0).unwrap())
+        };
+        let on = |n: u32| Incremental { base: id(n) };
+        let listing = vec![
+            sized(&id(9), 900, on(8), Complete),
+            sized(&id(8), 800, on(5), Complete),
+            sized(&id(7), 700, on(6), Complete),
+            sized(&id(6), 0, Unknown, Incomplete),
+            sized(&id(5), 500, on(1), Complete),
+            sized(&id(4), 400, on(10), Complete),
+            sized(&id(3), 300, ListedKind::Legacy, BackupStatus::Legacy),
+            sized(&id(2), 200, on(0), Complete),
+            sized(&id(1), 100, Full, Complete),
+        ];
+        let c = chain_in(&listing, &id(9)).unwrap();
+        assert_eq!(c.backup.id, id(9));
+        assert_eq!(
+            c.packs.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+            [id(1), id(5), id(8)],
+            "full first"
+        );
+        assert_eq!((c.total_size, c.broken_at), (2300, None));
+        let full = chain_in(&listing, &id(1)).unwrap();
+        assert!(full.packs.is_empty());
+        assert_eq!((full.total_size, full.broken_at), (100, None));
+        let legacy = chain_in(&listing, &id(3)).unwrap();
+        assert_eq!((legacy.total_size, legacy.broken_at), (300, None));
+        for (n, broken) in [(7, 6), (4, 10), (2, 0)] {
+            let c = chain_in(&listing, &id(n)).unwrap();
+            assert!(c.packs.is_empty(), "{n}");
+            assert_eq!(c.broken_at, Some(id(broken)), "{n}");
+            assert_eq!(c.total_size, u64::from(n) * 100, "{n}");
+        }
+        assert!(chain_in(&listing, &id(11)).is_none());
+    }
+
+    /// Whether every complete backup's chain is whole in the bucket's keys: each base
+    /// an index names has its manifest, data and own index.
+    fn chains_whole(keys: &[String]) -> Result<(), String> {
+        let names: Vec<&str> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(&format!("{PATH}/")))
+            .collect();
+        for name in &names {
+            let Some((id, Some(base))) = parse_index_name(name) else {
+                continue;
+            };
+            if !names.contains(&format!("{id}{MANIFEST_SUFFIX}").as_str()) {
+                continue;
+            }
+            for needed in [base.to_string(), format!("{base}{MANIFEST_SUFFIX}")] {
+                if !names.contains(&needed.as_str()) {
+                    return Err(format!("{id} needs {needed}: {names:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `delete_backup_with_dependents` deletes a base and every backup built on it
+    /// (two branches), newest first, reporting each as it goes; after every single
+    /// deletion the chains left are whole (what a kill at that point leaves). Other
+    /// chains are untouched, and the lock is released.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delete_with_dependents_deletes_newest_first_and_never_breaks_a_chain() {
+        let store = MemoryStore::new(PATH);
+        let ids: Vec<BackupId> = (0..6).rev().map(|d| id_aged(&store, d + 1)).collect();
+        let [base, b1, other_full, b2, branch, other_incr] =
+            <[BackupId; 6]>::try_from(ids).unwrap();
+        indexed(&store, &base, None).await;
+        indexed(&store, &b1, Some(&base)).await;
+        indexed(&store, &other_full, None).await;
+        indexed(&store, &b2, Some(&b1)).await;
+        indexed(&store, &branch, Some(&base)).await;
+        indexed(&store, &other_incr, Some(&other_full)).await;
+
+        let refused = delete_backup(&store, &base).await;
+        assert!(
+            matches!(&refused, Err(BackupError::NeededByOthers { dependents, .. })
+                if *dependents == [branch.to_string(), b2.to_string(), b1.to_string()]),
+            "{refused:?}"
+        );
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains("--with-dependents")
+        );
+
+        let mut reported = Vec::new();
+        let mut states = Vec::new();
+        let deleted = delete_backup_with_dependents(
+            &store,
+            &base,
+            &LockOptions::default(),
+            &mut |id: &BackupId| {
+                reported.push(id.clone());
+                states.push(store.keys());
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            deleted,
+            [branch.clone(), b2.clone(), b1.clone(), base.clone()]
+        );
+        assert_eq!(reported, deleted);
+        for state in &states {
+            chains_whole(state).unwrap();
+        }
+        let left: Vec<BackupId> = list_backups(&store)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(left, [other_incr.clone(), other_full.clone()]);
+        assert_eq!(store.keys().len(), 6, "{:?}", store.keys());
+        // A backup nothing needs is deleted alone; a missing one is not found.
+        let alone = delete_backup_with_dependents(
+            &store,
+            &other_incr,
+            &LockOptions::default(),
+            &mut |_: &BackupId| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(alone, [other_incr]);
+        assert!(matches!(
+            delete_backup_with_dependents(
+                &store,
+                &base,
+                &LockOptions::default(),
+                &mut |_: &BackupId| {}
+            )
+            .await,
+            Err(BackupError::NotFound { .. })
+        ));
+        assert_eq!(store.keys().len(), 3, "lock released: {:?}", store.keys());
     }
 
     /// Legacy at 40 days (the newest restorable), complete at 50 (the newest complete)

@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backup::catalog::{self, BackupInfo, BackupStatus, PruneReport, RetentionPolicy};
+use crate::backup::catalog::{
+    self, BackupChain, BackupInfo, BackupStatus, PruneReport, RetentionPolicy,
+};
 use crate::backup::create::{self, BackupReport};
 use crate::backup::extract::{self, ExtractReport, ExtractTarget};
 use crate::backup::layout::Layout;
@@ -95,8 +97,8 @@ impl VerifyOptions {
 
 /// The backup life cycle of one workload (a [`Container`] and its [`Layout`]) and one
 /// bucket (its [`S3Parameters`]), in the shape of `rustic_core`'s repository: make it
-/// once, then `create`, `list`, `verify`, `restore`, `extract`, `status`, `delete`,
-/// `prune_plan` and `prune`.
+/// once, then `create`, `list`, `describe`, `verify`, `restore`, `extract`, `status`,
+/// `delete` (or `delete_with_dependents`), `prune_plan` and `prune`.
 ///
 /// ```no_run
 /// use synapse_backup::{Backups, CreateOptions, Layout, RetentionPolicy, S3Parameters};
@@ -119,7 +121,8 @@ impl VerifyOptions {
 /// Every bucket request of every operation goes through the handle's [`ObjectStore`]
 /// (an [`S3Client`] made from the parameters, or the store given to
 /// [`Backups::with_store`], e.g. a `MemoryStore` (feature `testing`)): the catalog
-/// operations (`list`, `status`, `read_manifest`, `delete`, `prune_plan`, `prune`), and
+/// operations (`list`, `describe`, `status`, `read_manifest`, `delete`,
+/// `delete_with_dependents`, `prune_plan`, `prune`), and
 /// the lock, HEADs, manifest reads and writes and clean-up of `create`, `verify`,
 /// `restore` and `extract`. Only the data itself moves with the workload's aws CLI (to
 /// the bucket of the parameters).
@@ -317,6 +320,29 @@ impl<C: Container> Backups<C> {
     /// As [`delete_backup`](crate::delete_backup).
     pub async fn delete(&self, id: &BackupId) -> Result<(), BackupError> {
         catalog::delete_backup_with(&*self.store, id, &self.lock).await
+    }
+
+    /// Deletes a backup and every backup whose chain needs it, newest first, holding
+    /// the lock once for all (see
+    /// [`delete_backup_with_dependents`](crate::delete_backup_with_dependents)). Returns
+    /// the deleted ids in the order they were deleted, `id` last.
+    ///
+    /// # Errors
+    /// As [`delete_backup_with_dependents`](crate::delete_backup_with_dependents).
+    pub async fn delete_with_dependents(
+        &self,
+        id: &BackupId,
+    ) -> Result<Vec<BackupId>, BackupError> {
+        catalog::delete_backup_with_dependents(&*self.store, id, &self.lock, &mut |_| {}).await
+    }
+
+    /// A backup's kind, chain and sizes from one listing (see
+    /// [`describe_backup`](crate::describe_backup)).
+    ///
+    /// # Errors
+    /// As [`describe_backup`](crate::describe_backup).
+    pub async fn describe(&self, id: &BackupId) -> Result<BackupChain, BackupError> {
+        catalog::describe_backup(&*self.store, id).await
     }
 
     /// Plans a prune without deleting anything or taking the lock: every backup with

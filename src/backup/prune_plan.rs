@@ -549,6 +549,7 @@ fn plan_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::catalog::ListedKind;
     use chrono::TimeZone;
 
     fn now() -> DateTime<Utc> {
@@ -565,6 +566,7 @@ mod tests {
             last_modified: t,
             size: 1,
             status,
+            kind: ListedKind::from_listing(None, status),
         }
     }
 
@@ -848,6 +850,7 @@ mod tests {
                         last_modified: DateTime::from_timestamp(*secs, 0).unwrap(),
                         size: 1,
                         status: *status,
+                        kind: ListedKind::from_listing(None, *status),
                     })
                     .collect();
                 let policy = RetentionPolicy {

@@ -163,11 +163,13 @@ pub(crate) enum Command {
         #[arg(long)]
         incremental: bool,
     },
-    /// List the backups under the bucket and path, newest first (with --json, an
-    /// array of {id, status, last_modified, size, key}).
+    /// List the backups under the bucket and path, newest first, with each one's kind
+    /// (full, incremental on BASE, legacy or unknown; with --json, an array of {id,
+    /// status, last_modified, size, key, kind, base}).
     List,
-    /// Print a backup's contents (kind, size, path) as its manifest lists them (with
-    /// --json, an array of {path, kind, size}).
+    /// Print a backup's kind, chain and own and total size (from the listing), then
+    /// its contents (kind, size, path) as its manifest lists them (with --json, an
+    /// object {id, kind, base, size, total_size, packs, entries: [{path, kind, size}]}).
     ///
     /// The manifest is an index beside the encrypted data: `ls` checks that it names
     /// this backup and that the data object has the size it states, but only
@@ -224,11 +226,17 @@ pub(crate) enum Command {
         #[arg(long, value_name = "PATH", requires = "target")]
         include: Vec<String>,
     },
-    /// Delete a backup (its manifest, then its data).
+    /// Delete a backup (its manifest, then its data and index). A backup that an
+    /// incremental backup's chain needs is refused, naming those backups, unless
+    /// --with-dependents is given.
     Delete {
         /// The backup id, or `latest` (the newest complete backup).
         #[arg(value_parser = parse_id)]
         id: IdArg,
+        /// Also delete every backup whose chain needs it, newest first (so a chain is
+        /// never left broken, even if stopped half-way), printing each deleted id.
+        #[arg(long)]
+        with_dependents: bool,
     },
     /// Delete old backups and the leftovers of failed creates; the newest restorable
     /// backup (and the newest complete one) is always kept.

@@ -99,7 +99,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             keep_one_time_keys,
             ..
         } => commands::restore::restore(global, &id, yes, keep_one_time_keys).await,
-        Command::Delete { id } => commands::delete::delete(global, &id).await,
+        Command::Delete {
+            id,
+            with_dependents,
+        } => commands::delete::delete(global, &id, with_dependents).await,
         Command::Unlock { yes } => commands::unlock::unlock(global, yes).await,
         Command::Prune {
             keep_at_least,

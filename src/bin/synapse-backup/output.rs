@@ -303,9 +303,10 @@ pub fn rfc3339(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// `list`: a table with a header, newest first.
+/// `list`: a table with a header, newest first; the last column is the kind (`full`,
+/// `incremental on BASE`, `legacy`, `unknown`).
 pub fn backups_table(backups: &[BackupInfo]) -> String {
-    let rows: Vec<[String; 4]> = backups
+    let rows: Vec<[String; 5]> = backups
         .iter()
         .map(|b| {
             [
@@ -313,23 +314,26 @@ pub fn backups_table(backups: &[BackupInfo]) -> String {
                 b.status.to_string(),
                 b.last_modified.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
                 size(b.size),
+                b.kind.to_string(),
             ]
         })
         .collect();
-    let header = ["ID", "STATUS", "LAST MODIFIED", "SIZE"];
+    let header = ["ID", "STATUS", "LAST MODIFIED", "SIZE", "KIND"];
     let mut widths = header.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 4]| {
+    // The last column is not padded (no trailing spaces).
+    let line = |cells: [&str; 5]| {
         format!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}\n",
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}\n",
             cells[0],
             cells[1],
             cells[2],
             cells[3],
+            cells[4],
             w0 = widths[0],
             w1 = widths[1],
             w2 = widths[2],
@@ -338,7 +342,7 @@ pub fn backups_table(backups: &[BackupInfo]) -> String {
     };
     let mut out = line(header);
     for row in &rows {
-        out.push_str(&line([&row[0], &row[1], &row[2], &row[3]]));
+        out.push_str(&line([&row[0], &row[1], &row[2], &row[3], &row[4]]));
     }
     out
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use synapse_backup::testing::MemoryStore;
 use synapse_backup::{
     BackupError, BackupId, BackupStatus, Backups, CancelToken, ConfigError, ContainerError, Layout,
-    MockContainer, ObjectStore, PruneAction, PruneReason, RetentionPolicy, S3Parameters,
-    VerifyOptions,
+    ListedKind, MockContainer, ObjectStore, PruneAction, PruneReason, RetentionPolicy,
+    S3Parameters, VerifyOptions,
 };
 
 const PATH: &str = "synapse/backups";
@@ -202,6 +202,72 @@ async fn the_catalog_through_the_handle_over_a_memory_store() {
         "no lock, probe or clock object left: {:?}",
         store.keys()
     );
+}
+
+/// A chain through the handle: `list` gives each backup's kind from the index objects'
+/// names, `describe` a backup's older packs and total size, `delete` of the base is
+/// refused and `delete_with_dependents` deletes the chain newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_through_the_handle_lists_kinds_and_deletes_with_dependents() {
+    let store = MemoryStore::new(PATH);
+    let mut ids: Vec<BackupId> = Vec::new();
+    for _ in 0..3 {
+        let id = BackupId::from_time(store.now());
+        put_complete(&store, &id).await;
+        let index = synapse_backup::index_suffix(ids.last());
+        store
+            .put_object(
+                &store.object_key(&format!("{id}{index}")),
+                b"{}\n".to_vec(),
+                "application/x-ndjson",
+                &HashMap::new(),
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+        store.advance(Duration::from_secs(86_400));
+    }
+    let backups = Backups::with_store(
+        MockContainer::new(),
+        unreachable_bucket(),
+        Layout::default(),
+        store.clone(),
+    )
+    .unwrap();
+    let kinds: Vec<ListedKind> = backups
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ListedKind::Incremental {
+                base: ids[1].clone()
+            },
+            ListedKind::Incremental {
+                base: ids[0].clone()
+            },
+            ListedKind::Full,
+        ]
+    );
+    let chain = backups.describe(&ids[2]).await.unwrap();
+    let packs: Vec<_> = chain.packs.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(packs, ids[..2]);
+    assert_eq!((chain.total_size, chain.broken_at), (12, None));
+
+    let refused = backups.delete(&ids[0]).await.unwrap_err();
+    assert!(
+        matches!(&refused, BackupError::NeededByOthers { dependents, .. }
+            if *dependents == [ids[2].to_string(), ids[1].to_string()]),
+        "{refused}"
+    );
+    let deleted = backups.delete_with_dependents(&ids[0]).await.unwrap();
+    assert_eq!(deleted, [ids[2].clone(), ids[1].clone(), ids[0].clone()]);
+    assert!(backups.list().await.unwrap().is_empty());
+    assert!(store.keys().is_empty(), "{:?}", store.keys());
 }
 
 /// A plan made before a newer backup arrived deletes nothing that plan keeps, and a

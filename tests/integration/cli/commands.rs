@@ -70,11 +70,24 @@ fn ls_prints_a_backups_contents_from_its_manifest() {
     );
     assert!(!text.contains("remote_content"), "{text}");
 
-    // `latest`, and --json: an array of {path, kind, size}.
+    // The first line: the backup, its kind and size.
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .starts_with(&format!("{first}: full, ")),
+        "{text}"
+    );
+
+    // `latest`, and --json: the backup with its kind and sizes, and its entries, an
+    // array of {path, kind, size}.
     let second = f.create();
     let listed = json(&f.ok(&["--json", "ls", "latest"]));
-    let entries = listed.as_array().expect("an array");
-    assert_eq!(entries.len(), text.lines().count(), "{listed}");
+    assert_eq!(listed["id"], second.as_str(), "{listed}");
+    assert_eq!(listed["kind"], "full", "{listed}");
+    assert_eq!(listed["size"], listed["total_size"], "{listed}");
+    let entries = listed["entries"].as_array().expect("an array");
+    assert_eq!(entries.len(), text.lines().count() - 1, "{listed}");
     let key = entries
         .iter()
         .find(|e| e["path"] == "data/example.test.signing.key")

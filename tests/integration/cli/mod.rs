@@ -2,6 +2,7 @@
 //! server and a synthetic Synapse tree: every command, the `--json` shape, exit codes,
 //! bad configuration, and no secret in any output.
 
+mod chains;
 mod commands;
 mod operator;
 mod pebble;
@@ -246,8 +247,9 @@ fn every_command_through_a_full_life_cycle() {
     let keys: BTreeSet<&str> = entry.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        BTreeSet::from(["id", "status", "last_modified", "size", "key"])
+        BTreeSet::from(["id", "status", "last_modified", "size", "key", "kind"])
     );
+    assert_eq!(entry["kind"], "full", "a backup made without --incremental");
     assert_eq!(entry["id"], id.as_str());
     assert_eq!(entry["status"], "complete");
     assert_eq!(entry["key"], format!("{PREFIX}/{id}").as_str());

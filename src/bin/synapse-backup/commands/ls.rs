@@ -1,8 +1,10 @@
-//! `ls`: a backup's contents as its manifest lists them, as a table or JSON.
+//! `ls`: a backup's kind, chain and sizes (from the listing) and its contents as its
+//! manifest lists them, as text or JSON.
 
 use serde::Serialize;
 use synapse_backup::{
-    BackupError, EntryKind, INNER_MANIFEST_MEMBER, Manifest, ManifestPath, read_manifest,
+    BackupChain, BackupError, EntryKind, INNER_MANIFEST_MEMBER, ListedKind, Manifest, ManifestPath,
+    describe_backup, read_manifest,
 };
 
 use crate::cli::{GlobalArgs, IdArg};
@@ -10,7 +12,8 @@ use crate::failure::Failure;
 use crate::output::{self, emit, emit_json};
 use crate::target::Target;
 
-/// `ls ID`: the backup's entries as its manifest lists them.
+/// `ls ID`: the backup's kind, chain and sizes (from the listing), then its entries as
+/// its manifest lists them.
 pub(crate) async fn ls(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
     let target = Target::load(global)?;
     target.check_bucket().await?;
@@ -26,13 +29,70 @@ pub(crate) async fn ls(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
         }
         Err(e) => return Err(target.failure(e, false)),
     };
+    let chain = describe_backup(&target.client, id)
+        .await
+        .map_err(|e| target.failure(e, false))?;
+    if let Some(base) = &chain.broken_at {
+        output::warn(&format!(
+            "{id}: its chain is broken: {base} is missing or incomplete, so it is not \
+             restorable"
+        ));
+    }
     let entries = entries(&manifest);
     if global.json {
-        emit_json(&to_json(&entries));
+        emit_json(&to_json_object(&chain, &entries));
     } else {
-        emit(&table(&entries));
+        emit(&format!("{}{}", summary(&chain), table(&entries)));
     }
     Ok(())
+}
+
+/// The first line of `ls`: `ID: KIND (N packs: …), SIZE own, SIZE in total`.
+pub fn summary(chain: &BackupChain) -> String {
+    let own = output::size(chain.backup.size);
+    if chain.packs.is_empty() && chain.broken_at.is_none() {
+        return format!("{}: {}, {own}\n", chain.backup.id, chain.backup.kind);
+    }
+    let mut packs: Vec<String> = chain.packs.iter().map(|p| p.id.to_string()).collect();
+    packs.push(chain.backup.id.to_string());
+    let broken = chain
+        .broken_at
+        .as_ref()
+        .map_or(String::new(), |b| format!(", broken: {b} is missing"));
+    format!(
+        "{}: {} ({} packs: {}{broken}), {own} own, {} in total\n",
+        chain.backup.id,
+        chain.backup.kind,
+        packs.len(),
+        packs.join(", "),
+        output::size(chain.total_size)
+    )
+}
+
+/// `ls --json`: the backup, its kind and chain, and its entries.
+#[derive(Serialize)]
+struct JsonListing {
+    id: String,
+    #[serde(flatten)]
+    kind: ListedKind,
+    size: u64,
+    total_size: u64,
+    packs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broken_at: Option<String>,
+    entries: Vec<JsonEntry>,
+}
+
+fn to_json_object(chain: &BackupChain, entries: &[Entry<'_>]) -> JsonListing {
+    JsonListing {
+        id: chain.backup.id.to_string(),
+        kind: chain.backup.kind.clone(),
+        size: chain.backup.size,
+        total_size: chain.total_size,
+        packs: chain.packs.iter().map(|p| p.id.to_string()).collect(),
+        broken_at: chain.broken_at.as_ref().map(ToString::to_string),
+        entries: to_json(entries),
+    }
 }
 
 /// One entry of a backup, as `ls` prints it.
