@@ -1,8 +1,11 @@
 //! End-to-end benchmark of `create_backup` and `restore_backup` against the reference
-//! pipeline (the Python charm's `tar | gpg --symmetric | aws s3 cp`), on a deterministic
-//! synthetic Synapse tree and one s3s-fs server on 127.0.0.1 that runs in a separate
-//! process (this binary started again with `SYNAPSE_BACKUP_BENCH_SERVE=1`), so that its
-//! CPU and memory are not counted as ours.
+//! pipeline (the Python charm's `tar | gpg --symmetric | aws s3 cp`) and against restic,
+//! on a deterministic synthetic Synapse tree and two S3 servers on 127.0.0.1, one after
+//! the other, each in a separate process so that its CPU and memory are not counted as
+//! ours: s3s-fs (this binary started again with `SYNAPSE_BACKUP_BENCH_SERVE=1`) and moto
+//! (`moto_server`, which `scripts/tools.sh` installs). The server sections (`backup`,
+//! `limits`, `restore`, `restic`, `sweep`) run on each server; `incremental`, `scale`,
+//! `pebble` and `synapse` on the first only. A closing table compares the servers.
 //!
 //! Method. The tree: ~81% incompressible local media with log-normal sizes and
 //! Synapse's sharded paths, ~4% thumbnails, ~10% SQLite (WAL mode, event JSON, a live
@@ -28,9 +31,34 @@
 //! - `SYNAPSE_BACKUP_BENCH_SCALE`: media file counts of the scale check (default
 //!   `10000,100000`; `0` skips it);
 //! - `SYNAPSE_BACKUP_BENCH_ONLY`: sections to run among
-//!   `backup,limits,restore,scale,pebble,synapse,transfer` (default all), plus `sweep`;
+//!   `backup,limits,restore,restic,incremental,scale,pebble,synapse,transfer` (default
+//!   all), plus `sweep`;
+//! - `SYNAPSE_BACKUP_BENCH_SERVERS`: `s3s-fs`, `moto` or both, in order (default
+//!   `s3s-fs,moto`);
 //! - `SYNAPSE_BACKUP_BENCH_PROBES`: messages sent per idle measurement of the `synapse`
 //!   section (default 300).
+//!
+//! The `restore` section also restores with a target dir (`extract_backup_with`, as
+//! `restore --target`) and breaks the restore down into its stage limits, on the same
+//! object: the download alone (our download settings, to a pipe), `gpg --decrypt` alone
+//! (of a local copy) and `tar -x` alone (of the decrypted archive).
+//!
+//! The `restic` section (restic from Debian's package, which `scripts/restic.sh`
+//! installs; the section fails with the install command when it is missing) keeps a
+//! restic repository in the same bucket (`s3:<endpoint>/<bucket>/restic-N`, the
+//! password in `RESTIC_PASSWORD`, never in argv) and runs, beside ours: a full backup of
+//! the backup set (remote media excluded from both), a second after +10 MiB of new
+//! media (ours `--incremental`), a restore to a target dir (ours `--target`); it prints
+//! restic's time ÷ ours and the bucket's bytes after the two backups.
+//!
+//! The `incremental` section makes a full backup with an index, then 6 increments of
+//! +1 % new local media each (one file in 400 deleted at the 3rd and 5th), each beside
+//! a keys-and-database-only backup (the media moved aside for it): it prints each
+//! pack's object size against the new bytes, and its time against the
+//! keys-and-database backup's plus the new bytes at the upload-alone rate (from the
+//! `limits` section, else measured); then it restores the newest of the chain of 7
+//! against a full backup of the same tree, alternating, both checked against the tree.
+//! The tree is put back afterwards.
 //!
 //! The `pebble` section (as root, with the daemon `scripts/pebble.sh` installs) runs
 //! create and restore through `PebbleContainer` and through `LocalContainer`, alternating,
@@ -85,8 +113,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use synapse_backup::{
-    BackupId, BackupOptions, Compression, IoPriority, Layout, LocalContainer, Priority,
-    RestoreOptions, S3Client, S3Parameters, create_backup_with, delete_backup, restore_backup_with,
+    BackupId, BackupKind, BackupOptions, Compression, ExtractTarget, IoPriority, Layout,
+    LocalContainer, Priority, RestoreOptions, S3Client, S3Parameters, create_backup_with,
+    delete_backup, extract_backup_with, restore_backup_with,
 };
 
 use synapse_tree::{Rng, SynapseTree, TreeSpec, write_random};
@@ -123,6 +152,7 @@ struct Config {
     rounds: usize,
     scale: Vec<usize>,
     sections: Vec<String>,
+    servers: Vec<String>,
     sweep: Vec<(u32, u32)>,
     options: BackupOptions,
     dir: Option<PathBuf>,
@@ -178,10 +208,24 @@ impl Config {
             })
             .collect();
         let mut sections: Vec<String> = env_var("SYNAPSE_BACKUP_BENCH_ONLY")
-            .unwrap_or_else(|| "backup,limits,restore,scale,pebble,synapse,transfer".into())
+            .unwrap_or_else(|| {
+                "backup,limits,restore,restic,incremental,scale,pebble,synapse,transfer".into()
+            })
             .split(',')
             .map(|s| s.trim().to_string())
             .collect();
+        let servers: Vec<String> = env_var("SYNAPSE_BACKUP_BENCH_SERVERS")
+            .unwrap_or_else(|| "s3s-fs,moto".into())
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for s in &servers {
+            assert!(
+                s == "s3s-fs" || s == "moto",
+                "SYNAPSE_BACKUP_BENCH_SERVERS: s3s-fs and/or moto, not {s:?}"
+            );
+        }
         if !sweep.is_empty() && !sections.iter().any(|s| s == "sweep") {
             sections.push("sweep".into());
         }
@@ -203,6 +247,7 @@ impl Config {
             rounds,
             scale,
             sections,
+            servers,
             sweep,
             options,
             dir: env_var("SYNAPSE_BACKUP_BENCH_DIR").map(PathBuf::from),
@@ -255,6 +300,8 @@ fn serve() {
 
 struct ServerProcess {
     child: Child,
+    /// `s3s-fs` or `moto`.
+    kind: &'static str,
     endpoint: String,
     access: String,
     secret: String,
@@ -283,10 +330,56 @@ impl ServerProcess {
             .to_string();
         Ok(ServerProcess {
             child,
+            kind: "s3s-fs",
             endpoint,
             access,
             secret,
         })
+    }
+
+    /// moto (`scripts/tools.sh` installs it) on a free port of 127.0.0.1, its log in
+    /// `log`; the bucket is made through the aws CLI once moto answers.
+    fn start_moto(aws: &str, log: &Path) -> Result<ServerProcess, BoxError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let moto = which("moto_server")?;
+        let log_file = fs::File::create(log)?;
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()?;
+        let mut server = ServerProcess {
+            child,
+            kind: "moto",
+            endpoint: format!("http://127.0.0.1:{port}"),
+            access: s3_server::random_hex(20).to_uppercase(),
+            secret: s3_server::random_hex(40),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = Command::new(aws)
+                .args(["s3api", "create-bucket", "--bucket", BUCKET])
+                .args(["--endpoint-url", &server.endpoint])
+                .env("AWS_ACCESS_KEY_ID", &server.access)
+                .env("AWS_SECRET_ACCESS_KEY", &server.secret)
+                .env("AWS_DEFAULT_REGION", s3_server::REGION)
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .output()?;
+            if out.status.success() {
+                return Ok(server);
+            }
+            if Instant::now() > deadline || server.child.try_wait()?.is_some() {
+                return Err(err(format!(
+                    "moto did not start on {} (log: {})",
+                    server.endpoint,
+                    log.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -311,6 +404,11 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        if self.kind == "moto" {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            return;
+        }
         drop(self.child.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
@@ -1011,12 +1109,18 @@ impl Bench {
         Ok(())
     }
 
+    /// The object's size (a HEAD request: the same on both servers); 0 when missing.
     fn object_size(&self, key: &str) -> u64 {
-        fs::metadata(self.server_root().join(BUCKET).join(key)).map_or(0, |m| m.len())
+        self.rt
+            .block_on(self.client.head_object(key))
+            .map_or(0, |h| h.size)
     }
 
-    fn server_root(&self) -> PathBuf {
-        self.base.join("s3")
+    /// The bytes of every object whose key starts with `prefix`.
+    fn bytes_under(&self, prefix: &str) -> u64 {
+        self.rt
+            .block_on(self.client.list_objects_with_prefix(prefix))
+            .map_or(0, |objects| objects.iter().map(|o| o.size).sum())
     }
 
     fn delete_key(&self, key: &str) {
@@ -1302,72 +1406,148 @@ fn run(config: &Config) -> Result<(), BoxError> {
         started.elapsed().as_secs_f64()
     ));
     let original = fingerprint(&tree);
-
-    let server = ServerProcess::start(&base.join("s3"))?;
-    let params = S3Parameters::from_relation_data(&server.relation_data())?;
-    let layout = Layout::default()
-        .root(tree.root.to_string_lossy().into_owned())
-        .user(None)
-        .group(None)
-        .service(None)
-        .bash("bash")
-        .aws(aws.clone());
-    let sampler = Sampler::start(server.pid(), config.sample);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let client = S3Client::new(&params)?;
-    let ref_home = base.join("reference-home");
-    make_private_dir(&ref_home)?;
-    make_private_dir(&ref_home.join(".gnupg"))?;
-    let mut bench = Bench {
-        options: config.options.clone(),
-        base: base.clone(),
-        tree,
-        facts,
-        params,
-        layout,
-        aws,
-        server,
-        sampler,
-        rt,
-        container: LocalContainer::new(),
-        client,
-        ref_home,
-        source_bytes: 0,
-    };
-    let du = Command::new("du")
-        .arg("-bsc")
-        .args(reference_paths(&bench.tree))
-        .output()?;
-    bench.source_bytes = String::from_utf8_lossy(&du.stdout)
-        .lines()
-        .last()
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let result = run_sections(&bench, config, &original);
-    // The reference's gpg-agent (started by its gpg in the private GNUPGHOME) outlives
-    // the pipeline: stop it.
-    let _ = Command::new("gpgconf")
-        .args(["--kill", "all"])
-        .env("GNUPGHOME", bench.ref_home.join(".gnupg"))
-        .output();
-    drop(bench);
+    let mut summaries: Vec<ServerSummary> = Vec::new();
+    for (i, kind) in config.servers.iter().enumerate() {
+        let server = if kind == "moto" {
+            ServerProcess::start_moto(&aws, &base.join("moto.log"))?
+        } else {
+            ServerProcess::start(&base.join("s3"))?
+        };
+        let tree = SynapseTree {
+            root: tree.root.clone(),
+            data: tree.data.clone(),
+            media: tree.media.clone(),
+        };
+        let bench = Bench::new(config, &base, tree, facts.clone(), server, &aws)?;
+        // The sections that need one server only run on the first.
+        let result = run_sections(&bench, config, &original, i == 0);
+        // The reference's gpg-agent (started by its gpg in the private GNUPGHOME)
+        // outlives the pipeline: stop it.
+        let _ = Command::new("gpgconf")
+            .args(["--kill", "all"])
+            .env("GNUPGHOME", bench.ref_home.join(".gnupg"))
+            .output();
+        drop(bench);
+        summaries.push(result?);
+    }
+    print_servers(&summaries);
     drop(temp);
-    result
+    Ok(())
+}
+
+impl Bench {
+    fn new(
+        config: &Config,
+        base: &Path,
+        tree: SynapseTree,
+        facts: TreeFacts,
+        server: ServerProcess,
+        aws: &str,
+    ) -> Result<Bench, BoxError> {
+        let params = S3Parameters::from_relation_data(&server.relation_data())?;
+        let layout = Layout::default()
+            .root(tree.root.to_string_lossy().into_owned())
+            .user(None)
+            .group(None)
+            .service(None)
+            .bash("bash")
+            .aws(aws.to_string());
+        let sampler = Sampler::start(server.pid(), config.sample);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let client = S3Client::new(&params)?;
+        let ref_home = base.join(format!("reference-home-{}", server.kind));
+        make_private_dir(&ref_home)?;
+        make_private_dir(&ref_home.join(".gnupg"))?;
+        let du = Command::new("du")
+            .arg("-bsc")
+            .args(reference_paths(&tree))
+            .output()?;
+        let source_bytes = String::from_utf8_lossy(&du.stdout)
+            .lines()
+            .last()
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        Ok(Bench {
+            options: config.options.clone(),
+            base: base.to_path_buf(),
+            tree,
+            facts,
+            params,
+            layout,
+            aws: aws.to_string(),
+            server,
+            sampler,
+            rt,
+            container: LocalContainer::new(),
+            client,
+            ref_home,
+            source_bytes,
+        })
+    }
+}
+
+/// What one server's run measured, for the closing comparison of the servers.
+#[derive(Default)]
+struct ServerSummary {
+    kind: String,
+    backup_speedup: Option<f64>,
+    restore_speedup: Option<f64>,
+    /// Ours as a percentage of the upload-alone limit (backup) and of the
+    /// download-alone limit (restore in place).
+    backup_of_upload: Option<f64>,
+    restore_of_download: Option<f64>,
+    restic_backup: Option<f64>,
+    restic_restore: Option<f64>,
+}
+
+fn print_servers(summaries: &[ServerSummary]) {
+    let cell = |v: Option<f64>, unit: &str| v.map_or("-".into(), |v| format!("{v:.2}{unit}"));
+    let mut out = String::new();
+    if summaries.len() > 1 {
+        out.push_str("### servers (same tree, same run)\n\n| server | backup ours vs reference | backup % of upload alone | restore ours vs reference | restore % of download alone | restic ÷ ours, full backup | restic ÷ ours, restore to a target |\n|---|---|---|---|---|---|---|\n");
+        for s in summaries {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                s.kind,
+                cell(s.backup_speedup, "x"),
+                cell(s.backup_of_upload, "%"),
+                cell(s.restore_speedup, "x"),
+                cell(s.restore_of_download, "%"),
+                cell(s.restic_backup, "x"),
+                cell(s.restic_restore, "x"),
+            );
+        }
+        out.push('\n');
+    }
+    print!("{out}");
+    if let Some(s) = summaries.first().and_then(|s| s.backup_speedup) {
+        println!("backup speedup: {s:.2}x");
+    }
 }
 
 fn run_sections(
     bench: &Bench,
     config: &Config,
     original: &BTreeMap<PathBuf, (u64, u64)>,
-) -> Result<(), BoxError> {
+    first: bool,
+) -> Result<ServerSummary, BoxError> {
     let f = &bench.facts;
     let mut out = String::new();
+    let mut summary = ServerSummary {
+        kind: bench.server.kind.to_string(),
+        ..ServerSummary::default()
+    };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    writeln!(out, "## synapse-backup end-to-end benchmark\n")?;
+    writeln!(
+        out,
+        "## synapse-backup end-to-end benchmark on {}\n",
+        bench.server.kind
+    )?;
     writeln!(
         out,
         "tree: {:.1} MB generated (seed {}): {} media files {:.1} MB, {} thumbnails {:.1} MB, SQLite {:.1} MB (WAL mode, live -wal), remote media/url cache {} files {:.1} MB (not backed up)",
@@ -1383,10 +1563,12 @@ fn run_sections(
     )?;
     writeln!(
         out,
-        "source (du -bsc of the backup set): {:.1} MB; {} cpus; {} rounds A B alternating; S3: s3s-fs in a separate process (pid {}) on {}; files in {}",
+        "source (du -bsc of the backup set): {:.1} MB; {} cpus; load average {}; {} rounds A B alternating; S3: {} in a separate process (pid {}) on {}; files in {}",
         bench.source_bytes as f64 / MB,
         cpus,
+        load_average(),
         config.rounds,
+        bench.server.kind,
         bench.server.pid(),
         bench.server.endpoint,
         bench.base.display(),
@@ -1408,6 +1590,7 @@ fn run_sections(
     let mut ours_backup = Runs::new("ours");
     let mut ref_pipeline = Vec::new();
     let mut last_ours: Option<BackupId> = None;
+    let mut last_ours_key: Option<String> = None;
     let mut last_ref: Option<String> = None;
     let mut notes: Vec<String> = Vec::new();
     let mut our_rss = 0.0f64;
@@ -1441,6 +1624,7 @@ fn run_sections(
             ));
             ours_backup.objects.push(report.manifest.ciphertext_bytes);
             ours_backup.costs.push(cost);
+            last_ours_key = Some(report.key.clone());
             if let Some(old) = last_ours.replace(report.id) {
                 bench.delete_ours(&old);
             }
@@ -1468,6 +1652,7 @@ fn run_sections(
     }
 
     let mut upload_limit = None;
+    let mut upload_rate = None;
     if config.section("limits") {
         let list = bench.members_file()?;
         let mut tar = Runs::new("tar alone");
@@ -1516,6 +1701,7 @@ fn run_sections(
         }
         let limit = tar.wall().max(tar_gpg.wall()).max(upload.wall());
         upload_limit = Some(upload.wall());
+        upload_rate = Some(upload.object() * MB / upload.wall());
         if !ours_backup.costs.is_empty() {
             writeln!(
                 out,
@@ -1582,7 +1768,23 @@ fn run_sections(
         out.clear();
         let r = ref_restore.wall() / ours_restore.wall();
         notes.push(target_line("restore speedup", r, 2.0, true, "x"));
+        summary.restore_speedup = Some(r);
         our_rss = our_rss.max(ours_restore.peak_self());
+        let key = last_ours_key
+            .clone()
+            .ok_or_else(|| err("no key of our backup"))?;
+        let download = restore_breakdown(
+            bench,
+            config,
+            &id,
+            &key,
+            &ours_restore,
+            &mut out,
+            &mut notes,
+        )?;
+        summary.restore_of_download = Some(100.0 * download / ours_restore.wall());
+        print!("{out}");
+        out.clear();
     }
     if let Some(old) = last_ref.take() {
         bench.delete_key(&old);
@@ -1629,32 +1831,58 @@ fn run_sections(
         out.clear();
     }
 
-    if config.section("scale") && !config.scale.is_empty() {
+    if config.section("restic") {
+        let (b, r) = restic_section(bench, config, &mut out, &mut notes)?;
+        summary.restic_backup = Some(b);
+        summary.restic_restore = Some(r);
+        print!("{out}");
+        out.clear();
+    }
+
+    if first && config.section("incremental") {
+        incremental_section(bench, config, upload_rate, &mut out, &mut notes)?;
+        print!("{out}");
+        out.clear();
+    }
+
+    if first && config.section("scale") && !config.scale.is_empty() {
         scale_section(bench, config, &mut out)?;
         print!("{out}");
         out.clear();
     }
 
-    if config.section("pebble") {
+    if first && config.section("pebble") {
         pebble_section(bench, config, &mut out)?;
         print!("{out}");
         out.clear();
     }
 
-    if config.section("synapse") {
+    if first && config.section("synapse") {
         synapse_section(bench, config, &mut out)?;
         print!("{out}");
         out.clear();
     }
 
-    if config.section("transfer") {
+    if first && config.section("transfer") {
         transfer::section(bench, config, &mut out)?;
         print!("{out}");
         out.clear();
     }
 
+    summary.backup_speedup = speedup;
+    if let (Some(up), false) = (upload_limit, ours_backup.costs.is_empty()) {
+        summary.backup_of_upload = Some(100.0 * up / ours_backup.wall());
+    }
+    if speedup.is_none() && !notes.is_empty() {
+        writeln!(out, "### targets ({})\n", bench.server.kind)?;
+        for n in &notes {
+            writeln!(out, "- {n}")?;
+        }
+        writeln!(out)?;
+        print!("{out}");
+    }
     if let Some(s) = speedup {
-        writeln!(out, "### targets\n")?;
+        writeln!(out, "### targets ({})\n", bench.server.kind)?;
         writeln!(
             out,
             "- {}",
@@ -1667,7 +1895,7 @@ fn run_sections(
                 target_line(
                     "backup vs upload-alone limit",
                     100.0 * up / ours_backup.wall(),
-                    85.0,
+                    90.0,
                     true,
                     "%"
                 )
@@ -1710,9 +1938,14 @@ fn run_sections(
         )?;
         writeln!(out)?;
         print!("{out}");
-        println!("backup speedup: {s:.2}x");
     }
-    Ok(())
+    Ok(summary)
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn target_line(what: &str, value: f64, target: f64, at_least: bool, unit: &str) -> String {
@@ -2093,5 +2326,657 @@ fn synapse_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(
             errors[0]
         )?;
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Restore: in place and with a target dir, and where the time goes
+
+impl Bench {
+    /// The aws CLI with our per-run config file and the server's credentials.
+    fn our_aws(&self, config: &Path) -> Command {
+        let mut cmd = Command::new(&self.aws);
+        cmd.env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("HOME", &self.base)
+            .env("AWS_CONFIG_FILE", config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.base.join("none"))
+            .env("AWS_ACCESS_KEY_ID", &self.server.access)
+            .env("AWS_SECRET_ACCESS_KEY", &self.server.secret)
+            .env("AWS_DEFAULT_REGION", s3_server::REGION)
+            .env("AWS_ENDPOINT_URL", &self.server.endpoint)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_RETRY_MODE", "standard")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// The aws CLI config file of our download (`RestoreOptions::default()`'s range
+    /// size and concurrency).
+    fn download_config(&self) -> Result<PathBuf, BoxError> {
+        let path = self.base.join("download-aws-config");
+        let defaults = RestoreOptions::default();
+        let transfer = BackupOptions::default()
+            .part_size_mib(defaults.download_chunk_mib.max(5))
+            .upload_concurrency(defaults.download_concurrency.max(1));
+        fs::write(
+            &path,
+            synapse_backup::testing::internals::aws_config_file(&self.params, &transfer)
+                .map_err(|e| e.to_string())?,
+        )?;
+        Ok(path)
+    }
+
+    /// `gpg --decrypt` in a private GNUPGHOME, reading `input`.
+    fn gpg_decrypt(&self, input: &Path) -> Result<Command, BoxError> {
+        let gnupg = self.base.join("decrypt-gnupg");
+        let _ = fs::remove_dir_all(&gnupg);
+        make_private_dir(&gnupg)?;
+        let pass = self.base.join("decrypt-passphrase");
+        fs::write(&pass, PASSPHRASE)?;
+        let mut cmd = Command::new("gpg");
+        cmd.args([
+            "--batch",
+            "--no-tty",
+            "--no-symkey-cache",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase-file",
+        ])
+        .arg(&pass)
+        .args(["--decrypt", "--output", "-"])
+        .arg(input)
+        .env("GNUPGHOME", &gnupg)
+        .stdin(Stdio::null());
+        Ok(cmd)
+    }
+
+    fn ours_extract(&self, id: &BackupId, dir: &Path) -> Result<(), BoxError> {
+        self.rt.block_on(extract_backup_with(
+            &self.container,
+            &self.params,
+            PASSPHRASE,
+            id,
+            &self.layout,
+            &ExtractTarget::new(dir.to_string_lossy().into_owned()),
+            &RestoreOptions::default(),
+        ))?;
+        Ok(())
+    }
+}
+
+/// Our restore with `--target` (a fresh dir each round), then the restore's stage
+/// limits on the same object: the download alone (our settings, to a pipe this process
+/// drains), gpg's decryption alone (of a local copy of the object), tar's extraction
+/// alone (of the decrypted archive, into a fresh dir). Returns the download-alone
+/// median (s).
+fn restore_breakdown(
+    bench: &Bench,
+    config: &Config,
+    id: &BackupId,
+    key: &str,
+    in_place: &Runs,
+    out: &mut String,
+    notes: &mut Vec<String>,
+) -> Result<f64, BoxError> {
+    let mut target = Runs::new("ours, --target (a new dir)");
+    let mut download = Runs::new("download alone (our settings)");
+    let mut decrypt = Runs::new("gpg --decrypt alone (local file)");
+    let mut extract = Runs::new("tar -x alone (local file, new dir)");
+    let aws_config = bench.download_config()?;
+    let cipher = bench.base.join("restore-cipher.gpg");
+    let plain = bench.base.join("restore-plain.tar");
+    let out_file = |path: &Path| -> Result<Stdio, BoxError> { Ok(fs::File::create(path)?.into()) };
+    let status = bench
+        .our_aws(&aws_config)
+        .args(["s3", "cp", "--only-show-errors", "--no-progress"])
+        .arg(format!("s3://{BUCKET}/{key}"))
+        .arg(&cipher)
+        .output()?;
+    check_status("downloading our object", &status)?;
+    let status = bench
+        .gpg_decrypt(&cipher)?
+        .stdout(out_file(&plain)?)
+        .stderr(Stdio::piped())
+        .output()?;
+    check_status("decrypting our object", &status)?;
+    for round in 1..=config.rounds {
+        let dir = bench.base.join(format!("restore-target-{round}"));
+        let (r, cost) = bench.sampler.measure(|| bench.ours_extract(id, &dir));
+        r?;
+        target.costs.push(cost);
+        fs::remove_dir_all(&dir)?;
+        let (r, cost) = bench.sampler.measure(|| {
+            let mut cmd = bench.our_aws(&aws_config);
+            cmd.args(["s3", "cp", "--only-show-errors", "--no-progress"])
+                .arg(format!("s3://{BUCKET}/{key}"))
+                .arg("-");
+            Bench::drain(cmd)
+        });
+        download.objects.push(r?);
+        download.costs.push(cost);
+        let cmd = bench.gpg_decrypt(&cipher)?;
+        let (r, cost) = bench.sampler.measure(|| Bench::drain(cmd));
+        r?;
+        decrypt.costs.push(cost);
+        let dir = bench.base.join(format!("restore-extract-{round}"));
+        fs::create_dir_all(&dir)?;
+        let (r, cost) = bench.sampler.measure(|| {
+            Command::new("tar")
+                .args(["-x", "-f"])
+                .arg(&plain)
+                .arg("-C")
+                .arg(&dir)
+                .output()
+        });
+        check_status("tar -x", &r?)?;
+        extract.costs.push(cost);
+        fs::remove_dir_all(&dir)?;
+        progress(&format!(
+            "round {round}: ours --target {:.2} s, download {:.2} s, decrypt {:.2} s, extract {:.2} s",
+            target.costs[round - 1].wall,
+            download.costs[round - 1].wall,
+            decrypt.costs[round - 1].wall,
+            extract.costs[round - 1].wall,
+        ));
+    }
+    let _ = fs::remove_file(&cipher);
+    let _ = fs::remove_file(&plain);
+    let _ = fs::remove_dir_all(bench.base.join("decrypt-gnupg"));
+    let source = bench.source_bytes;
+    writeln!(
+        out,
+        "### restore: in place, with a target dir, and its stage limits (median of {}; MB/s of source data; {})\n",
+        config.rounds, bench.server.kind
+    )?;
+    writeln!(out, "{HEADER}")?;
+    for r in [in_place, &target, &download, &decrypt, &extract] {
+        writeln!(out, "{}", row(r, source))?;
+    }
+    let slowest = download.wall().max(decrypt.wall());
+    writeln!(
+        out,
+        "\nours in place = {:.0}% of the slowest of download alone and decrypt alone ({:.2} s), {:.0}% of the download-alone limit; with --target = {:.0}% of that stage; ours in place − the slowest stage: {:.2} s (the checks, staging and swap, and the stages' time the pipeline does not overlap; the three stages alone sum to {:.2} s)\nCPU by command: download alone: {}; ours in place: {}\n",
+        100.0 * slowest / in_place.wall(),
+        slowest,
+        100.0 * download.wall() / in_place.wall(),
+        100.0 * slowest / target.wall(),
+        in_place.wall() - slowest,
+        download.wall() + decrypt.wall() + extract.wall(),
+        download.by_command(),
+        in_place.by_command(),
+    )?;
+    notes.push(target_line(
+        "restore (in place) vs its slowest stage's limit",
+        100.0 * slowest / in_place.wall(),
+        85.0,
+        true,
+        "%",
+    ));
+    Ok(download.wall())
+}
+
+// ---------------------------------------------------------------------------------
+// New media between backups
+
+/// Writes new local media (no thumbnails) of about `budget` bytes with sizes like the
+/// fixture's; returns the files and their bytes.
+fn add_media(tree: &SynapseTree, budget: u64, seed: u64) -> (Vec<PathBuf>, u64) {
+    let mut rng = Rng::new(seed);
+    let content = tree.media.join("local_content");
+    let (mut files, mut bytes) = (Vec::new(), 0u64);
+    while bytes < budget {
+        let size = media_size(&mut rng).min(budget - bytes).max(1024);
+        let path = sharded(&content, &media_id(&mut rng));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_random(&path, size, &mut rng);
+        files.push(path);
+        bytes += size;
+    }
+    (files, bytes)
+}
+
+// ---------------------------------------------------------------------------------
+// restic beside ours
+
+/// restic (Debian's package; `scripts/restic.sh`) against the same server, with the
+/// repository in the same bucket: a full backup of the backup set (remote media
+/// excluded, as ours), a second after +10 MiB of media, a restore to a target dir;
+/// ours does the same (a full backup that can base increments, `--incremental`, an
+/// extraction with `--target`). Returns restic ÷ ours for the full backup and the
+/// restore.
+fn restic_section(
+    bench: &Bench,
+    config: &Config,
+    out: &mut String,
+    notes: &mut Vec<String>,
+) -> Result<(f64, f64), BoxError> {
+    let restic = which("restic").map_err(|_| {
+        err("restic is not on PATH: install it with: sudo apt-get install -y restic (./scripts/bench does so when run as root)")
+    })?;
+    let version = Command::new(&restic).arg("version").output()?;
+    let home = bench.base.join("restic-home");
+    make_private_dir(&home)?;
+    let paths = reference_paths(&bench.tree);
+    let cmd = |repo: &str| {
+        let mut c = Command::new(&restic);
+        c.env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("HOME", &home)
+            .env("RESTIC_REPOSITORY", repo)
+            .env("RESTIC_PASSWORD", PASSPHRASE)
+            .env("RESTIC_CACHE_DIR", home.join("cache"))
+            .env("AWS_ACCESS_KEY_ID", &bench.server.access)
+            .env("AWS_SECRET_ACCESS_KEY", &bench.server.secret)
+            .env("AWS_DEFAULT_REGION", s3_server::REGION)
+            .args(["--quiet", "-o", &format!("s3.region={}", s3_server::REGION)])
+            .stdin(Stdio::null());
+        c
+    };
+    let names = [
+        "full backup",
+        "second backup after +10 MiB of media",
+        "restore to a target dir",
+    ];
+    let mut restic_runs: Vec<Runs> = names.iter().map(|n| Runs::new(n)).collect();
+    let mut ours_runs: Vec<Runs> = names.iter().map(|n| Runs::new(n)).collect();
+    let (mut restic_bucket, mut ours_bucket) = (Vec::new(), Vec::new());
+    let incremental = config.options.clone().incremental(true);
+    for round in 1..=config.rounds {
+        let prefix = format!("restic-{round}");
+        let repo = format!("s3:{}/{BUCKET}/{prefix}", bench.server.endpoint);
+        check_status("restic init", &cmd(&repo).arg("init").output()?)?;
+        let backup = || -> Result<(), BoxError> {
+            check_status(
+                "restic backup",
+                &cmd(&repo).arg("backup").args(&paths).output()?,
+            )
+        };
+        let (r, cost) = bench.sampler.measure(backup);
+        r?;
+        restic_runs[0].costs.push(cost);
+        let (r, cost) = bench.sampler.measure(|| bench.ours_backup(&incremental));
+        let full = r?;
+        ours_runs[0].costs.push(cost);
+        let (added, _) = add_media(
+            &bench.tree,
+            10 << 20,
+            config.seed ^ 0x10_0000 ^ round as u64,
+        );
+        let (r, cost) = bench.sampler.measure(backup);
+        r?;
+        restic_runs[1].costs.push(cost);
+        let (r, cost) = bench.sampler.measure(|| bench.ours_backup(&incremental));
+        let second = r?;
+        ours_runs[1].costs.push(cost);
+        if !matches!(second.kind, BackupKind::Incremental { .. }) {
+            notes.push(format!(
+                "our second backup beside restic was not incremental: {:?}",
+                second.kind
+            ));
+        }
+        for p in &added {
+            let _ = fs::remove_file(p);
+        }
+        let dir = bench.base.join("restic-target");
+        let (r, cost) = bench.sampler.measure(|| {
+            check_status(
+                "restic restore",
+                &cmd(&repo)
+                    .args(["restore", "latest", "--target"])
+                    .arg(&dir)
+                    .output()?,
+            )
+        });
+        r?;
+        restic_runs[2].costs.push(cost);
+        let restored = synapse_tree::walk(&dir).len();
+        fs::remove_dir_all(&dir)?;
+        let dir = bench.base.join("ours-target");
+        let (r, cost) = bench
+            .sampler
+            .measure(|| bench.ours_extract(&second.id, &dir));
+        r?;
+        ours_runs[2].costs.push(cost);
+        let ours_restored = synapse_tree::walk(&dir).len();
+        fs::remove_dir_all(&dir)?;
+        progress(&format!(
+            "round {round}: restic {:.2} / {:.2} / {:.2} s ({restored} files), ours {:.2} / {:.2} / {:.2} s ({ours_restored} files)",
+            restic_runs[0].costs[round - 1].wall,
+            restic_runs[1].costs[round - 1].wall,
+            restic_runs[2].costs[round - 1].wall,
+            ours_runs[0].costs[round - 1].wall,
+            ours_runs[1].costs[round - 1].wall,
+            ours_runs[2].costs[round - 1].wall,
+        ));
+        restic_bucket.push(bench.bytes_under(&format!("{prefix}/")) as f64);
+        ours_bucket.push(bench.bytes_under(&format!("{PREFIX}/")) as f64);
+        bench.delete_ours(&second.id);
+        bench.delete_ours(&full.id);
+        if let Ok(objects) = bench
+            .rt
+            .block_on(bench.client.list_objects_with_prefix(&format!("{prefix}/")))
+        {
+            for o in objects {
+                bench.delete_key(&o.key);
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(&home);
+    writeln!(
+        out,
+        "### restic beside ours ({}, {}; median of {}, remote media excluded from both; ours: full backup, `--incremental`, extraction with `--target`)\n",
+        String::from_utf8_lossy(&version.stdout).trim(),
+        bench.server.kind,
+        config.rounds
+    )?;
+    writeln!(
+        out,
+        "| | restic s | ours s | restic ÷ ours | restic CPU s | ours CPU s |\n|---|---|---|---|---|---|"
+    )?;
+    let cpu = |r: &Runs| r.med(|c| c.user + c.sys + c.self_cpu);
+    for (r, o) in restic_runs.iter().zip(&ours_runs) {
+        writeln!(
+            out,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            r.name,
+            r.wall(),
+            o.wall(),
+            r.wall() / o.wall(),
+            cpu(r),
+            cpu(o)
+        )?;
+    }
+    writeln!(
+        out,
+        "| bucket after the two backups, MB | {:.1} | {:.1} | {:.2} | | |\n",
+        median(&restic_bucket) / MB,
+        median(&ours_bucket) / MB,
+        median(&restic_bucket) / median(&ours_bucket),
+    )?;
+    let backup = restic_runs[0].wall() / ours_runs[0].wall();
+    let restore = restic_runs[2].wall() / ours_runs[2].wall();
+    notes.push(target_line(
+        "restic ÷ ours, full backup",
+        backup,
+        1.0,
+        true,
+        "x",
+    ));
+    notes.push(target_line(
+        "restic ÷ ours, restore to a target dir",
+        restore,
+        1.0,
+        true,
+        "x",
+    ));
+    Ok((backup, restore))
+}
+
+// ---------------------------------------------------------------------------------
+// Incremental backups
+
+/// The paths the incremental section changed, put back when it ends.
+#[derive(Default)]
+struct TreeChanges {
+    added: Vec<PathBuf>,
+    /// (live path, where it waits) of the media the chain "deleted".
+    moved: Vec<(PathBuf, PathBuf)>,
+}
+
+impl TreeChanges {
+    fn undo(&mut self) {
+        for p in self.added.drain(..) {
+            let _ = fs::remove_file(p);
+        }
+        for (live, aside) in self.moved.drain(..).rev() {
+            let _ = fs::rename(aside, live);
+        }
+    }
+}
+
+/// A keys-and-database-only backup (the local media moved aside for it): what an
+/// incremental backup costs besides its new media. Deleted at once, so that it never
+/// becomes an incremental's base.
+fn keys_and_db_backup(bench: &Bench, config: &Config) -> Result<(Cost, u64), BoxError> {
+    let aside = bench.base.join("media-aside");
+    fs::create_dir_all(&aside)?;
+    let dirs = ["local_content", "local_thumbnails"];
+    for d in dirs {
+        fs::rename(bench.tree.media.join(d), aside.join(d))?;
+    }
+    let (r, cost) = bench.sampler.measure(|| bench.ours_backup(&config.options));
+    for d in dirs {
+        fs::rename(aside.join(d), bench.tree.media.join(d))?;
+    }
+    let report = r?;
+    bench.delete_ours(&report.id);
+    Ok((cost, report.manifest.ciphertext_bytes))
+}
+
+/// Moves one in `per` local media files aside (at least one file: the chain's
+/// deletions).
+fn delete_media(bench: &Bench, per: usize, changes: &mut TreeChanges) -> Result<usize, BoxError> {
+    let mut files = synapse_tree::walk(&bench.tree.media.join("local_content"));
+    files.sort();
+    let nth = per.min(files.len() / 2).max(2);
+    let aside = bench.base.join("deleted-media");
+    fs::create_dir_all(&aside)?;
+    let mut n = 0;
+    for (i, path) in files.into_iter().enumerate() {
+        if i % nth != nth / 2 || changes.added.contains(&path) {
+            continue;
+        }
+        let to = aside.join(format!("{}", changes.moved.len()));
+        fs::rename(&path, &to)?;
+        changes.moved.push((path, to));
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// A full backup (with an index), then 6 increments of +1 % new media each (some
+/// files deleted at the 3rd and 5th), each beside a keys-and-database-only backup;
+/// then the newest of the chain of 7 restored against a full backup of the same tree.
+fn incremental_section(
+    bench: &Bench,
+    config: &Config,
+    upload_rate: Option<f64>,
+    out: &mut String,
+    notes: &mut Vec<String>,
+) -> Result<(), BoxError> {
+    let mut changes = TreeChanges::default();
+    let mut chain: Vec<BackupId> = Vec::new();
+    let result = incremental_chain(
+        bench,
+        config,
+        upload_rate,
+        out,
+        notes,
+        &mut changes,
+        &mut chain,
+    );
+    for id in chain.iter().rev() {
+        bench.delete_ours(id);
+    }
+    changes.undo();
+    result
+}
+
+fn incremental_chain(
+    bench: &Bench,
+    config: &Config,
+    upload_rate: Option<f64>,
+    out: &mut String,
+    notes: &mut Vec<String>,
+    changes: &mut TreeChanges,
+    chain: &mut Vec<BackupId>,
+) -> Result<(), BoxError> {
+    let rate = match upload_rate {
+        Some(r) => r,
+        None => {
+            // The upload-alone rate, as the limits section measures it.
+            let size = bench.source_bytes.min(256 << 20);
+            let stream = bench.base.join("incremental-upload.bin");
+            write_random(&stream, size, &mut Rng::new(config.seed ^ 0xF00D));
+            let aws_config = bench.base.join("upload-aws-config");
+            fs::write(
+                &aws_config,
+                synapse_backup::testing::internals::aws_config_file(&bench.params, &config.options)
+                    .map_err(|e| e.to_string())?,
+            )?;
+            let (r, cost) = bench
+                .sampler
+                .measure(|| bench.upload_alone(&stream, &aws_config, "limit/incremental"));
+            r?;
+            bench.delete_key("limit/incremental");
+            let _ = fs::remove_file(&stream);
+            size as f64 / cost.wall
+        }
+    };
+    let incremental = config.options.clone().incremental(true);
+    let (r, full_cost) = bench.sampler.measure(|| bench.ours_backup(&incremental));
+    let full = r?;
+    chain.push(full.id.clone());
+    progress(&format!("incremental: full backup {:.2} s", full_cost.wall));
+    let step = ((bench.facts.media_bytes + bench.facts.thumbnail_bytes) / 100).max(1 << 20);
+    let mut rows = String::new();
+    let (mut incr_walls, mut db_walls, mut ratios, mut predicted) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut db_object = 0;
+    for n in 1..=6u64 {
+        let deleted = if n == 3 || n == 5 {
+            delete_media(bench, 400, changes)?
+        } else {
+            0
+        };
+        let (files, bytes) = add_media(&bench.tree, step, config.seed ^ 0x1_0000 ^ n);
+        changes.added.extend(files.iter().cloned());
+        let (db_cost, db_bytes) = keys_and_db_backup(bench, config)?;
+        db_object = db_bytes;
+        let (r, cost) = bench.sampler.measure(|| bench.ours_backup(&incremental));
+        let report = r?;
+        chain.push(report.id.clone());
+        let pack = bench.object_size(&report.key);
+        let kind = match &report.kind {
+            BackupKind::Incremental { .. } => "incremental".to_string(),
+            other => format!("FULL ({other:?})"),
+        };
+        let expected = db_cost.wall + bytes as f64 / rate;
+        progress(&format!(
+            "incremental {n}: {:.2} s ({kind}), keys and database only {:.2} s",
+            cost.wall, db_cost.wall
+        ));
+        writeln!(
+            rows,
+            "| {n} | {kind} | {} new, {deleted} deleted | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |",
+            files.len(),
+            bytes as f64 / MB,
+            pack as f64 / MB,
+            (pack as f64 - db_bytes as f64) / bytes as f64,
+            cost.wall,
+            db_cost.wall,
+            expected,
+            cost.wall / expected,
+            cost.peak_self as f64 / MB,
+        )?;
+        ratios.push(pack as f64 / (bytes + db_bytes) as f64);
+        incr_walls.push(cost.wall);
+        db_walls.push(db_cost.wall);
+        predicted.push(expected);
+    }
+    writeln!(
+        out,
+        "### incremental ({}): a full backup ({:.2} s, {:.1} MB), then 6 × +1 % new local media ({:.1} MB each; one local media file in 400, at least one, deleted at the 3rd and 5th), each `--incremental` beside a keys-and-database-only backup\n",
+        bench.server.kind,
+        full_cost.wall,
+        full.manifest.ciphertext_bytes as f64 / MB,
+        step as f64 / MB
+    )?;
+    writeln!(
+        out,
+        "| # | kind | media | new MB | pack MB | (pack − keys+db object) ÷ new | wall s | keys+db only s | keys+db + new at upload-alone rate s | wall ÷ that | our RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    )?;
+    write!(out, "{rows}")?;
+    let time_ratio = median(&incr_walls) / median(&predicted);
+    writeln!(
+        out,
+        "\nupload-alone rate {:.1} MB/s; keys-and-database-only object {:.1} MB; median incremental {:.2} s, keys and database only {:.2} s\n",
+        rate / MB,
+        db_object as f64 / MB,
+        median(&incr_walls),
+        median(&db_walls)
+    )?;
+    notes.push(target_line(
+        "incremental pack ÷ (new media + keys-and-database object)",
+        median(&ratios),
+        1.1,
+        false,
+        "x",
+    ));
+    notes.push(target_line(
+        "incremental time ÷ (keys-and-database backup + new bytes at the upload-alone rate)",
+        time_ratio,
+        1.2,
+        false,
+        "x",
+    ));
+    restore_chain(bench, config, out, notes, chain)
+}
+
+/// The newest of the chain restored in place, alternating with a full backup of the
+/// same tree; both must give the tree back.
+fn restore_chain(
+    bench: &Bench,
+    config: &Config,
+    out: &mut String,
+    notes: &mut Vec<String>,
+    chain: &mut Vec<BackupId>,
+) -> Result<(), BoxError> {
+    let newest = chain.last().cloned().ok_or_else(|| err("no chain"))?;
+    let state = fingerprint(&bench.tree);
+    let report = bench.ours_backup(&config.options)?;
+    chain.push(report.id.clone());
+    let mut chained = Runs::new(&format!("newest of the chain of {}", chain.len() - 1));
+    let mut full = Runs::new("full backup of the same tree");
+    for round in 1..=config.rounds {
+        for (runs, id) in [(&mut chained, &newest), (&mut full, &report.id)] {
+            let (r, cost) = bench.sampler.measure(|| bench.ours_restore(id));
+            r?;
+            if fingerprint(&bench.tree) != state {
+                return Err(err(format!(
+                    "the restore of {id} ({}) did not give back the tree",
+                    runs.name
+                )));
+            }
+            progress(&format!(
+                "round {round}: restore of the {} {:.2} s",
+                runs.name, cost.wall
+            ));
+            runs.costs.push(cost);
+        }
+    }
+    writeln!(
+        out,
+        "restore in place, median of {} (both give the tree back):\n",
+        config.rounds
+    )?;
+    writeln!(out, "{HEADER}")?;
+    writeln!(out, "{}", row(&chained, bench.source_bytes))?;
+    writeln!(out, "{}", row(&full, bench.source_bytes))?;
+    writeln!(out)?;
+    notes.push(target_line(
+        "restore of the newest of a chain of 7 ÷ a full restore",
+        chained.wall() / full.wall(),
+        1.2,
+        false,
+        "x",
+    ));
     Ok(())
 }
