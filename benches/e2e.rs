@@ -1715,7 +1715,9 @@ fn target_line(what: &str, value: f64, target: f64, at_least: bool, unit: &str) 
 }
 
 /// 10k vs 100k small media files: ours only, one run each (time should grow linearly,
-/// memory should not).
+/// memory should not). Then, per count, our peak RSS (VmHWM) for each command of a full
+/// backup and of an incremental one on top of it (1 % new media): create, verify,
+/// restore (in place) and extract (the bound: 32 MB at 100,000 files).
 fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), BoxError> {
     writeln!(
         out,
@@ -1726,6 +1728,7 @@ fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(),
         "| media files | source MB | wall s | µs per file | MB/s | object MB | CPU user s | CPU sys s | pipeline peak RSS MB | our RSS MB |\n|---|---|---|---|---|---|---|---|---|---|"
     )?;
     let mut first: Option<(usize, f64)> = None;
+    let mut memory = String::new();
     for &n in &config.scale {
         let root = bench.base.join(format!("scale-{n}"));
         let tree = SynapseTree::create(
@@ -1739,30 +1742,29 @@ fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(),
         );
         let mut rng = Rng::new(config.seed ^ n as u64);
         let content = tree.media.join("local_content");
-        let mut bytes = 0;
-        for _ in 0..n {
-            let id = media_id(&mut rng);
-            let path = sharded(&content, &id);
-            fs::create_dir_all(path.parent().unwrap())?;
-            let size = 512 + rng.next_u64() % 3584;
-            write_random(&path, size, &mut rng);
-            bytes += size;
-        }
+        let bytes = scale_media(&content, n, &mut rng)?;
         let layout = bench
             .layout
             .clone()
             .root(root.to_string_lossy().into_owned());
+        // Asked for as incremental: the first is full, with the file index the next
+        // one is made on.
+        let incremental_options = config.options.clone().incremental(true);
         let (r, cost) = bench.sampler.measure(|| {
             bench.rt.block_on(create_backup_with(
                 &bench.container,
                 &bench.params,
                 PASSPHRASE,
                 &layout,
-                &config.options,
+                &incremental_options,
             ))
         });
         let report = r?;
-        progress(&format!("scale {n}: {:.2} s", cost.wall));
+        progress(&format!(
+            "scale {n}: {:.2} s, {:.1} MB (our peak RSS)",
+            cost.wall,
+            cost.peak_self as f64 / MB
+        ));
         writeln!(
             out,
             "| {n} | {:.1} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} |",
@@ -1776,6 +1778,42 @@ fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(),
             cost.peak_tree as f64 / MB,
             cost.peak_self as f64 / MB,
         )?;
+        let full = scale_reads(bench, &layout, &report.id, &root)?;
+        // The incremental backup on top of it: 1 % new media.
+        scale_media(&content, (n / 100).max(1), &mut rng)?;
+        let (r, inc_cost) = bench.sampler.measure(|| {
+            bench.rt.block_on(create_backup_with(
+                &bench.container,
+                &bench.params,
+                PASSPHRASE,
+                &layout,
+                &incremental_options,
+            ))
+        });
+        let inc = r?;
+        if !matches!(inc.kind, synapse_backup::BackupKind::Incremental { .. }) {
+            return Err(err(format!(
+                "scale {n}: the second backup is not incremental: {:?}",
+                inc.kind
+            )));
+        }
+        let chained = scale_reads(bench, &layout, &inc.id, &root)?;
+        for (what, create, reads) in [
+            ("full", &cost, full),
+            ("incremental (+1 %)", &inc_cost, chained),
+        ] {
+            writeln!(
+                memory,
+                "| {n} | {what} | {:.1} | {} |",
+                create.peak_self as f64 / MB,
+                reads
+                    .iter()
+                    .map(|c| format!("{:.1}", c.peak_self as f64 / MB))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            )?;
+        }
+        bench.delete_ours(&inc.id);
         bench.delete_ours(&report.id);
         fs::remove_dir_all(&root)?;
         match first {
@@ -1788,8 +1826,81 @@ fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(),
             )?,
         }
     }
-    writeln!(out)?;
+    writeln!(
+        out,
+        "\nOur peak RSS (VmHWM, MB) per command; target ≤ 32 MB at 100,000 files:\n\n| media files | backup | create | verify | restore | extract |\n|---|---|---|---|---|---|\n{memory}"
+    )?;
     Ok(())
+}
+
+/// Writes `n` small local media files under `content`; gives their bytes.
+fn scale_media(content: &Path, n: usize, rng: &mut Rng) -> Result<u64, BoxError> {
+    let mut bytes = 0;
+    for _ in 0..n {
+        let id = media_id(rng);
+        let path = sharded(content, &id);
+        fs::create_dir_all(path.parent().unwrap())?;
+        let size = 512 + rng.next_u64() % 3584;
+        write_random(&path, size, rng);
+        bytes += size;
+    }
+    Ok(bytes)
+}
+
+/// Verify, restore (in place) and extract of backup `id`, each measured.
+fn scale_reads(
+    bench: &Bench,
+    layout: &Layout,
+    id: &BackupId,
+    root: &Path,
+) -> Result<Vec<Cost>, BoxError> {
+    let options = RestoreOptions::default();
+    let (r, verify) = bench.sampler.measure(|| {
+        bench.rt.block_on(synapse_backup::verify_backup_with(
+            &bench.container,
+            &bench.params,
+            PASSPHRASE,
+            id,
+            layout,
+            &options,
+        ))
+    });
+    r?;
+    let (r, restore) = bench.sampler.measure(|| {
+        bench.rt.block_on(restore_backup_with(
+            &bench.container,
+            &bench.params,
+            PASSPHRASE,
+            id,
+            layout,
+            &options,
+        ))
+    });
+    r?;
+    let target = root.with_extension("extract");
+    let (r, extract) = bench.sampler.measure(|| {
+        bench.rt.block_on(synapse_backup::extract_backup_with(
+            &bench.container,
+            &bench.params,
+            PASSPHRASE,
+            id,
+            layout,
+            &synapse_backup::ExtractTarget::new(target.to_string_lossy()),
+            &options,
+        ))
+    });
+    r?;
+    fs::remove_dir_all(&target)?;
+    progress(&format!(
+        "scale {id}: verify {:.2} s {:.1} MB, restore {:.2} s {:.1} MB, extract {:.2} s {:.1} MB (our peak RSS)",
+        verify.wall,
+        verify.peak_self as f64 / MB,
+        restore.wall,
+        restore.peak_self as f64 / MB,
+        extract.wall,
+        extract.peak_self as f64 / MB
+    ));
+    Ok(vec![verify, restore, extract])
 }
 
 // ---------------------------------------------------------------------------------
