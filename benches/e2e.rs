@@ -1750,7 +1750,7 @@ fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(),
         // Asked for as incremental: the first is full, with the file index the next
         // one is made on.
         let incremental_options = config.options.clone().incremental(true);
-        let (r, cost) = bench.sampler.measure(|| {
+        let (r, cost, start) = measure_from(bench, || {
             bench.rt.block_on(create_backup_with(
                 &bench.container,
                 &bench.params,
@@ -1781,7 +1781,7 @@ fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(),
         let full = scale_reads(bench, &layout, &report.id, &root)?;
         // The incremental backup on top of it: 1 % new media.
         scale_media(&content, (n / 100).max(1), &mut rng)?;
-        let (r, inc_cost) = bench.sampler.measure(|| {
+        let (r, inc_cost, inc_start) = measure_from(bench, || {
             bench.rt.block_on(create_backup_with(
                 &bench.container,
                 &bench.params,
@@ -1799,16 +1799,19 @@ fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(),
         }
         let chained = scale_reads(bench, &layout, &inc.id, &root)?;
         for (what, create, reads) in [
-            ("full", &cost, full),
-            ("incremental (+1 %)", &inc_cost, chained),
+            ("full", (cost.clone(), start), full),
+            ("incremental (+1 %)", (inc_cost, inc_start), chained),
         ] {
             writeln!(
                 memory,
-                "| {n} | {what} | {:.1} | {} |",
-                create.peak_self as f64 / MB,
-                reads
-                    .iter()
-                    .map(|c| format!("{:.1}", c.peak_self as f64 / MB))
+                "| {n} | {what} | {} |",
+                std::iter::once(&create)
+                    .chain(&reads)
+                    .map(|(c, start)| format!(
+                        "{:.1} (+{:.1})",
+                        c.peak_self as f64 / MB,
+                        c.peak_self.saturating_sub(*start) as f64 / MB
+                    ))
                     .collect::<Vec<_>>()
                     .join(" | ")
             )?;
@@ -1828,7 +1831,7 @@ fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(),
     }
     writeln!(
         out,
-        "\nOur peak RSS (VmHWM, MB) per command; target ≤ 32 MB at 100,000 files:\n\n| media files | backup | create | verify | restore | extract |\n|---|---|---|---|---|---|\n{memory}"
+        "\nOur peak RSS (VmHWM, MB) per command, and in brackets its growth over the RSS the command started with (heap the bench kept from the step before counts in the first figure, not in the second; a CLI command is a fresh process); target ≤ 32 MB at 100,000 files:\n\n| media files | backup | create | verify | restore | extract |\n|---|---|---|---|---|---|\n{memory}"
     )?;
     Ok(())
 }
@@ -1847,15 +1850,23 @@ fn scale_media(content: &Path, n: usize, rng: &mut Rng) -> Result<u64, BoxError>
     Ok(bytes)
 }
 
-/// Verify, restore (in place) and extract of backup `id`, each measured.
+/// [`Sampler::measure`], with this process's RSS just before (the floor of its VmHWM).
+fn measure_from<T>(bench: &Bench, f: impl FnOnce() -> T) -> (T, Cost, u64) {
+    let start = self_status_kib("VmRSS:") * 1024;
+    let (out, cost) = bench.sampler.measure(f);
+    (out, cost, start)
+}
+
+/// Verify, restore (in place) and extract of backup `id`, each measured with the RSS
+/// it started from.
 fn scale_reads(
     bench: &Bench,
     layout: &Layout,
     id: &BackupId,
     root: &Path,
-) -> Result<Vec<Cost>, BoxError> {
+) -> Result<Vec<(Cost, u64)>, BoxError> {
     let options = RestoreOptions::default();
-    let (r, verify) = bench.sampler.measure(|| {
+    let (r, verify, verify_start) = measure_from(bench, || {
         bench.rt.block_on(synapse_backup::verify_backup_with(
             &bench.container,
             &bench.params,
@@ -1866,7 +1877,7 @@ fn scale_reads(
         ))
     });
     r?;
-    let (r, restore) = bench.sampler.measure(|| {
+    let (r, restore, restore_start) = measure_from(bench, || {
         bench.rt.block_on(restore_backup_with(
             &bench.container,
             &bench.params,
@@ -1878,7 +1889,7 @@ fn scale_reads(
     });
     r?;
     let target = root.with_extension("extract");
-    let (r, extract) = bench.sampler.measure(|| {
+    let (r, extract, extract_start) = measure_from(bench, || {
         bench.rt.block_on(synapse_backup::extract_backup_with(
             &bench.container,
             &bench.params,
@@ -1900,7 +1911,11 @@ fn scale_reads(
         extract.wall,
         extract.peak_self as f64 / MB
     ));
-    Ok(vec![verify, restore, extract])
+    Ok(vec![
+        (verify, verify_start),
+        (restore, restore_start),
+        (extract, extract_start),
+    ])
 }
 
 // ---------------------------------------------------------------------------------
