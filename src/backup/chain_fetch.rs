@@ -177,7 +177,7 @@ impl Chain {
                 run.layout,
                 work,
                 WorkFile::PackMembers,
-                &part.tar_list(),
+                part.tar_list(),
             )
             .await?;
             let call = pack_call(run, work, found, part, how, staged);

@@ -688,7 +688,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             ]
         };
         for (file, content) in inputs {
-            work::write_file(container, layout, work, file, &content).await?;
+            work::write_file(container, layout, work, file, content).await?;
         }
         Ok(())
     }
@@ -710,7 +710,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             (WorkFile::InnerManifest, inner.to_json()),
             (WorkFile::NewMedia, planned.members.clone()),
         ] {
-            work::write_file(container, layout, work, file, &content).await?;
+            work::write_file(container, layout, work, file, content).await?;
         }
         Ok(planned)
     }

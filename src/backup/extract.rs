@@ -252,7 +252,7 @@ async fn place_into<C: Container + ?Sized>(
         layout,
         work,
         WorkFile::PlaceList,
-        &plan::files_list(placed),
+        plan::files_list(placed),
     )
     .await?;
     let place = restore_plan::place_call(layout, run.params, work, &target.dir);

@@ -11,8 +11,8 @@ use crate::backup::plan::{BackupId, MANIFEST_SUFFIX, ScriptCall, WorkDir};
 use crate::backup::progress::{self, ProgressStage};
 use crate::backup::restore::RestoreOptions;
 use crate::backup::restore_plan::{
-    self, ArchiveMember, CheckedMembers, MemberSource, Part, RestoreRules, parse_members,
-    parse_staged,
+    self, ArchiveMember, CheckedMembers, MemberSource, Part, RestoreRules, parse_member_line,
+    parse_members, parse_staged_record,
 };
 use crate::backup::run::Run;
 use crate::backup::scripts::{Exit, Pipeline, WorkFile};
@@ -346,10 +346,7 @@ async fn checked<C: Container + ?Sized>(
     // Nothing is trusted, listed or swapped in before gpg's status says the stream was
     // decrypted with the passphrase and passed its integrity check.
     check_status(&written.status).map_err(|why| untrusted(id, why))?;
-    let listing = outputs.read(WorkFile::Members).await?;
-    let members = parse_members(&listing).map_err(|e| corrupted(id, e.to_string()))?;
-    // The listing's text is as large as the members parsed from it: not kept beside them.
-    drop(listing);
+    let members = read_listing(outputs, id).await?;
     // Only an archive that starts with an inner manifest has a head to keep.
     let head = outputs.read_if_written(WorkFile::Head).await?;
     let (inner, warnings) = restore_plan::check_claims(
@@ -366,6 +363,32 @@ async fn checked<C: Container + ?Sized>(
         inner,
         warnings,
     })
+}
+
+/// How much of a listing is read at a time.
+pub(crate) const LISTING_CHUNK: u64 = 1 << 20;
+
+/// tar's listing of the stream, read and parsed a chunk at a time: its text (as large
+/// as the members parsed from it) is never held whole.
+async fn read_listing<C: Container + ?Sized>(
+    outputs: &Outputs<'_, C>,
+    id: &BackupId,
+) -> Result<Vec<ArchiveMember>, BackupError> {
+    let mut members = Vec::new();
+    let mut number = 0;
+    outputs
+        .for_each_record(WorkFile::Members, b'\n', LISTING_CHUNK, |line| {
+            number += 1;
+            if let Some(member) =
+                parse_member_line(number, line).map_err(|e| corrupted(id, e.to_string()))?
+            {
+                members.push(member);
+            }
+            Ok::<_, BackupError>(())
+        })
+        .await?;
+    members.shrink_to_fit();
+    Ok(members)
 }
 
 /// The member rules for a verify: the workload's own when its `homeserver.yaml` can be
@@ -433,6 +456,74 @@ pub(crate) async fn check_staged_db<C: Container + ?Sized>(
     }
 }
 
+/// Why the walk of the staged tree is refused, or could not be read.
+enum WalkError {
+    /// The walk could not be read.
+    Read(ContainerError),
+    /// A record does not parse.
+    Parse(crate::error::ConfigError),
+    /// A member the rules refuse: `(member, reason)`.
+    Refused((String, String)),
+}
+
+impl From<ContainerError> for WalkError {
+    fn from(e: ContainerError) -> Self {
+        WalkError::Read(e)
+    }
+}
+
+/// How many walk records are checked at a time.
+const WALK_BATCH: usize = 4096;
+
+/// Checks a batch of the walk with `rules`, adding what it finds to `found`.
+fn check_batch(
+    rules: &RestoreRules,
+    batch: &mut Vec<ArchiveMember>,
+    found: &mut CheckedMembers,
+) -> Result<(), WalkError> {
+    let checked = rules
+        .check(batch, MemberSource::Staged)
+        .map_err(WalkError::Refused)?;
+    batch.clear();
+    found.units.extend(checked.units);
+    found.stripped.extend(checked.stripped);
+    found.has_inner_manifest |= checked.has_inner_manifest;
+    Ok(())
+}
+
+/// The walk of the staged tree, read a chunk at a time and checked with `rules` a
+/// batch of members at a time (the walk is in no order and each member is checked on
+/// its own, so the batches' findings add up to those of the whole), never held whole.
+async fn check_walk<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    rules: &RestoreRules,
+) -> Result<CheckedMembers, WalkError> {
+    let mut found = CheckedMembers::default();
+    let mut batch: Vec<ArchiveMember> = Vec::with_capacity(WALK_BATCH);
+    let mut number = 0;
+    Outputs::new(run.container, run.layout, work)
+        .for_each_record(
+            WorkFile::Staged,
+            0,
+            LISTING_CHUNK,
+            |record| -> Result<(), WalkError> {
+                if record.is_empty() {
+                    return Ok(());
+                }
+                number += 1;
+                batch.push(parse_staged_record(number, record).map_err(WalkError::Parse)?);
+                if batch.len() == WALK_BATCH {
+                    check_batch(rules, &mut batch, &mut found)?;
+                }
+                Ok(())
+            },
+        )
+        .await?;
+    check_batch(rules, &mut batch, &mut found)?;
+    Ok(found)
+}
+
 /// What [`check_staged`] found in staging.
 pub(crate) struct Staged {
     /// The staged tree's members, checked.
@@ -466,15 +557,11 @@ pub(crate) async fn check_staged<C: Container + ?Sized>(
     let listed = rules
         .check(&got.members, MemberSource::Listing)
         .map_err(unsafe_member)?;
-    let walk = Outputs::new(run.container, run.layout, work)
-        .read(WorkFile::Staged)
-        .await?;
-    let staged_members =
-        parse_staged(&walk).map_err(|e| corrupted(&format!("the staged tree: {e}")))?;
-    drop(walk);
-    let staged = rules
-        .check(&staged_members, MemberSource::Staged)
-        .map_err(unsafe_member)?;
+    let staged = check_walk(run, work, rules).await.map_err(|e| match e {
+        WalkError::Read(e) => e.into(),
+        WalkError::Parse(e) => corrupted(&format!("the staged tree: {e}")),
+        WalkError::Refused(refused) => unsafe_member(refused),
+    })?;
     if staged.units != listed.units || staged.has_inner_manifest != listed.has_inner_manifest {
         return Err(corrupted(
             "the staged tree does not match the archive's listing",
@@ -490,4 +577,61 @@ pub(crate) async fn check_staged<C: Container + ?Sized>(
         return Err(corrupted("the archive holds nothing to restore"));
     }
     Ok(Staged { staged, units })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::layout::HomeserverConfig;
+
+    fn member(kind: char, name: &str, mode: u32) -> ArchiveMember {
+        ArchiveMember {
+            kind,
+            name: name.as_bytes().to_vec(),
+            size: 0,
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    #[test]
+    fn a_walk_checked_in_batches_finds_what_it_finds_whole() {
+        let layout = Layout {
+            root: "/r".into(),
+            ..Layout::default()
+        };
+        let config = HomeserverConfig::parse(
+            "media_store_path: /data/media_store\n",
+            "/data/homeserver.yaml",
+            &layout,
+        )
+        .unwrap();
+        let rules = RestoreRules::new(&layout, &config);
+        let walk = vec![
+            member('d', ".synapse-backup", 0o700),
+            member('-', "data/media_store/local_content/a", 0o4755),
+            member('-', "data/signing.key", 0o600),
+            member('-', crate::backup::manifest::INNER_MANIFEST_MEMBER, 0o600),
+            member('d', "data/media_store/local_thumbnails", 0o1777),
+            member('-', "data/homeserver.db", 0o600),
+        ];
+        let whole = rules.check(&walk, MemberSource::Staged).unwrap();
+        for size in 1..=walk.len() {
+            let mut found = CheckedMembers::default();
+            for part in walk.chunks(size) {
+                let mut batch = part.to_vec();
+                assert!(check_batch(&rules, &mut batch, &mut found).is_ok());
+                assert!(batch.is_empty());
+            }
+            assert_eq!(found, whole, "batches of {size}");
+        }
+        // A refused member in any batch is refused.
+        let mut bad = vec![member('l', "data/media_store/local_content/l", 0o777)];
+        let mut found = CheckedMembers::default();
+        assert!(matches!(
+            check_batch(&rules, &mut bad, &mut found),
+            Err(WalkError::Refused((name, _))) if name == "data/media_store/local_content/l"
+        ));
+    }
 }

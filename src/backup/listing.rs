@@ -208,21 +208,30 @@ fn parse_line(line: &str) -> Result<Option<ArchiveMember>, String> {
 pub fn parse_members(listing: &[u8]) -> Result<Vec<ArchiveMember>, ConfigError> {
     let mut out = Vec::new();
     for (number, line) in listing.split(|b| *b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let bad = |message: String| ConfigError::Parse {
-            what: "archive listing".into(),
-            message: format!("line {}: {message}", number + 1),
-        };
-        // With --quoting-style=escape every byte of a name outside printable ASCII is
-        // escaped, so a line that is not UTF-8 is not tar's.
-        let line = std::str::from_utf8(line).map_err(|_| bad("not text".into()))?;
-        if let Some(member) = parse_line(line).map_err(bad)? {
+        if let Some(member) = parse_member_line(number + 1, line)? {
             out.push(member);
         }
     }
     Ok(out)
+}
+
+/// Parses line `number` (from 1) of tar's verbose listing, as [`parse_members`] does:
+/// `None` for a blank line or tar's "Creating directory:" note.
+///
+/// # Errors
+/// [`ConfigError::Parse`] naming the line by its number.
+pub fn parse_member_line(number: usize, line: &[u8]) -> Result<Option<ArchiveMember>, ConfigError> {
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let bad = |message: String| ConfigError::Parse {
+        what: "archive listing".into(),
+        message: format!("line {number}: {message}"),
+    };
+    // With --quoting-style=escape every byte of a name outside printable ASCII is
+    // escaped, so a line that is not UTF-8 is not tar's.
+    let line = std::str::from_utf8(line).map_err(|_| bad("not text".into()))?;
+    parse_line(line).map_err(bad)
 }
 
 /// Parses the staged-tree walk: `find -printf '%y %m %n %U %s %P\0'` records (type
@@ -231,59 +240,64 @@ pub fn parse_members(listing: &[u8]) -> Result<Vec<ArchiveMember>, ConfigError> 
 ///
 /// # Errors
 /// [`ConfigError::Parse`] naming the first malformed record.
+#[cfg(test)]
 pub fn parse_staged(walk: &[u8]) -> Result<Vec<ArchiveMember>, ConfigError> {
-    let mut out = Vec::new();
-    for (number, rec) in walk
-        .split(|b| *b == 0)
+    walk.split(|b| *b == 0)
         .filter(|r| !r.is_empty())
         .enumerate()
-    {
-        let bad = |what: &str| ConfigError::Parse {
-            what: "staged tree".into(),
-            message: format!(
-                "record {}: {what} in {:?}",
-                number + 1,
-                String::from_utf8_lossy(rec)
-            ),
-        };
-        let mut parts = rec.splitn(6, |b| *b == b' ');
-        let mut text = |what: &str| {
-            parts
-                .next()
-                .and_then(|p| std::str::from_utf8(p).ok())
-                .map(str::to_string)
-                .ok_or_else(|| bad(what))
-        };
-        let kind = match text("no type")?.as_str() {
-            "f" => '-',
-            "d" => 'd',
-            "l" => 'l',
-            "b" => 'b',
-            "c" => 'c',
-            "p" => 'p',
-            "s" => 's',
-            _ => '?',
-        };
-        let mode = u32::from_str_radix(&text("no mode")?, 8).map_err(|_| bad("bad mode"))?;
-        let _links: u64 = text("no link count")?
-            .parse()
-            .map_err(|_| bad("bad link count"))?;
-        let uid = text("no owner")?.parse().map_err(|_| bad("bad owner"))?;
-        let size = text("no size")?.parse().map_err(|_| bad("bad size"))?;
-        let name = parts
+        .map(|(number, rec)| parse_staged_record(number + 1, rec))
+        .collect()
+}
+
+/// Parses record `number` (from 1, empty records not counted) of the staged-tree walk,
+/// as [`parse_staged`] does.
+///
+/// # Errors
+/// [`ConfigError::Parse`] naming the record by its number.
+pub fn parse_staged_record(number: usize, rec: &[u8]) -> Result<ArchiveMember, ConfigError> {
+    let bad = |what: &str| ConfigError::Parse {
+        what: "staged tree".into(),
+        message: format!(
+            "record {number}: {what} in {:?}",
+            String::from_utf8_lossy(rec)
+        ),
+    };
+    let mut parts = rec.splitn(6, |b| *b == b' ');
+    let mut text = |what: &str| {
+        parts
             .next()
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| bad("no path"))?;
-        out.push(ArchiveMember {
-            kind,
-            name: name.to_vec(),
-            size,
-            mode: mode & 0o7777,
-            uid,
-            gid: 0,
-        });
-    }
-    Ok(out)
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .map(str::to_string)
+            .ok_or_else(|| bad(what))
+    };
+    let kind = match text("no type")?.as_str() {
+        "f" => '-',
+        "d" => 'd',
+        "l" => 'l',
+        "b" => 'b',
+        "c" => 'c',
+        "p" => 'p',
+        "s" => 's',
+        _ => '?',
+    };
+    let mode = u32::from_str_radix(&text("no mode")?, 8).map_err(|_| bad("bad mode"))?;
+    let _links: u64 = text("no link count")?
+        .parse()
+        .map_err(|_| bad("bad link count"))?;
+    let uid = text("no owner")?.parse().map_err(|_| bad("bad owner"))?;
+    let size = text("no size")?.parse().map_err(|_| bad("bad size"))?;
+    let name = parts
+        .next()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| bad("no path"))?;
+    Ok(ArchiveMember {
+        kind,
+        name: name.to_vec(),
+        size,
+        mode: mode & 0o7777,
+        uid,
+        gid: 0,
+    })
 }
 
 #[cfg(test)]

@@ -349,7 +349,7 @@ pub(super) async fn preflight<C: Container + ?Sized>(
         layout,
         work,
         WorkFile::SwapSizes,
-        &restore_plan::unit_sizes(rules, members, units),
+        restore_plan::unit_sizes(rules, members, units),
     )
     .await?;
     let call =
@@ -672,7 +672,7 @@ async fn stage_checked<C: Container + ?Sized>(
         layout,
         work,
         WorkFile::SwapList,
-        &plan::files_list(&units),
+        plan::files_list(&units),
     )
     .await
     .map_err(BackupError::from)?;

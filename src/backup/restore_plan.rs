@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::backup::layout::{DatabaseKind, HomeserverConfig, Layout, join};
-pub use crate::backup::listing::{ArchiveMember, parse_members, parse_staged};
+pub use crate::backup::listing::{
+    ArchiveMember, parse_member_line, parse_members, parse_staged_record,
+};
 use crate::backup::manifest::{
     EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestLayout,
 };
@@ -616,6 +618,30 @@ pub enum Part {
     Older,
 }
 
+/// Sorted by name, one entry per name (the last one given of a name, as a map
+/// collected from `entries` keeps): a compact map for [`check_listed`], without a
+/// tree's nodes.
+fn sorted_unique<'a, K: Copy>(entries: impl Iterator<Item = (&'a [u8], K)>) -> Vec<(&'a [u8], K)> {
+    let mut v: Vec<(&[u8], K)> = entries.collect();
+    // Stable: of one name, the entries stay in the order given.
+    v.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out: Vec<(&[u8], K)> = Vec::with_capacity(v.len());
+    for entry in v {
+        match out.last_mut() {
+            Some(last) if last.0 == entry.0 => *last = entry,
+            _ => out.push(entry),
+        }
+    }
+    out
+}
+
+/// The value of `name` in a [`sorted_unique`] list.
+fn lookup<K: Copy>(list: &[(&[u8], K)], name: &[u8]) -> Option<K> {
+    list.binary_search_by(|(n, _)| (*n).cmp(name))
+        .ok()
+        .map(|i| list[i].1)
+}
+
 /// The external manifest `m` against the archive's `members`: its id, and every
 /// member listed with its kind, none missing, none extra.
 fn check_listed(id: &str, members: &[ArchiveMember], m: &Manifest) -> Result<(), String> {
@@ -623,31 +649,42 @@ fn check_listed(id: &str, members: &[ArchiveMember], m: &Manifest) -> Result<(),
         return Err(format!("its manifest names {:?}, not {id:?}", m.backup_id));
     }
     let skip = inner_manifest_position(members).map_or(0, |p| p + 1);
-    // A tar type letter with no manifest kind (e.g. GNU tar's rare ones) is told as
-    // itself and matches nothing the manifest lists.
-    let archived: BTreeMap<&[u8], Result<EntryKind, char>> = members[skip..]
-        .iter()
-        .map(|a| {
-            let kind = EntryKind::from_tar_letter(a.kind).ok_or(a.kind);
-            (a.name.as_slice(), kind)
-        })
-        .collect();
-    let listed: BTreeMap<&[u8], EntryKind> = m
-        .files
-        .iter()
-        .filter(|f| {
+    let listed_entries = || {
+        m.files.iter().filter(|f| {
             let p = f.path.as_bytes();
             p != INNER_MANIFEST_MEMBER.as_bytes() && p != inner_dir().as_bytes()
         })
-        .map(|f| (f.path.as_bytes(), f.kind))
-        .collect();
-    if let Some((name, _)) = listed.iter().find(|(n, _)| !archived.contains_key(*n)) {
+    };
+    // Create writes the manifest from tar's listing, in archive order: when the two
+    // agree entry for entry (names and kinds), they agree as maps too, and nothing
+    // needs sorting.
+    if listed_entries()
+        .map(|f| (f.path.as_bytes(), Ok(f.kind)))
+        .eq(members[skip..].iter().map(|a| {
+            (
+                a.name.as_slice(),
+                EntryKind::from_tar_letter(a.kind).ok_or(a.kind),
+            )
+        }))
+    {
+        return Ok(());
+    }
+    // A tar type letter with no manifest kind (e.g. GNU tar's rare ones) is told as
+    // itself and matches nothing the manifest lists.
+    let archived: Vec<(&[u8], Result<EntryKind, char>)> =
+        sorted_unique(members[skip..].iter().map(|a| {
+            let kind = EntryKind::from_tar_letter(a.kind).ok_or(a.kind);
+            (a.name.as_slice(), kind)
+        }));
+    let listed: Vec<(&[u8], EntryKind)> =
+        sorted_unique(listed_entries().map(|f| (f.path.as_bytes(), f.kind)));
+    if let Some((name, _)) = listed.iter().find(|(n, _)| lookup(&archived, n).is_none()) {
         return Err(format!(
             "the archive lacks {:?}, which its manifest lists",
             String::from_utf8_lossy(name)
         ));
     }
-    if let Some((name, _)) = archived.iter().find(|(n, _)| !listed.contains_key(*n)) {
+    if let Some((name, _)) = archived.iter().find(|(n, _)| lookup(&listed, n).is_none()) {
         return Err(format!(
             "the archive holds {:?}, which its manifest does not list",
             String::from_utf8_lossy(name)
@@ -655,9 +692,9 @@ fn check_listed(id: &str, members: &[ArchiveMember], m: &Manifest) -> Result<(),
     }
     if let Some((name, k)) = listed
         .iter()
-        .find(|(n, k)| archived.get(*n) != Some(&Ok(**k)))
+        .find(|(n, k)| lookup(&archived, n) != Some(Ok(*k)))
     {
-        let in_archive = match archived.get(name) {
+        let in_archive = match lookup(&archived, name) {
             Some(Ok(kind)) => kind.to_string(),
             Some(Err(letter)) => format!("member of tar type {letter:?}"),
             None => "missing member".into(),
@@ -1058,6 +1095,50 @@ mod tests {
             "{w:?}"
         );
         assert!(whole(id, &plain, None, None).unwrap().0.is_none());
+    }
+
+    #[test]
+    fn a_name_archived_twice_is_checked_by_its_last_entry() {
+        // As a map collected from the listing: the last entry of a name counts.
+        let id = "backup-20261126071900000000";
+        let members = vec![
+            member('d', "data/media_store/local_content/x"),
+            member('-', "data/media_store/local_content/x"),
+            member('-', "data/signing.key"),
+        ];
+        let files = [
+            ("data/media_store/local_content/x", 'f'),
+            ("data/signing.key", 'f'),
+        ];
+        assert!(whole(id, &members, None, Some(&external(id, None, &files))).is_ok());
+        let dirs = [
+            ("data/media_store/local_content/x", 'd'),
+            ("data/signing.key", 'f'),
+        ];
+        let e = whole(id, &members, None, Some(&external(id, None, &dirs))).unwrap_err();
+        assert!(
+            e.contains("is a directory in the manifest but a file"),
+            "{e}"
+        );
+        // Unsorted on both sides, one missing each way: the first by name is told.
+        let unsorted = vec![
+            member('-', "data/z.key"),
+            member('-', "data/b.key"),
+            member('-', "data/a.key"),
+        ];
+        let listed = [
+            ("data/y.key", 'f'),
+            ("data/b.key", 'f'),
+            ("data/c.key", 'f'),
+        ];
+        let e = whole(id, &unsorted, None, Some(&external(id, None, &listed))).unwrap_err();
+        assert!(e.contains("lacks \"data/c.key\""), "{e}");
+        let listed = [
+            ("data/z.key", 'f'),
+            ("data/b.key", 'f'),
+            ("data/a.key", 'f'),
+        ];
+        assert!(whole(id, &unsorted, None, Some(&external(id, None, &listed))).is_ok());
     }
 
     #[test]

@@ -404,20 +404,20 @@ pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
 }
 
 /// Writes `content` to the new work file `file` (mode 0600), as the workload user
-/// (through the exec's standard input).
+/// (through the exec's standard input; an owned `content` is not copied).
 pub(crate) async fn write_file<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
     work: &WorkDir,
     file: WorkFile,
-    content: &[u8],
+    content: impl Into<Vec<u8>>,
 ) -> Result<(), ContainerError> {
     workdir_exec(
         container,
         layout,
         "write",
         &[&work.dir, file.name()],
-        Some(content.to_vec()),
+        Some(content.into()),
     )
     .await
     .map(drop)
@@ -760,6 +760,49 @@ impl<'a, C: Container + ?Sized> Outputs<'a, C> {
             .ok_or_else(|| self.missing(file))
     }
 
+    /// A work file read in chunks of `chunk` bytes and handed to `each` one record at a
+    /// time, empty ones included (the records end with `separator`; the last may lack
+    /// it), so that a listing of 100,000 members is never held whole.
+    ///
+    /// # Errors
+    /// As [`Outputs::read`], or the first error of `each`.
+    pub(crate) async fn for_each_record<E: From<ContainerError>>(
+        &self,
+        file: WorkFile,
+        separator: u8,
+        chunk: u64,
+        mut each: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut offset = 0;
+        let mut carry: Vec<u8> = Vec::new();
+        loop {
+            let part = self.chunk(file, offset, chunk).await?;
+            offset += part.len() as u64;
+            let last = (part.len() as u64) < chunk;
+            carry.extend_from_slice(&part);
+            drop(part);
+            let complete = if last {
+                carry.len()
+            } else {
+                carry
+                    .iter()
+                    .rposition(|b| *b == separator)
+                    .map_or(0, |p| p + 1)
+            };
+            let mut records = carry[..complete].split(|b| *b == separator).peekable();
+            while let Some(record) = records.next() {
+                // The piece after the last separator is not a record when empty.
+                if !(record.is_empty() && records.peek().is_none()) {
+                    each(record)?;
+                }
+            }
+            carry.drain(..complete);
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
     /// A small text file, trimmed.
     ///
     /// # Errors
@@ -897,6 +940,69 @@ mod tests {
             outputs.text_if_written(WorkFile::Size).await.unwrap(),
             Some("10".into())
         );
+    }
+
+    /// A workload whose work file `/r/w/members` holds `content`, read in the ranges
+    /// asked for.
+    fn ranged(content: &'static [u8]) -> MockContainer {
+        let mut c = MockContainer::new();
+        c.expect_exec().returning(move |argv, _| {
+            assert_eq!(argv[5], "/r/w/members");
+            let offset: usize = argv[6].parse().unwrap();
+            let length: usize = argv[7].parse().unwrap();
+            let start = offset.min(content.len());
+            let end = (offset + length).min(content.len());
+            Ok(ExecOutput {
+                stdout: content[start..end].to_vec(),
+                ..ExecOutput::default()
+            })
+        });
+        c
+    }
+
+    #[tokio::test]
+    async fn records_are_handed_over_whole_whatever_the_chunk_size() {
+        let layout = Layout::default();
+        let work = WorkDir::at("/r/w");
+        for (content, expected) in [
+            (&b"ab\ncdefgh\n\nij"[..], vec!["ab", "cdefgh", "", "ij"]),
+            (b"ab\ncdefgh\n", vec!["ab", "cdefgh"]),
+            (b"", vec![]),
+            (b"\n\n", vec!["", ""]),
+        ] {
+            for chunk in [1, 2, 3, 5, 64] {
+                let c = ranged(content);
+                let outputs = Outputs::new(&c, &layout, &work);
+                let mut got: Vec<String> = Vec::new();
+                outputs
+                    .for_each_record(WorkFile::Members, b'\n', chunk, |r| {
+                        got.push(String::from_utf8(r.to_vec()).unwrap());
+                        Ok::<_, ContainerError>(())
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(got, expected, "{content:?} in chunks of {chunk}");
+            }
+        }
+        // The callback's error stops the read and is given back.
+        let c = ranged(b"a\nb\nc\n");
+        let outputs = Outputs::new(&c, &layout, &work);
+        let mut seen = 0;
+        let e = outputs
+            .for_each_record(WorkFile::Members, b'\n', 2, |r| {
+                seen += 1;
+                if r == b"b" {
+                    return Err(ContainerError::Io {
+                        path: "b".into(),
+                        source: std::io::Error::other("stop"),
+                    });
+                }
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("stop") || matches!(e, ContainerError::Io { .. }));
+        assert_eq!(seen, 2);
     }
 
     #[tokio::test]
