@@ -576,7 +576,7 @@ where
         let pack = match old.take() {
             Some(entry) if entry.path == file.path => {
                 old = base.next().transpose()?;
-                if entry.size == file.size && entry.mtime_ns == file.mtime_ns {
+                if entry.size == file.size && same_mtime(entry.mtime_ns, file.mtime_ns) {
                     plan.referenced.add(file.size);
                     entry.pack
                 } else {
@@ -603,6 +603,18 @@ where
         old = base.next().transpose()?;
     }
     Ok(plan)
+}
+
+/// Whether a tree file's modification time `live` is the one the index recorded,
+/// `indexed`: the same, or the same second when `live` has no fraction. A restore
+/// writes a file's time as its archive holds it, in whole seconds (tar's default
+/// format), so a tree restored in place keeps referencing the packs it came from
+/// instead of archiving every file again. A file rewritten within the same second, to
+/// the same size, and given a time of exactly that second is the only change this
+/// misses.
+fn same_mtime(indexed: i64, live: i64) -> bool {
+    const NS: i64 = 1_000_000_000;
+    indexed == live || (live.rem_euclid(NS) == 0 && indexed.div_euclid(NS) == live.div_euclid(NS))
 }
 
 fn new_member<M: Write>(

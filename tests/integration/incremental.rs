@@ -880,3 +880,33 @@ async fn a_chain_restore_makes_media_dirs_as_synapse_does() {
     .unwrap();
     assert_eq!(media_dir_modes(&env), before);
 }
+
+/// After a restore in place, the next incremental create references the packs the
+/// restored files came from. A restore writes whole-second modification times (tar's
+/// archive format), and the index had recorded nanoseconds: every restored file
+/// looked changed, and the next create was full ("100 % superseded").
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_after_a_restore_in_place_references_the_restored_files() {
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    let first = incremental(&env, &c).await;
+    restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &first.id,
+        &env.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let next = incremental(&env, &c).await;
+    assert_eq!(
+        next.kind,
+        BackupKind::Incremental {
+            base: first.id.clone()
+        }
+    );
+    let chain = manifest(&env, &next.id).await.chain.unwrap();
+    assert_eq!(chain.own_files, 0, "{chain:?}");
+}

@@ -669,3 +669,30 @@ fn index_keys_name_the_base_and_chains_follow_them() {
     assert_eq!(chain_of(&bases, &id(5)), [id(4)]);
     assert_eq!(chain_of(&bases, &id(6)), Vec::<BackupId>::new());
 }
+
+#[test]
+fn a_tree_restored_by_tar_keeps_its_references() {
+    // The index as create recorded the live files (nanoseconds); the tree as a
+    // restore left it (tar keeps whole seconds).
+    let (_, base) = write_index(&[
+        entry("a", 10, 1_700_000_000_123_456_789, 1),
+        entry("b", 20, 1_700_000_001_000_000_000, 1),
+        entry("c", 30, 1_700_000_002_500_000_000, 1),
+    ]);
+    let tree = listing(&[
+        (b"a", 10, "1700000000.000000000"),
+        (b"b", 20, "1700000001.000000000"),
+        // Another second, or a fraction of its own: changed.
+        (b"c", 30, "1700000003.000000000"),
+    ]);
+    let (p, _, members) = plan(&base, &tree, &id(2));
+    assert_eq!(nul_list(&members), ["c"]);
+    assert_eq!(p.referenced.files, 2);
+    let tree = listing(&[
+        (b"a", 10, "1700000000.100000000"),
+        (b"b", 20, "1700000001.000000000"),
+        (b"c", 30, "1700000002.500000000"),
+    ]);
+    let (_, _, members) = plan(&base, &tree, &id(2));
+    assert_eq!(nul_list(&members), ["a"]);
+}
