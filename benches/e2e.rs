@@ -1209,7 +1209,8 @@ impl Bench {
     /// Uploads `file` through a pipe with our aws CLI settings (config file, args).
     fn upload_alone(&self, file: &Path, config: &Path, key: &str) -> Result<(), BoxError> {
         let size = fs::metadata(file)?.len();
-        let mut child = Command::new(&self.aws)
+        let mut child = self
+            .our_aws(config)
             .args([
                 "s3",
                 "cp",
@@ -1220,20 +1221,6 @@ impl Bench {
             .arg(size.to_string())
             .args(["--endpoint-url", &self.server.endpoint, "-"])
             .arg(format!("s3://{BUCKET}/{key}"))
-            .env_clear()
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-            )
-            .env("HOME", &self.base)
-            .env("AWS_CONFIG_FILE", config)
-            .env("AWS_SHARED_CREDENTIALS_FILE", self.base.join("none"))
-            .env("AWS_ACCESS_KEY_ID", &self.server.access)
-            .env("AWS_SECRET_ACCESS_KEY", &self.server.secret)
-            .env("AWS_DEFAULT_REGION", s3_server::REGION)
-            .env("AWS_ENDPOINT_URL", &self.server.endpoint)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_RETRY_MODE", "standard")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
