@@ -28,6 +28,17 @@ fn unreachable_bucket() -> S3Parameters {
     S3Parameters::from_relation_data(&data).unwrap()
 }
 
+/// The handle over `store` with a workload that runs nothing (catalog operations only).
+fn over_store(store: MemoryStore) -> Backups<MockContainer> {
+    Backups::with_store(
+        MockContainer::new(),
+        unreachable_bucket(),
+        Layout::default(),
+        store,
+    )
+    .unwrap()
+}
+
 /// A workload with no `homeserver.yaml`: reading it fails as a missing file does (by a
 /// pull, or by an exec as the workload user).
 fn workload_without_config() -> MockContainer {
@@ -99,13 +110,7 @@ async fn create_refuses_an_unusable_passphrase_first() {
 /// A verify whose token is cancelled returns `Cancelled` without running anything.
 #[tokio::test]
 async fn a_cancelled_verify_runs_nothing() {
-    let backups = Backups::with_store(
-        MockContainer::new(),
-        unreachable_bucket(),
-        Layout::default(),
-        MemoryStore::new(PATH),
-    )
-    .unwrap();
+    let backups = over_store(MemoryStore::new(PATH));
     let cancel = CancelToken::new();
     cancel.cancel();
     let e = backups
@@ -149,13 +154,7 @@ async fn the_catalog_through_the_handle_over_a_memory_store() {
         ids.push(id);
         store.advance(Duration::from_secs(10 * 86_400));
     }
-    let backups = Backups::with_store(
-        MockContainer::new(),
-        unreachable_bucket(),
-        Layout::default(),
-        store.clone(),
-    )
-    .unwrap();
+    let backups = over_store(store.clone());
     let listed: Vec<_> = backups
         .list()
         .await
@@ -227,13 +226,7 @@ async fn a_chain_through_the_handle_lists_kinds_and_deletes_with_dependents() {
         ids.push(id);
         store.advance(Duration::from_secs(86_400));
     }
-    let backups = Backups::with_store(
-        MockContainer::new(),
-        unreachable_bucket(),
-        Layout::default(),
-        store.clone(),
-    )
-    .unwrap();
+    let backups = over_store(store.clone());
     let kinds: Vec<ListedKind> = backups
         .list()
         .await
@@ -280,13 +273,7 @@ async fn a_prune_deletes_only_what_both_its_plan_and_the_bucket_now_allow() {
     store.advance(Duration::from_secs(86_400));
     let mid = BackupId::from_time(store.now());
     put_complete(&store, &mid).await;
-    let backups = Backups::with_store(
-        MockContainer::new(),
-        unreachable_bucket(),
-        Layout::default(),
-        store.clone(),
-    )
-    .unwrap();
+    let backups = over_store(store.clone());
     let plan = backups
         .prune_plan(&RetentionPolicy::default().keep_last(Some(1)))
         .await
