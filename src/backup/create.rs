@@ -851,28 +851,9 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             .await
             .unwrap_or(0);
         let mut index = IndexReader::new(&rules, changed, capacity);
-        let mut offset = 0;
-        let mut carry: Vec<u8> = Vec::new();
-        loop {
-            let chunk = outputs.chunk(WorkFile::Index, offset, INDEX_CHUNK).await?;
-            offset += chunk.len() as u64;
-            let last = (chunk.len() as u64) < INDEX_CHUNK;
-            carry.extend_from_slice(&chunk);
-            drop(chunk);
-            let complete = if last {
-                carry.len()
-            } else {
-                carry.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1)
-            };
-            for line in carry[..complete].split_inclusive(|b| *b == b'\n') {
-                index.line(line.strip_suffix(b"\n").unwrap_or(line))?;
-            }
-            carry.drain(..complete);
-            if last {
-                break;
-            }
-        }
-        drop(carry);
+        outputs
+            .for_each_record(WorkFile::Index, b'\n', INDEX_CHUNK, |line| index.line(line))
+            .await?;
         index.finish()
     }
 

@@ -582,7 +582,6 @@ pub(crate) async fn check_staged<C: Container + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::layout::HomeserverConfig;
 
     fn member(kind: char, name: &str, mode: u32) -> ArchiveMember {
         ArchiveMember {
@@ -597,17 +596,7 @@ mod tests {
 
     #[test]
     fn a_walk_checked_in_batches_finds_what_it_finds_whole() {
-        let layout = Layout {
-            root: "/r".into(),
-            ..Layout::default()
-        };
-        let config = HomeserverConfig::parse(
-            "media_store_path: /data/media_store\n",
-            "/data/homeserver.yaml",
-            &layout,
-        )
-        .unwrap();
-        let rules = RestoreRules::new(&layout, &config);
+        let rules = crate::backup::restore_plan::tests::rules();
         let walk = vec![
             member('d', ".synapse-backup", 0o700),
             member('-', "data/media_store/local_content/a", 0o4755),

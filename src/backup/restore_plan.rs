@@ -708,10 +708,11 @@ fn check_listed(id: &str, members: &[ArchiveMember], m: &Manifest) -> Result<(),
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rules() -> RestoreRules {
+    /// The rules of a Synapse tree at `/r` with its media in `/data/media_store`.
+    pub(crate) fn rules() -> RestoreRules {
         let layout = Layout {
             root: "/r".into(),
             ..Layout::default()
