@@ -227,7 +227,8 @@ impl Config {
             .collect();
         let mut sections: Vec<String> = env_var("SYNAPSE_BACKUP_BENCH_ONLY")
             .unwrap_or_else(|| {
-                "backup,limits,restore,restic,incremental,scale,pebble,synapse,transfer,catalog".into()
+                "backup,limits,restore,restic,incremental,scale,pebble,synapse,transfer,catalog"
+                    .into()
             })
             .split(',')
             .map(|s| s.trim().to_string())

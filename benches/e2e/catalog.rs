@@ -60,11 +60,7 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
     )?;
     let mut rows: [(&str, Vec<f64>, Vec<f64>); 2] = [
         ("bare ListObjects", Vec::new(), Vec::new()),
-        (
-            "list_backups (HEADs 16 at a time)",
-            Vec::new(),
-            Vec::new(),
-        ),
+        ("list_backups (HEADs 16 at a time)", Vec::new(), Vec::new()),
     ];
     for _ in 0..config.rounds {
         for (client, slot) in [(&direct, 1usize), (&delayed, 2)] {
@@ -133,12 +129,7 @@ fn put_legacy(bench: &Bench, client: &S3Client) -> Result<Vec<String>, BoxError>
     bench.rt.block_on(
         stream::iter(&keys)
             .map(|key| {
-                client.put_object(
-                    key,
-                    b"legacy".to_vec(),
-                    "application/octet-stream",
-                    &none,
-                )
+                client.put_object(key, b"legacy".to_vec(), "application/octet-stream", &none)
             })
             .buffer_unordered(16)
             .try_collect::<Vec<()>>(),
@@ -217,7 +208,10 @@ fn verify_all(bench: &Bench, config: &Config, out: &mut String) -> Result<(), Bo
         "### catalog on {}: verify --all over {VERIFIED} small backups (CLI, median of {} s)\n",
         bench.server.kind, config.rounds
     )?;
-    writeln!(out, "| --jobs | wall | per backup | vs --jobs 1 |\n|---|---|---|---|")?;
+    writeln!(
+        out,
+        "| --jobs | wall | per backup | vs --jobs 1 |\n|---|---|---|---|"
+    )?;
     let one = median(&times[0]);
     for (jobs, t) in JOBS.iter().zip(&times) {
         let m = median(t);

@@ -28,7 +28,10 @@ use synapse_backup::{
 pub fn rtt() -> Duration {
     Duration::from_millis(
         env_var("SYNAPSE_BACKUP_BENCH_RTT_MS")
-            .map(|v| v.parse().expect("SYNAPSE_BACKUP_BENCH_RTT_MS: milliseconds"))
+            .map(|v| {
+                v.parse()
+                    .expect("SYNAPSE_BACKUP_BENCH_RTT_MS: milliseconds")
+            })
             .unwrap_or(20u64),
     )
 }
@@ -41,7 +44,12 @@ pub fn proxy(bench: &Bench) -> Result<DelayProxy, BoxError> {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .parse()
-        .map_err(|e| err(format!("the server's endpoint {}: {e}", bench.server.endpoint)))?;
+        .map_err(|e| {
+            err(format!(
+                "the server's endpoint {}: {e}",
+                bench.server.endpoint
+            ))
+        })?;
     Ok(DelayProxy::start(upstream, rtt())?)
 }
 
@@ -106,7 +114,10 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
     for round in 1..=config.rounds {
         // One backup each way; the restores read the one made straight to the server.
         let mut made = None;
-        for (params, times) in [(&delayed, &mut backup.delayed), (&direct, &mut backup.direct)] {
+        for (params, times) in [
+            (&delayed, &mut backup.delayed),
+            (&direct, &mut backup.direct),
+        ] {
             let started = Instant::now();
             let report = bench.rt.block_on(create_backup_with(
                 &bench.container,

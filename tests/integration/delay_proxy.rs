@@ -51,10 +51,16 @@ fn each_exchange_through_the_proxy_takes_its_round_trip_and_the_first_one_more()
     stream.set_nodelay(true).unwrap();
     // The first exchange pays the handshake's round trip too.
     let first = exchange(&mut stream, b"hello");
-    assert!(first >= 2 * rtt, "first exchange took {first:?}, under 2 x {rtt:?}");
+    assert!(
+        first >= 2 * rtt,
+        "first exchange took {first:?}, under 2 x {rtt:?}"
+    );
     for _ in 0..5 {
         let took = exchange(&mut stream, b"ping");
-        assert!(took >= rtt, "an exchange took {took:?}, under the {rtt:?} round trip");
+        assert!(
+            took >= rtt,
+            "an exchange took {took:?}, under the {rtt:?} round trip"
+        );
     }
 }
 
@@ -85,7 +91,12 @@ fn a_long_stream_through_the_proxy_keeps_its_throughput() {
             break;
         }
         for (i, b) in buf[..n].iter().enumerate() {
-            assert_eq!(*b, ((position + i) % (1 << 16) % 251) as u8, "byte {}", position + i);
+            assert_eq!(
+                *b,
+                ((position + i) % (1 << 16) % 251) as u8,
+                "byte {}",
+                position + i
+            );
         }
         position += n;
         received += n;
@@ -98,5 +109,8 @@ fn a_long_stream_through_the_proxy_keeps_its_throughput() {
         rate > 20.0,
         "64 MiB echoed through a {rtt:?} proxy in {took:?}: {rate:.1} MB/s"
     );
-    assert!(took >= rtt, "the stream took {took:?}, under one round trip");
+    assert!(
+        took >= rtt,
+        "the stream took {took:?}, under one round trip"
+    );
 }
