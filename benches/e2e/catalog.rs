@@ -50,7 +50,7 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
     ));
     writeln!(
         out,
-        "### catalog on {}: list of {LEGACY} legacy backups (median of {} s; each needs a HEAD)\n",
+        "### catalog on {}: list of {LEGACY} legacy backups (seconds, median of {}; each needs a HEAD)\n",
         bench.server.kind, config.rounds
     )?;
     writeln!(
@@ -205,7 +205,7 @@ fn verify_all(bench: &Bench, config: &Config, out: &mut String) -> Result<(), Bo
     }
     writeln!(
         out,
-        "### catalog on {}: verify --all over {VERIFIED} small backups (CLI, median of {} s)\n",
+        "### catalog on {}: verify --all over {VERIFIED} small backups (the CLI; seconds, median of {})\n",
         bench.server.kind, config.rounds
     )?;
     writeln!(

@@ -13,15 +13,16 @@
 //! (`concurrency x MiB` settings, default `1x1024,1x8,4x8,4x16,2x64`).
 
 use super::delay_proxy::DelayProxy;
-use super::{Bench, BoxError, Config, MB, PASSPHRASE, env_var, err, median, progress};
+use super::{BUCKET, Bench, BoxError, Config, MB, PASSPHRASE, env_var, err, median, progress};
 
 use std::fmt::Write as _;
+use std::fs;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use synapse_backup::{
-    DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, RestoreOptions, S3Parameters,
-    create_backup_with, restore_backup_with,
+    BackupOptions, DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, RestoreOptions,
+    S3Parameters, create_backup_with, restore_backup_with,
 };
 
 /// The added round-trip time (`SYNAPSE_BACKUP_BENCH_RTT_MS`, default 20 ms).
@@ -92,13 +93,41 @@ impl Pair {
     fn row(&self, what: &str, setting: &str, bytes: u64) -> String {
         let (d, l) = (median(&self.direct), median(&self.delayed));
         format!(
-            "| {what} | {setting} | {d:.2} s ({:.0} MB/s) | {l:.2} s ({:.0} MB/s) | +{:.2} s ({:.2}x) |",
+            "| {what} | {setting} | {d:.2} s ({:.0} MB/s) | {l:.2} s ({:.0} MB/s) | {:+.2} s ({:.2}x) |",
             bytes as f64 / MB / d,
             bytes as f64 / MB / l,
             l - d,
             l / d
         )
     }
+}
+
+/// The download alone of `key` with one setting (the aws CLI's config file as our
+/// download writes it), through `endpoint`, to a pipe this process drains; seconds.
+fn download_alone(
+    bench: &Bench,
+    params: &S3Parameters,
+    endpoint: &str,
+    key: &str,
+    (concurrency, mib): (u32, u32),
+) -> Result<f64, BoxError> {
+    let transfer = BackupOptions::default()
+        .part_size_mib(mib.max(5))
+        .upload_concurrency(concurrency.max(1));
+    let config = bench.base.join("latency-aws-config");
+    fs::write(
+        &config,
+        synapse_backup::testing::internals::aws_config_file(params, &transfer)
+            .map_err(|e| e.to_string())?,
+    )?;
+    let mut cmd = bench.our_aws(&config);
+    cmd.args(["s3", "cp", "--only-show-errors", "--no-progress"])
+        .args(["--endpoint-url", endpoint])
+        .arg(format!("s3://{BUCKET}/{key}"))
+        .arg("-");
+    let started = Instant::now();
+    Bench::drain(cmd)?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Runs the section on the bench's server (see the module's doc).
@@ -110,6 +139,7 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
     let settings = settings();
     let mut backup = Pair::default();
     let mut restores: Vec<Pair> = settings.iter().map(|_| Pair::default()).collect();
+    let mut downloads: Vec<Pair> = settings.iter().map(|_| Pair::default()).collect();
     let mut object = 0u64;
     for round in 1..=config.rounds {
         // One backup each way; the restores read the one made straight to the server.
@@ -139,6 +169,15 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
             proxy.rtt.as_millis(),
             backup.delayed[round - 1]
         ));
+        let key = bench.client.object_key(id.as_str());
+        for (setting, pair) in settings.iter().zip(downloads.iter_mut()) {
+            for (params, endpoint, times) in [
+                (&direct, bench.server.endpoint.clone(), &mut pair.direct),
+                (&delayed, proxy.endpoint(), &mut pair.delayed),
+            ] {
+                times.push(download_alone(bench, params, &endpoint, &key, *setting)?);
+            }
+        }
         for ((c, m), pair) in settings.iter().zip(restores.iter_mut()) {
             let options = RestoreOptions::default()
                 .download_concurrency(*c)
@@ -182,6 +221,13 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
         config.options.upload_concurrency, config.options.part_size_mib
     );
     writeln!(out, "{}", backup.row("backup", &upload, object))?;
+    for ((c, m), pair) in settings.iter().zip(&downloads) {
+        writeln!(
+            out,
+            "{}",
+            pair.row("download alone (to a pipe)", &setting_name(*c, *m), object)
+        )?;
+    }
     for ((c, m), pair) in settings.iter().zip(&restores) {
         writeln!(
             out,
@@ -189,6 +235,11 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
             pair.row("restore in place", &setting_name(*c, *m), object)
         )?;
     }
-    writeln!(out)?;
+    writeln!(
+        out,
+        "\nThrough the proxy: {} connections, {:.1} MB forwarded.\n",
+        proxy.connections(),
+        proxy.bytes() as f64 / MB
+    )?;
     Ok(())
 }

@@ -104,6 +104,12 @@ fn a_long_stream_through_the_proxy_keeps_its_throughput() {
     sender.join().unwrap();
     let took = started.elapsed();
     assert_eq!(received, total, "the echo lost bytes");
+    assert_eq!(proxy.connections(), 1);
+    assert_eq!(
+        proxy.bytes(),
+        2 * total as u64,
+        "both directions are counted"
+    );
     let rate = total as f64 / took.as_secs_f64() / 1e6;
     assert!(
         rate > 20.0,

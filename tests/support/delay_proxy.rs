@@ -14,6 +14,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,6 +35,8 @@ pub struct DelayProxy {
     pub addr: SocketAddr,
     /// The added round-trip time.
     pub rtt: Duration,
+    /// Connections accepted and bytes forwarded (both directions) so far.
+    counters: Arc<[AtomicU64; 2]>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -47,14 +51,18 @@ impl DelayProxy {
             .build()?;
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
+        let counters = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let counted = Arc::clone(&counters);
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let accepted = Instant::now();
+                counted[0].fetch_add(1, Ordering::Relaxed);
+                let counted = Arc::clone(&counted);
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
-                        connect(client, server, rtt, accepted).await;
+                        connect(client, server, rtt, accepted, &counted).await;
                     }
                 });
             }
@@ -62,8 +70,19 @@ impl DelayProxy {
         Ok(DelayProxy {
             addr,
             rtt,
+            counters,
             runtime: Some(runtime),
         })
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.counters[0].load(Ordering::Relaxed)
+    }
+
+    /// Bytes forwarded so far, both directions.
+    pub fn bytes(&self) -> u64 {
+        self.counters[1].load(Ordering::Relaxed)
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -82,13 +101,25 @@ impl Drop for DelayProxy {
 
 /// Forwards both directions until both are closed; the client's first bytes are not
 /// delivered before one round trip after the connection was accepted (the handshake).
-async fn connect(client: TcpStream, server: TcpStream, rtt: Duration, accepted: Instant) {
+async fn connect(
+    client: TcpStream,
+    server: TcpStream,
+    rtt: Duration,
+    accepted: Instant,
+    counters: &[AtomicU64; 2],
+) {
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     let one_way = rtt / 2;
     tokio::join!(
-        delayed(client_read, server_write, one_way, accepted + rtt),
-        delayed(server_read, client_write, one_way, accepted),
+        delayed(
+            client_read,
+            server_write,
+            one_way,
+            accepted + rtt,
+            &counters[1]
+        ),
+        delayed(server_read, client_write, one_way, accepted, &counters[1]),
     );
 }
 
@@ -100,6 +131,7 @@ async fn delayed(
     mut to: OwnedWriteHalf,
     one_way: Duration,
     not_before: Instant,
+    forwarded: &AtomicU64,
 ) {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE_CHUNKS);
     let reader = async move {
@@ -124,6 +156,7 @@ async fn delayed(
             if to.write_all(&chunk).await.is_err() {
                 return;
             }
+            forwarded.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
     };
     tokio::join!(reader, writer);
