@@ -4,8 +4,9 @@
 //! the other, each in a separate process so that its CPU and memory are not counted as
 //! ours: s3s-fs (this binary started again with `SYNAPSE_BACKUP_BENCH_SERVE=1`) and moto
 //! (`moto_server`, which `scripts/tools.sh` installs). The server sections (`backup`,
-//! `limits`, `restore`, `restic`, `sweep`) run on each server; `incremental`, `scale`,
-//! `pebble` and `synapse` on the first only. A closing table compares the servers.
+//! `limits`, `restore`, `restic`, `sweep`, `latency`, `catalog`) run on each server;
+//! `incremental`, `scale`, `pebble` and `synapse` on the first only. A closing table
+//! compares the servers.
 //!
 //! Method. The tree: ~81% incompressible local media with log-normal sizes and
 //! Synapse's sharded paths, ~4% thumbnails, ~10% SQLite (WAL mode, event JSON, a live
@@ -31,8 +32,13 @@
 //! - `SYNAPSE_BACKUP_BENCH_SCALE`: media file counts of the scale check (default
 //!   `10000,100000`; `0` skips it);
 //! - `SYNAPSE_BACKUP_BENCH_ONLY`: sections to run among
-//!   `backup,limits,restore,restic,incremental,scale,pebble,synapse,transfer` (default
-//!   all), plus `sweep`;
+//!   `backup,limits,restore,restic,incremental,scale,pebble,synapse,transfer,catalog`
+//!   (default all), plus `sweep` and `latency` (a restore per download setting, round and
+//!   path: run it with a small tree, e.g. `SYNAPSE_BACKUP_BENCH_BYTES=256M`);
+//! - `SYNAPSE_BACKUP_BENCH_RTT_MS`: the round trip the `latency` and `catalog` sections
+//!   add through their delay proxy (default 20);
+//! - `SYNAPSE_BACKUP_BENCH_DOWNLOADS`: the `latency` section's download settings,
+//!   `concurrency x MiB` (default `1x1024,1x8,4x8,4x16,2x64`);
 //! - `SYNAPSE_BACKUP_BENCH_SERVERS`: `s3s-fs`, `moto` or both, in order (default
 //!   `s3s-fs,moto`);
 //! - `SYNAPSE_BACKUP_BENCH_PROBES`: messages sent per idle measurement of the `synapse`
@@ -65,6 +71,12 @@
 //! at least 5 rounds each, on the same tree and server: the data never crosses Pebble's
 //! socket, so the two should take the same time.
 //!
+//! The `latency` section (benches/e2e/latency.rs) runs our create and our restore at
+//! each download setting straight to the server and through a userspace proxy that adds
+//! a round-trip time (tc netem's job, done in this process); the `catalog` section
+//! (benches/e2e/catalog.rs) times `list` of 1,000 legacy backups beside the bare
+//! listing, and `verify --all` of 20 small backups at `--jobs` 1, 2 and 4 (the CLI).
+//!
 //! The `synapse` section (as root, with the Synapse `scripts/synapse.sh` installs) runs a
 //! real homeserver as its own user, with a media store of the tree's size, and measures
 //! the client API's latency (sending a message over one keep-alive connection, median
@@ -91,6 +103,12 @@
     reason = "the 80-line rule is for the library; a scenario here reads top to bottom"
 )]
 
+#[path = "e2e/catalog.rs"]
+mod catalog;
+#[path = "../tests/support/delay_proxy.rs"]
+mod delay_proxy;
+#[path = "e2e/latency.rs"]
+mod latency;
 #[path = "../tests/support/pebble_daemon.rs"]
 mod pebble_daemon;
 #[path = "../tests/support/s3_server.rs"]
@@ -209,7 +227,8 @@ impl Config {
             .collect();
         let mut sections: Vec<String> = env_var("SYNAPSE_BACKUP_BENCH_ONLY")
             .unwrap_or_else(|| {
-                "backup,limits,restore,restic,incremental,scale,pebble,synapse,transfer".into()
+                "backup,limits,restore,restic,incremental,scale,pebble,synapse,transfer,catalog"
+                    .into()
             })
             .split(',')
             .map(|s| s.trim().to_string())
@@ -1822,6 +1841,18 @@ fn run_sections(
         let (b, r) = restic_section(bench, config, &mut out, &mut notes)?;
         summary.restic_backup = Some(b);
         summary.restic_restore = Some(r);
+        print!("{out}");
+        out.clear();
+    }
+
+    if config.section("latency") {
+        latency::section(bench, config, &mut out)?;
+        print!("{out}");
+        out.clear();
+    }
+
+    if config.section("catalog") {
+        catalog::section(bench, config, &mut out)?;
         print!("{out}");
         out.clear();
     }

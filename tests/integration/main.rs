@@ -21,6 +21,7 @@ mod api;
 mod cli;
 mod container;
 mod create;
+mod delay_proxy;
 mod extract;
 mod incremental;
 #[cfg(all(feature = "cli", feature = "mock"))]

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "cli")]
 pub mod cli_fixture;
+pub mod delay_proxy;
 pub mod env;
 pub mod faulty;
 pub mod pebble_daemon;
