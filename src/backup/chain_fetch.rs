@@ -17,12 +17,20 @@ use crate::backup::restore::RestoreOptions;
 use crate::backup::restore_plan::{self, ArchiveMember, Part, inner_manifest_position};
 use crate::backup::run::Run;
 use crate::backup::scripts::WorkFile;
-use crate::backup::work;
+use crate::backup::work::{self, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, S3Error, Stage};
+use futures_util::stream::{self, StreamExt};
 
 /// The largest file index read (about four million files).
 const MAX_INDEX_BYTES: u64 = 512 << 20;
+
+/// Older packs read side by side: the chain's base (the largest, read first) beside
+/// increments. Each read is a pipeline of its own (download, checksum, gpg, tar) that
+/// alone leaves cores and the network idle: a full restore keeps about half of two
+/// cores busy, so three in flight overlap the increments' fixed costs (the aws CLI's
+/// start, gpg's key derivation) and their databases with the base's transfer.
+const PACKS_AT_ONCE: usize = 3;
 
 /// A backup of a chain, planned: what each pack gives, the older packs located and
 /// checked against the chain, and the inner manifest its own pack starts with.
@@ -146,11 +154,14 @@ impl Chain {
             .count()
     }
 
-    /// Reads every older pack the index assigns files to (others give nothing), into
-    /// the work dir `work` (`how`: listed, or extracted into its stage, the first one
-    /// making it): each checked against its manifest and the chain (object SHA-256,
-    /// id and nonce), with gpg's status, its inner manifest and a listing of exactly
-    /// its files. Gives their members (without their inner manifests).
+    /// Reads every older pack the index assigns files to (others give nothing), up to
+    /// [`PACKS_AT_ONCE`] side by side, each in a work dir of its own inside `work`
+    /// (`how`: listed, or extracted into `work`'s stage, which they share): each
+    /// checked against its manifest and the chain (object SHA-256, id and nonce), with
+    /// gpg's status, its inner manifest and a listing of exactly its files. Gives their
+    /// members (without their inner manifests), in chain order. Every read runs to its
+    /// end before an error is told (the first in chain order), so that none is left
+    /// running in the work dir.
     ///
     /// # Errors
     /// [`BackupError::Corrupted`] naming the pack and what is wrong with it, or the
@@ -163,50 +174,24 @@ impl Chain {
         options: &RestoreOptions,
         how: Read,
     ) -> Result<Vec<ArchiveMember>, BackupError> {
+        let reads = self
+            .parts
+            .iter()
+            .zip(&self.older)
+            .enumerate()
+            .filter(|(_, (part, _))| part.usage.files > 0 && part.link.is_some())
+            .map(|(n, (part, found))| {
+                let pack = Pack {
+                    number: n,
+                    part,
+                    found,
+                };
+                pack.read(run, work, id, options, how)
+            });
+        let results: Vec<_> = stream::iter(reads).buffered(PACKS_AT_ONCE).collect().await;
         let mut members = Vec::new();
-        let mut staged = false;
-        for (part, found) in self.parts.iter().zip(&self.older) {
-            if part.usage.files == 0 {
-                continue;
-            }
-            let Some(link) = part.link.as_ref() else {
-                continue;
-            };
-            work::write_file(
-                run.container,
-                run.layout,
-                work,
-                WorkFile::PackMembers,
-                part.tar_list(),
-            )
-            .await?;
-            let call = pack_call(run, work, found, part, how, staged);
-            staged |= how == Read::Extract;
-            let stage = match how {
-                Read::List => ProgressStage::Verify,
-                Read::Extract => ProgressStage::Restore,
-            };
-            let got = fetch(
-                run,
-                work,
-                &call,
-                &part.id,
-                found,
-                options,
-                stage,
-                Part::Older,
-            )
-            .await
-            .map_err(|e| in_chain(id, &part.id, e))?;
-            let named =
-                |why: String| corrupted(id, format!("the pack {} of its chain: {why}", part.id));
-            check_older_pack(link, &got.sha256, got.inner.as_ref()).map_err(named)?;
-            // Checked above: a pack of a chain always has a manifest.
-            if let Some(manifest) = &found.manifest {
-                check_partial_listing(part, &got.members, manifest).map_err(named)?;
-            }
-            let skip = inner_manifest_position(&got.members).map_or(0, |p| p + 1);
-            members.extend(got.members.into_iter().skip(skip));
+        for result in results {
+            members.extend(result?);
         }
         Ok(members)
     }
@@ -301,28 +286,109 @@ impl Backup<'_> {
     }
 }
 
-/// The fetch call of an older pack `part` (found as `found`): listed or extracted (into
-/// the stage an earlier pack made when `staged`), only its members.
-fn pack_call<C: Container + ?Sized>(
-    run: &Run<'_, C>,
-    work: &WorkDir,
-    found: &Fetched,
-    part: &PackPart,
-    how: Read,
-    staged: bool,
-) -> ScriptCall {
-    let mut call = match how {
-        Read::List => restore_plan::list_call(run.layout, run.params, work, &found.key),
-        Read::Extract => {
-            let need = part.usage.bytes.saturating_add(part.usage.bytes / 8);
-            restore_plan::extract_call(run.layout, run.params, work, &found.key, need)
-        }
-    };
-    call.env.insert("SB_PACK_MEMBERS".into(), "1".into());
-    if staged {
-        call.env.insert("SB_STAGE_APPEND".into(), "1".into());
+/// An older pack of a chain to read: its place in the chain, what its backup's index
+/// assigns to it, and where it was found.
+struct Pack<'c> {
+    number: usize,
+    part: &'c PackPart,
+    found: &'c Fetched,
+}
+
+impl Pack<'_> {
+    /// Reads the pack in a work dir of its own inside `work` (removed afterwards on
+    /// every path), extracting into `work`'s stage or listing it, and checks it: gives
+    /// its members without its inner manifest.
+    async fn read<C: Container + ?Sized>(
+        self,
+        run: &Run<'_, C>,
+        work: &WorkDir,
+        id: &BackupId,
+        options: &RestoreOptions,
+        how: Read,
+    ) -> Result<Vec<ArchiveMember>, BackupError> {
+        let guard = run
+            .work_dir_in(
+                WorkPlace::Under(&work.dir),
+                "pack",
+                &options.transfer(),
+                false,
+            )
+            .await?;
+        let got = self.read_in(run, guard.dir(), work, id, options, how).await;
+        guard.finish().await;
+        got
     }
-    call
+
+    async fn read_in<C: Container + ?Sized>(
+        &self,
+        run: &Run<'_, C>,
+        own: &WorkDir,
+        work: &WorkDir,
+        id: &BackupId,
+        options: &RestoreOptions,
+        how: Read,
+    ) -> Result<Vec<ArchiveMember>, BackupError> {
+        let (part, found) = (self.part, self.found);
+        // Only packs with a link are read (filtered by the caller).
+        let Some(link) = part.link.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let list = part.tar_list();
+        work::write_file(run.container, run.layout, own, WorkFile::PackMembers, list).await?;
+        let call = self.call(run, own, work, how);
+        let stage = match how {
+            Read::List => ProgressStage::Verify,
+            Read::Extract => ProgressStage::Restore,
+        };
+        let got = fetch(
+            run,
+            own,
+            &call,
+            &part.id,
+            found,
+            options,
+            stage,
+            Part::Older,
+        )
+        .await
+        .map_err(|e| in_chain(id, &part.id, e))?;
+        let named =
+            |why: String| corrupted(id, format!("the pack {} of its chain: {why}", part.id));
+        check_older_pack(link, &got.sha256, got.inner.as_ref()).map_err(named)?;
+        // Checked by the plan: a pack of a chain always has a manifest.
+        if let Some(manifest) = &found.manifest {
+            check_partial_listing(part, &got.members, manifest).map_err(named)?;
+        }
+        let skip = inner_manifest_position(&got.members).map_or(0, |p| p + 1);
+        Ok(got.members.into_iter().skip(skip).collect())
+    }
+
+    /// The pack's fetch call in its own work dir `own`: listed, or extracted into the
+    /// stage of the backup's work dir `work` (its inner manifest under a name of its
+    /// own there), only its members.
+    fn call<C: Container + ?Sized>(
+        &self,
+        run: &Run<'_, C>,
+        own: &WorkDir,
+        work: &WorkDir,
+        how: Read,
+    ) -> ScriptCall {
+        let (part, key) = (self.part, &self.found.key);
+        let mut call = match how {
+            Read::List => restore_plan::list_call(run.layout, run.params, own, key),
+            Read::Extract => {
+                let need = part.usage.bytes.saturating_add(part.usage.bytes / 8);
+                let mut call = restore_plan::extract_call(run.layout, run.params, own, key, need);
+                call.env
+                    .insert("SB_STAGE".into(), format!("{}/stage", work.dir));
+                call.env
+                    .insert("SB_PACK_TAG".into(), format!("pack-{}", self.number));
+                call
+            }
+        };
+        call.env.insert("SB_PACK_MEMBERS".into(), "1".into());
+        call
+    }
 }
 
 /// An older pack's read error, told as the backup's: a corrupted or incomplete pack

@@ -16,18 +16,23 @@
 #   $SB_WORK/head, and set-id, sticky and world-writable bits stripped from every
 #   staged file and directory.
 #
-# A pack of an incremental backup's chain is read by one run each, in one work dir:
-# with SB_PACK_MEMBERS, tar reads only the members named (NUL-separated, verbatim, no
+# A pack of an incremental backup's chain is read by one run each: with
+# SB_PACK_MEMBERS, tar reads only the members named (NUL-separated, verbatim, no
 # pattern, no recursion) in $SB_WORK/pack.members, an older pack's inner manifest and
 # the files its backup's index assigns to it; with SB_STAGE_APPEND, extract mode adds
 # to the stage an earlier run made. Each run starts by removing the outputs of the
-# one before.
+# one before. The older packs are read side by side, each in a work dir of its own
+# inside the backup's: SB_STAGE names the stage they share (the backup's, made by
+# whichever run comes first; default $SB_WORK/stage), and SB_PACK_TAG (a name of ours)
+# extracts the pack's inner manifest as .synapse-backup/$SB_PACK_TAG.json instead, so
+# that no run overwrites another's: its head is copied to $SB_WORK/head and the file
+# removed, and the staged walk is left to the backup's own pack, read last.
 #
 # Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk).
 # Environment: SB_WORK (work dir), SB_MODE, SB_URL, SB_TAR, SB_GPG,
 # SB_AWS, SB_PYTHON, SB_HASH_PY, the aws CLI's AWS_* variables, and optionally
 # SB_NEED_BYTES with SB_SPACE_DIR (free space to check first), SB_VERIFY_DB (list),
-# SB_PACK_MEMBERS and SB_STAGE_APPEND.
+# SB_PACK_MEMBERS, SB_STAGE_APPEND, SB_STAGE and SB_PACK_TAG.
 # Positional parameters: the aws CLI's extra arguments.
 # Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 41 the
 # staging file system filled up while extracting; 10 +
@@ -55,9 +60,18 @@ if [ -n "${SB_PACK_MEMBERS:-}" ]; then
   tar_common+=(--no-wildcards --no-recursion --no-unquote --null --verbatim-files-from
     --files-from "$w/pack.members")
 fi
+stage=${SB_STAGE:-$w/stage}
+tag=${SB_PACK_TAG:-}
 if [ "$SB_MODE" = extract ]; then
-  if [ -z "${SB_STAGE_APPEND:-}" ]; then mkdir -m 700 "$w/stage"; fi
-  tar_args=(--extract --directory "$w/stage" --preserve-permissions --no-same-owner
+  if [ -n "$tag" ]; then
+    # Shared by the packs read side by side: made by the first, a dir (not a link) for
+    # the others, in the backup's private work dir.
+    mkdir -m 700 -- "$stage" 2>/dev/null || { [ -d "$stage" ] && [ ! -L "$stage" ]; }
+    tar_common+=(--transform "s,^\\.synapse-backup/manifest\\.json\$,.synapse-backup/$tag.json,")
+  elif [ -z "${SB_STAGE_APPEND:-}" ]; then
+    mkdir -m 700 "$stage"
+  fi
+  tar_args=(--extract --directory "$stage" --preserve-permissions --no-same-owner
     --delay-directory-restore "${tar_common[@]}")
 else
   tar_args=(--extract --to-stdout "${tar_common[@]}")
@@ -121,10 +135,14 @@ if [ "$SB_MODE" = extract ] && [ "${st[3]}" -ne 0 ]; then
   fi
 fi
 pipeline_finish upstream
-if [ "$SB_MODE" = extract ]; then
-  find "$w/stage" -mindepth 1 -printf '%y %m %n %U %s %P\0' >"$w/staged"
-  inner="$w/stage/.synapse-backup/manifest.json"
+if [ "$SB_MODE" = extract ] && [ -n "$tag" ]; then
+  inner="$stage/.synapse-backup/$tag.json"
   if [ -f "$inner" ] && [ ! -L "$inner" ]; then head -c 65536 -- "$inner" >"$w/head"; fi
-  find "$w/stage" -mindepth 1 \( -type f -o -type d \) -perm /7002 \
+  rm -f -- "$inner"
+elif [ "$SB_MODE" = extract ]; then
+  find "$stage" -mindepth 1 -printf '%y %m %n %U %s %P\0' >"$w/staged"
+  inner="$stage/.synapse-backup/manifest.json"
+  if [ -f "$inner" ] && [ ! -L "$inner" ]; then head -c 65536 -- "$inner" >"$w/head"; fi
+  find "$stage" -mindepth 1 \( -type f -o -type d \) -perm /7002 \
     -exec chmod u-s,g-s,o-t,o-w -- {} +
 fi
