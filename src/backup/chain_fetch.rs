@@ -32,6 +32,9 @@ const MAX_INDEX_BYTES: u64 = 512 << 20;
 /// start, gpg's key derivation) and their databases with the base's transfer.
 const PACKS_AT_ONCE: usize = 3;
 
+/// Older packs located at once (a few small requests each).
+const LOCATE_AT_ONCE: usize = 8;
+
 /// A backup of a chain, planned: what each pack gives, the older packs located and
 /// checked against the chain, and the inner manifest its own pack starts with.
 pub(crate) struct Chain {
@@ -119,12 +122,21 @@ pub(crate) async fn plan<C: Container + ?Sized>(
     let parts = split_index(&index[..], id, &chain)
         .map_err(|e| corrupted(id, format!("its file index {index_key}: {e}")))?;
     drop(index);
+    // Located side by side (a listing and a manifest each), checked in chain order.
+    let linked = parts[..parts.len() - 1]
+        .iter()
+        .filter_map(|part| part.link.as_ref().map(|link| (part, link)));
+    let located: Vec<_> = stream::iter(
+        linked
+            .clone()
+            .map(|(part, _)| locate(&run.client, &part.id)),
+    )
+    .buffered(LOCATE_AT_ONCE)
+    .collect()
+    .await;
     let mut older = Vec::new();
-    for part in &parts[..parts.len() - 1] {
-        let Some(link) = part.link.as_ref() else {
-            continue;
-        };
-        let found = match locate(&run.client, &part.id).await {
+    for ((part, link), found) in linked.zip(located) {
+        let found = match found {
             Ok(found) => found,
             Err(BackupError::S3(e)) => return Err(BackupError::S3(e)),
             Err(e) => {
