@@ -19,18 +19,19 @@ use crate::backup::run::Run;
 use crate::backup::scripts::WorkFile;
 use crate::backup::work::{self, WorkPlace};
 use crate::container::Container;
-use crate::error::{BackupError, S3Error, Stage};
+use crate::error::{BackupError, ContainerError, S3Error, Stage};
 use futures_util::stream::{self, StreamExt};
 
 /// The largest file index read (about four million files).
 const MAX_INDEX_BYTES: u64 = 512 << 20;
 
-/// Older packs read side by side: the chain's base (the largest, read first) beside
-/// increments. Each read is a pipeline of its own (download, checksum, gpg, tar) that
-/// alone leaves cores and the network idle: a full restore keeps about half of two
-/// cores busy, so three in flight overlap the increments' fixed costs (the aws CLI's
-/// start, gpg's key derivation) and their databases with the base's transfer.
-const PACKS_AT_ONCE: usize = 3;
+/// Older packs read side by side, beside the backup's own: the chain's base (the
+/// largest, read first) beside increments. Each read is a pipeline of its own
+/// (download, checksum, gpg, tar) that alone leaves cores and the network idle (a full
+/// restore keeps about half of two cores busy), so three in flight (two older packs
+/// and the own one) overlap the increments' fixed costs (the aws CLI's start, gpg's
+/// key derivation) and their databases with the base's transfer.
+const PACKS_AT_ONCE: usize = 2;
 
 /// Older packs located at once (a few small requests each).
 const LOCATE_AT_ONCE: usize = 8;
@@ -247,9 +248,11 @@ pub(crate) struct Backup<'a> {
 impl Backup<'_> {
     /// Reads the backup into the work dir `work` (`how`: listed or extracted), `call`
     /// being the fetch of its own data object: a whole backup is read with today's
-    /// checks (a pack of a chain refused); a backup of a chain reads every older pack
-    /// it needs first ([`Chain::read_older`]), then its own pack (into the stage they
-    /// made), checked with the same rules and against the chain ([`Chain::join`]).
+    /// checks (a pack of a chain refused); a backup of a chain reads its own pack and
+    /// every older pack it needs side by side ([`Chain::read_older`]), into the stage
+    /// they share, then walks the stage once; its own pack is checked with the same
+    /// rules and against the chain ([`Chain::join`]). An older pack's error is told
+    /// before the own pack's.
     ///
     /// # Errors
     /// The fetch's errors; [`BackupError::Corrupted`] naming a pack that does not
@@ -279,11 +282,11 @@ impl Backup<'_> {
             )
             .await;
         };
-        let older = chain.read_older(run, work, self.id, options, how).await?;
-        if how == Read::Extract && chain.older_read() > 0 {
-            call.env.insert("SB_STAGE_APPEND".into(), "1".into());
+        if how == Read::Extract {
+            call.env.insert("SB_STAGE_SHARED".into(), "1".into());
+            call.env.insert("SB_NO_WALK".into(), "1".into());
         }
-        let got = fetch(
+        let own = fetch(
             run,
             work,
             &call,
@@ -292,9 +295,39 @@ impl Backup<'_> {
             options,
             stage,
             Part::Own,
-        )
-        .await?;
+        );
+        let (older, got) = tokio::join!(chain.read_older(run, work, self.id, options, how), own);
+        let (older, got) = (older?, got?);
+        if how == Read::Extract {
+            walk(run, work, &call, options).await?;
+        }
         chain.join(self.id, got, older)
+    }
+}
+
+/// Walks `work`'s stage (`fetch.sh` with `SB_MODE=walk`, `call` being a fetch into
+/// it) once every pack is in it: the staged records restore checks, and the set-id,
+/// sticky and world-writable bits stripped.
+async fn walk<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+    call: &ScriptCall,
+    options: &RestoreOptions,
+) -> Result<(), BackupError> {
+    let mut walk = call.clone();
+    walk.env.insert("SB_MODE".into(), "walk".into());
+    let mut exec = work::exec_options(run.layout, &walk, work, options.timeout);
+    options.priority.apply(&mut exec.environment);
+    match run.container.exec(&walk.argv, exec).await {
+        Ok(_) => Ok(()),
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) => Err(BackupError::StageFailed {
+            stage: Stage::Extract,
+            exit_code,
+            stderr,
+        }),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -391,6 +424,7 @@ impl Pack<'_> {
             Read::Extract => {
                 let need = part.usage.bytes.saturating_add(part.usage.bytes / 8);
                 let mut call = restore_plan::extract_call(run.layout, run.params, own, key, need);
+                call.env.insert("SB_STAGE_SHARED".into(), "1".into());
                 call.env
                     .insert("SB_STAGE".into(), format!("{}/stage", work.dir));
                 call.env
