@@ -17,12 +17,24 @@ use crate::backup::restore::RestoreOptions;
 use crate::backup::restore_plan::{self, ArchiveMember, Part, inner_manifest_position};
 use crate::backup::run::Run;
 use crate::backup::scripts::WorkFile;
-use crate::backup::work;
+use crate::backup::work::{self, WorkPlace};
 use crate::container::Container;
-use crate::error::{BackupError, S3Error, Stage};
+use crate::error::{BackupError, ContainerError, S3Error, Stage};
+use futures_util::stream::{self, StreamExt};
 
 /// The largest file index read (about four million files).
 const MAX_INDEX_BYTES: u64 = 512 << 20;
+
+/// Older packs read side by side, beside the backup's own: the chain's base (the
+/// largest, read first) beside increments. Each read is a pipeline of its own
+/// (download, checksum, gpg, tar) that alone leaves cores and the network idle (a full
+/// restore keeps about half of two cores busy), so three in flight (two older packs
+/// and the own one) overlap the increments' fixed costs (the aws CLI's start, gpg's
+/// key derivation) and their databases with the base's transfer.
+const PACKS_AT_ONCE: usize = 2;
+
+/// Older packs located at once (a few small requests each).
+const LOCATE_AT_ONCE: usize = 8;
 
 /// A backup of a chain, planned: what each pack gives, the older packs located and
 /// checked against the chain, and the inner manifest its own pack starts with.
@@ -111,12 +123,21 @@ pub(crate) async fn plan<C: Container + ?Sized>(
     let parts = split_index(&index[..], id, &chain)
         .map_err(|e| corrupted(id, format!("its file index {index_key}: {e}")))?;
     drop(index);
+    // Located side by side (a listing and a manifest each), checked in chain order.
+    let linked = parts[..parts.len() - 1]
+        .iter()
+        .filter_map(|part| part.link.as_ref().map(|link| (part, link)));
+    let located: Vec<_> = stream::iter(
+        linked
+            .clone()
+            .map(|(part, _)| locate(&run.client, &part.id)),
+    )
+    .buffered(LOCATE_AT_ONCE)
+    .collect()
+    .await;
     let mut older = Vec::new();
-    for part in &parts[..parts.len() - 1] {
-        let Some(link) = part.link.as_ref() else {
-            continue;
-        };
-        let found = match locate(&run.client, &part.id).await {
+    for ((part, link), found) in linked.zip(located) {
+        let found = match found {
             Ok(found) => found,
             Err(BackupError::S3(e)) => return Err(BackupError::S3(e)),
             Err(e) => {
@@ -146,11 +167,14 @@ impl Chain {
             .count()
     }
 
-    /// Reads every older pack the index assigns files to (others give nothing), into
-    /// the work dir `work` (`how`: listed, or extracted into its stage, the first one
-    /// making it): each checked against its manifest and the chain (object SHA-256,
-    /// id and nonce), with gpg's status, its inner manifest and a listing of exactly
-    /// its files. Gives their members (without their inner manifests).
+    /// Reads every older pack the index assigns files to (others give nothing), up to
+    /// [`PACKS_AT_ONCE`] side by side, each in a work dir of its own inside `work`
+    /// (`how`: listed, or extracted into `work`'s stage, which they share): each
+    /// checked against its manifest and the chain (object SHA-256, id and nonce), with
+    /// gpg's status, its inner manifest and a listing of exactly its files. Gives their
+    /// members (without their inner manifests), in chain order. Every read runs to its
+    /// end before an error is told (the first in chain order), so that none is left
+    /// running in the work dir.
     ///
     /// # Errors
     /// [`BackupError::Corrupted`] naming the pack and what is wrong with it, or the
@@ -163,50 +187,24 @@ impl Chain {
         options: &RestoreOptions,
         how: Read,
     ) -> Result<Vec<ArchiveMember>, BackupError> {
+        let reads = self
+            .parts
+            .iter()
+            .zip(&self.older)
+            .enumerate()
+            .filter(|(_, (part, _))| part.usage.files > 0 && part.link.is_some())
+            .map(|(n, (part, found))| {
+                let pack = Pack {
+                    number: n,
+                    part,
+                    found,
+                };
+                pack.read(run, work, id, options, how)
+            });
+        let results: Vec<_> = stream::iter(reads).buffered(PACKS_AT_ONCE).collect().await;
         let mut members = Vec::new();
-        let mut staged = false;
-        for (part, found) in self.parts.iter().zip(&self.older) {
-            if part.usage.files == 0 {
-                continue;
-            }
-            let Some(link) = part.link.as_ref() else {
-                continue;
-            };
-            work::write_file(
-                run.container,
-                run.layout,
-                work,
-                WorkFile::PackMembers,
-                part.tar_list(),
-            )
-            .await?;
-            let call = pack_call(run, work, found, part, how, staged);
-            staged |= how == Read::Extract;
-            let stage = match how {
-                Read::List => ProgressStage::Verify,
-                Read::Extract => ProgressStage::Restore,
-            };
-            let got = fetch(
-                run,
-                work,
-                &call,
-                &part.id,
-                found,
-                options,
-                stage,
-                Part::Older,
-            )
-            .await
-            .map_err(|e| in_chain(id, &part.id, e))?;
-            let named =
-                |why: String| corrupted(id, format!("the pack {} of its chain: {why}", part.id));
-            check_older_pack(link, &got.sha256, got.inner.as_ref()).map_err(named)?;
-            // Checked above: a pack of a chain always has a manifest.
-            if let Some(manifest) = &found.manifest {
-                check_partial_listing(part, &got.members, manifest).map_err(named)?;
-            }
-            let skip = inner_manifest_position(&got.members).map_or(0, |p| p + 1);
-            members.extend(got.members.into_iter().skip(skip));
+        for result in results {
+            members.extend(result?);
         }
         Ok(members)
     }
@@ -250,9 +248,11 @@ pub(crate) struct Backup<'a> {
 impl Backup<'_> {
     /// Reads the backup into the work dir `work` (`how`: listed or extracted), `call`
     /// being the fetch of its own data object: a whole backup is read with today's
-    /// checks (a pack of a chain refused); a backup of a chain reads every older pack
-    /// it needs first ([`Chain::read_older`]), then its own pack (into the stage they
-    /// made), checked with the same rules and against the chain ([`Chain::join`]).
+    /// checks (a pack of a chain refused); a backup of a chain reads its own pack and
+    /// every older pack it needs side by side ([`Chain::read_older`]), into the stage
+    /// they share, then walks the stage once; its own pack is checked with the same
+    /// rules and against the chain ([`Chain::join`]). An older pack's error is told
+    /// before the own pack's.
     ///
     /// # Errors
     /// The fetch's errors; [`BackupError::Corrupted`] naming a pack that does not
@@ -282,11 +282,11 @@ impl Backup<'_> {
             )
             .await;
         };
-        let older = chain.read_older(run, work, self.id, options, how).await?;
-        if how == Read::Extract && chain.older_read() > 0 {
-            call.env.insert("SB_STAGE_APPEND".into(), "1".into());
+        if how == Read::Extract {
+            call.env.insert("SB_STAGE_SHARED".into(), "1".into());
+            call.env.insert("SB_NO_WALK".into(), "1".into());
         }
-        let got = fetch(
+        let own = fetch(
             run,
             work,
             &call,
@@ -295,34 +295,146 @@ impl Backup<'_> {
             options,
             stage,
             Part::Own,
-        )
-        .await?;
+        );
+        let (older, got) = tokio::join!(chain.read_older(run, work, self.id, options, how), own);
+        let (older, got) = (older?, got?);
+        if how == Read::Extract {
+            walk(run, work, &call, options).await?;
+        }
         chain.join(self.id, got, older)
     }
 }
 
-/// The fetch call of an older pack `part` (found as `found`): listed or extracted (into
-/// the stage an earlier pack made when `staged`), only its members.
-fn pack_call<C: Container + ?Sized>(
+/// Walks `work`'s stage (`fetch.sh` with `SB_MODE=walk`, `call` being a fetch into
+/// it) once every pack is in it: the staged records restore checks, and the set-id,
+/// sticky and world-writable bits stripped.
+async fn walk<C: Container + ?Sized>(
     run: &Run<'_, C>,
     work: &WorkDir,
-    found: &Fetched,
-    part: &PackPart,
-    how: Read,
-    staged: bool,
-) -> ScriptCall {
-    let mut call = match how {
-        Read::List => restore_plan::list_call(run.layout, run.params, work, &found.key),
-        Read::Extract => {
-            let need = part.usage.bytes.saturating_add(part.usage.bytes / 8);
-            restore_plan::extract_call(run.layout, run.params, work, &found.key, need)
-        }
-    };
-    call.env.insert("SB_PACK_MEMBERS".into(), "1".into());
-    if staged {
-        call.env.insert("SB_STAGE_APPEND".into(), "1".into());
+    call: &ScriptCall,
+    options: &RestoreOptions,
+) -> Result<(), BackupError> {
+    let mut walk = call.clone();
+    walk.env.insert("SB_MODE".into(), "walk".into());
+    let mut exec = work::exec_options(run.layout, &walk, work, options.timeout);
+    options.priority.apply(&mut exec.environment);
+    match run.container.exec(&walk.argv, exec).await {
+        Ok(_) => Ok(()),
+        Err(ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        }) => Err(BackupError::StageFailed {
+            stage: Stage::Extract,
+            exit_code,
+            stderr,
+        }),
+        Err(e) => Err(e.into()),
     }
-    call
+}
+
+/// An older pack of a chain to read: its place in the chain, what its backup's index
+/// assigns to it, and where it was found.
+struct Pack<'c> {
+    number: usize,
+    part: &'c PackPart,
+    found: &'c Fetched,
+}
+
+impl Pack<'_> {
+    /// Reads the pack in a work dir of its own inside `work` (removed afterwards on
+    /// every path), extracting into `work`'s stage or listing it, and checks it: gives
+    /// its members without its inner manifest.
+    async fn read<C: Container + ?Sized>(
+        self,
+        run: &Run<'_, C>,
+        work: &WorkDir,
+        id: &BackupId,
+        options: &RestoreOptions,
+        how: Read,
+    ) -> Result<Vec<ArchiveMember>, BackupError> {
+        let guard = run
+            .work_dir_in(
+                WorkPlace::Under(&work.dir),
+                "pack",
+                &options.transfer(),
+                false,
+            )
+            .await?;
+        let got = self.read_in(run, guard.dir(), work, id, options, how).await;
+        guard.finish().await;
+        got
+    }
+
+    async fn read_in<C: Container + ?Sized>(
+        &self,
+        run: &Run<'_, C>,
+        own: &WorkDir,
+        work: &WorkDir,
+        id: &BackupId,
+        options: &RestoreOptions,
+        how: Read,
+    ) -> Result<Vec<ArchiveMember>, BackupError> {
+        let (part, found) = (self.part, self.found);
+        // Only packs with a link are read (filtered by the caller).
+        let Some(link) = part.link.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let list = part.tar_list();
+        work::write_file(run.container, run.layout, own, WorkFile::PackMembers, list).await?;
+        let call = self.call(run, own, work, how);
+        let stage = match how {
+            Read::List => ProgressStage::Verify,
+            Read::Extract => ProgressStage::Restore,
+        };
+        let got = fetch(
+            run,
+            own,
+            &call,
+            &part.id,
+            found,
+            options,
+            stage,
+            Part::Older,
+        )
+        .await
+        .map_err(|e| in_chain(id, &part.id, e))?;
+        let named =
+            |why: String| corrupted(id, format!("the pack {} of its chain: {why}", part.id));
+        check_older_pack(link, &got.sha256, got.inner.as_ref()).map_err(named)?;
+        // Checked by the plan: a pack of a chain always has a manifest.
+        if let Some(manifest) = &found.manifest {
+            check_partial_listing(part, &got.members, manifest).map_err(named)?;
+        }
+        let skip = inner_manifest_position(&got.members).map_or(0, |p| p + 1);
+        Ok(got.members.into_iter().skip(skip).collect())
+    }
+
+    /// The pack's fetch call in its own work dir `own`: listed, or extracted into the
+    /// stage of the backup's work dir `work` (its inner manifest under a name of its
+    /// own there), only its members.
+    fn call<C: Container + ?Sized>(
+        &self,
+        run: &Run<'_, C>,
+        own: &WorkDir,
+        work: &WorkDir,
+        how: Read,
+    ) -> ScriptCall {
+        let (part, key) = (self.part, &self.found.key);
+        let mut call = match how {
+            Read::List => restore_plan::list_call(run.layout, run.params, own, key),
+            Read::Extract => {
+                let need = part.usage.bytes.saturating_add(part.usage.bytes / 8);
+                let mut call = restore_plan::extract_call(run.layout, run.params, own, key, need);
+                call.env.insert("SB_STAGE_SHARED".into(), "1".into());
+                call.env
+                    .insert("SB_STAGE".into(), format!("{}/stage", work.dir));
+                call.env
+                    .insert("SB_PACK_TAG".into(), format!("pack-{}", self.number));
+                call
+            }
+        };
+        call.env.insert("SB_PACK_MEMBERS".into(), "1".into());
+        call
+    }
 }
 
 /// An older pack's read error, told as the backup's: a corrupted or incomplete pack

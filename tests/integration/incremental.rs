@@ -336,6 +336,7 @@ async fn a_substituted_or_spliced_pack_is_refused_and_nothing_live_is_touched() 
     };
     let saved: Vec<(PathBuf, Vec<u8>)> = [
         object(&first.id),
+        object(&second.id),
         manifest_file(&first.id),
         manifest_file(&third.id),
         index_file(&third.id, &second.id),
@@ -409,6 +410,20 @@ async fn a_substituted_or_spliced_pack_is_refused_and_nothing_live_is_touched() 
             format!("the pack {} of its chain", first.id),
         ),
         (
+            // The packs are read side by side: the error is still the first in chain
+            // order, whichever read ends first.
+            "a byte of both older packs flipped",
+            Box::new(|| {
+                for id in [&second.id, &first.id] {
+                    let mut bytes = fs::read(object(id)).unwrap();
+                    let middle = bytes.len() / 2;
+                    bytes[middle] ^= 0x01;
+                    fs::write(object(id), bytes).unwrap();
+                }
+            }),
+            format!("the pack {} of its chain", first.id),
+        ),
+        (
             "a manifest stripped of its chain",
             Box::new(|| {
                 edit_manifest(&third.id, &|m| {
@@ -462,6 +477,8 @@ async fn a_substituted_or_spliced_pack_is_refused_and_nothing_live_is_touched() 
         .unwrap_err();
         assert!(e.to_string().contains(named.as_str()), "{what}: {e}");
         assert!(live_state(&env) == live, "{what}: live data was touched");
+        let left = env.work_dirs_left();
+        assert!(left.is_empty(), "{what}: work dirs left: {left:?}");
         put_back();
     }
     // Put back, the chain restores the third state.

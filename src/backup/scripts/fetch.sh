@@ -16,18 +16,24 @@
 #   $SB_WORK/head, and set-id, sticky and world-writable bits stripped from every
 #   staged file and directory.
 #
-# A pack of an incremental backup's chain is read by one run each, in one work dir:
-# with SB_PACK_MEMBERS, tar reads only the members named (NUL-separated, verbatim, no
+# A pack of an incremental backup's chain is read by one run each: with
+# SB_PACK_MEMBERS, tar reads only the members named (NUL-separated, verbatim, no
 # pattern, no recursion) in $SB_WORK/pack.members, an older pack's inner manifest and
 # the files its backup's index assigns to it; with SB_STAGE_APPEND, extract mode adds
 # to the stage an earlier run made. Each run starts by removing the outputs of the
-# one before.
+# one before. The packs are read side by side, the older ones each in a work dir of
+# its own inside the backup's: SB_STAGE names the stage they share (the backup's;
+# default $SB_WORK/stage), which SB_STAGE_SHARED makes if no run made it yet;
+# SB_PACK_TAG (a name of ours) extracts an older pack's inner manifest as
+# .synapse-backup/$SB_PACK_TAG.json instead, so that no run overwrites another's (its
+# head is copied to $SB_WORK/head and the file removed); SB_NO_WALK leaves the staged
+# walk and the strip to a last run with SB_MODE=walk, once every pack is in the stage.
 #
 # Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk).
 # Environment: SB_WORK (work dir), SB_MODE, SB_URL, SB_TAR, SB_GPG,
 # SB_AWS, SB_PYTHON, SB_HASH_PY, the aws CLI's AWS_* variables, and optionally
 # SB_NEED_BYTES with SB_SPACE_DIR (free space to check first), SB_VERIFY_DB (list),
-# SB_PACK_MEMBERS and SB_STAGE_APPEND.
+# SB_PACK_MEMBERS, SB_STAGE, SB_STAGE_SHARED, SB_PACK_TAG and SB_NO_WALK.
 # Positional parameters: the aws CLI's extra arguments.
 # Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 41 the
 # staging file system filled up while extracting; 10 +
@@ -39,6 +45,21 @@ umask 077
 # The passphrase stays in the pipe it came in on: gpg reads it from fd 3.
 exec 3<&0 </dev/null
 w=$SB_WORK
+stage=${SB_STAGE:-$w/stage}
+tag=${SB_PACK_TAG:-}
+# walk_stage: the staged tree walked into $w/staged (`<type> <octal mode> <links>
+# <uid> <size> <path>\0` records), then set-id, sticky and world-writable bits
+# stripped from every staged file and directory.
+walk_stage() {
+  find "$stage" -mindepth 1 -printf '%y %m %n %U %s %P\0' >"$w/staged"
+  find "$stage" -mindepth 1 \( -type f -o -type d \) -perm /7002 \
+    -exec chmod u-s,g-s,o-t,o-w -- {} +
+}
+if [ "$SB_MODE" = walk ]; then
+  rm -f -- "$w/staged"
+  walk_stage
+  exit 0
+fi
 rm -f -- "$w/members" "$w/gpg.status" "$w/sha256" "$w/length" "$w/head" "$w/failed" \
   "$w/staged" "$w/avail" "$w/aws.err" "$w/tee.err" "$w/gpg.err" "$w/tar.err"
 if [ -n "${SB_NEED_BYTES:-}" ]; then
@@ -56,8 +77,17 @@ if [ -n "${SB_PACK_MEMBERS:-}" ]; then
     --files-from "$w/pack.members")
 fi
 if [ "$SB_MODE" = extract ]; then
-  if [ -z "${SB_STAGE_APPEND:-}" ]; then mkdir -m 700 "$w/stage"; fi
-  tar_args=(--extract --directory "$w/stage" --preserve-permissions --no-same-owner
+  if [ -n "${SB_STAGE_SHARED:-}" ]; then
+    # Shared by the packs read side by side: made by the first, a dir (not a link) for
+    # the others, in the backup's private work dir.
+    mkdir -m 700 -- "$stage" 2>/dev/null || { [ -d "$stage" ] && [ ! -L "$stage" ]; }
+  else
+    mkdir -m 700 "$stage"
+  fi
+  if [ -n "$tag" ]; then
+    tar_common+=(--transform "s,^\\.synapse-backup/manifest\\.json\$,.synapse-backup/$tag.json,")
+  fi
+  tar_args=(--extract --directory "$stage" --preserve-permissions --no-same-owner
     --delay-directory-restore "${tar_common[@]}")
 else
   tar_args=(--extract --to-stdout "${tar_common[@]}")
@@ -122,9 +152,11 @@ if [ "$SB_MODE" = extract ] && [ "${st[3]}" -ne 0 ]; then
 fi
 pipeline_finish upstream
 if [ "$SB_MODE" = extract ]; then
-  find "$w/stage" -mindepth 1 -printf '%y %m %n %U %s %P\0' >"$w/staged"
-  inner="$w/stage/.synapse-backup/manifest.json"
+  inner="$stage/.synapse-backup/${tag:-manifest}.json"
   if [ -f "$inner" ] && [ ! -L "$inner" ]; then head -c 65536 -- "$inner" >"$w/head"; fi
-  find "$w/stage" -mindepth 1 \( -type f -o -type d \) -perm /7002 \
-    -exec chmod u-s,g-s,o-t,o-w -- {} +
+  if [ -n "$tag" ]; then
+    rm -f -- "$inner"
+  elif [ -z "${SB_NO_WALK:-}" ]; then
+    walk_stage
+  fi
 fi
