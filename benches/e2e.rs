@@ -98,12 +98,12 @@
 mod pebble_daemon;
 #[path = "../tests/support/s3_server.rs"]
 mod s3_server;
+#[path = "e2e/scale.rs"]
+mod scale;
 #[path = "../tests/support/synapse_server.rs"]
 mod synapse_server;
 #[path = "../tests/support/synapse_tree.rs"]
 mod synapse_tree;
-#[path = "e2e/scale.rs"]
-mod scale;
 #[path = "e2e/transfer.rs"]
 mod transfer;
 

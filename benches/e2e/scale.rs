@@ -4,14 +4,15 @@
 //! default options, so that its peak RSS is its own: VmHWM read from
 //! `/proc/<pid>/status` every 5 ms until it exits (the last reading before its exit; the
 //! pipeline's processes are its children and are not counted in it). Per count: a full
-//! backup (asked for as incremental, so it writes the file index), verify, restore in
-//! place and restore `--target` of it, then an incremental backup on top of it (+1 %
-//! new media) and the same three reads of it. The bound is 32 MB per command at
-//! 100,000 files; time per file should stay flat as the count grows.
+//! backup without a file index (`create`, deleted at once), a full backup (asked for as
+//! incremental, so it writes the file index), verify, restore in place and restore
+//! `--target` of it, then an incremental backup on top of it (+1 % new media) and the
+//! same three reads of it. The bound is 32 MB per command at 100,000 files;
+//! time per file should stay flat as the count grows.
 //!
-//! `SYNAPSE_BACKUP_BENCH_SCALE_STEPS` (default `verify,restore,extract,incremental`)
-//! chooses what runs after the full create, e.g. `restore` alone for a run at
-//! 1,000,000 files.
+//! `SYNAPSE_BACKUP_BENCH_SCALE_STEPS` (default `plain,verify,restore,extract,incremental`)
+//! chooses what runs beside the full create, e.g. `restore` alone for a run at 1,000,000
+//! files (without `incremental`, the full backup is made without a file index).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -163,6 +164,7 @@ fn scale_media(content: &Path, n: usize, rng: &mut Rng) -> Result<u64, BoxError>
 
 /// What runs after the full create.
 struct Steps {
+    plain: bool,
     verify: bool,
     restore: bool,
     extract: bool,
@@ -172,9 +174,10 @@ struct Steps {
 impl Steps {
     fn from_env() -> Steps {
         let list = env_var("SYNAPSE_BACKUP_BENCH_SCALE_STEPS")
-            .unwrap_or_else(|| "verify,restore,extract,incremental".into());
+            .unwrap_or_else(|| "plain,verify,restore,extract,incremental".into());
         let has = |name: &str| list.split(',').any(|s| s.trim() == name);
         Steps {
+            plain: has("plain"),
             verify: has("verify"),
             restore: has("restore"),
             extract: has("extract"),
@@ -289,7 +292,28 @@ pub(super) fn scale_section(
         let mut rng = Rng::new(config.seed ^ n as u64);
         let content = tree.media.join("local_content");
         let bytes = scale_media(&content, n, &mut rng)?;
-        let ran = cli.run(bench, &root, &["create", "--incremental"])?;
+        if steps.plain {
+            let ran = cli.run(bench, &root, &["create"])?;
+            let (id, _, _) = created(&ran)?;
+            progress(&format!(
+                "scale {n}: create (no index) {:.2} s, {:.1} MB (its peak RSS)",
+                ran.cost.wall,
+                ran.peak as f64 / MB
+            ));
+            bench.delete_ours(&id.parse()?);
+            rows.push(Row {
+                files: n,
+                backup: "full, no index",
+                command: "create",
+                ran,
+            });
+        }
+        let (args, label): (&[&str], _) = if steps.incremental {
+            (&["create", "--incremental"], "full, with index")
+        } else {
+            (&["create"], "full, no index")
+        };
+        let ran = cli.run(bench, &root, args)?;
         let (full, object, _) = created(&ran)?;
         progress(&format!(
             "scale {n}: create {:.2} s, {:.1} MB (its peak RSS)",
@@ -304,7 +328,7 @@ pub(super) fn scale_section(
         )?;
         rows.push(Row {
             files: n,
-            backup: "full",
+            backup: label,
             command: "create",
             ran,
         });
@@ -335,7 +359,7 @@ pub(super) fn scale_section(
         } else {
             None
         };
-        reads(bench, &cli, &steps, &root, &full, (n, "full"), &mut rows)?;
+        reads(bench, &cli, &steps, &root, &full, (n, label), &mut rows)?;
         if let Some(id) = &inc {
             let backup = (n, "incremental (+1 %)");
             reads(bench, &cli, &steps, &root, id, backup, &mut rows)?;
