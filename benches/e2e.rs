@@ -30,7 +30,10 @@
 //! - `SYNAPSE_BACKUP_BENCH_BYTES`: tree size, e.g. `256M`, `1G` (default `1G`);
 //! - `SYNAPSE_BACKUP_BENCH_ROUNDS`: rounds of A B alternation (default 3);
 //! - `SYNAPSE_BACKUP_BENCH_SCALE`: media file counts of the scale check (default
-//!   `10000,100000`; `0` skips it);
+//!   `10000,100000`; `0` skips it); `SYNAPSE_BACKUP_BENCH_SCALE_STEPS` what it runs
+//!   after the full create (default `verify,restore,extract,incremental`); each
+//!   command there is the CLI in a fresh process, its own peak RSS reported
+//!   (`benches/e2e/scale.rs`);
 //! - `SYNAPSE_BACKUP_BENCH_ONLY`: sections to run among
 //!   `backup,limits,restore,restic,incremental,scale,pebble,synapse,transfer,catalog`
 //!   (default all), plus `sweep` and `latency` (a restore per download setting, round and
@@ -113,6 +116,8 @@ mod latency;
 mod pebble_daemon;
 #[path = "../tests/support/s3_server.rs"]
 mod s3_server;
+#[path = "e2e/scale.rs"]
+mod scale;
 #[path = "../tests/support/synapse_server.rs"]
 mod synapse_server;
 #[path = "../tests/support/synapse_tree.rs"]
@@ -1864,7 +1869,7 @@ fn run_sections(
     }
 
     if first && config.section("scale") && !config.scale.is_empty() {
-        scale_section(bench, config, &mut out)?;
+        scale::scale_section(bench, config, &mut out)?;
         print!("{out}");
         out.clear();
     }
@@ -1977,211 +1982,6 @@ fn target_line(what: &str, value: f64, target: f64, at_least: bool, unit: &str) 
         if at_least { "≥" } else { "≤" },
         if ok { "holds" } else { "MISSED" }
     )
-}
-
-/// 10k vs 100k small media files: ours only, one run each (time should grow linearly,
-/// memory should not). Then, per count, our peak RSS (VmHWM) for each command of a full
-/// backup and of an incremental one on top of it (1 % new media): create, verify,
-/// restore (in place) and extract (the bound: 32 MB at 100,000 files).
-fn scale_section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), BoxError> {
-    writeln!(
-        out,
-        "### scale: many small media files (ours, default options)\n"
-    )?;
-    writeln!(
-        out,
-        "| media files | source MB | wall s | µs per file | MB/s | object MB | CPU user s | CPU sys s | pipeline peak RSS MB | our RSS MB |\n|---|---|---|---|---|---|---|---|---|---|"
-    )?;
-    let mut first: Option<(usize, f64)> = None;
-    let mut memory = String::new();
-    for &n in &config.scale {
-        let root = bench.base.join(format!("scale-{n}"));
-        let tree = SynapseTree::create(
-            &root,
-            &TreeSpec {
-                media_files: 0,
-                media_bytes: 0,
-                db_rows: 0,
-                seed: config.seed,
-            },
-        );
-        let mut rng = Rng::new(config.seed ^ n as u64);
-        let content = tree.media.join("local_content");
-        let bytes = scale_media(&content, n, &mut rng)?;
-        let layout = bench
-            .layout
-            .clone()
-            .root(root.to_string_lossy().into_owned());
-        // Asked for as incremental: the first is full, with the file index the next
-        // one is made on.
-        let incremental_options = config.options.clone().incremental(true);
-        let (r, cost, start) = measure_from(bench, || {
-            bench.rt.block_on(create_backup_with(
-                &bench.container,
-                &bench.params,
-                PASSPHRASE,
-                &layout,
-                &incremental_options,
-            ))
-        });
-        let report = r?;
-        progress(&format!(
-            "scale {n}: {:.2} s, {:.1} MB (our peak RSS)",
-            cost.wall,
-            cost.peak_self as f64 / MB
-        ));
-        writeln!(
-            out,
-            "| {n} | {:.1} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} |",
-            bytes as f64 / MB,
-            cost.wall,
-            cost.wall * 1e6 / n as f64,
-            bytes as f64 / MB / cost.wall,
-            report.manifest.ciphertext_bytes as f64 / MB,
-            cost.user,
-            cost.sys,
-            cost.peak_tree as f64 / MB,
-            cost.peak_self as f64 / MB,
-        )?;
-        // The incremental backup on top of it: 1 % new media. Made before anything is
-        // restored in place (a restored file is a new one to the next backup).
-        scale_media(&content, (n / 100).max(1), &mut rng)?;
-        let (r, inc_cost, inc_start) = measure_from(bench, || {
-            bench.rt.block_on(create_backup_with(
-                &bench.container,
-                &bench.params,
-                PASSPHRASE,
-                &layout,
-                &incremental_options,
-            ))
-        });
-        let inc = r?;
-        if !matches!(inc.kind, synapse_backup::BackupKind::Incremental { .. }) {
-            return Err(err(format!(
-                "scale {n}: the second backup is not incremental: {:?}",
-                inc.kind
-            )));
-        }
-        let full = scale_reads(bench, &layout, &report.id, &root)?;
-        let chained = scale_reads(bench, &layout, &inc.id, &root)?;
-        for (what, create, reads) in [
-            ("full", (cost.clone(), start), full),
-            ("incremental (+1 %)", (inc_cost, inc_start), chained),
-        ] {
-            writeln!(
-                memory,
-                "| {n} | {what} | {} |",
-                std::iter::once(&create)
-                    .chain(&reads)
-                    .map(|(c, start)| format!(
-                        "{:.1} (+{:.1})",
-                        c.peak_self as f64 / MB,
-                        c.peak_self.saturating_sub(*start) as f64 / MB
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            )?;
-        }
-        bench.delete_ours(&inc.id);
-        bench.delete_ours(&report.id);
-        fs::remove_dir_all(&root)?;
-        match first {
-            None => first = Some((n, cost.wall)),
-            Some((n0, t0)) => writeln!(
-                out,
-                "\n{n} vs {n0} files: {:.1}x the files took {:.1}x the time",
-                n as f64 / n0 as f64,
-                cost.wall / t0
-            )?,
-        }
-    }
-    writeln!(
-        out,
-        "\nOur peak RSS (VmHWM, MB) per command, and in brackets its growth over the RSS the command started with (heap the bench kept from the step before counts in the first figure, not in the second; a CLI command is a fresh process); target ≤ 32 MB at 100,000 files:\n\n| media files | backup | create | verify | restore | extract |\n|---|---|---|---|---|---|\n{memory}"
-    )?;
-    Ok(())
-}
-
-/// Writes `n` small local media files under `content`; gives their bytes.
-fn scale_media(content: &Path, n: usize, rng: &mut Rng) -> Result<u64, BoxError> {
-    let mut bytes = 0;
-    for _ in 0..n {
-        let id = media_id(rng);
-        let path = sharded(content, &id);
-        fs::create_dir_all(path.parent().unwrap())?;
-        let size = 512 + rng.next_u64() % 3584;
-        write_random(&path, size, rng);
-        bytes += size;
-    }
-    Ok(bytes)
-}
-
-/// [`Sampler::measure`], with this process's RSS just before (the floor of its VmHWM).
-fn measure_from<T>(bench: &Bench, f: impl FnOnce() -> T) -> (T, Cost, u64) {
-    let start = self_status_kib("VmRSS:") * 1024;
-    let (out, cost) = bench.sampler.measure(f);
-    (out, cost, start)
-}
-
-/// Verify, restore (in place) and extract of backup `id`, each measured with the RSS
-/// it started from.
-fn scale_reads(
-    bench: &Bench,
-    layout: &Layout,
-    id: &BackupId,
-    root: &Path,
-) -> Result<Vec<(Cost, u64)>, BoxError> {
-    let options = RestoreOptions::default();
-    let (r, verify, verify_start) = measure_from(bench, || {
-        bench.rt.block_on(synapse_backup::verify_backup_with(
-            &bench.container,
-            &bench.params,
-            PASSPHRASE,
-            id,
-            layout,
-            &options,
-        ))
-    });
-    r?;
-    let (r, restore, restore_start) = measure_from(bench, || {
-        bench.rt.block_on(restore_backup_with(
-            &bench.container,
-            &bench.params,
-            PASSPHRASE,
-            id,
-            layout,
-            &options,
-        ))
-    });
-    r?;
-    let target = root.with_extension("extract");
-    let (r, extract, extract_start) = measure_from(bench, || {
-        bench.rt.block_on(synapse_backup::extract_backup_with(
-            &bench.container,
-            &bench.params,
-            PASSPHRASE,
-            id,
-            layout,
-            &synapse_backup::ExtractTarget::new(target.to_string_lossy()),
-            &options,
-        ))
-    });
-    r?;
-    fs::remove_dir_all(&target)?;
-    progress(&format!(
-        "scale {id}: verify {:.2} s {:.1} MB, restore {:.2} s {:.1} MB, extract {:.2} s {:.1} MB (our peak RSS)",
-        verify.wall,
-        verify.peak_self as f64 / MB,
-        restore.wall,
-        restore.peak_self as f64 / MB,
-        extract.wall,
-        extract.peak_self as f64 / MB
-    ));
-    Ok(vec![
-        (verify, verify_start),
-        (restore, restore_start),
-        (extract, extract_start),
-    ])
 }
 
 // ---------------------------------------------------------------------------------

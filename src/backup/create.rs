@@ -607,7 +607,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         self.write_inputs(&inner).await?;
         let mut expected_size = self.prepare().await?;
         let outputs = Outputs::new(self.run.container, self.run.layout, self.work);
-        let planned = if self.options.incremental {
+        let mut planned = if self.options.incremental {
             let planned = self.plan_pack(&outputs, &mut inner).await?;
             expected_size += planned.plan.new.bytes + 1024 * planned.plan.new.files;
             Some(planned)
@@ -619,13 +619,17 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             self.tar_exactly(&outputs).await?;
         }
         let mut changes = self.live_changes(&outputs).await?;
+        let (sha, length) = self.check_upload(&outputs).await?;
+        // The file index is uploaded (and let go) before the manifest's file list is
+        // built, so the two are never held at once.
+        if let Some(planned) = &mut planned {
+            self.put_index(planned).await?;
+        }
         let mut archived = self.read_index(&outputs, &mut changes.changed).await?;
         changes.changed.sort();
         changes.dirs_changed = std::mem::take(&mut archived.changed_dirs);
-        let (sha, length) = self.check_upload(&outputs).await?;
         let mut manifest = self.manifest(inner, &changes, archived.plaintext_bytes, sha, length);
         if let Some(planned) = planned {
-            self.put_index(&planned).await?;
             manifest.chain = Some(planned.manifest_chain(length));
         }
         self.put_manifest(&manifest, archived.files).await?;
@@ -702,13 +706,14 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     ) -> Result<Planned, BackupError> {
         let (container, layout, work) = (self.run.container, self.run.layout, self.work);
         let tree = outputs.read(WorkFile::Tree).await?;
-        let planned =
+        let mut planned =
             super::chain::plan_pack(self.run, self.options, &self.id, &tree, self.work).await?;
         drop(tree);
         inner.chain = Some(planned.chain.clone());
         for (file, content) in [
             (WorkFile::InnerManifest, inner.to_json()),
-            (WorkFile::NewMedia, planned.members.clone()),
+            // Written once: the list is not needed again.
+            (WorkFile::NewMedia, std::mem::take(&mut planned.members)),
         ] {
             work::write_file(container, layout, work, file, content).await?;
         }
@@ -734,8 +739,8 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     }
 
     /// Uploads the file index beside the data (before the manifest: the backup exists
-    /// only once that is written).
-    async fn put_index(&self, planned: &Planned) -> Result<(), BackupError> {
+    /// only once that is written), giving its bytes up.
+    async fn put_index(&self, planned: &mut Planned) -> Result<(), BackupError> {
         let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
         let key = format!("{}{}", self.key, planned.index_suffix());
         *self
@@ -746,7 +751,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             .client
             .put_object(
                 &key,
-                planned.index.clone(),
+                std::mem::take(&mut planned.index),
                 "application/x-ndjson",
                 &metadata,
             )

@@ -7,10 +7,9 @@ use crate::backup::catalog::BackupStatus;
 use crate::backup::chain_fetch::{self, Backup};
 use crate::backup::fetch;
 use crate::backup::layout::Layout;
-use crate::backup::manifest::EntryKind;
 use crate::backup::plan::{self, BackupId, WorkDir};
 use crate::backup::restore::RestoreOptions;
-use crate::backup::restore_plan::{self, ArchiveMember};
+use crate::backup::restore_plan;
 use crate::backup::run::{Run, WorkGuard};
 use crate::backup::scripts::{Exit, WorkFile};
 use crate::backup::work::{self, WorkPlace};
@@ -143,31 +142,14 @@ pub(crate) async fn extract_with_run<C: Container + ?Sized>(
     let (container, layout) = (run.container, run.layout);
     let started = Instant::now();
     check_target(&target.dir)?;
-    let fetched = fetch::locate(&run.client, id).await?;
+    let fetched = fetch::locate_compact(&run.client, id).await?;
     let chain = chain_fetch::plan(run, id, &fetched).await?;
     // An include the manifest does not list is refused before the download (the
     // listing of the archive decides again after it). The manifest of a backup of a
     // chain lists its own pack only: the listing of every pack decides.
-    if let Some(manifest) = &fetched.manifest
-        && !target.include.is_empty()
-        && chain.is_none()
-    {
-        let listed: Vec<ArchiveMember> = manifest
-            .files
-            .iter()
-            .map(|f| ArchiveMember {
-                kind: match f.kind {
-                    EntryKind::File => '-',
-                    other => other.letter(),
-                },
-                name: f.path.as_bytes().to_vec(),
-                size: f.size,
-                mode: 0,
-                uid: 0,
-                gid: 0,
-            })
-            .collect();
-        restore_plan::select_includes(&listed, &[], &target.include, |_| false).map_err(
+    if fetched.manifest.is_some() && !target.include.is_empty() && chain.is_none() {
+        let listed = || fetched.entries().map(|(path, _, _)| path);
+        restore_plan::select_includes(listed, &[], &target.include, |_| false).map_err(
             |reason| BackupError::NotInBackup {
                 id: id.to_string(),
                 reason,
@@ -292,15 +274,16 @@ async fn extract_in<C: Container + ?Sized>(
         .await?;
     let rules = fetch::verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
     let fetch::Staged { staged, units } = fetch::check_staged(run, work, id, &rules, &got).await?;
-    let skip = restore_plan::inner_manifest_position(&got.members).map_or(0, |p| p + 1);
-    let placed =
-        restore_plan::select_includes(&got.members[skip..], &units, &target.include, |p| {
-            rules.is_db_sidecar(p)
-        })
-        .map_err(|reason| BackupError::NotInBackup {
-            id: id.to_string(),
-            reason,
-        })?;
+    let placed = restore_plan::select_includes(
+        || got.archived().map(|m| m.name),
+        &units,
+        &target.include,
+        |p| rules.is_db_sidecar(p),
+    )
+    .map_err(|reason| BackupError::NotInBackup {
+        id: id.to_string(),
+        reason,
+    })?;
     let under = |path: &str| {
         placed
             .iter()

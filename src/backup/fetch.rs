@@ -3,16 +3,18 @@
 //! it in the workload ([`fetch`]), and check what was staged ([`check_staged`],
 //! [`check_staged_db`]) before anything live is touched.
 
+use std::borrow::Cow;
+
 use crate::backup::catalog::{BackupStatus, backup_status};
 use crate::backup::decryption::{Untrusted, check_status};
 use crate::backup::layout::{HomeserverConfig, Layout};
-use crate::backup::manifest::{InnerManifest, Manifest};
+use crate::backup::manifest::{EntryKind, InnerManifest, Manifest, ManifestFiles};
 use crate::backup::plan::{BackupId, MANIFEST_SUFFIX, ScriptCall, WorkDir};
 use crate::backup::progress::{self, ProgressStage};
 use crate::backup::restore::RestoreOptions;
 use crate::backup::restore_plan::{
-    self, ArchiveMember, CheckedMembers, MemberSource, Part, RestoreRules, parse_member_line,
-    parse_members, parse_staged_record,
+    self, ArchiveMember, CheckedMembers, MemberRef, MemberSource, Members, Part, RestoreRules,
+    parse_member_line, parse_members, parse_staged_record,
 };
 use crate::backup::run::Run;
 use crate::backup::scripts::{Exit, Pipeline, WorkFile};
@@ -24,25 +26,81 @@ use crate::s3::ObjectStore;
 /// A backup found in the bucket: its status, manifest (when complete), key and size.
 pub(crate) struct Fetched {
     pub(crate) status: BackupStatus,
+    /// Its manifest; found by [`locate_compact`], without its file list (in `files`).
     pub(crate) manifest: Option<Manifest>,
+    /// The manifest's file list, compact, when found by [`locate_compact`].
+    pub(crate) files: ManifestFiles,
     pub(crate) key: String,
     pub(crate) size: u64,
     pub(crate) warnings: Vec<String>,
+}
+
+impl Fetched {
+    /// The manifest's entries, `(path, kind, size)`, wherever they are held.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (Cow<'_, [u8]>, EntryKind, u64)> + Clone {
+        self.manifest
+            .iter()
+            .flat_map(|m| m.files.iter())
+            .map(|f| (Cow::Borrowed(f.path.as_bytes()), f.kind, f.size))
+            .chain(
+                self.files
+                    .iter()
+                    .map(|(path, kind, size)| (Cow::Owned(path), kind, size)),
+            )
+    }
 }
 
 /// What the fetch pipeline produced and the checks of it found.
 pub(crate) struct Fetch {
     /// The SHA-256 of the encrypted stream, as the pipeline computed it.
     pub(crate) sha256: String,
+    /// tar's listing of a pack of a chain (its own or an older one), as chain reads
+    /// need it; empty for a whole backup, whose listing is in `listing`.
     pub(crate) members: Vec<ArchiveMember>,
+    /// tar's listing of a whole backup, compact.
+    pub(crate) listing: Members,
     pub(crate) inner: Option<InnerManifest>,
     pub(crate) warnings: Vec<String>,
+}
+
+impl Fetch {
+    /// tar's listing of the stream (with the older packs' members after a chain read),
+    /// in order, wherever it is held.
+    pub(crate) fn all_members(&self) -> impl Iterator<Item = MemberRef<'_>> + Clone + '_ {
+        self.members
+            .iter()
+            .map(ArchiveMember::as_ref)
+            .chain(self.listing.iter())
+    }
+
+    /// The members after the inner manifest (and its directory) that leads them.
+    pub(crate) fn archived(&self) -> impl Iterator<Item = MemberRef<'_>> + Clone + '_ {
+        let skip = restore_plan::inner_position(self.all_members()).map_or(0, |p| p + 1);
+        self.all_members().skip(skip)
+    }
 }
 
 /// Finds the backup and its manifest; refuses incomplete ones.
 pub(crate) async fn locate(
     client: &(impl ObjectStore + ?Sized),
     id: &BackupId,
+) -> Result<Fetched, BackupError> {
+    locate_with(client, id, false).await
+}
+
+/// As [`locate`], with the manifest's file list held compact ([`Fetched::files`]):
+/// for the backup a verify, restore or extract reads.
+pub(crate) async fn locate_compact(
+    client: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+) -> Result<Fetched, BackupError> {
+    locate_with(client, id, true).await
+}
+
+async fn locate_with(
+    client: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+    compact: bool,
 ) -> Result<Fetched, BackupError> {
     let key = client.object_key(id.as_str());
     let status = backup_status(client, id)
@@ -59,6 +117,7 @@ pub(crate) async fn locate(
         Err(e) => return Err(e.into()),
     };
     let mut warnings = Vec::new();
+    let mut files = ManifestFiles::default();
     let manifest = match status {
         BackupStatus::Complete => {
             let bytes = client
@@ -67,7 +126,16 @@ pub(crate) async fn locate(
                     crate::backup::catalog::MAX_MANIFEST_BYTES,
                 )
                 .await?;
-            let m = Manifest::from_json(&bytes).map_err(|e| BackupError::Corrupted {
+            let parsed = if compact {
+                Manifest::from_json_compact(&bytes).map(|(m, f)| {
+                    files = f;
+                    m
+                })
+            } else {
+                Manifest::from_json(&bytes)
+            };
+            drop(bytes);
+            let m = parsed.map_err(|e| BackupError::Corrupted {
                 id: id.to_string(),
                 reason: format!("unreadable manifest: {e}"),
             })?;
@@ -95,6 +163,7 @@ pub(crate) async fn locate(
     Ok(Fetched {
         status,
         manifest,
+        files,
         key,
         size: head.size,
         warnings,
@@ -346,20 +415,27 @@ async fn checked<C: Container + ?Sized>(
     // Nothing is trusted, listed or swapped in before gpg's status says the stream was
     // decrypted with the passphrase and passed its integrity check.
     check_status(&written.status).map_err(|why| untrusted(id, why))?;
-    let members = read_listing(outputs, id).await?;
+    let (members, listing) = read_listing(outputs, id, part).await?;
     // Only an archive that starts with an inner manifest has a head to keep.
     let head = outputs.read_if_written(WorkFile::Head).await?;
     let (inner, warnings) = restore_plan::check_claims(
         id.as_str(),
-        &members,
+        members
+            .iter()
+            .map(ArchiveMember::as_ref)
+            .chain(listing.iter()),
         head.as_deref(),
-        fetched.manifest.as_ref(),
+        fetched
+            .manifest
+            .as_ref()
+            .map(|m| (m, fetched.entries().map(|(p, kind, _)| (p, kind)))),
         part,
     )
     .map_err(|reason| corrupted(id, reason))?;
     Ok(Fetch {
         sha256,
         members,
+        listing,
         inner,
         warnings,
     })
@@ -369,12 +445,15 @@ async fn checked<C: Container + ?Sized>(
 pub(crate) const LISTING_CHUNK: u64 = 1 << 20;
 
 /// tar's listing of the stream, read and parsed a chunk at a time: its text (as large
-/// as the members parsed from it) is never held whole.
+/// as the members parsed from it) is never held whole. A whole backup's members are
+/// held compact (the second); a pack of a chain's as chain reads take them (the first).
 async fn read_listing<C: Container + ?Sized>(
     outputs: &Outputs<'_, C>,
     id: &BackupId,
-) -> Result<Vec<ArchiveMember>, BackupError> {
+    part: Part,
+) -> Result<(Vec<ArchiveMember>, Members), BackupError> {
     let mut members = Vec::new();
+    let mut listing = Members::default();
     let mut number = 0;
     outputs
         .for_each_record(WorkFile::Members, b'\n', LISTING_CHUNK, |line| {
@@ -382,13 +461,18 @@ async fn read_listing<C: Container + ?Sized>(
             if let Some(member) =
                 parse_member_line(number, line).map_err(|e| corrupted(id, e.to_string()))?
             {
-                members.push(member);
+                if part == Part::Whole {
+                    listing.push(&member.as_ref());
+                } else {
+                    members.push(member);
+                }
             }
             Ok::<_, BackupError>(())
         })
         .await?;
     members.shrink_to_fit();
-    Ok(members)
+    listing.shrink_to_fit();
+    Ok((members, listing))
 }
 
 /// The member rules for a verify: the workload's own when its `homeserver.yaml` can be
@@ -555,7 +639,7 @@ pub(crate) async fn check_staged<C: Container + ?Sized>(
     let unsafe_member =
         |(member, reason): (String, String)| BackupError::UnsafeMember { member, reason };
     let listed = rules
-        .check(&got.members, MemberSource::Listing)
+        .check_refs(got.all_members(), MemberSource::Listing)
         .map_err(unsafe_member)?;
     let staged = check_walk(run, work, rules).await.map_err(|e| match e {
         WalkError::Read(e) => e.into(),

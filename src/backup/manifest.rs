@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::backup::listing::FrontCoded;
 use crate::backup::plan::{BackupId, Compression};
 use crate::error::ConfigError;
 
@@ -343,6 +344,125 @@ impl Manifest {
     }
 }
 
+/// A manifest's file list held compactly ([`FrontCoded`]: kind and size beside each
+/// path) instead of an allocation per entry, for reading a backup of 100,000 files back
+/// with little memory. Filled while the manifest's JSON is parsed
+/// ([`Manifest::from_json_compact`]), so the entries are never held as a `Vec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ManifestFiles(FrontCoded<2>);
+
+impl ManifestFiles {
+    /// Appends one entry.
+    pub(crate) fn push(&mut self, path: &[u8], kind: EntryKind, size: u64) {
+        self.0.push(path, [u64::from(kind.letter()), size]);
+    }
+
+    /// How many entries it holds.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds no entry.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The entries in the manifest's order: `(path, kind, size)`.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Vec<u8>, EntryKind, u64)> + Clone + '_ {
+        self.0.iter().map(|(path, [kind, size])| {
+            let kind = u32::try_from(kind)
+                .ok()
+                .and_then(char::from_u32)
+                .and_then(EntryKind::from_find_letter)
+                // Only letters of kinds were pushed.
+                .unwrap_or(EntryKind::File);
+            (path, kind, size)
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ManifestFiles {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = ManifestFiles;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ManifestFiles, A::Error> {
+                let mut files = ManifestFiles::default();
+                // One entry at a time: its own allocation is freed before the next.
+                while let Some(entry) = seq.next_element::<ManifestEntry>()? {
+                    files.push(entry.path.as_bytes(), entry.kind, entry.size);
+                }
+                files.0.shrink_to_fit();
+                Ok(files)
+            }
+        }
+        deserializer.deserialize_seq(Entries)
+    }
+}
+
+/// [`Manifest`] as parsed with its file list compact: the same fields, the same
+/// defaults (a test keeps the two in step).
+#[derive(Deserialize)]
+struct CompactManifest {
+    format: u32,
+    backup_id: BackupId,
+    created: DateTime<Utc>,
+    created_by: String,
+    server_name: Option<String>,
+    layout: ManifestLayout,
+    database: DatabaseSnapshot,
+    warnings: Vec<String>,
+    #[serde(default)]
+    files: ManifestFiles,
+    plaintext_bytes: u64,
+    ciphertext_bytes: u64,
+    ciphertext_sha256: String,
+    cipher: Cipher,
+    compression: Compression,
+    #[serde(default)]
+    nonce: Option<String>,
+    #[serde(default)]
+    chain: Option<ManifestChain>,
+}
+
+impl Manifest {
+    /// Parses a manifest as [`Manifest::from_json`] does (the same checks, the same
+    /// errors), its file list apart and compact: the manifest's own `files` is empty.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] when the JSON is not a manifest.
+    pub(crate) fn from_json_compact(bytes: &[u8]) -> Result<(Self, ManifestFiles), ConfigError> {
+        let c: CompactManifest = from_json(bytes, "manifest")?;
+        let manifest = Manifest {
+            format: c.format,
+            backup_id: c.backup_id,
+            created: c.created,
+            created_by: c.created_by,
+            server_name: c.server_name,
+            layout: c.layout,
+            database: c.database,
+            warnings: c.warnings,
+            files: Vec::new(),
+            plaintext_bytes: c.plaintext_bytes,
+            ciphertext_bytes: c.ciphertext_bytes,
+            ciphertext_sha256: c.ciphertext_sha256,
+            cipher: c.cipher,
+            compression: c.compression,
+            nonce: c.nonce,
+            chain: c.chain,
+        };
+        Ok((manifest, c.files))
+    }
+}
+
 /// Parses JSON, naming the field at fault (e.g. `files[3].kind: unknown variant`).
 fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ConfigError> {
     let bad = |message: String| ConfigError::Parse {
@@ -533,6 +653,56 @@ mod tests {
                 Compression::Zlib(level)
             );
             assert_eq!(Compression::Zlib(level).to_string(), name);
+        }
+    }
+
+    /// The compact parse gives what the whole one does: the same fields, the same
+    /// file list (in order), the same errors.
+    #[test]
+    fn a_compact_parse_is_the_whole_one() {
+        let old = TODAY.replace(",\"nonce\":\"00ff\"", "").replace(
+            "\"files\":[",
+            "\"files\":[{\"path\":\"data/f\",\"kind\":\"p\",\"size\":0},",
+        );
+        let no_files = TODAY.replace(
+            &TODAY[TODAY.find("\"files\"").unwrap()..TODAY.find("\"format\"").unwrap()],
+            "",
+        );
+        for json in [TODAY.to_string(), old, no_files] {
+            let whole = Manifest::from_json(json.as_bytes()).unwrap();
+            let (m, files) = Manifest::from_json_compact(json.as_bytes()).unwrap();
+            assert_eq!(
+                m,
+                Manifest {
+                    files: Vec::new(),
+                    ..whole.clone()
+                }
+            );
+            assert_eq!(files.len(), whole.files.len());
+            assert_eq!(files.is_empty(), whole.files.is_empty());
+            let back: Vec<(Vec<u8>, EntryKind, u64)> =
+                files.iter().map(|(p, k, s)| (p.to_vec(), k, s)).collect();
+            let expected: Vec<(Vec<u8>, EntryKind, u64)> = whole
+                .files
+                .iter()
+                .map(|f| (f.path.as_bytes().to_vec(), f.kind, f.size))
+                .collect();
+            assert_eq!(back, expected);
+        }
+        for (from, to) in [
+            ("\"kind\":\"l\"", "\"kind\":\"h\""),
+            ("\"size\":3", "\"size\":-3"),
+            ("\"zlib-6\"", "\"zlib-0\""),
+            ("\"format\":1,", ""),
+        ] {
+            let json = TODAY.replacen(from, to, 1);
+            let whole = Manifest::from_json(json.as_bytes())
+                .unwrap_err()
+                .to_string();
+            let compact = Manifest::from_json_compact(json.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(compact, whole, "{to}");
         }
     }
 

@@ -5,13 +5,12 @@ use std::time::{Duration, Instant};
 use crate::backup::catalog::BackupStatus;
 use crate::backup::chain_fetch::{self, Backup};
 use crate::backup::fetch::{
-    Fetch, Fetched, Staged, check_staged, check_staged_db, locate, staging_need, verify_rules,
+    Fetch, Fetched, Staged, check_staged, check_staged_db, locate_compact, staging_need,
+    verify_rules,
 };
 use crate::backup::layout::{Layout, join};
 use crate::backup::plan::{self, BackupId, BackupOptions, CancelToken, ScriptCall, WorkDir};
-use crate::backup::restore_plan::{
-    self, ArchiveMember, CheckedMembers, MemberSource, RestoreRules,
-};
+use crate::backup::restore_plan::{self, CheckedMembers, MemberRef, MemberSource, RestoreRules};
 use crate::backup::run::{Run, WorkGuard};
 use crate::backup::scripts::{Exit, WorkFile};
 use crate::backup::work::{self, Outputs, WorkPlace};
@@ -235,7 +234,7 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
 ) -> Result<VerifyReport, BackupError> {
     let (container, layout) = (run.container, run.layout);
     let started = Instant::now();
-    let fetched = locate(&run.client, id).await?;
+    let fetched = locate_compact(&run.client, id).await?;
     let chain = chain_fetch::plan(run, id, &fetched).await?;
     let base = WorkDir::base(layout);
     let place = if options.temp_work_dir || !container.exists(&base).await.unwrap_or(false) {
@@ -267,7 +266,7 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
     let (got, rules, checked) = result?;
     if rules.database() != db
         && let Some(other) = rules.database()
-        && got.members.iter().any(|m| m.name == other.as_bytes())
+        && got.all_members().any(|m| m.name == other.as_bytes())
     {
         return Err(BackupError::Corrupted {
             id: id.to_string(),
@@ -277,6 +276,7 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
             ),
         });
     }
+    let members = got.archived().count();
     let mut warnings = fetched.warnings;
     warnings.extend(got.warnings);
     warnings.extend(checked.stripped.iter().map(|(name, mode)| {
@@ -285,8 +285,6 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
             restore_plan::describe_stripped(name, *mode)
         )
     }));
-    let members = got.members.len()
-        - restore_plan::inner_manifest_position(&got.members).map_or(0, |p| p + 1);
     tracing::info!(backup_id = %id, members, "backup verified");
     Ok(VerifyReport {
         id: id.clone(),
@@ -312,12 +310,11 @@ fn verify_call<C: Container + ?Sized>(
     let mut call = restore_plan::list_call(run.layout, run.params, work, &fetched.key);
     let Some(db) = db else { return call };
     call.env.insert("SB_VERIFY_DB".into(), db.to_string());
-    if let Some(size) = fetched.manifest.as_ref().and_then(|m| {
-        m.files
-            .iter()
-            .find(|f| f.path.as_bytes() == db.as_bytes())
-            .map(|f| f.size)
-    }) {
+    if let Some(size) = fetched
+        .entries()
+        .find(|(path, _, _)| path.as_ref() == db.as_bytes())
+        .map(|(_, _, size)| size)
+    {
         call.env.insert(
             "SB_NEED_BYTES".into(),
             size.saturating_add(size / 8).to_string(),
@@ -335,11 +332,11 @@ fn verify_call<C: Container + ?Sized>(
 /// # Errors
 /// [`BackupError::StageFailed`] ([`Stage::Swap`]) naming a path that is not writable,
 /// [`BackupError::InsufficientSpace`].
-pub(super) async fn preflight<C: Container + ?Sized>(
+pub(super) async fn preflight<'m, C: Container + ?Sized>(
     run: &Run<'_, C>,
     work: &WorkDir,
     rules: &RestoreRules,
-    members: &[ArchiveMember],
+    members: impl IntoIterator<Item = MemberRef<'m>>,
     units: &[String],
     staging: u64,
 ) -> Result<(), BackupError> {
@@ -400,7 +397,7 @@ async fn verify_checks<C: Container + ?Sized>(
     verify_db(run, work, id, db, &got).await?;
     let rules = verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
     let checked = rules
-        .check(&got.members, MemberSource::Listing)
+        .check_refs(got.all_members(), MemberSource::Listing)
         .map_err(|(member, reason)| BackupError::UnsafeMember { member, reason })?;
     let live = layout.host_path(&layout.homeserver_config_path());
     if container.exists(&live).await.unwrap_or(false) {
@@ -414,7 +411,7 @@ async fn verify_checks<C: Container + ?Sized>(
             run,
             work,
             &rules,
-            &got.members,
+            got.all_members(),
             &units,
             staging_need(fetched),
         )
@@ -435,8 +432,7 @@ async fn verify_db<C: Container + ?Sized>(
 ) -> Result<(), BackupError> {
     let Some(db) = db else { return Ok(()) };
     if !got
-        .members
-        .iter()
+        .all_members()
         .any(|m| m.name == db.as_bytes() && m.kind == '-')
     {
         return Ok(());
@@ -544,7 +540,7 @@ async fn restore_locked<C: Container + ?Sized>(
     let started = Instant::now();
     let config = work::read_homeserver_config(run.container, run.layout).await?;
     let rules = RestoreRules::new(run.layout, &config);
-    let fetched = locate(&run.client, id).await?;
+    let fetched = locate_compact(&run.client, id).await?;
     let chain = chain_fetch::plan(run, id, &fetched).await?;
     let backup = Backup {
         id,
@@ -666,7 +662,7 @@ async fn stage_checked<C: Container + ?Sized>(
         Some(db) => check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
         None => None,
     };
-    preflight(run, work, rules, &got.members, &units, 0).await?;
+    preflight(run, work, rules, got.all_members(), &units, 0).await?;
     work::write_file(
         container,
         layout,

@@ -1,11 +1,12 @@
 //! The pure side of reading backups back: the fetch (verify/restore) and swap scripts,
 //! the archive listing parser, and the rules for which members may be restored.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::backup::layout::{DatabaseKind, HomeserverConfig, Layout, join};
 pub use crate::backup::listing::{
-    ArchiveMember, parse_member_line, parse_members, parse_staged_record,
+    ArchiveMember, MemberRef, Members, parse_member_line, parse_members, parse_staged_record,
 };
 use crate::backup::manifest::{
     EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestLayout,
@@ -148,9 +149,13 @@ pub fn preflight_call(
 
 /// The `swap.sizes` file of [`preflight_call`]: each of `units` and the bytes of the
 /// regular files of `members` under it, as NUL-separated pairs.
-pub fn unit_sizes(rules: &RestoreRules, members: &[ArchiveMember], units: &[String]) -> Vec<u8> {
+pub fn unit_sizes<'m>(
+    rules: &RestoreRules,
+    members: impl IntoIterator<Item = MemberRef<'m>>,
+    units: &[String],
+) -> Vec<u8> {
     let mut sizes: BTreeMap<&str, u64> = units.iter().map(|u| (u.as_str(), 0)).collect();
-    for m in members.iter().filter(|m| m.kind == '-') {
+    for m in members.into_iter().filter(|m| m.kind == '-') {
         if let Some(unit) = rules.unit(&String::from_utf8_lossy(&m.name))
             && let Some(total) = sizes.get_mut(unit.as_str())
         {
@@ -200,8 +205,8 @@ pub fn place_call(
 ///
 /// # Errors
 /// The include that names nothing in the archive, or is not a plain relative path.
-pub fn select_includes(
-    members: &[ArchiveMember],
+pub fn select_includes<N: AsRef<[u8]>, I: Iterator<Item = N>>(
+    names: impl Fn() -> I,
     units: &[String],
     include: &[String],
     never: impl Fn(&str) -> bool,
@@ -228,9 +233,10 @@ pub fn select_includes(
             ));
         }
         let below = format!("{path}/");
-        let found = members
-            .iter()
-            .any(|m| m.name == path.as_bytes() || m.name.starts_with(below.as_bytes()));
+        let found = names().any(|n| {
+            let n = n.as_ref();
+            n == path.as_bytes() || n.starts_with(below.as_bytes())
+        });
         if !found {
             return Err(format!(
                 "--include {raw:?}: the backup holds nothing at {path}"
@@ -431,12 +437,29 @@ impl RestoreRules {
         members: &[ArchiveMember],
         source: MemberSource,
     ) -> Result<CheckedMembers, (String, String)> {
+        self.check_refs(members.iter().map(ArchiveMember::as_ref), source)
+    }
+
+    /// [`RestoreRules::check`] of borrowed members (e.g. a compact [`Members`]).
+    ///
+    /// # Errors
+    /// As [`RestoreRules::check`].
+    pub fn check_refs<'m, I>(
+        &self,
+        members: I,
+        source: MemberSource,
+    ) -> Result<CheckedMembers, (String, String)>
+    where
+        I: IntoIterator<Item = MemberRef<'m>>,
+        I::IntoIter: Clone,
+    {
+        let members = members.into_iter();
         let mut out = CheckedMembers::default();
         let leading = match source {
-            MemberSource::Listing => inner_manifest_position(members).map_or(0, |p| p + 1),
+            MemberSource::Listing => inner_position(members.clone()).map_or(0, |p| p + 1),
             MemberSource::Staged => 0,
         };
-        for (i, m) in members.iter().enumerate() {
+        for (i, m) in members.enumerate() {
             let text = String::from_utf8_lossy(&m.name).into_owned();
             if m.name.starts_with(b"/") {
                 return Err((text, "absolute member names are refused".into()));
@@ -506,11 +529,17 @@ fn split_member(m: &str) -> (Option<String>, Option<String>) {
 /// Where the inner manifest sits in tar's listing: index 0, or 1 after its directory;
 /// `None` when the archive does not start with it.
 pub fn inner_manifest_position(members: &[ArchiveMember]) -> Option<usize> {
-    let is_file = |m: &ArchiveMember| m.kind == '-' && m.name == INNER_MANIFEST_MEMBER.as_bytes();
-    match members {
-        [first, ..] if is_file(first) => Some(0),
-        [dir, second, ..]
-            if dir.kind == 'd' && dir.name == inner_dir().as_bytes() && is_file(second) =>
+    inner_position(members.iter().map(ArchiveMember::as_ref))
+}
+
+/// [`inner_manifest_position`] of borrowed members (only the first two are looked at).
+pub fn inner_position<'m>(members: impl IntoIterator<Item = MemberRef<'m>>) -> Option<usize> {
+    let is_file = |m: &MemberRef<'_>| m.kind == '-' && m.name == INNER_MANIFEST_MEMBER.as_bytes();
+    let mut first = members.into_iter();
+    match (first.next(), first.next()) {
+        (Some(m), _) if is_file(&m) => Some(0),
+        (Some(dir), Some(second))
+            if dir.kind == 'd' && dir.name == inner_dir().as_bytes() && is_file(&second) =>
         {
             Some(1)
         }
@@ -532,22 +561,30 @@ pub fn inner_manifest_position(members: &[ArchiveMember]) -> Option<usize> {
 ///
 /// # Errors
 /// What does not match.
-pub fn check_claims(
+pub fn check_claims<'m, 'f, M, F>(
     id: &str,
-    members: &[ArchiveMember],
+    members: M,
     head: Option<&[u8]>,
-    manifest: Option<&Manifest>,
+    manifest: Option<(&Manifest, F)>,
     part: Part,
-) -> Result<(Option<InnerManifest>, Vec<String>), String> {
+) -> Result<(Option<InnerManifest>, Vec<String>), String>
+where
+    M: Iterator<Item = MemberRef<'m>> + Clone,
+    F: Iterator<Item = (Cow<'f, [u8]>, EntryKind)> + Clone,
+{
     let mut warnings = Vec::new();
-    let inner = match inner_manifest_position(members) {
+    let (manifest, files) = match manifest {
+        Some((m, files)) => (Some(m), Some(files)),
+        None => (None, None),
+    };
+    let inner = match inner_position(members.clone()) {
         Some(p) => {
-            let size = usize::try_from(members[p].size).unwrap_or(usize::MAX);
+            let declared = members.clone().nth(p).map_or(0, |m| m.size);
+            let size = usize::try_from(declared).unwrap_or(usize::MAX);
             let head = head.unwrap_or_default();
             if size > head.len() || size > 65536 {
                 return Err(format!(
-                    "its inner manifest ({} bytes) could not be read whole",
-                    members[p].size
+                    "its inner manifest ({declared} bytes) could not be read whole"
                 ));
             }
             let inner = InnerManifest::from_json(&head[..size]).map_err(|e| e.to_string())?;
@@ -594,13 +631,13 @@ pub fn check_claims(
             None
         }
     };
-    if let Some(m) = manifest {
+    if let (Some(m), Some(files)) = (manifest, files) {
         if part == Part::Older {
             if m.backup_id.as_str() != id {
                 return Err(format!("its manifest names {:?}, not {id:?}", m.backup_id));
             }
         } else {
-            check_listed(id, members, m)?;
+            check_listed(id, members, m, files)?;
         }
     }
     Ok((inner, warnings))
@@ -621,11 +658,13 @@ pub enum Part {
 /// Sorted by name, one entry per name (the last one given of a name, as a map
 /// collected from `entries` keeps): a compact map for [`check_listed`], without a
 /// tree's nodes.
-fn sorted_unique<'a, K: Copy>(entries: impl Iterator<Item = (&'a [u8], K)>) -> Vec<(&'a [u8], K)> {
-    let mut v: Vec<(&[u8], K)> = entries.collect();
+fn sorted_unique<'a, K: Copy>(
+    entries: impl Iterator<Item = (Cow<'a, [u8]>, K)>,
+) -> Vec<(Cow<'a, [u8]>, K)> {
+    let mut v: Vec<(Cow<'a, [u8]>, K)> = entries.collect();
     // Stable: of one name, the entries stay in the order given.
-    v.sort_by(|a, b| a.0.cmp(b.0));
-    let mut out: Vec<(&[u8], K)> = Vec::with_capacity(v.len());
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(Cow<'a, [u8]>, K)> = Vec::with_capacity(v.len());
     for entry in v {
         match out.last_mut() {
             Some(last) if last.0 == entry.0 => *last = entry,
@@ -636,55 +675,64 @@ fn sorted_unique<'a, K: Copy>(entries: impl Iterator<Item = (&'a [u8], K)>) -> V
 }
 
 /// The value of `name` in a [`sorted_unique`] list.
-fn lookup<K: Copy>(list: &[(&[u8], K)], name: &[u8]) -> Option<K> {
-    list.binary_search_by(|(n, _)| (*n).cmp(name))
+fn lookup<K: Copy>(list: &[(Cow<'_, [u8]>, K)], name: &[u8]) -> Option<K> {
+    list.binary_search_by(|(n, _)| n.as_ref().cmp(name))
         .ok()
         .map(|i| list[i].1)
 }
 
+/// A member's kind as the manifest says it, or tar's letter when it has none.
+type TarKind = Result<EntryKind, char>;
+
 /// The external manifest `m` against the archive's `members`: its id, and every
 /// member listed with its kind, none missing, none extra.
-fn check_listed(id: &str, members: &[ArchiveMember], m: &Manifest) -> Result<(), String> {
+fn check_listed<'m, 'f>(
+    id: &str,
+    members: impl Iterator<Item = MemberRef<'m>> + Clone,
+    m: &Manifest,
+    files: impl Iterator<Item = (Cow<'f, [u8]>, EntryKind)> + Clone,
+) -> Result<(), String> {
     if m.backup_id.as_str() != id {
         return Err(format!("its manifest names {:?}, not {id:?}", m.backup_id));
     }
-    let skip = inner_manifest_position(members).map_or(0, |p| p + 1);
+    let skip = inner_position(members.clone()).map_or(0, |p| p + 1);
     let listed_entries = || {
-        m.files.iter().filter(|f| {
-            let p = f.path.as_bytes();
-            p != INNER_MANIFEST_MEMBER.as_bytes() && p != inner_dir().as_bytes()
+        files.clone().filter(|(p, _)| {
+            p.as_ref() != INNER_MANIFEST_MEMBER.as_bytes() && p.as_ref() != inner_dir().as_bytes()
         })
+    };
+    let archived_entries = || {
+        members
+            .clone()
+            .skip(skip)
+            .map(|a| (a.name, EntryKind::from_tar_letter(a.kind).ok_or(a.kind)))
     };
     // Create writes the manifest from tar's listing, in archive order: when the two
     // agree entry for entry (names and kinds), they agree as maps too, and nothing
-    // needs sorting.
+    // needs sorting (nor held: both are walked once, side by side).
     if listed_entries()
-        .map(|f| (f.path.as_bytes(), Ok(f.kind)))
-        .eq(members[skip..].iter().map(|a| {
-            (
-                a.name.as_slice(),
-                EntryKind::from_tar_letter(a.kind).ok_or(a.kind),
-            )
-        }))
+        .map(|(p, kind)| (p, Ok(kind)))
+        .eq(archived_entries())
     {
         return Ok(());
     }
     // A tar type letter with no manifest kind (e.g. GNU tar's rare ones) is told as
     // itself and matches nothing the manifest lists.
-    let archived: Vec<(&[u8], Result<EntryKind, char>)> =
-        sorted_unique(members[skip..].iter().map(|a| {
-            let kind = EntryKind::from_tar_letter(a.kind).ok_or(a.kind);
-            (a.name.as_slice(), kind)
-        }));
-    let listed: Vec<(&[u8], EntryKind)> =
-        sorted_unique(listed_entries().map(|f| (f.path.as_bytes(), f.kind)));
-    if let Some((name, _)) = listed.iter().find(|(n, _)| lookup(&archived, n).is_none()) {
+    let archived: Vec<(Cow<'_, [u8]>, TarKind)> = sorted_unique(archived_entries());
+    let listed: Vec<(Cow<'_, [u8]>, EntryKind)> = sorted_unique(listed_entries());
+    if let Some((name, _)) = listed
+        .iter()
+        .find(|(n, _)| lookup(&archived, n.as_ref()).is_none())
+    {
         return Err(format!(
             "the archive lacks {:?}, which its manifest lists",
             String::from_utf8_lossy(name)
         ));
     }
-    if let Some((name, _)) = archived.iter().find(|(n, _)| lookup(&listed, n).is_none()) {
+    if let Some((name, _)) = archived
+        .iter()
+        .find(|(n, _)| lookup(&listed, n.as_ref()).is_none())
+    {
         return Err(format!(
             "the archive holds {:?}, which its manifest does not list",
             String::from_utf8_lossy(name)
@@ -692,9 +740,9 @@ fn check_listed(id: &str, members: &[ArchiveMember], m: &Manifest) -> Result<(),
     }
     if let Some((name, k)) = listed
         .iter()
-        .find(|(n, k)| lookup(&archived, n) != Some(Ok(*k)))
+        .find(|(n, k)| lookup(&archived, n.as_ref()) != Some(Ok(*k)))
     {
-        let in_archive = match lookup(&archived, name) {
+        let in_archive = match lookup(&archived, name.as_ref()) {
             Some(Ok(kind)) => kind.to_string(),
             Some(Err(letter)) => format!("member of tar type {letter:?}"),
             None => "missing member".into(),
@@ -710,6 +758,45 @@ fn check_listed(id: &str, members: &[ArchiveMember], m: &Manifest) -> Result<(),
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// [`super::check_claims`] of a member list and a manifest's own file list.
+    fn check_claims(
+        id: &str,
+        members: &[ArchiveMember],
+        head: Option<&[u8]>,
+        manifest: Option<&Manifest>,
+        part: Part,
+    ) -> Result<(Option<InnerManifest>, Vec<String>), String> {
+        super::check_claims(
+            id,
+            members.iter().map(ArchiveMember::as_ref),
+            head,
+            manifest.map(|m| {
+                (
+                    m,
+                    m.files
+                        .iter()
+                        .map(|f| (Cow::Borrowed(f.path.as_bytes()), f.kind)),
+                )
+            }),
+            part,
+        )
+    }
+
+    /// [`super::select_includes`] of a member list.
+    fn select_includes(
+        members: &[ArchiveMember],
+        units: &[String],
+        include: &[String],
+        never: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, String> {
+        super::select_includes(
+            || members.iter().map(|m| m.name.as_slice()),
+            units,
+            include,
+            never,
+        )
+    }
 
     /// The rules of a Synapse tree at `/r` with its media in `/data/media_store`.
     pub(crate) fn rules() -> RestoreRules {
@@ -1096,6 +1183,123 @@ pub(crate) mod tests {
             "{w:?}"
         );
         assert!(whole(id, &plain, None, None).unwrap().0.is_none());
+    }
+
+    /// The members and the manifest's file list compact ([`Members`],
+    /// [`ManifestFiles`](crate::backup::manifest::ManifestFiles)), checked side by
+    /// side as a read does: the same verdict, word for word, as the lists held whole.
+    #[test]
+    fn compact_lists_are_checked_as_the_whole_ones() {
+        let id = "backup-20261126071900000000";
+        let names: Vec<String> = (0..40)
+            .map(|i| format!("data/media_store/local_content/ab/cd/{i:03}"))
+            .collect();
+        let files = |list: &[&str]| -> Vec<(String, char)> {
+            list.iter().map(|n| ((*n).to_string(), 'f')).collect()
+        };
+        let all: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut middle = all.clone();
+        middle[20] = "data/media_store/local_content/ab/cd/zzz";
+        let mut swapped = all.clone();
+        swapped.swap(3, 30);
+        let mut twice = all.clone();
+        twice.insert(10, all[10]);
+        let mut dir_kind = files(&all);
+        dir_kind[39].1 = 'd';
+        // (archive, manifest, verdict: None for accepted, else a word of the error)
+        type Case<'a> = (Vec<&'a str>, Vec<(String, char)>, Option<&'a str>);
+        let cases: Vec<Case<'_>> = vec![
+            (all.clone(), files(&all), None),
+            // Out of order, but the same as maps.
+            (swapped.clone(), files(&all), None),
+            (all.clone(), files(&swapped), None),
+            // A mismatch in the middle: each side lacks the other's name.
+            (middle.clone(), files(&all), Some("lacks")),
+            (all.clone(), files(&middle), Some("lacks")),
+            // An extra or a missing entry at the end, on either side.
+            (all[..39].to_vec(), files(&all), Some("lacks")),
+            (all.clone(), files(&all[..39]), Some("does not list")),
+            (all[1..].to_vec(), files(&all), Some("lacks")),
+            // A name twice, on either side: as maps, still the same.
+            (twice.clone(), files(&all), None),
+            (all.clone(), files(&twice), None),
+            // The same names, another kind at the very end.
+            (all.clone(), dir_kind, Some("in the archive")),
+            // Nothing at all on one side.
+            (Vec::new(), files(&all), Some("lacks")),
+            (all.clone(), Vec::new(), Some("does not list")),
+        ];
+        for (n, (archive, listed, verdict)) in cases.into_iter().enumerate() {
+            let members: Vec<ArchiveMember> = archive.iter().map(|a| member('-', a)).collect();
+            let listed_refs: Vec<(&str, char)> =
+                listed.iter().map(|(p, k)| (p.as_str(), *k)).collect();
+            let manifest = external(id, None, &listed_refs);
+            let whole_verdict = check_claims(id, &members, None, Some(&manifest), Part::Whole);
+            let mut compact = Members::default();
+            let mut compact_files = crate::backup::manifest::ManifestFiles::default();
+            for m in &members {
+                compact.push(&m.as_ref());
+            }
+            for f in &manifest.files {
+                compact_files.push(f.path.as_bytes(), f.kind, f.size);
+            }
+            assert_eq!(compact.len(), members.len());
+            assert_eq!(compact_files.len(), manifest.files.len());
+            let compact_verdict = super::check_claims(
+                id,
+                compact.iter(),
+                None,
+                Some((
+                    &Manifest {
+                        files: Vec::new(),
+                        ..manifest.clone()
+                    },
+                    compact_files.iter().map(|(p, k, _)| (Cow::Owned(p), k)),
+                )),
+                Part::Whole,
+            );
+            assert_eq!(compact_verdict, whole_verdict, "case {n}");
+            match verdict {
+                None => assert!(whole_verdict.is_ok(), "case {n}: {whole_verdict:?}"),
+                Some(word) => {
+                    let e = whole_verdict.unwrap_err();
+                    assert!(e.contains(word), "case {n}: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn compact_members_give_back_what_was_pushed() {
+        let mut members = vec![
+            member('d', ".synapse-backup"),
+            member('-', INNER_MANIFEST_MEMBER),
+            member('-', "data/signing.key"),
+            member('h', "data/media_store/local_content/\n é"),
+            member('-', ""),
+        ];
+        members[2].size = u64::MAX;
+        members[2].mode = 0o4755;
+        members[3].name.push(0xff);
+        let mut compact = Members::default();
+        assert!(compact.is_empty());
+        for m in &members {
+            compact.push(&m.as_ref());
+        }
+        compact.shrink_to_fit();
+        assert_eq!(compact.len(), 5);
+        let back: Vec<MemberRef<'_>> = compact.iter().collect();
+        let whole: Vec<MemberRef<'_>> = members.iter().map(ArchiveMember::as_ref).collect();
+        assert_eq!(back, whole);
+        assert_eq!(inner_position(compact.iter()), Some(1));
+        assert_eq!(inner_position(compact.iter().skip(1)), Some(0));
+        assert_eq!(inner_position(compact.iter().skip(2)), None);
+        // The rules see the same members either way.
+        let r = rules();
+        assert_eq!(
+            r.check_refs(compact.iter().take(3), MemberSource::Listing),
+            r.check(&members[..3], MemberSource::Listing)
+        );
     }
 
     #[test]
