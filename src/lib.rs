@@ -123,8 +123,8 @@ pub use container::local::{LocalContainer, ProcessSupervisor, ServiceManager, Sy
 #[cfg(feature = "pebble")]
 pub use container::pebble::PebbleContainer;
 pub use container::{
-    Container, ExecOptions, ExecOutput, FileInfo, FileKind, ListOptions, MakeDirOptions,
-    PushOptions,
+    Container, ExecExit, ExecOptions, ExecOutput, ExecProcess, ExecStdin, ExecStdout, FileInfo,
+    FileKind, ListOptions, MakeDirOptions, PushOptions,
 };
 pub use error::{
     BackupError, ConfigError, ContainerError, FieldProblem, IndexError, S3Error, Stage, Transport,
