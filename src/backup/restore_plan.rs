@@ -63,6 +63,30 @@ pub fn extract_call(
     call
 }
 
+/// `call` (a fetch or passphrase check) with its input read from standard input
+/// after the passphrase line (`SB_INPUT=stdin`), for [`Transfer::Library`](crate::Transfer::Library):
+/// the script's constant argv only (no aws CLI argument, so no SSE-C key path) and no
+/// `AWS_*` variable, `SB_AWS` or object address in its environment.
+pub(crate) fn streamed_input(call: &ScriptCall) -> ScriptCall {
+    let mut env: BTreeMap<String, String> = call
+        .env
+        .iter()
+        .filter(|(k, _)| {
+            !k.starts_with("AWS_")
+                && !matches!(
+                    k.as_str(),
+                    "SB_AWS" | "SB_URL" | "SB_BUCKET" | "SB_KEY" | "SB_HEAD_BYTES"
+                )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.insert("SB_INPUT".into(), "stdin".into());
+    ScriptCall {
+        argv: call.argv.iter().take(4).cloned().collect(),
+        env,
+    }
+}
+
 /// The env of the swap script: the `SB_` part of the shared environment (no secrets).
 fn swap_env(layout: &Layout, params: &S3Parameters, work: &WorkDir) -> BTreeMap<String, String> {
     plan::script_env(layout, params, work)

@@ -72,6 +72,7 @@ pub(crate) async fn restore(
         .lock(lock_options(global))
         .max_bandwidth(global.limit_download)
         .priority(global.priority)
+        .transfer(global.transfer)
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
     let report = interrupt::shielded(
@@ -227,6 +228,7 @@ pub(crate) async fn extract(
     let options = RestoreOptions::default()
         .max_bandwidth(global.limit_download)
         .priority(global.priority)
+        .transfer(global.transfer)
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
     let report = interrupt::shielded(
