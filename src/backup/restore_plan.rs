@@ -1195,6 +1195,56 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_streamed_call_holds_nothing_of_the_buckets() {
+        let layout = Layout::default();
+        let key = "kbdHqFF4TiFej05J2TfqXDRc4QcyvesAQYmfnQvOosY=";
+        let m: std::collections::HashMap<String, String> = [
+            ("access-key", "the-access-key"),
+            ("secret-key", "the-secret-key"),
+            ("bucket", "bkt"),
+            ("region", "us-east-1"),
+            ("endpoint", "http://127.0.0.1:9"),
+            (
+                "attributes",
+                &format!("X-Amz-Server-Side-Encryption-Customer-Key={key}"),
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let p = S3Parameters::from_relation_data(&m).unwrap();
+        let work = WorkDir::new(&layout, "r");
+        let full = extract_call(&layout, &p, &work, "backup-1", 99);
+        assert!(
+            full.argv.len() > 4,
+            "the aws CLI's arguments: {:?}",
+            full.argv
+        );
+        let streamed = streamed_input(&full);
+        assert_eq!(streamed.argv, full.argv[..4]);
+        assert_eq!(streamed.env["SB_INPUT"], "stdin");
+        assert_eq!(
+            (
+                streamed.env["SB_MODE"].as_str(),
+                streamed.env["SB_NEED_BYTES"].as_str()
+            ),
+            ("extract", "99")
+        );
+        for (name, value) in &streamed.env {
+            assert!(
+                !name.starts_with("AWS_") && !["SB_AWS", "SB_URL"].contains(&name.as_str()),
+                "{name} left in"
+            );
+            for secret in ["the-secret-key", "the-access-key", key, "bkt", "127.0.0.1"] {
+                assert!(!value.contains(secret), "{name} holds {secret}");
+            }
+        }
+        for arg in &streamed.argv {
+            assert!(!arg.contains("sse") && !arg.contains("endpoint"), "{arg}");
+        }
+    }
+
+    #[test]
     fn includes_name_members_or_dirs_above_them() {
         let members = vec![
             member('-', "data/signing.key"),
