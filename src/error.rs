@@ -317,6 +317,14 @@ pub enum ContainerError {
         #[source]
         source: std::io::Error,
     },
+    /// The container does not implement this operation (e.g. a third-party
+    /// [`Container`](crate::Container) written before [`Container::exec_streaming`](crate::Container::exec_streaming)
+    /// existed).
+    #[error("{operation} is not supported by this container")]
+    Unsupported {
+        /// The operation, e.g. `exec_streaming`.
+        operation: &'static str,
+    },
 }
 
 /// The stage of a backup or restore that failed.

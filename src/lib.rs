@@ -111,6 +111,7 @@ pub use backup::prune_plan::{
     ClockSource, ID_TIME_AHEAD_TOLERANCE, ID_TIME_BEHIND_TOLERANCE, LeftoverRule, PlanContext,
     PlannedBackup, PruneAction, PrunePlan, PruneReason, StaleUpload, plan_prune,
 };
+pub use backup::transfer::{LIBRARY_RANGE_MIB, LIBRARY_RANGES_IN_FLIGHT, Transfer};
 pub use backup::{
     BackupReport, DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, ExtractReport,
     ExtractTarget, RestoreOptions, RestoreReport, VerifyReport, create_backup, create_backup_with,
@@ -123,8 +124,8 @@ pub use container::local::{LocalContainer, ProcessSupervisor, ServiceManager, Sy
 #[cfg(feature = "pebble")]
 pub use container::pebble::PebbleContainer;
 pub use container::{
-    Container, ExecOptions, ExecOutput, FileInfo, FileKind, ListOptions, MakeDirOptions,
-    PushOptions,
+    Container, ExecExit, ExecOptions, ExecOutput, ExecProcess, ExecStdin, ExecStdout, FileInfo,
+    FileKind, ListOptions, MakeDirOptions, PushOptions,
 };
 pub use error::{
     BackupError, ConfigError, ContainerError, FieldProblem, IndexError, S3Error, Stage, Transport,

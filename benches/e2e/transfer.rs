@@ -7,6 +7,10 @@
 //! (the aws CLI in the workload) on the same server and tree, so the ratio says whether
 //! the trait change (streaming exec) would pay for itself. Nothing here is checked the
 //! way our restore checks a backup: it is the transfer's cost alone.
+//!
+//! Beside them, our restore with `Transfer::Library` (every check, in place): the
+//! library's ranged GETs streamed into the workload's pipeline through
+//! `Container::exec_streaming`, the shipped form of the prototype's download.
 
 use super::{
     BUCKET, Bench, BoxError, Config, MB, PASSPHRASE, err, make_private_dir, median, progress,
@@ -19,6 +23,8 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
+
+use synapse_backup::{RestoreOptions, Transfer, restore_backup_with};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
@@ -200,8 +206,9 @@ pub(super) fn section(bench: &Bench, config: &Config, out: &mut String) -> Resul
         PART >> 20
     )?;
     let client = sdk(bench);
-    // [our create, prototype upload, our restore, prototype download]
-    let mut walls: [Vec<f64>; 4] = Default::default();
+    // [our create, prototype upload, our restore, prototype download, our restore
+    // with the library's transfer]
+    let mut walls: [Vec<f64>; 5] = Default::default();
     let mut sizes = (0u64, 0u64);
     for round in 1..=config.rounds {
         let key = format!("prototype/round-{round}");
@@ -223,27 +230,40 @@ pub(super) fn section(bench: &Bench, config: &Config, out: &mut String) -> Resul
         let report = report.ok_or_else(|| err("no create"))?;
         sizes.0 = report.manifest.ciphertext_bytes;
         let dest = bench.base.join("prototype-restore");
-        for ours in [first_ours, !first_ours] {
+        // The three restores in turn, each round starting with the next one.
+        for turn in 0..3 {
+            let which = (turn + round) % 3;
             let _ = fs::remove_dir_all(&dest);
             fs::create_dir_all(&dest)?;
             let started = Instant::now();
-            if ours {
-                bench.ours_restore(&report.id)?;
-                walls[2].push(started.elapsed().as_secs_f64());
-            } else {
-                bench.rt.block_on(download(bench, &client, &key, &dest))?;
-                walls[3].push(started.elapsed().as_secs_f64());
+            match which {
+                0 => {
+                    bench.ours_restore(&report.id)?;
+                    walls[2].push(started.elapsed().as_secs_f64());
+                }
+                1 => {
+                    bench.rt.block_on(download(bench, &client, &key, &dest))?;
+                    walls[3].push(started.elapsed().as_secs_f64());
+                }
+                _ => {
+                    library_restore(bench, &report.id)?;
+                    walls[4].push(started.elapsed().as_secs_f64());
+                }
             }
         }
         let _ = fs::remove_dir_all(&dest);
+        if round == config.rounds {
+            range_sweep(bench, &report.id, out)?;
+        }
         bench.delete_ours(&report.id);
         bench.delete_key(&key);
         progress(&format!(
-            "round {round}: create {:.2} s, prototype upload {:.2} s, restore {:.2} s, prototype download {:.2} s",
+            "round {round}: create {:.2} s, prototype upload {:.2} s, restore {:.2} s, prototype download {:.2} s, restore with Transfer::Library {:.2} s",
             walls[0][walls[0].len() - 1],
             walls[1][walls[1].len() - 1],
             walls[2][walls[2].len() - 1],
             walls[3][walls[3].len() - 1],
+            walls[4][walls[4].len() - 1],
         ));
     }
     let m: Vec<f64> = walls.iter().map(|w| median(w)).collect();
@@ -268,9 +288,88 @@ pub(super) fn section(bench: &Bench, config: &Config, out: &mut String) -> Resul
     )?;
     writeln!(
         out,
+        "\n| median s, {} rounds | ours, Transfer::Workload | ours, Transfer::Library | workload ÷ library |\n|---|---|---|---|\n| restore (in place, every check) | {:.2} | {:.2} | {:.2} |",
+        config.rounds,
+        m[2],
+        m[4],
+        m[2] / m[4]
+    )?;
+    writeln!(
+        out,
         "\nobjects: ours {:.1} MB, prototype {:.1} MB\n",
         sizes.0 as f64 / MB,
         sizes.1 as f64 / MB
     )?;
+    Ok(())
+}
+
+/// Our restore in place with [`Transfer::Library`]: every check, the download by the
+/// library streamed into the workload's pipeline.
+fn library_restore(bench: &Bench, id: &synapse_backup::BackupId) -> Result<(), BoxError> {
+    bench.rt.block_on(restore_backup_with(
+        &bench.container,
+        &bench.params,
+        PASSPHRASE,
+        id,
+        &bench.layout,
+        &RestoreOptions::default().transfer(Transfer::Library),
+    ))?;
+    Ok(())
+}
+
+/// The range sizes (MiB) and ranges in flight the sweep times.
+const SWEEP: [(u64, usize); 7] = [(4, 4), (8, 1), (8, 4), (8, 8), (16, 4), (32, 2), (64, 2)];
+
+/// Times reading our backup's object the way `Transfer::Library` does (ranged GETs
+/// through `ObjectStore::get_object_range`, several in flight, in order, into a sink)
+/// for each of [`SWEEP`], twice each, and writes the medians: which range size and
+/// concurrency the library should use on this server.
+fn range_sweep(
+    bench: &Bench,
+    id: &synapse_backup::BackupId,
+    out: &mut String,
+) -> Result<(), BoxError> {
+    use synapse_backup::ObjectStore;
+    let store: &dyn ObjectStore = &bench.client;
+    let key = store.object_key(id.as_str());
+    let size = bench.object_size(&key);
+    writeln!(
+        out,
+        "range sweep (GET alone, {:.1} MB, into a sink): | range MiB | in flight | median s | MB/s |\n|---|---|---|---|",
+        size as f64 / MB
+    )?;
+    for (mib, in_flight) in SWEEP {
+        let range = mib << 20;
+        let mut times = Vec::new();
+        for _ in 0..2 {
+            let started = Instant::now();
+            let key = key.as_str();
+            bench.rt.block_on(async {
+                let ranges =
+                    (0..size.div_ceil(range)).map(|i| (i * range, range.min(size - i * range)));
+                let mut gets = futures_util::stream::iter(ranges)
+                    .map(|(offset, length)| store.get_object_range(key, offset, length))
+                    .buffered(in_flight);
+                let mut total = 0_u64;
+                while let Some(bytes) = gets.next().await {
+                    total += bytes?.len() as u64;
+                }
+                if total == size {
+                    Ok(())
+                } else {
+                    Err(err(format!("read {total} of {size} bytes")))
+                }
+            })?;
+            times.push(started.elapsed().as_secs_f64());
+        }
+        let m = median(&times);
+        writeln!(
+            out,
+            "| {mib} | {in_flight} | {m:.2} | {:.0} |",
+            size as f64 / MB / m
+        )?;
+        progress(&format!("range sweep: {mib} MiB x {in_flight}: {m:.2} s"));
+    }
+    writeln!(out)?;
     Ok(())
 }

@@ -314,7 +314,9 @@ async fn walk<C: Container + ?Sized>(
     call: &ScriptCall,
     options: &RestoreOptions,
 ) -> Result<(), BackupError> {
-    let mut walk = call.clone();
+    // Nothing of the bucket's: the walk downloads nothing, whatever the transfer.
+    let mut walk = restore_plan::streamed_input(call);
+    walk.env.remove("SB_INPUT");
     walk.env.insert("SB_MODE".into(), "walk".into());
     let mut exec = work::exec_options(run.layout, &walk, work, options.timeout);
     options.priority.apply(&mut exec.environment);

@@ -128,7 +128,8 @@ pub async fn extract_backup_with<C: Container + ?Sized>(
     target: &ExtractTarget,
     options: &RestoreOptions,
 ) -> Result<ExtractReport, BackupError> {
-    let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    let run =
+        Run::new(container, s3_parameters, layout, passphrase)?.with_transfer(options.transfer);
     extract_with_run(&run, id, target, options).await
 }
 
@@ -197,7 +198,7 @@ async fn extract_into<C: Container + ?Sized>(
         .work_dir_in(
             WorkPlace::EmptyDir(&target.dir),
             "extract",
-            &options.transfer(),
+            &options.download_settings(),
             true,
         )
         .await

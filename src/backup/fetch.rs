@@ -18,10 +18,12 @@ use crate::backup::restore_plan::{
 };
 use crate::backup::run::Run;
 use crate::backup::scripts::{Exit, Pipeline, WorkFile};
+use crate::backup::transfer::{self, Transfer};
 use crate::backup::work::{self, Outputs, parse_field};
-use crate::container::Container;
+use crate::container::{Container, ExecOptions, ExecOutput};
 use crate::error::{BackupError, ContainerError, S3Error, Stage};
 use crate::s3::ObjectStore;
+use tokio::io::AsyncWriteExt;
 
 /// A backup found in the bucket: its status, manifest (when complete), key and size.
 pub(crate) struct Fetched {
@@ -265,19 +267,35 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
     part: Part,
 ) -> Result<Fetch, BackupError> {
     let (container, layout, passphrase) = (run.container, run.layout, run.passphrase);
+    let library = run.transfer == Transfer::Library;
+    let streamed_call;
+    let call = if library {
+        streamed_call = restore_plan::streamed_input(call);
+        &streamed_call
+    } else {
+        call
+    };
     let mut exec = work::pipeline_options(layout, call, work, options.timeout, passphrase);
     options.priority.apply(&mut exec.environment);
-    let outcome = progress::exec_with_progress(
-        container,
-        layout,
-        work,
-        &call.argv,
-        exec,
-        options.progress.as_ref(),
-        stage,
-        Some(fetched.size),
-    )
-    .await;
+    let progress = options.progress.as_ref();
+    let total = Some(fetched.size);
+    let outcome = if library {
+        let feed = |exec| streamed(run, &call.argv, exec, &fetched.key, fetched.size);
+        match progress::run_with_progress(
+            container, layout, work, exec, progress, stage, total, feed,
+        )
+        .await
+        {
+            Ok(out) => Ok(out),
+            Err(Streamed::Exec(e)) => Err(e),
+            Err(Streamed::Download(e)) => return Err(download_error(id, e)),
+        }
+    } else {
+        progress::exec_with_progress(
+            container, layout, work, &call.argv, exec, progress, stage, total,
+        )
+        .await
+    };
     let outputs = Outputs::new(container, layout, work);
     let written = Written::read(&outputs).await?;
     let failure = Failure {
@@ -299,6 +317,82 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
             stderr: e.to_string(),
         }),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Why a pipeline the library fed failed.
+pub(crate) enum Streamed {
+    /// The pipeline's own outcome (its exit, a timeout, a container failure).
+    Exec(ContainerError),
+    /// The library's download (the pipeline was killed).
+    Download(S3Error),
+}
+
+/// Runs the pipeline `argv` with `exec` (its `stdin` is the passphrase line) streamed
+/// ([`Container::exec_streaming`]), writing the passphrase line then the first `size`
+/// bytes of the object `key` into its standard input ([`transfer::feed`]), and waits
+/// for it. A download that fails kills the pipeline; a pipeline that stops reading
+/// (it failed) ends the download, and its outcome tells why.
+///
+/// # Errors
+/// [`Streamed::Download`] when a GET fails, else [`Streamed::Exec`].
+pub(crate) async fn streamed<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    argv: &[String],
+    mut exec: ExecOptions,
+    key: &str,
+    size: u64,
+) -> Result<ExecOutput, Streamed> {
+    let first = exec.stdin.take().unwrap_or_default();
+    let mut process = run
+        .container
+        .exec_streaming(argv, exec)
+        .await
+        .map_err(Streamed::Exec)?;
+    let Some(mut stdin) = process.stdin.take() else {
+        return Err(Streamed::Exec(ContainerError::Unsupported {
+            operation: "exec_streaming with standard input",
+        }));
+    };
+    let store = &*run.client;
+    let feed = async move {
+        if stdin.write_all(&first).await.is_err() {
+            return Ok(transfer::Fed::Stopped(0));
+        }
+        let range = transfer::LIBRARY_RANGE_MIB << 20;
+        let in_flight = transfer::LIBRARY_RANGES_IN_FLIGHT;
+        let fed = transfer::feed(store, key, size, range, in_flight, &mut stdin).await;
+        let _ = stdin.shutdown().await;
+        fed
+    };
+    let wait = process.wait();
+    tokio::pin!(wait);
+    tokio::select! {
+        // The pipeline ended first (it failed, or was killed): its outcome says why.
+        done = &mut wait => done.map_err(Streamed::Exec),
+        fed = feed => match fed {
+            // Dropping `wait` kills the pipeline's session.
+            Err(e) => Err(Streamed::Download(e)),
+            Ok(fed) => {
+                let complete = matches!(fed, transfer::Fed::All(_));
+                tracing::debug!(bytes = fed.bytes(), complete, key, "the library's download ended");
+                wait.await.map_err(Streamed::Exec)
+            }
+        },
+    }
+}
+
+/// The error of a GET of the library's transfer: a body that does not match the
+/// checksum the server stored for the object (the SDK checks it when the server sends
+/// one) is the object's corruption, like a SHA-256 that does not match its manifest;
+/// anything else is the bucket's error.
+fn download_error(id: &BackupId, e: S3Error) -> BackupError {
+    match &e {
+        S3Error::Request { message, .. } if message.contains("checksum mismatch") => corrupted(
+            id,
+            format!("the object does not match the checksum its server stored for it: {message}"),
+        ),
+        _ => e.into(),
     }
 }
 

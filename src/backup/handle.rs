@@ -64,6 +64,8 @@ pub struct VerifyOptions {
     /// How many ranges are downloaded at once (see
     /// [`RestoreOptions::download_concurrency`]).
     pub download_concurrency: u32,
+    /// Where the download runs (see [`RestoreOptions::transfer`]).
+    pub transfer: crate::backup::transfer::Transfer,
 }
 
 impl Default for VerifyOptions {
@@ -78,6 +80,7 @@ impl Default for VerifyOptions {
             priority: crate::backup::priority::Priority::default(),
             download_chunk_mib: restore.download_chunk_mib,
             download_concurrency: restore.download_concurrency,
+            transfer: restore.transfer,
         }
     }
 }
@@ -92,6 +95,7 @@ impl VerifyOptions {
             .temp_work_dir(self.temp_work_dir)
             .progress(self.progress.clone())
             .priority(self.priority)
+            .transfer(self.transfer)
     }
 }
 
@@ -248,7 +252,7 @@ impl<C: Container> Backups<C> {
             return Err(BackupError::Cancelled);
         }
         let restore_options = options.restore_options();
-        let run = self.run(passphrase)?;
+        let run = self.run(passphrase)?.with_transfer(options.transfer);
         let verify = restore::verify_in(&run, id, &restore_options);
         tokio::select! {
             result = verify => result,
@@ -269,7 +273,7 @@ impl<C: Container> Backups<C> {
         options: &RestoreOptions,
     ) -> Result<RestoreReport, BackupError> {
         passphrase::local_preconditions(&self.container, &self.layout, passphrase).await?;
-        let run = self.run(passphrase)?;
+        let run = self.run(passphrase)?.with_transfer(options.transfer);
         restore::restore_with_run(&run, id, options).await
     }
 
@@ -285,7 +289,7 @@ impl<C: Container> Backups<C> {
         target: &ExtractTarget,
         options: &RestoreOptions,
     ) -> Result<ExtractReport, BackupError> {
-        let run = self.run(passphrase)?;
+        let run = self.run(passphrase)?.with_transfer(options.transfer);
         extract::extract_with_run(&run, id, target, options).await
     }
 

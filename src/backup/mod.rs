@@ -27,6 +27,7 @@ mod restore;
 pub(crate) mod restore_plan;
 mod run;
 mod scripts;
+pub(crate) mod transfer;
 mod work;
 
 pub use create::{BackupReport, create_backup, create_backup_with, remove_abandoned_work_dirs};

@@ -17,6 +17,7 @@ use super::decryption::{Untrusted, check_status};
 use super::layout::{HomeserverConfig, Layout};
 use super::manifest::{INNER_MANIFEST_MEMBER, InnerManifest};
 use super::plan::{self, BackupId, BackupOptions, ScriptCall, WorkDir};
+use super::restore_plan;
 use super::run::Run;
 use super::scripts::{PASSCHECK, WorkFile};
 use super::work::{self, Outputs, WorkPlace};
@@ -218,12 +219,26 @@ async fn read_head<C: Container + ?Sized>(
     cancel: &plan::CancelToken,
     place: WorkPlace<'_>,
 ) -> Result<(Vec<u8>, Vec<u8>), BackupError> {
+    // With the library's transfer, the head is read here and follows the passphrase.
+    let head = match run.transfer {
+        super::transfer::Transfer::Library => {
+            Some(run.client.get_object_range(key, 0, HEAD_BYTES).await?)
+        }
+        _ => None,
+    };
     let guard = run
         .work_dir_in(place, "verify", &BackupOptions::default(), false)
         .await?;
     let work = guard.dir().clone();
-    let call = passcheck_call(run.layout, run.params, &work, key);
-    let options = work::pipeline_options(run.layout, &call, &work, Some(TIMEOUT), run.passphrase);
+    let mut call = passcheck_call(run.layout, run.params, &work, key);
+    if head.is_some() {
+        call = restore_plan::streamed_input(&call);
+    }
+    let mut options =
+        work::pipeline_options(run.layout, &call, &work, Some(TIMEOUT), run.passphrase);
+    if let (Some(head), Some(stdin)) = (head, options.stdin.as_mut()) {
+        stdin.extend_from_slice(&head);
+    }
     // Dropping the exec kills the check's process group; the dir goes as on any path.
     let outcome = tokio::select! {
         outcome = run.container.exec(&call.argv, options) => outcome,

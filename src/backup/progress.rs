@@ -446,13 +446,41 @@ pub(crate) async fn exec_with_progress<C: Container + ?Sized>(
     layout: &Layout,
     work: &WorkDir,
     argv: &[String],
-    mut options: ExecOptions,
+    options: ExecOptions,
     callback: Option<&ProgressCallback>,
     stage: ProgressStage,
     total: Option<u64>,
 ) -> Result<ExecOutput, ContainerError> {
+    let run = |options| container.exec(argv, options);
+    run_with_progress(
+        container, layout, work, options, callback, stage, total, run,
+    )
+    .await
+}
+
+/// As [`exec_with_progress`], with `run` starting the pipeline (given the options with
+/// `SB_PROGRESS` set) and waiting for it: a streamed exec fed by the library, say.
+///
+/// # Errors
+/// `run`'s error.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_with_progress<C, T, E, F, Fut>(
+    container: &C,
+    layout: &Layout,
+    work: &WorkDir,
+    mut options: ExecOptions,
+    callback: Option<&ProgressCallback>,
+    stage: ProgressStage,
+    total: Option<u64>,
+    run: F,
+) -> Result<T, E>
+where
+    C: Container + ?Sized,
+    F: FnOnce(ExecOptions) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let Some(callback) = callback else {
-        return container.exec(argv, options).await;
+        return run(options).await;
     };
     options
         .environment
@@ -462,7 +490,7 @@ pub(crate) async fn exec_with_progress<C: Container + ?Sized>(
     let mut meter = ProgressMeter::new(stage, total);
     callback.report(&meter.sample(Duration::ZERO, 0));
     let outcome = tokio::select! {
-        outcome = container.exec(argv, options) => outcome,
+        outcome = run(options) => outcome,
         never = poll(&outputs, callback, &mut meter, started) => match never {},
     };
     if outcome.is_ok() {

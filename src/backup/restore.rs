@@ -13,6 +13,7 @@ use crate::backup::plan::{self, BackupId, BackupOptions, CancelToken, ScriptCall
 use crate::backup::restore_plan::{self, CheckedMembers, MemberRef, MemberSource, RestoreRules};
 use crate::backup::run::{Run, WorkGuard};
 use crate::backup::scripts::{Exit, WorkFile};
+use crate::backup::transfer::Transfer;
 use crate::backup::work::{self, Outputs, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, ContainerError, Stage};
@@ -132,6 +133,13 @@ pub struct RestoreOptions {
     /// so raise it together with a smaller `download_chunk_mib`, for a server far
     /// away, not with large ranges.
     pub download_concurrency: u32,
+    /// Where the download runs: the workload's aws CLI ([`Transfer::Workload`], the
+    /// default) or this library, streaming the ciphertext into the workload's pipeline
+    /// ([`Transfer::Library`]: no S3 credential or SSE-C key enters the workload; see
+    /// the trade-off there). With `Library`, [`download_chunk_mib`](Self::download_chunk_mib),
+    /// [`download_concurrency`](Self::download_concurrency) and
+    /// [`max_bandwidth`](Self::max_bandwidth) (settings of the aws CLI) do not apply.
+    pub transfer: Transfer,
 }
 
 /// The default [`RestoreOptions::download_chunk_mib`]: 1024 MiB, so a backup of up to
@@ -157,6 +165,7 @@ impl Default for RestoreOptions {
             priority: crate::backup::priority::Priority::default(),
             download_chunk_mib: DEFAULT_DOWNLOAD_CHUNK_MIB,
             download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
+            transfer: Transfer::Workload,
         }
     }
 }
@@ -164,7 +173,7 @@ impl Default for RestoreOptions {
 impl RestoreOptions {
     /// The aws CLI settings of the download (the per-run config file): the download's
     /// own range size and concurrency, never the upload's part size.
-    pub(super) fn transfer(&self) -> BackupOptions {
+    pub(super) fn download_settings(&self) -> BackupOptions {
         BackupOptions::default()
             .max_bandwidth(self.max_bandwidth)
             .part_size_mib(self.download_chunk_mib.max(5))
@@ -222,7 +231,8 @@ pub async fn verify_backup_with<C: Container + ?Sized>(
     layout: &Layout,
     options: &RestoreOptions,
 ) -> Result<VerifyReport, BackupError> {
-    let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    let run =
+        Run::new(container, s3_parameters, layout, passphrase)?.with_transfer(options.transfer);
     verify_in(&run, id, options).await
 }
 
@@ -243,7 +253,7 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
         WorkPlace::Under(&base)
     };
     let work = run
-        .work_dir_in(place, "verify", &options.transfer(), true)
+        .work_dir_in(place, "verify", &options.download_settings(), true)
         .await?;
     // The database is staged (alone) in the work dir for restore's own check of it.
     let db = verify_rules(container, layout, &fetched, None)
@@ -512,7 +522,8 @@ pub async fn restore_backup_with<C: Container + ?Sized>(
     layout: &Layout,
     options: &RestoreOptions,
 ) -> Result<RestoreReport, BackupError> {
-    let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    let run =
+        Run::new(container, s3_parameters, layout, passphrase)?.with_transfer(options.transfer);
     restore_with_run(&run, id, options).await
 }
 
@@ -550,7 +561,9 @@ async fn restore_locked<C: Container + ?Sized>(
     // What killed runs left: a killed restore's keys and staging go; the live files a
     // half-done swap set aside stay, and this report says how to roll back.
     let swept = work::sweep_work_dirs(run.container, run.layout, false).await;
-    let work = run.work_dir("restore", &options.transfer(), true).await?;
+    let work = run
+        .work_dir("restore", &options.download_settings(), true)
+        .await?;
     let result = restore_in(run, &work, options, &rules, &backup).await;
     work.finish().await;
     let done = result?;
@@ -812,7 +825,8 @@ mod tests {
     #[test]
     fn downloads_have_their_own_transfer_settings() {
         let config =
-            plan::aws_config_file(&params(), &RestoreOptions::default().transfer()).unwrap();
+            plan::aws_config_file(&params(), &RestoreOptions::default().download_settings())
+                .unwrap();
         assert!(
             config.contains("  multipart_chunksize = 1024MB\n"),
             "{config}"
@@ -829,7 +843,7 @@ mod tests {
             .download_chunk_mib(64)
             .download_concurrency(2)
             .max_bandwidth(Some(crate::Bandwidth::mib(30)));
-        let config = plan::aws_config_file(&params(), &options.transfer()).unwrap();
+        let config = plan::aws_config_file(&params(), &options.download_settings()).unwrap();
         assert!(
             config.contains("  multipart_chunksize = 64MB\n"),
             "{config}"
@@ -843,14 +857,14 @@ mod tests {
         let tiny = RestoreOptions::default()
             .download_chunk_mib(1)
             .download_concurrency(0);
-        let config = plan::aws_config_file(&params(), &tiny.transfer()).unwrap();
+        let config = plan::aws_config_file(&params(), &tiny.download_settings()).unwrap();
         assert!(config.contains("  multipart_chunksize = 5MB\n"), "{config}");
         assert!(
             config.contains("  max_concurrent_requests = 1\n"),
             "{config}"
         );
         assert_ne!(
-            RestoreOptions::default().transfer().part_size_mib,
+            RestoreOptions::default().download_settings().part_size_mib,
             BackupOptions::default().part_size_mib
         );
     }

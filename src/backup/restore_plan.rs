@@ -64,6 +64,30 @@ pub fn extract_call(
     call
 }
 
+/// `call` (a fetch or passphrase check) with its input read from standard input
+/// after the passphrase line (`SB_INPUT=stdin`), for [`Transfer::Library`](crate::Transfer::Library):
+/// the script's constant argv only (no aws CLI argument, so no SSE-C key path) and no
+/// `AWS_*` variable, `SB_AWS` or object address in its environment.
+pub(crate) fn streamed_input(call: &ScriptCall) -> ScriptCall {
+    let mut env: BTreeMap<String, String> = call
+        .env
+        .iter()
+        .filter(|(k, _)| {
+            !k.starts_with("AWS_")
+                && !matches!(
+                    k.as_str(),
+                    "SB_AWS" | "SB_URL" | "SB_BUCKET" | "SB_KEY" | "SB_HEAD_BYTES"
+                )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.insert("SB_INPUT".into(), "stdin".into());
+    ScriptCall {
+        argv: call.argv.iter().take(4).cloned().collect(),
+        env,
+    }
+}
+
 /// The env of the swap script: the `SB_` part of the shared environment (no secrets).
 fn swap_env(layout: &Layout, params: &S3Parameters, work: &WorkDir) -> BTreeMap<String, String> {
     plan::script_env(layout, params, work)
@@ -1372,6 +1396,56 @@ pub(crate) mod tests {
         let swap = swap_call(&layout, &p, &work, true, None);
         assert_eq!(swap.argv.last().unwrap(), "rollback");
         assert!(!swap.env.contains_key("AWS_SECRET_ACCESS_KEY"));
+    }
+
+    #[test]
+    fn a_streamed_call_holds_nothing_of_the_buckets() {
+        let layout = Layout::default();
+        let key = "kbdHqFF4TiFej05J2TfqXDRc4QcyvesAQYmfnQvOosY=";
+        let m: std::collections::HashMap<String, String> = [
+            ("access-key", "the-access-key"),
+            ("secret-key", "the-secret-key"),
+            ("bucket", "bkt"),
+            ("region", "us-east-1"),
+            ("endpoint", "http://127.0.0.1:9"),
+            (
+                "attributes",
+                &format!("X-Amz-Server-Side-Encryption-Customer-Key={key}"),
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let p = S3Parameters::from_relation_data(&m).unwrap();
+        let work = WorkDir::new(&layout, "r");
+        let full = extract_call(&layout, &p, &work, "backup-1", 99);
+        assert!(
+            full.argv.len() > 4,
+            "the aws CLI's arguments: {:?}",
+            full.argv
+        );
+        let streamed = streamed_input(&full);
+        assert_eq!(streamed.argv, full.argv[..4]);
+        assert_eq!(streamed.env["SB_INPUT"], "stdin");
+        assert_eq!(
+            (
+                streamed.env["SB_MODE"].as_str(),
+                streamed.env["SB_NEED_BYTES"].as_str()
+            ),
+            ("extract", "99")
+        );
+        for (name, value) in &streamed.env {
+            assert!(
+                !name.starts_with("AWS_") && !["SB_AWS", "SB_URL"].contains(&name.as_str()),
+                "{name} left in"
+            );
+            for secret in ["the-secret-key", "the-access-key", key, "bkt", "127.0.0.1"] {
+                assert!(!value.contains(secret), "{name} holds {secret}");
+            }
+        }
+        for arg in &streamed.argv {
+            assert!(!arg.contains("sse") && !arg.contains("endpoint"), "{arg}");
+        }
     }
 
     #[test]

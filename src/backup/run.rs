@@ -8,6 +8,7 @@ use super::layout::Layout;
 use super::lock::{BackupLock, LockConfirmer, LockOptions, LockOwner};
 use super::plan::{self, BackupOptions, CancelToken, WorkDir};
 use super::restore_plan;
+use super::transfer::Transfer;
 use super::work::{self, WorkPlace};
 use crate::container::Container;
 use crate::error::BackupError;
@@ -26,6 +27,10 @@ pub(crate) struct Run<'a, C: Container + ?Sized> {
     pub(crate) client: Arc<dyn ObjectStore>,
     /// Confirms the lock [`Run::locked`] holds (nothing before, or without a lock).
     lock: std::sync::Mutex<LockConfirmer>,
+    /// Where backups are downloaded ([`Run::with_transfer`]): with
+    /// [`Transfer::Library`] the work dirs get no aws config, CA bundle or SSE-C key and
+    /// the reads stream the data in.
+    pub(crate) transfer: Transfer,
 }
 
 impl<'a, C: Container + ?Sized> Run<'a, C> {
@@ -65,7 +70,14 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
             passphrase,
             client: store,
             lock: std::sync::Mutex::default(),
+            transfer: Transfer::Workload,
         })
+    }
+
+    /// This run, downloading as `transfer` says.
+    pub(crate) fn with_transfer(mut self, transfer: Transfer) -> Self {
+        self.transfer = transfer;
+        self
     }
 
     /// Runs `operation` holding the backup lock, taken as `options` say (a wait for it
@@ -113,7 +125,8 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
     }
 
     /// Makes this run's private work dir (`.synapse-backup-<purpose>.XXXXXXXXXX`, as the
-    /// workload user) and puts the aws CLI config, CA bundle and SSE-C key in it. When
+    /// workload user) and puts the aws CLI config, CA bundle and SSE-C key in it (not
+    /// with [`Transfer::Library`]: nothing of the bucket's goes in). When
     /// filling it fails, it is removed before the error is returned. `extracts` says
     /// that archives are unpacked in it (their dirs are made writable before removal).
     ///
@@ -149,6 +162,10 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
             extracts,
             finished: false,
         };
+        if self.transfer == Transfer::Library {
+            // Nothing of the bucket's enters the workload: the library downloads.
+            return Ok(guard);
+        }
         match work::fill_work_dir(
             self.container,
             self.params,

@@ -31,6 +31,12 @@ use super::{
 };
 use crate::error::ContainerError;
 
+mod streaming;
+pub use streaming::{
+    exec_streaming_all, exec_streaming_cat_64_mib, exec_streaming_drop_kills_everything,
+    exec_streaming_exit_errors, exec_streaming_options, exec_streaming_stdin_eof_on_drop,
+};
+
 /// A generous bound for commands that should finish at once.
 const QUICK: Duration = Duration::from_secs(20);
 
@@ -1995,6 +2001,7 @@ pub async fn run_all(c: &dyn Container, scratch: &str, service: &str) {
     exec_timeout_kills_process_group(c, scratch).await;
     exec_timeout_kills_a_setpgid_grandchild(c, scratch).await;
     exec_dropped_future_kills_everything(c, scratch).await;
+    exec_streaming_all(c, scratch).await;
     exec_environment_is_exact(c).await;
     exec_user_switching(c, scratch).await;
     exec_user_ids(c, scratch).await;

@@ -25,8 +25,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 use super::{
-    Container, ExecOptions, ExecOutput, FileInfo, FileKind, ListOptions, MakeDirOptions,
-    PushOptions,
+    Container, ExecExit, ExecOptions, ExecOutput, ExecProcess, ExecStdin, ExecStdout, FileInfo,
+    FileKind, ListOptions, MakeDirOptions, PushOptions,
 };
 use crate::error::{ContainerError, trim_tail};
 
@@ -511,9 +511,9 @@ impl Drop for SessionGuard {
 }
 
 /// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop<T = ()>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -612,6 +612,18 @@ pub(crate) fn validate_exec(
         check_name("group", group)?;
     }
     Ok(())
+}
+
+/// Refuses [`ExecOptions::stdin`] for `exec_streaming` (its input is the stream).
+pub(crate) fn refuse_stdin(options: &ExecOptions) -> Result<(), ContainerError> {
+    match &options.stdin {
+        Some(bytes) => Err(invalid(
+            "stdin",
+            &format!("<{} bytes>", bytes.len()),
+            "must be None for exec_streaming: write to ExecProcess::stdin instead",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Everything needed to spawn, decided before anything runs.
@@ -869,15 +881,26 @@ async fn run(
         },
     };
     guard.disarm();
-    let status = status.map_err(|source| ContainerError::Io {
-        path: program.to_string(),
-        source,
-    })?;
     let stdout = out.map_err(|source| ContainerError::Io {
         path: format!("{program} (stdout)"),
         source,
     })?;
-    let stderr = err.map_err(|source| ContainerError::Io {
+    outcome(program, status, stdout, err)
+}
+
+/// Maps a finished command (its status, captured output and standard error) to the
+/// result of [`Container::exec`].
+fn outcome(
+    program: &str,
+    status: io::Result<ExitStatus>,
+    stdout: Vec<u8>,
+    stderr: io::Result<Vec<u8>>,
+) -> Result<ExecOutput, ContainerError> {
+    let status = status.map_err(|source| ContainerError::Io {
+        path: program.to_string(),
+        source,
+    })?;
+    let stderr = stderr.map_err(|source| ContainerError::Io {
         path: format!("{program} (stderr)"),
         source,
     })?;
@@ -894,6 +917,91 @@ async fn run(
         stdout,
         stderr,
     })
+}
+
+/// A command started by `exec_streaming`, in the order it must be dropped: the session
+/// guard (which kills every process of the session) before the child.
+struct Running {
+    guard: SessionGuard,
+    child: Box<dyn ChildWrapper>,
+    /// Keeps a private `HOME` alive until the command is done.
+    _home: Option<tempfile::TempDir>,
+}
+
+/// Spawns a prepared command with piped stdin and stdout for the caller and a task that
+/// collects its stderr, waits for its exit and enforces the timeout.
+fn spawn_streaming(
+    program: &str,
+    prepared: Prepared,
+    timeout: Option<Duration>,
+) -> Result<ExecProcess, ContainerError> {
+    let Prepared { mut command, _home } = prepared;
+    command.stdin(Stdio::piped());
+    let mut wrapped = CommandWrap::from(command);
+    wrapped.wrap(ProcessSession);
+    let mut child: Box<dyn ChildWrapper> =
+        wrapped
+            .spawn()
+            .map_err(|source| ContainerError::CouldNotStart {
+                command: program.to_string(),
+                source,
+            })?;
+    let guard = SessionGuard {
+        sid: child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw),
+    };
+    let stdin = child.stdin().take().map(|s| Box::new(s) as ExecStdin);
+    let stdout = child.stdout().take().map(|s| Box::new(s) as ExecStdout);
+    let stderr = child.stderr().take();
+    let running = Running {
+        guard,
+        child,
+        _home,
+    };
+    let name = program.to_string();
+    let task = AbortOnDrop(tokio::spawn(finish(name.clone(), running, stderr, timeout)));
+    let what = name.clone();
+    let exit: ExecExit = Box::pin(async move {
+        let mut task = task;
+        match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) => Err(ContainerError::Io {
+                path: what,
+                source: io::Error::other(e),
+            }),
+        }
+    });
+    Ok(ExecProcess::new(name, stdin, stdout, exit))
+}
+
+/// Waits for a streaming command to exit (and its stderr to close), killing its session
+/// when `timeout` expires first. Dropping this future (the process was dropped) drops
+/// `running`, which kills the session.
+async fn finish(
+    program: String,
+    mut running: Running,
+    stderr: Option<tokio::process::ChildStderr>,
+    timeout: Option<Duration>,
+) -> Result<ExecOutput, ContainerError> {
+    let finished = async { tokio::join!(running.child.wait(), read_all(stderr)) };
+    let (status, err) = match timeout {
+        None => finished.await,
+        Some(limit) => match tokio::time::timeout(limit, finished).await {
+            Ok(done) => done,
+            Err(_) => {
+                running.guard.kill();
+                let _ = running.child.wait().await;
+                return Err(ContainerError::TimedOut {
+                    command: program,
+                    timeout: limit,
+                });
+            }
+        },
+    };
+    running.guard.disarm();
+    outcome(&program, status, Vec::new(), err)
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -945,6 +1053,16 @@ impl Container for LocalContainer {
         let prepared = prepare(command, &options).await?;
         let ExecOptions { stdin, timeout, .. } = options;
         run(&command[0], prepared, stdin, timeout).await
+    }
+
+    async fn exec_streaming(
+        &self,
+        command: &[String],
+        options: ExecOptions,
+    ) -> Result<ExecProcess, ContainerError> {
+        refuse_stdin(&options)?;
+        let prepared = prepare(command, &options).await?;
+        spawn_streaming(&command[0], prepared, options.timeout)
     }
 
     async fn push(

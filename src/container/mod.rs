@@ -9,9 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::ContainerError;
 
@@ -80,6 +83,124 @@ impl ExecOutput {
     /// Standard output as text (lossy UTF-8).
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// The standard input of an [`ExecProcess`]: write to it, then shut it down (or drop
+/// it) to give the command end-of-file.
+pub type ExecStdin = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The standard output of an [`ExecProcess`], read as it is produced.
+pub type ExecStdout = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The future an [`ExecProcess`] waits on: the command's exit, mapped as
+/// [`Container::exec`] maps it.
+pub type ExecExit = Pin<Box<dyn Future<Output = Result<ExecOutput, ContainerError>> + Send>>;
+
+/// A command started by [`Container::exec_streaming`]: its standard input and output as
+/// streams, and its exit.
+///
+/// Shaped like [`tokio::process::Child`] (and `ops.pebble`'s `ExecProcess`): take
+/// [`ExecProcess::stdin`] and [`ExecProcess::stdout`] (each an `Option`, so they can be
+/// moved out and driven from different tasks), then call [`ExecProcess::wait`].
+/// Standard error is collected for the error [`ExecProcess::wait`] returns.
+///
+/// Dropping the process (or the future of [`ExecProcess::wait`]) before the command
+/// exited kills every process of its session, as [`Container::exec`] documents for a
+/// dropped future. Dropping [`ExecProcess::stdin`] closes the command's standard input;
+/// dropping [`ExecProcess::stdout`] closes the read end of its standard output (a
+/// command still writing to it gets `SIGPIPE`/`EPIPE`).
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(container: &dyn synapse_backup::Container) -> Result<(), Box<dyn std::error::Error>> {
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// use synapse_backup::ExecOptions;
+///
+/// let command = ["sha256sum".to_string()];
+/// let mut process = container.exec_streaming(&command, ExecOptions::default()).await?;
+/// let mut stdin = process.stdin.take().ok_or("no stdin")?;
+/// let mut stdout = process.stdout.take().ok_or("no stdout")?;
+/// let writer = async move {
+///     stdin.write_all(b"hello").await?;
+///     stdin.shutdown().await // end-of-file for the command
+/// };
+/// let mut sum = String::new();
+/// let (written, read) = tokio::join!(writer, stdout.read_to_string(&mut sum));
+/// written?;
+/// read?;
+/// process.wait().await?; // Err(ExitedNonZero) with its stderr on a non-zero exit
+/// # Ok(())
+/// # }
+/// ```
+pub struct ExecProcess {
+    /// The command's standard input (`None` once taken).
+    pub stdin: Option<ExecStdin>,
+    /// The command's standard output (`None` once taken).
+    pub stdout: Option<ExecStdout>,
+    command: String,
+    exit: ExecExit,
+}
+
+impl fmt::Debug for ExecProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecProcess")
+            .field("command", &self.command)
+            .field("stdin", &self.stdin.as_ref().map(|_| "<stream>"))
+            .field("stdout", &self.stdout.as_ref().map(|_| "<stream>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExecProcess {
+    /// A process made of its streams and its exit future, for implementations of
+    /// [`Container::exec_streaming`] (and for mocks: e.g. `tokio::io::duplex` halves
+    /// and `Box::pin(async { Ok(ExecOutput::default()) })`).
+    ///
+    /// `command` is the program name (`argv[0]`), shown by `Debug`. `exit` resolves
+    /// when the command has exited; dropping it before must kill the command's session.
+    pub fn new(
+        command: impl Into<String>,
+        stdin: Option<ExecStdin>,
+        stdout: Option<ExecStdout>,
+        exit: ExecExit,
+    ) -> Self {
+        Self {
+            stdin,
+            stdout,
+            command: command.into(),
+            exit,
+        }
+    }
+
+    /// The program name (`argv[0]`).
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// Waits for the command to exit.
+    ///
+    /// A standard input not taken is closed first; a standard output not taken is read
+    /// and discarded meanwhile (so the command cannot block on a full pipe). On success
+    /// the output has exit code 0, an empty `stdout` (it was streamed) and the command's
+    /// standard error.
+    ///
+    /// # Errors
+    /// As [`Container::exec`]: [`ContainerError::ExitedNonZero`] with the trimmed end of
+    /// standard error, [`ContainerError::TimedOut`] when [`ExecOptions::timeout`] expired
+    /// (counted from the start; the whole session is killed),
+    /// [`ContainerError::CouldNotStart`] when the program could not be started, and
+    /// transport or I/O errors of the implementation.
+    pub async fn wait(mut self) -> Result<ExecOutput, ContainerError> {
+        drop(self.stdin.take());
+        let drain = async {
+            if let Some(mut stdout) = self.stdout.take() {
+                // Whatever comes is not wanted; a read error ends the draining only.
+                let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
+            }
+        };
+        let (result, ()) = tokio::join!(&mut self.exit, drain);
+        result
     }
 }
 
@@ -182,6 +303,36 @@ pub trait Container: Send + Sync {
         options: ExecOptions,
     ) -> Result<ExecOutput, ContainerError>;
 
+    /// Starts `command` (argv, no shell) with its standard input and output as streams,
+    /// and returns without waiting for it: see [`ExecProcess`].
+    ///
+    /// Everything [`Container::exec`] says about the environment, the user, the session
+    /// and the timeout holds (the timeout counts from the start, whether or not
+    /// [`ExecProcess::wait`] was called yet); only standard input and output differ: the
+    /// caller streams them, and the implementation buffers a bounded amount of either,
+    /// never a whole stream. [`ExecOptions::stdin`] must be `None` (write to
+    /// [`ExecProcess::stdin`] instead).
+    ///
+    /// The default implementation returns [`ContainerError::Unsupported`], so
+    /// implementations written before this method existed keep compiling.
+    ///
+    /// # Errors
+    /// [`ContainerError::Unsupported`] when the container cannot stream;
+    /// [`ContainerError::InvalidArgument`] for [`ExecOptions::stdin`] given, and the
+    /// argument errors of [`Container::exec`]; [`ContainerError::CouldNotStart`],
+    /// [`ContainerError::UnknownUser`] and [`ContainerError::PermissionDenied`] as
+    /// there. Exit errors come from [`ExecProcess::wait`].
+    async fn exec_streaming(
+        &self,
+        command: &[String],
+        options: ExecOptions,
+    ) -> Result<ExecProcess, ContainerError> {
+        let _ = (command, options);
+        Err(ContainerError::Unsupported {
+            operation: "exec_streaming",
+        })
+    }
+
     /// Writes `content` to `path` atomically (a reader sees the old file or the new one).
     ///
     /// # Errors
@@ -264,4 +415,110 @@ pub trait Container: Send + Sync {
     /// # Errors
     /// [`ContainerError::Service`] when the service is unknown.
     async fn is_running(&self, service: &str) -> Result<bool, ContainerError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A container written before `exec_streaming` existed: every method fails.
+    struct Old;
+
+    #[async_trait]
+    impl Container for Old {
+        async fn exec(&self, _: &[String], _: ExecOptions) -> Result<ExecOutput, ContainerError> {
+            Err(ContainerError::Unsupported { operation: "exec" })
+        }
+        async fn push(&self, _: &str, _: &[u8], _: PushOptions) -> Result<(), ContainerError> {
+            Ok(())
+        }
+        async fn pull(&self, _: &str) -> Result<Vec<u8>, ContainerError> {
+            Ok(Vec::new())
+        }
+        async fn list_files(
+            &self,
+            _: &str,
+            _: ListOptions,
+        ) -> Result<Vec<FileInfo>, ContainerError> {
+            Ok(Vec::new())
+        }
+        async fn remove_path(&self, _: &str, _: bool) -> Result<(), ContainerError> {
+            Ok(())
+        }
+        async fn make_dir(&self, _: &str, _: MakeDirOptions) -> Result<(), ContainerError> {
+            Ok(())
+        }
+        async fn exists(&self, _: &str) -> Result<bool, ContainerError> {
+            Ok(false)
+        }
+        async fn start(&self, _: &[String]) -> Result<(), ContainerError> {
+            Ok(())
+        }
+        async fn stop(&self, _: &[String]) -> Result<(), ContainerError> {
+            Ok(())
+        }
+        async fn is_running(&self, _: &str) -> Result<bool, ContainerError> {
+            Ok(false)
+        }
+    }
+
+    #[tokio::test]
+    async fn exec_streaming_defaults_to_unsupported() {
+        let result = Old
+            .exec_streaming(&["cat".to_string()], ExecOptions::default())
+            .await;
+        match result {
+            Err(e @ ContainerError::Unsupported { .. }) => assert_eq!(
+                e.to_string(),
+                "exec_streaming is not supported by this container"
+            ),
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+
+    /// How a test sets up `MockContainer::exec_streaming`: duplex halves for the streams
+    /// and a ready exit future.
+    #[tokio::test]
+    async fn mock_exec_streaming_with_duplex_streams() {
+        let mut mock = MockContainer::new();
+        let (theirs_in, mut ours_in) = tokio::io::duplex(1024);
+        let (mut ours_out, theirs_out) = tokio::io::duplex(1024);
+        ours_out.write_all(b"from the mock").await.expect("write");
+        drop(ours_out);
+        let parts = std::sync::Mutex::new(Some((theirs_in, theirs_out)));
+        mock.expect_exec_streaming()
+            .withf(|command, _| command == ["cat".to_string()])
+            .times(1)
+            .returning(move |_, _| {
+                let (stdin, stdout) = parts.lock().expect("lock").take().expect("once");
+                Ok(ExecProcess::new(
+                    "cat",
+                    Some(Box::new(stdin)),
+                    Some(Box::new(stdout)),
+                    Box::pin(async { Ok(ExecOutput::default()) }),
+                ))
+            });
+        let mut process = mock
+            .exec_streaming(&["cat".to_string()], ExecOptions::default())
+            .await
+            .expect("mocked");
+        let shown = format!("{process:?}");
+        assert!(
+            shown.contains("\"cat\"") && shown.contains("<stream>"),
+            "{shown}"
+        );
+        let mut stdin = process.stdin.take().expect("stdin");
+        stdin.write_all(b"to the mock").await.expect("write");
+        drop(stdin);
+        let mut text = String::new();
+        let mut stdout = process.stdout.take().expect("stdout");
+        stdout.read_to_string(&mut text).await.expect("read");
+        assert_eq!(text, "from the mock");
+        let mut got = Vec::new();
+        ours_in.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, b"to the mock");
+        assert_eq!(process.wait().await.expect("exit").exit_code, 0);
+    }
 }

@@ -1051,6 +1051,40 @@ impl S3Client {
         })
     }
 
+    /// `length` bytes of the object at the full `key` from byte `offset`, in one ranged
+    /// GET (`Range: bytes=offset-end`): fewer only when the object ends first, none
+    /// when `offset` is at or past its end (the server's 416).
+    ///
+    /// # Errors
+    /// As [`get_object`](Self::get_object), [`S3Error::TooLarge`] when the server
+    /// sends more than `length` bytes.
+    pub async fn get_object_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, S3Error> {
+        if length == 0 {
+            return Ok(Vec::new());
+        }
+        let last = offset.saturating_add(length - 1);
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={offset}-{last}"));
+        let output = match self.read_encryption(request).send().await {
+            Ok(output) => output,
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(416) => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(self.error("GetObject", key, e)),
+        };
+        let declared = output.content_length();
+        self.read_capped(key, declared, output.body, length).await
+    }
+
     /// Maps the error of a conditional request: 412 and 409 `ConditionalRequestConflict`
     /// to [`Conditional::PreconditionFailed`], 404 `NoSuchKey` to
     /// [`Conditional::Missing`], anything else as [`error`](Self::error) does.

@@ -26,6 +26,7 @@ use crate::error::S3Error;
 pub async fn run(store: &(impl ObjectStore + ?Sized)) {
     keys_and_listing(store).await;
     reads_and_writes(store).await;
+    ranged_reads(store).await;
     conditional_writes(store).await;
     conditional_deletes(store).await;
     multipart_uploads(store).await;
@@ -144,6 +145,40 @@ pub async fn reads_and_writes(store: &(impl ObjectStore + ?Sized)) {
         .delete_object(&missing)
         .await
         .expect("deleting a missing object succeeds");
+}
+
+/// Ranged reads give exactly the bytes asked for: within the object, cut at its end,
+/// none past it; a missing object is [`S3Error::NotFound`].
+pub async fn ranged_reads(store: &(impl ObjectStore + ?Sized)) {
+    let key = store.object_key("conformance-ranged");
+    let body: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    put(store, &key, &body).await;
+    for (offset, length, expected) in [
+        (0, 10, &body[..10]),
+        (1000, 1000, &body[1000..2000]),
+        (2990, 100, &body[2990..]),
+        (0, 3000, &body[..]),
+        (3000, 10, &body[..0]),
+        (5000, 10, &body[..0]),
+    ] {
+        let got = store
+            .get_object_range(&key, offset, length)
+            .await
+            .unwrap_or_else(|e| panic!("range {offset}+{length}: {e}"));
+        assert!(
+            got == expected,
+            "range {offset}+{length}: got {} bytes, expected {}",
+            got.len(),
+            expected.len()
+        );
+    }
+    store.delete_object(&key).await.expect("delete");
+    let missing = store.object_key("conformance-missing");
+    let result = store.get_object_range(&missing, 0, 10).await;
+    assert!(
+        matches!(result, Err(S3Error::NotFound { .. })),
+        "a ranged read of a missing object is NotFound: {result:?}"
+    );
 }
 
 /// `If-None-Match: *` creates once; `If-Match` writes only over its ETag, and on a

@@ -207,6 +207,24 @@ impl ObjectStore for MemoryStore {
         Ok(self.get_object_versioned(key, max_bytes).await?.body)
     }
 
+    async fn get_object_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, S3Error> {
+        let state = self.state();
+        let stored = state.objects.get(key).ok_or_else(|| self.not_found(key))?;
+        let size = stored.body.len() as u64;
+        let start = offset.min(size);
+        let end = offset.saturating_add(length).min(size);
+        let (start, end) = (
+            usize::try_from(start).unwrap_or(usize::MAX),
+            usize::try_from(end).unwrap_or(usize::MAX),
+        );
+        Ok(stored.body[start..end].to_vec())
+    }
+
     async fn get_object_versioned(
         &self,
         key: &str,

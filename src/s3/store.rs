@@ -108,6 +108,28 @@ pub trait ObjectStore: CloneStore + Debug + Send + Sync {
         max_bytes: u64,
     ) -> Result<VersionedObject, S3Error>;
 
+    /// `length` bytes of the object at `key` from byte `offset` (one ranged GET): fewer
+    /// only when the object ends first, none when `offset` is at or past its end. For
+    /// reading a large object in bounded pieces, several in flight.
+    ///
+    /// The default returns [`S3Error::NotImplemented`], so stores written before this
+    /// method existed keep compiling (only the library-side transfer needs it).
+    ///
+    /// # Errors
+    /// As [`head_object`](Self::head_object); [`S3Error::TooLarge`] when the server
+    /// sends more than `length` bytes; [`S3Error::NotImplemented`] from the default.
+    async fn get_object_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, S3Error> {
+        let _ = (key, offset, length);
+        Err(S3Error::NotImplemented {
+            operation: "GetObject with a Range",
+        })
+    }
+
     /// A handle to the same bucket that shares no connection (nor anything else tied
     /// to the current async runtime) with this one, for use on another thread's
     /// runtime: the backup lock releases itself through it when its guard is dropped,
@@ -216,6 +238,15 @@ impl ObjectStore for S3Client {
         S3Client::get_object(self, key, max_bytes).await
     }
 
+    async fn get_object_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, S3Error> {
+        S3Client::get_object_range(self, key, offset, length).await
+    }
+
     async fn get_object_versioned(
         &self,
         key: &str,
@@ -299,6 +330,15 @@ impl<T: ObjectStore + ?Sized + 'static> ObjectStore for Arc<T> {
 
     async fn get_object(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, S3Error> {
         (**self).get_object(key, max_bytes).await
+    }
+
+    async fn get_object_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, S3Error> {
+        (**self).get_object_range(key, offset, length).await
     }
 
     async fn get_object_versioned(

@@ -29,12 +29,15 @@
 # head is copied to $SB_WORK/head and the file removed); SB_NO_WALK leaves the staged
 # walk and the strip to a last run with SB_MODE=walk, once every pack is in the stage.
 #
-# Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk).
-# Environment: SB_WORK (work dir), SB_MODE, SB_URL, SB_TAR, SB_GPG,
-# SB_AWS, SB_PYTHON, SB_HASH_PY, the aws CLI's AWS_* variables, and optionally
-# SB_NEED_BYTES with SB_SPACE_DIR (free space to check first), SB_VERIFY_DB (list),
-# SB_PACK_MEMBERS, SB_STAGE, SB_STAGE_SHARED, SB_PACK_TAG and SB_NO_WALK.
-# Positional parameters: the aws CLI's extra arguments.
+# Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk);
+# with SB_INPUT=stdin, the ciphertext follows that line (the library downloaded it):
+# the line is read alone (bash's read takes a pipe byte by byte) and handed to gpg on
+# a pipe of its own, and the download stage is a `cat` of the rest.
+# Environment: SB_WORK (work dir), SB_MODE, SB_TAR, SB_GPG, SB_PYTHON, SB_HASH_PY;
+# without SB_INPUT=stdin, SB_URL, SB_AWS and the aws CLI's AWS_* variables; and
+# optionally SB_NEED_BYTES with SB_SPACE_DIR (free space to check first), SB_VERIFY_DB
+# (list), SB_PACK_MEMBERS, SB_STAGE, SB_STAGE_SHARED, SB_PACK_TAG and SB_NO_WALK.
+# Positional parameters: the aws CLI's extra arguments (none with SB_INPUT=stdin).
 # Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 41 the
 # staging file system filled up while extracting; 10 +
 # stage (10 download, 11 checksum, 12 gpg, 13 tar) for the first stage that did not die
@@ -42,8 +45,18 @@
 # the checksum readers failed.
 set -euo pipefail
 umask 077
-# The passphrase stays in the pipe it came in on: gpg reads it from fd 3.
-exec 3<&0 </dev/null
+if [ "${SB_INPUT:-}" = stdin ]; then
+  # The passphrase line, then the ciphertext on fd 5 for the download stage.
+  IFS= read -r pass
+  exec 3< <(printf '%s\n' "$pass")
+  unset pass
+  exec 5<&0 </dev/null
+  download() { cat <&5; }
+else
+  # The passphrase stays in the pipe it came in on: gpg reads it from fd 3.
+  exec 3<&0 </dev/null
+  download() { "$SB_AWS" s3 cp --only-show-errors --no-progress "$@" "$SB_URL" -; }
+fi
 w=$SB_WORK
 stage=${SB_STAGE:-$w/stage}
 tag=${SB_PACK_TAG:-}
@@ -130,7 +143,7 @@ names=(download tee gpg tar)
 # shellcheck disable=SC2034
 errs=("$w/aws.err" "$w/tee.err" "$w/gpg.err" "$w/tar.err")
 set +e
-"$SB_AWS" s3 cp --only-show-errors --no-progress "$@" "$SB_URL" - 2>"$w/aws.err" |
+download "$@" 2>"$w/aws.err" |
   checksum 2>"$w/tee.err" |
   "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
     --passphrase-fd 3 --status-file "$w/gpg.status" --decrypt 2>"$w/gpg.err" |

@@ -118,6 +118,18 @@ pub(crate) struct GlobalArgs {
         default_value = "gentle"
     )]
     pub(crate) priority: synapse_backup::Priority,
+    /// Who downloads for verify, restore and extract: `workload` (its aws CLI, the
+    /// default) or `library` (this command, streaming the ciphertext into the
+    /// workload's gpg | tar: no S3 credential or SSE-C key enters the workload, which
+    /// needs no aws CLI; --limit-download does not apply).
+    #[arg(
+        long,
+        value_name = "WHO",
+        global = true,
+        env = "SYNAPSE_BACKUP_TRANSFER",
+        default_value = "workload"
+    )]
+    pub(crate) transfer: synapse_backup::Transfer,
     /// More logs on stderr: -v progress, -vv debug, -vvv trace.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,

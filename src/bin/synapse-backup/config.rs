@@ -423,12 +423,16 @@ const TOOLS: [(&str, &str); 4] = [
 ];
 
 /// Finds bash, tar, gpg and the aws CLI (on `PATH` for a bare name), and puts their
-/// absolute paths in the layout.
+/// absolute paths in the layout. Without `aws` (the library downloads: `--transfer
+/// library`), the aws CLI is left as given: nothing runs it.
 ///
 /// # Errors
 /// A message naming the missing tool, its flag and how to install it.
-pub fn resolve_tools(layout: &mut Layout) -> Result<(), String> {
+pub fn resolve_tools(layout: &mut Layout, aws: bool) -> Result<(), String> {
     for (name, hint) in TOOLS {
+        if name == "aws" && !aws {
+            continue;
+        }
         let slot = match name {
             "bash" => &mut layout.bash,
             "tar" => &mut layout.tar,

@@ -4,19 +4,21 @@
 
 use std::path::Path;
 
-use synapse_backup::{Container, ContainerError, ExecOptions, Layout, PebbleContainer};
+use synapse_backup::{Container, ContainerError, ExecOptions, Layout, PebbleContainer, Transfer};
 
 use crate::cli::GlobalArgs;
 use crate::config;
 use crate::failure::Failure;
 
 /// The layout with its tools resolved, for the commands that run pipelines over a
-/// Synapse tree (create, restore): its config and data dirs must exist.
-pub(crate) async fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
+/// Synapse tree (create, restore): its config and data dirs must exist. `uploads`: the
+/// command uploads (create), so it needs the aws CLI whatever `--transfer` says.
+pub(crate) async fn pipeline_layout(global: &GlobalArgs, uploads: bool) -> Result<Layout, Failure> {
     let Some(socket) = &global.pebble else {
         let mut layout = config::layout(&global.layout).map_err(Failure::usage)?;
         check_tree(&layout)?;
-        config::resolve_tools(&mut layout).map_err(Failure::usage)?;
+        let aws = uploads || global.transfer == Transfer::Workload;
+        config::resolve_tools(&mut layout, aws).map_err(Failure::usage)?;
         return Ok(layout);
     };
     let layout = config::workload_layout(&global.layout).map_err(Failure::usage)?;
@@ -31,7 +33,8 @@ pub(crate) async fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failu
 pub(crate) async fn reader_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
     let Some(socket) = &global.pebble else {
         let mut layout = config::layout(&global.layout).map_err(Failure::usage)?;
-        config::resolve_tools(&mut layout).map_err(Failure::usage)?;
+        let aws = global.transfer == Transfer::Workload;
+        config::resolve_tools(&mut layout, aws).map_err(Failure::usage)?;
         return Ok(layout);
     };
     let layout = config::workload_layout(&global.layout).map_err(Failure::usage)?;

@@ -16,12 +16,13 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use hyper::Method;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::UnixStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::client::{Client, REQUEST_TIMEOUT, answer_error, failed};
-use crate::container::{ExecOptions, ExecOutput};
+use crate::container::{ExecExit, ExecOptions, ExecOutput, ExecProcess};
 use crate::error::{ContainerError, trim_tail};
 
 const WRAPPER: &str = include_str!("exec_wrapper.sh");
@@ -32,6 +33,8 @@ const HEADER: &[u8] = b"synapse-backup-exec ";
 const STDIN_FRAME: usize = 64 * 1024;
 /// Pebble fails the task when its websockets are not connected within 5 s: ours.
 const WEBSOCKET_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many bytes of standard input or output a streaming exec buffers in each direction.
+const STREAM_BUFFER: usize = 256 * 1024;
 /// How much of a failed command's standard error is kept.
 const STDERR_LIMIT: usize = 1024;
 /// The text frame that ends a stream, in both directions.
@@ -73,6 +76,66 @@ pub(crate) async fn exec(
     identity: Identity,
     stdin: Option<&[u8]>,
 ) -> Result<ExecOutput, ContainerError> {
+    let (program, body) = request(command, options, &identity)?;
+    // A kill started by the guard (future dropped or timed out) leaves its task here.
+    let killer: Killer = Arc::default();
+    let run = async {
+        let started = start(client, &program, &body, &identity).await?;
+        let session: Session = Arc::default();
+        let mut guard = KillGuard::new(client, &session, &killer);
+        let result = drive(client, &program, &started, stdin, &session, &mut guard).await;
+        guard.armed = false;
+        result
+    };
+    timed(run, options.timeout, &killer, program.clone()).await
+}
+
+/// Starts `command` through Pebble as [`crate::Container::exec_streaming`] describes:
+/// the exec is accepted before this returns; a task connects its websockets and pumps
+/// standard input and output through bounded pipes.
+pub(crate) async fn exec_streaming(
+    client: &Arc<Client>,
+    command: &[String],
+    options: &ExecOptions,
+    identity: Identity,
+) -> Result<ExecProcess, ContainerError> {
+    crate::container::local::refuse_stdin(options)?;
+    let (program, body) = request(command, options, &identity)?;
+    let started = start(client, &program, &body, &identity).await?;
+    let (stdin_user, stdin_ours) = tokio::io::duplex(STREAM_BUFFER);
+    let (stdout_ours, stdout_user) = tokio::io::duplex(STREAM_BUFFER);
+    let task = AbortOnDrop(tokio::spawn(streaming_task(
+        Arc::clone(client),
+        program.clone(),
+        started,
+        Pipes {
+            stdin: stdin_ours,
+            stdout: stdout_ours,
+        },
+        options.timeout,
+    )));
+    let what = format!("pebble exec of {program:?}");
+    let exit: ExecExit = Box::pin(async move {
+        let mut task = task;
+        match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) => Err(failed(&what, format!("the exec task failed: {e}"))),
+        }
+    });
+    Ok(ExecProcess::new(
+        program,
+        Some(Box::new(stdin_user)),
+        Some(Box::new(stdout_user)),
+        exit,
+    ))
+}
+
+/// The program name and the `POST /v1/exec` body for `command` under the wrapper.
+fn request(
+    command: &[String],
+    options: &ExecOptions,
+    identity: &Identity,
+) -> Result<(String, Value), ContainerError> {
     crate::container::local::validate_exec(command, options)?;
     for name in options.environment.keys() {
         if !shell_name(name) {
@@ -119,26 +182,18 @@ pub(crate) async fn exec(
     if let Some(id) = identity.group_id {
         body["group-id"] = json!(id);
     }
+    Ok((program, body))
+}
 
-    // A kill started by the guard (future dropped or timed out) leaves its task here.
-    let killer: Killer = Arc::default();
-    let run = async {
-        let started = start(client, &program, &body, &identity).await?;
-        let session: Session = Arc::default();
-        let mut guard = KillGuard {
-            client: Arc::clone(client),
-            session: Arc::clone(&session),
-            control: None,
-            armed: true,
-            killer: Arc::clone(&killer),
-        };
-        let result = drive(client, &program, &started, stdin, &session, &mut guard).await;
-        guard.armed = false;
-        result
-    };
-    // Dropping `run` (our caller dropped this future, or the timeout expired) drops the
-    // guard, which kills the whole session.
-    match options.timeout {
+/// Runs `run` within `timeout`: on expiry `run` is dropped (its guard starts the kill of
+/// the session), the kill is awaited (bounded) and [`ContainerError::TimedOut`] returned.
+async fn timed<T>(
+    run: impl std::future::Future<Output = Result<T, ContainerError>>,
+    timeout: Option<Duration>,
+    killer: &Killer,
+    program: String,
+) -> Result<T, ContainerError> {
+    match timeout {
         None => run.await,
         Some(limit) => match tokio::time::timeout(limit, run).await {
             Ok(done) => done,
@@ -155,6 +210,42 @@ pub(crate) async fn exec(
             }
         },
     }
+}
+
+/// Our ends of a streaming exec's standard input and output.
+struct Pipes {
+    stdin: DuplexStream,
+    stdout: DuplexStream,
+}
+
+/// Aborts a task when dropped (the process was dropped: the guard in the task kills).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The task behind an [`ExecProcess`]: connects, pumps, waits for the exit code, all
+/// within the timeout, with a guard that kills the session when the task is aborted.
+async fn streaming_task(
+    client: Arc<Client>,
+    program: String,
+    started: Started,
+    pipes: Pipes,
+    timeout: Option<Duration>,
+) -> Result<ExecOutput, ContainerError> {
+    let killer: Killer = Arc::default();
+    let run = async {
+        let session: Session = Arc::default();
+        let mut guard = KillGuard::new(&client, &session, &killer);
+        let result =
+            drive_streaming(&client, &program, &started, pipes, &session, &mut guard).await;
+        guard.armed = false;
+        result
+    };
+    timed(run, timeout, &killer, program.clone()).await
 }
 
 /// An accepted exec: its change and task.
@@ -251,6 +342,19 @@ struct KillGuard {
     control: Option<Ws>,
     armed: bool,
     killer: Killer,
+}
+
+impl KillGuard {
+    /// An armed guard for the session that `session` will name.
+    fn new(client: &Arc<Client>, session: &Session, killer: &Killer) -> Self {
+        KillGuard {
+            client: Arc::clone(client),
+            session: Arc::clone(session),
+            control: None,
+            armed: true,
+            killer: Arc::clone(killer),
+        }
+    }
 }
 
 impl Drop for KillGuard {
@@ -468,6 +572,23 @@ async fn drive(
         let _ = tokio::time::timeout(Duration::from_secs(1), stdio_tx.close()).await;
     }
     drop(stdio_tx);
+    let started_ok = stdout.started();
+    let out = exit_outcome(client, program, started, started_ok, stderr).await?;
+    Ok(ExecOutput {
+        stdout: stdout.bytes,
+        ..out
+    })
+}
+
+/// Waits for the change of a finished exec and maps its exit as `exec` does
+/// (`launched`: the wrapper printed its first line, so the command was started).
+async fn exit_outcome(
+    client: &Client,
+    program: &str,
+    started: &Started,
+    launched: bool,
+    stderr: Vec<u8>,
+) -> Result<ExecOutput, ContainerError> {
     let outcome = client.wait_change(&started.change).await?;
     let stderr_text = trim_tail(&String::from_utf8_lossy(&stderr), STDERR_LIMIT);
     let code = match outcome.exit_code {
@@ -483,7 +604,7 @@ async fn drive(
             ));
         }
     };
-    if !stdout.started() {
+    if !launched {
         return Err(ContainerError::CouldNotStart {
             command: program.to_string(),
             source: io::Error::other(if stderr_text.is_empty() {
@@ -502,9 +623,111 @@ async fn drive(
     }
     Ok(ExecOutput {
         exit_code: 0,
-        stdout: stdout.bytes,
+        stdout: Vec::new(),
         stderr,
     })
+}
+
+/// Copies the task's stdio websocket to `out`, the wrapper's first line taken off, until
+/// the end message; a reader of `out` that went away makes the rest be discarded.
+async fn pump_stdout(
+    mut rx: impl futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+    + Unpin,
+    what: &str,
+    stdout: &mut Stdout,
+    mut out: DuplexStream,
+) -> Result<(), ContainerError> {
+    let mut reader_gone = false;
+    while let Some(message) = rx.next().await {
+        match message {
+            Ok(Message::Binary(data)) => {
+                stdout.push(&data);
+                if stdout.started() && !stdout.bytes.is_empty() {
+                    let chunk = std::mem::take(&mut stdout.bytes);
+                    if !reader_gone && out.write_all(&chunk).await.is_err() {
+                        reader_gone = true;
+                    }
+                }
+            }
+            Ok(Message::Text(text)) if text.as_str().contains("\"end\"") => break,
+            Ok(Message::Close(_)) => break,
+            Ok(_) => {}
+            Err(e) => return Err(failed(what, format!("the websocket failed: {e}"))),
+        }
+    }
+    let _ = out.shutdown().await;
+    Ok(())
+}
+
+/// Sends what is written to `input` in bounded frames, then the end message once the
+/// writer closed it.
+async fn pump_stdin(
+    tx: &mut (impl futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin),
+    mut input: DuplexStream,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let mut buffer = vec![0_u8; STDIN_FRAME];
+    loop {
+        let n = match input.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        tx.send(Message::Binary(bytes::Bytes::copy_from_slice(&buffer[..n])))
+            .await?;
+    }
+    tx.send(Message::Text(END.into())).await
+}
+
+/// Connects, pumps standard input and output through `pipes`, collects standard error,
+/// and waits for the exit code.
+async fn drive_streaming(
+    client: &Client,
+    program: &str,
+    started: &Started,
+    pipes: Pipes,
+    session: &Session,
+    guard: &mut KillGuard,
+) -> Result<ExecOutput, ContainerError> {
+    let (control, stdio, stderr_ws) = connect_all(client, &started.task, true).await?;
+    guard.control = Some(control);
+    let (mut stdio_tx, stdio_rx) = stdio.split();
+    let mut stdout = Stdout {
+        bytes: Vec::new(),
+        header_done: false,
+        session: Arc::clone(session),
+    };
+    let mut stderr = Vec::new();
+    let mut sent = false;
+    {
+        let what_out = format!("pebble exec stdio of {program:?}");
+        let what_err = format!("pebble exec stderr of {program:?}");
+        let readers = async {
+            let (a, b) = tokio::join!(
+                pump_stdout(stdio_rx, &what_out, &mut stdout, pipes.stdout),
+                async {
+                    match stderr_ws {
+                        Some(ws) => {
+                            read_output(ws, &what_err, |d| stderr.extend_from_slice(d)).await
+                        }
+                        None => Ok(()),
+                    }
+                }
+            );
+            a.and(b)
+        };
+        let send = pump_stdin(&mut stdio_tx, pipes.stdin);
+        tokio::pin!(readers, send);
+        loop {
+            tokio::select! {
+                done = &mut readers => { done?; break; }
+                _ = &mut send, if !sent => sent = true,
+            }
+        }
+    }
+    if sent {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stdio_tx.close()).await;
+    }
+    drop(stdio_tx);
+    exit_outcome(client, program, started, stdout.started(), stderr).await
 }
 
 /// Runs `argv` as the daemon's user with no input, for our own housekeeping (no wrapper:

@@ -19,7 +19,8 @@ use self::client::{Client, REQUEST_TIMEOUT, failed};
 use self::exec::Identity;
 use super::local::check_path;
 use super::{
-    Container, ExecOptions, ExecOutput, FileInfo, ListOptions, MakeDirOptions, PushOptions,
+    Container, ExecOptions, ExecOutput, ExecProcess, FileInfo, ListOptions, MakeDirOptions,
+    PushOptions,
 };
 use crate::error::ContainerError;
 
@@ -236,6 +237,16 @@ impl Container for PebbleContainer {
             options.stdin.as_deref(),
         )
         .await
+    }
+
+    async fn exec_streaming(
+        &self,
+        command: &[String],
+        options: ExecOptions,
+    ) -> Result<ExecProcess, ContainerError> {
+        super::local::validate_exec(command, &options)?;
+        let identity = self.identity(&options).await?;
+        exec::exec_streaming(&self.client, command, &options, identity).await
     }
 
     async fn push(

@@ -790,3 +790,35 @@ fn priority_sets_the_pipelines_nice_and_io_class() {
     let err = stderr(&out);
     assert!(err.contains("--priority") && err.contains("fast"), "{err}");
 }
+
+/// `--transfer library` verifies and restores with no aws CLI in the workload (the
+/// library downloads), and a bad value is a usage error naming the flag.
+#[test]
+fn transfer_library_needs_no_aws_cli_in_the_workload() {
+    let f = Fixture::with_spec(&TreeSpec {
+        media_files: 2,
+        media_bytes: 4 << 10,
+        db_rows: 5,
+        seed: 5,
+    });
+    let out = expect(0, &mut f.cmd(), &["create"]);
+    let id = stdout(&out).trim().to_string();
+    let no_aws = ["--aws", "/nonexistent/aws"];
+    let mut cmd = f.cmd();
+    cmd.args(no_aws);
+    expect(0, &mut cmd, &["verify", &id, "--transfer", "library"]);
+    let mut cmd = f.cmd();
+    cmd.args(no_aws).env("SYNAPSE_BACKUP_TRANSFER", "library");
+    expect(0, &mut cmd, &["restore", &id, "--yes"]);
+    let mut cmd = f.cmd();
+    cmd.args(no_aws);
+    let out = cmd.args(["verify", &id]).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the workload's transfer needs its aws CLI"
+    );
+
+    let out = expect(2, &mut f.cmd(), &["verify", &id, "--transfer", "aws"]);
+    let err = stderr(&out);
+    assert!(err.contains("--transfer") && err.contains("aws"), "{err}");
+}

@@ -218,3 +218,33 @@ async fn conformance_group_without_user_works() {
     let f = Fixture::new();
     conformance::group_without_user_works(&f.container, f.scratch()).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_exec_streaming_cat_64_mib() {
+    let f = Fixture::new();
+    conformance::exec_streaming_cat_64_mib(&f.container).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_exec_streaming_exit_errors() {
+    let f = Fixture::new();
+    conformance::exec_streaming_exit_errors(&f.container).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_exec_streaming_stdin_eof_on_drop() {
+    let f = Fixture::new();
+    conformance::exec_streaming_stdin_eof_on_drop(&f.container).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_exec_streaming_options() {
+    let f = Fixture::new();
+    conformance::exec_streaming_options(&f.container).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_exec_streaming_drop_kills_everything() {
+    let f = Fixture::new();
+    conformance::exec_streaming_drop_kills_everything(&f.container, f.scratch()).await;
+}

@@ -1,5 +1,6 @@
 //! list, verify, restore, delete and prune against real tools and an S3 server.
 
+mod library;
 #[cfg(feature = "cli")]
 mod trust;
 

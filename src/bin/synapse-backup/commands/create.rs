@@ -39,7 +39,7 @@ pub(crate) struct CreateFlags {
 pub(crate) async fn create(global: &GlobalArgs, flags: &CreateFlags) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
-    let layout = pipeline_layout(global).await?;
+    let layout = pipeline_layout(global, true).await?;
     target.check_bucket().await?;
     let container = container(global, &layout);
     let token = CancelToken::new();

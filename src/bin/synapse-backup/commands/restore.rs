@@ -53,7 +53,7 @@ pub(crate) async fn restore(
 ) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
-    let layout = pipeline_layout(global).await?;
+    let layout = pipeline_layout(global, false).await?;
     let can_ask = io::stdin().is_terminal() && io::stderr().is_terminal();
     if !yes && !can_ask {
         return Err(Failure::usage(format!(
@@ -72,6 +72,7 @@ pub(crate) async fn restore(
         .lock(lock_options(global))
         .max_bandwidth(global.limit_download)
         .priority(global.priority)
+        .transfer(global.transfer)
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
     let report = interrupt::shielded(
@@ -227,6 +228,7 @@ pub(crate) async fn extract(
     let options = RestoreOptions::default()
         .max_bandwidth(global.limit_download)
         .priority(global.priority)
+        .transfer(global.transfer)
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
     let report = interrupt::shielded(

@@ -77,6 +77,7 @@ async fn verify_one(
     let options = RestoreOptions::default()
         .max_bandwidth(global.limit_download)
         .priority(global.priority)
+        .transfer(global.transfer)
         .temp_work_dir(temp_work_dir)
         .progress(Some(view.callback()));
     let run = view

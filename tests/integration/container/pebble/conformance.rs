@@ -131,6 +131,21 @@ check!(
     bad_input_executes_nothing,
     scratch
 );
+check!(pebble_exec_streaming_cat_64_mib, exec_streaming_cat_64_mib);
+check!(
+    pebble_exec_streaming_exit_errors,
+    exec_streaming_exit_errors
+);
+check!(
+    pebble_exec_streaming_stdin_eof_on_drop,
+    exec_streaming_stdin_eof_on_drop
+);
+check!(pebble_exec_streaming_options, exec_streaming_options);
+check!(
+    pebble_exec_streaming_drop_kills_everything,
+    exec_streaming_drop_kills_everything,
+    scratch
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pebble_services_start_stop() {

@@ -223,3 +223,58 @@ async fn secrets_stay_out_of_pebbles_records_and_state() {
         assert!(!log.contains(secret), "the {what} is in Pebble's log");
     }
 }
+
+/// `Transfer::Library` over Pebble, as the workload user: the library's download
+/// streamed over the exec's stdio websocket into the pipeline, with no aws CLI in the
+/// workload (its layout names none) and no S3 secret in Pebble's records.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_transfer_restores_through_pebbles_websocket() {
+    let daemon = PebbleDaemon::start_with(LAYER, true);
+    let c = PebbleContainer::new(daemon.socket());
+    // Over 8 MiB of media: several ranged GETs.
+    let env = Env::new(&TreeSpec {
+        media_bytes: 20 << 20,
+        ..TreeSpec::default()
+    })
+    .await;
+    let layout = workload(&env);
+    let before = env.tree.backed_up_files();
+    let report = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &synapse_backup::BackupOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("create through pebble: {e}"));
+    let changes_after_create = daemon.get("/v1/changes?select=all").len();
+    let media = walk(&env.tree.media.join("local_content"))[0].clone();
+    fs::write(&media, b"changed after the backup").unwrap();
+    let library = RestoreOptions::default().transfer(synapse_backup::Transfer::Library);
+    let no_aws = layout.clone().aws("/nonexistent/aws");
+    let restored = restore_backup_with(&c, &env.params, PASSPHRASE, &report.id, &no_aws, &library)
+        .await
+        .unwrap_or_else(|e| panic!("library restore through pebble: {e}"));
+    assert!(!restored.restored.is_empty(), "{restored:?}");
+    assert_eq!(env.tree.backed_up_files(), before, "restored byte for byte");
+    assert!(
+        work_dirs_left(&env).is_empty(),
+        "{:?}",
+        work_dirs_left(&env)
+    );
+    let changes = daemon.get("/v1/changes?select=all");
+    assert!(
+        changes.len() > changes_after_create,
+        "the restore ran execs"
+    );
+    for (what, secret) in [
+        ("passphrase", PASSPHRASE),
+        ("secret key", env.server.secret_key.as_str()),
+    ] {
+        assert!(
+            !changes.contains(secret),
+            "the {what} is in Pebble's changes"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! [`Transfer`]: where the bytes of a backup move between the bucket and the workload,
+//! and the library side of [`Transfer::Library`]: ranged GETs, a few in flight, written
+//! in order into the workload pipeline's standard input.
+
+use std::fmt;
+use std::str::FromStr;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::error::{ConfigError, S3Error};
+use crate::s3::ObjectStore;
+
+/// Where a verify, restore or extract downloads the backup.
+///
+/// Whichever is chosen, the workload runs the same `gpg --decrypt | tar` pipeline with
+/// the same checks (checksum against the manifest, gpg's status, the inner manifest,
+/// the member rules, the database's integrity check, the staged swap): only where the
+/// ciphertext comes from differs.
+///
+/// Its text form (CLI `--transfer`) is `workload` or `library`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transfer {
+    /// The workload downloads with the aws CLI (the default): the bytes never cross
+    /// the container boundary, but the workload needs the aws CLI and gets the S3
+    /// credentials, its config and the SSE-C key (in its environment and private work
+    /// dir, for the run).
+    #[default]
+    Workload,
+    /// The library downloads (ranged GETs, [`LIBRARY_RANGE_MIB`] MiB each,
+    /// [`LIBRARY_RANGES_IN_FLIGHT`] in flight) and streams the ciphertext into the
+    /// workload's pipeline through [`Container::exec_streaming`](crate::Container::exec_streaming):
+    /// no S3 credential, config or SSE-C key enters the workload, which needs no aws
+    /// CLI; in exchange the ciphertext crosses the container boundary (for Pebble, over
+    /// its exec websocket), and the container must implement `exec_streaming`.
+    Library,
+}
+
+/// The size of each ranged GET of [`Transfer::Library`], in MiB.
+pub const LIBRARY_RANGE_MIB: u64 = 8;
+
+/// How many ranged GETs of [`Transfer::Library`] are in flight at once (the memory it
+/// holds is at most this many ranges).
+pub const LIBRARY_RANGES_IN_FLIGHT: usize = 4;
+
+impl fmt::Display for Transfer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transfer::Workload => "workload",
+            Transfer::Library => "library",
+        })
+    }
+}
+
+impl FromStr for Transfer {
+    type Err = ConfigError;
+
+    /// `workload` or `library` (any case).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "workload" => Ok(Transfer::Workload),
+            "library" => Ok(Transfer::Library),
+            _ => Err(ConfigError::field(
+                "transfer",
+                format!("{s:?} is not a transfer: use `workload` or `library`"),
+            )),
+        }
+    }
+}
+
+/// How a library download ended.
+#[derive(Debug)]
+pub(crate) enum Fed {
+    /// Every byte was written.
+    All(u64),
+    /// The pipeline stopped reading (it failed, or was killed) after this many bytes:
+    /// its own outcome tells why.
+    Stopped(u64),
+}
+
+impl Fed {
+    /// The bytes written.
+    pub(crate) fn bytes(&self) -> u64 {
+        match self {
+            Fed::All(n) | Fed::Stopped(n) => *n,
+        }
+    }
+}
+
+/// Writes the first `size` bytes of the object `key` into `sink`, in order, read with
+/// ranged GETs of `range` bytes, `in_flight` at once. A short range (the object
+/// shrank) ends the stream early: the pipeline's checks then see a truncated object,
+/// as they would with the aws CLI.
+///
+/// # Errors
+/// The first GET that fails.
+pub(crate) async fn feed(
+    store: &dyn ObjectStore,
+    key: &str,
+    size: u64,
+    range: u64,
+    in_flight: usize,
+    sink: &mut (impl AsyncWrite + Unpin + ?Sized),
+) -> Result<Fed, S3Error> {
+    let range = range.max(1);
+    let ranges = (0..size.div_ceil(range)).map(|i| {
+        let offset = i * range;
+        (offset, range.min(size - offset))
+    });
+    let mut gets = futures_util::stream::iter(ranges)
+        .map(|(offset, length)| async move {
+            store
+                .get_object_range(key, offset, length)
+                .await
+                .map(|bytes| (length, bytes))
+        })
+        .buffered(in_flight.max(1));
+    let mut written = 0_u64;
+    while let Some(got) = gets.next().await {
+        let (length, bytes) = got?;
+        if sink.write_all(&bytes).await.is_err() {
+            return Ok(Fed::Stopped(written));
+        }
+        written += bytes.len() as u64;
+        if (bytes.len() as u64) < length {
+            break;
+        }
+    }
+    Ok(Fed::All(written))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::s3::MemoryStore;
+
+    #[test]
+    fn text_form_round_trips_and_refuses_others() {
+        for t in [Transfer::Workload, Transfer::Library] {
+            assert_eq!(t.to_string().parse::<Transfer>().unwrap(), t);
+        }
+        assert_eq!(" Library ".parse::<Transfer>().unwrap(), Transfer::Library);
+        let e = "aws".parse::<Transfer>().unwrap_err().to_string();
+        assert!(e.contains("transfer") && e.contains("\"aws\""), "{e}");
+        assert_eq!(Transfer::default(), Transfer::Workload);
+    }
+
+    async fn store_with(body: &[u8]) -> MemoryStore {
+        let store = MemoryStore::new("");
+        store
+            .put_object("o", body.to_vec(), "x", &HashMap::new())
+            .await
+            .unwrap();
+        store
+    }
+
+    #[tokio::test]
+    async fn ranges_arrive_in_order_whatever_the_range_size() {
+        let body: Vec<u8> = (0..10_000_u32).map(|i| (i * 7 % 251) as u8).collect();
+        let store = store_with(&body).await;
+        for (range, in_flight) in [(1, 1), (999, 3), (4096, 4), (10_000, 2), (50_000, 4)] {
+            let mut out = Vec::new();
+            let fed = feed(&store, "o", 10_000, range, in_flight, &mut out)
+                .await
+                .unwrap();
+            assert!(matches!(fed, Fed::All(10_000)), "{fed:?}");
+            assert!(out == body, "range {range}: bytes differ");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shrunk_object_ends_early_and_a_missing_one_is_an_error() {
+        let store = store_with(&[7; 100]).await;
+        let mut out = Vec::new();
+        let fed = feed(&store, "o", 250, 64, 2, &mut out).await.unwrap();
+        assert!(matches!(fed, Fed::All(100)), "{fed:?}");
+        assert_eq!(out.len(), 100);
+        let result = feed(&store, "missing", 10, 4, 2, &mut out).await;
+        assert!(
+            matches!(result, Err(S3Error::NotFound { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_pipeline_stops_the_feed() {
+        let store = store_with(&[1; 1000]).await;
+        let (mut writer, reader) = tokio::io::duplex(16);
+        drop(reader);
+        let fed = feed(&store, "o", 1000, 100, 2, &mut writer).await.unwrap();
+        assert!(matches!(fed, Fed::Stopped(0)), "{fed:?}");
+    }
+}

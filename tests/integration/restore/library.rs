@@ -1,0 +1,385 @@
+//! `Transfer::Library`: the library downloads (ranged GETs) and streams the ciphertext
+//! into the workload's `gpg --decrypt | tar` through `Container::exec_streaming`. The
+//! same checks as with the workload's aws CLI, which these tests take away (the
+//! layout's `aws` names no program), and nothing of the bucket's in the workload.
+
+use crate::support::{env, synapse_tree};
+
+use std::fs;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use env::{Env, PASSPHRASE};
+use synapse_backup::{
+    BackupError, BackupOptions, Container, ContainerError, ExecOptions, ExecOutput, ExecProcess,
+    ExtractTarget, FileInfo, Layout, ListOptions, LocalContainer, MakeDirOptions, PushOptions,
+    RestoreOptions, Transfer, create_backup_with, extract_backup_with, restore_backup_with,
+    verify_backup_with,
+};
+use synapse_tree::{TreeSpec, change_db, dump_db, files_under, walk};
+
+const CUSTOMER_KEY: &str = "kbdHqFF4TiFej05J2TfqXDRc4QcyvesAQYmfnQvOosY=";
+
+/// What went into the workload: every command's argv, environment (`NAME=value`) and
+/// standard input given whole, and every pushed file.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Seen {
+    fn add(&self, bytes: impl Into<Vec<u8>>) {
+        self.0.lock().unwrap().push(bytes.into());
+    }
+
+    fn command(&self, command: &[String], options: &ExecOptions) {
+        for arg in command {
+            self.add(arg.as_bytes());
+        }
+        for (name, value) in &options.environment {
+            self.add(format!("{name}={value}"));
+        }
+        if let Some(stdin) = &options.stdin {
+            self.add(stdin.clone());
+        }
+    }
+
+    /// Whether any of it holds `needle`.
+    fn holds(&self, needle: &[u8]) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|blob| blob.windows(needle.len()).any(|w| w == needle))
+    }
+
+    fn env_names(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|blob| {
+                let text = String::from_utf8_lossy(blob);
+                let (name, _) = text.split_once('=')?;
+                name.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    .then(|| name.to_string())
+            })
+            .collect()
+    }
+}
+
+/// A `LocalContainer` that records what goes into the workload.
+struct Recorded {
+    inner: LocalContainer,
+    seen: Seen,
+}
+
+#[async_trait::async_trait]
+impl Container for Recorded {
+    async fn exec(
+        &self,
+        command: &[String],
+        options: ExecOptions,
+    ) -> Result<ExecOutput, ContainerError> {
+        self.seen.command(command, &options);
+        self.inner.exec(command, options).await
+    }
+    async fn exec_streaming(
+        &self,
+        command: &[String],
+        options: ExecOptions,
+    ) -> Result<ExecProcess, ContainerError> {
+        self.seen.command(command, &options);
+        self.inner.exec_streaming(command, options).await
+    }
+    async fn push(
+        &self,
+        path: &str,
+        content: &[u8],
+        options: PushOptions,
+    ) -> Result<(), ContainerError> {
+        self.seen.add(content);
+        self.inner.push(path, content, options).await
+    }
+    async fn pull(&self, path: &str) -> Result<Vec<u8>, ContainerError> {
+        self.inner.pull(path).await
+    }
+    async fn list_files(
+        &self,
+        path: &str,
+        options: ListOptions,
+    ) -> Result<Vec<FileInfo>, ContainerError> {
+        self.inner.list_files(path, options).await
+    }
+    async fn remove_path(&self, path: &str, recursive: bool) -> Result<(), ContainerError> {
+        self.inner.remove_path(path, recursive).await
+    }
+    async fn make_dir(&self, path: &str, options: MakeDirOptions) -> Result<(), ContainerError> {
+        self.inner.make_dir(path, options).await
+    }
+    async fn exists(&self, path: &str) -> Result<bool, ContainerError> {
+        self.inner.exists(path).await
+    }
+    async fn start(&self, services: &[String]) -> Result<(), ContainerError> {
+        self.inner.start(services).await
+    }
+    async fn stop(&self, services: &[String]) -> Result<(), ContainerError> {
+        self.inner.stop(services).await
+    }
+    async fn is_running(&self, service: &str) -> Result<bool, ContainerError> {
+        self.inner.is_running(service).await
+    }
+}
+
+fn library() -> RestoreOptions {
+    RestoreOptions::default().transfer(Transfer::Library)
+}
+
+/// The layout with no aws CLI in the workload: a library transfer must not need one.
+fn without_aws(layout: &Layout) -> Layout {
+    layout.clone().aws("/nonexistent/no-aws-cli-here")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_restore_restores_byte_for_byte_without_an_aws_cli() {
+    // Over 8 MiB: several ranged GETs, some in flight together.
+    let spec = TreeSpec {
+        media_bytes: 20 << 20,
+        ..TreeSpec::default()
+    };
+    let env = Env::new(&spec).await;
+    let c = LocalContainer::new();
+    let db = env.tree.data.join("homeserver.db");
+    let before_files = env.tree.backed_up_files();
+    let before_db = dump_db(&db);
+    let id = env.create(&c).await.unwrap().id;
+    let layout = without_aws(&env.layout);
+
+    let report = verify_backup_with(&c, &env.params, PASSPHRASE, &id, &layout, &library())
+        .await
+        .unwrap();
+    assert!(
+        report.authenticated_manifest && report.members > 10,
+        "{report:?}"
+    );
+
+    let first_media = walk(&env.tree.media.join("local_content"))[0].clone();
+    fs::write(&first_media, b"overwritten").unwrap();
+    fs::write(env.tree.media.join("local_content/new-file"), b"added").unwrap();
+    change_db(&db);
+    let restored = restore_backup_with(&c, &env.params, PASSPHRASE, &id, &layout, &library())
+        .await
+        .unwrap();
+    assert!(
+        restored
+            .restored
+            .contains(&"data/homeserver.db".to_string()),
+        "{:?}",
+        restored.restored
+    );
+    assert_eq!(env.tree.backed_up_files(), before_files);
+    assert!(!env.tree.media.join("local_content/new-file").exists());
+    assert_eq!(dump_db(&db), before_db);
+    assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
+
+    // The same layout with the workload's transfer needs the aws CLI: proof that the
+    // library's did not use it.
+    let e = verify_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await;
+    assert!(e.is_err(), "no aws CLI, yet the workload's transfer worked");
+
+    let target = env.dir.path().join("extracted");
+    let extracted = extract_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &ExtractTarget::new(target.to_string_lossy().into_owned()),
+        &library(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        extracted
+            .extracted
+            .contains(&"data/homeserver.db".to_string()),
+        "{extracted:?}"
+    );
+    assert_eq!(
+        fs::read(target.join("data/homeserver.db")).unwrap(),
+        fs::read(&db).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_restore_refuses_a_tampered_object_and_a_wrong_passphrase() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let id = env.create(&c).await.unwrap().id;
+    let layout = without_aws(&env.layout);
+    let object = env.bucket_dir().join(format!("synapse/backups/{id}"));
+    let original = fs::read(&object).unwrap();
+
+    let restore = |passphrase: &'static str| {
+        let (c, env, id, layout) = (&c, &env, &id, &layout);
+        async move {
+            let before = files_under(&env.tree.data);
+            let e = restore_backup_with(c, &env.params, passphrase, id, layout, &library())
+                .await
+                .unwrap_err();
+            assert_eq!(
+                files_under(&env.tree.data),
+                before,
+                "live data changed ({e})"
+            );
+            assert!(
+                env.work_dirs_left().is_empty(),
+                "{:?}",
+                env.work_dirs_left()
+            );
+            e
+        }
+    };
+    let e = restore("not the passphrase").await;
+    assert!(matches!(e, BackupError::WrongPassphrase { .. }), "{e}");
+
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    fs::write(&object, &flipped).unwrap();
+    // Our SHA-256 check, or the SDK's of the checksum the server stored (when one GET
+    // reads the whole object): corrupted either way.
+    let e = restore(PASSPHRASE).await;
+    assert!(
+        matches!(&e, BackupError::Corrupted { reason, .. }
+            if reason.contains("SHA-256") || reason.contains("checksum")),
+        "{e}"
+    );
+
+    // Replaced by a shorter object: its size no longer matches the manifest.
+    fs::write(&object, &original[..original.len() - 1000]).unwrap();
+    let e = restore(PASSPHRASE).await;
+    assert!(matches!(&e, BackupError::Corrupted { .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_c_with_a_library_restore_puts_no_key_or_credential_in_the_workload() {
+    let spec = TreeSpec {
+        media_bytes: 7 << 20,
+        ..TreeSpec::default()
+    };
+    let mut env = Env::new(&spec).await;
+    env.params = env.params_with(&[(
+        "attributes",
+        &format!("X-Amz-Server-Side-Encryption-Customer-Key={CUSTOMER_KEY}"),
+    )]);
+    let before = env.tree.backed_up_files();
+    // The backup with today's transfer (the aws CLI in the workload).
+    let id = env.create(&LocalContainer::new()).await.unwrap().id;
+    fs::write(env.tree.media.join("local_content/new-file"), b"added").unwrap();
+
+    let seen = Seen::default();
+    let c = Recorded {
+        inner: LocalContainer::new(),
+        seen: seen.clone(),
+    };
+    env.server.sse().clear_seen();
+    let layout = without_aws(&env.layout);
+    verify_backup_with(&c, &env.params, PASSPHRASE, &id, &layout, &library())
+        .await
+        .unwrap();
+    restore_backup_with(&c, &env.params, PASSPHRASE, &id, &layout, &library())
+        .await
+        .unwrap();
+    assert_eq!(env.tree.backed_up_files(), before);
+
+    // The library's GETs carried the key...
+    let gets: Vec<_> = env
+        .server
+        .sse()
+        .seen()
+        .into_iter()
+        .filter(|r| r.operation == "GetObject")
+        .collect();
+    assert!(gets.len() >= 2, "{gets:?}");
+    assert!(
+        gets.iter().all(|r| r.headers.contains(&(
+            "x-amz-server-side-encryption-customer-key".into(),
+            CUSTOMER_KEY.into()
+        ))),
+        "{gets:?}"
+    );
+    // ... and nothing of the bucket's went into the workload.
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(CUSTOMER_KEY)
+        .unwrap();
+    assert!(
+        !seen.holds(CUSTOMER_KEY.as_bytes()),
+        "the SSE-C key (base64) went in"
+    );
+    assert!(!seen.holds(&raw), "the SSE-C key (raw) went in");
+    assert!(
+        !seen.holds(env.server.secret_key.as_bytes()),
+        "the secret key went in"
+    );
+    assert!(!seen.holds(b"aws_access_key_id") && !seen.holds(b"[default]"));
+    let names = seen.env_names();
+    assert!(names.iter().any(|n| n == "SB_INPUT"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("AWS_") || n == "SB_URL"),
+        "{names:?}"
+    );
+
+    // The backup is an SSE-C object: without the key the library's GET is refused,
+    // as an S3 error, with nothing left behind.
+    let without_key = env.params_with(&[]);
+    let e = verify_backup_with(&c, &without_key, PASSPHRASE, &id, &layout, &library())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BackupError::S3(_)), "{e}");
+    assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_backup_is_restored_by_the_library() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let options = BackupOptions::default().incremental(true);
+    create_backup_with(&c, &env.params, PASSPHRASE, &env.layout, &options)
+        .await
+        .unwrap();
+    fs::write(
+        env.tree.media.join("local_content/after-the-full"),
+        b"new media",
+    )
+    .unwrap();
+    let report = create_backup_with(&c, &env.params, PASSPHRASE, &env.layout, &options)
+        .await
+        .unwrap();
+    let before = env.tree.backed_up_files();
+    for file in walk(&env.tree.media.join("local_content")) {
+        fs::write(file, b"damaged").unwrap();
+    }
+    let layout = without_aws(&env.layout);
+    let restored =
+        restore_backup_with(&c, &env.params, PASSPHRASE, &report.id, &layout, &library())
+            .await
+            .unwrap();
+    assert!(restored.packs >= 2, "a chain of two packs: {restored:?}");
+    assert_eq!(env.tree.backed_up_files(), before);
+}
