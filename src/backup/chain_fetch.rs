@@ -357,7 +357,7 @@ impl Pack<'_> {
             .work_dir_in(
                 WorkPlace::Under(&work.dir),
                 "pack",
-                &options.transfer(),
+                &options.download_settings(),
                 false,
             )
             .await?;
