@@ -66,8 +66,9 @@
 //! pack's object size against the new bytes, and its time against the
 //! keys-and-database backup's plus the new bytes at the upload-alone rate (from the
 //! `limits` section, else measured); then it restores the newest of the chain of 7
-//! against a full backup of the same tree, alternating, both checked against the tree.
-//! The tree is put back afterwards.
+//! against a full backup of the same tree, alternating, both checked against the tree,
+//! each with the workload's download and with `Transfer::Library`. The tree is put back
+//! afterwards.
 //!
 //! The `pebble` section (as root, with the daemon `scripts/pebble.sh` installs) runs
 //! create and restore through `PebbleContainer` and through `LocalContainer`, alternating,
@@ -137,7 +138,7 @@ use std::time::{Duration, Instant};
 
 use synapse_backup::{
     BackupId, BackupKind, BackupOptions, Compression, ExtractTarget, IoPriority, Layout,
-    LocalContainer, Priority, RestoreOptions, S3Client, S3Parameters, create_backup_with,
+    LocalContainer, Priority, RestoreOptions, S3Client, S3Parameters, Transfer, create_backup_with,
     delete_backup, extract_backup_with, restore_backup_with,
 };
 
@@ -1122,13 +1123,17 @@ impl Bench {
     }
 
     fn ours_restore(&self, id: &BackupId) -> Result<(), BoxError> {
+        self.ours_restore_with(id, &RestoreOptions::default())
+    }
+
+    fn ours_restore_with(&self, id: &BackupId, options: &RestoreOptions) -> Result<(), BoxError> {
         self.rt.block_on(restore_backup_with(
             &self.container,
             &self.params,
             PASSPHRASE,
             id,
             &self.layout,
-            &RestoreOptions::default(),
+            options,
         ))?;
         Ok(())
     }
@@ -2890,9 +2895,23 @@ fn restore_chain(
     chain.push(report.id.clone());
     let mut chained = Runs::new(&format!("newest of the chain of {}", chain.len() - 1));
     let mut full = Runs::new("full backup of the same tree");
+    let mut chained_library = Runs::new(&format!(
+        "newest of the chain of {}, Transfer::Library",
+        chain.len() - 1
+    ));
+    let mut full_library = Runs::new("full backup of the same tree, Transfer::Library");
+    let workload = RestoreOptions::default();
+    let library = RestoreOptions::default().transfer(Transfer::Library);
     for round in 1..=config.rounds {
-        for (runs, id) in [(&mut chained, &newest), (&mut full, &report.id)] {
-            let (r, cost) = bench.sampler.measure(|| bench.ours_restore(id));
+        for (runs, id, options) in [
+            (&mut chained, &newest, &workload),
+            (&mut full, &report.id, &workload),
+            (&mut chained_library, &newest, &library),
+            (&mut full_library, &report.id, &library),
+        ] {
+            let (r, cost) = bench
+                .sampler
+                .measure(|| bench.ours_restore_with(id, options));
             r?;
             if fingerprint(&bench.tree) != state {
                 return Err(err(format!(
@@ -2913,12 +2932,20 @@ fn restore_chain(
         config.rounds
     )?;
     writeln!(out, "{HEADER}")?;
-    writeln!(out, "{}", row(&chained, bench.source_bytes))?;
-    writeln!(out, "{}", row(&full, bench.source_bytes))?;
+    for runs in [&chained, &full, &chained_library, &full_library] {
+        writeln!(out, "{}", row(runs, bench.source_bytes))?;
+    }
     writeln!(out)?;
     notes.push(target_line(
         "restore of the newest of a chain of 7 ÷ a full restore",
         chained.wall() / full.wall(),
+        1.2,
+        false,
+        "x",
+    ));
+    notes.push(target_line(
+        "the same with Transfer::Library (both)",
+        chained_library.wall() / full_library.wall(),
         1.2,
         false,
         "x",

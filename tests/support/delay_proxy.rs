@@ -56,7 +56,7 @@ impl DelayProxy {
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let accepted = Instant::now();
-                counted[0].fetch_add(1, Ordering::Relaxed);
+                counted[0].fetch_add(1, Ordering::SeqCst);
                 let counted = Arc::clone(&counted);
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
@@ -77,12 +77,12 @@ impl DelayProxy {
 
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
-        self.counters[0].load(Ordering::Relaxed)
+        self.counters[0].load(Ordering::SeqCst)
     }
 
     /// Bytes forwarded so far, both directions.
     pub fn bytes(&self) -> u64 {
-        self.counters[1].load(Ordering::Relaxed)
+        self.counters[1].load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -153,10 +153,12 @@ async fn delayed(
                 let _ = to.shutdown().await;
                 return;
             }
+            // Counted before it is written: a reader that has every byte sees them all
+            // counted (counting after the write raced the reader's check).
+            forwarded.fetch_add(chunk.len() as u64, Ordering::SeqCst);
             if to.write_all(&chunk).await.is_err() {
                 return;
             }
-            forwarded.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
     };
     tokio::join!(reader, writer);
