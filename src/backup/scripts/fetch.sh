@@ -100,8 +100,13 @@ if [ "$SB_MODE" = extract ]; then
   if [ -n "$tag" ]; then
     tar_common+=(--transform "s,^\\.synapse-backup/manifest\\.json\$,.synapse-backup/$tag.json,")
   fi
+  # No --delay-directory-restore: tar's default already sets a directory's mode and
+  # time once it is past the directory's members, which our archives keep together
+  # (`tar -c` of a tree), while delaying every directory to the end makes GNU tar walk
+  # its list of delayed directories for each member: quadratic in a media store's
+  # shard dirs (60,000 files in 40,000 dirs took 19 s instead of 1.3 s).
   tar_args=(--extract --directory "$stage" --preserve-permissions --no-same-owner
-    --delay-directory-restore "${tar_common[@]}")
+    "${tar_common[@]}")
 else
   tar_args=(--extract --to-stdout "${tar_common[@]}")
 fi
