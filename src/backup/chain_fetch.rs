@@ -9,7 +9,7 @@ use crate::backup::chain_read::{
     check_record, split_index,
 };
 use crate::backup::fetch::{Fetch, Fetched, fetch, locate};
-use crate::backup::incremental::BackupKind;
+use crate::backup::incremental::{BackupKind, ChainLink};
 use crate::backup::manifest::InnerManifest;
 use crate::backup::plan::{BackupId, ScriptCall, WorkDir};
 use crate::backup::progress::ProgressStage;
@@ -19,7 +19,7 @@ use crate::backup::run::Run;
 use crate::backup::scripts::WorkFile;
 use crate::backup::work::{self, WorkPlace};
 use crate::container::Container;
-use crate::error::{BackupError, ContainerError, S3Error, Stage};
+use crate::error::{BackupError, S3Error, Stage};
 use futures_util::stream::{self, StreamExt};
 
 /// The largest file index read (about four million files).
@@ -55,6 +55,16 @@ pub(crate) enum Read {
     List,
     /// Extracted into the work dir's stage (restore, extract).
     Extract,
+}
+
+impl Read {
+    /// The progress stage a read of this kind reports.
+    fn progress(self) -> ProgressStage {
+        match self {
+            Read::List => ProgressStage::Verify,
+            Read::Extract => ProgressStage::Restore,
+        }
+    }
 }
 
 /// Backup `id` is corrupted: `reason`.
@@ -192,14 +202,16 @@ impl Chain {
             .iter()
             .zip(&self.older)
             .enumerate()
-            .filter(|(_, (part, _))| part.usage.files > 0 && part.link.is_some())
-            .map(|(n, (part, found))| {
+            .filter(|(_, (part, _))| part.usage.files > 0)
+            .filter_map(|(n, (part, found))| {
+                let link = part.link.as_ref()?;
                 let pack = Pack {
                     number: n,
                     part,
+                    link,
                     found,
                 };
-                pack.read(run, work, id, options, how)
+                Some(pack.read(run, work, id, options, how))
             });
         let results: Vec<_> = stream::iter(reads).buffered(PACKS_AT_ONCE).collect().await;
         let mut members = Vec::new();
@@ -265,10 +277,7 @@ impl Backup<'_> {
         options: &RestoreOptions,
         how: Read,
     ) -> Result<Fetch, BackupError> {
-        let stage = match how {
-            Read::List => ProgressStage::Verify,
-            Read::Extract => ProgressStage::Restore,
-        };
+        let stage = how.progress();
         let Some(chain) = self.chain else {
             return fetch(
                 run,
@@ -320,17 +329,11 @@ async fn walk<C: Container + ?Sized>(
     walk.env.insert("SB_MODE".into(), "walk".into());
     let mut exec = work::exec_options(run.layout, &walk, work, options.timeout);
     options.priority.apply(&mut exec.environment);
-    match run.container.exec(&walk.argv, exec).await {
-        Ok(_) => Ok(()),
-        Err(ContainerError::ExitedNonZero {
-            exit_code, stderr, ..
-        }) => Err(BackupError::StageFailed {
-            stage: Stage::Extract,
-            exit_code,
-            stderr,
-        }),
-        Err(e) => Err(e.into()),
-    }
+    run.container
+        .exec(&walk.argv, exec)
+        .await
+        .map(drop)
+        .map_err(|e| work::stage_error(Stage::Extract, e))
 }
 
 /// An older pack of a chain to read: its place in the chain, what its backup's index
@@ -338,6 +341,7 @@ async fn walk<C: Container + ?Sized>(
 struct Pack<'c> {
     number: usize,
     part: &'c PackPart,
+    link: &'c ChainLink,
     found: &'c Fetched,
 }
 
@@ -375,18 +379,11 @@ impl Pack<'_> {
         options: &RestoreOptions,
         how: Read,
     ) -> Result<Vec<ArchiveMember>, BackupError> {
-        let (part, found) = (self.part, self.found);
-        // Only packs with a link are read (filtered by the caller).
-        let Some(link) = part.link.as_ref() else {
-            return Ok(Vec::new());
-        };
+        let (part, link, found) = (self.part, self.link, self.found);
         let list = part.tar_list();
         work::write_file(run.container, run.layout, own, WorkFile::PackMembers, list).await?;
         let call = self.call(run, own, work, how);
-        let stage = match how {
-            Read::List => ProgressStage::Verify,
-            Read::Extract => ProgressStage::Restore,
-        };
+        let stage = how.progress();
         let got = fetch(
             run,
             own,

@@ -486,24 +486,6 @@ async fn collect_media<C: Container + ?Sized>(
     Ok(())
 }
 
-fn stage_error(stage: Stage, e: ContainerError) -> BackupError {
-    match e {
-        ContainerError::ExitedNonZero {
-            exit_code, stderr, ..
-        } => BackupError::StageFailed {
-            stage,
-            exit_code,
-            stderr,
-        },
-        ContainerError::TimedOut { timeout, .. } => BackupError::StageFailed {
-            stage,
-            exit_code: -1,
-            stderr: format!("timed out after {timeout:?}"),
-        },
-        other => BackupError::Container(other),
-    }
-}
-
 /// The error of a failed `backup.sh`: the stage that failed, with its own status (from
 /// the work dir's `failed`: `<stage> <status>`).
 async fn pipeline_error<C: Container + ?Sized>(
@@ -531,7 +513,7 @@ async fn pipeline_error<C: Container + ?Sized>(
             exit_code,
             stderr,
         },
-        (_, other) => stage_error(Stage::Upload, other),
+        (_, other) => work::stage_error(Stage::Upload, other),
     }
 }
 
@@ -595,8 +577,8 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                     ),
                 }
             }
-            Exit::NoSnapshotTool | Exit::SnapshotFailed => stage_error(Stage::Snapshot, e),
-            _ => stage_error(Stage::Collect, e),
+            Exit::NoSnapshotTool | Exit::SnapshotFailed => work::stage_error(Stage::Snapshot, e),
+            _ => work::stage_error(Stage::Collect, e),
         }
     }
 

@@ -7,7 +7,7 @@ use crate::backup::layout::{HomeserverConfig, Layout};
 use crate::backup::plan::{self, BackupOptions, ScriptCall, WorkDir};
 use crate::backup::scripts::{self, Exit, WorkFile};
 use crate::container::{Container, ExecOptions, FileKind, ListOptions};
-use crate::error::{BackupError, ConfigError, ContainerError};
+use crate::error::{BackupError, ConfigError, ContainerError, Stage};
 use crate::s3::S3Parameters;
 
 /// Who made a work dir: the host, process id and process start time (clock ticks
@@ -889,6 +889,27 @@ pub(crate) async fn read_homeserver_config<C: Container + ?Sized>(
     }
     let yaml = String::from_utf8(bytes).map_err(|_| unreadable("not valid UTF-8".into()))?;
     HomeserverConfig::parse(&yaml, &path, layout)
+}
+
+/// The error of a pipeline step that failed in `stage`: exited non-zero (its exit code
+/// and trimmed stderr) or timed out, as [`BackupError::StageFailed`]; any other
+/// container error as itself.
+pub(crate) fn stage_error(stage: Stage, e: ContainerError) -> BackupError {
+    match e {
+        ContainerError::ExitedNonZero {
+            exit_code, stderr, ..
+        } => BackupError::StageFailed {
+            stage,
+            exit_code,
+            stderr,
+        },
+        ContainerError::TimedOut { timeout, .. } => BackupError::StageFailed {
+            stage,
+            exit_code: -1,
+            stderr: format!("timed out after {timeout:?}"),
+        },
+        other => BackupError::Container(other),
+    }
 }
 
 #[cfg(test)]

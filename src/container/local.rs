@@ -825,6 +825,30 @@ fn command_for(
     cmd
 }
 
+/// Spawns `command` as the leader of a new session, with the guard that kills that
+/// session when dropped.
+fn spawn_session(
+    program: &str,
+    command: tokio::process::Command,
+) -> Result<(Box<dyn ChildWrapper>, SessionGuard), ContainerError> {
+    let mut wrapped = CommandWrap::from(command);
+    wrapped.wrap(ProcessSession);
+    let child: Box<dyn ChildWrapper> =
+        wrapped
+            .spawn()
+            .map_err(|source| ContainerError::CouldNotStart {
+                command: program.to_string(),
+                source,
+            })?;
+    let guard = SessionGuard {
+        sid: child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw),
+    };
+    Ok((child, guard))
+}
+
 async fn run(
     program: &str,
     prepared: Prepared,
@@ -832,22 +856,8 @@ async fn run(
     timeout: Option<Duration>,
 ) -> Result<ExecOutput, ContainerError> {
     let Prepared { command, _home } = prepared;
-    let mut wrapped = CommandWrap::from(command);
-    wrapped.wrap(ProcessSession);
-    let mut child: Box<dyn ChildWrapper> =
-        wrapped
-            .spawn()
-            .map_err(|source| ContainerError::CouldNotStart {
-                command: program.to_string(),
-                source,
-            })?;
-    // Declared after `child`, so dropped (and the session killed) before it.
-    let mut guard = SessionGuard {
-        sid: child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw),
-    };
+    // `guard` is bound after `child`, so dropped (and the session killed) before it.
+    let (mut child, mut guard) = spawn_session(program, command)?;
 
     // Feed stdin from a task so a large input cannot deadlock against a full stdout pipe.
     let _feeder = match (child.stdin().take(), stdin) {
@@ -937,21 +947,7 @@ fn spawn_streaming(
 ) -> Result<ExecProcess, ContainerError> {
     let Prepared { mut command, _home } = prepared;
     command.stdin(Stdio::piped());
-    let mut wrapped = CommandWrap::from(command);
-    wrapped.wrap(ProcessSession);
-    let mut child: Box<dyn ChildWrapper> =
-        wrapped
-            .spawn()
-            .map_err(|source| ContainerError::CouldNotStart {
-                command: program.to_string(),
-                source,
-            })?;
-    let guard = SessionGuard {
-        sid: child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw),
-    };
+    let (mut child, guard) = spawn_session(program, command)?;
     let stdin = child.stdin().take().map(|s| Box::new(s) as ExecStdin);
     let stdout = child.stdout().take().map(|s| Box::new(s) as ExecStdout);
     let stderr = child.stderr().take();

@@ -19,9 +19,8 @@
 # A pack of an incremental backup's chain is read by one run each: with
 # SB_PACK_MEMBERS, tar reads only the members named (NUL-separated, verbatim, no
 # pattern, no recursion) in $SB_WORK/pack.members, an older pack's inner manifest and
-# the files its backup's index assigns to it; with SB_STAGE_APPEND, extract mode adds
-# to the stage an earlier run made. Each run starts by removing the outputs of the
-# one before. The packs are read side by side, the older ones each in a work dir of
+# the files its backup's index assigns to it. Each run starts by removing the outputs
+# of the one before. The packs are read side by side, the older ones each in a work dir of
 # its own inside the backup's: SB_STAGE names the stage they share (the backup's;
 # default $SB_WORK/stage), which SB_STAGE_SHARED makes if no run made it yet;
 # SB_PACK_TAG (a name of ours) extracts an older pack's inner manifest as
