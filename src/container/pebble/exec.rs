@@ -83,7 +83,15 @@ pub(crate) async fn exec(
         let started = start(client, &program, &body, &identity).await?;
         let session: Session = Arc::default();
         let mut guard = KillGuard::new(client, &session, &killer);
-        let result = drive(client, &program, &started, stdin, &session, &mut guard).await;
+        let result = drive(
+            client,
+            &program,
+            &started,
+            Io::Buffered(stdin),
+            &session,
+            &mut guard,
+        )
+        .await;
         guard.armed = false;
         result
     };
@@ -240,8 +248,15 @@ async fn streaming_task(
     let run = async {
         let session: Session = Arc::default();
         let mut guard = KillGuard::new(&client, &session, &killer);
-        let result =
-            drive_streaming(&client, &program, &started, pipes, &session, &mut guard).await;
+        let result = drive(
+            &client,
+            &program,
+            &started,
+            Io::Piped(pipes),
+            &session,
+            &mut guard,
+        )
+        .await;
         guard.armed = false;
         result
     };
@@ -519,12 +534,21 @@ impl Stdout {
     }
 }
 
-/// Connects, feeds stdin, drains stdout and stderr, and waits for the exit code.
+/// What the command's standard input and output are connected to.
+enum Io<'a> {
+    /// Input given whole (none: empty); output collected whole.
+    Buffered(Option<&'a [u8]>),
+    /// Both streamed through pipes ([`Container::exec_streaming`](crate::Container::exec_streaming)).
+    Piped(Pipes),
+}
+
+/// Connects, feeds stdin (given whole or from a pipe), drains stdout (collected, or
+/// into a pipe) and stderr, and waits for the exit code.
 async fn drive(
     client: &Client,
     program: &str,
     started: &Started,
-    stdin: Option<&[u8]>,
+    io: Io<'_>,
     session: &Session,
     guard: &mut KillGuard,
 ) -> Result<ExecOutput, ContainerError> {
@@ -538,24 +562,35 @@ async fn drive(
     };
     let mut stderr = Vec::new();
     let mut sent = false;
+    let streamed = matches!(io, Io::Piped(_));
+    let (input, output) = match io {
+        Io::Buffered(bytes) => (Input::Bytes(bytes), None),
+        Io::Piped(Pipes { stdin, stdout }) => (Input::Pipe(stdin), Some(stdout)),
+    };
     {
         let what_out = format!("pebble exec stdio of {program:?}");
         let what_err = format!("pebble exec stderr of {program:?}");
         let readers = async {
-            let (a, b) = tokio::join!(
-                read_output(stdio_rx, &what_out, |d| stdout.push(d)),
-                async {
-                    match stderr_ws {
-                        Some(ws) => {
-                            read_output(ws, &what_err, |d| stderr.extend_from_slice(d)).await
-                        }
-                        None => Ok(()),
-                    }
+            let out = async {
+                match output {
+                    Some(pipe) => pump_stdout(stdio_rx, &what_out, &mut stdout, pipe).await,
+                    None => read_output(stdio_rx, &what_out, |d| stdout.push(d)).await,
                 }
-            );
+            };
+            let (a, b) = tokio::join!(out, async {
+                match stderr_ws {
+                    Some(ws) => read_output(ws, &what_err, |d| stderr.extend_from_slice(d)).await,
+                    None => Ok(()),
+                }
+            });
             a.and(b)
         };
-        let send = send_input(&mut stdio_tx, stdin);
+        let send = async {
+            match input {
+                Input::Bytes(bytes) => send_input(&mut stdio_tx, bytes).await,
+                Input::Pipe(pipe) => pump_stdin(&mut stdio_tx, pipe).await,
+            }
+        };
         tokio::pin!(readers, send);
         loop {
             tokio::select! {
@@ -574,10 +609,17 @@ async fn drive(
     drop(stdio_tx);
     let started_ok = stdout.started();
     let out = exit_outcome(client, program, started, started_ok, stderr).await?;
+    // Streamed output went to its pipe as it came.
     Ok(ExecOutput {
-        stdout: stdout.bytes,
+        stdout: if streamed { Vec::new() } else { stdout.bytes },
         ..out
     })
+}
+
+/// Where the command's standard input comes from.
+enum Input<'a> {
+    Bytes(Option<&'a [u8]>),
+    Pipe(DuplexStream),
 }
 
 /// Waits for the change of a finished exec and maps its exit as `exec` does
@@ -675,59 +717,6 @@ async fn pump_stdin(
             .await?;
     }
     tx.send(Message::Text(END.into())).await
-}
-
-/// Connects, pumps standard input and output through `pipes`, collects standard error,
-/// and waits for the exit code.
-async fn drive_streaming(
-    client: &Client,
-    program: &str,
-    started: &Started,
-    pipes: Pipes,
-    session: &Session,
-    guard: &mut KillGuard,
-) -> Result<ExecOutput, ContainerError> {
-    let (control, stdio, stderr_ws) = connect_all(client, &started.task, true).await?;
-    guard.control = Some(control);
-    let (mut stdio_tx, stdio_rx) = stdio.split();
-    let mut stdout = Stdout {
-        bytes: Vec::new(),
-        header_done: false,
-        session: Arc::clone(session),
-    };
-    let mut stderr = Vec::new();
-    let mut sent = false;
-    {
-        let what_out = format!("pebble exec stdio of {program:?}");
-        let what_err = format!("pebble exec stderr of {program:?}");
-        let readers = async {
-            let (a, b) = tokio::join!(
-                pump_stdout(stdio_rx, &what_out, &mut stdout, pipes.stdout),
-                async {
-                    match stderr_ws {
-                        Some(ws) => {
-                            read_output(ws, &what_err, |d| stderr.extend_from_slice(d)).await
-                        }
-                        None => Ok(()),
-                    }
-                }
-            );
-            a.and(b)
-        };
-        let send = pump_stdin(&mut stdio_tx, pipes.stdin);
-        tokio::pin!(readers, send);
-        loop {
-            tokio::select! {
-                done = &mut readers => { done?; break; }
-                _ = &mut send, if !sent => sent = true,
-            }
-        }
-    }
-    if sent {
-        let _ = tokio::time::timeout(Duration::from_secs(1), stdio_tx.close()).await;
-    }
-    drop(stdio_tx);
-    exit_outcome(client, program, started, stdout.started(), stderr).await
 }
 
 /// Runs `argv` as the daemon's user with no input, for our own housekeeping (no wrapper:
