@@ -27,6 +27,10 @@ struct Base {
     index: Vec<u8>,
 }
 
+/// What an incremental create found to build on ([`find_base`]): the state of the
+/// newest complete backup and, when it can be a base, the base read and checked.
+pub(crate) struct FoundBase(BaseState, Option<Base>);
+
 /// The new pack, planned.
 pub(crate) struct Planned {
     /// Full (and why) or incremental (on which base).
@@ -77,20 +81,18 @@ fn collect_error(e: &IndexError) -> BackupError {
 }
 
 /// Plans the pack of backup `id` from the media listing `tree` (what `prepare.sh`
-/// wrote): incremental on the newest complete backup when it can be a base and the
-/// policy allows, full (with the reason, logged) otherwise.
+/// wrote) and what [`find_base`] found: incremental on the newest complete backup when
+/// it can be a base and the policy allows, full (with the reason, logged) otherwise.
 ///
 /// # Errors
-/// [`BackupError::S3`] when the bucket cannot be listed; [`BackupError::StageFailed`]
-/// (collect) when the listing is malformed.
-pub(crate) async fn plan_pack<C: Container + ?Sized>(
-    run: &Run<'_, C>,
+/// [`BackupError::StageFailed`] (collect) when the listing is malformed.
+pub(crate) fn plan_pack(
     options: &BackupOptions,
     id: &BackupId,
     tree: &[u8],
-    work: &WorkDir,
+    found: FoundBase,
 ) -> Result<Planned, BackupError> {
-    let (state, base) = find_base(run, work).await?;
+    let FoundBase(state, base) = found;
     let reason = match (
         choose_base(true, options.new_passphrase, &state, &options.chain),
         base,
@@ -188,8 +190,20 @@ where
 }
 
 /// The newest restorable backup and, when it is a complete one that checks, it as a
-/// base. The base's check runs in a dir inside `work` (the create's own work dir).
-async fn find_base<C: Container + ?Sized>(
+/// base. The base's check runs in a dir inside `work` (the create's own work dir), so
+/// it can run beside `prepare.sh`.
+///
+/// # Errors
+/// [`BackupError::S3`] when the bucket cannot be listed.
+pub(crate) async fn find_base<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    work: &WorkDir,
+) -> Result<FoundBase, BackupError> {
+    let (state, base) = find_base_in(run, work).await?;
+    Ok(FoundBase(state, base))
+}
+
+async fn find_base_in<C: Container + ?Sized>(
     run: &Run<'_, C>,
     work: &WorkDir,
 ) -> Result<(BaseState, Option<Base>), BackupError> {

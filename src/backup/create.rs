@@ -587,10 +587,20 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     async fn execute(&self) -> Result<(Manifest, LiveChanges, u64), BackupError> {
         let mut inner = self.inner_manifest()?;
         self.write_inputs(&inner).await?;
-        let mut expected_size = self.prepare().await?;
+        // An incremental create reads its base (a listing, its manifest and index, and
+        // its inner manifest: an aws CLI start and gpg's key derivation, about a second)
+        // while `prepare.sh` snapshots the database. Both run to their end.
+        let (prepared, found) = if self.options.incremental {
+            let (prepared, found) =
+                tokio::join!(self.prepare(), super::chain::find_base(self.run, self.work));
+            (prepared, Some(found))
+        } else {
+            (self.prepare().await, None)
+        };
+        let mut expected_size = prepared?;
         let outputs = Outputs::new(self.run.container, self.run.layout, self.work);
-        let mut planned = if self.options.incremental {
-            let planned = self.plan_pack(&outputs, &mut inner).await?;
+        let mut planned = if let Some(found) = found {
+            let planned = self.plan_pack(&outputs, &mut inner, found?).await?;
             expected_size += planned.plan.new.bytes + 1024 * planned.plan.new.files;
             Some(planned)
         } else {
@@ -679,17 +689,18 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         Ok(())
     }
 
-    /// Plans an incremental backup's pack from `prepare.sh`'s media listing, then
-    /// writes the inner manifest (with the chain) and the media the pack archives.
+    /// Plans an incremental backup's pack from `prepare.sh`'s media listing and the base
+    /// found beside it, then writes the inner manifest (with the chain) and the media
+    /// the pack archives.
     async fn plan_pack(
         &self,
         outputs: &Outputs<'_, C>,
         inner: &mut InnerManifest,
+        found: super::chain::FoundBase,
     ) -> Result<Planned, BackupError> {
         let (container, layout, work) = (self.run.container, self.run.layout, self.work);
         let tree = outputs.read(WorkFile::Tree).await?;
-        let mut planned =
-            super::chain::plan_pack(self.run, self.options, &self.id, &tree, self.work).await?;
+        let mut planned = super::chain::plan_pack(self.options, &self.id, &tree, found)?;
         drop(tree);
         inner.chain = Some(planned.chain.clone());
         for (file, content) in [
