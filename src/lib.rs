@@ -133,7 +133,7 @@ pub use error::{
 pub use s3::{
     AddressingStyle, AmbientCredentials, CloneStore, Conditional, CredentialSource, CustomerKey,
     MultipartUpload, ObjectHead, ObjectInfo, ObjectStore, S3Client, S3Parameters,
-    S3ParametersBuilder, ServerSideEncryption, VersionedObject,
+    S3ParametersBuilder, ServerSideEncryption, Uploaded, VersionedObject,
 };
 
 /// Test support (feature `testing`): the conformance suites that an implementation of
