@@ -112,7 +112,8 @@ pub use backup::prune_plan::{
     PlannedBackup, PruneAction, PrunePlan, PruneReason, StaleUpload, plan_prune,
 };
 pub use backup::transfer::{
-    LIBRARY_PART_MIB, LIBRARY_PARTS_IN_FLIGHT, LIBRARY_RANGE_MIB, LIBRARY_RANGES_IN_FLIGHT, Transfer,
+    LIBRARY_PART_MIB, LIBRARY_PARTS_IN_FLIGHT, LIBRARY_RANGE_MIB, LIBRARY_RANGES_IN_FLIGHT,
+    Transfer,
 };
 pub use backup::{
     BackupReport, DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, ExtractReport,

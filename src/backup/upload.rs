@@ -169,10 +169,8 @@ async fn streamed<C: Container + ?Sized>(
         outcome: None,
         ended: false,
     };
-    let metadata = std::collections::HashMap::from([(
-        plan::METADATA_KEY.to_string(),
-        plan::metadata_value(),
-    )]);
+    let metadata =
+        std::collections::HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
     let uploaded = run
         .client
         .put_object_stream(
@@ -186,7 +184,12 @@ async fn streamed<C: Container + ?Sized>(
         .await;
     match (uploaded, body.outcome.take()) {
         (Ok(up), Some(Ok(_))) => {
-            tracing::debug!(key, bytes = up.size, parts = up.parts, "the library's upload ended");
+            tracing::debug!(
+                key,
+                bytes = up.size,
+                parts = up.parts,
+                "the library's upload ended"
+            );
             Ok(())
         }
         // The pipeline failed: its outcome says why (the upload was aborted).
@@ -299,18 +302,18 @@ mod tests {
         ]);
         let params = S3Parameters::from_relation_data(&data).unwrap();
         let work = WorkDir::new(&layout, "backup-1");
-        let full = plan::backup_call(
-            &layout,
-            &params,
-            &BackupOptions::default(),
-            &work,
-            "k",
-            10,
-        );
+        let full = plan::backup_call(&layout, &params, &BackupOptions::default(), &work, "k", 10);
         let call = streamed_output(&full);
         assert_eq!(
             call.argv[3..],
-            ["bash", "--s2k-count", "65011712", "--compress-algo", "none", "--"]
+            [
+                "bash",
+                "--s2k-count",
+                "65011712",
+                "--compress-algo",
+                "none",
+                "--"
+            ]
         );
         assert_eq!(call.env["SB_OUTPUT"], "stdout");
         for (name, value) in &call.env {
@@ -318,7 +321,10 @@ mod tests {
                 !name.starts_with("AWS_") && !["SB_AWS", "SB_URL"].contains(&name.as_str()),
                 "{name}"
             );
-            assert!(!value.contains("s3cr3t") && !value.contains("AKID"), "{name}");
+            assert!(
+                !value.contains("s3cr3t") && !value.contains("AKID"),
+                "{name}"
+            );
         }
         let mut prepare = plan::prepare_call(&layout, &params, &work, None);
         without_bucket(&mut prepare);

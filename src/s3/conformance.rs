@@ -365,7 +365,11 @@ pub async fn streamed_uploads(store: &(impl ObjectStore + ?Sized)) {
             .await
             .unwrap_or_else(|e| panic!("streamed upload of {length} bytes: {e}"));
         assert_eq!(uploaded.size, length as u64, "{name}: the size uploaded");
-        let expected_parts = if length < PART { 0 } else { length.div_ceil(PART) };
+        let expected_parts = if length < PART {
+            0
+        } else {
+            length.div_ceil(PART)
+        };
         assert_eq!(uploaded.parts, expected_parts, "{name}: the parts");
         let head = store.head_object(&key).await.expect("head");
         assert_eq!(head.size, length as u64, "{name}: the stored size");
@@ -374,10 +378,7 @@ pub async fn streamed_uploads(store: &(impl ObjectStore + ?Sized)) {
             Some("conformance"),
             "{name}: the metadata"
         );
-        let got = store
-            .get_object(&key, 1 << 30)
-            .await
-            .expect("read back");
+        let got = store.get_object(&key, 1 << 30).await.expect("read back");
         assert!(got == body, "{name}: the bytes read back differ");
         store.delete_object(&key).await.expect("delete");
     }

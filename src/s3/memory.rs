@@ -11,8 +11,8 @@ use md5::{Digest, Md5};
 use super::client::{Conditional, MultipartUpload, ObjectHead, ObjectInfo, VersionedObject};
 use super::store::ObjectStore;
 use super::upload::{self, Uploaded};
-use tokio::io::AsyncRead;
 use crate::error::S3Error;
+use tokio::io::AsyncRead;
 
 /// An in-memory bucket behind the [`ObjectStore`] trait, with the S3 behaviour the
 /// catalog and the lock rely on:
@@ -380,7 +380,11 @@ impl upload::PartTarget for MemoryUpload {
     }
 
     async fn put_whole(&self, body: Vec<u8>) -> Result<Option<String>, S3Error> {
-        Ok(Some(self.store.state().write(&self.key, body, &self.metadata)))
+        Ok(Some(self.store.state().write(
+            &self.key,
+            body,
+            &self.metadata,
+        )))
     }
 
     async fn create(&self) -> Result<String, S3Error> {
@@ -434,7 +438,9 @@ impl upload::PartTarget for MemoryUpload {
     }
 
     async fn abort(&self, upload_id: &str) -> Result<(), S3Error> {
-        self.store.abort_multipart_upload(&self.key, upload_id).await
+        self.store
+            .abort_multipart_upload(&self.key, upload_id)
+            .await
     }
 }
 

@@ -293,7 +293,11 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(up.size, length as u64);
-            let parts = if length < part { 0 } else { length.div_ceil(part) };
+            let parts = if length < part {
+                0
+            } else {
+                length.div_ceil(part)
+            };
             assert_eq!(up.parts, parts, "{length} in {part}");
             assert!(store.get_object("k", 1 << 20).await.unwrap() == data);
         }
@@ -381,7 +385,10 @@ mod tests {
         let store = MemoryStore::new("");
         let target = recording(&store, Some(4));
         let result = upload(target.clone(), &mut &body(100)[..], 10, 2).await;
-        assert!(matches!(result, Err(S3Error::NotImplemented { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(S3Error::NotImplemented { .. })),
+            "{result:?}"
+        );
         assert_eq!(target.aborted.lock().unwrap().len(), 1);
         assert!(store.keys().is_empty());
         assert!(store.list_multipart_uploads("").await.unwrap().is_empty());

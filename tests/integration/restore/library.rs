@@ -17,8 +17,8 @@ use std::os::unix::fs::PermissionsExt;
 use synapse_backup::{
     BackupError, BackupOptions, Container, ContainerError, ExecOptions, ExecOutput, ExecProcess,
     ExtractTarget, FileInfo, Layout, ListOptions, LocalContainer, MakeDirOptions, PushOptions,
-    RestoreOptions, Transfer, create_backup_with, extract_backup_with, restore_backup_with,
-    Stage, verify_backup_with,
+    RestoreOptions, Stage, Transfer, create_backup_with, extract_backup_with, restore_backup_with,
+    verify_backup_with,
 };
 use synapse_tree::{TreeSpec, change_db, dump_db, files_under, walk};
 
@@ -449,7 +449,9 @@ async fn a_library_create_restores_byte_for_byte_with_either_transfer() {
         "{}",
         report.manifest.ciphertext_bytes
     );
-    let object = env.bucket_dir().join(format!("synapse/backups/{}", report.id));
+    let object = env
+        .bucket_dir()
+        .join(format!("synapse/backups/{}", report.id));
     assert_eq!(
         fs::metadata(&object).unwrap().len(),
         report.manifest.ciphertext_bytes
@@ -468,9 +470,16 @@ async fn a_library_create_restores_byte_for_byte_with_either_transfer() {
     damage();
     let local = LocalContainer::new();
     let options = RestoreOptions::default();
-    restore_backup_with(&local, &env.params, PASSPHRASE, &report.id, &env.layout, &options)
-        .await
-        .unwrap();
+    restore_backup_with(
+        &local,
+        &env.params,
+        PASSPHRASE,
+        &report.id,
+        &env.layout,
+        &options,
+    )
+    .await
+    .unwrap();
     assert_eq!(env.tree.backed_up_files(), before);
 
     // And the other way: made by the workload's aws CLI, restored by the library.
@@ -610,13 +619,21 @@ async fn sse_c_with_a_library_create_puts_the_key_on_every_part_and_none_in_the_
     let writes: Vec<_> = seen_requests
         .iter()
         .filter(|r| {
-            ["CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"]
-                .contains(&r.operation)
+            [
+                "CreateMultipartUpload",
+                "UploadPart",
+                "CompleteMultipartUpload",
+            ]
+            .contains(&r.operation)
                 && r.object.ends_with(report.id.as_str())
         })
         .collect();
     assert!(
-        writes.iter().filter(|r| r.operation == "UploadPart").count() >= 2,
+        writes
+            .iter()
+            .filter(|r| r.operation == "UploadPart")
+            .count()
+            >= 2,
         "{writes:?}"
     );
     for r in &writes {
