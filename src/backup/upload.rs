@@ -294,7 +294,7 @@ mod tests {
     fn the_streamed_call_has_nothing_of_the_buckets() {
         let layout = Layout::default();
         let data = std::collections::HashMap::from([
-            ("bucket".to_string(), "b".to_string()),
+            ("bucket".to_string(), "backups".to_string()),
             ("access-key".to_string(), "AKIDEXAMPLE".to_string()),
             ("secret-key".to_string(), "s3cr3t-value".to_string()),
             ("endpoint".to_string(), "http://127.0.0.1:9000".to_string()),
@@ -339,6 +339,6 @@ mod tests {
         assert_eq!(part_size(1 << 30), default);
         let huge = 200_u64 << 30;
         let size = part_size(huge) as u64;
-        assert!(huge.div_ceil(size) <= 8_000 && size % (1 << 20) == 0);
+        assert!(huge.div_ceil(size) <= 8_000 && size.is_multiple_of(1 << 20));
     }
 }
