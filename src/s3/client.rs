@@ -1129,11 +1129,11 @@ impl S3Client {
     }
 }
 
-/// Streamed uploads: S3's multipart upload, driven by [`upload::upload`].
+/// Streamed uploads: S3's multipart upload, driven by `upload::upload`.
 impl S3Client {
     /// Uploads `body`, read to its end, to the full `key` as
     /// [`ObjectStore::put_object_stream`](crate::ObjectStore::put_object_stream)
-    /// says: in parts of `part_size` bytes (at least [`upload::MIN_PART_SIZE`], S3's
+    /// says: in parts of `part_size` bytes (at least 5 MiB, S3's
     /// smallest), `in_flight` at once, with `content_type`, user `metadata`, the
     /// configured storage class and SSE-S3 / SSE-KMS on the upload's creation and the
     /// SSE-C key on every request of it. A body shorter than one part is one
