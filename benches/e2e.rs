@@ -16,7 +16,10 @@
 //! file, `du -bsc`, then `set -euxo pipefail; tar -c … | gpg … --symmetric | aws s3 cp
 //! --expected-size=N - s3://…`; its restore deletes the media dir, then `aws s3 cp … - |
 //! gpg --decrypt | tar -x -C /` (back into the tree: the members carry its absolute
-//! path). Ours is `create_backup_with` / `restore_backup_with` through `LocalContainer`.
+//! path). Ours is `create_backup_with` / `restore_backup_with` through `LocalContainer`;
+//! the `backup` section runs ours a second time each round with `Transfer::Library`
+//! (the workload's `tar | gpg | checksum` writes to its standard output, this process
+//! uploads it) and prints its ratio to the workload's aws CLI upload.
 //! Variants alternate A B A B; wall time is the whole operation; CPU is the
 //! `cutime`/`cstime` delta of this process (the pipeline's processes once reaped);
 //! "pipeline peak RSS" is the largest sum of the RSS of this process's descendants
@@ -1604,6 +1607,7 @@ fn run_sections(
     let mut speedup = None;
     let mut ref_backup = Runs::new("reference");
     let mut ours_backup = Runs::new("ours");
+    let mut ours_library_backup = Runs::new("ours, Transfer::Library");
     let mut ref_pipeline = Vec::new();
     let mut last_ours: Option<BackupId> = None;
     let mut last_ours_key: Option<String> = None;
@@ -1644,6 +1648,22 @@ fn run_sections(
             if let Some(old) = last_ours.replace(report.id) {
                 bench.delete_ours(&old);
             }
+            if config.section("backup") {
+                // The library uploads what the workload's tar | gpg | checksum writes to
+                // its standard output (no aws CLI in the workload).
+                let library = config.options.clone().transfer(Transfer::Library);
+                let (r, cost) = bench.sampler.measure(|| bench.ours_backup(&library));
+                let report = r?;
+                progress(&format!(
+                    "round {round}: ours backup with Transfer::Library {:.2} s",
+                    cost.wall
+                ));
+                ours_library_backup
+                    .objects
+                    .push(report.manifest.ciphertext_bytes);
+                ours_library_backup.costs.push(cost);
+                bench.delete_ours(&report.id);
+            }
         }
         if config.section("backup") {
             writeln!(
@@ -1653,13 +1673,31 @@ fn run_sections(
             writeln!(out, "{HEADER}")?;
             writeln!(out, "{}", row(&ref_backup, source))?;
             writeln!(out, "{}", row(&ours_backup, source))?;
+            writeln!(out, "{}", row(&ours_library_backup, source))?;
             writeln!(out, "{}", ratio_row(&ours_backup, &ref_backup))?;
+            writeln!(
+                out,
+                "\nTransfer::Library ({} MiB parts, {} in flight): {:.2}x the workload's aws CLI upload (wall {:.2} s vs {:.2} s), {:.2}x the reference; our peak RSS {:.1} MB (workload transfer: {:.1} MB)",
+                synapse_backup::LIBRARY_PART_MIB,
+                synapse_backup::LIBRARY_PARTS_IN_FLIGHT,
+                ours_backup.wall() / ours_library_backup.wall(),
+                ours_library_backup.wall(),
+                ours_backup.wall(),
+                ref_backup.wall() / ours_library_backup.wall(),
+                ours_library_backup.peak_self(),
+                ours_backup.peak_self(),
+            )?;
             writeln!(
                 out,
                 "\nreference pipeline alone (without aws configure set and du): median {:.2} s\nCPU by command (s, mean per run): reference: {}\nours: {}\n",
                 median(&ref_pipeline),
                 ref_backup.by_command(),
                 ours_backup.by_command()
+            )?;
+            writeln!(
+                out,
+                "ours, Transfer::Library: {}\n",
+                ours_library_backup.by_command()
             )?;
             print!("{out}");
             out.clear();

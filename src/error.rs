@@ -129,6 +129,21 @@ pub enum S3Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A streamed upload ([`ObjectStore::put_object_stream`](crate::ObjectStore::put_object_stream))
+    /// was given up before any request failed: its body could not be read, or needed
+    /// more parts than S3 allows. Its multipart upload was aborted.
+    #[error("the upload to s3://{bucket}/{key} was given up: {reason}")]
+    UploadGivenUp {
+        /// The bucket.
+        bucket: String,
+        /// The full object key.
+        key: String,
+        /// Why, e.g. `reading the body failed`.
+        reason: String,
+        /// The read's error, when reading the body failed.
+        #[source]
+        source: Option<std::io::Error>,
+    },
     /// An object read whole (a lock object, a manifest) is longer than the most this
     /// crate reads of such an object; it was not read past that.
     #[error(

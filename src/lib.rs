@@ -111,7 +111,10 @@ pub use backup::prune_plan::{
     ClockSource, ID_TIME_AHEAD_TOLERANCE, ID_TIME_BEHIND_TOLERANCE, LeftoverRule, PlanContext,
     PlannedBackup, PruneAction, PrunePlan, PruneReason, StaleUpload, plan_prune,
 };
-pub use backup::transfer::{LIBRARY_RANGE_MIB, LIBRARY_RANGES_IN_FLIGHT, Transfer};
+pub use backup::transfer::{
+    LIBRARY_PART_MIB, LIBRARY_PARTS_IN_FLIGHT, LIBRARY_RANGE_MIB, LIBRARY_RANGES_IN_FLIGHT,
+    Transfer,
+};
 pub use backup::{
     BackupReport, DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, ExtractReport,
     ExtractTarget, RestoreOptions, RestoreReport, VerifyReport, create_backup, create_backup_with,
@@ -133,7 +136,7 @@ pub use error::{
 pub use s3::{
     AddressingStyle, AmbientCredentials, CloneStore, Conditional, CredentialSource, CustomerKey,
     MultipartUpload, ObjectHead, ObjectInfo, ObjectStore, S3Client, S3Parameters,
-    S3ParametersBuilder, ServerSideEncryption, VersionedObject,
+    S3ParametersBuilder, ServerSideEncryption, Uploaded, VersionedObject,
 };
 
 /// Test support (feature `testing`): the conformance suites that an implementation of

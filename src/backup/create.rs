@@ -15,10 +15,10 @@ use super::manifest::{
     Manifest, ManifestEntry, ManifestJson, ManifestLayout, ManifestPath,
 };
 use super::plan::{self, BackupId, BackupOptions, LiveChanges, WorkDir};
-use super::progress::{self, ProgressStage};
+
 use super::restore_plan::{MemberSource, RestoreRules};
 use super::run::Run;
-use super::scripts::{Exit, Pipeline, WorkFile};
+use super::scripts::{Exit, WorkFile};
 use super::work::{self, Outputs};
 use crate::container::Container;
 use crate::error::{BackupError, ConfigError, ContainerError, S3Error, Stage};
@@ -93,7 +93,8 @@ pub async fn create_backup_with<C: Container + ?Sized>(
     layout: &Layout,
     options: &BackupOptions,
 ) -> Result<BackupReport, BackupError> {
-    let run = Run::new(container, s3_parameters, layout, passphrase)?;
+    let run =
+        Run::new(container, s3_parameters, layout, passphrase)?.with_transfer(options.transfer);
     create_in(&run, options).await
 }
 
@@ -486,37 +487,6 @@ async fn collect_media<C: Container + ?Sized>(
     Ok(())
 }
 
-/// The error of a failed `backup.sh`: the stage that failed, with its own status (from
-/// the work dir's `failed`: `<stage> <status>`).
-async fn pipeline_error<C: Container + ?Sized>(
-    e: ContainerError,
-    outputs: &Outputs<'_, C>,
-) -> BackupError {
-    match (Exit::of(&e), e) {
-        (Some(Exit::Stage(position)), ContainerError::ExitedNonZero { stderr, .. }) => {
-            match outputs.field(WorkFile::Failed, 1).await {
-                Ok(status) => BackupError::StageFailed {
-                    stage: Pipeline::Backup.stage(position),
-                    exit_code: status,
-                    stderr,
-                },
-                Err(read) => read.into(),
-            }
-        }
-        (
-            Some(Exit::ChecksumReaders),
-            ContainerError::ExitedNonZero {
-                exit_code, stderr, ..
-            },
-        ) => BackupError::StageFailed {
-            stage: Stage::Check,
-            exit_code,
-            stderr,
-        },
-        (_, other) => work::stage_error(Stage::Upload, other),
-    }
-}
-
 /// This process's peak resident set size so far (`VmHWM`), for the debug log.
 fn peak_rss_kib() -> Option<u64> {
     std::fs::read_to_string("/proc/self/status")
@@ -606,7 +576,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         } else {
             None
         };
-        self.upload(&outputs, expected_size).await?;
+        self.upload(expected_size).await?;
         if planned.is_some() {
             self.tar_exactly(&outputs).await?;
         }
@@ -769,6 +739,9 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             );
         }
         options.priority.apply(&mut prepare.env);
+        if self.run.transfer == super::transfer::Transfer::Library {
+            super::upload::without_bucket(&mut prepare);
+        }
         if let Err(e) = container
             .exec(
                 &prepare.argv,
@@ -784,33 +757,17 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     }
 
     /// Runs the backup pipeline (from here on, a failure removes the partial upload).
-    async fn upload(
-        &self,
-        outputs: &Outputs<'_, C>,
-        expected_size: u64,
-    ) -> Result<(), BackupError> {
-        let (run, options, work) = (self.run, self.options, self.work);
-        let (container, layout) = (run.container, run.layout);
-        let mut call =
-            plan::backup_call(layout, run.params, options, work, &self.key, expected_size);
-        options.priority.apply(&mut call.env);
-        tracing::info!(backup_id = %self.id, expected_size, "running the backup pipeline");
+    async fn upload(&self, expected_size: u64) -> Result<(), BackupError> {
+        tracing::info!(backup_id = %self.id, expected_size, transfer = %self.run.transfer, "running the backup pipeline");
         self.uploading.store(true, Ordering::SeqCst);
-        if let Err(e) = progress::exec_with_progress(
-            container,
-            layout,
-            work,
-            &call.argv,
-            work::pipeline_options(layout, &call, work, options.timeout, run.passphrase),
-            options.progress.as_ref(),
-            ProgressStage::Backup,
-            Some(expected_size),
+        super::upload::run_backup_pipeline(
+            self.run,
+            self.options,
+            self.work,
+            &self.key,
+            expected_size,
         )
         .await
-        {
-            return Err(pipeline_error(e, outputs).await);
-        }
-        Ok(())
     }
 
     /// tar's own verdict: 0, or 1/2 for a live tree (warnings, unless a line says

@@ -232,7 +232,7 @@ impl<C: Container> Backups<C> {
         passphrase: &str,
         options: &CreateOptions,
     ) -> Result<BackupReport, BackupError> {
-        let run = self.run(passphrase)?;
+        let run = self.run(passphrase)?.with_transfer(options.transfer);
         create::create_in(&run, options).await
     }
 

@@ -28,6 +28,7 @@ pub(crate) mod restore_plan;
 mod run;
 mod scripts;
 pub(crate) mod transfer;
+mod upload;
 mod work;
 
 pub use create::{BackupReport, create_backup, create_backup_with, remove_abandoned_work_dirs};

@@ -334,6 +334,16 @@ pub struct BackupOptions {
     pub incremental: bool,
     /// When an incremental create makes a full backup anyway.
     pub chain: crate::backup::incremental::ChainPolicy,
+    /// Where the upload runs: the workload's aws CLI ([`Transfer::Workload`](crate::Transfer::Workload),
+    /// the default) or this library, reading the ciphertext from the workload's
+    /// pipeline ([`Transfer::Library`](crate::Transfer::Library): no S3 credential,
+    /// config or SSE-C key enters the workload; see the trade-off there). With
+    /// `Library`, [`upload_concurrency`](Self::upload_concurrency),
+    /// [`part_size_mib`](Self::part_size_mib) and [`max_bandwidth`](Self::max_bandwidth)
+    /// (settings of the aws CLI) do not apply: the library uploads
+    /// [`LIBRARY_PART_MIB`](crate::LIBRARY_PART_MIB) MiB parts,
+    /// [`LIBRARY_PARTS_IN_FLIGHT`](crate::LIBRARY_PARTS_IN_FLIGHT) at once.
+    pub transfer: crate::backup::transfer::Transfer,
 }
 
 /// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
@@ -364,6 +374,7 @@ impl Default for BackupOptions {
             priority: crate::backup::priority::Priority::gentle(),
             incremental: false,
             chain: crate::backup::incremental::ChainPolicy::default(),
+            transfer: crate::backup::transfer::Transfer::Workload,
         }
     }
 }

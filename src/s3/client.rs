@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use super::credentials::CredentialSource;
 use super::parameters::{AddressingStyle, S3Parameters};
 use super::sse::{AES256, ServerSideEncryption};
+use super::upload;
 use crate::error::S3Error;
 
 /// The region used when the relation gives only an endpoint.
@@ -559,6 +560,19 @@ impl S3Client {
         content_type: &str,
         metadata: &HashMap<String, String>,
     ) -> Result<(), S3Error> {
+        self.put_object_etag(key, body, content_type, metadata)
+            .await
+            .map(drop)
+    }
+
+    /// As [`put_object`](Self::put_object), giving the new object's ETag.
+    async fn put_object_etag(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Option<String>, S3Error> {
         let mut request = self
             .client
             .put_object()
@@ -572,11 +586,12 @@ impl S3Client {
         if let Some(class) = &self.storage_class {
             request = request.storage_class(StorageClass::from(class.as_str()));
         }
-        self.write_encryption(request)
+        let out = self
+            .write_encryption(request)
             .send()
             .await
             .map_err(|e| self.error("PutObject", key, e))?;
-        Ok(())
+        Ok(out.e_tag().map(str::to_string))
     }
 
     /// Deletes the object at the full `key`. Deleting a missing key succeeds (S3
@@ -1111,6 +1126,194 @@ impl S3Client {
             return Ok(Conditional::Missing);
         }
         Err(self.error(operation, key, err))
+    }
+}
+
+/// Streamed uploads: S3's multipart upload, driven by `upload::upload`.
+impl S3Client {
+    /// Uploads `body`, read to its end, to the full `key` as
+    /// [`ObjectStore::put_object_stream`](crate::ObjectStore::put_object_stream)
+    /// says: in parts of `part_size` bytes (at least 5 MiB, S3's
+    /// smallest), `in_flight` at once, with `content_type`, user `metadata`, the
+    /// configured storage class and SSE-S3 / SSE-KMS on the upload's creation and the
+    /// SSE-C key on every request of it. A body shorter than one part is one
+    /// `PutObject`.
+    ///
+    /// # Errors
+    /// The first request that fails ([`S3Error::NotFound`] when the bucket does not
+    /// exist, [`S3Error::Request`] otherwise), [`S3Error::UploadGivenUp`] when
+    /// reading `body` fails; the multipart upload is then aborted.
+    pub async fn put_object_stream(
+        &self,
+        key: &str,
+        body: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+        part_size: usize,
+        in_flight: usize,
+    ) -> Result<upload::Uploaded, S3Error> {
+        let target = std::sync::Arc::new(S3Upload {
+            client: self.clone(),
+            key: key.to_string(),
+            content_type: content_type.to_string(),
+            metadata: metadata.clone(),
+        });
+        upload::upload(
+            target,
+            body,
+            part_size.max(upload::MIN_PART_SIZE),
+            in_flight,
+        )
+        .await
+    }
+}
+
+/// One streamed upload's requests.
+struct S3Upload {
+    client: S3Client,
+    key: String,
+    content_type: String,
+    metadata: HashMap<String, String>,
+}
+
+impl S3Upload {
+    /// The SSE-C key's three headers, when there is one.
+    fn customer_key(&self) -> Option<(String, String)> {
+        self.client
+            .customer_key()
+            .map(|k| (k.base64(), k.md5_base64()))
+    }
+}
+
+#[async_trait::async_trait]
+impl upload::PartTarget for S3Upload {
+    fn bucket(&self) -> &str {
+        &self.client.bucket
+    }
+
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    async fn put_whole(&self, body: Vec<u8>) -> Result<Option<String>, S3Error> {
+        self.client
+            .put_object_etag(&self.key, body, &self.content_type, &self.metadata)
+            .await
+    }
+
+    async fn create(&self) -> Result<String, S3Error> {
+        let c = &self.client;
+        let mut request = c
+            .client
+            .create_multipart_upload()
+            .bucket(&c.bucket)
+            .key(&self.key)
+            .content_type(&self.content_type);
+        if !self.metadata.is_empty() {
+            request = request.set_metadata(Some(self.metadata.clone()));
+        }
+        if let Some(class) = &c.storage_class {
+            request = request.storage_class(StorageClass::from(class.as_str()));
+        }
+        request = match &c.sse {
+            None => request,
+            Some(ServerSideEncryption::CustomerKey(key)) => request
+                .sse_customer_algorithm(AES256)
+                .sse_customer_key(key.base64())
+                .sse_customer_key_md5(key.md5_base64()),
+            Some(sse @ ServerSideEncryption::Kms { key_id, .. }) => request
+                .server_side_encryption(SdkSse::from(sse.algorithm().unwrap_or("aws:kms")))
+                .set_ssekms_key_id(key_id.clone()),
+            Some(sse) => {
+                request.server_side_encryption(SdkSse::from(sse.algorithm().unwrap_or(AES256)))
+            }
+        };
+        let out = request
+            .send()
+            .await
+            .map_err(|e| c.error("CreateMultipartUpload", &self.key, e))?;
+        out.upload_id()
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| S3Error::Request {
+                operation: "CreateMultipartUpload",
+                bucket: c.bucket.clone(),
+                key: self.key.clone(),
+                status: None,
+                code: None,
+                transport: None,
+                message: "the server returned no upload id".into(),
+                source: None,
+            })
+    }
+
+    async fn upload_part(
+        &self,
+        upload_id: &str,
+        number: i32,
+        body: Vec<u8>,
+    ) -> Result<String, S3Error> {
+        let c = &self.client;
+        let mut request = c
+            .client
+            .upload_part()
+            .bucket(&c.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from(body));
+        if let Some((key, md5)) = self.customer_key() {
+            request = request
+                .sse_customer_algorithm(AES256)
+                .sse_customer_key(key)
+                .sse_customer_key_md5(md5);
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| c.error("UploadPart", &self.key, e))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    async fn complete(
+        &self,
+        upload_id: &str,
+        parts: Vec<(i32, String)>,
+    ) -> Result<Option<String>, S3Error> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let c = &self.client;
+        let parts = parts
+            .into_iter()
+            .map(|(n, etag)| CompletedPart::builder().part_number(n).e_tag(etag).build())
+            .collect();
+        let mut request = c
+            .client
+            .complete_multipart_upload()
+            .bucket(&c.bucket)
+            .key(&self.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        if let Some((key, md5)) = self.customer_key() {
+            request = request
+                .sse_customer_algorithm(AES256)
+                .sse_customer_key(key)
+                .sse_customer_key_md5(md5);
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| c.error("CompleteMultipartUpload", &self.key, e))?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
+    async fn abort(&self, upload_id: &str) -> Result<(), S3Error> {
+        self.client
+            .abort_multipart_upload(&self.key, upload_id)
+            .await
     }
 }
 

@@ -30,6 +30,7 @@ pub async fn run(store: &(impl ObjectStore + ?Sized)) {
     conditional_writes(store).await;
     conditional_deletes(store).await;
     multipart_uploads(store).await;
+    streamed_uploads(store).await;
 }
 
 /// `object_key` puts names under the prefix with one slash; the listing holds exactly
@@ -335,4 +336,101 @@ async fn put(store: &(impl ObjectStore + ?Sized), key: &str, body: &[u8]) {
         )
         .await
         .unwrap_or_else(|e| panic!("put {key}: {e}"));
+}
+
+/// A streamed upload ([`ObjectStore::put_object_stream`]) writes exactly the body, with
+/// its metadata, whether it fits in one part or takes several (5 MiB parts, S3's
+/// smallest, two in flight); a body whose read fails leaves no object and no
+/// multipart upload.
+pub async fn streamed_uploads(store: &(impl ObjectStore + ?Sized)) {
+    const PART: usize = 5 << 20;
+    let metadata = HashMap::from([("created-by".to_string(), "conformance".to_string())]);
+    for (name, length) in [
+        ("conformance-streamed-small", 1000),
+        ("conformance-streamed-exact", PART),
+        ("conformance-streamed-parts", 2 * PART + 12_345),
+    ] {
+        let key = store.object_key(name);
+        let body: Vec<u8> = (0..length).map(|i| (i % 251) as u8).collect();
+        let mut reader = &body[..];
+        let uploaded = store
+            .put_object_stream(
+                &key,
+                &mut reader,
+                "application/octet-stream",
+                &metadata,
+                PART,
+                2,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("streamed upload of {length} bytes: {e}"));
+        assert_eq!(uploaded.size, length as u64, "{name}: the size uploaded");
+        let expected_parts = if length < PART {
+            0
+        } else {
+            length.div_ceil(PART)
+        };
+        assert_eq!(uploaded.parts, expected_parts, "{name}: the parts");
+        let head = store.head_object(&key).await.expect("head");
+        assert_eq!(head.size, length as u64, "{name}: the stored size");
+        assert_eq!(
+            head.metadata.get("created-by").map(String::as_str),
+            Some("conformance"),
+            "{name}: the metadata"
+        );
+        let got = store.get_object(&key, 1 << 30).await.expect("read back");
+        assert!(got == body, "{name}: the bytes read back differ");
+        store.delete_object(&key).await.expect("delete");
+    }
+    let key = store.object_key("conformance-streamed-failed");
+    let mut failing = FailingBody {
+        left: 2 * PART + 10,
+    };
+    let result = store
+        .put_object_stream(
+            &key,
+            &mut failing,
+            "application/octet-stream",
+            &HashMap::new(),
+            PART,
+            2,
+        )
+        .await;
+    assert!(
+        matches!(result, Err(S3Error::UploadGivenUp { .. })),
+        "a body whose read fails: {result:?}"
+    );
+    assert!(
+        matches!(store.head_object(&key).await, Err(S3Error::NotFound { .. })),
+        "a failed streamed upload leaves no object"
+    );
+    match store.list_multipart_uploads(&key).await {
+        Ok(uploads) => assert!(
+            uploads.is_empty(),
+            "a failed streamed upload leaves no multipart upload: {uploads:?}"
+        ),
+        Err(S3Error::NotImplemented { .. }) => {}
+        Err(e) => panic!("listing multipart uploads: {e}"),
+    }
+}
+
+/// A body that gives `left` bytes, then fails.
+struct FailingBody {
+    left: usize,
+}
+
+impl tokio::io::AsyncRead for FailingBody {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::other("the pipeline failed")));
+        }
+        let n = self.left.min(buf.remaining());
+        buf.put_slice(&vec![7; n]);
+        self.left -= n;
+        std::task::Poll::Ready(Ok(()))
+    }
 }

@@ -10,7 +10,9 @@ use md5::{Digest, Md5};
 
 use super::client::{Conditional, MultipartUpload, ObjectHead, ObjectInfo, VersionedObject};
 use super::store::ObjectStore;
+use super::upload::{self, Uploaded};
 use crate::error::S3Error;
+use tokio::io::AsyncRead;
 
 /// An in-memory bucket behind the [`ObjectStore`] trait, with the S3 behaviour the
 /// catalog and the lock rely on:
@@ -38,6 +40,8 @@ pub struct MemoryStore {
 struct State {
     objects: BTreeMap<String, Stored>,
     uploads: Vec<MultipartUpload>,
+    /// The parts of the uploads started by `put_object_stream`, by upload id.
+    parts: HashMap<String, BTreeMap<i32, Vec<u8>>>,
     now: DateTime<Utc>,
     conditional_writes: bool,
     next_upload: u64,
@@ -62,6 +66,7 @@ impl MemoryStore {
             state: Arc::new(Mutex::new(State {
                 objects: BTreeMap::new(),
                 uploads: Vec::new(),
+                parts: HashMap::new(),
                 now: Utc::now().trunc_subsecs(0),
                 conditional_writes: true,
                 next_upload: 1,
@@ -257,6 +262,24 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
+    async fn put_object_stream(
+        &self,
+        key: &str,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+        part_size: usize,
+        in_flight: usize,
+    ) -> Result<Uploaded, S3Error> {
+        let _ = content_type;
+        let target = Arc::new(MemoryUpload {
+            store: self.clone(),
+            key: key.to_string(),
+            metadata: metadata.clone(),
+        });
+        upload::upload(target, body, part_size, in_flight).await
+    }
+
     async fn put_object_if_none_match(
         &self,
         key: &str,
@@ -319,10 +342,105 @@ impl ObjectStore for MemoryStore {
         state
             .uploads
             .retain(|u| !(u.key == key && u.upload_id == upload_id));
+        state.parts.remove(upload_id);
         if state.uploads.len() == before {
             return Err(self.not_found(key));
         }
         Ok(())
+    }
+}
+
+/// The requests of one streamed upload of `key` to `store` (for the upload's own
+/// tests).
+#[cfg(test)]
+pub(crate) fn upload_target(store: &MemoryStore, key: &str) -> impl upload::PartTarget {
+    MemoryUpload {
+        store: store.clone(),
+        key: key.to_string(),
+        metadata: HashMap::new(),
+    }
+}
+
+/// One streamed upload's requests, on the in-memory bucket: parts are kept by upload
+/// id until completed (concatenated in order) or aborted.
+struct MemoryUpload {
+    store: MemoryStore,
+    key: String,
+    metadata: HashMap<String, String>,
+}
+
+#[async_trait]
+impl upload::PartTarget for MemoryUpload {
+    fn bucket(&self) -> &str {
+        &self.store.bucket
+    }
+
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    async fn put_whole(&self, body: Vec<u8>) -> Result<Option<String>, S3Error> {
+        Ok(Some(self.store.state().write(
+            &self.key,
+            body,
+            &self.metadata,
+        )))
+    }
+
+    async fn create(&self) -> Result<String, S3Error> {
+        let id = self.store.start_multipart_upload(&self.key);
+        self.store.state().parts.insert(id.clone(), BTreeMap::new());
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        upload_id: &str,
+        number: i32,
+        body: Vec<u8>,
+    ) -> Result<String, S3Error> {
+        let mut state = self.store.state();
+        let Some(parts) = state.parts.get_mut(upload_id) else {
+            return Err(self.store.not_found(&self.key));
+        };
+        let etag = format!("\"part-{number}-{}\"", body.len());
+        parts.insert(number, body);
+        Ok(etag)
+    }
+
+    async fn complete(
+        &self,
+        upload_id: &str,
+        parts: Vec<(i32, String)>,
+    ) -> Result<Option<String>, S3Error> {
+        let mut state = self.store.state();
+        let Some(stored) = state.parts.remove(upload_id) else {
+            return Err(self.store.not_found(&self.key));
+        };
+        state.uploads.retain(|u| u.upload_id != upload_id);
+        let numbers: Vec<i32> = parts.iter().map(|(n, _)| *n).collect();
+        let have: Vec<i32> = stored.keys().copied().collect();
+        if numbers != have {
+            return Err(S3Error::Request {
+                operation: "CompleteMultipartUpload",
+                bucket: self.store.bucket.clone(),
+                key: self.key.clone(),
+                status: Some(400),
+                code: Some("InvalidPart".into()),
+                transport: None,
+                message: format!("parts {numbers:?} named, {have:?} uploaded").into(),
+                source: None,
+            });
+        }
+        let body: Vec<u8> = stored.into_values().flatten().collect();
+        let etag = state.write(&self.key, body, &self.metadata);
+        Ok(Some(etag))
+    }
+
+    async fn abort(&self, upload_id: &str) -> Result<(), S3Error> {
+        self.store
+            .abort_multipart_upload(&self.key, upload_id)
+            .await
     }
 }
 

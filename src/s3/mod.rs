@@ -14,6 +14,7 @@ pub mod memory;
 pub mod parameters;
 pub mod sse;
 pub mod store;
+pub mod upload;
 
 pub use client::{Conditional, MultipartUpload, ObjectHead, ObjectInfo, S3Client, VersionedObject};
 pub use credentials::{AmbientCredentials, CredentialSource};
@@ -22,6 +23,7 @@ pub use memory::MemoryStore;
 pub use parameters::{AddressingStyle, S3Parameters, S3ParametersBuilder};
 pub use sse::{CustomerKey, ServerSideEncryption};
 pub use store::{CloneStore, ObjectStore};
+pub use upload::Uploaded;
 
 /// The key prefix for a relation `path`: leading and trailing slashes stripped and
 /// repeated slashes collapsed (`"/a//b/"` → `"a/b"`); empty for the bucket root.

@@ -12,8 +12,10 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::io::AsyncRead;
 
 use super::client::{Conditional, MultipartUpload, ObjectHead, ObjectInfo, VersionedObject};
+use super::upload::Uploaded;
 use crate::error::S3Error;
 use crate::s3::S3Client;
 
@@ -155,6 +157,37 @@ pub trait ObjectStore: CloneStore + Debug + Send + Sync {
         metadata: &HashMap<String, String>,
     ) -> Result<(), S3Error>;
 
+    /// Writes `body`, read to its end, to `key` with `content_type` and user
+    /// `metadata`, as [`put_object`](Self::put_object) does (the same encryption and
+    /// storage class), without holding it whole: read in parts of `part_size` bytes,
+    /// `in_flight` of them uploaded at once (S3's multipart upload), so the memory held
+    /// is at most `in_flight + 1` parts. A body shorter than one part is one
+    /// `PutObject`. On any failure, and when the future is dropped, the multipart
+    /// upload is aborted (on drop in the background, on the current runtime): no object
+    /// and no upload is left.
+    ///
+    /// The default returns [`S3Error::NotImplemented`], so stores written before this
+    /// method existed keep compiling (only the library-side upload needs it).
+    ///
+    /// # Errors
+    /// As [`put_object`](Self::put_object); [`S3Error::UploadGivenUp`] when reading
+    /// `body` fails or it needs more than S3's 10,000 parts; [`S3Error::NotImplemented`]
+    /// from the default.
+    async fn put_object_stream(
+        &self,
+        key: &str,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+        part_size: usize,
+        in_flight: usize,
+    ) -> Result<Uploaded, S3Error> {
+        let _ = (key, body, content_type, metadata, part_size, in_flight);
+        Err(S3Error::NotImplemented {
+            operation: "CreateMultipartUpload",
+        })
+    }
+
     /// Writes `body` to `key` only if no object exists there (`If-None-Match: *`),
     /// atomically.
     ///
@@ -269,6 +302,27 @@ impl ObjectStore for S3Client {
         S3Client::put_object(self, key, body, content_type, metadata).await
     }
 
+    async fn put_object_stream(
+        &self,
+        key: &str,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+        part_size: usize,
+        in_flight: usize,
+    ) -> Result<Uploaded, S3Error> {
+        S3Client::put_object_stream(
+            self,
+            key,
+            body,
+            content_type,
+            metadata,
+            part_size,
+            in_flight,
+        )
+        .await
+    }
+
     async fn put_object_if_none_match(
         &self,
         key: &str,
@@ -361,6 +415,20 @@ impl<T: ObjectStore + ?Sized + 'static> ObjectStore for Arc<T> {
         metadata: &HashMap<String, String>,
     ) -> Result<(), S3Error> {
         (**self).put_object(key, body, content_type, metadata).await
+    }
+
+    async fn put_object_stream(
+        &self,
+        key: &str,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+        part_size: usize,
+        in_flight: usize,
+    ) -> Result<Uploaded, S3Error> {
+        (**self)
+            .put_object_stream(key, body, content_type, metadata, part_size, in_flight)
+            .await
     }
 
     async fn put_object_if_none_match(

@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # backup.sh (appended to common.sh): the backup pipeline
 #   tar | gpg --symmetric | checksum | aws s3 cp - URL
-# where the checksum stage writes the encrypted stream's SHA-256 and length.
+# where the checksum stage writes the encrypted stream's SHA-256 and length; with
+# SB_OUTPUT=stdout (the library uploads) the pipeline is `tar | gpg | checksum` and the
+# ciphertext goes to our standard output, nothing else does, and no aws stage runs
+# (then SB_AWS, SB_URL, SB_EXPECTED_SIZE and the AWS_* variables are not needed).
 #
 # Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk).
 # Environment: SB_WORK (work dir: `inner/`, `files`, `snapfiles`, `snap/`, and for an
@@ -9,16 +12,22 @@
 # NUL-separated media files its pack archives, without recursion), SB_ROOT,
 # SB_TAR, SB_GPG, SB_AWS, SB_PYTHON, SB_HASH_PY, SB_URL, SB_EXPECTED_SIZE, and the aws
 # CLI's AWS_* variables.
-# Positional parameters: gpg's extra arguments, `--`, the aws CLI's extra arguments.
+# Positional parameters: gpg's extra arguments, `--`, the aws CLI's extra arguments
+# (none with SB_OUTPUT=stdout).
 # Output in the work dir: `index` (tar's -vv listing of the archive), `tar.status` and
 # `tar.err` (tar's exit status and stderr: 1 or 2 are left to the caller to judge).
-# Exit codes: 0; 10 + stage (10 tar, 11 gpg, 12 checksum, 13 upload) for the stage that
+# Exit codes: 0; 10 + stage (10 tar, 11 gpg, 12 checksum, 13 upload; no upload stage
+# with SB_OUTPUT=stdout) for the stage that
 # failed for a reason of its own, with `<stage> <status>` in $SB_WORK/failed and its
 # stderr on ours; 14 when the checksum readers failed.
 set -euo pipefail
 umask 077
 # The passphrase stays in the pipe it came in on: gpg reads it from fd 3.
 exec 3<&0 </dev/null
+if [ "${SB_OUTPUT:-}" = stdout ]; then
+  # The ciphertext alone goes to the standard output, kept on fd 5.
+  exec 5>&1 >/dev/null
+fi
 w=$SB_WORK
 gpg_extra=()
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do gpg_extra+=("$1"); shift; done
@@ -37,20 +46,29 @@ tar_args=(--create --sort=name --hard-dereference -vv --numeric-owner --quoting-
 # An incremental pack's media: exactly the files its plan names, no directories.
 if [ -e "$w/newmedia" ]; then tar_args+=(--no-recursion --files-from "$w/newmedia" --recursion); fi
 if [ -s "$w/snapfiles" ]; then tar_args+=(--directory "$w/snap" --files-from "$w/snapfiles"); fi
+archive() { LC_ALL=C "$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" 3<&-; }
+encrypt() {
+  "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
+    --passphrase-fd 3 --symmetric --cipher-algo AES256 "${gpg_extra[@]}" \
+    --output - 2>"$w/gpg.err"
+}
 # Stage names and stderr files, in pipeline order (read by common.sh's pipeline_finish).
 # shellcheck disable=SC2034
 names=(tar gpg tee upload)
 # shellcheck disable=SC2034
 errs=("$w/tar.err" "$w/gpg.err" "$w/tee.err" "$w/aws.err")
 set +e
-LC_ALL=C "$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" 3<&- |
-  "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
-    --passphrase-fd 3 --symmetric --cipher-algo AES256 "${gpg_extra[@]}" \
-    --output - 2>"$w/gpg.err" |
-  checksum 2>"$w/tee.err" 3<&- |
-  "$SB_AWS" s3 cp --only-show-errors --no-progress --expected-size "$SB_EXPECTED_SIZE" "$@" - "$SB_URL" \
-    >"$w/aws.out" 2>"$w/aws.err" 3<&-
-st=("${PIPESTATUS[@]}")
+if [ "${SB_OUTPUT:-}" = stdout ]; then
+  archive | encrypt | checksum 2>"$w/tee.err" 3<&- >&5 5>&-
+  st=("${PIPESTATUS[@]}")
+else
+  archive | encrypt |
+    checksum 2>"$w/tee.err" 3<&- |
+    "$SB_AWS" s3 cp --only-show-errors --no-progress --expected-size "$SB_EXPECTED_SIZE" "$@" - "$SB_URL" \
+      >"$w/aws.out" 2>"$w/aws.err" 3<&-
+  st=("${PIPESTATUS[@]}")
+fi
+exec 5>&-
 set -e
 # GNU tar exits 1 when files changed, appeared or vanished while it read them, and 2
 # for a member it could not read at all; either way the archive is whole. The caller

@@ -118,10 +118,11 @@ pub(crate) struct GlobalArgs {
         default_value = "gentle"
     )]
     pub(crate) priority: synapse_backup::Priority,
-    /// Who downloads for verify, restore and extract: `workload` (its aws CLI, the
-    /// default) or `library` (this command, streaming the ciphertext into the
-    /// workload's gpg | tar: no S3 credential or SSE-C key enters the workload, which
-    /// needs no aws CLI; --limit-download does not apply).
+    /// Who uploads for create and downloads for verify, restore and extract:
+    /// `workload` (its aws CLI, the default) or `library` (this command, reading the
+    /// ciphertext from the workload's tar | gpg, or streaming it into its gpg | tar:
+    /// no S3 credential or SSE-C key enters the workload, which needs no aws CLI;
+    /// --limit-upload and --limit-download do not apply).
     #[arg(
         long,
         value_name = "WHO",

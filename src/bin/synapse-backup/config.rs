@@ -423,7 +423,7 @@ const TOOLS: [(&str, &str); 4] = [
 ];
 
 /// Finds bash, tar, gpg and the aws CLI (on `PATH` for a bare name), and puts their
-/// absolute paths in the layout. Without `aws` (the library downloads: `--transfer
+/// absolute paths in the layout. Without `aws` (the library transfers: `--transfer
 /// library`), the aws CLI is left as given: nothing runs it.
 ///
 /// # Errors

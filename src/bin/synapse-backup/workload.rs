@@ -11,13 +11,13 @@ use crate::config;
 use crate::failure::Failure;
 
 /// The layout with its tools resolved, for the commands that run pipelines over a
-/// Synapse tree (create, restore): its config and data dirs must exist. `uploads`: the
-/// command uploads (create), so it needs the aws CLI whatever `--transfer` says.
-pub(crate) async fn pipeline_layout(global: &GlobalArgs, uploads: bool) -> Result<Layout, Failure> {
+/// Synapse tree (create, restore): its config and data dirs must exist. The aws CLI is
+/// needed only with `--transfer workload`.
+pub(crate) async fn pipeline_layout(global: &GlobalArgs) -> Result<Layout, Failure> {
     let Some(socket) = &global.pebble else {
         let mut layout = config::layout(&global.layout).map_err(Failure::usage)?;
         check_tree(&layout)?;
-        let aws = uploads || global.transfer == Transfer::Workload;
+        let aws = global.transfer == Transfer::Workload;
         config::resolve_tools(&mut layout, aws).map_err(Failure::usage)?;
         return Ok(layout);
     };

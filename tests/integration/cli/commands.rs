@@ -791,8 +791,9 @@ fn priority_sets_the_pipelines_nice_and_io_class() {
     assert!(err.contains("--priority") && err.contains("fast"), "{err}");
 }
 
-/// `--transfer library` verifies and restores with no aws CLI in the workload (the
-/// library downloads), and a bad value is a usage error naming the flag.
+/// `--transfer library` verifies, restores and creates with no aws CLI in the workload
+/// (the library downloads and uploads), and a bad value is a usage error naming the
+/// flag.
 #[test]
 fn transfer_library_needs_no_aws_cli_in_the_workload() {
     let f = Fixture::with_spec(&TreeSpec {
@@ -817,6 +818,15 @@ fn transfer_library_needs_no_aws_cli_in_the_workload() {
         !out.status.success(),
         "the workload's transfer needs its aws CLI"
     );
+
+    // A create with the library's upload needs no aws CLI either; the workload's
+    // transfer verifies what it made.
+    let mut cmd = f.cmd();
+    cmd.args(no_aws);
+    let out = expect(0, &mut cmd, &["create", "--transfer", "library"]);
+    let second = stdout(&out).trim().to_string();
+    assert_ne!(second, id);
+    expect(0, &mut f.cmd(), &["verify", &second]);
 
     let out = expect(2, &mut f.cmd(), &["verify", &id, "--transfer", "aws"]);
     let err = stderr(&out);

@@ -1,7 +1,9 @@
 //! `Transfer::Library`: the library downloads (ranged GETs) and streams the ciphertext
 //! into the workload's `gpg --decrypt | tar` through `Container::exec_streaming`. The
 //! same checks as with the workload's aws CLI, which these tests take away (the
-//! layout's `aws` names no program), and nothing of the bucket's in the workload.
+//! layout's `aws` names no program), and nothing of the bucket's in the workload. And
+//! the same for a create: the workload's `tar | gpg | checksum` writes the ciphertext
+//! to its standard output and the library uploads it (a multipart upload).
 
 use crate::support::{env, synapse_tree};
 
@@ -9,11 +11,13 @@ use std::fs;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use env::{Env, PASSPHRASE};
+use env::{Env, PASSPHRASE, sh};
+use std::os::unix::fs::PermissionsExt;
+
 use synapse_backup::{
     BackupError, BackupOptions, Container, ContainerError, ExecOptions, ExecOutput, ExecProcess,
     ExtractTarget, FileInfo, Layout, ListOptions, LocalContainer, MakeDirOptions, PushOptions,
-    RestoreOptions, Transfer, create_backup_with, extract_backup_with, restore_backup_with,
+    RestoreOptions, Stage, Transfer, create_backup_with, extract_backup_with, restore_backup_with,
     verify_backup_with,
 };
 use synapse_tree::{TreeSpec, change_db, dump_db, files_under, walk};
@@ -381,5 +385,283 @@ async fn an_incremental_backup_is_restored_by_the_library() {
             .await
             .unwrap();
     assert!(restored.packs >= 2, "a chain of two packs: {restored:?}");
+    assert_eq!(env.tree.backed_up_files(), before);
+}
+
+fn library_create() -> BackupOptions {
+    BackupOptions::default().transfer(Transfer::Library)
+}
+
+/// The multipart uploads' leftovers in the s3s-fs server's root (its upload records and
+/// parts, `.upload-*` and `.upload_id-*`).
+fn uploads_left(env: &Env) -> Vec<String> {
+    fs::read_dir(&env.server.root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".upload"))
+        .collect()
+}
+
+/// Nothing of the bucket's went into the workload (`seen`): no secret key, no SSE-C
+/// key, no aws config, no `AWS_*` variable or object address.
+fn nothing_of_the_buckets(env: &Env, seen: &Seen) {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(CUSTOMER_KEY)
+        .unwrap();
+    assert!(
+        !seen.holds(CUSTOMER_KEY.as_bytes()),
+        "the SSE-C key (base64) went in"
+    );
+    assert!(!seen.holds(&raw), "the SSE-C key (raw) went in");
+    assert!(
+        !seen.holds(env.server.secret_key.as_bytes()),
+        "the secret key went in"
+    );
+    assert!(!seen.holds(b"aws_access_key_id") && !seen.holds(b"[default]"));
+    let names = seen.env_names();
+    assert!(
+        !names.iter().any(|n| n.starts_with("AWS_") || n == "SB_URL"),
+        "{names:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_create_restores_byte_for_byte_with_either_transfer() {
+    // Over 2 × 8 MiB: a multipart upload of three parts, two in flight together.
+    let spec = TreeSpec {
+        media_bytes: 20 << 20,
+        ..TreeSpec::default()
+    };
+    let env = Env::new(&spec).await;
+    let seen = Seen::default();
+    let c = Recorded {
+        inner: LocalContainer::new(),
+        seen: seen.clone(),
+    };
+    let before = env.tree.backed_up_files();
+    let layout = without_aws(&env.layout);
+    let report = create_backup_with(&c, &env.params, PASSPHRASE, &layout, &library_create())
+        .await
+        .unwrap();
+    assert!(
+        report.manifest.ciphertext_bytes > 16 << 20,
+        "{}",
+        report.manifest.ciphertext_bytes
+    );
+    let object = env
+        .bucket_dir()
+        .join(format!("synapse/backups/{}", report.id));
+    assert_eq!(
+        fs::metadata(&object).unwrap().len(),
+        report.manifest.ciphertext_bytes
+    );
+    assert!(seen.env_names().iter().any(|n| n == "SB_OUTPUT"));
+    nothing_of_the_buckets(&env, &seen);
+    assert!(uploads_left(&env).is_empty(), "{:?}", uploads_left(&env));
+
+    // Restored by the workload's aws CLI, which checks the SHA-256 the workload
+    // computed against what the library uploaded.
+    let damage = || {
+        for file in walk(&env.tree.media.join("local_content")) {
+            fs::write(file, b"damaged").unwrap();
+        }
+    };
+    damage();
+    let local = LocalContainer::new();
+    let options = RestoreOptions::default();
+    restore_backup_with(
+        &local,
+        &env.params,
+        PASSPHRASE,
+        &report.id,
+        &env.layout,
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(env.tree.backed_up_files(), before);
+
+    // And the other way: made by the workload's aws CLI, restored by the library.
+    let second = env.create(&local).await.unwrap();
+    damage();
+    restore_backup_with(&c, &env.params, PASSPHRASE, &second.id, &layout, &library())
+        .await
+        .unwrap();
+    assert_eq!(env.tree.backed_up_files(), before);
+    assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_library_create_names_the_stage_and_leaves_no_object_or_upload() {
+    // tar fails at the end of 20 MiB (the unreadable file sorts last): parts were
+    // uploaded by then.
+    let env = Env::new(&TreeSpec {
+        media_files: 20,
+        media_bytes: 20 << 20,
+        ..TreeSpec::default()
+    })
+    .await;
+    // Run the pipeline as `nobody`, who can read everything but one file.
+    fs::remove_file(env.tree.data.join("homeserver.db")).unwrap();
+    sh(
+        "chmod -R a+rX \"$1\" && chmod 0755 \"$2\" && chown nobody:nogroup \"$1/data\"",
+        &env,
+        &[
+            &env.tree.root.to_string_lossy(),
+            &env.dir.path().to_string_lossy(),
+        ],
+    );
+    let secret = env.tree.media.join("local_content/zz-unreadable");
+    fs::write(&secret, "no").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    let layout = without_aws(&env.layout)
+        .user(Some("nobody".into()))
+        .group(Some("nogroup".into()));
+    let e = create_backup_with(
+        &LocalContainer::new(),
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &library_create(),
+    )
+    .await
+    .unwrap_err();
+    match &e {
+        BackupError::StageFailed {
+            stage: Stage::Tar,
+            stderr,
+            ..
+        } => assert!(stderr.contains("Permission denied"), "{stderr}"),
+        other => panic!("expected a tar failure, got {other}"),
+    }
+    assert!(
+        env.objects_in_bucket().is_empty(),
+        "{:?}",
+        env.objects_in_bucket()
+    );
+    assert!(uploads_left(&env).is_empty(), "{:?}", uploads_left(&env));
+    assert!(env.work_dirs_left().is_empty());
+
+    // gpg failing after 12 MiB of ciphertext (a wrapper that cuts it and exits 3):
+    // the library had a multipart upload under way, which is aborted.
+    fs::remove_file(&secret).unwrap();
+    let wrapper = env.dir.path().join("gpg-cut");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/bash\n{:?} \"$@\" | head -c 12582912\nexit 3\n",
+            env.layout.gpg
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let seen = Seen::default();
+    let c = Recorded {
+        inner: LocalContainer::new(),
+        seen: seen.clone(),
+    };
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout.clone().gpg(wrapper.to_string_lossy().into_owned()),
+        &library_create(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            BackupError::StageFailed {
+                stage: Stage::Gpg,
+                exit_code: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(env.objects_in_bucket().is_empty());
+    assert!(uploads_left(&env).is_empty(), "{:?}", uploads_left(&env));
+    assert!(env.work_dirs_left().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_c_with_a_library_create_puts_the_key_on_every_part_and_none_in_the_workload() {
+    let spec = TreeSpec {
+        media_bytes: 12 << 20,
+        ..TreeSpec::default()
+    };
+    let mut env = Env::new(&spec).await;
+    env.params = env.params_with(&[
+        (
+            "attributes",
+            &format!("X-Amz-Server-Side-Encryption-Customer-Key={CUSTOMER_KEY}"),
+        ),
+        ("storage-class", "STANDARD"),
+    ]);
+    let before = env.tree.backed_up_files();
+    let seen = Seen::default();
+    let c = Recorded {
+        inner: LocalContainer::new(),
+        seen: seen.clone(),
+    };
+    env.server.sse().clear_seen();
+    let layout = without_aws(&env.layout);
+    let report = create_backup_with(&c, &env.params, PASSPHRASE, &layout, &library_create())
+        .await
+        .unwrap();
+    let seen_requests = env.server.sse().seen();
+    let writes: Vec<_> = seen_requests
+        .iter()
+        .filter(|r| {
+            [
+                "CreateMultipartUpload",
+                "UploadPart",
+                "CompleteMultipartUpload",
+            ]
+            .contains(&r.operation)
+                && r.object.ends_with(report.id.as_str())
+        })
+        .collect();
+    assert!(
+        writes
+            .iter()
+            .filter(|r| r.operation == "UploadPart")
+            .count()
+            >= 2,
+        "{writes:?}"
+    );
+    for r in &writes {
+        assert!(
+            r.headers.contains(&(
+                "x-amz-server-side-encryption-customer-key".into(),
+                CUSTOMER_KEY.into()
+            )),
+            "{} without the key: {r:?}",
+            r.operation
+        );
+    }
+    nothing_of_the_buckets(&env, &seen);
+
+    // The workload's aws CLI reads it back with the key, byte for byte.
+    for file in walk(&env.tree.media.join("local_content")) {
+        fs::write(file, b"damaged").unwrap();
+    }
+    let options = RestoreOptions::default();
+    restore_backup_with(
+        &LocalContainer::new(),
+        &env.params,
+        PASSPHRASE,
+        &report.id,
+        &env.layout,
+        &options,
+    )
+    .await
+    .unwrap();
     assert_eq!(env.tree.backed_up_files(), before);
 }

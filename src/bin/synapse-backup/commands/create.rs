@@ -39,7 +39,7 @@ pub(crate) struct CreateFlags {
 pub(crate) async fn create(global: &GlobalArgs, flags: &CreateFlags) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
-    let layout = pipeline_layout(global, true).await?;
+    let layout = pipeline_layout(global).await?;
     target.check_bucket().await?;
     let container = container(global, &layout);
     let token = CancelToken::new();
@@ -56,6 +56,7 @@ pub(crate) async fn create(global: &GlobalArgs, flags: &CreateFlags) -> Result<(
         .priority(global.priority)
         .new_passphrase(flags.new_passphrase)
         .incremental(flags.incremental)
+        .transfer(global.transfer)
         .progress(Some(view.callback()));
     let (result, signal) = view
         .run(interrupt::cancel_on_signal(

@@ -53,7 +53,7 @@ pub(crate) async fn restore(
 ) -> Result<(), Failure> {
     let target = Target::load(global)?;
     let passphrase = passphrase(global)?;
-    let layout = pipeline_layout(global, false).await?;
+    let layout = pipeline_layout(global).await?;
     let can_ask = io::stdin().is_terminal() && io::stderr().is_terminal();
     if !yes && !can_ask {
         return Err(Failure::usage(format!(

@@ -278,3 +278,57 @@ async fn a_library_transfer_restores_through_pebbles_websocket() {
         );
     }
 }
+
+/// A create with `Transfer::Library` over Pebble, as the workload user: the pipeline's
+/// ciphertext streamed out over the exec's stdio websocket and uploaded by the library
+/// (no aws CLI in the workload, no S3 secret in Pebble's records), restored byte for
+/// byte by the workload's aws CLI.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_create_uploads_through_pebbles_websocket() {
+    let daemon = PebbleDaemon::start_with(LAYER, true);
+    let c = PebbleContainer::new(daemon.socket());
+    // Over 2 × 8 MiB of media: a multipart upload of several parts.
+    let env = Env::new(&TreeSpec {
+        media_bytes: 20 << 20,
+        ..TreeSpec::default()
+    })
+    .await;
+    let layout = workload(&env);
+    let before = env.tree.backed_up_files();
+    let no_aws = layout.clone().aws("/nonexistent/aws");
+    let library =
+        synapse_backup::BackupOptions::default().transfer(synapse_backup::Transfer::Library);
+    let report = create_backup_with(&c, &env.params, PASSPHRASE, &no_aws, &library)
+        .await
+        .unwrap_or_else(|e| panic!("library create through pebble: {e}"));
+    assert!(report.manifest.ciphertext_bytes > 16 << 20);
+    for file in walk(&env.tree.media.join("local_content")) {
+        fs::write(file, b"damaged").unwrap();
+    }
+    restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &report.id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("restore through pebble: {e}"));
+    assert_eq!(env.tree.backed_up_files(), before, "restored byte for byte");
+    assert!(
+        work_dirs_left(&env).is_empty(),
+        "{:?}",
+        work_dirs_left(&env)
+    );
+    let changes = daemon.get("/v1/changes?select=all");
+    for (what, secret) in [
+        ("passphrase", PASSPHRASE),
+        ("secret key", env.server.secret_key.as_str()),
+    ] {
+        assert!(
+            !changes.contains(secret),
+            "the {what} is in Pebble's changes"
+        );
+    }
+}
