@@ -5,11 +5,12 @@
 //! work dir the backup's own pack is read into last.
 
 use crate::backup::chain_read::{
-    PackPart, check_older_manifest, check_older_pack, check_own_listing, check_partial_listing,
-    check_record, split_index,
+    IndexSplit, PackPart, check_older_manifest, check_older_pack, check_own_listing,
+    check_partial_listing, check_record,
 };
 use crate::backup::fetch::{Fetch, Fetched, fetch, locate};
 use crate::backup::incremental::{BackupKind, ChainLink};
+use crate::backup::index_read::{self, IndexRead};
 use crate::backup::manifest::InnerManifest;
 use crate::backup::plan::{BackupId, ScriptCall, WorkDir};
 use crate::backup::progress::ProgressStage;
@@ -19,11 +20,8 @@ use crate::backup::run::Run;
 use crate::backup::scripts::WorkFile;
 use crate::backup::work::{self, WorkPlace};
 use crate::container::Container;
-use crate::error::{BackupError, S3Error, Stage};
+use crate::error::{BackupError, IndexError, S3Error, Stage};
 use futures_util::stream::{self, StreamExt};
-
-/// The largest file index read (about four million files).
-const MAX_INDEX_BYTES: u64 = 512 << 20;
 
 /// Older packs read side by side, beside the backup's own: the chain's base (the
 /// largest, read first) beside increments. Each read is a pipeline of its own
@@ -120,19 +118,25 @@ pub(crate) async fn plan<C: Container + ?Sized>(
         })?;
     let suffix = check_record(id, &chain, Some(record)).map_err(|why| corrupted(id, why))?;
     let index_key = format!("{}{suffix}", fetched.key);
-    let index = match run.client.get_object(&index_key, MAX_INDEX_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(S3Error::NotFound { .. }) => {
+    // Read a range at a time, split as it comes: only the member lists are kept.
+    let mut split = IndexSplit::new(id, &chain);
+    let read = index_read::each_line(&run.client, &index_key, index_read::INDEX, |line| {
+        split.line(line)
+    })
+    .await;
+    let damaged = |e: IndexError| corrupted(id, format!("its file index {index_key}: {e}"));
+    match read {
+        Ok(()) => {}
+        Err(IndexRead::S3(S3Error::NotFound { .. })) => {
             return Err(corrupted(
                 id,
                 format!("its file index {index_key} is missing"),
             ));
         }
-        Err(e) => return Err(e.into()),
-    };
-    let parts = split_index(&index[..], id, &chain)
-        .map_err(|e| corrupted(id, format!("its file index {index_key}: {e}")))?;
-    drop(index);
+        Err(IndexRead::S3(e)) => return Err(e.into()),
+        Err(IndexRead::Object(e) | IndexRead::Each(e)) => return Err(damaged(e)),
+    }
+    let parts = split.finish().map_err(damaged)?;
     // Located side by side (a listing and a manifest each), checked in chain order.
     let linked = parts[..parts.len() - 1]
         .iter()

@@ -7,11 +7,12 @@
 //!
 //! The order of a read: the backup's own inner manifest (authenticated by the
 //! passphrase) gives the [`PackChain`]; [`check_record`] holds the external manifest's
-//! chain record to it; [`split_index`] reads the index into one member list per pack;
+//! chain record to it; [`IndexSplit`] reads the index into one member list per pack;
 //! each older pack is checked before its download ([`check_older_manifest`]) and after
 //! ([`check_older_pack`], [`check_partial_listing`]); the backup's own pack is checked
 //! with today's rules and [`check_own_listing`].
 
+#[cfg(test)]
 use std::io::BufRead;
 
 use crate::backup::incremental::{ChainLink, IndexReader, PackChain, Usage, index_suffix};
@@ -102,51 +103,105 @@ pub(crate) fn check_record(
 }
 
 /// Reads the file index of backup `id` (whose pack's inner manifest records `chain`)
-/// in one pass, into one member list per pack: the older packs in chain order, then
-/// `id`'s own. Every entry must name a pack of the chain, the paths must be sorted and
-/// unique, and the bytes read must have the SHA-256 `chain` records; nothing is given
-/// before the whole index checks.
+/// in one pass, into one member list per pack ([`IndexSplit`] over the lines of
+/// `index`).
 ///
 /// # Errors
-/// The index's first error, [`IndexError::Mismatch`] for another index.
+/// As [`IndexSplit::line`] and [`IndexSplit::finish`], and a failed read.
+#[cfg(test)]
 pub(crate) fn split_index<R: BufRead>(
-    index: R,
+    mut index: R,
     id: &BackupId,
     chain: &PackChain,
 ) -> Result<Vec<PackPart>, IndexError> {
-    let mut parts: Vec<PackPart> = chain
-        .links
-        .iter()
-        .map(|l| (l.id.clone(), Some(l.clone())))
-        .chain(std::iter::once((id.clone(), None)))
-        .map(|(id, link)| PackPart {
-            id,
-            link,
-            members: Vec::new(),
-            usage: Usage::default(),
-        })
-        .collect();
-    let packs: Vec<BackupId> = parts.iter().map(|p| p.id.clone()).collect();
-    let mut reader = IndexReader::new(index).with_packs(packs);
-    for entry in reader.by_ref() {
-        let entry = entry?;
+    let mut split = IndexSplit::new(id, chain);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match index.read_until(b'\n', &mut line) {
+            Ok(0) => return split.finish(),
+            Ok(_) => split.line(&line)?,
+            Err(source) => {
+                return Err(IndexError::Io {
+                    action: "read",
+                    what: "file index",
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// The file index of a backup of a chain, split as it is read (a line at a time, from
+/// ranged GETs) into one member list per pack: the older packs in chain order, then
+/// the backup's own. Every entry must name a pack of the chain, the paths must be
+/// sorted and unique, and the bytes read must have the SHA-256 the chain records;
+/// nothing is given before the whole index checks ([`finish`](Self::finish)).
+pub(crate) struct IndexSplit {
+    id: BackupId,
+    sha256: String,
+    parts: Vec<PackPart>,
+    reader: IndexReader<std::io::Empty>,
+}
+
+impl IndexSplit {
+    /// A split of the index of backup `id`, whose pack's inner manifest records `chain`.
+    pub(crate) fn new(id: &BackupId, chain: &PackChain) -> Self {
+        let parts: Vec<PackPart> = chain
+            .links
+            .iter()
+            .map(|l| (l.id.clone(), Some(l.clone())))
+            .chain(std::iter::once((id.clone(), None)))
+            .map(|(id, link)| PackPart {
+                id,
+                link,
+                members: Vec::new(),
+                usage: Usage::default(),
+            })
+            .collect();
+        let packs: Vec<BackupId> = parts.iter().map(|p| p.id.clone()).collect();
+        IndexSplit {
+            id: id.clone(),
+            sha256: chain.index_sha256.clone(),
+            parts,
+            reader: IndexReader::new(std::io::empty()).with_packs(packs),
+        }
+    }
+
+    /// The index's next line (its newline included).
+    ///
+    /// # Errors
+    /// The line's error (nothing more should be given).
+    pub(crate) fn line(&mut self, line: &[u8]) -> Result<(), IndexError> {
+        let entry = self.reader.line(line)?;
         // The reader refuses a pack outside the chain: this one is there.
-        if let Some(part) = parts.iter_mut().find(|p| p.id == entry.pack) {
+        if let Some(part) = self.parts.iter_mut().find(|p| p.id == entry.pack) {
             part.members.extend_from_slice(entry.path.as_bytes());
             part.members.push(0);
             part.usage.files += 1;
             part.usage.bytes += entry.size;
         }
+        Ok(())
     }
-    let summary = reader.finish();
-    if summary.sha256 != chain.index_sha256 {
-        return Err(IndexError::Mismatch {
-            id: id.to_string(),
-            expected: chain.index_sha256.clone(),
-            actual: summary.sha256,
-        });
+
+    /// The member lists, once every line was given and the whole checks.
+    ///
+    /// # Errors
+    /// [`IndexError::Mismatch`] for another index than the chain records.
+    pub(crate) fn finish(mut self) -> Result<Vec<PackPart>, IndexError> {
+        let summary = self.reader.finish();
+        if summary.sha256 != self.sha256 {
+            return Err(IndexError::Mismatch {
+                id: self.id.to_string(),
+                expected: self.sha256,
+                actual: summary.sha256,
+            });
+        }
+        for part in &mut self.parts {
+            part.members.shrink_to_fit();
+        }
+        Ok(self.parts)
     }
-    Ok(parts)
 }
 
 /// Checks an older pack's external manifest (`None`: it has none) against the `link`
