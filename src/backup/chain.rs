@@ -296,7 +296,7 @@ async fn load_base<C: Container + ?Sized>(
     info: &BackupInfo,
     work: &WorkDir,
 ) -> Result<Base, String> {
-    let manifest = catalog::read_manifest(&run.client, &info.id)
+    let manifest = catalog::read_manifest_without_files(&run.client, &info.id)
         .await
         .map_err(|e| e.to_string())?;
     let Some(listed) = &manifest.chain else {

@@ -8,14 +8,15 @@ use crate::backup::chain_read::{
     IndexSplit, PackPart, check_older_manifest, check_older_pack, check_own_listing,
     check_partial_listing, check_record,
 };
-use crate::backup::fetch::{Fetch, Fetched, fetch, locate};
+use crate::backup::fetch::{Fetch, Fetched, fetch, locate_compact};
 use crate::backup::incremental::{BackupKind, ChainLink};
 use crate::backup::index_read::{self, IndexRead};
+use crate::backup::listing::Members;
 use crate::backup::manifest::InnerManifest;
 use crate::backup::plan::{BackupId, ScriptCall, WorkDir};
 use crate::backup::progress::ProgressStage;
 use crate::backup::restore::RestoreOptions;
-use crate::backup::restore_plan::{self, ArchiveMember, Part, inner_manifest_position};
+use crate::backup::restore_plan::{self, Part, inner_position};
 use crate::backup::run::Run;
 use crate::backup::scripts::WorkFile;
 use crate::backup::work::{self, WorkPlace};
@@ -144,7 +145,7 @@ pub(crate) async fn plan<C: Container + ?Sized>(
     let located: Vec<_> = stream::iter(
         linked
             .clone()
-            .map(|(part, _)| locate(&run.client, &part.id)),
+            .map(|(part, _)| locate_compact(&run.client, &part.id)),
     )
     .buffered(LOCATE_AT_ONCE)
     .collect()
@@ -200,7 +201,7 @@ impl Chain {
         id: &BackupId,
         options: &RestoreOptions,
         how: Read,
-    ) -> Result<Vec<ArchiveMember>, BackupError> {
+    ) -> Result<Members, BackupError> {
         let reads = self
             .parts
             .iter()
@@ -218,10 +219,13 @@ impl Chain {
                 Some(pack.read(run, work, id, options, how))
             });
         let results: Vec<_> = stream::iter(reads).buffered(PACKS_AT_ONCE).collect().await;
-        let mut members = Vec::new();
+        let mut members = Members::default();
         for result in results {
-            members.extend(result?);
+            for member in result?.iter() {
+                members.push(&member);
+            }
         }
+        members.shrink_to_fit();
         Ok(members)
     }
 
@@ -236,7 +240,7 @@ impl Chain {
         &self,
         id: &BackupId,
         mut got: Fetch,
-        older: Vec<ArchiveMember>,
+        older: Members,
     ) -> Result<Fetch, BackupError> {
         if got.inner.as_ref() != Some(&self.inner) {
             return Err(corrupted(
@@ -244,8 +248,11 @@ impl Chain {
                 "its pack is not the one its chain was read from (it changed while it was read)",
             ));
         }
-        check_own_listing(&self.parts, &got.members).map_err(|why| corrupted(id, why))?;
-        got.members.extend(older);
+        check_own_listing(&self.parts, got.listing.iter()).map_err(|why| corrupted(id, why))?;
+        for member in older.iter() {
+            got.listing.push(&member);
+        }
+        got.listing.shrink_to_fit();
         Ok(got)
     }
 }
@@ -360,7 +367,7 @@ impl Pack<'_> {
         id: &BackupId,
         options: &RestoreOptions,
         how: Read,
-    ) -> Result<Vec<ArchiveMember>, BackupError> {
+    ) -> Result<Members, BackupError> {
         let guard = run
             .work_dir_in(
                 WorkPlace::Under(&work.dir),
@@ -382,7 +389,7 @@ impl Pack<'_> {
         id: &BackupId,
         options: &RestoreOptions,
         how: Read,
-    ) -> Result<Vec<ArchiveMember>, BackupError> {
+    ) -> Result<Members, BackupError> {
         let (part, link, found) = (self.part, self.link, self.found);
         let list = part.tar_list();
         work::write_file(run.container, run.layout, own, WorkFile::PackMembers, list).await?;
@@ -403,12 +410,15 @@ impl Pack<'_> {
         let named =
             |why: String| corrupted(id, format!("the pack {} of its chain: {why}", part.id));
         check_older_pack(link, &got.sha256, got.inner.as_ref()).map_err(named)?;
-        // Checked by the plan: a pack of a chain always has a manifest.
-        if let Some(manifest) = &found.manifest {
-            check_partial_listing(part, &got.members, manifest).map_err(named)?;
+        let files = found.entries().map(|(path, kind, _)| (path, kind));
+        check_partial_listing(part, got.listing.iter(), files).map_err(named)?;
+        let skip = inner_position(got.listing.iter()).map_or(0, |p| p + 1);
+        let mut members = Members::default();
+        for member in got.listing.iter().skip(skip) {
+            members.push(&member);
         }
-        let skip = inner_manifest_position(&got.members).map_or(0, |p| p + 1);
-        Ok(got.members.into_iter().skip(skip).collect())
+        members.shrink_to_fit();
+        Ok(members)
     }
 
     /// The pack's fetch call in its own work dir `own`: listed, or extracted into the

@@ -20,7 +20,7 @@ use crate::backup::manifest::{
     EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestChain,
 };
 use crate::backup::plan::BackupId;
-use crate::backup::restore_plan::{ArchiveMember, inner_manifest_position};
+use crate::backup::restore_plan::{MemberRef, inner_position};
 use crate::error::IndexError;
 
 /// What one pack of a chain gives a restore.
@@ -261,16 +261,17 @@ pub(crate) fn check_older_pack(
 
 /// Checks tar's listing of an older pack read with [`PackPart::tar_list`]: its inner
 /// manifest first, then exactly the files `part` names (each a regular file, each
-/// once), each listed as a file by the pack's own `manifest`.
+/// once), each listed as a file by the pack's own manifest, whose entries (path and
+/// kind) are `files`.
 ///
 /// # Errors
 /// What differs, in words.
-pub(crate) fn check_partial_listing(
+pub(crate) fn check_partial_listing<'m, P: AsRef<[u8]>>(
     part: &PackPart,
-    members: &[ArchiveMember],
-    manifest: &Manifest,
+    members: impl Iterator<Item = MemberRef<'m>> + Clone,
+    files: impl IntoIterator<Item = (P, EntryKind)>,
 ) -> Result<(), String> {
-    let Some(position) = inner_manifest_position(members) else {
+    let Some(position) = inner_position(members.clone()) else {
         return Err("its inner manifest is not its first member".into());
     };
     let lossy = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
@@ -280,9 +281,9 @@ pub(crate) fn check_partial_listing(
     wanted.sort_unstable();
     wanted.dedup();
     let mut seen = vec![false; wanted.len()];
-    for m in &members[position + 1..] {
+    for m in members.skip(position + 1) {
         let Some(i) = wanted
-            .binary_search(&m.name.as_slice())
+            .binary_search(&m.name.as_ref())
             .ok()
             .filter(|_| m.kind == '-')
         else {
@@ -301,15 +302,17 @@ pub(crate) fn check_partial_listing(
             lossy(missing)
         ));
     }
-    let mut files: Vec<&[u8]> = manifest
-        .files
-        .iter()
-        .filter(|f| f.kind == EntryKind::File)
-        .map(|f| f.path.as_bytes())
-        .collect();
-    files.sort_unstable();
-    // Every wanted name was seen.
-    if let Some(unlisted) = wanted.iter().find(|n| files.binary_search(n).is_err()) {
+    // Every wanted name was seen: each must be a file of the manifest (a flag per
+    // wanted name, the manifest's entries read once and not held).
+    let mut listed = vec![false; wanted.len()];
+    for (path, kind) in files {
+        if kind == EntryKind::File
+            && let Ok(i) = wanted.binary_search(&path.as_ref())
+        {
+            listed[i] = true;
+        }
+    }
+    if let Some((unlisted, _)) = wanted.iter().zip(&listed).find(|(_, l)| !**l) {
         return Err(format!(
             "its manifest does not list {:?} as a file",
             lossy(unlisted)
@@ -325,35 +328,48 @@ pub(crate) fn check_partial_listing(
 ///
 /// # Errors
 /// What differs, in words.
-pub(crate) fn check_own_listing(
+pub(crate) fn check_own_listing<'m>(
     parts: &[PackPart],
-    members: &[ArchiveMember],
+    members: impl IntoIterator<Item = MemberRef<'m>>,
 ) -> Result<(), String> {
     let lossy = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
-    let mut files: Vec<&[u8]> = members
-        .iter()
-        .filter(|m| m.kind == '-')
-        .map(|m| m.name.as_slice())
-        .collect();
-    files.sort_unstable();
-    let has = |name: &[u8]| files.binary_search(&name).is_ok();
     let Some((own, older)) = parts.split_last() else {
         return Ok(());
     };
-    if let Some(missing) = own.names().find(|n| !has(n)) {
+    // The index's names, sorted, with a flag per own name: the members are read once
+    // and not held.
+    fn sorted(part: &PackPart) -> Vec<&[u8]> {
+        let mut names: Vec<&[u8]> = part.names().collect();
+        names.sort_unstable();
+        names
+    }
+    let own_names = sorted(own);
+    let older_names: Vec<Vec<&[u8]>> = older.iter().map(sorted).collect();
+    let mut seen = vec![false; own_names.len()];
+    let mut stale = None;
+    for m in members.into_iter().filter(|m| m.kind == '-') {
+        if let Ok(i) = own_names.binary_search(&m.name.as_ref()) {
+            seen[i] = true;
+        } else if stale.is_none()
+            && let Some(n) = older_names
+                .iter()
+                .position(|names| names.binary_search(&m.name.as_ref()).is_ok())
+        {
+            stale = Some((m.name.into_owned(), n));
+        }
+    }
+    if let Some((missing, _)) = own_names.iter().zip(&seen).find(|(_, s)| !**s) {
         return Err(format!(
             "its pack lacks {:?}, which its index assigns to it",
             lossy(missing)
         ));
     }
-    for part in older {
-        if let Some(both) = part.names().find(|n| has(n)) {
-            return Err(format!(
-                "its pack holds {:?}, which its index assigns to the older pack {}",
-                lossy(both),
-                part.id
-            ));
-        }
+    if let Some((both, n)) = stale {
+        return Err(format!(
+            "its pack holds {:?}, which its index assigns to the older pack {}",
+            lossy(&both),
+            older[n].id
+        ));
     }
     Ok(())
 }
