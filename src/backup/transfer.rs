@@ -39,11 +39,15 @@ pub enum Transfer {
     Library,
 }
 
-/// The size of each ranged GET of [`Transfer::Library`], in MiB.
+/// The size of each ranged GET of [`Transfer::Library`], in MiB. It sizes the
+/// requests, not the memory: each range's body is written into the pipeline as it
+/// arrives, a chunk at a time.
 pub const LIBRARY_RANGE_MIB: u64 = 8;
 
-/// How many ranged GETs of [`Transfer::Library`] are in flight at once (the memory it
-/// holds is at most this many ranges).
+/// How many ranged GETs of [`Transfer::Library`] are in flight at once: the one being
+/// written and the next ones, requested ahead but not read until their turn (their
+/// bodies wait in the connection and the server, so the memory held does not grow
+/// with this number or with [`LIBRARY_RANGE_MIB`]).
 pub const LIBRARY_RANGES_IN_FLIGHT: usize = 4;
 
 impl fmt::Display for Transfer {
