@@ -9,7 +9,7 @@ use crate::backup::chain_read::{
     check_partial_listing, check_record,
 };
 use crate::backup::fetch::{Fetch, Fetched, fetch, locate_compact};
-use crate::backup::incremental::{BackupKind, ChainLink};
+use crate::backup::incremental::{BackupKind, ChainLink, PackChain};
 use crate::backup::index_read::{self, IndexRead};
 use crate::backup::listing::Members;
 use crate::backup::manifest::InnerManifest;
@@ -119,25 +119,7 @@ pub(crate) async fn plan<C: Container + ?Sized>(
         })?;
     let suffix = check_record(id, &chain, Some(record)).map_err(|why| corrupted(id, why))?;
     let index_key = format!("{}{suffix}", fetched.key);
-    // Read a range at a time, split as it comes: only the member lists are kept.
-    let mut split = IndexSplit::new(id, &chain);
-    let read = index_read::each_line(&run.client, &index_key, index_read::INDEX, |line| {
-        split.line(line)
-    })
-    .await;
-    let damaged = |e: IndexError| corrupted(id, format!("its file index {index_key}: {e}"));
-    match read {
-        Ok(()) => {}
-        Err(IndexRead::S3(S3Error::NotFound { .. })) => {
-            return Err(corrupted(
-                id,
-                format!("its file index {index_key} is missing"),
-            ));
-        }
-        Err(IndexRead::S3(e)) => return Err(e.into()),
-        Err(IndexRead::Object(e) | IndexRead::Each(e)) => return Err(damaged(e)),
-    }
-    let parts = split.finish().map_err(damaged)?;
+    let parts = read_index(run, id, &chain, &index_key).await?;
     // Located side by side (a listing and a manifest each), checked in chain order.
     let linked = parts[..parts.len() - 1]
         .iter()
@@ -171,6 +153,36 @@ pub(crate) async fn plan<C: Container + ?Sized>(
         older,
         inner,
     }))
+}
+
+/// Reads the file index `index_key` of backup `id` (whose pack's inner manifest
+/// records `chain`) a range at a time, split as it comes: only the member lists are
+/// kept, and only once the whole checks.
+///
+/// # Errors
+/// [`BackupError::Corrupted`] for a missing, damaged or swapped index;
+/// [`BackupError::S3`] when the bucket cannot be read.
+async fn read_index<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    chain: &PackChain,
+    index_key: &str,
+) -> Result<Vec<PackPart>, BackupError> {
+    let mut split = IndexSplit::new(id, chain);
+    let read = index_read::each_line(&run.client, index_key, index_read::INDEX, |line| {
+        split.line(line)
+    })
+    .await;
+    let damaged = |e: IndexError| corrupted(id, format!("its file index {index_key}: {e}"));
+    match read {
+        Ok(()) => split.finish().map_err(damaged),
+        Err(IndexRead::S3(S3Error::NotFound { .. })) => Err(corrupted(
+            id,
+            format!("its file index {index_key} is missing"),
+        )),
+        Err(IndexRead::S3(e)) => Err(e.into()),
+        Err(IndexRead::Object(e) | IndexRead::Each(e)) => Err(damaged(e)),
+    }
 }
 
 impl Chain {
