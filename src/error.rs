@@ -622,6 +622,31 @@ pub enum IndexError {
         /// The SHA-256 of what was read.
         actual: String,
     },
+    /// A line of a list read from the bucket is longer than any this crate writes (a
+    /// damaged or foreign object): refused before it is held whole.
+    #[error(
+        "{what} {key} line {line}: longer than {limit} bytes without a newline (a damaged or foreign object)"
+    )]
+    LineTooLong {
+        /// Which list.
+        what: &'static str,
+        /// The object's key.
+        key: String,
+        /// The 1-based line number.
+        line: u64,
+        /// The longest line read.
+        limit: usize,
+    },
+    /// A list read from the bucket is longer than any this crate reads.
+    #[error("{what} {key} is longer than {limit} bytes")]
+    TooLarge {
+        /// Which list.
+        what: &'static str,
+        /// The object's key.
+        key: String,
+        /// The largest list read.
+        limit: u64,
+    },
     /// Reading or writing a list failed.
     #[error("could not {action} the {what}: {source}")]
     Io {

@@ -135,7 +135,7 @@ pub use error::{
 };
 pub use s3::{
     AddressingStyle, AmbientCredentials, CloneStore, Conditional, CredentialSource, CustomerKey,
-    MultipartUpload, ObjectHead, ObjectInfo, ObjectStore, S3Client, S3Parameters,
+    MultipartUpload, ObjectHead, ObjectInfo, ObjectStore, RangeBody, S3Client, S3Parameters,
     S3ParametersBuilder, ServerSideEncryption, Uploaded, VersionedObject,
 };
 

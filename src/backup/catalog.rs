@@ -361,6 +361,27 @@ pub async fn read_manifest(
     store: &(impl ObjectStore + ?Sized),
     id: &BackupId,
 ) -> Result<Manifest, BackupError> {
+    read_manifest_with(store, id, false).await
+}
+
+/// As [`read_manifest`], without its file list (`files` is empty; the entries are
+/// parsed one at a time and dropped): for an incremental create's base, whose files
+/// its index lists.
+///
+/// # Errors
+/// As [`read_manifest`].
+pub(crate) async fn read_manifest_without_files(
+    store: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+) -> Result<Manifest, BackupError> {
+    read_manifest_with(store, id, true).await
+}
+
+async fn read_manifest_with(
+    store: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+    without_files: bool,
+) -> Result<Manifest, BackupError> {
     let corrupted = |reason: String| BackupError::Corrupted {
         id: id.to_string(),
         reason,
@@ -383,8 +404,13 @@ pub async fn read_manifest(
         }
         Err(e) => return Err(e.into()),
     };
-    let manifest =
-        Manifest::from_json(&bytes).map_err(|e| corrupted(format!("unreadable manifest: {e}")))?;
+    let parsed = if without_files {
+        Manifest::from_json_compact(&bytes).map(|(m, _)| m)
+    } else {
+        Manifest::from_json(&bytes)
+    };
+    drop(bytes);
+    let manifest = parsed.map_err(|e| corrupted(format!("unreadable manifest: {e}")))?;
     if manifest.backup_id != *id {
         return Err(corrupted(format!(
             "its manifest names {:?}, not {:?}",

@@ -7,24 +7,24 @@
 use super::catalog::{self, BackupInfo, BackupStatus};
 use super::incremental::{
     BackupKind, BaseState, ChainLink, FullReason, IncrementalPlan, IndexReader, IndexWriter,
-    PackChain, TreeListing, choose_base, full_after_plan, index_suffix, plan_incremental,
+    PackChain, Planner, TreeListing, choose_base, full_after_plan, index_suffix, plan_incremental,
 };
+use super::index_read::{self, IndexRead};
 use super::manifest::{InnerManifest, Manifest, ManifestChain};
 use super::plan::{BackupId, BackupOptions, WorkDir};
 use super::run::Run;
 use crate::container::Container;
 use crate::error::{BackupError, IndexError, Stage};
 
-/// The largest index read back (about four million files).
-const MAX_INDEX_BYTES: u64 = 512 << 20;
-
-/// The newest complete backup, checked: its manifest, inner manifest and index agree.
+/// The newest complete backup, checked: its manifest and inner manifest agree (its
+/// index is checked as the plan reads it, [`plan_on`]).
 struct Base {
     id: BackupId,
     inner: InnerManifest,
     chain: PackChain,
     manifest: Manifest,
-    index: Vec<u8>,
+    /// Its index object's key.
+    index_key: String,
 }
 
 /// What an incremental create found to build on ([`find_base`]): the state of the
@@ -81,12 +81,15 @@ fn collect_error(e: &IndexError) -> BackupError {
 }
 
 /// Plans the pack of backup `id` from the media listing `tree` (what `prepare.sh`
-/// wrote) and what [`find_base`] found: incremental on the newest complete backup when
+/// wrote) and what [`find_base`] found (its index read here, a range at a time, as the
+/// plan goes): incremental on the newest complete backup when
 /// it can be a base and the policy allows, full (with the reason, logged) otherwise.
 ///
 /// # Errors
-/// [`BackupError::StageFailed`] (collect) when the listing is malformed.
-pub(crate) fn plan_pack(
+/// [`BackupError::S3`] when the base's index cannot be read; [`BackupError::StageFailed`]
+/// (collect) when the listing is malformed.
+pub(crate) async fn plan_pack<C: Container + ?Sized>(
+    run: &Run<'_, C>,
     options: &BackupOptions,
     id: &BackupId,
     tree: &[u8],
@@ -105,23 +108,34 @@ pub(crate) fn plan_pack(
             );
             let mut packs: Vec<BackupId> = links.iter().map(|l| l.id.clone()).collect();
             packs.push(id.clone());
-            let older = IndexReader::new(&base.index[..]).with_packs(packs);
-            let (plan, index, members) = run_plan(older, tree, id)?;
-            match full_after_plan(&plan, &links, &options.chain) {
-                None => {
-                    let older_ciphertext = base
-                        .manifest
-                        .chain
-                        .as_ref()
-                        .map_or(base.manifest.ciphertext_bytes, |c| c.total_ciphertext_bytes);
-                    return Ok(planned(
-                        BackupKind::Incremental { base: base.id },
-                        links,
-                        (plan, index, members),
-                        older_ciphertext,
-                    ));
+            match plan_on(run, &base, packs, tree, id).await? {
+                Err(detail) => {
+                    tracing::warn!(backup_id = %base.id, reason = detail, "the newest backup cannot be a base");
+                    FullReason::BaseUnreadable {
+                        base: base.id,
+                        detail,
+                    }
                 }
-                Some(reason) => reason,
+                Ok((plan, index, members)) => {
+                    match full_after_plan(&plan, &links, &options.chain) {
+                        None => {
+                            let older_ciphertext = base
+                                .manifest
+                                .chain
+                                .as_ref()
+                                .map_or(base.manifest.ciphertext_bytes, |c| {
+                                    c.total_ciphertext_bytes
+                                });
+                            return Ok(planned(
+                                BackupKind::Incremental { base: base.id },
+                                links,
+                                (plan, index, members),
+                                older_ciphertext,
+                            ));
+                        }
+                        Some(reason) => reason,
+                    }
+                }
             }
         }
         (Ok(base_id), None) => FullReason::BaseUnreadable {
@@ -189,6 +203,58 @@ where
     Ok((plan, bytes, members))
 }
 
+/// Plans over `base`'s index, read a range at a time and checked as it is read (every
+/// entry naming one of `packs`, its SHA-256 the one the base's inner manifest records),
+/// and the listing `tree`: `Ok(Err(why))` when the index cannot be read or does not
+/// check, so that nothing in it is referenced (the plan made so far is dropped).
+///
+/// # Errors
+/// [`BackupError::StageFailed`] (collect) when the listing is malformed.
+async fn plan_on<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    base: &Base,
+    packs: Vec<BackupId>,
+    tree: &[u8],
+    id: &BackupId,
+) -> Result<Result<(IncrementalPlan, Vec<u8>, Vec<u8>), String>, BackupError> {
+    /// Which list a line's error comes from.
+    enum Side {
+        Base(IndexError),
+        Tree(IndexError),
+    }
+    let mut reader = IndexReader::new(std::io::empty()).with_packs(packs);
+    let mut index = IndexWriter::new(Vec::new());
+    let mut members = Vec::new();
+    let mut planner = Planner::new(TreeListing::new(tree), id, &mut index, &mut members)
+        .map_err(|e| collect_error(&e))?;
+    let read = index_read::each_line(&run.client, &base.index_key, index_read::INDEX, |line| {
+        let entry = reader.line(line).map_err(Side::Base)?;
+        planner.base(entry).map_err(Side::Tree)
+    })
+    .await;
+    let unreadable =
+        |e: &dyn std::fmt::Display| Ok(Err(format!("its file index could not be read: {e}")));
+    match read {
+        Ok(()) => {}
+        Err(IndexRead::Each(Side::Tree(e))) => return Err(collect_error(&e)),
+        Err(IndexRead::Each(Side::Base(e)) | IndexRead::Object(e)) => return unreadable(&e),
+        Err(IndexRead::S3(e)) => return unreadable(&e),
+    }
+    let summary = reader.finish();
+    if summary.sha256 != base.chain.index_sha256 {
+        let mismatch = IndexError::Mismatch {
+            id: base.id.to_string(),
+            expected: base.chain.index_sha256.clone(),
+            actual: summary.sha256,
+        };
+        return Ok(Err(mismatch.to_string()));
+    }
+    let mut plan = planner.finish().map_err(|e| collect_error(&e))?;
+    let (summary, bytes) = index.finish().map_err(|e| collect_error(&e))?;
+    plan.index = summary;
+    Ok(Ok((plan, bytes, members)))
+}
+
 /// The newest restorable backup and, when it is a complete one that checks, it as a
 /// base. The base's check runs in a dir inside `work` (the create's own work dir), so
 /// it can run beside `prepare.sh`.
@@ -238,15 +304,16 @@ async fn find_base_in<C: Container + ?Sized>(
     }
 }
 
-/// Reads and checks `info` as a base: its manifest, the inner manifest at the head of
-/// its stream (decrypted with the passphrase, naming it, with the manifest's nonce),
-/// and its index against the SHA-256 and packs that inner manifest records.
+/// Reads and checks `info` as a base: its manifest and the inner manifest at the head
+/// of its stream (decrypted with the passphrase, naming it, with the manifest's nonce).
+/// Its index is checked against the SHA-256 and packs that inner manifest records as
+/// the plan reads it ([`plan_on`]).
 async fn load_base<C: Container + ?Sized>(
     run: &Run<'_, C>,
     info: &BackupInfo,
     work: &WorkDir,
 ) -> Result<Base, String> {
-    let manifest = catalog::read_manifest(&run.client, &info.id)
+    let manifest = catalog::read_manifest_without_files(&run.client, &info.id)
         .await
         .map_err(|e| e.to_string())?;
     let Some(listed) = &manifest.chain else {
@@ -272,22 +339,11 @@ async fn load_base<C: Container + ?Sized>(
         .chain
         .clone()
         .ok_or("its inner manifest records no file index")?;
-    let index = run
-        .client
-        .get_object(&format!("{}{suffix}", info.key), MAX_INDEX_BYTES)
-        .await
-        .map_err(|e| format!("its file index could not be read: {e}"))?;
-    let mut packs: Vec<BackupId> = chain.links.iter().map(|l| l.id.clone()).collect();
-    packs.push(info.id.clone());
-    IndexReader::new(&index[..])
-        .with_packs(packs)
-        .verify(&info.id, &chain.index_sha256)
-        .map_err(|e| e.to_string())?;
     Ok(Base {
         id: info.id.clone(),
         inner,
         chain,
         manifest,
-        index,
+        index_key: format!("{}{suffix}", info.key),
     })
 }

@@ -5,25 +5,24 @@
 //! work dir the backup's own pack is read into last.
 
 use crate::backup::chain_read::{
-    PackPart, check_older_manifest, check_older_pack, check_own_listing, check_partial_listing,
-    check_record, split_index,
+    IndexSplit, PackPart, check_older_manifest, check_older_pack, check_own_listing,
+    check_partial_listing, check_record,
 };
-use crate::backup::fetch::{Fetch, Fetched, fetch, locate};
-use crate::backup::incremental::{BackupKind, ChainLink};
+use crate::backup::fetch::{Fetch, Fetched, fetch, locate_compact};
+use crate::backup::incremental::{BackupKind, ChainLink, PackChain};
+use crate::backup::index_read::{self, IndexRead};
+use crate::backup::listing::Members;
 use crate::backup::manifest::InnerManifest;
 use crate::backup::plan::{BackupId, ScriptCall, WorkDir};
 use crate::backup::progress::ProgressStage;
 use crate::backup::restore::RestoreOptions;
-use crate::backup::restore_plan::{self, ArchiveMember, Part, inner_manifest_position};
+use crate::backup::restore_plan::{self, Part, inner_position};
 use crate::backup::run::Run;
 use crate::backup::scripts::WorkFile;
 use crate::backup::work::{self, WorkPlace};
 use crate::container::Container;
-use crate::error::{BackupError, S3Error, Stage};
+use crate::error::{BackupError, IndexError, S3Error, Stage};
 use futures_util::stream::{self, StreamExt};
-
-/// The largest file index read (about four million files).
-const MAX_INDEX_BYTES: u64 = 512 << 20;
 
 /// Older packs read side by side, beside the backup's own: the chain's base (the
 /// largest, read first) beside increments. Each read is a pipeline of its own
@@ -120,19 +119,7 @@ pub(crate) async fn plan<C: Container + ?Sized>(
         })?;
     let suffix = check_record(id, &chain, Some(record)).map_err(|why| corrupted(id, why))?;
     let index_key = format!("{}{suffix}", fetched.key);
-    let index = match run.client.get_object(&index_key, MAX_INDEX_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(S3Error::NotFound { .. }) => {
-            return Err(corrupted(
-                id,
-                format!("its file index {index_key} is missing"),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let parts = split_index(&index[..], id, &chain)
-        .map_err(|e| corrupted(id, format!("its file index {index_key}: {e}")))?;
-    drop(index);
+    let parts = read_index(run, id, &chain, &index_key).await?;
     // Located side by side (a listing and a manifest each), checked in chain order.
     let linked = parts[..parts.len() - 1]
         .iter()
@@ -140,7 +127,7 @@ pub(crate) async fn plan<C: Container + ?Sized>(
     let located: Vec<_> = stream::iter(
         linked
             .clone()
-            .map(|(part, _)| locate(&run.client, &part.id)),
+            .map(|(part, _)| locate_compact(&run.client, &part.id)),
     )
     .buffered(LOCATE_AT_ONCE)
     .collect()
@@ -166,6 +153,36 @@ pub(crate) async fn plan<C: Container + ?Sized>(
         older,
         inner,
     }))
+}
+
+/// Reads the file index `index_key` of backup `id` (whose pack's inner manifest
+/// records `chain`) a range at a time, split as it comes: only the member lists are
+/// kept, and only once the whole checks.
+///
+/// # Errors
+/// [`BackupError::Corrupted`] for a missing, damaged or swapped index;
+/// [`BackupError::S3`] when the bucket cannot be read.
+async fn read_index<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    chain: &PackChain,
+    index_key: &str,
+) -> Result<Vec<PackPart>, BackupError> {
+    let mut split = IndexSplit::new(id, chain);
+    let read = index_read::each_line(&run.client, index_key, index_read::INDEX, |line| {
+        split.line(line)
+    })
+    .await;
+    let damaged = |e: IndexError| corrupted(id, format!("its file index {index_key}: {e}"));
+    match read {
+        Ok(()) => split.finish().map_err(damaged),
+        Err(IndexRead::S3(S3Error::NotFound { .. })) => Err(corrupted(
+            id,
+            format!("its file index {index_key} is missing"),
+        )),
+        Err(IndexRead::S3(e)) => Err(e.into()),
+        Err(IndexRead::Object(e) | IndexRead::Each(e)) => Err(damaged(e)),
+    }
 }
 
 impl Chain {
@@ -196,7 +213,7 @@ impl Chain {
         id: &BackupId,
         options: &RestoreOptions,
         how: Read,
-    ) -> Result<Vec<ArchiveMember>, BackupError> {
+    ) -> Result<Members, BackupError> {
         let reads = self
             .parts
             .iter()
@@ -214,10 +231,13 @@ impl Chain {
                 Some(pack.read(run, work, id, options, how))
             });
         let results: Vec<_> = stream::iter(reads).buffered(PACKS_AT_ONCE).collect().await;
-        let mut members = Vec::new();
+        let mut members = Members::default();
         for result in results {
-            members.extend(result?);
+            for member in result?.iter() {
+                members.push(&member);
+            }
         }
+        members.shrink_to_fit();
         Ok(members)
     }
 
@@ -232,7 +252,7 @@ impl Chain {
         &self,
         id: &BackupId,
         mut got: Fetch,
-        older: Vec<ArchiveMember>,
+        older: Members,
     ) -> Result<Fetch, BackupError> {
         if got.inner.as_ref() != Some(&self.inner) {
             return Err(corrupted(
@@ -240,8 +260,11 @@ impl Chain {
                 "its pack is not the one its chain was read from (it changed while it was read)",
             ));
         }
-        check_own_listing(&self.parts, &got.members).map_err(|why| corrupted(id, why))?;
-        got.members.extend(older);
+        check_own_listing(&self.parts, got.listing.iter()).map_err(|why| corrupted(id, why))?;
+        for member in older.iter() {
+            got.listing.push(&member);
+        }
+        got.listing.shrink_to_fit();
         Ok(got)
     }
 }
@@ -356,7 +379,7 @@ impl Pack<'_> {
         id: &BackupId,
         options: &RestoreOptions,
         how: Read,
-    ) -> Result<Vec<ArchiveMember>, BackupError> {
+    ) -> Result<Members, BackupError> {
         let guard = run
             .work_dir_in(
                 WorkPlace::Under(&work.dir),
@@ -378,7 +401,7 @@ impl Pack<'_> {
         id: &BackupId,
         options: &RestoreOptions,
         how: Read,
-    ) -> Result<Vec<ArchiveMember>, BackupError> {
+    ) -> Result<Members, BackupError> {
         let (part, link, found) = (self.part, self.link, self.found);
         let list = part.tar_list();
         work::write_file(run.container, run.layout, own, WorkFile::PackMembers, list).await?;
@@ -399,12 +422,15 @@ impl Pack<'_> {
         let named =
             |why: String| corrupted(id, format!("the pack {} of its chain: {why}", part.id));
         check_older_pack(link, &got.sha256, got.inner.as_ref()).map_err(named)?;
-        // Checked by the plan: a pack of a chain always has a manifest.
-        if let Some(manifest) = &found.manifest {
-            check_partial_listing(part, &got.members, manifest).map_err(named)?;
+        let files = found.entries().map(|(path, kind, _)| (path, kind));
+        check_partial_listing(part, got.listing.iter(), files).map_err(named)?;
+        let skip = inner_position(got.listing.iter()).map_or(0, |p| p + 1);
+        let mut members = Members::default();
+        for member in got.listing.iter().skip(skip) {
+            members.push(&member);
         }
-        let skip = inner_manifest_position(&got.members).map_or(0, |p| p + 1);
-        Ok(got.members.into_iter().skip(skip).collect())
+        members.shrink_to_fit();
+        Ok(members)
     }
 
     /// The pack's fetch call in its own work dir `own`: listed, or extracted into the

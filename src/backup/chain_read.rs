@@ -7,11 +7,12 @@
 //!
 //! The order of a read: the backup's own inner manifest (authenticated by the
 //! passphrase) gives the [`PackChain`]; [`check_record`] holds the external manifest's
-//! chain record to it; [`split_index`] reads the index into one member list per pack;
+//! chain record to it; [`IndexSplit`] reads the index into one member list per pack;
 //! each older pack is checked before its download ([`check_older_manifest`]) and after
 //! ([`check_older_pack`], [`check_partial_listing`]); the backup's own pack is checked
 //! with today's rules and [`check_own_listing`].
 
+#[cfg(test)]
 use std::io::BufRead;
 
 use crate::backup::incremental::{ChainLink, IndexReader, PackChain, Usage, index_suffix};
@@ -19,7 +20,7 @@ use crate::backup::manifest::{
     EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestChain,
 };
 use crate::backup::plan::BackupId;
-use crate::backup::restore_plan::{ArchiveMember, inner_manifest_position};
+use crate::backup::restore_plan::{MemberRef, inner_position};
 use crate::error::IndexError;
 
 /// What one pack of a chain gives a restore.
@@ -102,51 +103,105 @@ pub(crate) fn check_record(
 }
 
 /// Reads the file index of backup `id` (whose pack's inner manifest records `chain`)
-/// in one pass, into one member list per pack: the older packs in chain order, then
-/// `id`'s own. Every entry must name a pack of the chain, the paths must be sorted and
-/// unique, and the bytes read must have the SHA-256 `chain` records; nothing is given
-/// before the whole index checks.
+/// in one pass, into one member list per pack ([`IndexSplit`] over the lines of
+/// `index`).
 ///
 /// # Errors
-/// The index's first error, [`IndexError::Mismatch`] for another index.
+/// As [`IndexSplit::line`] and [`IndexSplit::finish`], and a failed read.
+#[cfg(test)]
 pub(crate) fn split_index<R: BufRead>(
-    index: R,
+    mut index: R,
     id: &BackupId,
     chain: &PackChain,
 ) -> Result<Vec<PackPart>, IndexError> {
-    let mut parts: Vec<PackPart> = chain
-        .links
-        .iter()
-        .map(|l| (l.id.clone(), Some(l.clone())))
-        .chain(std::iter::once((id.clone(), None)))
-        .map(|(id, link)| PackPart {
-            id,
-            link,
-            members: Vec::new(),
-            usage: Usage::default(),
-        })
-        .collect();
-    let packs: Vec<BackupId> = parts.iter().map(|p| p.id.clone()).collect();
-    let mut reader = IndexReader::new(index).with_packs(packs);
-    for entry in reader.by_ref() {
-        let entry = entry?;
+    let mut split = IndexSplit::new(id, chain);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match index.read_until(b'\n', &mut line) {
+            Ok(0) => return split.finish(),
+            Ok(_) => split.line(&line)?,
+            Err(source) => {
+                return Err(IndexError::Io {
+                    action: "read",
+                    what: "file index",
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// The file index of a backup of a chain, split as it is read (a line at a time, from
+/// ranged GETs) into one member list per pack: the older packs in chain order, then
+/// the backup's own. Every entry must name a pack of the chain, the paths must be
+/// sorted and unique, and the bytes read must have the SHA-256 the chain records;
+/// nothing is given before the whole index checks ([`finish`](Self::finish)).
+pub(crate) struct IndexSplit {
+    id: BackupId,
+    sha256: String,
+    parts: Vec<PackPart>,
+    reader: IndexReader<std::io::Empty>,
+}
+
+impl IndexSplit {
+    /// A split of the index of backup `id`, whose pack's inner manifest records `chain`.
+    pub(crate) fn new(id: &BackupId, chain: &PackChain) -> Self {
+        let parts: Vec<PackPart> = chain
+            .links
+            .iter()
+            .map(|l| (l.id.clone(), Some(l.clone())))
+            .chain(std::iter::once((id.clone(), None)))
+            .map(|(id, link)| PackPart {
+                id,
+                link,
+                members: Vec::new(),
+                usage: Usage::default(),
+            })
+            .collect();
+        let packs: Vec<BackupId> = parts.iter().map(|p| p.id.clone()).collect();
+        IndexSplit {
+            id: id.clone(),
+            sha256: chain.index_sha256.clone(),
+            parts,
+            reader: IndexReader::new(std::io::empty()).with_packs(packs),
+        }
+    }
+
+    /// The index's next line (its newline included).
+    ///
+    /// # Errors
+    /// The line's error (nothing more should be given).
+    pub(crate) fn line(&mut self, line: &[u8]) -> Result<(), IndexError> {
+        let entry = self.reader.line(line)?;
         // The reader refuses a pack outside the chain: this one is there.
-        if let Some(part) = parts.iter_mut().find(|p| p.id == entry.pack) {
+        if let Some(part) = self.parts.iter_mut().find(|p| p.id == entry.pack) {
             part.members.extend_from_slice(entry.path.as_bytes());
             part.members.push(0);
             part.usage.files += 1;
             part.usage.bytes += entry.size;
         }
+        Ok(())
     }
-    let summary = reader.finish();
-    if summary.sha256 != chain.index_sha256 {
-        return Err(IndexError::Mismatch {
-            id: id.to_string(),
-            expected: chain.index_sha256.clone(),
-            actual: summary.sha256,
-        });
+
+    /// The member lists, once every line was given and the whole checks.
+    ///
+    /// # Errors
+    /// [`IndexError::Mismatch`] for another index than the chain records.
+    pub(crate) fn finish(mut self) -> Result<Vec<PackPart>, IndexError> {
+        let summary = self.reader.finish();
+        if summary.sha256 != self.sha256 {
+            return Err(IndexError::Mismatch {
+                id: self.id.to_string(),
+                expected: self.sha256,
+                actual: summary.sha256,
+            });
+        }
+        for part in &mut self.parts {
+            part.members.shrink_to_fit();
+        }
+        Ok(self.parts)
     }
-    Ok(parts)
 }
 
 /// Checks an older pack's external manifest (`None`: it has none) against the `link`
@@ -206,16 +261,17 @@ pub(crate) fn check_older_pack(
 
 /// Checks tar's listing of an older pack read with [`PackPart::tar_list`]: its inner
 /// manifest first, then exactly the files `part` names (each a regular file, each
-/// once), each listed as a file by the pack's own `manifest`.
+/// once), each listed as a file by the pack's own manifest, whose entries (path and
+/// kind) are `files`.
 ///
 /// # Errors
 /// What differs, in words.
-pub(crate) fn check_partial_listing(
+pub(crate) fn check_partial_listing<'m, P: AsRef<[u8]>>(
     part: &PackPart,
-    members: &[ArchiveMember],
-    manifest: &Manifest,
+    members: impl Iterator<Item = MemberRef<'m>> + Clone,
+    files: impl IntoIterator<Item = (P, EntryKind)>,
 ) -> Result<(), String> {
-    let Some(position) = inner_manifest_position(members) else {
+    let Some(position) = inner_position(members.clone()) else {
         return Err("its inner manifest is not its first member".into());
     };
     let lossy = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
@@ -225,9 +281,9 @@ pub(crate) fn check_partial_listing(
     wanted.sort_unstable();
     wanted.dedup();
     let mut seen = vec![false; wanted.len()];
-    for m in &members[position + 1..] {
+    for m in members.skip(position + 1) {
         let Some(i) = wanted
-            .binary_search(&m.name.as_slice())
+            .binary_search(&m.name.as_ref())
             .ok()
             .filter(|_| m.kind == '-')
         else {
@@ -246,15 +302,17 @@ pub(crate) fn check_partial_listing(
             lossy(missing)
         ));
     }
-    let mut files: Vec<&[u8]> = manifest
-        .files
-        .iter()
-        .filter(|f| f.kind == EntryKind::File)
-        .map(|f| f.path.as_bytes())
-        .collect();
-    files.sort_unstable();
-    // Every wanted name was seen.
-    if let Some(unlisted) = wanted.iter().find(|n| files.binary_search(n).is_err()) {
+    // Every wanted name was seen: each must be a file of the manifest (a flag per
+    // wanted name, the manifest's entries read once and not held).
+    let mut listed = vec![false; wanted.len()];
+    for (path, kind) in files {
+        if kind == EntryKind::File
+            && let Ok(i) = wanted.binary_search(&path.as_ref())
+        {
+            listed[i] = true;
+        }
+    }
+    if let Some((unlisted, _)) = wanted.iter().zip(&listed).find(|(_, l)| !**l) {
         return Err(format!(
             "its manifest does not list {:?} as a file",
             lossy(unlisted)
@@ -270,35 +328,48 @@ pub(crate) fn check_partial_listing(
 ///
 /// # Errors
 /// What differs, in words.
-pub(crate) fn check_own_listing(
+pub(crate) fn check_own_listing<'m>(
     parts: &[PackPart],
-    members: &[ArchiveMember],
+    members: impl IntoIterator<Item = MemberRef<'m>>,
 ) -> Result<(), String> {
     let lossy = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
-    let mut files: Vec<&[u8]> = members
-        .iter()
-        .filter(|m| m.kind == '-')
-        .map(|m| m.name.as_slice())
-        .collect();
-    files.sort_unstable();
-    let has = |name: &[u8]| files.binary_search(&name).is_ok();
     let Some((own, older)) = parts.split_last() else {
         return Ok(());
     };
-    if let Some(missing) = own.names().find(|n| !has(n)) {
+    // The index's names, sorted, with a flag per own name: the members are read once
+    // and not held.
+    fn sorted(part: &PackPart) -> Vec<&[u8]> {
+        let mut names: Vec<&[u8]> = part.names().collect();
+        names.sort_unstable();
+        names
+    }
+    let own_names = sorted(own);
+    let older_names: Vec<Vec<&[u8]>> = older.iter().map(sorted).collect();
+    let mut seen = vec![false; own_names.len()];
+    let mut stale = None;
+    for m in members.into_iter().filter(|m| m.kind == '-') {
+        if let Ok(i) = own_names.binary_search(&m.name.as_ref()) {
+            seen[i] = true;
+        } else if stale.is_none()
+            && let Some(n) = older_names
+                .iter()
+                .position(|names| names.binary_search(&m.name.as_ref()).is_ok())
+        {
+            stale = Some((m.name.into_owned(), n));
+        }
+    }
+    if let Some((missing, _)) = own_names.iter().zip(&seen).find(|(_, s)| !**s) {
         return Err(format!(
             "its pack lacks {:?}, which its index assigns to it",
             lossy(missing)
         ));
     }
-    for part in older {
-        if let Some(both) = part.names().find(|n| has(n)) {
-            return Err(format!(
-                "its pack holds {:?}, which its index assigns to the older pack {}",
-                lossy(both),
-                part.id
-            ));
-        }
+    if let Some((both, n)) = stale {
+        return Err(format!(
+            "its pack holds {:?}, which its index assigns to the older pack {}",
+            lossy(&both),
+            older[n].id
+        ));
     }
     Ok(())
 }

@@ -670,7 +670,8 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     ) -> Result<Planned, BackupError> {
         let (container, layout, work) = (self.run.container, self.run.layout, self.work);
         let tree = outputs.read(WorkFile::Tree).await?;
-        let mut planned = super::chain::plan_pack(self.options, &self.id, &tree, found)?;
+        let mut planned =
+            super::chain::plan_pack(self.run, self.options, &self.id, &tree, found).await?;
         drop(tree);
         inner.chain = Some(planned.chain.clone());
         for (file, content) in [

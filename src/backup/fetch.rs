@@ -1,5 +1,5 @@
 //! The fetch side of reading a backup back, shared by verify, restore and extract:
-//! find the backup and its manifest ([`locate`]), download, decrypt and list or stage
+//! find the backup and its manifest ([`locate_compact`]), download, decrypt and list or stage
 //! it in the workload ([`fetch`]), and check what was staged ([`check_staged`],
 //! [`check_staged_db`]) before anything live is touched.
 
@@ -56,10 +56,8 @@ impl Fetched {
 pub(crate) struct Fetch {
     /// The SHA-256 of the encrypted stream, as the pipeline computed it.
     pub(crate) sha256: String,
-    /// tar's listing of a pack of a chain (its own or an older one), as chain reads
-    /// need it; empty for a whole backup, whose listing is in `listing`.
-    pub(crate) members: Vec<ArchiveMember>,
-    /// tar's listing of a whole backup, compact.
+    /// tar's listing of the stream, compact (for a chain read, the backup's own pack's
+    /// followed by the older packs' members once joined).
     pub(crate) listing: Members,
     pub(crate) inner: Option<InnerManifest>,
     pub(crate) warnings: Vec<String>,
@@ -69,10 +67,7 @@ impl Fetch {
     /// tar's listing of the stream (with the older packs' members after a chain read),
     /// in order, wherever it is held.
     pub(crate) fn all_members(&self) -> impl Iterator<Item = MemberRef<'_>> + Clone + '_ {
-        self.members
-            .iter()
-            .map(ArchiveMember::as_ref)
-            .chain(self.listing.iter())
+        self.listing.iter()
     }
 
     /// The members after the inner manifest (and its directory) that leads them.
@@ -82,27 +77,11 @@ impl Fetch {
     }
 }
 
-/// Finds the backup and its manifest; refuses incomplete ones.
-pub(crate) async fn locate(
-    client: &(impl ObjectStore + ?Sized),
-    id: &BackupId,
-) -> Result<Fetched, BackupError> {
-    locate_with(client, id, false).await
-}
-
-/// As [`locate`], with the manifest's file list held compact ([`Fetched::files`]):
-/// for the backup a verify, restore or extract reads.
+/// Finds the backup and its manifest, its file list held compact
+/// ([`Fetched::files`]); refuses incomplete ones.
 pub(crate) async fn locate_compact(
     client: &(impl ObjectStore + ?Sized),
     id: &BackupId,
-) -> Result<Fetched, BackupError> {
-    locate_with(client, id, true).await
-}
-
-async fn locate_with(
-    client: &(impl ObjectStore + ?Sized),
-    id: &BackupId,
-    compact: bool,
 ) -> Result<Fetched, BackupError> {
     let key = client.object_key(id.as_str());
     let status = backup_status(client, id)
@@ -128,14 +107,10 @@ async fn locate_with(
                     crate::backup::catalog::MAX_MANIFEST_BYTES,
                 )
                 .await?;
-            let parsed = if compact {
-                Manifest::from_json_compact(&bytes).map(|(m, f)| {
-                    files = f;
-                    m
-                })
-            } else {
-                Manifest::from_json(&bytes)
-            };
+            let parsed = Manifest::from_json_compact(&bytes).map(|(m, f)| {
+                files = f;
+                m
+            });
             drop(bytes);
             let m = parsed.map_err(|e| BackupError::Corrupted {
                 id: id.to_string(),
@@ -509,15 +484,12 @@ async fn checked<C: Container + ?Sized>(
     // Nothing is trusted, listed or swapped in before gpg's status says the stream was
     // decrypted with the passphrase and passed its integrity check.
     check_status(&written.status).map_err(|why| untrusted(id, why))?;
-    let (members, listing) = read_listing(outputs, id, part).await?;
+    let listing = read_listing(outputs, id).await?;
     // Only an archive that starts with an inner manifest has a head to keep.
     let head = outputs.read_if_written(WorkFile::Head).await?;
     let (inner, warnings) = restore_plan::check_claims(
         id.as_str(),
-        members
-            .iter()
-            .map(ArchiveMember::as_ref)
-            .chain(listing.iter()),
+        listing.iter(),
         head.as_deref(),
         fetched
             .manifest
@@ -528,7 +500,6 @@ async fn checked<C: Container + ?Sized>(
     .map_err(|reason| corrupted(id, reason))?;
     Ok(Fetch {
         sha256,
-        members,
         listing,
         inner,
         warnings,
@@ -539,14 +510,12 @@ async fn checked<C: Container + ?Sized>(
 pub(crate) const LISTING_CHUNK: u64 = 1 << 20;
 
 /// tar's listing of the stream, read and parsed a chunk at a time: its text (as large
-/// as the members parsed from it) is never held whole. A whole backup's members are
-/// held compact (the second); a pack of a chain's as chain reads take them (the first).
+/// as the members parsed from it) is never held whole, and its members are held
+/// compact, whatever the part read.
 async fn read_listing<C: Container + ?Sized>(
     outputs: &Outputs<'_, C>,
     id: &BackupId,
-    part: Part,
-) -> Result<(Vec<ArchiveMember>, Members), BackupError> {
-    let mut members = Vec::new();
+) -> Result<Members, BackupError> {
     let mut listing = Members::default();
     let mut number = 0;
     outputs
@@ -555,18 +524,13 @@ async fn read_listing<C: Container + ?Sized>(
             if let Some(member) =
                 parse_member_line(number, line).map_err(|e| corrupted(id, e.to_string()))?
             {
-                if part == Part::Whole {
-                    listing.push(&member.as_ref());
-                } else {
-                    members.push(member);
-                }
+                listing.push(&member.as_ref());
             }
             Ok::<_, BackupError>(())
         })
         .await?;
-    members.shrink_to_fit();
     listing.shrink_to_fit();
-    Ok((members, listing))
+    Ok(listing)
 }
 
 /// The member rules for a verify: the workload's own when its `homeserver.yaml` can be

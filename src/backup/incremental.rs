@@ -331,6 +331,30 @@ impl<R: BufRead> IndexReader<R> {
         }
     }
 
+    /// One line of the index (its newline included; the last one may lack it) read by
+    /// the caller (a reader of ranged GETs): hashed, checked and counted as
+    /// [`Iterator::next`] does with a line of its input. After an error, nothing more
+    /// should be given.
+    ///
+    /// # Errors
+    /// The line's error.
+    pub(crate) fn line(&mut self, line: &[u8]) -> Result<IndexEntry, IndexError> {
+        self.hash.update(line);
+        let result = self.parse(line);
+        match &result {
+            Ok(entry) => {
+                self.summary.total.add(entry.size);
+                self.summary
+                    .packs
+                    .entry(entry.pack.clone())
+                    .or_default()
+                    .add(entry.size);
+            }
+            Err(_) => self.failed = true,
+        }
+        result
+    }
+
     fn parse(&mut self, line: &[u8]) -> Result<IndexEntry, IndexError> {
         let number = self.order.line + 1;
         let malformed = |message: String| IndexError::Malformed {
@@ -376,30 +400,18 @@ impl<R: BufRead> Iterator for IndexReader<R> {
             return None;
         }
         let mut line = Vec::new();
-        let result = match self.input.read_until(b'\n', &mut line) {
-            Ok(0) => return None,
-            Ok(_) => {
-                self.hash.update(&line);
-                self.parse(&line)
+        match self.input.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(self.line(&line)),
+            Err(source) => {
+                self.failed = true;
+                Some(Err(IndexError::Io {
+                    action: "read",
+                    what: INDEX,
+                    source,
+                }))
             }
-            Err(source) => Err(IndexError::Io {
-                action: "read",
-                what: INDEX,
-                source,
-            }),
-        };
-        match &result {
-            Ok(entry) => {
-                self.summary.total.add(entry.size);
-                self.summary
-                    .packs
-                    .entry(entry.pack.clone())
-                    .or_default()
-                    .add(entry.size);
-            }
-            Err(_) => self.failed = true,
         }
-        Some(result)
     }
 }
 
@@ -560,49 +572,119 @@ where
     W: Write,
     M: Write,
 {
-    let mut plan = IncrementalPlan::default();
-    let mut base = base.into_iter();
-    let mut old = base.next().transpose()?;
-    for file in tree {
-        let file = file?;
-        // Base entries before this path are gone from the tree.
-        while let Some(entry) = old
-            .as_ref()
-            .filter(|e| e.path.as_bytes() < file.path.as_bytes())
-        {
-            plan.superseded.add(entry.size);
-            old = base.next().transpose()?;
-        }
-        let pack = match old.take() {
-            Some(entry) if entry.path == file.path => {
-                old = base.next().transpose()?;
-                if entry.size == file.size && same_mtime(entry.mtime_ns, file.mtime_ns) {
-                    plan.referenced.add(file.size);
-                    entry.pack
-                } else {
-                    plan.superseded.add(entry.size);
-                    new_member(&mut plan, &file, members)?;
-                    id.clone()
-                }
-            }
-            later => {
-                old = later;
-                new_member(&mut plan, &file, members)?;
-                id.clone()
-            }
-        };
-        index.push(&IndexEntry {
+    let mut planner = Planner::new(tree, id, index, members)?;
+    for entry in base {
+        planner.base(entry?)?;
+    }
+    planner.finish()
+}
+
+/// [`plan_incremental`] driven by the base's index as it is read (each entry given
+/// with [`Planner::base`], in index order), the tree listing pulled as needed: so the
+/// base's index is never held, only the entry at hand.
+pub(crate) struct Planner<'a, T: Iterator, W: Write, M: Write> {
+    tree: T,
+    /// The tree's next file, not yet planned.
+    next: Option<TreeFile>,
+    id: &'a BackupId,
+    index: &'a mut IndexWriter<W>,
+    members: &'a mut M,
+    plan: IncrementalPlan,
+}
+
+impl<'a, T, W, M> Planner<'a, T, W, M>
+where
+    T: Iterator<Item = Result<TreeFile, IndexError>>,
+    W: Write,
+    M: Write,
+{
+    /// Plans the new pack `id` over `tree`, writing the new index to `index` and the
+    /// members it archives to `members`.
+    ///
+    /// # Errors
+    /// The tree's first error.
+    pub(crate) fn new(
+        tree: impl IntoIterator<IntoIter = T>,
+        id: &'a BackupId,
+        index: &'a mut IndexWriter<W>,
+        members: &'a mut M,
+    ) -> Result<Self, IndexError> {
+        let mut tree = tree.into_iter();
+        let next = tree.next().transpose()?;
+        Ok(Planner {
+            tree,
+            next,
+            id,
+            index,
+            members,
+            plan: IncrementalPlan::default(),
+        })
+    }
+
+    fn advance(&mut self) -> Result<(), IndexError> {
+        self.next = self.tree.next().transpose()?;
+        Ok(())
+    }
+
+    /// A tree file no base entry keeps: archived in the new pack.
+    fn archive(&mut self, file: TreeFile) -> Result<(), IndexError> {
+        new_member(&mut self.plan, &file, self.members)?;
+        self.push(file, self.id.clone())
+    }
+
+    fn push(&mut self, file: TreeFile, pack: BackupId) -> Result<(), IndexError> {
+        self.index.push(&IndexEntry {
             path: file.path,
             size: file.size,
             mtime_ns: file.mtime_ns,
             pack,
-        })?;
+        })
     }
-    while let Some(entry) = old {
-        plan.superseded.add(entry.size);
-        old = base.next().transpose()?;
+
+    /// The base's next entry (in index order).
+    ///
+    /// # Errors
+    /// The tree's first error, or writing's.
+    pub(crate) fn base(&mut self, entry: IndexEntry) -> Result<(), IndexError> {
+        // Tree files before this path are new.
+        while let Some(file) = self
+            .next
+            .take_if(|f| f.path.as_bytes() < entry.path.as_bytes())
+        {
+            self.advance()?;
+            self.archive(file)?;
+        }
+        match self.next.take() {
+            Some(file) if file.path == entry.path => {
+                self.advance()?;
+                if entry.size == file.size && same_mtime(entry.mtime_ns, file.mtime_ns) {
+                    self.plan.referenced.add(file.size);
+                    self.push(file, entry.pack)
+                } else {
+                    self.plan.superseded.add(entry.size);
+                    self.archive(file)
+                }
+            }
+            // Gone from the tree.
+            later => {
+                self.next = later;
+                self.plan.superseded.add(entry.size);
+                Ok(())
+            }
+        }
     }
-    Ok(plan)
+
+    /// Plans the rest of the tree (files after the base's last entry are new).
+    ///
+    /// # Errors
+    /// The tree's first error, or writing's.
+    pub(crate) fn finish(mut self) -> Result<IncrementalPlan, IndexError> {
+        while let Some(file) = self.next.take() {
+            self.advance()?;
+            self.archive(file)?;
+        }
+        Ok(self.plan)
+    }
 }
 
 /// Whether a tree file's modification time `live` is the one the index recorded,

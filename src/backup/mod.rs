@@ -14,6 +14,7 @@ pub(crate) mod fake;
 mod fetch;
 pub(crate) mod handle;
 pub(crate) mod incremental;
+mod index_read;
 pub(crate) mod layout;
 mod listing;
 pub(crate) mod lock;

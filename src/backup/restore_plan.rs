@@ -551,12 +551,8 @@ fn split_member(m: &str) -> (Option<String>, Option<String>) {
 }
 
 /// Where the inner manifest sits in tar's listing: index 0, or 1 after its directory;
-/// `None` when the archive does not start with it.
-pub fn inner_manifest_position(members: &[ArchiveMember]) -> Option<usize> {
-    inner_position(members.iter().map(ArchiveMember::as_ref))
-}
-
-/// [`inner_manifest_position`] of borrowed members (only the first two are looked at).
+/// `None` when the archive does not start with it (only the first two members are
+/// looked at).
 pub fn inner_position<'m>(members: impl IntoIterator<Item = MemberRef<'m>>) -> Option<usize> {
     let is_file = |m: &MemberRef<'_>| m.kind == '-' && m.name == INNER_MANIFEST_MEMBER.as_bytes();
     let mut first = members.into_iter();

@@ -3,14 +3,16 @@
 //! flight, written in order into the workload pipeline's standard input (its uploads
 //! are in `upload.rs`).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::task::JoinHandle;
 
 use crate::error::{ConfigError, S3Error};
-use crate::s3::ObjectStore;
+use crate::s3::{ObjectStore, RangeBody};
 
 /// Where a create uploads the backup, and a verify, restore or extract downloads it.
 ///
@@ -53,11 +55,15 @@ pub const LIBRARY_PART_MIB: u64 = 5;
 /// holds is at most this many parts and the one being read: 25 MiB at the defaults).
 pub const LIBRARY_PARTS_IN_FLIGHT: usize = 4;
 
-/// The size of each ranged GET of [`Transfer::Library`], in MiB.
+/// The size of each ranged GET of [`Transfer::Library`], in MiB. It sizes the
+/// requests, not the memory: each range's body is written into the pipeline as it
+/// arrives, a chunk at a time.
 pub const LIBRARY_RANGE_MIB: u64 = 8;
 
-/// How many ranged GETs of [`Transfer::Library`] are in flight at once (the memory it
-/// holds is at most this many ranges).
+/// How many ranged GETs of [`Transfer::Library`] are in flight at once: the one being
+/// written and the next ones, requested ahead but not read until their turn (their
+/// bodies wait in the connection and the server, so the memory held does not grow
+/// with this number or with [`LIBRARY_RANGE_MIB`]).
 pub const LIBRARY_RANGES_IN_FLIGHT: usize = 4;
 
 impl fmt::Display for Transfer {
@@ -105,12 +111,16 @@ impl Fed {
 }
 
 /// Writes the first `size` bytes of the object `key` into `sink`, in order, read with
-/// ranged GETs of `range` bytes, `in_flight` at once. A short range (the object
-/// shrank) ends the stream early: the pipeline's checks then see a truncated object,
-/// as they would with the aws CLI.
+/// ranged GETs of `range` bytes, `in_flight` requested at once. Each range's body is
+/// written as it arrives ([`ObjectStore::get_object_range_stream`]), a chunk at a
+/// time; the ranges after it are requested ahead (each on a task of its own, so that
+/// its request goes out while the one before is written) but their bodies are not
+/// read until their turn: the connection and the server hold them, not this process.
+/// A short range (the object shrank) ends the stream early: the pipeline's checks
+/// then see a truncated object, as they would with the aws CLI.
 ///
 /// # Errors
-/// The first GET that fails.
+/// The first GET (request or body) that fails.
 pub(crate) async fn feed(
     store: &dyn ObjectStore,
     key: &str,
@@ -120,30 +130,59 @@ pub(crate) async fn feed(
     sink: &mut (impl AsyncWrite + Unpin + ?Sized),
 ) -> Result<Fed, S3Error> {
     let range = range.max(1);
-    let ranges = (0..size.div_ceil(range)).map(|i| {
+    let store = store.clone_store();
+    let mut ranges = (0..size.div_ceil(range)).map(|i| {
         let offset = i * range;
         (offset, range.min(size - offset))
     });
-    let mut gets = futures_util::stream::iter(ranges)
-        .map(|(offset, length)| async move {
-            store
-                .get_object_range(key, offset, length)
-                .await
-                .map(|bytes| (length, bytes))
-        })
-        .buffered(in_flight.max(1));
+    let mut requests = Requests::default();
     let mut written = 0_u64;
-    while let Some(got) = gets.next().await {
-        let (length, bytes) = got?;
-        if sink.write_all(&bytes).await.is_err() {
-            return Ok(Fed::Stopped(written));
+    loop {
+        while requests.0.len() < in_flight.max(1) {
+            let Some((offset, length)) = ranges.next() else {
+                break;
+            };
+            let (store, key) = (store.clone(), key.to_string());
+            let request =
+                tokio::spawn(
+                    async move { store.get_object_range_stream(&key, offset, length).await },
+                );
+            requests.0.push_back((length, request));
         }
-        written += bytes.len() as u64;
-        if (bytes.len() as u64) < length {
+        let Some((length, request)) = requests.0.pop_front() else {
+            break;
+        };
+        let mut body = match request.await {
+            Ok(body) => body?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        let mut got = 0_u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if sink.write_all(&chunk).await.is_err() {
+                return Ok(Fed::Stopped(written));
+            }
+            got += chunk.len() as u64;
+            written += chunk.len() as u64;
+        }
+        if got < length {
             break;
         }
     }
     Ok(Fed::All(written))
+}
+
+/// The ranged GETs requested ahead, in order, with their lengths: aborted when the
+/// feed ends early (an error, a pipeline that stopped reading).
+#[derive(Default)]
+struct Requests(VecDeque<(u64, JoinHandle<Result<RangeBody, S3Error>>)>);
+
+impl Drop for Requests {
+    fn drop(&mut self) {
+        for (_, request) in &self.0 {
+            request.abort();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1100,6 +1100,63 @@ impl S3Client {
         self.read_capped(key, declared, output.body, length).await
     }
 
+    /// As [`get_object_range`](Self::get_object_range), the body given as it arrives
+    /// ([`ObjectStore::get_object_range_stream`](crate::ObjectStore::get_object_range_stream)):
+    /// each chunk within the client's timeout, never more than `length` bytes in all.
+    ///
+    /// # Errors
+    /// As [`get_object_range`](Self::get_object_range), from this call for the
+    /// request and from the stream for the body.
+    pub async fn get_object_range_stream(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<crate::s3::RangeBody, S3Error> {
+        let empty = || -> crate::s3::RangeBody { Box::pin(futures_util::stream::empty()) };
+        if length == 0 {
+            return Ok(empty());
+        }
+        let last = offset.saturating_add(length - 1);
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={offset}-{last}"));
+        let output = match self.read_encryption(request).send().await {
+            Ok(output) => output,
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(416) => {
+                return Ok(empty());
+            }
+            Err(e) => return Err(self.error("GetObject", key, e)),
+        };
+        let declared = output.content_length().and_then(|n| u64::try_from(n).ok());
+        if declared.is_some_and(|n| n > length) {
+            return Err(S3Error::TooLarge {
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                limit: length,
+            });
+        }
+        let state = RangeState {
+            body: output.body,
+            read: 0,
+            length,
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            timeout: self.timeout,
+            done: false,
+        };
+        Ok(Box::pin(futures_util::stream::unfold(
+            state,
+            |mut state| async move {
+                let item = state.next_chunk().await?;
+                Some((item, state))
+            },
+        )))
+    }
+
     /// Maps the error of a conditional request: 412 and 409 `ConditionalRequestConflict`
     /// to [`Conditional::PreconditionFailed`], 404 `NoSuchKey` to
     /// [`Conditional::Missing`], anything else as [`error`](Self::error) does.
@@ -1314,6 +1371,63 @@ impl upload::PartTarget for S3Upload {
         self.client
             .abort_multipart_upload(&self.key, upload_id)
             .await
+    }
+}
+
+/// A ranged GET's body being read ([`S3Client::get_object_range_stream`]).
+struct RangeState {
+    body: ByteStream,
+    read: u64,
+    length: u64,
+    bucket: String,
+    key: String,
+    timeout: Duration,
+    done: bool,
+}
+
+impl RangeState {
+    /// The next chunk, `None` at the end (and after an error).
+    async fn next_chunk(&mut self) -> Option<Result<bytes::Bytes, S3Error>> {
+        if self.done {
+            return None;
+        }
+        let got = tokio::time::timeout(self.timeout, self.body.next()).await;
+        let item = match got {
+            Err(_) => Err(S3Error::TimedOut {
+                operation: "GetObject",
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+                timeout: self.timeout,
+            }),
+            Ok(None) => {
+                self.done = true;
+                return None;
+            }
+            Ok(Some(Err(e))) => Err(S3Error::Request {
+                operation: "GetObject",
+                bucket: self.bucket.clone(),
+                key: self.key.clone(),
+                status: None,
+                code: None,
+                transport: Some(crate::error::Transport::of(&e)),
+                message: format!("reading the body: {}", DisplayErrorContext(&e)).into(),
+                source: Some(Box::new(e)),
+            }),
+            Ok(Some(Ok(chunk))) => {
+                self.read = self.read.saturating_add(chunk.len() as u64);
+                if self.read > self.length {
+                    Err(S3Error::TooLarge {
+                        bucket: self.bucket.clone(),
+                        key: self.key.clone(),
+                        limit: self.length,
+                    })
+                } else {
+                    Ok(chunk)
+                }
+            }
+        };
+        self.done = item.is_err();
+        Some(item)
     }
 }
 

@@ -22,7 +22,7 @@ pub use credentials::{AmbientCredentials, CredentialSource};
 pub use memory::MemoryStore;
 pub use parameters::{AddressingStyle, S3Parameters, S3ParametersBuilder};
 pub use sse::{CustomerKey, ServerSideEncryption};
-pub use store::{CloneStore, ObjectStore};
+pub use store::{CloneStore, ObjectStore, RangeBody};
 pub use upload::Uploaded;
 
 /// The key prefix for a relation `path`: leading and trailing slashes stripped and

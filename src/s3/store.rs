@@ -12,12 +12,18 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use tokio::io::AsyncRead;
 
 use super::client::{Conditional, MultipartUpload, ObjectHead, ObjectInfo, VersionedObject};
 use super::upload::Uploaded;
 use crate::error::S3Error;
 use crate::s3::S3Client;
+
+/// The body of a ranged read, as it arrives ([`ObjectStore::get_object_range_stream`]):
+/// chunks in order, then the end; an error ends it.
+pub type RangeBody = BoxStream<'static, Result<Bytes, S3Error>>;
 
 /// An owned, shared handle to a store, for work that outlives a borrow (the lock's
 /// background refresh and its release on drop).
@@ -130,6 +136,32 @@ pub trait ObjectStore: CloneStore + Debug + Send + Sync {
         Err(S3Error::NotImplemented {
             operation: "GetObject with a Range",
         })
+    }
+
+    /// As [`get_object_range`](Self::get_object_range), but the body is given as it
+    /// arrives, not collected: the request is made (and its status checked) when this
+    /// returns, and the bytes are read only as the [`RangeBody`] is polled, so that a
+    /// reader holds a chunk at a time and a request can be in flight before its body is
+    /// wanted (the server and the connection then hold what is not yet read).
+    ///
+    /// The default collects [`get_object_range`](Self::get_object_range) into one
+    /// chunk, so stores written before this method existed keep working (holding a
+    /// range at a time).
+    ///
+    /// # Errors
+    /// As [`get_object_range`](Self::get_object_range), from this call for the request
+    /// and from the stream for the body ([`S3Error::TooLarge`] when the server sends
+    /// more than `length` bytes).
+    async fn get_object_range_stream(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<RangeBody, S3Error> {
+        let bytes = self.get_object_range(key, offset, length).await?;
+        Ok(Box::pin(futures_util::stream::iter(
+            (!bytes.is_empty()).then(|| Ok(Bytes::from(bytes))),
+        )))
     }
 
     /// A handle to the same bucket that shares no connection (nor anything else tied
@@ -280,6 +312,15 @@ impl ObjectStore for S3Client {
         S3Client::get_object_range(self, key, offset, length).await
     }
 
+    async fn get_object_range_stream(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<RangeBody, S3Error> {
+        S3Client::get_object_range_stream(self, key, offset, length).await
+    }
+
     async fn get_object_versioned(
         &self,
         key: &str,
@@ -393,6 +434,15 @@ impl<T: ObjectStore + ?Sized + 'static> ObjectStore for Arc<T> {
         length: u64,
     ) -> Result<Vec<u8>, S3Error> {
         (**self).get_object_range(key, offset, length).await
+    }
+
+    async fn get_object_range_stream(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<RangeBody, S3Error> {
+        (**self).get_object_range_stream(key, offset, length).await
     }
 
     async fn get_object_versioned(

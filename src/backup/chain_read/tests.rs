@@ -1,6 +1,7 @@
 use super::*;
 use crate::backup::incremental::{BackupKind, IndexEntry, IndexWriter};
 use crate::backup::manifest::{ManifestEntry, ManifestLayout, ManifestPath};
+use crate::backup::restore_plan::ArchiveMember;
 
 fn id(n: u32) -> BackupId {
     format!("backup-2026120301{n:02}00000000").parse().unwrap()
@@ -46,6 +47,14 @@ fn entries() -> Vec<IndexEntry> {
         entry(b"m/local_content/c\nd e", 3, 1),
         entry(b"m/local_content/f\xff", 4, 2),
     ]
+}
+
+fn files(m: &Manifest) -> impl Iterator<Item = (&[u8], EntryKind)> {
+    m.files.iter().map(|f| (f.path.as_bytes(), f.kind))
+}
+
+fn refs(members: &[ArchiveMember]) -> impl Iterator<Item = MemberRef<'_>> + Clone {
+    members.iter().map(ArchiveMember::as_ref)
 }
 
 fn member(kind: char, name: &[u8]) -> ArchiveMember {
@@ -238,7 +247,7 @@ fn an_older_pack_gives_exactly_what_the_index_assigns_to_it() {
         member('-', b"m/local_content/a"),
         member('-', b"m/local_content/c\nd e"),
     ];
-    check_partial_listing(first, &good, &m).unwrap();
+    check_partial_listing(first, refs(&good), files(&m)).unwrap();
     // A missing member, an extra one, one twice, a directory, no inner manifest first.
     let cases: Vec<(Vec<ArchiveMember>, &str)> = vec![
         (good[..2].to_vec(), "lacks"),
@@ -261,11 +270,16 @@ fn an_older_pack_gives_exactly_what_the_index_assigns_to_it() {
         (good[1..].to_vec(), "inner manifest"),
     ];
     for (members, why) in cases {
-        let e = check_partial_listing(first, &members, &m).unwrap_err();
+        let e = check_partial_listing(first, refs(&members), files(&m)).unwrap_err();
         assert!(e.contains(why), "{why}: {e}");
     }
     // Its own manifest must list what it gave.
-    let e = check_partial_listing(first, &good, &manifest(&[b"m/local_content/a"])).unwrap_err();
+    let e = check_partial_listing(
+        first,
+        refs(&good),
+        files(&manifest(&[b"m/local_content/a"])),
+    )
+    .unwrap_err();
     assert!(e.contains("does not list"), "{e}");
 }
 
@@ -279,10 +293,82 @@ fn the_own_pack_holds_its_files_and_none_of_the_older_packs() {
         member('d', b"m/local_content"),
         member('-', b"m/local_content/b"),
     ];
-    check_own_listing(&parts, &own).unwrap();
-    let e = check_own_listing(&parts, &own[..3]).unwrap_err();
+    check_own_listing(&parts, refs(&own)).unwrap();
+    let e = check_own_listing(&parts, refs(&own[..3])).unwrap_err();
     assert!(e.contains("lacks \"m/local_content/b\""), "{e}");
     let stale = [own.clone(), vec![member('-', b"m/local_content/a")]].concat();
-    let e = check_own_listing(&parts, &stale).unwrap_err();
+    let e = check_own_listing(&parts, refs(&stale)).unwrap_err();
     assert!(e.contains(&format!("the older pack {}", id(1))), "{e}");
+}
+
+/// The index as `chain_fetch` reads it: ranged GETs of `range` bytes from a bucket,
+/// split line by line.
+async fn split_streamed(
+    body: &[u8],
+    chain: &PackChain,
+    range: u64,
+) -> Result<Vec<PackPart>, String> {
+    use crate::backup::index_read::{IndexRead, Limits, each_line};
+    use crate::s3::{MemoryStore, ObjectStore};
+    let store = MemoryStore::new("");
+    store
+        .put_object(
+            "x.index.ndjson",
+            body.to_vec(),
+            "x",
+            &std::collections::HashMap::new(),
+        )
+        .await
+        .unwrap();
+    let limits = Limits {
+        range,
+        max_line: 200,
+        max_bytes: 1 << 20,
+    };
+    let mut split = IndexSplit::new(&id(3), chain);
+    match each_line(&store, "x.index.ndjson", limits, |line| split.line(line)).await {
+        Ok(()) => split.finish().map_err(|e| e.to_string()),
+        Err(IndexRead::Each(e) | IndexRead::Object(e)) => Err(e.to_string()),
+        Err(IndexRead::S3(e)) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_index_splits_as_a_whole_one_whatever_the_range() {
+    let (bytes, chain) = index(&entries());
+    let whole = split_index(&bytes[..], &id(3), &chain).unwrap();
+    for range in [1, 7, 50, 64, 4096] {
+        let streamed = split_streamed(&bytes, &chain, range).await.unwrap();
+        assert_eq!(streamed, whole, "range {range}");
+    }
+    assert_eq!(whole[0].usage.files, 2);
+}
+
+#[tokio::test]
+async fn a_streamed_index_altered_or_cut_is_refused() {
+    let (bytes, chain) = index(&entries());
+    // One byte changed in a size: well-formed, but not the index the chain records.
+    let mut altered = bytes.clone();
+    let at = altered.windows(8).position(|w| w == b"\"size\":2").unwrap() + 7;
+    altered[at] = b'5';
+    let e = split_streamed(&altered, &chain, 16).await.unwrap_err();
+    assert!(e.contains("altered or swapped"), "{e}");
+    // Cut inside its last line (a truncated object), and cut at a line's end.
+    let e = split_streamed(&bytes[..bytes.len() - 5], &chain, 16)
+        .await
+        .unwrap_err();
+    assert!(e.contains("no newline (a cut index)"), "{e}");
+    let first = bytes.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let e = split_streamed(&bytes[..first], &chain, 16)
+        .await
+        .unwrap_err();
+    assert!(e.contains("altered or swapped"), "{e}");
+    // A line longer than any index line is refused before it is held whole.
+    let mut long = bytes.clone();
+    long.extend(std::iter::repeat_n(b'x', 300));
+    let e = split_streamed(&long, &chain, 16).await.unwrap_err();
+    assert!(
+        e.contains("file index x.index.ndjson line 5: longer than 200 bytes"),
+        "{e}"
+    );
 }
