@@ -1075,6 +1075,7 @@ pub(crate) mod tests {
                     })
                     .collect(),
                 own_bytes: 1,
+                database: Vec::new(),
             });
             let chained = parsed.to_json();
             let mut members = members.clone();
