@@ -2851,7 +2851,13 @@ fn incremental_chain(
         let (r, cost) = bench.sampler.measure(|| bench.ours_backup(&incremental));
         let report = r?;
         chain.push(report.id.clone());
-        let pack = bench.object_size(&report.key);
+        // Its pack and, for an increment, its database pack (0 when there is none).
+        let pack = bench.object_size(&report.key)
+            + bench.object_size(&format!(
+                "{}{}",
+                report.key,
+                synapse_backup::DATABASE_SUFFIX
+            ));
         let kind = match &report.kind {
             BackupKind::Incremental { .. } => "incremental".to_string(),
             other => format!("FULL ({other:?})"),

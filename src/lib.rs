@@ -90,16 +90,17 @@ pub use backup::catalog::{
 };
 pub use backup::handle::{Backups, CreateOptions, VerifyOptions};
 pub use backup::incremental::{
-    BackupKind, BaseState, ChainLink, ChainPolicy, DEFAULT_FULL_EVERY,
+    BackupKind, BaseState, ChainLink, ChainPolicy, DATABASE_SUFFIX, DEFAULT_FULL_EVERY,
     DEFAULT_MAX_SUPERSEDED_PERCENT, FullReason, IncrementalPlan, IndexEntry, IndexReader,
     IndexSummary, IndexWriter, PackChain, TreeFile, TreeListing, Usage, chain_of, choose_base,
-    full_after_plan, index_suffix, members_of, parse_index_name, plan_incremental,
+    full_after_plan, index_suffix, members_of, parse_database_name, parse_index_name,
+    plan_incremental,
 };
 pub use backup::layout::{DatabaseKind, HomeserverConfig, Layout};
 pub use backup::lock::{BackupLock, LockGuard, LockInfo, LockMode, LockOptions, LockOwner};
 pub use backup::manifest::{
-    Cipher, DatabaseSnapshot, EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT,
-    Manifest, ManifestChain, ManifestEntry, ManifestLayout, ManifestPath,
+    Cipher, DatabasePack, DatabaseSnapshot, EntryKind, INNER_MANIFEST_MEMBER, InnerManifest,
+    MANIFEST_FORMAT, Manifest, ManifestChain, ManifestEntry, ManifestLayout, ManifestPath,
 };
 pub use backup::plan::{
     BackupId, BackupOptions, CancelToken, Compression, DEFAULT_SNAPSHOT_TIMEOUT, LiveChanges,

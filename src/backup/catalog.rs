@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
 
-use crate::backup::incremental::{chain_of, index_suffix, parse_index_name};
+use crate::backup::incremental::{
+    DATABASE_SUFFIX, chain_of, index_suffix, parse_database_name, parse_index_name,
+};
 use crate::backup::lock::{BackupLock, LockConfirmer, LockMode, LockOptions, LockOwner};
 use crate::backup::manifest::Manifest;
 use crate::backup::plan::{self, BackupId, MANIFEST_SUFFIX};
@@ -120,7 +122,8 @@ pub struct BackupInfo {
     pub key: String,
     /// When the data object (or, without data, the manifest) was last modified.
     pub last_modified: DateTime<Utc>,
-    /// The data object's size in bytes (0 without data).
+    /// The data object's size in bytes (0 without data), with its database pack's
+    /// (an incremental backup's `<key>.database`) when there is one.
     pub size: u64,
     /// Complete, incomplete or legacy.
     pub status: BackupStatus,
@@ -209,6 +212,8 @@ struct Seen {
     manifest: Option<crate::ObjectInfo>,
     /// The index object's base (`Some(None)`: a full backup's index).
     index: Option<Option<BackupId>>,
+    /// The database pack (an incremental backup's).
+    database: Option<crate::ObjectInfo>,
 }
 
 /// How many HEADs [`list_backups`] has in flight at once (one per data object without
@@ -242,16 +247,18 @@ pub async fn list_backups(
             seen.entry(id).or_default().manifest = Some(object);
         } else if let Some((id, base)) = parse_index_name(name) {
             seen.entry(id).or_default().index = Some(base);
+        } else if let Some(id) = parse_database_name(name) {
+            seen.entry(id).or_default().database = Some(object);
         } else if let Ok(id) = name.parse::<BackupId>() {
             seen.entry(id).or_default().data = Some(object);
         }
     }
     // Data without a manifest (ours, failed, or legacy) needs a HEAD each, unless an
-    // index object says it is ours: made concurrently, at most LIST_HEAD_CONCURRENCY at
+    // index object or a database pack says it is ours: made concurrently, at most LIST_HEAD_CONCURRENCY at
     // a time, in the listing's order.
     let unmanifested: Vec<String> = seen
         .values()
-        .filter(|s| s.manifest.is_none() && s.index.is_none())
+        .filter(|s| s.manifest.is_none() && s.index.is_none() && s.database.is_none())
         .filter_map(|s| s.data.as_ref().map(|d| d.key.clone()))
         .collect();
     let heads: Vec<bool> = stream::iter(unmanifested)
@@ -262,8 +269,14 @@ pub async fn list_backups(
     let mut heads = heads.into_iter();
     let mut out = Vec::with_capacity(seen.len());
     for (id, s) in seen {
-        let (object, status) = match (s.data, s.manifest) {
-            (Some(d), Some(_)) => (d, BackupStatus::Complete),
+        let database = s.database.as_ref().map_or(0, |d| d.size);
+        let complete = s.manifest.is_some();
+        let (object, status) = match (s.data, s.manifest.or(s.database)) {
+            (Some(d), _) if complete => (d, BackupStatus::Complete),
+            // Data and a database pack: ours, without its manifest.
+            (Some(d), Some(_)) => (d, BackupStatus::Incomplete),
+            // Without data: a manifest, or a database pack alone (what a failed create
+            // or a half-done delete left).
             (None, Some(m)) => (crate::ObjectInfo { size: 0, ..m }, BackupStatus::Incomplete),
             (Some(d), None) => {
                 let ours = s.index.is_some() || heads.next().unwrap_or(false);
@@ -280,7 +293,7 @@ pub async fn list_backups(
             key: store.object_key(id.as_str()),
             id,
             last_modified: object.last_modified,
-            size: object.size,
+            size: object.size + database,
             status,
             kind: ListedKind::from_listing(s.index, status),
         });
@@ -602,7 +615,13 @@ async fn delete_unlocked(
         "{key}{}",
         index_suffix(bases.all.get(id).and_then(Option::as_ref))
     );
-    for k in [format!("{key}{MANIFEST_SUFFIX}"), key.clone(), index] {
+    // The manifest first (the backup is no longer complete), then its packs.
+    for k in [
+        format!("{key}{MANIFEST_SUFFIX}"),
+        key.clone(),
+        format!("{key}{DATABASE_SUFFIX}"),
+        index,
+    ] {
         match store.head_object(&k).await {
             Ok(_) => {
                 lock.confirm(&format!("deleting {k}")).await?;
@@ -1323,6 +1342,51 @@ mod store_tests {
             delete_backup(&store, &a).await,
             Err(BackupError::NotFound { .. })
         ));
+    }
+
+    /// An incremental backup's database pack counts in its size and goes with it; one
+    /// without its backup is an incomplete leftover (no HEAD needed to tell it is ours),
+    /// deleted with a delete of its id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_pack_is_listed_with_its_backup_and_deleted_with_it() {
+        let store = MemoryStore::new(PATH);
+        let (a, b, c) = (id_aged(&store, 3), id_aged(&store, 2), id_aged(&store, 1));
+        indexed(&store, &a, None).await;
+        indexed(&store, &b, Some(&a)).await;
+        put_at_id_time(&store, &b, &format!("{b}{DATABASE_SUFFIX}"), &ours()).await;
+        // A failed create's database pack, alone, untagged.
+        put_at_id_time(
+            &store,
+            &c,
+            &format!("{c}{DATABASE_SUFFIX}"),
+            &HashMap::new(),
+        )
+        .await;
+        let listed = list_backups(&store).await.unwrap();
+        let got: Vec<(BackupId, u64, BackupStatus)> = listed
+            .iter()
+            .map(|i| (i.id.clone(), i.size, i.status))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (c.clone(), 4, BackupStatus::Incomplete),
+                (b.clone(), 8, BackupStatus::Complete),
+                (a.clone(), 4, BackupStatus::Complete),
+            ]
+        );
+        assert_eq!(chain_in(&listed, &b).unwrap().total_size, 12);
+        delete_backup(&store, &b).await.unwrap();
+        delete_backup(&store, &c).await.unwrap();
+        let mut left = store.keys();
+        left.sort();
+        let mut want = vec![
+            format!("{PATH}/{a}"),
+            format!("{PATH}/{a}{MANIFEST_SUFFIX}"),
+            format!("{PATH}/{a}.index.ndjson"),
+        ];
+        want.sort();
+        assert_eq!(left, want);
     }
 
     /// An index object for `id` on `base` (`None`: a full backup's).

@@ -56,7 +56,8 @@ impl Planned {
         }
     }
 
-    /// The external manifest's record, once the pack's own size is known.
+    /// The external manifest's record, once the pack's own size (with its database
+    /// pack's) is known; the database pack's record is set by its caller.
     pub(crate) fn manifest_chain(&self, ciphertext_bytes: u64) -> ManifestChain {
         ManifestChain {
             kind: self.kind.clone(),
@@ -68,6 +69,7 @@ impl Planned {
             own_files: self.plan.new.files,
             own_bytes: self.plan.new.bytes,
             total_ciphertext_bytes: self.older_ciphertext + ciphertext_bytes,
+            database: None,
         }
     }
 }
@@ -119,13 +121,15 @@ pub(crate) async fn plan_pack<C: Container + ?Sized>(
                 Ok((plan, index, members)) => {
                     match full_after_plan(&plan, &links, &options.chain) {
                         None => {
-                            let older_ciphertext = base
-                                .manifest
-                                .chain
-                                .as_ref()
-                                .map_or(base.manifest.ciphertext_bytes, |c| {
-                                    c.total_ciphertext_bytes
-                                });
+                            let older_ciphertext = base.manifest.chain.as_ref().map_or(
+                                base.manifest.ciphertext_bytes,
+                                |c| {
+                                    // The base's database pack is not read by a later restore.
+                                    let apart =
+                                        c.database.as_ref().map_or(0, |d| d.ciphertext_bytes);
+                                    c.total_ciphertext_bytes.saturating_sub(apart)
+                                },
+                            );
                             return Ok(planned(
                                 BackupKind::Incremental { base: base.id },
                                 links,
@@ -176,6 +180,7 @@ fn planned(
             index_sha256: plan.index.sha256.clone(),
             links,
             own_bytes: plan.new.bytes,
+            database: Vec::new(),
         },
         index,
         members,

@@ -4,15 +4,16 @@
 //! (listed or extracted) for exactly the members the index assigns to it, in the one
 //! work dir the backup's own pack is read into last.
 
+use crate::backup::catalog::BackupStatus;
 use crate::backup::chain_read::{
-    IndexSplit, PackPart, check_older_manifest, check_older_pack, check_own_listing,
-    check_partial_listing, check_record,
+    IndexSplit, PackPart, check_database_listed, check_database_pack, check_database_record,
+    check_older_manifest, check_older_pack, check_own_listing, check_partial_listing, check_record,
 };
 use crate::backup::fetch::{Fetch, Fetched, fetch, locate_compact};
-use crate::backup::incremental::{BackupKind, ChainLink, PackChain};
+use crate::backup::incremental::{BackupKind, ChainLink, DATABASE_SUFFIX, PackChain};
 use crate::backup::index_read::{self, IndexRead};
 use crate::backup::listing::Members;
-use crate::backup::manifest::InnerManifest;
+use crate::backup::manifest::{DatabasePack, InnerManifest, ManifestFiles};
 use crate::backup::plan::{BackupId, ScriptCall, WorkDir};
 use crate::backup::progress::ProgressStage;
 use crate::backup::restore::RestoreOptions;
@@ -32,6 +33,10 @@ use futures_util::stream::{self, StreamExt};
 /// key derivation) and their databases with the base's transfer.
 const PACKS_AT_ONCE: usize = 2;
 
+/// An incremental backup's data that records no chain.
+const NO_OLDER_PACKS: &str =
+    "its manifest says it is incremental, but its data records no older packs";
+
 /// Older packs located at once (a few small requests each).
 const LOCATE_AT_ONCE: usize = 8;
 
@@ -45,6 +50,8 @@ pub(crate) struct Chain {
     /// The backup's own inner manifest, as read ahead (checked again when its pack is
     /// read whole).
     inner: InnerManifest,
+    /// Its database pack, located and checked against its manifest's record.
+    database: Option<Fetched>,
 }
 
 /// How an older pack is read.
@@ -85,7 +92,7 @@ fn corrupted(id: &BackupId, reason: impl Into<String>) -> BackupError {
 pub(crate) async fn plan<C: Container + ?Sized>(
     run: &Run<'_, C>,
     id: &BackupId,
-    fetched: &Fetched,
+    fetched: &mut Fetched,
 ) -> Result<Option<Chain>, BackupError> {
     let Some(manifest) = &fetched.manifest else {
         return Ok(None);
@@ -111,13 +118,10 @@ pub(crate) async fn plan<C: Container + ?Sized>(
         .chain
         .clone()
         .filter(|c| c.base().is_some())
-        .ok_or_else(|| {
-            corrupted(
-                id,
-                "its manifest says it is incremental, but its data records no older packs",
-            )
-        })?;
+        .ok_or_else(|| corrupted(id, NO_OLDER_PACKS))?;
     let suffix = check_record(id, &chain, Some(record)).map_err(|why| corrupted(id, why))?;
+    let (database, apart) = plan_database(run, id, fetched, &chain, record).await?;
+    fetched.apart = apart;
     let index_key = format!("{}{suffix}", fetched.key);
     let parts = read_index(run, id, &chain, &index_key).await?;
     // Located side by side (a listing and a manifest each), checked in chain order.
@@ -152,6 +156,7 @@ pub(crate) async fn plan<C: Container + ?Sized>(
         parts,
         older,
         inner,
+        database,
     }))
 }
 
@@ -183,6 +188,85 @@ async fn read_index<C: Container + ?Sized>(
         Err(IndexRead::S3(e)) => Err(e.into()),
         Err(IndexRead::Object(e) | IndexRead::Each(e)) => Err(damaged(e)),
     }
+}
+
+/// The database pack of backup `id` (found as `fetched`, its inner manifest recording
+/// `chain`, its manifest `record`): none when neither records one; else its manifest
+/// must list its members as files, and it is located ([`locate_database`]). Gives it
+/// and its members, sorted: the own pack's listing is checked against the manifest
+/// without them ([`Fetched::apart`]).
+async fn plan_database<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    fetched: &Fetched,
+    chain: &crate::backup::incremental::PackChain,
+    record: &crate::backup::manifest::ManifestChain,
+) -> Result<(Option<Fetched>, Vec<Vec<u8>>), BackupError> {
+    let Some(pack) = check_database_record(chain, record).map_err(|why| corrupted(id, why))? else {
+        return Ok((None, Vec::new()));
+    };
+    let listed: Vec<_> = fetched.entries().collect();
+    check_database_listed(
+        &chain.database,
+        listed.iter().map(|(p, kind, _)| (p.as_ref(), *kind)),
+    )
+    .map_err(|why| corrupted(id, why))?;
+    drop(listed);
+    let found = locate_database(run, id, fetched, pack).await?;
+    let mut apart: Vec<Vec<u8>> = chain
+        .database
+        .iter()
+        .map(|m| m.as_bytes().to_vec())
+        .collect();
+    apart.sort();
+    Ok((Some(found), apart))
+}
+
+/// Finds backup `id`'s database pack beside its own pack (`fetched`) and checks its
+/// size against `pack`, the manifest's record: a [`Fetched`] for it, with a manifest
+/// that is its backup's with the pack's size and SHA-256 (what its read is checked
+/// against).
+async fn locate_database<C: Container + ?Sized>(
+    run: &Run<'_, C>,
+    id: &BackupId,
+    fetched: &Fetched,
+    pack: &DatabasePack,
+) -> Result<Fetched, BackupError> {
+    let key = format!("{}{DATABASE_SUFFIX}", fetched.key);
+    let head = match run.client.head_object(&key).await {
+        Ok(head) => head,
+        Err(S3Error::NotFound { .. }) => {
+            return Err(corrupted(id, format!("its database pack {key} is missing")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if head.size != pack.ciphertext_bytes {
+        return Err(corrupted(
+            id,
+            format!(
+                "its database pack {key} is {} bytes but its manifest says {} (truncated or replaced)",
+                head.size, pack.ciphertext_bytes
+            ),
+        ));
+    }
+    let manifest = fetched
+        .manifest
+        .as_ref()
+        .map(|m| crate::backup::manifest::Manifest {
+            files: Vec::new(),
+            ciphertext_bytes: pack.ciphertext_bytes,
+            ciphertext_sha256: pack.ciphertext_sha256.clone(),
+            ..m.clone()
+        });
+    Ok(Fetched {
+        status: BackupStatus::Complete,
+        manifest,
+        files: ManifestFiles::default(),
+        key,
+        size: head.size,
+        warnings: Vec::new(),
+        apart: Vec::new(),
+    })
 }
 
 impl Chain {
@@ -253,6 +337,7 @@ impl Chain {
         id: &BackupId,
         mut got: Fetch,
         older: Members,
+        database: Members,
     ) -> Result<Fetch, BackupError> {
         if got.inner.as_ref() != Some(&self.inner) {
             return Err(corrupted(
@@ -261,11 +346,83 @@ impl Chain {
             ));
         }
         check_own_listing(&self.parts, got.listing.iter()).map_err(|why| corrupted(id, why))?;
-        for member in older.iter() {
+        for member in database.iter().chain(older.iter()) {
             got.listing.push(&member);
         }
         got.listing.shrink_to_fit();
         Ok(got)
+    }
+
+    /// Reads the backup's database pack (when it has one) whole, in a work dir of its
+    /// own inside `work`: listed, its database staged in `work`'s stage for verify's
+    /// check (`verify_db`: the environment the own pack's call carried for it), or
+    /// extracted into `work`'s stage. Checked with the rules of any pack (SHA-256 and
+    /// size against the manifest, gpg's status, its inner manifest's id and nonce) and
+    /// [`check_database_pack`]. Gives its members without its inner manifest.
+    ///
+    /// # Errors
+    /// [`BackupError::Corrupted`] naming the database pack, or the fetch's error.
+    async fn read_database<C: Container + ?Sized>(
+        &self,
+        run: &Run<'_, C>,
+        work: &WorkDir,
+        id: &BackupId,
+        options: &RestoreOptions,
+        how: Read,
+        verify_db: Vec<(String, String)>,
+    ) -> Result<Members, BackupError> {
+        let Some(found) = &self.database else {
+            return Ok(Members::default());
+        };
+        let guard = run
+            .work_dir_in(
+                WorkPlace::Under(&work.dir),
+                "database",
+                &options.download_settings(),
+                false,
+            )
+            .await?;
+        let own = guard.dir();
+        let stage = format!("{}/stage", work.dir);
+        let mut call = match how {
+            Read::List => {
+                let mut call = restore_plan::list_call(run.layout, run.params, own, &found.key);
+                call.env.extend(verify_db);
+                call
+            }
+            Read::Extract => {
+                let need = found.size.saturating_add(found.size / 8);
+                let mut call =
+                    restore_plan::extract_call(run.layout, run.params, own, &found.key, need);
+                call.env.insert("SB_STAGE_SHARED".into(), "1".into());
+                call.env.insert("SB_PACK_TAG".into(), "database".into());
+                call
+            }
+        };
+        call.env.insert("SB_STAGE".into(), stage);
+        let got = fetch(
+            run,
+            own,
+            &call,
+            id,
+            found,
+            options,
+            how.progress(),
+            Part::Older,
+        )
+        .await;
+        guard.finish().await;
+        let named = |why: String| corrupted(id, format!("its database pack {}: {why}", found.key));
+        let got = got.map_err(|e| match e {
+            BackupError::Corrupted { reason, .. } => named(reason),
+            other => other,
+        })?;
+        check_database_pack(&self.inner, got.inner.as_ref(), got.listing.iter()).map_err(named)?;
+        let mut members = Members::default();
+        for member in got.listing.iter().skip(1) {
+            members.push(&member);
+        }
+        Ok(members)
     }
 }
 
@@ -318,6 +475,17 @@ impl Backup<'_> {
             call.env.insert("SB_STAGE_SHARED".into(), "1".into());
             call.env.insert("SB_NO_WALK".into(), "1".into());
         }
+        // Verify's database check stages the database from the pack that holds it.
+        let verify_db: Vec<(String, String)> = if chain.database.is_some() {
+            ["SB_VERIFY_DB", "SB_NEED_BYTES", "SB_SPACE_DIR"]
+                .into_iter()
+                .filter(|_| how == Read::List)
+                .filter_map(|k| call.env.remove(k).map(|v| (k.to_string(), v)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let database = chain.read_database(run, work, self.id, options, how, verify_db);
         let own = fetch(
             run,
             work,
@@ -328,12 +496,16 @@ impl Backup<'_> {
             stage,
             Part::Own,
         );
-        let (older, got) = tokio::join!(chain.read_older(run, work, self.id, options, how), own);
-        let (older, got) = (older?, got?);
+        let (older, got, database) = tokio::join!(
+            chain.read_older(run, work, self.id, options, how),
+            own,
+            database
+        );
+        let (older, got, database) = (older?, got?, database?);
         if how == Read::Extract {
             walk(run, work, &call, options).await?;
         }
-        chain.join(self.id, got, older)
+        chain.join(self.id, got, older, database)
     }
 }
 

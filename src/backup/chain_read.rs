@@ -17,7 +17,7 @@ use std::io::BufRead;
 
 use crate::backup::incremental::{ChainLink, IndexReader, PackChain, Usage, index_suffix};
 use crate::backup::manifest::{
-    EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestChain,
+    DatabasePack, EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestChain,
 };
 use crate::backup::plan::BackupId;
 use crate::backup::restore_plan::{MemberRef, inner_position};
@@ -369,6 +369,111 @@ pub(crate) fn check_own_listing<'m>(
             "its pack holds {:?}, which its index assigns to the older pack {}",
             lossy(&both),
             older[n].id
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the external manifest's record of the database pack against `chain`, the
+/// one the backup's inner manifest records: a database pack exactly when the inner
+/// manifest lists its members. Gives the record (size and SHA-256), `None` when the
+/// backup has no database pack.
+///
+/// # Errors
+/// What differs, in words.
+pub(crate) fn check_database_record<'m>(
+    chain: &PackChain,
+    listed: &'m ManifestChain,
+) -> Result<Option<&'m DatabasePack>, String> {
+    match (chain.database.is_empty(), listed.database.as_ref()) {
+        (true, None) => Ok(None),
+        (true, Some(_)) => Err(
+            "its manifest records a database pack, but its data records none (an altered manifest)"
+                .into(),
+        ),
+        (false, None) => Err(format!(
+            "its manifest records no database pack, but its data records one holding {} (an altered manifest)",
+            chain.database.join(", ")
+        )),
+        (false, Some(pack)) => Ok(Some(pack)),
+    }
+}
+
+/// Checks that the manifest's entries `listed` (path and kind) list every member of
+/// the database pack (`database`, from the inner manifest) as a file: the database
+/// pack's members and the own pack's then make up the manifest's list.
+///
+/// # Errors
+/// The first member not listed as a file.
+pub(crate) fn check_database_listed<'a>(
+    database: &[String],
+    listed: impl Iterator<Item = (&'a [u8], EntryKind)>,
+) -> Result<(), String> {
+    let mut files: Vec<&[u8]> = listed
+        .filter(|(_, kind)| *kind == EntryKind::File)
+        .map(|(p, _)| p)
+        .collect();
+    files.sort_unstable();
+    match database
+        .iter()
+        .find(|m| files.binary_search(&m.as_bytes()).is_err())
+    {
+        Some(m) => Err(format!(
+            "its manifest does not list {m:?}, which its database pack holds, as a file"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks the database pack as read whole: it carries the very inner manifest of its
+/// backup's own pack (`own`: same id, nonce and chain, so a database pack of another
+/// backup or of another run is refused) as its first member, then exactly the
+/// `database` members that inner manifest lists, each a regular file, each once.
+///
+/// # Errors
+/// What differs, in words.
+pub(crate) fn check_database_pack<'m>(
+    own: &InnerManifest,
+    inner: Option<&InnerManifest>,
+    members: impl Iterator<Item = MemberRef<'m>> + Clone,
+) -> Result<(), String> {
+    if inner != Some(own) {
+        return Err(
+            "its inner manifest is not its backup's (a database pack of another backup or of another run)"
+                .into(),
+        );
+    }
+    if inner_position(members.clone()) != Some(0) {
+        return Err("its inner manifest is not its first member".into());
+    }
+    let lossy = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
+    let mut wanted: Vec<&[u8]> = own
+        .chain
+        .iter()
+        .flat_map(|c| c.database.iter())
+        .map(String::as_bytes)
+        .collect();
+    wanted.sort_unstable();
+    let mut seen = vec![false; wanted.len()];
+    for m in members.skip(1) {
+        let Some(i) = wanted
+            .binary_search(&m.name.as_ref())
+            .ok()
+            .filter(|_| m.kind == '-')
+        else {
+            return Err(format!(
+                "it holds {:?}, which its inner manifest does not list as a database member",
+                lossy(&m.name)
+            ));
+        };
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(format!("it holds {:?} twice", lossy(&m.name)));
+        }
+    }
+    if let Some((missing, _)) = wanted.iter().zip(&seen).find(|(_, s)| !**s) {
+        return Err(format!(
+            "it lacks {:?}, which its inner manifest lists",
+            lossy(missing)
         ));
     }
     Ok(())

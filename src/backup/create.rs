@@ -7,19 +7,19 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::chain::Planned;
-use super::incremental::{BackupKind, FullReason};
+use super::incremental::{BackupKind, DATABASE_SUFFIX, FullReason};
 use super::layout::{DatabaseKind, HomeserverConfig, Layout, join};
 use super::listing::parse_members;
 use super::manifest::{
-    Cipher, DatabaseSnapshot, EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT,
-    Manifest, ManifestEntry, ManifestJson, ManifestLayout, ManifestPath,
+    Cipher, DatabasePack, DatabaseSnapshot, EntryKind, INNER_MANIFEST_MEMBER, InnerManifest,
+    MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestJson, ManifestLayout, ManifestPath,
 };
 use super::plan::{self, BackupId, BackupOptions, LiveChanges, WorkDir};
 
 use super::restore_plan::{MemberSource, RestoreRules};
 use super::run::Run;
 use super::scripts::{Exit, WorkFile};
-use super::work::{self, Outputs};
+use super::work::{self, Outputs, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, ConfigError, ContainerError, S3Error, Stage};
 use crate::s3::{ObjectStore, S3Parameters};
@@ -135,6 +135,7 @@ async fn create_locked<C: Container + ?Sized>(
         work: work.dir(),
         uploading: AtomicBool::new(false),
         index_key: std::sync::Mutex::new(None),
+        database_apart: AtomicBool::new(false),
     };
     let result = tokio::select! {
         result = backup.execute() => result,
@@ -172,18 +173,10 @@ async fn create_locked<C: Container + ?Sized>(
         }
         Err(e) => {
             if uploading.into_inner() {
-                remove_partial_upload(&*run.client, &key).await;
-                if let Some(index) = index_key
+                let index = index_key
                     .into_inner()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                {
-                    match run.client.delete_object(&index).await {
-                        Ok(()) | Err(S3Error::NotFound { .. }) => {}
-                        Err(e) => {
-                            tracing::warn!(key = index, error = %e, "could not delete the failed backup's index")
-                        }
-                    }
-                }
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                remove_failed_objects(&*run.client, &key, index.as_deref()).await;
             }
             if matches!(e, BackupError::Cancelled) {
                 // The caller asked for it, and says so itself.
@@ -209,6 +202,22 @@ pub async fn remove_abandoned_work_dirs<C: Container + ?Sized>(
     layout: &Layout,
 ) -> Vec<String> {
     work::sweep_work_dirs(container, layout, true).await.removed
+}
+
+/// Deletes what a failed run uploaded: its data object (and multipart uploads under
+/// its key, the database pack's included), its database pack and its `index` object.
+async fn remove_failed_objects(client: &dyn ObjectStore, key: &str, index: Option<&str>) {
+    remove_partial_upload(client, key).await;
+    let database = format!("{key}{DATABASE_SUFFIX}");
+    for (object, what) in [(Some(database.as_str()), "database pack"), (index, "index")] {
+        let Some(object) = object else { continue };
+        match client.delete_object(object).await {
+            Ok(()) | Err(S3Error::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::warn!(key = object, error = %e, "could not delete the failed backup's {what}")
+            }
+        }
+    }
 }
 
 /// Deletes a failed run's data object and aborts multipart uploads under its key.
@@ -508,6 +517,9 @@ struct BackupRun<'r, 'a, C: Container + ?Sized> {
     uploading: AtomicBool,
     /// The index object's key, once its upload started (a failure removes it too).
     index_key: std::sync::Mutex<Option<String>>,
+    /// An incremental backup's database goes to its database pack: the own pack's
+    /// pipeline archives no snapshot.
+    database_apart: AtomicBool,
 }
 
 impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
@@ -576,7 +588,19 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         } else {
             None
         };
-        self.upload(expected_size).await?;
+        let database = planned.as_ref().map_or(&[][..], |p| &p.chain.database[..]);
+        let database = if database.is_empty() {
+            self.upload(expected_size).await?;
+            None
+        } else {
+            self.database_apart.store(true, Ordering::SeqCst);
+            // Side by side: the database pack is the larger one of an increment.
+            let (_, database) = tokio::try_join!(
+                self.upload(expected_size),
+                self.upload_database(&inner, expected_size),
+            )?;
+            Some(database)
+        };
         if planned.is_some() {
             self.tar_exactly(&outputs).await?;
         }
@@ -587,12 +611,19 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         if let Some(planned) = &mut planned {
             self.put_index(planned).await?;
         }
-        let mut archived = self.read_index(&outputs, &mut changes.changed).await?;
+        let database_listing = database.as_ref().map_or(&[][..], |(_, l)| &l[..]);
+        let mut archived = self
+            .read_index(&outputs, &mut changes.changed, database_listing)
+            .await?;
         changes.changed.sort();
         changes.dirs_changed = std::mem::take(&mut archived.changed_dirs);
         let mut manifest = self.manifest(inner, &changes, archived.plaintext_bytes, sha, length);
         if let Some(planned) = planned {
-            manifest.chain = Some(planned.manifest_chain(length));
+            let pack = database.map(|(pack, _)| pack);
+            let apart = pack.as_ref().map_or(0, |p| p.ciphertext_bytes);
+            let mut chain = planned.manifest_chain(length + apart);
+            chain.database = pack;
+            manifest.chain = Some(chain);
         }
         self.put_manifest(&manifest, archived.files).await?;
         Ok((manifest, changes, archived.regular_files))
@@ -673,6 +704,15 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         let mut planned =
             super::chain::plan_pack(self.run, self.options, &self.id, &tree, found).await?;
         drop(tree);
+        if matches!(planned.kind, BackupKind::Incremental { .. }) {
+            // The snapshot dir's members go to the database pack (none: no pack).
+            let snap = outputs.read(WorkFile::SnapFiles).await?;
+            planned.chain.database = snap
+                .split(|b| *b == 0)
+                .filter(|m| !m.is_empty())
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .collect();
+        }
         inner.chain = Some(planned.chain.clone());
         for (file, content) in [
             (WorkFile::InnerManifest, inner.to_json()),
@@ -761,14 +801,95 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     async fn upload(&self, expected_size: u64) -> Result<(), BackupError> {
         tracing::info!(backup_id = %self.id, expected_size, transfer = %self.run.transfer, "running the backup pipeline");
         self.uploading.store(true, Ordering::SeqCst);
+        // With a database pack, the own pack archives no snapshot.
+        let env: &[(&str, &str)] = if self.database_apart.load(Ordering::SeqCst) {
+            &[("SB_SNAP", "")]
+        } else {
+            &[]
+        };
         super::upload::run_backup_pipeline(
             self.run,
             self.options,
             self.work,
             &self.key,
             expected_size,
+            env,
         )
         .await
+    }
+
+    /// Runs the database pack's pipeline (`backup.sh` in a work dir of its own inside
+    /// the backup's, archiving the backup's snapshot dir after the same `inner`
+    /// manifest) to `<key>.database`; checks its upload. Gives the pack as the
+    /// manifest records it and tar's listing of it.
+    async fn upload_database(
+        &self,
+        inner: &InnerManifest,
+        expected_size: u64,
+    ) -> Result<(DatabasePack, Vec<u8>), BackupError> {
+        let run = self.run;
+        let guard = run
+            .work_dir_in(
+                WorkPlace::Under(&self.work.dir),
+                "database",
+                self.options,
+                false,
+            )
+            .await?;
+        let result = self
+            .database_pipeline(guard.dir(), inner, expected_size)
+            .await;
+        guard.finish().await;
+        result
+    }
+
+    async fn database_pipeline(
+        &self,
+        work: &WorkDir,
+        inner: &InnerManifest,
+        expected_size: u64,
+    ) -> Result<(DatabasePack, Vec<u8>), BackupError> {
+        let (run, options) = (self.run, self.options);
+        let (container, layout) = (run.container, run.layout);
+        for (file, content) in [
+            (WorkFile::InnerManifest, inner.to_json()),
+            (WorkFile::Files, Vec::new()),
+        ] {
+            work::write_file(container, layout, work, file, content).await?;
+        }
+        let key = format!("{}{DATABASE_SUFFIX}", self.key);
+        tracing::info!(backup_id = %self.id, transfer = %run.transfer, "running the database pack's pipeline");
+        let outputs = Outputs::new(container, layout, work);
+        // The own pack's pipeline reports the progress.
+        let mut quiet = options.clone();
+        quiet.progress = None;
+        super::upload::run_backup_pipeline(
+            run,
+            &quiet,
+            work,
+            &key,
+            expected_size,
+            &[("SB_SNAP", self.work.dir.as_str())],
+        )
+        .await?;
+        // A snapshot never changes while tar reads it: any warning is a failure.
+        let tar_status: i32 = outputs.field(WorkFile::TarStatus, 0).await?;
+        if tar_status != 0 {
+            return Err(BackupError::StageFailed {
+                stage: Stage::Tar,
+                exit_code: tar_status,
+                stderr: outputs.text(WorkFile::TarErr).await?,
+            });
+        }
+        let (sha, length) = self.check_object(&outputs, &key).await?;
+        let listing = outputs.read(WorkFile::Index).await?;
+        Ok((
+            DatabasePack {
+                ciphertext_bytes: length,
+                ciphertext_sha256: sha,
+            },
+            listing,
+        ))
     }
 
     /// tar's own verdict: 0, or 1/2 for a live tree (warnings, unless a line says
@@ -799,6 +920,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         &self,
         outputs: &Outputs<'_, C>,
         changed: &mut Vec<String>,
+        database: &[u8],
     ) -> Result<Archived, BackupError> {
         let (container, layout) = (self.run.container, self.run.layout);
         let rules = RestoreRules::new(layout, &self.collected.config);
@@ -810,12 +932,38 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         outputs
             .for_each_record(WorkFile::Index, b'\n', INDEX_CHUNK, |line| index.line(line))
             .await?;
+        // The database pack's members after the own pack's (its inner manifest is the
+        // own pack's, listed once).
+        let inner_members = index.inner_members;
+        for line in database.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            index.line(line)?;
+        }
+        if !database.is_empty() {
+            if index.inner_members != inner_members + 1 {
+                return Err(BackupError::StageFailed {
+                    stage: Stage::Tar,
+                    exit_code: 0,
+                    stderr: "the database pack's inner manifest is not its one first member".into(),
+                });
+            }
+            index.inner_members = inner_members;
+        }
         index.finish()
     }
 
     /// The stream's checksum and length as the pipeline computed them, checked
     /// against the uploaded object's size.
     async fn check_upload(&self, outputs: &Outputs<'_, C>) -> Result<(String, u64), BackupError> {
+        self.check_object(outputs, &self.key).await
+    }
+
+    /// As [`Self::check_upload`], for the pipeline whose outputs are `outputs` and
+    /// object `key`.
+    async fn check_object(
+        &self,
+        outputs: &Outputs<'_, C>,
+        key: &str,
+    ) -> Result<(String, u64), BackupError> {
         let sha: String = outputs.field(WorkFile::Sha256, 0).await?;
         let length: u64 = outputs.field(WorkFile::Length, 0).await?;
         if sha.len() != 64 || length == 0 {
@@ -827,12 +975,12 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 ),
             });
         }
-        let head = self.run.client.head_object(&self.key).await?;
+        let head = self.run.client.head_object(key).await?;
         if head.size != length {
             return Err(BackupError::Corrupted {
                 id: self.id.to_string(),
                 reason: format!(
-                    "the uploaded object is {} bytes but the pipeline wrote {length}",
+                    "the uploaded object {key} is {} bytes but the pipeline wrote {length}",
                     head.size
                 ),
             });

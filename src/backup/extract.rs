@@ -143,8 +143,8 @@ pub(crate) async fn extract_with_run<C: Container + ?Sized>(
     let (container, layout) = (run.container, run.layout);
     let started = Instant::now();
     check_target(&target.dir)?;
-    let fetched = fetch::locate_compact(&run.client, id).await?;
-    let chain = chain_fetch::plan(run, id, &fetched).await?;
+    let mut fetched = fetch::locate_compact(&run.client, id).await?;
+    let chain = chain_fetch::plan(run, id, &mut fetched).await?;
     // An include the manifest does not list is refused before the download (the
     // listing of the archive decides again after it). The manifest of a backup of a
     // chain lists its own pack only: the listing of every pack decides.

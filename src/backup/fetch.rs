@@ -35,6 +35,10 @@ pub(crate) struct Fetched {
     pub(crate) key: String,
     pub(crate) size: u64,
     pub(crate) warnings: Vec<String>,
+    /// Members its manifest lists that another pack of the backup holds (an
+    /// incremental backup's database pack), sorted: its own pack's listing is checked
+    /// against the manifest without them.
+    pub(crate) apart: Vec<Vec<u8>>,
 }
 
 impl Fetched {
@@ -144,6 +148,7 @@ pub(crate) async fn locate_compact(
         key,
         size: head.size,
         warnings,
+        apart: Vec::new(),
     })
 }
 
@@ -491,10 +496,20 @@ async fn checked<C: Container + ?Sized>(
         id.as_str(),
         listing.iter(),
         head.as_deref(),
-        fetched
-            .manifest
-            .as_ref()
-            .map(|m| (m, fetched.entries().map(|(p, kind, _)| (p, kind)))),
+        fetched.manifest.as_ref().map(|m| {
+            (
+                m,
+                fetched
+                    .entries()
+                    .filter(|(p, _, _)| {
+                        fetched
+                            .apart
+                            .binary_search_by(|a| a.as_slice().cmp(p.as_ref()))
+                            .is_err()
+                    })
+                    .map(|(p, kind, _)| (p, kind)),
+            )
+        }),
         part,
     )
     .map_err(|reason| corrupted(id, reason))?;

@@ -114,6 +114,11 @@ pub struct PackChain {
     pub links: Vec<ChainLink>,
     /// The bytes of indexed files this pack holds itself.
     pub own_bytes: u64,
+    /// The members of the backup's database pack (`<key>.database`, beside its own
+    /// pack: the database snapshot and the files archived from the snapshot dir), which
+    /// its own pack does not hold. Empty for a full backup, whose one pack holds them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub database: Vec<String>,
 }
 
 impl PackChain {
@@ -915,6 +920,17 @@ pub fn index_suffix(base: Option<&BackupId>) -> String {
         None => ".index.ndjson".into(),
         Some(base) => format!(".on-{base}.index.ndjson"),
     }
+}
+
+/// The database pack's key suffix (after the data object's key): an incremental
+/// backup's database snapshot is an object of its own, so that a later backup's
+/// restore, which reads this backup's pack for its media, never downloads it.
+pub const DATABASE_SUFFIX: &str = ".database";
+
+/// An object name (the key after the backups' prefix) read as a database pack: its
+/// backup.
+pub fn parse_database_name(name: &str) -> Option<BackupId> {
+    name.strip_suffix(DATABASE_SUFFIX)?.parse().ok()
 }
 
 /// An object name (the key after the backups' prefix) read as an index object: the

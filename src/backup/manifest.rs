@@ -325,8 +325,26 @@ pub struct ManifestChain {
     /// The bytes of those files.
     pub own_bytes: u64,
     /// The encrypted bytes of every pack a restore reads (the older ones as their
-    /// manifests said when this backup was made, and this one).
+    /// manifests said when this backup was made, and this one with its database pack).
     pub total_ciphertext_bytes: u64,
+    /// An incremental backup's database pack, `<key>.database`
+    /// ([`DATABASE_SUFFIX`](crate::backup::incremental::DATABASE_SUFFIX)): its size and
+    /// SHA-256, checked before anything in it is used. Absent for a full backup (its
+    /// one pack holds the database) and one without a database snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabasePack>,
+}
+
+/// An incremental backup's database pack as its external manifest records it: the
+/// encrypted object's size and SHA-256. The pack carries the same inner manifest as the
+/// backup's own pack, which lists its members ([`PackChain::database`](crate::PackChain)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabasePack {
+    /// Size of the encrypted object in bytes.
+    pub ciphertext_bytes: u64,
+    /// SHA-256 of the encrypted object, lower-case hex.
+    pub ciphertext_sha256: String,
 }
 
 impl Manifest {

@@ -418,15 +418,18 @@ impl Rules<'_> {
     }
 }
 
-/// The multipart uploads of backups (keys of this prefix named by a backup id) that
-/// the leftover rule lets go.
+/// The multipart uploads of backups (keys of this prefix named by a backup id, or a
+/// backup's database pack) that the leftover rule lets go.
 fn stale_uploads(uploads: &[MultipartUpload], context: &PlanContext) -> Vec<StaleUpload> {
     uploads
         .iter()
         .filter(|u| {
             u.key
                 .strip_prefix(context.prefix.as_str())
-                .is_some_and(|name| name.parse::<BackupId>().is_ok())
+                .is_some_and(|name| {
+                    name.parse::<BackupId>().is_ok()
+                        || crate::backup::incremental::parse_database_name(name).is_some()
+                })
         })
         .filter(|u| match &context.leftovers {
             LeftoverRule::All => true,

@@ -244,8 +244,8 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
 ) -> Result<VerifyReport, BackupError> {
     let (container, layout) = (run.container, run.layout);
     let started = Instant::now();
-    let fetched = locate_compact(&run.client, id).await?;
-    let chain = chain_fetch::plan(run, id, &fetched).await?;
+    let mut fetched = locate_compact(&run.client, id).await?;
+    let chain = chain_fetch::plan(run, id, &mut fetched).await?;
     let base = WorkDir::base(layout);
     let place = if options.temp_work_dir || !container.exists(&base).await.unwrap_or(false) {
         WorkPlace::Temp
@@ -551,8 +551,8 @@ async fn restore_locked<C: Container + ?Sized>(
     let started = Instant::now();
     let config = work::read_homeserver_config(run.container, run.layout).await?;
     let rules = RestoreRules::new(run.layout, &config);
-    let fetched = locate_compact(&run.client, id).await?;
-    let chain = chain_fetch::plan(run, id, &fetched).await?;
+    let mut fetched = locate_compact(&run.client, id).await?;
+    let chain = chain_fetch::plan(run, id, &mut fetched).await?;
     let backup = Backup {
         id,
         fetched: &fetched,

@@ -1071,6 +1071,7 @@ pub(crate) mod tests {
                     })
                     .collect(),
                 own_bytes: 1,
+                database: Vec::new(),
             });
             let chained = parsed.to_json();
             let mut members = members.clone();

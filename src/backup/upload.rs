@@ -19,8 +19,9 @@ use super::work::{self, Outputs};
 use crate::container::{Container, ExecOptions, ExecOutput, ExecStdout};
 use crate::error::{BackupError, ContainerError, S3Error, Stage};
 
-/// Runs `backup.sh` for the object `key` (its size expected near `expected_size`), with
-/// the run's transfer, reporting progress as `options` say. The caller has marked the
+/// Runs `backup.sh` for the object `key` (its size expected near `expected_size`, `env`
+/// added to its environment), with the run's transfer, reporting progress as `options`
+/// say. The caller has marked the
 /// upload as started (a failure removes what was uploaded under `key`); with
 /// [`Transfer::Library`] a failed or dropped upload is aborted here too.
 ///
@@ -33,9 +34,13 @@ pub(crate) async fn run_backup_pipeline<C: Container + ?Sized>(
     work: &WorkDir,
     key: &str,
     expected_size: u64,
+    env: &[(&str, &str)],
 ) -> Result<(), BackupError> {
     let (container, layout) = (run.container, run.layout);
     let mut call = plan::backup_call(layout, run.params, options, work, key, expected_size);
+    for (name, value) in env {
+        call.env.insert((*name).into(), (*value).into());
+    }
     if run.transfer == Transfer::Library {
         call = streamed_output(&call);
     }

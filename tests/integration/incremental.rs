@@ -171,9 +171,24 @@ async fn a_chain_restores_every_state_byte_for_byte_with_the_readme_recipe() {
         m2.ciphertext_bytes,
         first.manifest.ciphertext_bytes
     );
+    // Its database is a pack of its own, beside its pack: the next backup's restore,
+    // which reads this pack for its media, never downloads it.
+    let database = chain
+        .database
+        .clone()
+        .expect("an increment's database pack");
+    let db_object = env.object_path(&format!("synapse/backups/{}.database", second.id));
+    assert_eq!(
+        fs::metadata(&db_object).unwrap().len(),
+        database.ciphertext_bytes
+    );
     assert_eq!(
         chain.total_ciphertext_bytes,
-        first.manifest.ciphertext_bytes + m2.ciphertext_bytes
+        first.manifest.ciphertext_bytes + m2.ciphertext_bytes + database.ciphertext_bytes
+    );
+    assert!(
+        first.manifest.chain.as_ref().unwrap().database.is_none(),
+        "a full backup's one pack holds its database"
     );
     states.push((second.id.clone(), expected(&env)));
 
@@ -237,7 +252,13 @@ async fn a_chain_restores_every_state_byte_for_byte_with_the_readme_recipe() {
     // Every state, restored from its chain by the README's recipe, byte for byte:
     // nothing from a newer or an older state.
     for (n, (id, files)) in states.iter().enumerate() {
-        let restored = without_db(restore_by_recipe(&env, id, n));
+        let restored = restore_by_recipe(&env, id, n);
+        let db = restored
+            .iter()
+            .find(|(p, _)| p.ends_with("homeserver.db"))
+            .unwrap_or_else(|| panic!("state {n} ({id}): the recipe restored no database"));
+        assert!(db.1.starts_with(b"SQLite format 3\0"), "state {n} ({id})");
+        let restored = without_db(restored);
         assert_eq!(
             restored.keys().collect::<Vec<_>>(),
             files.keys().collect::<Vec<_>>(),
@@ -292,6 +313,27 @@ async fn a_chain_restores_every_state_byte_for_byte_with_the_readme_recipe() {
         .collect();
     assert_eq!(extracted, vec![rel.clone()]);
     assert!(fs::read(dest.join(&rel)).unwrap() == files[&rel]);
+
+    // An increment's database comes from its database pack.
+    let (id, _) = &states[1];
+    let dest = env.dir.path().join("extracted-db");
+    let report = extract_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        id,
+        &env.layout,
+        &ExtractTarget::new(dest.to_string_lossy().into_owned()).include("data/homeserver.db"),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.extracted, ["data/homeserver.db"]);
+    assert!(
+        fs::read(dest.join("data/homeserver.db"))
+            .unwrap()
+            .starts_with(b"SQLite format 3\0")
+    );
 }
 
 /// The live tree's files a restore replaces, and the database's bytes.
@@ -334,12 +376,27 @@ async fn a_substituted_or_spliced_pack_is_refused_and_nothing_live_is_touched() 
     let index_file = |id: &BackupId, base: &BackupId| {
         env.object_path(&format!("synapse/backups/{id}.on-{base}.index.ndjson"))
     };
+    let database_file = |id: &BackupId| env.object_path(&format!("synapse/backups/{id}.database"));
+    // What s3s-fs stores of an object beside its bytes (the checksum the aws CLI
+    // checks on download): an object copied in the bucket carries its own.
+    let server_info = |id: &BackupId| {
+        use base64::Engine;
+        let encode = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        env.server.root.join(format!(
+            ".bucket-{}.object-{}.internal.json",
+            encode(&env.bucket),
+            encode(&format!("synapse/backups/{id}.database"))
+        ))
+    };
+    assert!(server_info(&third.id).exists());
     let saved: Vec<(PathBuf, Vec<u8>)> = [
         object(&first.id),
         object(&second.id),
         manifest_file(&first.id),
         manifest_file(&third.id),
         index_file(&third.id, &second.id),
+        database_file(&third.id),
+        server_info(&third.id),
     ]
     .into_iter()
     .map(|p| {
@@ -360,6 +417,14 @@ async fn a_substituted_or_spliced_pack_is_refused_and_nothing_live_is_touched() 
         fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
     };
     let other_size = fs::metadata(object(&other.id)).unwrap().len();
+    let second_database = manifest(&env, &second.id).await.chain.unwrap().database;
+    let third_database = || database_file(&third.id);
+    let flip = |path: PathBuf| {
+        let mut bytes = fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        fs::write(&path, bytes).unwrap();
+    };
 
     type Attack<'a> = (&'a str, Box<dyn Fn() + 'a>, String);
     let attacks: Vec<Attack<'_>> = vec![
@@ -422,6 +487,45 @@ async fn a_substituted_or_spliced_pack_is_refused_and_nothing_live_is_touched() 
                 }
             }),
             format!("the pack {} of its chain", first.id),
+        ),
+        (
+            // Made with the passphrase, its manifest's record fitted: its inner manifest
+            // is another backup's.
+            "the second backup's database pack as the third's, its record fitted",
+            Box::new(|| {
+                fs::copy(database_file(&second.id), third_database()).unwrap();
+                fs::copy(server_info(&second.id), server_info(&third.id)).unwrap();
+                let record = serde_json::to_value(second_database.clone().unwrap()).unwrap();
+                edit_manifest(&third.id, &move |m| {
+                    m["chain"]["database"] = record.clone();
+                });
+            }),
+            format!("its database pack synapse/backups/{}.database", third.id),
+        ),
+        (
+            "the database pack deleted",
+            Box::new(|| fs::remove_file(third_database()).unwrap()),
+            format!(
+                "its database pack synapse/backups/{}.database is missing",
+                third.id
+            ),
+        ),
+        (
+            "a byte of the database pack flipped",
+            Box::new(|| flip(third_database())),
+            format!(
+                "its database pack synapse/backups/{}.database: the SHA-256",
+                third.id
+            ),
+        ),
+        (
+            "a manifest stripped of its database pack's record",
+            Box::new(|| {
+                edit_manifest(&third.id, &|m| {
+                    m["chain"].as_object_mut().unwrap().remove("database");
+                });
+            }),
+            "its manifest records no database pack".to_string(),
         ),
         (
             "a manifest stripped of its chain",
@@ -653,8 +757,17 @@ async fn prune_and_delete_never_break_a_chain() {
         "{e}"
     );
     assert!(e.to_string().contains("delete those first"), "{e}");
-    // Newest first, each goes with its index.
+    // Newest first, each goes with its index and its database pack.
     let bucket = env.bucket_dir().join("synapse/backups");
+    let stray = BackupId::generate();
+    for id in &ids[1..] {
+        assert!(bucket.join(format!("{id}.database")).exists(), "{id}");
+    }
+    fs::copy(
+        bucket.join(format!("{}.database", ids[2])),
+        bucket.join(format!("{stray}.database")),
+    )
+    .unwrap();
     for id in ids.iter().rev() {
         delete_backup(&store, id).await.unwrap();
         let left: Vec<String> = fs::read_dir(&bucket)
@@ -665,6 +778,100 @@ async fn prune_and_delete_never_break_a_chain() {
             .collect();
         assert!(left.is_empty(), "{id}: {left:?}");
     }
+    // A database pack without its backup (a failed create's) is a leftover: listed
+    // as incomplete, and pruned.
+    let listed = synapse_backup::list_backups(&store).await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|b| b.id == stray && b.status == synapse_backup::BackupStatus::Incomplete),
+        "{listed:?}"
+    );
+    prune_backups(&store, &policy).await.unwrap();
+    assert!(!bucket.join(format!("{stray}.database")).exists());
+}
+
+/// The database pack's pipeline fails (its upload refused) while the own pack's runs:
+/// the create fails, neither object is left, and the previous chain is untouched (it
+/// restores, and the next incremental create builds on it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_database_pack_leaves_no_object_and_the_chain_usable() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    let first = incremental(&env, &c).await;
+    let mut rng = Rng::new(21);
+    let dir = media_files(&env)[0].parent().unwrap().to_path_buf();
+    write_random(&dir.join("second"), 5000, &mut rng);
+    let second = incremental(&env, &c).await;
+    assert!(matches!(second.kind, BackupKind::Incremental { .. }));
+    let bucket = env.bucket_dir().join("synapse/backups");
+    let names = || {
+        let mut names: Vec<String> = fs::read_dir(&bucket)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("backup-"))
+            .collect();
+        names.sort();
+        names
+    };
+    let before = names();
+
+    // The real aws CLI, except that the database pack's upload fails.
+    write_random(&dir.join("third"), 5000, &mut rng);
+    let aws = env.dir.path().join("aws-no-database");
+    fs::write(
+        &aws,
+        format!(
+            "#!/usr/bin/env bash\nif [ \"$1\" = s3 ] && [ \"$2\" = cp ] && [[ \"${{!#}}\" == *.database ]]; then\n  cat >/dev/null\n  echo 'upload refused' >&2\n  exit 1\nfi\nexec '{}' \"$@\"\n",
+            env::aws().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&aws, fs::Permissions::from_mode(0o755)).unwrap();
+    let layout = env.layout.clone().aws(aws.to_string_lossy().into_owned());
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default().incremental(true),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("upload refused"), "{e}");
+    assert_eq!(names(), before, "the failed create left objects");
+    assert!(env.work_dirs_left().is_empty());
+
+    // The chain is as it was.
+    let options = RestoreOptions::default();
+    restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &second.id,
+        &env.layout,
+        &options,
+    )
+    .await
+    .unwrap();
+    assert!(
+        env.tree
+            .backed_up_files()
+            .keys()
+            .any(|p| p.ends_with("second"))
+    );
+    write_random(&dir.join("third"), 5000, &mut rng);
+    let third = incremental(&env, &c).await;
+    assert_eq!(
+        third.kind,
+        BackupKind::Incremental {
+            base: second.id.clone()
+        }
+    );
+    let chain = manifest(&env, &third.id).await.chain.unwrap();
+    assert_eq!(chain.packs, [first.id.clone(), second.id.clone()]);
 }
 
 /// The CLI is killed (SIGKILL) while an incremental create uploads: the chain before

@@ -36,6 +36,7 @@ fn index(entries: &[IndexEntry]) -> (Vec<u8>, PackChain) {
         index_sha256: summary.sha256,
         links: vec![link(1), link(2)],
         own_bytes: 0,
+        database: Vec::new(),
     };
     (bytes, chain)
 }
@@ -170,6 +171,7 @@ fn record(chain: &PackChain) -> ManifestChain {
         own_files: 0,
         own_bytes: 0,
         total_ciphertext_bytes: 0,
+        database: None,
     }
 }
 
@@ -371,4 +373,97 @@ async fn a_streamed_index_altered_or_cut_is_refused() {
         e.contains("file index x.index.ndjson line 5: longer than 200 bytes"),
         "{e}"
     );
+}
+
+/// The inner manifest of backup 3 whose database pack holds `database`.
+fn inner_with_database(database: &[&str]) -> InnerManifest {
+    let m = manifest(&[]);
+    let (_, mut chain) = index(&entries());
+    chain.database = database.iter().map(ToString::to_string).collect();
+    InnerManifest {
+        format: m.format,
+        backup_id: id(3),
+        created: m.created,
+        created_by: m.created_by,
+        layout: m.layout,
+        database: m.database,
+        nonce: "nonce3".into(),
+        chain: Some(chain),
+    }
+}
+
+#[test]
+fn a_database_pack_is_recorded_exactly_when_the_data_records_one() {
+    let database = DatabasePack {
+        ciphertext_bytes: 10,
+        ciphertext_sha256: "sha".into(),
+    };
+    let (_, chain) = index(&entries());
+    let mut listed = record(&chain);
+    assert_eq!(check_database_record(&chain, &listed), Ok(None));
+    listed.database = Some(database.clone());
+    let e = check_database_record(&chain, &listed).unwrap_err();
+    assert!(e.contains("its data records none"), "{e}");
+    let with = inner_with_database(&["data/homeserver.db"]).chain.unwrap();
+    assert_eq!(check_database_record(&with, &listed), Ok(Some(&database)));
+    listed.database = None;
+    let e = check_database_record(&with, &listed).unwrap_err();
+    assert!(
+        e.contains("records no database pack") && e.contains("data/homeserver.db"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_manifest_lists_the_database_packs_members_as_files() {
+    let database = ["data/homeserver.db".to_string()];
+    let listed = |kind| {
+        [
+            (&b"data/homeserver.db"[..], kind),
+            (&b"data/a.key"[..], EntryKind::File),
+        ]
+    };
+    assert!(check_database_listed(&database, listed(EntryKind::File).into_iter()).is_ok());
+    let e = check_database_listed(&database, listed(EntryKind::Dir).into_iter()).unwrap_err();
+    assert!(e.contains("\"data/homeserver.db\""), "{e}");
+    let e = check_database_listed(&database, std::iter::empty()).unwrap_err();
+    assert!(e.contains("does not list"), "{e}");
+}
+
+#[test]
+fn a_database_pack_is_its_backups_and_holds_exactly_its_database() {
+    let own = inner_with_database(&["data/homeserver.db"]);
+    let inner = member('-', INNER_MANIFEST_MEMBER.as_bytes());
+    let db = member('-', b"data/homeserver.db");
+    assert!(check_database_pack(&own, Some(&own), refs(&[inner.clone(), db.clone()])).is_ok());
+    // Another backup's, or another run's (another nonce): refused.
+    let mut other = own.clone();
+    other.nonce = "another run".into();
+    for inner_manifest in [Some(&other), None] {
+        let e = check_database_pack(&own, inner_manifest, refs(&[inner.clone(), db.clone()]))
+            .unwrap_err();
+        assert!(e.contains("not its backup's"), "{e}");
+    }
+    // Its inner manifest first, then exactly its database, each once, as a file.
+    let cases: [(Vec<ArchiveMember>, &str); 5] = [
+        (vec![db.clone(), inner.clone()], "not its first member"),
+        (vec![inner.clone()], "lacks \"data/homeserver.db\""),
+        (vec![inner.clone(), db.clone(), db.clone()], "twice"),
+        (
+            vec![
+                inner.clone(),
+                db.clone(),
+                member('-', b"data/media_store/local_content/x"),
+            ],
+            "does not list",
+        ),
+        (
+            vec![inner.clone(), member('l', b"data/homeserver.db")],
+            "does not list",
+        ),
+    ];
+    for (members, said) in cases {
+        let e = check_database_pack(&own, Some(&own), refs(&members)).unwrap_err();
+        assert!(e.contains(said), "{said}: {e}");
+    }
 }

@@ -583,6 +583,7 @@ fn a_chain_extends_with_its_base_and_the_kind_serialises_with_its_reason() {
         index_sha256: "11".into(),
         links: vec![],
         own_bytes: 100,
+        database: Vec::new(),
     };
     assert_eq!((full.base(), full.packs()), (None, 1));
     let links = full.extend(&id(1), "n1", "s1");
@@ -590,6 +591,7 @@ fn a_chain_extends_with_its_base_and_the_kind_serialises_with_its_reason() {
         index_sha256: "22".into(),
         links,
         own_bytes: 5,
+        database: Vec::new(),
     };
     assert_eq!(next.packs(), 2);
     assert_eq!(

@@ -11,7 +11,9 @@
 # incremental backup `inner-manifest.json` to move into `inner/` and `newmedia`: the
 # NUL-separated media files its pack archives, without recursion), SB_ROOT,
 # SB_TAR, SB_GPG, SB_AWS, SB_PYTHON, SB_HASH_PY, SB_URL, SB_EXPECTED_SIZE, and the aws
-# CLI's AWS_* variables.
+# CLI's AWS_* variables; optionally SB_SNAP, the dir whose `snapfiles` and `snap/` are
+# archived (default SB_WORK; empty: none): an incremental backup's own pack is made
+# with it empty and its database pack in a work dir of its own with it the backup's.
 # Positional parameters: gpg's extra arguments, `--`, the aws CLI's extra arguments
 # (none with SB_OUTPUT=stdout).
 # Output in the work dir: `index` (tar's -vv listing of the archive), `tar.status` and
@@ -44,8 +46,12 @@ tar_args=(--create --sort=name --hard-dereference -vv --numeric-owner --quoting-
   --directory "$w/inner" .synapse-backup/manifest.json
   --null --verbatim-files-from --directory "$SB_ROOT" --files-from "$w/files")
 # An incremental pack's media: exactly the files its plan names, no directories.
-if [ -e "$w/newmedia" ]; then tar_args+=(--no-recursion --files-from "$w/newmedia" --recursion); fi
-if [ -s "$w/snapfiles" ]; then tar_args+=(--directory "$w/snap" --files-from "$w/snapfiles"); fi
+if [ -e "$w/newmedia" ]; then tar_args+=(--no-recursion --files-from "$w/newmedia"); fi
+# (--recursion is positional: given only when members follow, or tar refuses it.)
+snap=${SB_SNAP-$w}
+if [ -n "$snap" ] && [ -s "$snap/snapfiles" ]; then
+  tar_args+=(--recursion --directory "$snap/snap" --files-from "$snap/snapfiles")
+fi
 archive() { LC_ALL=C "$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" 3<&-; }
 encrypt() {
   "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \

@@ -8,7 +8,8 @@
 # list: tar reads every member (`--extract --to-stdout`: nothing is written to disk) and
 #   the first 64 KiB of the members' contents go to $SB_WORK/head: the inner manifest,
 #   when the archive starts with one. With SB_VERIFY_DB, that one member (the database)
-#   and its -wal are extracted into $SB_WORK/stage for the caller to check.
+#   and its -wal are extracted into the stage ($SB_STAGE, default $SB_WORK/stage) for
+#   the caller to check.
 # extract: members are extracted with their archived modes and owned by whoever runs
 #   this (never the archived owner); then the staged tree is walked into
 #   $SB_WORK/staged (`<type> <octal mode> <links> <uid> <size> <path>\0` records, as
@@ -111,14 +112,15 @@ else
 fi
 # In list mode with SB_VERIFY_DB (the database's member name), a second tar reads a
 # copy of the decrypted stream and extracts only that member (and its -wal) into
-# $w/stage, so that the caller can run restore's database check on it; it drains its
+# $SB_STAGE (default $w/stage; an incremental backup's database pack, read in a work
+# dir of its own, stages it in its backup's), so that the caller can run restore's database check on it; it drains its
 # input to the end, so the copy never sees a broken pipe.
 db_pid=""
 if [ "$SB_MODE" = list ] && [ -n "${SB_VERIFY_DB:-}" ]; then
-  mkdir -m 700 "$w/stage"
+  mkdir -m 700 "$stage"
   mkfifo "$w/db.fifo"
   {
-    LC_ALL=C "$SB_TAR" --extract --directory "$w/stage" --no-same-owner \
+    LC_ALL=C "$SB_TAR" --extract --directory "$stage" --no-same-owner \
       --no-wildcards -- "$SB_VERIFY_DB" "$SB_VERIFY_DB-wal" >/dev/null 2>"$w/dbtar.err"
     cat >/dev/null
   } <"$w/db.fifo" &
