@@ -302,16 +302,10 @@ impl Chain {
             .parts
             .iter()
             .zip(&self.older)
-            .enumerate()
-            .filter(|(_, (part, _))| part.usage.files > 0)
-            .filter_map(|(n, (part, found))| {
+            .filter(|(part, _)| part.usage.files > 0)
+            .filter_map(|(part, found)| {
                 let link = part.link.as_ref()?;
-                let pack = Pack {
-                    number: n,
-                    part,
-                    link,
-                    found,
-                };
+                let pack = Pack { part, link, found };
                 Some(pack.read(run, work, id, options, how))
             });
         let results: Vec<_> = stream::iter(reads).buffered(PACKS_AT_ONCE).collect().await;
@@ -531,10 +525,9 @@ async fn walk<C: Container + ?Sized>(
         .map_err(|e| work::stage_error(Stage::Extract, e))
 }
 
-/// An older pack of a chain to read: its place in the chain, what its backup's index
-/// assigns to it, and where it was found.
+/// An older pack of a chain to read: what its backup's index assigns to it, its link
+/// in the chain, and where it was found.
 struct Pack<'c> {
-    number: usize,
     part: &'c PackPart,
     link: &'c ChainLink,
     found: &'c Fetched,
@@ -595,19 +588,22 @@ impl Pack<'_> {
             |why: String| corrupted(id, format!("the pack {} of its chain: {why}", part.id));
         check_older_pack(link, &got.sha256, got.inner.as_ref()).map_err(named)?;
         let files = found.entries().map(|(path, kind, _)| (path, kind));
-        check_partial_listing(part, got.listing.iter(), files).map_err(named)?;
+        let wanted = check_partial_listing(part, got.listing.iter(), files).map_err(named)?;
+        // The pack was read whole: only the files its backup's index assigns to it
+        // were staged.
         let skip = inner_position(got.listing.iter()).map_or(0, |p| p + 1);
         let mut members = Members::default();
         for member in got.listing.iter().skip(skip) {
-            members.push(&member);
+            if wanted.contains(&member.name) {
+                members.push(&member);
+            }
         }
         members.shrink_to_fit();
         Ok(members)
     }
 
-    /// The pack's fetch call in its own work dir `own`: listed, or extracted into the
-    /// stage of the backup's work dir `work` (its inner manifest under a name of its
-    /// own there), only its members.
+    /// The pack's fetch call in its own work dir `own`: listed, or extracted there and
+    /// its files moved into the stage of the backup's work dir `work`.
     fn call<C: Container + ?Sized>(
         &self,
         run: &Run<'_, C>,
@@ -619,13 +615,15 @@ impl Pack<'_> {
         let mut call = match how {
             Read::List => restore_plan::list_call(run.layout, run.params, own, key),
             Read::Extract => {
-                let need = part.usage.bytes.saturating_add(part.usage.bytes / 8);
+                // The whole pack is extracted before its files are picked.
+                let whole = self.found.manifest.as_ref().map_or(part.usage.bytes, |m| {
+                    m.plaintext_bytes.max(part.usage.bytes)
+                });
+                let need = whole.saturating_add(whole / 8);
                 let mut call = restore_plan::extract_call(run.layout, run.params, own, key, need);
                 call.env.insert("SB_STAGE_SHARED".into(), "1".into());
                 call.env
                     .insert("SB_STAGE".into(), format!("{}/stage", work.dir));
-                call.env
-                    .insert("SB_PACK_TAG".into(), format!("pack-{}", self.number));
                 call
             }
         };

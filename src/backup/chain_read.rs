@@ -259,18 +259,31 @@ pub(crate) fn check_older_pack(
     Ok(())
 }
 
-/// Checks tar's listing of an older pack read with [`PackPart::tar_list`]: its inner
-/// manifest first, then exactly the files `part` names (each a regular file, each
-/// once), each listed as a file by the pack's own manifest, whose entries (path and
-/// kind) are `files`.
+/// The files an older pack gives ([`PackPart::names`]), sorted: what
+/// [`check_partial_listing`] found in its listing and what its read keeps.
+#[derive(Debug)]
+pub(crate) struct Wanted<'p>(Vec<&'p [u8]>);
+
+impl Wanted<'_> {
+    /// Whether `name` is one of them.
+    pub(crate) fn contains(&self, name: &[u8]) -> bool {
+        self.0.binary_search(&name).is_ok()
+    }
+}
+
+/// Checks tar's listing of an older pack, read whole: its inner manifest first, and
+/// every file `part` names in it once, as a regular file, each listed as a file by the
+/// pack's own manifest, whose entries (path and kind) are `files`. Its other members
+/// (files of other states, an older format's database) are not staged. Gives the
+/// names, for the caller to keep only those.
 ///
 /// # Errors
 /// What differs, in words.
-pub(crate) fn check_partial_listing<'m, P: AsRef<[u8]>>(
-    part: &PackPart,
+pub(crate) fn check_partial_listing<'m, 'p, P: AsRef<[u8]>>(
+    part: &'p PackPart,
     members: impl Iterator<Item = MemberRef<'m>> + Clone,
     files: impl IntoIterator<Item = (P, EntryKind)>,
-) -> Result<(), String> {
+) -> Result<Wanted<'p>, String> {
     let Some(position) = inner_position(members.clone()) else {
         return Err("its inner manifest is not its first member".into());
     };
@@ -282,16 +295,15 @@ pub(crate) fn check_partial_listing<'m, P: AsRef<[u8]>>(
     wanted.dedup();
     let mut seen = vec![false; wanted.len()];
     for m in members.skip(position + 1) {
-        let Some(i) = wanted
-            .binary_search(&m.name.as_ref())
-            .ok()
-            .filter(|_| m.kind == '-')
-        else {
+        let Ok(i) = wanted.binary_search(&m.name.as_ref()) else {
+            continue;
+        };
+        if m.kind != '-' {
             return Err(format!(
-                "it gave {:?}, which the index does not assign to it as a file",
+                "it gave {:?}, which the index assigns to it as a file, as another kind of member",
                 lossy(&m.name)
             ));
-        };
+        }
         if std::mem::replace(&mut seen[i], true) {
             return Err(format!("it holds {:?} twice", lossy(&m.name)));
         }
@@ -318,7 +330,7 @@ pub(crate) fn check_partial_listing<'m, P: AsRef<[u8]>>(
             lossy(unlisted)
         ));
     }
-    Ok(())
+    Ok(Wanted(wanted))
 }
 
 /// Checks tar's listing of the backup's own pack against the index's `parts` (the
