@@ -26,9 +26,12 @@
 # name: 10,000 names over 100,000 members took 30 s, 99,000 names six minutes.) The
 # packs are read side by side, the older ones each in a work dir of its own inside the
 # backup's: SB_STAGE names the stage they share (the backup's; default
-# $SB_WORK/stage), which SB_STAGE_SHARED makes if no run made it yet; SB_NO_WALK
-# leaves the staged walk and the strip to a last run with SB_MODE=walk, once every
-# pack is in the stage.
+# $SB_WORK/stage), which SB_STAGE_SHARED makes if no run made it yet; a pack extracted
+# straight into it (the database pack) with SB_PACK_TAG (a name of ours) has its inner
+# manifest extracted as .synapse-backup/$SB_PACK_TAG.json instead, so that it does not
+# overwrite the own pack's (its head is copied to $SB_WORK/head and the file removed);
+# SB_NO_WALK leaves the staged walk and the strip to a last run with SB_MODE=walk,
+# once every pack is in the stage.
 #
 # Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk);
 # with SB_INPUT=stdin, the ciphertext follows that line (the library downloaded it):
@@ -37,7 +40,7 @@
 # Environment: SB_WORK (work dir), SB_MODE, SB_TAR, SB_GPG, SB_PYTHON, SB_HASH_PY;
 # without SB_INPUT=stdin, SB_URL, SB_AWS and the aws CLI's AWS_* variables; and
 # optionally SB_NEED_BYTES with SB_SPACE_DIR (free space to check first), SB_VERIFY_DB
-# (list), SB_PACK_MEMBERS, SB_STAGE, SB_STAGE_SHARED and SB_NO_WALK.
+# (list), SB_PACK_MEMBERS, SB_STAGE, SB_STAGE_SHARED, SB_PACK_TAG and SB_NO_WALK.
 # Positional parameters: the aws CLI's extra arguments (none with SB_INPUT=stdin).
 # Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 41 the
 # staging file system filled up while extracting; 10 +
@@ -60,6 +63,7 @@ else
 fi
 w=$SB_WORK
 stage=${SB_STAGE:-$w/stage}
+tag=${SB_PACK_TAG:-}
 # walk_stage: the staged tree walked into $w/staged (`<type> <octal mode> <links>
 # <uid> <size> <path>\0` records), then set-id, sticky and world-writable bits
 # stripped from every staged file and directory.
@@ -96,7 +100,11 @@ if [ "$SB_MODE" = extract ]; then
   else
     mkdir -m 700 "$stage"
   fi
-  if [ "$into" != "$stage" ]; then mkdir -m 700 -- "$into"; fi
+  if [ "$into" != "$stage" ]; then
+    mkdir -m 700 -- "$into"
+  elif [ -n "$tag" ]; then
+    tar_common+=(--transform "s,^\\.synapse-backup/manifest\\.json\$,.synapse-backup/$tag.json,")
+  fi
   # No --delay-directory-restore: tar's default already sets a directory's mode and
   # time once it is past the directory's members, which our archives keep together
   # (`tar -c` of a tree), while delaying every directory to the end makes GNU tar walk
@@ -167,8 +175,11 @@ fi
 pipeline_finish upstream
 if [ "$SB_MODE" = extract ]; then
   inner="$into/.synapse-backup/manifest.json"
+  if [ "$into" = "$stage" ] && [ -n "$tag" ]; then inner="$stage/.synapse-backup/$tag.json"; fi
   if [ -f "$inner" ] && [ ! -L "$inner" ]; then head -c 65536 -- "$inner" >"$w/head"; fi
-  if [ "$into" != "$stage" ]; then
+  if [ "$into" = "$stage" ] && [ -n "$tag" ]; then
+    rm -f -- "$inner"
+  elif [ "$into" != "$stage" ]; then
     # The named files (after the inner manifest) into the shared stage, each a regular
     # file reached through real directories, its parents made 0755 as tar makes them;
     # a named file the pack lacks is left for the caller's listing check to name.
