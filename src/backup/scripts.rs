@@ -331,6 +331,8 @@ pub(crate) enum WorkFile {
     /// The members read from an older pack of a chain, NUL-separated (Rust, for
     /// `fetch.sh`).
     PackMembers,
+    /// An older pack extracted whole, its files then moved into the stage (`fetch.sh`).
+    PackStage,
     /// The live files set aside (`swap.sh`).
     Aside,
     /// The members set aside, NUL-separated (`swap.sh`).
@@ -342,7 +344,7 @@ pub(crate) enum WorkFile {
 impl WorkFile {
     /// Every work file.
     #[cfg(test)]
-    pub(crate) const ALL: [WorkFile; 48] = [
+    pub(crate) const ALL: [WorkFile; 49] = [
         WorkFile::Owner,
         WorkFile::Gnupg,
         WorkFile::AwsConfig,
@@ -388,6 +390,7 @@ impl WorkFile {
         WorkFile::Preflight,
         WorkFile::PlaceList,
         WorkFile::PackMembers,
+        WorkFile::PackStage,
         WorkFile::Aside,
         WorkFile::AsideLog,
         WorkFile::PlacedLog,
@@ -441,6 +444,7 @@ impl WorkFile {
             WorkFile::Preflight => "preflight",
             WorkFile::PlaceList => "place.list",
             WorkFile::PackMembers => "pack.members",
+            WorkFile::PackStage => "pack.stage",
             WorkFile::Aside => "aside",
             WorkFile::AsideLog => "aside.log",
             WorkFile::PlacedLog => "placed.log",
