@@ -270,8 +270,29 @@ pub(crate) async fn exists(client: &Client, path: &str) -> Result<bool, Containe
     Ok(lstat(client, path).await?.is_some())
 }
 
+/// Reads of a file whose multipart answer ended before its closing boundary, in all.
+const READ_ATTEMPTS: usize = 3;
+
 pub(crate) async fn pull(client: &Client, path: &str) -> Result<Vec<u8>, ContainerError> {
     check_path("path", path)?;
+    // A read changes nothing: one whose answer came cut short (seen under heavy load, the
+    // body ending cleanly before the multipart's closing boundary) is asked again.
+    let mut attempt = 1;
+    loop {
+        match pull_once(client, path).await {
+            Err(ContainerError::Io { path: what, source })
+                if source.kind() == std::io::ErrorKind::UnexpectedEof
+                    && attempt < READ_ATTEMPTS =>
+            {
+                tracing::warn!(what, attempt, error = %source, "reading the file again");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn pull_once(client: &Client, path: &str) -> Result<Vec<u8>, ContainerError> {
     let what = format!("pebble read of {path}");
     let call = async {
         let response = client
@@ -319,6 +340,19 @@ async fn read_answer(
 ) -> Result<Vec<u8>, ContainerError> {
     let boundary = multer::parse_boundary(content_type)
         .map_err(|e| failed(what, format!("bad multipart answer: {e}")))?;
+    // An answer that ends early, wherever it ends, is cut short (asked again).
+    let bad = |e: multer::Error| match e {
+        multer::Error::IncompleteStream
+        | multer::Error::IncompleteFieldData { .. }
+        | multer::Error::IncompleteHeaders => ContainerError::Io {
+            path: what.to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("bad multipart answer: {e}"),
+            ),
+        },
+        e => failed(what, format!("bad multipart answer: {e}")),
+    };
     let stream = http_body_util::BodyStream::new(response.into_body()).filter_map(|frame| async {
         match frame {
             Ok(frame) => frame.into_data().ok().map(Ok::<Bytes, hyper::Error>),
@@ -328,28 +362,17 @@ async fn read_answer(
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut content: Option<Vec<u8>> = None;
     let mut checked = false;
-    while let Some(mut field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| failed(what, format!("bad multipart answer: {e}")))?
-    {
+    while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
         match field.name() {
             Some("files") => {
                 let mut buf = Vec::new();
-                while let Some(chunk) = field
-                    .chunk()
-                    .await
-                    .map_err(|e| failed(what, format!("bad multipart answer: {e}")))?
-                {
+                while let Some(chunk) = field.chunk().await.map_err(bad)? {
                     buf.extend_from_slice(&chunk);
                 }
                 content = Some(buf);
             }
             Some("response") => {
-                let bytes = field
-                    .bytes()
-                    .await
-                    .map_err(|e| failed(what, format!("bad multipart answer: {e}")))?;
+                let bytes = field.bytes().await.map_err(bad)?;
                 let answer = decode(what, StatusCode::OK, &bytes)?;
                 if answer.is_error() {
                     return Err(answer_file_error(path, &answer, what));

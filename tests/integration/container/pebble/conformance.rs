@@ -207,6 +207,74 @@ async fn a_daemon_that_never_answers_is_an_error_in_bounded_time() {
     server.abort();
 }
 
+/// A daemon whose read answers end cleanly but before the multipart's closing boundary
+/// (seen from the real daemon under heavy load, about once in a full CI run): a read is
+/// asked again, up to three times in all, and then fails naming the cut answer.
+#[tokio::test]
+async fn a_read_whose_answer_is_cut_short_is_asked_again() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves reads of "hello": the first `cut` answers cut short.
+    async fn serve(listener: tokio::net::UnixListener, cut: usize, asked: Arc<AtomicUsize>) {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = asked.fetch_add(1, Ordering::SeqCst);
+            let mut head = Vec::new();
+            let mut byte = [0_u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let b = "cut-test-boundary-0123456789abcdef";
+            let response =
+                r#"{"type":"sync","status-code":200,"status":"OK","result":[{"path":"/f"}]}"#;
+            // A cut answer: its headers, then a body that ends at once.
+            let body = if n < cut {
+                String::new()
+            } else {
+                format!(
+                    "--{b}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"/f\"\r\n\r\nhello\r\n--{b}\r\nContent-Disposition: form-data; name=\"response\"\r\n\r\n{response}\r\n--{b}--\r\n"
+                )
+            };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: multipart/form-data; boundary={b}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    }
+
+    for (cut, ok) in [(1, true), (2, true), (3, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("cut.socket");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let server = tokio::spawn(serve(listener, cut, Arc::clone(&asked)));
+        let c = PebbleContainer::new(&socket);
+        let got = c.pull("/f").await;
+        if ok {
+            assert_eq!(got.expect("read again"), b"hello", "{cut} cut answers");
+            assert_eq!(
+                asked.load(Ordering::SeqCst),
+                cut + 1,
+                "asked once more per cut"
+            );
+        } else {
+            let err = got.expect_err("three cut answers");
+            assert!(
+                err.to_string().contains("incomplete multipart stream"),
+                "the error names the cut answer: {err}"
+            );
+            assert_eq!(asked.load(Ordering::SeqCst), 3, "three reads in all");
+        }
+        server.abort();
+    }
+}
+
 /// A caller without admin access (here: not root, not the daemon's user) is refused
 /// with PermissionDenied naming Pebble admin access.
 #[tokio::test(flavor = "multi_thread")]
