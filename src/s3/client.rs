@@ -1082,6 +1082,21 @@ impl S3Client {
         if length == 0 {
             return Ok(Vec::new());
         }
+        let Some(output) = self.send_range(key, offset, length).await? else {
+            return Ok(Vec::new());
+        };
+        let declared = output.content_length();
+        self.read_capped(key, declared, output.body, length).await
+    }
+
+    /// Sends the ranged GET of `length` (> 0) bytes of `key` from `offset`: `None` when
+    /// the range starts past the object's end (416).
+    async fn send_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, S3Error> {
         let last = offset.saturating_add(length - 1);
         let request = self
             .client
@@ -1089,15 +1104,11 @@ impl S3Client {
             .bucket(&self.bucket)
             .key(key)
             .range(format!("bytes={offset}-{last}"));
-        let output = match self.read_encryption(request).send().await {
-            Ok(output) => output,
-            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(416) => {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(self.error("GetObject", key, e)),
-        };
-        let declared = output.content_length();
-        self.read_capped(key, declared, output.body, length).await
+        match self.read_encryption(request).send().await {
+            Ok(output) => Ok(Some(output)),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(416) => Ok(None),
+            Err(e) => Err(self.error("GetObject", key, e)),
+        }
     }
 
     /// As [`get_object_range`](Self::get_object_range), the body given as it arrives
@@ -1117,19 +1128,8 @@ impl S3Client {
         if length == 0 {
             return Ok(empty());
         }
-        let last = offset.saturating_add(length - 1);
-        let request = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes={offset}-{last}"));
-        let output = match self.read_encryption(request).send().await {
-            Ok(output) => output,
-            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(416) => {
-                return Ok(empty());
-            }
-            Err(e) => return Err(self.error("GetObject", key, e)),
+        let Some(output) = self.send_range(key, offset, length).await? else {
+            return Ok(empty());
         };
         let declared = output.content_length().and_then(|n| u64::try_from(n).ok());
         if declared.is_some_and(|n| n > length) {
