@@ -1225,7 +1225,7 @@ impl Bench {
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
             .arg(
-                "set -euo pipefail\n\"$SB_TAR\" --create --null --verbatim-files-from --directory \"$1\" --files-from \"$2\" |\n  gpg --batch --no-tty --no-symkey-cache --pinentry-mode loopback --passphrase-file \"$3\" --symmetric --cipher-algo AES256 --s2k-count \"$4\" --compress-algo none --output -",
+                "set -euo pipefail\n\"$SB_TAR\" --create --null --verbatim-files-from --directory \"$1\" --files-from \"$2\" |\n  gpg --batch --no-tty --no-symkey-cache --pinentry-mode loopback --passphrase-file \"$3\" --symmetric --cipher-algo AES256 --s2k-mode 3 --s2k-digest-algo SHA256 --s2k-count \"$4\" --compress-algo none --output -",
             )
             .arg("bash")
             .arg(&self.tree.root)

@@ -297,8 +297,9 @@ pub struct BackupOptions {
     /// `--expected-size` would need more than 10,000 parts. The CLI reads up to ten parts
     /// ahead, so its memory is about `10 × part_size_mib` + 45 MB.
     pub part_size_mib: u32,
-    /// gpg's S2K iteration count (65011712 is the maximum, the one gpg calibrates to on
-    /// current machines; passing it spares a gpg-agent start per backup).
+    /// gpg's S2K iteration count: how many bytes of salted passphrase SHA-256 hashes to
+    /// derive the key (65011712 is the maximum, the one gpg calibrates to on current
+    /// machines; passing it spares a gpg-agent start per backup).
     pub s2k_count: u32,
     /// Kill the pipeline after this long.
     pub timeout: Option<std::time::Duration>,

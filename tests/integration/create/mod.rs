@@ -154,6 +154,42 @@ async fn round_trip_is_readable_with_plain_aws_gpg_and_tar() {
     );
 }
 
+/// The key is derived with SHA-256 (gpg's iterated and salted S2K, at the options'
+/// count) and the data encrypted with AES-256: what plain gpg reads from the packet.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_key_is_derived_with_iterated_sha256_and_the_data_encrypted_with_aes256() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let report = env.create(&LocalContainer::new()).await.unwrap();
+    let pass = env.dir.path().join("pass");
+    fs::write(&pass, PASSPHRASE).unwrap();
+    let packets = sh(
+        r#"aws s3 cp --only-show-errors --endpoint-url "$ENDPOINT" "s3://$1/$2" - |
+           gpg --batch --no-tty --pinentry-mode loopback --passphrase-file "$3" --list-packets 2>/dev/null"#,
+        &env,
+        &[&env.bucket, &report.key, &pass.to_string_lossy()],
+    );
+    let packets = String::from_utf8_lossy(&packets);
+    let symkey = packets
+        .lines()
+        .position(|l| l.starts_with(":symkey enc packet:"))
+        .map(|i| {
+            packets
+                .lines()
+                .skip(i)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_else(|| panic!("no symmetric key packet: {packets}"));
+    // cipher 9 is AES-256, s2k 3 iterated and salted, hash 8 SHA-256 (RFC 4880, 9.1–9.4).
+    assert!(
+        symkey.contains("cipher 9, aead 0,s2k 3, hash 8"),
+        "{symkey}"
+    );
+    let count = BackupOptions::default().s2k_count;
+    assert!(symkey.contains(&format!("count {count} ")), "{symkey}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_file_names_are_archived_verbatim_and_nothing_runs() {
     let env = Env::new(&TreeSpec {
