@@ -269,6 +269,25 @@ async fn locate_database<C: Container + ?Sized>(
     })
 }
 
+/// Runs `reads` up to `at_once` side by side, the next one starting as soon as any
+/// one ends, so that a large read (the chain's base) does not hold back the small ones
+/// queued behind it; gives every result, in the order of `reads`.
+async fn side_by_side<T>(
+    reads: impl Iterator<Item = impl Future<Output = T>>,
+    at_once: usize,
+) -> Vec<T> {
+    let mut done: Vec<(usize, T)> = stream::iter(
+        reads
+            .enumerate()
+            .map(|(i, read)| async move { (i, read.await) }),
+    )
+    .buffer_unordered(at_once)
+    .collect()
+    .await;
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, result)| result).collect()
+}
+
 impl Chain {
     /// How many older packs a read fetches (those the index assigns files to).
     pub(crate) fn older_read(&self) -> usize {
@@ -308,7 +327,7 @@ impl Chain {
                 let pack = Pack { part, link, found };
                 Some(pack.read(run, work, id, options, how))
             });
-        let results: Vec<_> = stream::iter(reads).buffered(PACKS_AT_ONCE).collect().await;
+        let results = side_by_side(reads, PACKS_AT_ONCE).await;
         let mut members = Members::default();
         for result in results {
             for member in result?.iter() {
@@ -651,5 +670,36 @@ fn in_chain(id: &BackupId, pack: &BackupId, e: BackupError) -> BackupError {
             ),
         ),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::side_by_side;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::time::Duration;
+
+    /// The first read ends only once the last one has run: a stream that starts a read
+    /// only when the oldest one in flight ends (`buffered`) never gets there.
+    #[tokio::test]
+    async fn a_long_read_does_not_hold_back_the_reads_queued_behind_it() {
+        let (last_ran, wait) = tokio::sync::oneshot::channel::<()>();
+        let mut reads: Vec<Pin<Box<dyn Future<Output = usize>>>> = vec![Box::pin(async move {
+            wait.await.expect("the last read runs");
+            0
+        })];
+        reads.extend(
+            (1_usize..4)
+                .map(|i| Box::pin(async move { i }) as Pin<Box<dyn Future<Output = usize>>>),
+        );
+        reads.push(Box::pin(async move {
+            last_ran.send(()).expect("the first read waits");
+            4
+        }));
+        let got = tokio::time::timeout(Duration::from_secs(10), side_by_side(reads.into_iter(), 2))
+            .await
+            .expect("the reads behind the long one ran beside it");
+        assert_eq!(got, [0, 1, 2, 3, 4], "the results in the reads' order");
     }
 }

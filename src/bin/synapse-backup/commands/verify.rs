@@ -1,6 +1,8 @@
 //! `verify`: download and decrypt a backup (or `--all` of them) and check it against its
 //! manifest, touching no live data.
 
+use std::collections::BTreeMap;
+
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use synapse_backup::{
@@ -162,12 +164,14 @@ pub(crate) async fn verify_all(
         .await
         .map_err(|e| target.failure(e, true))?;
     let (target, layout, passphrase) = (&target, &layout, &passphrase);
-    let mut verified = stream::iter(&backups)
-        .map(|backup| async move {
+    // The next verify starts as soon as any one ends (a large backup does not hold
+    // back the small ones behind it); the results wait in `ready` for their turn.
+    let mut verified = stream::iter(backups.iter().enumerate())
+        .map(|(i, backup)| async move {
             if backup.status == BackupStatus::Incomplete {
-                return Ok(None);
+                return (i, Ok(None));
             }
-            verify_one(
+            let result = verify_one(
                 global,
                 target,
                 layout,
@@ -176,13 +180,21 @@ pub(crate) async fn verify_all(
                 temp_work_dir,
             )
             .await
-            .map(|r| Some(r.map_err(|e| target.failure(e, false))))
+            .map(|r| Some(r.map_err(|e| target.failure(e, false))));
+            (i, result)
         })
-        .buffered(jobs.max(1));
+        .buffer_unordered(jobs.max(1));
     let mut tally = Tally::default();
     let mut results = Vec::with_capacity(backups.len());
-    for backup in &backups {
-        let result = verified.next().await.transpose()?.flatten();
+    let mut ready = BTreeMap::new();
+    for (i, backup) in backups.iter().enumerate() {
+        while !ready.contains_key(&i) {
+            let Some((done, result)) = verified.next().await else {
+                break;
+            };
+            ready.insert(done, result);
+        }
+        let result = ready.remove(&i).transpose()?.flatten();
         match &result {
             None => tally.skipped += 1,
             Some(Ok(_)) => tally.ok += 1,
