@@ -17,14 +17,12 @@ use super::decryption::{Untrusted, check_status};
 use super::layout::{HomeserverConfig, Layout};
 use super::manifest::{INNER_MANIFEST_MEMBER, InnerManifest};
 use super::plan::{self, BackupId, BackupOptions, ScriptCall, WorkDir};
-use super::restore_plan;
 use super::run::Run;
 use super::scripts::{PASSCHECK, WorkFile};
 use super::work::{self, Outputs, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, ContainerError, Stage};
 use crate::s3::S3Parameters;
-use crate::s3::aws_cli::{self, Transfer};
 
 /// How much of the object's head is read: the encryption packets and the inner
 /// manifest fit many times over.
@@ -219,26 +217,21 @@ async fn read_head<C: Container + ?Sized>(
     cancel: &plan::CancelToken,
     place: WorkPlace<'_>,
 ) -> Result<(Vec<u8>, Vec<u8>), BackupError> {
-    // With the library's transfer, the head is read here and follows the passphrase.
-    let head = match run.transfer {
-        super::transfer::Transfer::Library => {
-            Some(run.client.get_object_range(key, 0, HEAD_BYTES).await?)
-        }
-        _ => None,
-    };
+    // The head is read here, whatever the transfer (an aws CLI start in the workload
+    // would cost more than the whole check), and follows the passphrase.
+    let head = run.client.get_object_range(key, 0, HEAD_BYTES).await?;
     let guard = run
         .work_dir_in(place, "verify", &BackupOptions::default(), false)
         .await?;
     let work = guard.dir().clone();
-    let mut call = passcheck_call(run.layout, run.params, &work, key);
-    if head.is_some() {
-        call = restore_plan::streamed_input(&call);
-    }
+    let call = passcheck_call(run.layout, run.params, &work);
     let mut options =
         work::pipeline_options(run.layout, &call, &work, Some(TIMEOUT), run.passphrase);
-    if let (Some(head), Some(stdin)) = (head, options.stdin.as_mut()) {
-        stdin.extend_from_slice(&head);
-    }
+    options
+        .stdin
+        .get_or_insert_with(Vec::new)
+        .extend_from_slice(&head);
+    drop(head);
     // Dropping the exec kills the check's process group; the dir goes as on any path.
     let outcome = tokio::select! {
         outcome = run.container.exec(&call.argv, options) => outcome,
@@ -277,30 +270,18 @@ async fn read_judged<C: Container + ?Sized>(
     ))
 }
 
-/// The call: `passcheck.sh` with the aws CLI's arguments (`s3api` spells the SSE-C
-/// options its own way).
-fn passcheck_call(layout: &Layout, params: &S3Parameters, work: &WorkDir, key: &str) -> ScriptCall {
+/// The call: `passcheck.sh`, the object's head on its standard input after the
+/// passphrase; no S3 credential or aws CLI in its environment.
+fn passcheck_call(layout: &Layout, params: &S3Parameters, work: &WorkDir) -> ScriptCall {
     let mut env = plan::script_env(layout, params, work);
-    env.insert("SB_BUCKET".into(), params.bucket().into());
-    env.insert("SB_KEY".into(), key.into());
-    env.insert("SB_HEAD_BYTES".into(), HEAD_BYTES.to_string());
+    env.retain(|k, _| k.starts_with("SB_") && k != "SB_AWS");
     env.insert("SB_MEMBER".into(), INNER_MANIFEST_MEMBER.into());
-    let mut argv = vec![
+    let argv = vec![
         layout.bash.clone(),
         "-c".into(),
         PASSCHECK.into(),
         "bash".into(),
     ];
-    argv.extend(plan::aws_common_args(params));
-    argv.extend(
-        aws_cli::sse_args(params, Transfer::Download, &work.path(WorkFile::SseCKey))
-            .into_iter()
-            .map(|arg| match arg.as_str() {
-                "--sse-c" => "--sse-customer-algorithm".to_string(),
-                "--sse-c-key" => "--sse-customer-key".to_string(),
-                _ => arg,
-            }),
-    );
     ScriptCall { argv, env }
 }
 
@@ -401,9 +382,9 @@ mod tests {
         assert!(matches!(judge(b"", b"", &id, true), Opens::Unknown(_)));
     }
 
-    /// The call puts the passphrase nowhere but stdin, and spells SSE-C as `s3api` does.
+    /// The call holds no secret and no S3 access: the library reads the head.
     #[test]
-    fn the_call_has_no_secret_in_argv() {
+    fn the_call_has_no_secret_and_no_s3_access() {
         let layout = Layout::default();
         let work = WorkDir::at("/data/.synapse-backup-verify.x");
         let data: std::collections::HashMap<String, String> = [
@@ -415,11 +396,13 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .into();
         let params = S3Parameters::from_relation_data(&data).unwrap();
-        let call = passcheck_call(&layout, &params, &work, "p/backup-1");
-        assert!(call.argv.iter().all(|a| !a.contains("s3cr3t")));
-        assert_eq!(call.env["SB_KEY"], "p/backup-1");
-        assert_eq!(call.env["SB_BUCKET"], "bkt");
+        let call = passcheck_call(&layout, &params, &work);
+        assert_eq!(call.argv.len(), 4, "{:?}", call.argv);
+        for (k, v) in &call.env {
+            assert!(k.starts_with("SB_"), "{k}");
+            assert!(!v.contains("s3cr3t") && !v.contains("AKIDEXAMPLE"), "{k}");
+        }
+        assert!(!call.env.contains_key("SB_AWS"));
         assert_eq!(call.env["SB_MEMBER"], INNER_MANIFEST_MEMBER);
-        assert!(call.argv.contains(&"--endpoint-url".to_string()));
     }
 }

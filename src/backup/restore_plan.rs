@@ -64,7 +64,7 @@ pub fn extract_call(
     call
 }
 
-/// `call` (a fetch or passphrase check) with its input read from standard input
+/// `call` (a fetch) with its input read from standard input
 /// after the passphrase line (`SB_INPUT=stdin`), for [`Transfer::Library`](crate::Transfer::Library):
 /// the script's constant argv only (no aws CLI argument, so no SSE-C key path) and no
 /// `AWS_*` variable, `SB_AWS` or object address in its environment.
@@ -72,13 +72,7 @@ pub(crate) fn streamed_input(call: &ScriptCall) -> ScriptCall {
     let mut env: BTreeMap<String, String> = call
         .env
         .iter()
-        .filter(|(k, _)| {
-            !k.starts_with("AWS_")
-                && !matches!(
-                    k.as_str(),
-                    "SB_AWS" | "SB_URL" | "SB_BUCKET" | "SB_KEY" | "SB_HEAD_BYTES"
-                )
-        })
+        .filter(|(k, _)| !k.starts_with("AWS_") && !matches!(k.as_str(), "SB_AWS" | "SB_URL"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     env.insert("SB_INPUT".into(), "stdin".into());

@@ -39,7 +39,7 @@ pub(crate) const FETCH: &str = concat!(
 pub(crate) const SWAP: &str = include_str!("scripts/swap.sh");
 /// `workdir.sh`: makes, writes, reads and removes the work dir as the workload user.
 pub(crate) const WORKDIR: &str = include_str!("scripts/workdir.sh");
-/// `passcheck.sh`: a ranged read of a backup's head, decrypted with the passphrase.
+/// `passcheck.sh`: a backup's head (the library reads it), decrypted with the passphrase.
 pub(crate) const PASSCHECK: &str = include_str!("scripts/passcheck.sh");
 /// `hash.py`: the checksum stage's one pass (SHA-256 and length), passed to the
 /// pipelines in `SB_HASH_PY`.
@@ -107,8 +107,6 @@ pub(crate) enum Exit {
     Stage(u8),
     /// 14 (`common.sh`): the checksum readers (tee fallback) failed.
     ChecksumReaders,
-    /// 15 (`passcheck.sh`): the ranged download of the backup's head failed.
-    HeadDownloadFailed,
     /// 20 (`prepare.sh`): neither python3's sqlite3 nor the sqlite3 CLI exists.
     NoSnapshotTool,
     /// 21 (`prepare.sh`): the SQLite snapshot failed.
@@ -164,9 +162,8 @@ const STAGES: u8 = 4;
 /// Every fixed exit code of the scripts: the exit, its code, the script file that
 /// exits with it. The stage codes ([`Exit::Stage`], `STAGE_BASE..STAGE_BASE + STAGES`)
 /// are `common.sh`'s.
-pub(crate) const CODES: [(Exit, i32, &str); 21] = [
+pub(crate) const CODES: [(Exit, i32, &str); 20] = [
     (Exit::ChecksumReaders, 14, "common.sh"),
-    (Exit::HeadDownloadFailed, 15, "passcheck.sh"),
     (Exit::NoSnapshotTool, 20, "prepare.sh"),
     (Exit::SnapshotFailed, 21, "prepare.sh"),
     (Exit::SnapshotCorrupt, 22, "prepare.sh"),
@@ -317,7 +314,7 @@ pub(crate) enum WorkFile {
     DbTarErr,
     /// The walk of the staged tree (`fetch.sh extract`).
     Staged,
-    /// The ranged download of a backup's head (`passcheck.sh`).
+    /// The backup's head, as the library read it (`passcheck.sh`).
     Part,
     /// The units to swap in (Rust, for `swap.sh`).
     SwapList,

@@ -27,7 +27,9 @@ use crate::s3::{ObjectStore, RangeBody};
 #[non_exhaustive]
 pub enum Transfer {
     /// The workload uploads and downloads with the aws CLI (the default): the bytes
-    /// never cross the container boundary, but the workload needs the aws CLI and gets
+    /// never cross the container boundary (but for the first MiB of an object whose
+    /// passphrase or chain is checked ahead, which the library reads and hands to the
+    /// workload's gpg), but the workload needs the aws CLI and gets
     /// the S3 credentials, its config and the SSE-C key (in its environment and private
     /// work dir, for the run).
     #[default]
