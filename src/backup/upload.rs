@@ -345,8 +345,14 @@ mod tests {
     #[test]
     fn parts_grow_for_streams_that_would_need_too_many() {
         let default = (crate::backup::transfer::LIBRARY_PART_MIB as usize) << 20;
-        assert_eq!(part_size(0, crate::backup::transfer::LIBRARY_PART_MIB), default);
-        assert_eq!(part_size(1 << 30, crate::backup::transfer::LIBRARY_PART_MIB), default);
+        assert_eq!(
+            part_size(0, crate::backup::transfer::LIBRARY_PART_MIB),
+            default
+        );
+        assert_eq!(
+            part_size(1 << 30, crate::backup::transfer::LIBRARY_PART_MIB),
+            default
+        );
         let huge = 200_u64 << 30;
         let size = part_size(huge, crate::backup::transfer::LIBRARY_PART_MIB) as u64;
         assert!(huge.div_ceil(size) <= 8_000 && size.is_multiple_of(1 << 20));
