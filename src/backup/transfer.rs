@@ -35,8 +35,11 @@ pub enum Transfer {
     /// The library transfers: a create reads the ciphertext from the workload's
     /// pipeline (its standard output, through
     /// [`Container::exec_streaming`](crate::Container::exec_streaming)) and uploads it
-    /// as a multipart upload ([`LIBRARY_PART_MIB`] MiB parts, [`LIBRARY_PARTS_IN_FLIGHT`]
-    /// at once); a read downloads with ranged GETs ([`LIBRARY_RANGE_MIB`] MiB each,
+    /// as a multipart upload
+    /// ([`BackupOptions::library_part_mib`](crate::BackupOptions::library_part_mib) MiB
+    /// parts, [`library_parts_in_flight`](crate::BackupOptions::library_parts_in_flight)
+    /// at once: by default [`LIBRARY_PART_MIB`] and [`LIBRARY_PARTS_IN_FLIGHT`]); a read
+    /// downloads with ranged GETs ([`LIBRARY_RANGE_MIB`] MiB each,
     /// [`LIBRARY_RANGES_IN_FLIGHT`] in flight) and streams the ciphertext into the
     /// workload's pipeline. No S3 credential, config or SSE-C key enters the workload,
     /// which needs no aws CLI; in exchange the ciphertext crosses the container

@@ -145,7 +145,8 @@ fn without_aws(layout: &Layout) -> Layout {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_library_restore_restores_byte_for_byte_without_an_aws_cli() {
-    // Over 8 MiB: several ranged GETs, some in flight together.
+    // About 21 MB: one streamed GET (`LIBRARY_RANGE_MIB` is 1024; the cuts between
+    // ranges are `transfer::feed`'s unit tests).
     let spec = TreeSpec {
         media_bytes: 20 << 20,
         ..TreeSpec::default()
