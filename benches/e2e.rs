@@ -92,6 +92,13 @@
 //! with the upload capped (`BackupOptions::max_bandwidth`).
 //! - `SYNAPSE_BACKUP_BENCH_SWEEP`: `concurrency x part MiB` settings for the sweep
 //!   section, e.g. `1x8,4x8,4x16,8x8` (setting it turns the sweep on);
+//!   `SYNAPSE_BACKUP_BENCH_SWEEP_TRANSFER=library` sweeps `Transfer::Library`'s upload
+//!   (`BackupOptions::library_parts_in_flight` x `library_part_mib`) instead of the aws
+//!   CLI's;
+//! - `SYNAPSE_BACKUP_BENCH_LIBRARY`: `in flight x part MiB` of `Transfer::Library`'s
+//!   upload in the `backup` section (default the library's);
+//! - `SYNAPSE_BACKUP_BENCH_LIBRARY_RANGES`: `in flight x range MiB` settings the
+//!   `restore` section times the library's download alone with (default `2x1024,2x64,4x8`);
 //! - `SYNAPSE_BACKUP_BENCH_CONCURRENCY`, `SYNAPSE_BACKUP_BENCH_PART_MIB`,
 //!   `SYNAPSE_BACKUP_BENCH_COMPRESSION` (`none`, `zlib-1` … `zlib-9`): override our
 //!   options (default: `BackupOptions::default()`);
@@ -181,10 +188,20 @@ struct Config {
     sections: Vec<String>,
     servers: Vec<String>,
     sweep: Vec<(u32, u32)>,
+    /// The sweep times `Transfer::Library`'s upload settings instead of the aws CLI's.
+    sweep_library: bool,
+    /// `(in flight, range MiB)` of the library download alone in the restore section.
+    library_ranges: Vec<(u32, u32)>,
     options: BackupOptions,
     dir: Option<PathBuf>,
     seed: u64,
     sample: Duration,
+}
+
+/// `AxB` as two numbers.
+fn pair(text: &str) -> Option<(u32, u32)> {
+    let (a, b) = text.trim().split_once('x')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -270,6 +287,16 @@ impl Config {
         if let Some(p) = env_var("SYNAPSE_BACKUP_BENCH_PART_MIB") {
             options.part_size_mib = p.parse().expect("SYNAPSE_BACKUP_BENCH_PART_MIB");
         }
+        if let Some(l) = env_var("SYNAPSE_BACKUP_BENCH_LIBRARY") {
+            let (c, p) = pair(&l).expect("SYNAPSE_BACKUP_BENCH_LIBRARY: in flight x part MiB");
+            options.library_parts_in_flight = c;
+            options.library_part_mib = p;
+        }
+        let library_ranges = env_var("SYNAPSE_BACKUP_BENCH_LIBRARY_RANGES")
+            .unwrap_or_else(|| "2x1024,2x64,4x8".into())
+            .split(',')
+            .filter_map(pair)
+            .collect();
         Config {
             bytes,
             rounds,
@@ -277,6 +304,9 @@ impl Config {
             sections,
             servers,
             sweep,
+            sweep_library: env_var("SYNAPSE_BACKUP_BENCH_SWEEP_TRANSFER").as_deref()
+                == Some("library"),
+            library_ranges,
             options,
             dir: env_var("SYNAPSE_BACKUP_BENCH_DIR").map(PathBuf::from),
             seed: env_var("SYNAPSE_BACKUP_BENCH_SEED")
@@ -1678,8 +1708,8 @@ fn run_sections(
             writeln!(
                 out,
                 "\nTransfer::Library ({} MiB parts, {} in flight): {:.2}x the workload's aws CLI upload (wall {:.2} s vs {:.2} s), {:.2}x the reference; our peak RSS {:.1} MB (workload transfer: {:.1} MB)",
-                synapse_backup::LIBRARY_PART_MIB,
-                synapse_backup::LIBRARY_PARTS_IN_FLIGHT,
+                config.options.library_part_mib,
+                config.options.library_parts_in_flight,
                 ours_backup.wall() / ours_library_backup.wall(),
                 ours_library_backup.wall(),
                 ours_backup.wall(),
@@ -1780,6 +1810,8 @@ fn run_sections(
         };
         let mut ref_restore = Runs::new("reference");
         let mut ours_restore = Runs::new("ours");
+        let mut ours_library_restore = Runs::new("ours, Transfer::Library");
+        let library = RestoreOptions::default().transfer(Transfer::Library);
         let mut ref_restore_pipeline = Vec::new();
         for round in 1..=config.rounds {
             reset_remote_media(&bench.tree, &bench.facts, config.seed);
@@ -1801,6 +1833,21 @@ fn run_sections(
             if fingerprint(&bench.tree) != *original {
                 return Err(err("our restore did not give back the tree"));
             }
+            reset_remote_media(&bench.tree, &bench.facts, config.seed);
+            let (r, cost) = bench
+                .sampler
+                .measure(|| bench.ours_restore_with(&id, &library));
+            r?;
+            progress(&format!(
+                "round {round}: ours restore with Transfer::Library {:.2} s",
+                cost.wall
+            ));
+            ours_library_restore.costs.push(cost);
+            if fingerprint(&bench.tree) != *original {
+                return Err(err(
+                    "our restore with Transfer::Library did not give back the tree",
+                ));
+            }
         }
         writeln!(
             out,
@@ -1810,7 +1857,20 @@ fn run_sections(
         writeln!(out, "{HEADER}")?;
         writeln!(out, "{}", row(&ref_restore, source))?;
         writeln!(out, "{}", row(&ours_restore, source))?;
+        writeln!(out, "{}", row(&ours_library_restore, source))?;
         writeln!(out, "{}", ratio_row(&ours_restore, &ref_restore))?;
+        writeln!(
+            out,
+            "\nTransfer::Library ({} MiB ranges, {} in flight): {:.2}x the reference, {:.2}x the workload's aws CLI download (wall {:.2} s vs {:.2} s); our peak RSS {:.1} MB (workload transfer: {:.1} MB)",
+            synapse_backup::LIBRARY_RANGE_MIB,
+            synapse_backup::LIBRARY_RANGES_IN_FLIGHT,
+            ref_restore.wall() / ours_library_restore.wall(),
+            ours_restore.wall() / ours_library_restore.wall(),
+            ours_library_restore.wall(),
+            ours_restore.wall(),
+            ours_library_restore.peak_self(),
+            ours_restore.peak_self(),
+        )?;
         writeln!(
             out,
             "\nreference restore pipeline alone: median {:.2} s\nCPU by command: reference: {}\nours: {}\n",
@@ -1837,6 +1897,7 @@ fn run_sections(
             &mut notes,
         )?;
         summary.restore_of_download = Some(100.0 * download / ours_restore.wall());
+        library_download_alone(bench, config, &key, &mut out)?;
         print!("{out}");
         out.clear();
     }
@@ -1850,7 +1911,12 @@ fn run_sections(
     if config.section("sweep") {
         writeln!(
             out,
-            "### sweep of our upload settings (concurrency x part size; median of {}, settings interleaved)\n",
+            "### sweep of our upload settings ({}: concurrency x part size; median of {}, settings interleaved)\n",
+            if config.sweep_library {
+                "Transfer::Library"
+            } else {
+                "the workload's aws CLI"
+            },
             config.rounds
         )?;
         writeln!(out, "{HEADER}")?;
@@ -1861,11 +1927,20 @@ fn run_sections(
             .collect();
         for round in 1..=config.rounds {
             for ((c, p), runs) in config.sweep.iter().zip(all.iter_mut()) {
-                let options = config
-                    .options
-                    .clone()
-                    .upload_concurrency(*c)
-                    .part_size_mib(*p);
+                let options = if config.sweep_library {
+                    config
+                        .options
+                        .clone()
+                        .transfer(Transfer::Library)
+                        .library_parts_in_flight(*c)
+                        .library_part_mib(*p)
+                } else {
+                    config
+                        .options
+                        .clone()
+                        .upload_concurrency(*c)
+                        .part_size_mib(*p)
+                };
                 let (r, cost) = bench.sampler.measure(|| bench.ours_backup(&options));
                 let report = r?;
                 progress(&format!(
@@ -2512,6 +2587,67 @@ fn restore_breakdown(
 
 /// Writes new local media (no thumbnails) of about `budget` bytes with sizes like the
 /// fixture's; returns the files and their bytes.
+/// Times the library's download alone of our backup's object `key` (ranged GETs
+/// through `ObjectStore::get_object_range_stream`, requested ahead and read in order,
+/// as `Transfer::Library`'s restore does, into a sink) once for each of the config's
+/// `library_ranges`, and writes the times: which range size and in-flight count the
+/// library should use on this server.
+fn library_download_alone(
+    bench: &Bench,
+    config: &Config,
+    key: &str,
+    out: &mut String,
+) -> Result<(), BoxError> {
+    use futures_util::StreamExt;
+    use synapse_backup::ObjectStore;
+    let store: &dyn ObjectStore = &bench.client;
+    let size = bench.object_size(key);
+    writeln!(
+        out,
+        "\nthe library's download alone ({:.1} MB, ranged GETs streamed in order into a sink, once each):\n\n| in flight x range MiB | s | MB/s | our CPU s | S3 server CPU s |\n|---|---|---|---|---|",
+        size as f64 / MB
+    )?;
+    for &(in_flight, mib) in &config.library_ranges {
+        let range = u64::from(mib.max(1)) << 20;
+        let (r, cost) = bench.sampler.measure(|| {
+            bench.rt.block_on(async {
+                let ranges =
+                    (0..size.div_ceil(range)).map(|i| (i * range, range.min(size - i * range)));
+                let mut gets = futures_util::stream::iter(ranges)
+                    .map(|(offset, length)| store.get_object_range_stream(key, offset, length))
+                    .buffered(in_flight.max(1) as usize);
+                let mut total = 0_u64;
+                while let Some(body) = gets.next().await {
+                    let mut body = body?;
+                    while let Some(chunk) = body.next().await {
+                        total += chunk?.len() as u64;
+                    }
+                }
+                if total == size {
+                    Ok(())
+                } else {
+                    Err(err(format!("read {total} of {size} bytes")))
+                }
+            })
+        });
+        r?;
+        progress(&format!(
+            "library download alone {in_flight} x {mib} MiB: {:.2} s",
+            cost.wall
+        ));
+        writeln!(
+            out,
+            "| {in_flight} x {mib} | {:.2} | {:.0} | {:.2} | {:.2} |",
+            cost.wall,
+            size as f64 / MB / cost.wall,
+            cost.self_cpu,
+            cost.server_cpu
+        )?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
 fn add_media(tree: &SynapseTree, budget: u64, seed: u64) -> (Vec<PathBuf>, u64) {
     let mut rng = Rng::new(seed);
     let content = tree.media.join("local_content");

@@ -342,9 +342,22 @@ pub struct BackupOptions {
     /// `Library`, [`upload_concurrency`](Self::upload_concurrency),
     /// [`part_size_mib`](Self::part_size_mib) and [`max_bandwidth`](Self::max_bandwidth)
     /// (settings of the aws CLI) do not apply: the library uploads
-    /// [`LIBRARY_PART_MIB`](crate::LIBRARY_PART_MIB) MiB parts,
-    /// [`LIBRARY_PARTS_IN_FLIGHT`](crate::LIBRARY_PARTS_IN_FLIGHT) at once.
+    /// [`library_part_mib`](Self::library_part_mib) MiB parts,
+    /// [`library_parts_in_flight`](Self::library_parts_in_flight) at once.
     pub transfer: crate::backup::transfer::Transfer,
+    /// The part size of [`Transfer::Library`](crate::Transfer::Library)'s upload, in
+    /// MiB (default [`LIBRARY_PART_MIB`](crate::LIBRARY_PART_MIB); at least 5, S3's
+    /// smallest, and raised for a backup that would need more than 8,000 parts). This
+    /// process holds up to `library_parts_in_flight + 1` parts: larger parts mean fewer
+    /// requests (each one a round trip, and a fixed cost on servers such as moto) for
+    /// more memory. Not used with `Transfer::Workload`.
+    pub library_part_mib: u32,
+    /// How many parts of [`Transfer::Library`](crate::Transfer::Library)'s upload are
+    /// uploaded at once (default
+    /// [`LIBRARY_PARTS_IN_FLIGHT`](crate::LIBRARY_PARTS_IN_FLIGHT); at least 1). More
+    /// hides more of a real network's round trips, and holds one more part each. Not
+    /// used with `Transfer::Workload`.
+    pub library_parts_in_flight: u32,
 }
 
 /// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
@@ -376,6 +389,8 @@ impl Default for BackupOptions {
             incremental: false,
             chain: crate::backup::incremental::ChainPolicy::default(),
             transfer: crate::backup::transfer::Transfer::Workload,
+            library_part_mib: crate::backup::transfer::LIBRARY_PART_MIB,
+            library_parts_in_flight: crate::backup::transfer::LIBRARY_PARTS_IN_FLIGHT,
         }
     }
 }

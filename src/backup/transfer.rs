@@ -37,8 +37,11 @@ pub enum Transfer {
     /// The library transfers: a create reads the ciphertext from the workload's
     /// pipeline (its standard output, through
     /// [`Container::exec_streaming`](crate::Container::exec_streaming)) and uploads it
-    /// as a multipart upload ([`LIBRARY_PART_MIB`] MiB parts, [`LIBRARY_PARTS_IN_FLIGHT`]
-    /// at once); a read downloads with ranged GETs ([`LIBRARY_RANGE_MIB`] MiB each,
+    /// as a multipart upload
+    /// ([`BackupOptions::library_part_mib`](crate::BackupOptions::library_part_mib) MiB
+    /// parts, [`library_parts_in_flight`](crate::BackupOptions::library_parts_in_flight)
+    /// at once: by default [`LIBRARY_PART_MIB`] and [`LIBRARY_PARTS_IN_FLIGHT`]); a read
+    /// downloads with ranged GETs ([`LIBRARY_RANGE_MIB`] MiB each,
     /// [`LIBRARY_RANGES_IN_FLIGHT`] in flight) and streams the ciphertext into the
     /// workload's pipeline. No S3 credential, config or SSE-C key enters the workload,
     /// which needs no aws CLI; in exchange the ciphertext crosses the container
@@ -47,26 +50,33 @@ pub enum Transfer {
     Library,
 }
 
-/// The size of each part of [`Transfer::Library`]'s upload, in MiB: 5, S3's smallest
-/// (larger for a backup that would need more than 8,000 parts: S3 allows 10,000).
-/// Measured (README, "The transfer in the library (measured)"): 5, 8 and 16 MiB parts
-/// upload at the same rate within the noise, and the smallest holds the least memory.
-pub const LIBRARY_PART_MIB: u64 = 5;
+/// The default size of each part of [`Transfer::Library`]'s upload, in MiB
+/// ([`BackupOptions::library_part_mib`](crate::BackupOptions::library_part_mib)): 5,
+/// S3's smallest (larger for a backup that would need more than 8,000 parts: S3 allows
+/// 10,000). Measured (README, "The transfer in the library (measured)").
+pub const LIBRARY_PART_MIB: u32 = 5;
 
-/// How many parts of [`Transfer::Library`]'s upload are uploaded at once (the memory it
-/// holds is at most this many parts and the one being read: 25 MiB at the defaults).
-pub const LIBRARY_PARTS_IN_FLIGHT: usize = 4;
+/// The default number of parts of [`Transfer::Library`]'s upload uploaded at once
+/// ([`BackupOptions::library_parts_in_flight`](crate::BackupOptions::library_parts_in_flight)):
+/// the memory it holds is at most this many parts and the one being read, 25 MiB at
+/// the defaults.
+pub const LIBRARY_PARTS_IN_FLIGHT: u32 = 4;
 
-/// The size of each ranged GET of [`Transfer::Library`], in MiB. It sizes the
-/// requests, not the memory: each range's body is written into the pipeline as it
-/// arrives, a chunk at a time.
-pub const LIBRARY_RANGE_MIB: u64 = 8;
+/// The size of each ranged GET of [`Transfer::Library`], in MiB: 1024, so a backup
+/// of up to 1 GiB is one streamed GET, as the workload's download
+/// ([`DEFAULT_DOWNLOAD_CHUNK_MIB`](crate::DEFAULT_DOWNLOAD_CHUNK_MIB)). Each range is a
+/// request, and a server that reads the whole object for every range (moto) pays for
+/// each one: measured in the README ("The transfer in the library (measured)"). It
+/// sizes the requests, not the memory: each range's body is written into the pipeline
+/// as it arrives, a chunk at a time.
+pub const LIBRARY_RANGE_MIB: u64 = 1024;
 
 /// How many ranged GETs of [`Transfer::Library`] are in flight at once: the one being
-/// written and the next ones, requested ahead but not read until their turn (their
-/// bodies wait in the connection and the server, so the memory held does not grow
+/// written and the next one, requested ahead (so no round trip is lost between two
+/// ranges of a backup larger than [`LIBRARY_RANGE_MIB`]) but not read until its turn
+/// (its body waits in the connection and the server, so the memory held does not grow
 /// with this number or with [`LIBRARY_RANGE_MIB`]).
-pub const LIBRARY_RANGES_IN_FLIGHT: usize = 4;
+pub const LIBRARY_RANGES_IN_FLIGHT: usize = 2;
 
 impl fmt::Display for Transfer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

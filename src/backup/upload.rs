@@ -14,7 +14,7 @@ use super::plan::{self, BackupOptions, ScriptCall, WorkDir};
 use super::progress::{self, ProgressStage};
 use super::run::Run;
 use super::scripts::{Exit, Pipeline, WorkFile};
-use super::transfer::{self, Transfer};
+use super::transfer::Transfer;
 use super::work::{self, Outputs};
 use crate::container::{Container, ExecOptions, ExecOutput, ExecStdout};
 use crate::error::{BackupError, ContainerError, S3Error, Stage};
@@ -50,7 +50,7 @@ pub(crate) async fn run_backup_pipeline<C: Container + ?Sized>(
     let total = Some(expected_size);
     let outcome = match run.transfer {
         Transfer::Library => {
-            let upload = |exec| streamed(run, &call.argv, exec, key, expected_size);
+            let upload = |exec| streamed(run, &call.argv, exec, key, expected_size, options);
             progress::run_with_progress(
                 container,
                 layout,
@@ -132,12 +132,13 @@ enum Piped {
 }
 
 /// The part size of the library's upload for a stream of about `expected_size`
-/// bytes: [`transfer::LIBRARY_PART_MIB`], larger when the stream would need more than
-/// 8,000 parts (S3 allows 10,000: the margin is for a stream larger than expected).
-fn part_size(expected_size: u64) -> usize {
-    let default = transfer::LIBRARY_PART_MIB << 20;
+/// bytes: `part_mib` MiB (at least 5, S3's smallest part), larger when the stream
+/// would need more than 8,000 parts (S3 allows 10,000: the margin is for a stream
+/// larger than expected).
+fn part_size(expected_size: u64, part_mib: u32) -> usize {
+    let asked = u64::from(part_mib.max(5)) << 20;
     let needed = expected_size.div_ceil(8_000).next_multiple_of(1 << 20);
-    usize::try_from(default.max(needed)).unwrap_or(usize::MAX)
+    usize::try_from(asked.max(needed)).unwrap_or(usize::MAX)
 }
 
 /// Runs the pipeline `argv` with `exec` (its `stdin` is the passphrase line) streamed
@@ -145,12 +146,16 @@ fn part_size(expected_size: u64) -> usize {
 /// input, and uploads its standard output to `key`. The upload completes only once the
 /// pipeline exited 0: a pipeline that fails makes the upload's body fail, so it is
 /// aborted, never completed from a cut stream. A failed upload kills the pipeline.
+/// The parts' size and how many go up at once are `options`'
+/// [`library_part_mib`](BackupOptions::library_part_mib) and
+/// [`library_parts_in_flight`](BackupOptions::library_parts_in_flight).
 async fn streamed<C: Container + ?Sized>(
     run: &Run<'_, C>,
     argv: &[String],
     mut exec: ExecOptions,
     key: &str,
     expected_size: u64,
+    options: &BackupOptions,
 ) -> Result<(), Piped> {
     let first = exec.stdin.take().unwrap_or_default();
     let mut process = run
@@ -183,8 +188,8 @@ async fn streamed<C: Container + ?Sized>(
             &mut body,
             "application/octet-stream",
             &metadata,
-            part_size(expected_size),
-            transfer::LIBRARY_PARTS_IN_FLIGHT,
+            part_size(expected_size, options.library_part_mib),
+            usize::try_from(options.library_parts_in_flight.max(1)).unwrap_or(1),
         )
         .await;
     match (uploaded, body.outcome.take()) {
@@ -339,11 +344,24 @@ mod tests {
 
     #[test]
     fn parts_grow_for_streams_that_would_need_too_many() {
-        let default = (transfer::LIBRARY_PART_MIB << 20) as usize;
-        assert_eq!(part_size(0), default);
-        assert_eq!(part_size(1 << 30), default);
+        let default = (crate::backup::transfer::LIBRARY_PART_MIB as usize) << 20;
+        assert_eq!(
+            part_size(0, crate::backup::transfer::LIBRARY_PART_MIB),
+            default
+        );
+        assert_eq!(
+            part_size(1 << 30, crate::backup::transfer::LIBRARY_PART_MIB),
+            default
+        );
         let huge = 200_u64 << 30;
-        let size = part_size(huge) as u64;
+        let size = part_size(huge, crate::backup::transfer::LIBRARY_PART_MIB) as u64;
         assert!(huge.div_ceil(size) <= 8_000 && size.is_multiple_of(1 << 20));
+        // The part size asked, never below S3's smallest part, still raised for a
+        // stream that would need too many.
+        assert_eq!(part_size(1 << 30, 16), 16 << 20);
+        assert_eq!(part_size(0, 1), 5 << 20);
+        assert_eq!(part_size(0, 0), 5 << 20);
+        assert_eq!(part_size(huge, 16), size as usize);
+        assert_eq!(part_size(huge, 64), 64 << 20);
     }
 }

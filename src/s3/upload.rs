@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::BufMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -184,9 +185,9 @@ async fn upload_parts(
     let mut number = 0_i32;
     let mut ended = false;
     // The part being read: kept across the loop's turns, so a read that a finished
-    // upload interrupts loses nothing (each single read is cancel-safe).
+    // upload interrupts loses nothing (each single read is cancel-safe). Read into its
+    // spare capacity, never zeroed first.
     let mut buffer: Vec<u8> = Vec::new();
-    let mut filled = 0_usize;
     loop {
         if let Some(part) = next.take() {
             number += 1;
@@ -212,20 +213,17 @@ async fn upload_parts(
             break;
         }
         let can_read = !ended && uploads.len() < in_flight;
-        if can_read && buffer.is_empty() {
-            buffer = vec![0; part_size];
-            filled = 0;
+        if can_read && buffer.capacity() == 0 {
+            buffer = Vec::with_capacity(part_size);
         }
+        let room = part_size - buffer.len();
         tokio::select! {
             Some(finished) = uploads.next(), if !uploads.is_empty() => done.push(finished?),
-            read = body.read(&mut buffer[filled..]), if can_read => {
+            read = async { body.read_buf(&mut (&mut buffer).limit(room)).await }, if can_read => {
                 let n = read.map_err(|e| given_up(target, "reading the body failed".into(), Some(e)))?;
-                filled += n;
-                if n == 0 || filled == part_size {
+                if n == 0 || buffer.len() == part_size {
                     ended = n == 0;
-                    buffer.truncate(filled);
                     let part = std::mem::take(&mut buffer);
-                    filled = 0;
                     if !part.is_empty() {
                         next = Some(part);
                     }

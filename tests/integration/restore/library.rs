@@ -145,7 +145,8 @@ fn without_aws(layout: &Layout) -> Layout {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_library_restore_restores_byte_for_byte_without_an_aws_cli() {
-    // Over 8 MiB: several ranged GETs, some in flight together.
+    // About 21 MB: one streamed GET (`LIBRARY_RANGE_MIB` is 1024; the cuts between
+    // ranges are `transfer::feed`'s unit tests).
     let spec = TreeSpec {
         media_bytes: 20 << 20,
         ..TreeSpec::default()
@@ -664,4 +665,47 @@ async fn sse_c_with_a_library_create_puts_the_key_on_every_part_and_none_in_the_
     .await
     .unwrap();
     assert_eq!(env.tree.backed_up_files(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_create_uploads_the_part_size_and_concurrency_asked() {
+    // About 21 MB of ciphertext: 5 parts of the default 5 MiB, 4 of the 6 MiB asked.
+    let spec = TreeSpec {
+        media_bytes: 20 << 20,
+        ..TreeSpec::default()
+    };
+    let env = Env::new(&spec).await;
+    let c = LocalContainer::new();
+    let layout = without_aws(&env.layout);
+    let client = synapse_backup::S3Client::new(&env.params).unwrap();
+    for (part_mib, in_flight) in [(None, None), (Some(6), Some(1))] {
+        let mut options = library_create();
+        if let (Some(part), Some(n)) = (part_mib, in_flight) {
+            options = options.library_part_mib(part).library_parts_in_flight(n);
+        }
+        let report = create_backup_with(&c, &env.params, PASSPHRASE, &layout, &options)
+            .await
+            .unwrap();
+        let size = report.manifest.ciphertext_bytes;
+        let part = u64::from(part_mib.unwrap_or(synapse_backup::LIBRARY_PART_MIB)) << 20;
+        assert!(size > 3 * part, "{size}");
+        let head = client
+            .head_object(&client.object_key(report.id.as_str()))
+            .await
+            .unwrap();
+        assert_eq!(head.size, size);
+        let parts = format!("-{}", size.div_ceil(part));
+        assert!(
+            head.etag.trim_matches('"').ends_with(&parts),
+            "{} for {parts}",
+            head.etag
+        );
+        // Read back by the library's download (one GET of the whole object).
+        let verified =
+            verify_backup_with(&c, &env.params, PASSPHRASE, &report.id, &layout, &library())
+                .await
+                .unwrap();
+        assert!(verified.authenticated_manifest, "{verified:?}");
+    }
+    assert!(uploads_left(&env).is_empty(), "{:?}", uploads_left(&env));
 }
