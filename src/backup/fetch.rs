@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use crate::backup::catalog::{BackupStatus, backup_status};
+use crate::backup::catalog::{BackupStatus, MAX_MANIFEST_BYTES, backup_status};
 use crate::backup::decryption::{Untrusted, check_status};
 use crate::backup::layout::{HomeserverConfig, Layout};
 use crate::backup::manifest::{EntryKind, InnerManifest, Manifest, ManifestFiles};
@@ -105,21 +105,8 @@ pub(crate) async fn locate_compact(
     let mut files = ManifestFiles::default();
     let manifest = match status {
         BackupStatus::Complete => {
-            let bytes = client
-                .get_object(
-                    &format!("{key}{MANIFEST_SUFFIX}"),
-                    crate::backup::catalog::MAX_MANIFEST_BYTES,
-                )
-                .await?;
-            let parsed = Manifest::from_json_compact(&bytes).map(|(m, f)| {
-                files = f;
-                m
-            });
-            drop(bytes);
-            let m = parsed.map_err(|e| BackupError::Corrupted {
-                id: id.to_string(),
-                reason: format!("unreadable manifest: {e}"),
-            })?;
+            let m;
+            (m, files) = read_manifest(client, id, &format!("{key}{MANIFEST_SUFFIX}")).await?;
             if m.ciphertext_bytes != head.size {
                 return Err(BackupError::Corrupted {
                     id: id.to_string(),
@@ -150,6 +137,105 @@ pub(crate) async fn locate_compact(
         warnings,
         apart: Vec::new(),
     })
+}
+
+/// Reads the manifest at `key` and parses it as it arrives (one ranged GET, its chunks
+/// handed to the parser on a blocking thread), so that its JSON is never held whole
+/// beside the compact file list: at most [`MAX_MANIFEST_BYTES`] are read. A store
+/// without ranged reads gives the object whole, parsed as before.
+///
+/// # Errors
+/// [`BackupError::S3`] when the GET fails; [`BackupError::Corrupted`], naming the key,
+/// when it is longer than the cap or not a manifest (cut short included).
+async fn read_manifest(
+    client: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+    key: &str,
+) -> Result<(Manifest, ManifestFiles), BackupError> {
+    let unreadable = |e: crate::error::ConfigError| BackupError::Corrupted {
+        id: id.to_string(),
+        reason: format!("unreadable manifest {key}: {e}"),
+    };
+    let body = match client
+        .get_object_range_stream(key, 0, MAX_MANIFEST_BYTES + 1)
+        .await
+    {
+        Ok(body) => body,
+        Err(S3Error::NotImplemented { .. }) => {
+            let bytes = client.get_object(key, MAX_MANIFEST_BYTES).await?;
+            return Manifest::from_json_compact(&bytes).map_err(unreadable);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut reader = BodyReader {
+        body,
+        chunk: bytes::Bytes::new(),
+        read: 0,
+        runtime: tokio::runtime::Handle::current(),
+        failed: None,
+        too_long: false,
+    };
+    let (parsed, failed, too_long) = tokio::task::spawn_blocking(move || {
+        let parsed = Manifest::from_json_compact_reader(&mut reader);
+        (parsed, reader.failed, reader.too_long)
+    })
+    .await
+    .map_err(|e| BackupError::Corrupted {
+        id: id.to_string(),
+        reason: format!("the manifest {key} could not be parsed: {e}"),
+    })?;
+    // The read's own failure (a GET error, too long) rather than the parser's.
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    if too_long {
+        return Err(BackupError::Corrupted {
+            id: id.to_string(),
+            reason: format!(
+                "its manifest {key} is longer than {MAX_MANIFEST_BYTES} bytes, the most read of a manifest: not one this crate wrote"
+            ),
+        });
+    }
+    parsed.map_err(unreadable)
+}
+
+/// A ranged GET's body as a blocking [`std::io::Read`] (for a parser on a blocking
+/// thread): each chunk is awaited on `runtime`, at most [`MAX_MANIFEST_BYTES`] are
+/// given (`too_long` says a longer body was cut there), and the first failure of the
+/// read is kept in `failed`.
+struct BodyReader {
+    body: crate::s3::RangeBody,
+    chunk: bytes::Bytes,
+    read: u64,
+    runtime: tokio::runtime::Handle,
+    failed: Option<S3Error>,
+    too_long: bool,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use futures_util::StreamExt as _;
+        while self.chunk.is_empty() {
+            if self.failed.is_some() || self.too_long {
+                return Err(std::io::Error::other("the manifest's read failed"));
+            }
+            match self.runtime.block_on(self.body.next()) {
+                None => return Ok(0),
+                Some(Ok(chunk)) => {
+                    self.read += chunk.len() as u64;
+                    if self.read > MAX_MANIFEST_BYTES {
+                        self.too_long = true;
+                    } else {
+                        self.chunk = chunk;
+                    }
+                }
+                Some(Err(e)) => self.failed = Some(e),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
 }
 
 /// The space a restore needs in staging: the archive's plaintext (with an eighth more
