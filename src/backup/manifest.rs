@@ -655,6 +655,51 @@ mod tests {
         assert!(Manifest::from_json(&empty).unwrap().files.is_empty());
     }
 
+    /// A manifest's JSON streamed into a file is byte for byte the one built in memory,
+    /// and parsing it from a reader gives what parsing it whole gives (the same errors
+    /// for one cut short).
+    #[test]
+    fn a_manifest_streamed_to_a_file_is_the_one_built_in_memory() {
+        use std::io::{Read as _, Seek as _};
+        let m = Manifest::from_json(TODAY.as_bytes()).unwrap();
+        let rest = Manifest {
+            files: Vec::new(),
+            ..m.clone()
+        };
+        let mut memory = ManifestJson::with_capacity(0);
+        let mut file =
+            ManifestJson::new(std::io::BufWriter::with_capacity(7, tempfile::tempfile().unwrap()))
+                .unwrap();
+        for f in &m.files {
+            memory.push(f).unwrap();
+            file.push(f).unwrap();
+        }
+        let memory = memory.finish(&rest).unwrap();
+        let mut written = file.finish(&rest).unwrap().into_inner().unwrap();
+        written.rewind().unwrap();
+        let mut bytes = Vec::new();
+        written.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes, memory);
+        assert_eq!(Manifest::from_json(&bytes).unwrap(), m);
+
+        let whole = Manifest::from_json_compact(&bytes).unwrap();
+        // One byte per read: every token split across reads.
+        let streamed =
+            Manifest::from_json_compact_reader(std::io::BufReader::with_capacity(1, &bytes[..]))
+                .unwrap();
+        assert_eq!(streamed, whole);
+        assert_eq!(streamed.1.len(), m.files.len());
+        let cut = &bytes[..bytes.len() - 3];
+        let (a, b) = (
+            Manifest::from_json_compact(cut).unwrap_err().to_string(),
+            Manifest::from_json_compact_reader(cut).unwrap_err().to_string(),
+        );
+        assert!(a.contains("EOF while parsing"), "{a}");
+        assert_eq!(a, b);
+        let trailing = [&bytes[..], b" x"].concat();
+        assert!(Manifest::from_json_compact_reader(&trailing[..]).is_err());
+    }
+
     /// A manifest as 0.2 writes it (compact, file list first), and as 0.1 wrote it
     /// (pretty, no nonce, kinds from `find`): both still parse, to the same types.
     const TODAY: &str = r#"{"files":[{"path":".synapse-backup","kind":"d","size":0},{"path":"data/a.key","kind":"f","size":3},{"path":"data/media/local_content/l","kind":"l","size":0},{"path":[100,97,116,97,47,255],"kind":"f","size":1}],"format":1,"backup_id":"backup-20261126071900123456","created":"2026-11-26T07:19:00.123456Z","created_by":"synapse-backup/0.2.0","server_name":"example.org","layout":{"config_dir":"/data","data_dir":"/data","media_store_path":"/data/media_store","members":["data/a.key"]},"database":"sqlite","warnings":["w"],"plaintext_bytes":4,"ciphertext_bytes":99,"ciphertext_sha256":"ab","cipher":"AES256","compression":"zlib-6","nonce":"00ff"}"#;
