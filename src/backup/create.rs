@@ -700,7 +700,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         found: super::chain::FoundBase,
     ) -> Result<Planned, BackupError> {
         let (container, layout, work) = (self.run.container, self.run.layout, self.work);
-        let tree = outputs.read(WorkFile::Tree).await?;
+        let tree = copy_tree(outputs).await?;
         let mut planned =
             super::chain::plan_pack(self.run, self.options, &self.id, &tree, found).await?;
         drop(tree);
@@ -753,9 +753,9 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(key.clone());
         self.run
             .client
-            .put_object(
+            .put_object_file(
                 &key,
-                std::mem::take(&mut planned.index),
+                planned.index.path(),
                 "application/x-ndjson",
                 &metadata,
             )
@@ -1056,6 +1056,25 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
 
 /// How much of tar's listing is read at a time.
 const INDEX_CHUNK: u64 = 1 << 20;
+
+/// `prepare.sh`'s media listing copied a chunk at a time into a temp file of this
+/// process, for the plan to read as it goes (never held whole).
+async fn copy_tree<C: Container + ?Sized>(
+    outputs: &Outputs<'_, C>,
+) -> Result<std::fs::File, BackupError> {
+    use std::io::Write as _;
+    let failed = |e| super::chain::temp_file_failed("media listing", e);
+    let mut file = tempfile::tempfile().map_err(failed)?;
+    let mut offset = 0;
+    loop {
+        let part = outputs.chunk(WorkFile::Tree, offset, INDEX_CHUNK).await?;
+        file.write_all(&part).map_err(failed)?;
+        offset += part.len() as u64;
+        if (part.len() as u64) < INDEX_CHUNK {
+            return Ok(file);
+        }
+    }
+}
 
 /// Where a create writes its manifest's JSON before uploading it (from there, never
 /// held whole): a temp file of this process, removed when dropped.
