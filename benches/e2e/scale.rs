@@ -96,7 +96,8 @@ impl Cli {
     fn run(&self, bench: &Bench, root: &Path, args: &[&str]) -> Result<Ran, BoxError> {
         let mut cmd = match env_var("SYNAPSE_BACKUP_BENCH_SCALE_WRAP") {
             Some(wrap) => {
-                static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                static RUNS: std::sync::atomic::AtomicUsize =
+                    std::sync::atomic::AtomicUsize::new(0);
                 let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let name = format!("{n}-{}", args.join("-").replace(['/', ' '], "_"));
                 let mut words = wrap.split_whitespace().map(|w| w.replace("{}", &name));
@@ -270,7 +271,11 @@ fn reads(
 /// The created backup's id and object bytes, from `create --json`.
 fn created(ran: &Ran) -> Result<(String, u64, String), BoxError> {
     // The report's line (a wrapper may print its own lines around it).
-    let start = ran.stdout.find("{\n").or_else(|| ran.stdout.find('{')).unwrap_or(0);
+    let start = ran
+        .stdout
+        .find("{\n")
+        .or_else(|| ran.stdout.find('{'))
+        .unwrap_or(0);
     let end = ran.stdout.rfind('}').map_or(ran.stdout.len(), |e| e + 1);
     let report: serde_json::Value = serde_json::from_str(ran.stdout.get(start..end).unwrap_or(""))?;
     let id = report["id"]

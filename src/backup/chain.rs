@@ -210,11 +210,18 @@ where
 }
 
 /// The listing `tree` (a temp file) from its start, read as it is planned.
-fn listing(tree: &std::fs::File) -> Result<TreeListing<std::io::BufReader<&std::fs::File>>, BackupError> {
+fn listing(
+    tree: &std::fs::File,
+) -> Result<TreeListing<std::io::BufReader<&std::fs::File>>, BackupError> {
     use std::io::Seek as _;
     let mut reader = tree;
-    reader.rewind().map_err(|e| temp_file_failed("media listing", e))?;
-    Ok(TreeListing::new(std::io::BufReader::with_capacity(64 << 10, tree)))
+    reader
+        .rewind()
+        .map_err(|e| temp_file_failed("media listing", e))?;
+    Ok(TreeListing::new(std::io::BufReader::with_capacity(
+        64 << 10,
+        tree,
+    )))
 }
 
 /// A temp file of this process for the new index.

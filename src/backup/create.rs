@@ -1027,7 +1027,10 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         // Compact: a pretty manifest of 100,000 files is a third larger.
         let file = files
             .finish(manifest)
-            .and_then(|out| out.into_inner().map_err(std::io::IntoInnerError::into_error))
+            .and_then(|out| {
+                out.into_inner()
+                    .map_err(std::io::IntoInnerError::into_error)
+            })
             .map_err(manifest_file_failed)?;
         let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
         tracing::debug!(

@@ -891,7 +891,10 @@ mod tests {
             .unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, BackupError::Corrupted { .. }), "{err:?}");
-        assert!(text.contains(&format!("unreadable manifest {key}: ")), "{text}");
+        assert!(
+            text.contains(&format!("unreadable manifest {key}: ")),
+            "{text}"
+        );
         assert!(text.contains("EOF"), "{text}");
 
         let whole = store_with(key, &json).await;
@@ -912,7 +915,6 @@ mod tests {
             "{err:?}"
         );
     }
-
 
     fn member(kind: char, name: &str, mode: u32) -> ArchiveMember {
         ArchiveMember {

@@ -667,9 +667,11 @@ mod tests {
             ..m.clone()
         };
         let mut memory = ManifestJson::with_capacity(0);
-        let mut file =
-            ManifestJson::new(std::io::BufWriter::with_capacity(7, tempfile::tempfile().unwrap()))
-                .unwrap();
+        let mut file = ManifestJson::new(std::io::BufWriter::with_capacity(
+            7,
+            tempfile::tempfile().unwrap(),
+        ))
+        .unwrap();
         for f in &m.files {
             memory.push(f).unwrap();
             file.push(f).unwrap();
@@ -692,7 +694,9 @@ mod tests {
         let cut = &bytes[..bytes.len() - 3];
         let (a, b) = (
             Manifest::from_json_compact(cut).unwrap_err().to_string(),
-            Manifest::from_json_compact_reader(cut).unwrap_err().to_string(),
+            Manifest::from_json_compact_reader(cut)
+                .unwrap_err()
+                .to_string(),
         );
         assert!(a.contains("EOF while parsing"), "{a}");
         assert_eq!(a, b);
