@@ -13,6 +13,10 @@
 //! `SYNAPSE_BACKUP_BENCH_SCALE_STEPS` (default `plain,verify,restore,extract,incremental`)
 //! chooses what runs beside the full create, e.g. `restore` alone for a run at 1,000,000
 //! files (without `incremental`, the full backup is made without a file index).
+//!
+//! `SYNAPSE_BACKUP_BENCH_SCALE_WRAP` runs every command under a profiler, e.g.
+//! `heaptrack -o /tmp/ht/{}` (words split on whitespace, `{}` replaced by the command's
+//! number and name); the RSS measured is then the wrapper's, not the command's.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -90,7 +94,19 @@ impl Cli {
     /// Runs `synapse-backup --json … args` on `root`, measured; fails with its stderr
     /// when it exits non-zero.
     fn run(&self, bench: &Bench, root: &Path, args: &[&str]) -> Result<Ran, BoxError> {
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = match env_var("SYNAPSE_BACKUP_BENCH_SCALE_WRAP") {
+            Some(wrap) => {
+                static RUNS: std::sync::atomic::AtomicUsize =
+                    std::sync::atomic::AtomicUsize::new(0);
+                let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let name = format!("{n}-{}", args.join("-").replace(['/', ' '], "_"));
+                let mut words = wrap.split_whitespace().map(|w| w.replace("{}", &name));
+                let mut cmd = Command::new(words.next().ok_or("empty wrapper")?);
+                cmd.args(words).arg(&self.binary);
+                cmd
+            }
+            None => Command::new(&self.binary),
+        };
         for var in CLI_VARS {
             cmd.env_remove(var);
         }
@@ -254,7 +270,14 @@ fn reads(
 
 /// The created backup's id and object bytes, from `create --json`.
 fn created(ran: &Ran) -> Result<(String, u64, String), BoxError> {
-    let report: serde_json::Value = serde_json::from_str(&ran.stdout)?;
+    // The report's line (a wrapper may print its own lines around it).
+    let start = ran
+        .stdout
+        .find("{\n")
+        .or_else(|| ran.stdout.find('{'))
+        .unwrap_or(0);
+    let end = ran.stdout.rfind('}').map_or(ran.stdout.len(), |e| e + 1);
+    let report: serde_json::Value = serde_json::from_str(ran.stdout.get(start..end).unwrap_or(""))?;
     let id = report["id"]
         .as_str()
         .ok_or_else(|| err(format!("create --json printed no id: {}", ran.stdout)))?;

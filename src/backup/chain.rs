@@ -37,8 +37,9 @@ pub(crate) struct Planned {
     pub kind: BackupKind,
     /// What the inner manifest carries.
     pub chain: PackChain,
-    /// The new index (NDJSON).
-    pub index: Vec<u8>,
+    /// The new index (NDJSON), in a temp file of this process (uploaded from there,
+    /// never held whole).
+    pub index: tempfile::NamedTempFile,
     /// The NUL-terminated media files the pack archives.
     pub members: Vec<u8>,
     /// What is archived, referenced and superseded.
@@ -94,7 +95,7 @@ pub(crate) async fn plan_pack<C: Container + ?Sized>(
     run: &Run<'_, C>,
     options: &BackupOptions,
     id: &BackupId,
-    tree: &[u8],
+    tree: &std::fs::File,
     found: FoundBase,
 ) -> Result<Planned, BackupError> {
     let FoundBase(state, base) = found;
@@ -161,7 +162,7 @@ pub(crate) async fn plan_pack<C: Container + ?Sized>(
 fn planned(
     kind: BackupKind,
     links: Vec<ChainLink>,
-    (plan, index, members): (IncrementalPlan, Vec<u8>, Vec<u8>),
+    (plan, index, members): (IncrementalPlan, tempfile::NamedTempFile, Vec<u8>),
     older_ciphertext: u64,
 ) -> Planned {
     if let BackupKind::Incremental { base } = &kind {
@@ -193,19 +194,60 @@ fn planned(
 /// summary), the index and the member list.
 fn run_plan<B>(
     base: B,
-    tree: &[u8],
+    tree: &std::fs::File,
     id: &BackupId,
-) -> Result<(IncrementalPlan, Vec<u8>, Vec<u8>), BackupError>
+) -> Result<(IncrementalPlan, tempfile::NamedTempFile, Vec<u8>), BackupError>
 where
     B: IntoIterator<Item = Result<super::incremental::IndexEntry, IndexError>>,
 {
-    let mut index = IndexWriter::new(Vec::new());
+    let mut index = IndexWriter::new(index_file()?);
     let mut members = Vec::new();
-    let mut plan = plan_incremental(base, TreeListing::new(tree), id, &mut index, &mut members)
+    let mut plan = plan_incremental(base, listing(tree)?, id, &mut index, &mut members)
         .map_err(|e| collect_error(&e))?;
-    let (summary, bytes) = index.finish().map_err(|e| collect_error(&e))?;
+    let (summary, file) = index.finish().map_err(|e| collect_error(&e))?;
     plan.index = summary;
-    Ok((plan, bytes, members))
+    Ok((plan, into_file(file)?, members))
+}
+
+/// The listing `tree` (a temp file) from its start, read as it is planned.
+fn listing(
+    tree: &std::fs::File,
+) -> Result<TreeListing<std::io::BufReader<&std::fs::File>>, BackupError> {
+    use std::io::Seek as _;
+    let mut reader = tree;
+    reader
+        .rewind()
+        .map_err(|e| temp_file_failed("media listing", e))?;
+    Ok(TreeListing::new(std::io::BufReader::with_capacity(
+        64 << 10,
+        tree,
+    )))
+}
+
+/// A temp file of this process for the new index.
+fn index_file() -> Result<std::io::BufWriter<tempfile::NamedTempFile>, BackupError> {
+    let file = tempfile::NamedTempFile::new().map_err(|e| temp_file_failed("file index", e))?;
+    Ok(std::io::BufWriter::with_capacity(64 << 10, file))
+}
+
+/// The new index's temp file, written.
+fn into_file(
+    out: std::io::BufWriter<tempfile::NamedTempFile>,
+) -> Result<tempfile::NamedTempFile, BackupError> {
+    out.into_inner()
+        .map_err(|e| temp_file_failed("file index", e.into_error()))
+}
+
+/// The error of a temp file of this process (`what` it holds) that failed.
+pub(crate) fn temp_file_failed(what: &str, e: std::io::Error) -> BackupError {
+    BackupError::StageFailed {
+        stage: Stage::Collect,
+        exit_code: 0,
+        stderr: format!(
+            "the {what} could not be written to or read from a temp file in {}: {e}",
+            std::env::temp_dir().display()
+        ),
+    }
 }
 
 /// Plans over `base`'s index, read a range at a time and checked as it is read (every
@@ -219,18 +261,18 @@ async fn plan_on<C: Container + ?Sized>(
     run: &Run<'_, C>,
     base: &Base,
     packs: Vec<BackupId>,
-    tree: &[u8],
+    tree: &std::fs::File,
     id: &BackupId,
-) -> Result<Result<(IncrementalPlan, Vec<u8>, Vec<u8>), String>, BackupError> {
+) -> Result<Result<(IncrementalPlan, tempfile::NamedTempFile, Vec<u8>), String>, BackupError> {
     /// Which list a line's error comes from.
     enum Side {
         Base(IndexError),
         Tree(IndexError),
     }
     let mut reader = IndexReader::new(std::io::empty()).with_packs(packs);
-    let mut index = IndexWriter::new(Vec::new());
+    let mut index = IndexWriter::new(index_file()?);
     let mut members = Vec::new();
-    let mut planner = Planner::new(TreeListing::new(tree), id, &mut index, &mut members)
+    let mut planner = Planner::new(listing(tree)?, id, &mut index, &mut members)
         .map_err(|e| collect_error(&e))?;
     let read = index_read::each_line(&run.client, &base.index_key, index_read::INDEX, |line| {
         let entry = reader.line(line).map_err(Side::Base)?;
@@ -255,9 +297,9 @@ async fn plan_on<C: Container + ?Sized>(
         return Ok(Err(mismatch.to_string()));
     }
     let mut plan = planner.finish().map_err(|e| collect_error(&e))?;
-    let (summary, bytes) = index.finish().map_err(|e| collect_error(&e))?;
+    let (summary, file) = index.finish().map_err(|e| collect_error(&e))?;
     plan.index = summary;
-    Ok(Ok((plan, bytes, members)))
+    Ok(Ok((plan, into_file(file)?, members)))
 }
 
 /// The newest restorable backup and, when it is a complete one that checks, it as a

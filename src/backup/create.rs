@@ -700,7 +700,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         found: super::chain::FoundBase,
     ) -> Result<Planned, BackupError> {
         let (container, layout, work) = (self.run.container, self.run.layout, self.work);
-        let tree = outputs.read(WorkFile::Tree).await?;
+        let tree = copy_tree(outputs).await?;
         let mut planned =
             super::chain::plan_pack(self.run, self.options, &self.id, &tree, found).await?;
         drop(tree);
@@ -753,9 +753,9 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(key.clone());
         self.run
             .client
-            .put_object(
+            .put_object_file(
                 &key,
-                std::mem::take(&mut planned.index),
+                planned.index.path(),
                 "application/x-ndjson",
                 &metadata,
             )
@@ -922,13 +922,8 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         changed: &mut Vec<String>,
         database: &[u8],
     ) -> Result<Archived, BackupError> {
-        let (container, layout) = (self.run.container, self.run.layout);
-        let rules = RestoreRules::new(layout, &self.collected.config);
-        // The size is a capacity hint only.
-        let capacity = work::file_size(container, layout, &self.work.path(WorkFile::Index))
-            .await
-            .unwrap_or(0);
-        let mut index = IndexReader::new(&rules, changed, capacity);
+        let rules = RestoreRules::new(self.run.layout, &self.collected.config);
+        let mut index = IndexReader::new(&rules, changed)?;
         outputs
             .for_each_record(WorkFile::Index, b'\n', INDEX_CHUNK, |line| index.line(line))
             .await?;
@@ -1027,8 +1022,16 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     async fn put_manifest(
         &self,
         manifest: &Manifest,
-        files: ManifestJson,
+        files: ManifestJson<ManifestFile>,
     ) -> Result<(), BackupError> {
+        // Compact: a pretty manifest of 100,000 files is a third larger.
+        let file = files
+            .finish(manifest)
+            .and_then(|out| {
+                out.into_inner()
+                    .map_err(std::io::IntoInnerError::into_error)
+            })
+            .map_err(manifest_file_failed)?;
         let metadata = HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
         tracing::debug!(
             backup_id = %self.id,
@@ -1038,10 +1041,9 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         self.run.confirm_lock("the manifest write").await?;
         self.run
             .client
-            .put_object(
+            .put_object_file(
                 &format!("{}{}", self.key, plan::MANIFEST_SUFFIX),
-                // Compact: a pretty manifest of 100,000 files is a third larger.
-                files.finish(manifest),
+                file.path(),
                 "application/json",
                 &metadata,
             )
@@ -1058,9 +1060,44 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
 /// How much of tar's listing is read at a time.
 const INDEX_CHUNK: u64 = 1 << 20;
 
+/// `prepare.sh`'s media listing copied a chunk at a time into a temp file of this
+/// process, for the plan to read as it goes (never held whole).
+async fn copy_tree<C: Container + ?Sized>(
+    outputs: &Outputs<'_, C>,
+) -> Result<std::fs::File, BackupError> {
+    use std::io::Write as _;
+    let failed = |e| super::chain::temp_file_failed("media listing", e);
+    let mut file = tempfile::tempfile().map_err(failed)?;
+    let mut offset = 0;
+    loop {
+        let part = outputs.chunk(WorkFile::Tree, offset, INDEX_CHUNK).await?;
+        file.write_all(&part).map_err(failed)?;
+        offset += part.len() as u64;
+        if (part.len() as u64) < INDEX_CHUNK {
+            return Ok(file);
+        }
+    }
+}
+
+/// Where a create writes its manifest's JSON before uploading it (from there, never
+/// held whole): a temp file of this process, removed when dropped.
+type ManifestFile = std::io::BufWriter<tempfile::NamedTempFile>;
+
+/// The error of a manifest's temp file that could not be written.
+fn manifest_file_failed(e: std::io::Error) -> BackupError {
+    BackupError::StageFailed {
+        stage: Stage::Manifest,
+        exit_code: 0,
+        stderr: format!(
+            "the manifest could not be written to a temp file in {}: {e}",
+            std::env::temp_dir().display()
+        ),
+    }
+}
+
 /// What the listing says was archived.
 struct Archived {
-    files: ManifestJson,
+    files: ManifestJson<ManifestFile>,
     plaintext_bytes: u64,
     regular_files: u64,
     changed_dirs: Vec<String>,
@@ -1080,22 +1117,21 @@ struct IndexReader<'r> {
 }
 
 impl<'r> IndexReader<'r> {
-    fn new(rules: &'r RestoreRules, changed: &'r mut Vec<String>, capacity: u64) -> Self {
-        IndexReader {
+    fn new(rules: &'r RestoreRules, changed: &'r mut Vec<String>) -> Result<Self, BackupError> {
+        let file = tempfile::NamedTempFile::new().map_err(manifest_file_failed)?;
+        Ok(IndexReader {
             rules,
             changed,
             archived: Archived {
-                // The JSON of an entry is shorter than its listing line: one allocation.
-                files: ManifestJson::with_capacity(
-                    usize::try_from(capacity).unwrap_or(0).saturating_add(64),
-                ),
+                files: ManifestJson::new(std::io::BufWriter::with_capacity(64 << 10, file))
+                    .map_err(manifest_file_failed)?,
                 plaintext_bytes: 0,
                 regular_files: 0,
                 changed_dirs: Vec::new(),
             },
             inner_members: 0,
             lines: 0,
-        }
+        })
     }
 
     /// One line of the listing (without its newline).
@@ -1137,14 +1173,17 @@ impl<'r> IndexReader<'r> {
                     member: String::from_utf8_lossy(&m.name).into_owned(),
                     reason: format!("tar archived it as an unknown kind {:?}", m.kind),
                 })?;
-            self.archived.files.push(&ManifestEntry {
-                path: match String::from_utf8(m.name) {
-                    Ok(text) => ManifestPath::Text(text),
-                    Err(e) => ManifestPath::Bytes(e.into_bytes()),
-                },
-                kind,
-                size: m.size,
-            });
+            self.archived
+                .files
+                .push(&ManifestEntry {
+                    path: match String::from_utf8(m.name) {
+                        Ok(text) => ManifestPath::Text(text),
+                        Err(e) => ManifestPath::Bytes(e.into_bytes()),
+                    },
+                    kind,
+                    size: m.size,
+                })
+                .map_err(manifest_file_failed)?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use crate::backup::catalog::{BackupStatus, backup_status};
+use crate::backup::catalog::{BackupStatus, MAX_MANIFEST_BYTES, backup_status};
 use crate::backup::decryption::{Untrusted, check_status};
 use crate::backup::layout::{HomeserverConfig, Layout};
 use crate::backup::manifest::{EntryKind, InnerManifest, Manifest, ManifestFiles};
@@ -105,21 +105,9 @@ pub(crate) async fn locate_compact(
     let mut files = ManifestFiles::default();
     let manifest = match status {
         BackupStatus::Complete => {
-            let bytes = client
-                .get_object(
-                    &format!("{key}{MANIFEST_SUFFIX}"),
-                    crate::backup::catalog::MAX_MANIFEST_BYTES,
-                )
-                .await?;
-            let parsed = Manifest::from_json_compact(&bytes).map(|(m, f)| {
-                files = f;
-                m
-            });
-            drop(bytes);
-            let m = parsed.map_err(|e| BackupError::Corrupted {
-                id: id.to_string(),
-                reason: format!("unreadable manifest: {e}"),
-            })?;
+            let m;
+            let manifest_key = format!("{key}{MANIFEST_SUFFIX}");
+            (m, files) = read_manifest(client, id, &manifest_key, MAX_MANIFEST_BYTES).await?;
             if m.ciphertext_bytes != head.size {
                 return Err(BackupError::Corrupted {
                     id: id.to_string(),
@@ -150,6 +138,107 @@ pub(crate) async fn locate_compact(
         warnings,
         apart: Vec::new(),
     })
+}
+
+/// Reads the manifest at `key` and parses it as it arrives (one ranged GET, its chunks
+/// handed to the parser on a blocking thread), so that its JSON is never held whole
+/// beside the compact file list: at most `max` bytes ([`MAX_MANIFEST_BYTES`]) are
+/// read. A store without ranged reads gives the object whole, parsed as before.
+///
+/// # Errors
+/// [`BackupError::S3`] when the GET fails; [`BackupError::Corrupted`], naming the key,
+/// when it is longer than the cap or not a manifest (cut short included).
+async fn read_manifest(
+    client: &(impl ObjectStore + ?Sized),
+    id: &BackupId,
+    key: &str,
+    max: u64,
+) -> Result<(Manifest, ManifestFiles), BackupError> {
+    let unreadable = |e: crate::error::ConfigError| BackupError::Corrupted {
+        id: id.to_string(),
+        reason: format!("unreadable manifest {key}: {e}"),
+    };
+    let body = match client
+        .get_object_range_stream(key, 0, max.saturating_add(1))
+        .await
+    {
+        Ok(body) => body,
+        Err(S3Error::NotImplemented { .. }) => {
+            let bytes = client.get_object(key, max).await?;
+            return Manifest::from_json_compact(&bytes).map_err(unreadable);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut reader = BodyReader {
+        body,
+        chunk: bytes::Bytes::new(),
+        read: 0,
+        max,
+        runtime: tokio::runtime::Handle::current(),
+        failed: None,
+        too_long: false,
+    };
+    let (parsed, failed, too_long) = tokio::task::spawn_blocking(move || {
+        let parsed = Manifest::from_json_compact_reader(&mut reader);
+        (parsed, reader.failed, reader.too_long)
+    })
+    .await
+    .map_err(|e| BackupError::Corrupted {
+        id: id.to_string(),
+        reason: format!("the manifest {key} could not be parsed: {e}"),
+    })?;
+    // The read's own failure (a GET error, too long) rather than the parser's.
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    if too_long {
+        return Err(BackupError::Corrupted {
+            id: id.to_string(),
+            reason: format!(
+                "its manifest {key} is longer than {max} bytes, the most read of a manifest: not one this crate wrote"
+            ),
+        });
+    }
+    parsed.map_err(unreadable)
+}
+
+/// A ranged GET's body as a blocking [`std::io::Read`] (for a parser on a blocking
+/// thread): each chunk is awaited on `runtime`, at most `max` bytes are given (`too_long` says a longer body was cut there), and the first failure of the
+/// read is kept in `failed`.
+struct BodyReader {
+    body: crate::s3::RangeBody,
+    chunk: bytes::Bytes,
+    read: u64,
+    max: u64,
+    runtime: tokio::runtime::Handle,
+    failed: Option<S3Error>,
+    too_long: bool,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use futures_util::StreamExt as _;
+        while self.chunk.is_empty() {
+            if self.failed.is_some() || self.too_long {
+                return Err(std::io::Error::other("the manifest's read failed"));
+            }
+            match self.runtime.block_on(self.body.next()) {
+                None => return Ok(0),
+                Some(Ok(chunk)) => {
+                    self.read += chunk.len() as u64;
+                    if self.read > self.max {
+                        self.too_long = true;
+                    } else {
+                        self.chunk = chunk;
+                    }
+                }
+                Some(Err(e)) => self.failed = Some(e),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
 }
 
 /// The space a restore needs in staging: the archive's plaintext (with an eighth more
@@ -739,6 +828,93 @@ pub(crate) async fn check_staged<C: Container + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3::MemoryStore;
+
+    /// A manifest of `n` files as a create writes it.
+    fn manifest_json(n: usize) -> Vec<u8> {
+        let mut json = crate::backup::manifest::ManifestJson::with_capacity(0);
+        for i in 0..n {
+            json.push(&crate::backup::manifest::ManifestEntry {
+                path: crate::backup::manifest::ManifestPath::Text(format!(
+                    "data/media_store/local_content/ab/cd/{i:020}"
+                )),
+                kind: EntryKind::File,
+                size: i as u64,
+            })
+            .unwrap();
+        }
+        let whole = Manifest::from_json(
+            br#"{"format":1,"backup_id":"backup-20261126071900123456","created":"2026-11-26T07:19:00.123456Z","created_by":"synapse-backup/0.2.0","server_name":"example.org","layout":{"config_dir":"/data","data_dir":"/data","media_store_path":"/data/media_store","members":[]},"database":"sqlite","warnings":[],"files":[],"plaintext_bytes":4,"ciphertext_bytes":99,"ciphertext_sha256":"ab","cipher":"AES256","compression":"zlib-6","nonce":"00ff"}"#,
+        )
+        .unwrap();
+        json.finish(&whole).unwrap()
+    }
+
+    async fn store_with(key: &str, body: &[u8]) -> MemoryStore {
+        let store = MemoryStore::new("");
+        store
+            .put_object(key, body.to_vec(), "application/json", &Default::default())
+            .await
+            .unwrap();
+        store
+    }
+
+    /// The manifest read as it arrives (in the store's chunks of 1,000 bytes) is the
+    /// one parsed whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_streamed_manifest_parses_as_the_whole_one() {
+        let id: BackupId = "backup-20261126071900123456".parse().unwrap();
+        let json = manifest_json(500);
+        assert!(json.len() > 10_000);
+        let store = store_with("m", &json).await;
+        let streamed = read_manifest(&store, &id, "m", MAX_MANIFEST_BYTES)
+            .await
+            .unwrap();
+        let whole = Manifest::from_json_compact(&json).unwrap();
+        assert_eq!(streamed, whole);
+        assert_eq!(streamed.1.len(), 500);
+        // Exactly at the cap is not too long.
+        let at_cap = read_manifest(&store, &id, "m", json.len() as u64).await;
+        assert_eq!(at_cap.unwrap(), whole);
+    }
+
+    /// A manifest cut short, or longer than the cap, is refused with an error naming
+    /// its key; a missing one is the store's error.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cut_or_over_long_manifest_is_refused_naming_its_key() {
+        let id: BackupId = "backup-20261126071900123456".parse().unwrap();
+        let json = manifest_json(100);
+        let key = "p/backup-20261126071900123456.manifest.json";
+        let cut = store_with(key, &json[..json.len() - 7]).await;
+        let err = read_manifest(&cut, &id, key, MAX_MANIFEST_BYTES)
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, BackupError::Corrupted { .. }), "{err:?}");
+        assert!(
+            text.contains(&format!("unreadable manifest {key}: ")),
+            "{text}"
+        );
+        assert!(text.contains("EOF"), "{text}");
+
+        let whole = store_with(key, &json).await;
+        let max = json.len() as u64 - 1;
+        let err = read_manifest(&whole, &id, key, max).await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, BackupError::Corrupted { .. }), "{err:?}");
+        assert!(
+            text.contains(&format!("its manifest {key} is longer than {max} bytes")),
+            "{text}"
+        );
+
+        let err = read_manifest(&whole, &id, "p/other", MAX_MANIFEST_BYTES)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BackupError::S3(S3Error::NotFound { .. })),
+            "{err:?}"
+        );
+    }
 
     fn member(kind: char, name: &str, mode: u32) -> ArchiveMember {
         ArchiveMember {

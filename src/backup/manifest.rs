@@ -459,6 +459,28 @@ impl Manifest {
     /// [`ConfigError::Parse`] when the JSON is not a manifest.
     pub(crate) fn from_json_compact(bytes: &[u8]) -> Result<(Self, ManifestFiles), ConfigError> {
         let c: CompactManifest = from_json(bytes, "manifest")?;
+        Ok(c.split())
+    }
+
+    /// As [`from_json_compact`](Self::from_json_compact), reading the JSON from
+    /// `reader` as it is parsed (the bytes are never held whole): the same checks, the
+    /// same errors.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] when the JSON is not a manifest or `reader` fails.
+    pub(crate) fn from_json_compact_reader(
+        reader: impl std::io::Read,
+    ) -> Result<(Self, ManifestFiles), ConfigError> {
+        let de = serde_json::Deserializer::from_reader(reader);
+        let c: CompactManifest = parse_json(de, "manifest")?;
+        Ok(c.split())
+    }
+}
+
+impl CompactManifest {
+    /// The manifest (its `files` empty) and its compact file list.
+    fn split(self) -> (Manifest, ManifestFiles) {
+        let c = self;
         let manifest = Manifest {
             format: c.format,
             backup_id: c.backup_id,
@@ -477,17 +499,25 @@ impl Manifest {
             nonce: c.nonce,
             chain: c.chain,
         };
-        Ok((manifest, c.files))
+        (manifest, c.files)
     }
 }
 
 /// Parses JSON, naming the field at fault (e.g. `files[3].kind: unknown variant`).
 fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ConfigError> {
+    parse_json(serde_json::Deserializer::from_slice(bytes), what)
+}
+
+/// Parses one JSON value from `de` (nothing but white space after it), naming the
+/// field at fault.
+fn parse_json<'de, R: serde_json::de::Read<'de>, T: serde::de::DeserializeOwned>(
+    mut de: serde_json::Deserializer<R>,
+    what: &str,
+) -> Result<T, ConfigError> {
     let bad = |message: String| ConfigError::Parse {
         what: what.into(),
         message,
     };
-    let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         match path.as_str() {
@@ -499,46 +529,62 @@ fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result
     Ok(value)
 }
 
-/// A manifest's JSON with its file list streamed in one entry at a time, so a list of
-/// 100,000 files is held once, already as JSON: `{"files":[...],` then the other fields
-/// (a JSON object's keys have no order).
-pub(crate) struct ManifestJson {
-    buf: Vec<u8>,
+/// A manifest's JSON with its file list streamed in one entry at a time into `W` (a
+/// temp file for a create, so that a list of 100,000 files is not held in memory):
+/// `{"files":[...],` then the other fields (a JSON object's keys have no order).
+pub(crate) struct ManifestJson<W: std::io::Write = Vec<u8>> {
+    out: W,
     entries: u64,
 }
 
 impl ManifestJson {
-    /// An empty file list with room for `capacity` bytes of JSON.
+    /// An empty file list in memory with room for `capacity` bytes of JSON.
+    #[cfg(test)]
     pub(crate) fn with_capacity(capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity);
-        buf.extend_from_slice(b"{\"files\":[");
-        ManifestJson { buf, entries: 0 }
+        // Writing into a Vec cannot fail.
+        ManifestJson::new(Vec::with_capacity(capacity)).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+impl<W: std::io::Write> ManifestJson<W> {
+    /// An empty file list written into `out`.
+    ///
+    /// # Errors
+    /// When writing to `out` fails.
+    pub(crate) fn new(mut out: W) -> std::io::Result<Self> {
+        out.write_all(b"{\"files\":[")?;
+        Ok(ManifestJson { out, entries: 0 })
     }
 
     /// Appends one entry.
-    pub(crate) fn push(&mut self, entry: &ManifestEntry) {
+    ///
+    /// # Errors
+    /// When writing to the output fails.
+    pub(crate) fn push(&mut self, entry: &ManifestEntry) -> std::io::Result<()> {
         if self.entries > 0 {
-            self.buf.push(b',');
+            self.out.write_all(b",")?;
         }
         self.entries += 1;
-        // Writing into a Vec cannot fail, and an entry always serialises.
-        let _ = serde_json::to_writer(&mut self.buf, entry);
+        serde_json::to_writer(&mut self.out, entry).map_err(std::io::Error::from)
     }
 
     /// The whole manifest: the streamed files and `manifest`'s other fields (its own
-    /// `files` must be empty).
-    pub(crate) fn finish(mut self, manifest: &Manifest) -> Vec<u8> {
+    /// `files` must be empty); gives the output back.
+    ///
+    /// # Errors
+    /// When writing to the output fails.
+    pub(crate) fn finish(mut self, manifest: &Manifest) -> std::io::Result<W> {
         debug_assert!(manifest.files.is_empty());
         let rest = serde_json::to_vec(manifest).unwrap_or_default();
-        self.buf.push(b']');
+        self.out.write_all(b"]")?;
         // `rest` is `{"format":...}`: its fields follow the file list.
         if let Some(fields) = rest.strip_prefix(b"{").filter(|f| *f != b"}") {
-            self.buf.push(b',');
-            self.buf.extend_from_slice(fields);
+            self.out.write_all(b",")?;
+            self.out.write_all(fields)?;
         } else {
-            self.buf.push(b'}');
+            self.out.write_all(b"}")?;
         }
-        self.buf
+        Ok(self.out)
     }
 }
 
@@ -588,21 +634,74 @@ mod tests {
             size: 3,
         });
         for f in &files {
-            streamed.push(f);
+            streamed.push(f).unwrap();
         }
-        let json = streamed.finish(&Manifest {
-            files: Vec::new(),
-            ..m.clone()
-        });
+        let json = streamed
+            .finish(&Manifest {
+                files: Vec::new(),
+                ..m.clone()
+            })
+            .unwrap();
         assert_eq!(
             Manifest::from_json(&json).unwrap(),
             Manifest { files, ..m.clone() }
         );
-        let empty = ManifestJson::with_capacity(0).finish(&Manifest {
-            files: Vec::new(),
-            ..m
-        });
+        let empty = ManifestJson::with_capacity(0)
+            .finish(&Manifest {
+                files: Vec::new(),
+                ..m
+            })
+            .unwrap();
         assert!(Manifest::from_json(&empty).unwrap().files.is_empty());
+    }
+
+    /// A manifest's JSON streamed into a file is byte for byte the one built in memory,
+    /// and parsing it from a reader gives what parsing it whole gives (the same errors
+    /// for one cut short).
+    #[test]
+    fn a_manifest_streamed_to_a_file_is_the_one_built_in_memory() {
+        use std::io::{Read as _, Seek as _};
+        let m = Manifest::from_json(TODAY.as_bytes()).unwrap();
+        let rest = Manifest {
+            files: Vec::new(),
+            ..m.clone()
+        };
+        let mut memory = ManifestJson::with_capacity(0);
+        let mut file = ManifestJson::new(std::io::BufWriter::with_capacity(
+            7,
+            tempfile::tempfile().unwrap(),
+        ))
+        .unwrap();
+        for f in &m.files {
+            memory.push(f).unwrap();
+            file.push(f).unwrap();
+        }
+        let memory = memory.finish(&rest).unwrap();
+        let mut written = file.finish(&rest).unwrap().into_inner().unwrap();
+        written.rewind().unwrap();
+        let mut bytes = Vec::new();
+        written.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes, memory);
+        assert_eq!(Manifest::from_json(&bytes).unwrap(), m);
+
+        let whole = Manifest::from_json_compact(&bytes).unwrap();
+        // One byte per read: every token split across reads.
+        let streamed =
+            Manifest::from_json_compact_reader(std::io::BufReader::with_capacity(1, &bytes[..]))
+                .unwrap();
+        assert_eq!(streamed, whole);
+        assert_eq!(streamed.1.len(), m.files.len());
+        let cut = &bytes[..bytes.len() - 3];
+        let (a, b) = (
+            Manifest::from_json_compact(cut).unwrap_err().to_string(),
+            Manifest::from_json_compact_reader(cut)
+                .unwrap_err()
+                .to_string(),
+        );
+        assert!(a.contains("EOF while parsing"), "{a}");
+        assert_eq!(a, b);
+        let trailing = [&bytes[..], b" x"].concat();
+        assert!(Manifest::from_json_compact_reader(&trailing[..]).is_err());
     }
 
     /// A manifest as 0.2 writes it (compact, file list first), and as 0.1 wrote it

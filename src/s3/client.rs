@@ -565,6 +565,39 @@ impl S3Client {
             .map(drop)
     }
 
+    /// Uploads the local file at `path` to the full `key` in one request, as
+    /// [`put_object`](Self::put_object) does, without holding it: the body is read as it
+    /// is sent (unsigned, as a streamed body is), with its length and `Content-MD5`
+    /// computed in a first pass, so the server refuses a body that is not the file.
+    ///
+    /// # Errors
+    /// As [`put_object`](Self::put_object); [`S3Error::UploadGivenUp`] when the file
+    /// cannot be read.
+    pub async fn put_object_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), S3Error> {
+        let failed = |e| super::store::read_failed(self.bucket.clone(), key, path, e);
+        let (md5, length) = md5_of_file(path).await.map_err(failed)?;
+        let body = ByteStream::read_from()
+            .path(path)
+            .length(aws_sdk_s3::primitives::Length::Exact(length))
+            .build()
+            .await
+            .map_err(|e| failed(std::io::Error::other(e)))?;
+        let request = self
+            .client
+            .put_object()
+            .content_md5(md5)
+            .content_length(i64::try_from(length).unwrap_or(i64::MAX));
+        self.send_put(request, key, body, content_type, metadata)
+            .await
+            .map(drop)
+    }
+
     /// As [`put_object`](Self::put_object), giving the new object's ETag.
     async fn put_object_etag(
         &self,
@@ -573,12 +606,25 @@ impl S3Client {
         content_type: &str,
         metadata: &HashMap<String, String>,
     ) -> Result<Option<String>, S3Error> {
-        let mut request = self
-            .client
-            .put_object()
+        let request = self.client.put_object();
+        self.send_put(request, key, ByteStream::from(body), content_type, metadata)
+            .await
+    }
+
+    /// Sends `request` (a PutObject) for `key` with `body`, `content_type`, `metadata`,
+    /// the storage class and the encryption; gives the new object's ETag.
+    async fn send_put(
+        &self,
+        request: PutObjectFluentBuilder,
+        key: &str,
+        body: ByteStream,
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Option<String>, S3Error> {
+        let mut request = request
             .bucket(&self.bucket)
             .key(key)
-            .body(ByteStream::from(body))
+            .body(body)
             .content_type(content_type);
         if !metadata.is_empty() {
             request = request.set_metadata(Some(metadata.clone()));
@@ -1429,6 +1475,29 @@ impl RangeState {
         self.done = item.is_err();
         Some(item)
     }
+}
+
+/// The base64 MD5 of the file at `path` and its length, read in pieces of 64 KiB.
+async fn md5_of_file(path: &std::path::Path) -> std::io::Result<(String, u64)> {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = md5::Md5::new();
+    let mut buf = vec![0; 64 << 10];
+    let mut length = 0_u64;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        length += n as u64;
+    }
+    Ok((
+        base64::engine::general_purpose::STANDARD.encode(hasher.finalize()),
+        length,
+    ))
 }
 
 #[cfg(test)]

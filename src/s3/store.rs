@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -189,6 +190,31 @@ pub trait ObjectStore: CloneStore + Debug + Send + Sync {
         metadata: &HashMap<String, String>,
     ) -> Result<(), S3Error>;
 
+    /// Writes the local file at `path` to `key` as [`put_object`](Self::put_object)
+    /// does (the same encryption and storage class), for an object too large to hold
+    /// whole but written in one request (a manifest of many files): [`S3Client`] sends
+    /// it as it reads it, with its length and `Content-MD5` (computed first), so the
+    /// server refuses a body that does not match the file.
+    ///
+    /// The default reads the file whole and calls [`put_object`](Self::put_object), so
+    /// stores written before this method existed keep working.
+    ///
+    /// # Errors
+    /// As [`put_object`](Self::put_object); [`S3Error::UploadGivenUp`] when the file
+    /// cannot be read.
+    async fn put_object_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), S3Error> {
+        let body = tokio::fs::read(path)
+            .await
+            .map_err(|e| read_failed(String::new(), key, path, e))?;
+        self.put_object(key, body, content_type, metadata).await
+    }
+
     /// Writes `body`, read to its end, to `key` with `content_type` and user
     /// `metadata`, as [`put_object`](Self::put_object) does (the same encryption and
     /// storage class), without holding it whole: read in parts of `part_size` bytes,
@@ -343,6 +369,16 @@ impl ObjectStore for S3Client {
         S3Client::put_object(self, key, body, content_type, metadata).await
     }
 
+    async fn put_object_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), S3Error> {
+        S3Client::put_object_file(self, key, path, content_type, metadata).await
+    }
+
     async fn put_object_stream(
         &self,
         key: &str,
@@ -467,6 +503,18 @@ impl<T: ObjectStore + ?Sized + 'static> ObjectStore for Arc<T> {
         (**self).put_object(key, body, content_type, metadata).await
     }
 
+    async fn put_object_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), S3Error> {
+        (**self)
+            .put_object_file(key, path, content_type, metadata)
+            .await
+    }
+
     async fn put_object_stream(
         &self,
         key: &str,
@@ -521,5 +569,15 @@ impl<T: ObjectStore + ?Sized + 'static> ObjectStore for Arc<T> {
 
     async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
         (**self).abort_multipart_upload(key, upload_id).await
+    }
+}
+
+/// The error of a local file that could not be read for an upload to `key` of `bucket`.
+pub(crate) fn read_failed(bucket: String, key: &str, path: &Path, e: std::io::Error) -> S3Error {
+    S3Error::UploadGivenUp {
+        bucket,
+        key: key.to_string(),
+        reason: format!("reading {} failed", path.display()),
+        source: Some(e),
     }
 }

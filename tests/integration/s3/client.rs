@@ -241,6 +241,51 @@ async fn put_head_get_delete_and_not_found() {
     ));
 }
 
+/// A file is uploaded as it is read (a manifest of many files is never held whole):
+/// the object is the file byte for byte, with its metadata (s3s-fs checks the
+/// Content-MD5 it is sent with); a file that cannot be read is an error naming it.
+#[tokio::test]
+async fn a_file_is_uploaded_as_it_is_read() {
+    use synapse_backup::ObjectStore;
+    let (server, data) = server_with_bucket().await;
+    let client = client_for(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.json");
+    // Several of the SDK's read buffers, not a multiple of any.
+    let body: Vec<u8> = (0..3_000_017_u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &body).unwrap();
+    let metadata = HashMap::from([("synapse-backup".to_string(), "1.0".to_string())]);
+    let store: &dyn ObjectStore = &client;
+    store
+        .put_object_file("m.json", &path, "application/json", &metadata)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(server.object_path(BUCKET, "m.json")).unwrap(),
+        body
+    );
+    let head = client.head_object("m.json").await.unwrap();
+    assert_eq!(head.size, body.len() as u64);
+    assert_eq!(
+        head.metadata.get("synapse-backup").map(String::as_str),
+        Some("1.0")
+    );
+    let missing = dir.path().join("gone.json");
+    let err = store
+        .put_object_file("n.json", &missing, "application/json", &metadata)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, S3Error::UploadGivenUp { key, .. } if key == "n.json"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("gone.json"), "{err}");
+    assert!(matches!(
+        client.head_object("n.json").await,
+        Err(S3Error::NotFound { .. })
+    ));
+}
+
 #[tokio::test]
 async fn storage_class_is_sent_with_uploads() {
     let (_server, mut data) = server_with_bucket().await;
