@@ -32,6 +32,7 @@ pub async fn run(store: &(impl ObjectStore + ?Sized)) {
     conditional_deletes(store).await;
     multipart_uploads(store).await;
     streamed_uploads(store).await;
+    file_uploads(store).await;
 }
 
 /// `object_key` puts names under the prefix with one slash; the listing holds exactly
@@ -455,6 +456,47 @@ pub async fn streamed_uploads(store: &(impl ObjectStore + ?Sized)) {
         Err(S3Error::NotImplemented { .. }) => {}
         Err(e) => panic!("listing multipart uploads: {e}"),
     }
+}
+
+/// A file upload ([`ObjectStore::put_object_file`]) writes exactly the file, with its
+/// metadata; a file that cannot be read is [`S3Error::UploadGivenUp`] naming its path,
+/// and leaves no object.
+pub async fn file_uploads(store: &(impl ObjectStore + ?Sized)) {
+    let metadata = HashMap::from([("created-by".to_string(), "conformance".to_string())]);
+    let mut file = tempfile::NamedTempFile::new().expect("a temp file");
+    let body: Vec<u8> = (0..300_000).map(|i| (i % 253) as u8).collect();
+    std::io::Write::write_all(&mut file, &body).expect("the temp file written");
+    let key = store.object_key("conformance-file");
+    store
+        .put_object_file(&key, file.path(), "application/json", &metadata)
+        .await
+        .unwrap_or_else(|e| panic!("file upload: {e}"));
+    let head = store.head_object(&key).await.expect("head");
+    assert_eq!(head.size, body.len() as u64, "the stored size");
+    assert_eq!(
+        head.metadata.get("created-by").map(String::as_str),
+        Some("conformance"),
+        "the metadata"
+    );
+    let got = store.get_object(&key, 1 << 30).await.expect("read back");
+    assert!(got == body, "the bytes read back differ");
+    store.delete_object(&key).await.expect("delete");
+    let missing = file.path().with_extension("missing");
+    let key = store.object_key("conformance-file-missing");
+    let result = store
+        .put_object_file(&key, &missing, "application/json", &HashMap::new())
+        .await;
+    match &result {
+        Err(e @ S3Error::UploadGivenUp { .. }) => assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "the error names the file: {e}"
+        ),
+        other => panic!("a file that cannot be read: {other:?}"),
+    }
+    assert!(
+        matches!(store.head_object(&key).await, Err(S3Error::NotFound { .. })),
+        "a failed file upload leaves no object"
+    );
 }
 
 /// A body that gives `left` bytes, then fails.
