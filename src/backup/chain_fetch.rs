@@ -453,9 +453,10 @@ pub(crate) struct Backup<'a> {
 impl Backup<'_> {
     /// Reads the backup into the work dir `work` (`how`: listed or extracted), `call`
     /// being the fetch of its own data object: a whole backup is read with today's
-    /// checks (a pack of a chain refused); a backup of a chain reads its own pack and
-    /// every older pack it needs side by side ([`Chain::read_older`]), into the stage
-    /// they share, then walks the stage once; its own pack is checked with the same
+    /// checks (a pack of a chain refused); a backup of a chain reads every older pack it
+    /// needs ([`Chain::read_older`], side by side), then its own pack, then its database
+    /// pack, into the stage they share (listed, all side by side), then walks the stage
+    /// once; its own pack is checked with the same
     /// rules and against the chain ([`Chain::join`]). An older pack's error is told
     /// before the own pack's.
     ///
@@ -509,15 +510,21 @@ impl Backup<'_> {
             stage,
             Part::Own,
         );
-        let (older, got, database) = tokio::join!(
-            chain.read_older(run, work, self.id, options, how),
-            own,
-            database
-        );
-        let (older, got, database) = (older?, got?, database?);
-        if how == Read::Extract {
-            walk(run, work, &call, options).await?;
+        let older = chain.read_older(run, work, self.id, options, how);
+        if how == Read::List {
+            let (older, got, database) = tokio::join!(older, own, database);
+            let (older, got, database) = (older?, got?, database?);
+            return chain.join(self.id, got, older, database);
         }
+        // Extracted, the packs write into the stage they share one after another: the
+        // older ones side by side (their files moved in by Python, which takes a
+        // directory made meanwhile as made), then the own pack, then the database pack.
+        // Two writers making the same directory at once failed a restore now and then
+        // ("tar: …: Cannot open: No such file or directory").
+        let older = older.await?;
+        let got = own.await?;
+        let database = database.await?;
+        walk(run, work, &call, options).await?;
         chain.join(self.id, got, older, database)
     }
 }
