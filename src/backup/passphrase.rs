@@ -249,10 +249,12 @@ async fn read_head<C: Container + ?Sized>(
     guard.finish().await;
     match read {
         Ok(read) => Ok(read?),
+        // The head came from the library: the script fails only around gpg's input
+        // (gpg's and tar's own failures are judged from their outputs).
         Err(ContainerError::ExitedNonZero {
             exit_code, stderr, ..
         }) => Err(BackupError::StageFailed {
-            stage: Stage::Download,
+            stage: Stage::Gpg,
             exit_code,
             stderr,
         }),
