@@ -8,6 +8,7 @@ use crate::backup::catalog::BackupStatus;
 use crate::backup::chain_read::{
     IndexSplit, PackPart, check_database_listed, check_database_pack, check_database_record,
     check_older_manifest, check_older_pack, check_own_listing, check_partial_listing, check_record,
+    stage_dirs,
 };
 use crate::backup::fetch::{Fetch, Fetched, fetch, locate_compact};
 use crate::backup::incremental::{BackupKind, ChainLink, DATABASE_SUFFIX, PackChain};
@@ -454,11 +455,11 @@ impl Backup<'_> {
     /// Reads the backup into the work dir `work` (`how`: listed or extracted), `call`
     /// being the fetch of its own data object: a whole backup is read with today's
     /// checks (a pack of a chain refused); a backup of a chain reads every older pack it
-    /// needs ([`Chain::read_older`], side by side), then its own pack, then its database
-    /// pack, into the stage they share (listed, all side by side), then walks the stage
-    /// once; its own pack is checked with the same
-    /// rules and against the chain ([`Chain::join`]). An older pack's error is told
-    /// before the own pack's.
+    /// needs ([`Chain::read_older`], side by side), its own pack and its database
+    /// pack, all side by side (extracted, into the stage they share, whose directories
+    /// are made first: [`stage_dirs`]), then walks the stage once; its own pack is
+    /// checked with the same rules and against the chain ([`Chain::join`]). An older
+    /// pack's error is told before the own pack's.
     ///
     /// # Errors
     /// The fetch's errors; [`BackupError::Corrupted`] naming a pack that does not
@@ -511,41 +512,43 @@ impl Backup<'_> {
             Part::Own,
         );
         let older = chain.read_older(run, work, self.id, options, how);
-        if how == Read::List {
-            let (older, got, database) = tokio::join!(older, own, database);
-            let (older, got, database) = (older?, got?, database?);
-            return chain.join(self.id, got, older, database);
+        if how == Read::Extract {
+            // Every directory the packs write into is made first: the packs then share
+            // the stage side by side with no two making the same directory at once.
+            let database = chain.inner.chain.as_ref().map_or(&[][..], |c| &c.database);
+            let dirs = stage_dirs(&chain.parts, database);
+            work::write_file(run.container, run.layout, work, WorkFile::StageDirs, dirs).await?;
+            stage_step(run, work, &call, options, "dirs").await?;
         }
-        // Extracted, the packs write into the stage they share one after another: the
-        // older ones side by side (their files moved in by Python, which takes a
-        // directory made meanwhile as made), then the own pack, then the database pack.
-        // Two writers making the same directory at once failed a restore now and then
-        // ("tar: …: Cannot open: No such file or directory").
-        let older = older.await?;
-        let got = own.await?;
-        let database = database.await?;
-        walk(run, work, &call, options).await?;
+        let (older, got, database) = tokio::join!(older, own, database);
+        let (older, got, database) = (older?, got?, database?);
+        if how == Read::Extract {
+            stage_step(run, work, &call, options, "walk").await?;
+        }
         chain.join(self.id, got, older, database)
     }
 }
 
-/// Walks `work`'s stage (`fetch.sh` with `SB_MODE=walk`, `call` being a fetch into
-/// it) once every pack is in it: the staged records restore checks, and the set-id,
-/// sticky and world-writable bits stripped.
-async fn walk<C: Container + ?Sized>(
+/// Runs `fetch.sh` in `work`'s stage with `SB_MODE=mode` (`call` being a fetch into
+/// it), downloading nothing: `dirs` makes the stage and the directories listed in
+/// [`WorkFile::StageDirs`] before the packs are read; `walk`, once every pack is in it,
+/// writes the staged records restore checks and strips the set-id, sticky and
+/// world-writable bits.
+async fn stage_step<C: Container + ?Sized>(
     run: &Run<'_, C>,
     work: &WorkDir,
     call: &ScriptCall,
     options: &RestoreOptions,
+    mode: &str,
 ) -> Result<(), BackupError> {
-    // Nothing of the bucket's: the walk downloads nothing, whatever the transfer.
-    let mut walk = restore_plan::streamed_input(call);
-    walk.env.remove("SB_INPUT");
-    walk.env.insert("SB_MODE".into(), "walk".into());
-    let mut exec = work::exec_options(run.layout, &walk, work, options.timeout);
+    // Nothing of the bucket's: no download, whatever the transfer.
+    let mut step = restore_plan::streamed_input(call);
+    step.env.remove("SB_INPUT");
+    step.env.insert("SB_MODE".into(), mode.into());
+    let mut exec = work::exec_options(run.layout, &step, work, options.timeout);
     options.priority.apply(&mut exec.environment);
     run.container
-        .exec(&walk.argv, exec)
+        .exec(&step.argv, exec)
         .await
         .map(drop)
         .map_err(|e| work::stage_error(Stage::Extract, e))

@@ -204,6 +204,37 @@ impl IndexSplit {
     }
 }
 
+/// The directories a chain's packs write into the stage they share, NUL-separated, for
+/// `fetch.sh` (`SB_MODE=dirs`) to make before any pack is read: the parent of every
+/// file the index assigns to a pack (`parts`), of every member of the database pack
+/// (`database`, from the inner manifest) and of the inner manifests. Made ahead, no
+/// directory is ever made by two of the side-by-side readers at once: GNU tar gives a
+/// file up ("Cannot open: No such file or directory") when another process makes its
+/// directory between tar's failed open and tar's own mkdir. Both sources are
+/// authenticated (the index by the SHA-256 its pack's inner manifest records), and
+/// every directory is one a reader would have made anyway. A parent repeated right
+/// after itself is given once (the index is sorted, so most repeats are).
+pub(crate) fn stage_dirs(parts: &[PackPart], database: &[String]) -> Vec<u8> {
+    fn parent(name: &[u8]) -> Option<&[u8]> {
+        name.iter()
+            .rposition(|b| *b == b'/')
+            .map(|cut| &name[..cut])
+    }
+    let names = std::iter::once(INNER_MANIFEST_MEMBER.as_bytes())
+        .chain(parts.iter().flat_map(PackPart::names))
+        .chain(database.iter().map(String::as_bytes));
+    let mut dirs = Vec::new();
+    let mut last: &[u8] = &[];
+    for dir in names.filter_map(parent) {
+        if dir != last {
+            dirs.extend_from_slice(dir);
+            dirs.push(0);
+            last = dir;
+        }
+    }
+    dirs
+}
+
 /// Checks an older pack's external manifest (`None`: it has none) against the `link`
 /// that names it, before anything is downloaded: the same nonce and object SHA-256.
 ///

@@ -330,6 +330,9 @@ pub(crate) enum WorkFile {
     PackMembers,
     /// An older pack extracted whole, its files then moved into the stage (`fetch.sh`).
     PackStage,
+    /// The directories a chain's packs write into, NUL-separated (Rust, for `fetch.sh`
+    /// `SB_MODE=dirs`).
+    StageDirs,
     /// The live files set aside (`swap.sh`).
     Aside,
     /// The members set aside, NUL-separated (`swap.sh`).
@@ -341,7 +344,7 @@ pub(crate) enum WorkFile {
 impl WorkFile {
     /// Every work file.
     #[cfg(test)]
-    pub(crate) const ALL: [WorkFile; 49] = [
+    pub(crate) const ALL: [WorkFile; 50] = [
         WorkFile::Owner,
         WorkFile::Gnupg,
         WorkFile::AwsConfig,
@@ -388,6 +391,7 @@ impl WorkFile {
         WorkFile::PlaceList,
         WorkFile::PackMembers,
         WorkFile::PackStage,
+        WorkFile::StageDirs,
         WorkFile::Aside,
         WorkFile::AsideLog,
         WorkFile::PlacedLog,
@@ -442,6 +446,7 @@ impl WorkFile {
             WorkFile::PlaceList => "place.list",
             WorkFile::PackMembers => "pack.members",
             WorkFile::PackStage => "pack.stage",
+            WorkFile::StageDirs => "stage.dirs",
             WorkFile::Aside => "aside",
             WorkFile::AsideLog => "aside.log",
             WorkFile::PlacedLog => "placed.log",

@@ -1134,3 +1134,72 @@ async fn an_incremental_after_a_restore_in_place_references_the_restored_files()
     let chain = manifest(&env, &next.id).await.chain.unwrap();
     assert_eq!(chain.own_files, 0, "{chain:?}");
 }
+
+/// A chain's packs are extracted side by side into the stage they share: the older
+/// ones (their files moved in by Python), the own pack and the database pack (each by
+/// its own tar). GNU tar gives a file up ("Cannot open: No such file or directory") when
+/// another process makes its directory between tar's failed open and its own mkdir, so
+/// every directory the packs write into is made before any of them starts. Here an
+/// older pack and the own pack each hold a file in the same 300 fresh directories: a
+/// probing tar finds all 300 in the stage at the start of every extraction (each pack's,
+/// the older packs' included), and every file comes back byte for byte, each directory
+/// 0755. Before, the packs wrote one after another: the older packs' extractions found
+/// none.
+#[tokio::test(flavor = "multi_thread")]
+async fn packs_read_side_by_side_find_their_directories_made() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    incremental(&env, &c).await;
+    let mut rng = Rng::new(11);
+    let shard = |n: usize| {
+        env.tree
+            .media
+            .join(format!("local_content/f{n:03}/g{n:03}"))
+    };
+    for n in 0..300 {
+        fs::create_dir_all(shard(n)).unwrap();
+        write_random(&shard(n).join("older"), 700, &mut rng);
+    }
+    let older = incremental(&env, &c).await;
+    for n in 0..300 {
+        write_random(&shard(n).join("newer"), 700, &mut rng);
+    }
+    let newest = incremental(&env, &c).await;
+    assert_eq!(
+        newest.kind,
+        BackupKind::Incremental {
+            base: older.id.clone()
+        }
+    );
+    let want = without_db(live_state(&env).0);
+    for n in 0..300 {
+        fs::remove_dir_all(shard(n)).unwrap();
+    }
+    let probe = tempfile::tempdir().unwrap();
+    let tar = probe.path().join("tar_stage_probe.sh");
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripts/tar_stage_probe.sh"),
+        &tar,
+    )
+    .unwrap();
+    restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &newest.id,
+        &env.layout.clone().tar(tar.to_string_lossy().into_owned()),
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(without_db(live_state(&env).0), want);
+    for n in 0..300 {
+        let mode = fs::metadata(shard(n)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755, "{}", shard(n).display());
+    }
+    let log = fs::read_to_string(probe.path().join("probe.log")).unwrap();
+    // The base, the older increment, the own pack and the database pack.
+    assert_eq!(log.lines().count(), 4, "{log}");
+    assert!(log.lines().all(|l| l == "extract 300"), "{log}");
+}

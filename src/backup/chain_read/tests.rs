@@ -468,3 +468,43 @@ fn a_database_pack_is_its_backups_and_holds_exactly_its_database() {
         assert!(e.contains(said), "{said}: {e}");
     }
 }
+
+#[test]
+fn the_stage_dirs_are_the_parents_of_every_file_the_packs_write() {
+    let (bytes, chain) = index(&[
+        entry(b"m/local_content/ab/cd/x", 1, 1),
+        entry(b"m/local_content/ab/cd/y", 1, 3),
+        entry(b"m/local_content/ab/cd/z", 1, 1),
+        entry(b"m/local_content/ab/ef/w", 1, 2),
+        entry(b"m/local_thumbnails/ab/cd/t\xff", 1, 1),
+        entry(b"top", 1, 3),
+    ]);
+    let parts = split_index(&bytes[..], &id(3), &chain).unwrap();
+    let database = [
+        "data/homeserver.db".to_string(),
+        "data/homeserver.db-wal".to_string(),
+    ];
+    let dirs = stage_dirs(&parts, &database);
+    let mut listed: Vec<&[u8]> = dirs.split(|b| *b == 0).collect();
+    assert_eq!(listed.pop(), Some(&b""[..]), "NUL-terminated");
+    // Each pack's list in index order, a parent repeated right after itself once; a
+    // parent repeated across packs is harmless (made if missing).
+    let want: Vec<&[u8]> = vec![
+        b".synapse-backup",
+        b"m/local_content/ab/cd",
+        b"m/local_thumbnails/ab/cd",
+        b"m/local_content/ab/ef",
+        b"m/local_content/ab/cd",
+        b"data",
+    ];
+    assert_eq!(listed, want);
+    // Every file's parent is there.
+    for part in &parts {
+        for name in part.names() {
+            let cut = name.iter().rposition(|b| *b == b'/');
+            if let Some(cut) = cut {
+                assert!(listed.contains(&&name[..cut]));
+            }
+        }
+    }
+}

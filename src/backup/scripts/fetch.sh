@@ -31,13 +31,15 @@
 # manifest extracted as .synapse-backup/$SB_PACK_TAG.json instead, so that it does not
 # overwrite the own pack's (its head is copied to $SB_WORK/head and the file removed);
 # SB_NO_WALK leaves the staged walk and the strip to a last run with SB_MODE=walk,
-# once every pack is in the stage.
+# once every pack is in the stage; a first run with SB_MODE=dirs makes the stage and
+# the directories the packs write into.
 #
 # Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk);
 # with SB_INPUT=stdin, the ciphertext follows that line (the library downloaded it):
 # the line is read alone (bash's read takes a pipe byte by byte) and handed to gpg on
 # a pipe of its own, and the download stage is a `cat` of the rest.
-# Environment: SB_WORK (work dir), SB_MODE, SB_TAR, SB_GPG, SB_PYTHON, SB_HASH_PY;
+# Environment: SB_WORK (work dir), SB_MODE (list, extract, walk or dirs), SB_TAR,
+# SB_GPG, SB_PYTHON, SB_HASH_PY;
 # without SB_INPUT=stdin, SB_URL, SB_AWS and the aws CLI's AWS_* variables; and
 # optionally SB_NEED_BYTES with SB_SPACE_DIR (free space to check first), SB_VERIFY_DB
 # (list), SB_PACK_MEMBERS, SB_STAGE, SB_STAGE_SHARED, SB_PACK_TAG and SB_NO_WALK.
@@ -75,6 +77,29 @@ walk_stage() {
 if [ "$SB_MODE" = walk ]; then
   rm -f -- "$w/staged"
   walk_stage
+  exit 0
+fi
+# SB_MODE=dirs, before a chain's packs are extracted side by side: the stage, and in it
+# every directory named (NUL-separated, relative) in $SB_WORK/stage.dirs, made 0755 as
+# tar makes a member's missing directories, so that no two readers ever make the same
+# directory at once (tar gives a file up when another process makes its directory
+# between tar's failed open and its own mkdir).
+if [ "$SB_MODE" = dirs ]; then
+  mkdir -m 700 -- "$stage"
+  umask 022
+  "$SB_PYTHON" - "$stage" "$w/stage.dirs" <<'PY'
+import os, sys
+stage, names = (os.fsencode(a) for a in sys.argv[1:3])
+with open(names, "rb") as f:
+    listed = f.read().split(b"\0")
+for name in listed:
+    if not name:
+        continue
+    if name.startswith(b"/") or b".." in name.split(b"/"):
+        sys.exit("refusing to make %r: not a path inside the stage" % name)
+    os.makedirs(os.path.join(stage, name), exist_ok=True)
+PY
+  rm -f -- "$w/stage.dirs"
   exit 0
 fi
 rm -f -- "$w/members" "$w/gpg.status" "$w/sha256" "$w/length" "$w/head" "$w/failed" \
