@@ -551,6 +551,16 @@ pub enum BackupError {
         /// An estimate of the space the backup needs.
         needed_about: u64,
     },
+    /// A failure of this crate itself, not of the backup, the bucket or the host: work
+    /// of ours run as a task panicked or was cancelled (a bug to report, with the
+    /// message).
+    #[error("internal error while {doing}: {source}")]
+    Internal {
+        /// What was being done, e.g. `parsing the manifest KEY of backup ID`.
+        doing: String,
+        /// The cause (for a task, its [`tokio::task::JoinError`]).
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 /// Trims text to at most `max` bytes, keeping its end (where errors usually are).

@@ -183,10 +183,7 @@ async fn read_manifest(
         (parsed, reader.failed, reader.too_long)
     })
     .await
-    .map_err(|e| BackupError::Corrupted {
-        id: id.to_string(),
-        reason: format!("the manifest {key} could not be parsed: {e}"),
-    })?;
+    .map_err(|e| parse_task_failed(id, key, e))?;
     // The read's own failure (a GET error, too long) rather than the parser's.
     if let Some(e) = failed {
         return Err(e.into());
@@ -200,6 +197,16 @@ async fn read_manifest(
         });
     }
     parsed.map_err(unreadable)
+}
+
+/// The error of the blocking manifest parse of `key` that did not finish (it panicked or
+/// was cancelled): a failure of ours, not of the backup, so not
+/// [`BackupError::Corrupted`].
+fn parse_task_failed(id: &BackupId, key: &str, e: tokio::task::JoinError) -> BackupError {
+    BackupError::Internal {
+        doing: format!("parsing the manifest {key} of backup {id}"),
+        source: Box::new(e),
+    }
 }
 
 /// A ranged GET's body as a blocking [`std::io::Read`] (for a parser on a blocking
@@ -914,6 +921,40 @@ mod tests {
             matches!(err, BackupError::S3(S3Error::NotFound { .. })),
             "{err:?}"
         );
+    }
+
+    /// A manifest parse task that panicked or was cancelled is an internal error of
+    /// ours naming the manifest and the backup, with the task's error as its source;
+    /// the backup is not blamed (it was `Corrupted`).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_parse_task_that_did_not_finish_is_an_internal_error() {
+        let id: BackupId = "backup-20261126071900123456".parse().unwrap();
+        let key = "p/backup-20261126071900123456.manifest.json";
+        let panicked = tokio::task::spawn_blocking(|| panic!("parser bug"))
+            .await
+            .unwrap_err();
+        let pending = tokio::spawn(std::future::pending::<()>());
+        pending.abort();
+        let cancelled = pending.await.unwrap_err();
+        for (e, what) in [(panicked, "panicked"), (cancelled, "cancelled")] {
+            let err = parse_task_failed(&id, key, e);
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "internal error while parsing the manifest {key} of backup {id}: "
+                )),
+                "{text}"
+            );
+            assert!(text.contains(what), "{text}");
+            let BackupError::Internal { source, .. } = err else {
+                panic!("not an internal error: {err:?}");
+            };
+            let join = source
+                .downcast_ref::<tokio::task::JoinError>()
+                .expect("the task's error is kept as the source");
+            assert_eq!(join.is_panic(), what == "panicked");
+            assert_eq!(join.is_cancelled(), what == "cancelled");
+        }
     }
 
     fn member(kind: char, name: &str, mode: u32) -> ArchiveMember {

@@ -306,269 +306,123 @@ pub trait ObjectStore: CloneStore + Debug + Send + Sync {
     async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), S3Error>;
 }
 
-/// The real backend: every method is the [`S3Client`] method of the same name.
-#[async_trait]
-impl ObjectStore for S3Client {
-    fn prefix(&self) -> &str {
-        S3Client::prefix(self)
-    }
+/// Implements [`ObjectStore`] for a store by forwarding every method to the function of
+/// the same name on a target type, called with `self` (coerced to `&target`); the
+/// methods written in the braces (those that do not forward) come first.
+///
+/// The method list is written once here, for both forwarding impls below: a trait method
+/// added later is forwarded by adding its signature to the list. `<target>::name`
+/// resolves to the target's inherent method where it has one: for [`S3Client`] each
+/// listed method must have an inherent twin (its public API), else the call would be
+/// the trait method on itself again (caught by the store conformance suite, which runs
+/// on [`S3Client`]).
+macro_rules! forward_object_store {
+    (
+        $(#[$attr:meta])*
+        impl [$($generics:tt)*] for $store:ty => $target:ty { $($own:tt)* }
+    ) => {
+        forward_object_store! {
+            @impl [$(#[$attr])*] [$($generics)*] $store => $target { $($own)* }
+            fn prefix() -> &str;
+            fn object_key(name: &str) -> String;
+            async fn list_objects() -> Result<Vec<ObjectInfo>, S3Error>;
+            async fn head_object(key: &str) -> Result<ObjectHead, S3Error>;
+            async fn get_object(key: &str, max_bytes: u64) -> Result<Vec<u8>, S3Error>;
+            async fn get_object_versioned(
+                key: &str,
+                max_bytes: u64,
+            ) -> Result<VersionedObject, S3Error>;
+            async fn get_object_range(
+                key: &str,
+                offset: u64,
+                length: u64,
+            ) -> Result<Vec<u8>, S3Error>;
+            async fn get_object_range_stream(
+                key: &str,
+                offset: u64,
+                length: u64,
+            ) -> Result<RangeBody, S3Error>;
+            async fn put_object(
+                key: &str,
+                body: Vec<u8>,
+                content_type: &str,
+                metadata: &HashMap<String, String>,
+            ) -> Result<(), S3Error>;
+            async fn put_object_file(
+                key: &str,
+                path: &Path,
+                content_type: &str,
+                metadata: &HashMap<String, String>,
+            ) -> Result<(), S3Error>;
+            async fn put_object_stream(
+                key: &str,
+                body: &mut (dyn AsyncRead + Send + Unpin),
+                content_type: &str,
+                metadata: &HashMap<String, String>,
+                part_size: usize,
+                in_flight: usize,
+            ) -> Result<Uploaded, S3Error>;
+            async fn put_object_if_none_match(
+                key: &str,
+                body: Vec<u8>,
+                content_type: &str,
+            ) -> Result<Conditional, S3Error>;
+            async fn put_object_if_match(
+                key: &str,
+                body: Vec<u8>,
+                content_type: &str,
+                etag: &str,
+            ) -> Result<Conditional, S3Error>;
+            async fn delete_object(key: &str) -> Result<(), S3Error>;
+            async fn delete_object_if_match(key: &str, etag: &str) -> Result<Conditional, S3Error>;
+            async fn list_multipart_uploads(
+                key_prefix: &str,
+            ) -> Result<Vec<MultipartUpload>, S3Error>;
+            async fn abort_multipart_upload(key: &str, upload_id: &str) -> Result<(), S3Error>;
+        }
+    };
+    (
+        @impl [$($attr:tt)*] [$($generics:tt)*] $store:ty => $target:ty { $($own:tt)* }
+        $(fn $sync:ident($($sarg:ident: $sty:ty),* $(,)?) -> $sret:ty;)*
+        $(async fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty;)*
+    ) => {
+        $($attr)*
+        #[async_trait]
+        impl<$($generics)*> ObjectStore for $store {
+            $($own)*
 
-    fn object_key(&self, name: &str) -> String {
-        S3Client::object_key(self, name)
-    }
+            $(
+                fn $sync(&self, $($sarg: $sty),*) -> $sret {
+                    <$target>::$sync(self, $($sarg),*)
+                }
+            )*
 
-    async fn list_objects(&self) -> Result<Vec<ObjectInfo>, S3Error> {
-        S3Client::list_objects(self).await
-    }
+            $(
+                async fn $name(&self, $($arg: $ty),*) -> $ret {
+                    <$target>::$name(self, $($arg),*).await
+                }
+            )*
+        }
+    };
+}
 
-    async fn head_object(&self, key: &str) -> Result<ObjectHead, S3Error> {
-        S3Client::head_object(self, key).await
-    }
-
-    async fn get_object(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, S3Error> {
-        S3Client::get_object(self, key, max_bytes).await
-    }
-
-    async fn get_object_range(
-        &self,
-        key: &str,
-        offset: u64,
-        length: u64,
-    ) -> Result<Vec<u8>, S3Error> {
-        S3Client::get_object_range(self, key, offset, length).await
-    }
-
-    async fn get_object_range_stream(
-        &self,
-        key: &str,
-        offset: u64,
-        length: u64,
-    ) -> Result<RangeBody, S3Error> {
-        S3Client::get_object_range_stream(self, key, offset, length).await
-    }
-
-    async fn get_object_versioned(
-        &self,
-        key: &str,
-        max_bytes: u64,
-    ) -> Result<VersionedObject, S3Error> {
-        S3Client::get_object_versioned(self, key, max_bytes).await
-    }
-
-    fn independent_store(&self) -> Arc<dyn ObjectStore> {
-        Arc::new(S3Client::independent(self))
-    }
-
-    async fn put_object(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        content_type: &str,
-        metadata: &HashMap<String, String>,
-    ) -> Result<(), S3Error> {
-        S3Client::put_object(self, key, body, content_type, metadata).await
-    }
-
-    async fn put_object_file(
-        &self,
-        key: &str,
-        path: &Path,
-        content_type: &str,
-        metadata: &HashMap<String, String>,
-    ) -> Result<(), S3Error> {
-        S3Client::put_object_file(self, key, path, content_type, metadata).await
-    }
-
-    async fn put_object_stream(
-        &self,
-        key: &str,
-        body: &mut (dyn AsyncRead + Send + Unpin),
-        content_type: &str,
-        metadata: &HashMap<String, String>,
-        part_size: usize,
-        in_flight: usize,
-    ) -> Result<Uploaded, S3Error> {
-        S3Client::put_object_stream(
-            self,
-            key,
-            body,
-            content_type,
-            metadata,
-            part_size,
-            in_flight,
-        )
-        .await
-    }
-
-    async fn put_object_if_none_match(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        content_type: &str,
-    ) -> Result<Conditional, S3Error> {
-        S3Client::put_object_if_none_match(self, key, body, content_type).await
-    }
-
-    async fn put_object_if_match(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        content_type: &str,
-        etag: &str,
-    ) -> Result<Conditional, S3Error> {
-        S3Client::put_object_if_match(self, key, body, content_type, etag).await
-    }
-
-    async fn delete_object(&self, key: &str) -> Result<(), S3Error> {
-        S3Client::delete_object(self, key).await
-    }
-
-    async fn delete_object_if_match(&self, key: &str, etag: &str) -> Result<Conditional, S3Error> {
-        S3Client::delete_object_if_match(self, key, etag).await
-    }
-
-    async fn list_multipart_uploads(
-        &self,
-        key_prefix: &str,
-    ) -> Result<Vec<MultipartUpload>, S3Error> {
-        S3Client::list_multipart_uploads(self, key_prefix).await
-    }
-
-    async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
-        S3Client::abort_multipart_upload(self, key, upload_id).await
+forward_object_store! {
+    /// The real backend: every method is the [`S3Client`] method of the same name
+    /// (`independent_store` is [`S3Client::independent`]).
+    impl [] for S3Client => S3Client {
+        fn independent_store(&self) -> Arc<dyn ObjectStore> {
+            Arc::new(S3Client::independent(self))
+        }
     }
 }
 
-/// A shared store is a store (so `Arc<dyn ObjectStore>` can be passed wherever an
-/// `&impl ObjectStore` is wanted).
-#[async_trait]
-impl<T: ObjectStore + ?Sized + 'static> ObjectStore for Arc<T> {
-    fn prefix(&self) -> &str {
-        (**self).prefix()
-    }
-
-    fn object_key(&self, name: &str) -> String {
-        (**self).object_key(name)
-    }
-
-    async fn list_objects(&self) -> Result<Vec<ObjectInfo>, S3Error> {
-        (**self).list_objects().await
-    }
-
-    async fn head_object(&self, key: &str) -> Result<ObjectHead, S3Error> {
-        (**self).head_object(key).await
-    }
-
-    async fn get_object(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, S3Error> {
-        (**self).get_object(key, max_bytes).await
-    }
-
-    async fn get_object_range(
-        &self,
-        key: &str,
-        offset: u64,
-        length: u64,
-    ) -> Result<Vec<u8>, S3Error> {
-        (**self).get_object_range(key, offset, length).await
-    }
-
-    async fn get_object_range_stream(
-        &self,
-        key: &str,
-        offset: u64,
-        length: u64,
-    ) -> Result<RangeBody, S3Error> {
-        (**self).get_object_range_stream(key, offset, length).await
-    }
-
-    async fn get_object_versioned(
-        &self,
-        key: &str,
-        max_bytes: u64,
-    ) -> Result<VersionedObject, S3Error> {
-        (**self).get_object_versioned(key, max_bytes).await
-    }
-
-    fn independent_store(&self) -> Arc<dyn ObjectStore> {
-        (**self).independent_store()
-    }
-
-    async fn put_object(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        content_type: &str,
-        metadata: &HashMap<String, String>,
-    ) -> Result<(), S3Error> {
-        (**self).put_object(key, body, content_type, metadata).await
-    }
-
-    async fn put_object_file(
-        &self,
-        key: &str,
-        path: &Path,
-        content_type: &str,
-        metadata: &HashMap<String, String>,
-    ) -> Result<(), S3Error> {
-        (**self)
-            .put_object_file(key, path, content_type, metadata)
-            .await
-    }
-
-    async fn put_object_stream(
-        &self,
-        key: &str,
-        body: &mut (dyn AsyncRead + Send + Unpin),
-        content_type: &str,
-        metadata: &HashMap<String, String>,
-        part_size: usize,
-        in_flight: usize,
-    ) -> Result<Uploaded, S3Error> {
-        (**self)
-            .put_object_stream(key, body, content_type, metadata, part_size, in_flight)
-            .await
-    }
-
-    async fn put_object_if_none_match(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        content_type: &str,
-    ) -> Result<Conditional, S3Error> {
-        (**self)
-            .put_object_if_none_match(key, body, content_type)
-            .await
-    }
-
-    async fn put_object_if_match(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        content_type: &str,
-        etag: &str,
-    ) -> Result<Conditional, S3Error> {
-        (**self)
-            .put_object_if_match(key, body, content_type, etag)
-            .await
-    }
-
-    async fn delete_object(&self, key: &str) -> Result<(), S3Error> {
-        (**self).delete_object(key).await
-    }
-
-    async fn delete_object_if_match(&self, key: &str, etag: &str) -> Result<Conditional, S3Error> {
-        (**self).delete_object_if_match(key, etag).await
-    }
-
-    async fn list_multipart_uploads(
-        &self,
-        key_prefix: &str,
-    ) -> Result<Vec<MultipartUpload>, S3Error> {
-        (**self).list_multipart_uploads(key_prefix).await
-    }
-
-    async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
-        (**self).abort_multipart_upload(key, upload_id).await
+forward_object_store! {
+    /// A shared store is a store (so `Arc<dyn ObjectStore>` can be passed wherever an
+    /// `&impl ObjectStore` is wanted): every method is the inner store's.
+    impl [T: ObjectStore + ?Sized + 'static] for Arc<T> => T {
+        fn independent_store(&self) -> Arc<dyn ObjectStore> {
+            (**self).independent_store()
+        }
     }
 }
 

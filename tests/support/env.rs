@@ -6,10 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use synapse_backup::{Layout, S3Parameters};
+use synapse_backup::{
+    BackupError, BackupId, Container, Layout, RestoreOptions, S3Parameters, Stage,
+    restore_backup_with,
+};
 
 use super::s3_server::TestS3Server;
-use super::synapse_tree::{SynapseTree, TreeSpec, walk};
+use super::synapse_tree::{SynapseTree, TreeSpec, files_under, walk};
 
 /// Fails (never skips) with an install hint when a tool is missing.
 pub fn require_tool(tool: &str, hint: &str) -> PathBuf {
@@ -143,6 +146,61 @@ impl Env {
         (s3, pass)
     }
 
+    /// A restore of `id` that must fail: returns its error after asserting that the
+    /// live data is exactly as it was and that no work dir is left.
+    pub async fn assert_restore_fails<C: Container + ?Sized>(
+        &self,
+        c: &C,
+        id: &BackupId,
+        passphrase: &str,
+        layout: &Layout,
+        options: &RestoreOptions,
+    ) -> BackupError {
+        let before = files_under(&self.tree.data);
+        let e = restore_backup_with(c, &self.params, passphrase, id, layout, options)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            files_under(&self.tree.data),
+            before,
+            "live data changed by a failed restore ({e})"
+        );
+        assert!(
+            self.work_dirs_left().is_empty(),
+            "{:?}",
+            self.work_dirs_left()
+        );
+        e
+    }
+
+    /// Makes a create's tar fail part-way through: the pipeline runs as `nobody`, who
+    /// can read the whole tree but one file, `local_content/zz-unreadable` (it sorts
+    /// last, so tar has read everything else by then); the database is removed, so
+    /// the pipeline is tar alone. Returns that file and `layout` run as `nobody`.
+    pub fn make_tar_fail_on_its_last_file(&self, layout: &Layout) -> (PathBuf, Layout) {
+        std::fs::remove_file(self.tree.data.join("homeserver.db")).unwrap();
+        sh(
+            "chmod -R a+rX \"$1\" && chmod 0755 \"$2\" && chown nobody:nogroup \"$1/data\"",
+            self,
+            &[
+                &self.tree.root.to_string_lossy(),
+                &self.dir.path().to_string_lossy(),
+            ],
+        );
+        let unreadable = self.tree.media.join("local_content/zz-unreadable");
+        std::fs::write(&unreadable, "no").unwrap();
+        std::fs::set_permissions(
+            &unreadable,
+            std::os::unix::fs::PermissionsExt::from_mode(0o000),
+        )
+        .unwrap();
+        let layout = layout
+            .clone()
+            .user(Some("nobody".into()))
+            .group(Some("nogroup".into()));
+        (unreadable, layout)
+    }
+
     /// A tmpfs of `size` (`4m`) mounted at `<root>/<name>` until the guard drops.
     pub fn small_tmpfs(&self, name: &str, size: &str) -> Unmount {
         let small = self.tree.root.join(name);
@@ -213,6 +271,19 @@ pub fn sh(script: &str, env: &Env, args: &[&str]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// Asserts that `e` is tar's failure to read a file (see
+/// [`Env::make_tar_fail_on_its_last_file`]).
+pub fn assert_tar_was_denied(e: &BackupError) {
+    match e {
+        BackupError::StageFailed {
+            stage: Stage::Tar,
+            stderr,
+            ..
+        } => assert!(stderr.contains("Permission denied"), "{stderr}"),
+        other => panic!("expected a tar failure, got {other}"),
+    }
 }
 
 /// Cancels `cancel` as soon as the file `seen` exists (a fake tool writes it when it

@@ -1,22 +1,75 @@
-//! A fault injector: a `Container` that delegates to a real one and breaks one thing
-//! on purpose (a real component with a fault, not a mock).
+//! A fault injector: a `Container` that delegates to a real one, records what goes
+//! into the workload and breaks one thing on purpose (a real component with a fault,
+//! not a mock).
 #![allow(dead_code)]
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use synapse_backup::{
-    Container, ContainerError, ExecOptions, ExecOutput, FileInfo, ListOptions, MakeDirOptions,
-    PushOptions,
+    Container, ContainerError, ExecOptions, ExecOutput, ExecProcess, FileInfo, ListOptions,
+    MakeDirOptions, PushOptions,
 };
 use tokio::sync::oneshot;
 
 /// A pause after a call: the variable that marks it, then (finished, go on).
 pub type PauseAfter = (String, oneshot::Sender<()>, oneshot::Receiver<()>);
 
-/// Delegates to `inner`; see the fields for the faults.
+/// What went into the workload: every command's argv, environment (`NAME=value`) and
+/// standard input given whole, and every pushed file. Clones share the record.
+#[derive(Clone, Default)]
+pub struct Seen(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Seen {
+    fn add(&self, bytes: impl Into<Vec<u8>>) {
+        self.0.lock().unwrap().push(bytes.into());
+    }
+
+    fn command(&self, command: &[String], options: &ExecOptions) {
+        for arg in command {
+            self.add(arg.as_bytes());
+        }
+        for (name, value) in &options.environment {
+            self.add(format!("{name}={value}"));
+        }
+        if let Some(stdin) = &options.stdin {
+            self.add(stdin.clone());
+        }
+    }
+
+    /// Whether any of it holds `needle`.
+    pub fn holds(&self, needle: &[u8]) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|blob| blob.windows(needle.len()).any(|w| w == needle))
+    }
+
+    /// The names of the environment variables given (upper-case `NAME=` records).
+    pub fn env_names(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|blob| {
+                let text = String::from_utf8_lossy(blob);
+                let (name, _) = text.split_once('=')?;
+                name.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                    .then(|| name.to_string())
+            })
+            .collect()
+    }
+}
+
+/// Delegates to `inner`, recording what goes in (`seen`); see the other fields for
+/// the faults, which apply to `exec` (`exec_streaming` only delegates and records).
 pub struct Faulty<C> {
     pub inner: C,
+    /// What went into the workload (`exec`, `exec_streaming`, `push`), as given to
+    /// `inner`.
+    pub seen: Seen,
     /// Give the backup pipeline no passphrase on its standard input (gpg gets none).
     pub break_passphrase: bool,
     /// When the backup pipeline returns, send on the first channel and wait on the second.
@@ -30,6 +83,7 @@ impl<C> Faulty<C> {
     pub fn new(inner: C) -> Self {
         Faulty {
             inner,
+            seen: Seen::default(),
             break_passphrase: false,
             after_pipeline: Mutex::new(None),
             after_exec_with: Mutex::new(None),
@@ -79,6 +133,7 @@ impl<C: Container> Container for Faulty<C> {
         if is_pipeline && self.break_passphrase {
             options.stdin = None;
         }
+        self.seen.command(command, &options);
         let result = self.inner.exec(command, options).await;
         if let Some((done, go)) = pause_here {
             let _ = done.send(());
@@ -93,12 +148,21 @@ impl<C: Container> Container for Faulty<C> {
         }
         result
     }
+    async fn exec_streaming(
+        &self,
+        command: &[String],
+        options: ExecOptions,
+    ) -> Result<ExecProcess, ContainerError> {
+        self.seen.command(command, &options);
+        self.inner.exec_streaming(command, options).await
+    }
     async fn push(
         &self,
         path: &str,
         content: &[u8],
         options: PushOptions,
     ) -> Result<(), ContainerError> {
+        self.seen.add(content);
         self.inner.push(path, content, options).await
     }
     async fn pull(&self, path: &str) -> Result<Vec<u8>, ContainerError> {

@@ -401,24 +401,7 @@ async fn tar_failing_half_way_leaves_nothing() {
         ..TreeSpec::default()
     })
     .await;
-    // Run the pipeline as `nobody`, who can read everything but one file.
-    fs::remove_file(env.tree.data.join("homeserver.db")).unwrap();
-    sh(
-        "chmod -R a+rX \"$1\" && chmod 0755 \"$2\" && chown nobody:nogroup \"$1/data\"",
-        &env,
-        &[
-            &env.tree.root.to_string_lossy(),
-            &env.dir.path().to_string_lossy(),
-        ],
-    );
-    let secret = env.tree.media.join("local_content/zz-unreadable");
-    fs::write(&secret, "no").unwrap();
-    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
-    let layout = env
-        .layout
-        .clone()
-        .user(Some("nobody".into()))
-        .group(Some("nogroup".into()));
+    let (_, layout) = env.make_tar_fail_on_its_last_file(&env.layout);
     let c = LocalContainer::new();
     let e = create_backup_with(
         &c,
@@ -429,14 +412,7 @@ async fn tar_failing_half_way_leaves_nothing() {
     )
     .await
     .unwrap_err();
-    match &e {
-        BackupError::StageFailed {
-            stage: Stage::Tar,
-            stderr,
-            ..
-        } => assert!(stderr.contains("Permission denied"), "{stderr}"),
-        other => panic!("expected a tar failure, got {other}"),
-    }
+    env::assert_tar_was_denied(&e);
     assert!(
         env.objects_in_bucket().is_empty(),
         "{:?}",

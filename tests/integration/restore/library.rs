@@ -5,134 +5,22 @@
 //! the same for a create: the workload's `tar | gpg | checksum` writes the ciphertext
 //! to its standard output and the library uploads it (a multipart upload).
 
-use crate::support::{env, synapse_tree};
+use crate::support::{env, faulty, synapse_tree};
 
 use std::fs;
-use std::sync::{Arc, Mutex};
-
-use base64::Engine as _;
-use env::{Env, PASSPHRASE, sh};
 use std::os::unix::fs::PermissionsExt;
 
+use base64::Engine as _;
+use env::{Env, PASSPHRASE};
+use faulty::{Faulty, Seen};
+
 use synapse_backup::{
-    BackupError, BackupOptions, Container, ContainerError, ExecOptions, ExecOutput, ExecProcess,
-    ExtractTarget, FileInfo, Layout, ListOptions, LocalContainer, MakeDirOptions, PushOptions,
-    RestoreOptions, Stage, Transfer, create_backup_with, extract_backup_with, restore_backup_with,
-    verify_backup_with,
+    BackupError, BackupOptions, ExtractTarget, Layout, LocalContainer, RestoreOptions, Stage,
+    Transfer, create_backup_with, extract_backup_with, restore_backup_with, verify_backup_with,
 };
-use synapse_tree::{TreeSpec, change_db, dump_db, files_under, walk};
+use synapse_tree::{TreeSpec, change_db, dump_db, walk};
 
 const CUSTOMER_KEY: &str = "kbdHqFF4TiFej05J2TfqXDRc4QcyvesAQYmfnQvOosY=";
-
-/// What went into the workload: every command's argv, environment (`NAME=value`) and
-/// standard input given whole, and every pushed file.
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<Vec<u8>>>>);
-
-impl Seen {
-    fn add(&self, bytes: impl Into<Vec<u8>>) {
-        self.0.lock().unwrap().push(bytes.into());
-    }
-
-    fn command(&self, command: &[String], options: &ExecOptions) {
-        for arg in command {
-            self.add(arg.as_bytes());
-        }
-        for (name, value) in &options.environment {
-            self.add(format!("{name}={value}"));
-        }
-        if let Some(stdin) = &options.stdin {
-            self.add(stdin.clone());
-        }
-    }
-
-    /// Whether any of it holds `needle`.
-    fn holds(&self, needle: &[u8]) -> bool {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|blob| blob.windows(needle.len()).any(|w| w == needle))
-    }
-
-    fn env_names(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|blob| {
-                let text = String::from_utf8_lossy(blob);
-                let (name, _) = text.split_once('=')?;
-                name.chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-                    .then(|| name.to_string())
-            })
-            .collect()
-    }
-}
-
-/// A `LocalContainer` that records what goes into the workload.
-struct Recorded {
-    inner: LocalContainer,
-    seen: Seen,
-}
-
-#[async_trait::async_trait]
-impl Container for Recorded {
-    async fn exec(
-        &self,
-        command: &[String],
-        options: ExecOptions,
-    ) -> Result<ExecOutput, ContainerError> {
-        self.seen.command(command, &options);
-        self.inner.exec(command, options).await
-    }
-    async fn exec_streaming(
-        &self,
-        command: &[String],
-        options: ExecOptions,
-    ) -> Result<ExecProcess, ContainerError> {
-        self.seen.command(command, &options);
-        self.inner.exec_streaming(command, options).await
-    }
-    async fn push(
-        &self,
-        path: &str,
-        content: &[u8],
-        options: PushOptions,
-    ) -> Result<(), ContainerError> {
-        self.seen.add(content);
-        self.inner.push(path, content, options).await
-    }
-    async fn pull(&self, path: &str) -> Result<Vec<u8>, ContainerError> {
-        self.inner.pull(path).await
-    }
-    async fn list_files(
-        &self,
-        path: &str,
-        options: ListOptions,
-    ) -> Result<Vec<FileInfo>, ContainerError> {
-        self.inner.list_files(path, options).await
-    }
-    async fn remove_path(&self, path: &str, recursive: bool) -> Result<(), ContainerError> {
-        self.inner.remove_path(path, recursive).await
-    }
-    async fn make_dir(&self, path: &str, options: MakeDirOptions) -> Result<(), ContainerError> {
-        self.inner.make_dir(path, options).await
-    }
-    async fn exists(&self, path: &str) -> Result<bool, ContainerError> {
-        self.inner.exists(path).await
-    }
-    async fn start(&self, services: &[String]) -> Result<(), ContainerError> {
-        self.inner.start(services).await
-    }
-    async fn stop(&self, services: &[String]) -> Result<(), ContainerError> {
-        self.inner.stop(services).await
-    }
-    async fn is_running(&self, service: &str) -> Result<bool, ContainerError> {
-        self.inner.is_running(service).await
-    }
-}
 
 fn library() -> RestoreOptions {
     RestoreOptions::default().transfer(Transfer::Library)
@@ -236,26 +124,9 @@ async fn a_library_restore_refuses_a_tampered_object_and_a_wrong_passphrase() {
     let object = env.bucket_dir().join(format!("synapse/backups/{id}"));
     let original = fs::read(&object).unwrap();
 
-    let restore = |passphrase: &'static str| {
-        let (c, env, id, layout) = (&c, &env, &id, &layout);
-        async move {
-            let before = files_under(&env.tree.data);
-            let e = restore_backup_with(c, &env.params, passphrase, id, layout, &library())
-                .await
-                .unwrap_err();
-            assert_eq!(
-                files_under(&env.tree.data),
-                before,
-                "live data changed ({e})"
-            );
-            assert!(
-                env.work_dirs_left().is_empty(),
-                "{:?}",
-                env.work_dirs_left()
-            );
-            e
-        }
-    };
+    let options = library();
+    let restore =
+        |passphrase: &'static str| env.assert_restore_fails(&c, &id, passphrase, &layout, &options);
     let e = restore("not the passphrase").await;
     assert!(matches!(e, BackupError::WrongPassphrase { .. }), "{e}");
 
@@ -294,11 +165,7 @@ async fn sse_c_with_a_library_restore_puts_no_key_or_credential_in_the_workload(
     let id = env.create(&LocalContainer::new()).await.unwrap().id;
     fs::write(env.tree.media.join("local_content/new-file"), b"added").unwrap();
 
-    let seen = Seen::default();
-    let c = Recorded {
-        inner: LocalContainer::new(),
-        seen: seen.clone(),
-    };
+    let c = Faulty::new(LocalContainer::new());
     env.server.sse().clear_seen();
     let layout = without_aws(&env.layout);
     verify_backup_with(&c, &env.params, PASSPHRASE, &id, &layout, &library())
@@ -326,25 +193,9 @@ async fn sse_c_with_a_library_restore_puts_no_key_or_credential_in_the_workload(
         "{gets:?}"
     );
     // ... and nothing of the bucket's went into the workload.
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(CUSTOMER_KEY)
-        .unwrap();
-    assert!(
-        !seen.holds(CUSTOMER_KEY.as_bytes()),
-        "the SSE-C key (base64) went in"
-    );
-    assert!(!seen.holds(&raw), "the SSE-C key (raw) went in");
-    assert!(
-        !seen.holds(env.server.secret_key.as_bytes()),
-        "the secret key went in"
-    );
-    assert!(!seen.holds(b"aws_access_key_id") && !seen.holds(b"[default]"));
-    let names = seen.env_names();
+    nothing_of_the_buckets(&env, &c.seen);
+    let names = c.seen.env_names();
     assert!(names.iter().any(|n| n == "SB_INPUT"), "{names:?}");
-    assert!(
-        !names.iter().any(|n| n.starts_with("AWS_") || n == "SB_URL"),
-        "{names:?}"
-    );
 
     // The backup is an SSE-C object: without the key the library's GET is refused,
     // as an S3 error, with nothing left behind.
@@ -435,11 +286,7 @@ async fn a_library_create_restores_byte_for_byte_with_either_transfer() {
         ..TreeSpec::default()
     };
     let env = Env::new(&spec).await;
-    let seen = Seen::default();
-    let c = Recorded {
-        inner: LocalContainer::new(),
-        seen: seen.clone(),
-    };
+    let c = Faulty::new(LocalContainer::new());
     let before = env.tree.backed_up_files();
     let layout = without_aws(&env.layout);
     let report = create_backup_with(&c, &env.params, PASSPHRASE, &layout, &library_create())
@@ -457,8 +304,8 @@ async fn a_library_create_restores_byte_for_byte_with_either_transfer() {
         fs::metadata(&object).unwrap().len(),
         report.manifest.ciphertext_bytes
     );
-    assert!(seen.env_names().iter().any(|n| n == "SB_OUTPUT"));
-    nothing_of_the_buckets(&env, &seen);
+    assert!(c.seen.env_names().iter().any(|n| n == "SB_OUTPUT"));
+    nothing_of_the_buckets(&env, &c.seen);
     assert!(uploads_left(&env).is_empty(), "{:?}", uploads_left(&env));
 
     // Restored by the workload's aws CLI, which checks the SHA-256 the workload
@@ -507,22 +354,7 @@ async fn a_failed_library_create_names_the_stage_and_leaves_no_object_or_upload(
         ..TreeSpec::default()
     })
     .await;
-    // Run the pipeline as `nobody`, who can read everything but one file.
-    fs::remove_file(env.tree.data.join("homeserver.db")).unwrap();
-    sh(
-        "chmod -R a+rX \"$1\" && chmod 0755 \"$2\" && chown nobody:nogroup \"$1/data\"",
-        &env,
-        &[
-            &env.tree.root.to_string_lossy(),
-            &env.dir.path().to_string_lossy(),
-        ],
-    );
-    let secret = env.tree.media.join("local_content/zz-unreadable");
-    fs::write(&secret, "no").unwrap();
-    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
-    let layout = without_aws(&env.layout)
-        .user(Some("nobody".into()))
-        .group(Some("nogroup".into()));
+    let (secret, layout) = env.make_tar_fail_on_its_last_file(&without_aws(&env.layout));
     let e = create_backup_with(
         &LocalContainer::new(),
         &env.params,
@@ -532,14 +364,7 @@ async fn a_failed_library_create_names_the_stage_and_leaves_no_object_or_upload(
     )
     .await
     .unwrap_err();
-    match &e {
-        BackupError::StageFailed {
-            stage: Stage::Tar,
-            stderr,
-            ..
-        } => assert!(stderr.contains("Permission denied"), "{stderr}"),
-        other => panic!("expected a tar failure, got {other}"),
-    }
+    env::assert_tar_was_denied(&e);
     assert!(
         env.objects_in_bucket().is_empty(),
         "{:?}",
@@ -561,11 +386,7 @@ async fn a_failed_library_create_names_the_stage_and_leaves_no_object_or_upload(
     )
     .unwrap();
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-    let seen = Seen::default();
-    let c = Recorded {
-        inner: LocalContainer::new(),
-        seen: seen.clone(),
-    };
+    let c = Faulty::new(LocalContainer::new());
     let e = create_backup_with(
         &c,
         &env.params,
@@ -606,11 +427,7 @@ async fn sse_c_with_a_library_create_puts_the_key_on_every_part_and_none_in_the_
         ("storage-class", "STANDARD"),
     ]);
     let before = env.tree.backed_up_files();
-    let seen = Seen::default();
-    let c = Recorded {
-        inner: LocalContainer::new(),
-        seen: seen.clone(),
-    };
+    let c = Faulty::new(LocalContainer::new());
     env.server.sse().clear_seen();
     let layout = without_aws(&env.layout);
     let report = create_backup_with(&c, &env.params, PASSPHRASE, &layout, &library_create())
@@ -647,7 +464,7 @@ async fn sse_c_with_a_library_create_puts_the_key_on_every_part_and_none_in_the_
             r.operation
         );
     }
-    nothing_of_the_buckets(&env, &seen);
+    nothing_of_the_buckets(&env, &c.seen);
 
     // The workload's aws CLI reads it back with the key, byte for byte.
     for file in walk(&env.tree.media.join("local_content")) {
