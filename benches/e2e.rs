@@ -3080,11 +3080,17 @@ fn restore_chain(
         chain.len() - 1
     ));
     let mut full_library = Runs::new("full backup of the same tree, Transfer::Library");
+    let mut chained_aws = Runs::new(&format!(
+        "newest of the chain of {}, small_pack_mib 0 (every pack by the aws CLI)",
+        chain.len() - 1
+    ));
     let workload = RestoreOptions::default();
+    let all_aws = RestoreOptions::default().small_pack_mib(0);
     let library = RestoreOptions::default().transfer(Transfer::Library);
     for round in 1..=config.rounds {
         for (runs, id, options) in [
             (&mut chained, &newest, &workload),
+            (&mut chained_aws, &newest, &all_aws),
             (&mut full, &report.id, &workload),
             (&mut chained_library, &newest, &library),
             (&mut full_library, &report.id, &library),
@@ -3112,7 +3118,7 @@ fn restore_chain(
         config.rounds
     )?;
     writeln!(out, "{HEADER}")?;
-    for runs in [&chained, &full, &chained_library, &full_library] {
+    for runs in [&chained, &chained_aws, &full, &chained_library, &full_library] {
         writeln!(out, "{}", row(runs, bench.source_bytes))?;
     }
     writeln!(out)?;

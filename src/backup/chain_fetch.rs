@@ -389,11 +389,12 @@ impl Chain {
             return Ok(Members::default());
         };
         let guard = run
-            .work_dir_in(
+            .work_dir_for(
                 WorkPlace::Under(&work.dir),
                 "database",
                 &options.download_settings(),
                 false,
+                options.pack_transfer(run.transfer, found.size),
             )
             .await?;
         let own = guard.dir();
@@ -575,11 +576,12 @@ impl Pack<'_> {
         how: Read,
     ) -> Result<Members, BackupError> {
         let guard = run
-            .work_dir_in(
+            .work_dir_for(
                 WorkPlace::Under(&work.dir),
                 "pack",
                 &options.download_settings(),
                 false,
+                options.pack_transfer(run.transfer, self.found.size),
             )
             .await?;
         let got = self.read_in(run, guard.dir(), work, id, options, how).await;

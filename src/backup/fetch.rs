@@ -343,7 +343,10 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
     part: Part,
 ) -> Result<Fetch, BackupError> {
     let (container, layout, passphrase) = (run.container, run.layout, run.passphrase);
-    let library = run.transfer == Transfer::Library;
+    let library = match part {
+        Part::Whole => run.transfer,
+        Part::Own | Part::Older => options.pack_transfer(run.transfer, fetched.size),
+    } == Transfer::Library;
     let streamed_call;
     let call = if library {
         streamed_call = restore_plan::streamed_input(call);
@@ -491,13 +494,18 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
         if matches!(exit, Exit::FilledWhileStaging | Exit::NoSpace) {
             return self.no_space(exit).await.unwrap_or_else(BackupError::from);
         }
-        if let Some(reason) = self.written.checksum_problem(self.fetched) {
-            return corrupted(id, reason);
-        }
         let stage = match exit {
             Exit::Stage(position) => Pipeline::Fetch.stage(position),
             _ => Stage::Check,
         };
+        // A download that failed (no aws CLI, no access, a cut connection) says so: its
+        // bytes fall short of the manifest's because it failed, not because the object
+        // is damaged.
+        if stage != Stage::Download
+            && let Some(reason) = self.written.checksum_problem(self.fetched)
+        {
+            return corrupted(id, reason);
+        }
         match stage {
             // gpg's status lines alone tell a wrong passphrase from corruption.
             Stage::Gpg => match check_status(&self.written.status) {

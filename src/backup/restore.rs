@@ -140,7 +140,21 @@ pub struct RestoreOptions {
     /// [`download_concurrency`](Self::download_concurrency) and
     /// [`max_bandwidth`](Self::max_bandwidth) (settings of the aws CLI) do not apply.
     pub transfer: Transfer,
+    /// With [`Transfer::Workload`], a pack of an incremental backup's chain (an older
+    /// pack, its own pack, its database pack) of at most this many MiB is downloaded by
+    /// this library and streamed into the workload's pipeline, as with
+    /// [`Transfer::Library`]: the workload's aws CLI takes about half a CPU-second and
+    /// half a second to start, more than carrying a small pack costs, and a chain of 7
+    /// starts it 8 times. Its work dir then gets no aws config. 0 keeps every download
+    /// in the workload; so does a [`max_bandwidth`](Self::max_bandwidth) cap (the aws
+    /// CLI's). A full backup is always downloaded as the transfer says. Default
+    /// [`DEFAULT_SMALL_PACK_MIB`].
+    pub small_pack_mib: u32,
 }
+
+/// The default [`RestoreOptions::small_pack_mib`]: 128 MiB, an increment's new media and
+/// most databases (measured in the README's incremental section).
+pub const DEFAULT_SMALL_PACK_MIB: u32 = 128;
 
 /// The default [`RestoreOptions::download_chunk_mib`]: 1024 MiB, so a backup of up to
 /// 1 GiB is one streamed GET and a larger one a few sequential ranges. Measured on moto
@@ -166,6 +180,7 @@ impl Default for RestoreOptions {
             download_chunk_mib: DEFAULT_DOWNLOAD_CHUNK_MIB,
             download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
             transfer: Transfer::Workload,
+            small_pack_mib: DEFAULT_SMALL_PACK_MIB,
         }
     }
 }
@@ -178,6 +193,17 @@ impl RestoreOptions {
             .max_bandwidth(self.max_bandwidth)
             .part_size_mib(self.download_chunk_mib.max(5))
             .upload_concurrency(self.download_concurrency.max(1))
+    }
+
+    /// How a run whose transfer is `transfer` downloads a pack of a chain of `size`
+    /// bytes ([`small_pack_mib`](Self::small_pack_mib)).
+    pub(crate) fn pack_transfer(&self, transfer: Transfer, size: u64) -> Transfer {
+        let small = self.small_pack_mib > 0 && size <= u64::from(self.small_pack_mib) << 20;
+        if transfer == Transfer::Workload && small && self.max_bandwidth.is_none() {
+            Transfer::Library
+        } else {
+            transfer
+        }
     }
 }
 
@@ -822,6 +848,32 @@ mod tests {
 
     /// The download's config file carries the download's range size and concurrency,
     /// never the upload's 5 MiB parts.
+    #[test]
+    fn a_small_pack_of_a_chain_is_the_librarys_to_download_unless_capped_or_off() {
+        let mib = 1u64 << 20;
+        let default = RestoreOptions::default();
+        assert_eq!(default.small_pack_mib, 128);
+        for (options, size, want) in [
+            (default.clone(), 128 * mib, Transfer::Library),
+            (default.clone(), 128 * mib + 1, Transfer::Workload),
+            (default.clone().small_pack_mib(0), 1, Transfer::Workload),
+            (
+                default
+                    .clone()
+                    .max_bandwidth(Some("10MB/s".parse().unwrap())),
+                1,
+                Transfer::Workload,
+            ),
+        ] {
+            assert_eq!(options.pack_transfer(Transfer::Workload, size), want, "{size}");
+        }
+        // A run that downloads in the library does so for every pack.
+        assert_eq!(
+            default.small_pack_mib(0).pack_transfer(Transfer::Library, 1 << 40),
+            Transfer::Library
+        );
+    }
+
     #[test]
     fn downloads_have_their_own_transfer_settings() {
         let config =

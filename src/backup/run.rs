@@ -154,6 +154,23 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
         options: &BackupOptions,
         extracts: bool,
     ) -> Result<WorkGuard<'_, 'a, C>, BackupError> {
+        self.work_dir_for(place, purpose, options, extracts, self.transfer)
+            .await
+    }
+
+    /// As [`Run::work_dir_in`], for a download made as `transfer` says (a small pack
+    /// of a chain the library downloads in a run with [`Transfer::Workload`]).
+    ///
+    /// # Errors
+    /// As [`Run::work_dir`].
+    pub(crate) async fn work_dir_for(
+        &self,
+        place: WorkPlace<'_>,
+        purpose: &str,
+        options: &BackupOptions,
+        extracts: bool,
+        transfer: Transfer,
+    ) -> Result<WorkGuard<'_, 'a, C>, BackupError> {
         let dir = work::make_dir_with(self.container, self.layout, place, purpose).await?;
         let guard = WorkGuard {
             run: self,
@@ -162,7 +179,7 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
             extracts,
             finished: false,
         };
-        if self.transfer == Transfer::Library {
+        if transfer == Transfer::Library {
             // Nothing of the bucket's enters the workload: the library downloads.
             return Ok(guard);
         }

@@ -1203,3 +1203,56 @@ async fn packs_read_side_by_side_find_their_directories_made() {
     assert_eq!(log.lines().count(), 4, "{log}");
     assert!(log.lines().all(|l| l == "extract 300"), "{log}");
 }
+
+/// With the workload transfer, a chain's small packs (all of them here: under
+/// `small_pack_mib`) are downloaded by the library: a restore of a chain of three with
+/// no aws CLI in the workload at all succeeds, byte for byte. With `small_pack_mib(0)`
+/// every pack is the workload's aws CLI's to download, and the same restore fails at
+/// the download, nothing live touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chains_small_packs_need_no_aws_cli_in_the_workload() {
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    incremental(&env, &c).await;
+    let mut rng = Rng::new(5);
+    let media = media_files(&env);
+    write_random(&media[0].parent().unwrap().join("one"), 4000, &mut rng);
+    incremental(&env, &c).await;
+    write_random(&media[1].parent().unwrap().join("two"), 4000, &mut rng);
+    let newest = incremental(&env, &c).await;
+    let want = live_state(&env);
+    let no_aws = env.layout.clone().aws("/nonexistent/aws");
+    let e = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &newest.id,
+        &no_aws,
+        &RestoreOptions::default().small_pack_mib(0),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            BackupError::StageFailed {
+                stage: synapse_backup::Stage::Download,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(live_state(&env), want);
+    fs::remove_file(media[0].parent().unwrap().join("one")).unwrap();
+    restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &newest.id,
+        &no_aws,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(without_db(live_state(&env).0), without_db(want.0));
+}
