@@ -3118,7 +3118,13 @@ fn restore_chain(
         config.rounds
     )?;
     writeln!(out, "{HEADER}")?;
-    for runs in [&chained, &chained_aws, &full, &chained_library, &full_library] {
+    for runs in [
+        &chained,
+        &chained_aws,
+        &full,
+        &chained_library,
+        &full_library,
+    ] {
         writeln!(out, "{}", row(runs, bench.source_bytes))?;
     }
     writeln!(out)?;

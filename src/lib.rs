@@ -117,10 +117,10 @@ pub use backup::transfer::{
     Transfer,
 };
 pub use backup::{
-    BackupReport, DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_SMALL_PACK_MIB, ExtractReport,
-    ExtractTarget, RestoreOptions, RestoreReport, VerifyReport, create_backup, create_backup_with,
-    extract_backup_with, remove_abandoned_work_dirs, restore_backup, restore_backup_with,
-    verify_backup, verify_backup_with,
+    BackupReport, DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_SMALL_PACK_MIB,
+    ExtractReport, ExtractTarget, RestoreOptions, RestoreReport, VerifyReport, create_backup,
+    create_backup_with, extract_backup_with, remove_abandoned_work_dirs, restore_backup,
+    restore_backup_with, verify_backup, verify_backup_with,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use container::MockContainer;

@@ -35,6 +35,7 @@ mod work;
 pub use create::{BackupReport, create_backup, create_backup_with, remove_abandoned_work_dirs};
 pub use extract::{ExtractReport, ExtractTarget, extract_backup_with};
 pub use restore::{
-    DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_SMALL_PACK_MIB, RestoreOptions, RestoreReport,
-    VerifyReport, restore_backup, restore_backup_with, verify_backup, verify_backup_with,
+    DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_SMALL_PACK_MIB,
+    RestoreOptions, RestoreReport, VerifyReport, restore_backup, restore_backup_with,
+    verify_backup, verify_backup_with,
 };

@@ -865,11 +865,17 @@ mod tests {
                 Transfer::Workload,
             ),
         ] {
-            assert_eq!(options.pack_transfer(Transfer::Workload, size), want, "{size}");
+            assert_eq!(
+                options.pack_transfer(Transfer::Workload, size),
+                want,
+                "{size}"
+            );
         }
         // A run that downloads in the library does so for every pack.
         assert_eq!(
-            default.small_pack_mib(0).pack_transfer(Transfer::Library, 1 << 40),
+            default
+                .small_pack_mib(0)
+                .pack_transfer(Transfer::Library, 1 << 40),
             Transfer::Library
         );
     }
