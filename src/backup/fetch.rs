@@ -498,12 +498,12 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
             Exit::Stage(position) => Pipeline::Fetch.stage(position),
             _ => Stage::Check,
         };
-        // A download that failed (no aws CLI, no access, a cut connection) says so: its
-        // bytes fall short of the manifest's because it failed, not because the object
-        // is damaged.
-        if stage != Stage::Download
-            && let Some(reason) = self.written.checksum_problem(self.fetched)
-        {
+        // A download that failed before its first byte (no aws CLI, no access) says so:
+        // it gave nothing because it failed, not because the object is empty. One that
+        // gave bytes and then failed (a cut connection, the aws CLI's own checksum of a
+        // damaged object) is judged by what it gave.
+        let gave_nothing = stage == Stage::Download && self.written.length.unwrap_or(0) == 0;
+        if !gave_nothing && let Some(reason) = self.written.checksum_problem(self.fetched) {
             return corrupted(id, reason);
         }
         match stage {

@@ -513,8 +513,10 @@ async fn a_substituted_or_spliced_pack_is_refused_and_nothing_live_is_touched() 
         (
             "a byte of the database pack flipped",
             Box::new(|| flip(third_database())),
+            // Downloaded by the library (a small pack): the SDK checks the body against
+            // the checksum the server stored, before gpg or our SHA-256 could.
             format!(
-                "its database pack synapse/backups/{}.database: the SHA-256",
+                "its database pack synapse/backups/{}.database: the object does not match the checksum its server stored",
                 third.id
             ),
         ),
