@@ -846,8 +846,8 @@ mod tests {
             .unwrap()
     }
 
-    /// The download's config file carries the download's range size and concurrency,
-    /// never the upload's 5 MiB parts.
+    /// A chain's pack up to `small_pack_mib` is the library's to download in the
+    /// workload transfer, unless the option is 0 or the download is capped.
     #[test]
     fn a_small_pack_of_a_chain_is_the_librarys_to_download_unless_capped_or_off() {
         let mib = 1u64 << 20;
@@ -880,6 +880,8 @@ mod tests {
         );
     }
 
+    /// The download's config file carries the download's range size and concurrency,
+    /// never the upload's 5 MiB parts.
     #[test]
     fn downloads_have_their_own_transfer_settings() {
         let config =
