@@ -9,6 +9,10 @@
 //! this in the kernel; it is not available everywhere (it is not on the machine these
 //! numbers were first taken on).
 //!
+//! `Transfer::Library` runs its create and its restore the same way (its upload's parts
+//! in flight and its ranged GETs, `LIBRARY_RANGE_MIB` × `LIBRARY_RANGES_IN_FLIGHT`,
+//! are the library's own settings).
+//!
 //! Knobs: `SYNAPSE_BACKUP_BENCH_RTT_MS` (default 20), `SYNAPSE_BACKUP_BENCH_DOWNLOADS`
 //! (`concurrency x MiB` settings, default `1x1024,1x8,4x8,4x16,2x64`).
 
@@ -21,8 +25,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use synapse_backup::{
-    BackupOptions, DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, RestoreOptions,
-    S3Parameters, create_backup_with, restore_backup_with,
+    BackupOptions, DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, LIBRARY_RANGE_MIB,
+    LIBRARY_RANGES_IN_FLIGHT, RestoreOptions, S3Parameters, Transfer, create_backup_with,
+    restore_backup_with,
 };
 
 /// The added round-trip time (`SYNAPSE_BACKUP_BENCH_RTT_MS`, default 20 ms).
@@ -138,6 +143,9 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
     let delayed = params(bench, &proxy.endpoint(), path)?;
     let settings = settings();
     let mut backup = Pair::default();
+    let mut library_backup = Pair::default();
+    let mut library_restore = Pair::default();
+    let library = config.options.clone().transfer(Transfer::Library);
     let mut restores: Vec<Pair> = settings.iter().map(|_| Pair::default()).collect();
     let mut downloads: Vec<Pair> = settings.iter().map(|_| Pair::default()).collect();
     let mut object = 0u64;
@@ -162,12 +170,30 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
                 bench.delete_ours(&old);
             }
         }
+        // The same with the library's upload: made, timed and deleted.
+        for (params, times) in [
+            (&delayed, &mut library_backup.delayed),
+            (&direct, &mut library_backup.direct),
+        ] {
+            let started = Instant::now();
+            let report = bench.rt.block_on(create_backup_with(
+                &bench.container,
+                params,
+                PASSPHRASE,
+                &bench.layout,
+                &library,
+            ))?;
+            times.push(started.elapsed().as_secs_f64());
+            bench.delete_ours(&report.id);
+        }
         let id = made.ok_or_else(|| err("no backup"))?;
         progress(&format!(
-            "round {round}: latency backup {:.2} s, +{} ms RTT {:.2} s",
+            "round {round}: latency backup {:.2} s, +{} ms RTT {:.2} s; Transfer::Library {:.2} s, +RTT {:.2} s",
             backup.direct[round - 1],
             proxy.rtt.as_millis(),
-            backup.delayed[round - 1]
+            backup.delayed[round - 1],
+            library_backup.direct[round - 1],
+            library_backup.delayed[round - 1]
         ));
         let key = bench.client.object_key(id.as_str());
         for (setting, pair) in settings.iter().zip(downloads.iter_mut()) {
@@ -201,6 +227,27 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
                 pair.delayed[round - 1]
             ));
         }
+        let options = RestoreOptions::default().transfer(Transfer::Library);
+        for (params, times) in [
+            (&direct, &mut library_restore.direct),
+            (&delayed, &mut library_restore.delayed),
+        ] {
+            let started = Instant::now();
+            bench.rt.block_on(restore_backup_with(
+                &bench.container,
+                params,
+                PASSPHRASE,
+                &id,
+                &bench.layout,
+                &options,
+            ))?;
+            times.push(started.elapsed().as_secs_f64());
+        }
+        progress(&format!(
+            "round {round}: latency restore Transfer::Library {:.2} s, delayed {:.2} s",
+            library_restore.direct[round - 1],
+            library_restore.delayed[round - 1]
+        ));
         bench.delete_ours(&id);
     }
     writeln!(
@@ -235,6 +282,27 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
             pair.row("restore in place", &setting_name(*c, *m), object)
         )?;
     }
+    writeln!(
+        out,
+        "{}",
+        library_backup.row(
+            "backup, Transfer::Library",
+            &format!(
+                "{} parts of {} MiB in flight",
+                library.library_parts_in_flight, library.library_part_mib
+            ),
+            object
+        )
+    )?;
+    writeln!(
+        out,
+        "{}",
+        library_restore.row(
+            "restore in place, Transfer::Library",
+            &format!("{LIBRARY_RANGES_IN_FLIGHT} x {LIBRARY_RANGE_MIB} MiB ranged GETs"),
+            object
+        )
+    )?;
     writeln!(
         out,
         "\nThrough the proxy: {} connections, {:.1} MB forwarded.\n",

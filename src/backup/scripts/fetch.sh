@@ -206,29 +206,48 @@ if [ "$SB_MODE" = extract ]; then
     rm -f -- "$inner"
   elif [ "$into" != "$stage" ]; then
     # The named files (after the inner manifest) into the shared stage, each a regular
-    # file reached through real directories, its parents made 0755 as tar makes them;
-    # a named file the pack lacks is left for the caller's listing check to name.
+    # file reached through real directories (the pack's stage is walked by directory
+    # descriptors, never through a link), into real directories of the stage (each
+    # opened below the last, never through a link), made 0755 as tar makes them if
+    # missing; a named file the pack lacks is left for the caller's listing check to
+    # name. One rename per file and a few calls per directory (per-name path checks
+    # took 8 s for 99,000 files of a 100,000-file pack, this 3 s).
     umask 022
     "$SB_PYTHON" - "$into" "$stage" "$w/pack.members" <<'PY'
 import os, stat, sys
-src, dst, names = (os.path.realpath(os.fsencode(a)) for a in sys.argv[1:4])
+src, dst, names = (os.fsencode(a) for a in sys.argv[1:4])
 with open(names, "rb") as f:
-    listed = f.read().split(b"\0")[1:]
-for name in listed:
-    if not name:
-        continue
-    s, d = os.path.join(src, name), os.path.join(dst, name)
-    try:
-        st = os.lstat(s)
-    except FileNotFoundError:
-        continue
-    if not stat.S_ISREG(st.st_mode) or os.path.realpath(s) != s:
-        continue
-    parent = os.path.dirname(d)
-    os.makedirs(parent, exist_ok=True)
-    if os.path.realpath(parent) != parent:
-        sys.exit("refusing to move %r: %r is not a directory of the stage" % (name, parent))
-    os.rename(s, d)
+    listed = set(f.read().split(b"\0")[1:])
+listed.discard(b"")
+flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+opened = {b"": os.open(dst, flags)}
+def dst_dir(rel):
+    fd = opened.get(rel)
+    if fd is None:
+        head, _, part = rel.rpartition(b"/")
+        parent = dst_dir(head)
+        try:
+            os.mkdir(part, 0o755, dir_fd=parent)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(part, flags, dir_fd=parent)
+        except OSError as e:
+            sys.exit("refusing to move into %r: not a directory of the stage (%s)" % (rel, e.strerror))
+        opened[rel] = fd
+    return fd
+for top, _, files, sfd in os.fwalk(src, follow_symlinks=False):
+    rel = top[len(src) + 1:]
+    # Only the stage's directories on the way to this one stay open (depth first).
+    for key in [k for k in opened if k and rel != k and not rel.startswith(k + b"/")]:
+        os.close(opened.pop(key))
+    prefix = rel + b"/" if rel else b""
+    for name in files:
+        if prefix + name not in listed:
+            continue
+        if not stat.S_ISREG(os.stat(name, dir_fd=sfd, follow_symlinks=False).st_mode):
+            continue
+        os.rename(name, name, src_dir_fd=sfd, dst_dir_fd=dst_dir(rel))
 PY
     rm -rf -- "$into" "$w/pack.members"
   elif [ -z "${SB_NO_WALK:-}" ]; then
