@@ -92,12 +92,23 @@ import os, sys
 stage, names = (os.fsencode(a) for a in sys.argv[1:3])
 with open(names, "rb") as f:
     listed = f.read().split(b"\0")
+wanted = set()
 for name in listed:
     if not name:
         continue
-    if name.startswith(b"/") or b".." in name.split(b"/"):
+    parts = name.split(b"/")
+    if name.startswith(b"/") or b".." in parts:
         sys.exit("refusing to make %r: not a path inside the stage" % name)
-    os.makedirs(os.path.join(stage, name), exist_ok=True)
+    for i in range(1, len(parts) + 1):
+        wanted.add(b"/".join(parts[:i]))
+# A directory sorts before the directories below it: one mkdir each, in the stage
+# just made (private to this run, so nothing in it can be a link).
+fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+for name in sorted(wanted):
+    try:
+        os.mkdir(name, 0o755, dir_fd=fd)
+    except FileExistsError:
+        pass
 PY
   rm -f -- "$w/stage.dirs"
   exit 0
