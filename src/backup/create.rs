@@ -191,8 +191,9 @@ async fn create_locked<C: Container + ?Sized>(
 
 /// Removes the work dirs that runs left behind when they could not clean up (a killed
 /// process, a dropped future): those whose owner record names a process of this host
-/// that is gone, or this very process (call it only when this process runs no
-/// operation, e.g. after dropping one on a signal). A restore's dir whose swap had
+/// that is gone, or this very process when none of its runs still holds the dir (a
+/// dropped operation's dirs go; a running one's stay, so this is safe to call while
+/// other operations of this process run, e.g. after dropping one on a signal). A restore's dir whose swap had
 /// begun keeps the live files it set aside (the only copy of the previous data) and
 /// its swap logs, and loses its keys, aws config and staging; how to roll back is
 /// logged at error level. Other hosts' or live processes' dirs are never touched;

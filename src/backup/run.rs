@@ -252,6 +252,7 @@ impl<C: Container + ?Sized> WorkGuard<'_, '_, C> {
 
 impl<C: Container + ?Sized> Drop for WorkGuard<'_, '_, C> {
     fn drop(&mut self) {
+        work::release(&self.dir.dir);
         if !self.finished {
             tracing::debug!(dir = %self.dir.dir, "work dir left to the next run's sweep (the run was dropped)");
         }

@@ -1,6 +1,8 @@
 //! The private work dir of one run (passphrase, aws config, GnuPG home, CA bundle,
 //! snapshot, staging) and how its scripts run: shared by create, verify and restore.
 
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::backup::layout::{HomeserverConfig, Layout};
@@ -254,6 +256,7 @@ pub(crate) async fn make_dir_with<C: Container + ?Sized>(
     purpose: &str,
 ) -> Result<WorkDir, ContainerError> {
     let prefix = format!("{}{purpose}", WorkDir::PREFIX);
+    let making = Making::start();
     let (mode, args, base) = match place {
         WorkPlace::Under(base) => ("make", vec![base, prefix.as_str()], Some(base)),
         WorkPlace::Temp => ("make-temp", vec![prefix.as_str()], None),
@@ -268,7 +271,7 @@ pub(crate) async fn make_dir_with<C: Container + ?Sized>(
     )
     .await?;
     let shown = base.unwrap_or("the temp dir").to_string();
-    String::from_utf8(out)
+    let made = String::from_utf8(out)
         .ok()
         .map(|s| s.trim_end_matches('\n').to_string())
         .filter(|d| is_made_dir(d, base, &prefix))
@@ -276,7 +279,12 @@ pub(crate) async fn make_dir_with<C: Container + ?Sized>(
         .ok_or_else(|| ContainerError::Io {
             path: shown,
             source: std::io::Error::other("mktemp did not print the work dir it made"),
-        })
+        })?;
+    // Held before the count of dirs being made falls: no sweep of this process's own
+    // dirs sees it unheld. Its guard releases it.
+    held().names.insert(dir_name(&made.dir).to_string());
+    drop(making);
+    Ok(made)
 }
 
 /// Whether `dir` (as `workdir.sh` printed it) is a dir named `<prefix>.…` directly in
@@ -318,6 +326,60 @@ fn rollback_advice(dir: &str, root: &str) -> String {
     )
 }
 
+/// The work dirs this process's runs hold (by name: made and not yet dropped), and how
+/// many it is making: a sweep of this process's own dirs leaves them alone, so
+/// `remove_abandoned_work_dirs` can run beside this process's running operations (a
+/// charm's other task, another test) without taking their dirs from under them.
+struct Held {
+    names: BTreeSet<String>,
+    making: usize,
+}
+
+static HELD: Mutex<Held> = Mutex::new(Held {
+    names: BTreeSet::new(),
+    making: 0,
+});
+
+fn held() -> MutexGuard<'static, Held> {
+    HELD.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A work dir's name: its last component.
+fn dir_name(dir: &str) -> &str {
+    dir.trim_end_matches('/').rsplit('/').next().unwrap_or(dir)
+}
+
+/// A work dir being made by this process (its owner record may be written before the
+/// dir is held): counted from before the make to after the dir is held, on every path.
+struct Making;
+
+impl Making {
+    fn start() -> Making {
+        held().making += 1;
+        Making
+    }
+}
+
+impl Drop for Making {
+    fn drop(&mut self) {
+        let mut held = held();
+        held.making = held.making.saturating_sub(1);
+    }
+}
+
+/// The work dir `dir` is no longer held by a run of this process (its guard was
+/// dropped, finished or not).
+pub(crate) fn release(dir: &str) {
+    held().names.remove(dir_name(dir));
+}
+
+/// Whether a sweep of this process's own dirs must leave `dir` alone: a run of this
+/// process holds it, or one is making a dir (which may be this one).
+fn held_here(dir: &str) -> bool {
+    let held = held();
+    held.making > 0 || held.names.contains(dir_name(dir))
+}
+
 /// Sweeps the work dirs under the layout's work base (and [`TEMP_BASE`]) that runs now
 /// dead left behind (a killed process, a dropped future): only dirs whose
 /// [`OwnerRecord`] names a process of this host that no longer exists. `backup` and
@@ -326,7 +388,7 @@ fn rollback_advice(dir: &str, root: &str) -> String {
 /// files and the swap's logs kept (reported in [`Swept::kept`], with how to roll back).
 /// Dirs of live runs, of other hosts and without a readable record are never touched.
 /// With `including_own`, this process's own dirs are swept too (its runs were
-/// dropped).
+/// dropped), except those a run of this process still holds.
 pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
     container: &C,
     layout: &Layout,
@@ -376,7 +438,8 @@ pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
         else {
             continue;
         };
-        if !(record.is_dead_here() || (including_own && record == OwnerRecord::current())) {
+        let own = including_own && record == OwnerRecord::current() && !held_here(&work.dir);
+        if !(record.is_dead_here() || own) {
             continue;
         }
         if !restore {
@@ -916,6 +979,29 @@ pub(crate) fn stage_error(stage: Stage, e: ContainerError) -> BackupError {
 mod tests {
     use super::*;
     use crate::container::{ExecOutput, MockContainer};
+
+    /// A dir is held by its name from its make until its guard releases it, wherever it
+    /// is listed from; while a dir is being made, no own dir is sweepable.
+    #[test]
+    fn a_held_dir_is_left_to_its_run_and_a_released_one_is_not() {
+        let dir = "/srv/data/.synapse-backup-verify.HeldTest01";
+        assert!(!held_here(dir) || held().making > 0);
+        held().names.insert(dir_name(dir).to_string());
+        assert!(held_here(dir));
+        assert!(
+            held_here(&format!("{dir}/")),
+            "a listed path with a trailing slash"
+        );
+        assert!(
+            held_here("/tmp/.synapse-backup-verify.HeldTest01"),
+            "by name"
+        );
+        release(dir);
+        let making = Making::start();
+        assert!(held_here("/srv/data/.synapse-backup-backup-Other01"));
+        drop(making);
+        assert!(!held_here(dir) || held().making > 0, "released");
+    }
 
     /// A workload whose work dir `/r/w` holds `size` ("10"), `failed` ("gpg x") and an
     /// unreadable `head`; every other file is missing (`workdir.sh read` exits with

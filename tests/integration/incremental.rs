@@ -1044,6 +1044,66 @@ async fn a_create_cancelled_while_it_checks_its_base_leaves_no_work_dir() {
     assert_eq!(listed[0].id, base.id);
 }
 
+/// `remove_abandoned_work_dirs` takes the dirs of this process's dropped runs, never
+/// those of its running ones: a verify that runs while this process sweeps keeps its
+/// work dir and passes. Before, every dir with this process's owner record went, the
+/// running verify's too (gpg then found no work dir for its status file), and the
+/// integration tests, one process, failed now and then when one test swept while
+/// another read a backup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_of_this_processs_dirs_leaves_its_running_verify_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    let backup = incremental(&env, &c).await;
+    // A gpg that, at the run's first decrypt, records its work dir and waits for `go`.
+    let seen = env.dir.path().join("seen");
+    let go = env.dir.path().join("go");
+    let gpg = env.dir.path().join("waiting-gpg");
+    fs::write(
+        &gpg,
+        format!(
+            "#!/bin/bash\nfor a in \"$@\"; do if [ \"$a\" = --decrypt ] && [ ! -e '{seen}' ]; then\n  echo \"$SB_WORK\" >'{seen}.tmp'; mv '{seen}.tmp' '{seen}'\n  for _ in $(seq 1200); do [ -e '{go}' ] && break; sleep 0.05; done\nfi; done\nexec gpg \"$@\"\n",
+            seen = seen.display(),
+            go = go.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&gpg, fs::Permissions::from_mode(0o755)).unwrap();
+    let layout = env.layout.clone().gpg(gpg.to_string_lossy().into_owned());
+    let options = RestoreOptions::default();
+    let verify = verify_backup_with(&c, &env.params, PASSPHRASE, &backup.id, &layout, &options);
+    // Beside it, in the same process: the sweep, once the verify is in its gpg.
+    let sweep = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let work = loop {
+            if let Ok(text) = fs::read_to_string(&seen) {
+                break PathBuf::from(text.trim());
+            }
+            assert!(Instant::now() < deadline, "the verify never reached gpg");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let removed = synapse_backup::remove_abandoned_work_dirs(&c, &env.layout).await;
+        let kept = work.exists();
+        fs::write(&go, "").unwrap();
+        (work, removed, kept)
+    };
+    let (report, (work, removed, kept)) = tokio::join!(verify, sweep);
+    assert!(
+        !removed.iter().any(|d| Path::new(d) == work),
+        "the running verify's work dir {} was swept: {removed:?}",
+        work.display()
+    );
+    assert!(
+        kept,
+        "the running verify's work dir {} is there",
+        work.display()
+    );
+    assert!(report.is_ok(), "{report:?}");
+}
+
 /// Every directory under the media store, with its permission bits.
 fn media_dir_modes(env: &Env) -> BTreeMap<PathBuf, u32> {
     use std::os::unix::fs::PermissionsExt;
