@@ -42,7 +42,10 @@ impl PackPart {
     /// is checked as in any pack), then the files the index assigns to it, each
     /// NUL-terminated.
     pub(crate) fn tar_list(&self) -> Vec<u8> {
-        let mut list = Vec::new();
+        // Sized first (a pass over the names), so the list is one allocation of its
+        // size rather than a buffer doubled (and copied) as it grows.
+        let size: usize = self.names().map(|name| name.len() + 1).sum();
+        let mut list = Vec::with_capacity(INNER_MANIFEST_MEMBER.len() + 1 + size);
         list.extend_from_slice(INNER_MANIFEST_MEMBER.as_bytes());
         list.push(0);
         for name in self.members.iter() {
@@ -227,18 +230,23 @@ const NAMES_PER_BLOCK: usize = 16;
 /// front-coded in blocks of [`NAMES_PER_BLOCK`] whose first name is whole, so that a
 /// name is found by a binary search over the blocks' first names and a scan of one
 /// block: 100,000 media paths cost about their differing ends (a third of their bytes)
-/// and no pointer each.
+/// and no pointer each. The blocks go into buffers of [`NAMES_BUFFER_BYTES`], a new one
+/// when one is full: they grow without doubling (and copying) one large buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SortedNames {
     /// Per name: the length it shares with the name before it in its block (0 for a
-    /// block's first) and the rest's length, as varints, then the rest.
-    buf: Vec<u8>,
-    /// Where each block starts in `buf`.
-    blocks: Vec<usize>,
+    /// block's first) and the rest's length, as varints, then the rest. A block is in
+    /// one buffer.
+    bufs: Vec<Vec<u8>>,
+    /// Where each block starts: its buffer and its offset there.
+    blocks: Vec<(u32, u32)>,
     /// The last name pushed.
     last: Vec<u8>,
     len: usize,
 }
+
+/// The bytes of a [`SortedNames`] buffer past which the next block starts a new one.
+const NAMES_BUFFER_BYTES: usize = 256 << 10;
 
 /// Appends `value` as a LEB128 varint.
 fn put_varint(buf: &mut Vec<u8>, mut value: usize) {
@@ -286,7 +294,20 @@ impl SortedNames {
             return false;
         }
         let shared = if self.len.is_multiple_of(NAMES_PER_BLOCK) {
-            self.blocks.push(self.buf.len());
+            match self.bufs.last() {
+                Some(buf) if buf.len() < NAMES_BUFFER_BYTES => {}
+                Some(_) => self
+                    .bufs
+                    .push(Vec::with_capacity(NAMES_BUFFER_BYTES + 1024)),
+                None => self.bufs.push(Vec::new()),
+            }
+            let (Ok(buf), Some(Ok(at))) = (
+                u32::try_from(self.bufs.len() - 1),
+                self.bufs.last().map(|b| u32::try_from(b.len())),
+            ) else {
+                return false;
+            };
+            self.blocks.push((buf, at));
             0
         } else {
             self.last
@@ -295,9 +316,12 @@ impl SortedNames {
                 .take_while(|(a, b)| a == b)
                 .count()
         };
-        put_varint(&mut self.buf, shared);
-        put_varint(&mut self.buf, name.len() - shared);
-        self.buf.extend_from_slice(&name[shared..]);
+        let Some(buf) = self.bufs.last_mut() else {
+            return false;
+        };
+        put_varint(buf, shared);
+        put_varint(buf, name.len() - shared);
+        buf.extend_from_slice(&name[shared..]);
         self.last.clear();
         self.last.extend_from_slice(name);
         self.len += 1;
@@ -317,23 +341,43 @@ impl SortedNames {
 
     /// Gives back the room it does not use.
     pub(crate) fn shrink_to_fit(&mut self) {
-        self.buf.shrink_to_fit();
+        if let Some(buf) = self.bufs.last_mut() {
+            buf.shrink_to_fit();
+        }
         self.blocks.shrink_to_fit();
     }
 
-    /// The names, in order (each its own copy).
+    /// The bytes its names take.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.bufs.iter().map(Vec::len).sum()
+    }
+
+    /// The names, in order (each its own copy). A buffer starts with a block, whose
+    /// first name is whole.
     pub(crate) fn iter(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
-        let mut rest = self.buf.as_slice();
+        let mut bufs = self.bufs.iter();
+        let mut rest: &[u8] = &[];
         let mut name = Vec::new();
         std::iter::from_fn(move || {
+            while rest.is_empty() {
+                rest = bufs.next()?;
+            }
             take_name(&mut rest, &mut name)?;
             Some(name.clone())
         })
     }
 
+    /// The bytes from where block `block` starts to the end of its buffer.
+    fn block(&self, block: usize) -> Option<&[u8]> {
+        let (buf, at) = *self.blocks.get(block)?;
+        let buf = self.bufs.get(usize::try_from(buf).ok()?)?;
+        buf.get(usize::try_from(at).ok()?..)
+    }
+
     /// The first name of block `block`, borrowed (it is held whole).
     fn block_first(&self, block: usize) -> Option<&[u8]> {
-        let mut rest = self.buf.get(self.blocks[block]..)?;
+        let mut rest = self.block(block)?;
         let _shared = take_varint(&mut rest)?;
         let length = take_varint(&mut rest)?;
         rest.get(..length)
@@ -353,7 +397,7 @@ impl SortedNames {
             }
         }
         let block = low.checked_sub(1)?;
-        let mut rest = self.buf.get(self.blocks[block]..)?;
+        let mut rest = self.block(block)?;
         let mut current = Vec::new();
         for at in 0..NAMES_PER_BLOCK {
             take_name(&mut rest, &mut current)?;
@@ -383,21 +427,33 @@ pub(crate) fn stage_dirs(parts: &[PackPart], database: &[String]) -> Vec<u8> {
             .rposition(|b| *b == b'/')
             .map(|cut| &name[..cut])
     }
-    let names = std::iter::once(INNER_MANIFEST_MEMBER.as_bytes().to_vec())
-        .chain(parts.iter().flat_map(PackPart::names))
-        .chain(database.iter().map(|m| m.as_bytes().to_vec()));
-    let mut dirs = Vec::new();
-    let mut last: Vec<u8> = Vec::new();
-    for name in names {
-        if let Some(dir) = parent(&name)
-            && dir != last.as_slice()
-        {
-            dirs.extend_from_slice(dir);
-            dirs.push(0);
-            last.clear();
-            last.extend_from_slice(dir);
+    let names = || {
+        std::iter::once(INNER_MANIFEST_MEMBER.as_bytes().to_vec())
+            .chain(parts.iter().flat_map(PackPart::names))
+            .chain(database.iter().map(|m| m.as_bytes().to_vec()))
+    };
+    // Each directory once after itself, given to `each`.
+    let each_dir = |each: &mut dyn FnMut(&[u8])| {
+        let mut last: Vec<u8> = Vec::new();
+        for name in names() {
+            if let Some(dir) = parent(&name)
+                && dir != last.as_slice()
+            {
+                each(dir);
+                last.clear();
+                last.extend_from_slice(dir);
+            }
         }
-    }
+    };
+    // Sized first (a pass over the names), so the list is one allocation of its size
+    // rather than a buffer doubled (and copied) as it grows.
+    let mut size = 0;
+    each_dir(&mut |dir| size += dir.len() + 1);
+    let mut dirs = Vec::with_capacity(size);
+    each_dir(&mut |dir| {
+        dirs.extend_from_slice(dir);
+        dirs.push(0);
+    });
     dirs
 }
 

@@ -122,6 +122,15 @@ pub struct FrontCoded<const N: usize> {
 }
 
 impl<const N: usize> FrontCoded<N> {
+    /// An empty list with room for `bytes` of entries.
+    pub fn with_capacity(bytes: usize) -> Self {
+        FrontCoded {
+            buf: Vec::with_capacity(bytes),
+            last: Vec::new(),
+            len: 0,
+        }
+    }
+
     /// Appends `name` with its `numbers`.
     pub fn push(&mut self, name: &[u8], numbers: [u64; N]) {
         put_entry(&mut self.buf, &self.last, name, numbers);
@@ -236,11 +245,20 @@ impl PartialEq for Members {
 
 impl Eq for Members {}
 
+/// The bytes of entries a [`Members`] list holds before the next ones go to a list of
+/// their own: a listing grows a list at a time, never by doubling (and copying) one
+/// large buffer, and gives back at most the room of its last list.
+const MEMBERS_LIST_BYTES: usize = 256 << 10;
+
 impl Members {
     /// Appends one member.
     pub fn push(&mut self, m: &MemberRef<'_>) {
-        if self.0.is_empty() {
-            self.0.push(FrontCoded::default());
+        match self.0.last() {
+            None => self.0.push(FrontCoded::default()),
+            Some(last) if last.bytes() >= MEMBERS_LIST_BYTES => self
+                .0
+                .push(FrontCoded::with_capacity(MEMBERS_LIST_BYTES + 1024)),
+            Some(_) => {}
         }
         if let Some(last) = self.0.last_mut() {
             last.push(&m.name, [u64::from(m.kind), m.size, u64::from(m.mode)]);
@@ -647,6 +665,20 @@ mod tests {
                 );
             }
         }
+        // Past one list: many lists, kept in place and joined the same.
+        let many: Vec<String> = (0..30_000)
+            .map(|i| format!("data/media_store/local_content/{:04}/{i:030}", i / 3))
+            .collect();
+        let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut big = listed(&many_refs);
+        assert!(big.0.len() > 2, "{} lists", big.0.len());
+        assert_eq!(names_of(&big), many);
+        big.retain(|m| m.name.ends_with(b"7"));
+        let sevens: Vec<String> = many.iter().filter(|n| n.ends_with('7')).cloned().collect();
+        assert_eq!(names_of(&big), sevens);
+        big.shrink_to_fit();
+        assert_eq!(big.len(), sevens.len());
+
         let mut none = whole.clone();
         none.retain(|_| false);
         assert!(none.is_empty() && none.iter().next().is_none());

@@ -552,5 +552,24 @@ fn sorted_names_are_found_where_they_are_held() {
     assert_eq!(names.len(), all.len());
     // Front-coded: fewer bytes than the names.
     let whole: usize = all.iter().map(Vec::len).sum();
-    assert!(names.buf.len() < whole, "{} vs {whole}", names.buf.len());
+    assert!(names.bytes() < whole, "{} vs {whole}", names.bytes());
+}
+
+/// Names past one buffer are held in several, and found and given back as pushed.
+#[test]
+fn sorted_names_span_buffers() {
+    let all: Vec<Vec<u8>> = (0..40_000_u32)
+        .map(|i| format!("m/local_content/{i:08}/{}", "x".repeat(i as usize % 40)).into_bytes())
+        .collect();
+    let mut names = SortedNames::default();
+    for name in &all {
+        assert!(names.push(name));
+    }
+    names.shrink_to_fit();
+    assert!(names.bufs.len() > 2, "{} buffers", names.bufs.len());
+    assert!(names.iter().eq(all.iter().cloned()));
+    for (i, name) in all.iter().enumerate().step_by(7) {
+        assert_eq!(names.position(name), Some(i));
+    }
+    assert_eq!(names.position(b"m/local_content/00039999/y"), None);
 }
