@@ -329,13 +329,11 @@ impl Chain {
                 Some(pack.read(run, work, id, options, how))
             });
         let results = side_by_side(reads, PACKS_AT_ONCE).await;
+        // Each pack's list is moved in, not copied.
         let mut members = Members::default();
         for result in results {
-            for member in result?.iter() {
-                members.push(&member);
-            }
+            members.append(result?);
         }
-        members.shrink_to_fit();
         Ok(members)
     }
 
@@ -360,10 +358,9 @@ impl Chain {
             ));
         }
         check_own_listing(&self.parts, got.listing.iter()).map_err(|why| corrupted(id, why))?;
-        for member in database.iter().chain(older.iter()) {
-            got.listing.push(&member);
-        }
-        got.listing.shrink_to_fit();
+        // Moved in, not copied: no second listing is held beside the first.
+        got.listing.append(database);
+        got.listing.append(older);
         Ok(got)
     }
 
@@ -433,10 +430,11 @@ impl Chain {
             other => other,
         })?;
         check_database_pack(&self.inner, got.inner.as_ref(), got.listing.iter()).map_err(named)?;
-        let mut members = Members::default();
-        for member in got.listing.iter().skip(1) {
-            members.push(&member);
-        }
+        // Its inner manifest (checked first) dropped in place.
+        let mut members = got.listing;
+        let mut first = true;
+        members.retain(|_| !std::mem::replace(&mut first, false));
+        members.shrink_to_fit();
         Ok(members)
     }
 }
@@ -621,14 +619,14 @@ impl Pack<'_> {
         let files = found.entries().map(|(path, kind, _)| (path, kind));
         let wanted = check_partial_listing(part, got.listing.iter(), files).map_err(named)?;
         // The pack was read whole: only the files its backup's index assigns to it
-        // were staged.
+        // were staged, and only they are kept (in place, the listing never copied).
         let skip = inner_position(got.listing.iter()).map_or(0, |p| p + 1);
-        let mut members = Members::default();
-        for member in got.listing.iter().skip(skip) {
-            if wanted.contains(&member.name) {
-                members.push(&member);
-            }
-        }
+        let mut members = got.listing;
+        let mut at = 0;
+        members.retain(|member| {
+            at += 1;
+            at > skip && wanted.contains(&member.name)
+        });
         members.shrink_to_fit();
         Ok(members)
     }

@@ -626,7 +626,7 @@ async fn checked<C: Container + ?Sized>(
 }
 
 /// How much of a listing is read at a time.
-pub(crate) const LISTING_CHUNK: u64 = 1 << 20;
+pub(crate) const LISTING_CHUNK: u64 = 512 << 10;
 
 /// tar's listing of the stream, read and parsed a chunk at a time: its text (as large
 /// as the members parsed from it) is never held whole, and its members are held

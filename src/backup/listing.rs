@@ -79,6 +79,37 @@ fn take_varint(rest: &mut &[u8]) -> Option<u64> {
     None
 }
 
+/// Appends the entry `name` with its `numbers`, front-coded against `last` (the name
+/// before it).
+fn put_entry<const N: usize>(buf: &mut Vec<u8>, last: &[u8], name: &[u8], numbers: [u64; N]) {
+    let shared = last.iter().zip(name).take_while(|(a, b)| a == b).count();
+    put_varint(buf, shared as u64);
+    put_varint(buf, (name.len() - shared) as u64);
+    buf.extend_from_slice(&name[shared..]);
+    for n in numbers {
+        put_varint(buf, n);
+    }
+}
+
+/// Takes the entry off the front of `rest`: its name replaces `name` (the one before
+/// it), its numbers are given; `None` at the end or on a malformed entry.
+fn take_entry<const N: usize>(rest: &mut &[u8], name: &mut Vec<u8>) -> Option<[u64; N]> {
+    let shared = usize::try_from(take_varint(rest)?).ok()?;
+    let length = usize::try_from(take_varint(rest)?).ok()?;
+    let (suffix, tail) = rest.split_at_checked(length)?;
+    if shared > name.len() {
+        return None;
+    }
+    name.truncate(shared);
+    name.extend_from_slice(suffix);
+    *rest = tail;
+    let mut numbers = [0u64; N];
+    for n in &mut numbers {
+        *n = take_varint(rest)?;
+    }
+    Some(numbers)
+}
+
 /// A list of names, each with `N` numbers, front-coded: a name is stored as the
 /// length it shares with the one before and the rest of it, numbers as varints. tar
 /// lists a directory's entries one after the other, so a media file's record costs
@@ -91,20 +122,18 @@ pub struct FrontCoded<const N: usize> {
 }
 
 impl<const N: usize> FrontCoded<N> {
+    /// An empty list with room for `bytes` of entries.
+    pub fn with_capacity(bytes: usize) -> Self {
+        FrontCoded {
+            buf: Vec::with_capacity(bytes),
+            last: Vec::new(),
+            len: 0,
+        }
+    }
+
     /// Appends `name` with its `numbers`.
     pub fn push(&mut self, name: &[u8], numbers: [u64; N]) {
-        let shared = self
-            .last
-            .iter()
-            .zip(name)
-            .take_while(|(a, b)| a == b)
-            .count();
-        put_varint(&mut self.buf, shared as u64);
-        put_varint(&mut self.buf, (name.len() - shared) as u64);
-        self.buf.extend_from_slice(&name[shared..]);
-        for n in numbers {
-            put_varint(&mut self.buf, n);
-        }
+        put_entry(&mut self.buf, &self.last, name, numbers);
         self.last.clear();
         self.last.extend_from_slice(name);
         self.len += 1;
@@ -128,6 +157,53 @@ impl<const N: usize> FrontCoded<N> {
         self.last = Vec::new();
     }
 
+    /// The bytes its entries take.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Keeps only the entries `keep` says yes to (given each name and its numbers, in
+    /// order), in place: no second list is ever held beside it. A kept entry is coded
+    /// again against the kept one before it, which never takes more bytes than the
+    /// entries it follows took (the prefix a dropped entry shared is in the dropped
+    /// entries' own bytes), so the rewrite stays behind the read; were it ever to
+    /// catch up, the rest is kept aside and put back after, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u64; N]) -> bool) {
+        let mut read = 0;
+        let mut write = 0;
+        let mut name: Vec<u8> = Vec::new();
+        let mut kept: Vec<u8> = Vec::new();
+        let mut record: Vec<u8> = Vec::new();
+        let mut spill: Vec<u8> = Vec::new();
+        let mut len = 0;
+        while read < self.buf.len() {
+            let mut rest = &self.buf[read..];
+            let before = rest.len();
+            let Some(numbers) = take_entry(&mut rest, &mut name) else {
+                break;
+            };
+            read += before - rest.len();
+            if !keep(&name, &numbers) {
+                continue;
+            }
+            record.clear();
+            put_entry(&mut record, &kept, &name, numbers);
+            if spill.is_empty() && write + record.len() <= read {
+                self.buf[write..write + record.len()].copy_from_slice(&record);
+                write += record.len();
+            } else {
+                spill.extend_from_slice(&record);
+            }
+            kept.clear();
+            kept.extend_from_slice(&name);
+            len += 1;
+        }
+        self.buf.truncate(write);
+        self.buf.extend_from_slice(&spill);
+        self.last = kept;
+        self.len = len;
+    }
+
     /// The names and their numbers, in the order they were pushed.
     pub fn iter(&self) -> FrontCodedIter<'_, N> {
         FrontCodedIter {
@@ -148,64 +224,101 @@ impl<const N: usize> Iterator for FrontCodedIter<'_, N> {
     type Item = (Vec<u8>, [u64; N]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let shared = usize::try_from(take_varint(&mut self.rest)?).ok()?;
-        let length = usize::try_from(take_varint(&mut self.rest)?).ok()?;
-        let (suffix, tail) = self.rest.split_at_checked(length)?;
-        if shared > self.name.len() {
-            return None;
-        }
-        self.name.truncate(shared);
-        self.name.extend_from_slice(suffix);
-        self.rest = tail;
-        let mut numbers = [0u64; N];
-        for n in &mut numbers {
-            *n = take_varint(&mut self.rest)?;
-        }
+        let numbers = take_entry(&mut self.rest, &mut self.name)?;
         Some((self.name.clone(), numbers))
     }
 }
 
 /// Archive members held compactly, in the order given ([`FrontCoded`]: kind, size and
 /// mode beside each name), so the listing of a backup of 100,000 media files costs a
-/// few MB.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Members(FrontCoded<3>);
+/// few MB. Lists are joined ([`append`](Self::append)) by moving them in, not by
+/// copying their members: a backup of a chain's listing is its packs' lists one after
+/// the other.
+#[derive(Debug, Clone, Default)]
+pub struct Members(Vec<FrontCoded<3>>);
+
+impl PartialEq for Members {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Members {}
+
+/// The bytes of entries a [`Members`] list holds before the next ones go to a list of
+/// their own: a listing grows a list at a time, never by doubling (and copying) one
+/// large buffer, and gives back at most the room of its last list.
+const MEMBERS_LIST_BYTES: usize = 256 << 10;
 
 impl Members {
     /// Appends one member.
     pub fn push(&mut self, m: &MemberRef<'_>) {
+        match self.0.last() {
+            None => self.0.push(FrontCoded::default()),
+            Some(last) if last.bytes() >= MEMBERS_LIST_BYTES => self
+                .0
+                .push(FrontCoded::with_capacity(MEMBERS_LIST_BYTES + 1024)),
+            Some(_) => {}
+        }
+        if let Some(last) = self.0.last_mut() {
+            last.push(&m.name, [u64::from(m.kind), m.size, u64::from(m.mode)]);
+        }
+    }
+
+    /// Moves every member of `other` in after its own, without copying them.
+    pub fn append(&mut self, other: Members) {
         self.0
-            .push(&m.name, [u64::from(m.kind), m.size, u64::from(m.mode)]);
+            .extend(other.0.into_iter().filter(|list| list.bytes() > 0));
+    }
+
+    /// Keeps only the members `keep` says yes to, in order, in place
+    /// ([`FrontCoded::retain`]).
+    pub fn retain(&mut self, mut keep: impl FnMut(&MemberRef<'_>) -> bool) {
+        for list in &mut self.0 {
+            list.retain(|name, numbers| keep(&member(Cow::Borrowed(name), *numbers)));
+        }
+        self.0.retain(|list| list.bytes() > 0);
     }
 
     /// How many members it holds.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.iter().map(FrontCoded::len).sum()
     }
 
     /// Whether it holds none.
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.iter().all(FrontCoded::is_empty)
     }
 
     /// Gives back the room it does not use.
     pub fn shrink_to_fit(&mut self) {
+        for list in &mut self.0 {
+            list.shrink_to_fit();
+        }
         self.0.shrink_to_fit();
     }
 
     /// The members, in the order they were pushed.
     pub fn iter(&self) -> impl Iterator<Item = MemberRef<'_>> + Clone + '_ {
-        self.0.iter().map(|(name, [kind, size, mode])| MemberRef {
-            kind: u32::try_from(kind)
-                .ok()
-                .and_then(char::from_u32)
-                .unwrap_or('?'),
-            name: Cow::Owned(name),
-            size,
-            mode: u32::try_from(mode).unwrap_or(u32::MAX),
-        })
+        self.0
+            .iter()
+            .flat_map(FrontCoded::iter)
+            .map(|(name, numbers)| member(Cow::Owned(name), numbers))
+    }
+}
+
+/// A [`Members`] record as a member.
+fn member(name: Cow<'_, [u8]>, [kind, size, mode]: [u64; 3]) -> MemberRef<'_> {
+    MemberRef {
+        kind: u32::try_from(kind)
+            .ok()
+            .and_then(char::from_u32)
+            .unwrap_or('?'),
+        name,
+        size,
+        mode: u32::try_from(mode).unwrap_or(u32::MAX),
     }
 }
 
@@ -484,6 +597,107 @@ pub fn parse_staged_record(number: usize, rec: &[u8]) -> Result<ArchiveMember, C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn listed(names: &[&str]) -> Members {
+        let mut members = Members::default();
+        for (i, name) in names.iter().enumerate() {
+            members.push(&MemberRef {
+                kind: if i % 3 == 0 { 'd' } else { '-' },
+                name: Cow::Borrowed(name.as_bytes()),
+                size: i as u64 * 1000,
+                mode: 0o644,
+            });
+        }
+        members
+    }
+
+    fn names_of(members: &Members) -> Vec<String> {
+        members
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.name).into_owned())
+            .collect()
+    }
+
+    /// Members kept in place are those a copy of the kept ones would hold, with their
+    /// numbers, whatever is dropped (a name's shared prefix with a dropped one
+    /// included); appending moves lists in, in order.
+    #[test]
+    fn members_kept_in_place_and_appended_are_those_of_a_copy() {
+        let names: Vec<String> = (0..300)
+            .map(|i| match i % 4 {
+                0 => format!("data/media_store/local_content/{:02}", i / 8),
+                1 => format!("data/media_store/local_content/{:02}/{i:0200}", i / 8),
+                2 => format!("data/media_store/local_content/{:02}/x{i}", i / 8),
+                _ => format!("d{i}"),
+            })
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let whole = listed(&refs);
+        for keep_every in 1..6 {
+            for offset in 0..keep_every {
+                let mut kept = whole.clone();
+                let mut at = 0;
+                kept.retain(|_| {
+                    at += 1;
+                    at % keep_every == offset
+                });
+                let mut copy = Members::default();
+                for (i, m) in whole.iter().enumerate() {
+                    if (i + 1) % keep_every == offset {
+                        copy.push(&m);
+                    }
+                }
+                assert_eq!(kept, copy, "every {keep_every} from {offset}");
+                assert_eq!(
+                    kept.iter().collect::<Vec<_>>(),
+                    copy.iter().collect::<Vec<_>>()
+                );
+                // Pushing after a retain goes on from the last kept name.
+                kept.push(&MemberRef {
+                    kind: '-',
+                    name: Cow::Borrowed(b"data/media_store/z"),
+                    size: 1,
+                    mode: 0o600,
+                });
+                assert_eq!(
+                    names_of(&kept).last().map(String::as_str),
+                    Some("data/media_store/z")
+                );
+            }
+        }
+        // Past one list: many lists, kept in place and joined the same.
+        let many: Vec<String> = (0..30_000)
+            .map(|i| format!("data/media_store/local_content/{:04}/{i:030}", i / 3))
+            .collect();
+        let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut big = listed(&many_refs);
+        assert!(big.0.len() > 2, "{} lists", big.0.len());
+        assert_eq!(names_of(&big), many);
+        big.retain(|m| m.name.ends_with(b"7"));
+        let sevens: Vec<String> = many.iter().filter(|n| n.ends_with('7')).cloned().collect();
+        assert_eq!(names_of(&big), sevens);
+        big.shrink_to_fit();
+        assert_eq!(big.len(), sevens.len());
+
+        let mut none = whole.clone();
+        none.retain(|_| false);
+        assert!(none.is_empty() && none.iter().next().is_none());
+
+        let mut joined = listed(&refs[..10]);
+        joined.shrink_to_fit();
+        joined.append(listed(&refs[10..200]));
+        joined.append(Members::default());
+        joined.append(listed(&refs[200..]));
+        assert_eq!(joined.len(), whole.len());
+        assert_eq!(names_of(&joined), names);
+        let sizes: Vec<u64> = joined.iter().map(|m| m.size).collect();
+        let expected: Vec<u64> = (0..10)
+            .chain(0..190)
+            .chain(0..100)
+            .map(|i| i as u64 * 1000)
+            .collect();
+        assert_eq!(sizes, expected);
+    }
 
     #[test]
     fn unescapes_tar_names() {

@@ -365,39 +365,65 @@ impl Manifest {
 /// A manifest's file list held compactly ([`FrontCoded`]: kind and size beside each
 /// path) instead of an allocation per entry, for reading a backup of 100,000 files back
 /// with little memory. Filled while the manifest's JSON is parsed
-/// ([`Manifest::from_json_compact`]), so the entries are never held as a `Vec`.
+/// ([`Manifest::from_json_compact`]), so the entries are never held as a `Vec`. The
+/// entries go into lists of [`MANIFEST_LIST_BYTES`], a new one when one is full: they
+/// grow without doubling (and copying) one large buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ManifestFiles(FrontCoded<2>);
+pub(crate) struct ManifestFiles(Vec<FrontCoded<2>>);
+
+/// The bytes of entries a [`ManifestFiles`] list holds before the next ones go to a
+/// list of their own.
+const MANIFEST_LIST_BYTES: usize = 256 << 10;
 
 impl ManifestFiles {
     /// Appends one entry.
     pub(crate) fn push(&mut self, path: &[u8], kind: EntryKind, size: u64) {
-        self.0.push(path, [u64::from(kind.letter()), size]);
+        match self.0.last() {
+            None => self.0.push(FrontCoded::default()),
+            Some(last) if last.bytes() >= MANIFEST_LIST_BYTES => self
+                .0
+                .push(FrontCoded::with_capacity(MANIFEST_LIST_BYTES + 1024)),
+            Some(_) => {}
+        }
+        if let Some(last) = self.0.last_mut() {
+            last.push(path, [u64::from(kind.letter()), size]);
+        }
+    }
+
+    /// Gives back the room it does not use (that of its last list).
+    fn shrink_to_fit(&mut self) {
+        if let Some(last) = self.0.last_mut() {
+            last.shrink_to_fit();
+        }
+        self.0.shrink_to_fit();
     }
 
     /// How many entries it holds.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        self.0.iter().map(FrontCoded::len).sum()
     }
 
     /// Whether it holds no entry.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.iter().all(FrontCoded::is_empty)
     }
 
     /// The entries in the manifest's order: `(path, kind, size)`.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Vec<u8>, EntryKind, u64)> + Clone + '_ {
-        self.0.iter().map(|(path, [kind, size])| {
-            let kind = u32::try_from(kind)
-                .ok()
-                .and_then(char::from_u32)
-                .and_then(EntryKind::from_find_letter)
-                // Only letters of kinds were pushed.
-                .unwrap_or(EntryKind::File);
-            (path, kind, size)
-        })
+        self.0
+            .iter()
+            .flat_map(FrontCoded::iter)
+            .map(|(path, [kind, size])| {
+                let kind = u32::try_from(kind)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .and_then(EntryKind::from_find_letter)
+                    // Only letters of kinds were pushed.
+                    .unwrap_or(EntryKind::File);
+                (path, kind, size)
+            })
     }
 }
 
@@ -418,7 +444,7 @@ impl<'de> Deserialize<'de> for ManifestFiles {
                 while let Some(entry) = seq.next_element::<ManifestEntry>()? {
                     files.push(entry.path.as_bytes(), entry.kind, entry.size);
                 }
-                files.0.shrink_to_fit();
+                files.shrink_to_fit();
                 Ok(files)
             }
         }
@@ -870,5 +896,32 @@ mod tests {
         );
         // Trailing bytes are still refused.
         assert!(Manifest::from_json(format!("{TODAY} x").as_bytes()).is_err());
+    }
+
+    /// A file list past one list is held in several and given back as pushed.
+    #[test]
+    fn a_long_file_list_is_held_in_several_lists_in_order() {
+        let mut files = ManifestFiles::default();
+        let entries: Vec<(Vec<u8>, EntryKind, u64)> = (0..30_000_u64)
+            .map(|i| {
+                let kind = if i % 5 == 0 {
+                    EntryKind::Dir
+                } else {
+                    EntryKind::File
+                };
+                (
+                    format!("{:030}/{i}", i * 7919 % 1_000_003).into_bytes(),
+                    kind,
+                    i,
+                )
+            })
+            .collect();
+        for (path, kind, size) in &entries {
+            files.push(path, *kind, *size);
+        }
+        files.shrink_to_fit();
+        assert!(files.0.len() > 1, "{} lists", files.0.len());
+        assert_eq!(files.len(), entries.len());
+        assert!(files.iter().eq(entries.iter().cloned()));
     }
 }

@@ -837,30 +837,48 @@ impl<'a, C: Container + ?Sized> Outputs<'a, C> {
         mut each: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut offset = 0;
+        // The start of a record a chunk cut (only it is copied: a chunk's whole records
+        // are handed over where they are).
         let mut carry: Vec<u8> = Vec::new();
         loop {
             let part = self.chunk(file, offset, chunk).await?;
             offset += part.len() as u64;
             let last = (part.len() as u64) < chunk;
-            carry.extend_from_slice(&part);
-            drop(part);
+            let mut rest = part.as_slice();
+            if !carry.is_empty() {
+                match rest.iter().position(|b| *b == separator) {
+                    Some(end) => {
+                        carry.extend_from_slice(&rest[..end]);
+                        each(&carry)?;
+                        carry.clear();
+                        rest = &rest[end + 1..];
+                    }
+                    None => {
+                        carry.extend_from_slice(rest);
+                        rest = &[];
+                    }
+                }
+            }
             let complete = if last {
-                carry.len()
+                rest.len()
             } else {
-                carry
-                    .iter()
+                rest.iter()
                     .rposition(|b| *b == separator)
                     .map_or(0, |p| p + 1)
             };
-            let mut records = carry[..complete].split(|b| *b == separator).peekable();
+            let mut records = rest[..complete].split(|b| *b == separator).peekable();
             while let Some(record) = records.next() {
                 // The piece after the last separator is not a record when empty.
                 if !(record.is_empty() && records.peek().is_none()) {
                     each(record)?;
                 }
             }
-            carry.drain(..complete);
+            carry.extend_from_slice(&rest[complete..]);
             if last {
+                // A last record without its separator.
+                if !carry.is_empty() {
+                    each(&carry)?;
+                }
                 return Ok(());
             }
         }
@@ -1076,6 +1094,8 @@ mod tests {
             (b"ab\ncdefgh\n", vec!["ab", "cdefgh"]),
             (b"", vec![]),
             (b"\n\n", vec!["", ""]),
+            (b"abcdefg", vec!["abcdefg"]),
+            (b"\nabcdefg\nh\n\n", vec!["", "abcdefg", "h", ""]),
         ] {
             for chunk in [1, 2, 3, 5, 64] {
                 let c = ranged(content);

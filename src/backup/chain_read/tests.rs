@@ -108,19 +108,21 @@ fn the_index_splits_into_one_member_list_per_pack_in_chain_order() {
     let parts = split_index(&bytes[..], &id(3), &chain).unwrap();
     let ids: Vec<_> = parts.iter().map(|p| p.id.clone()).collect();
     assert_eq!(ids, vec![id(1), id(2), id(3)]);
+    let names = |part: &PackPart| part.names().collect::<Vec<_>>();
     assert_eq!(
-        parts[0].members,
-        b"m/local_content/a\0m/local_content/c\nd e\0".to_vec()
+        names(&parts[0]),
+        [&b"m/local_content/a"[..], b"m/local_content/c\nd e"]
     );
     assert_eq!(parts[0].link, Some(link(1)));
     assert_eq!((parts[0].usage.files, parts[0].usage.bytes), (2, 4));
-    assert_eq!(parts[1].members, b"m/local_content/f\xff\0".to_vec());
-    assert_eq!(parts[2].members, b"m/local_content/b\0".to_vec());
+    assert_eq!(names(&parts[1]), [b"m/local_content/f\xff"]);
+    assert_eq!(names(&parts[2]), [b"m/local_content/b"]);
     assert_eq!(parts[2].link, None);
     assert_eq!(
-        parts[0].names().collect::<Vec<_>>(),
-        vec![&b"m/local_content/a"[..], b"m/local_content/c\nd e"]
+        parts[0].members.position(b"m/local_content/c\nd e"),
+        Some(1)
     );
+    assert_eq!(parts[0].members.position(b"m/local_content/b"), None);
     // An older pack is read with its inner manifest first.
     let list = parts[1].tar_list();
     assert_eq!(
@@ -507,4 +509,67 @@ fn the_stage_dirs_are_the_parents_of_every_file_the_packs_write() {
             }
         }
     }
+}
+
+/// Names held front-coded in blocks are given back as pushed and found where they
+/// are, across block boundaries; a name out of order is refused and not held.
+#[test]
+fn sorted_names_are_found_where_they_are_held() {
+    let all: Vec<Vec<u8>> = (0..100_u32)
+        .map(|i| format!("m/local_content/{:02}/{}", i / 7, i * 13 % 1000).into_bytes())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut names = SortedNames::default();
+    assert_eq!(names.position(b"m"), None);
+    for name in &all {
+        assert!(names.push(name));
+    }
+    names.shrink_to_fit();
+    assert_eq!(names.len(), all.len());
+    assert_eq!(names.iter().collect::<Vec<_>>(), all);
+    for (i, name) in all.iter().enumerate() {
+        assert_eq!(
+            names.position(name),
+            Some(i),
+            "{}",
+            String::from_utf8_lossy(name)
+        );
+        // Just before, just after and a prefix of a held name are not held.
+        let mut after = name.clone();
+        after.push(0);
+        assert_eq!(names.position(&after), None);
+        let prefix = &name[..name.len() - 1];
+        if !all.iter().any(|n| n == prefix) {
+            assert_eq!(names.position(prefix), None);
+        }
+    }
+    assert_eq!(names.position(b""), None);
+    assert_eq!(names.position(b"z"), None);
+    // Out of order, or twice: refused, and nothing changes.
+    assert!(!names.push(&all[3]));
+    assert!(!names.push(all.last().unwrap()));
+    assert_eq!(names.len(), all.len());
+    // Front-coded: fewer bytes than the names.
+    let whole: usize = all.iter().map(Vec::len).sum();
+    assert!(names.bytes() < whole, "{} vs {whole}", names.bytes());
+}
+
+/// Names past one buffer are held in several, and found and given back as pushed.
+#[test]
+fn sorted_names_span_buffers() {
+    let all: Vec<Vec<u8>> = (0..40_000_u32)
+        .map(|i| format!("m/local_content/{i:08}/{}", "x".repeat(i as usize % 40)).into_bytes())
+        .collect();
+    let mut names = SortedNames::default();
+    for name in &all {
+        assert!(names.push(name));
+    }
+    names.shrink_to_fit();
+    assert!(names.bufs.len() > 2, "{} buffers", names.bufs.len());
+    assert!(names.iter().eq(all.iter().cloned()));
+    for (i, name) in all.iter().enumerate().step_by(7) {
+        assert_eq!(names.position(name), Some(i));
+    }
+    assert_eq!(names.position(b"m/local_content/00039999/y"), None);
 }
