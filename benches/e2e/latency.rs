@@ -107,6 +107,21 @@ impl Pair {
     }
 }
 
+/// Times `run` once straight to the server and once through the proxy (the
+/// parameters of each), into `pair`.
+fn time_both<'p>(
+    (direct, delayed): (&'p S3Parameters, &'p S3Parameters),
+    pair: &mut Pair,
+    mut run: impl FnMut(&'p S3Parameters) -> Result<(), BoxError>,
+) -> Result<(), BoxError> {
+    for (params, times) in [(direct, &mut pair.direct), (delayed, &mut pair.delayed)] {
+        let started = Instant::now();
+        run(params)?;
+        times.push(started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
 /// The download alone of `key` with one setting (the aws CLI's config file as our
 /// download writes it), through `endpoint`, to a pipe this process drains; seconds.
 fn download_alone(
@@ -171,11 +186,7 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
             }
         }
         // The same with the library's upload: made, timed and deleted.
-        for (params, times) in [
-            (&delayed, &mut library_backup.delayed),
-            (&direct, &mut library_backup.direct),
-        ] {
-            let started = Instant::now();
+        time_both((&direct, &delayed), &mut library_backup, |params| {
             let report = bench.rt.block_on(create_backup_with(
                 &bench.container,
                 params,
@@ -183,9 +194,9 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
                 &bench.layout,
                 &library,
             ))?;
-            times.push(started.elapsed().as_secs_f64());
             bench.delete_ours(&report.id);
-        }
+            Ok(())
+        })?;
         let id = made.ok_or_else(|| err("no backup"))?;
         progress(&format!(
             "round {round}: latency backup {:.2} s, +{} ms RTT {:.2} s; Transfer::Library {:.2} s, +RTT {:.2} s",
@@ -208,8 +219,7 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
             let options = RestoreOptions::default()
                 .download_concurrency(*c)
                 .download_chunk_mib(*m);
-            for (params, times) in [(&direct, &mut pair.direct), (&delayed, &mut pair.delayed)] {
-                let started = Instant::now();
+            time_both((&direct, &delayed), pair, |params| {
                 bench.rt.block_on(restore_backup_with(
                     &bench.container,
                     params,
@@ -218,8 +228,8 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
                     &bench.layout,
                     &options,
                 ))?;
-                times.push(started.elapsed().as_secs_f64());
-            }
+                Ok(())
+            })?;
             progress(&format!(
                 "round {round}: latency restore {} {:.2} s, delayed {:.2} s",
                 setting_name(*c, *m),
@@ -228,11 +238,7 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
             ));
         }
         let options = RestoreOptions::default().transfer(Transfer::Library);
-        for (params, times) in [
-            (&direct, &mut library_restore.direct),
-            (&delayed, &mut library_restore.delayed),
-        ] {
-            let started = Instant::now();
+        time_both((&direct, &delayed), &mut library_restore, |params| {
             bench.rt.block_on(restore_backup_with(
                 &bench.container,
                 params,
@@ -241,8 +247,8 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
                 &bench.layout,
                 &options,
             ))?;
-            times.push(started.elapsed().as_secs_f64());
-        }
+            Ok(())
+        })?;
         progress(&format!(
             "round {round}: latency restore Transfer::Library {:.2} s, delayed {:.2} s",
             library_restore.direct[round - 1],
