@@ -126,19 +126,23 @@ pub(crate) async fn plan<C: Container + ?Sized>(
     let index_key = format!("{}{suffix}", fetched.key);
     let parts = read_index(run, id, &chain, &index_key).await?;
     // Located side by side (a listing and a manifest each), checked in chain order.
-    let linked = parts[..parts.len() - 1]
+    // Collected before any await, here and in the reads below: an iterator whose
+    // closure borrows the parts, held across an await, keeps rustc from proving the
+    // whole read `Send` (a caller could not `tokio::spawn` it).
+    let linked: Vec<(&PackPart, &ChainLink)> = parts[..parts.len() - 1]
         .iter()
-        .filter_map(|part| part.link.as_ref().map(|link| (part, link)));
-    let located: Vec<_> = stream::iter(
-        linked
-            .clone()
-            .map(|(part, _)| locate_compact(&run.client, &part.id)),
-    )
-    .buffered(LOCATE_AT_ONCE)
-    .collect()
-    .await;
+        .filter_map(|part| part.link.as_ref().map(|link| (part, link)))
+        .collect();
+    let lookups: Vec<_> = linked
+        .iter()
+        .map(|(part, _)| locate_compact(&run.client, &part.id))
+        .collect();
+    let located: Vec<_> = stream::iter(lookups)
+        .buffered(LOCATE_AT_ONCE)
+        .collect()
+        .await;
     let mut older = Vec::new();
-    for ((part, link), found) in linked.zip(located) {
+    for ((part, link), found) in linked.into_iter().zip(located) {
         let found = match found {
             Ok(found) => found,
             Err(BackupError::S3(e)) => return Err(BackupError::S3(e)),
@@ -273,18 +277,16 @@ async fn locate_database<C: Container + ?Sized>(
 /// Runs `reads` up to `at_once` side by side, the next one starting as soon as any
 /// one ends, so that a large read (the chain's base) does not hold back the small ones
 /// queued behind it; gives every result, in the order of `reads`.
-async fn side_by_side<T>(
-    reads: impl Iterator<Item = impl Future<Output = T>>,
-    at_once: usize,
-) -> Vec<T> {
-    let mut done: Vec<(usize, T)> = stream::iter(
-        reads
-            .enumerate()
-            .map(|(i, read)| async move { (i, read.await) }),
-    )
-    .buffer_unordered(at_once)
-    .collect()
-    .await;
+async fn side_by_side<T>(reads: Vec<impl Future<Output = T>>, at_once: usize) -> Vec<T> {
+    let numbered: Vec<_> = reads
+        .into_iter()
+        .enumerate()
+        .map(|(i, read)| async move { (i, read.await) })
+        .collect();
+    let mut done: Vec<(usize, T)> = stream::iter(numbered)
+        .buffer_unordered(at_once)
+        .collect()
+        .await;
     done.sort_unstable_by_key(|(i, _)| *i);
     done.into_iter().map(|(_, result)| result).collect()
 }
@@ -318,7 +320,7 @@ impl Chain {
         options: &RestoreOptions,
         how: Read,
     ) -> Result<Members, BackupError> {
-        let reads = self
+        let reads: Vec<_> = self
             .parts
             .iter()
             .zip(&self.older)
@@ -327,7 +329,8 @@ impl Chain {
                 let link = part.link.as_ref()?;
                 let pack = Pack { part, link, found };
                 Some(pack.read(run, work, id, options, how))
-            });
+            })
+            .collect();
         let results = side_by_side(reads, PACKS_AT_ONCE).await;
         // Each pack's list is moved in, not copied.
         let mut members = Members::default();
@@ -707,7 +710,7 @@ mod tests {
             last_ran.send(()).expect("the first read waits");
             4
         }));
-        let got = tokio::time::timeout(Duration::from_secs(10), side_by_side(reads.into_iter(), 2))
+        let got = tokio::time::timeout(Duration::from_secs(10), side_by_side(reads, 2))
             .await
             .expect("the reads behind the long one ran beside it");
         assert_eq!(got, [0, 1, 2, 3, 4], "the results in the reads' order");

@@ -1104,6 +1104,50 @@ async fn a_sweep_of_this_processs_dirs_leaves_its_running_verify_alone() {
     assert!(report.is_ok(), "{report:?}");
 }
 
+/// A chain's verify and restore are futures a charm can `tokio::spawn` once their inputs
+/// are owned. rustc could not prove them `Send` before: iterators whose closures
+/// borrowed the chain's pack parts were held across awaits ("implementation of
+/// `FnOnce` is not general enough").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chains_verify_and_restore_can_be_spawned() {
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    incremental(&env, &c).await;
+    let newest = incremental(&env, &c).await;
+    assert!(matches!(newest.kind, BackupKind::Incremental { .. }));
+    let owned = || (env.params.clone(), env.layout.clone(), newest.id.clone());
+    let (params, layout, id) = owned();
+    let verify = tokio::spawn(async move {
+        let options = RestoreOptions::default();
+        verify_backup_with(
+            &LocalContainer::new(),
+            &params,
+            PASSPHRASE,
+            &id,
+            &layout,
+            &options,
+        )
+        .await
+    });
+    let report = verify.await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let (params, layout, id) = owned();
+    let restore = tokio::spawn(async move {
+        let options = RestoreOptions::default();
+        restore_backup_with(
+            &LocalContainer::new(),
+            &params,
+            PASSPHRASE,
+            &id,
+            &layout,
+            &options,
+        )
+        .await
+    });
+    let report = restore.await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+}
+
 /// Every directory under the media store, with its permission bits.
 fn media_dir_modes(env: &Env) -> BTreeMap<PathBuf, u32> {
     use std::os::unix::fs::PermissionsExt;
