@@ -16,6 +16,7 @@
 use std::io::BufRead;
 
 use crate::backup::incremental::{ChainLink, IndexReader, PackChain, Usage, index_suffix};
+use crate::backup::listing::{put_entry, take_entry, take_varint};
 use crate::backup::manifest::{
     DatabasePack, EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestChain,
 };
@@ -248,44 +249,6 @@ pub(crate) struct SortedNames {
 /// The bytes of a [`SortedNames`] buffer past which the next block starts a new one.
 const NAMES_BUFFER_BYTES: usize = 256 << 10;
 
-/// Appends `value` as a LEB128 varint.
-fn put_varint(buf: &mut Vec<u8>, mut value: usize) {
-    while value >= 0x80 {
-        buf.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    buf.push(value as u8);
-}
-
-/// Takes a LEB128 varint off the front of `rest`.
-fn take_varint(rest: &mut &[u8]) -> Option<usize> {
-    let mut value = 0usize;
-    for shift in (0..usize::BITS).step_by(7) {
-        let (&byte, tail) = rest.split_first()?;
-        *rest = tail;
-        value |= usize::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-/// Takes a name's record off the front of `rest`, the name before it in `name`
-/// replaced by it.
-fn take_name(rest: &mut &[u8], name: &mut Vec<u8>) -> Option<()> {
-    let shared = take_varint(rest)?;
-    let length = take_varint(rest)?;
-    let (suffix, tail) = rest.split_at_checked(length)?;
-    if shared > name.len() {
-        return None;
-    }
-    name.truncate(shared);
-    name.extend_from_slice(suffix);
-    *rest = tail;
-    Some(())
-}
-
 impl SortedNames {
     /// Appends `name`; `false` (and nothing appended) when it does not sort after the
     /// last name.
@@ -293,7 +256,9 @@ impl SortedNames {
         if self.len > 0 && name <= self.last.as_slice() {
             return false;
         }
-        let shared = if self.len.is_multiple_of(NAMES_PER_BLOCK) {
+        // A block's first name is held whole (coded against no name before it).
+        let block_start = self.len.is_multiple_of(NAMES_PER_BLOCK);
+        if block_start {
             match self.bufs.last() {
                 Some(buf) if buf.len() < NAMES_BUFFER_BYTES => {}
                 Some(_) => self
@@ -308,20 +273,12 @@ impl SortedNames {
                 return false;
             };
             self.blocks.push((buf, at));
-            0
-        } else {
-            self.last
-                .iter()
-                .zip(name)
-                .take_while(|(a, b)| a == b)
-                .count()
-        };
+        }
         let Some(buf) = self.bufs.last_mut() else {
             return false;
         };
-        put_varint(buf, shared);
-        put_varint(buf, name.len() - shared);
-        buf.extend_from_slice(&name[shared..]);
+        let before: &[u8] = if block_start { &[] } else { &self.last };
+        put_entry::<0>(buf, before, name, []);
         self.last.clear();
         self.last.extend_from_slice(name);
         self.len += 1;
@@ -363,7 +320,7 @@ impl SortedNames {
             while rest.is_empty() {
                 rest = bufs.next()?;
             }
-            take_name(&mut rest, &mut name)?;
+            take_entry::<0>(&mut rest, &mut name)?;
             Some(name.clone())
         })
     }
@@ -379,7 +336,7 @@ impl SortedNames {
     fn block_first(&self, block: usize) -> Option<&[u8]> {
         let mut rest = self.block(block)?;
         let _shared = take_varint(&mut rest)?;
-        let length = take_varint(&mut rest)?;
+        let length = usize::try_from(take_varint(&mut rest)?).ok()?;
         rest.get(..length)
     }
 
@@ -400,7 +357,7 @@ impl SortedNames {
         let mut rest = self.block(block)?;
         let mut current = Vec::new();
         for at in 0..NAMES_PER_BLOCK {
-            take_name(&mut rest, &mut current)?;
+            take_entry::<0>(&mut rest, &mut current)?;
             match current.as_slice().cmp(name) {
                 std::cmp::Ordering::Less => {}
                 std::cmp::Ordering::Equal => return Some(block * NAMES_PER_BLOCK + at),

@@ -57,7 +57,7 @@ pub struct MemberRef<'a> {
 }
 
 /// Appends `value` as a LEB128 varint.
-fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         buf.push((value as u8) | 0x80);
         value >>= 7;
@@ -66,7 +66,7 @@ fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
 }
 
 /// Takes a LEB128 varint off the front of `rest`.
-fn take_varint(rest: &mut &[u8]) -> Option<u64> {
+pub(crate) fn take_varint(rest: &mut &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         let (&byte, tail) = rest.split_first()?;
@@ -81,7 +81,12 @@ fn take_varint(rest: &mut &[u8]) -> Option<u64> {
 
 /// Appends the entry `name` with its `numbers`, front-coded against `last` (the name
 /// before it).
-fn put_entry<const N: usize>(buf: &mut Vec<u8>, last: &[u8], name: &[u8], numbers: [u64; N]) {
+pub(crate) fn put_entry<const N: usize>(
+    buf: &mut Vec<u8>,
+    last: &[u8],
+    name: &[u8],
+    numbers: [u64; N],
+) {
     let shared = last.iter().zip(name).take_while(|(a, b)| a == b).count();
     put_varint(buf, shared as u64);
     put_varint(buf, (name.len() - shared) as u64);
@@ -93,7 +98,7 @@ fn put_entry<const N: usize>(buf: &mut Vec<u8>, last: &[u8], name: &[u8], number
 
 /// Takes the entry off the front of `rest`: its name replaces `name` (the one before
 /// it), its numbers are given; `None` at the end or on a malformed entry.
-fn take_entry<const N: usize>(rest: &mut &[u8], name: &mut Vec<u8>) -> Option<[u64; N]> {
+pub(crate) fn take_entry<const N: usize>(rest: &mut &[u8], name: &mut Vec<u8>) -> Option<[u64; N]> {
     let shared = usize::try_from(take_varint(rest)?).ok()?;
     let length = usize::try_from(take_varint(rest)?).ok()?;
     let (suffix, tail) = rest.split_at_checked(length)?;
@@ -229,58 +234,57 @@ impl<const N: usize> Iterator for FrontCodedIter<'_, N> {
     }
 }
 
-/// Archive members held compactly, in the order given ([`FrontCoded`]: kind, size and
-/// mode beside each name), so the listing of a backup of 100,000 media files costs a
-/// few MB. Lists are joined ([`append`](Self::append)) by moving them in, not by
-/// copying their members: a backup of a chain's listing is its packs' lists one after
-/// the other.
+/// [`FrontCoded`] entries in lists of up to [`LIST_BYTES`], a new list when the last
+/// is full: a long list grows a list at a time, never by doubling (and copying) one
+/// large buffer, and gives back at most the room of its last list. Lists are joined
+/// ([`append`](Self::append)) by moving them in, not by copying their entries.
 #[derive(Debug, Clone, Default)]
-pub struct Members(Vec<FrontCoded<3>>);
+pub struct FrontCodedLists<const N: usize>(Vec<FrontCoded<N>>);
 
-impl PartialEq for Members {
+/// The bytes of entries a [`FrontCodedLists`] list holds before the next ones go to a
+/// list of their own.
+const LIST_BYTES: usize = 256 << 10;
+
+impl<const N: usize> PartialEq for FrontCodedLists<N> {
+    /// The same entries in the same order, however they are split into lists.
     fn eq(&self, other: &Self) -> bool {
         self.iter().eq(other.iter())
     }
 }
 
-impl Eq for Members {}
+impl<const N: usize> Eq for FrontCodedLists<N> {}
 
-/// The bytes of entries a [`Members`] list holds before the next ones go to a list of
-/// their own: a listing grows a list at a time, never by doubling (and copying) one
-/// large buffer, and gives back at most the room of its last list.
-const MEMBERS_LIST_BYTES: usize = 256 << 10;
-
-impl Members {
-    /// Appends one member.
-    pub fn push(&mut self, m: &MemberRef<'_>) {
+impl<const N: usize> FrontCodedLists<N> {
+    /// Appends `name` with its `numbers`.
+    pub fn push(&mut self, name: &[u8], numbers: [u64; N]) {
         match self.0.last() {
             None => self.0.push(FrontCoded::default()),
-            Some(last) if last.bytes() >= MEMBERS_LIST_BYTES => self
-                .0
-                .push(FrontCoded::with_capacity(MEMBERS_LIST_BYTES + 1024)),
+            Some(last) if last.bytes() >= LIST_BYTES => {
+                self.0.push(FrontCoded::with_capacity(LIST_BYTES + 1024));
+            }
             Some(_) => {}
         }
         if let Some(last) = self.0.last_mut() {
-            last.push(&m.name, [u64::from(m.kind), m.size, u64::from(m.mode)]);
+            last.push(name, numbers);
         }
     }
 
-    /// Moves every member of `other` in after its own, without copying them.
-    pub fn append(&mut self, other: Members) {
+    /// Moves every entry of `other` in after its own, without copying them.
+    pub fn append(&mut self, other: Self) {
         self.0
             .extend(other.0.into_iter().filter(|list| list.bytes() > 0));
     }
 
-    /// Keeps only the members `keep` says yes to, in order, in place
+    /// Keeps only the entries `keep` says yes to, in order, in place
     /// ([`FrontCoded::retain`]).
-    pub fn retain(&mut self, mut keep: impl FnMut(&MemberRef<'_>) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u64; N]) -> bool) {
         for list in &mut self.0 {
-            list.retain(|name, numbers| keep(&member(Cow::Borrowed(name), *numbers)));
+            list.retain(&mut keep);
         }
         self.0.retain(|list| list.bytes() > 0);
     }
 
-    /// How many members it holds.
+    /// How many entries it holds.
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.iter().map(FrontCoded::len).sum()
@@ -292,6 +296,12 @@ impl Members {
         self.0.iter().all(FrontCoded::is_empty)
     }
 
+    /// How many lists hold its entries.
+    #[cfg(test)]
+    pub fn lists(&self) -> usize {
+        self.0.len()
+    }
+
     /// Gives back the room it does not use.
     pub fn shrink_to_fit(&mut self) {
         for list in &mut self.0 {
@@ -300,11 +310,60 @@ impl Members {
         self.0.shrink_to_fit();
     }
 
+    /// The entries, in the order they were pushed.
+    pub fn iter(&self) -> impl Iterator<Item = (Vec<u8>, [u64; N])> + Clone + '_ {
+        self.0.iter().flat_map(FrontCoded::iter)
+    }
+}
+
+/// Archive members held compactly, in the order given ([`FrontCodedLists`]: kind, size
+/// and mode beside each name), so the listing of a backup of 100,000 media files costs
+/// a few MB. Lists are joined ([`append`](Self::append)) by moving them in, not by
+/// copying their members: a backup of a chain's listing is its packs' lists one after
+/// the other.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members(FrontCodedLists<3>);
+
+impl Members {
+    /// Appends one member.
+    pub fn push(&mut self, m: &MemberRef<'_>) {
+        self.0
+            .push(&m.name, [u64::from(m.kind), m.size, u64::from(m.mode)]);
+    }
+
+    /// Moves every member of `other` in after its own, without copying them.
+    pub fn append(&mut self, other: Members) {
+        self.0.append(other.0);
+    }
+
+    /// Keeps only the members `keep` says yes to, in order, in place
+    /// ([`FrontCoded::retain`]).
+    pub fn retain(&mut self, mut keep: impl FnMut(&MemberRef<'_>) -> bool) {
+        self.0
+            .retain(|name, numbers| keep(&member(Cow::Borrowed(name), *numbers)));
+    }
+
+    /// How many members it holds.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds none.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Gives back the room it does not use.
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
+
     /// The members, in the order they were pushed.
     pub fn iter(&self) -> impl Iterator<Item = MemberRef<'_>> + Clone + '_ {
         self.0
             .iter()
-            .flat_map(FrontCoded::iter)
             .map(|(name, numbers)| member(Cow::Owned(name), numbers))
     }
 }
@@ -671,7 +730,7 @@ mod tests {
             .collect();
         let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
         let mut big = listed(&many_refs);
-        assert!(big.0.len() > 2, "{} lists", big.0.len());
+        assert!(big.0.lists() > 2, "{} lists", big.0.lists());
         assert_eq!(names_of(&big), many);
         big.retain(|m| m.name.ends_with(b"7"));
         let sevens: Vec<String> = many.iter().filter(|n| n.ends_with('7')).cloned().collect();

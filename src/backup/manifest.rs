@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backup::listing::FrontCoded;
+use crate::backup::listing::FrontCodedLists;
 use crate::backup::plan::{BackupId, Compression};
 use crate::error::ConfigError;
 
@@ -362,68 +362,48 @@ impl Manifest {
     }
 }
 
-/// A manifest's file list held compactly ([`FrontCoded`]: kind and size beside each
-/// path) instead of an allocation per entry, for reading a backup of 100,000 files back
-/// with little memory. Filled while the manifest's JSON is parsed
-/// ([`Manifest::from_json_compact`]), so the entries are never held as a `Vec`. The
-/// entries go into lists of [`MANIFEST_LIST_BYTES`], a new one when one is full: they
-/// grow without doubling (and copying) one large buffer.
+/// A manifest's file list held compactly ([`FrontCodedLists`]: kind and size beside
+/// each path) instead of an allocation per entry, for reading a backup of 100,000 files
+/// back with little memory. Filled while the manifest's JSON is parsed
+/// ([`Manifest::from_json_compact`]), so the entries are never held as a `Vec`, and
+/// grown a list at a time, never by doubling (and copying) one large buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ManifestFiles(Vec<FrontCoded<2>>);
-
-/// The bytes of entries a [`ManifestFiles`] list holds before the next ones go to a
-/// list of their own.
-const MANIFEST_LIST_BYTES: usize = 256 << 10;
+pub(crate) struct ManifestFiles(FrontCodedLists<2>);
 
 impl ManifestFiles {
     /// Appends one entry.
     pub(crate) fn push(&mut self, path: &[u8], kind: EntryKind, size: u64) {
-        match self.0.last() {
-            None => self.0.push(FrontCoded::default()),
-            Some(last) if last.bytes() >= MANIFEST_LIST_BYTES => self
-                .0
-                .push(FrontCoded::with_capacity(MANIFEST_LIST_BYTES + 1024)),
-            Some(_) => {}
-        }
-        if let Some(last) = self.0.last_mut() {
-            last.push(path, [u64::from(kind.letter()), size]);
-        }
+        self.0.push(path, [u64::from(kind.letter()), size]);
     }
 
-    /// Gives back the room it does not use (that of its last list).
+    /// Gives back the room it does not use.
     fn shrink_to_fit(&mut self) {
-        if let Some(last) = self.0.last_mut() {
-            last.shrink_to_fit();
-        }
         self.0.shrink_to_fit();
     }
 
     /// How many entries it holds.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.0.iter().map(FrontCoded::len).sum()
+        self.0.len()
     }
 
     /// Whether it holds no entry.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.iter().all(FrontCoded::is_empty)
+        self.0.is_empty()
     }
 
     /// The entries in the manifest's order: `(path, kind, size)`.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Vec<u8>, EntryKind, u64)> + Clone + '_ {
-        self.0
-            .iter()
-            .flat_map(FrontCoded::iter)
-            .map(|(path, [kind, size])| {
-                let kind = u32::try_from(kind)
-                    .ok()
-                    .and_then(char::from_u32)
-                    .and_then(EntryKind::from_find_letter)
-                    // Only letters of kinds were pushed.
-                    .unwrap_or(EntryKind::File);
-                (path, kind, size)
-            })
+        self.0.iter().map(|(path, [kind, size])| {
+            let kind = u32::try_from(kind)
+                .ok()
+                .and_then(char::from_u32)
+                .and_then(EntryKind::from_find_letter)
+                // Only letters of kinds were pushed.
+                .unwrap_or(EntryKind::File);
+            (path, kind, size)
+        })
     }
 }
 
@@ -920,7 +900,7 @@ mod tests {
             files.push(path, *kind, *size);
         }
         files.shrink_to_fit();
-        assert!(files.0.len() > 1, "{} lists", files.0.len());
+        assert!(files.0.lists() > 1, "{} lists", files.0.lists());
         assert_eq!(files.len(), entries.len());
         assert!(files.iter().eq(entries.iter().cloned()));
     }
