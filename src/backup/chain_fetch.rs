@@ -556,6 +556,11 @@ async fn stage_step<C: Container + ?Sized>(
         .map_err(|e| work::stage_error(Stage::Extract, e))
 }
 
+/// The size of each piece in which an older pack's member list is written to its work
+/// dir (one exec each): 1 MiB, so a pack of 100,000 files (a list of about 6 MB) is
+/// never held whole beside the chain's index and the listings.
+const MEMBER_LIST_PIECE: usize = 1 << 20;
+
 /// An older pack of a chain to read: what its backup's index assigns to it, its link
 /// in the chain, and where it was found.
 struct Pack<'c> {
@@ -600,8 +605,9 @@ impl Pack<'_> {
         how: Read,
     ) -> Result<Members, BackupError> {
         let (part, link, found) = (self.part, self.link, self.found);
-        let list = part.tar_list();
-        work::write_file(run.container, run.layout, own, WorkFile::PackMembers, list).await?;
+        let list = part.tar_list(MEMBER_LIST_PIECE);
+        work::write_file_pieces(run.container, run.layout, own, WorkFile::PackMembers, list)
+            .await?;
         let call = self.call(run, own, work, how);
         let stage = how.progress();
         let got = fetch(

@@ -41,19 +41,22 @@ pub(crate) struct PackPart {
 impl PackPart {
     /// The member list an older pack is read with: its inner manifest first (so that it
     /// is checked as in any pack), then the files the index assigns to it, each
-    /// NUL-terminated.
-    pub(crate) fn tar_list(&self) -> Vec<u8> {
-        // Sized first (a pass over the names), so the list is one allocation of its
-        // size rather than a buffer doubled (and copied) as it grows.
-        let size: usize = self.names().map(|name| name.len() + 1).sum();
-        let mut list = Vec::with_capacity(INNER_MANIFEST_MEMBER.len() + 1 + size);
-        list.extend_from_slice(INNER_MANIFEST_MEMBER.as_bytes());
-        list.push(0);
-        for name in self.members.iter() {
-            list.extend_from_slice(&name);
-            list.push(0);
-        }
-        list
+    /// NUL-terminated; in pieces of about `bytes` (each at least one whole name, the
+    /// last shorter), so that a pack of many files is never held as one list.
+    pub(crate) fn tar_list(&self, bytes: usize) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
+        let mut names = std::iter::once(INNER_MANIFEST_MEMBER.as_bytes().to_vec())
+            .chain(self.members.iter())
+            .peekable();
+        std::iter::from_fn(move || {
+            names.peek()?;
+            let mut piece = Vec::with_capacity(bytes.saturating_add(4096));
+            while piece.len() < bytes {
+                let Some(name) = names.next() else { break };
+                piece.extend_from_slice(&name);
+                piece.push(0);
+            }
+            Some(piece)
+        })
     }
 
     /// The member names, in index order.

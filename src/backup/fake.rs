@@ -472,6 +472,16 @@ impl FakeState {
                     .insert(path, Some(stdin.unwrap_or_default().to_vec()));
                 output("")
             }
+            "append" => {
+                let path = format!("{}/{}", normal(arg(0)), arg(1));
+                match self.tree.get_mut(&path) {
+                    Some(Some(content)) => content.extend_from_slice(stdin.unwrap_or_default()),
+                    _ => {
+                        return Err(exited(argv, 52, &format!("{path} is not a regular file")));
+                    }
+                }
+                output("")
+            }
             "read" => {
                 let content = self
                     .tree

@@ -486,6 +486,37 @@ pub(crate) async fn write_file<C: Container + ?Sized>(
     .map(drop)
 }
 
+/// Writes the new work file `file` in `work` from `pieces`, one exec each (the first
+/// makes it, the others append), so that a long list is never held whole: see
+/// [`write_file`].
+///
+/// # Errors
+/// The first exec's error (the file exists, the dir is gone).
+pub(crate) async fn write_file_pieces<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    work: &WorkDir,
+    file: WorkFile,
+    pieces: impl Iterator<Item = Vec<u8>> + Send,
+) -> Result<(), ContainerError> {
+    let mut mode = "write";
+    for piece in pieces {
+        workdir_exec(
+            container,
+            layout,
+            mode,
+            &[&work.dir, file.name()],
+            Some(piece),
+        )
+        .await?;
+        mode = "append";
+    }
+    if mode == "write" {
+        write_file(container, layout, work, file, Vec::new()).await?;
+    }
+    Ok(())
+}
+
 /// Reads up to `length` bytes of a workload file from byte `offset`, as the workload
 /// user (so a link that user planted is followed with that user's rights only): a
 /// short read means the end of the file. Work files are read through [`Outputs`].
@@ -1052,6 +1083,75 @@ mod tests {
             }
         });
         c
+    }
+
+    /// With the real `workdir.sh` in real bash: a work file written in pieces is
+    /// their concatenation, a list of none is an empty file, and `append` refuses a
+    /// name that is not a regular file (a symlink planted in its place).
+    #[tokio::test]
+    async fn a_work_file_written_in_pieces_is_their_concatenation() {
+        // This process's user runs the script (no user to switch to).
+        let layout = Layout {
+            user: None,
+            user_id: None,
+            group: None,
+            group_id: None,
+            ..Layout::default()
+        };
+        let c = crate::LocalContainer::new();
+        let tmp = tempfile::tempdir().unwrap();
+        let work = WorkDir::at(tmp.path().to_str().unwrap());
+        let pieces = [b"a\0b\0".to_vec(), b"c\0".to_vec(), b"d\0".to_vec()];
+        write_file_pieces(
+            &c,
+            &layout,
+            &work,
+            WorkFile::PackMembers,
+            pieces.into_iter(),
+        )
+        .await
+        .unwrap();
+        let path = tmp.path().join(WorkFile::PackMembers.name());
+        assert_eq!(std::fs::read(&path).unwrap(), b"a\0b\0c\0d\0");
+        // Written again: refused, as `write_file` refuses an existing file.
+        let again = [b"x".to_vec()].into_iter();
+        assert!(
+            write_file_pieces(&c, &layout, &work, WorkFile::PackMembers, again)
+                .await
+                .is_err()
+        );
+        std::fs::remove_file(&path).unwrap();
+        write_file_pieces(
+            &c,
+            &layout,
+            &work,
+            WorkFile::PackMembers,
+            std::iter::empty(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        // `append` writes only to the regular file `write` made, never through a link.
+        std::fs::remove_file(&path).unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"kept").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        let appended = workdir_exec(
+            &c,
+            &layout,
+            "append",
+            &[&work.dir, WorkFile::PackMembers.name()],
+            Some(b"more".to_vec()),
+        )
+        .await;
+        assert!(
+            matches!(
+                appended,
+                Err(ContainerError::ExitedNonZero { exit_code: 52, .. })
+            ),
+            "{appended:?}"
+        );
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), b"kept");
     }
 
     #[tokio::test]

@@ -124,14 +124,24 @@ fn the_index_splits_into_one_member_list_per_pack_in_chain_order() {
     );
     assert_eq!(parts[0].members.position(b"m/local_content/b"), None);
     // An older pack is read with its inner manifest first.
-    let list = parts[1].tar_list();
+    let list: Vec<Vec<u8>> = parts[1].tar_list(1 << 20).collect();
     assert_eq!(
         list,
-        [
+        [[
             INNER_MANIFEST_MEMBER.as_bytes(),
             b"\0m/local_content/f\xff\0"
         ]
-        .concat()
+        .concat()]
+    );
+    // In pieces of whole names: here one name each.
+    let pieces: Vec<Vec<u8>> = parts[0].tar_list(1).collect();
+    assert_eq!(
+        pieces,
+        [
+            [INNER_MANIFEST_MEMBER.as_bytes(), b"\0"].concat(),
+            b"m/local_content/a\0".to_vec(),
+            b"m/local_content/c\nd e\0".to_vec(),
+        ]
     );
     // A pack with nothing in the index gets an empty list.
     let (bytes, chain) = index(&[entry(b"x", 1, 3)]);

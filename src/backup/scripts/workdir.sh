@@ -17,6 +17,8 @@
 #                      prints the topmost dir it made (an empty line: none).
 #   unmake DIR TOP     removes DIR and its parents up to TOP while they are empty.
 #   write DIR NAME     writes stdin to the new file DIR/NAME (mode 0600); NAME has no `/`.
+#   append DIR NAME    appends stdin to DIR/NAME, which `write` made: exit 52 when it is
+#                      not a regular file (missing, or a symlink); NAME has no `/`.
 #   read FILE [OFFSET LENGTH]
 #                      prints FILE, or LENGTH bytes of it from byte OFFSET (0-based);
 #                      exit 52 when FILE does not exist.
@@ -31,7 +33,7 @@
 #                      `aside/`, `aside.log`, `placed.log`, `swap.list` and `owner` when
 #                      its swap had begun, else removes it and prints `removed`.
 # Exit codes: 0; 50 an unknown mode or a bad work file name; 51 (make-in) DIR is not
-# empty; 52 (list, kind, read, size) no such path; 53 (list) not a directory; 54
+# empty; 52 (list, kind, read, size, append) no such path; 53 (list) not a directory; 54
 # (target) the target is refused; anything else: the step failed (stderr says why).
 # The codes are the table in src/backup/scripts.rs.
 set -euo pipefail
@@ -103,6 +105,14 @@ case "$1" in
     case "$3" in */* | '' | . | ..) echo "bad work file name" >&2; exit 50 ;; esac
     set -o noclobber
     cat >"$2/$3"
+    ;;
+  append)
+    case "$3" in */* | '' | . | ..) echo "bad work file name" >&2; exit 50 ;; esac
+    if [ -L "$2/$3" ] || [ ! -f "$2/$3" ]; then
+      echo "$2/$3 is not a regular file" >&2
+      exit 52
+    fi
+    cat >>"$2/$3"
     ;;
   read)
     if [ ! -e "$2" ]; then echo "$2 does not exist" >&2; exit 52; fi
