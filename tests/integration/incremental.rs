@@ -992,7 +992,6 @@ fn a_killed_incremental_create_leaves_the_previous_chain_usable() {
 /// and a cancel dropped it there, for the next run's sweep to find.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_create_cancelled_while_it_checks_its_base_leaves_no_work_dir() {
-    use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
 
     let env = Env::new(&spec()).await;
@@ -1002,18 +1001,15 @@ async fn a_create_cancelled_while_it_checks_its_base_leaves_no_work_dir() {
     // second (the base's check), records its work dir, then hangs.
     let count = env.dir.path().join("decrypts");
     let seen = env.dir.path().join("check-seen");
-    let gpg = env.dir.path().join("hanging-gpg");
-    fs::write(
-        &gpg,
-        format!(
-            "#!/bin/bash\nfor a in \"$@\"; do if [ \"$a\" = --decrypt ]; then\n  if [ -e '{count}' ]; then echo \"$SB_WORK\" >'{seen}.tmp'; mv '{seen}.tmp' '{seen}'; exec sleep 600; fi\n  : >'{count}'\nfi; done\nexec gpg \"$@\"\n",
+    let layout = env.gpg_on_decrypt(
+        &env.layout,
+        "hanging-gpg",
+        &format!(
+            "if [ -e '{count}' ]; then echo \"$SB_WORK\" >'{seen}.tmp'; mv '{seen}.tmp' '{seen}'; exec sleep 600; fi\n: >'{count}'",
             count = count.display(),
             seen = seen.display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&gpg, fs::Permissions::from_mode(0o755)).unwrap();
-    let layout = env.layout.clone().gpg(gpg.to_string_lossy().into_owned());
+    );
 
     let options = BackupOptions::default().incremental(true);
     let cancel = options.cancel.clone();
@@ -1052,7 +1048,6 @@ async fn a_create_cancelled_while_it_checks_its_base_leaves_no_work_dir() {
 /// another read a backup.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sweep_of_this_processs_dirs_leaves_its_running_verify_alone() {
-    use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};
 
     let env = Env::new(&spec()).await;
@@ -1061,18 +1056,15 @@ async fn a_sweep_of_this_processs_dirs_leaves_its_running_verify_alone() {
     // A gpg that, at the run's first decrypt, records its work dir and waits for `go`.
     let seen = env.dir.path().join("seen");
     let go = env.dir.path().join("go");
-    let gpg = env.dir.path().join("waiting-gpg");
-    fs::write(
-        &gpg,
-        format!(
-            "#!/bin/bash\nfor a in \"$@\"; do if [ \"$a\" = --decrypt ] && [ ! -e '{seen}' ]; then\n  echo \"$SB_WORK\" >'{seen}.tmp'; mv '{seen}.tmp' '{seen}'\n  for _ in $(seq 1200); do [ -e '{go}' ] && break; sleep 0.05; done\nfi; done\nexec gpg \"$@\"\n",
+    let layout = env.gpg_on_decrypt(
+        &env.layout,
+        "waiting-gpg",
+        &format!(
+            "if [ ! -e '{seen}' ]; then\n  echo \"$SB_WORK\" >'{seen}.tmp'; mv '{seen}.tmp' '{seen}'\n  for _ in $(seq 1200); do [ -e '{go}' ] && break; sleep 0.05; done\nfi",
             seen = seen.display(),
             go = go.display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&gpg, fs::Permissions::from_mode(0o755)).unwrap();
-    let layout = env.layout.clone().gpg(gpg.to_string_lossy().into_owned());
+    );
     let options = RestoreOptions::default();
     let verify = verify_backup_with(&c, &env.params, PASSPHRASE, &backup.id, &layout, &options);
     // Beside it, in the same process: the sweep, once the verify is in its gpg.

@@ -173,6 +173,24 @@ impl Env {
         e
     }
 
+    /// `layout` with its gpg a wrapper script `name` in the test's dir: at each
+    /// `--decrypt` call it first runs the bash lines `on_decrypt` (`$SB_WORK` is the
+    /// run's work dir, `$$` the wrapper's pid, which an `exec` there keeps), then runs
+    /// the real gpg with the same arguments.
+    pub fn gpg_on_decrypt(&self, layout: &Layout, name: &str, on_decrypt: &str) -> Layout {
+        use std::os::unix::fs::PermissionsExt;
+        let gpg = self.dir.path().join(name);
+        std::fs::write(
+            &gpg,
+            format!(
+                "#!/bin/bash\nfor a in \"$@\"; do if [ \"$a\" = --decrypt ]; then\n{on_decrypt}\nfi; done\nexec gpg \"$@\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&gpg, std::fs::Permissions::from_mode(0o755)).unwrap();
+        layout.clone().gpg(gpg.to_string_lossy().into_owned())
+    }
+
     /// Makes a create's tar fail part-way through: the pipeline runs as `nobody`, who
     /// can read the whole tree but one file, `local_content/zz-unreadable` (it sorts
     /// last, so tar has read everything else by then); the database is removed, so

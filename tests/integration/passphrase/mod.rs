@@ -152,7 +152,6 @@ fn plain_with_same_clock(
 /// check ran on until its own five-minute limit: a Ctrl-C there was not obeyed.)
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_during_the_passphrase_check_stops_it_and_cleans_up() {
-    use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
 
     let env = small_env().await;
@@ -163,22 +162,15 @@ async fn cancel_during_the_passphrase_check_stops_it_and_cleans_up() {
     // A gpg that, asked to decrypt (only the check does), records its work dir and pid,
     // then hangs.
     let seen = env.dir.path().join("check-seen");
-    let gpg = env.dir.path().join("hanging-gpg");
-    std::fs::write(
-        &gpg,
-        format!(
-            "#!/bin/bash\nfor a in \"$@\"; do if [ \"$a\" = --decrypt ]; then\n  echo \"$$ $SB_WORK\" >'{seen}.tmp'; mv '{seen}.tmp' '{seen}'; exec sleep 600\nfi; done\nexec gpg \"$@\"\n",
+    let layout = env.gpg_on_decrypt(
+        &env.layout,
+        "hanging-gpg",
+        &format!(
+            "echo \"$$ $SB_WORK\" >'{seen}.tmp'; mv '{seen}.tmp' '{seen}'; exec sleep 600",
             seen = seen.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&gpg, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let backups = Backups::new(
-        LocalContainer::new(),
-        env.params.clone(),
-        env.layout.clone().gpg(gpg.to_string_lossy().into_owned()),
-    )
-    .unwrap();
+    );
+    let backups = Backups::new(LocalContainer::new(), env.params.clone(), layout).unwrap();
 
     let options = BackupOptions::default();
     let cancel = options.cancel.clone();
