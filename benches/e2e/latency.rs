@@ -165,13 +165,10 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
     let mut downloads: Vec<Pair> = settings.iter().map(|_| Pair::default()).collect();
     let mut object = 0u64;
     for round in 1..=config.rounds {
-        // One backup each way; the restores read the one made straight to the server.
+        // One backup each way; the restores read the second (the same tree in the same
+        // bucket: the proxy forwards to the same server), the first is deleted.
         let mut made = None;
-        for (params, times) in [
-            (&delayed, &mut backup.delayed),
-            (&direct, &mut backup.direct),
-        ] {
-            let started = Instant::now();
+        time_both((&direct, &delayed), &mut backup, |params| {
             let report = bench.rt.block_on(create_backup_with(
                 &bench.container,
                 params,
@@ -179,12 +176,12 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
                 &bench.layout,
                 &config.options,
             ))?;
-            times.push(started.elapsed().as_secs_f64());
             object = report.manifest.ciphertext_bytes;
             if let Some(old) = made.replace(report.id) {
                 bench.delete_ours(&old);
             }
-        }
+            Ok(())
+        })?;
         // The same with the library's upload: made, timed and deleted.
         time_both((&direct, &delayed), &mut library_backup, |params| {
             let report = bench.rt.block_on(create_backup_with(
