@@ -68,7 +68,7 @@ pub const LIBRARY_PARTS_IN_FLIGHT: u32 = 4;
 /// request, and a server that reads the whole object for every range (moto) pays for
 /// each one: measured in the README ("The transfer in the library (measured)"). It
 /// sizes the requests, not the memory: each range's body is written into the pipeline
-/// as it arrives, a chunk at a time.
+/// as it arrives, a few hundred KiB at a time.
 pub const LIBRARY_RANGE_MIB: u64 = 1024;
 
 /// How many ranged GETs of [`Transfer::Library`] are in flight at once: the one being
@@ -122,14 +122,19 @@ impl Fed {
     }
 }
 
+/// The least [`feed`] writes into its sink at once (but for an object's last bytes):
+/// 256 KiB, which it may hold beside the chunk being read.
+const FEED_WRITE: usize = 256 << 10;
+
 /// Writes the first `size` bytes of the object `key` into `sink`, in order, read with
 /// ranged GETs of `range` bytes, `in_flight` requested at once. Each range's body is
-/// written as it arrives ([`ObjectStore::get_object_range_stream`]), a chunk at a
-/// time; the ranges after it are requested ahead (each on a task of its own, so that
-/// its request goes out while the one before is written) but their bodies are not
-/// read until their turn: the connection and the server hold them, not this process.
-/// A short range (the object shrank) ends the stream early: the pipeline's checks
-/// then see a truncated object, as they would with the aws CLI.
+/// written as it arrives ([`ObjectStore::get_object_range_stream`]), its small chunks
+/// gathered into writes of [`FEED_WRITE`]; the ranges after it are requested ahead
+/// (each on a task of its own, so that its request goes out while the one before is
+/// written) but their bodies are not read until their turn: the connection and the
+/// server hold them, not this process. A short range (the object shrank) ends the
+/// stream early: the pipeline's checks then see a truncated object, as they would
+/// with the aws CLI.
 ///
 /// # Errors
 /// The first GET (request or body) that fails.
@@ -149,6 +154,7 @@ pub(crate) async fn feed(
     });
     let mut requests = Requests::default();
     let mut written = 0_u64;
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         while requests.0.len() < in_flight.max(1) {
             let Some((offset, length)) = ranges.next() else {
@@ -171,11 +177,31 @@ pub(crate) async fn feed(
         let mut got = 0_u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
-            if sink.write_all(&chunk).await.is_err() {
+            got += chunk.len() as u64;
+            // A body arrives in whatever pieces the connection gives (4 KiB each from
+            // some servers): gathered into writes of at least FEED_WRITE bytes, so the
+            // pipeline (a pipe, or Pebble's websocket) is not woken for each one.
+            let piece: &[u8] = if pending.is_empty() && chunk.len() >= FEED_WRITE {
+                &chunk
+            } else {
+                pending.extend_from_slice(&chunk);
+                if pending.len() < FEED_WRITE {
+                    continue;
+                }
+                &pending
+            };
+            if sink.write_all(piece).await.is_err() {
                 return Ok(Fed::Stopped(written));
             }
-            got += chunk.len() as u64;
-            written += chunk.len() as u64;
+            written += piece.len() as u64;
+            pending.clear();
+        }
+        if !pending.is_empty() {
+            if sink.write_all(&pending).await.is_err() {
+                return Ok(Fed::Stopped(written));
+            }
+            written += pending.len() as u64;
+            pending.clear();
         }
         if got < length {
             break;
@@ -250,6 +276,53 @@ mod tests {
             matches!(result, Err(S3Error::NotFound { .. })),
             "{result:?}"
         );
+    }
+
+    /// A sink that records the size of every write it is given.
+    #[derive(Default)]
+    struct Writes(Vec<usize>, Vec<u8>);
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.push(buf.len());
+            self.1.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The store's body comes in chunks of 1,000 bytes: the pipeline gets writes of at
+    /// least `FEED_WRITE` bytes (the last of each range excepted), not one per chunk.
+    #[tokio::test]
+    async fn small_chunks_are_gathered_into_large_writes() {
+        let size = 2 * FEED_WRITE + 12_345;
+        let body: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+        let store = store_with(&body).await;
+        let mut sink = Writes::default();
+        let fed = feed(&store, "o", size as u64, size as u64, 2, &mut sink)
+            .await
+            .unwrap();
+        assert!(matches!(fed, Fed::All(n) if n == size as u64), "{fed:?}");
+        assert!(sink.1 == body, "bytes differ");
+        assert_eq!(sink.0.len(), 3, "{:?}", sink.0);
+        assert!(sink.0[..2].iter().all(|&n| n >= FEED_WRITE), "{:?}", sink.0);
     }
 
     #[tokio::test]
