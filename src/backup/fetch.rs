@@ -4,6 +4,7 @@
 //! [`check_staged_db`]) before anything live is touched.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backup::catalog::{BackupStatus, MAX_MANIFEST_BYTES, backup_status};
 use crate::backup::decryption::{Untrusted, check_status};
@@ -358,14 +359,29 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
     options.priority.apply(&mut exec.environment);
     let progress = options.progress.as_ref();
     let total = Some(fetched.size);
+    // With the library feeding the pipeline, it counts and sums the bytes as it writes
+    // them, and the workload does not (fetch.sh's stdin mode has no checksum stage).
+    let count = AtomicU64::new(0);
+    let mut summed = None;
     let outcome = if library {
-        let feed = |exec| streamed(run, &call.argv, exec, &fetched.key, fetched.size);
+        let feed = |exec| streamed(run, &call.argv, exec, &fetched.key, fetched.size, &count);
         match progress::run_with_progress(
-            container, layout, work, exec, progress, stage, total, feed,
+            container,
+            layout,
+            work,
+            exec,
+            progress,
+            stage,
+            total,
+            Some(&count),
+            feed,
         )
         .await
         {
-            Ok(out) => Ok(out),
+            Ok((out, sum)) => {
+                summed = sum;
+                Ok(out)
+            }
             Err(Streamed::Exec(e)) => Err(e),
             Err(Streamed::Download(e)) => return Err(download_error(id, e)),
         }
@@ -376,7 +392,14 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
         .await
     };
     let outputs = Outputs::new(container, layout, work);
-    let written = Written::read(&outputs).await?;
+    let mut written = Written::read(&outputs).await?;
+    if library {
+        // What the library wrote, whatever the workload left: its SHA-256 only when it
+        // wrote the whole object (a pipeline that ended before reading all of it has
+        // none, and is refused for it).
+        written.length = Some(count.load(Ordering::Relaxed));
+        written.sha = summed;
+    }
     let failure = Failure {
         outputs: &outputs,
         layout,
@@ -409,9 +432,10 @@ pub(crate) enum Streamed {
 
 /// Runs the pipeline `argv` with `exec` (its `stdin` is the passphrase line) streamed
 /// ([`Container::exec_streaming`]), writing the passphrase line then the first `size`
-/// bytes of the object `key` into its standard input ([`transfer::feed`]), and waits
-/// for it. A download that fails kills the pipeline; a pipeline that stops reading
-/// (it failed) ends the download, and its outcome tells why.
+/// bytes of the object `key` into its standard input ([`transfer::feed`], counting
+/// them in `count`), and waits for it. Gives its output and, when every byte was
+/// written, their SHA-256. A download that fails kills the pipeline; a pipeline that
+/// stops reading (it failed) ends the download, and its outcome tells why.
 ///
 /// # Errors
 /// [`Streamed::Download`] when a GET fails, else [`Streamed::Exec`].
@@ -421,7 +445,8 @@ pub(crate) async fn streamed<C: Container + ?Sized>(
     mut exec: ExecOptions,
     key: &str,
     size: u64,
-) -> Result<ExecOutput, Streamed> {
+    count: &AtomicU64,
+) -> Result<(ExecOutput, Option<String>), Streamed> {
     let first = exec.stdin.take().unwrap_or_default();
     let mut process = run
         .container
@@ -440,22 +465,26 @@ pub(crate) async fn streamed<C: Container + ?Sized>(
         }
         let range = transfer::LIBRARY_RANGE_MIB << 20;
         let in_flight = transfer::LIBRARY_RANGES_IN_FLIGHT;
-        let fed = transfer::feed(store, key, size, range, in_flight, &mut stdin).await;
+        let fed = transfer::feed(store, key, size, range, in_flight, &mut stdin, count).await;
         let _ = stdin.shutdown().await;
         fed
     };
     let wait = process.wait();
     tokio::pin!(wait);
     tokio::select! {
-        // The pipeline ended first (it failed, or was killed): its outcome says why.
-        done = &mut wait => done.map_err(Streamed::Exec),
+        // The pipeline ended first (it failed, or was killed, or stopped reading): its
+        // outcome says why, and nothing was summed.
+        done = &mut wait => done.map(|out| (out, None)).map_err(Streamed::Exec),
         fed = feed => match fed {
             // Dropping `wait` kills the pipeline's session.
             Err(e) => Err(Streamed::Download(e)),
             Ok(fed) => {
-                let complete = matches!(fed, transfer::Fed::All(_));
-                tracing::debug!(bytes = fed.bytes(), complete, key, "the library's download ended");
-                wait.await.map_err(Streamed::Exec)
+                tracing::debug!(bytes = fed.bytes(), key, "the library's download ended");
+                let sum = match fed {
+                    transfer::Fed::All(_, sum) => Some(sum),
+                    transfer::Fed::Stopped(_) => None,
+                };
+                wait.await.map(|out| (out, sum)).map_err(Streamed::Exec)
             }
         },
     }

@@ -147,7 +147,8 @@ impl PackChain {
 }
 
 /// Lower-case hex of a digest.
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` in lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::backup::layout::Layout;
@@ -411,9 +411,11 @@ async fn read_count<C: Container + ?Sized>(
         .and_then(|t| parse_field(&t, 0))
 }
 
-/// Reads the pipeline's byte count every poll period and reports it; never returns.
+/// Reads the pipeline's byte count (`count` when given, else its progress file) every
+/// poll period and reports it; never returns.
 async fn poll<C: Container + ?Sized>(
     outputs: &Outputs<'_, C>,
+    count: Option<&AtomicU64>,
     callback: &ProgressCallback,
     meter: &mut ProgressMeter,
     started: Instant,
@@ -425,7 +427,9 @@ async fn poll<C: Container + ?Sized>(
     let mut bytes = 0;
     loop {
         ticker.tick().await;
-        if let Some(count) = read_count(outputs, WorkFile::Progress).await {
+        if let Some(count) = count {
+            bytes = count.load(Ordering::Relaxed);
+        } else if let Some(count) = read_count(outputs, WorkFile::Progress).await {
             bytes = count;
         }
         callback.report(&meter.sample(started.elapsed(), bytes));
@@ -453,13 +457,15 @@ pub(crate) async fn exec_with_progress<C: Container + ?Sized>(
 ) -> Result<ExecOutput, ContainerError> {
     let run = |options| container.exec(argv, options);
     run_with_progress(
-        container, layout, work, options, callback, stage, total, run,
+        container, layout, work, options, callback, stage, total, None, run,
     )
     .await
 }
 
 /// As [`exec_with_progress`], with `run` starting the pipeline (given the options with
 /// `SB_PROGRESS` set) and waiting for it: a streamed exec fed by the library, say.
+/// With `count`, the byte count is read there (the library's, as it feeds the
+/// pipeline) instead of the pipeline's progress and length files.
 ///
 /// # Errors
 /// `run`'s error.
@@ -472,6 +478,7 @@ pub(crate) async fn run_with_progress<C, T, E, F, Fut>(
     callback: Option<&ProgressCallback>,
     stage: ProgressStage,
     total: Option<u64>,
+    count: Option<&AtomicU64>,
     run: F,
 ) -> Result<T, E>
 where
@@ -491,12 +498,15 @@ where
     callback.report(&meter.sample(Duration::ZERO, 0));
     let outcome = tokio::select! {
         outcome = run(options) => outcome,
-        never = poll(&outputs, callback, &mut meter, started) => match never {},
+        never = poll(&outputs, count, callback, &mut meter, started) => match never {},
     };
     if outcome.is_ok() {
-        let length = match read_count(&outputs, WorkFile::Length).await {
-            Some(n) => Some(n),
-            None => read_count(&outputs, WorkFile::Progress).await,
+        let length = match count {
+            Some(count) => Some(count.load(Ordering::Relaxed)),
+            None => match read_count(&outputs, WorkFile::Length).await {
+                Some(n) => Some(n),
+                None => read_count(&outputs, WorkFile::Progress).await,
+            },
         };
         let bytes = length.unwrap_or(meter.last);
         callback.report(&meter.finish(started.elapsed(), bytes));
@@ -745,6 +755,7 @@ mod tests {
             run,
             poll(
                 &Outputs::new(&c, &layout, &WorkDir::at("/r/w")),
+                None,
                 &callback,
                 &mut meter,
                 Instant::now(),
@@ -753,6 +764,44 @@ mod tests {
         .await;
         assert!(polled.is_err(), "the poll never ends by itself");
         (reads.load(Ordering::SeqCst), reports.load(Ordering::SeqCst))
+    }
+
+    /// A pipeline the library feeds reports the library's count: no file is read (the
+    /// container has no exec to give), and the last report carries the count.
+    #[tokio::test]
+    async fn a_fed_pipelines_progress_is_the_librarys_count() {
+        let c = crate::container::MockContainer::new();
+        let layout = Layout::default();
+        let work = WorkDir::at("/r/w");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = Arc::clone(&seen);
+        let callback = ProgressCallback::new(move |p| s2.lock().unwrap().push(p.bytes_done))
+            .with_interval(Duration::from_millis(10))
+            .with_min_read_interval(Duration::from_millis(10));
+        let count = AtomicU64::new(0);
+        let run = |_| async {
+            for n in 1..=5_u64 {
+                count.store(n * 1000, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            Ok::<_, ContainerError>(())
+        };
+        run_with_progress(
+            &c,
+            &layout,
+            &work,
+            ExecOptions::default(),
+            Some(&callback),
+            ProgressStage::Restore,
+            Some(5000),
+            Some(&count),
+            run,
+        )
+        .await
+        .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.last(), Some(&5000), "{seen:?}");
+        assert!(seen.iter().any(|&b| b > 0 && b < 5000), "{seen:?}");
     }
 
     /// Each read of the count is an exec, and through Pebble every exec is a change (of

@@ -6,21 +6,25 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
+use crate::backup::incremental::hex;
 use crate::error::{ConfigError, S3Error};
 use crate::s3::{ObjectStore, RangeBody};
 
 /// Where a create uploads the backup, and a verify, restore or extract downloads it.
 ///
 /// Whichever is chosen, the workload runs the same `tar | gpg --symmetric | checksum`
-/// or `gpg --decrypt | tar` pipeline with the same checks (the checksum and length
-/// computed in the workload, the uploaded object's size, gpg's status, the inner
-/// manifest, the member rules, the database's integrity check, the staged swap): only
-/// where the ciphertext goes to or comes from differs.
+/// or `gpg --decrypt | tar` pipeline with the same checks (the ciphertext's SHA-256
+/// and length against the manifest, the uploaded object's size, gpg's status, the
+/// inner manifest, the member rules, the database's integrity check, the staged swap):
+/// only where the ciphertext goes to or comes from differs, and who sums it (the
+/// workload, but for a read the library feeds: the library sums what it writes).
 ///
 /// Its text form (CLI `--transfer`) is `workload` or `library`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -106,8 +110,9 @@ impl FromStr for Transfer {
 /// How a library download ended.
 #[derive(Debug)]
 pub(crate) enum Fed {
-    /// Every byte was written.
-    All(u64),
+    /// Every byte was written: this many, with this SHA-256 (lower-case hex), summed
+    /// as they were written (so the workload need not sum them again).
+    All(u64, String),
     /// The pipeline stopped reading (it failed, or was killed) after this many bytes:
     /// its own outcome tells why.
     Stopped(u64),
@@ -117,7 +122,7 @@ impl Fed {
     /// The bytes written.
     pub(crate) fn bytes(&self) -> u64 {
         match self {
-            Fed::All(n) | Fed::Stopped(n) => *n,
+            Fed::All(n, _) | Fed::Stopped(n) => *n,
         }
     }
 }
@@ -145,7 +150,9 @@ pub(crate) async fn feed(
     range: u64,
     in_flight: usize,
     sink: &mut (impl AsyncWrite + Unpin + ?Sized),
+    count: &AtomicU64,
 ) -> Result<Fed, S3Error> {
+    let mut sum = Sha256::new();
     let range = range.max(1);
     let store = store.clone_store();
     let mut ranges = (0..size.div_ceil(range)).map(|i| {
@@ -193,21 +200,25 @@ pub(crate) async fn feed(
             if sink.write_all(piece).await.is_err() {
                 return Ok(Fed::Stopped(written));
             }
+            sum.update(piece);
             written += piece.len() as u64;
+            count.store(written, Ordering::Relaxed);
             pending.clear();
         }
         if !pending.is_empty() {
             if sink.write_all(&pending).await.is_err() {
                 return Ok(Fed::Stopped(written));
             }
+            sum.update(&pending);
             written += pending.len() as u64;
+            count.store(written, Ordering::Relaxed);
             pending.clear();
         }
         if got < length {
             break;
         }
     }
-    Ok(Fed::All(written))
+    Ok(Fed::All(written, hex(&sum.finalize())))
 }
 
 /// The ranged GETs requested ahead, in order, with their lengths: aborted when the
@@ -241,6 +252,10 @@ mod tests {
         assert_eq!(Transfer::default(), Transfer::Workload);
     }
 
+    fn sha256(bytes: &[u8]) -> String {
+        hex(&Sha256::digest(bytes))
+    }
+
     async fn store_with(body: &[u8]) -> MemoryStore {
         let store = MemoryStore::new("");
         store
@@ -256,10 +271,15 @@ mod tests {
         let store = store_with(&body).await;
         for (range, in_flight) in [(1, 1), (999, 3), (4096, 4), (10_000, 2), (50_000, 4)] {
             let mut out = Vec::new();
-            let fed = feed(&store, "o", 10_000, range, in_flight, &mut out)
+            let count = AtomicU64::new(0);
+            let fed = feed(&store, "o", 10_000, range, in_flight, &mut out, &count)
                 .await
                 .unwrap();
-            assert!(matches!(fed, Fed::All(10_000)), "{fed:?}");
+            assert!(
+                matches!(&fed, Fed::All(10_000, sum) if *sum == sha256(&body)),
+                "{fed:?}"
+            );
+            assert_eq!(count.load(Ordering::Relaxed), 10_000);
             assert!(out == body, "range {range}: bytes differ");
         }
     }
@@ -268,10 +288,16 @@ mod tests {
     async fn a_shrunk_object_ends_early_and_a_missing_one_is_an_error() {
         let store = store_with(&[7; 100]).await;
         let mut out = Vec::new();
-        let fed = feed(&store, "o", 250, 64, 2, &mut out).await.unwrap();
-        assert!(matches!(fed, Fed::All(100)), "{fed:?}");
+        let count = AtomicU64::new(0);
+        let fed = feed(&store, "o", 250, 64, 2, &mut out, &count)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&fed, Fed::All(100, sum) if *sum == sha256(&[7; 100])),
+            "{fed:?}"
+        );
         assert_eq!(out.len(), 100);
-        let result = feed(&store, "missing", 10, 4, 2, &mut out).await;
+        let result = feed(&store, "missing", 10, 4, 2, &mut out, &count).await;
         assert!(
             matches!(result, Err(S3Error::NotFound { .. })),
             "{result:?}"
@@ -316,10 +342,11 @@ mod tests {
         let body: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
         let store = store_with(&body).await;
         let mut sink = Writes::default();
-        let fed = feed(&store, "o", size as u64, size as u64, 2, &mut sink)
+        let count = AtomicU64::new(0);
+        let fed = feed(&store, "o", size as u64, size as u64, 2, &mut sink, &count)
             .await
             .unwrap();
-        assert!(matches!(fed, Fed::All(n) if n == size as u64), "{fed:?}");
+        assert!(matches!(fed, Fed::All(n, _) if n == size as u64), "{fed:?}");
         assert!(sink.1 == body, "bytes differ");
         assert_eq!(sink.0.len(), 3, "{:?}", sink.0);
         assert!(sink.0[..2].iter().all(|&n| n >= FEED_WRITE), "{:?}", sink.0);
@@ -330,7 +357,10 @@ mod tests {
         let store = store_with(&[1; 1000]).await;
         let (mut writer, reader) = tokio::io::duplex(16);
         drop(reader);
-        let fed = feed(&store, "o", 1000, 100, 2, &mut writer).await.unwrap();
+        let count = AtomicU64::new(0);
+        let fed = feed(&store, "o", 1000, 100, 2, &mut writer, &count)
+            .await
+            .unwrap();
         assert!(matches!(fed, Fed::Stopped(0)), "{fed:?}");
     }
 }

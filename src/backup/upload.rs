@@ -59,6 +59,7 @@ pub(crate) async fn run_backup_pipeline<C: Container + ?Sized>(
                 progress,
                 ProgressStage::Backup,
                 total,
+                None,
                 upload,
             )
             .await

@@ -37,7 +37,9 @@
 # Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk);
 # with SB_INPUT=stdin, the ciphertext follows that line (the library downloaded it):
 # the line is read alone (bash's read takes a pipe byte by byte) and handed to gpg on
-# a pipe of its own, and the download stage is a `cat` of the rest.
+# a pipe of its own, and gpg reads the rest straight from it; the library counts and
+# sums the bytes as it writes them, so the download and checksum stages do nothing
+# (and $SB_WORK/sha256 and length are not written).
 # Environment: SB_WORK (work dir), SB_MODE (list, extract, walk or dirs), SB_TAR,
 # SB_GPG, SB_PYTHON, SB_HASH_PY;
 # without SB_INPUT=stdin, SB_URL, SB_AWS and the aws CLI's AWS_* variables; and
@@ -57,11 +59,13 @@ if [ "${SB_INPUT:-}" = stdin ]; then
   exec 3< <(printf '%s\n' "$pass")
   unset pass
   exec 5<&0 </dev/null
-  download() { cat <&5; }
+  download() { :; }
+  gpg_in=5
 else
   # The passphrase stays in the pipe it came in on: gpg reads it from fd 3.
   exec 3<&0 </dev/null
   download() { "$SB_AWS" s3 cp --only-show-errors --no-progress "$@" "$SB_URL" -; }
+  gpg_in=0
 fi
 w=$SB_WORK
 stage=${SB_STAGE:-$w/stage}
@@ -123,7 +127,13 @@ if [ -n "${SB_NEED_BYTES:-}" ]; then
     exit 40
   fi
 fi
-checksum_start
+if [ "$gpg_in" = 5 ]; then
+  # The library sums what it feeds: no checksum stage (and no FIFOs to wait for).
+  inline=1
+  checksum() { :; }
+else
+  checksum_start
+fi
 tar_common=(-vv --numeric-owner --quoting-style=escape --index-file "$w/members")
 # Where tar extracts: the stage, or an older pack's own stage to pick its files from.
 into=$stage
@@ -193,7 +203,7 @@ set +e
 download "$@" 2>"$w/aws.err" |
   checksum 2>"$w/tee.err" |
   "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
-    --passphrase-fd 3 --status-file "$w/gpg.status" --decrypt 2>"$w/gpg.err" |
+    --passphrase-fd 3 --status-file "$w/gpg.status" --decrypt <&"$gpg_in" 2>"$w/gpg.err" |
   untar 2>"$w/tar.err"
 st=("${PIPESTATUS[@]}")
 if [ -n "$db_pid" ]; then wait "$db_pid" || true; fi
