@@ -152,7 +152,7 @@ pub(crate) async fn feed(
     sink: &mut (impl AsyncWrite + Unpin + ?Sized),
     count: &AtomicU64,
 ) -> Result<Fed, S3Error> {
-    let mut sum = Sha256::new();
+    let sum = Summer::new();
     let range = range.max(1);
     let store = store.clone_store();
     let mut ranges = (0..size.div_ceil(range)).map(|i| {
@@ -185,6 +185,9 @@ pub(crate) async fn feed(
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             got += chunk.len() as u64;
+            // Every byte received is written below (or the feed fails or stops, and
+            // the sum is dropped), so the bytes are summed as they arrive.
+            sum.add(chunk.clone()).await;
             // A body arrives in whatever pieces the connection gives (4 KiB each from
             // some servers): gathered into writes of at least FEED_WRITE bytes, so the
             // pipeline (a pipe, or Pebble's websocket) is not woken for each one.
@@ -200,7 +203,6 @@ pub(crate) async fn feed(
             if sink.write_all(piece).await.is_err() {
                 return Ok(Fed::Stopped(written));
             }
-            sum.update(piece);
             written += piece.len() as u64;
             count.store(written, Ordering::Relaxed);
             pending.clear();
@@ -209,7 +211,6 @@ pub(crate) async fn feed(
             if sink.write_all(&pending).await.is_err() {
                 return Ok(Fed::Stopped(written));
             }
-            sum.update(&pending);
             written += pending.len() as u64;
             count.store(written, Ordering::Relaxed);
             pending.clear();
@@ -218,7 +219,50 @@ pub(crate) async fn feed(
             break;
         }
     }
-    Ok(Fed::All(written, hex(&sum.finalize())))
+    Ok(Fed::All(written, sum.finish().await))
+}
+
+/// How many chunks [`Summer`] holds before the feed waits for it.
+const SUM_QUEUE: usize = 8;
+
+/// The SHA-256 of a feed's bytes, summed on a blocking thread of its own beside the
+/// writes: summed in the feed's loop, 1 GiB took as long as moto takes to serve it,
+/// and the feed (one task) was the restore's slowest stage. Dropped, it stops.
+struct Summer {
+    chunks: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    task: JoinHandle<String>,
+}
+
+impl Summer {
+    fn new() -> Self {
+        let (chunks, mut queue) = tokio::sync::mpsc::channel::<bytes::Bytes>(SUM_QUEUE);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut sum = Sha256::new();
+            while let Some(chunk) = queue.blocking_recv() {
+                sum.update(&chunk);
+            }
+            hex(&sum.finalize())
+        });
+        Summer {
+            chunks: Some(chunks),
+            task,
+        }
+    }
+
+    async fn add(&self, chunk: bytes::Bytes) {
+        if let Some(chunks) = &self.chunks {
+            // The receiver lives until the sender is dropped: a send cannot fail.
+            let _ = chunks.send(chunk).await;
+        }
+    }
+
+    async fn finish(mut self) -> String {
+        drop(self.chunks.take());
+        match (&mut self.task).await {
+            Ok(sum) => sum,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
 }
 
 /// The ranged GETs requested ahead, in order, with their lengths: aborted when the
