@@ -38,7 +38,7 @@ if [ -e "$w/inner-manifest.json" ]; then
   mkdir -p -- "$w/inner/.synapse-backup"
   mv -- "$w/inner-manifest.json" "$w/inner/.synapse-backup/manifest.json"
 fi
-checksum_start
+checksum_start sum
 # The inner manifest is the stream's first member; tar's own listing of what it
 # archived goes to $w/index; hard links are archived as files.
 tar_args=(--create --sort=name --hard-dereference -vv --numeric-owner --quoting-style=escape

@@ -9,12 +9,18 @@
 # tee fallback counts nothing before the end).
 # shellcheck disable=SC2154
 
-# checksum_start: chooses how the checksum stage runs. With python3, one pass in-line
-# (hash.py); else `tee` to FIFOs read by `openssl dgst`/`sha256sum` and `wc -c`,
-# started here and waited for by pipeline_finish.
+# checksum_start sum|none: chooses how the checksum stage runs. To sum: with python3,
+# one pass in-line (hash.py); else `tee` to FIFOs read by `openssl dgst`/`sha256sum`
+# and `wc -c`, started here and waited for by pipeline_finish. With `none` (the library
+# sums the stream as it feeds it, and the next stage reads it from the library), the
+# stage does nothing and writes no sum.
 checksum_start() {
   inline=0
-  if "$SB_PYTHON" -I -c 'import fcntl, hashlib, signal' >/dev/null 2>&1; then inline=1; fi
+  if [ "$1" = none ]; then
+    inline=none
+  elif "$SB_PYTHON" -I -c 'import fcntl, hashlib, signal' >/dev/null 2>&1; then
+    inline=1
+  fi
   if [ "$inline" = 0 ]; then
     mkfifo "$w/sha.fifo" "$w/len.fifo"
     if command -v openssl >/dev/null 2>&1; then
@@ -34,7 +40,7 @@ checksum_start() {
 checksum() {
   if [ "$inline" = 1 ]; then
     "$SB_PYTHON" -I -c "$SB_HASH_PY" "$w/sha256" "$w/length" "${SB_PROGRESS:-}"
-  else
+  elif [ "$inline" = 0 ]; then
     tee "$w/sha.fifo" "$w/len.fifo"
   fi
 }

@@ -127,13 +127,7 @@ if [ -n "${SB_NEED_BYTES:-}" ]; then
     exit 40
   fi
 fi
-if [ "$gpg_in" = 5 ]; then
-  # The library sums what it feeds: no checksum stage (and no FIFOs to wait for).
-  inline=1
-  checksum() { :; }
-else
-  checksum_start
-fi
+if [ "$gpg_in" = 5 ]; then checksum_start none; else checksum_start sum; fi
 tar_common=(-vv --numeric-owner --quoting-style=escape --index-file "$w/members")
 # Where tar extracts: the stage, or an older pack's own stage to pick its files from.
 into=$stage
