@@ -274,16 +274,28 @@ struct Written {
 }
 
 impl Written {
-    async fn read<C: Container + ?Sized>(outputs: &Outputs<'_, C>) -> Result<Self, BackupError> {
+    /// Reads what the pipeline wrote; its length and SHA-256 are `fed`'s when the
+    /// library fed it (and summed it: the pipeline then wrote neither).
+    async fn read<C: Container + ?Sized>(
+        outputs: &Outputs<'_, C>,
+        fed: Option<(u64, Option<String>)>,
+    ) -> Result<Self, BackupError> {
+        let (sha, length) = match fed {
+            Some((length, sha)) => (sha, Some(length)),
+            None => (
+                outputs
+                    .text_if_written(WorkFile::Sha256)
+                    .await?
+                    .and_then(|s| parse_field::<String>(&s, 0)),
+                outputs
+                    .text_if_written(WorkFile::Length)
+                    .await?
+                    .and_then(|s| parse_field(&s, 0)),
+            ),
+        };
         Ok(Written {
-            sha: outputs
-                .text_if_written(WorkFile::Sha256)
-                .await?
-                .and_then(|s| parse_field::<String>(&s, 0)),
-            length: outputs
-                .text_if_written(WorkFile::Length)
-                .await?
-                .and_then(|s| parse_field(&s, 0)),
+            sha,
+            length,
             status: outputs
                 .read_if_written(WorkFile::GpgStatus)
                 .await?
@@ -392,14 +404,11 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
         .await
     };
     let outputs = Outputs::new(container, layout, work);
-    let mut written = Written::read(&outputs).await?;
-    if library {
-        // What the library wrote, whatever the workload left: its SHA-256 only when it
-        // wrote the whole object (a pipeline that ended before reading all of it has
-        // none, and is refused for it).
-        written.length = Some(count.load(Ordering::Relaxed));
-        written.sha = summed;
-    }
+    // What the library wrote, when it fed the pipeline: its SHA-256 only when it wrote
+    // the whole object (a pipeline that ended before reading all of it has none, and
+    // is refused for it).
+    let fed = library.then(|| (count.load(Ordering::Relaxed), summed));
+    let written = Written::read(&outputs, fed).await?;
     let failure = Failure {
         outputs: &outputs,
         layout,

@@ -147,7 +147,6 @@ impl PackChain {
 }
 
 /// Lower-case hex of a digest.
-/// `bytes` in lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

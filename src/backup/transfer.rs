@@ -200,19 +200,15 @@ pub(crate) async fn feed(
                 }
                 &pending
             };
-            if sink.write_all(piece).await.is_err() {
+            if !put(sink, piece, &mut written, count).await {
                 return Ok(Fed::Stopped(written));
             }
-            written += piece.len() as u64;
-            count.store(written, Ordering::Relaxed);
             pending.clear();
         }
         if !pending.is_empty() {
-            if sink.write_all(&pending).await.is_err() {
+            if !put(sink, &pending, &mut written, count).await {
                 return Ok(Fed::Stopped(written));
             }
-            written += pending.len() as u64;
-            count.store(written, Ordering::Relaxed);
             pending.clear();
         }
         if got < length {
@@ -222,6 +218,22 @@ pub(crate) async fn feed(
     Ok(Fed::All(written, sum.finish().await))
 }
 
+/// Writes `piece` into `sink` and counts it in `written` and `count`; `false` when the
+/// sink stopped taking bytes.
+async fn put(
+    sink: &mut (impl AsyncWrite + Unpin + ?Sized),
+    piece: &[u8],
+    written: &mut u64,
+    count: &AtomicU64,
+) -> bool {
+    if sink.write_all(piece).await.is_err() {
+        return false;
+    }
+    *written += piece.len() as u64;
+    count.store(*written, Ordering::Relaxed);
+    true
+}
+
 /// How many chunks [`Summer`] holds before the feed waits for it.
 const SUM_QUEUE: usize = 8;
 
@@ -229,7 +241,7 @@ const SUM_QUEUE: usize = 8;
 /// writes: summed in the feed's loop, 1 GiB took as long as moto takes to serve it,
 /// and the feed (one task) was the restore's slowest stage. Dropped, it stops.
 struct Summer {
-    chunks: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    chunks: tokio::sync::mpsc::Sender<bytes::Bytes>,
     task: JoinHandle<String>,
 }
 
@@ -243,22 +255,19 @@ impl Summer {
             }
             hex(&sum.finalize())
         });
-        Summer {
-            chunks: Some(chunks),
-            task,
-        }
+        Summer { chunks, task }
     }
 
     async fn add(&self, chunk: bytes::Bytes) {
-        if let Some(chunks) = &self.chunks {
-            // The receiver lives until the sender is dropped: a send cannot fail.
-            let _ = chunks.send(chunk).await;
-        }
+        // The receiver lives until the sender is dropped: a send cannot fail.
+        let _ = self.chunks.send(chunk).await;
     }
 
-    async fn finish(mut self) -> String {
-        drop(self.chunks.take());
-        match (&mut self.task).await {
+    async fn finish(self) -> String {
+        let Summer { chunks, task } = self;
+        // The sender dropped, the thread sums what is queued and ends.
+        drop(chunks);
+        match task.await {
             Ok(sum) => sum,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
