@@ -188,11 +188,11 @@ async fn upload_parts(
     // upload interrupts loses nothing (each single read is cancel-safe). Read into its
     // spare capacity, never zeroed first.
     let mut buffer: Vec<u8> = Vec::new();
-    loop {
+    let outcome = loop {
         if let Some(part) = next.take() {
             number += 1;
             if usize::try_from(number).unwrap_or(usize::MAX) > MAX_PARTS {
-                return Err(given_up(
+                break Err(given_up(
                     target,
                     format!(
                         "the body needs more than {MAX_PARTS} parts of {part_size} bytes (use larger parts)"
@@ -210,7 +210,7 @@ async fn upload_parts(
             });
         }
         if ended && uploads.is_empty() {
-            break;
+            break Ok(());
         }
         let can_read = !ended && uploads.len() < in_flight;
         if can_read && buffer.capacity() == 0 {
@@ -218,9 +218,15 @@ async fn upload_parts(
         }
         let room = part_size - buffer.len();
         tokio::select! {
-            Some(finished) = uploads.next(), if !uploads.is_empty() => done.push(finished?),
+            Some(finished) = uploads.next(), if !uploads.is_empty() => match finished {
+                Ok(part) => done.push(part),
+                Err(e) => break Err(e),
+            },
             read = async { body.read_buf(&mut (&mut buffer).limit(room)).await }, if can_read => {
-                let n = read.map_err(|e| given_up(target, "reading the body failed".into(), Some(e)))?;
+                let n = match read {
+                    Ok(n) => n,
+                    Err(e) => break Err(given_up(target, "reading the body failed".into(), Some(e))),
+                };
                 if n == 0 || buffer.len() == part_size {
                     ended = n == 0;
                     let part = std::mem::take(&mut buffer);
@@ -230,6 +236,13 @@ async fn upload_parts(
                 }
             }
         }
+    };
+    if let Err(e) = outcome {
+        // The parts still on their way are let finish before the upload is aborted:
+        // a part the server stores after the abort (a request dropped half-way, which
+        // the server may still complete) would outlive its upload.
+        while uploads.next().await.is_some() {}
+        return Err(e);
     }
     done.sort_unstable_by_key(|(n, _)| *n);
     Ok((size, done))
