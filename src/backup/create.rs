@@ -19,6 +19,7 @@ use super::plan::{self, BackupId, BackupOptions, LiveChanges, WorkDir};
 use super::restore_plan::{MemberSource, RestoreRules};
 use super::run::Run;
 use super::scripts::{Exit, WorkFile};
+use super::upload::Tally;
 use super::work::{self, Outputs, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, ConfigError, ContainerError, S3Error, Stage};
@@ -590,23 +591,22 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             None
         };
         let database = planned.as_ref().map_or(&[][..], |p| &p.chain.database[..]);
-        let database = if database.is_empty() {
-            self.upload(expected_size).await?;
-            None
+        let (tally, database) = if database.is_empty() {
+            (self.upload(expected_size).await?, None)
         } else {
             self.database_apart.store(true, Ordering::SeqCst);
             // Side by side: the database pack is the larger one of an increment.
-            let (_, database) = tokio::try_join!(
+            let (tally, database) = tokio::try_join!(
                 self.upload(expected_size),
                 self.upload_database(&inner, expected_size),
             )?;
-            Some(database)
+            (tally, Some(database))
         };
         if planned.is_some() {
             self.tar_exactly(&outputs).await?;
         }
         let mut changes = self.live_changes(&outputs).await?;
-        let (sha, length) = self.check_upload(&outputs).await?;
+        let (sha, length) = self.check_object(&outputs, &self.key, tally).await?;
         // The file index is uploaded (and let go) before the manifest's file list is
         // built, so the two are never held at once.
         if let Some(planned) = &mut planned {
@@ -799,7 +799,8 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     }
 
     /// Runs the backup pipeline (from here on, a failure removes the partial upload).
-    async fn upload(&self, expected_size: u64) -> Result<(), BackupError> {
+    /// Gives the library's tally of the stream when the library uploaded it.
+    async fn upload(&self, expected_size: u64) -> Result<Option<Tally>, BackupError> {
         tracing::info!(backup_id = %self.id, expected_size, transfer = %self.run.transfer, "running the backup pipeline");
         self.uploading.store(true, Ordering::SeqCst);
         // With a database pack, the own pack archives no snapshot.
@@ -864,7 +865,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         // The own pack's pipeline reports the progress.
         let mut quiet = options.clone();
         quiet.progress = None;
-        super::upload::run_backup_pipeline(
+        let tally = super::upload::run_backup_pipeline(
             run,
             &quiet,
             work,
@@ -882,7 +883,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 stderr: outputs.text(WorkFile::TarErr).await?,
             });
         }
-        let (sha, length) = self.check_object(&outputs, &key).await?;
+        let (sha, length) = self.check_object(&outputs, &key, tally).await?;
         let listing = outputs.read(WorkFile::Index).await?;
         Ok((
             DatabasePack {
@@ -947,21 +948,22 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
         index.finish()
     }
 
-    /// The stream's checksum and length as the pipeline computed them, checked
-    /// against the uploaded object's size.
-    async fn check_upload(&self, outputs: &Outputs<'_, C>) -> Result<(String, u64), BackupError> {
-        self.check_object(outputs, &self.key).await
-    }
-
-    /// As [`Self::check_upload`], for the pipeline whose outputs are `outputs` and
-    /// object `key`.
+    /// The stream's checksum and length, as the library counted them when it uploaded
+    /// (`tally`) or else as the pipeline whose outputs are `outputs` computed them,
+    /// checked against the size of the object uploaded to `key`.
     async fn check_object(
         &self,
         outputs: &Outputs<'_, C>,
         key: &str,
+        tally: Option<Tally>,
     ) -> Result<(String, u64), BackupError> {
-        let sha: String = outputs.field(WorkFile::Sha256, 0).await?;
-        let length: u64 = outputs.field(WorkFile::Length, 0).await?;
+        let (sha, length): (String, u64) = match tally {
+            Some(Tally { sha256, length }) => (sha256, length),
+            None => (
+                outputs.field(WorkFile::Sha256, 0).await?,
+                outputs.field(WorkFile::Length, 0).await?,
+            ),
+        };
         if sha.len() != 64 || length == 0 {
             return Err(BackupError::StageFailed {
                 stage: Stage::Check,

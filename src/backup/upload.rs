@@ -1,12 +1,16 @@
 //! Running `backup.sh` for one object key with either [`Transfer`]: the workload's aws
 //! CLI uploads ([`Transfer::Workload`]), or the pipeline writes the ciphertext to its
 //! standard output and the library uploads it ([`Transfer::Library`], through
-//! [`ObjectStore::put_object_stream`](crate::ObjectStore::put_object_stream)). Either
-//! way the checksum stage in the workload writes the stream's SHA-256 and length, and
-//! a failure names its stage.
+//! [`ObjectStore::put_object_stream`](crate::ObjectStore::put_object_stream)). The
+//! stream's SHA-256 and length come from the checksum stage in the workload (written to
+//! the work dir) or, when the library uploads, from the library as it reads the stream
+//! (the workload then runs no checksum stage). A failure names its stage.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+
+use sha2::{Digest, Sha256};
 
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
@@ -19,11 +23,22 @@ use super::work::{self, Outputs};
 use crate::container::{Container, ExecOptions, ExecOutput, ExecStdout};
 use crate::error::{BackupError, ContainerError, S3Error, Stage};
 
+/// The encrypted stream's SHA-256 (lower-case hex) and length, as the library summed
+/// and counted it while it uploaded the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub(crate) sha256: String,
+    pub(crate) length: u64,
+}
+
 /// Runs `backup.sh` for the object `key` (its size expected near `expected_size`, `env`
 /// added to its environment), with the run's transfer, reporting progress as `options`
 /// say. The caller has marked the
 /// upload as started (a failure removes what was uploaded under `key`); with
 /// [`Transfer::Library`] a failed or dropped upload is aborted here too.
+///
+/// Gives the library's [`Tally`] of the stream when the library uploaded it; `None`
+/// when the workload's checksum stage wrote the sum and length to the work dir.
 ///
 /// # Errors
 /// [`BackupError::StageFailed`] naming the failed stage (tar, gpg, check, upload) with
@@ -35,7 +50,7 @@ pub(crate) async fn run_backup_pipeline<C: Container + ?Sized>(
     key: &str,
     expected_size: u64,
     env: &[(&str, &str)],
-) -> Result<(), BackupError> {
+) -> Result<Option<Tally>, BackupError> {
     let (container, layout) = (run.container, run.layout);
     let mut call = plan::backup_call(layout, run.params, options, work, key, expected_size);
     for (name, value) in env {
@@ -48,9 +63,11 @@ pub(crate) async fn run_backup_pipeline<C: Container + ?Sized>(
     let exec = work::pipeline_options(layout, &call, work, options.timeout, run.passphrase);
     let progress = options.progress.as_ref();
     let total = Some(expected_size);
+    let count = AtomicU64::new(0);
     let outcome = match run.transfer {
         Transfer::Library => {
-            let upload = |exec| streamed(run, &call.argv, exec, key, expected_size, options);
+            let upload =
+                |exec| streamed(run, &call.argv, exec, key, expected_size, options, &count);
             progress::run_with_progress(
                 container,
                 layout,
@@ -59,10 +76,11 @@ pub(crate) async fn run_backup_pipeline<C: Container + ?Sized>(
                 progress,
                 ProgressStage::Backup,
                 total,
-                None,
+                Some(&count),
                 upload,
             )
             .await
+            .map(Some)
         }
         _ => progress::exec_with_progress(
             container,
@@ -75,12 +93,12 @@ pub(crate) async fn run_backup_pipeline<C: Container + ?Sized>(
             total,
         )
         .await
-        .map(drop)
+        .map(|_| None)
         .map_err(Piped::Exec),
     };
     let outputs = Outputs::new(container, layout, work);
     match outcome {
-        Ok(()) => Ok(()),
+        Ok(tally) => Ok(tally),
         Err(Piped::Exec(e)) => Err(pipeline_error(e, &outputs).await),
         Err(Piped::Upload(e)) => Err(BackupError::StageFailed {
             stage: Stage::Upload,
@@ -93,14 +111,18 @@ pub(crate) async fn run_backup_pipeline<C: Container + ?Sized>(
 /// `call` (a `backup.sh` call) writing the ciphertext to its standard output
 /// (`SB_OUTPUT=stdout`), for [`Transfer::Library`]: gpg's arguments and the `--` that
 /// ends them only (no aws CLI argument, so no SSE-C key path), and no `AWS_*` variable,
-/// `SB_AWS`, object address or expected size in its environment.
+/// `SB_AWS`, object address or expected size in its environment; nor the checksum
+/// stage's python (the library sums the stream).
 pub(crate) fn streamed_output(call: &ScriptCall) -> ScriptCall {
     let mut env: std::collections::BTreeMap<String, String> = call
         .env
         .iter()
         .filter(|(k, _)| {
             !k.starts_with("AWS_")
-                && !matches!(k.as_str(), "SB_AWS" | "SB_URL" | "SB_EXPECTED_SIZE")
+                && !matches!(
+                    k.as_str(),
+                    "SB_AWS" | "SB_URL" | "SB_EXPECTED_SIZE" | "SB_PYTHON" | "SB_HASH_PY"
+                )
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
@@ -144,7 +166,8 @@ fn part_size(expected_size: u64, part_mib: u32) -> usize {
 
 /// Runs the pipeline `argv` with `exec` (its `stdin` is the passphrase line) streamed
 /// ([`Container::exec_streaming`]): writes the passphrase line and closes its standard
-/// input, and uploads its standard output to `key`. The upload completes only once the
+/// input, and uploads its standard output to `key`, summing and counting it (`count`
+/// holds the bytes read so far, for the progress). The upload completes only once the
 /// pipeline exited 0: a pipeline that fails makes the upload's body fail, so it is
 /// aborted, never completed from a cut stream. A failed upload kills the pipeline.
 /// The parts' size and how many go up at once are `options`'
@@ -157,7 +180,8 @@ async fn streamed<C: Container + ?Sized>(
     key: &str,
     expected_size: u64,
     options: &BackupOptions,
-) -> Result<(), Piped> {
+    count: &AtomicU64,
+) -> Result<Tally, Piped> {
     let first = exec.stdin.take().unwrap_or_default();
     let mut process = run
         .container
@@ -179,6 +203,8 @@ async fn streamed<C: Container + ?Sized>(
         exit: Some(Box::pin(process.wait())),
         outcome: None,
         ended: false,
+        sum: Sha256::new(),
+        count,
     };
     let metadata =
         std::collections::HashMap::from([(plan::METADATA_KEY.to_string(), plan::metadata_value())]);
@@ -201,7 +227,10 @@ async fn streamed<C: Container + ?Sized>(
                 parts = up.parts,
                 "the library's upload ended"
             );
-            Ok(())
+            Ok(Tally {
+                sha256: super::incremental::hex(&body.sum.finalize()),
+                length: count.load(Ordering::Relaxed),
+            })
         }
         // The pipeline failed: its outcome says why (the upload was aborted).
         (_, Some(Err(e))) => Err(Piped::Exec(e)),
@@ -217,22 +246,27 @@ type Exited = Pin<Box<dyn Future<Output = Result<ExecOutput, ContainerError>> + 
 
 /// A pipeline's standard output that ends only once the pipeline exited 0: its exit is
 /// polled as it is read, a failed exit is a read error at once, and the end of the
-/// output waits for the exit.
-struct Output {
+/// output waits for the exit. Every byte read is summed and counted: the upload sends
+/// each byte it reads once, in order, or fails.
+struct Output<'a> {
     stdout: ExecStdout,
     /// The pipeline's exit, until it came (dropping it kills the pipeline's session).
     exit: Option<Exited>,
     outcome: Option<Result<ExecOutput, ContainerError>>,
     ended: bool,
+    /// The SHA-256 of the bytes read so far (summed in the read: one core's SHA
+    /// extensions sum a GiB in about half a second, the upload takes several).
+    sum: Sha256,
+    count: &'a AtomicU64,
 }
 
-impl Output {
+impl Output<'_> {
     fn failed() -> std::io::Error {
         std::io::Error::other("the backup pipeline failed")
     }
 }
 
-impl AsyncRead for Output {
+impl AsyncRead for Output<'_> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -252,6 +286,12 @@ impl AsyncRead for Output {
             let before = buf.filled().len();
             match Pin::new(&mut this.stdout).poll_read(cx, buf) {
                 Poll::Ready(Ok(())) if buf.filled().len() == before => this.ended = true,
+                Poll::Ready(Ok(())) => {
+                    let read = &buf.filled()[before..];
+                    this.sum.update(read);
+                    this.count.fetch_add(read.len() as u64, Ordering::Relaxed);
+                    return Poll::Ready(Ok(()));
+                }
                 other => return other,
             }
         }

@@ -2,9 +2,11 @@
 # backup.sh (appended to common.sh): the backup pipeline
 #   tar | gpg --symmetric | checksum | aws s3 cp - URL
 # where the checksum stage writes the encrypted stream's SHA-256 and length; with
-# SB_OUTPUT=stdout (the library uploads) the pipeline is `tar | gpg | checksum` and the
-# ciphertext goes to our standard output, nothing else does, and no aws stage runs
-# (then SB_AWS, SB_URL, SB_EXPECTED_SIZE and the AWS_* variables are not needed).
+# SB_OUTPUT=stdout (the library uploads, and sums and counts what it reads) the
+# pipeline is `tar | gpg`, the ciphertext goes to our standard output, nothing else
+# does, and neither a checksum nor an aws stage runs (then SB_AWS, SB_URL,
+# SB_EXPECTED_SIZE, SB_PYTHON, SB_HASH_PY and the AWS_* variables are not needed, and no
+# `sha256` or `length` is written).
 #
 # Standard input: the passphrase and a newline (kept on fd 3 for gpg, never on disk).
 # Environment: SB_WORK (work dir: `inner/`, `files`, `snapfiles`, `snap/`, and for an
@@ -18,7 +20,7 @@
 # (none with SB_OUTPUT=stdout).
 # Output in the work dir: `index` (tar's -vv listing of the archive), `tar.status` and
 # `tar.err` (tar's exit status and stderr: 1 or 2 are left to the caller to judge).
-# Exit codes: 0; 10 + stage (10 tar, 11 gpg, 12 checksum, 13 upload; no upload stage
+# Exit codes: 0; 10 + stage (10 tar, 11 gpg, 12 checksum, 13 upload; only tar and gpg
 # with SB_OUTPUT=stdout) for the stage that
 # failed for a reason of its own, with `<stage> <status>` in $SB_WORK/failed and its
 # stderr on ours; 14 when the checksum readers failed.
@@ -38,7 +40,7 @@ if [ -e "$w/inner-manifest.json" ]; then
   mkdir -p -- "$w/inner/.synapse-backup"
   mv -- "$w/inner-manifest.json" "$w/inner/.synapse-backup/manifest.json"
 fi
-checksum_start sum
+if [ "${SB_OUTPUT:-}" = stdout ]; then checksum_start none; else checksum_start sum; fi
 # The inner manifest is the stream's first member; tar's own listing of what it
 # archived goes to $w/index; hard links are archived as files.
 tar_args=(--create --sort=name --hard-dereference -vv --numeric-owner --quoting-style=escape
@@ -70,7 +72,7 @@ names=(tar gpg tee upload)
 errs=("$w/tar.err" "$w/gpg.err" "$w/tee.err" "$w/aws.err")
 set +e
 if [ "${SB_OUTPUT:-}" = stdout ]; then
-  archive | encrypt | checksum 2>"$w/tee.err" 3<&- >&5 5>&-
+  archive 5>&- | encrypt >&5 5>&-
   st=("${PIPESTATUS[@]}")
 else
   archive | encrypt |

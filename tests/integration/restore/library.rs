@@ -13,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use base64::Engine as _;
 use env::{Env, PASSPHRASE};
 use faulty::{Faulty, Seen};
+use sha2::Digest as _;
 
 use synapse_backup::{
     BackupError, BackupOptions, ExtractTarget, Layout, LocalContainer, RestoreOptions, Stage,
@@ -342,6 +343,53 @@ async fn a_library_create_restores_byte_for_byte_with_either_transfer() {
         "{:?}",
         env.work_dirs_left()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_create_sums_the_stream_itself_and_runs_no_checksum_stage() {
+    // The workload's python3 refuses to run the checksum stage (hash.py): a library
+    // create sums and counts the ciphertext as it uploads it, and the workload runs
+    // `tar | gpg` alone (python3 still snapshots the database).
+    let env = Env::new(&TreeSpec::default()).await;
+    let python = env.dir.path().join("python3-no-hash");
+    fs::write(
+        &python,
+        "#!/bin/bash\ncase \"$*\" in *hexdigest*) echo 'hash.py ran' >&2; exit 99;; esac\nexec python3 \"$@\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&python, fs::Permissions::from_mode(0o755)).unwrap();
+    let layout = without_aws(&env.layout).python3(python.to_string_lossy().into_owned());
+    let c = LocalContainer::new();
+    let report = create_backup_with(&c, &env.params, PASSPHRASE, &layout, &library_create())
+        .await
+        .unwrap();
+    let object = fs::read(
+        env.bucket_dir()
+            .join(format!("synapse/backups/{}", report.id)),
+    )
+    .unwrap();
+    // What the manifest records is the object's own sum and length.
+    assert_eq!(report.manifest.ciphertext_bytes, object.len() as u64);
+    let sum: String = sha2::Sha256::digest(&object)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(report.manifest.ciphertext_sha256, sum);
+    verify_backup_with(&c, &env.params, PASSPHRASE, &report.id, &layout, &library())
+        .await
+        .unwrap();
+    // The workload's checksum stage still runs when its aws CLI uploads.
+    let workload = layout.clone().aws(env.layout.aws.clone());
+    let e = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &workload,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("hash.py ran"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
