@@ -161,7 +161,7 @@ pub(crate) async fn feed(
     });
     let mut requests = Requests::default();
     let mut written = 0_u64;
-    let mut pending: Vec<u8> = Vec::new();
+    let mut pending = bytes::BytesMut::new();
     loop {
         while requests.0.len() < in_flight.max(1) {
             let Some((offset, length)) = ranges.next() else {
@@ -185,31 +185,31 @@ pub(crate) async fn feed(
         while let Some(chunk) = body.next().await {
             let chunk = chunk?;
             got += chunk.len() as u64;
-            // Every byte received is written below (or the feed fails or stops, and
-            // the sum is dropped), so the bytes are summed as they arrive.
-            sum.add(chunk.clone()).await;
             // A body arrives in whatever pieces the connection gives (4 KiB each from
-            // some servers): gathered into writes of at least FEED_WRITE bytes, so the
-            // pipeline (a pipe, or Pebble's websocket) is not woken for each one.
-            let piece: &[u8] = if pending.is_empty() && chunk.len() >= FEED_WRITE {
-                &chunk
+            // some servers): gathered into pieces of at least FEED_WRITE bytes, so
+            // neither the pipeline (a pipe, or Pebble's websocket) nor the summing
+            // thread is woken for each one.
+            let piece = if pending.is_empty() && chunk.len() >= FEED_WRITE {
+                chunk
             } else {
+                if pending.is_empty() {
+                    // One allocation per piece (the last piece's is with the summer).
+                    pending.reserve(FEED_WRITE + chunk.len());
+                }
                 pending.extend_from_slice(&chunk);
                 if pending.len() < FEED_WRITE {
                     continue;
                 }
-                &pending
+                pending.split().freeze()
             };
-            if !put(sink, piece, &mut written, count).await {
+            if !put(sink, &sum, piece, &mut written, count).await {
                 return Ok(Fed::Stopped(written));
             }
-            pending.clear();
         }
-        if !pending.is_empty() {
-            if !put(sink, &pending, &mut written, count).await {
-                return Ok(Fed::Stopped(written));
-            }
-            pending.clear();
+        if !pending.is_empty()
+            && !put(sink, &sum, pending.split().freeze(), &mut written, count).await
+        {
+            return Ok(Fed::Stopped(written));
         }
         if got < length {
             break;
@@ -218,15 +218,18 @@ pub(crate) async fn feed(
     Ok(Fed::All(written, sum.finish().await))
 }
 
-/// Writes `piece` into `sink` and counts it in `written` and `count`; `false` when the
-/// sink stopped taking bytes.
+/// Writes `piece` into `sink`, sums it (on `sum`'s thread, beside the write) and counts
+/// it in `written` and `count`; `false` when the sink stopped taking bytes (then the
+/// feed ends and its sum is dropped).
 async fn put(
     sink: &mut (impl AsyncWrite + Unpin + ?Sized),
-    piece: &[u8],
+    sum: &Summer,
+    piece: bytes::Bytes,
     written: &mut u64,
     count: &AtomicU64,
 ) -> bool {
-    if sink.write_all(piece).await.is_err() {
+    sum.add(piece.clone()).await;
+    if sink.write_all(&piece).await.is_err() {
         return false;
     }
     *written += piece.len() as u64;
@@ -234,8 +237,9 @@ async fn put(
     true
 }
 
-/// How many chunks [`Summer`] holds before the feed waits for it.
-const SUM_QUEUE: usize = 8;
+/// How many pieces (of [`FEED_WRITE`] or more) [`Summer`] holds before the feed waits
+/// for it.
+const SUM_QUEUE: usize = 4;
 
 /// The SHA-256 of a feed's bytes, summed on a blocking thread of its own beside the
 /// writes: summed in the feed's loop, 1 GiB took as long as moto takes to serve it,
