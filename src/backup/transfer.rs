@@ -19,12 +19,13 @@ use crate::s3::{ObjectStore, RangeBody};
 
 /// Where a create uploads the backup, and a verify, restore or extract downloads it.
 ///
-/// Whichever is chosen, the workload runs the same `tar | gpg --symmetric | checksum`
-/// or `gpg --decrypt | tar` pipeline with the same checks (the ciphertext's SHA-256
+/// Whichever is chosen, the workload runs the same `tar | gpg --symmetric` or
+/// `gpg --decrypt | tar` pipeline with the same checks (the ciphertext's SHA-256
 /// and length against the manifest, the uploaded object's size, gpg's status, the
 /// inner manifest, the member rules, the database's integrity check, the staged swap):
 /// only where the ciphertext goes to or comes from differs, and who sums it (the
-/// workload, but for a read the library feeds: the library sums what it writes).
+/// workload's checksum stage when its aws CLI moves the stream; the library, of what
+/// it uploads or writes, when the library moves it).
 ///
 /// Its text form (CLI `--transfer`) is `workload` or `library`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -367,6 +367,8 @@ mod tests {
             ]
         );
         assert_eq!(call.env["SB_OUTPUT"], "stdout");
+        // The library sums the stream: no checksum stage's python.
+        assert!(!call.env.contains_key("SB_HASH_PY") && !call.env.contains_key("SB_PYTHON"));
         for (name, value) in &call.env {
             assert!(
                 !name.starts_with("AWS_") && !["SB_AWS", "SB_URL"].contains(&name.as_str()),
