@@ -14,7 +14,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::builders::GetObjectFluentBuilder;
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ServerSideEncryption as SdkSse, StorageClass};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ServerSideEncryption as SdkSse, StorageClass};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use chrono::{DateTime, Utc};
 
@@ -1260,6 +1260,7 @@ impl S3Client {
             key: key.to_string(),
             content_type: content_type.to_string(),
             metadata: metadata.clone(),
+            part_sums: std::sync::Mutex::default(),
         });
         upload::upload(
             target,
@@ -1271,12 +1272,26 @@ impl S3Client {
     }
 }
 
-/// One streamed upload's requests.
+/// The CRC32 of `bytes`, big-endian and base64-encoded, as S3's `x-amz-checksum-crc32`.
+fn crc32_base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(crc32fast::hash(bytes).to_be_bytes())
+}
+
+/// One streamed upload's requests. A multipart upload is created with CRC32 as its
+/// checksum algorithm and each part carries its CRC32 (base64, the
+/// `x-amz-checksum-crc32` header), as the aws CLI's do by default: the server checks
+/// every part as it arrives, and one that computes an object's checksum on completion
+/// (moto copies and sums the whole object when no algorithm was given) combines the
+/// parts' instead. The sums are sent as header values, never as an `aws-chunked`
+/// trailer, which older S3-compatible servers refuse.
 struct S3Upload {
     client: S3Client,
     key: String,
     content_type: String,
     metadata: HashMap<String, String>,
+    /// Each uploaded part's CRC32, for the completion.
+    part_sums: std::sync::Mutex<std::collections::BTreeMap<i32, String>>,
 }
 
 impl S3Upload {
@@ -1311,7 +1326,8 @@ impl upload::PartTarget for S3Upload {
             .create_multipart_upload()
             .bucket(&c.bucket)
             .key(&self.key)
-            .content_type(&self.content_type);
+            .content_type(&self.content_type)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32);
         if !self.metadata.is_empty() {
             request = request.set_metadata(Some(self.metadata.clone()));
         }
@@ -1357,6 +1373,7 @@ impl upload::PartTarget for S3Upload {
         body: Vec<u8>,
     ) -> Result<String, S3Error> {
         let c = &self.client;
+        let sum = crc32_base64(&body);
         let mut request = c
             .client
             .upload_part()
@@ -1364,6 +1381,7 @@ impl upload::PartTarget for S3Upload {
             .key(&self.key)
             .upload_id(upload_id)
             .part_number(number)
+            .checksum_crc32(sum.clone())
             .body(ByteStream::from(body));
         if let Some((key, md5)) = self.customer_key() {
             request = request
@@ -1375,6 +1393,10 @@ impl upload::PartTarget for S3Upload {
             .send()
             .await
             .map_err(|e| c.error("UploadPart", &self.key, e))?;
+        self.part_sums
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(number, sum);
         Ok(out.e_tag().unwrap_or_default().to_string())
     }
 
@@ -1385,10 +1407,22 @@ impl upload::PartTarget for S3Upload {
     ) -> Result<Option<String>, S3Error> {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
         let c = &self.client;
-        let parts = parts
-            .into_iter()
-            .map(|(n, etag)| CompletedPart::builder().part_number(n).e_tag(etag).build())
-            .collect();
+        let parts = {
+            let sums = self
+                .part_sums
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            parts
+                .into_iter()
+                .map(|(n, etag)| {
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .e_tag(etag)
+                        .set_checksum_crc32(sums.get(&n).cloned())
+                        .build()
+                })
+                .collect()
+        };
         let mut request = c
             .client
             .complete_multipart_upload()
@@ -1503,6 +1537,13 @@ async fn md5_of_file(path: &std::path::Path) -> std::io::Result<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parts_crc32_is_s3s_big_endian_base64() {
+        // The CRC-32 check value of "123456789" is 0xCBF43926.
+        assert_eq!(crc32_base64(b"123456789"), "y/Q5Jg==");
+        assert_eq!(crc32_base64(b""), "AAAAAA==");
+    }
 
     fn params(path: &str) -> S3Parameters {
         S3Parameters::builder("AKID", "very-secret-key", "bucket-one")

@@ -26,6 +26,11 @@ pub struct SeenRequest {
     pub object: String,
     /// The encryption and session token headers, sorted by name.
     pub headers: Vec<(String, String)>,
+    /// Its integrity headers (`x-amz-checksum-*`, `x-amz-sdk-checksum-algorithm`,
+    /// `x-amz-content-sha256`, `content-encoding`), sorted by name; for a
+    /// `CompleteMultipartUpload`, also `parts` and `parts with crc32` (counts of the
+    /// parts its body lists).
+    pub integrity: Vec<(String, String)>,
 }
 
 impl SeenRequest {
@@ -89,10 +94,32 @@ impl SseState {
             })
             .collect();
         headers.sort();
+        let mut integrity: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                let name = name.as_str();
+                name.starts_with("x-amz-checksum")
+                    || matches!(
+                        name,
+                        "x-amz-sdk-checksum-algorithm"
+                            | "x-amz-content-sha256"
+                            | "content-encoding"
+                    )
+            })
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        integrity.sort();
         self.inner.lock().unwrap().seen.push(SeenRequest {
             operation,
             object,
             headers,
+            integrity,
         });
     }
 
@@ -334,6 +361,19 @@ impl<S: S3> S3 for SseC<S> {
         let name = object(&req.input.bucket, &req.input.key);
         self.state
             .record("CompleteMultipartUpload", name.clone(), &req);
+        let parts = req
+            .input
+            .multipart_upload
+            .as_ref()
+            .and_then(|m| m.parts.as_ref())
+            .map_or(&[][..], |p| &p[..]);
+        let with_crc32 = parts.iter().filter(|p| p.checksum_crc32.is_some()).count();
+        if let Some(seen) = self.state.inner.lock().unwrap().seen.last_mut() {
+            seen.integrity
+                .push(("parts".into(), parts.len().to_string()));
+            seen.integrity
+                .push(("parts with crc32".into(), with_crc32.to_string()));
+        }
         let id = req.input.upload_id.clone();
         let out = self.inner.complete_multipart_upload(req).await?;
         let mut inner = self.state.inner.lock().unwrap();

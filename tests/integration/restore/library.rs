@@ -10,6 +10,7 @@ use crate::support::{env, faulty, synapse_tree};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
+use crate::support::s3_server::sse_c::SeenRequest;
 use base64::Engine as _;
 use env::{Env, PASSPHRASE};
 use faulty::{Faulty, Seen};
@@ -573,4 +574,71 @@ async fn a_library_create_uploads_the_part_size_and_concurrency_asked() {
         assert!(verified.authenticated_manifest, "{verified:?}");
     }
     assert!(uploads_left(&env).is_empty(), "{:?}", uploads_left(&env));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_create_sends_each_parts_crc32_in_a_header_never_a_trailer() {
+    // Three parts of 5 MiB and a last one: the upload is created with CRC32 as its
+    // checksum algorithm, each part carries its CRC32 as a header value (the payload
+    // signed as before, no aws-chunked body, which older servers refuse), and the
+    // completion lists every part with its CRC32, as the aws CLI's uploads do.
+    let spec = TreeSpec {
+        media_bytes: 16 << 20,
+        ..TreeSpec::default()
+    };
+    let env = Env::new(&spec).await;
+    let c = LocalContainer::new();
+    let layout = without_aws(&env.layout);
+    env.server.sse().clear_seen();
+    let report = create_backup_with(&c, &env.params, PASSPHRASE, &layout, &library_create())
+        .await
+        .unwrap();
+    let seen = env.server.sse().seen();
+    let backup = format!("synapse/backups/{}", report.id);
+    let of = |operation: &str| -> Vec<_> {
+        seen.iter()
+            .filter(|r| r.operation == operation && r.object.ends_with(&backup))
+            .collect()
+    };
+    let value = |r: &&SeenRequest, name: &str| {
+        r.integrity
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let created = of("CreateMultipartUpload");
+    assert_eq!(created.len(), 1, "{seen:?}");
+    assert_eq!(
+        value(&created[0], "x-amz-checksum-algorithm").as_deref(),
+        Some("CRC32"),
+        "{:?}",
+        created[0]
+    );
+    let parts = of("UploadPart");
+    let expected = report.manifest.ciphertext_bytes.div_ceil(5 << 20);
+    assert_eq!(parts.len() as u64, expected, "{seen:?}");
+    for part in &parts {
+        let crc = value(part, "x-amz-checksum-crc32").unwrap_or_default();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&crc)
+            .unwrap_or_default();
+        assert_eq!(raw.len(), 4, "a CRC32 is 4 bytes: {part:?}");
+        assert_eq!(value(part, "content-encoding"), None, "{part:?}");
+        let sha = value(part, "x-amz-content-sha256").unwrap_or_default();
+        assert!(!sha.starts_with("STREAMING-"), "{part:?}");
+    }
+    let completed = of("CompleteMultipartUpload");
+    assert_eq!(completed.len(), 1, "{seen:?}");
+    let count = expected.to_string();
+    assert_eq!(value(&completed[0], "parts").as_deref(), Some(&count[..]));
+    assert_eq!(
+        value(&completed[0], "parts with crc32").as_deref(),
+        Some(&count[..]),
+        "{:?}",
+        completed[0]
+    );
+    // And the object reads back whole.
+    verify_backup_with(&c, &env.params, PASSPHRASE, &report.id, &layout, &library())
+        .await
+        .unwrap();
 }
