@@ -489,9 +489,13 @@ where
     let Some(callback) = callback else {
         return run(options).await;
     };
-    options
-        .environment
-        .insert(PROGRESS_ENV.into(), work.path(WorkFile::Progress));
+    // The workload's checksum stage writes the running count; when the library moves
+    // the stream (`count`), no such stage runs and the count is the library's own.
+    if count.is_none() {
+        options
+            .environment
+            .insert(PROGRESS_ENV.into(), work.path(WorkFile::Progress));
+    }
     let outputs = Outputs::new(container, layout, work);
     let started = Instant::now();
     let mut meter = ProgressMeter::new(stage, total);

@@ -338,3 +338,59 @@ async fn the_cli_draws_a_bar_that_fits_80_columns_on_a_terminal() {
         );
     }
 }
+
+/// When the library moves the stream (`Transfer::Library`), the count is the library's
+/// own: the reports end at the object's size, and no exec is told of a progress file
+/// (no checksum stage runs in the workload to write one).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_transfer_reports_its_own_count_and_asks_the_workload_for_none() {
+    use crate::support::faulty::Faulty;
+    use synapse_backup::Transfer;
+    let env = Env::new(&TreeSpec {
+        media_bytes: 12 << 20,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = Faulty::new(LocalContainer::new());
+    let check = |reports: &[Progress], stage: ProgressStage, size: u64| {
+        let counts: Vec<u64> = reports.iter().map(|p| p.bytes_done).collect();
+        assert!(reports.len() >= 2, "{counts:?}");
+        assert!(reports.iter().all(|p| p.stage == stage), "{reports:?}");
+        assert_eq!(counts[0], 0, "{counts:?}");
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+        let last = reports.last().unwrap();
+        assert!(
+            last.finished && last.bytes_done == size,
+            "{counts:?} of {size}"
+        );
+    };
+
+    let (callback, seen) = recorder();
+    let options = BackupOptions::default()
+        .transfer(Transfer::Library)
+        .progress(Some(callback));
+    let report = create_backup_with(&c, &env.params, PASSPHRASE, &env.layout, &options)
+        .await
+        .unwrap();
+    let size = report.manifest.ciphertext_bytes;
+    check(&seen.lock().unwrap(), ProgressStage::Backup, size);
+
+    let (callback, seen) = recorder();
+    let options = RestoreOptions::default()
+        .transfer(Transfer::Library)
+        .progress(Some(callback));
+    restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &report.id,
+        &env.layout,
+        &options,
+    )
+    .await
+    .unwrap();
+    check(&seen.lock().unwrap(), ProgressStage::Restore, size);
+    let names = c.seen.env_names();
+    assert!(names.iter().any(|n| n == "SB_OUTPUT"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "SB_PROGRESS"), "{names:?}");
+}

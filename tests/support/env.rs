@@ -178,17 +178,23 @@ impl Env {
     /// run's work dir, `$$` the wrapper's pid, which an `exec` there keeps), then runs
     /// the real gpg with the same arguments.
     pub fn gpg_on_decrypt(&self, layout: &Layout, name: &str, on_decrypt: &str) -> Layout {
-        use std::os::unix::fs::PermissionsExt;
-        let gpg = self.dir.path().join(name);
-        std::fs::write(
-            &gpg,
-            format!(
+        let gpg = self.executable(
+            name,
+            &format!(
                 "#!/bin/bash\nfor a in \"$@\"; do if [ \"$a\" = --decrypt ]; then\n{on_decrypt}\nfi; done\nexec gpg \"$@\"\n"
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&gpg, std::fs::Permissions::from_mode(0o755)).unwrap();
-        layout.clone().gpg(gpg.to_string_lossy().into_owned())
+        );
+        layout.clone().gpg(gpg)
+    }
+
+    /// Writes `text` to the executable file `name` in the test's dir (a wrapper that
+    /// stands in for one of the workload's tools); gives its path.
+    pub fn executable(&self, name: &str, text: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.to_string_lossy().into_owned()
     }
 
     /// Makes a create's tar fail part-way through: the pipeline runs as `nobody`, who

@@ -8,7 +8,6 @@
 use crate::support::{env, faulty, synapse_tree};
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 
 use crate::support::s3_server::sse_c::SeenRequest;
 use base64::Engine as _;
@@ -352,14 +351,11 @@ async fn a_library_create_sums_the_stream_itself_and_runs_no_checksum_stage() {
     // create sums and counts the ciphertext as it uploads it, and the workload runs
     // `tar | gpg` alone (python3 still snapshots the database).
     let env = Env::new(&TreeSpec::default()).await;
-    let python = env.dir.path().join("python3-no-hash");
-    fs::write(
-        &python,
+    let python = env.executable(
+        "python3-no-hash",
         "#!/bin/bash\ncase \"$*\" in *hexdigest*) echo 'hash.py ran' >&2; exit 99;; esac\nexec python3 \"$@\"\n",
-    )
-    .unwrap();
-    fs::set_permissions(&python, fs::Permissions::from_mode(0o755)).unwrap();
-    let layout = without_aws(&env.layout).python3(python.to_string_lossy().into_owned());
+    );
+    let layout = without_aws(&env.layout).python3(python);
     let c = LocalContainer::new();
     let report = create_backup_with(&c, &env.params, PASSPHRASE, &layout, &library_create())
         .await
@@ -425,22 +421,19 @@ async fn a_failed_library_create_names_the_stage_and_leaves_no_object_or_upload(
     // gpg failing after 12 MiB of ciphertext (a wrapper that cuts it and exits 3):
     // the library had a multipart upload under way, which is aborted.
     fs::remove_file(&secret).unwrap();
-    let wrapper = env.dir.path().join("gpg-cut");
-    fs::write(
-        &wrapper,
-        format!(
+    let wrapper = env.executable(
+        "gpg-cut",
+        &format!(
             "#!/bin/bash\n{:?} \"$@\" | head -c 12582912\nexit 3\n",
             env.layout.gpg
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let c = Faulty::new(LocalContainer::new());
     let e = create_backup_with(
         &c,
         &env.params,
         PASSPHRASE,
-        &layout.clone().gpg(wrapper.to_string_lossy().into_owned()),
+        &layout.clone().gpg(wrapper),
         &library_create(),
     )
     .await
