@@ -19,7 +19,7 @@ use super::plan::{self, BackupId, BackupOptions, LiveChanges, WorkDir};
 use super::restore_plan::{MemberSource, RestoreRules};
 use super::run::Run;
 use super::scripts::{Exit, WorkFile};
-use super::upload::Tally;
+use super::transfer::Tally;
 use super::work::{self, Outputs, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, ConfigError, ContainerError, S3Error, Stage};

@@ -490,7 +490,7 @@ pub(crate) async fn streamed<C: Container + ?Sized>(
             Ok(fed) => {
                 tracing::debug!(bytes = fed.bytes(), key, "the library's download ended");
                 let sum = match fed {
-                    transfer::Fed::All(_, sum) => Some(sum),
+                    transfer::Fed::All(tally) => Some(tally.sha256),
                     transfer::Fed::Stopped(_) => None,
                 };
                 wait.await.map(|out| (out, sum)).map_err(Streamed::Exec)

@@ -108,12 +108,19 @@ impl FromStr for Transfer {
     }
 }
 
+/// The SHA-256 (lower-case hex) and length of a stream the library moved, summed and
+/// counted as it uploaded or wrote it (so the workload need not sum it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub(crate) sha256: String,
+    pub(crate) length: u64,
+}
+
 /// How a library download ended.
 #[derive(Debug)]
 pub(crate) enum Fed {
-    /// Every byte was written: this many, with this SHA-256 (lower-case hex), summed
-    /// as they were written (so the workload need not sum them again).
-    All(u64, String),
+    /// Every byte was written, summed as it was.
+    All(Tally),
     /// The pipeline stopped reading (it failed, or was killed) after this many bytes:
     /// its own outcome tells why.
     Stopped(u64),
@@ -123,7 +130,7 @@ impl Fed {
     /// The bytes written.
     pub(crate) fn bytes(&self) -> u64 {
         match self {
-            Fed::All(n, _) | Fed::Stopped(n) => *n,
+            Fed::All(Tally { length: n, .. }) | Fed::Stopped(n) => *n,
         }
     }
 }
@@ -216,7 +223,10 @@ pub(crate) async fn feed(
             break;
         }
     }
-    Ok(Fed::All(written, sum.finish().await))
+    Ok(Fed::All(Tally {
+        sha256: sum.finish().await,
+        length: written,
+    }))
 }
 
 /// Writes `piece` into `sink`, sums it (on `sum`'s thread, beside the write) and counts
@@ -334,7 +344,7 @@ mod tests {
                 .await
                 .unwrap();
             assert!(
-                matches!(&fed, Fed::All(10_000, sum) if *sum == sha256(&body)),
+                matches!(&fed, Fed::All(Tally { length: 10_000, sha256: sum }) if *sum == sha256(&body)),
                 "{fed:?}"
             );
             assert_eq!(count.load(Ordering::Relaxed), 10_000);
@@ -351,7 +361,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            matches!(&fed, Fed::All(100, sum) if *sum == sha256(&[7; 100])),
+            matches!(&fed, Fed::All(Tally { length: 100, sha256: sum }) if *sum == sha256(&[7; 100])),
             "{fed:?}"
         );
         assert_eq!(out.len(), 100);
@@ -404,7 +414,10 @@ mod tests {
         let fed = feed(&store, "o", size as u64, size as u64, 2, &mut sink, &count)
             .await
             .unwrap();
-        assert!(matches!(fed, Fed::All(n, _) if n == size as u64), "{fed:?}");
+        assert!(
+            matches!(&fed, Fed::All(t) if t.length == size as u64),
+            "{fed:?}"
+        );
         assert!(sink.1 == body, "bytes differ");
         assert_eq!(sink.0.len(), 3, "{:?}", sink.0);
         assert!(sink.0[..2].iter().all(|&n| n >= FEED_WRITE), "{:?}", sink.0);

@@ -18,18 +18,10 @@ use super::plan::{self, BackupOptions, ScriptCall, WorkDir};
 use super::progress::{self, ProgressStage};
 use super::run::Run;
 use super::scripts::{Exit, Pipeline, WorkFile};
-use super::transfer::Transfer;
+use super::transfer::{Tally, Transfer};
 use super::work::{self, Outputs};
 use crate::container::{Container, ExecOptions, ExecOutput, ExecStdout};
 use crate::error::{BackupError, ContainerError, S3Error, Stage};
-
-/// The encrypted stream's SHA-256 (lower-case hex) and length, as the library summed
-/// and counted it while it uploaded the stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Tally {
-    pub(crate) sha256: String,
-    pub(crate) length: u64,
-}
 
 /// Runs `backup.sh` for the object `key` (its size expected near `expected_size`, `env`
 /// added to its environment), with the run's transfer, reporting progress as `options`

@@ -1539,7 +1539,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_parts_crc32_is_s3s_big_endian_base64() {
+    fn a_parts_crc32_is_big_endian_base64_as_s3_reads_it() {
         // The CRC-32 check value of "123456789" is 0xCBF43926.
         assert_eq!(crc32_base64(b"123456789"), "y/Q5Jg==");
         assert_eq!(crc32_base64(b""), "AAAAAA==");

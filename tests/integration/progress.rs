@@ -26,29 +26,14 @@ fn recorder() -> (ProgressCallback, Arc<Mutex<Vec<Progress>>>) {
     (callback, seen)
 }
 
-/// Checks one run's reports: a first report at 0 bytes, counts that never go back, at
-/// least `several` distinct counts strictly between the start and the end, no
-/// percentage of 100 before the one final report, which carries `total_bytes`.
-fn check_reports(
-    reports: &[Progress],
-    stage: ProgressStage,
-    expected_total: Option<u64>,
-    total_bytes: u64,
-    several: usize,
-) {
+/// Checks one run's reports from end to end: at least two, all of `stage`, a first
+/// report at 0 bytes, counts that never go back, and one final report, which carries
+/// `total_bytes`. Gives the counts and a summary for further messages.
+fn check_ends(reports: &[Progress], stage: ProgressStage, total_bytes: u64) -> (Vec<u64>, String) {
     let counts: Vec<u64> = reports.iter().map(|p| p.bytes_done).collect();
-    eprintln!(
-        "DEBUG {counts:?} {:?}",
-        reports.iter().map(ToString::to_string).collect::<Vec<_>>()
-    );
     let summary = format!("{} reports, counts {counts:?}", reports.len());
     assert!(reports.len() >= 2, "{summary}");
     assert!(reports.iter().all(|p| p.stage == stage), "{summary}");
-    assert!(
-        reports.iter().all(|p| p.bytes_total == expected_total),
-        "{summary}: totals {:?}",
-        reports.iter().map(|p| p.bytes_total).collect::<Vec<_>>()
-    );
     assert_eq!(reports[0].bytes_done, 0, "{summary}");
     assert!(
         counts.windows(2).all(|w| w[0] <= w[1]),
@@ -57,12 +42,36 @@ fn check_reports(
     let last = reports.last().unwrap();
     assert!(last.finished, "{summary}");
     assert_eq!(last.bytes_done, total_bytes, "{summary}");
-    assert_eq!(last.percent(), Some(100));
     assert_eq!(
         reports.iter().filter(|p| p.finished).count(),
         1,
         "one final report: {summary}"
     );
+    (counts, summary)
+}
+
+/// Checks one run's reports: [`check_ends`], every report's total `expected_total`, at
+/// least `several` distinct counts strictly between the start and the end, a rate
+/// while running, no percentage of 100 before the final report.
+fn check_reports(
+    reports: &[Progress],
+    stage: ProgressStage,
+    expected_total: Option<u64>,
+    total_bytes: u64,
+    several: usize,
+) {
+    eprintln!(
+        "DEBUG {:?}",
+        reports.iter().map(ToString::to_string).collect::<Vec<_>>()
+    );
+    let (counts, summary) = check_ends(reports, stage, total_bytes);
+    assert!(
+        reports.iter().all(|p| p.bytes_total == expected_total),
+        "{summary}: totals {:?}",
+        reports.iter().map(|p| p.bytes_total).collect::<Vec<_>>()
+    );
+    let last = reports.last().unwrap();
+    assert_eq!(last.percent(), Some(100));
     for p in &reports[..reports.len() - 1] {
         assert!(p.percent().is_none_or(|pc| pc < 100), "{p:?}");
     }
@@ -352,18 +361,6 @@ async fn a_library_transfer_reports_its_own_count_and_asks_the_workload_for_none
     })
     .await;
     let c = Faulty::new(LocalContainer::new());
-    let check = |reports: &[Progress], stage: ProgressStage, size: u64| {
-        let counts: Vec<u64> = reports.iter().map(|p| p.bytes_done).collect();
-        assert!(reports.len() >= 2, "{counts:?}");
-        assert!(reports.iter().all(|p| p.stage == stage), "{reports:?}");
-        assert_eq!(counts[0], 0, "{counts:?}");
-        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
-        let last = reports.last().unwrap();
-        assert!(
-            last.finished && last.bytes_done == size,
-            "{counts:?} of {size}"
-        );
-    };
 
     let (callback, seen) = recorder();
     let options = BackupOptions::default()
@@ -373,7 +370,7 @@ async fn a_library_transfer_reports_its_own_count_and_asks_the_workload_for_none
         .await
         .unwrap();
     let size = report.manifest.ciphertext_bytes;
-    check(&seen.lock().unwrap(), ProgressStage::Backup, size);
+    check_ends(&seen.lock().unwrap(), ProgressStage::Backup, size);
 
     let (callback, seen) = recorder();
     let options = RestoreOptions::default()
@@ -389,7 +386,7 @@ async fn a_library_transfer_reports_its_own_count_and_asks_the_workload_for_none
     )
     .await
     .unwrap();
-    check(&seen.lock().unwrap(), ProgressStage::Restore, size);
+    check_ends(&seen.lock().unwrap(), ProgressStage::Restore, size);
     let names = c.seen.env_names();
     assert!(names.iter().any(|n| n == "SB_OUTPUT"), "{names:?}");
     assert!(!names.iter().any(|n| n == "SB_PROGRESS"), "{names:?}");
