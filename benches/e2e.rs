@@ -995,6 +995,9 @@ struct Bench {
     ref_home: PathBuf,
     /// Bytes the backup set holds on disk (`du -bsc` of the reference's paths).
     source_bytes: u64,
+    /// The phases our restores and extractions reported, labelled (`in place,
+    /// workload`, `--target, library`…), in order: the `restore` section's breakdown.
+    phases: std::cell::RefCell<Vec<(String, synapse_backup::RestorePhases)>>,
 }
 
 fn which(tool: &str) -> Result<String, BoxError> {
@@ -1161,7 +1164,7 @@ impl Bench {
     }
 
     fn ours_restore_with(&self, id: &BackupId, options: &RestoreOptions) -> Result<(), BoxError> {
-        self.rt.block_on(restore_backup_with(
+        let report = self.rt.block_on(restore_backup_with(
             &self.container,
             &self.params,
             PASSPHRASE,
@@ -1169,6 +1172,9 @@ impl Bench {
             &self.layout,
             options,
         ))?;
+        self.phases
+            .borrow_mut()
+            .push((format!("in place, {}", options.transfer), report.phases));
         Ok(())
     }
 
@@ -1536,6 +1542,7 @@ impl Bench {
             client,
             ref_home,
             source_bytes,
+            phases: std::cell::RefCell::default(),
         })
     }
 }
@@ -1817,6 +1824,7 @@ fn run_sections(
         let mut ours_library_restore = Runs::new("ours, Transfer::Library");
         let library = RestoreOptions::default().transfer(Transfer::Library);
         let mut ref_restore_pipeline = Vec::new();
+        bench.phases.borrow_mut().clear();
         for round in 1..=config.rounds {
             reset_remote_media(&bench.tree, &bench.facts, config.seed);
             let (r, cost) = bench.sampler.measure(|| bench.reference_restore(&key));
@@ -2477,7 +2485,7 @@ impl Bench {
         dir: &Path,
         options: &RestoreOptions,
     ) -> Result<(), BoxError> {
-        self.rt.block_on(extract_backup_with(
+        let report = self.rt.block_on(extract_backup_with(
             &self.container,
             &self.params,
             PASSPHRASE,
@@ -2486,8 +2494,54 @@ impl Bench {
             &ExtractTarget::new(dir.to_string_lossy().into_owned()),
             options,
         ))?;
+        self.phases
+            .borrow_mut()
+            .push((format!("--target, {}", options.transfer), report.phases));
         Ok(())
     }
+}
+
+/// Writes where our restores' time went, phase by phase (as their reports say): for
+/// each label in `phases` (in order of first appearance), the median of each phase
+/// over its runs, their sum and the fetch's share of it.
+fn phases_table(
+    phases: &[(String, synapse_backup::RestorePhases)],
+    out: &mut String,
+) -> Result<(), BoxError> {
+    let mut labels: Vec<&str> = Vec::new();
+    for (label, _) in phases {
+        if !labels.contains(&label.as_str()) {
+            labels.push(label);
+        }
+    }
+    writeln!(
+        out,
+        "where our restores' time went (the phases their reports give, medians):\n\n| restore | runs | prepare s | fetch s (download, decrypt, extract) | checks s | swap s | cleanup s | sum s | fetch share |\n|---|---|---|---|---|---|---|---|---|"
+    )?;
+    for label in labels {
+        let runs: Vec<_> = phases
+            .iter()
+            .filter(|(l, _)| l == label)
+            .map(|(_, p)| p)
+            .collect();
+        let of = |f: fn(&synapse_backup::RestorePhases) -> std::time::Duration| {
+            median(&runs.iter().map(|p| f(p).as_secs_f64()).collect::<Vec<_>>())
+        };
+        let sum = of(|p| p.total());
+        let fetch = of(|p| p.fetch);
+        writeln!(
+            out,
+            "| {label} | {} | {:.2} | {fetch:.2} | {:.2} | {:.2} | {:.2} | {sum:.2} | {:.0}% |",
+            runs.len(),
+            of(|p| p.prepare),
+            of(|p| p.checks),
+            of(|p| p.swap),
+            of(|p| p.cleanup),
+            100.0 * fetch / sum.max(1e-9),
+        )?;
+    }
+    writeln!(out)?;
+    Ok(())
 }
 
 /// Our restore with `--target` (a fresh dir each round), then the restore's stage
@@ -2591,6 +2645,7 @@ fn restore_breakdown(
         download.by_command(),
         in_place.by_command(),
     )?;
+    phases_table(&bench.phases.borrow(), out)?;
     notes.push(target_line(
         "restore (in place) vs its slowest stage's limit",
         100.0 * slowest / in_place.wall(),

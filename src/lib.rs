@@ -102,6 +102,7 @@ pub use backup::manifest::{
     Cipher, DatabasePack, DatabaseSnapshot, EntryKind, INNER_MANIFEST_MEMBER, InnerManifest,
     MANIFEST_FORMAT, Manifest, ManifestChain, ManifestEntry, ManifestLayout, ManifestPath,
 };
+pub use backup::phases::RestorePhases;
 pub use backup::plan::{
     BackupId, BackupOptions, CancelToken, Compression, DEFAULT_SNAPSHOT_TIMEOUT, LiveChanges,
     check_passphrase,

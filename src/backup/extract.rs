@@ -7,6 +7,7 @@ use crate::backup::catalog::BackupStatus;
 use crate::backup::chain_fetch::{self, Backup};
 use crate::backup::fetch;
 use crate::backup::layout::Layout;
+use crate::backup::phases::{Phase, PhaseClock, RestorePhases};
 use crate::backup::plan::{self, BackupId, WorkDir};
 use crate::backup::restore::RestoreOptions;
 use crate::backup::restore_plan;
@@ -75,6 +76,10 @@ pub struct ExtractReport {
     pub warnings: Vec<String>,
     /// Wall time.
     pub duration: Duration,
+    /// Where the wall time went: before the download (with the target dir made), the
+    /// download with its decryption and extraction into staging, the checks, the
+    /// members moved into the target (`swap`), the cleanup.
+    pub phases: RestorePhases,
 }
 
 fn check_target(dir: &str) -> Result<(), ConfigError> {
@@ -142,6 +147,7 @@ pub(crate) async fn extract_with_run<C: Container + ?Sized>(
 ) -> Result<ExtractReport, BackupError> {
     let (container, layout) = (run.container, run.layout);
     let started = Instant::now();
+    let mut clock = PhaseClock::start();
     check_target(&target.dir)?;
     let mut fetched = fetch::locate_compact(&run.client, id).await?;
     let chain = chain_fetch::plan(run, id, &mut fetched).await?;
@@ -163,7 +169,7 @@ pub(crate) async fn extract_with_run<C: Container + ?Sized>(
         chain: chain.as_ref(),
     };
     let made = work::prepare_target(container, layout, &target.dir).await?;
-    let result = extract_into(run, options, target, &backup).await;
+    let result = extract_into(run, options, target, &backup, &mut clock).await;
     if result.is_err()
         && let Some(top) = &made
     {
@@ -184,6 +190,7 @@ pub(crate) async fn extract_with_run<C: Container + ?Sized>(
         ciphertext_bytes: fetched.size,
         warnings,
         duration: started.elapsed(),
+        phases: clock.phases(),
     })
 }
 
@@ -193,6 +200,7 @@ async fn extract_into<C: Container + ?Sized>(
     options: &RestoreOptions,
     target: &ExtractTarget,
     backup: &Backup<'_>,
+    clock: &mut PhaseClock,
 ) -> Result<Extracted, BackupError> {
     let work = match run
         .work_dir_in(
@@ -210,8 +218,10 @@ async fn extract_into<C: Container + ?Sized>(
         }
         other => other?,
     };
-    let result = extract_in(run, &work, options, target, backup).await;
+    clock.mark(Phase::Prepare);
+    let result = extract_in(run, &work, options, target, backup, clock).await;
     work.finish().await;
+    clock.mark(Phase::Cleanup);
     result
 }
 
@@ -265,6 +275,7 @@ async fn extract_in<C: Container + ?Sized>(
     options: &RestoreOptions,
     target: &ExtractTarget,
     backup: &Backup<'_>,
+    clock: &mut PhaseClock,
 ) -> Result<Extracted, BackupError> {
     let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
     let (id, fetched) = (backup.id, backup.fetched);
@@ -273,6 +284,7 @@ async fn extract_in<C: Container + ?Sized>(
     let got = backup
         .read(run, work, call, options, chain_fetch::Read::Extract)
         .await?;
+    clock.mark(Phase::Fetch);
     let rules = fetch::verify_rules(container, layout, fetched, got.inner.as_ref()).await?;
     let fetch::Staged { staged, units } = fetch::check_staged(run, work, id, &rules, &got).await?;
     let placed = restore_plan::select_includes(
@@ -297,7 +309,9 @@ async fn extract_in<C: Container + ?Sized>(
         Some(db) => fetch::check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
         None => None,
     };
+    clock.mark(Phase::Checks);
     place_into(run, work, target, &placed).await?;
+    clock.mark(Phase::Swap);
     let stripped: Vec<String> = staged
         .stripped
         .iter()

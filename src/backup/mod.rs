@@ -20,6 +20,7 @@ mod listing;
 pub(crate) mod lock;
 pub(crate) mod manifest;
 mod passphrase;
+pub(crate) mod phases;
 pub(crate) mod plan;
 pub(crate) mod priority;
 pub(crate) mod progress;

@@ -9,6 +9,7 @@ use crate::backup::fetch::{
     verify_rules,
 };
 use crate::backup::layout::{Layout, join};
+use crate::backup::phases::{Phase, PhaseClock, RestorePhases};
 use crate::backup::plan::{self, BackupId, BackupOptions, CancelToken, ScriptCall, WorkDir};
 use crate::backup::restore_plan::{self, CheckedMembers, MemberRef, MemberSource, RestoreRules};
 use crate::backup::run::{Run, WorkGuard};
@@ -74,6 +75,9 @@ pub struct RestoreReport {
     pub warnings: Vec<String>,
     /// Wall time.
     pub duration: Duration,
+    /// Where the wall time went: before the download, the download with its
+    /// decryption and extraction, the checks, the swap, the cleanup.
+    pub phases: RestorePhases,
 }
 
 /// Options for verify and restore, changed with a setter per field:
@@ -575,6 +579,7 @@ async fn restore_locked<C: Container + ?Sized>(
     options: &RestoreOptions,
 ) -> Result<RestoreReport, BackupError> {
     let started = Instant::now();
+    let mut clock = PhaseClock::start();
     let config = work::read_homeserver_config(run.container, run.layout).await?;
     let rules = RestoreRules::new(run.layout, &config);
     let mut fetched = locate_compact(&run.client, id).await?;
@@ -590,8 +595,10 @@ async fn restore_locked<C: Container + ?Sized>(
     let work = run
         .work_dir("restore", &options.download_settings(), true)
         .await?;
-    let result = restore_in(run, &work, options, &rules, &backup).await;
+    clock.mark(Phase::Prepare);
+    let result = restore_in(run, &work, options, &rules, &backup, &mut clock).await;
     work.finish().await;
+    clock.mark(Phase::Cleanup);
     let done = result?;
     tracing::info!(backup_id = %id, "backup restored");
     let mut warnings = fetched.warnings;
@@ -608,6 +615,7 @@ async fn restore_locked<C: Container + ?Sized>(
         packs: chain.as_ref().map_or(1, |c| c.older_read() + 1),
         warnings,
         duration: started.elapsed(),
+        phases: clock.phases(),
     })
 }
 
@@ -628,12 +636,14 @@ async fn restore_in<C: Container + ?Sized>(
     options: &RestoreOptions,
     rules: &RestoreRules,
     backup: &Backup<'_>,
+    clock: &mut PhaseClock,
 ) -> Result<Restored, BackupError> {
-    let ready = stage_checked(run, guard.dir(), options, rules, backup).await?;
+    let ready = stage_checked(run, guard.dir(), options, rules, backup, clock).await?;
     run.confirm_lock("the swap").await?;
     let running = stop_service(run).await?;
     let dropped = swap_in(run, guard, ready.db.as_deref(), running.as_deref()).await?;
     start_or_roll_back(run, guard, running.as_deref()).await?;
+    clock.mark(Phase::Swap);
     Ok(ready.restored(rules, dropped))
 }
 
@@ -687,6 +697,7 @@ async fn stage_checked<C: Container + ?Sized>(
     options: &RestoreOptions,
     rules: &RestoreRules,
     backup: &Backup<'_>,
+    clock: &mut PhaseClock,
 ) -> Result<Ready, BackupError> {
     let (container, params, layout) = (run.container, run.params, run.layout);
     let (id, fetched) = (backup.id, backup.fetched);
@@ -695,6 +706,7 @@ async fn stage_checked<C: Container + ?Sized>(
     let got = backup
         .read(run, work, call, options, chain_fetch::Read::Extract)
         .await?;
+    clock.mark(Phase::Fetch);
     let Staged { staged, units } = check_staged(run, work, id, rules, &got).await?;
     let db = rules.database().filter(|db| staged.units.contains(db));
     let one_time_keys_removed = match &db {
@@ -711,6 +723,7 @@ async fn stage_checked<C: Container + ?Sized>(
     )
     .await
     .map_err(BackupError::from)?;
+    clock.mark(Phase::Checks);
     Ok(Ready {
         got,
         staged,

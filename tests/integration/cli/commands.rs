@@ -337,7 +337,26 @@ fn restore_reports_removed_one_time_keys_and_stripped_modes_and_keeps_keys_on_re
         0o664
     );
 
+    // Where the time went, phase by phase, in both forms.
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("  time: "))
+        .unwrap_or_default();
+    for phase in ["prepare", "fetch", "checks", "swap", "cleanup"] {
+        assert!(
+            line.contains(&format!("{phase} ")),
+            "{phase} missing: {text}"
+        );
+    }
+
     let restored = json(&f.ok(&["--json", "restore", &id, "--yes"]));
+    let phases = restored["phases"].as_object().expect("phases in the JSON");
+    let total: f64 = phases.values().filter_map(serde_json::Value::as_f64).sum();
+    assert_eq!(phases.len(), 5, "{restored}");
+    assert!(
+        total > 0.0 && total <= restored["duration_seconds"].as_f64().unwrap(),
+        "{restored}"
+    );
     assert_eq!(restored["one_time_keys_removed"], 3, "{restored}");
     assert_eq!(
         restored["stripped_modes"],

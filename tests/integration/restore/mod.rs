@@ -424,6 +424,98 @@ async fn a_running_service_is_stopped_for_the_swap_and_started_again() {
     assert!(!c.is_running("synapse").await.unwrap());
 }
 
+/// A restore's report says where its time went: the phases follow one another (they
+/// add up to its duration) and the service's stop, here a service that ignores
+/// SIGTERM and is killed after the supervisor's 2 s grace, is the swap's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_reports_its_time_phase_by_phase() {
+    use std::time::Duration;
+    use synapse_backup::{Container, ExtractTarget, extract_backup_with};
+    let env = Env::new(&TreeSpec::default()).await;
+    let pidfile = env.dir.path().join("service.pid");
+    let supervisor =
+        synapse_backup::ProcessSupervisor::new().with_grace_period(Duration::from_secs(2));
+    supervisor.add(
+        "synapse",
+        vec![
+            "bash".to_string(),
+            "-c".into(),
+            r#"trap '' TERM; echo $$ >"$1"; while :; do sleep 0.05; done"#.into(),
+            "bash".into(),
+            pidfile.to_string_lossy().into_owned(),
+        ],
+    );
+    let layout = env.layout.clone().service(Some("synapse".into()));
+    let c = LocalContainer::with_services(supervisor);
+    let id = create_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap()
+    .id;
+    c.start(&["synapse".to_string()]).await.unwrap();
+    let report = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(c.is_running("synapse").await.unwrap());
+    let p = report.phases;
+    let close = |total: Duration, duration: Duration| {
+        total <= duration && duration - total < Duration::from_millis(100)
+    };
+    assert!(
+        close(p.total(), report.duration),
+        "{p} against {:?}",
+        report.duration
+    );
+    assert!(
+        p.swap >= Duration::from_secs(2),
+        "the service's stop is the swap's: {p}"
+    );
+    for (name, d) in p.named() {
+        assert!(d > Duration::ZERO, "{name} took no time: {p}");
+        if name != "swap" {
+            assert!(
+                d < Duration::from_secs(2),
+                "{name} holds the service's stop: {p}"
+            );
+        }
+    }
+
+    let target = env.dir.path().join("extracted");
+    let report = extract_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &ExtractTarget::new(target.to_string_lossy().into_owned()),
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let p = report.phases;
+    assert!(
+        close(p.total(), report.duration),
+        "{p} against {:?}",
+        report.duration
+    );
+    for (name, d) in p.named() {
+        assert!(d > Duration::ZERO, "{name} took no time: {p}");
+    }
+    c.stop(&["synapse".to_string()]).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_that_fails_on_the_restored_data_gets_the_old_data_back_and_runs() {
     use synapse_backup::{Container, Stage};

@@ -157,6 +157,7 @@ fn restored_text(report: &RestoreReport, layout: &Layout, keep_one_time_keys: bo
         output::seconds(report.duration),
         output::rate(report.ciphertext_bytes, report.duration),
     );
+    text.push_str(&format!("  time: {}\n", report.phases));
     for path in &report.restored {
         text.push_str(&format!("  replaced {path}\n"));
     }
@@ -271,6 +272,7 @@ fn extracted_text(report: &ExtractReport) -> String {
         output::seconds(report.duration),
         output::rate(report.ciphertext_bytes, report.duration),
     );
+    text.push_str(&format!("  time: {}\n", report.phases));
     for path in &report.extracted {
         text.push_str(&format!("  extracted {path}\n"));
     }
