@@ -268,6 +268,20 @@ fn reads(
     Ok(())
 }
 
+/// A restore's phases from its `--json` report (`prepare 0.31 s, fetch …`), if it
+/// has them.
+fn report_phases(stdout: &str) -> Option<String> {
+    let start = stdout.find('{')?;
+    let end = stdout.rfind('}')? + 1;
+    let report: serde_json::Value = serde_json::from_str(stdout.get(start..end)?).ok()?;
+    let phases = report["phases"].as_object()?;
+    let text: Vec<String> = ["prepare", "fetch", "checks", "swap", "cleanup"]
+        .iter()
+        .filter_map(|name| Some(format!("{name} {:.2} s", phases.get(*name)?.as_f64()?)))
+        .collect();
+    Some(text.join(", "))
+}
+
 /// The created backup's id and object bytes, from `create --json`.
 fn created(ran: &Ran) -> Result<(String, u64, String), BoxError> {
     // The report's line (a wrapper may print its own lines around it).
@@ -421,6 +435,16 @@ pub(super) fn scale_section(
                 row.ran.cost.wall / base.ran.cost.wall,
                 row.ran.cost.wall * 1000.0 / row.files as f64,
                 base.ran.cost.wall * 1000.0 / first as f64,
+            )?;
+        }
+    }
+    // Where each restore's time went, from its report (`--json`'s `phases`).
+    for row in &rows {
+        if let Some(phases) = report_phases(&row.ran.stdout) {
+            writeln!(
+                out,
+                "\n{} {} at {} files, by phase: {phases}",
+                row.backup, row.command, row.files
             )?;
         }
     }
