@@ -1301,6 +1301,37 @@ impl Bench {
         let _ = feeder.join();
         check_status("the upload alone", &out)
     }
+
+    /// Uploads `file` as `Transfer::Library`'s create does (the library's multipart
+    /// upload with our part size and parts in flight), read from a pipe (`cat`'s
+    /// standard output, as the create reads the workload's): the library's upload limit.
+    fn library_upload_alone(&self, file: &Path, key: &str) -> Result<(), BoxError> {
+        let options = &self.options;
+        self.rt.block_on(async {
+            let mut cat = tokio::process::Command::new("cat")
+                .arg(file)
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            let mut pipe = cat.stdout.take().ok_or_else(|| err("no stdout"))?;
+            self.client
+                .put_object_stream(
+                    key,
+                    &mut pipe,
+                    "application/octet-stream",
+                    &std::collections::HashMap::new(),
+                    (options.library_part_mib as usize) << 20,
+                    options.library_parts_in_flight as usize,
+                )
+                .await?;
+            let status = cat.wait().await?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(err(format!("cat exited {status}")))
+            }
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -1753,6 +1784,7 @@ fn run_sections(
         let mut tar = Runs::new("tar alone");
         let mut tar_gpg = Runs::new("tar | gpg (ours)");
         let mut upload = Runs::new("upload alone (ours)");
+        let mut library_upload = Runs::new("upload alone (the library's, Transfer::Library)");
         let object = ours_backup.objects.last().copied().unwrap_or(source);
         let stream = bench.base.join("upload-stream.bin");
         write_random(&stream, object, &mut Rng::new(config.seed ^ 0xF00D));
@@ -1777,11 +1809,19 @@ fn run_sections(
             upload.objects.push(bench.object_size(&key));
             upload.costs.push(cost);
             bench.delete_key(&key);
+            let (r, cost) = bench
+                .sampler
+                .measure(|| bench.library_upload_alone(&stream, &key));
+            r?;
+            library_upload.objects.push(bench.object_size(&key));
+            library_upload.costs.push(cost);
+            bench.delete_key(&key);
             progress(&format!(
-                "round {round}: tar {:.2} s, tar|gpg {:.2} s, upload {:.2} s",
+                "round {round}: tar {:.2} s, tar|gpg {:.2} s, upload {:.2} s, the library's upload {:.2} s",
                 tar.costs[round - 1].wall,
                 tar_gpg.costs[round - 1].wall,
-                upload.costs[round - 1].wall
+                upload.costs[round - 1].wall,
+                library_upload.costs[round - 1].wall
             ));
         }
         let _ = fs::remove_file(&stream);
@@ -1791,7 +1831,7 @@ fn run_sections(
             config.rounds
         )?;
         writeln!(out, "{HEADER}")?;
-        for r in [&tar, &tar_gpg, &upload] {
+        for r in [&tar, &tar_gpg, &upload, &library_upload] {
             writeln!(out, "{}", row(r, source))?;
         }
         let limit = tar.wall().max(tar_gpg.wall()).max(upload.wall());
@@ -1804,6 +1844,15 @@ fn run_sections(
                 100.0 * limit / ours_backup.wall(),
                 limit,
                 100.0 * upload.wall() / ours_backup.wall()
+            )?;
+        }
+        if !ours_library_backup.costs.is_empty() {
+            writeln!(
+                out,
+                "ours with Transfer::Library = {:.0}% of the library's upload alone ({:.2} s), {:.0}% of the slowest of tar | gpg and that upload",
+                100.0 * library_upload.wall() / ours_library_backup.wall(),
+                library_upload.wall(),
+                100.0 * tar_gpg.wall().max(library_upload.wall()) / ours_library_backup.wall()
             )?;
         }
         writeln!(

@@ -393,7 +393,6 @@ impl Chain {
                 WorkPlace::Under(&work.dir),
                 "database",
                 &options.download_settings(),
-                false,
                 options.pack_transfer(run.transfer, found.size),
             )
             .await?;
@@ -586,7 +585,6 @@ impl Pack<'_> {
                 WorkPlace::Under(&work.dir),
                 "pack",
                 &options.download_settings(),
-                false,
                 options.pack_transfer(run.transfer, self.found.size),
             )
             .await?;

@@ -126,7 +126,7 @@ async fn create_locked<C: Container + ?Sized>(
     // A dead restore's kept dir is reported (error level) by the sweep itself.
     work::sweep_work_dirs(run.container, run.layout, false).await;
     tracing::info!(backup_id = %id, members = collected.members.len(), "starting backup");
-    let work = run.work_dir(id.as_str(), options, false).await?;
+    let work = run.work_dir(id.as_str(), options).await?;
     let backup = BackupRun {
         run,
         options,
@@ -831,12 +831,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
     ) -> Result<(DatabasePack, Vec<u8>), BackupError> {
         let run = self.run;
         let guard = run
-            .work_dir_in(
-                WorkPlace::Under(&self.work.dir),
-                "database",
-                self.options,
-                false,
-            )
+            .work_dir_in(WorkPlace::Under(&self.work.dir), "database", self.options)
             .await?;
         let result = self
             .database_pipeline(guard.dir(), inner, expected_size)

@@ -207,7 +207,6 @@ async fn extract_into<C: Container + ?Sized>(
             WorkPlace::EmptyDir(&target.dir),
             "extract",
             &options.download_settings(),
-            true,
         )
         .await
     {

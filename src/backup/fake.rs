@@ -239,7 +239,7 @@ impl FakeWorkload {
     }
 
     /// The pipeline scripts run so far, by name (`prepare`, `backup`, `fetch`,
-    /// `swap cleanup`, …); the work dir's steps are not listed.
+    /// `swap preflight`, …); the work dir's steps are not listed.
     pub fn scripts_run(&self) -> Vec<String> {
         self.lock().scripts.clone()
     }
@@ -706,8 +706,6 @@ impl Container for FakeWorkload {
             self.lock().scripts.push(name);
         }
         match script {
-            // Making the work dir's dirs removable: nothing to do in memory.
-            "swap" if command.get(4).map(String::as_str) == Some("cleanup") => output(""),
             "workdir" => self.lock().workdir(command, options.stdin.as_deref()),
             "prepare" => self.lock().prepare(command, &options.environment),
             "backup" => self.backup(command, &options.environment).await,

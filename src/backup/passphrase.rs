@@ -221,7 +221,7 @@ async fn read_head<C: Container + ?Sized>(
     // would cost more than the whole check), and follows the passphrase.
     let head = run.client.get_object_range(key, 0, HEAD_BYTES).await?;
     let guard = run
-        .work_dir_in(place, "verify", &BackupOptions::default(), false)
+        .work_dir_in(place, "verify", &BackupOptions::default())
         .await?;
     let work = guard.dir().clone();
     let call = passcheck_call(run.layout, run.params, &work);

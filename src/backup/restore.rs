@@ -283,7 +283,7 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
         WorkPlace::Under(&base)
     };
     let work = run
-        .work_dir_in(place, "verify", &options.download_settings(), true)
+        .work_dir_in(place, "verify", &options.download_settings())
         .await?;
     // The database is staged (alone) in the work dir for restore's own check of it.
     let db = verify_rules(container, layout, &fetched, None)
@@ -593,7 +593,7 @@ async fn restore_locked<C: Container + ?Sized>(
     // half-done swap set aside stay, and this report says how to roll back.
     let swept = work::sweep_work_dirs(run.container, run.layout, false).await;
     let work = run
-        .work_dir("restore", &options.download_settings(), true)
+        .work_dir("restore", &options.download_settings())
         .await?;
     clock.mark(Phase::Prepare);
     let result = restore_in(run, &work, options, &rules, &backup, &mut clock).await;

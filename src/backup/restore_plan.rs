@@ -190,15 +190,6 @@ pub fn unit_sizes<'m>(
     out
 }
 
-/// The call that makes every dir in the work dir writable by its owner, so that it can
-/// be removed.
-pub fn cleanup_call(layout: &Layout, params: &S3Parameters, work: &WorkDir) -> ScriptCall {
-    ScriptCall {
-        argv: swap_argv(layout, "cleanup"),
-        env: swap_env(layout, params, work),
-    }
-}
-
 /// The call that moves the staged paths listed in the work dir's `place.list` into
 /// `target` (an extraction: nothing live is touched).
 pub fn place_call(

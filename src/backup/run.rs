@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::layout::Layout;
 use super::lock::{BackupLock, LockConfirmer, LockOptions, LockOwner};
 use super::plan::{self, BackupOptions, CancelToken, WorkDir};
-use super::restore_plan;
 use super::transfer::Transfer;
 use super::work::{self, WorkPlace};
 use crate::container::Container;
@@ -127,8 +126,7 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
     /// Makes this run's private work dir (`.synapse-backup-<purpose>.XXXXXXXXXX`, as the
     /// workload user) and puts the aws CLI config, CA bundle and SSE-C key in it (not
     /// with [`Transfer::Library`]: nothing of the bucket's goes in). When
-    /// filling it fails, it is removed before the error is returned. `extracts` says
-    /// that archives are unpacked in it (their dirs are made writable before removal).
+    /// filling it fails, it is removed before the error is returned.
     ///
     /// # Errors
     /// [`BackupError::Container`] when it cannot be made or written.
@@ -136,10 +134,9 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
         &self,
         purpose: &str,
         options: &BackupOptions,
-        extracts: bool,
     ) -> Result<WorkGuard<'_, 'a, C>, BackupError> {
         let base = WorkDir::base(self.layout);
-        self.work_dir_in(WorkPlace::Under(&base), purpose, options, extracts)
+        self.work_dir_in(WorkPlace::Under(&base), purpose, options)
             .await
     }
 
@@ -152,9 +149,8 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
         place: WorkPlace<'_>,
         purpose: &str,
         options: &BackupOptions,
-        extracts: bool,
     ) -> Result<WorkGuard<'_, 'a, C>, BackupError> {
-        self.work_dir_for(place, purpose, options, extracts, self.transfer)
+        self.work_dir_for(place, purpose, options, self.transfer)
             .await
     }
 
@@ -168,7 +164,6 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
         place: WorkPlace<'_>,
         purpose: &str,
         options: &BackupOptions,
-        extracts: bool,
         transfer: Transfer,
     ) -> Result<WorkGuard<'_, 'a, C>, BackupError> {
         let dir = work::make_dir_with(self.container, self.layout, place, purpose).await?;
@@ -176,7 +171,6 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
             run: self,
             dir,
             keep: AtomicBool::new(false),
-            extracts,
             finished: false,
         };
         if transfer == Transfer::Library {
@@ -201,15 +195,14 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
     }
 }
 
-/// A run's work dir. [`WorkGuard::finish`] removes it (for one that extracts, after
-/// making every dir in it writable: an archive may hold read-only ones) unless [`WorkGuard::keep`]
-/// was called; each operation calls it on every path. A guard dropped unfinished (a
+/// A run's work dir. [`WorkGuard::finish`] removes it (an archive unpacked in it may
+/// hold read-only dirs: `workdir.sh remove` makes them writable when `rm` alone
+/// cannot remove them) unless [`WorkGuard::keep`] was called; each operation calls it on every path. A guard dropped unfinished (a
 /// dropped future) leaves the dir to the owner-record sweep of the next run.
 pub(crate) struct WorkGuard<'r, 'a, C: Container + ?Sized> {
     run: &'r Run<'a, C>,
     dir: WorkDir,
     keep: AtomicBool,
-    extracts: bool,
     finished: bool,
 }
 
@@ -232,19 +225,6 @@ impl<C: Container + ?Sized> WorkGuard<'_, '_, C> {
         if self.keep.load(Ordering::SeqCst) {
             tracing::error!(dir = %self.dir.dir, "the rollback failed: the set-aside live files are kept there");
             return;
-        }
-        if self.extracts {
-            let call = restore_plan::cleanup_call(run.layout, run.params, &self.dir);
-            if let Err(e) = run
-                .container
-                .exec(
-                    &call.argv,
-                    work::exec_options(run.layout, &call, &self.dir, None),
-                )
-                .await
-            {
-                tracing::warn!(dir = %self.dir.dir, error = %e, "could not make the work dir writable");
-            }
         }
         work::remove_work_dir(run.container, run.layout, &self.dir).await;
     }

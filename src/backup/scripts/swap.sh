@@ -21,8 +21,6 @@
 # writable), and there is room where a move crosses file systems (it is a copy): in
 # SB_STAGE_BASE for SB_PREFLIGHT_STAGING bytes plus the live files set aside from
 # another file system, and on that file system for the files placed there.
-# cleanup: makes every directory under $SB_WORK writable and searchable by its owner,
-# so the work dir can be removed even when the archive held read-only directories.
 # Environment: SB_WORK, SB_ROOT; SB_DB_MEMBER for swap; SB_STAGE_BASE and
 # SB_PREFLIGHT_STAGING for preflight; SB_STAGED_DB, SB_KEEP_OTK, SB_PYTHON, SB_SQLITE3 for
 # check-db; SB_TARGET for place.
@@ -37,11 +35,6 @@ umask 077
 w=$SB_WORK
 root=$SB_ROOT
 case "${1:-swap}" in
-  cleanup)
-    # Pre-order, one directory at a time, so find can then descend into it.
-    find "$w" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \;
-    exit 0
-    ;;
   place)
     while IFS= read -r -d '' m; do
       dest="$SB_TARGET/$m"

@@ -28,7 +28,7 @@
 #                      not exist, 53 when it is not a directory.
 #   kind PATH          prints PATH's type letter (find's %y, a symlink not followed);
 #                      exit 52 when it does not exist.
-#   remove DIR         removes DIR and everything in it.
+#   remove DIR         removes DIR and everything in it (read-only dirs in it too).
 #   sweep DIR          a dead restore's work dir: prints `kept` after removing all but
 #                      `aside/`, `aside.log`, `placed.log`, `swap.list` and `owner` when
 #                      its swap had begun, else removes it and prints `removed`.
@@ -138,9 +138,14 @@ case "$1" in
     find "$2" -maxdepth 0 -printf '%y'
     ;;
   remove)
-    # Staging may hold read-only dirs (from an archive): make them removable first.
-    find "$2" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \;
-    rm -rf -- "$2"
+    # Staging may hold read-only dirs (from an archive): when rm alone cannot remove
+    # everything, make every dir writable and searchable by its owner (pre-order, one
+    # at a time, so find can then descend into it) and remove what is left. The walk
+    # is paid only then: on a media store of 1,000,000 files each walk took seconds.
+    if ! rm -rf -- "$2" 2>/dev/null; then
+      find "$2" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \;
+      rm -rf -- "$2"
+    fi
     ;;
   sweep)
     # A dead restore's dir: when its swap had begun (something set aside or placed),

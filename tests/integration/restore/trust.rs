@@ -863,6 +863,43 @@ fn a_read_only_directory_from_the_archive_does_not_outlive_the_restore() {
     drop(rt);
 }
 
+/// A restore by a non-root user (the CLI as `nobody`) that succeeds with read-only
+/// directories on both sides, in the archive (staged) and in the live tree it sets
+/// aside: the work dir is removed all the same (`rm` alone cannot, so the dirs are
+/// made writable first), and the read-only dir is restored as it was.
+#[test]
+fn a_restore_removes_its_work_dir_when_read_only_dirs_were_staged_and_set_aside() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt.block_on(Env::new(&TreeSpec::default()));
+    let ro = env.tree.media.join("local_content/ro");
+    fs::create_dir_all(&ro).unwrap();
+    fs::write(ro.join("f"), "media").unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+    give_tree_to_nobody(&env);
+    let out = cli(&env, true, &["create"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = S3Client::new(&env.params).unwrap();
+    let id = rt.block_on(list_backups(&client)).unwrap()[0].id.clone();
+    let out = cli(&env, true, &["restore", id.as_str(), "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_to_string(ro.join("f")).unwrap(), "media");
+    assert_eq!(fs::metadata(&ro).unwrap().mode() & 0o7777, 0o555);
+    assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
+    drop(rt);
+}
+
 /// A restore as root for another user's workload, as the README's CLI examples run
 /// it: `create` and `restore` by the CLI as root with no `--user`, for a tree owned by
 /// `nobody`: the restored database is still nobody's, mode 0644 (it was root's, 0600).
