@@ -197,8 +197,9 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
 
 /// A run's work dir. [`WorkGuard::finish`] removes it (an archive unpacked in it may
 /// hold read-only dirs: `workdir.sh remove` makes them writable when `rm` alone
-/// cannot remove them) unless [`WorkGuard::keep`] was called; each operation calls it on every path. A guard dropped unfinished (a
-/// dropped future) leaves the dir to the owner-record sweep of the next run.
+/// cannot remove them) unless [`WorkGuard::keep`] was called; each operation calls it
+/// on every path. A guard dropped unfinished (a dropped future) leaves the dir to the
+/// owner-record sweep of the next run.
 pub(crate) struct WorkGuard<'r, 'a, C: Container + ?Sized> {
     run: &'r Run<'a, C>,
     dir: WorkDir,
