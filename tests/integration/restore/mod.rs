@@ -354,21 +354,45 @@ async fn malicious_archives_are_refused_and_write_nothing_outside_staging() {
 /// `data/zz.key` says `poison`, and records its pid.
 fn with_service(env: &Env) -> (LocalContainer, Layout, PathBuf) {
     let pidfile = env.dir.path().join("service.pid");
+    let script = r#"[ "$(cat "$1")" != poison ] || exit 1; echo $$ >"$2"; exec sleep 600"#;
+    let key = env.tree.data.join("zz.key");
+    let (c, layout) = with_service_running(env, script, &[key.as_path(), pidfile.as_path()]);
+    (c, layout, pidfile)
+}
+
+/// A container whose `synapse` service is `bash -c script bash args…` (stopped with a
+/// 2 s grace period), and the env's layout with that service.
+fn with_service_running(
+    env: &Env,
+    script: &str,
+    args: &[&std::path::Path],
+) -> (LocalContainer, Layout) {
     let supervisor = synapse_backup::ProcessSupervisor::new()
         .with_grace_period(std::time::Duration::from_secs(2));
-    supervisor.add(
-        "synapse",
-        vec![
-            "bash".to_string(),
-            "-c".into(),
-            r#"[ "$(cat "$1")" != poison ] || exit 1; echo $$ >"$2"; exec sleep 600"#.into(),
-            "bash".into(),
-            env.tree.data.join("zz.key").to_string_lossy().into_owned(),
-            pidfile.to_string_lossy().into_owned(),
-        ],
-    );
+    let mut argv = vec![
+        "bash".to_string(),
+        "-c".into(),
+        script.into(),
+        "bash".into(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string_lossy().into_owned()));
+    supervisor.add("synapse", argv);
     let layout = env.layout.clone().service(Some("synapse".into()));
-    (LocalContainer::with_services(supervisor), layout, pidfile)
+    (LocalContainer::with_services(supervisor), layout)
+}
+
+/// A backup of the env's tree in `layout` through `c`.
+async fn backup_in(env: &Env, c: &LocalContainer, layout: &Layout) -> BackupId {
+    create_backup_with(
+        c,
+        &env.params,
+        PASSPHRASE,
+        layout,
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap()
+    .id
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -378,16 +402,7 @@ async fn a_running_service_is_stopped_for_the_swap_and_started_again() {
     fs::write(env.tree.data.join("zz.key"), "fine").unwrap();
     let (c, layout, pidfile) = with_service(&env);
     let svc = ["synapse".to_string()];
-    let id = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap()
-    .id;
+    let id = backup_in(&env, &c, &layout).await;
     c.start(&svc).await.unwrap();
     let pid_before = fs::read_to_string(&pidfile).unwrap();
     restore_backup_with(
@@ -433,30 +448,9 @@ async fn a_restore_reports_its_time_phase_by_phase() {
     use synapse_backup::{Container, ExtractTarget, extract_backup_with};
     let env = Env::new(&TreeSpec::default()).await;
     let pidfile = env.dir.path().join("service.pid");
-    let supervisor =
-        synapse_backup::ProcessSupervisor::new().with_grace_period(Duration::from_secs(2));
-    supervisor.add(
-        "synapse",
-        vec![
-            "bash".to_string(),
-            "-c".into(),
-            r#"trap '' TERM; echo $$ >"$1"; while :; do sleep 0.05; done"#.into(),
-            "bash".into(),
-            pidfile.to_string_lossy().into_owned(),
-        ],
-    );
-    let layout = env.layout.clone().service(Some("synapse".into()));
-    let c = LocalContainer::with_services(supervisor);
-    let id = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap()
-    .id;
+    let ignores_term = r#"trap '' TERM; echo $$ >"$1"; while :; do sleep 0.05; done"#;
+    let (c, layout) = with_service_running(&env, ignores_term, &[pidfile.as_path()]);
+    let id = backup_in(&env, &c, &layout).await;
     c.start(&["synapse".to_string()]).await.unwrap();
     let report = restore_backup_with(
         &c,
@@ -523,16 +517,7 @@ async fn a_service_that_fails_on_the_restored_data_gets_the_old_data_back_and_ru
     // The backup carries a key the service refuses to start with.
     fs::write(env.tree.data.join("zz.key"), "poison").unwrap();
     let (c, layout, _) = with_service(&env);
-    let id = create_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &layout,
-        &BackupOptions::default(),
-    )
-    .await
-    .unwrap()
-    .id;
+    let id = backup_in(&env, &c, &layout).await;
     fs::write(env.tree.data.join("zz.key"), "fine").unwrap();
     change_db(&env.tree.data.join("homeserver.db"));
     c.start(&["synapse".to_string()]).await.unwrap();
