@@ -38,6 +38,21 @@
 # The codes are the table in src/backup/scripts.rs.
 set -euo pipefail
 umask 077
+# Makes every dir under the given paths writable and searchable by its owner
+# (pre-order, one at a time, so find can then descend into it): an archive may hold
+# read-only dirs.
+make_dirs_writable() {
+  find "$@" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \;
+}
+# Removes the given paths, read-only dirs in them too: rm alone first, and only when
+# it cannot remove everything the walk of make_dirs_writable, then rm again (on a
+# media store of 1,000,000 files each walk took seconds).
+remove_all() {
+  if ! rm -rf -- "$@" 2>/dev/null; then
+    make_dirs_writable "$@"
+    rm -rf -- "$@"
+  fi
+}
 make() {
   local d
   d=$(mktemp -d -p "$1" -- "$2.XXXXXXXXXX")
@@ -138,26 +153,19 @@ case "$1" in
     find "$2" -maxdepth 0 -printf '%y'
     ;;
   remove)
-    # Staging may hold read-only dirs (from an archive): when rm alone cannot remove
-    # everything, make every dir writable and searchable by its owner (pre-order, one
-    # at a time, so find can then descend into it) and remove what is left. The walk
-    # is paid only then: on a media store of 1,000,000 files each walk took seconds.
-    if ! rm -rf -- "$2" 2>/dev/null; then
-      find "$2" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \;
-      rm -rf -- "$2"
-    fi
+    remove_all "$2"
     ;;
   sweep)
     # A dead restore's dir: when its swap had begun (something set aside or placed),
     # only what the swap log and the set-aside live files need is kept (`kept`);
     # else all of it goes (`removed`). Keys, the aws config and staging never stay.
-    find "$2" -type d ! -perm -u=rwx -exec chmod u+rwx -- {} \;
     if [ -s "$2/aside.log" ] || [ -s "$2/placed.log" ] || [ -n "$(ls -A -- "$2/aside" 2>/dev/null)" ]; then
+      make_dirs_writable "$2"
       find "$2" -mindepth 1 -maxdepth 1 ! -name aside ! -name aside.log ! -name placed.log \
         ! -name owner ! -name swap.list -exec rm -rf -- {} +
       echo kept
     else
-      rm -rf -- "$2"
+      remove_all "$2"
       echo removed
     fi
     ;;
