@@ -824,6 +824,24 @@ fn cli(env: &Env, as_nobody: bool, args: &[&str]) -> std::process::Output {
         .expect("setpriv (util-linux) is needed")
 }
 
+/// Runs the CLI as [`cli`] does and asserts that it succeeded.
+fn cli_ok(env: &Env, as_nobody: bool, args: &[&str]) {
+    let out = cli(env, as_nobody, args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `create` by the CLI (as [`cli_ok`]), then the id of the backup it made (the
+/// bucket's first).
+fn cli_create(rt: &tokio::runtime::Runtime, env: &Env, as_nobody: bool) -> BackupId {
+    cli_ok(env, as_nobody, &["create"]);
+    let client = S3Client::new(&env.params).unwrap();
+    rt.block_on(list_backups(&client)).unwrap()[0].id.clone()
+}
+
 /// A restore run by a non-root user (the CLI as `nobody`) of an archive holding
 /// a read-only directory removes its work dir.
 #[test]
@@ -876,20 +894,8 @@ fn a_restore_removes_its_work_dir_when_read_only_dirs_were_staged_and_set_aside(
     fs::write(ro.join("f"), "media").unwrap();
     fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
     give_tree_to_nobody(&env);
-    let out = cli(&env, true, &["create"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let client = S3Client::new(&env.params).unwrap();
-    let id = rt.block_on(list_backups(&client)).unwrap()[0].id.clone();
-    let out = cli(&env, true, &["restore", id.as_str(), "--yes"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let id = cli_create(&rt, &env, true);
+    cli_ok(&env, true, &["restore", id.as_str(), "--yes"]);
     assert_eq!(fs::read_to_string(ro.join("f")).unwrap(), "media");
     assert_eq!(fs::metadata(&ro).unwrap().mode() & 0o7777, 0o555);
     assert!(
@@ -910,21 +916,9 @@ fn the_cli_as_root_restores_as_the_owner_of_the_data_dir() {
     let db = env.tree.data.join("homeserver.db");
     fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
     give_tree_to_nobody(&env);
-    let out = cli(&env, false, &["create"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let client = S3Client::new(&env.params).unwrap();
-    let id = rt.block_on(list_backups(&client)).unwrap()[0].id.clone();
+    let id = cli_create(&rt, &env, false);
     change_db(&db);
-    let out = cli(&env, false, &["restore", id.as_str(), "--yes"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_ok(&env, false, &["restore", id.as_str(), "--yes"]);
     let meta = fs::metadata(&db).unwrap();
     assert_eq!(
         (meta.uid(), meta.mode() & 0o7777),
@@ -1096,21 +1090,9 @@ fn the_cli_as_root_runs_as_a_data_dir_owner_with_no_name() {
         .status()
         .unwrap();
     assert!(status.success());
-    let out = cli(&env, false, &["create"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let client = S3Client::new(&env.params).unwrap();
-    let id = rt.block_on(list_backups(&client)).unwrap()[0].id.clone();
+    let id = cli_create(&rt, &env, false);
     change_db(&db);
-    let out = cli(&env, false, &["restore", id.as_str(), "--yes"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_ok(&env, false, &["restore", id.as_str(), "--yes"]);
     let meta = fs::metadata(&db).unwrap();
     assert_eq!(
         (meta.uid(), meta.gid(), meta.mode() & 0o7777),
