@@ -268,12 +268,17 @@ fn reads(
     Ok(())
 }
 
+/// The `--json` report a command printed (a wrapper may print its own lines around it).
+fn report_json(stdout: &str) -> Result<serde_json::Value, serde_json::Error> {
+    let start = stdout.find("{\n").or_else(|| stdout.find('{')).unwrap_or(0);
+    let end = stdout.rfind('}').map_or(stdout.len(), |e| e + 1);
+    serde_json::from_str(stdout.get(start..end).unwrap_or(""))
+}
+
 /// A restore's phases from its `--json` report (`prepare 0.31 s, fetch …`), if it
 /// has them.
 fn report_phases(stdout: &str) -> Option<String> {
-    let start = stdout.find('{')?;
-    let end = stdout.rfind('}')? + 1;
-    let report: serde_json::Value = serde_json::from_str(stdout.get(start..end)?).ok()?;
+    let report = report_json(stdout).ok()?;
     let phases = report["phases"].as_object()?;
     let text: Vec<String> = ["prepare", "fetch", "checks", "swap", "cleanup"]
         .iter()
@@ -284,14 +289,7 @@ fn report_phases(stdout: &str) -> Option<String> {
 
 /// The created backup's id and object bytes, from `create --json`.
 fn created(ran: &Ran) -> Result<(String, u64, String), BoxError> {
-    // The report's line (a wrapper may print its own lines around it).
-    let start = ran
-        .stdout
-        .find("{\n")
-        .or_else(|| ran.stdout.find('{'))
-        .unwrap_or(0);
-    let end = ran.stdout.rfind('}').map_or(ran.stdout.len(), |e| e + 1);
-    let report: serde_json::Value = serde_json::from_str(ran.stdout.get(start..end).unwrap_or(""))?;
+    let report = report_json(&ran.stdout)?;
     let id = report["id"]
         .as_str()
         .ok_or_else(|| err(format!("create --json printed no id: {}", ran.stdout)))?;
