@@ -1260,7 +1260,6 @@ impl S3Client {
             key: key.to_string(),
             content_type: content_type.to_string(),
             metadata: metadata.clone(),
-            part_sums: std::sync::Mutex::default(),
         });
         upload::upload(
             target,
@@ -1290,8 +1289,6 @@ struct S3Upload {
     key: String,
     content_type: String,
     metadata: HashMap<String, String>,
-    /// Each uploaded part's CRC32, for the completion.
-    part_sums: std::sync::Mutex<std::collections::BTreeMap<i32, String>>,
 }
 
 impl S3Upload {
@@ -1371,7 +1368,7 @@ impl upload::PartTarget for S3Upload {
         upload_id: &str,
         number: i32,
         body: Vec<u8>,
-    ) -> Result<String, S3Error> {
+    ) -> Result<upload::PartReceipt, S3Error> {
         let c = &self.client;
         let sum = crc32_base64(&body);
         let mut request = c
@@ -1393,36 +1390,29 @@ impl upload::PartTarget for S3Upload {
             .send()
             .await
             .map_err(|e| c.error("UploadPart", &self.key, e))?;
-        self.part_sums
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(number, sum);
-        Ok(out.e_tag().unwrap_or_default().to_string())
+        Ok(upload::PartReceipt {
+            etag: out.e_tag().unwrap_or_default().to_string(),
+            crc32: Some(sum),
+        })
     }
 
     async fn complete(
         &self,
         upload_id: &str,
-        parts: Vec<(i32, String)>,
+        parts: Vec<(i32, upload::PartReceipt)>,
     ) -> Result<Option<String>, S3Error> {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
         let c = &self.client;
-        let parts = {
-            let sums = self
-                .part_sums
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            parts
-                .into_iter()
-                .map(|(n, etag)| {
-                    CompletedPart::builder()
-                        .part_number(n)
-                        .e_tag(etag)
-                        .set_checksum_crc32(sums.get(&n).cloned())
-                        .build()
-                })
-                .collect()
-        };
+        let parts = parts
+            .into_iter()
+            .map(|(n, part)| {
+                CompletedPart::builder()
+                    .part_number(n)
+                    .e_tag(part.etag)
+                    .set_checksum_crc32(part.crc32)
+                    .build()
+            })
+            .collect();
         let mut request = c
             .client
             .complete_multipart_upload()

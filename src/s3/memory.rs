@@ -416,20 +416,20 @@ impl upload::PartTarget for MemoryUpload {
         upload_id: &str,
         number: i32,
         body: Vec<u8>,
-    ) -> Result<String, S3Error> {
+    ) -> Result<upload::PartReceipt, S3Error> {
         let mut state = self.store.state();
         let Some(parts) = state.parts.get_mut(upload_id) else {
             return Err(self.store.not_found(&self.key));
         };
         let etag = format!("\"part-{number}-{}\"", body.len());
         parts.insert(number, body);
-        Ok(etag)
+        Ok(upload::PartReceipt { etag, crc32: None })
     }
 
     async fn complete(
         &self,
         upload_id: &str,
-        parts: Vec<(i32, String)>,
+        parts: Vec<(i32, upload::PartReceipt)>,
     ) -> Result<Option<String>, S3Error> {
         let mut state = self.store.state();
         let Some(stored) = state.parts.remove(upload_id) else {

@@ -35,6 +35,16 @@ pub struct Uploaded {
     pub parts: usize,
 }
 
+/// What the server gave back for an uploaded part, and what the completion must list
+/// again for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PartReceipt {
+    /// The part's ETag.
+    pub(crate) etag: String,
+    /// The part's CRC32 as it was sent (`x-amz-checksum-crc32`, base64), when it was.
+    pub(crate) crc32: Option<String>,
+}
+
 /// The requests of one upload to one key, with its content type, metadata and the
 /// store's encryption and storage class bound in.
 #[async_trait]
@@ -47,18 +57,18 @@ pub(crate) trait PartTarget: Send + Sync + 'static {
     async fn put_whole(&self, body: Vec<u8>) -> Result<Option<String>, S3Error>;
     /// Starts a multipart upload; returns its id.
     async fn create(&self) -> Result<String, S3Error>;
-    /// Uploads part `number` (from 1); returns its ETag.
+    /// Uploads part `number` (from 1); returns what the completion lists for it.
     async fn upload_part(
         &self,
         upload_id: &str,
         number: i32,
         body: Vec<u8>,
-    ) -> Result<String, S3Error>;
+    ) -> Result<PartReceipt, S3Error>;
     /// Completes the upload from its parts, in order; returns the object's ETag.
     async fn complete(
         &self,
         upload_id: &str,
-        parts: Vec<(i32, String)>,
+        parts: Vec<(i32, PartReceipt)>,
     ) -> Result<Option<String>, S3Error>;
     /// Aborts the upload (its parts are discarded).
     async fn abort(&self, upload_id: &str) -> Result<(), S3Error>;
@@ -177,9 +187,9 @@ async fn upload_parts(
     body: &mut (dyn AsyncRead + Send + Unpin),
     part_size: usize,
     in_flight: usize,
-) -> Result<(u64, Vec<(i32, String)>), S3Error> {
+) -> Result<(u64, Vec<(i32, PartReceipt)>), S3Error> {
     let mut uploads = FuturesUnordered::new();
-    let mut done: Vec<(i32, String)> = Vec::new();
+    let mut done: Vec<(i32, PartReceipt)> = Vec::new();
     let mut size = 0_u64;
     let mut next: Option<Vec<u8>> = Some(first);
     let mut number = 0_i32;
@@ -206,7 +216,7 @@ async fn upload_parts(
                 target
                     .upload_part(upload_id, n, part)
                     .await
-                    .map(|etag| (n, etag))
+                    .map(|receipt| (n, receipt))
             });
         }
         if ended && uploads.is_empty() {
@@ -345,7 +355,7 @@ mod tests {
             upload_id: &str,
             number: i32,
             body: Vec<u8>,
-        ) -> Result<String, S3Error> {
+        ) -> Result<PartReceipt, S3Error> {
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -360,7 +370,7 @@ mod tests {
         async fn complete(
             &self,
             upload_id: &str,
-            parts: Vec<(i32, String)>,
+            parts: Vec<(i32, PartReceipt)>,
         ) -> Result<Option<String>, S3Error> {
             self.inner.0.complete(upload_id, parts).await
         }
