@@ -99,7 +99,12 @@
 //! - `SYNAPSE_BACKUP_BENCH_LIBRARY`: `in flight x part MiB` of `Transfer::Library`'s
 //!   upload in the `backup` section (default the library's);
 //! - `SYNAPSE_BACKUP_BENCH_LIBRARY_RANGES`: `in flight x range MiB` settings the
-//!   `restore` section times the library's download alone with (default `2x1024,2x64,4x8`);
+//!   `restore` section times the library's download alone with (default
+//!   `2x1024,2x64,3x16,4x8`; ranges of up to `READ_AHEAD_MAX_MIB` read ahead, as the
+//!   library's restore reads them);
+//! - `SYNAPSE_BACKUP_BENCH_READ_AHEAD`: `in flight x range MiB` of the `Transfer::Library`
+//!   restore the `restore` and `restic` sections run beside the default one
+//!   (`RestoreOptions::library_ranges_in_flight` and `library_range_mib`; default `3x16`);
 //! - `SYNAPSE_BACKUP_BENCH_CONCURRENCY`, `SYNAPSE_BACKUP_BENCH_PART_MIB`,
 //!   `SYNAPSE_BACKUP_BENCH_COMPRESSION` (`none`, `zlib-1` … `zlib-9`): override our
 //!   options (default: `BackupOptions::default()`);
@@ -193,6 +198,8 @@ struct Config {
     sweep_library: bool,
     /// `(in flight, range MiB)` of the library download alone in the restore section.
     library_ranges: Vec<(u32, u32)>,
+    /// `in flight x range MiB` of the read-ahead `Transfer::Library` restore.
+    read_ahead: (u32, u32),
     options: BackupOptions,
     dir: Option<PathBuf>,
     seed: u64,
@@ -294,7 +301,7 @@ impl Config {
             options.library_part_mib = p;
         }
         let library_ranges = env_var("SYNAPSE_BACKUP_BENCH_LIBRARY_RANGES")
-            .unwrap_or_else(|| "2x1024,2x64,4x8".into())
+            .unwrap_or_else(|| "2x1024,2x64,3x16,4x8".into())
             .split(',')
             .filter_map(pair)
             .collect();
@@ -308,6 +315,10 @@ impl Config {
             sweep_library: env_var("SYNAPSE_BACKUP_BENCH_SWEEP_TRANSFER").as_deref()
                 == Some("library"),
             library_ranges,
+            read_ahead: pair(
+                &env_var("SYNAPSE_BACKUP_BENCH_READ_AHEAD").unwrap_or_else(|| "3x16".into()),
+            )
+            .expect("SYNAPSE_BACKUP_BENCH_READ_AHEAD: in flight x range MiB"),
             options,
             dir: env_var("SYNAPSE_BACKUP_BENCH_DIR").map(PathBuf::from),
             seed: env_var("SYNAPSE_BACKUP_BENCH_SEED")
@@ -1172,9 +1183,10 @@ impl Bench {
             &self.layout,
             options,
         ))?;
-        self.phases
-            .borrow_mut()
-            .push((format!("in place, {}", options.transfer), report.phases));
+        self.phases.borrow_mut().push((
+            format!("in place, {}", transfer_label(options)),
+            report.phases,
+        ));
         Ok(())
     }
 
@@ -1872,6 +1884,11 @@ fn run_sections(
         let mut ours_restore = Runs::new("ours");
         let mut ours_library_restore = Runs::new("ours, Transfer::Library");
         let library = RestoreOptions::default().transfer(Transfer::Library);
+        let read_ahead = read_ahead_options(config);
+        let mut ours_read_ahead_restore = Runs::new(&format!(
+            "ours, Transfer::Library, {} x {} MiB read ahead",
+            config.read_ahead.0, config.read_ahead.1
+        ));
         let mut ref_restore_pipeline = Vec::new();
         bench.phases.borrow_mut().clear();
         for round in 1..=config.rounds {
@@ -1909,6 +1926,21 @@ fn run_sections(
                     "our restore with Transfer::Library did not give back the tree",
                 ));
             }
+            reset_remote_media(&bench.tree, &bench.facts, config.seed);
+            let (r, cost) = bench
+                .sampler
+                .measure(|| bench.ours_restore_with(&id, &read_ahead));
+            r?;
+            progress(&format!(
+                "round {round}: ours restore with Transfer::Library read ahead {:.2} s",
+                cost.wall
+            ));
+            ours_read_ahead_restore.costs.push(cost);
+            if fingerprint(&bench.tree) != *original {
+                return Err(err(
+                    "our restore with Transfer::Library read ahead did not give back the tree",
+                ));
+            }
         }
         writeln!(
             out,
@@ -1919,6 +1951,7 @@ fn run_sections(
         writeln!(out, "{}", row(&ref_restore, source))?;
         writeln!(out, "{}", row(&ours_restore, source))?;
         writeln!(out, "{}", row(&ours_library_restore, source))?;
+        writeln!(out, "{}", row(&ours_read_ahead_restore, source))?;
         writeln!(out, "{}", ratio_row(&ours_restore, &ref_restore))?;
         writeln!(
             out,
@@ -1931,6 +1964,17 @@ fn run_sections(
             ours_restore.wall(),
             ours_library_restore.peak_self(),
             ours_restore.peak_self(),
+        )?;
+        writeln!(
+            out,
+            "Transfer::Library read ahead ({} x {} MiB ranges): {:.2}x the reference, {:.2}x the workload's aws CLI download, {:.2}x the library's default ranges (wall {:.2} s); our peak RSS {:.1} MB",
+            config.read_ahead.0,
+            config.read_ahead.1,
+            ref_restore.wall() / ours_read_ahead_restore.wall(),
+            ours_restore.wall() / ours_read_ahead_restore.wall(),
+            ours_library_restore.wall() / ours_read_ahead_restore.wall(),
+            ours_read_ahead_restore.wall(),
+            ours_read_ahead_restore.peak_self(),
         )?;
         writeln!(
             out,
@@ -2543,9 +2587,10 @@ impl Bench {
             &ExtractTarget::new(dir.to_string_lossy().into_owned()),
             options,
         ))?;
-        self.phases
-            .borrow_mut()
-            .push((format!("--target, {}", options.transfer), report.phases));
+        self.phases.borrow_mut().push((
+            format!("--target, {}", transfer_label(options)),
+            report.phases,
+        ));
         Ok(())
     }
 }
@@ -2553,6 +2598,34 @@ impl Bench {
 /// Writes where our restores' time went, phase by phase (as their reports say): for
 /// each label in `phases` (in order of first appearance), the median of each phase
 /// over its runs, their sum and the fetch's share of it.
+/// How a restore's data moved, for the phase table: `workload`, `library`, or the
+/// library with ranges other than its defaults (`library, 3 x 16 MiB`).
+fn transfer_label(options: &RestoreOptions) -> String {
+    let defaults = RestoreOptions::default();
+    if options.transfer == Transfer::Library
+        && (options.library_range_mib, options.library_ranges_in_flight)
+            != (
+                defaults.library_range_mib,
+                defaults.library_ranges_in_flight,
+            )
+    {
+        format!(
+            "library, {} x {} MiB",
+            options.library_ranges_in_flight, options.library_range_mib
+        )
+    } else {
+        options.transfer.to_string()
+    }
+}
+
+/// The `Transfer::Library` restore with the bench's read-ahead ranges.
+fn read_ahead_options(config: &Config) -> RestoreOptions {
+    RestoreOptions::default()
+        .transfer(Transfer::Library)
+        .library_ranges_in_flight(config.read_ahead.0)
+        .library_range_mib(config.read_ahead.1)
+}
+
 fn phases_table(
     phases: &[(String, synapse_backup::RestorePhases)],
     out: &mut String,
@@ -2722,12 +2795,10 @@ fn library_download_alone(
     out: &mut String,
 ) -> Result<(), BoxError> {
     use futures_util::StreamExt;
-    use synapse_backup::ObjectStore;
-    let store: &dyn ObjectStore = &bench.client;
     let size = bench.object_size(key);
     writeln!(
         out,
-        "\nthe library's download alone ({:.1} MB, ranged GETs streamed in order into a sink, once each):\n\n| in flight x range MiB | s | MB/s | our CPU s | S3 server CPU s |\n|---|---|---|---|---|",
+        "\nthe library's download alone ({:.1} MB, ranged GETs in order into a sink, ranges of up to 64 MiB read ahead, once each):\n\n| in flight x range MiB | s | MB/s | our CPU s | S3 server CPU s |\n|---|---|---|---|---|",
         size as f64 / MB
     )?;
     for &(in_flight, mib) in &config.library_ranges {
@@ -2736,14 +2807,35 @@ fn library_download_alone(
             bench.rt.block_on(async {
                 let ranges =
                     (0..size.div_ceil(range)).map(|i| (i * range, range.min(size - i * range)));
+                // As the library's restore: a range of up to READ_AHEAD_MAX_MIB is read
+                // whole by its own task as soon as it is requested; a larger one is
+                // streamed in its turn.
+                let read_ahead = u64::from(mib) <= synapse_backup::READ_AHEAD_MAX_MIB;
                 let mut gets = futures_util::stream::iter(ranges)
-                    .map(|(offset, length)| store.get_object_range_stream(key, offset, length))
+                    .map(|(offset, length)| {
+                        let (store, key) = (bench.client.clone(), key.to_string());
+                        tokio::spawn(async move {
+                            let mut body =
+                                store.get_object_range_stream(&key, offset, length).await?;
+                            if !read_ahead {
+                                return Ok::<_, synapse_backup::S3Error>((Vec::new(), Some(body)));
+                            }
+                            let mut read = Vec::new();
+                            while let Some(chunk) = body.next().await {
+                                read.push(chunk?);
+                            }
+                            Ok((read, None))
+                        })
+                    })
                     .buffered(in_flight.max(1) as usize);
                 let mut total = 0_u64;
-                while let Some(body) = gets.next().await {
-                    let mut body = body?;
-                    while let Some(chunk) = body.next().await {
-                        total += chunk?.len() as u64;
+                while let Some(got) = gets.next().await {
+                    let (read, body) = got??;
+                    total += read.iter().map(|c| c.len() as u64).sum::<u64>();
+                    if let Some(mut body) = body {
+                        while let Some(chunk) = body.next().await {
+                            total += chunk?.len() as u64;
+                        }
                     }
                 }
                 if total == size {
@@ -2831,6 +2923,7 @@ fn restic_section(
         "second backup after +10 MiB of media",
         "restore to a target dir",
         "restore to a target dir, ours with `Transfer::Library`",
+        "restore to a target dir, ours with `Transfer::Library` read ahead",
     ];
     let mut restic_runs: Vec<Runs> = names.iter().map(|n| Runs::new(n)).collect();
     let mut ours_runs: Vec<Runs> = names.iter().map(|n| Runs::new(n)).collect();
@@ -2903,7 +2996,7 @@ fn restic_section(
         r?;
         ours_runs[3].costs.push(cost);
         let restic_restore = restic_runs[2].costs[round - 1].clone();
-        restic_runs[3].costs.push(restic_restore);
+        restic_runs[3].costs.push(restic_restore.clone());
         let library_restored = synapse_tree::walk(&dir).len();
         fs::remove_dir_all(&dir)?;
         if library_restored != ours_restored {
@@ -2911,8 +3004,22 @@ fn restic_section(
                 "Transfer::Library extracted {library_restored} files, the workload's download {ours_restored}"
             )));
         }
+        let read_ahead = read_ahead_options(config);
+        let (r, cost) = bench
+            .sampler
+            .measure(|| bench.ours_extract_with(&second.id, &dir, &read_ahead));
+        r?;
+        ours_runs[4].costs.push(cost);
+        restic_runs[4].costs.push(restic_restore);
+        let read_ahead_restored = synapse_tree::walk(&dir).len();
+        fs::remove_dir_all(&dir)?;
+        if read_ahead_restored != ours_restored {
+            return Err(err(format!(
+                "Transfer::Library read ahead extracted {read_ahead_restored} files, the workload's download {ours_restored}"
+            )));
+        }
         progress(&format!(
-            "round {round}: restic {:.2} / {:.2} / {:.2} s ({restored} files), ours {:.2} / {:.2} / {:.2} s ({ours_restored} files), with Transfer::Library {:.2} s",
+            "round {round}: restic {:.2} / {:.2} / {:.2} s ({restored} files), ours {:.2} / {:.2} / {:.2} s ({ours_restored} files), with Transfer::Library {:.2} s, read ahead {:.2} s",
             restic_runs[0].costs[round - 1].wall,
             restic_runs[1].costs[round - 1].wall,
             restic_runs[2].costs[round - 1].wall,
@@ -2920,6 +3027,7 @@ fn restic_section(
             ours_runs[1].costs[round - 1].wall,
             ours_runs[2].costs[round - 1].wall,
             ours_runs[3].costs[round - 1].wall,
+            ours_runs[4].costs[round - 1].wall,
         ));
         restic_bucket.push(bench.bytes_under(&format!("{prefix}/")) as f64);
         ours_bucket.push(bench.bytes_under(&format!("{PREFIX}/")) as f64);
@@ -2985,6 +3093,16 @@ fn restic_section(
     notes.push(target_line(
         "restic ÷ ours, restore to a target dir with Transfer::Library",
         restic_runs[3].wall() / ours_runs[3].wall(),
+        1.0,
+        true,
+        "x",
+    ));
+    notes.push(target_line(
+        &format!(
+            "restic ÷ ours, restore to a target dir with Transfer::Library read ahead ({} x {} MiB)",
+            config.read_ahead.0, config.read_ahead.1
+        ),
+        restic_runs[4].wall() / ours_runs[4].wall(),
         1.0,
         true,
         "x",

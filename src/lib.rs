@@ -115,7 +115,7 @@ pub use backup::prune_plan::{
 };
 pub use backup::transfer::{
     LIBRARY_PART_MIB, LIBRARY_PARTS_IN_FLIGHT, LIBRARY_RANGE_MIB, LIBRARY_RANGES_IN_FLIGHT,
-    Transfer,
+    READ_AHEAD_MAX_MIB, Transfer,
 };
 pub use backup::{
     BackupReport, DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_SMALL_PACK_MIB,

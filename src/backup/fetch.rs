@@ -376,7 +376,8 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
     let count = AtomicU64::new(0);
     let mut summed = None;
     let outcome = if library {
-        let feed = |exec| streamed(run, &call.argv, exec, &fetched.key, fetched.size, &count);
+        let ranges = options.library_ranges();
+        let feed = |exec| streamed(run, &call.argv, exec, fetched, ranges, &count);
         match progress::run_with_progress(
             container,
             layout,
@@ -441,8 +442,9 @@ pub(crate) enum Streamed {
 
 /// Runs the pipeline `argv` with `exec` (its `stdin` is the passphrase line) streamed
 /// ([`Container::exec_streaming`]), writing the passphrase line then the first `size`
-/// bytes of the object `key` into its standard input ([`transfer::feed`], counting
-/// them in `count`), and waits for it. Gives its output and, when every byte was
+/// bytes of the object `fetched.key` into its standard input ([`transfer::feed`], in
+/// ranges of `ranges.0` bytes, `ranges.1` in flight, counting them in `count`), and
+/// waits for it. Gives its output and, when every byte was
 /// written, their SHA-256. A download that fails kills the pipeline; a pipeline that
 /// stops reading (it failed) ends the download, and its outcome tells why.
 ///
@@ -452,10 +454,11 @@ pub(crate) async fn streamed<C: Container + ?Sized>(
     run: &Run<'_, C>,
     argv: &[String],
     mut exec: ExecOptions,
-    key: &str,
-    size: u64,
+    fetched: &Fetched,
+    ranges: (u64, usize),
     count: &AtomicU64,
 ) -> Result<(ExecOutput, Option<String>), Streamed> {
+    let (key, size) = (fetched.key.as_str(), fetched.size);
     let first = exec.stdin.take().unwrap_or_default();
     let mut process = run
         .container
@@ -472,8 +475,7 @@ pub(crate) async fn streamed<C: Container + ?Sized>(
         if stdin.write_all(&first).await.is_err() {
             return Ok(transfer::Fed::Stopped(0));
         }
-        let range = transfer::LIBRARY_RANGE_MIB << 20;
-        let in_flight = transfer::LIBRARY_RANGES_IN_FLIGHT;
+        let (range, in_flight) = ranges;
         let fed = transfer::feed(store, key, size, range, in_flight, &mut stdin, count).await;
         let _ = stdin.shutdown().await;
         fed

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
@@ -46,8 +47,12 @@ pub enum Transfer {
     /// ([`BackupOptions::library_part_mib`](crate::BackupOptions::library_part_mib) MiB
     /// parts, [`library_parts_in_flight`](crate::BackupOptions::library_parts_in_flight)
     /// at once: by default [`LIBRARY_PART_MIB`] and [`LIBRARY_PARTS_IN_FLIGHT`]); a read
-    /// downloads with ranged GETs ([`LIBRARY_RANGE_MIB`] MiB each,
-    /// [`LIBRARY_RANGES_IN_FLIGHT`] in flight) and streams the ciphertext into the
+    /// downloads with ranged GETs
+    /// ([`RestoreOptions::library_range_mib`](crate::RestoreOptions::library_range_mib)
+    /// MiB each,
+    /// [`library_ranges_in_flight`](crate::RestoreOptions::library_ranges_in_flight) in
+    /// flight: by default [`LIBRARY_RANGE_MIB`] and [`LIBRARY_RANGES_IN_FLIGHT`]; ranges
+    /// of up to [`READ_AHEAD_MAX_MIB`] are read ahead) and streams the ciphertext into the
     /// workload's pipeline. No S3 credential, config or SSE-C key enters the workload,
     /// which needs no aws CLI; in exchange the ciphertext crosses the container
     /// boundary (for Pebble, over its exec websocket), this process holds the parts in
@@ -67,20 +72,24 @@ pub const LIBRARY_PART_MIB: u32 = 5;
 /// the defaults.
 pub const LIBRARY_PARTS_IN_FLIGHT: u32 = 4;
 
-/// The size of each ranged GET of [`Transfer::Library`], in MiB: 1024, so a backup
-/// of up to 1 GiB is one streamed GET, as the workload's download
+/// The default size of each ranged GET of [`Transfer::Library`], in MiB
+/// ([`RestoreOptions::library_range_mib`](crate::RestoreOptions::library_range_mib)):
+/// 1024, so a backup of up to 1 GiB is one streamed GET, as the workload's download
 /// ([`DEFAULT_DOWNLOAD_CHUNK_MIB`](crate::DEFAULT_DOWNLOAD_CHUNK_MIB)). Each range is a
 /// request, and a server that reads the whole object for every range (moto) pays for
-/// each one: measured in the README ("The transfer in the library (measured)"). It
-/// sizes the requests, not the memory: each range's body is written into the pipeline
-/// as it arrives, a few hundred KiB at a time.
+/// each one: measured in the README ("The transfer in the library (measured)"). A range
+/// this large is streamed, not read ahead ([`READ_AHEAD_MAX_MIB`]): it sizes the
+/// requests, not the memory, each range's body written into the pipeline as it
+/// arrives, a few hundred KiB at a time.
 pub const LIBRARY_RANGE_MIB: u64 = 1024;
 
-/// How many ranged GETs of [`Transfer::Library`] are in flight at once: the one being
-/// written and the next one, requested ahead (so no round trip is lost between two
-/// ranges of a backup larger than [`LIBRARY_RANGE_MIB`]) but not read until its turn
-/// (its body waits in the connection and the server, so the memory held does not grow
-/// with this number or with [`LIBRARY_RANGE_MIB`]).
+/// The default number of ranged GETs of [`Transfer::Library`] in flight at once
+/// ([`RestoreOptions::library_ranges_in_flight`](crate::RestoreOptions::library_ranges_in_flight)):
+/// the one being written and the next one, requested ahead (so no round trip is lost
+/// between two ranges of a backup larger than [`LIBRARY_RANGE_MIB`]); with ranges
+/// larger than [`READ_AHEAD_MAX_MIB`] not read until its turn (its body waits in the
+/// connection and the server, so the memory held does not grow with this number or
+/// with the range size).
 pub const LIBRARY_RANGES_IN_FLIGHT: usize = 2;
 
 impl fmt::Display for Transfer {
@@ -139,15 +148,34 @@ impl Fed {
 /// 256 KiB, which it may hold beside the chunk being read.
 const FEED_WRITE: usize = 256 << 10;
 
+/// The largest range [`Transfer::Library`]'s download reads ahead into memory, in MiB:
+/// 64. A range of at most this size
+/// ([`RestoreOptions::library_range_mib`](crate::RestoreOptions::library_range_mib)) is
+/// read whole by its own task as soon as it is requested, so the ranges in flight
+/// download side by side (the memory held is up to
+/// [`library_ranges_in_flight`](crate::RestoreOptions::library_ranges_in_flight)
+/// ranges); a larger one is streamed in its turn and its body waits in the connection
+/// until then.
+pub const READ_AHEAD_MAX_MIB: u64 = 64;
+
+/// The most bytes [`feed`] writes into its sink at once from a range read ahead: 1 MiB
+/// (a pipe, or Pebble's websocket, takes it in pieces anyway).
+const READ_AHEAD_WRITE: usize = 1 << 20;
+
 /// Writes the first `size` bytes of the object `key` into `sink`, in order, read with
-/// ranged GETs of `range` bytes, `in_flight` requested at once. Each range's body is
-/// written as it arrives ([`ObjectStore::get_object_range_stream`]), its small chunks
-/// gathered into writes of [`FEED_WRITE`]; the ranges after it are requested ahead
-/// (each on a task of its own, so that its request goes out while the one before is
-/// written) but their bodies are not read until their turn: the connection and the
-/// server hold them, not this process. A short range (the object shrank) ends the
-/// stream early: the pipeline's checks then see a truncated object, as they would
-/// with the aws CLI.
+/// ranged GETs of `range` bytes, `in_flight` requested at once.
+///
+/// A range of at most [`READ_AHEAD_MAX_MIB`] is read ahead: its task downloads it
+/// whole into memory as soon as it is requested, so `in_flight` ranges download side by
+/// side while the one before them is written (a server that serves one stream on one
+/// core, s3s-fs, then uses both, and this process reads each body in large pieces); the
+/// memory held is up to `in_flight` ranges. A larger range is written as it arrives
+/// ([`ObjectStore::get_object_range_stream`]), its small chunks gathered into writes of
+/// [`FEED_WRITE`]; the ranges after it are requested ahead (each on a task of its own,
+/// so that its request goes out while the one before is written) but their bodies are
+/// not read until their turn: the connection and the server hold them, not this
+/// process. A short range (the object shrank) ends the stream early: the pipeline's
+/// checks then see a truncated object, as they would with the aws CLI.
 ///
 /// # Errors
 /// The first GET (request or body) that fails.
@@ -160,8 +188,31 @@ pub(crate) async fn feed(
     sink: &mut (impl AsyncWrite + Unpin + ?Sized),
     count: &AtomicU64,
 ) -> Result<Fed, S3Error> {
+    let read_ahead_max = READ_AHEAD_MAX_MIB << 20;
+    feed_with(
+        store,
+        key,
+        size,
+        (range, in_flight, read_ahead_max),
+        sink,
+        count,
+    )
+    .await
+}
+
+/// [`feed`] with ranges of `ranges.0` bytes, `ranges.1` in flight, read ahead when no
+/// larger than `ranges.2` bytes.
+async fn feed_with(
+    store: &dyn ObjectStore,
+    key: &str,
+    size: u64,
+    (range, in_flight, read_ahead_max): (u64, usize, u64),
+    sink: &mut (impl AsyncWrite + Unpin + ?Sized),
+    count: &AtomicU64,
+) -> Result<Fed, S3Error> {
     let sum = Summer::new();
     let range = range.max(1);
+    let read_ahead = range <= read_ahead_max;
     let store = store.clone_store();
     let mut ranges = (0..size.div_ceil(range)).map(|i| {
         let offset = i * range;
@@ -175,18 +226,25 @@ pub(crate) async fn feed(
             let Some((offset, length)) = ranges.next() else {
                 break;
             };
-            let (store, key) = (store.clone(), key.to_string());
-            let request =
-                tokio::spawn(
-                    async move { store.get_object_range_stream(&key, offset, length).await },
-                );
+            let request = request(store.clone(), key, (offset, length), read_ahead);
             requests.0.push_back((length, request));
         }
         let Some((length, request)) = requests.0.pop_front() else {
             break;
         };
         let mut body = match request.await {
-            Ok(body) => body?,
+            Ok(Ok(Range::Streaming(body))) => body,
+            Ok(Ok(Range::Read(bytes))) => {
+                let got = bytes.len() as u64;
+                if !put_read(sink, &sum, bytes, &mut written, count).await {
+                    return Ok(Fed::Stopped(written));
+                }
+                if got < length {
+                    break;
+                }
+                continue;
+            }
+            Ok(Err(e)) => return Err(e),
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
         let mut got = 0_u64;
@@ -227,6 +285,58 @@ pub(crate) async fn feed(
         sha256: sum.finish().await,
         length: written,
     }))
+}
+
+/// A requested range: read whole (read ahead), or its body still to be read.
+enum Range {
+    Read(bytes::Bytes),
+    Streaming(RangeBody),
+}
+
+/// Requests the range `(offset, length)` of `key` on a task of its own, which reads
+/// it whole when `read_ahead` says so.
+fn request(
+    store: Arc<dyn ObjectStore>,
+    key: &str,
+    (offset, length): (u64, u64),
+    read_ahead: bool,
+) -> JoinHandle<Result<Range, S3Error>> {
+    let key = key.to_string();
+    tokio::spawn(async move {
+        let body = store.get_object_range_stream(&key, offset, length).await?;
+        if read_ahead {
+            read_whole(body, length).await.map(Range::Read)
+        } else {
+            Ok(Range::Streaming(body))
+        }
+    })
+}
+
+/// Writes a range read ahead into `sink` in pieces of [`READ_AHEAD_WRITE`], as
+/// [`put`] does; `false` when the sink stopped taking bytes.
+async fn put_read(
+    sink: &mut (impl AsyncWrite + Unpin + ?Sized),
+    sum: &Summer,
+    mut bytes: bytes::Bytes,
+    written: &mut u64,
+    count: &AtomicU64,
+) -> bool {
+    while !bytes.is_empty() {
+        let piece = bytes.split_to(bytes.len().min(READ_AHEAD_WRITE));
+        if !put(sink, sum, piece, written, count).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Reads `body` (of `length` bytes, fewer when the object shrank) into one buffer.
+async fn read_whole(mut body: RangeBody, length: u64) -> Result<bytes::Bytes, S3Error> {
+    let mut buffer = bytes::BytesMut::with_capacity(usize::try_from(length).unwrap_or(0));
+    while let Some(chunk) = body.next().await {
+        buffer.extend_from_slice(&chunk?);
+    }
+    Ok(buffer.freeze())
 }
 
 /// Writes `piece` into `sink`, sums it (on `sum`'s thread, beside the write) and counts
@@ -292,7 +402,7 @@ impl Summer {
 /// The ranged GETs requested ahead, in order, with their lengths: aborted when the
 /// feed ends early (an error, a pipeline that stopped reading).
 #[derive(Default)]
-struct Requests(VecDeque<(u64, JoinHandle<Result<RangeBody, S3Error>>)>);
+struct Requests(VecDeque<(u64, JoinHandle<Result<Range, S3Error>>)>);
 
 impl Drop for Requests {
     fn drop(&mut self) {
@@ -337,10 +447,15 @@ mod tests {
     async fn ranges_arrive_in_order_whatever_the_range_size() {
         let body: Vec<u8> = (0..10_000_u32).map(|i| (i * 7 % 251) as u8).collect();
         let store = store_with(&body).await;
-        for (range, in_flight) in [(1, 1), (999, 3), (4096, 4), (10_000, 2), (50_000, 4)] {
+        let cases = [(1, 1), (999, 3), (4096, 4), (10_000, 2), (50_000, 4)];
+        // Read ahead (every range here is small) and streamed.
+        for ((range, in_flight), read_ahead_max) in
+            cases.into_iter().flat_map(|c| [(c, u64::MAX), (c, 0)])
+        {
             let mut out = Vec::new();
             let count = AtomicU64::new(0);
-            let fed = feed(&store, "o", 10_000, range, in_flight, &mut out, &count)
+            let ranges = (range, in_flight, read_ahead_max);
+            let fed = feed_with(&store, "o", 10_000, ranges, &mut out, &count)
                 .await
                 .unwrap();
             assert!(
@@ -403,24 +518,75 @@ mod tests {
     }
 
     /// The store's body comes in chunks of 1,000 bytes: the pipeline gets writes of at
-    /// least `FEED_WRITE` bytes (the last of each range excepted), not one per chunk.
+    /// least `FEED_WRITE` bytes (the last of each range excepted), not one per chunk,
+    /// from a streamed range; a range read ahead is written in pieces of
+    /// `READ_AHEAD_WRITE`.
     #[tokio::test]
     async fn small_chunks_are_gathered_into_large_writes() {
-        let size = 2 * FEED_WRITE + 12_345;
+        let size = 2 * READ_AHEAD_WRITE + 12_345;
         let body: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
         let store = store_with(&body).await;
-        let mut sink = Writes::default();
+        for (read_ahead_max, writes, least) in [(0, 9, FEED_WRITE), (u64::MAX, 3, READ_AHEAD_WRITE)]
+        {
+            let mut sink = Writes::default();
+            let count = AtomicU64::new(0);
+            let ranges = (size as u64, 2, read_ahead_max);
+            let fed = feed_with(&store, "o", size as u64, ranges, &mut sink, &count)
+                .await
+                .unwrap();
+            assert!(
+                matches!(&fed, Fed::All(t) if t.length == size as u64),
+                "{fed:?}"
+            );
+            assert!(sink.1 == body, "bytes differ");
+            assert_eq!(sink.0.len(), writes, "{:?}", sink.0);
+            let (last, full) = sink.0.split_last().unwrap();
+            assert!(
+                full.iter().all(|&n| n >= least) && *last > 0,
+                "{:?}",
+                sink.0
+            );
+        }
+    }
+
+    /// Ranges of up to READ_AHEAD_MAX_MIB are downloaded side by side: while the
+    /// pipeline has not yet taken the first range, the ranges in flight after it are
+    /// already read whole from the store (streamed, they would wait in the connection).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_ranges_in_flight_are_read_ahead_while_the_first_is_written() {
+        let body: Vec<u8> = (0..10_000_u32).map(|i| (i * 13 % 249) as u8).collect();
+        let store = store_with(&body).await;
+        let (mut writer, mut reader) = tokio::io::duplex(16);
         let count = AtomicU64::new(0);
-        let fed = feed(&store, "o", size as u64, size as u64, 2, &mut sink, &count)
-            .await
-            .unwrap();
+        let observer = store.clone();
+        let check = async move {
+            // The pipeline takes nothing until four ranges of 1,000 bytes are read.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while observer.range_bytes_served() < 4_000 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let ahead = observer.range_bytes_served();
+            let mut out = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut out)
+                .await
+                .unwrap();
+            (ahead, out)
+        };
+        let feeding = async {
+            let fed = feed(&store, "o", 10_000, 1_000, 4, &mut writer, &count).await;
+            drop(writer);
+            fed
+        };
+        let (fed, (ahead, out)) = tokio::join!(feeding, check);
+        assert_eq!(
+            ahead, 4_000,
+            "bytes read from the store before the first write"
+        );
         assert!(
-            matches!(&fed, Fed::All(t) if t.length == size as u64),
+            matches!(fed, Ok(Fed::All(Tally { length: 10_000, .. }))),
             "{fed:?}"
         );
-        assert!(sink.1 == body, "bytes differ");
-        assert_eq!(sink.0.len(), 3, "{:?}", sink.0);
-        assert!(sink.0[..2].iter().all(|&n| n >= FEED_WRITE), "{:?}", sink.0);
+        assert!(out == body, "bytes differ");
     }
 
     #[tokio::test]

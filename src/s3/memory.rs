@@ -37,6 +37,8 @@ pub struct MemoryStore {
     bucket: String,
     prefix: String,
     state: Arc<Mutex<State>>,
+    /// The bytes the range streams have given so far (how far a reader read).
+    served: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -74,7 +76,14 @@ impl MemoryStore {
                 conditional_writes: true,
                 next_upload: 1,
             })),
+            served: Arc::default(),
         }
+    }
+
+    /// The bytes [`ObjectStore::get_object_range_stream`]'s bodies have given so far.
+    #[cfg(test)]
+    pub(crate) fn range_bytes_served(&self) -> u64 {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -242,8 +251,13 @@ impl ObjectStore for MemoryStore {
         length: u64,
     ) -> Result<RangeBody, S3Error> {
         let mut rest = bytes::Bytes::from(self.get_object_range(key, offset, length).await?);
+        let served = Arc::clone(&self.served);
         let chunks = std::iter::from_fn(move || {
-            (!rest.is_empty()).then(|| Ok(rest.split_to(rest.len().min(MEMORY_CHUNK))))
+            (!rest.is_empty()).then(|| {
+                let chunk = rest.split_to(rest.len().min(MEMORY_CHUNK));
+                served.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                Ok(chunk)
+            })
         });
         Ok(Box::pin(futures_util::stream::iter(chunks)))
     }

@@ -116,6 +116,59 @@ async fn a_library_restore_restores_byte_for_byte_without_an_aws_cli() {
     );
 }
 
+/// Ranges small enough to be read ahead (1 MiB, 4 in flight: about 21 of them, each
+/// downloaded whole while the one before is written) give back the same bytes, and a
+/// byte flipped in a range past the first or an object cut short is refused as with one
+/// stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_restore_read_ahead_in_small_ranges_restores_and_refuses_tampering() {
+    let spec = TreeSpec {
+        media_bytes: 20 << 20,
+        ..TreeSpec::default()
+    };
+    let env = Env::new(&spec).await;
+    let c = LocalContainer::new();
+    let db = env.tree.data.join("homeserver.db");
+    let before_files = env.tree.backed_up_files();
+    let before_db = dump_db(&db);
+    let id = env.create(&c).await.unwrap().id;
+    let layout = without_aws(&env.layout);
+    let options = library().library_range_mib(1).library_ranges_in_flight(4);
+
+    let first_media = walk(&env.tree.media.join("local_content"))[0].clone();
+    fs::write(&first_media, b"overwritten").unwrap();
+    change_db(&db);
+    let restored = restore_backup_with(&c, &env.params, PASSPHRASE, &id, &layout, &options)
+        .await
+        .unwrap();
+    assert!(restored.ciphertext_bytes > 10 << 20, "{restored:?}");
+    assert_eq!(env.tree.backed_up_files(), before_files);
+    assert_eq!(dump_db(&db), before_db);
+
+    let object = env.bucket_dir().join(format!("synapse/backups/{id}"));
+    let original = fs::read(&object).unwrap();
+    let mut flipped = original.clone();
+    // In the seventh range, long after the first was written.
+    flipped[(6 << 20) + 12_345] ^= 0x01;
+    fs::write(&object, &flipped).unwrap();
+    let e = env
+        .assert_restore_fails(&c, &id, PASSPHRASE, &layout, &options)
+        .await;
+    // gpg's integrity check or our SHA-256, whichever sees it first: refused.
+    assert!(matches!(&e, BackupError::Corrupted { .. }), "{e}");
+    fs::write(&object, &original[..original.len() - (3 << 20)]).unwrap();
+    let e = env
+        .assert_restore_fails(&c, &id, PASSPHRASE, &layout, &options)
+        .await;
+    assert!(matches!(&e, BackupError::Corrupted { .. }), "{e}");
+    assert_eq!(env.tree.backed_up_files(), before_files);
+    assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_library_restore_refuses_a_tampered_object_and_a_wrong_passphrase() {
     let env = Env::new(&TreeSpec::default()).await;
