@@ -11,7 +11,8 @@
 //!
 //! `Transfer::Library` runs its create and its restore the same way (its upload's parts
 //! in flight and its ranged GETs, `LIBRARY_RANGE_MIB` × `LIBRARY_RANGES_IN_FLIGHT`,
-//! are the library's own settings).
+//! are the library's own settings), and once more with the bench's read-ahead ranges
+//! (`SYNAPSE_BACKUP_BENCH_READ_AHEAD`, default `3x16`).
 //!
 //! Knobs: `SYNAPSE_BACKUP_BENCH_RTT_MS` (default 20), `SYNAPSE_BACKUP_BENCH_DOWNLOADS`
 //! (`concurrency x MiB` settings, default `1x1024,1x8,4x8,4x16,2x64`).
@@ -160,6 +161,8 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
     let mut backup = Pair::default();
     let mut library_backup = Pair::default();
     let mut library_restore = Pair::default();
+    let mut read_ahead_restore = Pair::default();
+    let read_ahead = super::read_ahead_options(config);
     let library = config.options.clone().transfer(Transfer::Library);
     let mut restores: Vec<Pair> = settings.iter().map(|_| Pair::default()).collect();
     let mut downloads: Vec<Pair> = settings.iter().map(|_| Pair::default()).collect();
@@ -251,6 +254,22 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
             library_restore.direct[round - 1],
             library_restore.delayed[round - 1]
         ));
+        time_both((&direct, &delayed), &mut read_ahead_restore, |params| {
+            bench.rt.block_on(restore_backup_with(
+                &bench.container,
+                params,
+                PASSPHRASE,
+                &id,
+                &bench.layout,
+                &read_ahead,
+            ))?;
+            Ok(())
+        })?;
+        progress(&format!(
+            "round {round}: latency restore Transfer::Library read ahead {:.2} s, delayed {:.2} s",
+            read_ahead_restore.direct[round - 1],
+            read_ahead_restore.delayed[round - 1]
+        ));
         bench.delete_ours(&id);
     }
     writeln!(
@@ -303,6 +322,18 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
         library_restore.row(
             "restore in place, Transfer::Library",
             &format!("{LIBRARY_RANGES_IN_FLIGHT} x {LIBRARY_RANGE_MIB} MiB ranged GETs"),
+            object
+        )
+    )?;
+    writeln!(
+        out,
+        "{}",
+        read_ahead_restore.row(
+            "restore in place, Transfer::Library read ahead",
+            &format!(
+                "{} x {} MiB ranged GETs",
+                config.read_ahead.0, config.read_ahead.1
+            ),
             object
         )
     )?;

@@ -476,6 +476,7 @@ pub(crate) async fn streamed<C: Container + ?Sized>(
             return Ok(transfer::Fed::Stopped(0));
         }
         let (range, in_flight) = ranges;
+        tracing::debug!(key, range, in_flight, "the library's download starts");
         let fed = transfer::feed(store, key, size, range, in_flight, &mut stdin, count).await;
         let _ = stdin.shutdown().await;
         fed

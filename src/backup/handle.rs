@@ -66,6 +66,13 @@ pub struct VerifyOptions {
     pub download_concurrency: u32,
     /// Where the download runs (see [`RestoreOptions::transfer`]).
     pub transfer: crate::backup::transfer::Transfer,
+    /// With [`Transfer::Library`](crate::Transfer::Library), the size of its ranged
+    /// GETs in MiB (see [`RestoreOptions::library_range_mib`]: ranges of up to
+    /// [`READ_AHEAD_MAX_MIB`](crate::READ_AHEAD_MAX_MIB) are read ahead).
+    pub library_range_mib: u32,
+    /// With [`Transfer::Library`](crate::Transfer::Library), how many ranged GETs are
+    /// in flight (see [`RestoreOptions::library_ranges_in_flight`]).
+    pub library_ranges_in_flight: u32,
 }
 
 impl Default for VerifyOptions {
@@ -81,6 +88,8 @@ impl Default for VerifyOptions {
             download_chunk_mib: restore.download_chunk_mib,
             download_concurrency: restore.download_concurrency,
             transfer: restore.transfer,
+            library_range_mib: restore.library_range_mib,
+            library_ranges_in_flight: restore.library_ranges_in_flight,
         }
     }
 }
@@ -96,6 +105,8 @@ impl VerifyOptions {
             .progress(self.progress.clone())
             .priority(self.priority)
             .transfer(self.transfer)
+            .library_range_mib(self.library_range_mib)
+            .library_ranges_in_flight(self.library_ranges_in_flight)
     }
 }
 
@@ -393,5 +404,40 @@ impl<C: Container> Backups<C> {
             ..plan.policy.clone()
         };
         catalog::prune_locked(&*self.store, &policy, &self.lock, Some(plan)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every download setting of `VerifyOptions` reaches the read it runs.
+    #[test]
+    fn verify_options_carry_every_download_setting() {
+        let options = VerifyOptions::default()
+            .download_chunk_mib(64)
+            .download_concurrency(3)
+            .transfer(crate::Transfer::Library)
+            .library_range_mib(16)
+            .library_ranges_in_flight(5)
+            .temp_work_dir(true)
+            .timeout(Some(Duration::from_secs(9)));
+        let restore = options.restore_options();
+        assert_eq!(
+            (restore.download_chunk_mib, restore.download_concurrency),
+            (64, 3)
+        );
+        assert_eq!(restore.transfer, crate::Transfer::Library);
+        assert_eq!(
+            (restore.library_range_mib, restore.library_ranges_in_flight),
+            (16, 5)
+        );
+        assert!(restore.temp_work_dir);
+        assert_eq!(restore.timeout, Some(Duration::from_secs(9)));
+        assert_eq!(restore.library_ranges(), (16 << 20, 5));
+        let clamped = RestoreOptions::default()
+            .library_range_mib(0)
+            .library_ranges_in_flight(1000);
+        assert_eq!(clamped.library_ranges(), (1 << 20, 64));
     }
 }

@@ -152,9 +152,9 @@ const FEED_WRITE: usize = 256 << 10;
 /// 64. A range of at most this size
 /// ([`RestoreOptions::library_range_mib`](crate::RestoreOptions::library_range_mib)) is
 /// read whole by its own task as soon as it is requested, so the ranges in flight
-/// download side by side (the memory held is up to
+/// download side by side (the memory held is up to one more than
 /// [`library_ranges_in_flight`](crate::RestoreOptions::library_ranges_in_flight)
-/// ranges); a larger one is streamed in its turn and its body waits in the connection
+/// ranges: the last one written is summed as the next arrives); a larger one is streamed in its turn and its body waits in the connection
 /// until then.
 pub const READ_AHEAD_MAX_MIB: u64 = 64;
 
@@ -169,7 +169,7 @@ const READ_AHEAD_WRITE: usize = 1 << 20;
 /// whole into memory as soon as it is requested, so `in_flight` ranges download side by
 /// side while the one before them is written (a server that serves one stream on one
 /// core, s3s-fs, then uses both, and this process reads each body in large pieces); the
-/// memory held is up to `in_flight` ranges. A larger range is written as it arrives
+/// memory held is up to `in_flight + 1` ranges. A larger range is written as it arrives
 /// ([`ObjectStore::get_object_range_stream`]), its small chunks gathered into writes of
 /// [`FEED_WRITE`]; the ranges after it are requested ahead (each on a task of its own,
 /// so that its request goes out while the one before is written) but their bodies are

@@ -131,6 +131,21 @@ pub(crate) struct GlobalArgs {
         default_value = "workload"
     )]
     pub(crate) transfer: synapse_backup::Transfer,
+    /// With `--transfer library`, the ranged GETs of verify, restore and extract as
+    /// IN_FLIGHTxMIB: how many at once (1 to 64) and their size in MiB (default 2x1024:
+    /// one streamed GET for a backup of up to 1 GiB). Ranges of up to 64 MiB are read
+    /// ahead, each downloaded whole, side by side, so this command holds up to
+    /// (IN_FLIGHT + 1) x MIB MiB: `3x16` is faster on a server that serves a range without
+    /// reading the whole object (AWS S3, MinIO, Ceph); moto reads the whole object for
+    /// every range.
+    #[arg(
+        long,
+        value_name = "IN_FLIGHTxMIB",
+        value_parser = parse_ranges,
+        global = true,
+        env = "SYNAPSE_BACKUP_LIBRARY_RANGES"
+    )]
+    pub(crate) library_ranges: Option<(u32, u32)>,
     /// More logs on stderr: -v progress, -vv debug, -vvv trace.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
@@ -306,6 +321,30 @@ pub(crate) fn parse_id(text: &str) -> Result<IdArg, String> {
     })
 }
 
+/// `--library-ranges`: `IN_FLIGHTxMIB` (`3x16`), in flight 1 to 64, MiB at least 1.
+pub(crate) fn parse_ranges(text: &str) -> Result<(u32, u32), String> {
+    let bad = |why: &str| format!("{text:?} is not IN_FLIGHTxMIB (e.g. 3x16): {why}");
+    let (n, mib) = text
+        .trim()
+        .split_once(['x', 'X'])
+        .ok_or_else(|| bad("no `x` between the two numbers"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .map_err(|_| bad("the ranges in flight are not a whole number"))?;
+    let mib: u32 = mib
+        .trim()
+        .parse()
+        .map_err(|_| bad("the range size is not a whole number of MiB"))?;
+    if !(1..=64).contains(&n) {
+        return Err(bad("the ranges in flight must be 1 to 64"));
+    }
+    if mib == 0 {
+        return Err(bad("the range size must be at least 1 MiB"));
+    }
+    Ok((n, mib))
+}
+
 /// `--limit-upload` / `--limit-download`: the library's [`Bandwidth`] text, the error
 /// without the field name (clap names the flag).
 pub(crate) fn parse_rate(text: &str) -> Result<Bandwidth, String> {
@@ -321,7 +360,29 @@ pub(crate) fn parse_rate(text: &str) -> Result<Bandwidth, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_rate;
+    use super::{parse_ranges, parse_rate};
+
+    #[test]
+    fn library_ranges_are_in_flight_x_mib_and_bad_ones_say_why() {
+        assert_eq!(parse_ranges("3x16"), Ok((3, 16)));
+        assert_eq!(parse_ranges(" 2 X 1024 "), Ok((2, 1024)));
+        for (bad, why) in [
+            ("316", "no `x`"),
+            ("3x", "range size"),
+            ("x16", "in flight"),
+            ("-1x16", "in flight"),
+            ("0x16", "1 to 64"),
+            ("65x16", "1 to 64"),
+            ("3x0", "at least 1 MiB"),
+            ("3x1.5", "range size"),
+        ] {
+            let err = parse_ranges(bad).unwrap_err();
+            assert!(
+                err.contains(why) && err.contains(&format!("{bad:?}")),
+                "{bad}: {err}"
+            );
+        }
+    }
     use synapse_backup::Bandwidth;
 
     #[test]

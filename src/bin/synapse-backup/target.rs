@@ -112,6 +112,21 @@ impl Target {
 }
 
 /// How create, restore, delete and prune take the backup lock.
+/// The download options the global flags give verify, restore and extract: the
+/// download's cap, the pipeline's priority, the transfer and the library's ranges.
+pub(crate) fn restore_options(global: &GlobalArgs) -> synapse_backup::RestoreOptions {
+    let options = synapse_backup::RestoreOptions::default()
+        .max_bandwidth(global.limit_download)
+        .priority(global.priority)
+        .transfer(global.transfer);
+    match global.library_ranges {
+        Some((in_flight, mib)) => options
+            .library_ranges_in_flight(in_flight)
+            .library_range_mib(mib),
+        None => options,
+    }
+}
+
 pub(crate) fn lock_options(global: &GlobalArgs) -> LockOptions {
     let mode = if global.no_lock {
         LockMode::Off

@@ -850,4 +850,35 @@ fn transfer_library_needs_no_aws_cli_in_the_workload() {
     let out = expect(2, &mut f.cmd(), &["verify", &id, "--transfer", "aws"]);
     let err = stderr(&out);
     assert!(err.contains("--transfer") && err.contains("aws"), "{err}");
+
+    // The library's ranges, from the flag or the environment, reach its download; a
+    // bad value is refused naming the flag.
+    let mut cmd = f.cmd();
+    cmd.args(no_aws).args(["-vv", "--library-ranges", "3x16"]);
+    let out = expect(0, &mut cmd, &["verify", &id, "--transfer", "library"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("in_flight=3") && err.contains(&format!("range={}", 16 << 20)),
+        "{err}"
+    );
+    let mut cmd = f.cmd();
+    cmd.args(no_aws)
+        .args(["-vv", "--transfer", "library"])
+        .env("SYNAPSE_BACKUP_LIBRARY_RANGES", "5x2");
+    let out = expect(0, &mut cmd, &["restore", &id, "--yes"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("in_flight=5") && err.contains(&format!("range={}", 2 << 20)),
+        "{err}"
+    );
+    let out = expect(
+        2,
+        &mut f.cmd(),
+        &["verify", &id, "--library-ranges", "0x16"],
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("--library-ranges") && err.contains("1 to 64"),
+        "{err}"
+    );
 }

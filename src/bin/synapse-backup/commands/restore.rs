@@ -5,15 +5,15 @@ use std::path::Path;
 
 use serde::Serialize;
 use synapse_backup::{
-    BackupError, BackupId, BackupStatus, ExtractReport, ExtractTarget, Layout, RestoreOptions,
-    RestoreReport, backup_status, extract_backup_with, restore_backup_with,
+    BackupError, BackupId, BackupStatus, ExtractReport, ExtractTarget, Layout, RestoreReport,
+    backup_status, extract_backup_with, restore_backup_with,
 };
 
 use crate::cli::{GlobalArgs, IdArg};
 use crate::failure::{Failure, Kind};
 use crate::interrupt;
 use crate::output::{self, confirm, emit, emit_json};
-use crate::target::{Target, container, lock_options, passphrase};
+use crate::target::{Target, container, lock_options, passphrase, restore_options};
 use crate::workload::{pipeline_layout, reader_layout};
 
 /// What an in-place restore without `--service` says, in its prompt and its report.
@@ -68,11 +68,8 @@ pub(crate) async fn restore(
     }
     let container = container(global, &layout);
     let view = output::ProgressView::new(format!("restoring {id} into {}", layout.root));
-    let options = RestoreOptions::default()
+    let options = restore_options(global)
         .lock(lock_options(global))
-        .max_bandwidth(global.limit_download)
-        .priority(global.priority)
-        .transfer(global.transfer)
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
     let report = interrupt::shielded(
@@ -226,10 +223,7 @@ pub(crate) async fn extract(
         into = into.include(path);
     }
     let view = output::ProgressView::new(format!("extracting {id} into {dir}"));
-    let options = RestoreOptions::default()
-        .max_bandwidth(global.limit_download)
-        .priority(global.priority)
-        .transfer(global.transfer)
+    let options = restore_options(global)
         .keep_one_time_keys(keep_one_time_keys)
         .progress(Some(view.callback()));
     let report = interrupt::shielded(

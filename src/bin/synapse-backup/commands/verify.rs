@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use synapse_backup::{
-    BackupError, BackupId, BackupInfo, BackupStatus, Layout, RestoreOptions, VerifyReport,
-    list_backups, verify_backup_with,
+    BackupError, BackupId, BackupInfo, BackupStatus, Layout, VerifyReport, list_backups,
+    verify_backup_with,
 };
 
 use crate::cli::{GlobalArgs, IdArg};
@@ -15,7 +15,7 @@ use crate::config::Passphrase;
 use crate::failure::{Failure, Kind};
 use crate::interrupt;
 use crate::output::{self, emit, emit_json};
-use crate::target::{Target, container, passphrase};
+use crate::target::{Target, container, passphrase, restore_options};
 use crate::workload::reader_layout;
 
 /// `verify --json`: the library's report, with what the command line adds.
@@ -76,10 +76,7 @@ async fn verify_one(
 ) -> Result<Result<VerifyReport, BackupError>, Failure> {
     let container = container(global, layout);
     let view = output::ProgressView::new(format!("verifying {id}"));
-    let options = RestoreOptions::default()
-        .max_bandwidth(global.limit_download)
-        .priority(global.priority)
-        .transfer(global.transfer)
+    let options = restore_options(global)
         .temp_work_dir(temp_work_dir)
         .progress(Some(view.callback()));
     let run = view
