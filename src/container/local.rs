@@ -940,6 +940,19 @@ struct Running {
 
 /// Spawns a prepared command with piped stdin and stdout for the caller and a task that
 /// collects its stderr, waits for its exit and enforces the timeout.
+/// The bytes a streamed command's standard input and output pipes hold: 1 MiB, so that
+/// a stream of a gigabyte crosses them in writes and reads of up to that size, not
+/// Linux's default 64 KiB (each a wake-up of the other side).
+const STREAM_PIPE_BYTES: i32 = 1 << 20;
+
+/// Grows `pipe` to [`STREAM_PIPE_BYTES`] when the system allows (an unprivileged
+/// process may be held to `/proc/sys/fs/pipe-max-size`); the default size otherwise.
+fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
+    if let Err(e) = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(STREAM_PIPE_BYTES)) {
+        tracing::debug!(error = %e, "the stream's pipe keeps its default size");
+    }
+}
+
 fn spawn_streaming(
     program: &str,
     prepared: Prepared,
@@ -948,8 +961,14 @@ fn spawn_streaming(
     let Prepared { mut command, _home } = prepared;
     command.stdin(Stdio::piped());
     let (mut child, guard) = spawn_session(program, command)?;
-    let stdin = child.stdin().take().map(|s| Box::new(s) as ExecStdin);
-    let stdout = child.stdout().take().map(|s| Box::new(s) as ExecStdout);
+    let stdin = child.stdin().take().map(|s| {
+        widen_pipe(&s);
+        Box::new(s) as ExecStdin
+    });
+    let stdout = child.stdout().take().map(|s| {
+        widen_pipe(&s);
+        Box::new(s) as ExecStdout
+    });
     let stderr = child.stderr().take();
     let running = Running {
         guard,
