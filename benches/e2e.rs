@@ -1911,35 +1911,30 @@ fn run_sections(
             if fingerprint(&bench.tree) != *original {
                 return Err(err("our restore did not give back the tree"));
             }
-            reset_remote_media(&bench.tree, &bench.facts, config.seed);
-            let (r, cost) = bench
-                .sampler
-                .measure(|| bench.ours_restore_with(&id, &library));
-            r?;
-            progress(&format!(
-                "round {round}: ours restore with Transfer::Library {:.2} s",
-                cost.wall
-            ));
-            ours_library_restore.costs.push(cost);
-            if fingerprint(&bench.tree) != *original {
-                return Err(err(
-                    "our restore with Transfer::Library did not give back the tree",
+            let library_runs = [
+                ("Transfer::Library", &library, &mut ours_library_restore),
+                (
+                    "Transfer::Library read ahead",
+                    &read_ahead,
+                    &mut ours_read_ahead_restore,
+                ),
+            ];
+            for (what, options, runs) in library_runs {
+                reset_remote_media(&bench.tree, &bench.facts, config.seed);
+                let (r, cost) = bench
+                    .sampler
+                    .measure(|| bench.ours_restore_with(&id, options));
+                r?;
+                progress(&format!(
+                    "round {round}: ours restore with {what} {:.2} s",
+                    cost.wall
                 ));
-            }
-            reset_remote_media(&bench.tree, &bench.facts, config.seed);
-            let (r, cost) = bench
-                .sampler
-                .measure(|| bench.ours_restore_with(&id, &read_ahead));
-            r?;
-            progress(&format!(
-                "round {round}: ours restore with Transfer::Library read ahead {:.2} s",
-                cost.wall
-            ));
-            ours_read_ahead_restore.costs.push(cost);
-            if fingerprint(&bench.tree) != *original {
-                return Err(err(
-                    "our restore with Transfer::Library read ahead did not give back the tree",
-                ));
+                runs.costs.push(cost);
+                if fingerprint(&bench.tree) != *original {
+                    return Err(err(format!(
+                        "our restore with {what} did not give back the tree"
+                    )));
+                }
             }
         }
         writeln!(

@@ -123,6 +123,24 @@ fn time_both<'p>(
     Ok(())
 }
 
+/// Our restore in place of `id` through `params` with `options`.
+fn restore_in_place(
+    bench: &Bench,
+    params: &S3Parameters,
+    id: &synapse_backup::BackupId,
+    options: &RestoreOptions,
+) -> Result<(), BoxError> {
+    bench.rt.block_on(restore_backup_with(
+        &bench.container,
+        params,
+        PASSPHRASE,
+        id,
+        &bench.layout,
+        options,
+    ))?;
+    Ok(())
+}
+
 /// The download alone of `key` with one setting (the aws CLI's config file as our
 /// download writes it), through `endpoint`, to a pipe this process drains; seconds.
 fn download_alone(
@@ -163,6 +181,7 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
     let mut library_restore = Pair::default();
     let mut read_ahead_restore = Pair::default();
     let read_ahead = super::read_ahead_options(config);
+    let library_restore_options = RestoreOptions::default().transfer(Transfer::Library);
     let library = config.options.clone().transfer(Transfer::Library);
     let mut restores: Vec<Pair> = settings.iter().map(|_| Pair::default()).collect();
     let mut downloads: Vec<Pair> = settings.iter().map(|_| Pair::default()).collect();
@@ -220,15 +239,7 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
                 .download_concurrency(*c)
                 .download_chunk_mib(*m);
             time_both((&direct, &delayed), pair, |params| {
-                bench.rt.block_on(restore_backup_with(
-                    &bench.container,
-                    params,
-                    PASSPHRASE,
-                    &id,
-                    &bench.layout,
-                    &options,
-                ))?;
-                Ok(())
+                restore_in_place(bench, params, &id, &options)
             })?;
             progress(&format!(
                 "round {round}: latency restore {} {:.2} s, delayed {:.2} s",
@@ -237,39 +248,28 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
                 pair.delayed[round - 1]
             ));
         }
-        let options = RestoreOptions::default().transfer(Transfer::Library);
-        time_both((&direct, &delayed), &mut library_restore, |params| {
-            bench.rt.block_on(restore_backup_with(
-                &bench.container,
-                params,
-                PASSPHRASE,
-                &id,
-                &bench.layout,
-                &options,
-            ))?;
-            Ok(())
-        })?;
-        progress(&format!(
-            "round {round}: latency restore Transfer::Library {:.2} s, delayed {:.2} s",
-            library_restore.direct[round - 1],
-            library_restore.delayed[round - 1]
-        ));
-        time_both((&direct, &delayed), &mut read_ahead_restore, |params| {
-            bench.rt.block_on(restore_backup_with(
-                &bench.container,
-                params,
-                PASSPHRASE,
-                &id,
-                &bench.layout,
+        let library_runs = [
+            (
+                "Transfer::Library",
+                &library_restore_options,
+                &mut library_restore,
+            ),
+            (
+                "Transfer::Library read ahead",
                 &read_ahead,
-            ))?;
-            Ok(())
-        })?;
-        progress(&format!(
-            "round {round}: latency restore Transfer::Library read ahead {:.2} s, delayed {:.2} s",
-            read_ahead_restore.direct[round - 1],
-            read_ahead_restore.delayed[round - 1]
-        ));
+                &mut read_ahead_restore,
+            ),
+        ];
+        for (what, options, pair) in library_runs {
+            time_both((&direct, &delayed), pair, |params| {
+                restore_in_place(bench, params, &id, options)
+            })?;
+            progress(&format!(
+                "round {round}: latency restore {what} {:.2} s, delayed {:.2} s",
+                pair.direct[round - 1],
+                pair.delayed[round - 1]
+            ));
+        }
         bench.delete_ours(&id);
     }
     writeln!(

@@ -32,10 +32,29 @@ fn without_aws(layout: &Layout) -> Layout {
     layout.clone().aws("/nonexistent/no-aws-cli-here")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_library_restore_restores_byte_for_byte_without_an_aws_cli() {
-    // About 21 MB: one streamed GET (`LIBRARY_RANGE_MIB` is 1024; the cuts between
-    // ranges are `transfer::feed`'s unit tests).
+/// What a restore must give back: the backed-up files and the database's rows.
+struct Before {
+    files: std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>,
+    db: String,
+}
+
+impl Before {
+    /// The live tree and database are as they were backed up.
+    fn assert_given_back(&self, env: &Env) {
+        assert_eq!(env.tree.backed_up_files(), self.files);
+        assert_eq!(dump_db(&env.tree.data.join("homeserver.db")), self.db);
+    }
+}
+
+/// A tree of about 21 MB of media backed up (the workload's transfer): what a restore
+/// must give back, the env, the container, the backup and the layout without an aws CLI.
+async fn backed_up_21_mb() -> (
+    Before,
+    Env,
+    LocalContainer,
+    synapse_backup::BackupId,
+    Layout,
+) {
     let spec = TreeSpec {
         media_bytes: 20 << 20,
         ..TreeSpec::default()
@@ -47,6 +66,19 @@ async fn a_library_restore_restores_byte_for_byte_without_an_aws_cli() {
     let before_db = dump_db(&db);
     let id = env.create(&c).await.unwrap().id;
     let layout = without_aws(&env.layout);
+    let before = Before {
+        files: before_files,
+        db: before_db,
+    };
+    (before, env, c, id, layout)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_library_restore_restores_byte_for_byte_without_an_aws_cli() {
+    // About 21 MB: one streamed GET (`LIBRARY_RANGE_MIB` is 1024; the cuts between
+    // ranges are `transfer::feed`'s unit tests).
+    let (b, env, c, id, layout) = backed_up_21_mb().await;
+    let db = env.tree.data.join("homeserver.db");
 
     let report = verify_backup_with(&c, &env.params, PASSPHRASE, &id, &layout, &library())
         .await
@@ -70,9 +102,8 @@ async fn a_library_restore_restores_byte_for_byte_without_an_aws_cli() {
         "{:?}",
         restored.restored
     );
-    assert_eq!(env.tree.backed_up_files(), before_files);
+    b.assert_given_back(&env);
     assert!(!env.tree.media.join("local_content/new-file").exists());
-    assert_eq!(dump_db(&db), before_db);
     assert!(
         env.work_dirs_left().is_empty(),
         "{:?}",
@@ -122,17 +153,8 @@ async fn a_library_restore_restores_byte_for_byte_without_an_aws_cli() {
 /// stream.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_library_restore_read_ahead_in_small_ranges_restores_and_refuses_tampering() {
-    let spec = TreeSpec {
-        media_bytes: 20 << 20,
-        ..TreeSpec::default()
-    };
-    let env = Env::new(&spec).await;
-    let c = LocalContainer::new();
+    let (b, env, c, id, layout) = backed_up_21_mb().await;
     let db = env.tree.data.join("homeserver.db");
-    let before_files = env.tree.backed_up_files();
-    let before_db = dump_db(&db);
-    let id = env.create(&c).await.unwrap().id;
-    let layout = without_aws(&env.layout);
     let options = library().library_range_mib(1).library_ranges_in_flight(4);
 
     let first_media = walk(&env.tree.media.join("local_content"))[0].clone();
@@ -142,8 +164,7 @@ async fn a_library_restore_read_ahead_in_small_ranges_restores_and_refuses_tampe
         .await
         .unwrap();
     assert!(restored.ciphertext_bytes > 10 << 20, "{restored:?}");
-    assert_eq!(env.tree.backed_up_files(), before_files);
-    assert_eq!(dump_db(&db), before_db);
+    b.assert_given_back(&env);
 
     let object = env.bucket_dir().join(format!("synapse/backups/{id}"));
     let original = fs::read(&object).unwrap();
@@ -161,7 +182,7 @@ async fn a_library_restore_read_ahead_in_small_ranges_restores_and_refuses_tampe
         .assert_restore_fails(&c, &id, PASSPHRASE, &layout, &options)
         .await;
     assert!(matches!(&e, BackupError::Corrupted { .. }), "{e}");
-    assert_eq!(env.tree.backed_up_files(), before_files);
+    b.assert_given_back(&env);
     assert!(
         env.work_dirs_left().is_empty(),
         "{:?}",
