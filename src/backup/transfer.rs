@@ -154,8 +154,8 @@ const FEED_WRITE: usize = 256 << 10;
 /// read whole by its own task as soon as it is requested, so the ranges in flight
 /// download side by side (the memory held is up to one more than
 /// [`library_ranges_in_flight`](crate::RestoreOptions::library_ranges_in_flight)
-/// ranges: the last one written is summed as the next arrives); a larger one is streamed in its turn and its body waits in the connection
-/// until then.
+/// ranges: the last one written is summed as the next arrives); a larger one is
+/// streamed in its turn and its body waits in the connection until then.
 pub const READ_AHEAD_MAX_MIB: u64 = 64;
 
 /// The most bytes [`feed`] writes into its sink at once from a range read ahead: 1 MiB
