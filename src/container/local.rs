@@ -938,8 +938,6 @@ struct Running {
     _home: Option<tempfile::TempDir>,
 }
 
-/// Spawns a prepared command with piped stdin and stdout for the caller and a task that
-/// collects its stderr, waits for its exit and enforces the timeout.
 /// The bytes a streamed command's standard input and output pipes hold: 1 MiB, so that
 /// a stream of a gigabyte crosses them in writes and reads of up to that size, not
 /// Linux's default 64 KiB (each a wake-up of the other side).
@@ -953,6 +951,8 @@ fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
     }
 }
 
+/// Spawns a prepared command with piped stdin and stdout for the caller and a task that
+/// collects its stderr, waits for its exit and enforces the timeout.
 fn spawn_streaming(
     program: &str,
     prepared: Prepared,

@@ -361,6 +361,7 @@ pub(crate) fn parse_rate(text: &str) -> Result<Bandwidth, String> {
 #[cfg(test)]
 mod tests {
     use super::{parse_ranges, parse_rate};
+    use synapse_backup::Bandwidth;
 
     #[test]
     fn library_ranges_are_in_flight_x_mib_and_bad_ones_say_why() {
@@ -383,7 +384,6 @@ mod tests {
             );
         }
     }
-    use synapse_backup::Bandwidth;
 
     #[test]
     fn rates_take_units_in_any_case_and_a_bare_number_is_mib() {

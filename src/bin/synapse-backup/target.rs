@@ -111,7 +111,6 @@ impl Target {
     }
 }
 
-/// How create, restore, delete and prune take the backup lock.
 /// The download options the global flags give verify, restore and extract: the
 /// download's cap, the pipeline's priority, the transfer and the library's ranges.
 pub(crate) fn restore_options(global: &GlobalArgs) -> synapse_backup::RestoreOptions {
@@ -127,6 +126,7 @@ pub(crate) fn restore_options(global: &GlobalArgs) -> synapse_backup::RestoreOpt
     }
 }
 
+/// How create, restore, delete and prune take the backup lock.
 pub(crate) fn lock_options(global: &GlobalArgs) -> LockOptions {
     let mode = if global.no_lock {
         LockMode::Off
