@@ -159,10 +159,12 @@ case "$1" in
     # A dead restore's dir: when its swap had begun (something set aside or placed),
     # only what the swap log and the set-aside live files need is kept (`kept`);
     # else all of it goes (`removed`). Keys, the aws config and staging never stay.
+    # Only what goes is made writable: the set-aside live dirs keep their modes (a
+    # roll-back puts them back as they were).
     if [ -s "$2/aside.log" ] || [ -s "$2/placed.log" ] || [ -n "$(ls -A -- "$2/aside" 2>/dev/null)" ]; then
-      make_dirs_writable "$2"
-      find "$2" -mindepth 1 -maxdepth 1 ! -name aside ! -name aside.log ! -name placed.log \
-        ! -name owner ! -name swap.list -exec rm -rf -- {} +
+      mapfile -d '' -t gone < <(find "$2" -mindepth 1 -maxdepth 1 ! -name aside \
+        ! -name aside.log ! -name placed.log ! -name owner ! -name swap.list -print0)
+      if [ "${#gone[@]}" -gt 0 ]; then remove_all "${gone[@]}"; fi
       echo kept
     else
       remove_all "$2"

@@ -681,7 +681,19 @@ fn killed_restore_dir(env: &Env, name: &str, swap_begun: bool) -> PathBuf {
             "the previous live key",
         )
         .unwrap();
-        fs::write(dir.join("aside.log"), "data/example.test.signing.key\0").unwrap();
+        // A live dir that was read-only keeps its mode where it was set aside: the
+        // roll-back puts it back as it was.
+        fs::create_dir_all(dir.join("aside/data/media_store/local_content/ro")).unwrap();
+        fs::set_permissions(
+            dir.join("aside/data/media_store/local_content/ro"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o555),
+        )
+        .unwrap();
+        fs::write(
+            dir.join("aside.log"),
+            "data/example.test.signing.key\0data/media_store/local_content/ro\0",
+        )
+        .unwrap();
         fs::write(dir.join("placed.log"), "").unwrap();
     }
     // A read-only dir from the archive must not stop the sweep.
@@ -728,6 +740,11 @@ async fn the_next_restore_sweeps_a_killed_restores_keys_and_staging_and_keeps_wh
         "the previous live key"
     );
     assert!(half.join("aside.log").exists() && half.join("owner").exists());
+    let mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(p).unwrap().permissions()) & 0o7777
+    };
+    let read_only = half.join("aside/data/media_store/local_content/ro");
+    assert_eq!(mode(&read_only), 0o555, "the set-aside live dir's mode changed");
     let advice = report
         .warnings
         .iter()
