@@ -162,7 +162,8 @@ pub struct RestoreOptions {
     /// With [`Transfer::Library`], how many ranged GETs are in flight at once (the one
     /// being written and those requested ahead). Default
     /// [`LIBRARY_RANGES_IN_FLIGHT`](crate::LIBRARY_RANGES_IN_FLIGHT) (2); 0 counts as 1,
-    /// and more than 64 as 64.
+    /// and more than [`LIBRARY_RANGES_IN_FLIGHT_MAX`](crate::LIBRARY_RANGES_IN_FLIGHT_MAX)
+    /// (64) as that many.
     pub library_ranges_in_flight: u32,
     /// With [`Transfer::Workload`], a pack of an incremental backup's chain (an older
     /// pack, its own pack, its database pack) of at most this many MiB is downloaded by
@@ -222,10 +223,12 @@ impl RestoreOptions {
     }
 
     /// The library's download settings: the range size in bytes and how many ranges
-    /// are in flight (1 to 64).
+    /// are in flight (1 to [`LIBRARY_RANGES_IN_FLIGHT_MAX`](crate::LIBRARY_RANGES_IN_FLIGHT_MAX)).
     pub(crate) fn library_ranges(&self) -> (u64, usize) {
         let range = u64::from(self.library_range_mib.max(1)) << 20;
-        let in_flight = usize::try_from(self.library_ranges_in_flight.clamp(1, 64)).unwrap_or(1);
+        let in_flight = usize::try_from(self.library_ranges_in_flight)
+            .unwrap_or(usize::MAX)
+            .clamp(1, crate::backup::transfer::LIBRARY_RANGES_IN_FLIGHT_MAX);
         (range, in_flight)
     }
 

@@ -92,6 +92,11 @@ pub const LIBRARY_RANGE_MIB: u64 = 1024;
 /// with the range size).
 pub const LIBRARY_RANGES_IN_FLIGHT: usize = 2;
 
+/// The most ranged GETs of [`Transfer::Library`] in flight at once: 64. A larger
+/// [`RestoreOptions::library_ranges_in_flight`](crate::RestoreOptions::library_ranges_in_flight)
+/// counts as this many.
+pub const LIBRARY_RANGES_IN_FLIGHT_MAX: usize = 64;
+
 impl fmt::Display for Transfer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

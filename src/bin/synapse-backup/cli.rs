@@ -336,8 +336,9 @@ pub(crate) fn parse_ranges(text: &str) -> Result<(u32, u32), String> {
         .trim()
         .parse()
         .map_err(|_| bad("the range size is not a whole number of MiB"))?;
-    if !(1..=64).contains(&n) {
-        return Err(bad("the ranges in flight must be 1 to 64"));
+    let most = synapse_backup::LIBRARY_RANGES_IN_FLIGHT_MAX;
+    if !usize::try_from(n).is_ok_and(|n| (1..=most).contains(&n)) {
+        return Err(bad(&format!("the ranges in flight must be 1 to {most}")));
     }
     if mib == 0 {
         return Err(bad("the range size must be at least 1 MiB"));

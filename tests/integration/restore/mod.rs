@@ -744,7 +744,11 @@ async fn the_next_restore_sweeps_a_killed_restores_keys_and_staging_and_keeps_wh
         std::os::unix::fs::PermissionsExt::mode(&fs::metadata(p).unwrap().permissions()) & 0o7777
     };
     let read_only = half.join("aside/data/media_store/local_content/ro");
-    assert_eq!(mode(&read_only), 0o555, "the set-aside live dir's mode changed");
+    assert_eq!(
+        mode(&read_only),
+        0o555,
+        "the set-aside live dir's mode changed"
+    );
     let advice = report
         .warnings
         .iter()
