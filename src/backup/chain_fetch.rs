@@ -21,6 +21,7 @@ use crate::backup::restore::RestoreOptions;
 use crate::backup::restore_plan::{self, Part, inner_position};
 use crate::backup::run::Run;
 use crate::backup::scripts::WorkFile;
+use crate::backup::transfer::Transfer;
 use crate::backup::work::{self, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, IndexError, S3Error, Stage};
@@ -388,12 +389,13 @@ impl Chain {
         let Some(found) = &self.database else {
             return Ok(Members::default());
         };
+        let transfer = options.pack_transfer(run.transfer, found.size);
         let guard = run
             .work_dir_for(
                 WorkPlace::Under(&work.dir),
                 "database",
                 &options.download_settings(),
-                options.pack_transfer(run.transfer, found.size),
+                transfer,
             )
             .await?;
         let own = guard.dir();
@@ -423,6 +425,7 @@ impl Chain {
             options,
             how.progress(),
             Part::Older,
+            transfer,
         )
         .await;
         guard.finish().await;
@@ -484,6 +487,7 @@ impl Backup<'_> {
                 options,
                 stage,
                 Part::Whole,
+                run.transfer,
             )
             .await;
         };
@@ -511,6 +515,7 @@ impl Backup<'_> {
             options,
             stage,
             Part::Own,
+            options.pack_transfer(run.transfer, self.fetched.size),
         );
         let older = chain.read_older(run, work, self.id, options, how);
         if how == Read::Extract {
@@ -580,15 +585,18 @@ impl Pack<'_> {
         options: &RestoreOptions,
         how: Read,
     ) -> Result<Members, BackupError> {
+        let transfer = options.pack_transfer(run.transfer, self.found.size);
         let guard = run
             .work_dir_for(
                 WorkPlace::Under(&work.dir),
                 "pack",
                 &options.download_settings(),
-                options.pack_transfer(run.transfer, self.found.size),
+                transfer,
             )
             .await?;
-        let got = self.read_in(run, guard.dir(), work, id, options, how).await;
+        let got = self
+            .read_in(run, (guard.dir(), transfer), work, id, options, how)
+            .await;
         guard.finish().await;
         got
     }
@@ -596,7 +604,7 @@ impl Pack<'_> {
     async fn read_in<C: Container + ?Sized>(
         &self,
         run: &Run<'_, C>,
-        own: &WorkDir,
+        (own, transfer): (&WorkDir, Transfer),
         work: &WorkDir,
         id: &BackupId,
         options: &RestoreOptions,
@@ -617,6 +625,7 @@ impl Pack<'_> {
             options,
             stage,
             Part::Older,
+            transfer,
         )
         .await
         .map_err(|e| in_chain(id, &part.id, e))?;

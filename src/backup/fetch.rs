@@ -343,7 +343,9 @@ fn untrusted(id: &BackupId, why: Untrusted) -> BackupError {
 /// Runs the fetch script and turns its outcome into the precise error: wrong
 /// passphrase, corruption (checksum, truncation, gpg's integrity check), data not
 /// encrypted with the passphrase, claims that do not match the stream, no space.
-/// `part` says what the stream is read as ([`Part`]).
+/// `part` says what the stream is read as ([`Part`]); `transfer` who downloads it
+/// (the caller's choice, for which `work` was made: [`RestoreOptions::pack_transfer`]
+/// for a pack of a chain).
 #[allow(clippy::too_many_arguments)] // the pieces of one read, each from its own place
 pub(crate) async fn fetch<C: Container + ?Sized>(
     run: &Run<'_, C>,
@@ -354,12 +356,10 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
     options: &RestoreOptions,
     stage: ProgressStage,
     part: Part,
+    transfer: Transfer,
 ) -> Result<Fetch, BackupError> {
     let (container, layout, passphrase) = (run.container, run.layout, run.passphrase);
-    let library = match part {
-        Part::Whole => run.transfer,
-        Part::Own | Part::Older => options.pack_transfer(run.transfer, fetched.size),
-    } == Transfer::Library;
+    let library = transfer == Transfer::Library;
     let streamed_call;
     let call = if library {
         streamed_call = restore_plan::streamed_input(call);
