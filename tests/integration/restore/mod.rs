@@ -764,6 +764,70 @@ async fn the_next_restore_sweeps_a_killed_restores_keys_and_staging_and_keeps_wh
     assert!(half.join("aside/data/example.test.signing.key").exists());
 }
 
+/// The data dir's volume fills up once the service is stopped (its last writes on
+/// shutdown), so the swap cannot log what it sets aside: the swap fails and every live
+/// file is where it was. Before, the first live file was moved aside and its log line
+/// then failed to be written, so the undo did not know to move it back and the
+/// cleanup removed it with the work dir.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_that_fills_when_the_service_stops_loses_no_live_file() {
+    use synapse_backup::{Container, Stage};
+    let env = Env::new(&TreeSpec {
+        media_files: 8,
+        ..TreeSpec::default()
+    })
+    .await;
+    let saved = env.tree.root.join("data.saved");
+    fs::rename(&env.tree.data, &saved).unwrap();
+    fs::create_dir(&env.tree.data).unwrap();
+    let _unmount = mount_tmpfs(&env.tree.data, "64m");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", saved.display()))
+        .arg(&env.tree.data)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    // On SIGTERM the service writes until its volume is full, then exits.
+    let fill = env.tree.data.join("shutdown.log");
+    let script = r#"trap 'head -c 1G /dev/zero >"$1" 2>/dev/null; exit 0' TERM; sleep 600 & wait"#;
+    let (c, layout) = with_service_running(&env, script, &[fill.as_path()]);
+    let id = backup_in(&env, &c, &layout).await;
+    let before = files_under(&env.tree.data);
+    c.start(&["synapse".to_string()]).await.unwrap();
+    let e = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, BackupError::StageFailed { stage: Stage::Swap, stderr, .. } if stderr.contains("No space left")),
+        "{e}"
+    );
+    assert!(
+        fill.metadata().unwrap().len() > 0,
+        "the volume was not filled"
+    );
+    fs::remove_file(&fill).unwrap();
+    let after = files_under(&env.tree.data);
+    let lost: Vec<_> = before
+        .iter()
+        .filter(|(path, bytes)| after.get(*path) != Some(bytes))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(lost.is_empty(), "live files lost or changed: {lost:?}");
+    assert_eq!(after.len(), before.len(), "files added");
+    assert!(
+        c.is_running("synapse").await.unwrap(),
+        "the service runs again"
+    );
+}
+
 /// The data dir on a small volume of its own and the media store a symlink to another
 /// volume: staging fits, but setting the live media aside is a copy onto the data
 /// volume, which does not. The restore says so before anything is stopped or moved.
