@@ -764,6 +764,23 @@ async fn the_next_restore_sweeps_a_killed_restores_keys_and_staging_and_keeps_wh
     assert!(half.join("aside/data/example.test.signing.key").exists());
 }
 
+/// Moves the env's data dir onto a tmpfs of `size` of its own (its files copied with
+/// their modes), mounted until the guard drops.
+fn data_dir_on_tmpfs(env: &Env, size: &str) -> env::Unmount {
+    let saved = env.tree.root.join("data.saved");
+    fs::rename(&env.tree.data, &saved).unwrap();
+    fs::create_dir(&env.tree.data).unwrap();
+    let unmount = mount_tmpfs(&env.tree.data, size);
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", saved.display()))
+        .arg(&env.tree.data)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    unmount
+}
+
 /// The data dir's volume fills up once the service is stopped (its last writes on
 /// shutdown), so the swap cannot log what it sets aside: the swap fails and every live
 /// file is where it was. Before, the first live file was moved aside and its log line
@@ -777,17 +794,7 @@ async fn a_volume_that_fills_when_the_service_stops_loses_no_live_file() {
         ..TreeSpec::default()
     })
     .await;
-    let saved = env.tree.root.join("data.saved");
-    fs::rename(&env.tree.data, &saved).unwrap();
-    fs::create_dir(&env.tree.data).unwrap();
-    let _unmount = mount_tmpfs(&env.tree.data, "64m");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", saved.display()))
-        .arg(&env.tree.data)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let _unmount = data_dir_on_tmpfs(&env, "64m");
     // On SIGTERM the service writes until its volume is full, then exits.
     let fill = env.tree.data.join("shutdown.log");
     let script = r#"trap 'head -c 1G /dev/zero >"$1" 2>/dev/null; exit 0' TERM; sleep 600 & wait"#;
@@ -823,6 +830,11 @@ async fn a_volume_that_fills_when_the_service_stops_loses_no_live_file() {
     assert!(lost.is_empty(), "live files lost or changed: {lost:?}");
     assert_eq!(after.len(), before.len(), "files added");
     assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
+    assert!(
         c.is_running("synapse").await.unwrap(),
         "the service runs again"
     );
@@ -845,17 +857,7 @@ async fn a_media_store_on_another_volume_counts_the_set_aside_copy() {
     std::os::unix::fs::symlink(&elsewhere, &env.tree.media).unwrap();
     let id = backup(&env, &c).await;
     // Now put the data dir (with the symlink) on a 14 MiB volume.
-    let saved = env.tree.root.join("data.saved");
-    fs::rename(&env.tree.data, &saved).unwrap();
-    fs::create_dir(&env.tree.data).unwrap();
-    let _unmount = mount_tmpfs(&env.tree.data, "14m");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", saved.display()))
-        .arg(&env.tree.data)
-        .status()
-        .unwrap();
-    assert!(copied.success());
+    let _unmount = data_dir_on_tmpfs(&env, "14m");
     let before = files_under(&env.tree.data);
     let e = restore_backup_with(
         &c,
