@@ -796,7 +796,8 @@ async fn stop_service<C: Container + ?Sized>(
 }
 
 /// Runs the swap; gives the live database sidecars it set aside. On failure the
-/// service `running` is started again on the data the swap left (its own undo's).
+/// service `running` is started again on the data the swap's own undo put back, unless
+/// that undo failed (exit 31): then it is left stopped and the work dir kept.
 async fn swap_in<C: Container + ?Sized>(
     run: &Run<'_, C>,
     guard: &WorkGuard<'_, '_, C>,
@@ -816,20 +817,35 @@ async fn swap_in<C: Container + ?Sized>(
             .map(|d| String::from_utf8_lossy(d).into_owned())
             .collect()),
         Err(e) => {
-            if Exit::of(&e) == Some(Exit::SwapUndoFailed) {
+            // When the undo could not put every live file back, the service is not
+            // started on that half-swapped tree (what it wrote there would be lost to
+            // the roll-back); the work dir, its logs and the set-aside files are kept.
+            let undone = Exit::of(&e) != Some(Exit::SwapUndoFailed);
+            if !undone {
                 guard.keep();
             }
-            if let Some(svc) = running
+            if undone
+                && let Some(svc) = running
                 && let Err(se) = container.start(svc).await
             {
                 tracing::error!(service = %svc[0], error = %se, "could not start the service again after a failed swap");
             }
-            let (exit_code, stderr) = match e {
+            let (exit_code, mut stderr) = match e {
                 ContainerError::ExitedNonZero {
                     exit_code, stderr, ..
                 } => (exit_code, stderr),
                 other => (-1, other.to_string()),
             };
+            if !undone && let Some(svc) = running {
+                stderr.push_str(&format!(
+                    "; {} was left stopped: the previous live files are not all back in place (those set aside are in {}/{}, listed in {}/{})",
+                    svc[0],
+                    work.dir,
+                    WorkFile::Aside,
+                    work.dir,
+                    WorkFile::AsideLog
+                ));
+            }
             Err(BackupError::StageFailed {
                 stage: Stage::Swap,
                 exit_code,
@@ -857,15 +873,18 @@ async fn start_or_roll_back<C: Container + ?Sized>(
     let rolled = container
         .exec(&back.argv, work::exec_options(layout, &back, work, None))
         .await;
-    let restarted = container.start(svc).await;
-    if rolled.is_err() {
+    // Started again only on the previous data put back whole (see `swap_in`).
+    let restarted = if rolled.is_ok() {
+        container.start(svc).await
+    } else {
         guard.keep();
-    }
+        Ok(())
+    };
     let mut message =
         format!("{s} did not start on the restored data ({e}); the previous data was put back");
     if let Err(re) = rolled {
         message = format!(
-            "{s} did not start on the restored data ({e}) and the rollback failed ({re}); the previous live files are in {}",
+            "{s} did not start on the restored data ({e}) and the rollback failed ({re}); the previous live files are in {}, and {s} was left stopped",
             work.dir
         );
     }

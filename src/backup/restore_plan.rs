@@ -1469,6 +1469,68 @@ pub(crate) mod tests {
         );
     }
 
+    /// With the real `swap.sh` in real bash: an undo moves back what was set aside,
+    /// leaves the live file alone where the aside dir lacks a path the log lists, and
+    /// when it cannot put everything back (a dir came back where a set-aside one goes)
+    /// it fails (31) keeping its logs and the set-aside files, so the roll-back advice
+    /// still lists what is where. Before, the logs were emptied on that failure too.
+    #[tokio::test]
+    async fn an_undo_that_cannot_put_everything_back_fails_and_keeps_its_logs() {
+        use crate::container::Container as _;
+        use crate::error::ContainerError;
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, w) = (tmp.path().join("root"), tmp.path().join("work"));
+        let put = |path: &std::path::Path, text: &str| {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        put(&w.join("aside/data/a.key"), "old key");
+        put(&w.join("aside/data/media/f"), "old media");
+        put(&root.join("data/media/new"), "written since");
+        put(&root.join("data/b"), "live b");
+        let log = "data/a.key\0data/media\0data/b\0";
+        put(&w.join("aside.log"), log);
+        put(&w.join("placed.log"), "");
+        let layout = Layout {
+            user: None,
+            user_id: None,
+            group: None,
+            group_id: None,
+            root: root.to_string_lossy().into_owned(),
+            ..Layout::default()
+        };
+        let m: std::collections::HashMap<String, String> = [
+            ("access-key", "a"),
+            ("secret-key", "b"),
+            ("bucket", "bkt"),
+            ("region", "r"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let p = S3Parameters::from_relation_data(&m).unwrap();
+        let work = WorkDir::at(w.to_str().unwrap());
+        let call = swap_call(&layout, &p, &work, true, None);
+        let exec = crate::ExecOptions {
+            environment: call.env.clone(),
+            ..crate::ExecOptions::default()
+        };
+        let undone = crate::LocalContainer::new().exec(&call.argv, exec).await;
+        assert!(
+            matches!(
+                &undone,
+                Err(ContainerError::ExitedNonZero { exit_code: 31, .. })
+            ),
+            "{undone:?}"
+        );
+        let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap();
+        assert_eq!(read(root.join("data/a.key")), "old key");
+        assert_eq!(read(root.join("data/b")), "live b");
+        assert_eq!(read(w.join("aside/data/media/f")), "old media");
+        assert_eq!(read(root.join("data/media/new")), "written since");
+        assert_eq!(read(w.join("aside.log")), log, "the log was emptied");
+    }
+
     #[test]
     fn place_runs_swap_sh_in_place_mode_with_the_target() {
         let layout = Layout::default();

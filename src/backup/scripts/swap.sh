@@ -6,8 +6,8 @@
 # SB_ROOT) the live path, if any, is moved to $SB_WORK/aside/<member> and the staged one
 # ($SB_WORK/stage/<member>) moved in; with SB_DB_MEMBER, every live SQLite sidecar of
 # it (`$SB_DB_MEMBER-wal`, `-shm`, `-journal`, `-mj…`) is moved aside too and its member
-# name printed, NUL-terminated. Every move is logged (placed.log, aside.log) before it is
-# made, so it can be undone.
+# name printed, NUL-terminated. Every move is logged (placed.log, aside.log) so it can be
+# undone.
 # rollback: undoes a completed swap.
 # check-db: checks the staged database $SB_STAGED_DB (PRAGMA integrity_check), empties
 # its e2e_one_time_keys_json table unless SB_KEEP_OTK=1, checkpoints it so that it is
@@ -140,24 +140,19 @@ PY
     ;;
 esac
 mkdir -p "$w/aside"
-# Each move is logged before it is made (a log line cannot be written on a full disk
-# after a live file was moved, leaving a move no undo knows of), so a logged move may
-# not have happened: a member placed only if it is no longer staged, set aside only if
-# it is in the aside dir. When the undo is done, nothing may be left set aside.
+# Each move is logged once made, so the undo moves back exactly what the logs list; a
+# move whose log line cannot be written (a full disk) is reverted on the spot before
+# the swap fails. When the undo is done, no file may be left set aside; when it fails,
+# the logs stay for the person who must finish it.
 undo() {
-  local ok=0 i m placed=() aside=()
+  local ok=0 i placed=() aside=()
   [ -f "$w/placed.log" ] && mapfile -d '' -t placed <"$w/placed.log"
   [ -f "$w/aside.log" ] && mapfile -d '' -t aside <"$w/aside.log"
   for ((i = ${#placed[@]} - 1; i >= 0; i--)); do
-    m=${placed[$i]}
-    if [ -e "$w/stage/$m" ] || [ -L "$w/stage/$m" ]; then continue; fi
-    if [ ! -e "$root/$m" ] && [ ! -L "$root/$m" ]; then continue; fi
-    { mkdir -p "$w/stage/$(dirname -- "$m")" && mv -T -- "$root/$m" "$w/stage/$m"; } || ok=1
+    { mkdir -p "$w/stage/$(dirname -- "${placed[$i]}")" && mv -T -- "$root/${placed[$i]}" "$w/stage/${placed[$i]}"; } || ok=1
   done
   for ((i = ${#aside[@]} - 1; i >= 0; i--)); do
-    m=${aside[$i]}
-    if [ ! -e "$w/aside/$m" ] && [ ! -L "$w/aside/$m" ]; then continue; fi
-    mv -T -- "$w/aside/$m" "$root/$m" || ok=1
+    mv -T -- "$w/aside/${aside[$i]}" "$root/${aside[$i]}" || ok=1
   done
   if [ -n "$(find "$w/aside" -mindepth 1 ! -type d -print -quit 2>/dev/null)" ]; then
     echo "live files are still set aside after the undo" >&2
@@ -178,9 +173,21 @@ fi
 set_aside() {
   local m=$1
   if [ -e "$root/$m" ] || [ -L "$root/$m" ]; then
-    printf '%s\0' "$m" >>"$w/aside.log" &&
-      mkdir -p "$w/aside/$(dirname -- "$m")" &&
-      mv -T -- "$root/$m" "$w/aside/$m"
+    mkdir -p "$w/aside/$(dirname -- "$m")" && mv -T -- "$root/$m" "$w/aside/$m" || return 1
+    if ! printf '%s\0' "$m" >>"$w/aside.log"; then
+      mv -T -- "$w/aside/$m" "$root/$m"
+      return 1
+    fi
+  fi
+}
+# place MEMBER: moves the staged MEMBER into the live tree and logs it (reverted when
+# the log line cannot be written).
+place() {
+  local m=$1
+  mkdir -p "$root/$(dirname -- "$m")" && mv -T -- "$w/stage/$m" "$root/$m" || return 1
+  if ! printf '%s\0' "$m" >>"$w/placed.log"; then
+    mv -T -- "$root/$m" "$w/stage/$m"
+    return 1
   fi
 }
 fail() {
@@ -190,7 +197,7 @@ fail() {
 }
 while IFS= read -r -d '' m; do
   set_aside "$m" || fail "$m"
-  { printf '%s\0' "$m" >>"$w/placed.log" && mkdir -p "$root/$(dirname -- "$m")" && mv -T -- "$w/stage/$m" "$root/$m"; } || fail "$m"
+  place "$m" || fail "$m"
 done <"$w/swap.list"
 if [ -n "${SB_DB_MEMBER:-}" ]; then
   shopt -s nullglob

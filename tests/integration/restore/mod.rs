@@ -840,6 +840,45 @@ async fn a_volume_that_fills_when_the_service_stops_loses_no_live_file() {
     );
 }
 
+/// A swap whose undo cannot put everything back (exit 31; here something stands where
+/// the live signing key is to be set aside, put there in the work dir as the service
+/// stops) leaves the service stopped, keeps the work dir and its logs, and says where
+/// the set-aside files are; the live files are as they were. Before, the service was
+/// started again on whatever the undo had left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_whose_undo_fails_leaves_the_service_stopped_and_keeps_its_work_dir() {
+    use synapse_backup::{Container, Stage};
+    let env = Env::new(&TreeSpec {
+        media_files: 4,
+        ..TreeSpec::default()
+    })
+    .await;
+    let script = r#"trap 'for d in "$1"/.synapse-backup-restore.*; do mkdir -p "$d/aside/data/example.test.signing.key" && echo planted >"$d/aside/data/example.test.signing.key/x"; done; exit 0' TERM; sleep 600 & wait"#;
+    let (c, layout) = with_service_running(&env, script, &[env.tree.data.as_path()]);
+    let id = backup_in(&env, &c, &layout).await;
+    let before = files_under(&env.tree.data);
+    c.start(&["synapse".to_string()]).await.unwrap();
+    let e = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, BackupError::StageFailed { stage: Stage::Swap, exit_code: 31, stderr } if stderr.contains("synapse was left stopped")),
+        "{e}"
+    );
+    assert!(!c.is_running("synapse").await.unwrap(), "started again");
+    assert_eq!(files_under(&env.tree.data), before, "live data changed");
+    let kept = env.work_dirs_left();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(e.to_string().contains(&kept[0]), "{e}");
+}
+
 /// The data dir on a small volume of its own and the media store a symlink to another
 /// volume: staging fits, but setting the live media aside is a copy onto the data
 /// volume, which does not. The restore says so before anything is stopped or moved.
