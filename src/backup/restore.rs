@@ -567,7 +567,9 @@ pub async fn restore_backup<C: Container + ?Sized>(
 ///
 /// Any failure before the swap leaves live data untouched; a failure during the swap,
 /// or a service that does not start again, rolls the swap back. A service that was
-/// running before is running after.
+/// running before is running after, unless that roll-back could not put every live
+/// file back: then it is left stopped, and the error names the work dir that keeps the
+/// set-aside files and the logs of what was moved.
 ///
 /// Holds the backup lock ([`RestoreOptions::lock`], see [`crate::BackupLock`]) for the
 /// whole run: refreshed while it runs, released at the end and on every failure.
