@@ -840,6 +840,44 @@ async fn a_volume_that_fills_when_the_service_stops_loses_no_live_file() {
     );
 }
 
+/// The service refuses the restored data and the roll-back then cannot finish (a file
+/// is still in the set-aside dir: here the failed start put one there): the service is
+/// left stopped, not started on what the roll-back left, and the work dir is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_roll_back_that_fails_after_a_failed_start_leaves_the_service_stopped() {
+    use synapse_backup::{Container, Stage};
+    let env = Env::new(&TreeSpec::default()).await;
+    fs::write(env.tree.data.join("zz.key"), "poison").unwrap();
+    let script = r#"if [ "$(cat "$1")" = poison ]; then for d in "$2"/.synapse-backup-restore.*; do mkdir -p "$d/aside/planted" && echo x >"$d/aside/planted/x"; done; exit 1; fi; exec sleep 600"#;
+    let key = env.tree.data.join("zz.key");
+    let (c, layout) = with_service_running(&env, script, &[key.as_path(), env.tree.data.as_path()]);
+    let id = backup_in(&env, &c, &layout).await;
+    fs::write(&key, "fine").unwrap();
+    c.start(&["synapse".to_string()]).await.unwrap();
+    let before = files_under(&env.tree.data);
+    let e = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, BackupError::StageFailed { stage: Stage::Service, stderr, .. } if stderr.contains("rollback failed") && stderr.contains("left stopped")),
+        "{e}"
+    );
+    assert!(!c.is_running("synapse").await.unwrap(), "started again");
+    assert_eq!(
+        files_under(&env.tree.data),
+        before,
+        "the live files are back"
+    );
+    assert_eq!(env.work_dirs_left().len(), 1);
+}
+
 /// A swap whose undo cannot put everything back (exit 31; here something stands where
 /// the live signing key is to be set aside, put there in the work dir as the service
 /// stops) leaves the service stopped, keeps the work dir and its logs, and says where
