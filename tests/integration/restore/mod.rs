@@ -381,6 +381,26 @@ fn with_service_running(
     (LocalContainer::with_services(supervisor), layout)
 }
 
+/// A restore of `id` in `layout` through `c` with the default options, which must
+/// fail: its error.
+async fn restore_fails(
+    env: &Env,
+    c: &LocalContainer,
+    id: &BackupId,
+    layout: &Layout,
+) -> BackupError {
+    restore_backup_with(
+        c,
+        &env.params,
+        PASSPHRASE,
+        id,
+        layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_err()
+}
+
 /// A backup of the env's tree in `layout` through `c`.
 async fn backup_in(env: &Env, c: &LocalContainer, layout: &Layout) -> BackupId {
     create_backup_with(
@@ -522,16 +542,7 @@ async fn a_service_that_fails_on_the_restored_data_gets_the_old_data_back_and_ru
     change_db(&env.tree.data.join("homeserver.db"));
     c.start(&["synapse".to_string()]).await.unwrap();
     let before = files_under(&env.tree.data);
-    let e = restore_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &id,
-        &layout,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let e = restore_fails(&env, &c, &id, &layout).await;
     assert!(
         matches!(
             &e,
@@ -782,10 +793,10 @@ fn data_dir_on_tmpfs(env: &Env, size: &str) -> env::Unmount {
 }
 
 /// The data dir's volume fills up once the service is stopped (its last writes on
-/// shutdown), so the swap cannot log what it sets aside: the swap fails and every live
-/// file is where it was. Before, the first live file was moved aside and its log line
-/// then failed to be written, so the undo did not know to move it back and the
-/// cleanup removed it with the work dir.
+/// shutdown), so the swap cannot log what it sets aside: it puts the file back, fails,
+/// and every live file is where it was. Before, the first live file stayed moved aside
+/// when its log line failed to be written, so the undo did not know to move it back and
+/// the cleanup removed it with the work dir.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_volume_that_fills_when_the_service_stops_loses_no_live_file() {
     use synapse_backup::{Container, Stage};
@@ -802,16 +813,7 @@ async fn a_volume_that_fills_when_the_service_stops_loses_no_live_file() {
     let id = backup_in(&env, &c, &layout).await;
     let before = files_under(&env.tree.data);
     c.start(&["synapse".to_string()]).await.unwrap();
-    let e = restore_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &id,
-        &layout,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let e = restore_fails(&env, &c, &id, &layout).await;
     assert!(
         matches!(&e, BackupError::StageFailed { stage: Stage::Swap, stderr, .. } if stderr.contains("No space left")),
         "{e}"
@@ -855,16 +857,7 @@ async fn a_roll_back_that_fails_after_a_failed_start_leaves_the_service_stopped(
     fs::write(&key, "fine").unwrap();
     c.start(&["synapse".to_string()]).await.unwrap();
     let before = files_under(&env.tree.data);
-    let e = restore_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &id,
-        &layout,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let e = restore_fails(&env, &c, &id, &layout).await;
     assert!(
         matches!(&e, BackupError::StageFailed { stage: Stage::Service, stderr, .. } if stderr.contains("rollback failed") && stderr.contains("left stopped")),
         "{e}"
@@ -896,16 +889,7 @@ async fn a_swap_whose_undo_fails_leaves_the_service_stopped_and_keeps_its_work_d
     let id = backup_in(&env, &c, &layout).await;
     let before = files_under(&env.tree.data);
     c.start(&["synapse".to_string()]).await.unwrap();
-    let e = restore_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &id,
-        &layout,
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap_err();
+    let e = restore_fails(&env, &c, &id, &layout).await;
     assert!(
         matches!(&e, BackupError::StageFailed { stage: Stage::Swap, exit_code: 31, stderr } if stderr.contains("synapse was left stopped")),
         "{e}"
