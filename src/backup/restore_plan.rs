@@ -764,6 +764,14 @@ fn check_listed<'m, 'f>(
 pub(crate) mod tests {
     use super::*;
 
+    /// Parameters of a bucket on AWS (the calls only carry them).
+    fn params() -> S3Parameters {
+        S3Parameters::builder("a", "b", "bkt")
+            .region("us-east-1")
+            .build()
+            .unwrap()
+    }
+
     /// [`super::check_claims`] of a member list and a manifest's own file list.
     fn check_claims(
         id: &str,
@@ -1355,16 +1363,7 @@ pub(crate) mod tests {
     #[test]
     fn calls_carry_mode_and_space_check() {
         let layout = Layout::default();
-        let m: std::collections::HashMap<String, String> = [
-            ("access-key", "a"),
-            ("secret-key", "b"),
-            ("bucket", "bkt"),
-            ("region", "us-east-1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let p = S3Parameters::from_relation_data(&m).unwrap();
+        let p = params();
         let work = WorkDir::new(&layout, "r");
         let list = list_call(&layout, &p, &work, "backup-1");
         assert_eq!(list.env["SB_MODE"], "list");
@@ -1499,16 +1498,7 @@ pub(crate) mod tests {
             root: root.to_string_lossy().into_owned(),
             ..Layout::default()
         };
-        let m: std::collections::HashMap<String, String> = [
-            ("access-key", "a"),
-            ("secret-key", "b"),
-            ("bucket", "bkt"),
-            ("region", "r"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let p = S3Parameters::from_relation_data(&m).unwrap();
+        let p = params();
         let work = WorkDir::at(w.to_str().unwrap());
         let call = swap_call(&layout, &p, &work, true, None);
         let exec = crate::ExecOptions {
@@ -1534,16 +1524,7 @@ pub(crate) mod tests {
     #[test]
     fn place_runs_swap_sh_in_place_mode_with_the_target() {
         let layout = Layout::default();
-        let m: std::collections::HashMap<String, String> = [
-            ("access-key", "a"),
-            ("secret-key", "b"),
-            ("bucket", "bkt"),
-            ("region", "us-east-1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let p = S3Parameters::from_relation_data(&m).unwrap();
+        let p = params();
         let work = WorkDir::at("/t/.synapse-backup-extract.x");
         let call = place_call(&layout, &p, &work, "/t");
         assert_eq!(call.argv.last().unwrap(), "place");

@@ -381,14 +381,13 @@ fn with_service_running(
     (LocalContainer::with_services(supervisor), layout)
 }
 
-/// A restore of `id` in `layout` through `c` with the default options, which must
-/// fail: its error.
-async fn restore_fails(
+/// A restore of `id` in `layout` through `c` with the default options.
+async fn restore(
     env: &Env,
     c: &LocalContainer,
     id: &BackupId,
     layout: &Layout,
-) -> BackupError {
+) -> Result<synapse_backup::RestoreReport, BackupError> {
     restore_backup_with(
         c,
         &env.params,
@@ -398,7 +397,16 @@ async fn restore_fails(
         &RestoreOptions::default(),
     )
     .await
-    .unwrap_err()
+}
+
+/// [`restore`], which must fail: its error.
+async fn restore_fails(
+    env: &Env,
+    c: &LocalContainer,
+    id: &BackupId,
+    layout: &Layout,
+) -> BackupError {
+    restore(env, c, id, layout).await.unwrap_err()
 }
 
 /// A backup of the env's tree in `layout` through `c`.

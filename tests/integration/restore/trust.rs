@@ -3,6 +3,7 @@
 //! server. Real tar, gpg, the aws CLI and an S3 server; attackers write to the bucket
 //! without the passphrase.
 
+use super::restore;
 use crate::support::{env, synapse_tree};
 
 use std::collections::BTreeMap;
@@ -13,8 +14,8 @@ use std::process::Command;
 
 use env::{Env, PASSPHRASE, sh};
 use synapse_backup::{
-    BackupError, BackupId, BackupStatus, Layout, LocalContainer, RestoreOptions, RestoreReport,
-    S3Client, list_backups, restore_backup_with, verify_backup_with,
+    BackupError, BackupId, BackupStatus, LocalContainer, RestoreOptions, S3Client, list_backups,
+    restore_backup_with, verify_backup_with,
 };
 use synapse_backup::{
     INNER_MANIFEST_MEMBER, InnerManifest, MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestLayout,
@@ -61,23 +62,6 @@ async fn verify(env: &Env, c: &LocalContainer, id: &BackupId) -> Result<(), Back
     )
     .await
     .map(drop)
-}
-
-async fn restore(
-    env: &Env,
-    c: &LocalContainer,
-    id: &BackupId,
-    layout: &Layout,
-) -> Result<RestoreReport, BackupError> {
-    restore_backup_with(
-        c,
-        &env.params,
-        PASSPHRASE,
-        id,
-        layout,
-        &RestoreOptions::default(),
-    )
-    .await
 }
 
 /// A restore that must be refused: live data untouched, no work dir left.
