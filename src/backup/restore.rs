@@ -798,8 +798,9 @@ async fn stop_service<C: Container + ?Sized>(
 }
 
 /// Runs the swap; gives the live database sidecars it set aside. On failure the
-/// service `running` is started again on the data the swap's own undo put back, unless
-/// that undo failed (exit 31): then it is left stopped and the work dir kept.
+/// service `running` is started again on the data the swap's own undo put back, or
+/// when nothing had been moved; otherwise (the undo failed, exit 31, or the swap ended
+/// half-way) it is left stopped and the work dir keeps the set-aside files and logs.
 async fn swap_in<C: Container + ?Sized>(
     run: &Run<'_, C>,
     guard: &WorkGuard<'_, '_, C>,
@@ -819,10 +820,17 @@ async fn swap_in<C: Container + ?Sized>(
             .map(|d| String::from_utf8_lossy(d).into_owned())
             .collect()),
         Err(e) => {
-            // When the undo could not put every live file back, the service is not
-            // started on that half-swapped tree (what it wrote there would be lost to
-            // the roll-back); the work dir, its logs and the set-aside files are kept.
-            let undone = Exit::of(&e) != Some(Exit::SwapUndoFailed);
+            // Only a swap that undid itself (30) leaves the live tree known. Any other
+            // end (an undo that failed, a swap killed or cut off half-way) is swept at
+            // once: when nothing had been set aside or placed, the dir goes and the
+            // tree is as it was; else the set-aside files and logs are kept (keys and
+            // staging removed) and the service is not started on that half-swapped
+            // tree (what it wrote there would be lost to the roll-back).
+            let undone = Exit::of(&e) == Some(Exit::SwapUndone)
+                || matches!(
+                    work::sweep_work_dir(container, layout, work).await,
+                    Ok(false)
+                );
             if !undone {
                 guard.keep();
             }

@@ -213,8 +213,9 @@ impl<C: Container + ?Sized> WorkGuard<'_, '_, C> {
         &self.dir
     }
 
-    /// Keeps the dir when the run finishes: it holds what a person must see (the live
-    /// files a failed rollback set aside).
+    /// Keeps what a person must see when the run finishes (the live files a failed
+    /// rollback set aside, and the swap's logs): the dir is swept
+    /// ([`work::sweep_work_dir`]), not removed, so its keys and staging still go.
     pub(crate) fn keep(&self) {
         self.keep.store(true, Ordering::SeqCst);
     }
@@ -224,7 +225,15 @@ impl<C: Container + ?Sized> WorkGuard<'_, '_, C> {
         self.finished = true;
         let run = self.run;
         if self.keep.load(Ordering::SeqCst) {
-            tracing::error!(dir = %self.dir.dir, "the rollback failed: the set-aside live files are kept there");
+            match work::sweep_work_dir(run.container, run.layout, &self.dir).await {
+                Ok(true) => {
+                    tracing::error!(dir = %self.dir.dir, "the rollback failed: the set-aside live files are kept there");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.dir, error = %e, "the rollback failed and its work dir could not be swept: the set-aside live files, keys and staging are there");
+                }
+            }
             return;
         }
         work::remove_work_dir(run.container, run.layout, &self.dir).await;

@@ -448,8 +448,8 @@ pub(crate) async fn sweep_work_dirs<C: Container + ?Sized>(
             swept.removed.push(work.dir);
             continue;
         }
-        match workdir_exec(container, layout, "sweep", &[&work.dir], None).await {
-            Ok(out) if out.starts_with(b"kept") => {
+        match sweep_work_dir(container, layout, &work).await {
+            Ok(true) => {
                 let advice = rollback_advice(&work.dir, &layout.host_path("/"));
                 tracing::error!(dir = %work.dir, pid = record.pid, "{advice}");
                 swept.kept.push(advice);
@@ -698,6 +698,22 @@ pub(crate) async fn fill_work_dir<C: Container + ?Sized>(
         .await?;
     }
     Ok(())
+}
+
+/// Sweeps a restore's work dir as the workload user (`workdir.sh sweep`): when its swap
+/// had begun (something set aside or placed, or logged), only the set-aside live files
+/// and the swap's logs stay, and `true` says so; else the whole dir goes. Its keys, aws
+/// config and staging never stay.
+///
+/// # Errors
+/// The exec's, when the sweep could not run or failed.
+pub(crate) async fn sweep_work_dir<C: Container + ?Sized>(
+    container: &C,
+    layout: &Layout,
+    work: &WorkDir,
+) -> Result<bool, ContainerError> {
+    let out = workdir_exec(container, layout, "sweep", &[&work.dir], None).await?;
+    Ok(out.starts_with(b"kept"))
 }
 
 /// Removes the work dir as the workload user, logging (not failing) when it cannot.

@@ -876,7 +876,9 @@ async fn a_roll_back_that_fails_after_a_failed_start_leaves_the_service_stopped(
         before,
         "the live files are back"
     );
-    assert_eq!(env.work_dirs_left().len(), 1);
+    let kept = env.work_dirs_left();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_only_roll_back_kept(&env.tree.data.join(&kept[0]));
 }
 
 /// A swap whose undo cannot put everything back (exit 31; here something stands where
@@ -907,6 +909,25 @@ async fn a_swap_whose_undo_fails_leaves_the_service_stopped_and_keeps_its_work_d
     let kept = env.work_dirs_left();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(e.to_string().contains(&kept[0]), "{e}");
+    assert_only_roll_back_kept(&env.tree.data.join(&kept[0]));
+}
+
+/// A kept restore work dir holds what a roll-back needs and nothing else: no keys,
+/// aws config, gpg home or decrypted staging.
+fn assert_only_roll_back_kept(dir: &std::path::Path) {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in &names {
+        assert!(
+            ["aside", "aside.log", "owner", "placed.log", "swap.list"].contains(&name.as_str()),
+            "{name} kept in {}: {names:?}",
+            dir.display()
+        );
+    }
+    assert!(names.iter().any(|n| n == "aside.log"), "{names:?}");
 }
 
 /// The data dir on a small volume of its own and the media store a symlink to another
