@@ -170,24 +170,19 @@ if [ "${1:-swap}" = rollback ]; then
 fi
 : >"$w/placed.log"
 : >"$w/aside.log"
+# move_logged FROM TO LOG MEMBER: moves FROM to TO (making TO's parent dirs) and logs
+# MEMBER in LOG; the move is reverted when the log line cannot be written.
+move_logged() {
+  mkdir -p -- "$(dirname -- "$2")" && mv -T -- "$1" "$2" || return 1
+  if ! printf '%s\0' "$4" >>"$3"; then
+    mv -T -- "$2" "$1"
+    return 1
+  fi
+}
 set_aside() {
   local m=$1
   if [ -e "$root/$m" ] || [ -L "$root/$m" ]; then
-    mkdir -p "$w/aside/$(dirname -- "$m")" && mv -T -- "$root/$m" "$w/aside/$m" || return 1
-    if ! printf '%s\0' "$m" >>"$w/aside.log"; then
-      mv -T -- "$w/aside/$m" "$root/$m"
-      return 1
-    fi
-  fi
-}
-# place MEMBER: moves the staged MEMBER into the live tree and logs it (reverted when
-# the log line cannot be written).
-place() {
-  local m=$1
-  mkdir -p "$root/$(dirname -- "$m")" && mv -T -- "$w/stage/$m" "$root/$m" || return 1
-  if ! printf '%s\0' "$m" >>"$w/placed.log"; then
-    mv -T -- "$root/$m" "$w/stage/$m"
-    return 1
+    move_logged "$root/$m" "$w/aside/$m" "$w/aside.log" "$m"
   fi
 }
 fail() {
@@ -197,7 +192,7 @@ fail() {
 }
 while IFS= read -r -d '' m; do
   set_aside "$m" || fail "$m"
-  place "$m" || fail "$m"
+  move_logged "$w/stage/$m" "$root/$m" "$w/placed.log" "$m" || fail "$m"
 done <"$w/swap.list"
 if [ -n "${SB_DB_MEMBER:-}" ]; then
   shopt -s nullglob
