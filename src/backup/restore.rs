@@ -827,10 +827,7 @@ async fn swap_in<C: Container + ?Sized>(
             // staging removed) and the service is not started on that half-swapped
             // tree (what it wrote there would be lost to the roll-back).
             let undone = Exit::of(&e) == Some(Exit::SwapUndone)
-                || matches!(
-                    work::sweep_work_dir(container, layout, work).await,
-                    Ok(false)
-                );
+                || matches!(guard.sweep_now().await, Ok(false));
             if !undone {
                 guard.keep();
             }

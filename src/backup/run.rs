@@ -10,7 +10,7 @@ use super::plan::{self, BackupOptions, CancelToken, WorkDir};
 use super::transfer::Transfer;
 use super::work::{self, WorkPlace};
 use crate::container::Container;
-use crate::error::BackupError;
+use crate::error::{BackupError, ContainerError};
 use crate::s3::{ObjectStore, S3Client, S3Parameters};
 
 /// One operation's context, built once by [`Run::new`]: the passphrase and the layout
@@ -171,6 +171,7 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
             run: self,
             dir,
             keep: AtomicBool::new(false),
+            swept: AtomicBool::new(false),
             finished: false,
         };
         if transfer == Transfer::Library {
@@ -204,6 +205,8 @@ pub(crate) struct WorkGuard<'r, 'a, C: Container + ?Sized> {
     run: &'r Run<'a, C>,
     dir: WorkDir,
     keep: AtomicBool,
+    /// Swept already ([`WorkGuard::sweep_now`]): `finish` leaves it as the sweep did.
+    swept: AtomicBool,
     finished: bool,
 }
 
@@ -220,23 +223,39 @@ impl<C: Container + ?Sized> WorkGuard<'_, '_, C> {
         self.keep.store(true, Ordering::SeqCst);
     }
 
+    /// Sweeps the dir now ([`work::sweep_work_dir`]): `true` when it keeps set-aside
+    /// files and logs, which `finish` then leaves; `false` when it is gone.
+    ///
+    /// # Errors
+    /// The sweep's; the dir is then as it was, and `finish` decides.
+    pub(crate) async fn sweep_now(&self) -> Result<bool, ContainerError> {
+        let kept = work::sweep_work_dir(self.run.container, self.run.layout, &self.dir).await?;
+        self.keep.store(kept, Ordering::SeqCst);
+        self.swept.store(true, Ordering::SeqCst);
+        Ok(kept)
+    }
+
     /// Removes the work dir as the workload user (unless kept), logging a failure.
     pub(crate) async fn finish(mut self) {
         self.finished = true;
         let run = self.run;
-        if self.keep.load(Ordering::SeqCst) {
-            match work::sweep_work_dir(run.container, run.layout, &self.dir).await {
-                Ok(true) => {
-                    tracing::error!(dir = %self.dir.dir, "the rollback failed: the set-aside live files are kept there");
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(dir = %self.dir.dir, error = %e, "the rollback failed and its work dir could not be swept: the set-aside live files, keys and staging are there");
-                }
-            }
+        let kept = if self.swept.load(Ordering::SeqCst) {
+            Ok(self.keep.load(Ordering::SeqCst))
+        } else if self.keep.load(Ordering::SeqCst) {
+            work::sweep_work_dir(run.container, run.layout, &self.dir).await
+        } else {
+            work::remove_work_dir(run.container, run.layout, &self.dir).await;
             return;
+        };
+        match kept {
+            Ok(true) => {
+                tracing::error!(dir = %self.dir.dir, "the rollback failed: the set-aside live files are kept there");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(dir = %self.dir.dir, error = %e, "the rollback failed and its work dir could not be swept: the set-aside live files, keys and staging are there");
+            }
         }
-        work::remove_work_dir(run.container, run.layout, &self.dir).await;
     }
 }
 
