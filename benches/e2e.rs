@@ -1950,9 +1950,10 @@ fn run_sections(
         writeln!(out, "{}", ratio_row(&ours_restore, &ref_restore))?;
         writeln!(
             out,
-            "\nTransfer::Library ({} MiB ranges, {} in flight): {:.2}x the reference, {:.2}x the workload's aws CLI download (wall {:.2} s vs {:.2} s); our peak RSS {:.1} MB (workload transfer: {:.1} MB)",
-            synapse_backup::LIBRARY_RANGE_MIB,
+            "\nTransfer::Library (ranges chosen per object: {} MiB read ahead, {} in flight, or {} MiB streamed): {:.2}x the reference, {:.2}x the workload's aws CLI download (wall {:.2} s vs {:.2} s); our peak RSS {:.1} MB (workload transfer: {:.1} MB)",
+            synapse_backup::READ_AHEAD_RANGE_MIB,
             synapse_backup::LIBRARY_RANGES_IN_FLIGHT,
+            synapse_backup::LIBRARY_RANGE_MIB,
             ref_restore.wall() / ours_library_restore.wall(),
             ours_restore.wall() / ours_library_restore.wall(),
             ours_library_restore.wall(),
@@ -2604,10 +2605,10 @@ fn transfer_label(options: &RestoreOptions) -> String {
                 defaults.library_ranges_in_flight,
             )
     {
-        format!(
-            "library, {} x {} MiB",
-            options.library_ranges_in_flight, options.library_range_mib
-        )
+        match options.library_range_mib {
+            Some(mib) => format!("library, {} x {mib} MiB", options.library_ranges_in_flight),
+            None => format!("library, {} in flight", options.library_ranges_in_flight),
+        }
     } else {
         options.transfer.to_string()
     }

@@ -10,8 +10,9 @@
 //! numbers were first taken on).
 //!
 //! `Transfer::Library` runs its create and its restore the same way (its upload's parts
-//! in flight and its ranged GETs, `LIBRARY_RANGE_MIB` × `LIBRARY_RANGES_IN_FLIGHT`,
-//! are the library's own settings), and once more with the bench's read-ahead ranges
+//! in flight and its ranged GETs, chosen per object: `READ_AHEAD_RANGE_MIB` ×
+//! `LIBRARY_RANGES_IN_FLIGHT` read ahead, or `LIBRARY_RANGE_MIB` streamed, are the
+//! library's own settings), and once more with the bench's read-ahead ranges
 //! (`SYNAPSE_BACKUP_BENCH_READ_AHEAD`, default `3x16`).
 //!
 //! Knobs: `SYNAPSE_BACKUP_BENCH_RTT_MS` (default 20), `SYNAPSE_BACKUP_BENCH_DOWNLOADS`
@@ -27,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use synapse_backup::{
     BackupOptions, DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, LIBRARY_RANGE_MIB,
-    LIBRARY_RANGES_IN_FLIGHT, RestoreOptions, S3Parameters, Transfer, create_backup_with,
-    restore_backup_with,
+    LIBRARY_RANGES_IN_FLIGHT, READ_AHEAD_RANGE_MIB, RestoreOptions, S3Parameters, Transfer,
+    create_backup_with, restore_backup_with,
 };
 
 /// The added round-trip time (`SYNAPSE_BACKUP_BENCH_RTT_MS`, default 20 ms).
@@ -321,7 +322,9 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
         "{}",
         library_restore.row(
             "restore in place, Transfer::Library",
-            &format!("{LIBRARY_RANGES_IN_FLIGHT} x {LIBRARY_RANGE_MIB} MiB ranged GETs"),
+            &format!(
+                "ranges chosen per object: {LIBRARY_RANGES_IN_FLIGHT} x {READ_AHEAD_RANGE_MIB} MiB read ahead or {LIBRARY_RANGE_MIB} MiB streamed"
+            ),
             object
         )
     )?;

@@ -443,7 +443,7 @@ pub(crate) enum Streamed {
 /// Runs the pipeline `argv` with `exec` (its `stdin` is the passphrase line) streamed
 /// ([`Container::exec_streaming`]), writing the passphrase line then the first `size`
 /// bytes of the object `fetched.key` into its standard input ([`transfer::feed`], in
-/// ranges of `ranges.0` bytes, `ranges.1` in flight, counting them in `count`), and
+/// ranges as `ranges` says, counting them in `count`), and
 /// waits for it. Gives its output and, when every byte was
 /// written, their SHA-256. A download that fails kills the pipeline; a pipeline that
 /// stops reading (it failed) ends the download, and its outcome tells why.
@@ -455,7 +455,7 @@ pub(crate) async fn streamed<C: Container + ?Sized>(
     argv: &[String],
     mut exec: ExecOptions,
     fetched: &Fetched,
-    ranges: (u64, usize),
+    ranges: transfer::Ranges,
     count: &AtomicU64,
 ) -> Result<(ExecOutput, Option<String>), Streamed> {
     let (key, size) = (fetched.key.as_str(), fetched.size);
@@ -475,9 +475,8 @@ pub(crate) async fn streamed<C: Container + ?Sized>(
         if stdin.write_all(&first).await.is_err() {
             return Ok(transfer::Fed::Stopped(0));
         }
-        let (range, in_flight) = ranges;
-        tracing::debug!(key, range, in_flight, "the library's download starts");
-        let fed = transfer::feed(store, key, size, range, in_flight, &mut stdin, count).await;
+        tracing::debug!(key, ?ranges, "the library's download starts");
+        let fed = transfer::feed(store, key, size, ranges, &mut stdin, count).await;
         let _ = stdin.shutdown().await;
         fed
     };

@@ -67,9 +67,11 @@ pub struct VerifyOptions {
     /// Where the download runs (see [`RestoreOptions::transfer`]).
     pub transfer: crate::backup::transfer::Transfer,
     /// With [`Transfer::Library`](crate::Transfer::Library), the size of its ranged
-    /// GETs in MiB (see [`RestoreOptions::library_range_mib`]: ranges of up to
+    /// GETs in MiB, or `None` (the default) to choose it per object (see
+    /// [`RestoreOptions::library_range_mib`]: ranges of up to
     /// [`READ_AHEAD_MAX_MIB`](crate::READ_AHEAD_MAX_MIB) are read ahead).
-    pub library_range_mib: u32,
+    #[setters(strip_option)]
+    pub library_range_mib: Option<u32>,
     /// With [`Transfer::Library`](crate::Transfer::Library), how many ranged GETs are
     /// in flight (see [`RestoreOptions::library_ranges_in_flight`]).
     pub library_ranges_in_flight: u32,
@@ -96,7 +98,7 @@ impl Default for VerifyOptions {
 
 impl VerifyOptions {
     fn restore_options(&self) -> RestoreOptions {
-        RestoreOptions::default()
+        let mut restore = RestoreOptions::default()
             .download_chunk_mib(self.download_chunk_mib)
             .download_concurrency(self.download_concurrency)
             .timeout(self.timeout)
@@ -105,8 +107,9 @@ impl VerifyOptions {
             .progress(self.progress.clone())
             .priority(self.priority)
             .transfer(self.transfer)
-            .library_range_mib(self.library_range_mib)
-            .library_ranges_in_flight(self.library_ranges_in_flight)
+            .library_ranges_in_flight(self.library_ranges_in_flight);
+        restore.library_range_mib = self.library_range_mib;
+        restore
     }
 }
 
@@ -410,6 +413,7 @@ impl<C: Container> Backups<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::transfer::Ranges;
 
     /// Every download setting of `VerifyOptions` reaches the read it runs.
     #[test]
@@ -430,14 +434,25 @@ mod tests {
         assert_eq!(restore.transfer, crate::Transfer::Library);
         assert_eq!(
             (restore.library_range_mib, restore.library_ranges_in_flight),
-            (16, 5)
+            (Some(16), 5)
         );
         assert!(restore.temp_work_dir);
         assert_eq!(restore.timeout, Some(Duration::from_secs(9)));
-        assert_eq!(restore.library_ranges(), (16 << 20, 5));
+        let fixed = |range, in_flight| Ranges::Fixed { range, in_flight };
+        assert_eq!(restore.library_ranges(), fixed(16 << 20, 5));
         let clamped = RestoreOptions::default()
             .library_range_mib(0)
             .library_ranges_in_flight(1000);
-        assert_eq!(clamped.library_ranges(), (1 << 20, 64));
+        assert_eq!(clamped.library_ranges(), fixed(1 << 20, 64));
+        // By default the range is chosen per object, 3 in flight; so does a
+        // verify's default.
+        assert_eq!(
+            RestoreOptions::default().library_ranges(),
+            Ranges::Auto { in_flight: 3 }
+        );
+        assert_eq!(
+            VerifyOptions::default().restore_options().library_ranges(),
+            Ranges::Auto { in_flight: 3 }
+        );
     }
 }

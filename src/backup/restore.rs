@@ -147,23 +147,27 @@ pub struct RestoreOptions {
     /// [`library_ranges_in_flight`](Self::library_ranges_in_flight) do.
     pub transfer: Transfer,
     /// With [`Transfer::Library`] (and for the small packs the library downloads), the
-    /// size of its ranged GETs in MiB. Default [`LIBRARY_RANGE_MIB`](crate::LIBRARY_RANGE_MIB)
-    /// (1024: a backup of up to 1 GiB is one streamed GET). A range of at most
+    /// size of its ranged GETs in MiB; `None` (the default) chooses per object, by the
+    /// first range's timing: [`READ_AHEAD_RANGE_MIB`](crate::READ_AHEAD_RANGE_MIB)
+    /// (16) read ahead where the server serves a range for no more than its bytes (AWS
+    /// S3, MinIO, Ceph, s3s-fs), [`LIBRARY_RANGE_MIB`](crate::LIBRARY_RANGE_MIB) (1024,
+    /// streamed: a backup of up to 1 GiB is one GET) where it reads the whole object for
+    /// every range (moto). A range of at most
     /// [`READ_AHEAD_MAX_MIB`](crate::READ_AHEAD_MAX_MIB) is read ahead: the ranges in
     /// flight download side by side into memory while the one before them is written,
-    /// so this process holds up to `(library_ranges_in_flight + 1) × library_range_mib` MiB
-    /// (the range being summed as the next arrives).
-    /// For a server that serves a range without reading the whole object (AWS S3,
-    /// MinIO, Ceph, s3s-fs), 16 MiB ranges 3 in flight download a 1 GiB object 1.7 to
-    /// 2.6 times faster than one stream on s3s-fs, and restore it 1.3 times faster
-    /// (README, Benchmark); moto reads the whole object for every range, so there the
-    /// same restore took 29 s instead of 4. 0 counts as 1.
-    pub library_range_mib: u32,
+    /// so this process holds up to `(library_ranges_in_flight + 1) × range` MiB (the
+    /// range being summed as the next arrives): 64 MiB by default. On s3s-fs 16 MiB
+    /// ranges 3 in flight download a 1 GiB object 1.7 to 2.6 times faster than one
+    /// stream, and restore it 1.3 times faster; on moto the same restore took 29 s
+    /// instead of 4 (README, Benchmark). `Some(0)` counts as 1.
+    #[setters(strip_option)]
+    pub library_range_mib: Option<u32>,
     /// With [`Transfer::Library`], how many ranged GETs are in flight at once (the one
     /// being written and those requested ahead). Default
-    /// [`LIBRARY_RANGES_IN_FLIGHT`](crate::LIBRARY_RANGES_IN_FLIGHT) (2); 0 counts as 1,
+    /// [`LIBRARY_RANGES_IN_FLIGHT`](crate::LIBRARY_RANGES_IN_FLIGHT) (3); 0 counts as 1,
     /// and more than [`LIBRARY_RANGES_IN_FLIGHT_MAX`](crate::LIBRARY_RANGES_IN_FLIGHT_MAX)
-    /// (64) as that many.
+    /// (64) as that many. Where the default [`library_range_mib`](Self::library_range_mib)
+    /// finds ranges costly, 2 of its 1 GiB ranges are in flight, whatever this says.
     pub library_ranges_in_flight: u32,
     /// With [`Transfer::Workload`], a pack of an incremental backup's chain (an older
     /// pack, its own pack, its database pack) of at most this many MiB is downloaded by
@@ -205,7 +209,7 @@ impl Default for RestoreOptions {
             download_chunk_mib: DEFAULT_DOWNLOAD_CHUNK_MIB,
             download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
             transfer: Transfer::Workload,
-            library_range_mib: crate::backup::transfer::LIBRARY_RANGE_MIB as u32,
+            library_range_mib: None,
             library_ranges_in_flight: crate::backup::transfer::LIBRARY_RANGES_IN_FLIGHT as u32,
             small_pack_mib: DEFAULT_SMALL_PACK_MIB,
         }
@@ -222,14 +226,21 @@ impl RestoreOptions {
             .upload_concurrency(self.download_concurrency.max(1))
     }
 
-    /// The library's download settings: the range size in bytes and how many ranges
-    /// are in flight (1 to [`LIBRARY_RANGES_IN_FLIGHT_MAX`](crate::LIBRARY_RANGES_IN_FLIGHT_MAX)).
-    pub(crate) fn library_ranges(&self) -> (u64, usize) {
-        let range = u64::from(self.library_range_mib.max(1)) << 20;
+    /// The library's download settings: the range size in bytes (or chosen per object)
+    /// and how many ranges are in flight (1 to
+    /// [`LIBRARY_RANGES_IN_FLIGHT_MAX`](crate::LIBRARY_RANGES_IN_FLIGHT_MAX)).
+    pub(crate) fn library_ranges(&self) -> crate::backup::transfer::Ranges {
+        use crate::backup::transfer::Ranges;
         let in_flight = usize::try_from(self.library_ranges_in_flight)
             .unwrap_or(usize::MAX)
             .clamp(1, crate::backup::transfer::LIBRARY_RANGES_IN_FLIGHT_MAX);
-        (range, in_flight)
+        match self.library_range_mib {
+            None => Ranges::Auto { in_flight },
+            Some(mib) => Ranges::Fixed {
+                range: u64::from(mib.max(1)) << 20,
+                in_flight,
+            },
+        }
     }
 
     /// How a run whose transfer is `transfer` downloads a pack of a chain of `size`

@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -72,25 +73,34 @@ pub const LIBRARY_PART_MIB: u32 = 5;
 /// the defaults.
 pub const LIBRARY_PARTS_IN_FLIGHT: u32 = 4;
 
-/// The default size of each ranged GET of [`Transfer::Library`], in MiB
-/// ([`RestoreOptions::library_range_mib`](crate::RestoreOptions::library_range_mib)):
-/// 1024, so a backup of up to 1 GiB is one streamed GET, as the workload's download
-/// ([`DEFAULT_DOWNLOAD_CHUNK_MIB`](crate::DEFAULT_DOWNLOAD_CHUNK_MIB)). Each range is a
-/// request, and a server that reads the whole object for every range (moto) pays for
-/// each one: measured in the README ("The transfer in the library (measured)"). A range
-/// this large is streamed, not read ahead ([`READ_AHEAD_MAX_MIB`]): it sizes the
-/// requests, not the memory, each range's body written into the pipeline as it
-/// arrives, a few hundred KiB at a time.
+/// The size of the ranged GETs of [`Transfer::Library`], in MiB, where a range costs
+/// the server a read of the whole object (moto): 1024, so a backup of up to 1 GiB is
+/// one streamed GET there, as the workload's download
+/// ([`DEFAULT_DOWNLOAD_CHUNK_MIB`](crate::DEFAULT_DOWNLOAD_CHUNK_MIB)). By default the
+/// library chooses it or [`READ_AHEAD_RANGE_MIB`] per object, by the first range's
+/// timing ([`RestoreOptions::library_range_mib`](crate::RestoreOptions::library_range_mib)
+/// `None`). A range this large is streamed, not read ahead ([`READ_AHEAD_MAX_MIB`]): it
+/// sizes the requests, not the memory, each range's body written into the pipeline as
+/// it arrives, a few hundred KiB at a time, 2 ranges in flight (the next one requested
+/// ahead, its body not read until its turn). Measured in the README ("Reading ahead in
+/// small ranges").
 pub const LIBRARY_RANGE_MIB: u64 = 1024;
+
+/// The size of the ranged GETs of [`Transfer::Library`], in MiB, where a range costs the
+/// server no more than its bytes (AWS S3, MinIO, Ceph, s3s-fs): 16, read ahead,
+/// [`LIBRARY_RANGES_IN_FLIGHT`] at once. The first range of an object is requested
+/// alone and timed: when its first byte came later than 50 ms and than twice the time
+/// its body then took (a server that read the whole object to serve it), the rest is
+/// downloaded in [`LIBRARY_RANGE_MIB`] ranges instead.
+pub const READ_AHEAD_RANGE_MIB: u64 = 16;
 
 /// The default number of ranged GETs of [`Transfer::Library`] in flight at once
 /// ([`RestoreOptions::library_ranges_in_flight`](crate::RestoreOptions::library_ranges_in_flight)):
-/// the one being written and the next one, requested ahead (so no round trip is lost
-/// between two ranges of a backup larger than [`LIBRARY_RANGE_MIB`]); with ranges
-/// larger than [`READ_AHEAD_MAX_MIB`] not read until its turn (its body waits in the
-/// connection and the server, so the memory held does not grow with this number or
-/// with the range size).
-pub const LIBRARY_RANGES_IN_FLIGHT: usize = 2;
+/// 3. Ranges of at most [`READ_AHEAD_MAX_MIB`] in flight download side by side, so
+/// this process holds up to one more than this many ranges (64 MiB with
+/// [`READ_AHEAD_RANGE_MIB`]); a larger range in flight is requested ahead but its body
+/// waits in the connection and the server until its turn.
+pub const LIBRARY_RANGES_IN_FLIGHT: usize = 3;
 
 /// The most ranged GETs of [`Transfer::Library`] in flight at once: 64. A larger
 /// [`RestoreOptions::library_ranges_in_flight`](crate::RestoreOptions::library_ranges_in_flight)
@@ -167,20 +177,49 @@ pub const READ_AHEAD_MAX_MIB: u64 = 64;
 /// (a pipe, or Pebble's websocket, takes it in pieces anyway).
 const READ_AHEAD_WRITE: usize = 1 << 20;
 
+/// How [`feed`] sizes its ranged GETs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ranges {
+    /// Ranges of this many bytes, this many in flight.
+    Fixed { range: u64, in_flight: usize },
+    /// Chosen by the first range's timing ([`ranges_cost_much`]): [`READ_AHEAD_RANGE_MIB`]
+    /// ranges read ahead, this many in flight, where a range costs the server no more
+    /// than its bytes; else [`LIBRARY_RANGE_MIB`] ranges, streamed.
+    Auto { in_flight: usize },
+}
+
+/// The least time to a range's first byte that [`ranges_cost_much`] counts as the
+/// server's own cost for the range.
+const COSTLY_FIRST_BYTE: Duration = Duration::from_millis(50);
+
+/// Whether the server made the first range of an object cost more than its bytes: its
+/// first byte came later than [`COSTLY_FIRST_BYTE`] and than twice the time its body
+/// took after it. moto reads the whole object for every ranged GET (half a CPU-second
+/// per range of a 1 GiB object), so there one streamed GET is the only good choice; a
+/// server that seeks (AWS S3, MinIO, Ceph, s3s-fs) answers in a round trip, and one far
+/// away takes longer still for the body (16 MiB) than for its first byte.
+pub(crate) fn ranges_cost_much(first_byte: Duration, body: Duration) -> bool {
+    first_byte > COSTLY_FIRST_BYTE.max(body.saturating_mul(2))
+}
+
 /// Writes the first `size` bytes of the object `key` into `sink`, in order, read with
-/// ranged GETs of `range` bytes, `in_flight` requested at once.
+/// ranged GETs as `ranges` says.
 ///
 /// A range of at most [`READ_AHEAD_MAX_MIB`] is read ahead: its task downloads it
-/// whole into memory as soon as it is requested, so `in_flight` ranges download side by
-/// side while the one before them is written (a server that serves one stream on one
-/// core, s3s-fs, then uses both, and this process reads each body in large pieces); the
-/// memory held is up to `in_flight + 1` ranges. A larger range is written as it arrives
-/// ([`ObjectStore::get_object_range_stream`]), its small chunks gathered into writes of
-/// [`FEED_WRITE`]; the ranges after it are requested ahead (each on a task of its own,
-/// so that its request goes out while the one before is written) but their bodies are
-/// not read until their turn: the connection and the server hold them, not this
-/// process. A short range (the object shrank) ends the stream early: the pipeline's
-/// checks then see a truncated object, as they would with the aws CLI.
+/// whole into memory as soon as it is requested, so the ranges in flight download side
+/// by side while the one before them is written (a server that serves one stream on
+/// one core, s3s-fs, then uses both, and this process reads each body in large pieces);
+/// the memory held is up to one more range than are in flight. A larger range is
+/// written as it arrives ([`ObjectStore::get_object_range_stream`]), its small chunks
+/// gathered into writes of [`FEED_WRITE`]; the ranges after it are requested ahead
+/// (each on a task of its own, so that its request goes out while the one before is
+/// written) but their bodies are not read until their turn: the connection and the
+/// server hold them, not this process. A short range (the object shrank) ends the
+/// stream early: the pipeline's checks then see a truncated object, as they would with
+/// the aws CLI.
+///
+/// With [`Ranges::Auto`] the first range ([`READ_AHEAD_RANGE_MIB`]) is requested alone
+/// and timed, and the rest read as [`ranges_cost_much`] says.
 ///
 /// # Errors
 /// The first GET (request or body) that fails.
@@ -188,44 +227,74 @@ pub(crate) async fn feed(
     store: &dyn ObjectStore,
     key: &str,
     size: u64,
-    range: u64,
-    in_flight: usize,
+    ranges: Ranges,
     sink: &mut (impl AsyncWrite + Unpin + ?Sized),
     count: &AtomicU64,
 ) -> Result<Fed, S3Error> {
-    let read_ahead_max = READ_AHEAD_MAX_MIB << 20;
-    feed_with(
-        store,
-        key,
-        size,
-        (range, in_flight, read_ahead_max),
-        sink,
-        count,
-    )
-    .await
+    let plan = Plan {
+        ranges,
+        read_ahead_max: READ_AHEAD_MAX_MIB << 20,
+        costly: ranges_cost_much,
+    };
+    feed_with(store, key, size, plan, sink, count).await
 }
 
-/// [`feed`] with ranges of `ranges.0` bytes, `ranges.1` in flight, read ahead when no
-/// larger than `ranges.2` bytes.
+/// The settings of one [`feed_with`].
+#[derive(Clone, Copy)]
+struct Plan {
+    ranges: Ranges,
+    /// Ranges of at most this many bytes are read ahead.
+    read_ahead_max: u64,
+    /// [`ranges_cost_much`], or a test's stand-in.
+    costly: fn(Duration, Duration) -> bool,
+}
+
+/// [`feed`] as `plan` says.
 async fn feed_with(
     store: &dyn ObjectStore,
     key: &str,
     size: u64,
-    (range, in_flight, read_ahead_max): (u64, usize, u64),
+    plan: Plan,
     sink: &mut (impl AsyncWrite + Unpin + ?Sized),
     count: &AtomicU64,
 ) -> Result<Fed, S3Error> {
     let sum = Summer::new();
-    let range = range.max(1);
-    let read_ahead = range <= read_ahead_max;
+    let mut written = 0_u64;
+    let (range, in_flight) = match plan.ranges {
+        Ranges::Fixed { range, in_flight } => (range.max(1), in_flight),
+        Ranges::Auto { in_flight } => {
+            let first = READ_AHEAD_RANGE_MIB << 20;
+            if size <= first {
+                (first, 1)
+            } else {
+                let (bytes, costly) = timed_range(store, key, first, plan.costly).await?;
+                let got = bytes.len() as u64;
+                if !put_read(sink, &sum, bytes, &mut written, count).await {
+                    return Ok(Fed::Stopped(written));
+                }
+                if got < first {
+                    // The object shrank: nothing more to read.
+                    return Ok(Fed::All(Tally {
+                        sha256: sum.finish().await,
+                        length: written,
+                    }));
+                }
+                if costly {
+                    (LIBRARY_RANGE_MIB << 20, STREAMED_IN_FLIGHT)
+                } else {
+                    (first, in_flight)
+                }
+            }
+        }
+    };
+    let read_ahead = range <= plan.read_ahead_max;
     let store = store.clone_store();
-    let mut ranges = (0..size.div_ceil(range)).map(|i| {
-        let offset = i * range;
+    let start = written;
+    let mut ranges = (0..(size - start).div_ceil(range)).map(|i| {
+        let offset = start + i * range;
         (offset, range.min(size - offset))
     });
     let mut requests = Requests::default();
-    let mut written = 0_u64;
-    let mut pending = bytes::BytesMut::new();
     loop {
         while requests.0.len() < in_flight.max(1) {
             let Some((offset, length)) = ranges.next() else {
@@ -252,36 +321,9 @@ async fn feed_with(
             Ok(Err(e)) => return Err(e),
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
-        let mut got = 0_u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            got += chunk.len() as u64;
-            // A body arrives in whatever pieces the connection gives (4 KiB each from
-            // some servers): gathered into pieces of at least FEED_WRITE bytes, so
-            // neither the pipeline (a pipe, or Pebble's websocket) nor the summing
-            // thread is woken for each one.
-            let piece = if pending.is_empty() && chunk.len() >= FEED_WRITE {
-                chunk
-            } else {
-                if pending.is_empty() {
-                    // One allocation per piece (the last piece's is with the summer).
-                    pending.reserve(FEED_WRITE + chunk.len());
-                }
-                pending.extend_from_slice(&chunk);
-                if pending.len() < FEED_WRITE {
-                    continue;
-                }
-                pending.split().freeze()
-            };
-            if !put(sink, &sum, piece, &mut written, count).await {
-                return Ok(Fed::Stopped(written));
-            }
-        }
-        if !pending.is_empty()
-            && !put(sink, &sum, pending.split().freeze(), &mut written, count).await
-        {
+        let Some(got) = put_streamed(sink, &sum, &mut body, &mut written, count).await? else {
             return Ok(Fed::Stopped(written));
-        }
+        };
         if got < length {
             break;
         }
@@ -291,6 +333,76 @@ async fn feed_with(
         length: written,
     }))
 }
+
+/// Requests the first `length` bytes of `key` and reads them whole, timing the
+/// request: gives them and whether `costly` found the range costly, from the time to
+/// its first byte and the time its body took after it.
+async fn timed_range(
+    store: &dyn ObjectStore,
+    key: &str,
+    length: u64,
+    costly: fn(Duration, Duration) -> bool,
+) -> Result<(bytes::Bytes, bool), S3Error> {
+    let started = Instant::now();
+    let body = store.get_object_range_stream(key, 0, length).await?;
+    let first_byte = started.elapsed();
+    let bytes = read_whole(body, length).await?;
+    let body_time = started.elapsed().saturating_sub(first_byte);
+    let costly = costly(first_byte, body_time);
+    tracing::debug!(
+        key,
+        first_byte_ms = first_byte.as_millis(),
+        body_ms = body_time.as_millis(),
+        costly,
+        "the first range of the library's download was timed"
+    );
+    Ok((bytes, costly))
+}
+
+/// Writes a streamed range's `body` into `sink` as it arrives, as [`put`] does: gives
+/// the bytes it had, or `None` when the sink stopped taking bytes.
+async fn put_streamed(
+    sink: &mut (impl AsyncWrite + Unpin + ?Sized),
+    sum: &Summer,
+    body: &mut RangeBody,
+    written: &mut u64,
+    count: &AtomicU64,
+) -> Result<Option<u64>, S3Error> {
+    let mut pending = bytes::BytesMut::new();
+    let mut got = 0_u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        got += chunk.len() as u64;
+        // A body arrives in whatever pieces the connection gives (4 KiB each from some
+        // servers): gathered into pieces of at least FEED_WRITE bytes, so neither the
+        // pipeline (a pipe, or Pebble's websocket) nor the summing thread is woken for
+        // each one.
+        let piece = if pending.is_empty() && chunk.len() >= FEED_WRITE {
+            chunk
+        } else {
+            if pending.is_empty() {
+                // One allocation per piece (the last piece's is with the summer).
+                pending.reserve(FEED_WRITE + chunk.len());
+            }
+            pending.extend_from_slice(&chunk);
+            if pending.len() < FEED_WRITE {
+                continue;
+            }
+            pending.split().freeze()
+        };
+        if !put(sink, sum, piece, written, count).await {
+            return Ok(None);
+        }
+    }
+    if !pending.is_empty() && !put(sink, sum, pending.split().freeze(), written, count).await {
+        return Ok(None);
+    }
+    Ok(Some(got))
+}
+
+/// How many [`LIBRARY_RANGE_MIB`] ranges are in flight where [`Ranges::Auto`] found
+/// ranges costly: the one being written and the next, requested ahead.
+const STREAMED_IN_FLIGHT: usize = 2;
 
 /// A requested range: read whole (read ahead), or its body still to be read.
 enum Range {
@@ -439,6 +551,19 @@ mod tests {
         hex(&Sha256::digest(bytes))
     }
 
+    fn ranges(range: u64, in_flight: usize) -> Ranges {
+        Ranges::Fixed { range, in_flight }
+    }
+
+    /// Fixed ranges, read ahead when no larger than `read_ahead_max`.
+    fn fixed(range: u64, in_flight: usize, read_ahead_max: u64) -> Plan {
+        Plan {
+            ranges: ranges(range, in_flight),
+            read_ahead_max,
+            costly: |_, _| unreachable!("fixed ranges are not timed"),
+        }
+    }
+
     async fn store_with(body: &[u8]) -> MemoryStore {
         let store = MemoryStore::new("");
         store
@@ -459,8 +584,8 @@ mod tests {
         {
             let mut out = Vec::new();
             let count = AtomicU64::new(0);
-            let ranges = (range, in_flight, read_ahead_max);
-            let fed = feed_with(&store, "o", 10_000, ranges, &mut out, &count)
+            let plan = fixed(range, in_flight, read_ahead_max);
+            let fed = feed_with(&store, "o", 10_000, plan, &mut out, &count)
                 .await
                 .unwrap();
             assert!(
@@ -477,7 +602,7 @@ mod tests {
         let store = store_with(&[7; 100]).await;
         let mut out = Vec::new();
         let count = AtomicU64::new(0);
-        let fed = feed(&store, "o", 250, 64, 2, &mut out, &count)
+        let fed = feed(&store, "o", 250, ranges(64, 2), &mut out, &count)
             .await
             .unwrap();
         assert!(
@@ -485,7 +610,7 @@ mod tests {
             "{fed:?}"
         );
         assert_eq!(out.len(), 100);
-        let result = feed(&store, "missing", 10, 4, 2, &mut out, &count).await;
+        let result = feed(&store, "missing", 10, ranges(4, 2), &mut out, &count).await;
         assert!(
             matches!(result, Err(S3Error::NotFound { .. })),
             "{result:?}"
@@ -535,8 +660,8 @@ mod tests {
         {
             let mut sink = Writes::default();
             let count = AtomicU64::new(0);
-            let ranges = (size as u64, 2, read_ahead_max);
-            let fed = feed_with(&store, "o", size as u64, ranges, &mut sink, &count)
+            let plan = fixed(size as u64, 2, read_ahead_max);
+            let fed = feed_with(&store, "o", size as u64, plan, &mut sink, &count)
                 .await
                 .unwrap();
             assert!(
@@ -578,7 +703,7 @@ mod tests {
             (ahead, out)
         };
         let feeding = async {
-            let fed = feed(&store, "o", 10_000, 1_000, 4, &mut writer, &count).await;
+            let fed = feed(&store, "o", 10_000, ranges(1_000, 4), &mut writer, &count).await;
             drop(writer);
             fed
         };
@@ -600,9 +725,103 @@ mod tests {
         let (mut writer, reader) = tokio::io::duplex(16);
         drop(reader);
         let count = AtomicU64::new(0);
-        let fed = feed(&store, "o", 1000, 100, 2, &mut writer, &count)
+        let fed = feed(&store, "o", 1000, ranges(100, 2), &mut writer, &count)
             .await
             .unwrap();
         assert!(matches!(fed, Fed::Stopped(0)), "{fed:?}");
+    }
+
+    #[test]
+    fn a_range_costs_much_when_its_first_byte_is_late_for_its_body() {
+        let ms = Duration::from_millis;
+        // moto: half a second to read a 1 GiB object for a 16 MiB range on loopback.
+        assert!(ranges_cost_much(ms(400), ms(15)));
+        assert!(ranges_cost_much(ms(120), ms(50)));
+        // s3s-fs, AWS S3 nearby and far away: a round trip, then the body.
+        assert!(!ranges_cost_much(ms(2), ms(40)));
+        assert!(!ranges_cost_much(ms(30), ms(150)));
+        assert!(!ranges_cost_much(ms(180), ms(400)));
+        // Under 50 ms the first byte is never counted as the server's cost.
+        assert!(!ranges_cost_much(ms(45), ms(1)));
+    }
+
+    /// `Ranges::Auto` requests the first 16 MiB alone, then reads the rest ahead in
+    /// 16 MiB ranges where that range cost little, or in 1 GiB streamed ranges where it
+    /// cost much; the bytes written are the object's either way, and an object no larger
+    /// than one range is one request.
+    #[tokio::test]
+    async fn auto_ranges_follow_the_first_range_timing() {
+        let mib = 1_u64 << 20;
+        let size = 40 * mib + 123;
+        let body: Vec<u8> = (0..size).map(|i| (i % 241) as u8).collect();
+        type Costly = fn(Duration, Duration) -> bool;
+        let costs: [(Costly, Vec<(u64, u64)>); 2] = [
+            (
+                |_, _| false,
+                vec![
+                    (0, 16 * mib),
+                    (16 * mib, 16 * mib),
+                    (32 * mib, 8 * mib + 123),
+                ],
+            ),
+            (|_, _| true, vec![(0, 16 * mib), (16 * mib, 24 * mib + 123)]),
+        ];
+        for (costly, expected) in costs {
+            let store = store_with(&body).await;
+            let mut out = Vec::new();
+            let count = AtomicU64::new(0);
+            let plan = Plan {
+                ranges: Ranges::Auto { in_flight: 3 },
+                read_ahead_max: READ_AHEAD_MAX_MIB << 20,
+                costly,
+            };
+            let fed = feed_with(&store, "o", size, plan, &mut out, &count)
+                .await
+                .unwrap();
+            assert!(
+                matches!(&fed, Fed::All(Tally { length, sha256: sum }) if *length == size && *sum == sha256(&body)),
+                "{fed:?}"
+            );
+            assert!(out == body, "bytes differ");
+            assert_eq!(store.ranges_requested(), expected);
+        }
+
+        let store = store_with(&body[..1000]).await;
+        let mut out = Vec::new();
+        let count = AtomicU64::new(0);
+        let fed = feed(
+            &store,
+            "o",
+            1000,
+            Ranges::Auto { in_flight: 3 },
+            &mut out,
+            &count,
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(fed, Fed::All(Tally { length: 1000, .. })),
+            "{fed:?}"
+        );
+        assert_eq!(store.ranges_requested(), vec![(0, 1000)]);
+
+        // An object that shrank below its first range ends with what it gave.
+        let store = store_with(&body[..(10 << 20)]).await;
+        let mut out = Vec::new();
+        let fed = feed(
+            &store,
+            "o",
+            size,
+            Ranges::Auto { in_flight: 3 },
+            &mut out,
+            &count,
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(&fed, Fed::All(Tally { length, .. }) if *length == 10 << 20),
+            "{fed:?}"
+        );
+        assert_eq!(store.ranges_requested(), vec![(0, 16 * mib)]);
     }
 }

@@ -39,6 +39,8 @@ pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     /// The bytes the range streams have given so far (how far a reader read).
     served: Arc<std::sync::atomic::AtomicU64>,
+    /// The ranges requested of `get_object_range_stream`, `(offset, length)`, in order.
+    ranges: Arc<Mutex<Vec<(u64, u64)>>>,
 }
 
 #[derive(Debug)]
@@ -77,6 +79,7 @@ impl MemoryStore {
                 next_upload: 1,
             })),
             served: Arc::default(),
+            ranges: Arc::default(),
         }
     }
 
@@ -84,6 +87,16 @@ impl MemoryStore {
     #[cfg(test)]
     pub(crate) fn range_bytes_served(&self) -> u64 {
         self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The ranges [`ObjectStore::get_object_range_stream`] was asked for so far,
+    /// `(offset, length)`, in order.
+    #[cfg(test)]
+    pub(crate) fn ranges_requested(&self) -> Vec<(u64, u64)> {
+        self.ranges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -250,6 +263,10 @@ impl ObjectStore for MemoryStore {
         offset: u64,
         length: u64,
     ) -> Result<RangeBody, S3Error> {
+        self.ranges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((offset, length));
         let mut rest = bytes::Bytes::from(self.get_object_range(key, offset, length).await?);
         let served = Arc::clone(&self.served);
         let chunks = std::iter::from_fn(move || {
