@@ -148,7 +148,7 @@ pub struct RestoreOptions {
     pub transfer: Transfer,
     /// With [`Transfer::Library`] (and for the small packs the library downloads), the
     /// size of its ranged GETs in MiB; `None` (the default) chooses per object, by the
-    /// first range's timing: [`READ_AHEAD_RANGE_MIB`](crate::READ_AHEAD_RANGE_MIB)
+    /// timing of its first 16 MiB (read as the start of one streamed GET): [`READ_AHEAD_RANGE_MIB`](crate::READ_AHEAD_RANGE_MIB)
     /// (16) read ahead where the server serves a range for no more than its bytes (AWS
     /// S3, MinIO, Ceph, s3s-fs), [`LIBRARY_RANGE_MIB`](crate::LIBRARY_RANGE_MIB) (1024,
     /// streamed: a backup of up to 1 GiB is one GET) where it reads the whole object for

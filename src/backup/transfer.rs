@@ -52,8 +52,9 @@ pub enum Transfer {
     /// ([`RestoreOptions::library_range_mib`](crate::RestoreOptions::library_range_mib)
     /// MiB each,
     /// [`library_ranges_in_flight`](crate::RestoreOptions::library_ranges_in_flight) in
-    /// flight: by default [`LIBRARY_RANGE_MIB`] and [`LIBRARY_RANGES_IN_FLIGHT`]; ranges
-    /// of up to [`READ_AHEAD_MAX_MIB`] are read ahead) and streams the ciphertext into the
+    /// flight: by default chosen per object, [`READ_AHEAD_RANGE_MIB`] read ahead
+    /// [`LIBRARY_RANGES_IN_FLIGHT`] at once or [`LIBRARY_RANGE_MIB`] streamed; ranges of
+    /// up to [`READ_AHEAD_MAX_MIB`] are read ahead) and streams the ciphertext into the
     /// workload's pipeline. No S3 credential, config or SSE-C key enters the workload,
     /// which needs no aws CLI; in exchange the ciphertext crosses the container
     /// boundary (for Pebble, over its exec websocket), this process holds the parts in
@@ -88,10 +89,12 @@ pub const LIBRARY_RANGE_MIB: u64 = 1024;
 
 /// The size of the ranged GETs of [`Transfer::Library`], in MiB, where a range costs the
 /// server no more than its bytes (AWS S3, MinIO, Ceph, s3s-fs): 16, read ahead,
-/// [`LIBRARY_RANGES_IN_FLIGHT`] at once. The first range of an object is requested
-/// alone and timed: when its first byte came later than 50 ms and than twice the time
-/// its body then took (a server that read the whole object to serve it), the rest is
-/// downloaded in [`LIBRARY_RANGE_MIB`] ranges instead.
+/// [`LIBRARY_RANGES_IN_FLIGHT`] at once. An object's download starts as one streamed
+/// GET of up to [`LIBRARY_RANGE_MIB`], whose first 16 MiB are timed: when their first
+/// byte came later than 50 ms and than twice the time they then took (a server that
+/// read the whole object to serve the range), the same stream goes on, and the rest
+/// goes in [`LIBRARY_RANGE_MIB`] ranges; else the stream is dropped and the rest read
+/// ahead.
 pub const READ_AHEAD_RANGE_MIB: u64 = 16;
 
 /// The default number of ranged GETs of [`Transfer::Library`] in flight at once
@@ -182,9 +185,10 @@ const READ_AHEAD_WRITE: usize = 1 << 20;
 pub(crate) enum Ranges {
     /// Ranges of this many bytes, this many in flight.
     Fixed { range: u64, in_flight: usize },
-    /// Chosen by the first range's timing ([`ranges_cost_much`]): [`READ_AHEAD_RANGE_MIB`]
-    /// ranges read ahead, this many in flight, where a range costs the server no more
-    /// than its bytes; else [`LIBRARY_RANGE_MIB`] ranges, streamed.
+    /// Chosen by the first range's timing ([`auto_start`], [`ranges_cost_much`]):
+    /// [`READ_AHEAD_RANGE_MIB`] ranges read ahead, this many in flight, where a range
+    /// costs the server no more than its bytes; else [`LIBRARY_RANGE_MIB`] ranges,
+    /// streamed.
     Auto { in_flight: usize },
 }
 
@@ -193,8 +197,8 @@ pub(crate) enum Ranges {
 const COSTLY_FIRST_BYTE: Duration = Duration::from_millis(50);
 
 /// Whether the server made the first range of an object cost more than its bytes: its
-/// first byte came later than [`COSTLY_FIRST_BYTE`] and than twice the time its body
-/// took after it. moto reads the whole object for every ranged GET (half a CPU-second
+/// first byte came later than [`COSTLY_FIRST_BYTE`] and than twice the time its first
+/// [`READ_AHEAD_RANGE_MIB`] took after it. moto reads the whole object for every ranged GET (half a CPU-second
 /// per range of a 1 GiB object), so there one streamed GET is the only good choice; a
 /// server that seeks (AWS S3, MinIO, Ceph, s3s-fs) answers in a round trip, and one far
 /// away takes longer still for the body (16 MiB) than for its first byte.
@@ -218,8 +222,9 @@ pub(crate) fn ranges_cost_much(first_byte: Duration, body: Duration) -> bool {
 /// stream early: the pipeline's checks then see a truncated object, as they would with
 /// the aws CLI.
 ///
-/// With [`Ranges::Auto`] the first range ([`READ_AHEAD_RANGE_MIB`]) is requested alone
-/// and timed, and the rest read as [`ranges_cost_much`] says.
+/// With [`Ranges::Auto`] the download starts as one streamed GET whose first
+/// [`READ_AHEAD_RANGE_MIB`] are timed, and goes on as [`ranges_cost_much`] says
+/// ([`auto_start`]).
 ///
 /// # Errors
 /// The first GET (request or body) that fails.
@@ -263,26 +268,25 @@ async fn feed_with(
     let (range, in_flight) = match plan.ranges {
         Ranges::Fixed { range, in_flight } => (range.max(1), in_flight),
         Ranges::Auto { in_flight } => {
-            let first = READ_AHEAD_RANGE_MIB << 20;
-            if size <= first {
-                (first, 1)
-            } else {
-                let (bytes, costly) = timed_range(store, key, first, plan.costly).await?;
-                let got = bytes.len() as u64;
-                if !put_read(sink, &sum, bytes, &mut written, count).await {
-                    return Ok(Fed::Stopped(written));
-                }
-                if got < first {
-                    // The object shrank: nothing more to read.
+            match auto_start(
+                store,
+                key,
+                size,
+                (in_flight, plan.costly),
+                sink,
+                &sum,
+                &mut written,
+                count,
+            )
+            .await?
+            {
+                Start::Rest { range, in_flight } => (range, in_flight),
+                Start::Stopped => return Ok(Fed::Stopped(written)),
+                Start::Ended => {
                     return Ok(Fed::All(Tally {
                         sha256: sum.finish().await,
                         length: written,
                     }));
-                }
-                if costly {
-                    (LIBRARY_RANGE_MIB << 20, STREAMED_IN_FLIGHT)
-                } else {
-                    (first, in_flight)
                 }
             }
         }
@@ -321,7 +325,9 @@ async fn feed_with(
             Ok(Err(e)) => return Err(e),
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
-        let Some(got) = put_streamed(sink, &sum, &mut body, &mut written, count).await? else {
+        let Some((got, _)) =
+            put_streamed(sink, &sum, &mut body, u64::MAX, &mut written, count).await?
+        else {
             return Ok(Fed::Stopped(written));
         };
         if got < length {
@@ -334,20 +340,55 @@ async fn feed_with(
     }))
 }
 
-/// Requests the first `length` bytes of `key` and reads them whole, timing the
-/// request: gives them and whether `costly` found the range costly, from the time to
-/// its first byte and the time its body took after it.
-async fn timed_range(
+/// How [`auto_start`] left a feed.
+enum Start {
+    /// The rest (from what was written) in ranges of `range` bytes, `in_flight` at once.
+    Rest { range: u64, in_flight: usize },
+    /// The sink stopped taking bytes.
+    Stopped,
+    /// Everything was written (or the object ended early: it shrank).
+    Ended,
+}
+
+/// [`Ranges::Auto`]'s start: requests the object's first [`LIBRARY_RANGE_MIB`] (or all
+/// of it, when smaller) as one streamed GET, as where ranges cost much, and writes its
+/// first [`READ_AHEAD_RANGE_MIB`] timed: the time to its first byte and the time those
+/// bytes then took. Where `costly` (with `in_flight`: [`ranges_cost_much`]) says the
+/// server made the range cost much (moto read the whole object to serve it), the same
+/// stream is written on, and the rest goes in [`LIBRARY_RANGE_MIB`] streamed ranges:
+/// no request more than before the choice existed. Else the stream is dropped (its
+/// connection closed) and the rest is read ahead in [`READ_AHEAD_RANGE_MIB`] ranges,
+/// `in_flight` at once. An object no larger than one read-ahead range is one request.
+#[allow(clippy::too_many_arguments)] // a feed's state, shared with feed_with
+async fn auto_start(
     store: &dyn ObjectStore,
     key: &str,
-    length: u64,
-    costly: fn(Duration, Duration) -> bool,
-) -> Result<(bytes::Bytes, bool), S3Error> {
+    size: u64,
+    (in_flight, costly): (usize, fn(Duration, Duration) -> bool),
+    sink: &mut (impl AsyncWrite + Unpin + ?Sized),
+    sum: &Summer,
+    written: &mut u64,
+    count: &AtomicU64,
+) -> Result<Start, S3Error> {
+    let first = READ_AHEAD_RANGE_MIB << 20;
+    if size <= first {
+        return Ok(Start::Rest {
+            range: first,
+            in_flight: 1,
+        });
+    }
+    let streamed = (LIBRARY_RANGE_MIB << 20).min(size);
     let started = Instant::now();
-    let body = store.get_object_range_stream(key, 0, length).await?;
+    let mut body = store.get_object_range_stream(key, 0, streamed).await?;
     let first_byte = started.elapsed();
-    let bytes = read_whole(body, length).await?;
+    let Some((got, rest)) = put_streamed(sink, sum, &mut body, first, written, count).await? else {
+        return Ok(Start::Stopped);
+    };
     let body_time = started.elapsed().saturating_sub(first_byte);
+    if got < first {
+        // The object shrank: nothing more to read.
+        return Ok(Start::Ended);
+    }
     let costly = costly(first_byte, body_time);
     tracing::debug!(
         key,
@@ -356,22 +397,55 @@ async fn timed_range(
         costly,
         "the first range of the library's download was timed"
     );
-    Ok((bytes, costly))
+    if !costly {
+        drop(body);
+        return Ok(Start::Rest {
+            range: first,
+            in_flight,
+        });
+    }
+    let mut got = got;
+    if let Some(rest) = rest {
+        got += rest.len() as u64;
+        if !put(sink, sum, rest, written, count).await {
+            return Ok(Start::Stopped);
+        }
+    }
+    let Some((more, _)) = put_streamed(sink, sum, &mut body, u64::MAX, written, count).await?
+    else {
+        return Ok(Start::Stopped);
+    };
+    if got + more < streamed || streamed == size {
+        return Ok(Start::Ended);
+    }
+    Ok(Start::Rest {
+        range: LIBRARY_RANGE_MIB << 20,
+        in_flight: STREAMED_IN_FLIGHT,
+    })
 }
 
-/// Writes a streamed range's `body` into `sink` as it arrives, as [`put`] does: gives
-/// the bytes it had, or `None` when the sink stopped taking bytes.
+/// Writes a streamed range's `body` into `sink` as it arrives, as [`put`] does, up to
+/// `limit` bytes: gives the bytes it wrote and what it had read past `limit` (the rest
+/// of the chunk that crossed it), or `None` when the sink stopped taking bytes.
 async fn put_streamed(
     sink: &mut (impl AsyncWrite + Unpin + ?Sized),
     sum: &Summer,
     body: &mut RangeBody,
+    limit: u64,
     written: &mut u64,
     count: &AtomicU64,
-) -> Result<Option<u64>, S3Error> {
+) -> Result<Option<(u64, Option<bytes::Bytes>)>, S3Error> {
     let mut pending = bytes::BytesMut::new();
     let mut got = 0_u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
+    let mut past = None;
+    while got < limit {
+        let Some(chunk) = body.next().await else {
+            break;
+        };
+        let mut chunk = chunk?;
+        if chunk.len() as u64 > limit - got {
+            past = Some(chunk.split_off(usize::try_from(limit - got).unwrap_or(usize::MAX)));
+        }
         got += chunk.len() as u64;
         // A body arrives in whatever pieces the connection gives (4 KiB each from some
         // servers): gathered into pieces of at least FEED_WRITE bytes, so neither the
@@ -397,7 +471,7 @@ async fn put_streamed(
     if !pending.is_empty() && !put(sink, sum, pending.split().freeze(), written, count).await {
         return Ok(None);
     }
-    Ok(Some(got))
+    Ok(Some((got, past)))
 }
 
 /// How many [`LIBRARY_RANGE_MIB`] ranges are in flight where [`Ranges::Auto`] found
@@ -745,10 +819,11 @@ mod tests {
         assert!(!ranges_cost_much(ms(45), ms(1)));
     }
 
-    /// `Ranges::Auto` requests the first 16 MiB alone, then reads the rest ahead in
-    /// 16 MiB ranges where that range cost little, or in 1 GiB streamed ranges where it
-    /// cost much; the bytes written are the object's either way, and an object no larger
-    /// than one range is one request.
+    /// `Ranges::Auto` requests the object as one streamed GET (up to 1 GiB) and times
+    /// its first 16 MiB: where they cost little it drops the stream and reads the rest
+    /// ahead in 16 MiB ranges, where they cost much it goes on with the same stream (no
+    /// other request); the bytes written are the object's either way, an object no
+    /// larger than one range is one request, and one that shrank ends where it ends.
     #[tokio::test]
     async fn auto_ranges_follow_the_first_range_timing() {
         let mib = 1_u64 << 20;
@@ -758,13 +833,9 @@ mod tests {
         let costs: [(Costly, Vec<(u64, u64)>); 2] = [
             (
                 |_, _| false,
-                vec![
-                    (0, 16 * mib),
-                    (16 * mib, 16 * mib),
-                    (32 * mib, 8 * mib + 123),
-                ],
+                vec![(0, size), (16 * mib, 16 * mib), (32 * mib, 8 * mib + 123)],
             ),
-            (|_, _| true, vec![(0, 16 * mib), (16 * mib, 24 * mib + 123)]),
+            (|_, _| true, vec![(0, size)]),
         ];
         for (costly, expected) in costs {
             let store = store_with(&body).await;
@@ -822,6 +893,6 @@ mod tests {
             matches!(&fed, Fed::All(Tally { length, .. }) if *length == 10 << 20),
             "{fed:?}"
         );
-        assert_eq!(store.ranges_requested(), vec![(0, 16 * mib)]);
+        assert_eq!(store.ranges_requested(), vec![(0, size)]);
     }
 }

@@ -132,12 +132,12 @@ pub(crate) struct GlobalArgs {
     )]
     pub(crate) transfer: synapse_backup::Transfer,
     /// With `--transfer library`, the ranged GETs of verify, restore and extract as
-    /// IN_FLIGHTxMIB: how many at once (1 to 64) and their size in MiB (default 2x1024:
-    /// one streamed GET for a backup of up to 1 GiB). Ranges of up to 64 MiB are read
-    /// ahead, each downloaded whole, side by side, so this command holds up to
-    /// (IN_FLIGHT + 1) x MIB MiB: `3x16` is faster on a server that serves a range without
-    /// reading the whole object (AWS S3, MinIO, Ceph); moto reads the whole object for
-    /// every range.
+    /// IN_FLIGHTxMIB: how many at once (1 to 64) and their size in MiB. Without it the
+    /// size is chosen per object by timing its first 16 MiB range: 3x16 read ahead where
+    /// the server serves a range for no more than its bytes (AWS S3, MinIO, Ceph), one
+    /// streamed GET per GiB where it reads the whole object for every range (moto).
+    /// Ranges of up to 64 MiB are read ahead, each downloaded whole, side by side, so
+    /// this command holds up to (IN_FLIGHT + 1) x MIB MiB.
     #[arg(
         long,
         value_name = "IN_FLIGHTxMIB",
