@@ -602,8 +602,10 @@ pub fn parse_staged(walk: &[u8]) -> Result<Vec<ArchiveMember>, ConfigError> {
         .collect()
 }
 
-/// Parses record `number` (from 1, empty records not counted) of the staged-tree walk,
-/// as [`parse_staged`] does.
+/// Parses record `number` (from 1, empty records not counted) of the staged-tree walk:
+/// a `find -printf '%y %m %n %U %s %P\0'` record (type letter, octal mode, link count,
+/// owner, size, path relative to the staging dir); the type letters become tar's (`f`
+/// is `-`), and a file with several links is still a file.
 ///
 /// # Errors
 /// [`ConfigError::Parse`] naming the record by its number.
