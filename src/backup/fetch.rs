@@ -475,7 +475,16 @@ pub(crate) async fn streamed<C: Container + ?Sized>(
         if stdin.write_all(&first).await.is_err() {
             return Ok(transfer::Fed::Stopped(0));
         }
-        tracing::debug!(key, ?ranges, "the library's download starts");
+        match ranges {
+            transfer::Ranges::Fixed { range, in_flight } => {
+                tracing::debug!(key, range, in_flight, "the library's download starts");
+            }
+            transfer::Ranges::Auto { in_flight } => tracing::debug!(
+                key,
+                in_flight,
+                "the library's download starts, its ranges chosen by the first's timing"
+            ),
+        }
         let fed = transfer::feed(store, key, size, ranges, &mut stdin, count).await;
         let _ = stdin.shutdown().await;
         fed

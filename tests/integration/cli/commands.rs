@@ -871,6 +871,15 @@ fn transfer_library_needs_no_aws_cli_in_the_workload() {
         err.contains("in_flight=5") && err.contains(&format!("range={}", 2 << 20)),
         "{err}"
     );
+    // Without the flag, the ranges are chosen per object.
+    let mut cmd = f.cmd();
+    cmd.args(no_aws).args(["-vv", "--transfer", "library"]);
+    let out = expect(0, &mut cmd, &["verify", &id]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("in_flight=3") && err.contains("ranges chosen by the first's timing"),
+        "{err}"
+    );
     let out = expect(
         2,
         &mut f.cmd(),
