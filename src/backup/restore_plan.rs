@@ -1521,6 +1521,62 @@ pub(crate) mod tests {
         assert_eq!(read(w.join("aside.log")), log, "the log was emptied");
     }
 
+    /// A log line cut short (an append that a full disk stopped part-way: its move was
+    /// reverted) is not a record: the undo puts back what the whole records list and
+    /// succeeds, whichever log was cut. Before, it tried to move back the cut name,
+    /// found nothing there, and failed (31), leaving the service stopped for a roll-back
+    /// a person had to finish.
+    #[tokio::test]
+    async fn an_undo_ignores_a_log_line_cut_short_by_a_full_disk() {
+        use crate::container::Container as _;
+        let put = |path: &std::path::Path, text: &str| {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap();
+        // The key was set aside and the staged one placed; then setting the database
+        // aside (or placing the staged one) moved it, could not write all of its log
+        // line, and moved it back.
+        for (aside_log, placed_log, db_at) in [
+            ("data/a.key\0data/homeserver.d", "data/a.key\0", "root"),
+            ("data/a.key\0data/homeserver.db\0", "data/a.key\0data/home", "aside"),
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (root, w) = (tmp.path().join("root"), tmp.path().join("work"));
+            put(&w.join("aside/data/a.key"), "old key");
+            put(&root.join("data/a.key"), "restored key");
+            if db_at == "root" {
+                put(&root.join("data/homeserver.db"), "live db");
+            } else {
+                put(&w.join("aside/data/homeserver.db"), "live db");
+                put(&w.join("stage/data/homeserver.db"), "staged db");
+            }
+            std::fs::create_dir_all(w.join("stage/data")).unwrap();
+            put(&w.join("aside.log"), aside_log);
+            put(&w.join("placed.log"), placed_log);
+            let layout = Layout {
+                user: None,
+                user_id: None,
+                group: None,
+                group_id: None,
+                root: root.to_string_lossy().into_owned(),
+                ..Layout::default()
+            };
+            let work = WorkDir::at(w.to_str().unwrap());
+            let call = swap_call(&layout, &params(), &work, true, None);
+            let exec = crate::ExecOptions {
+                environment: call.env.clone(),
+                ..crate::ExecOptions::default()
+            };
+            let undone = crate::LocalContainer::new().exec(&call.argv, exec).await;
+            assert!(undone.is_ok(), "{placed_log:?}: {undone:?}");
+            assert_eq!(read(root.join("data/a.key")), "old key");
+            assert_eq!(read(root.join("data/homeserver.db")), "live db");
+            assert_eq!(read(w.join("stage/data/a.key")), "restored key");
+            assert!(!w.join("aside/data/a.key").exists());
+        }
+    }
+
     #[test]
     fn place_runs_swap_sh_in_place_mode_with_the_target() {
         let layout = Layout::default();

@@ -198,10 +198,11 @@ const COSTLY_FIRST_BYTE: Duration = Duration::from_millis(50);
 
 /// Whether the server made the first range of an object cost more than its bytes: its
 /// first byte came later than [`COSTLY_FIRST_BYTE`] and than twice the time its first
-/// [`READ_AHEAD_RANGE_MIB`] took after it. moto reads the whole object for every ranged GET (half a CPU-second
-/// per range of a 1 GiB object), so there one streamed GET is the only good choice; a
-/// server that seeks (AWS S3, MinIO, Ceph, s3s-fs) answers in a round trip, and one far
-/// away takes longer still for the body (16 MiB) than for its first byte.
+/// [`READ_AHEAD_RANGE_MIB`] took after it. moto reads the whole object for every ranged
+/// GET (half a CPU-second per range of a 1 GiB object), so there one streamed GET is
+/// the only good choice; a server that seeks (AWS S3, MinIO, Ceph, s3s-fs) answers in a
+/// round trip, and one far away takes longer still for the body (16 MiB) than for its
+/// first byte.
 pub(crate) fn ranges_cost_much(first_byte: Duration, body: Duration) -> bool {
     first_byte > COSTLY_FIRST_BYTE.max(body.saturating_mul(2))
 }

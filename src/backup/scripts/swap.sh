@@ -144,10 +144,17 @@ mkdir -p "$w/aside"
 # move whose log line cannot be written (a full disk) is reverted on the spot before
 # the swap fails. When the undo is done, no file may be left set aside; when it fails,
 # the logs stay for the person who must finish it.
+# cut_short LOG: whether LOG's last record lacks its NUL: an append cut short (a full
+# disk), whose move move_logged reverted, so it is not a record.
+cut_short() {
+  [ -s "$1" ] && [ -n "$(tail -c 1 -- "$1" | tr -d '\0')" ]
+}
 undo() {
   local ok=0 i placed=() aside=()
   [ -f "$w/placed.log" ] && mapfile -d '' -t placed <"$w/placed.log"
   [ -f "$w/aside.log" ] && mapfile -d '' -t aside <"$w/aside.log"
+  if cut_short "$w/placed.log"; then unset 'placed[-1]'; fi
+  if cut_short "$w/aside.log"; then unset 'aside[-1]'; fi
   for ((i = ${#placed[@]} - 1; i >= 0; i--)); do
     { mkdir -p "$w/stage/$(dirname -- "${placed[$i]}")" && mv -T -- "$root/${placed[$i]}" "$w/stage/${placed[$i]}"; } || ok=1
   done
