@@ -1539,7 +1539,11 @@ pub(crate) mod tests {
         // line, and moved it back.
         for (aside_log, placed_log, db_at) in [
             ("data/a.key\0data/homeserver.d", "data/a.key\0", "root"),
-            ("data/a.key\0data/homeserver.db\0", "data/a.key\0data/home", "aside"),
+            (
+                "data/a.key\0data/homeserver.db\0",
+                "data/a.key\0data/home",
+                "aside",
+            ),
         ] {
             let tmp = tempfile::tempdir().unwrap();
             let (root, w) = (tmp.path().join("root"), tmp.path().join("work"));
