@@ -1490,14 +1490,7 @@ pub(crate) mod tests {
         let log = "data/a.key\0data/media\0data/b\0";
         put(&w.join("aside.log"), log);
         put(&w.join("placed.log"), "");
-        let layout = Layout {
-            user: None,
-            user_id: None,
-            group: None,
-            group_id: None,
-            root: root.to_string_lossy().into_owned(),
-            ..Layout::default()
-        };
+        let layout = no_user_layout(&root);
         let p = params();
         let work = WorkDir::at(w.to_str().unwrap());
         let call = swap_call(&layout, &p, &work, true, None);
@@ -1519,6 +1512,18 @@ pub(crate) mod tests {
         assert_eq!(read(w.join("aside/data/media/f")), "old media");
         assert_eq!(read(root.join("data/media/new")), "written since");
         assert_eq!(read(w.join("aside.log")), log, "the log was emptied");
+    }
+
+    /// A layout of `root` whose scripts run as the caller (no workload user).
+    fn no_user_layout(root: &std::path::Path) -> Layout {
+        Layout {
+            user: None,
+            user_id: None,
+            group: None,
+            group_id: None,
+            root: root.to_string_lossy().into_owned(),
+            ..Layout::default()
+        }
     }
 
     /// A log line cut short (an append that a full disk stopped part-way: its move was
@@ -1558,14 +1563,7 @@ pub(crate) mod tests {
             std::fs::create_dir_all(w.join("stage/data")).unwrap();
             put(&w.join("aside.log"), aside_log);
             put(&w.join("placed.log"), placed_log);
-            let layout = Layout {
-                user: None,
-                user_id: None,
-                group: None,
-                group_id: None,
-                root: root.to_string_lossy().into_owned(),
-                ..Layout::default()
-            };
+            let layout = no_user_layout(&root);
             let work = WorkDir::at(w.to_str().unwrap());
             let call = swap_call(&layout, &params(), &work, true, None);
             let exec = crate::ExecOptions {
