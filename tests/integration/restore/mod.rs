@@ -504,14 +504,11 @@ async fn a_restore_reports_its_time_phase_by_phase() {
         p.swap >= Duration::from_secs(2),
         "the service's stop is the swap's: {p}"
     );
+    // The phases add up to no more than the duration, so the stop's 2 s, in the swap,
+    // are in no other phase (a bound on each other phase's time would fail on a busy
+    // machine, where a fetch alone can take more than 2 s).
     for (name, d) in p.named() {
         assert!(d > Duration::ZERO, "{name} took no time: {p}");
-        if name != "swap" {
-            assert!(
-                d < Duration::from_secs(2),
-                "{name} holds the service's stop: {p}"
-            );
-        }
     }
 
     let target = env.dir.path().join("extracted");
