@@ -203,7 +203,7 @@ const COSTLY_FIRST_BYTE: Duration = Duration::from_millis(50);
 /// the only good choice; a server that seeks (AWS S3, MinIO, Ceph, s3s-fs) answers in a
 /// round trip, and one far away takes longer still for the body (16 MiB) than for its
 /// first byte.
-pub(crate) fn ranges_cost_much(first_byte: Duration, body: Duration) -> bool {
+fn ranges_cost_much(first_byte: Duration, body: Duration) -> bool {
     first_byte > COSTLY_FIRST_BYTE.max(body.saturating_mul(2))
 }
 
@@ -266,31 +266,20 @@ async fn feed_with(
 ) -> Result<Fed, S3Error> {
     let sum = Summer::new();
     let mut written = 0_u64;
-    let (range, in_flight) = match plan.ranges {
-        Ranges::Fixed { range, in_flight } => (range.max(1), in_flight),
+    let start = match plan.ranges {
+        Ranges::Fixed { range, in_flight } => Start::Rest {
+            range: range.max(1),
+            in_flight,
+        },
         Ranges::Auto { in_flight } => {
-            match auto_start(
-                store,
-                key,
-                size,
-                (in_flight, plan.costly),
-                sink,
-                &sum,
-                &mut written,
-                count,
-            )
-            .await?
-            {
-                Start::Rest { range, in_flight } => (range, in_flight),
-                Start::Stopped => return Ok(Fed::Stopped(written)),
-                Start::Ended => {
-                    return Ok(Fed::All(Tally {
-                        sha256: sum.finish().await,
-                        length: written,
-                    }));
-                }
-            }
+            let how = (in_flight, plan.costly);
+            auto_start(store, key, size, how, sink, &sum, &mut written, count).await?
         }
+    };
+    let (range, in_flight) = match start {
+        Start::Rest { range, in_flight } => (range, in_flight),
+        Start::Stopped => return Ok(Fed::Stopped(written)),
+        Start::Ended => return Ok(Fed::All(sum.tally(written).await)),
     };
     let read_ahead = range <= plan.read_ahead_max;
     let store = store.clone_store();
@@ -335,10 +324,7 @@ async fn feed_with(
             break;
         }
     }
-    Ok(Fed::All(Tally {
-        sha256: sum.finish().await,
-        length: written,
-    }))
+    Ok(Fed::All(sum.tally(written).await))
 }
 
 /// How [`auto_start`] left a feed.
@@ -578,6 +564,14 @@ impl Summer {
     async fn add(&self, chunk: bytes::Bytes) {
         // The receiver lives until the sender is dropped: a send cannot fail.
         let _ = self.chunks.send(chunk).await;
+    }
+
+    /// The tally of the `length` bytes summed.
+    async fn tally(self, length: u64) -> Tally {
+        Tally {
+            sha256: self.finish().await,
+            length,
+        }
     }
 
     async fn finish(self) -> String {
