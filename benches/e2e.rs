@@ -2921,6 +2921,7 @@ fn restic_section(
         "restore to a target dir, ours with `Transfer::Library`",
         "restore to a target dir, ours with `Transfer::Library` read ahead",
     ];
+    let phases_before = bench.phases.borrow().len();
     let mut restic_runs: Vec<Runs> = names.iter().map(|n| Runs::new(n)).collect();
     let mut ours_runs: Vec<Runs> = names.iter().map(|n| Runs::new(n)).collect();
     let (mut restic_bucket, mut ours_bucket) = (Vec::new(), Vec::new());
@@ -3048,19 +3049,21 @@ fn restic_section(
     )?;
     writeln!(
         out,
-        "| | restic s | ours s | restic ÷ ours | restic CPU s | ours CPU s |\n|---|---|---|---|---|---|"
+        "| | restic s | ours s | restic ÷ ours | restic CPU s | ours CPU s | S3 server CPU s, restic / ours |\n|---|---|---|---|---|---|---|"
     )?;
     let cpu = |r: &Runs| r.med(|c| c.user + c.sys + c.self_cpu);
     for (r, o) in restic_runs.iter().zip(&ours_runs) {
         writeln!(
             out,
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} |",
             r.name,
             r.wall(),
             o.wall(),
             r.wall() / o.wall(),
             cpu(r),
-            cpu(o)
+            cpu(o),
+            r.med(|c| c.server_cpu),
+            o.med(|c| c.server_cpu),
         )?;
     }
     writeln!(
@@ -3070,6 +3073,18 @@ fn restic_section(
         median(&ours_bucket) / MB,
         median(&restic_bucket) / median(&ours_bucket),
     )?;
+    writeln!(out, "CPU by command (medians per run):\n")?;
+    for runs in [&restic_runs[2], &ours_runs[2], &ours_runs[3], &ours_runs[4]] {
+        writeln!(out, "- {}: {}", runs.name, runs.by_command())?;
+    }
+    writeln!(out)?;
+    // The phases of this section's extractions (of a chain: the full backup's pack, the
+    // increment's and its database pack), apart from other sections' restores.
+    let chain_phases: Vec<_> = bench.phases.borrow()[phases_before..]
+        .iter()
+        .map(|(label, p)| (format!("{label}, a chain"), *p))
+        .collect();
+    phases_table(&chain_phases, out)?;
     let backup = restic_runs[0].wall() / ours_runs[0].wall();
     let restore = restic_runs[2].wall() / ours_runs[2].wall();
     notes.push(target_line(

@@ -8,7 +8,7 @@ use crate::backup::catalog::BackupStatus;
 use crate::backup::chain_read::{
     IndexSplit, PackPart, check_database_listed, check_database_pack, check_database_record,
     check_older_manifest, check_older_pack, check_own_listing, check_partial_listing, check_record,
-    stage_dirs,
+    in_pieces, stage_dirs,
 };
 use crate::backup::fetch::{Fetch, Fetched, fetch, locate_compact};
 use crate::backup::incremental::{BackupKind, ChainLink, DATABASE_SUFFIX, PackChain};
@@ -614,7 +614,20 @@ impl Pack<'_> {
         let list = part.tar_list(MEMBER_LIST_PIECE);
         work::write_file_pieces(run.container, run.layout, own, WorkFile::PackMembers, list)
             .await?;
-        let call = self.call(run, own, work, how);
+        // What tar skips, and the bytes it then does not write.
+        let mut skipped = 0;
+        if how == Read::Extract {
+            skipped = part
+                .unwanted_files(found.entries())
+                .fold(0_u64, |sum, (_, size)| sum.saturating_add(size));
+            let names = part
+                .unwanted_files(found.entries())
+                .map(|(path, _)| path.into_owned());
+            let list = in_pieces(names, b'\n', MEMBER_LIST_PIECE);
+            work::write_file_pieces(run.container, run.layout, own, WorkFile::PackExclude, list)
+                .await?;
+        }
+        let call = self.call(run, (own, work), how, skipped);
         let stage = how.progress();
         let got = fetch(
             run,
@@ -648,21 +661,25 @@ impl Pack<'_> {
     }
 
     /// The pack's fetch call in its own work dir `own`: listed, or extracted there and
-    /// its files moved into the stage of the backup's work dir `work`.
+    /// its files moved into the stage of the backup's work dir `work` (tar skipping
+    /// `skipped` bytes of files it lists in [`WorkFile::PackExclude`]).
     fn call<C: Container + ?Sized>(
         &self,
         run: &Run<'_, C>,
-        own: &WorkDir,
-        work: &WorkDir,
+        (own, work): (&WorkDir, &WorkDir),
         how: Read,
+        skipped: u64,
     ) -> ScriptCall {
         let (part, key) = (self.part, &self.found.key);
         let mut call = match how {
             Read::List => restore_plan::list_call(run.layout, run.params, own, key),
             Read::Extract => {
-                // The whole pack is extracted before its files are picked.
+                // The pack is extracted, but for the files tar skips, before its files
+                // are picked.
                 let whole = self.found.manifest.as_ref().map_or(part.usage.bytes, |m| {
-                    m.plaintext_bytes.max(part.usage.bytes)
+                    m.plaintext_bytes
+                        .saturating_sub(skipped)
+                        .max(part.usage.bytes)
                 });
                 let need = whole.saturating_add(whole / 8);
                 let mut call = restore_plan::extract_call(run.layout, run.params, own, key, need);

@@ -44,18 +44,34 @@ impl PackPart {
     /// NUL-terminated; in pieces of about `bytes` (each at least one whole name, the
     /// last shorter), so that a pack of many files is never held as one list.
     pub(crate) fn tar_list(&self, bytes: usize) -> impl Iterator<Item = Vec<u8>> + Send + '_ {
-        let mut names = std::iter::once(INNER_MANIFEST_MEMBER.as_bytes().to_vec())
-            .chain(self.members.iter())
-            .peekable();
-        std::iter::from_fn(move || {
-            names.peek()?;
-            let mut piece = Vec::with_capacity(bytes.saturating_add(4096));
-            while piece.len() < bytes {
-                let Some(name) = names.next() else { break };
-                piece.extend_from_slice(&name);
-                piece.push(0);
-            }
-            Some(piece)
+        let names =
+            std::iter::once(INNER_MANIFEST_MEMBER.as_bytes().to_vec()).chain(self.members.iter());
+        in_pieces(names, b'\0', bytes)
+    }
+
+    /// The files of this (older) pack that tar need not write, from its manifest's
+    /// `entries` (path, kind, size): every file the index does not assign to it (the
+    /// database a later pack holds, media superseded or gone since), which its read
+    /// would write only to remove. tar's `--exclude-from` takes them one per line, as
+    /// they are (`--anchored --no-wildcards --no-unquote`), but trims white space (C's
+    /// `isspace`) at a line's end: a name with a newline or ending in white space would
+    /// be read as another name, perhaps a wanted file's, so it is left out (written and
+    /// removed, as before). The inner manifest is never one (it is checked).
+    pub(crate) fn unwanted_files<'a, P: AsRef<[u8]> + 'a>(
+        &'a self,
+        entries: impl Iterator<Item = (P, EntryKind, u64)> + 'a,
+    ) -> impl Iterator<Item = (P, u64)> + 'a {
+        entries.filter_map(move |(path, kind, size)| {
+            let name = path.as_ref();
+            let listable = !name.is_empty()
+                && !name.contains(&b'\n')
+                && !name
+                    .last()
+                    .is_some_and(|b| b.is_ascii_whitespace() || *b == 0x0b);
+            let unwanted = kind == EntryKind::File
+                && name != INNER_MANIFEST_MEMBER.as_bytes()
+                && self.members.position(name).is_none();
+            (listable && unwanted).then_some((path, size))
         })
     }
 
@@ -63,6 +79,26 @@ impl PackPart {
     pub(crate) fn names(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
         self.members.iter()
     }
+}
+
+/// `names`, each followed by `end`, in pieces of about `bytes` (each at least one whole
+/// name, the last shorter), so that a long list is never held whole.
+pub(crate) fn in_pieces(
+    names: impl Iterator<Item = Vec<u8>> + Send,
+    end: u8,
+    bytes: usize,
+) -> impl Iterator<Item = Vec<u8>> + Send {
+    let mut names = names.peekable();
+    std::iter::from_fn(move || {
+        names.peek()?;
+        let mut piece = Vec::with_capacity(bytes.saturating_add(4096));
+        while piece.len() < bytes {
+            let Some(name) = names.next() else { break };
+            piece.extend_from_slice(&name);
+            piece.push(end);
+        }
+        Some(piece)
+    })
 }
 
 /// Checks the external manifest's chain record of backup `id` against `chain`, the one

@@ -328,6 +328,9 @@ pub(crate) enum WorkFile {
     /// The members read from an older pack of a chain, NUL-separated (Rust, for
     /// `fetch.sh`).
     PackMembers,
+    /// The files an older pack holds that tar skips, newline-separated (Rust, for
+    /// `fetch.sh`).
+    PackExclude,
     /// An older pack extracted whole, its files then moved into the stage (`fetch.sh`).
     PackStage,
     /// The directories a chain's packs write into, NUL-separated (Rust, for `fetch.sh`
@@ -344,7 +347,7 @@ pub(crate) enum WorkFile {
 impl WorkFile {
     /// Every work file.
     #[cfg(test)]
-    pub(crate) const ALL: [WorkFile; 50] = [
+    pub(crate) const ALL: [WorkFile; 51] = [
         WorkFile::Owner,
         WorkFile::Gnupg,
         WorkFile::AwsConfig,
@@ -390,6 +393,7 @@ impl WorkFile {
         WorkFile::Preflight,
         WorkFile::PlaceList,
         WorkFile::PackMembers,
+        WorkFile::PackExclude,
         WorkFile::PackStage,
         WorkFile::StageDirs,
         WorkFile::Aside,
@@ -445,6 +449,7 @@ impl WorkFile {
             WorkFile::Preflight => "preflight",
             WorkFile::PlaceList => "place.list",
             WorkFile::PackMembers => "pack.members",
+            WorkFile::PackExclude => "pack.exclude",
             WorkFile::PackStage => "pack.stage",
             WorkFile::StageDirs => "stage.dirs",
             WorkFile::Aside => "aside",
