@@ -118,3 +118,64 @@ async fn pem_and_base64_ca_chains_work_against_the_tls_server() {
     assert!(!S3Client::new(&params).unwrap().can_use_bucket().await);
     assert!(!aws_upload(&params, "refused").status.success());
 }
+
+/// A streamed upload's parts carry their CRC32 in a header; over TLS their payload is
+/// not signed as well (`UNSIGNED-PAYLOAD`: no SHA-256 of every byte, the aws CLI's own
+/// rule for its uploads), over plain HTTP it is (the SHA-256 of the part). Either way
+/// the object reads back byte for byte.
+#[tokio::test]
+async fn parts_are_signed_over_plain_http_and_not_over_tls() {
+    let body: Vec<u8> = (0..(11_u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let tls = TestS3Server::start_tls_self_signed().await;
+    let plain = TestS3Server::start().await;
+    for (server, over_tls) in [(&tls, true), (&plain, false)] {
+        server.create_bucket("bucket-one");
+        let mut data = server.relation_data("bucket-one");
+        if let Some(ca) = &server.ca_pem {
+            data.insert("tls-ca-chain".into(), serde_json::to_string(&[ca]).unwrap());
+        }
+        let params = S3Parameters::from_relation_data(&data).unwrap();
+        assert_eq!(params.endpoint().unwrap().starts_with("https://"), over_tls);
+        let client = S3Client::new(&params).unwrap();
+        server.sse().clear_seen();
+        let mut reader = &body[..];
+        client
+            .put_object_stream(
+                "streamed",
+                &mut reader,
+                "application/octet-stream",
+                &Default::default(),
+                5 << 20,
+                2,
+            )
+            .await
+            .unwrap();
+        let parts: Vec<_> = server
+            .sse()
+            .seen()
+            .into_iter()
+            .filter(|r| r.operation == "UploadPart")
+            .collect();
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        for part in &parts {
+            let value = |name: &str| {
+                part.integrity
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            assert!(!value("x-amz-checksum-crc32").is_empty(), "{part:?}");
+            let signed = value("x-amz-content-sha256");
+            if over_tls {
+                assert_eq!(signed, "UNSIGNED-PAYLOAD", "{part:?}");
+            } else {
+                assert!(
+                    signed.len() == 64 && signed.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{part:?}"
+                );
+            }
+        }
+        assert!(client.get_object("streamed", 12 << 20).await.unwrap() == body);
+    }
+}
