@@ -2,7 +2,6 @@
 //! with, the S3 client, the backup lock, and the work dir's life cycle.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::layout::Layout;
 use super::lock::{BackupLock, LockConfirmer, LockOptions, LockOwner};
@@ -170,8 +169,7 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
         let guard = WorkGuard {
             run: self,
             dir,
-            keep: AtomicBool::new(false),
-            swept: AtomicBool::new(false),
+            ending: std::sync::Mutex::new(Ending::Remove),
             finished: false,
         };
         if transfer == Transfer::Library {
@@ -204,10 +202,19 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
 pub(crate) struct WorkGuard<'r, 'a, C: Container + ?Sized> {
     run: &'r Run<'a, C>,
     dir: WorkDir,
-    keep: AtomicBool,
-    /// Swept already ([`WorkGuard::sweep_now`]): `finish` leaves it as the sweep did.
-    swept: AtomicBool,
+    ending: std::sync::Mutex<Ending>,
     finished: bool,
+}
+
+/// What [`WorkGuard::finish`] does with its dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Removes it (the usual end).
+    Remove,
+    /// Sweeps it ([`WorkGuard::keep`]): set-aside files and logs stay.
+    Sweep,
+    /// Leaves it as [`WorkGuard::sweep_now`] did: `kept`, set-aside files and logs stayed.
+    Swept { kept: bool },
 }
 
 impl<C: Container + ?Sized> WorkGuard<'_, '_, C> {
@@ -220,7 +227,18 @@ impl<C: Container + ?Sized> WorkGuard<'_, '_, C> {
     /// rollback set aside, and the swap's logs): the dir is swept
     /// ([`work::sweep_work_dir`]), not removed, so its keys and staging still go.
     pub(crate) fn keep(&self) {
-        self.keep.store(true, Ordering::SeqCst);
+        let mut ending = self.ending();
+        *ending = match *ending {
+            Ending::Remove | Ending::Sweep => Ending::Sweep,
+            Ending::Swept { .. } => Ending::Swept { kept: true },
+        };
+    }
+
+    fn ending(&self) -> std::sync::MutexGuard<'_, Ending> {
+        // A panic while it was held changed nothing half-way: the value is whole.
+        self.ending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sweeps the dir now ([`work::sweep_work_dir`]): `true` when it keeps set-aside
@@ -230,8 +248,7 @@ impl<C: Container + ?Sized> WorkGuard<'_, '_, C> {
     /// The sweep's; the dir is then as it was, and `finish` decides.
     pub(crate) async fn sweep_now(&self) -> Result<bool, ContainerError> {
         let kept = work::sweep_work_dir(self.run.container, self.run.layout, &self.dir).await?;
-        self.keep.store(kept, Ordering::SeqCst);
-        self.swept.store(true, Ordering::SeqCst);
+        *self.ending() = Ending::Swept { kept };
         Ok(kept)
     }
 
@@ -239,13 +256,14 @@ impl<C: Container + ?Sized> WorkGuard<'_, '_, C> {
     pub(crate) async fn finish(mut self) {
         self.finished = true;
         let run = self.run;
-        let kept = if self.swept.load(Ordering::SeqCst) {
-            Ok(self.keep.load(Ordering::SeqCst))
-        } else if self.keep.load(Ordering::SeqCst) {
-            work::sweep_work_dir(run.container, run.layout, &self.dir).await
-        } else {
-            work::remove_work_dir(run.container, run.layout, &self.dir).await;
-            return;
+        let ending = *self.ending();
+        let kept = match ending {
+            Ending::Swept { kept } => Ok(kept),
+            Ending::Sweep => work::sweep_work_dir(run.container, run.layout, &self.dir).await,
+            Ending::Remove => {
+                work::remove_work_dir(run.container, run.layout, &self.dir).await;
+                return;
+            }
         };
         match kept {
             Ok(true) => {
