@@ -228,10 +228,10 @@ impl<C: Container + ?Sized> WorkGuard<'_, '_, C> {
     /// ([`work::sweep_work_dir`]), not removed, so its keys and staging still go.
     pub(crate) fn keep(&self) {
         let mut ending = self.ending();
-        *ending = match *ending {
-            Ending::Remove | Ending::Sweep => Ending::Sweep,
-            Ending::Swept { .. } => Ending::Swept { kept: true },
-        };
+        // Swept already, it stays as the sweep left it (what it kept, or nothing).
+        if *ending == Ending::Remove {
+            *ending = Ending::Sweep;
+        }
     }
 
     fn ending(&self) -> std::sync::MutexGuard<'_, Ending> {
