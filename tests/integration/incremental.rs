@@ -1233,6 +1233,36 @@ async fn an_incremental_after_a_restore_in_place_references_the_restored_files()
     assert_eq!(chain.own_files, 0, "{chain:?}");
 }
 
+/// Restores `id` in place with `script` (one of tests/support/scripts) as the layout's
+/// tar, copied into a fresh dir where it writes its logs: gives that dir.
+async fn restore_with_probing_tar(
+    env: &Env,
+    c: &LocalContainer,
+    id: &BackupId,
+    script: &str,
+) -> tempfile::TempDir {
+    let probe = tempfile::tempdir().unwrap();
+    let tar = probe.path().join(script);
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/support/scripts")
+            .join(script),
+        &tar,
+    )
+    .unwrap();
+    restore_backup_with(
+        c,
+        &env.params,
+        PASSPHRASE,
+        id,
+        &env.layout.clone().tar(tar.to_string_lossy().into_owned()),
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    probe
+}
+
 /// A chain's packs are extracted side by side into the stage they share: the older
 /// ones (their files moved in by Python), the own pack and the database pack (each by
 /// its own tar). GNU tar gives a file up ("Cannot open: No such file or directory") when
@@ -1274,23 +1304,7 @@ async fn packs_read_side_by_side_find_their_directories_made() {
     for n in 0..300 {
         fs::remove_dir_all(shard(n)).unwrap();
     }
-    let probe = tempfile::tempdir().unwrap();
-    let tar = probe.path().join("tar_stage_probe.sh");
-    fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripts/tar_stage_probe.sh"),
-        &tar,
-    )
-    .unwrap();
-    restore_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &newest.id,
-        &env.layout.clone().tar(tar.to_string_lossy().into_owned()),
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    let probe = restore_with_probing_tar(&env, &c, &newest.id, "tar_stage_probe.sh").await;
     assert_eq!(without_db(live_state(&env).0), want);
     for n in 0..300 {
         let mode = fs::metadata(shard(n)).unwrap().permissions().mode() & 0o7777;
@@ -1335,23 +1349,7 @@ async fn an_older_pack_never_writes_the_files_a_later_pack_replaced() {
     let want_db = synapse_tree::dump_db(&env.tree.data.join("homeserver.db"));
     fs::remove_file(dir.join("twin")).unwrap();
     synapse_tree::change_db(&env.tree.data.join("homeserver.db"));
-    let probe = tempfile::tempdir().unwrap();
-    let tar = probe.path().join("tar_extract_probe.sh");
-    fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/scripts/tar_extract_probe.sh"),
-        &tar,
-    )
-    .unwrap();
-    restore_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &newest.id,
-        &env.layout.clone().tar(tar.to_string_lossy().into_owned()),
-        &RestoreOptions::default(),
-    )
-    .await
-    .unwrap();
+    let probe = restore_with_probing_tar(&env, &c, &newest.id, "tar_extract_probe.sh").await;
     assert_eq!(without_db(live_state(&env).0), want);
     assert_eq!(
         synapse_tree::dump_db(&env.tree.data.join("homeserver.db")),
