@@ -614,15 +614,14 @@ impl Pack<'_> {
         let list = part.tar_list(MEMBER_LIST_PIECE);
         work::write_file_pieces(run.container, run.layout, own, WorkFile::PackMembers, list)
             .await?;
-        // What tar skips, and the bytes it then does not write.
-        let mut skipped = 0;
+        // What tar skips, and (summed as the list is written, in the one pass) the
+        // bytes it then does not write.
+        let mut skipped = 0_u64;
         if how == Read::Extract {
-            skipped = part
-                .unwanted_files(found.entries())
-                .fold(0_u64, |sum, (_, size)| sum.saturating_add(size));
-            let names = part
-                .unwanted_files(found.entries())
-                .map(|(path, _)| path.into_owned());
+            let names = part.unwanted_files(found.entries()).map(|(path, size)| {
+                skipped = skipped.saturating_add(size);
+                path.into_owned()
+            });
             let list = in_pieces(names, b'\n', MEMBER_LIST_PIECE);
             work::write_file_pieces(run.container, run.layout, own, WorkFile::PackExclude, list)
                 .await?;
