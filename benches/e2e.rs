@@ -100,11 +100,12 @@
 //!   upload in the `backup` section (default the library's);
 //! - `SYNAPSE_BACKUP_BENCH_LIBRARY_RANGES`: `in flight x range MiB` settings the
 //!   `restore` section times the library's download alone with (default
-//!   `2x1024,2x64,3x16,4x8`; ranges of up to `READ_AHEAD_MAX_MIB` read ahead, as the
+//!   `2x1024,2x64,3x16,12x4`; ranges of up to `READ_AHEAD_MAX_MIB` read ahead, as the
 //!   library's restore reads them);
 //! - `SYNAPSE_BACKUP_BENCH_READ_AHEAD`: `in flight x range MiB` of the `Transfer::Library`
 //!   restore the `restore` and `restic` sections run beside the default one
-//!   (`RestoreOptions::library_ranges_in_flight` and `library_range_mib`; default `3x16`);
+//!   (`RestoreOptions::library_ranges_in_flight` and `library_range_mib`; default `3x16`,
+//!   the library's default before 5 December 2026, against which `12x4` was chosen);
 //! - `SYNAPSE_BACKUP_BENCH_CONCURRENCY`, `SYNAPSE_BACKUP_BENCH_PART_MIB`,
 //!   `SYNAPSE_BACKUP_BENCH_COMPRESSION` (`none`, `zlib-1` … `zlib-9`): override our
 //!   options (default: `BackupOptions::default()`);
@@ -301,7 +302,7 @@ impl Config {
             options.library_part_mib = p;
         }
         let library_ranges = env_var("SYNAPSE_BACKUP_BENCH_LIBRARY_RANGES")
-            .unwrap_or_else(|| "2x1024,2x64,3x16,4x8".into())
+            .unwrap_or_else(|| "2x1024,2x64,3x16,12x4".into())
             .split(',')
             .filter_map(pair)
             .collect();

@@ -13,7 +13,7 @@
 //! in flight and its ranged GETs, chosen per object: `READ_AHEAD_RANGE_MIB` ×
 //! `LIBRARY_RANGES_IN_FLIGHT` read ahead, or `LIBRARY_RANGE_MIB` streamed, are the
 //! library's own settings), and once more with the bench's read-ahead ranges
-//! (`SYNAPSE_BACKUP_BENCH_READ_AHEAD`, default `3x16`).
+//! (`SYNAPSE_BACKUP_BENCH_READ_AHEAD`, default `3x16`, the library's old default).
 //!
 //! Knobs: `SYNAPSE_BACKUP_BENCH_RTT_MS` (default 20), `SYNAPSE_BACKUP_BENCH_DOWNLOADS`
 //! (`concurrency x MiB` settings, default `1x1024,1x8,4x8,4x16,2x64`).

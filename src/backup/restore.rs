@@ -149,22 +149,22 @@ pub struct RestoreOptions {
     /// With [`Transfer::Library`] (and for the small packs the library downloads), the
     /// size of its ranged GETs in MiB; `None` (the default) chooses per object, by the
     /// timing of its first 16 MiB (read as the start of one streamed GET): [`READ_AHEAD_RANGE_MIB`](crate::READ_AHEAD_RANGE_MIB)
-    /// (16) read ahead where the server serves a range for no more than its bytes (AWS
+    /// (4) read ahead where the server serves a range for no more than its bytes (AWS
     /// S3, MinIO, Ceph, s3s-fs), [`LIBRARY_RANGE_MIB`](crate::LIBRARY_RANGE_MIB) (1024,
     /// streamed: a backup of up to 1 GiB is one GET) where it reads the whole object for
     /// every range (moto). A range of at most
     /// [`READ_AHEAD_MAX_MIB`](crate::READ_AHEAD_MAX_MIB) is read ahead: the ranges in
     /// flight download side by side into memory while the one before them is written,
     /// so this process holds up to `(library_ranges_in_flight + 1) × range` MiB (the
-    /// range being summed as the next arrives): 64 MiB by default. On s3s-fs 16 MiB
-    /// ranges 3 in flight download a 1 GiB object 1.7 to 2.6 times faster than one
-    /// stream, and restore it 1.3 times faster; on moto the same restore took 29 s
-    /// instead of 4 (README, Benchmark). `Some(0)` counts as 1.
+    /// range being summed as the next arrives): 52 MiB by default. On s3s-fs 4 MiB
+    /// ranges 12 in flight restore a chain 11 % faster than 16 MiB ranges 3 in flight,
+    /// and those 1.3 times faster than one stream; on moto ranged reads took 29 s
+    /// instead of 4 for the same restore (README, Benchmark). `Some(0)` counts as 1.
     #[setters(strip_option)]
     pub library_range_mib: Option<u32>,
     /// With [`Transfer::Library`], how many ranged GETs are in flight at once (the one
     /// being written and those requested ahead). Default
-    /// [`LIBRARY_RANGES_IN_FLIGHT`](crate::LIBRARY_RANGES_IN_FLIGHT) (3); 0 counts as 1,
+    /// [`LIBRARY_RANGES_IN_FLIGHT`](crate::LIBRARY_RANGES_IN_FLIGHT) (12); 0 counts as 1,
     /// and more than [`LIBRARY_RANGES_IN_FLIGHT_MAX`](crate::LIBRARY_RANGES_IN_FLIGHT_MAX)
     /// (64) as that many. Where the default [`library_range_mib`](Self::library_range_mib)
     /// finds ranges costly, 2 of its 1 GiB ranges are in flight, whatever this says.

@@ -133,7 +133,7 @@ pub(crate) struct GlobalArgs {
     pub(crate) transfer: synapse_backup::Transfer,
     /// With `--transfer library`, the ranged GETs of verify, restore and extract as
     /// IN_FLIGHTxMIB: how many at once (1 to 64) and their size in MiB. Without it the
-    /// size is chosen per object by timing its first 16 MiB range: 3x16 read ahead where
+    /// size is chosen per object by timing its first 16 MiB range: 12x4 read ahead where
     /// the server serves a range for no more than its bytes (AWS S3, MinIO, Ceph), one
     /// streamed GET per GiB where it reads the whole object for every range (moto).
     /// Ranges of up to 64 MiB are read ahead, each downloaded whole, side by side, so
@@ -321,9 +321,9 @@ pub(crate) fn parse_id(text: &str) -> Result<IdArg, String> {
     })
 }
 
-/// `--library-ranges`: `IN_FLIGHTxMIB` (`3x16`), in flight 1 to 64, MiB at least 1.
+/// `--library-ranges`: `IN_FLIGHTxMIB` (`12x4`), in flight 1 to 64, MiB at least 1.
 pub(crate) fn parse_ranges(text: &str) -> Result<(u32, u32), String> {
-    let bad = |why: &str| format!("{text:?} is not IN_FLIGHTxMIB (e.g. 3x16): {why}");
+    let bad = |why: &str| format!("{text:?} is not IN_FLIGHTxMIB (e.g. 12x4): {why}");
     let (n, mib) = text
         .trim()
         .split_once(['x', 'X'])
