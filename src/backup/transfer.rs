@@ -91,8 +91,9 @@ pub const LIBRARY_RANGE_MIB: u64 = 1024;
 /// server no more than its bytes (AWS S3, MinIO, Ceph, s3s-fs): 4, read ahead,
 /// [`LIBRARY_RANGES_IN_FLIGHT`] at once. An object's download starts as one streamed
 /// GET of up to [`LIBRARY_RANGE_MIB`], whose first 16 MiB are timed: when their first
-/// byte came later than 20 ms and than the time they then took (a server that read the
-/// whole object to serve the range), the same stream goes on, and the rest goes in
+/// byte came later than 20 ms and than a quarter of the time they then took (one 4 MiB
+/// range's; a server that read the whole object to serve the range), the same stream
+/// goes on, and the rest goes in
 /// [`LIBRARY_RANGE_MIB`] ranges; else the stream is dropped and the rest read ahead.
 /// Many small ranges beat a few large ones for the same memory: on s3s-fs 12 × 4 MiB
 /// restored a chain 11 % faster than 3 × 16 MiB (the server spent less CPU per byte
@@ -206,16 +207,20 @@ pub(crate) enum Ranges {
 const COSTLY_FIRST_BYTE: Duration = Duration::from_millis(20);
 
 /// Whether the server made the first range of an object cost more than its bytes: its
-/// first byte came later than [`COSTLY_FIRST_BYTE`] and than the time its first
-/// [`PROBE_MIB`] then took. moto reads the whole object for every ranged GET (half a
-/// CPU-second per range of a 1 GiB object, 55 ms of 110 MB), so there one streamed GET
-/// is the only good choice; a server that seeks (AWS S3, MinIO, Ceph, s3s-fs) answers
-/// in a round trip, and one far away takes longer still for the body (16 MiB) than for
-/// its first byte. A fast server far away taken for a costly one is read as one stream
-/// at the rate its body came: 16 MiB in less than its first byte, over 160 MiB/s with a
-/// first byte of 100 ms.
+/// first byte came later than [`COSTLY_FIRST_BYTE`] and than one
+/// [`READ_AHEAD_RANGE_MIB`] range's body would take at the rate its first
+/// [`PROBE_MIB`] then came (a quarter of their time). moto reads the whole object for
+/// every ranged GET (half a CPU-second per range of a 1 GiB object, 70 ms of 120 MB
+/// while the chain's other packs are read beside it), so there one streamed GET is the
+/// only good choice; a server that seeks (AWS S3, MinIO, Ceph, s3s-fs) answers in a
+/// round trip, and one far away takes longer still for a range's body than for its
+/// first byte. A fast server far away taken for a costly one is read as one stream at
+/// the rate its body came: faster than a range per first byte (4 MiB in 40 ms is
+/// 100 MiB/s).
 fn ranges_cost_much(first_byte: Duration, body: Duration) -> bool {
-    first_byte > COSTLY_FIRST_BYTE.max(body)
+    // PROBE_MIB is a multiple of READ_AHEAD_RANGE_MIB.
+    let range_body = body / u32::try_from(PROBE_MIB / READ_AHEAD_RANGE_MIB).unwrap_or(1);
+    first_byte > COSTLY_FIRST_BYTE.max(range_body)
 }
 
 /// Writes the first `size` bytes of the object `key` into `sink`, in order, read with
@@ -820,6 +825,9 @@ mod tests {
         assert!(ranges_cost_much(ms(55), ms(10)));
         assert!(ranges_cost_much(ms(24), ms(6)));
         assert!(ranges_cost_much(ms(120), ms(50)));
+        // moto, a 120 MB database pack read beside a chain's 1 GB base: its first byte
+        // in 72 ms, its 16 MiB slowed to 170 ms by the other pack's stream.
+        assert!(ranges_cost_much(ms(72), ms(170)));
         // s3s-fs (1 ms, then 100 ms for 16 MiB), AWS S3 nearby and far away: a round
         // trip, then the body, a quarter of which is one 4 MiB range.
         assert!(!ranges_cost_much(ms(1), ms(100)));
