@@ -444,15 +444,15 @@ mod tests {
             .library_range_mib(0)
             .library_ranges_in_flight(1000);
         assert_eq!(clamped.library_ranges(), fixed(1 << 20, 64));
-        // By default the range is chosen per object, 3 in flight; so does a
+        // By default the range is chosen per object, 12 in flight; so does a
         // verify's default.
         assert_eq!(
             RestoreOptions::default().library_ranges(),
-            Ranges::Auto { in_flight: 3 }
+            Ranges::Auto { in_flight: 12 }
         );
         assert_eq!(
             VerifyOptions::default().restore_options().library_ranges(),
-            Ranges::Auto { in_flight: 3 }
+            Ranges::Auto { in_flight: 12 }
         );
     }
 }

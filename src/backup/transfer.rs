@@ -93,8 +93,8 @@ pub const LIBRARY_RANGE_MIB: u64 = 1024;
 /// GET of up to [`LIBRARY_RANGE_MIB`], whose first 16 MiB are timed: when their first
 /// byte came later than 20 ms and than a quarter of the time they then took (one 4 MiB
 /// range's; a server that read the whole object to serve the range), the same stream
-/// goes on, and the rest goes in
-/// [`LIBRARY_RANGE_MIB`] ranges; else the stream is dropped and the rest read ahead.
+/// goes on, and the rest goes in [`LIBRARY_RANGE_MIB`] ranges; else the stream is
+/// dropped and the rest read ahead.
 /// Many small ranges beat a few large ones for the same memory: on s3s-fs 12 × 4 MiB
 /// restored a chain 11 % faster than 3 × 16 MiB (the server spent less CPU per byte
 /// with more requests in flight), and faster through an added round trip too; measured
@@ -203,7 +203,7 @@ pub(crate) enum Ranges {
 
 /// The least time to a range's first byte that [`ranges_cost_much`] counts as the
 /// server's own cost for the range: 20 ms (s3s-fs on loopback answers in about 1 ms,
-/// moto in 22 to 26 ms for a 40 MB object, 55 ms for 110 MB, 450 ms for 1 GB).
+/// moto in 22 to 26 ms for a 40 MB object, 55 to 75 ms for 120 MB, 450 ms for 1 GB).
 const COSTLY_FIRST_BYTE: Duration = Duration::from_millis(20);
 
 /// Whether the server made the first range of an object cost more than its bytes: its
