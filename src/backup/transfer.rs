@@ -114,6 +114,15 @@ pub const LIBRARY_RANGES_IN_FLIGHT: usize = 12;
 /// server far away takes longer for the body than for its first byte.
 const PROBE_MIB: u64 = 16;
 
+/// How many [`READ_AHEAD_RANGE_MIB`] ranges the probe's [`PROBE_MIB`] hold: its body's
+/// time divided by this is one range's ([`ranges_cost_much`]).
+const PROBE_RANGES: u32 = {
+    assert!(
+        PROBE_MIB.is_multiple_of(READ_AHEAD_RANGE_MIB) && PROBE_MIB / READ_AHEAD_RANGE_MIB <= 64
+    );
+    (PROBE_MIB / READ_AHEAD_RANGE_MIB) as u32
+};
+
 /// The most ranged GETs of [`Transfer::Library`] in flight at once: 64. A larger
 /// [`RestoreOptions::library_ranges_in_flight`](crate::RestoreOptions::library_ranges_in_flight)
 /// counts as this many.
@@ -218,9 +227,7 @@ const COSTLY_FIRST_BYTE: Duration = Duration::from_millis(20);
 /// the rate its body came: faster than a range per first byte (4 MiB in 40 ms is
 /// 100 MiB/s).
 fn ranges_cost_much(first_byte: Duration, body: Duration) -> bool {
-    // PROBE_MIB is a multiple of READ_AHEAD_RANGE_MIB.
-    let range_body = body / u32::try_from(PROBE_MIB / READ_AHEAD_RANGE_MIB).unwrap_or(1);
-    first_byte > COSTLY_FIRST_BYTE.max(range_body)
+    first_byte > COSTLY_FIRST_BYTE.max(body / PROBE_RANGES)
 }
 
 /// Writes the first `size` bytes of the object `key` into `sink`, in order, read with
