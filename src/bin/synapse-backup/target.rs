@@ -112,12 +112,18 @@ impl Target {
 }
 
 /// The download options the global flags give verify, restore and extract: the
-/// download's cap, the pipeline's priority, the transfer and the library's ranges.
+/// download's cap, the pipeline's priority, the transfer, the workload's ranges and
+/// the library's.
 pub(crate) fn restore_options(global: &GlobalArgs) -> synapse_backup::RestoreOptions {
-    let options = synapse_backup::RestoreOptions::default()
+    let mut options = synapse_backup::RestoreOptions::default()
         .max_bandwidth(global.limit_download)
         .priority(global.priority)
         .transfer(global.transfer);
+    if let Some((in_flight, mib)) = global.workload_ranges {
+        options = options
+            .download_concurrency(in_flight)
+            .download_chunk_mib(mib);
+    }
     match global.library_ranges {
         Some((in_flight, mib)) => options
             .library_ranges_in_flight(in_flight)
