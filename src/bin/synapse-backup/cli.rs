@@ -156,11 +156,11 @@ pub(crate) struct GlobalArgs {
     #[arg(
         long,
         value_name = "IN_FLIGHTxMIB",
-        value_parser = parse_workload_ranges,
+        value_parser = parse_aws_ranges,
         global = true,
-        env = "SYNAPSE_BACKUP_WORKLOAD_RANGES"
+        env = "SYNAPSE_BACKUP_AWS_RANGES"
     )]
-    pub(crate) workload_ranges: Option<(u32, u32)>,
+    pub(crate) aws_ranges: Option<(u32, u32)>,
     /// More logs on stderr: -v progress, -vv debug, -vvv trace.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
@@ -341,9 +341,9 @@ pub(crate) fn parse_ranges(text: &str) -> Result<(u32, u32), String> {
     parse_ranges_of(text, 1, "12x4")
 }
 
-/// `--workload-ranges`: `IN_FLIGHTxMIB` (`4x8`), in flight 1 to 64, MiB at least 5
+/// `--aws-ranges`: `IN_FLIGHTxMIB` (`4x8`), in flight 1 to 64, MiB at least 5
 /// (the aws CLI's least `multipart_chunksize`).
-pub(crate) fn parse_workload_ranges(text: &str) -> Result<(u32, u32), String> {
+pub(crate) fn parse_aws_ranges(text: &str) -> Result<(u32, u32), String> {
     parse_ranges_of(text, 5, "4x8")
 }
 
@@ -388,7 +388,7 @@ pub(crate) fn parse_rate(text: &str) -> Result<Bandwidth, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_ranges, parse_rate, parse_workload_ranges};
+    use super::{parse_aws_ranges, parse_ranges, parse_rate};
     use synapse_backup::Bandwidth;
 
     #[test]
@@ -415,16 +415,16 @@ mod tests {
 
     /// The workload's ranges are the aws CLI's: at least its 5 MiB chunk.
     #[test]
-    fn workload_ranges_are_in_flight_x_mib_of_at_least_5() {
-        assert_eq!(parse_workload_ranges("4x8"), Ok((4, 8)));
-        assert_eq!(parse_workload_ranges("1X1024"), Ok((1, 1024)));
+    fn aws_ranges_are_in_flight_x_mib_of_at_least_5() {
+        assert_eq!(parse_aws_ranges("4x8"), Ok((4, 8)));
+        assert_eq!(parse_aws_ranges("1X1024"), Ok((1, 1024)));
         for (bad, why) in [
             ("4x4", "at least 5 MiB"),
             ("4x0", "at least 5 MiB"),
             ("0x8", "1 to 64"),
             ("4-8", "no `x`"),
         ] {
-            let err = parse_workload_ranges(bad).unwrap_err();
+            let err = parse_aws_ranges(bad).unwrap_err();
             assert!(
                 err.contains(why) && err.contains(&format!("{bad:?}")) && err.contains("4x8"),
                 "{bad}: {err}"

@@ -119,7 +119,7 @@ pub(crate) fn restore_options(global: &GlobalArgs) -> synapse_backup::RestoreOpt
         .max_bandwidth(global.limit_download)
         .priority(global.priority)
         .transfer(global.transfer);
-    if let Some((in_flight, mib)) = global.workload_ranges {
+    if let Some((in_flight, mib)) = global.aws_ranges {
         options = options
             .download_concurrency(in_flight)
             .download_chunk_mib(mib);

@@ -810,12 +810,12 @@ fn priority_sets_the_pipelines_nice_and_io_class() {
     assert!(err.contains("--priority") && err.contains("fast"), "{err}");
 }
 
-/// `--workload-ranges` (or its variable) sets the workload aws CLI's download ranges
+/// `--aws-ranges` (or its variable) sets the workload aws CLI's download ranges
 /// (seen in the config it runs with), a backup larger than one range verifies and
 /// restores with several in flight, the default is one streamed GET per GiB, and a
 /// range under the aws CLI's 5 MiB is a usage error naming the flag.
 #[test]
-fn workload_ranges_set_the_aws_clis_download() {
+fn aws_ranges_set_the_aws_clis_download() {
     use std::os::unix::fs::PermissionsExt;
     let f = Fixture::with_spec(&TreeSpec {
         media_files: 6,
@@ -842,13 +842,13 @@ fn workload_ranges_set_the_aws_clis_download() {
         let mut cmd = f.cmd();
         cmd.arg("--aws").arg(&aws);
         if let Some(var) = var {
-            cmd.env("SYNAPSE_BACKUP_WORKLOAD_RANGES", var);
+            cmd.env("SYNAPSE_BACKUP_AWS_RANGES", var);
         }
         expect(0, &mut cmd, args);
         let seen = fs::read_to_string(&record).expect("the aws CLI ran");
         seen.lines().map(str::to_string).collect()
     };
-    for line in run(&["verify", &id, "--workload-ranges", "4x5"], None) {
+    for line in run(&["verify", &id, "--aws-ranges", "4x5"], None) {
         assert_eq!(line, "max_concurrent_requests=4 multipart_chunksize=5MB");
     }
     for line in run(&["restore", &id, "--yes"], Some("3x8")) {
@@ -857,14 +857,10 @@ fn workload_ranges_set_the_aws_clis_download() {
     for line in run(&["verify", &id], None) {
         assert_eq!(line, "max_concurrent_requests=1 multipart_chunksize=1024MB");
     }
-    let out = expect(
-        2,
-        &mut f.cmd(),
-        &["verify", &id, "--workload-ranges", "4x4"],
-    );
+    let out = expect(2, &mut f.cmd(), &["verify", &id, "--aws-ranges", "4x4"]);
     let err = stderr(&out);
     assert!(
-        err.contains("--workload-ranges") && err.contains("at least 5 MiB"),
+        err.contains("--aws-ranges") && err.contains("at least 5 MiB"),
         "{err}"
     );
 }

@@ -548,7 +548,8 @@ fn a_subcommand_help_shows_its_own_flags_first_and_the_global_ones_under_a_headi
         let option = |flag: &str| {
             let mut at = 0;
             for line in help.split_inclusive('\n') {
-                let names = line.trim_start().split("  ").next().unwrap_or("");
+                // The names, then the help after two spaces or on the next line.
+                let names = line.trim().split("  ").next().unwrap_or("");
                 if names.split([',', ' ']).any(|name| name == flag) {
                     return at;
                 }
