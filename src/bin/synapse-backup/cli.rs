@@ -151,8 +151,9 @@ pub(crate) struct GlobalArgs {
     /// and their size in MiB (at least 5). Default 1x1024: one streamed GET per GiB, the
     /// least memory in the workload and right on moto, which reads the whole object for
     /// every range. Where the server serves a range without reading the whole object
-    /// (AWS S3, MinIO, Ceph), 4x8 halved the download of 1 GB for about 105 MB more in
-    /// the workload's aws CLI while it runs (ranges that arrive out of order wait there).
+    /// (AWS S3, MinIO, Ceph), 2x8 restored 1 GB about 1.5 times faster for some 15 MB
+    /// more in the workload's aws CLI while it runs (ranges that arrive out of order
+    /// wait there).
     #[arg(
         long,
         value_name = "IN_FLIGHTxMIB",
