@@ -215,18 +215,20 @@ fn verify_all_checks_every_backup_newest_first_one_line_each() {
 /// An aws CLI that appends the per-run config file it is given to `record`, then runs
 /// the real one.
 fn recording_aws(dir: &Path, record: &Path) -> PathBuf {
+    let cat = format!("cat \"$AWS_CONFIG_FILE\" >>'{}'", record.display());
+    aws_wrapper(dir, "recording-aws", &cat)
+}
+
+/// An executable `name` in `dir` that runs the bash lines `before` and then the real
+/// aws CLI with its arguments (to record how the pipelines ran it).
+fn aws_wrapper(dir: &Path, name: &str, before: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let real = env::aws();
-    let path = dir.join("recording-aws");
-    fs::write(
-        &path,
-        format!(
-            "#!/usr/bin/env bash\ncat \"$AWS_CONFIG_FILE\" >>'{}'\nexec '{}' \"$@\"\n",
-            record.display(),
-            real.display()
-        ),
-    )
-    .unwrap();
+    let path = dir.join(name);
+    let script = format!(
+        "#!/usr/bin/env bash\n{before}\nexec '{}' \"$@\"\n",
+        env::aws().display()
+    );
+    fs::write(&path, script).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
@@ -750,7 +752,6 @@ fn the_readme_documents_every_flag_the_help_shows() {
 /// run), and a bad value is a usage error naming the flag.
 #[test]
 fn priority_sets_the_pipelines_nice_and_io_class() {
-    use std::os::unix::fs::PermissionsExt;
     env::require_tool("ionice", "sudo apt-get install -y util-linux");
     let f = Fixture::with_spec(&TreeSpec {
         media_files: 2,
@@ -759,17 +760,14 @@ fn priority_sets_the_pipelines_nice_and_io_class() {
         seed: 4,
     });
     let record = f.dir.path().join("priorities");
-    let aws = f.dir.path().join("priority-aws");
-    fs::write(
-        &aws,
-        format!(
-            "#!/usr/bin/env bash\nread -r -a stat </proc/$$/stat\necho \"${{stat[18]}} $(ionice -p $$)\" >>'{}'\nexec '{}' \"$@\"\n",
-            record.display(),
-            env::aws().display()
+    let aws = aws_wrapper(
+        f.dir.path(),
+        "priority-aws",
+        &format!(
+            "read -r -a stat </proc/$$/stat\necho \"${{stat[18]}} $(ionice -p $$)\" >>'{}'",
+            record.display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&aws, fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let run = |args: &[&str]| -> (String, Vec<String>) {
         let _ = fs::remove_file(&record);
         let mut cmd = f.cmd();
@@ -816,7 +814,6 @@ fn priority_sets_the_pipelines_nice_and_io_class() {
 /// range under the aws CLI's 5 MiB is a usage error naming the flag.
 #[test]
 fn aws_ranges_set_the_aws_clis_download() {
-    use std::os::unix::fs::PermissionsExt;
     let f = Fixture::with_spec(&TreeSpec {
         media_files: 6,
         media_bytes: 24 << 20,
@@ -826,17 +823,14 @@ fn aws_ranges_set_the_aws_clis_download() {
     let out = expect(0, &mut f.cmd(), &["create"]);
     let id = stdout(&out).trim().to_string();
     let record = f.dir.path().join("download-settings");
-    let aws = f.dir.path().join("settings-aws");
-    fs::write(
-        &aws,
-        format!(
-            "#!/usr/bin/env bash\ngrep -E '^  (multipart_chunksize|max_concurrent_requests) ' \"$AWS_CONFIG_FILE\" | tr -d ' ' | paste -sd ' ' >>'{}'\nexec '{}' \"$@\"\n",
-            record.display(),
-            env::aws().display()
+    let aws = aws_wrapper(
+        f.dir.path(),
+        "settings-aws",
+        &format!(
+            "grep -E '^  (multipart_chunksize|max_concurrent_requests) ' \"$AWS_CONFIG_FILE\" | tr -d ' ' | paste -sd ' ' >>'{}'",
+            record.display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&aws, fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let run = |args: &[&str], var: Option<&str>| -> Vec<String> {
         let _ = fs::remove_file(&record);
         let mut cmd = f.cmd();
