@@ -820,8 +820,7 @@ fn aws_ranges_set_the_aws_clis_download() {
         db_rows: 5,
         seed: 6,
     });
-    let out = expect(0, &mut f.cmd(), &["create"]);
-    let id = stdout(&out).trim().to_string();
+    let id = f.create();
     let record = f.dir.path().join("download-settings");
     let aws = aws_wrapper(
         f.dir.path(),
@@ -870,8 +869,7 @@ fn transfer_library_needs_no_aws_cli_in_the_workload() {
         db_rows: 5,
         seed: 5,
     });
-    let out = expect(0, &mut f.cmd(), &["create"]);
-    let id = stdout(&out).trim().to_string();
+    let id = f.create();
     let no_aws = ["--aws", "/nonexistent/aws"];
     let mut cmd = f.cmd();
     cmd.args(no_aws);
