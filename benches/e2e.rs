@@ -2526,14 +2526,19 @@ impl Bench {
         cmd
     }
 
-    /// The aws CLI config file of our download (`RestoreOptions::default()`'s range
-    /// size and concurrency).
-    fn download_config(&self) -> Result<PathBuf, BoxError> {
+    /// The aws CLI config file of our download of `key` (`RestoreOptions::default()`'s
+    /// range size and concurrency: those a probe of the object chooses).
+    fn download_config(&self, key: &str) -> Result<PathBuf, BoxError> {
         let path = self.base.join("download-aws-config");
-        let defaults = RestoreOptions::default();
-        let transfer = BackupOptions::default()
-            .part_size_mib(defaults.download_chunk_mib.max(5))
-            .upload_concurrency(defaults.download_concurrency.max(1));
+        let size = self.rt.block_on(self.client.head_object(key))?.size;
+        let transfer = self.rt.block_on(
+            synapse_backup::testing::internals::workload_download_settings(
+                &RestoreOptions::default(),
+                &self.client,
+                key,
+                size,
+            ),
+        );
         fs::write(
             &path,
             synapse_backup::testing::internals::aws_config_file(&self.params, &transfer)
@@ -2682,7 +2687,7 @@ fn restore_breakdown(
     let mut download = Runs::new("download alone (our settings)");
     let mut decrypt = Runs::new("gpg --decrypt alone (local file)");
     let mut extract = Runs::new("tar -x alone (local file, new dir)");
-    let aws_config = bench.download_config()?;
+    let aws_config = bench.download_config(key)?;
     let cipher = bench.base.join("restore-cipher.gpg");
     let plain = bench.base.join("restore-plain.tar");
     let out_file = |path: &Path| -> Result<Stdio, BoxError> { Ok(fs::File::create(path)?.into()) };

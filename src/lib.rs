@@ -79,6 +79,9 @@ mod container;
 mod error;
 mod s3;
 
+pub use backup::aws_ranges::{
+    AWS_RANGED_CHUNK_MIB, AWS_RANGED_CONCURRENCY, AWS_STREAMED_CHUNK_MIB,
+};
 pub use backup::bandwidth::Bandwidth;
 pub use backup::catalog::{
     BackupChain, BackupInfo, BackupStatus, ListedKind, PruneReport, RetentionPolicy,
@@ -118,10 +121,10 @@ pub use backup::transfer::{
     LIBRARY_RANGES_IN_FLIGHT_MAX, READ_AHEAD_MAX_MIB, READ_AHEAD_RANGE_MIB, Transfer,
 };
 pub use backup::{
-    BackupReport, DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_SMALL_PACK_MIB,
-    ExtractReport, ExtractTarget, RestoreOptions, RestoreReport, VerifyReport, create_backup,
-    create_backup_with, extract_backup_with, remove_abandoned_work_dirs, restore_backup,
-    restore_backup_with, verify_backup, verify_backup_with,
+    BackupReport, DEFAULT_SMALL_PACK_MIB, ExtractReport, ExtractTarget, RestoreOptions,
+    RestoreReport, VerifyReport, create_backup, create_backup_with, extract_backup_with,
+    remove_abandoned_work_dirs, restore_backup, restore_backup_with, verify_backup,
+    verify_backup_with,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use container::MockContainer;
@@ -157,6 +160,20 @@ pub mod testing {
     /// config, the archive listing parsers): no stability promise.
     pub mod internals {
         pub use crate::backup::plan::{WorkDir, aws_config_file, ca_bundle, script_env};
+
+        /// The aws CLI settings a verify, restore or extract with `options` gives the
+        /// workload's download of `key` (`size` bytes) from `store`: the range size set,
+        /// or the one a probe of the object chooses.
+        pub async fn workload_download_settings(
+            options: &crate::RestoreOptions,
+            store: &dyn crate::ObjectStore,
+            key: &str,
+            size: u64,
+        ) -> crate::BackupOptions {
+            options
+                .download_settings_for(store, key, size, crate::Transfer::Workload)
+                .await
+        }
         pub use crate::backup::restore_plan::parse_members;
         pub use crate::s3::aws_cli::{
             Transfer, TransferSettings, config_file, credential_env, customer_key_file, sse_args,

@@ -16,7 +16,7 @@
 //! (`SYNAPSE_BACKUP_BENCH_READ_AHEAD`, default `3x16`, the library's old default).
 //!
 //! Knobs: `SYNAPSE_BACKUP_BENCH_RTT_MS` (default 20), `SYNAPSE_BACKUP_BENCH_DOWNLOADS`
-//! (`concurrency x MiB` settings, default `1x1024,1x8,4x8,4x16,2x64`).
+//! (`concurrency x MiB` settings, default `1x1024,2x8,1x8,4x8,4x16,2x64`).
 
 use super::delay_proxy::DelayProxy;
 use super::{BUCKET, Bench, BoxError, Config, MB, PASSPHRASE, env_var, err, median, progress};
@@ -27,9 +27,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use synapse_backup::{
-    BackupOptions, DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, LIBRARY_RANGE_MIB,
-    LIBRARY_RANGES_IN_FLIGHT, READ_AHEAD_RANGE_MIB, RestoreOptions, S3Parameters, Transfer,
-    create_backup_with, restore_backup_with,
+    AWS_RANGED_CHUNK_MIB, AWS_RANGED_CONCURRENCY, AWS_STREAMED_CHUNK_MIB, BackupOptions,
+    LIBRARY_RANGE_MIB, LIBRARY_RANGES_IN_FLIGHT, READ_AHEAD_RANGE_MIB, RestoreOptions,
+    S3Parameters, Transfer, create_backup_with, restore_backup_with,
 };
 
 /// The added round-trip time (`SYNAPSE_BACKUP_BENCH_RTT_MS`, default 20 ms).
@@ -72,7 +72,7 @@ pub fn params(bench: &Bench, endpoint: &str, path: &str) -> Result<S3Parameters,
 /// `concurrency x MiB` download settings.
 fn settings() -> Vec<(u32, u32)> {
     env_var("SYNAPSE_BACKUP_BENCH_DOWNLOADS")
-        .unwrap_or_else(|| "1x1024,1x8,4x8,4x16,2x64".into())
+        .unwrap_or_else(|| "1x1024,2x8,1x8,4x8,4x16,2x64".into())
         .split(',')
         .filter_map(|s| {
             let (c, m) = s.trim().split_once('x')?;
@@ -82,11 +82,12 @@ fn settings() -> Vec<(u32, u32)> {
 }
 
 fn setting_name(concurrency: u32, mib: u32) -> String {
-    let default = concurrency == DEFAULT_DOWNLOAD_CONCURRENCY && mib == DEFAULT_DOWNLOAD_CHUNK_MIB;
-    format!(
-        "{concurrency} x {mib} MiB{}",
-        if default { " (default)" } else { "" }
-    )
+    let default = match (concurrency, mib) {
+        (1, AWS_STREAMED_CHUNK_MIB) => " (default where a range costs a whole read)",
+        (AWS_RANGED_CONCURRENCY, AWS_RANGED_CHUNK_MIB) => " (default where the server seeks)",
+        _ => "",
+    };
+    format!("{concurrency} x {mib} MiB{default}")
 }
 
 /// Medians (s) of one operation straight to the server and through the proxy.

@@ -390,13 +390,11 @@ impl Chain {
             return Ok(Members::default());
         };
         let transfer = options.pack_transfer(run.transfer, found.size);
+        let settings = options
+            .download_settings_for(run.client.as_ref(), &found.key, found.size, transfer)
+            .await;
         let guard = run
-            .work_dir_for(
-                WorkPlace::Under(&work.dir),
-                "database",
-                &options.download_settings(),
-                transfer,
-            )
+            .work_dir_for(WorkPlace::Under(&work.dir), "database", &settings, transfer)
             .await?;
         let own = guard.dir();
         let stage = format!("{}/stage", work.dir);
@@ -456,6 +454,30 @@ pub(crate) struct Backup<'a> {
 }
 
 impl Backup<'_> {
+    /// The aws CLI settings of the run's own work dir: those its own data object's
+    /// download in the workload needs ([`RestoreOptions::download_settings_for`]; a pack
+    /// of a chain small enough for the library gets none, nor does a run with
+    /// [`Transfer::Library`]).
+    pub(crate) async fn download_settings<C: Container + ?Sized>(
+        &self,
+        run: &Run<'_, C>,
+        options: &RestoreOptions,
+    ) -> crate::backup::plan::BackupOptions {
+        let transfer = if self.chain.is_some() {
+            options.pack_transfer(run.transfer, self.fetched.size)
+        } else {
+            run.transfer
+        };
+        options
+            .download_settings_for(
+                run.client.as_ref(),
+                &self.fetched.key,
+                self.fetched.size,
+                transfer,
+            )
+            .await
+    }
+
     /// Reads the backup into the work dir `work` (`how`: listed or extracted), `call`
     /// being the fetch of its own data object: a whole backup is read with today's
     /// checks (a pack of a chain refused); a backup of a chain reads every older pack it
@@ -586,13 +608,16 @@ impl Pack<'_> {
         how: Read,
     ) -> Result<Members, BackupError> {
         let transfer = options.pack_transfer(run.transfer, self.found.size);
-        let guard = run
-            .work_dir_for(
-                WorkPlace::Under(&work.dir),
-                "pack",
-                &options.download_settings(),
+        let settings = options
+            .download_settings_for(
+                run.client.as_ref(),
+                &self.found.key,
+                self.found.size,
                 transfer,
             )
+            .await;
+        let guard = run
+            .work_dir_for(WorkPlace::Under(&work.dir), "pack", &settings, transfer)
             .await?;
         let got = self
             .read_in(run, (guard.dir(), transfer), work, id, options, how)

@@ -202,12 +202,9 @@ async fn extract_into<C: Container + ?Sized>(
     backup: &Backup<'_>,
     clock: &mut PhaseClock,
 ) -> Result<Extracted, BackupError> {
+    let settings = backup.download_settings(run, options).await;
     let work = match run
-        .work_dir_in(
-            WorkPlace::EmptyDir(&target.dir),
-            "extract",
-            &options.download_settings(),
-        )
+        .work_dir_in(WorkPlace::EmptyDir(&target.dir), "extract", &settings)
         .await
     {
         Err(BackupError::Container(e)) if Exit::of(&e) == Some(Exit::DirNotEmpty) => {

@@ -58,12 +58,14 @@ pub struct VerifyOptions {
     /// The CPU and I/O priority of the download pipeline (see
     /// [`BackupOptions::priority`](crate::BackupOptions::priority)).
     pub priority: crate::backup::priority::Priority,
-    /// The size of the download's ranged GETs in MiB (see
-    /// [`RestoreOptions::download_chunk_mib`]).
-    pub download_chunk_mib: u32,
-    /// How many ranges are downloaded at once (see
-    /// [`RestoreOptions::download_concurrency`]).
-    pub download_concurrency: u32,
+    /// The size of the download's ranged GETs in MiB, or `None` (the default) to
+    /// choose it per object (see [`RestoreOptions::download_chunk_mib`]).
+    #[setters(strip_option)]
+    pub download_chunk_mib: Option<u32>,
+    /// How many ranges are downloaded at once, or `None` (the default) as the range
+    /// size says (see [`RestoreOptions::download_concurrency`]).
+    #[setters(strip_option)]
+    pub download_concurrency: Option<u32>,
     /// Where the download runs (see [`RestoreOptions::transfer`]).
     pub transfer: crate::backup::transfer::Transfer,
     /// With [`Transfer::Library`](crate::Transfer::Library), the size of its ranged
@@ -99,8 +101,6 @@ impl Default for VerifyOptions {
 impl VerifyOptions {
     fn restore_options(&self) -> RestoreOptions {
         let mut restore = RestoreOptions::default()
-            .download_chunk_mib(self.download_chunk_mib)
-            .download_concurrency(self.download_concurrency)
             .timeout(self.timeout)
             .max_bandwidth(self.max_bandwidth)
             .temp_work_dir(self.temp_work_dir)
@@ -109,6 +109,8 @@ impl VerifyOptions {
             .transfer(self.transfer)
             .library_ranges_in_flight(self.library_ranges_in_flight);
         restore.library_range_mib = self.library_range_mib;
+        restore.download_chunk_mib = self.download_chunk_mib;
+        restore.download_concurrency = self.download_concurrency;
         restore
     }
 }
@@ -429,7 +431,7 @@ mod tests {
         let restore = options.restore_options();
         assert_eq!(
             (restore.download_chunk_mib, restore.download_concurrency),
-            (64, 3)
+            (Some(64), Some(3))
         );
         assert_eq!(restore.transfer, crate::Transfer::Library);
         assert_eq!(

@@ -1,6 +1,7 @@
 //! The backup life cycle, run through a [`Container`](crate::Container): the I/O layer
 //! over the pure [`plan`], [`restore_plan`], [`layout`] and [`manifest`] modules.
 
+pub(crate) mod aws_ranges;
 pub(crate) mod bandwidth;
 pub(crate) mod catalog;
 mod chain;
@@ -36,7 +37,6 @@ mod work;
 pub use create::{BackupReport, create_backup, create_backup_with, remove_abandoned_work_dirs};
 pub use extract::{ExtractReport, ExtractTarget, extract_backup_with};
 pub use restore::{
-    DEFAULT_DOWNLOAD_CHUNK_MIB, DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_SMALL_PACK_MIB,
-    RestoreOptions, RestoreReport, VerifyReport, restore_backup, restore_backup_with,
-    verify_backup, verify_backup_with,
+    DEFAULT_SMALL_PACK_MIB, RestoreOptions, RestoreReport, VerifyReport, restore_backup,
+    restore_backup_with, verify_backup, verify_backup_with,
 };

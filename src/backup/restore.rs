@@ -2,6 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::backup::aws_ranges::{
+    self, AWS_RANGED_CHUNK_MIB, AWS_RANGED_CONCURRENCY, AWS_STREAMED_CHUNK_MIB, Probed,
+};
 use crate::backup::catalog::BackupStatus;
 use crate::backup::chain_fetch::{self, Backup};
 use crate::backup::fetch::{
@@ -18,7 +21,7 @@ use crate::backup::transfer::Transfer;
 use crate::backup::work::{self, Outputs, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, ContainerError, Stage};
-use crate::s3::S3Parameters;
+use crate::s3::{ObjectStore, S3Parameters};
 
 /// What [`verify_backup`] found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -123,23 +126,32 @@ pub struct RestoreOptions {
     pub priority: crate::backup::priority::Priority,
     /// The size of the download's ranged GETs in MiB (the aws CLI's
     /// `multipart_chunksize` and `multipart_threshold` of the download's config file;
-    /// an object no larger than this is fetched with one streamed GET). Default
-    /// [`DEFAULT_DOWNLOAD_CHUNK_MIB`]. Each range is a request, and servers that re-read
-    /// the object for every range (moto) or sit across a real network pay for every
-    /// one, so fewer, larger ranges cost less. At least 5; best a multiple of the
-    /// upload's part size ([`BackupOptions::part_size_mib`]), so a range never spans
-    /// more parts than it needs.
-    pub download_chunk_mib: u32,
+    /// an object no larger than this is fetched with one streamed GET). `None` (the
+    /// default) chooses per object, by a probe from this process (a HEAD and a ranged
+    /// GET of 4 KiB, timed): [`AWS_RANGED_CHUNK_MIB`](crate::AWS_RANGED_CHUNK_MIB) (8)
+    /// where the server answers the range in about a HEAD's time (AWS S3, MinIO, Ceph,
+    /// s3s-fs), else [`AWS_STREAMED_CHUNK_MIB`](crate::AWS_STREAMED_CHUNK_MIB) (1024: a
+    /// backup of up to 1 GiB is one streamed GET), as where the server reads the whole
+    /// object for every range (moto), for an object of 16 MiB or less, and with a
+    /// [`max_bandwidth`](Self::max_bandwidth) cap. Each range is a request, and servers
+    /// that re-read the object for every range or sit across a real network pay for
+    /// every one. At least 5; best a multiple of the upload's part size
+    /// ([`BackupOptions::part_size_mib`]), so a range never spans more parts than it
+    /// needs.
+    #[setters(strip_option)]
+    pub download_chunk_mib: Option<u32>,
     /// How many ranges are downloaded at once (the aws CLI's `max_concurrent_requests`
-    /// of the download). Default [`DEFAULT_DOWNLOAD_CONCURRENCY`]. Ranges that arrive
-    /// out of order wait in the CLI's memory (up to about
-    /// `download_concurrency × download_chunk_mib`, capped by the CLI near 256 MiB),
-    /// so raise it together with a smaller `download_chunk_mib`, for a server far
-    /// away, not with large ranges. On a server that serves a range without reading the
-    /// whole object, 2 × 8 MiB restored 1 GB from s3s-fs about 1.5 times faster than
+    /// of the download). `None` (the default):
+    /// [`AWS_RANGED_CONCURRENCY`](crate::AWS_RANGED_CONCURRENCY) (2) with the ranges the
+    /// probe chose, else 1. Ranges that arrive out of order wait in the CLI's memory (up
+    /// to about `download_concurrency × download_chunk_mib`, capped by the CLI near
+    /// 256 MiB), so raise it together with a smaller `download_chunk_mib`, for a server
+    /// far away, not with large ranges. On a server that serves a range without reading
+    /// the whole object, 2 × 8 MiB restored 1 GB from s3s-fs about 1.5 times faster than
     /// one GET for some 15 MB more in the aws CLI (README, "Download settings"; CLI
-    /// `--aws-ranges 2x8`).
-    pub download_concurrency: u32,
+    /// `--aws-ranges 2x8`). 0 counts as 1.
+    #[setters(strip_option)]
+    pub download_concurrency: Option<u32>,
     /// Where the download runs: the workload's aws CLI ([`Transfer::Workload`], the
     /// default) or this library, streaming the ciphertext into the workload's pipeline
     /// ([`Transfer::Library`]: no S3 credential or SSE-C key enters the workload; see
@@ -188,17 +200,6 @@ pub struct RestoreOptions {
 /// most databases (measured in the README's incremental section).
 pub const DEFAULT_SMALL_PACK_MIB: u32 = 128;
 
-/// The default [`RestoreOptions::download_chunk_mib`]: 1024 MiB, so a backup of up to
-/// 1 GiB is one streamed GET and a larger one a few sequential ranges. Measured on moto
-/// (README, Benchmark): a 1 GiB object in 4.1 s as one GET, 20.4 s in 2 × 64 MiB ranges;
-/// 256 MiB in 1.7–3.0 s against 16.5–18.9 s in the upload's 5 MiB ranges.
-pub const DEFAULT_DOWNLOAD_CHUNK_MIB: u32 = 1024;
-
-/// The default [`RestoreOptions::download_concurrency`]: 1, one range at a time, so
-/// the download never holds out-of-order ranges in memory (61 MB peak RSS of the aws
-/// CLI for 1 GiB, against 140 MB with 2 × 64 MiB ranges).
-pub const DEFAULT_DOWNLOAD_CONCURRENCY: u32 = 1;
-
 impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
@@ -209,8 +210,8 @@ impl Default for RestoreOptions {
             temp_work_dir: false,
             progress: None,
             priority: crate::backup::priority::Priority::default(),
-            download_chunk_mib: DEFAULT_DOWNLOAD_CHUNK_MIB,
-            download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
+            download_chunk_mib: None,
+            download_concurrency: None,
             transfer: Transfer::Workload,
             library_range_mib: None,
             library_ranges_in_flight: crate::backup::transfer::LIBRARY_RANGES_IN_FLIGHT as u32,
@@ -220,13 +221,43 @@ impl Default for RestoreOptions {
 }
 
 impl RestoreOptions {
-    /// The aws CLI settings of the download (the per-run config file): the download's
-    /// own range size and concurrency, never the upload's part size.
+    /// The aws CLI settings of a download not probed (the per-run config file): the
+    /// download's own range size ([`download_chunk_mib`](Self::download_chunk_mib), or
+    /// one streamed GET) and concurrency, never the upload's part size.
     pub(super) fn download_settings(&self) -> BackupOptions {
+        self.aws_settings(self.download_chunk_mib.unwrap_or(AWS_STREAMED_CHUNK_MIB), 1)
+    }
+
+    /// The aws CLI settings of a download in `mib` MiB ranges, `in_flight` at once
+    /// unless [`download_concurrency`](Self::download_concurrency) says otherwise.
+    fn aws_settings(&self, mib: u32, in_flight: u32) -> BackupOptions {
         BackupOptions::default()
             .max_bandwidth(self.max_bandwidth)
-            .part_size_mib(self.download_chunk_mib.max(5))
-            .upload_concurrency(self.download_concurrency.max(1))
+            .part_size_mib(mib.max(5))
+            .upload_concurrency(self.download_concurrency.unwrap_or(in_flight).max(1))
+    }
+
+    /// The aws CLI settings for downloading the object `key` of `size` bytes as
+    /// `transfer` says: [`download_settings`](Self::download_settings), but for a
+    /// download in the workload with no range size set and no bandwidth cap, whose
+    /// ranges a probe of the object chooses ([`aws_ranges::probe`]).
+    pub(crate) async fn download_settings_for(
+        &self,
+        store: &dyn ObjectStore,
+        key: &str,
+        size: u64,
+        transfer: Transfer,
+    ) -> BackupOptions {
+        if self.download_chunk_mib.is_some()
+            || self.max_bandwidth.is_some()
+            || transfer != Transfer::Workload
+        {
+            return self.download_settings();
+        }
+        match aws_ranges::probe(store, key, size).await {
+            Probed::Seeks => self.aws_settings(AWS_RANGED_CHUNK_MIB, AWS_RANGED_CONCURRENCY),
+            Probed::Streamed => self.download_settings(),
+        }
     }
 
     /// The library's download settings: the range size in bytes (or chosen per object)
@@ -329,9 +360,14 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
     } else {
         WorkPlace::Under(&base)
     };
-    let work = run
-        .work_dir_in(place, "verify", &options.download_settings())
-        .await?;
+    let settings = Backup {
+        id,
+        fetched: &fetched,
+        chain: chain.as_ref(),
+    }
+    .download_settings(run, options)
+    .await;
+    let work = run.work_dir_in(place, "verify", &settings).await?;
     // The database is staged (alone) in the work dir for restore's own check of it.
     let db = verify_rules(container, layout, &fetched, None)
         .await?
@@ -641,9 +677,8 @@ async fn restore_locked<C: Container + ?Sized>(
     // What killed runs left: a killed restore's keys and staging go; the live files a
     // half-done swap set aside stay, and this report says how to roll back.
     let swept = work::sweep_work_dirs(run.container, run.layout, false).await;
-    let work = run
-        .work_dir("restore", &options.download_settings())
-        .await?;
+    let settings = backup.download_settings(run, options).await;
+    let work = run.work_dir("restore", &settings).await?;
     clock.mark(Phase::Prepare);
     let result = restore_in(run, &work, options, &rules, &backup, &mut clock).await;
     work.finish().await;
@@ -964,6 +999,74 @@ mod tests {
                 .pack_transfer(Transfer::Library, 1 << 40),
             Transfer::Library
         );
+    }
+
+    /// A download in the workload with no range size set is probed, and takes ranges
+    /// where the store answers a range at once; with a range size set, a bandwidth
+    /// cap, the library's transfer or a small object, it is not (one streamed GET, or
+    /// the size set).
+    #[tokio::test]
+    async fn the_workload_download_probes_its_object_for_ranges() {
+        use crate::s3::{MemoryStore, ObjectStore as _};
+        let store = MemoryStore::new("");
+        let size: u64 = 17 << 20;
+        for (key, len) in [("big", size), ("small", 16 << 20)] {
+            let body = vec![1u8; usize::try_from(len).unwrap()];
+            store
+                .put_object(key, body, "application/octet-stream", &Default::default())
+                .await
+                .unwrap();
+        }
+        let settings = |options: RestoreOptions, key: &'static str, transfer| {
+            let store = &store;
+            async move {
+                let len = if key == "small" { 16 << 20 } else { size };
+                let got = options
+                    .download_settings_for(store, key, len, transfer)
+                    .await;
+                (got.part_size_mib, got.upload_concurrency)
+            }
+        };
+        let default = RestoreOptions::default();
+        // The store answers at once; a stalled test thread could make one probe late,
+        // three in a row would not.
+        let mut seeking = Vec::new();
+        for _ in 0..3 {
+            seeking.push(settings(default.clone(), "big", Transfer::Workload).await);
+            if seeking.last() == Some(&(8, 2)) {
+                break;
+            }
+        }
+        assert_eq!(seeking.last(), Some(&(8, 2)), "{seeking:?}");
+        let cases = [
+            (default.clone().download_chunk_mib(64), "big", (64, 1)),
+            (
+                default
+                    .clone()
+                    .download_concurrency(0)
+                    .download_chunk_mib(64),
+                "big",
+                (64, 1),
+            ),
+            (
+                default
+                    .clone()
+                    .max_bandwidth(Some(crate::Bandwidth::mib(30))),
+                "big",
+                (1024, 1),
+            ),
+            (default.clone(), "small", (1024, 1)),
+            (default.clone(), "missing", (1024, 1)),
+        ];
+        for (options, key, want) in cases {
+            assert_eq!(
+                settings(options, key, Transfer::Workload).await,
+                want,
+                "{key}"
+            );
+        }
+        let library = settings(default.clone(), "big", Transfer::Library).await;
+        assert_eq!(library, (1024, 1));
     }
 
     /// The download's config file carries the download's range size and concurrency,

@@ -77,7 +77,7 @@ pub const LIBRARY_PARTS_IN_FLIGHT: u32 = 4;
 /// The size of the ranged GETs of [`Transfer::Library`], in MiB, where a range costs
 /// the server a read of the whole object (moto): 1024, so a backup of up to 1 GiB is
 /// one streamed GET there, as the workload's download
-/// ([`DEFAULT_DOWNLOAD_CHUNK_MIB`](crate::DEFAULT_DOWNLOAD_CHUNK_MIB)). By default the
+/// ([`AWS_STREAMED_CHUNK_MIB`](crate::AWS_STREAMED_CHUNK_MIB) there). By default the
 /// library chooses it or [`READ_AHEAD_RANGE_MIB`] per object, by the first range's
 /// timing ([`RestoreOptions::library_range_mib`](crate::RestoreOptions::library_range_mib)
 /// `None`). A range this large is streamed, not read ahead ([`READ_AHEAD_MAX_MIB`]): it

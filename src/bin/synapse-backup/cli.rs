@@ -148,12 +148,11 @@ pub(crate) struct GlobalArgs {
     pub(crate) library_ranges: Option<(u32, u32)>,
     /// With `--transfer workload` (the default), the ranged GETs of the workload's aws
     /// CLI for verify, restore and extract as IN_FLIGHTxMIB: how many at once (1 to 64)
-    /// and their size in MiB (at least 5). Default 1x1024: one streamed GET per GiB, the
-    /// least memory in the workload and right on moto, which reads the whole object for
-    /// every range. Where the server serves a range without reading the whole object
-    /// (AWS S3, MinIO, Ceph), 2x8 restored 1 GB about 1.5 times faster for some 15 MB
-    /// more in the workload's aws CLI while it runs (ranges that arrive out of order
-    /// wait there).
+    /// and their size in MiB (at least 5). By default chosen per backup by a probe (a
+    /// HEAD and a small ranged GET from this process): 2x8 where the server answers a
+    /// range in about a HEAD's time (AWS S3, MinIO, Ceph: 1 GB restored about 1.5 times
+    /// faster than one GET, for some 15 MB more in the workload's aws CLI), else 1x1024,
+    /// one streamed GET per GiB (moto, which reads the whole object for every range).
     #[arg(
         long,
         value_name = "IN_FLIGHTxMIB",
