@@ -44,7 +44,7 @@
 //! - `SYNAPSE_BACKUP_BENCH_RTT_MS`: the round trip the `latency` and `catalog` sections
 //!   add through their delay proxy (default 20);
 //! - `SYNAPSE_BACKUP_BENCH_DOWNLOADS`: the `latency` section's download settings,
-//!   `concurrency x MiB` (default `1x1024,1x8,4x8,4x16,2x64`);
+//!   `concurrency x MiB` (default `1x1024,2x8,1x8,4x8,4x16,2x64`);
 //! - `SYNAPSE_BACKUP_BENCH_SERVERS`: `s3s-fs`, `moto` or both, in order (default
 //!   `s3s-fs,moto`);
 //! - `SYNAPSE_BACKUP_BENCH_PROBES`: messages sent per idle measurement of the `synapse`
