@@ -182,6 +182,8 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
     let mut library_backup = Pair::default();
     let mut library_restore = Pair::default();
     let mut read_ahead_restore = Pair::default();
+    let mut probed_restore = Pair::default();
+    let mut probed = [Vec::new(), Vec::new()];
     let read_ahead = super::read_ahead_options(config);
     let library_restore_options = RestoreOptions::default().transfer(Transfer::Library);
     let library = config.options.clone().transfer(Transfer::Library);
@@ -250,6 +252,32 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
                 pair.delayed[round - 1]
             ));
         }
+        // The default: ranges chosen by a probe of the object, on each path.
+        for (params, choices) in [&direct, &delayed].into_iter().zip(probed.iter_mut()) {
+            let store = synapse_backup::S3Client::new(params)?;
+            let chosen = bench.rt.block_on(
+                synapse_backup::testing::internals::workload_download_settings(
+                    &RestoreOptions::default(),
+                    &store,
+                    &key,
+                    object,
+                ),
+            );
+            choices.push(setting_name(
+                chosen.upload_concurrency,
+                chosen.part_size_mib,
+            ));
+        }
+        time_both((&direct, &delayed), &mut probed_restore, |params| {
+            restore_in_place(bench, params, &id, &RestoreOptions::default())
+        })?;
+        progress(&format!(
+            "round {round}: latency restore, the probe's choice ({} / {}) {:.2} s, delayed {:.2} s",
+            probed[0][round - 1],
+            probed[1][round - 1],
+            probed_restore.direct[round - 1],
+            probed_restore.delayed[round - 1]
+        ));
         let library_runs = [
             (
                 "Transfer::Library",
@@ -306,6 +334,19 @@ pub fn section(bench: &Bench, config: &Config, out: &mut String) -> Result<(), B
             pair.row("restore in place", &setting_name(*c, *m), object)
         )?;
     }
+    writeln!(
+        out,
+        "{}",
+        probed_restore.row(
+            "restore in place, the default (probed)",
+            &format!(
+                "chosen: {} (loopback) / {} (delayed)",
+                probed[0].join(", "),
+                probed[1].join(", ")
+            ),
+            object
+        )
+    )?;
     writeln!(
         out,
         "{}",
