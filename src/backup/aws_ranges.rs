@@ -39,7 +39,25 @@ pub const AWS_STREAMED_CHUNK_MIB: u32 = 1024;
 /// The least size of an object the probe is made for: larger than two
 /// [`AWS_RANGED_CHUNK_MIB`] ranges. A smaller one is one streamed GET (two ranges would
 /// gain next to nothing).
-const PROBED_ABOVE: u64 = 2 * ((AWS_RANGED_CHUNK_MIB as u64) << 20);
+pub(crate) const PROBED_ABOVE: u64 = 2 * ((AWS_RANGED_CHUNK_MIB as u64) << 20);
+
+/// The least size of an object [`probe_target`] probes in the stead of a larger one of
+/// the same run: 64 MiB (moto answers a range of it in 35 to 40 ms, later than
+/// [`LEAST_PATIENCE`]; a smaller one could pass for a seeking server's answer).
+const PROBE_TARGET_LEAST: u64 = 64 << 20;
+
+/// Which of a run's `objects` (key and size) to probe for all of its downloads: the
+/// smallest of at least [`PROBE_TARGET_LEAST`], so a server that reads the whole object
+/// for a range (moto) reads as little as can tell (the base of a chain is the largest
+/// pack; its database pack is often a tenth of it). `None` when none is that large: each
+/// download then probes its own object. Pure.
+pub(crate) fn probe_target<'a>(
+    objects: impl Iterator<Item = (&'a str, u64)>,
+) -> Option<(&'a str, u64)> {
+    objects
+        .filter(|(_, size)| *size >= PROBE_TARGET_LEAST)
+        .min_by_key(|(_, size)| *size)
+}
 
 /// The bytes the probe's ranged GET asks for.
 const PROBE_BYTES: u64 = 4096;
@@ -146,6 +164,17 @@ mod tests {
         assert_eq!(judge(ms(2), Some(ms(38))), Probed::Streamed);
         assert_eq!(judge(ms(80), Some(ms(321))), Probed::Streamed);
         assert_eq!(judge(ms(2), None), Probed::Streamed);
+    }
+
+    #[test]
+    fn the_probe_target_is_the_smallest_object_of_64_mib_or_more() {
+        let mib = |n: u64| n << 20;
+        let objects = [("base", mib(1000)), ("db", mib(120)), ("own", mib(10))];
+        assert_eq!(probe_target(objects.into_iter()), Some(("db", mib(120))));
+        let objects = [("base", mib(1000)), ("db", mib(63)), ("own", mib(64))];
+        assert_eq!(probe_target(objects.into_iter()), Some(("own", mib(64))));
+        assert_eq!(probe_target([("small", mib(63))].into_iter()), None);
+        assert_eq!(probe_target(std::iter::empty()), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! (listed or extracted) for exactly the members the index assigns to it, in the one
 //! work dir the backup's own pack is read into last.
 
+use crate::backup::aws_ranges;
 use crate::backup::catalog::BackupStatus;
 use crate::backup::chain_read::{
     IndexSplit, PackPart, check_database_listed, check_database_pack, check_database_record,
@@ -293,6 +294,37 @@ async fn side_by_side<T>(reads: Vec<impl Future<Output = T>>, at_once: usize) ->
 }
 
 impl Chain {
+    /// Probes the server for the chain's downloads in the workload, before any of them
+    /// starts, on the smallest object of the chain large enough to tell
+    /// ([`aws_ranges::probe_target`]: often the database pack, not the base): a server
+    /// that reads the whole object for a range (moto) then reads a tenth of the bytes
+    /// it would for the base, and not while the packs download. Nothing when no pack
+    /// of the chain is downloaded in the workload with its ranges left to the probe, or
+    /// none is large enough (each download then probes its own object).
+    async fn probe_ahead<C: Container + ?Sized>(
+        &self,
+        run: &Run<'_, C>,
+        options: &RestoreOptions,
+        own: &Fetched,
+    ) {
+        let objects = || {
+            std::iter::once(own)
+                .chain(&self.older)
+                .chain(&self.database)
+        };
+        let probed = |f: &Fetched| {
+            f.size > aws_ranges::PROBED_ABOVE
+                && options.probes(options.pack_transfer(run.transfer, f.size))
+        };
+        if !objects().any(probed) {
+            return;
+        }
+        let target = aws_ranges::probe_target(objects().map(|f| (f.key.as_str(), f.size)));
+        if let Some((key, size)) = target {
+            run.probed(key, size).await;
+        }
+    }
+
     /// How many older packs a read fetches (those the index assigns files to).
     pub(crate) fn older_read(&self) -> usize {
         self.parts[..self.parts.len() - 1]
@@ -390,8 +422,8 @@ impl Chain {
             return Ok(Members::default());
         };
         let transfer = options.pack_transfer(run.transfer, found.size);
-        let settings = options
-            .download_settings_for(run.client.as_ref(), &found.key, found.size, transfer)
+        let settings = run
+            .download_settings(options, &found.key, found.size, transfer)
             .await;
         let guard = run
             .work_dir_for(WorkPlace::Under(&work.dir), "database", &settings, transfer)
@@ -468,13 +500,10 @@ impl Backup<'_> {
         } else {
             run.transfer
         };
-        options
-            .download_settings_for(
-                run.client.as_ref(),
-                &self.fetched.key,
-                self.fetched.size,
-                transfer,
-            )
+        if let Some(chain) = self.chain {
+            chain.probe_ahead(run, options, self.fetched).await;
+        }
+        run.download_settings(options, &self.fetched.key, self.fetched.size, transfer)
             .await
     }
 
@@ -608,13 +637,8 @@ impl Pack<'_> {
         how: Read,
     ) -> Result<Members, BackupError> {
         let transfer = options.pack_transfer(run.transfer, self.found.size);
-        let settings = options
-            .download_settings_for(
-                run.client.as_ref(),
-                &self.found.key,
-                self.found.size,
-                transfer,
-            )
+        let settings = run
+            .download_settings(options, &self.found.key, self.found.size, transfer)
             .await;
         let guard = run
             .work_dir_for(WorkPlace::Under(&work.dir), "pack", &settings, transfer)

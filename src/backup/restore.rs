@@ -237,10 +237,27 @@ impl RestoreOptions {
             .upload_concurrency(self.download_concurrency.unwrap_or(in_flight).max(1))
     }
 
-    /// The aws CLI settings for downloading the object `key` of `size` bytes as
-    /// `transfer` says: [`download_settings`](Self::download_settings), but for a
-    /// download in the workload with no range size set and no bandwidth cap, whose
-    /// ranges a probe of the object chooses ([`aws_ranges::probe`]).
+    /// Whether a download made as `transfer` says has its ranges chosen by a probe: in
+    /// the workload, with no range size set and no bandwidth cap.
+    pub(crate) fn probes(&self, transfer: Transfer) -> bool {
+        self.download_chunk_mib.is_none()
+            && self.max_bandwidth.is_none()
+            && transfer == Transfer::Workload
+    }
+
+    /// The aws CLI settings of a download whose ranges the probe chose: `probed`.
+    pub(crate) fn probed_settings(&self, probed: Probed) -> BackupOptions {
+        match probed {
+            Probed::Seeks => self.aws_settings(AWS_RANGED_CHUNK_MIB, AWS_RANGED_CONCURRENCY),
+            Probed::Streamed => self.download_settings(),
+        }
+    }
+
+    /// The aws CLI settings for downloading the object `key` of `size` bytes from
+    /// `store` as `transfer` says: [`download_settings`](Self::download_settings), but
+    /// for a download that [`probes`](Self::probes), whose ranges a probe of the object
+    /// chooses ([`aws_ranges::probe`]). (A run probes once for all its downloads:
+    /// `Run::download_settings`.)
     pub(crate) async fn download_settings_for(
         &self,
         store: &dyn ObjectStore,
@@ -248,16 +265,10 @@ impl RestoreOptions {
         size: u64,
         transfer: Transfer,
     ) -> BackupOptions {
-        if self.download_chunk_mib.is_some()
-            || self.max_bandwidth.is_some()
-            || transfer != Transfer::Workload
-        {
+        if !self.probes(transfer) {
             return self.download_settings();
         }
-        match aws_ranges::probe(store, key, size).await {
-            Probed::Seeks => self.aws_settings(AWS_RANGED_CHUNK_MIB, AWS_RANGED_CONCURRENCY),
-            Probed::Streamed => self.download_settings(),
-        }
+        self.probed_settings(aws_ranges::probe(store, key, size).await)
     }
 
     /// The library's download settings: the range size in bytes (or chosen per object)

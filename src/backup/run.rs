@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use super::aws_ranges::{self, Probed};
 use super::layout::Layout;
 use super::lock::{BackupLock, LockConfirmer, LockOptions, LockOwner};
 use super::plan::{self, BackupOptions, CancelToken, WorkDir};
+use super::restore::RestoreOptions;
 use super::transfer::Transfer;
 use super::work::{self, WorkPlace};
 use crate::container::Container;
@@ -29,6 +31,9 @@ pub(crate) struct Run<'a, C: Container + ?Sized> {
     /// [`Transfer::Library`] the work dirs get no aws config, CA bundle or SSE-C key and
     /// the reads stream the data in.
     pub(crate) transfer: Transfer,
+    /// How the server serves a range, once probed ([`Run::probed`]): one probe serves
+    /// every download of the run.
+    probed: tokio::sync::OnceCell<Probed>,
 }
 
 impl<'a, C: Container + ?Sized> Run<'a, C> {
@@ -69,7 +74,38 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
             client: store,
             lock: std::sync::Mutex::default(),
             transfer: Transfer::Workload,
+            probed: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// How the server serves a range of an object: probed on `key` (`size` bytes) the
+    /// first time a download of the run asks ([`aws_ranges::probe`]), the same answer
+    /// after that. An object no larger than [`aws_ranges::PROBED_ABOVE`] is not probed
+    /// (one streamed GET), nor counted as the run's answer.
+    pub(crate) async fn probed(&self, key: &str, size: u64) -> Probed {
+        if size <= aws_ranges::PROBED_ABOVE {
+            return Probed::Streamed;
+        }
+        *self
+            .probed
+            .get_or_init(|| aws_ranges::probe(&*self.client, key, size))
+            .await
+    }
+
+    /// The aws CLI settings of a download of `key` (`size` bytes) made as `transfer`
+    /// says: those `options` set, or, where they leave the ranges to a probe
+    /// ([`RestoreOptions::probes`]), those the run's probe chose ([`Run::probed`]).
+    pub(crate) async fn download_settings(
+        &self,
+        options: &RestoreOptions,
+        key: &str,
+        size: u64,
+        transfer: Transfer,
+    ) -> BackupOptions {
+        if !options.probes(transfer) {
+            return options.download_settings();
+        }
+        options.probed_settings(self.probed(key, size).await)
     }
 
     /// This run, downloading as `transfer` says.
