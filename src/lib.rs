@@ -171,7 +171,10 @@ pub mod testing {
             size: u64,
         ) -> crate::BackupOptions {
             options
-                .download_settings_for(store, key, size, crate::Transfer::Workload)
+                .download_settings_for(
+                    crate::Transfer::Workload,
+                    crate::backup::aws_ranges::probe(store, key, size),
+                )
                 .await
         }
         pub use crate::backup::restore_plan::parse_members;

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::backup::aws_ranges::{
-    self, AWS_RANGED_CHUNK_MIB, AWS_RANGED_CONCURRENCY, AWS_STREAMED_CHUNK_MIB, Probed,
+    AWS_RANGED_CHUNK_MIB, AWS_RANGED_CONCURRENCY, AWS_STREAMED_CHUNK_MIB, Probed,
 };
 use crate::backup::catalog::BackupStatus;
 use crate::backup::chain_fetch::{self, Backup};
@@ -21,7 +21,7 @@ use crate::backup::transfer::Transfer;
 use crate::backup::work::{self, Outputs, WorkPlace};
 use crate::container::Container;
 use crate::error::{BackupError, ContainerError, Stage};
-use crate::s3::{ObjectStore, S3Parameters};
+use crate::s3::S3Parameters;
 
 /// What [`verify_backup`] found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -253,22 +253,19 @@ impl RestoreOptions {
         }
     }
 
-    /// The aws CLI settings for downloading the object `key` of `size` bytes from
-    /// `store` as `transfer` says: [`download_settings`](Self::download_settings), but
-    /// for a download that [`probes`](Self::probes), whose ranges a probe of the object
-    /// chooses ([`aws_ranges::probe`]). (A run probes once for all its downloads:
-    /// `Run::download_settings`.)
+    /// The aws CLI settings of a download made as `transfer` says:
+    /// [`download_settings`](Self::download_settings), but for a download that
+    /// [`probes`](Self::probes), whose ranges `probed` chooses (awaited only then: a
+    /// run's probe, `Run::probed`, or a probe of the object).
     pub(crate) async fn download_settings_for(
         &self,
-        store: &dyn ObjectStore,
-        key: &str,
-        size: u64,
         transfer: Transfer,
+        probed: impl Future<Output = Probed>,
     ) -> BackupOptions {
         if !self.probes(transfer) {
             return self.download_settings();
         }
-        self.probed_settings(aws_ranges::probe(store, key, size).await)
+        self.probed_settings(probed.await)
     }
 
     /// The library's download settings: the range size in bytes (or chosen per object)
@@ -1033,7 +1030,10 @@ mod tests {
             async move {
                 let len = if key == "small" { 16 << 20 } else { size };
                 let got = options
-                    .download_settings_for(store, key, len, transfer)
+                    .download_settings_for(
+                        transfer,
+                        crate::backup::aws_ranges::probe(store, key, len),
+                    )
                     .await;
                 (got.part_size_mib, got.upload_concurrency)
             }

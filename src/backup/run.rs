@@ -102,10 +102,9 @@ impl<'a, C: Container + ?Sized> Run<'a, C> {
         size: u64,
         transfer: Transfer,
     ) -> BackupOptions {
-        if !options.probes(transfer) {
-            return options.download_settings();
-        }
-        options.probed_settings(self.probed(key, size).await)
+        options
+            .download_settings_for(transfer, self.probed(key, size))
+            .await
     }
 
     /// This run, downloading as `transfer` says.

@@ -219,6 +219,22 @@ fn recording_aws(dir: &Path, record: &Path) -> PathBuf {
     aws_wrapper(dir, "recording-aws", &cat)
 }
 
+/// A wrapped aws CLI in `dir` that records the download settings of each run's config
+/// file (`max_concurrent_requests=N multipart_chunksize=NMB`, a line per run) in the
+/// file it returns beside it.
+fn settings_recorder(dir: &Path) -> (PathBuf, PathBuf) {
+    let record = dir.join("download-settings");
+    let aws = aws_wrapper(
+        dir,
+        "settings-aws",
+        &format!(
+            "grep -E '^  (multipart_chunksize|max_concurrent_requests) ' \"$AWS_CONFIG_FILE\" | tr -d ' ' | paste -sd ' ' >>'{}'",
+            record.display()
+        ),
+    );
+    (aws, record)
+}
+
 /// An executable `name` in `dir` that runs the bash lines `before` and then the real
 /// aws CLI with its arguments (to record how the pipelines ran it).
 fn aws_wrapper(dir: &Path, name: &str, before: &str) -> PathBuf {
@@ -821,15 +837,7 @@ fn aws_ranges_set_the_aws_clis_download() {
         seed: 6,
     });
     let id = f.create();
-    let record = f.dir.path().join("download-settings");
-    let aws = aws_wrapper(
-        f.dir.path(),
-        "settings-aws",
-        &format!(
-            "grep -E '^  (multipart_chunksize|max_concurrent_requests) ' \"$AWS_CONFIG_FILE\" | tr -d ' ' | paste -sd ' ' >>'{}'",
-            record.display()
-        ),
-    );
+    let (aws, record) = settings_recorder(f.dir.path());
     let run = |args: &[&str], var: Option<&str>| -> Vec<String> {
         let _ = fs::remove_file(&record);
         let mut cmd = f.cmd();
@@ -889,15 +897,7 @@ fn the_default_download_is_one_get_where_a_range_costs_the_whole_object() {
     });
     let out = expect(0, &mut f.with_s3(&s3), &["create"]);
     let id = stdout(&out).trim().to_string();
-    let record = f.dir.path().join("download-settings");
-    let aws = aws_wrapper(
-        f.dir.path(),
-        "settings-aws",
-        &format!(
-            "grep -E '^  (multipart_chunksize|max_concurrent_requests) ' \"$AWS_CONFIG_FILE\" | tr -d ' ' | paste -sd ' ' >>'{}'",
-            record.display()
-        ),
-    );
+    let (aws, record) = settings_recorder(f.dir.path());
     let mut cmd = f.with_s3(&s3);
     cmd.arg("--aws").arg(&aws).arg("-vv");
     let out = expect(0, &mut cmd, &["verify", &id]);
