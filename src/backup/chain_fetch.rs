@@ -495,14 +495,13 @@ impl Backup<'_> {
         run: &Run<'_, C>,
         options: &RestoreOptions,
     ) -> crate::backup::plan::BackupOptions {
-        let transfer = if self.chain.is_some() {
-            options.pack_transfer(run.transfer, self.fetched.size)
-        } else {
-            run.transfer
+        let transfer = match self.chain {
+            Some(chain) => {
+                chain.probe_ahead(run, options, self.fetched).await;
+                options.pack_transfer(run.transfer, self.fetched.size)
+            }
+            None => run.transfer,
         };
-        if let Some(chain) = self.chain {
-            chain.probe_ahead(run, options, self.fetched).await;
-        }
         run.download_settings(options, &self.fetched.key, self.fetched.size, transfer)
             .await
     }

@@ -368,24 +368,18 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
     } else {
         WorkPlace::Under(&base)
     };
-    let settings = Backup {
+    let backup = Backup {
         id,
         fetched: &fetched,
         chain: chain.as_ref(),
-    }
-    .download_settings(run, options)
-    .await;
+    };
+    let settings = backup.download_settings(run, options).await;
     let work = run.work_dir_in(place, "verify", &settings).await?;
     // The database is staged (alone) in the work dir for restore's own check of it.
     let db = verify_rules(container, layout, &fetched, None)
         .await?
         .database();
     let call = verify_call(run, work.dir(), &fetched, db.as_deref());
-    let backup = Backup {
-        id,
-        fetched: &fetched,
-        chain: chain.as_ref(),
-    };
     let result = backup
         .read(run, work.dir(), call, options, chain_fetch::Read::List)
         .await;
