@@ -352,6 +352,9 @@ pub enum Stage {
     Snapshot,
     /// Archiving with tar.
     Tar,
+    /// Compressing or decompressing with zstd
+    /// ([`Compression::Zstd`](crate::Compression::Zstd)).
+    Compress,
     /// Encrypting or decrypting with gpg.
     Gpg,
     /// Uploading or downloading with the aws CLI.
@@ -376,6 +379,7 @@ impl fmt::Display for Stage {
             Stage::Collect => "collect",
             Stage::Snapshot => "snapshot",
             Stage::Tar => "tar",
+            Stage::Compress => "compress",
             Stage::Gpg => "gpg",
             Stage::Upload => "upload",
             Stage::Download => "download",

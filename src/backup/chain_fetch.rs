@@ -432,14 +432,26 @@ impl Chain {
         let stage = format!("{}/stage", work.dir);
         let mut call = match how {
             Read::List => {
-                let mut call = restore_plan::list_call(run.layout, run.params, own, &found.key);
+                let mut call = restore_plan::list_call(
+                    run.layout,
+                    run.params,
+                    own,
+                    &found.key,
+                    found.compression(),
+                );
                 call.env.extend(verify_db);
                 call
             }
             Read::Extract => {
                 let need = found.size.saturating_add(found.size / 8);
-                let mut call =
-                    restore_plan::extract_call(run.layout, run.params, own, &found.key, need);
+                let mut call = restore_plan::extract_call(
+                    run.layout,
+                    run.params,
+                    own,
+                    &found.key,
+                    found.compression(),
+                    need,
+                );
                 call.env.insert("SB_STAGE_SHARED".into(), "1".into());
                 call.env.insert("SB_PACK_TAG".into(), "database".into());
                 call
@@ -718,8 +730,9 @@ impl Pack<'_> {
         skipped: u64,
     ) -> ScriptCall {
         let (part, key) = (self.part, &self.found.key);
+        let compression = self.found.compression();
         let mut call = match how {
-            Read::List => restore_plan::list_call(run.layout, run.params, own, key),
+            Read::List => restore_plan::list_call(run.layout, run.params, own, key, compression),
             Read::Extract => {
                 // The pack is extracted, but for the files tar skips, before its files
                 // are picked.
@@ -729,7 +742,8 @@ impl Pack<'_> {
                         .max(part.usage.bytes)
                 });
                 let need = whole.saturating_add(whole / 8);
-                let mut call = restore_plan::extract_call(run.layout, run.params, own, key, need);
+                let mut call =
+                    restore_plan::extract_call(run.layout, run.params, own, key, compression, need);
                 call.env.insert("SB_STAGE_SHARED".into(), "1".into());
                 call.env
                     .insert("SB_STAGE".into(), format!("{}/stage", work.dir));

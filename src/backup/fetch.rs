@@ -10,7 +10,7 @@ use crate::backup::catalog::{BackupStatus, MAX_MANIFEST_BYTES, backup_status};
 use crate::backup::decryption::{Untrusted, check_status};
 use crate::backup::layout::{HomeserverConfig, Layout};
 use crate::backup::manifest::{EntryKind, InnerManifest, Manifest, ManifestFiles};
-use crate::backup::plan::{BackupId, MANIFEST_SUFFIX, ScriptCall, WorkDir};
+use crate::backup::plan::{BackupId, Compression, MANIFEST_SUFFIX, ScriptCall, WorkDir};
 use crate::backup::progress::{self, ProgressStage};
 use crate::backup::restore::RestoreOptions;
 use crate::backup::restore_plan::{
@@ -43,6 +43,15 @@ pub(crate) struct Fetched {
 }
 
 impl Fetched {
+    /// How its archive was compressed, as its manifest says (none without one: a
+    /// backup without a manifest predates zstd). A manifest that lies only makes the
+    /// read fail: zstd or tar refuse what they cannot read.
+    pub(crate) fn compression(&self) -> Compression {
+        self.manifest
+            .as_ref()
+            .map_or(Compression::None, |m| m.compression)
+    }
+
     /// The manifest's entries, `(path, kind, size)`, wherever they are held.
     pub(crate) fn entries(&self) -> impl Iterator<Item = (Cow<'_, [u8]>, EntryKind, u64)> + Clone {
         self.manifest
@@ -543,15 +552,23 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
         if matches!(exit, Exit::FilledWhileStaging | Exit::NoSpace) {
             return self.no_space(exit).await.unwrap_or_else(BackupError::from);
         }
-        let stage = match exit {
-            Exit::Stage(position) => Pipeline::Fetch.stage(position),
-            _ => Stage::Check,
+        let (stage, own_status) = match exit {
+            Exit::Stage(position) => {
+                // zstd fails inside tar's position, under its own name.
+                let name = self.outputs.field::<String>(WorkFile::Failed, 0).await;
+                let status = self.outputs.field::<i32>(WorkFile::Failed, 1).await.ok();
+                let name = name.as_deref().unwrap_or("");
+                (Pipeline::Fetch.stage_named(position, name), status)
+            }
+            _ => (Stage::Check, None),
         };
         // A download that failed before its first byte (no aws CLI, no access) says so:
         // it gave nothing because it failed, not because the object is empty. One that
         // gave bytes and then failed (a cut connection, the aws CLI's own checksum of a
-        // damaged object) is judged by what it gave.
-        let gave_nothing = stage == Stage::Download && self.written.length.unwrap_or(0) == 0;
+        // damaged object) is judged by what it gave. So does a workload without the
+        // zstd a backup needs (found missing before the download started).
+        let gave_nothing = (stage == Stage::Download && self.written.length.unwrap_or(0) == 0)
+            || (stage == Stage::Compress && own_status == Some(127));
         if !gave_nothing && let Some(reason) = self.written.checksum_problem(self.fetched) {
             return corrupted(id, reason);
         }
@@ -576,9 +593,10 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
                     reason: "member names with '..' are refused".into(),
                 }
             }
+            // The stage's own status, as the work dir's `failed` gives it.
             stage => BackupError::StageFailed {
                 stage,
-                exit_code,
+                exit_code: own_status.unwrap_or(exit_code),
                 stderr,
             },
         }

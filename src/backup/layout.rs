@@ -239,6 +239,20 @@ pub struct Layout {
         )
     )]
     pub sqlite3: String,
+    /// zstd, for backups made with [`Compression::Zstd`](crate::Compression::Zstd)
+    /// (and their restores); nothing else runs it.
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long,
+            value_name = "PATH",
+            default_value = "zstd",
+            global = true,
+            help = "zstd, for backups made (and restored) with --compression zstd-N",
+            long_help = None
+        )
+    )]
+    pub zstd: String,
 }
 
 impl Default for Layout {
@@ -260,6 +274,7 @@ impl Default for Layout {
             aws: "/aws/dist/aws".into(),
             python3: "python3".into(),
             sqlite3: "sqlite3".into(),
+            zstd: "zstd".into(),
         }
     }
 }

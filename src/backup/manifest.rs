@@ -777,6 +777,19 @@ mod tests {
             );
             assert_eq!(Compression::Zlib(level).to_string(), name);
         }
+        for level in 1..=19u8 {
+            let name = format!("zstd-{level}");
+            assert_eq!(
+                name.parse::<Compression>().unwrap(),
+                Compression::Zstd(level)
+            );
+            assert_eq!(Compression::Zstd(level).to_string(), name);
+        }
+        let zstd = TODAY.replacen("\"zlib-6\"", "\"zstd-3\"", 1);
+        assert_eq!(
+            Manifest::from_json(zstd.as_bytes()).unwrap().compression,
+            Compression::Zstd(3)
+        );
     }
 
     /// The compact parse gives what the whole one does: the same fields, the same
@@ -849,6 +862,12 @@ mod tests {
             ("\"zlib-6\"", "\"zlib-10\"", "compression"),
             ("\"zlib-6\"", "\"bzip2\"", "compression"),
             ("\"zlib-6\"", "6", "compression"),
+            ("\"zlib-6\"", "\"zstd-0\"", "compression"),
+            ("\"zlib-6\"", "\"zstd-20\"", "compression"),
+            ("\"zlib-6\"", "\"zstd-03\"", "compression"),
+            ("\"zlib-6\"", "\"zstd-+3\"", "compression"),
+            ("\"zlib-6\"", "\"zstd\"", "compression"),
+            ("\"zlib-6\"", "\"zlib-06\"", "compression"),
             ("\"kind\":\"l\"", "\"kind\":\"h\"", "files[2].kind"),
             ("\"kind\":\"l\"", "\"kind\":\"file\"", "files[2].kind"),
             ("\"kind\":\"l\"", "\"kind\":\"\"", "files[2].kind"),

@@ -432,7 +432,13 @@ fn verify_call<C: Container + ?Sized>(
     fetched: &Fetched,
     db: Option<&str>,
 ) -> ScriptCall {
-    let mut call = restore_plan::list_call(run.layout, run.params, work, &fetched.key);
+    let mut call = restore_plan::list_call(
+        run.layout,
+        run.params,
+        work,
+        &fetched.key,
+        fetched.compression(),
+    );
     let Some(db) = db else { return call };
     call.env.insert("SB_VERIFY_DB".into(), db.to_string());
     if let Some(size) = fetched
@@ -788,7 +794,14 @@ async fn stage_checked<C: Container + ?Sized>(
     let (container, params, layout) = (run.container, run.params, run.layout);
     let (id, fetched) = (backup.id, backup.fetched);
     let need = staging_need(fetched);
-    let call = restore_plan::extract_call(layout, params, work, &fetched.key, need);
+    let call = restore_plan::extract_call(
+        layout,
+        params,
+        work,
+        &fetched.key,
+        fetched.compression(),
+        need,
+    );
     let got = backup
         .read(run, work, call, options, chain_fetch::Read::Extract)
         .await?;

@@ -11,7 +11,7 @@ pub use crate::backup::listing::{
 use crate::backup::manifest::{
     EntryKind, INNER_MANIFEST_MEMBER, InnerManifest, Manifest, ManifestLayout,
 };
-use crate::backup::plan::{self, ScriptCall, WorkDir};
+use crate::backup::plan::{self, Compression, ScriptCall, WorkDir};
 use crate::backup::scripts::{self, WorkFile};
 use crate::s3::S3Parameters;
 use crate::s3::aws_cli::{self, Transfer};
@@ -28,10 +28,20 @@ fn fetch_env(
     env
 }
 
-/// The call that lists a backup without touching live files.
-pub fn list_call(layout: &Layout, params: &S3Parameters, work: &WorkDir, key: &str) -> ScriptCall {
+/// The call that lists a backup without touching live files; `compression` is the
+/// backup's (its manifest's): with zstd, gpg's output goes through `zstd -d`.
+pub fn list_call(
+    layout: &Layout,
+    params: &S3Parameters,
+    work: &WorkDir,
+    key: &str,
+    compression: Compression,
+) -> ScriptCall {
     let mut env = fetch_env(layout, params, work, key);
     env.insert("SB_MODE".into(), "list".into());
+    if compression.zstd_level().is_some() {
+        env.insert("SB_DECOMPRESS".into(), "zstd".into());
+    }
     let mut argv = vec![
         layout.bash.clone(),
         "-c".into(),
@@ -47,16 +57,17 @@ pub fn list_call(layout: &Layout, params: &S3Parameters, work: &WorkDir, key: &s
     ScriptCall { argv, env }
 }
 
-/// The call that extracts a backup into the work dir's `stage`, after checking that
-/// `need_bytes` are free where the work dir is.
+/// The call that extracts a backup (compressed as `compression` says) into the work
+/// dir's `stage`, after checking that `need_bytes` are free where the work dir is.
 pub fn extract_call(
     layout: &Layout,
     params: &S3Parameters,
     work: &WorkDir,
     key: &str,
+    compression: Compression,
     need_bytes: u64,
 ) -> ScriptCall {
-    let mut call = list_call(layout, params, work, key);
+    let mut call = list_call(layout, params, work, key, compression);
     call.env.insert("SB_MODE".into(), "extract".into());
     call.env
         .insert("SB_NEED_BYTES".into(), need_bytes.to_string());
@@ -1365,15 +1376,31 @@ pub(crate) mod tests {
         let layout = Layout::default();
         let p = params();
         let work = WorkDir::new(&layout, "r");
-        let list = list_call(&layout, &p, &work, "backup-1");
+        let list = list_call(&layout, &p, &work, "backup-1", Compression::None);
         assert_eq!(list.env["SB_MODE"], "list");
         assert_eq!(list.env["SB_URL"], "s3://bkt/backup-1");
         assert!(!list.env.contains_key("SB_NEED_BYTES"));
-        let ex = extract_call(&layout, &p, &work, "backup-1", 99);
+        assert!(!list.env.contains_key("SB_DECOMPRESS"));
+        let ex = extract_call(&layout, &p, &work, "backup-1", Compression::None, 99);
         assert_eq!(
             (ex.env["SB_MODE"].as_str(), ex.env["SB_NEED_BYTES"].as_str()),
             ("extract", "99")
         );
+        assert!(!ex.env.contains_key("SB_DECOMPRESS"));
+        // gpg undoes its own zlib; zstd's needs zstd -d.
+        for (compression, decompress) in [
+            (Compression::Zlib(6), None),
+            (Compression::Zstd(3), Some("zstd")),
+        ] {
+            let ex = extract_call(&layout, &p, &work, "backup-1", compression, 99);
+            let list = list_call(&layout, &p, &work, "backup-1", compression);
+            for call in [ex, list] {
+                assert_eq!(
+                    call.env.get("SB_DECOMPRESS").map(String::as_str),
+                    decompress
+                );
+            }
+        }
         let swap = swap_call(&layout, &p, &work, true, None);
         assert_eq!(swap.argv.last().unwrap(), "rollback");
         assert!(!swap.env.contains_key("AWS_SECRET_ACCESS_KEY"));
@@ -1399,7 +1426,7 @@ pub(crate) mod tests {
         .collect();
         let p = S3Parameters::from_relation_data(&m).unwrap();
         let work = WorkDir::new(&layout, "r");
-        let full = extract_call(&layout, &p, &work, "backup-1", 99);
+        let full = extract_call(&layout, &p, &work, "backup-1", Compression::None, 99);
         assert!(
             full.argv.len() > 4,
             "the aws CLI's arguments: {:?}",

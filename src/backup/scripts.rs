@@ -79,6 +79,16 @@ pub(crate) enum Pipeline {
 }
 
 impl Pipeline {
+    /// The stage at a position of the pipe, as the work dir's [`WorkFile::Failed`]
+    /// names it (`name`, its first field): zstd runs inside tar's position.
+    pub(crate) fn stage_named(self, position: u8, name: &str) -> Stage {
+        if name == "zstd" {
+            Stage::Compress
+        } else {
+            self.stage(position)
+        }
+    }
+
     /// The stage at a position of the pipe.
     pub(crate) fn stage(self, position: u8) -> Stage {
         match (self, position) {
@@ -282,6 +292,11 @@ pub(crate) enum WorkFile {
     TarStatus,
     /// tar's stderr (`backup.sh`, `fetch.sh`, `passcheck.sh`).
     TarErr,
+    /// zstd's stderr (`backup.sh`, `fetch.sh`, `passcheck.sh`).
+    ZstdErr,
+    /// zstd's exit status when it failed for a reason of its own (`backup.sh`,
+    /// `fetch.sh`; read by `common.sh`'s `zstd_stage`).
+    ZstdStatus,
     /// gpg's stderr.
     GpgErr,
     /// The checksum stage's stderr.
@@ -347,7 +362,7 @@ pub(crate) enum WorkFile {
 impl WorkFile {
     /// Every work file.
     #[cfg(test)]
-    pub(crate) const ALL: [WorkFile; 51] = [
+    pub(crate) const ALL: [WorkFile; 53] = [
         WorkFile::Owner,
         WorkFile::Gnupg,
         WorkFile::AwsConfig,
@@ -371,6 +386,8 @@ impl WorkFile {
         WorkFile::Index,
         WorkFile::TarStatus,
         WorkFile::TarErr,
+        WorkFile::ZstdErr,
+        WorkFile::ZstdStatus,
         WorkFile::GpgErr,
         WorkFile::TeeErr,
         WorkFile::AwsErr,
@@ -427,6 +444,8 @@ impl WorkFile {
             WorkFile::Index => "index",
             WorkFile::TarStatus => "tar.status",
             WorkFile::TarErr => "tar.err",
+            WorkFile::ZstdErr => "zstd.err",
+            WorkFile::ZstdStatus => "zstd.status",
             WorkFile::GpgErr => "gpg.err",
             WorkFile::TeeErr => "tee.err",
             WorkFile::AwsErr => "aws.err",

@@ -304,13 +304,14 @@ async fn pipeline_error<C: Container + ?Sized>(
 ) -> BackupError {
     match (Exit::of(&e), e) {
         (Some(Exit::Stage(position)), ContainerError::ExitedNonZero { stderr, .. }) => {
-            match outputs.field(WorkFile::Failed, 1).await {
-                Ok(status) => BackupError::StageFailed {
-                    stage: Pipeline::Backup.stage(position),
+            let name = outputs.field::<String>(WorkFile::Failed, 0).await;
+            match (name, outputs.field(WorkFile::Failed, 1).await) {
+                (Ok(name), Ok(status)) => BackupError::StageFailed {
+                    stage: Pipeline::Backup.stage_named(position, &name),
                     exit_code: status,
                     stderr,
                 },
-                Err(read) => read.into(),
+                (Err(read), _) | (_, Err(read)) => read.into(),
             }
         }
         (

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # backup.sh (appended to common.sh): the backup pipeline
-#   tar | gpg --symmetric | checksum | aws s3 cp - URL
+#   tar [| zstd] | gpg --symmetric | checksum | aws s3 cp - URL
 # where the checksum stage writes the encrypted stream's SHA-256 and length; with
 # SB_OUTPUT=stdout (the library uploads, and sums and counts what it reads) the
 # pipeline is `tar | gpg`, the ciphertext goes to our standard output, nothing else
@@ -12,7 +12,8 @@
 # Environment: SB_WORK (work dir: `inner/`, `files`, `snapfiles`, `snap/`, and for an
 # incremental backup `inner-manifest.json` to move into `inner/` and `newmedia`: the
 # NUL-separated media files its pack archives, without recursion), SB_ROOT,
-# SB_TAR, SB_GPG, SB_AWS, SB_PYTHON, SB_HASH_PY, SB_URL, SB_EXPECTED_SIZE, and the aws
+# SB_TAR, SB_GPG, SB_AWS, SB_PYTHON, SB_ZSTD (with SB_ZSTD_LEVEL: tar's stream goes
+# through `zstd -LEVEL` before gpg, which then compresses nothing), SB_HASH_PY, SB_URL, SB_EXPECTED_SIZE, and the aws
 # CLI's AWS_* variables; optionally SB_SNAP, the dir whose `snapfiles` and `snap/` are
 # archived (default SB_WORK; empty: none): an incremental backup's own pack is made
 # with it empty and its database pack in a work dir of its own with it the backup's.
@@ -20,10 +21,11 @@
 # (none with SB_OUTPUT=stdout).
 # Output in the work dir: `index` (tar's -vv listing of the archive), `tar.status` and
 # `tar.err` (tar's exit status and stderr: 1 or 2 are left to the caller to judge).
-# Exit codes: 0; 10 + stage (10 tar, 11 gpg, 12 checksum, 13 upload; only tar and gpg
-# with SB_OUTPUT=stdout) for the stage that
-# failed for a reason of its own, with `<stage> <status>` in $SB_WORK/failed and its
-# stderr on ours; 14 when the checksum readers failed.
+# Exit codes: 0; 10 + stage (10 tar, or zstd beside it, 11 gpg, 12 checksum, 13
+# upload; only tar and gpg with SB_OUTPUT=stdout) for the stage that
+# failed for a reason of its own, with `<stage> <status>` in $SB_WORK/failed (`zstd
+# <status>` when zstd failed) and its stderr on ours; 14 when the checksum readers
+# failed.
 set -euo pipefail
 umask 077
 # The passphrase stays in the pipe it came in on: gpg reads it from fd 3.
@@ -36,6 +38,8 @@ w=$SB_WORK
 gpg_extra=()
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do gpg_extra+=("$1"); shift; done
 [ "$#" -gt 0 ] && shift
+rm -f -- "$w/zstd.status"
+if [ -n "${SB_ZSTD_LEVEL:-}" ]; then need_zstd 0 "this backup is to be made with it"; fi
 if [ -e "$w/inner-manifest.json" ]; then
   mkdir -p -- "$w/inner/.synapse-backup"
   mv -- "$w/inner-manifest.json" "$w/inner/.synapse-backup/manifest.json"
@@ -54,7 +58,24 @@ snap=${SB_SNAP-$w}
 if [ -n "$snap" ] && [ -s "$snap/snapfiles" ]; then
   tar_args+=(--recursion --directory "$snap/snap" --files-from "$snap/snapfiles")
 fi
-archive() { LC_ALL=C "$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" 3<&-; }
+# archive: tar's stream, through zstd with SB_ZSTD_LEVEL. Its status is tar's, or 3
+# when zstd failed (its own status then in $w/zstd.status, read by zstd_stage): tar's
+# 1 and 2 (a live tree) must not pass for a whole archive when zstd did not finish it.
+archive() {
+  if [ -z "${SB_ZSTD_LEVEL:-}" ]; then
+    LC_ALL=C "$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" 3<&-
+    return
+  fi
+  local s
+  LC_ALL=C "$SB_TAR" "${tar_args[@]}" 2>"$w/tar.err" 3<&- |
+    "$SB_ZSTD" -q -c "-$SB_ZSTD_LEVEL" 2>"$w/zstd.err" 3<&-
+  s=("${PIPESTATUS[@]}")
+  if [ "${s[1]}" -ne 0 ]; then
+    printf '%s\n' "${s[1]}" >"$w/zstd.status"
+    return 3
+  fi
+  return "${s[0]}"
+}
 # The key is derived from the passphrase with SHA-256 (iterated and salted, gpg's
 # `--s2k-count`), not gpg's default SHA-1: SHA-256 runs in the CPU's SHA extensions,
 # so deriving the key costs us half the time (0.28 against 0.55 CPU-s at 65011712,
@@ -88,4 +109,5 @@ set -e
 # reads tar.err to tell a live tree's warnings from a real failure.
 printf '%s\n' "${st[0]}" >"$w/tar.status"
 if [ "${st[0]}" -eq 1 ] || [ "${st[0]}" -eq 2 ]; then st[0]=0; fi
+zstd_stage 0
 pipeline_finish downstream

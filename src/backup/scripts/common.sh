@@ -45,6 +45,29 @@ checksum() {
   fi
 }
 
+# need_zstd POSITION WHY: when the workload has no zstd ($SB_ZSTD), fails as the stage
+# at POSITION would (`zstd 127` in $w/failed, exit 10 + POSITION), saying WHY zstd is
+# needed, before anything runs.
+need_zstd() {
+  if ! command -v "$SB_ZSTD" >/dev/null 2>&1; then
+    printf 'zstd 127\n' >"$w/failed"
+    echo "zstd ($SB_ZSTD) is not in the workload, and $2: install it (e.g. apt-get install zstd) or pass its path" >&2
+    exit $((10 + $1))
+  fi
+}
+
+# zstd_stage POSITION: run right after the pipeline, before pipeline_finish. zstd runs
+# inside the stage at POSITION, beside tar (`tar | zstd` or `zstd -d | tar`), and when
+# it failed for a reason of its own it wrote its status to $w/zstd.status: then it is
+# that stage's cause, under its own name, status and stderr.
+zstd_stage() {
+  if [ -s "$w/zstd.status" ]; then
+    names[$1]=zstd
+    errs[$1]=$w/zstd.err
+    st[$1]=$(<"$w/zstd.status")
+  fi
+}
+
 # pipeline_finish RULE: run right after the pipeline with st=("${PIPESTATUS[@]}").
 # Waits for the checksum readers, then names the stage that failed for a reason of its
 # own, writes `<stage> <status>` to $w/failed, copies that stage's stderr to ours and

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # fetch.sh (appended to common.sh): downloads, checksums and decrypts a backup
-#   aws s3 cp URL - | checksum | gpg --decrypt | tar
+#   aws s3 cp URL - | checksum | gpg --decrypt [| zstd -d] | tar
 # then lists it (SB_MODE=list) or extracts it into $SB_WORK/stage (SB_MODE=extract),
 # writing tar's `-vv` listing to $SB_WORK/members and gpg's status lines to
 # $SB_WORK/gpg.status (the caller trusts nothing before reading them).
@@ -42,15 +42,16 @@
 # sums the bytes as it writes them, so the download and checksum stages do nothing
 # (and $SB_WORK/sha256 and length are not written).
 # Environment: SB_WORK (work dir), SB_MODE (list, extract, walk or dirs), SB_TAR,
-# SB_GPG, SB_PYTHON, SB_HASH_PY;
+# SB_GPG, SB_PYTHON, SB_HASH_PY; SB_ZSTD with SB_DECOMPRESS=zstd (the backup was made
+# with zstd: gpg's output goes through `zstd -d` before tar);
 # without SB_INPUT=stdin, SB_URL, SB_AWS and the aws CLI's AWS_* variables; and
 # optionally SB_NEED_BYTES with SB_SPACE_DIR (free space to check first), SB_VERIFY_DB
 # (list), SB_PACK_MEMBERS, SB_STAGE, SB_STAGE_SHARED, SB_PACK_TAG and SB_NO_WALK.
 # Positional parameters: the aws CLI's extra arguments (none with SB_INPUT=stdin).
 # Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 41 the
 # staging file system filled up while extracting; 10 +
-# stage (10 download, 11 checksum, 12 gpg, 13 tar) for the first stage that did not die
-# of SIGPIPE, with `<stage> <status>` in $SB_WORK/failed and its stderr on ours; 14 when
+# stage (10 download, 11 checksum, 12 gpg, 13 tar, or zstd before it) for the first
+# stage that did not die of SIGPIPE, with `<stage> <status>` in $SB_WORK/failed and its stderr on ours; 14 when
 # the checksum readers failed.
 set -euo pipefail
 umask 077
@@ -119,7 +120,9 @@ PY
   exit 0
 fi
 rm -f -- "$w/members" "$w/gpg.status" "$w/sha256" "$w/length" "$w/head" "$w/failed" \
-  "$w/staged" "$w/avail" "$w/aws.err" "$w/tee.err" "$w/gpg.err" "$w/tar.err"
+  "$w/staged" "$w/avail" "$w/aws.err" "$w/tee.err" "$w/gpg.err" "$w/tar.err" \
+  "$w/zstd.err" "$w/zstd.status"
+if [ "${SB_DECOMPRESS:-}" = zstd ]; then need_zstd 3 "this backup was made with it"; fi
 if [ -n "${SB_NEED_BYTES:-}" ]; then
   avail=$(df -B1 --output=avail "$SB_SPACE_DIR" | tail -n 1 | tr -d ' ')
   printf '%s\n' "$avail" >"$w/avail"
@@ -198,6 +201,23 @@ untar() {
     LC_ALL=C "$SB_TAR" "${tar_args[@]}" | { head -c 65536 >"$w/head"; cat >/dev/null; }
   fi
 }
+# unpack: the pipeline's last stage, through `zstd -d` with SB_DECOMPRESS=zstd. Its
+# status is untar's, or 3 when zstd failed for a reason of its own (not a broken pipe:
+# tar stopped first), its status then in $w/zstd.status for zstd_stage.
+unpack() {
+  if [ "${SB_DECOMPRESS:-}" != zstd ]; then
+    untar
+    return
+  fi
+  local s
+  "$SB_ZSTD" -q -d -c 2>"$w/zstd.err" | untar
+  s=("${PIPESTATUS[@]}")
+  if [ "${s[0]}" -ne 0 ] && [ "${s[0]}" -ne 141 ]; then
+    printf '%s\n' "${s[0]}" >"$w/zstd.status"
+    return 3
+  fi
+  return "${s[1]}"
+}
 # Stage names and stderr files, in pipeline order (read by common.sh's pipeline_finish).
 # shellcheck disable=SC2034
 names=(download tee gpg tar)
@@ -208,10 +228,11 @@ download "$@" 2>"$w/aws.err" |
   checksum 2>"$w/tee.err" |
   "$SB_GPG" --batch --no-tty --no-symkey-cache --pinentry-mode loopback \
     --passphrase-fd 3 --status-file "$w/gpg.status" --decrypt <&"$gpg_in" 2>"$w/gpg.err" |
-  untar 2>"$w/tar.err"
+  unpack 2>"$w/tar.err"
 st=("${PIPESTATUS[@]}")
 if [ -n "$db_pid" ]; then wait "$db_pid" || true; fi
 set -e
+zstd_stage 3
 # A full staging file system: tar says so, unless its stderr file could not be written
 # either (it is on the same file system), so a failed tar beside almost no free space
 # counts too.

@@ -455,6 +455,11 @@ pub fn resolve_tools(layout: &mut Layout, aws: bool) -> Result<(), String> {
             }
         }
     }
+    // zstd only for backups made with it: left as given when missing (the pipeline
+    // that needs it says so).
+    if let Some(found) = find_program(&layout.zstd) {
+        layout.zstd = found.to_string_lossy().into_owned();
+    }
     Ok(())
 }
 

@@ -65,11 +65,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             snapshot_timeout,
             new_passphrase,
             incremental,
+            compression,
         } => {
             let options = commands::create::CreateFlags {
                 snapshot_timeout: (snapshot_timeout > 0).then_some(snapshot_timeout),
                 new_passphrase,
                 incremental,
+                compression,
             };
             commands::create::create(global, &options).await
         }

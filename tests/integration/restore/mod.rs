@@ -3,6 +3,7 @@
 mod library;
 #[cfg(feature = "cli")]
 mod trust;
+mod zstd;
 
 use crate::support::{env, synapse_tree};
 

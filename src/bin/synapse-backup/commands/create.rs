@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 use synapse_backup::{
-    BackupError, BackupKind, BackupOptions, BackupReport, CancelToken, create_backup_with,
+    BackupError, BackupKind, BackupOptions, BackupReport, CancelToken, Compression,
+    create_backup_with,
 };
 
 use crate::cli::GlobalArgs;
@@ -32,6 +33,8 @@ pub(crate) struct CreateFlags {
     pub(crate) new_passphrase: bool,
     /// `--incremental`.
     pub(crate) incremental: bool,
+    /// `--compression`.
+    pub(crate) compression: Compression,
 }
 
 /// `create`: backs up, stopping cleanly (nothing kept) on `SIGINT`, `SIGTERM` or
@@ -56,6 +59,7 @@ pub(crate) async fn create(global: &GlobalArgs, flags: &CreateFlags) -> Result<(
         .priority(global.priority)
         .new_passphrase(flags.new_passphrase)
         .incremental(flags.incremental)
+        .compression(flags.compression)
         .transfer(global.transfer)
         .progress(Some(view.callback()));
     let (result, signal) = view
