@@ -108,8 +108,8 @@
 //!   (`RestoreOptions::library_ranges_in_flight` and `library_range_mib`; default `3x16`,
 //!   the library's default before 5 December 2026, against which `12x4` was chosen);
 //! - `SYNAPSE_BACKUP_BENCH_CONCURRENCY`, `SYNAPSE_BACKUP_BENCH_PART_MIB`,
-//!   `SYNAPSE_BACKUP_BENCH_COMPRESSION` (`none`, `zlib-1` … `zlib-9`): override our
-//!   options (default: `BackupOptions::default()`);
+//!   `SYNAPSE_BACKUP_BENCH_COMPRESSION` (`none`, `zlib-1` … `zlib-9`, `zstd-1` …
+//!   `zstd-19`): override our options (default: `BackupOptions::default()`);
 //! - `SYNAPSE_BACKUP_BENCH_DIR`: where the temp dir goes (default `/dev/shm` when it
 //!   has room for ~10× the tree, else the system temp dir);
 //! - `SYNAPSE_BACKUP_BENCH_TRACE=1`: print the commands alive as they change, with the
@@ -289,10 +289,9 @@ impl Config {
             options.upload_concurrency = c.parse().expect("SYNAPSE_BACKUP_BENCH_CONCURRENCY");
         }
         if let Some(c) = env_var("SYNAPSE_BACKUP_BENCH_COMPRESSION") {
-            options.compression = c
-                .trim()
-                .parse::<Compression>()
-                .expect("SYNAPSE_BACKUP_BENCH_COMPRESSION: none or zlib-1 … zlib-9");
+            options.compression = c.trim().parse::<Compression>().expect(
+                "SYNAPSE_BACKUP_BENCH_COMPRESSION: none, zlib-1 … zlib-9 or zstd-1 … zstd-19",
+            );
         }
         if let Some(p) = env_var("SYNAPSE_BACKUP_BENCH_PART_MIB") {
             options.part_size_mib = p.parse().expect("SYNAPSE_BACKUP_BENCH_PART_MIB");
