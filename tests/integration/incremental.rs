@@ -15,9 +15,9 @@ use synapse_backup::{
     BackupError, PruneAction, PruneReason, RetentionPolicy, delete_backup, prune_backups,
 };
 use synapse_backup::{
-    BackupId, BackupKind, BackupOptions, BackupReport, ChainPolicy, ExtractTarget, FullReason,
-    LocalContainer, Manifest, RestoreOptions, S3Client, create_backup_with, extract_backup_with,
-    read_manifest, restore_backup_with, verify_backup_with,
+    BackupId, BackupKind, BackupOptions, BackupReport, ChainPolicy, Compression, ExtractTarget,
+    FullReason, LocalContainer, Manifest, RestoreOptions, S3Client, create_backup_with,
+    extract_backup_with, read_manifest, restore_backup_with, verify_backup_with,
 };
 use synapse_tree::{Rng, TreeSpec, walk, write_random};
 
@@ -349,6 +349,70 @@ fn live_state(env: &Env) -> (BTreeMap<PathBuf, Vec<u8>>, Vec<u8>) {
 /// to it, or both copied), deletes or damages one, splices the chain (a manifest
 /// naming other packs, or none) or swaps the index: verify and restore refuse, naming
 /// what is wrong, and nothing live is touched. Put back, the chain restores.
+/// A chain whose packs differ in compression (a plain base, a zstd increment, a plain
+/// one on top): each pack is read as its own manifest says, by the library and by the
+/// README's recipe.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_of_plain_and_zstd_packs_restores_each_pack_as_made() {
+    require_tool("jq", "apt-get install jq");
+    require_tool("zstd", "apt-get install zstd");
+    let env = Env::new(&spec()).await;
+    let c = LocalContainer::new();
+    let mut rng = Rng::new(5);
+    let dir = media_files(&env)[0].parent().unwrap().to_path_buf();
+    let mut last = None;
+    for (n, compression) in [Compression::None, Compression::Zstd(3), Compression::None]
+        .into_iter()
+        .enumerate()
+    {
+        write_random(&dir.join(format!("mixed{n}")), 30_000, &mut rng);
+        let options = BackupOptions::default()
+            .incremental(true)
+            .compression(compression);
+        let report = create_backup_with(&c, &env.params, PASSPHRASE, &env.layout, &options)
+            .await
+            .unwrap();
+        assert_eq!(report.manifest.compression, compression);
+        if n > 0 {
+            assert!(
+                matches!(report.kind, BackupKind::Incremental { .. }),
+                "{n}: {:?}",
+                report.kind
+            );
+        }
+        last = Some(report.id);
+    }
+    let id = last.unwrap();
+    let files = expected(&env);
+    let restored = without_db(restore_by_recipe(&env, &id, 0));
+    assert!(restored == files, "the recipe's restore differs");
+    let out = env.dir.path().join("mixed-extracted");
+    extract_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &ExtractTarget::new(out.to_string_lossy().into_owned()),
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let extracted: BTreeMap<PathBuf, Vec<u8>> = walk(&out)
+        .into_iter()
+        .map(|p| {
+            (
+                p.strip_prefix(&out).unwrap().to_path_buf(),
+                fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        without_db(extracted) == files,
+        "the library's extract differs"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_substituted_or_spliced_pack_is_refused_and_nothing_live_is_touched() {
     let env = Env::new(&spec()).await;
