@@ -292,7 +292,7 @@ pub struct Manifest {
     pub ciphertext_sha256: String,
     /// The cipher (`AES256`).
     pub cipher: Cipher,
-    /// gpg's compression (`none`, `zlib-6`).
+    /// The archive's compression (`none`, `zlib-6`, `zstd-3`): every read follows it.
     pub compression: Compression,
     /// The [`InnerManifest`]'s nonce (absent in manifests written before 0.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -324,7 +324,8 @@ impl Eq for CancelToken {}
 #[non_exhaustive]
 #[setters(prefix = "", generate = true)]
 pub struct BackupOptions {
-    /// gpg compression.
+    /// The archive's compression before gpg encrypts it: none by default, see
+    /// [`Compression`].
     pub compression: Compression,
     /// The aws CLI's `max_concurrent_requests` (the reference uses 1).
     pub upload_concurrency: u32,

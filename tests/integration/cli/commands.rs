@@ -992,3 +992,44 @@ fn transfer_library_needs_no_aws_cli_in_the_workload() {
         "{err}"
     );
 }
+
+/// `create --compression zstd-3`: a backup whose manifest says so, which `verify` and
+/// `restore --target` read through zstd; a name outside the three kinds is a usage
+/// error naming it, and `--zstd` pointing nowhere fails the read, naming the path.
+#[test]
+fn create_compression_zstd_is_read_back_and_a_bad_name_is_refused() {
+    env::require_tool("zstd", "install it with: sudo apt-get install -y zstd");
+    let f = Fixture::new();
+    let id = stdout(&f.ok(&["create", "--compression", "zstd-3"]))
+        .trim()
+        .to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(f.object(&format!("{id}.manifest.json"))).unwrap())
+            .unwrap();
+    assert_eq!(manifest["compression"], "zstd-3");
+    f.ok(&["verify", &id]);
+    let target = f.dir.path().join("zstd-target");
+    f.ok(&["restore", &id, "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        fs::read(target.join("data/example.test.signing.key")).unwrap(),
+        fs::read(f.tree.data.join("example.test.signing.key")).unwrap()
+    );
+    for bad in ["zstd-20", "zstd-0", "zstd", "lz4-1", "ZSTD-3"] {
+        let out = expect(2, &mut f.cmd(), &["create", "--compression", bad]);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{bad:?}")) && err.contains("zstd-1 to zstd-19"),
+            "{bad}: {err}"
+        );
+    }
+    let out = expect(
+        1,
+        &mut f.cmd(),
+        &["--zstd", "/nonexistent/zstd", "verify", &id],
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("/nonexistent/zstd") && err.contains("compress"),
+        "{err}"
+    );
+}
