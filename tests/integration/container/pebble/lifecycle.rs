@@ -332,3 +332,47 @@ async fn a_library_create_uploads_through_pebbles_websocket() {
         );
     }
 }
+
+/// `Compression::Zstd` through Pebble as the workload user: the workload's zstd (found
+/// on the PATH Pebble's exec gives) compresses on create and decompresses on the
+/// restore in place, the service stopped and started around the swap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zstd_backup_is_made_and_restored_through_pebble() {
+    env::require_tool("zstd", "install it with: sudo apt-get install -y zstd");
+    let daemon = PebbleDaemon::start();
+    let c = PebbleContainer::new(daemon.socket());
+    let env = Env::new(&TreeSpec {
+        db_rows: 2000,
+        ..TreeSpec::default()
+    })
+    .await;
+    let layout = workload(&env);
+    let before = env.tree.backed_up_files();
+    let options =
+        synapse_backup::BackupOptions::default().compression(synapse_backup::Compression::Zstd(3));
+    let report = create_backup_with(&c, &env.params, PASSPHRASE, &layout, &options)
+        .await
+        .unwrap_or_else(|e| panic!("zstd create through pebble: {e}"));
+    assert_eq!(
+        report.manifest.compression,
+        synapse_backup::Compression::Zstd(3)
+    );
+    let media = walk(&env.tree.media.join("local_content"))[0].clone();
+    fs::write(&media, b"changed after the backup").unwrap();
+    restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &report.id,
+        &layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("zstd restore through pebble: {e}"));
+    assert_eq!(env.tree.backed_up_files(), before, "restored byte for byte");
+    assert!(
+        work_dirs_left(&env).is_empty(),
+        "{:?}",
+        work_dirs_left(&env)
+    );
+}
