@@ -219,7 +219,8 @@ pub(crate) enum Command {
     List,
     /// Print a backup's kind, chain and own and total size (from the listing), then
     /// its contents (kind, size, path) as its manifest lists them (with --json, an
-    /// object {id, kind, base, size, total_size, packs, entries: [{path, kind, size}]}).
+    /// object {id, kind, base, size, total_size, packs, compression, entries: [{path,
+    /// kind, size}]}).
     ///
     /// The manifest is an index beside the encrypted data: `ls` checks that it names
     /// this backup and that the data object has the size it states, but only

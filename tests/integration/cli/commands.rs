@@ -1007,6 +1007,11 @@ fn create_compression_zstd_is_read_back_and_a_bad_name_is_refused() {
         serde_json::from_slice(&fs::read(f.object(&format!("{id}.manifest.json"))).unwrap())
             .unwrap();
     assert_eq!(manifest["compression"], "zstd-3");
+    assert_eq!(json(&f.ok(&["--json", "ls", &id]))["compression"], "zstd-3");
+    assert!(
+        stdout(&f.ok(&["ls", &id])).contains("compression: zstd-3 (reading it needs zstd)"),
+        "ls names the compression"
+    );
     f.ok(&["verify", &id]);
     let target = f.dir.path().join("zstd-target");
     f.ok(&["restore", &id, "--target", target.to_str().unwrap()]);

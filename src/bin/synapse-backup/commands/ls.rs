@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 use synapse_backup::{
-    BackupChain, BackupError, EntryKind, INNER_MANIFEST_MEMBER, ListedKind, Manifest, ManifestPath,
-    describe_backup, read_manifest,
+    BackupChain, BackupError, Compression, EntryKind, INNER_MANIFEST_MEMBER, ListedKind, Manifest,
+    ManifestPath, describe_backup, read_manifest,
 };
 
 use crate::cli::{GlobalArgs, IdArg};
@@ -40,9 +40,14 @@ pub(crate) async fn ls(global: &GlobalArgs, id: &IdArg) -> Result<(), Failure> {
     }
     let entries = entries(&manifest);
     if global.json {
-        emit_json(&to_json_object(&chain, &entries));
+        emit_json(&to_json_object(&chain, &manifest, &entries));
     } else {
-        emit(&format!("{}{}", summary(&chain), table(&entries)));
+        emit(&format!(
+            "{}{}{}",
+            summary(&chain),
+            compression_line(&manifest),
+            table(&entries)
+        ));
     }
     Ok(())
 }
@@ -69,7 +74,16 @@ pub fn summary(chain: &BackupChain) -> String {
     )
 }
 
-/// `ls --json`: the backup, its kind and chain, and its entries.
+/// The line naming a compression other than none, and what reading it needs.
+fn compression_line(manifest: &Manifest) -> String {
+    match manifest.compression {
+        Compression::None => String::new(),
+        c @ Compression::Zstd(_) => format!("compression: {c} (reading it needs zstd)\n"),
+        c => format!("compression: {c}\n"),
+    }
+}
+
+/// `ls --json`: the backup, its kind and chain, its compression and its entries.
 #[derive(Serialize)]
 struct JsonListing {
     id: String,
@@ -80,10 +94,12 @@ struct JsonListing {
     packs: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     broken_at: Option<String>,
+    /// Its manifest's (`none`, `zlib-6`, `zstd-3`).
+    compression: Compression,
     entries: Vec<JsonEntry>,
 }
 
-fn to_json_object(chain: &BackupChain, entries: &[Entry<'_>]) -> JsonListing {
+fn to_json_object(chain: &BackupChain, manifest: &Manifest, entries: &[Entry<'_>]) -> JsonListing {
     JsonListing {
         id: chain.backup.id.to_string(),
         kind: chain.backup.kind.clone(),
@@ -91,6 +107,7 @@ fn to_json_object(chain: &BackupChain, entries: &[Entry<'_>]) -> JsonListing {
         total_size: chain.total_size,
         packs: chain.packs.iter().map(|p| p.id.to_string()).collect(),
         broken_at: chain.broken_at.as_ref().map(ToString::to_string),
+        compression: manifest.compression,
         entries: to_json(entries),
     }
 }
