@@ -13,7 +13,8 @@ use crate::support::{env, s3_server, synapse_server};
 use std::collections::{BTreeMap, BTreeSet};
 
 use synapse_backup::{
-    BackupOptions, RestoreOptions, S3Parameters, create_backup_with, restore_backup_with,
+    BackupOptions, Compression, RestoreOptions, S3Parameters, create_backup_with,
+    restore_backup_with,
 };
 
 use env::PASSPHRASE;
@@ -323,6 +324,53 @@ async fn live_backup_restores_a_consistent_homeserver() {
     assert_eq!(client.one_time_key_count(&alice).await, 5);
     assert_eq!(hs.local_media_files(), files);
     hs.assert_no_errors("after the second restore");
+    assert_eq!(hs.not_owned_by_user(), Vec::<String>::new());
+
+    // zstd on the real homeserver: a backup made while it serves, smaller than the
+    // plain one above, restored in place over a message sent after it.
+    let history = self::present(&hs, &alice, &room, &backup.writes).await;
+    let zstd = create_backup_with(
+        &hs.container,
+        &params,
+        PASSPHRASE,
+        &hs.layout,
+        &BackupOptions::default().compression(Compression::Zstd(3)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("zstd create failed: {e}\n{}", hs.log_text()));
+    assert!(
+        zstd.manifest.ciphertext_bytes < backup.report.manifest.ciphertext_bytes,
+        "zstd {} bytes against {} plain",
+        zstd.manifest.ciphertext_bytes,
+        backup.report.manifest.ciphertext_bytes
+    );
+    let late = message(&client, &bob, &room, "after the zstd backup".into()).await;
+    assert_eq!(
+        self::present(&hs, &alice, &room, std::slice::from_ref(&late)).await,
+        [true]
+    );
+    restore_backup_with(
+        &hs.container,
+        &params,
+        PASSPHRASE,
+        &zstd.id,
+        &hs.layout,
+        &RestoreOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("zstd restore failed: {e}\n{}", hs.log_text()));
+    hs.wait_ready().await;
+    hs.assert_no_errors("after the zstd restore");
+    assert_eq!(
+        self::present(&hs, &alice, &room, &backup.writes).await,
+        history
+    );
+    assert_eq!(
+        self::present(&hs, &alice, &room, std::slice::from_ref(&late)).await,
+        [false],
+        "the message sent after the zstd backup is gone"
+    );
+    assert_eq!(hs.local_media_files(), files);
     assert_eq!(hs.not_owned_by_user(), Vec::<String>::new());
 }
 
