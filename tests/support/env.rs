@@ -88,6 +88,34 @@ impl Env {
         .await
     }
 
+    /// Downloads (plain aws CLI), decrypts (plain gpg), with `zstd` decompresses (plain
+    /// `zstd -d`) and extracts (plain tar) the object `key` into a new dir.
+    pub fn manual_restore(&self, key: &str, zstd: bool) -> PathBuf {
+        let out = self.dir.path().join(format!(
+            "manual-{}{}",
+            key.replace('/', "_"),
+            if zstd { "-zstd" } else { "" }
+        ));
+        std::fs::create_dir_all(&out).unwrap();
+        let pass = self.dir.path().join("pass");
+        std::fs::write(&pass, PASSPHRASE).unwrap();
+        let unpack = if zstd { "zstd -d" } else { "cat" };
+        sh(
+            r#"aws s3 cp --only-show-errors --endpoint-url "$ENDPOINT" "s3://$1/$2" - |
+               gpg --batch --no-tty --pinentry-mode loopback --passphrase-file "$3" --decrypt 2>/dev/null |
+               $5 | tar -x -C "$4""#,
+            self,
+            &[
+                &self.bucket,
+                key,
+                &pass.to_string_lossy(),
+                &out.to_string_lossy(),
+                unpack,
+            ],
+        );
+        out
+    }
+
     /// The s3s-fs directory of the bucket (objects are files there).
     pub fn bucket_dir(&self) -> PathBuf {
         self.server.root.join(&self.bucket)

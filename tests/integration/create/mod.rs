@@ -18,26 +18,7 @@ use synapse_tree::{TreeSpec, dump_db, files_under, walk};
 
 /// Downloads, decrypts (plain gpg) and extracts (plain tar) the object into a new dir.
 fn manual_restore(env: &Env, key: &str) -> PathBuf {
-    let out = env
-        .dir
-        .path()
-        .join(format!("manual-{}", key.replace('/', "_")));
-    fs::create_dir_all(&out).unwrap();
-    let pass = env.dir.path().join("pass");
-    fs::write(&pass, PASSPHRASE).unwrap();
-    sh(
-        r#"aws s3 cp --only-show-errors --endpoint-url "$ENDPOINT" "s3://$1/$2" - |
-           gpg --batch --no-tty --pinentry-mode loopback --passphrase-file "$3" --decrypt 2>/dev/null |
-           tar -x -C "$4""#,
-        env,
-        &[
-            &env.bucket,
-            key,
-            &pass.to_string_lossy(),
-            &out.to_string_lossy(),
-        ],
-    );
-    out
+    env.manual_restore(key, false)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,7 +7,7 @@ use crate::support::{env, synapse_tree};
 use std::fs;
 use std::path::Path;
 
-use env::{Env, PASSPHRASE, require_tool, sh};
+use env::{Env, PASSPHRASE, require_tool};
 use synapse_backup::{
     BackupError, BackupId, BackupKind, BackupOptions, BackupReport, Compression, Layout,
     LocalContainer, Manifest, RestoreOptions, Stage, Transfer, create_backup_with,
@@ -132,22 +132,7 @@ async fn a_zstd_backup_restores_with_plain_aws_gpg_zstd_and_tar() {
     zstd_on_path();
     let env = Env::new(&spec()).await;
     let report = create(&env, &env.layout, &zstd3()).await.unwrap();
-    let out = env.dir.path().join("manual");
-    fs::create_dir_all(&out).unwrap();
-    let pass = env.dir.path().join("pass");
-    fs::write(&pass, PASSPHRASE).unwrap();
-    sh(
-        r#"aws s3 cp --only-show-errors --endpoint-url "$ENDPOINT" "s3://$1/$2" - |
-           gpg --batch --no-tty --pinentry-mode loopback --passphrase-file "$3" --decrypt 2>/dev/null |
-           zstd -d | tar -x -C "$4""#,
-        &env,
-        &[
-            &env.bucket,
-            &report.key,
-            &pass.to_string_lossy(),
-            &out.to_string_lossy(),
-        ],
-    );
+    let out = env.manual_restore(&report.key, true);
     assert_eq!(
         dump_db(&out.join("data/homeserver.db")),
         dump_db(&env.tree.data.join("homeserver.db"))
