@@ -186,11 +186,11 @@ async fn read_inner_in<C: Container + ?Sized>(
     place: WorkPlace<'_>,
 ) -> Result<InnerManifest, String> {
     let never = plan::CancelToken::new();
-    let (status, head) = read_head(run, key, &never, place)
+    let read = read_head(run, key, &never, place)
         .await
         .map_err(|e| e.to_string())?;
-    match judge(&status, &head, id, false) {
-        Opens::Yes => InnerManifest::from_json(&head).map_err(|e| e.to_string()),
+    match read.judge(id, false) {
+        Opens::Yes => InnerManifest::from_json(&read.head).map_err(|e| e.to_string()),
         Opens::No => Err("the passphrase does not open it".into()),
         Opens::Unknown(why) => Err(why),
     }
@@ -205,8 +205,9 @@ async fn opens<C: Container + ?Sized>(
     cancel: &plan::CancelToken,
 ) -> Result<Opens, BackupError> {
     // In the workload's temp dir: a prune may run where no Synapse tree is.
-    let (status, head) = read_head(run, key, cancel, WorkPlace::Temp).await?;
-    Ok(judge(&status, &head, id, legacy))
+    Ok(read_head(run, key, cancel, WorkPlace::Temp)
+        .await?
+        .judge(id, legacy))
 }
 
 /// Runs `passcheck.sh` on `key`, in a work dir made in `place`: gpg's status lines and
@@ -216,7 +217,7 @@ async fn read_head<C: Container + ?Sized>(
     key: &str,
     cancel: &plan::CancelToken,
     place: WorkPlace<'_>,
-) -> Result<(Vec<u8>, Vec<u8>), BackupError> {
+) -> Result<HeadRead, BackupError> {
     // The head is read here, whatever the transfer (an aws CLI start in the workload
     // would cost more than the whole check), and follows the passphrase.
     let head = run.client.get_object_range(key, 0, HEAD_BYTES).await?;
@@ -262,14 +263,45 @@ async fn read_head<C: Container + ?Sized>(
     }
 }
 
-/// What [`judge`] reads: gpg's status lines and the head of the first member.
+/// What `passcheck.sh` left: gpg's status lines, the head of the first member, and
+/// whether tar found the stream compressed (zstd's, which the workload lacks: with
+/// zstd the script undoes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HeadRead {
+    status: Vec<u8>,
+    head: Vec<u8>,
+    compressed: bool,
+}
+
+impl HeadRead {
+    /// [`judge`], saying so when the head could not be read because the backup is
+    /// compressed with zstd and the workload has none. Pure.
+    fn judge(&self, id: &BackupId, legacy: bool) -> Opens {
+        match judge(&self.status, &self.head, id, legacy) {
+            Opens::Unknown(_) if self.compressed => Opens::Unknown(
+                "it is compressed with zstd, which the workload lacks (install zstd, or \
+                 give its path: Layout::zstd, --zstd)"
+                    .into(),
+            ),
+            other => other,
+        }
+    }
+}
+
+/// What [`judge`] reads: gpg's status lines, the head of the first member, and GNU
+/// tar's word that the stream is compressed (`Archive is compressed. Use --zstd
+/// option`, C locale).
 async fn read_judged<C: Container + ?Sized>(
     outputs: &Outputs<'_, C>,
-) -> Result<(Vec<u8>, Vec<u8>), ContainerError> {
-    Ok((
-        outputs.read(WorkFile::GpgStatus).await?,
-        outputs.read(WorkFile::Head).await?,
-    ))
+) -> Result<HeadRead, ContainerError> {
+    let tar_err = outputs.read_if_written(WorkFile::TarErr).await?;
+    Ok(HeadRead {
+        status: outputs.read(WorkFile::GpgStatus).await?,
+        head: outputs.read(WorkFile::Head).await?,
+        compressed: tar_err.is_some_and(|e| {
+            String::from_utf8_lossy(&e).contains("Archive is compressed. Use --zstd")
+        }),
+    })
 }
 
 /// The call: `passcheck.sh`, the object's head on its standard input after the
@@ -369,6 +401,23 @@ mod tests {
             judge(OPENED.as_bytes(), b"", &id, false),
             Opens::Unknown(_)
         ));
+    }
+
+    #[test]
+    fn a_head_tar_found_compressed_says_zstd_is_missing_and_changes_no_verdict() {
+        let id = BackupId::generate();
+        let read = |status: &str, head: Vec<u8>| HeadRead {
+            status: status.as_bytes().to_vec(),
+            head,
+            compressed: true,
+        };
+        assert!(matches!(
+            read(OPENED, Vec::new()).judge(&id, false),
+            Opens::Unknown(why) if why.contains("zstd") && why.contains("--zstd")
+        ));
+        assert_eq!(read(OPENED, inner(&id)).judge(&id, false), Opens::Yes);
+        assert_eq!(read(WRONG, Vec::new()).judge(&id, false), Opens::No);
+        assert_eq!(read(OPENED, Vec::new()).judge(&id, true), Opens::Yes);
     }
 
     #[test]

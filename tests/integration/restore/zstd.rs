@@ -9,8 +9,8 @@ use std::path::Path;
 
 use env::{Env, PASSPHRASE, require_tool};
 use synapse_backup::{
-    BackupError, BackupId, BackupKind, BackupOptions, BackupReport, Compression, Layout,
-    LocalContainer, Manifest, RestoreOptions, Stage, Transfer, create_backup_with,
+    BackupError, BackupId, BackupKind, BackupOptions, BackupReport, Compression, FullReason,
+    Layout, LocalContainer, Manifest, RestoreOptions, Stage, Transfer, create_backup_with,
     extract_backup_with, restore_backup_with, verify_backup_with,
 };
 use synapse_tree::{TreeSpec, change_db, dump_db};
@@ -232,6 +232,23 @@ async fn a_workload_without_zstd_is_told_and_nothing_changes() {
         assert_eq!(dump_db(&db), live_db);
         assert_eq!(env.tree.backed_up_files(), live_files);
     }
+    // An incremental create on a zstd base, in a workload without zstd: the base's
+    // head cannot be read there, so the backup is full and says why.
+    let base = create(&env, &env.layout, &zstd3().incremental(true))
+        .await
+        .unwrap();
+    let next = create(&env, &without, &BackupOptions::default().incremental(true))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &next.kind,
+            BackupKind::Full { reason: FullReason::BaseUnreadable { base: b, detail } }
+                if *b == base.id && detail.contains("compressed with zstd, which the workload lacks")
+        ),
+        "{:?}",
+        next.kind
+    );
     assert!(
         env.work_dirs_left().is_empty(),
         "{:?}",
