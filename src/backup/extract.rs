@@ -275,15 +275,7 @@ async fn extract_in<C: Container + ?Sized>(
 ) -> Result<Extracted, BackupError> {
     let (container, params, layout, work) = (run.container, run.params, run.layout, guard.dir());
     let (id, fetched) = (backup.id, backup.fetched);
-    let need = fetch::staging_need(fetched);
-    let call = restore_plan::extract_call(
-        layout,
-        params,
-        work,
-        &fetched.key,
-        fetched.compression(),
-        need,
-    );
+    let call = fetch::extract_call(layout, params, work, fetched);
     let got = backup
         .read(run, work, call, options, chain_fetch::Read::Extract)
         .await?;

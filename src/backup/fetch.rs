@@ -23,7 +23,7 @@ use crate::backup::transfer::{self, Transfer};
 use crate::backup::work::{self, Outputs, parse_field};
 use crate::container::{Container, ExecOptions, ExecOutput};
 use crate::error::{BackupError, ContainerError, S3Error, Stage};
-use crate::s3::ObjectStore;
+use crate::s3::{ObjectStore, S3Parameters};
 use tokio::io::AsyncWriteExt;
 
 /// A backup found in the bucket: its status, manifest (when complete), key and size.
@@ -262,6 +262,24 @@ impl std::io::Read for BodyReader {
 /// for file system overhead) when a manifest says it, else the encrypted size (a lower
 /// bound: gpg may have compressed it; running out is caught while staging). Saturates,
 /// and stays within what the script's shell arithmetic can compare.
+/// The call that extracts the whole backup `fetched` into `work`'s stage: its
+/// compression, and room for [`staging_need`] checked first.
+pub(crate) fn extract_call(
+    layout: &Layout,
+    params: &S3Parameters,
+    work: &WorkDir,
+    fetched: &Fetched,
+) -> ScriptCall {
+    restore_plan::extract_call(
+        layout,
+        params,
+        work,
+        &fetched.key,
+        fetched.compression(),
+        staging_need(fetched),
+    )
+}
+
 pub(crate) fn staging_need(fetched: &Fetched) -> u64 {
     let base = fetched
         .manifest

@@ -8,8 +8,8 @@ use crate::backup::aws_ranges::{
 use crate::backup::catalog::BackupStatus;
 use crate::backup::chain_fetch::{self, Backup};
 use crate::backup::fetch::{
-    Fetch, Fetched, Staged, check_staged, check_staged_db, locate_compact, staging_need,
-    verify_rules,
+    Fetch, Fetched, Staged, check_staged, check_staged_db, extract_call, locate_compact,
+    staging_need, verify_rules,
 };
 use crate::backup::layout::{Layout, join};
 use crate::backup::phases::{Phase, PhaseClock, RestorePhases};
@@ -793,15 +793,7 @@ async fn stage_checked<C: Container + ?Sized>(
 ) -> Result<Ready, BackupError> {
     let (container, params, layout) = (run.container, run.params, run.layout);
     let (id, fetched) = (backup.id, backup.fetched);
-    let need = staging_need(fetched);
-    let call = restore_plan::extract_call(
-        layout,
-        params,
-        work,
-        &fetched.key,
-        fetched.compression(),
-        need,
-    );
+    let call = extract_call(layout, params, work, fetched);
     let got = backup
         .read(run, work, call, options, chain_fetch::Read::Extract)
         .await?;
