@@ -434,24 +434,26 @@ async fn websocket(client: &Client, task: &str, name: &str) -> Result<Ws, Contai
     Ok(ws)
 }
 
-/// Connects control, stdio and (when `stderr`) stderr at once, within our own timeout.
+/// Connects control, then stdio and (when `stderr`) stderr at once, within our own
+/// timeout. Control comes first: Pebble starts the command once stdio (and stderr) are
+/// connected, and a control request it serves after the command's change is done gets
+/// a plain 200, no upgrade (its `Connect` returns the change's error, none); a short
+/// command could otherwise run and exit between the two (CI saw "could not connect:
+/// HTTP error: 200 OK" reading a work file on a loaded machine). As `ops` does.
 async fn connect_all(
     client: &Client,
     task: &str,
     stderr: bool,
 ) -> Result<(Ws, Ws, Option<Ws>), ContainerError> {
     let all = async {
-        let (control, stdio, err) = tokio::join!(
-            websocket(client, task, "control"),
-            websocket(client, task, "stdio"),
-            async {
-                if stderr {
-                    websocket(client, task, "stderr").await.map(Some)
-                } else {
-                    Ok(None)
-                }
+        let control = websocket(client, task, "control").await;
+        let (stdio, err) = tokio::join!(websocket(client, task, "stdio"), async {
+            if stderr {
+                websocket(client, task, "stderr").await.map(Some)
+            } else {
+                Ok(None)
             }
-        );
+        });
         Ok::<_, ContainerError>((control?, stdio?, err?))
     };
     match tokio::time::timeout(WEBSOCKET_TIMEOUT, all).await {

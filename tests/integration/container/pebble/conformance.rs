@@ -446,3 +446,35 @@ async fn a_websocket_closed_early_or_a_bad_error_body_is_a_clear_error() {
     );
     server.abort();
 }
+
+/// Many short commands at once: a command can start (once stdio is connected) and exit
+/// before the control websocket's upgrade is served, and Pebble then answers that
+/// request with a plain 200 (its change is done). Each exec must still succeed, with
+/// its output (CI saw "could not connect: HTTP error: 200 OK" reading a work file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn short_commands_run_many_at_once_all_succeed() {
+    let daemon = PebbleDaemon::start();
+    let container = std::sync::Arc::new(PebbleContainer::new(daemon.socket()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..240u32 {
+        let container = container.clone();
+        tasks.spawn(async move {
+            let argv = ["echo".to_string(), format!("run-{n}")];
+            (n, container.exec(&argv, ExecOptions::default()).await)
+        });
+        // At most 12 in flight.
+        if tasks.len() >= 12 {
+            let (n, out) = tasks.join_next().await.unwrap().unwrap();
+            check(n, out);
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (n, out) = joined.unwrap();
+        check(n, out);
+    }
+
+    fn check(n: u32, out: Result<synapse_backup::ExecOutput, ContainerError>) {
+        let out = out.unwrap_or_else(|e| panic!("exec {n}: {e}"));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("run-{n}\n"));
+    }
+}
