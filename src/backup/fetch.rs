@@ -572,11 +572,13 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
         }
         let (stage, own_status) = match exit {
             Exit::Stage(position) => {
-                // zstd fails inside tar's position, under its own name.
-                let name = self.outputs.field::<String>(WorkFile::Failed, 0).await;
-                let status = self.outputs.field::<i32>(WorkFile::Failed, 1).await.ok();
-                let name = name.as_deref().unwrap_or("");
-                (Pipeline::Fetch.stage_named(position, name), status)
+                // zstd fails inside tar's position, under its own name: `<stage>
+                // <status>`, read once.
+                let failed = self.outputs.text(WorkFile::Failed).await.ok();
+                let failed = failed.as_deref().unwrap_or("");
+                let name = parse_field::<String>(failed, 0).unwrap_or_default();
+                let status = parse_field::<i32>(failed, 1);
+                (Pipeline::Fetch.stage_named(position, &name), status)
             }
             _ => (Stage::Check, None),
         };
