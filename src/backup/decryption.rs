@@ -15,6 +15,9 @@ use std::fmt;
 pub enum Untrusted {
     /// No `BEGIN_DECRYPTION` before the data: it was not encrypted at all.
     NotEncrypted,
+    /// The stream does not start as an encrypted message, and gpg never saw it
+    /// ([`crate::backup::packets`]; why, in words).
+    NotAMessage(String),
     /// The data was encrypted to a public key, not with the passphrase.
     PublicKey,
     /// gpg reported the passphrase as wrong.
@@ -35,6 +38,9 @@ impl fmt::Display for Untrusted {
             Untrusted::NotEncrypted => f.write_str(
                 "it is not encrypted with the passphrase (gpg found plain OpenPGP data)",
             ),
+            Untrusted::NotAMessage(why) => {
+                write!(f, "it is not encrypted with the passphrase: {why}")
+            }
             Untrusted::PublicKey => f.write_str(
                 "it is encrypted to a public key, not with the passphrase (not a backup of ours)",
             ),

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backup::catalog::{BackupStatus, MAX_MANIFEST_BYTES, backup_status};
 use crate::backup::decryption::{Untrusted, check_status};
+use crate::backup::gate::Gated;
 use crate::backup::layout::{HomeserverConfig, Layout};
 use crate::backup::manifest::{EntryKind, InnerManifest, Manifest, ManifestFiles};
 use crate::backup::plan::{BackupId, Compression, MANIFEST_SUFFIX, ScriptCall, WorkDir};
@@ -424,6 +425,9 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
             }
             Err(Streamed::Exec(e)) => Err(e),
             Err(Streamed::Download(e)) => return Err(download_error(id, e)),
+            Err(Streamed::NotAMessage(why)) => {
+                return Err(untrusted(id, Untrusted::NotAMessage(why)));
+            }
         }
     } else {
         progress::exec_with_progress(
@@ -459,12 +463,19 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
     }
 }
 
+/// The checksum stage's status when its gate refused the stream (`hash.py`,
+/// `common.sh`'s `openpgp_gate`).
+const GATE_REFUSED: i32 = 3;
+
 /// Why a pipeline the library fed failed.
 pub(crate) enum Streamed {
     /// The pipeline's own outcome (its exit, a timeout, a container failure).
     Exec(ContainerError),
     /// The library's download (the pipeline was killed).
     Download(S3Error),
+    /// The object does not start as an encrypted message (why): none of it was
+    /// written into the pipeline, which was killed ([`Gated`]).
+    NotAMessage(String),
 }
 
 /// Runs the pipeline `argv` with `exec` (its `stdin` is the passphrase line) streamed
@@ -473,10 +484,12 @@ pub(crate) enum Streamed {
 /// ranges as `ranges` says, counting them in `count`), and
 /// waits for it. Gives its output and, when every byte was
 /// written, their SHA-256. A download that fails kills the pipeline; a pipeline that
-/// stops reading (it failed) ends the download, and its outcome tells why.
+/// stops reading (it failed) ends the download, and its outcome tells why. The object
+/// goes through [`Gated`]: gpg sees none of it unless it starts as an encrypted message.
 ///
 /// # Errors
-/// [`Streamed::Download`] when a GET fails, else [`Streamed::Exec`].
+/// [`Streamed::Download`] when a GET fails, [`Streamed::NotAMessage`] when the gate
+/// refused the object, else [`Streamed::Exec`].
 pub(crate) async fn streamed<C: Container + ?Sized>(
     run: &Run<'_, C>,
     argv: &[String],
@@ -512,9 +525,15 @@ pub(crate) async fn streamed<C: Container + ?Sized>(
                 "the library's download starts, its ranges chosen by the first's timing"
             ),
         }
-        let fed = transfer::feed(store, key, size, ranges, &mut stdin, count).await;
-        let _ = stdin.shutdown().await;
-        fed
+        let mut gated = Gated::new(&mut stdin);
+        let fed = transfer::feed(store, key, size, ranges, &mut gated, count).await;
+        let _ = gated.shutdown().await;
+        // A GET that failed is the cause, whatever the gate made of what came before.
+        match (fed, gated.refusal()) {
+            (Err(e), _) => Err(Streamed::Download(e)),
+            (Ok(_), Some(why)) => Err(Streamed::NotAMessage(why.to_string())),
+            (Ok(fed), None) => Ok(fed),
+        }
     };
     let wait = process.wait();
     tokio::pin!(wait);
@@ -524,7 +543,7 @@ pub(crate) async fn streamed<C: Container + ?Sized>(
         done = &mut wait => done.map(|out| (out, None)).map_err(Streamed::Exec),
         fed = feed => match fed {
             // Dropping `wait` kills the pipeline's session.
-            Err(e) => Err(Streamed::Download(e)),
+            Err(e) => Err(e),
             Ok(fed) => {
                 tracing::debug!(bytes = fed.bytes(), key, "the library's download ended");
                 let sum = match fed {
@@ -572,12 +591,11 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
         }
         let (stage, own_status) = match exit {
             Exit::Stage(position) => {
-                // zstd fails inside tar's position, under its own name: `<stage>
-                // <status>`, read once.
-                let failed = self.outputs.text(WorkFile::Failed).await.ok();
-                let failed = failed.as_deref().unwrap_or("");
-                let name = parse_field::<String>(failed, 0).unwrap_or_default();
-                let status = parse_field::<i32>(failed, 1);
+                // zstd fails inside tar's position, under its own name.
+                let (name, status) = match self.outputs.failed_stage().await {
+                    Ok((name, status)) => (name, Some(status)),
+                    Err(_) => (String::new(), None),
+                };
                 (Pipeline::Fetch.stage_named(position, &name), status)
             }
             _ => (Stage::Check, None),
@@ -587,6 +605,12 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
         // gave bytes and then failed (a cut connection, the aws CLI's own checksum of a
         // damaged object) is judged by what it gave. So does a workload without the
         // zstd a backup needs (found missing before the download started).
+        // The checksum stage's gate (hash.py, or openpgp_gate without python3) found
+        // no encrypted message and passed gpg nothing: its reason is its stderr.
+        if stage == Stage::Check && own_status == Some(GATE_REFUSED) {
+            let why = stderr.lines().last().unwrap_or("its first packets").trim();
+            return untrusted(id, Untrusted::NotAMessage(why.to_string()));
+        }
         let gave_nothing = (stage == Stage::Download && self.written.length.unwrap_or(0) == 0)
             || (stage == Stage::Compress && own_status == Some(127));
         if !gave_nothing && let Some(reason) = self.written.checksum_problem(self.fetched) {

@@ -13,6 +13,7 @@ mod extract;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) mod fake;
 mod fetch;
+mod gate;
 pub(crate) mod handle;
 pub(crate) mod incremental;
 mod index_read;
@@ -20,6 +21,7 @@ pub(crate) mod layout;
 mod listing;
 pub(crate) mod lock;
 pub(crate) mod manifest;
+mod packets;
 mod passphrase;
 pub(crate) mod phases;
 pub(crate) mod plan;

@@ -297,6 +297,9 @@ pub(crate) enum WorkFile {
     /// zstd's exit status when it failed for a reason of its own (`backup.sh`,
     /// `fetch.sh`; read by `common.sh`'s `zstd_stage`).
     ZstdStatus,
+    /// The stream's first bytes, held while `common.sh`'s `openpgp_gate` judges them
+    /// (`fetch.sh` where the workload has no python3).
+    GateHead,
     /// gpg's stderr.
     GpgErr,
     /// The checksum stage's stderr.
@@ -362,7 +365,7 @@ pub(crate) enum WorkFile {
 impl WorkFile {
     /// Every work file.
     #[cfg(test)]
-    pub(crate) const ALL: [WorkFile; 53] = [
+    pub(crate) const ALL: [WorkFile; 54] = [
         WorkFile::Owner,
         WorkFile::Gnupg,
         WorkFile::AwsConfig,
@@ -388,6 +391,7 @@ impl WorkFile {
         WorkFile::TarErr,
         WorkFile::ZstdErr,
         WorkFile::ZstdStatus,
+        WorkFile::GateHead,
         WorkFile::GpgErr,
         WorkFile::TeeErr,
         WorkFile::AwsErr,
@@ -446,6 +450,7 @@ impl WorkFile {
             WorkFile::TarErr => "tar.err",
             WorkFile::ZstdErr => "zstd.err",
             WorkFile::ZstdStatus => "zstd.status",
+            WorkFile::GateHead => "gate.head",
             WorkFile::GpgErr => "gpg.err",
             WorkFile::TeeErr => "tee.err",
             WorkFile::AwsErr => "aws.err",

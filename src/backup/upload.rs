@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use super::plan::{self, BackupOptions, ScriptCall, WorkDir};
 use super::progress::{self, ProgressStage};
 use super::run::Run;
-use super::scripts::{Exit, Pipeline, WorkFile};
+use super::scripts::{Exit, Pipeline};
 use super::transfer::{Tally, Transfer};
 use super::work::{self, Outputs};
 use crate::container::{Container, ExecOptions, ExecOutput, ExecStdout};
@@ -304,14 +304,13 @@ async fn pipeline_error<C: Container + ?Sized>(
 ) -> BackupError {
     match (Exit::of(&e), e) {
         (Some(Exit::Stage(position)), ContainerError::ExitedNonZero { stderr, .. }) => {
-            let name = outputs.field::<String>(WorkFile::Failed, 0).await;
-            match (name, outputs.field(WorkFile::Failed, 1).await) {
-                (Ok(name), Ok(status)) => BackupError::StageFailed {
+            match outputs.failed_stage().await {
+                Ok((name, status)) => BackupError::StageFailed {
                     stage: Pipeline::Backup.stage_named(position, &name),
                     exit_code: status,
                     stderr,
                 },
-                (Err(read), _) | (_, Err(read)) => read.into(),
+                Err(read) => read.into(),
             }
         }
         (

@@ -963,16 +963,31 @@ impl<'a, C: Container + ?Sized> Outputs<'a, C> {
         index: usize,
     ) -> Result<T, ContainerError> {
         let text = self.text(file).await?;
-        parse_field(&text, index).ok_or_else(|| {
-            output_error(
-                self.work.path(file),
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "the work file {file} holds {:?}, not what its script writes",
-                    crate::error::trim_tail(&text, 200)
-                ),
-            )
-        })
+        parse_field(&text, index).ok_or_else(|| self.malformed(file, &text))
+    }
+
+    /// The stage a pipeline's `common.sh` named in [`WorkFile::Failed`]: its name and
+    /// its own exit status (`<stage> <status>`), read once.
+    ///
+    /// # Errors
+    /// As [`Outputs::field`].
+    pub(crate) async fn failed_stage(&self) -> Result<(String, i32), ContainerError> {
+        let text = self.text(WorkFile::Failed).await?;
+        parse_field(&text, 0)
+            .zip(parse_field(&text, 1))
+            .ok_or_else(|| self.malformed(WorkFile::Failed, &text))
+    }
+
+    /// The error of a work file that does not hold what its script writes.
+    fn malformed(&self, file: WorkFile, text: &str) -> ContainerError {
+        output_error(
+            self.work.path(file),
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the work file {file} holds {:?}, not what its script writes",
+                crate::error::trim_tail(text, 200)
+            ),
+        )
     }
 }
 

@@ -48,6 +48,10 @@
 # optionally SB_NEED_BYTES with SB_SPACE_DIR (free space to check first), SB_VERIFY_DB
 # (list), SB_PACK_MEMBERS, SB_STAGE, SB_STAGE_SHARED, SB_PACK_TAG and SB_NO_WALK.
 # Positional parameters: the aws CLI's extra arguments (none with SB_INPUT=stdin).
+# The checksum stage gates the stream (checksum_start's `gate`): gpg sees none of it
+# unless its first packets are those of an encrypted message; else the stage exits 3
+# (`tee 3` in $SB_WORK/failed, the reason on stderr). With SB_INPUT=stdin the library
+# gates what it feeds.
 # Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 41 the
 # staging file system filled up while extracting; 10 +
 # stage (10 download, 11 checksum, 12 gpg, 13 tar, or zstd before it) for the first
@@ -131,7 +135,7 @@ if [ -n "${SB_NEED_BYTES:-}" ]; then
     exit 40
   fi
 fi
-if [ "$gpg_in" = 5 ]; then checksum_start none; else checksum_start sum; fi
+if [ "$gpg_in" = 5 ]; then checksum_start none; else checksum_start sum gate; fi
 tar_common=(-vv --numeric-owner --quoting-style=escape --index-file "$w/members")
 # Where tar extracts: the stage, or an older pack's own stage to pick its files from.
 into=$stage

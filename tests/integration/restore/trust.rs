@@ -278,6 +278,77 @@ async fn unencrypted_legacy_objects_are_refused() {
     );
 }
 
+/// A compression bomb planted in the bucket by someone without the passphrase
+/// (`gpg --store` of a bzip2-compressed tar: a few KB that expand to 64 MiB) never
+/// reaches gpg: verify and restore refuse it naming its first packet — through the
+/// workload's aws CLI (`hash.py`'s gate), a workload without python3 (`common.sh`'s
+/// gate) and `Transfer::Library` (the library's) — and staging, on a 16 MiB volume of
+/// its own here, never fills. Before, gpg decompressed it into staging until the volume
+/// was full (the live data's volume, in a deployment), and only then was it judged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compression_bomb_never_reaches_gpg() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let src = evil_source(&env, "bomb");
+    let big = src.join("data/media_store/local_content/bo/mb");
+    fs::create_dir_all(big.parent().unwrap()).unwrap();
+    fs::write(&big, vec![0u8; 64 << 20]).unwrap();
+    let object = env.dir.path().join("bomb.gpg");
+    let bzip2 = "gpg --batch --store --compress-algo bzip2 -z 9 2>/dev/null";
+    make_object(&env, &src, &["data"], bzip2, &object);
+    assert!(fs::metadata(&object).unwrap().len() < 1 << 20);
+    let id = BackupId::generate();
+    upload(&env, &object, &key_of(&id));
+
+    let _small = env.small_tmpfs("small", "16m");
+    let staged_on_small = env.layout.clone().work_dir(Some("/small".into()));
+    let python = env::require_tool("python3", "sudo apt-get install -y python3");
+    let mut no_python = staged_on_small.clone();
+    no_python.python3 = env.executable(
+        "python3-without-isolated-mode",
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = -I ] && exit 1\nexec '{}' \"$@\"\n",
+            python.display()
+        ),
+    );
+    let library = RestoreOptions::default().transfer(synapse_backup::Transfer::Library);
+    let runs = [
+        (
+            "the workload's download",
+            &staged_on_small,
+            RestoreOptions::default(),
+        ),
+        ("without python3", &no_python, RestoreOptions::default()),
+        ("Transfer::Library", &staged_on_small, library),
+    ];
+    let before = snapshot(&env.tree.data);
+    for (how, layout, options) in runs {
+        let e = restore_backup_with(&c, &env.params, PASSPHRASE, &id, layout, &options)
+            .await
+            .unwrap_err();
+        let v = verify_backup_with(&c, &env.params, PASSPHRASE, &id, layout, &options)
+            .await
+            .unwrap_err();
+        for (what, e) in [("restore", e), ("verify", v)] {
+            assert!(
+                is_refusal(
+                    &e,
+                    "not encrypted with the passphrase: its first packet is a compressed data packet (tag 8)"
+                ),
+                "{what}, {how}: {e}"
+            );
+        }
+        assert_eq!(snapshot(&env.tree.data), before, "{how}");
+        assert!(
+            env.work_dirs_left().is_empty(),
+            "{how}: {:?}",
+            env.work_dirs_left()
+        );
+        let left: Vec<_> = fs::read_dir(env.tree.root.join("small")).unwrap().collect();
+        assert!(left.is_empty(), "{how}: {left:?}");
+    }
+}
+
 /// A complete backup whose data and manifest are both replaced by someone
 /// without the passphrase (the manifest's size and SHA-256 fixed up to match).
 #[tokio::test(flavor = "multi_thread")]
@@ -404,7 +475,9 @@ async fn public_key_and_unprotected_data_are_refused() {
              gpg --batch --trust-model always --recipient attacker@example.test --encrypt 2>/dev/null; }"#,
         &pk,
     );
-    for (file, why) in [(&nomdc, "integrity"), (&pk, "public key")] {
+    // Both are refused before gpg sees them, by their first packets.
+    let pk_packet = "a public-key encrypted session key (tag 1)";
+    for (file, why) in [(&nomdc, "integrity"), (&pk, pk_packet)] {
         let id = BackupId::generate();
         upload(&env, file, &key_of(&id));
         let v = verify(&env, &c, &id).await.unwrap_err();
