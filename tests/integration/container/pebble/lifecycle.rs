@@ -376,3 +376,51 @@ async fn a_zstd_backup_is_made_and_restored_through_pebble() {
         work_dirs_left(&env)
     );
 }
+
+/// An unencrypted compression bomb planted in the bucket (`gpg --store` of a
+/// bzip2-compressed tar, no passphrase needed) is refused through Pebble by its first
+/// packets, by `hash.py`'s gate running as the workload user and by the library's with
+/// `Transfer::Library`, and nothing of it reaches the live data or stays in a work dir.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planted_compression_bomb_is_refused_through_pebble() {
+    let daemon = PebbleDaemon::start();
+    let c = PebbleContainer::new(daemon.socket());
+    let env = Env::new(&TreeSpec::default()).await;
+    let layout = workload(&env);
+    let id = synapse_backup::BackupId::generate();
+    let object = env.dir.path().join("bomb.gpg");
+    sh(
+        r#"set -e; src=$(mktemp -d); mkdir -p "$src/data/media_store/local_content/bo"
+           head -c 33554432 /dev/zero >"$src/data/media_store/local_content/bo/mb"
+           (cd "$src" && tar -c data) | gpg --batch --store --compress-algo bzip2 -z 9 2>/dev/null >"$1"
+           rm -rf "$src"
+           aws s3 cp --only-show-errors --endpoint-url "$ENDPOINT" "$1" "s3://$2/synapse/backups/$3""#,
+        &env,
+        &[&object.to_string_lossy(), &env.bucket, id.as_str()],
+    );
+    assert!(fs::metadata(&object).unwrap().len() < 1 << 16);
+    let before = env.tree.backed_up_files();
+    let library = RestoreOptions::default().transfer(synapse_backup::Transfer::Library);
+    for options in [RestoreOptions::default(), library] {
+        let how = format!("{:?}", options.transfer);
+        let v = verify_backup_with(&c, &env.params, PASSPHRASE, &id, &layout, &options)
+            .await
+            .unwrap_err();
+        let e = restore_backup_with(&c, &env.params, PASSPHRASE, &id, &layout, &options)
+            .await
+            .unwrap_err();
+        for e in [v, e] {
+            assert!(
+                matches!(&e, synapse_backup::BackupError::Corrupted { reason, .. }
+                    if reason.contains("its first packet is a compressed data packet (tag 8)")),
+                "{how}: {e}"
+            );
+        }
+        assert_eq!(env.tree.backed_up_files(), before, "{how}");
+        assert!(
+            work_dirs_left(&env).is_empty(),
+            "{how}: {:?}",
+            work_dirs_left(&env)
+        );
+    }
+}
