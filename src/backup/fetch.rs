@@ -463,9 +463,10 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
     }
 }
 
-/// The checksum stage's status when its gate refused the stream (`hash.py`,
-/// `common.sh`'s `openpgp_gate`).
-const GATE_REFUSED: i32 = 3;
+/// The checksum stage's statuses when its gate refused the stream (`hash.py`,
+/// `common.sh`'s `openpgp_gate`): 3 for what it read, 4 for a stream that ended before
+/// its first packets were whole.
+const GATE_REFUSED: [i32; 2] = [3, 4];
 
 /// Why a pipeline the library fed failed.
 pub(crate) enum Streamed {
@@ -607,7 +608,7 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
         // zstd a backup needs (found missing before the download started).
         // The checksum stage's gate (hash.py, or openpgp_gate without python3) found
         // no encrypted message and passed gpg nothing: its reason is its stderr.
-        if stage == Stage::Check && own_status == Some(GATE_REFUSED) {
+        if stage == Stage::Check && own_status.is_some_and(|s| GATE_REFUSED.contains(&s)) {
             let why = stderr.lines().last().unwrap_or("its first packets").trim();
             return untrusted(id, Untrusted::NotAMessage(why.to_string()));
         }

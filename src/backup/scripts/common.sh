@@ -15,8 +15,9 @@
 # `none` (the library sums the stream as it feeds it, and the next stage reads it from
 # the library), the stage does nothing and writes no sum. With `gate` (a fetch), the
 # stage hands gpg nothing before the stream's first packets are an encrypted
-# message's, and exits 3 with the reason on stderr when they are not (hash.py's
-# `judge`; without python3, openpgp_gate).
+# message's, and exits 3 with the reason on stderr when they are not, 4 when the
+# stream ended before they were whole (hash.py's `judge`; without python3,
+# openpgp_gate).
 checksum_start() {
   inline=0
   gate=${2:-}
@@ -53,12 +54,12 @@ checksum() {
 
 # openpgp_gate: hash.py's gate where the workload has no python3 (the same rule as
 # its `judge` and src/backup/packets.rs, held to the same cases by a test): reads the
-# stream's first 4096 bytes (fewer when it is shorter), and exits 3 with the reason on
-# stderr unless they start with one to 16 symmetric-key encrypted session key packets
+# stream's first 4096 bytes (fewer when it is shorter), and exits 3 (4 when they end
+# before its first packets are whole) with the reason on stderr unless they start with one to 16 symmetric-key encrypted session key packets
 # (tag 3) followed by encrypted data (tag 18 or 20); else hands them and the rest on
 # (one more copy of the stream, in this fallback only).
 openpgp_gate() {
-  local head=$w/gate.head b n at=0 keys=0 ctb tag hl body o i why=""
+  local head=$w/gate.head b n at=0 keys=0 ctb tag hl body o i why="" code=3
   dd bs=4096 count=1 iflag=fullblock of="$head" status=none || return 1
   mapfile -t b < <(od -An -v -tu1 -w1 -- "$head" | tr -d ' ')
   n=${#b[@]}
@@ -95,7 +96,7 @@ openpgp_gate() {
     fi
     if [ "$hl" -eq 0 ]; then
       if [ "$n" -lt 4096 ]; then
-        why="it ends after $n bytes, before its first packets are whole"
+        why="it ends after $n bytes, before its first packets are whole" code=4
       else
         why="its first 4096 bytes hold no encrypted data packet"
       fi
@@ -120,7 +121,7 @@ openpgp_gate() {
   if [ -n "$why" ]; then
     rm -f -- "$head"
     printf '%s\n' "$why" >&2
-    return 3
+    return "$code"
   fi
   cat -- "$head"
   rm -f -- "$head"

@@ -50,8 +50,10 @@
 # Positional parameters: the aws CLI's extra arguments (none with SB_INPUT=stdin).
 # The checksum stage gates the stream (checksum_start's `gate`): gpg sees none of it
 # unless its first packets are those of an encrypted message; else the stage exits 3
-# (`tee 3` in $SB_WORK/failed, the reason on stderr). With SB_INPUT=stdin the library
-# gates what it feeds.
+# (`tee 3` in $SB_WORK/failed, the reason on stderr), the cause whatever the download
+# did after (the aws CLI fails on the pipe the refusal closed), or 4 when the stream
+# ended before its first packets were whole (a failed download before it is the
+# cause). With SB_INPUT=stdin the library gates what it feeds.
 # Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 41 the
 # staging file system filled up while extracting; 10 +
 # stage (10 download, 11 checksum, 12 gpg, 13 tar, or zstd before it) for the first
@@ -234,6 +236,8 @@ download "$@" 2>"$w/aws.err" |
     --passphrase-fd 3 --status-file "$w/gpg.status" --decrypt <&"$gpg_in" 2>"$w/gpg.err" |
   unpack 2>"$w/tar.err"
 st=("${PIPESTATUS[@]}")
+# The gate refused what it read: the download then failed on the closed pipe, if at all.
+if [ "${st[1]}" -eq 3 ]; then st[0]=0; fi
 if [ -n "$db_pid" ]; then wait "$db_pid" || true; fi
 set -e
 zstd_stage 3

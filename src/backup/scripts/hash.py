@@ -5,10 +5,11 @@
 # never sees a torn number); failing to write it never fails the stage.
 # With argv[4] = `gate` (a fetch), nothing is written before the stream's first packets
 # are those of an encrypted message (`judge`, the rule of src/backup/packets.rs, which
-# a test holds this copy to): else it exits 3 with the reason on stderr, and gpg never
-# sees a byte of it.
+# a test holds this copy to): else it exits 3 with the reason on stderr (4 when the
+# stream ended before its first packets were whole: a download that failed may be the
+# cause), and gpg never sees a byte of it.
 # Input: the program text arrives in $SB_HASH_PY and runs as `python3 -I -c`.
-# Exit: 0; 3 refused by the gate; non-zero when a read, write or the output files fail;
+# Exit: 0; 3 or 4 refused by the gate; non-zero when a read, write or the output files fail;
 # dies of SIGPIPE (141 to bash) when its reader goes away, like the coreutils it
 # replaces.
 import hashlib, os, signal, sys, time
@@ -118,7 +119,7 @@ def opened(ended):
         return False
     if verdict is not True:
         sys.stderr.write(verdict + "\n")
-        sys.exit(3)
+        sys.exit(4 if ended else 3)
     write(held)
     return True
 last = time.monotonic()

@@ -279,11 +279,12 @@ async fn unencrypted_legacy_objects_are_refused() {
 }
 
 /// A compression bomb planted in the bucket by someone without the passphrase
-/// (`gpg --store` of a bzip2-compressed tar: a few KB that expand to 64 MiB) never
-/// reaches gpg: verify and restore refuse it naming its first packet — through the
-/// workload's aws CLI (`hash.py`'s gate), a workload without python3 (`common.sh`'s
-/// gate) and `Transfer::Library` (the library's) — and staging, on a 16 MiB volume of
-/// its own here, never fills. Before, gpg decompressed it into staging until the volume
+/// (`gpg --store` of a bzip2-compressed tar: a few KB that expand to 128 MiB), and a
+/// large plain object still downloading when it is judged, never reach gpg: verify and
+/// restore refuse them naming their first packet — through the workload's aws CLI
+/// (`hash.py`'s gate), a workload without python3 (`common.sh`'s gate) and
+/// `Transfer::Library` (the library's) — and staging, on a 64 MiB volume of its own
+/// here, never fills. Before, gpg decompressed it into staging until the volume
 /// was full (the live data's volume, in a deployment), and only then was it judged.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compression_bomb_never_reaches_gpg() {
@@ -292,15 +293,40 @@ async fn a_compression_bomb_never_reaches_gpg() {
     let src = evil_source(&env, "bomb");
     let big = src.join("data/media_store/local_content/bo/mb");
     fs::create_dir_all(big.parent().unwrap()).unwrap();
-    fs::write(&big, vec![0u8; 64 << 20]).unwrap();
+    fs::write(&big, vec![0u8; 128 << 20]).unwrap();
     let object = env.dir.path().join("bomb.gpg");
     let bzip2 = "gpg --batch --store --compress-algo bzip2 -z 9 2>/dev/null";
     make_object(&env, &src, &["data"], bzip2, &object);
     assert!(fs::metadata(&object).unwrap().len() < 1 << 20);
-    let id = BackupId::generate();
-    upload(&env, &object, &key_of(&id));
+    let bomb = BackupId::generate();
+    upload(&env, &object, &key_of(&bomb));
+    // And a large plain one (32 MiB of random data, stored uncompressed): still being
+    // downloaded when the gate refuses it.
+    let random = evil_source(&env, "random");
+    let noise: Vec<u8> = (0..32u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(random.join("data/media_store/local_content/ev/il"), noise).unwrap();
+    let object = env.dir.path().join("large.gpg");
+    make_object(
+        &env,
+        &random,
+        &["data"],
+        "gpg --batch --store -z 0 2>/dev/null",
+        &object,
+    );
+    assert!(fs::metadata(&object).unwrap().len() > 32 << 20);
+    let large = BackupId::generate();
+    upload(&env, &object, &key_of(&large));
+    let planted = [
+        (
+            &bomb,
+            "its first packet is a compressed data packet (tag 8)",
+        ),
+        (&large, "its first packet is a literal data packet (tag 11)"),
+    ];
 
-    let _small = env.small_tmpfs("small", "16m");
+    let _small = env.small_tmpfs("small", "64m");
     let staged_on_small = env.layout.clone().work_dir(Some("/small".into()));
     let python = env::require_tool("python3", "sudo apt-get install -y python3");
     let mut no_python = staged_on_small.clone();
@@ -322,21 +348,19 @@ async fn a_compression_bomb_never_reaches_gpg() {
         ("Transfer::Library", &staged_on_small, library),
     ];
     let before = snapshot(&env.tree.data);
-    for (how, layout, options) in runs {
-        let e = restore_backup_with(&c, &env.params, PASSPHRASE, &id, layout, &options)
+    for ((how, layout, options), (id, packet)) in runs
+        .iter()
+        .flat_map(|run| planted.iter().map(move |object| (run, object)))
+    {
+        let e = restore_backup_with(&c, &env.params, PASSPHRASE, id, layout, options)
             .await
             .unwrap_err();
-        let v = verify_backup_with(&c, &env.params, PASSPHRASE, &id, layout, &options)
+        let v = verify_backup_with(&c, &env.params, PASSPHRASE, id, layout, options)
             .await
             .unwrap_err();
+        let why = format!("not encrypted with the passphrase: {packet}");
         for (what, e) in [("restore", e), ("verify", v)] {
-            assert!(
-                is_refusal(
-                    &e,
-                    "not encrypted with the passphrase: its first packet is a compressed data packet (tag 8)"
-                ),
-                "{what}, {how}: {e}"
-            );
+            assert!(is_refusal(&e, &why), "{what}, {how}, {id}: {e}");
         }
         assert_eq!(snapshot(&env.tree.data), before, "{how}");
         assert!(
