@@ -601,17 +601,17 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
             }
             _ => (Stage::Check, None),
         };
-        // A download that failed before its first byte (no aws CLI, no access) says so:
-        // it gave nothing because it failed, not because the object is empty. One that
-        // gave bytes and then failed (a cut connection, the aws CLI's own checksum of a
-        // damaged object) is judged by what it gave. So does a workload without the
-        // zstd a backup needs (found missing before the download started).
         // The checksum stage's gate (hash.py, or openpgp_gate without python3) found
         // no encrypted message and passed gpg nothing: its reason is its stderr.
         if stage == Stage::Check && own_status.is_some_and(|s| GATE_REFUSED.contains(&s)) {
             let why = stderr.lines().last().unwrap_or("its first packets").trim();
             return untrusted(id, Untrusted::NotAMessage(why.to_string()));
         }
+        // A download that failed before its first byte (no aws CLI, no access) says so:
+        // it gave nothing because it failed, not because the object is empty. One that
+        // gave bytes and then failed (a cut connection, the aws CLI's own checksum of a
+        // damaged object) is judged by what it gave. So does a workload without the
+        // zstd a backup needs (found missing before the download started).
         let gave_nothing = (stage == Stage::Download && self.written.length.unwrap_or(0) == 0)
             || (stage == Stage::Compress && own_status == Some(127));
         if !gave_nothing && let Some(reason) = self.written.checksum_problem(self.fetched) {

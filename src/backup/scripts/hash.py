@@ -9,9 +9,9 @@
 # stream ended before its first packets were whole: a download that failed may be the
 # cause), and gpg never sees a byte of it.
 # Input: the program text arrives in $SB_HASH_PY and runs as `python3 -I -c`.
-# Exit: 0; 3 or 4 refused by the gate; non-zero when a read, write or the output files fail;
-# dies of SIGPIPE (141 to bash) when its reader goes away, like the coreutils it
-# replaces.
+# Exit: 0; 3 or 4 refused by the gate; non-zero when a read, write or the output
+# files fail; dies of SIGPIPE (141 to bash) when its reader goes away, like the
+# coreutils it replaces.
 import hashlib, os, signal, sys, time
 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 try:
