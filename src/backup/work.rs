@@ -1307,6 +1307,28 @@ mod tests {
             outputs.field::<String>(WorkFile::Failed, 1).await.unwrap(),
             "x"
         );
+        // A stage whose status is no number.
+        let e = outputs.failed_stage().await.unwrap_err();
+        assert!(
+            e.to_string().contains("/r/w/failed") && e.to_string().contains("\"gpg x\""),
+            "{e}"
+        );
+    }
+
+    /// A failed stage's name and status come from one read of `failed`.
+    #[tokio::test]
+    async fn a_failed_stage_is_read_once() {
+        let mut c = MockContainer::new();
+        c.expect_exec().times(1).returning(|argv, _| {
+            assert_eq!(argv[5], "/r/w/failed");
+            Ok(ExecOutput {
+                stdout: b"tee 3\n".to_vec(),
+                ..ExecOutput::default()
+            })
+        });
+        let (layout, work) = (Layout::default(), WorkDir::at("/r/w"));
+        let outputs = Outputs::new(&c, &layout, &work);
+        assert_eq!(outputs.failed_stage().await.unwrap(), ("tee".into(), 3));
     }
 
     fn here(pid_ns: &str, now_ticks: Option<u64>) -> Here {
