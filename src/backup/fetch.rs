@@ -259,10 +259,6 @@ impl std::io::Read for BodyReader {
     }
 }
 
-/// The space a restore needs in staging: the archive's plaintext (with an eighth more
-/// for file system overhead) when a manifest says it, else the encrypted size (a lower
-/// bound: gpg may have compressed it; running out is caught while staging). Saturates,
-/// and stays within what the script's shell arithmetic can compare.
 /// The call that extracts the whole backup `fetched` into `work`'s stage: its
 /// compression, and room for [`staging_need`] checked first.
 pub(crate) fn extract_call(
@@ -281,6 +277,10 @@ pub(crate) fn extract_call(
     )
 }
 
+/// The space a restore needs in staging: the archive's plaintext (with an eighth more
+/// for file system overhead) when a manifest says it, else the encrypted size (a lower
+/// bound: gpg may have compressed it; running out is caught while staging). Saturates,
+/// and stays within what the script's shell arithmetic can compare.
 pub(crate) fn staging_need(fetched: &Fetched) -> u64 {
     let base = fetched
         .manifest
