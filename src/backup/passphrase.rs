@@ -288,19 +288,25 @@ impl HeadRead {
     }
 }
 
-/// What [`judge`] reads: gpg's status lines, the head of the first member, and GNU
-/// tar's word that the stream is compressed (`Archive is compressed. Use --zstd
-/// option`, C locale).
+/// What [`judge`] reads: gpg's status lines, the head of the first member, and, when
+/// tar gave no head, GNU tar's word that the stream is compressed (`Archive is
+/// compressed. Use --zstd option`, C locale): one read more only then.
 async fn read_judged<C: Container + ?Sized>(
     outputs: &Outputs<'_, C>,
 ) -> Result<HeadRead, ContainerError> {
-    let tar_err = outputs.read_if_written(WorkFile::TarErr).await?;
+    let status = outputs.read(WorkFile::GpgStatus).await?;
+    let head = outputs.read(WorkFile::Head).await?;
+    let compressed = head.is_empty()
+        && outputs
+            .read_if_written(WorkFile::TarErr)
+            .await?
+            .is_some_and(|e| {
+                String::from_utf8_lossy(&e).contains("Archive is compressed. Use --zstd")
+            });
     Ok(HeadRead {
-        status: outputs.read(WorkFile::GpgStatus).await?,
-        head: outputs.read(WorkFile::Head).await?,
-        compressed: tar_err.is_some_and(|e| {
-            String::from_utf8_lossy(&e).contains("Archive is compressed. Use --zstd")
-        }),
+        status,
+        head,
+        compressed,
     })
 }
 

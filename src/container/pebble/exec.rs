@@ -446,7 +446,9 @@ async fn connect_all(
     stderr: bool,
 ) -> Result<(Ws, Ws, Option<Ws>), ContainerError> {
     let all = async {
-        let control = websocket(client, task, "control").await;
+        // Without control nothing is connected: stdio would start a command no one
+        // could signal.
+        let control = websocket(client, task, "control").await?;
         let (stdio, err) = tokio::join!(websocket(client, task, "stdio"), async {
             if stderr {
                 websocket(client, task, "stderr").await.map(Some)
@@ -454,7 +456,7 @@ async fn connect_all(
                 Ok(None)
             }
         });
-        Ok::<_, ContainerError>((control?, stdio?, err?))
+        Ok::<_, ContainerError>((control, stdio?, err?))
     };
     match tokio::time::timeout(WEBSOCKET_TIMEOUT, all).await {
         Ok(connected) => connected,
