@@ -555,6 +555,24 @@ pub enum BackupError {
         /// An estimate of the space the backup needs.
         needed_about: u64,
     },
+    /// Staging would have left less free space than the reserve kept for the live
+    /// homeserver beside it ([`RestoreOptions::space_reserve_mib`](crate::RestoreOptions::space_reserve_mib)):
+    /// found before it started, or while it ran (tar was stopped there, and what it
+    /// staged removed); live data was not touched.
+    #[error(
+        "not enough free space in {path}: {needed} bytes needed and {reserve} kept free for the live homeserver, {available} available"
+    )]
+    SpaceReserve {
+        /// The directory staging is in.
+        path: String,
+        /// What staging needs: the estimate checked before it, or more when it was
+        /// stopped while staging (what it had taken by then, or tar had listed).
+        needed: u64,
+        /// The free bytes before staging.
+        available: u64,
+        /// The bytes kept free.
+        reserve: u64,
+    },
     /// A failure of this crate itself, not of the backup, the bucket or the host: work
     /// of ours run as a task panicked or was cancelled (a bug to report, with the
     /// message).

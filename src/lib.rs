@@ -116,6 +116,7 @@ pub use backup::prune_plan::{
     ClockSource, ID_TIME_AHEAD_TOLERANCE, ID_TIME_BEHIND_TOLERANCE, LeftoverRule, PlanContext,
     PlannedBackup, PruneAction, PrunePlan, PruneReason, StaleUpload, plan_prune,
 };
+pub use backup::reserve::{DEFAULT_SPACE_RESERVE_MIB, DEFAULT_SPACE_RESERVE_PERCENT};
 pub use backup::transfer::{
     LIBRARY_PART_MIB, LIBRARY_PARTS_IN_FLIGHT, LIBRARY_RANGE_MIB, LIBRARY_RANGES_IN_FLIGHT,
     LIBRARY_RANGES_IN_FLIGHT_MAX, READ_AHEAD_MAX_MIB, READ_AHEAD_RANGE_MIB, Transfer,

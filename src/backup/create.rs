@@ -16,6 +16,7 @@ use super::manifest::{
 };
 use super::plan::{self, BackupId, BackupOptions, LiveChanges, WorkDir};
 
+use super::reserve::Reserve;
 use super::restore_plan::{MemberSource, RestoreRules};
 use super::run::Run;
 use super::scripts::{Exit, WorkFile};
@@ -547,6 +548,17 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                     Err(read) => read.into(),
                 }
             }
+            Exit::SnapshotBelowReserve => {
+                let space = async {
+                    Ok::<_, ContainerError>(BackupError::SpaceReserve {
+                        path: work.dir.clone(),
+                        needed: outputs.field(WorkFile::Need, 0).await?,
+                        available: outputs.field(WorkFile::Avail, 0).await?,
+                        reserve: outputs.field(WorkFile::Reserve, 1).await?,
+                    })
+                };
+                space.await.unwrap_or_else(BackupError::from)
+            }
             Exit::SnapshotCorrupt => {
                 let detail = match e {
                     ContainerError::ExitedNonZero { stderr, .. } => stderr,
@@ -781,6 +793,9 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             );
         }
         options.priority.apply(&mut prepare.env);
+        if self.collected.db.is_some() {
+            Reserve::of(options.space_reserve_mib).apply(&mut prepare.env, false);
+        }
         if self.run.transfer == super::transfer::Transfer::Library {
             super::upload::without_bucket(&mut prepare);
         }

@@ -13,6 +13,7 @@ use crate::backup::layout::{HomeserverConfig, Layout};
 use crate::backup::manifest::{EntryKind, InnerManifest, Manifest, ManifestFiles};
 use crate::backup::plan::{BackupId, Compression, MANIFEST_SUFFIX, ScriptCall, WorkDir};
 use crate::backup::progress::{self, ProgressStage};
+use crate::backup::reserve::Reserve;
 use crate::backup::restore::RestoreOptions;
 use crate::backup::restore_plan::{
     self, ArchiveMember, CheckedMembers, MemberRef, MemberSource, Members, Part, RestoreRules,
@@ -397,6 +398,10 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
     };
     let mut exec = work::pipeline_options(layout, call, work, options.timeout, passphrase);
     options.priority.apply(&mut exec.environment);
+    // A fetch that checks its space (an extraction; verify staging the database).
+    if exec.environment.contains_key("SB_SPACE_DIR") {
+        Reserve::of(options.space_reserve_mib).apply(&mut exec.environment, true);
+    }
     let progress = options.progress.as_ref();
     let total = Some(fetched.size);
     // With the library feeding the pipeline, it counts and sums the bytes as it writes
@@ -587,7 +592,10 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
     async fn exited(&self, exit_code: i32, stderr: String) -> BackupError {
         let id = self.id;
         let exit = Exit::from_code(exit_code);
-        if matches!(exit, Exit::FilledWhileStaging | Exit::NoSpace) {
+        if matches!(
+            exit,
+            Exit::FilledWhileStaging | Exit::NoSpace | Exit::BelowReserve
+        ) {
             return self.no_space(exit).await.unwrap_or_else(BackupError::from);
         }
         let (stage, own_status) = match exit {
@@ -647,30 +655,48 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
         }
     }
 
-    /// The error of a fetch that ran out of space (`exit`: before staging or while).
+    /// The error of a fetch that ran out of space (`exit`: before staging or while) or
+    /// reached the free-space reserve.
     async fn no_space(&self, exit: Exit) -> Result<BackupError, ContainerError> {
         let (outputs, layout) = (self.outputs, self.layout);
-        if exit == Exit::FilledWhileStaging {
-            // tar's listing up to where the space ran out, when tar got that far.
-            let listed: u64 = outputs
-                .read_if_written(WorkFile::Members)
-                .await?
-                .and_then(|l| parse_members(&l).ok())
-                .map_or(0, |m| {
-                    m.iter().fold(0u64, |sum, a| sum.saturating_add(a.size))
-                });
-            return Ok(BackupError::NoSpaceLeft {
-                path: layout.host_path(layout.work_base()),
-                needed_about: staging_need(self.fetched).max(listed),
-            });
-        }
-        let available = outputs.field(WorkFile::Avail, 0).await?;
         let needed = self
             .call
             .env
             .get("SB_NEED_BYTES")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
+        // tar's listing up to where it stopped, when tar got that far.
+        let listed = || async {
+            Ok::<u64, ContainerError>(
+                outputs
+                    .read_if_written(WorkFile::Members)
+                    .await?
+                    .and_then(|l| parse_members(&l).ok())
+                    .map_or(0, |m| {
+                        m.iter().fold(0u64, |sum, a| sum.saturating_add(a.size))
+                    }),
+            )
+        };
+        if exit == Exit::FilledWhileStaging {
+            return Ok(BackupError::NoSpaceLeft {
+                path: layout.host_path(layout.work_base()),
+                needed_about: staging_need(self.fetched).max(listed().await?),
+            });
+        }
+        let available: u64 = outputs.field(WorkFile::Avail, 0).await?;
+        if exit == Exit::BelowReserve {
+            // `<free> <reserve>`: before staging, or where tar was stopped (then it
+            // needs at least what it had taken, or listed, by then).
+            let left: u64 = outputs.field(WorkFile::Reserve, 0).await?;
+            return Ok(BackupError::SpaceReserve {
+                path: layout.host_path(layout.work_base()),
+                needed: needed
+                    .max(available.saturating_sub(left))
+                    .max(listed().await?),
+                available,
+                reserve: outputs.field(WorkFile::Reserve, 1).await?,
+            });
+        }
         Ok(BackupError::InsufficientSpace {
             path: outputs.work().dir.clone(),
             needed,

@@ -77,6 +77,10 @@ pub struct VerifyOptions {
     /// With [`Transfer::Library`](crate::Transfer::Library), how many ranged GETs are
     /// in flight (see [`RestoreOptions::library_ranges_in_flight`]).
     pub library_ranges_in_flight: u32,
+    /// The free space staging the database for its check leaves, in MiB, or `None`
+    /// (the default; see [`RestoreOptions::space_reserve_mib`]).
+    #[setters(strip_option)]
+    pub space_reserve_mib: Option<u32>,
 }
 
 impl Default for VerifyOptions {
@@ -94,6 +98,7 @@ impl Default for VerifyOptions {
             transfer: restore.transfer,
             library_range_mib: restore.library_range_mib,
             library_ranges_in_flight: restore.library_ranges_in_flight,
+            space_reserve_mib: restore.space_reserve_mib,
         }
     }
 }
@@ -111,6 +116,7 @@ impl VerifyOptions {
         restore.library_range_mib = self.library_range_mib;
         restore.download_chunk_mib = self.download_chunk_mib;
         restore.download_concurrency = self.download_concurrency;
+        restore.space_reserve_mib = self.space_reserve_mib;
         restore
     }
 }

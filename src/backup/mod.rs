@@ -28,6 +28,7 @@ pub(crate) mod plan;
 pub(crate) mod priority;
 pub(crate) mod progress;
 pub(crate) mod prune_plan;
+pub(crate) mod reserve;
 mod restore;
 pub(crate) mod restore_plan;
 mod run;

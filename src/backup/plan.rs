@@ -394,6 +394,16 @@ pub struct BackupOptions {
     /// hides more of a real network's round trips, and holds one more part each. Not
     /// used with `Transfer::Workload`.
     pub library_parts_in_flight: u32,
+    /// The free space the database snapshot leaves on the file system it is written to
+    /// (the work dir's, beside the live data), in MiB: `None` (the default) keeps the
+    /// smaller of [`DEFAULT_SPACE_RESERVE_MIB`](crate::DEFAULT_SPACE_RESERVE_MIB) (256)
+    /// and [`DEFAULT_SPACE_RESERVE_PERCENT`](crate::DEFAULT_SPACE_RESERVE_PERCENT) (5 %)
+    /// of it, `Some(0)` none. The snapshot stays there until the upload ends, while the
+    /// homeserver keeps writing beside it: a snapshot that fits but would leave less free
+    /// is not taken ([`BackupError::SpaceReserve`](crate::BackupError::SpaceReserve)).
+    /// See [`RestoreOptions::space_reserve_mib`](crate::RestoreOptions::space_reserve_mib).
+    #[setters(strip_option)]
+    pub space_reserve_mib: Option<u32>,
 }
 
 /// The default [`BackupOptions::snapshot_timeout`]: ten minutes, far more than the
@@ -427,6 +437,7 @@ impl Default for BackupOptions {
             transfer: crate::backup::transfer::Transfer::Workload,
             library_part_mib: crate::backup::transfer::LIBRARY_PART_MIB,
             library_parts_in_flight: crate::backup::transfer::LIBRARY_PARTS_IN_FLIGHT,
+            space_reserve_mib: None,
         }
     }
 }

@@ -194,6 +194,19 @@ pub struct RestoreOptions {
     /// CLI's). A full backup is always downloaded as the transfer says. Default
     /// [`DEFAULT_SMALL_PACK_MIB`].
     pub small_pack_mib: u32,
+    /// The free space staging leaves on the file system it goes on (the layout's work
+    /// base, beside the live data), in MiB: `None` (the default) keeps the smaller of
+    /// [`DEFAULT_SPACE_RESERVE_MIB`](crate::DEFAULT_SPACE_RESERVE_MIB) (256) and
+    /// [`DEFAULT_SPACE_RESERVE_PERCENT`](crate::DEFAULT_SPACE_RESERVE_PERCENT) (5 %) of
+    /// it, `Some(0)` none. The homeserver keeps running and writing there while a
+    /// backup is fetched: the room staging needs is checked with the reserve added
+    /// before it starts, and tar stops once less than the reserve is free (a legacy
+    /// backup, compressed by gpg, or a manifest that understates its size, staging more
+    /// than was checked), failing with [`BackupError::SpaceReserve`] and removing what
+    /// it staged, so the homeserver never meets a full volume on the restore's account.
+    /// Applies to restore, verify's staged database and extraction.
+    #[setters(strip_option)]
+    pub space_reserve_mib: Option<u32>,
 }
 
 /// The default [`RestoreOptions::small_pack_mib`]: 128 MiB, an increment's new media and
@@ -216,6 +229,7 @@ impl Default for RestoreOptions {
             library_range_mib: None,
             library_ranges_in_flight: crate::backup::transfer::LIBRARY_RANGES_IN_FLIGHT as u32,
             small_pack_mib: DEFAULT_SMALL_PACK_MIB,
+            space_reserve_mib: None,
         }
     }
 }

@@ -41,6 +41,9 @@ pub(crate) const SWAP: &str = include_str!("scripts/swap.sh");
 pub(crate) const WORKDIR: &str = include_str!("scripts/workdir.sh");
 /// `passcheck.sh`: a backup's head (the library reads it), decrypted with the passphrase.
 pub(crate) const PASSCHECK: &str = include_str!("scripts/passcheck.sh");
+/// `reserve.sh`: the free-space reserve's check, run by tar's checkpoints while it
+/// extracts (`/bin/sh -c`), passed to `fetch.sh` in `SB_RESERVE_SH`.
+pub(crate) const RESERVE: &str = include_str!("scripts/reserve.sh");
 /// `hash.py`: the checksum stage's one pass (SHA-256 and length), passed to the
 /// pipelines in `SB_HASH_PY`.
 pub(crate) const HASH_PY: &str = include_str!("scripts/hash.py");
@@ -58,7 +61,8 @@ pub(crate) const ALL: [(&str, &str); 6] = [
 
 /// Every script file alone, with its name, for the protocol tests.
 #[cfg(test)]
-const FILES: [(&str, &str); 8] = [
+const FILES: [(&str, &str); 9] = [
+    ("reserve.sh", RESERVE),
     ("watchdog.sh", include_str!("scripts/watchdog.sh")),
     ("common.sh", include_str!("scripts/common.sh")),
     ("prepare.sh", include_str!("scripts/prepare.sh")),
@@ -128,6 +132,10 @@ pub(crate) enum Exit {
     SnapshotNoSpace,
     /// 24 (`prepare.sh`): a member that is a symlink does not lead to a regular file.
     LinkNotAFile,
+    /// 25 (`prepare.sh`): the snapshot fits but would leave less free space than the
+    /// reserve (`<available> <reserve>` in [`WorkFile::Reserve`], the need in
+    /// [`WorkFile::Need`]).
+    SnapshotBelowReserve,
     /// 30 (`swap.sh`): a move failed and everything done was undone.
     SwapUndone,
     /// 31 (`swap.sh`): the undo failed too; the set-aside live files are in the work dir.
@@ -149,6 +157,10 @@ pub(crate) enum Exit {
     NoSpace,
     /// 41 (`fetch.sh`): the staging file system filled up while extracting.
     FilledWhileStaging,
+    /// 42 (`fetch.sh`): staging would leave, or was about to leave, less free space than
+    /// the reserve (`<available> <reserve>` in [`WorkFile::Reserve`], the free bytes
+    /// before staging in [`WorkFile::Avail`]).
+    BelowReserve,
     /// 50 (`workdir.sh`): an unknown mode or a bad work file name.
     WorkdirUsage,
     /// 51 (`workdir.sh make-in`): the dir is not empty.
@@ -172,13 +184,14 @@ const STAGES: u8 = 4;
 /// Every fixed exit code of the scripts: the exit, its code, the script file that
 /// exits with it. The stage codes ([`Exit::Stage`], `STAGE_BASE..STAGE_BASE + STAGES`)
 /// are `common.sh`'s.
-pub(crate) const CODES: [(Exit, i32, &str); 20] = [
+pub(crate) const CODES: [(Exit, i32, &str); 22] = [
     (Exit::ChecksumReaders, 14, "common.sh"),
     (Exit::NoSnapshotTool, 20, "prepare.sh"),
     (Exit::SnapshotFailed, 21, "prepare.sh"),
     (Exit::SnapshotCorrupt, 22, "prepare.sh"),
     (Exit::SnapshotNoSpace, 23, "prepare.sh"),
     (Exit::LinkNotAFile, 24, "prepare.sh"),
+    (Exit::SnapshotBelowReserve, 25, "prepare.sh"),
     (Exit::SwapUndone, 30, "swap.sh"),
     (Exit::SwapUndoFailed, 31, "swap.sh"),
     (Exit::DatabaseCheckFailed, 32, "swap.sh"),
@@ -188,6 +201,7 @@ pub(crate) const CODES: [(Exit, i32, &str); 20] = [
     (Exit::PlaceExists, 36, "swap.sh"),
     (Exit::NoSpace, 40, "fetch.sh"),
     (Exit::FilledWhileStaging, 41, "fetch.sh"),
+    (Exit::BelowReserve, 42, "fetch.sh"),
     (Exit::WorkdirUsage, 50, "workdir.sh"),
     (Exit::DirNotEmpty, 51, "workdir.sh"),
     (Exit::NoSuchPath, 52, "workdir.sh"),
@@ -286,6 +300,9 @@ pub(crate) enum WorkFile {
     Need,
     /// The free bytes where the snapshot or staging goes (`prepare.sh`, `fetch.sh`).
     Avail,
+    /// `<available> <reserve>` when the snapshot or staging would take, or staging was
+    /// about to take, the free-space reserve (`prepare.sh`, `fetch.sh`, `reserve.sh`).
+    Reserve,
     /// tar's `-vv` listing of the archive written (`backup.sh`).
     Index,
     /// tar's exit status (`backup.sh`).
@@ -365,7 +382,7 @@ pub(crate) enum WorkFile {
 impl WorkFile {
     /// Every work file.
     #[cfg(test)]
-    pub(crate) const ALL: [WorkFile; 54] = [
+    pub(crate) const ALL: [WorkFile; 55] = [
         WorkFile::Owner,
         WorkFile::Gnupg,
         WorkFile::AwsConfig,
@@ -386,6 +403,7 @@ impl WorkFile {
         WorkFile::Size,
         WorkFile::Need,
         WorkFile::Avail,
+        WorkFile::Reserve,
         WorkFile::Index,
         WorkFile::TarStatus,
         WorkFile::TarErr,
@@ -445,6 +463,7 @@ impl WorkFile {
             WorkFile::Size => "size",
             WorkFile::Need => "need",
             WorkFile::Avail => "avail",
+            WorkFile::Reserve => "reserve",
             WorkFile::Index => "index",
             WorkFile::TarStatus => "tar.status",
             WorkFile::TarErr => "tar.err",
@@ -657,15 +676,16 @@ mod tests {
     }
 
     /// The scripts exactly as they run pass shellcheck (the files alone are checked by
-    /// the test command too).
+    /// the test command too); `reserve.sh`, which tar runs with `/bin/sh`, as POSIX sh.
     #[test]
     fn scripts_pass_shellcheck() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, script) in ALL {
+        let scripts = ALL.iter().map(|(name, script)| (*name, *script, "bash"));
+        for (name, script, shell) in scripts.chain([("reserve.sh", RESERVE, "sh")]) {
             let path = dir.path().join(name);
             std::fs::write(&path, script).unwrap();
             let out = std::process::Command::new("shellcheck")
-                .args(["--shell=bash", "--severity=style"])
+                .args([&format!("--shell={shell}"), "--severity=style"])
                 .arg(&path)
                 .output()
                 .unwrap_or_else(|e| {

@@ -47,6 +47,11 @@
 # without SB_INPUT=stdin, SB_URL, SB_AWS and the aws CLI's AWS_* variables; and
 # optionally SB_NEED_BYTES with SB_SPACE_DIR (free space to check first), SB_VERIFY_DB
 # (list), SB_PACK_MEMBERS, SB_STAGE, SB_STAGE_SHARED, SB_PACK_TAG and SB_NO_WALK.
+# The free-space reserve (with SB_NEED_BYTES): SB_RESERVE_BYTES and SB_RESERVE_PERCENT
+# keep the smaller of that many bytes and that share of SB_SPACE_DIR's file system free
+# for the live homeserver beside staging: checked first (need + reserve), then by
+# tar's checkpoints while it extracts (SB_RESERVE_SH, the text of reserve.sh, run every
+# eighth of the reserve), which stop it once less is free.
 # Positional parameters: the aws CLI's extra arguments (none with SB_INPUT=stdin).
 # The checksum stage gates the stream (checksum_start's `gate`): gpg sees none of it
 # unless its first packets are those of an encrypted message; else the stage exits 3
@@ -55,7 +60,9 @@
 # ended before its first packets were whole (a failed download before it is the
 # cause). With SB_INPUT=stdin the library gates what it feeds.
 # Exit codes: 0; 40 not enough free space (the free bytes in $SB_WORK/avail); 41 the
-# staging file system filled up while extracting; 10 +
+# staging file system filled up while extracting; 42 staging would leave, or was about
+# to leave, less than the reserve free (`<available> <reserve>` in $SB_WORK/reserve,
+# the free bytes before staging in $SB_WORK/avail); 10 +
 # stage (10 download, 11 checksum, 12 gpg, 13 tar, or zstd before it) for the first
 # stage that did not die of SIGPIPE, with `<stage> <status>` in $SB_WORK/failed and its stderr on ours; 14 when
 # the checksum readers failed.
@@ -127,14 +134,34 @@ PY
 fi
 rm -f -- "$w/members" "$w/gpg.status" "$w/sha256" "$w/length" "$w/head" "$w/failed" \
   "$w/staged" "$w/avail" "$w/aws.err" "$w/tee.err" "$w/gpg.err" "$w/tar.err" \
-  "$w/zstd.err" "$w/zstd.status"
+  "$w/zstd.err" "$w/zstd.status" "$w/reserve"
 if [ "${SB_DECOMPRESS:-}" = zstd ]; then need_zstd 3 "this backup was made with it"; fi
+# tar's checkpoint arguments that keep the reserve while it extracts (none without one).
+reserve_args=()
 if [ -n "${SB_NEED_BYTES:-}" ]; then
-  avail=$(df -B1 --output=avail "$SB_SPACE_DIR" | tail -n 1 | tr -d ' ')
+  space=$(df -B1 --output=size,avail "$SB_SPACE_DIR" | tail -n 1)
+  read -r size avail <<<"$space"
   printf '%s\n' "$avail" >"$w/avail"
   if [ "$avail" -lt "$SB_NEED_BYTES" ]; then
     echo "not enough free space in $SB_SPACE_DIR: need $SB_NEED_BYTES bytes, $avail available" >&2
     exit 40
+  fi
+  if [ -n "${SB_RESERVE_BYTES:-}" ]; then
+    reserve=$((size * SB_RESERVE_PERCENT / 100))
+    if [ "$reserve" -gt "$SB_RESERVE_BYTES" ]; then reserve=$SB_RESERVE_BYTES; fi
+    if [ "$avail" -lt $((SB_NEED_BYTES + reserve)) ]; then
+      printf '%s %s\n' "$avail" "$reserve" >"$w/reserve"
+      echo "not enough free space in $SB_SPACE_DIR: need $SB_NEED_BYTES bytes and $reserve kept free, $avail available" >&2
+      exit 42
+    fi
+    if [ "$reserve" -gt 0 ]; then
+      # reserve.sh's inputs; a check every eighth of the reserve in tar's 10 KiB
+      # records (at most every 100: 1 MiB), so that staging stops with most of it left.
+      export SB_RESERVE_DIR=$SB_SPACE_DIR SB_RESERVE_BYTES=$reserve SB_RESERVE_FILE=$w/reserve
+      records=$((reserve / 8 / 10240))
+      if [ "$records" -lt 100 ]; then records=100; fi
+      reserve_args=(--checkpoint="$records" --checkpoint-action="exec=$SB_RESERVE_SH")
+    fi
   fi
 fi
 if [ "$gpg_in" = 5 ]; then checksum_start none; else checksum_start sum gate; fi
@@ -170,7 +197,7 @@ if [ "$SB_MODE" = extract ]; then
   # its list of delayed directories for each member: quadratic in a media store's
   # shard dirs (60,000 files in 40,000 dirs took 19 s instead of 1.3 s).
   tar_args=(--extract --directory "$into" --preserve-permissions --no-same-owner
-    "${tar_common[@]}")
+    "${reserve_args[@]}" "${tar_common[@]}")
 else
   tar_args=(--extract --to-stdout "${tar_common[@]}")
 fi
@@ -185,7 +212,7 @@ if [ "$SB_MODE" = list ] && [ -n "${SB_VERIFY_DB:-}" ]; then
   mkfifo "$w/db.fifo"
   {
     LC_ALL=C "$SB_TAR" --extract --directory "$stage" --no-same-owner \
-      --no-wildcards -- "$SB_VERIFY_DB" "$SB_VERIFY_DB-wal" >/dev/null 2>"$w/dbtar.err"
+      "${reserve_args[@]}" --no-wildcards -- "$SB_VERIFY_DB" "$SB_VERIFY_DB-wal" >/dev/null 2>"$w/dbtar.err"
     cat >/dev/null
   } <"$w/db.fifo" &
   db_pid=$!
@@ -240,6 +267,12 @@ st=("${PIPESTATUS[@]}")
 if [ "${st[1]}" -eq 3 ]; then st[0]=0; fi
 if [ -n "$db_pid" ]; then wait "$db_pid" || true; fi
 set -e
+# reserve.sh stopped a tar: the reserve, whatever the stages upstream did on the pipe.
+if [ -s "$w/reserve" ]; then
+  read -r left kept <"$w/reserve"
+  echo "staging stopped: $left bytes free in $SB_SPACE_DIR, under the $kept kept free" >&2
+  exit 42
+fi
 zstd_stage 3
 # A full staging file system: tar says so, unless its stderr file could not be written
 # either (it is on the same file system), so a failed tar beside almost no free space

@@ -17,8 +17,11 @@
 # which); 22 the snapshot fails SQLite's `PRAGMA integrity_check` (the live database is
 # damaged; stderr has the check's first lines); 23 not enough free space for the
 # snapshot (the free bytes in $SB_WORK/avail, the need in $SB_WORK/need); 24 a member
-# that is a symlink does not lead to a regular file; anything else: a collection step
-# failed (stderr says which). The codes are the table in src/backup/scripts.rs.
+# that is a symlink does not lead to a regular file; 25 the snapshot fits but would
+# leave less than the reserve free (`<available> <reserve>` in $SB_WORK/reserve; the
+# reserve: the smaller of SB_RESERVE_BYTES and SB_RESERVE_PERCENT of the file system,
+# when SB_RESERVE_BYTES is set); anything else: a collection step failed (stderr says
+# which). The codes are the table in src/backup/scripts.rs.
 set -euo pipefail
 umask 077
 w=$SB_WORK
@@ -36,12 +39,23 @@ if [ -n "${SB_DB:-}" ]; then
     if [ -f "$f" ]; then db_bytes=$((db_bytes + $(stat -L -c %s -- "$f"))); fi
   done
   need=$((db_bytes + db_bytes / 8))
-  avail=$(df -B1 --output=avail -- "$w" | tail -n 1 | tr -d ' ')
+  space=$(df -B1 --output=size,avail -- "$w" | tail -n 1)
+  read -r size avail <<<"$space"
   printf '%s\n' "$avail" >"$w/avail"
   printf '%s\n' "$need" >"$w/need"
   if [ "$avail" -lt "$need" ]; then
     echo "not enough free space in $w for the database snapshot: need $need bytes, $avail available" >&2
     exit 23
+  fi
+  # The reserve: the homeserver keeps writing beside the snapshot until the upload ends.
+  if [ -n "${SB_RESERVE_BYTES:-}" ]; then
+    reserve=$((size * SB_RESERVE_PERCENT / 100))
+    if [ "$reserve" -gt "$SB_RESERVE_BYTES" ]; then reserve=$SB_RESERVE_BYTES; fi
+    if [ "$avail" -lt $((need + reserve)) ]; then
+      printf '%s %s\n' "$avail" "$reserve" >"$w/reserve"
+      echo "not enough free space in $w for the database snapshot: need $need bytes and $reserve kept free, $avail available" >&2
+      exit 25
+    fi
   fi
   limit=${SB_SNAPSHOT_TIMEOUT:-0}
   snap_st=0

@@ -161,6 +161,18 @@ pub(crate) struct GlobalArgs {
         env = "SYNAPSE_BACKUP_AWS_RANGES"
     )]
     pub(crate) aws_ranges: Option<(u32, u32)>,
+    /// The free space, in MiB, that create's database snapshot, restore, extract and
+    /// verify's database check leave where they write (the work dir, beside the live
+    /// data by default), for the homeserver that keeps writing there: checked first and
+    /// kept while staging runs. By default the smaller of 256 MiB and 5 % of that file
+    /// system; 0 for none.
+    #[arg(
+        long,
+        value_name = "MIB",
+        global = true,
+        env = "SYNAPSE_BACKUP_SPACE_RESERVE_MIB"
+    )]
+    pub(crate) space_reserve_mib: Option<u32>,
     /// More logs on stderr: -v progress, -vv debug, -vvv trace.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,

@@ -119,6 +119,7 @@ pub(crate) fn restore_options(global: &GlobalArgs) -> synapse_backup::RestoreOpt
         .max_bandwidth(global.limit_download)
         .priority(global.priority)
         .transfer(global.transfer);
+    options.space_reserve_mib = global.space_reserve_mib;
     if let Some((in_flight, mib)) = global.aws_ranges {
         options = options
             .download_concurrency(in_flight)

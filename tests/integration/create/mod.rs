@@ -1496,6 +1496,58 @@ async fn the_snapshot_is_refused_when_it_would_fill_the_volume() {
     assert_eq!(fs::read_dir(&small).unwrap().count(), 0, "work dir left");
 }
 
+/// A snapshot that fits but would leave less than the reserve free is not taken: the
+/// homeserver keeps writing beside it until the upload ends. Before, create took it
+/// and left the volume with what little was over for the whole backup.
+/// `space_reserve_mib(0)` takes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_snapshot_keeps_the_space_reserve_free() {
+    let env = Env::new(&TreeSpec {
+        media_files: 2,
+        db_rows: 4000,
+        ..TreeSpec::default()
+    })
+    .await;
+    let db_bytes = fs::metadata(env.tree.data.join("homeserver.db"))
+        .unwrap()
+        .len();
+    // Room for the snapshot (the database and an eighth) with 1 to 2 MiB over.
+    let size = (db_bytes + db_bytes / 8 + (3 << 19)) >> 10;
+    let _mount = env.small_tmpfs("small", &format!("{size}k"));
+    let layout = env.layout.clone().work_dir(Some("/small".into()));
+    let c = LocalContainer::new();
+    let create = |reserve: u32| {
+        let (env, c, layout) = (&env, &c, &layout);
+        async move {
+            let options = BackupOptions::default().space_reserve_mib(reserve);
+            create_backup_with(c, &env.params, PASSPHRASE, layout, &options).await
+        }
+    };
+    let e = create(4).await.unwrap_err();
+    match &e {
+        BackupError::SpaceReserve {
+            path,
+            needed,
+            available,
+            reserve,
+        } => {
+            assert!(path.contains("/small/"), "{e}");
+            assert_eq!(*reserve, 4 << 20, "{e}");
+            assert!(*needed >= db_bytes && *available >= *needed, "{e}");
+            assert!(*available < *needed + *reserve, "{e}");
+        }
+        other => panic!("expected SpaceReserve, got {other}"),
+    }
+    assert!(
+        e.to_string().contains("kept free for the live homeserver"),
+        "{e}"
+    );
+    assert!(env.objects_in_bucket().is_empty());
+    let small = env.tree.root.join("small");
+    assert_eq!(fs::read_dir(&small).unwrap().count(), 0, "work dir left");
+    create(0).await.unwrap();
+}
+
 /// The CLI is killed (SIGKILL) while its upload runs: the pipeline does not outlive it
 /// (the workload script's watchdog kills the pipeline's process group), and the next
 /// run's sweep removes the work dir it left.

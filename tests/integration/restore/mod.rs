@@ -1,6 +1,7 @@
 //! list, verify, restore, delete and prune against real tools and an S3 server.
 
 mod library;
+mod reserve;
 #[cfg(feature = "cli")]
 mod trust;
 mod zstd;

@@ -818,7 +818,8 @@ async fn verify_accepts_exactly_what_restore_accepts() {
 
 /// A manifest's size is never multiplied into an overflow (a panic in a debug
 /// build, a disabled check in release), and a legacy backup whose plaintext outgrows
-/// the staging file system is reported as such, live data untouched.
+/// the staging file system is stopped at the free-space reserve, or without one
+/// reported as filling it, live data untouched either way.
 #[tokio::test(flavor = "multi_thread")]
 async fn space_checks_never_overflow_and_name_a_full_staging_dir() {
     let env = Env::new(&TreeSpec::default()).await;
@@ -849,9 +850,22 @@ async fn space_checks_never_overflow_and_name_a_full_staging_dir() {
     let _mount = env.small_tmpfs("small", "4m");
     let layout = env.layout.clone().work_dir(Some("/small".into()));
     let before = snapshot(&env.tree.data);
+    let small = env.tree.root.join("small");
+    // By default tar is stopped while the reserve (5 % of 4 MiB) is still free.
     let e = restore(&env, &c, &legacy, &layout).await.unwrap_err();
     assert_eq!(snapshot(&env.tree.data), before);
-    let small = env.tree.root.join("small");
+    assert!(
+        matches!(&e, BackupError::SpaceReserve { path, reserve, .. }
+            if *reserve == (4 << 20) / 20 && path == &small.display().to_string()),
+        "{e}"
+    );
+    assert_eq!(fs::read_dir(&small).unwrap().count(), 0, "work dir left");
+    // Without a reserve, the file system fills up, and the restore says so.
+    let options = RestoreOptions::default().space_reserve_mib(0);
+    let e = restore_backup_with(&c, &env.params, PASSPHRASE, &legacy, &layout, &options)
+        .await
+        .unwrap_err();
+    assert_eq!(snapshot(&env.tree.data), before);
     assert!(matches!(&e, BackupError::NoSpaceLeft { .. }), "{e}");
     assert!(
         e.to_string().starts_with(&format!(

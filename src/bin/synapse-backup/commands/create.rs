@@ -51,7 +51,7 @@ pub(crate) async fn create(global: &GlobalArgs, flags: &CreateFlags) -> Result<(
         layout.root,
         target.describe()
     ));
-    let options = BackupOptions::default()
+    let mut options = BackupOptions::default()
         .snapshot_timeout(flags.snapshot_timeout.map(std::time::Duration::from_secs))
         .cancel(token.clone())
         .lock(lock_options(global))
@@ -62,6 +62,7 @@ pub(crate) async fn create(global: &GlobalArgs, flags: &CreateFlags) -> Result<(
         .compression(flags.compression)
         .transfer(global.transfer)
         .progress(Some(view.callback()));
+    options.space_reserve_mib = global.space_reserve_mib;
     let (result, signal) = view
         .run(interrupt::cancel_on_signal(
             create_backup_with(
