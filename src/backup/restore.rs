@@ -14,6 +14,7 @@ use crate::backup::fetch::{
 use crate::backup::layout::{Layout, join};
 use crate::backup::phases::{Phase, PhaseClock, RestorePhases};
 use crate::backup::plan::{self, BackupId, BackupOptions, CancelToken, ScriptCall, WorkDir};
+use crate::backup::reserve::Reserve;
 use crate::backup::restore_plan::{self, CheckedMembers, MemberRef, MemberSource, RestoreRules};
 use crate::backup::run::{Run, WorkGuard};
 use crate::backup::scripts::{Exit, WorkFile};
@@ -398,7 +399,10 @@ pub(crate) async fn verify_in<C: Container + ?Sized>(
         .read(run, work.dir(), call, options, chain_fetch::Read::List)
         .await;
     let result = match result {
-        Ok(got) => verify_checks(run, work.dir(), id, db.as_deref(), &fetched, got).await,
+        Ok(got) => {
+            let reserve = Reserve::of(options.space_reserve_mib);
+            verify_checks(run, work.dir(), id, db.as_deref(), &fetched, got, reserve).await
+        }
         Err(e) => Err(e),
     };
     work.finish().await;
@@ -484,6 +488,7 @@ pub(super) async fn preflight<'m, C: Container + ?Sized>(
     members: impl IntoIterator<Item = MemberRef<'m>>,
     units: &[String],
     staging: u64,
+    reserve: Reserve,
 ) -> Result<(), BackupError> {
     let (container, layout) = (run.container, run.layout);
     work::write_file(
@@ -494,8 +499,12 @@ pub(super) async fn preflight<'m, C: Container + ?Sized>(
         restore_plan::unit_sizes(rules, members, units),
     )
     .await?;
-    let call =
+    let mut call =
         restore_plan::preflight_call(layout, run.params, work, &WorkDir::base(layout), staging);
+    // Staging still to come keeps the reserve free, as the restore's own check will.
+    if staging > 0 {
+        reserve.apply(&mut call.env, false);
+    }
     match container
         .exec(&call.argv, work::exec_options(layout, &call, work, None))
         .await
@@ -514,6 +523,17 @@ pub(super) async fn preflight<'m, C: Container + ?Sized>(
                 path,
                 needed,
                 available,
+            })
+        }
+        Err(ContainerError::ExitedNonZero { exit_code, .. })
+            if Exit::from_code(exit_code) == Exit::SwapBelowReserve =>
+        {
+            let outputs = Outputs::new(container, layout, work);
+            Err(BackupError::SpaceReserve {
+                path: layout.host_path(layout.work_base()),
+                needed: outputs.field(WorkFile::Need, 0).await?,
+                available: outputs.field(WorkFile::Reserve, 0).await?,
+                reserve: outputs.field(WorkFile::Reserve, 1).await?,
             })
         }
         Err(ContainerError::ExitedNonZero {
@@ -537,6 +557,7 @@ async fn verify_checks<C: Container + ?Sized>(
     db: Option<&str>,
     fetched: &Fetched,
     got: Fetch,
+    reserve: Reserve,
 ) -> Result<(Fetch, RestoreRules, CheckedMembers), BackupError> {
     let (container, layout) = (run.container, run.layout);
     verify_db(run, work, id, db, &got).await?;
@@ -559,6 +580,7 @@ async fn verify_checks<C: Container + ?Sized>(
             got.all_members(),
             &units,
             staging_need(fetched),
+            reserve,
         )
         .await?;
     }
@@ -818,7 +840,16 @@ async fn stage_checked<C: Container + ?Sized>(
         Some(db) => check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
         None => None,
     };
-    preflight(run, work, rules, got.all_members(), &units, 0).await?;
+    preflight(
+        run,
+        work,
+        rules,
+        got.all_members(),
+        &units,
+        0,
+        Reserve::of(Some(0)),
+    )
+    .await?;
     work::write_file(
         container,
         layout,

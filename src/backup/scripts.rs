@@ -152,6 +152,10 @@ pub(crate) enum Exit {
     SwapNoSpace,
     /// 36 (`swap.sh place`): an extraction's destination exists.
     PlaceExists,
+    /// 37 (`swap.sh preflight`): the staging still to come fits but would leave less
+    /// free space than the reserve (`<available> <reserve>` in [`WorkFile::Reserve`],
+    /// the need in [`WorkFile::Need`]).
+    SwapBelowReserve,
     /// 40 (`fetch.sh`): not enough free space for staging (the free bytes in
     /// [`WorkFile::Avail`]).
     NoSpace,
@@ -184,7 +188,7 @@ const STAGES: u8 = 4;
 /// Every fixed exit code of the scripts: the exit, its code, the script file that
 /// exits with it. The stage codes ([`Exit::Stage`], `STAGE_BASE..STAGE_BASE + STAGES`)
 /// are `common.sh`'s.
-pub(crate) const CODES: [(Exit, i32, &str); 22] = [
+pub(crate) const CODES: [(Exit, i32, &str); 23] = [
     (Exit::ChecksumReaders, 14, "common.sh"),
     (Exit::NoSnapshotTool, 20, "prepare.sh"),
     (Exit::SnapshotFailed, 21, "prepare.sh"),
@@ -199,6 +203,7 @@ pub(crate) const CODES: [(Exit, i32, &str); 22] = [
     (Exit::SwapNotWritable, 34, "swap.sh"),
     (Exit::SwapNoSpace, 35, "swap.sh"),
     (Exit::PlaceExists, 36, "swap.sh"),
+    (Exit::SwapBelowReserve, 37, "swap.sh"),
     (Exit::NoSpace, 40, "fetch.sh"),
     (Exit::FilledWhileStaging, 41, "fetch.sh"),
     (Exit::BelowReserve, 42, "fetch.sh"),
@@ -296,12 +301,13 @@ pub(crate) enum WorkFile {
     SnapFiles,
     /// The total size of what is archived (`prepare.sh`).
     Size,
-    /// The bytes a snapshot or staging needs (`prepare.sh`).
+    /// The bytes a snapshot or staging needs (`prepare.sh`, `swap.sh preflight`).
     Need,
     /// The free bytes where the snapshot or staging goes (`prepare.sh`, `fetch.sh`).
     Avail,
     /// `<available> <reserve>` when the snapshot or staging would take, or staging was
-    /// about to take, the free-space reserve (`prepare.sh`, `fetch.sh`, `reserve.sh`).
+    /// about to take, the free-space reserve (`prepare.sh`, `fetch.sh`, `reserve.sh`,
+    /// `swap.sh preflight`).
     Reserve,
     /// tar's `-vv` listing of the archive written (`backup.sh`).
     Index,

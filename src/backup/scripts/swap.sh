@@ -21,15 +21,18 @@
 # writable), and there is room where a move crosses file systems (it is a copy): in
 # SB_STAGE_BASE for SB_PREFLIGHT_STAGING bytes plus the live files set aside from
 # another file system, and on that file system for the files placed there.
-# Environment: SB_WORK, SB_ROOT; SB_DB_MEMBER for swap; SB_STAGE_BASE and
-# SB_PREFLIGHT_STAGING for preflight; SB_STAGED_DB, SB_KEEP_OTK, SB_PYTHON, SB_SQLITE3 for
+# Environment: SB_WORK, SB_ROOT; SB_DB_MEMBER for swap; SB_STAGE_BASE,
+# SB_PREFLIGHT_STAGING and optionally SB_RESERVE_BYTES with SB_RESERVE_PERCENT (the
+# free-space reserve staging keeps, fetch.sh's rule) for preflight; SB_STAGED_DB, SB_KEEP_OTK, SB_PYTHON, SB_SQLITE3 for
 # check-db; SB_TARGET for place.
 # Exit codes: 0; 30 a move failed and everything done was undone; 31 the undo itself
 # failed (the set-aside live files are left in $SB_WORK/aside); 32 the staged database
 # failed its check (stderr says how); 33 no tool to check it with; 34 (preflight) a
 # path the swap must change is not writable (stderr names it); 35 (preflight) not
 # enough space (`<need> <available> <path>` in $SB_WORK/preflight); 36 (place) a
-# destination exists (stderr names it). The codes are the table in src/backup/scripts.rs.
+# destination exists (stderr names it); 37 (preflight) the staging fits but would leave
+# less than the reserve free (`<available> <reserve>` in $SB_WORK/reserve, the need in
+# $SB_WORK/need). The codes are the table in src/backup/scripts.rs.
 set -euo pipefail
 umask 077
 w=$SB_WORK
@@ -77,11 +80,24 @@ case "${1:-swap}" in
       fi
     done <"$w/swap.sizes"
     need=$((${SB_PREFLIGHT_STAGING:-0} + aside + aside / 8))
-    avail=$(df -B1 --output=avail -- "$SB_STAGE_BASE" | tail -n 1 | tr -d ' ')
+    space=$(df -B1 --output=size,avail -- "$SB_STAGE_BASE" | tail -n 1)
+    read -r size avail <<<"$space"
     if [ "$avail" -lt "$need" ]; then
       printf '%s %s %s\n' "$need" "$avail" "$SB_STAGE_BASE" >"$w/preflight"
       echo "not enough free space in $SB_STAGE_BASE for staging and for the live files set aside from another file system: need $need bytes, $avail available" >&2
       exit 35
+    fi
+    # The restore's staging keeps the reserve free (fetch.sh): a verify that passes
+    # here is a restore whose own space check passes.
+    if [ -n "${SB_RESERVE_BYTES:-}" ]; then
+      reserve=$((size * SB_RESERVE_PERCENT / 100))
+      if [ "$reserve" -gt "$SB_RESERVE_BYTES" ]; then reserve=$SB_RESERVE_BYTES; fi
+      if [ "$avail" -lt $((need + reserve)) ]; then
+        printf '%s\n' "$need" >"$w/need"
+        printf '%s %s\n' "$avail" "$reserve" >"$w/reserve"
+        echo "not enough free space in $SB_STAGE_BASE for staging: need $need bytes and $reserve kept free, $avail available" >&2
+        exit 37
+      fi
     fi
     for dev in "${!incoming[@]}"; do
       in=${incoming[$dev]}

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use env::{Env, PASSPHRASE, sh};
-use synapse_backup::{BackupError, BackupId, LocalContainer, RestoreOptions, restore_backup_with};
+use synapse_backup::{
+    BackupError, BackupId, LocalContainer, RestoreOptions, restore_backup_with, verify_backup_with,
+};
 use synapse_tree::{TreeSpec, files_under};
 
 const MIB: u64 = 1 << 20;
@@ -197,4 +199,63 @@ async fn a_restore_that_would_leave_less_than_the_reserve_is_refused_before_stag
         "{:?}",
         env.work_dirs_left()
     );
+}
+
+/// Verify promises what restore will do: where the live tree is, it checks that the
+/// restore's staging fits with the reserve still free (and stages the database alone
+/// for its integrity check with the reserve free too). Before, a verify passed on a
+/// volume where the restore would then be refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_counts_the_reserve_as_the_restore_will() {
+    let env = Env::new(&TreeSpec {
+        media_files: 2,
+        db_rows: 4000,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    let id = backup(&env, &c).await;
+    let client = synapse_backup::S3Client::new(&env.params).unwrap();
+    let plaintext = synapse_backup::read_manifest(&client, &id)
+        .await
+        .unwrap()
+        .plaintext_bytes;
+    let db = fs::metadata(env.tree.data.join("homeserver.db"))
+        .unwrap()
+        .len();
+    // The live files, verify's staged database, the restore's staging (and an eighth)
+    // and 2 MiB over: the volume resized once the live files are on it.
+    let _unmount = data_dir_on_tmpfs(&env, "64m");
+    let st = nix::sys::statvfs::statvfs(&env.tree.data).unwrap();
+    let used = (st.blocks() - st.blocks_free()) * st.fragment_size();
+    let size = (used + db + plaintext + plaintext / 8 + (2 << 20)) >> 10;
+    let resized = std::process::Command::new("mount")
+        .args(["-o", &format!("remount,size={size}k")])
+        .arg(&env.tree.data)
+        .status()
+        .unwrap();
+    assert!(resized.success());
+    let options = |reserve: u32| RestoreOptions::default().space_reserve_mib(reserve);
+    let verify = |options: RestoreOptions| {
+        let (env, c, id) = (&env, &c, &id);
+        async move { verify_backup_with(c, &env.params, PASSPHRASE, id, &env.layout, &options).await }
+    };
+    let e = verify(options(8)).await.unwrap_err();
+    assert!(
+        matches!(&e, BackupError::SpaceReserve { needed, reserve, available, .. }
+            if *reserve == 8 * MIB && *needed >= plaintext && *needed <= *available),
+        "{e:?}"
+    );
+    // The restore it promised would fail the same way.
+    let r = restore_backup_with(&c, &env.params, PASSPHRASE, &id, &env.layout, &options(8))
+        .await
+        .unwrap_err();
+    assert!(matches!(r, BackupError::SpaceReserve { .. }), "{r:?}");
+    assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
+    verify(options(0)).await.unwrap();
+    verify(RestoreOptions::default()).await.unwrap();
 }
