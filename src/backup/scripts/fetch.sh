@@ -156,7 +156,8 @@ if [ -n "${SB_NEED_BYTES:-}" ]; then
     fi
     if [ "$reserve" -gt 0 ]; then
       # reserve.sh's inputs; a check every eighth of the reserve in tar's 10 KiB
-      # records (at most every 100: 1 MiB), so that staging stops with most of it left.
+      # records (no more often than every 100: 1 MiB), so that staging stops with most
+      # of the reserve left.
       export SB_RESERVE_DIR=$SB_SPACE_DIR SB_RESERVE_BYTES=$reserve SB_RESERVE_FILE=$w/reserve
       records=$((reserve / 8 / 10240))
       if [ "$records" -lt 100 ]; then records=100; fi

@@ -424,3 +424,56 @@ async fn a_planted_compression_bomb_is_refused_through_pebble() {
         );
     }
 }
+
+/// The free-space reserve holds through Pebble: a legacy backup (`tar | gpg
+/// --symmetric`, gpg's zlib) of 64 MiB of zeros, an object of some 100 KiB, staged on a
+/// 48 MiB volume by the workload user, is stopped by tar's checkpoints (`reserve.sh`,
+/// whose text reaches tar through Pebble's exec environment) with the reserve still
+/// free, with either transfer; before, staging filled the volume ("no space left").
+#[tokio::test(flavor = "multi_thread")]
+async fn staging_keeps_the_space_reserve_through_pebble() {
+    let daemon = PebbleDaemon::start();
+    let c = PebbleContainer::new(daemon.socket());
+    let env = Env::new(&TreeSpec::default()).await;
+    let layout = workload(&env);
+    let id = synapse_backup::BackupId::generate();
+    let pass = env.dir.path().join("legacy-pass");
+    fs::write(&pass, PASSPHRASE).unwrap();
+    sh(
+        r#"set -e; src=$(mktemp -d); mkdir -p "$src/data/media_store/local_content/ze"
+           head -c 67108864 /dev/zero >"$src/data/media_store/local_content/ze/ros"
+           (cd "$src" && tar -c data) | gpg --batch --no-symkey-cache --pinentry-mode loopback --passphrase-file "$1" --symmetric 2>/dev/null |
+             aws s3 cp --only-show-errors --endpoint-url "$ENDPOINT" - "s3://$2/synapse/backups/$3"
+           rm -rf "$src""#,
+        &env,
+        &[&pass.to_string_lossy(), &env.bucket, id.as_str()],
+    );
+    let _small = env.small_tmpfs("small", "48m");
+    let small = env.tree.root.join("small");
+    sh(
+        r#"chown nobody:nogroup "$1""#,
+        &env,
+        &[&small.to_string_lossy()],
+    );
+    let layout = layout.work_dir(Some("/small".into()));
+    let before = env.tree.backed_up_files();
+    let library = RestoreOptions::default().transfer(synapse_backup::Transfer::Library);
+    for options in [RestoreOptions::default(), library] {
+        let how = format!("{:?}", options.transfer);
+        let options = options.space_reserve_mib(8);
+        let e = restore_backup_with(&c, &env.params, PASSPHRASE, &id, &layout, &options)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, synapse_backup::BackupError::SpaceReserve { reserve, .. }
+                if *reserve == 8 << 20),
+            "{how}: {e}"
+        );
+        assert_eq!(env.tree.backed_up_files(), before, "{how}");
+        assert_eq!(
+            fs::read_dir(&small).unwrap().count(),
+            0,
+            "{how}: work dir left"
+        );
+    }
+}
