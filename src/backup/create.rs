@@ -86,8 +86,10 @@ pub async fn create_backup<C: Container + ?Sized>(
 /// [`BackupError::InvalidPassphrase`], [`BackupError::Config`] (layout,
 /// `homeserver.yaml`, S3 parameters), [`BackupError::NothingToBackUp`],
 /// [`BackupError::StageFailed`] naming the failing stage (snapshot, tar, gpg, upload,
-/// check) with its trimmed stderr, [`BackupError::Corrupted`] when the uploaded size
-/// differs, [`BackupError::S3`] and [`BackupError::Container`] otherwise.
+/// check) with its trimmed stderr, [`BackupError::InsufficientSpace`] /
+/// [`BackupError::SpaceReserve`] when the database snapshot does not fit, or not with
+/// [`BackupOptions::space_reserve_mib`] still free, [`BackupError::Corrupted`] when the
+/// uploaded size differs, [`BackupError::S3`] and [`BackupError::Container`] otherwise.
 pub async fn create_backup_with<C: Container + ?Sized>(
     container: &C,
     s3_parameters: &S3Parameters,

@@ -122,7 +122,7 @@ fn check_target(dir: &str) -> Result<(), ConfigError> {
 /// As [`verify_backup`](crate::verify_backup), plus [`BackupError::Config`] (field
 /// `target`) for a target another user owns or may write to, [`BackupError::TargetNotEmpty`],
 /// [`BackupError::NotInBackup`] for an include that names nothing in the archive,
-/// [`BackupError::InsufficientSpace`], [`BackupError::NoSpaceLeft`],
+/// [`BackupError::InsufficientSpace`], [`BackupError::SpaceReserve`], [`BackupError::NoSpaceLeft`],
 /// [`BackupError::UnsafeMember`], [`BackupError::StageFailed`].
 pub async fn extract_backup_with<C: Container + ?Sized>(
     container: &C,

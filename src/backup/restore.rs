@@ -353,7 +353,9 @@ pub async fn verify_backup<C: Container + ?Sized>(
 /// # Errors
 /// As [`verify_backup`], plus [`BackupError::UnsafeMember`], [`BackupError::Corrupted`]
 /// for a database that fails SQLite's check, [`BackupError::StageFailed`]
-/// ([`Stage::Swap`]) and [`BackupError::InsufficientSpace`] from the swap's check.
+/// ([`Stage::Swap`]) and [`BackupError::InsufficientSpace`] from the swap's check,
+/// [`BackupError::SpaceReserve`] when staging the database, or the restore's staging,
+/// would not leave [`RestoreOptions::space_reserve_mib`] free.
 pub async fn verify_backup_with<C: Container + ?Sized>(
     container: &C,
     s3_parameters: &S3Parameters,
@@ -480,7 +482,8 @@ fn verify_call<C: Container + ?Sized>(
 ///
 /// # Errors
 /// [`BackupError::StageFailed`] ([`Stage::Swap`]) naming a path that is not writable,
-/// [`BackupError::InsufficientSpace`].
+/// [`BackupError::InsufficientSpace`], [`BackupError::SpaceReserve`] (with `staging` to
+/// come, the reserve would not stay free).
 pub(super) async fn preflight<'m, C: Container + ?Sized>(
     run: &Run<'_, C>,
     work: &WorkDir,
@@ -671,7 +674,9 @@ pub async fn restore_backup<C: Container + ?Sized>(
 /// # Errors
 /// As [`verify_backup`], plus [`BackupError::LockHeld`] /
 /// [`BackupError::LockUnsupported`] from the lock, [`BackupError::InsufficientSpace`],
-/// [`BackupError::NoSpaceLeft`], [`BackupError::UnsafeMember`],
+/// [`BackupError::SpaceReserve`] (staging would take the free-space reserve:
+/// [`RestoreOptions::space_reserve_mib`]), [`BackupError::NoSpaceLeft`],
+/// [`BackupError::UnsafeMember`],
 /// [`BackupError::StageFailed`] with [`Stage::Swap`] or [`Stage::Service`].
 pub async fn restore_backup_with<C: Container + ?Sized>(
     container: &C,
