@@ -205,7 +205,8 @@ pub struct RestoreOptions {
     /// backup, compressed by gpg, or a manifest that understates its size, staging more
     /// than was checked), failing with [`BackupError::SpaceReserve`] and removing what
     /// it staged, so the homeserver never meets a full volume on the restore's account.
-    /// Applies to restore, verify's staged database and extraction.
+    /// Applies to restore, extraction and verify (its staged database, and its check
+    /// that the restore's staging would fit with the reserve free).
     #[setters(strip_option)]
     pub space_reserve_mib: Option<u32>,
 }
