@@ -49,7 +49,7 @@ impl Reserve {
         }
     }
 
-    /// The bytes kept free on a file system of `size` bytes (`fetch.sh`'s rule).
+    /// The bytes kept free on a file system of `size` bytes (`space.sh`'s rule).
     #[cfg(test)]
     fn on(self, size: u64) -> u64 {
         (size.saturating_mul(u64::from(self.percent)) / 100).min(self.bytes)

@@ -479,20 +479,21 @@ fn verify_call<C: Container + ?Sized>(
 /// Checks, before anything is stopped or moved, what swapping `units` in needs (`swap.sh
 /// preflight`): the workload user may write where each is set aside and placed, and
 /// there is room where a move crosses file systems (a media store on another volume),
-/// with `staging` bytes of staging still to come in the layout's work base.
+/// with `to_come` (verify's: the restore's staging in bytes still to come in the
+/// layout's work base, and the free-space reserve it keeps; none for the restore's own,
+/// staged already).
 ///
 /// # Errors
 /// [`BackupError::StageFailed`] ([`Stage::Swap`]) naming a path that is not writable,
-/// [`BackupError::InsufficientSpace`], [`BackupError::SpaceReserve`] (with `staging` to
-/// come, the reserve would not stay free).
+/// [`BackupError::InsufficientSpace`], [`BackupError::SpaceReserve`] (with `to_come`,
+/// the reserve would not stay free).
 pub(super) async fn preflight<'m, C: Container + ?Sized>(
     run: &Run<'_, C>,
     work: &WorkDir,
     rules: &RestoreRules,
     members: impl IntoIterator<Item = MemberRef<'m>>,
     units: &[String],
-    staging: u64,
-    reserve: Reserve,
+    to_come: Option<(u64, Reserve)>,
 ) -> Result<(), BackupError> {
     let (container, layout) = (run.container, run.layout);
     work::write_file(
@@ -503,10 +504,11 @@ pub(super) async fn preflight<'m, C: Container + ?Sized>(
         restore_plan::unit_sizes(rules, members, units),
     )
     .await?;
+    let staging = to_come.map_or(0, |(bytes, _)| bytes);
     let mut call =
         restore_plan::preflight_call(layout, run.params, work, &WorkDir::base(layout), staging);
     // Staging still to come keeps the reserve free, as the restore's own check will.
-    if staging > 0 {
+    if let Some((_, reserve)) = to_come {
         reserve.apply(&mut call.env, false);
     }
     match container
@@ -583,8 +585,7 @@ async fn verify_checks<C: Container + ?Sized>(
             &rules,
             got.all_members(),
             &units,
-            staging_need(fetched),
-            reserve,
+            Some((staging_need(fetched), reserve)),
         )
         .await?;
     }
@@ -846,16 +847,7 @@ async fn stage_checked<C: Container + ?Sized>(
         Some(db) => check_staged_db(run, work, id, db, options.keep_one_time_keys).await?,
         None => None,
     };
-    preflight(
-        run,
-        work,
-        rules,
-        got.all_members(),
-        &units,
-        0,
-        Reserve::of(Some(0)),
-    )
-    .await?;
+    preflight(run, work, rules, got.all_members(), &units, None).await?;
     work::write_file(
         container,
         layout,

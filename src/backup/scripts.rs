@@ -7,7 +7,9 @@
 //! command), included here as constants: `bash -c <script> bash <args…>` with every
 //! variable value in the environment or the positional parameters, never in the text.
 //! `backup.sh` and `fetch.sh` are appended to `common.sh` (the checksum stage and the
-//! failing-stage rule they share), and the long-running scripts (`prepare.sh`,
+//! failing-stage rule they share), the scripts that check free space (`prepare.sh`,
+//! `fetch.sh`, `swap.sh`) to `space.sh` (the free-space reserve's rule), and the
+//! long-running scripts (`prepare.sh`,
 //! `backup.sh`, `fetch.sh`) to `watchdog.sh`, which kills their process group as soon
 //! as the shell that runs them is gone or has lost its parent (the caller was killed).
 //! Each file's header states its inputs and exit codes; [`Exit`] is the one Rust
@@ -16,10 +18,11 @@
 use crate::backup::plan::WorkDir;
 use crate::error::{ContainerError, Stage};
 
-/// `watchdog.sh` + `prepare.sh`: the SQLite snapshot, the total size and the file
-/// listing.
+/// `watchdog.sh` + `space.sh` + `prepare.sh`: the SQLite snapshot, the total size and
+/// the file listing.
 pub(crate) const PREPARE: &str = concat!(
     include_str!("scripts/watchdog.sh"),
+    include_str!("scripts/space.sh"),
     include_str!("scripts/prepare.sh")
 );
 /// `watchdog.sh` + `common.sh` + `backup.sh`: `tar | gpg | checksum | aws s3 cp`.
@@ -28,15 +31,19 @@ pub(crate) const BACKUP: &str = concat!(
     include_str!("scripts/common.sh"),
     include_str!("scripts/backup.sh")
 );
-/// `watchdog.sh` + `common.sh` + `fetch.sh`: `aws s3 cp | checksum | gpg --decrypt |
-/// tar`.
+/// `watchdog.sh` + `common.sh` + `space.sh` + `fetch.sh`: `aws s3 cp | checksum | gpg
+/// --decrypt | tar`.
 pub(crate) const FETCH: &str = concat!(
     include_str!("scripts/watchdog.sh"),
     include_str!("scripts/common.sh"),
+    include_str!("scripts/space.sh"),
     include_str!("scripts/fetch.sh")
 );
-/// `swap.sh`: moves staged paths in and live ones aside, or undoes that.
-pub(crate) const SWAP: &str = include_str!("scripts/swap.sh");
+/// `space.sh` + `swap.sh`: moves staged paths in and live ones aside, or undoes that.
+pub(crate) const SWAP: &str = concat!(
+    include_str!("scripts/space.sh"),
+    include_str!("scripts/swap.sh")
+);
 /// `workdir.sh`: makes, writes, reads and removes the work dir as the workload user.
 pub(crate) const WORKDIR: &str = include_str!("scripts/workdir.sh");
 /// `passcheck.sh`: a backup's head (the library reads it), decrypted with the passphrase.
@@ -61,8 +68,9 @@ pub(crate) const ALL: [(&str, &str); 6] = [
 
 /// Every script file alone, with its name, for the protocol tests.
 #[cfg(test)]
-const FILES: [(&str, &str); 9] = [
+const FILES: [(&str, &str); 10] = [
     ("reserve.sh", RESERVE),
+    ("space.sh", include_str!("scripts/space.sh")),
     ("watchdog.sh", include_str!("scripts/watchdog.sh")),
     ("common.sh", include_str!("scripts/common.sh")),
     ("prepare.sh", include_str!("scripts/prepare.sh")),

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# fetch.sh (appended to common.sh): downloads, checksums and decrypts a backup
+# fetch.sh (appended to common.sh and space.sh): downloads, checksums and decrypts a backup
 #   aws s3 cp URL - | checksum | gpg --decrypt [| zstd -d] | tar
 # then lists it (SB_MODE=list) or extracts it into $SB_WORK/stage (SB_MODE=extract),
 # writing tar's `-vv` listing to $SB_WORK/members and gpg's status lines to
@@ -49,7 +49,7 @@
 # (list), SB_PACK_MEMBERS, SB_STAGE, SB_STAGE_SHARED, SB_PACK_TAG and SB_NO_WALK.
 # The free-space reserve (with SB_NEED_BYTES): SB_RESERVE_BYTES and SB_RESERVE_PERCENT
 # keep the smaller of that many bytes and that share of SB_SPACE_DIR's file system free
-# for the live homeserver beside staging: checked first (need + reserve), then by
+# for the live homeserver beside staging (space.sh's rule): checked first (need + reserve), then by
 # tar's checkpoints while it extracts (SB_RESERVE_SH, the text of reserve.sh, run every
 # eighth of the reserve), which stop it once less is free.
 # Positional parameters: the aws CLI's extra arguments (none with SB_INPUT=stdin).
@@ -146,23 +146,17 @@ if [ -n "${SB_NEED_BYTES:-}" ]; then
     echo "not enough free space in $SB_SPACE_DIR: need $SB_NEED_BYTES bytes, $avail available" >&2
     exit 40
   fi
-  if [ -n "${SB_RESERVE_BYTES:-}" ]; then
-    reserve=$((size * SB_RESERVE_PERCENT / 100))
-    if [ "$reserve" -gt "$SB_RESERVE_BYTES" ]; then reserve=$SB_RESERVE_BYTES; fi
-    if [ "$avail" -lt $((SB_NEED_BYTES + reserve)) ]; then
-      printf '%s %s\n' "$avail" "$reserve" >"$w/reserve"
-      echo "not enough free space in $SB_SPACE_DIR: need $SB_NEED_BYTES bytes and $reserve kept free, $avail available" >&2
-      exit 42
-    fi
-    if [ "$reserve" -gt 0 ]; then
-      # reserve.sh's inputs; a check every eighth of the reserve in tar's 10 KiB
-      # records (no more often than every 100: 1 MiB), so that staging stops with most
-      # of the reserve left.
-      export SB_RESERVE_DIR=$SB_SPACE_DIR SB_RESERVE_BYTES=$reserve SB_RESERVE_FILE=$w/reserve
-      records=$((reserve / 8 / 10240))
-      if [ "$records" -lt 100 ]; then records=100; fi
-      reserve_args=(--checkpoint="$records" --checkpoint-action="exec=$SB_RESERVE_SH")
-    fi
+  if below_reserve "$avail" "$SB_NEED_BYTES" "$size" "$SB_SPACE_DIR" "$w/reserve"; then
+    exit 42
+  fi
+  if [ "$reserve" -gt 0 ]; then
+    # reserve.sh's inputs; a check every eighth of the reserve in tar's 10 KiB
+    # records (no more often than every 100: 1 MiB), so that staging stops with most
+    # of the reserve left.
+    export SB_RESERVE_DIR=$SB_SPACE_DIR SB_RESERVE_BYTES=$reserve SB_RESERVE_FILE=$w/reserve
+    records=$((reserve / 8 / 10240))
+    if [ "$records" -lt 100 ]; then records=100; fi
+    reserve_args=(--checkpoint="$records" --checkpoint-action="exec=$SB_RESERVE_SH")
   fi
 fi
 if [ "$gpg_in" = 5 ]; then checksum_start none; else checksum_start sum gate; fi

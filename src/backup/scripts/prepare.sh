@@ -20,7 +20,7 @@
 # that is a symlink does not lead to a regular file; 25 the snapshot fits but would
 # leave less than the reserve free (`<available> <reserve>` in $SB_WORK/reserve; the
 # reserve: the smaller of SB_RESERVE_BYTES and SB_RESERVE_PERCENT of the file system,
-# when SB_RESERVE_BYTES is set); anything else: a collection step failed (stderr says
+# when SB_RESERVE_BYTES is set: space.sh, which this file is appended to); anything else: a collection step failed (stderr says
 # which). The codes are the table in src/backup/scripts.rs.
 set -euo pipefail
 umask 077
@@ -48,14 +48,8 @@ if [ -n "${SB_DB:-}" ]; then
     exit 23
   fi
   # The reserve: the homeserver keeps writing beside the snapshot until the upload ends.
-  if [ -n "${SB_RESERVE_BYTES:-}" ]; then
-    reserve=$((size * SB_RESERVE_PERCENT / 100))
-    if [ "$reserve" -gt "$SB_RESERVE_BYTES" ]; then reserve=$SB_RESERVE_BYTES; fi
-    if [ "$avail" -lt $((need + reserve)) ]; then
-      printf '%s %s\n' "$avail" "$reserve" >"$w/reserve"
-      echo "not enough free space in $w for the database snapshot: need $need bytes and $reserve kept free, $avail available" >&2
-      exit 25
-    fi
+  if below_reserve "$avail" "$need" "$size" "$w for the database snapshot" "$w/reserve"; then
+    exit 25
   fi
   limit=${SB_SNAPSHOT_TIMEOUT:-0}
   snap_st=0

@@ -23,7 +23,8 @@
 # another file system, and on that file system for the files placed there.
 # Environment: SB_WORK, SB_ROOT; SB_DB_MEMBER for swap; SB_STAGE_BASE,
 # SB_PREFLIGHT_STAGING and optionally SB_RESERVE_BYTES with SB_RESERVE_PERCENT (the
-# free-space reserve staging keeps, fetch.sh's rule) for preflight; SB_STAGED_DB, SB_KEEP_OTK, SB_PYTHON, SB_SQLITE3 for
+# free-space reserve staging keeps: space.sh's rule, which this file is appended to)
+# for preflight; SB_STAGED_DB, SB_KEEP_OTK, SB_PYTHON, SB_SQLITE3 for
 # check-db; SB_TARGET for place.
 # Exit codes: 0; 30 a move failed and everything done was undone; 31 the undo itself
 # failed (the set-aside live files are left in $SB_WORK/aside); 32 the staged database
@@ -89,15 +90,9 @@ case "${1:-swap}" in
     fi
     # The restore's staging keeps the reserve free (fetch.sh): a verify that passes
     # here is a restore whose own space check passes.
-    if [ -n "${SB_RESERVE_BYTES:-}" ]; then
-      reserve=$((size * SB_RESERVE_PERCENT / 100))
-      if [ "$reserve" -gt "$SB_RESERVE_BYTES" ]; then reserve=$SB_RESERVE_BYTES; fi
-      if [ "$avail" -lt $((need + reserve)) ]; then
-        printf '%s\n' "$need" >"$w/need"
-        printf '%s %s\n' "$avail" "$reserve" >"$w/reserve"
-        echo "not enough free space in $SB_STAGE_BASE for staging: need $need bytes and $reserve kept free, $avail available" >&2
-        exit 37
-      fi
+    if below_reserve "$avail" "$need" "$size" "$SB_STAGE_BASE for staging" "$w/reserve"; then
+      printf '%s\n' "$need" >"$w/need"
+      exit 37
     fi
     for dev in "${!incoming[@]}"; do
       in=${incoming[$dev]}
