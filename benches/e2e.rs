@@ -51,7 +51,8 @@
 //!   section (default 300).
 //!
 //! The `restore` section also restores with a target dir (`extract_backup_with`, as
-//! `restore --target`) and breaks the restore down into its stage limits, on the same
+//! `restore --target`), each round right after an in-place restore so that the two are
+//! compared at the same point of the run, and breaks the restore down into its stage limits, on the same
 //! object: the download alone (our download settings, to a pipe), `gpg --decrypt` alone
 //! (of a local copy) and `tar -x` alone (of the decrypted archive).
 //!
@@ -1992,9 +1993,9 @@ fn run_sections(
         let download = restore_breakdown(
             bench,
             config,
-            &id,
-            &key,
+            (&id, &key),
             &ours_restore,
+            original,
             &mut out,
             &mut notes,
         )?;
@@ -2668,20 +2669,24 @@ fn phases_table(
     Ok(())
 }
 
-/// Our restore with `--target` (a fresh dir each round), then the restore's stage
-/// limits on the same object: the download alone (our settings, to a pipe this process
+/// Our restore with `--target` (a fresh dir each round) right after one in place, so
+/// that the two are compared at the same point of the run (the in-place rounds of the
+/// restore section ran earlier, before gigabytes of copies were written, and the run
+/// drifts), then the restore's stage limits on the same object (`ours`: our backup's
+/// id and object key): the download alone (our settings, to a pipe this process
 /// drains), gpg's decryption alone (of a local copy of the object), tar's extraction
 /// alone (of the decrypted archive, into a fresh dir). Returns the download-alone
 /// median (s).
 fn restore_breakdown(
     bench: &Bench,
     config: &Config,
-    id: &BackupId,
-    key: &str,
+    (id, key): (&BackupId, &str),
     in_place: &Runs,
+    original: &BTreeMap<PathBuf, (u64, u64)>,
     out: &mut String,
     notes: &mut Vec<String>,
 ) -> Result<f64, BoxError> {
+    let mut beside = Runs::new("ours in place (beside --target)");
     let mut target = Runs::new("ours, --target (a new dir)");
     let mut download = Runs::new("download alone (our settings)");
     let mut decrypt = Runs::new("gpg --decrypt alone (local file)");
@@ -2704,6 +2709,13 @@ fn restore_breakdown(
         .output()?;
     check_status("decrypting our object", &status)?;
     for round in 1..=config.rounds {
+        reset_remote_media(&bench.tree, &bench.facts, config.seed);
+        let (r, cost) = bench.sampler.measure(|| bench.ours_restore(id));
+        r?;
+        beside.costs.push(cost);
+        if fingerprint(&bench.tree) != *original {
+            return Err(err("our restore did not give back the tree"));
+        }
         let dir = bench.base.join(format!("restore-target-{round}"));
         let (r, cost) = bench.sampler.measure(|| bench.ours_extract(id, &dir));
         r?;
@@ -2736,7 +2748,8 @@ fn restore_breakdown(
         extract.costs.push(cost);
         fs::remove_dir_all(&dir)?;
         progress(&format!(
-            "round {round}: ours --target {:.2} s, download {:.2} s, decrypt {:.2} s, extract {:.2} s",
+            "round {round}: ours in place {:.2} s, --target {:.2} s, download {:.2} s, decrypt {:.2} s, extract {:.2} s",
+            beside.costs[round - 1].wall,
             target.costs[round - 1].wall,
             download.costs[round - 1].wall,
             decrypt.costs[round - 1].wall,
@@ -2753,9 +2766,16 @@ fn restore_breakdown(
         config.rounds, bench.server.kind
     )?;
     writeln!(out, "{HEADER}")?;
-    for r in [in_place, &target, &download, &decrypt, &extract] {
+    for r in [in_place, &beside, &target, &download, &decrypt, &extract] {
         writeln!(out, "{}", row(r, source))?;
     }
+    writeln!(
+        out,
+        "\n--target ÷ in place, run one after the other: {:.2} (wall {:.2} s vs {:.2} s)",
+        target.wall() / beside.wall(),
+        target.wall(),
+        beside.wall(),
+    )?;
     let slowest = download.wall().max(decrypt.wall());
     writeln!(
         out,
