@@ -259,3 +259,71 @@ async fn verify_counts_the_reserve_as_the_restore_will() {
     verify(options(0)).await.unwrap();
     verify(RestoreOptions::default()).await.unwrap();
 }
+
+/// A media store of small files takes several times its bytes on disk (a 4 KiB block
+/// for each file, one for each directory): the space check before staging counts the
+/// manifest's entries in whole blocks. Before, it counted the archive's bytes (no less
+/// than the object's size), which fitted here, staged, and filled the volume the live
+/// homeserver writes to (0 bytes free, no reserve asked for) before tar failed; now the
+/// restore is refused before anything is staged, naming what staging needs.
+#[tokio::test(flavor = "multi_thread")]
+async fn small_files_are_counted_in_whole_blocks_before_staging() {
+    const FILES: u64 = 6000;
+    let env = Env::new(&TreeSpec {
+        media_files: FILES as usize,
+        media_bytes: FILES * 200,
+        ..TreeSpec::default()
+    })
+    .await;
+    let c = LocalContainer::new();
+    let id = backup(&env, &c).await;
+    let client = synapse_backup::S3Client::new(&env.params).unwrap();
+    let manifest = synapse_backup::read_manifest(&client, &id).await.unwrap();
+    let bytes = manifest.plaintext_bytes.max(manifest.ciphertext_bytes);
+    // The live files, then room for what the old rule asked (the bytes and an eighth)
+    // and 4 MiB over, far less than staging the files takes.
+    let _unmount = data_dir_on_tmpfs(&env, "256m");
+    let st = nix::sys::statvfs::statvfs(&env.tree.data).unwrap();
+    let used = (st.blocks() - st.blocks_free()) * st.fragment_size();
+    let size = (used + bytes + bytes / 8 + 4 * MIB) >> 10;
+    let resized = std::process::Command::new("mount")
+        .args(["-o", &format!("remount,size={size}k")])
+        .arg(&env.tree.data)
+        .status()
+        .unwrap();
+    assert!(resized.success());
+    let before = files_under(&env.tree.data);
+    let free_before = free(&env.tree.data);
+    assert!(
+        free_before < FILES * 4096,
+        "{free_before} free: the files' blocks must not fit"
+    );
+    let watch = Watch::new(env.tree.data.clone());
+    let e = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default().space_reserve_mib(0),
+    )
+    .await
+    .unwrap_err();
+    let least = watch.least();
+    assert!(
+        matches!(&e, BackupError::InsufficientSpace { needed, available, path }
+            if *needed >= FILES * 4096 && available.abs_diff(free_before) < MIB
+                && Path::new(path).starts_with(&env.tree.data)),
+        "{e:?}"
+    );
+    assert!(
+        least + MIB >= free_before,
+        "staging took the volume down to {least} bytes free before it was refused: {e}"
+    );
+    assert_eq!(files_under(&env.tree.data), before, "live data untouched");
+    assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
+}
