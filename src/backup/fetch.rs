@@ -279,37 +279,20 @@ pub(crate) fn extract_call(
 }
 
 /// The space a restore needs in staging, when a manifest says it: what its entries take
-/// on disk ([`on_disk`]: a media store of small files and thumbnail dirs takes several
-/// times its bytes), and no less than the archive's plaintext; else the encrypted size
-/// (a lower bound: gpg may have compressed it; running out is caught while staging).
-/// An eighth more either way for the file system's own overhead. Saturates, and stays
-/// within what the script's shell arithmetic can compare.
+/// on disk ([`EntryKind::on_disk`]: a media store of small files and thumbnail dirs
+/// takes several times its bytes), and no less than the archive's plaintext; else the
+/// encrypted size (a lower bound: gpg may have compressed it; running out is caught
+/// while staging). An eighth more either way for the file system's own overhead.
+/// Saturates, and stays within what the script's shell arithmetic can compare.
 pub(crate) fn staging_need(fetched: &Fetched) -> u64 {
     let base = fetched.manifest.as_ref().map_or(fetched.size, |m| {
-        m.plaintext_bytes.max(fetched.size).max(on_disk(
-            fetched.entries().map(|(_, kind, size)| (kind, size)),
-        ))
+        let on_disk = fetched.entries().fold(0u64, |sum, (_, kind, size)| {
+            sum.saturating_add(kind.on_disk(size))
+        });
+        m.plaintext_bytes.max(fetched.size).max(on_disk)
     });
     base.saturating_add(base / 8)
         .min(u64::try_from(i64::MAX).unwrap_or(u64::MAX))
-}
-
-/// The least a file system allocates for a file's data or a directory: one 4 KiB block
-/// (ext4's and XFS's default, a tmpfs page).
-const DISK_BLOCK: u64 = 4096;
-
-/// The least that entries (`(kind, size)`) take on disk: each file's size rounded up to
-/// whole [`DISK_BLOCK`]s, a block for each directory, nothing for links and special
-/// files (held in their inodes). Saturates. Pure.
-fn on_disk(entries: impl Iterator<Item = (EntryKind, u64)>) -> u64 {
-    entries.fold(0u64, |sum, (kind, size)| {
-        let blocks = match kind {
-            EntryKind::File => size.div_ceil(DISK_BLOCK),
-            EntryKind::Dir => 1,
-            _ => 0,
-        };
-        sum.saturating_add(blocks.saturating_mul(DISK_BLOCK))
-    })
 }
 
 /// What the fetch pipeline left in the work dir whatever its outcome: a failed run may
@@ -1003,19 +986,6 @@ pub(crate) async fn check_staged<C: Container + ?Sized>(
 mod tests {
     use super::*;
     use crate::s3::MemoryStore;
-
-    #[test]
-    fn on_disk_counts_whole_blocks_per_file_and_dir() {
-        use EntryKind::{Dir, File, Symlink};
-        assert_eq!(on_disk([].into_iter()), 0);
-        // An empty file takes no block, one byte a whole one, a directory one.
-        assert_eq!(on_disk([(File, 0), (File, 1), (Dir, 0)].into_iter()), 8192);
-        assert_eq!(on_disk([(File, 4096), (File, 4097)].into_iter()), 4096 * 3);
-        assert_eq!(on_disk([(Symlink, 100)].into_iter()), 0);
-        // 1,000 one-byte files: 4 MB, where their bytes are 1,000.
-        assert_eq!(on_disk(std::iter::repeat_n((File, 1), 1000)), 4_096_000);
-        assert_eq!(on_disk([(File, u64::MAX), (Dir, 0)].into_iter()), u64::MAX);
-    }
 
     /// A manifest of `n` files as a create writes it.
     fn manifest_json(n: usize) -> Vec<u8> {

@@ -69,7 +69,24 @@ pub enum EntryKind {
     CharDevice,
 }
 
+/// The least a file system allocates for a file's data or a directory: one 4 KiB block
+/// (ext4's and XFS's default, a tmpfs page).
+const DISK_BLOCK: u64 = 4096;
+
 impl EntryKind {
+    /// The least an entry of this kind holding `size` bytes takes on disk: a file its
+    /// size rounded up to whole 4 KiB blocks, a directory one block, a link or special
+    /// file nothing (held in its inode). A store of small files and thumbnail dirs takes
+    /// several times its bytes. Saturates.
+    pub(crate) fn on_disk(self, size: u64) -> u64 {
+        let blocks = match self {
+            EntryKind::File => size.div_ceil(DISK_BLOCK),
+            EntryKind::Dir => 1,
+            _ => 0,
+        };
+        blocks.saturating_mul(DISK_BLOCK)
+    }
+
     /// The kind for a `find -printf %y` letter.
     pub fn from_find_letter(letter: char) -> Option<Self> {
         Some(match letter {
@@ -597,6 +614,19 @@ impl<W: std::io::Write> ManifestJson<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_disk_counts_whole_blocks_per_file_and_dir() {
+        use EntryKind::{Dir, File, Symlink};
+        // An empty file takes no block, one byte a whole one, a directory one.
+        assert_eq!(File.on_disk(0), 0);
+        assert_eq!(File.on_disk(1), 4096);
+        assert_eq!(Dir.on_disk(0), 4096);
+        assert_eq!(File.on_disk(4096), 4096);
+        assert_eq!(File.on_disk(4097), 8192);
+        assert_eq!(Symlink.on_disk(100), 0);
+        assert_eq!(File.on_disk(u64::MAX), u64::MAX);
+    }
 
     #[test]
     fn manifest_round_trips_through_json() {

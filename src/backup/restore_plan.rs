@@ -176,19 +176,23 @@ pub fn preflight_call(
     }
 }
 
-/// The `swap.sizes` file of [`preflight_call`]: each of `units` and the bytes of the
-/// regular files of `members` under it, as NUL-separated pairs.
+/// The `swap.sizes` file of [`preflight_call`]: each of `units` and what the regular
+/// files and directories of `members` under it take on disk
+/// ([`EntryKind::on_disk`](crate::backup::manifest::EntryKind::on_disk): whole blocks,
+/// not bytes), as NUL-separated pairs.
 pub fn unit_sizes<'m>(
     rules: &RestoreRules,
     members: impl IntoIterator<Item = MemberRef<'m>>,
     units: &[String],
 ) -> Vec<u8> {
     let mut sizes: BTreeMap<&str, u64> = units.iter().map(|u| (u.as_str(), 0)).collect();
-    for m in members.into_iter().filter(|m| m.kind == '-') {
+    // A hard link ('h') takes no room of its own.
+    for m in members.into_iter().filter(|m| matches!(m.kind, '-' | 'd')) {
         if let Some(unit) = rules.unit(&String::from_utf8_lossy(&m.name))
             && let Some(total) = sizes.get_mut(unit.as_str())
         {
-            *total = total.saturating_add(m.size);
+            let kind = EntryKind::from_tar_letter(m.kind).unwrap_or(EntryKind::File);
+            *total = total.saturating_add(kind.on_disk(m.size));
         }
     }
     let mut out = Vec::new();
@@ -846,6 +850,34 @@ pub(crate) mod tests {
             uid: 0,
             gid: 0,
         }
+    }
+
+    /// What the swap's preflight is told each unit takes: whole 4 KiB blocks for each
+    /// file and directory under it, nothing for a hard link.
+    #[test]
+    fn unit_sizes_count_what_the_files_take_on_disk() {
+        let r = rules();
+        let sized = |kind, name: &str, size| ArchiveMember {
+            size,
+            ..member(kind, name)
+        };
+        let members = [
+            sized('d', "data/media_store/local_content", 0),
+            sized('d', "data/media_store/local_content/ab", 0),
+            sized('-', "data/media_store/local_content/ab/one", 1),
+            sized('-', "data/media_store/local_content/ab/two", 4097),
+            sized('h', "data/media_store/local_content/ab/three", 0),
+            sized('-', "data/homeserver.db", 0),
+        ];
+        let units = [
+            "data/media_store/local_content".to_string(),
+            "data/homeserver.db".to_string(),
+        ];
+        let sizes = unit_sizes(&r, members.iter().map(ArchiveMember::as_ref), &units);
+        assert_eq!(
+            sizes,
+            b"data/homeserver.db\x000\x00data/media_store/local_content\x0020480\x00"
+        );
     }
 
     #[test]

@@ -16,9 +16,9 @@
 # $SB_WORK/stage/<member> to $SB_TARGET/<member>, making its parent dirs; nothing live
 # is touched, and an existing destination is an error (the target was empty).
 # preflight: checks, before anything is stopped or moved, what the swap of the units in
-# $SB_WORK/swap.sizes (NUL-separated `member`, `bytes` pairs) needs: the workload user
-# may write where each is set aside and placed (a live dir moved aside must itself be
-# writable), and there is room where a move crosses file systems (it is a copy): in
+# $SB_WORK/swap.sizes (NUL-separated `member`, `bytes on disk` pairs) needs: the
+# workload user may write where each is set aside and placed (a live dir moved aside
+# must itself be writable), and there is room where a move crosses file systems (it is a copy): in
 # SB_STAGE_BASE for SB_PREFLIGHT_STAGING bytes plus the live files set aside from
 # another file system, and on that file system for the files placed there.
 # Environment: SB_WORK, SB_ROOT; SB_DB_MEMBER for swap; SB_STAGE_BASE,
@@ -73,7 +73,8 @@ case "${1:-swap}" in
       ldev=$(stat -L -c %d -- "$probe")
       if [ "$ldev" != "$sdev" ]; then
         old=0
-        if [ -e "$p" ]; then old=$(du -sb -- "$p" | cut -f 1); fi
+        # What it takes on disk where it is copied (space.sh), not its bytes.
+        if [ -e "$p" ]; then old=$(on_disk "$p"); fi
         aside=$((aside + old))
         freed[$ldev]=$((${freed[$ldev]:-0} + old))
         incoming[$ldev]=$((${incoming[$ldev]:-0} + size))

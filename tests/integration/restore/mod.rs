@@ -799,6 +799,68 @@ fn data_dir_on_tmpfs(env: &Env, size: &str) -> env::Unmount {
     unmount
 }
 
+/// The live media store, on another volume, has gained many small files since the
+/// backup (a homeserver's uploads and thumbnails): setting it aside copies what they
+/// take on disk (a 4 KiB block each, at least one per directory, some 50 MB here for
+/// 6,000 bytes) onto the data volume, which after staging has 16 MiB free. The
+/// preflight counts blocks, not bytes, and refuses before anything is stopped or
+/// moved; before, it counted the bytes (`du -b`), passed, and the swap's copy filled
+/// the data volume and failed after the service was stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn setting_aside_small_files_from_another_volume_counts_their_blocks() {
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let elsewhere = env.tree.root.join("media-volume");
+    fs::create_dir(&elsewhere).unwrap();
+    let _media_volume = mount_tmpfs(&elsewhere, "256m");
+    sh(
+        r#"cp -a "$1/." "$2" && rm -rf "$1" && ln -s "$2" "$1""#,
+        &env,
+        &[
+            &env.tree.media.to_string_lossy(),
+            &elsewhere.to_string_lossy(),
+        ],
+    );
+    let id = backup(&env, &c).await;
+    // Since the backup: 6,000 one-byte files in 3,000 shard dirs.
+    for i in 0..6000 {
+        let dir = elsewhere.join(format!("local_content/n{:02x}/{:04x}", i % 256, i / 2));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("m{i}")), "x").unwrap();
+    }
+    let blocks = 6000 * 4096;
+    let _unmount = data_dir_on_tmpfs(&env, "512m");
+    // The data volume: its live files, staging (the backup's 4 MiB of media and an
+    // eighth, with room to spare), then 16 MiB.
+    let st = nix::sys::statvfs::statvfs(&env.tree.data).unwrap();
+    let used = (st.blocks() - st.blocks_free()) * st.fragment_size();
+    let size = (used + (8 << 20) + (16 << 20)) >> 10;
+    let resized = std::process::Command::new("mount")
+        .args(["-o", &format!("remount,size={size}k")])
+        .arg(&env.tree.data)
+        .status()
+        .unwrap();
+    assert!(resized.success());
+    let before = files_under(&env.tree.data);
+    let e = restore_backup_with(
+        &c,
+        &env.params,
+        PASSPHRASE,
+        &id,
+        &env.layout,
+        &RestoreOptions::default().space_reserve_mib(0),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&e, BackupError::InsufficientSpace { path, needed, .. }
+            if path.ends_with("/data") && *needed >= blocks),
+        "{e:?}"
+    );
+    assert_eq!(files_under(&env.tree.data), before, "live data untouched");
+    assert!(env.work_dirs_left().is_empty());
+}
+
 /// The data dir's volume fills up once the service is stopped (its last writes on
 /// shutdown), so the swap cannot log what it sets aside: it puts the file back, fails,
 /// and every live file is where it was. Before, the first live file stayed moved aside
