@@ -38,6 +38,34 @@ set -euo pipefail
 umask 077
 w=$SB_WORK
 root=$SB_ROOT
+# move FROM TO: moves FROM to TO, making TO's parent dirs. A rename where both are on
+# one file system; across file systems (a media store on a volume of its own) a copy,
+# then the removal of FROM, each undone when it fails: a copy cut short (a full disk)
+# is removed, leaving FROM whole, and a removal cut short is made whole again from the
+# copy, which is then removed. (mv's own copy leaves what it cut short at TO, where the
+# undo then finds live files still set aside.) Fails with nothing moved, or, when the
+# undo of a failed copy fails too, with what is left of it at TO.
+move() {
+  mkdir -p -- "$(dirname -- "$2")" || return 1
+  # -L: the dirs the entries are in, through a symlink such as media_store.
+  if [ "$(stat -L -c %d -- "$(dirname -- "$1")")" = "$(stat -L -c %d -- "$(dirname -- "$2")")" ]; then
+    mv -T -- "$1" "$2"
+    return
+  fi
+  # What a failed copy leaves at TO is removed: only ever what this copy made.
+  if [ -e "$2" ] || [ -L "$2" ]; then
+    echo "cannot move $1 to $2: it exists" >&2
+    return 1
+  fi
+  if ! cp -a -T -- "$1" "$2"; then
+    rm -rf -- "$2"
+    return 1
+  fi
+  if ! rm -rf -- "$1"; then
+    cp -a -T -- "$2" "$1" && rm -rf -- "$2"
+    return 1
+  fi
+}
 case "${1:-swap}" in
   place)
     while IFS= read -r -d '' m; do
@@ -46,8 +74,7 @@ case "${1:-swap}" in
         echo "cannot place $m: $dest exists" >&2
         exit 36
       fi
-      mkdir -p -- "$(dirname -- "$dest")"
-      mv -T -- "$w/stage/$m" "$dest"
+      move "$w/stage/$m" "$dest"
     done <"$w/place.list"
     exit 0
     ;;
@@ -168,10 +195,10 @@ undo() {
   if cut_short "$w/placed.log"; then unset 'placed[-1]'; fi
   if cut_short "$w/aside.log"; then unset 'aside[-1]'; fi
   for ((i = ${#placed[@]} - 1; i >= 0; i--)); do
-    { mkdir -p "$w/stage/$(dirname -- "${placed[$i]}")" && mv -T -- "$root/${placed[$i]}" "$w/stage/${placed[$i]}"; } || ok=1
+    move "$root/${placed[$i]}" "$w/stage/${placed[$i]}" || ok=1
   done
   for ((i = ${#aside[@]} - 1; i >= 0; i--)); do
-    mv -T -- "$w/aside/${aside[$i]}" "$root/${aside[$i]}" || ok=1
+    move "$w/aside/${aside[$i]}" "$root/${aside[$i]}" || ok=1
   done
   if [ -n "$(find "$w/aside" -mindepth 1 ! -type d -print -quit 2>/dev/null)" ]; then
     echo "live files are still set aside after the undo" >&2
@@ -189,12 +216,12 @@ if [ "${1:-swap}" = rollback ]; then
 fi
 : >"$w/placed.log"
 : >"$w/aside.log"
-# move_logged FROM TO LOG MEMBER: moves FROM to TO (making TO's parent dirs) and logs
-# MEMBER in LOG; the move is reverted when the log line cannot be written.
+# move_logged FROM TO LOG MEMBER: moves FROM to TO (move) and logs MEMBER in LOG; the
+# move is reverted when the log line cannot be written.
 move_logged() {
-  mkdir -p -- "$(dirname -- "$2")" && mv -T -- "$1" "$2" || return 1
+  move "$1" "$2" || return 1
   if ! printf '%s\0' "$4" >>"$3"; then
-    mv -T -- "$2" "$1"
+    move "$2" "$1"
     return 1
   fi
 }

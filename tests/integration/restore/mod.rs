@@ -911,6 +911,63 @@ async fn a_volume_that_fills_when_the_service_stops_loses_no_live_file() {
     );
 }
 
+/// The media store is on another volume, so setting it aside is a copy onto the data
+/// volume, and the service's last writes on shutdown leave that volume 2 MiB free: the
+/// copy is cut short. The copy cut short is removed, the swap undone, every live file
+/// is where it was and the service runs again. Before, mv left the copy cut short in
+/// the set-aside dir, the undo found it there, and the restore ended "rollback failed"
+/// with the service left stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_aside_copy_cut_short_by_a_full_volume_is_undone() {
+    use synapse_backup::{Container, Stage};
+    let env = Env::new(&TreeSpec::default()).await;
+    let elsewhere = env.tree.root.join("media-volume");
+    fs::create_dir(&elsewhere).unwrap();
+    let _media_volume = mount_tmpfs(&elsewhere, "64m");
+    sh(
+        r#"cp -a "$1/." "$2" && rm -rf "$1" && ln -s "$2" "$1""#,
+        &env,
+        &[
+            &env.tree.media.to_string_lossy(),
+            &elsewhere.to_string_lossy(),
+        ],
+    );
+    let _unmount = data_dir_on_tmpfs(&env, "64m");
+    // On SIGTERM the service writes until 2 MiB of its volume are left, then exits.
+    let fill = env.tree.data.join("shutdown.log");
+    let script = r#"trap 'avail=$(df -B1 --output=avail "$2" | tail -n 1); head -c $((avail - 2097152)) /dev/zero >"$1"; exit 0' TERM; sleep 600 & wait"#;
+    let (c, layout) =
+        with_service_running(&env, script, &[fill.as_path(), env.tree.data.as_path()]);
+    let id = backup_in(&env, &c, &layout).await;
+    let before = files_under(&env.tree.data);
+    c.start(&["synapse".to_string()]).await.unwrap();
+    let e = restore_fails(&env, &c, &id, &layout).await;
+    assert!(
+        matches!(&e, BackupError::StageFailed { stage: Stage::Swap, stderr, .. }
+            if stderr.contains("No space left") && !stderr.contains("rollback failed")),
+        "{e}"
+    );
+    assert!(
+        fill.metadata().unwrap().len() > 0,
+        "the volume was not filled"
+    );
+    fs::remove_file(&fill).unwrap();
+    assert_eq!(
+        files_under(&env.tree.data),
+        before,
+        "the live files are where they were"
+    );
+    assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
+    assert!(
+        c.is_running("synapse").await.unwrap(),
+        "the service runs again"
+    );
+}
+
 /// The service refuses the restored data and the roll-back then cannot finish (a file
 /// is still in the set-aside dir: here the failed start put one there): the service is
 /// left stopped, not started on what the roll-back left, and the work dir is kept.
