@@ -411,6 +411,26 @@ async fn restore_fails(
     restore(env, c, id, layout).await.unwrap_err()
 }
 
+/// The error of a restore of `id` into the env's layout with `reserve_mib` MiB kept
+/// free (`space_reserve_mib`), which must fail.
+async fn restore_err(
+    env: &Env,
+    c: &LocalContainer,
+    id: &BackupId,
+    reserve_mib: u32,
+) -> BackupError {
+    restore_backup_with(
+        c,
+        &env.params,
+        PASSPHRASE,
+        id,
+        &env.layout,
+        &RestoreOptions::default().space_reserve_mib(reserve_mib),
+    )
+    .await
+    .unwrap_err()
+}
+
 /// A backup of the env's tree in `layout` through `c`.
 async fn backup_in(env: &Env, c: &LocalContainer, layout: &Layout) -> BackupId {
     create_backup_with(
@@ -799,6 +819,37 @@ fn data_dir_on_tmpfs(env: &Env, size: &str) -> env::Unmount {
     unmount
 }
 
+/// Resizes the tmpfs `data_dir_on_tmpfs` mounted so that `free` bytes are free beside
+/// what it holds.
+fn leave_free(env: &Env, free: u64) {
+    let st = nix::sys::statvfs::statvfs(&env.tree.data).unwrap();
+    let used = (st.blocks() - st.blocks_free()) * st.fragment_size();
+    let resized = std::process::Command::new("mount")
+        .args(["-o", &format!("remount,size={}k", (used + free) >> 10)])
+        .arg(&env.tree.data)
+        .status()
+        .unwrap();
+    assert!(resized.success());
+}
+
+/// Moves the media store onto a tmpfs of `size` of its own at `<root>/media-volume`,
+/// the live path a symlink to it (as a charm with a media volume has it); returns the
+/// volume's dir and its guard.
+fn media_on_its_own_volume(env: &Env, size: &str) -> (PathBuf, env::Unmount) {
+    let elsewhere = env.tree.root.join("media-volume");
+    fs::create_dir(&elsewhere).unwrap();
+    let unmount = mount_tmpfs(&elsewhere, size);
+    sh(
+        r#"cp -a "$1/." "$2" && rm -rf "$1" && ln -s "$2" "$1""#,
+        env,
+        &[
+            &env.tree.media.to_string_lossy(),
+            &elsewhere.to_string_lossy(),
+        ],
+    );
+    (elsewhere, unmount)
+}
+
 /// The live media store, on another volume, has gained many small files since the
 /// backup (a homeserver's uploads and thumbnails): setting it aside copies what they
 /// take on disk (a 4 KiB block each, at least one per directory, some 50 MB here for
@@ -810,17 +861,7 @@ fn data_dir_on_tmpfs(env: &Env, size: &str) -> env::Unmount {
 async fn setting_aside_small_files_from_another_volume_counts_their_blocks() {
     let env = Env::new(&TreeSpec::default()).await;
     let c = LocalContainer::new();
-    let elsewhere = env.tree.root.join("media-volume");
-    fs::create_dir(&elsewhere).unwrap();
-    let _media_volume = mount_tmpfs(&elsewhere, "256m");
-    sh(
-        r#"cp -a "$1/." "$2" && rm -rf "$1" && ln -s "$2" "$1""#,
-        &env,
-        &[
-            &env.tree.media.to_string_lossy(),
-            &elsewhere.to_string_lossy(),
-        ],
-    );
+    let (elsewhere, _media_volume) = media_on_its_own_volume(&env, "256m");
     let id = backup(&env, &c).await;
     // Since the backup: 6,000 one-byte files in 3,000 shard dirs.
     for i in 0..6000 {
@@ -832,26 +873,9 @@ async fn setting_aside_small_files_from_another_volume_counts_their_blocks() {
     let _unmount = data_dir_on_tmpfs(&env, "512m");
     // The data volume: its live files, staging (the backup's 4 MiB of media and an
     // eighth, with room to spare), then 16 MiB.
-    let st = nix::sys::statvfs::statvfs(&env.tree.data).unwrap();
-    let used = (st.blocks() - st.blocks_free()) * st.fragment_size();
-    let size = (used + (8 << 20) + (16 << 20)) >> 10;
-    let resized = std::process::Command::new("mount")
-        .args(["-o", &format!("remount,size={size}k")])
-        .arg(&env.tree.data)
-        .status()
-        .unwrap();
-    assert!(resized.success());
+    leave_free(&env, (8 << 20) + (16 << 20));
     let before = files_under(&env.tree.data);
-    let e = restore_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &id,
-        &env.layout,
-        &RestoreOptions::default().space_reserve_mib(0),
-    )
-    .await
-    .unwrap_err();
+    let e = restore_err(&env, &c, &id, 0).await;
     assert!(
         matches!(&e, BackupError::InsufficientSpace { path, needed, .. }
             if path.ends_with("/data") && *needed >= blocks),
@@ -921,17 +945,7 @@ async fn a_volume_that_fills_when_the_service_stops_loses_no_live_file() {
 async fn a_set_aside_copy_cut_short_by_a_full_volume_is_undone() {
     use synapse_backup::{Container, Stage};
     let env = Env::new(&TreeSpec::default()).await;
-    let elsewhere = env.tree.root.join("media-volume");
-    fs::create_dir(&elsewhere).unwrap();
-    let _media_volume = mount_tmpfs(&elsewhere, "64m");
-    sh(
-        r#"cp -a "$1/." "$2" && rm -rf "$1" && ln -s "$2" "$1""#,
-        &env,
-        &[
-            &env.tree.media.to_string_lossy(),
-            &elsewhere.to_string_lossy(),
-        ],
-    );
+    let (_, _media_volume) = media_on_its_own_volume(&env, "64m");
     let _unmount = data_dir_on_tmpfs(&env, "64m");
     // On SIGTERM the service writes until 2 MiB of its volume are left, then exits.
     let fill = env.tree.data.join("shutdown.log");

@@ -1,7 +1,7 @@
 //! The free-space reserve: a restore never takes the last free space of the volume the
 //! live homeserver writes to (`RestoreOptions::space_reserve_mib`).
 
-use super::{backup, data_dir_on_tmpfs};
+use super::{backup, data_dir_on_tmpfs, leave_free, restore_err};
 use crate::support::{env, synapse_tree};
 
 use std::fs;
@@ -106,16 +106,7 @@ async fn a_legacy_backup_that_expands_stops_at_the_reserve() {
     let free_before = free(&env.tree.data);
     assert!(free_before > 40 * MIB, "{free_before}");
     let watch = Watch::new(env.tree.data.clone());
-    let e = restore_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &id,
-        &env.layout,
-        &RestoreOptions::default().space_reserve_mib(8),
-    )
-    .await
-    .unwrap_err();
+    let e = restore_err(&env, &c, &id, 8).await;
     let least = watch.least();
     assert!(
         least >= 4 * MIB,
@@ -226,15 +217,7 @@ async fn verify_counts_the_reserve_as_the_restore_will() {
     // The live files, verify's staged database, the restore's staging (and an eighth)
     // and 2 MiB over: the volume resized once the live files are on it.
     let _unmount = data_dir_on_tmpfs(&env, "64m");
-    let st = nix::sys::statvfs::statvfs(&env.tree.data).unwrap();
-    let used = (st.blocks() - st.blocks_free()) * st.fragment_size();
-    let size = (used + db + plaintext + plaintext / 8 + (2 << 20)) >> 10;
-    let resized = std::process::Command::new("mount")
-        .args(["-o", &format!("remount,size={size}k")])
-        .arg(&env.tree.data)
-        .status()
-        .unwrap();
-    assert!(resized.success());
+    leave_free(&env, db + plaintext + plaintext / 8 + (2 << 20));
     let options = |reserve: u32| RestoreOptions::default().space_reserve_mib(reserve);
     let verify = |options: RestoreOptions| {
         let (env, c, id) = (&env, &c, &id);
@@ -283,15 +266,7 @@ async fn small_files_are_counted_in_whole_blocks_before_staging() {
     // The live files, then room for what the old rule asked (the bytes and an eighth)
     // and 4 MiB over, far less than staging the files takes.
     let _unmount = data_dir_on_tmpfs(&env, "256m");
-    let st = nix::sys::statvfs::statvfs(&env.tree.data).unwrap();
-    let used = (st.blocks() - st.blocks_free()) * st.fragment_size();
-    let size = (used + bytes + bytes / 8 + 4 * MIB) >> 10;
-    let resized = std::process::Command::new("mount")
-        .args(["-o", &format!("remount,size={size}k")])
-        .arg(&env.tree.data)
-        .status()
-        .unwrap();
-    assert!(resized.success());
+    leave_free(&env, bytes + bytes / 8 + 4 * MIB);
     let before = files_under(&env.tree.data);
     let free_before = free(&env.tree.data);
     assert!(
@@ -299,16 +274,7 @@ async fn small_files_are_counted_in_whole_blocks_before_staging() {
         "{free_before} free: the files' blocks must not fit"
     );
     let watch = Watch::new(env.tree.data.clone());
-    let e = restore_backup_with(
-        &c,
-        &env.params,
-        PASSPHRASE,
-        &id,
-        &env.layout,
-        &RestoreOptions::default().space_reserve_mib(0),
-    )
-    .await
-    .unwrap_err();
+    let e = restore_err(&env, &c, &id, 0).await;
     let least = watch.least();
     assert!(
         matches!(&e, BackupError::InsufficientSpace { needed, available, path }
