@@ -982,6 +982,43 @@ async fn a_set_aside_copy_cut_short_by_a_full_volume_is_undone() {
     );
 }
 
+/// A mount point inside the live media store (a volume of its own), which is on
+/// another volume than the data: setting it aside copies it onto the data volume, then
+/// removes it, and the removal stops at the mount point ("Device or resource busy").
+/// The source is made whole again from the copy and the swap undone: every live file is
+/// where it was. Before, mv's removal failed the same way, its whole copy stayed in the
+/// set-aside dir with the live media store mostly removed, and the restore ended
+/// "rollback failed" with the live files left set aside.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_aside_whose_removal_stops_at_a_mount_point_is_made_whole() {
+    use synapse_backup::Stage;
+    let env = Env::new(&TreeSpec::default()).await;
+    let c = LocalContainer::new();
+    let (elsewhere, _media_volume) = media_on_its_own_volume(&env, "64m");
+    let id = backup(&env, &c).await;
+    let inner = elsewhere.join("local_content/zz");
+    fs::create_dir_all(&inner).unwrap();
+    let _inner_volume = mount_tmpfs(&inner, "4m");
+    fs::write(inner.join("uploaded"), "media on a volume of its own").unwrap();
+    let before = files_under(&env.tree.data);
+    let e = restore_err(&env, &c, &id, 0).await;
+    assert!(
+        matches!(&e, BackupError::StageFailed { stage: Stage::Swap, stderr, .. }
+            if stderr.contains("busy") && !stderr.contains("rollback failed")),
+        "{e}"
+    );
+    assert_eq!(
+        files_under(&env.tree.data),
+        before,
+        "the live files are where they were"
+    );
+    assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
+}
+
 /// The service refuses the restored data and the roll-back then cannot finish (a file
 /// is still in the set-aside dir: here the failed start put one there): the service is
 /// left stopped, not started on what the roll-back left, and the work dir is kept.
