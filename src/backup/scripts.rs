@@ -8,10 +8,10 @@
 //! variable value in the environment or the positional parameters, never in the text.
 //! `backup.sh` and `fetch.sh` are appended to `common.sh` (the checksum stage and the
 //! failing-stage rule they share), the scripts that check free space (`prepare.sh`,
-//! `fetch.sh`, `swap.sh`) to `space.sh` (the free-space reserve's rule), and the
-//! long-running scripts (`prepare.sh`,
-//! `backup.sh`, `fetch.sh`) to `watchdog.sh`, which kills their process group as soon
-//! as the shell that runs them is gone or has lost its parent (the caller was killed).
+//! `fetch.sh`, `swap.sh`) to `space.sh` (the free-space reserve's rule and how space is
+//! counted), and the long-running scripts (`prepare.sh`, `backup.sh`, `fetch.sh`) to
+//! `watchdog.sh`, which kills their process group as soon as the shell that runs them
+//! is gone or has lost its parent (the caller was killed).
 //! Each file's header states its inputs and exit codes; [`Exit`] is the one Rust
 //! reading of those codes.
 

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# fetch.sh (appended to common.sh and space.sh): downloads, checksums and decrypts a backup
+# fetch.sh (appended to common.sh and space.sh): downloads, checksums and decrypts a
+# backup
 #   aws s3 cp URL - | checksum | gpg --decrypt [| zstd -d] | tar
 # then lists it (SB_MODE=list) or extracts it into $SB_WORK/stage (SB_MODE=extract),
 # writing tar's `-vv` listing to $SB_WORK/members and gpg's status lines to
@@ -49,9 +50,9 @@
 # (list), SB_PACK_MEMBERS, SB_STAGE, SB_STAGE_SHARED, SB_PACK_TAG and SB_NO_WALK.
 # The free-space reserve (with SB_NEED_BYTES): SB_RESERVE_BYTES and SB_RESERVE_PERCENT
 # keep the smaller of that many bytes and that share of SB_SPACE_DIR's file system free
-# for the live homeserver beside staging (space.sh's rule): checked first (need + reserve), then by
-# tar's checkpoints while it extracts (SB_RESERVE_SH, the text of reserve.sh, run every
-# eighth of the reserve), which stop it once less is free.
+# for the live homeserver beside staging (space.sh's rule): checked first (need +
+# reserve), then by tar's checkpoints while it extracts (SB_RESERVE_SH, the text of
+# reserve.sh, run every eighth of the reserve), which stop it once less is free.
 # Positional parameters: the aws CLI's extra arguments (none with SB_INPUT=stdin).
 # The checksum stage gates the stream (checksum_start's `gate`): gpg sees none of it
 # unless its first packets are those of an encrypted message; else the stage exits 3

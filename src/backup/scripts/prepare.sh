@@ -20,8 +20,9 @@
 # that is a symlink does not lead to a regular file; 25 the snapshot fits but would
 # leave less than the reserve free (`<available> <reserve>` in $SB_WORK/reserve; the
 # reserve: the smaller of SB_RESERVE_BYTES and SB_RESERVE_PERCENT of the file system,
-# when SB_RESERVE_BYTES is set: space.sh, which this file is appended to); anything else: a collection step failed (stderr says
-# which). The codes are the table in src/backup/scripts.rs.
+# when SB_RESERVE_BYTES is set: space.sh, which this file is appended to); anything
+# else: a collection step failed (stderr says which). The codes are the table in
+# src/backup/scripts.rs.
 set -euo pipefail
 umask 077
 w=$SB_WORK

@@ -18,9 +18,9 @@
 # preflight: checks, before anything is stopped or moved, what the swap of the units in
 # $SB_WORK/swap.sizes (NUL-separated `member`, `bytes on disk` pairs) needs: the
 # workload user may write where each is set aside and placed (a live dir moved aside
-# must itself be writable), and there is room where a move crosses file systems (it is a copy): in
-# SB_STAGE_BASE for SB_PREFLIGHT_STAGING bytes plus the live files set aside from
-# another file system, and on that file system for the files placed there.
+# must itself be writable), and there is room where a move crosses file systems (it
+# is a copy): in SB_STAGE_BASE for SB_PREFLIGHT_STAGING bytes plus the live files set
+# aside from another file system, and on that file system for the files placed there.
 # Environment: SB_WORK, SB_ROOT; SB_DB_MEMBER for swap; SB_STAGE_BASE,
 # SB_PREFLIGHT_STAGING and optionally SB_RESERVE_BYTES with SB_RESERVE_PERCENT (the
 # free-space reserve staging keeps: space.sh's rule, which this file is appended to)
@@ -48,7 +48,10 @@ root=$SB_ROOT
 move() {
   mkdir -p -- "$(dirname -- "$2")" || return 1
   # -L: the dirs the entries are in, through a symlink such as media_store.
-  if [ "$(stat -L -c %d -- "$(dirname -- "$1")")" = "$(stat -L -c %d -- "$(dirname -- "$2")")" ]; then
+  local from to
+  from=$(stat -L -c %d -- "$(dirname -- "$1")" || true)
+  to=$(stat -L -c %d -- "$(dirname -- "$2")" || true)
+  if [ -n "$from" ] && [ "$from" = "$to" ]; then
     mv -T -- "$1" "$2"
     return
   fi
@@ -118,7 +121,8 @@ case "${1:-swap}" in
     fi
     # The restore's staging keeps the reserve free (fetch.sh): a verify that passes
     # here is a restore whose own space check passes.
-    if below_reserve "$avail" "$need" "$size" "$SB_STAGE_BASE for staging" "$w/reserve"; then
+    if below_reserve "$avail" "$need" "$size" "$SB_STAGE_BASE for staging" \
+      "$w/reserve"; then
       printf '%s\n' "$need" >"$w/need"
       exit 37
     fi
