@@ -543,7 +543,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
                 };
                 match space.await {
                     Ok((needed, available)) => BackupError::InsufficientSpace {
-                        path: work.dir.clone(),
+                        path: work.parent().to_string(),
                         needed,
                         available,
                     },
@@ -553,7 +553,7 @@ impl<C: Container + ?Sized> BackupRun<'_, '_, C> {
             Exit::SnapshotBelowReserve => {
                 let space = async {
                     Ok::<_, ContainerError>(BackupError::SpaceReserve {
-                        path: work.dir.clone(),
+                        path: work.parent().to_string(),
                         needed: outputs.field(WorkFile::Need, 0).await?,
                         available: outputs.field(WorkFile::Avail, 0).await?,
                         reserve: outputs.field(WorkFile::Reserve, 1).await?,

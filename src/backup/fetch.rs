@@ -452,7 +452,6 @@ pub(crate) async fn fetch<C: Container + ?Sized>(
     let written = Written::read(&outputs, fed).await?;
     let failure = Failure {
         outputs: &outputs,
-        layout,
         call,
         id,
         fetched,
@@ -583,7 +582,6 @@ fn download_error(id: &BackupId, e: S3Error) -> BackupError {
 /// A failed fetch, and what is needed to tell why.
 struct Failure<'a, 'o, C: Container + ?Sized> {
     outputs: &'a Outputs<'o, C>,
-    layout: &'a Layout,
     call: &'a ScriptCall,
     id: &'a BackupId,
     fetched: &'a Fetched,
@@ -662,7 +660,7 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
     /// The error of a fetch that ran out of space (`exit`: before staging or while) or
     /// reached the free-space reserve.
     async fn no_space(&self, exit: Exit) -> Result<BackupError, ContainerError> {
-        let (outputs, layout) = (self.outputs, self.layout);
+        let outputs = self.outputs;
         let needed = self
             .call
             .env
@@ -681,9 +679,12 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
                     }),
             )
         };
+        // The file system's dir, which outlives the work dir: the work base, or the
+        // workload's temp dir for a verify there.
+        let path = outputs.work().parent().to_string();
         if exit == Exit::FilledWhileStaging {
             return Ok(BackupError::NoSpaceLeft {
-                path: layout.host_path(layout.work_base()),
+                path,
                 needed_about: staging_need(self.fetched).max(listed().await?),
             });
         }
@@ -693,7 +694,7 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
             // needs at least what it had taken, or listed, by then).
             let left: u64 = outputs.field(WorkFile::Reserve, 0).await?;
             return Ok(BackupError::SpaceReserve {
-                path: layout.host_path(layout.work_base()),
+                path,
                 needed: needed
                     .max(available.saturating_sub(left))
                     .max(listed().await?),
@@ -702,7 +703,7 @@ impl<C: Container + ?Sized> Failure<'_, '_, C> {
             });
         }
         Ok(BackupError::InsufficientSpace {
-            path: outputs.work().dir.clone(),
+            path,
             needed,
             available,
         })

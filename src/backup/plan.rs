@@ -520,6 +520,15 @@ impl WorkDir {
     pub fn file(&self, name: &str) -> String {
         join(&self.dir, name)
     }
+
+    /// The dir it was made in (the layout's work base, or the workload's temp dir): the
+    /// one to name for its file system's free space, which outlives the work dir.
+    pub fn parent(&self) -> &str {
+        match self.dir.trim_end_matches('/').rsplit_once('/') {
+            Some(("", _)) | None => "/",
+            Some((parent, _)) => parent,
+        }
+    }
 }
 
 /// A command to run in the workload: argv and environment.
@@ -791,6 +800,17 @@ pub fn files_list(members: &[String]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_work_dirs_parent_is_the_dir_it_was_made_in() {
+        assert_eq!(WorkDir::at("/data/.synapse-backup-x").parent(), "/data");
+        assert_eq!(
+            WorkDir::at("/r/data/.synapse-backup-x/").parent(),
+            "/r/data"
+        );
+        assert_eq!(WorkDir::at("/.synapse-backup-x").parent(), "/");
+        assert_eq!(WorkDir::at("relative").parent(), "/");
+    }
     use std::collections::HashMap;
 
     fn params(extra: &[(&str, &str)]) -> S3Parameters {
