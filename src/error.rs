@@ -521,10 +521,14 @@ pub enum BackupError {
         "cancelled: the backup was stopped, its work dir removed and its partial upload deleted"
     )]
     Cancelled,
-    /// Not enough free space for the restore.
+    /// Not enough free space: checked before staging (restore, extraction, verify), the
+    /// database snapshot (`create`) or the swap's copies across file systems, so nothing
+    /// was written and live data was not touched.
     #[error("not enough free space in {path}: need {needed} bytes, {available} available")]
     InsufficientSpace {
-        /// The directory checked.
+        /// A directory on the file system that lacks the room: where the run's work
+        /// dir was made (the data dir, or the workload's temp dir), or where the swap
+        /// would copy to.
         path: String,
         /// Bytes needed.
         needed: u64,
@@ -550,20 +554,24 @@ pub enum BackupError {
     /// was extracted; live data was not touched.
     #[error("no space left in {path} (needed about {needed_about} bytes)")]
     NoSpaceLeft {
-        /// The directory staging was in.
+        /// Where the staging work dir was made (the data dir, or the workload's temp
+        /// dir).
         path: String,
         /// An estimate of the space the backup needs.
         needed_about: u64,
     },
-    /// Staging would have left less free space than the reserve kept for the live
-    /// homeserver beside it ([`RestoreOptions::space_reserve_mib`](crate::RestoreOptions::space_reserve_mib)):
-    /// found before it started, or while it ran (tar was stopped there, and what it
+    /// Staging, or `create`'s database snapshot, would have left less free space than
+    /// the reserve kept for the live homeserver beside it
+    /// ([`RestoreOptions::space_reserve_mib`](crate::RestoreOptions::space_reserve_mib),
+    /// [`BackupOptions::space_reserve_mib`](crate::BackupOptions::space_reserve_mib)):
+    /// found before it started, or while staging ran (tar was stopped there, and what it
     /// staged removed); live data was not touched.
     #[error(
         "not enough free space in {path}: {needed} bytes needed and {reserve} kept free for the live homeserver, {available} available"
     )]
     SpaceReserve {
-        /// The directory staging is in.
+        /// Where the work dir of staging or the snapshot was made (the data dir, or the
+        /// workload's temp dir).
         path: String,
         /// What staging needs: the estimate checked before it, or more when it was
         /// stopped while staging (what it had taken by then, or tar had listed).
