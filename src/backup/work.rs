@@ -322,7 +322,7 @@ pub(crate) struct Swept {
 fn rollback_advice(dir: &str, root: &str) -> String {
     let (aside, aside_log, placed_log) = (WorkFile::Aside, WorkFile::AsideLog, WorkFile::PlacedLog);
     format!(
-        "a restore was killed during its swap: the live files it had set aside (the only copy of the previous data) are kept in {dir}/{aside}, listed in {dir}/{aside_log}, and the files it had already put in place are listed in {dir}/{placed_log} (a move the kill interrupted may be missing from the logs); its keys and staging were removed. To roll back, stop Synapse, remove each path of {placed_log} from {root} and move everything in {dir}/{aside} back to the same path under {root} (each path of {aside_log}, and any other it holds), replacing what the restore put there; then remove {dir}"
+        "a restore was killed during its swap: the live files it had set aside (the only copy of the previous data) are kept in {dir}/{aside}, listed in {dir}/{aside_log}, and the files it had already put in place are listed in {dir}/{placed_log} (a move the kill interrupted may be missing from the logs); its keys and staging were removed. To roll back, stop Synapse, remove each path of {placed_log} from {root} and move everything in {dir}/{aside} back to the same path under {root} (each path of {aside_log}, and any other it holds); where such a path still exists under {root} after that, a move across file systems was interrupted and either copy may be partial: copy the set-aside one over it, merging (cp -a {dir}/{aside}/PATH/. {root}/PATH/), never replacing it; then remove {dir}"
     )
 }
 

@@ -793,6 +793,12 @@ async fn the_next_restore_sweeps_a_killed_restores_keys_and_staging_and_keeps_wh
         .find(|w| w.contains(&format!("{}/aside", half.display())))
         .unwrap_or_else(|| panic!("no roll-back advice: {:?}", report.warnings));
     assert!(advice.contains("roll back"), "{advice}");
+    // A set-aside copy that may be partial is merged over what is still live, never
+    // put in its place.
+    assert!(
+        advice.contains("merging") && advice.contains("never replacing"),
+        "{advice}"
+    );
     // Only the kept dir remains, and a later run keeps it too.
     assert_eq!(
         env.work_dirs_left(),
