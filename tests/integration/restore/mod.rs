@@ -411,6 +411,33 @@ async fn restore_fails(
     restore(env, c, id, layout).await.unwrap_err()
 }
 
+/// A failed swap was undone: every live file of `before` is back unchanged and none
+/// added, no work dir is left, and the service runs again.
+async fn assert_rolled_back(
+    env: &Env,
+    c: &LocalContainer,
+    before: &std::collections::BTreeMap<PathBuf, Vec<u8>>,
+) {
+    use synapse_backup::Container;
+    let after = files_under(&env.tree.data);
+    let lost: Vec<_> = before
+        .iter()
+        .filter(|(path, bytes)| after.get(*path) != Some(bytes))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(lost.is_empty(), "live files lost or changed: {lost:?}");
+    assert_eq!(after.len(), before.len(), "files added");
+    assert!(
+        env.work_dirs_left().is_empty(),
+        "{:?}",
+        env.work_dirs_left()
+    );
+    assert!(
+        c.is_running("synapse").await.unwrap(),
+        "the service runs again"
+    );
+}
+
 /// The error of a restore of `id` into the env's layout with `reserve_mib` MiB kept
 /// free (`space_reserve_mib`), which must fail.
 async fn restore_err(
@@ -922,23 +949,7 @@ async fn a_volume_that_fills_when_the_service_stops_loses_no_live_file() {
         "the volume was not filled"
     );
     fs::remove_file(&fill).unwrap();
-    let after = files_under(&env.tree.data);
-    let lost: Vec<_> = before
-        .iter()
-        .filter(|(path, bytes)| after.get(*path) != Some(bytes))
-        .map(|(path, _)| path)
-        .collect();
-    assert!(lost.is_empty(), "live files lost or changed: {lost:?}");
-    assert_eq!(after.len(), before.len(), "files added");
-    assert!(
-        env.work_dirs_left().is_empty(),
-        "{:?}",
-        env.work_dirs_left()
-    );
-    assert!(
-        c.is_running("synapse").await.unwrap(),
-        "the service runs again"
-    );
+    assert_rolled_back(&env, &c, &before).await;
 }
 
 /// The media store is on another volume, so setting it aside is a copy onto the data
@@ -972,20 +983,7 @@ async fn a_set_aside_copy_cut_short_by_a_full_volume_is_undone() {
         "the volume was not filled"
     );
     fs::remove_file(&fill).unwrap();
-    assert_eq!(
-        files_under(&env.tree.data),
-        before,
-        "the live files are where they were"
-    );
-    assert!(
-        env.work_dirs_left().is_empty(),
-        "{:?}",
-        env.work_dirs_left()
-    );
-    assert!(
-        c.is_running("synapse").await.unwrap(),
-        "the service runs again"
-    );
+    assert_rolled_back(&env, &c, &before).await;
 }
 
 /// A mount point inside the live media store (a volume of its own), which is on
