@@ -150,6 +150,8 @@ if [ -n "${SB_NEED_BYTES:-}" ]; then
   if below_reserve "$avail" "$SB_NEED_BYTES" "$size" "$SB_SPACE_DIR" "$w/reserve"; then
     exit 42
   fi
+  # reserve: set by below_reserve (space.sh, which this file is appended to).
+  # shellcheck disable=SC2154
   if [ "$reserve" -gt 0 ]; then
     # reserve.sh's inputs; a check every eighth of the reserve in tar's 10 KiB
     # records (no more often than every 100: 1 MiB), so that staging stops with most
